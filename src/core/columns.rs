@@ -1,0 +1,144 @@
+//! Header normalization, canonical columns and their aliases (SPEC §1).
+
+use std::collections::BTreeMap;
+
+/// Canonical name of the employee ID column.
+pub const EMPLOYEE_ID: &str = "employee_id";
+/// Canonical name of the email column.
+pub const EMAIL: &str = "email";
+/// Canonical name of the manager ID column.
+pub const MANAGER_ID: &str = "manager_id";
+/// Canonical name of the employment status column.
+pub const EMPLOYMENT_STATUS: &str = "employment_status";
+/// The derived field; a column of this name in a file is ignored.
+pub const IS_MANAGER: &str = "is_manager";
+
+/// The canonical columns with their default aliases, in SPEC order.
+pub const DEFAULT_ALIASES: &[(&str, &[&str])] = &[
+    (
+        EMPLOYEE_ID,
+        &["Employee ID", "EmployeeID", "Emp ID", "Worker ID", "Person Number"],
+    ),
+    (EMAIL, &["Email", "Work Email", "Email Address", "UPN"]),
+    (MANAGER_ID, &["Manager ID", "Supervisor ID", "Reports To ID"]),
+    (
+        EMPLOYMENT_STATUS,
+        &["Status", "Employment Status", "Worker Status"],
+    ),
+];
+
+/// Lower-cases and drops spaces, `_`, `-` and `.`: "Job Title" = "job_title" = "JobTitle".
+pub fn normalize_header(name: &str) -> String {
+    name.trim()
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.') && !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Trims and lower-cases a value: the comparison SPEC calls "case-insensitive".
+pub fn fold_value(value: &str) -> String {
+    let trimmed = value.trim();
+    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        trimmed.to_owned()
+    } else {
+        trimmed.to_lowercase()
+    }
+}
+
+/// Maps normalized header names to field keys: aliases resolve to their canonical column.
+///
+/// A field key is the normalized form of the canonical name for canonical columns
+/// (`employeeid`, `email`, `managerid`, `employmentstatus`) and the normalized header
+/// for every other column. Rule conditions resolve their field names the same way, so
+/// `Work Email = x` and `email = x` name the same field.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    alias_to_key: BTreeMap<String, String>,
+}
+
+impl Default for Columns {
+    fn default() -> Self {
+        Self::new(&BTreeMap::new())
+    }
+}
+
+impl Columns {
+    /// Builds the table from the defaults plus `roster.columns` (canonical -> extra aliases).
+    pub fn new(extra: &BTreeMap<String, Vec<String>>) -> Self {
+        let mut alias_to_key = BTreeMap::new();
+        for (canonical, aliases) in DEFAULT_ALIASES {
+            let key = normalize_header(canonical);
+            alias_to_key.insert(key.clone(), key.clone());
+            for alias in *aliases {
+                alias_to_key.insert(normalize_header(alias), key.clone());
+            }
+        }
+        for (canonical, aliases) in extra {
+            let key = normalize_header(canonical);
+            for alias in aliases {
+                alias_to_key.insert(normalize_header(alias), key.clone());
+            }
+        }
+        Self { alias_to_key }
+    }
+
+    /// The field key a header or rule field name refers to.
+    pub fn key(&self, name: &str) -> String {
+        let normalized = normalize_header(name);
+        match self.alias_to_key.get(&normalized) {
+            Some(key) => key.clone(),
+            None => normalized,
+        }
+    }
+
+    /// Whether `name` is one of the canonical column names of `extra` (for config validation).
+    pub fn is_canonical(name: &str) -> bool {
+        DEFAULT_ALIASES.iter().any(|(c, _)| *c == name)
+    }
+}
+
+/// The field key of a canonical column (its normalized name).
+pub fn canonical_key(canonical: &str) -> String {
+    normalize_header(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_normalize_ignoring_case_spaces_underscores_dashes_dots() {
+        for h in ["Job Title", "job_title", "JobTitle", "JOB-TITLE", "job.title", " Job  Title "] {
+            assert_eq!(normalize_header(h), "jobtitle", "{h}");
+        }
+    }
+
+    #[test]
+    fn aliases_resolve_to_canonical_keys() {
+        let c = Columns::default();
+        assert_eq!(c.key("Work Email"), "email");
+        assert_eq!(c.key("UPN"), "email");
+        assert_eq!(c.key("Person Number"), "employeeid");
+        assert_eq!(c.key("employee_id"), "employeeid");
+        assert_eq!(c.key("Reports To ID"), "managerid");
+        assert_eq!(c.key("Worker Status"), "employmentstatus");
+        assert_eq!(c.key("Department"), "department");
+    }
+
+    #[test]
+    fn configured_aliases_are_added() {
+        let mut extra = BTreeMap::new();
+        extra.insert("employee_id".to_string(), vec!["Badge Number".to_string()]);
+        let c = Columns::new(&extra);
+        assert_eq!(c.key("badge_number"), "employeeid");
+        assert_eq!(c.key("Emp ID"), "employeeid");
+    }
+
+    #[test]
+    fn values_fold_by_trimming_and_unicode_lowercasing() {
+        assert_eq!(fold_value("  Finance "), "finance");
+        assert_eq!(fold_value("ÉCOLE"), "école");
+        assert_eq!(fold_value("r&d"), "r&d");
+    }
+}

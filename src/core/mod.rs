@@ -1,0 +1,14 @@
+//! The pure core: roster parsing, the manager graph, rules, reconciliation and reports.
+//!
+//! Nothing in here touches files, sockets, clocks or the store: callers pass bytes,
+//! timestamps and state in, and get values back.
+
+pub mod columns;
+pub mod model;
+pub mod org;
+pub mod reconcile;
+pub mod report;
+pub mod roster;
+pub mod rules;
+
+pub use model::Finding;

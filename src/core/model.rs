@@ -1,0 +1,145 @@
+//! Data shared by the core modules: findings, the parsed roster and its employees.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+
+/// An error or warning about a file: the physical line (1-based, header = 1) and the
+/// column header as written, when they apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Physical line where the record starts; `None` for whole-file findings.
+    pub line: Option<u64>,
+    /// Column header as written in the file (or canonical/rule name for header errors).
+    pub column: Option<String>,
+    /// What is wrong, in words a person acts on.
+    pub message: String,
+}
+
+impl Finding {
+    /// A finding about one line and column.
+    pub fn at(line: u64, column: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            line: Some(line),
+            column: Some(column.into()),
+            message: message.into(),
+        }
+    }
+
+    /// A finding about one line, no column.
+    pub fn line(line: u64, message: impl Into<String>) -> Self {
+        Self {
+            line: Some(line),
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    /// A finding about the whole file.
+    pub fn file(message: impl Into<String>) -> Self {
+        Self {
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.line, &self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column \"{c}\": {}", self.message),
+            (Some(l), None) => write!(f, "line {l}: {}", self.message),
+            (None, Some(c)) => write!(f, "column \"{c}\": {}", self.message),
+            (None, None) => write!(f, "{}", self.message),
+        }
+    }
+}
+
+/// An interned, folded (trimmed, lower-cased) cell value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sym(pub u32);
+
+/// Interns folded values so that each distinct value is stored once and compared as a number.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    values: Vec<Box<str>>,
+    index: HashMap<Box<str>, Sym>,
+}
+
+impl Interner {
+    /// The symbol of an already folded value, adding it if new.
+    pub fn intern(&mut self, folded: &str) -> Sym {
+        if let Some(sym) = self.index.get(folded) {
+            return *sym;
+        }
+        let sym = Sym(self.values.len() as u32);
+        let boxed: Box<str> = folded.into();
+        self.values.push(boxed.clone());
+        self.index.insert(boxed, sym);
+        sym
+    }
+
+    /// The symbol of a folded value if any cell had it.
+    pub fn get(&self, folded: &str) -> Option<Sym> {
+        self.index.get(folded).copied()
+    }
+
+    /// The folded text of a symbol.
+    pub fn resolve(&self, sym: Sym) -> &str {
+        &self.values[sym.0 as usize]
+    }
+}
+
+/// One data row of a roster, reduced to what provisioning needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Employee {
+    /// Physical line where the row starts.
+    pub line: u64,
+    /// `employee_id`, trimmed; exact comparison (leading zeros count).
+    pub id: Box<str>,
+    /// `email`, trimmed, as written (may be empty for inactive employees).
+    pub email: Box<str>,
+    /// `manager_id`, trimmed; empty means no manager.
+    pub manager_id: Box<str>,
+    /// Whether `employment_status` is one of `roster.inactive_statuses`.
+    pub inactive: bool,
+    /// Derived: another active row names this employee as its manager.
+    pub is_manager: bool,
+    /// Folded values of `Roster::fields`, in that order.
+    pub values: Box<[Sym]>,
+}
+
+/// A validated roster: the employees and the values of the fields rules need.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    /// Number of data rows.
+    pub rows: usize,
+    /// Field keys (see `columns::Columns::key`) whose values are kept, in `Employee::values` order.
+    pub fields: Vec<String>,
+    /// Every field key present in the file's header.
+    pub present: Vec<String>,
+    /// The rows, in file order.
+    pub employees: Vec<Employee>,
+    /// Interned folded values of `fields`.
+    pub symbols: Interner,
+    /// Warnings: the file is still applied.
+    pub warnings: Vec<Finding>,
+}
+
+impl Roster {
+    /// Index of a kept field in `Employee::values`.
+    pub fn field_index(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f == key)
+    }
+
+    /// Whether the file had a column with this field key.
+    pub fn has_field(&self, key: &str) -> bool {
+        self.present.iter().any(|f| f == key)
+    }
+
+    /// Folded value of kept field `index` for `employee`.
+    pub fn value(&self, employee: &Employee, index: usize) -> &str {
+        self.symbols.resolve(employee.values[index])
+    }
+}
