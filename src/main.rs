@@ -1,1 +1,59 @@
-fn main() {}
+//! The `autoprov` binary: parse arguments, load config, dispatch, map errors to exit codes.
+
+use autoprov::cli::{Cli, Command};
+use autoprov::commands::{Response, exit};
+use autoprov::config::Config;
+use autoprov::local;
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("autoprov: {e:#}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    autoprov::logging::init(&cfg, cli.log_format.as_deref());
+    let response = match &cli.command {
+        Command::Run => match autoprov::daemon::run(cfg) {
+            Ok(()) => return ExitCode::SUCCESS,
+            Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
+        },
+        Command::Process { file, dry_run } => local::process(cfg, file, *dry_run),
+        other => local::execute(
+            cfg,
+            other.request().expect("every other command is a request"),
+        ),
+    };
+    print(&response, cli.json);
+    ExitCode::from(response.exit)
+}
+
+fn print(response: &Response, json: bool) {
+    let out = if json {
+        serde_json::to_string_pretty(&response.json).expect("json values serialize") + "\n"
+    } else {
+        response.text.clone()
+    };
+    if response.exit == exit::OK || response.exit == exit::NO || json {
+        print!("{out}");
+    } else {
+        eprint!("autoprov: {out}");
+        if !out.ends_with('\n') {
+            eprintln!();
+        }
+    }
+}

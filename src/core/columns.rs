@@ -17,10 +17,19 @@ pub const IS_MANAGER: &str = "is_manager";
 pub const DEFAULT_ALIASES: &[(&str, &[&str])] = &[
     (
         EMPLOYEE_ID,
-        &["Employee ID", "EmployeeID", "Emp ID", "Worker ID", "Person Number"],
+        &[
+            "Employee ID",
+            "EmployeeID",
+            "Emp ID",
+            "Worker ID",
+            "Person Number",
+        ],
     ),
     (EMAIL, &["Email", "Work Email", "Email Address", "UPN"]),
-    (MANAGER_ID, &["Manager ID", "Supervisor ID", "Reports To ID"]),
+    (
+        MANAGER_ID,
+        &["Manager ID", "Supervisor ID", "Reports To ID"],
+    ),
     (
         EMPLOYMENT_STATUS,
         &["Status", "Employment Status", "Worker Status"],
@@ -39,10 +48,25 @@ pub fn normalize_header(name: &str) -> String {
 /// Trims and lower-cases a value: the comparison SPEC calls "case-insensitive".
 pub fn fold_value(value: &str) -> String {
     let trimmed = value.trim();
-    if trimmed.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+    if trimmed
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
         trimmed.to_owned()
     } else {
         trimmed.to_lowercase()
+    }
+}
+
+/// Well-formed = no whitespace, exactly one `@`, a non-empty local part, a domain containing a dot.
+pub fn is_well_formed_email(email: &str) -> bool {
+    if email.chars().any(char::is_whitespace) {
+        return false;
+    }
+    let mut parts = email.split('@');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(local), Some(domain), None) => !local.is_empty() && domain.contains('.'),
+        _ => false,
     }
 }
 
@@ -109,7 +133,14 @@ mod tests {
 
     #[test]
     fn headers_normalize_ignoring_case_spaces_underscores_dashes_dots() {
-        for h in ["Job Title", "job_title", "JobTitle", "JOB-TITLE", "job.title", " Job  Title "] {
+        for h in [
+            "Job Title",
+            "job_title",
+            "JobTitle",
+            "JOB-TITLE",
+            "job.title",
+            " Job  Title ",
+        ] {
             assert_eq!(normalize_header(h), "jobtitle", "{h}");
         }
     }
@@ -133,6 +164,18 @@ mod tests {
         let c = Columns::new(&extra);
         assert_eq!(c.key("badge_number"), "employeeid");
         assert_eq!(c.key("Emp ID"), "employeeid");
+    }
+
+    #[test]
+    fn emails_are_well_formed_only_with_one_at_a_local_part_and_a_dotted_domain() {
+        for ok in ["a@b.c", "first.last@acme.example", "x+tag@sub.example.org"] {
+            assert!(is_well_formed_email(ok), "{ok}");
+        }
+        for bad in [
+            "", "a", "@b.c", "a@b", "a@@b.c", "a@b@c.d", "a b@c.d", "a@b.c ", "a\t@b.c",
+        ] {
+            assert!(!is_well_formed_email(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Nothing in here touches files, sockets, clocks or the store: callers pass bytes,
 //! timestamps and state in, and get values back.
 
+pub mod accounts;
 pub mod columns;
 pub mod model;
 pub mod org;

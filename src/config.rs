@@ -1,0 +1,605 @@
+//! Configuration: the TOML file, then `AUTOPROV__SECTION__KEY` overrides, validated into typed settings.
+
+use crate::core::columns::{Columns, DEFAULT_ALIASES};
+use crate::core::reconcile::{Limit, Limits};
+use crate::core::roster::{Encoding, RosterOptions};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The config file tried when `--config` is not given, in order.
+pub const DEFAULT_PATHS: &[&str] = &["/etc/autoprov/autoprov.toml", "./autoprov.toml"];
+
+/// The whole configuration (SPEC §7 "Config keys").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// sled store, host keys and drop/.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// SSO prerequisite.
+    #[serde(default)]
+    pub sso: Sso,
+    /// Roles that rules and manual admins may grant.
+    #[serde(default)]
+    pub provisioning: Provisioning,
+    /// Roster parsing.
+    #[serde(default)]
+    pub roster: RosterConfig,
+    /// Safety limits.
+    #[serde(default)]
+    pub safety: Safety,
+    /// Where files come from.
+    #[serde(default)]
+    pub source: Source,
+    /// The control socket.
+    #[serde(default)]
+    pub control: Control,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/autoprov")
+}
+
+/// `[sso]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sso {
+    /// Admins sign in through SSO; provisioning refuses to run without it.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Informational, shown in `status`.
+    #[serde(default)]
+    pub provider: String,
+}
+
+/// `[provisioning]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provisioning {
+    /// The roles that may be granted.
+    #[serde(default = "default_roles")]
+    pub roles: Vec<String>,
+}
+
+impl Default for Provisioning {
+    fn default() -> Self {
+        Self {
+            roles: default_roles(),
+        }
+    }
+}
+
+fn default_roles() -> Vec<String> {
+    [
+        "Super Admin",
+        "IT Admin",
+        "HR Admin",
+        "Billing Admin",
+        "Read-only Admin",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `[roster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterConfig {
+    /// auto | utf-8 | windows-1252
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// Statuses meaning the employee has left.
+    #[serde(default = "default_inactive")]
+    pub inactive_statuses: Vec<String>,
+    /// Largest accepted file.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Most accepted data rows.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// Canonical column -> extra header aliases.
+    #[serde(default)]
+    pub columns: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        Self {
+            encoding: default_encoding(),
+            inactive_statuses: default_inactive(),
+            max_bytes: default_max_bytes(),
+            max_rows: default_max_rows(),
+            columns: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_encoding() -> String {
+    "auto".into()
+}
+fn default_inactive() -> Vec<String> {
+    ["terminated", "inactive", "separated", "deceased"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_max_bytes() -> u64 {
+    512 * 1024 * 1024
+}
+fn default_max_rows() -> u64 {
+    5_000_000
+}
+
+/// `[safety]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Safety {
+    /// Deactivation limit.
+    #[serde(default = "default_max_deactivations")]
+    pub max_deactivations: Limit,
+    /// Grant limit.
+    #[serde(default = "default_max_grants")]
+    pub max_grants: Limit,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Self {
+            max_deactivations: default_max_deactivations(),
+            max_grants: default_max_grants(),
+        }
+    }
+}
+
+fn default_max_deactivations() -> Limit {
+    Limits::default().max_deactivations
+}
+fn default_max_grants() -> Limit {
+    Limits::default().max_grants
+}
+
+/// How files arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Our own SFTP server.
+    #[default]
+    Host,
+    /// We fetch from a remote SFTP server.
+    Poll,
+    /// Another program writes into a local directory.
+    Watch,
+}
+
+/// `[source]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// host | poll | watch
+    #[serde(default)]
+    pub mode: Mode,
+    /// SFTP server address (host mode).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// compatible | strict
+    #[serde(default = "default_profile")]
+    pub ssh_profile: String,
+    /// Watch mode: the directory another program writes.
+    #[serde(default)]
+    pub watch_dir: PathBuf,
+    /// Watch mode: quiet time after close before a file counts as complete.
+    #[serde(default = "default_settle", deserialize_with = "duration")]
+    pub settle: Duration,
+    /// Periodic rescan of inbox/ (and watch_dir).
+    #[serde(default = "default_rescan", deserialize_with = "duration")]
+    pub rescan_interval: Duration,
+    /// Uploads larger than this are cut off and discarded.
+    #[serde(default = "default_max_bytes")]
+    pub max_upload_bytes: u64,
+    /// `status` warns when no file arrived for this long.
+    #[serde(default = "default_stale_after", deserialize_with = "duration")]
+    pub stale_after: Duration,
+    /// SFTP: time allowed to authenticate.
+    #[serde(default = "default_auth_deadline", deserialize_with = "duration")]
+    pub auth_deadline: Duration,
+    /// SFTP: idle connections are closed after this.
+    #[serde(default = "default_idle_timeout", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// SFTP: concurrent connections per client IP.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// SFTP users (host mode).
+    #[serde(default)]
+    pub users: Vec<SftpUserConfig>,
+    /// The remote server (poll mode).
+    #[serde(default)]
+    pub remote: Option<Remote>,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        toml_default()
+    }
+}
+
+fn toml_default<T: serde::de::DeserializeOwned>() -> T {
+    serde_json::from_value(serde_json::json!({})).expect("every field has a default")
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:2222".parse().expect("valid address")
+}
+fn default_profile() -> String {
+    "compatible".into()
+}
+fn default_settle() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_rescan() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_stale_after() -> Duration {
+    Duration::from_secs(26 * 3600)
+}
+fn default_auth_deadline() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_connections_per_ip() -> usize {
+    8
+}
+
+/// `[[source.users]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpUserConfig {
+    /// Login name.
+    pub name: String,
+    /// OpenSSH public key lines.
+    #[serde(default)]
+    pub authorized_keys: Vec<String>,
+    /// Optional argon2 PHC hash; password login is off without it.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+/// `[source.remote]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    #[serde(default = "default_ssh_port")]
+    pub port: u16,
+    /// Login name.
+    pub user: String,
+    /// Path of the private key file.
+    pub private_key: PathBuf,
+    /// The server's pinned host key (OpenSSH public key line).
+    pub known_host_key: String,
+    /// Remote folder to take files from.
+    pub inbox: String,
+    /// Remote folder for processed files.
+    pub processed: String,
+    /// Remote folder for rejected files.
+    pub rejected: String,
+    /// How often to look.
+    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
+    pub poll_interval: Duration,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[control]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// The Unix socket path.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    /// Unix users allowed to change rules, manual admins and held files (root always is).
+    #[serde(default)]
+    pub org_admins: Vec<String>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            socket: default_socket(),
+            org_admins: Vec::new(),
+        }
+    }
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from("/run/autoprov/autoprov.sock")
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// text | json
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `autoprov=debug`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            format: default_log_format(),
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "\"{text}\" is not a duration ({e}); write e.g. \"2s\", \"60s\", \"5m\""
+        ))
+    })
+}
+
+impl Config {
+    /// Loads the file (the given one, else the first default path that exists), then the
+    /// `AUTOPROV__SECTION__KEY` environment overrides, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None => DEFAULT_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+                .with_context(|| {
+                    format!(
+                        "no config file: none of {} exists; pass --config PATH",
+                        DEFAULT_PATHS.join(", ")
+                    )
+                })?,
+        };
+        if !path.exists() {
+            bail!("config file {} does not exist", path.display());
+        }
+        let built = config::Config::builder()
+            .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("AUTOPROV")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("provisioning.roles")
+                    .with_list_parse_key("roster.inactive_statuses")
+                    .with_list_parse_key("control.org_admins")
+                    .try_parsing(true),
+            )
+            .build()
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let cfg: Config = built
+            .try_deserialize()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: enumerations given as strings, canonical column names, paths.
+    pub fn validate(&self) -> Result<()> {
+        self.encoding()?;
+        match self.source.ssh_profile.as_str() {
+            "compatible" | "strict" => {}
+            other => bail!("source.ssh_profile = \"{other}\": use \"compatible\" or \"strict\""),
+        }
+        match self.log.format.as_str() {
+            "text" | "json" => {}
+            other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
+        }
+        for canonical in self.roster.columns.keys() {
+            if !Columns::is_canonical(canonical) {
+                let names: Vec<&str> = DEFAULT_ALIASES.iter().map(|(c, _)| *c).collect();
+                bail!(
+                    "roster.columns.{canonical}: not a canonical column (use one of {})",
+                    names.join(", ")
+                );
+            }
+        }
+        if self.provisioning.roles.is_empty() {
+            bail!("provisioning.roles is empty: list the roles rules may grant");
+        }
+        if self.source.mode == Mode::Poll && self.source.remote.is_none() {
+            bail!("source.mode = \"poll\" needs a [source.remote] section");
+        }
+        if self.source.mode == Mode::Watch && self.source.watch_dir.as_os_str().is_empty() {
+            bail!("source.mode = \"watch\" needs source.watch_dir");
+        }
+        Ok(())
+    }
+
+    /// The roster encoding setting.
+    pub fn encoding(&self) -> Result<Encoding> {
+        Ok(match self.roster.encoding.to_ascii_lowercase().as_str() {
+            "auto" => Encoding::Auto,
+            "utf-8" | "utf8" => Encoding::Utf8,
+            "windows-1252" | "cp1252" => Encoding::Windows1252,
+            other => {
+                bail!("roster.encoding = \"{other}\": use \"auto\", \"utf-8\" or \"windows-1252\"")
+            }
+        })
+    }
+
+    /// The column alias table.
+    pub fn columns(&self) -> Columns {
+        Columns::new(&self.roster.columns)
+    }
+
+    /// Roster options for a parse that keeps `needed_fields`.
+    pub fn roster_options(&self, needed_fields: Vec<String>) -> RosterOptions {
+        RosterOptions {
+            encoding: self.encoding().unwrap_or_default(),
+            inactive_statuses: self.roster.inactive_statuses.clone(),
+            columns: self.columns(),
+            max_bytes: self.roster.max_bytes,
+            max_rows: self.roster.max_rows,
+            needed_fields,
+        }
+    }
+
+    /// Safety limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_deactivations: self.safety.max_deactivations,
+            max_grants: self.safety.max_grants,
+        }
+    }
+
+    /// The role as configured, matched case-insensitively; None when not allowed.
+    pub fn role(&self, role: &str) -> Option<&str> {
+        let wanted = role.trim().to_lowercase();
+        self.provisioning
+            .roles
+            .iter()
+            .find(|r| r.to_lowercase() == wanted)
+            .map(String::as_str)
+    }
+
+    /// Whether a Unix user may change rules, manual admins and held files.
+    pub fn is_org_admin(&self, user: &str) -> bool {
+        user == "root" || self.control.org_admins.iter().any(|u| u == user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(text: &str) -> Result<Config> {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(f.path()))
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/autoprov"));
+        assert!(!c.sso.enabled);
+        assert_eq!(c.provisioning.roles.len(), 5);
+        assert_eq!(c.roster.max_bytes, 536_870_912);
+        assert_eq!(c.roster.max_rows, 5_000_000);
+        assert_eq!(
+            c.safety.max_deactivations,
+            Limit {
+                count: 10,
+                percent: 20
+            }
+        );
+        assert_eq!(
+            c.safety.max_grants,
+            Limit {
+                count: 50,
+                percent: 20
+            }
+        );
+        assert_eq!(c.source.mode, Mode::Host);
+        assert_eq!(c.source.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(c.source.settle, Duration::from_secs(2));
+        assert_eq!(c.source.rescan_interval, Duration::from_secs(60));
+        assert_eq!(
+            c.control.socket,
+            PathBuf::from("/run/autoprov/autoprov.sock")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = format!("{:#}", load("[safety]\nmax_deletions = 3\n").unwrap_err());
+        assert!(err.contains("max_deletions"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_and_enum_values_are_explained() {
+        let err = format!("{:#}", load("[source]\nsettle = \"soon\"\n").unwrap_err());
+        assert!(err.contains("not a duration"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[roster]\nencoding = \"latin9\"\n").unwrap_err()
+        );
+        assert!(err.contains("windows-1252"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
+        );
+        assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn spec_example_keys_parse() {
+        let c = load(
+            r#"
+data_dir = "/tmp/x"
+[sso]
+enabled = true
+provider = "okta"
+[roster]
+encoding = "windows-1252"
+[roster.columns]
+employee_id = ["Badge Number"]
+[safety]
+max_deactivations = { count = 5, percent = 10 }
+[source]
+mode = "host"
+settle = "3s"
+[[source.users]]
+name = "hris"
+authorized_keys = ["ssh-ed25519 AAAA hris@workday"]
+[control]
+org_admins = ["alice", "root"]
+[log]
+format = "json"
+"#,
+        )
+        .unwrap();
+        assert!(c.sso.enabled);
+        assert_eq!(c.encoding().unwrap(), Encoding::Windows1252);
+        assert_eq!(c.columns().key("badge number"), "employeeid");
+        assert_eq!(
+            c.safety.max_deactivations,
+            Limit {
+                count: 5,
+                percent: 10
+            }
+        );
+        assert_eq!(c.source.users[0].name, "hris");
+        assert!(c.is_org_admin("alice"));
+        assert!(c.is_org_admin("root"));
+        assert!(!c.is_org_admin("mallory"));
+        assert_eq!(c.role("billing admin"), Some("Billing Admin"));
+        assert_eq!(c.role("Janitor"), None);
+    }
+}

@@ -1,0 +1,1018 @@
+//! One sync as a pure function: (roster, matching rules, accounts) -> Plan (SPEC §4).
+
+use crate::core::accounts::{Account, Origin, Status};
+use crate::core::columns::is_well_formed_email;
+use crate::core::model::Roster;
+use crate::core::rules::{Rule, RuleId};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What happened to one employee, in the order of precedence SPEC §4 gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A new auto account.
+    Created,
+    /// Moved to another rule (the previous one no longer matches).
+    Reassigned,
+    /// An inactive auto account became active again.
+    Reactivated,
+    /// The controlling rule's role was edited.
+    RoleChanged,
+    /// No rule matches any more, or the employee left.
+    Deactivated,
+    /// A manual account whose employee matches a rule: left alone.
+    SkippedManual,
+}
+
+impl Action {
+    /// Every action, in precedence order.
+    pub const ALL: [Action; 6] = [
+        Action::Created,
+        Action::Reassigned,
+        Action::Reactivated,
+        Action::RoleChanged,
+        Action::Deactivated,
+        Action::SkippedManual,
+    ];
+
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Reassigned => "reassigned",
+            Action::Reactivated => "reactivated",
+            Action::RoleChanged => "role_changed",
+            Action::Deactivated => "deactivated",
+            Action::SkippedManual => "skipped_manual",
+        }
+    }
+
+    /// Whether the action hands out rights (counted against `safety.max_grants`).
+    pub fn is_grant(self) -> bool {
+        matches!(
+            self,
+            Action::Created | Action::Reassigned | Action::Reactivated | Action::RoleChanged
+        )
+    }
+}
+
+/// One changed employee in a report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The employee.
+    pub employee_id: String,
+    /// The account's email after the sync.
+    pub email: String,
+    /// The first action that applies.
+    pub action: Action,
+    /// The rule that controls the account after the sync (for `skipped_manual`: the first matching rule).
+    pub rule_id: Option<RuleId>,
+    /// That rule's name.
+    pub rule: Option<String>,
+    /// The role after the sync.
+    pub role: String,
+    /// The role before, when it changed.
+    pub previous_role: Option<String>,
+    /// The status before, when it changed.
+    pub previous_status: Option<Status>,
+}
+
+/// Employees per action, plus `unchanged`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// New auto accounts.
+    pub created: usize,
+    /// Accounts moved to another rule.
+    pub reassigned: usize,
+    /// Accounts made active again.
+    pub reactivated: usize,
+    /// Accounts whose rule's role changed.
+    pub role_changed: usize,
+    /// Accounts deactivated.
+    pub deactivated: usize,
+    /// Manual accounts of employees who match a rule.
+    pub skipped_manual: usize,
+    /// Active auto accounts that stay active with the same rule and role.
+    pub unchanged: usize,
+}
+
+impl Counts {
+    fn add(&mut self, action: Action) {
+        *match action {
+            Action::Created => &mut self.created,
+            Action::Reassigned => &mut self.reassigned,
+            Action::Reactivated => &mut self.reactivated,
+            Action::RoleChanged => &mut self.role_changed,
+            Action::Deactivated => &mut self.deactivated,
+            Action::SkippedManual => &mut self.skipped_manual,
+        } += 1;
+    }
+
+    /// The count of one action.
+    pub fn get(&self, action: Action) -> usize {
+        match action {
+            Action::Created => self.created,
+            Action::Reassigned => self.reassigned,
+            Action::Reactivated => self.reactivated,
+            Action::RoleChanged => self.role_changed,
+            Action::Deactivated => self.deactivated,
+            Action::SkippedManual => self.skipped_manual,
+        }
+    }
+}
+
+/// A safety limit: exceeded when both the count and the percentage of the base are exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    /// Absolute number of accounts.
+    pub count: usize,
+    /// Percent of the active auto accounts before the sync.
+    pub percent: u32,
+}
+
+impl Limit {
+    /// More than `count` and more than `percent`% of `base`.
+    pub fn exceeded_by(&self, n: usize, base: usize) -> bool {
+        n > self.count && (n as u128) * 100 > (self.percent as u128) * (base as u128)
+    }
+}
+
+/// The two limits of SPEC §4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Deactivations.
+    pub max_deactivations: Limit,
+    /// Grants: created, reassigned, reactivated, role_changed.
+    pub max_grants: Limit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_deactivations: Limit {
+                count: 10,
+                percent: 20,
+            },
+            max_grants: Limit {
+                count: 50,
+                percent: 20,
+            },
+        }
+    }
+}
+
+/// What a sync would do: the report's changes and counts, and the accounts to write.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// One entry per changed employee, sorted by employee ID.
+    pub changes: Vec<Change>,
+    /// Employees per action.
+    pub counts: Counts,
+    /// Accounts whose stored value changes (status, role, rule or email), sorted by employee ID.
+    pub updates: Vec<Account>,
+    /// Active auto accounts before the sync (the safety base N).
+    pub base: usize,
+}
+
+impl Plan {
+    /// Employees whose action hands out rights.
+    pub fn grants(&self) -> usize {
+        self.counts.created
+            + self.counts.reassigned
+            + self.counts.reactivated
+            + self.counts.role_changed
+    }
+
+    /// The limits this plan exceeds, in words; empty when it may be applied.
+    pub fn safety_violations(&self, limits: &Limits) -> Vec<String> {
+        let mut out = Vec::new();
+        let d = self.counts.deactivated;
+        if limits.max_deactivations.exceeded_by(d, self.base) {
+            out.push(format!(
+                "{d} deactivations exceed safety.max_deactivations (more than {} and more than {}% of {} active auto accounts)",
+                limits.max_deactivations.count, limits.max_deactivations.percent, self.base
+            ));
+        }
+        let g = self.grants();
+        if limits.max_grants.exceeded_by(g, self.base) {
+            out.push(format!(
+                "{g} grants exceed safety.max_grants (more than {} and more than {}% of {} active auto accounts)",
+                limits.max_grants.count, limits.max_grants.percent, self.base
+            ));
+        }
+        out
+    }
+}
+
+/// Inputs of one sync besides the roster.
+pub struct SyncInput<'a> {
+    /// For each employee of the roster (same order): matching enabled rules, lowest id first.
+    pub matching: &'a [Vec<RuleId>],
+    /// The rules by id (at least every id in `matching` and every id accounts refer to that still exists).
+    pub rules: &'a BTreeMap<RuleId, Rule>,
+    /// Every account, keyed by employee ID.
+    pub accounts: &'a HashMap<String, Account>,
+    /// When (RFC 3339), for history and timestamps.
+    pub now: &'a str,
+    /// The file or command, for history.
+    pub source: &'a str,
+}
+
+/// Plans one sync following the table of SPEC §4.
+pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
+    let mut plan = Plan {
+        base: input
+            .accounts
+            .values()
+            .filter(|a| a.origin == Origin::Auto && a.is_active())
+            .count(),
+        ..Plan::default()
+    };
+    let mut seen: HashSet<&str> = HashSet::with_capacity(roster.employees.len());
+    for (employee, matching) in roster.employees.iter().zip(input.matching) {
+        if employee.inactive {
+            continue;
+        }
+        seen.insert(&employee.id);
+        let email = is_well_formed_email(&employee.email).then_some(&*employee.email);
+        let account = input.accounts.get(&*employee.id);
+        plan_employee(&mut plan, input, &employee.id, email, account, matching);
+    }
+    // Auto accounts whose employee is absent or inactive.
+    for account in input.accounts.values() {
+        if account.origin == Origin::Auto && !seen.contains(account.employee_id.as_str()) {
+            plan_employee(
+                &mut plan,
+                input,
+                &account.employee_id,
+                None,
+                Some(account),
+                &[],
+            );
+        }
+    }
+    plan.changes
+        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    plan.updates
+        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    plan
+}
+
+fn plan_employee(
+    plan: &mut Plan,
+    input: &SyncInput<'_>,
+    employee_id: &str,
+    roster_email: Option<&str>,
+    account: Option<&Account>,
+    matching: &[RuleId],
+) {
+    let first = matching.first().and_then(|id| input.rules.get(id));
+    match account {
+        Some(account) if account.origin == Origin::Manual => {
+            if let Some(rule) = first {
+                let change = Change {
+                    rule_id: Some(rule.id),
+                    rule: Some(rule.name.clone()),
+                    ..Change::of(account, Action::SkippedManual)
+                };
+                plan.push(change);
+            }
+        }
+        None => {
+            let (Some(rule), Some(email)) = (first, roster_email) else {
+                return;
+            };
+            let mut created = Account {
+                employee_id: employee_id.to_string(),
+                email: email.to_string(),
+                role: rule.role.clone(),
+                status: Status::Active,
+                origin: Origin::Auto,
+                rule_id: Some(rule.id),
+                created_at: input.now.to_string(),
+                updated_at: input.now.to_string(),
+                history: Vec::new(),
+            };
+            created.record(
+                input.now,
+                input.source,
+                format!("created by rule {} \"{}\"", rule.id, rule.name),
+            );
+            plan.push(Change {
+                rule: Some(rule.name.clone()),
+                ..Change::of(&created, Action::Created)
+            });
+            plan.updates.push(created);
+        }
+        Some(account) => plan_auto(plan, input, account, roster_email, matching),
+    }
+}
+
+fn plan_auto(
+    plan: &mut Plan,
+    input: &SyncInput<'_>,
+    account: &Account,
+    roster_email: Option<&str>,
+    matching: &[RuleId],
+) {
+    let mut next = account.clone();
+    if let Some(email) = roster_email {
+        next.email = email.to_string();
+    }
+    let current = account.rule_id.filter(|id| matching.contains(id));
+    let target = current.or_else(|| matching.first().copied());
+    let action = match target.and_then(|id| input.rules.get(&id)) {
+        Some(rule) => {
+            next.status = Status::Active;
+            next.role = rule.role.clone();
+            next.rule_id = Some(rule.id);
+            let was_inactive = !account.is_active();
+            let role_changed = account.role != rule.role;
+            let action = if current.is_none() {
+                Some(Action::Reassigned)
+            } else if was_inactive {
+                Some(Action::Reactivated)
+            } else if role_changed {
+                Some(Action::RoleChanged)
+            } else {
+                None
+            };
+            if let Some(action) = action {
+                let reason = match action {
+                    Action::Reassigned => format!(
+                        "reassigned to rule {} \"{}\" (rule {} no longer matches)",
+                        rule.id,
+                        rule.name,
+                        account.rule_id.map_or("-".to_string(), |r| r.to_string())
+                    ),
+                    Action::Reactivated => {
+                        format!("reactivated by rule {} \"{}\"", rule.id, rule.name)
+                    }
+                    _ => format!("role of rule {} \"{}\" changed", rule.id, rule.name),
+                };
+                next.record(input.now, input.source, reason);
+            }
+            action
+        }
+        None if account.is_active() => {
+            next.status = Status::Inactive;
+            let reason = if roster_email.is_none() {
+                "deactivated: employee absent from the roster or inactive"
+            } else {
+                "deactivated: no enabled rule matches"
+            };
+            next.record(input.now, input.source, reason.to_string());
+            Some(Action::Deactivated)
+        }
+        None => None,
+    };
+    match action {
+        Some(action) => plan.push(Change {
+            rule: next
+                .rule_id
+                .and_then(|id| input.rules.get(&id))
+                .map(|r| r.name.clone()),
+            previous_role: (account.role != next.role).then(|| account.role.clone()),
+            previous_status: (account.status != next.status).then_some(account.status),
+            ..Change::of(&next, action)
+        }),
+        None if next.is_active() => plan.counts.unchanged += 1,
+        None => {}
+    }
+    if next != *account {
+        plan.updates.push(next);
+    }
+}
+
+impl Change {
+    /// A change describing `account` as it is after the sync, without rule name or previous values.
+    fn of(account: &Account, action: Action) -> Change {
+        Change {
+            employee_id: account.employee_id.clone(),
+            email: account.email.clone(),
+            action,
+            rule_id: account.rule_id,
+            rule: None,
+            role: account.role.clone(),
+            previous_role: None,
+            previous_status: None,
+        }
+    }
+}
+
+impl Plan {
+    fn push(&mut self, change: Change) {
+        self.counts.add(change.action);
+        self.changes.push(change);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{Employee, Roster};
+    use proptest::prelude::*;
+
+    const NOW: &str = "2026-01-02T00:00:00Z";
+
+    fn rule(id: u64, role: &str) -> Rule {
+        Rule {
+            id: RuleId(id),
+            name: format!("r{id}"),
+            role: role.to_string(),
+            conditions: Vec::new(),
+            enabled: true,
+            created_at: NOW.into(),
+            created_by: "t".into(),
+        }
+    }
+
+    fn employee(id: &str, inactive: bool) -> Employee {
+        Employee {
+            line: 2,
+            id: id.into(),
+            email: format!("{}@acme.example", id.to_lowercase()).into(),
+            manager_id: "".into(),
+            inactive,
+            is_manager: false,
+            values: Box::new([]),
+        }
+    }
+
+    fn account(id: &str, origin: Origin, rule: Option<u64>, role: &str, status: Status) -> Account {
+        Account {
+            employee_id: id.into(),
+            email: format!("{}@acme.example", id.to_lowercase()),
+            role: role.into(),
+            status,
+            origin,
+            rule_id: rule.map(RuleId),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            history: Vec::new(),
+        }
+    }
+
+    struct World {
+        roster: Roster,
+        matching: Vec<Vec<RuleId>>,
+        rules: BTreeMap<RuleId, Rule>,
+        accounts: HashMap<String, Account>,
+    }
+
+    impl World {
+        fn new(rules: &[(u64, &str)]) -> World {
+            World {
+                roster: Roster::default(),
+                matching: Vec::new(),
+                rules: rules
+                    .iter()
+                    .map(|(id, role)| (RuleId(*id), rule(*id, role)))
+                    .collect(),
+                accounts: HashMap::new(),
+            }
+        }
+        fn row(mut self, id: &str, inactive: bool, matching: &[u64]) -> World {
+            self.roster.employees.push(employee(id, inactive));
+            self.matching
+                .push(matching.iter().copied().map(RuleId).collect());
+            self.roster.rows += 1;
+            self
+        }
+        fn acct(mut self, a: Account) -> World {
+            self.accounts.insert(a.employee_id.clone(), a);
+            self
+        }
+        fn plan(&self) -> Plan {
+            plan(
+                &self.roster,
+                &SyncInput {
+                    matching: &self.matching,
+                    rules: &self.rules,
+                    accounts: &self.accounts,
+                    now: NOW,
+                    source: "test.csv",
+                },
+            )
+        }
+    }
+
+    fn only(plan: &Plan) -> &Change {
+        assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
+        &plan.changes[0]
+    }
+
+    #[test]
+    fn manual_account_is_untouched_and_reported_skipped_when_a_rule_matches() {
+        let w = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(account(
+                "E1",
+                Origin::Manual,
+                None,
+                "HR Admin",
+                Status::Active,
+            ));
+        let p = w.plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::SkippedManual);
+        assert_eq!(c.role, "HR Admin");
+        assert_eq!(c.rule_id, Some(RuleId(1)));
+        assert!(p.updates.is_empty());
+        assert_eq!(p.counts.skipped_manual, 1);
+    }
+
+    #[test]
+    fn manual_account_without_matching_rule_is_not_reported_and_never_deactivated() {
+        let w = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[])
+            .acct(account(
+                "E1",
+                Origin::Manual,
+                None,
+                "HR Admin",
+                Status::Active,
+            ))
+            .acct(account(
+                "E9",
+                Origin::Manual,
+                None,
+                "HR Admin",
+                Status::Active,
+            ));
+        let p = w.plan();
+        assert!(p.changes.is_empty());
+        assert!(p.updates.is_empty());
+    }
+
+    #[test]
+    fn no_account_and_no_match_gives_nothing() {
+        let p = World::new(&[(1, "IT Admin")]).row("E1", false, &[]).plan();
+        assert!(p.changes.is_empty() && p.updates.is_empty());
+    }
+
+    #[test]
+    fn no_account_and_a_match_creates_an_active_auto_account_with_the_first_rule() {
+        let p = World::new(&[(1, "IT Admin"), (2, "Super Admin")])
+            .row("E1", false, &[1, 2])
+            .plan();
+        let c = only(&p);
+        assert_eq!(
+            (c.action, c.rule_id, c.role.as_str()),
+            (Action::Created, Some(RuleId(1)), "IT Admin")
+        );
+        assert_eq!(c.rule.as_deref(), Some("r1"));
+        let a = &p.updates[0];
+        assert_eq!(
+            (a.origin, a.status, a.rule_id),
+            (Origin::Auto, Status::Active, Some(RuleId(1)))
+        );
+        assert_eq!(a.history.len(), 1);
+        assert_eq!(p.counts.created, 1);
+    }
+
+    #[test]
+    fn sticky_rule_still_matching_keeps_the_account_unchanged_even_when_a_lower_rule_matches() {
+        let p = World::new(&[(1, "Super Admin"), (2, "IT Admin")])
+            .row("E1", false, &[1, 2])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(2),
+                "IT Admin",
+                Status::Active,
+            ))
+            .plan();
+        assert!(p.changes.is_empty());
+        assert!(p.updates.is_empty());
+        assert_eq!(p.counts.unchanged, 1);
+    }
+
+    #[test]
+    fn inactive_account_whose_rule_matches_again_is_reactivated() {
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Inactive,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::Reactivated);
+        assert_eq!(c.previous_status, Some(Status::Inactive));
+        assert_eq!(c.previous_role, None);
+        assert_eq!(p.updates[0].status, Status::Active);
+    }
+
+    #[test]
+    fn edited_role_of_the_controlling_rule_is_role_changed() {
+        let p = World::new(&[(1, "Super Admin")])
+            .row("E1", false, &[1])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::RoleChanged);
+        assert_eq!(c.previous_role.as_deref(), Some("IT Admin"));
+        assert_eq!(c.role, "Super Admin");
+        assert!(p.grants() == 1);
+    }
+
+    #[test]
+    fn reactivated_takes_precedence_over_role_changed_and_previous_fields_show_both() {
+        let p = World::new(&[(1, "Super Admin")])
+            .row("E1", false, &[1])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Inactive,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::Reactivated);
+        assert_eq!(c.previous_role.as_deref(), Some("IT Admin"));
+        assert_eq!(c.previous_status, Some(Status::Inactive));
+        assert_eq!(p.counts.reactivated, 1);
+        assert_eq!(p.counts.role_changed, 0);
+    }
+
+    #[test]
+    fn rule_no_longer_matching_but_another_does_reassigns_to_the_first_matching() {
+        let p = World::new(&[(1, "IT Admin"), (2, "Billing Admin"), (3, "HR Admin")])
+            .row("E1", false, &[2, 3])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Inactive,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::Reassigned);
+        assert_eq!(c.rule_id, Some(RuleId(2)));
+        assert_eq!(c.previous_role.as_deref(), Some("IT Admin"));
+        assert_eq!(c.previous_status, Some(Status::Inactive));
+        assert_eq!(p.counts.reassigned, 1);
+        assert_eq!(p.counts.reactivated, 0);
+    }
+
+    #[test]
+    fn deleted_or_disabled_rule_moves_accounts_to_the_next_matching_rule() {
+        // Rule 1 is gone from `rules` and from `matching` (disabled rules never match).
+        let p = World::new(&[(2, "HR Admin")])
+            .row("E1", false, &[2])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .plan();
+        assert_eq!(only(&p).action, Action::Reassigned);
+        assert_eq!(p.updates[0].rule_id, Some(RuleId(2)));
+    }
+
+    #[test]
+    fn no_match_deactivates_keeping_the_rule() {
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::Deactivated);
+        assert_eq!(c.previous_status, Some(Status::Active));
+        assert_eq!(p.updates[0].rule_id, Some(RuleId(1)));
+        assert_eq!(p.updates[0].status, Status::Inactive);
+    }
+
+    #[test]
+    fn absent_and_inactive_employees_are_deactivated_once() {
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E2", true, &[1])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .acct(account(
+                "E2",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .acct(account(
+                "E3",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Inactive,
+            ))
+            .plan();
+        let ids: Vec<(&str, Action)> = p
+            .changes
+            .iter()
+            .map(|c| (c.employee_id.as_str(), c.action))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![("E1", Action::Deactivated), ("E2", Action::Deactivated)]
+        );
+        assert_eq!(p.counts.deactivated, 2);
+        assert_eq!(
+            p.counts.unchanged, 0,
+            "an inactive account that stays inactive counts nowhere"
+        );
+    }
+
+    #[test]
+    fn inactive_employee_without_account_gets_nothing_even_when_a_rule_matches() {
+        let p = World::new(&[(1, "IT Admin")]).row("E1", true, &[1]).plan();
+        assert!(p.changes.is_empty() && p.updates.is_empty());
+    }
+
+    #[test]
+    fn email_follows_the_roster_without_being_an_action() {
+        let mut a = account("E1", Origin::Auto, Some(1), "IT Admin", Status::Active);
+        a.email = "old@acme.example".into();
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(a)
+            .plan();
+        assert!(p.changes.is_empty());
+        assert_eq!(p.counts.unchanged, 1);
+        assert_eq!(p.updates.len(), 1);
+        assert_eq!(p.updates[0].email, "e1@acme.example");
+        assert!(
+            p.updates[0].history.is_empty(),
+            "an email update is no status/role change"
+        );
+    }
+
+    #[test]
+    fn safety_limits_need_both_the_count_and_the_percentage() {
+        let limits = Limits::default();
+        let mut p = Plan {
+            base: 100,
+            ..Plan::default()
+        };
+        p.counts.deactivated = 11;
+        assert!(
+            p.safety_violations(&limits).is_empty(),
+            "11 of 100 is only 11%"
+        );
+        p.counts.deactivated = 21;
+        assert_eq!(p.safety_violations(&limits).len(), 1);
+        p.base = 10;
+        p.counts.deactivated = 10;
+        assert!(
+            p.safety_violations(&limits).is_empty(),
+            "10 is not more than 10"
+        );
+        p.counts.deactivated = 0;
+        p.base = 0;
+        p.counts.created = 51;
+        let v = p.safety_violations(&limits);
+        assert_eq!(v.len(), 1, "a first import of 51 grants is held");
+        assert!(v[0].contains("max_grants"), "{v:?}");
+        p.counts.created = 50;
+        assert!(p.safety_violations(&limits).is_empty());
+    }
+
+    #[test]
+    fn grants_count_created_reassigned_reactivated_and_role_changed() {
+        let p = World::new(&[(1, "IT Admin"), (2, "HR Admin")])
+            .row("A", false, &[1])
+            .row("B", false, &[2])
+            .row("C", false, &[1])
+            .row("D", false, &[2])
+            .acct(account(
+                "B",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .acct(account(
+                "C",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Inactive,
+            ))
+            .acct(account(
+                "D",
+                Origin::Auto,
+                Some(2),
+                "IT Admin",
+                Status::Active,
+            ))
+            .plan();
+        assert_eq!(p.grants(), 4);
+        assert_eq!(p.base, 2);
+        let actions: Vec<Action> = p.changes.iter().map(|c| c.action).collect();
+        assert_eq!(
+            actions,
+            vec![
+                Action::Created,
+                Action::Reassigned,
+                Action::Reactivated,
+                Action::RoleChanged
+            ]
+        );
+    }
+
+    // ---- properties ----
+
+    #[derive(Debug, Clone)]
+    struct Case {
+        rules: Vec<(u64, String, bool)>,
+        rows: Vec<(String, bool, Vec<u64>)>,
+        accounts: Vec<Account>,
+    }
+
+    fn case() -> impl Strategy<Value = Case> {
+        let roles = prop::sample::select(vec!["IT Admin", "HR Admin", "Super Admin"]);
+        let rules = prop::collection::vec((roles.clone(), any::<bool>()), 1..5);
+        rules.prop_flat_map(move |rules| {
+            let n = rules.len() as u64;
+            let rules: Vec<(u64, String, bool)> = rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, (role, enabled))| (i as u64 + 1, role.to_string(), enabled))
+                .collect();
+            let row = (
+                any::<bool>(),
+                prop::collection::btree_set(1..=n, 0..=n as usize),
+            );
+            let rows = prop::collection::btree_map(0u8..20, row, 0..15);
+            let acct = (
+                any::<bool>(),
+                prop::option::of(1..=n + 1),
+                prop::sample::select(vec!["IT Admin", "HR Admin", "Super Admin"]),
+                any::<bool>(),
+            );
+            let accts = prop::collection::btree_map(0u8..25, acct, 0..12);
+            (Just(rules), rows, accts).prop_map(|(rules, rows, accts)| {
+                let rows = rows
+                    .into_iter()
+                    .map(|(id, (inactive, m))| {
+                        (format!("E{id}"), inactive, m.into_iter().collect())
+                    })
+                    .collect();
+                let accounts = accts
+                    .into_iter()
+                    .map(|(id, (manual, rule, role, active))| {
+                        let origin = if manual { Origin::Manual } else { Origin::Auto };
+                        let status = if active {
+                            Status::Active
+                        } else {
+                            Status::Inactive
+                        };
+                        account(
+                            &format!("E{id}"),
+                            origin,
+                            if manual { None } else { rule },
+                            role,
+                            status,
+                        )
+                    })
+                    .collect();
+                Case {
+                    rules,
+                    rows,
+                    accounts,
+                }
+            })
+        })
+    }
+
+    impl Case {
+        fn world(&self, reverse: bool) -> World {
+            let mut w = World::new(&[]);
+            w.rules = self
+                .rules
+                .iter()
+                .filter(|(_, _, enabled)| *enabled)
+                .map(|(id, role, _)| (RuleId(*id), rule(*id, role)))
+                .collect();
+            let mut rows = self.rows.clone();
+            if reverse {
+                rows.reverse();
+            }
+            for (id, inactive, m) in rows {
+                // Disabled rules never match: callers compile enabled rules only.
+                let m: Vec<u64> = m
+                    .into_iter()
+                    .filter(|r| w.rules.contains_key(&RuleId(*r)))
+                    .collect();
+                w = w.row(&id, inactive, &m);
+            }
+            for a in &self.accounts {
+                w = w.acct(a.clone());
+            }
+            w
+        }
+    }
+
+    fn apply(w: &World, p: &Plan) -> HashMap<String, Account> {
+        let mut after = w.accounts.clone();
+        for a in &p.updates {
+            after.insert(a.employee_id.clone(), a.clone());
+        }
+        after
+    }
+
+    proptest! {
+        #[test]
+        fn manual_accounts_never_change(c in case()) {
+            let w = c.world(false);
+            let after = apply(&w, &w.plan());
+            for a in w.accounts.values().filter(|a| a.origin == Origin::Manual) {
+                prop_assert_eq!(&after[&a.employee_id], a);
+            }
+        }
+
+        #[test]
+        fn active_auto_accounts_have_an_enabled_rule_that_matches_their_employee(c in case()) {
+            let w = c.world(false);
+            let after = apply(&w, &w.plan());
+            let matching: HashMap<&str, &Vec<RuleId>> = w.roster.employees.iter().zip(&w.matching)
+                .filter(|(e, _)| !e.inactive).map(|(e, m)| (&*e.id, m)).collect();
+            for a in after.values().filter(|a| a.origin == Origin::Auto && a.is_active()) {
+                let rule = a.rule_id.expect("auto accounts have a rule");
+                prop_assert!(w.rules.contains_key(&rule));
+                prop_assert!(matching.get(a.employee_id.as_str()).is_some_and(|m| m.contains(&rule)));
+                prop_assert_eq!(&a.role, &w.rules[&rule].role);
+            }
+        }
+
+        #[test]
+        fn an_active_auto_account_is_never_moved_off_a_rule_that_still_matches(c in case()) {
+            let w = c.world(false);
+            let after = apply(&w, &w.plan());
+            for (e, m) in w.roster.employees.iter().zip(&w.matching) {
+                if e.inactive { continue; }
+                if let Some(before) = w.accounts.get(&*e.id)
+                    && before.origin == Origin::Auto
+                    && before.rule_id.is_some_and(|r| m.contains(&r))
+                {
+                    prop_assert_eq!(after[&*e.id].rule_id, before.rule_id);
+                }
+            }
+        }
+
+        #[test]
+        fn a_second_sync_changes_nothing(c in case()) {
+            let mut w = c.world(false);
+            let first = w.plan();
+            w.accounts = apply(&w, &first);
+            let second = w.plan();
+            prop_assert!(second.changes.iter().all(|c| c.action == Action::SkippedManual), "{:?}", second.changes);
+            prop_assert!(second.updates.is_empty());
+        }
+
+        #[test]
+        fn the_outcome_does_not_depend_on_row_order(c in case()) {
+            let a = c.world(false);
+            let b = c.world(true);
+            let (pa, pb) = (a.plan(), b.plan());
+            prop_assert_eq!(&pa.changes, &pb.changes);
+            prop_assert_eq!(&pa.counts, &pb.counts);
+            prop_assert_eq!(&pa.updates, &pb.updates);
+        }
+
+        #[test]
+        fn each_changed_employee_appears_once_and_counts_add_up(c in case()) {
+            let w = c.world(false);
+            let p = w.plan();
+            let mut ids: Vec<&str> = p.changes.iter().map(|c| c.employee_id.as_str()).collect();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), p.changes.len());
+            let total: usize = Action::ALL.iter().map(|a| p.counts.get(*a)).sum();
+            prop_assert_eq!(total, p.changes.len());
+        }
+    }
+}

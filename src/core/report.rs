@@ -1,0 +1,296 @@
+//! The result report of one file or sync (SPEC §6): its JSON shape and its text rendering.
+
+use crate::core::model::Finding;
+use crate::core::reconcile::{Action, Change, Counts};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// The outcome of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// Changes were written and flushed.
+    Applied,
+    /// The file had errors (or a held file was rejected); nothing changed.
+    Rejected,
+    /// Over a safety limit; waits for `files approve|reject`.
+    Held,
+    /// Evaluated only.
+    DryRun,
+}
+
+impl ReportStatus {
+    /// The name used in reports and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Applied => "applied",
+            ReportStatus::Rejected => "rejected",
+            ReportStatus::Held => "held",
+            ReportStatus::DryRun => "dry_run",
+        }
+    }
+}
+
+/// A decision on a held file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// `approved` or `rejected`.
+    pub decision: String,
+    /// The Unix user who decided.
+    pub by: String,
+    /// When (RFC 3339).
+    pub at: String,
+}
+
+/// The report written beside a processed file and printed by `process` and `sync`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The file's name as received (or `sync` for a re-evaluation).
+    pub file: String,
+    /// The name it was filed under in processed/, rejected/ or held/.
+    pub stored_as: Option<String>,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    /// When the file was complete in inbox/ (RFC 3339).
+    pub received_at: String,
+    /// When it was processed (RFC 3339).
+    pub processed_at: String,
+    /// The outcome.
+    pub status: ReportStatus,
+    /// Data rows in the file.
+    pub rows: usize,
+    /// Employees per action.
+    pub counts: Counts,
+    /// One entry per changed employee (what would change, for held and dry-run files).
+    pub changes: Vec<Change>,
+    /// File-level errors (the file was rejected).
+    pub errors: Vec<Finding>,
+    /// Errors beyond the first 1,000 that were not listed.
+    pub more_errors: usize,
+    /// Warnings (the file was still applied).
+    pub warnings: Vec<Finding>,
+    /// Why a file was held: the safety limits it exceeds.
+    pub held_because: Vec<String>,
+    /// The earlier file whose bytes this file repeats.
+    pub repeats: Option<String>,
+    /// The approval or rejection of a held file.
+    pub decision: Option<Decision>,
+}
+
+impl Report {
+    /// An empty report for `file`, to be filled in.
+    pub fn new(file: &str, sha256: &str, received_at: &str, processed_at: &str) -> Report {
+        Report {
+            file: file.to_string(),
+            stored_as: None,
+            sha256: sha256.to_string(),
+            received_at: received_at.to_string(),
+            processed_at: processed_at.to_string(),
+            status: ReportStatus::Rejected,
+            rows: 0,
+            counts: Counts::default(),
+            changes: Vec::new(),
+            errors: Vec::new(),
+            more_errors: 0,
+            warnings: Vec::new(),
+            held_because: Vec::new(),
+            repeats: None,
+            decision: None,
+        }
+    }
+
+    /// The report for a person: summary, changes grouped by action, then errors and warnings.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let status = match self.status {
+            ReportStatus::Applied => "APPLIED: the changes below were made",
+            ReportStatus::Rejected if self.decision.is_some() => {
+                "REJECTED: a held file was rejected; nothing was changed"
+            }
+            ReportStatus::Rejected => "REJECTED: the file has errors; nothing was changed",
+            ReportStatus::Held => {
+                "HELD: over a safety limit; nothing was changed until `autoprov files approve` or `reject`"
+            }
+            ReportStatus::DryRun => "DRY RUN: nothing was changed; the changes below would be made",
+        };
+        let _ = writeln!(out, "autoprov report for {}", self.file);
+        let _ = writeln!(out, "{status}");
+        if let Some(stored) = &self.stored_as {
+            let _ = writeln!(out, "stored as:    {stored}");
+        }
+        let _ = writeln!(out, "sha256:       {}", self.sha256);
+        let _ = writeln!(out, "received at:  {}", self.received_at);
+        let _ = writeln!(out, "processed at: {}", self.processed_at);
+        let _ = writeln!(out, "rows:         {}", self.rows);
+        if let Some(earlier) = &self.repeats {
+            let _ = writeln!(out, "repeats:      the same bytes as {earlier}");
+        }
+        if let Some(d) = &self.decision {
+            let _ = writeln!(out, "decision:     {} by {} at {}", d.decision, d.by, d.at);
+        }
+        for reason in &self.held_because {
+            let _ = writeln!(out, "held because: {reason}");
+        }
+        let c = &self.counts;
+        let _ = writeln!(
+            out,
+            "counts:       created {}, reassigned {}, reactivated {}, role_changed {}, deactivated {}, skipped_manual {}, unchanged {}",
+            c.created,
+            c.reassigned,
+            c.reactivated,
+            c.role_changed,
+            c.deactivated,
+            c.skipped_manual,
+            c.unchanged
+        );
+        for action in Action::ALL {
+            let group: Vec<&Change> = self.changes.iter().filter(|c| c.action == action).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\n{} ({}):", action.as_str(), group.len());
+            for change in group {
+                let _ = write!(
+                    out,
+                    "  {}  {}  role \"{}\"",
+                    change.employee_id, change.email, change.role
+                );
+                if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
+                    let _ = write!(out, "  rule {id} \"{name}\"");
+                }
+                if let Some(prev) = &change.previous_role {
+                    let _ = write!(out, "  (was role \"{prev}\")");
+                }
+                if let Some(prev) = change.previous_status {
+                    let _ = write!(out, "  (was {prev})");
+                }
+                out.push('\n');
+            }
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(out, "\nerrors ({}):", self.errors.len() + self.more_errors);
+            for e in &self.errors {
+                let _ = writeln!(out, "  {e}");
+            }
+            if self.more_errors > 0 {
+                let _ = writeln!(out, "  ... and {} more errors", self.more_errors);
+            }
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "\nwarnings ({}):", self.warnings.len());
+            for w in &self.warnings {
+                let _ = writeln!(out, "  {w}");
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::accounts::Status;
+    use crate::core::rules::RuleId;
+
+    fn sample() -> Report {
+        let mut r = Report::new(
+            "roster.csv",
+            "ab12",
+            "2026-01-01T00:00:00Z",
+            "2026-01-01T00:00:01Z",
+        );
+        r.status = ReportStatus::Applied;
+        r.rows = 3;
+        r.counts.created = 1;
+        r.counts.deactivated = 1;
+        r.changes = vec![
+            Change {
+                employee_id: "E2".into(),
+                email: "b@x.io".into(),
+                action: Action::Deactivated,
+                rule_id: Some(RuleId(1)),
+                rule: Some("Fin".into()),
+                role: "Billing Admin".into(),
+                previous_role: None,
+                previous_status: Some(Status::Active),
+            },
+            Change {
+                employee_id: "E1".into(),
+                email: "a@x.io".into(),
+                action: Action::Created,
+                rule_id: Some(RuleId(1)),
+                rule: Some("Fin".into()),
+                role: "Billing Admin".into(),
+                previous_role: None,
+                previous_status: None,
+            },
+        ];
+        r.warnings = vec![Finding::at(
+            3,
+            "Manager ID",
+            "manager \"E9\" is not in the file",
+        )];
+        r
+    }
+
+    #[test]
+    fn json_has_the_fields_of_spec_section_6() {
+        let v = serde_json::to_value(sample()).unwrap();
+        for key in [
+            "file",
+            "sha256",
+            "received_at",
+            "processed_at",
+            "status",
+            "rows",
+            "counts",
+            "changes",
+            "errors",
+            "warnings",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["status"], "applied");
+        let change = &v["changes"][0];
+        for key in [
+            "employee_id",
+            "email",
+            "action",
+            "rule_id",
+            "rule",
+            "role",
+            "previous_role",
+            "previous_status",
+        ] {
+            assert!(change.get(key).is_some(), "change lacks {key}");
+        }
+        assert_eq!(change["previous_status"], "active");
+        assert_eq!(v["warnings"][0]["line"], 3);
+        assert_eq!(v["warnings"][0]["column"], "Manager ID");
+        for key in [
+            "created",
+            "reassigned",
+            "reactivated",
+            "role_changed",
+            "deactivated",
+            "skipped_manual",
+            "unchanged",
+        ] {
+            assert!(v["counts"].get(key).is_some(), "counts lacks {key}");
+        }
+    }
+
+    #[test]
+    fn text_has_summary_first_then_changes_grouped_in_action_order_then_findings() {
+        let text = sample().to_text();
+        let pos = |needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in\n{text}"))
+        };
+        assert!(pos("APPLIED") < pos("created (1):"));
+        assert!(pos("created (1):") < pos("deactivated (1):"));
+        assert!(pos("deactivated (1):") < pos("warnings (1):"));
+        assert!(text.contains("line 3, column \"Manager ID\""));
+        assert!(text.contains("(was active)"));
+    }
+}

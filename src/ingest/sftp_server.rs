@@ -1,0 +1,1245 @@
+//! The built-in SFTP server (`source.mode = "host"`): russh for SSH, russh-sftp for SFTP,
+//! [`drop_fs`](super::drop_fs) for the confined filesystem.
+//!
+//! Security policy (SPEC §8) lives here: explicit algorithm lists per [`SshProfile`],
+//! public-key and optional argon2 password authentication, at most
+//! [`MAX_AUTH_ATTEMPTS`] attempts per connection, a pre-authentication deadline, a per-IP
+//! connection cap, a growing per-IP delay after failed attempts, an idle timeout, and one
+//! session channel per connection that may only start the `sftp` subsystem.
+//!
+//! Every connection runs in its own tokio task (and its SFTP session in another), so a
+//! panic or error in one connection ends only that connection.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use russh::keys::ssh_key::authorized_keys::AuthorizedKeys;
+use russh::keys::{Algorithm, HashAlg, PublicKey};
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{
+    Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Preferred, Pty,
+    SshId, cipher, compression, kex, mac,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span};
+
+use super::drop_fs::{DropFs, DropRoot, MAX_PACKET_LEN};
+use super::host_keys;
+
+/// Authentication attempts allowed per connection (the `none` probe does not count).
+pub const MAX_AUTH_ATTEMPTS: usize = 3;
+/// Default pre-authentication deadline.
+pub const DEFAULT_AUTH_DEADLINE: Duration = Duration::from_secs(30);
+/// Default idle timeout of a connection.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default cap on concurrent connections from one IP address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 8;
+/// Cap on concurrent connections from all addresses together.
+pub const MAX_CONNECTIONS_TOTAL: usize = 256;
+/// Minimum time every rejected authentication takes (hides the cost of password checks).
+const AUTH_REJECTION_TIME: Duration = Duration::from_millis(500);
+/// First back-off step after a failed attempt; doubles per recent failure from the IP.
+const BACKOFF_BASE: Duration = Duration::from_millis(250);
+/// Longest back-off delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(16);
+/// An address's failures are forgotten after this long without a new one.
+const BACKOFF_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Addresses remembered for back-off; bounded so a flood cannot grow memory.
+const BACKOFF_TABLE_MAX: usize = 8192;
+/// Time a session gets to say goodbye after a disconnect before its socket is cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Concurrent argon2 verifications (each uses tens of MiB of memory).
+const PASSWORD_CHECKS_IN_PARALLEL: usize = 2;
+
+/// Which algorithm lists the server offers (`source.ssh_profile`, SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshProfile {
+    /// Post-quantum and curve25519 kex, ed25519 and RSA-SHA2 host keys, AEAD and CTR
+    /// ciphers, SHA-2 MACs: older HR clients (libssh2 1.10, JSch, OpenSSH 9.2) connect.
+    Compatible,
+    /// mlkem768x25519 kex, ed25519 host key, AEAD ciphers only (OpenSSH 9.9+ clients).
+    Strict,
+}
+
+/// An account allowed to log in.
+#[derive(Debug, Clone)]
+pub struct SftpUser {
+    /// Login name (compared exactly).
+    pub name: String,
+    /// OpenSSH one-line public keys (`ssh-ed25519 AAAA... comment`), without options.
+    pub authorized_keys: Vec<String>,
+    /// Optional argon2 PHC string; password login is offered only if some user has one.
+    pub password_hash: Option<String>,
+}
+
+/// Everything the server needs; the daemon builds it from its config.
+#[derive(Debug, Clone)]
+pub struct SftpSettings {
+    /// Address to listen on; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// Algorithm profile.
+    pub profile: SshProfile,
+    /// Accounts allowed to log in; at least one.
+    pub users: Vec<SftpUser>,
+    /// Uploads larger than this are cut off and discarded.
+    pub max_upload_bytes: u64,
+    /// Directory of the host keys (created on first start, keys mode 0600).
+    pub host_key_dir: PathBuf,
+    /// The drop directory with inbox/ processed/ rejected/ held/ (missing ones are created).
+    pub drop_root: PathBuf,
+    /// Time a client has from connecting to authenticating.
+    pub auth_deadline: Duration,
+    /// A connection without traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent connections allowed from one IP address.
+    pub max_connections_per_ip: usize,
+}
+
+/// A bound, ready-to-run SFTP server.
+pub struct SftpServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+}
+
+impl SftpServer {
+    /// Validates the settings, prepares the drop directory, loads or creates the host keys
+    /// (logging their fingerprints) and binds the listening socket.
+    pub async fn bind(settings: SftpSettings) -> anyhow::Result<SftpServer> {
+        let users = validate_users(&settings)?;
+        if settings.max_upload_bytes == 0 {
+            bail!("max_upload_bytes must be greater than 0");
+        }
+        if settings.max_connections_per_ip == 0 {
+            bail!("max_connections_per_ip must be at least 1");
+        }
+        if settings.auth_deadline.is_zero() || settings.idle_timeout.is_zero() {
+            bail!("auth_deadline and idle_timeout must be greater than 0");
+        }
+
+        let drop_root = {
+            let path = settings.drop_root.clone();
+            tokio::task::spawn_blocking(move || DropRoot::prepare(&path)).await??
+        };
+        let keys = {
+            let dir = settings.host_key_dir.clone();
+            let profile = settings.profile;
+            tokio::task::spawn_blocking(move || host_keys::load_or_create(&dir, profile)).await??
+        };
+
+        let password_enabled = users.iter().any(|u| u.password_hash.is_some());
+        let mut methods = MethodSet::empty();
+        methods.push(MethodKind::PublicKey);
+        if password_enabled {
+            methods.push(MethodKind::Password);
+        }
+
+        let config = russh::server::Config {
+            server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-autoprov")),
+            methods: methods.clone(),
+            auth_rejection_time: AUTH_REJECTION_TIME,
+            auth_rejection_time_initial: Some(Duration::ZERO),
+            keys,
+            // russh counts the client's initial `none` probe as a rejection; our own
+            // counter (which does not) enforces MAX_AUTH_ATTEMPTS, russh's is a backstop.
+            max_auth_attempts: MAX_AUTH_ATTEMPTS + 1,
+            inactivity_timeout: Some(settings.idle_timeout),
+            keepalive_interval: None,
+            nodelay: true,
+            preferred: preferred(settings.profile),
+            ..Default::default()
+        };
+
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("while binding the SFTP server to {}", settings.listen))?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(listen = %local_addr, profile = ?settings.profile,
+            users = users.len(), password_auth = password_enabled,
+            drop_root = %drop_root.path().display(), "SFTP server bound");
+
+        Ok(SftpServer {
+            listener,
+            local_addr,
+            config: Arc::new(config),
+            shared: Arc::new(Shared {
+                users,
+                methods,
+                password_enabled,
+                drop_root: Arc::new(drop_root),
+                max_upload_bytes: settings.max_upload_bytes,
+                auth_deadline: settings.auth_deadline,
+                max_connections_per_ip: settings.max_connections_per_ip,
+                slots: Mutex::new(SlotTable::default()),
+                backoff: Mutex::new(HashMap::new()),
+                password_checks: Semaphore::new(PASSWORD_CHECKS_IN_PARALLEL),
+                tracker: TaskTracker::new(),
+            }),
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops accepting, disconnects every
+    /// session (unfinished uploads are discarded), waits for them and returns `Ok`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let SftpServer {
+            listener,
+            config,
+            shared,
+            ..
+        } = self;
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Usually EMFILE or a connection reset before accept: transient.
+                        tracing::warn!(error = %e, "SFTP accept failed");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        }
+                    }
+                },
+            };
+            let Some(slot) = SlotTable::acquire(&shared, peer.ip()) else {
+                tracing::warn!(peer = %peer, "SFTP connection refused: too many connections");
+                drop(stream);
+                continue;
+            };
+            let span = tracing::info_span!("sftp_conn", peer = %peer, user = tracing::field::Empty);
+            let task = serve_connection(
+                shared.clone(),
+                config.clone(),
+                stream,
+                peer,
+                slot,
+                shutdown.clone(),
+                span.clone(),
+            );
+            shared.tracker.spawn(task.instrument(span));
+        }
+
+        drop(listener);
+        shared.tracker.close();
+        tracing::info!(
+            sessions = shared.tracker.len(),
+            "SFTP server stopping: closing sessions"
+        );
+        if tokio::time::timeout(CLOSE_GRACE * 3, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some SFTP sessions did not end in time");
+        }
+        tracing::info!("SFTP server stopped");
+        Ok(())
+    }
+}
+
+/// The algorithm lists of a profile (SPEC §8). Compression is always off.
+pub fn preferred(profile: SshProfile) -> Preferred {
+    // The ext-info and strict-kex markers are pseudo-algorithms russh must see in the kex
+    // list to send server-sig-algs and to enable strict key exchange (Terrapin).
+    const MARKERS: [kex::Name; 2] = [
+        kex::EXTENSION_SUPPORT_AS_SERVER,
+        kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+    ];
+    match profile {
+        SshProfile::Compatible => Preferred {
+            kex: Cow::Owned(
+                [kex::MLKEM768X25519_SHA256, kex::CURVE25519, kex::CURVE25519_PRE_RFC_8731]
+                    .into_iter()
+                    .chain(MARKERS)
+                    .collect(),
+            ),
+            key: Cow::Owned(vec![
+                Algorithm::Ed25519,
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            host_key_certificates: Cow::Borrowed(&[]),
+            cipher: Cow::Owned(vec![
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_256_GCM,
+                cipher::AES_128_GCM,
+                cipher::AES_256_CTR,
+                cipher::AES_192_CTR,
+                cipher::AES_128_CTR,
+            ]),
+            mac: Cow::Owned(vec![
+                mac::HMAC_SHA512_ETM,
+                mac::HMAC_SHA256_ETM,
+                mac::HMAC_SHA512,
+                mac::HMAC_SHA256,
+            ]),
+            compression: Cow::Owned(vec![compression::NONE]),
+        },
+        SshProfile::Strict => Preferred {
+            kex: Cow::Owned(
+                [kex::MLKEM768X25519_SHA256]
+                    .into_iter()
+                    .chain(MARKERS)
+                    .collect(),
+            ),
+            key: Cow::Owned(vec![Algorithm::Ed25519]),
+            host_key_certificates: Cow::Borrowed(&[]),
+            cipher: Cow::Owned(vec![
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_256_GCM,
+                cipher::AES_128_GCM,
+            ]),
+            mac: Cow::Owned(vec![mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
+            compression: Cow::Owned(vec![compression::NONE]),
+        },
+    }
+}
+
+/// A configured user with parsed keys.
+#[derive(Debug)]
+struct UserEntry {
+    name: String,
+    keys: Vec<PublicKey>,
+    password_hash: Option<String>,
+}
+
+fn validate_users(settings: &SftpSettings) -> anyhow::Result<Vec<UserEntry>> {
+    if settings.users.is_empty() {
+        bail!("no SFTP users configured: nobody could log in");
+    }
+    let mut out: Vec<UserEntry> = Vec::new();
+    for user in &settings.users {
+        if user.name.is_empty() || user.name.chars().any(|c| c.is_control() || c == ' ') {
+            bail!("SFTP user name {:?} is empty or contains spaces/control characters", user.name);
+        }
+        if out.iter().any(|u| u.name == user.name) {
+            bail!("SFTP user {:?} is configured twice", user.name);
+        }
+        let mut keys = Vec::new();
+        for (i, line) in user.authorized_keys.iter().enumerate() {
+            let key = parse_authorized_key(line).with_context(|| {
+                format!("SFTP user {:?}: authorized_keys entry {}", user.name, i + 1)
+            })?;
+            if settings.profile == SshProfile::Strict && key.algorithm() != Algorithm::Ed25519 {
+                tracing::warn!(user = %user.name, algorithm = %key.algorithm(),
+                    "strict profile advertises ed25519 signatures only; clients may not offer this key");
+            }
+            keys.push(key);
+        }
+        if let Some(hash) = &user.password_hash {
+            let parsed = argon2::PasswordHash::new(hash).map_err(|e| {
+                anyhow!("SFTP user {:?}: password_hash is not a PHC string: {e}", user.name)
+            })?;
+            argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| {
+                anyhow!("SFTP user {:?}: password_hash is not an argon2 hash", user.name)
+            })?;
+        }
+        if keys.is_empty() && user.password_hash.is_none() {
+            bail!("SFTP user {:?} has neither authorized_keys nor password_hash", user.name);
+        }
+        out.push(UserEntry {
+            name: user.name.clone(),
+            keys,
+            password_hash: user.password_hash.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses one authorized_keys line; options (`from=`, `command=`...) are refused rather
+/// than silently ignored, as are DSA and short RSA keys.
+fn parse_authorized_key(line: &str) -> anyhow::Result<PublicKey> {
+    let mut entries = AuthorizedKeys::new(line.trim());
+    let entry = entries
+        .next()
+        .ok_or_else(|| anyhow!("empty key"))?
+        .map_err(|e| anyhow!("not an OpenSSH public key line: {e}"))?;
+    if entries.next().is_some() {
+        bail!("one key per entry");
+    }
+    if !entry.config_opts().is_empty() {
+        bail!("key options ({}) are not supported", entry.config_opts().as_str());
+    }
+    let key = entry.public_key().clone();
+    match key.algorithm() {
+        Algorithm::Dsa => bail!("DSA keys are not accepted"),
+        Algorithm::Rsa { .. } => {
+            let bits = key.key_data().rsa().map(|k| k.key_size()).unwrap_or(0);
+            if bits < 2048 {
+                bail!("RSA key of {bits} bits; at least 2048 are required");
+            }
+        }
+        _ => {}
+    }
+    Ok(key)
+}
+
+/// State shared by all connections.
+struct Shared {
+    users: Vec<UserEntry>,
+    methods: MethodSet,
+    password_enabled: bool,
+    drop_root: Arc<DropRoot>,
+    max_upload_bytes: u64,
+    auth_deadline: Duration,
+    max_connections_per_ip: usize,
+    slots: Mutex<SlotTable>,
+    backoff: Mutex<HashMap<IpAddr, FailureRecord>>,
+    password_checks: Semaphore,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    fn user(&self, name: &str) -> Option<&UserEntry> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// Records a failed attempt from `ip` and returns how long to delay the answer.
+    fn record_failure(&self, ip: IpAddr) -> Duration {
+        let now = Instant::now();
+        let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&ip) {
+            table.retain(|_, r| now.duration_since(r.last) < BACKOFF_WINDOW);
+            if table.len() >= BACKOFF_TABLE_MAX {
+                table.clear();
+            }
+        }
+        let record = table.entry(ip).or_insert(FailureRecord {
+            count: 0,
+            last: now,
+        });
+        if now.duration_since(record.last) >= BACKOFF_WINDOW {
+            record.count = 0;
+        }
+        record.count = record.count.saturating_add(1);
+        record.last = now;
+        backoff_delay(record.count)
+    }
+
+    fn clear_failures(&self, ip: IpAddr) {
+        let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        table.remove(&ip);
+    }
+}
+
+struct FailureRecord {
+    count: u32,
+    last: Instant,
+}
+
+/// Delay before answering the `n`-th recent failure from one address: 250 ms doubling,
+/// capped at 16 s.
+fn backoff_delay(n: u32) -> Duration {
+    let exp = n.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
+}
+
+/// Live connection counts, per address and in total.
+#[derive(Default)]
+struct SlotTable {
+    per_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+impl SlotTable {
+    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnSlot> {
+        let ip = ip.to_canonical();
+        let mut table = shared.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let n = table.per_ip.get(&ip).copied().unwrap_or(0);
+        if n >= shared.max_connections_per_ip || table.total >= MAX_CONNECTIONS_TOTAL {
+            return None;
+        }
+        table.per_ip.insert(ip, n + 1);
+        table.total += 1;
+        Some(ConnSlot {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+/// A connection's place in the [`SlotTable`], given back on drop.
+struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut table = self.shared.slots.lock().unwrap_or_else(|p| p.into_inner());
+        table.total = table.total.saturating_sub(1);
+        if let Some(n) = table.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                table.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    config: Arc<russh::server::Config>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnSlot,
+    shutdown: CancellationToken,
+    span: Span,
+) {
+    // russh applies Config::nodelay only in its own accept loop.
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "set_nodelay failed");
+    }
+    let kill = CancellationToken::new();
+    let stream = KillableStream::new(stream, kill.clone());
+    let authed = Arc::new(AtomicBool::new(false));
+    let handler = SshHandler {
+        shared: shared.clone(),
+        peer,
+        span,
+        authed: authed.clone(),
+        pending_login: None,
+        failures: 0,
+        session_channel: None,
+        session_opened: false,
+        sftp_started: false,
+    };
+    let deadline = Instant::now() + shared.auth_deadline;
+    tracing::debug!("connection accepted");
+
+    let session = tokio::select! {
+        started = tokio::time::timeout_at(deadline, russh::server::run_stream(config, stream, handler)) => {
+            match started {
+                Ok(Ok(session)) => session,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "SSH handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("closing connection: authentication deadline passed");
+                    return;
+                }
+            }
+        }
+        _ = shutdown.cancelled() => return,
+    };
+    let handle = session.handle();
+    tokio::pin!(session);
+    let deadline_timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(deadline_timer);
+    let mut deadline_armed = true;
+
+    let reason = loop {
+        tokio::select! {
+            ended = &mut session => {
+                match ended {
+                    Ok(()) => tracing::debug!("connection closed"),
+                    Err(e) => tracing::info!(error = %format!("{e:#}"), "connection ended with an error"),
+                }
+                return;
+            }
+            _ = &mut deadline_timer, if deadline_armed => {
+                deadline_armed = false;
+                if !authed.load(Ordering::Acquire) {
+                    break "authentication deadline passed";
+                }
+            }
+            _ = shutdown.cancelled() => break "server shutting down",
+        }
+    };
+    tracing::info!(reason, "closing connection");
+    let disconnect = handle.disconnect(Disconnect::ByApplication, reason.to_string(), "en".into());
+    let _ = tokio::time::timeout(CLOSE_GRACE, disconnect).await;
+    if tokio::time::timeout(CLOSE_GRACE, &mut session).await.is_err() {
+        // The peer does not read; cut the socket so the session task ends.
+        kill.cancel();
+        let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;
+    }
+}
+
+/// A successful authentication waiting for russh's `auth_succeeded` callback.
+struct PendingLogin {
+    user: String,
+    method: &'static str,
+    fingerprint: Option<String>,
+}
+
+/// The russh handler of one connection.
+struct SshHandler {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    span: Span,
+    authed: Arc<AtomicBool>,
+    pending_login: Option<PendingLogin>,
+    failures: usize,
+    session_channel: Option<Channel<Msg>>,
+    session_opened: bool,
+    sftp_started: bool,
+}
+
+impl SshHandler {
+    fn check_attempts(&self) -> anyhow::Result<()> {
+        if self.failures >= MAX_AUTH_ATTEMPTS {
+            tracing::warn!(parent: &self.span, attempts = self.failures,
+                "too many authentication attempts; disconnecting");
+            return Err(anyhow!("too many authentication attempts"));
+        }
+        Ok(())
+    }
+
+    async fn reject(&mut self, method: &'static str, user: &str) -> anyhow::Result<Auth> {
+        self.failures += 1;
+        let delay = self.shared.record_failure(self.peer.ip().to_canonical());
+        tracing::info!(parent: &self.span, method, user = %printable(user), attempt = self.failures,
+            delay_ms = delay.as_millis() as u64, "authentication failed");
+        tokio::time::sleep(delay).await;
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(self.shared.methods.clone()),
+            partial_success: false,
+        })
+    }
+
+    /// Whether `user` may log in with `key` signed by `algorithm`.
+    fn key_allowed(&self, user: &str, key: &PublicKey, algorithm: &Algorithm) -> bool {
+        // SHA-1 `ssh-rsa` signatures are refused (SPEC §8 spirit; OpenSSH ≥ 8.8 agrees).
+        if *algorithm == (Algorithm::Rsa { hash: None }) {
+            return false;
+        }
+        self.shared
+            .user(user)
+            .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
+    }
+
+    async fn refuse_channel(&self, kind: &str, reply: ChannelOpenHandle) {
+        tracing::info!(parent: &self.span, kind, "channel refused");
+        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+    }
+
+    fn refuse_request(
+        &self,
+        kind: &str,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), anyhow::Error> {
+        tracing::info!(parent: &self.span, request = kind, "channel request refused");
+        session.channel_failure(channel)?;
+        Ok(())
+    }
+}
+
+/// Client-supplied text made safe and short for a log line.
+fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+impl russh::server::Handler for SshHandler {
+    type Error = anyhow::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        // The probe clients send to learn the methods; not an attempt.
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(self.shared.methods.clone()),
+            partial_success: false,
+        })
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.check_attempts()?;
+        if self.key_allowed(user, offer.public_key, offer.algorithm) {
+            Ok(Auth::Accept)
+        } else {
+            self.reject("publickey", user).await
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.check_attempts()?;
+        if self.key_allowed(user, key.public_key, key.algorithm) {
+            self.pending_login = Some(PendingLogin {
+                user: user.to_string(),
+                method: "publickey",
+                fingerprint: Some(key.public_key.fingerprint(HashAlg::Sha256).to_string()),
+            });
+            Ok(Auth::Accept)
+        } else {
+            self.reject("publickey", user).await
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        self.check_attempts()?;
+        let hash = if self.shared.password_enabled {
+            self.shared.user(user).and_then(|u| u.password_hash.clone())
+        } else {
+            None
+        };
+        let Some(hash) = hash else {
+            return self.reject("password", user).await;
+        };
+        let verified = {
+            let _permit = self.shared.password_checks.acquire().await?;
+            let password = password.to_string();
+            tokio::task::spawn_blocking(move || {
+                use argon2::PasswordVerifier;
+                argon2::PasswordHash::new(&hash).is_ok_and(|parsed| {
+                    argon2::Argon2::default()
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
+            })
+            .await
+            .unwrap_or(false)
+        };
+        if verified {
+            self.pending_login = Some(PendingLogin {
+                user: user.to_string(),
+                method: "password",
+                fingerprint: None,
+            });
+            Ok(Auth::Accept)
+        } else {
+            self.reject("password", user).await
+        }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        self.check_attempts()?;
+        self.reject("keyboard-interactive", user).await
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        _certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        self.check_attempts()?;
+        self.reject("certificate", user).await
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.authed.store(true, Ordering::Release);
+        self.shared.clear_failures(self.peer.ip().to_canonical());
+        if let Some(login) = &self.pending_login {
+            self.span.record("user", login.user.as_str());
+            tracing::info!(parent: &self.span, user = %login.user, method = login.method,
+                key = login.fingerprint.as_deref().unwrap_or("-"), "authenticated");
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.session_opened {
+            self.refuse_channel("second session", reply).await;
+            return Ok(());
+        }
+        self.session_opened = true;
+        self.session_channel = Some(channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("x11", reply).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("direct-tcpip", reply).await;
+        Ok(())
+    }
+
+    async fn channel_open_forwarded_tcpip(
+        &mut self,
+        _channel: Channel<Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("forwarded-tcpip", reply).await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        _socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_channel("direct-streamlocal", reply).await;
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The client sends nothing more on the only channel it may use: close it.
+        session.close(channel)?;
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("pty-req", channel, session)
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("x11-req", channel, session)
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        _variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("env", channel, session)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("shell", channel, session)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("exec", channel, session)
+    }
+
+    async fn window_change_request(
+        &mut self,
+        channel: ChannelId,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_request("window-change", channel, session)
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(parent: &self.span, request = "agent-forwarding", "channel request refused");
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(parent: &self.span, request = "tcpip-forward", "global request refused");
+        Ok(false)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        _address: &str,
+        _port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        tracing::info!(parent: &self.span, request = "streamlocal-forward", "global request refused");
+        Ok(false)
+    }
+
+    async fn cancel_streamlocal_forward(
+        &mut self,
+        _socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel_id: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let ours = self.session_channel.as_ref().map(Channel::id) == Some(channel_id);
+        if name != "sftp" || self.sftp_started || !ours {
+            let what = format!("subsystem {}", printable(name));
+            return self.refuse_request(&what, channel_id, session);
+        }
+        let Some(channel) = self.session_channel.take() else {
+            return self.refuse_request("subsystem", channel_id, session);
+        };
+        self.sftp_started = true;
+        session.channel_success(channel_id)?;
+        let fs = DropFs::new(
+            self.shared.drop_root.clone(),
+            self.shared.max_upload_bytes,
+            self.span.clone(),
+            Some(self.shared.tracker.token()),
+        );
+        let stream = PacketGuard::new(channel.into_stream(), self.span.clone());
+        let config = russh_sftp::server::Config {
+            max_client_packet_len: MAX_PACKET_LEN,
+        };
+        russh_sftp::server::run_with_config(stream, fs, config).await;
+        tracing::debug!(parent: &self.span, "sftp subsystem started");
+        Ok(())
+    }
+}
+
+/// A socket that reads EOF and fails writes once `kill` is cancelled, so that a session
+/// whose peer stopped reading still ends at shutdown.
+struct KillableStream<S> {
+    inner: S,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    dead: bool,
+}
+
+impl<S> KillableStream<S> {
+    fn new(inner: S, kill: CancellationToken) -> Self {
+        KillableStream {
+            inner,
+            killed: Box::pin(kill.cancelled_owned()),
+            dead: false,
+        }
+    }
+
+    fn is_dead(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        if !self.dead && self.killed.as_mut().poll(cx).is_ready() {
+            self.dead = true;
+        }
+        self.dead
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for KillableStream<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.is_dead(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.is_dead(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        if self.is_dead(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Watches SFTP packet framing on the way in and ends the session (EOF) at the first
+/// packet longer than [`MAX_PACKET_LEN`] or at any read or write error.
+///
+/// russh-sftp answers an oversized packet with BadMessage without reading its body and
+/// then parses the body as the next packets; it also keeps looping on I/O errors. Ending
+/// the stream makes it stop instead.
+struct PacketGuard<S> {
+    inner: S,
+    header: [u8; 4],
+    header_len: usize,
+    body_left: u64,
+    broken: bool,
+    span: Span,
+}
+
+impl<S> PacketGuard<S> {
+    fn new(inner: S, span: Span) -> Self {
+        PacketGuard {
+            inner,
+            header: [0; 4],
+            header_len: 0,
+            body_left: 0,
+            broken: false,
+            span,
+        }
+    }
+
+    /// Follows packet boundaries through `bytes`; false if a packet is too long.
+    fn track(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let skip = self.body_left.min(bytes.len() as u64);
+                self.body_left -= skip;
+                bytes = &bytes[skip as usize..];
+                continue;
+            }
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if self.header_len == 4 {
+                self.header_len = 0;
+                let len = u32::from_be_bytes(self.header);
+                if len > MAX_PACKET_LEN {
+                    tracing::warn!(parent: &self.span, length = len,
+                        "SFTP packet over the limit; ending the session");
+                    return false;
+                }
+                self.body_left = u64::from(len);
+            }
+        }
+        true
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PacketGuard<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.broken {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(parent: &self.span, error = %e, "SFTP stream read failed");
+                self.broken = true;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => {
+                let new = buf.filled()[before..].to_vec();
+                if !self.track(&new) {
+                    self.broken = true;
+                    buf.set_filled(before);
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PacketGuard<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Err(_)) = r {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if let Poll::Ready(Err(_)) = r {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff_delay(1), Duration::from_millis(250));
+        assert_eq!(backoff_delay(2), Duration::from_millis(500));
+        assert_eq!(backoff_delay(3), Duration::from_secs(1));
+        assert_eq!(backoff_delay(7), Duration::from_secs(16));
+        assert_eq!(backoff_delay(1000), BACKOFF_CAP);
+    }
+
+    #[test]
+    fn profiles_offer_no_weak_algorithms() {
+        for profile in [SshProfile::Compatible, SshProfile::Strict] {
+            let p = preferred(profile);
+            let kex: Vec<&str> = p.kex.iter().map(|k| k.as_ref()).collect();
+            assert!(kex.iter().all(|k| !k.contains("nistp") && !k.contains("sha1")), "{kex:?}");
+            assert!(p.key.iter().all(|a| !matches!(a, Algorithm::Ecdsa { .. } | Algorithm::Dsa)));
+            assert!(!p.key.contains(&Algorithm::Rsa { hash: None }));
+            assert_eq!(p.compression.len(), 1);
+            assert!(kex.contains(&"kex-strict-s-v00@openssh.com"));
+        }
+        let strict = preferred(SshProfile::Strict);
+        let kex: Vec<&str> = strict.kex.iter().map(|k| k.as_ref()).collect();
+        assert_eq!(kex[0], "mlkem768x25519-sha256");
+        assert!(!kex.iter().any(|k| k.starts_with("curve25519")));
+        assert_eq!(strict.key.as_ref(), &[Algorithm::Ed25519]);
+        assert!(strict.mac.iter().all(|m| m.as_ref().contains("-etm@")));
+        assert!(strict.cipher.iter().all(|c| {
+            let c: &str = c.as_ref();
+            c.contains("gcm") || c.contains("chacha20")
+        }));
+    }
+
+    #[test]
+    fn authorized_key_lines() {
+        let ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0Yo3ioyB7aul3JMKojvAlVpln86K++XvDLVTaQ8c/t me@host";
+        assert!(parse_authorized_key(ed).is_ok());
+        assert!(parse_authorized_key(&format!("  {ed}  ")).is_ok());
+        let with_opts = format!("from=\"10.0.0.1\" {ed}");
+        assert!(parse_authorized_key(&with_opts).is_err());
+        assert!(parse_authorized_key("ssh-ed25519 notbase64").is_err());
+        assert!(parse_authorized_key("").is_err());
+    }
+
+    #[test]
+    fn packet_guard_follows_framing_across_reads() {
+        let mut g = PacketGuard::new((), Span::none());
+        // A 5-byte packet split over reads, then a header announcing an oversized packet.
+        assert!(g.track(&[0, 0]));
+        assert!(g.track(&[0, 5, 1, 2]));
+        assert!(g.track(&[3, 4, 5, 0, 0, 0, 1, 9]));
+        assert!(g.body_left == 0 && g.header_len == 0);
+        assert!(!g.track(&(MAX_PACKET_LEN + 1).to_be_bytes()));
+    }
+
+    #[test]
+    fn per_ip_slots_are_capped_and_released() {
+        let shared = Arc::new(Shared {
+            users: Vec::new(),
+            methods: MethodSet::empty(),
+            password_enabled: false,
+            drop_root: Arc::new(DropRoot::prepare(tempfile::tempdir().unwrap().path()).unwrap()),
+            max_upload_bytes: 1,
+            auth_deadline: Duration::from_secs(1),
+            max_connections_per_ip: 2,
+            slots: Mutex::new(SlotTable::default()),
+            backoff: Mutex::new(HashMap::new()),
+            password_checks: Semaphore::new(1),
+            tracker: TaskTracker::new(),
+        });
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let s1 = SlotTable::acquire(&shared, a).unwrap();
+        let _s2 = SlotTable::acquire(&shared, mapped).unwrap();
+        assert!(SlotTable::acquire(&shared, a).is_none());
+        assert!(SlotTable::acquire(&shared, b).is_some());
+        drop(s1);
+        assert!(SlotTable::acquire(&shared, a).is_some());
+    }
+}

@@ -1,0 +1,13 @@
+//! autoprov: admin accounts from the HR roster, delivered over SFTP.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod core;
+pub mod daemon;
+pub mod local;
+pub mod logging;
+pub mod pipeline;
+pub mod store;
+pub mod util;

@@ -1,0 +1,19 @@
+//! tracing to stderr, as text or JSON (journald picks it up).
+
+use crate::config::Config;
+use tracing_subscriber::EnvFilter;
+
+/// Installs the subscriber; `RUST_LOG` wins over `log.level`.
+pub fn init(cfg: &Config, format_override: Option<&str>) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.as_str()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if format_override.unwrap_or(&cfg.log.format) == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    let _ = result;
+}

@@ -1,0 +1,575 @@
+//! One file: read -> validate -> plan -> safety -> apply -> report -> move (SPEC §4–6).
+//!
+//! Crash safety: the outcome of a file is committed to the store together with its ledger
+//! entry, which records the move still to do (`pending_move`). The reports are staged
+//! before the commit; the move and the reports' final renames happen after it, and
+//! [`Pipeline::recover`] finishes them after a crash. So each file is applied once and
+//! its report is never visible before the store is flushed.
+
+use crate::config::Config;
+use crate::core::accounts::Account;
+use crate::core::model::Roster;
+use crate::core::reconcile::{self, Limits, SyncInput};
+use crate::core::report::{Decision, Report, ReportStatus};
+use crate::core::roster::{self, Rejection};
+use crate::core::rules::{self, CompiledRule, Rule, RuleId};
+use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
+use crate::util::{compact_timestamp, fsync_dir, now_rfc3339, rfc3339, sha256_hex, write_atomic};
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The drop folders.
+pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
+
+/// Suffix that marks a file as a dry run.
+pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
+
+/// The files and folders under `data_dir`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The sled store.
+    pub store: PathBuf,
+    /// SFTP root: inbox/, processed/, rejected/, held/.
+    pub drop: PathBuf,
+    /// Reports staged before their file's commit.
+    pub staging: PathBuf,
+    /// SSH host keys.
+    pub host_keys: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `data_dir`.
+    pub fn new(data_dir: &Path) -> Paths {
+        Paths {
+            store: data_dir.join("store"),
+            drop: data_dir.join("drop"),
+            staging: data_dir.join("staging"),
+            host_keys: data_dir.join("host_keys"),
+        }
+    }
+
+    /// A drop folder.
+    pub fn folder(&self, name: &str) -> PathBuf {
+        self.drop.join(name)
+    }
+
+    /// Creates missing folders.
+    pub fn ensure(&self) -> Result<()> {
+        for dir in FOLDERS
+            .iter()
+            .map(|f| self.folder(f))
+            .chain([self.staging.clone()])
+        {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Names the watcher and the scans pass over: hidden and partial uploads.
+pub fn is_ignored(name: &str) -> bool {
+    name.starts_with('.')
+        || [".part", ".filepart", ".tmp", ".partial"]
+            .iter()
+            .any(|s| name.ends_with(s))
+}
+
+/// Why a file could not be taken now.
+#[derive(Debug, thiserror::Error)]
+pub enum Blocked {
+    /// A held file waits for a decision.
+    #[error(
+        "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"
+    )]
+    Held {
+        /// The held file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+    },
+}
+
+/// What evaluating a roster against the current state gives.
+struct Evaluation {
+    report: Report,
+    updates: Vec<Account>,
+}
+
+/// The pipeline over one store and one drop.
+pub struct Pipeline<S: Store> {
+    /// Settings.
+    pub cfg: Config,
+    /// State.
+    pub store: S,
+    /// Layout.
+    pub paths: Paths,
+}
+
+impl<S: Store> Pipeline<S> {
+    /// A pipeline; call [`Pipeline::recover`] before processing.
+    pub fn new(cfg: Config, store: S) -> Result<Pipeline<S>> {
+        let paths = Paths::new(&cfg.data_dir);
+        paths.ensure()?;
+        Ok(Pipeline { cfg, store, paths })
+    }
+
+    /// Finishes the filing of files committed before a crash.
+    pub fn recover(&self) -> Result<()> {
+        for entry in self.store.files()? {
+            if entry.pending_move.is_some() {
+                tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
+                self.finish_filing(&entry)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The held file that blocks processing, if any.
+    pub fn held(&self) -> Result<Option<FileEntry>> {
+        Ok(self
+            .store
+            .files()?
+            .into_iter()
+            .find(|f| f.status == FileStatus::Held))
+    }
+
+    /// Complete files waiting in inbox/, oldest completion first.
+    pub fn waiting(&self) -> Result<Vec<String>> {
+        let inbox = self.paths.folder("inbox");
+        let mut found = Vec::new();
+        for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
+            let item = item?;
+            let name = item.file_name().to_string_lossy().into_owned();
+            let meta = item.metadata()?;
+            if is_ignored(&name) || !meta.file_type().is_file() {
+                continue;
+            }
+            found.push((completion_time(&meta), name));
+        }
+        found.sort();
+        Ok(found.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// Processes `inbox/<name>`; refuses while a held file waits.
+    pub fn process(&self, name: &str) -> Result<Report> {
+        if let Some(held) = self.held()? {
+            return Err(Blocked::Held {
+                id: held.id,
+                name: held.stored_as,
+            }
+            .into());
+        }
+        let path = self.paths.folder("inbox").join(name);
+        let meta =
+            fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if !meta.file_type().is_file() {
+            bail!(
+                "{} is not a regular file; it was left alone",
+                path.display()
+            );
+        }
+        let received_at = rfc3339(completion_time(&meta));
+        let bytes = read_limited(&path, self.cfg.roster.max_bytes)?;
+        let sha = sha256_hex(bytes.as_deref().unwrap_or_default());
+        let _span = tracing::info_span!("file", name, sha256 = %&sha[..12]).entered();
+        let now = now_rfc3339();
+        let dry_run = name.ends_with(DRY_RUN_SUFFIX);
+        let mut eval = match &bytes {
+            Some(bytes) => self.evaluate(
+                bytes,
+                name,
+                &sha,
+                &received_at,
+                &now,
+                Some(self.cfg.limits()),
+                dry_run,
+            )?,
+            None => Evaluation {
+                report: Report {
+                    errors: vec![crate::core::Finding::file(format!(
+                        "the file is {} bytes, more than roster.max_bytes = {}",
+                        meta.len(),
+                        self.cfg.roster.max_bytes
+                    ))],
+                    ..Report::new(name, &sha, &received_at, &now)
+                },
+                updates: Vec::new(),
+            },
+        };
+        if let Some(earlier) = self.store.file_by_sha(&sha)? {
+            eval.report.repeats = Some(earlier.stored_as);
+        }
+        let status = FileStatus::from(eval.report.status);
+        let stored_as = self.unique_name(&compact_timestamp(&now), name)?;
+        eval.report.stored_as = Some(stored_as.clone());
+        let entry = FileEntry {
+            id: self.store.next_file_id()?,
+            name: name.to_string(),
+            stored_as: stored_as.clone(),
+            size: meta.len(),
+            sha256: sha,
+            received_at,
+            processed_at: now.clone(),
+            status,
+            summary: summary(&eval.report),
+            pending_move: Some((
+                format!("inbox/{name}"),
+                format!("{}/{stored_as}", status.folder()),
+            )),
+        };
+        self.stage(&entry, &eval.report)?;
+        let applied = status == FileStatus::Applied;
+        self.store.commit(Commit {
+            updates: if applied { &eval.updates } else { &[] },
+            file: Some(&entry),
+            last_applied: applied.then_some(entry.id),
+            audit: Some(AuditNote {
+                at: now,
+                user: "autoprov".into(),
+                action: format!("file {}", status.as_str()),
+                detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
+            }),
+        })?;
+        tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
+        self.finish_filing(&entry)?;
+        Ok(eval.report)
+    }
+
+    /// Applies a held file, re-planned against the current state, without the limits.
+    pub fn approve(&self, id: u64, user: &str) -> Result<Report> {
+        self.decide(id, user, true)
+    }
+
+    /// Discards a held file.
+    pub fn reject(&self, id: u64, user: &str) -> Result<Report> {
+        self.decide(id, user, false)
+    }
+
+    fn decide(&self, id: u64, user: &str, approve: bool) -> Result<Report> {
+        let entry = self
+            .store
+            .file(id)?
+            .ok_or_else(|| anyhow!("no file {id}: see `autoprov files list`"))?;
+        if entry.status != FileStatus::Held {
+            bail!(
+                "file {id} ({}) is {}, not held: only held files can be approved or rejected",
+                entry.stored_as,
+                entry.status.as_str()
+            );
+        }
+        let held_path = self.paths.folder("held").join(&entry.stored_as);
+        let now = now_rfc3339();
+        let decision = Decision {
+            decision: if approve { "approved" } else { "rejected" }.into(),
+            by: user.to_string(),
+            at: now.clone(),
+        };
+        let mut eval = if approve {
+            let bytes =
+                fs::read(&held_path).with_context(|| format!("reading {}", held_path.display()))?;
+            let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
+            self.evaluate(
+                &bytes,
+                &entry.name,
+                &entry.sha256,
+                &entry.received_at,
+                &now,
+                None,
+                dry_run,
+            )?
+        } else {
+            let old = read_report(&held_path).unwrap_or_else(|| {
+                Report::new(&entry.name, &entry.sha256, &entry.received_at, &now)
+            });
+            Evaluation {
+                report: Report {
+                    status: ReportStatus::Rejected,
+                    processed_at: now.clone(),
+                    ..old
+                },
+                updates: Vec::new(),
+            }
+        };
+        eval.report.stored_as = Some(entry.stored_as.clone());
+        eval.report.decision = Some(decision);
+        let status = FileStatus::from(eval.report.status);
+        let updated = FileEntry {
+            status,
+            processed_at: now.clone(),
+            summary: summary(&eval.report),
+            pending_move: Some((
+                format!("held/{}", entry.stored_as),
+                format!("{}/{}", status.folder(), entry.stored_as),
+            )),
+            ..entry
+        };
+        self.stage(&updated, &eval.report)?;
+        let applied = status == FileStatus::Applied;
+        self.store.commit(Commit {
+            updates: if applied { &eval.updates } else { &[] },
+            file: Some(&updated),
+            last_applied: applied.then_some(updated.id),
+            audit: Some(AuditNote {
+                at: now,
+                user: user.to_string(),
+                action: if approve {
+                    "files approve"
+                } else {
+                    "files reject"
+                }
+                .into(),
+                detail: format!("file {id} {}: {}", updated.stored_as, updated.summary),
+            }),
+        })?;
+        self.finish_filing(&updated)?;
+        Ok(eval.report)
+    }
+
+    /// Re-evaluates the last applied roster with the current rules and applies the result.
+    /// Over a safety limit it applies nothing unless `force`, and returns a `held` report.
+    pub fn sync(&self, user: &str, force: bool) -> Result<Report> {
+        let entry = self.store.last_applied()?.ok_or_else(|| {
+            anyhow!("no roster has been applied yet: upload one or run `autoprov process FILE`")
+        })?;
+        let path = self.paths.folder("processed").join(&entry.stored_as);
+        let bytes = fs::read(&path).with_context(|| {
+            format!(
+                "reading the last applied roster {}; if it was removed, process a new roster",
+                path.display()
+            )
+        })?;
+        if sha256_hex(&bytes) != entry.sha256 {
+            bail!(
+                "the last applied roster {} was changed on disk (its SHA-256 differs from the ledger); process a new roster instead",
+                path.display()
+            );
+        }
+        let now = now_rfc3339();
+        let limits = (!force).then(|| self.cfg.limits());
+        let mut eval = self.evaluate(
+            &bytes,
+            "sync",
+            &entry.sha256,
+            &entry.received_at,
+            &now,
+            limits,
+            false,
+        )?;
+        eval.report.stored_as = Some(entry.stored_as.clone());
+        if eval.report.status == ReportStatus::Applied {
+            self.store.commit(Commit {
+                updates: &eval.updates,
+                file: None,
+                last_applied: None,
+                audit: Some(AuditNote {
+                    at: now,
+                    user: user.to_string(),
+                    action: "sync".into(),
+                    detail: format!(
+                        "re-evaluated {}: {}",
+                        entry.stored_as,
+                        summary(&eval.report)
+                    ),
+                }),
+            })?;
+        }
+        Ok(eval.report)
+    }
+
+    /// Parses a roster with the fields the enabled rules need.
+    pub fn parse(&self, bytes: &[u8], rules: &[Rule]) -> Result<Roster, Rejection> {
+        let columns = self.cfg.columns();
+        let needed = rules::needed_fields(rules, &columns);
+        roster::parse(bytes, &self.cfg.roster_options(needed))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        bytes: &[u8],
+        name: &str,
+        sha: &str,
+        received_at: &str,
+        now: &str,
+        limits: Option<Limits>,
+        dry_run: bool,
+    ) -> Result<Evaluation> {
+        let mut report = Report::new(name, sha, received_at, now);
+        let enabled: Vec<Rule> = self
+            .store
+            .rules()?
+            .into_iter()
+            .filter(|r| r.enabled)
+            .collect();
+        let roster = match self.parse(bytes, &enabled) {
+            Ok(roster) => roster,
+            Err(rejection) => {
+                report.status = ReportStatus::Rejected;
+                report.rows = rejection.rows;
+                report.errors = rejection.errors;
+                report.more_errors = rejection.more_errors;
+                report.warnings = rejection.warnings;
+                return Ok(Evaluation {
+                    report,
+                    updates: Vec::new(),
+                });
+            }
+        };
+        let columns = self.cfg.columns();
+        let compiled: Vec<CompiledRule> = enabled
+            .iter()
+            .map(|r| CompiledRule::compile(r, &roster, &columns))
+            .collect::<Result<_, _>>()
+            .map_err(|field| anyhow!("rule field {field} was not kept by the parser"))?;
+        let matching = rules::matching(&roster, &compiled);
+        let rules_by_id: BTreeMap<RuleId, Rule> = enabled.into_iter().map(|r| (r.id, r)).collect();
+        let accounts = self.store.accounts()?;
+        let plan = reconcile::plan(
+            &roster,
+            &SyncInput {
+                matching: &matching,
+                rules: &rules_by_id,
+                accounts: &accounts,
+                now,
+                source: name,
+            },
+        );
+        report.rows = roster.rows;
+        report.warnings = roster.warnings;
+        report.counts = plan.counts.clone();
+        report.held_because = limits
+            .map(|l| plan.safety_violations(&l))
+            .unwrap_or_default();
+        report.status = if dry_run {
+            ReportStatus::DryRun
+        } else if !report.held_because.is_empty() {
+            ReportStatus::Held
+        } else {
+            ReportStatus::Applied
+        };
+        report.changes = plan.changes;
+        Ok(Evaluation {
+            report,
+            updates: plan.updates,
+        })
+    }
+
+    /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when taken in any result folder.
+    fn unique_name(&self, ts: &str, name: &str) -> Result<String> {
+        let base = format!("{ts}_{name}");
+        let (stem, ext) = match base.rfind('.') {
+            Some(i) if i > ts.len() + 1 => (&base[..i], &base[i..]),
+            _ => (base.as_str(), ""),
+        };
+        for n in 1.. {
+            let candidate = if n == 1 {
+                base.clone()
+            } else {
+                format!("{stem}-{n}{ext}")
+            };
+            let taken = FOLDERS[1..]
+                .iter()
+                .any(|f| self.paths.folder(f).join(&candidate).exists());
+            if !taken {
+                return Ok(candidate);
+            }
+        }
+        unreachable!("some suffix is free")
+    }
+
+    fn staged(&self, id: u64) -> PathBuf {
+        self.paths.staging.join(id.to_string())
+    }
+
+    /// Writes the reports where the move will pick them up, durably, before the commit.
+    fn stage(&self, entry: &FileEntry, report: &Report) -> Result<()> {
+        let dir = self.staged(entry.id);
+        fs::create_dir_all(&dir)?;
+        let json = serde_json::to_vec_pretty(report)?;
+        write_atomic(&dir.join("report.json"), &json)?;
+        write_atomic(&dir.join("report.txt"), report.to_text().as_bytes())?;
+        Ok(())
+    }
+
+    /// After the commit: move the file and its staged reports into place, then clear the mark.
+    fn finish_filing(&self, entry: &FileEntry) -> Result<()> {
+        let Some((from, to)) = &entry.pending_move else {
+            return Ok(());
+        };
+        let from = self.paths.drop.join(from);
+        let to = self.paths.drop.join(to);
+        let to_dir = to.parent().expect("a folder").to_path_buf();
+        let staged = self.staged(entry.id);
+        for ext in ["json", "txt"] {
+            let src = staged.join(format!("report.{ext}"));
+            let dst = to_dir.join(format!("{}.report.{ext}", entry.stored_as));
+            if src.exists() {
+                fs::rename(&src, &dst)
+                    .with_context(|| format!("moving report to {}", dst.display()))?;
+            }
+            if from.parent() != to.parent() {
+                let old = from
+                    .parent()
+                    .expect("a folder")
+                    .join(format!("{}.report.{ext}", entry.stored_as));
+                if old.exists() && old != dst {
+                    fs::remove_file(&old)?;
+                }
+            }
+        }
+        if from.exists() && from != to {
+            fs::rename(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        }
+        fsync_dir(&to_dir)?;
+        if let Some(parent) = from.parent() {
+            fsync_dir(parent)?;
+        }
+        let _ = fs::remove_dir(&staged);
+        self.store.commit(Commit {
+            updates: &[],
+            file: Some(&FileEntry {
+                pending_move: None,
+                ..entry.clone()
+            }),
+            last_applied: None,
+            audit: None,
+        })?;
+        Ok(())
+    }
+
+    /// The path of a ledger entry's file and report.
+    pub fn report_path(&self, entry: &FileEntry) -> PathBuf {
+        self.paths
+            .folder(entry.status.folder())
+            .join(format!("{}.report.json", entry.stored_as))
+    }
+}
+
+/// When a file became complete: its change time (a rename into inbox/ sets it).
+fn completion_time(meta: &fs::Metadata) -> std::time::SystemTime {
+    use std::os::unix::fs::MetadataExt;
+    let secs = meta.ctime().max(0) as u64;
+    let nanos = meta.ctime_nsec().clamp(0, 999_999_999) as u32;
+    std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
+}
+
+/// Reads a file unless it is larger than `max` (then `None`, without reading it).
+fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+    let len = fs::metadata(path)?.len();
+    if len > max {
+        return Ok(None);
+    }
+    Ok(Some(
+        fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    ))
+}
+
+/// The report beside a filed file, if readable.
+fn read_report(file: &Path) -> Option<Report> {
+    let mut p = file.as_os_str().to_owned();
+    p.push(".report.json");
+    serde_json::from_slice(&fs::read(p).ok()?).ok()
+}

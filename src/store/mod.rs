@@ -1,0 +1,190 @@
+//! Persistent state: rules, accounts, the ledger of files, the audit log.
+
+mod sled_store;
+
+pub use sled_store::SledStore;
+
+use crate::core::accounts::Account;
+use crate::core::report::{Report, ReportStatus};
+use crate::core::rules::{Rule, RuleId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record could not be decoded: the store is damaged or from another version.
+    #[error("store is damaged: {0}")]
+    Corrupt(String),
+    /// A transaction was refused by a check inside it.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where a ledger entry stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    /// Applied.
+    Applied,
+    /// Rejected (errors, or a held file rejected).
+    Rejected,
+    /// Waiting for approval.
+    Held,
+    /// Evaluated only.
+    DryRun,
+}
+
+impl From<ReportStatus> for FileStatus {
+    fn from(s: ReportStatus) -> Self {
+        match s {
+            ReportStatus::Applied => FileStatus::Applied,
+            ReportStatus::Rejected => FileStatus::Rejected,
+            ReportStatus::Held => FileStatus::Held,
+            ReportStatus::DryRun => FileStatus::DryRun,
+        }
+    }
+}
+
+impl FileStatus {
+    /// The name used in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileStatus::Applied => "applied",
+            FileStatus::Rejected => "rejected",
+            FileStatus::Held => "held",
+            FileStatus::DryRun => "dry_run",
+        }
+    }
+
+    /// The drop folder a file of this status is filed in.
+    pub fn folder(self) -> &'static str {
+        match self {
+            FileStatus::Applied | FileStatus::DryRun => "processed",
+            FileStatus::Rejected => "rejected",
+            FileStatus::Held => "held",
+        }
+    }
+}
+
+/// One processed file in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Assigned in order of processing.
+    pub id: u64,
+    /// The name it had in inbox/.
+    pub name: String,
+    /// Its name in processed/, rejected/ or held/.
+    pub stored_as: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// When it was complete in inbox/.
+    pub received_at: String,
+    /// When it was processed (or decided).
+    pub processed_at: String,
+    /// Outcome.
+    pub status: FileStatus,
+    /// Counts and findings for listings (`files show` prints the report file).
+    pub summary: String,
+    /// Filing (move + reports) still to be done after the commit: (from, to) relative to drop/.
+    pub pending_move: Option<(String, String)>,
+}
+
+/// One entry of the audit log, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number.
+    pub seq: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub note: AuditNote,
+}
+
+/// What an audit entry says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditNote {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The Unix user (or `autoprov` for the daemon itself).
+    pub user: String,
+    /// What was done, e.g. `rules add`.
+    pub action: String,
+    /// Details a person reads.
+    pub detail: String,
+}
+
+/// What one committed sync writes, atomically.
+pub struct Commit<'a> {
+    /// Accounts to write.
+    pub updates: &'a [Account],
+    /// The ledger entry (new or updated), if a file is involved.
+    pub file: Option<&'a FileEntry>,
+    /// Make this file the last applied roster.
+    pub last_applied: Option<u64>,
+    /// Audit entry (seq is assigned).
+    pub audit: Option<AuditNote>,
+}
+
+/// The store used by the pipeline and the commands.
+pub trait Store {
+    /// All rules, by id.
+    fn rules(&self) -> StoreResult<Vec<Rule>>;
+    /// One rule.
+    fn rule(&self, id: RuleId) -> StoreResult<Option<Rule>>;
+    /// Allocates the next rule id (never reused, even after delete).
+    fn next_rule_id(&self) -> StoreResult<RuleId>;
+    /// Saves a rule and audits it, atomically.
+    fn put_rule(&self, rule: &Rule, audit: AuditNote) -> StoreResult<()>;
+    /// Deletes a rule and audits it, atomically.
+    fn delete_rule(&self, id: RuleId, audit: AuditNote) -> StoreResult<()>;
+    /// All accounts, keyed by employee ID.
+    fn accounts(&self) -> StoreResult<HashMap<String, Account>>;
+    /// One account.
+    fn account(&self, employee_id: &str) -> StoreResult<Option<Account>>;
+    /// Saves one account by hand (or removes it when `remove`) and audits, atomically.
+    fn put_account(&self, account: &Account, remove: bool, audit: AuditNote) -> StoreResult<()>;
+    /// Applies one sync in one transaction, then flushes to disk.
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
+    /// Allocates the next file id.
+    fn next_file_id(&self) -> StoreResult<u64>;
+    /// All ledger entries, oldest first.
+    fn files(&self) -> StoreResult<Vec<FileEntry>>;
+    /// One ledger entry.
+    fn file(&self, id: u64) -> StoreResult<Option<FileEntry>>;
+    /// The first file with these bytes.
+    fn file_by_sha(&self, sha256: &str) -> StoreResult<Option<FileEntry>>;
+    /// The last applied roster's ledger entry.
+    fn last_applied(&self) -> StoreResult<Option<FileEntry>>;
+    /// Audit entries at or after `since` (RFC 3339 string comparison), oldest first.
+    fn audit(&self, since: Option<&str>) -> StoreResult<Vec<AuditEntry>>;
+    /// Appends one audit entry.
+    fn append_audit(&self, note: AuditNote) -> StoreResult<()>;
+    /// Flushes everything to disk.
+    fn flush(&self) -> StoreResult<()>;
+}
+
+/// The summary line of a report for the ledger.
+pub fn summary(report: &Report) -> String {
+    let c = &report.counts;
+    if !report.errors.is_empty() {
+        return format!("{} errors", report.errors.len() + report.more_errors);
+    }
+    format!(
+        "created {}, reassigned {}, reactivated {}, role_changed {}, deactivated {}, skipped_manual {}, unchanged {}",
+        c.created,
+        c.reassigned,
+        c.reactivated,
+        c.role_changed,
+        c.deactivated,
+        c.skipped_manual,
+        c.unchanged
+    )
+}

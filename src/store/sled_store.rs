@@ -1,0 +1,411 @@
+//! The sled implementation of [`Store`]: one tree per kind of record, JSON values.
+
+use super::{AuditEntry, AuditNote, Commit, FileEntry, Store, StoreError, StoreResult};
+use crate::core::accounts::Account;
+use crate::core::rules::{Rule, RuleId};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The schema this build writes and reads.
+const SCHEMA: &[u8] = b"autoprov-1";
+
+const NEXT_RULE_ID: &[u8] = b"next_rule_id";
+const NEXT_FILE_ID: &[u8] = b"next_file_id";
+const NEXT_AUDIT_SEQ: &[u8] = b"next_audit_seq";
+const LAST_APPLIED: &[u8] = b"last_applied";
+const SCHEMA_KEY: &[u8] = b"schema";
+
+/// The sled store.
+pub struct SledStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    rules: sled::Tree,
+    accounts: sled::Tree,
+    files: sled::Tree,
+    sha_index: sled::Tree,
+    audit: sled::Tree,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialize")
+}
+
+fn decode<T: DeserializeOwned>(tree: &str, key: &[u8], bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "record {:?} in {tree}: {e}",
+            String::from_utf8_lossy(key)
+        ))
+    })
+}
+
+fn u64_of(bytes: Option<sled::IVec>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn tx_next(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64> {
+    let next = u64_of(meta.get(key)?) + 1;
+    meta.insert(key, &next.to_be_bytes())?;
+    Ok(next)
+}
+
+fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNote) -> TxResult<()> {
+    let seq = tx_next(meta, NEXT_AUDIT_SEQ)?;
+    let entry = AuditEntry {
+        seq,
+        note: note.clone(),
+    };
+    audit.insert(&seq.to_be_bytes(), encode(&entry))?;
+    Ok(())
+}
+
+fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+    }
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store at `path` and checks every record decodes.
+    pub fn open(path: &Path) -> StoreResult<SledStore> {
+        let db = sled::Config::new().path(path).open()?;
+        let store = SledStore {
+            meta: db.open_tree("meta")?,
+            rules: db.open_tree("rules")?,
+            accounts: db.open_tree("accounts")?,
+            files: db.open_tree("files")?,
+            sha_index: db.open_tree("sha_index")?,
+            audit: db.open_tree("audit")?,
+            db,
+        };
+        match store.meta.get(SCHEMA_KEY)? {
+            None if store.is_empty() => {
+                store.meta.insert(SCHEMA_KEY, SCHEMA)?;
+                store.db.flush()?;
+            }
+            Some(v) if v.as_ref() == SCHEMA => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "schema {:?} is not {:?}",
+                    String::from_utf8_lossy(&v),
+                    String::from_utf8_lossy(SCHEMA)
+                )));
+            }
+            None => return Err(StoreError::Corrupt("schema marker missing".into())),
+        }
+        store.verify()?;
+        Ok(store)
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.meta,
+            &self.rules,
+            &self.accounts,
+            &self.files,
+            &self.audit,
+        ]
+        .iter()
+        .all(|t| t.is_empty())
+    }
+
+    /// Decodes every record; the start-up integrity check.
+    pub fn verify(&self) -> StoreResult<()> {
+        self.rules()?;
+        for item in self.accounts.iter() {
+            let (k, v) = item?;
+            decode::<Account>("accounts", &k, &v)?;
+        }
+        self.files()?;
+        self.audit(None)?;
+        Ok(())
+    }
+
+    fn list<T: DeserializeOwned>(tree: &sled::Tree, name: &str) -> StoreResult<Vec<T>> {
+        tree.iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(name, &k, &v)
+            })
+            .collect()
+    }
+
+    fn get<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &str,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
+    }
+
+    fn bump(&self, key: &[u8]) -> StoreResult<u64> {
+        let next = self.meta.update_and_fetch(key, |old| {
+            Some(
+                (u64_of(old.map(sled::IVec::from)) + 1)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        self.db.flush()?;
+        Ok(u64_of(next))
+    }
+}
+
+impl Store for SledStore {
+    fn rules(&self) -> StoreResult<Vec<Rule>> {
+        Self::list(&self.rules, "rules")
+    }
+
+    fn rule(&self, id: RuleId) -> StoreResult<Option<Rule>> {
+        Self::get(&self.rules, "rules", &id.0.to_be_bytes())
+    }
+
+    fn next_rule_id(&self) -> StoreResult<RuleId> {
+        self.bump(NEXT_RULE_ID).map(RuleId)
+    }
+
+    fn put_rule(&self, rule: &Rule, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
+            rules.insert(&rule.id.0.to_be_bytes(), encode(rule))?;
+            tx_audit(meta, audit, &note)
+        });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn delete_rule(&self, id: RuleId, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
+            rules.remove(&id.0.to_be_bytes())?;
+            tx_audit(meta, audit, &note)
+        });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn accounts(&self) -> StoreResult<HashMap<String, Account>> {
+        let mut out = HashMap::with_capacity(self.accounts.len());
+        for item in self.accounts.iter() {
+            let (k, v) = item?;
+            let account: Account = decode("accounts", &k, &v)?;
+            out.insert(account.employee_id.clone(), account);
+        }
+        Ok(out)
+    }
+
+    fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
+        Self::get(&self.accounts, "accounts", employee_id.as_bytes())
+    }
+
+    fn put_account(&self, account: &Account, remove: bool, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.accounts, &self.meta, &self.audit).transaction(|(accounts, meta, audit)| {
+            if remove {
+                accounts.remove(account.employee_id.as_bytes())?;
+            } else {
+                accounts.insert(account.employee_id.as_bytes(), encode(account))?;
+            }
+            tx_audit(meta, audit, &note)
+        });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+        let encoded: Vec<(&[u8], Vec<u8>)> = commit
+            .updates
+            .iter()
+            .map(|a| (a.employee_id.as_bytes(), encode(a)))
+            .collect();
+        let r = (
+            &self.accounts,
+            &self.files,
+            &self.sha_index,
+            &self.meta,
+            &self.audit,
+        )
+            .transaction(|(accounts, files, sha_index, meta, audit)| {
+                for (key, value) in &encoded {
+                    accounts.insert(*key, value.as_slice())?;
+                }
+                if let Some(file) = commit.file {
+                    files.insert(&file.id.to_be_bytes(), encode(file))?;
+                    if sha_index.get(file.sha256.as_bytes())?.is_none() {
+                        sha_index.insert(file.sha256.as_bytes(), &file.id.to_be_bytes())?;
+                    }
+                }
+                if let Some(id) = commit.last_applied {
+                    meta.insert(LAST_APPLIED, &id.to_be_bytes())?;
+                }
+                if let Some(note) = &commit.audit {
+                    tx_audit(meta, audit, note)?;
+                }
+                Ok(())
+            });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn next_file_id(&self) -> StoreResult<u64> {
+        self.bump(NEXT_FILE_ID)
+    }
+
+    fn files(&self) -> StoreResult<Vec<FileEntry>> {
+        Self::list(&self.files, "files")
+    }
+
+    fn file(&self, id: u64) -> StoreResult<Option<FileEntry>> {
+        Self::get(&self.files, "files", &id.to_be_bytes())
+    }
+
+    fn file_by_sha(&self, sha256: &str) -> StoreResult<Option<FileEntry>> {
+        match self.sha_index.get(sha256.as_bytes())? {
+            Some(id) => self.file(u64_of(Some(id))),
+            None => Ok(None),
+        }
+    }
+
+    fn last_applied(&self) -> StoreResult<Option<FileEntry>> {
+        match self.meta.get(LAST_APPLIED)? {
+            Some(id) => self.file(u64_of(Some(id))),
+            None => Ok(None),
+        }
+    }
+
+    fn audit(&self, since: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
+        let all: Vec<AuditEntry> = Self::list(&self.audit, "audit")?;
+        Ok(match since {
+            Some(t) => all
+                .into_iter()
+                .filter(|e| e.note.at.as_str() >= t)
+                .collect(),
+            None => all,
+        })
+    }
+
+    fn append_audit(&self, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.meta, &self.audit).transaction(|(meta, audit)| tx_audit(meta, audit, &note));
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::accounts::{Origin, Status};
+    use crate::store::FileStatus;
+
+    /// sled's background flusher may hold the lock file a moment after the last handle drops.
+    fn reopen(path: &Path) -> SledStore {
+        for _ in 0..50 {
+            match SledStore::open(path) {
+                Ok(s) => return s,
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("reopen: {e:?}"),
+            }
+        }
+        panic!("store still locked after 2.5 s")
+    }
+
+    fn note(action: &str) -> AuditNote {
+        AuditNote {
+            at: "2026-01-01T00:00:00Z".into(),
+            user: "alice".into(),
+            action: action.into(),
+            detail: String::new(),
+        }
+    }
+
+    fn account(id: &str) -> Account {
+        Account {
+            employee_id: id.into(),
+            email: format!("{id}@x.io"),
+            role: "IT Admin".into(),
+            status: Status::Active,
+            origin: Origin::Auto,
+            rule_id: Some(RuleId(1)),
+            created_at: "t".into(),
+            updated_at: "t".into(),
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn ids_are_never_reused_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a;
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            a = s.next_rule_id().unwrap();
+            assert_eq!(a, RuleId(1));
+            assert_eq!(s.next_rule_id().unwrap(), RuleId(2));
+        }
+        let s = reopen(dir.path());
+        assert_eq!(s.next_rule_id().unwrap(), RuleId(3));
+    }
+
+    #[test]
+    fn commit_writes_accounts_ledger_last_applied_and_audit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let file = FileEntry {
+            id: 1,
+            name: "r.csv".into(),
+            stored_as: "20260101T000000Z_r.csv".into(),
+            size: 10,
+            sha256: "abc".into(),
+            received_at: "t".into(),
+            processed_at: "t".into(),
+            status: FileStatus::Applied,
+            summary: String::new(),
+            pending_move: None,
+        };
+        s.commit(Commit {
+            updates: &[account("E1"), account("E2")],
+            file: Some(&file),
+            last_applied: Some(1),
+            audit: Some(note("apply")),
+        })
+        .unwrap();
+        drop(s);
+        let s = reopen(dir.path());
+        assert_eq!(s.accounts().unwrap().len(), 2);
+        assert_eq!(s.last_applied().unwrap().unwrap().name, "r.csv");
+        assert_eq!(s.file_by_sha("abc").unwrap().unwrap().id, 1);
+        assert_eq!(s.audit(None).unwrap()[0].note.action, "apply");
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.accounts.insert(b"E1", b"{not json".to_vec()).unwrap();
+            s.flush().unwrap();
+        }
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("accounts"), "{msg}"),
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("damaged store opened"),
+        }
+    }
+}
