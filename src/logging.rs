@@ -1,6 +1,7 @@
 //! tracing to stderr, as text or JSON (journald picks it up).
 
 use crate::config::Config;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber; `RUST_LOG` wins over `log.level`.
@@ -9,6 +10,7 @@ pub fn init(cfg: &Config, format_override: Option<&str>) {
         .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = if format_override.unwrap_or(&cfg.log.format) == "json" {
         builder.json().try_init()

@@ -48,7 +48,9 @@ fn print(response: &Response, json: bool) {
     } else {
         response.text.clone()
     };
-    if response.exit == exit::OK || response.exit == exit::NO || json {
+    // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors and
+    // an unreachable daemon go to stderr.
+    if !matches!(response.exit, exit::USAGE | exit::UNREACHABLE) || json {
         print!("{out}");
     } else {
         eprint!("autoprov: {out}");

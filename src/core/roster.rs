@@ -742,7 +742,8 @@ impl<'a> Parser<'a> {
                     "email is empty; an employee who has not left needs their SSO email \
                      (only rows of inactive employees may leave it empty)",
                 ));
-            } else if let Some(why) = email_problem(email) {
+            } else if !columns::is_well_formed_email(email) {
+                let why = email_problem(email);
                 self.errors.push(Finding::at(
                     line,
                     h.name(c),
@@ -805,28 +806,18 @@ fn intern_folded(symbols: &mut Interner, buf: &mut String, value: &str) -> Sym {
     symbols.intern(buf)
 }
 
-/// Why `email` (trimmed, non-empty) is not well-formed, or `None` when it is.
-fn email_problem(email: &str) -> Option<&'static str> {
+/// Why `email` is not well-formed (see `columns::is_well_formed_email`), in words.
+fn email_problem(email: &str) -> &'static str {
     if email.chars().any(char::is_whitespace) {
-        return Some("it contains whitespace");
+        return "it contains whitespace";
     }
-    let Some((local, domain)) = email.split_once('@') else {
-        return Some("it has no @");
-    };
-    if domain.contains('@') {
-        return Some("it has more than one @");
+    match email.split_once('@') {
+        None => "it has no @",
+        Some((_, domain)) if domain.contains('@') => "it has more than one @",
+        Some(("", _)) => "nothing comes before the @",
+        Some((_, "")) => "nothing comes after the @",
+        Some(_) => "the domain has no dot",
     }
-    if local.is_empty() {
-        return Some("nothing comes before the @");
-    }
-    if !domain.contains('.') {
-        return Some(if domain.is_empty() {
-            "nothing comes after the @"
-        } else {
-            "the domain has no dot"
-        });
-    }
-    None
 }
 
 #[cfg(test)]
@@ -1526,22 +1517,28 @@ mod tests {
 
     #[test]
     fn email_well_formedness() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("a@example.com", None),
-            ("first.last+tag@sub.example.co.uk", None),
-            ("A@B.C", None),
-            ("bob@", Some("nothing comes after the @")),
-            ("bob", Some("it has no @")),
-            ("@example.com", Some("nothing comes before the @")),
-            ("a@@example.com", Some("it has more than one @")),
-            ("a@b@example.com", Some("it has more than one @")),
-            ("a@localhost", Some("the domain has no dot")),
-            ("a b@example.com", Some("it contains whitespace")),
-            ("a@exa\tmple.com", Some("it contains whitespace")),
-            ("a@exa\u{A0}mple.com", Some("it contains whitespace")),
+        for good in ["a@example.com", "first.last+tag@sub.example.co.uk", "A@B.C"] {
+            ok(&format!("employee_id,email\n1,{good}\n"));
+        }
+        let cases: &[(&str, &str)] = &[
+            ("bob@", "nothing comes after the @"),
+            ("bob", "it has no @"),
+            ("@example.com", "nothing comes before the @"),
+            ("a@@example.com", "it has more than one @"),
+            ("a@b@example.com", "it has more than one @"),
+            ("a@localhost", "the domain has no dot"),
+            ("a b@example.com", "it contains whitespace"),
+            ("a@exa\tmple.com", "it contains whitespace"),
+            ("a@exa\u{A0}mple.com", "it contains whitespace"),
         ];
-        for (email, expected) in cases {
-            assert_eq!(email_problem(email), *expected, "{email:?}");
+        for (email, why) in cases {
+            let r = rejected(&format!("employee_id,email\n1,\"{email}\"\n"));
+            assert_eq!(places(&r.errors), [(Some(2), Some("email"))], "{email:?}");
+            assert!(
+                r.errors[0].message.contains(why),
+                "{email:?}: {}",
+                r.errors[0].message
+            );
         }
         let r = rejected("employee_id,email\n1,bob@\n");
         assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
