@@ -213,21 +213,34 @@ impl Response {
     }
 }
 
-/// Runs one request for the Unix user `caller`.
-pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> Response {
+/// The refusal of a change to a caller who is not an org admin.
+pub fn refusal(caller: &str) -> Response {
+    Response::fail(
+        exit::REFUSED,
+        format!(
+            "refused: Unix user \"{caller}\" may not make changes; an administrator must add it to control.org_admins in the config"
+        ),
+    )
+}
+
+/// The refusal a request meets before it runs: changes need an org admin, provisioning needs SSO.
+pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Option<Response> {
     if req.is_change() && !p.cfg.is_org_admin(caller) {
-        return Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: Unix user \"{caller}\" may not make changes; an administrator must add it to control.org_admins in the config"
-            ),
-        );
+        return Some(refusal(caller));
     }
     if req.provisions() && !p.cfg.sso.enabled {
-        return Response::fail(
+        return Some(Response::fail(
             exit::USAGE,
             "refused: [sso] enabled = true is not set. autoprov provisions admins who sign in through SSO only; enable SSO in the config first",
-        );
+        ));
+    }
+    None
+}
+
+/// Runs one request for the Unix user `caller`.
+pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> Response {
+    if let Some(refusal) = precheck(p, &req, caller) {
+        return refusal;
     }
     match run(p, req, caller) {
         Ok(r) => r,

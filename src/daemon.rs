@@ -1,13 +1,370 @@
-//! The long-running service: wires the SFTP server, the watcher, the pipeline worker and
-//! the control socket together, and stops cleanly on SIGTERM.
+//! The long-running service: wires the SFTP server, the watchers, the pipeline engine and
+//! the control socket together, and stops cleanly on SIGTERM or SIGINT.
+//!
+//! One engine thread owns the store: files and control requests are handled one at a time
+//! in the order they arrive, so nothing is ever applied concurrently.
 
-use crate::config::Config;
-use anyhow::{Result, bail};
+use crate::commands::{self, Request, Response, exit};
+use crate::config::{Config, Mode};
+use crate::control::{self, Upload};
+use crate::ingest::{sftp_server, watcher};
+use crate::pipeline::Pipeline;
+use crate::store::SledStore;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Work for the engine thread.
+pub enum Job {
+    /// Look at inbox/ and process what waits there.
+    Scan,
+    /// A control request (with the file of a `process`).
+    Request {
+        /// The command.
+        request: Request,
+        /// The Unix user who asked.
+        caller: String,
+        /// The file that came with `process`.
+        upload: Option<(Upload, Vec<u8>)>,
+        /// Where the answer goes.
+        reply: Option<oneshot::Sender<Response>>,
+    },
+}
+
+/// A cheap handle to send work to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<Job>,
+}
+
+impl EngineHandle {
+    /// A handle and the engine's end of the queue.
+    pub fn new() -> (EngineHandle, mpsc::UnboundedReceiver<Job>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (EngineHandle { tx }, rx)
+    }
+
+    /// Asks the engine to scan inbox/.
+    pub fn scan(&self) {
+        let _ = self.tx.send(Job::Scan);
+    }
+
+    /// Sends a request and waits for its answer.
+    pub async fn ask(
+        &self,
+        request: Request,
+        caller: String,
+        upload: Option<(Upload, Vec<u8>)>,
+    ) -> Response {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Request {
+            request,
+            caller,
+            upload,
+            reply: Some(reply),
+        };
+        if self.tx.send(job).is_err() {
+            return Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
+        }
+        answer.await.unwrap_or_else(|_| {
+            Response::fail(exit::UNREACHABLE, "the daemon stopped before answering")
+        })
+    }
+}
+
+/// What `status` adds when the daemon answers.
+#[derive(Debug, Default)]
+struct DaemonState {
+    started_at: Option<SystemTime>,
+    listen: Option<SocketAddr>,
+    last_error: Option<String>,
+}
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<()> {
     if !cfg.sso.enabled {
-        bail!("[sso] enabled = true is not set: autoprov refuses to provision without SSO");
+        bail!(
+            "refused: [sso] enabled = true is not set. autoprov provisions admins who sign in through SSO only; enable SSO in the config first"
+        );
     }
-    bail!("the daemon is not built yet (issue 3); use `autoprov process FILE`")
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("autoprov")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> Result<()> {
+    let pipeline = crate::local::open(cfg.clone())?;
+    let paths = pipeline.paths.clone();
+    let cfg = Arc::new(cfg);
+    let state = Arc::new(Mutex::new(DaemonState {
+        started_at: Some(SystemTime::now()),
+        ..DaemonState::default()
+    }));
+    let shutdown = CancellationToken::new();
+    let (engine, jobs) = EngineHandle::new();
+    let engine_thread = {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("autoprov-engine".into())
+            .spawn(move || run_engine(pipeline, jobs, state, shutdown))?
+    };
+
+    let tracker = TaskTracker::new();
+    let listener = control::server::bind(&cfg.control.socket)?;
+    tracker.spawn(control::server::serve(
+        listener,
+        cfg.clone(),
+        engine.clone(),
+        shutdown.clone(),
+    ));
+    match cfg.source.mode {
+        Mode::Host => {
+            let server =
+                sftp_server::SftpServer::bind(crate::ingest::sftp_settings(&cfg, &paths)?).await?;
+            let addr = server.local_addr();
+            state.lock().expect("state lock").listen = Some(addr);
+            tracing::info!(%addr, "SFTP server listening");
+            let token = shutdown.clone();
+            tracker.spawn(async move {
+                if let Err(e) = server.run(token).await {
+                    tracing::error!("SFTP server stopped: {e:#}");
+                }
+            });
+        }
+        Mode::Watch => {
+            let (dir, settle, rescan) = (
+                cfg.source.watch_dir.clone(),
+                cfg.source.settle,
+                cfg.source.rescan_interval,
+            );
+            let (inbox, engine, token) = (paths.folder("inbox"), engine.clone(), shutdown.clone());
+            tracker.spawn(async move {
+                if let Err(e) = watcher::watch_dir(dir, inbox, settle, rescan, engine, token).await
+                {
+                    tracing::error!("watch_dir watcher stopped: {e:#}");
+                }
+            });
+        }
+        Mode::Poll => {
+            bail!("source.mode = \"poll\" is not available in this build yet; use host or watch")
+        }
+    }
+    {
+        let (inbox, engine, token, rescan) = (
+            paths.folder("inbox"),
+            engine.clone(),
+            shutdown.clone(),
+            cfg.source.rescan_interval,
+        );
+        tracker.spawn(async move {
+            if let Err(e) = watcher::watch_inbox(inbox, rescan, engine, token).await {
+                tracing::error!("inbox watcher stopped: {e:#}");
+            }
+        });
+    }
+    engine.scan();
+    drop(engine);
+    tracker.spawn(watchdog(shutdown.clone()));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(mode = ?cfg.source.mode, data_dir = %cfg.data_dir.display(), socket = %cfg.control.socket.display(), "autoprov ready");
+
+    wait_for_signal().await?;
+    tracing::info!("stopping: no new connections or files; finishing the current file");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tokio::task::spawn_blocking(move || engine_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+    let _ = std::fs::remove_file(&cfg.control.socket);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+/// Pets systemd's watchdog at half its interval while the runtime is alive.
+async fn watchdog(shutdown: CancellationToken) {
+    let Some(interval) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval / 2);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+        }
+    }
+}
+
+fn run_engine(
+    pipeline: Pipeline<SledStore>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    state: Arc<Mutex<DaemonState>>,
+    shutdown: CancellationToken,
+) {
+    while let Some(job) = jobs.blocking_recv() {
+        match job {
+            Job::Scan => process_waiting(&pipeline, &state, &shutdown),
+            Job::Request {
+                request,
+                caller,
+                upload,
+                reply,
+            } => {
+                let decides = matches!(request, Request::FilesDecide { .. });
+                let response = answer(&pipeline, request, &caller, upload, &state);
+                if let Some(reply) = reply {
+                    let _ = reply.send(response);
+                }
+                if decides {
+                    process_waiting(&pipeline, &state, &shutdown);
+                }
+            }
+        }
+    }
+    if let Err(e) = crate::store::Store::flush(&pipeline.store) {
+        tracing::error!("flushing the store at shutdown: {e}");
+    }
+}
+
+fn answer(
+    p: &Pipeline<SledStore>,
+    request: Request,
+    caller: &str,
+    upload: Option<(Upload, Vec<u8>)>,
+    state: &Mutex<DaemonState>,
+) -> Response {
+    let request = match (request, upload) {
+        (Request::Process { .. }, Some((upload, bytes))) => {
+            if let Some(refusal) = commands::precheck(
+                p,
+                &Request::Process {
+                    name: String::new(),
+                },
+                caller,
+            ) {
+                return refusal;
+            }
+            if let Some(held) = p.held().ok().flatten() {
+                return Response::fail(
+                    exit::REFUSED,
+                    format!(
+                        "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
+                        held.id, held.stored_as, held.id, held.id
+                    ),
+                );
+            }
+            match p.receive(&upload.name, &bytes, upload.dry_run) {
+                Ok(name) => Request::Process { name },
+                Err(e) => {
+                    return Response::fail(exit::USAGE, format!("error: filing the upload: {e:#}"));
+                }
+            }
+        }
+        (request, _) => request,
+    };
+    let is_status = matches!(request, Request::Status);
+    let mut response = commands::execute(p, request, caller);
+    if is_status && response.exit == exit::OK {
+        add_daemon_status(p, &mut response, state);
+    }
+    response
+}
+
+fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &Mutex<DaemonState>) {
+    let state = state.lock().expect("state lock");
+    let now = SystemTime::now();
+    let last_arrival = p
+        .last_received()
+        .and_then(|t| humantime::parse_rfc3339(&t).ok())
+        .or(state.started_at);
+    let quiet = last_arrival
+        .and_then(|t| now.duration_since(t).ok())
+        .unwrap_or_default();
+    let stale = quiet > p.cfg.source.stale_after;
+    response.json["daemon"] = json!({
+        "running": true,
+        "started_at": state.started_at.map(crate::util::rfc3339),
+        "listen": state.listen.map(|a| a.to_string()),
+        "last_error": state.last_error,
+        "stale": stale,
+        "quiet_for_seconds": quiet.as_secs(),
+    });
+    let mut text = format!(
+        "daemon:    running since {}",
+        state
+            .started_at
+            .map(crate::util::rfc3339)
+            .unwrap_or_default()
+    );
+    if let Some(addr) = state.listen {
+        text.push_str(&format!(", SFTP on {addr}"));
+    }
+    text.push('\n');
+    if let Some(e) = &state.last_error {
+        text.push_str(&format!("LAST ERROR: {e}\n"));
+    }
+    if stale {
+        text.push_str(&format!(
+            "WARNING:   no file arrived for {} (source.stale_after = {}): is the HR export still running?\n",
+            humantime::format_duration(Duration::from_secs(quiet.as_secs())),
+            humantime::format_duration(p.cfg.source.stale_after)
+        ));
+    }
+    response.text.push_str(&text);
+}
+
+/// Processes waiting files in order until none is left, one is held, or shutdown.
+fn process_waiting(
+    p: &Pipeline<SledStore>,
+    state: &Mutex<DaemonState>,
+    shutdown: &CancellationToken,
+) {
+    let waiting = match p.waiting() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("listing inbox/: {e:#}");
+            return;
+        }
+    };
+    for name in waiting {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Ok(Some(held)) = p.held() {
+            tracing::info!(held = %held.stored_as, "files wait in inbox/ until the held file is approved or rejected");
+            return;
+        }
+        match p.process(&name) {
+            Ok(_) => state.lock().expect("state lock").last_error = None,
+            Err(e) => {
+                // The file stays in inbox/ and is retried at the next scan (e.g. after disk space is freed).
+                let message = format!("processing inbox/{name}: {e:#}");
+                tracing::error!(
+                    "{message}; the file stays in inbox/ and is retried at the next scan"
+                );
+                state.lock().expect("state lock").last_error = Some(message);
+                return;
+            }
+        }
+    }
 }

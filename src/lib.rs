@@ -4,8 +4,10 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod ingest;
 pub mod local;
 pub mod logging;
 pub mod pipeline;

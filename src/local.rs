@@ -1,13 +1,16 @@
-//! Running commands without a daemon: open the store directly, copy files into inbox/.
+//! Running a command from the CLI: through the daemon's control socket when it runs,
+//! otherwise against the store directly.
 
 use crate::commands::{self, Request, Response, exit};
 use crate::config::Config;
-use crate::pipeline::{DRY_RUN_SUFFIX, Paths, Pipeline};
+use crate::control::Envelope;
+use crate::control::client::{self, Reach};
+use crate::pipeline::{Paths, Pipeline};
 use crate::store::SledStore;
 use anyhow::{Context, Result};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 /// The name of the calling Unix user (for authorization and the audit log).
 pub fn caller() -> String {
@@ -34,76 +37,76 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     Ok(pipeline)
 }
 
-/// Copies `file` into inbox/ as a complete file (temp name, fsync, rename) and returns its name there.
-pub fn copy_into_inbox(paths: &Paths, file: &Path, dry_run: bool) -> Result<String> {
-    let bytes = fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+/// How long a read-only request may take before the daemon counts as unreachable.
+const READ_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs one request: via the daemon if it listens, else directly. `upload` is the local
+/// file of a `process` request.
+pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> Response {
+    let bytes = match upload {
+        Some((file, _)) => match fs::read(file) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                return Response::fail(
+                    exit::USAGE,
+                    format!("error: reading {}: {e}", file.display()),
+                );
+            }
+        },
+        None => None,
+    };
+    let envelope = Envelope {
+        request: request.clone(),
+        upload: upload.zip(bytes.as_ref()).map(|((file, dry_run), b)| {
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            client::upload_of(&name, dry_run, b.len() as u64)
+        }),
+    };
+    // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
+    let wait = (!request.is_change()).then_some(READ_WAIT);
+    match client::call(&cfg.control.socket, &envelope, bytes.as_deref(), wait) {
+        Reach::Answered(response) => return response,
+        Reach::Unreachable(message) => return Response::fail(exit::UNREACHABLE, message),
+        Reach::NoDaemon => {}
+    }
+    let socket_exists = cfg.control.socket.exists();
+    let p = match open(cfg) {
+        Ok(p) => p,
+        Err(e) if socket_exists => {
+            return Response::fail(
+                exit::UNREACHABLE,
+                format!(
+                    "the daemon's socket exists but nobody answers, and the store is in use: {e:#}"
+                ),
+            );
+        }
+        Err(e) => return Response::fail(exit::USAGE, format!("error: {e:#}")),
+    };
+    let user = caller();
+    let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
+        return commands::execute(&p, request, &user);
+    };
+    if let Some(refusal) = commands::precheck(&p, &request, &user) {
+        return refusal;
+    }
+    if let Ok(Some(held)) = p.held() {
+        return Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
+                held.id, held.stored_as, held.id, held.id
+            ),
+        );
+    }
     let original = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .context("the file has no name")?;
-    let mut name = original.trim_start_matches('.').to_string();
-    if dry_run && !name.ends_with(DRY_RUN_SUFFIX) {
-        name = match name.strip_suffix(".csv") {
-            Some(stem) => format!("{stem}{DRY_RUN_SUFFIX}"),
-            None => format!("{name}{DRY_RUN_SUFFIX}"),
-        };
-    }
-    let inbox = paths.folder("inbox");
-    let mut candidate = name.clone();
-    let mut n = 1;
-    while inbox.join(&candidate).exists() {
-        n += 1;
-        candidate = match name.rfind('.') {
-            Some(i) if i > 0 => format!("{}-{n}{}", &name[..i], &name[i..]),
-            _ => format!("{name}-{n}"),
-        };
-    }
-    let tmp = inbox.join(format!(".{candidate}.part"));
-    {
-        let mut f =
-            fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, inbox.join(&candidate))?;
-    crate::util::fsync_dir(&inbox)?;
-    Ok(candidate)
-}
-
-/// Runs one request against the store directly.
-pub fn execute(cfg: Config, request: Request) -> Response {
-    match open(cfg) {
-        Ok(p) => commands::execute(&p, request, &caller()),
+        .unwrap_or_default();
+    match p.receive(&original, &bytes, dry_run) {
+        Ok(name) => commands::execute(&p, Request::Process { name }, &user),
         Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
     }
-}
-
-/// `process FILE`: copy, then run the pipeline until that file is done.
-pub fn process(cfg: Config, file: &Path, dry_run: bool) -> Response {
-    let run = || -> Result<Response> {
-        let p = open(cfg)?;
-        let user = caller();
-        if !p.cfg.is_org_admin(&user) || !p.cfg.sso.enabled {
-            // Let execute() give the refusal before anything is copied.
-            return Ok(commands::execute(
-                &p,
-                Request::Process {
-                    name: String::new(),
-                },
-                &user,
-            ));
-        }
-        if let Some(held) = p.held()? {
-            return Ok(Response::fail(
-                exit::REFUSED,
-                format!(
-                    "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
-                    held.id, held.stored_as, held.id, held.id
-                ),
-            ));
-        }
-        let name = copy_into_inbox(&p.paths, file, dry_run)?;
-        Ok(commands::execute(&p, Request::Process { name }, &user))
-    };
-    run().unwrap_or_else(|e| Response::fail(exit::USAGE, format!("error: {e:#}")))
 }

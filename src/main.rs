@@ -1,7 +1,7 @@
 //! The `autoprov` binary: parse arguments, load config, dispatch, map errors to exit codes.
 
 use autoprov::cli::{Cli, Command};
-use autoprov::commands::{Response, exit};
+use autoprov::commands::{Request, Response, exit};
 use autoprov::config::Config;
 use autoprov::local;
 use clap::Parser;
@@ -32,11 +32,16 @@ fn main() -> ExitCode {
             Ok(()) => return ExitCode::SUCCESS,
             Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
         },
-        Command::Process { file, dry_run } => local::process(cfg, file, *dry_run),
-        other => local::execute(
-            cfg,
-            other.request().expect("every other command is a request"),
-        ),
+        Command::Process { file, dry_run } => {
+            let request = Request::Process {
+                name: String::new(),
+            };
+            local::execute(cfg, request, Some((file, *dry_run)))
+        }
+        other => {
+            let request = other.request().expect("every other command is a request");
+            local::execute(cfg, request, None)
+        }
     };
     print(&response, cli.json);
     ExitCode::from(response.exit)

@@ -14,7 +14,9 @@ use crate::core::report::{Decision, Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
-use crate::util::{compact_timestamp, fsync_dir, now_rfc3339, rfc3339, sha256_hex, write_atomic};
+use crate::util::{
+    compact_timestamp, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex, write_atomic,
+};
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::fs;
@@ -458,25 +460,11 @@ impl<S: Store> Pipeline<S> {
 
     /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when taken in any result folder.
     fn unique_name(&self, ts: &str, name: &str) -> Result<String> {
-        let base = format!("{ts}_{name}");
-        let (stem, ext) = match base.rfind('.') {
-            Some(i) if i > ts.len() + 1 => (&base[..i], &base[i..]),
-            _ => (base.as_str(), ""),
-        };
-        for n in 1.. {
-            let candidate = if n == 1 {
-                base.clone()
-            } else {
-                format!("{stem}-{n}{ext}")
-            };
-            let taken = FOLDERS[1..]
+        Ok(free_name(&format!("{ts}_{name}"), |candidate| {
+            FOLDERS[1..]
                 .iter()
-                .any(|f| self.paths.folder(f).join(&candidate).exists());
-            if !taken {
-                return Ok(candidate);
-            }
-        }
-        unreachable!("some suffix is free")
+                .any(|f| self.paths.folder(f).join(candidate).exists())
+        }))
     }
 
     fn staged(&self, id: u64) -> PathBuf {
@@ -538,6 +526,45 @@ impl<S: Store> Pipeline<S> {
             audit: None,
         })?;
         Ok(())
+    }
+
+    /// Files `bytes` into inbox/ as a complete file (temp name, fsync, rename) under a free
+    /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix); returns the name.
+    pub fn receive(&self, original: &str, bytes: &[u8], dry_run: bool) -> Result<String> {
+        let base = Path::new(original)
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "roster.csv".to_string());
+        let mut name = base;
+        if dry_run && !name.ends_with(DRY_RUN_SUFFIX) {
+            name = match name.strip_suffix(".csv") {
+                Some(stem) => format!("{stem}{DRY_RUN_SUFFIX}"),
+                None => format!("{name}{DRY_RUN_SUFFIX}"),
+            };
+        }
+        let inbox = self.paths.folder("inbox");
+        let candidate = free_name(&name, |n| inbox.join(n).exists());
+        let tmp = inbox.join(format!(".{candidate}.part"));
+        {
+            let mut f =
+                fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, inbox.join(&candidate))?;
+        fsync_dir(&inbox)?;
+        Ok(candidate)
+    }
+
+    /// When the newest file in the ledger was received.
+    pub fn last_received(&self) -> Option<String> {
+        self.store
+            .files()
+            .ok()?
+            .into_iter()
+            .map(|f| f.received_at)
+            .max()
     }
 
     /// The path of a ledger entry's file and report.

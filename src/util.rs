@@ -56,9 +56,35 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// `name`, or the first of `name-2.ext`, `name-3.ext`… (suffix before the last dot, or at
+/// the end when there is none) that `taken` says is free.
+pub fn free_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, ""),
+    };
+    let mut candidate = name.to_string();
+    let mut n = 1;
+    while taken(&candidate) {
+        n += 1;
+        candidate = format!("{stem}-{n}{ext}");
+    }
+    candidate
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_name_puts_the_counter_before_the_last_dot_or_at_the_end() {
+        let taken = ["a.csv", "a-2.csv", "noext", "x.dryrun.csv"];
+        let is_taken = |n: &str| taken.contains(&n);
+        assert_eq!(free_name("b.csv", is_taken), "b.csv");
+        assert_eq!(free_name("a.csv", is_taken), "a-3.csv");
+        assert_eq!(free_name("noext", is_taken), "noext-2");
+        assert_eq!(free_name("x.dryrun.csv", is_taken), "x.dryrun-2.csv");
+    }
 
     #[test]
     fn compact_timestamp_drops_dashes_and_colons() {

@@ -129,8 +129,8 @@ impl DropRoot {
 
     fn sweep_stale_uploads(&self) -> anyhow::Result<()> {
         let inbox = self.area_dir(Area::Inbox);
-        let entries = fs::read_dir(&inbox)
-            .with_context(|| format!("while listing {}", inbox.display()))?;
+        let entries =
+            fs::read_dir(&inbox).with_context(|| format!("while listing {}", inbox.display()))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("while listing {}", inbox.display()))?;
             let name = entry.file_name();
@@ -478,11 +478,20 @@ impl DropFs {
         denied(reason)
     }
 
-    async fn open_upload(&mut self, target: Target, pflags: OpenFlags) -> Result<String, StatusReply> {
+    async fn open_upload(
+        &mut self,
+        target: Target,
+        pflags: OpenFlags,
+    ) -> Result<String, StatusReply> {
         let path = target.virtual_path();
         let name = match &target {
-            Target::Entry { area: Area::Inbox, rel } if rel.len() == 1 => rel[0].clone(),
-            Target::Entry { area: Area::Inbox, .. } => {
+            Target::Entry {
+                area: Area::Inbox,
+                rel,
+            } if rel.len() == 1 => rel[0].clone(),
+            Target::Entry {
+                area: Area::Inbox, ..
+            } => {
                 return Err(self.refuse("open", &path, "no subdirectories in /inbox"));
             }
             _ => return Err(self.refuse("open", &path, "files can only be written in /inbox")),
@@ -1031,7 +1040,12 @@ mod tests {
 
     #[test]
     fn upload_names() {
-        for good in ["roster.csv", "Roster 2026-11.CSV", "a.dryrun.csv", "x.partial.csv"] {
+        for good in [
+            "roster.csv",
+            "Roster 2026-11.CSV",
+            "a.dryrun.csv",
+            "x.partial.csv",
+        ] {
             assert!(check_upload_name(good).is_ok(), "{good}");
         }
         for bad in [
@@ -1116,7 +1130,10 @@ mod tests {
         fs_.write(3, h.clone(), 0, b"hello".to_vec()).await.unwrap();
         fs_.close(4, h).await.unwrap();
         assert_eq!(inbox_names(dir.path()), vec!["r.csv".to_string()]);
-        assert_eq!(fs::read(dir.path().join("inbox/r.csv")).unwrap(), b"helloworld");
+        assert_eq!(
+            fs::read(dir.path().join("inbox/r.csv")).unwrap(),
+            b"helloworld"
+        );
     }
 
     #[tokio::test]
@@ -1129,12 +1146,18 @@ mod tests {
             .unwrap()
             .handle;
         fs_.write(2, h.clone(), 0, b"1234".to_vec()).await.unwrap();
-        let e = fs_.write(3, h.clone(), 4, b"56789".to_vec()).await.unwrap_err();
+        let e = fs_
+            .write(3, h.clone(), 4, b"56789".to_vec())
+            .await
+            .unwrap_err();
         assert_eq!(e.status_code, StatusCode::Failure);
         assert!(inbox_names(dir.path()).is_empty());
         let e = fs_.write(4, h.clone(), 4, b"5".to_vec()).await.unwrap_err();
         assert_eq!(e.status_code, StatusCode::Failure);
-        assert_eq!(fs_.close(5, h).await.unwrap_err().status_code, StatusCode::Failure);
+        assert_eq!(
+            fs_.close(5, h).await.unwrap_err().status_code,
+            StatusCode::Failure
+        );
         assert!(inbox_names(dir.path()).is_empty());
     }
 
@@ -1163,7 +1186,10 @@ mod tests {
             .handle;
         fs_.write(2, h.clone(), 0, b"mine".to_vec()).await.unwrap();
         fs::write(dir.path().join("inbox/a.csv"), b"theirs").unwrap();
-        assert_eq!(fs_.close(3, h).await.unwrap_err().status_code, StatusCode::Failure);
+        assert_eq!(
+            fs_.close(3, h).await.unwrap_err().status_code,
+            StatusCode::Failure
+        );
         assert_eq!(inbox_names(dir.path()), vec!["a.csv".to_string()]);
         assert_eq!(fs::read(dir.path().join("inbox/a.csv")).unwrap(), b"theirs");
     }
@@ -1177,24 +1203,88 @@ mod tests {
         let deny = StatusCode::PermissionDenied;
         let attrs = FileAttributes::default;
         let code = |r: Result<Handle, StatusReply>| r.unwrap_err().status_code;
-        assert_eq!(code(fs_.open(1, "inbox/existing.csv".into(), NEW, attrs()).await), deny);
-        assert_eq!(code(fs_.open(1, "processed/new.csv".into(), NEW, attrs()).await), deny);
-        assert_eq!(code(fs_.open(1, "inbox/existing.csv".into(), OpenFlags::READ, attrs()).await), deny);
-        assert_eq!(code(fs_.open(1, "inbox/sub/x.csv".into(), NEW, attrs()).await), deny);
-        assert_eq!(code(fs_.open(1, "inbox/x.csv.part".into(), NEW, attrs()).await), deny);
-        assert_eq!(code(fs_.open(1, "/etc/passwd".into(), OpenFlags::READ, attrs()).await), deny);
-        let append = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::APPEND;
-        assert_eq!(code(fs_.open(1, "inbox/n.csv".into(), append, attrs()).await), deny);
-        assert_eq!(fs_.remove(1, "processed/done.csv".into()).await.unwrap_err().status_code, deny);
         assert_eq!(
-            fs_.rename(1, "processed/done.csv".into(), "processed/x".into()).await.unwrap_err().status_code,
+            code(fs_.open(1, "inbox/existing.csv".into(), NEW, attrs()).await),
             deny
         );
-        assert_eq!(fs_.mkdir(1, "inbox/d".into(), attrs()).await.unwrap_err().status_code, deny);
-        assert_eq!(fs_.setstat(1, "processed/done.csv".into(), attrs()).await.unwrap_err().status_code, deny);
-        assert_eq!(fs_.symlink(1, "inbox/l".into(), "/etc".into()).await.unwrap_err().status_code, deny);
-        assert_eq!(fs_.readlink(1, "inbox/l".into()).await.unwrap_err().status_code, deny);
-        assert!(fs_.open(1, "processed/done.csv".into(), OpenFlags::READ, attrs()).await.is_ok());
+        assert_eq!(
+            code(fs_.open(1, "processed/new.csv".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(
+                fs_.open(1, "inbox/existing.csv".into(), OpenFlags::READ, attrs())
+                    .await
+            ),
+            deny
+        );
+        assert_eq!(
+            code(fs_.open(1, "inbox/sub/x.csv".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(fs_.open(1, "inbox/x.csv.part".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(
+                fs_.open(1, "/etc/passwd".into(), OpenFlags::READ, attrs())
+                    .await
+            ),
+            deny
+        );
+        let append = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::APPEND;
+        assert_eq!(
+            code(fs_.open(1, "inbox/n.csv".into(), append, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            fs_.remove(1, "processed/done.csv".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.rename(1, "processed/done.csv".into(), "processed/x".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.mkdir(1, "inbox/d".into(), attrs())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.setstat(1, "processed/done.csv".into(), attrs())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.symlink(1, "inbox/l".into(), "/etc".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.readlink(1, "inbox/l".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert!(
+            fs_.open(1, "processed/done.csv".into(), OpenFlags::READ, attrs())
+                .await
+                .is_ok()
+        );
     }
 
     #[tokio::test]
@@ -1204,17 +1294,30 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("processed/link.csv")).unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("held/dirlink")).unwrap();
         let r = fs_
-            .open(1, "processed/link.csv".into(), OpenFlags::READ, FileAttributes::default())
+            .open(
+                1,
+                "processed/link.csv".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
             .await;
         assert_eq!(r.unwrap_err().status_code, StatusCode::PermissionDenied);
         let r = fs_
-            .open(1, "held/dirlink/passwd".into(), OpenFlags::READ, FileAttributes::default())
+            .open(
+                1,
+                "held/dirlink/passwd".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
             .await;
         assert_eq!(r.unwrap_err().status_code, StatusCode::PermissionDenied);
         let r = fs_.stat(1, "processed/link.csv".into()).await;
         assert_eq!(r.unwrap_err().status_code, StatusCode::PermissionDenied);
         let h = fs_.opendir(1, "processed".into()).await.unwrap().handle;
-        assert_eq!(fs_.readdir(2, h.clone()).await.unwrap_err().status_code, StatusCode::Eof);
+        assert_eq!(
+            fs_.readdir(2, h.clone()).await.unwrap_err().status_code,
+            StatusCode::Eof
+        );
     }
 
     #[tokio::test]
@@ -1231,6 +1334,9 @@ mod tests {
             .map(|f| f.filename)
             .collect();
         assert_eq!(names, ["inbox", "processed", "rejected", "held"]);
-        assert_eq!(fs_.readdir(3, h).await.unwrap_err().status_code, StatusCode::Eof);
+        assert_eq!(
+            fs_.readdir(3, h).await.unwrap_err().status_code,
+            StatusCode::Eof
+        );
     }
 }

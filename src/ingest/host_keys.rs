@@ -76,8 +76,8 @@ fn load_or_create_one(dir: &Path, kind: KeyKind) -> anyhow::Result<PrivateKey> {
 }
 
 fn load(path: &Path, kind: KeyKind) -> anyhow::Result<PrivateKey> {
-    let meta = fs::metadata(path)
-        .with_context(|| format!("while reading host key {}", path.display()))?;
+    let meta =
+        fs::metadata(path).with_context(|| format!("while reading host key {}", path.display()))?;
     if !meta.is_file() {
         bail!("host key {} is not a regular file", path.display());
     }
@@ -155,10 +155,7 @@ fn create(dir: &Path, path: &Path, kind: KeyKind) -> anyhow::Result<PrivateKey> 
 /// Writes `bytes` to `path` via a temporary file and a rename, so that a crash never
 /// leaves a half-written key behind.
 fn write_new_file(dir: &Path, path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("key");
+    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
     let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = OpenOptions::new()

@@ -207,55 +207,86 @@ impl SftpServer {
             shared,
             ..
         } = self;
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Usually EMFILE or a connection reset before accept: transient.
-                        tracing::warn!(error = %e, "SFTP accept failed");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-                        }
-                    }
-                },
-            };
-            let Some(slot) = SlotTable::acquire(&shared, peer.ip()) else {
-                tracing::warn!(peer = %peer, "SFTP connection refused: too many connections");
-                drop(stream);
-                continue;
-            };
-            let span = tracing::info_span!("sftp_conn", peer = %peer, user = tracing::field::Empty);
-            let task = serve_connection(
-                shared.clone(),
-                config.clone(),
-                stream,
+        let factory_shared = shared.clone();
+        let make_handler =
+            move |peer: SocketAddr, span: Span, authed: Arc<AtomicBool>| SshHandler {
+                shared: factory_shared.clone(),
                 peer,
-                slot,
-                shutdown.clone(),
-                span.clone(),
-            );
-            shared.tracker.spawn(task.instrument(span));
-        }
-
-        drop(listener);
-        shared.tracker.close();
-        tracing::info!(
-            sessions = shared.tracker.len(),
-            "SFTP server stopping: closing sessions"
-        );
-        if tokio::time::timeout(CLOSE_GRACE * 3, shared.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("some SFTP sessions did not end in time");
-        }
-        tracing::info!("SFTP server stopped");
-        Ok(())
+                span,
+                authed,
+                pending_login: None,
+                failures: 0,
+                session_channel: None,
+                session_opened: false,
+                sftp_started: false,
+            };
+        accept_loop(listener, config, shared, shutdown, make_handler).await
     }
+}
+
+/// Accepts connections until `shutdown`, each in its own task, then closes them all.
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    make_handler: F,
+) -> anyhow::Result<()>
+where
+    H: russh::server::Handler + Send + 'static,
+    H::Error: std::fmt::Debug,
+    F: Fn(SocketAddr, Span, Arc<AtomicBool>) -> H,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually EMFILE or a connection reset before accept: transient.
+                    tracing::warn!(error = %e, "SFTP accept failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    }
+                }
+            },
+        };
+        let Some(slot) = SlotTable::acquire(&shared, peer.ip()) else {
+            tracing::warn!(peer = %peer, "SFTP connection refused: too many connections");
+            drop(stream);
+            continue;
+        };
+        let span = tracing::info_span!("sftp_conn", peer = %peer, user = tracing::field::Empty);
+        let authed = Arc::new(AtomicBool::new(false));
+        let handler = make_handler(peer, span.clone(), authed.clone());
+        let task = serve_connection(
+            config.clone(),
+            stream,
+            handler,
+            authed,
+            shared.auth_deadline,
+            slot,
+            shutdown.clone(),
+        );
+        shared.tracker.spawn(task.instrument(span));
+    }
+
+    drop(listener);
+    shared.tracker.close();
+    tracing::info!(
+        sessions = shared.tracker.len(),
+        "SFTP server stopping: closing sessions"
+    );
+    if tokio::time::timeout(CLOSE_GRACE * 3, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some SFTP sessions did not end in time");
+    }
+    tracing::info!("SFTP server stopped");
+    Ok(())
 }
 
 /// The algorithm lists of a profile (SPEC §8). Compression is always off.
@@ -269,10 +300,14 @@ pub fn preferred(profile: SshProfile) -> Preferred {
     match profile {
         SshProfile::Compatible => Preferred {
             kex: Cow::Owned(
-                [kex::MLKEM768X25519_SHA256, kex::CURVE25519, kex::CURVE25519_PRE_RFC_8731]
-                    .into_iter()
-                    .chain(MARKERS)
-                    .collect(),
+                [
+                    kex::MLKEM768X25519_SHA256,
+                    kex::CURVE25519,
+                    kex::CURVE25519_PRE_RFC_8731,
+                ]
+                .into_iter()
+                .chain(MARKERS)
+                .collect(),
             ),
             key: Cow::Owned(vec![
                 Algorithm::Ed25519,
@@ -335,7 +370,10 @@ fn validate_users(settings: &SftpSettings) -> anyhow::Result<Vec<UserEntry>> {
     let mut out: Vec<UserEntry> = Vec::new();
     for user in &settings.users {
         if user.name.is_empty() || user.name.chars().any(|c| c.is_control() || c == ' ') {
-            bail!("SFTP user name {:?} is empty or contains spaces/control characters", user.name);
+            bail!(
+                "SFTP user name {:?} is empty or contains spaces/control characters",
+                user.name
+            );
         }
         if out.iter().any(|u| u.name == user.name) {
             bail!("SFTP user {:?} is configured twice", user.name);
@@ -353,14 +391,23 @@ fn validate_users(settings: &SftpSettings) -> anyhow::Result<Vec<UserEntry>> {
         }
         if let Some(hash) = &user.password_hash {
             let parsed = argon2::PasswordHash::new(hash).map_err(|e| {
-                anyhow!("SFTP user {:?}: password_hash is not a PHC string: {e}", user.name)
+                anyhow!(
+                    "SFTP user {:?}: password_hash is not a PHC string: {e}",
+                    user.name
+                )
             })?;
             argon2::Algorithm::try_from(parsed.algorithm).map_err(|_| {
-                anyhow!("SFTP user {:?}: password_hash is not an argon2 hash", user.name)
+                anyhow!(
+                    "SFTP user {:?}: password_hash is not an argon2 hash",
+                    user.name
+                )
             })?;
         }
         if keys.is_empty() && user.password_hash.is_none() {
-            bail!("SFTP user {:?} has neither authorized_keys nor password_hash", user.name);
+            bail!(
+                "SFTP user {:?} has neither authorized_keys nor password_hash",
+                user.name
+            );
         }
         out.push(UserEntry {
             name: user.name.clone(),
@@ -383,7 +430,10 @@ fn parse_authorized_key(line: &str) -> anyhow::Result<PublicKey> {
         bail!("one key per entry");
     }
     if !entry.config_opts().is_empty() {
-        bail!("key options ({}) are not supported", entry.config_opts().as_str());
+        bail!(
+            "key options ({}) are not supported",
+            entry.config_opts().as_str()
+        );
     }
     let key = entry.public_key().clone();
     match key.algorithm() {
@@ -502,34 +552,25 @@ impl Drop for ConnSlot {
     }
 }
 
-async fn serve_connection(
-    shared: Arc<Shared>,
+async fn serve_connection<H>(
     config: Arc<russh::server::Config>,
     stream: TcpStream,
-    peer: SocketAddr,
+    handler: H,
+    authed: Arc<AtomicBool>,
+    auth_deadline: Duration,
     _slot: ConnSlot,
     shutdown: CancellationToken,
-    span: Span,
-) {
+) where
+    H: russh::server::Handler + Send + 'static,
+    H::Error: std::fmt::Debug,
+{
     // russh applies Config::nodelay only in its own accept loop.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
     let kill = CancellationToken::new();
     let stream = KillableStream::new(stream, kill.clone());
-    let authed = Arc::new(AtomicBool::new(false));
-    let handler = SshHandler {
-        shared: shared.clone(),
-        peer,
-        span,
-        authed: authed.clone(),
-        pending_login: None,
-        failures: 0,
-        session_channel: None,
-        session_opened: false,
-        sftp_started: false,
-    };
-    let deadline = Instant::now() + shared.auth_deadline;
+    let deadline = Instant::now() + auth_deadline;
     tracing::debug!("connection accepted");
 
     let session = tokio::select! {
@@ -537,7 +578,7 @@ async fn serve_connection(
             match started {
                 Ok(Ok(session)) => session,
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "SSH handshake failed");
+                    tracing::debug!(error = ?e, "SSH handshake failed");
                     return;
                 }
                 Err(_) => {
@@ -559,7 +600,7 @@ async fn serve_connection(
             ended = &mut session => {
                 match ended {
                     Ok(()) => tracing::debug!("connection closed"),
-                    Err(e) => tracing::info!(error = %format!("{e:#}"), "connection ended with an error"),
+                    Err(e) => tracing::info!(error = ?e, "connection ended with an error"),
                 }
                 return;
             }
@@ -575,7 +616,10 @@ async fn serve_connection(
     tracing::info!(reason, "closing connection");
     let disconnect = handle.disconnect(Disconnect::ByApplication, reason.to_string(), "en".into());
     let _ = tokio::time::timeout(CLOSE_GRACE, disconnect).await;
-    if tokio::time::timeout(CLOSE_GRACE, &mut session).await.is_err() {
+    if tokio::time::timeout(CLOSE_GRACE, &mut session)
+        .await
+        .is_err()
+    {
         // The peer does not read; cut the socket so the session task ends.
         kill.cancel();
         let _ = tokio::time::timeout(CLOSE_GRACE, &mut session).await;
@@ -637,7 +681,9 @@ impl SshHandler {
 
     async fn refuse_channel(&self, kind: &str, reply: ChannelOpenHandle) {
         tracing::info!(parent: &self.span, kind, "channel refused");
-        reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
     }
 
     fn refuse_request(
@@ -1177,8 +1223,16 @@ mod tests {
         for profile in [SshProfile::Compatible, SshProfile::Strict] {
             let p = preferred(profile);
             let kex: Vec<&str> = p.kex.iter().map(|k| k.as_ref()).collect();
-            assert!(kex.iter().all(|k| !k.contains("nistp") && !k.contains("sha1")), "{kex:?}");
-            assert!(p.key.iter().all(|a| !matches!(a, Algorithm::Ecdsa { .. } | Algorithm::Dsa)));
+            assert!(
+                kex.iter()
+                    .all(|k| !k.contains("nistp") && !k.contains("sha1")),
+                "{kex:?}"
+            );
+            assert!(
+                p.key
+                    .iter()
+                    .all(|a| !matches!(a, Algorithm::Ecdsa { .. } | Algorithm::Dsa))
+            );
             assert!(!p.key.contains(&Algorithm::Rsa { hash: None }));
             assert_eq!(p.compression.len(), 1);
             assert!(kex.contains(&"kex-strict-s-v00@openssh.com"));

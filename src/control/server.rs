@@ -1,0 +1,130 @@
+//! The daemon side of the control socket: peer credentials, authorization, upload intake.
+
+use super::{Envelope, MAX_LINE};
+use crate::commands::{Request, Response, exit};
+use crate::config::Config;
+use crate::daemon::EngineHandle;
+use anyhow::{Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// Binds the socket (replacing a stale one) with mode 0660.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another autoprov daemon answers on {}", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+/// Serves control connections until `shutdown`.
+pub async fn serve(
+    listener: UnixListener,
+    cfg: Arc<Config>,
+    engine: EngineHandle,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (cfg, engine) = (cfg.clone(), engine.clone());
+                    tracker.spawn(async move {
+                        if let Err(e) = handle(stream, &cfg, &engine).await {
+                            tracing::warn!("control connection: {e:#}");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("control socket accept: {e}"),
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn user_of(uid: u32) -> String {
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid:{uid}"),
+    }
+}
+
+async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> Result<()> {
+    let caller = user_of(stream.peer_cred()?.uid());
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = Vec::new();
+    (&mut reader)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)
+        .await?;
+    let answer = match serde_json::from_slice::<Envelope>(&line) {
+        Err(e) => Response::fail(exit::USAGE, format!("bad request: {e}")),
+        Ok(env) => {
+            answer(env, &caller, cfg, engine, &mut reader)
+                .instrument(tracing::info_span!("control", user = %caller))
+                .await
+        }
+    };
+    let mut out = serde_json::to_vec(&answer)?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await?;
+    Ok(())
+}
+
+async fn answer<R: tokio::io::AsyncRead + Unpin>(
+    env: Envelope,
+    caller: &str,
+    cfg: &Config,
+    engine: &EngineHandle,
+    reader: &mut R,
+) -> Response {
+    let request = env.request;
+    // Refuse before reading an upload: nobody streams a roster in without the right.
+    if request.is_change() && !cfg.is_org_admin(caller) {
+        return crate::commands::refusal(caller);
+    }
+    let upload = match env.upload {
+        Some(upload) if matches!(request, Request::Process { .. }) => {
+            if upload.size > cfg.roster.max_bytes {
+                return Response::fail(
+                    exit::NO,
+                    format!(
+                        "the file is {} bytes, more than roster.max_bytes = {}",
+                        upload.size, cfg.roster.max_bytes
+                    ),
+                );
+            }
+            let mut bytes = Vec::with_capacity(upload.size as usize);
+            if let Err(e) = reader.take(upload.size).read_to_end(&mut bytes).await {
+                return Response::fail(exit::USAGE, format!("reading the upload: {e}"));
+            }
+            if bytes.len() as u64 != upload.size {
+                return Response::fail(exit::USAGE, "the upload ended early; nothing was filed");
+            }
+            Some((upload, bytes))
+        }
+        Some(_) => return Response::fail(exit::USAGE, "only process carries a file"),
+        None => None,
+    };
+    engine.ask(request, caller.to_string(), upload).await
+}

@@ -1,0 +1,43 @@
+//! Where files come from: the SFTP server (host mode), the watchers, and what they share.
+
+pub mod drop_fs;
+pub mod host_keys;
+pub mod sftp_server;
+pub mod watcher;
+
+use crate::config::Config;
+use crate::pipeline::Paths;
+use anyhow::{Result, bail};
+use sftp_server::{SftpSettings, SftpUser, SshProfile};
+
+/// The SFTP server's settings from the config.
+pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
+    if cfg.source.users.is_empty() {
+        bail!(
+            "source.mode = \"host\" needs at least one [[source.users]] entry with authorized_keys"
+        );
+    }
+    Ok(SftpSettings {
+        listen: cfg.source.listen,
+        profile: match cfg.source.ssh_profile.as_str() {
+            "strict" => SshProfile::Strict,
+            _ => SshProfile::Compatible,
+        },
+        users: cfg
+            .source
+            .users
+            .iter()
+            .map(|u| SftpUser {
+                name: u.name.clone(),
+                authorized_keys: u.authorized_keys.clone(),
+                password_hash: u.password_hash.clone(),
+            })
+            .collect(),
+        max_upload_bytes: cfg.source.max_upload_bytes,
+        host_key_dir: paths.host_keys.clone(),
+        drop_root: paths.drop.clone(),
+        auth_deadline: cfg.source.auth_deadline,
+        idle_timeout: cfg.source.idle_timeout,
+        max_connections_per_ip: cfg.source.max_connections_per_ip,
+    })
+}
