@@ -1,0 +1,336 @@
+//! Deployment files: the shipped configs load with the real binary, and the systemd unit
+//! is valid and hardened (SPEC §9: `systemd-analyze security --offline=true` at most 2.0).
+//!
+//! The systemd checks need `systemd-analyze` (Debian package `systemd`, installed by
+//! .ci/run); where it is missing they print a notice and pass.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const MAX_EXPOSURE: f64 = 2.0;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+/// `autoprov [--json] --config CONFIG status` with the state redirected into `dir`.
+fn status(config: &Path, dir: &Path, env: &[(&str, &str)], json: bool) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autoprov"));
+    // Overrides from the caller's environment would change what is being tested.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("AUTOPROV__") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("AUTOPROV__DATA_DIR", dir.join("data"))
+        .env("AUTOPROV__CONTROL__SOCKET", dir.join("autoprov.sock"))
+        .envs(env.iter().copied());
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.arg("--config").arg(config).arg("status");
+    cmd.output().expect("running autoprov")
+}
+
+fn assert_ok(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what}: autoprov status exited with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn status_json(what: &str, out: &Output) -> serde_json::Value {
+    assert_ok(what, out);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{what}: status --json is not JSON ({e})"))
+}
+
+#[test]
+fn example_config_loads_with_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = status(
+        &repo("config/autoprov.example.toml"),
+        dir.path(),
+        &[],
+        true,
+    );
+    let j = status_json("config/autoprov.example.toml", &out);
+    assert_eq!(j["data_dir"], dir.path().join("data").to_str().unwrap());
+    assert_eq!(j["mode"], "host");
+    assert_eq!(j["listen"], "0.0.0.0:2222");
+    assert_eq!(j["sso"]["enabled"], true);
+}
+
+#[test]
+fn quickstart_config_loads_with_the_real_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = status(&repo("config/quickstart.toml"), dir.path(), &[], false);
+    assert_ok("config/quickstart.toml", &out);
+}
+
+/// The commented-out poll-mode block of the example is valid once uncommented.
+#[test]
+fn example_poll_block_loads_when_uncommented() {
+    let text = read("config/autoprov.example.toml");
+    let mut inside = false;
+    let mut found = false;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if line == "# [source.remote]" {
+                inside = true;
+                found = true;
+            } else if line.trim().is_empty() {
+                inside = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(rest) if inside => rest.to_string(),
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    assert!(found, "the example has no commented-out [source.remote] block");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("poll.toml");
+    std::fs::write(&config, lines.join("\n") + "\n").unwrap();
+    let out = status(&config, dir.path(), &[("AUTOPROV__SOURCE__MODE", "poll")], true);
+    let j = status_json("example with [source.remote] uncommented", &out);
+    assert_eq!(j["mode"], "poll");
+}
+
+/// Every key that config.rs accepts is documented in the example (set or commented out).
+#[test]
+fn example_config_documents_every_key() {
+    let text = read("config/autoprov.example.toml");
+    let keys = [
+        "data_dir",
+        "[sso]",
+        "enabled",
+        "provider",
+        "[provisioning]",
+        "roles",
+        "[roster]",
+        "encoding",
+        "inactive_statuses",
+        "max_bytes",
+        "max_rows",
+        "[roster.columns]",
+        "employee_id",
+        "email",
+        "manager_id",
+        "employment_status",
+        "[safety]",
+        "max_deactivations",
+        "max_grants",
+        "[source]",
+        "mode",
+        "listen",
+        "ssh_profile",
+        "watch_dir",
+        "settle",
+        "rescan_interval",
+        "max_upload_bytes",
+        "stale_after",
+        "auth_deadline",
+        "idle_timeout",
+        "max_connections_per_ip",
+        "[[source.users]]",
+        "name",
+        "authorized_keys",
+        "password_hash",
+        "[source.remote]",
+        "host",
+        "port",
+        "user",
+        "private_key",
+        "known_host_key",
+        "inbox",
+        "processed",
+        "rejected",
+        "poll_interval",
+        "[control]",
+        "socket",
+        "org_admins",
+        "[log]",
+        "format",
+        "level",
+    ];
+    for key in keys {
+        let documented = text.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            if key.starts_with('[') {
+                line == key
+            } else {
+                line.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            }
+        });
+        assert!(documented, "config/autoprov.example.toml does not show {key}");
+    }
+}
+
+/// The directives SPEC §9 and the deployment rely on, whatever systemd-analyze says.
+#[test]
+fn unit_has_the_required_directives() {
+    let unit = read("systemd/autoprov.service");
+    let lines: Vec<&str> = unit.lines().map(str::trim).collect();
+    for directive in [
+        "Type=notify",
+        "NotifyAccess=main",
+        "ExecStart=/usr/local/bin/autoprov --config /etc/autoprov/autoprov.toml run",
+        "User=autoprov",
+        "Group=autoprov",
+        "StateDirectory=autoprov",
+        "RuntimeDirectory=autoprov",
+        "ConfigurationDirectory=autoprov",
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "CapabilityBoundingSet=",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(
+            lines.contains(&directive),
+            "systemd/autoprov.service lacks {directive}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.starts_with("WatchdogSec=")));
+    assert!(lines.iter().any(|l| l.starts_with("TimeoutStopSec=")));
+    // The sysusers snippet creates the user the unit runs as.
+    let sysusers = read("systemd/autoprov.sysusers.conf");
+    assert!(
+        sysusers
+            .lines()
+            .any(|l| l.split_whitespace().take(2).eq(["u", "autoprov"])),
+        "systemd/autoprov.sysusers.conf does not create user autoprov"
+    );
+}
+
+/// Runs `systemd-analyze ARGS`; None (after a notice) when it is not installed.
+fn systemd_analyze(args: &[&str]) -> Option<Output> {
+    match Command::new("systemd-analyze").args(args).output() {
+        Ok(out) => Some(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "NOTICE: systemd-analyze is not installed (apt-get install systemd); \
+                 skipping `systemd-analyze {}`",
+                args.join(" ")
+            );
+            None
+        }
+        Err(e) => panic!("running systemd-analyze: {e}"),
+    }
+}
+
+/// The number in "→ Overall exposure level for autoprov.service: 1.2 OK 🙂".
+fn exposure(report: &str) -> Option<f64> {
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))?;
+    let (_, after) = line.rsplit_once(": ")?;
+    after.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn exposure_is_parsed_from_the_report_line() {
+    assert_eq!(
+        exposure("x\n→ Overall exposure level for autoprov.service: 1.2 OK 🙂\n"),
+        Some(1.2)
+    );
+    assert_eq!(exposure("nothing here"), None);
+}
+
+#[test]
+fn unit_is_rated_ok_by_systemd_analyze_security() {
+    let unit = repo("systemd/autoprov.service");
+    let unit = unit.to_str().unwrap();
+    let Some(out) = systemd_analyze(&["security", "--no-pager", "--offline=true", unit]) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let score = exposure(&text).unwrap_or_else(|| {
+        panic!("no \"Overall exposure level\" line ({})\n{text}\n{stderr}", out.status)
+    });
+    eprintln!("systemd-analyze security: {score}");
+    assert!(
+        score <= MAX_EXPOSURE,
+        "exposure level {score} > {MAX_EXPOSURE}:\n{text}"
+    );
+}
+
+/// `systemd-analyze verify` finds nothing to complain about in the unit. ExecStart= must
+/// name an existing executable, so a copy of the unit points it at the freshly built binary.
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    let unit = read("systemd/autoprov.service");
+    let exec = "ExecStart=/usr/local/bin/autoprov ";
+    assert!(unit.contains(exec), "unexpected ExecStart= in the unit");
+    let unit = unit.replace(
+        exec,
+        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_autoprov")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("autoprov.service");
+    std::fs::write(&copy, unit).unwrap();
+    let Some(out) = systemd_analyze(&["verify", "--no-pager", copy.to_str().unwrap()]) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // verify also loads the units ours depends on; only complaints about ours count.
+    let ours: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .filter(|l| l.contains("autoprov"))
+        .collect();
+    assert!(
+        out.status.success() && ours.is_empty(),
+        "systemd-analyze verify ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
+
+/// The sysusers.d snippet is valid and creates user and group autoprov (needs root).
+#[test]
+fn sysusers_snippet_creates_the_user() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("NOTICE: not root; skipping systemd-sysusers --root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    let snippet = repo("systemd/autoprov.sysusers.conf");
+    let mut cmd = Command::new("systemd-sysusers");
+    cmd.arg(format!("--root={}", root.path().display()))
+        .arg(&snippet);
+    let out = match cmd.output() {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("NOTICE: systemd-sysusers is not installed (apt-get install systemd); skipping");
+            return;
+        }
+        Err(e) => panic!("running systemd-sysusers: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "systemd-sysusers: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    let user = passwd
+        .lines()
+        .find(|l| l.starts_with("autoprov:"))
+        .expect("user autoprov created");
+    assert!(user.ends_with(":/var/lib/autoprov:/usr/sbin/nologin"), "{user}");
+    assert!(group.lines().any(|l| l.starts_with("autoprov:")));
+}
