@@ -55,12 +55,7 @@ fn status_json(what: &str, out: &Output) -> serde_json::Value {
 #[test]
 fn example_config_loads_with_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let out = status(
-        &repo("config/autoprov.example.toml"),
-        dir.path(),
-        &[],
-        true,
-    );
+    let out = status(&repo("config/autoprov.example.toml"), dir.path(), &[], true);
     let j = status_json("config/autoprov.example.toml", &out);
     assert_eq!(j["data_dir"], dir.path().join("data").to_str().unwrap());
     assert_eq!(j["mode"], "host");
@@ -96,11 +91,19 @@ fn example_poll_block_loads_when_uncommented() {
             }
         })
         .collect();
-    assert!(found, "the example has no commented-out [source.remote] block");
+    assert!(
+        found,
+        "the example has no commented-out [source.remote] block"
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("poll.toml");
     std::fs::write(&config, lines.join("\n") + "\n").unwrap();
-    let out = status(&config, dir.path(), &[("AUTOPROV__SOURCE__MODE", "poll")], true);
+    let out = status(
+        &config,
+        dir.path(),
+        &[("AUTOPROV__SOURCE__MODE", "poll")],
+        true,
+    );
     let j = status_json("example with [source.remote] uncommented", &out);
     assert_eq!(j["mode"], "poll");
 }
@@ -172,7 +175,10 @@ fn example_config_documents_every_key() {
                     .is_some_and(|rest| rest.trim_start().starts_with('='))
             }
         });
-        assert!(documented, "config/autoprov.example.toml does not show {key}");
+        assert!(
+            documented,
+            "config/autoprov.example.toml does not show {key}"
+        );
     }
 }
 
@@ -257,7 +263,10 @@ fn unit_is_rated_ok_by_systemd_analyze_security() {
     let text = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let score = exposure(&text).unwrap_or_else(|| {
-        panic!("no \"Overall exposure level\" line ({})\n{text}\n{stderr}", out.status)
+        panic!(
+            "no \"Overall exposure level\" line ({})\n{text}\n{stderr}",
+            out.status
+        )
     });
     eprintln!("systemd-analyze security: {score}");
     assert!(
@@ -314,7 +323,9 @@ fn sysusers_snippet_creates_the_user() {
     let out = match cmd.output() {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("NOTICE: systemd-sysusers is not installed (apt-get install systemd); skipping");
+            eprintln!(
+                "NOTICE: systemd-sysusers is not installed (apt-get install systemd); skipping"
+            );
             return;
         }
         Err(e) => panic!("running systemd-sysusers: {e}"),
@@ -331,6 +342,9 @@ fn sysusers_snippet_creates_the_user() {
         .lines()
         .find(|l| l.starts_with("autoprov:"))
         .expect("user autoprov created");
-    assert!(user.ends_with(":/var/lib/autoprov:/usr/sbin/nologin"), "{user}");
+    assert!(
+        user.ends_with(":/var/lib/autoprov:/usr/sbin/nologin"),
+        "{user}"
+    );
     assert!(group.lines().any(|l| l.starts_with("autoprov:")));
 }

@@ -1271,21 +1271,26 @@ mod tests {
         assert!(!g.track(&(MAX_PACKET_LEN + 1).to_be_bytes()));
     }
 
-    #[test]
-    fn per_ip_slots_are_capped_and_released() {
-        let shared = Arc::new(Shared {
+    fn test_shared(root: &std::path::Path, max_per_ip: usize) -> Arc<Shared> {
+        Arc::new(Shared {
             users: Vec::new(),
             methods: MethodSet::empty(),
             password_enabled: false,
-            drop_root: Arc::new(DropRoot::prepare(tempfile::tempdir().unwrap().path()).unwrap()),
+            drop_root: Arc::new(DropRoot::prepare(root).unwrap()),
             max_upload_bytes: 1,
-            auth_deadline: Duration::from_secs(1),
-            max_connections_per_ip: 2,
+            auth_deadline: Duration::from_secs(5),
+            max_connections_per_ip: max_per_ip,
             slots: Mutex::new(SlotTable::default()),
             backoff: Mutex::new(HashMap::new()),
             password_checks: Semaphore::new(1),
             tracker: TaskTracker::new(),
-        });
+        })
+    }
+
+    #[test]
+    fn per_ip_slots_are_capped_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = test_shared(dir.path(), 2);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
@@ -1295,5 +1300,58 @@ mod tests {
         assert!(SlotTable::acquire(&shared, b).is_some());
         drop(s1);
         assert!(SlotTable::acquire(&shared, a).is_some());
+    }
+
+    /// A handler that panics as soon as a client asks for the authentication methods.
+    struct PanickingHandler;
+
+    impl russh::server::Handler for PanickingHandler {
+        type Error = anyhow::Error;
+
+        async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+            panic!("deliberate panic in a connection handler");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_connection_does_not_stop_the_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = test_shared(dir.path(), 8);
+        let keys = host_keys::load_or_create(&dir.path().join("keys"), SshProfile::Strict).unwrap();
+        let config = Arc::new(russh::server::Config {
+            server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-autoprov")),
+            keys,
+            preferred: preferred(SshProfile::Compatible),
+            ..Default::default()
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port().to_string();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(accept_loop(
+            listener,
+            config,
+            shared,
+            shutdown.clone(),
+            |_, _, _| PanickingHandler,
+        ));
+        for _ in 0..2 {
+            let out = tokio::process::Command::new("ssh")
+                .args(["-p", &port, "-F", "/dev/null", "-o", "BatchMode=yes"])
+                .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+                .args(["u@127.0.0.1", "true"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            assert!(!out.status.success());
+        }
+        // Still accepting and speaking SSH.
+        let mut conn = TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        let mut banner = [0u8; 16];
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut banner).await.unwrap();
+        assert_eq!(&banner, b"SSH-2.0-autoprov");
+        assert!(!server.is_finished());
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
     }
 }

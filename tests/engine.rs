@@ -1,0 +1,1262 @@
+//! End-to-end tests of the provisioning engine through the real binary, without a daemon:
+//! `process`, `files`, `rules`, `admins`, `sync`, `auth check`, `audit` (SPEC §1–4, 6, 7).
+
+mod common;
+
+use common::{
+    Settings, TestEnv, compact, current_user, is_filed_name, is_rfc3339_utc, sha256_hex, strs,
+    testdata,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fs;
+
+// ---- helpers ---------------------------------------------------------------------------
+
+/// `counts` in SPEC §4 order: created, reassigned, reactivated, role_changed, deactivated,
+/// skipped_manual, unchanged.
+fn assert_counts(report: &Value, want: [u64; 7]) {
+    let keys = [
+        "created",
+        "reassigned",
+        "reactivated",
+        "role_changed",
+        "deactivated",
+        "skipped_manual",
+        "unchanged",
+    ];
+    let got: Vec<Value> = keys.iter().map(|k| report["counts"][*k].clone()).collect();
+    let want: Vec<Value> = want.iter().map(|n| json!(n)).collect();
+    assert_eq!(got, want, "counts {keys:?} of report:\n{report:#}");
+}
+
+/// The change of one employee in a report.
+fn change<'a>(report: &'a Value, employee_id: &str) -> &'a Value {
+    let found: Vec<&Value> = report["changes"]
+        .as_array()
+        .expect("changes is an array")
+        .iter()
+        .filter(|c| c["employee_id"] == employee_id)
+        .collect();
+    assert_eq!(
+        found.len(),
+        1,
+        "{employee_id} should appear once in changes:\n{report:#}"
+    );
+    found[0]
+}
+
+/// A full change entry as SPEC §6 lists its fields.
+#[allow(clippy::too_many_arguments)]
+fn assert_change(
+    c: &Value,
+    employee_id: &str,
+    email: &str,
+    action: &str,
+    rule_id: Option<u64>,
+    rule: Option<&str>,
+    role: &str,
+    previous_role: Option<&str>,
+    previous_status: Option<&str>,
+) {
+    let want = json!({
+        "employee_id": employee_id, "email": email, "action": action, "rule_id": rule_id,
+        "rule": rule, "role": role, "previous_role": previous_role,
+        "previous_status": previous_status,
+    });
+    for (k, v) in want.as_object().unwrap() {
+        assert_eq!(&c[k], v, "field {k} of change {c:#}");
+    }
+}
+
+/// Checks the SPEC §6 fields every report has, for a file with `bytes` named `file`.
+fn assert_report_header(r: &Value, file: &str, bytes: &[u8], status: &str, rows: u64) {
+    assert_eq!(r["file"], file, "{r:#}");
+    assert_eq!(r["sha256"], sha256_hex(bytes), "{r:#}");
+    assert_eq!(r["status"], status, "{r:#}");
+    assert_eq!(r["rows"], rows, "{r:#}");
+    for key in ["received_at", "processed_at"] {
+        let t = r[key].as_str().unwrap_or_else(|| panic!("{key}: {r:#}"));
+        assert!(is_rfc3339_utc(t), "{key} = {t:?} is not RFC 3339 UTC");
+    }
+    assert!(
+        r["received_at"].as_str() <= r["processed_at"].as_str(),
+        "received after processed: {r:#}"
+    );
+    for key in ["changes", "errors", "warnings"] {
+        assert!(r[key].is_array(), "{key} is not an array: {r:#}");
+    }
+    assert!(r["counts"].is_object(), "{r:#}");
+}
+
+/// The one name in `folder` filed for `original`, asserting its two reports sit beside it.
+fn filed(env: &TestEnv, folder: &str, original: &str) -> String {
+    let names = env.files_in(folder);
+    let files: Vec<&String> = names
+        .iter()
+        .filter(|n| is_filed_name(n, original))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "exactly one filed {original} in {folder}/: {names:?}"
+    );
+    let name = files[0].clone();
+    for ext in ["report.json", "report.txt"] {
+        assert!(
+            names.contains(&format!("{name}.{ext}")),
+            "{folder}/{name}.{ext} missing: {names:?}"
+        );
+    }
+    name
+}
+
+/// The filed name's timestamp lies between the report's received_at and processed_at.
+fn assert_name_time(name: &str, report: &Value) {
+    let ts = &name[..16];
+    let lo = compact(report["received_at"].as_str().unwrap());
+    let hi = compact(report["processed_at"].as_str().unwrap());
+    assert!(
+        lo.as_str() <= ts && ts <= hi.as_str(),
+        "{name}: time stamp not between {lo} and {hi}"
+    );
+}
+
+/// How many accounts per value of `key`, for accounts with `status`.
+fn tally(accounts: &BTreeMap<String, Value>, status: &str, key: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for a in accounts.values().filter(|a| a["status"] == status) {
+        *out.entry(a[key].to_string().trim_matches('"').to_string())
+            .or_default() += 1;
+    }
+    out
+}
+
+fn counts_of(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// Whatever the store shows: accounts and rules.
+fn snapshot(env: &TestEnv) -> (Value, Value) {
+    (
+        env.json_ok(0, &["admins", "list"]),
+        env.json_ok(0, &["rules", "list"]),
+    )
+}
+
+/// A store with the sample rules and day1 applied directly (limits raised).
+fn day1_applied(settings: Settings) -> TestEnv {
+    let env = TestEnv::with(Settings {
+        max_grants: Some((1000, 100)),
+        ..settings
+    });
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let (code, r) = env.process(&day1, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["status"], "applied");
+    assert_counts(&r, [82, 0, 0, 0, 0, 0, 0]);
+    env
+}
+
+/// `auth check EMAIL`: (exit code, stdout).
+fn auth(env: &TestEnv, email: &str) -> (i32, String) {
+    let (code, out, _) = env.run(&["auth", "check", email]);
+    (code, out)
+}
+
+// ---- 1. joiner / mover / leaver ---------------------------------------------------------
+
+#[test]
+fn joiner_mover_leaver_sequence_with_a_held_first_import() {
+    let env = TestEnv::new();
+    let rules = env.load_sample_rules();
+    assert_eq!(rules.len(), 8);
+    let listed = env.json_ok(0, &["rules", "list"]);
+    assert_eq!(
+        strs(&listed, "name"),
+        rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>()
+    );
+
+    // day1: 82 grants > 50 with N = 0 -> held.
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let day1_bytes = fs::read(&day1).unwrap();
+    let (code, held) = env.process(&day1, &[]);
+    assert_eq!(code, 3, "a held file exits 3: {held:#}");
+    assert_report_header(&held, "day1.csv", &day1_bytes, "held", 300);
+    assert_counts(&held, [82, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(held["changes"].as_array().unwrap().len(), 82);
+    assert!(
+        held["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["action"] == "created")
+    );
+    assert_eq!(held["errors"], json!([]));
+    assert_eq!(held["warnings"], json!([]));
+    assert_change(
+        change(&held, "E00228"),
+        "E00228",
+        "jose.fischer@acme.example",
+        "created",
+        Some(6),
+        Some("Engineering managers"),
+        "IT Admin",
+        None,
+        None,
+    );
+    let held_name = filed(&env, "held", "day1.csv");
+    assert_name_time(&held_name, &held);
+    assert_eq!(env.files_in("held").len(), 3, "{:?}", env.files_in("held"));
+    assert_eq!(env.report_file("held", &held_name), held);
+    let txt = env.report_text("held", &held_name);
+    assert!(txt.contains("day1.csv") && txt.to_lowercase().contains("held"), "{txt}");
+    assert!(txt.contains("E00228") && txt.contains("jose.fischer@acme.example"), "{txt}");
+    assert_eq!(
+        fs::read(env.drop_dir("held").join(&held_name)).unwrap(),
+        day1_bytes
+    );
+    assert!(env.files_in("inbox").is_empty(), "{:?}", env.files_in("inbox"));
+    assert_eq!(fs::read(&day1).unwrap(), day1_bytes, "the original is left alone");
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(files.as_array().unwrap().len(), 1, "{files:#}");
+    assert_eq!(files[0]["id"], 1);
+    assert_eq!(files[0]["name"], "day1.csv");
+    assert_eq!(files[0]["status"], "held");
+    assert_eq!(files[0]["received_at"], held["received_at"]);
+    assert_eq!(
+        files[0]["report"],
+        env.drop_dir("held")
+            .join(format!("{held_name}.report.json"))
+            .to_str()
+            .unwrap()
+    );
+    // Held: nothing changed yet.
+    assert!(env.accounts(&[]).is_empty());
+    assert_eq!(auth(&env, "jose.fischer@acme.example").0, 1);
+
+    // Approve: applied, 82 created.
+    let approved = env.json_ok(0, &["files", "approve", "1"]);
+    assert_report_header(&approved, "day1.csv", &day1_bytes, "applied", 300);
+    assert_counts(&approved, [82, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(approved["decision"]["decision"], "approved");
+    assert_eq!(approved["decision"]["by"], current_user());
+    assert!(env.files_in("held").is_empty(), "{:?}", env.files_in("held"));
+    assert_eq!(filed(&env, "processed", "day1.csv"), held_name);
+    assert_eq!(env.report_file("processed", &held_name), approved);
+    assert!(
+        env.report_text("processed", &held_name)
+            .to_lowercase()
+            .contains("applied")
+    );
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(files[0]["status"], "applied");
+    assert_eq!(
+        files[0]["report"],
+        env.drop_dir("processed")
+            .join(format!("{held_name}.report.json"))
+            .to_str()
+            .unwrap()
+    );
+
+    let accounts = env.accounts(&[]);
+    assert_eq!(accounts.len(), 82);
+    assert!(
+        accounts
+            .values()
+            .all(|a| a["status"] == "active" && a["origin"] == "auto")
+    );
+    assert_eq!(
+        tally(&accounts, "active", "role"),
+        counts_of(&[
+            ("Billing Admin", 6),
+            ("HR Admin", 15),
+            ("IT Admin", 30),
+            ("Read-only Admin", 27),
+            ("Super Admin", 4),
+        ])
+    );
+    assert_eq!(
+        tally(&accounts, "active", "rule_id"),
+        counts_of(&[
+            ("1", 4),
+            ("2", 18),
+            ("3", 4),
+            ("4", 2),
+            ("5", 15),
+            ("6", 12),
+            ("7", 17),
+            ("8", 10),
+        ])
+    );
+    let jose = &accounts["E00228"];
+    for (k, v) in [
+        ("employee_id", json!("E00228")),
+        ("email", json!("jose.fischer@acme.example")),
+        ("role", json!("IT Admin")),
+        ("status", json!("active")),
+        ("origin", json!("auto")),
+        ("rule_id", json!(6)),
+        ("rule", json!("Engineering managers")),
+    ] {
+        assert_eq!(jose[k], v, "admins list E00228 field {k}: {jose:#}");
+    }
+    assert_eq!(auth(&env, "jose.fischer@acme.example"), (0, "IT Admin\n".into()));
+
+    // day2: E00302 joins IT, E00228 moves Engineering -> Finance.
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    let day2_bytes = fs::read(&day2).unwrap();
+    let (code, r2) = env.process(&day2, &[]);
+    assert_eq!(code, 0, "{r2:#}");
+    assert_report_header(&r2, "day2.csv", &day2_bytes, "applied", 302);
+    assert_counts(&r2, [1, 1, 0, 0, 0, 0, 81]);
+    assert_eq!(r2["changes"].as_array().unwrap().len(), 2, "{r2:#}");
+    assert_change(
+        change(&r2, "E00228"),
+        "E00228",
+        "jose.fischer@acme.example",
+        "reassigned",
+        Some(3),
+        Some("Finance managers"),
+        "Billing Admin",
+        Some("IT Admin"),
+        None,
+    );
+    assert_change(
+        change(&r2, "E00302"),
+        "E00302",
+        "mateus.araujo@acme.example",
+        "created",
+        Some(2),
+        Some("IT staff"),
+        "IT Admin",
+        None,
+        None,
+    );
+    let day2_name = filed(&env, "processed", "day2.csv");
+    assert_name_time(&day2_name, &r2);
+    assert_eq!(env.report_file("processed", &day2_name), r2);
+
+    let jose = env.json_ok(0, &["admins", "show", "E00228"]);
+    for (k, v) in [
+        ("employee_id", json!("E00228")),
+        ("email", json!("jose.fischer@acme.example")),
+        ("role", json!("Billing Admin")),
+        ("status", json!("active")),
+        ("origin", json!("auto")),
+        ("rule_id", json!(3)),
+        ("rule", json!("Finance managers")),
+    ] {
+        assert_eq!(jose[k], v, "admins show E00228 field {k}: {jose:#}");
+    }
+    for k in ["created_at", "updated_at"] {
+        assert!(is_rfc3339_utc(jose[k].as_str().unwrap_or("")), "{k}: {jose:#}");
+    }
+    let history = jose["history"].as_array().expect("history");
+    assert_eq!(history.len(), 2, "{jose:#}");
+    assert_eq!(history[0]["status"], "active");
+    assert_eq!(history[0]["role"], "IT Admin");
+    assert!(history[0]["source"].as_str().unwrap().contains("day1.csv"), "{jose:#}");
+    assert_eq!(history[1]["status"], "active");
+    assert_eq!(history[1]["role"], "Billing Admin");
+    assert!(history[1]["source"].as_str().unwrap().contains("day2.csv"), "{jose:#}");
+    for h in history {
+        assert!(is_rfc3339_utc(h["at"].as_str().unwrap_or("")), "{h}");
+        assert!(!h["reason"].as_str().unwrap_or("").is_empty(), "{h}");
+    }
+    let mateus = env.json_ok(0, &["admins", "show", "E00302"]);
+    assert_eq!(mateus["rule_id"], 2);
+    assert_eq!(mateus["role"], "IT Admin");
+    assert_eq!(mateus["email"], "mateus.araujo@acme.example");
+    // E00301 (Finance Manager by title, not a manager) matches no rule.
+    assert_eq!(env.run(&["admins", "show", "E00301"]).0, 1);
+    assert_eq!(
+        auth(&env, "jose.fischer@acme.example"),
+        (0, "Billing Admin\n".into())
+    );
+    assert_eq!(
+        auth(&env, "  Jose.FISCHER@Acme.Example ").0,
+        0,
+        "emails compare case-insensitively"
+    );
+
+    // day3: E00131 terminated, E00187 removed.
+    let day3 = env.input_from("sequence/day3.csv", "day3.csv");
+    let day3_bytes = fs::read(&day3).unwrap();
+    let (code, r3) = env.process(&day3, &[]);
+    assert_eq!(code, 0, "{r3:#}");
+    assert_report_header(&r3, "day3.csv", &day3_bytes, "applied", 301);
+    assert_counts(&r3, [0, 0, 0, 0, 2, 0, 81]);
+    assert_eq!(r3["changes"].as_array().unwrap().len(), 2, "{r3:#}");
+    assert_change(
+        change(&r3, "E00131"),
+        "E00131",
+        "jurgen.weber@acme.example",
+        "deactivated",
+        Some(3),
+        Some("Finance managers"),
+        "Billing Admin",
+        None,
+        Some("active"),
+    );
+    assert_change(
+        change(&r3, "E00187"),
+        "E00187",
+        "olga.ivanova@acme.example",
+        "deactivated",
+        Some(5),
+        Some("HR partners"),
+        "HR Admin",
+        None,
+        Some("active"),
+    );
+
+    let accounts = env.accounts(&[]);
+    assert_eq!(accounts.len(), 83);
+    assert_eq!(
+        tally(&accounts, "active", "role"),
+        counts_of(&[
+            ("Billing Admin", 6),
+            ("HR Admin", 14),
+            ("IT Admin", 30),
+            ("Read-only Admin", 27),
+            ("Super Admin", 4),
+        ])
+    );
+    let inactive: Vec<String> = env.accounts(&["--status", "inactive"]).into_keys().collect();
+    assert_eq!(inactive, ["E00131", "E00187"]);
+    assert_eq!(env.accounts(&["--status", "active"]).len(), 81);
+    assert_eq!(env.accounts(&["--origin", "auto"]).len(), 83);
+    assert!(env.accounts(&["--origin", "manual"]).is_empty());
+    let rule3: Vec<String> = env.accounts(&["--rule", "3"]).into_keys().collect();
+    assert_eq!(rule3, ["E00111", "E00119", "E00131", "E00150", "E00228"]);
+    let jurgen = &accounts["E00131"];
+    assert_eq!(jurgen["status"], "inactive");
+    assert_eq!(jurgen["rule_id"], 3, "an inactive account keeps its rule");
+    assert_eq!(jurgen["rule"], "Finance managers");
+    assert_eq!(jurgen["role"], "Billing Admin");
+    let jurgen = env.json_ok(0, &["admins", "show", "E00131"]);
+    let history = jurgen["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{jurgen:#}");
+    assert_eq!(history[1]["status"], "inactive");
+    assert!(history[1]["source"].as_str().unwrap().contains("day3.csv"));
+
+    assert_eq!(auth(&env, "jurgen.weber@acme.example").0, 1);
+    assert_eq!(auth(&env, "olga.ivanova@acme.example").0, 1);
+    assert_eq!(auth(&env, "nobody@acme.example").0, 1);
+    assert_eq!(
+        auth(&env, "jose.fischer@acme.example"),
+        (0, "Billing Admin\n".into())
+    );
+    let (code, v) = env.json(&["auth", "check", "jose.fischer@acme.example"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["role"], "Billing Admin", "{v:#}");
+
+    // Filing: three applied files, each with two reports, in processed/.
+    let processed = env.files_in("processed");
+    assert_eq!(processed.len(), 9, "{processed:?}");
+    for (orig, status_report) in [("day1.csv", &approved), ("day2.csv", &r2), ("day3.csv", &r3)]
+    {
+        let name = filed(&env, "processed", orig);
+        assert_eq!(&env.report_file("processed", &name), status_report);
+    }
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(strs(&files, "name"), ["day1.csv", "day2.csv", "day3.csv"]);
+    assert_eq!(strs(&files, "status"), ["applied", "applied", "applied"]);
+    let ids: Vec<u64> = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 2, 3]);
+    let shown = env.json_ok(0, &["files", "show", "2"]);
+    assert_eq!(shown, r2);
+}
+
+// ---- 2. rejected files --------------------------------------------------------------------
+
+/// `NAME.expected`: the (line, column) of each error in order, and the `@needs` fields.
+fn expectations(text: &str) -> (Vec<(Option<u64>, Option<String>)>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut needs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(fields) = line.strip_prefix("@needs ") {
+            needs = fields.split(',').map(|f| f.trim().to_owned()).collect();
+            continue;
+        }
+        let (l, c) = line.split_once('\t').expect("LINE<TAB>COLUMN");
+        errors.push((
+            (l != "-").then(|| l.parse().expect("a line number")),
+            (c != "-").then(|| c.to_owned()),
+        ));
+    }
+    (errors, needs)
+}
+
+fn error_places(report: &Value) -> Vec<(Option<u64>, Option<String>)> {
+    report["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64(),
+                e["column"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn rejected_files_leave_the_store_identical() {
+    // Raised limits: a broken file wrongly accepted would be applied and show in the snapshot.
+    let env = day1_applied(Settings {
+        max_deactivations: Some((1000, 100)),
+        ..Settings::default()
+    });
+
+    // With the sample rules enabled (they need columns the file lacks: more errors, same places first).
+    let before = snapshot(&env);
+    let path = testdata("broken/several_errors.csv");
+    let (code, r) = env.process(&path, &[]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["status"], "rejected");
+    let (want, _) =
+        expectations(&fs::read_to_string(testdata("broken/several_errors.expected")).unwrap());
+    let got = error_places(&r);
+    for place in &want {
+        assert!(got.contains(place), "missing error {place:?} in {got:?}");
+    }
+    assert_eq!(snapshot(&env), before);
+
+    // Only a rule for `@needs` files is enabled from here on.
+    for id in 1..=8 {
+        env.expect(0, &["rules", "disable", &id.to_string()]);
+    }
+    let mut broken: Vec<_> = fs::read_dir(testdata("broken"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+        .collect();
+    broken.sort();
+    assert!(broken.len() >= 20, "{broken:?}");
+    let mut needs_rule: Option<u64> = None;
+    let mut rejected_count = 1; // several_errors above
+    for csv in &broken {
+        let name = csv.file_name().unwrap().to_str().unwrap().to_string();
+        let bytes = fs::read(csv).unwrap();
+        let (want, needs) =
+            expectations(&fs::read_to_string(csv.with_extension("expected")).unwrap());
+        assert!(!want.is_empty(), "{name}: no expected error");
+        if !needs.is_empty() {
+            let mut args = vec![
+                "rules".to_string(),
+                "add".into(),
+                "--name".into(),
+                format!("needs {name}"),
+                "--role".into(),
+                "Read-only Admin".into(),
+            ];
+            for f in &needs {
+                args.push("--when".into());
+                args.push(if f == "is_manager" {
+                    "is_manager = true".into()
+                } else {
+                    format!("{f} = x")
+                });
+            }
+            let v = env.json_ok(0, &args);
+            needs_rule = Some(v["id"].as_u64().unwrap());
+        }
+        let before = snapshot(&env);
+        let (code, r) = env.process(csv, &[]);
+        assert_eq!(code, 1, "{name}: {r:#}");
+        assert_report_header(&r, &name, &bytes, "rejected", r["rows"].as_u64().unwrap_or(0));
+        assert_eq!(error_places(&r), want, "{name}: errors {:#}", r["errors"]);
+        assert_eq!(r["changes"], json!([]), "{name}");
+        assert_counts(&r, [0, 0, 0, 0, 0, 0, 0]);
+        for e in r["errors"].as_array().unwrap() {
+            assert!(
+                !e["message"].as_str().unwrap_or("").is_empty(),
+                "{name}: {e}"
+            );
+        }
+        assert_eq!(snapshot(&env), before, "{name} changed the store");
+        let stored = filed(&env, "rejected", &name);
+        assert_name_time(&stored, &r);
+        assert_eq!(fs::read(env.drop_dir("rejected").join(&stored)).unwrap(), bytes);
+        assert_eq!(env.report_file("rejected", &stored), r, "{name}");
+        let txt = env.report_text("rejected", &stored);
+        assert!(txt.to_lowercase().contains("rejected"), "{name}: {txt}");
+        for e in r["errors"].as_array().unwrap() {
+            assert!(txt.contains(e["message"].as_str().unwrap()), "{name}: {txt}");
+            if let Some(l) = e["line"].as_u64() {
+                assert!(txt.contains(&format!("line {l}")), "{name}: {txt}");
+            }
+        }
+        assert!(env.files_in("inbox").is_empty(), "{name}");
+        rejected_count += 1;
+        if let Some(id) = needs_rule.take() {
+            env.expect(0, &["rules", "disable", &id.to_string()]);
+        }
+    }
+    let files = env.json_ok(0, &["files", "list"]);
+    let statuses = strs(&files, "status");
+    assert_eq!(statuses[0], "applied");
+    assert_eq!(statuses.len(), 1 + rejected_count);
+    assert!(statuses[1..].iter().all(|s| s == "rejected"), "{statuses:?}");
+    assert_eq!(env.files_in("rejected").len(), 3 * rejected_count);
+    // Rejections do not change the last applied roster: a sync now changes nothing.
+    for id in 1..=8 {
+        env.expect(0, &["rules", "enable", &id.to_string()]);
+    }
+    let s = env.json_ok(0, &["sync"]);
+    assert_eq!(s["status"], "applied");
+    assert_counts(&s, [0, 0, 0, 0, 0, 0, 82]);
+}
+
+// ---- 3. held files: blocking, approval, rejection --------------------------------------
+
+#[test]
+fn held_file_blocks_later_files_and_is_rejected_or_approved_with_audit() {
+    let env = TestEnv::new();
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    let day1_bytes = fs::read(&day1).unwrap();
+
+    let (code, held) = env.process(&day1, &[]);
+    assert_eq!(code, 3, "{held:#}");
+    assert_eq!(held["status"], "held");
+    let held_name = filed(&env, "held", "day1.csv");
+
+    // A later file is refused at once (exit 3), naming the held file; nothing is queued.
+    let (code, out, err) = env.run(&["process", day2.to_str().unwrap()]);
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    let msg = format!("{out}{err}");
+    assert!(msg.contains("held"), "{msg}");
+    assert!(msg.contains('1') && msg.contains(&held_name), "{msg}");
+    assert!(env.files_in("inbox").is_empty(), "{:?}", env.files_in("inbox"));
+    assert_eq!(env.json_ok(0, &["files", "list"]).as_array().unwrap().len(), 1);
+    // A dry run is a later file too.
+    assert_eq!(env.run(&["process", "--dry-run", day2.to_str().unwrap()]).0, 3);
+    // sync has no applied roster to work from; it must not apply the held file.
+    assert_ne!(env.run(&["sync"]).0, 0);
+    assert!(env.accounts(&[]).is_empty());
+    assert_eq!(env.files_in("held").len(), 3);
+
+    // Reject: moves to rejected/ with the report saying rejected, by whom.
+    let (code, rej) = env.json(&["files", "reject", "1"]);
+    assert!(code == 0 || code == 1, "exit {code}: {rej:#}");
+    assert_eq!(rej["status"], "rejected", "{rej:#}");
+    assert_eq!(rej["decision"]["decision"], "rejected");
+    assert_eq!(rej["decision"]["by"], current_user());
+    assert!(is_rfc3339_utc(rej["decision"]["at"].as_str().unwrap_or("")), "{rej:#}");
+    assert!(env.files_in("held").is_empty(), "{:?}", env.files_in("held"));
+    assert_eq!(filed(&env, "rejected", "day1.csv"), held_name);
+    assert_eq!(
+        fs::read(env.drop_dir("rejected").join(&held_name)).unwrap(),
+        day1_bytes
+    );
+    let on_disk = env.report_file("rejected", &held_name);
+    assert_eq!(on_disk["status"], "rejected");
+    assert_eq!(on_disk["decision"], rej["decision"]);
+    let txt = env.report_text("rejected", &held_name);
+    assert!(txt.to_lowercase().contains("rejected") && txt.contains(&current_user()), "{txt}");
+    assert!(env.accounts(&[]).is_empty(), "a rejected held file changes nothing");
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(files[0]["status"], "rejected");
+    // Decided files cannot be decided again.
+    assert_ne!(env.run(&["files", "approve", "1"]).0, 0);
+    assert_ne!(env.run(&["files", "reject", "1"]).0, 0);
+    assert_ne!(env.run(&["files", "approve", "99"]).0, 0);
+
+    // The same bytes again: held again (file 2), repeats file 1; approve it.
+    let (code, held2) = env.process(&day1, &[]);
+    assert_eq!(code, 3, "{held2:#}");
+    assert_eq!(held2["repeats"], json!(held_name), "{held2:#}");
+    let approved = env.json_ok(0, &["files", "approve", "2"]);
+    assert_eq!(approved["status"], "applied");
+    assert_eq!(approved["decision"]["decision"], "approved");
+    assert_eq!(approved["decision"]["by"], current_user());
+    assert_eq!(env.accounts(&["--status", "active"]).len(), 82);
+    // No longer blocked.
+    let (code, r2) = env.process(&day2, &[]);
+    assert_eq!(code, 0, "{r2:#}");
+    assert_counts(&r2, [1, 1, 0, 0, 0, 0, 81]);
+
+    // Both decisions are in the audit log with the user.
+    let audit = env.json_ok(0, &["audit"]);
+    let entries = audit.as_array().expect("audit is an array");
+    let find = |action: &str| -> Vec<&Value> {
+        entries.iter().filter(|e| e["action"] == action).collect()
+    };
+    let rejects = find("files reject");
+    assert_eq!(rejects.len(), 1, "{audit:#}");
+    assert_eq!(rejects[0]["user"], current_user());
+    assert!(rejects[0]["detail"].as_str().unwrap().contains(&held_name), "{audit:#}");
+    let approves = find("files approve");
+    assert_eq!(approves.len(), 1, "{audit:#}");
+    assert_eq!(approves[0]["user"], current_user());
+    assert!(is_rfc3339_utc(approves[0]["at"].as_str().unwrap_or("")));
+    assert_eq!(find("rules add").len(), 8, "{audit:#}");
+    // --since filters by time.
+    let later = env.json_ok(0, &["audit", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(later, json!([]));
+}
+
+// ---- 4. rule conflicts ------------------------------------------------------------------
+
+#[test]
+fn rules_add_reports_conflicts_and_refuses_bad_rules() {
+    let env = day1_applied(Settings::default());
+    let before = env.json_ok(0, &["rules", "list"]);
+    let eng_managers = [
+        "E00015", "E00048", "E00070", "E00126", "E00130", "E00145", "E00165", "E00172", "E00186",
+        "E00190",
+    ];
+    let add = [
+        "rules",
+        "add",
+        "--name",
+        "Engineering everyone",
+        "--role",
+        "Super Admin",
+        "--when",
+        "department = Engineering",
+    ];
+
+    // --strict: refused, exit 3, nothing saved.
+    let mut strict = add.to_vec();
+    strict.push("--strict");
+    let out = env.expect(3, &strict);
+    assert!(out.contains("Engineering managers"), "{out}");
+    assert_eq!(env.json_ok(0, &["rules", "list"]), before);
+    let (code, v) = env.json(&strict);
+    assert_eq!(code, 3, "{v:#}");
+    assert_eq!(env.json_ok(0, &["rules", "list"]), before);
+
+    // Text: each conflict, the winner, the count and up to 10 ids.
+    let out = env.expect(0, &add);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("conflict")).collect();
+    assert_eq!(lines.len(), 3, "conflicts with rules 4, 6, 7:\n{out}");
+    let six = lines
+        .iter()
+        .find(|l| l.contains("Engineering managers"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(six.contains("rule 9"), "{six}");
+    assert!(six.contains("12 employees"), "{six}");
+    assert!(six.contains(&eng_managers.join(", ")), "{six}");
+    assert!(!six.contains("E00228") && !six.contains("E00283"), "at most 10 ids: {six}");
+    assert!(six.contains("rule 6 wins"), "{six}");
+    let four = lines
+        .iter()
+        .find(|l| l.contains("Revenue leadership"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(four.contains("0 employees") && four.contains("rule 4 wins"), "{four}");
+    let seven = lines
+        .iter()
+        .find(|l| l.contains("Managers read-only"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(seven.contains("12 employees") && seven.contains("rule 7 wins"), "{seven}");
+    let saved = env.json_ok(0, &["rules", "show", "9"]);
+    assert_eq!(saved["name"], "Engineering everyone");
+    assert_eq!(saved["conditions"], json!(["department = Engineering"]));
+    env.expect(0, &["rules", "delete", "9"]);
+
+    // --json: the rule plus its conflicts.
+    let mut add_json = add.to_vec();
+    add_json[3] = "Engineering all";
+    let v = env.json_ok(0, &add_json);
+    assert_eq!(v["id"], 10, "ids are never reused: {v:#}");
+    assert_eq!(v["name"], "Engineering all");
+    assert_eq!(v["role"], "Super Admin");
+    assert_eq!(v["conditions"], json!(["department = Engineering"]));
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["created_by"], current_user());
+    assert!(is_rfc3339_utc(v["created_at"].as_str().unwrap_or("")), "{v:#}");
+    let conflicts = v["conflicts"].as_array().expect("conflicts");
+    let by_rule: BTreeMap<u64, &Value> = conflicts
+        .iter()
+        .map(|c| (c["rule_id"].as_u64().unwrap(), c))
+        .collect();
+    assert_eq!(by_rule.keys().copied().collect::<Vec<_>>(), [4, 6, 7], "{v:#}");
+    assert_eq!(by_rule[&6]["employees"], 12);
+    assert_eq!(by_rule[&6]["employee_ids"], json!(eng_managers));
+    assert_eq!(by_rule[&6]["winner"], 6);
+    assert_eq!(by_rule[&4]["employees"], 0);
+    assert_eq!(by_rule[&7]["winner"], 7);
+
+    // rules edit checks too; the edited rule wins where its id is lower.
+    let out = env.expect(0, &["rules", "edit", "3", "--role", "Super Admin"]);
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("conflict")).collect();
+    let seven = lines
+        .iter()
+        .find(|l| l.contains("Managers read-only"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        seven.contains("4 employees")
+            && seven.contains("E00111, E00119, E00131, E00150")
+            && seven.contains("rule 3 wins"),
+        "{seven}"
+    );
+    let four = lines
+        .iter()
+        .find(|l| l.contains("Revenue leadership"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(four.contains("1 employees") || four.contains("1 employee"), "{four}");
+    assert!(four.contains("E00111") && four.contains("rule 3 wins"), "{four}");
+    assert!(
+        !lines.iter().any(|l| l.contains("Engineering all")),
+        "same role, no conflict: {out}"
+    );
+    let three = env.json_ok(0, &["rules", "show", "3"]);
+    assert_eq!(three["role"], "Super Admin");
+    assert_eq!(three["name"], "Finance managers");
+    assert_eq!(
+        three["conditions"],
+        json!(["department = Finance", "is_manager = true"])
+    );
+    // --when replaces all conditions; the quoting of the --when syntax round-trips.
+    env.expect(
+        0,
+        &[
+            "rules",
+            "edit",
+            "3",
+            "--when",
+            "department in (\"R&D, Europe\", Finance)",
+        ],
+    );
+    let three = env.json_ok(0, &["rules", "show", "3"]);
+    assert_eq!(
+        three["conditions"],
+        json!(["department in (\"R&D, Europe\", Finance)"])
+    );
+    assert_eq!(three["role"], "Super Admin");
+
+    // Unknown role and duplicate name: exit 3, nothing saved.
+    let before = env.json_ok(0, &["rules", "list"]);
+    let out = env.expect(
+        3,
+        &[
+            "rules", "add", "--name", "Janitors", "--role", "Janitor", "--when",
+            "department = Facilities",
+        ],
+    );
+    assert!(out.contains("Janitor"), "{out}");
+    let out = env.expect(
+        3,
+        &[
+            "rules", "add", "--name", "IT staff", "--role", "IT Admin", "--when",
+            "department = Legal",
+        ],
+    );
+    assert!(out.contains("IT staff"), "{out}");
+    env.expect(3, &["rules", "edit", "1", "--role", "Janitor"]);
+    env.expect(3, &["rules", "edit", "1", "--name", "IT staff"]);
+    assert_eq!(env.json_ok(0, &["rules", "list"]), before);
+    // A malformed condition is a usage error.
+    assert_eq!(
+        env.run(&["rules", "add", "--name", "bad", "--role", "IT Admin", "--when", "department"])
+            .0,
+        2
+    );
+    assert_eq!(env.json_ok(0, &["rules", "list"]), before);
+}
+
+#[test]
+fn rules_add_without_an_applied_roster_still_reports_conflicts() {
+    let env = TestEnv::new();
+    env.load_sample_rules();
+    let v = env.json_ok(
+        0,
+        &[
+            "rules", "add", "--name", "Sales", "--role", "HR Admin", "--when",
+            "department = Sales",
+        ],
+    );
+    let ids: Vec<u64> = v["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["rule_id"].as_u64().unwrap())
+        .collect();
+    // Rule 4 only constrains job_title; rule 7 excludes Sales; the rest name other departments.
+    assert_eq!(ids, [4], "{v:#}");
+    assert_eq!(v["conflicts"][0]["winner"], 4);
+}
+
+// ---- 5. manual accounts -----------------------------------------------------------------
+
+#[test]
+fn manual_accounts_are_never_touched_and_auto_accounts_cannot_be_changed_by_hand() {
+    let env = TestEnv::with(Settings {
+        max_grants: Some((1000, 100)),
+        ..Settings::default()
+    });
+    env.load_sample_rules();
+    // E00057 matches rule 1 (IT managers); X-1 is in no roster.
+    let v = env.json_ok(
+        0,
+        &[
+            "admins",
+            "add",
+            "--employee-id",
+            "E00057",
+            "--email",
+            "aylin.taylor@acme.example",
+            "--role",
+            "HR Admin",
+        ],
+    );
+    assert_eq!(v["origin"], "manual");
+    assert_eq!(v["role"], "HR Admin");
+    assert_eq!(v["status"], "active");
+    assert_eq!(v["rule_id"], Value::Null);
+    env.expect(
+        0,
+        &[
+            "admins",
+            "add",
+            "--employee-id",
+            "X-1",
+            "--email",
+            "contractor@partner.example",
+            "--role",
+            "Read-only Admin",
+        ],
+    );
+    // Unknown role: refused.
+    env.expect(
+        3,
+        &[
+            "admins", "add", "--employee-id", "X-2", "--email", "x2@partner.example", "--role",
+            "Janitor",
+        ],
+    );
+    assert_eq!(env.run(&["admins", "show", "X-2"]).0, 1);
+
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let (code, r) = env.process(&day1, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_counts(&r, [81, 0, 0, 0, 0, 1, 0]);
+    assert_change(
+        change(&r, "E00057"),
+        "E00057",
+        "aylin.taylor@acme.example",
+        "skipped_manual",
+        Some(1),
+        Some("IT managers"),
+        "HR Admin",
+        None,
+        None,
+    );
+    assert!(
+        r["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["employee_id"] != "X-1")
+    );
+    let manual_before = env.accounts(&["--origin", "manual"]);
+    assert_eq!(
+        manual_before.keys().collect::<Vec<_>>(),
+        ["E00057", "X-1"]
+    );
+    assert_eq!(manual_before["E00057"]["role"], "HR Admin");
+    assert_eq!(manual_before["E00057"]["history"].as_array().unwrap().len(), 1);
+    assert_eq!(auth(&env, "aylin.taylor@acme.example"), (0, "HR Admin\n".into()));
+    assert_eq!(
+        auth(&env, "contractor@partner.example"),
+        (0, "Read-only Admin\n".into())
+    );
+
+    // sync: still skipped, unchanged byte for byte.
+    let s = env.json_ok(0, &["sync"]);
+    assert_counts(&s, [0, 0, 0, 0, 0, 1, 81]);
+    assert_eq!(change(&s, "E00057")["action"], "skipped_manual");
+    assert_eq!(env.accounts(&["--origin", "manual"]), manual_before);
+
+    // Refusals.
+    let auto_id = "E00228";
+    let before = env.json_ok(0, &["admins", "show", auto_id]);
+    for args in [
+        vec!["admins", "set", auto_id, "--role", "Super Admin"],
+        vec!["admins", "set", auto_id, "--status", "inactive"],
+        vec!["admins", "remove", auto_id],
+    ] {
+        let out = env.expect(3, &args);
+        assert!(out.contains("rule"), "{out}");
+        assert!(
+            out.contains("change or delete the rule"),
+            "the message says to change or delete the rule: {out}"
+        );
+        let (code, v) = env.json(&args);
+        assert_eq!(code, 3, "{v:#}");
+    }
+    assert_eq!(env.json_ok(0, &["admins", "show", auto_id]), before);
+    for (id, email) in [
+        ("E00228", "other@acme.example"),
+        ("E00057", "aylin.taylor@acme.example"),
+        (" E00057 ", "x@acme.example"),
+    ] {
+        env.expect(
+            3,
+            &[
+                "admins",
+                "add",
+                "--employee-id",
+                id,
+                "--email",
+                email,
+                "--role",
+                "IT Admin",
+            ],
+        );
+    }
+    assert_eq!(env.json_ok(0, &["admins", "show", auto_id]), before);
+    assert_eq!(env.accounts(&["--origin", "manual"]), manual_before);
+    assert_eq!(env.run(&["admins", "set", "NOPE", "--role", "IT Admin"]).0, 1);
+
+    // set: role and status change; provisioning leaves them alone.
+    let v = env.json_ok(0, &["admins", "set", "E00057", "--role", "Super Admin"]);
+    assert_eq!(v["role"], "Super Admin");
+    assert_eq!(v["origin"], "manual");
+    let v = env.json_ok(0, &["admins", "set", "E00057", "--status", "inactive"]);
+    assert_eq!(v["status"], "inactive");
+    assert_eq!(v["history"].as_array().unwrap().len(), 3, "{v:#}");
+    assert_eq!(auth(&env, "aylin.taylor@acme.example").0, 1);
+    let s = env.json_ok(0, &["sync"]);
+    assert_counts(&s, [0, 0, 0, 0, 0, 1, 81]);
+    let after = env.json_ok(0, &["admins", "show", "E00057"]);
+    assert_eq!(after, v, "sync left the manual account as it was");
+    // A roster without E00057 does not deactivate or remove a manual account either.
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    let (code, _) = env.process(&day2, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(env.accounts(&["--origin", "manual"])["X-1"], manual_before["X-1"]);
+
+    // remove: gone; then the rule takes the employee over at the next sync.
+    let v = env.json_ok(0, &["admins", "remove", "E00057"]);
+    assert_eq!(v["removed"], "E00057");
+    assert_eq!(env.run(&["admins", "show", "E00057"]).0, 1);
+    let s = env.json_ok(0, &["sync"]);
+    assert_change(
+        change(&s, "E00057"),
+        "E00057",
+        "aylin.taylor@acme.example",
+        "created",
+        Some(1),
+        Some("IT managers"),
+        "Super Admin",
+        None,
+        None,
+    );
+    assert_eq!(s["counts"]["skipped_manual"], 0);
+    let aylin = env.json_ok(0, &["admins", "show", "E00057"]);
+    assert_eq!(aylin["origin"], "auto");
+    // And the audit log names the user of each manual change.
+    let audit = env.json_ok(0, &["audit"]);
+    for action in ["admins add", "admins set", "admins remove"] {
+        let e: Vec<&Value> = audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == action)
+            .collect();
+        assert!(!e.is_empty(), "{action} not audited: {audit:#}");
+        assert!(e.iter().all(|e| e["user"] == current_user()), "{audit:#}");
+    }
+}
+
+// ---- 6. SSO prerequisite ---------------------------------------------------------------
+
+#[test]
+fn without_sso_provisioning_refuses_with_exit_2_but_auth_check_works() {
+    let mut env = TestEnv::new();
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    assert_eq!(env.process(&day1, &[]).0, 3);
+    env.json_ok(0, &["files", "approve", "1"]);
+    // Disabling rule 2 makes day2 deactivate 18 accounts: held.
+    env.expect(0, &["rules", "disable", "2"]);
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    let (code, r) = env.process(&day2, &[]);
+    assert_eq!(code, 3, "{r:#}");
+    assert_eq!(r["counts"]["deactivated"], 18);
+    let accounts_before = env.json_ok(0, &["admins", "list"]);
+    let files_before = env.json_ok(0, &["files", "list"]);
+
+    env.reconfigure(|s| s.sso_enabled = false);
+    let day3 = env.input_from("sequence/day3.csv", "day3.csv");
+    for args in [
+        vec!["process", day3.to_str().unwrap()],
+        vec!["process", "--dry-run", day3.to_str().unwrap()],
+        vec!["sync"],
+        vec!["sync", "--force"],
+        vec!["files", "approve", "2"],
+    ] {
+        let (code, out, err) = env.run(&args);
+        assert_eq!(code, 2, "{args:?}\nstdout:\n{out}\nstderr:\n{err}");
+        let msg = format!("{out}{err}").to_lowercase();
+        assert!(msg.contains("sso"), "{args:?} should say why: {msg}");
+        assert!(msg.contains("enabled"), "{args:?} should say why: {msg}");
+    }
+    assert!(env.files_in("inbox").is_empty(), "{:?}", env.files_in("inbox"));
+    assert_eq!(env.json_ok(0, &["admins", "list"]), accounts_before);
+    assert_eq!(env.json_ok(0, &["files", "list"]), files_before);
+    assert_eq!(env.files_in("held").len(), 3);
+
+    // Sign-in checks keep working, as do read commands.
+    assert_eq!(auth(&env, "jose.fischer@acme.example"), (0, "IT Admin\n".into()));
+    assert_eq!(auth(&env, "nobody@acme.example").0, 1);
+    let st = env.expect(0, &["status"]);
+    assert!(st.to_lowercase().contains("sso"), "{st}");
+    env.json_ok(0, &["rules", "list"]);
+
+    // Back on: the held file can be approved.
+    env.reconfigure(|s| s.sso_enabled = true);
+    let v = env.json_ok(0, &["files", "approve", "2"]);
+    assert_eq!(v["status"], "applied");
+    assert_eq!(v["counts"]["deactivated"], 18);
+}
+
+// ---- 7. dry runs and repeated files -------------------------------------------------------
+
+#[test]
+fn dry_runs_change_nothing() {
+    let env = day1_applied(Settings::default());
+    let before = snapshot(&env);
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    let day2_bytes = fs::read(&day2).unwrap();
+
+    // --dry-run
+    let (code, r) = env.process(&day2, &["--dry-run"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["status"], "dry_run");
+    assert_eq!(r["sha256"], sha256_hex(&day2_bytes));
+    assert_eq!(r["rows"], 302);
+    assert_counts(&r, [1, 1, 0, 0, 0, 0, 81]);
+    assert_eq!(change(&r, "E00228")["action"], "reassigned");
+    assert_eq!(snapshot(&env), before);
+    let file = r["file"].as_str().unwrap().to_string();
+    assert!(file.ends_with(".dryrun.csv"), "{file}");
+    let stored = filed(&env, "processed", &file);
+    assert_eq!(env.report_file("processed", &stored)["status"], "dry_run");
+    assert!(
+        env.report_text("processed", &stored)
+            .to_lowercase()
+            .contains("dry run")
+    );
+    assert_eq!(fs::read(&day2).unwrap(), day2_bytes, "the original is left alone");
+
+    // A file named *.dryrun.csv
+    let x = env.input_from("sequence/day3.csv", "x.dryrun.csv");
+    let (code, r) = env.process(&x, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["status"], "dry_run");
+    assert_eq!(r["file"], "x.dryrun.csv");
+    // Relative to the last *applied* roster (day1): 1 + 0 deactivations, 1 reassigned.
+    assert_counts(&r, [0, 1, 0, 0, 2, 0, 79]);
+    assert_eq!(snapshot(&env), before);
+    filed(&env, "processed", "x.dryrun.csv");
+
+    // A dry run over the safety limit is still a dry run (exit 0), and changes nothing.
+    env.expect(0, &["rules", "disable", "2"]);
+    env.expect(0, &["rules", "disable", "6"]);
+    let before = snapshot(&env);
+    let (code, r) = env.process(&day2, &["--dry-run"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["status"], "dry_run");
+    assert_eq!(snapshot(&env), before);
+
+    // The last applied roster is still day1: a forced sync re-evaluates day1, not a dry run.
+    let s = env.json_ok(0, &["sync", "--force"]);
+    assert_eq!(s["status"], "applied");
+    assert_eq!(s["rows"], 300);
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(
+        strs(&files, "status"),
+        ["applied", "dry_run", "dry_run", "dry_run"]
+    );
+}
+
+#[test]
+fn repeated_bytes_name_the_earlier_file_and_names_never_collide() {
+    let env = day1_applied(Settings::default());
+    let first = filed(&env, "processed", "day1.csv");
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let (code, r) = env.process(&day1, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["status"], "applied");
+    assert_eq!(r["repeats"], json!(first), "{r:#}");
+    assert_counts(&r, [0, 0, 0, 0, 0, 0, 82]);
+    let txt_names: Vec<String> = env
+        .files_in("processed")
+        .into_iter()
+        .filter(|n| n.ends_with(".report.txt"))
+        .collect();
+    assert_eq!(txt_names.len(), 2, "{txt_names:?}");
+    // Same bytes under another name also repeats.
+    let renamed = env.input_from("sequence/day1.csv", "copy.csv");
+    let (code, r) = env.process(&renamed, &[]);
+    assert_eq!(code, 0);
+    assert!(r["repeats"].as_str().is_some_and(|s| s.ends_with("_day1.csv") || s.contains("_day1")), "{r:#}");
+    // Different bytes: no repeat.
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    let (_, r) = env.process(&day2, &[]);
+    assert_eq!(r["repeats"], Value::Null, "{r:#}");
+
+    // Name collisions in the result folders get -2 before the last dot (or at the end).
+    let now = std::time::SystemTime::now();
+    for secs in -2i64..30 {
+        let t = if secs < 0 {
+            now - std::time::Duration::from_secs((-secs) as u64)
+        } else {
+            now + std::time::Duration::from_secs(secs as u64)
+        };
+        let ts = compact(&humantime::format_rfc3339_seconds(t).to_string());
+        fs::write(env.drop_dir("processed").join(format!("{ts}_coll.csv")), b"x").unwrap();
+        fs::write(env.drop_dir("rejected").join(format!("{ts}_noext")), b"x").unwrap();
+    }
+    let coll = env.input_from("sequence/day2.csv", "coll.csv");
+    let (code, r) = env.process(&coll, &[]);
+    assert_eq!(code, 0, "{r:#}");
+    let names: Vec<String> = env
+        .files_in("processed")
+        .into_iter()
+        .filter(|n| n.ends_with("_coll-2.csv"))
+        .collect();
+    assert_eq!(names.len(), 1, "{:?}", env.files_in("processed"));
+    let stored = &names[0];
+    assert_eq!(env.report_file("processed", stored)["file"], "coll.csv");
+    assert_eq!(env.report_file("processed", stored)["status"], "applied");
+    let noext = env.input(
+        "noext",
+        b"employee_id,email\n1,a@example.com\n1,b@example.com\n",
+    );
+    let (code, r) = env.process(&noext, &[]);
+    assert_eq!(code, 1, "{r:#}");
+    let names: Vec<String> = env
+        .files_in("rejected")
+        .into_iter()
+        .filter(|n| n.ends_with("_noext-2"))
+        .collect();
+    assert_eq!(names.len(), 1, "{:?}", env.files_in("rejected"));
+    assert!(env.files_in("rejected").contains(&format!("{}.report.json", names[0])));
+}
+
+// ---- 8. sync after rule changes ---------------------------------------------------------
+
+#[test]
+fn sync_applies_rule_changes_and_rule_ids_are_never_reused() {
+    let env = day1_applied(Settings::default());
+    assert_eq!(env.expect(1, &["sync"]).len() > 0, true, "no-op guard");
+}
