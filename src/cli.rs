@@ -55,6 +55,16 @@ pub enum Command {
     /// SSO hook: prints the role and exits 0 only for an active account.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Write a portable backup of the whole store to FILE.
+    Backup {
+        /// Where to write it (with a daemon running, the daemon writes it: use a path it may write).
+        file: PathBuf,
+    },
+    /// Replace the store with a backup (only while the daemon is stopped).
+    Restore {
+        /// A file written by `autoprov backup`.
+        file: PathBuf,
+    },
     /// The audit log.
     Audit {
         /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
@@ -222,7 +232,13 @@ impl Command {
     /// The request for every command that is one (all but `run` and `process`, which need a file copied first).
     pub fn request(&self) -> Option<Request> {
         Some(match self {
-            Command::Run | Command::Process { .. } => return None,
+            Command::Run | Command::Process { .. } | Command::Restore { .. } => return None,
+            Command::Backup { file } => Request::Backup {
+                path: std::path::absolute(file)
+                    .unwrap_or_else(|_| file.clone())
+                    .to_string_lossy()
+                    .into_owned(),
+            },
             Command::Sync { force } => Request::Sync { force: *force },
             Command::Rules(r) => match r {
                 RulesCommand::List => Request::RulesList,

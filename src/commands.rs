@@ -146,6 +146,11 @@ pub enum Request {
         /// The SSO login.
         email: String,
     },
+    /// `backup FILE`
+    Backup {
+        /// Where to write the backup (absolute; written by whoever owns the store).
+        path: String,
+    },
     /// `audit`
     Audit {
         /// Entries at or after this time (RFC 3339).
@@ -168,6 +173,7 @@ impl Request {
                 | Request::AdminsSet { .. }
                 | Request::AdminsRemove { .. }
                 | Request::FilesDecide { .. }
+                | Request::Backup { .. }
         )
     }
 
@@ -410,6 +416,13 @@ fn run<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> anyhow::Result<
             report_response(&report)
         }
         Request::Status => status(p)?,
+        Request::Backup { path } => {
+            let (n, path) = crate::backup::write(&p.store, std::path::Path::new(&path))?;
+            Response::ok(
+                json!({"backup": path, "records": n}),
+                format!("wrote {n} records to {}\n", path.display()),
+            )
+        }
         Request::AuthCheck { email } => auth_check(p, &email)?,
         Request::Audit { since } => {
             let entries = p.store.audit(since.as_deref())?;

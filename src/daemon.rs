@@ -103,6 +103,10 @@ pub fn run(cfg: Config) -> Result<()> {
 async fn serve(cfg: Config) -> Result<()> {
     let pipeline = crate::local::open(cfg.clone())?;
     let paths = pipeline.paths.clone();
+    match crate::backup::rotate(&pipeline.store, &paths) {
+        Ok(path) => tracing::info!(backup = %path.display(), "store checked and backed up"),
+        Err(e) => tracing::warn!("automatic backup at start-up failed: {e:#}"),
+    }
     let cfg = Arc::new(cfg);
     let state = Arc::new(Mutex::new(DaemonState {
         started_at: Some(SystemTime::now()),

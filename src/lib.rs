@@ -1,6 +1,7 @@
 //! autoprov: admin accounts from the HR roster, delivered over SFTP.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -26,12 +26,22 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let store = SledStore::open(&paths.store).with_context(|| {
-        format!(
-            "opening the store {} (is the daemon or another autoprov command using it?)",
-            paths.store.display()
-        )
-    })?;
+    let store = match SledStore::open(&paths.store) {
+        Ok(store) => store,
+        Err(e @ crate::store::StoreError::Corrupt(_)) => {
+            anyhow::bail!(
+                "refusing to run on a damaged store {}: {e}; {}",
+                paths.store.display(),
+                crate::backup::advice(&paths)
+            )
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "opening the store {} (is the daemon or another autoprov command using it?)",
+                paths.store.display()
+            )));
+        }
+    };
     let pipeline = Pipeline::new(cfg, store)?;
     pipeline.recover()?;
     Ok(pipeline)
@@ -107,6 +117,36 @@ pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> 
         .unwrap_or_default();
     match p.receive(&original, &bytes, dry_run) {
         Ok(name) => commands::execute(&p, Request::Process { name }, &user),
+        Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
+    }
+}
+
+/// `restore FILE`: only with no daemon running, only for an org admin.
+pub fn restore(cfg: Config, file: &Path) -> Response {
+    let user = caller();
+    if !cfg.is_org_admin(&user) {
+        return commands::refusal(&user);
+    }
+    if std::os::unix::net::UnixStream::connect(&cfg.control.socket).is_ok() {
+        return Response::fail(
+            exit::REFUSED,
+            "refused: the daemon is running; stop it (systemctl stop autoprov) before restoring",
+        );
+    }
+    let paths = Paths::new(&cfg.data_dir);
+    match crate::backup::restore(&paths, file) {
+        Ok((n, replaced)) => Response {
+            exit: exit::OK,
+            json: serde_json::json!({"restored": n, "replaced_store": replaced}),
+            text: format!(
+                "restored {n} records from {}{}\n",
+                file.display(),
+                replaced.map_or(String::new(), |p| format!(
+                    "; the previous store was kept as {}",
+                    p.display()
+                ))
+            ),
+        },
         Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
     }
 }

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             };
             local::execute(cfg, request, Some((file, *dry_run)))
         }
+        Command::Restore { file } => local::restore(cfg, file),
         other => {
             let request = other.request().expect("every other command is a request");
             local::execute(cfg, request, None)

@@ -39,6 +39,8 @@ pub struct Paths {
     pub staging: PathBuf,
     /// SSH host keys.
     pub host_keys: PathBuf,
+    /// Automatic backups of the store.
+    pub backups: PathBuf,
 }
 
 impl Paths {
@@ -49,6 +51,7 @@ impl Paths {
             drop: data_dir.join("drop"),
             staging: data_dir.join("staging"),
             host_keys: data_dir.join("host_keys"),
+            backups: data_dir.join("backups"),
         }
     }
 

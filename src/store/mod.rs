@@ -169,6 +169,8 @@ pub trait Store {
     fn append_audit(&self, note: AuditNote) -> StoreResult<()>;
     /// Flushes everything to disk.
     fn flush(&self) -> StoreResult<()>;
+    /// Writes a portable backup of everything; returns the record count.
+    fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64>;
 }
 
 /// The summary line of a report for the ledger.

@@ -79,7 +79,19 @@ fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
 impl SledStore {
     /// Opens (creating if needed) the store at `path` and checks every record decodes.
     pub fn open(path: &Path) -> StoreResult<SledStore> {
-        let db = sled::Config::new().path(path).open()?;
+        // sled may panic on some damaged files instead of returning an error.
+        let opened = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(sled::Error::Io(e))) => return Err(StoreError::Sled(sled::Error::Io(e))),
+            Ok(Err(e)) => return Err(StoreError::Corrupt(e.to_string())),
+            Err(_) => {
+                return Err(StoreError::Corrupt(format!(
+                    "sled could not read {} (it panicked while opening it)",
+                    path.display()
+                )));
+            }
+        };
         let store = SledStore {
             meta: db.open_tree("meta")?,
             rules: db.open_tree("rules")?,
@@ -159,6 +171,163 @@ impl SledStore {
         })?;
         self.db.flush()?;
         Ok(u64_of(next))
+    }
+}
+
+/// The first line of a backup file.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct BackupHeader {
+    format: String,
+    version: u32,
+    schema: String,
+    created_at: String,
+}
+
+/// One record of a backup file; the last line is `{"end": N}` with the record count.
+#[derive(Debug, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum BackupLine {
+    Record {
+        tree: String,
+        key: String,
+        value: serde_json::Value,
+    },
+    End {
+        end: u64,
+    },
+}
+
+/// Identifies autoprov backup files.
+pub const BACKUP_FORMAT: &str = "autoprov-backup";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl SledStore {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 6] {
+        [
+            ("meta", &self.meta),
+            ("rules", &self.rules),
+            ("accounts", &self.accounts),
+            ("files", &self.files),
+            ("sha_index", &self.sha_index),
+            ("audit", &self.audit),
+        ]
+    }
+
+    /// Writes the whole store as a portable, versioned backup (JSON lines); returns the record count.
+    pub fn export_all(
+        &self,
+        out: &mut dyn std::io::Write,
+        created_at: &str,
+    ) -> std::io::Result<u64> {
+        let header = BackupHeader {
+            format: BACKUP_FORMAT.into(),
+            version: 1,
+            schema: String::from_utf8_lossy(SCHEMA).into_owned(),
+            created_at: created_at.into(),
+        };
+        serde_json::to_writer(&mut *out, &header)?;
+        out.write_all(b"\n")?;
+        let mut n = 0;
+        for (name, tree) in self.trees() {
+            for item in tree.iter() {
+                let (k, v) = item.map_err(std::io::Error::other)?;
+                // Values are JSON except counters in meta, which are stored as hex too.
+                let value = match serde_json::from_slice::<serde_json::Value>(&v) {
+                    Ok(json) if name != "meta" && name != "sha_index" => json,
+                    _ => serde_json::Value::String(format!("hex:{}", hex(&v))),
+                };
+                let line = BackupLine::Record {
+                    tree: name.into(),
+                    key: hex(&k),
+                    value,
+                };
+                serde_json::to_writer(&mut *out, &line)?;
+                out.write_all(b"\n")?;
+                n += 1;
+            }
+        }
+        serde_json::to_writer(&mut *out, &BackupLine::End { end: n })?;
+        out.write_all(b"\n")?;
+        out.flush()?;
+        Ok(n)
+    }
+
+    /// Creates a new store at `path` (which must not exist) from a backup, checking it whole first.
+    pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
+        let bad = |m: String| StoreError::Corrupt(format!("backup: {m}"));
+        let mut lines = input.lines();
+        let header: BackupHeader = match lines.next() {
+            Some(Ok(l)) => serde_json::from_str(&l).map_err(|e| bad(format!("header: {e}")))?,
+            _ => return Err(bad("empty file".into())),
+        };
+        if header.format != BACKUP_FORMAT || header.version != 1 {
+            return Err(bad(format!(
+                "not an autoprov backup version 1 ({} {})",
+                header.format, header.version
+            )));
+        }
+        if header.schema.as_bytes() != SCHEMA {
+            return Err(bad(format!(
+                "schema {} is not {}",
+                header.schema,
+                String::from_utf8_lossy(SCHEMA)
+            )));
+        }
+        let mut records = Vec::new();
+        let mut end = None;
+        for line in lines {
+            let line = line.map_err(|e| bad(e.to_string()))?;
+            match serde_json::from_str::<BackupLine>(&line).map_err(|e| bad(e.to_string()))? {
+                BackupLine::End { end: n } => {
+                    end = Some(n);
+                    break;
+                }
+                BackupLine::Record { tree, key, value } => {
+                    let key = unhex(&key).ok_or_else(|| bad(format!("bad key in {tree}")))?;
+                    let value = match &value {
+                        serde_json::Value::String(s) if s.starts_with("hex:") => {
+                            unhex(&s[4..]).ok_or_else(|| bad(format!("bad value in {tree}")))?
+                        }
+                        v => serde_json::to_vec(v).expect("json values serialize"),
+                    };
+                    records.push((tree, key, value));
+                }
+            }
+        }
+        match end {
+            Some(n) if n == records.len() as u64 => {}
+            Some(n) => {
+                return Err(bad(format!(
+                    "{} records where the end line says {n}",
+                    records.len()
+                )));
+            }
+            None => return Err(bad("truncated: no end line".into())),
+        }
+        if path.exists() {
+            return Err(bad(format!("{} already exists", path.display())));
+        }
+        let db = sled::Config::new().path(path).open()?;
+        for (tree, key, value) in &records {
+            db.open_tree(tree.as_str())?
+                .insert(key.as_slice(), value.as_slice())?;
+        }
+        db.flush()?;
+        drop(db);
+        Ok(records.len() as u64)
     }
 }
 
@@ -302,6 +471,10 @@ impl Store for SledStore {
         self.db.flush()?;
         Ok(())
     }
+
+    fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64> {
+        self.export_all(out, created_at)
+    }
 }
 
 #[cfg(test)]
@@ -392,6 +565,35 @@ mod tests {
         assert_eq!(s.last_applied().unwrap().unwrap().name, "r.csv");
         assert_eq!(s.file_by_sha("abc").unwrap().unwrap().id, 1);
         assert_eq!(s.audit(None).unwrap()[0].note.action, "apply");
+    }
+
+    #[test]
+    fn backup_round_trips_every_record_and_refuses_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("a")).unwrap();
+        s.next_rule_id().unwrap();
+        s.commit(Commit {
+            updates: &[account("E1"), account("E2")],
+            file: None,
+            last_applied: None,
+            audit: Some(note("apply")),
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let n = s.export_all(&mut out, "now").unwrap();
+        assert!(n >= 5, "{n}");
+        let restored = dir.path().join("b");
+        assert_eq!(SledStore::import(&restored, out.as_slice()).unwrap(), n);
+        let r = reopen(&restored);
+        assert_eq!(r.accounts().unwrap(), s.accounts().unwrap());
+        assert_eq!(r.next_rule_id().unwrap(), RuleId(2), "counters survive");
+        let truncated = &out[..out.len() - 12];
+        let err = SledStore::import(&dir.path().join("c"), truncated).unwrap_err();
+        assert!(err.to_string().contains("backup"), "{err}");
+        assert!(
+            !dir.path().join("c").exists(),
+            "nothing is created from a bad backup"
+        );
     }
 
     #[test]
