@@ -408,12 +408,15 @@ fn run<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> anyhow::Result<
             Response::ok(serde_json::to_value(&report)?, text)
         }
         Request::FilesDecide { id, approve } => {
-            let report = if approve {
-                p.approve(id, caller)?
+            if approve {
+                report_response(&p.approve(id, caller)?)
             } else {
-                p.reject(id, caller)?
-            };
-            report_response(&report)
+                // The rejection was asked for and done: a success, not a negative answer.
+                Response {
+                    exit: exit::OK,
+                    ..report_response(&p.reject(id, caller)?)
+                }
+            }
         }
         Request::Status => status(p)?,
         Request::Backup { path } => {

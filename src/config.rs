@@ -137,31 +137,34 @@ fn default_max_rows() -> u64 {
 }
 
 /// `[safety]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Safety {
-    /// Deactivation limit.
-    #[serde(default = "default_max_deactivations")]
-    pub max_deactivations: Limit,
-    /// Grant limit.
-    #[serde(default = "default_max_grants")]
-    pub max_grants: Limit,
+    /// Deactivation limit (default: more than 10 and more than 20%).
+    #[serde(default)]
+    pub max_deactivations: LimitConfig,
+    /// Grant limit (default: more than 50 and more than 20%).
+    #[serde(default)]
+    pub max_grants: LimitConfig,
 }
 
-impl Default for Safety {
-    fn default() -> Self {
-        Self {
-            max_deactivations: default_max_deactivations(),
-            max_grants: default_max_grants(),
+/// A safety limit as configured; a missing half keeps its default.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Absolute number of accounts.
+    pub count: Option<usize>,
+    /// Percent of the active auto accounts before the sync.
+    pub percent: Option<u32>,
+}
+
+impl LimitConfig {
+    fn or(self, default: Limit) -> Limit {
+        Limit {
+            count: self.count.unwrap_or(default.count),
+            percent: self.percent.unwrap_or(default.percent),
         }
     }
-}
-
-fn default_max_deactivations() -> Limit {
-    Limits::default().max_deactivations
-}
-fn default_max_grants() -> Limit {
-    Limits::default().max_grants
 }
 
 /// How files arrive.
@@ -471,9 +474,10 @@ impl Config {
 
     /// Safety limits.
     pub fn limits(&self) -> Limits {
+        let d = Limits::default();
         Limits {
-            max_deactivations: self.safety.max_deactivations,
-            max_grants: self.safety.max_grants,
+            max_deactivations: self.safety.max_deactivations.or(d.max_deactivations),
+            max_grants: self.safety.max_grants.or(d.max_grants),
         }
     }
 
@@ -513,14 +517,14 @@ mod tests {
         assert_eq!(c.roster.max_bytes, 536_870_912);
         assert_eq!(c.roster.max_rows, 5_000_000);
         assert_eq!(
-            c.safety.max_deactivations,
+            c.limits().max_deactivations,
             Limit {
                 count: 10,
                 percent: 20
             }
         );
         assert_eq!(
-            c.safety.max_grants,
+            c.limits().max_grants,
             Limit {
                 count: 50,
                 percent: 20
@@ -559,6 +563,25 @@ mod tests {
     }
 
     #[test]
+    fn half_a_limit_keeps_the_other_half_default() {
+        let c = load("[safety]\nmax_grants = { count = 100 }\n").unwrap();
+        assert_eq!(
+            c.limits().max_grants,
+            Limit {
+                count: 100,
+                percent: 20
+            }
+        );
+        assert_eq!(
+            c.limits().max_deactivations,
+            Limit {
+                count: 10,
+                percent: 20
+            }
+        );
+    }
+
+    #[test]
     fn spec_example_keys_parse() {
         let c = load(
             r#"
@@ -589,7 +612,7 @@ format = "json"
         assert_eq!(c.encoding().unwrap(), Encoding::Windows1252);
         assert_eq!(c.columns().key("badge number"), "employeeid");
         assert_eq!(
-            c.safety.max_deactivations,
+            c.limits().max_deactivations,
             Limit {
                 count: 5,
                 percent: 10

@@ -81,9 +81,21 @@ pub fn is_ignored(name: &str) -> bool {
             .any(|s| name.ends_with(s))
 }
 
-/// Why a file could not be taken now.
+/// Refusals of the pipeline (exit code 3).
 #[derive(Debug, thiserror::Error)]
 pub enum Blocked {
+    /// Only held files can be decided.
+    #[error(
+        "refused: file {id} ({name}) is {status}, not held: only held files can be approved or rejected"
+    )]
+    NotHeld {
+        /// The file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+        /// Its status.
+        status: &'static str,
+    },
     /// A held file waits for a decision.
     #[error(
         "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"
@@ -258,11 +270,12 @@ impl<S: Store> Pipeline<S> {
             .file(id)?
             .ok_or_else(|| anyhow!("no file {id}: see `autoprov files list`"))?;
         if entry.status != FileStatus::Held {
-            bail!(
-                "file {id} ({}) is {}, not held: only held files can be approved or rejected",
-                entry.stored_as,
-                entry.status.as_str()
-            );
+            return Err(Blocked::NotHeld {
+                id,
+                name: entry.stored_as,
+                status: entry.status.as_str(),
+            }
+            .into());
         }
         let held_path = self.paths.folder("held").join(&entry.stored_as);
         let now = now_rfc3339();
@@ -402,12 +415,8 @@ impl<S: Store> Pipeline<S> {
         dry_run: bool,
     ) -> Result<Evaluation> {
         let mut report = Report::new(name, sha, received_at, now);
-        let enabled: Vec<Rule> = self
-            .store
-            .rules()?
-            .into_iter()
-            .filter(|r| r.enabled)
-            .collect();
+        let all_rules = self.store.rules()?;
+        let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
         let roster = match self.parse(bytes, &enabled) {
             Ok(roster) => roster,
             Err(rejection) => {
@@ -429,7 +438,9 @@ impl<S: Store> Pipeline<S> {
             .collect::<Result<_, _>>()
             .map_err(|field| anyhow!("rule field {field} was not kept by the parser"))?;
         let matching = rules::matching(&roster, &compiled);
-        let rules_by_id: BTreeMap<RuleId, Rule> = enabled.into_iter().map(|r| (r.id, r)).collect();
+        // All rules, so that a change names a disabled rule too; only enabled ones ever match.
+        let rules_by_id: BTreeMap<RuleId, Rule> =
+            all_rules.into_iter().map(|r| (r.id, r)).collect();
         let accounts = self.store.accounts()?;
         let plan = reconcile::plan(
             &roster,

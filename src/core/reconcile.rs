@@ -210,7 +210,7 @@ impl Plan {
 pub struct SyncInput<'a> {
     /// For each employee of the roster (same order): matching enabled rules, lowest id first.
     pub matching: &'a [Vec<RuleId>],
-    /// The rules by id (at least every id in `matching` and every id accounts refer to that still exists).
+    /// The rules by id: at least every id in `matching`; disabled ones too, so changes can name them.
     pub rules: &'a BTreeMap<RuleId, Rule>,
     /// Every account, keyed by employee ID.
     pub accounts: &'a HashMap<String, Account>,

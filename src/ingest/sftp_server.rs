@@ -234,7 +234,7 @@ async fn accept_loop<H, F>(
 ) -> anyhow::Result<()>
 where
     H: russh::server::Handler + Send + 'static,
-    H::Error: std::fmt::Debug,
+    H::Error: std::fmt::Display,
     F: Fn(SocketAddr, Span, Arc<AtomicBool>) -> H,
 {
     loop {
@@ -562,7 +562,7 @@ async fn serve_connection<H>(
     shutdown: CancellationToken,
 ) where
     H: russh::server::Handler + Send + 'static,
-    H::Error: std::fmt::Debug,
+    H::Error: std::fmt::Display,
 {
     // russh applies Config::nodelay only in its own accept loop.
     if let Err(e) = stream.set_nodelay(true) {
@@ -578,7 +578,7 @@ async fn serve_connection<H>(
             match started {
                 Ok(Ok(session)) => session,
                 Ok(Err(e)) => {
-                    tracing::debug!(error = ?e, "SSH handshake failed");
+                    tracing::debug!(error = %format!("{e:#}"), "SSH handshake failed");
                     return;
                 }
                 Err(_) => {
@@ -600,7 +600,7 @@ async fn serve_connection<H>(
             ended = &mut session => {
                 match ended {
                     Ok(()) => tracing::debug!("connection closed"),
-                    Err(e) => tracing::info!(error = ?e, "connection ended with an error"),
+                    Err(e) => tracing::info!(reason = %format!("{e:#}"), "connection ended"),
                 }
                 return;
             }
@@ -1337,7 +1337,12 @@ mod tests {
         for _ in 0..2 {
             let out = tokio::process::Command::new("ssh")
                 .args(["-p", &port, "-F", "/dev/null", "-o", "BatchMode=yes"])
-                .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+                .args([
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                ])
                 .args(["u@127.0.0.1", "true"])
                 .stdin(std::process::Stdio::null())
                 .output()
@@ -1346,9 +1351,13 @@ mod tests {
             assert!(!out.status.success());
         }
         // Still accepting and speaking SSH.
-        let mut conn = TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
+        let mut conn = TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
         let mut banner = [0u8; 16];
-        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut banner).await.unwrap();
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut banner)
+            .await
+            .unwrap();
         assert_eq!(&banner, b"SSH-2.0-autoprov");
         assert!(!server.is_finished());
         shutdown.cancel();

@@ -238,7 +238,10 @@ impl TestEnv {
             .iter()
             .map(|a| a.as_ref().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(code, want, "autoprov --json {shown:?}: exit {code}, output:\n{v:#}");
+        assert_eq!(
+            code, want,
+            "autoprov --json {shown:?}: exit {code}, output:\n{v:#}"
+        );
         v
     }
 
@@ -265,7 +268,12 @@ impl TestEnv {
     pub fn files_in(&self, folder: &str) -> Vec<String> {
         let mut names: Vec<String> = match fs::read_dir(self.drop_dir(folder)) {
             Ok(rd) => rd
-                .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+                .map(|e| {
+                    e.expect("dir entry")
+                        .file_name()
+                        .to_string_lossy()
+                        .into_owned()
+                })
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -284,7 +292,9 @@ impl TestEnv {
 
     /// Reads `<folder>/<stored_as>.report.txt`.
     pub fn report_text(&self, folder: &str, stored_as: &str) -> String {
-        let p = self.drop_dir(folder).join(format!("{stored_as}.report.txt"));
+        let p = self
+            .drop_dir(folder)
+            .join(format!("{stored_as}.report.txt"));
         fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
     }
 
@@ -463,6 +473,11 @@ pub fn strs(v: &Value, key: &str) -> Vec<String> {
     v.as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
         .iter()
-        .map(|x| x[key].as_str().unwrap_or_else(|| panic!("{key} in {x}")).to_string())
+        .map(|x| {
+            x[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("{key} in {x}"))
+                .to_string()
+        })
         .collect()
 }
