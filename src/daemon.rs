@@ -19,8 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// A closure run on the engine thread with the pipeline (poll mode's bookkeeping).
+pub type Call = Box<dyn FnOnce(&Pipeline<SledStore>) + Send>;
+
 /// Work for the engine thread.
 pub enum Job {
+    /// Run this with the pipeline.
+    Call(Call),
     /// Look at inbox/ and process what waits there.
     Scan,
     /// A control request (with the file of a `process`).
@@ -52,6 +57,19 @@ impl EngineHandle {
     /// Asks the engine to scan inbox/.
     pub fn scan(&self) {
         let _ = self.tx.send(Job::Scan);
+    }
+
+    /// Runs `f` on the engine thread and returns its result (None when the engine stopped).
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Pipeline<SledStore>) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Call(Box::new(move |p| {
+            let _ = tx.send(f(p));
+        }));
+        self.tx.send(job).ok()?;
+        rx.await.ok()
     }
 
     /// Sends a request and waits for its answer.
@@ -228,6 +246,7 @@ fn run_engine(
     while let Some(job) = jobs.blocking_recv() {
         match job {
             Job::Scan => process_waiting(&pipeline, &state, &shutdown),
+            Job::Call(f) => f(&pipeline),
             Job::Request {
                 request,
                 caller,

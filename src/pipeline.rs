@@ -13,7 +13,7 @@ use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Decision, Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
-use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
+use crate::store::{AuditNote, Commit, FileEntry, FileStatus, RemoteOrigin, Store, summary};
 use crate::util::{
     compact_timestamp, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex, write_atomic,
 };
@@ -24,6 +24,15 @@ use std::path::{Path, PathBuf};
 
 /// The drop folders.
 pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
+
+/// Where a fetched file goes on the remote server once decided (SPEC §5 poll mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteFolder {
+    /// `source.remote.processed`: applied, dry run, or held and then decided.
+    Processed,
+    /// `source.remote.rejected`: rejected for errors.
+    Rejected,
+}
 
 /// Suffix that marks a file as a dry run.
 pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
@@ -221,6 +230,7 @@ impl<S: Store> Pipeline<S> {
         let status = FileStatus::from(eval.report.status);
         let stored_as = self.unique_name(&compact_timestamp(&now), name)?;
         eval.report.stored_as = Some(stored_as.clone());
+        let remote = self.store.remote_registration(name)?;
         let entry = FileEntry {
             id: self.store.next_file_id()?,
             name: name.to_string(),
@@ -235,6 +245,10 @@ impl<S: Store> Pipeline<S> {
                 format!("inbox/{name}"),
                 format!("{}/{stored_as}", status.folder()),
             )),
+            // A held file's remote copy waits for the decision.
+            remote_pending: remote.is_some() && status != FileStatus::Held,
+            remote,
+            was_held: false,
         };
         self.stage(&entry, &eval.report)?;
         let applied = status == FileStatus::Applied;
@@ -248,6 +262,7 @@ impl<S: Store> Pipeline<S> {
                 action: format!("file {}", status.as_str()),
                 detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
             }),
+            clear_remote: entry.remote.is_some().then_some(name),
         })?;
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
         self.finish_filing(&entry)?;
@@ -321,6 +336,8 @@ impl<S: Store> Pipeline<S> {
                 format!("held/{}", entry.stored_as),
                 format!("{}/{}", status.folder(), entry.stored_as),
             )),
+            remote_pending: entry.remote.is_some(),
+            was_held: true,
             ..entry
         };
         self.stage(&updated, &eval.report)?;
@@ -340,6 +357,7 @@ impl<S: Store> Pipeline<S> {
                 .into(),
                 detail: format!("file {id} {}: {}", updated.stored_as, updated.summary),
             }),
+            clear_remote: None,
         })?;
         self.finish_filing(&updated)?;
         Ok(eval.report)
@@ -391,6 +409,7 @@ impl<S: Store> Pipeline<S> {
                         summary(&eval.report)
                     ),
                 }),
+                clear_remote: None,
             })?;
         }
         Ok(eval.report)
@@ -538,6 +557,7 @@ impl<S: Store> Pipeline<S> {
             }),
             last_applied: None,
             audit: None,
+            clear_remote: None,
         })?;
         Ok(())
     }
@@ -579,6 +599,56 @@ impl<S: Store> Pipeline<S> {
             .into_iter()
             .map(|f| f.received_at)
             .max()
+    }
+
+    /// Poll mode: files whose remote copy still has to be moved, with the remote folder it goes to.
+    pub fn remote_work(&self) -> Result<Vec<(FileEntry, RemoteFolder)>> {
+        Ok(self
+            .store
+            .files()?
+            .into_iter()
+            .filter(|f| f.remote_pending && f.remote.is_some() && f.pending_move.is_none())
+            .map(|f| {
+                let folder = if f.status == FileStatus::Rejected && !f.was_held {
+                    RemoteFolder::Rejected
+                } else {
+                    RemoteFolder::Processed
+                };
+                (f, folder)
+            })
+            .collect())
+    }
+
+    /// Poll mode: the remote move of file `id` is done.
+    pub fn remote_done(&self, id: u64) -> Result<()> {
+        let Some(entry) = self.store.file(id)? else {
+            return Ok(());
+        };
+        self.store.commit(Commit {
+            updates: &[],
+            file: Some(&FileEntry {
+                remote_pending: false,
+                ..entry
+            }),
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })?;
+        Ok(())
+    }
+
+    /// Poll mode: whether a remote file was already fetched (in the ledger or registered).
+    pub fn remote_known(&self, dir: &str, name: &str, size: u64, mtime: u32) -> Result<bool> {
+        let same =
+            |o: &RemoteOrigin| o.dir == dir && o.name == name && o.size == size && o.mtime == mtime;
+        if self.store.remote_registrations()?.iter().any(same) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .files()?
+            .iter()
+            .any(|f| f.remote.as_ref().is_some_and(same)))
     }
 
     /// The path of a ledger entry's file and report.

@@ -554,7 +554,6 @@ impl DropFs {
             started: Instant::now(),
             span: self.span.clone(),
         };
-        // On a full handle table the upload is dropped here, deleting its temporary file.
         self.insert(OpenHandle::Upload(upload))
     }
 
@@ -679,6 +678,9 @@ impl Handler for DropFs {
             tracing::info!(parent: &self.span, op = "open", path = %truncate(&filename),
                 reason = e.error_message.as_deref().unwrap_or(""), "request refused");
         })?;
+        if self.handles.len() >= MAX_OPEN_HANDLES {
+            return Err(failure("too many open handles"));
+        }
         let writes = pflags.intersects(
             OpenFlags::WRITE
                 | OpenFlags::APPEND

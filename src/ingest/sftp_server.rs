@@ -1363,4 +1363,36 @@ mod tests {
         shutdown.cancel();
         server.await.unwrap().unwrap();
     }
+
+    #[tokio::test]
+    async fn an_oversized_sftp_packet_ends_the_session() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let root = Arc::new(DropRoot::prepare(dir.path()).unwrap());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let fs = DropFs::new(root, 1000, Span::none(), None);
+        let config = russh_sftp::server::Config {
+            max_client_packet_len: MAX_PACKET_LEN,
+        };
+        russh_sftp::server::run_with_config(PacketGuard::new(server, Span::none()), fs, config)
+            .await;
+
+        // SSH_FXP_INIT version 3 is answered with SSH_FXP_VERSION.
+        client.write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3]).await.unwrap();
+        let len = client.read_u32().await.unwrap();
+        let mut body = vec![0; len as usize];
+        client.read_exact(&mut body).await.unwrap();
+        assert_eq!(body[0], 2);
+
+        // A packet announced one byte over the limit: the server hangs up instead of
+        // answering BadMessage and then parsing the body as further packets.
+        client.write_all(&(MAX_PACKET_LEN + 1).to_be_bytes()).await.unwrap();
+        client.write_all(&[3u8; 64]).await.unwrap();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))
+            .await
+            .expect("session still open");
+        assert!(read.is_ok());
+        assert!(rest.is_empty(), "got {} bytes of reply", rest.len());
+    }
 }

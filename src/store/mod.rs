@@ -96,6 +96,30 @@ pub struct FileEntry {
     pub summary: String,
     /// Filing (move + reports) still to be done after the commit: (from, to) relative to drop/.
     pub pending_move: Option<(String, String)>,
+    /// Poll mode: where the file came from on the remote server.
+    #[serde(default)]
+    pub remote: Option<RemoteOrigin>,
+    /// Poll mode: the remote file still has to be moved and its reports uploaded.
+    #[serde(default)]
+    pub remote_pending: bool,
+    /// The file was held before it was decided (its remote copy goes to `processed`).
+    #[serde(default)]
+    pub was_held: bool,
+}
+
+/// Poll mode: the remote file a local inbox file was downloaded from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteOrigin {
+    /// Remote folder (`source.remote.inbox`).
+    pub dir: String,
+    /// Remote file name.
+    pub name: String,
+    /// Size in the listing it was fetched from.
+    pub size: u64,
+    /// Modification time (seconds) in that listing.
+    pub mtime: u32,
+    /// SHA-256 of the downloaded bytes.
+    pub sha256: String,
 }
 
 /// One entry of the audit log, as stored.
@@ -131,6 +155,8 @@ pub struct Commit<'a> {
     pub last_applied: Option<u64>,
     /// Audit entry (seq is assigned).
     pub audit: Option<AuditNote>,
+    /// Poll mode: the inbox name whose remote registration the ledger entry now carries.
+    pub clear_remote: Option<&'a str>,
 }
 
 /// The store used by the pipeline and the commands.
@@ -169,6 +195,12 @@ pub trait Store {
     fn append_audit(&self, note: AuditNote) -> StoreResult<()>;
     /// Flushes everything to disk.
     fn flush(&self) -> StoreResult<()>;
+    /// Poll mode: remembers where an inbox file came from (before it is renamed into inbox/).
+    fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()>;
+    /// Poll mode: the registration of an inbox file.
+    fn remote_registration(&self, inbox_name: &str) -> StoreResult<Option<RemoteOrigin>>;
+    /// Poll mode: every registration not yet carried by a ledger entry.
+    fn remote_registrations(&self) -> StoreResult<Vec<RemoteOrigin>>;
     /// Writes a portable backup of everything; returns the record count.
     fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64>;
 }

@@ -1,6 +1,8 @@
 //! The sled implementation of [`Store`]: one tree per kind of record, JSON values.
 
-use super::{AuditEntry, AuditNote, Commit, FileEntry, Store, StoreError, StoreResult};
+use super::{
+    AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreError, StoreResult,
+};
 use crate::core::accounts::Account;
 use crate::core::rules::{Rule, RuleId};
 use serde::Serialize;
@@ -28,6 +30,7 @@ pub struct SledStore {
     files: sled::Tree,
     sha_index: sled::Tree,
     audit: sled::Tree,
+    remote: sled::Tree,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -99,6 +102,7 @@ impl SledStore {
             files: db.open_tree("files")?,
             sha_index: db.open_tree("sha_index")?,
             audit: db.open_tree("audit")?,
+            remote: db.open_tree("remote")?,
             db,
         };
         match store.meta.get(SCHEMA_KEY)? {
@@ -215,7 +219,7 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 impl SledStore {
-    fn trees(&self) -> [(&'static str, &sled::Tree); 6] {
+    fn trees(&self) -> [(&'static str, &sled::Tree); 7] {
         [
             ("meta", &self.meta),
             ("rules", &self.rules),
@@ -223,6 +227,7 @@ impl SledStore {
             ("files", &self.files),
             ("sha_index", &self.sha_index),
             ("audit", &self.audit),
+            ("remote", &self.remote),
         ]
     }
 
@@ -401,8 +406,12 @@ impl Store for SledStore {
             &self.sha_index,
             &self.meta,
             &self.audit,
+            &self.remote,
         )
-            .transaction(|(accounts, files, sha_index, meta, audit)| {
+            .transaction(|(accounts, files, sha_index, meta, audit, remote)| {
+                if let Some(name) = commit.clear_remote {
+                    remote.remove(name.as_bytes())?;
+                }
                 for (key, value) in &encoded {
                     accounts.insert(*key, value.as_slice())?;
                 }
@@ -474,6 +483,19 @@ impl Store for SledStore {
 
     fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64> {
         self.export_all(out, created_at)
+    }
+
+    fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()> {
+        self.remote.insert(inbox_name.as_bytes(), encode(origin))?;
+        self.flush()
+    }
+
+    fn remote_registration(&self, inbox_name: &str) -> StoreResult<Option<RemoteOrigin>> {
+        Self::get(&self.remote, "remote", inbox_name.as_bytes())
+    }
+
+    fn remote_registrations(&self) -> StoreResult<Vec<RemoteOrigin>> {
+        Self::list(&self.remote, "remote")
     }
 }
 
@@ -551,12 +573,16 @@ mod tests {
             status: FileStatus::Applied,
             summary: String::new(),
             pending_move: None,
+            remote: None,
+            remote_pending: false,
+            was_held: false,
         };
         s.commit(Commit {
             updates: &[account("E1"), account("E2")],
             file: Some(&file),
             last_applied: Some(1),
             audit: Some(note("apply")),
+            clear_remote: None,
         })
         .unwrap();
         drop(s);
@@ -577,6 +603,7 @@ mod tests {
             file: None,
             last_applied: None,
             audit: Some(note("apply")),
+            clear_remote: None,
         })
         .unwrap();
         let mut out = Vec::new();
