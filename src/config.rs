@@ -298,6 +298,13 @@ pub struct Remote {
     /// How often to look.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
     pub poll_interval: Duration,
+    /// Time allowed for each network step (connect, list, read, write).
+    #[serde(default = "default_remote_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_remote_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_ssh_port() -> u16 {

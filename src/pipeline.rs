@@ -15,7 +15,8 @@ use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, RemoteOrigin, Store, summary};
 use crate::util::{
-    compact_timestamp, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex, write_atomic,
+    compact_timestamp, crash_point, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex,
+    write_atomic,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
@@ -250,7 +251,9 @@ impl<S: Store> Pipeline<S> {
             remote,
             was_held: false,
         };
+        crash_point("before_stage");
         self.stage(&entry, &eval.report)?;
+        crash_point("after_stage");
         let applied = status == FileStatus::Applied;
         self.store.commit(Commit {
             updates: if applied { &eval.updates } else { &[] },
@@ -264,6 +267,7 @@ impl<S: Store> Pipeline<S> {
             }),
             clear_remote: entry.remote.is_some().then_some(name),
         })?;
+        crash_point("after_commit");
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
         self.finish_filing(&entry)?;
         Ok(eval.report)
@@ -540,6 +544,7 @@ impl<S: Store> Pipeline<S> {
                 }
             }
         }
+        crash_point("after_reports_moved");
         if from.exists() && from != to {
             fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
@@ -548,6 +553,7 @@ impl<S: Store> Pipeline<S> {
         if let Some(parent) = from.parent() {
             fsync_dir(parent)?;
         }
+        crash_point("after_file_moved");
         let _ = fs::remove_dir(&staged);
         self.store.commit(Commit {
             updates: &[],

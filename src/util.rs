@@ -72,6 +72,16 @@ pub fn free_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
     candidate
 }
 
+/// Crash testing: when `AUTOPROV_CRASH_AT` names this point, the process aborts here, as a
+/// power cut would stop it. Used by tests/crash.rs; unset in production, where this is one
+/// environment lookup per call.
+pub fn crash_point(point: &str) {
+    if std::env::var_os("AUTOPROV_CRASH_AT").is_some_and(|v| v == point) {
+        eprintln!("autoprov: AUTOPROV_CRASH_AT={point}: aborting");
+        std::process::abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

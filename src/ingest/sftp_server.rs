@@ -1378,7 +1378,10 @@ mod tests {
             .await;
 
         // SSH_FXP_INIT version 3 is answered with SSH_FXP_VERSION.
-        client.write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3]).await.unwrap();
+        client
+            .write_all(&[0, 0, 0, 5, 1, 0, 0, 0, 3])
+            .await
+            .unwrap();
         let len = client.read_u32().await.unwrap();
         let mut body = vec![0; len as usize];
         client.read_exact(&mut body).await.unwrap();
@@ -1386,7 +1389,10 @@ mod tests {
 
         // A packet announced one byte over the limit: the server hangs up instead of
         // answering BadMessage and then parsing the body as further packets.
-        client.write_all(&(MAX_PACKET_LEN + 1).to_be_bytes()).await.unwrap();
+        client
+            .write_all(&(MAX_PACKET_LEN + 1).to_be_bytes())
+            .await
+            .unwrap();
         client.write_all(&[3u8; 64]).await.unwrap();
         let mut rest = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest))

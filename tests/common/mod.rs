@@ -481,3 +481,38 @@ pub fn strs(v: &Value, key: &str) -> Vec<String> {
         })
         .collect()
 }
+
+impl TestEnv {
+    /// Runs `autoprov --config C ARGS...` as another Unix user (and group), through
+    /// `setpriv --reuid U --regid G --clear-groups`: (exit code, stdout, stderr). The test
+    /// must be root, and the user must be able to read the config and reach the socket.
+    pub fn run_as<S: AsRef<OsStr>>(
+        &self,
+        user: &str,
+        group: &str,
+        args: &[S],
+    ) -> (i32, String, String) {
+        let inner = self.command();
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={user}"))
+            .arg(format!("--regid={group}"))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .args(args);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.current_dir(self.root()).stdin(Stdio::null());
+        let out = cmd.output().expect("run setpriv autoprov");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

@@ -1,0 +1,1072 @@
+//! Integration tests of the daemon (`autoprov run`) as a child process: host mode over real
+//! SFTP clients, watch mode, the control socket (peer user, org_admins, exit 4), SIGTERM
+//! during an upload and during processing, and `status` (SPEC §5, §7, §8).
+//!
+//! Every test has its own temp data dir and socket, listens on 127.0.0.1:0, waits for the
+//! daemon with bounded polling, and stops it with SIGTERM asserting exit status 0. A
+//! [`Daemon`] guard kills the child if a test panics and prints its log.
+
+mod common;
+
+use common::{Settings, TestEnv, is_filed_name, sha256_hex, testdata};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+// ---- polling ---------------------------------------------------------------------------
+
+/// Polls `f` every 50 ms until it gives `Some`, at most `timeout`; panics naming `what`.
+fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for a child with a deadline; SIGKILLs it and returns None on timeout.
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) when the guard drops, e.g. a client when a test panics.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+// ---- the daemon ------------------------------------------------------------------------
+
+/// A running `autoprov run`; its stderr goes to `<root>/daemon-N.log`.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits (≤ 20 s) until `status --json` answers through the socket
+    /// with `daemon.running = true` and the log says "autoprov ready" (the environments here
+    /// log at info); panics with the daemon's log otherwise.
+    fn start(env: &TestEnv) -> Daemon {
+        let n = (1..)
+            .find(|n| !env.root().join(format!("daemon-{n}.log")).exists())
+            .unwrap();
+        let log = env.root().join(format!("daemon-{n}.log"));
+        let file = fs::File::create(&log).expect("daemon log");
+        let child = env
+            .command()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn autoprov run");
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                d.child = None;
+                panic!("the daemon exited during start-up ({status}):\n{}", d.log());
+            }
+            // Only once the socket accepts: before that the CLI would open the store itself
+            // and could take the store's lock from the starting daemon.
+            if UnixStream::connect(&env.socket).is_ok() {
+                let (code, out, _) = env.run(&["--json", "status"]);
+                if code == 0 {
+                    let v: Value = serde_json::from_str(&out).expect("status --json");
+                    // `status` answers before the SFTP server and the watchers are up;
+                    // "autoprov ready" (logged with READY=1) comes after all of them.
+                    if v["daemon"]["running"] == true && d.log().contains("autoprov ready") {
+                        return d;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("the daemon was not ready within 20 s:\n{}", d.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("daemon running").id() as i32)
+    }
+
+    /// The daemon's log so far.
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM.
+    fn sigterm(&self) {
+        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
+    }
+
+    /// Waits (≤ `timeout`) for the daemon to exit after a signal; returns its exit status.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("daemon running");
+        match wait_child(&mut child, timeout) {
+            Some(status) => status,
+            None => panic!(
+                "the daemon did not exit within {timeout:?} of SIGTERM:\n{}",
+                self.log()
+            ),
+        }
+    }
+
+    /// SIGTERM, then asserts a clean exit (status 0) within 20 s.
+    fn stop(mut self) {
+        self.sigterm();
+        let status = self.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "daemon exit status {status} after SIGTERM:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!(
+                    "---- daemon log {} ----\n{}",
+                    self.log.display(),
+                    self.log()
+                );
+            }
+        }
+    }
+}
+
+// ---- configs ---------------------------------------------------------------------------
+
+/// The test key copied to `<root>/hris_ed25519` (mode 0600) with its `.pub` beside it.
+fn sftp_key(env: &TestEnv) -> PathBuf {
+    let key = env.root().join("hris_ed25519");
+    if !key.exists() {
+        fs::copy(testdata("keys/hris_ed25519"), &key).expect("copy key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
+        fs::copy(
+            testdata("keys/hris_ed25519.pub"),
+            env.root().join("hris_ed25519.pub"),
+        )
+        .expect("copy pub key");
+    }
+    key
+}
+
+/// `[source]` for host mode on 127.0.0.1:0 with the user `hris` and the test key.
+fn host_source(extra: &str) -> String {
+    let public = fs::read_to_string(testdata("keys/hris_ed25519.pub")).expect("pub key");
+    format!(
+        "[source]\nmode = \"host\"\nlisten = \"127.0.0.1:0\"\nrescan_interval = \"1s\"\n{extra}\n\
+         [[source.users]]\nname = \"hris\"\nauthorized_keys = [{:?}]\n",
+        public.trim()
+    )
+}
+
+/// A host-mode environment (log level info, so the tests can read the daemon's log).
+fn host_env(mut settings: Settings, source_extra: &str) -> TestEnv {
+    settings.log_level = "info".into();
+    settings.extra_toml.push_str(&host_source(source_extra));
+    TestEnv::with(settings)
+}
+
+/// A watch-mode environment: `<root>/watch` (created), settle 1 s, rescans every second.
+fn watch_env(settings: Settings) -> (TestEnv, PathBuf) {
+    let mut env = TestEnv::with(settings);
+    let watch = env.root().join("watch");
+    fs::create_dir_all(&watch).expect("watch dir");
+    env.reconfigure(|s| {
+        s.log_level = "info".into();
+        s.extra_toml.push_str(&format!(
+            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nrescan_interval = \"1s\"\n",
+            watch.to_str().unwrap()
+        ));
+    });
+    (env, watch)
+}
+
+/// Limits high enough that a first import (or a 200k-row roster) is applied, not held.
+fn no_limits() -> Settings {
+    Settings {
+        max_grants: Some((10_000_000, 100)),
+        ..Settings::default()
+    }
+}
+
+// ---- clients ---------------------------------------------------------------------------
+
+/// The SFTP port the daemon bound (`status --json` → `daemon.listen`).
+fn sftp_port(env: &TestEnv) -> u16 {
+    let st = env.json_ok(0, &["status"]);
+    let listen = st["daemon"]["listen"]
+        .as_str()
+        .unwrap_or_else(|| panic!("daemon.listen: {st:#}"));
+    let port: u16 = listen.rsplit(':').next().unwrap().parse().expect("port");
+    assert_ne!(port, 0, "daemon.listen shows the bound port: {st:#}");
+    port
+}
+
+/// An OpenSSH `sftp -b` command with the test key; `extra` goes before the destination.
+fn sftp_command(env: &TestEnv, port: u16, batch: &str, extra: &[&str]) -> Command {
+    let key = sftp_key(env);
+    let n = (1..)
+        .find(|n| !env.root().join(format!("batch-{n}")).exists())
+        .unwrap();
+    let batch_file = env.root().join(format!("batch-{n}"));
+    fs::write(&batch_file, batch).expect("batch file");
+    let mut cmd = Command::new("sftp");
+    cmd.arg("-b")
+        .arg(&batch_file)
+        .arg("-i")
+        .arg(&key)
+        .arg("-P")
+        .arg(port.to_string())
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args(extra)
+        .arg("hris@127.0.0.1")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs an sftp batch and asserts it succeeds.
+fn sftp_ok(env: &TestEnv, port: u16, batch: &str) {
+    let out = sftp_command(env, port, batch, &[])
+        .output()
+        .expect("run sftp");
+    assert!(
+        out.status.success(),
+        "sftp {batch:?}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `curl -T FILE sftp://hris@127.0.0.1:PORT/inbox/NAME` with the test key (libssh2 needs
+/// the public key file too).
+fn curl_upload(env: &TestEnv, port: u16, file: &Path, name: &str) {
+    let key = sftp_key(env);
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--key"])
+        .arg(&key)
+        .arg("--pubkey")
+        .arg(key.with_extension("pub"))
+        .arg("-T")
+        .arg(file)
+        .arg(format!("sftp://hris@127.0.0.1:{port}/inbox/{name}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl upload of {name}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---- ledger checks ---------------------------------------------------------------------
+
+/// `files list --json`.
+fn files(env: &TestEnv) -> Vec<Value> {
+    env.json_ok(0, &["files", "list"])
+        .as_array()
+        .expect("files list is an array")
+        .clone()
+}
+
+/// The ledger entries whose original name is `name`.
+fn entries(env: &TestEnv, name: &str) -> Vec<Value> {
+    files(env)
+        .into_iter()
+        .filter(|f| f["name"] == name)
+        .collect()
+}
+
+/// Waits (≤ `timeout`) until `name` has a ledger entry; returns it.
+fn wait_for_entry(env: &TestEnv, name: &str, timeout: Duration) -> Value {
+    wait_until(&format!("a ledger entry for {name}"), timeout, || {
+        entries(env, name).into_iter().next()
+    })
+}
+
+/// Asserts `name` was applied exactly once from exactly `bytes`: one ledger entry, one
+/// filed copy with both reports in processed/, a report whose sha256 and rows match, and
+/// nothing left in inbox/. Returns the report.
+fn assert_applied_once(env: &TestEnv, name: &str, bytes: &[u8], rows: u64) -> Value {
+    let found = entries(env, name);
+    assert_eq!(found.len(), 1, "ledger entries for {name}: {found:#?}");
+    let entry = &found[0];
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    assert_eq!(entry["sha256"], sha256_hex(bytes), "{entry:#}");
+    let stored = entry["stored_as"].as_str().expect("stored_as");
+    assert!(is_filed_name(stored, name), "{stored}");
+    let processed = env.files_in("processed");
+    let copies: Vec<&String> = processed
+        .iter()
+        .filter(|n| is_filed_name(n, name))
+        .collect();
+    assert_eq!(copies, vec![stored], "processed/: {processed:?}");
+    for ext in ["report.json", "report.txt"] {
+        let r = format!("{stored}.{ext}");
+        assert!(processed.contains(&r), "{r} missing: {processed:?}");
+    }
+    assert_eq!(
+        fs::read(env.drop_dir("processed").join(stored)).expect("filed copy"),
+        bytes,
+        "the filed copy of {name} is the file's final content"
+    );
+    let report = env.report_file("processed", stored);
+    assert_eq!(report["status"], "applied", "{report:#}");
+    assert_eq!(report["sha256"], sha256_hex(bytes), "{report:#}");
+    assert_eq!(report["rows"], rows, "{report:#}");
+    assert_eq!(report["file"], name, "{report:#}");
+    let inbox: Vec<String> = env
+        .files_in("inbox")
+        .into_iter()
+        .filter(|n| n.contains(name))
+        .collect();
+    assert!(inbox.is_empty(), "left in inbox/: {inbox:?}");
+    report
+}
+
+/// A small valid roster: `rows` rows with IDs `<prefix>00001`…
+fn roster(prefix: &str, rows: usize) -> String {
+    let mut s = String::from("Employee ID,Work Email,Department\n");
+    for i in 1..=rows {
+        s.push_str(&roster_row(prefix, i));
+    }
+    s
+}
+
+fn roster_row(prefix: &str, i: usize) -> String {
+    format!(
+        "{prefix}{i:05},{}{i}@acme.example,IT\n",
+        prefix.to_lowercase()
+    )
+}
+
+/// `(employee_id, role, status)` of every account.
+fn account_set(env: &TestEnv) -> BTreeSet<(String, String, String)> {
+    env.accounts(&[])
+        .into_values()
+        .map(|a| {
+            (
+                a["employee_id"].as_str().unwrap().to_string(),
+                a["role"].as_str().unwrap().to_string(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Writes `bytes` to `<root>/<name>` and renames it into `dir` (same filesystem).
+fn rename_into(env: &TestEnv, dir: &Path, name: &str, bytes: &[u8]) {
+    let outside = env.root().join("outside");
+    fs::create_dir_all(&outside).expect("outside dir");
+    let tmp = outside.join(name);
+    let mut f = fs::File::create(&tmp).expect("create");
+    f.write_all(bytes).expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+    fs::rename(&tmp, dir.join(name)).expect("rename in");
+}
+
+// ---- 1. host mode ----------------------------------------------------------------------
+
+/// Host mode end to end: day1 uploaded with OpenSSH sftp, day2 with curl (libssh2), both
+/// processed in order, the reports downloaded over SFTP, the accounts applied.
+#[test]
+fn host_mode_sftp_and_curl_uploads_are_processed_and_reports_downloadable() {
+    let env = host_env(no_limits(), "");
+    env.load_sample_rules();
+    let daemon = Daemon::start(&env);
+    let st = env.json_ok(0, &["status"]);
+    assert_eq!(st["mode"], "host", "{st:#}");
+    assert_eq!(
+        st["daemon"]["stale"], false,
+        "default stale_after is 26 h: {st:#}"
+    );
+    let port = sftp_port(&env);
+
+    let day1 = fs::read(testdata("sequence/day1.csv")).unwrap();
+    let day2 = fs::read(testdata("sequence/day2.csv")).unwrap();
+    sftp_ok(
+        &env,
+        port,
+        &format!(
+            "put {} inbox/day1.csv\n",
+            testdata("sequence/day1.csv").display()
+        ),
+    );
+    wait_for_entry(&env, "day1.csv", Duration::from_secs(20));
+    let r1 = assert_applied_once(&env, "day1.csv", &day1, 300);
+    assert_eq!(r1["counts"]["created"], 82, "{:#}", r1["counts"]);
+
+    curl_upload(&env, port, &testdata("sequence/day2.csv"), "day2.csv");
+    wait_for_entry(&env, "day2.csv", Duration::from_secs(20));
+    let r2 = assert_applied_once(&env, "day2.csv", &day2, 302);
+    for (action, n) in [("created", 1), ("reassigned", 1), ("unchanged", 81)] {
+        assert_eq!(r2["counts"][action], n, "{action}: {:#}", r2["counts"]);
+    }
+
+    // The reports are downloadable over SFTP from processed/ and equal the files on disk.
+    let dl = env.root().join("dl");
+    fs::create_dir_all(&dl).unwrap();
+    let stored: Vec<String> = ["day1.csv", "day2.csv"]
+        .iter()
+        .map(|n| {
+            entries(&env, n)[0]["stored_as"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let batch: String = stored
+        .iter()
+        .map(|s| {
+            format!(
+                "get processed/{s}.report.json {}\n",
+                dl.join(format!("{s}.report.json")).display()
+            )
+        })
+        .collect();
+    sftp_ok(&env, port, &batch);
+    for (s, bytes) in stored.iter().zip([&day1, &day2]) {
+        let got = fs::read(dl.join(format!("{s}.report.json"))).expect("downloaded report");
+        assert_eq!(
+            got,
+            fs::read(env.drop_dir("processed").join(format!("{s}.report.json"))).unwrap()
+        );
+        let report: Value = serde_json::from_slice(&got).expect("report JSON");
+        assert_eq!(report["status"], "applied");
+        assert_eq!(report["sha256"], sha256_hex(bytes));
+    }
+
+    // Accounts as testdata/sequence/README.md says after day2.
+    let accounts = env.accounts(&[]);
+    let active = accounts
+        .values()
+        .filter(|a| a["status"] == "active")
+        .count();
+    assert_eq!(active, 83);
+    assert_eq!(accounts["E00228"]["role"], "Billing Admin");
+    assert_eq!(accounts["E00228"]["rule_id"], 3);
+    assert_eq!(accounts["E00302"]["role"], "IT Admin");
+    assert_eq!(accounts["E00302"]["origin"], "auto");
+
+    let st = env.json_ok(0, &["status"]);
+    assert_eq!(st["last_file"]["name"], stored[1].as_str(), "{st:#}");
+    assert_eq!(st["last_file"]["status"], "applied", "{st:#}");
+    daemon.stop();
+}
+
+// ---- 2. watch mode ---------------------------------------------------------------------
+
+/// A file written elsewhere on the same filesystem and renamed into watch_dir is processed once.
+#[test]
+fn watch_mode_rename_in_is_processed_once() {
+    let (env, watch) = watch_env(Settings::default());
+    let daemon = Daemon::start(&env);
+    let bytes = roster("RN", 7);
+    rename_into(&env, &watch, "renamed.csv", bytes.as_bytes());
+    wait_for_entry(&env, "renamed.csv", Duration::from_secs(15));
+    assert!(
+        !watch.join("renamed.csv").exists(),
+        "moved out of watch_dir"
+    );
+    // Two more rescans (rescan_interval 1 s) and settle periods: still once.
+    std::thread::sleep(Duration::from_millis(2200));
+    assert_applied_once(&env, "renamed.csv", bytes.as_bytes(), 7);
+    assert_eq!(files(&env).len(), 1);
+    daemon.stop();
+}
+
+/// A file written in place and closed is processed only after `settle` (1 s), then once.
+#[test]
+fn watch_mode_write_then_close_waits_for_settle() {
+    let (env, watch) = watch_env(Settings::default());
+    let daemon = Daemon::start(&env);
+    let bytes = roster("WC", 5);
+    let path = watch.join("written.csv");
+    let mut f = fs::File::create(&path).unwrap();
+    f.write_all(bytes.as_bytes()).unwrap();
+    drop(f);
+    let closed = Instant::now();
+    assert!(
+        entries(&env, "written.csv").is_empty(),
+        "in the ledger right after close"
+    );
+    assert!(path.exists(), "moved out of watch_dir right after close");
+    // Still waiting well within the settle time.
+    let check = closed + Duration::from_millis(600);
+    std::thread::sleep(check.saturating_duration_since(Instant::now()));
+    let still_there = path.exists();
+    let in_ledger = !entries(&env, "written.csv").is_empty();
+    if closed.elapsed() < Duration::from_millis(950) {
+        assert!(still_there, "moved out of watch_dir before settle (1 s)");
+        assert!(!in_ledger, "processed before settle (1 s)");
+    }
+    wait_for_entry(&env, "written.csv", Duration::from_secs(15));
+    assert!(closed.elapsed() >= Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_applied_once(&env, "written.csv", bytes.as_bytes(), 5);
+    assert_eq!(files(&env).len(), 1);
+    daemon.stop();
+}
+
+/// A file that keeps growing (kept open, appended every 300 ms for ~2.5 s) is not taken
+/// before it stops growing, and is processed once, complete.
+#[test]
+fn watch_mode_growing_file_is_processed_once_complete() {
+    let (env, watch) = watch_env(Settings::default());
+    let daemon = Daemon::start(&env);
+    let path = watch.join("growing.csv");
+    let mut f = fs::File::create(&path).unwrap();
+    let mut content = roster("GR", 1);
+    f.write_all(content.as_bytes()).unwrap();
+    let mut rows = 1;
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut chunk = String::new();
+        for _ in 0..5 {
+            rows += 1;
+            chunk.push_str(&roster_row("GR", rows));
+        }
+        f.write_all(chunk.as_bytes()).unwrap();
+        content.push_str(&chunk);
+        assert!(
+            path.exists(),
+            "taken out of watch_dir while still growing ({rows} rows written)"
+        );
+    }
+    assert!(
+        entries(&env, "growing.csv").is_empty(),
+        "processed while still growing"
+    );
+    f.sync_all().unwrap();
+    drop(f);
+    wait_for_entry(&env, "growing.csv", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rows, 41);
+    assert_applied_once(&env, "growing.csv", content.as_bytes(), rows as u64);
+    assert_eq!(files(&env).len(), 1);
+    daemon.stop();
+}
+
+/// Files in watch_dir (and in inbox/) before the daemon starts are processed once each.
+#[test]
+fn watch_mode_files_present_at_startup_are_processed_once_each() {
+    let (env, watch) = watch_env(Settings::default());
+    let present: Vec<(String, String)> = vec![
+        ("early1.csv".into(), roster("EA", 3)),
+        ("early2.csv".into(), roster("EB", 4)),
+    ];
+    for (name, bytes) in &present {
+        fs::write(watch.join(name), bytes).unwrap();
+    }
+    let inbox_file = ("waiting.csv".to_string(), roster("EC", 2));
+    fs::create_dir_all(env.drop_dir("inbox")).unwrap();
+    fs::write(env.drop_dir("inbox").join(&inbox_file.0), &inbox_file.1).unwrap();
+
+    let daemon = Daemon::start(&env);
+    let all: Vec<&(String, String)> = present.iter().chain([&inbox_file]).collect();
+    for (name, _) in &all {
+        wait_for_entry(&env, name, Duration::from_secs(15));
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    for (name, bytes) in &all {
+        let rows = bytes.lines().count() as u64 - 1;
+        assert_applied_once(&env, name, bytes.as_bytes(), rows);
+        assert!(!watch.join(name).exists());
+    }
+    assert_eq!(files(&env).len(), 3, "{:#?}", files(&env));
+    daemon.stop();
+}
+
+// ---- 3. control socket: org_admins -----------------------------------------------------
+
+/// A user not in org_admins is refused a rule change (exit 3, a clear message) but may
+/// read; once listed in org_admins, the change lands and the audit names the user.
+#[test]
+fn control_socket_refuses_changes_from_non_org_admins_and_audits_allowed_ones() {
+    let (mut env, _watch) = watch_env(Settings {
+        org_admins: Some(vec!["root".into()]),
+        ..Settings::default()
+    });
+    assert_eq!(common::current_user(), "root", "this test needs root");
+    // `nobody` must reach the config and the socket.
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let add = |name: &str| -> Vec<String> {
+        [
+            "rules",
+            "add",
+            "--name",
+            name,
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+
+    let daemon = Daemon::start(&env);
+    let mode = fs::metadata(&env.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "control socket mode");
+    fs::set_permissions(&env.socket, fs::Permissions::from_mode(0o666)).unwrap();
+
+    let (code, out, err) = env.run_as("nobody", "nogroup", &add("By nobody"));
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    let msg = format!("{out}{err}");
+    assert!(
+        msg.contains("refused") && msg.contains("\"nobody\"") && msg.contains("control.org_admins"),
+        "the refusal names the user and what to do: {msg}"
+    );
+    env.json_ok(0, &add("By root"));
+    let (code, out, err) = env.run_as("nobody", "nogroup", &["--json", "rules", "list"]);
+    assert_eq!(code, 0, "rules list as nobody: {out}{err}");
+    let rules: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(common::strs(&rules, "name"), vec!["By root"]);
+    let audit = env.json_ok(0, &["audit"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["user"] != "nobody"),
+        "{audit:#}"
+    );
+    daemon.stop();
+
+    env.reconfigure(|s| s.org_admins = Some(vec!["root".into(), "nobody".into()]));
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let daemon = Daemon::start(&env);
+    fs::set_permissions(&env.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    let mut args = vec!["--json".to_string()];
+    args.extend(add("By nobody"));
+    let (code, out, err) = env.run_as("nobody", "nogroup", &args);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let rule: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rule["created_by"], "nobody", "{rule:#}");
+    let audit = env.json_ok(0, &["audit"]);
+    let by_nobody: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["user"] == "nobody")
+        .collect();
+    assert_eq!(by_nobody.len(), 1, "{audit:#}");
+    assert_eq!(by_nobody[0]["action"], "rules add", "{audit:#}");
+    assert!(
+        by_nobody[0]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("By nobody"),
+        "{audit:#}"
+    );
+    daemon.stop();
+}
+
+// ---- 4. exit 4 and the stale socket ----------------------------------------------------
+
+/// A socket file that exists while nothing answers, and the store in use → exit 4; a peer
+/// that accepts and closes without answering → exit 4.
+#[test]
+fn cli_exits_4_when_the_socket_exists_but_nobody_answers() {
+    let (env, _watch) = watch_env(Settings::default());
+    let daemon = Daemon::start(&env);
+    // Move the daemon's socket aside (it keeps serving there) and leave a dead socket file.
+    let aside = env.root().join("aside.sock");
+    fs::rename(&env.socket, &aside).unwrap();
+    drop(UnixListener::bind(&env.socket).unwrap());
+    assert!(env.socket.exists());
+
+    let (code, out, err) = env.run(&["status"]);
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("socket exists but nobody answers") && err.contains("store"),
+        "{err}"
+    );
+    let (code, v) = env.json(&["rules", "list"]);
+    assert_eq!(code, 4, "{v:#}");
+    assert!(
+        v["error"].as_str().unwrap().contains("nobody answers"),
+        "{v:#}"
+    );
+
+    // Something accepts but closes without an answer.
+    fs::remove_file(&env.socket).unwrap();
+    let listener = UnixListener::bind(&env.socket).unwrap();
+    let peer = std::thread::spawn(move || {
+        for _ in 0..2 {
+            // Read the whole request, then hang up without a word.
+            let (s, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut line);
+        }
+    });
+    let (code, out, err) = env.run(&["rules", "list"]);
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("without answering"), "{err}");
+    let (code, out, err) = env.run(&[
+        "rules",
+        "add",
+        "--name",
+        "x",
+        "--role",
+        "IT Admin",
+        "--when",
+        "department = IT",
+    ]);
+    assert_eq!(code, 4, "a change too: stdout:\n{out}\nstderr:\n{err}");
+    peer.join().unwrap();
+
+    fs::remove_file(&env.socket).unwrap();
+    fs::rename(&aside, &env.socket).unwrap();
+    assert_eq!(env.json_ok(0, &["rules", "list"]), serde_json::json!([]));
+    daemon.stop();
+    assert!(
+        !env.socket.exists(),
+        "the daemon removes its socket at exit"
+    );
+}
+
+/// A stale socket file with no daemon: the CLI opens the store itself (exit 0), and a
+/// daemon starting later replaces the stale socket.
+#[test]
+fn stale_socket_without_daemon_falls_back_to_the_store() {
+    let (env, _watch) = watch_env(Settings::default());
+    drop(UnixListener::bind(&env.socket).unwrap());
+    assert!(env.socket.exists());
+    let v = env.json_ok(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "Offline",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    assert_eq!(v["id"], 1);
+    let v = env.json_ok(0, &["rules", "list"]);
+    assert_eq!(common::strs(&v, "name"), vec!["Offline"]);
+    let st = env.json_ok(0, &["status"]);
+    assert!(st["daemon"].is_null(), "no daemon: {st:#}");
+
+    let daemon = Daemon::start(&env);
+    let v = env.json_ok(0, &["rules", "list"]);
+    assert_eq!(common::strs(&v, "name"), vec!["Offline"]);
+    daemon.stop();
+}
+
+// ---- 5. SIGTERM during processing ------------------------------------------------------
+
+/// SIGTERM while a 200k-row roster is being processed: exit 0; after a restart the file has
+/// exactly one ledger entry and one report, and the accounts equal an uninterrupted run's.
+#[test]
+fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
+    let env = host_env(no_limits(), "");
+    let big = env.root().join("big.csv");
+    let gen_out = Command::new("python3")
+        .arg(testdata("gen_roster.py"))
+        .args(["--rows", "200000", "--seed", "7", "--out"])
+        .arg(&big)
+        .output()
+        .expect("python3 gen_roster.py");
+    assert!(gen_out.status.success(), "{gen_out:?}");
+    let bytes = fs::read(&big).unwrap();
+    env.load_sample_rules();
+
+    // The uninterrupted run, in another installation, concurrently.
+    let clean = TestEnv::with(no_limits());
+    clean.load_sample_rules();
+    let clean_run = ChildGuard(
+        clean
+            .command()
+            .args(["--json", "process"])
+            .arg(&big)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                fs::File::create(clean.root().join("process.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn process"),
+    );
+
+    let mut daemon = Daemon::start(&env);
+    let port = sftp_port(&env);
+    sftp_ok(
+        &env,
+        port,
+        &format!("put {} inbox/big.csv\n", big.display()),
+    );
+    // The rename into inbox/ wakes the engine at once; parsing alone takes over a second.
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(90));
+    let log = daemon.log();
+    assert_eq!(status.code(), Some(0), "exit {status}:\n{log}");
+    let term = log.find("SIGTERM received").expect("SIGTERM logged");
+    let done = log
+        .lines()
+        .scan(0, |pos, l| {
+            let at = *pos;
+            *pos += l.len() + 1;
+            Some((at, l))
+        })
+        .find(|(_, l)| l.contains("file processed") && l.contains("big.csv"))
+        .map(|(at, _)| at);
+    match done {
+        // Finished the current file before exiting.
+        Some(done) => assert!(term < done, "SIGTERM came after processing:\n{log}"),
+        // Or stopped before taking it: it must still wait in inbox/.
+        None => assert_eq!(env.files_in("inbox"), vec!["big.csv"], "{log}"),
+    }
+    assert!(log.contains("stopped cleanly"), "{log}");
+
+    let daemon = Daemon::start(&env);
+    wait_for_entry(&env, "big.csv", Duration::from_secs(60));
+    let report = assert_applied_once(&env, "big.csv", &bytes, 200_000);
+    assert_eq!(files(&env).len(), 1);
+    let interrupted = account_set(&env);
+    daemon.stop();
+
+    let mut clean_run = clean_run;
+    let st = wait_child(&mut clean_run.0, Duration::from_secs(120)).expect("clean run ended");
+    assert_eq!(
+        st.code(),
+        Some(0),
+        "uninterrupted process run: {}",
+        fs::read_to_string(clean.root().join("process.log")).unwrap_or_default()
+    );
+    let clean_accounts = account_set(&clean);
+    assert!(!clean_accounts.is_empty());
+    assert_eq!(
+        interrupted.len(),
+        clean_accounts.len(),
+        "account count vs. uninterrupted run"
+    );
+    assert!(
+        interrupted == clean_accounts,
+        "accounts differ from an uninterrupted run"
+    );
+    assert_eq!(
+        report["counts"]["created"].as_u64().unwrap() as usize,
+        clean_accounts.len()
+    );
+}
+
+// ---- 6. SIGTERM during an upload -------------------------------------------------------
+
+/// SIGTERM while a throttled upload is in flight: exit 0, no visible or hidden file left in
+/// inbox/, no ledger entry; after a restart the repeated upload is processed once.
+#[test]
+fn sigterm_during_upload_discards_it_and_a_repeat_is_processed_once() {
+    let env = host_env(Settings::default(), "");
+    let file = env.root().join("slow.csv");
+    let content = roster("SL", 30_000); // ~1.1 MB: ~11 s at 800 kbit/s
+    fs::write(&file, &content).unwrap();
+
+    let mut daemon = Daemon::start(&env);
+    let port = sftp_port(&env);
+    let mut upload = ChildGuard(
+        sftp_command(
+            &env,
+            port,
+            &format!("put {} inbox/slow.csv\n", file.display()),
+            &["-l", "800"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sftp"),
+    );
+    let inbox = env.drop_dir("inbox");
+    wait_until(
+        "part of the upload in inbox/",
+        Duration::from_secs(20),
+        || {
+            fs::read_dir(&inbox)
+                .ok()?
+                .flatten()
+                .find(|e| {
+                    e.file_name().to_string_lossy().starts_with('.')
+                        && e.metadata().map(|m| m.len() > 0).unwrap_or(false)
+                })
+                .map(|_| ())
+        },
+    );
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "exit {status}:\n{}", daemon.log());
+    let client = wait_child(&mut upload.0, Duration::from_secs(20)).expect("sftp ended");
+    assert!(
+        !client.success(),
+        "the interrupted upload must fail for the client"
+    );
+    assert_eq!(
+        env.files_in("inbox"),
+        Vec::<String>::new(),
+        "nothing half-uploaded left in inbox/:\n{}",
+        daemon.log()
+    );
+    assert!(files(&env).is_empty(), "no ledger entry");
+
+    let daemon = Daemon::start(&env);
+    let port = sftp_port(&env);
+    sftp_ok(
+        &env,
+        port,
+        &format!("put {} inbox/slow.csv\n", file.display()),
+    );
+    wait_for_entry(&env, "slow.csv", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_applied_once(&env, "slow.csv", content.as_bytes(), 30_000);
+    assert_eq!(files(&env).len(), 1);
+    daemon.stop();
+}
+
+// ---- 7. status -------------------------------------------------------------------------
+
+/// `status` shows mode, the bound listen address, the last file and its outcome, files
+/// waiting, held files, and warns when no file arrived for `source.stale_after`.
+#[test]
+fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
+    let env = host_env(Settings::default(), "stale_after = \"1s\"");
+    env.load_sample_rules();
+    let daemon = Daemon::start(&env);
+    let port = sftp_port(&env);
+
+    // day1 grants 82 accounts: held with the default limits; day2 then waits behind it.
+    rename_into(
+        &env,
+        &env.drop_dir("inbox"),
+        "day1.csv",
+        &fs::read(testdata("sequence/day1.csv")).unwrap(),
+    );
+    let held = wait_until("day1 held", Duration::from_secs(20), || {
+        entries(&env, "day1.csv")
+            .into_iter()
+            .find(|e| e["status"] == "held")
+    });
+    rename_into(
+        &env,
+        &env.drop_dir("inbox"),
+        "day2.csv",
+        &fs::read(testdata("sequence/day2.csv")).unwrap(),
+    );
+    let last_arrival = Instant::now();
+    let stored = held["stored_as"].as_str().unwrap();
+
+    let st = env.json_ok(0, &["status"]);
+    assert_eq!(st["mode"], "host", "{st:#}");
+    assert_eq!(st["daemon"]["running"], true, "{st:#}");
+    assert_eq!(
+        st["daemon"]["listen"],
+        format!("127.0.0.1:{port}"),
+        "the bound address: {st:#}"
+    );
+    // The SFTP server really is there.
+    let mut banner = [0u8; 7];
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0");
+    drop(tcp);
+    assert_eq!(st["last_file"]["name"], stored, "{st:#}");
+    assert_eq!(st["last_file"]["status"], "held", "{st:#}");
+    assert_eq!(st["waiting"], serde_json::json!(["day2.csv"]), "{st:#}");
+    assert_eq!(
+        st["held"],
+        serde_json::json!([{"id": held["id"], "name": stored}]),
+        "{st:#}"
+    );
+
+    // No file for 2 s with stale_after = 1 s: stale, and the text warns.
+    std::thread::sleep(
+        (last_arrival + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
+    );
+    let st = env.json_ok(0, &["status"]);
+    assert_eq!(st["daemon"]["stale"], true, "{st:#}");
+    assert!(
+        st["daemon"]["quiet_for_seconds"].as_u64().unwrap() >= 1,
+        "{st:#}"
+    );
+    let text = env.expect(0, &["status"]);
+    let warning = text
+        .lines()
+        .find(|l| l.starts_with("WARNING"))
+        .unwrap_or_else(|| panic!("no WARNING line:\n{text}"));
+    assert!(
+        warning.contains("no file arrived") && warning.contains("stale_after"),
+        "{warning}"
+    );
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.contains("mode:      host"), "{text}");
+    assert!(
+        text.contains(&format!("last file: {stored} held")),
+        "{text}"
+    );
+    assert!(text.contains("waiting:   1"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("HELD:") && l.contains(stored)),
+        "{text}"
+    );
+    daemon.stop();
+}
