@@ -7,6 +7,7 @@
 use crate::commands::{self, Request, Response, exit};
 use crate::config::{Config, Mode};
 use crate::control::{self, Upload};
+use crate::ingest::poll::PollState;
 use crate::ingest::{sftp_server, watcher};
 use crate::pipeline::Pipeline;
 use crate::store::SledStore;
@@ -15,7 +16,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -101,6 +102,7 @@ struct DaemonState {
     started_at: Option<SystemTime>,
     listen: Option<SocketAddr>,
     last_error: Option<String>,
+    poll: Arc<Mutex<PollState>>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -132,11 +134,14 @@ async fn serve(cfg: Config) -> Result<()> {
     }));
     let shutdown = CancellationToken::new();
     let (engine, jobs) = EngineHandle::new();
+    let poll_state = state.lock().expect("state lock").poll.clone();
+    // Wakes the poller when a file may have been decided (its remote copy can move).
+    let kick = Arc::new(Notify::new());
     let engine_thread = {
-        let (state, shutdown) = (state.clone(), shutdown.clone());
+        let (state, shutdown, kick) = (state.clone(), shutdown.clone(), kick.clone());
         std::thread::Builder::new()
             .name("autoprov-engine".into())
-            .spawn(move || run_engine(pipeline, jobs, state, shutdown))?
+            .spawn(move || run_engine(pipeline, jobs, state, kick, shutdown))?
     };
 
     let tracker = TaskTracker::new();
@@ -176,7 +181,21 @@ async fn serve(cfg: Config) -> Result<()> {
             });
         }
         Mode::Poll => {
-            bail!("source.mode = \"poll\" is not available in this build yet; use host or watch")
+            let remote = cfg
+                .source
+                .remote
+                .as_ref()
+                .expect("validated: poll mode has [source.remote]");
+            let settings = crate::ingest::poll::settings(remote, &cfg);
+            tracing::info!(host = %remote.host, port = remote.port, inbox = %remote.inbox, "polling the remote SFTP server");
+            tracker.spawn(crate::ingest::poll::run(
+                settings,
+                paths.clone(),
+                engine.clone(),
+                poll_state.clone(),
+                kick.clone(),
+                shutdown.clone(),
+            ));
         }
     }
     {
@@ -241,11 +260,15 @@ fn run_engine(
     pipeline: Pipeline<SledStore>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     state: Arc<Mutex<DaemonState>>,
+    kick: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     while let Some(job) = jobs.blocking_recv() {
         match job {
-            Job::Scan => process_waiting(&pipeline, &state, &shutdown),
+            Job::Scan => {
+                process_waiting(&pipeline, &state, &shutdown);
+                kick.notify_one();
+            }
             Job::Call(f) => f(&pipeline),
             Job::Request {
                 request,
@@ -261,6 +284,7 @@ fn run_engine(
                 if decides {
                     process_waiting(&pipeline, &state, &shutdown);
                 }
+                kick.notify_one();
             }
         }
     }
@@ -324,8 +348,17 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
         .and_then(|t| now.duration_since(t).ok())
         .unwrap_or_default();
     let stale = quiet > p.cfg.source.stale_after;
+    let poll = state.poll.lock().expect("poll state").clone();
+    let polling = (p.cfg.source.mode == Mode::Poll).then(|| {
+        json!({
+            "last_success": poll.last_success.map(crate::util::rfc3339),
+            "last_error": poll.last_error,
+            "stopped": poll.stopped,
+        })
+    });
     response.json["daemon"] = json!({
         "running": true,
+        "poll": polling,
         "started_at": state.started_at.map(crate::util::rfc3339),
         "listen": state.listen.map(|a| a.to_string()),
         "last_error": state.last_error,
@@ -345,6 +378,22 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
     text.push('\n');
     if let Some(e) = &state.last_error {
         text.push_str(&format!("LAST ERROR: {e}\n"));
+    }
+    if p.cfg.source.mode == Mode::Poll {
+        text.push_str(&format!(
+            "polling:   last success {}{}\n",
+            poll.last_success
+                .map(crate::util::rfc3339)
+                .unwrap_or_else(|| "never".into()),
+            if poll.stopped {
+                " — STOPPED (see the last error)"
+            } else {
+                ""
+            }
+        ));
+        if let Some(e) = &poll.last_error {
+            text.push_str(&format!("POLL ERROR: {e}\n"));
+        }
     }
     if stale {
         text.push_str(&format!(

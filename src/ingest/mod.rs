@@ -2,6 +2,8 @@
 
 pub mod drop_fs;
 pub mod host_keys;
+pub mod poll;
+pub mod sftp_poller;
 pub mod sftp_server;
 pub mod watcher;
 

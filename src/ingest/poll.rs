@@ -8,11 +8,14 @@
 //! 3. registered in the store (remote origin) and renamed into inbox/;
 //! 4. processed by the engine: the ledger entry carries the origin, `remote_pending`;
 //! 5. reports uploaded beside the remote target, the remote file renamed, `remote_pending` cleared.
+//!
 //! The remote file is never touched before step 4 committed.
 
 use crate::config::{Config, Remote};
 use crate::daemon::EngineHandle;
-use crate::ingest::sftp_poller::{Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path};
+use crate::ingest::sftp_poller::{
+    Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path,
+};
 use crate::pipeline::{FOLDERS, Paths, RemoteFolder};
 use crate::store::{FileEntry, RemoteOrigin};
 use anyhow::Result;
@@ -29,7 +32,7 @@ pub struct PollState {
     pub last_success: Option<SystemTime>,
     /// The last error, cleared by a successful poll.
     pub last_error: Option<String>,
-    /// Fetching stopped for good (the host key does not match the pinned one).
+    /// Fetching stopped until restart (host key mismatch or refused login).
     pub stopped: bool,
 }
 
@@ -68,10 +71,11 @@ pub async fn run(
         let delay = match poll_once(&settings, &paths, &engine, &mut stability).await {
             Ok(fetched) => {
                 backoff.reset();
-                let mut s = state.lock().expect("poll state");
-                s.last_success = Some(SystemTime::now());
-                s.last_error = None;
-                drop(s);
+                {
+                    let mut s = state.lock().expect("poll state");
+                    s.last_success = Some(SystemTime::now());
+                    s.last_error = None;
+                }
                 // A file that is still settling is looked at again soon, not a whole interval later.
                 if fetched.pending_stability {
                     settings.poll_interval.min(Duration::from_secs(5))
@@ -80,21 +84,25 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                let fatal = matches!(e, PollError::HostKeyMismatch { .. });
+                let fatal = e.is_fatal();
                 let message = format!("polling {}:{}: {e}", settings.host, settings.port);
-                let mut s = state.lock().expect("poll state");
-                s.last_error = Some(message.clone());
-                s.stopped = fatal;
-                drop(s);
+                {
+                    let mut s = state.lock().expect("poll state");
+                    s.last_error = Some(message.clone());
+                    s.stopped = fatal;
+                }
                 if fatal {
                     tracing::error!(
-                        "{message}. Fetching has STOPPED: the server's host key is not the pinned source.remote.known_host_key. Verify the vendor's key out of band, update the config and restart."
+                        "{message}. Fetching has STOPPED: the server's host key is not the pinned source.remote.known_host_key, or it refused our key. Verify the vendor's host key out of band (or the key they authorized), update the config and restart."
                     );
                     shutdown.cancelled().await;
                     return;
                 }
                 let delay = backoff.next_delay();
-                tracing::warn!("{message}; retrying in {}", humantime::format_duration(delay));
+                tracing::warn!(
+                    "{message}; retrying in {}",
+                    humantime::format_duration(delay)
+                );
                 delay
             }
         };
@@ -199,10 +207,20 @@ async fn fetch(
 fn local_name(remote: &str) -> String {
     let cleaned: String = remote
         .chars()
-        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_start_matches('.').to_string();
-    if cleaned.is_empty() { "roster.csv".to_string() } else { cleaned }
+    if cleaned.is_empty() {
+        "roster.csv".to_string()
+    } else {
+        cleaned
+    }
 }
 
 /// Moves decided files on the remote server and uploads their reports.
@@ -219,6 +237,7 @@ async fn finish_remote_moves(
         .map_err(PollError::Other)?;
     for (entry, folder) in work {
         move_one(client, s, paths, &entry, folder).await?;
+        crate::util::crash_point("after_remote_move");
         let id = entry.id;
         engine
             .call(move |p| p.remote_done(id))
@@ -250,6 +269,7 @@ async fn move_one(
             client.upload(&local_dir.join(&name), &target).await?;
         }
     }
+    crate::util::crash_point("before_remote_move");
     let from = remote_path(&origin.dir, &origin.name)?;
     let to = remote_path(dir, &entry.stored_as)?;
     if client.exists(&from).await? && !client.exists(&to).await? {

@@ -104,7 +104,10 @@ impl PollError {
     /// True when polling must stop until an operator acts (host key mismatch, refused
     /// login); retrying with back-off cannot fix these.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, PollError::HostKeyMismatch { .. } | PollError::AuthFailed)
+        matches!(
+            self,
+            PollError::HostKeyMismatch { .. } | PollError::AuthFailed
+        )
     }
 }
 
@@ -114,6 +117,9 @@ const PARTIAL_SUFFIXES: [&str; 4] = [".part", ".filepart", ".tmp", ".partial"];
 
 /// Size of one local read/write chunk.
 const CHUNK: usize = 256 * 1024;
+
+/// Makes temporary upload names unique within this process.
+static UPLOAD_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// An authenticated SFTP session with the remote server.
 pub struct RemoteClient {
@@ -159,7 +165,7 @@ impl client::Handler for PinnedHostKey {
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn fingerprint(key: &PublicKey) -> String {
@@ -237,7 +243,7 @@ fn logged<T>(
                 "SFTP poll: HOST KEY MISMATCH, not fetching anything: {e}"
             ),
             PollError::AuthFailed => {
-                tracing::error!(host, port, step, "SFTP poll failed: {e}")
+                tracing::error!(host, port, step, "SFTP poll failed: {e}");
             }
             _ => tracing::warn!(host, port, step, path = ?path, "SFTP poll failed: {e}"),
         }
@@ -271,7 +277,11 @@ impl RemoteClient {
             })
             .map(Arc::new)?;
 
-        let timeout = if s.timeout.is_zero() { Duration::from_secs(30) } else { s.timeout };
+        let timeout = if s.timeout.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            s.timeout
+        };
         let config = client::Config {
             nodelay: true,
             preferred: russh::Preferred {
@@ -339,7 +349,10 @@ impl RemoteClient {
         }
 
         let sftp = timed(timeout, "sftp start", async {
-            let mut channel = handle.channel_open_session().await.map_err(anyhow::Error::from)?;
+            let mut channel = handle
+                .channel_open_session()
+                .await
+                .map_err(anyhow::Error::from)?;
             channel
                 .request_subsystem(true, "sftp")
                 .await
@@ -375,7 +388,12 @@ impl RemoteClient {
         })
     }
 
-    fn log<T>(&self, step: &str, path: Option<&str>, r: Result<T, PollError>) -> Result<T, PollError> {
+    fn log<T>(
+        &self,
+        step: &str,
+        path: Option<&str>,
+        r: Result<T, PollError>,
+    ) -> Result<T, PollError> {
         logged(&self.host, self.port, step, path, r)
     }
 
@@ -553,7 +571,9 @@ impl RemoteClient {
 
     async fn rename_inner(&self, from: &str, to: &str) -> Result<(), PollError> {
         if self.exists_inner(to).await? {
-            return Err(anyhow!("cannot move {from:?} to {to:?}: the target already exists").into());
+            return Err(
+                anyhow!("cannot move {from:?} to {to:?}: the target already exists").into(),
+            );
         }
         timed(self.timeout, "rename", self.sftp.rename(from, to)).await
     }
@@ -576,11 +596,13 @@ impl RemoteClient {
         if self.exists_inner(target).await? {
             return Err(anyhow!("cannot upload to {target:?}: it already exists").into());
         }
-        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let tmp_name = format!(
-            ".autoprov-upload-{}-{}.part",
+            ".autoprov-upload-{}-{nanos}-{}.part",
             std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
+            UPLOAD_SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let tmp = remote_path(dir, &tmp_name)?;
 
@@ -609,8 +631,9 @@ impl RemoteClient {
                 }
                 timed(self.timeout, "upload write", remote.write_all(&buf[..n])).await?;
             }
-            timed(self.timeout, "upload write", remote.flush()).await?;
-            timed(self.timeout, "upload fsync", remote.sync_all()).await?;
+            // Drains the pending write acknowledgements, then sends `fsync@openssh.com`
+            // when the server offers it.
+            timed(self.timeout, "upload flush", remote.flush()).await?;
             Ok::<(), PollError>(())
         }
         .await;
@@ -680,10 +703,12 @@ fn classify_name(name: &str) -> NameKind {
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Stability across two listings: files whose (size, mtime) are unchanged since the
@@ -735,7 +760,10 @@ impl Backoff {
     /// The delay before the next attempt; doubles each call up to `max`.
     pub fn next_delay(&mut self) -> Duration {
         let delay = self.next.min(self.max);
-        self.next = self.next.saturating_mul(2).min(self.max.max(Duration::from_secs(1)));
+        self.next = self
+            .next
+            .saturating_mul(2)
+            .min(self.max.max(Duration::from_secs(1)));
         delay
     }
 
@@ -747,8 +775,7 @@ impl Backoff {
 /// Joins a remote directory and a file name safely (rejects names with '/', NUL, "." or
 /// ".."; empty names; a directory containing NUL). An empty `dir` means the login folder.
 pub fn remote_path(dir: &str, name: &str) -> Result<String, PollError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0')
-    {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return Err(anyhow!("unsafe remote file name {name:?}").into());
     }
     if dir.contains('\0') {
