@@ -6,8 +6,13 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber; `RUST_LOG` wins over `log.level`.
 pub fn init(cfg: &Config, format_override: Option<&str>) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(cfg.log.level.as_str()));
+    // russh logs every connection step at info; keep it at warn unless asked for.
+    let level = if cfg.log.level.contains("russh") {
+        cfg.log.level.clone()
+    } else {
+        format!("{},russh=warn,russh_sftp=warn", cfg.log.level)
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

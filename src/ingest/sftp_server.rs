@@ -656,10 +656,18 @@ impl SshHandler {
         Ok(())
     }
 
-    async fn reject(&mut self, method: &'static str, user: &str) -> anyhow::Result<Auth> {
+    /// Counts a failed attempt, delays the answer (per-IP back-off) and rejects.
+    /// `key` is the offered key's fingerprint, for the log (never the key itself).
+    async fn reject(
+        &mut self,
+        method: &'static str,
+        user: &str,
+        key: Option<String>,
+    ) -> anyhow::Result<Auth> {
         self.failures += 1;
         let delay = self.shared.record_failure(self.peer.ip().to_canonical());
-        tracing::info!(parent: &self.span, method, user = %printable(user), attempt = self.failures,
+        tracing::info!(parent: &self.span, method, user = %printable(user),
+            key = key.as_deref().unwrap_or("-"), attempt = self.failures,
             delay_ms = delay.as_millis() as u64, "authentication failed");
         tokio::time::sleep(delay).await;
         Ok(Auth::Reject {
@@ -727,7 +735,8 @@ impl russh::server::Handler for SshHandler {
         if self.key_allowed(user, offer.public_key, offer.algorithm) {
             Ok(Auth::Accept)
         } else {
-            self.reject("publickey", user).await
+            let fingerprint = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+            self.reject("publickey", user, Some(fingerprint)).await
         }
     }
 
@@ -745,7 +754,8 @@ impl russh::server::Handler for SshHandler {
             });
             Ok(Auth::Accept)
         } else {
-            self.reject("publickey", user).await
+            let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+            self.reject("publickey", user, Some(fingerprint)).await
         }
     }
 
@@ -757,7 +767,7 @@ impl russh::server::Handler for SshHandler {
             None
         };
         let Some(hash) = hash else {
-            return self.reject("password", user).await;
+            return self.reject("password", user, None).await;
         };
         let verified = {
             let _permit = self.shared.password_checks.acquire().await?;
@@ -781,7 +791,7 @@ impl russh::server::Handler for SshHandler {
             });
             Ok(Auth::Accept)
         } else {
-            self.reject("password", user).await
+            self.reject("password", user, None).await
         }
     }
 
@@ -792,7 +802,7 @@ impl russh::server::Handler for SshHandler {
         _response: Option<russh::server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         self.check_attempts()?;
-        self.reject("keyboard-interactive", user).await
+        self.reject("keyboard-interactive", user, None).await
     }
 
     async fn auth_openssh_certificate(
@@ -801,7 +811,7 @@ impl russh::server::Handler for SshHandler {
         _certificate: &russh::keys::Certificate,
     ) -> Result<Auth, Self::Error> {
         self.check_attempts()?;
-        self.reject("certificate", user).await
+        self.reject("certificate", user, None).await
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
