@@ -267,7 +267,7 @@ fn run_engine(
         match job {
             Job::Scan => {
                 process_waiting(&pipeline, &state, &shutdown);
-                kick.notify_one();
+                kick_if_remote_work(&pipeline, &kick);
             }
             Job::Call(f) => f(&pipeline),
             Job::Request {
@@ -284,12 +284,19 @@ fn run_engine(
                 if decides {
                     process_waiting(&pipeline, &state, &shutdown);
                 }
-                kick.notify_one();
+                kick_if_remote_work(&pipeline, &kick);
             }
         }
     }
     if let Err(e) = crate::store::Store::flush(&pipeline.store) {
         tracing::error!("flushing the store at shutdown: {e}");
+    }
+}
+
+/// Wakes the poller when a fetched file's remote copy is ready to move.
+fn kick_if_remote_work(p: &Pipeline<SledStore>, kick: &Notify) {
+    if p.cfg.source.mode == Mode::Poll && p.remote_work().is_ok_and(|w| !w.is_empty()) {
+        kick.notify_one();
     }
 }
 

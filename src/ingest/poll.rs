@@ -56,7 +56,9 @@ pub fn settings(remote: &Remote, cfg: &Config) -> RemoteSettings {
     }
 }
 
-/// Polls until `shutdown`. `kick` wakes it early (a fetched file was decided locally).
+/// Polls until `shutdown`. `kick` wakes it early when a fetched file was decided locally:
+/// that wake-up only finishes remote moves. Listings happen on the timer alone, so the two
+/// sightings that make a file "stable" are always a poll interval apart.
 pub async fn run(
     settings: RemoteSettings,
     paths: Paths,
@@ -67,8 +69,19 @@ pub async fn run(
 ) {
     let mut stability = Stability::new();
     let mut backoff = Backoff::new(MAX_BACKOFF);
+    let mut moves_only = false;
+    let mut next_listing = tokio::time::Instant::now();
     loop {
-        let delay = match poll_once(&settings, &paths, &engine, &mut stability).await {
+        let result = if moves_only {
+            moves_once(&settings, &paths, &engine)
+                .await
+                .map(|()| Polled {
+                    pending_stability: false,
+                })
+        } else {
+            poll_once(&settings, &paths, &engine, &mut stability).await
+        };
+        let delay = match result {
             Ok(fetched) => {
                 backoff.reset();
                 {
@@ -106,10 +119,13 @@ pub async fn run(
                 delay
             }
         };
+        if !moves_only {
+            next_listing = tokio::time::Instant::now() + delay;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = kick.notified() => {}
-            _ = tokio::time::sleep(delay) => {}
+            _ = kick.notified() => moves_only = true,
+            _ = tokio::time::sleep_until(next_listing) => moves_only = false,
         }
     }
 }
@@ -128,6 +144,18 @@ async fn poll_once(
 ) -> Result<Polled, PollError> {
     let client = RemoteClient::connect(s).await?;
     let result = poll_with(&client, s, paths, engine, stability).await;
+    client.close().await;
+    result
+}
+
+/// Connects only to finish the remote moves of decided files.
+async fn moves_once(
+    s: &RemoteSettings,
+    paths: &Paths,
+    engine: &EngineHandle,
+) -> Result<(), PollError> {
+    let client = RemoteClient::connect(s).await?;
+    let result = finish_remote_moves(&client, s, paths, engine).await;
     client.close().await;
     result
 }

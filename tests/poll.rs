@@ -1,0 +1,1198 @@
+//! Poll mode end to end (SPEC §5 `poll`): `autoprov run` fetching from Debian's OpenSSH
+//! sshd (`/usr/sbin/sshd -D -e -f CONFIG`, `Subsystem sftp internal-sftp`) on a free
+//! loopback port with its own host key and authorized key.
+//!
+//! Every test has its own sshd (killed on drop), its own temp data dir and control socket,
+//! and its own daemon (SIGKILLed on drop, its log printed when a test panics). The remote
+//! folders are absolute paths under the sshd's temp dir: `<sshd>/data/outgoing` (inbox),
+//! `outgoing/processed`, `outgoing/rejected`. The daemon polls every second with a 5 s
+//! step timeout. Waits are bounded and fail with the daemon's and sshd's logs.
+
+mod common;
+
+use common::{Settings, TestEnv, is_filed_name, is_rfc3339_utc, sha256_hex, testdata};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+// ---- sshd ------------------------------------------------------------------------------
+
+fn keygen(kind: &str, path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An OpenSSH sshd prepared in a temp dir (ed25519 host key, authorized_keys, config, the
+/// remote folders); started with [`Sshd::start`], killed on drop.
+struct Sshd {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Sshd {
+    /// Prepares everything; the `user_pubs` files go into authorized_keys.
+    fn prepare(user_pubs: &[&Path]) -> Sshd {
+        let dir = tempfile::Builder::new().prefix("sshd").tempdir().unwrap();
+        let d = dir.path();
+        keygen("ed25519", &d.join("host_key"));
+        let mut auth = String::new();
+        for p in user_pubs {
+            auth.push_str(&fs::read_to_string(p).unwrap());
+        }
+        fs::write(d.join("authorized_keys"), auth).unwrap();
+        for sub in ["outgoing/processed", "outgoing/rejected", "staging"] {
+            fs::create_dir_all(d.join("data").join(sub)).unwrap();
+        }
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
+             StrictModes no\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             AuthorizedKeysFile {ak}\nSubsystem sftp internal-sftp\nLogLevel DEBUG1\n",
+            hk = d.join("host_key").display(),
+            ak = d.join("authorized_keys").display(),
+        );
+        fs::write(d.join("sshd_config"), config).unwrap();
+        Sshd {
+            dir,
+            port,
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        fs::create_dir_all("/run/sshd").unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("sshd.log"))
+            .unwrap();
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(self.dir.path().join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd (apt-get install openssh-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("sshd exited with {st}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn started(user_pubs: &[&Path]) -> Sshd {
+        let mut s = Sshd::prepare(user_pubs);
+        s.start();
+        s
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    fn host_pub(&self) -> String {
+        fs::read_to_string(self.dir.path().join("host_key.pub"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// `<sshd>/data/outgoing[/sub]` on the server's disk (also the remote path).
+    fn remote(&self, sub: &str) -> PathBuf {
+        let p = self.dir.path().join("data/outgoing");
+        if sub.is_empty() { p } else { p.join(sub) }
+    }
+
+    /// Writes `bytes` outside the remote inbox and renames it in (a complete file).
+    fn put(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.dir.path().join("data/staging").join(name);
+        fs::write(&tmp, bytes).unwrap();
+        fs::rename(&tmp, self.remote("").join(name)).unwrap();
+    }
+
+    /// Sorted names of the regular files (not folders) in `outgoing[/sub]`.
+    fn files(&self, sub: &str) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.remote(sub))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `[source]` + `[source.remote]` for this server.
+    fn source_toml(&self, private_key: &Path, known_host_key: &str, rescan: &str) -> String {
+        let inbox = self.remote("").display().to_string();
+        format!(
+            "[source]\nmode = \"poll\"\nrescan_interval = {rescan:?}\n\n[source.remote]\n\
+             host = \"127.0.0.1\"\nport = {port}\nuser = \"root\"\nprivate_key = {key:?}\n\
+             known_host_key = {khk:?}\ninbox = {inbox:?}\nprocessed = {processed:?}\n\
+             rejected = {rejected:?}\npoll_interval = \"1s\"\ntimeout = \"5s\"\n",
+            port = self.port,
+            key = private_key.to_str().unwrap(),
+            khk = known_host_key,
+            processed = format!("{inbox}/processed"),
+            rejected = format!("{inbox}/rejected"),
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A user key pair in its own temp dir.
+struct UserKey {
+    dir: tempfile::TempDir,
+}
+
+impl UserKey {
+    fn new() -> UserKey {
+        let dir = tempfile::tempdir().unwrap();
+        keygen("ed25519", &dir.path().join("id"));
+        UserKey { dir }
+    }
+    fn private(&self) -> PathBuf {
+        self.dir.path().join("id")
+    }
+    fn public(&self) -> PathBuf {
+        self.dir.path().join("id.pub")
+    }
+}
+
+// ---- the daemon ------------------------------------------------------------------------
+
+/// A running `autoprov run`; its stderr goes to `<root>/daemon-N.log`. SIGKILLed on drop.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon and waits (≤ 20 s) until it answers `status` and logged "autoprov ready".
+    fn start(env: &TestEnv) -> Daemon {
+        Daemon::start_env(env, &[])
+    }
+
+    fn start_env(env: &TestEnv, envs: &[(&str, &str)]) -> Daemon {
+        let n = (1..)
+            .find(|n| !env.root().join(format!("daemon-{n}.log")).exists())
+            .unwrap();
+        let log = env.root().join(format!("daemon-{n}.log"));
+        let file = fs::File::create(&log).expect("daemon log");
+        let mut cmd = env.command();
+        cmd.arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file));
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn autoprov run");
+        let mut d = Daemon {
+            child: Some(child),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                d.child = None;
+                panic!("the daemon exited during start-up ({status}):\n{}", d.log());
+            }
+            if socket_answers(&env.socket) {
+                let (code, out, _) = env.run(&["--json", "status"]);
+                if code == 0 {
+                    let v: Value = serde_json::from_str(&out).expect("status --json");
+                    if v["daemon"]["running"] == true && d.log().contains("autoprov ready") {
+                        return d;
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!("the daemon was not ready within 20 s:\n{}", d.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (≤ `timeout`) for the daemon to exit on its own; returns its exit status.
+    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("daemon running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "the daemon did not exit within {timeout:?}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then asserts a clean exit (status 0) within 20 s.
+    fn stop(mut self) {
+        let pid = Pid::from_raw(self.child.as_ref().expect("running").id() as i32);
+        kill(pid, Signal::SIGTERM).expect("SIGTERM");
+        let status = self.wait_exit(Duration::from_secs(20));
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "daemon exit status {status} after SIGTERM:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- daemon log {} ----\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// Whether something accepts on the socket and answers.
+fn socket_answers(socket: &Path) -> bool {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.shutdown(std::net::Shutdown::Write).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).is_ok() && !answer.is_empty()
+}
+
+/// Polls `f` every 100 ms until it gives `Some`, at most `timeout`; on timeout panics with
+/// `what`, the daemon's log and the sshd log.
+fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    logs: (&Daemon, &Sshd),
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n---- daemon log ----\n{}\n---- sshd log (tail) ----\n{}",
+                logs.0.log(),
+                tail(&logs.1.log(), 40)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ---- environments and checks -------------------------------------------------------------
+
+/// A poll-mode environment against `sshd` (log level info; one rule: department IT gets
+/// "IT Admin"). `key` logs in; `known_host_key` is pinned.
+fn poll_env(sshd: &Sshd, key: &UserKey, known_host_key: &str, settings: Settings) -> TestEnv {
+    poll_env_rescan(sshd, key, known_host_key, settings, "1s")
+}
+
+/// [`poll_env`] with `source.rescan_interval = rescan` (the local inbox rescan).
+fn poll_env_rescan(
+    sshd: &Sshd,
+    key: &UserKey,
+    known_host_key: &str,
+    mut settings: Settings,
+    rescan: &str,
+) -> TestEnv {
+    settings.log_level = "info".into();
+    settings
+        .extra_toml
+        .push_str(&sshd.source_toml(&key.private(), known_host_key, rescan));
+    let env = TestEnv::with(settings);
+    let rule = env.json_ok(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "IT staff",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    assert_eq!(rule["id"], 1, "{rule:#}");
+    env
+}
+
+/// Limits high enough that a first import is applied, not held.
+fn no_limits() -> Settings {
+    Settings {
+        max_grants: Some((1_000_000, 100)),
+        ..Settings::default()
+    }
+}
+
+/// A roster with employees `<prefix>001..=<prefix><n>`, all in IT.
+fn roster(prefix: &str, ids: std::ops::RangeInclusive<usize>) -> String {
+    let mut s = String::from("Employee ID,Work Email,Department\n");
+    for i in ids {
+        s.push_str(&row(prefix, i));
+    }
+    s
+}
+
+fn row(prefix: &str, i: usize) -> String {
+    format!(
+        "{prefix}{i:03},{}{i}@acme.example,IT\n",
+        prefix.to_lowercase()
+    )
+}
+
+/// `files list --json`.
+fn files(env: &TestEnv) -> Vec<Value> {
+    env.json_ok(0, &["files", "list"])
+        .as_array()
+        .expect("files list is an array")
+        .clone()
+}
+
+/// Ledger entries whose original name is `name`.
+fn entries(env: &TestEnv, name: &str) -> Vec<Value> {
+    files(env)
+        .into_iter()
+        .filter(|f| f["name"] == name)
+        .collect()
+}
+
+fn stored_as(entry: &Value) -> String {
+    entry["stored_as"]
+        .as_str()
+        .unwrap_or_else(|| panic!("stored_as: {entry:#}"))
+        .to_string()
+}
+
+/// `status --json` → `daemon.poll`.
+fn poll_status(env: &TestEnv) -> Value {
+    let st = env.json_ok(0, &["status"]);
+    let poll = st["daemon"]["poll"].clone();
+    assert!(poll.is_object(), "daemon.poll in poll mode: {st:#}");
+    poll
+}
+
+/// `(employee_id, role, status, origin)` of every account, sorted.
+fn accounts(env: &TestEnv) -> Vec<(String, String, String, String)> {
+    env.accounts(&[])
+        .into_values()
+        .map(|a| {
+            let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+            (s("employee_id"), s("role"), s("status"), s("origin"))
+        })
+        .collect()
+}
+
+fn active_it_admins(
+    prefix: &str,
+    ids: std::ops::RangeInclusive<usize>,
+) -> Vec<(String, String, String, String)> {
+    ids.map(|i| {
+        (
+            format!("{prefix}{i:03}"),
+            "IT Admin".to_string(),
+            "active".to_string(),
+            "auto".to_string(),
+        )
+    })
+    .collect()
+}
+
+/// Waits until the remote `folder` holds `stored` and both its reports.
+fn wait_remote_filed(d: &Daemon, sshd: &Sshd, folder: &str, stored: &str, timeout: Duration) {
+    let want = [
+        stored.to_string(),
+        format!("{stored}.report.json"),
+        format!("{stored}.report.txt"),
+    ];
+    wait_until(
+        &format!("remote {folder}/ to hold {stored} and its reports"),
+        timeout,
+        (d, sshd),
+        || {
+            let have = sshd.files(folder);
+            want.iter().all(|w| have.contains(w)).then_some(())
+        },
+    );
+}
+
+/// Asserts the remote `folder` holds exactly `stored` (with `bytes`) and its two reports,
+/// byte-equal to the local reports in the local `local_folder`; returns the report.
+fn assert_remote_filed(
+    env: &TestEnv,
+    sshd: &Sshd,
+    folder: &str,
+    local_folder: &str,
+    stored: &str,
+    bytes: &[u8],
+) -> Value {
+    assert_eq!(
+        sshd.files(folder),
+        [
+            stored.to_string(),
+            format!("{stored}.report.json"),
+            format!("{stored}.report.txt")
+        ],
+        "remote {folder}/ holds the file under its local name, both reports, no temp files"
+    );
+    assert_eq!(
+        fs::read(sshd.remote(folder).join(stored)).unwrap(),
+        bytes,
+        "the remote file was moved, unchanged"
+    );
+    for ext in ["report.json", "report.txt"] {
+        let name = format!("{stored}.{ext}");
+        assert_eq!(
+            fs::read(sshd.remote(folder).join(&name)).unwrap(),
+            fs::read(env.drop_dir(local_folder).join(&name))
+                .unwrap_or_else(|e| panic!("local {local_folder}/{name}: {e}")),
+            "remote {folder}/{name} equals the local report"
+        );
+    }
+    serde_json::from_slice(
+        &fs::read(sshd.remote(folder).join(format!("{stored}.report.json"))).unwrap(),
+    )
+    .expect("remote report.json is JSON")
+}
+
+// ---- 1. happy path -------------------------------------------------------------------------
+
+#[test]
+fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
+    let key = UserKey::new();
+    let sshd = Sshd::started(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    let bytes = roster("E", 1..=3);
+    sshd.put("roster.csv", bytes.as_bytes());
+    let d = Daemon::start(&env);
+
+    let entry = wait_until(
+        "a ledger entry for roster.csv",
+        Duration::from_secs(20),
+        (&d, &sshd),
+        || entries(&env, "roster.csv").into_iter().next(),
+    );
+    let stored = stored_as(&entry);
+    assert!(is_filed_name(&stored, "roster.csv"), "{stored}");
+    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+
+    // A few more polls: nothing is fetched again.
+    std::thread::sleep(Duration::from_millis(2500));
+    let found = entries(&env, "roster.csv");
+    assert_eq!(found.len(), 1, "applied once: {found:#?}");
+    assert_eq!(files(&env).len(), 1);
+    assert_eq!(found[0]["status"], "applied", "{:#}", found[0]);
+    assert_eq!(found[0]["sha256"], sha256_hex(bytes.as_bytes()));
+    assert_eq!(accounts(&env), active_it_admins("E", 1..=3));
+
+    // Local filing, and the remote copy with reports equal to the local ones.
+    assert_eq!(
+        env.files_in("processed"),
+        [
+            stored.clone(),
+            format!("{stored}.report.json"),
+            format!("{stored}.report.txt")
+        ]
+    );
+    assert!(
+        env.files_in("inbox").is_empty(),
+        "{:?}",
+        env.files_in("inbox")
+    );
+    let report = assert_remote_filed(
+        &env,
+        &sshd,
+        "processed",
+        "processed",
+        &stored,
+        bytes.as_bytes(),
+    );
+    assert_eq!(report["status"], "applied", "{report:#}");
+    assert_eq!(report["rows"], 3, "{report:#}");
+    assert_eq!(report["file"], "roster.csv", "{report:#}");
+    assert_eq!(report["counts"]["created"], 3, "{report:#}");
+    assert!(
+        sshd.files("").is_empty(),
+        "remote inbox: {:?}",
+        sshd.files("")
+    );
+    assert!(sshd.files("rejected").is_empty());
+
+    let poll = poll_status(&env);
+    let last = poll["last_success"].as_str().unwrap_or_default();
+    assert!(is_rfc3339_utc(last), "daemon.poll.last_success: {poll:#}");
+    assert_eq!(poll["last_error"], Value::Null, "{poll:#}");
+    assert_eq!(poll["stopped"], false, "{poll:#}");
+    d.stop();
+}
+
+// ---- 2. rejected -----------------------------------------------------------------------------
+
+#[test]
+fn broken_roster_is_rejected_and_lands_in_remote_rejected_with_reports() {
+    let key = UserKey::new();
+    let sshd = Sshd::started(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    let bytes = fs::read(testdata("broken/malformed_email.csv")).unwrap();
+    sshd.put("malformed_email.csv", &bytes);
+    let d = Daemon::start(&env);
+
+    let entry = wait_until(
+        "a ledger entry for malformed_email.csv",
+        Duration::from_secs(20),
+        (&d, &sshd),
+        || entries(&env, "malformed_email.csv").into_iter().next(),
+    );
+    assert_eq!(entry["status"], "rejected", "{entry:#}");
+    let stored = stored_as(&entry);
+    wait_remote_filed(&d, &sshd, "rejected", &stored, Duration::from_secs(20));
+
+    let report = assert_remote_filed(&env, &sshd, "rejected", "rejected", &stored, &bytes);
+    assert_eq!(report["status"], "rejected", "{report:#}");
+    assert_eq!(report["sha256"], sha256_hex(&bytes), "{report:#}");
+    // Every malformed address of testdata/broken/malformed_email.expected is reported
+    // (plus the missing `department` column the rule needs).
+    let errors = report["errors"].as_array().expect("errors");
+    let expected = fs::read_to_string(testdata("broken/malformed_email.expected")).unwrap();
+    let mut want = 0;
+    for line in expected
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let (n, column) = line.split_once('\t').expect("LINE<TAB>COLUMN");
+        let n: u64 = n.parse().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["line"] == n && e["column"] == column),
+            "error at line {n} column {column}: {report:#}"
+        );
+        want += 1;
+    }
+    assert_eq!(want, 6);
+    assert!(
+        sshd.files("").is_empty(),
+        "remote inbox: {:?}",
+        sshd.files("")
+    );
+    assert!(
+        sshd.files("processed").is_empty(),
+        "{:?}",
+        sshd.files("processed")
+    );
+    assert!(env.accounts(&[]).is_empty(), "nothing applied");
+    assert_eq!(files(&env).len(), 1);
+    d.stop();
+}
+
+// ---- 3./4. refused connections stop fetching ----------------------------------------------------
+
+/// How many SSH sessions autoprov opened (sshd logs the client version of each; the
+/// readiness probe of [`Sshd::start`] sends none).
+fn connections(sshd: &Sshd) -> usize {
+    sshd.log().matches("remote software version russh").count()
+}
+
+/// Waits until `status` says polling stopped; returns `daemon.poll`.
+fn wait_stopped(env: &TestEnv, d: &Daemon, sshd: &Sshd) -> Value {
+    wait_until(
+        "daemon.poll.stopped = true",
+        Duration::from_secs(20),
+        (d, sshd),
+        || {
+            let p = poll_status(env);
+            (p["stopped"] == true).then_some(p)
+        },
+    )
+}
+
+#[test]
+fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
+    let key = UserKey::new();
+    let sshd = Sshd::started(&[&key.public()]);
+    let impostor = UserKey::new();
+    let wrong = fs::read_to_string(impostor.public()).unwrap();
+    let env = poll_env(&sshd, &key, wrong.trim(), no_limits());
+    sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
+    let d = Daemon::start(&env);
+
+    let poll = wait_stopped(&env, &d, &sshd);
+    let err = poll["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("host key"),
+        "last_error names the host key: {poll:#}"
+    );
+    assert_eq!(poll["last_success"], Value::Null, "{poll:#}");
+    // Stopped for good: a few poll intervals later still nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(poll_status(&env)["stopped"], true);
+    assert_eq!(
+        sshd.files(""),
+        ["roster.csv"],
+        "the remote file is untouched"
+    );
+    assert!(sshd.files("processed").is_empty() && sshd.files("rejected").is_empty());
+    assert!(files(&env).is_empty(), "no ledger entry");
+    assert!(
+        env.files_in("inbox").is_empty(),
+        "{:?}",
+        env.files_in("inbox")
+    );
+    assert!(env.accounts(&[]).is_empty());
+    assert!(
+        !sshd.log().contains("Accepted publickey"),
+        "never authenticated to a server with another host key:\n{}",
+        sshd.log()
+    );
+    assert_eq!(
+        connections(&sshd),
+        1,
+        "no retries after a mismatch:\n{}",
+        sshd.log()
+    );
+    let log = d.log();
+    assert!(
+        log.contains("HOST KEY MISMATCH") || log.contains("host key"),
+        "{log}"
+    );
+    assert!(log.contains("STOPPED"), "{log}");
+    let st = env.expect(0, &["status"]);
+    assert!(
+        st.contains("STOPPED"),
+        "status text says polling stopped: {st}"
+    );
+    d.stop();
+}
+
+#[test]
+fn wrong_user_key_fetches_nothing_and_stops_polling() {
+    let authorized = UserKey::new();
+    let stranger = UserKey::new();
+    let sshd = Sshd::started(&[&authorized.public()]);
+    let env = poll_env(&sshd, &stranger, &sshd.host_pub(), no_limits());
+    sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
+    let d = Daemon::start(&env);
+
+    let poll = wait_stopped(&env, &d, &sshd);
+    let err = poll["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("refused key authentication"), "{poll:#}");
+    assert_eq!(poll["last_success"], Value::Null, "{poll:#}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(poll_status(&env)["stopped"], true);
+    assert_eq!(
+        sshd.files(""),
+        ["roster.csv"],
+        "the remote file is untouched"
+    );
+    assert!(files(&env).is_empty(), "no ledger entry");
+    assert!(env.files_in("inbox").is_empty());
+    assert!(!sshd.log().contains("Accepted publickey"), "{}", sshd.log());
+    // Fatal: one connection, no retry loop hammering the server.
+    assert_eq!(connections(&sshd), 1, "{}", sshd.log());
+    d.stop();
+}
+
+// ---- 5. server down, then up ---------------------------------------------------------------------
+
+#[test]
+fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
+    let key = UserKey::new();
+    let mut sshd = Sshd::prepare(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    let bytes = roster("E", 1..=3);
+    sshd.put("roster.csv", bytes.as_bytes());
+    let d = Daemon::start(&env);
+    let started = Instant::now();
+
+    let poll = wait_until(
+        "a poll error while the server is down",
+        Duration::from_secs(10),
+        (&d, &sshd),
+        || {
+            let p = poll_status(&env);
+            p["last_error"].is_string().then_some(p)
+        },
+    );
+    assert_eq!(
+        poll["stopped"], false,
+        "a refused TCP connection is retried: {poll:#}"
+    );
+    assert!(
+        poll["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{poll:#}"
+    );
+    assert_eq!(poll["last_success"], Value::Null);
+    if let Some(rest) = Duration::from_secs(3).checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    assert!(files(&env).is_empty());
+    sshd.start();
+
+    let entry = wait_until(
+        "the file fetched after the server came up",
+        Duration::from_secs(20),
+        (&d, &sshd),
+        || entries(&env, "roster.csv").into_iter().next(),
+    );
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    let stored = stored_as(&entry);
+    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+    assert_remote_filed(
+        &env,
+        &sshd,
+        "processed",
+        "processed",
+        &stored,
+        bytes.as_bytes(),
+    );
+    assert!(sshd.files("").is_empty());
+    assert_eq!(entries(&env, "roster.csv").len(), 1);
+    let poll = poll_status(&env);
+    assert_eq!(
+        poll["last_error"],
+        Value::Null,
+        "cleared by a success: {poll:#}"
+    );
+    assert!(poll["last_success"].is_string(), "{poll:#}");
+    assert_eq!(poll["stopped"], false);
+    assert!(d.log().contains("retrying in"), "{}", d.log());
+    d.stop();
+}
+
+// ---- 6. a file still being written ---------------------------------------------------------------
+
+/// Appends a row to a remote roster every 300 ms for ~3 s, then stops; asserts nothing was
+/// fetched while it grew, and that the complete file is fetched, applied once, with every row.
+///
+/// `monitor`: while the file grows, ask the daemon `files list` and `status` after each row
+/// (as an operator's monitoring would), and check the ledger. Otherwise nothing talks to
+/// the daemon while it grows (only the local drop folders are looked at) and the local
+/// inbox rescan is slow (60 s), so the poller wakes only on its own 1 s interval.
+fn growing_file(monitor: bool) {
+    let key = UserKey::new();
+    let sshd = Sshd::started(&[&key.public()]);
+    let rescan = if monitor { "1s" } else { "60s" };
+    let env = poll_env_rescan(&sshd, &key, &sshd.host_pub(), no_limits(), rescan);
+    let d = Daemon::start(&env);
+    // Let the start-up wake-ups (the first inbox scan, the readiness `status`) pass.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let path = sshd.remote("").join("growing.csv");
+    let mut f = fs::File::create(&path).unwrap();
+    f.write_all(b"Employee ID,Work Email,Department\n").unwrap();
+    let mut rows = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        rows += 1;
+        f.write_all(row("G", rows).as_bytes()).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        if monitor {
+            let seen = files(&env);
+            assert!(
+                seen.is_empty(),
+                "fetched while still growing (after {rows} rows, {:?}): {seen:#?}\n{}",
+                t.elapsed(),
+                d.log()
+            );
+            poll_status(&env);
+        }
+        for folder in ["inbox", "processed", "rejected", "held"] {
+            let names: Vec<String> = env
+                .files_in(folder)
+                .into_iter()
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            assert!(
+                names.is_empty(),
+                "fetched while still growing (after {rows} rows, {:?}): local {folder}/ has {names:?}\n{}",
+                t.elapsed(),
+                d.log()
+            );
+        }
+    }
+    drop(f);
+    assert!(rows >= 5, "{rows}");
+    let final_bytes = fs::read(&path).unwrap();
+
+    let entry = wait_until(
+        "growing.csv fetched once complete",
+        Duration::from_secs(20),
+        (&d, &sshd),
+        || entries(&env, "growing.csv").into_iter().next(),
+    );
+    let stored = stored_as(&entry);
+    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    assert_eq!(
+        entry["sha256"],
+        sha256_hex(&final_bytes),
+        "the final content"
+    );
+    let report = env.report_file("processed", &stored);
+    assert_eq!(report["rows"], rows as u64, "{report:#}");
+    assert_eq!(report["counts"]["created"], rows as u64, "{report:#}");
+    assert_remote_filed(&env, &sshd, "processed", "processed", &stored, &final_bytes);
+    assert!(sshd.files("").is_empty(), "{:?}", sshd.files(""));
+    assert_eq!(files(&env).len(), 1, "fetched once");
+    assert_eq!(accounts(&env), active_it_admins("G", 1..=rows));
+    d.stop();
+}
+
+#[test]
+fn growing_remote_file_is_fetched_only_once_stable() {
+    growing_file(false);
+}
+
+#[test]
+
+fn growing_remote_file_is_not_fetched_while_the_daemon_is_queried() {
+    growing_file(true);
+}
+
+// ---- 7. crash between the local commit and the remote move -------------------------------------
+
+/// Starts with `AUTOPROV_CRASH_AT=point`, puts a roster remotely, waits for the abort.
+/// Returns (env, sshd, roster bytes, stored_as) with the daemon dead.
+fn crash_at(point: &str) -> (TestEnv, Sshd, UserKey, String, String) {
+    let key = UserKey::new();
+    let sshd = Sshd::started(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    let mut d = Daemon::start_env(&env, &[("AUTOPROV_CRASH_AT", point)]);
+    let bytes = roster("E", 1..=3);
+    sshd.put("roster.csv", bytes.as_bytes());
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert_eq!(
+        status.signal(),
+        Some(libc_sigabrt()),
+        "aborted at the crash point ({status}):\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains(&format!("AUTOPROV_CRASH_AT={point}")),
+        "{}",
+        d.log()
+    );
+    drop(d);
+    // The local outcome was committed before the crash (the CLI reads the store directly).
+    let found = entries(&env, "roster.csv");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0]["status"], "applied");
+    assert_eq!(accounts(&env), active_it_admins("E", 1..=3));
+    let stored = stored_as(&found[0]);
+    (env, sshd, key, bytes, stored)
+}
+
+fn libc_sigabrt() -> i32 {
+    Signal::SIGABRT as i32
+}
+
+#[test]
+fn crash_before_remote_move_then_restart_applies_once_and_moves_once() {
+    let (env, sshd, _key, bytes, stored) = crash_at("before_remote_move");
+    // Reports were uploaded, the roster not yet moved.
+    assert_eq!(sshd.files(""), ["roster.csv"], "still in the remote inbox");
+    assert_eq!(
+        sshd.files("processed"),
+        [
+            format!("{stored}.report.json"),
+            format!("{stored}.report.txt")
+        ],
+        "the reports are uploaded before the move"
+    );
+
+    let d = Daemon::start(&env);
+    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_remote_filed(
+        &env,
+        &sshd,
+        "processed",
+        "processed",
+        &stored,
+        bytes.as_bytes(),
+    );
+    assert!(
+        sshd.files("").is_empty(),
+        "remote inbox: {:?}",
+        sshd.files("")
+    );
+    let all = files(&env);
+    assert_eq!(all.len(), 1, "applied once: {all:#?}");
+    assert_eq!(all[0]["status"], "applied");
+    assert_eq!(accounts(&env), active_it_admins("E", 1..=3));
+    let poll = poll_status(&env);
+    assert_eq!(poll["last_error"], Value::Null, "{poll:#}");
+    assert!(poll["last_success"].is_string(), "{poll:#}");
+    d.stop();
+}
+
+#[test]
+fn crash_after_remote_move_then_restart_completes_without_duplicates() {
+    let (env, sshd, _key, bytes, stored) = crash_at("after_remote_move");
+    // Moved, but not marked done in the ledger.
+    assert!(
+        sshd.files("").is_empty(),
+        "remote inbox: {:?}",
+        sshd.files("")
+    );
+    assert_remote_filed(
+        &env,
+        &sshd,
+        "processed",
+        "processed",
+        &stored,
+        bytes.as_bytes(),
+    );
+
+    let d = Daemon::start(&env);
+    wait_until(
+        "the restarted daemon to finish the remote move",
+        Duration::from_secs(20),
+        (&d, &sshd),
+        || {
+            d.log()
+                .contains("remote file moved and reports uploaded")
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_remote_filed(
+        &env,
+        &sshd,
+        "processed",
+        "processed",
+        &stored,
+        bytes.as_bytes(),
+    );
+    assert!(sshd.files("").is_empty());
+    let all = files(&env);
+    assert_eq!(all.len(), 1, "applied once: {all:#?}");
+    assert_eq!(accounts(&env), active_it_admins("E", 1..=3));
+    let poll = poll_status(&env);
+    assert_eq!(poll["last_error"], Value::Null, "{poll:#}");
+    assert_eq!(poll["stopped"], false, "{poll:#}");
+    let log = d.log();
+    assert_eq!(
+        log.matches("remote file moved and reports uploaded")
+            .count(),
+        1,
+        "finished once, not on every poll:\n{log}"
+    );
+    assert!(!log.contains("SFTP poll failed"), "{log}");
+    d.stop();
+}
+
+// ---- 8. held files -------------------------------------------------------------------------------
+
+#[test]
+fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
+    let key = UserKey::new();
+    let sshd = Sshd::started(&[&key.public()]);
+    // More than 1 grant (and more than 0 % of the active accounts) is held.
+    let env = poll_env(
+        &sshd,
+        &key,
+        &sshd.host_pub(),
+        Settings {
+            max_grants: Some((1, 0)),
+            ..Settings::default()
+        },
+    );
+    let d = Daemon::start(&env);
+
+    // A: held, then approved.
+    let a = roster("E", 1..=3);
+    sshd.put("a.csv", a.as_bytes());
+    let entry = wait_until("a.csv held", Duration::from_secs(20), (&d, &sshd), || {
+        entries(&env, "a.csv")
+            .into_iter()
+            .find(|e| e["status"] == "held")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        sshd.files(""),
+        ["a.csv"],
+        "stays in the remote inbox while held"
+    );
+    assert!(
+        sshd.files("processed").is_empty(),
+        "{:?}",
+        sshd.files("processed")
+    );
+    assert!(
+        sshd.files("rejected").is_empty(),
+        "{:?}",
+        sshd.files("rejected")
+    );
+    assert_eq!(files(&env).len(), 1, "not fetched twice while held");
+    assert!(env.accounts(&[]).is_empty());
+
+    let id = entry["id"].to_string();
+    env.expect(0, &["files", "approve", &id]);
+    let approved = entries(&env, "a.csv");
+    assert_eq!(approved.len(), 1, "{approved:#?}");
+    assert_eq!(approved[0]["status"], "applied", "{:#}", approved[0]);
+    let stored_a = stored_as(&approved[0]);
+    wait_remote_filed(&d, &sshd, "processed", &stored_a, Duration::from_secs(20));
+    let report = assert_remote_filed(
+        &env,
+        &sshd,
+        "processed",
+        "processed",
+        &stored_a,
+        a.as_bytes(),
+    );
+    assert_eq!(report["status"], "applied", "{report:#}");
+    assert!(sshd.files("").is_empty());
+    assert_eq!(accounts(&env), active_it_admins("E", 1..=3));
+
+    // B: held, then rejected: still the remote processed folder ("processed once decided").
+    let b = roster("E", 1..=6);
+    sshd.put("b.csv", b.as_bytes());
+    let entry = wait_until("b.csv held", Duration::from_secs(20), (&d, &sshd), || {
+        entries(&env, "b.csv")
+            .into_iter()
+            .find(|e| e["status"] == "held")
+    });
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(
+        sshd.files(""),
+        ["b.csv"],
+        "stays in the remote inbox while held"
+    );
+    let id = entry["id"].to_string();
+    env.expect(0, &["files", "reject", &id]);
+    let rejected = entries(&env, "b.csv");
+    assert_eq!(rejected.len(), 1, "{rejected:#?}");
+    assert_eq!(rejected[0]["status"], "rejected", "{:#}", rejected[0]);
+    let stored_b = stored_as(&rejected[0]);
+    let want = [
+        stored_b.clone(),
+        format!("{stored_b}.report.json"),
+        format!("{stored_b}.report.txt"),
+    ];
+    wait_until(
+        "b.csv in remote processed/",
+        Duration::from_secs(20),
+        (&d, &sshd),
+        || {
+            let have = sshd.files("processed");
+            want.iter().all(|w| have.contains(w)).then_some(())
+        },
+    );
+    assert!(sshd.files("").is_empty(), "{:?}", sshd.files(""));
+    assert!(
+        sshd.files("rejected").is_empty(),
+        "a held file goes to remote processed even when rejected: {:?}",
+        sshd.files("rejected")
+    );
+    assert_eq!(
+        fs::read(sshd.remote("processed").join(&stored_b)).unwrap(),
+        b.as_bytes()
+    );
+    for ext in ["report.json", "report.txt"] {
+        let name = format!("{stored_b}.{ext}");
+        assert_eq!(
+            fs::read(sshd.remote("processed").join(&name)).unwrap(),
+            fs::read(env.drop_dir("rejected").join(&name)).unwrap(),
+            "{name} equals the local report of the decision"
+        );
+    }
+    let report: Value = serde_json::from_slice(
+        &fs::read(
+            sshd.remote("processed")
+                .join(format!("{stored_b}.report.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["status"], "rejected", "{report:#}");
+    assert_eq!(
+        sshd.files("processed").len(),
+        6,
+        "{:?}",
+        sshd.files("processed")
+    );
+    assert_eq!(
+        accounts(&env),
+        active_it_admins("E", 1..=3),
+        "B changed nothing"
+    );
+    assert_eq!(files(&env).len(), 2);
+    d.stop();
+}
