@@ -42,17 +42,30 @@ pub enum Job {
     },
 }
 
-/// A cheap handle to send work to the engine.
+/// A cheap handle to send work to the engine. Read-only requests do not queue behind a
+/// file being processed: they read the store directly (sled serves concurrent readers).
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::UnboundedSender<Job>,
+    pipeline: Arc<Pipeline<SledStore>>,
+    state: Arc<Mutex<DaemonState>>,
 }
 
 impl EngineHandle {
     /// A handle and the engine's end of the queue.
-    pub fn new() -> (EngineHandle, mpsc::UnboundedReceiver<Job>) {
+    fn new(
+        pipeline: Arc<Pipeline<SledStore>>,
+        state: Arc<Mutex<DaemonState>>,
+    ) -> (EngineHandle, mpsc::UnboundedReceiver<Job>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EngineHandle { tx }, rx)
+        (
+            EngineHandle {
+                tx,
+                pipeline,
+                state,
+            },
+            rx,
+        )
     }
 
     /// Asks the engine to scan inbox/.
@@ -80,6 +93,13 @@ impl EngineHandle {
         caller: String,
         upload: Option<(Upload, Vec<u8>)>,
     ) -> Response {
+        if !request.is_change() && upload.is_none() {
+            let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
+            let read = move || answer(&pipeline, request, &caller, None, &state);
+            return tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
+                Response::fail(exit::USAGE, format!("error: the request failed: {e}"))
+            });
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job::Request {
             request,
@@ -120,8 +140,21 @@ pub fn run(cfg: Config) -> Result<()> {
     runtime.block_on(serve(cfg))
 }
 
+/// Removes the control socket when the daemon stops, however it stops.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 async fn serve(cfg: Config) -> Result<()> {
-    let pipeline = crate::local::open(cfg.clone())?;
+    // The socket first: a CLI command started meanwhile waits for the daemon instead of
+    // opening (and locking) the store itself.
+    let listener = control::server::bind(&cfg.control.socket)?;
+    let _socket = SocketFile(cfg.control.socket.clone());
+    let pipeline = Arc::new(crate::local::open(cfg.clone())?);
     let paths = pipeline.paths.clone();
     match crate::backup::rotate(&pipeline.store, &paths) {
         Ok(path) => tracing::info!(backup = %path.display(), "store checked and backed up"),
@@ -133,7 +166,7 @@ async fn serve(cfg: Config) -> Result<()> {
         ..DaemonState::default()
     }));
     let shutdown = CancellationToken::new();
-    let (engine, jobs) = EngineHandle::new();
+    let (engine, jobs) = EngineHandle::new(pipeline.clone(), state.clone());
     let poll_state = state.lock().expect("state lock").poll.clone();
     // Wakes the poller when a file may have been decided (its remote copy can move).
     let kick = Arc::new(Notify::new());
@@ -145,13 +178,6 @@ async fn serve(cfg: Config) -> Result<()> {
     };
 
     let tracker = TaskTracker::new();
-    let listener = control::server::bind(&cfg.control.socket)?;
-    tracker.spawn(control::server::serve(
-        listener,
-        cfg.clone(),
-        engine.clone(),
-        shutdown.clone(),
-    ));
     match cfg.source.mode {
         Mode::Host => {
             let server =
@@ -198,6 +224,13 @@ async fn serve(cfg: Config) -> Result<()> {
             ));
         }
     }
+    // Answer the control socket once the source is up, so `status` shows the real address.
+    tracker.spawn(control::server::serve(
+        listener,
+        cfg.clone(),
+        engine.clone(),
+        shutdown.clone(),
+    ));
     {
         let (inbox, engine, token, rescan) = (
             paths.folder("inbox"),
@@ -226,7 +259,6 @@ async fn serve(cfg: Config) -> Result<()> {
     tokio::task::spawn_blocking(move || engine_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
-    let _ = std::fs::remove_file(&cfg.control.socket);
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -257,7 +289,7 @@ async fn watchdog(shutdown: CancellationToken) {
 }
 
 fn run_engine(
-    pipeline: Pipeline<SledStore>,
+    pipeline: Arc<Pipeline<SledStore>>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     state: Arc<Mutex<DaemonState>>,
     kick: Arc<Notify>,
@@ -347,9 +379,21 @@ fn answer(
 fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &Mutex<DaemonState>) {
     let state = state.lock().expect("state lock");
     let now = SystemTime::now();
+    // The newest arrival: a processed file, or one still waiting in inbox/.
+    let inbox = p.paths.folder("inbox");
+    let waiting_arrival = p
+        .waiting()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| std::fs::metadata(inbox.join(name)).ok())
+        .filter_map(|m| m.modified().ok())
+        .max();
     let last_arrival = p
         .last_received()
         .and_then(|t| humantime::parse_rfc3339(&t).ok())
+        .into_iter()
+        .chain(waiting_arrival)
+        .max()
         .or(state.started_at);
     let quiet = last_arrival
         .and_then(|t| now.duration_since(t).ok())

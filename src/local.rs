@@ -47,8 +47,11 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     Ok(pipeline)
 }
 
-/// How long a read-only request may take before the daemon counts as unreachable.
+/// How long a read-only request may take before the daemon counts as unreachable (reads
+/// are answered even while a file is processed).
 const READ_WAIT: Duration = Duration::from_secs(60);
+/// How long a change may take: it waits for the files queued before it (large rosters).
+const CHANGE_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// Runs one request: via the daemon if it listens, else directly. `upload` is the local
 /// file of a `process` request.
@@ -76,7 +79,11 @@ pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> 
         }),
     };
     // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
-    let wait = (!request.is_change()).then_some(READ_WAIT);
+    let wait = Some(if request.is_change() {
+        CHANGE_WAIT
+    } else {
+        READ_WAIT
+    });
     match client::call(&cfg.control.socket, &envelope, bytes.as_deref(), wait) {
         Reach::Answered(response) => return response,
         Reach::Unreachable(message) => return Response::fail(exit::UNREACHABLE, message),

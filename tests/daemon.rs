@@ -530,6 +530,12 @@ fn host_mode_sftp_and_curl_uploads_are_processed_and_reports_downloadable() {
 fn watch_mode_rename_in_is_processed_once() {
     let (env, watch) = watch_env(Settings::default());
     let daemon = Daemon::start(&env);
+    let st = env.json_ok(0, &["status"]);
+    assert_eq!(st["mode"], "watch", "{st:#}");
+    assert!(
+        st["daemon"]["listen"].is_null(),
+        "no SFTP server in watch mode: {st:#}"
+    );
     let bytes = roster("RN", 7);
     rename_into(&env, &watch, "renamed.csv", bytes.as_bytes());
     wait_for_entry(&env, "renamed.csv", Duration::from_secs(15));
@@ -828,17 +834,41 @@ fn stale_socket_without_daemon_falls_back_to_the_store() {
     daemon.stop();
 }
 
-/// `<root>/big.csv` from `testdata/gen_roster.py --rows N --seed 7`.
+/// `python3 testdata/gen_roster.py --rows N --seed 7 --out OUT`.
+fn gen_roster(out: &Path, rows: usize) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.arg(testdata("gen_roster.py"))
+        .args(["--rows", &rows.to_string(), "--seed", "7", "--out"])
+        .arg(out)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// `<root>/big.csv` with `rows` rows.
 fn big_roster(env: &TestEnv, rows: usize) -> PathBuf {
     let big = env.root().join("big.csv");
-    let out = Command::new("python3")
-        .arg(testdata("gen_roster.py"))
-        .args(["--rows", &rows.to_string(), "--seed", "7", "--out"])
-        .arg(&big)
+    let out = gen_roster(&big, rows)
         .output()
         .expect("python3 gen_roster.py");
     assert!(out.status.success(), "gen_roster.py: {out:?}");
     big
+}
+
+/// Adds the named rules of testdata/rules.txt, in that order, with ids 1, 2, …
+fn add_sample_rules(env: &TestEnv, names: &[&str]) {
+    let all = common::sample_rules();
+    for (i, name) in names.iter().enumerate() {
+        let r = all
+            .iter()
+            .find(|r| r.name == *name)
+            .unwrap_or_else(|| panic!("no rule {name:?} in testdata/rules.txt"));
+        let mut args = vec!["rules", "add", "--name", &r.name, "--role", &r.role];
+        for c in &r.conditions {
+            args.extend(["--when", c.as_str()]);
+        }
+        let v = env.json_ok(0, &args);
+        assert_eq!(v["id"], (i + 1) as u64, "{v:#}");
+    }
 }
 
 // ---- 5. SIGTERM during processing ------------------------------------------------------
@@ -848,13 +878,31 @@ fn big_roster(env: &TestEnv, rows: usize) -> PathBuf {
 #[test]
 fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
     let env = host_env(no_limits(), "");
-    let big = big_roster(&env, 200_000);
+    let clean = TestEnv::with(no_limits());
+    let big = env.root().join("big.csv");
+    let mut generator = ChildGuard(
+        gen_roster(&big, 200_000)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 gen_roster.py"),
+    );
+    // A few sample rules that overlap (precedence matters) but keep the account count
+    // modest: listing ~50k accounts would dominate the run time.
+    add_sample_rules(
+        &env,
+        &["IT managers", "Finance managers", "Revenue leadership"],
+    );
+    add_sample_rules(
+        &clean,
+        &["IT managers", "Finance managers", "Revenue leadership"],
+    );
+    let mut daemon = Daemon::start(&env);
+    let port = sftp_port(&env);
+    let generated = wait_child(&mut generator.0, Duration::from_secs(60)).expect("generated");
+    assert!(generated.success(), "gen_roster.py: {generated}");
     let bytes = fs::read(&big).unwrap();
-    env.load_sample_rules();
 
     // The uninterrupted run, in another installation, concurrently.
-    let clean = TestEnv::with(no_limits());
-    clean.load_sample_rules();
     let clean_run = ChildGuard(
         clean
             .command()
@@ -868,8 +916,6 @@ fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
             .expect("spawn process"),
     );
 
-    let mut daemon = Daemon::start(&env);
-    let port = sftp_port(&env);
     sftp_ok(
         &env,
         port,
@@ -1103,13 +1149,18 @@ fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
 /// processed `status` (and `files list`, `rules list`, …) waits for the whole file; after
 /// READ_WAIT (60 s, src/local.rs) the CLI reports the busy daemon as unreachable (exit 4).
 #[test]
-#[ignore = "bug: status blocks behind the engine while a file is processed (src/daemon.rs run_engine/answer, src/local.rs READ_WAIT): a busy daemon looks unreachable"]
+
 fn status_answers_while_a_large_file_is_processed() {
     let (env, _watch) = watch_env(no_limits());
     let big = big_roster(&env, 200_000);
     env.load_sample_rules();
     let daemon = Daemon::start(&env);
-    rename_into(&env, &env.drop_dir("inbox"), "big.csv", &fs::read(&big).unwrap());
+    rename_into(
+        &env,
+        &env.drop_dir("inbox"),
+        "big.csv",
+        &fs::read(&big).unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let busy = !daemon.log().contains("file processed");
     let asked = Instant::now();
