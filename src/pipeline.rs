@@ -150,6 +150,29 @@ impl<S: Store> Pipeline<S> {
                 self.finish_filing(&entry)?;
             }
         }
+        // Reports staged for a file whose commit never happened (a crash or an I/O error
+        // between staging and commit): the file is still in inbox/ and will be staged again.
+        for item in fs::read_dir(&self.paths.staging)? {
+            let path = item?.path();
+            let pending = match path
+                .file_name()
+                .and_then(|n| n.to_str()?.parse::<u64>().ok())
+            {
+                Some(id) => self
+                    .store
+                    .file(id)?
+                    .is_some_and(|f| f.pending_move.is_some()),
+                None => false,
+            };
+            if !pending {
+                tracing::info!(path = %path.display(), "removing reports staged for a file that was never committed");
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -252,21 +275,27 @@ impl<S: Store> Pipeline<S> {
             was_held: false,
         };
         crash_point("before_stage");
-        self.stage(&entry, &eval.report)?;
-        crash_point("after_stage");
         let applied = status == FileStatus::Applied;
-        self.store.commit(Commit {
-            updates: if applied { &eval.updates } else { &[] },
-            file: Some(&entry),
-            last_applied: applied.then_some(entry.id),
-            audit: Some(AuditNote {
-                at: now,
-                user: "autoprov".into(),
-                action: format!("file {}", status.as_str()),
-                detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
-            }),
-            clear_remote: entry.remote.is_some().then_some(name),
-        })?;
+        let staged_and_committed = self.stage(&entry, &eval.report).and_then(|()| {
+            crash_point("after_stage");
+            Ok(self.store.commit(Commit {
+                updates: if applied { &eval.updates } else { &[] },
+                file: Some(&entry),
+                last_applied: applied.then_some(entry.id),
+                audit: Some(AuditNote {
+                    at: now,
+                    user: "autoprov".into(),
+                    action: format!("file {}", status.as_str()),
+                    detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
+                }),
+                clear_remote: entry.remote.is_some().then_some(name),
+            })?)
+        });
+        if let Err(e) = staged_and_committed {
+            // Nothing was committed: drop the staged reports; the file stays in inbox/.
+            let _ = fs::remove_dir_all(self.staged(entry.id));
+            return Err(e);
+        }
         crash_point("after_commit");
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
         self.finish_filing(&entry)?;
