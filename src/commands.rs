@@ -497,6 +497,19 @@ fn note(user: &str, action: &str, detail: String) -> AuditNote {
     }
 }
 
+/// The role as configured (matched case-insensitively), or the refusal of an unknown one.
+fn configured_role<S: Store>(p: &Pipeline<S>, role: &str) -> Result<String, Response> {
+    p.cfg.role(role).map(str::to_string).ok_or_else(|| {
+        Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: role \"{role}\" is not in provisioning.roles ({})",
+                p.cfg.provisioning.roles.join(", ")
+            ),
+        )
+    })
+}
+
 fn no_rule(id: u64) -> Response {
     Response::fail(exit::NO, format!("no rule {id}: see `autoprov rules list`"))
 }
@@ -582,17 +595,9 @@ fn rules_save<S: Store>(
         rule.name = name;
     }
     if let Some(role) = role {
-        match p.cfg.role(&role) {
-            Some(r) => rule.role = r.to_string(),
-            None => {
-                return Ok(Response::fail(
-                    exit::REFUSED,
-                    format!(
-                        "refused: role \"{role}\" is not in provisioning.roles ({})",
-                        p.cfg.provisioning.roles.join(", ")
-                    ),
-                ));
-            }
+        match configured_role(p, &role) {
+            Ok(r) => rule.role = r,
+            Err(refusal) => return Ok(refusal),
         }
     }
     if !when.is_empty() {
@@ -925,14 +930,9 @@ fn admins_add<S: Store>(
             format!("--email \"{email}\" is not a well-formed address"),
         ));
     }
-    let Some(role) = p.cfg.role(&role) else {
-        return Ok(Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: role \"{role}\" is not in provisioning.roles ({})",
-                p.cfg.provisioning.roles.join(", ")
-            ),
-        ));
+    let role = match configured_role(p, &role) {
+        Ok(r) => r,
+        Err(refusal) => return Ok(refusal),
     };
     if let Some(existing) = p.store.account(&employee_id)? {
         return Ok(Response::fail(
@@ -1019,17 +1019,9 @@ fn admins_set<S: Store>(
         ));
     }
     if let Some(role) = role {
-        match p.cfg.role(&role) {
-            Some(r) => account.role = r.to_string(),
-            None => {
-                return Ok(Response::fail(
-                    exit::REFUSED,
-                    format!(
-                        "refused: role \"{role}\" is not in provisioning.roles ({})",
-                        p.cfg.provisioning.roles.join(", ")
-                    ),
-                ));
-            }
+        match configured_role(p, &role) {
+            Ok(r) => account.role = r,
+            Err(refusal) => return Ok(refusal),
         }
     }
     if let Some(status) = status {

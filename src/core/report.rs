@@ -31,6 +31,20 @@ impl ReportStatus {
     }
 }
 
+/// `created 1, reassigned 0, …, unchanged 5`: the counts in one line.
+pub fn counts_line(c: &Counts) -> String {
+    format!(
+        "created {}, reassigned {}, reactivated {}, role_changed {}, deactivated {}, skipped_manual {}, unchanged {}",
+        c.created,
+        c.reassigned,
+        c.reactivated,
+        c.role_changed,
+        c.deactivated,
+        c.skipped_manual,
+        c.unchanged
+    )
+}
+
 /// A decision on a held file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -131,18 +145,7 @@ impl Report {
         for reason in &self.held_because {
             let _ = writeln!(out, "held because: {reason}");
         }
-        let c = &self.counts;
-        let _ = writeln!(
-            out,
-            "counts:       created {}, reassigned {}, reactivated {}, role_changed {}, deactivated {}, skipped_manual {}, unchanged {}",
-            c.created,
-            c.reassigned,
-            c.reactivated,
-            c.role_changed,
-            c.deactivated,
-            c.skipped_manual,
-            c.unchanged
-        );
+        let _ = writeln!(out, "counts:       {}", counts_line(&self.counts));
         for action in Action::ALL {
             let group: Vec<&Change> = self.changes.iter().filter(|c| c.action == action).collect();
             if group.is_empty() {

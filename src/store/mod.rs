@@ -207,18 +207,8 @@ pub trait Store {
 
 /// The summary line of a report for the ledger.
 pub fn summary(report: &Report) -> String {
-    let c = &report.counts;
     if !report.errors.is_empty() {
         return format!("{} errors", report.errors.len() + report.more_errors);
     }
-    format!(
-        "created {}, reassigned {}, reactivated {}, role_changed {}, deactivated {}, skipped_manual {}, unchanged {}",
-        c.created,
-        c.reassigned,
-        c.reactivated,
-        c.role_changed,
-        c.deactivated,
-        c.skipped_manual,
-        c.unchanged
-    )
+    crate::core::report::counts_line(&report.counts)
 }
