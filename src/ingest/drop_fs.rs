@@ -19,7 +19,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -40,6 +40,13 @@ pub const MAX_PACKET_LEN: u32 = 256 * 1024;
 pub const MAX_IO_LEN: u32 = MAX_PACKET_LEN - 1024;
 /// Open file and directory handles allowed per SFTP session.
 pub const MAX_OPEN_HANDLES: usize = 64;
+/// Open handles allowed in all sessions together. Each holds a file descriptor; with the
+/// connections' sockets (at most 256) this stays under the usual soft limit of 1024
+/// descriptors, so that sessions hoarding handles cannot starve the daemon of descriptors
+/// (accept, the store, the inbox watcher). Eight sessions at their cap reach it.
+pub const MAX_OPEN_HANDLES_TOTAL: usize = 512;
+/// Refused requests logged one by one per session; later ones are only counted.
+const REFUSALS_LOGGED: u64 = 32;
 /// Directory entries returned per READDIR answer.
 const READDIR_BATCH: usize = 128;
 /// Name suffixes that mark partial files; uploads under such names are refused because the
@@ -82,6 +89,8 @@ impl Area {
 #[derive(Debug)]
 pub struct DropRoot {
     root: PathBuf,
+    /// Handles open in all sessions on this root (see [`MAX_OPEN_HANDLES_TOTAL`]).
+    open_handles: AtomicUsize,
 }
 
 impl DropRoot {
@@ -113,7 +122,10 @@ impl DropRoot {
                 }
             }
         }
-        let this = DropRoot { root };
+        let this = DropRoot {
+            root,
+            open_handles: AtomicUsize::new(0),
+        };
         this.sweep_stale_uploads()?;
         Ok(this)
     }
@@ -304,9 +316,13 @@ fn attrs_of(md: &Metadata) -> FileAttributes {
     FileAttributes::from(md)
 }
 
-fn list_dir(dir: &Path) -> Result<Vec<SftpFile>, StatusReply> {
+/// The next batch (at most [`READDIR_BATCH`]) of entries a client may see — regular files
+/// and directories with UTF-8, non-hidden names — from an open directory stream; empty at
+/// the end. Entries come in the order the filesystem gives them (clients sort).
+fn next_entries(dir: &mut fs::ReadDir) -> Vec<SftpFile> {
     let mut files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(|e| io_status(&e))? {
+    while files.len() < READDIR_BATCH {
+        let Some(entry) = dir.next() else { break };
         let Ok(entry) = entry else { continue };
         let Ok(name) = entry.file_name().into_string() else {
             continue; // not UTF-8: SFTPv3 names are UTF-8 strings
@@ -321,8 +337,7 @@ fn list_dir(dir: &Path) -> Result<Vec<SftpFile>, StatusReply> {
             files.push(SftpFile::new(name, attrs_of(&md)));
         }
     }
-    files.sort_by(|a, b| a.filename.cmp(&b.filename));
-    Ok(files)
+    files
 }
 
 fn temp_name() -> String {
@@ -420,14 +435,26 @@ impl Drop for Upload {
 
 enum OpenHandle {
     Dir {
-        entries: Vec<SftpFile>,
-        pos: usize,
+        listing: Listing,
         attrs: FileAttributes,
     },
     Read {
         file: Arc<File>,
     },
     Upload(Upload),
+}
+
+/// What an open directory handle still has to list.
+///
+/// Area directories are streamed from the filesystem a batch per READDIR rather than read
+/// whole at OPENDIR: a client holding its 64 handles on a directory of many thousand
+/// files then costs 64 directory streams (a few dozen KiB each), not 64 copies of the
+/// listing.
+enum Listing {
+    /// The root's four areas.
+    Fixed(std::vec::IntoIter<SftpFile>),
+    /// An open directory stream; `None` once it has ended (or while a batch is read).
+    Stream(Option<fs::ReadDir>),
 }
 
 /// One SFTP session's view of the drop root; implements the russh-sftp server handler.
@@ -440,8 +467,23 @@ pub struct DropFs {
     next_handle: u64,
     initialized: bool,
     span: Span,
+    /// Requests refused so far in this session (see [`DropFs::log_refusal`]).
+    refusals: AtomicU64,
     /// Keeps the server's task tracker waiting until this session's cleanup has run.
     _tracker: Option<TaskTrackerToken>,
+}
+
+impl Drop for DropFs {
+    fn drop(&mut self) {
+        self.root
+            .open_handles
+            .fetch_sub(self.handles.len(), Ordering::AcqRel);
+        let refused = *self.refusals.get_mut();
+        if refused > REFUSALS_LOGGED {
+            tracing::warn!(parent: &self.span, refused, logged = REFUSALS_LOGGED,
+                "SFTP session ended after many refused requests");
+        }
+    }
 }
 
 impl DropFs {
@@ -459,14 +501,34 @@ impl DropFs {
             next_handle: 0,
             initialized: false,
             span,
+            refusals: AtomicU64::new(0),
             _tracker: tracker,
         }
+    }
+
+    /// Whether another handle may be opened (checked before any work is done for it).
+    fn room_for_a_handle(&self) -> Result<(), StatusReply> {
+        if self.handles.len() >= MAX_OPEN_HANDLES {
+            return Err(failure("too many open handles"));
+        }
+        if self.root.open_handles.load(Ordering::Relaxed) >= MAX_OPEN_HANDLES_TOTAL {
+            return Err(failure(
+                "too many open handles on this server; try again later",
+            ));
+        }
+        Ok(())
     }
 
     fn insert(&mut self, handle: OpenHandle) -> Result<String, StatusReply> {
         if self.handles.len() >= MAX_OPEN_HANDLES {
             return Err(failure("too many open handles"));
         }
+        self.root
+            .open_handles
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_OPEN_HANDLES_TOTAL).then_some(n + 1)
+            })
+            .map_err(|_| failure("too many open handles on this server; try again later"))?;
         self.next_handle += 1;
         let key = self.next_handle.to_string();
         self.handles.insert(key.clone(), handle);
@@ -474,8 +536,20 @@ impl DropFs {
     }
 
     fn refuse(&self, op: &'static str, path: &str, reason: &str) -> StatusReply {
-        tracing::info!(parent: &self.span, op, path = %truncate(path), reason, "request refused");
+        self.log_refusal(op, path, reason);
         denied(reason)
+    }
+
+    /// Logs a refused request; after [`REFUSALS_LOGGED`] in one session, only counts them
+    /// (the count is logged when the session ends), so a client cannot flood the log.
+    fn log_refusal(&self, op: &str, path: &str, reason: &str) {
+        let n = self.refusals.fetch_add(1, Ordering::Relaxed);
+        if n < REFUSALS_LOGGED {
+            tracing::info!(parent: &self.span, op, path = %truncate(path), reason, "request refused");
+        } else if n == REFUSALS_LOGGED {
+            tracing::warn!(parent: &self.span,
+                "many refused requests: further ones in this session are only counted");
+        }
     }
 
     async fn open_upload(
@@ -503,8 +577,7 @@ impl DropFs {
             return Err(self.refuse("open", &path, "only new files can be written"));
         }
         check_upload_name(&name).inspect_err(|e| {
-            tracing::info!(parent: &self.span, op = "open", path = %truncate(&path),
-                reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+            self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
 
         let inbox = self.root.area_dir(Area::Inbox);
@@ -537,8 +610,7 @@ impl DropFs {
         .await
         .inspect_err(|e| {
             if e.status_code == StatusCode::PermissionDenied {
-                tracing::info!(parent: &self.span, op = "open", path = %truncate(&path),
-                    reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+                self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
             }
         })?;
 
@@ -587,8 +659,7 @@ impl DropFs {
         .await
         .inspect_err(|e| {
             if e.status_code == StatusCode::PermissionDenied {
-                tracing::info!(parent: &self.span, op = "open", path = %truncate(&path),
-                    reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+                self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
             }
         })?;
         tracing::info!(parent: &self.span, path = %path, "download started");
@@ -599,8 +670,7 @@ impl DropFs {
 
     async fn stat_path(&self, path: String) -> Result<FileAttributes, StatusReply> {
         let target = resolve(&path).inspect_err(|e| {
-            tracing::info!(parent: &self.span, op = "stat", path = %truncate(&path),
-                reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+            self.log_refusal("stat", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
         let root = self.root.path().to_path_buf();
         let md = blocking(move || target_metadata(&root, &target)).await?;
@@ -675,12 +745,9 @@ impl Handler for DropFs {
         _attrs: FileAttributes,
     ) -> Result<Handle, Self::Error> {
         let target = resolve(&filename).inspect_err(|e| {
-            tracing::info!(parent: &self.span, op = "open", path = %truncate(&filename),
-                reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+            self.log_refusal("open", &filename, e.error_message.as_deref().unwrap_or(""));
         })?;
-        if self.handles.len() >= MAX_OPEN_HANDLES {
-            return Err(failure("too many open handles"));
-        }
+        self.room_for_a_handle()?;
         let writes = pflags.intersects(
             OpenFlags::WRITE
                 | OpenFlags::APPEND
@@ -700,6 +767,7 @@ impl Handler for DropFs {
         let Some(open) = self.handles.remove(&handle) else {
             return Err(failure("invalid handle"));
         };
+        self.root.open_handles.fetch_sub(1, Ordering::AcqRel);
         let OpenHandle::Upload(mut upload) = open else {
             return Ok(ok_status(id));
         };
@@ -860,8 +928,7 @@ impl Handler for DropFs {
 
     async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
         let target = resolve(&path).inspect_err(|e| {
-            tracing::info!(parent: &self.span, op = "opendir", path = %truncate(&path),
-                reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+            self.log_refusal("opendir", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
         if let Target::Entry {
             area: Area::Inbox, ..
@@ -869,8 +936,10 @@ impl Handler for DropFs {
         {
             return Err(self.refuse("opendir", &path, "no subdirectories in /inbox"));
         }
+        // Before listing: a client asking again and again must not cost a listing each time.
+        self.room_for_a_handle()?;
         let root = self.root.path().to_path_buf();
-        let (entries, attrs) = blocking(move || match target {
+        let (listing, attrs) = blocking(move || match target {
             Target::Root => {
                 let md = fs::symlink_metadata(&root).map_err(|e| io_status(&e))?;
                 let mut entries = Vec::new();
@@ -879,43 +948,66 @@ impl Handler for DropFs {
                         entries.push(SftpFile::new(area.dir_name(), attrs_of(&md)));
                     }
                 }
-                Ok((entries, attrs_of(&md)))
+                Ok((Listing::Fixed(entries.into_iter()), attrs_of(&md)))
             }
             Target::Area(area) => {
                 let (p, md) = walk(&root, area, &[])?;
-                Ok((list_dir(&p)?, attrs_of(&md)))
+                let stream = fs::read_dir(&p).map_err(|e| io_status(&e))?;
+                Ok((Listing::Stream(Some(stream)), attrs_of(&md)))
             }
             Target::Entry { area, rel } => {
                 let (p, md) = walk(&root, area, &rel)?;
                 if !md.is_dir() {
                     return Err(failure("not a directory"));
                 }
-                Ok((list_dir(&p)?, attrs_of(&md)))
+                let stream = fs::read_dir(&p).map_err(|e| io_status(&e))?;
+                Ok((Listing::Stream(Some(stream)), attrs_of(&md)))
             }
         })
         .await?;
-        let handle = self.insert(OpenHandle::Dir {
-            entries,
-            pos: 0,
-            attrs,
-        })?;
+        let handle = self.insert(OpenHandle::Dir { listing, attrs })?;
         Ok(Handle { id, handle })
     }
 
     async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
-        match self.handles.get_mut(&handle) {
-            Some(OpenHandle::Dir { entries, pos, .. }) => {
-                if *pos >= entries.len() {
+        let stream = match self.handles.get_mut(&handle) {
+            Some(OpenHandle::Dir {
+                listing: Listing::Fixed(entries),
+                ..
+            }) => {
+                let files: Vec<SftpFile> = entries.by_ref().take(READDIR_BATCH).collect();
+                if files.is_empty() {
                     return Err(StatusCode::Eof.into());
                 }
-                let end = (*pos + READDIR_BATCH).min(entries.len());
-                let files = entries[*pos..end].to_vec();
-                *pos = end;
-                Ok(Name { id, files })
+                return Ok(Name { id, files });
             }
-            Some(_) => Err(failure("not a directory handle")),
-            None => Err(failure("invalid handle")),
+            Some(OpenHandle::Dir {
+                listing: Listing::Stream(stream),
+                ..
+            }) => stream.take(),
+            Some(_) => return Err(failure("not a directory handle")),
+            None => return Err(failure("invalid handle")),
+        };
+        let Some(mut stream) = stream else {
+            return Err(StatusCode::Eof.into());
+        };
+        let (stream, files) = blocking(move || {
+            let files = next_entries(&mut stream);
+            Ok((stream, files))
+        })
+        .await?;
+        if files.is_empty() {
+            // The end: the directory stream is closed now rather than at CLOSE.
+            return Err(StatusCode::Eof.into());
         }
+        if let Some(OpenHandle::Dir {
+            listing: Listing::Stream(slot),
+            ..
+        }) = self.handles.get_mut(&handle)
+        {
+            *slot = Some(stream);
+        }
+        Ok(Name { id, files })
     }
 
     async fn remove(&mut self, _id: u32, filename: String) -> Result<Status, Self::Error> {
@@ -937,8 +1029,7 @@ impl Handler for DropFs {
 
     async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
         let target = resolve(&path).inspect_err(|e| {
-            tracing::info!(parent: &self.span, op = "realpath", path = %truncate(&path),
-                reason = e.error_message.as_deref().unwrap_or(""), "request refused");
+            self.log_refusal("realpath", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
         Ok(Name {
             id,
@@ -1320,6 +1411,85 @@ mod tests {
             fs_.readdir(2, h.clone()).await.unwrap_err().status_code,
             StatusCode::Eof
         );
+    }
+
+    #[tokio::test]
+    async fn a_large_directory_is_streamed_in_batches_then_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let n = READDIR_BATCH * 2 + 5;
+        for i in 0..n {
+            fs::write(dir.path().join(format!("processed/f{i:04}.csv")), b"x").unwrap();
+        }
+        fs::write(dir.path().join("processed/.hidden"), b"x").unwrap();
+        let h = fs_.opendir(1, "processed".into()).await.unwrap().handle;
+        // Files created after OPENDIR may or may not show; none of these is lost.
+        let mut names = Vec::new();
+        let mut batches = 0;
+        loop {
+            match fs_.readdir(2, h.clone()).await {
+                Ok(name) => {
+                    assert!(name.files.len() <= READDIR_BATCH);
+                    batches += 1;
+                    names.extend(name.files.into_iter().map(|f| f.filename));
+                }
+                Err(e) => {
+                    assert_eq!(e.status_code, StatusCode::Eof);
+                    break;
+                }
+            }
+        }
+        names.sort();
+        let want: Vec<String> = (0..n).map(|i| format!("f{i:04}.csv")).collect();
+        assert_eq!(names, want);
+        assert_eq!(batches, 3);
+        // Still EOF, and the handle closes normally.
+        assert_eq!(
+            fs_.readdir(3, h.clone()).await.unwrap_err().status_code,
+            StatusCode::Eof
+        );
+        fs_.close(4, h).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn handles_are_capped_per_session_and_per_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Arc::new(DropRoot::prepare(dir.path()).unwrap());
+        let mut sessions: Vec<DropFs> = (0..MAX_OPEN_HANDLES_TOTAL / MAX_OPEN_HANDLES + 1)
+            .map(|_| DropFs::new(root.clone(), 1, Span::none(), None))
+            .collect();
+        let (last, full) = sessions.split_last_mut().unwrap();
+        for fs_ in full.iter_mut() {
+            for _ in 0..MAX_OPEN_HANDLES {
+                fs_.opendir(1, "/".into()).await.unwrap();
+            }
+            let e = fs_.opendir(1, "/".into()).await.unwrap_err();
+            assert_eq!(e.error_message.as_deref(), Some("too many open handles"));
+        }
+        assert_eq!(
+            root.open_handles.load(Ordering::Relaxed),
+            MAX_OPEN_HANDLES_TOTAL
+        );
+        // The server-wide budget is spent: another session gets no handle ...
+        let e = last.opendir(1, "/".into()).await.unwrap_err();
+        assert!(e.error_message.unwrap().contains("on this server"));
+        // ... until a handle is closed or a session ends.
+        let h = full[0].opendir(1, "/".into()).await;
+        assert!(h.is_err());
+        sessions.remove(0);
+        assert_eq!(
+            root.open_handles.load(Ordering::Relaxed),
+            MAX_OPEN_HANDLES_TOTAL - MAX_OPEN_HANDLES
+        );
+        let last = sessions.last_mut().unwrap();
+        let h = last.opendir(1, "/".into()).await.unwrap().handle;
+        last.close(2, h).await.unwrap();
+        assert_eq!(
+            root.open_handles.load(Ordering::Relaxed),
+            MAX_OPEN_HANDLES_TOTAL - MAX_OPEN_HANDLES
+        );
+        drop(sessions);
+        assert_eq!(root.open_handles.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

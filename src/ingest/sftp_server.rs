@@ -4,8 +4,28 @@
 //! Security policy (SPEC §8) lives here: explicit algorithm lists per [`SshProfile`],
 //! public-key and optional argon2 password authentication, at most
 //! [`MAX_AUTH_ATTEMPTS`] attempts per connection, a pre-authentication deadline, a per-IP
-//! connection cap, a growing per-IP delay after failed attempts, an idle timeout, and one
-//! session channel per connection that may only start the `sftp` subsystem.
+//! connection cap, a per-source connection rate limit, a growing per-IP delay after failed
+//! attempts, an idle timeout, and one session channel per connection that may only start
+//! the `sftp` subsystem; the connection is closed shortly after its SFTP session ends.
+//!
+//! Connection throttling, in the order the accept loop applies it (a refused connection is
+//! closed before the server's banner, so it costs no key exchange):
+//! 1. a token bucket per source ([`CONNECTION_BURST`] connections at once, then
+//!    [`CONNECTION_RATE_PER_SEC`] per second; ssh-audit's DHEat test wants fewer than 20 per
+//!    second). A source is an IPv4 address or an IPv6 /64;
+//! 2. at most `max_connections_per_ip` concurrent connections per IP address and
+//!    [`MAX_CONNECTIONS_TOTAL`] in all.
+//!
+//! Both are per address: a flood from one address also locks out honest users behind that
+//! same address (e.g. a shared NAT) while it lasts; users at other addresses still get in
+//! (short of the total cap). Refusals are logged once and then summarised at most every
+//! [`REFUSAL_LOG_INTERVAL`], so a flood cannot flood the log.
+//!
+//! After login, the SFTP stream runs through [`PacketGuard`] (a packet announced over 256
+//! KiB ends the session instead of being misparsed) and [`sftp_pump`] (which keeps a client
+//! that pipelines thousands of small requests from deadlocking russh's session loop); a
+//! connection that moves no bytes for the idle timeout is closed by a watchdog even when
+//! russh's own timer is stuck. Handle and upload limits live in [`drop_fs`](super::drop_fs).
 //!
 //! Every connection runs in its own tokio task (and its SFTP session in another), so a
 //! panic or error in one connection ends only that connection.
@@ -13,7 +33,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
@@ -64,6 +84,17 @@ const BACKOFF_TABLE_MAX: usize = 8192;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Concurrent argon2 verifications (each uses tens of MiB of memory).
 const PASSWORD_CHECKS_IN_PARALLEL: usize = 2;
+/// New connections one source may open per second on average (the token bucket's refill);
+/// ssh-audit flags a server that accepts 20 or more per second (DHEat, CVE-2002-20001).
+pub const CONNECTION_RATE_PER_SEC: u32 = 10;
+/// New connections one source may open at once before the rate applies (the bucket's size).
+pub const CONNECTION_BURST: u32 = 10;
+/// Sources remembered by the rate limiter; bounded so a flood cannot grow memory.
+const RATE_TABLE_MAX: usize = 8192;
+/// Bytes buffered each way between an SFTP session and its SSH channel (see [`sftp_pump`]).
+const SFTP_PIPE_BUFFER: usize = 1024 * 1024;
+/// Refused connections are logged once, then counted and summarised at most this often.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Which algorithm lists the server offers (`source.ssh_profile`, SPEC §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +215,7 @@ impl SftpServer {
                 drop_root: Arc::new(drop_root),
                 max_upload_bytes: settings.max_upload_bytes,
                 auth_deadline: settings.auth_deadline,
+                idle_timeout: settings.idle_timeout,
                 max_connections_per_ip: settings.max_connections_per_ip,
                 slots: Mutex::new(SlotTable::default()),
                 backoff: Mutex::new(HashMap::new()),
@@ -208,19 +240,60 @@ impl SftpServer {
             ..
         } = self;
         let factory_shared = shared.clone();
-        let make_handler =
-            move |peer: SocketAddr, span: Span, authed: Arc<AtomicBool>| SshHandler {
-                shared: factory_shared.clone(),
-                peer,
-                span,
-                authed,
-                pending_login: None,
-                failures: 0,
-                session_channel: None,
-                session_opened: false,
-                sftp_started: false,
-            };
+        let make_handler = move |conn: &ConnContext| SshHandler {
+            shared: factory_shared.clone(),
+            peer: conn.peer,
+            span: conn.span.clone(),
+            authed: conn.authed.clone(),
+            kill: conn.kill.clone(),
+            sftp_ended: conn.sftp_ended.clone(),
+            pending_login: None,
+            failures: 0,
+            session_channel: None,
+            session_opened: false,
+            sftp_started: false,
+        };
         accept_loop(listener, config, shared, shutdown, make_handler).await
+    }
+}
+
+/// What the accept loop hands to one connection's handler and task.
+struct ConnContext {
+    peer: SocketAddr,
+    span: Span,
+    /// Set once the client has authenticated.
+    authed: Arc<AtomicBool>,
+    /// Cancelled to cut the connection's socket and its SFTP stream (EOF on read, error on
+    /// write), so that a session stuck on a peer that does not read still ends.
+    kill: CancellationToken,
+    /// Cancelled when the connection's SFTP session has ended.
+    sftp_ended: CancellationToken,
+    /// When bytes last moved on the socket.
+    activity: Arc<Activity>,
+}
+
+/// When a connection's socket last moved bytes either way, for the idle watchdog.
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -235,12 +308,20 @@ async fn accept_loop<H, F>(
 where
     H: russh::server::Handler + Send + 'static,
     H::Error: std::fmt::Display,
-    F: Fn(SocketAddr, Span, Arc<AtomicBool>) -> H,
+    F: Fn(&ConnContext) -> H,
 {
+    let mut limiter = RateLimiter::new(CONNECTION_BURST, CONNECTION_RATE_PER_SEC);
+    let mut refusals = RefusalLog::default();
     loop {
+        let summary_due = refusals.summary_due();
         let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep_until(summary_due.unwrap_or_else(Instant::now)),
+                if summary_due.is_some() => {
+                refusals.summarise(Instant::now());
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -253,20 +334,36 @@ where
                 }
             },
         };
-        let Some(slot) = SlotTable::acquire(&shared, peer.ip()) else {
-            tracing::warn!(peer = %peer, "SFTP connection refused: too many connections");
+        let now = Instant::now();
+        if !limiter.allow(peer.ip(), now) {
+            refusals.record(Refusal::Rate, peer, now);
             drop(stream);
             continue;
+        }
+        let slot = match SlotTable::acquire(&shared, peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                refusals.record(refusal, peer, now);
+                drop(stream);
+                continue;
+            }
         };
         let span = tracing::info_span!("sftp_conn", peer = %peer, user = tracing::field::Empty);
-        let authed = Arc::new(AtomicBool::new(false));
-        let handler = make_handler(peer, span.clone(), authed.clone());
+        let conn = ConnContext {
+            peer,
+            span: span.clone(),
+            authed: Arc::new(AtomicBool::new(false)),
+            kill: CancellationToken::new(),
+            sftp_ended: CancellationToken::new(),
+            activity: Arc::new(Activity::new()),
+        };
+        let handler = make_handler(&conn);
         let task = serve_connection(
             config.clone(),
             stream,
             handler,
-            authed,
-            shared.auth_deadline,
+            conn,
+            (shared.auth_deadline, shared.idle_timeout),
             slot,
             shutdown.clone(),
         );
@@ -274,6 +371,7 @@ where
     }
 
     drop(listener);
+    refusals.summarise(Instant::now());
     shared.tracker.close();
     tracing::info!(
         sessions = shared.tracker.len(),
@@ -287,6 +385,160 @@ where
     }
     tracing::info!("SFTP server stopped");
     Ok(())
+}
+
+/// The source a connection counts against in the rate limiter: its IPv4 address (an
+/// IPv4-mapped IPv6 address counts as IPv4), or the /64 of its IPv6 address, since one
+/// IPv6 host usually has a whole /64 to pick addresses from.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Per-source token buckets: each new connection takes a token; a source starts with
+/// `burst` tokens and gets `rate` more per second, up to `burst`. A connection finding no
+/// token is refused (and takes none), so a source that keeps hammering still gets in at
+/// `rate` per second and no faster.
+struct RateLimiter {
+    /// Bucket size, in nano-tokens (exact integer arithmetic).
+    burst: u64,
+    /// Nano-tokens added per nanosecond, i.e. tokens per second.
+    rate: u64,
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+struct Bucket {
+    nano_tokens: u64,
+    last: Instant,
+}
+
+/// One token in the limiter's fixed-point unit.
+const TOKEN: u64 = 1_000_000_000;
+
+impl RateLimiter {
+    fn new(burst: u32, rate_per_sec: u32) -> RateLimiter {
+        RateLimiter {
+            burst: u64::from(burst.max(1)) * TOKEN,
+            rate: u64::from(rate_per_sec.max(1)),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Whether a new connection from `ip` may proceed at `now`; takes a token if so.
+    fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let key = rate_key(ip);
+        if self.buckets.len() >= RATE_TABLE_MAX && !self.buckets.contains_key(&key) {
+            // Buckets that have refilled completely carry no information: forget them.
+            // If a flood from that many sources leaves none, start afresh (fail open,
+            // like the back-off table) rather than refuse every new source.
+            let refill = Duration::from_nanos(self.burst / self.rate);
+            self.buckets
+                .retain(|_, b| now.saturating_duration_since(b.last) < refill);
+            if self.buckets.len() >= RATE_TABLE_MAX {
+                self.buckets.clear();
+            }
+        }
+        let (burst, rate) = (self.burst, self.rate);
+        let bucket = self.buckets.entry(key).or_insert(Bucket {
+            nano_tokens: burst,
+            last: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.last).as_nanos();
+        let added = u64::try_from(elapsed.saturating_mul(u128::from(rate))).unwrap_or(u64::MAX);
+        bucket.nano_tokens = bucket.nano_tokens.saturating_add(added).min(burst);
+        bucket.last = now;
+        if bucket.nano_tokens >= TOKEN {
+            bucket.nano_tokens -= TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Why a connection was closed before the banner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The source's token bucket was empty.
+    Rate,
+    /// The address already has `max_connections_per_ip` connections.
+    PerIpCap,
+    /// The server already has [`MAX_CONNECTIONS_TOTAL`] connections.
+    TotalCap,
+}
+
+impl Refusal {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Rate => "connection rate limit",
+            Refusal::PerIpCap => "too many connections from this address",
+            Refusal::TotalCap => "too many connections",
+        }
+    }
+}
+
+/// Logs refused connections without letting a flood flood the log: the first refusal
+/// after a quiet spell is logged at once, later ones are counted and summarised in one
+/// line per [`REFUSAL_LOG_INTERVAL`] while they go on.
+#[derive(Default)]
+struct RefusalLog {
+    /// While set and in the future, refusals are only counted.
+    quiet_until: Option<Instant>,
+    rate: u64,
+    per_ip: u64,
+    total: u64,
+    last_peer: Option<SocketAddr>,
+}
+
+impl RefusalLog {
+    fn record(&mut self, refusal: Refusal, peer: SocketAddr, now: Instant) {
+        if self.quiet_until.is_some_and(|t| now < t) {
+            match refusal {
+                Refusal::Rate => self.rate += 1,
+                Refusal::PerIpCap => self.per_ip += 1,
+                Refusal::TotalCap => self.total += 1,
+            }
+            self.last_peer = Some(peer);
+            return;
+        }
+        self.summarise(now);
+        tracing::warn!(peer = %peer, reason = refusal.as_str(),
+            "SFTP connection refused; further refusals are counted and logged every {} s",
+            REFUSAL_LOG_INTERVAL.as_secs());
+        self.quiet_until = Some(now + REFUSAL_LOG_INTERVAL);
+    }
+
+    /// When the pending summary is due, if refusals were counted.
+    fn summary_due(&self) -> Option<Instant> {
+        if self.rate + self.per_ip + self.total > 0 {
+            self.quiet_until
+        } else {
+            None
+        }
+    }
+
+    /// Logs the counted refusals, if any, and starts a new interval.
+    fn summarise(&mut self, now: Instant) {
+        let count = self.rate + self.per_ip + self.total;
+        if count == 0 {
+            self.quiet_until = None;
+            return;
+        }
+        tracing::warn!(refused = count, rate_limited = self.rate,
+            over_per_ip_cap = self.per_ip, over_total_cap = self.total,
+            last_peer = %self.last_peer.map(|p| p.to_string()).unwrap_or_default(),
+            "SFTP connections refused since the last report");
+        self.rate = 0;
+        self.per_ip = 0;
+        self.total = 0;
+        self.last_peer = None;
+        self.quiet_until = Some(now + REFUSAL_LOG_INTERVAL);
+    }
 }
 
 /// The algorithm lists of a profile (SPEC §8). Compression is always off.
@@ -457,6 +709,7 @@ struct Shared {
     drop_root: Arc<DropRoot>,
     max_upload_bytes: u64,
     auth_deadline: Duration,
+    idle_timeout: Duration,
     max_connections_per_ip: usize,
     slots: Mutex<SlotTable>,
     backoff: Mutex<HashMap<IpAddr, FailureRecord>>,
@@ -517,16 +770,19 @@ struct SlotTable {
 }
 
 impl SlotTable {
-    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Option<ConnSlot> {
+    fn acquire(shared: &Arc<Shared>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
         let ip = ip.to_canonical();
         let mut table = shared.slots.lock().unwrap_or_else(|p| p.into_inner());
         let n = table.per_ip.get(&ip).copied().unwrap_or(0);
-        if n >= shared.max_connections_per_ip || table.total >= MAX_CONNECTIONS_TOTAL {
-            return None;
+        if n >= shared.max_connections_per_ip {
+            return Err(Refusal::PerIpCap);
+        }
+        if table.total >= MAX_CONNECTIONS_TOTAL {
+            return Err(Refusal::TotalCap);
         }
         table.per_ip.insert(ip, n + 1);
         table.total += 1;
-        Some(ConnSlot {
+        Ok(ConnSlot {
             shared: shared.clone(),
             ip,
         })
@@ -556,8 +812,8 @@ async fn serve_connection<H>(
     config: Arc<russh::server::Config>,
     stream: TcpStream,
     handler: H,
-    authed: Arc<AtomicBool>,
-    auth_deadline: Duration,
+    conn: ConnContext,
+    (auth_deadline, idle_timeout): (Duration, Duration),
     _slot: ConnSlot,
     shutdown: CancellationToken,
 ) where
@@ -568,8 +824,17 @@ async fn serve_connection<H>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
-    let kill = CancellationToken::new();
-    let stream = KillableStream::new(stream, kill.clone());
+    let ConnContext {
+        authed,
+        kill,
+        sftp_ended,
+        activity,
+        ..
+    } = conn;
+    // Whatever way this function returns, the socket and the SFTP stream are cut, so the
+    // russh session task (which the slot no longer accounts for) cannot outlive it.
+    let _kill_on_return = kill.clone().drop_guard();
+    let stream = KillableStream::new(stream, kill.clone()).watched(activity.clone());
     let deadline = Instant::now() + auth_deadline;
     tracing::debug!("connection accepted");
 
@@ -594,6 +859,16 @@ async fn serve_connection<H>(
     let deadline_timer = tokio::time::sleep_until(deadline);
     tokio::pin!(deadline_timer);
     let mut deadline_armed = true;
+    // Once the SFTP session has ended, the client has CLOSE_GRACE to hang up itself.
+    let linger_timer = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(linger_timer);
+    let mut lingering = false;
+    // russh's own inactivity timer cannot fire while its session loop is stuck handing
+    // data to a channel nobody reads (a client that floods requests and never reads the
+    // answers): this watchdog, on the socket's traffic, closes such a connection too.
+    let watchdog_after = idle_timeout.saturating_add(CLOSE_GRACE);
+    let watchdog = tokio::time::sleep(watchdog_after);
+    tokio::pin!(watchdog);
 
     let reason = loop {
         tokio::select! {
@@ -608,6 +883,20 @@ async fn serve_connection<H>(
                 deadline_armed = false;
                 if !authed.load(Ordering::Acquire) {
                     break "authentication deadline passed";
+                }
+            }
+            _ = sftp_ended.cancelled(), if !lingering => {
+                lingering = true;
+                linger_timer.as_mut().reset(Instant::now() + CLOSE_GRACE);
+            }
+            _ = &mut linger_timer, if lingering => break "SFTP session ended",
+            _ = &mut watchdog => {
+                match activity.last().checked_add(watchdog_after) {
+                    Some(quiet_until) if Instant::now() >= quiet_until => {
+                        break "idle timeout (no traffic)";
+                    }
+                    Some(quiet_until) => watchdog.as_mut().reset(quiet_until),
+                    None => watchdog.as_mut().reset(Instant::now() + Duration::from_secs(86400)),
                 }
             }
             _ = shutdown.cancelled() => break "server shutting down",
@@ -639,6 +928,8 @@ struct SshHandler {
     peer: SocketAddr,
     span: Span,
     authed: Arc<AtomicBool>,
+    kill: CancellationToken,
+    sftp_ended: CancellationToken,
     pending_login: Option<PendingLogin>,
     failures: usize,
     session_channel: Option<Channel<Msg>>,
@@ -1034,7 +1325,13 @@ impl russh::server::Handler for SshHandler {
             self.span.clone(),
             Some(self.shared.tracker.token()),
         );
-        let stream = PacketGuard::new(channel.into_stream(), self.span.clone());
+        let channel = KillableStream::new(channel.into_stream(), self.kill.clone());
+        let (sftp_side, pump_side) = tokio::io::duplex(SFTP_PIPE_BUFFER);
+        self.shared
+            .tracker
+            .spawn(sftp_pump(channel, pump_side).instrument(self.span.clone()));
+        let stream = PacketGuard::new(sftp_side, self.span.clone())
+            .ending(self.sftp_ended.clone().drop_guard());
         let config = russh_sftp::server::Config {
             max_client_packet_len: MAX_PACKET_LEN,
         };
@@ -1044,12 +1341,50 @@ impl russh::server::Handler for SshHandler {
     }
 }
 
+/// Moves bytes between an SFTP session's channel and the pipe russh-sftp serves on.
+///
+/// russh hands each incoming channel message to the channel from inside its session loop
+/// and waits while the channel's queue (100 messages) is full; the SFTP answers travel
+/// through that same loop. Served directly on the channel, a session whose client packs
+/// many small requests into each SSH packet deadlocks: the loop waits for the SFTP task to
+/// take a message, the SFTP task waits for the loop to take an answer. This pump keeps
+/// taking requests while answers queue in the pipe (up to [`SFTP_PIPE_BUFFER`] each way),
+/// which breaks the cycle for any client that reads its answers. One that does not is
+/// closed by the idle watchdog of [`serve_connection`].
+///
+/// When the client ends its side, the SFTP session gets EOF and its last answers are still
+/// delivered; when the SFTP session ends, the channel is shut and closed at once.
+async fn sftp_pump<C>(channel: C, sftp: tokio::io::DuplexStream)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let (channel_rx, mut channel_tx) = tokio::io::split(channel);
+    let (mut sftp_rx, mut sftp_tx) = tokio::io::split(sftp);
+    let requests = async {
+        let mut channel_rx = tokio::io::BufReader::with_capacity(64 * 1024, channel_rx);
+        let _ = tokio::io::copy_buf(&mut channel_rx, &mut sftp_tx).await;
+        let _ = sftp_tx.shutdown().await;
+    };
+    let answers = async {
+        let _ = tokio::io::copy(&mut sftp_rx, &mut channel_tx).await;
+        let _ = channel_tx.shutdown().await;
+    };
+    tokio::pin!(requests, answers);
+    tokio::select! {
+        _ = &mut answers => {}
+        _ = &mut requests => answers.await,
+    }
+}
+
 /// A socket that reads EOF and fails writes once `kill` is cancelled, so that a session
 /// whose peer stopped reading still ends at shutdown.
 struct KillableStream<S> {
     inner: S,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
     dead: bool,
+    /// Touched whenever bytes move.
+    activity: Option<Arc<Activity>>,
 }
 
 impl<S> KillableStream<S> {
@@ -1058,6 +1393,21 @@ impl<S> KillableStream<S> {
             inner,
             killed: Box::pin(kill.cancelled_owned()),
             dead: false,
+            activity: None,
+        }
+    }
+
+    /// Records in `activity` when bytes move.
+    fn watched(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    fn moved(&self, n: usize) {
+        if n > 0
+            && let Some(a) = &self.activity
+        {
+            a.touch();
         }
     }
 
@@ -1078,7 +1428,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for KillableStream<S> {
         if self.is_dead(cx) {
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.moved(buf.filled().len() - before);
+        r
     }
 }
 
@@ -1091,7 +1444,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
         if self.is_dead(cx) {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.moved(n);
+        }
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
@@ -1102,6 +1459,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for KillableStream<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        if self.is_dead(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
@@ -1119,6 +1479,8 @@ struct PacketGuard<S> {
     body_left: u64,
     broken: bool,
     span: Span,
+    /// Dropped with the stream, i.e. when russh-sftp's session loop has ended.
+    _on_end: Option<DropGuard>,
 }
 
 impl<S> PacketGuard<S> {
@@ -1130,7 +1492,14 @@ impl<S> PacketGuard<S> {
             body_left: 0,
             broken: false,
             span,
+            _on_end: None,
         }
+    }
+
+    /// Cancels `guard`'s token when the stream is dropped (the SFTP session has ended).
+    fn ending(mut self, guard: DropGuard) -> Self {
+        self._on_end = Some(guard);
+        self
     }
 
     /// Follows packet boundaries through `bytes`; false if a packet is too long.
@@ -1289,6 +1658,7 @@ mod tests {
             drop_root: Arc::new(DropRoot::prepare(root).unwrap()),
             max_upload_bytes: 1,
             auth_deadline: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             max_connections_per_ip: max_per_ip,
             slots: Mutex::new(SlotTable::default()),
             backoff: Mutex::new(HashMap::new()),
@@ -1304,12 +1674,94 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let s1 = SlotTable::acquire(&shared, a).unwrap();
-        let _s2 = SlotTable::acquire(&shared, mapped).unwrap();
-        assert!(SlotTable::acquire(&shared, a).is_none());
-        assert!(SlotTable::acquire(&shared, b).is_some());
+        let s1 = SlotTable::acquire(&shared, a).ok().unwrap();
+        let _s2 = SlotTable::acquire(&shared, mapped).ok().unwrap();
+        assert_eq!(
+            SlotTable::acquire(&shared, a).err(),
+            Some(Refusal::PerIpCap)
+        );
+        assert!(SlotTable::acquire(&shared, b).is_ok());
         drop(s1);
-        assert!(SlotTable::acquire(&shared, a).is_some());
+        assert!(SlotTable::acquire(&shared, a).is_ok());
+    }
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_the_refill_rate() {
+        let mut limiter = RateLimiter::new(10, 10);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        let allowed = (0..50).filter(|_| limiter.allow(a, t0)).count();
+        assert_eq!(allowed, 10, "burst");
+        // Another address has its own bucket.
+        assert!(limiter.allow(b, t0));
+        // 10 per second afterwards: 100 attempts spread over one second get 10 through.
+        let allowed = (1..=100)
+            .filter(|i| limiter.allow(a, t0 + Duration::from_millis(10 * i)))
+            .count();
+        assert_eq!(allowed, 10, "refill");
+        // After a quiet second the full burst is back, and never more.
+        let t2 = t0 + Duration::from_secs(5);
+        let allowed = (0..50).filter(|_| limiter.allow(a, t2)).count();
+        assert_eq!(allowed, 10);
+    }
+
+    #[test]
+    fn rate_limiter_keys_ipv6_by_64_and_mapped_ipv4_as_ipv4() {
+        let mut limiter = RateLimiter::new(2, 1);
+        let t = Instant::now();
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.allow(first, t));
+        assert!(limiter.allow(same_64, t));
+        assert!(!limiter.allow(first, t));
+        assert!(limiter.allow(other_64, t));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert!(limiter.allow(v4, t));
+        assert!(limiter.allow(mapped, t));
+        assert!(!limiter.allow(v4, t));
+    }
+
+    #[test]
+    fn rate_limiter_table_is_bounded() {
+        let mut limiter = RateLimiter::new(10, 10);
+        let t = Instant::now();
+        for i in 0..(RATE_TABLE_MAX as u32 * 2) {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(limiter.allow(ip, t));
+            assert!(limiter.buckets.len() <= RATE_TABLE_MAX);
+        }
+        // Refilled buckets are forgotten first.
+        let later = t + Duration::from_secs(2);
+        assert!(limiter.allow("192.0.2.1".parse().unwrap(), later));
+        assert_eq!(limiter.buckets.len(), 1);
+    }
+
+    #[test]
+    fn refusal_log_counts_during_the_interval() {
+        let mut log = RefusalLog::default();
+        let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let t = Instant::now();
+        log.record(Refusal::Rate, peer, t); // logged at once
+        assert_eq!(log.summary_due(), None);
+        for i in 0..500 {
+            let r = if i % 2 == 0 {
+                Refusal::Rate
+            } else {
+                Refusal::PerIpCap
+            };
+            log.record(r, peer, t + Duration::from_millis(i));
+        }
+        assert_eq!((log.rate, log.per_ip), (250, 250));
+        assert_eq!(log.summary_due(), Some(t + REFUSAL_LOG_INTERVAL));
+        log.summarise(t + REFUSAL_LOG_INTERVAL);
+        assert_eq!(log.summary_due(), None);
+        assert_eq!(log.rate + log.per_ip + log.total, 0);
+        // A quiet interval later, the next refusal is logged at once again.
+        log.summarise(t + REFUSAL_LOG_INTERVAL * 2);
+        assert_eq!(log.quiet_until, None);
     }
 
     /// A handler that panics as soon as a client asks for the authentication methods.
@@ -1342,7 +1794,7 @@ mod tests {
             config,
             shared,
             shutdown.clone(),
-            |_, _, _| PanickingHandler,
+            |_: &ConnContext| PanickingHandler,
         ));
         for _ in 0..2 {
             let out = tokio::process::Command::new("ssh")
