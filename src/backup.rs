@@ -86,5 +86,6 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
         None
     };
     fs::rename(&staging, &paths.store)?;
+    crate::store::watermark::forget(&paths.store)?;
     Ok((n, replaced))
 }

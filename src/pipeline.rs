@@ -204,6 +204,24 @@ impl<S: Store> Pipeline<S> {
 
     /// Processes `inbox/<name>`; refuses while a held file waits.
     pub fn process(&self, name: &str) -> Result<Report> {
+        // A file committed earlier whose filing failed (e.g. an I/O error moving it) is
+        // finished, never processed again.
+        let inbox_path = format!("inbox/{name}");
+        if let Some(entry) = self.store.files()?.into_iter().find(|f| {
+            f.pending_move
+                .as_ref()
+                .is_some_and(|(from, _)| *from == inbox_path)
+        }) {
+            self.finish_filing(&entry).with_context(|| {
+                format!(
+                    "{name} was already applied as file {} but could not be filed yet",
+                    entry.id
+                )
+            })?;
+            let path = self.report_path(&entry);
+            return serde_json::from_slice(&fs::read(&path)?)
+                .with_context(|| format!("reading {}", path.display()));
+        }
         if let Some(held) = self.held()? {
             return Err(Blocked::Held {
                 id: held.id,
@@ -489,7 +507,7 @@ impl<S: Store> Pipeline<S> {
             .map(|r| CompiledRule::compile(r, &roster, &columns))
             .collect::<Result<_, _>>()
             .map_err(|field| anyhow!("rule field {field} was not kept by the parser"))?;
-        let matching = rules::matching(&roster, &compiled);
+        let matching = rules::MatchTable::build(&roster, &compiled);
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();

@@ -2,8 +2,8 @@
 
 use crate::core::accounts::{Account, Origin, Status};
 use crate::core::columns::is_well_formed_email;
-use crate::core::model::Roster;
-use crate::core::rules::{Rule, RuleId};
+use crate::core::model::{FastHash, Roster};
+use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -209,7 +209,7 @@ impl Plan {
 /// Inputs of one sync besides the roster.
 pub struct SyncInput<'a> {
     /// For each employee of the roster (same order): matching enabled rules, lowest id first.
-    pub matching: &'a [Vec<RuleId>],
+    pub matching: &'a MatchTable,
     /// The rules by id: at least every id in `matching`; disabled ones too, so changes can name them.
     pub rules: &'a BTreeMap<RuleId, Rule>,
     /// Every account, keyed by employee ID.
@@ -230,12 +230,18 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
             .count(),
         ..Plan::default()
     };
-    let mut seen: HashSet<&str> = HashSet::with_capacity(roster.employees.len());
-    for (employee, matching) in roster.employees.iter().zip(input.matching) {
+    // Only needed to find the accounts of absent employees, so only when there are accounts.
+    let mut seen: HashSet<&str, FastHash> = HashSet::default();
+    if !input.accounts.is_empty() {
+        seen.reserve(roster.employees.len());
+    }
+    for (employee, matching) in roster.employees.iter().zip(input.matching.iter()) {
         if employee.inactive {
             continue;
         }
-        seen.insert(&employee.id);
+        if !input.accounts.is_empty() {
+            seen.insert(&employee.id);
+        }
         let email = is_well_formed_email(&employee.email).then_some(&*employee.email);
         let account = input.accounts.get(&*employee.id);
         plan_employee(&mut plan, input, &employee.id, email, account, matching);
@@ -317,6 +323,19 @@ fn plan_auto(
     roster_email: Option<&str>,
     matching: &[RuleId],
 ) {
+    // The common case of a re-sync: the account keeps its rule, role and status. Decided
+    // without cloning the account (and its history) just to compare the clone with it.
+    let keeps_rule = account.rule_id.is_some_and(|id| matching.contains(&id));
+    let unchanged = match account.rule_id.and_then(|id| input.rules.get(&id)) {
+        Some(rule) if keeps_rule => account.is_active() && account.role == rule.role,
+        _ => matching.is_empty() && !account.is_active(),
+    };
+    if unchanged && roster_email.is_none_or(|email| email == account.email) {
+        if account.is_active() {
+            plan.counts.unchanged += 1;
+        }
+        return;
+    }
     let mut next = account.clone();
     if let Some(email) = roster_email {
         next.email = email.to_string();
@@ -489,7 +508,7 @@ mod tests {
             plan(
                 &self.roster,
                 &SyncInput {
-                    matching: &self.matching,
+                    matching: &MatchTable::from_lists(&self.matching),
                     rules: &self.rules,
                     accounts: &self.accounts,
                     now: NOW,

@@ -6,11 +6,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
 
 use csv::{ByteRecord, ReaderBuilder, Terminator};
 
 use super::columns::{self, Columns, fold_value};
-use super::model::{Employee, Finding, Interner, Roster, Sym};
+use super::model::{Employee, FastHash, Finding, Interner, Roster, Sym};
 use super::org;
 
 /// How the file's bytes are decoded (config `roster.encoding`).
@@ -399,8 +401,11 @@ struct Parser<'a> {
     present: Vec<String>,
     employees: Vec<Employee>,
     symbols: Interner,
-    /// Line where each employee ID was first seen.
-    seen_ids: HashMap<Box<str>, u64>,
+    /// Each employee ID seen so far, by its hash: the index of its first row in `employees`
+    /// (the ID itself is in that row, so nothing is allocated per row).
+    seen_ids: HashMap<u64, u32, FastHash>,
+    /// IDs whose hash equals that of an earlier, different ID, with their first line.
+    collided_ids: HashMap<Box<str>, u64>,
     /// Reused buffers: a row's symbols, and a value being lower-cased.
     values: Vec<Sym>,
     fold_buf: String,
@@ -424,7 +429,8 @@ impl<'a> Parser<'a> {
             present: Vec::new(),
             employees: Vec::new(),
             symbols: Interner::default(),
-            seen_ids: HashMap::new(),
+            seen_ids: HashMap::default(),
+            collided_ids: HashMap::new(),
             values: Vec::new(),
             fold_buf: String::new(),
         }
@@ -719,7 +725,7 @@ impl<'a> Parser<'a> {
                     h.name(c),
                     "employee_id is empty; every row needs the employee's ID",
                 ));
-            } else if let Some(&first) = self.seen_ids.get(id) {
+            } else if let Some(first) = self.first_line_of(id, line) {
                 self.errors.push(Finding::at(
                     line,
                     h.name(c),
@@ -728,8 +734,6 @@ impl<'a> Parser<'a> {
                          must have exactly one row"
                     ),
                 ));
-            } else {
-                self.seen_ids.insert(id.into(), line);
             }
         }
         if let Some(c) = h.email
@@ -769,6 +773,32 @@ impl<'a> Parser<'a> {
             is_manager: false,
             values: self.values.as_slice().into(),
         });
+    }
+
+    /// The line where `id` was first seen, or `None` when it is new (it is then remembered
+    /// as the ID of the row about to be pushed, on `line`).
+    fn first_line_of(&mut self, id: &str, line: u64) -> Option<u64> {
+        let hash = FastHash::default().hash_one(id);
+        let next = self.employees.len() as u32;
+        match self.seen_ids.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                None
+            }
+            Entry::Occupied(slot) => {
+                let first = &self.employees[*slot.get() as usize];
+                if &*first.id == id {
+                    return Some(first.line);
+                }
+                match self.collided_ids.get(id) {
+                    Some(&line) => Some(line),
+                    None => {
+                        self.collided_ids.insert(id.into(), line);
+                        None
+                    }
+                }
+            }
+        }
     }
 
     fn is_inactive(&self, status: &str) -> bool {

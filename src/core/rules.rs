@@ -815,6 +815,18 @@ impl MatchTable {
         MatchTable { offsets, ids }
     }
 
+    /// A table from per-employee lists (each lowest id first), e.g. written out in a test.
+    pub fn from_lists(lists: &[Vec<RuleId>]) -> MatchTable {
+        let mut offsets = Vec::with_capacity(lists.len() + 1);
+        offsets.push(0);
+        let mut ids = Vec::new();
+        for list in lists {
+            ids.extend_from_slice(list);
+            offsets.push(ids.len());
+        }
+        MatchTable { offsets, ids }
+    }
+
     /// Number of employees.
     pub fn len(&self) -> usize {
         self.offsets.len().saturating_sub(1)

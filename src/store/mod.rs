@@ -1,6 +1,7 @@
 //! Persistent state: rules, accounts, the ledger of files, the audit log.
 
 mod sled_store;
+pub mod watermark;
 
 pub use sled_store::SledStore;
 

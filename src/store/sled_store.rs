@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -31,19 +32,63 @@ pub struct SledStore {
     sha_index: sled::Tree,
     audit: sled::Tree,
     remote: sled::Tree,
+    path: std::path::PathBuf,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("store records always serialize")
 }
 
-fn decode<T: DeserializeOwned>(tree: &str, key: &[u8], bytes: &[u8]) -> StoreResult<T> {
+fn decode<'a, T: serde::Deserialize<'a>>(
+    tree: &str,
+    key: &[u8],
+    bytes: &'a [u8],
+) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| {
         StoreError::Corrupt(format!(
             "record {:?} in {tree}: {e}",
             String::from_utf8_lossy(key)
         ))
     })
+}
+
+/// An [`Account`] record decoded without allocating, for the start-up check: the same
+/// fields with the same types, so it accepts exactly the records that decode as an
+/// `Account` (the test `account_check_accepts_what_account_accepts` holds it to that), at a
+/// fraction of the cost on a store of a million accounts.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct AccountCheck<'a> {
+    #[serde(borrow)]
+    employee_id: Cow<'a, str>,
+    #[serde(borrow)]
+    email: Cow<'a, str>,
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    status: crate::core::accounts::Status,
+    origin: crate::core::accounts::Origin,
+    rule_id: Option<RuleId>,
+    #[serde(borrow)]
+    created_at: Cow<'a, str>,
+    #[serde(borrow)]
+    updated_at: Cow<'a, str>,
+    #[serde(borrow)]
+    history: Vec<HistoryCheck<'a>>,
+}
+
+/// A [`crate::core::accounts::HistoryEntry`] decoded without allocating (see [`AccountCheck`]).
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct HistoryCheck<'a> {
+    #[serde(borrow)]
+    at: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    status: crate::core::accounts::Status,
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow)]
+    reason: Cow<'a, str>,
 }
 
 fn u64_of(bytes: Option<sled::IVec>) -> u64 {
@@ -82,6 +127,7 @@ fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
 impl SledStore {
     /// Opens (creating if needed) the store at `path` and checks every record decodes.
     pub fn open(path: &Path) -> StoreResult<SledStore> {
+        super::watermark::remove_unfinished_snapshots(path).map_err(sled::Error::Io)?;
         // sled may panic on some damaged files instead of returning an error.
         let opened = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
         let db = match opened {
@@ -104,6 +150,7 @@ impl SledStore {
             audit: db.open_tree("audit")?,
             remote: db.open_tree("remote")?,
             db,
+            path: path.to_path_buf(),
         };
         match store.meta.get(SCHEMA_KEY)? {
             None if store.is_empty() => {
@@ -121,7 +168,19 @@ impl SledStore {
             None => return Err(StoreError::Corrupt("schema marker missing".into())),
         }
         store.verify()?;
+        if let Some(lost) = super::watermark::check(path, store.counters()?) {
+            return Err(StoreError::Corrupt(lost));
+        }
         Ok(store)
+    }
+
+    /// How far the counters have gone (see `watermark`).
+    fn counters(&self) -> StoreResult<super::watermark::Counters> {
+        Ok(super::watermark::Counters {
+            audit_seq: u64_of(self.meta.get(NEXT_AUDIT_SEQ)?),
+            file_id: u64_of(self.meta.get(NEXT_FILE_ID)?),
+            rule_id: u64_of(self.meta.get(NEXT_RULE_ID)?),
+        })
     }
 
     fn is_empty(&self) -> bool {
@@ -141,7 +200,7 @@ impl SledStore {
         self.rules()?;
         for item in self.accounts.iter() {
             let (k, v) = item?;
-            decode::<Account>("accounts", &k, &v)?;
+            decode::<AccountCheck<'_>>("accounts", &k, &v)?;
         }
         self.files()?;
         self.audit(None)?;
@@ -173,7 +232,7 @@ impl SledStore {
                     .to_vec(),
             )
         })?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(u64_of(next))
     }
 }
@@ -368,7 +427,8 @@ impl Store for SledStore {
     }
 
     fn accounts(&self) -> StoreResult<HashMap<String, Account>> {
-        let mut out = HashMap::with_capacity(self.accounts.len());
+        // Not `with_capacity(self.accounts.len())`: sled counts a tree by scanning all of it.
+        let mut out = HashMap::new();
         for item in self.accounts.iter() {
             let (k, v) = item?;
             let account: Account = decode("accounts", &k, &v)?;
@@ -478,6 +538,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.db.flush()?;
+        super::watermark::record(&self.path, self.counters()?).map_err(sled::Error::Io)?;
         Ok(())
     }
 
@@ -541,6 +602,50 @@ mod tests {
             created_at: "t".into(),
             updated_at: "t".into(),
             history: vec![],
+        }
+    }
+
+    #[test]
+    fn account_check_accepts_what_account_accepts() {
+        let full = serde_json::to_value(Account {
+            history: vec![crate::core::accounts::HistoryEntry {
+                at: "t".into(),
+                source: "f.csv".into(),
+                status: Status::Active,
+                role: "IT Admin".into(),
+                reason: "created by rule 1 \"x\"".into(),
+            }],
+            ..account("E\u{e9}1")
+        })
+        .unwrap();
+        let mut cases = vec![full.clone()];
+        // Every field removed, and every field given the wrong type, in turn.
+        for key in full.as_object().unwrap().keys() {
+            let mut missing = full.clone();
+            missing.as_object_mut().unwrap().remove(key);
+            cases.push(missing);
+            let mut wrong = full.clone();
+            wrong[key] = serde_json::json!([1]);
+            cases.push(wrong);
+            let mut wrong = full.clone();
+            wrong[key] = serde_json::json!("inactive");
+            cases.push(wrong);
+        }
+        for key in full["history"][0].as_object().unwrap().keys() {
+            let mut wrong = full.clone();
+            wrong["history"][0][key] = serde_json::json!(7);
+            cases.push(wrong);
+            let mut missing = full.clone();
+            missing["history"][0].as_object_mut().unwrap().remove(key);
+            cases.push(missing);
+        }
+        for case in cases {
+            let bytes = serde_json::to_vec(&case).unwrap();
+            assert_eq!(
+                serde_json::from_slice::<Account>(&bytes).is_ok(),
+                serde_json::from_slice::<AccountCheck<'_>>(&bytes).is_ok(),
+                "{case}"
+            );
         }
     }
 
