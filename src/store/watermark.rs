@@ -20,11 +20,10 @@ pub struct Counters {
     pub rule_id: u64,
 }
 
-/// The watermark file of the store at `store_dir`.
+/// The watermark file of the store at `store_dir`: inside it (sled ignores other files),
+/// so it moves with the store when a restore puts it aside.
 pub fn path(store_dir: &Path) -> PathBuf {
-    let mut p = store_dir.as_os_str().to_owned();
-    p.push(".watermark");
-    PathBuf::from(p)
+    store_dir.join("autoprov.watermark")
 }
 
 /// Records `counters` durably.
@@ -86,6 +85,7 @@ mod tests {
     fn a_store_behind_its_record_is_reported_and_an_equal_or_newer_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
         let c = Counters {
             audit_seq: 5,
             file_id: 2,
