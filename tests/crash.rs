@@ -402,20 +402,23 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             self.assert_alive("waiting for the engine to be idle");
-            // `status` is answered by the engine thread between files, so an empty `waiting`
-            // means the files that were complete have been handled.
+            // `status` is answered while the engine works, so an error of a failed attempt
+            // may still show for a moment after a retry succeeded: only an error that
+            // persists until the deadline fails the test.
             let (code, st) = env.json(&["status"]);
-            if code == 0 && st["waiting"].as_array().is_some_and(|w| w.is_empty()) {
-                if let Some(err) = st["daemon"]["last_error"].as_str() {
-                    panic!("the daemon reports an error: {err}\n{}", self.log());
-                }
+            let idle = code == 0 && st["waiting"].as_array().is_some_and(|w| w.is_empty());
+            let error = st["daemon"]["last_error"].as_str();
+            if idle && error.is_none() {
                 return files_list(env);
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "files still wait in inbox/ after {timeout:?}: {st:#}\n{}",
-                    self.log()
-                );
+                match error {
+                    Some(err) => panic!("the daemon reports an error: {err}\n{}", self.log()),
+                    None => panic!(
+                        "files still wait in inbox/ after {timeout:?}: {st:#}\n{}",
+                        self.log()
+                    ),
+                }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
