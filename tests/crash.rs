@@ -39,7 +39,8 @@
 
 mod common;
 
-use common::{Settings, TestEnv, sha256_hex, testdata};
+use common::daemon::Daemon;
+use common::{Settings, TestEnv, files, sha256_hex, testdata};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -257,85 +258,36 @@ fn assert_same_accounts(got: &Accounts, want: &Accounts, context: &str) {
     );
 }
 
-fn files_list(env: &TestEnv) -> Vec<Value> {
-    env.json_ok(0, &["files", "list"])
-        .as_array()
-        .expect("files list is an array")
-        .clone()
-}
-
 fn status(env: &TestEnv) -> Value {
     env.json_ok(0, &["status"])
 }
 
 // ---- the daemon --------------------------------------------------------------------------
 
-/// A running `autoprov run` whose stderr goes to `<root>/daemon-N.log`; killed on drop.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
+/// How long the daemon may take to start and to stop here (200k-row rosters, 2 cores).
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Spawns the daemon with extra environment variables, without waiting; only the tail of
+/// its log is printed when a test panics.
+fn spawn_daemon(env: &TestEnv, envs: &[(&str, &str)]) -> Daemon {
+    Daemon::spawn(env, envs).tail_on_panic(60)
 }
 
+/// Starts the daemon and waits (≤ `timeout`) until it answers `status` through its
+/// socket and has logged "autoprov ready".
+fn start_daemon_env(env: &TestEnv, envs: &[(&str, &str)], timeout: Duration) -> Daemon {
+    // Only once the socket accepts: before that the CLI would open the store itself.
+    spawn_daemon(env, envs).wait_ready(env, timeout, |d| {
+        UnixStream::connect(&env.socket).is_ok() && d.log().contains("autoprov ready")
+    })
+}
+
+fn start_daemon(env: &TestEnv) -> Daemon {
+    start_daemon_env(env, &[], DAEMON_TIMEOUT)
+}
+
+/// What only these tests ask of the daemon.
 impl Daemon {
-    /// Spawns the daemon with extra environment variables, without waiting.
-    fn spawn(env: &TestEnv, envs: &[(&str, &str)]) -> Daemon {
-        let n = (1..)
-            .find(|n| !env.root().join(format!("daemon-{n}.log")).exists())
-            .unwrap();
-        let log = env.root().join(format!("daemon-{n}.log"));
-        let file = fs::File::create(&log).expect("daemon log");
-        let mut cmd = env.command();
-        cmd.arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file));
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        Daemon {
-            child: Some(cmd.spawn().expect("spawn autoprov run")),
-            log,
-        }
-    }
-
-    /// Starts the daemon and waits (≤ `timeout`) until it answers `status` through its
-    /// socket and has logged "autoprov ready".
-    fn start_env(env: &TestEnv, envs: &[(&str, &str)], timeout: Duration) -> Daemon {
-        let mut d = Daemon::spawn(env, envs);
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = d.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                d.child = None;
-                panic!("the daemon exited during start-up ({st}):\n{}", d.log());
-            }
-            // Only once the socket accepts: before that the CLI would open the store itself.
-            if UnixStream::connect(&env.socket).is_ok() && d.log().contains("autoprov ready") {
-                let (code, out, _) = env.run(&["--json", "status"]);
-                if code == 0 {
-                    let v: Value = serde_json::from_str(&out).expect("status --json");
-                    if v["daemon"]["running"] == true {
-                        return d;
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!("the daemon was not ready within {timeout:?}:\n{}", d.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn start(env: &TestEnv) -> Daemon {
-        Daemon::start_env(env, &[], Duration::from_secs(120))
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().expect("daemon running").id() as i32)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     fn alive(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => c.try_wait().expect("try_wait").is_none(),
@@ -353,46 +305,10 @@ impl Daemon {
         }
     }
 
-    /// Waits (≤ `timeout`) for the daemon to exit on its own; panics with its log otherwise.
-    fn wait_exit(&mut self, timeout: Duration, what: &str) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self
-                .child
-                .as_mut()
-                .expect("child")
-                .try_wait()
-                .expect("try_wait")
-            {
-                self.child = None;
-                return st;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the daemon did not exit within {timeout:?} ({what}):\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     /// SIGKILL, then reaps it.
     fn sigkill(&mut self) -> ExitStatus {
         let _ = kill(self.pid(), Signal::SIGKILL);
         self.child.take().unwrap().wait().expect("wait")
-    }
-
-    /// SIGTERM and a clean exit (0) within 120 s.
-    fn stop(mut self) {
-        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
-        let st = self.wait_exit(Duration::from_secs(120), "after SIGTERM");
-        assert_eq!(
-            st.code(),
-            Some(0),
-            "daemon exit {st} after SIGTERM:\n{}",
-            self.log()
-        );
     }
 
     /// Waits (≤ `timeout`) until nothing waits in inbox/ and the engine answered, i.e. every
@@ -409,7 +325,7 @@ impl Daemon {
             let idle = code == 0 && st["waiting"].as_array().is_some_and(|w| w.is_empty());
             let error = st["daemon"]["last_error"].as_str();
             if idle && error.is_none() {
-                return files_list(env);
+                return files(env);
             }
             if Instant::now() >= deadline {
                 match error {
@@ -421,28 +337,6 @@ impl Daemon {
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: String = log
-                .lines()
-                .rev()
-                .take(60)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            eprintln!("---- daemon log {} (tail) ----\n{tail}", self.log.display());
         }
     }
 }
@@ -472,7 +366,7 @@ fn folder_of(status: &str) -> &'static str {
 
 /// The one ledger entry of `original`, filed with its report pair; returns (entry, report).
 fn assert_filed_once(env: &TestEnv, original: &str, bytes: &[u8], want: &str) -> (Value, Value) {
-    assert_filed_in(env, &files_list(env), original, bytes, want)
+    assert_filed_in(env, &files(env), original, bytes, want)
 }
 
 /// [`assert_filed_once`] against a ledger listing already taken.
@@ -539,7 +433,7 @@ fn assert_filed_in(
 /// pairs (no orphan reports), and staging/ is empty (reports staged for a commit that never
 /// happened are removed at recovery and after a failed attempt).
 fn assert_drop_consistent(env: &TestEnv) {
-    assert_drop_consistent_in(env, &files_list(env))
+    assert_drop_consistent_in(env, &files(env))
 }
 
 /// [`assert_drop_consistent`] against a ledger listing already taken.
@@ -736,13 +630,13 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
             assert_eq!(st["waiting"], Value::Array(want_waiting), "{point}: {st:#}");
             if uncommitted {
                 // Not committed: the file is still complete in inbox/; the daemon takes it.
-                let mut d = Daemon::start(&env);
+                let mut d = start_daemon(&env);
                 d.wait_idle(&env, Duration::from_secs(60));
-                d.stop();
+                d.stop_within(DAEMON_TIMEOUT);
             }
         }
         Runner::Daemon => {
-            let mut d = Daemon::start_env(&env, &crash_env, Duration::from_secs(60));
+            let mut d = start_daemon_env(&env, &crash_env, Duration::from_secs(60));
             drop_into_inbox(&env, "next.csv", &bytes);
             let st = d.wait_exit(Duration::from_secs(60), "the crash point");
             assert_eq!(
@@ -753,9 +647,9 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
             );
             assert!(d.log().contains(&abort_msg), "{}", d.log());
             assert_state_after_crash(&env, point, folder);
-            let mut d = Daemon::start(&env);
+            let mut d = start_daemon(&env);
             d.wait_idle(&env, Duration::from_secs(60));
-            d.stop();
+            d.stop_within(DAEMON_TIMEOUT);
         }
     }
     let (_, report) = assert_filed_once(&env, "next.csv", &bytes, want);
@@ -766,7 +660,7 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
         "applied",
     );
     assert_drop_consistent(&env);
-    assert_eq!(files_list(&env).len(), 2);
+    assert_eq!(files(&env).len(), 2);
     assert_eq!(
         report["counts"], clean_report["counts"],
         "{point}: report counts"
@@ -971,20 +865,20 @@ fn random_sigkill_trials_on_a_200k_roster() {
     );
     // What a CLI command spends before it processes anything (opening the store).
     let t = Instant::now();
-    files_list(&base);
+    files(&base);
     let cli_overhead = t.elapsed();
 
     // The clean run, through the daemon; it measures T and where the commit window lies.
     let reference = clone_env(&base);
-    let mut d = Daemon::start(&reference);
+    let mut d = start_daemon(&reference);
     drop_into_inbox(&reference, "b.csv", &b);
     let m = watch_milestones(&reference, "b.csv", Duration::from_secs(300));
     let took = m
         .filed
         .unwrap_or_else(|| panic!("b.csv not filed: {m:?}\n{}", d.log()));
     d.wait_idle(&reference, Duration::from_secs(300));
-    d.stop();
-    let list = files_list(&reference);
+    d.stop_within(DAEMON_TIMEOUT);
+    let list = files(&reference);
     let (_, clean_report) = assert_filed_in(&reference, &list, "b.csv", &b, "applied");
     let clean = accounts(&reference);
     let c = &clean_report["counts"];
@@ -1055,7 +949,7 @@ fn random_sigkill_trials_on_a_200k_roster() {
             format!("trial {i} (seed {trial_seed:#x}, {runner:?}, kill {delay:?} after {from})");
         let killed_phase = match runner {
             Runner::Daemon => {
-                let mut d = Daemon::start(&env);
+                let mut d = start_daemon(&env);
                 drop_into_inbox(&env, "b.csv", &b);
                 wait(&env);
                 d.assert_alive(&what);
@@ -1085,7 +979,7 @@ fn random_sigkill_trials_on_a_200k_roster() {
         // The attempt whose reports were staged when the process died, if any.
         let staged_id: Option<String> = names(&staging(&env)).into_iter().next();
         // Restart: recovery at start-up, then whatever waits in inbox/.
-        let mut d = Daemon::start(&env);
+        let mut d = start_daemon(&env);
         let list = d.wait_idle(&env, Duration::from_secs(300));
         if !list.iter().any(|f| f["name"] == "b.csv") {
             // The client died before the file was complete in inbox/: the operator retries.
@@ -1099,7 +993,7 @@ fn random_sigkill_trials_on_a_200k_roster() {
             let (code, out, err) = env.run(&["--json", "process", input.to_str().unwrap()]);
             assert_eq!(code, 0, "{what}: retry\n{out}\n{err}");
         }
-        d.stop();
+        d.stop_within(DAEMON_TIMEOUT);
         // A killed `process` may leave its hidden temp copy (.b.csv.part) in inbox/.
         for h in names(&env.drop_dir("inbox"))
             .into_iter()
@@ -1112,7 +1006,7 @@ fn random_sigkill_trials_on_a_200k_roster() {
             leftovers.push(format!("{what}: inbox/{h}"));
             fs::remove_file(env.drop_dir("inbox").join(&h)).unwrap();
         }
-        let list = files_list(&env);
+        let list = files(&env);
         assert_eq!(list.len(), 2, "{what}: {list:#?}");
         let (entry, report) = assert_filed_in(&env, &list, "b.csv", &b, "applied");
         assert_filed_in(&env, &list, "a.csv", &a, "applied");
@@ -1273,7 +1167,7 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
     let (clean, clean_report) = clean_5k(&r5k);
     let day1 = fs::read(testdata("sequence/day1.csv")).unwrap();
 
-    let mut d = Daemon::start(&env);
+    let mut d = start_daemon(&env);
     drop_into_inbox(&env, "day1.csv", &day1);
     d.wait_idle(&env, Duration::from_secs(30));
     let after_day1 = accounts(&env);
@@ -1315,7 +1209,7 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
     assert_eq!(names(&inbox), ["r5k.csv"]);
     // Nothing half-applied: accounts, ledger and result folders as after day1.
     assert_same_accounts(&accounts(&env), &after_day1, "while the disk is full");
-    let list = files_list(&env);
+    let list = files(&env);
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["name"], "day1.csv");
     assert_eq!(env.files_in("processed").len(), 3);
@@ -1337,7 +1231,7 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
                 .then_some(())
         },
     );
-    d.stop();
+    d.stop_within(DAEMON_TIMEOUT);
     let (_, report) = assert_filed_once(&env, "r5k.csv", &r5k, "applied");
     assert_filed_once(&env, "day1.csv", &day1, "applied");
     assert_eq!(report["counts"], clean_report["counts"]);
@@ -1386,7 +1280,7 @@ fn a_command_run_while_the_disk_is_full_does_not_damage_the_store() {
 fn an_io_error_after_the_commit_does_not_process_the_file_again() {
     let env = prepared_env();
     let processed = env.drop_dir("processed");
-    let mut d = Daemon::start(&env);
+    let mut d = start_daemon(&env);
     let Some(ro) = ReadOnly::mount(&processed) else {
         return;
     };
@@ -1408,7 +1302,7 @@ fn an_io_error_after_the_commit_does_not_process_the_file_again() {
     // Several rescans with the fault in place.
     std::thread::sleep(Duration::from_millis(3000));
     d.assert_alive("read-only processed/");
-    let entries = files_list(&env)
+    let entries = files(&env)
         .iter()
         .filter(|f| f["name"] == "next.csv")
         .count();
@@ -1418,7 +1312,7 @@ fn an_io_error_after_the_commit_does_not_process_the_file_again() {
     );
     drop(ro);
     d.wait_idle(&env, Duration::from_secs(30));
-    d.stop();
+    d.stop_within(DAEMON_TIMEOUT);
     // A command after the stop finishes any filing still pending.
     assert_filed_once(&env, "next.csv", &bytes, "applied");
     assert_drop_consistent(&env);
@@ -1498,7 +1392,7 @@ fn assert_refused(env: &TestEnv, args: &[&str], backup: &Path, what: &str) {
 #[test]
 fn a_damaged_store_is_refused_naming_the_backup_and_restore_brings_the_accounts_back() {
     let env = prepared_env();
-    Daemon::start(&env).stop();
+    start_daemon(&env).stop_within(DAEMON_TIMEOUT);
     let backups = automatic_backups(&env);
     assert_eq!(
         backups.len(),
@@ -1532,7 +1426,7 @@ fn a_damaged_store_is_refused_naming_the_backup_and_restore_brings_the_accounts_
         assert_refused(&env, &["--json", "admins", "list"], backup, &what);
         assert_refused(&env, &["files", "list"], backup, &what);
         // The daemon refuses to start on it, with the same advice.
-        let mut d = Daemon::spawn(&env, &[]);
+        let mut d = spawn_daemon(&env, &[]);
         let st = d.wait_exit(Duration::from_secs(30), "a damaged store");
         let log = d.log();
         assert_eq!(st.code(), Some(2), "{what}: daemon exit {st}\n{log}");
@@ -1548,7 +1442,7 @@ fn a_damaged_store_is_refused_naming_the_backup_and_restore_brings_the_accounts_
     assert!(out.contains("restored"), "{out}");
     assert_same_accounts(&accounts(&env), &good, "after restore");
     assert_eq!(status(&env)["rules"]["total"], 8);
-    assert_eq!(files_list(&env).len(), 1);
+    assert_eq!(files(&env).len(), 1);
     let replaced: Vec<String> = names(&env.data_dir)
         .into_iter()
         .filter(|n| n.starts_with("store.replaced-"))
@@ -1628,7 +1522,7 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         "the replaced store is kept: {v:#}"
     );
     assert_same_accounts(&accounts(&env), &before, "after restore");
-    let list = files_list(&env);
+    let list = files(&env);
     assert_eq!(list.len(), 1, "{list:#?}");
     assert_eq!(list[0]["name"], "day1.csv");
     assert_eq!(
@@ -1644,7 +1538,7 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     assert_same_accounts(&accounts(&env), &before, "after a refused restore");
 
     // With the daemon running: backup goes through it; restore is refused (exit 3).
-    let d = Daemon::start(&env);
+    let d = start_daemon(&env);
     let file2 = env.root().join("via-daemon.backup");
     let v = env.json_ok(0, &["backup", file2.to_str().unwrap()]);
     assert!(v["records"].as_u64().unwrap() >= records, "{v:#}");
@@ -1656,7 +1550,7 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         &before,
         "restore refused while the daemon runs",
     );
-    d.stop();
+    d.stop_within(DAEMON_TIMEOUT);
     let stores: Vec<String> = names(&env.data_dir)
         .into_iter()
         .filter(|n| n.starts_with("store"))

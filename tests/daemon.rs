@@ -8,15 +8,14 @@
 
 mod common;
 
-use common::{Settings, TestEnv, is_filed_name, sha256_hex, testdata};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::daemon::Daemon;
+use common::{Settings, TestEnv, entries, files, is_filed_name, sha256_hex, testdata};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -63,130 +62,6 @@ impl Drop for ChildGuard {
             let _ = self.0.wait();
         }
     }
-}
-
-// ---- the daemon ------------------------------------------------------------------------
-
-/// A running `autoprov run`; its stderr goes to `<root>/daemon-N.log`.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon and waits (≤ 20 s) until `status --json` answers through the socket
-    /// with `daemon.running = true` and the log says "autoprov ready" (the environments here
-    /// log at info); panics with the daemon's log otherwise.
-    fn start(env: &TestEnv) -> Daemon {
-        let n = (1..)
-            .find(|n| !env.root().join(format!("daemon-{n}.log")).exists())
-            .unwrap();
-        let log = env.root().join(format!("daemon-{n}.log"));
-        let file = fs::File::create(&log).expect("daemon log");
-        let child = env
-            .command()
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn autoprov run");
-        let mut d = Daemon {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                d.child = None;
-                panic!("the daemon exited during start-up ({status}):\n{}", d.log());
-            }
-            // Only once the socket accepts: before that the CLI would open the store itself
-            // and could take the store's lock from the starting daemon.
-            if socket_answers(&env.socket) {
-                let (code, out, _) = env.run(&["--json", "status"]);
-                if code == 0 {
-                    let v: Value = serde_json::from_str(&out).expect("status --json");
-                    // `status` answers before the SFTP server and the watchers are up;
-                    // "autoprov ready" (logged with READY=1) comes after all of them.
-                    if v["daemon"]["running"] == true && d.log().contains("autoprov ready") {
-                        return d;
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!("the daemon was not ready within 20 s:\n{}", d.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.as_ref().expect("daemon running").id() as i32)
-    }
-
-    /// The daemon's log so far.
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Sends SIGTERM.
-    fn sigterm(&self) {
-        kill(self.pid(), Signal::SIGTERM).expect("SIGTERM");
-    }
-
-    /// Waits (≤ `timeout`) for the daemon to exit after a signal; returns its exit status.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        match wait_child(&mut child, timeout) {
-            Some(status) => status,
-            None => panic!(
-                "the daemon did not exit within {timeout:?} of SIGTERM:\n{}",
-                self.log()
-            ),
-        }
-    }
-
-    /// SIGTERM, then asserts a clean exit (status 0) within 20 s.
-    fn stop(mut self) {
-        self.sigterm();
-        let status = self.wait_exit(Duration::from_secs(20));
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "daemon exit status {status} after SIGTERM:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-            if std::thread::panicking() {
-                eprintln!(
-                    "---- daemon log {} ----\n{}",
-                    self.log.display(),
-                    self.log()
-                );
-            }
-        }
-    }
-}
-
-/// Whether something accepts on the socket and answers a line (an empty request gets a
-/// "bad request" answer from the daemon; a stale socket file refuses the connection).
-fn socket_answers(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.shutdown(std::net::Shutdown::Write).is_err() {
-        return false;
-    }
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).is_ok() && !answer.is_empty()
 }
 
 // ---- configs ---------------------------------------------------------------------------
@@ -328,22 +203,6 @@ fn curl_upload(env: &TestEnv, port: u16, file: &Path, name: &str) {
 }
 
 // ---- ledger checks ---------------------------------------------------------------------
-
-/// `files list --json`.
-fn files(env: &TestEnv) -> Vec<Value> {
-    env.json_ok(0, &["files", "list"])
-        .as_array()
-        .expect("files list is an array")
-        .clone()
-}
-
-/// The ledger entries whose original name is `name`.
-fn entries(env: &TestEnv, name: &str) -> Vec<Value> {
-    files(env)
-        .into_iter()
-        .filter(|f| f["name"] == name)
-        .collect()
-}
 
 /// Waits (≤ `timeout`) until `name` has a ledger entry; returns it.
 fn wait_for_entry(env: &TestEnv, name: &str, timeout: Duration) -> Value {
@@ -924,7 +783,7 @@ fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
     // The rename into inbox/ wakes the engine at once; parsing alone takes over a second.
     std::thread::sleep(Duration::from_millis(300));
     daemon.sigterm();
-    let status = daemon.wait_exit(Duration::from_secs(90));
+    let status = daemon.wait_exit(Duration::from_secs(90), "after SIGTERM");
     let log = daemon.log();
     assert_eq!(status.code(), Some(0), "exit {status}:\n{log}");
     let term = log.find("SIGTERM received").expect("SIGTERM logged");
@@ -1024,7 +883,7 @@ fn sigterm_during_upload_discards_it_and_a_repeat_is_processed_once() {
         },
     );
     daemon.sigterm();
-    let status = daemon.wait_exit(Duration::from_secs(20));
+    let status = daemon.wait_exit(Duration::from_secs(20), "after SIGTERM");
     assert_eq!(status.code(), Some(0), "exit {status}:\n{}", daemon.log());
     let client = wait_child(&mut upload.0, Duration::from_secs(20)).expect("sftp ended");
     assert!(

@@ -20,25 +20,23 @@
 //! ssh-audit (`.ci/run` installs them); outside CI the tests that need them are skipped
 //! when they are missing, in CI they fail.
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use autoprov::ingest::drop_fs::MAX_OPEN_HANDLES;
-use autoprov::ingest::host_keys;
-use autoprov::ingest::sftp_server::{
-    CONNECTION_BURST, CONNECTION_RATE_PER_SEC, SftpServer, SftpSettings, SftpUser, SshProfile,
-};
+use autoprov::ingest::sftp_server::{CONNECTION_BURST, CONNECTION_RATE_PER_SEC, SftpSettings};
+use common::sftp::{Server, USER, settings_for, unique};
 use serde_json::Value;
 use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
 
-const USER: &str = "hris";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const VENV: &str = "/var/tmp/autoprov-venv";
 
@@ -67,115 +65,19 @@ fn key() -> &'static Path {
     .1
 }
 
-/// Host keys generated once (RSA 3072 takes a moment) and copied into each server.
-fn host_key_template() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        host_keys::load_or_create(dir.path(), SshProfile::Compatible).unwrap();
-        dir
-    })
-    .path()
-}
-
 fn default_settings(dir: &Path) -> SftpSettings {
-    let host_key_dir = dir.join("hostkeys");
-    fs::create_dir(&host_key_dir).unwrap();
-    for entry in fs::read_dir(host_key_template()).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), host_key_dir.join(entry.file_name())).unwrap();
-    }
     let public = fs::read_to_string(key().with_extension("pub")).unwrap();
-    SftpSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        profile: SshProfile::Compatible,
-        users: vec![SftpUser {
-            name: USER.to_string(),
-            authorized_keys: vec![public.trim().to_string()],
-            password_hash: None,
-        }],
-        max_upload_bytes: 512 * 1024 * 1024,
-        host_key_dir,
-        drop_root: dir.join("drop"),
-        auth_deadline: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(600),
-        max_connections_per_ip: 8,
-    }
-}
-
-struct Server {
-    rt: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    dir: TempDir,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    settings_for(dir, public.trim().to_string())
 }
 
 impl Server {
     fn start_with(adjust: impl FnOnce(&mut SftpSettings)) -> Server {
         logs::install();
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = default_settings(dir.path());
-        adjust(&mut settings);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt.block_on(SftpServer::bind(settings)).expect("bind");
-        let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = rt.spawn(server.run(shutdown.clone()));
-        Server {
-            rt,
-            addr,
-            dir,
-            shutdown,
-            task: Some(task),
-        }
+        Server::start_from(default_settings, adjust)
     }
 
     fn start() -> Server {
         Server::start_with(|_| {})
-    }
-
-    /// The server task has not ended (no panic, no error return).
-    fn is_up(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// Cancels the server; `run` must return `Ok` within 20 s.
-    fn stop(&mut self) {
-        self.shutdown.cancel();
-        let task = self.task.take().expect("running");
-        let result = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(20), task).await })
-            .expect("run() returned within 20 s")
-            .expect("run() did not panic");
-        result.expect("run() returned Ok");
-    }
-
-    fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    fn area(&self, name: &str) -> PathBuf {
-        self.dir.path().join("drop").join(name)
-    }
-
-    /// All names in inbox/, hidden ones included, sorted.
-    fn inbox(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.area("inbox"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    fn local(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     /// A real OpenSSH `sftp -b` upload of a small file from `bind` (a loopback address).
@@ -220,22 +122,6 @@ impl Server {
             "honest upload from {bind} failed: {out:?}"
         );
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(20), task).await });
-        }
-    }
-}
-
-fn unique() -> u64 {
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Debug)]

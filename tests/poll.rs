@@ -10,125 +10,37 @@
 
 mod common;
 
-use common::{Settings, TestEnv, is_filed_name, is_rfc3339_utc, sha256_hex, testdata};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::daemon::Daemon;
+use common::sshd::{Sshd, UserKey};
+use common::{
+    Settings, TestEnv, entries, files, is_filed_name, is_rfc3339_utc, sha256_hex, testdata,
+};
+use nix::sys::signal::Signal;
 use serde_json::Value;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const SSHD: &str = "/usr/sbin/sshd";
 
 // ---- sshd ------------------------------------------------------------------------------
 
-fn keygen(kind: &str, path: &Path) {
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success(), "ssh-keygen failed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An OpenSSH sshd prepared in a temp dir (ed25519 host key, authorized_keys, config, the
-/// remote folders); started with [`Sshd::start`], killed on drop.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
+/// The sshd's folders: `data/outgoing` is the remote inbox, `data/staging` is where
+/// [`Sshd::put`] writes before renaming in.
+const SSHD_FOLDERS: &[&str] = &[
+    "data/outgoing/processed",
+    "data/outgoing/rejected",
+    "data/staging",
+];
 
 impl Sshd {
     /// Prepares everything; the `user_pubs` files go into authorized_keys.
     fn prepare(user_pubs: &[&Path]) -> Sshd {
-        let dir = tempfile::Builder::new().prefix("sshd").tempdir().unwrap();
-        let d = dir.path();
-        keygen("ed25519", &d.join("host_key"));
-        let mut auth = String::new();
-        for p in user_pubs {
-            auth.push_str(&fs::read_to_string(p).unwrap());
-        }
-        fs::write(d.join("authorized_keys"), auth).unwrap();
-        for sub in ["outgoing/processed", "outgoing/rejected", "staging"] {
-            fs::create_dir_all(d.join("data").join(sub)).unwrap();
-        }
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             AuthorizedKeysFile {ak}\nSubsystem sftp internal-sftp\nLogLevel DEBUG1\n",
-            hk = d.join("host_key").display(),
-            ak = d.join("authorized_keys").display(),
-        );
-        fs::write(d.join("sshd_config"), config).unwrap();
-        Sshd {
-            dir,
-            port,
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        fs::create_dir_all("/run/sshd").unwrap();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("sshd.log"))
-            .unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(self.dir.path().join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd (apt-get install openssh-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sshd exited with {st}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Sshd::prepare_with(user_pubs, "sshd", SSHD_FOLDERS)
     }
 
     fn started(user_pubs: &[&Path]) -> Sshd {
-        let mut s = Sshd::prepare(user_pubs);
-        s.start();
-        s
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    fn host_pub(&self) -> String {
-        fs::read_to_string(self.dir.path().join("host_key.pub"))
-            .unwrap()
-            .trim()
-            .to_string()
+        Sshd::started_with(user_pubs, "sshd", SSHD_FOLDERS)
     }
 
     /// `<sshd>/data/outgoing[/sub]` on the server's disk (also the remote path).
@@ -173,153 +85,7 @@ impl Sshd {
     }
 }
 
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A user key pair in its own temp dir.
-struct UserKey {
-    dir: tempfile::TempDir,
-}
-
-impl UserKey {
-    fn new() -> UserKey {
-        let dir = tempfile::tempdir().unwrap();
-        keygen("ed25519", &dir.path().join("id"));
-        UserKey { dir }
-    }
-    fn private(&self) -> PathBuf {
-        self.dir.path().join("id")
-    }
-    fn public(&self) -> PathBuf {
-        self.dir.path().join("id.pub")
-    }
-}
-
-// ---- the daemon ------------------------------------------------------------------------
-
-/// A running `autoprov run`; its stderr goes to `<root>/daemon-N.log`. SIGKILLed on drop.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// Starts the daemon and waits (≤ 20 s) until it answers `status` and logged "autoprov ready".
-    fn start(env: &TestEnv) -> Daemon {
-        Daemon::start_env(env, &[])
-    }
-
-    fn start_env(env: &TestEnv, envs: &[(&str, &str)]) -> Daemon {
-        let n = (1..)
-            .find(|n| !env.root().join(format!("daemon-{n}.log")).exists())
-            .unwrap();
-        let log = env.root().join(format!("daemon-{n}.log"));
-        let file = fs::File::create(&log).expect("daemon log");
-        let mut cmd = env.command();
-        cmd.arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file));
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn autoprov run");
-        let mut d = Daemon {
-            child: Some(child),
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().expect("try_wait") {
-                d.child = None;
-                panic!("the daemon exited during start-up ({status}):\n{}", d.log());
-            }
-            if socket_answers(&env.socket) {
-                let (code, out, _) = env.run(&["--json", "status"]);
-                if code == 0 {
-                    let v: Value = serde_json::from_str(&out).expect("status --json");
-                    if v["daemon"]["running"] == true && d.log().contains("autoprov ready") {
-                        return d;
-                    }
-                }
-            }
-            if Instant::now() >= deadline {
-                panic!("the daemon was not ready within 20 s:\n{}", d.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits (≤ `timeout`) for the daemon to exit on its own; returns its exit status.
-    fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let child = self.child.as_mut().expect("daemon running");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "the daemon did not exit within {timeout:?}:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGTERM, then asserts a clean exit (status 0) within 20 s.
-    fn stop(mut self) {
-        let pid = Pid::from_raw(self.child.as_ref().expect("running").id() as i32);
-        kill(pid, Signal::SIGTERM).expect("SIGTERM");
-        let status = self.wait_exit(Duration::from_secs(20));
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "daemon exit status {status} after SIGTERM:\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- daemon log {} ----\n{}",
-                self.log.display(),
-                self.log()
-            );
-        }
-    }
-}
-
-/// Whether something accepts on the socket and answers.
-fn socket_answers(socket: &Path) -> bool {
-    let Ok(mut s) = UnixStream::connect(socket) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.shutdown(std::net::Shutdown::Write).is_err() {
-        return false;
-    }
-    let mut answer = Vec::new();
-    s.read_to_end(&mut answer).is_ok() && !answer.is_empty()
-}
+// ---- waiting ---------------------------------------------------------------------------
 
 /// Polls `f` every 100 ms until it gives `Some`, at most `timeout`; on timeout panics with
 /// `what`, the daemon's log and the sshd log.
@@ -410,22 +176,6 @@ fn row(prefix: &str, i: usize) -> String {
         "{prefix}{i:03},{}{i}@acme.example,IT\n",
         prefix.to_lowercase()
     )
-}
-
-/// `files list --json`.
-fn files(env: &TestEnv) -> Vec<Value> {
-    env.json_ok(0, &["files", "list"])
-        .as_array()
-        .expect("files list is an array")
-        .clone()
-}
-
-/// Ledger entries whose original name is `name`.
-fn entries(env: &TestEnv, name: &str) -> Vec<Value> {
-    files(env)
-        .into_iter()
-        .filter(|f| f["name"] == name)
-        .collect()
 }
 
 fn stored_as(entry: &Value) -> String {
@@ -530,7 +280,7 @@ fn assert_remote_filed(
 
 #[test]
 fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
     let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
     let bytes = roster("E", 1..=3);
@@ -601,7 +351,7 @@ fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
 
 #[test]
 fn broken_roster_is_rejected_and_lands_in_remote_rejected_with_reports() {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
     let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
     let bytes = fs::read(testdata("broken/malformed_email.csv")).unwrap();
@@ -679,9 +429,9 @@ fn wait_stopped(env: &TestEnv, d: &Daemon, sshd: &Sshd) -> Value {
 
 #[test]
 fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
-    let impostor = UserKey::new();
+    let impostor = UserKey::new("ed25519", None);
     let wrong = fs::read_to_string(impostor.public()).unwrap();
     let env = poll_env(&sshd, &key, wrong.trim(), no_limits());
     sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
@@ -737,8 +487,8 @@ fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
 
 #[test]
 fn wrong_user_key_fetches_nothing_and_stops_polling() {
-    let authorized = UserKey::new();
-    let stranger = UserKey::new();
+    let authorized = UserKey::new("ed25519", None);
+    let stranger = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&authorized.public()]);
     let env = poll_env(&sshd, &stranger, &sshd.host_pub(), no_limits());
     sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
@@ -767,7 +517,7 @@ fn wrong_user_key_fetches_nothing_and_stops_polling() {
 
 #[test]
 fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let mut sshd = Sshd::prepare(&[&key.public()]);
     let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
     let bytes = roster("E", 1..=3);
@@ -843,7 +593,7 @@ fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
 /// the daemon while it grows (only the local drop folders are looked at) and the local
 /// inbox rescan is slow (60 s), so the poller wakes only on its own 1 s interval.
 fn growing_file(monitor: bool) {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
     let rescan = if monitor { "1s" } else { "60s" };
     let env = poll_env_rescan(&sshd, &key, &sshd.host_pub(), no_limits(), rescan);
@@ -929,13 +679,13 @@ fn growing_remote_file_is_not_fetched_while_the_daemon_is_queried() {
 /// Starts with `AUTOPROV_CRASH_AT=point`, puts a roster remotely, waits for the abort.
 /// Returns (env, sshd, roster bytes, stored_as) with the daemon dead.
 fn crash_at(point: &str) -> (TestEnv, Sshd, UserKey, String, String) {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
     let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
     let mut d = Daemon::start_env(&env, &[("AUTOPROV_CRASH_AT", point)]);
     let bytes = roster("E", 1..=3);
     sshd.put("roster.csv", bytes.as_bytes());
-    let status = d.wait_exit(Duration::from_secs(20));
+    let status = d.wait_exit(Duration::from_secs(20), "the crash point");
     assert_eq!(
         status.signal(),
         Some(libc_sigabrt()),
@@ -1061,7 +811,7 @@ fn crash_after_remote_move_then_restart_completes_without_duplicates() {
 
 #[test]
 fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
-    let key = UserKey::new();
+    let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
     // More than 1 grant (and more than 0 % of the active accounts) is held.
     let env = poll_env(

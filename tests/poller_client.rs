@@ -1,117 +1,29 @@
 //! SFTP poll client against a real OpenSSH sshd (Debian's /usr/sbin/sshd, internal-sftp).
 
+mod common;
+
 use std::fs;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autoprov::ingest::sftp_poller::*;
-use sha2::{Digest, Sha256};
+use common::sha256_hex;
+use common::sshd::{Sshd, UserKey};
 
-const SSHD: &str = "/usr/sbin/sshd";
-
-fn keygen(kind: &str, bits: Option<u32>, path: &Path) {
-    let mut cmd = Command::new("ssh-keygen");
-    cmd.args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
-        .arg(path);
-    if let Some(b) = bits {
-        cmd.args(["-b", &b.to_string()]);
-    }
-    let st = cmd.status().expect("ssh-keygen");
-    assert!(st.success(), "ssh-keygen failed");
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// An sshd prepared in a temp dir (host key, authorized_keys, config, a data folder);
-/// started with [`Sshd::start`], killed on drop.
-struct Sshd {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
+/// The sshd's folders: `data/inbox` is the remote inbox.
+const SSHD_FOLDERS: &[&str] = &["data/inbox", "data/inbox/processed", "data/inbox/rejected"];
 
 impl Sshd {
-    /// Prepares everything; `user_pub` lines go into authorized_keys.
+    /// Prepares everything (a temp dir with tempfile's default prefix); `user_pub` lines go
+    /// into authorized_keys.
     fn prepare(user_pubs: &[&Path]) -> Sshd {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        keygen("ed25519", None, &d.join("host_key"));
-        let mut auth = String::new();
-        for p in user_pubs {
-            auth.push_str(&fs::read_to_string(p).unwrap());
-        }
-        fs::write(d.join("authorized_keys"), auth).unwrap();
-        fs::create_dir_all(d.join("data/inbox")).unwrap();
-        fs::create_dir_all(d.join("data/inbox/processed")).unwrap();
-        fs::create_dir_all(d.join("data/inbox/rejected")).unwrap();
-        let port = free_port();
-        let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile none\nUsePAM no\n\
-             StrictModes no\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n\
-             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             AuthorizedKeysFile {ak}\nSubsystem sftp internal-sftp\nLogLevel DEBUG1\n",
-            hk = d.join("host_key").display(),
-            ak = d.join("authorized_keys").display(),
-        );
-        fs::write(d.join("sshd_config"), config).unwrap();
-        Sshd {
-            dir,
-            port,
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        fs::create_dir_all("/run/sshd").unwrap();
-        let log = fs::File::create(self.dir.path().join("sshd.log")).unwrap();
-        let child = Command::new(SSHD)
-            .args(["-D", "-e", "-f"])
-            .arg(self.dir.path().join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start sshd (apt-get install openssh-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("sshd exited with {st}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        Sshd::prepare_with(user_pubs, ".tmp", SSHD_FOLDERS)
     }
 
     fn started(user_pubs: &[&Path]) -> Sshd {
-        let mut s = Sshd::prepare(user_pubs);
-        s.start();
-        s
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
-    }
-
-    fn host_pub(&self) -> String {
-        fs::read_to_string(self.dir.path().join("host_key.pub"))
-            .unwrap()
-            .trim()
-            .to_string()
+        Sshd::started_with(user_pubs, ".tmp", SSHD_FOLDERS)
     }
 
     /// Absolute path of the remote data folder on the server's disk.
@@ -139,41 +51,6 @@ impl Sshd {
             max_bytes: 1 << 20,
         }
     }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// A user key pair in its own temp dir.
-struct UserKey {
-    dir: tempfile::TempDir,
-}
-
-impl UserKey {
-    fn new(kind: &str, bits: Option<u32>) -> UserKey {
-        let dir = tempfile::tempdir().unwrap();
-        keygen(kind, bits, &dir.path().join("id"));
-        UserKey { dir }
-    }
-    fn private(&self) -> PathBuf {
-        self.dir.path().join("id")
-    }
-    fn public(&self) -> PathBuf {
-        self.dir.path().join("id.pub")
-    }
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
 }
 
 fn fingerprint_of(pub_line: &str) -> String {

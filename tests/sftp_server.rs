@@ -4,21 +4,21 @@
 //!
 //! Needs on PATH: sftp, ssh, ssh-keygen, curl (with sftp support).
 
+mod common;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use autoprov::ingest::host_keys;
-use autoprov::ingest::sftp_server::{SftpServer, SftpSettings, SftpUser, SshProfile};
+use autoprov::ingest::sftp_server::{SftpSettings, SshProfile};
+use common::sftp::{Server, USER, settings_for, unique};
 use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
 
-const USER: &str = "hris";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Client key pairs, generated once per test binary.
@@ -59,47 +59,8 @@ fn pubkey_line(key: &Path) -> String {
         .to_string()
 }
 
-/// Host keys generated once (RSA 3072 takes a moment) and copied into each server.
-fn host_key_template() -> &'static Path {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        host_keys::load_or_create(dir.path(), SshProfile::Compatible).unwrap();
-        dir
-    })
-    .path()
-}
-
-struct Server {
-    rt: tokio::runtime::Runtime,
-    addr: SocketAddr,
-    dir: TempDir,
-    shutdown: CancellationToken,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
 fn default_settings(dir: &Path) -> SftpSettings {
-    let host_key_dir = dir.join("hostkeys");
-    fs::create_dir(&host_key_dir).unwrap();
-    for entry in fs::read_dir(host_key_template()).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), host_key_dir.join(entry.file_name())).unwrap();
-    }
-    SftpSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        profile: SshProfile::Compatible,
-        users: vec![SftpUser {
-            name: USER.to_string(),
-            authorized_keys: vec![pubkey_line(&keys().good)],
-            password_hash: None,
-        }],
-        max_upload_bytes: 512 * 1024 * 1024,
-        host_key_dir,
-        drop_root: dir.join("drop"),
-        auth_deadline: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(600),
-        max_connections_per_ip: 8,
-    }
+    settings_for(dir, pubkey_line(&keys().good))
 }
 
 impl Server {
@@ -108,69 +69,7 @@ impl Server {
     }
 
     fn start_with(adjust: impl FnOnce(&mut SftpSettings)) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut settings = default_settings(dir.path());
-        adjust(&mut settings);
-        Server::start_in(dir, settings)
-    }
-
-    fn start_in(dir: TempDir, settings: SftpSettings) -> Server {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt.block_on(SftpServer::bind(settings)).expect("bind");
-        let addr = server.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = rt.spawn(server.run(shutdown.clone()));
-        Server {
-            rt,
-            addr,
-            dir,
-            shutdown,
-            task: Some(task),
-        }
-    }
-
-    /// Cancels the server and returns how long `run` took to return `Ok`.
-    fn stop(&mut self) -> Duration {
-        let started = Instant::now();
-        self.shutdown.cancel();
-        let task = self.task.take().expect("running");
-        let result = self
-            .rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(20), task).await })
-            .expect("run() returned within 20 s")
-            .expect("run() did not panic");
-        result.expect("run() returned Ok");
-        started.elapsed()
-    }
-
-    fn port(&self) -> String {
-        self.addr.port().to_string()
-    }
-
-    fn drop_root(&self) -> PathBuf {
-        self.dir.path().join("drop")
-    }
-
-    fn area(&self, name: &str) -> PathBuf {
-        self.drop_root().join(name)
-    }
-
-    /// All names in inbox/, hidden ones included, sorted.
-    fn inbox(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.area("inbox"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    fn local(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Server::start_from(default_settings, adjust)
     }
 
     fn common_ssh_options(&self, cmd: &mut Command) {
@@ -183,7 +82,7 @@ impl Server {
     /// `sftp` with key auth only, not yet given a batch or destination.
     fn sftp_command(&self, identities: &[&Path]) -> Command {
         let mut cmd = Command::new("sftp");
-        cmd.args(["-P", &self.port()]);
+        cmd.args(["-P", &self.port().to_string()]);
         self.common_ssh_options(&mut cmd);
         cmd.args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]);
         for id in identities {
@@ -209,7 +108,7 @@ impl Server {
 
     fn ssh_command(&self, key: &Path) -> Command {
         let mut cmd = Command::new("ssh");
-        cmd.args(["-p", &self.port()]);
+        cmd.args(["-p", &self.port().to_string()]);
         self.common_ssh_options(&mut cmd);
         cmd.args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-i"])
             .arg(key);
@@ -227,23 +126,6 @@ impl Server {
             .arg(format!("sftp://{USER}@127.0.0.1:{}{url_path}", self.port()));
         run(cmd, CLIENT_TIMEOUT)
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(20), task).await });
-        }
-    }
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 #[derive(Debug)]
@@ -665,7 +547,7 @@ fn sftp_with_password(s: &Server, password: &str) -> Outcome {
     let batch = s.local(&format!("batch-{}", unique()));
     fs::write(&batch, "ls /\n").unwrap();
     let mut cmd = Command::new("sftp");
-    cmd.args(["-P", &s.port()]);
+    cmd.args(["-P", &s.port().to_string()]);
     s.common_ssh_options(&mut cmd);
     cmd.args([
         "-o",
@@ -750,7 +632,7 @@ fn host_keys_persist_across_restarts() {
         let batch = s.local(&format!("batch-{}", unique()));
         fs::write(&batch, "ls /\n").unwrap();
         let mut cmd = Command::new("sftp");
-        cmd.args(["-P", &s.port(), "-F", "/dev/null"])
+        cmd.args(["-P", &s.port().to_string(), "-F", "/dev/null"])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-o")
@@ -892,7 +774,7 @@ fn a_silent_connection_is_closed_at_the_authentication_deadline() {
     fs::write(&sleeper, "#!/bin/sh\nsleep 4\necho secret\n").unwrap();
     fs::set_permissions(&sleeper, fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new("ssh");
-    cmd.args(["-p", &s.port()]);
+    cmd.args(["-p", &s.port().to_string()]);
     s.common_ssh_options(&mut cmd);
     cmd.args(["-o", "IdentitiesOnly=yes", "-i"])
         .arg(&locked)

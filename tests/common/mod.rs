@@ -11,6 +11,10 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod sftp;
+pub mod sshd;
+
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::fs;
@@ -457,6 +461,22 @@ pub fn is_filed_name(name: &str, original: &str) -> bool {
         && b[15] == b'Z'
         && b[16] == b'_'
         && &name[17..] == original
+}
+
+/// `files list --json`: the ledger.
+pub fn files(env: &TestEnv) -> Vec<Value> {
+    env.json_ok(0, &["files", "list"])
+        .as_array()
+        .expect("files list is an array")
+        .clone()
+}
+
+/// The ledger entries whose original name is `name`.
+pub fn entries(env: &TestEnv, name: &str) -> Vec<Value> {
+    files(env)
+        .into_iter()
+        .filter(|f| f["name"] == name)
+        .collect()
 }
 
 /// SHA-256 of bytes, lower-case hex.
