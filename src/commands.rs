@@ -421,6 +421,11 @@ fn run<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> anyhow::Result<
         Request::Status => status(p)?,
         Request::Backup { path } => {
             let (n, path) = crate::backup::write(&p.store, std::path::Path::new(&path))?;
+            p.store.append_audit(note(
+                caller,
+                "backup",
+                format!("wrote {n} records to {}", path.display()),
+            ))?;
             Response::ok(
                 json!({"backup": path, "records": n}),
                 format!("wrote {n} records to {}\n", path.display()),

@@ -42,6 +42,9 @@ pub enum Job {
     },
 }
 
+/// Read-only requests served at once, beside the engine.
+const READS_AT_ONCE: usize = 2;
+
 /// A cheap handle to send work to the engine. Read-only requests do not queue behind a
 /// file being processed: they read the store directly (sled serves concurrent readers).
 #[derive(Clone)]
@@ -49,6 +52,7 @@ pub struct EngineHandle {
     tx: mpsc::UnboundedSender<Job>,
     pipeline: Arc<Pipeline<SledStore>>,
     state: Arc<Mutex<DaemonState>>,
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl EngineHandle {
@@ -63,6 +67,7 @@ impl EngineHandle {
                 tx,
                 pipeline,
                 state,
+                reads: Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE)),
             },
             rx,
         )
@@ -94,6 +99,10 @@ impl EngineHandle {
         upload: Option<(Upload, Vec<u8>)>,
     ) -> Response {
         if !request.is_change() && upload.is_none() {
+            // A few reads at a time: some (rules check) parse the last roster.
+            let Ok(_slot) = self.reads.clone().acquire_owned().await else {
+                return Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
+            };
             let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
             let read = move || answer(&pipeline, request, &caller, None, &state);
             return tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
@@ -296,33 +305,73 @@ fn run_engine(
     shutdown: CancellationToken,
 ) {
     while let Some(job) = jobs.blocking_recv() {
-        match job {
-            Job::Scan => {
-                process_waiting(&pipeline, &state, &shutdown);
-                kick_if_remote_work(&pipeline, &kick);
-            }
-            Job::Call(f) => f(&pipeline),
-            Job::Request {
-                request,
-                caller,
-                upload,
-                reply,
-            } => {
-                let decides = matches!(request, Request::FilesDecide { .. });
-                let response = answer(&pipeline, request, &caller, upload, &state);
-                if let Some(reply) = reply {
-                    let _ = reply.send(response);
-                }
-                if decides {
-                    process_waiting(&pipeline, &state, &shutdown);
-                }
-                kick_if_remote_work(&pipeline, &kick);
-            }
+        // A panic (a bug meeting a hostile file) fails that job, not the engine: the file
+        // stays in inbox/ and status shows the error.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job(&pipeline, job, &state, &kick, &shutdown)
+        }));
+        if outcome.is_err() {
+            let message =
+                "the engine hit an internal error (a panic; see the log); the job was abandoned"
+                    .to_string();
+            tracing::error!("{message}");
+            state.lock().expect("state lock").last_error = Some(message);
         }
     }
     if let Err(e) = crate::store::Store::flush(&pipeline.store) {
         tracing::error!("flushing the store at shutdown: {e}");
     }
+}
+
+fn run_job(
+    pipeline: &Pipeline<SledStore>,
+    job: Job,
+    state: &Mutex<DaemonState>,
+    kick: &Notify,
+    shutdown: &CancellationToken,
+) {
+    match job {
+        Job::Scan => {
+            process_waiting(pipeline, state, shutdown);
+            kick_if_remote_work(pipeline, kick);
+        }
+        Job::Call(f) => f(pipeline),
+        Job::Request {
+            request,
+            caller,
+            upload,
+            reply,
+        } => {
+            let decides = matches!(request, Request::FilesDecide { .. });
+            let response = answer(pipeline, request, &caller, upload, state);
+            if let Some(reply) = reply {
+                let _ = reply.send(response);
+            }
+            if decides {
+                process_waiting(pipeline, state, shutdown);
+            }
+            kick_if_remote_work(pipeline, kick);
+        }
+    }
+}
+
+/// The daemon writes backups with its own rights: only as new files in `data_dir/backups/`
+/// (never over the store, the host keys or into the SFTP drop).
+fn backup_target_refusal(p: &Pipeline<SledStore>, path: &str) -> Option<Response> {
+    let path = std::path::Path::new(path);
+    let inside = path.parent() == Some(p.paths.backups.as_path())
+        || std::path::absolute(&p.paths.backups).ok().as_deref() == path.parent();
+    if !inside || path.exists() {
+        return Some(Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: while the daemon runs it writes backups only as new files in {} (e.g. `autoprov backup {}/manual.backup`); stop it to write elsewhere",
+                p.paths.backups.display(),
+                p.paths.backups.display()
+            ),
+        ));
+    }
+    None
 }
 
 /// Wakes the poller when a fetched file's remote copy is ready to move.
@@ -368,6 +417,11 @@ fn answer(
         }
         (request, _) => request,
     };
+    if let Request::Backup { path } = &request
+        && let Some(refusal) = backup_target_refusal(p, path)
+    {
+        return refusal;
+    }
     let is_status = matches!(request, Request::Status);
     let mut response = commands::execute(p, request, caller);
     if is_status && response.exit == exit::OK {

@@ -240,7 +240,10 @@ impl<S: Store> Pipeline<S> {
         }
         let received_at = rfc3339(completion_time(&meta));
         let bytes = read_limited(&path, self.cfg.roster.max_bytes)?;
-        let sha = sha256_hex(bytes.as_deref().unwrap_or_default());
+        let sha = match &bytes {
+            Some(bytes) => sha256_hex(bytes),
+            None => crate::util::sha256_file(&path)?,
+        };
         let _span = tracing::info_span!("file", name, sha256 = %&sha[..12]).entered();
         let now = now_rfc3339();
         let dry_run = name.ends_with(DRY_RUN_SUFFIX);
@@ -592,7 +595,12 @@ impl<S: Store> Pipeline<S> {
             }
         }
         crash_point("after_reports_moved");
-        if from.exists() && from != to {
+        // After a crash between the move and clearing the mark, inbox/<name> may be a new
+        // upload with the same name: move only the bytes that were committed.
+        let same_file = from.exists()
+            && from != to
+            && fs::read(&from).is_ok_and(|bytes| sha256_hex(&bytes) == entry.sha256);
+        if same_file {
             fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
         }
@@ -623,7 +631,12 @@ impl<S: Store> Pipeline<S> {
             .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "roster.csv".to_string());
-        let mut name = base;
+        // A name the inbox would ignore (hidden or partial) gets `.csv` so it is processed.
+        let mut name = if is_ignored(&base) {
+            format!("{base}.csv")
+        } else {
+            base
+        };
         if dry_run && !name.ends_with(DRY_RUN_SUFFIX) {
             name = match name.strip_suffix(".csv") {
                 Some(stem) => format!("{stem}{DRY_RUN_SUFFIX}"),

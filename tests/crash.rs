@@ -1537,9 +1537,14 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     assert!(out.contains("backup"), "{out}");
     assert_same_accounts(&accounts(&env), &before, "after a refused restore");
 
-    // With the daemon running: backup goes through it; restore is refused (exit 3).
+    // With the daemon running: backup goes through it (only into data_dir/backups, as a
+    // new file); restore is refused (exit 3).
     let d = start_daemon(&env);
-    let file2 = env.root().join("via-daemon.backup");
+    env.expect(
+        3,
+        &["backup", env.root().join("x.backup").to_str().unwrap()],
+    );
+    let file2 = env.data_dir.join("backups").join("via-daemon.backup");
     let v = env.json_ok(0, &["backup", file2.to_str().unwrap()]);
     assert!(v["records"].as_u64().unwrap() >= records, "{v:#}");
     assert!(file2.exists(), "the daemon wrote {}", file2.display());

@@ -1032,3 +1032,77 @@ fn status_answers_while_a_large_file_is_processed() {
     );
     daemon.stop();
 }
+
+// ---- control socket hardening (review findings) ----------------------------------------
+
+/// An idle control connection neither holds up SIGTERM nor stays open past the request
+/// deadline; the daemon keeps answering others meanwhile.
+#[test]
+fn idle_control_connections_do_not_block_a_stop() {
+    let (env, _watch) = watch_env(Settings::default());
+    let daemon = Daemon::start(&env);
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..5)
+        .map(|_| std::os::unix::net::UnixStream::connect(&env.socket).expect("connect"))
+        .collect();
+    env.json_ok(0, &["status"]);
+    let started = Instant::now();
+    daemon.stop_within(Duration::from_secs(15));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped in {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+/// A refused upload answers "refused" (exit 3) even though the daemon never read the file,
+/// and the daemon writes backups only as new files in data_dir/backups.
+#[test]
+fn refused_uploads_say_refused_and_backups_stay_in_the_backups_folder() {
+    let (mut env, _watch) = watch_env(Settings::default());
+    env.reconfigure(|s| s.org_admins = Some(vec!["root".into()]));
+    let daemon = Daemon::start(&env);
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&env.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    // Larger than the socket buffers, so the client is still writing when refused.
+    let big = env.root().join("big.csv");
+    let mut body = String::from("Employee ID,Email\n");
+    for i in 0..200_000 {
+        body.push_str(&format!("E{i:07},e{i}@acme.example\n"));
+    }
+    fs::write(&big, body).unwrap();
+    fs::set_permissions(&big, fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, out, err) = env.run_as("nobody", "nogroup", &["process", big.to_str().unwrap()]);
+    assert_eq!(
+        code, 3,
+        "a non-admin's upload is refused, not unreachable: {out}{err}"
+    );
+    assert!(format!("{out}{err}").contains("refused"), "{out}{err}");
+    assert!(files(&env).is_empty(), "nothing was filed");
+
+    let outside = env.root().join("elsewhere.backup");
+    let (code, out, err) = env.run(&["backup", outside.to_str().unwrap()]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(!outside.exists(), "the daemon wrote outside backups/");
+    let backups = env.data_dir.join("backups");
+    let inside = backups.join("manual.backup");
+    let (code, out, err) = env.run(&["backup", inside.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(inside.exists());
+    let (code, out, err) = env.run(&["backup", inside.to_str().unwrap()]);
+    assert_eq!(
+        code, 3,
+        "an existing backup is never overwritten: {out}{err}"
+    );
+    let audit = env.json_ok(0, &["audit"]);
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "backup"),
+        "{audit:#}"
+    );
+    daemon.stop();
+}

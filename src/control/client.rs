@@ -45,11 +45,15 @@ pub fn call(
         .write_all(&line)
         .and_then(|_| upload.map_or(Ok(()), |bytes| stream.write_all(bytes)))
         .and_then(|_| stream.flush());
-    if let Err(e) = sent {
-        return Reach::Unreachable(format!("sending to {}: {e}", socket.display()));
-    }
+    // The daemon may answer (a refusal) without reading an upload: read its answer anyway.
+    let send_error = sent.err();
     let mut answer = String::new();
     match BufReader::new(&stream).read_line(&mut answer) {
+        Ok(0) if send_error.is_some() => Reach::Unreachable(format!(
+            "sending to {}: {}",
+            socket.display(),
+            send_error.expect("checked")
+        )),
         Ok(0) => Reach::Unreachable(format!(
             "the daemon at {} closed the connection without answering",
             socket.display()

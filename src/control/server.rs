@@ -8,8 +8,10 @@ use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -32,6 +34,13 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request line (the upload that may follow has its own).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Time an upload may take per MiB, on top of the request deadline.
+const UPLOAD_TIME_PER_MIB: Duration = Duration::from_secs(2);
+
 /// Serves control connections until `shutdown`.
 pub async fn serve(
     listener: UnixListener,
@@ -40,19 +49,33 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("never closed"),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let (cfg, engine) = (cfg.clone(), engine.clone());
+                    let (cfg, engine, shutdown) = (cfg.clone(), engine.clone(), shutdown.clone());
                     tracker.spawn(async move {
-                        if let Err(e) = handle(stream, &cfg, &engine).await {
-                            tracing::warn!("control connection: {e:#}");
+                        let _slot = slot;
+                        tokio::select! {
+                            // A connection never holds up a stop.
+                            _ = shutdown.cancelled() => {}
+                            result = handle(stream, &cfg, &engine) => if let Err(e) = result {
+                                tracing::warn!("control connection: {e:#}");
+                            },
                         }
                     });
                 }
-                Err(e) => tracing::warn!("control socket accept: {e}"),
+                Err(e) => {
+                    // E.g. out of file descriptors: do not spin.
+                    tracing::warn!("control socket accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     }
@@ -72,10 +95,14 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> Resu
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
-    (&mut reader)
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut line)
-        .await?;
+    tokio::time::timeout(
+        REQUEST_DEADLINE,
+        (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
     let answer = match serde_json::from_slice::<Envelope>(&line) {
         Err(e) => Response::fail(exit::USAGE, format!("bad request: {e}")),
         Ok(env) => {
@@ -114,9 +141,23 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
                     ),
                 );
             }
-            let mut bytes = Vec::with_capacity(upload.size as usize);
-            if let Err(e) = reader.take(upload.size).read_to_end(&mut bytes).await {
-                return Response::fail(exit::USAGE, format!("reading the upload: {e}"));
+            // Grows with what arrives rather than reserving the announced size up front.
+            let mut bytes = Vec::new();
+            let deadline =
+                REQUEST_DEADLINE + UPLOAD_TIME_PER_MIB * (1 + (upload.size >> 20) as u32);
+            match tokio::time::timeout(deadline, reader.take(upload.size).read_to_end(&mut bytes))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    return Response::fail(exit::USAGE, format!("reading the upload: {e}"));
+                }
+                Err(_) => {
+                    return Response::fail(
+                        exit::USAGE,
+                        "the upload was too slow; nothing was filed",
+                    );
+                }
             }
             if bytes.len() as u64 != upload.size {
                 return Response::fail(exit::USAGE, "the upload ended early; nothing was filed");
