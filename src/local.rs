@@ -141,6 +141,16 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
         );
     }
     let paths = Paths::new(&cfg.data_dir);
+    // sled's lock tells whether any process (a daemon on another socket, too) uses the store.
+    if let Err(crate::store::StoreError::Sled(sled::Error::Io(e))) = SledStore::open(&paths.store) {
+        return Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: the store {} is in use ({e}); stop the daemon before restoring",
+                paths.store.display()
+            ),
+        );
+    }
     match crate::backup::restore(&paths, file) {
         Ok((n, replaced)) => Response {
             exit: exit::OK,

@@ -356,6 +356,12 @@ impl<S: Store> Pipeline<S> {
         let mut eval = if approve {
             let bytes =
                 fs::read(&held_path).with_context(|| format!("reading {}", held_path.display()))?;
+            if sha256_hex(&bytes) != entry.sha256 {
+                bail!(
+                    "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
+                    held_path.display()
+                );
+            }
             let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
             self.evaluate(
                 &bytes,
@@ -644,15 +650,14 @@ impl<S: Store> Pipeline<S> {
             };
         }
         let inbox = self.paths.folder("inbox");
-        let candidate = free_name(&name, |n| inbox.join(n).exists());
-        let tmp = inbox.join(format!(".{candidate}.part"));
+        let tmp = inbox.join(format!(".receive-{}.part", std::process::id()));
         {
             let mut f =
                 fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
             std::io::Write::write_all(&mut f, bytes)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, inbox.join(&candidate))?;
+        let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
         fsync_dir(&inbox)?;
         Ok(candidate)
     }
@@ -739,9 +744,17 @@ fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
     if len > max {
         return Ok(None);
     }
-    Ok(Some(
-        fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-    ))
+    // O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = Vec::with_capacity(len as usize);
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(bytes))
 }
 
 /// The report beside a filed file, if readable.

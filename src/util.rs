@@ -92,6 +92,37 @@ pub fn free_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
     candidate
 }
 
+/// Renames `from` to `to` unless `to` exists (atomically where the filesystem supports it).
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
+            // Filesystem without RENAME_NOREPLACE: check, then rename (a small race).
+            match fs::symlink_metadata(to) {
+                Ok(_) => Err(std::io::ErrorKind::AlreadyExists.into()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::rename(from, to),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(std::io::Error::from(e)),
+    }
+}
+
+/// Renames `tmp` into `dir` under `name` or the first free `name-2`, `name-3`…, never
+/// replacing a file another writer put there meanwhile; returns the name used.
+pub fn rename_into_free_name(tmp: &Path, dir: &Path, name: &str) -> std::io::Result<String> {
+    loop {
+        let candidate = free_name(name, |n| dir.join(n).exists());
+        match rename_noreplace(tmp, &dir.join(&candidate)) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Crash testing: when `AUTOPROV_CRASH_AT` names this point, the process aborts here, as a
 /// power cut would stop it. Used by tests/crash.rs; unset in production, where this is one
 /// environment lookup per call.
@@ -122,6 +153,22 @@ mod tests {
             compact_timestamp("2026-11-26T07:46:13Z"),
             "20261126T074613Z"
         );
+    }
+
+    #[test]
+    fn renaming_into_a_taken_name_picks_the_next_free_one() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("r.csv"), b"first").unwrap();
+        let tmp = dir.path().join(".tmp");
+        fs::write(&tmp, b"second").unwrap();
+        assert_eq!(
+            rename_into_free_name(&tmp, dir.path(), "r.csv").unwrap(),
+            "r-2.csv"
+        );
+        assert_eq!(fs::read(dir.path().join("r.csv")).unwrap(), b"first");
+        assert_eq!(fs::read(dir.path().join("r-2.csv")).unwrap(), b"second");
+        fs::write(&tmp, b"third").unwrap();
+        assert!(rename_noreplace(&tmp, &dir.path().join("r.csv")).is_err());
     }
 
     #[test]

@@ -354,24 +354,6 @@ fn temp_name() -> String {
     format!("{TEMP_PREFIX}{:016x}", h.finish())
 }
 
-/// Renames `from` to `to` unless `to` exists (atomically where the filesystem supports it).
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use nix::errno::Errno;
-    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-            // Filesystem without RENAME_NOREPLACE: check, then rename (a small race).
-            match fs::symlink_metadata(to) {
-                Ok(_) => Err(io::ErrorKind::AlreadyExists.into()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::rename(from, to),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(io::Error::from(e)),
-    }
-}
-
 /// An upload in progress: a temporary file deleted on drop unless committed.
 struct Upload {
     /// Final name inside `inbox/`.
@@ -403,7 +385,7 @@ impl Upload {
     fn commit(&mut self) -> Result<u64, StatusReply> {
         self.file.sync_all().map_err(|e| io_status(&e))?;
         let size = self.file.metadata().map_err(|e| io_status(&e))?.len();
-        match rename_noreplace(&self.temp, &self.dest) {
+        match crate::util::rename_noreplace(&self.temp, &self.dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(failure(

@@ -230,15 +230,28 @@ fn move_into(path: &Path, inbox: &Path) -> Result<String> {
         .context("no file name")?
         .to_string_lossy()
         .into_owned();
-    let candidate = crate::util::free_name(&name, |n| inbox.join(n).exists());
-    let target = inbox.join(&candidate);
-    if fs::rename(path, &target).is_err() {
-        let tmp = inbox.join(format!(".{candidate}.part"));
-        fs::copy(path, &tmp).with_context(|| format!("copying {}", path.display()))?;
-        fs::File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, &target)?;
-        fs::remove_file(path)?;
-    }
+    let candidate = match crate::util::rename_into_free_name(path, inbox, &name) {
+        Ok(candidate) => candidate,
+        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+            // Another filesystem: copy through a hidden name. O_NOFOLLOW: a symlink swapped
+            // in after the check is refused, not followed.
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut src = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let tmp = inbox.join(format!(".watch-{}.part", std::process::id()));
+            let mut dst = fs::File::create(&tmp)?;
+            std::io::copy(&mut src, &mut dst)
+                .with_context(|| format!("copying {}", path.display()))?;
+            dst.sync_all()?;
+            let candidate = crate::util::rename_into_free_name(&tmp, inbox, &name)?;
+            fs::remove_file(path)?;
+            candidate
+        }
+        Err(e) => return Err(e).with_context(|| format!("moving {}", path.display())),
+    };
     crate::util::fsync_dir(inbox)?;
     Ok(candidate)
 }
