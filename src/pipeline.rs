@@ -150,6 +150,24 @@ impl<S: Store> Pipeline<S> {
                 self.finish_filing(&entry)?;
             }
         }
+        // Poll mode: a download registered but not renamed into inbox/ before a crash is
+        // completed (it was fsynced before registering), or forgotten when its bytes are gone,
+        // so the remote file is fetched again.
+        let inbox = self.paths.folder("inbox");
+        for (name, origin) in self.store.remote_registrations()? {
+            if inbox.join(&name).exists() {
+                continue;
+            }
+            let part = inbox.join(format!(".fetch-{name}.part"));
+            let completed = part.exists()
+                && crate::util::sha256_file(&part).is_ok_and(|sha| sha == origin.sha256)
+                && crate::util::rename_noreplace(&part, &inbox.join(&name)).is_ok();
+            if !completed {
+                tracing::info!(remote = %origin.name, "forgetting a download that never reached inbox/; it will be fetched again");
+                let _ = fs::remove_file(&part);
+                self.store.unregister_remote(&name)?;
+            }
+        }
         // Reports staged for a file whose commit never happened (a crash or an I/O error
         // between staging and commit): the file is still in inbox/ and will be staged again.
         for item in fs::read_dir(&self.paths.staging)? {
@@ -712,7 +730,12 @@ impl<S: Store> Pipeline<S> {
     pub fn remote_known(&self, dir: &str, name: &str, size: u64, mtime: u32) -> Result<bool> {
         let same =
             |o: &RemoteOrigin| o.dir == dir && o.name == name && o.size == size && o.mtime == mtime;
-        if self.store.remote_registrations()?.iter().any(same) {
+        if self
+            .store
+            .remote_registrations()?
+            .iter()
+            .any(|(_, o)| same(o))
+        {
             return Ok(true);
         }
         Ok(self
@@ -762,4 +785,62 @@ fn read_report(file: &Path) -> Option<Report> {
     let mut p = file.as_os_str().to_owned();
     p.push(".report.json");
     serde_json::from_slice(&fs::read(p).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SledStore;
+
+    fn pipeline(dir: &Path) -> Pipeline<SledStore> {
+        let config = dir.join("c.toml");
+        fs::write(&config, format!("data_dir = {:?}\n", dir.join("data"))).unwrap();
+        let cfg = Config::load(Some(&config)).unwrap();
+        let store = SledStore::open(&Paths::new(&cfg.data_dir).store).unwrap();
+        Pipeline::new(cfg, store).unwrap()
+    }
+
+    fn origin(name: &str, bytes: &[u8]) -> RemoteOrigin {
+        RemoteOrigin {
+            dir: "outgoing".into(),
+            name: name.into(),
+            size: bytes.len() as u64,
+            mtime: 1,
+            sha256: sha256_hex(bytes),
+        }
+    }
+
+    #[test]
+    fn recovery_completes_a_registered_download_or_forgets_it_so_it_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let inbox = p.paths.folder("inbox");
+        // Downloaded and registered, crash before the rename: completed.
+        fs::write(inbox.join(".fetch-a.csv.part"), b"a,b\n").unwrap();
+        p.store
+            .register_remote("a.csv", &origin("a.csv", b"a,b\n"))
+            .unwrap();
+        // Registered, bytes gone: forgotten.
+        p.store
+            .register_remote("b.csv", &origin("b.csv", b"x"))
+            .unwrap();
+        // Registered, bytes differ from what was registered: forgotten, part removed.
+        fs::write(inbox.join(".fetch-c.csv.part"), b"other").unwrap();
+        p.store
+            .register_remote("c.csv", &origin("c.csv", b"c"))
+            .unwrap();
+        p.recover().unwrap();
+        assert_eq!(fs::read(inbox.join("a.csv")).unwrap(), b"a,b\n");
+        let left: Vec<String> = p
+            .store
+            .remote_registrations()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(left, vec!["a.csv".to_string()]);
+        assert!(!inbox.join(".fetch-c.csv.part").exists());
+        assert!(!p.remote_known("outgoing", "b.csv", 1, 1).unwrap());
+        assert!(p.remote_known("outgoing", "a.csv", 4, 1).unwrap());
+    }
 }

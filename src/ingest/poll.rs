@@ -218,9 +218,16 @@ async fn fetch(
     let (name, target) = (local_name.clone(), inbox.join(&local_name));
     let registered = engine
         .call(move |p| -> Result<()> {
-            crate::store::Store::register_remote(&p.store, &name, &origin)?;
-            std::fs::rename(&tmp, &target)?;
-            crate::util::fsync_dir(target.parent().expect("inbox"))?;
+            use crate::store::Store;
+            p.store.register_remote(&name, &origin)?;
+            let moved = crate::util::rename_noreplace(&tmp, &target)
+                .and_then(|()| crate::util::fsync_dir(target.parent().expect("inbox")));
+            if let Err(e) = moved {
+                // Not in inbox/: forget it so the next poll fetches it again.
+                let _ = std::fs::remove_file(&tmp);
+                p.store.unregister_remote(&name)?;
+                return Err(e.into());
+            }
             Ok(())
         })
         .await

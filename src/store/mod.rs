@@ -200,8 +200,10 @@ pub trait Store {
     fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()>;
     /// Poll mode: the registration of an inbox file.
     fn remote_registration(&self, inbox_name: &str) -> StoreResult<Option<RemoteOrigin>>;
-    /// Poll mode: every registration not yet carried by a ledger entry.
-    fn remote_registrations(&self) -> StoreResult<Vec<RemoteOrigin>>;
+    /// Poll mode: every registration not yet carried by a ledger entry, with its inbox name.
+    fn remote_registrations(&self) -> StoreResult<Vec<(String, RemoteOrigin)>>;
+    /// Poll mode: forgets a registration whose download never reached inbox/.
+    fn unregister_remote(&self, inbox_name: &str) -> StoreResult<()>;
     /// Writes a portable backup of everything; returns the record count.
     fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64>;
 }

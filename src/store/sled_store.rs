@@ -555,8 +555,20 @@ impl Store for SledStore {
         Self::get(&self.remote, "remote", inbox_name.as_bytes())
     }
 
-    fn remote_registrations(&self) -> StoreResult<Vec<RemoteOrigin>> {
-        Self::list(&self.remote, "remote")
+    fn remote_registrations(&self) -> StoreResult<Vec<(String, RemoteOrigin)>> {
+        self.remote
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let origin = decode("remote", &k, &v)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), origin))
+            })
+            .collect()
+    }
+
+    fn unregister_remote(&self, inbox_name: &str) -> StoreResult<()> {
+        self.remote.remove(inbox_name.as_bytes())?;
+        self.flush()
     }
 }
 
