@@ -474,6 +474,14 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str) -> anyhow::Result<Response> {
         .into());
     }
     for waiting in p.waiting()? {
+        if p.stopping() {
+            return Ok(Response::fail(
+                exit::UNREACHABLE,
+                format!(
+                    "the daemon is stopping; {name} stays in inbox/ and is processed after it restarts"
+                ),
+            ));
+        }
         let report = p.process(&waiting)?;
         if waiting == name {
             return Ok(report_response(&report));
@@ -1201,6 +1209,34 @@ mod tests {
             .is_change()
         );
         assert!(!Request::Status.is_change());
+    }
+
+    #[test]
+    fn process_stops_between_files_when_the_daemon_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[sso]\nenabled = true\n",
+                dir.path().join("data")
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::Config::load(Some(&config)).unwrap();
+        let store =
+            crate::store::SledStore::open(&crate::pipeline::Paths::new(&cfg.data_dir).store)
+                .unwrap();
+        let p = Pipeline::new(cfg, store).unwrap();
+        let name = p
+            .receive("r.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
+            .unwrap();
+        p.request_stop();
+        let r = execute(&p, Request::Process { name: name.clone() }, "root");
+        assert_eq!(r.exit, exit::UNREACHABLE, "{}", r.text);
+        assert!(r.text.contains("stays in inbox/"), "{}", r.text);
+        assert_eq!(p.waiting().unwrap(), vec![name]);
+        assert!(p.store.files().unwrap().is_empty());
     }
 
     #[test]

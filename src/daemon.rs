@@ -176,6 +176,7 @@ async fn serve(cfg: Config) -> Result<()> {
     }));
     let shutdown = CancellationToken::new();
     let (engine, jobs) = EngineHandle::new(pipeline.clone(), state.clone());
+    let pipeline_for_stop = pipeline.clone();
     let poll_state = state.lock().expect("state lock").poll.clone();
     // Wakes the poller when a file may have been decided (its remote copy can move).
     let kick = Arc::new(Notify::new());
@@ -263,6 +264,7 @@ async fn serve(cfg: Config) -> Result<()> {
     tracing::info!("stopping: no new connections or files; finishing the current file");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
+    pipeline_for_stop.request_stop();
     tracker.close();
     tracker.wait().await;
     tokio::task::spawn_blocking(move || engine_thread.join())

@@ -142,7 +142,9 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
     }
     let paths = Paths::new(&cfg.data_dir);
     // sled's lock tells whether any process (a daemon on another socket, too) uses the store.
-    if let Err(crate::store::StoreError::Sled(sled::Error::Io(e))) = SledStore::open(&paths.store) {
+    if let Err(crate::store::StoreError::Sled(sled::Error::Io(e))) = SledStore::open(&paths.store)
+        && e.kind() == std::io::ErrorKind::WouldBlock
+    {
         return Response::fail(
             exit::REFUSED,
             format!(

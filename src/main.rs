@@ -58,6 +58,9 @@ fn print(response: &Response, json: bool) {
     // an unreachable daemon go to stderr.
     if !matches!(response.exit, exit::USAGE | exit::UNREACHABLE) || json {
         print!("{out}");
+        if !out.ends_with('\n') {
+            println!();
+        }
     } else {
         eprint!("autoprov: {out}");
         if !out.ends_with('\n') {

@@ -132,14 +132,32 @@ pub struct Pipeline<S: Store> {
     pub store: S,
     /// Layout.
     pub paths: Paths,
+    /// Set when the daemon stops: loops over waiting files end after the current one.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl<S: Store> Pipeline<S> {
+    /// Asks loops over waiting files to stop after the file in progress.
+    pub fn request_stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// A pipeline; call [`Pipeline::recover`] before processing.
     pub fn new(cfg: Config, store: S) -> Result<Pipeline<S>> {
         let paths = Paths::new(&cfg.data_dir);
         paths.ensure()?;
-        Ok(Pipeline { cfg, store, paths })
+        Ok(Pipeline {
+            cfg,
+            store,
+            paths,
+            stopping: Default::default(),
+        })
     }
 
     /// Finishes the filing of files committed before a crash.
