@@ -464,6 +464,36 @@ fn report_response(report: &Report) -> Response {
     }
 }
 
+/// `process` of a file handed over by the caller (CLI or control socket): the refusals come
+/// before anything is filed, then the bytes go into inbox/ and through the pipeline.
+pub fn process_upload<S: Store>(
+    p: &Pipeline<S>,
+    original_name: &str,
+    bytes: &[u8],
+    dry_run: bool,
+    caller: &str,
+) -> Response {
+    let probe = Request::Process {
+        name: String::new(),
+    };
+    if let Some(refusal) = precheck(p, &probe, caller) {
+        return refusal;
+    }
+    if let Ok(Some(held)) = p.held() {
+        return Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
+                held.id, held.stored_as, held.id, held.id
+            ),
+        );
+    }
+    match p.receive(original_name, bytes, dry_run) {
+        Ok(name) => execute(p, Request::Process { name }, caller),
+        Err(e) => Response::fail(exit::USAGE, format!("error: filing the file: {e:#}")),
+    }
+}
+
 /// Processes the files waiting in inbox/ in order until `name` is done.
 fn process<S: Store>(p: &Pipeline<S>, name: &str) -> anyhow::Result<Response> {
     if let Some(held) = p.held()? {

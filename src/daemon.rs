@@ -392,30 +392,7 @@ fn answer(
 ) -> Response {
     let request = match (request, upload) {
         (Request::Process { .. }, Some((upload, bytes))) => {
-            if let Some(refusal) = commands::precheck(
-                p,
-                &Request::Process {
-                    name: String::new(),
-                },
-                caller,
-            ) {
-                return refusal;
-            }
-            if let Some(held) = p.held().ok().flatten() {
-                return Response::fail(
-                    exit::REFUSED,
-                    format!(
-                        "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
-                        held.id, held.stored_as, held.id, held.id
-                    ),
-                );
-            }
-            match p.receive(&upload.name, &bytes, upload.dry_run) {
-                Ok(name) => Request::Process { name },
-                Err(e) => {
-                    return Response::fail(exit::USAGE, format!("error: filing the upload: {e:#}"));
-                }
-            }
+            return commands::process_upload(p, &upload.name, &bytes, upload.dry_run, caller);
         }
         (request, _) => request,
     };

@@ -106,26 +106,11 @@ pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> 
     let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
         return commands::execute(&p, request, &user);
     };
-    if let Some(refusal) = commands::precheck(&p, &request, &user) {
-        return refusal;
-    }
-    if let Ok(Some(held)) = p.held() {
-        return Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
-                held.id, held.stored_as, held.id, held.id
-            ),
-        );
-    }
     let original = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    match p.receive(&original, &bytes, dry_run) {
-        Ok(name) => commands::execute(&p, Request::Process { name }, &user),
-        Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
-    }
+    commands::process_upload(&p, &original, &bytes, dry_run, &user)
 }
 
 /// `restore FILE`: only with no daemon running, only for an org admin.
