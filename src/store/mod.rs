@@ -1,5 +1,6 @@
 //! Persistent state: rules, accounts, the ledger of files, the audit log.
 
+mod buckets;
 mod sled_store;
 pub mod watermark;
 
