@@ -5,13 +5,13 @@
 
 mod common;
 
-use autoprov::core::accounts::Account;
+use autoprov::core::accounts;
 use autoprov::core::columns::Columns;
 use autoprov::core::reconcile::{self, SyncInput};
 use autoprov::core::roster::{self, RosterOptions};
 use autoprov::core::rules::{self, CompiledRule, MatchTable, Rule, RuleId};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 const ROWS: usize = 100_000;
@@ -48,7 +48,7 @@ fn core(c: &mut Criterion) {
     let compiled = compile(&roster);
     let matching = MatchTable::build(&roster, &compiled);
     let by_id: BTreeMap<RuleId, Rule> = rules.iter().map(|r| (r.id, r.clone())).collect();
-    let none = HashMap::new();
+    let none = accounts::index([]);
     let first = reconcile::plan(
         &roster,
         &SyncInput {
@@ -59,11 +59,7 @@ fn core(c: &mut Criterion) {
             source: "bench",
         },
     );
-    let accounts: HashMap<String, Account> = first
-        .updates
-        .iter()
-        .map(|a| (a.employee_id.clone(), a.clone()))
-        .collect();
+    let accounts = accounts::index(&first.updates);
 
     let mut g = c.benchmark_group(format!("core_{ROWS}_rows_60_rules"));
     g.sample_size(20);

@@ -188,6 +188,20 @@ impl Request {
     }
 }
 
+/// Which rendering of an answer the asker prints. Both are cheap for most answers; a
+/// report of a million changes is not, so it is rendered only as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// `json` and `text`.
+    #[default]
+    Both,
+    /// `json` only (`--json`); `text` may be empty.
+    Json,
+    /// `text` only; `json` may be null.
+    Text,
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
@@ -244,11 +258,11 @@ pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Optio
 }
 
 /// Runs one request for the Unix user `caller`.
-pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> Response {
+pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Output) -> Response {
     if let Some(refusal) = precheck(p, &req, caller) {
         return refusal;
     }
-    match run(p, req, caller) {
+    match run(p, req, caller, output) {
         Ok(r) => r,
         Err(e) => match e.downcast_ref::<Blocked>() {
             Some(b) => Response::fail(exit::REFUSED, b.to_string()),
@@ -257,10 +271,15 @@ pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> Respons
     }
 }
 
-fn run<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> anyhow::Result<Response> {
+fn run<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &str,
+    output: Output,
+) -> anyhow::Result<Response> {
     Ok(match req {
-        Request::Process { name } => process(p, &name)?,
-        Request::Sync { force } => report_response(&p.sync(caller, force)?),
+        Request::Process { name } => process(p, &name, output)?,
+        Request::Sync { force } => report_response(&p.sync(caller, force)?, output),
         Request::RulesList => {
             let rules = p.store.rules()?;
             let mut text = String::new();
@@ -409,12 +428,12 @@ fn run<S: Store>(p: &Pipeline<S>, req: Request, caller: &str) -> anyhow::Result<
         }
         Request::FilesDecide { id, approve } => {
             if approve {
-                report_response(&p.approve(id, caller)?)
+                report_response(&p.approve(id, caller)?, output)
             } else {
                 // The rejection was asked for and done: a success, not a negative answer.
                 Response {
                     exit: exit::OK,
-                    ..report_response(&p.reject(id, caller)?)
+                    ..report_response(&p.reject(id, caller)?, output)
                 }
             }
         }
@@ -456,11 +475,17 @@ pub fn report_exit(report: &Report) -> u8 {
     }
 }
 
-fn report_response(report: &Report) -> Response {
+fn report_response(report: &Report, output: Output) -> Response {
     Response {
         exit: report_exit(report),
-        json: serde_json::to_value(report).expect("reports serialize"),
-        text: report.to_text(),
+        json: match output {
+            Output::Text => Value::Null,
+            _ => serde_json::to_value(report).expect("reports serialize"),
+        },
+        text: match output {
+            Output::Json => String::new(),
+            _ => report.to_text(),
+        },
     }
 }
 
@@ -469,9 +494,10 @@ fn report_response(report: &Report) -> Response {
 pub fn process_upload<S: Store>(
     p: &Pipeline<S>,
     original_name: &str,
-    bytes: &[u8],
+    bytes: Vec<u8>,
     dry_run: bool,
     caller: &str,
+    output: Output,
 ) -> Response {
     let probe = Request::Process {
         name: String::new(),
@@ -488,14 +514,17 @@ pub fn process_upload<S: Store>(
             ),
         );
     }
-    match p.receive(original_name, bytes, dry_run) {
-        Ok(name) => execute(p, Request::Process { name }, caller),
+    let filed = p.receive(original_name, &bytes, dry_run);
+    // The pipeline reads the file back from inbox/: not two copies of a large roster at once.
+    drop(bytes);
+    match filed {
+        Ok(name) => execute(p, Request::Process { name }, caller, output),
         Err(e) => Response::fail(exit::USAGE, format!("error: filing the file: {e:#}")),
     }
 }
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
-fn process<S: Store>(p: &Pipeline<S>, name: &str) -> anyhow::Result<Response> {
+fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Result<Response> {
     if let Some(held) = p.held()? {
         return Err(Blocked::Held {
             id: held.id,
@@ -514,7 +543,7 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str) -> anyhow::Result<Response> {
         }
         let report = p.process(&waiting)?;
         if waiting == name {
-            return Ok(report_response(&report));
+            return Ok(report_response(&report, output));
         }
         if report.status == ReportStatus::Held {
             return Ok(Response::fail(
@@ -933,7 +962,7 @@ fn admins_list<S: Store>(
     let mut accounts: Vec<Account> = p
         .store
         .accounts()?
-        .into_values()
+        .into_iter()
         .filter(|a| status.is_none_or(|s| a.status == s))
         .filter(|a| origin.is_none_or(|o| a.origin == o))
         .filter(|a| rule.is_none_or(|r| a.rule_id == Some(RuleId(r))))
@@ -1104,7 +1133,7 @@ fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Response
     let active: Vec<Account> = p
         .store
         .accounts()?
-        .into_values()
+        .into_iter()
         .filter(|a| a.is_active() && fold_value(&a.email) == wanted)
         .collect();
     Ok(match active.as_slice() {
@@ -1132,7 +1161,7 @@ fn status<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
     let accounts = p.store.accounts()?;
     let count = |o: Origin, s: Status| {
         accounts
-            .values()
+            .iter()
             .filter(|a| a.origin == o && a.status == s)
             .count()
     };
@@ -1262,11 +1291,56 @@ mod tests {
             .receive("r.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
             .unwrap();
         p.request_stop();
-        let r = execute(&p, Request::Process { name: name.clone() }, "root");
+        let r = execute(
+            &p,
+            Request::Process { name: name.clone() },
+            "root",
+            Output::Both,
+        );
         assert_eq!(r.exit, exit::UNREACHABLE, "{}", r.text);
         assert!(r.text.contains("stays in inbox/"), "{}", r.text);
         assert_eq!(p.waiting().unwrap(), vec![name]);
         assert!(p.store.files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_report_is_rendered_only_as_the_asker_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[sso]\nenabled = true\n",
+                dir.path().join("data")
+            ),
+        )
+        .unwrap();
+        let cfg = crate::config::Config::load(Some(&config)).unwrap();
+        let store =
+            crate::store::SledStore::open(&crate::pipeline::Paths::new(&cfg.data_dir).store)
+                .unwrap();
+        let p = Pipeline::new(cfg, store).unwrap();
+        let roster = b"Employee ID,Email\nE1,a@b.io\n";
+        let mut seen = Vec::new();
+        for output in [Output::Text, Output::Json, Output::Both] {
+            let r = process_upload(&p, "r.dryrun.csv", roster.to_vec(), false, "root", output);
+            assert_eq!(r.exit, exit::OK, "{}", r.text);
+            let has_text = r.text.contains("DRY RUN");
+            let has_json = r.json["status"] == "dry_run";
+            seen.push((output, has_text, has_json));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Output::Text, true, false),
+                (Output::Json, false, true),
+                (Output::Both, true, true)
+            ]
+        );
+        // An older client sends no `output`: it gets both.
+        let env: crate::control::Envelope =
+            serde_json::from_str(r#"{"request":{"command":"status"},"upload":null}"#).unwrap();
+        assert_eq!(env.output, Output::Both);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! One engine thread owns the store: files and control requests are handled one at a time
 //! in the order they arrive, so nothing is ever applied concurrently.
 
-use crate::commands::{self, Request, Response, exit};
+use crate::commands::{self, Output, Request, Response, exit};
 use crate::config::{Config, Mode};
 use crate::control::{self, Upload};
 use crate::ingest::poll::PollState;
@@ -37,6 +37,8 @@ pub enum Job {
         caller: String,
         /// The file that came with `process`.
         upload: Option<(Upload, Vec<u8>)>,
+        /// What the asker prints.
+        output: Output,
         /// Where the answer goes.
         reply: Option<oneshot::Sender<Response>>,
     },
@@ -97,6 +99,7 @@ impl EngineHandle {
         request: Request,
         caller: String,
         upload: Option<(Upload, Vec<u8>)>,
+        output: Output,
     ) -> Response {
         if !request.is_change() && upload.is_none() {
             // A few reads at a time: some (rules check) parse the last roster.
@@ -104,7 +107,7 @@ impl EngineHandle {
                 return Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
             };
             let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
-            let read = move || answer(&pipeline, request, &caller, None, &state);
+            let read = move || answer(&pipeline, request, &caller, None, output, &state);
             return tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
                 Response::fail(exit::USAGE, format!("error: the request failed: {e}"))
             });
@@ -114,6 +117,7 @@ impl EngineHandle {
             request,
             caller,
             upload,
+            output,
             reply: Some(reply),
         };
         if self.tx.send(job).is_err() {
@@ -342,10 +346,11 @@ fn run_job(
             request,
             caller,
             upload,
+            output,
             reply,
         } => {
             let decides = matches!(request, Request::FilesDecide { .. });
-            let response = answer(pipeline, request, &caller, upload, state);
+            let response = answer(pipeline, request, &caller, upload, output, state);
             if let Some(reply) = reply {
                 let _ = reply.send(response);
             }
@@ -388,11 +393,19 @@ fn answer(
     request: Request,
     caller: &str,
     upload: Option<(Upload, Vec<u8>)>,
+    output: Output,
     state: &Mutex<DaemonState>,
 ) -> Response {
     let request = match (request, upload) {
         (Request::Process { .. }, Some((upload, bytes))) => {
-            return commands::process_upload(p, &upload.name, &bytes, upload.dry_run, caller);
+            return commands::process_upload(
+                p,
+                &upload.name,
+                bytes,
+                upload.dry_run,
+                caller,
+                output,
+            );
         }
         (request, _) => request,
     };
@@ -402,7 +415,7 @@ fn answer(
         return refusal;
     }
     let is_status = matches!(request, Request::Status);
-    let mut response = commands::execute(p, request, caller);
+    let mut response = commands::execute(p, request, caller, output);
     if is_status && response.exit == exit::OK {
         add_daemon_status(p, &mut response, state);
     }

@@ -1,7 +1,7 @@
 //! Running a command from the CLI: through the daemon's control socket when it runs,
 //! otherwise against the store directly.
 
-use crate::commands::{self, Request, Response, exit};
+use crate::commands::{self, Output, Request, Response, exit};
 use crate::config::Config;
 use crate::control::Envelope;
 use crate::control::client::{self, Reach};
@@ -55,7 +55,12 @@ const CHANGE_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// Runs one request: via the daemon if it listens, else directly. `upload` is the local
 /// file of a `process` request.
-pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> Response {
+pub fn execute(
+    cfg: Config,
+    request: Request,
+    upload: Option<(&Path, bool)>,
+    output: Output,
+) -> Response {
     let bytes = match upload {
         Some((file, _)) => match fs::read(file) {
             Ok(b) => Some(b),
@@ -77,6 +82,7 @@ pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> 
                 .unwrap_or_default();
             client::upload_of(&name, dry_run, b.len() as u64)
         }),
+        output,
     };
     // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
     let wait = Some(if request.is_change() {
@@ -104,13 +110,13 @@ pub fn execute(cfg: Config, request: Request, upload: Option<(&Path, bool)>) -> 
     };
     let user = caller();
     let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
-        return commands::execute(&p, request, &user);
+        return commands::execute(&p, request, &user, output);
     };
     let original = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    commands::process_upload(&p, &original, &bytes, dry_run, &user)
+    commands::process_upload(&p, &original, bytes, dry_run, &user, output)
 }
 
 /// `restore FILE`: only with no daemon running, only for an org admin.

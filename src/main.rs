@@ -1,13 +1,22 @@
 //! The `autoprov` binary: parse arguments, load config, dispatch, map errors to exit codes.
 
 use autoprov::cli::{Cli, Command};
-use autoprov::commands::{Request, Response, exit};
+use autoprov::commands::{Output, Request, Response, exit};
 use autoprov::config::Config;
 use autoprov::local;
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc instead of glibc's malloc: a million-row roster makes millions of small
+/// allocations, and glibc spent a quarter of a re-sync in `malloc_consolidate`/`unlink_chunk`
+/// (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    // No transparent huge pages: the kernel zeroes a whole 2 MB page on first touch, and with
+    // mimalloc's arenas that was half the time of a million-row import (BENCHMARKS.md).
+    let _ = nix::sys::prctl::set_thp_disable(true);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -27,6 +36,7 @@ fn main() -> ExitCode {
         }
     };
     autoprov::logging::init(&cfg, cli.log_format.as_deref());
+    let output = if cli.json { Output::Json } else { Output::Text };
     let response = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
@@ -36,12 +46,12 @@ fn main() -> ExitCode {
             let request = Request::Process {
                 name: String::new(),
             };
-            local::execute(cfg, request, Some((file, *dry_run)))
+            local::execute(cfg, request, Some((file, *dry_run)), output)
         }
         Command::Restore { file } => local::restore(cfg, file),
         other => {
             let request = other.request().expect("every other command is a request");
-            local::execute(cfg, request, None)
+            local::execute(cfg, request, None, output)
         }
     };
     print(&response, cli.json);

@@ -16,7 +16,7 @@ use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, RemoteOrigin, Store, summary};
 use crate::util::{
     compact_timestamp, crash_point, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex,
-    write_atomic,
+    write_atomic, write_atomic_with,
 };
 use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
@@ -305,6 +305,8 @@ impl<S: Store> Pipeline<S> {
                 updates: Vec::new(),
             },
         };
+        // Not kept through the commit: a large roster's bytes are not needed any more.
+        drop(bytes);
         if let Some(earlier) = self.store.file_by_sha(&sha)? {
             eval.report.repeats = Some(earlier.stored_as);
         }
@@ -556,7 +558,8 @@ impl<S: Store> Pipeline<S> {
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();
-        let accounts = self.store.accounts()?;
+        let stored = self.store.accounts()?;
+        let accounts = crate::core::accounts::index(&stored);
         let plan = reconcile::plan(
             &roster,
             &SyncInput {
@@ -604,8 +607,10 @@ impl<S: Store> Pipeline<S> {
     fn stage(&self, entry: &FileEntry, report: &Report) -> Result<()> {
         let dir = self.staged(entry.id);
         fs::create_dir_all(&dir)?;
-        let json = serde_json::to_vec_pretty(report)?;
-        write_atomic(&dir.join("report.json"), &json)?;
+        write_atomic_with(&dir.join("report.json"), |w| {
+            serde_json::to_writer_pretty(&mut *w, report)?;
+            Ok(())
+        })?;
         write_atomic(&dir.join("report.txt"), report.to_text().as_bytes())?;
         Ok(())
     }

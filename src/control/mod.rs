@@ -6,7 +6,7 @@
 pub mod client;
 pub mod server;
 
-use crate::commands::{Request, Response};
+use crate::commands::{Output, Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Largest request line accepted (the upload itself is not part of the line).
@@ -30,6 +30,9 @@ pub struct Envelope {
     pub request: Request,
     /// For `process`: the file that follows.
     pub upload: Option<Upload>,
+    /// What the client prints (an older client sends nothing and gets both).
+    #[serde(default)]
+    pub output: Output,
 }
 
 /// What the daemon answers.

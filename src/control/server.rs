@@ -167,5 +167,7 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
         Some(_) => return Response::fail(exit::USAGE, "only process carries a file"),
         None => None,
     };
-    engine.ask(request, caller.to_string(), upload).await
+    engine
+        .ask(request, caller.to_string(), upload, env.output)
+        .await
 }

@@ -1,8 +1,25 @@
 //! Admin accounts and their history (SPEC §3).
 
+use crate::core::model::FastHash;
 use crate::core::rules::RuleId;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt;
+
+/// Accounts by employee ID, borrowed from where they are kept: a million accounts are
+/// looked up without a second copy of each ID.
+pub type AccountIndex<'a> = HashMap<&'a str, &'a Account, FastHash>;
+
+/// Indexes accounts by employee ID (of two with one ID, the later wins).
+pub fn index<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> AccountIndex<'a> {
+    let accounts = accounts.into_iter();
+    let mut index =
+        AccountIndex::with_capacity_and_hasher(accounts.size_hint().0, FastHash::default());
+    for a in accounts {
+        index.insert(&a.employee_id, a);
+    }
+    index
+}
 
 /// Whether an account may sign in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,11 +1,11 @@
 //! One sync as a pure function: (roster, matching rules, accounts) -> Plan (SPEC §4).
 
-use crate::core::accounts::{Account, Origin, Status};
+use crate::core::accounts::{Account, AccountIndex, Origin, Status};
 use crate::core::columns::is_well_formed_email;
 use crate::core::model::{FastHash, Roster};
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// What happened to one employee, in the order of precedence SPEC §4 gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ pub struct SyncInput<'a> {
     /// The rules by id: at least every id in `matching`; disabled ones too, so changes can name them.
     pub rules: &'a BTreeMap<RuleId, Rule>,
     /// Every account, keyed by employee ID.
-    pub accounts: &'a HashMap<String, Account>,
+    pub accounts: &'a AccountIndex<'a>,
     /// When (RFC 3339), for history and timestamps.
     pub now: &'a str,
     /// The file or command, for history.
@@ -230,6 +230,11 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
             .count(),
         ..Plan::default()
     };
+    // Employees without an account are the likely changes (all of them at a first import):
+    // room for them up front spares a million-row import the copies of doubling vectors.
+    let likely = roster.employees.len().saturating_sub(input.accounts.len());
+    plan.changes.reserve(likely);
+    plan.updates.reserve(likely);
     // Only needed to find the accounts of absent employees, so only when there are accounts.
     let mut seen: HashSet<&str, FastHash> = HashSet::default();
     if !input.accounts.is_empty() {
@@ -243,7 +248,7 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
             seen.insert(&employee.id);
         }
         let email = is_well_formed_email(&employee.email).then_some(&*employee.email);
-        let account = input.accounts.get(&*employee.id);
+        let account = input.accounts.get(&*employee.id).copied();
         plan_employee(&mut plan, input, &employee.id, email, account, matching);
     }
     // Auto accounts whose employee is absent or inactive.
@@ -433,6 +438,7 @@ mod tests {
     use super::*;
     use crate::core::model::{Employee, Roster};
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     const NOW: &str = "2026-01-02T00:00:00Z";
 
@@ -510,7 +516,7 @@ mod tests {
                 &SyncInput {
                     matching: &MatchTable::from_lists(&self.matching),
                     rules: &self.rules,
-                    accounts: &self.accounts,
+                    accounts: &crate::core::accounts::index(self.accounts.values()),
                     now: NOW,
                     source: "test.csv",
                 },

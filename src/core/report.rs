@@ -115,7 +115,8 @@ impl Report {
 
     /// The report for a person: summary, changes grouped by action, then errors and warnings.
     pub fn to_text(&self) -> String {
-        let mut out = String::new();
+        // About 100 bytes a change line.
+        let mut out = String::with_capacity(1024 + 100 * self.changes.len());
         let status = match self.status {
             ReportStatus::Applied => "APPLIED: the changes below were made",
             ReportStatus::Rejected if self.decision.is_some() => {

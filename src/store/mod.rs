@@ -10,7 +10,6 @@ use crate::core::accounts::Account;
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +172,8 @@ pub trait Store {
     fn put_rule(&self, rule: &Rule, audit: AuditNote) -> StoreResult<()>;
     /// Deletes a rule and audits it, atomically.
     fn delete_rule(&self, id: RuleId, audit: AuditNote) -> StoreResult<()>;
-    /// All accounts, keyed by employee ID.
-    fn accounts(&self) -> StoreResult<HashMap<String, Account>>;
+    /// All accounts, in no particular order (see [`crate::core::accounts::index`]).
+    fn accounts(&self) -> StoreResult<Vec<Account>>;
     /// One account.
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>>;
     /// Saves one account by hand (or removes it when `remove`) and audits, atomically.

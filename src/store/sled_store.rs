@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The schema this build writes and reads.
@@ -513,14 +513,12 @@ impl Store for SledStore {
         self.flush()
     }
 
-    fn accounts(&self) -> StoreResult<HashMap<String, Account>> {
+    fn accounts(&self) -> StoreResult<Vec<Account>> {
         // Not `with_capacity(self.accounts.len())`: sled counts a tree by scanning all of it.
-        let mut out = HashMap::new();
+        let mut out = Vec::new();
         for item in self.accounts.iter() {
             let (k, v) = item?;
-            for account in buckets::decode(&k, &v)? {
-                out.insert(account.employee_id.clone(), account);
-            }
+            out.extend(buckets::decode(&k, &v)?);
         }
         Ok(out)
     }
@@ -764,6 +762,7 @@ mod tests {
         s.put_account(&account("E7"), true, note("admins remove"))
             .unwrap();
         let all = s.accounts().unwrap();
+        let all = crate::core::accounts::index(&all);
         assert_eq!(all.len(), 4999);
         assert_eq!(all["E42"].role, "Billing Admin");
         assert!(!all.contains_key("E7"));
@@ -841,7 +840,12 @@ mod tests {
         let restored = dir.path().join("b");
         assert_eq!(SledStore::import(&restored, out.as_slice()).unwrap(), n);
         let r = reopen(&restored);
-        assert_eq!(r.accounts().unwrap(), s.accounts().unwrap());
+        let sorted = |s: &SledStore| {
+            let mut all = s.accounts().unwrap();
+            all.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+            all
+        };
+        assert_eq!(sorted(&r), sorted(&s));
         assert_eq!(r.next_rule_id().unwrap(), RuleId(2), "counters survive");
         let truncated = &out[..out.len() - 12];
         let err = SledStore::import(&dir.path().join("c"), truncated).unwrap_err();
