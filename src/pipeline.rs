@@ -534,7 +534,14 @@ impl<S: Store> Pipeline<S> {
         let mut report = Report::new(name, sha, received_at, now);
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
-        let roster = match self.parse(bytes, &enabled) {
+        // The stored accounts are decoded on a second core while the roster is parsed.
+        let (parsed, stored) = std::thread::scope(|s| {
+            let stored = s.spawn(|| self.store.accounts());
+            let parsed = self.parse(bytes, &enabled);
+            (parsed, stored.join())
+        });
+        let stored = stored.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let roster = match parsed {
             Ok(roster) => roster,
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
@@ -558,7 +565,6 @@ impl<S: Store> Pipeline<S> {
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();
-        let stored = self.store.accounts()?;
         let accounts = crate::core::accounts::index(&stored);
         let plan = reconcile::plan(
             &roster,
@@ -607,11 +613,19 @@ impl<S: Store> Pipeline<S> {
     fn stage(&self, entry: &FileEntry, report: &Report) -> Result<()> {
         let dir = self.staged(entry.id);
         fs::create_dir_all(&dir)?;
-        write_atomic_with(&dir.join("report.json"), |w| {
-            serde_json::to_writer_pretty(&mut *w, report)?;
-            Ok(())
-        })?;
-        write_atomic(&dir.join("report.txt"), report.to_text().as_bytes())?;
+        // The two forms of a large report are written on two cores.
+        let (json, text) = std::thread::scope(|s| {
+            let json = s.spawn(|| {
+                write_atomic_with(&dir.join("report.json"), |w| {
+                    serde_json::to_writer_pretty(&mut *w, report)?;
+                    Ok(())
+                })
+            });
+            let text = write_atomic(&dir.join("report.txt"), report.to_text().as_bytes());
+            (json.join(), text)
+        });
+        json.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        text?;
         Ok(())
     }
 

@@ -160,8 +160,8 @@ pub struct Commit<'a> {
     pub clear_remote: Option<&'a str>,
 }
 
-/// The store used by the pipeline and the commands.
-pub trait Store {
+/// The store used by the pipeline and the commands (shared by the daemon's threads).
+pub trait Store: Send + Sync {
     /// All rules, by id.
     fn rules(&self) -> StoreResult<Vec<Rule>>;
     /// One rule.
