@@ -1270,23 +1270,25 @@ mod tests {
         assert!(!Request::Status.is_change());
     }
 
-    #[test]
-    fn process_stops_between_files_when_the_daemon_stops() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("c.toml");
+    /// A pipeline with SSO on and a fresh store under `dir`.
+    fn pipeline_in(dir: &std::path::Path) -> Pipeline<crate::store::SledStore> {
+        let config = dir.join("c.toml");
         std::fs::write(
             &config,
-            format!(
-                "data_dir = {:?}\n[sso]\nenabled = true\n",
-                dir.path().join("data")
-            ),
+            format!("data_dir = {:?}\n[sso]\nenabled = true\n", dir.join("data")),
         )
         .unwrap();
         let cfg = crate::config::Config::load(Some(&config)).unwrap();
         let store =
             crate::store::SledStore::open(&crate::pipeline::Paths::new(&cfg.data_dir).store)
                 .unwrap();
-        let p = Pipeline::new(cfg, store).unwrap();
+        Pipeline::new(cfg, store).unwrap()
+    }
+
+    #[test]
+    fn process_stops_between_files_when_the_daemon_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
         let name = p
             .receive("r.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
             .unwrap();
@@ -1306,20 +1308,7 @@ mod tests {
     #[test]
     fn a_report_is_rendered_only_as_the_asker_prints_it() {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("c.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[sso]\nenabled = true\n",
-                dir.path().join("data")
-            ),
-        )
-        .unwrap();
-        let cfg = crate::config::Config::load(Some(&config)).unwrap();
-        let store =
-            crate::store::SledStore::open(&crate::pipeline::Paths::new(&cfg.data_dir).store)
-                .unwrap();
-        let p = Pipeline::new(cfg, store).unwrap();
+        let p = pipeline_in(dir.path());
         let roster = b"Employee ID,Email\nE1,a@b.io\n";
         let mut seen = Vec::new();
         for output in [Output::Text, Output::Json, Output::Both] {

@@ -133,13 +133,11 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
     }
     let paths = Paths::new(&cfg.data_dir);
     // sled's lock tells whether any process (a daemon on another socket, too) uses the store.
-    if let Err(crate::store::StoreError::Sled(sled::Error::Io(e))) = SledStore::open(&paths.store)
-        && e.kind() == std::io::ErrorKind::WouldBlock
-    {
+    if SledStore::is_locked(&paths.store) {
         return Response::fail(
             exit::REFUSED,
             format!(
-                "refused: the store {} is in use ({e}); stop the daemon before restoring",
+                "refused: the store {} is in use by another process; stop the daemon before restoring",
                 paths.store.display()
             ),
         );

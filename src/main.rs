@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     // No transparent huge pages: the kernel zeroes a whole 2 MB page on first touch, and with
     // mimalloc's arenas that was half the time of a million-row import (BENCHMARKS.md).
-    let _ = nix::sys::prctl::set_thp_disable(true);
+    let thp_off = nix::sys::prctl::set_thp_disable(true);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -36,6 +36,9 @@ fn main() -> ExitCode {
         }
     };
     autoprov::logging::init(&cfg, cli.log_format.as_deref());
+    if let Err(e) = thp_off {
+        tracing::debug!("transparent huge pages stay on: {e}");
+    }
     let output = if cli.json { Output::Json } else { Output::Text };
     let response = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {

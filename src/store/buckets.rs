@@ -173,27 +173,17 @@ struct HistoryCheck<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::accounts::HistoryEntry;
     use proptest::prelude::*;
 
+    /// With a history entry, so that every field is encoded.
     fn account(id: &str) -> Account {
-        Account {
-            employee_id: id.into(),
-            email: format!("{id}@x.io"),
-            role: "IT Admin".into(),
-            status: Status::Active,
-            origin: Origin::Auto,
-            rule_id: Some(RuleId(3)),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            updated_at: "2026-01-01T00:00:00Z".into(),
-            history: vec![HistoryEntry {
-                at: "2026-01-01T00:00:00Z".into(),
-                source: "r.csv".into(),
-                status: Status::Active,
-                role: "IT Admin".into(),
-                reason: "created by rule 3 \"x\"".into(),
-            }],
-        }
+        let mut a = crate::store::samples::account(id);
+        a.record(
+            "2026-01-01T00:00:00Z",
+            "r.csv",
+            "created by rule 1 \"x\"".into(),
+        );
+        a
     }
 
     fn bucket(ids: &[&str]) -> (BucketKey, Vec<Account>) {

@@ -215,3 +215,25 @@ pub fn summary(report: &Report) -> String {
     }
     crate::core::report::counts_line(&report.counts)
 }
+
+/// Records for the store's tests.
+#[cfg(test)]
+pub(crate) mod samples {
+    use crate::core::accounts::{Account, Origin, Status};
+    use crate::core::rules::RuleId;
+
+    /// An active auto account of rule 1, without history.
+    pub fn account(id: &str) -> Account {
+        Account {
+            employee_id: id.into(),
+            email: format!("{id}@x.io"),
+            role: "IT Admin".into(),
+            status: Status::Active,
+            origin: Origin::Auto,
+            rule_id: Some(RuleId(1)),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            history: vec![],
+        }
+    }
+}

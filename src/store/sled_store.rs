@@ -148,13 +148,14 @@ impl SledStore {
             db,
             path: path.to_path_buf(),
         };
-        match store.meta.get(SCHEMA_KEY)? {
+        let migrate = match store.meta.get(SCHEMA_KEY)? {
             None if store.is_empty() => {
                 store.meta.insert(SCHEMA_KEY, SCHEMA)?;
                 store.db.flush()?;
+                false
             }
-            Some(v) if v.as_ref() == SCHEMA => store.drop_v1_accounts()?,
-            Some(v) if v.as_ref() == SCHEMA_V1 => store.migrate_v1()?,
+            Some(v) if v.as_ref() == SCHEMA => false,
+            Some(v) if v.as_ref() == SCHEMA_V1 => true,
             Some(v) => {
                 return Err(StoreError::Corrupt(format!(
                     "schema {:?} is not {:?}",
@@ -163,12 +164,28 @@ impl SledStore {
                 )));
             }
             None => return Err(StoreError::Corrupt("schema marker missing".into())),
-        }
-        store.verify()?;
+        };
+        // Before anything is written (a flush moves the watermark): a store that lost
+        // committed changes is refused, not migrated.
         if let Some(lost) = super::watermark::check(path, store.counters()?) {
             return Err(StoreError::Corrupt(lost));
         }
+        if migrate {
+            store.migrate_v1()?;
+        }
+        store.verify()?;
+        // Schema 1's accounts go only once their buckets have passed the check.
+        store.drop_v1_accounts()?;
         Ok(store)
+    }
+
+    /// Whether a process (this one included) holds the store's lock; found without opening
+    /// the store, so nothing in it is recovered, migrated or written.
+    pub fn is_locked(path: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(path.join("db")) else {
+            return false;
+        };
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
     }
 
     /// How far the counters have gone (see `watermark`).
@@ -193,15 +210,32 @@ impl SledStore {
     }
 
     /// Schema 1 → 2: moves the accounts into buckets, in one transaction with the new
-    /// schema marker; then drops the old tree.
+    /// schema marker. The old tree stays until the buckets pass the start-up check.
     fn migrate_v1(&self) -> StoreResult<()> {
+        if !self.accounts.is_empty() {
+            return Err(StoreError::Corrupt(
+                "schema 1 store already holds account buckets".into(),
+            ));
+        }
         let old = self.db.open_tree(ACCOUNTS_V1)?;
-        let accounts: Vec<Account> = Self::list(&old, ACCOUNTS_V1)?;
+        let mut accounts = Vec::new();
+        for item in old.iter() {
+            let (key, value) = item?;
+            let account: Account = decode(ACCOUNTS_V1, &key, &value)?;
+            if account.employee_id.as_bytes() != key.as_ref() {
+                return Err(StoreError::Corrupt(format!(
+                    "record {:?} in {ACCOUNTS_V1} holds account {:?}",
+                    String::from_utf8_lossy(&key),
+                    account.employee_id
+                )));
+            }
+            accounts.push(account);
+        }
+        // sled iterates keys in byte order, so the accounts are sorted and unique.
         let groups = buckets::group(&accounts);
         let r = (&self.accounts, &self.meta).transaction(|(tree, meta)| {
             for (key, group) in &groups {
-                let owned: Vec<Account> = group.iter().map(|a| (*a).clone()).collect();
-                tree.insert(key, buckets::encode(&owned))?;
+                tree.insert(key, buckets::encode(group))?;
             }
             meta.insert(SCHEMA_KEY, SCHEMA)?;
             Ok(())
@@ -212,7 +246,7 @@ impl SledStore {
             accounts = accounts.len(),
             "store migrated to schema 2 (account buckets)"
         );
-        self.drop_v1_accounts()
+        Ok(())
     }
 
     /// Drops schema 1's account tree if a migration stopped before it could.
@@ -383,6 +417,12 @@ impl SledStore {
                     }
                     continue;
                 }
+                // The backup's record layout is schema 1's, and says so: a schema 1 build
+                // restores it as it stands.
+                let v = match (name, k.as_ref()) {
+                    ("meta", SCHEMA_KEY) => sled::IVec::from(BACKUP_SCHEMA.as_bytes()),
+                    _ => v,
+                };
                 // Values are JSON except counters in meta, which are stored as hex too.
                 let value = match serde_json::from_slice::<serde_json::Value>(&v) {
                     Ok(json) if name != "meta" && name != "sha_index" => json,
@@ -479,19 +519,25 @@ impl SledStore {
         if path.exists() {
             return Err(bad(format!("{} already exists", path.display())));
         }
-        let db = sled::Config::new().path(path).open()?;
-        for (tree, key, value) in &records {
-            db.open_tree(tree.as_str())?
-                .insert(key.as_slice(), value.as_slice())?;
+        let write = || -> StoreResult<()> {
+            let db = sled::Config::new().path(path).open()?;
+            for (tree, key, value) in &records {
+                db.open_tree(tree.as_str())?
+                    .insert(key.as_slice(), value.as_slice())?;
+            }
+            let bucket_tree = db.open_tree(ACCOUNT_BUCKETS)?;
+            for (key, group) in buckets::group(&accounts) {
+                bucket_tree.insert(key, buckets::encode(&group))?;
+            }
+            db.open_tree("meta")?.insert(SCHEMA_KEY, SCHEMA)?;
+            db.flush()?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            // Nothing half-built is left behind.
+            let _ = std::fs::remove_dir_all(path);
+            return Err(e);
         }
-        let bucket_tree = db.open_tree(ACCOUNT_BUCKETS)?;
-        for (key, group) in buckets::group(&accounts) {
-            let owned: Vec<Account> = group.into_iter().cloned().collect();
-            bucket_tree.insert(key, buckets::encode(&owned))?;
-        }
-        db.open_tree("meta")?.insert(SCHEMA_KEY, SCHEMA)?;
-        db.flush()?;
-        drop(db);
         Ok(read)
     }
 }
@@ -678,7 +724,7 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::accounts::{Origin, Status};
+    use crate::core::accounts::Status;
     use crate::store::FileStatus;
 
     /// sled's background flusher may hold the lock file a moment after the last handle drops.
@@ -686,9 +732,7 @@ mod tests {
         for _ in 0..50 {
             match SledStore::open(path) {
                 Ok(s) => return s,
-                Err(StoreError::Sled(sled::Error::Io(e)))
-                    if e.kind() == std::io::ErrorKind::WouldBlock =>
-                {
+                Err(_) if SledStore::is_locked(path) => {
                     std::thread::sleep(std::time::Duration::from_millis(50))
                 }
                 Err(e) => panic!("reopen: {e:?}"),
@@ -706,18 +750,68 @@ mod tests {
         }
     }
 
-    fn account(id: &str) -> Account {
-        Account {
-            employee_id: id.into(),
-            email: format!("{id}@x.io"),
-            role: "IT Admin".into(),
-            status: Status::Active,
-            origin: Origin::Auto,
-            rule_id: Some(RuleId(1)),
-            created_at: "t".into(),
-            updated_at: "t".into(),
-            history: vec![],
+    use crate::store::samples::account;
+
+    /// A store in schema 1's layout: one JSON record per account in `accounts`, under
+    /// the given keys.
+    fn schema_1_store(path: &Path, accounts: &[(&str, Account)]) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(SCHEMA_KEY, SCHEMA_V1)
+            .unwrap();
+        let old = db.open_tree(ACCOUNTS_V1).unwrap();
+        for (key, a) in accounts {
+            old.insert(key.as_bytes(), encode(a)).unwrap();
         }
+        db.flush().unwrap();
+    }
+
+    fn still_schema_1(path: &Path) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        let schema = db.open_tree("meta").unwrap().get(SCHEMA_KEY).unwrap();
+        assert_eq!(schema.unwrap().as_ref(), SCHEMA_V1, "not migrated");
+        assert_eq!(
+            db.open_tree(ACCOUNTS_V1).unwrap().len(),
+            1,
+            "the old accounts are kept"
+        );
+    }
+
+    #[test]
+    fn a_schema_1_store_that_lost_changes_or_is_inconsistent_is_refused_not_migrated() {
+        // Behind its watermark (sled dropped a damaged log tail): refused as it stands.
+        let dir = tempfile::tempdir().unwrap();
+        schema_1_store(dir.path(), &[("E1", account("E1"))]);
+        let ahead = crate::store::watermark::Counters {
+            audit_seq: 5,
+            file_id: 0,
+            rule_id: 0,
+        };
+        crate::store::watermark::record(dir.path(), ahead).unwrap();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("audit"), "{msg}"),
+            other => panic!("opened: {:?}", other.err()),
+        }
+        still_schema_1(dir.path());
+        // An account filed under another employee's key.
+        let dir = tempfile::tempdir().unwrap();
+        schema_1_store(dir.path(), &[("E9", account("E1"))]);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("holds account"), "{msg}"),
+            other => panic!("opened: {:?}", other.err()),
+        }
+        still_schema_1(dir.path());
+    }
+
+    #[test]
+    fn the_lock_is_seen_without_opening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!SledStore::is_locked(dir.path()), "no store yet");
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(SledStore::is_locked(dir.path()));
+        drop(s);
+        drop(reopen(dir.path()));
     }
 
     #[test]
@@ -725,19 +819,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut e2 = account("E2");
         e2.status = Status::Inactive;
-        {
-            // The layout of schema 1: one JSON record per account in `accounts`.
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
-            db.open_tree("meta")
-                .unwrap()
-                .insert(SCHEMA_KEY, SCHEMA_V1)
-                .unwrap();
-            let old = db.open_tree(ACCOUNTS_V1).unwrap();
-            for a in [account("E1"), e2.clone()] {
-                old.insert(a.employee_id.as_bytes(), encode(&a)).unwrap();
-            }
-            db.flush().unwrap();
-        }
+        schema_1_store(dir.path(), &[("E1", account("E1")), ("E2", e2.clone())]);
         let s = reopen(dir.path());
         assert_eq!(s.account("E2").unwrap(), Some(e2));
         assert_eq!(s.accounts().unwrap().len(), 2);
@@ -850,6 +932,15 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let n = s.export_all(&mut out, "now").unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.contains(&format!("\"hex:{}\"", hex(BACKUP_SCHEMA.as_bytes()))),
+            "the schema record names the backup's layout, schema 1"
+        );
+        assert!(
+            !text.contains(ACCOUNT_BUCKETS),
+            "accounts are exported one by one"
+        );
         assert!(n >= 5, "{n}");
         let restored = dir.path().join("b");
         assert_eq!(SledStore::import(&restored, out.as_slice()).unwrap(), n);
@@ -872,18 +963,36 @@ mod tests {
 
     #[test]
     fn a_damaged_record_is_refused_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let s = SledStore::open(dir.path()).unwrap();
-            s.accounts
-                .insert(buckets::bucket_of("E1"), b"{not postcard".to_vec())
+        // The check runs over two halves of the bucket range: damage in either is found,
+        // and so is a key outside the range of bucket keys.
+        let halves = ["first", "E1"].map(|id| u16::from_be_bytes(buckets::bucket_of(id)));
+        assert!(halves[0] >= 2048 && halves[1] < 2048, "{halves:?}");
+        for key in [
+            buckets::bucket_of("first").to_vec(),
+            buckets::bucket_of("E1").to_vec(),
+            b"zzz".to_vec(),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = SledStore::open(dir.path()).unwrap();
+                s.commit(Commit {
+                    updates: &[account("E2")],
+                    file: None,
+                    last_applied: None,
+                    audit: None,
+                    clear_remote: None,
+                })
                 .unwrap();
-            s.flush().unwrap();
-        }
-        match SledStore::open(dir.path()) {
-            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("account bucket"), "{msg}"),
-            Err(e) => panic!("wrong error {e}"),
-            Ok(_) => panic!("damaged store opened"),
+                s.accounts
+                    .insert(key.clone(), b"{not postcard".to_vec())
+                    .unwrap();
+                s.flush().unwrap();
+            }
+            match SledStore::open(dir.path()) {
+                Err(StoreError::Corrupt(msg)) => assert!(msg.contains("account bucket"), "{msg}"),
+                Err(e) => panic!("wrong error {e}"),
+                Ok(_) => panic!("damaged store opened ({key:?})"),
+            }
         }
     }
 }
