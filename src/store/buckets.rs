@@ -77,14 +77,20 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> StoreResult<Vec<Account>> {
     Ok(accounts)
 }
 
-/// Checks a bucket decodes, without allocating its strings (the start-up check); returns
-/// how many accounts it holds. Accepts exactly what [`decode`] accepts (the test
-/// `check_accepts_what_decode_accepts` holds it to that).
-pub fn check(key: &[u8], bytes: &[u8]) -> StoreResult<usize> {
-    let (accounts, rest): (Vec<AccountCheck<'_>>, _) =
+/// Decodes a bucket with its strings borrowed from `bytes`, with the checks of [`decode`].
+/// Accepts exactly what [`decode`] accepts (the test `check_accepts_what_decode_accepts`
+/// holds it to that).
+pub fn borrow<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<Vec<AccountRef<'a>>> {
+    let (accounts, rest): (Vec<AccountRef<'_>>, _) =
         postcard::take_from_bytes(bytes).map_err(|e| corrupt(key, e))?;
     check_layout(key, rest, accounts.iter().map(|a| a.employee_id))?;
-    Ok(accounts.len())
+    Ok(accounts)
+}
+
+/// Checks a bucket decodes, without allocating its strings (the start-up check); returns
+/// how many accounts it holds.
+pub fn check(key: &[u8], bytes: &[u8]) -> StoreResult<usize> {
+    borrow(key, bytes).map(|accounts| accounts.len())
 }
 
 fn check_layout<'a>(
@@ -142,32 +148,62 @@ pub fn merge<'a>(
     out
 }
 
-/// An [`Account`] decoded with borrowed strings: the same fields, types and order, so
-/// postcard accepts the same bytes.
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct AccountCheck<'a> {
-    employee_id: &'a str,
-    email: &'a str,
-    role: &'a str,
-    status: Status,
-    origin: Origin,
-    rule_id: Option<RuleId>,
-    created_at: &'a str,
-    updated_at: &'a str,
+/// An [`Account`] read in place, its strings borrowed from the bucket: the same fields,
+/// types and order, so postcard accepts the same bytes. For scans over every account
+/// (counts, look-ups by email, listings) that need no owned copy of a million accounts.
+#[derive(Debug, serde::Deserialize)]
+pub struct AccountRef<'a> {
+    /// See [`Account`].
+    pub employee_id: &'a str,
+    /// See [`Account`].
+    pub email: &'a str,
+    /// See [`Account`].
+    pub role: &'a str,
+    /// See [`Account`].
+    pub status: Status,
+    /// See [`Account`].
+    pub origin: Origin,
+    /// See [`Account`].
+    pub rule_id: Option<RuleId>,
+    /// See [`Account`].
+    pub created_at: &'a str,
+    /// See [`Account`].
+    pub updated_at: &'a str,
+    /// See [`Account`].
     #[serde(borrow)]
-    history: Vec<HistoryCheck<'a>>,
+    pub history: Vec<HistoryRef<'a>>,
 }
 
-/// A [`crate::core::accounts::HistoryEntry`] with borrowed strings (see [`AccountCheck`]).
-#[derive(serde::Deserialize)]
-#[allow(dead_code)]
-struct HistoryCheck<'a> {
-    at: &'a str,
-    source: &'a str,
-    status: Status,
-    role: &'a str,
-    reason: &'a str,
+impl AccountRef<'_> {
+    /// An owned copy without the history (for listings and look-ups).
+    pub fn without_history(&self) -> Account {
+        Account {
+            employee_id: self.employee_id.into(),
+            email: self.email.into(),
+            role: self.role.into(),
+            status: self.status,
+            origin: self.origin,
+            rule_id: self.rule_id,
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.into(),
+            history: Vec::new(),
+        }
+    }
+}
+
+/// A [`crate::core::accounts::HistoryEntry`] read in place (see [`AccountRef`]).
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryRef<'a> {
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub at: &'a str,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub source: &'a str,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub status: Status,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub role: &'a str,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub reason: &'a str,
 }
 
 #[cfg(test)]

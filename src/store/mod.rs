@@ -4,6 +4,7 @@ mod buckets;
 mod sled_store;
 pub mod watermark;
 
+pub use buckets::AccountRef;
 pub use sled_store::SledStore;
 
 use crate::core::accounts::Account;
@@ -174,6 +175,8 @@ pub trait Store: Send + Sync {
     fn delete_rule(&self, id: RuleId, audit: AuditNote) -> StoreResult<()>;
     /// All accounts, in no particular order (see [`crate::core::accounts::index`]).
     fn accounts(&self) -> StoreResult<Vec<Account>>;
+    /// Calls `f` for every account, read in place (no owned copy), in no particular order.
+    fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()>;
     /// One account.
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>>;
     /// Saves one account by hand (or removes it when `remove`) and audits, atomically.

@@ -583,6 +583,14 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn scan_accounts(&self, f: &mut dyn FnMut(&super::AccountRef<'_>)) -> StoreResult<()> {
+        for item in self.accounts.iter() {
+            let (k, v) = item?;
+            buckets::borrow(&k, &v)?.iter().for_each(&mut *f);
+        }
+        Ok(())
+    }
+
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
         let key = buckets::bucket_of(employee_id);
         let Some(bytes) = self.accounts.get(key)? else {
