@@ -283,7 +283,7 @@ impl<S: Store> Pipeline<S> {
         let _span = tracing::info_span!("file", name, sha256 = %&sha[..12]).entered();
         let now = now_rfc3339();
         let dry_run = name.ends_with(DRY_RUN_SUFFIX);
-        let mut eval = match &bytes {
+        let mut eval = match bytes {
             Some(bytes) => self.evaluate(
                 bytes,
                 name,
@@ -305,8 +305,6 @@ impl<S: Store> Pipeline<S> {
                 updates: Vec::new(),
             },
         };
-        // Not kept through the commit: a large roster's bytes are not needed any more.
-        drop(bytes);
         if let Some(earlier) = self.store.file_by_sha(&sha)? {
             eval.report.repeats = Some(earlier.stored_as);
         }
@@ -338,7 +336,11 @@ impl<S: Store> Pipeline<S> {
         let staged_and_committed = self.stage(&entry, &eval.report).and_then(|()| {
             crash_point("after_stage");
             Ok(self.store.commit(Commit {
-                updates: if applied { &eval.updates } else { &[] },
+                updates: if applied {
+                    std::mem::take(&mut eval.updates)
+                } else {
+                    Vec::new()
+                },
                 file: Some(&entry),
                 last_applied: applied.then_some(entry.id),
                 audit: Some(AuditNote {
@@ -402,7 +404,7 @@ impl<S: Store> Pipeline<S> {
             }
             let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
             self.evaluate(
-                &bytes,
+                bytes,
                 &entry.name,
                 &entry.sha256,
                 &entry.received_at,
@@ -441,7 +443,11 @@ impl<S: Store> Pipeline<S> {
         self.stage(&updated, &eval.report)?;
         let applied = status == FileStatus::Applied;
         self.store.commit(Commit {
-            updates: if applied { &eval.updates } else { &[] },
+            updates: if applied {
+                std::mem::take(&mut eval.updates)
+            } else {
+                Vec::new()
+            },
             file: Some(&updated),
             last_applied: applied.then_some(updated.id),
             audit: Some(AuditNote {
@@ -483,7 +489,7 @@ impl<S: Store> Pipeline<S> {
         let now = now_rfc3339();
         let limits = (!force).then(|| self.cfg.limits());
         let mut eval = self.evaluate(
-            &bytes,
+            bytes,
             "sync",
             &entry.sha256,
             &entry.received_at,
@@ -494,7 +500,7 @@ impl<S: Store> Pipeline<S> {
         eval.report.stored_as = Some(entry.stored_as.clone());
         if eval.report.status == ReportStatus::Applied {
             self.store.commit(Commit {
-                updates: &eval.updates,
+                updates: std::mem::take(&mut eval.updates),
                 file: None,
                 last_applied: None,
                 audit: Some(AuditNote {
@@ -523,7 +529,7 @@ impl<S: Store> Pipeline<S> {
     #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         name: &str,
         sha: &str,
         received_at: &str,
@@ -537,9 +543,11 @@ impl<S: Store> Pipeline<S> {
         // The stored accounts are decoded on a second core while the roster is parsed.
         let (parsed, stored) = std::thread::scope(|s| {
             let stored = s.spawn(|| self.store.accounts());
-            let parsed = self.parse(bytes, &enabled);
+            let parsed = self.parse(&bytes, &enabled);
             (parsed, stored.join())
         });
+        // The roster holds what it needs: a large file's bytes go before planning.
+        drop(bytes);
         let stored = stored.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         let roster = match parsed {
             Ok(roster) => roster,
@@ -672,7 +680,7 @@ impl<S: Store> Pipeline<S> {
         crash_point("after_file_moved");
         let _ = fs::remove_dir(&staged);
         self.store.commit(Commit {
-            updates: &[],
+            updates: Vec::new(),
             file: Some(&FileEntry {
                 pending_move: None,
                 ..entry.clone()
@@ -751,7 +759,7 @@ impl<S: Store> Pipeline<S> {
             return Ok(());
         };
         self.store.commit(Commit {
-            updates: &[],
+            updates: Vec::new(),
             file: Some(&FileEntry {
                 remote_pending: false,
                 ..entry

@@ -149,8 +149,8 @@ pub struct AuditNote {
 
 /// What one committed sync writes, atomically.
 pub struct Commit<'a> {
-    /// Accounts to write.
-    pub updates: &'a [Account],
+    /// Accounts to write (taken, so that the store can let them go once encoded).
+    pub updates: Vec<Account>,
     /// The ledger entry (new or updated), if a file is involved.
     pub file: Option<&'a FileEntry>,
     /// Make this file the last applied roster.
