@@ -98,6 +98,17 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds another part's counts to these.
+    fn merge(&mut self, other: &Counts) {
+        self.created += other.created;
+        self.reassigned += other.reassigned;
+        self.reactivated += other.reactivated;
+        self.role_changed += other.role_changed;
+        self.deactivated += other.deactivated;
+        self.skipped_manual += other.skipped_manual;
+        self.unchanged += other.unchanged;
+    }
+
     fn add(&mut self, action: Action) {
         *match action {
             Action::Created => &mut self.created,
@@ -222,25 +233,61 @@ pub struct SyncInput<'a> {
 
 /// Plans one sync following the table of SPEC §4.
 pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
-    let mut plan = Plan {
-        base: input
-            .accounts
-            .values()
-            .filter(|a| a.origin == Origin::Auto && a.is_active())
-            .count(),
-        ..Plan::default()
-    };
+    let base = input
+        .accounts
+        .values()
+        .filter(|a| a.origin == Origin::Auto && a.is_active())
+        .count();
+    // Each employee is planned on its own, so the two halves of the roster are planned on
+    // two cores and the halves joined; the order does not matter (sorted below).
+    let (all, half) = (roster.employees.len(), roster.employees.len() / 2);
     // Employees without an account are the likely changes (all of them at a first import):
-    // room for them up front spares a million-row import the copies of doubling vectors.
-    let likely = roster.employees.len().saturating_sub(input.accounts.len());
-    plan.changes.reserve(likely);
-    plan.updates.reserve(likely);
+    // room for them up front spares a million-row import the copies of growing vectors. The
+    // first half has room for the second's too, which is appended to it.
+    let likely = all.saturating_sub(input.accounts.len());
+    let ((mut plan, seen_first), later) = std::thread::scope(|s| {
+        let later = s.spawn(|| plan_employees(roster, input, half..all, likely / 2));
+        (plan_employees(roster, input, 0..half, likely), later.join())
+    });
+    let (later, seen_later) = later.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let seen = [seen_first, seen_later];
+    plan.counts.merge(&later.counts);
+    plan.changes.extend(later.changes);
+    plan.updates.extend(later.updates);
+    plan.base = base;
+    // Auto accounts whose employee is absent or inactive.
+    for account in input.accounts.values() {
+        let id = account.employee_id.as_str();
+        if account.origin == Origin::Auto && !seen.iter().any(|s| s.contains(id)) {
+            plan_employee(&mut plan, input, id, None, Some(account), &[]);
+        }
+    }
+    plan.changes
+        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    plan.updates
+        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    plan
+}
+
+/// Plans the active employees `range` of the roster, with room for `room` changes; returns
+/// their plan and, when there are accounts, the IDs seen (to find the accounts of absent
+/// employees).
+fn plan_employees<'r>(
+    roster: &'r Roster,
+    input: &SyncInput<'_>,
+    range: std::ops::Range<usize>,
+    room: usize,
+) -> (Plan, HashSet<&'r str, FastHash>) {
+    let mut plan = Plan::default();
+    plan.changes.reserve(room);
+    plan.updates.reserve(room);
     // Only needed to find the accounts of absent employees, so only when there are accounts.
     let mut seen: HashSet<&str, FastHash> = HashSet::default();
     if !input.accounts.is_empty() {
-        seen.reserve(roster.employees.len());
+        seen.reserve(range.len());
     }
-    for (employee, matching) in roster.employees.iter().zip(input.matching.iter()) {
+    for i in range {
+        let employee = &roster.employees[i];
         if employee.inactive {
             continue;
         }
@@ -249,26 +296,16 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
         }
         let email = is_well_formed_email(&employee.email).then_some(&*employee.email);
         let account = input.accounts.get(&*employee.id).copied();
-        plan_employee(&mut plan, input, &employee.id, email, account, matching);
+        plan_employee(
+            &mut plan,
+            input,
+            &employee.id,
+            email,
+            account,
+            input.matching.get(i),
+        );
     }
-    // Auto accounts whose employee is absent or inactive.
-    for account in input.accounts.values() {
-        if account.origin == Origin::Auto && !seen.contains(account.employee_id.as_str()) {
-            plan_employee(
-                &mut plan,
-                input,
-                &account.employee_id,
-                None,
-                Some(account),
-                &[],
-            );
-        }
-    }
-    plan.changes
-        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    plan.updates
-        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    plan
+    (plan, seen)
 }
 
 fn plan_employee(

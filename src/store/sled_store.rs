@@ -182,26 +182,39 @@ impl SledStore {
     }
 
     /// Reads the buckets in `groups` and builds what they hold after their updates, without
-    /// the IDs in `remove` (which must belong to those buckets).
+    /// the IDs in `remove` (which must belong to those buckets). Half of the buckets are
+    /// built on a second core: a first import encodes a million accounts here.
     fn stage_buckets(
         &self,
         groups: &BTreeMap<buckets::BucketKey, Vec<&Account>>,
         remove: &[&str],
     ) -> StoreResult<Vec<StagedBucket>> {
-        let mut staged = Vec::with_capacity(groups.len());
-        for (key, updates) in groups {
-            let before = self.accounts.get(key)?;
-            let existing = match &before {
-                Some(bytes) => buckets::decode(key, bytes)?,
-                None => Vec::new(),
-            };
-            let merged = buckets::merge(&existing, updates, remove);
-            staged.push(StagedBucket {
-                key: *key,
-                before,
-                after: (!merged.is_empty()).then(|| sled::IVec::from(buckets::encode(&merged))),
-            });
-        }
+        let groups: Vec<(&buckets::BucketKey, &Vec<&Account>)> = groups.iter().collect();
+        let (first, second) = groups.split_at(groups.len() / 2);
+        let stage = |part: &[(&buckets::BucketKey, &Vec<&Account>)]| {
+            part.iter()
+                .map(|(key, updates)| {
+                    let before = self.accounts.get(key)?;
+                    let existing = match &before {
+                        Some(bytes) => buckets::decode(*key, bytes)?,
+                        None => Vec::new(),
+                    };
+                    let merged = buckets::merge(&existing, updates, remove);
+                    Ok(StagedBucket {
+                        key: **key,
+                        before,
+                        after: (!merged.is_empty())
+                            .then(|| sled::IVec::from(buckets::encode(&merged))),
+                    })
+                })
+                .collect::<StoreResult<Vec<StagedBucket>>>()
+        };
+        let (staged, rest) = std::thread::scope(|s| {
+            let rest = s.spawn(|| stage(second));
+            (stage(first), rest.join())
+        });
+        let mut staged = staged?;
+        staged.extend(rest.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
         Ok(staged)
     }
 
