@@ -202,6 +202,18 @@ pub enum Output {
     Text,
 }
 
+impl Output {
+    /// Whether the `json` form is to be built.
+    fn wants_json(self) -> bool {
+        self != Output::Text
+    }
+
+    /// Whether the `text` form is to be built.
+    fn wants_text(self) -> bool {
+        self != Output::Json
+    }
+}
+
 /// The answer to a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
@@ -478,13 +490,13 @@ pub fn report_exit(report: &Report) -> u8 {
 fn report_response(report: &Report, output: Output) -> Response {
     Response {
         exit: report_exit(report),
-        json: match output {
-            Output::Text => Value::Null,
-            _ => serde_json::to_value(report).expect("reports serialize"),
+        json: match output.wants_json() {
+            true => serde_json::to_value(report).expect("reports serialize"),
+            false => Value::Null,
         },
-        text: match output {
-            Output::Json => String::new(),
-            _ => report.to_text(),
+        text: match output.wants_text() {
+            true => report.to_text(),
+            false => String::new(),
         },
     }
 }
@@ -972,15 +984,15 @@ fn admins_list<S: Store>(
     })?;
     accounts.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
     let mut text = String::new();
-    if output != Output::Json {
+    if output.wants_text() {
         for a in &accounts {
             let _ = writeln!(text, "{}", account_line(a, &rules));
         }
         let _ = writeln!(text, "{} accounts", accounts.len());
     }
-    let json = match output {
-        Output::Text => Value::Null,
-        _ => Value::Array(
+    let json = match output.wants_json() {
+        false => Value::Null,
+        true => Value::Array(
             accounts
                 .iter()
                 .map(|a| {

@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::core::accounts::Account;
 use crate::core::model::Roster;
+use crate::core::parallel::join;
 use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Decision, Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
@@ -541,14 +542,10 @@ impl<S: Store> Pipeline<S> {
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
         // The stored accounts are decoded on a second core while the roster is parsed.
-        let (parsed, stored) = std::thread::scope(|s| {
-            let stored = s.spawn(|| self.store.accounts());
-            let parsed = self.parse(&bytes, &enabled);
-            (parsed, stored.join())
-        });
+        let (parsed, stored) = join(|| self.parse(&bytes, &enabled), || self.store.accounts());
         // The roster holds what it needs: a large file's bytes go before planning.
         drop(bytes);
-        let stored = stored.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let stored = stored?;
         let roster = match parsed {
             Ok(roster) => roster,
             Err(rejection) => {
@@ -622,17 +619,16 @@ impl<S: Store> Pipeline<S> {
         let dir = self.staged(entry.id);
         fs::create_dir_all(&dir)?;
         // The two forms of a large report are written on two cores.
-        let (json, text) = std::thread::scope(|s| {
-            let json = s.spawn(|| {
+        let (text, json) = join(
+            || write_atomic(&dir.join("report.txt"), report.to_text().as_bytes()),
+            || {
                 write_atomic_with(&dir.join("report.json"), |w| {
                     serde_json::to_writer_pretty(&mut *w, report)?;
                     Ok(())
                 })
-            });
-            let text = write_atomic(&dir.join("report.txt"), report.to_text().as_bytes());
-            (json.join(), text)
-        });
-        json.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            },
+        );
+        json?;
         text?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 use crate::core::accounts::{Account, AccountIndex, Origin, Status};
 use crate::core::columns::is_well_formed_email;
 use crate::core::model::{FastHash, Roster};
+use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -245,11 +246,10 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
     // room for them up front spares a million-row import the copies of growing vectors. The
     // first half has room for the second's too, which is appended to it.
     let likely = all.saturating_sub(input.accounts.len());
-    let ((mut plan, seen_first), later) = std::thread::scope(|s| {
-        let later = s.spawn(|| plan_employees(roster, input, half..all, likely / 2));
-        (plan_employees(roster, input, 0..half, likely), later.join())
-    });
-    let (later, seen_later) = later.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let ((mut plan, seen_first), (later, seen_later)) = join(
+        || plan_employees(roster, input, 0..half, likely),
+        || plan_employees(roster, input, half..all, likely / 2),
+    );
     let seen = [seen_first, seen_later];
     plan.counts.merge(&later.counts);
     plan.changes.extend(later.changes);

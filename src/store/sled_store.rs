@@ -6,6 +6,7 @@ use super::{
     AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreError, StoreResult,
 };
 use crate::core::accounts::Account;
+use crate::core::parallel::join;
 use crate::core::rules::{Rule, RuleId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -209,12 +210,9 @@ impl SledStore {
                 })
                 .collect::<StoreResult<Vec<StagedBucket>>>()
         };
-        let (staged, rest) = std::thread::scope(|s| {
-            let rest = s.spawn(|| stage(second));
-            (stage(first), rest.join())
-        });
+        let (staged, rest) = join(|| stage(first), || stage(second));
         let mut staged = staged?;
-        staged.extend(rest.unwrap_or_else(|panic| std::panic::resume_unwind(panic))?);
+        staged.extend(rest?);
         Ok(staged)
     }
 
@@ -314,15 +312,11 @@ impl SledStore {
             Ok(())
         };
         let half = ((buckets::BUCKETS / 2) as u16).to_be_bytes();
-        std::thread::scope(|s| {
-            let upper = s.spawn(|| check(self.accounts.range(half..)));
-            let lower = check(self.accounts.range(..half));
-            lower.and(
-                upper
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            )
-        })?;
+        let (lower, upper) = join(
+            || check(self.accounts.range(..half)),
+            || check(self.accounts.range(half..)),
+        );
+        lower.and(upper)?;
         self.files()?;
         self.audit(None)?;
         Ok(())
