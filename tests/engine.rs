@@ -1488,36 +1488,24 @@ fn sync_applies_rule_changes_and_rule_ids_are_never_reused() {
     let by8 = env.accounts(&["--rule", "8"]);
     assert_eq!(by8.len(), 10);
     assert!(by8.values().all(|a| a["status"] == "inactive"));
-    let v = env.json_ok(
-        0,
-        &[
-            "rules",
-            "add",
-            "--name",
-            "Legal",
-            "--role",
-            "Read-only Admin",
-            "--when",
-            "department = Legal",
-        ],
-    );
-    assert_eq!(v["id"], 9, "{v:#}");
-    env.expect(0, &["rules", "delete", "9"]);
-    let v = env.json_ok(
-        0,
-        &[
-            "rules",
-            "add",
-            "--name",
-            "Legal",
-            "--role",
-            "Read-only Admin",
-            "--when",
-            "department = Legal",
-        ],
-    );
-    assert_eq!(v["id"], 10, "{v:#}");
-    env.expect(0, &["rules", "delete", "10"]);
+    // The same rule added and deleted twice gets a new id each time.
+    for want in [9, 10] {
+        let v = env.json_ok(
+            0,
+            &[
+                "rules",
+                "add",
+                "--name",
+                "Legal",
+                "--role",
+                "Read-only Admin",
+                "--when",
+                "department = Legal",
+            ],
+        );
+        assert_eq!(v["id"], want, "{v:#}");
+        env.expect(0, &["rules", "delete", &want.to_string()]);
+    }
     let ids: Vec<u64> = env
         .json_ok(0, &["rules", "list"])
         .as_array()

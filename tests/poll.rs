@@ -178,6 +178,34 @@ fn row(prefix: &str, i: usize) -> String {
     )
 }
 
+/// Waits until `name` is held, then checks, `after` later, that it is still the only file in
+/// the remote inbox; returns its ledger entry.
+fn held_and_left_remote(
+    env: &TestEnv,
+    d: &Daemon,
+    sshd: &Sshd,
+    name: &str,
+    after: Duration,
+) -> Value {
+    let entry = wait_until(
+        &format!("{name} held"),
+        Duration::from_secs(20),
+        (d, sshd),
+        || {
+            entries(env, name)
+                .into_iter()
+                .find(|e| e["status"] == "held")
+        },
+    );
+    std::thread::sleep(after);
+    assert_eq!(
+        sshd.files(""),
+        [name],
+        "stays in the remote inbox while held"
+    );
+    entry
+}
+
 fn stored_as(entry: &Value) -> String {
     entry["stored_as"]
         .as_str()
@@ -828,17 +856,7 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     // A: held, then approved.
     let a = roster("E", 1..=3);
     sshd.put("a.csv", a.as_bytes());
-    let entry = wait_until("a.csv held", Duration::from_secs(20), (&d, &sshd), || {
-        entries(&env, "a.csv")
-            .into_iter()
-            .find(|e| e["status"] == "held")
-    });
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(
-        sshd.files(""),
-        ["a.csv"],
-        "stays in the remote inbox while held"
-    );
+    let entry = held_and_left_remote(&env, &d, &sshd, "a.csv", Duration::from_millis(2500));
     assert!(
         sshd.files("processed").is_empty(),
         "{:?}",
@@ -874,17 +892,7 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     // B: held, then rejected: still the remote processed folder ("processed once decided").
     let b = roster("E", 1..=6);
     sshd.put("b.csv", b.as_bytes());
-    let entry = wait_until("b.csv held", Duration::from_secs(20), (&d, &sshd), || {
-        entries(&env, "b.csv")
-            .into_iter()
-            .find(|e| e["status"] == "held")
-    });
-    std::thread::sleep(Duration::from_millis(2000));
-    assert_eq!(
-        sshd.files(""),
-        ["b.csv"],
-        "stays in the remote inbox while held"
-    );
+    let entry = held_and_left_remote(&env, &d, &sshd, "b.csv", Duration::from_millis(2000));
     let id = entry["id"].to_string();
     env.expect(0, &["files", "reject", &id]);
     let rejected = entries(&env, "b.csv");
