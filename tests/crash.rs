@@ -1555,6 +1555,18 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         &before,
         "restore refused while the daemon runs",
     );
+    // A daemon that cannot be reached on the configured socket (another config, a moved
+    // socket) still holds the store: its lock refuses the restore.
+    let aside = env.root().join("aside.sock");
+    fs::rename(&env.socket, &aside).unwrap();
+    let out = env.expect(3, &["restore", file.to_str().unwrap()]);
+    assert!(out.contains("in use by another process"), "{out}");
+    fs::rename(&aside, &env.socket).unwrap();
+    assert_same_accounts(
+        &accounts(&env),
+        &before,
+        "restore refused while the store is locked",
+    );
     d.stop_within(DAEMON_TIMEOUT);
     let stores: Vec<String> = names(&env.data_dir)
         .into_iter()
