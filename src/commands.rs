@@ -1040,6 +1040,15 @@ fn admins_add<S: Store>(
             ),
         ));
     }
+    if let Some(holder) = active_with_email(p, &email)?.first() {
+        return Ok(Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: the email {email} is held by the active {} account of employee {}; an email is one person's SSO identity",
+                holder.origin, holder.employee_id
+            ),
+        ));
+    }
     let now = now_rfc3339();
     let mut account = Account {
         employee_id: employee_id.clone(),
@@ -1123,6 +1132,19 @@ fn admins_set<S: Store>(
     }
     if let Some(status) = status {
         match Status::parse(&status) {
+            Some(Status::Active) if !account.is_active() => {
+                let taken = active_with_email(p, &account.email)?;
+                if let Some(holder) = taken.iter().find(|a| a.employee_id != account.employee_id) {
+                    return Ok(Response::fail(
+                        exit::REFUSED,
+                        format!(
+                            "refused: the email {} is held by the active {} account of employee {}; an email is one person's SSO identity",
+                            account.email, holder.origin, holder.employee_id
+                        ),
+                    ));
+                }
+                account.status = Status::Active;
+            }
             Some(s) => account.status = s,
             None => {
                 return Ok(Response::fail(
@@ -1153,7 +1175,8 @@ fn admins_set<S: Store>(
     ))
 }
 
-fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Response> {
+/// The active accounts whose email is `email` (case-insensitive), without history.
+fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Vec<Account>> {
     let wanted = fold_value(email);
     // Read in place: this answers every SSO sign-in.
     let mut active: Vec<Account> = Vec::new();
@@ -1162,6 +1185,11 @@ fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Response
             active.push(a.without_history())
         }
     })?;
+    Ok(active)
+}
+
+fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Response> {
+    let active = active_with_email(p, email)?;
     Ok(match active.as_slice() {
         [a] => Response::ok(
             json!({"email": a.email, "employee_id": a.employee_id, "role": a.role, "origin": a.origin}),

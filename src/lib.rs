@@ -9,6 +9,7 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod ingest;
+pub mod layout;
 pub mod local;
 pub mod logging;
 pub mod pipeline;

@@ -11,9 +11,10 @@ use crate::core::accounts::Account;
 use crate::core::model::Roster;
 use crate::core::parallel::join;
 use crate::core::reconcile::{self, Limits, SyncInput};
-use crate::core::report::{Decision, Report, ReportStatus};
+use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
+use crate::layout::is_ignored;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, RemoteOrigin, Store, summary};
 use crate::util::{
     compact_timestamp, crash_point, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex,
@@ -84,14 +85,6 @@ impl Paths {
     }
 }
 
-/// Names the watcher and the scans pass over: hidden and partial uploads.
-pub fn is_ignored(name: &str) -> bool {
-    name.starts_with('.')
-        || [".part", ".filepart", ".tmp", ".partial"]
-            .iter()
-            .any(|s| name.ends_with(s))
-}
-
 /// Refusals of the pipeline (exit code 3).
 #[derive(Debug, thiserror::Error)]
 pub enum Blocked {
@@ -106,6 +99,18 @@ pub enum Blocked {
         name: String,
         /// Its status.
         status: &'static str,
+    },
+    /// Approving would apply other changes than the held report showed (SPEC §4).
+    #[error(
+        "refused: nothing was applied. The plan for file {id} ({name}) changed since its report was shown (rules or accounts changed meanwhile): {what}. Its held report now shows the new plan; review it (`autoprov files show {id}`) and approve again to apply it"
+    )]
+    PlanChanged {
+        /// The held file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+        /// What differs, in words.
+        what: String,
     },
     /// A held file waits for a decision.
     #[error(
@@ -404,7 +409,7 @@ impl<S: Store> Pipeline<S> {
                 );
             }
             let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
-            self.evaluate(
+            let eval = self.evaluate(
                 bytes,
                 &entry.name,
                 &entry.sha256,
@@ -412,7 +417,15 @@ impl<S: Store> Pipeline<S> {
                 &now,
                 None,
                 dry_run,
-            )?
+            )?;
+            // Approve applies exactly what was shown: an unreadable held report shows nothing.
+            let shown = read_report(&held_path)
+                .map(|r| r.changes)
+                .unwrap_or_default();
+            if let Some(what) = plan_difference(&shown, &eval.report.changes) {
+                return Err(self.replace_held_plan(entry, eval.report, user, &now, what)?);
+            }
+            eval
         } else {
             let old = read_report(&held_path).unwrap_or_else(|| {
                 Report::new(&entry.name, &entry.sha256, &entry.received_at, &now)
@@ -466,6 +479,59 @@ impl<S: Store> Pipeline<S> {
         })?;
         self.finish_filing(&updated)?;
         Ok(eval.report)
+    }
+
+    /// Shows a held file's new plan instead of the one its report showed, audited, and
+    /// returns the refusal that says what changed.
+    fn replace_held_plan(
+        &self,
+        entry: FileEntry,
+        mut report: Report,
+        user: &str,
+        now: &str,
+        what: String,
+    ) -> Result<anyhow::Error> {
+        report.status = ReportStatus::Held;
+        report.stored_as = Some(entry.stored_as.clone());
+        report.held_because = vec![format!(
+            "re-planned at an approval by {user} on {now}: the plan changed since the file was \
+             held ({what}); approve again to apply these changes"
+        )];
+        let held = self.paths.folder("held");
+        let json = serde_json::to_vec_pretty(&report)?;
+        write_atomic(
+            &held.join(format!("{}.report.json", entry.stored_as)),
+            &json,
+        )?;
+        write_atomic(
+            &held.join(format!("{}.report.txt", entry.stored_as)),
+            report.to_text().as_bytes(),
+        )?;
+        let updated = FileEntry {
+            summary: summary(&report),
+            ..entry
+        };
+        self.store.commit(Commit {
+            updates: Vec::new(),
+            file: Some(&updated),
+            last_applied: None,
+            audit: Some(AuditNote {
+                at: now.to_string(),
+                user: user.to_string(),
+                action: "files approve".into(),
+                detail: format!(
+                    "file {} {}: refused, the plan changed since it was held ({what}); the held report now shows {}",
+                    updated.id, updated.stored_as, updated.summary
+                ),
+            }),
+            clear_remote: None,
+        })?;
+        Ok(Blocked::PlanChanged {
+            id: updated.id,
+            name: updated.stored_as,
+            what,
+        }
+        .into())
     }
 
     /// Re-evaluates the last applied roster with the current rules and applies the result.
@@ -571,7 +637,7 @@ impl<S: Store> Pipeline<S> {
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();
         let accounts = crate::core::accounts::index(&stored);
-        let plan = reconcile::plan(
+        let mut plan = reconcile::plan(
             &roster,
             &SyncInput {
                 matching: &matching,
@@ -583,6 +649,7 @@ impl<S: Store> Pipeline<S> {
         );
         report.rows = roster.rows;
         report.warnings = roster.warnings;
+        report.warnings.extend(std::mem::take(&mut plan.warnings));
         report.counts = plan.counts.clone();
         report.held_because = limits
             .map(|l| plan.safety_violations(&l))

@@ -342,7 +342,7 @@ fn joiner_mover_leaver_sequence_with_a_held_first_import() {
         Some("Finance managers"),
         "Billing Admin",
         Some("IT Admin"),
-        None,
+        Some("active"),
     );
     assert_change(
         change(&r2, "E00302"),
@@ -427,7 +427,7 @@ fn joiner_mover_leaver_sequence_with_a_held_first_import() {
         Some(3),
         Some("Finance managers"),
         "Billing Admin",
-        None,
+        Some("Billing Admin"),
         Some("active"),
     );
     assert_change(
@@ -438,7 +438,7 @@ fn joiner_mover_leaver_sequence_with_a_held_first_import() {
         Some(5),
         Some("HR partners"),
         "HR Admin",
-        None,
+        Some("HR Admin"),
         Some("active"),
     );
 
@@ -1083,8 +1083,8 @@ fn manual_accounts_are_never_touched_and_auto_accounts_cannot_be_changed_by_hand
         Some(1),
         Some("IT managers"),
         "HR Admin",
-        None,
-        None,
+        Some("HR Admin"),
+        Some("active"),
     );
     assert!(
         r["changes"]
@@ -1445,7 +1445,7 @@ fn sync_applies_rule_changes_and_rule_ids_are_never_reused() {
         Some("Managers read-only"),
         "Read-only Admin",
         Some("IT Admin"),
-        None,
+        Some("active"),
     );
     assert_change(
         change(&s, "E00001"),
@@ -1456,7 +1456,7 @@ fn sync_applies_rule_changes_and_rule_ids_are_never_reused() {
         Some("Managers read-only"),
         "Read-only Admin",
         Some("Billing Admin"),
-        None,
+        Some("active"),
     );
     let e35 = change(&s, "E00035");
     assert_eq!(e35["action"], "deactivated");
@@ -1527,7 +1527,7 @@ fn sync_applies_rule_changes_and_rule_ids_are_never_reused() {
         Some(4),
         Some("Revenue leadership"),
         "Billing Admin",
-        None,
+        Some("Billing Admin"),
         Some("inactive"),
     );
     assert_eq!(env.json_ok(0, &["admins", "show", "E00001"])["rule_id"], 7);
@@ -1549,7 +1549,7 @@ fn sync_applies_rule_changes_and_rule_ids_are_never_reused() {
         Some("IT managers"),
         "IT Admin",
         Some("Super Admin"),
-        None,
+        Some("active"),
     );
 
     // Over the deactivation limit: sync holds (exit 3) and applies nothing unless --force.
@@ -1775,6 +1775,15 @@ fn approval_replans_a_held_file_against_the_current_rules() {
     let name = filed(&env, "held", "day1.csv");
     // Rule 7's 17 winners match no other rule once it is disabled.
     env.expect(0, &["rules", "disable", "7"]);
+    // SPEC §4: the plan differs from the one shown, so nothing is applied and the held
+    // report shows the new plan; the second approval applies it.
+    let out = env.expect(3, &["files", "approve", "1"]);
+    assert!(
+        out.contains("17 employees' changes differ (created 82 -> 65)"),
+        "{out}"
+    );
+    assert!(env.accounts(&[]).is_empty());
+    assert_eq!(env.report_file("held", &name)["counts"]["created"], 65);
     let approved = env.json_ok(0, &["files", "approve", "1"]);
     assert_eq!(approved["status"], "applied");
     assert_counts(&approved, [65, 0, 0, 0, 0, 0, 0]);
@@ -1858,4 +1867,85 @@ fn warnings_do_not_stop_a_file_and_emails_follow_the_roster() {
     assert_eq!(a1["status"], "active");
     assert_eq!(auth(&env, "a1@x.example").0, 1);
     assert_eq!(auth(&env, "a1.new@x.example"), (0, "IT Admin\n".into()));
+}
+
+/// Issue 10 point 8: an email is one person's identity (SPEC §1, §3). Two active employees
+/// sharing one email reject the file at the second line, in the email column; a roster row
+/// carrying a manual admin's email creates no account beside it (a warning names both), so
+/// the manual admin can still sign in; `admins add` refuses an email an active account holds.
+#[test]
+fn an_email_is_one_persons_identity() {
+    let env = TestEnv::new();
+    env.expect(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "it",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    let shared = "Employee ID,Work Email,Department,Status\n\
+                  A1,ann@x.example,IT,active\n\
+                  A2,bob@x.example,IT,terminated\n\
+                  A3,ANN@X.example,IT,active\n";
+    let (code, r) = env.process(&env.input("shared.csv", shared.as_bytes()), &[]);
+    assert_eq!((code, r["status"].as_str()), (1, Some("rejected")), "{r:#}");
+    assert_eq!(r["errors"].as_array().unwrap().len(), 1, "{r:#}");
+    assert_eq!(r["errors"][0]["line"], 4);
+    assert_eq!(r["errors"][0]["column"], "Work Email");
+    assert!(env.accounts(&[]).is_empty());
+
+    let boss = [
+        "admins",
+        "add",
+        "--employee-id",
+        "M1",
+        "--email",
+        "Boss@x.example",
+        "--role",
+        "Super Admin",
+    ];
+    env.json_ok(0, &boss);
+    let text = "Employee ID,Work Email,Department\nA1,ann@x.example,IT\nA2,boss@x.example,IT\n";
+    let (code, r) = env.process(&env.input("roster.csv", text.as_bytes()), &[]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_counts(&r, [1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(r["changes"][0]["employee_id"], "A1");
+    let warning = &r["warnings"][0];
+    assert_eq!(
+        (warning["line"].as_u64(), warning["column"].as_str()),
+        (Some(3), Some("Work Email"))
+    );
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"A2\"") && message.contains("\"M1\""),
+        "{message}"
+    );
+    let (code, out, _) = env.run(&["auth", "check", "BOSS@x.example"]);
+    assert_eq!(
+        (code, out.trim()),
+        (0, "Super Admin"),
+        "the manual admin still signs in"
+    );
+
+    let out = env.expect(
+        3,
+        &[
+            "admins",
+            "add",
+            "--employee-id",
+            "M2",
+            "--email",
+            "ANN@x.example",
+            "--role",
+            "HR Admin",
+        ],
+    );
+    assert!(out.contains("A1"), "names the holder: {out}");
+    assert!(env.accounts(&[]).iter().all(|(id, _)| id != "M2"));
 }

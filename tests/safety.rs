@@ -365,3 +365,78 @@ fn a_roster_granting_1000_new_admins_is_held_and_approve_applies_it_audited() {
     let (code, out, _) = env.run(&["auth", "check", "new.admin500@acme.example"]);
     assert_eq!((code, out.trim()), (0, "IT Admin"));
 }
+
+/// Issue 10 point 7: `files approve` applies exactly what the held report showed. A rule
+/// added (or edited) between hold and approval makes the approval apply nothing, replace the
+/// held report with the new plan and exit 3 saying what changed; approving again applies
+/// the plan now shown.
+#[test]
+fn approve_applies_what_was_shown_and_refuses_a_changed_plan() {
+    for change in ["add", "edit"] {
+        let env = TestEnv::new();
+        env.load_sample_rules();
+        let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+        let (code, held) = env.process(&day1, &[]);
+        assert_eq!(
+            (code, held["status"].as_str()),
+            (3, Some("held")),
+            "{held:#}"
+        );
+        assert_eq!(held["counts"]["created"], 82);
+        let stored = held["stored_as"].as_str().unwrap().to_string();
+        let id = files(&env)[0]["id"].as_u64().unwrap().to_string();
+        match change {
+            // A broad rule: everyone not yet matched becomes Super Admin.
+            "add" => env.json_ok(
+                0,
+                &[
+                    "rules",
+                    "add",
+                    "--name",
+                    "Everyone",
+                    "--role",
+                    "Super Admin",
+                    "--when",
+                    "department != nobody",
+                ],
+            ),
+            // IT staff become Super Admins instead of IT Admins.
+            _ => env.json_ok(0, &["rules", "edit", "2", "--role", "Super Admin"]),
+        };
+        let (code, out, err) = env.run(&["files", "approve", &id]);
+        assert_eq!(code, 3, "{change}: {out}{err}");
+        let said = format!("{out}{err}");
+        assert!(
+            said.contains("nothing was applied") && said.contains("changed"),
+            "{said}"
+        );
+        assert!(
+            accounts(&env).is_empty(),
+            "{change}: a refused approval applies nothing"
+        );
+        assert_eq!(entry(&env, 1)["status"], "held");
+        // The held report now shows the new plan, which differs from the one first shown.
+        let shown = env.report_file("held", &stored);
+        assert_eq!(shown["status"], "held");
+        assert_ne!(shown["changes"], held["changes"], "{change}");
+        let refusals = audit(&env, "files approve");
+        assert_eq!(refusals.len(), 1, "{refusals:#?}");
+        assert!(refusals[0]["detail"].as_str().unwrap().contains("refused"));
+        // Approving again applies exactly the plan now shown.
+        let applied = env.json_ok(0, &["files", "approve", &id]);
+        assert_eq!(applied["status"], "applied", "{applied:#}");
+        assert_eq!(applied["changes"], shown["changes"]);
+        assert_eq!(applied["counts"], shown["counts"]);
+        let created = shown["counts"]["created"].as_u64().unwrap() as usize;
+        assert_eq!(active(&accounts(&env)), created);
+        let roles: Vec<String> = accounts(&env)
+            .into_values()
+            .map(|(role, _, _)| role)
+            .collect();
+        let supers = roles.iter().filter(|r| *r == "Super Admin").count();
+        assert!(
+            supers > 0,
+            "{change}: the new plan's Super Admins were applied"
+        );
+    }
+}

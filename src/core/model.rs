@@ -174,6 +174,8 @@ pub struct Roster {
     pub symbols: Interner,
     /// Warnings: the file is still applied.
     pub warnings: Vec<Finding>,
+    /// The email column's header as written, for findings about emails.
+    pub email_column: String,
 }
 
 impl Roster {

@@ -1,12 +1,12 @@
 //! One sync as a pure function: (roster, matching rules, accounts) -> Plan (SPEC §4).
 
 use crate::core::accounts::{Account, AccountIndex, Origin, Status};
-use crate::core::columns::is_well_formed_email;
-use crate::core::model::{FastHash, Roster};
+use crate::core::columns::{fold_value, is_well_formed_email};
+use crate::core::model::{FastHash, Finding, Roster};
 use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What happened to one employee, in the order of precedence SPEC §4 gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -73,9 +73,9 @@ pub struct Change {
     pub rule: Option<String>,
     /// The role after the sync.
     pub role: String,
-    /// The role before, when it changed.
+    /// The account's role before the sync; `None` only for `created`.
     pub previous_role: Option<String>,
-    /// The status before, when it changed.
+    /// The account's status before the sync; `None` only for `created`.
     pub previous_status: Option<Status>,
 }
 
@@ -186,6 +186,9 @@ pub struct Plan {
     pub updates: Vec<Account>,
     /// Active auto accounts before the sync (the safety base N).
     pub base: usize,
+    /// Findings about the roster that only the accounts reveal (an email another employee's
+    /// manual account holds); the file is still applied.
+    pub warnings: Vec<Finding>,
 }
 
 impl Plan {
@@ -246,20 +249,22 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
     // room for them up front spares a million-row import the copies of growing vectors. The
     // first half has room for the second's too, which is appended to it.
     let likely = all.saturating_sub(input.accounts.len());
+    let manual = manual_emails(input.accounts);
     let ((mut plan, seen_first), (later, seen_later)) = join(
-        || plan_employees(roster, input, 0..half, likely),
-        || plan_employees(roster, input, half..all, likely / 2),
+        || plan_employees(roster, input, &manual, 0..half, likely),
+        || plan_employees(roster, input, &manual, half..all, likely / 2),
     );
     let seen = [seen_first, seen_later];
     plan.counts.merge(&later.counts);
     plan.changes.extend(later.changes);
     plan.updates.extend(later.updates);
+    plan.warnings.extend(later.warnings);
     plan.base = base;
-    // Auto accounts whose employee is absent or inactive.
+    // Auto accounts whose employee is absent.
     for account in input.accounts.values() {
         let id = account.employee_id.as_str();
         if account.origin == Origin::Auto && !seen.iter().any(|s| s.contains(id)) {
-            plan_employee(&mut plan, input, id, None, Some(account), &[]);
+            plan_auto(&mut plan, input, account, None, &[], false);
         }
     }
     plan.changes
@@ -269,12 +274,22 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
     plan
 }
 
-/// Plans the active employees `range` of the roster, with room for `room` changes; returns
-/// their plan and, when there are accounts, the IDs seen (to find the accounts of absent
-/// employees).
+/// The active manual accounts by folded email: their emails are taken (SPEC §3).
+fn manual_emails<'a>(accounts: &AccountIndex<'a>) -> HashMap<String, &'a str> {
+    accounts
+        .values()
+        .filter(|a| a.origin == Origin::Manual && a.is_active())
+        .map(|a| (fold_value(&a.email), a.employee_id.as_str()))
+        .collect()
+}
+
+/// Plans the employees `range` of the roster, with room for `room` changes; returns their
+/// plan and, when there are accounts, the IDs seen (to find the accounts of absent
+/// employees). `manual` holds the emails of active manual accounts.
 fn plan_employees<'r>(
     roster: &'r Roster,
     input: &SyncInput<'_>,
+    manual: &HashMap<String, &str>,
     range: std::ops::Range<usize>,
     room: usize,
 ) -> (Plan, HashSet<&'r str, FastHash>) {
@@ -288,14 +303,26 @@ fn plan_employees<'r>(
     }
     for i in range {
         let employee = &roster.employees[i];
-        if employee.inactive {
-            continue;
-        }
         if !input.accounts.is_empty() {
             seen.insert(&employee.id);
         }
-        let email = is_well_formed_email(&employee.email).then_some(&*employee.email);
         let account = input.accounts.get(&*employee.id).copied();
+        let auto = account.filter(|a| a.origin == Origin::Auto);
+        let mut email = is_well_formed_email(&employee.email).then_some(&*employee.email);
+        if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, &employee.id)) {
+            // No new account and no email change for this employee (SPEC §3).
+            if !employee.inactive || auto.is_some_and(|a| a.email != *employee.email) {
+                plan.warnings.push(email_taken(roster, employee, holder));
+            }
+            email = None;
+        }
+        if employee.inactive {
+            // A leaver's account keeps the address HR gave last (SPEC §4).
+            if let Some(account) = auto {
+                plan_auto(&mut plan, input, account, email, &[], false);
+            }
+            continue;
+        }
         plan_employee(
             &mut plan,
             input,
@@ -306,6 +333,34 @@ fn plan_employees<'r>(
         );
     }
     (plan, seen)
+}
+
+/// The employee ID of the active manual account of another employee holding `email`.
+fn taken_by_other<'m>(
+    manual: &HashMap<String, &'m str>,
+    email: &str,
+    employee_id: &str,
+) -> Option<&'m str> {
+    if manual.is_empty() {
+        return None;
+    }
+    manual
+        .get(&fold_value(email))
+        .copied()
+        .filter(|holder| *holder != employee_id)
+}
+
+/// The warning for an employee whose roster email a manual account of `holder` holds.
+fn email_taken(roster: &Roster, employee: &crate::core::model::Employee, holder: &str) -> Finding {
+    Finding::at(
+        employee.line,
+        roster.email_column.as_str(),
+        format!(
+            "email \"{}\" of employee \"{}\" is held by the active manual account of employee \
+             \"{holder}\"; \"{}\" gets no new account and no email change until one of them changes",
+            employee.email, employee.id, employee.id
+        ),
+    )
 }
 
 fn plan_employee(
@@ -323,7 +378,7 @@ fn plan_employee(
                 let change = Change {
                     rule_id: Some(rule.id),
                     rule: Some(rule.name.clone()),
-                    ..Change::of(account, Action::SkippedManual)
+                    ..Change::of_existing(account, account, Action::SkippedManual)
                 };
                 plan.push(change);
             }
@@ -354,16 +409,18 @@ fn plan_employee(
             });
             plan.updates.push(created);
         }
-        Some(account) => plan_auto(plan, input, account, roster_email, matching),
+        Some(account) => plan_auto(plan, input, account, roster_email, matching, true),
     }
 }
 
+/// Plans an auto account; `present` is false when its employee is absent or inactive.
 fn plan_auto(
     plan: &mut Plan,
     input: &SyncInput<'_>,
     account: &Account,
     roster_email: Option<&str>,
     matching: &[RuleId],
+    present: bool,
 ) {
     // The common case of a re-sync: the account keeps its rule, role and status. Decided
     // without cloning the account (and its history) just to compare the clone with it.
@@ -419,10 +476,10 @@ fn plan_auto(
         }
         None if account.is_active() => {
             next.status = Status::Inactive;
-            let reason = if roster_email.is_none() {
-                "deactivated: employee absent from the roster or inactive"
-            } else {
+            let reason = if present {
                 "deactivated: no enabled rule matches"
+            } else {
+                "deactivated: employee absent from the roster or inactive"
             };
             next.record(input.now, input.source, reason.to_string());
             Some(Action::Deactivated)
@@ -435,9 +492,7 @@ fn plan_auto(
                 .rule_id
                 .and_then(|id| input.rules.get(&id))
                 .map(|r| r.name.clone()),
-            previous_role: (account.role != next.role).then(|| account.role.clone()),
-            previous_status: (account.status != next.status).then_some(account.status),
-            ..Change::of(&next, action)
+            ..Change::of_existing(account, &next, action)
         }),
         None if next.is_active() => plan.counts.unchanged += 1,
         None => {}
@@ -448,6 +503,24 @@ fn plan_auto(
 }
 
 impl Change {
+    /// A change from `before` to `after`, without rule name.
+    fn of_existing(before: &Account, after: &Account, action: Action) -> Change {
+        Change {
+            previous_role: Some(before.role.clone()),
+            previous_status: Some(before.status),
+            ..Change::of(after, action)
+        }
+    }
+
+    /// The account's status after the sync.
+    pub fn status(&self) -> Status {
+        match self.action {
+            Action::Deactivated => Status::Inactive,
+            Action::SkippedManual => self.previous_status.unwrap_or(Status::Active),
+            _ => Status::Active,
+        }
+    }
+
     /// A change describing `account` as it is after the sync, without rule name or previous values.
     fn of(account: &Account, action: Action) -> Change {
         Change {
@@ -667,7 +740,7 @@ mod tests {
         let c = only(&p);
         assert_eq!(c.action, Action::Reactivated);
         assert_eq!(c.previous_status, Some(Status::Inactive));
-        assert_eq!(c.previous_role, None);
+        assert_eq!(c.previous_role.as_deref(), Some("IT Admin"));
         assert_eq!(p.updates[0].status, Status::Active);
     }
 
@@ -834,6 +907,117 @@ mod tests {
     }
 
     #[test]
+    fn an_inactive_employees_row_still_updates_the_accounts_email() {
+        // Issue 10 point 1: a leaver's account keeps the address HR gave last.
+        let mut active = account("E1", Origin::Auto, Some(1), "IT Admin", Status::Active);
+        active.email = "old1@acme.example".into();
+        let mut inactive = account("E2", Origin::Auto, Some(1), "IT Admin", Status::Inactive);
+        inactive.email = "old2@acme.example".into();
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", true, &[])
+            .row("E2", true, &[])
+            .acct(active)
+            .acct(inactive)
+            .plan();
+        let c = only(&p);
+        assert_eq!(
+            (c.employee_id.as_str(), c.action),
+            ("E1", Action::Deactivated)
+        );
+        assert_eq!(c.email, "e1@acme.example");
+        let emails: Vec<(&str, &str, Status)> = p
+            .updates
+            .iter()
+            .map(|a| (a.employee_id.as_str(), a.email.as_str(), a.status))
+            .collect();
+        assert_eq!(
+            emails,
+            [
+                ("E1", "e1@acme.example", Status::Inactive),
+                ("E2", "e2@acme.example", Status::Inactive)
+            ]
+        );
+        assert!(
+            p.updates[1].history.is_empty(),
+            "an email update alone is no action"
+        );
+    }
+
+    #[test]
+    fn previous_role_and_status_are_set_whenever_there_was_an_account() {
+        // Issue 10 point 2: role_changed of an active account had previous_status null.
+        let p = World::new(&[(1, "Super Admin")])
+            .row("E1", false, &[1])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::RoleChanged);
+        assert_eq!(c.previous_role.as_deref(), Some("IT Admin"));
+        assert_eq!(c.previous_status, Some(Status::Active));
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(account(
+                "E1",
+                Origin::Manual,
+                None,
+                "HR Admin",
+                Status::Inactive,
+            ))
+            .plan();
+        let c = only(&p);
+        assert_eq!(c.action, Action::SkippedManual);
+        assert_eq!(c.previous_role.as_deref(), Some("HR Admin"));
+        assert_eq!(c.previous_status, Some(Status::Inactive));
+    }
+
+    #[test]
+    fn an_email_held_by_another_employees_manual_account_is_not_taken() {
+        // Issue 10 point 8: HR data cannot lock a manual Super Admin out.
+        let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
+        boss.email = "E1@Acme.Example".into();
+        let mut e2 = account("E2", Origin::Auto, Some(1), "IT Admin", Status::Active);
+        e2.email = "old2@acme.example".into();
+        let mut w = World::new(&[(1, "IT Admin"), (2, "HR Admin")])
+            .row("E1", false, &[1])
+            .row("E2", false, &[2])
+            .acct(boss.clone())
+            .acct(e2);
+        // E2's roster email is the boss's too: no email change, but its rule change applies.
+        w.roster.employees[1].email = "e1@acme.example".into();
+        w.roster.email_column = "Work Email".into();
+        let p = w.plan();
+        assert_eq!(p.changes.len(), 1, "E1 gets no account: {:?}", p.changes);
+        assert_eq!(p.changes[0].employee_id, "E2");
+        assert_eq!(p.changes[0].action, Action::Reassigned);
+        assert_eq!(p.changes[0].email, "old2@acme.example");
+        assert_eq!(p.updates.len(), 1);
+        assert_eq!(p.updates[0].email, "old2@acme.example");
+        assert_eq!(p.warnings.len(), 2);
+        for (warning, who) in p.warnings.iter().zip(["\"E1\"", "\"E2\""]) {
+            assert_eq!(warning.column.as_deref(), Some("Work Email"));
+            assert!(warning.message.contains(who) && warning.message.contains("\"M1\""));
+        }
+        // An inactive manual account holds no email.
+        boss.status = Status::Inactive;
+        let w = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(boss);
+        let p = w.plan();
+        assert_eq!(
+            only(&p).action,
+            Action::Created,
+            "an inactive manual account holds nothing"
+        );
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
     fn safety_limits_need_both_the_count_and_the_percentage() {
         let limits = Limits::default();
         let mut p = Plan {
@@ -930,11 +1114,15 @@ mod tests {
                 prop::collection::btree_set(1..=n, 0..=n as usize),
             );
             let rows = prop::collection::btree_map(0u8..20, row, 0..15);
+            // The stored email: the roster's, an old one (the roster changes it today, for
+            // leavers too), or another employee's (a manual account may hold it).
+            let email = (0u8..3, 0u8..20);
             let acct = (
                 any::<bool>(),
                 prop::option::of(1..=n + 1),
                 prop::sample::select(vec!["IT Admin", "HR Admin", "Super Admin"]),
                 any::<bool>(),
+                email,
             );
             let accts = prop::collection::btree_map(0u8..25, acct, 0..12);
             (Just(rules), rows, accts).prop_map(|(rules, rows, accts)| {
@@ -946,20 +1134,26 @@ mod tests {
                     .collect();
                 let accounts = accts
                     .into_iter()
-                    .map(|(id, (manual, rule, role, active))| {
+                    .map(|(id, (manual, rule, role, active, (kind, other)))| {
                         let origin = if manual { Origin::Manual } else { Origin::Auto };
                         let status = if active {
                             Status::Active
                         } else {
                             Status::Inactive
                         };
-                        account(
+                        let mut a = account(
                             &format!("E{id}"),
                             origin,
                             if manual { None } else { rule },
                             role,
                             status,
-                        )
+                        );
+                        match kind {
+                            1 => a.email = format!("old.e{id}@acme.example"),
+                            2 if manual => a.email = format!("E{other}@ACME.example"),
+                            _ => {}
+                        }
+                        a
                     })
                     .collect();
                 Case {
@@ -1064,6 +1258,54 @@ mod tests {
             prop_assert_eq!(&pa.changes, &pb.changes);
             prop_assert_eq!(&pa.counts, &pb.counts);
             prop_assert_eq!(&pa.updates, &pb.updates);
+        }
+
+        #[test]
+        fn previous_role_and_status_are_the_accounts_before_and_null_only_when_created(c in case()) {
+            let w = c.world(false);
+            for change in w.plan().changes {
+                match w.accounts.get(&change.employee_id) {
+                    None => {
+                        prop_assert_eq!(change.action, Action::Created);
+                        prop_assert_eq!(change.previous_role, None);
+                        prop_assert_eq!(change.previous_status, None);
+                    }
+                    Some(before) => {
+                        prop_assert_eq!(change.previous_role.as_deref(), Some(before.role.as_str()));
+                        prop_assert_eq!(change.previous_status, Some(before.status));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn email_follows_every_row_unless_another_employees_manual_account_holds_it(c in case()) {
+            let w = c.world(false);
+            let p = w.plan();
+            let after = apply(&w, &p);
+            for e in &w.roster.employees {
+                let holders: Vec<String> = w.accounts.values().filter(|a| {
+                    a.origin == Origin::Manual
+                        && a.is_active()
+                        && *a.employee_id != *e.id
+                        && a.email.to_lowercase() == e.email.to_lowercase()
+                }).map(|h| format!("\"{}\"", h.employee_id)).collect();
+                let holder = holders.first();
+                let (before, now) = (w.accounts.get(&*e.id), after.get(&*e.id));
+                match (holder, before) {
+                    (_, Some(b)) if b.origin == Origin::Manual => prop_assert_eq!(now, Some(b)),
+                    (None, _) => prop_assert!(now.is_none_or(|a| *a.email == *e.email), "{:?}", now),
+                    (Some(_), _) => {
+                        prop_assert_eq!(now.map(|a| &a.email), before.map(|a| &a.email));
+                        let blocked = !e.inactive || before.is_some_and(|b| *b.email != *e.email);
+                        let who = format!("\"{}\"", e.id);
+                        let warned = p.warnings.iter().any(|f| {
+                            f.message.contains(&who) && holders.iter().any(|h| f.message.contains(h))
+                        });
+                        prop_assert_eq!(warned, blocked);
+                    }
+                }
+            }
         }
 
         #[test]

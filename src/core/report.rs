@@ -45,6 +45,57 @@ pub fn counts_line(c: &Counts) -> String {
     )
 }
 
+/// How the changes a held report showed differ from a new plan's, in words, or `None` when
+/// they are the same (SPEC §4: approve applies exactly what was shown).
+pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
+    if shown == now {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for action in Action::ALL {
+        let (a, b) = (
+            shown.iter().filter(|c| c.action == action).count(),
+            now.iter().filter(|c| c.action == action).count(),
+        );
+        if a != b {
+            parts.push(format!("{} {a} -> {b}", action.as_str()));
+        }
+    }
+    let by_id = |changes: &[Change]| -> std::collections::BTreeMap<String, Change> {
+        changes
+            .iter()
+            .map(|c| (c.employee_id.clone(), c.clone()))
+            .collect()
+    };
+    let (old, new) = (by_id(shown), by_id(now));
+    let differing: Vec<&str> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|id| old.get(*id) != new.get(*id))
+        .map(String::as_str)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut ids = differing
+        .iter()
+        .take(10)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if differing.len() > 10 {
+        let _ = write!(ids, " and {} more", differing.len() - 10);
+    }
+    let counts = if parts.is_empty() {
+        "same counts".to_owned()
+    } else {
+        parts.join(", ")
+    };
+    Some(format!(
+        "{} employees' changes differ ({counts}): {ids}",
+        differing.len()
+    ))
+}
+
 /// A decision on a held file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -162,10 +213,10 @@ impl Report {
                 if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
                     let _ = write!(out, "  rule {id} \"{name}\"");
                 }
-                if let Some(prev) = &change.previous_role {
+                if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
                     let _ = write!(out, "  (was role \"{prev}\")");
                 }
-                if let Some(prev) = change.previous_status {
+                if let Some(prev) = change.previous_status.filter(|s| *s != change.status()) {
                     let _ = write!(out, "  (was {prev})");
                 }
                 out.push('\n');
@@ -215,7 +266,7 @@ mod tests {
                 rule_id: Some(RuleId(1)),
                 rule: Some("Fin".into()),
                 role: "Billing Admin".into(),
-                previous_role: None,
+                previous_role: Some("Billing Admin".into()),
                 previous_status: Some(Status::Active),
             },
             Change {

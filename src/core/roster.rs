@@ -406,6 +406,11 @@ struct Parser<'a> {
     seen_ids: HashMap<u64, u32, FastHash>,
     /// IDs whose hash equals that of an earlier, different ID, with their first line.
     collided_ids: HashMap<Box<str>, u64>,
+    /// The folded email of each employee who is not inactive, by its hash: the index of its
+    /// first row in `employees` (SPEC §1: one email is one person's SSO identity).
+    seen_emails: HashMap<u64, u32, FastHash>,
+    /// Folded emails whose hash equals that of an earlier, different email, with their line.
+    collided_emails: HashMap<Box<str>, u64>,
     /// Reused buffers: a row's symbols, and a value being lower-cased.
     values: Vec<Sym>,
     fold_buf: String,
@@ -431,6 +436,8 @@ impl<'a> Parser<'a> {
             symbols: Interner::default(),
             seen_ids: HashMap::default(),
             collided_ids: HashMap::new(),
+            seen_emails: HashMap::default(),
+            collided_emails: HashMap::new(),
             values: Vec::new(),
             fold_buf: String::new(),
         }
@@ -515,6 +522,10 @@ impl<'a> Parser<'a> {
             .manager_id
             .map_or(columns::MANAGER_ID, |c| header.name(c));
         let org_warnings = org::derive(&mut self.employees, manager_column);
+        let email_column = header
+            .email
+            .map_or(columns::EMAIL, |c| header.name(c))
+            .to_owned();
         let mut warnings = self.warnings.into_summarized();
         warnings.extend(org_warnings);
         Ok(Roster {
@@ -524,6 +535,7 @@ impl<'a> Parser<'a> {
             employees: self.employees,
             symbols: self.symbols,
             warnings,
+            email_column,
         })
     }
 
@@ -756,6 +768,16 @@ impl<'a> Parser<'a> {
                          local part, one @ and a domain with a dot, and no spaces)"
                     ),
                 ));
+            } else if let Some(first) = self.first_line_of_email(email, line) {
+                self.errors.push(Finding::at(
+                    line,
+                    h.name(c),
+                    format!(
+                        "email \"{email}\" is already the email of the employee on line {first}; \
+                         the email is the SSO identity, so two employees who have not left \
+                         cannot share it"
+                    ),
+                ));
             }
         }
 
@@ -801,6 +823,33 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The line of the first active row with the same email (case-insensitive), or `None`
+    /// when it is new (it is then remembered as the email of the row about to be pushed).
+    fn first_line_of_email(&mut self, email: &str, line: u64) -> Option<u64> {
+        let folded = fold_email(email);
+        let hash = FastHash::default().hash_one(&*folded);
+        let next = self.employees.len() as u32;
+        match self.seen_emails.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                None
+            }
+            Entry::Occupied(slot) => {
+                let first = &self.employees[*slot.get() as usize];
+                if *fold_email(&first.email) == *folded {
+                    return Some(first.line);
+                }
+                match self.collided_emails.get(&*folded) {
+                    Some(&line) => Some(line),
+                    None => {
+                        self.collided_emails.insert(folded.into(), line);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     fn is_inactive(&self, status: &str) -> bool {
         if status.is_ascii() {
             // Folded statuses hold no ASCII capitals, so this equals comparing fold_value.
@@ -834,6 +883,16 @@ fn intern_folded(symbols: &mut Interner, buf: &mut String, value: &str) -> Sym {
     buf.push_str(value);
     buf.make_ascii_lowercase();
     symbols.intern(buf)
+}
+
+/// An email folded for comparison (SPEC §1: Unicode lower-casing), borrowed when it has no
+/// capitals.
+fn fold_email(email: &str) -> Cow<'_, str> {
+    if email.is_ascii() && !email.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(email)
+    } else {
+        Cow::Owned(fold_value(email))
+    }
 }
 
 /// Why `email` is not well-formed (see `columns::is_well_formed_email`), in words.
@@ -1490,6 +1549,38 @@ mod tests {
     }
 
     #[test]
+    fn two_active_employees_sharing_an_email_reject_the_file_at_the_second_line() {
+        // Issue 10 point 8: the email is one person's SSO identity (case-insensitive).
+        let r = rejected(
+            "employee_id,Work Email,status\n1,Ann@Example.com,active\n2,b@example.com,active\n\
+             3,ann@example.COM,active\n4,ÄNN@example.com,\n5,änn@example.com,\n",
+        );
+        assert_eq!(
+            places(&r.errors),
+            [(Some(4), Some("Work Email")), (Some(6), Some("Work Email"))]
+        );
+        assert!(
+            r.errors[0].message.contains("line 2"),
+            "{}",
+            r.errors[0].message
+        );
+        assert!(
+            r.errors[1].message.contains("line 5"),
+            "{}",
+            r.errors[1].message
+        );
+    }
+
+    #[test]
+    fn an_inactive_employee_may_share_an_email_with_an_active_one() {
+        let r = ok(
+            "employee_id,email,status\n1,a@example.com,terminated\n2,A@example.com,active\n\
+             3,a@example.com,inactive\n",
+        );
+        assert_eq!(ids(&r), ["1", "2", "3"]);
+    }
+
+    #[test]
     fn a_duplicate_employee_id_names_the_line_it_was_first_on() {
         let r = rejected(
             "employee_id,email\n1,a@example.com\n2,b@example.com\n 1 ,c@example.com\n1,d@example.com\n",
@@ -1636,8 +1727,8 @@ mod tests {
     #[test]
     fn errors_are_capped_at_max_errors_with_a_count_of_the_rest() {
         let mut text = String::from("employee_id,email\n");
-        for _ in 0..MAX_ERRORS + 234 {
-            text.push_str(",a@example.com\n");
+        for i in 0..MAX_ERRORS + 234 {
+            text.push_str(&format!(",a{i}@example.com\n"));
         }
         let r = rejected(&text);
         assert_eq!(r.errors.len(), MAX_ERRORS);

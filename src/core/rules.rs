@@ -940,6 +940,7 @@ mod tests {
             employees,
             symbols,
             warnings: Vec::new(),
+            email_column: "email".into(),
         }
     }
 

@@ -49,9 +49,6 @@ pub const MAX_OPEN_HANDLES_TOTAL: usize = 512;
 const REFUSALS_LOGGED: u64 = 32;
 /// Directory entries returned per READDIR answer.
 const READDIR_BATCH: usize = 128;
-/// Name suffixes that mark partial files; uploads under such names are refused because the
-/// inbox watcher would ignore them forever.
-const TEMP_SUFFIXES: [&str; 4] = [".part", ".filepart", ".tmp", ".partial"];
 
 /// One of the four directories of the drop root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -231,8 +228,7 @@ pub fn resolve(path: &str) -> Result<Target, StatusReply> {
 /// they would never be processed; the server already makes every upload atomic), control
 /// characters, and names longer than the filesystem allows.
 pub fn check_upload_name(name: &str) -> Result<(), StatusReply> {
-    let lower = name.to_ascii_lowercase();
-    if name.starts_with('.') || TEMP_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
+    if crate::layout::is_ignored(name) {
         return Err(denied(
             "temporary or hidden names are not accepted; upload under the final name \
              (the server already makes uploads atomic)",
@@ -1127,6 +1123,8 @@ mod tests {
             ".hidden.csv",
             "roster.csv.part",
             "roster.csv.PART",
+            "roster.csv.Part",
+            "roster.FilePart",
             "roster.filepart",
             "roster.tmp",
             "roster.partial",

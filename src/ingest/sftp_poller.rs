@@ -111,10 +111,6 @@ impl PollError {
     }
 }
 
-/// Suffixes of names that are still being written (compared case-insensitively), the
-/// same list the local inbox watcher ignores.
-const PARTIAL_SUFFIXES: [&str; 4] = [".part", ".filepart", ".tmp", ".partial"];
-
 /// Size of one local read/write chunk.
 const CHUNK: usize = 256 * 1024;
 
@@ -688,8 +684,7 @@ fn classify_name(name: &str) -> NameKind {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
         return NameKind::Odd("unsafe name");
     }
-    let lower = name.to_ascii_lowercase();
-    if name.starts_with('.') || PARTIAL_SUFFIXES.iter().any(|s| lower.ends_with(s)) {
+    if crate::layout::is_ignored(name) {
         return NameKind::Ignored;
     }
     if name.contains(char::REPLACEMENT_CHARACTER) {
@@ -793,6 +788,20 @@ pub fn remote_path(dir: &str, name: &str) -> Result<String, PollError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_mode_ignores_partial_names_in_any_letter_case() {
+        for name in [
+            "roster.csv.Part",
+            "ROSTER.TMP",
+            "x.FilePart",
+            "x.partial",
+            ".x.csv",
+        ] {
+            assert!(matches!(classify_name(name), NameKind::Ignored), "{name}");
+        }
+        assert!(matches!(classify_name("roster.csv"), NameKind::Candidate));
+    }
 
     #[test]
     fn remote_path_joins_and_refuses() {

@@ -5,7 +5,7 @@
 //! but never loses it.
 
 use crate::daemon::EngineHandle;
-use crate::pipeline::is_ignored;
+use crate::layout::is_ignored;
 use anyhow::{Context, Result};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
@@ -254,4 +254,35 @@ fn move_into(path: &Path, inbox: &Path) -> Result<String> {
     };
     crate::util::fsync_dir(inbox)?;
     Ok(candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_mode_ignores_partial_names_in_any_letter_case() {
+        // Issue 10 point 3: `roster.csv.Part` was taken in by watch mode alone.
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["roster.csv", "roster.csv.Part", "x.TMP", ".hidden.csv"] {
+            fs::write(dir.path().join(name), b"employee_id,email\n").unwrap();
+        }
+        let mut files = HashMap::new();
+        scan_dir(dir.path(), &mut files);
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            [&dir.path().join("roster.csv")]
+        );
+        let mut files = HashMap::new();
+        let write_close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        observe(
+            &mut files,
+            &dir.path().join("roster.csv.Part"),
+            &write_close,
+        );
+        observe(&mut files, &dir.path().join("y.FilePart"), &write_close);
+        assert!(files.is_empty());
+        observe(&mut files, &dir.path().join("roster.csv"), &write_close);
+        assert_eq!(files.len(), 1);
+    }
 }
