@@ -1,0 +1,221 @@
+//! Bytes -> text: UTF-8 (with or without BOM) or Windows-1252, and the "not decodable"
+//! error at the line of the first byte that is neither (or of the first NUL).
+
+use std::borrow::Cow;
+
+use super::lines::Lines;
+use crate::core::model::Finding;
+
+/// How the file's bytes are decoded (config `roster.encoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// UTF-8 (with or without BOM), else Windows-1252.
+    #[default]
+    Auto,
+    /// UTF-8 only; anything else is not decodable.
+    Utf8,
+    /// Windows-1252 only.
+    Windows1252,
+}
+
+/// Bytes that Windows-1252 leaves undefined.
+const UNDEFINED_IN_1252: [u8; 5] = [0x81, 0x8D, 0x8F, 0x90, 0x9D];
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The text of the file, or the "not decodable" error at the line of the first bad byte.
+pub(super) fn decode(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, Finding> {
+    let nul = bytes.iter().position(|&b| b == 0);
+    let decoded = match encoding {
+        Encoding::Auto | Encoding::Utf8 => {
+            let bom = bytes.starts_with(UTF8_BOM);
+            let body = if bom { &bytes[UTF8_BOM.len()..] } else { bytes };
+            match std::str::from_utf8(body) {
+                Ok(text) => Ok(Cow::Borrowed(text)),
+                // A BOM says the file is UTF-8, so Windows-1252 would only produce mojibake.
+                Err(e) if bom || encoding == Encoding::Utf8 => {
+                    let at = e.valid_up_to() + if bom { UTF8_BOM.len() } else { 0 };
+                    let why = if bom {
+                        "the file starts with a UTF-8 byte order mark"
+                    } else {
+                        "roster.encoding is \"utf-8\""
+                    };
+                    Err((
+                        at,
+                        format!(
+                            "byte 0x{:02X} is not valid UTF-8 and {why}; export the roster \
+                             again as CSV UTF-8",
+                            bytes[at]
+                        ),
+                    ))
+                }
+                Err(_) => windows_1252(bytes),
+            }
+        }
+        Encoding::Windows1252 => windows_1252(bytes),
+    };
+    let bad = match (decoded, nul) {
+        (Err((at, _)), Some(n)) if n < at => nul_error(n),
+        (Ok(_), Some(n)) => nul_error(n),
+        (Ok(text), None) => return Ok(text),
+        (Err(bad), _) => bad,
+    };
+    Err(Finding::line(line_of(bytes, bad.0), bad.1))
+}
+
+fn nul_error(at: usize) -> (usize, String) {
+    (
+        at,
+        "the file contains a NUL byte (0x00), so it is not a text CSV (a UTF-16 export or a \
+         spreadsheet file?); export the roster as CSV UTF-8"
+            .to_owned(),
+    )
+}
+
+fn windows_1252(bytes: &[u8]) -> Result<Cow<'_, str>, (usize, String)> {
+    if let Some(at) = bytes.iter().position(|b| UNDEFINED_IN_1252.contains(b)) {
+        return Err((
+            at,
+            format!(
+                "byte 0x{:02X} is neither valid UTF-8 nor a character of Windows-1252, so the \
+                 file cannot be decoded; export the roster again as CSV UTF-8",
+                bytes[at]
+            ),
+        ));
+    }
+    Ok(encoding_rs::WINDOWS_1252
+        .decode_without_bom_handling(bytes)
+        .0)
+}
+
+/// The physical line (1-based) of byte `at`.
+fn line_of(bytes: &[u8], at: usize) -> u64 {
+    let mut lines = Lines::new(bytes);
+    lines.at(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::roster::RosterOptions;
+    use crate::core::roster::tests::{ids, needing, ok, ok_with, places, rejected, rejected_with};
+
+    #[test]
+    fn utf8_is_decoded_with_or_without_bom() {
+        let plain = "employee_id,email,name\n1,zoë@example.com,Zoë\n";
+        let with_bom = format!("\u{FEFF}{plain}");
+        for text in [plain, with_bom.as_str()] {
+            let r = ok(text);
+            assert_eq!(ids(&r), ["1"]);
+            assert_eq!(&*r.employees[0].email, "zoë@example.com");
+            // The BOM is not part of the first header.
+            assert_eq!(r.present[0], "employeeid");
+        }
+    }
+
+    #[test]
+    fn windows_1252_is_decoded_when_the_file_is_not_utf8() {
+        // 0xEB is ë and 0x80 is € in Windows-1252; neither is valid UTF-8 here.
+        let bytes = b"employee_id,email,Department\n1,zo\xEB@example.com,\x80 Finance\n";
+        let r = ok_with(bytes, &needing(&["department"]));
+        assert_eq!(&*r.employees[0].email, "zoë@example.com");
+        assert_eq!(r.value(&r.employees[0], 0), "€ finance");
+    }
+
+    #[test]
+    fn bytes_undefined_in_windows_1252_are_not_decodable_at_their_line() {
+        for b in UNDEFINED_IN_1252 {
+            let mut bytes = b"employee_id,email\n1,a\xE9@example.com\n2,b".to_vec();
+            bytes.push(b);
+            bytes.extend_from_slice(b"@example.com\n");
+            let r = rejected_with(&bytes, &RosterOptions::default());
+            assert_eq!(places(&r.errors), [(Some(3), None)], "byte {b:#x}");
+            assert!(
+                r.errors[0].message.contains(&format!("0x{b:02X}")),
+                "{}",
+                r.errors[0].message
+            );
+        }
+    }
+
+    #[test]
+    fn a_nul_byte_is_not_decodable_at_its_line() {
+        let r = rejected("employee_id,email\r\n1,a@example.com\r\n2,b@exa\0mple.com\r\n");
+        assert_eq!(places(&r.errors), [(Some(3), None)]);
+        assert!(
+            r.errors[0].message.contains("NUL"),
+            "{}",
+            r.errors[0].message
+        );
+        assert_eq!(r.rows, 0);
+    }
+
+    #[test]
+    fn a_utf16_export_is_not_decodable_at_line_1() {
+        let utf16: Vec<u8> = "\u{FEFF}employee_id,email\n1,a@example.com\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let r = rejected_with(&utf16, &RosterOptions::default());
+        assert_eq!(places(&r.errors), [(Some(1), None)]);
+    }
+
+    #[test]
+    fn not_decodable_names_the_first_bad_byte() {
+        // 0x81 on line 2 comes before the NUL on line 3.
+        let r = rejected_with(
+            b"employee_id,email\n1,\x81\n2,\0\n",
+            &RosterOptions::default(),
+        );
+        assert_eq!(places(&r.errors), [(Some(2), None)]);
+        assert!(r.errors[0].message.contains("0x81"));
+        let r = rejected_with(
+            b"employee_id,email\n1,\0\n2,\x81\n",
+            &RosterOptions::default(),
+        );
+        assert_eq!(places(&r.errors), [(Some(2), None)]);
+        assert!(r.errors[0].message.contains("NUL"));
+    }
+
+    #[test]
+    fn encoding_utf8_forces_utf8() {
+        let opts = RosterOptions {
+            encoding: Encoding::Utf8,
+            ..RosterOptions::default()
+        };
+        let r = rejected_with(
+            b"employee_id,email\n1,a@example.com\n2,zo\xEB@example.com\n",
+            &opts,
+        );
+        assert_eq!(places(&r.errors), [(Some(3), None)]);
+        assert!(
+            r.errors[0].message.contains("0xEB"),
+            "{}",
+            r.errors[0].message
+        );
+        ok_with("employee_id,email\n1,zoë@example.com\n".as_bytes(), &opts);
+    }
+
+    #[test]
+    fn encoding_windows_1252_forces_windows_1252() {
+        let opts = RosterOptions {
+            encoding: Encoding::Windows1252,
+            ..RosterOptions::default()
+        };
+        // Valid UTF-8 "ë" is read as the two Windows-1252 characters "Ã«".
+        let r = ok_with("employee_id,email\n1,zoë@example.com\n".as_bytes(), &opts);
+        assert_eq!(&*r.employees[0].email, "zoÃ«@example.com");
+        let r = rejected_with(b"employee_id,email\n1,a\x9D@example.com\n", &opts);
+        assert_eq!(places(&r.errors), [(Some(2), None)]);
+    }
+
+    #[test]
+    fn a_bom_with_invalid_utf8_is_not_decoded_as_windows_1252() {
+        let r = rejected_with(
+            b"\xEF\xBB\xBFemployee_id,email\n1,zo\xEB@example.com\n",
+            &RosterOptions::default(),
+        );
+        assert_eq!(places(&r.errors), [(Some(2), None)]);
+        assert!(r.errors[0].message.contains("byte order mark"));
+    }
+}

@@ -1,0 +1,279 @@
+//! Physical lines of the decoded text, the delimiter of the file, and quotes left open.
+//!
+//! Line numbers are counted here rather than taken from the csv crate, because csv's
+//! `Position::line` lags by one after a CRLF record and says nothing about the empty lines
+//! it skips; both must be reported by physical line.
+
+/// Candidate delimiters, in the order that breaks ties.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// Physical line numbers of byte offsets, asked in increasing order: linear overall.
+///
+/// A line ends at LF, CRLF, or a CR alone (csv ends records there too).
+pub(super) struct Lines<'a> {
+    text: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    pub(super) fn new(text: &'a [u8]) -> Self {
+        Self {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of byte `offset` (which must not be before the previous call's).
+    pub(super) fn at(&mut self, offset: usize) -> u64 {
+        let offset = offset.min(self.text.len());
+        debug_assert!(offset >= self.offset, "line numbers asked out of order");
+        if offset > self.offset {
+            let text = self.text;
+            let mut breaks = 0u64;
+            for i in self.offset..offset {
+                breaks += match text[i] {
+                    b'\n' => 1,
+                    b'\r' => u64::from(text.get(i + 1) != Some(&b'\n')),
+                    _ => 0,
+                };
+            }
+            self.line += breaks;
+            self.offset = offset;
+        }
+        self.line
+    }
+
+    /// The last line that has content or a line end (a final line end opens no new line).
+    pub(super) fn last(&mut self) -> u64 {
+        let total = self.at(self.text.len());
+        match self.text.last() {
+            Some(b'\n' | b'\r') => total - 1,
+            Some(_) => total,
+            None => 0,
+        }
+    }
+}
+
+/// The first byte at or after `offset` that is not part of a line end.
+pub(super) fn skip_line_ends(text: &[u8], offset: usize) -> usize {
+    text[offset.min(text.len())..]
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .map_or(text.len(), |p| offset + p)
+}
+
+/// The field (0-based) whose opening quote `record` never closes, reading it the way csv
+/// does: a quote opens a field only at the field's start, and `""` inside quotes is a quote.
+pub(super) fn open_quote_field(record: &[u8], delimiter: u8) -> Option<usize> {
+    let mut field = 0;
+    let mut at_field_start = true;
+    let mut quoted = false;
+    let mut bytes = record.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if quoted {
+            if b == b'"' {
+                if bytes.peek() == Some(&b'"') {
+                    bytes.next();
+                } else {
+                    quoted = false;
+                }
+            }
+        } else if b == delimiter {
+            field += 1;
+            at_field_start = true;
+            continue;
+        } else if b == b'\n' || b == b'\r' {
+            return None;
+        } else if b == b'"' && at_field_start {
+            quoted = true;
+        }
+        at_field_start = false;
+    }
+    quoted.then_some(field)
+}
+
+/// The delimiter occurring most often outside quotes in the header line (ties in
+/// `DELIMITERS` order; none at all means `,`).
+pub(super) fn detect_delimiter(text: &[u8]) -> u8 {
+    let start = skip_line_ends(text, 0);
+    let mut counts = [0usize; DELIMITERS.len()];
+    let mut quoted = false;
+    for &b in &text[start..] {
+        match b {
+            // A doubled quote toggles twice, so it stays inside the quotes.
+            b'"' => quoted = !quoted,
+            b'\n' | b'\r' if !quoted => break,
+            _ if !quoted => {
+                if let Some(k) = DELIMITERS.iter().position(|&d| d == b) {
+                    counts[k] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut best = 0;
+    for k in 1..DELIMITERS.len() {
+        if counts[k] > counts[best] {
+            best = k;
+        }
+    }
+    DELIMITERS[best]
+}
+
+/// The delimiter as a finding names it.
+pub(super) fn delimiter_name(d: u8) -> &'static str {
+    match d {
+        b'\t' => "tab",
+        b';' => "\";\"",
+        b'|' => "\"|\"",
+        _ => "\",\"",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::roster::tests::{ids, lines, needing, ok, ok_with, places, rejected};
+
+    #[test]
+    fn delimiter_is_the_most_frequent_outside_quotes_in_the_header_line() {
+        let cases: &[(&str, u8)] = &[
+            ("a,b,c", b','),
+            ("a;b;c", b';'),
+            ("a\tb\tc", b'\t'),
+            ("a|b|c", b'|'),
+            ("a;b;c,d", b';'),
+            // Inside quotes they do not count, doubled quotes included.
+            ("\"a,b,c\";d;\"e\"\",\"", b';'),
+            // Ties go in the order , ; tab |.
+            ("a,b;c", b','),
+            ("a;b\tc", b';'),
+            ("a\tb|c", b'\t'),
+            ("a|b;c", b';'),
+            // None at all: comma.
+            ("employee_id", b','),
+            ("", b','),
+            // Only the header line counts, even after empty lines.
+            ("\n\r\na;b\nc,d,e,f,g", b';'),
+            // A quoted line break does not end the header line.
+            ("\"a\nb|c|d|e\",x,y", b','),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(
+                detect_delimiter(text.as_bytes()) as char,
+                *expected as char,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_delimiter_parses() {
+        for d in [",", ";", "\t", "|"] {
+            let text = format!("employee_id{d}email{d}name\n1{d}a@example.com{d}\"Doe{d} Jane\"\n");
+            let r = ok(&text);
+            assert_eq!(ids(&r), ["1"], "delimiter {d:?}");
+            assert_eq!(&*r.employees[0].email, "a@example.com");
+        }
+    }
+
+    #[test]
+    fn crlf_and_lf_line_ends_give_the_same_rows_and_lines() {
+        let lf = "employee_id,email\n1,a@example.com\n2,b@example.com\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let mixed = "employee_id,email\r\n1,a@example.com\n2,b@example.com\r\n";
+        for text in [lf, crlf.as_str(), mixed] {
+            let r = ok(text);
+            assert_eq!(ids(&r), ["1", "2"], "{text:?}");
+            assert_eq!(lines(&r), [2, 3], "{text:?}");
+            assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        }
+    }
+
+    #[test]
+    fn quoted_fields_may_contain_delimiters_quotes_and_newlines() {
+        let text = "employee_id,email,note\n\
+                    \"1\",a@example.com,\"x, y; z\"\n\
+                    2,b@example.com,\"she said \"\"hi\"\"\"\n\
+                    3,c@example.com,\"two\nlines\r\nthree\"\n\
+                    4,d@example.com,plain\n";
+        let r = ok_with(text.as_bytes(), &needing(&["note"]));
+        assert_eq!(ids(&r), ["1", "2", "3", "4"]);
+        let notes: Vec<&str> = r.employees.iter().map(|e| r.value(e, 0)).collect();
+        assert_eq!(
+            notes,
+            ["x, y; z", "she said \"hi\"", "two\nlines\r\nthree", "plain"]
+        );
+        assert_eq!(lines(&r), [2, 3, 4, 7]);
+    }
+
+    #[test]
+    fn line_numbers_count_quoted_newlines_and_skipped_empty_lines() {
+        for eol in ["\n", "\r\n"] {
+            let text = [
+                "",                       // 1 empty
+                "employee_id,email,note", // 2 header
+                "1,a@example.com,\"x",    // 3
+                "",                       // 4 (inside quotes)
+                "y\"",                    // 5
+                "",                       // 6 empty
+                "",                       // 7 empty
+                "1,b@example.com,z",      // 8 duplicate
+                ",c@example.com,\"p",     // 9 empty id
+                "q\"",                    // 10
+                "3,d@example.com",        // 11 short row
+                "",
+            ]
+            .join(eol);
+            let r = rejected(&text);
+            assert_eq!(
+                places(&r.errors),
+                [
+                    (Some(8), Some("employee_id")),
+                    (Some(9), Some("employee_id")),
+                    (Some(11), None)
+                ],
+                "{eol:?}"
+            );
+            assert!(
+                r.errors[0].message.contains("already appears on line 3"),
+                "{}",
+                r.errors[0].message
+            );
+            assert_eq!(places(&r.warnings), [(Some(1), None), (Some(6), None)]);
+            assert_eq!(r.warnings[1].message, "empty lines 6–7 skipped");
+        }
+    }
+
+    #[test]
+    fn lone_cr_line_ends_count_as_lines() {
+        let r = rejected("employee_id,email\r1,a@example.com\r1,b@example.com\r");
+        assert_eq!(places(&r.errors), [(Some(3), Some("employee_id"))]);
+    }
+
+    #[test]
+    fn an_unclosed_quote_swallows_the_rest_of_the_file_into_one_row() {
+        // The field count even matches: without this check, rows 3 and 4 would vanish.
+        let r = rejected(
+            "employee_id,email,note\n1,a@example.com,\"oops\n2,b@example.com,x\n3,c@example.com,y\n",
+        );
+        assert_eq!(places(&r.errors), [(Some(2), Some("note"))]);
+        assert!(
+            r.errors[0]
+                .message
+                .contains("field 3 of this row is never closed, so lines 2–4"),
+            "{}",
+            r.errors[0].message
+        );
+        let r = rejected("employee_id,email,note\n1,a@example.com,x\n2,\"b@example.com,\"\"y\n");
+        assert_eq!(places(&r.errors), [(Some(3), Some("email"))]);
+        // A quote inside an unquoted value is a literal quote, not an opening one.
+        let r = ok("employee_id,email,note\n1,a@example.com,5\" screen\n");
+        assert_eq!(ids(&r), ["1"]);
+        assert_eq!(open_quote_field(b"a,\"b\"\"c\"\"\",d", b','), None);
+        assert_eq!(open_quote_field(b"a;b;\"c;d", b';'), Some(2));
+        assert_eq!(open_quote_field(b"\"a\"\"", b','), Some(0));
+    }
+}

@@ -1,0 +1,810 @@
+//! Roster parsing (SPEC §1): bytes -> a validated `Roster`, or everything wrong with the file.
+//!
+//! One pass over the decoded text: `decode` turns bytes into text, `lines` finds the
+//! delimiter and counts physical lines, `header` reads the header row and `rows` checks
+//! each data row; the parser here drives them and collects the findings.
+
+mod decode;
+mod header;
+mod lines;
+mod rows;
+
+use csv::{ByteRecord, ReaderBuilder, Terminator};
+
+use self::header::Header;
+use self::lines::{Lines, detect_delimiter, open_quote_field, skip_line_ends};
+use self::rows::Rows;
+use super::columns::{self, Columns};
+use super::model::{Finding, Roster};
+use super::org;
+
+pub use self::decode::Encoding;
+
+/// What `parse` needs to know beyond the bytes: config values and the fields rules use.
+#[derive(Debug, Clone)]
+pub struct RosterOptions {
+    /// How to decode the bytes.
+    pub encoding: Encoding,
+    /// `employment_status` values that mean the employee has left (compared folded).
+    pub inactive_statuses: Vec<String>,
+    /// The alias table: defaults plus config `roster.columns`.
+    pub columns: Columns,
+    /// Larger files are rejected before decoding.
+    pub max_bytes: u64,
+    /// Files with more data rows are rejected.
+    pub max_rows: u64,
+    /// Field names as written in enabled rules; their folded values are kept.
+    pub needed_fields: Vec<String>,
+}
+
+impl Default for RosterOptions {
+    fn default() -> Self {
+        Self {
+            encoding: Encoding::Auto,
+            inactive_statuses: ["terminated", "inactive", "separated", "deceased"]
+                .map(String::from)
+                .to_vec(),
+            columns: Columns::default(),
+            max_bytes: 512 * 1024 * 1024,
+            max_rows: 5_000_000,
+            needed_fields: Vec::new(),
+        }
+    }
+}
+
+/// Why a file was rejected: its errors (the first `MAX_ERRORS`), and what else was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The errors, in the order found: header first, then rows in file order.
+    pub errors: Vec<Finding>,
+    /// How many more errors there were beyond `errors`.
+    pub more_errors: usize,
+    /// Warnings found before the file was rejected.
+    pub warnings: Vec<Finding>,
+    /// Data rows read (stops counting where reading stopped, e.g. past `max_rows`).
+    pub rows: usize,
+}
+
+/// At most this many errors are listed; `Rejection::more_errors` counts the rest.
+pub const MAX_ERRORS: usize = 1000;
+
+/// At most this many roster warnings are listed; one more warning counts the rest.
+pub const MAX_WARNINGS: usize = 1000;
+
+/// Parses and validates a roster file: a `Roster` when it can be applied, else every error.
+pub fn parse(bytes: &[u8], opts: &RosterOptions) -> Result<Roster, Rejection> {
+    if bytes.len() as u64 > opts.max_bytes {
+        return Err(Rejection::only(Finding::file(format!(
+            "the file is {} bytes, more than roster.max_bytes ({}); split the roster or raise \
+             the limit",
+            bytes.len(),
+            opts.max_bytes
+        ))));
+    }
+    let text = decode::decode(bytes, opts.encoding).map_err(Rejection::only)?;
+    Parser::new(text.as_bytes(), opts).run()
+}
+
+impl Rejection {
+    fn only(error: Finding) -> Self {
+        Self {
+            errors: vec![error],
+            more_errors: 0,
+            warnings: Vec::new(),
+            rows: 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ---------------------------------------------------------------------------------------
+// The parser
+
+/// A list of findings capped at a maximum, counting the ones beyond.
+struct Capped {
+    list: Vec<Finding>,
+    more: usize,
+    cap: usize,
+}
+
+impl Capped {
+    fn new(cap: usize) -> Self {
+        Self {
+            list: Vec::new(),
+            more: 0,
+            cap,
+        }
+    }
+
+    fn push(&mut self, finding: Finding) {
+        if self.list.len() < self.cap {
+            self.list.push(finding);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The listed findings, plus one that counts the rest (for warnings).
+    fn into_summarized(mut self) -> Vec<Finding> {
+        if self.more > 0 {
+            self.list.push(Finding::file(format!(
+                "{} more warnings (not listed)",
+                self.more
+            )));
+        }
+        self.list
+    }
+}
+
+/// One pass over the decoded text, collecting the findings and the employees.
+struct Parser<'a> {
+    text: &'a [u8],
+    opts: &'a RosterOptions,
+    lines: Lines<'a>,
+    delimiter: u8,
+    errors: Capped,
+    warnings: Capped,
+    employees: Rows,
+}
+
+impl<'a> Parser<'a> {
+    fn new(text: &'a [u8], opts: &'a RosterOptions) -> Self {
+        Self {
+            text,
+            opts,
+            lines: Lines::new(text),
+            delimiter: detect_delimiter(text),
+            errors: Capped::new(MAX_ERRORS),
+            warnings: Capped::new(MAX_WARNINGS),
+            employees: Rows::new(&opts.inactive_statuses),
+        }
+    }
+
+    fn run(mut self) -> Result<Roster, Rejection> {
+        let mut reader = ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .terminator(Terminator::CRLF)
+            .from_reader(self.text);
+        let mut record = ByteRecord::new();
+        let mut header: Option<Header> = None;
+        let mut rows: u64 = 0;
+        // Last physical line of the previous record (0 before the first).
+        let mut previous_end = 0;
+        loop {
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    // Unreachable for bytes in memory with `flexible`; still, never panic.
+                    self.errors.push(Finding::file(format!(
+                        "the file cannot be read as CSV: {e}"
+                    )));
+                    break;
+                }
+            }
+            let resumed = record.position().map_or(0, |p| p.byte() as usize);
+            let start = skip_line_ends(self.text, resumed);
+            let line = self.lines.at(start);
+            self.empty_lines(previous_end + 1, line - 1);
+            // `end` is just past the first byte of the record's line end (or the end of
+            // the file), so the byte before it is on the record's last line.
+            let end = reader.position().byte() as usize;
+            previous_end = self.lines.at(end.saturating_sub(1).max(start));
+            // Only the last record can end inside quotes: csv reads to the end of the file.
+            let open_quote = if end >= self.text.len() {
+                open_quote_field(&self.text[start..], self.delimiter)
+            } else {
+                None
+            };
+            if let Some(field) = open_quote {
+                self.unclosed_quote(header.as_ref(), field, line, previous_end);
+            }
+
+            match &header {
+                None => {
+                    header = Some(Header::read(
+                        &record,
+                        line,
+                        self.opts,
+                        &mut self.errors,
+                        &mut self.warnings,
+                    ));
+                }
+                Some(h) => {
+                    rows += 1;
+                    if rows > self.opts.max_rows {
+                        self.errors.push(Finding::file(format!(
+                            "the file has more than {} data rows (roster.max_rows); split the \
+                             roster or raise the limit",
+                            self.opts.max_rows
+                        )));
+                        return Err(self.reject(rows));
+                    }
+                    if open_quote.is_none() {
+                        self.employees.push(
+                            h,
+                            &record,
+                            line,
+                            previous_end,
+                            self.delimiter,
+                            &mut self.errors,
+                        );
+                    }
+                }
+            }
+        }
+        self.finish(header, rows, previous_end)
+    }
+
+    /// The roster, or the rejection, once every record is read (`rows` data rows, the last
+    /// one ending on line `previous_end`).
+    fn finish(
+        mut self,
+        header: Option<Header>,
+        rows: u64,
+        previous_end: u64,
+    ) -> Result<Roster, Rejection> {
+        self.trailing_lines(previous_end, header.is_some());
+        let Some(header) = header else {
+            self.errors.push(Finding::file(
+                "the file is empty: there is no header row; export the roster with its header",
+            ));
+            return Err(self.reject(rows));
+        };
+        if rows == 0 {
+            self.errors.push(Finding::file(
+                "the file has a header but no data rows; a roster must list every employee",
+            ));
+        }
+        if !self.errors.is_empty() {
+            return Err(self.reject(rows));
+        }
+        let (mut employees, symbols) = self.employees.into_parts();
+        let manager_column = header
+            .manager_id
+            .map_or(columns::MANAGER_ID, |c| header.name(c));
+        let org_warnings = org::derive(&mut employees, manager_column);
+        let email_column = header
+            .email
+            .map_or(columns::EMAIL, |c| header.name(c))
+            .to_owned();
+        let mut warnings = self.warnings.into_summarized();
+        warnings.extend(org_warnings);
+        Ok(Roster {
+            rows: employees.len(),
+            fields: header.field_keys,
+            present: header.present,
+            employees,
+            symbols,
+            warnings,
+            email_column,
+        })
+    }
+
+    /// The error for a last record that ends inside quotes: csv read it to the end of the
+    /// file, swallowing every row after the quote, and possibly with the right field count.
+    fn unclosed_quote(&mut self, header: Option<&Header>, field: usize, line: u64, last: u64) {
+        self.errors.push(Finding {
+            line: Some(line),
+            column: header.and_then(|h| h.written.get(field)).cloned(),
+            message: format!(
+                "a quote opened in field {} of this row is never closed, so lines \
+                 {line}–{last} were read as one row; close or remove the quote",
+                field + 1
+            ),
+        });
+    }
+
+    /// Warns about the empty lines after the last record (`previous_end`).
+    fn trailing_lines(&mut self, previous_end: u64, header_seen: bool) {
+        let last = self.lines.last();
+        if previous_end >= last {
+            return;
+        }
+        let (from, count) = (previous_end + 1, last - previous_end);
+        if !header_seen {
+            self.empty_lines(from, last);
+        } else if count == 1 {
+            self.warnings.push(Finding::line(
+                from,
+                "blank line at the end of the file ignored",
+            ));
+        } else {
+            self.warnings.push(Finding::line(
+                from,
+                format!("{count} blank lines at the end of the file (lines {from}–{last}) ignored"),
+            ));
+        }
+    }
+
+    fn reject(self, rows: u64) -> Rejection {
+        Rejection {
+            errors: self.errors.list,
+            more_errors: self.errors.more,
+            warnings: self.warnings.into_summarized(),
+            rows: rows as usize,
+        }
+    }
+
+    /// Warns about the empty lines `from..=to`, one warning per run.
+    fn empty_lines(&mut self, from: u64, to: u64) {
+        if from > to {
+            return;
+        }
+        self.warnings.push(Finding::line(
+            from,
+            if from == to {
+                "empty line skipped".to_owned()
+            } else {
+                format!("empty lines {from}–{to} skipped")
+            },
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::{Path, PathBuf};
+
+    pub(super) fn ok(text: &str) -> Roster {
+        ok_with(text.as_bytes(), &RosterOptions::default())
+    }
+
+    pub(super) fn ok_with(bytes: &[u8], opts: &RosterOptions) -> Roster {
+        match parse(bytes, opts) {
+            Ok(r) => r,
+            Err(r) => panic!("rejected: {:#?}", r.errors),
+        }
+    }
+
+    pub(super) fn rejected(text: &str) -> Rejection {
+        rejected_with(text.as_bytes(), &RosterOptions::default())
+    }
+
+    pub(super) fn rejected_with(bytes: &[u8], opts: &RosterOptions) -> Rejection {
+        match parse(bytes, opts) {
+            Ok(r) => panic!("accepted: {} rows, warnings {:#?}", r.rows, r.warnings),
+            Err(r) => r,
+        }
+    }
+
+    pub(super) type Place<'a> = (Option<u64>, Option<&'a str>);
+    type OwnedPlace = (Option<u64>, Option<String>);
+
+    pub(super) fn places(findings: &[Finding]) -> Vec<Place<'_>> {
+        findings
+            .iter()
+            .map(|f| (f.line, f.column.as_deref()))
+            .collect()
+    }
+
+    pub(super) fn ids(r: &Roster) -> Vec<&str> {
+        r.employees.iter().map(|e| &*e.id).collect()
+    }
+
+    pub(super) fn lines(r: &Roster) -> Vec<u64> {
+        r.employees.iter().map(|e| e.line).collect()
+    }
+
+    pub(super) fn needing(fields: &[&str]) -> RosterOptions {
+        RosterOptions {
+            needed_fields: fields.iter().map(|f| f.to_string()).collect(),
+            ..RosterOptions::default()
+        }
+    }
+
+    const HEADER: &str = "employee_id,email,manager_id,status\n";
+
+    // --- empty lines --------------------------------------------------------------------
+
+    #[test]
+    fn empty_lines_are_skipped_with_a_warning_before_the_header_too() {
+        let r = ok("\n\nemployee_id,email\n1,a@example.com\n\n2,b@example.com\n");
+        assert_eq!(ids(&r), ["1", "2"]);
+        assert_eq!(lines(&r), [4, 6]);
+        assert_eq!(places(&r.warnings), [(Some(1), None), (Some(5), None)]);
+        assert_eq!(r.warnings[0].message, "empty lines 1–2 skipped");
+        assert_eq!(r.warnings[1].message, "empty line skipped");
+    }
+
+    #[test]
+    fn blank_trailing_lines_are_a_warning() {
+        let r = ok("employee_id,email\r\n1,a@example.com\r\n\r\n\r\n");
+        assert_eq!(places(&r.warnings), [(Some(3), None)]);
+        assert_eq!(
+            r.warnings[0].message,
+            "2 blank lines at the end of the file (lines 3–4) ignored"
+        );
+        let r = ok("employee_id,email\n1,a@example.com\n\n");
+        assert_eq!(
+            r.warnings[0].message,
+            "blank line at the end of the file ignored"
+        );
+        // One final line end is not a blank line, nor is its absence anything.
+        assert!(
+            ok("employee_id,email\n1,a@example.com\n")
+                .warnings
+                .is_empty()
+        );
+        assert!(ok("employee_id,email\n1,a@example.com").warnings.is_empty());
+    }
+
+    // --- whole-file errors --------------------------------------------------------------
+
+    #[test]
+    fn a_file_without_a_header_is_an_error() {
+        for text in ["", "\n", "\r\n\r\n\n"] {
+            let r = rejected(text);
+            assert_eq!(places(&r.errors), [(None, None)], "{text:?}");
+            assert!(r.errors[0].message.contains("no header row"));
+        }
+        assert!(rejected("").warnings.is_empty());
+        let r = rejected("\n\n");
+        assert_eq!(places(&r.warnings), [(Some(1), None)]);
+        assert_eq!(r.warnings[0].message, "empty lines 1–2 skipped");
+    }
+
+    #[test]
+    fn zero_data_rows_is_a_whole_file_error() {
+        for text in [
+            "employee_id,email",
+            "employee_id,email\n",
+            "employee_id,email\n\n\n",
+        ] {
+            let r = rejected(text);
+            assert_eq!(places(&r.errors), [(None, None)], "{text:?}");
+            assert!(r.errors[0].message.contains("no data rows"));
+            assert_eq!(r.rows, 0);
+        }
+    }
+
+    #[test]
+    fn a_file_larger_than_max_bytes_is_rejected_before_decoding() {
+        let opts = RosterOptions {
+            max_bytes: 20,
+            ..RosterOptions::default()
+        };
+        let bytes = b"employee_id,email\n1,\0\x81@example.com\n";
+        let r = rejected_with(bytes, &opts);
+        assert_eq!(places(&r.errors), [(None, None)]);
+        assert!(
+            r.errors[0].message.contains("roster.max_bytes (20)"),
+            "{}",
+            r.errors[0].message
+        );
+        let exact = b"employee_id,email\n1,a@b.c\n";
+        let opts = RosterOptions {
+            max_bytes: exact.len() as u64,
+            ..RosterOptions::default()
+        };
+        ok_with(exact, &opts);
+    }
+
+    #[test]
+    fn more_than_max_rows_is_a_whole_file_error() {
+        let opts = RosterOptions {
+            max_rows: 2,
+            ..RosterOptions::default()
+        };
+        ok_with(b"employee_id,email\n1,a@b.c\n2,b@b.c\n", &opts);
+        let r = rejected_with(b"employee_id,email\n1,a@b.c\n2,b@b.c\n3,c@b.c\n4,\n", &opts);
+        assert_eq!(places(&r.errors), [(None, None)]);
+        assert!(r.errors[0].message.contains("more than 2 data rows"));
+        assert_eq!(r.rows, 3);
+    }
+
+    #[test]
+    fn all_errors_are_collected_header_first_then_rows() {
+        let text = "employee_id,email,Email Address\n\
+                    ,a@example.com,x\n\
+                    2,bob@,x\n\
+                    2,c@example.com,x\n\
+                    3,d@example.com\n";
+        let r = rejected(text);
+        assert_eq!(
+            places(&r.errors),
+            [
+                (Some(1), Some("email")),
+                (Some(2), Some("employee_id")),
+                (Some(3), Some("email")),
+                (Some(4), Some("employee_id")),
+                (Some(5), None),
+            ]
+        );
+        assert_eq!(r.more_errors, 0);
+        assert_eq!(r.rows, 4);
+    }
+
+    #[test]
+    fn errors_are_capped_at_max_errors_with_a_count_of_the_rest() {
+        let mut text = String::from("employee_id,email\n");
+        for i in 0..MAX_ERRORS + 234 {
+            text.push_str(&format!(",a{i}@example.com\n"));
+        }
+        let r = rejected(&text);
+        assert_eq!(r.errors.len(), MAX_ERRORS);
+        assert_eq!(r.more_errors, 234);
+        assert_eq!(r.errors[MAX_ERRORS - 1].line, Some(MAX_ERRORS as u64 + 1));
+        assert_eq!(r.rows, MAX_ERRORS + 234);
+    }
+
+    #[test]
+    fn warnings_are_returned_with_a_rejection() {
+        let r = rejected("\nemployee_id,email,is_manager\n1,,\n\n");
+        assert_eq!(places(&r.errors), [(Some(3), Some("email"))]);
+        assert_eq!(
+            places(&r.warnings),
+            [
+                (Some(1), None),
+                (Some(2), Some("is_manager")),
+                (Some(4), None)
+            ]
+        );
+    }
+
+    #[test]
+    fn warnings_are_capped_with_a_count_of_the_rest() {
+        let mut text = String::from("employee_id,email\n");
+        for i in 0..MAX_WARNINGS + 7 {
+            text.push_str(&format!("{i},a{i}@example.com\n\n"));
+        }
+        let r = ok(&text);
+        assert_eq!(r.warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(
+            r.warnings[MAX_WARNINGS].message,
+            "7 more warnings (not listed)"
+        );
+    }
+
+    // --- the roster ---------------------------------------------------------------------
+
+    #[test]
+    fn a_valid_roster_has_its_rows_managers_and_graph_warnings() {
+        let text = format!(
+            "{HEADER}1,a@example.com,,active\n2,b@example.com,1,active\n3,c@example.com,9,active\n4,,3,terminated\n5,e@example.com,5,\n"
+        );
+        let r = ok(&text);
+        assert_eq!(r.rows, 5);
+        assert_eq!(ids(&r), ["1", "2", "3", "4", "5"]);
+        assert_eq!(lines(&r), [2, 3, 4, 5, 6]);
+        let managers: Vec<bool> = r.employees.iter().map(|e| e.is_manager).collect();
+        // 3's only report is terminated, 5 manages only themselves.
+        assert_eq!(managers, [true, false, false, false, false]);
+        assert_eq!(
+            places(&r.warnings),
+            [(Some(4), Some("manager_id")), (Some(6), Some("manager_id"))]
+        );
+        assert!(r.fields.is_empty());
+        assert!(r.employees.iter().all(|e| e.values.is_empty()));
+    }
+
+    #[test]
+    fn graph_warnings_name_the_manager_column_as_written() {
+        let r = ok("employee_id,email,Supervisor ID\n1,a@example.com,2\n");
+        assert_eq!(places(&r.warnings), [(Some(2), Some("Supervisor ID"))]);
+    }
+
+    #[test]
+    fn without_a_manager_id_column_nobody_is_a_manager() {
+        let r = ok("employee_id,email,boss\n1,a@example.com,\n2,b@example.com,1\n");
+        assert!(
+            r.employees
+                .iter()
+                .all(|e| !e.is_manager && e.manager_id.is_empty())
+        );
+        assert!(r.warnings.is_empty());
+    }
+
+    // --- the corpus of broken files -----------------------------------------------------
+
+    /// `testdata/broken` of the crate this file belongs to, wherever it is compiled from.
+    fn broken_dir() -> PathBuf {
+        // `file!()` is relative to the crate root in the crate itself, and absolute when
+        // the file is included by path from another crate.
+        let source = Path::new(file!());
+        let source = if source.is_absolute() {
+            source.to_path_buf()
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(source)
+        };
+        let root = source
+            .ancestors()
+            .nth(4)
+            .expect("src/core/roster/mod.rs has a crate root");
+        root.join("testdata/broken")
+    }
+
+    /// Reads `NAME.expected`: `LINE<TAB>COLUMN` per error (`-` for none), `#` comments,
+    /// and `@needs FIELD, FIELD` for the fields enabled rules refer to.
+    fn expectations(text: &str) -> (Vec<OwnedPlace>, RosterOptions) {
+        let mut opts = RosterOptions::default();
+        let mut expected = Vec::new();
+        for line in text.lines() {
+            let line = line.trim_end_matches('\r');
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(fields) = line.strip_prefix("@needs ") {
+                opts.needed_fields = fields.split(',').map(|f| f.trim().to_owned()).collect();
+                continue;
+            }
+            let (l, c) = line
+                .split_once('\t')
+                .unwrap_or_else(|| panic!("no tab in {line:?}"));
+            let l = (l != "-").then(|| l.parse().unwrap_or_else(|_| panic!("bad line {l:?}")));
+            let c = (c != "-").then(|| c.to_owned());
+            expected.push((l, c));
+        }
+        (expected, opts)
+    }
+
+    #[test]
+    fn every_broken_file_is_rejected_with_exactly_its_expected_errors() {
+        let dir = broken_dir();
+        let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+            .collect();
+        names.sort();
+        assert!(
+            names.len() >= 15,
+            "only {} broken files in {}",
+            names.len(),
+            dir.display()
+        );
+        let mut failures = Vec::new();
+        for csv in &names {
+            let bytes = std::fs::read(csv).expect("read csv");
+            let expected_path = csv.with_extension("expected");
+            let text = std::fs::read_to_string(&expected_path)
+                .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+            let (expected, opts) = expectations(&text);
+            assert!(
+                !expected.is_empty(),
+                "{} lists no error",
+                expected_path.display()
+            );
+            match parse(&bytes, &opts) {
+                Ok(_) => failures.push(format!("{}: accepted", csv.display())),
+                Err(r) => {
+                    let got: Vec<OwnedPlace> = r
+                        .errors
+                        .iter()
+                        .map(|f| (f.line, f.column.clone()))
+                        .collect();
+                    if got != expected {
+                        failures.push(format!(
+                            "{}:\n  expected {expected:?}\n  got      {got:?}\n  {:#?}",
+                            csv.display(),
+                            r.errors
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    // --- properties -----------------------------------------------------------------------
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn parse_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse(&bytes, &needing(&["department", "is_manager"]));
+        }
+
+        #[test]
+        fn parse_never_panics_on_csv_like_text(
+            text in "[a-d@.,;|\t\" \r\n0-2]{0,300}",
+            max_rows in 0u64..5,
+        ) {
+            let header = format!("employee_id,email,manager_id,status,department\n{text}");
+            let opts = RosterOptions { max_rows, ..needing(&["department"]) };
+            let _ = parse(header.as_bytes(), &opts);
+            let _ = parse(text.as_bytes(), &opts);
+        }
+    }
+
+    /// One generated row: a unique id, an email, a note that may need quoting, and how
+    /// many empty lines follow it.
+    #[derive(Debug, Clone)]
+    struct GenRow {
+        email: String,
+        note: Vec<&'static str>,
+        empty_after: usize,
+    }
+
+    fn gen_row() -> impl Strategy<Value = GenRow> {
+        let piece = prop::sample::select(vec![
+            "a", "Z", " ", ",", ";", "\t", "|", "\"", "\n", "\r\n", "é", "=1+1",
+        ]);
+        (
+            "[a-z]{1,6}@[a-z]{1,6}\\.(com|org)",
+            proptest::collection::vec(piece, 0..6),
+            0usize..3,
+        )
+            .prop_map(|(email, note, empty_after)| GenRow {
+                email,
+                note,
+                empty_after,
+            })
+    }
+
+    /// The file for `rows`, and each row's expected (line, id, email).
+    fn render(rows: &[GenRow], delimiter: char, eol: &str) -> (String, Vec<(u64, String, String)>) {
+        let d = delimiter;
+        let mut text = format!("Employee ID{d}Note{d}Work Email{eol}");
+        let mut line = 2u64;
+        let mut expected = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let id = format!("0{i}");
+            let note: String = row.note.concat().replace('"', "\"\"");
+            text.push_str(&format!("{id}{d}\"{note}\"{d}{}{eol}", row.email));
+            expected.push((line, id, row.email.clone()));
+            let breaks = row.note.iter().filter(|p| p.contains('\n')).count() as u64;
+            line += 1 + breaks;
+            for _ in 0..row.empty_after {
+                text.push_str(eol);
+                line += 1;
+            }
+        }
+        (text, expected)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn a_generated_roster_round_trips_whatever_the_delimiter_and_line_ends(
+            rows in proptest::collection::vec(gen_row(), 1..25),
+            delimiter in prop::sample::select(vec![',', ';', '\t', '|']),
+            eol in prop::sample::select(vec!["\n", "\r\n"]),
+        ) {
+            let (text, expected) = render(&rows, delimiter, eol);
+            let r = match parse(text.as_bytes(), &RosterOptions::default()) {
+                Ok(r) => r,
+                Err(e) => return Err(TestCaseError::fail(format!("{:?}\n{text:?}", e.errors))),
+            };
+            let got: Vec<(u64, String, String)> = r
+                .employees
+                .iter()
+                .map(|e| (e.line, e.id.to_string(), e.email.to_string()))
+                .collect();
+            prop_assert_eq!(got, expected);
+            let empty_runs = rows.iter().filter(|row| row.empty_after > 0).count();
+            prop_assert_eq!(r.warnings.len(), empty_runs);
+        }
+
+        #[test]
+        fn errors_name_the_line_their_record_starts_on_after_quoted_newlines(
+            rows in proptest::collection::vec(gen_row(), 2..25),
+            delimiter in prop::sample::select(vec![',', ';', '\t', '|']),
+            eol in prop::sample::select(vec!["\n", "\r\n"]),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            // Break one row's email; the error must name exactly that row's first line.
+            let k = pick.index(rows.len());
+            let mut rows = rows;
+            rows[k].email = "not an email".to_owned();
+            let (text, expected) = render(&rows, delimiter, eol);
+            let r = match parse(text.as_bytes(), &RosterOptions::default()) {
+                Ok(_) => return Err(TestCaseError::fail("accepted")),
+                Err(r) => r,
+            };
+            let got: Vec<OwnedPlace> =
+                r.errors.iter().map(|f| (f.line, f.column.clone())).collect();
+            prop_assert_eq!(got, vec![(Some(expected[k].0), Some("Work Email".to_owned()))]);
+        }
+    }
+}

@@ -1,0 +1,545 @@
+//! Data rows: the checks of each row (field count, employee IDs, emails, duplicates of
+//! either) and the employees they give, with their kept values interned.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::BuildHasher;
+
+use csv::ByteRecord;
+
+use super::Capped;
+use super::header::Header;
+use super::lines::delimiter_name;
+use crate::core::columns::{self, fold_value};
+use crate::core::model::{Employee, FastHash, Finding, Interner, Sym};
+
+/// The employees read so far, and what it takes to check the next row against them.
+pub(super) struct Rows {
+    /// Folded `inactive_statuses`.
+    inactive: Vec<String>,
+    employees: Vec<Employee>,
+    symbols: Interner,
+    /// Each employee ID seen so far, by its hash: the index of its first row in `employees`
+    /// (the ID itself is in that row, so nothing is allocated per row).
+    seen_ids: HashMap<u64, u32, FastHash>,
+    /// IDs whose hash equals that of an earlier, different ID, with their first line.
+    collided_ids: HashMap<Box<str>, u64>,
+    /// The folded email of each employee who is not inactive, by its hash: the index of its
+    /// first row in `employees` (SPEC §1: one email is one person's SSO identity).
+    seen_emails: HashMap<u64, u32, FastHash>,
+    /// Folded emails whose hash equals that of an earlier, different email, with their line.
+    collided_emails: HashMap<Box<str>, u64>,
+    /// Reused buffers: a row's symbols, and a value being lower-cased.
+    values: Vec<Sym>,
+    fold_buf: String,
+}
+
+impl Rows {
+    /// No rows yet; `inactive_statuses` as configured (they are compared folded).
+    pub(super) fn new(inactive_statuses: &[String]) -> Self {
+        Self {
+            inactive: inactive_statuses.iter().map(|s| fold_value(s)).collect(),
+            employees: Vec::new(),
+            symbols: Interner::default(),
+            seen_ids: HashMap::default(),
+            collided_ids: HashMap::new(),
+            seen_emails: HashMap::default(),
+            collided_emails: HashMap::new(),
+            values: Vec::new(),
+            fold_buf: String::new(),
+        }
+    }
+
+    /// The employees in file order, and the symbols of their values.
+    pub(super) fn into_parts(self) -> (Vec<Employee>, Interner) {
+        (self.employees, self.symbols)
+    }
+
+    /// Checks the data record on lines `line..=last_line`, pushing what is wrong with it to
+    /// `errors`; a record with the header's field count becomes an employee either way.
+    pub(super) fn push(
+        &mut self,
+        h: &Header,
+        record: &ByteRecord,
+        line: u64,
+        last_line: u64,
+        delimiter: u8,
+        errors: &mut Capped,
+    ) {
+        if record.len() != h.written.len() {
+            errors.push(wrong_field_count(h, record, line, last_line, delimiter));
+            return;
+        }
+        let id = cell(record, h.employee_id);
+        let email = cell(record, h.email);
+        let manager_id = cell(record, h.manager_id);
+        let inactive = h
+            .status
+            .is_some_and(|c| self.is_inactive(cell(record, Some(c))));
+        self.check_id(h, id, line, errors);
+        if !inactive {
+            self.check_email(h, email, line, errors);
+        }
+
+        self.values.clear();
+        for &column in &h.fields {
+            let sym = intern_folded(&mut self.symbols, &mut self.fold_buf, cell(record, column));
+            self.values.push(sym);
+        }
+        self.employees.push(Employee {
+            line,
+            id: id.into(),
+            email: email.into(),
+            manager_id: manager_id.into(),
+            inactive,
+            is_manager: false,
+            values: self.values.as_slice().into(),
+        });
+    }
+
+    /// An employee ID must be there, and on no earlier row.
+    fn check_id(&mut self, h: &Header, id: &str, line: u64, errors: &mut Capped) {
+        let Some(c) = h.employee_id else {
+            return;
+        };
+        if id.is_empty() {
+            errors.push(Finding::at(
+                line,
+                h.name(c),
+                "employee_id is empty; every row needs the employee's ID",
+            ));
+        } else if let Some(first) = self.first_line_of(id, line) {
+            errors.push(Finding::at(
+                line,
+                h.name(c),
+                format!(
+                    "employee_id \"{id}\" already appears on line {first}; each employee \
+                     must have exactly one row"
+                ),
+            ));
+        }
+    }
+
+    /// The email of an employee who is not inactive must be there, well-formed, and on no
+    /// earlier row of such an employee.
+    fn check_email(&mut self, h: &Header, email: &str, line: u64, errors: &mut Capped) {
+        let Some(c) = h.email else {
+            return;
+        };
+        if email.is_empty() {
+            errors.push(Finding::at(
+                line,
+                h.name(c),
+                "email is empty; an employee who has not left needs their SSO email \
+                 (only rows of inactive employees may leave it empty)",
+            ));
+        } else if !columns::is_well_formed_email(email) {
+            let why = email_problem(email);
+            errors.push(Finding::at(
+                line,
+                h.name(c),
+                format!(
+                    "email \"{email}\" is not a well-formed address: {why} (it needs a \
+                     local part, one @ and a domain with a dot, and no spaces)"
+                ),
+            ));
+        } else if let Some(first) = self.first_line_of_email(email, line) {
+            errors.push(Finding::at(
+                line,
+                h.name(c),
+                format!(
+                    "email \"{email}\" is already the email of the employee on line {first}; \
+                     the email is the SSO identity, so two employees who have not left \
+                     cannot share it"
+                ),
+            ));
+        }
+    }
+
+    /// The line where `id` was first seen, or `None` when it is new (it is then remembered
+    /// as the ID of the row about to be pushed, on `line`).
+    fn first_line_of(&mut self, id: &str, line: u64) -> Option<u64> {
+        let hash = FastHash::default().hash_one(id);
+        let next = self.employees.len() as u32;
+        match self.seen_ids.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                None
+            }
+            Entry::Occupied(slot) => {
+                let first = &self.employees[*slot.get() as usize];
+                if &*first.id == id {
+                    return Some(first.line);
+                }
+                match self.collided_ids.get(id) {
+                    Some(&line) => Some(line),
+                    None => {
+                        self.collided_ids.insert(id.into(), line);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// The line of the first active row with the same email (case-insensitive), or `None`
+    /// when it is new (it is then remembered as the email of the row about to be pushed).
+    fn first_line_of_email(&mut self, email: &str, line: u64) -> Option<u64> {
+        let folded = fold_email(email);
+        let hash = FastHash::default().hash_one(&*folded);
+        let next = self.employees.len() as u32;
+        match self.seen_emails.entry(hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                None
+            }
+            Entry::Occupied(slot) => {
+                let first = &self.employees[*slot.get() as usize];
+                if *fold_email(&first.email) == *folded {
+                    return Some(first.line);
+                }
+                match self.collided_emails.get(&*folded) {
+                    Some(&line) => Some(line),
+                    None => {
+                        self.collided_emails.insert(folded.into(), line);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_inactive(&self, status: &str) -> bool {
+        if status.is_ascii() {
+            // Folded statuses hold no ASCII capitals, so this equals comparing fold_value.
+            self.inactive.iter().any(|s| s.eq_ignore_ascii_case(status))
+        } else {
+            let folded = fold_value(status);
+            self.inactive.contains(&folded)
+        }
+    }
+}
+
+/// The error for a record whose field count differs from the header's, with its likely cause.
+fn wrong_field_count(
+    h: &Header,
+    record: &ByteRecord,
+    line: u64,
+    last_line: u64,
+    delimiter: u8,
+) -> Finding {
+    let d = delimiter_name(delimiter);
+    let why = if record.len() == 1 && cell(record, Some(0)).is_empty() {
+        "the line is blank but for spaces; delete it".to_owned()
+    } else if last_line > line {
+        format!(
+            "the row runs over lines {line}–{last_line}, so a quoted value probably \
+             has a line break in it or a quote that is not closed"
+        )
+    } else if record.len() > h.written.len() {
+        format!("a value probably contains a {d}; put that value in double quotes")
+    } else {
+        format!("a value or a {d} is probably missing")
+    };
+    Finding::line(
+        line,
+        format!(
+            "wrong number of fields: expected {} (as in the header), got {}; {why}",
+            h.written.len(),
+            record.len()
+        ),
+    )
+}
+
+/// The trimmed text of a cell; empty when the column is absent.
+fn cell(record: &ByteRecord, column: Option<usize>) -> &str {
+    column
+        .and_then(|c| record.get(c))
+        // The text is valid UTF-8 and csv splits it only at ASCII bytes.
+        .and_then(|raw| std::str::from_utf8(raw).ok())
+        .unwrap_or("")
+        .trim()
+}
+
+/// Interns `fold_value(value)` without allocating when the value is ASCII.
+fn intern_folded(symbols: &mut Interner, buf: &mut String, value: &str) -> Sym {
+    if !value.is_ascii() {
+        return symbols.intern(&fold_value(value));
+    }
+    if !value.bytes().any(|b| b.is_ascii_uppercase()) {
+        return symbols.intern(value);
+    }
+    buf.clear();
+    buf.push_str(value);
+    buf.make_ascii_lowercase();
+    symbols.intern(buf)
+}
+
+/// An email folded for comparison (SPEC §1: Unicode lower-casing), borrowed when it has no
+/// capitals.
+fn fold_email(email: &str) -> Cow<'_, str> {
+    if email.is_ascii() && !email.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Borrowed(email)
+    } else {
+        Cow::Owned(fold_value(email))
+    }
+}
+
+/// Why `email` is not well-formed (see `columns::is_well_formed_email`), in words.
+fn email_problem(email: &str) -> &'static str {
+    if email.chars().any(char::is_whitespace) {
+        return "it contains whitespace";
+    }
+    match email.split_once('@') {
+        None => "it has no @",
+        Some((_, domain)) if domain.contains('@') => "it has more than one @",
+        Some(("", _)) => "nothing comes before the @",
+        Some((_, "")) => "nothing comes after the @",
+        Some(_) => "the domain has no dot",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::roster::RosterOptions;
+    use crate::core::roster::tests::{ids, needing, ok, ok_with, places, rejected, rejected_with};
+
+    #[test]
+    fn a_line_of_only_spaces_is_a_row_like_any_other() {
+        let r = rejected("employee_id,email\n1,a@example.com\n   \n2,b@example.com\n");
+        assert_eq!(places(&r.errors), [(Some(3), None)]);
+        assert_eq!(
+            r.errors[0].message,
+            "wrong number of fields: expected 2 (as in the header), got 1; the line is blank but \
+             for spaces; delete it"
+        );
+        assert_eq!(r.rows, 3);
+        // With a single column it is a row with an empty employee_id.
+        let opts = RosterOptions::default();
+        let r = rejected_with(b"employee_id\n1\n  \n", &opts);
+        assert_eq!(
+            places(&r.errors),
+            [(Some(1), Some("email")), (Some(3), Some("employee_id"))]
+        );
+    }
+
+    #[test]
+    fn a_row_with_the_wrong_number_of_fields_is_an_error_without_a_column() {
+        let r = rejected(
+            "employee_id,email,name\n1,a@example.com\n2,b@example.com,Bo,extra\n3,c@example.com,Cy\n",
+        );
+        assert_eq!(places(&r.errors), [(Some(2), None), (Some(3), None)]);
+        assert!(
+            r.errors[0]
+                .message
+                .starts_with("wrong number of fields: expected 3 (as in the header), got 2"),
+            "{}",
+            r.errors[0].message
+        );
+        assert!(
+            r.errors[0]
+                .message
+                .ends_with("got 2; a value or a \",\" is probably missing"),
+            "{}",
+            r.errors[0].message
+        );
+        assert!(
+            r.errors[1].message.ends_with(
+                "got 4; a value probably contains a \",\"; put that value in double quotes"
+            ),
+            "{}",
+            r.errors[1].message
+        );
+    }
+
+    #[test]
+    fn a_wrong_field_count_after_a_quoted_multiline_field_names_the_record_start() {
+        let r = rejected(
+            "employee_id,email,note\n1,a@example.com,\"one\ntwo\"\n2,b@example.com,\"x\ny\",z\n",
+        );
+        assert_eq!(places(&r.errors), [(Some(4), None)]);
+        assert!(
+            r.errors[0].message.contains("runs over lines 4–5"),
+            "{}",
+            r.errors[0].message
+        );
+    }
+
+    #[test]
+    fn an_empty_employee_id_is_an_error_in_its_column_as_written() {
+        let r = rejected("Emp ID,email\n  ,a@example.com\n\"\",b@example.com\n3,c@example.com\n");
+        assert_eq!(
+            places(&r.errors),
+            [(Some(2), Some("Emp ID")), (Some(3), Some("Emp ID"))]
+        );
+    }
+
+    #[test]
+    fn two_active_employees_sharing_an_email_reject_the_file_at_the_second_line() {
+        // Issue 10 point 8: the email is one person's SSO identity (case-insensitive).
+        let r = rejected(
+            "employee_id,Work Email,status\n1,Ann@Example.com,active\n2,b@example.com,active\n\
+             3,ann@example.COM,active\n4,ÄNN@example.com,\n5,änn@example.com,\n",
+        );
+        assert_eq!(
+            places(&r.errors),
+            [(Some(4), Some("Work Email")), (Some(6), Some("Work Email"))]
+        );
+        assert!(
+            r.errors[0].message.contains("line 2"),
+            "{}",
+            r.errors[0].message
+        );
+        assert!(
+            r.errors[1].message.contains("line 5"),
+            "{}",
+            r.errors[1].message
+        );
+    }
+
+    #[test]
+    fn an_inactive_employee_may_share_an_email_with_an_active_one() {
+        let r = ok(
+            "employee_id,email,status\n1,a@example.com,terminated\n2,A@example.com,active\n\
+             3,a@example.com,inactive\n",
+        );
+        assert_eq!(ids(&r), ["1", "2", "3"]);
+    }
+
+    #[test]
+    fn a_duplicate_employee_id_names_the_line_it_was_first_on() {
+        let r = rejected(
+            "employee_id,email\n1,a@example.com\n2,b@example.com\n 1 ,c@example.com\n1,d@example.com\n",
+        );
+        assert_eq!(
+            places(&r.errors),
+            [
+                (Some(4), Some("employee_id")),
+                (Some(5), Some("employee_id"))
+            ]
+        );
+        assert_eq!(
+            r.errors[0].message,
+            "employee_id \"1\" already appears on line 2; each employee must have exactly one row"
+        );
+        assert!(r.errors[1].message.contains("line 2"));
+    }
+
+    #[test]
+    fn employee_ids_compare_exactly_after_trimming() {
+        let r = ok(
+            "employee_id,email\n007,a@example.com\n7,b@example.com\n 07 ,c@example.com\nA7,d@example.com\na7,e@example.com\n",
+        );
+        assert_eq!(ids(&r), ["007", "7", "07", "A7", "a7"]);
+    }
+
+    #[test]
+    fn an_empty_email_is_an_error_only_for_employees_who_are_not_inactive() {
+        let text = "employee_id,Work Email,Status\n\
+                    1,,Active\n\
+                    2,,Terminated\n\
+                    3,,\n\
+                    4, ,  INACTIVE \n\
+                    5,e@example.com,\n";
+        let r = rejected(text);
+        assert_eq!(
+            places(&r.errors),
+            [(Some(2), Some("Work Email")), (Some(4), Some("Work Email"))]
+        );
+        // Without a status column nobody is inactive.
+        let r = rejected("employee_id,email\n1,\n");
+        assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
+    }
+
+    #[test]
+    fn inactive_rows_may_leave_email_empty_or_malformed() {
+        let r = ok(
+            "employee_id,email,status\n1,a@example.com,active\n2,,separated\n3,not-an-email,Deceased\n",
+        );
+        assert_eq!(ids(&r), ["1", "2", "3"]);
+        let inactive: Vec<bool> = r.employees.iter().map(|e| e.inactive).collect();
+        assert_eq!(inactive, [false, true, true]);
+        assert_eq!(&*r.employees[1].email, "");
+    }
+
+    #[test]
+    fn email_well_formedness() {
+        for good in ["a@example.com", "first.last+tag@sub.example.co.uk", "A@B.C"] {
+            ok(&format!("employee_id,email\n1,{good}\n"));
+        }
+        let cases: &[(&str, &str)] = &[
+            ("bob@", "nothing comes after the @"),
+            ("bob", "it has no @"),
+            ("@example.com", "nothing comes before the @"),
+            ("a@@example.com", "it has more than one @"),
+            ("a@b@example.com", "it has more than one @"),
+            ("a@localhost", "the domain has no dot"),
+            ("a b@example.com", "it contains whitespace"),
+            ("a@exa\tmple.com", "it contains whitespace"),
+            ("a@exa\u{A0}mple.com", "it contains whitespace"),
+        ];
+        for (email, why) in cases {
+            let r = rejected(&format!("employee_id,email\n1,\"{email}\"\n"));
+            assert_eq!(places(&r.errors), [(Some(2), Some("email"))], "{email:?}");
+            assert!(
+                r.errors[0].message.contains(why),
+                "{email:?}: {}",
+                r.errors[0].message
+            );
+        }
+        let r = rejected("employee_id,email\n1,bob@\n");
+        assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
+        assert_eq!(
+            r.errors[0].message,
+            "email \"bob@\" is not a well-formed address: nothing comes after the @ (it needs a \
+             local part, one @ and a domain with a dot, and no spaces)"
+        );
+        // Surrounding spaces are trimmed, not whitespace inside the address.
+        assert_eq!(
+            &*ok("employee_id,email\n1,  a@example.com \n").employees[0].email,
+            "a@example.com"
+        );
+    }
+
+    #[test]
+    fn status_is_compared_case_insensitively_against_inactive_statuses() {
+        let opts = RosterOptions {
+            inactive_statuses: vec!["Ausgeschieden".into(), "RÉSILIÉ".into()],
+            ..RosterOptions::default()
+        };
+        let text = "employee_id,email,Worker Status\n\
+                    1,,ausgeschieden\n\
+                    2,, AUSGESCHIEDEN \n\
+                    3,,résilié\n\
+                    4,,Résilié\n\
+                    5,e@example.com,terminated\n\
+                    6,f@example.com,aktiv\n";
+        let r = ok_with(text.as_bytes(), &opts);
+        let inactive: Vec<bool> = r.employees.iter().map(|e| e.inactive).collect();
+        assert_eq!(inactive, [true, true, true, true, false, false]);
+    }
+
+    #[test]
+    fn default_inactive_statuses_are_the_four_of_the_spec() {
+        let r = ok(
+            "employee_id,email,status\n1,,Terminated\n2,,INACTIVE\n3,,separated\n4,,deceased\n5,e@x.io,on leave\n",
+        );
+        let inactive: Vec<bool> = r.employees.iter().map(|e| e.inactive).collect();
+        assert_eq!(inactive, [true, true, true, true, false]);
+    }
+
+    #[test]
+    fn nothing_in_a_cell_is_interpreted() {
+        let text = "employee_id,email,note\n\
+                    =1+1,a@example.com,\"=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"\n\
+                    @SUM(A1),b@example.com,+cmd|' /C calc'!A0\n";
+        let r = ok_with(text.as_bytes(), &needing(&["note"]));
+        assert_eq!(ids(&r), ["=1+1", "@SUM(A1)"]);
+        assert_eq!(
+            r.value(&r.employees[0], 0),
+            "=hyperlink(\"http://evil\",\"x\")"
+        );
+        assert_eq!(r.value(&r.employees[1], 0), "+cmd|' /c calc'!a0");
+    }
+}
