@@ -1,0 +1,378 @@
+//! Evaluation: rules compiled against one roster (field indices, interned values) and the
+//! rule ids each employee matches.
+
+use super::syntax::Condition;
+use super::{Rule, RuleId};
+use crate::core::columns::{Columns, fold_value};
+use crate::core::model::{Employee, Roster, Sym};
+
+/// Sets of up to this many symbols are searched linearly, larger ones by bisection.
+const LINEAR_SEARCH_MAX: usize = 16;
+
+/// One condition resolved against a roster.
+#[derive(Debug, Clone)]
+enum Test {
+    /// The cell at `index` is (`equal`) or is not (`!equal`) `sym`.
+    One { index: usize, sym: Sym, equal: bool },
+    /// The cell at `index` is (`member`) or is not (`!member`) in the sorted `syms`.
+    Set {
+        index: usize,
+        syms: Box<[Sym]>,
+        member: bool,
+    },
+    /// The employee's derived `is_manager` equals this.
+    Manager(bool),
+}
+
+impl Test {
+    #[inline]
+    fn holds(&self, employee: &Employee) -> bool {
+        match self {
+            Test::One { index, sym, equal } => (employee.values.get(*index) == Some(sym)) == *equal,
+            Test::Set {
+                index,
+                syms,
+                member,
+            } => {
+                let found = match employee.values.get(*index) {
+                    None => false,
+                    Some(v) if syms.len() <= LINEAR_SEARCH_MAX => syms.contains(v),
+                    Some(v) => syms.binary_search(v).is_ok(),
+                };
+                found == *member
+            }
+            Test::Manager(want) => employee.is_manager == *want,
+        }
+    }
+}
+
+/// A rule resolved against one roster: field indices and interned value sets, for fast evaluation.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    id: RuleId,
+    /// A `=` / `in` whose values no employee has: the rule matches nobody.
+    never: bool,
+    tests: Box<[Test]>,
+}
+
+impl CompiledRule {
+    /// Resolves the rule's fields and values; a field the roster did not keep is
+    /// `Err(field name as written)`.
+    pub fn compile(
+        rule: &Rule,
+        roster: &Roster,
+        columns: &Columns,
+    ) -> Result<CompiledRule, String> {
+        let mut never = false;
+        let mut tests = Vec::with_capacity(rule.conditions.len());
+        for condition in &rule.conditions {
+            let (field, op, values) = match condition {
+                Condition::IsManager(want) => {
+                    tests.push(Test::Manager(*want));
+                    continue;
+                }
+                Condition::Field { field, op, values } => (field, *op, values),
+            };
+            let index = roster
+                .field_index(&columns.key(field))
+                .ok_or_else(|| field.clone())?;
+            // A value no cell has gets no symbol: it can only fail `=`/`in` and pass `!=`/`not in`.
+            let mut syms: Vec<Sym> = values
+                .iter()
+                .filter_map(|v| roster.symbols.get(&fold_value(v)))
+                .collect();
+            syms.sort_unstable();
+            syms.dedup();
+            let positive = op.is_positive();
+            match (syms.as_slice(), positive) {
+                ([], true) => never = true,
+                ([], false) => {}
+                ([sym], equal) => tests.push(Test::One {
+                    index,
+                    sym: *sym,
+                    equal,
+                }),
+                (_, member) => tests.push(Test::Set {
+                    index,
+                    syms: syms.into_boxed_slice(),
+                    member,
+                }),
+            }
+        }
+        Ok(CompiledRule {
+            id: rule.id,
+            never,
+            tests: tests.into_boxed_slice(),
+        })
+    }
+
+    /// Whether all of the rule's conditions hold for `employee` (active or not).
+    #[inline]
+    pub fn matches(&self, employee: &Employee) -> bool {
+        !self.never && self.tests.iter().all(|t| t.holds(employee))
+    }
+
+    /// The id of the rule this was compiled from.
+    pub fn id(&self) -> RuleId {
+        self.id
+    }
+}
+
+/// The matching rule ids of every employee, stored flat: one allocation for the whole roster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchTable {
+    /// `ids[offsets[i]..offsets[i + 1]]` belong to employee `i`.
+    offsets: Vec<usize>,
+    ids: Vec<RuleId>,
+}
+
+impl MatchTable {
+    /// Evaluates `rules` for every employee of `roster`; inactive employees match nothing.
+    pub fn build(roster: &Roster, rules: &[CompiledRule]) -> MatchTable {
+        let mut order: Vec<&CompiledRule> = rules.iter().collect();
+        order.sort_by_key(|r| r.id);
+        let mut offsets = Vec::with_capacity(roster.employees.len() + 1);
+        let mut ids = Vec::new();
+        offsets.push(0);
+        for employee in &roster.employees {
+            if !employee.inactive {
+                ids.extend(order.iter().filter(|r| r.matches(employee)).map(|r| r.id));
+            }
+            offsets.push(ids.len());
+        }
+        MatchTable { offsets, ids }
+    }
+
+    /// A table from per-employee lists (each lowest id first), e.g. written out in a test.
+    pub fn from_lists(lists: &[Vec<RuleId>]) -> MatchTable {
+        let mut offsets = Vec::with_capacity(lists.len() + 1);
+        offsets.push(0);
+        let mut ids = Vec::new();
+        for list in lists {
+            ids.extend_from_slice(list);
+            offsets.push(ids.len());
+        }
+        MatchTable { offsets, ids }
+    }
+
+    /// Number of employees.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// Whether the table covers no employee.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Matching rule ids of employee `i` (roster order), lowest first; empty when out of range.
+    pub fn get(&self, i: usize) -> &[RuleId] {
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&from), Some(&to)) => &self.ids[from..to],
+            _ => &[],
+        }
+    }
+
+    /// The matching rule ids of each employee, in roster order.
+    pub fn iter(&self) -> impl Iterator<Item = &[RuleId]> + '_ {
+        self.offsets.windows(2).map(|w| &self.ids[w[0]..w[1]])
+    }
+}
+
+/// For each employee (same order as `roster.employees`): ids of the given compiled rules
+/// that match, lowest id first. Inactive employees get an empty list.
+pub fn matching(roster: &Roster, rules: &[CompiledRule]) -> Vec<Vec<RuleId>> {
+    MatchTable::build(roster, rules)
+        .iter()
+        .map(<[RuleId]>::to_vec)
+        .collect()
+}
+
+/// How many employee IDs `both_match` lists.
+pub const BOTH_MATCH_SAMPLE: usize = 10;
+
+/// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
+/// ids in file order).
+pub fn both_match(roster: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
+    let mut count = 0;
+    let mut sample = Vec::new();
+    for employee in &roster.employees {
+        if !employee.inactive && a.matches(employee) && b.matches(employee) {
+            count += 1;
+            if sample.len() < BOTH_MATCH_SAMPLE {
+                sample.push(employee.id.to_string());
+            }
+        }
+    }
+    (count, sample)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rules::tests::{Row, roster, rule};
+
+    fn sample_roster() -> Roster {
+        roster(
+            &["Department", "Job Title", "Work Email"],
+            &[
+                ("E1", &["Finance", "Engineer", "e1@x.com"], true, false),
+                ("E2", &[" finance ", "Analyst", "e2@x.com"], false, false),
+                ("E3", &["Sales", "Engineer", "e3@x.com"], true, false),
+                ("E4", &["R&D, Europe", "Engineer", "e4@x.com"], false, false),
+                ("E5", &["", "Intern", "e5@x.com"], false, false),
+                ("E6", &["Finance", "Engineer", "e6@x.com"], true, true),
+            ],
+        )
+    }
+
+    fn ids_matching(roster: &Roster, conditions: &[&str]) -> Vec<&'static str> {
+        let compiled = CompiledRule::compile(&rule(1, conditions), roster, &Columns::default())
+            .expect("fields present");
+        let names = ["E1", "E2", "E3", "E4", "E5", "E6"];
+        roster
+            .employees
+            .iter()
+            .zip(names)
+            .filter(|(e, _)| compiled.matches(e))
+            .map(|(_, n)| n)
+            .collect()
+    }
+
+    #[test]
+    fn compiled_rules_compare_folded_values() {
+        let r = sample_roster();
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["department = FINANCE"], &["E1", "E2", "E6"]),
+            (
+                &["department = Finance", "is_manager = true"],
+                &["E1", "E6"],
+            ),
+            (&["department = Finance", "is_manager = false"], &["E2"]),
+            (&["department != Finance"], &["E3", "E4", "E5"]),
+            (&["department in (Sales, \"R&D, Europe\")"], &["E3", "E4"]),
+            (
+                &["department not in (Sales, \"r&d, europe\", \"\")"],
+                &["E1", "E2", "E6"],
+            ),
+            (&["department = \"\""], &["E5"]),
+            (&["department = \"  \""], &["E5"]),
+            (
+                &["job_title = engineer", "department != finance"],
+                &["E3", "E4"],
+            ),
+            (&["email = E3@X.COM"], &["E3"]),
+            (&["department = Legal"], &[]),
+            (&["department in (Legal, Ops)"], &[]),
+            (&["department in (Legal, Sales)"], &["E3"]),
+            (
+                &["department != Legal"],
+                &["E1", "E2", "E3", "E4", "E5", "E6"],
+            ),
+            (
+                &["department not in (Legal, Ops)"],
+                &["E1", "E2", "E3", "E4", "E5", "E6"],
+            ),
+            (&["department = Legal", "is_manager = true"], &[]),
+            (&["is_manager = true", "is_manager = false"], &[]),
+            (&["department = Finance", "department = Sales"], &[]),
+        ];
+        for (conditions, expected) in cases {
+            assert_eq!(ids_matching(&r, conditions), *expected, "{conditions:?}");
+        }
+    }
+
+    #[test]
+    fn large_value_sets_are_searched_correctly() {
+        let values: Vec<String> = (0..40).map(|i| format!("D{i}")).collect();
+        let cells: Vec<[&str; 1]> = values.iter().map(|v| [v.as_str()]).collect();
+        let rows: Vec<Row> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (values[i].as_str(), &c[..], false, false))
+            .collect();
+        let r = roster(&["department"], &rows);
+        let odd: Vec<String> = (1..40).step_by(2).map(|i| format!("d{i}")).collect();
+        let list = format!("department in ({})", odd.join(", "));
+        let not_list = format!("department not in ({})", odd.join(", "));
+        let columns = Columns::default();
+        let ins = CompiledRule::compile(&rule(1, &[&list]), &r, &columns).unwrap();
+        let outs = CompiledRule::compile(&rule(2, &[&not_list]), &r, &columns).unwrap();
+        let matched: Vec<usize> = (0..40).filter(|&i| ins.matches(&r.employees[i])).collect();
+        assert_eq!(matched, (1..40).step_by(2).collect::<Vec<_>>());
+        let unmatched: Vec<usize> = (0..40).filter(|&i| outs.matches(&r.employees[i])).collect();
+        assert_eq!(unmatched, (0..40).step_by(2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn compile_refuses_a_field_the_roster_did_not_keep() {
+        let r = sample_roster();
+        let columns = Columns::default();
+        let err = CompiledRule::compile(
+            &rule(1, &["department = x", "Cost Center = 1"]),
+            &r,
+            &columns,
+        )
+        .unwrap_err();
+        assert_eq!(err, "Cost Center");
+        let ok =
+            CompiledRule::compile(&rule(9, &["DEPARTMENT = x", "UPN = y"]), &r, &columns).unwrap();
+        assert_eq!(ok.id(), RuleId(9));
+    }
+
+    #[test]
+    fn matching_lists_rule_ids_lowest_first_and_nothing_for_inactive() {
+        let r = sample_roster();
+        let columns = Columns::default();
+        let compiled: Vec<CompiledRule> = [
+            rule(5, &["job_title = Engineer"]),
+            rule(2, &["department = finance"]),
+            rule(9, &["is_manager = true"]),
+        ]
+        .iter()
+        .map(|x| CompiledRule::compile(x, &r, &columns).unwrap())
+        .collect();
+        let ids = |v: &[u64]| v.iter().map(|&i| RuleId(i)).collect::<Vec<_>>();
+        assert_eq!(
+            matching(&r, &compiled),
+            vec![
+                ids(&[2, 5, 9]),
+                ids(&[2]),
+                ids(&[5, 9]),
+                ids(&[5]),
+                ids(&[]),
+                ids(&[])
+            ]
+        );
+        let table = MatchTable::build(&r, &compiled);
+        assert_eq!(table.len(), 6);
+        assert_eq!(table.get(2), &ids(&[5, 9])[..]);
+        assert_eq!(table.get(6), &[] as &[RuleId]);
+        assert_eq!(matching(&r, &[]), vec![Vec::<RuleId>::new(); 6]);
+        assert_eq!(
+            matching(&Roster::default(), &compiled),
+            Vec::<Vec<RuleId>>::new()
+        );
+    }
+
+    #[test]
+    fn both_match_counts_active_employees_and_samples_ten_ids_in_file_order() {
+        let names: Vec<String> = (1..=15).map(|i| format!("{i:03}")).collect();
+        let mut rows: Vec<Row> = names
+            .iter()
+            .map(|n| (n.as_str(), &["Finance"][..], true, false))
+            .collect();
+        rows.insert(3, ("X1", &["Finance"], true, true));
+        rows.push(("X2", &["Sales"], true, false));
+        let r = roster(&["department"], &rows);
+        let columns = Columns::default();
+        let a = CompiledRule::compile(&rule(1, &["department = finance"]), &r, &columns).unwrap();
+        let b = CompiledRule::compile(&rule(2, &["is_manager = true"]), &r, &columns).unwrap();
+        let (count, sample) = both_match(&r, &a, &b);
+        assert_eq!(count, 15);
+        assert_eq!(sample, names[..10].to_vec());
+        let c = CompiledRule::compile(&rule(3, &["department = Sales"]), &r, &columns).unwrap();
+        assert_eq!(both_match(&r, &b, &c), (1, vec!["X2".to_string()]));
+        assert_eq!(both_match(&r, &a, &c), (0, vec![]));
+    }
+}

@@ -1,0 +1,238 @@
+//! Overlap analysis: whether two rules can both hold for one employee, decided from their
+//! conditions alone (SPEC §2), before any roster is at hand.
+
+use super::Rule;
+use super::syntax::Condition;
+use crate::core::columns::{Columns, fold_value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the conditions on one field key allow: `allowed` (if any positive condition) minus `denied`.
+#[derive(Default)]
+struct FieldConstraint {
+    allowed: Option<BTreeSet<String>>,
+    denied: BTreeSet<String>,
+}
+
+/// Can both rules' conditions hold for one employee? Decided from the conditions alone, field by field.
+///
+/// Per field key, `=` and `in` intersect and `!=` and `not in` subtract (values folded);
+/// a field with no `=` / `in` can always take a value nobody mentioned.
+pub fn can_overlap(a: &Rule, b: &Rule, columns: &Columns) -> bool {
+    let mut manager: Option<bool> = None;
+    let mut fields: BTreeMap<String, FieldConstraint> = BTreeMap::new();
+    for condition in a.conditions.iter().chain(&b.conditions) {
+        match condition {
+            Condition::IsManager(want) => {
+                if manager.is_some_and(|m| m != *want) {
+                    return false;
+                }
+                manager = Some(*want);
+            }
+            Condition::Field { field, op, values } => {
+                let constraint = fields.entry(columns.key(field)).or_default();
+                let folded: BTreeSet<String> = values.iter().map(|v| fold_value(v)).collect();
+                if op.is_positive() {
+                    constraint.allowed = Some(match constraint.allowed.take() {
+                        None => folded,
+                        Some(allowed) => allowed.intersection(&folded).cloned().collect(),
+                    });
+                } else {
+                    constraint.denied.extend(folded);
+                }
+            }
+        }
+    }
+    fields.values().all(|c| match &c.allowed {
+        None => true,
+        Some(allowed) => allowed.iter().any(|v| !c.denied.contains(v)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rules::syntax::Op;
+    use crate::core::rules::tests::{Row, field, roster, rule};
+    use crate::core::rules::{CompiledRule, both_match};
+    use proptest::prelude::*;
+
+    #[test]
+    fn can_overlap_decides_from_conditions_field_by_field() {
+        let columns = Columns::default();
+        let cases: &[(&[&str], &[&str], bool)] = &[
+            (&["department = Finance"], &["department = Finance"], true),
+            (&["department = Finance"], &["department = Sales"], false),
+            (
+                &["department = Finance"],
+                &["DEPARTMENT = \" FINANCE \""],
+                true,
+            ),
+            (&["department = Finance"], &["department != finance"], false),
+            (&["department = Finance"], &["department != Sales"], true),
+            (&["department in (A, B)"], &["department not in (A)"], true),
+            (
+                &["department in (A, B)"],
+                &["department not in (b, a)"],
+                false,
+            ),
+            (&["department in (A, B)"], &["department in (B, C)"], true),
+            (&["department in (A)"], &["department in (B)"], false),
+            (&["department != A"], &["department != B"], true),
+            (&["department not in (A)"], &["department not in (A)"], true),
+            (&["department = A"], &["title = B"], true),
+            (
+                &["department = A"],
+                &["title != B", "is_manager = false"],
+                true,
+            ),
+            (&["Work Email = x@y.z"], &["email != X@Y.Z"], false),
+            (&["Work Email = x@y.z"], &["UPN = X@Y.Z"], true),
+            (&["Job Title = x"], &["job_title != x"], false),
+            (&["is_manager = true"], &["is_manager = false"], false),
+            (&["is_manager = true"], &["is_manager = true"], true),
+            (&["is_manager = true"], &["department = A"], true),
+            (&["department = A", "department = B"], &["title = x"], false),
+            (
+                &["department in (A, B)", "department != A"],
+                &["department = B"],
+                true,
+            ),
+            (
+                &["department in (A, B)", "department != A"],
+                &["department != B"],
+                false,
+            ),
+            (&["department = \"\""], &["department != \"\""], false),
+            (&["department = \"\""], &["department = \" \""], true),
+            (
+                &["department = A", "is_manager = true"],
+                &["department = A", "is_manager = false"],
+                false,
+            ),
+        ];
+        for (a, b, expected) in cases {
+            let (ra, rb) = (rule(1, a), rule(2, b));
+            assert_eq!(can_overlap(&ra, &rb, &columns), *expected, "{a:?} vs {b:?}");
+            assert_eq!(can_overlap(&rb, &ra, &columns), *expected, "{b:?} vs {a:?}");
+        }
+        let contradictory = rule(1, &["department = A", "department != a"]);
+        assert!(!can_overlap(&contradictory, &contradictory, &columns));
+        let plain = rule(2, &["department = A"]);
+        assert!(can_overlap(&plain, &plain, &columns));
+    }
+
+    /// Small universes so that generated rules and employees collide often.
+    const FIELDS: &[&str] = &[
+        "department",
+        "Department",
+        "Job Title",
+        "job_title",
+        "email",
+        "Work Email",
+    ];
+    const VALUES: &[&str] = &["a", "A", " a", "b", "c", ""];
+    const KEYS: &[&str] = &["department", "jobtitle", "email"];
+    const CELLS: &[&str] = &["a", "b", "c", "", "d"];
+
+    fn small_condition() -> impl Strategy<Value = Condition> {
+        let op = prop_oneof![Just(Op::Eq), Just(Op::Ne), Just(Op::In), Just(Op::NotIn)];
+        prop_oneof![
+            1 => any::<bool>().prop_map(Condition::IsManager),
+            4 => (
+                prop::sample::select(FIELDS),
+                op,
+                prop::collection::vec(prop::sample::select(VALUES), 1..4)
+            )
+                .prop_map(|(f, op, values)| {
+                    let n = if matches!(op, Op::Eq | Op::Ne) { 1 } else { values.len() };
+                    field(f, op, &values[..n])
+                }),
+        ]
+    }
+
+    fn small_rule(id: u64) -> impl Strategy<Value = Rule> {
+        prop::collection::vec(small_condition(), 1..4).prop_map(move |conditions| Rule {
+            conditions,
+            ..rule(id, &[])
+        })
+    }
+
+    /// An employee who satisfies both rules, built from the constraints, when they can overlap.
+    fn witness(a: &Rule, b: &Rule) -> (Vec<String>, bool) {
+        let columns = Columns::default();
+        let mut is_manager = false;
+        let cells = KEYS
+            .iter()
+            .map(|key| {
+                let mut allowed: Option<BTreeSet<String>> = None;
+                let mut denied = BTreeSet::new();
+                for c in a.conditions.iter().chain(&b.conditions) {
+                    match c {
+                        Condition::IsManager(m) => is_manager = *m,
+                        Condition::Field { field, op, values } if columns.key(field) == *key => {
+                            let folded: BTreeSet<String> =
+                                values.iter().map(|v| fold_value(v)).collect();
+                            if op.is_positive() {
+                                allowed = Some(match allowed.take() {
+                                    None => folded,
+                                    Some(s) => s.intersection(&folded).cloned().collect(),
+                                });
+                            } else {
+                                denied.extend(folded);
+                            }
+                        }
+                        Condition::Field { .. } => {}
+                    }
+                }
+                match allowed {
+                    Some(s) => s
+                        .into_iter()
+                        .find(|v| !denied.contains(v))
+                        .unwrap_or_default(),
+                    None => "never-mentioned".to_string(),
+                }
+            })
+            .collect();
+        (cells, is_manager)
+    }
+
+    proptest! {
+
+        #[test]
+        fn can_overlap_is_symmetric(a in small_rule(1), b in small_rule(2)) {
+            let columns = Columns::default();
+            prop_assert_eq!(can_overlap(&a, &b, &columns), can_overlap(&b, &a, &columns));
+        }
+
+        #[test]
+        fn can_overlap_is_sound_and_exact(
+            a in small_rule(1),
+            b in small_rule(2),
+            people in prop::collection::vec(
+                (prop::collection::vec(prop::sample::select(CELLS), 3), any::<bool>()),
+                0..12,
+            ),
+        ) {
+            let columns = Columns::default();
+            let overlap = can_overlap(&a, &b, &columns);
+            let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
+            let mut rows: Vec<Row> = people
+                .iter()
+                .zip(&names)
+                .map(|((cells, m), n)| (n.as_str(), &cells[..], *m, false))
+                .collect();
+            let (w_cells, w_manager) = witness(&a, &b);
+            let w_refs: Vec<&str> = w_cells.iter().map(String::as_str).collect();
+            rows.push(("W", &w_refs, w_manager, false));
+            let r = roster(KEYS, &rows);
+            let ca = CompiledRule::compile(&a, &r, &columns).unwrap();
+            let cb = CompiledRule::compile(&b, &r, &columns).unwrap();
+            let (count, _) = both_match(&r, &ca, &cb);
+            let witness_matches = r.employees.last().is_some_and(|w| ca.matches(w) && cb.matches(w));
+            // Sound: an employee matching both means the rules overlap.
+            prop_assert!(count == 0 || overlap, "{} employees match both", count);
+            // Exact: when they overlap, the constructed witness matches both.
+            prop_assert_eq!(witness_matches, overlap);
+        }
+    }
+}
