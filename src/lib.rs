@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod engine;
 pub mod ingest;
 pub mod layout;
 pub mod local;

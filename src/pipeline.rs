@@ -28,15 +28,6 @@ use std::path::{Path, PathBuf};
 /// The drop folders.
 pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
 
-/// Where a fetched file goes on the remote server once decided (SPEC §5 poll mode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RemoteFolder {
-    /// `source.remote.processed`: applied, dry run, or held and then decided.
-    Processed,
-    /// `source.remote.rejected`: rejected for errors.
-    Rejected,
-}
-
 /// Suffix that marks a file as a dry run.
 pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
 
@@ -798,22 +789,30 @@ impl<S: Store> Pipeline<S> {
             .max()
     }
 
-    /// Poll mode: files whose remote copy still has to be moved, with the remote folder it goes to.
-    pub fn remote_work(&self) -> Result<Vec<(FileEntry, RemoteFolder)>> {
+    /// Files whose source still has to finish them (poll mode: the remote copy has to move).
+    pub fn remote_work(&self) -> Result<Vec<FileEntry>> {
         Ok(self
             .store
             .files()?
             .into_iter()
             .filter(|f| f.remote_pending && f.remote.is_some() && f.pending_move.is_none())
-            .map(|f| {
-                let folder = if f.status == FileStatus::Rejected && !f.was_held {
-                    RemoteFolder::Rejected
-                } else {
-                    RemoteFolder::Processed
-                };
-                (f, folder)
-            })
             .collect())
+    }
+
+    /// Registers a complete download's origin and renames it from `tmp` into inbox/ as
+    /// `name`; when the rename fails the download is forgotten, so it is fetched again.
+    pub fn file_in(&self, tmp: &Path, name: &str, origin: &RemoteOrigin) -> Result<()> {
+        self.store.register_remote(name, origin)?;
+        let target = self.paths.folder("inbox").join(name);
+        let moved = crate::util::rename_noreplace(tmp, &target)
+            .and_then(|()| fsync_dir(target.parent().expect("inbox")));
+        if let Err(e) = moved {
+            let _ = fs::remove_file(tmp);
+            self.store.unregister_remote(name)?;
+            return Err(e)
+                .with_context(|| format!("moving the download into {}", target.display()));
+        }
+        Ok(())
     }
 
     /// Poll mode: the remote move of file `id` is done.
@@ -834,10 +833,15 @@ impl<S: Store> Pipeline<S> {
         Ok(())
     }
 
-    /// Poll mode: whether a remote file was already fetched (in the ledger or registered).
-    pub fn remote_known(&self, dir: &str, name: &str, size: u64, mtime: u32) -> Result<bool> {
-        let same =
-            |o: &RemoteOrigin| o.dir == dir && o.name == name && o.size == size && o.mtime == mtime;
+    /// Poll mode: whether a remote file was already fetched (in the ledger or registered),
+    /// by its folder, name, size and mtime.
+    pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<bool> {
+        let same = |o: &RemoteOrigin| {
+            o.dir == origin.dir
+                && o.name == origin.name
+                && o.size == origin.size
+                && o.mtime == origin.mtime
+        };
         if self
             .store
             .remote_registrations()?
@@ -948,7 +952,12 @@ mod tests {
             .collect();
         assert_eq!(left, vec!["a.csv".to_string()]);
         assert!(!inbox.join(".fetch-c.csv.part").exists());
-        assert!(!p.remote_known("outgoing", "b.csv", 1, 1).unwrap());
-        assert!(p.remote_known("outgoing", "a.csv", 4, 1).unwrap());
+        let sighting = |name: &str, size| RemoteOrigin {
+            size,
+            mtime: 1,
+            ..origin(name, b"")
+        };
+        assert!(!p.remote_known(&sighting("b.csv", 1)).unwrap());
+        assert!(p.remote_known(&sighting("a.csv", 4)).unwrap());
     }
 }

@@ -3,7 +3,7 @@
 use super::{Envelope, MAX_LINE};
 use crate::commands::{Request, Response, exit};
 use crate::config::Config;
-use crate::daemon::EngineHandle;
+use crate::engine::EngineHandle;
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

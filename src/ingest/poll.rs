@@ -12,13 +12,13 @@
 //! The remote file is never touched before step 4 committed.
 
 use crate::config::{Config, Remote};
-use crate::daemon::EngineHandle;
+use crate::engine::{EngineHandle, SourceFile, SourceLink};
 use crate::ingest::sftp_poller::{
     Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path,
 };
-use crate::pipeline::{FOLDERS, Paths, RemoteFolder};
-use crate::store::{FileEntry, RemoteOrigin};
-use anyhow::Result;
+use crate::pipeline::{FOLDERS, Paths};
+use crate::store::{FileEntry, FileStatus, RemoteOrigin};
+use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -34,6 +34,70 @@ pub struct PollState {
     pub last_error: Option<String>,
     /// Fetching stopped until restart (host key mismatch or refused login).
     pub stopped: bool,
+}
+
+/// Poll mode as the engine sees it: its part of `status`, and a wake-up when decided files
+/// wait for their remote move.
+#[derive(Default)]
+pub struct PollLink {
+    /// What `status` shows.
+    pub state: Arc<Mutex<PollState>>,
+    /// Wakes the poller to finish remote moves.
+    pub kick: Arc<Notify>,
+}
+
+impl SourceLink for PollLink {
+    fn handoffs_waiting(&self) {
+        self.kick.notify_one();
+    }
+
+    fn status(&self) -> Option<(&'static str, serde_json::Value, String)> {
+        let poll = self.state.lock().expect("poll state").clone();
+        let value = json!({
+            "last_success": poll.last_success.map(crate::util::rfc3339),
+            "last_error": poll.last_error,
+            "stopped": poll.stopped,
+        });
+        let mut text = format!(
+            "polling:   last success {}{}\n",
+            poll.last_success
+                .map(crate::util::rfc3339)
+                .unwrap_or_else(|| "never".into()),
+            if poll.stopped {
+                " — STOPPED (see the last error)"
+            } else {
+                ""
+            }
+        );
+        if let Some(e) = &poll.last_error {
+            text.push_str(&format!("POLL ERROR: {e}\n"));
+        }
+        Some(("poll", value, text))
+    }
+}
+
+/// Where a fetched file goes on the remote server once decided (SPEC §5 poll mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemoteFolder {
+    /// `source.remote.processed`: applied, dry run, or held and then decided.
+    Processed,
+    /// `source.remote.rejected`: rejected for errors.
+    Rejected,
+}
+
+impl RemoteFolder {
+    fn of(entry: &FileEntry) -> RemoteFolder {
+        if entry.status == FileStatus::Rejected && !entry.was_held {
+            RemoteFolder::Rejected
+        } else {
+            RemoteFolder::Processed
+        }
+    }
+}
+
+/// The engine's answer when it stopped.
+fn engine_error(e: anyhow::Error) -> PollError {
+    PollError::Other(e)
 }
 
 /// Longest wait between reconnects.
@@ -172,12 +236,14 @@ async fn poll_with(
     let stable = stability.stable(&listing);
     let pending_stability = stable.len() < listing.len();
     for file in stable {
-        let (dir, f) = (s.inbox.clone(), file.clone());
-        let known = engine
-            .call(move |p| p.remote_known(&dir, &f.name, f.size, f.mtime))
-            .await
-            .ok_or_else(|| PollError::Other(anyhow::anyhow!("the daemon is stopping")))?
-            .map_err(PollError::Other)?;
+        let sighting = RemoteOrigin {
+            dir: s.inbox.clone(),
+            name: file.name.clone(),
+            size: file.size,
+            mtime: file.mtime,
+            sha256: String::new(),
+        };
+        let known = engine.known(sighting).await.map_err(engine_error)?;
         if known {
             continue;
         }
@@ -215,26 +281,12 @@ async fn fetch(
         mtime: file.mtime,
         sha256,
     };
-    let (name, target) = (local_name.clone(), inbox.join(&local_name));
-    let registered = engine
-        .call(move |p| -> Result<()> {
-            use crate::store::Store;
-            p.store.register_remote(&name, &origin)?;
-            let moved = crate::util::rename_noreplace(&tmp, &target)
-                .and_then(|()| crate::util::fsync_dir(target.parent().expect("inbox")));
-            if let Err(e) = moved {
-                // Not in inbox/: forget it so the next poll fetches it again.
-                let _ = std::fs::remove_file(&tmp);
-                p.store.unregister_remote(&name)?;
-                return Err(e.into());
-            }
-            Ok(())
-        })
+    let name = local_name.clone();
+    engine
+        .file_in(SourceFile { tmp, name, origin })
         .await
-        .ok_or_else(|| PollError::Other(anyhow::anyhow!("the daemon is stopping")))?;
-    registered.map_err(PollError::Other)?;
+        .map_err(engine_error)?;
     tracing::info!(remote = %file.name, local = %local_name, size = file.size, "fetched a roster from the remote inbox");
-    engine.scan();
     Ok(())
 }
 
@@ -265,20 +317,11 @@ async fn finish_remote_moves(
     paths: &Paths,
     engine: &EngineHandle,
 ) -> Result<(), PollError> {
-    let work = engine
-        .call(|p| p.remote_work())
-        .await
-        .ok_or_else(|| PollError::Other(anyhow::anyhow!("the daemon is stopping")))?
-        .map_err(PollError::Other)?;
-    for (entry, folder) in work {
-        move_one(client, s, paths, &entry, folder).await?;
+    let work = engine.handoffs().await.map_err(engine_error)?;
+    for entry in work {
+        move_one(client, s, paths, &entry, RemoteFolder::of(&entry)).await?;
         crate::util::crash_point("after_remote_move");
-        let id = entry.id;
-        engine
-            .call(move |p| p.remote_done(id))
-            .await
-            .ok_or_else(|| PollError::Other(anyhow::anyhow!("the daemon is stopping")))?
-            .map_err(PollError::Other)?;
+        engine.handed_off(entry.id).await.map_err(engine_error)?;
         tracing::info!(file = %entry.stored_as, "remote file moved and reports uploaded");
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! overflow, at start-up and every `source.rescan_interval`, so a lost event delays a file
 //! but never loses it.
 
-use crate::daemon::EngineHandle;
+use crate::engine::EngineHandle;
 use crate::layout::is_ignored;
 use anyhow::{Context, Result};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
