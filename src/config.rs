@@ -193,6 +193,9 @@ pub struct Source {
     /// compatible | strict
     #[serde(default = "default_profile")]
     pub ssh_profile: String,
+    /// Also offer an RSA host key (`compatible` only; SPEC §8). Default false.
+    #[serde(default)]
+    pub rsa_host_key: bool,
     /// Watch mode: the directory another program writes.
     #[serde(default)]
     pub watch_dir: PathBuf,
@@ -425,6 +428,13 @@ impl Config {
             "compatible" | "strict" => {}
             other => bail!("source.ssh_profile = \"{other}\": use \"compatible\" or \"strict\""),
         }
+        if self.source.rsa_host_key && self.source.ssh_profile == "strict" {
+            bail!(
+                "source.rsa_host_key = true cannot be used with source.ssh_profile = \"strict\", \
+                 which offers the ed25519 host key only: remove rsa_host_key, or use \
+                 ssh_profile = \"compatible\""
+            );
+        }
         match self.log.format.as_str() {
             "text" | "json" => {}
             other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
@@ -541,6 +551,8 @@ mod tests {
         assert_eq!(c.source.listen.to_string(), "127.0.0.1:2222");
         assert_eq!(c.source.settle, Duration::from_secs(2));
         assert_eq!(c.source.rescan_interval, Duration::from_secs(60));
+        assert_eq!(c.source.ssh_profile, "compatible");
+        assert!(!c.source.rsa_host_key);
         assert_eq!(
             c.control.socket,
             PathBuf::from("/run/autoprov/autoprov.sock")
@@ -567,6 +579,21 @@ mod tests {
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn rsa_host_key_is_for_the_compatible_profile_only() {
+        let c = load("[source]\nrsa_host_key = true\n").unwrap();
+        assert!(c.source.rsa_host_key);
+        let err = format!(
+            "{:#}",
+            load("[source]\nssh_profile = \"strict\"\nrsa_host_key = true\n").unwrap_err()
+        );
+        assert!(
+            err.contains("rsa_host_key") && err.contains("strict"),
+            "{err}"
+        );
+        assert!(load("[source]\nssh_profile = \"strict\"\nrsa_host_key = false\n").is_ok());
     }
 
     #[test]

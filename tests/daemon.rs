@@ -9,6 +9,7 @@
 mod common;
 
 use common::daemon::Daemon;
+use common::sshd::key_fingerprint;
 use common::{Settings, TestEnv, entries, files, is_filed_name, sha256_hex, testdata};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -1000,6 +1001,81 @@ fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
         "{text}"
     );
     daemon.stop();
+}
+
+// ---- 8. host keys (SPEC §8) -------------------------------------------------------------
+
+/// The `(algorithm, fingerprint)` of each "SSH host key" line of a daemon log.
+fn logged_host_keys(log: &str) -> Vec<(String, String)> {
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .to_string()
+    };
+    log.lines()
+        .filter(|l| l.contains("SSH host key"))
+        .map(|l| (field(l, "algorithm="), field(l, "fingerprint=")))
+        .collect()
+}
+
+/// `(algorithm, fingerprint)` of a host key as `ssh-keygen -l` shows it.
+fn host_key_on_disk(env: &TestEnv, algorithm: &str, file: &str) -> (String, String) {
+    let path = env.data_dir.join("host_keys").join(file);
+    let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+    let (_, fingerprint) = key_fingerprint(&path.with_file_name(format!("{file}.pub")));
+    (algorithm.to_string(), fingerprint)
+}
+
+/// The host key fingerprints logged at start are those of the key files; the RSA key is
+/// created, loaded and logged only with `source.rsa_host_key = true`, and a file left from
+/// such a run is kept but not loaded once the key is off again.
+#[test]
+fn host_key_fingerprints_are_logged_with_rsa_only_when_enabled() {
+    let mut env = host_env(Settings::default(), "");
+    let rsa_file = env.data_dir.join("host_keys/ssh_host_rsa_key");
+    let daemon = Daemon::start(&env);
+    let log = daemon.log();
+    daemon.stop();
+    let ed25519 = host_key_on_disk(&env, "ssh-ed25519", "ssh_host_ed25519_key");
+    assert_eq!(
+        logged_host_keys(&log),
+        std::slice::from_ref(&ed25519),
+        "{log}"
+    );
+    assert!(!rsa_file.exists());
+
+    env.reconfigure(|s| s.extra_toml = host_source("rsa_host_key = true"));
+    let daemon = Daemon::start(&env);
+    let log = daemon.log();
+    daemon.stop();
+    let rsa = host_key_on_disk(&env, "ssh-rsa", "ssh_host_rsa_key");
+    assert_eq!(logged_host_keys(&log), [ed25519.clone(), rsa], "{log}");
+
+    env.reconfigure(|s| s.extra_toml = host_source(""));
+    let before = fs::read(&rsa_file).unwrap();
+    let daemon = Daemon::start(&env);
+    let log = daemon.log();
+    daemon.stop();
+    assert_eq!(logged_host_keys(&log), [ed25519], "{log}");
+    assert!(log.contains("RSA host key file not used"), "{log}");
+    assert_eq!(fs::read(&rsa_file).unwrap(), before);
+}
+
+/// `strict` never offers RSA: asking for the RSA host key with it is a config error (exit 2).
+#[test]
+fn rsa_host_key_with_the_strict_profile_is_a_config_error() {
+    let env = host_env(
+        Settings::default(),
+        "ssh_profile = \"strict\"\nrsa_host_key = true",
+    );
+    let out = env.expect(2, &["run"]);
+    assert!(
+        out.contains("source.rsa_host_key") && out.contains("\"strict\""),
+        "{out}"
+    );
+    assert!(!env.data_dir.join("host_keys").exists());
 }
 
 // ---- found while writing these tests ---------------------------------------------------

@@ -136,6 +136,7 @@ fn example_config_documents_every_key() {
         "mode",
         "listen",
         "ssh_profile",
+        "rsa_host_key",
         "watch_dir",
         "settle",
         "rescan_interval",

@@ -2,7 +2,9 @@
 //! (libssh2). Each test starts its own server in-process on 127.0.0.1:0 with a temporary
 //! drop root; clients run as child processes with a timeout.
 //!
-//! Needs on PATH: sftp, ssh, ssh-keygen, curl (with sftp support).
+//! Needs on PATH: sftp, ssh, ssh-keygen, curl (with sftp support). The ssh-audit tests and
+//! the strict-profile RSA user key test need `/var/tmp/autoprov-venv` with ssh-audit and
+//! Paramiko (`.ci/run` installs them); see [`prerequisite`] for when they are skipped.
 
 mod common;
 
@@ -15,8 +17,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use autoprov::ingest::sftp_server::{SftpSettings, SshProfile};
-use common::sftp::{Server, USER, settings_for, unique};
+use autoprov::ingest::host_keys::{ED25519_FILE, RSA_FILE};
+use autoprov::ingest::sftp_server::{SftpServer, SftpSettings, SshProfile};
+use common::sftp::{Server, USER, enable_rsa_host_key, host_key_template, settings_for, unique};
+use common::sshd::{key_fingerprint, keygen};
+use serde_json::Value;
 use tempfile::TempDir;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -612,6 +617,62 @@ fn strict_profile_needs_post_quantum_kex_which_openssh_9_2_lacks() {
     assert!(!keys_dir.join("ssh_host_rsa_key").exists());
 }
 
+/// `sftp -v -b` running `ls /` with `key` and extra `-o` options (host keys not checked).
+fn sftp_ls_verbose(s: &Server, key: &Path, options: &[&str]) -> Outcome {
+    let batch = s.local(&format!("batch-{}", unique()));
+    fs::write(&batch, "ls /\n").unwrap();
+    let mut cmd = s.sftp_command(&[key]);
+    for option in options {
+        cmd.args(["-o", option]);
+    }
+    cmd.arg("-v")
+        .arg("-b")
+        .arg(&batch)
+        .arg(format!("{USER}@127.0.0.1"));
+    run(cmd, CLIENT_TIMEOUT)
+}
+
+/// The `ALGORITHM SHA256:...` of the "Server host key:" line that `-v` prints.
+fn server_host_key(out: &Outcome) -> String {
+    out.stderr
+        .lines()
+        .find_map(|l| l.split_once("Server host key: "))
+        .map(|(_, key)| key.trim().to_string())
+        .unwrap_or_else(|| panic!("no \"Server host key\" line: {out:?}"))
+}
+
+/// `HostKeyAlgorithms` that only an RSA host key satisfies (never SHA-1 `ssh-rsa`).
+const RSA_HOST_KEY_ONLY: &str = "HostKeyAlgorithms=rsa-sha2-512,rsa-sha2-256";
+
+/// SPEC §8: without `rsa_host_key` (the default) no RSA host key is created, and one left in
+/// the folder by an earlier run is not offered.
+#[test]
+fn the_rsa_host_key_is_neither_created_nor_offered_by_default() {
+    let fresh = Server::start_with(|s| s.host_key_dir = s.host_key_dir.with_file_name("fresh"));
+    let keys_dir = fresh.dir.path().join("fresh");
+    assert!(keys_dir.join(ED25519_FILE).exists());
+    assert!(!keys_dir.join(RSA_FILE).exists());
+    let out = sftp_ls_verbose(&fresh, &keys().good, &[]);
+    assert!(out.ok(), "{out:?}");
+    let (_, ed25519) = key_fingerprint(&keys_dir.join(format!("{ED25519_FILE}.pub")));
+    assert_eq!(server_host_key(&out), format!("ssh-ed25519 {ed25519}"));
+
+    let leftover = Server::start_with(|s| {
+        fs::copy(
+            host_key_template().join(RSA_FILE),
+            s.host_key_dir.join(RSA_FILE),
+        )
+        .unwrap();
+    });
+    for s in [&fresh, &leftover] {
+        let out = sftp_ls_verbose(s, &keys().good, &[RSA_HOST_KEY_ONLY]);
+        assert!(!out.ok(), "{out:?}");
+        assert!(out.stderr.contains("no matching host key type"), "{out:?}");
+    }
+}
+
+/// SPEC §8: with `rsa_host_key` both host keys are created (0600, RSA ≥ 3072 bits), offered
+/// (RSA as rsa-sha2-512/256) and the same after a restart.
 #[test]
 fn host_keys_persist_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -619,16 +680,23 @@ fn host_keys_persist_across_restarts() {
     let host_key_dir = dir.path().join("fresh-keys");
     let mut settings = default_settings(dir.path());
     settings.host_key_dir = host_key_dir.clone();
-    let first_settings = settings.clone();
-    let mut s = Server::start_in(dir, first_settings);
-    for name in ["ssh_host_ed25519_key", "ssh_host_rsa_key"] {
+    enable_rsa_host_key(&mut settings);
+    let mut s = Server::start_in(dir, settings.clone());
+    for name in [ED25519_FILE, RSA_FILE] {
         let mode = fs::metadata(host_key_dir.join(name))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
-    let connect = |s: &Server, checking: &str| {
+    let (bits, rsa) = key_fingerprint(&host_key_dir.join(format!("{RSA_FILE}.pub")));
+    assert!(bits >= 3072, "{bits}");
+    let out = sftp_ls_verbose(&s, &keys().good, &[RSA_HOST_KEY_ONLY]);
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(server_host_key(&out), format!("ssh-rsa {rsa}"));
+
+    // Each host key pinned under its own alias on first contact, then checked strictly.
+    let connect = |s: &Server, checking: &str, alias: &str, algorithms: &str| {
         let batch = s.local(&format!("batch-{}", unique()));
         fs::write(&batch, "ls /\n").unwrap();
         let mut cmd = Command::new("sftp");
@@ -637,14 +705,11 @@ fn host_keys_persist_across_restarts() {
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-o")
             .arg(format!("StrictHostKeyChecking={checking}"))
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "HostKeyAlias=autoprov-test",
-            ])
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .arg("-o")
+            .arg(format!("HostKeyAlias={alias}"))
+            .arg("-o")
+            .arg(format!("HostKeyAlgorithms={algorithms}"))
             .arg("-o")
             .arg(format!("IdentityFile={}", keys().good.display()))
             .arg("-b")
@@ -652,14 +717,119 @@ fn host_keys_persist_across_restarts() {
             .arg(format!("{USER}@127.0.0.1"));
         run(cmd, CLIENT_TIMEOUT)
     };
-    let out = connect(&s, "accept-new");
-    assert!(out.ok(), "{out:?}");
+    let pins = [
+        ("autoprov-ed25519", "ssh-ed25519"),
+        ("autoprov-rsa", "rsa-sha2-512,rsa-sha2-256"),
+    ];
+    for (alias, algorithms) in pins {
+        let out = connect(&s, "accept-new", alias, algorithms);
+        assert!(out.ok(), "{alias}: {out:?}");
+    }
     s.stop();
     let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
     drop(s);
     let s = Server::start_in(dir, settings);
-    let out = connect(&s, "yes");
-    assert!(out.ok(), "host key changed across restart: {out:?}");
+    for (alias, algorithms) in pins {
+        let out = connect(&s, "yes", alias, algorithms);
+        assert!(
+            out.ok(),
+            "{alias}: host key changed across restart: {out:?}"
+        );
+    }
+}
+
+/// The strict profile with `rsa_host_key` does not start (the config refuses it earlier).
+#[test]
+fn strict_with_an_rsa_host_key_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = default_settings(dir.path());
+    settings.profile = SshProfile::Strict;
+    settings.host_key_dir = dir.path().join("strict-keys");
+    settings.rsa_host_key = true;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = match rt.block_on(SftpServer::bind(settings)) {
+        Ok(_) => panic!("strict with an RSA host key was accepted"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("ed25519 host key only"), "{err}");
+    assert!(!dir.path().join("strict-keys").join(RSA_FILE).exists());
+}
+
+// ---------------------------------------------------------------- users' RSA keys
+
+/// A 3072-bit RSA user key generated with ssh-keygen in `dir`, and settings authorizing it.
+fn rsa_user(dir: &Path) -> (PathBuf, SftpSettings) {
+    let key = dir.join("id_rsa");
+    keygen("rsa", Some(3072), &key);
+    (key.clone(), settings_for(dir, pubkey_line(&key)))
+}
+
+/// SPEC §8: users' RSA keys (rsa-sha2) work without the RSA host key: an upload with the
+/// real OpenSSH `sftp` against the default `compatible` profile, ed25519 host key.
+#[test]
+fn an_rsa_user_key_uploads_with_openssh_sftp_in_the_default_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, settings) = rsa_user(dir.path());
+    assert_eq!(settings.profile, SshProfile::Compatible);
+    assert!(!settings.rsa_host_key);
+    let s = Server::start_in(dir, settings);
+    let content = b"employee_id,email\n1,ann@example.com\n";
+    fs::write(s.local("rsa.csv"), content).unwrap();
+    let batch = format!("put {} inbox/rsa.csv", s.local("rsa.csv").display());
+    let out = s.sftp_batch_with(&[&key], &batch);
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(fs::read(s.area("inbox/rsa.csv")).unwrap(), content);
+    let out = sftp_ls_verbose(&s, &key, &[]);
+    assert!(out.ok(), "{out:?}");
+    assert!(server_host_key(&out).starts_with("ssh-ed25519 "), "{out:?}");
+}
+
+/// Paramiko: connects, checks the host key (argv: port user key host_pub local remote),
+/// logs in with the RSA key and uploads; prints the host key algorithm.
+const PARAMIKO_RSA_UPLOAD: &str = r#"
+import sys, paramiko
+port, user, key, host_pub, local, remote = sys.argv[1:7]
+t = paramiko.Transport(("127.0.0.1", int(port)))
+t.connect()
+got = t.get_remote_server_key()
+if [got.get_name(), got.get_base64()] != host_pub.split()[:2]:
+    sys.exit("unexpected host key " + got.get_name())
+t.auth_publickey(user, paramiko.RSAKey.from_private_key_file(key))
+sftp = paramiko.SFTPClient.from_transport(t)
+sftp.put(local, remote, confirm=False)
+sftp.close()
+t.close()
+print("host key", got.get_name())
+"#;
+
+/// SPEC §8: users' RSA keys work in `strict` too, so server-sig-algs must name rsa-sha2.
+/// OpenSSH 9.2 lacks strict's key exchange; Paramiko (which signs only with an algorithm
+/// in server-sig-algs) uploads instead.
+#[test]
+fn strict_profile_accepts_an_rsa_user_key() {
+    let Some(python) = paramiko_or_skip("strict_profile_accepts_an_rsa_user_key") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (key, mut settings) = rsa_user(dir.path());
+    settings.profile = SshProfile::Strict;
+    let host_pub = fs::read_to_string(settings.host_key_dir.join(format!("{ED25519_FILE}.pub")));
+    let s = Server::start_in(dir, settings);
+    let content = b"employee_id,email\n2,bob@example.com\n";
+    fs::write(s.local("strict.csv"), content).unwrap();
+    let mut cmd = Command::new(python);
+    cmd.args(["-c", PARAMIKO_RSA_UPLOAD, &s.port().to_string(), USER])
+        .arg(&key)
+        .arg(host_pub.unwrap())
+        .arg(s.local("strict.csv"))
+        .arg("inbox/strict.csv");
+    let out = run(cmd, CLIENT_TIMEOUT);
+    assert!(out.ok(), "{out:?}");
+    assert!(out.stdout.contains("host key ssh-ed25519"), "{out:?}");
+    assert_eq!(fs::read(s.area("inbox/strict.csv")).unwrap(), content);
 }
 
 // ---------------------------------------------------------------- limits
@@ -935,74 +1105,175 @@ fn upload_100mb_throughput() {
     }
 }
 
-// ---- ssh-audit (SPEC §8): `strict` has no failure and no warning, `compatible` no failure ----
+// ---- prerequisites outside Rust: the venv's ssh-audit and Paramiko ----
 
-/// ssh-audit from PATH or the venv `.ci/run` installs it into.
-fn ssh_audit() -> Option<PathBuf> {
-    let venv = PathBuf::from("/var/tmp/autoprov-venv/bin/ssh-audit");
-    if venv.exists() {
-        return Some(venv);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("ssh-audit"))
-            .find(|p| p.exists())
-    })
-}
+/// The venv `.ci/run` installs ssh-audit and Paramiko into.
+const VENV: &str = "/var/tmp/autoprov-venv";
 
-/// The `[fail]` and `[warn]` lines ssh-audit prints for a server with `profile`, or None
-/// when ssh-audit is not installed outside CI (in CI, `.ci/run` installs it: a missing one fails).
-fn audit(profile: SshProfile) -> Option<(Vec<String>, Vec<String>)> {
-    let Some(tool) = ssh_audit() else {
+/// The one skip rule of this file, for a tool `found` (or not) by the caller: missing under
+/// CI (`CI` set) fails the test; elsewhere it says SKIPPED on the terminal (written past
+/// the test harness's capture, so a skip is seen although the test then passes).
+fn prerequisite(test: &str, what: &str, found: Option<PathBuf>) -> Option<PathBuf> {
+    if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "ssh-audit is missing in CI: .ci/run should have installed it"
+            "{what} is missing in CI: .ci/run should have installed it"
         );
-        eprintln!("ssh-audit not installed: skipping (run .ci/run to install it)");
-        return None;
-    };
-    let server = Server::start_with(|s| s.profile = profile);
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {what} not installed (run .ci/run to install it)"
+        );
+    }
+    found
+}
+
+/// ssh-audit from the venv or PATH, see [`prerequisite`].
+fn ssh_audit_or_skip(test: &str) -> Option<PathBuf> {
+    let venv = Path::new(VENV).join("bin/ssh-audit");
+    let found = Some(venv).filter(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("ssh-audit"))
+                .find(|p| p.exists())
+        })
+    });
+    prerequisite(test, "ssh-audit", found)
+}
+
+/// The venv's python when it imports paramiko, see [`prerequisite`].
+fn paramiko_or_skip(test: &str) -> Option<PathBuf> {
+    let python = Path::new(VENV).join("bin/python3");
+    let imports = Command::new(&python)
+        .args(["-c", "import paramiko"])
+        .status()
+        .is_ok_and(|st| st.success());
+    prerequisite(
+        test,
+        "paramiko (in the venv)",
+        Some(python).filter(|_| imports),
+    )
+}
+
+// ---- ssh-audit (SPEC §8): no failure in any configuration, and no warning in `strict` ----
+
+/// What ssh-audit's JSON output (`-j`) says about a server.
+#[derive(Debug)]
+struct Audit {
+    /// `section algorithm: note` for every `fail` note, and every CVE.
+    failures: Vec<String>,
+    /// `section algorithm: note` for every `warn` note.
+    warnings: Vec<String>,
+    /// The host key algorithms offered, each with its key size when ssh-audit gives one.
+    host_keys: Vec<(String, Option<u64>)>,
+}
+
+/// Runs ssh-audit against a `compatible` server changed by `adjust`; None when skipped.
+fn audit(test: &str, adjust: impl FnOnce(&mut SftpSettings)) -> Option<Audit> {
+    let tool = ssh_audit_or_skip(test)?;
+    let server = Server::start_with(adjust);
     let out = Command::new(tool)
-        .args(["-n", "--skip-rate-test", "-p"])
-        .arg(server.addr.port().to_string())
+        .args(["-j", "-n", "--skip-rate-test", "-p"])
+        .arg(server.port().to_string())
         .arg("127.0.0.1")
         .output()
         .expect("run ssh-audit");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        text.contains("(kex)"),
-        "ssh-audit printed no algorithms:\n{text}"
-    );
-    let lines = |tag: &str| -> Vec<String> {
-        text.lines()
-            .filter(|l| l.contains(tag))
-            .map(str::to_string)
-            .collect()
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("ssh-audit -j printed no JSON ({e}):\n{text}"));
+    let audit = Audit::from_json(&json);
+    // ssh-audit's own verdict (0 good, 2 warnings, 3 failures) must agree with the notes read.
+    let expected = match (audit.failures.is_empty(), audit.warnings.is_empty()) {
+        (false, _) => 3,
+        (true, false) => 2,
+        (true, true) => 0,
     };
-    Some((lines("[fail]"), lines("[warn]")))
+    assert_eq!(out.status.code(), Some(expected), "{audit:#?}\n{text}");
+    Some(audit)
+}
+
+impl Audit {
+    fn from_json(json: &Value) -> Audit {
+        let mut audit = Audit {
+            failures: Vec::new(),
+            warnings: Vec::new(),
+            host_keys: Vec::new(),
+        };
+        for section in ["kex", "key", "enc", "mac"] {
+            let algorithms = json[section]
+                .as_array()
+                .unwrap_or_else(|| panic!("ssh-audit JSON without {section}: {json:#}"));
+            for alg in algorithms {
+                let name = alg["algorithm"].as_str().expect("algorithm name");
+                for (level, list) in [("fail", &mut audit.failures), ("warn", &mut audit.warnings)]
+                {
+                    let notes = alg["notes"][level].as_array().into_iter().flatten();
+                    list.extend(notes.map(|n| format!("{section} {name}: {n}")));
+                }
+                if section == "key" {
+                    audit
+                        .host_keys
+                        .push((name.to_string(), alg["keysize"].as_u64()));
+                }
+            }
+        }
+        let cves = json["cves"]
+            .as_array()
+            .expect("ssh-audit JSON without cves");
+        audit
+            .failures
+            .extend(cves.iter().map(|c| format!("cve: {c}")));
+        assert!(!audit.host_keys.is_empty(), "no host key audited: {json:#}");
+        audit
+    }
+
+    /// Asserts the warnings are only those SPEC accepts for older clients in `compatible`:
+    /// curve25519 (not post-quantum) and encrypt-and-MAC hmac-sha2.
+    fn assert_only_compatible_warnings(&self) {
+        for w in &self.warnings {
+            let accepted = (w.starts_with("kex curve25519-sha256") && w.contains("post-quantum"))
+                || (w.starts_with("mac hmac-sha2-") && w.contains("encrypt-and-MAC"));
+            assert!(accepted, "unexpected warning: {w}\n{self:#?}");
+        }
+    }
+}
+
+fn ed25519_only() -> Vec<(String, Option<u64>)> {
+    vec![("ssh-ed25519".to_string(), None)]
 }
 
 #[test]
 fn ssh_audit_strict_profile_has_no_failure_and_no_warning() {
-    let Some((fails, warns)) = audit(SshProfile::Strict) else {
+    let test = "ssh_audit_strict_profile_has_no_failure_and_no_warning";
+    let Some(audit) = audit(test, |s| s.profile = SshProfile::Strict) else {
         return;
     };
-    assert!(fails.is_empty(), "failures: {fails:#?}");
-    assert!(warns.is_empty(), "warnings: {warns:#?}");
+    assert_eq!(audit.failures.len(), 0, "{audit:#?}");
+    assert_eq!(audit.warnings.len(), 0, "{audit:#?}");
+    assert_eq!(audit.host_keys, ed25519_only());
 }
 
 #[test]
-fn ssh_audit_compatible_profile_has_no_failure() {
-    let Some((fails, warns)) = audit(SshProfile::Compatible) else {
+fn ssh_audit_compatible_profile_has_no_failure_and_no_rsa_host_key() {
+    let test = "ssh_audit_compatible_profile_has_no_failure_and_no_rsa_host_key";
+    let Some(audit) = audit(test, |_| {}) else {
         return;
     };
-    assert!(fails.is_empty(), "failures: {fails:#?}");
-    // The warnings SPEC accepts for older clients: curve25519 (not post-quantum) and
-    // encrypt-and-MAC hmac-sha2; anything else is a regression.
-    for w in &warns {
-        assert!(
-            w.contains("post-quantum") || w.contains("encrypt-and-MAC"),
-            "unexpected warning: {w}"
-        );
+    assert_eq!(audit.failures.len(), 0, "{audit:#?}");
+    audit.assert_only_compatible_warnings();
+    assert_eq!(audit.host_keys, ed25519_only());
+}
+
+#[test]
+fn ssh_audit_compatible_with_rsa_host_key_has_no_failure() {
+    let test = "ssh_audit_compatible_with_rsa_host_key_has_no_failure";
+    let Some(audit) = audit(test, enable_rsa_host_key) else {
+        return;
+    };
+    assert_eq!(audit.failures.len(), 0, "{audit:#?}");
+    audit.assert_only_compatible_warnings();
+    let names: Vec<&str> = audit.host_keys.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["ssh-ed25519", "rsa-sha2-512", "rsa-sha2-256"]);
+    for (name, bits) in &audit.host_keys[1..] {
+        assert!(bits.is_some_and(|b| b >= 3072), "{name}: {bits:?}");
     }
 }

@@ -1,7 +1,8 @@
 //! SSH host keys of the built-in SFTP server: created on first start, kept across restarts.
 //!
-//! Keys live in OpenSSH format (`ssh_host_ed25519_key`, `ssh_host_rsa_key`, each with a
-//! `.pub` beside it) so that an operator can read their fingerprints with `ssh-keygen -l`.
+//! Keys live in OpenSSH format (`ssh_host_ed25519_key`, and `ssh_host_rsa_key` only when the
+//! RSA host key is enabled, each with a `.pub` beside it) so that an operator can read their
+//! fingerprints with `ssh-keygen -l`.
 
 use std::fs::{self, DirBuilder, OpenOptions, Permissions};
 use std::io::Write;
@@ -13,21 +14,21 @@ use russh::keys::ssh_key::private::{KeypairData, RsaKeypair};
 use russh::keys::ssh_key::{self, LineEnding};
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
 
-use super::sftp_server::SshProfile;
-
 /// File name of the ed25519 host key inside the host key directory.
 pub const ED25519_FILE: &str = "ssh_host_ed25519_key";
-/// File name of the RSA host key inside the host key directory (`compatible` profile only).
+/// File name of the RSA host key inside the host key directory (`source.rsa_host_key` only).
 pub const RSA_FILE: &str = "ssh_host_rsa_key";
 /// Size of a newly generated RSA host key; ssh-audit and SPEC §8 want at least 3072.
 pub const RSA_BITS: usize = 3072;
 
-/// Loads the host keys the profile needs from `dir`, creating missing ones (mode 0600).
+/// Loads the host keys from `dir`, creating missing ones (mode 0600).
 ///
-/// ed25519 always; RSA (≥ 3072 bits) too for [`SshProfile::Compatible`]. An RSA key file
-/// left over from a `compatible` run is ignored, not deleted, under `strict`. Logs each
+/// ed25519 always; RSA (≥ 3072 bits) only when `rsa` is set (`source.rsa_host_key`, SPEC §8):
+/// signing with the `rsa` crate has an unfixed timing side channel (RUSTSEC-2023-0071), so
+/// without `rsa` the RSA key file is neither created nor read. One left over from an
+/// earlier run is kept, not deleted, and a warning says it is not offered. Logs each loaded
 /// key's SHA-256 fingerprint at info level.
-pub fn load_or_create(dir: &Path, profile: SshProfile) -> anyhow::Result<Vec<PrivateKey>> {
+pub fn load_or_create(dir: &Path, rsa: bool) -> anyhow::Result<Vec<PrivateKey>> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -35,8 +36,15 @@ pub fn load_or_create(dir: &Path, profile: SshProfile) -> anyhow::Result<Vec<Pri
         .with_context(|| format!("while creating the host key directory {}", dir.display()))?;
 
     let mut keys = vec![load_or_create_one(dir, KeyKind::Ed25519)?];
-    if profile == SshProfile::Compatible {
+    let rsa_path = dir.join(RSA_FILE);
+    if rsa {
         keys.push(load_or_create_one(dir, KeyKind::Rsa)?);
+    } else if fs::symlink_metadata(&rsa_path).is_ok() {
+        // Only its presence is checked: the file is not opened.
+        tracing::warn!(path = %rsa_path.display(),
+            "RSA host key file not used: source.rsa_host_key is off, so only the ed25519 \
+             host key is offered (a client that pinned only the RSA key must accept the \
+             ed25519 one, or set source.rsa_host_key = true)");
     }
     Ok(keys)
 }
@@ -196,48 +204,65 @@ mod tests {
     }
 
     #[test]
-    fn strict_creates_only_ed25519_and_reloads_the_same_key() {
+    fn without_rsa_only_ed25519_is_created_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
-        let first = load_or_create(dir.path(), SshProfile::Strict).unwrap();
+        let first = load_or_create(dir.path(), false).unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].algorithm(), Algorithm::Ed25519);
         assert_eq!(mode(&dir.path().join(ED25519_FILE)), 0o600);
         assert!(!dir.path().join(RSA_FILE).exists());
 
-        let second = load_or_create(dir.path(), SshProfile::Strict).unwrap();
+        let second = load_or_create(dir.path(), false).unwrap();
         assert_eq!(fingerprint(&first[0]), fingerprint(&second[0]));
+        assert!(!dir.path().join(RSA_FILE).exists());
     }
 
     #[test]
-    fn compatible_adds_a_3072_bit_rsa_key() {
+    fn without_rsa_an_rsa_key_file_is_not_read() {
+        // Garbage would be refused if it were read: it is left alone, unread.
         let dir = tempfile::tempdir().unwrap();
-        let keys = load_or_create(dir.path(), SshProfile::Compatible).unwrap();
+        fs::write(dir.path().join(RSA_FILE), "not a key").unwrap();
+        let keys = load_or_create(dir.path(), false).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].algorithm(), Algorithm::Ed25519);
+        assert_eq!(
+            fs::read_to_string(dir.path().join(RSA_FILE)).unwrap(),
+            "not a key"
+        );
+        assert!(load_or_create(dir.path(), true).is_err());
+    }
+
+    #[test]
+    fn with_rsa_adds_a_3072_bit_key_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = load_or_create(dir.path(), true).unwrap();
         assert_eq!(keys.len(), 2);
         match keys[1].key_data() {
             KeypairData::Rsa(rsa) => assert!(rsa.key_size() >= 3072),
             other => panic!("expected RSA, got {other:?}"),
         }
         assert_eq!(mode(&dir.path().join(RSA_FILE)), 0o600);
-        let again = load_or_create(dir.path(), SshProfile::Compatible).unwrap();
+        let again = load_or_create(dir.path(), true).unwrap();
+        assert_eq!(fingerprint(&keys[0]), fingerprint(&again[0]));
         assert_eq!(fingerprint(&keys[1]), fingerprint(&again[1]));
     }
 
     #[test]
     fn loose_permissions_are_tightened() {
         let dir = tempfile::tempdir().unwrap();
-        load_or_create(dir.path(), SshProfile::Strict).unwrap();
+        load_or_create(dir.path(), false).unwrap();
         let p = dir.path().join(ED25519_FILE);
         fs::set_permissions(&p, Permissions::from_mode(0o644)).unwrap();
-        load_or_create(dir.path(), SshProfile::Strict).unwrap();
+        load_or_create(dir.path(), false).unwrap();
         assert_eq!(mode(&p), 0o600);
     }
 
     #[test]
     fn a_key_of_the_wrong_type_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        load_or_create(dir.path(), SshProfile::Strict).unwrap();
+        load_or_create(dir.path(), false).unwrap();
         fs::copy(dir.path().join(ED25519_FILE), dir.path().join(RSA_FILE)).unwrap();
-        let err = load_or_create(dir.path(), SshProfile::Compatible).unwrap_err();
+        let err = load_or_create(dir.path(), true).unwrap_err();
         assert!(format!("{err:#}").contains("expected RSA"), "{err:#}");
     }
 
@@ -245,6 +270,6 @@ mod tests {
     fn garbage_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(ED25519_FILE), "not a key").unwrap();
-        assert!(load_or_create(dir.path(), SshProfile::Strict).is_err());
+        assert!(load_or_create(dir.path(), false).is_err());
     }
 }

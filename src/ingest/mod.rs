@@ -25,6 +25,7 @@ pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
             "strict" => SshProfile::Strict,
             _ => SshProfile::Compatible,
         },
+        rsa_host_key: cfg.source.rsa_host_key,
         users: cfg
             .source
             .users

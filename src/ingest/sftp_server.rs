@@ -99,8 +99,9 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Which algorithm lists the server offers (`source.ssh_profile`, SPEC §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SshProfile {
-    /// Post-quantum and curve25519 kex, ed25519 and RSA-SHA2 host keys, AEAD and CTR
-    /// ciphers, SHA-2 MACs: older HR clients (libssh2 1.10, JSch, OpenSSH 9.2) connect.
+    /// Post-quantum and curve25519 kex, ed25519 host key (RSA-SHA2 too with
+    /// [`SftpSettings::rsa_host_key`]), AEAD and CTR ciphers, SHA-2 MACs: older HR clients
+    /// (libssh2 1.10, OpenSSH 9.2, Paramiko) connect.
     Compatible,
     /// mlkem768x25519 kex, ed25519 host key, AEAD ciphers only (OpenSSH 9.9+ clients).
     Strict,
@@ -124,6 +125,9 @@ pub struct SftpSettings {
     pub listen: SocketAddr,
     /// Algorithm profile.
     pub profile: SshProfile,
+    /// Also hold and offer an RSA host key (rsa-sha2-512/256, ≥ 3072 bits) for clients that
+    /// cannot verify ed25519; `compatible` only (`source.rsa_host_key`, SPEC §8).
+    pub rsa_host_key: bool,
     /// Accounts allowed to log in; at least one.
     pub users: Vec<SftpUser>,
     /// Uploads larger than this are cut off and discarded.
@@ -162,6 +166,9 @@ impl SftpServer {
         if settings.auth_deadline.is_zero() || settings.idle_timeout.is_zero() {
             bail!("auth_deadline and idle_timeout must be greater than 0");
         }
+        if settings.rsa_host_key && settings.profile == SshProfile::Strict {
+            bail!("the strict profile offers the ed25519 host key only: no RSA host key");
+        }
 
         let drop_root = {
             let path = settings.drop_root.clone();
@@ -169,8 +176,8 @@ impl SftpServer {
         };
         let keys = {
             let dir = settings.host_key_dir.clone();
-            let profile = settings.profile;
-            tokio::task::spawn_blocking(move || host_keys::load_or_create(&dir, profile)).await??
+            let rsa = settings.rsa_host_key;
+            tokio::task::spawn_blocking(move || host_keys::load_or_create(&dir, rsa)).await??
         };
 
         let password_enabled = users.iter().any(|u| u.password_hash.is_some());
@@ -201,7 +208,7 @@ impl SftpServer {
             .with_context(|| format!("while binding the SFTP server to {}", settings.listen))?;
         let local_addr = listener.local_addr()?;
         tracing::info!(listen = %local_addr, profile = ?settings.profile,
-            users = users.len(), password_auth = password_enabled,
+            rsa_host_key = settings.rsa_host_key, users = users.len(), password_auth = password_enabled,
             drop_root = %drop_root.path().display(), "SFTP server bound");
 
         Ok(SftpServer {
@@ -541,7 +548,23 @@ impl RefusalLog {
     }
 }
 
+/// Host key and user signature algorithms of both profiles (see [`preferred`]).
+static KEY_ALGORITHMS: [Algorithm; 3] = [
+    Algorithm::Ed25519,
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha512),
+    },
+    Algorithm::Rsa {
+        hash: Some(HashAlg::Sha256),
+    },
+];
+
 /// The algorithm lists of a profile (SPEC §8). Compression is always off.
+///
+/// russh uses `key` twice: as the host key algorithms, of which it offers only those it
+/// holds a key for (so rsa-sha2 only with an RSA host key, see [`host_keys::load_or_create`]),
+/// and as the `server-sig-algs` the client may sign with, where rsa-sha2 must stay in every
+/// profile so that users' RSA keys work. SHA-1 `ssh-rsa` is in neither.
 pub fn preferred(profile: SshProfile) -> Preferred {
     // The ext-info and strict-kex markers are pseudo-algorithms russh must see in the kex
     // list to send server-sig-algs and to enable strict key exchange (Terrapin).
@@ -561,15 +584,7 @@ pub fn preferred(profile: SshProfile) -> Preferred {
                 .chain(MARKERS)
                 .collect(),
             ),
-            key: Cow::Owned(vec![
-                Algorithm::Ed25519,
-                Algorithm::Rsa {
-                    hash: Some(HashAlg::Sha512),
-                },
-                Algorithm::Rsa {
-                    hash: Some(HashAlg::Sha256),
-                },
-            ]),
+            key: Cow::Borrowed(&KEY_ALGORITHMS),
             host_key_certificates: Cow::Borrowed(&[]),
             cipher: Cow::Owned(vec![
                 cipher::CHACHA20_POLY1305,
@@ -594,7 +609,7 @@ pub fn preferred(profile: SshProfile) -> Preferred {
                     .chain(MARKERS)
                     .collect(),
             ),
-            key: Cow::Owned(vec![Algorithm::Ed25519]),
+            key: Cow::Borrowed(&KEY_ALGORITHMS),
             host_key_certificates: Cow::Borrowed(&[]),
             cipher: Cow::Owned(vec![
                 cipher::CHACHA20_POLY1305,
@@ -1620,7 +1635,8 @@ mod tests {
         let kex: Vec<&str> = strict.kex.iter().map(|k| k.as_ref()).collect();
         assert_eq!(kex[0], "mlkem768x25519-sha256");
         assert!(!kex.iter().any(|k| k.starts_with("curve25519")));
-        assert_eq!(strict.key.as_ref(), &[Algorithm::Ed25519]);
+        // Host keys offered follow the keys held; rsa-sha2 stays for users' RSA keys.
+        assert_eq!(strict.key.as_ref(), &KEY_ALGORITHMS);
         assert!(strict.mac.iter().all(|m| m.as_ref().contains("-etm@")));
         assert!(strict.cipher.iter().all(|c| {
             let c: &str = c.as_ref();
@@ -1779,7 +1795,7 @@ mod tests {
     async fn a_panicking_connection_does_not_stop_the_server() {
         let dir = tempfile::tempdir().unwrap();
         let shared = test_shared(dir.path(), 8);
-        let keys = host_keys::load_or_create(&dir.path().join("keys"), SshProfile::Strict).unwrap();
+        let keys = host_keys::load_or_create(&dir.path().join("keys"), false).unwrap();
         let config = Arc::new(russh::server::Config {
             server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-autoprov")),
             keys,

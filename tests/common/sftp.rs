@@ -21,29 +21,36 @@ use tokio_util::sync::CancellationToken;
 /// The one SFTP user of [`settings_for`].
 pub const USER: &str = "hris";
 
-/// Host keys generated once (RSA 3072 takes a moment) and copied into each server.
+/// Host keys (ed25519 and RSA) generated once (RSA 3072 takes a moment) and copied into
+/// each server.
 pub fn host_key_template() -> &'static Path {
     static DIR: OnceLock<TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        host_keys::load_or_create(dir.path(), SshProfile::Compatible).unwrap();
+        host_keys::load_or_create(dir.path(), true).unwrap();
         dir
     })
     .path()
 }
 
-/// Settings for a server in `dir` (host keys copied from [`host_key_template`], drop root
-/// `<dir>/drop`) with the user [`USER`] and one authorized key line.
+/// Copies `<name>` and `<name>.pub` from [`host_key_template`] into `dir`.
+fn copy_host_key(name: &str, dir: &Path) {
+    for file in [name.to_string(), format!("{name}.pub")] {
+        fs::copy(host_key_template().join(&file), dir.join(&file)).unwrap();
+    }
+}
+
+/// Settings for a server in `dir` (the ed25519 host key copied from [`host_key_template`],
+/// drop root `<dir>/drop`, the default `compatible` profile without RSA host key) with the
+/// user [`USER`] and one authorized key line.
 pub fn settings_for(dir: &Path, authorized_key: String) -> SftpSettings {
     let host_key_dir = dir.join("hostkeys");
     fs::create_dir(&host_key_dir).unwrap();
-    for entry in fs::read_dir(host_key_template()).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), host_key_dir.join(entry.file_name())).unwrap();
-    }
+    copy_host_key(host_keys::ED25519_FILE, &host_key_dir);
     SftpSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         profile: SshProfile::Compatible,
+        rsa_host_key: false,
         users: vec![SftpUser {
             name: USER.to_string(),
             authorized_keys: vec![authorized_key],
@@ -55,6 +62,15 @@ pub fn settings_for(dir: &Path, authorized_key: String) -> SftpSettings {
         auth_deadline: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(600),
         max_connections_per_ip: 8,
+    }
+}
+
+/// Turns on `rsa_host_key`, with the template's RSA key copied in unless the host key
+/// directory is another (fresh) one.
+pub fn enable_rsa_host_key(settings: &mut SftpSettings) {
+    settings.rsa_host_key = true;
+    if settings.host_key_dir.join(host_keys::ED25519_FILE).exists() {
+        copy_host_key(host_keys::RSA_FILE, &settings.host_key_dir);
     }
 }
 

@@ -28,6 +28,32 @@ pub fn keygen(kind: &str, bits: Option<u32>, path: &Path) {
     assert!(st.success(), "ssh-keygen failed");
 }
 
+/// `ssh-keygen -lf PUB_FILE`: the key's size in bits and its `SHA256:...` fingerprint, as an
+/// operator reads them.
+pub fn key_fingerprint(pub_file: &Path) -> (u32, String) {
+    let out = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(pub_file)
+        .output()
+        .expect("ssh-keygen -l");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "ssh-keygen -lf {}: {text}",
+        pub_file.display()
+    );
+    let mut fields = text.split_whitespace();
+    let bits = fields.next().and_then(|b| b.parse().ok());
+    let fingerprint = fields.next().filter(|f| f.starts_with("SHA256:"));
+    match (bits, fingerprint) {
+        (Some(bits), Some(fp)) => (bits, fp.to_string()),
+        _ => panic!(
+            "ssh-keygen -lf {}: unexpected output {text:?}",
+            pub_file.display()
+        ),
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
