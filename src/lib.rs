@@ -8,6 +8,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod failure;
 pub mod ingest;
 pub mod local;
 pub mod logging;

@@ -43,7 +43,7 @@ fn main() -> ExitCode {
     let response = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
+            Err(e) => autoprov::commands::error_response(&e),
         },
         Command::Process { file, dry_run } => {
             let request = Request::Process {
@@ -67,9 +67,13 @@ fn print(response: &Response, json: bool) {
     } else {
         response.text.clone()
     };
-    // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors and
-    // an unreachable daemon go to stderr.
-    if !matches!(response.exit, exit::USAGE | exit::UNREACHABLE) || json {
+    // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors, an
+    // unreachable daemon and failures go to stderr.
+    if !matches!(
+        response.exit,
+        exit::USAGE | exit::UNREACHABLE | exit::FAILED
+    ) || json
+    {
         print!("{out}");
         if !out.ends_with('\n') {
             println!();
