@@ -2,9 +2,9 @@
 //! backup the daemon writes at start-up (the one a damaged store's message names).
 
 use crate::pipeline::Paths;
-use crate::store::{SledStore, Store};
+use crate::store::{SledStore, Store, StoreError};
 use crate::util::{compact_timestamp, now_rfc3339, write_atomic};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -65,16 +65,34 @@ pub fn advice(paths: &Paths) -> String {
 
 /// Replaces the store with a backup. The old store is kept beside it, renamed.
 pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
-    let input = fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    // The file named on the command line is missing or no backup: a usage error (exit 2),
+    // unlike a failure to write the new store (exit 5).
+    let input =
+        fs::File::open(file).map_err(|e| anyhow!("opening backup {}: {e}", file.display()))?;
     let staging = paths.store.with_extension("restoring");
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
     }
-    let n = SledStore::import(&staging, std::io::BufReader::new(input))
-        .with_context(|| format!("reading backup {}", file.display()))?;
-    if let Err(e) = SledStore::open(&staging) {
-        let _ = fs::remove_dir_all(&staging);
-        bail!("the restored store does not pass the integrity check: {e}");
+    let n = match SledStore::import(&staging, std::io::BufReader::new(input)) {
+        Ok(n) => n,
+        Err(StoreError::Corrupt(e)) => {
+            let _ = fs::remove_dir_all(&staging);
+            bail!("reading backup {}: {e}", file.display());
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("restoring {}", file.display())));
+        }
+    };
+    match SledStore::open(&staging) {
+        Ok(_) => {}
+        Err(e @ StoreError::Corrupt(_)) => {
+            let _ = fs::remove_dir_all(&staging);
+            bail!("the restored store does not pass the integrity check: {e}");
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(anyhow::Error::new(e).context("opening the restored store"));
+        }
     }
     let replaced = if paths.store.exists() {
         let aside = paths

@@ -8,9 +8,11 @@ use crate::core::accounts::{Account, Origin, Status};
 use crate::core::columns::{fold_value, is_well_formed_email};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{self, CompiledRule, Condition, Rule, RuleId};
+use crate::failure::{self, Aftermath};
 use crate::pipeline::{Blocked, Pipeline};
 use crate::store::{AuditNote, FileStatus, Store};
 use crate::util::now_rfc3339;
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -27,6 +29,9 @@ pub mod exit {
     pub const REFUSED: u8 = 3;
     /// Daemon unreachable.
     pub const UNREACHABLE: u8 = 4;
+    /// Failed: the work could not be done (I/O error, disk full, damaged store); the
+    /// message says what failed and whether anything was changed.
+    pub const FAILED: u8 = 5;
 }
 
 /// One command, as the CLI parsed it (and as it travels over the control socket).
@@ -274,12 +279,21 @@ pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Ou
     if let Some(refusal) = precheck(p, &req, caller) {
         return refusal;
     }
-    match run(p, req, caller, output) {
-        Ok(r) => r,
-        Err(e) => match e.downcast_ref::<Blocked>() {
-            Some(b) => Response::fail(exit::REFUSED, b.to_string()),
-            None => Response::fail(exit::USAGE, format!("error: {e:#}")),
-        },
+    run(p, req, caller, output).unwrap_or_else(|e| error_response(&e))
+}
+
+/// The answer to a command that ended in an error, the one place errors become exit codes:
+/// 3 for a refusal of the pipeline, 5 when the work could not be done (SPEC §7), else 2.
+pub fn error_response(e: &anyhow::Error) -> Response {
+    if let Some(b) = e.downcast_ref::<Blocked>() {
+        return Response::fail(exit::REFUSED, b.to_string());
+    }
+    match failure::failed(e) {
+        Some(Aftermath::Unchanged) => {
+            Response::fail(exit::FAILED, format!("failed: {e:#}; nothing was changed"))
+        }
+        Some(Aftermath::Committed) => Response::fail(exit::FAILED, format!("failed: {e:#}")),
+        None => Response::fail(exit::USAGE, format!("error: {e:#}")),
     }
 }
 
@@ -529,10 +543,19 @@ pub fn process_upload<S: Store>(
     let filed = p.receive(original_name, &bytes, dry_run);
     // The pipeline reads the file back from inbox/: not two copies of a large roster at once.
     drop(bytes);
-    match filed {
-        Ok(name) => execute(p, Request::Process { name }, caller, output),
-        Err(e) => Response::fail(exit::USAGE, format!("error: filing the file: {e:#}")),
-    }
+    let name = match filed {
+        Ok(name) => name,
+        Err(e) => return error_response(&e.context("filing the file into inbox/")),
+    };
+    process(p, &name, output).unwrap_or_else(|e| {
+        // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
+        // it is the one committed before the failure.
+        let ours_committed = failure::committed(&e).is_some_and(|c| c.name == name);
+        if failure::failed(&e).is_some() && !ours_committed {
+            p.discard_received(&name);
+        }
+        error_response(&e)
+    })
 }
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
@@ -553,7 +576,9 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Res
                 ),
             ));
         }
-        let report = p.process(&waiting)?;
+        let report = p
+            .process(&waiting)
+            .with_context(|| format!("processing inbox/{waiting}"))?;
         if waiting == name {
             return Ok(report_response(&report, output));
         }
@@ -1319,6 +1344,37 @@ mod tests {
             .is_change()
         );
         assert!(!Request::Status.is_change());
+    }
+
+    #[test]
+    fn errors_become_exit_codes_in_one_place() {
+        let enospc = || {
+            anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing inbox/r.csv")
+        };
+        let r = error_response(&enospc());
+        assert_eq!(r.exit, exit::FAILED);
+        assert_eq!(
+            r.text,
+            "failed: writing inbox/r.csv: No space left on device (os error 28); nothing was changed"
+        );
+        assert_eq!(r.json["error"], r.text.as_str());
+        let after = enospc().context(failure::AfterCommit {
+            id: 4,
+            name: "r.csv".into(),
+        });
+        let r = error_response(&after);
+        assert_eq!(r.exit, exit::FAILED);
+        assert!(r.text.contains("file 4 (r.csv) was applied"), "{}", r.text);
+        assert!(!r.text.contains("nothing was changed"), "{}", r.text);
+        let held = anyhow::Error::new(Blocked::Held {
+            id: 2,
+            name: "h.csv".into(),
+        })
+        .context("processing inbox/x.csv");
+        assert_eq!(error_response(&held).exit, exit::REFUSED);
+        let usage = error_response(&anyhow::anyhow!("no file 9: see `autoprov files list`"));
+        assert_eq!(usage.exit, exit::USAGE);
+        assert!(usage.text.starts_with("error: "), "{}", usage.text);
     }
 
     /// A pipeline with SSO on and a fresh store under `dir`.

@@ -9,6 +9,7 @@ pub mod control;
 pub mod core;
 pub mod daemon;
 pub mod engine;
+pub mod failure;
 pub mod ingest;
 pub mod layout;
 pub mod local;

@@ -5,8 +5,9 @@ use crate::commands::{self, Output, Request, Response, exit};
 use crate::config::Config;
 use crate::control::Envelope;
 use crate::control::client::{self, Reach};
+use crate::failure::{DamagedStore, StoreInUse};
 use crate::pipeline::{Paths, Pipeline};
-use crate::store::SledStore;
+use crate::store::{SledStore, StoreError};
 use anyhow::{Context, Result};
 use std::fs;
 use std::path::Path;
@@ -26,22 +27,17 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let store = match SledStore::open(&paths.store) {
-        Ok(store) => store,
-        Err(e @ crate::store::StoreError::Corrupt(_)) => {
-            anyhow::bail!(
-                "refusing to run on a damaged store {}: {e}; {}",
-                paths.store.display(),
-                crate::backup::advice(&paths)
-            )
-        }
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "opening the store {} (is the daemon or another autoprov command using it?)",
-                paths.store.display()
-            )));
-        }
-    };
+    let store = SledStore::open(&paths.store).map_err(|e| match e {
+        StoreError::Corrupt(detail) => anyhow::Error::new(DamagedStore {
+            store: paths.store.clone(),
+            detail,
+            advice: crate::backup::advice(&paths),
+        }),
+        _ if SledStore::is_locked(&paths.store) => anyhow::Error::new(StoreInUse {
+            store: paths.store.clone(),
+        }),
+        e => anyhow::Error::new(e).context(format!("opening the store {}", paths.store.display())),
+    })?;
     let pipeline = Pipeline::new(cfg, store)?;
     pipeline.recover()?;
     Ok(pipeline)
@@ -98,7 +94,7 @@ pub fn execute(
     let socket_exists = cfg.control.socket.exists();
     let p = match open(cfg) {
         Ok(p) => p,
-        Err(e) if socket_exists => {
+        Err(e) if socket_exists && e.is::<StoreInUse>() => {
             return Response::fail(
                 exit::UNREACHABLE,
                 format!(
@@ -106,7 +102,7 @@ pub fn execute(
                 ),
             );
         }
-        Err(e) => return Response::fail(exit::USAGE, format!("error: {e:#}")),
+        Err(e) => return commands::error_response(&e),
     };
     let user = caller();
     let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
@@ -155,6 +151,6 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
                 ))
             ),
         },
-        Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
+        Err(e) => commands::error_response(&e),
     }
 }

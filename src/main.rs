@@ -14,6 +14,7 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    restrict_umask();
     // No transparent huge pages: the kernel zeroes a whole 2 MB page on first touch, and with
     // mimalloc's arenas that was half the time of a million-row import (BENCHMARKS.md).
     let thp_off = nix::sys::prctl::set_thp_disable(true);
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
     let response = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => Response::fail(exit::USAGE, format!("error: {e:#}")),
+            Err(e) => autoprov::commands::error_response(&e),
         },
         Command::Process { file, dry_run } => {
             let request = Request::Process {
@@ -67,9 +68,13 @@ fn print(response: &Response, json: bool) {
     } else {
         response.text.clone()
     };
-    // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors and
-    // an unreachable daemon go to stderr.
-    if !matches!(response.exit, exit::USAGE | exit::UNREACHABLE) || json {
+    // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors, an
+    // unreachable daemon and failures go to stderr.
+    if !matches!(
+        response.exit,
+        exit::USAGE | exit::UNREACHABLE | exit::FAILED
+    ) || json
+    {
         print!("{out}");
         if !out.ends_with('\n') {
             println!();
@@ -80,4 +85,15 @@ fn print(response: &Response, json: bool) {
             eprintln!();
         }
     }
+}
+
+/// HR data is never world-readable: everything this process creates (data dir, drop
+/// folders, rosters, reports, backups, the store) gets at most 0750 for folders and 0640
+/// for files, whatever umask the caller has; a stricter one is kept. The systemd unit's
+/// `UMask=0027` does the same; this covers the daemon and the CLI run by hand.
+fn restrict_umask() {
+    use nix::sys::stat::{Mode, umask};
+    let strict = Mode::from_bits_truncate(0o027);
+    let old = umask(strict);
+    umask(old | strict);
 }

@@ -14,6 +14,7 @@ use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
+use crate::failure::AfterCommit;
 use crate::layout::is_ignored;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, RemoteOrigin, Store, summary};
 use crate::util::{
@@ -356,7 +357,7 @@ impl<S: Store> Pipeline<S> {
         }
         crash_point("after_commit");
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
-        self.finish_filing(&entry)?;
+        self.finish_filing_committed(&entry)?;
         Ok(eval.report)
     }
 
@@ -468,7 +469,7 @@ impl<S: Store> Pipeline<S> {
             }),
             clear_remote: None,
         })?;
-        self.finish_filing(&updated)?;
+        self.finish_filing_committed(&updated)?;
         Ok(eval.report)
     }
 
@@ -675,7 +676,8 @@ impl<S: Store> Pipeline<S> {
     /// Writes the reports where the move will pick them up, durably, before the commit.
     fn stage(&self, entry: &FileEntry, report: &Report) -> Result<()> {
         let dir = self.staged(entry.id);
-        fs::create_dir_all(&dir)?;
+        let writing = || format!("writing the reports of {} in {}", entry.name, dir.display());
+        fs::create_dir_all(&dir).with_context(writing)?;
         // The two forms of a large report are written on two cores.
         let (text, json) = join(
             || write_atomic(&dir.join("report.txt"), report.to_text().as_bytes()),
@@ -686,9 +688,20 @@ impl<S: Store> Pipeline<S> {
                 })
             },
         );
-        json?;
-        text?;
+        json.with_context(writing)?;
+        text.with_context(writing)?;
         Ok(())
+    }
+
+    /// [`Self::finish_filing`] right after `entry` was committed: a failure says the change
+    /// was recorded (exit 5 without "nothing was changed").
+    fn finish_filing_committed(&self, entry: &FileEntry) -> Result<()> {
+        self.finish_filing(entry).map_err(|e| {
+            e.context(AfterCommit {
+                id: entry.id,
+                name: entry.name.clone(),
+            })
+        })
     }
 
     /// After the commit: move the file and its staged reports into place, then clear the mark.
@@ -768,15 +781,46 @@ impl<S: Store> Pipeline<S> {
         }
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!(".receive-{}.part", std::process::id()));
-        {
-            let mut f =
-                fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-            std::io::Write::write_all(&mut f, bytes)?;
-            f.sync_all()?;
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            })
+            .with_context(|| format!("writing {}", tmp.display()));
+        if let Err(e) = written {
+            // A full disk must not keep the partial copy (nor its space).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
         let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
         fsync_dir(&inbox)?;
         Ok(candidate)
+    }
+
+    /// Removes `inbox/<name>` filed by [`Self::receive`] for a request that failed before
+    /// its file was committed, so that the failure changes nothing (best effort). Kept when
+    /// the ledger records it (a commit whose flush failed) or cannot be read.
+    pub fn discard_received(&self, name: &str) {
+        let from = format!("inbox/{name}");
+        let recorded = self.store.files().map_or(true, |files| {
+            files
+                .iter()
+                .any(|f| f.pending_move.as_ref().is_some_and(|(m, _)| *m == from))
+        });
+        if recorded {
+            return;
+        }
+        let inbox = self.paths.folder("inbox");
+        match fs::remove_file(inbox.join(name)).and_then(|()| fsync_dir(&inbox)) {
+            Ok(()) => tracing::info!(
+                file = name,
+                "the request failed: its file was taken out of inbox/"
+            ),
+            Err(e) => tracing::warn!(
+                file = name,
+                "the request failed and its file could not be taken out of inbox/: {e}"
+            ),
+        }
     }
 
     /// When the newest file in the ledger was received.

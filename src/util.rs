@@ -131,6 +131,23 @@ pub fn rename_into_free_name(tmp: &Path, dir: &Path, name: &str) -> std::io::Res
     }
 }
 
+/// Takes group write and every permission of others off a file that was moved in with the
+/// mode its writer gave it (watch mode renames files into inbox/): HR data is never
+/// world-readable. Symlinks are left alone (never followed).
+pub fn restrict_mode(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    let mode = f.metadata()?.permissions().mode() & 0o7777;
+    let strict = mode & !0o027;
+    if strict != mode {
+        f.set_permissions(fs::Permissions::from_mode(strict))?;
+    }
+    Ok(())
+}
+
 /// Crash testing: when `AUTOPROV_CRASH_AT` names this point, the process aborts here, as a
 /// power cut would stop it. Used by tests/crash.rs; unset in production, where this is one
 /// environment lookup per call.
@@ -143,6 +160,25 @@ pub fn crash_point(point: &str) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn restrict_mode_takes_group_write_and_others_off() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        fs::write(&p, b"x").unwrap();
+        for (from, to) in [
+            (0o666, 0o640),
+            (0o644, 0o640),
+            (0o600, 0o600),
+            (0o755, 0o750),
+        ] {
+            fs::set_permissions(&p, fs::Permissions::from_mode(from)).unwrap();
+            restrict_mode(&p).unwrap();
+            let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, to, "{from:o}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -31,8 +31,11 @@
 //! * Disk full: a small tmpfs mounted as the data dir (the tests run as root; they print a
 //!   notice and pass when `mount` is not permitted). I/O error: a read-only bind mount of
 //!   processed/.
-//! * Store damage: bytes overwritten in data_dir/store/* → a clear refusal (exit 2) naming the
+//! * Store damage: bytes overwritten in data_dir/store/* → a clear failure (exit 5) naming the
 //!   store and the automatic backup to restore, never a panic; `backup FILE` / `restore FILE`.
+//! * Exit 5 (SPEC §7): a command that cannot do its work (disk full, damaged store) exits 5
+//!   with a message that says what failed and that nothing was changed, without a daemon and
+//!   through the daemon's control socket.
 //!
 //! Tests marked `#[ignore = "bug: ..."]` document product bugs found by these tests; run them
 //! with `cargo test --test crash -- --ignored`.
@@ -1206,6 +1209,10 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
         "{}",
         d.log()
     );
+    // `process` through the daemon's control socket: exit 5, what failed, nothing changed
+    // (its copy in inbox/ is taken out again).
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    assert_failed_on_full_disk(&env, &["process", day2.to_str().unwrap()]);
     assert_eq!(names(&inbox), ["r5k.csv"]);
     // Nothing half-applied: accounts, ledger and result folders as after day1.
     assert_same_accounts(&accounts(&env), &after_day1, "while the disk is full");
@@ -1266,14 +1273,48 @@ fn a_command_run_while_the_disk_is_full_does_not_damage_the_store() {
         let (code, out, err) = env.run(&["status"]);
         assert!(!err.contains("panicked"), "{err}");
         assert!(
-            code == 0 || code == 2,
+            code == 0 || code == 5,
             "status on a full disk: exit {code}\n{out}\n{err}"
         );
+        if code == 5 {
+            assert_full_disk_message(&err, "status");
+        }
     }
+    // `process` without a daemon cannot file the roster: exit 5, nothing changed.
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    assert_failed_on_full_disk(&env, &["process", day2.to_str().unwrap()]);
+    let inbox = env.drop_dir("inbox");
+    assert_eq!(
+        names(&inbox),
+        Vec::<String>::new(),
+        "nothing left in inbox/"
+    );
     fs::remove_file(&ballast_path).unwrap();
     let (code, out, err) = env.run(&["--json", "status"]);
     assert_eq!(code, 0, "status after space was freed:\n{out}\n{err}");
     assert_same_accounts(&accounts(&env), &before, "after a full disk");
+}
+
+/// Asserts that `args` exits 5 on a full disk with a message on stderr that says what failed,
+/// why, and that nothing was changed.
+fn assert_failed_on_full_disk(env: &TestEnv, args: &[&str]) {
+    let (code, out, err) = env.run(args);
+    let shown = args.join(" ");
+    assert_eq!(
+        code, 5,
+        "`{shown}` on a full disk: exit {code}\n{out}\n{err}"
+    );
+    assert_full_disk_message(&err, &shown);
+}
+
+fn assert_full_disk_message(err: &str, what: &str) {
+    assert!(
+        err.contains("autoprov: failed: ")
+            && err.contains("No space left on device")
+            && err.contains("nothing was changed"),
+        "`{what}`: the message says what failed and that nothing was changed:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
@@ -1317,6 +1358,38 @@ fn an_io_error_after_the_commit_does_not_process_the_file_again() {
     assert_filed_once(&env, "next.csv", &bytes, "applied");
     assert_drop_consistent(&env);
     assert_same_accounts(&accounts(&env), &clean_run(false).0, "after an I/O error");
+}
+
+/// `process` without a daemon whose filing fails after the commit (processed/ read-only):
+/// exit 5, and the message says the file was applied, not that nothing was changed; the
+/// next command finishes the filing, once.
+#[test]
+fn a_failure_after_the_commit_exits_5_and_says_the_file_was_applied() {
+    let env = prepared_env();
+    let processed = env.drop_dir("processed");
+    let Some(ro) = ReadOnly::mount(&processed) else {
+        return;
+    };
+    let bytes = next_file(false);
+    let input = env.input("next.csv", &bytes);
+    let (code, out, err) = env.run(&["process", input.to_str().unwrap()]);
+    assert_eq!(code, 5, "process with processed/ read-only:\n{out}\n{err}");
+    assert!(
+        err.contains("autoprov: failed: ")
+            && err.contains("(next.csv) was applied and recorded")
+            && err.contains(processed.to_str().unwrap())
+            && !err.contains("nothing was changed"),
+        "the message says what was done and what failed:\n{err}"
+    );
+    drop(ro);
+    env.json_ok(0, &["status"]);
+    assert_filed_once(&env, "next.csv", &bytes, "applied");
+    assert_drop_consistent(&env);
+    assert_same_accounts(
+        &accounts(&env),
+        &clean_run(false).0,
+        "after the filing was finished",
+    );
 }
 
 // ---- the store under stress --------------------------------------------------------------
@@ -1372,11 +1445,13 @@ fn automatic_backups(env: &TestEnv) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Asserts a clear refusal (exit 2) naming the damaged store and the backup, without a panic.
+/// Asserts a clear failure (exit 5) naming the damaged store and the backup, saying that
+/// nothing was changed, without a panic.
 fn assert_refused(env: &TestEnv, args: &[&str], backup: &Path, what: &str) {
     let (code, out, err) = env.run(args);
     let all = format!("{out}{err}");
-    assert_eq!(code, 2, "{what}: `{}` exit {code}\n{all}", args.join(" "));
+    assert_eq!(code, 5, "{what}: `{}` exit {code}\n{all}", args.join(" "));
+    assert!(all.contains("nothing was changed"), "{what}:\n{all}");
     assert!(!all.contains("panicked"), "{what}: a panic\n{all}");
     let store = env.data_dir.join("store");
     assert!(
@@ -1425,11 +1500,13 @@ fn a_damaged_store_is_refused_naming_the_backup_and_restore_brings_the_accounts_
         assert_refused(&env, &["status"], backup, &what);
         assert_refused(&env, &["--json", "admins", "list"], backup, &what);
         assert_refused(&env, &["files", "list"], backup, &what);
+        let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+        assert_refused(&env, &["process", day2.to_str().unwrap()], backup, &what);
         // The daemon refuses to start on it, with the same advice.
         let mut d = spawn_daemon(&env, &[]);
         let st = d.wait_exit(Duration::from_secs(30), "a damaged store");
         let log = d.log();
-        assert_eq!(st.code(), Some(2), "{what}: daemon exit {st}\n{log}");
+        assert_eq!(st.code(), Some(5), "{what}: daemon exit {st}\n{log}");
         assert!(!log.contains("panicked"), "{log}");
         assert!(
             log.contains(&format!("autoprov restore {}", backup.display())),
@@ -1467,7 +1544,7 @@ fn damage_in_the_newest_part_of_the_log_is_refused_not_silently_dropped() {
     let (code, out, err) = env.run(&["--json", "status"]);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(
-        code, 2,
+        code, 5,
         "a damaged store must be refused; it opened with:\n{out}\n(day1's 82 accounts and its \
          ledger entry were dropped silently)"
     );

@@ -143,7 +143,10 @@ impl EngineHandle {
             let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
             let read = move || answer(&pipeline, request, &caller, None, output, &state);
             return tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
-                Response::fail(exit::USAGE, format!("error: the request failed: {e}"))
+                Response::fail(
+                    exit::FAILED,
+                    format!("failed: the request hit an internal error ({e}); nothing was changed"),
+                )
             });
         }
         let (reply, answer) = oneshot::channel();

@@ -155,7 +155,9 @@ fn create(dir: &Path, path: &Path, kind: KeyKind) -> anyhow::Result<PrivateKey> 
 
     write_new_file(dir, path, private.as_bytes(), 0o600)?;
     let pub_path = PathBuf::from(format!("{}.pub", path.display()));
-    write_new_file(dir, &pub_path, format!("{public}\n").as_bytes(), 0o644)?;
+    // Public, but inside a 0700 folder: 0644 would grant nothing, and no file autoprov
+    // writes is readable by others.
+    write_new_file(dir, &pub_path, format!("{public}\n").as_bytes(), 0o640)?;
     sync_dir(dir)?;
     Ok(key)
 }
@@ -210,6 +212,7 @@ mod tests {
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].algorithm(), Algorithm::Ed25519);
         assert_eq!(mode(&dir.path().join(ED25519_FILE)), 0o600);
+        assert_eq!(mode(&dir.path().join(format!("{ED25519_FILE}.pub"))), 0o640);
         assert!(!dir.path().join(RSA_FILE).exists());
 
         let second = load_or_create(dir.path(), false).unwrap();

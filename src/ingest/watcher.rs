@@ -252,6 +252,10 @@ fn move_into(path: &Path, inbox: &Path) -> Result<String> {
         }
         Err(e) => return Err(e).with_context(|| format!("moving {}", path.display())),
     };
+    // A renamed file keeps the mode its writer gave it (often world-readable).
+    if let Err(e) = crate::util::restrict_mode(&inbox.join(&candidate)) {
+        tracing::warn!(file = %candidate, "cannot restrict the mode of inbox/{candidate}: {e}");
+    }
     crate::util::fsync_dir(inbox)?;
     Ok(candidate)
 }

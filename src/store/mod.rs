@@ -15,15 +15,21 @@ use serde::{Deserialize, Serialize};
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed.
+    /// sled failed. Not a `source`: the message already shows sled's, once.
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(sled::Error),
     /// A record could not be decoded: the store is damaged or from another version.
     #[error("store is damaged: {0}")]
     Corrupt(String),
     /// A transaction was refused by a check inside it.
     #[error("{0}")]
     Conflict(String),
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e)
+    }
 }
 
 /// Result of store operations.
