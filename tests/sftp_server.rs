@@ -2,7 +2,9 @@
 //! (libssh2). Each test starts its own server in-process on 127.0.0.1:0 with a temporary
 //! drop root; clients run as child processes with a timeout.
 //!
-//! Needs on PATH: sftp, ssh, ssh-keygen, curl (with sftp support).
+//! Needs on PATH: sftp, ssh, ssh-keygen, curl (with sftp support); ssh-audit for its two
+//! tests. Outside CI a test whose prerequisite is missing is ignored, naming it; under
+//! `CI=true` it fails (tests/common/prereq.rs).
 
 mod common;
 
@@ -16,7 +18,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use autoprov::ingest::sftp_server::{SftpSettings, SshProfile};
+use common::prereq::require_tool;
 use common::sftp::{Server, USER, settings_for, unique};
+use common::{Need, lazy, require, stays, wait_until};
 use tempfile::TempDir;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,6 +35,7 @@ struct Keys {
 fn keys() -> &'static Keys {
     static KEYS: OnceLock<Keys> = OnceLock::new();
     KEYS.get_or_init(|| {
+        require(Need::OpensshClient);
         let dir = tempfile::tempdir().unwrap();
         let gen_key = |name: &str| {
             let path = dir.path().join(name);
@@ -195,17 +200,6 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
-}
-
 fn random_bytes(len: usize) -> Vec<u8> {
     // xorshift: incompressible enough, no extra dependency.
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ (len as u64);
@@ -222,6 +216,10 @@ fn random_bytes(len: usize) -> Vec<u8> {
 // ---------------------------------------------------------------- uploads and downloads
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn sftp_upload_lands_in_inbox_under_its_name_and_nothing_hidden_remains() {
     let s = Server::start();
     let data = random_bytes(3 * 1024 * 1024 + 17);
@@ -242,6 +240,10 @@ fn sftp_upload_lands_in_inbox_under_its_name_and_nothing_hidden_remains() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_curl),
+    ignore = "needs OpenSSH sftp, ssh-keygen and curl (.ci/run installs them)"
+)]
 fn curl_upload_lands_in_inbox_under_its_name_and_nothing_hidden_remains() {
     let s = Server::start();
     let data = random_bytes(2 * 1024 * 1024 + 5);
@@ -256,6 +258,10 @@ fn curl_upload_lands_in_inbox_under_its_name_and_nothing_hidden_remains() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_curl),
+    ignore = "needs OpenSSH sftp, ssh-keygen and curl (.ci/run installs them)"
+)]
 fn download_from_processed_with_sftp_and_curl() {
     let s = Server::start();
     let data = random_bytes(700_000);
@@ -279,6 +285,10 @@ fn download_from_processed_with_sftp_and_curl() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn listing_the_root_shows_exactly_the_four_directories() {
     let s = Server::start();
     fs::write(s.area("held/waiting.csv"), b"x").unwrap();
@@ -314,6 +324,10 @@ fn refused(s: &Server, command: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn paths_outside_the_root_and_symlinks_are_refused() {
     let s = Server::start();
     std::os::unix::fs::symlink("/etc/passwd", s.area("processed/link.csv")).unwrap();
@@ -338,6 +352,10 @@ fn paths_outside_the_root_and_symlinks_are_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn delete_rename_mkdir_chmod_and_links_are_refused() {
     let s = Server::start();
     fs::write(s.area("processed/done.csv"), b"done").unwrap();
@@ -363,6 +381,10 @@ fn delete_rename_mkdir_chmod_and_links_are_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_curl),
+    ignore = "needs OpenSSH sftp, ssh-keygen and curl (.ci/run installs them)"
+)]
 fn writes_are_only_new_files_in_inbox_and_inbox_is_not_readable() {
     let s = Server::start();
     fs::write(s.area("inbox/existing.csv"), b"original").unwrap();
@@ -397,6 +419,10 @@ fn writes_are_only_new_files_in_inbox_and_inbox_is_not_readable() {
 // ---------------------------------------------------------------- channel policy
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn exec_shell_and_pty_are_refused() {
     let s = Server::start();
     let key = &keys().good;
@@ -435,6 +461,10 @@ fn exec_shell_and_pty_are_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn port_forwarding_is_refused() {
     let s = Server::start();
     let key = &keys().good;
@@ -475,22 +505,19 @@ fn port_forwarding_is_refused() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut ssh = cmd.spawn().unwrap();
-    let mut conn = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            conn = TcpStream::connect(("127.0.0.1", local_port)).ok();
-            conn.is_some()
-        }),
-        "ssh -L did not listen"
-    );
-    let mut conn = conn.unwrap();
+    let mut conn = wait_until("ssh -L to listen", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", local_port)).ok()
+    });
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut buf = [0u8; 16];
     let n = conn.read(&mut buf).unwrap_or(0);
     assert_eq!(n, 0, "data came through the forward");
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(target.accept().is_err(), "the forward target was reached");
+    stays(
+        "the forward target not reached",
+        Duration::from_millis(500),
+        || target.accept().is_err(),
+    );
     let _ = ssh.kill();
     let _ = ssh.wait();
 }
@@ -498,6 +525,10 @@ fn port_forwarding_is_refused() {
 // ---------------------------------------------------------------- authentication
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn a_wrong_key_is_refused() {
     let k = keys();
     let s = Server::start();
@@ -514,6 +545,10 @@ fn a_wrong_key_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn at_most_three_authentication_attempts() {
     let k = keys();
     let s = Server::start();
@@ -567,6 +602,10 @@ fn sftp_with_password(s: &Server, password: &str) -> Outcome {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn password_login_only_when_a_hash_is_configured() {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let hash = argon2::Argon2::default()
@@ -595,6 +634,10 @@ fn password_login_only_when_a_hash_is_configured() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn strict_profile_needs_post_quantum_kex_which_openssh_9_2_lacks() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = default_settings(dir.path());
@@ -613,6 +656,10 @@ fn strict_profile_needs_post_quantum_kex_which_openssh_9_2_lacks() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn host_keys_persist_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let known_hosts = dir.path().join("known_hosts");
@@ -665,6 +712,10 @@ fn host_keys_persist_across_restarts() {
 // ---------------------------------------------------------------- limits
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn an_upload_killed_half_way_leaves_nothing_behind() {
     let s = Server::start();
     fs::write(s.local("slow.bin"), random_bytes(4 * 1024 * 1024)).unwrap();
@@ -683,24 +734,34 @@ fn an_upload_killed_half_way_leaves_nothing_behind() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    let temp_seen = wait_until(Duration::from_secs(15), || {
-        fs::read_dir(s.area("inbox")).unwrap().any(|e| {
-            let e = e.unwrap();
-            e.file_name().to_string_lossy().starts_with(".upload-")
-                && e.metadata().unwrap().len() > 0
-        })
-    });
-    assert!(temp_seen, "no partial upload appeared: {:?}", s.inbox());
+    wait_until(
+        lazy(|| format!("a partial upload in inbox/: {:?}", s.inbox())),
+        Duration::from_secs(15),
+        || {
+            fs::read_dir(s.area("inbox"))
+                .unwrap()
+                .any(|e| {
+                    let e = e.unwrap();
+                    e.file_name().to_string_lossy().starts_with(".upload-")
+                        && e.metadata().unwrap().len() > 0
+                })
+                .then_some(())
+        },
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(10), || s.inbox().is_empty()),
-        "left behind: {:?}",
-        s.inbox()
+    wait_until(
+        lazy(|| format!("nothing left in inbox/: {:?}", s.inbox())),
+        Duration::from_secs(10),
+        || s.inbox().is_empty().then_some(()),
     );
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_curl),
+    ignore = "needs OpenSSH sftp, ssh-keygen and curl (.ci/run installs them)"
+)]
 fn an_oversize_upload_is_cut_off_and_leaves_nothing() {
     let s = Server::start_with(|st| st.max_upload_bytes = 100_000);
     fs::write(s.local("big.csv"), random_bytes(1_000_000)).unwrap();
@@ -738,6 +799,10 @@ fn read_banner(stream: &TcpStream) -> std::io::Result<String> {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn a_silent_connection_is_closed_at_the_authentication_deadline() {
     let s = Server::start_with(|st| st.auth_deadline = Duration::from_secs(1));
     let started = Instant::now();
@@ -798,6 +863,10 @@ fn a_silent_connection_is_closed_at_the_authentication_deadline() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn connections_per_address_are_capped() {
     let s = Server::start_with(|st| st.max_connections_per_ip = 2);
     let a = TcpStream::connect(s.addr).unwrap();
@@ -811,15 +880,13 @@ fn connections_per_address_are_capped() {
         "third connection was served"
     );
     drop(a);
-    assert!(
-        wait_until(Duration::from_secs(5), || {
-            TcpStream::connect(s.addr)
-                .ok()
-                .and_then(|d| read_banner(&d).ok())
-                .is_some_and(|l| l.starts_with("SSH-2.0-"))
-        }),
-        "slot not released"
-    );
+    wait_until("the slot to be released", Duration::from_secs(5), || {
+        TcpStream::connect(s.addr)
+            .ok()
+            .and_then(|d| read_banner(&d).ok())
+            .is_some_and(|l| l.starts_with("SSH-2.0-"))
+            .then_some(())
+    });
     drop(b);
 }
 
@@ -845,6 +912,10 @@ fn finish_interactive(mut child: Child) -> Option<ExitStatus> {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn an_idle_session_is_closed() {
     let s = Server::start_with(|st| st.idle_timeout = Duration::from_secs(2));
     let busy = interactive_sftp(&s);
@@ -860,6 +931,10 @@ fn an_idle_session_is_closed() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp, ssh and ssh-keygen (.ci/run installs them)"
+)]
 fn shutdown_closes_sessions_and_discards_unfinished_uploads() {
     let mut s = Server::start();
     fs::write(s.local("slow.bin"), random_bytes(4 * 1024 * 1024)).unwrap();
@@ -877,10 +952,9 @@ fn shutdown_closes_sessions_and_discards_unfinished_uploads() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut uploading = cmd.spawn().unwrap();
-    assert!(
-        wait_until(Duration::from_secs(15), || !s.inbox().is_empty()),
-        "upload did not start"
-    );
+    wait_until("the upload to start", Duration::from_secs(15), || {
+        (!s.inbox().is_empty()).then_some(())
+    });
     let idle = interactive_sftp(&s);
     std::thread::sleep(Duration::from_millis(800));
 
@@ -937,30 +1011,10 @@ fn upload_100mb_throughput() {
 
 // ---- ssh-audit (SPEC §8): `strict` has no failure and no warning, `compatible` no failure ----
 
-/// ssh-audit from PATH or the venv `.ci/run` installs it into.
-fn ssh_audit() -> Option<PathBuf> {
-    let venv = PathBuf::from("/var/tmp/autoprov-venv/bin/ssh-audit");
-    if venv.exists() {
-        return Some(venv);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("ssh-audit"))
-            .find(|p| p.exists())
-    })
-}
-
-/// The `[fail]` and `[warn]` lines ssh-audit prints for a server with `profile`, or None
-/// when ssh-audit is not installed outside CI (in CI, `.ci/run` installs it: a missing one fails).
-fn audit(profile: SshProfile) -> Option<(Vec<String>, Vec<String>)> {
-    let Some(tool) = ssh_audit() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ssh-audit is missing in CI: .ci/run should have installed it"
-        );
-        eprintln!("ssh-audit not installed: skipping (run .ci/run to install it)");
-        return None;
-    };
+/// The `[fail]` and `[warn]` lines ssh-audit (from the venv `.ci/run` installs it into, or
+/// PATH) prints for a server with `profile`.
+fn audit(profile: SshProfile) -> (Vec<String>, Vec<String>) {
+    let tool = require_tool(Need::SshAudit);
     let server = Server::start_with(|s| s.profile = profile);
     let out = Command::new(tool)
         .args(["-n", "--skip-rate-test", "-p"])
@@ -979,23 +1033,27 @@ fn audit(profile: SshProfile) -> Option<(Vec<String>, Vec<String>)> {
             .map(str::to_string)
             .collect()
     };
-    Some((lines("[fail]"), lines("[warn]")))
+    (lines("[fail]"), lines("[warn]"))
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_ssh_audit),
+    ignore = "needs ssh-keygen and ssh-audit (.ci/run installs them)"
+)]
 fn ssh_audit_strict_profile_has_no_failure_and_no_warning() {
-    let Some((fails, warns)) = audit(SshProfile::Strict) else {
-        return;
-    };
+    let (fails, warns) = audit(SshProfile::Strict);
     assert!(fails.is_empty(), "failures: {fails:#?}");
     assert!(warns.is_empty(), "warnings: {warns:#?}");
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_ssh_audit),
+    ignore = "needs ssh-keygen and ssh-audit (.ci/run installs them)"
+)]
 fn ssh_audit_compatible_profile_has_no_failure() {
-    let Some((fails, warns)) = audit(SshProfile::Compatible) else {
-        return;
-    };
+    let (fails, warns) = audit(SshProfile::Compatible);
     assert!(fails.is_empty(), "failures: {fails:#?}");
     // The warnings SPEC accepts for older clients: curve25519 (not post-quantum) and
     // encrypt-and-MAC hmac-sha2; anything else is a regression.
