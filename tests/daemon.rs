@@ -962,10 +962,15 @@ fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
         "day1.csv",
         &fs::read(testdata("sequence/day1.csv")).unwrap(),
     );
-    let held = wait_until("day1 held", Duration::from_secs(20), || {
-        entries(&env, "day1.csv")
+    // Held in the ledger and filed: moved from inbox/ to held/.
+    let held = wait_until("day1 held, in held/", Duration::from_secs(20), || {
+        let entry = entries(&env, "day1.csv")
             .into_iter()
-            .find(|e| e["status"] == "held")
+            .find(|e| e["status"] == "held")?;
+        let stored = entry["stored_as"].as_str()?.to_string();
+        let filed = env.files_in("held").contains(&stored);
+        let left = env.files_in("inbox").contains(&"day1.csv".to_string());
+        (filed && !left).then_some(entry)
     });
     rename_into(
         &env,
