@@ -28,9 +28,9 @@
 //!   prints it, so a failure replays with `AUTOPROV_CRASH_SEED=<its seed>
 //!   AUTOPROV_CRASH_TRIALS=1`); `AUTOPROV_CRASH_ROWS` changes the roster size (default
 //!   200000). The summary line lists the phases the kills hit.
-//! * Disk full: a small tmpfs mounted as the data dir (the tests run as root; they print a
-//!   notice and pass when `mount` is not permitted). I/O error: a read-only bind mount of
-//!   processed/.
+//! * Disk full: a small tmpfs mounted as the data dir. I/O error: a read-only bind mount of
+//!   processed/. Both need to mount (root with CAP_SYS_ADMIN): where that is not permitted
+//!   they are ignored, or fail under `CI=true` (tests/common/prereq.rs).
 //! * Store damage: bytes overwritten in data_dir/store/* → a clear failure (exit 5) naming the
 //!   store and the automatic backup to restore, never a panic; `backup FILE` / `restore FILE`.
 //! * Exit 5 (SPEC §7): a command that cannot do its work (disk full, damaged store) exits 5
@@ -43,7 +43,7 @@
 mod common;
 
 use common::daemon::Daemon;
-use common::{Settings, TestEnv, files, sha256_hex, testdata};
+use common::{Need, Settings, TestEnv, files, lazy, require, sha256_hex, testdata, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -157,24 +157,6 @@ fn files_below(dir: &Path) -> Vec<String> {
 
 fn staging(env: &TestEnv) -> PathBuf {
     env.data_dir.join("staging")
-}
-
-/// Polls `f` every 100 ms until it gives `Some`, at most `timeout`; panics with `what()`.
-fn wait_until<T>(
-    timeout: Duration,
-    what: impl Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {}", what());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Runs the binary with extra environment variables and returns the raw exit status.
@@ -314,33 +296,38 @@ impl Daemon {
         self.child.take().unwrap().wait().expect("wait")
     }
 
-    /// Waits (≤ `timeout`) until nothing waits in inbox/ and the engine answered, i.e. every
-    /// complete file was handled; returns the ledger then. Panics with the log on timeout or
-    /// when the daemon dies.
+    /// Waits (≤ `timeout`) until nothing waits in inbox/ and the engine reports no error,
+    /// i.e. every complete file was handled; returns the ledger then. Panics on timeout
+    /// (showing `status`: the files waiting, the error) or when the daemon dies.
     fn wait_idle(&mut self, env: &TestEnv, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
+        // `status` is answered while the engine works, so an error of a failed attempt may
+        // still show for a moment after a retry succeeded: only an error that persists until
+        // the deadline fails the test.
+        let what = lazy(|| {
+            format!(
+                "an idle engine without error: {:#}",
+                env.json(&["status"]).1
+            )
+        });
+        wait_until(what, timeout, || {
             self.assert_alive("waiting for the engine to be idle");
-            // `status` is answered while the engine works, so an error of a failed attempt
-            // may still show for a moment after a retry succeeded: only an error that
-            // persists until the deadline fails the test.
             let (code, st) = env.json(&["status"]);
             let idle = code == 0 && st["waiting"].as_array().is_some_and(|w| w.is_empty());
-            let error = st["daemon"]["last_error"].as_str();
-            if idle && error.is_none() {
-                return files(env);
-            }
-            if Instant::now() >= deadline {
-                match error {
-                    Some(err) => panic!("the daemon reports an error: {err}\n{}", self.log()),
-                    None => panic!(
-                        "files still wait in inbox/ after {timeout:?}: {st:#}\n{}",
-                        self.log()
-                    ),
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            (idle && st["daemon"]["last_error"].as_str().is_none()).then(|| files(env))
+        })
+    }
+
+    /// Waits (≤ 30 s) until the log says, `n` times in all, that a file failed and stays in
+    /// inbox/ to be retried at the next scan (rescan_interval = 1 s).
+    fn wait_retried(&self, n: usize) {
+        let what = format!("{n} failed attempts, each leaving the file in inbox/");
+        wait_until(what, Duration::from_secs(30), || {
+            let log = self.log();
+            (log.matches("the file stays in inbox/ and is retried")
+                .count()
+                >= n)
+                .then_some(())
+        });
     }
 }
 
@@ -737,6 +724,7 @@ fn every_crash_point_is_reachable() {
 
 /// Generates the base roster with testdata/gen_roster.py.
 fn gen_roster(rows: u64, seed: u64, out: &Path) {
+    require(Need::Python3);
     let st = Command::new("python3")
         .arg(testdata("gen_roster.py"))
         .args([
@@ -836,6 +824,7 @@ fn watch_milestones(env: &TestEnv, name: &str, timeout: Duration) -> Milestones 
 }
 
 #[test]
+#[cfg_attr(missing_python3, ignore = "needs python3 (testdata/gen_roster.py)")]
 fn random_sigkill_trials_on_a_200k_roster() {
     let trials = env_u64("AUTOPROV_CRASH_TRIALS", 3);
     let seed = env_u64("AUTOPROV_CRASH_SEED", 0x5eed);
@@ -1046,28 +1035,22 @@ fn random_sigkill_trials_on_a_200k_roster() {
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. "8m") on `dir`; None (with a notice) when not permitted.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+    /// Mounts a tmpfs of `size` (e.g. "8m") on `dir`.
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        require(Need::Mount);
         fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(dir)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(dir.to_path_buf())),
-            Ok(o) => {
-                eprintln!(
-                    "NOTICE: skipping: cannot mount a tmpfs on {} ({}); run the tests as root",
-                    dir.display(),
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("NOTICE: skipping: no mount command ({e})");
-                None
-            }
-        }
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount a tmpfs on {}: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(dir.to_path_buf())
     }
 
     fn avail(&self) -> u64 {
@@ -1086,32 +1069,23 @@ impl Drop for Tmpfs {
 struct ReadOnly(PathBuf);
 
 impl ReadOnly {
-    fn mount(dir: &Path) -> Option<ReadOnly> {
-        let ok = |args: &[&str]| {
-            Command::new("mount")
-                .args(args)
-                .arg(dir)
-                .arg(dir)
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ok(&["--bind"]) {
-            eprintln!("NOTICE: skipping: cannot bind-mount {}", dir.display());
-            return None;
-        }
+    fn mount(dir: &Path) -> ReadOnly {
+        require(Need::Mount);
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(dir)
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "bind-mount {}: {st}", dir.display());
         let guard = ReadOnly(dir.to_path_buf());
         let st = Command::new("mount")
             .args(["-o", "remount,ro,bind"])
             .arg(dir)
-            .status();
-        if !st.is_ok_and(|s| s.success()) {
-            eprintln!(
-                "NOTICE: skipping: cannot remount {} read-only",
-                dir.display()
-            );
-            return None;
-        }
-        Some(guard)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "remount {} read-only: {st}", dir.display());
+        guard
     }
 }
 
@@ -1162,9 +1136,9 @@ fn clean_5k(bytes: &[u8]) -> (Accounts, Value) {
 /// The daemon on an 8 MiB tmpfs: day1 applies; a 5k roster fails while its reports are
 /// written (ENOSPC) and stays in inbox/; space is freed; the next rescan applies it once.
 /// Returns the environment (and guards) for more checks.
-fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
+fn disk_full_scenario() -> (TestEnv, Tmpfs) {
     let env = TestEnv::with(settings());
-    let tmpfs = Tmpfs::mount(&env.data_dir, "8m")?;
+    let tmpfs = Tmpfs::mount(&env.data_dir, "8m");
     env.load_sample_rules();
     let r5k = roster_5k(&env);
     let (clean, clean_report) = clean_5k(&r5k);
@@ -1184,8 +1158,8 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
     fs::rename(inbox.join(".r5k.csv.upload"), inbox.join("r5k.csv")).unwrap();
 
     let st = wait_until(
+        "daemon.last_error for r5k.csv",
         Duration::from_secs(30),
-        || format!("daemon.last_error for r5k.csv:\n{}", d.log()),
         || {
             let st = status(&env);
             st["daemon"]["last_error"].as_str().is_some().then_some(st)
@@ -1197,8 +1171,8 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
         "last_error: {err}"
     );
     assert_eq!(st["waiting"], serde_json::json!(["r5k.csv"]), "{st:#}");
-    // Retried and still failing for a few rescans; the daemon keeps serving meanwhile.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Retried and still failing at two more rescans; the daemon keeps serving meanwhile.
+    d.wait_retried(3);
     d.assert_alive("disk full");
     let st = status(&env);
     assert_eq!(st["daemon"]["running"], true);
@@ -1229,37 +1203,38 @@ fn disk_full_scenario() -> Option<(TestEnv, Tmpfs)> {
 
     // Space again: the next rescan (1 s) applies the file, once.
     fs::remove_file(&ballast_path).unwrap();
-    wait_until(
-        Duration::from_secs(30),
-        || format!("r5k.csv to be applied after space was freed:\n{}", d.log()),
-        || {
-            let st = status(&env);
-            (st["waiting"] == serde_json::json!([]) && st["daemon"]["last_error"].is_null())
-                .then_some(())
-        },
-    );
+    let what = "r5k.csv to be applied after space was freed";
+    wait_until(what, Duration::from_secs(30), || {
+        let st = status(&env);
+        (st["waiting"] == serde_json::json!([]) && st["daemon"]["last_error"].is_null())
+            .then_some(())
+    });
     d.stop_within(DAEMON_TIMEOUT);
     let (_, report) = assert_filed_once(&env, "r5k.csv", &r5k, "applied");
     assert_filed_once(&env, "day1.csv", &day1, "applied");
     assert_eq!(report["counts"], clean_report["counts"]);
     assert_same_accounts(&accounts(&env), &clean, "after the disk-full episode");
-    Some((env, tmpfs))
+    (env, tmpfs)
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_mount, missing_python3),
+    ignore = "needs to mount a tmpfs (root with CAP_SYS_ADMIN) and python3"
+)]
 fn disk_full_file_stays_in_inbox_daemon_keeps_serving_and_applies_it_once_space_is_back() {
-    let Some((env, _tmpfs)) = disk_full_scenario() else {
-        return;
-    };
+    let (env, _tmpfs) = disk_full_scenario();
     assert_drop_consistent(&env);
 }
 
 #[test]
+#[cfg_attr(
+    missing_mount,
+    ignore = "needs to mount a tmpfs (root with CAP_SYS_ADMIN)"
+)]
 fn a_command_run_while_the_disk_is_full_does_not_damage_the_store() {
     let env = TestEnv::with(settings());
-    let Some(tmpfs) = Tmpfs::mount(&env.data_dir, "8m") else {
-        return;
-    };
+    let tmpfs = Tmpfs::mount(&env.data_dir, "8m");
     let rules = env.load_sample_rules();
     assert_eq!(rules.len(), 8);
     let day1 = env.input_from("sequence/day1.csv", "day1.csv");
@@ -1318,30 +1293,28 @@ fn assert_full_disk_message(err: &str, what: &str) {
 }
 
 #[test]
+#[cfg_attr(
+    missing_mount,
+    ignore = "needs a read-only bind mount (root with CAP_SYS_ADMIN)"
+)]
 fn an_io_error_after_the_commit_does_not_process_the_file_again() {
     let env = prepared_env();
     let processed = env.drop_dir("processed");
     let mut d = start_daemon(&env);
-    let Some(ro) = ReadOnly::mount(&processed) else {
-        return;
-    };
+    let ro = ReadOnly::mount(&processed);
     let bytes = next_file(false);
     drop_into_inbox(&env, "next.csv", &bytes);
-    let st = wait_until(
-        Duration::from_secs(30),
-        || format!("an error for next.csv:\n{}", d.log()),
-        || {
-            let st = status(&env);
-            st["daemon"]["last_error"].as_str().is_some().then_some(st)
-        },
-    );
+    let st = wait_until("an error for next.csv", Duration::from_secs(30), || {
+        let st = status(&env);
+        st["daemon"]["last_error"].as_str().is_some().then_some(st)
+    });
     let err = st["daemon"]["last_error"].as_str().unwrap();
     assert!(
         err.contains("inbox/next.csv") && err.contains("processed"),
         "{err}"
     );
-    // Several rescans with the fault in place.
-    std::thread::sleep(Duration::from_millis(3000));
+    // Failed again at two more rescans with the fault in place.
+    d.wait_retried(3);
     d.assert_alive("read-only processed/");
     let entries = files(&env)
         .iter()
@@ -1364,12 +1337,14 @@ fn an_io_error_after_the_commit_does_not_process_the_file_again() {
 /// exit 5, and the message says the file was applied, not that nothing was changed; the
 /// next command finishes the filing, once.
 #[test]
+#[cfg_attr(
+    missing_mount,
+    ignore = "needs a read-only bind mount (root with CAP_SYS_ADMIN)"
+)]
 fn a_failure_after_the_commit_exits_5_and_says_the_file_was_applied() {
     let env = prepared_env();
     let processed = env.drop_dir("processed");
-    let Some(ro) = ReadOnly::mount(&processed) else {
-        return;
-    };
+    let ro = ReadOnly::mount(&processed);
     let bytes = next_file(false);
     let input = env.input("next.csv", &bytes);
     let (code, out, err) = env.run(&["process", input.to_str().unwrap()]);

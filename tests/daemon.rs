@@ -10,7 +10,9 @@ mod common;
 
 use common::daemon::Daemon;
 use common::sshd::key_fingerprint;
-use common::{Settings, TestEnv, entries, files, is_filed_name, sha256_hex, testdata};
+use common::{
+    Settings, TestEnv, entries, files, is_filed_name, lazy, sha256_hex, stays, testdata, wait_until,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -22,20 +24,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 // ---- polling ---------------------------------------------------------------------------
-
-/// Polls `f` every 50 ms until it gives `Some`, at most `timeout`; panics naming `what`.
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Waits for a child with a deadline; SIGKILLs it and returns None on timeout.
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
@@ -101,13 +89,18 @@ fn host_env(mut settings: Settings, source_extra: &str) -> TestEnv {
 
 /// A watch-mode environment: `<root>/watch` (created), settle 1 s, rescans every second.
 fn watch_env(settings: Settings) -> (TestEnv, PathBuf) {
+    watch_env_settle(settings, "1s")
+}
+
+/// [`watch_env`] with `source.settle = settle`.
+fn watch_env_settle(settings: Settings, settle: &str) -> (TestEnv, PathBuf) {
     let mut env = TestEnv::with(settings);
     let watch = env.root().join("watch");
     fs::create_dir_all(&watch).expect("watch dir");
     env.reconfigure(|s| {
         s.log_level = "info".into();
         s.extra_toml.push_str(&format!(
-            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nrescan_interval = \"1s\"\n",
+            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = {settle:?}\nrescan_interval = \"1s\"\n",
             watch.to_str().unwrap()
         ));
     });
@@ -137,6 +130,7 @@ fn sftp_port(env: &TestEnv) -> u16 {
 
 /// An OpenSSH `sftp -b` command with the test key; `extra` goes before the destination.
 fn sftp_command(env: &TestEnv, port: u16, batch: &str, extra: &[&str]) -> Command {
+    common::require(common::Need::OpensshClient);
     let key = sftp_key(env);
     let n = (1..)
         .find(|n| !env.root().join(format!("batch-{n}")).exists())
@@ -183,6 +177,7 @@ fn sftp_ok(env: &TestEnv, port: u16, batch: &str) {
 /// `curl -T FILE sftp://hris@127.0.0.1:PORT/inbox/NAME` with the test key (libssh2 needs
 /// the public key file too).
 fn curl_upload(env: &TestEnv, port: u16, file: &Path, name: &str) {
+    common::require(common::Need::Curl);
     let key = sftp_key(env);
     let out = Command::new("curl")
         .args(["-sS", "-k", "--key"])
@@ -205,11 +200,42 @@ fn curl_upload(env: &TestEnv, port: u16, file: &Path, name: &str) {
 
 // ---- ledger checks ---------------------------------------------------------------------
 
-/// Waits (≤ `timeout`) until `name` has a ledger entry; returns it.
-fn wait_for_entry(env: &TestEnv, name: &str, timeout: Duration) -> Value {
-    wait_until(&format!("a ledger entry for {name}"), timeout, || {
-        entries(env, name).into_iter().next()
+/// Waits (≤ `timeout`) until `name` is filed: its ledger entry, the filed copy and both
+/// reports in processed/, and nothing of it left in inbox/. Returns the entry.
+fn wait_filed(env: &TestEnv, name: &str, timeout: Duration) -> Value {
+    let what = lazy(|| {
+        format!(
+            "{name} filed in processed/; ledger: {:#?}, processed/: {:?}, inbox/: {:?}",
+            entries(env, name),
+            env.files_in("processed"),
+            env.files_in("inbox")
+        )
+    });
+    wait_until(what, timeout, || {
+        let entry = entries(env, name).into_iter().next()?;
+        let stored = entry["stored_as"].as_str()?.to_string();
+        let processed = env.files_in("processed");
+        let filed = ["", ".report.json", ".report.txt"]
+            .iter()
+            .all(|ext| processed.contains(&format!("{stored}{ext}")));
+        let left = env.files_in("inbox").iter().any(|n| n.contains(name));
+        (filed && !left).then_some(entry)
     })
+}
+
+/// Two rescans (rescan_interval = 1 s) and a bit: what "nothing more happens" looks over.
+const QUIET: Duration = Duration::from_millis(2200);
+
+/// "Nothing more happens": for [`QUIET`], each of `names` keeps exactly one ledger entry
+/// (the rescans and settle periods meanwhile must not take a filed file again).
+fn stays_once(env: &TestEnv, names: &[&str]) {
+    let what = lazy(|| format!("one ledger entry each for {names:?}: {:#?}", files(env)));
+    stays(what, QUIET, || {
+        let all = files(env);
+        names
+            .iter()
+            .all(|n| all.iter().filter(|f| f["name"] == *n).count() == 1)
+    });
 }
 
 /// Asserts `name` was applied exactly once from exactly `bytes`: one ledger entry, one
@@ -299,6 +325,10 @@ fn rename_into(env: &TestEnv, dir: &Path, name: &str, bytes: &[u8]) {
 /// Host mode end to end: day1 uploaded with OpenSSH sftp, day2 with curl (libssh2), both
 /// processed in order, the reports downloaded over SFTP, the accounts applied.
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_curl),
+    ignore = "needs OpenSSH sftp and curl (.ci/run installs them)"
+)]
 fn host_mode_sftp_and_curl_uploads_are_processed_and_reports_downloadable() {
     let env = host_env(no_limits(), "");
     env.load_sample_rules();
@@ -321,12 +351,12 @@ fn host_mode_sftp_and_curl_uploads_are_processed_and_reports_downloadable() {
             testdata("sequence/day1.csv").display()
         ),
     );
-    wait_for_entry(&env, "day1.csv", Duration::from_secs(20));
+    wait_filed(&env, "day1.csv", Duration::from_secs(20));
     let r1 = assert_applied_once(&env, "day1.csv", &day1, 300);
     assert_eq!(r1["counts"]["created"], 82, "{:#}", r1["counts"]);
 
     curl_upload(&env, port, &testdata("sequence/day2.csv"), "day2.csv");
-    wait_for_entry(&env, "day2.csv", Duration::from_secs(20));
+    wait_filed(&env, "day2.csv", Duration::from_secs(20));
     let r2 = assert_applied_once(&env, "day2.csv", &day2, 302);
     for (action, n) in [("created", 1), ("reassigned", 1), ("unchanged", 81)] {
         assert_eq!(r2["counts"][action], n, "{action}: {:#}", r2["counts"]);
@@ -398,46 +428,37 @@ fn watch_mode_rename_in_is_processed_once() {
     );
     let bytes = roster("RN", 7);
     rename_into(&env, &watch, "renamed.csv", bytes.as_bytes());
-    wait_for_entry(&env, "renamed.csv", Duration::from_secs(15));
+    wait_filed(&env, "renamed.csv", Duration::from_secs(15));
     assert!(
         !watch.join("renamed.csv").exists(),
         "moved out of watch_dir"
     );
-    // Two more rescans (rescan_interval 1 s) and settle periods: still once.
-    std::thread::sleep(Duration::from_millis(2200));
+    stays_once(&env, &["renamed.csv"]);
     assert_applied_once(&env, "renamed.csv", bytes.as_bytes(), 7);
     assert_eq!(files(&env).len(), 1);
     daemon.stop();
 }
 
-/// A file written in place and closed is processed only after `settle` (1 s), then once.
+/// A file written in place and closed is processed only after `settle` (3 s here), then once.
 #[test]
 fn watch_mode_write_then_close_waits_for_settle() {
-    let (env, watch) = watch_env(Settings::default());
+    let (env, watch) = watch_env_settle(Settings::default(), "3s");
     let daemon = Daemon::start(&env);
     let bytes = roster("WC", 5);
     let path = watch.join("written.csv");
     let mut f = fs::File::create(&path).unwrap();
     f.write_all(bytes.as_bytes()).unwrap();
     drop(f);
-    let closed = Instant::now();
-    assert!(
-        entries(&env, "written.csv").is_empty(),
-        "in the ledger right after close"
+    // Left alone during the settle time: watched for its first half (the rest is slack for
+    // a slow machine), across a rescan of watch_dir.
+    stays(
+        "written.csv still in watch_dir and not in the ledger within settle (3 s)",
+        Duration::from_millis(1500),
+        || path.exists() && entries(&env, "written.csv").is_empty(),
     );
-    assert!(path.exists(), "moved out of watch_dir right after close");
-    // Still waiting well within the settle time.
-    let check = closed + Duration::from_millis(600);
-    std::thread::sleep(check.saturating_duration_since(Instant::now()));
-    let still_there = path.exists();
-    let in_ledger = !entries(&env, "written.csv").is_empty();
-    if closed.elapsed() < Duration::from_millis(950) {
-        assert!(still_there, "moved out of watch_dir before settle (1 s)");
-        assert!(!in_ledger, "processed before settle (1 s)");
-    }
-    wait_for_entry(&env, "written.csv", Duration::from_secs(15));
-    assert!(closed.elapsed() >= Duration::from_secs(1));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_filed(&env, "written.csv", Duration::from_secs(15));
+    assert!(!path.exists(), "moved out of watch_dir");
+    stays_once(&env, &["written.csv"]);
     assert_applied_once(&env, "written.csv", bytes.as_bytes(), 5);
     assert_eq!(files(&env).len(), 1);
     daemon.stop();
@@ -474,8 +495,8 @@ fn watch_mode_growing_file_is_processed_once_complete() {
     );
     f.sync_all().unwrap();
     drop(f);
-    wait_for_entry(&env, "growing.csv", Duration::from_secs(15));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_filed(&env, "growing.csv", Duration::from_secs(15));
+    stays_once(&env, &["growing.csv"]);
     assert_eq!(rows, 41);
     assert_applied_once(&env, "growing.csv", content.as_bytes(), rows as u64);
     assert_eq!(files(&env).len(), 1);
@@ -500,9 +521,10 @@ fn watch_mode_files_present_at_startup_are_processed_once_each() {
     let daemon = Daemon::start(&env);
     let all: Vec<&(String, String)> = present.iter().chain([&inbox_file]).collect();
     for (name, _) in &all {
-        wait_for_entry(&env, name, Duration::from_secs(15));
+        wait_filed(&env, name, Duration::from_secs(15));
     }
-    std::thread::sleep(Duration::from_millis(2200));
+    let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+    stays_once(&env, &names);
     for (name, bytes) in &all {
         let rows = bytes.lines().count() as u64 - 1;
         assert_applied_once(&env, name, bytes.as_bytes(), rows);
@@ -517,12 +539,13 @@ fn watch_mode_files_present_at_startup_are_processed_once_each() {
 /// A user not in org_admins is refused a rule change (exit 3, a clear message) but may
 /// read; once listed in org_admins, the change lands and the audit names the user.
 #[test]
+#[cfg_attr(missing_root, ignore = "needs root (to run the CLI as user nobody)")]
 fn control_socket_refuses_changes_from_non_org_admins_and_audits_allowed_ones() {
+    common::require(common::Need::Root);
     let (mut env, _watch) = watch_env(Settings {
         org_admins: Some(vec!["root".into()]),
         ..Settings::default()
     });
-    assert_eq!(common::current_user(), "root", "this test needs root");
     // `nobody` must reach the config and the socket.
     fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
@@ -696,6 +719,7 @@ fn stale_socket_without_daemon_falls_back_to_the_store() {
 
 /// `python3 testdata/gen_roster.py --rows N --seed 7 --out OUT`.
 fn gen_roster(out: &Path, rows: usize) -> Command {
+    common::require(common::Need::Python3);
     let mut cmd = Command::new("python3");
     cmd.arg(testdata("gen_roster.py"))
         .args(["--rows", &rows.to_string(), "--seed", "7", "--out"])
@@ -736,6 +760,10 @@ fn add_sample_rules(env: &TestEnv, names: &[&str]) {
 /// SIGTERM while a 200k-row roster is being processed: exit 0; after a restart the file has
 /// exactly one ledger entry and one report, and the accounts equal an uninterrupted run's.
 #[test]
+#[cfg_attr(
+    any(missing_python3, missing_openssh_client),
+    ignore = "needs python3 and OpenSSH sftp (.ci/run installs them)"
+)]
 fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
     let env = host_env(no_limits(), "");
     let clean = TestEnv::with(no_limits());
@@ -812,7 +840,7 @@ fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
     assert!(log.contains("stopped cleanly"), "{log}");
 
     let daemon = Daemon::start(&env);
-    wait_for_entry(&env, "big.csv", Duration::from_secs(60));
+    wait_filed(&env, "big.csv", Duration::from_secs(60));
     let report = assert_applied_once(&env, "big.csv", &bytes, 200_000);
     assert_eq!(files(&env).len(), 1);
     let interrupted = account_set(&env);
@@ -848,6 +876,10 @@ fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
 /// SIGTERM while a throttled upload is in flight: exit 0, no visible or hidden file left in
 /// inbox/, no ledger entry; after a restart the repeated upload is processed once.
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp (.ci/run installs it)"
+)]
 fn sigterm_during_upload_discards_it_and_a_repeat_is_processed_once() {
     let env = host_env(Settings::default(), "");
     let file = env.root().join("slow.csv");
@@ -906,8 +938,8 @@ fn sigterm_during_upload_discards_it_and_a_repeat_is_processed_once() {
         port,
         &format!("put {} inbox/slow.csv\n", file.display()),
     );
-    wait_for_entry(&env, "slow.csv", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(1200));
+    wait_filed(&env, "slow.csv", Duration::from_secs(30));
+    stays_once(&env, &["slow.csv"]);
     assert_applied_once(&env, "slow.csv", content.as_bytes(), 30_000);
     assert_eq!(files(&env).len(), 1);
     daemon.stop();
@@ -931,10 +963,15 @@ fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
         "day1.csv",
         &fs::read(testdata("sequence/day1.csv")).unwrap(),
     );
-    let held = wait_until("day1 held", Duration::from_secs(20), || {
-        entries(&env, "day1.csv")
+    // Held in the ledger and filed: moved from inbox/ to held/.
+    let held = wait_until("day1 held, in held/", Duration::from_secs(20), || {
+        let entry = entries(&env, "day1.csv")
             .into_iter()
-            .find(|e| e["status"] == "held")
+            .find(|e| e["status"] == "held")?;
+        let stored = entry["stored_as"].as_str()?.to_string();
+        let filed = env.files_in("held").contains(&stored);
+        let left = env.files_in("inbox").contains(&"day1.csv".to_string());
+        (filed && !left).then_some(entry)
     });
     rename_into(
         &env,
@@ -942,7 +979,6 @@ fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
         "day2.csv",
         &fs::read(testdata("sequence/day2.csv")).unwrap(),
     );
-    let last_arrival = Instant::now();
     let stored = held["stored_as"].as_str().unwrap();
 
     let st = env.json_ok(0, &["status"]);
@@ -969,12 +1005,15 @@ fn status_shows_mode_listen_last_file_waiting_held_and_staleness() {
         "{st:#}"
     );
 
-    // No file for 2 s with stale_after = 1 s: stale, and the text warns.
-    std::thread::sleep(
-        (last_arrival + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
+    // No file for longer than stale_after (1 s): stale, and the text warns.
+    let st = wait_until(
+        lazy(|| format!("status to say stale: {:#}", env.json_ok(0, &["status"]))),
+        Duration::from_secs(10),
+        || {
+            let st = env.json_ok(0, &["status"]);
+            (st["daemon"]["stale"] == true).then_some(st)
+        },
     );
-    let st = env.json_ok(0, &["status"]);
-    assert_eq!(st["daemon"]["stale"], true, "{st:#}");
     assert!(
         st["daemon"]["quiet_for_seconds"].as_u64().unwrap() >= 1,
         "{st:#}"
@@ -1080,31 +1119,44 @@ fn rsa_host_key_with_the_strict_profile_is_a_config_error() {
 
 // ---- found while writing these tests ---------------------------------------------------
 
-/// Read commands go through the single engine thread, so while a large roster is being
-/// processed `status` (and `files list`, `rules list`, …) waits for the whole file; after
-/// READ_WAIT (60 s, src/local.rs) the CLI reports the busy daemon as unreachable (exit 4).
-#[test]
+/// Whether the daemon's log says `name` was processed (the line names its stored name).
+fn processed_in_log(log: &str, name: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("file processed") && l.contains(&format!("_{name}")))
+}
 
+/// `status` does not wait for the engine: while a 200k-row roster is being processed it
+/// answers (were it queued behind the file, the CLI would give up after READ_WAIT, 60 s,
+/// src/local.rs, and call the busy daemon unreachable, exit 4).
+#[test]
+#[cfg_attr(missing_python3, ignore = "needs python3 (testdata/gen_roster.py)")]
 fn status_answers_while_a_large_file_is_processed() {
     let (env, _watch) = watch_env(no_limits());
     let big = big_roster(&env, 200_000);
     env.load_sample_rules();
+    // A small broken file waits before big.csv: once the log says it was processed, the
+    // engine is busy with big.csv.
+    let inbox = env.drop_dir("inbox");
+    fs::create_dir_all(&inbox).unwrap();
+    let broken = fs::read(testdata("broken/malformed_email.csv")).unwrap();
+    rename_into(&env, &inbox, "first.csv", &broken);
+    rename_into(&env, &inbox, "big.csv", &fs::read(&big).unwrap());
     let daemon = Daemon::start(&env);
-    rename_into(
-        &env,
-        &env.drop_dir("inbox"),
-        "big.csv",
-        &fs::read(&big).unwrap(),
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let busy = !daemon.log().contains("file processed");
-    let asked = Instant::now();
-    let (code, out, err) = env.run(&["--json", "status"]);
-    let took = asked.elapsed();
-    assert_eq!(code, 0, "{out}{err}");
+    wait_until("first.csv processed", Duration::from_secs(30), || {
+        processed_in_log(&daemon.log(), "first.csv").then_some(())
+    });
+    let st = env.json_ok(0, &["status"]);
     assert!(
-        !busy || took < Duration::from_secs(2),
-        "status took {took:?} while big.csv was being processed"
+        !processed_in_log(&daemon.log(), "big.csv"),
+        "status answered only once big.csv was processed:\n{}",
+        daemon.log()
+    );
+    assert_eq!(st["daemon"]["running"], true, "{st:#}");
+    wait_filed(&env, "big.csv", Duration::from_secs(60));
+    assert!(
+        processed_in_log(&daemon.log(), "big.csv"),
+        "the log names big.csv once processed:\n{}",
+        daemon.log()
     );
     daemon.stop();
 }
@@ -1121,20 +1173,17 @@ fn idle_control_connections_do_not_block_a_stop() {
         .map(|_| std::os::unix::net::UnixStream::connect(&env.socket).expect("connect"))
         .collect();
     env.json_ok(0, &["status"]);
-    let started = Instant::now();
+    // Panics unless the daemon exits cleanly within 15 s.
     daemon.stop_within(Duration::from_secs(15));
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "stopped in {:?}",
-        started.elapsed()
-    );
     drop(idle);
 }
 
 /// A refused upload answers "refused" (exit 3) even though the daemon never read the file,
 /// and the daemon writes backups only as new files in data_dir/backups.
 #[test]
+#[cfg_attr(missing_root, ignore = "needs root (to run the CLI as user nobody)")]
 fn refused_uploads_say_refused_and_backups_stay_in_the_backups_folder() {
+    common::require(common::Need::Root);
     let (mut env, _watch) = watch_env(Settings::default());
     env.reconfigure(|s| s.org_admins = Some(vec!["root".into()]));
     let daemon = Daemon::start(&env);

@@ -1,9 +1,13 @@
 //! Deployment files: the shipped configs load with the real binary, and the systemd unit
 //! is valid and hardened (SPEC §9: `systemd-analyze security --offline=true` at most 2.0).
 //!
-//! The systemd checks need `systemd-analyze` (Debian package `systemd`, installed by
-//! .ci/run); where it is missing they print a notice and pass.
+//! The systemd checks need `systemd-analyze` and `systemd-sysusers` (Debian package
+//! `systemd`, installed by .ci/run). Outside CI they are ignored where it is missing; under
+//! `CI=true` they fail (tests/common/prereq.rs).
 
+mod common;
+
+use common::{Need, require};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -220,20 +224,13 @@ fn unit_has_the_required_directives() {
     );
 }
 
-/// Runs `systemd-analyze ARGS`; None (after a notice) when it is not installed.
-fn systemd_analyze(args: &[&str]) -> Option<Output> {
-    match Command::new("systemd-analyze").args(args).output() {
-        Ok(out) => Some(out),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "NOTICE: systemd-analyze is not installed (apt-get install systemd); \
-                 skipping `systemd-analyze {}`",
-                args.join(" ")
-            );
-            None
-        }
-        Err(e) => panic!("running systemd-analyze: {e}"),
-    }
+/// Runs `systemd-analyze ARGS`.
+fn systemd_analyze(args: &[&str]) -> Output {
+    require(Need::Systemd);
+    Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running systemd-analyze: {e}"))
 }
 
 /// The number in "→ Overall exposure level for autoprov.service: 1.2 OK 🙂".
@@ -255,12 +252,14 @@ fn exposure_is_parsed_from_the_report_line() {
 }
 
 #[test]
+#[cfg_attr(
+    missing_systemd,
+    ignore = "needs systemd-analyze (apt-get install systemd; .ci/run installs it)"
+)]
 fn unit_is_rated_ok_by_systemd_analyze_security() {
     let unit = repo("systemd/autoprov.service");
     let unit = unit.to_str().unwrap();
-    let Some(out) = systemd_analyze(&["security", "--no-pager", "--offline=true", unit]) else {
-        return;
-    };
+    let out = systemd_analyze(&["security", "--no-pager", "--offline=true", unit]);
     let text = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let score = exposure(&text).unwrap_or_else(|| {
@@ -279,6 +278,10 @@ fn unit_is_rated_ok_by_systemd_analyze_security() {
 /// `systemd-analyze verify` finds nothing to complain about in the unit. ExecStart= must
 /// name an existing executable, so a copy of the unit points it at the freshly built binary.
 #[test]
+#[cfg_attr(
+    missing_systemd,
+    ignore = "needs systemd-analyze (apt-get install systemd; .ci/run installs it)"
+)]
 fn unit_passes_systemd_analyze_verify() {
     let unit = read("systemd/autoprov.service");
     let exec = "ExecStart=/usr/local/bin/autoprov ";
@@ -290,9 +293,7 @@ fn unit_passes_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("autoprov.service");
     std::fs::write(&copy, unit).unwrap();
-    let Some(out) = systemd_analyze(&["verify", "--no-pager", copy.to_str().unwrap()]) else {
-        return;
-    };
+    let out = systemd_analyze(&["verify", "--no-pager", copy.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // verify also loads the units ours depends on; only complaints about ours count.
@@ -310,27 +311,22 @@ fn unit_passes_systemd_analyze_verify() {
 
 /// The sysusers.d snippet is valid and creates user and group autoprov (needs root).
 #[test]
+#[cfg_attr(
+    any(missing_root, missing_systemd),
+    ignore = "needs root and systemd-sysusers (apt-get install systemd; .ci/run installs it)"
+)]
 fn sysusers_snippet_creates_the_user() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("NOTICE: not root; skipping systemd-sysusers --root");
-        return;
-    }
+    require(Need::Root);
+    require(Need::Systemd);
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join("etc")).unwrap();
     let snippet = repo("systemd/autoprov.sysusers.conf");
     let mut cmd = Command::new("systemd-sysusers");
     cmd.arg(format!("--root={}", root.path().display()))
         .arg(&snippet);
-    let out = match cmd.output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!(
-                "NOTICE: systemd-sysusers is not installed (apt-get install systemd); skipping"
-            );
-            return;
-        }
-        Err(e) => panic!("running systemd-sysusers: {e}"),
-    };
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running systemd-sysusers: {e}"));
     assert!(
         out.status.success(),
         "systemd-sysusers: {}\n{}",

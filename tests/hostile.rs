@@ -17,8 +17,8 @@
 //! the attack stops.
 //!
 //! Needs on PATH: sftp, ssh-keygen. Needs `/var/tmp/autoprov-venv` with paramiko and
-//! ssh-audit (`.ci/run` installs them); outside CI the tests that need them are skipped
-//! when they are missing, in CI they fail.
+//! ssh-audit (`.ci/run` installs them). Outside CI a test whose prerequisite is missing is
+//! ignored, naming it; under `CI=true` it fails (tests/common/prereq.rs).
 
 mod common;
 
@@ -33,12 +33,13 @@ use std::time::{Duration, Instant};
 
 use autoprov::ingest::drop_fs::MAX_OPEN_HANDLES;
 use autoprov::ingest::sftp_server::{CONNECTION_BURST, CONNECTION_RATE_PER_SEC, SftpSettings};
+use common::prereq::require_tool;
 use common::sftp::{Server, USER, settings_for, unique};
+use common::{Need, lazy, require, wait_until};
 use serde_json::Value;
 use tempfile::TempDir;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-const VENV: &str = "/var/tmp/autoprov-venv";
 
 // ------------------------------------------------------------------------- harness
 
@@ -52,6 +53,7 @@ fn serial() -> MutexGuard<'static, ()> {
 fn key() -> &'static Path {
     static KEY: OnceLock<(TempDir, PathBuf)> = OnceLock::new();
     &KEY.get_or_init(|| {
+        require(Need::OpensshClient);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("good");
         let st = Command::new("ssh-keygen")
@@ -177,17 +179,6 @@ fn run(mut cmd: Command, timeout: Duration) -> Outcome {
         stderr: t_err.join().unwrap(),
         landed: false,
     }
-}
-
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 /// Waits until a fresh connection from 127.0.0.1 would find a full token bucket again.
@@ -359,30 +350,9 @@ fn xorshift_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 // ------------------------------------------------------------------------- paramiko
 
-/// The venv's python when it has paramiko; None outside CI when it does not (in CI,
-/// `.ci/run` installs it and a missing one fails the test).
-fn python() -> Option<PathBuf> {
-    static PY: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let found = PY
-        .get_or_init(|| {
-            let py = Path::new(VENV).join("bin/python3");
-            let ok = Command::new(&py)
-                .args(["-c", "import paramiko"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            ok.then_some(py)
-        })
-        .clone();
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "paramiko is missing in CI: .ci/run should install it into {VENV}"
-        );
-        eprintln!("paramiko not installed in {VENV}: skipping (pip install paramiko)");
-    }
-    found
+/// The venv's python3, which has paramiko (the test fails, naming it, when it is missing).
+fn python() -> PathBuf {
+    require_tool(Need::Paramiko)
 }
 
 /// Runs `tests/hostile/sftp_attack.py MODE ARGS...` against `s`; returns its JSON report.
@@ -407,6 +377,10 @@ fn attack(py: &Path, s: &Server, mode: &str, args: &[&str], timeout: Duration) -
 /// another address get in while the attackers hold every slot of theirs; at the
 /// attackers' own address once they stop.
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp and ssh-keygen (.ci/run installs them)"
+)]
 fn a_flood_of_connections_from_one_address_is_capped_and_rate_limited() {
     let _serial = serial();
     let mut s = Server::start();
@@ -504,11 +478,10 @@ fn a_flood_of_connections_from_one_address_is_capped_and_rate_limited() {
 
     drop(served);
     let_the_rate_bucket_refill();
-    assert!(
-        wait_until(Duration::from_secs(10), || s
-            .honest_upload_from("127.0.0.1")
-            .landed),
-        "127.0.0.1 not let in again after the attack"
+    wait_until(
+        "127.0.0.1 let in again after the attack",
+        Duration::from_secs(10),
+        || s.honest_upload_from("127.0.0.1").landed.then_some(()),
     );
     rss.finish("200 connections", 32);
     s.assert_honest_user_gets_in("127.0.0.1");
@@ -532,6 +505,10 @@ fn a_flood_of_connections_from_one_address_is_capped_and_rate_limited() {
 /// packet one byte at a time, and one that trickles the banner itself, are both closed at
 /// the authentication deadline (2 s here), not kept alive by their trickle.
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp and ssh-keygen (.ci/run installs them)"
+)]
 fn a_slow_client_before_authentication_is_closed_at_the_deadline() {
     let _serial = serial();
     let deadline = Duration::from_secs(2);
@@ -588,8 +565,12 @@ fn a_slow_client_before_authentication_is_closed_at_the_deadline() {
 /// without a single byte of reply (its body is never parsed as packets), the connection is
 /// closed shortly after, and the server stays up.
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_paramiko),
+    ignore = "needs OpenSSH sftp, ssh-keygen and paramiko (.ci/run installs them)"
+)]
 fn an_oversized_sftp_packet_ends_the_session() {
-    let Some(py) = python() else { return };
+    let py = python();
     let _serial = serial();
     let s = Server::start();
     let rss = RssWatch::start();
@@ -616,6 +597,10 @@ fn an_oversized_sftp_packet_ends_the_session() {
 /// Case 4: Garbage after the version banner (random bytes, absurd packet lengths) and instead
 /// of it: the connection is closed at once, the server stays up.
 #[test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH sftp and ssh-keygen (.ci/run installs them)"
+)]
 fn garbage_after_the_banner_closes_the_connection() {
     let _serial = serial();
     let s = Server::start();
@@ -666,8 +651,12 @@ fn garbage_after_the_banner_closes_the_connection() {
 /// one file: exactly MAX_OPEN_HANDLES (64) succeed, every other one is refused with "too
 /// many open handles"; after closing, handles can be opened again; memory stays bounded.
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_paramiko),
+    ignore = "needs OpenSSH sftp, ssh-keygen and paramiko (.ci/run installs them)"
+)]
 fn thousands_of_handles_are_refused_beyond_the_cap() {
-    let Some(py) = python() else { return };
+    let py = python();
     let _serial = serial();
     let s = Server::start();
     for i in 0..2000 {
@@ -709,8 +698,12 @@ fn thousands_of_handles_are_refused_beyond_the_cap() {
 /// the limit and the close fail and nothing is left in inbox/. A client that vanishes
 /// after 100,000 tiny writes leaves nothing either.
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_paramiko),
+    ignore = "needs OpenSSH sftp, ssh-keygen and paramiko (.ci/run installs them)"
+)]
 fn a_huge_number_of_tiny_writes() {
-    let Some(py) = python() else { return };
+    let py = python();
     let _serial = serial();
     const WRITES: usize = 200_000;
     let s = Server::start();
@@ -754,13 +747,16 @@ fn a_huge_number_of_tiny_writes() {
     );
     println!("vanishing after 100,000 one-byte writes: {r}");
     assert_eq!(r["ok"], 100_000, "{r}");
-    assert!(
-        wait_until(Duration::from_secs(10), || !s
-            .inbox()
-            .iter()
-            .any(|n| n.starts_with('.') || n == "vanish.csv")),
-        "leftovers: {:?}",
-        s.inbox()
+    wait_until(
+        lazy(|| format!("no leftovers of vanish.csv in inbox/: {:?}", s.inbox())),
+        Duration::from_secs(10),
+        || {
+            let inbox = s.inbox();
+            (!inbox
+                .iter()
+                .any(|n| n.starts_with('.') || n == "vanish.csv"))
+            .then_some(())
+        },
     );
     drop(s);
 
@@ -791,8 +787,12 @@ fn a_huge_number_of_tiny_writes() {
 /// Case 7: A client that pipelines big READs and never reads the answers (nor adjusts its
 /// window) wedges its own session: it is still closed at the idle timeout, freeing its slot.
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_paramiko),
+    ignore = "needs OpenSSH sftp, ssh-keygen and paramiko (.ci/run installs them)"
+)]
 fn a_client_that_never_reads_is_closed_at_the_idle_timeout() {
-    let Some(py) = python() else { return };
+    let py = python();
     let _serial = serial();
     let idle = Duration::from_secs(3);
     let s = Server::start_with(|st| {
@@ -829,16 +829,12 @@ fn a_client_that_never_reads_is_closed_at_the_idle_timeout() {
 /// Case 8: ssh-audit's DHEat rate test (CVE-2002-20001), which `tests/sftp_server.rs` skips:
 /// it must find the connection rate throttled below 20 per second.
 #[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_ssh_audit),
+    ignore = "needs OpenSSH sftp, ssh-keygen and ssh-audit (.ci/run installs them)"
+)]
 fn ssh_audit_finds_connections_throttled() {
-    let tool = Path::new(VENV).join("bin/ssh-audit");
-    if !tool.exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "ssh-audit is missing in CI: .ci/run should have installed it"
-        );
-        eprintln!("ssh-audit not installed: skipping");
-        return;
-    }
+    let tool = require_tool(Need::SshAudit);
     let _serial = serial();
     // The compatible profile offers curve25519, one of the kex algorithms ssh-audit rate-tests.
     let s = Server::start();

@@ -13,7 +13,8 @@ mod common;
 use common::daemon::Daemon;
 use common::sshd::{Sshd, UserKey};
 use common::{
-    Settings, TestEnv, entries, files, is_filed_name, is_rfc3339_utc, sha256_hex, testdata,
+    Settings, TestEnv, entries, files, is_filed_name, is_rfc3339_utc, sha256_hex, stays, testdata,
+    wait_until,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -86,34 +87,19 @@ impl Sshd {
 }
 
 // ---- waiting ---------------------------------------------------------------------------
+// On a timeout the daemon's guard prints its log and the sshd's guard the tail of its own.
 
-/// Polls `f` every 100 ms until it gives `Some`, at most `timeout`; on timeout panics with
-/// `what`, the daemon's log and the sshd log.
-fn wait_until<T>(
-    what: &str,
-    timeout: Duration,
-    logs: (&Daemon, &Sshd),
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n---- daemon log ----\n{}\n---- sshd log (tail) ----\n{}",
-                logs.0.log(),
-                tail(&logs.1.log(), 40)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+impl Sshd {
+    /// Waits until autoprov has opened `n` more SSH sessions. With no remote move pending
+    /// each one is a poll that lists the remote inbox again, and all but the last are over.
+    fn wait_polls(&self, n: usize) {
+        let want = connections(self) + n;
+        wait_until(
+            format!("{n} more poll sessions"),
+            Duration::from_secs(30),
+            || (connections(self) >= want).then_some(()),
+        );
     }
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---- environments and checks -------------------------------------------------------------
@@ -178,26 +164,15 @@ fn row(prefix: &str, i: usize) -> String {
     )
 }
 
-/// Waits until `name` is held, then checks, `after` later, that it is still the only file in
-/// the remote inbox; returns its ledger entry.
-fn held_and_left_remote(
-    env: &TestEnv,
-    d: &Daemon,
-    sshd: &Sshd,
-    name: &str,
-    after: Duration,
-) -> Value {
-    let entry = wait_until(
-        &format!("{name} held"),
-        Duration::from_secs(20),
-        (d, sshd),
-        || {
-            entries(env, name)
-                .into_iter()
-                .find(|e| e["status"] == "held")
-        },
-    );
-    std::thread::sleep(after);
+/// Waits until `name` is held, then, three polls later, checks that it is still the only
+/// file in the remote inbox; returns its ledger entry.
+fn held_and_left_remote(env: &TestEnv, sshd: &Sshd, name: &str) -> Value {
+    let entry = wait_until(format!("{name} held"), Duration::from_secs(20), || {
+        entries(env, name)
+            .into_iter()
+            .find(|e| e["status"] == "held")
+    });
+    sshd.wait_polls(3);
     assert_eq!(
         sshd.files(""),
         [name],
@@ -248,16 +223,15 @@ fn active_it_admins(
 }
 
 /// Waits until the remote `folder` holds `stored` and both its reports.
-fn wait_remote_filed(d: &Daemon, sshd: &Sshd, folder: &str, stored: &str, timeout: Duration) {
+fn wait_remote_filed(sshd: &Sshd, folder: &str, stored: &str, timeout: Duration) {
     let want = [
         stored.to_string(),
         format!("{stored}.report.json"),
         format!("{stored}.report.txt"),
     ];
     wait_until(
-        &format!("remote {folder}/ to hold {stored} and its reports"),
+        format!("remote {folder}/ to hold {stored} and its reports"),
         timeout,
-        (d, sshd),
         || {
             let have = sshd.files(folder);
             want.iter().all(|w| have.contains(w)).then_some(())
@@ -307,6 +281,10 @@ fn assert_remote_filed(
 // ---- 1. happy path -------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -318,15 +296,14 @@ fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
     let entry = wait_until(
         "a ledger entry for roster.csv",
         Duration::from_secs(20),
-        (&d, &sshd),
         || entries(&env, "roster.csv").into_iter().next(),
     );
     let stored = stored_as(&entry);
     assert!(is_filed_name(&stored, "roster.csv"), "{stored}");
-    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+    wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(20));
 
-    // A few more polls: nothing is fetched again.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Three more polls: nothing is fetched again.
+    sshd.wait_polls(3);
     let found = entries(&env, "roster.csv");
     assert_eq!(found.len(), 1, "applied once: {found:#?}");
     assert_eq!(files(&env).len(), 1);
@@ -378,6 +355,10 @@ fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
 // ---- 2. rejected -----------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn broken_roster_is_rejected_and_lands_in_remote_rejected_with_reports() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -389,12 +370,11 @@ fn broken_roster_is_rejected_and_lands_in_remote_rejected_with_reports() {
     let entry = wait_until(
         "a ledger entry for malformed_email.csv",
         Duration::from_secs(20),
-        (&d, &sshd),
         || entries(&env, "malformed_email.csv").into_iter().next(),
     );
     assert_eq!(entry["status"], "rejected", "{entry:#}");
     let stored = stored_as(&entry);
-    wait_remote_filed(&d, &sshd, "rejected", &stored, Duration::from_secs(20));
+    wait_remote_filed(&sshd, "rejected", &stored, Duration::from_secs(20));
 
     let report = assert_remote_filed(&env, &sshd, "rejected", "rejected", &stored, &bytes);
     assert_eq!(report["status"], "rejected", "{report:#}");
@@ -443,11 +423,10 @@ fn connections(sshd: &Sshd) -> usize {
 }
 
 /// Waits until `status` says polling stopped; returns `daemon.poll`.
-fn wait_stopped(env: &TestEnv, d: &Daemon, sshd: &Sshd) -> Value {
+fn wait_stopped(env: &TestEnv) -> Value {
     wait_until(
         "daemon.poll.stopped = true",
         Duration::from_secs(20),
-        (d, sshd),
         || {
             let p = poll_status(env);
             (p["stopped"] == true).then_some(p)
@@ -455,7 +434,21 @@ fn wait_stopped(env: &TestEnv, d: &Daemon, sshd: &Sshd) -> Value {
     )
 }
 
+/// "Nothing more happens" once polling stopped: over a few poll intervals (1 s) there is no
+/// new connection and `status` keeps saying stopped.
+fn stopped_for_good(env: &TestEnv, sshd: &Sshd) {
+    stays(
+        "one connection, polling stopped",
+        Duration::from_millis(2500),
+        || connections(sshd) == 1 && poll_status(env)["stopped"] == true,
+    );
+}
+
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -465,16 +458,14 @@ fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
     sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
     let d = Daemon::start(&env);
 
-    let poll = wait_stopped(&env, &d, &sshd);
+    let poll = wait_stopped(&env);
     let err = poll["last_error"].as_str().unwrap_or_default();
     assert!(
         err.contains("host key"),
         "last_error names the host key: {poll:#}"
     );
     assert_eq!(poll["last_success"], Value::Null, "{poll:#}");
-    // Stopped for good: a few poll intervals later still nothing.
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(poll_status(&env)["stopped"], true);
+    stopped_for_good(&env, &sshd);
     assert_eq!(
         sshd.files(""),
         ["roster.csv"],
@@ -514,6 +505,10 @@ fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn wrong_user_key_fetches_nothing_and_stops_polling() {
     let authorized = UserKey::new("ed25519", None);
     let stranger = UserKey::new("ed25519", None);
@@ -522,12 +517,11 @@ fn wrong_user_key_fetches_nothing_and_stops_polling() {
     sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
     let d = Daemon::start(&env);
 
-    let poll = wait_stopped(&env, &d, &sshd);
+    let poll = wait_stopped(&env);
     let err = poll["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("refused key authentication"), "{poll:#}");
     assert_eq!(poll["last_success"], Value::Null, "{poll:#}");
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(poll_status(&env)["stopped"], true);
+    stopped_for_good(&env, &sshd);
     assert_eq!(
         sshd.files(""),
         ["roster.csv"],
@@ -544,6 +538,10 @@ fn wrong_user_key_fetches_nothing_and_stops_polling() {
 // ---- 5. server down, then up ---------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
     let key = UserKey::new("ed25519", None);
     let mut sshd = Sshd::prepare(&[&key.public()]);
@@ -551,12 +549,10 @@ fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
     let bytes = roster("E", 1..=3);
     sshd.put("roster.csv", bytes.as_bytes());
     let d = Daemon::start(&env);
-    let started = Instant::now();
 
     let poll = wait_until(
         "a poll error while the server is down",
         Duration::from_secs(10),
-        (&d, &sshd),
         || {
             let p = poll_status(&env);
             p["last_error"].is_string().then_some(p)
@@ -574,21 +570,21 @@ fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
         "{poll:#}"
     );
     assert_eq!(poll["last_success"], Value::Null);
-    if let Some(rest) = Duration::from_secs(3).checked_sub(started.elapsed()) {
-        std::thread::sleep(rest);
-    }
+    // Down for a second attempt too, made after a backoff.
+    wait_until("a second failed attempt", Duration::from_secs(20), || {
+        (d.log().matches("retrying in").count() >= 2).then_some(())
+    });
     assert!(files(&env).is_empty());
     sshd.start();
 
     let entry = wait_until(
         "the file fetched after the server came up",
         Duration::from_secs(20),
-        (&d, &sshd),
         || entries(&env, "roster.csv").into_iter().next(),
     );
     assert_eq!(entry["status"], "applied", "{entry:#}");
     let stored = stored_as(&entry);
-    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+    wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(20));
     assert_remote_filed(
         &env,
         &sshd,
@@ -626,8 +622,10 @@ fn growing_file(monitor: bool) {
     let rescan = if monitor { "1s" } else { "60s" };
     let env = poll_env_rescan(&sshd, &key, &sshd.host_pub(), no_limits(), rescan);
     let d = Daemon::start(&env);
-    // Let the start-up wake-ups (the first inbox scan, the readiness `status`) pass.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The first poll, of the empty remote inbox, is over (the start-up too): a second began.
+    wait_until("the second poll session", Duration::from_secs(20), || {
+        (connections(&sshd) >= 2).then_some(())
+    });
 
     let path = sshd.remote("").join("growing.csv");
     let mut f = fs::File::create(&path).unwrap();
@@ -670,11 +668,10 @@ fn growing_file(monitor: bool) {
     let entry = wait_until(
         "growing.csv fetched once complete",
         Duration::from_secs(20),
-        (&d, &sshd),
         || entries(&env, "growing.csv").into_iter().next(),
     );
     let stored = stored_as(&entry);
-    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
+    wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(20));
     assert_eq!(entry["status"], "applied", "{entry:#}");
     assert_eq!(
         entry["sha256"],
@@ -692,12 +689,19 @@ fn growing_file(monitor: bool) {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn growing_remote_file_is_fetched_only_once_stable() {
     growing_file(false);
 }
 
 #[test]
-
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn growing_remote_file_is_not_fetched_while_the_daemon_is_queried() {
     growing_file(true);
 }
@@ -740,6 +744,10 @@ fn libc_sigabrt() -> i32 {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn crash_before_remote_move_then_restart_applies_once_and_moves_once() {
     let (env, sshd, _key, bytes, stored) = crash_at("before_remote_move");
     // Reports were uploaded, the roster not yet moved.
@@ -754,8 +762,8 @@ fn crash_before_remote_move_then_restart_applies_once_and_moves_once() {
     );
 
     let d = Daemon::start(&env);
-    wait_remote_filed(&d, &sshd, "processed", &stored, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(20));
+    sshd.wait_polls(3);
     assert_remote_filed(
         &env,
         &sshd,
@@ -780,6 +788,10 @@ fn crash_before_remote_move_then_restart_applies_once_and_moves_once() {
 }
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn crash_after_remote_move_then_restart_completes_without_duplicates() {
     let (env, sshd, _key, bytes, stored) = crash_at("after_remote_move");
     // Moved, but not marked done in the ledger.
@@ -801,14 +813,13 @@ fn crash_after_remote_move_then_restart_completes_without_duplicates() {
     wait_until(
         "the restarted daemon to finish the remote move",
         Duration::from_secs(20),
-        (&d, &sshd),
         || {
             d.log()
                 .contains("remote file moved and reports uploaded")
                 .then_some(())
         },
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    sshd.wait_polls(3);
     assert_remote_filed(
         &env,
         &sshd,
@@ -838,6 +849,10 @@ fn crash_after_remote_move_then_restart_completes_without_duplicates() {
 // ---- 8. held files -------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -856,7 +871,7 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     // A: held, then approved.
     let a = roster("E", 1..=3);
     sshd.put("a.csv", a.as_bytes());
-    let entry = held_and_left_remote(&env, &d, &sshd, "a.csv", Duration::from_millis(2500));
+    let entry = held_and_left_remote(&env, &sshd, "a.csv");
     assert!(
         sshd.files("processed").is_empty(),
         "{:?}",
@@ -876,7 +891,7 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     assert_eq!(approved.len(), 1, "{approved:#?}");
     assert_eq!(approved[0]["status"], "applied", "{:#}", approved[0]);
     let stored_a = stored_as(&approved[0]);
-    wait_remote_filed(&d, &sshd, "processed", &stored_a, Duration::from_secs(20));
+    wait_remote_filed(&sshd, "processed", &stored_a, Duration::from_secs(20));
     let report = assert_remote_filed(
         &env,
         &sshd,
@@ -892,7 +907,7 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     // B: held, then rejected: still the remote processed folder ("processed once decided").
     let b = roster("E", 1..=6);
     sshd.put("b.csv", b.as_bytes());
-    let entry = held_and_left_remote(&env, &d, &sshd, "b.csv", Duration::from_millis(2000));
+    let entry = held_and_left_remote(&env, &sshd, "b.csv");
     let id = entry["id"].to_string();
     env.expect(0, &["files", "reject", &id]);
     let rejected = entries(&env, "b.csv");
@@ -907,7 +922,6 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     wait_until(
         "b.csv in remote processed/",
         Duration::from_secs(20),
-        (&d, &sshd),
         || {
             let have = sshd.files("processed");
             want.iter().all(|w| have.contains(w)).then_some(())

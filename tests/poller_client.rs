@@ -71,6 +71,10 @@ fn set_mtime(path: &Path, secs: u64) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn happy_path_list_download_move_upload() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -182,6 +186,10 @@ async fn happy_path_list_download_move_upload() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn wrong_pinned_host_key_is_a_mismatch_and_nothing_is_fetched() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -218,6 +226,10 @@ async fn wrong_pinned_host_key_is_a_mismatch_and_nothing_is_fetched() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn wrong_user_key_is_auth_failed() {
     let key = UserKey::new("ed25519", None);
     let stranger = UserKey::new("ed25519", None);
@@ -236,6 +248,10 @@ async fn wrong_user_key_is_auth_failed() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn rsa_3072_user_key_works_with_rsa_sha2() {
     let key = UserKey::new("rsa", Some(3072));
     let sshd = Sshd::started(&[&key.public()]);
@@ -260,6 +276,10 @@ async fn rsa_3072_user_key_works_with_rsa_sha2() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn too_large_is_refused_without_downloading() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -308,6 +328,10 @@ async fn too_large_is_refused_without_downloading() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn stability_needs_two_identical_listings() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -352,6 +376,10 @@ async fn stability_needs_two_identical_listings() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn hidden_partial_and_odd_entries_are_skipped() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -387,6 +415,10 @@ async fn hidden_partial_and_odd_entries_are_skipped() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn names_with_spaces_and_unicode_round_trip() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
@@ -455,6 +487,10 @@ fn remote_path_rejects_traversal() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
 async fn server_down_then_up() {
     let key = UserKey::new("ed25519", None);
     let mut sshd = Sshd::prepare(&[&key.public()]);
@@ -480,6 +516,10 @@ async fn server_down_then_up() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    missing_openssh_client,
+    ignore = "needs OpenSSH ssh-keygen (.ci/run installs it)"
+)]
 async fn silent_server_times_out() {
     let key = UserKey::new("ed25519", None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

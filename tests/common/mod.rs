@@ -12,14 +12,18 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod prereq;
 pub mod sftp;
 pub mod sshd;
 
+pub use prereq::{Need, require};
 use serde_json::Value;
 use std::ffi::OsStr;
+use std::fmt::Display;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_autoprov");
@@ -53,6 +57,60 @@ impl Default for Settings {
             log_level: "warn".into(),
             extra_toml: String::new(),
         }
+    }
+}
+
+// ---- waiting -----------------------------------------------------------------------------
+
+/// How often [`wait_until`] and [`stays`] look.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `check` every 50 ms until it gives `Some`, at most `timeout`, and returns that. On
+/// timeout panics with "timed out after … waiting for {what}" (the guards of daemons and
+/// servers print their logs); `what` may be [`lazy`] to show the state at that point.
+pub fn wait_until<T>(
+    what: impl Display,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// "Nothing more happens": checks `holds` every 50 ms for `period`, first at once and last
+/// at its end; panics with `what` the first time it does not hold. Use it after waiting for
+/// a state, with a period that spans the rescans or polls that could still change it.
+pub fn stays(what: impl Display, period: Duration, mut holds: impl FnMut() -> bool) {
+    let start = Instant::now();
+    loop {
+        let elapsed = start.elapsed();
+        assert!(holds(), "no longer so after {elapsed:?}: {what}");
+        if elapsed >= period {
+            return;
+        }
+        std::thread::sleep(POLL.min(period - elapsed));
+    }
+}
+
+/// A message computed only when shown, e.g. with the state at a timeout.
+pub fn lazy<F: Fn() -> String>(message: F) -> Lazy<F> {
+    Lazy(message)
+}
+
+/// See [`lazy`].
+pub struct Lazy<F>(F);
+
+impl<F: Fn() -> String> Display for Lazy<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.0)())
     }
 }
 
@@ -512,6 +570,7 @@ impl TestEnv {
         group: &str,
         args: &[S],
     ) -> (i32, String, String) {
+        require(Need::Root);
         let inner = self.command();
         let mut cmd = Command::new("setpriv");
         cmd.arg(format!("--reuid={user}"))

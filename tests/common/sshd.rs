@@ -1,6 +1,7 @@
 //! A real OpenSSH sshd (Debian's `/usr/sbin/sshd -D -e -f CONFIG`, `Subsystem sftp
 //! internal-sftp`) on a free loopback port, with its own ed25519 host key and
-//! authorized_keys in a temp dir; killed on drop. Plus user key pairs for it.
+//! authorized_keys in a temp dir; killed on drop (the tail of its log printed when a test
+//! panics). Plus user key pairs for it.
 //!
 //! ```ignore
 //! let key = UserKey::new("ed25519", None);
@@ -13,10 +14,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::{Need, require};
+
 pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// `ssh-keygen` without a passphrase (`bits`: `-b`, e.g. for RSA).
 pub fn keygen(kind: &str, bits: Option<u32>, path: &Path) {
+    require(Need::OpensshClient);
     let mut cmd = Command::new("ssh-keygen");
     cmd.args(["-q", "-t", kind, "-N", "", "-C", "test", "-f"])
         .arg(path)
@@ -74,6 +78,7 @@ impl Sshd {
     /// Prepares everything in a temp dir named `prefix…`: the `user_pubs` files go into
     /// authorized_keys, the `folders` (relative to the temp dir) are created.
     pub fn prepare_with(user_pubs: &[&Path], prefix: &str, folders: &[&str]) -> Sshd {
+        require(Need::Sshd);
         let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         let d = dir.path();
         keygen("ed25519", None, &d.join("host_key"));
@@ -157,6 +162,12 @@ impl Drop for Sshd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("---- sshd log (tail) ----\n{tail}");
         }
     }
 }
