@@ -1,7 +1,7 @@
 //! Backups of the store: `autoprov backup FILE`, `autoprov restore FILE`, and the automatic
 //! backup the daemon writes at start-up (the one a damaged store's message names).
 
-use crate::pipeline::Paths;
+use crate::layout::Paths;
 use crate::store::{SledStore, Store, StoreError};
 use crate::util::{compact_timestamp, now_rfc3339, write_atomic};
 use anyhow::{Context, Result, anyhow, bail};

@@ -1,6 +1,6 @@
 //! The command line (SPEC §7): clap definitions and their translation into requests.
 
-use crate::commands::Request;
+use crate::api::Request;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 

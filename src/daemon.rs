@@ -108,7 +108,7 @@ async fn serve(cfg: Config) -> Result<()> {
 /// Starts the configured source (host, watch or poll) on the tracker.
 async fn start_source(
     cfg: &Config,
-    paths: &crate::pipeline::Paths,
+    paths: &crate::layout::Paths,
     engine: &engine::EngineHandle,
     state: &Mutex<EngineState>,
     tracker: &TaskTracker,

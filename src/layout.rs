@@ -1,4 +1,9 @@
-//! The drop's naming rules, defined once for every mode (host, watch, poll).
+//! The layout under `data_dir` (the store, the drop folders, staging, host keys, backups)
+//! and the drop's naming rules, each defined once for every mode (host, watch, poll).
+
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
 
 /// Suffixes of names that are still being written (SPEC §5), compared in any letter case.
 const PARTIAL_SUFFIXES: [&str; 4] = [".part", ".filepart", ".tmp", ".partial"];
@@ -12,6 +17,57 @@ pub fn is_ignored(name: &str) -> bool {
             let (n, s) = (name.as_bytes(), suffix.as_bytes());
             n.len() >= s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
         })
+}
+
+/// The drop folders.
+pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
+
+/// Suffix that marks a file as a dry run.
+pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
+
+/// The files and folders under `data_dir`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The sled store.
+    pub store: PathBuf,
+    /// SFTP root: inbox/, processed/, rejected/, held/.
+    pub drop: PathBuf,
+    /// Reports staged before their file's commit.
+    pub staging: PathBuf,
+    /// SSH host keys.
+    pub host_keys: PathBuf,
+    /// Automatic backups of the store.
+    pub backups: PathBuf,
+}
+
+impl Paths {
+    /// The layout under `data_dir`.
+    pub fn new(data_dir: &Path) -> Paths {
+        Paths {
+            store: data_dir.join("store"),
+            drop: data_dir.join("drop"),
+            staging: data_dir.join("staging"),
+            host_keys: data_dir.join("host_keys"),
+            backups: data_dir.join("backups"),
+        }
+    }
+
+    /// A drop folder.
+    pub fn folder(&self, name: &str) -> PathBuf {
+        self.drop.join(name)
+    }
+
+    /// Creates missing folders.
+    pub fn ensure(&self) -> Result<()> {
+        for dir in FOLDERS
+            .iter()
+            .map(|f| self.folder(f))
+            .chain([self.staging.clone()])
+        {
+            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

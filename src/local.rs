@@ -1,12 +1,14 @@
 //! Running a command from the CLI: through the daemon's control socket when it runs,
 //! otherwise against the store directly.
 
-use crate::commands::{self, Output, Request, Response, exit};
+use crate::api::error::{DamagedStore, StoreInUse};
+use crate::api::{Output, Request, Response, error_response, exit, refusal};
 use crate::config::Config;
 use crate::control::Envelope;
 use crate::control::client::{self, Reach};
-use crate::failure::{DamagedStore, StoreInUse};
-use crate::pipeline::{Paths, Pipeline};
+use crate::engine::commands;
+use crate::engine::pipeline::Pipeline;
+use crate::layout::Paths;
 use crate::store::{SledStore, StoreError};
 use anyhow::{Context, Result};
 use std::fs;
@@ -102,7 +104,7 @@ pub fn execute(
                 ),
             );
         }
-        Err(e) => return commands::error_response(&e),
+        Err(e) => return error_response(&e),
     };
     let user = caller();
     let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
@@ -119,7 +121,7 @@ pub fn execute(
 pub fn restore(cfg: Config, file: &Path) -> Response {
     let user = caller();
     if !cfg.is_org_admin(&user) {
-        return commands::refusal(&user);
+        return refusal(&user);
     }
     if std::os::unix::net::UnixStream::connect(&cfg.control.socket).is_ok() {
         return Response::fail(
@@ -151,6 +153,6 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
                 ))
             ),
         },
-        Err(e) => commands::error_response(&e),
+        Err(e) => error_response(&e),
     }
 }

@@ -1,7 +1,7 @@
 //! The `autoprov` binary: parse arguments, load config, dispatch, map errors to exit codes.
 
+use autoprov::api::{Output, Request, Response, exit};
 use autoprov::cli::{Cli, Command};
-use autoprov::commands::{Output, Request, Response, exit};
 use autoprov::config::Config;
 use autoprov::local;
 use clap::Parser;
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let response = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => autoprov::commands::error_response(&e),
+            Err(e) => autoprov::api::error_response(&e),
         },
         Command::Process { file, dry_run } => {
             let request = Request::Process {

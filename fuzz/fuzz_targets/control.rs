@@ -6,7 +6,7 @@
 //! `when` conditions of `rules add` / `rules edit` are parsed too, as the daemon does.
 #![no_main]
 
-use autoprov::commands::Request;
+use autoprov::api::Request;
 use autoprov::control::Envelope;
 use autoprov::core::rules::Condition;
 use libfuzzer_sys::fuzz_target;

@@ -1,7 +1,7 @@
 //! The CLI side of the control socket.
 
 use super::{Envelope, Upload};
-use crate::commands::Response;
+use crate::api::Response;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;

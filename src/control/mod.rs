@@ -6,22 +6,13 @@
 pub mod client;
 pub mod server;
 
-use crate::commands::{Output, Request, Response};
+use crate::api::{Output, Request, Response};
 use serde::{Deserialize, Serialize};
 
 /// Largest request line accepted (the upload itself is not part of the line).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// A file the client sends along with a `process` request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Upload {
-    /// The file's name (the daemon files it under this name in inbox/).
-    pub name: String,
-    /// Evaluate only.
-    pub dry_run: bool,
-    /// Bytes that follow the request line.
-    pub size: u64,
-}
+pub use crate::api::Upload;
 
 /// What the client sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]

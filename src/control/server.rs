@@ -1,7 +1,7 @@
 //! The daemon side of the control socket: peer credentials, authorization, upload intake.
 
 use super::{Envelope, MAX_LINE};
-use crate::commands::{Request, Response, exit};
+use crate::api::{Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
 use anyhow::{Context, Result};
@@ -128,7 +128,7 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     let request = env.request;
     // Refuse before reading an upload: nobody streams a roster in without the right.
     if request.is_change() && !cfg.is_org_admin(caller) {
-        return crate::commands::refusal(caller);
+        return crate::api::refusal(caller);
     }
     let upload = match env.upload {
         Some(upload) if matches!(request, Request::Process { .. }) => {

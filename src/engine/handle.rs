@@ -1,59 +1,14 @@
 //! The handle every source and surface holds: it queues jobs for the engine thread and
 //! answers read-only requests at once, beside it.
 
-use super::worker::{EngineState, answer};
-use crate::commands::{Output, Request, Response, exit};
-use crate::control::Upload;
-use crate::pipeline::Pipeline;
+use super::answer::answer;
+use super::jobs::{Job, SourceFile, SourceJob};
+use super::pipeline::Pipeline;
+use super::state::EngineState;
+use crate::api::{Output, Request, Response, Upload, exit};
 use crate::store::{RemoteOrigin, SledStore};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
-
-/// A complete download a source hands to the engine: renamed into inbox/ as `name` once
-/// its origin is registered, so the file never sits in inbox/ without it.
-#[derive(Debug)]
-pub struct SourceFile {
-    /// The hidden file beside inbox/ holding the bytes (fsynced).
-    pub tmp: PathBuf,
-    /// The name it gets in inbox/.
-    pub name: String,
-    /// Where it came from; remembered so it is never fetched twice.
-    pub origin: RemoteOrigin,
-}
-
-/// What a source asks of the engine (poll mode's bookkeeping lives in the ledger).
-pub(super) enum SourceJob {
-    /// Whether this origin was fetched already (registered or in the ledger).
-    Known(RemoteOrigin, oneshot::Sender<anyhow::Result<bool>>),
-    /// Register the file's origin and rename it into inbox/.
-    File(SourceFile, oneshot::Sender<anyhow::Result<()>>),
-    /// Decided files whose source still has to finish them (poll: the remote move).
-    Handoffs(oneshot::Sender<anyhow::Result<Vec<crate::store::FileEntry>>>),
-    /// The source finished file `id`.
-    HandedOff(u64, oneshot::Sender<anyhow::Result<()>>),
-}
-
-/// Work for the engine thread.
-pub(super) enum Job {
-    /// Look at inbox/ and process what waits there.
-    Scan,
-    /// A source's bookkeeping.
-    Source(SourceJob),
-    /// A control request (with the file of a `process`).
-    Request {
-        /// The command.
-        request: Request,
-        /// The Unix user who asked.
-        caller: String,
-        /// The file that came with `process`.
-        upload: Option<(Upload, Vec<u8>)>,
-        /// What the asker prints.
-        output: Output,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Response>,
-    },
-}
 
 /// Read-only requests served at once, beside the engine.
 const READS_AT_ONCE: usize = 2;

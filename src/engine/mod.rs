@@ -3,8 +3,15 @@
 //! answered beside it. Sources reach it through [`EngineHandle`] (typed jobs, never
 //! closures) and hear about commits through the [`SourceLink`] they give it.
 
+mod answer;
+pub mod commands;
 pub mod handle;
+mod jobs;
+pub mod pipeline;
+mod state;
 mod worker;
 
-pub use handle::{EngineHandle, SourceFile};
-pub use worker::{EngineState, SourceLink, start};
+pub use handle::EngineHandle;
+pub use jobs::SourceFile;
+pub use state::{EngineState, SourceLink};
+pub use worker::start;

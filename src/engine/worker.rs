@@ -1,40 +1,15 @@
 //! The engine thread: runs jobs one at a time, survives a panic in one, and answers requests.
 
-use super::handle::{EngineHandle, Job, SourceJob};
-use crate::commands::{self, Output, Request, Response, exit};
-use crate::control::Upload;
-use crate::pipeline::Pipeline;
+use super::answer::answer;
+use super::handle::EngineHandle;
+use super::jobs::{Job, SourceJob};
+use super::pipeline::Pipeline;
+use super::state::EngineState;
+use crate::api::Request;
 use crate::store::SledStore;
-use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// What the engine knows of the source that brings files in (ingest implements it).
-pub trait SourceLink: Send + Sync {
-    /// Called on the engine thread when decided files wait for the source's own finishing
-    /// work (poll: moving the remote file); must not block.
-    fn handoffs_waiting(&self) {}
-    /// The source's part of `status`: its key in the JSON, its value, and text lines.
-    fn status(&self) -> Option<(&'static str, serde_json::Value, String)> {
-        None
-    }
-}
-
-/// What `status` adds when the daemon answers.
-#[derive(Default)]
-pub struct EngineState {
-    /// When the daemon started.
-    pub started_at: Option<SystemTime>,
-    /// The SFTP server's address (host mode).
-    pub listen: Option<SocketAddr>,
-    /// The last error of the engine, cleared by the next file processed.
-    pub last_error: Option<String>,
-    /// The source, for its part of `status` and its hand-offs.
-    pub source: Option<Arc<dyn SourceLink>>,
-}
 
 /// Starts the engine thread over `pipeline`; it ends once every handle is dropped.
 pub fn start(
@@ -128,120 +103,6 @@ fn tell_source_of_handoffs(p: &Pipeline<SledStore>, state: &Mutex<EngineState>) 
     {
         source.handoffs_waiting();
     }
-}
-
-/// The daemon writes backups with its own rights: only as new files in `data_dir/backups/`
-/// (never over the store, the host keys or into the SFTP drop).
-fn backup_target_refusal(p: &Pipeline<SledStore>, path: &str) -> Option<Response> {
-    let path = std::path::Path::new(path);
-    let inside = path.parent() == Some(p.paths.backups.as_path())
-        || std::path::absolute(&p.paths.backups).ok().as_deref() == path.parent();
-    if !inside || path.exists() {
-        return Some(Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: while the daemon runs it writes backups only as new files in {} (e.g. `autoprov backup {}/manual.backup`); stop it to write elsewhere",
-                p.paths.backups.display(),
-                p.paths.backups.display()
-            ),
-        ));
-    }
-    None
-}
-
-/// Answers one request on the engine thread (changes) or beside it (reads).
-pub(super) fn answer(
-    p: &Pipeline<SledStore>,
-    request: Request,
-    caller: &str,
-    upload: Option<(Upload, Vec<u8>)>,
-    output: Output,
-    state: &Mutex<EngineState>,
-) -> Response {
-    let request = match (request, upload) {
-        (Request::Process { .. }, Some((upload, bytes))) => {
-            return commands::process_upload(
-                p,
-                &upload.name,
-                bytes,
-                upload.dry_run,
-                caller,
-                output,
-            );
-        }
-        (request, _) => request,
-    };
-    if let Request::Backup { path } = &request
-        && let Some(refusal) = backup_target_refusal(p, path)
-    {
-        return refusal;
-    }
-    let is_status = matches!(request, Request::Status);
-    let mut response = commands::execute(p, request, caller, output);
-    if is_status && response.exit == exit::OK {
-        add_daemon_status(p, &mut response, state);
-    }
-    response
-}
-
-/// How long no file arrived, and whether that is longer than `source.stale_after`.
-fn quiet_time(p: &Pipeline<SledStore>, started_at: Option<SystemTime>) -> (Duration, bool) {
-    // The newest arrival: a processed file, or one still waiting in inbox/.
-    let inbox = p.paths.folder("inbox");
-    let waiting_arrival = p
-        .waiting()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|name| std::fs::metadata(inbox.join(name)).ok())
-        .filter_map(|m| m.modified().ok())
-        .max();
-    let last_arrival = p
-        .last_received()
-        .and_then(|t| humantime::parse_rfc3339(&t).ok())
-        .into_iter()
-        .chain(waiting_arrival)
-        .max()
-        .or(started_at);
-    let quiet = last_arrival
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .unwrap_or_default();
-    (quiet, quiet > p.cfg.source.stale_after)
-}
-
-fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &Mutex<EngineState>) {
-    let state = state.lock().expect("state lock");
-    let (quiet, stale) = quiet_time(p, state.started_at);
-    let source = state.source.as_ref().and_then(|s| s.status());
-    let started = state.started_at.map(crate::util::rfc3339);
-    response.json["daemon"] = json!({
-        "running": true,
-        "started_at": started,
-        "listen": state.listen.map(|a| a.to_string()),
-        "last_error": state.last_error,
-        "stale": stale,
-        "quiet_for_seconds": quiet.as_secs(),
-    });
-    response.json["daemon"]["poll"] = serde_json::Value::Null;
-    let mut text = format!("daemon:    running since {}", started.unwrap_or_default());
-    if let Some(addr) = state.listen {
-        text.push_str(&format!(", SFTP on {addr}"));
-    }
-    text.push('\n');
-    if let Some(e) = &state.last_error {
-        text.push_str(&format!("LAST ERROR: {e}\n"));
-    }
-    if let Some((key, value, lines)) = source {
-        response.json["daemon"][key] = value;
-        text.push_str(&lines);
-    }
-    if stale {
-        text.push_str(&format!(
-            "WARNING:   no file arrived for {} (source.stale_after = {}): is the HR export still running?\n",
-            humantime::format_duration(Duration::from_secs(quiet.as_secs())),
-            humantime::format_duration(p.cfg.source.stale_after)
-        ));
-    }
-    response.text.push_str(&text);
 }
 
 /// Processes waiting files in order until none is left, one is held, or shutdown.

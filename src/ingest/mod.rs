@@ -8,7 +8,7 @@ pub mod sftp_server;
 pub mod watcher;
 
 use crate::config::Config;
-use crate::pipeline::Paths;
+use crate::layout::Paths;
 use anyhow::{Result, bail};
 use sftp_server::{SftpSettings, SftpUser, SshProfile};
 

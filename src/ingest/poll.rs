@@ -16,7 +16,7 @@ use crate::engine::{EngineHandle, SourceFile, SourceLink};
 use crate::ingest::sftp_poller::{
     Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path,
 };
-use crate::pipeline::{FOLDERS, Paths};
+use crate::layout::{FOLDERS, Paths};
 use crate::store::{FileEntry, FileStatus, RemoteOrigin};
 use serde_json::json;
 use std::path::PathBuf;

@@ -2,9 +2,11 @@
 //! unusable store. Unlike a usage error (2) or a refusal (3) they are nobody's mistake on
 //! the command line, and a script may retry once the cause is fixed.
 //!
-//! `commands::error_response` is the one place that turns an error into an exit code and a
-//! message; this module says which errors are failures and what they left behind.
+//! [`error_response`] is the one place that turns an error into an exit code and a
+//! message: refusals of the pipeline ([`Blocked`], 3), failures of the work (5, with what
+//! they left behind), and everything else, a usage or config error (2).
 
+use super::{Response, exit};
 use crate::store::StoreError;
 use std::path::PathBuf;
 
@@ -76,6 +78,60 @@ pub fn committed(e: &anyhow::Error) -> Option<&AfterCommit> {
 /// Whether `T` is in `e`: as its context, its root, or the source of either.
 fn has<T: std::error::Error + Send + Sync + 'static>(e: &anyhow::Error) -> bool {
     e.downcast_ref::<T>().is_some() || e.chain().any(|cause| cause.is::<T>())
+}
+
+/// Refusals of the pipeline (exit code 3).
+#[derive(Debug, thiserror::Error)]
+pub enum Blocked {
+    /// Only held files can be decided.
+    #[error(
+        "refused: file {id} ({name}) is {status}, not held: only held files can be approved or rejected"
+    )]
+    NotHeld {
+        /// The file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+        /// Its status.
+        status: &'static str,
+    },
+    /// Approving would apply other changes than the held report showed (SPEC §4).
+    #[error(
+        "refused: nothing was applied. The plan for file {id} ({name}) changed since its report was shown (rules or accounts changed meanwhile): {what}. Its held report now shows the new plan; review it (`autoprov files show {id}`) and approve again to apply it"
+    )]
+    PlanChanged {
+        /// The held file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+        /// What differs, in words.
+        what: String,
+    },
+    /// A held file waits for a decision.
+    #[error(
+        "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"
+    )]
+    Held {
+        /// The held file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+    },
+}
+
+/// The answer to a command that ended in an error, the one place errors become exit codes:
+/// 3 for a refusal of the pipeline, 5 when the work could not be done (SPEC §7), else 2.
+pub fn error_response(e: &anyhow::Error) -> Response {
+    if let Some(b) = e.downcast_ref::<Blocked>() {
+        return Response::fail(exit::REFUSED, b.to_string());
+    }
+    match failed(e) {
+        Some(Aftermath::Unchanged) => {
+            Response::fail(exit::FAILED, format!("failed: {e:#}; nothing was changed"))
+        }
+        Some(Aftermath::Committed) => Response::fail(exit::FAILED, format!("failed: {e:#}")),
+        None => Response::fail(exit::USAGE, format!("error: {e:#}")),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! [`Pipeline::recover`] finishes them after a crash. So each file is applied once and
 //! its report is never visible before the store is flushed.
 
+use crate::api::error::AfterCommit;
+use crate::api::error::Blocked;
 use crate::config::Config;
 use crate::core::accounts::Account;
 use crate::core::model::Roster;
@@ -14,8 +16,7 @@ use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
-use crate::failure::AfterCommit;
-use crate::layout::is_ignored;
+use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, Paths, is_ignored};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, RemoteOrigin, Store, summary};
 use crate::util::{
     compact_timestamp, crash_point, free_name, fsync_dir, now_rfc3339, rfc3339, sha256_hex,
@@ -25,96 +26,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-
-/// The drop folders.
-pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
-
-/// Suffix that marks a file as a dry run.
-pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
-
-/// The files and folders under `data_dir`.
-#[derive(Debug, Clone)]
-pub struct Paths {
-    /// The sled store.
-    pub store: PathBuf,
-    /// SFTP root: inbox/, processed/, rejected/, held/.
-    pub drop: PathBuf,
-    /// Reports staged before their file's commit.
-    pub staging: PathBuf,
-    /// SSH host keys.
-    pub host_keys: PathBuf,
-    /// Automatic backups of the store.
-    pub backups: PathBuf,
-}
-
-impl Paths {
-    /// The layout under `data_dir`.
-    pub fn new(data_dir: &Path) -> Paths {
-        Paths {
-            store: data_dir.join("store"),
-            drop: data_dir.join("drop"),
-            staging: data_dir.join("staging"),
-            host_keys: data_dir.join("host_keys"),
-            backups: data_dir.join("backups"),
-        }
-    }
-
-    /// A drop folder.
-    pub fn folder(&self, name: &str) -> PathBuf {
-        self.drop.join(name)
-    }
-
-    /// Creates missing folders.
-    pub fn ensure(&self) -> Result<()> {
-        for dir in FOLDERS
-            .iter()
-            .map(|f| self.folder(f))
-            .chain([self.staging.clone()])
-        {
-            fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        Ok(())
-    }
-}
-
-/// Refusals of the pipeline (exit code 3).
-#[derive(Debug, thiserror::Error)]
-pub enum Blocked {
-    /// Only held files can be decided.
-    #[error(
-        "refused: file {id} ({name}) is {status}, not held: only held files can be approved or rejected"
-    )]
-    NotHeld {
-        /// The file's id.
-        id: u64,
-        /// Its stored name.
-        name: String,
-        /// Its status.
-        status: &'static str,
-    },
-    /// Approving would apply other changes than the held report showed (SPEC §4).
-    #[error(
-        "refused: nothing was applied. The plan for file {id} ({name}) changed since its report was shown (rules or accounts changed meanwhile): {what}. Its held report now shows the new plan; review it (`autoprov files show {id}`) and approve again to apply it"
-    )]
-    PlanChanged {
-        /// The held file's id.
-        id: u64,
-        /// Its stored name.
-        name: String,
-        /// What differs, in words.
-        what: String,
-    },
-    /// A held file waits for a decision.
-    #[error(
-        "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"
-    )]
-    Held {
-        /// The held file's id.
-        id: u64,
-        /// Its stored name.
-        name: String,
-    },
-}
 
 /// What evaluating a roster against the current state gives.
 struct Evaluation {

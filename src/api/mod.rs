@@ -1,0 +1,268 @@
+//! What surfaces and the engine say to each other: requests, answers (JSON and text, with
+//! the exit code of SPEC §7), the rendering of rules, accounts and reports, and the one
+//! place errors become exit codes. No I/O and no store here: the engine executes requests
+//! (`crate::engine::commands`), the CLI, the control socket and later the web section only
+//! send them and print the answers.
+
+pub mod error;
+pub mod render;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+pub use error::error_response;
+
+/// Exit codes of SPEC §7.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A negative answer (e.g. `auth check`, a rejected file).
+    pub const NO: u8 = 1;
+    /// Usage or config error.
+    pub const USAGE: u8 = 2;
+    /// Refused by a rule of the spec.
+    pub const REFUSED: u8 = 3;
+    /// Daemon unreachable.
+    pub const UNREACHABLE: u8 = 4;
+    /// Failed: the work could not be done (I/O error, disk full, damaged store); the
+    /// message says what failed and whether anything was changed.
+    pub const FAILED: u8 = 5;
+}
+
+/// One command, as the CLI parsed it (and as it travels over the control socket).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// Process `inbox/<name>` (files waiting before it go first).
+    Process {
+        /// The name in inbox/.
+        name: String,
+    },
+    /// Re-evaluate the last applied roster.
+    Sync {
+        /// Apply even over the safety limits.
+        force: bool,
+    },
+    /// `rules list`
+    RulesList,
+    /// `rules show ID`
+    RulesShow {
+        /// Rule id.
+        id: u64,
+    },
+    /// `rules add`
+    RulesAdd {
+        /// Unique name.
+        name: String,
+        /// A configured role.
+        role: String,
+        /// Conditions in the `--when` syntax.
+        when: Vec<String>,
+        /// Refuse on conflicts.
+        strict: bool,
+    },
+    /// `rules edit ID`
+    RulesEdit {
+        /// Rule id.
+        id: u64,
+        /// New name.
+        name: Option<String>,
+        /// New role.
+        role: Option<String>,
+        /// Replaces all conditions when non-empty.
+        when: Vec<String>,
+        /// Refuse on conflicts.
+        strict: bool,
+    },
+    /// `rules delete ID`
+    RulesDelete {
+        /// Rule id.
+        id: u64,
+    },
+    /// `rules enable ID` / `rules disable ID`
+    RulesEnable {
+        /// Rule id.
+        id: u64,
+        /// Enable (true) or disable.
+        enabled: bool,
+    },
+    /// `rules check`
+    RulesCheck,
+    /// `admins list`
+    AdminsList {
+        /// Only this status.
+        status: Option<String>,
+        /// Only this origin.
+        origin: Option<String>,
+        /// Only accounts of this rule.
+        rule: Option<u64>,
+    },
+    /// `admins show ID`
+    AdminsShow {
+        /// Employee id.
+        id: String,
+    },
+    /// `admins add`
+    AdminsAdd {
+        /// Employee id.
+        employee_id: String,
+        /// Email.
+        email: String,
+        /// Role.
+        role: String,
+    },
+    /// `admins set ID`
+    AdminsSet {
+        /// Employee id.
+        id: String,
+        /// New role.
+        role: Option<String>,
+        /// New status.
+        status: Option<String>,
+    },
+    /// `admins remove ID`
+    AdminsRemove {
+        /// Employee id.
+        id: String,
+    },
+    /// `files list`
+    FilesList,
+    /// `files show ID`
+    FilesShow {
+        /// File id.
+        id: u64,
+    },
+    /// `files approve ID` / `files reject ID`
+    FilesDecide {
+        /// File id.
+        id: u64,
+        /// Approve (true) or reject.
+        approve: bool,
+    },
+    /// `status`
+    Status,
+    /// `auth check EMAIL`
+    AuthCheck {
+        /// The SSO login.
+        email: String,
+    },
+    /// `backup FILE`
+    Backup {
+        /// Where to write the backup (absolute; written by whoever owns the store).
+        path: String,
+    },
+    /// `audit`
+    Audit {
+        /// Entries at or after this time (RFC 3339).
+        since: Option<String>,
+    },
+}
+
+impl Request {
+    /// Whether the request changes state (and so needs an org admin).
+    pub fn is_change(&self) -> bool {
+        matches!(
+            self,
+            Request::Process { .. }
+                | Request::Sync { .. }
+                | Request::RulesAdd { .. }
+                | Request::RulesEdit { .. }
+                | Request::RulesDelete { .. }
+                | Request::RulesEnable { .. }
+                | Request::AdminsAdd { .. }
+                | Request::AdminsSet { .. }
+                | Request::AdminsRemove { .. }
+                | Request::FilesDecide { .. }
+                | Request::Backup { .. }
+        )
+    }
+
+    /// Whether the request provisions (and so needs `[sso] enabled`).
+    pub fn provisions(&self) -> bool {
+        matches!(
+            self,
+            Request::Process { .. }
+                | Request::Sync { .. }
+                | Request::FilesDecide { approve: true, .. }
+        )
+    }
+}
+
+/// Which rendering of an answer the asker prints. Both are cheap for most answers; a
+/// report of a million changes is not, so it is rendered only as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Output {
+    /// `json` and `text`.
+    #[default]
+    Both,
+    /// `json` only (`--json`); `text` may be empty.
+    Json,
+    /// `text` only; `json` may be null.
+    Text,
+}
+
+impl Output {
+    /// Whether the `json` form is to be built.
+    pub fn wants_json(self) -> bool {
+        self != Output::Text
+    }
+
+    /// Whether the `text` form is to be built.
+    pub fn wants_text(self) -> bool {
+        self != Output::Json
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    /// Exit code.
+    pub exit: u8,
+    /// The `--json` output.
+    pub json: Value,
+    /// The human output (stdout when exit is 0 or 1, else stderr).
+    pub text: String,
+}
+
+impl Response {
+    /// A successful answer.
+    pub fn ok(json: Value, text: String) -> Response {
+        Response {
+            exit: exit::OK,
+            json,
+            text,
+        }
+    }
+
+    /// A failure with an exit code and a message.
+    pub fn fail(exit: u8, message: impl Into<String>) -> Response {
+        let message = message.into();
+        Response {
+            exit,
+            json: json!({ "error": message }),
+            text: message,
+        }
+    }
+}
+
+/// The refusal of a change to a caller who is not an org admin.
+pub fn refusal(caller: &str) -> Response {
+    Response::fail(
+        exit::REFUSED,
+        format!(
+            "refused: Unix user \"{caller}\" may not make changes; an administrator must add it to control.org_admins in the config"
+        ),
+    )
+}
+
+/// A file the client sends along with a `process` request (over the control socket).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Upload {
+    /// The file's name (the daemon files it under this name in inbox/).
+    pub name: String,
+    /// Evaluate only.
+    pub dry_run: bool,
+    /// Bytes that follow the request line.
+    pub size: u64,
+}

@@ -1,0 +1,330 @@
+//! `admins list | show | add | set | remove` and `auth check`.
+
+use super::{configured_role, note};
+use crate::api::render::{account_json, account_line, account_text};
+use crate::api::{Output, Request, Response, exit};
+use crate::core::accounts::{Account, Origin, Status};
+use crate::core::columns::{fold_value, is_well_formed_email};
+use crate::core::rules::RuleId;
+use crate::engine::pipeline::Pipeline;
+use crate::store::Store;
+use crate::util::now_rfc3339;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+
+fn admins_list<S: Store>(
+    p: &Pipeline<S>,
+    status: Option<String>,
+    origin: Option<String>,
+    rule: Option<u64>,
+    output: Output,
+) -> anyhow::Result<Response> {
+    let status = match status.as_deref().map(Status::parse) {
+        Some(None) => {
+            return Ok(Response::fail(
+                exit::USAGE,
+                "--status takes active or inactive",
+            ));
+        }
+        Some(s) => s,
+        None => None,
+    };
+    let origin = match origin.as_deref().map(Origin::parse) {
+        Some(None) => return Ok(Response::fail(exit::USAGE, "--origin takes auto or manual")),
+        Some(o) => o,
+        None => None,
+    };
+    let rules = p.store.rules()?;
+    // Read in place and copied without history: a listing of a million accounts.
+    let mut accounts: Vec<Account> = Vec::new();
+    p.store.scan_accounts(&mut |a| {
+        if status.is_none_or(|s| a.status == s)
+            && origin.is_none_or(|o| a.origin == o)
+            && rule.is_none_or(|r| a.rule_id == Some(RuleId(r)))
+        {
+            accounts.push(a.without_history())
+        }
+    })?;
+    accounts.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    let mut text = String::new();
+    if output.wants_text() {
+        for a in &accounts {
+            let _ = writeln!(text, "{}", account_line(a, &rules));
+        }
+        let _ = writeln!(text, "{} accounts", accounts.len());
+    }
+    let json = match output.wants_json() {
+        false => Value::Null,
+        true => Value::Array(
+            accounts
+                .iter()
+                .map(|a| {
+                    let mut v = account_json(a, &rules);
+                    // `admins show ID` has the history.
+                    if let Value::Object(fields) = &mut v {
+                        fields.remove("history");
+                    }
+                    v
+                })
+                .collect(),
+        ),
+    };
+    Ok(Response::ok(json, text))
+}
+
+fn admins_add<S: Store>(
+    p: &Pipeline<S>,
+    caller: &str,
+    employee_id: String,
+    email: String,
+    role: String,
+) -> anyhow::Result<Response> {
+    let employee_id = employee_id.trim().to_string();
+    let email = email.trim().to_string();
+    if employee_id.is_empty() {
+        return Ok(Response::fail(exit::USAGE, "--employee-id is empty"));
+    }
+    if !is_well_formed_email(&email) {
+        return Ok(Response::fail(
+            exit::USAGE,
+            format!("--email \"{email}\" is not a well-formed address"),
+        ));
+    }
+    let role = match configured_role(p, &role) {
+        Ok(r) => r,
+        Err(refusal) => return Ok(refusal),
+    };
+    if let Some(existing) = p.store.account(&employee_id)? {
+        return Ok(Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: employee {employee_id} already has an {} account ({}, {}); use `admins show {employee_id}`",
+                existing.origin, existing.role, existing.status
+            ),
+        ));
+    }
+    if let Some(holder) = active_with_email(p, &email)?.first() {
+        return Ok(Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: the email {email} is held by the active {} account of employee {}; an email is one person's SSO identity",
+                holder.origin, holder.employee_id
+            ),
+        ));
+    }
+    let now = now_rfc3339();
+    let mut account = Account {
+        employee_id: employee_id.clone(),
+        email,
+        role: role.to_string(),
+        status: Status::Active,
+        origin: Origin::Manual,
+        rule_id: None,
+        created_at: now.clone(),
+        updated_at: now.clone(),
+        history: Vec::new(),
+    };
+    account.record(
+        &now,
+        "admins add",
+        format!("manual account added by {caller}"),
+    );
+    p.store.put_account(
+        &account,
+        false,
+        note(
+            caller,
+            "admins add",
+            format!(
+                "manual account {employee_id} ({}, {})",
+                account.email, account.role
+            ),
+        ),
+    )?;
+    let rules = p.store.rules()?;
+    Ok(Response::ok(
+        account_json(&account, &rules),
+        format!("added manual account {employee_id}\n"),
+    ))
+}
+
+/// The manual account `id`, or the refusal to print.
+fn manual_account<S: Store>(
+    p: &Pipeline<S>,
+    id: &str,
+) -> anyhow::Result<Result<Account, Response>> {
+    match p.store.account(id)? {
+        None => Ok(Err(Response::fail(
+            exit::NO,
+            format!("no account for employee {id}"),
+        ))),
+        Some(a) if a.origin == Origin::Auto => Ok(Err(Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: account {id} is provisioned automatically by rule {}; change or delete the rule instead (`autoprov rules edit|disable|delete {}`)",
+                a.rule_id.map_or("-".into(), |r| r.to_string()),
+                a.rule_id.map_or("ID".into(), |r| r.to_string()),
+            ),
+        ))),
+        Some(a) => Ok(Ok(a)),
+    }
+}
+
+fn admins_set<S: Store>(
+    p: &Pipeline<S>,
+    caller: &str,
+    id: &str,
+    role: Option<String>,
+    status: Option<String>,
+) -> anyhow::Result<Response> {
+    let mut account = match manual_account(p, id)? {
+        Ok(a) => a,
+        Err(r) => return Ok(r),
+    };
+    if role.is_none() && status.is_none() {
+        return Ok(Response::fail(
+            exit::USAGE,
+            "admins set needs --role or --status",
+        ));
+    }
+    if let Some(role) = role {
+        match configured_role(p, &role) {
+            Ok(r) => account.role = r,
+            Err(refusal) => return Ok(refusal),
+        }
+    }
+    if let Some(status) = status {
+        match Status::parse(&status) {
+            Some(Status::Active) if !account.is_active() => {
+                let taken = active_with_email(p, &account.email)?;
+                if let Some(holder) = taken.iter().find(|a| a.employee_id != account.employee_id) {
+                    return Ok(Response::fail(
+                        exit::REFUSED,
+                        format!(
+                            "refused: the email {} is held by the active {} account of employee {}; an email is one person's SSO identity",
+                            account.email, holder.origin, holder.employee_id
+                        ),
+                    ));
+                }
+                account.status = Status::Active;
+            }
+            Some(s) => account.status = s,
+            None => {
+                return Ok(Response::fail(
+                    exit::USAGE,
+                    "--status takes active or inactive",
+                ));
+            }
+        }
+    }
+    let now = now_rfc3339();
+    account.record(&now, "admins set", format!("changed by {caller}"));
+    p.store.put_account(
+        &account,
+        false,
+        note(
+            caller,
+            "admins set",
+            format!(
+                "manual account {id}: role {}, {}",
+                account.role, account.status
+            ),
+        ),
+    )?;
+    let rules = p.store.rules()?;
+    Ok(Response::ok(
+        account_json(&account, &rules),
+        account_text(&account, &rules),
+    ))
+}
+
+/// The active accounts whose email is `email` (case-insensitive), without history.
+fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Vec<Account>> {
+    let wanted = fold_value(email);
+    // Read in place: this answers every SSO sign-in.
+    let mut active: Vec<Account> = Vec::new();
+    p.store.scan_accounts(&mut |a| {
+        if a.status == Status::Active && fold_value(a.email) == wanted {
+            active.push(a.without_history())
+        }
+    })?;
+    Ok(active)
+}
+
+fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Response> {
+    let active = active_with_email(p, email)?;
+    Ok(match active.as_slice() {
+        [a] => Response::ok(
+            json!({"email": a.email, "employee_id": a.employee_id, "role": a.role, "origin": a.origin}),
+            format!("{}\n", a.role),
+        ),
+        [] => Response {
+            exit: exit::NO,
+            json: json!({"email": email, "active": false}),
+            text: format!("no active admin account for {email}\n"),
+        },
+        many => Response {
+            exit: exit::NO,
+            json: json!({"email": email, "active": false, "ambiguous": many.len()}),
+            text: format!(
+                "denied: {} active accounts share the email {email}; fix the roster or the manual accounts\n",
+                many.len()
+            ),
+        },
+    })
+}
+
+/// Runs an `admins` or `auth` request.
+pub(super) fn run<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &str,
+    output: Output,
+) -> anyhow::Result<Response> {
+    Ok(match req {
+        Request::AdminsList {
+            status,
+            origin,
+            rule,
+        } => admins_list(p, status, origin, rule, output)?,
+        Request::AdminsShow { id } => match p.store.account(&id)? {
+            Some(a) => {
+                let rules = p.store.rules()?;
+                Response::ok(account_json(&a, &rules), account_text(&a, &rules))
+            }
+            None => Response::fail(exit::NO, format!("no account for employee {id}")),
+        },
+        Request::AdminsAdd {
+            employee_id,
+            email,
+            role,
+        } => admins_add(p, caller, employee_id, email, role)?,
+        Request::AdminsSet { id, role, status } => admins_set(p, caller, &id, role, status)?,
+        Request::AdminsRemove { id } => remove(p, caller, &id)?,
+        Request::AuthCheck { email } => auth_check(p, &email)?,
+        _ => unreachable!("not an admins request"),
+    })
+}
+
+fn remove<S: Store>(p: &Pipeline<S>, caller: &str, id: &str) -> anyhow::Result<Response> {
+    let account = match manual_account(p, id)? {
+        Ok(a) => a,
+        Err(r) => return Ok(r),
+    };
+    p.store.put_account(
+        &account,
+        true,
+        note(
+            caller,
+            "admins remove",
+            format!(
+                "removed manual account {id} ({}, {})",
+                account.email, account.role
+            ),
+        ),
+    )?;
+    Ok(Response::ok(
+        json!({"removed": id}),
+        format!("removed manual account {id}\n"),
+    ))
+}

@@ -1,0 +1,189 @@
+//! `files list | show | approve | reject`, `status`, `backup` and `audit`.
+
+use super::note;
+use crate::api::render::report_response;
+use crate::api::{Output, Request, Response, exit};
+use crate::core::accounts::{Origin, Status};
+use crate::core::report::Report;
+use crate::engine::pipeline::Pipeline;
+use crate::store::{FileStatus, Store};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+
+fn status<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
+    let mut counts: std::collections::HashMap<(Origin, Status), usize> = Default::default();
+    p.store
+        .scan_accounts(&mut |a| *counts.entry((a.origin, a.status)).or_default() += 1)?;
+    let count = |o: Origin, s: Status| counts.get(&(o, s)).copied().unwrap_or(0);
+    let rules = p.store.rules()?;
+    let files = p.store.files()?;
+    let last = files.last();
+    let held: Vec<&crate::store::FileEntry> = files
+        .iter()
+        .filter(|f| f.status == FileStatus::Held)
+        .collect();
+    let waiting = p.waiting()?;
+    let j = json!({
+        "data_dir": p.cfg.data_dir,
+        "mode": format!("{:?}", p.cfg.source.mode).to_lowercase(),
+        "listen": p.cfg.source.listen.to_string(),
+        "sso": {"enabled": p.cfg.sso.enabled, "provider": p.cfg.sso.provider},
+        "rules": {"total": rules.len(), "enabled": rules.iter().filter(|r| r.enabled).count()},
+        "accounts": {
+            "auto_active": count(Origin::Auto, Status::Active),
+            "auto_inactive": count(Origin::Auto, Status::Inactive),
+            "manual_active": count(Origin::Manual, Status::Active),
+            "manual_inactive": count(Origin::Manual, Status::Inactive),
+        },
+        "last_file": last.map(|f| json!({"id": f.id, "name": f.stored_as, "status": f.status.as_str(), "processed_at": f.processed_at, "summary": f.summary})),
+        "waiting": waiting,
+        "held": held.iter().map(|f| json!({"id": f.id, "name": f.stored_as})).collect::<Vec<_>>(),
+        "daemon": Value::Null,
+    });
+    let mut t = String::new();
+    let _ = writeln!(t, "data dir:  {}", p.cfg.data_dir.display());
+    let _ = writeln!(
+        t,
+        "mode:      {}  ({})",
+        j["mode"].as_str().unwrap_or_default(),
+        j["listen"].as_str().unwrap_or_default()
+    );
+    let _ = writeln!(
+        t,
+        "sso:       {}",
+        if p.cfg.sso.enabled {
+            format!("enabled ({})", p.cfg.sso.provider)
+        } else {
+            "DISABLED: provisioning refuses to run".into()
+        }
+    );
+    let _ = writeln!(
+        t,
+        "rules:     {} ({} enabled)",
+        rules.len(),
+        j["rules"]["enabled"]
+    );
+    let _ = writeln!(
+        t,
+        "accounts:  auto {} active / {} inactive, manual {} active / {} inactive",
+        j["accounts"]["auto_active"],
+        j["accounts"]["auto_inactive"],
+        j["accounts"]["manual_active"],
+        j["accounts"]["manual_inactive"]
+    );
+    match last {
+        Some(f) => {
+            let _ = writeln!(
+                t,
+                "last file: {} {} at {} ({})",
+                f.stored_as,
+                f.status.as_str(),
+                f.processed_at,
+                f.summary
+            );
+        }
+        None => t.push_str("last file: none yet\n"),
+    }
+    let _ = writeln!(t, "waiting:   {}", waiting.len());
+    for f in &held {
+        let _ = writeln!(
+            t,
+            "HELD:      file {} {}: decide with `autoprov files approve {}` or `reject {}`",
+            f.id, f.stored_as, f.id, f.id
+        );
+    }
+    Ok(Response::ok(j, t))
+}
+
+/// Runs a `files`, `status`, `backup` or `audit` request.
+pub(super) fn run<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &str,
+    output: Output,
+) -> anyhow::Result<Response> {
+    Ok(match req {
+        Request::FilesList => files_list(p)?,
+        Request::FilesShow { id } => {
+            let Some(f) = p.store.file(id)? else {
+                return Ok(Response::fail(
+                    exit::NO,
+                    format!("no file {id}: see `autoprov files list`"),
+                ));
+            };
+            let path = p.report_path(&f);
+            let report: Report = serde_json::from_slice(&std::fs::read(&path)?)?;
+            let mut text = format!("file {id}, report {}\n", path.display());
+            text.push_str(&report.to_text());
+            Response::ok(serde_json::to_value(&report)?, text)
+        }
+        Request::FilesDecide { id, approve } => {
+            if approve {
+                report_response(&p.approve(id, caller)?, output)
+            } else {
+                // The rejection was asked for and done: a success, not a negative answer.
+                Response {
+                    exit: exit::OK,
+                    ..report_response(&p.reject(id, caller)?, output)
+                }
+            }
+        }
+        Request::Status => status(p)?,
+        Request::Backup { path } => {
+            let (n, path) = crate::backup::write(&p.store, std::path::Path::new(&path))?;
+            p.store.append_audit(note(
+                caller,
+                "backup",
+                format!("wrote {n} records to {}", path.display()),
+            ))?;
+            Response::ok(
+                json!({"backup": path, "records": n}),
+                format!("wrote {n} records to {}\n", path.display()),
+            )
+        }
+        Request::Audit { since } => {
+            let entries = p.store.audit(since.as_deref())?;
+            let mut text = String::new();
+            for e in &entries {
+                let _ = writeln!(
+                    text,
+                    "{}  {:<10} {:<16} {}",
+                    e.note.at, e.note.user, e.note.action, e.note.detail
+                );
+            }
+            Response::ok(serde_json::to_value(&entries)?, text)
+        }
+        _ => unreachable!("not a files request"),
+    })
+}
+
+fn files_list<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
+    let files = p.store.files()?;
+    let list: Vec<Value> = files
+        .iter()
+        .map(|f| {
+            json!({
+                "id": f.id, "name": f.name, "stored_as": f.stored_as,
+                "status": f.status.as_str(), "received_at": f.received_at,
+                "processed_at": f.processed_at, "sha256": f.sha256, "size": f.size,
+                "report": p.report_path(f), "summary": f.summary,
+            })
+        })
+        .collect();
+    let mut text = String::new();
+    for f in &files {
+        let _ = writeln!(
+            text,
+            "{:>4}  {:<8}  {}  {}  ({})",
+            f.id,
+            f.status.as_str(),
+            f.received_at,
+            f.stored_as,
+            f.summary
+        );
+    }
+    if files.is_empty() {
+        text.push_str("no files processed yet\n");
+    }
+    Ok(Response::ok(json!(list), text))
+}

@@ -1,0 +1,310 @@
+//! Every command of SPEC §7 executed against the pipeline. The CLI runs requests here
+//! directly when no daemon runs; the daemon runs the same requests for callers of the
+//! control socket, so both paths print the same thing.
+
+mod admins;
+mod files;
+mod rules;
+
+use crate::api::error as failure;
+use crate::api::error::Blocked;
+use crate::api::render::report_response;
+use crate::api::{Output, Request, Response, error_response, exit, refusal};
+use crate::core::report::ReportStatus;
+use crate::engine::pipeline::Pipeline;
+use crate::store::{AuditNote, Store};
+use crate::util::now_rfc3339;
+use anyhow::Context as _;
+
+/// The refusal a request meets before it runs: changes need an org admin, provisioning needs SSO.
+pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Option<Response> {
+    if req.is_change() && !p.cfg.is_org_admin(caller) {
+        return Some(refusal(caller));
+    }
+    if req.provisions() && !p.cfg.sso.enabled {
+        return Some(Response::fail(
+            exit::USAGE,
+            "refused: [sso] enabled = true is not set. autoprov provisions admins who sign in through SSO only; enable SSO in the config first",
+        ));
+    }
+    None
+}
+
+/// Runs one request for the Unix user `caller`.
+pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Output) -> Response {
+    if let Some(refusal) = precheck(p, &req, caller) {
+        return refusal;
+    }
+    run(p, req, caller, output).unwrap_or_else(|e| error_response(&e))
+}
+
+fn run<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &str,
+    output: Output,
+) -> anyhow::Result<Response> {
+    Ok(match req {
+        Request::Process { name } => process(p, &name, output)?,
+        Request::Sync { force } => report_response(&p.sync(caller, force)?, output),
+        req @ (Request::RulesList
+        | Request::RulesShow { .. }
+        | Request::RulesAdd { .. }
+        | Request::RulesEdit { .. }
+        | Request::RulesDelete { .. }
+        | Request::RulesEnable { .. }
+        | Request::RulesCheck) => rules::run(p, req, caller)?,
+        req @ (Request::AdminsList { .. }
+        | Request::AdminsShow { .. }
+        | Request::AdminsAdd { .. }
+        | Request::AdminsSet { .. }
+        | Request::AdminsRemove { .. }
+        | Request::AuthCheck { .. }) => admins::run(p, req, caller, output)?,
+        req @ (Request::FilesList
+        | Request::FilesShow { .. }
+        | Request::FilesDecide { .. }
+        | Request::Status
+        | Request::Backup { .. }
+        | Request::Audit { .. }) => files::run(p, req, caller, output)?,
+    })
+}
+
+/// `process` of a file handed over by the caller (CLI or control socket): the refusals come
+/// before anything is filed, then the bytes go into inbox/ and through the pipeline.
+pub fn process_upload<S: Store>(
+    p: &Pipeline<S>,
+    original_name: &str,
+    bytes: Vec<u8>,
+    dry_run: bool,
+    caller: &str,
+    output: Output,
+) -> Response {
+    let probe = Request::Process {
+        name: String::new(),
+    };
+    if let Some(refusal) = precheck(p, &probe, caller) {
+        return refusal;
+    }
+    if let Ok(Some(held)) = p.held() {
+        return Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
+                held.id, held.stored_as, held.id, held.id
+            ),
+        );
+    }
+    let filed = p.receive(original_name, &bytes, dry_run);
+    // The pipeline reads the file back from inbox/: not two copies of a large roster at once.
+    drop(bytes);
+    let name = match filed {
+        Ok(name) => name,
+        Err(e) => return error_response(&e.context("filing the file into inbox/")),
+    };
+    process(p, &name, output).unwrap_or_else(|e| {
+        // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
+        // it is the one committed before the failure.
+        let ours_committed = failure::committed(&e).is_some_and(|c| c.name == name);
+        if failure::failed(&e).is_some() && !ours_committed {
+            p.discard_received(&name);
+        }
+        error_response(&e)
+    })
+}
+
+/// Processes the files waiting in inbox/ in order until `name` is done.
+fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Result<Response> {
+    if let Some(held) = p.held()? {
+        return Err(Blocked::Held {
+            id: held.id,
+            name: held.stored_as,
+        }
+        .into());
+    }
+    for waiting in p.waiting()? {
+        if p.stopping() {
+            return Ok(Response::fail(
+                exit::UNREACHABLE,
+                format!(
+                    "the daemon is stopping; {name} stays in inbox/ and is processed after it restarts"
+                ),
+            ));
+        }
+        let report = p
+            .process(&waiting)
+            .with_context(|| format!("processing inbox/{waiting}"))?;
+        if waiting == name {
+            return Ok(report_response(&report, output));
+        }
+        if report.status == ReportStatus::Held {
+            return Ok(Response::fail(
+                exit::REFUSED,
+                format!(
+                    "an earlier file in inbox/, {waiting}, was held and blocks {name}: decide it with `autoprov files approve|reject`"
+                ),
+            ));
+        }
+    }
+    Ok(Response::fail(
+        exit::USAGE,
+        format!("{name} is not waiting in inbox/"),
+    ))
+}
+
+pub(crate) fn note(user: &str, action: &str, detail: String) -> AuditNote {
+    AuditNote {
+        at: now_rfc3339(),
+        user: user.to_string(),
+        action: action.to_string(),
+        detail,
+    }
+}
+
+/// The role as configured (matched case-insensitively), or the refusal of an unknown one.
+pub(crate) fn configured_role<S: Store>(p: &Pipeline<S>, role: &str) -> Result<String, Response> {
+    p.cfg.role(role).map(str::to_string).ok_or_else(|| {
+        Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: role \"{role}\" is not in provisioning.roles ({})",
+                p.cfg.provisioning.roles.join(", ")
+            ),
+        )
+    })
+}
+
+pub(crate) fn no_rule(id: u64) -> Response {
+    Response::fail(exit::NO, format!("no rule {id}: see `autoprov rules list`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_need_an_org_admin_and_reads_do_not() {
+        assert!(Request::RulesDelete { id: 1 }.is_change());
+        assert!(Request::Sync { force: false }.is_change());
+        assert!(
+            Request::FilesDecide {
+                id: 1,
+                approve: false
+            }
+            .is_change()
+        );
+        assert!(!Request::RulesList.is_change());
+        assert!(
+            !Request::AuthCheck {
+                email: "a@b.c".into()
+            }
+            .is_change()
+        );
+        assert!(!Request::Status.is_change());
+    }
+
+    #[test]
+    fn errors_become_exit_codes_in_one_place() {
+        let enospc = || {
+            anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing inbox/r.csv")
+        };
+        let r = error_response(&enospc());
+        assert_eq!(r.exit, exit::FAILED);
+        assert_eq!(
+            r.text,
+            "failed: writing inbox/r.csv: No space left on device (os error 28); nothing was changed"
+        );
+        assert_eq!(r.json["error"], r.text.as_str());
+        let after = enospc().context(failure::AfterCommit {
+            id: 4,
+            name: "r.csv".into(),
+        });
+        let r = error_response(&after);
+        assert_eq!(r.exit, exit::FAILED);
+        assert!(r.text.contains("file 4 (r.csv) was applied"), "{}", r.text);
+        assert!(!r.text.contains("nothing was changed"), "{}", r.text);
+        let held = anyhow::Error::new(Blocked::Held {
+            id: 2,
+            name: "h.csv".into(),
+        })
+        .context("processing inbox/x.csv");
+        assert_eq!(error_response(&held).exit, exit::REFUSED);
+        let usage = error_response(&anyhow::anyhow!("no file 9: see `autoprov files list`"));
+        assert_eq!(usage.exit, exit::USAGE);
+        assert!(usage.text.starts_with("error: "), "{}", usage.text);
+    }
+
+    /// A pipeline with SSO on and a fresh store under `dir`.
+    fn pipeline_in(dir: &std::path::Path) -> Pipeline<crate::store::SledStore> {
+        let config = dir.join("c.toml");
+        std::fs::write(
+            &config,
+            format!("data_dir = {:?}\n[sso]\nenabled = true\n", dir.join("data")),
+        )
+        .unwrap();
+        let cfg = crate::config::Config::load(Some(&config)).unwrap();
+        let store =
+            crate::store::SledStore::open(&crate::layout::Paths::new(&cfg.data_dir).store).unwrap();
+        Pipeline::new(cfg, store).unwrap()
+    }
+
+    #[test]
+    fn process_stops_between_files_when_the_daemon_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let name = p
+            .receive("r.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
+            .unwrap();
+        p.request_stop();
+        let r = execute(
+            &p,
+            Request::Process { name: name.clone() },
+            "root",
+            Output::Both,
+        );
+        assert_eq!(r.exit, exit::UNREACHABLE, "{}", r.text);
+        assert!(r.text.contains("stays in inbox/"), "{}", r.text);
+        assert_eq!(p.waiting().unwrap(), vec![name]);
+        assert!(p.store.files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_report_is_rendered_only_as_the_asker_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let roster = b"Employee ID,Email\nE1,a@b.io\n";
+        let mut seen = Vec::new();
+        for output in [Output::Text, Output::Json, Output::Both] {
+            let r = process_upload(&p, "r.dryrun.csv", roster.to_vec(), false, "root", output);
+            assert_eq!(r.exit, exit::OK, "{}", r.text);
+            let has_text = r.text.contains("DRY RUN");
+            let has_json = r.json["status"] == "dry_run";
+            seen.push((output, has_text, has_json));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                (Output::Text, true, false),
+                (Output::Json, false, true),
+                (Output::Both, true, true)
+            ]
+        );
+        // An older client sends no `output`: it gets both.
+        let env: crate::control::Envelope =
+            serde_json::from_str(r#"{"request":{"command":"status"},"upload":null}"#).unwrap();
+        assert_eq!(env.output, Output::Both);
+    }
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let r = Request::RulesAdd {
+            name: "n".into(),
+            role: "IT Admin".into(),
+            when: vec!["department = IT".into()],
+            strict: true,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"command\":\"rules_add\""), "{text}");
+        let back: Request = serde_json::from_str(&text).unwrap();
+        assert!(matches!(back, Request::RulesAdd { strict: true, .. }));
+    }
+}

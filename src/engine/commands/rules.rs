@@ -1,0 +1,374 @@
+//! `rules list | show | add | edit | delete | enable | disable | check`.
+
+use super::{configured_role, no_rule, note};
+use crate::api::render::{rule_json, rule_line, rule_text};
+use crate::api::{Request, Response, exit};
+use crate::core::columns::fold_value;
+use crate::core::rules::{self, CompiledRule, Condition, Rule, RuleId};
+use crate::engine::pipeline::Pipeline;
+use crate::store::Store;
+use crate::util::now_rfc3339;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+
+/// `rules add` and `rules edit`: validation, conflict detection, save.
+#[allow(clippy::too_many_arguments)]
+fn rules_save<S: Store>(
+    p: &Pipeline<S>,
+    caller: &str,
+    id: Option<u64>,
+    name: Option<String>,
+    role: Option<String>,
+    when: Vec<String>,
+    strict: bool,
+) -> anyhow::Result<Response> {
+    let all = p.store.rules()?;
+    let mut rule = match id {
+        Some(id) => match all.iter().find(|r| r.id == RuleId(id)) {
+            Some(r) => r.clone(),
+            None => return Ok(no_rule(id)),
+        },
+        None => Rule {
+            id: RuleId(u64::MAX),
+            name: String::new(),
+            role: String::new(),
+            conditions: Vec::new(),
+            enabled: true,
+            created_at: now_rfc3339(),
+            created_by: caller.to_string(),
+        },
+    };
+    if let Some(name) = name {
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Ok(Response::fail(
+                exit::USAGE,
+                "a rule needs a non-empty --name",
+            ));
+        }
+        if let Some(other) = all
+            .iter()
+            .find(|r| r.id != rule.id && fold_value(&r.name) == fold_value(&name))
+        {
+            return Ok(Response::fail(
+                exit::REFUSED,
+                format!(
+                    "refused: rule {} is already named \"{}\"; rule names are unique",
+                    other.id, other.name
+                ),
+            ));
+        }
+        rule.name = name;
+    }
+    if let Some(role) = role {
+        match configured_role(p, &role) {
+            Ok(r) => rule.role = r,
+            Err(refusal) => return Ok(refusal),
+        }
+    }
+    if !when.is_empty() {
+        let mut conditions = Vec::new();
+        for text in &when {
+            match Condition::parse(text) {
+                Ok(c) => conditions.push(c),
+                Err(e) => return Ok(Response::fail(exit::USAGE, format!("--when {e}"))),
+            }
+        }
+        rule.conditions = conditions;
+    }
+    if rule.conditions.is_empty() {
+        return Ok(Response::fail(
+            exit::USAGE,
+            "a rule needs at least one --when condition, e.g. --when \"department = Finance\"",
+        ));
+    }
+    let conflicts = conflicts(p, &rule, &all)?;
+    let mut text = String::new();
+    for c in &conflicts {
+        let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+    }
+    let warnings = missing_fields(p, &rule)?;
+    for w in &warnings {
+        let _ = writeln!(text, "warning: {w}");
+    }
+    if strict && !conflicts.is_empty() {
+        text.push_str(
+            "refused (--strict): the rule conflicts with the rules above; nothing was saved\n",
+        );
+        return Ok(Response {
+            exit: exit::REFUSED,
+            json: json!({"error": "conflicts", "conflicts": conflicts}),
+            text,
+        });
+    }
+    let action = if id.is_some() {
+        "rules edit"
+    } else {
+        "rules add"
+    };
+    if id.is_none() {
+        rule.id = p.store.next_rule_id()?;
+    }
+    p.store
+        .put_rule(&rule, note(caller, action, rule_line(&rule)))?;
+    let verb = if id.is_some() { "saved" } else { "added" };
+    let mut out = format!(
+        "{verb} rule {}: \"{}\" -> {}; takes effect at the next sync\n",
+        rule.id, rule.name, rule.role
+    );
+    out.push_str(&text.replace("rule new", &format!("rule {}", rule.id)));
+    let mut j = rule_json(&rule);
+    j["conflicts"] = json!(
+        conflicts
+            .into_iter()
+            .map(|mut c| {
+                if c["winner"] == json!(u64::MAX) {
+                    c["winner"] = json!(rule.id);
+                }
+                c.as_object_mut().map(|o| o.remove("message"));
+                c
+            })
+            .collect::<Vec<_>>()
+    );
+    j["warnings"] = json!(warnings);
+    Ok(Response::ok(j, out))
+}
+
+/// Conflicts of `rule` with every other enabled rule of a different role.
+fn conflicts<S: Store>(p: &Pipeline<S>, rule: &Rule, all: &[Rule]) -> anyhow::Result<Vec<Value>> {
+    let columns = p.cfg.columns();
+    let others: Vec<&Rule> = all
+        .iter()
+        .filter(|o| o.id != rule.id && o.enabled && o.role != rule.role)
+        .filter(|o| rules::can_overlap(rule, o, &columns))
+        .collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let roster = last_roster(
+        p,
+        &[
+            vec![rule.clone()],
+            others.iter().map(|r| (*r).clone()).collect(),
+        ]
+        .concat(),
+    )?;
+    let this = roster
+        .as_ref()
+        .and_then(|r| CompiledRule::compile(rule, r, &columns).ok());
+    let mut out = Vec::new();
+    for other in others {
+        let (count, ids) = match (&roster, &this) {
+            (Some(r), Some(this)) => match CompiledRule::compile(other, r, &columns) {
+                Ok(o) => rules::both_match(r, this, &o),
+                Err(_) => (0, Vec::new()),
+            },
+            _ => (0, Vec::new()),
+        };
+        let winner = rule.id.min(other.id);
+        let label = |id: RuleId| {
+            if id == RuleId(u64::MAX) {
+                "rule new".to_string()
+            } else {
+                format!("rule {id}")
+            }
+        };
+        let who = if roster.is_some() {
+            format!(
+                "{count} employees of the last applied roster match both{}",
+                if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", ids.join(", "))
+                }
+            )
+        } else {
+            "no roster applied yet to count matching employees".to_string()
+        };
+        let message = format!(
+            "conflict: {} \"{}\" ({}) and rule {} \"{}\" ({}) can both match one employee; {who}; {} wins by precedence (lowest id)",
+            label(rule.id),
+            rule.name,
+            rule.role,
+            other.id,
+            other.name,
+            other.role,
+            label(winner)
+        );
+        out.push(json!({
+            "rule_id": other.id, "rule": other.name, "role": other.role,
+            "employees": count, "employee_ids": ids, "winner": winner, "message": message,
+        }));
+    }
+    Ok(out)
+}
+
+/// The last applied roster parsed for `rules`, if there is one and it still parses.
+fn last_roster<S: Store>(
+    p: &Pipeline<S>,
+    rules: &[Rule],
+) -> anyhow::Result<Option<crate::core::model::Roster>> {
+    let Some(entry) = p.store.last_applied()? else {
+        return Ok(None);
+    };
+    let path = p.paths.folder("processed").join(&entry.stored_as);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    let enabled: Vec<Rule> = rules
+        .iter()
+        .map(|r| Rule {
+            enabled: true,
+            ..r.clone()
+        })
+        .collect();
+    Ok(p.parse(&bytes, &enabled).ok())
+}
+
+/// Fields the rule reads that the last applied roster lacks.
+fn missing_fields<S: Store>(p: &Pipeline<S>, rule: &Rule) -> anyhow::Result<Vec<String>> {
+    let Some(entry) = p.store.last_applied()? else {
+        return Ok(Vec::new());
+    };
+    let path = p.paths.folder("processed").join(&entry.stored_as);
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(Vec::new());
+    };
+    let Ok(roster) = p.parse(&bytes, &[]) else {
+        return Ok(Vec::new());
+    };
+    let columns = p.cfg.columns();
+    Ok(rule
+        .conditions
+        .iter()
+        .filter_map(|c| {
+            let key = c.field_key(&columns)?;
+            (!roster.has_field(&key)).then(|| {
+                format!(
+                    "the last applied roster has no column for \"{}\"; while this rule is enabled, files without it are rejected",
+                    match c {
+                        Condition::Field { field, .. } => field.as_str(),
+                        Condition::IsManager(_) => "is_manager",
+                    }
+                )
+            })
+        })
+        .collect())
+}
+
+fn rules_check<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
+    let all = p.store.rules()?;
+    let mut found = Vec::new();
+    let mut text = String::new();
+    for rule in all.iter().filter(|r| r.enabled) {
+        if p.cfg.role(&rule.role).is_none() {
+            let m = format!(
+                "rule {} \"{}\": role \"{}\" is no longer in provisioning.roles",
+                rule.id, rule.name, rule.role
+            );
+            let _ = writeln!(text, "{m}");
+            found.push(json!({"rule_id": rule.id, "message": m}));
+        }
+        for w in missing_fields(p, rule)? {
+            let m = format!("rule {} \"{}\": {w}", rule.id, rule.name);
+            let _ = writeln!(text, "{m}");
+            found.push(json!({"rule_id": rule.id, "message": m}));
+        }
+        let later: Vec<Rule> = all.iter().filter(|o| o.id > rule.id).cloned().collect();
+        for c in conflicts(p, rule, &later)? {
+            let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+            found.push(c);
+        }
+    }
+    if found.is_empty() {
+        text.push_str("rules check: no conflicts or problems found\n");
+    }
+    Ok(Response {
+        exit: if found.is_empty() { exit::OK } else { exit::NO },
+        json: json!({ "problems": found }),
+        text,
+    })
+}
+
+/// Runs a `rules` request.
+pub(super) fn run<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &str,
+) -> anyhow::Result<Response> {
+    Ok(match req {
+        Request::RulesList => {
+            let rules = p.store.rules()?;
+            let mut text = String::new();
+            for r in &rules {
+                let _ = writeln!(text, "{}", rule_line(r));
+            }
+            if rules.is_empty() {
+                text.push_str("no rules yet: add one with `autoprov rules add`\n");
+            }
+            Response::ok(json!(rules.iter().map(rule_json).collect::<Vec<_>>()), text)
+        }
+        Request::RulesShow { id } => match p.store.rule(RuleId(id))? {
+            Some(r) => Response::ok(rule_json(&r), rule_text(&r)),
+            None => no_rule(id),
+        },
+        Request::RulesAdd {
+            name,
+            role,
+            when,
+            strict,
+        } => rules_save(p, caller, None, Some(name), Some(role), when, strict)?,
+        Request::RulesEdit {
+            id,
+            name,
+            role,
+            when,
+            strict,
+        } => rules_save(p, caller, Some(id), name, role, when, strict)?,
+        Request::RulesDelete { id } => delete(p, caller, id)?,
+        Request::RulesEnable { id, enabled } => enable(p, caller, id, enabled)?,
+        Request::RulesCheck => rules_check(p)?,
+        _ => unreachable!("not a rules request"),
+    })
+}
+
+fn delete<S: Store>(p: &Pipeline<S>, caller: &str, id: u64) -> anyhow::Result<Response> {
+    let Some(rule) = p.store.rule(RuleId(id))? else {
+        return Ok(no_rule(id));
+    };
+    p.store.delete_rule(
+        rule.id,
+        note(
+            caller,
+            "rules delete",
+            format!("deleted {}", rule_line(&rule)),
+        ),
+    )?;
+    Ok(Response::ok(
+        rule_json(&rule),
+        format!(
+            "deleted rule {id}; its accounts move to the next matching rule or are deactivated at the next sync\n"
+        ),
+    ))
+}
+
+fn enable<S: Store>(
+    p: &Pipeline<S>,
+    caller: &str,
+    id: u64,
+    enabled: bool,
+) -> anyhow::Result<Response> {
+    let Some(mut rule) = p.store.rule(RuleId(id))? else {
+        return Ok(no_rule(id));
+    };
+    rule.enabled = enabled;
+    let verb = if enabled { "enable" } else { "disable" };
+    p.store.put_rule(
+        &rule,
+        note(caller, &format!("rules {verb}"), rule_line(&rule)),
+    )?;
+    Ok(Response::ok(
+        rule_json(&rule),
+        format!("rule {id} {verb}d; takes effect at the next sync\n"),
+    ))
+}

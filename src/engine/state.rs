@@ -1,0 +1,30 @@
+//! What the engine knows besides the store: when it started, the SFTP address, its last
+//! error, and the source it serves (for `status` and hand-offs).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// What the engine knows of the source that brings files in (ingest implements it).
+pub trait SourceLink: Send + Sync {
+    /// Called on the engine thread when decided files wait for the source's own finishing
+    /// work (poll: moving the remote file); must not block.
+    fn handoffs_waiting(&self) {}
+    /// The source's part of `status`: its key in the JSON, its value, and text lines.
+    fn status(&self) -> Option<(&'static str, serde_json::Value, String)> {
+        None
+    }
+}
+
+/// What `status` adds when the daemon answers.
+#[derive(Default)]
+pub struct EngineState {
+    /// When the daemon started.
+    pub started_at: Option<SystemTime>,
+    /// The SFTP server's address (host mode).
+    pub listen: Option<SocketAddr>,
+    /// The last error of the engine, cleared by the next file processed.
+    pub last_error: Option<String>,
+    /// The source, for its part of `status` and its hand-offs.
+    pub source: Option<Arc<dyn SourceLink>>,
+}
