@@ -5,6 +5,8 @@
 
 mod answer;
 pub mod commands;
+mod decide;
+mod filing;
 pub mod handle;
 mod jobs;
 pub mod pipeline;

@@ -38,49 +38,8 @@ fn rules_save<S: Store>(
             created_by: caller.to_string(),
         },
     };
-    if let Some(name) = name {
-        let name = name.trim().to_string();
-        if name.is_empty() {
-            return Ok(Response::fail(
-                exit::USAGE,
-                "a rule needs a non-empty --name",
-            ));
-        }
-        if let Some(other) = all
-            .iter()
-            .find(|r| r.id != rule.id && fold_value(&r.name) == fold_value(&name))
-        {
-            return Ok(Response::fail(
-                exit::REFUSED,
-                format!(
-                    "refused: rule {} is already named \"{}\"; rule names are unique",
-                    other.id, other.name
-                ),
-            ));
-        }
-        rule.name = name;
-    }
-    if let Some(role) = role {
-        match configured_role(p, &role) {
-            Ok(r) => rule.role = r,
-            Err(refusal) => return Ok(refusal),
-        }
-    }
-    if !when.is_empty() {
-        let mut conditions = Vec::new();
-        for text in &when {
-            match Condition::parse(text) {
-                Ok(c) => conditions.push(c),
-                Err(e) => return Ok(Response::fail(exit::USAGE, format!("--when {e}"))),
-            }
-        }
-        rule.conditions = conditions;
-    }
-    if rule.conditions.is_empty() {
-        return Ok(Response::fail(
-            exit::USAGE,
-            "a rule needs at least one --when condition, e.g. --when \"department = Finance\"",
-        ));
+    if let Err(refusal) = edit_rule(p, &all, &mut rule, name, role, &when) {
+        return Ok(refusal);
     }
     let conflicts = conflicts(p, &rule, &all)?;
     let mut text = String::new();
@@ -371,4 +330,60 @@ fn enable<S: Store>(
         rule_json(&rule),
         format!("rule {id} {verb}d; takes effect at the next sync\n"),
     ))
+}
+
+/// Applies `--name`, `--role` and `--when` to `rule`, or the answer refusing them.
+fn edit_rule<S: Store>(
+    p: &Pipeline<S>,
+    all: &[Rule],
+    rule: &mut Rule,
+    name: Option<String>,
+    role: Option<String>,
+    when: &[String],
+) -> Result<(), Response> {
+    if let Some(name) = name {
+        let name = name.trim().to_string();
+        if name.is_empty() {
+            return Err(Response::fail(
+                exit::USAGE,
+                "a rule needs a non-empty --name",
+            ));
+        }
+        if let Some(other) = all
+            .iter()
+            .find(|r| r.id != rule.id && fold_value(&r.name) == fold_value(&name))
+        {
+            return Err(Response::fail(
+                exit::REFUSED,
+                format!(
+                    "refused: rule {} is already named \"{}\"; rule names are unique",
+                    other.id, other.name
+                ),
+            ));
+        }
+        rule.name = name;
+    }
+    if let Some(role) = role {
+        match configured_role(p, &role) {
+            Ok(r) => rule.role = r,
+            Err(refusal) => return Err(refusal),
+        }
+    }
+    if !when.is_empty() {
+        let mut conditions = Vec::new();
+        for text in when {
+            match Condition::parse(text) {
+                Ok(c) => conditions.push(c),
+                Err(e) => return Err(Response::fail(exit::USAGE, format!("--when {e}"))),
+            }
+        }
+        rule.conditions = conditions;
+    }
+    if rule.conditions.is_empty() {
+        return Err(Response::fail(
+            exit::USAGE,
+            "a rule needs at least one --when condition, e.g. --when \"department = Finance\"",
+        ));
+    }
+    Ok(())
 }

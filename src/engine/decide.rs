@@ -1,0 +1,196 @@
+//! Deciding a held file (SPEC §4): approve applies exactly what its report showed, or
+//! shows the new plan and applies nothing; reject discards it.
+
+use super::pipeline::{Evaluation, Pipeline, read_report};
+use crate::api::error::Blocked;
+use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
+use crate::layout::DRY_RUN_SUFFIX;
+use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
+use crate::util::{now_rfc3339, sha256_hex, write_atomic};
+use anyhow::{Context, Result, anyhow, bail};
+use std::fs;
+
+impl<S: Store> Pipeline<S> {
+    /// Applies a held file, re-planned against the current state, without the limits.
+    pub fn approve(&self, id: u64, user: &str) -> Result<Report> {
+        self.decide(id, user, true)
+    }
+
+    /// Discards a held file.
+    pub fn reject(&self, id: u64, user: &str) -> Result<Report> {
+        self.decide(id, user, false)
+    }
+
+    pub(super) fn decide(&self, id: u64, user: &str, approve: bool) -> Result<Report> {
+        let entry = self
+            .store
+            .file(id)?
+            .ok_or_else(|| anyhow!("no file {id}: see `autoprov files list`"))?;
+        if entry.status != FileStatus::Held {
+            return Err(Blocked::NotHeld {
+                id,
+                name: entry.stored_as,
+                status: entry.status.as_str(),
+            }
+            .into());
+        }
+        let held_path = self.paths.folder("held").join(&entry.stored_as);
+        let now = now_rfc3339();
+        let decision = Decision {
+            decision: if approve { "approved" } else { "rejected" }.into(),
+            by: user.to_string(),
+            at: now.clone(),
+        };
+        let mut eval = if approve {
+            match self.replan_held(&entry, &held_path, &now)? {
+                Ok(eval) => eval,
+                Err((report, what)) => {
+                    return Err(self.replace_held_plan(entry, report, user, &now, what)?);
+                }
+            }
+        } else {
+            let old = read_report(&held_path).unwrap_or_else(|| {
+                Report::new(&entry.name, &entry.sha256, &entry.received_at, &now)
+            });
+            Evaluation {
+                report: Report {
+                    status: ReportStatus::Rejected,
+                    processed_at: now.clone(),
+                    ..old
+                },
+                updates: Vec::new(),
+            }
+        };
+        eval.report.stored_as = Some(entry.stored_as.clone());
+        eval.report.decision = Some(decision);
+        let status = FileStatus::from(eval.report.status);
+        let updated = FileEntry {
+            status,
+            processed_at: now.clone(),
+            summary: summary(&eval.report),
+            pending_move: Some((
+                format!("held/{}", entry.stored_as),
+                format!("{}/{}", status.folder(), entry.stored_as),
+            )),
+            remote_pending: entry.remote.is_some(),
+            was_held: true,
+            ..entry
+        };
+        self.stage(&updated, &eval.report)?;
+        let applied = status == FileStatus::Applied;
+        self.store.commit(Commit {
+            updates: if applied {
+                std::mem::take(&mut eval.updates)
+            } else {
+                Vec::new()
+            },
+            file: Some(&updated),
+            last_applied: applied.then_some(updated.id),
+            audit: Some(AuditNote {
+                at: now,
+                user: user.to_string(),
+                action: if approve {
+                    "files approve"
+                } else {
+                    "files reject"
+                }
+                .into(),
+                detail: format!("file {id} {}: {}", updated.stored_as, updated.summary),
+            }),
+            clear_remote: None,
+        })?;
+        self.finish_filing_committed(&updated)?;
+        Ok(eval.report)
+    }
+
+    /// Re-plans a held file against the current state without the limits: the evaluation
+    /// when its changes are the ones its held report shows, else the new report and what
+    /// differs (SPEC §4: approve applies exactly what was shown).
+    #[allow(clippy::type_complexity)]
+    fn replan_held(
+        &self,
+        entry: &FileEntry,
+        held_path: &std::path::Path,
+        now: &str,
+    ) -> Result<Result<Evaluation, (Report, String)>> {
+        let bytes =
+            fs::read(held_path).with_context(|| format!("reading {}", held_path.display()))?;
+        if sha256_hex(&bytes) != entry.sha256 {
+            bail!(
+                "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
+                held_path.display()
+            );
+        }
+        let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
+        let eval = self.evaluate(
+            bytes,
+            &entry.name,
+            &entry.sha256,
+            &entry.received_at,
+            now,
+            None,
+            dry_run,
+        )?;
+        // Approve applies exactly what was shown: an unreadable held report shows nothing.
+        let shown = read_report(held_path)
+            .map(|r| r.changes)
+            .unwrap_or_default();
+        Ok(match plan_difference(&shown, &eval.report.changes) {
+            Some(what) => Err((eval.report, what)),
+            None => Ok(eval),
+        })
+    }
+
+    /// Shows a held file's new plan instead of the one its report showed, audited, and
+    /// returns the refusal that says what changed.
+    pub(super) fn replace_held_plan(
+        &self,
+        entry: FileEntry,
+        mut report: Report,
+        user: &str,
+        now: &str,
+        what: String,
+    ) -> Result<anyhow::Error> {
+        report.status = ReportStatus::Held;
+        report.stored_as = Some(entry.stored_as.clone());
+        report.held_because = vec![format!(
+            "re-planned at an approval by {user} on {now}: the plan changed since the file was \
+             held ({what}); approve again to apply these changes"
+        )];
+        let held = self.paths.folder("held");
+        let json = serde_json::to_vec_pretty(&report)?;
+        write_atomic(
+            &held.join(format!("{}.report.json", entry.stored_as)),
+            &json,
+        )?;
+        write_atomic(
+            &held.join(format!("{}.report.txt", entry.stored_as)),
+            report.to_text().as_bytes(),
+        )?;
+        let updated = FileEntry {
+            summary: summary(&report),
+            ..entry
+        };
+        self.store.commit(Commit {
+            updates: Vec::new(),
+            file: Some(&updated),
+            last_applied: None,
+            audit: Some(AuditNote {
+                at: now.to_string(),
+                user: user.to_string(),
+                action: "files approve".into(),
+                detail: format!(
+                    "file {} {}: refused, the plan changed since it was held ({what}); the held report now shows {}",
+                    updated.id, updated.stored_as, updated.summary
+                ),
+            }),
+            clear_remote: None,
+        })?;
+        Ok(Blocked::PlanChanged {
+            id: updated.id,
+            name: updated.stored_as,
+            what,
+        }
+        .into())
+    }
+}

@@ -1,0 +1,299 @@
+//! Filing: reports staged before a commit and moved beside their file after it, names in
+//! the result folders, files received into inbox/, recovery at start-up, and the ledger's
+//! bookkeeping of files fetched by poll mode.
+
+use super::pipeline::Pipeline;
+use crate::api::error::AfterCommit;
+use crate::core::parallel::join;
+use crate::core::report::Report;
+use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
+use crate::store::{Commit, FileEntry, RemoteOrigin, Store};
+use crate::util::{crash_point, free_name, fsync_dir, sha256_hex, write_atomic, write_atomic_with};
+use anyhow::{Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+impl<S: Store> Pipeline<S> {
+    /// Finishes the filing of files committed before a crash.
+    pub fn recover(&self) -> Result<()> {
+        for entry in self.store.files()? {
+            if entry.pending_move.is_some() {
+                tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
+                self.finish_filing(&entry)?;
+            }
+        }
+        // Poll mode: a download registered but not renamed into inbox/ before a crash is
+        // completed (it was fsynced before registering), or forgotten when its bytes are gone,
+        // so the remote file is fetched again.
+        let inbox = self.paths.folder("inbox");
+        for (name, origin) in self.store.remote_registrations()? {
+            if inbox.join(&name).exists() {
+                continue;
+            }
+            let part = inbox.join(format!(".fetch-{name}.part"));
+            let completed = part.exists()
+                && crate::util::sha256_file(&part).is_ok_and(|sha| sha == origin.sha256)
+                && crate::util::rename_noreplace(&part, &inbox.join(&name)).is_ok();
+            if !completed {
+                tracing::info!(remote = %origin.name, "forgetting a download that never reached inbox/; it will be fetched again");
+                let _ = fs::remove_file(&part);
+                self.store.unregister_remote(&name)?;
+            }
+        }
+        // Reports staged for a file whose commit never happened (a crash or an I/O error
+        // between staging and commit): the file is still in inbox/ and will be staged again.
+        for item in fs::read_dir(&self.paths.staging)? {
+            let path = item?.path();
+            let pending = match path
+                .file_name()
+                .and_then(|n| n.to_str()?.parse::<u64>().ok())
+            {
+                Some(id) => self
+                    .store
+                    .file(id)?
+                    .is_some_and(|f| f.pending_move.is_some()),
+                None => false,
+            };
+            if !pending {
+                tracing::info!(path = %path.display(), "removing reports staged for a file that was never committed");
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when taken in any result folder.
+    pub(super) fn unique_name(&self, ts: &str, name: &str) -> Result<String> {
+        Ok(free_name(&format!("{ts}_{name}"), |candidate| {
+            FOLDERS[1..]
+                .iter()
+                .any(|f| self.paths.folder(f).join(candidate).exists())
+        }))
+    }
+
+    pub(super) fn staged(&self, id: u64) -> PathBuf {
+        self.paths.staging.join(id.to_string())
+    }
+
+    /// Writes the reports where the move will pick them up, durably, before the commit.
+    pub(super) fn stage(&self, entry: &FileEntry, report: &Report) -> Result<()> {
+        let dir = self.staged(entry.id);
+        let writing = || format!("writing the reports of {} in {}", entry.name, dir.display());
+        fs::create_dir_all(&dir).with_context(writing)?;
+        // The two forms of a large report are written on two cores.
+        let (text, json) = join(
+            || write_atomic(&dir.join("report.txt"), report.to_text().as_bytes()),
+            || {
+                write_atomic_with(&dir.join("report.json"), |w| {
+                    serde_json::to_writer_pretty(&mut *w, report)?;
+                    Ok(())
+                })
+            },
+        );
+        json.with_context(writing)?;
+        text.with_context(writing)?;
+        Ok(())
+    }
+
+    /// [`Self::finish_filing`] right after `entry` was committed: a failure says the change
+    /// was recorded (exit 5 without "nothing was changed").
+    pub(super) fn finish_filing_committed(&self, entry: &FileEntry) -> Result<()> {
+        self.finish_filing(entry).map_err(|e| {
+            e.context(AfterCommit {
+                id: entry.id,
+                name: entry.name.clone(),
+            })
+        })
+    }
+
+    /// After the commit: move the file and its staged reports into place, then clear the mark.
+    pub(super) fn finish_filing(&self, entry: &FileEntry) -> Result<()> {
+        let Some((from, to)) = &entry.pending_move else {
+            return Ok(());
+        };
+        let from = self.paths.drop.join(from);
+        let to = self.paths.drop.join(to);
+        let to_dir = to.parent().expect("a folder").to_path_buf();
+        let staged = self.staged(entry.id);
+        for ext in ["json", "txt"] {
+            let src = staged.join(format!("report.{ext}"));
+            let dst = to_dir.join(format!("{}.report.{ext}", entry.stored_as));
+            if src.exists() {
+                fs::rename(&src, &dst)
+                    .with_context(|| format!("moving report to {}", dst.display()))?;
+            }
+            if from.parent() != to.parent() {
+                let old = from
+                    .parent()
+                    .expect("a folder")
+                    .join(format!("{}.report.{ext}", entry.stored_as));
+                if old.exists() && old != dst {
+                    fs::remove_file(&old)?;
+                }
+            }
+        }
+        crash_point("after_reports_moved");
+        // After a crash between the move and clearing the mark, inbox/<name> may be a new
+        // upload with the same name: move only the bytes that were committed.
+        let same_file = from.exists()
+            && from != to
+            && fs::read(&from).is_ok_and(|bytes| sha256_hex(&bytes) == entry.sha256);
+        if same_file {
+            fs::rename(&from, &to)
+                .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        }
+        fsync_dir(&to_dir)?;
+        if let Some(parent) = from.parent() {
+            fsync_dir(parent)?;
+        }
+        crash_point("after_file_moved");
+        let _ = fs::remove_dir(&staged);
+        self.store.commit(Commit {
+            updates: Vec::new(),
+            file: Some(&FileEntry {
+                pending_move: None,
+                ..entry.clone()
+            }),
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })?;
+        Ok(())
+    }
+
+    /// Files `bytes` into inbox/ as a complete file (temp name, fsync, rename) under a free
+    /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix); returns the name.
+    pub fn receive(&self, original: &str, bytes: &[u8], dry_run: bool) -> Result<String> {
+        let base = Path::new(original)
+            .file_name()
+            .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "roster.csv".to_string());
+        // A name the inbox would ignore (hidden or partial) gets `.csv` so it is processed.
+        let mut name = if is_ignored(&base) {
+            format!("{base}.csv")
+        } else {
+            base
+        };
+        if dry_run && !name.ends_with(DRY_RUN_SUFFIX) {
+            name = match name.strip_suffix(".csv") {
+                Some(stem) => format!("{stem}{DRY_RUN_SUFFIX}"),
+                None => format!("{name}{DRY_RUN_SUFFIX}"),
+            };
+        }
+        let inbox = self.paths.folder("inbox");
+        let tmp = inbox.join(format!(".receive-{}.part", std::process::id()));
+        let written = fs::File::create(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            })
+            .with_context(|| format!("writing {}", tmp.display()));
+        if let Err(e) = written {
+            // A full disk must not keep the partial copy (nor its space).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
+        fsync_dir(&inbox)?;
+        Ok(candidate)
+    }
+
+    /// Removes `inbox/<name>` filed by [`Self::receive`] for a request that failed before
+    /// its file was committed, so that the failure changes nothing (best effort). Kept when
+    /// the ledger records it (a commit whose flush failed) or cannot be read.
+    pub fn discard_received(&self, name: &str) {
+        let from = format!("inbox/{name}");
+        let recorded = self.store.files().map_or(true, |files| {
+            files
+                .iter()
+                .any(|f| f.pending_move.as_ref().is_some_and(|(m, _)| *m == from))
+        });
+        if recorded {
+            return;
+        }
+        let inbox = self.paths.folder("inbox");
+        match fs::remove_file(inbox.join(name)).and_then(|()| fsync_dir(&inbox)) {
+            Ok(()) => tracing::info!(
+                file = name,
+                "the request failed: its file was taken out of inbox/"
+            ),
+            Err(e) => tracing::warn!(
+                file = name,
+                "the request failed and its file could not be taken out of inbox/: {e}"
+            ),
+        }
+    }
+
+    /// Files whose source still has to finish them (poll mode: the remote copy has to move).
+    pub fn remote_work(&self) -> Result<Vec<FileEntry>> {
+        Ok(self
+            .store
+            .files()?
+            .into_iter()
+            .filter(|f| f.remote_pending && f.remote.is_some() && f.pending_move.is_none())
+            .collect())
+    }
+
+    /// Registers a complete download's origin and renames it from `tmp` into inbox/ as
+    /// `name`; when the rename fails the download is forgotten, so it is fetched again.
+    pub fn file_in(&self, tmp: &Path, name: &str, origin: &RemoteOrigin) -> Result<()> {
+        self.store.register_remote(name, origin)?;
+        let target = self.paths.folder("inbox").join(name);
+        let moved = crate::util::rename_noreplace(tmp, &target)
+            .and_then(|()| fsync_dir(target.parent().expect("inbox")));
+        if let Err(e) = moved {
+            let _ = fs::remove_file(tmp);
+            self.store.unregister_remote(name)?;
+            return Err(e)
+                .with_context(|| format!("moving the download into {}", target.display()));
+        }
+        Ok(())
+    }
+
+    /// Poll mode: the remote move of file `id` is done.
+    pub fn remote_done(&self, id: u64) -> Result<()> {
+        let Some(entry) = self.store.file(id)? else {
+            return Ok(());
+        };
+        self.store.commit(Commit {
+            updates: Vec::new(),
+            file: Some(&FileEntry {
+                remote_pending: false,
+                ..entry
+            }),
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })?;
+        Ok(())
+    }
+
+    /// Poll mode: whether a remote file was already fetched (in the ledger or registered),
+    /// by its folder, name, size and mtime.
+    pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<bool> {
+        let same = |o: &RemoteOrigin| {
+            o.dir == origin.dir
+                && o.name == origin.name
+                && o.size == origin.size
+                && o.mtime == origin.mtime
+        };
+        if self
+            .store
+            .remote_registrations()?
+            .iter()
+            .any(|(_, o)| same(o))
+        {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .files()?
+            .iter()
+            .any(|f| f.remote.as_ref().is_some_and(same)))
+    }
+}
