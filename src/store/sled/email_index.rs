@@ -20,7 +20,6 @@ use crate::core::parallel::join;
 use crate::store::{StoreError, StoreResult};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::hash::Hasher;
 
 /// An email folded as [`fold_value`] folds it, borrowed when it already is (most are: a
 /// first import folds a million of them).
@@ -45,14 +44,23 @@ fn corrupt(key: &[u8], what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("email index bucket {key:02x?}: {what}"))
 }
 
-/// Encodes a bucket's entries (sorted, unique).
-fn encode<E: AsRef<str>, I: AsRef<str>>(entries: &[(E, I)]) -> Vec<u8> {
-    let pairs: Vec<(&str, &str)> = entries
+/// Encodes a bucket's entries (sorted, unique); a `Cow<str>` encodes as the `str` it holds.
+fn encode<E, I>(entries: &[(E, I)]) -> Vec<u8>
+where
+    E: AsRef<str> + serde::Serialize,
+    I: AsRef<str> + serde::Serialize,
+{
+    debug_assert!(
+        entries
+            .windows(2)
+            .all(|w| (w[0].0.as_ref(), w[0].1.as_ref()) < (w[1].0.as_ref(), w[1].1.as_ref()))
+    );
+    let room: usize = entries
         .iter()
-        .map(|(e, i)| (e.as_ref(), i.as_ref()))
-        .collect();
-    debug_assert!(pairs.windows(2).all(|w| w[0] < w[1]));
-    postcard::to_allocvec(&pairs).expect("index entries always serialize")
+        .map(|(e, i)| e.as_ref().len() + i.as_ref().len() + 2)
+        .sum();
+    postcard::to_extend(entries, Vec::with_capacity(room + 5))
+        .expect("index entries always serialize")
 }
 
 /// Decodes a bucket with its strings borrowed, refusing trailing bytes, entries out of
@@ -112,102 +120,132 @@ pub fn build<'a>(
         .collect()
 }
 
-/// What a write of accounts changes in the index.
+/// (folded email, employee ID) pairs, borrowed.
+#[cfg(test)]
+type Pairs<'p> = Vec<(&'p str, &'p str)>;
+
+/// One index bucket's part of a write of accounts.
 #[derive(Default)]
-pub struct Changes<'a> {
+struct Group<'a> {
     /// New entries, borrowed from the accounts being written.
     add: Vec<(Cow<'a, str>, &'a str)>,
     /// Entries of accounts removed or whose email changed (their old email).
     remove: Vec<(String, String)>,
 }
 
+/// What a write of accounts changes in the index, by index bucket.
+pub struct Changes<'a> {
+    /// Indexed by bucket number.
+    groups: Vec<Group<'a>>,
+}
+
+impl Default for Changes<'_> {
+    fn default() -> Self {
+        Changes {
+            groups: (0..buckets::BUCKETS).map(|_| Group::default()).collect(),
+        }
+    }
+}
+
 impl<'a> Changes<'a> {
-    /// The changes of one bucket of accounts: `existing` (sorted by ID) before the write,
-    /// `updates` written into it (of two with one ID the later wins), `removed` taken out.
-    pub fn of_bucket(existing: &[Account], updates: &[&'a Account], removed: &[&str]) -> Self {
+    fn group(&mut self, folded: &str) -> &mut Group<'a> {
+        &mut self.groups[usize::from(u16::from_be_bytes(bucket_of(folded)))]
+    }
+
+    /// Adds the changes of one bucket of accounts: `existing` (sorted by ID) before the
+    /// write, `updates` written into it (of two with one ID the later wins, as in
+    /// [`buckets::merge`]), `removed` taken out.
+    pub fn add_bucket(&mut self, existing: &[Account], updates: &[&'a Account], removed: &[&str]) {
         let old = |id: &str| {
             existing
                 .binary_search_by(|a| a.employee_id.as_str().cmp(id))
                 .ok()
                 .map(|i| fold(&existing[i].email).into_owned())
         };
-        let mut changes = Changes::default();
         for id in removed {
             if let Some(email) = old(id) {
-                changes.remove.push((email, id.to_string()));
+                self.group(&email).remove.push((email, id.to_string()));
             }
         }
-        let mut seen = std::collections::HashSet::new();
-        for update in updates.iter().rev() {
+        let mut winners: Vec<&'a Account> = updates.iter().rev().copied().collect();
+        if !winners
+            .windows(2)
+            .all(|w| w[0].employee_id > w[1].employee_id)
+        {
+            // Stable: of one ID, the later update stays first.
+            winners.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+            winners.dedup_by(|later, first| later.employee_id == first.employee_id);
+        }
+        for update in winners {
             let id = update.employee_id.as_str();
-            if !seen.insert(id) || removed.contains(&id) {
+            if removed.contains(&id) {
                 continue;
             }
             let new = fold(&update.email);
             match old(id) {
                 Some(email) if email == new => {}
                 Some(email) => {
-                    changes.remove.push((email, id.to_string()));
-                    changes.add.push((new, id));
+                    self.group(&email).remove.push((email, id.to_string()));
+                    self.group(&new).add.push((new, id));
                 }
-                None => changes.add.push((new, id)),
+                None => self.group(&new).add.push((new, id)),
             }
         }
-        changes
     }
 
-    /// Adds the changes of another bucket of accounts.
+    /// Adds the changes of other buckets of accounts.
     pub fn extend(&mut self, other: Changes<'a>) {
-        self.add.extend(other.add);
-        self.remove.extend(other.remove);
+        for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
+            mine.add.extend(theirs.add);
+            mine.remove.extend(theirs.remove);
+        }
     }
 
     /// Reads the index buckets these changes touch and builds what they hold after them;
     /// half of the buckets on a second core (a first import adds a million entries).
     pub fn stage(self, tree: &sled::Tree) -> StoreResult<Vec<Staged>> {
-        type Group<'a> = (Vec<(Cow<'a, str>, &'a str)>, Vec<(&'a str, &'a str)>);
-        let mut groups: BTreeMap<BucketKey, Group<'_>> = BTreeMap::new();
-        for (email, id) in self.add {
-            groups
-                .entry(bucket_of(&email))
-                .or_default()
-                .0
-                .push((email, id));
-        }
-        for (email, id) in &self.remove {
-            groups
-                .entry(bucket_of(email))
-                .or_default()
-                .1
-                .push((email, id));
-        }
-        let groups: Vec<(&BucketKey, &Group<'_>)> = groups.iter().collect();
-        let (first, second) = groups.split_at(groups.len() / 2);
-        let stage = |part: &[(&BucketKey, &Group<'_>)]| {
-            part.iter()
-                .map(|(key, (add, remove))| {
-                    let before = tree.get(key)?;
-                    let mut entries: Vec<(&str, &str)> = match &before {
-                        Some(bytes) => borrow(*key, bytes)?,
-                        None => Vec::new(),
-                    };
-                    entries.retain(|e| !remove.contains(e));
-                    entries.extend(add.iter().map(|(email, id)| (email.as_ref(), *id)));
-                    entries.sort_unstable();
-                    entries.dedup();
-                    let after = (!entries.is_empty()).then(|| sled::IVec::from(encode(&entries)));
-                    Ok(Staged {
-                        key: **key,
-                        before,
-                        after,
-                    })
-                })
-                .collect::<StoreResult<Vec<Staged>>>()
+        let (first, second) = self.groups.split_at(self.groups.len() / 2);
+        let stage = |part: &[Group<'_>], offset: usize| {
+            let mut staged = Vec::new();
+            for (n, group) in part.iter().enumerate() {
+                if group.add.is_empty() && group.remove.is_empty() {
+                    continue;
+                }
+                let key = ((offset + n) as u16).to_be_bytes();
+                let before = tree.get(key)?;
+                let mut entries: Vec<(&str, &str)> = match &before {
+                    Some(bytes) => borrow(&key, bytes)?,
+                    None => Vec::with_capacity(group.add.len()),
+                };
+                entries.retain(|(e, i)| !group.remove.iter().any(|(re, ri)| re == e && ri == i));
+                entries.extend(group.add.iter().map(|(email, id)| (email.as_ref(), *id)));
+                entries.sort_unstable();
+                entries.dedup();
+                let after = (!entries.is_empty()).then(|| sled::IVec::from(encode(&entries)));
+                staged.push(Staged { key, before, after });
+            }
+            Ok::<_, StoreError>(staged)
         };
-        let (staged, rest) = join(|| stage(first), || stage(second));
+        let (staged, rest) = join(|| stage(first, 0), || stage(second, first.len()));
         let mut staged = staged?;
         staged.extend(rest?);
         Ok(staged)
+    }
+
+    /// The entries to add and to remove, in bucket order (for tests).
+    #[cfg(test)]
+    fn flat(&self) -> (Pairs<'_>, Pairs<'_>) {
+        let add = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.add)
+            .map(|(e, i)| (e.as_ref(), *i));
+        let remove = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.remove)
+            .map(|(e, i)| (&e[..], &i[..]));
+        (add.collect(), remove.collect())
     }
 }
 
@@ -224,13 +262,8 @@ pub struct Digest {
 impl Digest {
     /// Counts one pair.
     pub fn add(&mut self, folded: &str, id: &str) {
-        let mut h = std::hash::DefaultHasher::new();
-        h.write(folded.as_bytes());
-        // Never part of UTF-8: the pair ("a", "bc") hashes apart from ("ab", "c").
-        h.write_u8(0xff);
-        h.write(id.as_bytes());
         self.entries += 1;
-        self.sum = self.sum.wrapping_add(h.finish());
+        self.sum = self.sum.wrapping_add(pair_hash(folded, id));
     }
 
     /// Both sets together.
@@ -266,6 +299,25 @@ impl Digest {
             }
         )))
     }
+}
+
+/// A 64-bit hash of a pair, eight bytes at a time, each part's length mixed in (so
+/// ("a", "bc") and ("ab", "c") hash apart), then finalized as SplitMix64 does. Not SipHash:
+/// the start-up check hashes every pair twice, and it looks for damage, not an adversary.
+fn pair_hash(folded: &str, id: &str) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0;
+    for part in [folded.as_bytes(), id.as_bytes()] {
+        h = (h ^ part.len() as u64).wrapping_mul(K);
+        for chunk in part.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
@@ -339,11 +391,13 @@ mod tests {
         let mut added = account("E4");
         added.email = "four@x.io".into();
         let updates = [&moved, &recased, &stale, &added];
-        let c = Changes::of_bucket(&existing, &updates, &["E3", "E9"]);
-        let add: Vec<(&str, &str)> = c.add.iter().map(|(e, i)| (e.as_ref(), *i)).collect();
+        let mut c = Changes::default();
+        c.add_bucket(&existing, &updates, &["E3", "E9"]);
+        let (mut add, mut remove) = c.flat();
+        add.sort();
+        remove.sort();
         assert_eq!(add, [("four@x.io", "E4"), ("new@x.io", "E1")]);
-        let remove: Vec<(&str, &str)> = c.remove.iter().map(|(e, i)| (&e[..], &i[..])).collect();
-        assert_eq!(remove, [("e3@x.io", "E3"), ("e1@x.io", "E1")]);
+        assert_eq!(remove, [("e1@x.io", "E1"), ("e3@x.io", "E3")]);
     }
 
     #[test]
@@ -361,6 +415,7 @@ mod tests {
             digest(&[("a@x.io", "E1"), ("b@x.io", "E3")]),
             digest(&[("a@x.io", "E1"), ("b@x.io", "E2"), ("b@x.io", "E2")]),
             digest(&[("a@x.ioE", "1"), ("b@x.io", "E2")]),
+            digest(&[("a@x.io\0", "E1"), ("b@x.io", "E2")]),
         ] {
             assert!(Digest::compare(base, other).is_err(), "{other:?}");
         }

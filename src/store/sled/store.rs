@@ -147,7 +147,7 @@ impl SledStore {
                     Some(bytes) => buckets::decode(*key, bytes)?,
                     None => Vec::new(),
                 };
-                changes.extend(email_index::Changes::of_bucket(&existing, updates, remove));
+                changes.add_bucket(&existing, updates, remove);
                 let merged = buckets::merge(&existing, updates, remove);
                 staged.push(Staged {
                     key: **key,
@@ -204,8 +204,9 @@ impl SledStore {
     /// which side is wrong cannot be told (an account bucket that lost an update still
     /// decodes). SPEC §8 refuses a damaged store, naming the backup to restore (a restore
     /// builds the index from the backup's accounts); rebuilding would hide the damage and
-    /// write into a store this check must leave as it found it. The check costs one hash
-    /// per account, on two cores with the buckets' own check.
+    /// write into a store this check must leave as it found it. The check hashes each
+    /// account's pair and decodes the index, on two cores with the buckets' own check (see
+    /// BENCHMARKS.md for what it adds to an open).
     pub fn verify(&self) -> StoreResult<()> {
         self.rules()?;
         let check = |accounts: sled::Iter, index: sled::Iter| -> StoreResult<(Digest, Digest)> {
