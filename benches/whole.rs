@@ -10,7 +10,8 @@
 //! `BENCH_DIR/profile` and prints the command to profile.
 //! Parts: `import` (1M first import, re-upload, sync and peak RSS vs the csv floor),
 //! `scaling` (10k, 100k, 1M), `latency` (10k upload→report through the daemon),
-//! `upload` (100 MB over OpenSSH sftp and curl, autoprov vs OpenSSH's sshd).
+//! `upload` (100 MB over OpenSSH sftp and curl, autoprov vs OpenSSH's sshd),
+//! `auth` (`auth check EMAIL` through the daemon on a store of `BENCH_ROWS` employees).
 //! Environment: `AUTOPROV_BENCH_BIN` (another autoprov binary to measure), `BENCH_REPS` (default 5), `BENCH_ROWS` (default 1000000), `BENCH_DIR`
 //! (default /var/tmp/autoprov-bench; rosters are generated there once and reused).
 //!
@@ -21,6 +22,8 @@
 
 mod common;
 
+use autoprov::api::{Output, Request};
+use autoprov::control::{Envelope, client};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -85,6 +88,9 @@ fn main() {
     }
     if want("upload") {
         bench.upload();
+    }
+    if want("auth") {
+        bench.auth(bench.rows);
     }
     bench.save();
 }
@@ -165,6 +171,14 @@ fn measured_with(cmd: &[&str], envs: &[(&str, &str)]) -> Run {
         exit: v[2] as i32,
         cpu: v[3] / 1e9,
     }
+}
+
+/// The `p`-th percentile (nearest rank) of `xs`.
+fn percentile(xs: &[f64], p: f64) -> f64 {
+    let mut xs = xs.to_vec();
+    xs.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let rank = ((p / 100.0) * xs.len() as f64).ceil() as usize;
+    xs[rank.clamp(1, xs.len()) - 1]
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -774,6 +788,148 @@ impl Bench {
         drop(clients);
         Self::stop(&mut daemon);
         Self::stop(&mut sshd);
+        let _ = fs::remove_dir_all(&root);
+    }
+}
+
+impl Bench {
+    /// `count` distinct row numbers of a `rows`-row roster (seed 3), and the Work Email of
+    /// each, read from the roster file.
+    fn sample_emails(file: &Path, rows: usize, count: usize) -> Vec<String> {
+        let mut rng = common::Rng::new(3);
+        let mut wanted = std::collections::BTreeSet::new();
+        while wanted.len() < count.min(rows) {
+            wanted.insert(rng.below(rows as u64) as usize);
+        }
+        let mut reader = csv::Reader::from_path(file).expect("open roster");
+        let emails: Vec<String> = reader
+            .records()
+            .enumerate()
+            .filter(|(i, _)| wanted.contains(i))
+            .map(|(_, r)| r.expect("roster row")[3].to_string())
+            .collect();
+        // In a random order, not the roster's.
+        let mut order: Vec<(u64, String)> = emails.into_iter().map(|e| (rng.next(), e)).collect();
+        order.sort();
+        order.into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// Runs the binary under test with `args`; (seconds, exit code).
+    fn timed(config: &Path, args: &[&str]) -> (f64, i32) {
+        let start = Instant::now();
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run autoprov");
+        (
+            start.elapsed().as_secs_f64(),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+
+    /// `auth check EMAIL` sent on the control socket as the CLI sends it; (seconds, exit).
+    fn socket_auth_check(socket: &Path, email: &str) -> (f64, u8) {
+        let envelope = Envelope {
+            request: Request::AuthCheck {
+                email: email.into(),
+            },
+            upload: None,
+            output: Output::Text,
+        };
+        let start = Instant::now();
+        let reach = client::call(socket, &envelope, None, Some(Duration::from_secs(60)));
+        let secs = start.elapsed().as_secs_f64();
+        match reach {
+            client::Reach::Answered(response) => (secs, response.exit),
+            _ => panic!("the daemon did not answer auth check {email}"),
+        }
+    }
+
+    /// `auth check EMAIL` latency through the daemon, sequential, as the SSO gateway calls
+    /// it at every sign-in, on a store holding the accounts of a `rows`-row roster. The
+    /// store is made through the binary under test (`rules add`, then `process`), so that
+    /// `AUTOPROV_BENCH_BIN` may name a build of another store schema. Beside it: the same
+    /// request sent on the control socket from this process (the daemon's part alone), and
+    /// the binary's `--version` (process start and exit, no daemon).
+    fn auth(&self, rows: usize) {
+        const CHECKS: usize = 200;
+        let file = self.roster(rows);
+        println!(
+            "\n== auth: `autoprov auth check EMAIL` through the daemon, {CHECKS} random roster emails, store of a {rows}-row roster =="
+        );
+        let root = self.dir.join("auth");
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root).expect("root");
+        let config = root.join("autoprov.toml");
+        fs::write(&config, common::config_toml(&root, &Self::host_source())).expect("config");
+        let when = "employment_status != \"Leave of Absence\"";
+        let add = [
+            "rules",
+            "add",
+            "--name",
+            "Everyone",
+            "--role",
+            "Read-only Admin",
+        ];
+        let (_, code) = Self::timed(&config, &[&add[..], &["--when", when]].concat());
+        assert_eq!(code, 0, "rules add");
+        let (import, code) = Self::timed(&config, &["process", file.to_str().expect("utf-8")]);
+        assert_eq!(code, 0, "import applied");
+        // Opening the store checks it whole (and, since schema 3, its email index).
+        let (open, code) = Self::timed(&config, &["status"]);
+        assert_eq!(code, 0, "status");
+        println!(
+            "  import (one broad rule): {import:.2} s; `status` without the daemon (open + check): {open:.2} s"
+        );
+        let emails = Self::sample_emails(&file, rows, CHECKS);
+        let (mut child, _) = self.daemon(&root, &config);
+        let (mut checks, mut calls, mut active) = (Vec::new(), Vec::new(), 0);
+        for email in &emails {
+            let (secs, code) = Self::timed(&config, &["auth", "check", email]);
+            assert!(code == 0 || code == 1, "auth check {email}: exit {code}");
+            active += usize::from(code == 0);
+            checks.push(secs);
+            let (secs, answer) = Self::socket_auth_check(&root.join("autoprov.sock"), email);
+            assert_eq!(
+                i32::from(answer),
+                code,
+                "{email}: the socket and the CLI agree"
+            );
+            calls.push(secs);
+        }
+        Self::stop(&mut child);
+        let version: Vec<f64> = (0..CHECKS / 4)
+            .map(|_| Self::timed(&config, &["--version"]).0)
+            .collect();
+        let ms = |xs: &[f64], p: f64| percentile(xs, p) * 1e3;
+        println!(
+            "  auth check ({active} of {} active): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target: p99 < 5 ms)",
+            checks.len(),
+            ms(&checks, 50.0),
+            ms(&checks, 99.0),
+            ms(&checks, 100.0)
+        );
+        println!(
+            "  the same request on the control socket from this process (no process start): p50 {:.2} ms, p99 {:.2} ms",
+            ms(&calls, 50.0),
+            ms(&calls, 99.0)
+        );
+        println!(
+            "  baseline, `autoprov --version` (process start, no daemon): p50 {:.2} ms, p99 {:.2} ms",
+            ms(&version, 50.0),
+            ms(&version, 99.0)
+        );
+        let k = format!("auth_{rows}");
+        self.record(&format!("{k}_p50_ms"), ms(&checks, 50.0));
+        self.record(&format!("{k}_p99_ms"), ms(&checks, 99.0));
+        self.record(&format!("{k}_socket_p50_ms"), ms(&calls, 50.0));
+        self.record(&format!("{k}_socket_p99_ms"), ms(&calls, 99.0));
+        self.record(&format!("{k}_version_p50_ms"), ms(&version, 50.0));
+        self.record(&format!("{k}_import_s"), import);
+        self.record(&format!("{k}_status_s"), open);
         let _ = fs::remove_dir_all(&root);
     }
 }

@@ -1,13 +1,13 @@
 //! Persistent state: rules, accounts, the ledger of files, the audit log.
 
-mod buckets;
-mod sled_store;
-pub mod watermark;
+mod backup_format;
+pub mod memory;
+mod sled;
 
-pub use buckets::AccountRef;
-pub use sled_store::SledStore;
+pub use self::sled::{SledStore, watermark};
+pub use memory::MemoryStore;
 
-use crate::core::accounts::Account;
+use crate::core::accounts::{Account, Origin, Status};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Rule, RuleId};
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     /// sled failed. Not a `source`: the message already shows sled's, once.
     #[error("store: {0}")]
-    Sled(sled::Error),
+    Sled(::sled::Error),
     /// A record could not be decoded: the store is damaged or from another version.
     #[error("store is damaged: {0}")]
     Corrupt(String),
@@ -26,8 +26,8 @@ pub enum StoreError {
     Conflict(String),
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> Self {
         StoreError::Sled(e)
     }
 }
@@ -185,6 +185,10 @@ pub trait Store: Send + Sync {
     fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()>;
     /// One account.
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>>;
+    /// Every account (active or not, with history) whose email, folded as
+    /// [`crate::core::columns::fold_value`] folds it, is `email` folded; sorted by employee ID.
+    /// This answers every SSO sign-in, so it reads an index, not every account.
+    fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>>;
     /// Saves one account by hand (or removes it when `remove`) and audits, atomically.
     fn put_account(&self, account: &Account, remove: bool, audit: AuditNote) -> StoreResult<()>;
     /// Applies one sync in one transaction, then flushes to disk.
@@ -217,6 +221,107 @@ pub trait Store: Send + Sync {
     fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64>;
 }
 
+/// An [`Account`] read in place, its strings borrowed (in the sled store, from the bucket
+/// it is stored in): the same fields, types and order, so postcard accepts the same bytes.
+/// For scans over every account (counts, listings) that need no owned copy of a million
+/// accounts.
+#[derive(Debug, serde::Deserialize)]
+pub struct AccountRef<'a> {
+    /// See [`Account`].
+    pub employee_id: &'a str,
+    /// See [`Account`].
+    pub email: &'a str,
+    /// See [`Account`].
+    pub role: &'a str,
+    /// See [`Account`].
+    pub status: Status,
+    /// See [`Account`].
+    pub origin: Origin,
+    /// See [`Account`].
+    pub rule_id: Option<RuleId>,
+    /// See [`Account`].
+    pub created_at: &'a str,
+    /// See [`Account`].
+    pub updated_at: &'a str,
+    /// See [`Account`].
+    #[serde(borrow)]
+    pub history: Vec<HistoryRef<'a>>,
+}
+
+impl<'a> AccountRef<'a> {
+    /// The account, read in place.
+    pub fn of(a: &'a Account) -> AccountRef<'a> {
+        AccountRef {
+            employee_id: &a.employee_id,
+            email: &a.email,
+            role: &a.role,
+            status: a.status,
+            origin: a.origin,
+            rule_id: a.rule_id,
+            created_at: &a.created_at,
+            updated_at: &a.updated_at,
+            history: a
+                .history
+                .iter()
+                .map(|h| HistoryRef {
+                    at: &h.at,
+                    source: &h.source,
+                    status: h.status,
+                    role: &h.role,
+                    reason: &h.reason,
+                })
+                .collect(),
+        }
+    }
+
+    /// An owned copy without the history (for listings and look-ups).
+    pub fn without_history(&self) -> Account {
+        Account {
+            employee_id: self.employee_id.into(),
+            email: self.email.into(),
+            role: self.role.into(),
+            status: self.status,
+            origin: self.origin,
+            rule_id: self.rule_id,
+            created_at: self.created_at.into(),
+            updated_at: self.updated_at.into(),
+            history: Vec::new(),
+        }
+    }
+
+    /// An owned copy with the history.
+    pub fn to_account(&self) -> Account {
+        let mut account = self.without_history();
+        account.history = self
+            .history
+            .iter()
+            .map(|h| crate::core::accounts::HistoryEntry {
+                at: h.at.into(),
+                source: h.source.into(),
+                status: h.status,
+                role: h.role.into(),
+                reason: h.reason.into(),
+            })
+            .collect();
+        account
+    }
+}
+
+/// A [`crate::core::accounts::HistoryEntry`] read in place (see [`AccountRef`]).
+#[derive(Debug, serde::Deserialize)]
+pub struct HistoryRef<'a> {
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub at: &'a str,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub source: &'a str,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub status: Status,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub role: &'a str,
+    /// See [`crate::core::accounts::HistoryEntry`].
+    pub reason: &'a str,
+}
+
 /// The summary line of a report for the ledger.
 pub fn summary(report: &Report) -> String {
     if !report.errors.is_empty() {
@@ -246,3 +351,6 @@ pub(crate) mod samples {
         }
     }
 }
+
+#[cfg(test)]
+mod conformance;

@@ -4,7 +4,7 @@ use super::{configured_role, note};
 use crate::api::render::{account_json, account_line, account_text};
 use crate::api::{Output, Request, Response, exit};
 use crate::core::accounts::{Account, Origin, Status};
-use crate::core::columns::{fold_value, is_well_formed_email};
+use crate::core::columns::is_well_formed_email;
 use crate::core::rules::RuleId;
 use crate::engine::pipeline::Pipeline;
 use crate::store::Store;
@@ -240,14 +240,10 @@ fn admins_set<S: Store>(
 
 /// The active accounts whose email is `email` (case-insensitive), without history.
 fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Vec<Account>> {
-    let wanted = fold_value(email);
-    // Read in place: this answers every SSO sign-in.
-    let mut active: Vec<Account> = Vec::new();
-    p.store.scan_accounts(&mut |a| {
-        if a.status == Status::Active && fold_value(a.email) == wanted {
-            active.push(a.without_history())
-        }
-    })?;
+    // Through the store's email index: this answers every SSO sign-in.
+    let mut active = p.store.accounts_by_email(email)?;
+    active.retain(Account::is_active);
+    active.iter_mut().for_each(|a| a.history.clear());
     Ok(active)
 }
 

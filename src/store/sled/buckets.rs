@@ -8,9 +8,8 @@
 //! buckets the same transaction writes at most [`BUCKETS`] values, and a re-sync that changes
 //! a handful of accounts rewrites only their buckets. See BENCHMARKS.md.
 
-use super::{StoreError, StoreResult};
-use crate::core::accounts::{Account, Origin, Status};
-use crate::core::rules::RuleId;
+use crate::core::accounts::Account;
+use crate::store::{AccountRef, StoreError, StoreResult};
 use serde::Serialize;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -77,20 +76,14 @@ pub fn decode(key: &[u8], bytes: &[u8]) -> StoreResult<Vec<Account>> {
     Ok(accounts)
 }
 
-/// Decodes a bucket with its strings borrowed from `bytes`, with the checks of [`decode`].
-/// Accepts exactly what [`decode`] accepts (the test `check_accepts_what_decode_accepts`
-/// holds it to that).
+/// Decodes a bucket with its strings borrowed from `bytes`, with the checks of [`decode`]
+/// (the start-up check reads every bucket so). Accepts exactly what [`decode`] accepts (the
+/// test `borrow_accepts_what_decode_accepts` holds it to that).
 pub fn borrow<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<Vec<AccountRef<'a>>> {
     let (accounts, rest): (Vec<AccountRef<'_>>, _) =
         postcard::take_from_bytes(bytes).map_err(|e| corrupt(key, e))?;
     check_layout(key, rest, accounts.iter().map(|a| a.employee_id))?;
     Ok(accounts)
-}
-
-/// Checks a bucket decodes, without allocating its strings (the start-up check); returns
-/// how many accounts it holds.
-pub fn check(key: &[u8], bytes: &[u8]) -> StoreResult<usize> {
-    borrow(key, bytes).map(|accounts| accounts.len())
 }
 
 fn check_layout<'a>(
@@ -148,67 +141,10 @@ pub fn merge<'a>(
     out
 }
 
-/// An [`Account`] read in place, its strings borrowed from the bucket: the same fields,
-/// types and order, so postcard accepts the same bytes. For scans over every account
-/// (counts, look-ups by email, listings) that need no owned copy of a million accounts.
-#[derive(Debug, serde::Deserialize)]
-pub struct AccountRef<'a> {
-    /// See [`Account`].
-    pub employee_id: &'a str,
-    /// See [`Account`].
-    pub email: &'a str,
-    /// See [`Account`].
-    pub role: &'a str,
-    /// See [`Account`].
-    pub status: Status,
-    /// See [`Account`].
-    pub origin: Origin,
-    /// See [`Account`].
-    pub rule_id: Option<RuleId>,
-    /// See [`Account`].
-    pub created_at: &'a str,
-    /// See [`Account`].
-    pub updated_at: &'a str,
-    /// See [`Account`].
-    #[serde(borrow)]
-    pub history: Vec<HistoryRef<'a>>,
-}
-
-impl AccountRef<'_> {
-    /// An owned copy without the history (for listings and look-ups).
-    pub fn without_history(&self) -> Account {
-        Account {
-            employee_id: self.employee_id.into(),
-            email: self.email.into(),
-            role: self.role.into(),
-            status: self.status,
-            origin: self.origin,
-            rule_id: self.rule_id,
-            created_at: self.created_at.into(),
-            updated_at: self.updated_at.into(),
-            history: Vec::new(),
-        }
-    }
-}
-
-/// A [`crate::core::accounts::HistoryEntry`] read in place (see [`AccountRef`]).
-#[derive(Debug, serde::Deserialize)]
-pub struct HistoryRef<'a> {
-    /// See [`crate::core::accounts::HistoryEntry`].
-    pub at: &'a str,
-    /// See [`crate::core::accounts::HistoryEntry`].
-    pub source: &'a str,
-    /// See [`crate::core::accounts::HistoryEntry`].
-    pub status: Status,
-    /// See [`crate::core::accounts::HistoryEntry`].
-    pub role: &'a str,
-    /// See [`crate::core::accounts::HistoryEntry`].
-    pub reason: &'a str,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::accounts::Status;
     use proptest::prelude::*;
 
     /// With a history entry, so that every field is encoded.
@@ -226,6 +162,11 @@ mod tests {
         let mut accounts: Vec<Account> = ids.iter().map(|id| account(id)).collect();
         accounts.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
         (bucket_of(ids[0]), accounts)
+    }
+
+    /// How many accounts `borrow` reads from a bucket.
+    fn borrow_len(key: &[u8], bytes: &[u8]) -> StoreResult<usize> {
+        borrow(key, bytes).map(|accounts| accounts.len())
     }
 
     /// IDs that share a bucket with `first`.
@@ -264,7 +205,7 @@ mod tests {
         let (key, accounts) = bucket(&refs[..3]);
         let bytes = encode(&accounts);
         assert_eq!(decode(&key, &bytes).unwrap(), accounts);
-        assert_eq!(check(&key, &bytes).unwrap(), 3);
+        assert_eq!(borrow_len(&key, &bytes).unwrap(), 3);
         let mut changed = account(refs[1]);
         changed.status = Status::Inactive;
         let stale = account(refs[1]);
@@ -296,16 +237,16 @@ mod tests {
                 "out of order",
             ),
         ] {
-            for err in [decode(&k, &b).unwrap_err(), check(&k, &b).unwrap_err()] {
+            for err in [decode(&k, &b).unwrap_err(), borrow_len(&k, &b).unwrap_err()] {
                 assert!(err.to_string().contains(want), "{err}");
             }
         }
     }
 
     proptest! {
-        /// Any bytes: `check` accepts exactly what `decode` accepts.
+        /// Any bytes: `borrow` accepts exactly what `decode` accepts.
         #[test]
-        fn check_accepts_what_decode_accepts(
+        fn borrow_accepts_what_decode_accepts(
             cut in 0usize..400,
             flip in 0usize..400,
             bit in 0u8..8,
@@ -320,7 +261,7 @@ mod tests {
             }
             bytes.truncate(cut.max(1).min(bytes.len()));
             bytes.extend(extra);
-            prop_assert_eq!(decode(&key, &bytes).is_ok(), check(&key, &bytes).is_ok());
+            prop_assert_eq!(decode(&key, &bytes).is_ok(), borrow_len(&key, &bytes).is_ok());
         }
     }
 }

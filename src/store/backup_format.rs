@@ -1,0 +1,279 @@
+//! The portable backup format (`autoprov backup` / `restore`), shared by every store.
+//!
+//! JSON lines: a header, one record per line, and `{"end": N}` with the record count. The
+//! records are laid out as schema 1 of the sled store kept them (one tree per kind of record,
+//! one JSON record per account), so a backup of any schema restores into any later one.
+
+use super::{StoreError, StoreResult};
+use crate::core::accounts::Account;
+use serde::{Deserialize, Serialize};
+
+/// Identifies autoprov backup files.
+pub const BACKUP_FORMAT: &str = "autoprov-backup";
+/// The record layout of backups (schema 1's). The `schema` record of `meta` says so too.
+pub const BACKUP_SCHEMA: &str = "autoprov-1";
+
+/// Tree names of the record layout (the sled store keeps these trees, accounts aside).
+pub mod trees {
+    /// Counters, the last applied file and the schema marker.
+    pub const META: &str = "meta";
+    /// Rules, by id (8 bytes, big-endian).
+    pub const RULES: &str = "rules";
+    /// Accounts, one JSON record per employee ID.
+    pub const ACCOUNTS: &str = "accounts";
+    /// Ledger entries, by id (8 bytes, big-endian).
+    pub const FILES: &str = "files";
+    /// SHA-256 (hex text) -> the first file id with those bytes.
+    pub const SHA_INDEX: &str = "sha_index";
+    /// Audit entries, by sequence number (8 bytes, big-endian).
+    pub const AUDIT: &str = "audit";
+    /// Poll mode: inbox name -> where the file came from.
+    pub const REMOTE: &str = "remote";
+    /// Every tree a backup may hold, in the order they are written.
+    pub const ALL: [&str; 7] = [META, RULES, ACCOUNTS, FILES, SHA_INDEX, AUDIT, REMOTE];
+}
+
+/// Keys of the `meta` tree (values: 8 bytes big-endian, except the schema marker).
+pub mod meta {
+    /// The last rule id allocated.
+    pub const NEXT_RULE_ID: &[u8] = b"next_rule_id";
+    /// The last file id allocated.
+    pub const NEXT_FILE_ID: &[u8] = b"next_file_id";
+    /// The last audit sequence number written.
+    pub const NEXT_AUDIT_SEQ: &[u8] = b"next_audit_seq";
+    /// The ledger id of the last applied roster.
+    pub const LAST_APPLIED: &[u8] = b"last_applied";
+    /// The schema marker.
+    pub const SCHEMA: &[u8] = b"schema";
+}
+
+/// The first line of a backup file.
+#[derive(Debug, Serialize, Deserialize)]
+struct BackupHeader {
+    format: String,
+    version: u32,
+    schema: String,
+    created_at: String,
+}
+
+/// One record of a backup file; the last line is `{"end": N}` with the record count.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum BackupLine {
+    Record {
+        tree: String,
+        key: String,
+        value: serde_json::Value,
+    },
+    End {
+        end: u64,
+    },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Writes a backup: the header, then records, then the end line.
+pub struct Writer<'w> {
+    out: &'w mut dyn std::io::Write,
+    records: u64,
+}
+
+impl<'w> Writer<'w> {
+    /// Writes the header.
+    pub fn start(out: &'w mut dyn std::io::Write, created_at: &str) -> std::io::Result<Self> {
+        let header = BackupHeader {
+            format: BACKUP_FORMAT.into(),
+            version: 1,
+            schema: BACKUP_SCHEMA.into(),
+            created_at: created_at.into(),
+        };
+        serde_json::to_writer(&mut *out, &header)?;
+        out.write_all(b"\n")?;
+        Ok(Writer { out, records: 0 })
+    }
+
+    fn line(&mut self, line: &BackupLine) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *self.out, line)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// One record whose value is JSON.
+    pub fn json(
+        &mut self,
+        tree: &str,
+        key: &[u8],
+        value: serde_json::Value,
+    ) -> std::io::Result<()> {
+        self.records += 1;
+        self.line(&BackupLine::Record {
+            tree: tree.into(),
+            key: hex(key),
+            value,
+        })
+    }
+
+    /// One record whose value is bytes (counters, the SHA index), written as `hex:…`.
+    pub fn bytes(&mut self, tree: &str, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        let value = serde_json::Value::String(format!("hex:{}", hex(value)));
+        self.json(tree, key, value)
+    }
+
+    /// One record as a store keeps it: JSON values as JSON, counters and the SHA index as
+    /// bytes, and the schema marker as the backup's record layout.
+    pub fn stored(&mut self, tree: &str, key: &[u8], value: &[u8]) -> std::io::Result<()> {
+        if tree == trees::META && key == meta::SCHEMA {
+            return self.bytes(tree, key, BACKUP_SCHEMA.as_bytes());
+        }
+        match serde_json::from_slice::<serde_json::Value>(value) {
+            Ok(json) if tree != trees::META && tree != trees::SHA_INDEX => {
+                self.json(tree, key, json)
+            }
+            _ => self.bytes(tree, key, value),
+        }
+    }
+
+    /// One account, keyed by its employee ID.
+    pub fn account(&mut self, account: &Account) -> std::io::Result<()> {
+        let value = serde_json::to_value(account)?;
+        self.json(trees::ACCOUNTS, account.employee_id.as_bytes(), value)
+    }
+
+    /// Writes the end line and flushes; returns the record count.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        let end = BackupLine::End { end: self.records };
+        self.line(&end)?;
+        self.out.flush()?;
+        Ok(self.records)
+    }
+}
+
+/// A backup read whole and checked.
+pub struct Backup {
+    /// Every record but the accounts and the schema marker: (tree, key, value bytes).
+    pub records: Vec<(String, Vec<u8>, Vec<u8>)>,
+    /// The accounts, sorted by employee ID, each ID once.
+    pub accounts: Vec<Account>,
+    /// How many records the file holds (the end line's count).
+    pub count: u64,
+}
+
+fn bad(m: String) -> StoreError {
+    StoreError::Corrupt(format!("backup: {m}"))
+}
+
+fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<()> {
+    let header: BackupHeader = match line {
+        Some(Ok(l)) => serde_json::from_str(&l).map_err(|e| bad(format!("header: {e}")))?,
+        _ => return Err(bad("empty file".into())),
+    };
+    if header.format != BACKUP_FORMAT || header.version != 1 {
+        return Err(bad(format!(
+            "not an autoprov backup version 1 ({} {})",
+            header.format, header.version
+        )));
+    }
+    if header.schema != BACKUP_SCHEMA {
+        return Err(bad(format!(
+            "record layout {} is not {BACKUP_SCHEMA}",
+            header.schema
+        )));
+    }
+    Ok(())
+}
+
+fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
+    let account: Account = serde_json::from_slice(value)
+        .map_err(|e| bad(format!("account {}: {e}", String::from_utf8_lossy(key))))?;
+    if account.employee_id.as_bytes() != key {
+        return Err(bad(format!(
+            "account {:?} filed under key {:?}",
+            account.employee_id,
+            String::from_utf8_lossy(key)
+        )));
+    }
+    Ok(account)
+}
+
+/// Reads a whole backup, refusing anything but a complete, well-formed one.
+pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
+    let mut lines = input.lines();
+    read_header(lines.next())?;
+    let mut backup = Backup {
+        records: Vec::new(),
+        accounts: Vec::new(),
+        count: 0,
+    };
+    let mut end = None;
+    for line in lines {
+        let line = line.map_err(|e| bad(e.to_string()))?;
+        let (tree, key, value) =
+            match serde_json::from_str::<BackupLine>(&line).map_err(|e| bad(e.to_string()))? {
+                BackupLine::End { end: n } => {
+                    end = Some(n);
+                    break;
+                }
+                BackupLine::Record { tree, key, value } => (tree, key, value),
+            };
+        backup.count += 1;
+        if !trees::ALL.contains(&tree.as_str()) {
+            return Err(bad(format!("unknown tree {tree:?}")));
+        }
+        let key = unhex(&key).ok_or_else(|| bad(format!("bad key in {tree}")))?;
+        let value = match &value {
+            serde_json::Value::String(s) if s.starts_with("hex:") => {
+                unhex(&s[4..]).ok_or_else(|| bad(format!("bad value in {tree}")))?
+            }
+            v => serde_json::to_vec(v).expect("json values serialize"),
+        };
+        if tree == trees::ACCOUNTS {
+            backup.accounts.push(read_account(&key, &value)?);
+        } else if !(tree == trees::META && key == meta::SCHEMA) {
+            backup.records.push((tree, key, value));
+        }
+    }
+    match end {
+        Some(n) if n == backup.count => {}
+        Some(n) => {
+            return Err(bad(format!(
+                "{} records where the end line says {n}",
+                backup.count
+            )));
+        }
+        None => return Err(bad("truncated: no end line".into())),
+    }
+    backup
+        .accounts
+        .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    if let Some(w) = backup
+        .accounts
+        .windows(2)
+        .find(|w| w[0].employee_id == w[1].employee_id)
+    {
+        return Err(bad(format!("account {:?} twice", w[0].employee_id)));
+    }
+    Ok(backup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_odd_or_non_hex_text() {
+        assert_eq!(unhex(&hex(b"\x00\xffab")).unwrap(), b"\x00\xffab");
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}

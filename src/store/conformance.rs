@@ -1,0 +1,235 @@
+//! The same checks run against every [`Store`]: the sled store and the memory store, so
+//! that the memory store the pipeline's unit tests use cannot drift from the real one.
+
+use super::samples::account;
+use super::{
+    AuditNote, Commit, FileEntry, FileStatus, MemoryStore, RemoteOrigin, SledStore, Store,
+};
+use crate::core::accounts::{Account, Status};
+use crate::core::rules::{Condition, Rule, RuleId};
+
+fn note(action: &str, at: &str) -> AuditNote {
+    AuditNote {
+        at: at.into(),
+        user: "alice".into(),
+        action: action.into(),
+        detail: String::new(),
+    }
+}
+
+fn rule(id: u64) -> Rule {
+    Rule {
+        id: RuleId(id),
+        name: format!("rule {id}"),
+        role: "IT Admin".into(),
+        conditions: vec![Condition::parse("department = IT").unwrap()],
+        enabled: true,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        created_by: "alice".into(),
+    }
+}
+
+fn file(id: u64, sha256: &str) -> FileEntry {
+    FileEntry {
+        id,
+        name: format!("r{id}.csv"),
+        stored_as: format!("20260101T000000Z_r{id}.csv"),
+        size: 10,
+        sha256: sha256.into(),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        processed_at: "2026-01-01T00:00:00Z".into(),
+        status: FileStatus::Applied,
+        summary: String::new(),
+        pending_move: None,
+        remote: None,
+        remote_pending: false,
+        was_held: false,
+    }
+}
+
+fn origin(name: &str) -> RemoteOrigin {
+    RemoteOrigin {
+        dir: "/outbox".into(),
+        name: name.into(),
+        size: 10,
+        mtime: 1,
+        sha256: "abc".into(),
+    }
+}
+
+fn with_email(id: &str, email: &str) -> Account {
+    let mut a = account(id);
+    a.email = email.into();
+    a.record("2026-01-02T00:00:00Z", "r1.csv", "created".into());
+    a
+}
+
+fn ids(accounts: &[Account]) -> Vec<&str> {
+    accounts.iter().map(|a| a.employee_id.as_str()).collect()
+}
+
+/// Rule ids are never reused; each rule change is audited, in sequence.
+fn rules_and_audit(s: &dyn Store) {
+    assert!(s.rules().unwrap().is_empty());
+    assert_eq!(s.next_rule_id().unwrap(), RuleId(1));
+    assert_eq!(s.next_rule_id().unwrap(), RuleId(2));
+    s.put_rule(&rule(1), note("rules add", "2026-01-01T00:00:00Z"))
+        .unwrap();
+    s.put_rule(&rule(2), note("rules add", "2026-01-02T00:00:00Z"))
+        .unwrap();
+    s.delete_rule(RuleId(1), note("rules delete", "2026-01-03T00:00:00Z"))
+        .unwrap();
+    assert_eq!(s.rules().unwrap(), [rule(2)]);
+    assert_eq!(s.rule(RuleId(1)).unwrap(), None);
+    assert_eq!(s.next_rule_id().unwrap(), RuleId(3), "never reused");
+    let audit = s.audit(None).unwrap();
+    let seqs: Vec<u64> = audit.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    assert_eq!(audit[2].note.action, "rules delete");
+    let since = s.audit(Some("2026-01-02T00:00:00Z")).unwrap();
+    assert_eq!(since.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+}
+
+/// A commit writes its accounts, ledger entry, last applied file, audit entry and remote
+/// bookkeeping together; the first file of given bytes is remembered.
+fn commits(s: &dyn Store) {
+    s.register_remote("r1.csv", &origin("a.csv")).unwrap();
+    s.register_remote("r2.csv", &origin("b.csv")).unwrap();
+    let mut later = account("E2");
+    later.role = "HR Admin".into();
+    let id = s.next_file_id().unwrap();
+    assert_eq!(id, 1);
+    s.commit(Commit {
+        updates: vec![account("E1"), account("E2"), later.clone()],
+        file: Some(&file(id, "abc")),
+        last_applied: Some(id),
+        audit: Some(note("apply", "2026-01-04T00:00:00Z")),
+        clear_remote: Some("r1.csv"),
+    })
+    .unwrap();
+    let mut all = s.accounts().unwrap();
+    all.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    assert_eq!(all, [account("E1"), later], "the later update wins");
+    assert_eq!(s.account("E2").unwrap().unwrap().role, "HR Admin");
+    assert_eq!(s.account("E9").unwrap(), None);
+    assert_eq!(s.remote_registration("r1.csv").unwrap(), None);
+    assert_eq!(
+        s.remote_registrations().unwrap(),
+        [("r2.csv".to_string(), origin("b.csv"))]
+    );
+    let again = s.next_file_id().unwrap();
+    assert_eq!(again, 2);
+    s.commit(Commit {
+        updates: vec![],
+        file: Some(&file(again, "abc")),
+        last_applied: None,
+        audit: None,
+        clear_remote: None,
+    })
+    .unwrap();
+    assert_eq!(s.file_by_sha("abc").unwrap().unwrap().id, 1, "the first");
+    assert_eq!(s.last_applied().unwrap().unwrap().id, 1);
+    assert_eq!(s.files().unwrap(), [file(1, "abc"), file(2, "abc")]);
+    assert_eq!(s.file(2).unwrap(), Some(file(2, "abc")));
+    s.unregister_remote("r2.csv").unwrap();
+    assert!(s.remote_registrations().unwrap().is_empty());
+    let mut scanned = Vec::new();
+    s.scan_accounts(&mut |a| scanned.push(a.to_account()))
+        .unwrap();
+    scanned.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    assert_eq!(scanned, all);
+    s.flush().unwrap();
+}
+
+/// Accounts by email: folded (trim, Unicode lower case), every holder active or not, with
+/// history, following every kind of account write.
+fn by_email(s: &dyn Store) {
+    let mut gone = with_email("E12", "ann@x.io");
+    gone.status = Status::Inactive;
+    s.commit(Commit {
+        updates: vec![
+            with_email("E11", " Ann@X.io "),
+            gone.clone(),
+            with_email("E13", "J\u{d6}RG@x.io"),
+        ],
+        file: None,
+        last_applied: None,
+        audit: None,
+        clear_remote: None,
+    })
+    .unwrap();
+    let found = s.accounts_by_email("ANN@x.io").unwrap();
+    assert_eq!(ids(&found), ["E11", "E12"]);
+    assert_eq!(found[1], gone, "with history");
+    assert_eq!(
+        ids(&s.accounts_by_email("j\u{f6}rg@X.IO ").unwrap()),
+        ["E13"]
+    );
+    assert!(s.accounts_by_email("nobody@x.io").unwrap().is_empty());
+    // An email change by commit, then by hand, then a removal.
+    s.commit(Commit {
+        updates: vec![with_email("E11", "ann.new@x.io")],
+        file: None,
+        last_applied: None,
+        audit: None,
+        clear_remote: None,
+    })
+    .unwrap();
+    assert_eq!(ids(&s.accounts_by_email("ann@x.io").unwrap()), ["E12"]);
+    assert_eq!(ids(&s.accounts_by_email("Ann.New@x.io").unwrap()), ["E11"]);
+    let moved = with_email("E12", "ann.new@x.io");
+    s.put_account(&moved, false, note("admins set", "2026-01-05T00:00:00Z"))
+        .unwrap();
+    assert!(s.accounts_by_email("ann@x.io").unwrap().is_empty());
+    assert_eq!(
+        ids(&s.accounts_by_email("ann.new@x.io").unwrap()),
+        ["E11", "E12"]
+    );
+    s.put_account(&moved, true, note("admins remove", "2026-01-06T00:00:00Z"))
+        .unwrap();
+    assert_eq!(ids(&s.accounts_by_email("ann.new@x.io").unwrap()), ["E11"]);
+    assert_eq!(s.account("E12").unwrap(), None);
+}
+
+/// Every check, in order, on one store.
+fn all_checks(s: &dyn Store) {
+    rules_and_audit(s);
+    commits(s);
+    by_email(s);
+}
+
+/// The store's backup, its lines sorted (the sled store writes accounts in bucket order).
+fn backup_lines(s: &dyn Store) -> (u64, Vec<String>) {
+    let mut out = Vec::new();
+    let n = s.export(&mut out, "2026-01-07T00:00:00Z").unwrap();
+    let mut lines: Vec<String> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    (n, lines)
+}
+
+#[test]
+fn the_sled_store_passes_every_check() {
+    let dir = tempfile::tempdir().unwrap();
+    all_checks(&SledStore::open(dir.path()).unwrap());
+}
+
+#[test]
+fn the_memory_store_passes_every_check() {
+    all_checks(&MemoryStore::new());
+}
+
+#[test]
+fn the_same_operations_leave_both_stores_with_the_same_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let sled = SledStore::open(dir.path()).unwrap();
+    let memory = MemoryStore::new();
+    all_checks(&sled);
+    all_checks(&memory);
+    let (n, lines) = backup_lines(&sled);
+    assert!(n > 10, "{n} records");
+    assert_eq!(backup_lines(&memory), (n, lines));
+}

@@ -1,0 +1,70 @@
+//! The sled store's side of backups ([`crate::store::backup_format`]): its trees written
+//! out with the accounts one by one, and a new store made from a backup.
+
+use super::{ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, buckets, email_index};
+use crate::store::backup_format::{self, Writer, meta, trees};
+use crate::store::{StoreError, StoreResult};
+use std::path::Path;
+
+/// Writes `trees` (name, tree; the account buckets under [`trees::ACCOUNTS`]) as a backup;
+/// returns the record count.
+pub fn export(
+    stored: &[(&str, &sled::Tree)],
+    out: &mut dyn std::io::Write,
+    created_at: &str,
+) -> std::io::Result<u64> {
+    let mut writer = Writer::start(out, created_at)?;
+    for (name, tree) in stored {
+        for item in tree.iter() {
+            let (k, v) = item.map_err(std::io::Error::other)?;
+            if *name == trees::ACCOUNTS {
+                for account in buckets::decode(&k, &v).map_err(std::io::Error::other)? {
+                    writer.account(&account)?;
+                }
+            } else {
+                writer.stored(name, &k, &v)?;
+            }
+        }
+    }
+    writer.finish()
+}
+
+/// Creates a new store at `path` (which must not exist) from a backup, checking it whole
+/// first; the email index is built from the backup's accounts. Returns the record count.
+pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
+    let backup = backup_format::read(input)?;
+    if path.exists() {
+        return Err(StoreError::Corrupt(format!(
+            "backup: {} already exists",
+            path.display()
+        )));
+    }
+    let write = || -> StoreResult<()> {
+        let db = sled::Config::new().path(path).open()?;
+        for (tree, key, value) in &backup.records {
+            db.open_tree(tree.as_str())?
+                .insert(key.as_slice(), value.as_slice())?;
+        }
+        let bucket_tree = db.open_tree(ACCOUNT_BUCKETS)?;
+        for (key, group) in buckets::group(&backup.accounts) {
+            bucket_tree.insert(key, buckets::encode(&group))?;
+        }
+        let index_tree = db.open_tree(EMAIL_INDEX)?;
+        let entries = backup
+            .accounts
+            .iter()
+            .map(|a| (email_index::fold(&a.email), a.employee_id.as_str()));
+        for (key, bytes) in email_index::build(entries) {
+            index_tree.insert(key, bytes)?;
+        }
+        db.open_tree(trees::META)?.insert(meta::SCHEMA, SCHEMA)?;
+        db.flush()?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        // Nothing half-built is left behind.
+        let _ = std::fs::remove_dir_all(path);
+        return Err(e);
+    }
+    Ok(backup.count)
+}

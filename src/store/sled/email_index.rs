@@ -1,0 +1,424 @@
+//! The index of accounts by email: which employee IDs hold an email, folded as
+//! [`fold_value`] folds it (trimmed, Unicode lower case). `auth check` runs at every SSO
+//! sign-in and reads one index bucket and the accounts it names, instead of every account.
+//!
+//! Laid out as the accounts are ([`super::buckets`]): [`buckets::BUCKETS`] buckets keyed by
+//! the FNV-1a hash of the folded email, each one postcard record of its (folded email,
+//! employee ID) pairs, sorted. A first import of a million accounts then writes at most 4096
+//! index values in its one transaction, not a million keys (see the buckets' note on why
+//! that matters to sled). Every write of accounts stages the index buckets it changes and
+//! writes them in the same transaction.
+//!
+//! The start-up check compares the index with the accounts and refuses the store when they
+//! differ ([`Digest`]); see `SledStore::verify` for why it refuses rather than rebuilds.
+
+use super::Staged;
+use super::buckets::{self, BucketKey};
+use crate::core::accounts::Account;
+use crate::core::columns::fold_value;
+use crate::core::parallel::join;
+use crate::store::{StoreError, StoreResult};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// An email folded as [`fold_value`] folds it, borrowed when it already is (most are: a
+/// first import folds a million of them).
+pub fn fold(email: &str) -> Cow<'_, str> {
+    let trimmed = email.trim();
+    if trimmed
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(fold_value(email))
+    }
+}
+
+/// The index bucket of a folded email (the accounts' hash, over the email's bytes).
+pub fn bucket_of(folded: &str) -> BucketKey {
+    buckets::bucket_of(folded)
+}
+
+fn corrupt(key: &[u8], what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("email index bucket {key:02x?}: {what}"))
+}
+
+/// Encodes a bucket's entries (sorted, unique); a `Cow<str>` encodes as the `str` it holds.
+fn encode<E, I>(entries: &[(E, I)]) -> Vec<u8>
+where
+    E: AsRef<str> + serde::Serialize,
+    I: AsRef<str> + serde::Serialize,
+{
+    debug_assert!(
+        entries
+            .windows(2)
+            .all(|w| (w[0].0.as_ref(), w[0].1.as_ref()) < (w[1].0.as_ref(), w[1].1.as_ref()))
+    );
+    let room: usize = entries
+        .iter()
+        .map(|(e, i)| e.as_ref().len() + i.as_ref().len() + 2)
+        .sum();
+    postcard::to_extend(entries, Vec::with_capacity(room + 5))
+        .expect("index entries always serialize")
+}
+
+/// Decodes a bucket with its strings borrowed, refusing trailing bytes, entries out of
+/// order, in the wrong bucket, or with an email that is not folded.
+pub fn borrow<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<Vec<(&'a str, &'a str)>> {
+    let (entries, rest): (Vec<(&str, &str)>, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| corrupt(key, e))?;
+    if !rest.is_empty() {
+        return Err(corrupt(
+            key,
+            format!("{} bytes after the last entry", rest.len()),
+        ));
+    }
+    for (i, (email, id)) in entries.iter().enumerate() {
+        if bucket_of(email).as_slice() != key || fold(email) != *email {
+            return Err(corrupt(
+                key,
+                format!("entry {email:?} does not belong here"),
+            ));
+        }
+        if i > 0 && entries[i - 1] >= (*email, *id) {
+            return Err(corrupt(key, format!("entry {email:?} {id:?} out of order")));
+        }
+    }
+    Ok(entries)
+}
+
+/// The employee IDs a bucket lists for a folded email, in order.
+pub fn ids_in(key: &[u8], bytes: &[u8], folded: &str) -> StoreResult<Vec<String>> {
+    let entries = borrow(key, bytes)?;
+    let first = entries.partition_point(|(email, _)| *email < folded);
+    Ok(entries[first..]
+        .iter()
+        .take_while(|(email, _)| *email == folded)
+        .map(|(_, id)| id.to_string())
+        .collect())
+}
+
+/// The buckets of an index over these (folded email, employee ID) pairs, in key order.
+pub fn build<'a>(
+    entries: impl IntoIterator<Item = (Cow<'a, str>, &'a str)>,
+) -> Vec<(BucketKey, Vec<u8>)> {
+    let mut groups: BTreeMap<BucketKey, Vec<(Cow<str>, &str)>> = BTreeMap::new();
+    for (email, id) in entries {
+        groups
+            .entry(bucket_of(&email))
+            .or_default()
+            .push((email, id));
+    }
+    groups
+        .into_iter()
+        .map(|(key, mut group)| {
+            group.sort();
+            group.dedup();
+            (key, encode(&group))
+        })
+        .collect()
+}
+
+/// (folded email, employee ID) pairs, borrowed.
+#[cfg(test)]
+type Pairs<'p> = Vec<(&'p str, &'p str)>;
+
+/// One index bucket's part of a write of accounts.
+#[derive(Default)]
+struct Group<'a> {
+    /// New entries, borrowed from the accounts being written.
+    add: Vec<(Cow<'a, str>, &'a str)>,
+    /// Entries of accounts removed or whose email changed (their old email).
+    remove: Vec<(String, String)>,
+}
+
+/// What a write of accounts changes in the index, by index bucket.
+pub struct Changes<'a> {
+    /// Indexed by bucket number.
+    groups: Vec<Group<'a>>,
+}
+
+impl Default for Changes<'_> {
+    fn default() -> Self {
+        Changes {
+            groups: (0..buckets::BUCKETS).map(|_| Group::default()).collect(),
+        }
+    }
+}
+
+impl<'a> Changes<'a> {
+    fn group(&mut self, folded: &str) -> &mut Group<'a> {
+        &mut self.groups[usize::from(u16::from_be_bytes(bucket_of(folded)))]
+    }
+
+    /// Adds the changes of one bucket of accounts: `existing` (sorted by ID) before the
+    /// write, `updates` written into it (of two with one ID the later wins, as in
+    /// [`buckets::merge`]), `removed` taken out.
+    pub fn add_bucket(&mut self, existing: &[Account], updates: &[&'a Account], removed: &[&str]) {
+        let old = |id: &str| {
+            existing
+                .binary_search_by(|a| a.employee_id.as_str().cmp(id))
+                .ok()
+                .map(|i| fold(&existing[i].email).into_owned())
+        };
+        for id in removed {
+            if let Some(email) = old(id) {
+                self.group(&email).remove.push((email, id.to_string()));
+            }
+        }
+        let mut winners: Vec<&'a Account> = updates.iter().rev().copied().collect();
+        if !winners
+            .windows(2)
+            .all(|w| w[0].employee_id > w[1].employee_id)
+        {
+            // Stable: of one ID, the later update stays first.
+            winners.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+            winners.dedup_by(|later, first| later.employee_id == first.employee_id);
+        }
+        for update in winners {
+            let id = update.employee_id.as_str();
+            if removed.contains(&id) {
+                continue;
+            }
+            let new = fold(&update.email);
+            match old(id) {
+                Some(email) if email == new => {}
+                Some(email) => {
+                    self.group(&email).remove.push((email, id.to_string()));
+                    self.group(&new).add.push((new, id));
+                }
+                None => self.group(&new).add.push((new, id)),
+            }
+        }
+    }
+
+    /// Adds the changes of other buckets of accounts.
+    pub fn extend(&mut self, other: Changes<'a>) {
+        for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
+            mine.add.extend(theirs.add);
+            mine.remove.extend(theirs.remove);
+        }
+    }
+
+    /// Reads the index buckets these changes touch and builds what they hold after them;
+    /// half of the buckets on a second core (a first import adds a million entries).
+    pub fn stage(self, tree: &sled::Tree) -> StoreResult<Vec<Staged>> {
+        let (first, second) = self.groups.split_at(self.groups.len() / 2);
+        let stage = |part: &[Group<'_>], offset: usize| {
+            let mut staged = Vec::new();
+            for (n, group) in part.iter().enumerate() {
+                if group.add.is_empty() && group.remove.is_empty() {
+                    continue;
+                }
+                let key = ((offset + n) as u16).to_be_bytes();
+                let before = tree.get(key)?;
+                let mut entries: Vec<(&str, &str)> = match &before {
+                    Some(bytes) => borrow(&key, bytes)?,
+                    None => Vec::with_capacity(group.add.len()),
+                };
+                entries.retain(|(e, i)| !group.remove.iter().any(|(re, ri)| re == e && ri == i));
+                entries.extend(group.add.iter().map(|(email, id)| (email.as_ref(), *id)));
+                entries.sort_unstable();
+                entries.dedup();
+                let after = (!entries.is_empty()).then(|| sled::IVec::from(encode(&entries)));
+                staged.push(Staged { key, before, after });
+            }
+            Ok::<_, StoreError>(staged)
+        };
+        let (staged, rest) = join(|| stage(first, 0), || stage(second, first.len()));
+        let mut staged = staged?;
+        staged.extend(rest?);
+        Ok(staged)
+    }
+
+    /// The entries to add and to remove, in bucket order (for tests).
+    #[cfg(test)]
+    fn flat(&self) -> (Pairs<'_>, Pairs<'_>) {
+        let add = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.add)
+            .map(|(e, i)| (e.as_ref(), *i));
+        let remove = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.remove)
+            .map(|(e, i)| (&e[..], &i[..]));
+        (add.collect(), remove.collect())
+    }
+}
+
+/// An order-free summary of a set of (folded email, employee ID) pairs: their count and the
+/// wrapping sum of a hash of each. The start-up check sums the pairs the accounts imply and
+/// the pairs the index holds; any entry lost, added or altered on either side changes one
+/// sum (but for a 2^-64 chance), without a second copy of a million pairs in memory.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Digest {
+    entries: u64,
+    sum: u64,
+}
+
+impl Digest {
+    /// Counts one pair.
+    pub fn add(&mut self, folded: &str, id: &str) {
+        self.entries += 1;
+        self.sum = self.sum.wrapping_add(pair_hash(folded, id));
+    }
+
+    /// Both sets together.
+    pub fn merge(self, other: Digest) -> Digest {
+        Digest {
+            entries: self.entries + other.entries,
+            sum: self.sum.wrapping_add(other.sum),
+        }
+    }
+
+    /// The digest of every pair in an index bucket (checking it decodes).
+    pub fn of_bucket(key: &[u8], bytes: &[u8]) -> StoreResult<Digest> {
+        let mut digest = Digest::default();
+        for (email, id) in borrow(key, bytes)? {
+            digest.add(email, id);
+        }
+        Ok(digest)
+    }
+
+    /// Refuses an index whose pairs are not the accounts' pairs.
+    pub fn compare(accounts: Digest, index: Digest) -> StoreResult<()> {
+        if accounts == index {
+            return Ok(());
+        }
+        Err(StoreError::Corrupt(format!(
+            "the email index does not match the accounts ({} accounts, {} index entries{})",
+            accounts.entries,
+            index.entries,
+            if accounts.entries == index.entries {
+                ", some of them differ"
+            } else {
+                ""
+            }
+        )))
+    }
+}
+
+/// A 64-bit hash of a pair, eight bytes at a time, each part's length mixed in (so
+/// ("a", "bc") and ("ab", "c") hash apart), then finalized as SplitMix64 does. Not SipHash:
+/// the start-up check hashes every pair twice, and it looks for damage, not an adversary.
+fn pair_hash(folded: &str, id: &str) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0;
+    for part in [folded.as_bytes(), id.as_bytes()] {
+        h = (h ^ part.len() as u64).wrapping_mul(K);
+        for chunk in part.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h.rotate_left(23) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::samples::account;
+    use proptest::prelude::*;
+
+    #[test]
+    fn fold_folds_as_fold_value_does() {
+        for email in [
+            "a@x.io",
+            "  A@X.io ",
+            "J\u{d6}RG@x.io",
+            "\u{130}@x.io",
+            "\u{3a3}\u{391}@x.io",
+            "\tmixed@X.IO\n",
+            "",
+        ] {
+            assert_eq!(fold(email), fold_value(email), "{email:?}");
+        }
+        assert!(matches!(fold(" a@x.io"), Cow::Borrowed("a@x.io")));
+    }
+
+    proptest! {
+        #[test]
+        fn fold_is_fold_value(email in "\\PC{0,12}") {
+            prop_assert_eq!(fold(&email), fold_value(&email));
+        }
+    }
+
+    /// One bucket's pairs, as `build` writes them.
+    fn one_bucket(pairs: &[(&str, &str)]) -> (BucketKey, Vec<u8>) {
+        let built = build(pairs.iter().map(|(e, i)| (Cow::Borrowed(*e), *i)));
+        assert_eq!(built.len(), 1, "{pairs:?} share a bucket");
+        built.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn a_bucket_lists_every_id_of_an_email_in_order() {
+        let (key, bytes) = one_bucket(&[("a@x.io", "E2"), ("a@x.io", "E1")]);
+        assert_eq!(ids_in(&key, &bytes, "a@x.io").unwrap(), ["E1", "E2"]);
+        assert!(ids_in(&key, &bytes, "b@x.io").unwrap().is_empty());
+    }
+
+    #[test]
+    fn misplaced_unordered_unfolded_or_trailing_entries_are_refused() {
+        let (key, bytes) = one_bucket(&[("a@x.io", "E1")]);
+        let other = ((u16::from_be_bytes(key) + 1) % buckets::BUCKETS as u16).to_be_bytes();
+        let unordered = postcard::to_allocvec(&vec![("a@x.io", "E2"), ("a@x.io", "E1")]).unwrap();
+        let unfolded = postcard::to_allocvec(&vec![("A@x.io", "E1")]).unwrap();
+        for (k, b, want) in [
+            (other, bytes.clone(), "does not belong"),
+            (key, [bytes.clone(), vec![0]].concat(), "after the last"),
+            (key, unordered, "out of order"),
+            (bucket_of("A@x.io"), unfolded, "does not belong"),
+        ] {
+            let err = borrow(&k, &b).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn changes_follow_the_final_state_of_each_account() {
+        let mut moved = account("E1");
+        moved.email = "New@X.io".into();
+        let mut recased = account("E2");
+        recased.email = "E2@X.IO".into();
+        let existing = vec![account("E1"), account("E2"), account("E3")];
+        let stale = account("E4");
+        let mut added = account("E4");
+        added.email = "four@x.io".into();
+        let updates = [&moved, &recased, &stale, &added];
+        let mut c = Changes::default();
+        c.add_bucket(&existing, &updates, &["E3", "E9"]);
+        let (mut add, mut remove) = c.flat();
+        add.sort();
+        remove.sort();
+        assert_eq!(add, [("four@x.io", "E4"), ("new@x.io", "E1")]);
+        assert_eq!(remove, [("e1@x.io", "E1"), ("e3@x.io", "E3")]);
+    }
+
+    #[test]
+    fn the_digest_tells_apart_lost_added_and_altered_pairs() {
+        let digest = |pairs: &[(&str, &str)]| {
+            let mut d = Digest::default();
+            pairs.iter().for_each(|(e, i)| d.add(e, i));
+            d
+        };
+        let base = digest(&[("a@x.io", "E1"), ("b@x.io", "E2")]);
+        assert_eq!(base, digest(&[("b@x.io", "E2"), ("a@x.io", "E1")]));
+        for other in [
+            digest(&[("a@x.io", "E1")]),
+            digest(&[("a@x.io", "E1"), ("b@x.io", "E2"), ("c@x.io", "E3")]),
+            digest(&[("a@x.io", "E1"), ("b@x.io", "E3")]),
+            digest(&[("a@x.io", "E1"), ("b@x.io", "E2"), ("b@x.io", "E2")]),
+            digest(&[("a@x.ioE", "1"), ("b@x.io", "E2")]),
+            digest(&[("a@x.io\0", "E1"), ("b@x.io", "E2")]),
+        ] {
+            assert!(Digest::compare(base, other).is_err(), "{other:?}");
+        }
+        assert!(Digest::compare(base, base).is_ok());
+    }
+}

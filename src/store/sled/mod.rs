@@ -1,0 +1,109 @@
+//! The sled implementation of [`super::Store`]: one tree per kind of record, JSON values,
+//! except accounts, kept in buckets of compact binary records ([`buckets`]), and the index
+//! of accounts by email ([`email_index`]), bucketed the same way.
+//!
+//! Schemas: 1 kept one JSON record per account; 2 bucketed them; 3 (this build) added the
+//! email index. An older store is migrated when it is opened ([`migrate`]).
+
+mod backup;
+mod buckets;
+mod email_index;
+mod migrate;
+mod store;
+pub mod watermark;
+
+pub use store::SledStore;
+
+use super::backup_format::{meta, trees};
+use super::{AuditEntry, AuditNote, StoreError, StoreResult};
+use serde::Serialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+/// The schema this build writes and reads.
+const SCHEMA: &[u8] = b"autoprov-3";
+/// Accounts in buckets, without the email index: the index is built when it is opened.
+const SCHEMA_V2: &[u8] = b"autoprov-2";
+/// One JSON record per account in `accounts`: migrated to buckets when it is opened.
+const SCHEMA_V1: &[u8] = b"autoprov-1";
+/// The tree of account buckets (schema 2 on).
+const ACCOUNT_BUCKETS: &str = "account_buckets";
+/// The tree of the email index's buckets (schema 3 on).
+const EMAIL_INDEX: &str = "email_index";
+/// The tree of schema 1's accounts (and the name accounts have in backups).
+const ACCOUNTS_V1: &str = trees::ACCOUNTS;
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records always serialize")
+}
+
+fn decode<'a, T: serde::Deserialize<'a>>(
+    tree: &str,
+    key: &[u8],
+    bytes: &'a [u8],
+) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "record {:?} in {tree}: {e}",
+            String::from_utf8_lossy(key)
+        ))
+    })
+}
+
+fn u64_of(bytes: Option<sled::IVec>) -> u64 {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn tx_next(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64> {
+    let next = u64_of(meta.get(key)?) + 1;
+    meta.insert(key, &next.to_be_bytes())?;
+    Ok(next)
+}
+
+fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNote) -> TxResult<()> {
+    let seq = tx_next(meta, meta::NEXT_AUDIT_SEQ)?;
+    let entry = AuditEntry {
+        seq,
+        note: note.clone(),
+    };
+    audit.insert(&seq.to_be_bytes(), encode(&entry))?;
+    Ok(())
+}
+
+/// A bucket (of accounts or of the email index) rewritten ahead of its transaction: what it
+/// held when it was read, and what it holds after (`None`: removed, it is empty).
+struct Staged {
+    key: [u8; 2],
+    before: Option<sled::IVec>,
+    after: Option<sled::IVec>,
+}
+
+/// Writes staged buckets, after checking that each still holds what it was staged from.
+/// Nothing else writes accounts while the engine commits (it does one thing at a time),
+/// so the check only guards against a mistake.
+fn tx_write_staged(tree: &TransactionalTree, staged: &[Staged]) -> TxResult<()> {
+    for bucket in staged {
+        if tree.get(bucket.key)? != bucket.before {
+            return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                "accounts changed while a commit was prepared; nothing was written".into(),
+            )));
+        }
+        match &bucket.after {
+            Some(bytes) => tree.insert(&bucket.key, bytes.clone())?,
+            None => tree.remove(&bucket.key)?,
+        };
+    }
+    Ok(())
+}
+
+fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TransactionError::Abort(e)) => Err(e),
+        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+    }
+}

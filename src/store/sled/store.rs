@@ -1,0 +1,975 @@
+//! [`SledStore`]: the trees, opening (migrations, watermark and start-up check) and the
+//! [`Store`] operations, each one transaction then a flush.
+
+use super::{
+    ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, Staged, backup, buckets, decode,
+    email_index, encode, migrate, tx_audit, tx_write_staged, u64_of, unwrap_tx, watermark,
+};
+use crate::core::accounts::Account;
+use crate::core::parallel::join;
+use crate::core::rules::{Rule, RuleId};
+use crate::store::backup_format::{meta, trees};
+use crate::store::{
+    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreError,
+    StoreResult,
+};
+use email_index::Digest;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The sled store.
+pub struct SledStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    rules: sled::Tree,
+    accounts: sled::Tree,
+    emails: sled::Tree,
+    files: sled::Tree,
+    sha_index: sled::Tree,
+    audit: sled::Tree,
+    remote: sled::Tree,
+    path: std::path::PathBuf,
+}
+
+/// What the schema marker says must happen when the store is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    FromV2,
+    FromV1,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store at `path`, migrates an older one, and checks
+    /// every record decodes and the email index matches the accounts.
+    pub fn open(path: &Path) -> StoreResult<SledStore> {
+        watermark::remove_unfinished_snapshots(path).map_err(sled::Error::Io)?;
+        let store = Self::with_trees(Self::open_db(path)?, path)?;
+        let upgrade = store.upgrade()?;
+        // Before anything is written (a flush moves the watermark): a store that lost
+        // committed changes is refused, not migrated.
+        if let Some(lost) = watermark::check(path, store.counters()?) {
+            return Err(StoreError::Corrupt(lost));
+        }
+        if upgrade == Upgrade::FromV1 {
+            let moved = migrate::v1_to_v2(&store.db, &store.meta)?;
+            store.flush()?;
+            tracing::info!(
+                accounts = moved,
+                "store migrated to schema 2 (account buckets)"
+            );
+        }
+        if upgrade != Upgrade::None {
+            let indexed = migrate::v2_to_v3(&store.accounts, &store.emails, &store.meta)?;
+            store.flush()?;
+            tracing::info!(
+                accounts = indexed,
+                "store migrated to schema 3 (email index)"
+            );
+        }
+        store.verify()?;
+        // Schema 1's accounts go only once their buckets have passed the check.
+        if migrate::drop_v1_accounts(&store.db)? {
+            store.flush()?;
+        }
+        Ok(store)
+    }
+
+    fn open_db(path: &Path) -> StoreResult<sled::Db> {
+        // sled may panic on some damaged files instead of returning an error.
+        let opened = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
+        match opened {
+            Ok(Ok(db)) => Ok(db),
+            Ok(Err(sled::Error::Io(e))) => Err(StoreError::Sled(sled::Error::Io(e))),
+            Ok(Err(e)) => Err(StoreError::Corrupt(e.to_string())),
+            Err(_) => Err(StoreError::Corrupt(format!(
+                "sled could not read {} (it panicked while opening it)",
+                path.display()
+            ))),
+        }
+    }
+
+    fn with_trees(db: sled::Db, path: &Path) -> StoreResult<SledStore> {
+        Ok(SledStore {
+            meta: db.open_tree(trees::META)?,
+            rules: db.open_tree(trees::RULES)?,
+            accounts: db.open_tree(ACCOUNT_BUCKETS)?,
+            emails: db.open_tree(EMAIL_INDEX)?,
+            files: db.open_tree(trees::FILES)?,
+            sha_index: db.open_tree(trees::SHA_INDEX)?,
+            audit: db.open_tree(trees::AUDIT)?,
+            remote: db.open_tree(trees::REMOTE)?,
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Reads the schema marker (writing it into a new, empty store).
+    fn upgrade(&self) -> StoreResult<Upgrade> {
+        match self.meta.get(meta::SCHEMA)? {
+            None if self.is_empty() => {
+                self.meta.insert(meta::SCHEMA, SCHEMA)?;
+                self.db.flush()?;
+                Ok(Upgrade::None)
+            }
+            Some(v) if v.as_ref() == SCHEMA => Ok(Upgrade::None),
+            Some(v) if v.as_ref() == SCHEMA_V2 => Ok(Upgrade::FromV2),
+            Some(v) if v.as_ref() == SCHEMA_V1 => Ok(Upgrade::FromV1),
+            Some(v) => Err(StoreError::Corrupt(format!(
+                "schema {:?} is not {:?}",
+                String::from_utf8_lossy(&v),
+                String::from_utf8_lossy(SCHEMA)
+            ))),
+            None => Err(StoreError::Corrupt("schema marker missing".into())),
+        }
+    }
+
+    /// Reads the buckets in `groups` and builds what they hold after their updates, without
+    /// the IDs in `remove` (which must belong to those buckets), and the index buckets
+    /// that change with them. Half of the buckets are built on a second core: a first import
+    /// encodes a million accounts here.
+    fn stage_buckets<'a>(
+        &self,
+        groups: &BTreeMap<buckets::BucketKey, Vec<&'a Account>>,
+        remove: &[&str],
+    ) -> StoreResult<(Vec<Staged>, Vec<Staged>)> {
+        type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<&'a Account>)];
+        let groups: Vec<(&buckets::BucketKey, &Vec<&'a Account>)> = groups.iter().collect();
+        let (first, second) = groups.split_at(groups.len() / 2);
+        let stage = |part: Part<'_, 'a>| {
+            let mut changes = email_index::Changes::default();
+            let mut staged = Vec::with_capacity(part.len());
+            for (key, updates) in part {
+                let before = self.accounts.get(key)?;
+                let existing = match &before {
+                    Some(bytes) => buckets::decode(*key, bytes)?,
+                    None => Vec::new(),
+                };
+                changes.add_bucket(&existing, updates, remove);
+                let merged = buckets::merge(&existing, updates, remove);
+                staged.push(Staged {
+                    key: **key,
+                    before,
+                    after: (!merged.is_empty()).then(|| sled::IVec::from(buckets::encode(&merged))),
+                });
+            }
+            Ok::<_, StoreError>((staged, changes))
+        };
+        let (lower, upper) = join(|| stage(first), || stage(second));
+        let (mut staged, mut changes) = lower?;
+        let (rest, more) = upper?;
+        staged.extend(rest);
+        changes.extend(more);
+        Ok((staged, changes.stage(&self.emails)?))
+    }
+
+    /// Whether a process (this one included) holds the store's lock; found without opening
+    /// the store, so nothing in it is recovered, migrated or written.
+    pub fn is_locked(path: &Path) -> bool {
+        let Ok(file) = std::fs::File::open(path.join("db")) else {
+            return false;
+        };
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    }
+
+    /// How far the counters have gone (see `watermark`).
+    fn counters(&self) -> StoreResult<watermark::Counters> {
+        Ok(watermark::Counters {
+            audit_seq: u64_of(self.meta.get(meta::NEXT_AUDIT_SEQ)?),
+            file_id: u64_of(self.meta.get(meta::NEXT_FILE_ID)?),
+            rule_id: u64_of(self.meta.get(meta::NEXT_RULE_ID)?),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        [
+            &self.meta,
+            &self.rules,
+            &self.accounts,
+            &self.files,
+            &self.audit,
+        ]
+        .iter()
+        .all(|t| t.is_empty())
+    }
+
+    /// Decodes every record and checks the email index against the accounts; the start-up
+    /// check.
+    ///
+    /// An index that does not match the accounts is refused as damage, not rebuilt. It is
+    /// written in the same transaction as the accounts, and the schema marker keeps builds
+    /// that do not maintain it away, so a mismatch means sled's files were damaged — and
+    /// which side is wrong cannot be told (an account bucket that lost an update still
+    /// decodes). SPEC §8 refuses a damaged store, naming the backup to restore (a restore
+    /// builds the index from the backup's accounts); rebuilding would hide the damage and
+    /// write into a store this check must leave as it found it. The check hashes each
+    /// account's pair and decodes the index, on two cores with the buckets' own check (see
+    /// BENCHMARKS.md for what it adds to an open).
+    pub fn verify(&self) -> StoreResult<()> {
+        self.rules()?;
+        let check = |accounts: sled::Iter, index: sled::Iter| -> StoreResult<(Digest, Digest)> {
+            let mut implied = Digest::default();
+            for item in accounts {
+                let (k, v) = item?;
+                for a in buckets::borrow(&k, &v)? {
+                    implied.add(&email_index::fold(a.email), a.employee_id);
+                }
+            }
+            let mut held = Digest::default();
+            for item in index {
+                let (k, v) = item?;
+                held = held.merge(Digest::of_bucket(&k, &v)?);
+            }
+            Ok((implied, held))
+        };
+        let half = ((buckets::BUCKETS / 2) as u16).to_be_bytes();
+        let (lower, upper) = join(
+            || check(self.accounts.range(..half), self.emails.range(..half)),
+            || check(self.accounts.range(half..), self.emails.range(half..)),
+        );
+        let ((implied, held), (implied_2, held_2)) = (lower?, upper?);
+        Digest::compare(implied.merge(implied_2), held.merge(held_2))?;
+        self.files()?;
+        self.audit(None)?;
+        Ok(())
+    }
+
+    fn list<T: DeserializeOwned>(tree: &sled::Tree, name: &str) -> StoreResult<Vec<T>> {
+        tree.iter()
+            .map(|item| {
+                let (k, v) = item?;
+                decode(name, &k, &v)
+            })
+            .collect()
+    }
+
+    fn get<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        name: &str,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
+    }
+
+    fn bump(&self, key: &[u8]) -> StoreResult<u64> {
+        let next = self.meta.update_and_fetch(key, |old| {
+            Some(
+                (u64_of(old.map(sled::IVec::from)) + 1)
+                    .to_be_bytes()
+                    .to_vec(),
+            )
+        })?;
+        self.flush()?;
+        Ok(u64_of(next))
+    }
+
+    /// Writes the whole store as a portable, versioned backup (JSON lines); returns the record count.
+    pub fn export_all(
+        &self,
+        out: &mut dyn std::io::Write,
+        created_at: &str,
+    ) -> std::io::Result<u64> {
+        let stored = [
+            (trees::META, &self.meta),
+            (trees::RULES, &self.rules),
+            (trees::ACCOUNTS, &self.accounts),
+            (trees::FILES, &self.files),
+            (trees::SHA_INDEX, &self.sha_index),
+            (trees::AUDIT, &self.audit),
+            (trees::REMOTE, &self.remote),
+        ];
+        backup::export(&stored, out, created_at)
+    }
+
+    /// Creates a new store at `path` (which must not exist) from a backup, checking it whole first.
+    pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
+        backup::import(path, input)
+    }
+
+    /// Writes staged account and index buckets, with whatever else `more` writes, in one
+    /// transaction over every tree; then flushes.
+    fn write_accounts(
+        &self,
+        staged: &(Vec<Staged>, Vec<Staged>),
+        more: impl Fn(&TxTrees) -> super::TxResult<()>,
+    ) -> StoreResult<()> {
+        let r = (
+            &self.accounts,
+            &self.emails,
+            &self.files,
+            &self.sha_index,
+            &self.meta,
+            &self.audit,
+            &self.remote,
+        )
+            .transaction(
+                |(accounts, emails, files, sha_index, meta, audit, remote)| {
+                    tx_write_staged(accounts, &staged.0)?;
+                    tx_write_staged(emails, &staged.1)?;
+                    more(&TxTrees {
+                        files,
+                        sha_index,
+                        meta,
+                        audit,
+                        remote,
+                    })
+                },
+            );
+        unwrap_tx(r)?;
+        self.flush()
+    }
+}
+
+/// The trees a write of accounts may change besides the accounts and their index.
+struct TxTrees<'t> {
+    files: &'t sled::transaction::TransactionalTree,
+    sha_index: &'t sled::transaction::TransactionalTree,
+    meta: &'t sled::transaction::TransactionalTree,
+    audit: &'t sled::transaction::TransactionalTree,
+    remote: &'t sled::transaction::TransactionalTree,
+}
+
+impl Store for SledStore {
+    fn rules(&self) -> StoreResult<Vec<Rule>> {
+        Self::list(&self.rules, trees::RULES)
+    }
+
+    fn rule(&self, id: RuleId) -> StoreResult<Option<Rule>> {
+        Self::get(&self.rules, trees::RULES, &id.0.to_be_bytes())
+    }
+
+    fn next_rule_id(&self) -> StoreResult<RuleId> {
+        self.bump(meta::NEXT_RULE_ID).map(RuleId)
+    }
+
+    fn put_rule(&self, rule: &Rule, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
+            rules.insert(&rule.id.0.to_be_bytes(), encode(rule))?;
+            tx_audit(meta, audit, &note)
+        });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn delete_rule(&self, id: RuleId, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
+            rules.remove(&id.0.to_be_bytes())?;
+            tx_audit(meta, audit, &note)
+        });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn accounts(&self) -> StoreResult<Vec<Account>> {
+        // Not `with_capacity(self.accounts.len())`: sled counts a tree by scanning all of it.
+        let mut out = Vec::new();
+        for item in self.accounts.iter() {
+            let (k, v) = item?;
+            out.extend(buckets::decode(&k, &v)?);
+        }
+        Ok(out)
+    }
+
+    fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()> {
+        for item in self.accounts.iter() {
+            let (k, v) = item?;
+            buckets::borrow(&k, &v)?.iter().for_each(&mut *f);
+        }
+        Ok(())
+    }
+
+    fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
+        let key = buckets::bucket_of(employee_id);
+        let Some(bytes) = self.accounts.get(key)? else {
+            return Ok(None);
+        };
+        // Read in place, only the one account copied.
+        let bucket = buckets::borrow(&key, &bytes)?;
+        Ok(bucket
+            .binary_search_by(|a| a.employee_id.cmp(employee_id))
+            .ok()
+            .map(|i| bucket[i].to_account()))
+    }
+
+    fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>> {
+        let folded = email_index::fold(email);
+        let key = email_index::bucket_of(&folded);
+        let Some(bytes) = self.emails.get(key)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for id in email_index::ids_in(&key, &bytes, &folded)? {
+            // The index is checked against the accounts at start-up; an entry it holds for
+            // an account that is gone or has another email is damage, not an answer.
+            match self.account(&id)? {
+                Some(a) if email_index::fold(&a.email) == folded => out.push(a),
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the email index lists employee {id} for {folded}, whose account does not have it"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_account(&self, account: &Account, remove: bool, note: AuditNote) -> StoreResult<()> {
+        let (updates, removed) = match remove {
+            true => (vec![], vec![account.employee_id.as_str()]),
+            false => (vec![account], vec![]),
+        };
+        let groups = BTreeMap::from([(buckets::bucket_of(&account.employee_id), updates)]);
+        let staged = self.stage_buckets(&groups, &removed)?;
+        self.write_accounts(&staged, |t| tx_audit(t.meta, t.audit, &note))
+    }
+
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+        // The buckets are merged and encoded first, and the accounts let go: at a first
+        // import of a million rows they are ~550 MB the transaction does not need.
+        let staged = self.stage_buckets(&buckets::group(&commit.updates), &[])?;
+        drop(commit.updates);
+        self.write_accounts(&staged, |t| {
+            if let Some(name) = commit.clear_remote {
+                t.remote.remove(name.as_bytes())?;
+            }
+            if let Some(file) = commit.file {
+                t.files.insert(&file.id.to_be_bytes(), encode(file))?;
+                if t.sha_index.get(file.sha256.as_bytes())?.is_none() {
+                    t.sha_index
+                        .insert(file.sha256.as_bytes(), &file.id.to_be_bytes())?;
+                }
+            }
+            if let Some(id) = commit.last_applied {
+                t.meta.insert(meta::LAST_APPLIED, &id.to_be_bytes())?;
+            }
+            if let Some(note) = &commit.audit {
+                tx_audit(t.meta, t.audit, note)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn next_file_id(&self) -> StoreResult<u64> {
+        self.bump(meta::NEXT_FILE_ID)
+    }
+
+    fn files(&self) -> StoreResult<Vec<FileEntry>> {
+        Self::list(&self.files, trees::FILES)
+    }
+
+    fn file(&self, id: u64) -> StoreResult<Option<FileEntry>> {
+        Self::get(&self.files, trees::FILES, &id.to_be_bytes())
+    }
+
+    fn file_by_sha(&self, sha256: &str) -> StoreResult<Option<FileEntry>> {
+        match self.sha_index.get(sha256.as_bytes())? {
+            Some(id) => self.file(u64_of(Some(id))),
+            None => Ok(None),
+        }
+    }
+
+    fn last_applied(&self) -> StoreResult<Option<FileEntry>> {
+        match self.meta.get(meta::LAST_APPLIED)? {
+            Some(id) => self.file(u64_of(Some(id))),
+            None => Ok(None),
+        }
+    }
+
+    fn audit(&self, since: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
+        let all: Vec<AuditEntry> = Self::list(&self.audit, trees::AUDIT)?;
+        Ok(match since {
+            Some(t) => all
+                .into_iter()
+                .filter(|e| e.note.at.as_str() >= t)
+                .collect(),
+            None => all,
+        })
+    }
+
+    fn append_audit(&self, note: AuditNote) -> StoreResult<()> {
+        let r = (&self.meta, &self.audit).transaction(|(meta, audit)| tx_audit(meta, audit, &note));
+        unwrap_tx(r)?;
+        self.flush()
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        watermark::record(&self.path, self.counters()?).map_err(sled::Error::Io)?;
+        Ok(())
+    }
+
+    fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64> {
+        self.export_all(out, created_at)
+    }
+
+    fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()> {
+        self.remote.insert(inbox_name.as_bytes(), encode(origin))?;
+        self.flush()
+    }
+
+    fn remote_registration(&self, inbox_name: &str) -> StoreResult<Option<RemoteOrigin>> {
+        Self::get(&self.remote, trees::REMOTE, inbox_name.as_bytes())
+    }
+
+    fn remote_registrations(&self) -> StoreResult<Vec<(String, RemoteOrigin)>> {
+        self.remote
+            .iter()
+            .map(|item| {
+                let (k, v) = item?;
+                let origin = decode(trees::REMOTE, &k, &v)?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), origin))
+            })
+            .collect()
+    }
+
+    fn unregister_remote(&self, inbox_name: &str) -> StoreResult<()> {
+        self.remote.remove(inbox_name.as_bytes())?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ACCOUNTS_V1;
+    use super::*;
+    use crate::core::accounts::Status;
+    use crate::store::FileStatus;
+    use crate::store::backup_format::BACKUP_SCHEMA;
+    use std::borrow::Cow;
+
+    /// sled's background flusher may hold the lock file a moment after the last handle drops.
+    fn reopen(path: &Path) -> SledStore {
+        for _ in 0..50 {
+            match SledStore::open(path) {
+                Ok(s) => return s,
+                Err(_) if SledStore::is_locked(path) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("reopen: {e:?}"),
+            }
+        }
+        panic!("store still locked after 2.5 s")
+    }
+
+    fn note(action: &str) -> AuditNote {
+        AuditNote {
+            at: "2026-01-01T00:00:00Z".into(),
+            user: "alice".into(),
+            action: action.into(),
+            detail: String::new(),
+        }
+    }
+
+    use crate::store::samples::account;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A store in schema 1's layout: one JSON record per account in `accounts`, under
+    /// the given keys.
+    fn schema_1_store(path: &Path, accounts: &[(&str, Account)]) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert(meta::SCHEMA, SCHEMA_V1)
+            .unwrap();
+        let old = db.open_tree(ACCOUNTS_V1).unwrap();
+        for (key, a) in accounts {
+            old.insert(key.as_bytes(), encode(a)).unwrap();
+        }
+        db.flush().unwrap();
+    }
+
+    fn still_schema_1(path: &Path) {
+        let db = sled::Config::new().path(path).open().unwrap();
+        let schema = db.open_tree("meta").unwrap().get(meta::SCHEMA).unwrap();
+        assert_eq!(schema.unwrap().as_ref(), SCHEMA_V1, "not migrated");
+        assert_eq!(
+            db.open_tree(ACCOUNTS_V1).unwrap().len(),
+            1,
+            "the old accounts are kept"
+        );
+    }
+
+    #[test]
+    fn a_schema_1_store_that_lost_changes_or_is_inconsistent_is_refused_not_migrated() {
+        // Behind its watermark (sled dropped a damaged log tail): refused as it stands.
+        let dir = tempfile::tempdir().unwrap();
+        schema_1_store(dir.path(), &[("E1", account("E1"))]);
+        let ahead = crate::store::watermark::Counters {
+            audit_seq: 5,
+            file_id: 0,
+            rule_id: 0,
+        };
+        crate::store::watermark::record(dir.path(), ahead).unwrap();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("audit"), "{msg}"),
+            other => panic!("opened: {:?}", other.err()),
+        }
+        still_schema_1(dir.path());
+        // An account filed under another employee's key.
+        let dir = tempfile::tempdir().unwrap();
+        schema_1_store(dir.path(), &[("E9", account("E1"))]);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("holds account"), "{msg}"),
+            other => panic!("opened: {:?}", other.err()),
+        }
+        still_schema_1(dir.path());
+    }
+
+    #[test]
+    fn the_lock_is_seen_without_opening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!SledStore::is_locked(dir.path()), "no store yet");
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(SledStore::is_locked(dir.path()));
+        drop(s);
+        drop(reopen(dir.path()));
+    }
+
+    #[test]
+    fn a_schema_1_store_is_migrated_to_buckets_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e2 = account("E2");
+        e2.status = Status::Inactive;
+        schema_1_store(dir.path(), &[("E1", account("E1")), ("E2", e2.clone())]);
+        let s = reopen(dir.path());
+        assert_eq!(s.account("E2").unwrap(), Some(e2.clone()));
+        assert_eq!(s.accounts().unwrap().len(), 2);
+        assert_eq!(s.accounts_by_email("e2@X.io").unwrap(), [e2], "indexed");
+        assert_eq!(s.meta.get(meta::SCHEMA).unwrap().unwrap().as_ref(), SCHEMA);
+        assert!(
+            !s.db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == ACCOUNTS_V1.as_bytes()),
+            "the old tree is gone"
+        );
+        drop(s);
+        assert_eq!(
+            reopen(dir.path()).accounts().unwrap().len(),
+            2,
+            "and stays migrated"
+        );
+    }
+
+    #[test]
+    fn manual_changes_rewrite_only_their_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let many: Vec<Account> = (0..5000).map(|i| account(&format!("E{i}"))).collect();
+        s.commit(Commit {
+            updates: many,
+            file: None,
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })
+        .unwrap();
+        let mut changed = account("E42");
+        changed.role = "Billing Admin".into();
+        s.put_account(&changed, false, note("admins set")).unwrap();
+        s.put_account(&account("E7"), true, note("admins remove"))
+            .unwrap();
+        let all = s.accounts().unwrap();
+        let all = crate::core::accounts::index(&all);
+        assert_eq!(all.len(), 4999);
+        assert_eq!(all["E42"].role, "Billing Admin");
+        assert!(!all.contains_key("E7"));
+        assert_eq!(s.account("E42").unwrap().unwrap().role, "Billing Admin");
+        assert_eq!(s.account("E7").unwrap(), None);
+        assert_eq!(s.account("E4999").unwrap(), Some(account("E4999")));
+        assert!(s.accounts.len() <= buckets::BUCKETS as usize);
+    }
+
+    #[test]
+    fn a_bucket_changed_after_it_was_staged_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut staged_role = account("E1");
+        staged_role.role = "HR Admin".into();
+        let (staged, _) = s
+            .stage_buckets(&buckets::group([&staged_role]), &[])
+            .unwrap();
+        let mut by_hand = account("E1");
+        by_hand.role = "Billing Admin".into();
+        s.put_account(&by_hand, false, note("admins add")).unwrap();
+        let r = s.accounts.transaction(|t| tx_write_staged(t, &staged));
+        match unwrap_tx(r) {
+            Err(StoreError::Conflict(msg)) => assert!(msg.contains("nothing was written"), "{msg}"),
+            other => panic!("stale bucket written: {other:?}"),
+        }
+        assert_eq!(s.account("E1").unwrap().unwrap().role, "Billing Admin");
+    }
+
+    #[test]
+    fn ids_are_never_reused_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let a;
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            a = s.next_rule_id().unwrap();
+            assert_eq!(a, RuleId(1));
+            assert_eq!(s.next_rule_id().unwrap(), RuleId(2));
+        }
+        let s = reopen(dir.path());
+        assert_eq!(s.next_rule_id().unwrap(), RuleId(3));
+    }
+
+    #[test]
+    fn commit_writes_accounts_ledger_last_applied_and_audit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let file = FileEntry {
+            id: 1,
+            name: "r.csv".into(),
+            stored_as: "20260101T000000Z_r.csv".into(),
+            size: 10,
+            sha256: "abc".into(),
+            received_at: "t".into(),
+            processed_at: "t".into(),
+            status: FileStatus::Applied,
+            summary: String::new(),
+            pending_move: None,
+            remote: None,
+            remote_pending: false,
+            was_held: false,
+        };
+        s.commit(Commit {
+            updates: vec![account("E1"), account("E2")],
+            file: Some(&file),
+            last_applied: Some(1),
+            audit: Some(note("apply")),
+            clear_remote: None,
+        })
+        .unwrap();
+        drop(s);
+        let s = reopen(dir.path());
+        assert_eq!(s.accounts().unwrap().len(), 2);
+        assert_eq!(s.last_applied().unwrap().unwrap().name, "r.csv");
+        assert_eq!(s.file_by_sha("abc").unwrap().unwrap().id, 1);
+        assert_eq!(s.audit(None).unwrap()[0].note.action, "apply");
+    }
+
+    #[test]
+    fn backup_round_trips_every_record_and_refuses_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(&dir.path().join("a")).unwrap();
+        s.next_rule_id().unwrap();
+        s.commit(Commit {
+            updates: vec![account("E1"), account("E2")],
+            file: None,
+            last_applied: None,
+            audit: Some(note("apply")),
+            clear_remote: None,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let n = s.export_all(&mut out, "now").unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.contains(&format!("\"hex:{}\"", hex(BACKUP_SCHEMA.as_bytes()))),
+            "the schema record names the backup's layout, schema 1"
+        );
+        assert!(
+            !text.contains(ACCOUNT_BUCKETS),
+            "accounts are exported one by one"
+        );
+        assert!(n >= 5, "{n}");
+        let restored = dir.path().join("b");
+        assert_eq!(SledStore::import(&restored, out.as_slice()).unwrap(), n);
+        let r = reopen(&restored);
+        let sorted = |s: &SledStore| {
+            let mut all = s.accounts().unwrap();
+            all.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+            all
+        };
+        assert_eq!(sorted(&r), sorted(&s));
+        assert_eq!(
+            r.accounts_by_email("e1@x.io").unwrap(),
+            [account("E1")],
+            "the index is built from the backup's accounts"
+        );
+        assert_eq!(r.next_rule_id().unwrap(), RuleId(2), "counters survive");
+        let truncated = &out[..out.len() - 12];
+        let err = SledStore::import(&dir.path().join("c"), truncated).unwrap_err();
+        assert!(err.to_string().contains("backup"), "{err}");
+        assert!(
+            !dir.path().join("c").exists(),
+            "nothing is created from a bad backup"
+        );
+    }
+
+    #[test]
+    fn a_damaged_record_is_refused_at_open() {
+        // The check runs over two halves of the bucket range: damage in either is found,
+        // and so is a key outside the range of bucket keys.
+        let halves = ["first", "E1"].map(|id| u16::from_be_bytes(buckets::bucket_of(id)));
+        assert!(halves[0] >= 2048 && halves[1] < 2048, "{halves:?}");
+        for key in [
+            buckets::bucket_of("first").to_vec(),
+            buckets::bucket_of("E1").to_vec(),
+            b"zzz".to_vec(),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = SledStore::open(dir.path()).unwrap();
+                s.commit(Commit {
+                    updates: vec![account("E2")],
+                    file: None,
+                    last_applied: None,
+                    audit: None,
+                    clear_remote: None,
+                })
+                .unwrap();
+                s.accounts
+                    .insert(key.clone(), b"{not postcard".to_vec())
+                    .unwrap();
+                s.flush().unwrap();
+            }
+            match SledStore::open(dir.path()) {
+                Err(StoreError::Corrupt(msg)) => assert!(msg.contains("account bucket"), "{msg}"),
+                Err(e) => panic!("wrong error {e}"),
+                Ok(_) => panic!("damaged store opened ({key:?})"),
+            }
+        }
+    }
+
+    fn commit_accounts(s: &SledStore, updates: Vec<Account>) {
+        s.commit(Commit {
+            updates,
+            file: None,
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })
+        .unwrap();
+    }
+
+    /// The refusal of a damaged store (waiting out sled's flusher holding the lock).
+    fn refused(path: &Path) -> String {
+        for _ in 0..50 {
+            match SledStore::open(path) {
+                Err(StoreError::Corrupt(msg)) => return msg,
+                Err(_) if SledStore::is_locked(path) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => panic!("wrong error {e}"),
+                Ok(_) => panic!("damaged store opened"),
+            }
+        }
+        panic!("store still locked after 2.5 s")
+    }
+
+    fn ids(accounts: &[Account]) -> Vec<&str> {
+        accounts.iter().map(|a| a.employee_id.as_str()).collect()
+    }
+
+    #[test]
+    fn a_store_written_before_the_email_index_gets_it_once_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            let mut ann = account("E1");
+            ann.email = " Ann@X.io".into();
+            commit_accounts(&s, vec![ann, account("E2")]);
+            // What the previous build wrote: the same buckets, schema 2, no index tree.
+            s.db.drop_tree(EMAIL_INDEX).unwrap();
+            s.meta.insert(meta::SCHEMA, SCHEMA_V2).unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path());
+        assert_eq!(s.meta.get(meta::SCHEMA).unwrap().unwrap().as_ref(), SCHEMA);
+        assert_eq!(ids(&s.accounts_by_email("ann@x.io").unwrap()), ["E1"]);
+        assert_eq!(ids(&s.accounts_by_email("E2@x.io").unwrap()), ["E2"]);
+        // Built once: from now on a missing index is damage, not something to rebuild.
+        s.emails.clear().unwrap();
+        s.flush().unwrap();
+        drop(s);
+        let msg = refused(dir.path());
+        assert!(msg.contains("email index does not match"), "{msg}");
+    }
+
+    #[test]
+    fn an_email_index_that_does_not_match_the_accounts_is_refused_at_open() {
+        let e2 = email_index::bucket_of("e2@x.io");
+        type Damage = (&'static str, fn(&SledStore));
+        let damage: [Damage; 4] = [
+            ("lost", |s| {
+                s.emails.remove(email_index::bucket_of("e2@x.io")).unwrap();
+            }),
+            ("altered", |s| {
+                let built = email_index::build([(Cow::Borrowed("e2@x.io"), "E3")]);
+                s.emails.insert(built[0].0, built[0].1.clone()).unwrap();
+            }),
+            ("added", |s| {
+                let built = email_index::build([
+                    (Cow::Borrowed("e2@x.io"), "E2"),
+                    (Cow::Borrowed("e2@x.io"), "E7"),
+                ]);
+                s.emails.insert(built[0].0, built[0].1.clone()).unwrap();
+            }),
+            ("undecodable", |s| {
+                s.emails
+                    .insert(email_index::bucket_of("e2@x.io"), b"{not postcard".to_vec())
+                    .unwrap();
+            }),
+        ];
+        for (what, damage) in damage {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = SledStore::open(dir.path()).unwrap();
+                commit_accounts(&s, vec![account("E1"), account("E2"), account("E3")]);
+                assert!(s.emails.get(e2).unwrap().is_some());
+                damage(&s);
+                s.flush().unwrap();
+            }
+            let msg = refused(dir.path());
+            assert!(msg.contains("email index"), "{what}: {msg}");
+        }
+    }
+
+    #[test]
+    fn an_index_entry_the_accounts_do_not_bear_out_is_an_error_not_an_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        commit_accounts(&s, vec![account("E1"), account("E2")]);
+        assert_eq!(ids(&s.accounts_by_email("e1@x.io").unwrap()), ["E1"]);
+        // Damage after the start-up check: E2 listed under E1's email.
+        let built = email_index::build([
+            (Cow::Borrowed("e1@x.io"), "E1"),
+            (Cow::Borrowed("e1@x.io"), "E2"),
+        ]);
+        s.emails.insert(built[0].0, built[0].1.clone()).unwrap();
+        match s.accounts_by_email("E1@x.io") {
+            Err(StoreError::Corrupt(msg)) => assert!(msg.contains("E2"), "{msg}"),
+            other => panic!("answered {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_account_write_keeps_the_index_matching_the_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let many: Vec<Account> = (0..3000).map(|i| account(&format!("E{i}"))).collect();
+        commit_accounts(&s, many);
+        let mut moved = account("E5");
+        moved.email = "Five@X.io".into();
+        commit_accounts(&s, vec![moved.clone(), account("E3000")]);
+        moved.email = "five.again@x.io".into();
+        s.put_account(&moved, false, note("admins set")).unwrap();
+        s.put_account(&account("E7"), true, note("admins remove"))
+            .unwrap();
+        s.verify().unwrap();
+        assert!(s.accounts_by_email("five@x.io").unwrap().is_empty());
+        assert_eq!(
+            ids(&s.accounts_by_email("five.again@x.io").unwrap()),
+            ["E5"]
+        );
+        assert!(s.accounts_by_email("e7@x.io").unwrap().is_empty());
+        assert_eq!(ids(&s.accounts_by_email("e3000@x.io").unwrap()), ["E3000"]);
+    }
+}
