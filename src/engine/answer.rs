@@ -4,7 +4,7 @@
 use super::commands;
 use super::pipeline::Pipeline;
 use super::state::EngineState;
-use crate::api::{Output, Request, Response, Upload, exit};
+use crate::api::{Output, Request, Response, Upload, error_response, exit};
 use crate::store::SledStore;
 use serde_json::json;
 use std::sync::Mutex;
@@ -58,25 +58,30 @@ pub fn answer(
     }
     let is_status = matches!(request, Request::Status);
     let mut response = commands::execute(p, request, caller, output);
-    if is_status && response.exit == exit::OK {
-        add_daemon_status(p, &mut response, state);
+    if is_status
+        && response.exit == exit::OK
+        && let Err(e) = add_daemon_status(p, &mut response, state)
+    {
+        return error_response(&e);
     }
     response
 }
 
 /// How long no file arrived, and whether that is longer than `source.stale_after`.
-fn quiet_time(p: &Pipeline<SledStore>, started_at: Option<SystemTime>) -> (Duration, bool) {
+fn quiet_time(
+    p: &Pipeline<SledStore>,
+    started_at: Option<SystemTime>,
+) -> anyhow::Result<(Duration, bool)> {
     // The newest arrival: a processed file, or one still waiting in inbox/.
     let inbox = p.paths.folder("inbox");
     let waiting_arrival = p
-        .waiting()
-        .unwrap_or_default()
+        .waiting()?
         .iter()
         .filter_map(|name| std::fs::metadata(inbox.join(name)).ok())
         .filter_map(|m| m.modified().ok())
         .max();
     let last_arrival = p
-        .last_received()
+        .last_received()?
         .and_then(|t| humantime::parse_rfc3339(&t).ok())
         .into_iter()
         .chain(waiting_arrival)
@@ -85,12 +90,16 @@ fn quiet_time(p: &Pipeline<SledStore>, started_at: Option<SystemTime>) -> (Durat
     let quiet = last_arrival
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .unwrap_or_default();
-    (quiet, quiet > p.cfg.source.stale_after)
+    Ok((quiet, quiet > p.cfg.source.stale_after))
 }
 
-fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &Mutex<EngineState>) {
+fn add_daemon_status(
+    p: &Pipeline<SledStore>,
+    response: &mut Response,
+    state: &Mutex<EngineState>,
+) -> anyhow::Result<()> {
     let state = state.lock().expect("state lock");
-    let (quiet, stale) = quiet_time(p, state.started_at);
+    let (quiet, stale) = quiet_time(p, state.started_at)?;
     let source = state.source.as_ref().and_then(|s| s.status());
     let started = state.started_at.map(crate::util::rfc3339);
     response.json["daemon"] = json!({
@@ -122,4 +131,5 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
         ));
     }
     response.text.push_str(&text);
+    Ok(())
 }

@@ -371,13 +371,8 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// When the newest file in the ledger was received.
-    pub fn last_received(&self) -> Option<String> {
-        self.store
-            .files()
-            .ok()?
-            .into_iter()
-            .map(|f| f.received_at)
-            .max()
+    pub fn last_received(&self) -> Result<Option<String>> {
+        Ok(self.store.files()?.into_iter().map(|f| f.received_at).max())
     }
 
     /// The path of a ledger entry's file and report.

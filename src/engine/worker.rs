@@ -98,10 +98,13 @@ fn source_job(p: &Pipeline<SledStore>, job: SourceJob) {
 /// Wakes the source when a decided file waits for its finishing work.
 fn tell_source_of_handoffs(p: &Pipeline<SledStore>, state: &Mutex<EngineState>) {
     let source = state.lock().expect("state lock").source.clone();
-    if let Some(source) = source
-        && p.remote_work().is_ok_and(|w| !w.is_empty())
-    {
-        source.handoffs_waiting();
+    let Some(source) = source else {
+        return;
+    };
+    match p.remote_work() {
+        Ok(work) if !work.is_empty() => source.handoffs_waiting(),
+        Ok(_) => {}
+        Err(e) => tracing::error!("reading the ledger for files the source must finish: {e:#}"),
     }
 }
 
@@ -122,9 +125,18 @@ fn process_waiting(
         if shutdown.is_cancelled() {
             return;
         }
-        if let Ok(Some(held)) = p.held() {
-            tracing::info!(held = %held.stored_as, "files wait in inbox/ until the held file is approved or rejected");
-            return;
+        match p.held() {
+            Ok(Some(held)) => {
+                tracing::info!(held = %held.stored_as, "files wait in inbox/ until the held file is approved or rejected");
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let message = format!("reading the ledger before inbox/{name}: {e:#}");
+                tracing::error!("{message}; the file stays in inbox/");
+                state.lock().expect("state lock").last_error = Some(message);
+                return;
+            }
         }
         match p.process(&name) {
             Ok(_) => state.lock().expect("state lock").last_error = None,

@@ -85,7 +85,11 @@ pub fn process_upload<S: Store>(
     if let Some(refusal) = precheck(p, &probe, caller) {
         return refusal;
     }
-    if let Ok(Some(held)) = p.held() {
+    let held = match p.held() {
+        Ok(held) => held,
+        Err(e) => return error_response(&e),
+    };
+    if let Some(held) = held {
         return Response::fail(
             exit::REFUSED,
             format!(
