@@ -34,7 +34,7 @@ use tracing::Span;
 /// Prefix of the temporary names uploads are written under inside `inbox/`.
 pub const TEMP_PREFIX: &str = ".upload-";
 /// Largest SFTP packet a client may send; the `limits@openssh.com` answer and the framing
-/// guard in `sftp_server` use the same value (OpenSSH's own limit).
+/// guard in the SFTP server use the same value (OpenSSH's own limit).
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
 /// Largest read or write payload per request (a packet minus room for its header).
 pub const MAX_IO_LEN: u32 = MAX_PACKET_LEN - 1024;
