@@ -180,6 +180,30 @@ pub enum Mode {
     Watch,
 }
 
+/// Which algorithm lists the SFTP server offers (`source.ssh_profile`, SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SshProfile {
+    /// Post-quantum and curve25519 kex, ed25519 host key (RSA-SHA2 too with
+    /// `source.rsa_host_key`), AEAD and CTR ciphers, SHA-2 MACs: older HR clients
+    /// (libssh2 1.10, OpenSSH 9.2, Paramiko) connect.
+    #[default]
+    Compatible,
+    /// mlkem768x25519 kex, ed25519 host key, AEAD ciphers only (OpenSSH 9.9+ clients).
+    Strict,
+}
+
+impl<'de> Deserialize<'de> for SshProfile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "compatible" => Ok(SshProfile::Compatible),
+            "strict" => Ok(SshProfile::Strict),
+            other => Err(serde::de::Error::custom(format!(
+                "source.ssh_profile = \"{other}\": use \"compatible\" or \"strict\""
+            ))),
+        }
+    }
+}
+
 /// `[source]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,8 +215,8 @@ pub struct Source {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// compatible | strict
-    #[serde(default = "default_profile")]
-    pub ssh_profile: String,
+    #[serde(default)]
+    pub ssh_profile: SshProfile,
     /// Also offer an RSA host key (`compatible` only; SPEC §8). Default false.
     #[serde(default)]
     pub rsa_host_key: bool,
@@ -240,9 +264,6 @@ fn toml_default<T: serde::de::DeserializeOwned>() -> T {
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:2222".parse().expect("valid address")
-}
-fn default_profile() -> String {
-    "compatible".into()
 }
 fn default_settle() -> Duration {
     Duration::from_secs(2)
@@ -424,11 +445,7 @@ impl Config {
     /// Checks what serde cannot: enumerations given as strings, canonical column names, paths.
     pub fn validate(&self) -> Result<()> {
         self.encoding()?;
-        match self.source.ssh_profile.as_str() {
-            "compatible" | "strict" => {}
-            other => bail!("source.ssh_profile = \"{other}\": use \"compatible\" or \"strict\""),
-        }
-        if self.source.rsa_host_key && self.source.ssh_profile == "strict" {
+        if self.source.rsa_host_key && self.source.ssh_profile == SshProfile::Strict {
             bail!(
                 "source.rsa_host_key = true cannot be used with source.ssh_profile = \"strict\", \
                  which offers the ed25519 host key only: remove rsa_host_key, or use \
@@ -551,7 +568,7 @@ mod tests {
         assert_eq!(c.source.listen.to_string(), "127.0.0.1:2222");
         assert_eq!(c.source.settle, Duration::from_secs(2));
         assert_eq!(c.source.rescan_interval, Duration::from_secs(60));
-        assert_eq!(c.source.ssh_profile, "compatible");
+        assert_eq!(c.source.ssh_profile, SshProfile::Compatible);
         assert!(!c.source.rsa_host_key);
         assert_eq!(
             c.control.socket,

@@ -18,8 +18,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use autoprov::config::SshProfile;
 use autoprov::ingest::sftp::host_keys::{ED25519_FILE, RSA_FILE};
-use autoprov::ingest::sftp::server::SshProfile;
 use autoprov::ingest::sftp::{SftpServer, SftpSettings};
 use common::prereq::require_tool;
 use common::sftp::{Server, USER, enable_rsa_host_key, host_key_template, settings_for, unique};

@@ -7,7 +7,6 @@ pub mod watch;
 use crate::config::Config;
 use crate::pipeline::Paths;
 use anyhow::{Result, bail};
-use sftp::server::SshProfile;
 use sftp::{SftpSettings, SftpUser};
 
 /// The SFTP server's settings from the config.
@@ -19,10 +18,7 @@ pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
     }
     Ok(SftpSettings {
         listen: cfg.source.listen,
-        profile: match cfg.source.ssh_profile.as_str() {
-            "strict" => SshProfile::Strict,
-            _ => SshProfile::Compatible,
-        },
+        profile: cfg.source.ssh_profile,
         rsa_host_key: cfg.source.rsa_host_key,
         users: cfg
             .source
