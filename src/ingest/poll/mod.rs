@@ -14,6 +14,7 @@
 use crate::config::{Config, Remote};
 use crate::engine::{EngineHandle, SourceFile, SourceLink};
 pub mod client;
+mod host_key;
 
 use crate::pipeline::{FOLDERS, Paths};
 use crate::store::{FileEntry, FileStatus, RemoteOrigin};
