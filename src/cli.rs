@@ -15,8 +15,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
     /// Log format: text or json (overrides log.format).
-    #[arg(long, global = true, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    #[arg(long, global = true, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -92,9 +92,9 @@ fn default_roles() -> Vec<String> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RosterConfig {
-    /// auto | utf-8 | windows-1252
-    #[serde(default = "default_encoding")]
-    pub encoding: String,
+    /// auto | utf-8 (utf8) | windows-1252 (cp1252), any letter case.
+    #[serde(default, deserialize_with = "encoding")]
+    pub encoding: Encoding,
     /// Statuses meaning the employee has left.
     #[serde(default = "default_inactive")]
     pub inactive_statuses: Vec<String>,
@@ -112,7 +112,7 @@ pub struct RosterConfig {
 impl Default for RosterConfig {
     fn default() -> Self {
         Self {
-            encoding: default_encoding(),
+            encoding: Encoding::default(),
             inactive_statuses: default_inactive(),
             max_bytes: default_max_bytes(),
             max_rows: default_max_rows(),
@@ -121,9 +121,6 @@ impl Default for RosterConfig {
     }
 }
 
-fn default_encoding() -> String {
-    "auto".into()
-}
 fn default_inactive() -> Vec<String> {
     ["terminated", "inactive", "separated", "deceased"]
         .map(String::from)
@@ -180,6 +177,30 @@ pub enum Mode {
     Watch,
 }
 
+/// Which algorithm lists the SFTP server offers (`source.ssh_profile`, SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SshProfile {
+    /// Post-quantum and curve25519 kex, ed25519 host key (RSA-SHA2 too with
+    /// `source.rsa_host_key`), AEAD and CTR ciphers, SHA-2 MACs: older HR clients
+    /// (libssh2 1.10, OpenSSH 9.2, Paramiko) connect.
+    #[default]
+    Compatible,
+    /// mlkem768x25519 kex, ed25519 host key, AEAD ciphers only (OpenSSH 9.9+ clients).
+    Strict,
+}
+
+impl<'de> Deserialize<'de> for SshProfile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "compatible" => Ok(SshProfile::Compatible),
+            "strict" => Ok(SshProfile::Strict),
+            other => Err(serde::de::Error::custom(format!(
+                "source.ssh_profile = \"{other}\": use \"compatible\" or \"strict\""
+            ))),
+        }
+    }
+}
+
 /// `[source]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -191,8 +212,8 @@ pub struct Source {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// compatible | strict
-    #[serde(default = "default_profile")]
-    pub ssh_profile: String,
+    #[serde(default)]
+    pub ssh_profile: SshProfile,
     /// Also offer an RSA host key (`compatible` only; SPEC §8). Default false.
     #[serde(default)]
     pub rsa_host_key: bool,
@@ -240,9 +261,6 @@ fn toml_default<T: serde::de::DeserializeOwned>() -> T {
 
 fn default_listen() -> SocketAddr {
     "127.0.0.1:2222".parse().expect("valid address")
-}
-fn default_profile() -> String {
-    "compatible".into()
 }
 fn default_settle() -> Duration {
     Duration::from_secs(2)
@@ -342,13 +360,35 @@ fn default_socket() -> PathBuf {
     PathBuf::from("/run/autoprov/autoprov.sock")
 }
 
+/// How log lines are written (`log.format`, and the `--log-format` override).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(serde::de::Error::custom(format!(
+                "log.format = \"{other}\": use \"text\" or \"json\""
+            ))),
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// text | json
-    #[serde(default = "default_log_format")]
-    pub format: String,
+    #[serde(default)]
+    pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `autoprov=debug`.
     #[serde(default = "default_log_level")]
     pub level: String,
@@ -357,17 +397,30 @@ pub struct Log {
 impl Default for Log {
     fn default() -> Self {
         Self {
-            format: default_log_format(),
+            format: LogFormat::default(),
             level: default_log_level(),
         }
     }
 }
 
-fn default_log_format() -> String {
-    "text".into()
-}
 fn default_log_level() -> String {
     "info".into()
+}
+
+/// `roster.encoding`, in any letter case.
+fn encoding<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Encoding, D::Error> {
+    Ok(
+        match String::deserialize(d)?.to_ascii_lowercase().as_str() {
+            "auto" => Encoding::Auto,
+            "utf-8" | "utf8" => Encoding::Utf8,
+            "windows-1252" | "cp1252" => Encoding::Windows1252,
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "roster.encoding = \"{other}\": use \"auto\", \"utf-8\" or \"windows-1252\""
+                )));
+            }
+        },
+    )
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D::Error> {
@@ -421,23 +474,15 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: enumerations given as strings, canonical column names, paths.
+    /// Checks what serde cannot: settings that exclude each other, canonical column names,
+    /// what a mode needs.
     pub fn validate(&self) -> Result<()> {
-        self.encoding()?;
-        match self.source.ssh_profile.as_str() {
-            "compatible" | "strict" => {}
-            other => bail!("source.ssh_profile = \"{other}\": use \"compatible\" or \"strict\""),
-        }
-        if self.source.rsa_host_key && self.source.ssh_profile == "strict" {
+        if self.source.rsa_host_key && self.source.ssh_profile == SshProfile::Strict {
             bail!(
                 "source.rsa_host_key = true cannot be used with source.ssh_profile = \"strict\", \
                  which offers the ed25519 host key only: remove rsa_host_key, or use \
                  ssh_profile = \"compatible\""
             );
-        }
-        match self.log.format.as_str() {
-            "text" | "json" => {}
-            other => bail!("log.format = \"{other}\": use \"text\" or \"json\""),
         }
         for canonical in self.roster.columns.keys() {
             if !Columns::is_canonical(canonical) {
@@ -460,18 +505,6 @@ impl Config {
         Ok(())
     }
 
-    /// The roster encoding setting.
-    pub fn encoding(&self) -> Result<Encoding> {
-        Ok(match self.roster.encoding.to_ascii_lowercase().as_str() {
-            "auto" => Encoding::Auto,
-            "utf-8" | "utf8" => Encoding::Utf8,
-            "windows-1252" | "cp1252" => Encoding::Windows1252,
-            other => {
-                bail!("roster.encoding = \"{other}\": use \"auto\", \"utf-8\" or \"windows-1252\"")
-            }
-        })
-    }
-
     /// The column alias table.
     pub fn columns(&self) -> Columns {
         Columns::new(&self.roster.columns)
@@ -480,7 +513,7 @@ impl Config {
     /// Roster options for a parse that keeps `needed_fields`.
     pub fn roster_options(&self, needed_fields: Vec<String>) -> RosterOptions {
         RosterOptions {
-            encoding: self.encoding().unwrap_or_default(),
+            encoding: self.roster.encoding,
             inactive_statuses: self.roster.inactive_statuses.clone(),
             columns: self.columns(),
             max_bytes: self.roster.max_bytes,
@@ -551,7 +584,7 @@ mod tests {
         assert_eq!(c.source.listen.to_string(), "127.0.0.1:2222");
         assert_eq!(c.source.settle, Duration::from_secs(2));
         assert_eq!(c.source.rescan_interval, Duration::from_secs(60));
-        assert_eq!(c.source.ssh_profile, "compatible");
+        assert_eq!(c.source.ssh_profile, SshProfile::Compatible);
         assert!(!c.source.rsa_host_key);
         assert_eq!(
             c.control.socket,
@@ -573,12 +606,82 @@ mod tests {
             "{:#}",
             load("[roster]\nencoding = \"latin9\"\n").unwrap_err()
         );
-        assert!(err.contains("windows-1252"), "{err}");
+        assert!(
+            err.contains("windows-1252") && err.contains("roster.encoding"),
+            "{err}"
+        );
         let err = format!(
             "{:#}",
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn encodings_are_typed_in_any_letter_case() {
+        for (text, want) in [
+            ("auto", Encoding::Auto),
+            ("AUTO", Encoding::Auto),
+            ("utf-8", Encoding::Utf8),
+            ("UTF8", Encoding::Utf8),
+            ("Windows-1252", Encoding::Windows1252),
+            ("cp1252", Encoding::Windows1252),
+        ] {
+            let c = load(&format!("[roster]\nencoding = \"{text}\"\n")).unwrap();
+            assert_eq!(c.roster.encoding, want, "{text}");
+            assert_eq!(c.roster_options(Vec::new()).encoding, want, "{text}");
+        }
+        assert_eq!(load("").unwrap().roster.encoding, Encoding::Auto);
+        let err = format!(
+            "{:#}",
+            load("[roster]\nencoding = \"Latin9\"\n").unwrap_err()
+        );
+        assert!(
+            err.contains(
+                "roster.encoding = \"latin9\": use \"auto\", \"utf-8\" or \"windows-1252\""
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_profiles_and_log_formats_are_errors_naming_the_key() {
+        let c = load("[source]\nssh_profile = \"strict\"\n[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(c.source.ssh_profile, SshProfile::Strict);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(load("").unwrap().log.format, LogFormat::Text);
+        let err = format!(
+            "{:#}",
+            load("[source]\nssh_profile = \"modern\"\n").unwrap_err()
+        );
+        assert!(
+            err.contains("source.ssh_profile = \"modern\": use \"compatible\" or \"strict\""),
+            "{err}"
+        );
+        // Exact spelling, as before: no silent fallback to the default.
+        let err = format!(
+            "{:#}",
+            load("[source]\nssh_profile = \"Strict\"\n").unwrap_err()
+        );
+        assert!(err.contains("source.ssh_profile"), "{err}");
+        let err = format!("{:#}", load("[log]\nformat = \"xml\"\n").unwrap_err());
+        assert!(
+            err.contains("log.format = \"xml\": use \"text\" or \"json\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_log_format_flag_takes_the_same_values() {
+        use clap::Parser;
+        let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args);
+        let cli = parse(&["autoprov", "--log-format", "json", "status"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Json));
+        let cli = parse(&["autoprov", "status", "--log-format", "text"]).unwrap();
+        assert_eq!(cli.log_format, Some(LogFormat::Text));
+        assert_eq!(parse(&["autoprov", "status"]).unwrap().log_format, None);
+        let err = parse(&["autoprov", "--log-format", "xml", "status"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]
@@ -643,7 +746,8 @@ format = "json"
         )
         .unwrap();
         assert!(c.sso.enabled);
-        assert_eq!(c.encoding().unwrap(), Encoding::Windows1252);
+        assert_eq!(c.roster.encoding, Encoding::Windows1252);
+        assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.columns().key("badge number"), "employeeid");
         assert_eq!(
             c.limits().max_deactivations,

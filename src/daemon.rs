@@ -5,7 +5,7 @@ use crate::config::{Config, Mode};
 use crate::control;
 use crate::engine::{self, EngineState};
 use crate::ingest::poll::PollLink;
-use crate::ingest::{sftp_server, watcher};
+use crate::ingest::{sftp, watch};
 use anyhow::{Context, Result, bail};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -80,7 +80,7 @@ async fn serve(cfg: Config) -> Result<()> {
             cfg.source.rescan_interval,
         );
         tracker.spawn(async move {
-            if let Err(e) = watcher::watch_inbox(inbox, rescan, engine, token).await {
+            if let Err(e) = watch::watch_inbox(inbox, rescan, engine, token).await {
                 tracing::error!("inbox watcher stopped: {e:#}");
             }
         });
@@ -116,8 +116,7 @@ async fn start_source(
 ) -> Result<()> {
     match cfg.source.mode {
         Mode::Host => {
-            let server =
-                sftp_server::SftpServer::bind(crate::ingest::sftp_settings(cfg, paths)?).await?;
+            let server = sftp::SftpServer::bind(crate::ingest::sftp_settings(cfg, paths)?).await?;
             let addr = server.local_addr();
             state.lock().expect("state lock").listen = Some(addr);
             tracing::info!(%addr, "SFTP server listening");
@@ -136,8 +135,7 @@ async fn start_source(
             );
             let (inbox, engine, token) = (paths.folder("inbox"), engine.clone(), shutdown.clone());
             tracker.spawn(async move {
-                if let Err(e) = watcher::watch_dir(dir, inbox, settle, rescan, engine, token).await
-                {
+                if let Err(e) = watch::watch_dir(dir, inbox, settle, rescan, engine, token).await {
                     tracing::error!("watch_dir watcher stopped: {e:#}");
                 }
             });

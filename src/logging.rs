@@ -1,11 +1,11 @@
 //! tracing to stderr, as text or JSON (journald picks it up).
 
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber; `RUST_LOG` wins over `log.level`.
-pub fn init(cfg: &Config, format_override: Option<&str>) {
+pub fn init(cfg: &Config, format_override: Option<LogFormat>) {
     // russh logs every connection step at info; keep it at warn unless asked for.
     let level = if cfg.log.level.contains("russh") {
         cfg.log.level.clone()
@@ -17,10 +17,9 @@ pub fn init(cfg: &Config, format_override: Option<&str>) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let result = if format_override.unwrap_or(&cfg.log.format) == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+    let result = match format_override.unwrap_or(cfg.log.format) {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
     };
     let _ = result;
 }

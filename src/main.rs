@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    autoprov::logging::init(&cfg, cli.log_format.as_deref());
+    autoprov::logging::init(&cfg, cli.log_format);
     if let Err(e) = thp_off {
         tracing::debug!("transparent huge pages stay on: {e}");
     }

@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use autoprov::ingest::drop_fs::MAX_OPEN_HANDLES;
-use autoprov::ingest::sftp_server::{CONNECTION_BURST, CONNECTION_RATE_PER_SEC, SftpSettings};
+use autoprov::ingest::sftp::drop_fs::MAX_OPEN_HANDLES;
+use autoprov::ingest::sftp::{CONNECTION_BURST, CONNECTION_RATE_PER_SEC, SftpSettings};
 use common::prereq::require_tool;
 use common::sftp::{Server, USER, settings_for, unique};
 use common::{Need, lazy, require, wait_until};

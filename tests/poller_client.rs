@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use autoprov::ingest::sftp_poller::*;
+use autoprov::ingest::poll::client::*;
 use common::sha256_hex;
 use common::sshd::{Sshd, UserKey};
 

@@ -18,8 +18,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use autoprov::ingest::host_keys::{ED25519_FILE, RSA_FILE};
-use autoprov::ingest::sftp_server::{SftpServer, SftpSettings, SshProfile};
+use autoprov::config::SshProfile;
+use autoprov::ingest::sftp::host_keys::{ED25519_FILE, RSA_FILE};
+use autoprov::ingest::sftp::{SftpServer, SftpSettings};
 use common::prereq::require_tool;
 use common::sftp::{Server, USER, enable_rsa_host_key, host_key_template, settings_for, unique};
 use common::sshd::{key_fingerprint, keygen};

@@ -1,16 +1,13 @@
 //! Where files come from: the SFTP server (host mode), the watchers, and what they share.
 
-pub mod drop_fs;
-pub mod host_keys;
 pub mod poll;
-pub mod sftp_poller;
-pub mod sftp_server;
-pub mod watcher;
+pub mod sftp;
+pub mod watch;
 
 use crate::config::Config;
 use crate::layout::Paths;
 use anyhow::{Result, bail};
-use sftp_server::{SftpSettings, SftpUser, SshProfile};
+use sftp::{SftpSettings, SftpUser};
 
 /// The SFTP server's settings from the config.
 pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
@@ -21,10 +18,7 @@ pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
     }
     Ok(SftpSettings {
         listen: cfg.source.listen,
-        profile: match cfg.source.ssh_profile.as_str() {
-            "strict" => SshProfile::Strict,
-            _ => SshProfile::Compatible,
-        },
+        profile: cfg.source.ssh_profile,
         rsa_host_key: cfg.source.rsa_host_key,
         users: cfg
             .source

@@ -13,8 +13,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use autoprov::ingest::host_keys;
-use autoprov::ingest::sftp_server::{SftpServer, SftpSettings, SftpUser, SshProfile};
+use autoprov::config::SshProfile;
+use autoprov::ingest::sftp::host_keys;
+use autoprov::ingest::sftp::{SftpServer, SftpSettings, SftpUser};
 use tempfile::TempDir;
 use tokio_util::sync::CancellationToken;
 

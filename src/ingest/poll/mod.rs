@@ -13,11 +13,14 @@
 
 use crate::config::{Config, Remote};
 use crate::engine::{EngineHandle, SourceFile, SourceLink};
-use crate::ingest::sftp_poller::{
-    Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path,
-};
+pub mod client;
+mod host_key;
+
 use crate::layout::{FOLDERS, Paths};
 use crate::store::{FileEntry, FileStatus, RemoteOrigin};
+use client::{
+    Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path,
+};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -24,25 +24,28 @@
 //!   [`RemoteClient::list`] leaves out hidden, partial, non-UTF-8 and control-character
 //!   names and anything that is not a regular file (symlinks included).
 //!
-//! This module depends on nothing else in autoprov: the daemon passes settings in and
-//! keeps the state (stability, back-off, status, ledger) itself.
+//! This module depends on nothing else in autoprov but the ignored-name rule of
+//! [`layout`](crate::layout): the poll loop ([`super`]) passes settings in and keeps the
+//! state (stability, back-off, status, ledger) itself.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use russh::client;
-use russh::keys::{Algorithm, HashAlg, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKey};
 use russh::{ChannelMsg, Disconnect};
 use russh_sftp::client::SftpSession;
 use russh_sftp::client::error::Error as SftpError;
 use russh_sftp::protocol::{OpenFlags, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::host_key::{PinnedHostKey, fingerprint, host_key_algorithms, lock, parse_pinned_key};
 
 /// Where and how to poll (`[source.remote]` plus `roster.max_bytes`).
 #[derive(Debug, Clone)]
@@ -126,91 +129,6 @@ pub struct RemoteClient {
     timeout: Duration,
 }
 
-/// The russh client handler: accepts exactly the pinned host key.
-struct PinnedHostKey {
-    expected: PublicKey,
-    /// Set to the presented key's fingerprint when it did not match.
-    mismatch: Arc<Mutex<Option<String>>>,
-}
-
-impl client::Handler for PinnedHostKey {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        server_public_key: &PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        match server_public_key {
-            PublicKeyOrCertificate::PublicKey { key, .. }
-                if key.key_data() == self.expected.key_data() =>
-            {
-                Ok(true)
-            }
-            PublicKeyOrCertificate::PublicKey { key, .. } => {
-                *lock(&self.mismatch) = Some(fingerprint(key));
-                Ok(false)
-            }
-            PublicKeyOrCertificate::Certificate(cert) => {
-                // Only plain keys are pinned; a certificate is not the pinned key.
-                let key = PublicKey::new(cert.public_key().clone(), "");
-                *lock(&self.mismatch) = Some(format!("certificate for {}", fingerprint(&key)));
-                Ok(false)
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn fingerprint(key: &PublicKey) -> String {
-    key.fingerprint(HashAlg::Sha256).to_string()
-}
-
-/// Parses `known_host_key` (an OpenSSH public key line; a leading known_hosts host field
-/// is tolerated).
-fn parse_pinned_key(line: &str) -> anyhow::Result<PublicKey> {
-    let line = line.trim();
-    if let Ok(key) = PublicKey::from_openssh(line) {
-        return Ok(key);
-    }
-    // `host ssh-ed25519 AAAA...` as copied from a known_hosts file or ssh-keyscan.
-    if let Some((_, rest)) = line.split_once(char::is_whitespace)
-        && let Ok(key) = PublicKey::from_openssh(rest.trim())
-    {
-        return Ok(key);
-    }
-    Err(anyhow!(
-        "source.remote.known_host_key is not an OpenSSH public key line \
-         (expected e.g. \"ssh-ed25519 AAAA...\")"
-    ))
-}
-
-/// Host key algorithms to offer: the pinned key's first (RSA: rsa-sha2 only), so a server
-/// with several host keys presents the pinned one; then the other defaults, so a server
-/// that lacks the pinned kind presents another key and fails loudly as a mismatch rather
-/// than as an obscure negotiation error. SHA-1 `ssh-rsa` is never offered.
-fn host_key_algorithms(key: &PublicKey) -> Vec<Algorithm> {
-    let mut algs = match key.algorithm() {
-        Algorithm::Rsa { .. } => vec![
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha512),
-            },
-            Algorithm::Rsa {
-                hash: Some(HashAlg::Sha256),
-            },
-        ],
-        other => vec![other],
-    };
-    for alg in russh::Preferred::DEFAULT.key.iter() {
-        if !algs.contains(alg) && *alg != (Algorithm::Rsa { hash: None }) {
-            algs.push(alg.clone());
-        }
-    }
-    algs
-}
-
 /// Runs `fut` with the step timeout, mapping its error with `what` for context.
 async fn timed<T, E, F>(limit: Duration, step: &'static str, fut: F) -> Result<T, PollError>
 where
@@ -278,10 +196,29 @@ impl RemoteClient {
         } else {
             s.timeout
         };
+        let mut handle = Self::handshake(s, &expected, timeout).await?;
+        Self::authenticate(&mut handle, &s.user, key, timeout).await?;
+        let sftp = timed(timeout, "sftp start", open_sftp(&handle, timeout)).await?;
+
+        Ok(RemoteClient {
+            handle,
+            sftp,
+            host: s.host.clone(),
+            port: s.port,
+            timeout,
+        })
+    }
+
+    /// TCP connect and key exchange, accepting only the pinned host key `expected`.
+    async fn handshake(
+        s: &RemoteSettings,
+        expected: &PublicKey,
+        timeout: Duration,
+    ) -> Result<client::Handle<PinnedHostKey>, PollError> {
         let config = client::Config {
             nodelay: true,
             preferred: russh::Preferred {
-                key: host_key_algorithms(&expected).into(),
+                key: host_key_algorithms(expected).into(),
                 ..russh::Preferred::default()
             },
             // A connection that stops answering is noticed even between requests.
@@ -289,11 +226,7 @@ impl RemoteClient {
             keepalive_max: 3,
             ..client::Config::default()
         };
-        let mismatch = Arc::new(Mutex::new(None));
-        let handler = PinnedHostKey {
-            expected: expected.clone(),
-            mismatch: mismatch.clone(),
-        };
+        let (handler, mismatch) = PinnedHostKey::new(expected.clone());
 
         let connected = tokio::time::timeout(
             timeout,
@@ -302,22 +235,28 @@ impl RemoteClient {
         .await;
         if let Some(got) = lock(&mismatch).take() {
             return Err(PollError::HostKeyMismatch {
-                expected: fingerprint(&expected),
+                expected: fingerprint(expected),
                 got,
             });
         }
-        let mut handle = match connected {
-            Err(_) => return Err(PollError::Timeout("connect")),
-            Ok(Err(e)) => {
-                return Err(PollError::Other(anyhow!(
-                    "cannot connect to {}:{}: {e}",
-                    s.host,
-                    s.port
-                )));
-            }
-            Ok(Ok(h)) => h,
-        };
+        match connected {
+            Err(_) => Err(PollError::Timeout("connect")),
+            Ok(Err(e)) => Err(PollError::Other(anyhow!(
+                "cannot connect to {}:{}: {e}",
+                s.host,
+                s.port
+            ))),
+            Ok(Ok(h)) => Ok(h),
+        }
+    }
 
+    /// Logs in as `user` with `key` (RSA: rsa-sha2 signatures only).
+    async fn authenticate(
+        handle: &mut client::Handle<PinnedHostKey>,
+        user: &str,
+        key: Arc<russh::keys::PrivateKey>,
+        timeout: Duration,
+    ) -> Result<(), PollError> {
         let hash = if key.algorithm().is_rsa() {
             match timed(timeout, "auth", handle.best_supported_rsa_hash()).await? {
                 Some(Some(h)) => Some(h),
@@ -336,52 +275,14 @@ impl RemoteClient {
         let auth = timed(
             timeout,
             "auth",
-            handle.authenticate_publickey(s.user.clone(), PrivateKeyWithHashAlg::new(key, hash)),
+            handle.authenticate_publickey(user.to_string(), PrivateKeyWithHashAlg::new(key, hash)),
         )
         .await?;
         if !auth.success() {
             let _ = handle.disconnect(Disconnect::ByApplication, "", "en").await;
             return Err(PollError::AuthFailed);
         }
-
-        let sftp = timed(timeout, "sftp start", async {
-            let mut channel = handle
-                .channel_open_session()
-                .await
-                .map_err(anyhow::Error::from)?;
-            channel
-                .request_subsystem(true, "sftp")
-                .await
-                .map_err(anyhow::Error::from)?;
-            loop {
-                match channel.wait().await {
-                    Some(ChannelMsg::Success) => break,
-                    Some(ChannelMsg::Failure) => {
-                        return Err(anyhow!("the server refused the sftp subsystem"));
-                    }
-                    Some(ChannelMsg::Close | ChannelMsg::Eof) | None => {
-                        return Err(anyhow!("the server closed the channel"));
-                    }
-                    Some(_) => {}
-                }
-            }
-            let cfg = russh_sftp::client::Config {
-                request_timeout_secs: timeout.as_secs().max(1),
-                ..russh_sftp::client::Config::default()
-            };
-            SftpSession::new_with_config(channel.into_stream(), cfg)
-                .await
-                .map_err(anyhow::Error::from)
-        })
-        .await?;
-
-        Ok(RemoteClient {
-            handle,
-            sftp,
-            host: s.host.clone(),
-            port: s.port,
-            timeout,
-        })
+        Ok(())
     }
 
     fn log<T>(
@@ -670,6 +571,32 @@ impl RemoteClient {
         })
         .await;
     }
+}
+
+/// Opens a session channel and starts the `sftp` subsystem on it.
+async fn open_sftp(
+    handle: &client::Handle<PinnedHostKey>,
+    timeout: Duration,
+) -> anyhow::Result<SftpSession> {
+    let mut channel = handle.channel_open_session().await?;
+    channel.request_subsystem(true, "sftp").await?;
+    loop {
+        match channel.wait().await {
+            Some(ChannelMsg::Success) => break,
+            Some(ChannelMsg::Failure) => {
+                return Err(anyhow!("the server refused the sftp subsystem"));
+            }
+            Some(ChannelMsg::Close | ChannelMsg::Eof) | None => {
+                return Err(anyhow!("the server closed the channel"));
+            }
+            Some(_) => {}
+        }
+    }
+    let cfg = russh_sftp::client::Config {
+        request_timeout_secs: timeout.as_secs().max(1),
+        ..russh_sftp::client::Config::default()
+    };
+    Ok(SftpSession::new_with_config(channel.into_stream(), cfg).await?)
 }
 
 enum NameKind {

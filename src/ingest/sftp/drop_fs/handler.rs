@@ -1,0 +1,733 @@
+//! The russh-sftp server handler of a [`DropFs`] session: what each SFTP request may do.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+use russh_sftp::protocol::{
+    Attrs, Data, ExtendedReply, File as SftpFile, FileAttributes, Handle, Name, OpenFlags, Packet,
+    Status, StatusCode, Version,
+};
+use russh_sftp::server::{Handler, StatusReply};
+
+use super::handles::{Listing, OpenHandle, READDIR_BATCH, next_entries};
+use super::paths::{Area, Target, attrs_of, resolve, walk};
+use super::status::{blocking, denied, failure, io_status, ok_status};
+use super::{DropFs, MAX_IO_LEN, MAX_OPEN_HANDLES, MAX_PACKET_LEN, truncate};
+
+fn limits_reply() -> Vec<u8> {
+    let mut data = Vec::with_capacity(32);
+    for v in [
+        u64::from(MAX_PACKET_LEN),
+        u64::from(MAX_IO_LEN),
+        u64::from(MAX_IO_LEN),
+        MAX_OPEN_HANDLES as u64,
+    ] {
+        data.extend_from_slice(&v.to_be_bytes());
+    }
+    data
+}
+
+impl Handler for DropFs {
+    type Error = StatusReply;
+
+    fn unimplemented(&self) -> Self::Error {
+        StatusCode::OpUnsupported.into()
+    }
+
+    async fn init(
+        &mut self,
+        version: u32,
+        _extensions: HashMap<String, String>,
+    ) -> Result<Version, Self::Error> {
+        if self.initialized {
+            return Err(failure("duplicate init"));
+        }
+        self.initialized = true;
+        tracing::debug!(parent: &self.span, client_version = version, "sftp session initialised");
+        let mut reply = Version::new();
+        reply
+            .extensions
+            .insert(russh_sftp::extensions::LIMITS.to_string(), "1".to_string());
+        Ok(reply)
+    }
+
+    async fn open(
+        &mut self,
+        id: u32,
+        filename: String,
+        pflags: OpenFlags,
+        _attrs: FileAttributes,
+    ) -> Result<Handle, Self::Error> {
+        let target = resolve(&filename).inspect_err(|e| {
+            self.log_refusal("open", &filename, e.error_message.as_deref().unwrap_or(""));
+        })?;
+        self.room_for_a_handle()?;
+        let writes = pflags.intersects(
+            OpenFlags::WRITE
+                | OpenFlags::APPEND
+                | OpenFlags::CREATE
+                | OpenFlags::TRUNCATE
+                | OpenFlags::EXCLUDE,
+        );
+        let handle = if writes {
+            self.open_upload(target, pflags).await?
+        } else {
+            self.open_read(target).await?
+        };
+        Ok(Handle { id, handle })
+    }
+
+    async fn close(&mut self, id: u32, handle: String) -> Result<Status, Self::Error> {
+        let Some(open) = self.handles.remove(&handle) else {
+            return Err(failure("invalid handle"));
+        };
+        self.root.open_handles.fetch_sub(1, Ordering::AcqRel);
+        let OpenHandle::Upload(mut upload) = open else {
+            return Ok(ok_status(id));
+        };
+        if let Some(reason) = upload.failed {
+            return Err(failure(&format!("upload discarded: {reason}")));
+        }
+        let span = self.span.clone();
+        blocking(move || {
+            let name = upload.name.clone();
+            let secs = upload.started.elapsed().as_secs_f64();
+            match upload.commit() {
+                Ok(size) => {
+                    tracing::info!(parent: &span, file = %name, bytes = size,
+                        seconds = format!("{secs:.3}"), "upload complete");
+                    Ok(ok_status(id))
+                }
+                Err(e) => {
+                    upload.failed = Some("close failed");
+                    let _ = fs::remove_file(&upload.temp);
+                    tracing::warn!(parent: &span, file = %name,
+                        reason = e.error_message.as_deref().unwrap_or(""), "upload discarded at close");
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn read(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        len: u32,
+    ) -> Result<Data, Self::Error> {
+        let file = match self.handles.get(&handle) {
+            Some(OpenHandle::Read { file }) => file.clone(),
+            Some(_) => return Err(denied("handle not open for reading")),
+            None => return Err(failure("invalid handle")),
+        };
+        let len = len.min(MAX_IO_LEN) as usize;
+        let data = blocking(move || {
+            let mut buf = vec![0u8; len];
+            let mut n = 0;
+            while n < len {
+                match file.read_at(&mut buf[n..], offset + n as u64) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io_status(&e)),
+                }
+            }
+            buf.truncate(n);
+            Ok(buf)
+        })
+        .await?;
+        if data.is_empty() {
+            return Err(StatusCode::Eof.into());
+        }
+        Ok(Data { id, data })
+    }
+
+    async fn write(
+        &mut self,
+        id: u32,
+        handle: String,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<Status, Self::Error> {
+        let max = self.max_upload_bytes;
+        let upload = match self.handles.get_mut(&handle) {
+            Some(OpenHandle::Upload(u)) => u,
+            Some(_) => return Err(denied("handle not open for writing")),
+            None => return Err(failure("invalid handle")),
+        };
+        if let Some(reason) = upload.failed {
+            return Err(failure(&format!("upload discarded: {reason}")));
+        }
+        let end = match offset.checked_add(data.len() as u64) {
+            Some(end) if end <= max => end,
+            _ => {
+                upload.discard("larger than the maximum upload size");
+                return Err(failure(&format!(
+                    "upload larger than the maximum of {max} bytes; discarded"
+                )));
+            }
+        };
+        let file = upload.file.clone();
+        let result = blocking(move || {
+            file.write_all_at(&data, offset)
+                .map_err(|e| failure(&format!("write failed: {}", e.kind())))
+        })
+        .await;
+        match result {
+            Ok(()) => {
+                upload.extent = upload.extent.max(end);
+                Ok(ok_status(id))
+            }
+            Err(e) => {
+                upload.discard("write error");
+                Err(e)
+            }
+        }
+    }
+
+    async fn lstat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let attrs = self.stat_path(path).await?;
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn stat(&mut self, id: u32, path: String) -> Result<Attrs, Self::Error> {
+        let attrs = self.stat_path(path).await?;
+        Ok(Attrs { id, attrs })
+    }
+
+    async fn fstat(&mut self, id: u32, handle: String) -> Result<Attrs, Self::Error> {
+        let file = match self.handles.get(&handle) {
+            Some(OpenHandle::Read { file }) => file.clone(),
+            Some(OpenHandle::Upload(u)) => u.file.clone(),
+            Some(OpenHandle::Dir { attrs, .. }) => {
+                return Ok(Attrs {
+                    id,
+                    attrs: attrs.clone(),
+                });
+            }
+            None => return Err(failure("invalid handle")),
+        };
+        let md = blocking(move || file.metadata().map_err(|e| io_status(&e))).await?;
+        Ok(Attrs {
+            id,
+            attrs: attrs_of(&md),
+        })
+    }
+
+    async fn setstat(
+        &mut self,
+        _id: u32,
+        path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse("setstat", &path, "changing attributes is not allowed"))
+    }
+
+    async fn fsetstat(
+        &mut self,
+        id: u32,
+        handle: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        match self.handles.get(&handle) {
+            // Clients that preserve times/modes (sftp -p, WinSCP) would otherwise fail the
+            // whole transfer; the request is accepted and ignored for our own new upload.
+            Some(OpenHandle::Upload(_)) => Ok(ok_status(id)),
+            Some(_) => Err(self.refuse("fsetstat", &handle, "changing attributes is not allowed")),
+            None => Err(failure("invalid handle")),
+        }
+    }
+
+    async fn opendir(&mut self, id: u32, path: String) -> Result<Handle, Self::Error> {
+        let target = resolve(&path).inspect_err(|e| {
+            self.log_refusal("opendir", &path, e.error_message.as_deref().unwrap_or(""));
+        })?;
+        if let Target::Entry {
+            area: Area::Inbox, ..
+        } = target
+        {
+            return Err(self.refuse("opendir", &path, "no subdirectories in /inbox"));
+        }
+        // Before listing: a client asking again and again must not cost a listing each time.
+        self.room_for_a_handle()?;
+        let root = self.root.path().to_path_buf();
+        let (listing, attrs) = blocking(move || match target {
+            Target::Root => {
+                let md = fs::symlink_metadata(&root).map_err(|e| io_status(&e))?;
+                let mut entries = Vec::new();
+                for area in Area::ALL {
+                    if let Ok((_, md)) = walk(&root, area, &[]) {
+                        entries.push(SftpFile::new(area.dir_name(), attrs_of(&md)));
+                    }
+                }
+                Ok((Listing::Fixed(entries.into_iter()), attrs_of(&md)))
+            }
+            Target::Area(area) => {
+                let (p, md) = walk(&root, area, &[])?;
+                let stream = fs::read_dir(&p).map_err(|e| io_status(&e))?;
+                Ok((Listing::Stream(Some(stream)), attrs_of(&md)))
+            }
+            Target::Entry { area, rel } => {
+                let (p, md) = walk(&root, area, &rel)?;
+                if !md.is_dir() {
+                    return Err(failure("not a directory"));
+                }
+                let stream = fs::read_dir(&p).map_err(|e| io_status(&e))?;
+                Ok((Listing::Stream(Some(stream)), attrs_of(&md)))
+            }
+        })
+        .await?;
+        let handle = self.insert(OpenHandle::Dir { listing, attrs })?;
+        Ok(Handle { id, handle })
+    }
+
+    async fn readdir(&mut self, id: u32, handle: String) -> Result<Name, Self::Error> {
+        let stream = match self.handles.get_mut(&handle) {
+            Some(OpenHandle::Dir {
+                listing: Listing::Fixed(entries),
+                ..
+            }) => {
+                let files: Vec<SftpFile> = entries.by_ref().take(READDIR_BATCH).collect();
+                if files.is_empty() {
+                    return Err(StatusCode::Eof.into());
+                }
+                return Ok(Name { id, files });
+            }
+            Some(OpenHandle::Dir {
+                listing: Listing::Stream(stream),
+                ..
+            }) => stream.take(),
+            Some(_) => return Err(failure("not a directory handle")),
+            None => return Err(failure("invalid handle")),
+        };
+        let Some(mut stream) = stream else {
+            return Err(StatusCode::Eof.into());
+        };
+        let (stream, files) = blocking(move || {
+            let files = next_entries(&mut stream);
+            Ok((stream, files))
+        })
+        .await?;
+        if files.is_empty() {
+            // The end: the directory stream is closed now rather than at CLOSE.
+            return Err(StatusCode::Eof.into());
+        }
+        if let Some(OpenHandle::Dir {
+            listing: Listing::Stream(slot),
+            ..
+        }) = self.handles.get_mut(&handle)
+        {
+            *slot = Some(stream);
+        }
+        Ok(Name { id, files })
+    }
+
+    async fn remove(&mut self, _id: u32, filename: String) -> Result<Status, Self::Error> {
+        Err(self.refuse("remove", &filename, "deleting files is not allowed"))
+    }
+
+    async fn mkdir(
+        &mut self,
+        _id: u32,
+        path: String,
+        _attrs: FileAttributes,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse("mkdir", &path, "creating directories is not allowed"))
+    }
+
+    async fn rmdir(&mut self, _id: u32, path: String) -> Result<Status, Self::Error> {
+        Err(self.refuse("rmdir", &path, "removing directories is not allowed"))
+    }
+
+    async fn realpath(&mut self, id: u32, path: String) -> Result<Name, Self::Error> {
+        let target = resolve(&path).inspect_err(|e| {
+            self.log_refusal("realpath", &path, e.error_message.as_deref().unwrap_or(""));
+        })?;
+        Ok(Name {
+            id,
+            files: vec![SftpFile::dummy(target.virtual_path())],
+        })
+    }
+
+    async fn rename(
+        &mut self,
+        _id: u32,
+        oldpath: String,
+        _newpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse("rename", &oldpath, "renaming files is not allowed"))
+    }
+
+    async fn readlink(&mut self, _id: u32, path: String) -> Result<Name, Self::Error> {
+        Err(self.refuse("readlink", &path, "symbolic links are not served"))
+    }
+
+    async fn symlink(
+        &mut self,
+        _id: u32,
+        linkpath: String,
+        _targetpath: String,
+    ) -> Result<Status, Self::Error> {
+        Err(self.refuse("symlink", &linkpath, "creating links is not allowed"))
+    }
+
+    async fn extended(
+        &mut self,
+        id: u32,
+        request: String,
+        _data: Vec<u8>,
+    ) -> Result<Packet, Self::Error> {
+        if request == russh_sftp::extensions::LIMITS {
+            return Ok(Packet::ExtendedReply(ExtendedReply {
+                id,
+                data: limits_reply(),
+            }));
+        }
+        tracing::debug!(parent: &self.span, request = %truncate(&request), "unsupported extension");
+        Err(StatusCode::OpUnsupported.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::sftp::drop_fs::{DropRoot, MAX_OPEN_HANDLES_TOTAL, TEMP_PREFIX};
+    use std::path::Path;
+    use std::sync::Arc;
+    use tracing::Span;
+
+    #[test]
+    fn limits_reply_is_four_big_endian_u64() {
+        let data = limits_reply();
+        assert_eq!(data.len(), 32);
+        assert_eq!(u64::from_be_bytes(data[0..8].try_into().unwrap()), 262144);
+        assert_eq!(u64::from_be_bytes(data[8..16].try_into().unwrap()), 261120);
+    }
+
+    fn session(dir: &Path, max: u64) -> DropFs {
+        let root = Arc::new(DropRoot::prepare(dir).unwrap());
+        DropFs::new(root, max, Span::none(), None)
+    }
+
+    const NEW: OpenFlags = OpenFlags::WRITE
+        .union(OpenFlags::CREATE)
+        .union(OpenFlags::TRUNCATE);
+
+    fn inbox_names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir.join("inbox"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn out_of_order_writes_then_close_renames_into_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let h = fs_
+            .open(1, "/inbox/r.csv".into(), NEW, FileAttributes::default())
+            .await
+            .unwrap()
+            .handle;
+        assert_eq!(inbox_names(dir.path()).len(), 1);
+        assert!(inbox_names(dir.path())[0].starts_with(TEMP_PREFIX));
+        fs_.write(2, h.clone(), 5, b"world".to_vec()).await.unwrap();
+        fs_.write(3, h.clone(), 0, b"hello".to_vec()).await.unwrap();
+        fs_.close(4, h).await.unwrap();
+        assert_eq!(inbox_names(dir.path()), vec!["r.csv".to_string()]);
+        assert_eq!(
+            fs::read(dir.path().join("inbox/r.csv")).unwrap(),
+            b"helloworld"
+        );
+    }
+
+    #[tokio::test]
+    async fn oversize_write_discards_and_close_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 8);
+        let h = fs_
+            .open(1, "inbox/big.csv".into(), NEW, FileAttributes::default())
+            .await
+            .unwrap()
+            .handle;
+        fs_.write(2, h.clone(), 0, b"1234".to_vec()).await.unwrap();
+        let e = fs_
+            .write(3, h.clone(), 4, b"56789".to_vec())
+            .await
+            .unwrap_err();
+        assert_eq!(e.status_code, StatusCode::Failure);
+        assert!(inbox_names(dir.path()).is_empty());
+        let e = fs_.write(4, h.clone(), 4, b"5".to_vec()).await.unwrap_err();
+        assert_eq!(e.status_code, StatusCode::Failure);
+        assert_eq!(
+            fs_.close(5, h).await.unwrap_err().status_code,
+            StatusCode::Failure
+        );
+        assert!(inbox_names(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_session_deletes_unfinished_uploads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let h = fs_
+            .open(1, "inbox/a.csv".into(), NEW, FileAttributes::default())
+            .await
+            .unwrap()
+            .handle;
+        fs_.write(2, h, 0, b"partial".to_vec()).await.unwrap();
+        drop(fs_);
+        assert!(inbox_names(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_fails_when_the_name_was_taken_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let h = fs_
+            .open(1, "inbox/a.csv".into(), NEW, FileAttributes::default())
+            .await
+            .unwrap()
+            .handle;
+        fs_.write(2, h.clone(), 0, b"mine".to_vec()).await.unwrap();
+        fs::write(dir.path().join("inbox/a.csv"), b"theirs").unwrap();
+        assert_eq!(
+            fs_.close(3, h).await.unwrap_err().status_code,
+            StatusCode::Failure
+        );
+        assert_eq!(inbox_names(dir.path()), vec!["a.csv".to_string()]);
+        assert_eq!(fs::read(dir.path().join("inbox/a.csv")).unwrap(), b"theirs");
+    }
+
+    #[tokio::test]
+    async fn refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        fs::write(dir.path().join("inbox/existing.csv"), b"x").unwrap();
+        fs::write(dir.path().join("processed/done.csv"), b"x").unwrap();
+        let deny = StatusCode::PermissionDenied;
+        let attrs = FileAttributes::default;
+        let code = |r: Result<Handle, StatusReply>| r.unwrap_err().status_code;
+        assert_eq!(
+            code(fs_.open(1, "inbox/existing.csv".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(fs_.open(1, "processed/new.csv".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(
+                fs_.open(1, "inbox/existing.csv".into(), OpenFlags::READ, attrs())
+                    .await
+            ),
+            deny
+        );
+        assert_eq!(
+            code(fs_.open(1, "inbox/sub/x.csv".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(fs_.open(1, "inbox/x.csv.part".into(), NEW, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            code(
+                fs_.open(1, "/etc/passwd".into(), OpenFlags::READ, attrs())
+                    .await
+            ),
+            deny
+        );
+        let append = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::APPEND;
+        assert_eq!(
+            code(fs_.open(1, "inbox/n.csv".into(), append, attrs()).await),
+            deny
+        );
+        assert_eq!(
+            fs_.remove(1, "processed/done.csv".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.rename(1, "processed/done.csv".into(), "processed/x".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.mkdir(1, "inbox/d".into(), attrs())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.setstat(1, "processed/done.csv".into(), attrs())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.symlink(1, "inbox/l".into(), "/etc".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert_eq!(
+            fs_.readlink(1, "inbox/l".into())
+                .await
+                .unwrap_err()
+                .status_code,
+            deny
+        );
+        assert!(
+            fs_.open(1, "processed/done.csv".into(), OpenFlags::READ, attrs())
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn symlinks_on_disk_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        std::os::unix::fs::symlink("/etc/passwd", dir.path().join("processed/link.csv")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("held/dirlink")).unwrap();
+        let r = fs_
+            .open(
+                1,
+                "processed/link.csv".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
+            .await;
+        assert_eq!(r.unwrap_err().status_code, StatusCode::PermissionDenied);
+        let r = fs_
+            .open(
+                1,
+                "held/dirlink/passwd".into(),
+                OpenFlags::READ,
+                FileAttributes::default(),
+            )
+            .await;
+        assert_eq!(r.unwrap_err().status_code, StatusCode::PermissionDenied);
+        let r = fs_.stat(1, "processed/link.csv".into()).await;
+        assert_eq!(r.unwrap_err().status_code, StatusCode::PermissionDenied);
+        let h = fs_.opendir(1, "processed".into()).await.unwrap().handle;
+        assert_eq!(
+            fs_.readdir(2, h.clone()).await.unwrap_err().status_code,
+            StatusCode::Eof
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_directory_is_streamed_in_batches_then_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let n = READDIR_BATCH * 2 + 5;
+        for i in 0..n {
+            fs::write(dir.path().join(format!("processed/f{i:04}.csv")), b"x").unwrap();
+        }
+        fs::write(dir.path().join("processed/.hidden"), b"x").unwrap();
+        let h = fs_.opendir(1, "processed".into()).await.unwrap().handle;
+        // Files created after OPENDIR may or may not show; none of these is lost.
+        let mut names = Vec::new();
+        let mut batches = 0;
+        loop {
+            match fs_.readdir(2, h.clone()).await {
+                Ok(name) => {
+                    assert!(name.files.len() <= READDIR_BATCH);
+                    batches += 1;
+                    names.extend(name.files.into_iter().map(|f| f.filename));
+                }
+                Err(e) => {
+                    assert_eq!(e.status_code, StatusCode::Eof);
+                    break;
+                }
+            }
+        }
+        names.sort();
+        let want: Vec<String> = (0..n).map(|i| format!("f{i:04}.csv")).collect();
+        assert_eq!(names, want);
+        assert_eq!(batches, 3);
+        // Still EOF, and the handle closes normally.
+        assert_eq!(
+            fs_.readdir(3, h.clone()).await.unwrap_err().status_code,
+            StatusCode::Eof
+        );
+        fs_.close(4, h).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn handles_are_capped_per_session_and_per_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Arc::new(DropRoot::prepare(dir.path()).unwrap());
+        let mut sessions: Vec<DropFs> = (0..MAX_OPEN_HANDLES_TOTAL / MAX_OPEN_HANDLES + 1)
+            .map(|_| DropFs::new(root.clone(), 1, Span::none(), None))
+            .collect();
+        let (last, full) = sessions.split_last_mut().unwrap();
+        for fs_ in full.iter_mut() {
+            for _ in 0..MAX_OPEN_HANDLES {
+                fs_.opendir(1, "/".into()).await.unwrap();
+            }
+            let e = fs_.opendir(1, "/".into()).await.unwrap_err();
+            assert_eq!(e.error_message.as_deref(), Some("too many open handles"));
+        }
+        assert_eq!(
+            root.open_handles.load(Ordering::Relaxed),
+            MAX_OPEN_HANDLES_TOTAL
+        );
+        // The server-wide budget is spent: another session gets no handle ...
+        let e = last.opendir(1, "/".into()).await.unwrap_err();
+        assert!(e.error_message.unwrap().contains("on this server"));
+        // ... until a handle is closed or a session ends.
+        let h = full[0].opendir(1, "/".into()).await;
+        assert!(h.is_err());
+        sessions.remove(0);
+        assert_eq!(
+            root.open_handles.load(Ordering::Relaxed),
+            MAX_OPEN_HANDLES_TOTAL - MAX_OPEN_HANDLES
+        );
+        let last = sessions.last_mut().unwrap();
+        let h = last.opendir(1, "/".into()).await.unwrap().handle;
+        last.close(2, h).await.unwrap();
+        assert_eq!(
+            root.open_handles.load(Ordering::Relaxed),
+            MAX_OPEN_HANDLES_TOTAL - MAX_OPEN_HANDLES
+        );
+        drop(sessions);
+        assert_eq!(root.open_handles.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn root_listing_shows_the_four_areas_then_eof() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let h = fs_.opendir(1, "/".into()).await.unwrap().handle;
+        let names: Vec<String> = fs_
+            .readdir(2, h.clone())
+            .await
+            .unwrap()
+            .files
+            .into_iter()
+            .map(|f| f.filename)
+            .collect();
+        assert_eq!(names, ["inbox", "processed", "rejected", "held"]);
+        assert_eq!(
+            fs_.readdir(3, h).await.unwrap_err().status_code,
+            StatusCode::Eof
+        );
+    }
+}

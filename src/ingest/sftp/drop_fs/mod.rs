@@ -1,0 +1,287 @@
+//! The confined virtual filesystem an SFTP user sees: `/` is the drop directory.
+//!
+//! The client sees exactly four directories, `/inbox`, `/processed`, `/rejected` and
+//! `/held`. It may list them, read files below the last three, and create new files in
+//! `/inbox`. Everything else — delete, rename, mkdir, setstat, links, overwriting, reading
+//! the inbox, leaving the root, following a symlink found on disk — is refused with
+//! `SSH_FX_PERMISSION_DENIED`.
+//!
+//! Uploads are written to a hidden temporary file (`inbox/.upload-<random>`), fsync'ed and
+//! renamed to their final name (without replacing anything) when the client closes the
+//! handle successfully; an upload that is cut off (too large, write error) or whose session
+//! ends before the close is deleted. So a name appears in `inbox/` only complete, and only
+//! by a rename — which is what the inbox watcher takes as "complete".
+
+mod handler;
+mod handles;
+mod paths;
+mod status;
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use russh_sftp::server::StatusReply;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tracing::Span;
+
+use handles::{OpenHandle, Upload, temp_name};
+pub use paths::{Area, DropRoot, Target, check_upload_name, resolve};
+use paths::{attrs_of, target_metadata, walk};
+use status::{blocking, denied, failure, io_status};
+
+/// Prefix of the temporary names uploads are written under inside `inbox/`.
+pub const TEMP_PREFIX: &str = ".upload-";
+/// Largest SFTP packet a client may send; the `limits@openssh.com` answer and the framing
+/// guard in the SFTP server use the same value (OpenSSH's own limit).
+pub const MAX_PACKET_LEN: u32 = 256 * 1024;
+/// Largest read or write payload per request (a packet minus room for its header).
+pub const MAX_IO_LEN: u32 = MAX_PACKET_LEN - 1024;
+/// Open file and directory handles allowed per SFTP session.
+pub const MAX_OPEN_HANDLES: usize = 64;
+/// Open handles allowed in all sessions together. Each holds a file descriptor; with the
+/// connections' sockets (at most 256) this stays under the usual soft limit of 1024
+/// descriptors, so that sessions hoarding handles cannot starve the daemon of descriptors
+/// (accept, the store, the inbox watcher). Eight sessions at their cap reach it.
+pub const MAX_OPEN_HANDLES_TOTAL: usize = 512;
+/// Refused requests logged one by one per session; later ones are only counted.
+const REFUSALS_LOGGED: u64 = 32;
+
+/// One SFTP session's view of the drop root; implements the russh-sftp server handler.
+///
+/// Dropping it (the session ended) deletes every unfinished upload.
+pub struct DropFs {
+    root: Arc<DropRoot>,
+    max_upload_bytes: u64,
+    handles: HashMap<String, OpenHandle>,
+    next_handle: u64,
+    initialized: bool,
+    span: Span,
+    /// Requests refused so far in this session (see [`DropFs::log_refusal`]).
+    refusals: AtomicU64,
+    /// Keeps the server's task tracker waiting until this session's cleanup has run.
+    _tracker: Option<TaskTrackerToken>,
+}
+
+impl Drop for DropFs {
+    fn drop(&mut self) {
+        self.root
+            .open_handles
+            .fetch_sub(self.handles.len(), Ordering::AcqRel);
+        let refused = *self.refusals.get_mut();
+        if refused > REFUSALS_LOGGED {
+            tracing::warn!(parent: &self.span, refused, logged = REFUSALS_LOGGED,
+                "SFTP session ended after many refused requests");
+        }
+    }
+}
+
+impl DropFs {
+    /// A session confined to `root`; logs go to `span` (the connection's span).
+    pub fn new(
+        root: Arc<DropRoot>,
+        max_upload_bytes: u64,
+        span: Span,
+        tracker: Option<TaskTrackerToken>,
+    ) -> DropFs {
+        DropFs {
+            root,
+            max_upload_bytes,
+            handles: HashMap::new(),
+            next_handle: 0,
+            initialized: false,
+            span,
+            refusals: AtomicU64::new(0),
+            _tracker: tracker,
+        }
+    }
+
+    /// Whether another handle may be opened (checked before any work is done for it).
+    fn room_for_a_handle(&self) -> Result<(), StatusReply> {
+        if self.handles.len() >= MAX_OPEN_HANDLES {
+            return Err(failure("too many open handles"));
+        }
+        if self.root.open_handles.load(Ordering::Relaxed) >= MAX_OPEN_HANDLES_TOTAL {
+            return Err(failure(
+                "too many open handles on this server; try again later",
+            ));
+        }
+        Ok(())
+    }
+
+    fn insert(&mut self, handle: OpenHandle) -> Result<String, StatusReply> {
+        if self.handles.len() >= MAX_OPEN_HANDLES {
+            return Err(failure("too many open handles"));
+        }
+        self.root
+            .open_handles
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_OPEN_HANDLES_TOTAL).then_some(n + 1)
+            })
+            .map_err(|_| failure("too many open handles on this server; try again later"))?;
+        self.next_handle += 1;
+        let key = self.next_handle.to_string();
+        self.handles.insert(key.clone(), handle);
+        Ok(key)
+    }
+
+    fn refuse(&self, op: &'static str, path: &str, reason: &str) -> StatusReply {
+        self.log_refusal(op, path, reason);
+        denied(reason)
+    }
+
+    /// Logs a refused request; after [`REFUSALS_LOGGED`] in one session, only counts them
+    /// (the count is logged when the session ends), so a client cannot flood the log.
+    fn log_refusal(&self, op: &str, path: &str, reason: &str) {
+        let n = self.refusals.fetch_add(1, Ordering::Relaxed);
+        if n < REFUSALS_LOGGED {
+            tracing::info!(parent: &self.span, op, path = %truncate(path), reason, "request refused");
+        } else if n == REFUSALS_LOGGED {
+            tracing::warn!(parent: &self.span,
+                "many refused requests: further ones in this session are only counted");
+        }
+    }
+
+    async fn open_upload(
+        &mut self,
+        target: Target,
+        pflags: OpenFlags,
+    ) -> Result<String, StatusReply> {
+        let path = target.virtual_path();
+        let name = match &target {
+            Target::Entry {
+                area: Area::Inbox,
+                rel,
+            } if rel.len() == 1 => rel[0].clone(),
+            Target::Entry {
+                area: Area::Inbox, ..
+            } => {
+                return Err(self.refuse("open", &path, "no subdirectories in /inbox"));
+            }
+            _ => return Err(self.refuse("open", &path, "files can only be written in /inbox")),
+        };
+        if pflags.contains(OpenFlags::READ) {
+            return Err(self.refuse("open", &path, "files in /inbox cannot be read"));
+        }
+        if pflags.contains(OpenFlags::APPEND) || !pflags.contains(OpenFlags::CREATE) {
+            return Err(self.refuse("open", &path, "only new files can be written"));
+        }
+        check_upload_name(&name).inspect_err(|e| {
+            self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
+        })?;
+
+        let inbox = self.root.area_dir(Area::Inbox);
+        let root = self.root.path().to_path_buf();
+        let name2 = name.clone();
+        let (file, temp, dest) = blocking(move || {
+            walk(&root, Area::Inbox, &[])?;
+            let dest = inbox.join(&name2);
+            match fs::symlink_metadata(&dest) {
+                Ok(_) => return Err(denied("a file of that name exists; overwriting is refused")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_status(&e)),
+            }
+            for _ in 0..8 {
+                let temp = inbox.join(temp_name());
+                match OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&temp)
+                {
+                    Ok(f) => return Ok((f, temp, dest)),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(io_status(&e)),
+                }
+            }
+            Err(failure("could not create a temporary file"))
+        })
+        .await
+        .inspect_err(|e| {
+            if e.status_code == StatusCode::PermissionDenied {
+                self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
+            }
+        })?;
+
+        tracing::info!(parent: &self.span, file = %name, "upload started");
+        let upload = Upload {
+            name,
+            temp,
+            dest,
+            file: Arc::new(file),
+            extent: 0,
+            failed: None,
+            committed: false,
+            started: Instant::now(),
+            span: self.span.clone(),
+        };
+        self.insert(OpenHandle::Upload(upload))
+    }
+
+    async fn open_read(&mut self, target: Target) -> Result<String, StatusReply> {
+        let path = target.virtual_path();
+        let (area, rel) = match target {
+            Target::Entry { area, rel } => (area, rel),
+            _ => return Err(failure("is a directory")),
+        };
+        if area == Area::Inbox {
+            return Err(self.refuse("open", &path, "files in /inbox cannot be read"));
+        }
+        let root = self.root.path().to_path_buf();
+        let file = blocking(move || {
+            let (p, md) = walk(&root, area, &rel)?;
+            if !md.is_file() {
+                return Err(failure("not a regular file"));
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+                .open(&p)
+                .map_err(|e| io_status(&e))?;
+            // The file opened must be the one inspected (no swap in between).
+            let opened = file.metadata().map_err(|e| io_status(&e))?;
+            if !opened.is_file() || opened.ino() != md.ino() || opened.dev() != md.dev() {
+                return Err(denied("file changed while being opened"));
+            }
+            Ok(file)
+        })
+        .await
+        .inspect_err(|e| {
+            if e.status_code == StatusCode::PermissionDenied {
+                self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
+            }
+        })?;
+        tracing::info!(parent: &self.span, path = %path, "download started");
+        self.insert(OpenHandle::Read {
+            file: Arc::new(file),
+        })
+    }
+
+    async fn stat_path(&self, path: String) -> Result<FileAttributes, StatusReply> {
+        let target = resolve(&path).inspect_err(|e| {
+            self.log_refusal("stat", &path, e.error_message.as_deref().unwrap_or(""));
+        })?;
+        let root = self.root.path().to_path_buf();
+        let md = blocking(move || target_metadata(&root, &target)).await?;
+        Ok(attrs_of(&md))
+    }
+}
+
+/// Shortens a client-supplied string for logging.
+fn truncate(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
