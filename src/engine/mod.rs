@@ -11,6 +11,8 @@ pub mod handle;
 mod jobs;
 pub mod pipeline;
 mod state;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 pub use handle::EngineHandle;

@@ -1,0 +1,513 @@
+//! Unit tests of the pipeline (SPEC §1, §3–§6) on the in-memory store: files are filed into
+//! inbox/ and driven through `process`, `approve`, `reject` and `sync` directly, and the
+//! reports, the ledger, the accounts, the audit log and the drop folders are checked.
+
+use super::pipeline::Pipeline;
+use crate::api::error::Blocked;
+use crate::config::Config;
+use crate::core::accounts::{Account, Origin, Status};
+use crate::core::reconcile::Action;
+use crate::core::report::{Report, ReportStatus};
+use crate::core::rules::{Condition, Rule, RuleId};
+use crate::store::{AuditNote, FileStatus, MemoryStore, Store};
+use std::fs;
+use tempfile::TempDir;
+
+const HEADER: &str = "employee_id,email,department,status";
+
+/// A pipeline over a fresh [`MemoryStore`], its drop folders in a temp dir, with `extra`
+/// appended to a config that enables SSO.
+fn pipeline_with(extra: &str) -> (TempDir, Pipeline<MemoryStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("autoprov.toml");
+    let toml = format!(
+        "data_dir = {:?}\n[sso]\nenabled = true\n{extra}",
+        dir.path().join("data")
+    );
+    fs::write(&config, toml).unwrap();
+    let cfg = Config::load(Some(&config)).unwrap();
+    let p = Pipeline::new(cfg, MemoryStore::new()).unwrap();
+    p.recover().unwrap();
+    (dir, p)
+}
+
+fn pipeline() -> (TempDir, Pipeline<MemoryStore>) {
+    pipeline_with("")
+}
+
+/// A roster of `(employee_id, department)` rows, each with email `<id>@x.io`, active.
+fn staff(rows: &[(&str, &str)]) -> Vec<u8> {
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|(id, dept)| format!("{id},{}@x.io,{dept},active", id.to_lowercase()))
+        .collect();
+    roster(&lines.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// A roster of raw rows under [`HEADER`].
+fn roster(rows: &[&str]) -> Vec<u8> {
+    let mut out = format!("{HEADER}\n");
+    for row in rows {
+        out.push_str(row);
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn note(action: &str) -> AuditNote {
+    AuditNote {
+        at: "2026-01-01T00:00:00Z".into(),
+        user: "tester".into(),
+        action: action.into(),
+        detail: String::new(),
+    }
+}
+
+/// Saves a new enabled rule granting `IT Admin` when `when` holds; returns its id.
+fn add_rule(p: &Pipeline<MemoryStore>, name: &str, when: &str) -> RuleId {
+    let rule = Rule {
+        id: p.store.next_rule_id().unwrap(),
+        name: name.into(),
+        role: "IT Admin".into(),
+        conditions: vec![Condition::parse(when).unwrap()],
+        enabled: true,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        created_by: "tester".into(),
+    };
+    p.store.put_rule(&rule, note("rules add")).unwrap();
+    rule.id
+}
+
+fn disable_rule(p: &Pipeline<MemoryStore>, id: RuleId) {
+    let mut rule = p.store.rule(id).unwrap().unwrap();
+    rule.enabled = false;
+    p.store.put_rule(&rule, note("rules disable")).unwrap();
+}
+
+/// Files `bytes` into inbox/ as `name` and processes it.
+fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> anyhow::Result<Report> {
+    let name = p.receive(name, bytes, false).unwrap();
+    p.process(&name)
+}
+
+/// The names in a drop folder, sorted.
+fn folder(p: &Pipeline<MemoryStore>, name: &str) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(p.paths.folder(name))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A filed file and its two reports, as [`folder`] lists them.
+fn filed(stored_as: &str) -> Vec<String> {
+    vec![
+        stored_as.to_string(),
+        format!("{stored_as}.report.json"),
+        format!("{stored_as}.report.txt"),
+    ]
+}
+
+/// Accounts as `(employee_id, status, rule)`, sorted.
+fn accounts(p: &Pipeline<MemoryStore>) -> Vec<(String, Status, Option<RuleId>)> {
+    let mut out: Vec<_> = p
+        .store
+        .accounts()
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.employee_id, a.status, a.rule_id))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn actions(report: &Report) -> Vec<(String, Action)> {
+    let mut out: Vec<_> = report
+        .changes
+        .iter()
+        .map(|c| (c.employee_id.clone(), c.action))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn held_report(p: &Pipeline<MemoryStore>, stored_as: &str) -> Report {
+    let path = p
+        .paths
+        .folder("held")
+        .join(format!("{stored_as}.report.json"));
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_clean_roster_with_a_rule_is_applied_filed_and_recorded() {
+    let (_dir, p) = pipeline();
+    let it = add_rule(&p, "IT", "department = IT");
+    let report = submit(
+        &p,
+        "r.csv",
+        &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "Sales")]),
+    )
+    .unwrap();
+    assert_eq!(report.status, ReportStatus::Applied);
+    assert_eq!((report.rows, report.counts.created), (3, 2));
+    let created = vec![
+        ("E1".into(), Action::Created),
+        ("E2".into(), Action::Created),
+    ];
+    assert_eq!(actions(&report), created);
+    let active = Some(it);
+    assert_eq!(
+        accounts(&p),
+        vec![
+            ("E1".into(), Status::Active, active),
+            ("E2".into(), Status::Active, active)
+        ]
+    );
+    let stored_as = report.stored_as.clone().unwrap();
+    assert!(stored_as.ends_with("_r.csv"), "{stored_as}");
+    assert_eq!(folder(&p, "processed"), filed(&stored_as));
+    assert!(folder(&p, "inbox").is_empty());
+    let files = p.store.files().unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].status, FileStatus::Applied);
+    assert_eq!(files[0].stored_as, stored_as);
+    assert_eq!(files[0].pending_move, None);
+    assert_eq!(p.store.last_applied().unwrap().unwrap().id, files[0].id);
+    let audit = p.store.audit(None).unwrap();
+    assert!(audit.iter().any(|a| a.note.action == "file applied"));
+    let on_disk: Report = serde_json::from_slice(
+        &fs::read(
+            p.paths
+                .folder("processed")
+                .join(format!("{stored_as}.report.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk.status, ReportStatus::Applied);
+    assert_eq!(actions(&on_disk), actions(&report));
+}
+
+#[test]
+fn a_broken_roster_is_rejected_names_line_and_column_and_changes_nothing() {
+    // (case, rows, line, column of the first error)
+    let table: &[(&str, &[&str], u64, &str)] = &[
+        (
+            "malformed email",
+            &["E1,e1@x.io,IT,active", "E2,not-an-email,IT,active"],
+            3,
+            "email",
+        ),
+        (
+            "empty email",
+            &["E1,e1@x.io,IT,active", "E2,,IT,active"],
+            3,
+            "email",
+        ),
+        (
+            "duplicate employee id",
+            &["E1,e1@x.io,IT,active", "E1,e2@x.io,IT,active"],
+            3,
+            "employee_id",
+        ),
+        (
+            "wrong field count",
+            &["E1,e1@x.io,IT,active", "E2,e2@x.io,IT"],
+            3,
+            "",
+        ),
+    ];
+    for (case, rows, line, column) in table {
+        let (_dir, p) = pipeline();
+        add_rule(&p, "IT", "department = IT");
+        submit(&p, "first.csv", &staff(&[("E9", "IT")])).unwrap();
+        let before = p.store.accounts().unwrap();
+        let report = submit(&p, "broken.csv", &roster(rows)).unwrap();
+        assert_eq!(report.status, ReportStatus::Rejected, "{case}");
+        let first = &report.errors[0];
+        assert_eq!(first.line, Some(*line), "{case}: {first:?}");
+        if !column.is_empty() {
+            assert_eq!(first.column.as_deref(), Some(*column), "{case}: {first:?}");
+        }
+        assert_eq!(p.store.accounts().unwrap(), before, "{case}");
+        let stored_as = report.stored_as.unwrap();
+        assert_eq!(folder(&p, "rejected"), filed(&stored_as), "{case}");
+        let entry = p.store.files().unwrap().pop().unwrap();
+        assert_eq!(entry.status, FileStatus::Rejected, "{case}");
+        assert_ne!(p.store.last_applied().unwrap().unwrap().id, entry.id);
+    }
+}
+
+#[test]
+fn a_dry_run_reports_what_would_change_and_changes_nothing() {
+    // (case, name, dry_run flag of receive)
+    for (case, name, flag) in [("suffix", "r.dryrun.csv", false), ("flag", "r.csv", true)] {
+        let (_dir, p) = pipeline();
+        add_rule(&p, "IT", "department = IT");
+        let received = p.receive(name, &staff(&[("E1", "IT")]), flag).unwrap();
+        assert!(received.ends_with(".dryrun.csv"), "{case}: {received}");
+        let report = p.process(&received).unwrap();
+        assert_eq!(report.status, ReportStatus::DryRun, "{case}");
+        assert_eq!(actions(&report), vec![("E1".into(), Action::Created)]);
+        assert!(p.store.accounts().unwrap().is_empty(), "{case}");
+        assert_eq!(p.store.last_applied().unwrap(), None, "{case}");
+        assert_eq!(p.store.files().unwrap()[0].status, FileStatus::DryRun);
+        assert_eq!(folder(&p, "processed"), filed(&report.stored_as.unwrap()));
+    }
+}
+
+const FEW_GRANTS: &str = "[safety]\nmax_grants = { count = 2, percent = 0 }\n";
+
+/// A pipeline with an IT rule and a held first file of three grants; its ledger id.
+fn held_three() -> (TempDir, Pipeline<MemoryStore>, u64, String) {
+    let (dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT"), ("E4", "Sales")];
+    let report = submit(&p, "big.csv", &staff(&rows)).unwrap();
+    assert_eq!(report.status, ReportStatus::Held);
+    assert!(report.held_because[0].contains("max_grants"));
+    assert_eq!(report.counts.created, 3);
+    let stored_as = report.stored_as.unwrap();
+    assert_eq!(folder(&p, "held"), filed(&stored_as));
+    let id = p.held().unwrap().expect("a held file").id;
+    assert!(p.store.accounts().unwrap().is_empty());
+    (dir, p, id, stored_as)
+}
+
+#[test]
+fn a_held_file_blocks_later_files_until_approved_then_applies() {
+    let (_dir, p, id, stored_as) = held_three();
+    let err = submit(&p, "later.csv", &staff(&[("E5", "IT")])).unwrap_err();
+    match err.downcast_ref::<Blocked>() {
+        Some(Blocked::Held { id: held, .. }) => assert_eq!(*held, id),
+        other => panic!("expected Blocked::Held, got {other:?}: {err:#}"),
+    }
+    assert_eq!(p.waiting().unwrap(), vec!["later.csv".to_string()]);
+    let report = p.approve(id, "alice").unwrap();
+    assert_eq!(report.status, ReportStatus::Applied);
+    let decision = report.decision.unwrap();
+    assert_eq!(
+        (decision.decision.as_str(), decision.by.as_str()),
+        ("approved", "alice")
+    );
+    assert_eq!(accounts(&p).len(), 3);
+    assert!(folder(&p, "held").is_empty());
+    assert_eq!(folder(&p, "processed"), filed(&stored_as));
+    assert_eq!(p.store.last_applied().unwrap().unwrap().id, id);
+    assert_eq!(p.held().unwrap(), None);
+    let audit = p.store.audit(None).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.note.action == "files approve" && a.note.user == "alice")
+    );
+    // Unblocked: the later file goes through.
+    let later = p.process("later.csv").unwrap();
+    assert_eq!(later.status, ReportStatus::Applied);
+}
+
+#[test]
+fn a_rejected_held_file_changes_nothing_and_unblocks() {
+    let (_dir, p, id, stored_as) = held_three();
+    let report = p.reject(id, "bob").unwrap();
+    assert_eq!(report.status, ReportStatus::Rejected);
+    assert_eq!(report.decision.unwrap().decision, "rejected");
+    assert!(p.store.accounts().unwrap().is_empty());
+    assert_eq!(p.store.last_applied().unwrap(), None);
+    assert_eq!(p.held().unwrap(), None);
+    assert!(folder(&p, "held").is_empty());
+    assert_eq!(folder(&p, "rejected"), filed(&stored_as));
+    assert_eq!(
+        p.store.file(id).unwrap().unwrap().status,
+        FileStatus::Rejected
+    );
+    // Deciding it again is refused: it is no longer held.
+    let err = p.approve(id, "bob").unwrap_err();
+    assert!(matches!(
+        err.downcast_ref::<Blocked>(),
+        Some(Blocked::NotHeld { .. })
+    ));
+}
+
+#[test]
+fn approve_after_a_rule_was_added_applies_nothing_shows_the_new_plan_then_applies_it() {
+    let (_dir, p, id, stored_as) = held_three();
+    let sales = add_rule(&p, "Sales", "department = Sales");
+    let err = p.approve(id, "alice").unwrap_err();
+    assert!(
+        matches!(err.downcast_ref::<Blocked>(), Some(Blocked::PlanChanged { id: i, .. }) if *i == id),
+        "{err:#}"
+    );
+    assert!(p.store.accounts().unwrap().is_empty());
+    assert_eq!(p.store.file(id).unwrap().unwrap().status, FileStatus::Held);
+    let shown = held_report(&p, &stored_as);
+    assert_eq!(shown.status, ReportStatus::Held);
+    assert_eq!(shown.changes.len(), 4);
+    assert!(
+        shown
+            .changes
+            .iter()
+            .any(|c| c.employee_id == "E4" && c.rule_id == Some(sales))
+    );
+    assert!(shown.held_because[0].contains("re-planned"));
+    // Approving again applies the plan now shown.
+    let report = p.approve(id, "alice").unwrap();
+    assert_eq!(report.status, ReportStatus::Applied);
+    assert_eq!(report.counts.created, 4);
+    assert_eq!(accounts(&p).len(), 4);
+    assert_eq!(folder(&p, "processed"), filed(&stored_as));
+}
+
+/// A pipeline whose applied roster gave E1, E2 to rule IT and E3 to rule Sales.
+fn applied_two_rules(extra: &str) -> (TempDir, Pipeline<MemoryStore>, RuleId, RuleId) {
+    let (dir, p) = pipeline_with(extra);
+    let it = add_rule(&p, "IT", "department = IT");
+    let sales = add_rule(&p, "Sales", "department = Sales");
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "Sales")];
+    let report = submit(&p, "r.csv", &staff(&rows)).unwrap();
+    assert_eq!(report.status, ReportStatus::Applied);
+    (dir, p, it, sales)
+}
+
+#[test]
+fn sync_after_disabling_a_rule_deactivates_its_accounts() {
+    let (_dir, p, it, sales) = applied_two_rules("");
+    disable_rule(&p, sales);
+    let report = p.sync("bob", false).unwrap();
+    assert_eq!(report.status, ReportStatus::Applied);
+    assert_eq!(actions(&report), vec![("E3".into(), Action::Deactivated)]);
+    assert_eq!((report.counts.deactivated, report.counts.unchanged), (1, 2));
+    assert_eq!(
+        accounts(&p),
+        vec![
+            ("E1".into(), Status::Active, Some(it)),
+            ("E2".into(), Status::Active, Some(it)),
+            ("E3".into(), Status::Inactive, Some(sales)),
+        ]
+    );
+    let audit = p.store.audit(None).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.note.action == "sync" && a.note.user == "bob")
+    );
+    assert_eq!(p.store.files().unwrap().len(), 1, "a sync files nothing");
+}
+
+#[test]
+fn sync_over_the_deactivation_limit_holds_unless_forced() {
+    let limit = "[safety]\nmax_deactivations = { count = 1, percent = 0 }\n";
+    let (_dir, p, it, _) = applied_two_rules(limit);
+    disable_rule(&p, it);
+    let before = p.store.accounts().unwrap();
+    let held = p.sync("bob", false).unwrap();
+    assert_eq!(held.status, ReportStatus::Held);
+    assert!(held.held_because[0].contains("max_deactivations"));
+    assert_eq!(held.counts.deactivated, 2);
+    assert_eq!(p.store.accounts().unwrap(), before);
+    assert_eq!(p.held().unwrap(), None, "a held sync holds no file");
+    let forced = p.sync("bob", true).unwrap();
+    assert_eq!(forced.status, ReportStatus::Applied);
+    let inactive = accounts(&p)
+        .into_iter()
+        .filter(|(_, s, _)| *s == Status::Inactive)
+        .count();
+    assert_eq!(inactive, 2);
+}
+
+#[test]
+fn a_file_with_the_bytes_of_an_earlier_one_says_which_it_repeats() {
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let bytes = staff(&[("E1", "IT")]);
+    let first = submit(&p, "a.csv", &bytes).unwrap();
+    assert_eq!(first.repeats, None);
+    let other = submit(&p, "b.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap();
+    assert_eq!(other.repeats, None);
+    let again = submit(&p, "c.csv", &bytes).unwrap();
+    assert_eq!(again.repeats, first.stored_as);
+    assert_eq!(again.status, ReportStatus::Applied);
+    // Processed like any other: E2 left the roster, so its account is deactivated.
+    assert_eq!(actions(&again), vec![("E2".into(), Action::Deactivated)]);
+}
+
+#[test]
+fn two_employees_who_have_not_left_cannot_share_an_email() {
+    // (case, rows, rejected)
+    let table: &[(&str, &[&str], bool)] = &[
+        (
+            "same email",
+            &["E1,a@x.io,IT,active", "E2,a@x.io,IT,active"],
+            true,
+        ),
+        (
+            "differs in case",
+            &["E1,a@x.io,IT,active", "E2,A@X.IO,IT,active"],
+            true,
+        ),
+        (
+            "one has left",
+            &["E1,a@x.io,IT,terminated", "E2,a@x.io,IT,active"],
+            false,
+        ),
+    ];
+    for (case, rows, rejected) in table {
+        let (_dir, p) = pipeline();
+        add_rule(&p, "IT", "department = IT");
+        let report = submit(&p, "r.csv", &roster(rows)).unwrap();
+        if *rejected {
+            assert_eq!(report.status, ReportStatus::Rejected, "{case}");
+            let error = &report.errors[0];
+            assert_eq!(
+                (error.line, error.column.as_deref()),
+                (Some(3), Some("email"))
+            );
+            assert!(
+                error.message.contains("line 2"),
+                "{case}: {}",
+                error.message
+            );
+            assert!(p.store.accounts().unwrap().is_empty(), "{case}");
+        } else {
+            assert_eq!(report.status, ReportStatus::Applied, "{case}");
+            assert_eq!(actions(&report), vec![("E2".into(), Action::Created)]);
+        }
+    }
+}
+
+#[test]
+fn a_manual_accounts_email_is_not_taken_by_a_roster_row() {
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let manual = Account {
+        employee_id: "M1".into(),
+        email: "e1@x.io".into(),
+        role: "Super Admin".into(),
+        status: Status::Active,
+        origin: Origin::Manual,
+        rule_id: None,
+        created_at: "2026-01-01T00:00:00Z".into(),
+        updated_at: "2026-01-01T00:00:00Z".into(),
+        history: vec![],
+    };
+    p.store
+        .put_account(&manual, false, note("admins add"))
+        .unwrap();
+    let report = submit(&p, "r.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap();
+    assert_eq!(report.status, ReportStatus::Applied);
+    assert_eq!(actions(&report), vec![("E2".into(), Action::Created)]);
+    let warning = report
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("\"E1\""))
+        .expect("a warning about E1");
+    assert!(warning.message.contains("\"M1\""), "{}", warning.message);
+    assert_eq!(
+        (warning.line, warning.column.as_deref()),
+        (Some(2), Some("email"))
+    );
+    assert_eq!(p.store.account("E1").unwrap(), None);
+    assert_eq!(p.store.account("M1").unwrap().unwrap(), manual);
+}
