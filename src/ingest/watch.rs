@@ -115,7 +115,10 @@ pub async fn watch_dir(
             },
             _ = rescan_tick.tick() => scan_dir(&dir, &mut files),
             _ = check.tick() => {
-                if move_settled(&mut files, &inbox, settle) {
+                // Moving may copy a whole roster across filesystems: not on an async worker's
+                // time (the runtime has other workers for the SFTP and control tasks).
+                let moved = tokio::task::block_in_place(|| move_settled(&mut files, &inbox, settle));
+                if moved {
                     engine.scan();
                 }
             }
