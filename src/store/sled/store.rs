@@ -78,6 +78,24 @@ impl SledStore {
     }
 
     fn open_db(path: &Path) -> StoreResult<sled::Db> {
+        // sled's background threads release the file lock of a store dropped in this
+        // process a moment after the drop (a restore reopens the store it just built): a
+        // lock held that briefly is waited for, one held by another process still refuses.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Self::try_open_db(path) {
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open_db(path: &Path) -> StoreResult<sled::Db> {
         // sled may panic on some damaged files instead of returning an error.
         let opened = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
         match opened {
