@@ -83,8 +83,8 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
             return Err(anyhow::Error::new(e).context(format!("restoring {}", file.display())));
         }
     };
-    match SledStore::open(&staging) {
-        Ok(_) => {}
+    match SledStore::open(&staging).and_then(|s| s.verify_index()) {
+        Ok(()) => {}
         Err(e @ StoreError::Corrupt(_)) => {
             let _ = fs::remove_dir_all(&staging);
             bail!("the restored store does not pass the integrity check: {e}");

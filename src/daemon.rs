@@ -46,6 +46,12 @@ async fn serve(cfg: Config) -> Result<()> {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
             let pipeline = crate::local::open(cfg)?;
+            // Sign-ins read the email index: checked now, so none waits for the check and a
+            // damaged index refuses the start like any damaged record.
+            pipeline
+                .store
+                .verify_index()
+                .map_err(|e| crate::local::damaged(&pipeline.paths, e))?;
             match crate::backup::rotate(&pipeline.store, &pipeline.paths) {
                 Ok(path) => tracing::info!(backup = %path.display(), "store checked and backed up"),
                 Err(e) => tracing::warn!("automatic backup at start-up failed: {e:#}"),

@@ -29,20 +29,26 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let store = SledStore::open(&paths.store).map_err(|e| match e {
+    let store = SledStore::open(&paths.store).map_err(|e| damaged(&paths, e))?;
+    let pipeline = Pipeline::new(cfg, store)?;
+    pipeline.recover()?;
+    Ok(pipeline)
+}
+
+/// The error for a store that could not be opened or checked: damaged (naming the backup
+/// to restore), in use by another process, or another failure.
+pub fn damaged(paths: &Paths, e: StoreError) -> anyhow::Error {
+    match e {
         StoreError::Corrupt(detail) => anyhow::Error::new(DamagedStore {
             store: paths.store.clone(),
             detail,
-            advice: crate::backup::advice(&paths),
+            advice: crate::backup::advice(paths),
         }),
         _ if SledStore::is_locked(&paths.store) => anyhow::Error::new(StoreInUse {
             store: paths.store.clone(),
         }),
         e => anyhow::Error::new(e).context(format!("opening the store {}", paths.store.display())),
-    })?;
-    let pipeline = Pipeline::new(cfg, store)?;
-    pipeline.recover()?;
-    Ok(pipeline)
+    }
 }
 
 /// How long a read-only request may take before the daemon counts as unreachable (reads
