@@ -103,14 +103,8 @@ fn admins_add<S: Store>(
             ),
         ));
     }
-    if let Some(holder) = active_with_email(p, &email)?.first() {
-        return Ok(Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: the email {email} is held by the active {} account of employee {}; an email is one person's SSO identity",
-                holder.origin, holder.employee_id
-            ),
-        ));
+    if let Some(refusal) = email_taken(p, &email, &employee_id)? {
+        return Ok(refusal);
     }
     let now = now_rfc3339();
     let mut account = Account {
@@ -196,15 +190,8 @@ fn admins_set<S: Store>(
     if let Some(status) = status {
         match Status::parse(&status) {
             Some(Status::Active) if !account.is_active() => {
-                let taken = active_with_email(p, &account.email)?;
-                if let Some(holder) = taken.iter().find(|a| a.employee_id != account.employee_id) {
-                    return Ok(Response::fail(
-                        exit::REFUSED,
-                        format!(
-                            "refused: the email {} is held by the active {} account of employee {}; an email is one person's SSO identity",
-                            account.email, holder.origin, holder.employee_id
-                        ),
-                    ));
+                if let Some(refusal) = email_taken(p, &account.email, &account.employee_id)? {
+                    return Ok(refusal);
                 }
                 account.status = Status::Active;
             }
@@ -236,6 +223,25 @@ fn admins_set<S: Store>(
         account_json(&account, &rules),
         account_text(&account, &rules),
     ))
+}
+
+/// The refusal when an active account of another employee than `employee_id` holds
+/// `email` (SPEC §3: an email is one person's identity).
+fn email_taken<S: Store>(
+    p: &Pipeline<S>,
+    email: &str,
+    employee_id: &str,
+) -> anyhow::Result<Option<Response>> {
+    let taken = active_with_email(p, email)?;
+    Ok(taken.iter().find(|a| a.employee_id != employee_id).map(|holder| {
+        Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: the email {email} is held by the active {} account of employee {}; an email is one person's SSO identity",
+                holder.origin, holder.employee_id
+            ),
+        )
+    }))
 }
 
 /// The active accounts whose email is `email` (case-insensitive), without history.
