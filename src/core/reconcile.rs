@@ -267,6 +267,7 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
             plan_auto(&mut plan, input, account, None, &[], false);
         }
     }
+    cap_warnings(&mut plan.warnings);
     plan.changes
         .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
     plan.updates
@@ -310,8 +311,11 @@ fn plan_employees<'r>(
         let auto = account.filter(|a| a.origin == Origin::Auto);
         let mut email = is_well_formed_email(&employee.email).then_some(&*employee.email);
         if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, &employee.id)) {
-            // No new account and no email change for this employee (SPEC §3).
-            if !employee.inactive || auto.is_some_and(|a| a.email != *employee.email) {
+            // No new account and no email change for this employee (SPEC §3); warned about
+            // only where that blocks something.
+            let would_create =
+                account.is_none() && !employee.inactive && !input.matching.get(i).is_empty();
+            if would_create || auto.is_some_and(|a| a.email != *employee.email) {
                 plan.warnings.push(email_taken(roster, employee, holder));
             }
             email = None;
@@ -348,6 +352,17 @@ fn taken_by_other<'m>(
         .get(&fold_value(email))
         .copied()
         .filter(|holder| *holder != employee_id)
+}
+
+/// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
+fn cap_warnings(warnings: &mut Vec<Finding>) {
+    use crate::core::roster::MAX_WARNINGS;
+    warnings.sort_by_key(|w| w.line);
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - MAX_WARNINGS;
+        warnings.truncate(MAX_WARNINGS);
+        warnings.push(Finding::file(format!("{more} more warnings (not listed)")));
+    }
 }
 
 /// The warning for an employee whose roster email a manual account of `holder` holds.
@@ -1018,6 +1033,25 @@ mod tests {
     }
 
     #[test]
+    fn warnings_about_held_emails_are_capped_with_a_count_of_the_rest() {
+        let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
+        boss.email = "shared@acme.example".into();
+        let n = crate::core::roster::MAX_WARNINGS + 5;
+        let mut w = World::new(&[(1, "IT Admin")]).acct(boss);
+        for i in 0..n {
+            w = w.row(&format!("E{i}"), false, &[1]);
+            w.roster.employees[i].email = "shared@acme.example".into();
+        }
+        let p = w.plan();
+        assert!(p.changes.is_empty());
+        assert_eq!(p.warnings.len(), crate::core::roster::MAX_WARNINGS + 1);
+        assert_eq!(
+            p.warnings.last().unwrap().message,
+            "5 more warnings (not listed)"
+        );
+    }
+
+    #[test]
     fn safety_limits_need_both_the_count_and_the_percentage() {
         let limits = Limits::default();
         let mut p = Plan {
@@ -1283,7 +1317,7 @@ mod tests {
             let w = c.world(false);
             let p = w.plan();
             let after = apply(&w, &p);
-            for e in &w.roster.employees {
+            for (e, matching) in w.roster.employees.iter().zip(&w.matching) {
                 let holders: Vec<String> = w.accounts.values().filter(|a| {
                     a.origin == Origin::Manual
                         && a.is_active()
@@ -1297,7 +1331,9 @@ mod tests {
                     (None, _) => prop_assert!(now.is_none_or(|a| *a.email == *e.email), "{:?}", now),
                     (Some(_), _) => {
                         prop_assert_eq!(now.map(|a| &a.email), before.map(|a| &a.email));
-                        let blocked = !e.inactive || before.is_some_and(|b| *b.email != *e.email);
+                        let would_create = before.is_none() && !e.inactive && !matching.is_empty();
+                        let blocked = would_create
+                            || before.is_some_and(|b| b.origin == Origin::Auto && *b.email != *e.email);
                         let who = format!("\"{}\"", e.id);
                         let warned = p.warnings.iter().any(|f| {
                             f.message.contains(&who) && holders.iter().any(|h| f.message.contains(h))

@@ -48,7 +48,7 @@ pub fn counts_line(c: &Counts) -> String {
 /// How the changes a held report showed differ from a new plan's, in words, or `None` when
 /// they are the same (SPEC §4: approve applies exactly what was shown).
 pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
-    if shown == now {
+    if shown.len() == now.len() && shown.iter().zip(now).all(|(a, b)| same_change(a, b)) {
         return None;
     }
     let mut parts = Vec::new();
@@ -71,7 +71,10 @@ pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
     let differing: Vec<&str> = old
         .keys()
         .chain(new.keys())
-        .filter(|id| old.get(*id) != new.get(*id))
+        .filter(|id| match (old.get(*id), new.get(*id)) {
+            (Some(a), Some(b)) => !same_change(a, b),
+            _ => true,
+        })
         .map(String::as_str)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -94,6 +97,31 @@ pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
         "{} employees' changes differ ({counts}): {ids}",
         differing.len()
     ))
+}
+
+/// Whether a change shown earlier is the one planned now. Reports written before every
+/// change carried `previous_role`/`previous_status` left them null where unchanged: a null
+/// shown there is not a difference (the approver saw the same action, rule and role).
+fn same_change(shown: &Change, now: &Change) -> bool {
+    let previous_role = shown.previous_role.is_none() || shown.previous_role == now.previous_role;
+    let previous_status =
+        shown.previous_status.is_none() || shown.previous_status == now.previous_status;
+    (
+        &shown.employee_id,
+        &shown.email,
+        shown.action,
+        shown.rule_id,
+        &shown.rule,
+        &shown.role,
+    ) == (
+        &now.employee_id,
+        &now.email,
+        now.action,
+        now.rule_id,
+        &now.rule,
+        &now.role,
+    ) && previous_role
+        && previous_status
 }
 
 /// A decision on a held file.
@@ -286,6 +314,28 @@ mod tests {
             "manager \"E9\" is not in the file",
         )];
         r
+    }
+
+    #[test]
+    fn plan_difference_names_what_changed_and_tolerates_older_reports() {
+        let now = sample().changes;
+        assert_eq!(plan_difference(&now, &now), None);
+        // A report of an older build: previous fields null where unchanged.
+        let mut older = now.clone();
+        older[0].previous_role = None;
+        assert_eq!(plan_difference(&older, &now), None);
+        let mut other = now.clone();
+        other[1].role = "Super Admin".into();
+        let what = plan_difference(&now, &other).expect("a difference");
+        assert!(
+            what.starts_with("1 employees' changes differ (same counts): E1"),
+            "{what}"
+        );
+        let what = plan_difference(&now[..1], &now).expect("a difference");
+        assert!(
+            what.contains("created 0 -> 1") && what.contains("E1"),
+            "{what}"
+        );
     }
 
     #[test]

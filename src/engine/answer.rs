@@ -4,7 +4,7 @@
 use super::commands;
 use super::pipeline::Pipeline;
 use super::state::EngineState;
-use crate::api::{Output, Request, Response, Upload, error_response, exit};
+use crate::api::{Output, Request, Response, Upload, exit};
 use crate::store::SledStore;
 use serde_json::json;
 use std::sync::Mutex;
@@ -58,11 +58,8 @@ pub fn answer(
     }
     let is_status = matches!(request, Request::Status);
     let mut response = commands::execute(p, request, caller, output);
-    if is_status
-        && response.exit == exit::OK
-        && let Err(e) = add_daemon_status(p, &mut response, state)
-    {
-        return error_response(&e);
+    if is_status && response.exit == exit::OK {
+        add_daemon_status(p, &mut response, state);
     }
     response
 }
@@ -93,13 +90,15 @@ fn quiet_time(
     Ok((quiet, quiet > p.cfg.source.stale_after))
 }
 
-fn add_daemon_status(
-    p: &Pipeline<SledStore>,
-    response: &mut Response,
-    state: &Mutex<EngineState>,
-) -> anyhow::Result<()> {
+fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &Mutex<EngineState>) {
+    let started_at = state.lock().expect("state lock").started_at;
+    // The inbox and the ledger are read before the state is locked; when they cannot be
+    // read, status still answers with everything else, and says so.
+    let (quiet, stale, quiet_error) = match quiet_time(p, started_at) {
+        Ok((quiet, stale)) => (quiet, stale, None),
+        Err(e) => (Duration::ZERO, false, Some(format!("{e:#}"))),
+    };
     let state = state.lock().expect("state lock");
-    let (quiet, stale) = quiet_time(p, state.started_at)?;
     let source = state.source.as_ref().and_then(|s| s.status());
     let started = state.started_at.map(crate::util::rfc3339);
     response.json["daemon"] = json!({
@@ -109,6 +108,7 @@ fn add_daemon_status(
         "last_error": state.last_error,
         "stale": stale,
         "quiet_for_seconds": quiet.as_secs(),
+        "status_error": quiet_error,
     });
     response.json["daemon"]["poll"] = serde_json::Value::Null;
     let mut text = format!("daemon:    running since {}", started.unwrap_or_default());
@@ -118,6 +118,11 @@ fn add_daemon_status(
     text.push('\n');
     if let Some(e) = &state.last_error {
         text.push_str(&format!("LAST ERROR: {e}\n"));
+    }
+    if let Some(e) = &quiet_error {
+        text.push_str(&format!(
+            "STATUS ERROR: reading inbox/ or the ledger: {e}\n"
+        ));
     }
     if let Some((key, value, lines)) = source {
         response.json["daemon"][key] = value;
@@ -131,5 +136,4 @@ fn add_daemon_status(
         ));
     }
     response.text.push_str(&text);
-    Ok(())
 }

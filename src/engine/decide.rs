@@ -151,26 +151,25 @@ impl<S: Store> Pipeline<S> {
         now: &str,
         what: String,
     ) -> Result<anyhow::Error> {
+        // What the held report showed besides its changes stays: why it was held, which
+        // earlier file it repeats.
+        let old = read_report(&self.paths.folder("held").join(&entry.stored_as));
         report.status = ReportStatus::Held;
         report.stored_as = Some(entry.stored_as.clone());
         report.held_because = vec![format!(
             "re-planned at an approval by {user} on {now}: the plan changed since the file was \
              held ({what}); approve again to apply these changes"
         )];
-        let held = self.paths.folder("held");
-        let json = serde_json::to_vec_pretty(&report)?;
-        write_atomic(
-            &held.join(format!("{}.report.json", entry.stored_as)),
-            &json,
-        )?;
-        write_atomic(
-            &held.join(format!("{}.report.txt", entry.stored_as)),
-            report.to_text().as_bytes(),
-        )?;
+        if let Some(old) = old {
+            report.held_because.extend(old.held_because);
+            report.repeats = old.repeats;
+        }
         let updated = FileEntry {
             summary: summary(&report),
             ..entry
         };
+        // The refusal is recorded before the new plan is shown: a crash in between leaves the
+        // old report, so the next approval finds the difference again and applies nothing.
         self.store.commit(Commit {
             updates: Vec::new(),
             file: Some(&updated),
@@ -186,6 +185,17 @@ impl<S: Store> Pipeline<S> {
             }),
             clear_remote: None,
         })?;
+        // The text first: approval compares against the JSON, written last.
+        let held = self.paths.folder("held");
+        write_atomic(
+            &held.join(format!("{}.report.txt", updated.stored_as)),
+            report.to_text().as_bytes(),
+        )?;
+        let json = serde_json::to_vec_pretty(&report)?;
+        write_atomic(
+            &held.join(format!("{}.report.json", updated.stored_as)),
+            &json,
+        )?;
         Ok(Blocked::PlanChanged {
             id: updated.id,
             name: updated.stored_as,

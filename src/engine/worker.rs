@@ -5,7 +5,7 @@ use super::handle::EngineHandle;
 use super::jobs::{Job, SourceJob};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
-use crate::api::Request;
+use crate::api::{Request, Response, exit};
 use crate::store::SledStore;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -69,7 +69,17 @@ fn run_job(
             reply,
         } => {
             let decides = matches!(request, Request::FilesDecide { .. });
-            let _ = reply.send(answer(pipeline, request, &caller, upload, output, state));
+            // A panic here fails this request with exit 5, not the client's "daemon stopped"
+            // (4): the engine goes on (see `run`).
+            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                answer(pipeline, request, &caller, upload, output, state)
+            }))
+            .unwrap_or_else(|_| {
+                let message = "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
+                tracing::error!("{message}");
+                Response::fail(exit::FAILED, message)
+            });
+            let _ = reply.send(response);
             if decides {
                 process_waiting(pipeline, state, shutdown);
             }

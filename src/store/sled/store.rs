@@ -248,8 +248,17 @@ impl SledStore {
     /// sled's files are damaged and neither side can be trusted: refused, not rebuilt (a
     /// restore rebuilds it).
     pub fn verify_index(&self) -> StoreResult<()> {
+        if let Some(outcome) = self.index_checked.get() {
+            return outcome.clone().map_err(StoreError::Corrupt);
+        }
+        // Only a verdict is kept: an I/O error while reading says nothing about the index.
+        let outcome = match self.check_index() {
+            Ok(()) => Ok(()),
+            Err(StoreError::Corrupt(detail)) => Err(detail),
+            Err(other) => return Err(other),
+        };
         self.index_checked
-            .get_or_init(|| self.check_index().map_err(|e| e.to_string()))
+            .get_or_init(|| outcome)
             .clone()
             .map_err(StoreError::Corrupt)
     }
