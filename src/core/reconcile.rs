@@ -349,7 +349,7 @@ fn taken_by_other<'m>(
         return None;
     }
     manual
-        .get(&fold_value(email))
+        .get(&*crate::core::columns::fold(email))
         .copied()
         .filter(|holder| *holder != employee_id)
 }

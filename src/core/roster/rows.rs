@@ -1,7 +1,6 @@
 //! Data rows: the checks of each row (field count, employee IDs, emails, duplicates of
 //! either) and the employees they give, with their kept values interned.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::BuildHasher;
@@ -186,7 +185,7 @@ impl Rows {
     /// The line of the first active row with the same email (case-insensitive), or `None`
     /// when it is new (it is then remembered as the email of the row about to be pushed).
     fn first_line_of_email(&mut self, email: &str, line: u64) -> Option<u64> {
-        let folded = fold_email(email);
+        let folded = columns::fold(email);
         let hash = FastHash::default().hash_one(&*folded);
         let next = self.employees.len() as u32;
         match self.seen_emails.entry(hash) {
@@ -196,7 +195,7 @@ impl Rows {
             }
             Entry::Occupied(slot) => {
                 let first = &self.employees[*slot.get() as usize];
-                if *fold_email(&first.email) == *folded {
+                if *columns::fold(&first.email) == *folded {
                     return Some(first.line);
                 }
                 match self.collided_emails.get(&*folded) {
@@ -274,16 +273,6 @@ fn intern_folded(symbols: &mut Interner, buf: &mut String, value: &str) -> Sym {
     buf.push_str(value);
     buf.make_ascii_lowercase();
     symbols.intern(buf)
-}
-
-/// An email folded for comparison (SPEC §1: Unicode lower-casing), borrowed when it has no
-/// capitals.
-fn fold_email(email: &str) -> Cow<'_, str> {
-    if email.is_ascii() && !email.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Borrowed(email)
-    } else {
-        Cow::Owned(fold_value(email))
-    }
 }
 
 /// Why `email` is not well-formed (see `columns::is_well_formed_email`), in words.
