@@ -1,10 +1,10 @@
 //! Backups of the store: `autoprov backup FILE`, `autoprov restore FILE`, and the automatic
 //! backup the daemon writes at start-up (the one a damaged store's message names).
 
+use crate::api::error::{Context, Error, Result};
 use crate::layout::Paths;
 use crate::store::{SledStore, Store, StoreError};
 use crate::util::{compact_timestamp, now_rfc3339, write_atomic};
-use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -67,8 +67,8 @@ pub fn advice(paths: &Paths) -> String {
 pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
     // The file named on the command line is missing or no backup: a usage error (exit 2),
     // unlike a failure to write the new store (exit 5).
-    let input =
-        fs::File::open(file).map_err(|e| anyhow!("opening backup {}: {e}", file.display()))?;
+    let input = fs::File::open(file)
+        .map_err(|e| Error::usage(format!("opening backup {}: {e}", file.display())))?;
     let staging = paths.store.with_extension("restoring");
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
@@ -77,21 +77,26 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
         Ok(n) => n,
         Err(StoreError::Corrupt(e)) => {
             let _ = fs::remove_dir_all(&staging);
-            bail!("reading backup {}: {e}", file.display());
+            return Err(Error::usage(format!(
+                "reading backup {}: {e}",
+                file.display()
+            )));
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("restoring {}", file.display())));
+            return Err(Error::from(e).context(format!("restoring {}", file.display())));
         }
     };
     match SledStore::open(&staging).and_then(|s| s.verify_index()) {
         Ok(()) => {}
         Err(e @ StoreError::Corrupt(_)) => {
             let _ = fs::remove_dir_all(&staging);
-            bail!("the restored store does not pass the integrity check: {e}");
+            return Err(Error::usage(format!(
+                "the restored store does not pass the integrity check: {e}"
+            )));
         }
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);
-            return Err(anyhow::Error::new(e).context("opening the restored store"));
+            return Err(Error::from(e).context("opening the restored store"));
         }
     }
     let replaced = if paths.store.exists() {

@@ -1,12 +1,12 @@
 //! The long-running service: wires the source, the inbox watcher, the engine and the
 //! control socket together, notifies systemd, and stops cleanly on SIGTERM or SIGINT.
 
+use crate::api::error::{Context, Error, Result};
 use crate::config::{Config, Mode};
 use crate::control;
 use crate::engine::{self, EngineState};
 use crate::ingest::poll::PollLink;
 use crate::ingest::{sftp, watch};
-use anyhow::{Context, Result, bail};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
@@ -15,9 +15,9 @@ use tokio_util::task::TaskTracker;
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(cfg: Config) -> Result<()> {
     if !cfg.sso.enabled {
-        bail!(
-            "refused: [sso] enabled = true is not set. autoprov provisions admins who sign in through SSO only; enable SSO in the config first"
-        );
+        return Err(Error::usage(
+            "refused: [sso] enabled = true is not set. autoprov provisions admins who sign in through SSO only; enable SSO in the config first",
+        ));
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -58,7 +58,8 @@ async fn serve(cfg: Config) -> Result<()> {
             }
             Ok(Arc::new(pipeline))
         })
-        .await??
+        .await
+        .map_err(|e| Error::failed(format!("opening the store: {e}")))??
     };
     let paths = pipeline.paths.clone();
     let cfg = Arc::new(cfg);
@@ -68,7 +69,8 @@ async fn serve(cfg: Config) -> Result<()> {
     }));
     let shutdown = CancellationToken::new();
     let pipeline_for_stop = pipeline.clone();
-    let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())?;
+    let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())
+        .map_err(|e| Error::failed(format!("{e:#}")))?;
     let tracker = TaskTracker::new();
     start_source(&cfg, &paths, &engine, &state, &tracker, &shutdown).await?;
     // Answer the control socket once the source is up, so `status` shows the real address.
@@ -97,7 +99,9 @@ async fn serve(cfg: Config) -> Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(mode = ?cfg.source.mode, data_dir = %cfg.data_dir.display(), socket = %cfg.control.socket.display(), "autoprov ready");
 
-    wait_for_signal().await?;
+    wait_for_signal()
+        .await
+        .context("listening for SIGTERM and SIGINT")?;
     tracing::info!("stopping: no new connections or files; finishing the current file");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
@@ -105,8 +109,10 @@ async fn serve(cfg: Config) -> Result<()> {
     tracker.close();
     tracker.wait().await;
     tokio::task::spawn_blocking(move || engine_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+        .await
+        .ok()
+        .and_then(|joined| joined.ok())
+        .ok_or_else(|| Error::failed("the engine thread panicked"))?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -169,7 +175,7 @@ async fn start_source(
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<()> {
+async fn wait_for_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

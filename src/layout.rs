@@ -1,7 +1,7 @@
 //! The layout under `data_dir` (the store, the drop folders, staging, host keys, backups)
 //! and the drop's naming rules, each defined once for every mode (host, watch, poll).
 
-use anyhow::{Context, Result};
+use crate::api::error::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 

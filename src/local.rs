@@ -1,8 +1,8 @@
 //! Running a command from the CLI: through the daemon's control socket when it runs,
 //! otherwise against the store directly.
 
-use crate::api::error::{DamagedStore, StoreInUse};
-use crate::api::{Output, Request, Response, error_response, exit, refusal};
+use crate::api::error::{Context, DamagedStore, Error, Result, StoreInUse};
+use crate::api::{Output, Request, Response, exit, refusal};
 use crate::config::Config;
 use crate::control::Envelope;
 use crate::control::client::{self, Reach};
@@ -10,7 +10,6 @@ use crate::engine::commands;
 use crate::engine::pipeline::Pipeline;
 use crate::layout::Paths;
 use crate::store::{SledStore, StoreError};
-use anyhow::{Context, Result};
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -37,17 +36,19 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
 
 /// The error for a store that could not be opened or checked: damaged (naming the backup
 /// to restore), in use by another process, or another failure.
-pub fn damaged(paths: &Paths, e: StoreError) -> anyhow::Error {
+pub fn damaged(paths: &Paths, e: StoreError) -> Error {
     match e {
-        StoreError::Corrupt(detail) => anyhow::Error::new(DamagedStore {
+        StoreError::Corrupt(detail) => DamagedStore {
             store: paths.store.clone(),
             detail,
             advice: crate::backup::advice(paths),
-        }),
-        _ if SledStore::is_locked(&paths.store) => anyhow::Error::new(StoreInUse {
+        }
+        .into(),
+        _ if SledStore::is_locked(&paths.store) => StoreInUse {
             store: paths.store.clone(),
-        }),
-        e => anyhow::Error::new(e).context(format!("opening the store {}", paths.store.display())),
+        }
+        .into(),
+        e => Error::from(e).context(format!("opening the store {}", paths.store.display())),
     }
 }
 
@@ -102,15 +103,15 @@ pub fn execute(
     let socket_exists = cfg.control.socket.exists();
     let p = match open(cfg) {
         Ok(p) => p,
-        Err(e) if socket_exists && e.is::<StoreInUse>() => {
+        Err(Error::InUse(busy)) if socket_exists => {
             return Response::fail(
                 exit::UNREACHABLE,
                 format!(
-                    "the daemon's socket exists but nobody answers, and the store is in use: {e:#}"
+                    "the daemon's socket exists but nobody answers, and the store is in use: {busy}"
                 ),
             );
         }
-        Err(e) => return error_response(&e),
+        Err(e) => return e.response(),
     };
     let user = caller();
     let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
@@ -159,6 +160,6 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
                 ))
             ),
         },
-        Err(e) => error_response(&e),
+        Err(e) => e.response(),
     }
 }

@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     let response = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => autoprov::api::error_response(&e),
+            Err(e) => e.response(),
         },
         Command::Process { file, dry_run } => {
             let request = Request::Process {

@@ -1,23 +1,187 @@
-//! Failures of the work itself (SPEC §7, exit 5): an I/O error, a full disk, a damaged or
-//! unusable store. Unlike a usage error (2) or a refusal (3) they are nobody's mistake on
-//! the command line, and a script may retry once the cause is fixed.
-//!
-//! [`error_response`] is the one place that turns an error into an exit code and a
-//! message: refusals of the pipeline ([`Blocked`], 3), failures of the work (5, with what
-//! they left behind), and everything else, a usage or config error (2).
+//! The one error type of every command (SPEC §7's exit codes 2–5; 0 and 1 are answers, not
+//! errors). Errors are typed where they arise — an I/O or store error is a failure of the
+//! work, a refusal of the pipeline is a [`Blocked`], a bad argument is a usage error — and
+//! [`Error::exit_code`] / [`Error::response`] read the type; nothing is classified after the
+//! fact. Context added on the way up ([`Context`]) only adds words.
 
 use super::{Response, exit};
 use crate::store::StoreError;
+use std::fmt::Display;
 use std::path::PathBuf;
 
-/// What a failed command left behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Aftermath {
-    /// Nothing was changed: the store and the drop are as before the command.
-    Unchanged,
-    /// A change was committed to the store, and a step after the commit (filing the file
-    /// and its reports) failed; the next command or daemon start finishes it.
-    Committed,
+/// The result of engine and command functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a command did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Usage or config error (exit 2): the caller's to fix.
+    #[error("error: {0}")]
+    Usage(String),
+    /// The store is locked by another process (exit 2): not a failure of the work; the
+    /// caller can wait or point the command at the daemon's socket.
+    #[error("error: {0}")]
+    InUse(StoreInUse),
+    /// Refused by a rule of the pipeline (exit 3).
+    #[error("{0}")]
+    Refused(Blocked),
+    /// The daemon is stopping or gone (exit 4).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The work could not be done (exit 5): I/O, a full disk, a damaged store.
+    #[error("{0}")]
+    Failed(Failure),
+}
+
+/// A failure of the work (exit 5), with what it left behind.
+#[derive(Debug)]
+pub struct Failure {
+    /// What failed, outermost context first, the cause last.
+    message: String,
+    /// Set when a change was committed before the failure (filing it failed).
+    committed: Option<AfterCommit>,
+}
+
+impl Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.committed {
+            Some(_) => write!(f, "failed: {}", self.message),
+            None => write!(f, "failed: {}; nothing was changed", self.message),
+        }
+    }
+}
+
+impl Error {
+    /// A usage error (exit 2).
+    pub fn usage(message: impl Into<String>) -> Error {
+        Error::Usage(message.into())
+    }
+
+    /// A failure of the work (exit 5) that changed nothing.
+    pub fn failed(message: impl Into<String>) -> Error {
+        Error::Failed(Failure {
+            message: message.into(),
+            committed: None,
+        })
+    }
+
+    /// SPEC §7's exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::InUse(_) => exit::USAGE,
+            Error::Refused(_) => exit::REFUSED,
+            Error::Unreachable(_) => exit::UNREACHABLE,
+            Error::Failed(_) => exit::FAILED,
+        }
+    }
+
+    /// The answer a caller prints.
+    pub fn response(&self) -> Response {
+        Response::fail(self.exit_code(), self.to_string())
+    }
+
+    /// Whether this is a failure of the work (exit 5).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Error::Failed(_))
+    }
+
+    /// The committed file a failure concerns, if it failed after a commit.
+    pub fn committed(&self) -> Option<&AfterCommit> {
+        match self {
+            Error::Failed(f) => f.committed.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Adds what was being done to a usage error or a failure; refusals and an unreachable
+    /// daemon already say all a person needs.
+    pub fn context(self, what: impl Display) -> Error {
+        match self {
+            Error::Usage(m) => Error::Usage(format!("{what}: {m}")),
+            Error::Failed(f) => Error::Failed(Failure {
+                message: format!("{what}: {}", f.message),
+                committed: f.committed,
+            }),
+            other => other,
+        }
+    }
+
+    /// Marks a failure as one after the commit of file `id` (`name`): the change is in the
+    /// store, the filing is finished by the next command or start.
+    pub fn after_commit(self, id: u64, name: &str) -> Error {
+        let mark = AfterCommit {
+            id,
+            name: name.to_string(),
+        };
+        match self {
+            Error::Failed(f) => Error::Failed(Failure {
+                message: format!("{mark}: {}", f.message),
+                committed: Some(mark),
+            }),
+            other => other,
+        }
+    }
+}
+
+/// Adds context to the error of a `Result`, turning it into an [`Error`].
+pub trait Context<T> {
+    /// `what` was being done when the error happened.
+    fn context(self, what: impl Display) -> Result<T>;
+    /// Like `context`, the words built only on error.
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.map_err(|e| e.into().context(what))
+    }
+
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| e.into().context(what()))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::failed(e.to_string())
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::failed(e.to_string())
+    }
+}
+
+/// Our own JSON (a report, a ledger record) that does not read back is a failure of the work.
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Error {
+        Error::failed(e.to_string())
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Error {
+        StoreError::from(e).into()
+    }
+}
+
+impl From<Blocked> for Error {
+    fn from(b: Blocked) -> Error {
+        Error::Refused(b)
+    }
+}
+
+impl From<StoreInUse> for Error {
+    fn from(e: StoreInUse) -> Error {
+        Error::InUse(e)
+    }
+}
+
+impl From<DamagedStore> for Error {
+    fn from(e: DamagedStore) -> Error {
+        Error::failed(e.to_string())
+    }
 }
 
 /// The store did not pass the start-up check: autoprov refuses to use it (SPEC §8).
@@ -33,8 +197,7 @@ pub struct DamagedStore {
 }
 
 /// The store is locked by another process: a daemon listening on another socket, or
-/// another command that opened it. Not a failure of the work: the caller can wait or
-/// point the command at the daemon's socket.
+/// another command that opened it.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the store {} is in use by another process (a daemon on another control.socket, or another autoprov command); try again, or check control.socket",
@@ -45,8 +208,8 @@ pub struct StoreInUse {
     pub store: PathBuf,
 }
 
-/// A change was committed, then filing it failed (attached as context to the cause).
-#[derive(Debug, thiserror::Error)]
+/// A change was committed, then filing it failed.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "file {id} ({name}) was applied and recorded, but filing it and its reports failed; the next command or daemon start finishes the filing"
 )]
@@ -55,29 +218,6 @@ pub struct AfterCommit {
     pub id: u64,
     /// The name it had in inbox/.
     pub name: String,
-}
-
-/// Whether `e` is a failure of the work (exit 5), and what it left behind; None for
-/// usage errors and refusals.
-pub fn failed(e: &anyhow::Error) -> Option<Aftermath> {
-    if has::<AfterCommit>(e) {
-        return Some(Aftermath::Committed);
-    }
-    let failure = has::<std::io::Error>(e)
-        || has::<StoreError>(e)
-        || has::<sled::Error>(e)
-        || has::<DamagedStore>(e);
-    failure.then_some(Aftermath::Unchanged)
-}
-
-/// The committed file a failure concerns, if it failed after a commit.
-pub fn committed(e: &anyhow::Error) -> Option<&AfterCommit> {
-    e.downcast_ref::<AfterCommit>()
-}
-
-/// Whether `T` is in `e`: as its context, its root, or the source of either.
-fn has<T: std::error::Error + Send + Sync + 'static>(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<T>().is_some() || e.chain().any(|cause| cause.is::<T>())
 }
 
 /// Refusals of the pipeline (exit code 3).
@@ -119,66 +259,82 @@ pub enum Blocked {
     },
 }
 
-/// The answer to a command that ended in an error, the one place errors become exit codes:
-/// 3 for a refusal of the pipeline, 5 when the work could not be done (SPEC §7), else 2.
-pub fn error_response(e: &anyhow::Error) -> Response {
-    if let Some(b) = e.downcast_ref::<Blocked>() {
-        return Response::fail(exit::REFUSED, b.to_string());
-    }
-    match failed(e) {
-        Some(Aftermath::Unchanged) => {
-            Response::fail(exit::FAILED, format!("failed: {e:#}; nothing was changed"))
-        }
-        Some(Aftermath::Committed) => Response::fail(exit::FAILED, format!("failed: {e:#}")),
-        None => Response::fail(exit::USAGE, format!("error: {e:#}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context;
 
-    fn enospc() -> anyhow::Error {
-        anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing the report")
+    fn enospc() -> Error {
+        Error::from(std::io::Error::from_raw_os_error(28)).context("writing the report")
     }
 
     #[test]
     fn io_store_and_damage_are_failures_that_changed_nothing() {
-        assert_eq!(failed(&enospc()), Some(Aftermath::Unchanged));
-        let store: anyhow::Error = StoreError::Corrupt("bad bucket".into()).into();
-        assert_eq!(
-            failed(&store.context("listing")),
-            Some(Aftermath::Unchanged)
+        let r = enospc().response();
+        assert_eq!(r.exit, exit::FAILED);
+        assert!(
+            r.text.starts_with("failed: writing the report: "),
+            "{}",
+            r.text
         );
+        assert!(r.text.ends_with("; nothing was changed"), "{}", r.text);
+        let store = Error::from(StoreError::Corrupt("bad bucket".into())).context("listing");
+        assert_eq!(store.exit_code(), exit::FAILED);
         let sled_io = StoreError::Sled(sled::Error::Io(std::io::Error::other("eio")));
-        assert_eq!(
-            failed(&anyhow::Error::new(sled_io)),
-            Some(Aftermath::Unchanged)
-        );
+        assert_eq!(Error::from(sled_io).exit_code(), exit::FAILED);
         let damaged = DamagedStore {
             store: "/s".into(),
             detail: "x".into(),
             advice: "y".into(),
         };
-        assert_eq!(failed(&damaged.into()), Some(Aftermath::Unchanged));
+        let r = Error::from(damaged).response();
+        assert_eq!(r.exit, exit::FAILED);
+        assert!(
+            r.text
+                .contains("refusing to run on a damaged store /s: x; y"),
+            "{}",
+            r.text
+        );
     }
 
     #[test]
-    fn a_failure_after_a_commit_says_so() {
-        let e = enospc().context(AfterCommit {
-            id: 7,
-            name: "r.csv".into(),
-        });
-        let e = Err::<(), _>(e).context("processing").unwrap_err();
-        assert_eq!(failed(&e), Some(Aftermath::Committed));
-        assert_eq!(committed(&e).map(|c| c.id), Some(7));
+    fn a_failure_after_a_commit_says_so_and_not_that_nothing_changed() {
+        let e = enospc().after_commit(7, "r.csv").context("processing");
+        assert_eq!(e.committed().map(|c| c.id), Some(7));
+        let r = e.response();
+        assert_eq!(r.exit, exit::FAILED);
+        assert!(
+            r.text
+                .starts_with("failed: processing: file 7 (r.csv) was applied"),
+            "{}",
+            r.text
+        );
+        assert!(r.text.contains("writing the report"), "{}", r.text);
+        assert!(!r.text.contains("nothing was changed"), "{}", r.text);
     }
 
     #[test]
-    fn usage_errors_and_a_locked_store_are_not_failures() {
-        assert_eq!(failed(&anyhow::anyhow!("no file 3")), None);
-        let busy = StoreInUse { store: "/s".into() };
-        assert_eq!(failed(&busy.into()), None);
+    fn usage_errors_refusals_and_a_locked_store_keep_their_codes_through_context() {
+        let usage = Err::<(), _>(Error::usage("no file 9"))
+            .context("deciding")
+            .unwrap_err();
+        assert_eq!(usage.response().text, "error: deciding: no file 9");
+        assert_eq!(usage.exit_code(), exit::USAGE);
+        let busy = Error::from(StoreInUse { store: "/s".into() }).context("x");
+        assert_eq!(busy.exit_code(), exit::USAGE);
+        let held = Error::from(Blocked::Held {
+            id: 3,
+            name: "a.csv".into(),
+        })
+        .context("processing");
+        assert_eq!(held.exit_code(), exit::REFUSED);
+        assert!(
+            held.to_string().starts_with("file 3 (a.csv) is held"),
+            "{held}"
+        );
+        assert!(held.committed().is_none() && !held.is_failure());
+        assert_eq!(
+            Error::Unreachable("stopping".into()).exit_code(),
+            exit::UNREACHABLE
+        );
     }
 }

@@ -10,7 +10,7 @@ pub mod render;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub use error::error_response;
+pub use error::{Error, Result};
 
 /// Exit codes of SPEC §7.
 pub mod exit {

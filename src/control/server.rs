@@ -1,10 +1,10 @@
 //! The daemon side of the control socket: peer credentials, authorization, upload intake.
 
 use super::{Envelope, MAX_LINE};
+use crate::api::error::{Context, Error};
 use crate::api::{Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
-use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,13 +17,16 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Binds the socket (replacing a stale one) with mode 0660.
-pub fn bind(path: &Path) -> Result<UnixListener> {
+pub fn bind(path: &Path) -> crate::api::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("another autoprov daemon answers on {}", path.display());
+            return Err(Error::usage(format!(
+                "another autoprov daemon answers on {}",
+                path.display()
+            )));
         }
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale socket {}", path.display()))?;
@@ -90,7 +93,7 @@ fn user_of(uid: u32) -> String {
     }
 }
 
-async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> Result<()> {
+async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyhow::Result<()> {
     let caller = user_of(stream.peer_cred()?.uid());
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);

@@ -68,7 +68,7 @@ pub fn answer(
 fn quiet_time(
     p: &Pipeline<SledStore>,
     started_at: Option<SystemTime>,
-) -> anyhow::Result<(Duration, bool)> {
+) -> crate::api::Result<(Duration, bool)> {
     // The newest arrival: a processed file, or one still waiting in inbox/.
     let inbox = p.paths.folder("inbox");
     let waiting_arrival = p

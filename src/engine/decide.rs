@@ -3,11 +3,11 @@
 
 use super::pipeline::{Evaluation, Pipeline, read_report};
 use crate::api::error::Blocked;
+use crate::api::error::{Context, Error, Result};
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::layout::DRY_RUN_SUFFIX;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{now_rfc3339, sha256_hex, write_atomic};
-use anyhow::{Context, Result, anyhow, bail};
 use std::fs;
 
 impl<S: Store> Pipeline<S> {
@@ -25,7 +25,7 @@ impl<S: Store> Pipeline<S> {
         let entry = self
             .store
             .file(id)?
-            .ok_or_else(|| anyhow!("no file {id}: see `autoprov files list`"))?;
+            .ok_or_else(|| Error::usage(format!("no file {id}: see `autoprov files list`")))?;
         if entry.status != FileStatus::Held {
             return Err(Blocked::NotHeld {
                 id,
@@ -116,10 +116,10 @@ impl<S: Store> Pipeline<S> {
         let bytes =
             fs::read(held_path).with_context(|| format!("reading {}", held_path.display()))?;
         if sha256_hex(&bytes) != entry.sha256 {
-            bail!(
+            return Err(Error::usage(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
                 held_path.display()
-            );
+            )));
         }
         let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
         let eval = self.evaluate(
@@ -150,7 +150,7 @@ impl<S: Store> Pipeline<S> {
         user: &str,
         now: &str,
         what: String,
-    ) -> Result<anyhow::Error> {
+    ) -> Result<Error> {
         // What the held report showed besides its changes stays: why it was held, which
         // earlier file it repeats.
         let old = read_report(&self.paths.folder("held").join(&entry.stored_as));

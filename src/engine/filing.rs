@@ -3,13 +3,12 @@
 //! bookkeeping of files fetched by poll mode.
 
 use super::pipeline::Pipeline;
-use crate::api::error::AfterCommit;
+use crate::api::error::{Context, Result};
 use crate::core::parallel::join;
 use crate::core::report::Report;
 use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
 use crate::store::{Commit, FileEntry, RemoteOrigin, Store};
 use crate::util::{crash_point, free_name, fsync_dir, sha256_hex, write_atomic, write_atomic_with};
-use anyhow::{Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -102,12 +101,8 @@ impl<S: Store> Pipeline<S> {
     /// [`Self::finish_filing`] right after `entry` was committed: a failure says the change
     /// was recorded (exit 5 without "nothing was changed").
     pub(super) fn finish_filing_committed(&self, entry: &FileEntry) -> Result<()> {
-        self.finish_filing(entry).map_err(|e| {
-            e.context(AfterCommit {
-                id: entry.id,
-                name: entry.name.clone(),
-            })
-        })
+        self.finish_filing(entry)
+            .map_err(|e| e.after_commit(entry.id, &entry.name))
     }
 
     /// After the commit: move the file and its staged reports into place, then clear the mark.

@@ -46,13 +46,13 @@ impl EngineHandle {
     }
 
     /// Whether a remote file with this origin (its SHA-256 aside) was fetched already.
-    pub async fn known(&self, origin: RemoteOrigin) -> anyhow::Result<bool> {
+    pub async fn known(&self, origin: RemoteOrigin) -> crate::api::Result<bool> {
         self.source_job(|reply| SourceJob::Known(origin, reply))
             .await
     }
 
     /// Files a complete download into inbox/ with its origin, then scans.
-    pub async fn file_in(&self, file: SourceFile) -> anyhow::Result<()> {
+    pub async fn file_in(&self, file: SourceFile) -> crate::api::Result<()> {
         self.source_job(|reply| SourceJob::File(file, reply))
             .await?;
         self.scan();
@@ -60,22 +60,22 @@ impl EngineHandle {
     }
 
     /// Decided files whose source still has work to do for them, oldest first.
-    pub async fn handoffs(&self) -> anyhow::Result<Vec<crate::store::FileEntry>> {
+    pub async fn handoffs(&self) -> crate::api::Result<Vec<crate::store::FileEntry>> {
         self.source_job(SourceJob::Handoffs).await
     }
 
     /// Records that the source finished file `id`.
-    pub async fn handed_off(&self, id: u64) -> anyhow::Result<()> {
+    pub async fn handed_off(&self, id: u64) -> crate::api::Result<()> {
         self.source_job(|reply| SourceJob::HandedOff(id, reply))
             .await
     }
 
     async fn source_job<T>(
         &self,
-        job: impl FnOnce(oneshot::Sender<anyhow::Result<T>>) -> SourceJob,
-    ) -> anyhow::Result<T> {
+        job: impl FnOnce(oneshot::Sender<crate::api::Result<T>>) -> SourceJob,
+    ) -> crate::api::Result<T> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || anyhow::anyhow!("the daemon is stopping");
+        let stopped = || crate::api::Error::Unreachable("the daemon is stopping".into());
         self.tx
             .send(Job::Source(job(reply)))
             .map_err(|_| stopped())?;

@@ -20,13 +20,13 @@ pub struct SourceFile {
 /// What a source asks of the engine (poll mode's bookkeeping lives in the ledger).
 pub enum SourceJob {
     /// Whether this origin was fetched already (registered or in the ledger).
-    Known(RemoteOrigin, oneshot::Sender<anyhow::Result<bool>>),
+    Known(RemoteOrigin, oneshot::Sender<crate::api::Result<bool>>),
     /// Register the file's origin and rename it into inbox/.
-    File(SourceFile, oneshot::Sender<anyhow::Result<()>>),
+    File(SourceFile, oneshot::Sender<crate::api::Result<()>>),
     /// Decided files whose source still has to finish them (poll: the remote move).
-    Handoffs(oneshot::Sender<anyhow::Result<Vec<FileEntry>>>),
+    Handoffs(oneshot::Sender<crate::api::Result<Vec<FileEntry>>>),
     /// The source finished file `id`.
-    HandedOff(u64, oneshot::Sender<anyhow::Result<()>>),
+    HandedOff(u64, oneshot::Sender<crate::api::Result<()>>),
 }
 
 /// Work for the engine thread.

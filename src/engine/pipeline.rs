@@ -7,6 +7,7 @@
 //! its report is never visible before the store is flushed.
 
 use crate::api::error::Blocked;
+use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::Account;
 use crate::core::model::Roster;
@@ -18,7 +19,6 @@ use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339, sha256_hex};
-use anyhow::{Context, Result, anyhow, bail};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -107,10 +107,10 @@ impl<S: Store> Pipeline<S> {
         let meta =
             fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
         if !meta.file_type().is_file() {
-            bail!(
+            return Err(Error::usage(format!(
                 "{} is not a regular file; it was left alone",
                 path.display()
-            );
+            )));
         }
         let received_at = rfc3339(completion_time(&meta));
         let bytes = read_limited(&path, self.cfg.roster.max_bytes)?;
@@ -194,7 +194,7 @@ impl<S: Store> Pipeline<S> {
         })?;
         let path = self.report_path(&entry);
         serde_json::from_slice(&fs::read(&path)?)
-            .with_context(|| format!("reading {}", path.display()))
+            .map_err(|e| Error::failed(format!("reading {}: {e}", path.display())))
     }
 
     /// Stages a new file's reports, then commits its outcome with its ledger entry and
@@ -240,7 +240,9 @@ impl<S: Store> Pipeline<S> {
     /// Over a safety limit it applies nothing unless `force`, and returns a `held` report.
     pub fn sync(&self, user: &str, force: bool) -> Result<Report> {
         let entry = self.store.last_applied()?.ok_or_else(|| {
-            anyhow!("no roster has been applied yet: upload one or run `autoprov process FILE`")
+            Error::usage(
+                "no roster has been applied yet: upload one or run `autoprov process FILE`",
+            )
         })?;
         let path = self.paths.folder("processed").join(&entry.stored_as);
         let bytes = fs::read(&path).with_context(|| {
@@ -250,10 +252,10 @@ impl<S: Store> Pipeline<S> {
             )
         })?;
         if sha256_hex(&bytes) != entry.sha256 {
-            bail!(
+            return Err(Error::usage(format!(
                 "the last applied roster {} was changed on disk (its SHA-256 differs from the ledger); process a new roster instead",
                 path.display()
-            );
+            )));
         }
         let now = now_rfc3339();
         let limits = (!force).then(|| self.cfg.limits());
@@ -333,7 +335,11 @@ impl<S: Store> Pipeline<S> {
             .iter()
             .map(|r| CompiledRule::compile(r, &roster, &columns))
             .collect::<Result<_, _>>()
-            .map_err(|field| anyhow!("rule field {field} was not kept by the parser"))?;
+            .map_err(|field| {
+                Error::failed(format!(
+                    "rule field {field} was not kept by the parser (a bug)"
+                ))
+            })?;
         let matching = rules::MatchTable::build(&roster, &compiled);
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =

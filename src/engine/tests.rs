@@ -3,7 +3,7 @@
 //! reports, the ledger, the accounts, the audit log and the drop folders are checked.
 
 use super::pipeline::Pipeline;
-use crate::api::error::Blocked;
+use crate::api::error::{Blocked, Error};
 use crate::config::Config;
 use crate::core::accounts::{Account, Origin, Status};
 use crate::core::reconcile::Action;
@@ -85,7 +85,7 @@ fn disable_rule(p: &Pipeline<MemoryStore>, id: RuleId) {
 }
 
 /// Files `bytes` into inbox/ as `name` and processes it.
-fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> anyhow::Result<Report> {
+fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> crate::api::Result<Report> {
     let name = p.receive(name, bytes, false).unwrap();
     p.process(&name)
 }
@@ -280,9 +280,9 @@ fn held_three() -> (TempDir, Pipeline<MemoryStore>, u64, String) {
 fn a_held_file_blocks_later_files_until_approved_then_applies() {
     let (_dir, p, id, stored_as) = held_three();
     let err = submit(&p, "later.csv", &staff(&[("E5", "IT")])).unwrap_err();
-    match err.downcast_ref::<Blocked>() {
-        Some(Blocked::Held { id: held, .. }) => assert_eq!(*held, id),
-        other => panic!("expected Blocked::Held, got {other:?}: {err:#}"),
+    match &err {
+        Error::Refused(Blocked::Held { id: held, .. }) => assert_eq!(*held, id),
+        other => panic!("expected Blocked::Held, got {other:?}"),
     }
     assert_eq!(p.waiting().unwrap(), vec!["later.csv".to_string()]);
     let report = p.approve(id, "alice").unwrap();
@@ -325,10 +325,7 @@ fn a_rejected_held_file_changes_nothing_and_unblocks() {
     );
     // Deciding it again is refused: it is no longer held.
     let err = p.approve(id, "bob").unwrap_err();
-    assert!(matches!(
-        err.downcast_ref::<Blocked>(),
-        Some(Blocked::NotHeld { .. })
-    ));
+    assert!(matches!(err, Error::Refused(Blocked::NotHeld { .. })));
 }
 
 #[test]
@@ -337,8 +334,8 @@ fn approve_after_a_rule_was_added_applies_nothing_shows_the_new_plan_then_applie
     let sales = add_rule(&p, "Sales", "department = Sales");
     let err = p.approve(id, "alice").unwrap_err();
     assert!(
-        matches!(err.downcast_ref::<Blocked>(), Some(Blocked::PlanChanged { id: i, .. }) if *i == id),
-        "{err:#}"
+        matches!(err, Error::Refused(Blocked::PlanChanged { id: i, .. }) if i == id),
+        "{err}"
     );
     assert!(p.store.accounts().unwrap().is_empty());
     assert_eq!(p.store.file(id).unwrap().unwrap().status, FileStatus::Held);

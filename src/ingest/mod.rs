@@ -4,17 +4,17 @@ pub mod poll;
 pub mod sftp;
 pub mod watch;
 
+use crate::api::error::{Error, Result};
 use crate::config::Config;
 use crate::layout::Paths;
-use anyhow::{Result, bail};
 use sftp::{SftpSettings, SftpUser};
 
 /// The SFTP server's settings from the config.
 pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
     if cfg.source.users.is_empty() {
-        bail!(
-            "source.mode = \"host\" needs at least one [[source.users]] entry with authorized_keys"
-        );
+        return Err(Error::usage(
+            "source.mode = \"host\" needs at least one [[source.users]] entry with authorized_keys",
+        ));
     }
     Ok(SftpSettings {
         listen: cfg.source.listen,

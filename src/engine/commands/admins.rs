@@ -18,7 +18,7 @@ fn admins_list<S: Store>(
     origin: Option<String>,
     rule: Option<u64>,
     output: Output,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     let status = match status.as_deref().map(Status::parse) {
         Some(None) => {
             return Ok(Response::fail(
@@ -78,7 +78,7 @@ fn admins_add<S: Store>(
     employee_id: String,
     email: String,
     role: String,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     let employee_id = employee_id.trim().to_string();
     let email = email.trim().to_string();
     if employee_id.is_empty() {
@@ -146,7 +146,7 @@ fn admins_add<S: Store>(
 fn manual_account<S: Store>(
     p: &Pipeline<S>,
     id: &str,
-) -> anyhow::Result<Result<Account, Response>> {
+) -> crate::api::Result<Result<Account, Response>> {
     match p.store.account(id)? {
         None => Ok(Err(Response::fail(
             exit::NO,
@@ -170,7 +170,7 @@ fn admins_set<S: Store>(
     id: &str,
     role: Option<String>,
     status: Option<String>,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     let mut account = match manual_account(p, id)? {
         Ok(a) => a,
         Err(r) => return Ok(r),
@@ -231,7 +231,7 @@ fn email_taken<S: Store>(
     p: &Pipeline<S>,
     email: &str,
     employee_id: &str,
-) -> anyhow::Result<Option<Response>> {
+) -> crate::api::Result<Option<Response>> {
     let taken = active_with_email(p, email)?;
     Ok(taken.iter().find(|a| a.employee_id != employee_id).map(|holder| {
         Response::fail(
@@ -245,7 +245,7 @@ fn email_taken<S: Store>(
 }
 
 /// The active accounts whose email is `email` (case-insensitive), without history.
-fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Vec<Account>> {
+fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Vec<Account>> {
     // Through the store's email index: this answers every SSO sign-in.
     let mut active = p.store.accounts_by_email(email)?;
     active.retain(Account::is_active);
@@ -253,7 +253,7 @@ fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<V
     Ok(active)
 }
 
-fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> anyhow::Result<Response> {
+fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Response> {
     let active = active_with_email(p, email)?;
     Ok(match active.as_slice() {
         [a] => Response::ok(
@@ -282,7 +282,7 @@ pub(super) fn run<S: Store>(
     req: Request,
     caller: &str,
     output: Output,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     Ok(match req {
         Request::AdminsList {
             status,
@@ -308,7 +308,7 @@ pub(super) fn run<S: Store>(
     })
 }
 
-fn remove<S: Store>(p: &Pipeline<S>, caller: &str, id: &str) -> anyhow::Result<Response> {
+fn remove<S: Store>(p: &Pipeline<S>, caller: &str, id: &str) -> crate::api::Result<Response> {
     let account = match manual_account(p, id)? {
         Ok(a) => a,
         Err(r) => return Ok(r),

@@ -10,7 +10,7 @@ use crate::store::{FileStatus, Store};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 
-fn status<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
+fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let mut counts: std::collections::HashMap<(Origin, Status), usize> = Default::default();
     p.store
         .scan_accounts(&mut |a| *counts.entry((a.origin, a.status)).or_default() += 1)?;
@@ -101,7 +101,7 @@ pub(super) fn run<S: Store>(
     req: Request,
     caller: &str,
     output: Output,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     Ok(match req {
         Request::FilesList => files_list(p)?,
         Request::FilesShow { id } => {
@@ -157,7 +157,7 @@ pub(super) fn run<S: Store>(
     })
 }
 
-fn files_list<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
+fn files_list<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let files = p.store.files()?;
     let list: Vec<Value> = files
         .iter()

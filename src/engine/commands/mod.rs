@@ -6,15 +6,13 @@ mod admins;
 mod files;
 mod rules;
 
-use crate::api::error as failure;
-use crate::api::error::Blocked;
+use crate::api::error::{Blocked, Context as _};
 use crate::api::render::report_response;
-use crate::api::{Output, Request, Response, error_response, exit, refusal};
+use crate::api::{Output, Request, Response, exit, refusal};
 use crate::core::report::ReportStatus;
 use crate::engine::pipeline::Pipeline;
 use crate::store::{AuditNote, Store};
 use crate::util::now_rfc3339;
-use anyhow::Context as _;
 
 /// The refusal a request meets before it runs: changes need an org admin, provisioning needs SSO.
 pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Option<Response> {
@@ -35,7 +33,7 @@ pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Ou
     if let Some(refusal) = precheck(p, &req, caller) {
         return refusal;
     }
-    run(p, req, caller, output).unwrap_or_else(|e| error_response(&e))
+    run(p, req, caller, output).unwrap_or_else(|e| e.response())
 }
 
 fn run<S: Store>(
@@ -43,7 +41,7 @@ fn run<S: Store>(
     req: Request,
     caller: &str,
     output: Output,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     Ok(match req {
         Request::Process { name } => process(p, &name, output)?,
         Request::Sync { force } => report_response(&p.sync(caller, force)?, output),
@@ -87,7 +85,7 @@ pub fn process_upload<S: Store>(
     }
     let held = match p.held() {
         Ok(held) => held,
-        Err(e) => return error_response(&e),
+        Err(e) => return e.response(),
     };
     if let Some(held) = held {
         return Response::fail(
@@ -103,21 +101,21 @@ pub fn process_upload<S: Store>(
     drop(bytes);
     let name = match filed {
         Ok(name) => name,
-        Err(e) => return error_response(&e.context("filing the file into inbox/")),
+        Err(e) => return e.context("filing the file into inbox/").response(),
     };
     process(p, &name, output).unwrap_or_else(|e| {
         // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
         // it is the one committed before the failure.
-        let ours_committed = failure::committed(&e).is_some_and(|c| c.name == name);
-        if failure::failed(&e).is_some() && !ours_committed {
+        let ours_committed = e.committed().is_some_and(|c| c.name == name);
+        if e.is_failure() && !ours_committed {
             p.discard_received(&name);
         }
-        error_response(&e)
+        e.response()
     })
 }
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
-fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Result<Response> {
+fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> crate::api::Result<Response> {
     if let Some(held) = p.held()? {
         return Err(Blocked::Held {
             id: held.id,
@@ -207,34 +205,19 @@ mod tests {
     }
 
     #[test]
-    fn errors_become_exit_codes_in_one_place() {
+    fn an_io_failure_names_what_failed_and_that_nothing_was_changed() {
         let enospc = || {
-            anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing inbox/r.csv")
+            Err::<(), _>(std::io::Error::from_raw_os_error(28))
+                .context("writing inbox/r.csv")
+                .unwrap_err()
         };
-        let r = error_response(&enospc());
+        let r = enospc().response();
         assert_eq!(r.exit, exit::FAILED);
         assert_eq!(
             r.text,
             "failed: writing inbox/r.csv: No space left on device (os error 28); nothing was changed"
         );
         assert_eq!(r.json["error"], r.text.as_str());
-        let after = enospc().context(failure::AfterCommit {
-            id: 4,
-            name: "r.csv".into(),
-        });
-        let r = error_response(&after);
-        assert_eq!(r.exit, exit::FAILED);
-        assert!(r.text.contains("file 4 (r.csv) was applied"), "{}", r.text);
-        assert!(!r.text.contains("nothing was changed"), "{}", r.text);
-        let held = anyhow::Error::new(Blocked::Held {
-            id: 2,
-            name: "h.csv".into(),
-        })
-        .context("processing inbox/x.csv");
-        assert_eq!(error_response(&held).exit, exit::REFUSED);
-        let usage = error_response(&anyhow::anyhow!("no file 9: see `autoprov files list`"));
-        assert_eq!(usage.exit, exit::USAGE);
-        assert!(usage.text.starts_with("error: "), "{}", usage.text);
     }
 
     /// A pipeline with SSO on and a fresh store under `dir`.

@@ -21,7 +21,7 @@ fn rules_save<S: Store>(
     role: Option<String>,
     when: Vec<String>,
     strict: bool,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     let all = p.store.rules()?;
     let mut rule = match id {
         Some(id) => match all.iter().find(|r| r.id == RuleId(id)) {
@@ -94,7 +94,11 @@ fn rules_save<S: Store>(
 }
 
 /// Conflicts of `rule` with every other enabled rule of a different role.
-fn conflicts<S: Store>(p: &Pipeline<S>, rule: &Rule, all: &[Rule]) -> anyhow::Result<Vec<Value>> {
+fn conflicts<S: Store>(
+    p: &Pipeline<S>,
+    rule: &Rule,
+    all: &[Rule],
+) -> crate::api::Result<Vec<Value>> {
     let columns = p.cfg.columns();
     let others: Vec<&Rule> = all
         .iter()
@@ -166,7 +170,7 @@ fn conflicts<S: Store>(p: &Pipeline<S>, rule: &Rule, all: &[Rule]) -> anyhow::Re
 fn last_roster<S: Store>(
     p: &Pipeline<S>,
     rules: &[Rule],
-) -> anyhow::Result<Option<crate::core::model::Roster>> {
+) -> crate::api::Result<Option<crate::core::model::Roster>> {
     let Some(entry) = p.store.last_applied()? else {
         return Ok(None);
     };
@@ -185,7 +189,7 @@ fn last_roster<S: Store>(
 }
 
 /// Fields the rule reads that the last applied roster lacks.
-fn missing_fields<S: Store>(p: &Pipeline<S>, rule: &Rule) -> anyhow::Result<Vec<String>> {
+fn missing_fields<S: Store>(p: &Pipeline<S>, rule: &Rule) -> crate::api::Result<Vec<String>> {
     let Some(entry) = p.store.last_applied()? else {
         return Ok(Vec::new());
     };
@@ -215,7 +219,7 @@ fn missing_fields<S: Store>(p: &Pipeline<S>, rule: &Rule) -> anyhow::Result<Vec<
         .collect())
 }
 
-fn rules_check<S: Store>(p: &Pipeline<S>) -> anyhow::Result<Response> {
+fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let all = p.store.rules()?;
     let mut found = Vec::new();
     let mut text = String::new();
@@ -254,7 +258,7 @@ pub(super) fn run<S: Store>(
     p: &Pipeline<S>,
     req: Request,
     caller: &str,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     Ok(match req {
         Request::RulesList => {
             let rules = p.store.rules()?;
@@ -291,7 +295,7 @@ pub(super) fn run<S: Store>(
     })
 }
 
-fn delete<S: Store>(p: &Pipeline<S>, caller: &str, id: u64) -> anyhow::Result<Response> {
+fn delete<S: Store>(p: &Pipeline<S>, caller: &str, id: u64) -> crate::api::Result<Response> {
     let Some(rule) = p.store.rule(RuleId(id))? else {
         return Ok(no_rule(id));
     };
@@ -316,7 +320,7 @@ fn enable<S: Store>(
     caller: &str,
     id: u64,
     enabled: bool,
-) -> anyhow::Result<Response> {
+) -> crate::api::Result<Response> {
     let Some(mut rule) = p.store.rule(RuleId(id))? else {
         return Ok(no_rule(id));
     };

@@ -99,8 +99,8 @@ impl RemoteFolder {
 }
 
 /// The engine's answer when it stopped.
-fn engine_error(e: anyhow::Error) -> PollError {
-    PollError::Other(e)
+fn engine_error(e: crate::api::Error) -> PollError {
+    PollError::Other(e.into())
 }
 
 /// Longest wait between reconnects.

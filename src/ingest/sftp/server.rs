@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use crate::api::error::{Context, Error};
 use russh::{Disconnect, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -83,29 +83,42 @@ pub struct SftpServer {
 impl SftpServer {
     /// Validates the settings, prepares the drop directory, loads or creates the host keys
     /// (logging their fingerprints) and binds the listening socket.
-    pub async fn bind(settings: SftpSettings) -> anyhow::Result<SftpServer> {
-        let logins = Logins::new(&settings.users, settings.profile)?;
+    /// Config mistakes are usage errors (exit 2); a port or folder that cannot be used is a
+    /// failure (exit 5).
+    pub async fn bind(settings: SftpSettings) -> crate::api::Result<SftpServer> {
+        let logins = Logins::new(&settings.users, settings.profile)
+            .map_err(|e| Error::usage(format!("{e:#}")))?;
         if settings.max_upload_bytes == 0 {
-            bail!("max_upload_bytes must be greater than 0");
+            return Err(Error::usage("max_upload_bytes must be greater than 0"));
         }
         if settings.max_connections_per_ip == 0 {
-            bail!("max_connections_per_ip must be at least 1");
+            return Err(Error::usage("max_connections_per_ip must be at least 1"));
         }
         if settings.auth_deadline.is_zero() || settings.idle_timeout.is_zero() {
-            bail!("auth_deadline and idle_timeout must be greater than 0");
+            return Err(Error::usage(
+                "auth_deadline and idle_timeout must be greater than 0",
+            ));
         }
         if settings.rsa_host_key && settings.profile == SshProfile::Strict {
-            bail!("the strict profile offers the ed25519 host key only: no RSA host key");
+            return Err(Error::usage(
+                "the strict profile offers the ed25519 host key only: no RSA host key",
+            ));
         }
 
         let drop_root = {
             let path = settings.drop_root.clone();
-            tokio::task::spawn_blocking(move || DropRoot::prepare(&path)).await??
+            tokio::task::spawn_blocking(move || DropRoot::prepare(&path))
+                .await
+                .map_err(|e| Error::failed(e.to_string()))?
+                .map_err(|e| Error::failed(format!("preparing the drop folders: {e:#}")))?
         };
         let keys = {
             let dir = settings.host_key_dir.clone();
             let rsa = settings.rsa_host_key;
-            tokio::task::spawn_blocking(move || host_keys::load_or_create(&dir, rsa)).await??
+            tokio::task::spawn_blocking(move || host_keys::load_or_create(&dir, rsa))
+                .await
+                .map_err(|e| Error::failed(e.to_string()))?
+                .map_err(|e| Error::failed(format!("host keys: {e:#}")))?
         };
 
         let config = russh::server::Config {
