@@ -88,7 +88,8 @@ pub fn rules(ctx: &PageCtx, rules: &Value, roles: &[String], form: Option<&RuleF
         p.hint {
             "A rule grants its role to every employee its conditions all hold for. Where two rules match one employee, the one with the lowest ID wins. Changes take effect at the next sync."
         }
-        @if list.is_empty() { p.summary { "No rules yet." } } @else { (table(ctx, roles, &list)) }
+        @if list.is_empty() { p.summary { "No rules yet." } } @else { (table(ctx, &list)) }
+        @if ctx.can_change { @for r in &list { (edit_panel(ctx, roles, r)) } }
         @if ctx.can_change && form.is_none_or(|f| f.id.is_some()) {
             section.panel #add-rule {
                 h2 { "Add a rule" }
@@ -104,7 +105,7 @@ pub fn rules(ctx: &PageCtx, rules: &Value, roles: &[String], form: Option<&RuleF
     layout(ctx, "Rules", Some(Nav::Rules), body)
 }
 
-fn table(ctx: &PageCtx, roles: &[String], list: &[RuleView]) -> Markup {
+fn table(ctx: &PageCtx, list: &[RuleView]) -> Markup {
     html! {
         div.table-wrap {
             table.stack.rules {
@@ -123,7 +124,7 @@ fn table(ctx: &PageCtx, roles: &[String], list: &[RuleView]) -> Markup {
                             }
                             td data-label="Status" { (badge(if r.enabled { "enabled" } else { "disabled" })) }
                             td data-label="Created" { (time(&r.created_at)) br; span.muted { "by " (r.created_by) } }
-                            @if ctx.can_change { td data-label="Change" { (rule_actions(ctx, roles, r)) } }
+                            @if ctx.can_change { td data-label="Change" { (rule_actions(ctx, r)) } }
                         }
                     }
                 }
@@ -132,25 +133,35 @@ fn table(ctx: &PageCtx, roles: &[String], list: &[RuleView]) -> Markup {
     }
 }
 
-/// Edit (a disclosure holding the form), enable or disable, delete.
-fn rule_actions(ctx: &PageCtx, roles: &[String], r: &RuleView) -> Markup {
+/// Edit (a link to the rule's edit panel), enable or disable, delete.
+fn rule_actions(ctx: &PageCtx, r: &RuleView) -> Markup {
     let base = format!("/rules/{}", r.id);
     html! {
         div.row-forms {
-            details.edit {
-                summary { "Edit" }
-                form.stacked method="post" action=(base) {
-                    (csrf(ctx))
-                    (fields(roles, &r.name, &r.role, &r.conditions.join("\n")))
-                    div.actions { button type="submit" { "Save" } }
-                }
-            }
+            a.button.secondary href={ "#edit-" (r.id) } { "Edit" }
             @if r.enabled {
                 (post_button(ctx, &format!("{base}/disable"), "Disable", "secondary"))
             } @else {
                 (post_button(ctx, &format!("{base}/enable"), "Enable", "secondary"))
             }
             (post_button(ctx, &format!("{base}/delete"), "Delete", "danger"))
+        }
+    }
+}
+
+/// A rule's edit form, shown (by CSS, without script) when the URL's fragment names it.
+fn edit_panel(ctx: &PageCtx, roles: &[String], r: &RuleView) -> Markup {
+    html! {
+        section.panel.edit-panel #{ "edit-" (r.id) } {
+            h2 { "Edit rule " (r.id) ": " (r.name) }
+            form.stacked method="post" action={ "/rules/" (r.id) } {
+                (csrf(ctx))
+                (fields(roles, &r.name, &r.role, &r.conditions.join("\n")))
+                div.actions {
+                    button type="submit" { "Save" }
+                    a.button.secondary href={ "#rule-" (r.id) } { "Cancel" }
+                }
+            }
         }
     }
 }
