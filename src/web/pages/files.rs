@@ -59,7 +59,7 @@ pub fn files(ctx: &PageCtx, files: &Value) -> Markup {
                         @for f in &list {
                             tr {
                                 td data-label="ID" { a href={ "/files/" (f.id) } { (f.id) } }
-                                td data-label="File" { (f.name) @if !f.stored_as.is_empty() && f.stored_as != f.name { br; span.muted.small { (f.stored_as) } } }
+                                td data-label="File" { div { (f.name) @if !f.stored_as.is_empty() && f.stored_as != f.name { br; span.muted.small { (f.stored_as) } } } }
                                 td data-label="Status" { (badge(&f.status)) }
                                 td data-label="Received" { (time(&f.received_at)) }
                                 td data-label="Summary" { span.small { (f.summary) } }

@@ -123,7 +123,7 @@ fn table(ctx: &PageCtx, list: &[RuleView]) -> Markup {
                                 ul.conditions { @for c in &r.conditions { li { code { (c) } } } }
                             }
                             td data-label="Status" { (badge(if r.enabled { "enabled" } else { "disabled" })) }
-                            td data-label="Created" { (time(&r.created_at)) br; span.muted { "by " (r.created_by) } }
+                            td data-label="Created" { div { (time(&r.created_at)) br; span.muted { "by " (r.created_by) } } }
                             @if ctx.can_change { td data-label="Change" { (rule_actions(ctx, r)) } }
                         }
                     }
