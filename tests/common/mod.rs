@@ -11,10 +11,12 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod daemon;
 pub mod prereq;
 pub mod sftp;
 pub mod sshd;
+pub mod sso_proxy;
 
 pub use prereq::{Need, require};
 use serde_json::Value;

@@ -34,6 +34,8 @@ pub enum Need {
     SshAudit,
     /// `systemd-analyze` and `systemd-sysusers` on PATH.
     Systemd,
+    /// Headless `chromium` on PATH (the page tests).
+    Chromium,
 }
 
 /// How a [`Need`] is looked for.
@@ -48,7 +50,7 @@ enum Probe {
 
 impl Need {
     /// Every prerequisite.
-    pub const ALL: [Need; 9] = [
+    pub const ALL: [Need; 10] = [
         Need::Root,
         Need::Mount,
         Need::Sshd,
@@ -58,6 +60,7 @@ impl Need {
         Need::Paramiko,
         Need::SshAudit,
         Need::Systemd,
+        Need::Chromium,
     ];
 
     /// The cfg `build.rs` sets when it is missing is `missing_<name>`.
@@ -72,6 +75,7 @@ impl Need {
             Need::Paramiko => "paramiko",
             Need::SshAudit => "ssh_audit",
             Need::Systemd => "systemd",
+            Need::Chromium => "chromium",
         }
     }
 
@@ -93,6 +97,7 @@ impl Need {
             Need::Systemd => {
                 "systemd-analyze and systemd-sysusers on PATH (apt-get install systemd)"
             }
+            Need::Chromium => "chromium on PATH (apt-get install chromium)",
         }
     }
 
@@ -107,6 +112,7 @@ impl Need {
             Need::Paramiko => Probe::VenvModule("paramiko"),
             Need::SshAudit => Probe::VenvOrPath("ssh-audit"),
             Need::Systemd => Probe::OnPath(&["systemd-analyze", "systemd-sysusers"]),
+            Need::Chromium => Probe::OnPath(&["chromium"]),
         }
     }
 

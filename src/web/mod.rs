@@ -1,0 +1,3 @@
+//! The browser section and HTTP API (SPEC §11).
+
+pub mod pages;

@@ -1,0 +1,246 @@
+//! `/rules`: every rule, and the forms to add, edit, enable, disable and delete them; a
+//! rule that conflicts (SPEC §2) comes back with its conflicts, saved only when confirmed.
+
+use super::parts::{badge, csrf, options, post_button, time};
+use super::{Nav, PageCtx, layout};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A rule form sent back to its author: with the engine's refusal (`error`) or the
+/// conflicts it found, and the fields as they were typed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleForm {
+    /// The rule edited, or `None` for a new rule.
+    pub id: Option<u64>,
+    /// The name typed.
+    pub name: String,
+    /// The role chosen.
+    pub role: String,
+    /// The conditions typed, one per line.
+    pub when: String,
+    /// The `conflicts` array of the engine's answer (`rules add|edit --strict`); `Null` or
+    /// empty when there are none. When there are, the form offers "Save anyway", which
+    /// posts the same fields with `confirm=1`.
+    pub conflicts: Value,
+    /// Why the rule was refused (unknown role, duplicate name, a condition that does not
+    /// parse...).
+    pub error: Option<String>,
+}
+
+impl RuleForm {
+    fn conflicts(&self) -> Vec<ConflictView> {
+        self.conflicts
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| ConflictView::deserialize(c).ok())
+            .collect()
+    }
+
+    fn action(&self) -> String {
+        match self.id {
+            Some(id) => format!("/rules/{id}"),
+            None => "/rules".into(),
+        }
+    }
+}
+
+/// One conflict as the engine reports it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ConflictView {
+    rule_id: u64,
+    rule: String,
+    role: String,
+    employees: u64,
+    employee_ids: Vec<String>,
+    winner: Option<u64>,
+    message: Option<String>,
+}
+
+/// One rule of `rules list`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RuleView {
+    id: u64,
+    name: String,
+    role: String,
+    conditions: Vec<String>,
+    enabled: bool,
+    created_at: String,
+    created_by: String,
+}
+
+/// `/rules`: the rules of `rules list`, with the forms when `ctx.can_change`; `form` is a
+/// rule sent back with a refusal or conflicts, shown first. `roles` are the configured ones.
+pub fn rules(ctx: &PageCtx, rules: &Value, roles: &[String], form: Option<&RuleForm>) -> Markup {
+    let list: Vec<RuleView> = rules
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| RuleView::deserialize(r).ok())
+        .collect();
+    let body = html! {
+        @if let Some(form) = form { (returned_form(ctx, roles, form)) }
+        p.hint {
+            "A rule grants its role to every employee its conditions all hold for. Where two rules match one employee, the one with the lowest ID wins. Changes take effect at the next sync."
+        }
+        @if list.is_empty() { p.summary { "No rules yet." } } @else { (table(ctx, &list)) }
+        @if ctx.can_change { @for r in &list { (edit_panel(ctx, roles, r)) } }
+        @if ctx.can_change && form.is_none_or(|f| f.id.is_some()) {
+            section.panel #add-rule {
+                h2 { "Add a rule" }
+                form.stacked method="post" action="/rules" {
+                    (csrf(ctx))
+                    (fields(roles, "", "", ""))
+                    div.actions { button type="submit" { "Add rule" } }
+                }
+            }
+        }
+        (syntax_help())
+    };
+    layout(ctx, "Rules", Some(Nav::Rules), body)
+}
+
+fn table(ctx: &PageCtx, list: &[RuleView]) -> Markup {
+    html! {
+        div.table-wrap {
+            table.stack.rules {
+                thead { tr {
+                    th { "ID" } th { "Name" } th { "Role" } th { "Conditions" } th { "Status" } th { "Created" }
+                    @if ctx.can_change { th { "Change" } }
+                } }
+                tbody {
+                    @for r in list {
+                        tr #{ "rule-" (r.id) } {
+                            td data-label="ID" { (r.id) }
+                            td data-label="Name" { strong { (r.name) } }
+                            td data-label="Role" { (r.role) }
+                            td data-label="Conditions" {
+                                ul.conditions { @for c in &r.conditions { li { code { (c) } } } }
+                            }
+                            td data-label="Status" { (badge(if r.enabled { "enabled" } else { "disabled" })) }
+                            td data-label="Created" { div { (time(&r.created_at)) br; span.muted { "by " (r.created_by) } } }
+                            @if ctx.can_change { td data-label="Change" { (rule_actions(ctx, r)) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Edit (a link to the rule's edit panel), enable or disable, delete.
+fn rule_actions(ctx: &PageCtx, r: &RuleView) -> Markup {
+    let base = format!("/rules/{}", r.id);
+    html! {
+        div.row-forms {
+            a.button.secondary href={ "#edit-" (r.id) } { "Edit" }
+            @if r.enabled {
+                (post_button(ctx, &format!("{base}/disable"), "Disable", "secondary"))
+            } @else {
+                (post_button(ctx, &format!("{base}/enable"), "Enable", "secondary"))
+            }
+            (post_button(ctx, &format!("{base}/delete"), "Delete", "danger"))
+        }
+    }
+}
+
+/// A rule's edit form, shown (by CSS, without script) when the URL's fragment names it.
+fn edit_panel(ctx: &PageCtx, roles: &[String], r: &RuleView) -> Markup {
+    html! {
+        section.panel.edit-panel #{ "edit-" (r.id) } {
+            h2 { "Edit rule " (r.id) ": " (r.name) }
+            form.stacked method="post" action={ "/rules/" (r.id) } {
+                (csrf(ctx))
+                (fields(roles, &r.name, &r.role, &r.conditions.join("\n")))
+                div.actions {
+                    button type="submit" { "Save" }
+                    a.button.secondary href={ "#rule-" (r.id) } { "Cancel" }
+                }
+            }
+        }
+    }
+}
+
+/// The name, role and conditions inputs of a rule form.
+fn fields(roles: &[String], name: &str, role: &str, when: &str) -> Markup {
+    html! {
+        label { span { "Name" } input type="text" name="name" value=(name) required; }
+        label { span { "Role" } select name="role" required { (options(roles, role)) } }
+        label {
+            span { "Conditions, one per line (all must hold)" }
+            textarea name="when" rows="3" required placeholder="department = Finance\nis_manager = true" { (when) }
+        }
+    }
+}
+
+/// A form sent back: the refusal or the conflicts, and the fields to correct or confirm.
+fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
+    let conflicts = form.conflicts();
+    let heading = match form.id {
+        Some(id) => format!("Save rule {id}?"),
+        None => "Add this rule?".into(),
+    };
+    html! {
+        section.panel.attention #rule-form {
+            h2 { (heading) }
+            @if let Some(error) = &form.error {
+                div.notice.error role="alert" { p { (error) } }
+            }
+            @if !conflicts.is_empty() {
+                div.notice.warn role="alert" {
+                    p { "This rule can match the same employees as rules that grant another role:" }
+                    ul { @for c in &conflicts { li { (conflict(form.id, c)) } } }
+                    p { "Where both match, the rule with the lowest ID wins by precedence. Nothing was saved yet." }
+                }
+            }
+            @if ctx.can_change {
+                form.stacked method="post" action=(form.action()) {
+                    (csrf(ctx))
+                    (fields(roles, &form.name, &form.role, &form.when))
+                    @if !conflicts.is_empty() { input type="hidden" name="confirm" value="1"; }
+                    div.actions {
+                        button type="submit" { @if conflicts.is_empty() { "Save" } @else { "Save anyway" } }
+                        a.button.secondary href="/rules" { "Cancel" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn conflict(id: Option<u64>, c: &ConflictView) -> Markup {
+    if let Some(message) = &c.message {
+        return html! { (message) };
+    }
+    let this = id.map_or("this rule".to_string(), |id| format!("rule {id}"));
+    let winner = match c.winner {
+        Some(w) if w == c.rule_id => format!("rule {w}"),
+        _ => this,
+    };
+    html! {
+        "rule " (c.rule_id) " “" strong { (c.rule) } "” (" (c.role) "): "
+        (c.employees) " employees of the last applied roster match both"
+        @if !c.employee_ids.is_empty() { " (" (c.employee_ids.join(", ")) ")" }
+        "; " (winner) " wins."
+    }
+}
+
+fn syntax_help() -> Markup {
+    html! {
+        details.help {
+            summary { "How to write conditions" }
+            p { "One condition per line, " code { "FIELD OP VALUE" } ", compared case-insensitively:" }
+            ul {
+                li { code { "department = Finance" } ", " code { "location != Singapore" } }
+                li { code { "department in (Legal, HR)" } ", " code { "location not in (Singapore, \"São Paulo\")" } }
+                li { code { "is_manager = true" } " (derived from the roster's manager IDs)" }
+                li { "A value with a comma or parenthesis goes in double quotes: " code { "job_title in (\"VP, Finance\", CFO)" } }
+            }
+        }
+    }
+}
