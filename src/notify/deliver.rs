@@ -102,21 +102,21 @@ async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken) {
         };
         let why = match outcome {
             Ok(()) => {
-                return tracing::info!(event = kind, target = %hook.target, attempt, "notification delivered");
+                return tracing::info!(event = kind, webhook = %hook.target, attempt, "notification delivered");
             }
             Err(Failure::Refused(why)) => {
-                return tracing::warn!(event = kind, target = %hook.target, attempt, "notification refused by the webhook, not retried: {why}");
+                return tracing::warn!(event = kind, webhook = %hook.target, attempt, "notification refused by the webhook, not retried: {why}");
             }
             Err(Failure::Retry(why)) => why,
         };
         let Some(wait) = next_wait(attempt, started.elapsed()).filter(|_| !shutdown.is_cancelled())
         else {
-            return tracing::warn!(event = kind, target = %hook.target, attempt, "notification not delivered, given up: {why}");
+            return tracing::warn!(event = kind, webhook = %hook.target, attempt, "notification not delivered, given up: {why}");
         };
-        tracing::warn!(event = kind, target = %hook.target, attempt, retry_in = %humantime::format_duration(wait), "notification delivery failed: {why}");
+        tracing::warn!(event = kind, webhook = %hook.target, attempt, retry_in = %humantime::format_duration(wait), "notification delivery failed: {why}");
         tokio::select! {
             _ = shutdown.cancelled() => {
-                return tracing::warn!(event = kind, target = %hook.target, "notification not delivered: the daemon is stopping");
+                return tracing::warn!(event = kind, webhook = %hook.target, "notification not delivered: the daemon is stopping");
             }
             _ = tokio::time::sleep(wait) => {}
         }

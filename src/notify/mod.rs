@@ -101,7 +101,7 @@ impl Notifier {
             failing: Mutex::new(HashSet::new()),
             staleness: Mutex::new(Staleness::new(last_applied, SystemTime::now())),
         });
-        tracing::info!(target = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
+        tracing::info!(webhook = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
         tracker.spawn(deliver::run(
             shared.clone(),
             hook,
