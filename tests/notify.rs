@@ -272,7 +272,10 @@ fn held_and_rejected_files_are_posted_once_each_applied_files_and_decisions_are_
     let rejected = wait_status(&env, "b.csv", "rejected");
     let report = env.report_file("rejected", rejected["stored_as"].as_str().unwrap());
     let errors = report["errors"].as_array().unwrap();
-    assert_eq!(got[0]["summary"], format!("rejected: {} errors", errors.len()));
+    assert_eq!(
+        got[0]["summary"],
+        format!("rejected: {} errors", errors.len())
+    );
     let first = &errors[0];
     let text = got[0]["text"].as_str().unwrap();
     assert!(
