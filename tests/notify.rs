@@ -440,14 +440,17 @@ fn a_delivery_answered_500_is_retried_and_the_token_is_never_logged() {
         attempts.iter().all(|a| *a == got[0]),
         "the same body each time: {attempts:#?}"
     );
-    let log = d.log();
+    let what = lazy(|| format!("the delivery in the log:\n{}", d.log()));
+    let log = wait_until(what, Duration::from_secs(10), || {
+        let log = d.log();
+        log.contains("notification delivered").then_some(log)
+    });
     assert_eq!(
         log.matches("notification delivery failed: HTTP 500")
             .count(),
         2,
         "each failure is logged:\n{log}"
     );
-    assert!(log.contains("notification delivered"), "{log}");
     assert!(
         log.contains(&format!("http://{}", receiver.addr)),
         "the target is named:\n{log}"
