@@ -234,7 +234,8 @@ pub struct Source {
     /// Uploads larger than this are cut off and discarded.
     #[serde(default = "default_max_bytes")]
     pub max_upload_bytes: u64,
-    /// `status` warns when no file arrived for this long.
+    /// `status` warns when no file arrived for this long. Not the webhook's `stale` event,
+    /// which counts from the last *applied* file: see [`notify::Notify::stale_after`].
     #[serde(default = "default_stale_after", deserialize_with = "duration")]
     pub stale_after: Duration,
     /// SFTP: time allowed to authenticate.
