@@ -78,7 +78,8 @@ fn webhook_url<'de, D: Deserializer<'de>>(
     parse_webhook_url(&text).map_err(serde::de::Error::custom)
 }
 
-/// Parses `notify.webhook_url` (empty = off; HTTPS, or `http://` to loopback); the error names the key and never repeats the URL's path or query.
+/// Parses `notify.webhook_url` (empty = off; HTTPS, or `http://` to loopback); the error
+/// names the key and never repeats the URL's path or query.
 pub fn parse_webhook_url(text: &str) -> Result<Option<reqwest::Url>, String> {
     let text = text.trim();
     if text.is_empty() {

@@ -4,7 +4,7 @@
 //!
 //! Nothing here ever makes the caller wait: [`Notifier::send`] puts the event in a bounded
 //! queue (the oldest is dropped, and logged, when it is full) and returns; a task on the
-//! daemon's runtime delivers it ([`deliver`]). The engine hears nothing back.
+//! daemon's runtime delivers it (`deliver.rs`). The engine hears nothing back.
 
 mod deliver;
 pub mod event;
