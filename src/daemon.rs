@@ -68,10 +68,18 @@ async fn serve(cfg: Config) -> Result<()> {
         ..EngineState::default()
     }));
     let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    // Notifications (SPEC §10), in every mode: the engine tells the notifier of each file
+    // it decides; the HRIS source's fetch failures go to `notifier.fetch_failed_hook()`.
+    let notifier = {
+        let last_applied = crate::notify::last_applied(&pipeline.store)?;
+        crate::notify::Notifier::start(&cfg.notify, last_applied, &tracker, &shutdown)
+            .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?
+    };
+    pipeline.set_observer(notifier.file_observer());
     let pipeline_for_stop = pipeline.clone();
     let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())
         .map_err(|e| Error::failed(format!("{e:#}")))?;
-    let tracker = TaskTracker::new();
     start_source(&cfg, &paths, &engine, &state, &tracker, &shutdown).await?;
     // Answer the control socket once the source is up, so `status` shows the real address.
     tracker.spawn(control::server::serve(

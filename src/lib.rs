@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod layout;
 pub mod local;
 pub mod logging;
+pub mod notify;
 pub mod store;
 pub mod util;
 pub mod web;

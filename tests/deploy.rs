@@ -169,6 +169,8 @@ fn example_config_documents_every_key() {
         "[log]",
         "format",
         "level",
+        "[notify]",
+        "webhook_url",
     ];
     for key in keys {
         let documented = text.lines().any(|line| {

@@ -38,6 +38,8 @@ pub enum Error {
 pub struct Failure {
     /// What failed, outermost context first, the cause last.
     message: String,
+    /// The cause alone, without the context added on the way up.
+    cause: String,
     /// Set when a change was committed before the failure (filing it failed).
     committed: Option<AfterCommit>,
 }
@@ -59,10 +61,30 @@ impl Error {
 
     /// A failure of the work (exit 5) that changed nothing.
     pub fn failed(message: impl Into<String>) -> Error {
+        let message = message.into();
         Error::Failed(Failure {
-            message: message.into(),
+            cause: message.clone(),
+            message,
             committed: None,
         })
+    }
+
+    /// What went wrong with its context, without the exit code's wording ("error:",
+    /// "failed:", "nothing was changed").
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Usage(m) => m.clone(),
+            Error::Failed(f) => f.message.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The innermost cause of a failure, without the context added on the way up.
+    pub fn cause(&self) -> String {
+        match self {
+            Error::Failed(f) => f.cause.clone(),
+            other => other.detail(),
+        }
     }
 
     /// SPEC §7's exit code.
@@ -100,7 +122,7 @@ impl Error {
             Error::Usage(m) => Error::Usage(format!("{what}: {m}")),
             Error::Failed(f) => Error::Failed(Failure {
                 message: format!("{what}: {}", f.message),
-                committed: f.committed,
+                ..f
             }),
             other => other,
         }
@@ -117,6 +139,7 @@ impl Error {
             Error::Failed(f) => Error::Failed(Failure {
                 message: format!("{mark}: {}", f.message),
                 committed: Some(mark),
+                ..f
             }),
             other => other,
         }

@@ -1,5 +1,7 @@
 //! Configuration: the TOML file, then `AUTOPROV__SECTION__KEY` overrides, validated into typed settings.
 
+pub mod notify;
+
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
 use crate::core::reconcile::{Limit, Limits};
 use crate::core::roster::{Encoding, RosterOptions};
@@ -41,6 +43,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// Webhook notifications (SPEC §10).
+    #[serde(default)]
+    pub notify: notify::Notify,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -229,7 +234,8 @@ pub struct Source {
     /// Uploads larger than this are cut off and discarded.
     #[serde(default = "default_max_bytes")]
     pub max_upload_bytes: u64,
-    /// `status` warns when no file arrived for this long.
+    /// `status` warns when no file arrived for this long. Not the webhook's `stale` event,
+    /// which counts from the last *applied* file: see [`notify::Notify::stale_after`].
     #[serde(default = "default_stale_after", deserialize_with = "duration")]
     pub stale_after: Duration,
     /// SFTP: time allowed to authenticate.
@@ -502,6 +508,7 @@ impl Config {
         if self.source.mode == Mode::Watch && self.source.watch_dir.as_os_str().is_empty() {
             bail!("source.mode = \"watch\" needs source.watch_dir");
         }
+        self.notify.validate()?;
         Ok(())
     }
 
@@ -762,5 +769,30 @@ format = "json"
         assert!(!c.is_org_admin("mallory"));
         assert_eq!(c.role("billing admin"), Some("Billing Admin"));
         assert_eq!(c.role("Janitor"), None);
+    }
+
+    #[test]
+    fn notify_keys_parse_and_a_clear_text_webhook_is_an_error_naming_the_key() {
+        let c = load("").unwrap();
+        assert!(c.notify.webhook_url.is_none());
+        assert_eq!(c.notify.stale_after, Duration::from_secs(36 * 3600));
+        let c = load("[notify]\nwebhook_url = \"http://127.0.0.1:9/h\"\nstale_after = \"2h\"\n")
+            .unwrap();
+        assert_eq!(c.notify.target().as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(c.notify.stale_after, Duration::from_secs(7200));
+        let err = format!(
+            "{:#}",
+            load("[notify]\nwebhook_url = \"http://hooks.example.com/T/tok\"\n").unwrap_err()
+        );
+        assert!(
+            err.contains("notify.webhook_url") && err.contains("loopback"),
+            "{err}"
+        );
+        assert!(!err.contains("tok"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[notify]\nstale_after = \"0s\"\n").unwrap_err()
+        );
+        assert!(err.contains("notify.stale_after"), "{err}");
     }
 }

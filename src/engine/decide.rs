@@ -99,6 +99,11 @@ impl<S: Store> Pipeline<S> {
             }),
             clear_remote: None,
         })?;
+        self.tell(super::observe::FileOutcome::Filed {
+            id,
+            report: &eval.report,
+            decided_by: Some(user),
+        });
         self.finish_filing_committed(&updated)?;
         Ok(eval.report)
     }

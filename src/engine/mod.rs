@@ -9,6 +9,7 @@ mod decide;
 mod filing;
 pub mod handle;
 mod jobs;
+pub mod observe;
 pub mod pipeline;
 mod state;
 #[cfg(test)]
@@ -17,5 +18,6 @@ mod worker;
 
 pub use handle::EngineHandle;
 pub use jobs::SourceFile;
+pub use observe::{FileObserver, FileOutcome};
 pub use state::{EngineState, SourceLink};
 pub use worker::start;

@@ -6,6 +6,7 @@
 //! [`Pipeline::recover`] finishes them after a crash. So each file is applied once and
 //! its report is never visible before the store is flushed.
 
+use super::observe::{FileObserver, FileOutcome};
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
@@ -39,6 +40,8 @@ pub struct Pipeline<S: Store> {
     pub paths: Paths,
     /// Set when the daemon stops: loops over waiting files end after the current one.
     stopping: std::sync::atomic::AtomicBool,
+    /// Told of every file decided or failed (the daemon's notifications); unset in the CLI.
+    observer: std::sync::OnceLock<FileObserver>,
 }
 
 impl<S: Store> Pipeline<S> {
@@ -62,7 +65,22 @@ impl<S: Store> Pipeline<S> {
             store,
             paths,
             stopping: Default::default(),
+            observer: Default::default(),
         })
+    }
+
+    /// Sets the observer told of each file decided or failed; only the first call counts.
+    pub fn set_observer(&self, observer: FileObserver) {
+        if self.observer.set(observer).is_err() {
+            tracing::warn!("the pipeline already has an observer; the new one is ignored");
+        }
+    }
+
+    /// Tells the observer, if any, of an outcome.
+    pub(super) fn tell(&self, outcome: FileOutcome<'_>) {
+        if let Some(observer) = self.observer.get() {
+            observer(&outcome);
+        }
     }
 
     /// The held file that blocks processing, if any.
@@ -91,10 +109,34 @@ impl<S: Store> Pipeline<S> {
         Ok(found.into_iter().map(|(_, n)| n).collect())
     }
 
-    /// Processes `inbox/<name>`; refuses while a held file waits.
+    /// Processes `inbox/<name>`; refuses while a held file waits. The observer hears of
+    /// the file once it is filed, and of each failure (not of a refusal).
     pub fn process(&self, name: &str) -> Result<Report> {
-        if let Some(report) = self.finish_committed_earlier(name)? {
-            return Ok(report);
+        match self.process_file(name) {
+            Ok((id, report)) => {
+                self.tell(FileOutcome::Filed {
+                    id,
+                    report: &report,
+                    decided_by: None,
+                });
+                Ok(report)
+            }
+            Err(error) => {
+                if !matches!(error, Error::Refused(_)) {
+                    self.tell(FileOutcome::Failed {
+                        name,
+                        error: &error,
+                    });
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// [`Self::process`] without the observer: the file's ledger id and report.
+    fn process_file(&self, name: &str) -> Result<(u64, Report)> {
+        if let Some(done) = self.finish_committed_earlier(name)? {
+            return Ok(done);
         }
         if let Some(held) = self.held()? {
             return Err(Blocked::Held {
@@ -172,12 +214,12 @@ impl<S: Store> Pipeline<S> {
         self.commit_file(&entry, &mut eval, now)?;
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
         self.finish_filing_committed(&entry)?;
-        Ok(eval.report)
+        Ok((entry.id, eval.report))
     }
 
     /// A file committed earlier whose filing failed (e.g. an I/O error moving it) is
-    /// finished, never processed again: its report, when `inbox/<name>` is such a file.
-    pub(super) fn finish_committed_earlier(&self, name: &str) -> Result<Option<Report>> {
+    /// finished, never processed again: its id and report, when `inbox/<name>` is such a file.
+    pub(super) fn finish_committed_earlier(&self, name: &str) -> Result<Option<(u64, Report)>> {
         let inbox_path = format!("inbox/{name}");
         let Some(entry) = self.store.files()?.into_iter().find(|f| {
             f.pending_move
@@ -193,8 +235,9 @@ impl<S: Store> Pipeline<S> {
             )
         })?;
         let path = self.report_path(&entry);
-        serde_json::from_slice(&fs::read(&path)?)
-            .map_err(|e| Error::failed(format!("reading {}: {e}", path.display())))
+        let report = serde_json::from_slice(&fs::read(&path)?)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some((entry.id, report)))
     }
 
     /// Stages a new file's reports, then commits its outcome with its ledger entry and

@@ -508,3 +508,66 @@ fn a_manual_accounts_email_is_not_taken_by_a_roster_row() {
     assert_eq!(p.store.account("E1").unwrap(), None);
     assert_eq!(p.store.account("M1").unwrap().unwrap(), manual);
 }
+
+#[test]
+fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
+    use super::observe::FileOutcome;
+    use std::sync::{Arc, Mutex};
+    let (_dir, p) = pipeline_with("[safety]\nmax_grants = { count = 1, percent = 0 }\n");
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
+        let line = match *outcome {
+            FileOutcome::Filed {
+                id,
+                report,
+                decided_by,
+            } => format!(
+                "filed {id} {} {} by {decided_by:?}",
+                report.file,
+                report.status.as_str()
+            ),
+            FileOutcome::Failed { name, error } => format!("failed {name}: {error:#}"),
+        };
+        sink.lock().unwrap().push(line);
+    }));
+    add_rule(&p, "it", "department = IT");
+    let take = || std::mem::take(&mut *heard.lock().unwrap());
+    submit(&p, "bad.csv", b"just,columns\n1,2\n").unwrap();
+    submit(&p, "h.csv", &staff(&[("E1", "IT"), ("E3", "IT")])).unwrap();
+    assert_eq!(
+        take(),
+        [
+            "filed 1 bad.csv rejected by None",
+            "filed 2 h.csv held by None"
+        ]
+    );
+    // Refused while h.csv is held: no news.
+    assert!(
+        submit(
+            &p,
+            "later.csv",
+            &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")])
+        )
+        .is_err()
+    );
+    assert_eq!(take(), Vec::<String>::new());
+    p.approve(2, "alice").unwrap();
+    assert_eq!(take(), ["filed 2 h.csv applied by Some(\"alice\")"]);
+    // later.csv's filing fails after its commit (processed/ is not a folder): a failure.
+    let processed = p.paths.folder("processed");
+    fs::rename(&processed, p.paths.drop.join("processed.away")).unwrap();
+    fs::write(&processed, b"").unwrap();
+    assert!(p.process("later.csv").is_err());
+    let heard_now = take();
+    assert_eq!(heard_now.len(), 1, "{heard_now:?}");
+    assert!(
+        heard_now[0].starts_with("failed later.csv: ") && heard_now[0].contains("Not a directory"),
+        "{heard_now:?}"
+    );
+    // Once the cause is gone, the retry files it and the observer hears of it.
+    fs::remove_file(&processed).unwrap();
+    fs::rename(p.paths.drop.join("processed.away"), &processed).unwrap();
+    p.process("later.csv").unwrap();
+    assert_eq!(take(), ["filed 3 later.csv applied by None"]);
+}

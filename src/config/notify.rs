@@ -1,0 +1,179 @@
+//! `[notify]` (SPEC §10 "Unattended operation"): where events are posted, and after how
+//! long without an applied file the `stale` event fires.
+
+use serde::{Deserialize, Deserializer};
+use std::time::Duration;
+
+/// `[notify]`. Its `stale_after` counts from the last *applied* file and drives the `stale`
+/// webhook event; `source.stale_after` is a different clock: the `status` warning that no
+/// file *arrived* (a rejected or held file counts as an arrival there). Both stay: a roster
+/// that keeps arriving broken is not stale for `status`, but is for `notify`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// Where events are POSTed: HTTPS, or `http://` to a loopback address; `None` (an
+    /// empty `webhook_url`) = notifications off. It may carry a token (Slack's do): it is
+    /// never logged nor shown whole, only [`Notify::target`].
+    #[serde(default, deserialize_with = "webhook_url")]
+    pub webhook_url: Option<reqwest::Url>,
+    /// The `stale` event fires when no file was applied for this long (default 36 h).
+    #[serde(default = "default_stale_after", deserialize_with = "super::duration")]
+    pub stale_after: Duration,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            stale_after: default_stale_after(),
+        }
+    }
+}
+
+/// The URL stays out of debug output: it may carry a token.
+impl std::fmt::Debug for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notify")
+            .field("webhook_url", &self.target())
+            .field("stale_after", &self.stale_after)
+            .finish()
+    }
+}
+
+impl Notify {
+    /// Where events go, safe to log: scheme, host and port only (no path, query or
+    /// credentials, which may hold the webhook's token).
+    pub fn target(&self) -> Option<String> {
+        self.webhook_url.as_ref().map(target)
+    }
+
+    /// What serde cannot check: `stale_after` must be positive.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.stale_after.is_zero() {
+            anyhow::bail!("notify.stale_after must be longer than 0s (e.g. \"36h\")");
+        }
+        Ok(())
+    }
+}
+
+fn default_stale_after() -> Duration {
+    Duration::from_secs(36 * 3600)
+}
+
+/// `scheme://host[:port]` of a URL, without its path, query or user information.
+pub fn target(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    }
+}
+
+/// `notify.webhook_url`: empty = off; HTTPS; `http://` only to a loopback address, so an
+/// event (and the URL's token) never crosses a network in clear text.
+fn webhook_url<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<reqwest::Url>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_webhook_url(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `notify.webhook_url` (empty = off; HTTPS, or `http://` to loopback); the error
+/// names the key and never repeats the URL's path or query.
+pub fn parse_webhook_url(text: &str) -> Result<Option<reqwest::Url>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let url = reqwest::Url::parse(text).map_err(|e| {
+        format!(
+            "notify.webhook_url is not a URL ({e}); write e.g. \"https://hooks.example.com/...\""
+        )
+    })?;
+    match url.scheme() {
+        "https" if url.host_str().is_some() => Ok(Some(url)),
+        "http" if is_loopback(&url) => Ok(Some(url)),
+        "http" => Err(format!(
+            "notify.webhook_url = \"{}/...\": http:// is allowed only to a loopback address \
+             (127.0.0.1, [::1], localhost); use https://",
+            target(&url)
+        )),
+        scheme => Err(format!(
+            "notify.webhook_url: the scheme \"{scheme}\" is not supported; use https://"
+        )),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_anywhere_and_http_only_to_loopback() {
+        for ok in [
+            "https://hooks.slack.com/services/T/B/secret",
+            "http://127.0.0.1:8080/hook",
+            "http://127.9.9.9/hook",
+            "http://[::1]:9/x",
+            "http://localhost/x",
+            "http://LOCALHOST:1/x",
+        ] {
+            assert!(
+                matches!(parse_webhook_url(ok), Ok(Some(_))),
+                "{ok}: {:?}",
+                parse_webhook_url(ok)
+            );
+        }
+        assert_eq!(parse_webhook_url("  "), Ok(None));
+        for (bad, says) in [
+            ("http://hooks.example.com/services/secret", "loopback"),
+            ("http://10.0.0.1/secret", "loopback"),
+            ("http://localhost.example.com/secret", "loopback"),
+            ("ftp://127.0.0.1/secret", "\"ftp\""),
+            ("hooks.example.com/secret", "not a URL"),
+        ] {
+            let err = parse_webhook_url(bad).unwrap_err();
+            assert!(err.starts_with("notify.webhook_url"), "{err}");
+            assert!(err.contains(says), "{bad}: {err}");
+            assert!(!err.contains("secret"), "the path is not repeated: {err}");
+        }
+    }
+
+    #[test]
+    fn the_target_and_debug_output_leave_out_path_query_and_credentials() {
+        let n = Notify {
+            webhook_url: parse_webhook_url("https://user:pw@hooks.example.com:8443/T/secret?k=v")
+                .unwrap(),
+            ..Notify::default()
+        };
+        assert_eq!(n.target().unwrap(), "https://hooks.example.com:8443");
+        let debug = format!("{n:?}");
+        assert!(
+            !debug.contains("secret") && !debug.contains("pw"),
+            "{debug}"
+        );
+        assert_eq!(n.stale_after, Duration::from_secs(36 * 3600));
+        assert!(n.validate().is_ok());
+        let zero = Notify {
+            stale_after: Duration::ZERO,
+            ..Notify::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("notify.stale_after")
+        );
+    }
+}

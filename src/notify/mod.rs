@@ -1,0 +1,328 @@
+//! Outbound notifications (SPEC §10 "Unattended operation"): the engine's held, rejected
+//! and failed files, failed HRIS fetches and the `stale` event, each POSTed as one JSON
+//! object to `notify.webhook_url`.
+//!
+//! Nothing here ever makes the caller wait: [`Notifier::send`] puts the event in a bounded
+//! queue (the oldest is dropped, and logged, when it is full) and returns; a task on the
+//! daemon's runtime delivers it (`deliver.rs`). The engine hears nothing back.
+
+mod deliver;
+pub mod event;
+pub mod stale;
+
+pub use event::{Event, EventKind};
+
+use crate::config::notify::Notify;
+use crate::engine::{FileObserver, FileOutcome};
+use crate::store::Store;
+use stale::Staleness;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Events waiting for delivery at most; more drop the oldest.
+const QUEUE: usize = 256;
+
+/// What the notifier's handles, its delivery task and its staleness timer share.
+pub(crate) struct Shared {
+    queue: Mutex<VecDeque<Event>>,
+    /// Wakes the delivery task when an event is queued (a wake-up before it waits is kept).
+    wake: tokio::sync::Notify,
+    /// Files whose failure was reported: reported once until a file is filed again, not at
+    /// every rescan that retries them.
+    failing: Mutex<HashSet<String>>,
+    staleness: Mutex<Staleness>,
+}
+
+impl Shared {
+    fn push(&self, event: Event) {
+        let dropped = {
+            let mut queue = self.queue.lock().expect("notify queue lock");
+            queue.push_back(event);
+            (queue.len() > QUEUE).then(|| queue.pop_front()).flatten()
+        };
+        if let Some(old) = dropped {
+            tracing::warn!(
+                event = old.event.as_str(),
+                file = old.file.as_deref().unwrap_or(""),
+                "notification queue full ({QUEUE} waiting): the oldest notification is dropped"
+            );
+        }
+        self.wake.notify_one();
+    }
+
+    fn pop(&self) -> Option<Event> {
+        self.queue.lock().expect("notify queue lock").pop_front()
+    }
+
+    /// At shutdown: says how many queued events were not delivered.
+    fn log_undelivered(&self) {
+        let left = self.queue.lock().expect("notify queue lock").len();
+        if left > 0 {
+            tracing::warn!("{left} notifications not delivered: the daemon is stopping");
+        }
+    }
+}
+
+/// A handle to the notifications; cheap to clone, and a no-op when `webhook_url` is empty.
+#[derive(Clone, Default)]
+pub struct Notifier {
+    shared: Option<Arc<Shared>>,
+}
+
+impl Notifier {
+    /// Notifications off: every call does nothing.
+    pub fn off() -> Notifier {
+        Notifier::default()
+    }
+
+    /// Starts delivery and the staleness timer on `tracker` (both end with `shutdown`);
+    /// [`Notifier::off`] when no webhook is configured. `last_applied`: when the ledger's
+    /// last applied file was processed (the `stale` clock starts there, else now).
+    pub fn start(
+        cfg: &Notify,
+        last_applied: Option<SystemTime>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Notifier> {
+        let (Some(url), Some(target)) = (cfg.webhook_url.clone(), cfg.target()) else {
+            return Ok(Notifier::off());
+        };
+        let hook = deliver::Webhook {
+            client: deliver::client()?,
+            url,
+            target,
+        };
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            failing: Mutex::new(HashSet::new()),
+            staleness: Mutex::new(Staleness::new(last_applied, SystemTime::now())),
+        });
+        tracing::info!(webhook = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
+        tracker.spawn(deliver::run(
+            shared.clone(),
+            hook,
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+        tracker.spawn(watch_staleness(
+            shared.clone(),
+            cfg.stale_after,
+            shutdown.clone(),
+        ));
+        Ok(Notifier {
+            shared: Some(shared),
+        })
+    }
+
+    /// Whether events go anywhere.
+    pub fn is_on(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Queues `event` for delivery; returns at once.
+    pub fn send(&self, event: Event) {
+        if let Some(shared) = &self.shared {
+            shared.push(event);
+        }
+    }
+
+    /// A fetch from the HRIS failed (`message` must not hold a secret).
+    pub fn fetch_failed(&self, message: &str) {
+        self.send(Event::fetch_failed(message));
+    }
+
+    /// [`Notifier::fetch_failed`] as the hook an HRIS source calls.
+    pub fn fetch_failed_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let notifier = self.clone();
+        Arc::new(move |message: &str| notifier.fetch_failed(message))
+    }
+
+    /// The engine's observer: held and rejected files, failures (once per failing file),
+    /// and applied files, which restart the `stale` clock.
+    pub fn file_observer(&self) -> FileObserver {
+        let notifier = self.clone();
+        Arc::new(move |outcome: &FileOutcome<'_>| notifier.observe(outcome))
+    }
+
+    fn observe(&self, outcome: &FileOutcome<'_>) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        match *outcome {
+            FileOutcome::Filed {
+                id,
+                report,
+                decided_by,
+            } => {
+                // The engine moved on: a file failing later is news again.
+                shared.failing.lock().expect("notify lock").clear();
+                if report.status == crate::core::report::ReportStatus::Applied {
+                    shared
+                        .staleness
+                        .lock()
+                        .expect("notify lock")
+                        .applied(SystemTime::now());
+                }
+                if let Some(event) = Event::of_filed(id, report, decided_by) {
+                    shared.push(event);
+                }
+            }
+            FileOutcome::Failed { name, error } => {
+                let first = shared
+                    .failing
+                    .lock()
+                    .expect("notify lock")
+                    .insert(name.to_string());
+                if first {
+                    shared.push(Event::file_failed(name, error));
+                }
+            }
+        }
+    }
+}
+
+/// When the ledger's last applied file was processed, for [`Notifier::start`].
+pub fn last_applied(store: &impl Store) -> crate::api::Result<Option<SystemTime>> {
+    Ok(store
+        .last_applied()?
+        .and_then(|entry| humantime::parse_rfc3339(&entry.processed_at).ok()))
+}
+
+/// Fires `stale` once per quiet spell (see [`stale`]), looking every
+/// [`stale::check_interval`].
+async fn watch_staleness(shared: Arc<Shared>, stale_after: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(stale::check_interval(stale_after));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let due = shared
+            .staleness
+            .lock()
+            .expect("notify lock")
+            .check(SystemTime::now(), stale_after);
+        if let Some((since, quiet)) = due {
+            tracing::warn!(quiet = %humantime::format_duration(Duration::from_secs(quiet.as_secs())), "no file applied for notify.stale_after; sending the stale notification");
+            shared.push(Event::stale(since, quiet, stale_after));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::report::{Report, ReportStatus};
+
+    fn on() -> (Notifier, Arc<Shared>) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            failing: Mutex::new(HashSet::new()),
+            staleness: Mutex::new(Staleness::new(None, SystemTime::now())),
+        });
+        (
+            Notifier {
+                shared: Some(shared.clone()),
+            },
+            shared,
+        )
+    }
+
+    fn queued(shared: &Shared) -> Vec<(EventKind, Option<String>)> {
+        std::iter::from_fn(|| shared.pop())
+            .map(|e| (e.event, e.file))
+            .collect()
+    }
+
+    fn filed(n: &Notifier, name: &str, status: ReportStatus) {
+        let mut report = Report::new(name, "ab", "t", "t");
+        report.status = status;
+        n.observe(&FileOutcome::Filed {
+            id: 1,
+            report: &report,
+            decided_by: None,
+        });
+    }
+
+    #[test]
+    fn a_failing_file_is_reported_once_until_the_engine_files_a_file() {
+        let (n, shared) = on();
+        let error = crate::api::Error::failed("disk full");
+        let fail = |name| {
+            n.observe(&FileOutcome::Failed {
+                name,
+                error: &error,
+            })
+        };
+        fail("a.csv");
+        fail("a.csv");
+        fail("a.csv");
+        fail("b.csv");
+        let f = |s: &str| Some(s.to_string());
+        assert_eq!(
+            queued(&shared),
+            [
+                (EventKind::FileFailed, f("a.csv")),
+                (EventKind::FileFailed, f("b.csv"))
+            ]
+        );
+        filed(&n, "a.csv", ReportStatus::Applied);
+        fail("a.csv");
+        assert_eq!(queued(&shared), [(EventKind::FileFailed, f("a.csv"))]);
+    }
+
+    #[test]
+    fn held_and_rejected_files_are_queued_applied_ones_restart_the_stale_clock() {
+        let (n, shared) = on();
+        *shared.staleness.lock().unwrap() =
+            Staleness::new(Some(SystemTime::UNIX_EPOCH), SystemTime::UNIX_EPOCH);
+        filed(&n, "h.csv", ReportStatus::Held);
+        filed(&n, "r.csv", ReportStatus::Rejected);
+        filed(&n, "d.csv", ReportStatus::DryRun);
+        let f = |s: &str| Some(s.to_string());
+        assert_eq!(
+            queued(&shared),
+            [
+                (EventKind::FileHeld, f("h.csv")),
+                (EventKind::FileRejected, f("r.csv"))
+            ]
+        );
+        let day = Duration::from_secs(86_400);
+        let mut before = *shared.staleness.lock().unwrap();
+        assert!(before.check(SystemTime::now(), day).is_some());
+        filed(&n, "a.csv", ReportStatus::Applied);
+        assert!(
+            shared
+                .staleness
+                .lock()
+                .unwrap()
+                .check(SystemTime::now(), day)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_send_never_waits() {
+        let (n, shared) = on();
+        for i in 0..QUEUE + 3 {
+            n.fetch_failed(&format!("attempt {i}"));
+        }
+        let left: Vec<Event> = std::iter::from_fn(|| shared.pop()).collect();
+        assert_eq!(left.len(), QUEUE);
+        assert!(
+            left[0].summary.ends_with("attempt 3"),
+            "{}",
+            left[0].summary
+        );
+        // Off: nothing is queued anywhere, nothing fails.
+        Notifier::off().fetch_failed("x");
+        (Notifier::off().fetch_failed_hook())("x");
+        assert!(!Notifier::off().is_on());
+    }
+}

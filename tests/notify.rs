@@ -1,0 +1,559 @@
+//! `[notify]` end to end (SPEC §10 "Unattended operation"): the real daemon posting to a
+//! local receiver (an axum server on 127.0.0.1 in the test, which records every POST).
+//!
+//! * held and rejected files are posted once each, applied files and a person's decision
+//!   are not (host mode);
+//! * a file whose filing fails (processed/ replaced by a plain file) is posted once while
+//!   every rescan retries it (watch mode);
+//! * `stale` fires once per quiet spell, is re-armed by an applied file, and after a
+//!   restart counts from the ledger's last applied file;
+//! * a delivery answered 500, or refused because nothing listens yet, is retried until it
+//!   is delivered; the webhook's path (its token) never reaches the log;
+//! * a receiver that never answers delays no file, and does not hold up a stop;
+//! * a clear-text webhook to another host is a config error naming the key.
+
+mod common;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::daemon::Daemon;
+use common::{Settings, TestEnv, files, lazy, stays, testdata, wait_until};
+use serde_json::Value;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The webhook's path: a token, as in Slack's URLs; it must never be logged.
+const HOOK_PATH: &str = "/services/T0/B0/s3cr3t-token";
+
+/// How the receiver answers.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// 200 to everything.
+    Ok,
+    /// 500 to the first `n` POSTs, then 200.
+    FailFirst(usize),
+    /// Never answers.
+    Hang,
+}
+
+/// What the receiver saw.
+#[derive(Default)]
+struct Seen {
+    /// Every POST's body, answered or not, in arrival order.
+    attempts: Mutex<Vec<Value>>,
+    /// The bodies answered 200.
+    delivered: Mutex<Vec<Value>>,
+    /// Content types of the POSTs.
+    content_types: Mutex<Vec<String>>,
+    /// POSTs waiting for an answer that never comes.
+    hanging: AtomicUsize,
+}
+
+/// A local webhook receiver on its own runtime; stops on drop.
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Receiver {
+    fn start(answer: Answer) -> Receiver {
+        Receiver::start_on("127.0.0.1:0".parse().unwrap(), answer)
+    }
+
+    fn start_on(addr: SocketAddr, answer: Answer) -> Receiver {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("receiver runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .expect("bind the receiver");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Seen::default());
+        let app = axum::Router::new()
+            .route(HOOK_PATH, axum::routing::post(receive))
+            .with_state((seen.clone(), answer));
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            addr,
+            seen,
+            _runtime: runtime,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}{HOOK_PATH}", self.addr)
+    }
+
+    fn delivered(&self) -> Vec<Value> {
+        self.seen.delivered.lock().unwrap().clone()
+    }
+
+    fn attempts(&self) -> Vec<Value> {
+        self.seen.attempts.lock().unwrap().clone()
+    }
+
+    /// The delivered events of one kind.
+    fn delivered_of(&self, event: &str) -> Vec<Value> {
+        self.delivered()
+            .into_iter()
+            .filter(|v| v["event"] == event)
+            .collect()
+    }
+
+    /// Waits (≤ 30 s) until `n` events were delivered; returns them.
+    fn wait_delivered(&self, n: usize) -> Vec<Value> {
+        let what = lazy(|| format!("{n} notifications delivered: {:#?}", self.delivered()));
+        wait_until(what, Duration::from_secs(30), || {
+            let got = self.delivered();
+            (got.len() >= n).then_some(got)
+        })
+    }
+}
+
+async fn receive(
+    State((seen, answer)): State<(Arc<Seen>, Answer)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let kind = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    seen.content_types.lock().unwrap().push(kind);
+    let n = {
+        let mut attempts = seen.attempts.lock().unwrap();
+        attempts.push(value.clone());
+        attempts.len()
+    };
+    match answer {
+        Answer::Hang => {
+            seen.hanging.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Answer::FailFirst(fails) if n <= fails => StatusCode::INTERNAL_SERVER_ERROR,
+        Answer::Ok | Answer::FailFirst(_) => {
+            seen.delivered.lock().unwrap().push(value);
+            StatusCode::OK
+        }
+    }
+}
+
+// ---- environments --------------------------------------------------------------------------
+
+/// `[notify]` posting to `url`.
+fn notify_toml(url: &str, stale_after: &str) -> String {
+    format!("[notify]\nwebhook_url = {url:?}\nstale_after = {stale_after:?}\n")
+}
+
+/// Host mode on 127.0.0.1:0 (files are renamed into inbox/ directly), logging at info.
+fn host_env(mut settings: Settings, notify: &str) -> TestEnv {
+    let public = fs::read_to_string(testdata("keys/hris_ed25519.pub")).expect("pub key");
+    settings.log_level = "info".into();
+    settings.extra_toml.push_str(&format!(
+        "[source]\nmode = \"host\"\nlisten = \"127.0.0.1:0\"\nrescan_interval = \"1s\"\n\
+         [[source.users]]\nname = \"hris\"\nauthorized_keys = [{:?}]\n{notify}",
+        public.trim()
+    ));
+    TestEnv::with(settings)
+}
+
+/// Watch mode on `<root>/watch` (settle 1 s, rescans every second), logging at info.
+fn watch_env(notify_for: impl FnOnce() -> String) -> (TestEnv, PathBuf) {
+    let mut env = TestEnv::new();
+    let watch = env.root().join("watch");
+    fs::create_dir_all(&watch).unwrap();
+    let notify = notify_for();
+    env.reconfigure(|s| {
+        s.log_level = "info".into();
+        s.extra_toml.push_str(&format!(
+            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nrescan_interval = \"1s\"\n{notify}",
+            watch.to_str().unwrap()
+        ));
+    });
+    (env, watch)
+}
+
+/// Puts a complete file into `dir` (written under a hidden name, then renamed).
+fn drop_into(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.part"));
+    fs::write(&tmp, bytes).unwrap();
+    fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// A valid roster of `rows` people in IT.
+fn roster(rows: usize) -> Vec<u8> {
+    let mut s = String::from("Employee ID,Work Email,Department\n");
+    for i in 1..=rows {
+        s.push_str(&format!("E{i:04},e{i}@acme.example,IT\n"));
+    }
+    s.into_bytes()
+}
+
+/// Waits (≤ 30 s) for `name`'s ledger entry with `status`; returns it.
+fn wait_status(env: &TestEnv, name: &str, status: &str) -> Value {
+    let what = lazy(|| format!("{name} {status} in the ledger: {:#?}", files(env)));
+    wait_until(what, Duration::from_secs(30), || {
+        files(env)
+            .into_iter()
+            .find(|f| f["name"] == name && f["status"] == status)
+    })
+}
+
+/// Every key of a posted event: exactly the four of SPEC §10, `text` on one line.
+fn assert_shape(v: &Value) {
+    let keys: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(keys.len(), 4, "{v:#}");
+    for key in ["event", "file", "summary", "text"] {
+        assert!(v.get(key).is_some(), "{key} missing: {v:#}");
+    }
+    let text = v["text"].as_str().expect("text is a string");
+    assert!(!text.is_empty() && !text.contains('\n'), "{v:#}");
+    assert!(v["summary"].is_string(), "{v:#}");
+}
+
+// ---- the tests ----------------------------------------------------------------------------
+
+#[test]
+fn held_and_rejected_files_are_posted_once_each_applied_files_and_decisions_are_not() {
+    let receiver = Receiver::start(Answer::Ok);
+    let env = host_env(
+        Settings {
+            max_grants: Some((1, 0)),
+            ..Settings::default()
+        },
+        &notify_toml(&receiver.url(), "36h"),
+    );
+    env.expect(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "it",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    let d = Daemon::start(&env);
+    let inbox = env.drop_dir("inbox");
+    drop_into(&inbox, "a.csv", &roster(1));
+    wait_status(&env, "a.csv", "applied");
+    let broken = fs::read(testdata("broken/duplicate_employee_id.csv")).unwrap();
+    drop_into(&inbox, "b.csv", &broken);
+    wait_status(&env, "b.csv", "rejected");
+    drop_into(&inbox, "c.csv", &roster(3));
+    let held = wait_status(&env, "c.csv", "held");
+    let got = receiver.wait_delivered(2);
+    for v in &got {
+        assert_shape(v);
+    }
+    assert_eq!(got[0]["event"], "file_rejected", "{got:#?}");
+    assert_eq!(got[0]["file"], "b.csv");
+    // The summary and the first error are the report's.
+    let rejected = wait_status(&env, "b.csv", "rejected");
+    let report = env.report_file("rejected", rejected["stored_as"].as_str().unwrap());
+    let errors = report["errors"].as_array().unwrap();
+    assert_eq!(
+        got[0]["summary"],
+        format!("rejected: {} errors", errors.len())
+    );
+    let first = &errors[0];
+    let text = got[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "autoprov rejected b.csv (file {}), filed as rejected/{}, and changed nothing: {} errors, the first: line {}, column \"{}\": {}",
+            rejected["id"],
+            rejected["stored_as"].as_str().unwrap(),
+            errors.len(),
+            first["line"],
+            first["column"].as_str().unwrap(),
+            first["message"].as_str().unwrap(),
+        )),
+        "{text}\n{report:#}"
+    );
+    assert_eq!(got[1]["event"], "file_held", "{got:#?}");
+    assert_eq!(got[1]["file"], "c.csv");
+    let id = held["id"].as_u64().unwrap();
+    let text = got[1]["text"].as_str().unwrap();
+    assert!(
+        text.contains("2 grants exceed safety.max_grants")
+            && text.contains(&format!("`autoprov files approve {id}`"))
+            && text.contains(&format!(
+                "filed as held/{}",
+                held["stored_as"].as_str().unwrap()
+            )),
+        "{text}"
+    );
+    assert!(
+        receiver
+            .seen
+            .content_types
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| t == "application/json"),
+        "content types: {:?}",
+        receiver.seen.content_types.lock().unwrap()
+    );
+    // A person's decision is no news; nor is the applied file it makes.
+    env.expect(0, &["files", "approve", &id.to_string()]);
+    wait_status(&env, "c.csv", "applied");
+    stays("no more notifications", Duration::from_millis(1500), || {
+        receiver.attempts().len() == 2
+    });
+    d.stop();
+}
+
+#[test]
+fn a_failing_file_is_posted_once_while_each_rescan_retries_it() {
+    let receiver = Receiver::start(Answer::Ok);
+    let (env, watch) = watch_env(|| notify_toml(&receiver.url(), "36h"));
+    let d = Daemon::start(&env);
+    // The filing after the commit fails: processed/ is a plain file, not a folder.
+    let processed = env.drop_dir("processed");
+    fs::remove_dir(&processed).unwrap();
+    fs::write(&processed, b"not a folder").unwrap();
+    drop_into(&watch, "f.csv", &roster(1));
+    let what = lazy(|| format!("3 failed attempts for f.csv:\n{}", d.log()));
+    wait_until(what, Duration::from_secs(30), || {
+        (d.log().matches("processing inbox/f.csv").count() >= 3).then_some(())
+    });
+    let got = receiver.wait_delivered(1);
+    assert_shape(&got[0]);
+    assert_eq!(got[0]["event"], "file_failed", "{got:#?}");
+    assert_eq!(got[0]["file"], "f.csv");
+    let text = got[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("autoprov could not process f.csv: ")
+            && text.contains("Not a directory")
+            && text.contains("Its changes were recorded"),
+        "{text}"
+    );
+    assert_eq!(got[0]["summary"], "failed: Not a directory (os error 20)");
+    // More rescans fail meanwhile: still one notification.
+    let failures = d.log().matches("processing inbox/f.csv").count();
+    wait_until("two more failed rescans", Duration::from_secs(30), || {
+        (d.log().matches("processing inbox/f.csv").count() >= failures + 2).then_some(())
+    });
+    assert_eq!(receiver.attempts().len(), 1, "{:#?}", receiver.attempts());
+    // Fixed: the file is filed as applied, which is no news.
+    fs::remove_file(&processed).unwrap();
+    fs::create_dir(&processed).unwrap();
+    let what = lazy(|| format!("f.csv filed in processed/: {:?}", env.files_in("processed")));
+    wait_until(what, Duration::from_secs(30), || {
+        env.files_in("processed")
+            .iter()
+            .any(|n| n.ends_with("_f.csv.report.json"))
+            .then_some(())
+    });
+    stays("no more notifications", Duration::from_millis(1500), || {
+        receiver.attempts().len() == 1
+    });
+    d.stop();
+}
+
+#[test]
+fn stale_fires_once_per_quiet_spell_and_counts_from_the_last_applied_file() {
+    let receiver = Receiver::start(Answer::Ok);
+    let (env, watch) = watch_env(|| notify_toml(&receiver.url(), "2s"));
+    let d = Daemon::start(&env);
+    // Nothing applied yet: counted from the start.
+    let got = receiver.wait_delivered(1);
+    assert_shape(&got[0]);
+    assert_eq!(got[0]["event"], "stale");
+    assert_eq!(got[0]["file"], Value::Null);
+    let text = got[0]["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("autoprov has applied no roster for ")
+            && text.contains("since the daemon started at")
+            && text.contains("notify.stale_after = 2s"),
+        "{text}"
+    );
+    // Once: not again while nothing is applied (a spell twice as long as stale_after).
+    stays("one stale notification", Duration::from_secs(4), || {
+        receiver.attempts().len() == 1
+    });
+    // An applied file re-arms it.
+    drop_into(&watch, "a.csv", &roster(1));
+    let applied = wait_status(&env, "a.csv", "applied");
+    let got = receiver.wait_delivered(2);
+    assert_eq!(got[1]["event"], "stale", "{got:#?}");
+    assert!(
+        got[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("since the last applied file, at"),
+        "{got:#?}"
+    );
+    d.stop();
+    // After a restart the clock starts at the ledger's last applied file, long past.
+    let d = Daemon::start(&env);
+    let got = receiver.wait_delivered(3);
+    let processed_at = applied["processed_at"].as_str().unwrap();
+    let seconds = &processed_at[..19];
+    assert!(
+        got[2]["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("since the last applied file, at {seconds}")),
+        "{got:#?} (applied at {processed_at})"
+    );
+    assert_eq!(receiver.delivered_of("stale").len(), 3);
+    d.stop();
+}
+
+#[test]
+fn a_delivery_answered_500_is_retried_and_the_token_is_never_logged() {
+    let receiver = Receiver::start(Answer::FailFirst(2));
+    let (env, watch) = watch_env(|| notify_toml(&receiver.url(), "36h"));
+    let d = Daemon::start(&env);
+    let broken = fs::read(testdata("broken/duplicate_employee_id.csv")).unwrap();
+    drop_into(&watch, "b.csv", &broken);
+    let got = receiver.wait_delivered(1);
+    assert_eq!(got[0]["event"], "file_rejected", "{got:#?}");
+    let attempts = receiver.attempts();
+    assert_eq!(
+        attempts.len(),
+        3,
+        "two answered 500, the third 200: {attempts:#?}"
+    );
+    assert!(
+        attempts.iter().all(|a| *a == got[0]),
+        "the same body each time: {attempts:#?}"
+    );
+    let what = lazy(|| format!("the delivery in the log:\n{}", d.log()));
+    let log = wait_until(what, Duration::from_secs(10), || {
+        let log = d.log();
+        log.contains("notification delivered").then_some(log)
+    });
+    assert_eq!(
+        log.matches("notification delivery failed: HTTP 500")
+            .count(),
+        2,
+        "each failure is logged:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("http://{}", receiver.addr)),
+        "the target is named:\n{log}"
+    );
+    d.stop();
+    let log = d_log(&env);
+    assert!(
+        !log.contains("s3cr3t-token"),
+        "the webhook's token was logged:\n{log}"
+    );
+}
+
+/// Every daemon log of `env` so far.
+fn d_log(env: &TestEnv) -> String {
+    let mut all = String::new();
+    for entry in fs::read_dir(env.root()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("daemon-") && name.ends_with(".log") {
+            all.push_str(&fs::read_to_string(&path).unwrap());
+        }
+    }
+    all
+}
+
+#[test]
+fn a_delivery_is_retried_until_the_receiver_listens() {
+    // A port nothing listens on, yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let url = format!("http://{addr}{HOOK_PATH}");
+    let (env, watch) = watch_env(|| notify_toml(&url, "36h"));
+    let d = Daemon::start(&env);
+    let broken = fs::read(testdata("broken/duplicate_employee_id.csv")).unwrap();
+    drop_into(&watch, "b.csv", &broken);
+    let what = lazy(|| format!("a failed delivery in the log:\n{}", d.log()));
+    wait_until(what, Duration::from_secs(30), || {
+        let log = d.log();
+        // Each failure is logged with its cause.
+        (log.contains("notification delivery failed") && log.contains("Connection refused"))
+            .then_some(())
+    });
+    let receiver = Receiver::start_on(addr, Answer::Ok);
+    let got = receiver.wait_delivered(1);
+    assert_eq!(got[0]["event"], "file_rejected", "{got:#?}");
+    assert_eq!(got[0]["file"], "b.csv");
+    assert!(!d.log().contains("s3cr3t-token"), "{}", d.log());
+    d.stop();
+}
+
+#[test]
+fn a_receiver_that_never_answers_delays_no_file_nor_the_stop() {
+    let receiver = Receiver::start(Answer::Hang);
+    let (env, watch) = watch_env(|| notify_toml(&receiver.url(), "36h"));
+    let d = Daemon::start(&env);
+    // More events than deliveries in flight: some hang, the rest wait in the queue.
+    let broken = fs::read(testdata("broken/duplicate_employee_id.csv")).unwrap();
+    for i in 0..6 {
+        drop_into(&watch, &format!("broken-{i}.csv"), &broken);
+    }
+    wait_until("a delivery hanging", Duration::from_secs(30), || {
+        (receiver.seen.hanging.load(Ordering::SeqCst) >= 1).then_some(())
+    });
+    drop_into(&watch, "good.csv", &roster(2));
+    let what = lazy(|| {
+        format!(
+            "good.csv's report in processed/: {:?}",
+            env.files_in("processed")
+        )
+    });
+    wait_until(what, Duration::from_secs(30), || {
+        env.files_in("processed")
+            .iter()
+            .any(|n| n.ends_with("_good.csv.report.json"))
+            .then_some(())
+    });
+    assert!(
+        receiver.delivered().is_empty(),
+        "the receiver answered nothing"
+    );
+    assert!(receiver.seen.hanging.load(Ordering::SeqCst) >= 1);
+    for i in 0..6 {
+        wait_status(&env, &format!("broken-{i}.csv"), "rejected");
+    }
+    // The deliveries still hanging do not hold up a stop.
+    d.stop();
+}
+
+#[test]
+fn a_clear_text_webhook_to_another_host_is_a_config_error_naming_the_key() {
+    let env = TestEnv::with(Settings {
+        extra_toml: notify_toml("http://hooks.example.com/services/s3cr3t-token", "36h"),
+        ..Settings::default()
+    });
+    let (code, out, err) = env.run(&["status"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        err.contains("notify.webhook_url") && err.contains("loopback"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-token"), "{err}");
+}
