@@ -111,7 +111,7 @@ async fn serve(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-/// Starts the configured source (host, watch or poll) on the tracker.
+/// Starts the configured source (host, watch, poll or hris) on the tracker.
 async fn start_source(
     cfg: &Config,
     paths: &crate::layout::Paths,
@@ -164,6 +164,19 @@ async fn start_source(
                 link.kick.clone(),
                 shutdown.clone(),
             ));
+        }
+        Mode::Hris => {
+            // Notifications of failed fetches are wired here (crate::notify).
+            let on_fetch_failed = crate::ingest::hris::no_notification();
+            let (link, task) = crate::ingest::hris::start(
+                cfg,
+                paths,
+                engine.clone(),
+                on_fetch_failed,
+                shutdown.clone(),
+            )?;
+            state.lock().expect("state lock").source = Some(link);
+            tracker.spawn(task);
         }
     }
     Ok(())

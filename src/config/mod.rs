@@ -1,5 +1,7 @@
 //! Configuration: the TOML file, then `AUTOPROV__SECTION__KEY` overrides, validated into typed settings.
 
+pub mod hris;
+
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
 use crate::core::reconcile::{Limit, Limits};
 use crate::core::roster::{Encoding, RosterOptions};
@@ -175,6 +177,8 @@ pub enum Mode {
     Poll,
     /// Another program writes into a local directory.
     Watch,
+    /// We fetch the roster from an HR system's API (`[source.hris]`, SPEC §10).
+    Hris,
 }
 
 /// Which algorithm lists the SFTP server offers (`source.ssh_profile`, SPEC §8).
@@ -247,6 +251,9 @@ pub struct Source {
     /// The remote server (poll mode).
     #[serde(default)]
     pub remote: Option<Remote>,
+    /// The HR system (hris mode).
+    #[serde(default)]
+    pub hris: Option<hris::Hris>,
 }
 
 impl Default for Source {
@@ -462,6 +469,7 @@ impl Config {
                     .with_list_parse_key("provisioning.roles")
                     .with_list_parse_key("roster.inactive_statuses")
                     .with_list_parse_key("control.org_admins")
+                    .with_list_parse_key("source.hris.fields")
                     .try_parsing(true),
             )
             .build()
@@ -501,6 +509,12 @@ impl Config {
         }
         if self.source.mode == Mode::Watch && self.source.watch_dir.as_os_str().is_empty() {
             bail!("source.mode = \"watch\" needs source.watch_dir");
+        }
+        if self.source.mode == Mode::Hris && self.source.hris.is_none() {
+            bail!("source.mode = \"hris\" needs a [source.hris] section");
+        }
+        if let Some(hris) = &self.source.hris {
+            hris.validate()?;
         }
         Ok(())
     }

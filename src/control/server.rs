@@ -1,7 +1,7 @@
 //! The daemon side of the control socket: peer credentials, authorization, upload intake.
 
 use super::{Envelope, MAX_LINE};
-use crate::api::{Request, Response, exit};
+use crate::api::{Output, Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
 use anyhow::{Context, Result};
@@ -118,6 +118,28 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> Resu
     Ok(())
 }
 
+/// `autoprov fetch`: the source fetches and files the roster into inbox/, then the engine
+/// processes inbox/ up to that file and answers with its report.
+async fn fetch(engine: &EngineHandle, caller: &str, output: Output) -> Response {
+    let Some(fetching) = engine.source().and_then(|source| source.fetch_now()) else {
+        return Response::fail(
+            exit::USAGE,
+            "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\" in the daemon's config",
+        );
+    };
+    match fetching.await {
+        Ok(name) => {
+            engine
+                .ask(Request::Process { name }, caller.to_string(), None, output)
+                .await
+        }
+        Err(message) => Response::fail(
+            exit::FAILED,
+            format!("failed: {message}; nothing was written to inbox/ and nothing was changed"),
+        ),
+    }
+}
+
 async fn answer<R: tokio::io::AsyncRead + Unpin>(
     env: Envelope,
     caller: &str,
@@ -167,6 +189,9 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
         Some(_) => return Response::fail(exit::USAGE, "only process carries a file"),
         None => None,
     };
+    if let Request::Fetch = request {
+        return fetch(engine, caller, env.output).await;
+    }
     engine
         .ask(request, caller.to_string(), upload, env.output)
         .await

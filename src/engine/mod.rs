@@ -17,5 +17,5 @@ mod worker;
 
 pub use handle::EngineHandle;
 pub use jobs::SourceFile;
-pub use state::{EngineState, SourceLink};
+pub use state::{EngineState, FetchNow, SourceLink};
 pub use worker::start;

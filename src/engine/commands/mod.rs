@@ -66,6 +66,10 @@ fn run<S: Store>(
         | Request::Status
         | Request::Backup { .. }
         | Request::Audit { .. }) => files::run(p, req, caller, output)?,
+        Request::Fetch => Response::fail(
+            exit::UNREACHABLE,
+            "`autoprov fetch` runs through the daemon, which fetches from the HR system",
+        ),
     })
 }
 
@@ -149,10 +153,36 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Res
             ));
         }
     }
+    // The inbox watcher may have processed it first (a source filed it, then asked).
+    if let Some(done) = processed_already(p, name, output)? {
+        return Ok(done);
+    }
     Ok(Response::fail(
         exit::USAGE,
         format!("{name} is not waiting in inbox/"),
     ))
+}
+
+/// The report of the newest file in the ledger that had `name` in inbox/, with the exit
+/// code `process` gives it.
+fn processed_already<S: Store>(
+    p: &Pipeline<S>,
+    name: &str,
+    output: Output,
+) -> anyhow::Result<Option<Response>> {
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let files = p.store.files()?;
+    let Some(entry) = files.iter().rev().find(|f| f.name == name) else {
+        return Ok(None);
+    };
+    let path = p.report_path(entry);
+    let report: crate::core::report::Report = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(report_response(&report, output)))
 }
 
 pub(crate) fn note(user: &str, action: &str, detail: String) -> AuditNote {
