@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod https;
 pub mod prereq;
 pub mod sftp;
 pub mod sshd;

@@ -122,6 +122,13 @@ pub fn process_upload<S: Store>(
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
 fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Result<Response> {
+    // The inbox watcher may have processed it first (a source filed it, then asked).
+    if !name.is_empty()
+        && !p.waiting()?.iter().any(|w| w == name)
+        && let Some(done) = processed_already(p, name, output)?
+    {
+        return Ok(done);
+    }
     if let Some(held) = p.held()? {
         return Err(Blocked::Held {
             id: held.id,
@@ -153,10 +160,6 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> anyhow::Res
             ));
         }
     }
-    // The inbox watcher may have processed it first (a source filed it, then asked).
-    if let Some(done) = processed_already(p, name, output)? {
-        return Ok(done);
-    }
     Ok(Response::fail(
         exit::USAGE,
         format!("{name} is not waiting in inbox/"),
@@ -170,9 +173,6 @@ fn processed_already<S: Store>(
     name: &str,
     output: Output,
 ) -> anyhow::Result<Option<Response>> {
-    if name.is_empty() {
-        return Ok(None);
-    }
     let files = p.store.files()?;
     let Some(entry) = files.iter().rev().find(|f| f.name == name) else {
         return Ok(None);
@@ -299,6 +299,30 @@ mod tests {
         assert!(r.text.contains("stays in inbox/"), "{}", r.text);
         assert_eq!(p.waiting().unwrap(), vec![name]);
         assert!(p.store.files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn process_of_a_file_processed_meanwhile_answers_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let name = p
+            .receive("hris-x.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
+            .unwrap();
+        // The inbox watcher got to it first.
+        p.process(&name).unwrap();
+        let r = execute(&p, Request::Process { name }, "root", Output::Json);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        assert_eq!(r.json["status"], "applied");
+        assert_eq!(r.json["file"], "hris-x.csv");
+        let r = execute(
+            &p,
+            Request::Process {
+                name: "other.csv".into(),
+            },
+            "root",
+            Output::Json,
+        );
+        assert_eq!(r.exit, exit::USAGE, "{}", r.text);
     }
 
     #[test]
