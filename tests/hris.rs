@@ -214,7 +214,10 @@ fn assert_no_secrets(env: &TestEnv, daemon: &Daemon, secrets: &[&str]) {
     }
     for secret in secrets {
         for (place, text) in &places {
-            assert!(!text.contains(secret), "the secret {secret:?} shows in {place}");
+            assert!(
+                !text.contains(secret),
+                "the secret {secret:?} shows in {place}"
+            );
         }
     }
 }
@@ -257,17 +260,36 @@ fn bamboohr_fetch_gives_what_the_same_roster_as_a_file_gives() {
     let status = s.env.json_ok(0, &["status"]);
     let hris = &status["daemon"]["hris"];
     assert_eq!(hris["provider"], "bamboohr", "{status:#}");
-    assert!(hris["last_success"].as_str().is_some_and(common::is_rfc3339_utc), "{hris}");
-    assert!(hris["next_fetch"].as_str().is_some_and(common::is_rfc3339_utc), "{hris}");
+    assert!(
+        hris["last_success"]
+            .as_str()
+            .is_some_and(common::is_rfc3339_utc),
+        "{hris}"
+    );
+    assert!(
+        hris["next_fetch"]
+            .as_str()
+            .is_some_and(common::is_rfc3339_utc),
+        "{hris}"
+    );
     assert_eq!(hris["last_error"], Value::Null);
     // `autoprov fetch`: fetched and processed now, its report printed, exit 0.
     let report = s.env.json_ok(0, &["fetch"]);
     assert_eq!(report["status"], "applied", "{report:#}");
-    assert!(report["file"].as_str().unwrap().starts_with("hris-bamboohr-"));
+    assert!(
+        report["file"]
+            .as_str()
+            .unwrap()
+            .starts_with("hris-bamboohr-")
+    );
     assert_eq!(fetched(&s.env).len(), 2);
     assert_eq!(s.fake.count(BAMBOO), 2);
     assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
-    assert_no_secrets(&s.env, &daemon, &[API_KEY, &base64(format!("{API_KEY}:x").as_bytes())]);
+    assert_no_secrets(
+        &s.env,
+        &daemon,
+        &[API_KEY, &base64(format!("{API_KEY}:x").as_bytes())],
+    );
     daemon.stop();
 }
 
@@ -380,7 +402,10 @@ fn excel_roster(employees: &[Employee]) -> Vec<u8> {
 #[test]
 fn csv_url_stores_the_bytes_as_received() {
     let bytes = excel_roster(&roster());
-    let fake = Fake::new("Bearer export-token-3e8a", Reply::Body("text/csv", bytes.clone()));
+    let fake = Fake::new(
+        "Bearer export-token-3e8a",
+        Reply::Body("text/csv", bytes.clone()),
+    );
     let s = Setup::new(fake, info(), |s| {
         let token = s.secret("export.token", "export-token-3e8a");
         s.hris(
@@ -394,7 +419,12 @@ fn csv_url_stores_the_bytes_as_received() {
     add_rules(&s.env);
     let daemon = Daemon::start(&s.env);
     let files = wait_fetched(&s.env, 1);
-    assert!(files[0]["name"].as_str().unwrap().starts_with("hris-csv_url-"));
+    assert!(
+        files[0]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("hris-csv_url-")
+    );
     let stored = std::fs::read(
         s.env
             .drop_dir("processed")
@@ -411,20 +441,45 @@ fn csv_url_stores_the_bytes_as_received() {
 /// Runs `fetch` after queueing `replies`: exit 5 with `message`, `requests` requests to the
 /// vendor, nothing in inbox/ (hidden files included), the ledger and accounts unchanged.
 fn assert_failed_fetch(s: &Setup, replies: Vec<Reply>, message: &str, requests: usize) {
-    let (files, accounts_before, hits) = (common::files(&s.env), accounts(&s.env), s.fake.count(BAMBOO));
+    let (files, accounts_before, hits) = (
+        common::files(&s.env),
+        accounts(&s.env),
+        s.fake.count(BAMBOO),
+    );
     s.fake.push(replies);
     let (code, out, err) = s.env.run(&["fetch"]);
     s.fake.clear_script();
     assert_eq!(code, 5, "{message}: stdout {out}\nstderr {err}");
     assert!(err.contains(message), "wanted {message:?} in: {err}");
     assert!(err.contains("nothing was changed"), "{err}");
-    assert_eq!(s.fake.count(BAMBOO) - hits, requests, "requests for {message}");
-    assert!(inbox(&s.env).is_empty(), "{message}: inbox {:?}", inbox(&s.env));
-    assert_eq!(common::files(&s.env), files, "{message}: the ledger changed");
-    assert_eq!(accounts(&s.env), accounts_before, "{message}: accounts changed");
+    assert_eq!(
+        s.fake.count(BAMBOO) - hits,
+        requests,
+        "requests for {message}"
+    );
+    assert!(
+        inbox(&s.env).is_empty(),
+        "{message}: inbox {:?}",
+        inbox(&s.env)
+    );
+    assert_eq!(
+        common::files(&s.env),
+        files,
+        "{message}: the ledger changed"
+    );
+    assert_eq!(
+        accounts(&s.env),
+        accounts_before,
+        "{message}: accounts changed"
+    );
     let status = s.env.json_ok(0, &["status"]);
-    let last = status["daemon"]["hris"]["last_error"].as_str().unwrap_or_default();
-    assert!(last.contains(message), "status last_error {last:?} for {message}");
+    let last = status["daemon"]["hris"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        last.contains(message),
+        "status last_error {last:?} for {message}"
+    );
 }
 
 #[test]
@@ -482,7 +537,10 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
     );
     assert_failed_fetch(
         &s,
-        vec![Reply::Stall, Reply::StallAfter(b"{\"employees\": [".to_vec())],
+        vec![
+            Reply::Stall,
+            Reply::StallAfter(b"{\"employees\": [".to_vec()),
+        ],
         "no complete answer within source.hris.timeout = 2s",
         2,
     );
@@ -502,12 +560,12 @@ fn retries_honour_retry_after_and_back_off() {
         daemon
             .log()
             .lines()
-            .filter(|l| l.contains("retry 1 of 1 in"))
-            .last()
+            .rfind(|l| l.contains("retry 1 of 1 in"))
             .unwrap_or_default()
             .to_string()
     };
-    let cases: [(fn() -> Reply, &str); 3] = [
+    type Case = (fn() -> Reply, &'static str);
+    let cases: [Case; 3] = [
         // Retry-After in seconds: 2 s, not the first back-off of 1 s.
         (
             || Reply::Status(429, vec![("retry-after", "2".into())]),
@@ -537,8 +595,7 @@ fn retries_honour_retry_after_and_back_off() {
     let date_line = daemon
         .log()
         .lines()
-        .filter(|l| l.contains("HTTP 503") && l.contains("retry 1 of 1 in"))
-        .last()
+        .rfind(|l| l.contains("HTTP 503") && l.contains("retry 1 of 1 in"))
         .unwrap_or_default()
         .to_string();
     assert!(
@@ -575,11 +632,19 @@ fn the_schedule_fetches_every_interval_and_at_the_time_of_day() {
     std::fs::write(&s.env.config, text).unwrap();
     let daemon = Daemon::start(&s.env);
     let status = s.env.json_ok(0, &["status"]);
-    let next = status["daemon"]["hris"]["next_fetch"].as_str().unwrap().to_string();
-    assert!(next.ends_with(&format!("T{at}:00Z")), "{next} for at = {at}");
-    stays("no fetch before the time of day", Duration::from_secs(2), || {
-        s.fake.count(BAMBOO) == 0
-    });
+    let next = status["daemon"]["hris"]["next_fetch"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        next.ends_with(&format!("T{at}:00Z")),
+        "{next} for at = {at}"
+    );
+    stays(
+        "no fetch before the time of day",
+        Duration::from_secs(2),
+        || s.fake.count(BAMBOO) == 0,
+    );
     daemon.stop();
 }
 
@@ -605,7 +670,10 @@ fn fetch_answers_like_process_and_refuses_outside_hris_mode() {
     assert_eq!(report["status"], "rejected", "{report:#}");
     // Three of four admins leaving is over max_deactivations: held, exit 3.
     let mut leaving = roster();
-    for e in leaving.iter_mut().filter(|e| ["2", "5", "6"].contains(&e.id)) {
+    for e in leaving
+        .iter_mut()
+        .filter(|e| ["2", "5", "6"].contains(&e.id))
+    {
         e.status = "Inactive";
     }
     s.fake.set_roster(Reply::json(&bamboo_answer(&leaving)));
@@ -630,7 +698,10 @@ fn fetch_answers_like_process_and_refuses_outside_hris_mode() {
     let watch = other.root().join("watch");
     std::fs::create_dir_all(&watch).unwrap();
     other.reconfigure(|st| {
-        st.extra_toml = format!("[source]\nmode = \"watch\"\nwatch_dir = {:?}\n", watch.display().to_string())
+        st.extra_toml = format!(
+            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\n",
+            watch.display().to_string()
+        )
     });
     let out = other.expect(2, &["fetch"]);
     assert!(out.contains("not in hris mode"), "{out}");
@@ -657,10 +728,9 @@ fn fetch_answers_like_process_and_refuses_outside_hris_mode() {
 #[test]
 fn a_fetch_killed_midway_leaves_nothing_and_the_next_one_works() {
     let bytes = roster_csv(&roster());
+    let half = bytes[..bytes.len() / 2].to_vec();
     let auth = format!("Basic {}", base64(b"exporter:export-pass-12"));
     let fake = Fake::new(&auth, Reply::Body("text/csv", bytes.clone()));
-    // The first answer sends half the file, then stalls.
-    fake.push([Reply::StallAfter(bytes[..bytes.len() / 2].to_vec())]);
     let s = Setup::new(fake, info(), |s| {
         let pw = s.secret("export.password", "export-pass-12");
         s.hris(
@@ -673,18 +743,34 @@ fn a_fetch_killed_midway_leaves_nothing_and_the_next_one_works() {
         .replace("timeout = \"5s\"", "timeout = \"5m\"")
     });
     add_rules(&s.env);
+    let hidden = |len: usize| {
+        inbox(&s.env).into_iter().find(|n| {
+            n.starts_with(".hris-csv_url-")
+                && std::fs::metadata(s.env.drop_dir("inbox").join(n))
+                    .is_ok_and(|m| m.len() == len as u64)
+        })
+    };
+    // A crash after the whole answer was written and fsynced, before the rename.
+    let mut daemon = Daemon::spawn(&s.env, &[("AUTOPROV_CRASH_AT", "hris_before_rename")]);
+    daemon.wait_exit(WAIT, "at the crash point");
+    let complete = hidden(bytes.len()).expect("the fetched file under its hidden name");
+    assert_eq!(inbox(&s.env), [complete], "only the hidden file");
+    // A crash while the answer streams in: the server sends half, then stalls.
+    s.fake.push([Reply::StallAfter(half.clone())]);
     let mut daemon = Daemon::start(&s.env);
-    let partial = wait_until(lazy(|| format!("a hidden file in inbox/: {:?}", inbox(&s.env))), WAIT, || {
-        inbox(&s.env).into_iter().find(|n| n.starts_with(".hris-csv_url-"))
-    });
-    wait_until("the half answer on disk", WAIT, || {
-        std::fs::metadata(s.env.drop_dir("inbox").join(&partial))
-            .is_ok_and(|m| m.len() > 0)
-            .then_some(())
-    });
+    let partial = wait_until(
+        lazy(|| format!("half an answer in inbox/: {:?}", inbox(&s.env))),
+        WAIT,
+        || hidden(half.len()),
+    );
     nix::sys::signal::kill(daemon.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
     daemon.wait_exit(WAIT, "after SIGKILL");
-    assert_eq!(inbox(&s.env), [partial.clone()], "the crash left the partial file");
+    assert_eq!(
+        inbox(&s.env),
+        std::slice::from_ref(&partial),
+        "the crash left the partial file, the one before was removed at start-up"
+    );
+    assert!(common::files(&s.env).is_empty(), "nothing was processed");
     // Restarted: the partial file is removed, never processed; the next fetch works.
     let daemon = Daemon::start(&s.env);
     let files = wait_fetched(&s.env, 1);
@@ -699,8 +785,12 @@ fn a_fetch_killed_midway_leaves_nothing_and_the_next_one_works() {
     assert_eq!(stored, bytes);
     assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
     assert!(s.env.files_in("rejected").is_empty());
-    assert!(daemon.log().contains("removed the partial file"), "{}", daemon.log());
-    assert_eq!(s.fake.count(CSV), 2);
+    assert!(
+        daemon.log().contains("removed the partial file"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(s.fake.count(CSV), 3);
     assert_expected_accounts(&s.env);
     daemon.stop();
 }
@@ -718,20 +808,27 @@ fn config_errors_name_the_key_and_never_a_secret() {
         .to_string();
     std::fs::write(
         &s.env.config,
-        text.replace(&key_line, &format!("api_key_file = {:?}", missing.display().to_string())),
+        text.replace(
+            &key_line,
+            &format!("api_key_file = {:?}", missing.display().to_string()),
+        ),
     )
     .unwrap();
     let (code, _, err) = s.env.run(&["run"]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("source.hris.bamboohr.api_key_file") && err.contains(&missing.display().to_string()),
+        err.contains("source.hris.bamboohr.api_key_file")
+            && err.contains(&missing.display().to_string()),
         "{err}"
     );
     // http:// is refused for every command, naming the key.
     let http = text.replace(&s.server.url(""), &format!("http://{}", s.server.addr));
     std::fs::write(&s.env.config, http).unwrap();
     let out = s.env.expect(2, &["status"]);
-    assert!(out.contains("source.hris.bamboohr.base_url") && out.contains("https://"), "{out}");
+    assert!(
+        out.contains("source.hris.bamboohr.base_url") && out.contains("https://"),
+        "{out}"
+    );
     // A secret given inline is an unknown key: the value is never echoed.
     let inline = text.replace(&key_line, &format!("api_key = \"{API_KEY}\""));
     std::fs::write(&s.env.config, inline).unwrap();

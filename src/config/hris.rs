@@ -210,9 +210,8 @@ impl std::fmt::Debug for Secret {
 /// is not part of it. The error names the key and the path, never the content, and is a
 /// config error (exit 2), not a failure of the work.
 pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        anyhow::anyhow!("{key} = {}: cannot read it ({e})", path.display())
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("{key} = {}: cannot read it ({e})", path.display()))?;
     let Ok(mut text) = String::from_utf8(bytes) else {
         bail!("{key} = {}: the file is not UTF-8 text", path.display());
     };
@@ -340,9 +339,7 @@ fn validate_csv_url(c: &CsvUrl) -> Result<()> {
     let user = !c.username.trim().is_empty();
     let password = !c.password_file.as_os_str().is_empty();
     if bearer && (user || password) {
-        bail!(
-            "source.hris.csv_url: use bearer_token_file or username/password_file, not both"
-        );
+        bail!("source.hris.csv_url: use bearer_token_file or username/password_file, not both");
     }
     if user != password {
         bail!("source.hris.csv_url: username and password_file go together");
@@ -457,7 +454,8 @@ mod tests {
                 .unwrap_err()
         );
         assert!(err.contains("source.hris.at"), "{err}");
-        let c = load(&BAMBOO.replace("[source.hris]\n", "[source.hris]\nat = \"02:30\"\n")).unwrap();
+        let c =
+            load(&BAMBOO.replace("[source.hris]\n", "[source.hris]\nat = \"02:30\"\n")).unwrap();
         assert_eq!(c.source.hris.unwrap().at_utc(), Some((2, 30)));
     }
 

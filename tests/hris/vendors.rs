@@ -123,7 +123,10 @@ impl Fake {
     /// The router serving every vendor's routes over this state.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/api/gateway.php/{subdomain}/v1/reports/custom", post(bamboo))
+            .route(
+                "/api/gateway.php/{subdomain}/v1/reports/custom",
+                post(bamboo),
+            )
             .route(REPORT_PATH, get(workday_report))
             .route(TOKEN_PATH, post(workday_token))
             .route(CSV_PATH, get(csv_export))
@@ -260,7 +263,10 @@ async fn bamboo(
     }
     let query = query.unwrap_or_default().to_ascii_lowercase();
     if !query.contains("format=json") || !query.contains("onlycurrent=true") {
-        return refuse(StatusCode::BAD_REQUEST, "format=JSON&onlyCurrent=true expected");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "format=JSON&onlyCurrent=true expected",
+        );
     }
     if !fake.authorized(&headers) {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized");
@@ -410,11 +416,32 @@ pub fn roster() -> Vec<Employee> {
     vec![
         emp("1", "", "ceo@acme.io", "Active", "Executive", "CEO"),
         emp("2", "1", "cto@acme.io", "Active", "Engineering", "CTO"),
-        emp("3", "2", "dev1@acme.io", "Active", "Engineering", "Developer"),
-        emp("4", "2", "dev2@acme.io", "Active", "Engineering", "Developer"),
+        emp(
+            "3",
+            "2",
+            "dev1@acme.io",
+            "Active",
+            "Engineering",
+            "Developer",
+        ),
+        emp(
+            "4",
+            "2",
+            "dev2@acme.io",
+            "Active",
+            "Engineering",
+            "Developer",
+        ),
         emp("5", "1", "cfo@acme.io", "Active", "Finance", "CFO"),
         emp("6", "5", "acct@acme.io", "Active", "Finance", "Accountant"),
-        emp("7", "5", "gone@acme.io", "Inactive", "Finance", "Accountant"),
+        emp(
+            "7",
+            "5",
+            "gone@acme.io",
+            "Inactive",
+            "Finance",
+            "Accountant",
+        ),
     ]
 }
 
@@ -467,8 +494,9 @@ pub fn workday_answer(employees: &[Employee]) -> Reply {
 
 /// The same roster as a file an HR system would export: human headers, UTF-8, LF.
 pub fn roster_csv(employees: &[Employee]) -> Vec<u8> {
-    let mut out =
-        String::from("Employee ID,Work Email,Supervisor ID,Status,Department,Division,Location,Job Title\n");
+    let mut out = String::from(
+        "Employee ID,Work Email,Supervisor ID,Status,Department,Division,Location,Job Title\n",
+    );
     for e in employees {
         out.push_str(&format!(
             "{},{},{},{},{},{},{},{}\n",

@@ -89,7 +89,11 @@ pub fn union_columns(records: &[Record], columns: &Columns) -> Vec<Column> {
 
 /// The CSV bytes: the header, then one row per record. `list` names where the records
 /// were in the answer (`employees`, `Report_Entry`), for messages.
-pub fn write_csv(columns: &[Column], records: &[Record], list: &str) -> Result<Vec<u8>, FetchError> {
+pub fn write_csv(
+    columns: &[Column],
+    records: &[Record],
+    list: &str,
+) -> Result<Vec<u8>, FetchError> {
     let index: HashMap<&str, usize> = columns
         .iter()
         .enumerate()
@@ -163,7 +167,13 @@ mod tests {
         let headers: Vec<&str> = cols.iter().map(|c| c.header.as_str()).collect();
         assert_eq!(
             headers,
-            ["employee_id", "email", "Cost_Center", "manager_id", "Location"]
+            [
+                "employee_id",
+                "email",
+                "Cost_Center",
+                "manager_id",
+                "Location"
+            ]
         );
         let csv = String::from_utf8(write_csv(&cols, &records, "Report_Entry").unwrap()).unwrap();
         assert_eq!(
@@ -198,9 +208,8 @@ mod tests {
 
     #[test]
     fn a_nested_value_fails_naming_record_and_field() {
-        let records = entries(
-            r#"{"Report_Entry": [{"id": "1"}, {"id": "2", "Groups": [{"x": 1}]}]}"#,
-        );
+        let records =
+            entries(r#"{"Report_Entry": [{"id": "1"}, {"id": "2", "Groups": [{"x": 1}]}]}"#);
         let cols = union_columns(&records, &Columns::default());
         let err = write_csv(&cols, &records, "Report_Entry")
             .unwrap_err()
@@ -216,7 +225,10 @@ mod tests {
         let err = write_csv(&cols, &records, "Report_Entry")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("record 1") && err.contains("an object"), "{err}");
+        assert!(
+            err.contains("record 1") && err.contains("an object"),
+            "{err}"
+        );
     }
 
     #[test]

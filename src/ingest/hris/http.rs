@@ -250,7 +250,10 @@ impl Http {
                 max: self.max_bytes,
             })
         };
-        if response.content_length().is_some_and(|n| n > self.max_bytes) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes)
+        {
             return Err(too_large());
         }
         sink.reset().await.map_err(Failed::Final)?;

@@ -154,11 +154,10 @@ pub fn start(
     on_fetch_failed: OnFetchFailed,
     shutdown: CancellationToken,
 ) -> Result<(Arc<HrisLink>, impl Future<Output = ()> + Send + 'static)> {
-    let hris = cfg
-        .source
-        .hris
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("source.mode = \"hris\" needs a [source.hris] section"))?;
+    let hris =
+        cfg.source.hris.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("source.mode = \"hris\" needs a [source.hris] section")
+        })?;
     let fetcher = Fetcher::new(cfg, hris)?;
     let http = Http::new(hris, cfg.roster.max_bytes)?;
     let state = Arc::new(Mutex::new(HrisState::default()));
@@ -189,7 +188,11 @@ pub fn first_fetch(at: Option<(u32, u32)>, now: SystemTime) -> SystemTime {
     };
     let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let today = now_secs - now_secs % 86_400 + u64::from(hour * 3600 + minute * 60);
-    let next = if today < now_secs { today + 86_400 } else { today };
+    let next = if today < now_secs {
+        today + 86_400
+    } else {
+        today
+    };
     UNIX_EPOCH + Duration::from_secs(next)
 }
 
@@ -212,7 +215,11 @@ impl Drop for Partial {
 }
 
 impl HrisSource {
-    async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<Reply>, shutdown: CancellationToken) {
+    async fn run(
+        self: Arc<Self>,
+        mut requests: mpsc::Receiver<Reply>,
+        shutdown: CancellationToken,
+    ) {
         self.remove_leftovers();
         let mut next = first_fetch(self.at, SystemTime::now());
         loop {
@@ -249,8 +256,12 @@ impl HrisSource {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(HIDDEN_PREFIX) {
                 match std::fs::remove_file(entry.path()) {
-                    Ok(()) => tracing::info!(file = %name, "removed the partial file of a fetch interrupted by a restart"),
-                    Err(e) => tracing::warn!(file = %name, "removing the partial file of an interrupted fetch: {e}"),
+                    Ok(()) => {
+                        tracing::info!(file = %name, "removed the partial file of a fetch interrupted by a restart")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %name, "removing the partial file of an interrupted fetch: {e}")
+                    }
                 }
             }
         }
@@ -295,11 +306,10 @@ impl HrisSource {
         crate::util::crash_point("hris_before_rename");
         let inbox = self.inbox.clone();
         let filed = tokio::task::spawn_blocking(move || {
-            crate::util::rename_into_free_name(&tmp, &inbox, &name).map(|name| {
+            crate::util::rename_into_free_name(&tmp, &inbox, &name).inspect(|_| {
                 if let Err(e) = crate::util::fsync_dir(&inbox) {
                     tracing::warn!("fsync of {}: {e}", inbox.display());
                 }
-                name
             })
         })
         .await
@@ -372,18 +382,9 @@ mod tests {
     fn the_first_fetch_is_now_or_the_next_time_of_day_in_utc() {
         let now = at("2026-11-03T10:15:30Z");
         assert_eq!(first_fetch(None, now), now);
-        assert_eq!(
-            first_fetch(Some((2, 0)), now),
-            at("2026-11-04T02:00:00Z")
-        );
-        assert_eq!(
-            first_fetch(Some((23, 59)), now),
-            at("2026-11-03T23:59:00Z")
-        );
-        assert_eq!(
-            first_fetch(Some((10, 15)), now),
-            at("2026-11-04T10:15:00Z")
-        );
+        assert_eq!(first_fetch(Some((2, 0)), now), at("2026-11-04T02:00:00Z"));
+        assert_eq!(first_fetch(Some((23, 59)), now), at("2026-11-03T23:59:00Z"));
+        assert_eq!(first_fetch(Some((10, 15)), now), at("2026-11-04T10:15:00Z"));
         let exact = at("2026-11-03T10:15:00Z");
         assert_eq!(first_fetch(Some((10, 15)), exact), exact);
     }
