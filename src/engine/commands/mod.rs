@@ -234,6 +234,8 @@ mod tests {
             .is_change()
         );
         assert!(!Request::Status.is_change());
+        // `fetch` changes state like `process` (it is one, through the daemon).
+        assert!(Request::Fetch.is_change() && Request::Fetch.provisions());
     }
 
     #[test]

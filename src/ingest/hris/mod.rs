@@ -203,6 +203,31 @@ fn after(last: SystemTime, every: Duration, now: SystemTime) -> SystemTime {
     if next <= now { now + every } else { next }
 }
 
+/// Puts a fetch's outcome in the log and `status`; a failure also goes to the hook.
+fn record_outcome(
+    provider: &str,
+    state: &Mutex<HrisState>,
+    on_fetch_failed: &OnFetchFailed,
+    result: &Result<String, String>,
+) {
+    let now = SystemTime::now();
+    let mut state = state.lock().expect("hris state");
+    match result {
+        Ok(name) => {
+            tracing::info!(provider, file = %name, "fetched the roster into inbox/");
+            state.last_success = Some(now);
+            state.last_file = Some(name.clone());
+            state.last_error = None;
+        }
+        Err(message) => {
+            tracing::error!(provider, "{message}; nothing was written to inbox/");
+            state.last_error = Some((now, message.clone()));
+            drop(state);
+            on_fetch_failed(message);
+        }
+    }
+}
+
 /// Removes the hidden file of a fetch that failed or was interrupted, unless it was filed.
 struct Partial(Option<PathBuf>);
 
@@ -272,22 +297,7 @@ impl HrisSource {
         let provider = self.provider.name();
         tracing::info!(provider, "fetching the roster from the HR system");
         let result = self.fetch_into_inbox().await;
-        let now = SystemTime::now();
-        let mut state = self.state.lock().expect("hris state");
-        match &result {
-            Ok(name) => {
-                tracing::info!(provider, file = %name, "fetched the roster into inbox/");
-                state.last_success = Some(now);
-                state.last_file = Some(name.clone());
-                state.last_error = None;
-            }
-            Err(message) => {
-                tracing::error!(provider, "{message}; nothing was written to inbox/");
-                state.last_error = Some((now, message.clone()));
-                drop(state);
-                (self.on_fetch_failed)(message);
-            }
-        }
+        record_outcome(provider, &self.state, &self.on_fetch_failed, &result);
         result
     }
 
@@ -387,6 +397,34 @@ mod tests {
         assert_eq!(first_fetch(Some((10, 15)), now), at("2026-11-04T10:15:00Z"));
         let exact = at("2026-11-03T10:15:00Z");
         assert_eq!(first_fetch(Some((10, 15)), exact), exact);
+    }
+
+    #[test]
+    fn a_failed_fetch_reaches_the_hook_and_status_and_a_success_clears_it() {
+        let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+        let hook: OnFetchFailed = {
+            let heard = heard.clone();
+            Arc::new(move |m: &str| heard.lock().unwrap().push(m.to_string()))
+        };
+        let state = Mutex::new(HrisState::default());
+        let failed = Err("fetching the roster from workday: credentials refused".to_string());
+        record_outcome("workday", &state, &hook, &failed);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            ["fetching the roster from workday: credentials refused"]
+        );
+        let s = state.lock().unwrap().clone();
+        assert!(
+            s.last_error
+                .is_some_and(|(_, e)| e.contains("credentials refused"))
+        );
+        assert_eq!(s.last_success, None);
+        record_outcome("workday", &state, &hook, &Ok("hris-workday-x.csv".into()));
+        assert_eq!(heard.lock().unwrap().len(), 1, "a success is not a failure");
+        let s = state.lock().unwrap().clone();
+        assert!(s.last_error.is_none() && s.last_success.is_some());
+        assert_eq!(s.last_file.as_deref(), Some("hris-workday-x.csv"));
+        no_notification()("ignored");
     }
 
     #[test]
