@@ -725,6 +725,38 @@ fn fetch_answers_like_process_and_refuses_outside_hris_mode() {
     daemon.stop();
 }
 
+/// `fetch` is a change: a caller who is not an org admin is refused before anything is
+/// fetched.
+#[test]
+#[cfg_attr(missing_root, ignore = "needs root (to run the CLI as user nobody)")]
+fn fetch_needs_an_org_admin() {
+    use std::os::unix::fs::PermissionsExt;
+    common::require(common::Need::Root);
+    let settings = Settings {
+        org_admins: Some(vec!["root".into()]),
+        ..info()
+    };
+    let s = Setup::new(bamboo_fake(), settings, |s| s.bamboo(""));
+    let daemon = Daemon::start(&s.env);
+    wait_fetched(&s.env, 1);
+    // `nobody` must reach the config and the socket.
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(s.env.root(), 0o755);
+    mode(&s.env.config, 0o644);
+    mode(&s.env.socket, 0o666);
+    let (code, out, err) = s.env.run_as("nobody", "nogroup", &["fetch"]);
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        format!("{out}{err}").contains("control.org_admins"),
+        "{out}{err}"
+    );
+    assert_eq!(s.fake.count(BAMBOO), 1, "nothing was fetched for nobody");
+    s.env.json_ok(0, &["fetch"]);
+    daemon.stop();
+}
+
 #[test]
 fn a_fetch_killed_midway_leaves_nothing_and_the_next_one_works() {
     let bytes = roster_csv(&roster());
