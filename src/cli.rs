@@ -71,6 +71,9 @@ pub enum Command {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Fetch the roster from the HR system now, process it and print its report (hris
+    /// mode, through the daemon; exit 0/1/3 like process, 5 when the fetch failed).
+    Fetch,
 }
 
 /// `rules ...`
@@ -313,6 +316,7 @@ impl Command {
             Command::Audit { since } => Request::Audit {
                 since: since.clone(),
             },
+            Command::Fetch => Request::Fetch,
         })
     }
 }

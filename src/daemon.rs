@@ -80,7 +80,14 @@ async fn serve(cfg: Config) -> Result<()> {
     let pipeline_for_stop = pipeline.clone();
     let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())
         .map_err(|e| Error::failed(format!("{e:#}")))?;
-    start_source(&cfg, &paths, &engine, &state, &tracker, &shutdown).await?;
+    let sources = Sources {
+        engine: &engine,
+        state: &state,
+        tracker: &tracker,
+        shutdown: &shutdown,
+        on_fetch_failed: notifier.fetch_failed_hook(),
+    };
+    start_source(&cfg, &paths, sources).await?;
     // Answer the control socket once the source is up, so `status` shows the real address.
     tracker.spawn(control::server::serve(
         listener,
@@ -125,15 +132,29 @@ async fn serve(cfg: Config) -> Result<()> {
     Ok(())
 }
 
-/// Starts the configured source (host, watch or poll) on the tracker.
+/// What a source is started with besides the config.
+struct Sources<'a> {
+    engine: &'a engine::EngineHandle,
+    state: &'a Mutex<EngineState>,
+    tracker: &'a TaskTracker,
+    shutdown: &'a CancellationToken,
+    /// Where the HRIS source reports failed fetches (notifications).
+    on_fetch_failed: crate::ingest::hris::OnFetchFailed,
+}
+
+/// Starts the configured source (host, watch, poll or hris) on the tracker.
 async fn start_source(
     cfg: &Config,
     paths: &crate::layout::Paths,
-    engine: &engine::EngineHandle,
-    state: &Mutex<EngineState>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
+    sources: Sources<'_>,
 ) -> Result<()> {
+    let Sources {
+        engine,
+        state,
+        tracker,
+        shutdown,
+        on_fetch_failed,
+    } = sources;
     match cfg.source.mode {
         Mode::Host => {
             let server = sftp::SftpServer::bind(crate::ingest::sftp_settings(cfg, paths)?).await?;
@@ -178,6 +199,19 @@ async fn start_source(
                 link.kick.clone(),
                 shutdown.clone(),
             ));
+        }
+        Mode::Hris => {
+            // Its settings (secrets, CA file) are config: a mistake there is a usage error.
+            let (link, task) = crate::ingest::hris::start(
+                cfg,
+                paths,
+                engine.clone(),
+                on_fetch_failed,
+                shutdown.clone(),
+            )
+            .map_err(|e| Error::usage(format!("{e:#}")))?;
+            state.lock().expect("state lock").source = Some(link);
+            tracker.spawn(task);
         }
     }
     Ok(())

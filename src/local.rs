@@ -3,7 +3,7 @@
 
 use crate::api::error::{Context, DamagedStore, Error, Result, StoreInUse};
 use crate::api::{Output, Request, Response, exit, refusal};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::control::Envelope;
 use crate::control::client::{self, Reach};
 use crate::engine::commands;
@@ -58,6 +58,15 @@ const READ_WAIT: Duration = Duration::from_secs(60);
 /// How long a change may take: it waits for the files queued before it (large rosters).
 const CHANGE_WAIT: Duration = Duration::from_secs(30 * 60);
 
+/// How long `fetch` may take: every attempt at its longest with the longest Retry-After
+/// wait between them, then the processing of the file.
+fn fetch_wait(cfg: &Config) -> Duration {
+    let fetching = cfg.source.hris.as_ref().map_or(Duration::ZERO, |h| {
+        (h.timeout + Duration::from_secs(600)).saturating_mul(h.retries.saturating_add(1))
+    });
+    CHANGE_WAIT + fetching
+}
+
 /// Runs one request: via the daemon if it listens, else directly. `upload` is the local
 /// file of a `process` request.
 pub fn execute(
@@ -78,6 +87,12 @@ pub fn execute(
         },
         None => None,
     };
+    if matches!(request, Request::Fetch) && cfg.source.mode != Mode::Hris {
+        return Response::fail(
+            exit::USAGE,
+            "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\"",
+        );
+    }
     let envelope = Envelope {
         request: request.clone(),
         upload: upload.zip(bytes.as_ref()).map(|((file, dry_run), b)| {
@@ -90,14 +105,23 @@ pub fn execute(
         output,
     };
     // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
-    let wait = Some(if request.is_change() {
-        CHANGE_WAIT
-    } else {
-        READ_WAIT
+    let wait = Some(match &request {
+        Request::Fetch => fetch_wait(&cfg),
+        r if r.is_change() => CHANGE_WAIT,
+        _ => READ_WAIT,
     });
     match client::call(&cfg.control.socket, &envelope, bytes.as_deref(), wait) {
         Reach::Answered(response) => return response,
         Reach::Unreachable(message) => return Response::fail(exit::UNREACHABLE, message),
+        Reach::NoDaemon if matches!(request, Request::Fetch) => {
+            return Response::fail(
+                exit::UNREACHABLE,
+                format!(
+                    "no daemon answers on {}: `autoprov fetch` runs through the daemon (start it, e.g. systemctl start autoprov)",
+                    cfg.control.socket.display()
+                ),
+            );
+        }
         Reach::NoDaemon => {}
     }
     let socket_exists = cfg.control.socket.exists();

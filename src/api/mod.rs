@@ -156,6 +156,9 @@ pub enum Request {
         /// Entries at or after this time (RFC 3339).
         since: Option<String>,
     },
+    /// `fetch`: fetch the roster from the HR system now and process it (hris mode, through
+    /// the daemon only).
+    Fetch,
 }
 
 impl Request {
@@ -174,6 +177,7 @@ impl Request {
                 | Request::AdminsRemove { .. }
                 | Request::FilesDecide { .. }
                 | Request::Backup { .. }
+                | Request::Fetch
         )
     }
 
@@ -184,6 +188,7 @@ impl Request {
             Request::Process { .. }
                 | Request::Sync { .. }
                 | Request::FilesDecide { approve: true, .. }
+                | Request::Fetch
         )
     }
 }

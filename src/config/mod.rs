@@ -1,5 +1,6 @@
 //! Configuration: the TOML file, then `AUTOPROV__SECTION__KEY` overrides, validated into typed settings.
 
+pub mod hris;
 pub mod notify;
 
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
@@ -180,6 +181,8 @@ pub enum Mode {
     Poll,
     /// Another program writes into a local directory.
     Watch,
+    /// We fetch the roster from an HR system's API (`[source.hris]`, SPEC §10).
+    Hris,
 }
 
 /// Which algorithm lists the SFTP server offers (`source.ssh_profile`, SPEC §8).
@@ -253,6 +256,9 @@ pub struct Source {
     /// The remote server (poll mode).
     #[serde(default)]
     pub remote: Option<Remote>,
+    /// The HR system (hris mode).
+    #[serde(default)]
+    pub hris: Option<hris::Hris>,
 }
 
 impl Default for Source {
@@ -468,6 +474,7 @@ impl Config {
                     .with_list_parse_key("provisioning.roles")
                     .with_list_parse_key("roster.inactive_statuses")
                     .with_list_parse_key("control.org_admins")
+                    .with_list_parse_key("source.hris.fields")
                     .try_parsing(true),
             )
             .build()
@@ -509,6 +516,12 @@ impl Config {
             bail!("source.mode = \"watch\" needs source.watch_dir");
         }
         self.notify.validate()?;
+        if self.source.mode == Mode::Hris && self.source.hris.is_none() {
+            bail!("source.mode = \"hris\" needs a [source.hris] section");
+        }
+        if let Some(hris) = &self.source.hris {
+            hris.validate()?;
+        }
         Ok(())
     }
 

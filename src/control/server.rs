@@ -2,7 +2,7 @@
 
 use super::{Envelope, MAX_LINE};
 use crate::api::error::{Context, Error};
-use crate::api::{Request, Response, exit};
+use crate::api::{Output, Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
 use std::os::unix::fs::PermissionsExt;
@@ -121,6 +121,28 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     Ok(())
 }
 
+/// `autoprov fetch`: the source fetches and files the roster into inbox/, then the engine
+/// processes inbox/ up to that file and answers with its report.
+async fn fetch(engine: &EngineHandle, caller: &str, output: Output) -> Response {
+    let Some(fetching) = engine.source().and_then(|source| source.fetch_now()) else {
+        return Response::fail(
+            exit::USAGE,
+            "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\" in the daemon's config",
+        );
+    };
+    match fetching.await {
+        Ok(name) => {
+            engine
+                .ask(Request::Process { name }, caller.to_string(), None, output)
+                .await
+        }
+        Err(message) => Response::fail(
+            exit::FAILED,
+            format!("failed: {message}; nothing was written to inbox/ and nothing was changed"),
+        ),
+    }
+}
+
 async fn answer<R: tokio::io::AsyncRead + Unpin>(
     env: Envelope,
     caller: &str,
@@ -170,6 +192,9 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
         Some(_) => return Response::fail(exit::USAGE, "only process carries a file"),
         None => None,
     };
+    if let Request::Fetch = request {
+        return fetch(engine, caller, env.output).await;
+    }
     engine
         .ask(request, caller.to_string(), upload, env.output)
         .await

@@ -45,6 +45,11 @@ impl EngineHandle {
         let _ = self.tx.send(Job::Scan);
     }
 
+    /// The source the daemon runs (for `autoprov fetch`), once it is set up.
+    pub fn source(&self) -> Option<Arc<dyn super::SourceLink>> {
+        self.state.lock().expect("state lock").source.clone()
+    }
+
     /// Whether a remote file with this origin (its SHA-256 aside) was fetched already.
     pub async fn known(&self, origin: RemoteOrigin) -> crate::api::Result<bool> {
         self.source_job(|reply| SourceJob::Known(origin, reply))

@@ -19,5 +19,5 @@ mod worker;
 pub use handle::EngineHandle;
 pub use jobs::SourceFile;
 pub use observe::{FileObserver, FileOutcome};
-pub use state::{EngineState, SourceLink};
+pub use state::{EngineState, FetchNow, SourceLink};
 pub use worker::start;

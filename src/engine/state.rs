@@ -1,9 +1,15 @@
 //! What the engine knows besides the store: when it started, the SFTP address, its last
 //! error, and the source it serves (for `status` and hand-offs).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// A fetch asked for now (`autoprov fetch`): the name the fetched file got in inbox/, or
+/// why the fetch failed (nothing was written).
+pub type FetchNow = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 
 /// What the engine knows of the source that brings files in (ingest implements it).
 pub trait SourceLink: Send + Sync {
@@ -12,6 +18,11 @@ pub trait SourceLink: Send + Sync {
     fn handoffs_waiting(&self) {}
     /// The source's part of `status`: its key in the JSON, its value, and text lines.
     fn status(&self) -> Option<(&'static str, serde_json::Value, String)> {
+        None
+    }
+    /// `autoprov fetch`: fetches now and files the result into inbox/. None when the source
+    /// does not fetch on demand (every mode but hris).
+    fn fetch_now(&self) -> Option<FetchNow> {
         None
     }
 }

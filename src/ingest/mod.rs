@@ -1,5 +1,7 @@
-//! Where files come from: the SFTP server (host mode), the watchers, and what they share.
+//! Where files come from: the SFTP server (host mode), the watchers, the HRIS fetcher, and
+//! what they share.
 
+pub mod hris;
 pub mod poll;
 pub mod sftp;
 pub mod watch;

@@ -13,6 +13,7 @@
 
 pub mod browser;
 pub mod daemon;
+pub mod https;
 pub mod prereq;
 pub mod sftp;
 pub mod sshd;

@@ -64,6 +64,10 @@ fn run<S: Store>(
         | Request::Status
         | Request::Backup { .. }
         | Request::Audit { .. }) => files::run(p, req, caller, output)?,
+        Request::Fetch => Response::fail(
+            exit::UNREACHABLE,
+            "`autoprov fetch` runs through the daemon, which fetches from the HR system",
+        ),
     })
 }
 
@@ -116,6 +120,13 @@ pub fn process_upload<S: Store>(
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
 fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> crate::api::Result<Response> {
+    // The inbox watcher may have processed it first (a source filed it, then asked).
+    if !name.is_empty()
+        && !p.waiting()?.iter().any(|w| w == name)
+        && let Some(done) = processed_already(p, name, output)?
+    {
+        return Ok(done);
+    }
     if let Some(held) = p.held()? {
         return Err(Blocked::Held {
             id: held.id,
@@ -151,6 +162,25 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> crate::api:
         exit::USAGE,
         format!("{name} is not waiting in inbox/"),
     ))
+}
+
+/// The report of the newest file in the ledger that had `name` in inbox/, with the exit
+/// code `process` gives it.
+fn processed_already<S: Store>(
+    p: &Pipeline<S>,
+    name: &str,
+    output: Output,
+) -> crate::api::Result<Option<Response>> {
+    let files = p.store.files()?;
+    let Some(entry) = files.iter().rev().find(|f| f.name == name) else {
+        return Ok(None);
+    };
+    let path = p.report_path(entry);
+    let report: crate::core::report::Report = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(report_response(&report, output)))
 }
 
 pub(crate) fn note(user: &str, action: &str, detail: String) -> AuditNote {
@@ -202,6 +232,8 @@ mod tests {
             .is_change()
         );
         assert!(!Request::Status.is_change());
+        // `fetch` changes state like `process` (it is one, through the daemon).
+        assert!(Request::Fetch.is_change() && Request::Fetch.provisions());
     }
 
     #[test]
@@ -252,6 +284,30 @@ mod tests {
         assert!(r.text.contains("stays in inbox/"), "{}", r.text);
         assert_eq!(p.waiting().unwrap(), vec![name]);
         assert!(p.store.files().unwrap().is_empty());
+    }
+
+    #[test]
+    fn process_of_a_file_processed_meanwhile_answers_its_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let name = p
+            .receive("hris-x.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
+            .unwrap();
+        // The inbox watcher got to it first.
+        p.process(&name).unwrap();
+        let r = execute(&p, Request::Process { name }, "root", Output::Json);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        assert_eq!(r.json["status"], "applied");
+        assert_eq!(r.json["file"], "hris-x.csv");
+        let r = execute(
+            &p,
+            Request::Process {
+                name: "other.csv".into(),
+            },
+            "root",
+            Output::Json,
+        );
+        assert_eq!(r.exit, exit::USAGE, "{}", r.text);
     }
 
     #[test]

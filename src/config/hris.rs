@@ -1,0 +1,508 @@
+//! `[source.hris]` (SPEC §10): which HR system the roster is fetched from, when, and with
+//! which credentials. Credentials are only ever named by `*_file` keys; [`read_secret`]
+//! reads them when the daemon starts.
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Deserializer};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The HR system (`source.hris.provider`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// BambooHR's custom report API.
+    Bamboohr,
+    /// A Workday custom report served as a web service (RaaS).
+    Workday,
+    /// Any HTTPS URL that answers with a CSV export.
+    CsvUrl,
+}
+
+impl Provider {
+    /// The name used in the config, file names and `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Bamboohr => "bamboohr",
+            Provider::Workday => "workday",
+            Provider::CsvUrl => "csv_url",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Provider {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "bamboohr" => Ok(Provider::Bamboohr),
+            "workday" => Ok(Provider::Workday),
+            "csv_url" => Ok(Provider::CsvUrl),
+            other => Err(serde::de::Error::custom(format!(
+                "source.hris.provider = \"{other}\": use \"bamboohr\", \"workday\" or \"csv_url\""
+            ))),
+        }
+    }
+}
+
+/// `[source.hris]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hris {
+    /// bamboohr | workday | csv_url
+    pub provider: Provider,
+    /// First fetch at this time of day (`HH:MM`, UTC); empty = at start-up.
+    #[serde(default)]
+    pub at: String,
+    /// Then every this long.
+    #[serde(default = "default_every", deserialize_with = "super::duration")]
+    pub every: Duration,
+    /// Longest time one request may take, from connecting to the last byte of the answer.
+    #[serde(default = "default_timeout", deserialize_with = "super::duration")]
+    pub timeout: Duration,
+    /// Retries after a 429, 5xx or network error.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Extra trusted CA certificates (PEM), besides the system's.
+    #[serde(default)]
+    pub ca_file: PathBuf,
+    /// BambooHR: more fields to request.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// `[source.hris.bamboohr]`
+    #[serde(default)]
+    pub bamboohr: Option<BambooHr>,
+    /// `[source.hris.workday]`
+    #[serde(default)]
+    pub workday: Option<Workday>,
+    /// `[source.hris.csv_url]`
+    #[serde(default)]
+    pub csv_url: Option<CsvUrl>,
+}
+
+fn default_every() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_retries() -> u32 {
+    5
+}
+
+/// `[source.hris.bamboohr]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BambooHr {
+    /// The API's origin.
+    #[serde(default = "default_bamboohr_url")]
+    pub base_url: String,
+    /// The company's BambooHR subdomain (`acme` for acme.bamboohr.com).
+    pub subdomain: String,
+    /// File holding the API key.
+    pub api_key_file: PathBuf,
+    /// The field that becomes `employee_id`.
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    /// The field that becomes `manager_id` (the supervisor's `id_field`).
+    #[serde(default = "default_manager_field")]
+    pub manager_field: String,
+}
+
+fn default_bamboohr_url() -> String {
+    "https://api.bamboohr.com".into()
+}
+fn default_id_field() -> String {
+    "id".into()
+}
+fn default_manager_field() -> String {
+    "supervisorEId".into()
+}
+
+/// How autoprov signs in to Workday.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkdayAuth {
+    /// HTTP Basic with the integration system user's name and password.
+    #[default]
+    Basic,
+    /// OAuth 2 refresh-token grant, then a bearer token.
+    Oauth,
+}
+
+impl<'de> Deserialize<'de> for WorkdayAuth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "basic" => Ok(WorkdayAuth::Basic),
+            "oauth" => Ok(WorkdayAuth::Oauth),
+            other => Err(serde::de::Error::custom(format!(
+                "source.hris.workday.auth = \"{other}\": use \"basic\" or \"oauth\""
+            ))),
+        }
+    }
+}
+
+/// `[source.hris.workday]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workday {
+    /// The custom report's web service URL (without `?format=json`).
+    pub report_url: String,
+    /// basic | oauth
+    #[serde(default)]
+    pub auth: WorkdayAuth,
+    /// Basic: the integration system user.
+    #[serde(default)]
+    pub username: String,
+    /// Basic: file holding its password.
+    #[serde(default)]
+    pub password_file: PathBuf,
+    /// OAuth: the tenant's token endpoint.
+    #[serde(default)]
+    pub token_url: String,
+    /// OAuth: the API client's id.
+    #[serde(default)]
+    pub client_id: String,
+    /// OAuth: file holding the API client's secret.
+    #[serde(default)]
+    pub client_secret_file: PathBuf,
+    /// OAuth: file holding the refresh token.
+    #[serde(default)]
+    pub refresh_token_file: PathBuf,
+}
+
+/// `[source.hris.csv_url]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvUrl {
+    /// Where the CSV export is published.
+    pub url: String,
+    /// File holding a bearer token (or leave empty).
+    #[serde(default)]
+    pub bearer_token_file: PathBuf,
+    /// HTTP Basic user name (with `password_file`).
+    #[serde(default)]
+    pub username: String,
+    /// File holding the HTTP Basic password.
+    #[serde(default)]
+    pub password_file: PathBuf,
+}
+
+/// A credential read from a file: never shown by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// A credential obtained at run time (an OAuth access token).
+    pub fn from_fetched(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Reads the secret that config key `key` names (`path`): one trailing newline (LF or CRLF)
+/// is not part of it. The error names the key and the path, never the content, and is a
+/// config error (exit 2), not a failure of the work.
+pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("{key} = {}: cannot read it ({e})", path.display()))?;
+    let Ok(mut text) = String::from_utf8(bytes) else {
+        bail!("{key} = {}: the file is not UTF-8 text", path.display());
+    };
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        bail!("{key} = {}: the file is empty", path.display());
+    }
+    Ok(Secret(text))
+}
+
+/// Checks `value` of config key `key` is an `https://` URL with a host.
+pub fn check_https(key: &str, value: &str) -> Result<()> {
+    let url = match reqwest::Url::parse(value.trim()) {
+        Ok(url) => url,
+        Err(e) => bail!("{key} = \"{value}\": not a URL ({e})"),
+    };
+    if url.scheme() != "https" {
+        bail!(
+            "{key} = \"{value}\": only https:// URLs are allowed (the roster and the credentials must not travel in clear text)"
+        );
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("{key} = \"{value}\": the URL has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("{key} = \"{value}\": credentials belong in the *_file keys, not in the URL");
+    }
+    Ok(())
+}
+
+fn require(key: &str, value: &str) -> Result<()> {
+    if value.trim().is_empty() {
+        bail!("{key} is empty");
+    }
+    Ok(())
+}
+
+fn require_file(key: &str, value: &Path) -> Result<()> {
+    if value.as_os_str().is_empty() {
+        bail!("{key} is empty: name the file that holds the secret");
+    }
+    Ok(())
+}
+
+impl Hris {
+    /// The time of day of the first fetch (hour, minute, UTC); None = at start-up.
+    pub fn at_utc(&self) -> Option<(u32, u32)> {
+        parse_at(&self.at).ok().flatten()
+    }
+
+    /// Checks what serde cannot: the schedule, the provider's section, https:// URLs and
+    /// that every credential is named by a file.
+    pub fn validate(&self) -> Result<()> {
+        parse_at(&self.at)?;
+        if self.every.is_zero() {
+            bail!("source.hris.every must be longer than 0s");
+        }
+        if self.timeout.is_zero() {
+            bail!("source.hris.timeout must be longer than 0s");
+        }
+        let section = |name: &str| {
+            anyhow::anyhow!(
+                "source.hris.provider = \"{name}\" needs a [source.hris.{name}] section"
+            )
+        };
+        match self.provider {
+            Provider::Bamboohr => {
+                let b = self.bamboohr.as_ref().ok_or_else(|| section("bamboohr"))?;
+                check_https("source.hris.bamboohr.base_url", &b.base_url)?;
+                require("source.hris.bamboohr.subdomain", &b.subdomain)?;
+                if b.subdomain.contains(['/', '?', '#', '%']) {
+                    bail!(
+                        "source.hris.bamboohr.subdomain = \"{}\": only the subdomain (acme for acme.bamboohr.com)",
+                        b.subdomain
+                    );
+                }
+                require_file("source.hris.bamboohr.api_key_file", &b.api_key_file)?;
+                require("source.hris.bamboohr.id_field", &b.id_field)?;
+                require("source.hris.bamboohr.manager_field", &b.manager_field)?;
+            }
+            Provider::Workday => {
+                let w = self.workday.as_ref().ok_or_else(|| section("workday"))?;
+                validate_workday(w)?;
+            }
+            Provider::CsvUrl => {
+                let c = self.csv_url.as_ref().ok_or_else(|| section("csv_url"))?;
+                validate_csv_url(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_workday(w: &Workday) -> Result<()> {
+    check_https("source.hris.workday.report_url", &w.report_url)?;
+    match w.auth {
+        WorkdayAuth::Basic => {
+            require("source.hris.workday.username", &w.username)?;
+            require_file("source.hris.workday.password_file", &w.password_file)?;
+        }
+        WorkdayAuth::Oauth => {
+            check_https("source.hris.workday.token_url", &w.token_url)?;
+            require("source.hris.workday.client_id", &w.client_id)?;
+            require_file(
+                "source.hris.workday.client_secret_file",
+                &w.client_secret_file,
+            )?;
+            require_file(
+                "source.hris.workday.refresh_token_file",
+                &w.refresh_token_file,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_csv_url(c: &CsvUrl) -> Result<()> {
+    check_https("source.hris.csv_url.url", &c.url)?;
+    let bearer = !c.bearer_token_file.as_os_str().is_empty();
+    let user = !c.username.trim().is_empty();
+    let password = !c.password_file.as_os_str().is_empty();
+    if bearer && (user || password) {
+        bail!("source.hris.csv_url: use bearer_token_file or username/password_file, not both");
+    }
+    if user != password {
+        bail!("source.hris.csv_url: username and password_file go together");
+    }
+    Ok(())
+}
+
+/// `HH:MM` (UTC) or empty.
+fn parse_at(at: &str) -> Result<Option<(u32, u32)>> {
+    let at = at.trim();
+    if at.is_empty() {
+        return Ok(None);
+    }
+    let parsed = at.split_once(':').and_then(|(h, m)| {
+        let ok = |s: &str| s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit());
+        (ok(h) && ok(m)).then(|| (h.parse::<u32>().ok(), m.parse::<u32>().ok()))
+    });
+    match parsed {
+        Some((Some(h), Some(m))) if h < 24 && m < 60 => Ok(Some((h, m))),
+        _ => bail!(
+            "source.hris.at = \"{at}\": write the time of day as HH:MM in UTC (e.g. \"02:00\"), or leave it empty to fetch at start-up"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Mode};
+    use std::io::Write;
+
+    fn load(text: &str) -> Result<Config> {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(f.path()))
+    }
+
+    const BAMBOO: &str = "[source]\nmode = \"hris\"\n[source.hris]\nprovider = \"bamboohr\"\n\
+        [source.hris.bamboohr]\nsubdomain = \"acme\"\napi_key_file = \"/k\"\n";
+
+    #[test]
+    fn spec_keys_and_defaults() {
+        let c = load(BAMBOO).unwrap();
+        assert_eq!(c.source.mode, Mode::Hris);
+        let h = c.source.hris.unwrap();
+        assert_eq!(h.provider, Provider::Bamboohr);
+        assert_eq!(h.at_utc(), None);
+        assert_eq!(h.every, Duration::from_secs(86_400));
+        assert_eq!(h.timeout, Duration::from_secs(300));
+        assert_eq!(h.retries, 5);
+        let b = h.bamboohr.unwrap();
+        assert_eq!(b.base_url, "https://api.bamboohr.com");
+        assert_eq!(b.id_field, "id");
+        assert_eq!(b.manager_field, "supervisorEId");
+    }
+
+    #[test]
+    fn the_example_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for (file, provider) in [
+            ("autoprov.hris-bamboohr.toml", Provider::Bamboohr),
+            ("autoprov.hris-workday.toml", Provider::Workday),
+            ("autoprov.hris-csv_url.toml", Provider::CsvUrl),
+        ] {
+            let c = Config::load(Some(&dir.join(file))).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            assert_eq!(c.source.mode, Mode::Hris, "{file}");
+            assert_eq!(c.source.hris.unwrap().provider, provider, "{file}");
+        }
+    }
+
+    #[test]
+    fn plain_http_is_a_config_error_naming_the_key() {
+        let text = BAMBOO.replace(
+            "subdomain",
+            "base_url = \"http://api.bamboohr.com\"\nsubdomain",
+        );
+        let err = format!("{:#}", load(&text).unwrap_err());
+        assert!(
+            err.contains("source.hris.bamboohr.base_url") && err.contains("https://"),
+            "{err}"
+        );
+        let workday = "[source]\nmode = \"hris\"\n[source.hris]\nprovider = \"workday\"\n\
+            [source.hris.workday]\nreport_url = \"https://wd/r\"\nauth = \"oauth\"\n\
+            token_url = \"http://wd/token\"\nclient_id = \"c\"\nclient_secret_file = \"/s\"\n\
+            refresh_token_file = \"/r\"\n";
+        let err = format!("{:#}", load(workday).unwrap_err());
+        assert!(err.contains("source.hris.workday.token_url"), "{err}");
+        assert!(load(&workday.replace("http://wd/token", "https://wd/token")).is_ok());
+        let csv = "[source]\nmode = \"hris\"\n[source.hris]\nprovider = \"csv_url\"\n\
+            [source.hris.csv_url]\nurl = \"http://x/r.csv\"\n";
+        let err = format!("{:#}", load(csv).unwrap_err());
+        assert!(err.contains("source.hris.csv_url.url"), "{err}");
+    }
+
+    #[test]
+    fn what_the_mode_and_the_provider_need() {
+        let err = format!("{:#}", load("[source]\nmode = \"hris\"\n").unwrap_err());
+        assert!(err.contains("[source.hris]"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[source]\nmode = \"hris\"\n[source.hris]\nprovider = \"workday\"\n").unwrap_err()
+        );
+        assert!(err.contains("[source.hris.workday]"), "{err}");
+        let err = format!(
+            "{:#}",
+            load("[source.hris]\nprovider = \"sap\"\n").unwrap_err()
+        );
+        assert!(err.contains("source.hris.provider = \"sap\""), "{err}");
+        let err = format!(
+            "{:#}",
+            load(&BAMBOO.replace("[source.hris]\n", "[source.hris]\nat = \"25:00\"\n"))
+                .unwrap_err()
+        );
+        assert!(err.contains("source.hris.at"), "{err}");
+        let c =
+            load(&BAMBOO.replace("[source.hris]\n", "[source.hris]\nat = \"02:30\"\n")).unwrap();
+        assert_eq!(c.source.hris.unwrap().at_utc(), Some((2, 30)));
+    }
+
+    #[test]
+    fn secrets_are_named_by_files_only() {
+        let err = format!(
+            "{:#}",
+            load(&BAMBOO.replace("api_key_file = \"/k\"", "api_key = \"s3cret\"")).unwrap_err()
+        );
+        assert!(err.contains("api_key"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let csv = "[source]\nmode = \"hris\"\n[source.hris]\nprovider = \"csv_url\"\n\
+            [source.hris.csv_url]\nurl = \"https://x/r.csv\"\nusername = \"u\"\n";
+        let err = format!("{:#}", load(csv).unwrap_err());
+        assert!(err.contains("password_file"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_trailing_newline_and_errors_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        for (content, want) in [
+            ("abc\n", "abc"),
+            ("abc\r\n", "abc"),
+            ("abc", "abc"),
+            ("a b\n\n", "a b\n"),
+        ] {
+            std::fs::write(&path, content).unwrap();
+            assert_eq!(read_secret("k", &path).unwrap().expose(), want);
+        }
+        std::fs::write(&path, "topsecret\n").unwrap();
+        assert_eq!(
+            format!("{:?}", read_secret("k", &path).unwrap()),
+            "Secret(***)"
+        );
+        let missing = dir.path().join("nope");
+        let err = format!(
+            "{:#}",
+            read_secret("source.hris.bamboohr.api_key_file", &missing).unwrap_err()
+        );
+        assert!(
+            err.contains("source.hris.bamboohr.api_key_file")
+                && err.contains(&missing.display().to_string()),
+            "{err}"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        let err = format!("{:#}", read_secret("k", &path).unwrap_err());
+        assert!(err.contains("empty"), "{err}");
+    }
+}

@@ -1,0 +1,200 @@
+//! BambooHR's custom report API ("Request Custom Report"): one POST asks for the fields of
+//! every employee; each employee of the answer becomes a row.
+//!
+//! `POST {base_url}/api/gateway.php/{subdomain}/v1/reports/custom?format=JSON&onlyCurrent=true`
+//! with `Content-Type: application/json` exactly (BambooHR reads any other content type as
+//! XML) and HTTP Basic auth (the API key as user name, `x` as password). The answer is
+//! `{"title": ..., "fields": [...], "employees": [{"id": ..., <field>: ...}, ...]}`.
+
+use super::csv_out::{Column, Record, parse, write_csv};
+use super::http::{FetchError, Http, Sink};
+use crate::config::hris::{self, Hris, Secret, read_secret};
+use crate::core::columns::{EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
+use anyhow::Result;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde::Deserialize;
+
+/// The fields always requested besides the id and manager fields (SPEC §10).
+const STANDARD_FIELDS: [&str; 6] = [
+    "workEmail",
+    "status",
+    "department",
+    "division",
+    "location",
+    "jobTitle",
+];
+
+/// The BambooHR provider, credentials loaded.
+pub struct BambooHr {
+    url: String,
+    api_key: Secret,
+    /// What is asked for, in order, without repeats.
+    fields: Vec<String>,
+    /// The CSV's columns.
+    columns: Vec<Column>,
+}
+
+/// The part of the answer that is used.
+#[derive(Deserialize)]
+struct Answer {
+    employees: Vec<Record>,
+}
+
+impl BambooHr {
+    /// From the config; reads the API key file.
+    pub fn new(hris: &Hris, b: &hris::BambooHr) -> Result<BambooHr> {
+        let api_key = read_secret("source.hris.bamboohr.api_key_file", &b.api_key_file)?;
+        let url = format!(
+            "{}/api/gateway.php/{}/v1/reports/custom?format=JSON&onlyCurrent=true",
+            b.base_url.trim().trim_end_matches('/'),
+            b.subdomain.trim()
+        );
+        let mut fields: Vec<String> = Vec::new();
+        let wanted = [b.id_field.as_str(), b.manager_field.as_str()]
+            .into_iter()
+            .chain(STANDARD_FIELDS)
+            .chain(hris.fields.iter().map(String::as_str));
+        for field in wanted {
+            let field = field.trim();
+            if !field.is_empty() && !fields.iter().any(|f| f == field) {
+                fields.push(field.to_string());
+            }
+        }
+        let canonical = [
+            (EMPLOYEE_ID, b.id_field.trim()),
+            (EMAIL, "workEmail"),
+            (MANAGER_ID, b.manager_field.trim()),
+            (EMPLOYMENT_STATUS, "status"),
+        ];
+        let mut columns: Vec<Column> = canonical
+            .iter()
+            .map(|(header, field)| Column {
+                header: header.to_string(),
+                field: field.to_string(),
+            })
+            .collect();
+        for field in &fields {
+            if !canonical.iter().any(|(_, f)| f == field) {
+                columns.push(Column {
+                    header: field.clone(),
+                    field: field.clone(),
+                });
+            }
+        }
+        Ok(BambooHr {
+            url,
+            api_key,
+            fields,
+            columns,
+        })
+    }
+
+    /// Asks for the report; the answer's bytes.
+    pub async fn answer(&self, http: &Http) -> Result<Vec<u8>, FetchError> {
+        let body = serde_json::json!({"title": "autoprov", "fields": self.fields}).to_string();
+        let make = || {
+            http.client()
+                .post(&self.url)
+                .basic_auth(self.api_key.expose(), Some("x"))
+                .header(CONTENT_TYPE, "application/json")
+                .header(ACCEPT, "application/json")
+                .body(body.clone())
+        };
+        let mut sink = Sink::Memory(Vec::new());
+        let what = format!("BambooHR ({})", self.url);
+        http.fetch(&what, &make, &mut sink).await?;
+        Ok(sink.into_bytes())
+    }
+
+    /// The answer as the CSV of SPEC §10.
+    pub fn to_csv(&self, answer: &[u8]) -> Result<Vec<u8>, FetchError> {
+        let answer: Answer = parse(
+            answer,
+            "BambooHR's answer",
+            "{\"fields\": [...], \"employees\": [{...}, ...]}",
+        )?;
+        write_csv(&self.columns, &answer.employees, "employees")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(extra: &[&str], id_field: &str) -> BambooHr {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k\n").unwrap();
+        let text = format!(
+            "provider = \"bamboohr\"\nfields = {extra:?}\n[bamboohr]\nbase_url = \"https://b.example/\"\n\
+             subdomain = \"acme\"\napi_key_file = {:?}\nid_field = \"{id_field}\"\n",
+            key.display().to_string()
+        );
+        let hris: Hris = toml_from(&text);
+        BambooHr::new(&hris, hris.bamboohr.as_ref().unwrap()).unwrap()
+    }
+
+    fn toml_from(text: &str) -> Hris {
+        config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_request_asks_for_the_spec_fields_once_each() {
+        let b = provider(&["employeeNumber", "department", "workEmail"], "id");
+        assert_eq!(
+            b.url,
+            "https://b.example/api/gateway.php/acme/v1/reports/custom?format=JSON&onlyCurrent=true"
+        );
+        assert_eq!(
+            b.fields,
+            [
+                "id",
+                "supervisorEId",
+                "workEmail",
+                "status",
+                "department",
+                "division",
+                "location",
+                "jobTitle",
+                "employeeNumber"
+            ]
+        );
+    }
+
+    #[test]
+    fn employees_become_rows_with_canonical_columns_first() {
+        let b = provider(&["employeeNumber"], "employeeNumber");
+        let answer = br#"{"title": "autoprov", "fields": [{"id": "employeeNumber", "type": "text", "name": "Employee #"}],
+            "employees": [
+              {"id": "4", "employeeNumber": "E-1", "supervisorEId": null, "workEmail": "a@x.io", "status": "Active",
+               "department": "IT", "division": "North", "location": "Berlin", "jobTitle": "CTO"},
+              {"id": "5", "employeeNumber": "E-2", "supervisorEId": "E-1", "workEmail": "b@x.io", "status": "Inactive"}
+            ]}"#;
+        let csv = String::from_utf8(b.to_csv(answer).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "employee_id,email,manager_id,employment_status,department,division,location,jobTitle\n\
+             E-1,a@x.io,,Active,IT,North,Berlin,CTO\n\
+             E-2,b@x.io,E-1,Inactive,,,,\n"
+        );
+    }
+
+    #[test]
+    fn a_nested_value_names_the_employee_record_and_field() {
+        let b = provider(&[], "id");
+        let answer = br#"{"employees": [{"id": "1", "workEmail": "a@x.io"},
+            {"id": "2", "department": {"name": "IT"}}]}"#;
+        let err = b.to_csv(answer).unwrap_err().to_string();
+        assert!(
+            err.contains("record 2 (employees[1])") && err.contains("field \"department\""),
+            "{err}"
+        );
+        let err = b.to_csv(br#"{"fields": []}"#).unwrap_err().to_string();
+        assert!(err.contains("documented shape"), "{err}");
+    }
+}

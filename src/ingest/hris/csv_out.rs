@@ -1,0 +1,255 @@
+//! A provider's JSON answer becomes the CSV of SPEC §10: UTF-8, comma, LF, header first; the
+//! canonical columns under their canonical names, every other field under the provider's
+//! field name. Values that are not a string, number, boolean or null fail the fetch,
+//! naming the record and the field.
+
+use super::http::FetchError;
+use crate::core::columns::{Columns, DEFAULT_ALIASES, normalize_header};
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// One JSON object of the answer, its fields in the order the answer has them.
+#[derive(Debug, Default)]
+pub struct Record(pub Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Record {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Record;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object holding one record's fields")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    fields.push((key, value));
+                }
+                Ok(Record(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
+/// A column of the CSV: its header, and the provider's field that fills it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// The header written.
+    pub header: String,
+    /// The field of each record.
+    pub field: String,
+}
+
+/// Parses an answer as `T`, telling a body that is not JSON from JSON of another shape.
+/// `who` names the answer ("BambooHR's answer"), `shape` what was expected.
+pub fn parse<T: DeserializeOwned>(body: &[u8], who: &str, shape: &str) -> Result<T, FetchError> {
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        FetchError::Invalid(match e.classify() {
+            Category::Data => format!("{who} is not of the documented shape {shape}: {e}"),
+            Category::Syntax | Category::Eof | Category::Io => format!(
+                "{who} is not JSON (line {} column {}: {e}); expected {shape}",
+                e.line(),
+                e.column()
+            ),
+        })
+    })
+}
+
+/// The canonical column (`employee_id`, `email`, `manager_id`, `employment_status`) a
+/// field name stands for under the roster aliases (plus `roster.columns`), if any.
+pub fn canonical(columns: &Columns, field: &str) -> Option<&'static str> {
+    let key = columns.key(field);
+    DEFAULT_ALIASES
+        .iter()
+        .map(|(canonical, _)| *canonical)
+        .find(|canonical| normalize_header(canonical) == key)
+}
+
+/// Every field of every record, in order of first appearance (a Workday report leaves a
+/// field out of a record when it is empty); canonical ones under their canonical name.
+pub fn union_columns(records: &[Record], columns: &Columns) -> Vec<Column> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for record in records {
+        for (field, _) in &record.0 {
+            if seen.insert(field.as_str()) {
+                out.push(Column {
+                    header: canonical(columns, field).unwrap_or(field).to_string(),
+                    field: field.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The CSV bytes: the header, then one row per record. `list` names where the records
+/// were in the answer (`employees`, `Report_Entry`), for messages.
+pub fn write_csv(
+    columns: &[Column],
+    records: &[Record],
+    list: &str,
+) -> Result<Vec<u8>, FetchError> {
+    let index: HashMap<&str, usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.field.as_str(), i))
+        .collect();
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let failed = |e: csv::Error| FetchError::Invalid(format!("writing the CSV: {e}"));
+    writer
+        .write_record(columns.iter().map(|c| c.header.as_str()))
+        .map_err(failed)?;
+    let mut row = vec![String::new(); columns.len()];
+    for (i, record) in records.iter().enumerate() {
+        row.iter_mut().for_each(String::clear);
+        for (field, value) in &record.0 {
+            let Some(&column) = index.get(field.as_str()) else {
+                continue;
+            };
+            row[column] = cell(value).map_err(|kind| {
+                FetchError::Invalid(format!(
+                    "record {} ({list}[{i}]), field \"{field}\": the value is {kind}, not a string, number, boolean or null",
+                    i + 1
+                ))
+            })?;
+        }
+        writer.write_record(&row).map_err(failed)?;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| FetchError::Invalid(format!("writing the CSV: {e}")))
+}
+
+/// A value as CSV text; what it is when it cannot be one.
+fn cell(value: &Value) -> Result<String, &'static str> {
+    Ok(match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        Value::Object(_) => return Err("an object"),
+        Value::Array(_) => return Err("a list"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(rename = "Report_Entry")]
+        entries: Vec<Record>,
+    }
+
+    fn entries(json: &str) -> Vec<Record> {
+        parse::<Answer>(json.as_bytes(), "the report", "{\"Report_Entry\": [...]}")
+            .unwrap()
+            .entries
+    }
+
+    #[test]
+    fn columns_are_the_union_in_order_of_first_appearance_with_canonical_names() {
+        let records = entries(
+            r#"{"Report_Entry": [
+                {"Employee_ID": "1", "Work_Email": "a@x.io", "Cost_Center": "CC1"},
+                {"Employee_ID": "2", "Manager_ID": "1", "Work_Email": "b@x.io", "Location": "Berlin"}
+            ]}"#,
+        );
+        let cols = union_columns(&records, &Columns::default());
+        let headers: Vec<&str> = cols.iter().map(|c| c.header.as_str()).collect();
+        assert_eq!(
+            headers,
+            [
+                "employee_id",
+                "email",
+                "Cost_Center",
+                "manager_id",
+                "Location"
+            ]
+        );
+        let csv = String::from_utf8(write_csv(&cols, &records, "Report_Entry").unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "employee_id,email,Cost_Center,manager_id,Location\n1,a@x.io,CC1,,\n2,b@x.io,,1,Berlin\n"
+        );
+    }
+
+    #[test]
+    fn roster_columns_aliases_find_canonical_columns_too() {
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert("manager_id".to_string(), vec!["Supervisor_EID".to_string()]);
+        let cols = Columns::new(&extra);
+        assert_eq!(canonical(&cols, "Supervisor_EID"), Some("manager_id"));
+        assert_eq!(canonical(&cols, "Worker_Status"), Some("employment_status"));
+        assert_eq!(canonical(&cols, "jobTitle"), None);
+    }
+
+    #[test]
+    fn scalars_become_text_and_quoting_follows_csv() {
+        let records = entries(
+            r#"{"Report_Entry": [{"id": 7, "ok": true, "none": null, "f": 1.5,
+                "name": "Doe, \"J\"", "multi": "a\nb", "f2": "=HYPERLINK(1)"}]}"#,
+        );
+        let cols = union_columns(&records, &Columns::default());
+        let csv = String::from_utf8(write_csv(&cols, &records, "Report_Entry").unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "id,ok,none,f,name,multi,f2\n7,true,,1.5,\"Doe, \"\"J\"\"\",\"a\nb\",=HYPERLINK(1)\n"
+        );
+    }
+
+    #[test]
+    fn a_nested_value_fails_naming_record_and_field() {
+        let records =
+            entries(r#"{"Report_Entry": [{"id": "1"}, {"id": "2", "Groups": [{"x": 1}]}]}"#);
+        let cols = union_columns(&records, &Columns::default());
+        let err = write_csv(&cols, &records, "Report_Entry")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record 2 (Report_Entry[1])")
+                && err.contains("field \"Groups\"")
+                && err.contains("a list"),
+            "{err}"
+        );
+        let records = entries(r#"{"Report_Entry": [{"id": "1", "Org": {"id": 5}}]}"#);
+        let cols = union_columns(&records, &Columns::default());
+        let err = write_csv(&cols, &records, "Report_Entry")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("record 1") && err.contains("an object"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn not_json_and_wrong_shapes_are_told_apart() {
+        let shape = "{\"Report_Entry\": [...]}";
+        let not_json = parse::<Answer>(b"<html>login</html>", "the report", shape)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(not_json.contains("is not JSON"), "{not_json}");
+        for body in [
+            r#"{"Report": []}"#,
+            r#"{"Report_Entry": {"id": 1}}"#,
+            r#"{"Report_Entry": ["x"]}"#,
+            r#"[1, 2]"#,
+        ] {
+            let err = parse::<Answer>(body.as_bytes(), "the report", shape)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("not of the documented shape"), "{body}: {err}");
+        }
+    }
+}

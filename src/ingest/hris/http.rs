@@ -1,0 +1,376 @@
+//! The one HTTPS client of the HRIS source: system roots plus `ca_file`, a 10 s connect
+//! timeout, `timeout` per request (to the last byte of the answer), answers capped at
+//! `roster.max_bytes` while they stream in, and the retry policy of SPEC §10.
+
+use crate::config::hris::Hris;
+use anyhow::{Result, bail};
+use reqwest::{Client, RequestBuilder, StatusCode, header};
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+/// Time allowed to open a connection (TCP and TLS).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First wait after a 5xx or a network error; doubled after each.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest wait a `Retry-After` may ask for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Why a fetch failed. Messages name what was asked and never carry a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// 401 or 403 (or a refused token grant): never retried.
+    #[error("credentials refused ({what} answered HTTP {status}); check the credential files")]
+    CredentialsRefused {
+        /// Which request.
+        what: String,
+        /// The status code.
+        status: u16,
+    },
+    /// Another status that is not a success.
+    #[error("{what} answered HTTP {status}")]
+    Status {
+        /// Which request.
+        what: String,
+        /// The status code.
+        status: u16,
+    },
+    /// The answer is larger than `roster.max_bytes`.
+    #[error("the answer of {what} is larger than roster.max_bytes = {max} bytes; abandoned")]
+    TooLarge {
+        /// Which request.
+        what: String,
+        /// The limit.
+        max: u64,
+    },
+    /// No complete answer within `source.hris.timeout`.
+    #[error("{what}: no complete answer within source.hris.timeout = {}", humantime::format_duration(*timeout))]
+    Timeout {
+        /// Which request.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// Connecting or reading failed.
+    #[error("{what}: {detail}")]
+    Network {
+        /// Which request.
+        what: String,
+        /// What went wrong (the error's chain).
+        detail: String,
+    },
+    /// The answer arrived but is not what the vendor documents.
+    #[error("{0}")]
+    Invalid(String),
+    /// Writing the fetched roster locally failed.
+    #[error("writing {path}: {detail}")]
+    Local {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        detail: String,
+    },
+}
+
+/// Where an answer's body goes: memory (JSON to convert) or a file (bytes kept as received).
+pub enum Sink {
+    /// Kept in memory.
+    Memory(Vec<u8>),
+    /// Written to this file (emptied again before a retry).
+    File(tokio::fs::File, String),
+}
+
+impl Sink {
+    /// What a memory sink holds (empty for a file).
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Sink::Memory(v) => v,
+            Sink::File(..) => Vec::new(),
+        }
+    }
+
+    /// The file a file sink writes.
+    pub fn into_file(self) -> Option<tokio::fs::File> {
+        match self {
+            Sink::Memory(_) => None,
+            Sink::File(f, _) => Some(f),
+        }
+    }
+
+    async fn reset(&mut self) -> Result<(), FetchError> {
+        match self {
+            Sink::Memory(v) => v.clear(),
+            Sink::File(f, path) => {
+                let local = |e: std::io::Error| FetchError::Local {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                };
+                f.set_len(0).await.map_err(local)?;
+                f.rewind().await.map_err(local)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), FetchError> {
+        match self {
+            Sink::Memory(v) => v.extend_from_slice(bytes),
+            Sink::File(f, path) => f.write_all(bytes).await.map_err(|e| FetchError::Local {
+                path: path.clone(),
+                detail: e.to_string(),
+            })?,
+        }
+        Ok(())
+    }
+}
+
+/// What one attempt came to when it did not succeed.
+enum Failed {
+    /// Give up.
+    Final(FetchError),
+    /// Try again (when retries are left), after `after` or the back-off.
+    Again(FetchError, Option<Duration>),
+}
+
+/// The HTTPS client with the retry policy.
+#[derive(Clone)]
+pub struct Http {
+    client: Client,
+    retries: u32,
+    max_bytes: u64,
+    timeout: Duration,
+}
+
+impl Http {
+    /// Builds the client from `[source.hris]` (answers capped at `max_bytes`, i.e.
+    /// `roster.max_bytes`): HTTPS only, the system's roots plus `ca_file`. Errors are
+    /// config errors naming the key.
+    pub fn new(hris: &Hris, max_bytes: u64) -> Result<Http> {
+        let mut builder = Client::builder()
+            .https_only(true)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(hris.timeout)
+            .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
+        if !hris.ca_file.as_os_str().is_empty() {
+            let key = "source.hris.ca_file";
+            let path = hris.ca_file.display();
+            let pem = std::fs::read(&hris.ca_file)
+                .map_err(|e| anyhow::anyhow!("{key} = {path}: cannot read it ({e})"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("{key} = {path}: not PEM certificates ({e})"))?;
+            if certs.is_empty() {
+                bail!("{key} = {path}: holds no PEM certificate");
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("setting up the HTTPS client: {}", chain(&e)))?;
+        Ok(Http {
+            client,
+            retries: hris.retries,
+            max_bytes,
+            timeout: hris.timeout,
+        })
+    }
+
+    /// The underlying client, to build requests with.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends the request `make` builds, retrying as SPEC §10 says, and streams a successful
+    /// answer into `sink` (emptied before each attempt). `what` names the request in messages.
+    pub async fn fetch(
+        &self,
+        what: &str,
+        make: &(dyn Fn() -> RequestBuilder + Send + Sync),
+        sink: &mut Sink,
+    ) -> Result<(), FetchError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 0;
+        loop {
+            let (error, after) = match self.attempt(what, make(), sink).await {
+                Ok(()) => return Ok(()),
+                Err(Failed::Final(e)) => return Err(e),
+                Err(Failed::Again(e, after)) => (e, after),
+            };
+            if attempt >= self.retries {
+                return Err(error);
+            }
+            attempt += 1;
+            let wait = after.unwrap_or_else(|| {
+                let wait = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                wait
+            });
+            tracing::warn!(
+                "{error}; retry {attempt} of {} in {}",
+                self.retries,
+                humantime::format_duration(wait)
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        what: &str,
+        request: RequestBuilder,
+        sink: &mut Sink,
+    ) -> Result<(), Failed> {
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| Failed::Again(self.network(what, &e), None))?;
+        let status = response.status();
+        if !status.is_success() {
+            let error = |status: StatusCode| FetchError::Status {
+                what: what.to_string(),
+                status: status.as_u16(),
+            };
+            return Err(match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    Failed::Final(FetchError::CredentialsRefused {
+                        what: what.to_string(),
+                        status: status.as_u16(),
+                    })
+                }
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                    Failed::Again(error(status), retry_after(response.headers()))
+                }
+                s if s.is_server_error() => Failed::Again(error(s), None),
+                s => Failed::Final(error(s)),
+            });
+        }
+        let too_large = || {
+            Failed::Final(FetchError::TooLarge {
+                what: what.to_string(),
+                max: self.max_bytes,
+            })
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes)
+        {
+            return Err(too_large());
+        }
+        sink.reset().await.map_err(Failed::Final)?;
+        let mut received: u64 = 0;
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| Failed::Again(self.network(what, &e), None))?;
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            received += chunk.len() as u64;
+            if received > self.max_bytes {
+                return Err(too_large());
+            }
+            sink.write(&chunk).await.map_err(Failed::Final)?;
+        }
+    }
+
+    fn network(&self, what: &str, e: &reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            return FetchError::Timeout {
+                what: what.to_string(),
+                timeout: self.timeout,
+            };
+        }
+        FetchError::Network {
+            what: what.to_string(),
+            detail: chain(e),
+        }
+    }
+}
+
+/// An error and its causes, e.g. "error sending request: connection refused".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `Retry-After` as seconds or an HTTP date, at most 10 minutes; None when absent or unreadable.
+pub fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(SystemTime::now()).unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// `application/x-www-form-urlencoded` for `pairs` (the OAuth token request).
+pub fn form_urlencoded(pairs: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                    out.push(b as char)
+                }
+                b' ' => out.push('+'),
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> header::HeaderMap {
+        let mut h = header::HeaderMap::new();
+        h.insert(header::RETRY_AFTER, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates_capped_at_ten_minutes() {
+        assert_eq!(retry_after(&headers("3")), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(&headers("86400")), Some(MAX_RETRY_AFTER));
+        let soon = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        let wait = retry_after(&headers(&soon)).unwrap();
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(120));
+        assert_eq!(retry_after(&headers(&past)), Some(Duration::ZERO));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(7200));
+        assert_eq!(retry_after(&headers(&later)), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after(&headers("soon")), None);
+        assert_eq!(retry_after(&header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn form_encoding_escapes_what_it_must() {
+        assert_eq!(
+            form_urlencoded(&[("grant_type", "refresh_token"), ("x", "a b&c=d/é")]),
+            "grant_type=refresh_token&x=a+b%26c%3Dd%2F%C3%A9"
+        );
+    }
+}

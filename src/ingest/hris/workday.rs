@@ -1,0 +1,212 @@
+//! A Workday custom report served as a web service (Report-as-a-Service):
+//! `GET {report_url}?format=json` answers `{"Report_Entry": [{...}, ...]}` with the report's
+//! own field names; a field that is empty in an entry is left out of it.
+//!
+//! Auth is HTTP Basic with an integration system user, or OAuth 2: a refresh-token grant
+//! at the tenant's token endpoint before each fetch, then `Authorization: Bearer`.
+
+use super::csv_out::{Record, parse, union_columns, write_csv};
+use super::http::{FetchError, Http, Sink, form_urlencoded};
+use crate::config::hris::{self, Secret, WorkdayAuth, read_secret};
+use crate::core::columns::Columns;
+use anyhow::Result;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde::Deserialize;
+
+/// How requests are signed in.
+enum Auth {
+    /// HTTP Basic.
+    Basic { username: String, password: Secret },
+    /// Refresh-token grant, then a bearer token.
+    Oauth {
+        token_url: String,
+        client_id: String,
+        client_secret: Secret,
+        refresh_token: Secret,
+    },
+}
+
+/// The Workday provider, credentials loaded.
+pub struct Workday {
+    url: String,
+    auth: Auth,
+    columns: Columns,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    #[serde(rename = "Report_Entry")]
+    entries: Vec<Record>,
+}
+
+#[derive(Deserialize)]
+struct Token {
+    access_token: String,
+}
+
+impl Workday {
+    /// From the config; reads the credential files. `columns` finds the canonical columns
+    /// among the report's fields.
+    pub fn new(w: &hris::Workday, columns: Columns) -> Result<Workday> {
+        let mut url = reqwest::Url::parse(w.report_url.trim())?;
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(k, _)| k != "format")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(kept)
+            .append_pair("format", "json");
+        let auth = match w.auth {
+            WorkdayAuth::Basic => Auth::Basic {
+                username: w.username.trim().to_string(),
+                password: read_secret("source.hris.workday.password_file", &w.password_file)?,
+            },
+            WorkdayAuth::Oauth => Auth::Oauth {
+                token_url: w.token_url.trim().to_string(),
+                client_id: w.client_id.trim().to_string(),
+                client_secret: read_secret(
+                    "source.hris.workday.client_secret_file",
+                    &w.client_secret_file,
+                )?,
+                refresh_token: read_secret(
+                    "source.hris.workday.refresh_token_file",
+                    &w.refresh_token_file,
+                )?,
+            },
+        };
+        Ok(Workday {
+            url: url.to_string(),
+            auth,
+            columns,
+        })
+    }
+
+    /// Runs the report; the answer's bytes.
+    pub async fn answer(&self, http: &Http) -> Result<Vec<u8>, FetchError> {
+        let bearer = match &self.auth {
+            Auth::Oauth { .. } => Some(self.access_token(http).await?),
+            Auth::Basic { .. } => None,
+        };
+        let make = || {
+            let request = http
+                .client()
+                .get(&self.url)
+                .header(ACCEPT, "application/json");
+            match (&self.auth, &bearer) {
+                (_, Some(token)) => request.bearer_auth(token.expose()),
+                (Auth::Basic { username, password }, None) => {
+                    request.basic_auth(username, Some(password.expose()))
+                }
+                (Auth::Oauth { .. }, None) => unreachable!("a token was obtained"),
+            }
+        };
+        let mut sink = Sink::Memory(Vec::new());
+        let what = format!("the Workday report ({})", self.url);
+        http.fetch(&what, &make, &mut sink).await?;
+        Ok(sink.into_bytes())
+    }
+
+    /// The refresh-token grant (RFC 6749 §6, client credentials in the body).
+    async fn access_token(&self, http: &Http) -> Result<Secret, FetchError> {
+        let Auth::Oauth {
+            token_url,
+            client_id,
+            client_secret,
+            refresh_token,
+        } = &self.auth
+        else {
+            unreachable!("only for oauth");
+        };
+        let body = form_urlencoded(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose()),
+            ("client_id", client_id),
+            ("client_secret", client_secret.expose()),
+        ]);
+        let make = || {
+            http.client()
+                .post(token_url)
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(ACCEPT, "application/json")
+                .body(body.clone())
+        };
+        let what = format!("Workday's token endpoint ({token_url})");
+        let mut sink = Sink::Memory(Vec::new());
+        match http.fetch(&what, &make, &mut sink).await {
+            Ok(()) => {}
+            // A refused grant is answered 400 (invalid_grant, invalid_client): not retried.
+            Err(FetchError::Status { what, status: 400 }) => {
+                return Err(FetchError::CredentialsRefused { what, status: 400 });
+            }
+            Err(e) => return Err(e),
+        }
+        // Never serde's message: it could quote the token.
+        let token: Token = serde_json::from_slice(&sink.into_bytes()).map_err(|_| {
+            FetchError::Invalid(format!(
+                "{what} did not answer with a JSON object holding an access_token"
+            ))
+        })?;
+        Ok(Secret::from_fetched(token.access_token))
+    }
+
+    /// The answer as the CSV of SPEC §10: columns are the union of the entries' fields.
+    pub fn to_csv(&self, answer: &[u8]) -> Result<Vec<u8>, FetchError> {
+        let answer: Answer = parse(
+            answer,
+            "the Workday report's answer",
+            "{\"Report_Entry\": [{...}, ...]}",
+        )?;
+        if answer.entries.is_empty() {
+            return Err(FetchError::Invalid(
+                "the Workday report has no entries (Report_Entry is empty): check the report's filters and the integration system user's access".into(),
+            ));
+        }
+        let columns = union_columns(&answer.entries, &self.columns);
+        write_csv(&columns, &answer.entries, "Report_Entry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(report_url: &str) -> Workday {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pw\n").unwrap();
+        let w = hris::Workday {
+            report_url: report_url.into(),
+            auth: WorkdayAuth::Basic,
+            username: "ISU@acme".into(),
+            password_file: pw,
+            token_url: String::new(),
+            client_id: String::new(),
+            client_secret_file: Default::default(),
+            refresh_token_file: Default::default(),
+        };
+        Workday::new(&w, Columns::default()).unwrap()
+    }
+
+    #[test]
+    fn format_json_is_asked_for_once() {
+        assert_eq!(
+            basic("https://wd/ccx/service/customreport2/acme/ISU/Roster").url,
+            "https://wd/ccx/service/customreport2/acme/ISU/Roster?format=json"
+        );
+        assert_eq!(
+            basic("https://wd/r?Effective=2026-01-01&format=csv").url,
+            "https://wd/r?Effective=2026-01-01&format=json"
+        );
+    }
+
+    #[test]
+    fn an_empty_report_fails_the_fetch() {
+        let err = basic("https://wd/r")
+            .to_csv(br#"{"Report_Entry": []}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no entries"), "{err}");
+    }
+}
