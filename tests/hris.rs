@@ -883,3 +883,37 @@ fn base64_matches_rfc_4648() {
         assert_eq!(base64(input.as_bytes()), want);
     }
 }
+
+/// SPEC §10 `[notify]` in hris mode: a failed fetch posts `fetch_failed` (no file, a
+/// one-line text naming the cause, never the API key); a successful one posts nothing.
+#[test]
+fn a_failed_fetch_posts_fetch_failed_to_the_webhook() {
+    use common::webhook::{Answer, Receiver};
+    let receiver = Receiver::start(Answer::Ok);
+    let url = receiver.url();
+    let s = Setup::new(bamboo_fake(), info(), |s| {
+        format!("{}\n[notify]\nwebhook_url = {url:?}\n", s.bamboo(""))
+    });
+    add_rules(&s.env);
+    let daemon = Daemon::start(&s.env).tail_on_panic(60);
+    wait_fetched(&s.env, 1);
+    s.fake.push(vec![Reply::Status(401, Vec::new())]);
+    let (code, _, err) = s.env.run(&["fetch"]);
+    assert_eq!(code, 5, "{err}");
+    let events = receiver.wait_delivered(1);
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let event = &events[0];
+    assert_eq!(event["event"], "fetch_failed", "{event:#}");
+    assert_eq!(event["file"], Value::Null, "{event:#}");
+    let text = event["text"].as_str().unwrap_or_default();
+    assert!(text.contains("credentials refused"), "{text}");
+    assert!(!text.contains('\n'), "{text}");
+    assert!(!event.to_string().contains(API_KEY), "{event:#}");
+    // A good fetch afterwards posts nothing more.
+    let (code, _, err) = s.env.run(&["fetch"]);
+    assert_eq!(code, 0, "{err}");
+    stays("no second notification", Duration::from_secs(2), || {
+        receiver.attempts().len() == 1
+    });
+    drop(daemon);
+}

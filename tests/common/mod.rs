@@ -18,6 +18,7 @@ pub mod prereq;
 pub mod sftp;
 pub mod sshd;
 pub mod sso_proxy;
+pub mod webhook;
 
 pub use prereq::{Need, require};
 use serde_json::Value;
