@@ -15,3 +15,4 @@ pub mod local;
 pub mod logging;
 pub mod store;
 pub mod util;
+pub mod web;

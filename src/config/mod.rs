@@ -1,5 +1,7 @@
 //! Configuration: the TOML file, then `AUTOPROV__SECTION__KEY` overrides, validated into typed settings.
 
+pub mod web;
+
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
 use crate::core::reconcile::{Limit, Limits};
 use crate::core::roster::{Encoding, RosterOptions};
@@ -41,6 +43,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: Log,
+    /// The web section and the HTTP API (SPEC §11).
+    #[serde(default)]
+    pub web: web::Web,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -462,6 +467,9 @@ impl Config {
                     .with_list_parse_key("provisioning.roles")
                     .with_list_parse_key("roster.inactive_statuses")
                     .with_list_parse_key("control.org_admins")
+                    .with_list_parse_key("web.trusted_proxies")
+                    .with_list_parse_key("web.org_admins")
+                    .with_list_parse_key("web.org_admin_roles")
                     .try_parsing(true),
             )
             .build()
@@ -502,6 +510,7 @@ impl Config {
         if self.source.mode == Mode::Watch && self.source.watch_dir.as_os_str().is_empty() {
             bail!("source.mode = \"watch\" needs source.watch_dir");
         }
+        self.web.validate(&self.provisioning.roles)?;
         Ok(())
     }
 
@@ -697,6 +706,40 @@ mod tests {
             "{err}"
         );
         assert!(load("[source]\nssh_profile = \"strict\"\nrsa_host_key = false\n").is_ok());
+    }
+
+    #[test]
+    fn the_web_section_of_the_spec_parses_and_is_off_by_default() {
+        assert_eq!(load("").unwrap().web.listen, None);
+        assert_eq!(load("[web]\nlisten = \"\"\n").unwrap().web.listen, None);
+        let c = load(
+            r#"
+[web]
+listen = "127.0.0.1:8080"
+user_header = "X-Forwarded-Email"
+trusted_proxies = ["127.0.0.1/32", "::1/128", "10.1.0.0/16"]
+org_admins = ["it-lead@acme.example"]
+org_admin_roles = ["Super Admin"]
+api_tokens_file = "/etc/autoprov/api-tokens"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(c.web.trusts("10.1.200.3".parse().unwrap()));
+        assert!(c.web.is_org_admin("IT-Lead@acme.example"));
+        assert_eq!(
+            c.web.api_tokens_file,
+            Some(PathBuf::from("/etc/autoprov/api-tokens"))
+        );
+        let err = format!(
+            "{:#}",
+            load("[web]\nlisten = \"0.0.0.0:8080\"\ndev_user = \"me@example.com\"\n").unwrap_err()
+        );
+        assert!(err.contains("web.dev_user"), "{err}");
+        let err = format!("{:#}", load("[web]\nlisten = \"localhost\"\n").unwrap_err());
+        assert!(err.contains("web.listen"), "{err}");
+        let err = format!("{:#}", load("[web]\nlistens = \"\"\n").unwrap_err());
+        assert!(err.contains("listens"), "{err}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ mod rules;
 use crate::api::error as failure;
 use crate::api::error::Blocked;
 use crate::api::render::report_response;
-use crate::api::{Output, Request, Response, error_response, exit, refusal};
+use crate::api::{
+    Caller, Output, Request, Response, error_response, exit, person_refusal, refusal,
+};
 use crate::core::report::ReportStatus;
 use crate::engine::pipeline::Pipeline;
 use crate::store::{AuditNote, Store};
@@ -17,9 +19,21 @@ use crate::util::now_rfc3339;
 use anyhow::Context as _;
 
 /// The refusal a request meets before it runs: changes need an org admin, provisioning needs SSO.
-pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Option<Response> {
-    if req.is_change() && !p.cfg.is_org_admin(caller) {
-        return Some(refusal(caller));
+pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &Caller) -> Option<Response> {
+    if req.is_change() {
+        match caller {
+            Caller::Unix(user) if !p.cfg.is_org_admin(user) => return Some(refusal(user)),
+            Caller::Unix(_) => {}
+            // Checked here, on the engine thread, so a role changed by the file before this
+            // request counts, not the role the web section saw when the form was posted.
+            Caller::Person(email) => match admins::active_role(p, email) {
+                Err(e) => return Some(error_response(&e)),
+                Ok(role) if !p.cfg.web.may_change(email, role.as_deref()) => {
+                    return Some(person_refusal(email));
+                }
+                Ok(_) => {}
+            },
+        }
     }
     if req.provisions() && !p.cfg.sso.enabled {
         return Some(Response::fail(
@@ -32,10 +46,20 @@ pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Optio
 
 /// Runs one request for the Unix user `caller`.
 pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Output) -> Response {
+    execute_as(p, req, &Caller::Unix(caller.to_string()), output)
+}
+
+/// Runs one request for `caller` (a Unix user or a person of the web section).
+pub fn execute_as<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &Caller,
+    output: Output,
+) -> Response {
     if let Some(refusal) = precheck(p, &req, caller) {
         return refusal;
     }
-    run(p, req, caller, output).unwrap_or_else(|e| error_response(&e))
+    run(p, req, caller.name(), output).unwrap_or_else(|e| error_response(&e))
 }
 
 fn run<S: Store>(
@@ -82,7 +106,7 @@ pub fn process_upload<S: Store>(
     let probe = Request::Process {
         name: String::new(),
     };
-    if let Some(refusal) = precheck(p, &probe, caller) {
+    if let Some(refusal) = precheck(p, &probe, &Caller::Unix(caller.to_string())) {
         return refusal;
     }
     let held = match p.held() {
