@@ -169,6 +169,12 @@ fn example_config_documents_every_key() {
         "[log]",
         "format",
         "level",
+        "[web]",
+        "user_header",
+        "trusted_proxies",
+        "org_admin_roles",
+        "api_tokens_file",
+        "dev_user",
     ];
     for key in keys {
         let documented = text.lines().any(|line| {

@@ -112,14 +112,10 @@ fn page(prefix: &str, segment: &str) -> String {
     out
 }
 
-/// A number from the path, or the 400 naming it.
-fn id_of(text: &str, what: &str) -> Result<u64, Answer> {
-    text.parse().map_err(|_| {
-        json_response(Response::fail(
-            exit::USAGE,
-            format!("\"{text}\" is not a {what} id"),
-        ))
-    })
+/// A number from the path, or the usage error (400) naming it.
+fn id_of(text: &str, what: &str) -> Result<u64, Response> {
+    text.parse()
+        .map_err(|_| Response::fail(exit::USAGE, format!("\"{text}\" is not a {what} id")))
 }
 
 /// Sends `request` as the person who posted; 303 to `next` when it was done.
@@ -167,7 +163,7 @@ async fn rule_edit(
 ) -> Answer {
     let id = match id_of(&id, "rule") {
         Ok(id) => id,
-        Err(answer) => return answer,
+        Err(answer) => return json_response(answer),
     };
     let f = &change.form;
     let request = Request::RulesEdit {
@@ -184,7 +180,7 @@ async fn rule_edit(
 async fn rule_switch(state: &WebState, id: &str, change: Change<NoFields>, verb: &str) -> Answer {
     let id = match id_of(id, "rule") {
         Ok(id) => id,
-        Err(answer) => return answer,
+        Err(answer) => return json_response(answer),
     };
     let request = match verb {
         "delete" => Request::RulesDelete { id },
@@ -261,7 +257,7 @@ async fn file_decide(
 ) -> Answer {
     let id = match id_of(id, "file") {
         Ok(id) => id,
-        Err(answer) => return answer,
+        Err(answer) => return json_response(answer),
     };
     let request = Request::FilesDecide { id, approve };
     send(state, &change, request, format!("/files/{id}")).await
