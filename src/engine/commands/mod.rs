@@ -323,6 +323,61 @@ mod tests {
     }
 
     #[test]
+    fn a_person_changes_only_with_a_right_checked_by_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let add = |id: &str, email: &str, role: &str| Request::AdminsAdd {
+            employee_id: id.into(),
+            email: email.into(),
+            role: role.into(),
+        };
+        let root = |req| execute(&p, req, "root", Output::Json);
+        assert_eq!(
+            root(add("M1", "it@acme.example", "IT Admin")).exit,
+            exit::OK
+        );
+        assert_eq!(
+            root(add("M2", "boss@acme.example", "Super Admin")).exit,
+            exit::OK
+        );
+        let rule = || Request::RulesAdd {
+            name: format!("r{}", p.store.rules().unwrap().len()),
+            role: "IT Admin".into(),
+            when: vec!["department = IT".into()],
+            strict: false,
+        };
+        let person = |email: &str| Caller::Person(email.into());
+        // An IT Admin, an unknown email, and a Unix user's name as an email: refused.
+        for email in ["it@acme.example", "nobody@acme.example", "root"] {
+            let r = execute_as(&p, rule(), &person(email), Output::Json);
+            assert_eq!(r.exit, exit::REFUSED, "{email}: {}", r.text);
+            assert!(r.text.contains("web.org_admin_roles"), "{}", r.text);
+        }
+        assert!(p.store.rules().unwrap().is_empty());
+        // A Super Admin changes, audited by email; reads need no right.
+        let r = execute_as(&p, rule(), &person("BOSS@acme.example"), Output::Json);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        let audit = p.store.audit(None).unwrap();
+        assert_eq!(audit.last().unwrap().note.user, "BOSS@acme.example");
+        let r = execute_as(
+            &p,
+            Request::RulesList,
+            &person("nobody@acme.example"),
+            Output::Json,
+        );
+        assert_eq!(r.exit, exit::OK);
+        // Once the account is inactive, the same person is refused.
+        let off = Request::AdminsSet {
+            id: "M2".into(),
+            role: None,
+            status: Some("inactive".into()),
+        };
+        assert_eq!(root(off).exit, exit::OK);
+        let r = execute_as(&p, rule(), &person("boss@acme.example"), Output::Json);
+        assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
+    }
+
+    #[test]
     fn requests_round_trip_as_json() {
         let r = Request::RulesAdd {
             name: "n".into(),
