@@ -65,6 +65,9 @@ pub enum Command {
         /// A file written by `autoprov backup`.
         file: PathBuf,
     },
+    /// Read-only tokens for the HTTP API (web.api_tokens_file).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The audit log.
     Audit {
         /// Only entries at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
@@ -231,11 +234,24 @@ pub enum AuthCommand {
     },
 }
 
+/// `token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a read-only API token: prints it once, appends `NAME SHA256` to web.api_tokens_file.
+    Add {
+        /// Who the token is for, e.g. sso-gateway (unique, no spaces).
+        name: String,
+    },
+}
+
 impl Command {
     /// The request for every command that is one (all but `run` and `process`, which need a file copied first).
     pub fn request(&self) -> Option<Request> {
         Some(match self {
-            Command::Run | Command::Process { .. } | Command::Restore { .. } => return None,
+            Command::Run
+            | Command::Process { .. }
+            | Command::Restore { .. }
+            | Command::Token(_) => return None,
             Command::Backup { file } => Request::Backup {
                 path: std::path::absolute(file)
                     .unwrap_or_else(|_| file.clone())

@@ -108,6 +108,9 @@ async fn serve(cfg: Config) -> Result<()> {
             }
         });
     }
+    if let Some(addr) = cfg.web.listen {
+        start_web(addr, &cfg, &engine, &state, &tracker, &shutdown).await?;
+    }
     engine.scan();
     drop(engine);
     tracker.spawn(watchdog(shutdown.clone()));
@@ -214,6 +217,27 @@ async fn start_source(
             tracker.spawn(task);
         }
     }
+    Ok(())
+}
+
+/// Binds `web.listen` and serves the web section and the HTTP API (SPEC §11) on the tracker.
+async fn start_web(
+    addr: std::net::SocketAddr,
+    cfg: &Arc<Config>,
+    engine: &engine::EngineHandle,
+    state: &Arc<Mutex<EngineState>>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let listener = crate::web::bind(addr)
+        .await
+        .map_err(|e| Error::failed(format!("{e:#}")))?;
+    let bound = listener.local_addr()?;
+    let web = crate::web::WebState::new(cfg.clone(), engine.clone(), state.clone())
+        .map_err(|e| Error::failed(format!("{e:#}")))?;
+    state.lock().expect("state lock").web = Some(bound);
+    tracing::info!(addr = %bound, "web section listening on http://{bound}/");
+    tracker.spawn(crate::web::serve(listener, Arc::new(web), shutdown.clone()));
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub struct Paths {
     pub host_keys: PathBuf,
     /// Automatic backups of the store.
     pub backups: PathBuf,
+    /// The web section's secret for CSRF tokens (mode 0600, made on first start).
+    pub web_secret: PathBuf,
 }
 
 impl Paths {
@@ -49,6 +51,7 @@ impl Paths {
             staging: data_dir.join("staging"),
             host_keys: data_dir.join("host_keys"),
             backups: data_dir.join("backups"),
+            web_secret: data_dir.join("web_secret"),
         }
     }
 

@@ -187,3 +187,25 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
         Err(e) => e.response(),
     }
 }
+
+/// `token add NAME`: a new read-only API token, printed once; its digest is appended to
+/// `web.api_tokens_file` (exit 2 when none is configured, 3 for a name in use).
+pub fn token_add(cfg: &Config, name: &str) -> Response {
+    let Some(path) = &cfg.web.api_tokens_file else {
+        return Response::fail(
+            exit::USAGE,
+            "error: web.api_tokens_file is not set: name the file that holds the API tokens' digests in [web] first",
+        );
+    };
+    match crate::web::tokens::add(path, name) {
+        Ok(token) => Response {
+            exit: exit::OK,
+            json: serde_json::json!({"name": name, "token": token, "file": path}),
+            text: format!(
+                "{token}\n(the API token \"{name}\", shown this once: autoprov keeps only its SHA-256 in {}; send it as `Authorization: Bearer TOKEN`)\n",
+                path.display()
+            ),
+        },
+        Err(e) => e.response(),
+    }
+}

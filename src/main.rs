@@ -1,7 +1,7 @@
 //! The `autoprov` binary: parse arguments, load config, dispatch, map errors to exit codes.
 
 use autoprov::api::{Output, Request, Response, exit};
-use autoprov::cli::{Cli, Command};
+use autoprov::cli::{Cli, Command, TokenCommand};
 use autoprov::config::Config;
 use autoprov::local;
 use clap::Parser;
@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             local::execute(cfg, request, Some((file, *dry_run)), output)
         }
         Command::Restore { file } => local::restore(cfg, file),
+        Command::Token(TokenCommand::Add { name }) => local::token_add(&cfg, name),
         other => {
             let request = other.request().expect("every other command is a request");
             local::execute(cfg, request, None, output)

@@ -171,6 +171,12 @@ fn example_config_documents_every_key() {
         "level",
         "[notify]",
         "webhook_url",
+        "[web]",
+        "user_header",
+        "trusted_proxies",
+        "org_admin_roles",
+        "api_tokens_file",
+        "dev_user",
     ];
     for key in keys {
         let documented = text.lines().any(|line| {

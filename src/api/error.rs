@@ -243,9 +243,17 @@ pub struct AfterCommit {
     pub name: String,
 }
 
-/// Refusals of the pipeline (exit code 3).
+/// Refusals (exit code 3).
 #[derive(Debug, thiserror::Error)]
 pub enum Blocked {
+    /// An API token of that name exists already (`token add`).
+    #[error(
+        "refused: a token named \"{name}\" exists already; names are unique (remove its line from web.api_tokens_file to replace it)"
+    )]
+    TokenNameInUse {
+        /// The name asked for.
+        name: String,
+    },
     /// Only held files can be decided.
     #[error(
         "refused: file {id} ({name}) is {status}, not held: only held files can be approved or rejected"

@@ -251,6 +251,37 @@ impl Response {
     }
 }
 
+/// Who sends a request: whose right to change the engine checks, and whose name the audit
+/// log and the accounts' history show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A Unix user (CLI, control socket): changes need `control.org_admins` (or root).
+    Unix(String),
+    /// A person signed in through the organization's SSO proxy (web section), by email:
+    /// changes need `web.org_admins` or an active account whose role is in
+    /// `web.org_admin_roles` (SPEC §11).
+    Person(String),
+}
+
+impl Caller {
+    /// The name written to the audit log: the Unix user or the email.
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Unix(name) | Caller::Person(name) => name,
+        }
+    }
+}
+
+/// The refusal of a change to a person (web section) who may not make changes.
+pub fn person_refusal(email: &str) -> Response {
+    Response::fail(
+        exit::REFUSED,
+        format!(
+            "refused: {email} may not make changes; an administrator must add the email to web.org_admins, or give its active account a role listed in web.org_admin_roles"
+        ),
+    )
+}
+
 /// The refusal of a change to a caller who is not an org admin.
 pub fn refusal(caller: &str) -> Response {
     Response::fail(

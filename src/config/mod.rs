@@ -2,6 +2,7 @@
 
 pub mod hris;
 pub mod notify;
+pub mod web;
 
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
 use crate::core::reconcile::{Limit, Limits};
@@ -47,6 +48,9 @@ pub struct Config {
     /// Webhook notifications (SPEC §10).
     #[serde(default)]
     pub notify: notify::Notify,
+    /// The web section and the HTTP API (SPEC §11).
+    #[serde(default)]
+    pub web: web::Web,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -475,6 +479,9 @@ impl Config {
                     .with_list_parse_key("roster.inactive_statuses")
                     .with_list_parse_key("control.org_admins")
                     .with_list_parse_key("source.hris.fields")
+                    .with_list_parse_key("web.trusted_proxies")
+                    .with_list_parse_key("web.org_admins")
+                    .with_list_parse_key("web.org_admin_roles")
                     .try_parsing(true),
             )
             .build()
@@ -522,6 +529,7 @@ impl Config {
         if let Some(hris) = &self.source.hris {
             hris.validate()?;
         }
+        self.web.validate(&self.provisioning.roles)?;
         Ok(())
     }
 
@@ -717,6 +725,40 @@ mod tests {
             "{err}"
         );
         assert!(load("[source]\nssh_profile = \"strict\"\nrsa_host_key = false\n").is_ok());
+    }
+
+    #[test]
+    fn the_web_section_of_the_spec_parses_and_is_off_by_default() {
+        assert_eq!(load("").unwrap().web.listen, None);
+        assert_eq!(load("[web]\nlisten = \"\"\n").unwrap().web.listen, None);
+        let c = load(
+            r#"
+[web]
+listen = "127.0.0.1:8080"
+user_header = "X-Forwarded-Email"
+trusted_proxies = ["127.0.0.1/32", "::1/128", "10.1.0.0/16"]
+org_admins = ["it-lead@acme.example"]
+org_admin_roles = ["Super Admin"]
+api_tokens_file = "/etc/autoprov/api-tokens"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.web.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(c.web.trusts("10.1.200.3".parse().unwrap()));
+        assert!(c.web.is_org_admin("IT-Lead@acme.example"));
+        assert_eq!(
+            c.web.api_tokens_file,
+            Some(PathBuf::from("/etc/autoprov/api-tokens"))
+        );
+        let err = format!(
+            "{:#}",
+            load("[web]\nlisten = \"0.0.0.0:8080\"\ndev_user = \"me@example.com\"\n").unwrap_err()
+        );
+        assert!(err.contains("web.dev_user"), "{err}");
+        let err = format!("{:#}", load("[web]\nlisten = \"localhost\"\n").unwrap_err());
+        assert!(err.contains("web.listen"), "{err}");
+        let err = format!("{:#}", load("[web]\nlistens = \"\"\n").unwrap_err());
+        assert!(err.contains("listens"), "{err}");
     }
 
     #[test]

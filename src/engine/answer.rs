@@ -4,7 +4,7 @@
 use super::commands;
 use super::pipeline::Pipeline;
 use super::state::EngineState;
-use crate::api::{Output, Request, Response, Upload, exit};
+use crate::api::{Caller, Output, Request, Response, Upload, exit};
 use crate::store::SledStore;
 use serde_json::json;
 use std::sync::Mutex;
@@ -33,21 +33,20 @@ fn backup_target_refusal(p: &Pipeline<SledStore>, path: &str) -> Option<Response
 pub fn answer(
     p: &Pipeline<SledStore>,
     request: Request,
-    caller: &str,
+    caller: &Caller,
     upload: Option<(Upload, Vec<u8>)>,
     output: Output,
     state: &Mutex<EngineState>,
 ) -> Response {
     let request = match (request, upload) {
         (Request::Process { .. }, Some((upload, bytes))) => {
-            return commands::process_upload(
-                p,
-                &upload.name,
-                bytes,
-                upload.dry_run,
-                caller,
-                output,
-            );
+            let Caller::Unix(user) = caller else {
+                return Response::fail(
+                    exit::USAGE,
+                    "files are uploaded over SFTP or the control socket only",
+                );
+            };
+            return commands::process_upload(p, &upload.name, bytes, upload.dry_run, user, output);
         }
         (request, _) => request,
     };
@@ -57,7 +56,7 @@ pub fn answer(
         return refusal;
     }
     let is_status = matches!(request, Request::Status);
-    let mut response = commands::execute(p, request, caller, output);
+    let mut response = commands::execute_as(p, request, caller, output);
     if is_status && response.exit == exit::OK {
         add_daemon_status(p, &mut response, state);
     }
@@ -105,6 +104,7 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
         "running": true,
         "started_at": started,
         "listen": state.listen.map(|a| a.to_string()),
+        "web": state.web.map(|a| a.to_string()),
         "last_error": state.last_error,
         "stale": stale,
         "quiet_for_seconds": quiet.as_secs(),
@@ -114,6 +114,9 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
     let mut text = format!("daemon:    running since {}", started.unwrap_or_default());
     if let Some(addr) = state.listen {
         text.push_str(&format!(", SFTP on {addr}"));
+    }
+    if let Some(addr) = state.web {
+        text.push_str(&format!(", web section on http://{addr}/"));
     }
     text.push('\n');
     if let Some(e) = &state.last_error {

@@ -5,7 +5,7 @@ use super::answer::answer;
 use super::jobs::{Job, SourceFile, SourceJob};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
-use crate::api::{Output, Request, Response, Upload, exit};
+use crate::api::{Caller, Output, Request, Response, Upload, exit};
 use crate::store::{RemoteOrigin, SledStore};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -87,11 +87,29 @@ impl EngineHandle {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// Sends a request and waits for its answer.
+    /// Whether the engine thread still takes jobs.
+    pub fn running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// Sends a request of the Unix user `caller` and waits for its answer.
     pub async fn ask(
         &self,
         request: Request,
         caller: String,
+        upload: Option<(Upload, Vec<u8>)>,
+        output: Output,
+    ) -> Response {
+        self.ask_as(request, Caller::Unix(caller), upload, output)
+            .await
+    }
+
+    /// Sends a request of `caller` (a Unix user or a person of the web section) and waits
+    /// for its answer.
+    pub async fn ask_as(
+        &self,
+        request: Request,
+        caller: Caller,
         upload: Option<(Upload, Vec<u8>)>,
         output: Output,
     ) -> Response {

@@ -1,6 +1,6 @@
 //! The work the engine thread takes, one job at a time.
 
-use crate::api::{Output, Request, Response, Upload};
+use crate::api::{Caller, Output, Request, Response, Upload};
 use crate::store::{FileEntry, RemoteOrigin};
 use std::path::PathBuf;
 use tokio::sync::oneshot;
@@ -39,8 +39,8 @@ pub enum Job {
     Request {
         /// The command.
         request: Request,
-        /// The Unix user who asked.
-        caller: String,
+        /// Who asked (a Unix user, or a person of the web section).
+        caller: Caller,
         /// The file that came with `process`.
         upload: Option<(Upload, Vec<u8>)>,
         /// What the asker prints.

@@ -25,6 +25,15 @@ pub trait SourceLink: Send + Sync {
     fn fetch_now(&self) -> Option<FetchNow> {
         None
     }
+    /// The last fetch's error while fetching fails (poll, HRIS), for `/healthz`.
+    fn fetch_error(&self) -> Option<String> {
+        None
+    }
+    /// Fetches that failed since the daemon started, for `/metrics` (a source that fetches
+    /// counts them here; 0 for one that receives).
+    fn fetch_failures(&self) -> u64 {
+        0
+    }
 }
 
 /// What `status` adds when the daemon answers.
@@ -34,6 +43,8 @@ pub struct EngineState {
     pub started_at: Option<SystemTime>,
     /// The SFTP server's address (host mode).
     pub listen: Option<SocketAddr>,
+    /// The web section's address (`web.listen`, as bound).
+    pub web: Option<SocketAddr>,
     /// The last error of the engine, cleared by the next file processed.
     pub last_error: Option<String>,
     /// The source, for its part of `status` and its hand-offs.

@@ -253,6 +253,18 @@ fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Resu
     Ok(active)
 }
 
+/// The role of the one active account holding `email`, as `auth check` grants it; None
+/// when no account or several hold it.
+pub(super) fn active_role<S: Store>(
+    p: &Pipeline<S>,
+    email: &str,
+) -> crate::api::Result<Option<String>> {
+    Ok(match active_with_email(p, email)?.as_slice() {
+        [a] => Some(a.role.clone()),
+        _ => None,
+    })
+}
+
 fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Response> {
     let active = active_with_email(p, email)?;
     Ok(match active.as_slice() {

@@ -8,16 +8,28 @@ mod rules;
 
 use crate::api::error::{Blocked, Context as _};
 use crate::api::render::report_response;
-use crate::api::{Output, Request, Response, exit, refusal};
+use crate::api::{Caller, Output, Request, Response, exit, person_refusal, refusal};
 use crate::core::report::ReportStatus;
 use crate::engine::pipeline::Pipeline;
 use crate::store::{AuditNote, Store};
 use crate::util::now_rfc3339;
 
 /// The refusal a request meets before it runs: changes need an org admin, provisioning needs SSO.
-pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Option<Response> {
-    if req.is_change() && !p.cfg.is_org_admin(caller) {
-        return Some(refusal(caller));
+pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &Caller) -> Option<Response> {
+    if req.is_change() {
+        match caller {
+            Caller::Unix(user) if !p.cfg.is_org_admin(user) => return Some(refusal(user)),
+            Caller::Unix(_) => {}
+            // Checked here, on the engine thread, so a role changed by the file before this
+            // request counts, not the role the web section saw when the form was posted.
+            Caller::Person(email) => match admins::active_role(p, email) {
+                Err(e) => return Some(e.response()),
+                Ok(role) if !p.cfg.web.may_change(email, role.as_deref()) => {
+                    return Some(person_refusal(email));
+                }
+                Ok(_) => {}
+            },
+        }
     }
     if req.provisions() && !p.cfg.sso.enabled {
         return Some(Response::fail(
@@ -30,10 +42,20 @@ pub fn precheck<S: Store>(p: &Pipeline<S>, req: &Request, caller: &str) -> Optio
 
 /// Runs one request for the Unix user `caller`.
 pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Output) -> Response {
+    execute_as(p, req, &Caller::Unix(caller.to_string()), output)
+}
+
+/// Runs one request for `caller` (a Unix user or a person of the web section).
+pub fn execute_as<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &Caller,
+    output: Output,
+) -> Response {
     if let Some(refusal) = precheck(p, &req, caller) {
         return refusal;
     }
-    run(p, req, caller, output).unwrap_or_else(|e| e.response())
+    run(p, req, caller.name(), output).unwrap_or_else(|e| e.response())
 }
 
 fn run<S: Store>(
@@ -84,7 +106,7 @@ pub fn process_upload<S: Store>(
     let probe = Request::Process {
         name: String::new(),
     };
-    if let Some(refusal) = precheck(p, &probe, caller) {
+    if let Some(refusal) = precheck(p, &probe, &Caller::Unix(caller.to_string())) {
         return refusal;
     }
     let held = match p.held() {
@@ -335,6 +357,61 @@ mod tests {
         let env: crate::control::Envelope =
             serde_json::from_str(r#"{"request":{"command":"status"},"upload":null}"#).unwrap();
         assert_eq!(env.output, Output::Both);
+    }
+
+    #[test]
+    fn a_person_changes_only_with_a_right_checked_by_the_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let add = |id: &str, email: &str, role: &str| Request::AdminsAdd {
+            employee_id: id.into(),
+            email: email.into(),
+            role: role.into(),
+        };
+        let root = |req| execute(&p, req, "root", Output::Json);
+        assert_eq!(
+            root(add("M1", "it@acme.example", "IT Admin")).exit,
+            exit::OK
+        );
+        assert_eq!(
+            root(add("M2", "boss@acme.example", "Super Admin")).exit,
+            exit::OK
+        );
+        let rule = || Request::RulesAdd {
+            name: format!("r{}", p.store.rules().unwrap().len()),
+            role: "IT Admin".into(),
+            when: vec!["department = IT".into()],
+            strict: false,
+        };
+        let person = |email: &str| Caller::Person(email.into());
+        // An IT Admin, an unknown email, and a Unix user's name as an email: refused.
+        for email in ["it@acme.example", "nobody@acme.example", "root"] {
+            let r = execute_as(&p, rule(), &person(email), Output::Json);
+            assert_eq!(r.exit, exit::REFUSED, "{email}: {}", r.text);
+            assert!(r.text.contains("web.org_admin_roles"), "{}", r.text);
+        }
+        assert!(p.store.rules().unwrap().is_empty());
+        // A Super Admin changes, audited by email; reads need no right.
+        let r = execute_as(&p, rule(), &person("BOSS@acme.example"), Output::Json);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        let audit = p.store.audit(None).unwrap();
+        assert_eq!(audit.last().unwrap().note.user, "BOSS@acme.example");
+        let r = execute_as(
+            &p,
+            Request::RulesList,
+            &person("nobody@acme.example"),
+            Output::Json,
+        );
+        assert_eq!(r.exit, exit::OK);
+        // Once the account is inactive, the same person is refused.
+        let off = Request::AdminsSet {
+            id: "M2".into(),
+            role: None,
+            status: Some("inactive".into()),
+        };
+        assert_eq!(root(off).exit, exit::OK);
+        let r = execute_as(&p, rule(), &person("boss@acme.example"), Output::Json);
+        assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
     }
 
     #[test]

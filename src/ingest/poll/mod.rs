@@ -53,6 +53,13 @@ impl SourceLink for PollLink {
     fn handoffs_waiting(&self) {
         self.kick.notify_one();
     }
+    fn fetch_error(&self) -> Option<String> {
+        self.state
+            .lock()
+            .expect("poll state lock")
+            .last_error
+            .clone()
+    }
 
     fn status(&self) -> Option<(&'static str, serde_json::Value, String)> {
         let poll = self.state.lock().expect("poll state").clone();

@@ -1,0 +1,310 @@
+//! The POST endpoints behind the pages' forms: each takes a [`Change`] (signed in, same
+//! site, the person's CSRF token in the field `csrf`, may change), sends the request the CLI
+//! sends, audited with the person's email, and answers 303 to the page to show next, or the
+//! engine's refusal as JSON with the status of its exit code.
+
+use super::WebState;
+use super::api::json_response;
+use super::identity::Change;
+use crate::api::{Output, Request, Response, exit};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use std::sync::Arc;
+
+type Answer = axum::response::Response;
+
+/// The routes of the forms.
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/rules", post(rule_add))
+        .route("/rules/{id}", post(rule_edit))
+        .route("/rules/{id}/enable", post(rule_enable))
+        .route("/rules/{id}/disable", post(rule_disable))
+        .route("/rules/{id}/delete", post(rule_delete))
+        .route("/admins", post(admin_add))
+        .route("/admins/{id}", post(admin_set))
+        .route("/admins/{id}/remove", post(admin_remove))
+        .route("/files/{id}/approve", post(file_approve))
+        .route("/files/{id}/reject", post(file_reject))
+}
+
+/// The form of `POST /rules` and `POST /rules/{id}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RuleForm {
+    /// The rule's name (on edit: empty keeps it).
+    #[serde(default)]
+    pub name: String,
+    /// Its role (on edit: empty keeps it).
+    #[serde(default)]
+    pub role: String,
+    /// Conditions in the `--when` syntax, one per line (on edit: empty keeps them).
+    #[serde(default)]
+    pub when: String,
+    /// `1` saves despite conflicts; otherwise a conflicting rule is refused (409, with the
+    /// conflicts) and nothing is saved.
+    #[serde(default)]
+    pub confirm: String,
+}
+
+impl RuleForm {
+    fn conditions(&self) -> Vec<String> {
+        self.when
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn strict(&self) -> bool {
+        self.confirm.trim() != "1"
+    }
+}
+
+/// The form of `POST /admins` (a manual account).
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminForm {
+    /// Employee id.
+    #[serde(default)]
+    pub employee_id: String,
+    /// SSO login email.
+    #[serde(default)]
+    pub email: String,
+    /// A configured role.
+    #[serde(default)]
+    pub role: String,
+}
+
+/// The form of `POST /admins/{id}`: what to change (empty = unchanged).
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminSetForm {
+    /// New role.
+    #[serde(default)]
+    pub role: String,
+    /// `active` or `inactive`.
+    #[serde(default)]
+    pub status: String,
+}
+
+/// A form with no field but `csrf`.
+#[derive(Debug, Default, Deserialize)]
+pub struct NoFields {}
+
+fn some(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// `/path/segment` with the segment percent-encoded.
+fn page(prefix: &str, segment: &str) -> String {
+    let mut out = String::from(prefix);
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A number from the path, or the usage error (400) naming it.
+fn id_of(text: &str, what: &str) -> Result<u64, Response> {
+    text.parse()
+        .map_err(|_| Response::fail(exit::USAGE, format!("\"{text}\" is not a {what} id")))
+}
+
+/// Sends `request` as the person who posted; 303 to `next` when it was done.
+async fn send<T>(state: &WebState, change: &Change<T>, request: Request, next: String) -> Answer {
+    let answer = state
+        .engine
+        .ask_as(request, change.person.caller(), None, Output::Json)
+        .await;
+    if answer.exit != exit::OK {
+        return refused(answer);
+    }
+    (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response()
+}
+
+/// The engine's refusal: a missing right is 403 (the engine checks it again, on its thread,
+/// against the account as it is then); anything else has the status of its exit code.
+fn refused(answer: Response) -> Answer {
+    let rights = answer.exit == exit::REFUSED
+        && answer
+            .json
+            .get("error")
+            .and_then(|e| e.as_str())
+            .is_some_and(|e| e.contains("may not make changes"));
+    if rights {
+        return (StatusCode::FORBIDDEN, Json(answer.json)).into_response();
+    }
+    json_response(answer)
+}
+
+async fn rule_add(State(state): State<Arc<WebState>>, change: Change<RuleForm>) -> Answer {
+    let f = &change.form;
+    let request = Request::RulesAdd {
+        name: f.name.clone(),
+        role: f.role.clone(),
+        when: f.conditions(),
+        strict: f.strict(),
+    };
+    send(&state, &change, request, "/rules".into()).await
+}
+
+async fn rule_edit(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<RuleForm>,
+) -> Answer {
+    let id = match id_of(&id, "rule") {
+        Ok(id) => id,
+        Err(answer) => return json_response(answer),
+    };
+    let f = &change.form;
+    let request = Request::RulesEdit {
+        id,
+        name: some(&f.name),
+        role: some(&f.role),
+        when: f.conditions(),
+        strict: f.strict(),
+    };
+    send(&state, &change, request, "/rules".into()).await
+}
+
+/// `enable`, `disable` or `delete` of rule `id`.
+async fn rule_switch(state: &WebState, id: &str, change: Change<NoFields>, verb: &str) -> Answer {
+    let id = match id_of(id, "rule") {
+        Ok(id) => id,
+        Err(answer) => return json_response(answer),
+    };
+    let request = match verb {
+        "delete" => Request::RulesDelete { id },
+        verb => Request::RulesEnable {
+            id,
+            enabled: verb == "enable",
+        },
+    };
+    send(state, &change, request, "/rules".into()).await
+}
+
+async fn rule_enable(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<NoFields>,
+) -> Answer {
+    rule_switch(&state, &id, change, "enable").await
+}
+
+async fn rule_disable(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<NoFields>,
+) -> Answer {
+    rule_switch(&state, &id, change, "disable").await
+}
+
+async fn rule_delete(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<NoFields>,
+) -> Answer {
+    rule_switch(&state, &id, change, "delete").await
+}
+
+async fn admin_add(State(state): State<Arc<WebState>>, change: Change<AdminForm>) -> Answer {
+    let f = &change.form;
+    let next = page("/admins/", f.employee_id.trim());
+    let request = Request::AdminsAdd {
+        employee_id: f.employee_id.clone(),
+        email: f.email.clone(),
+        role: f.role.clone(),
+    };
+    send(&state, &change, request, next).await
+}
+
+async fn admin_set(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<AdminSetForm>,
+) -> Answer {
+    let request = Request::AdminsSet {
+        id: id.clone(),
+        role: some(&change.form.role),
+        status: some(&change.form.status),
+    };
+    send(&state, &change, request, page("/admins/", &id)).await
+}
+
+async fn admin_remove(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<NoFields>,
+) -> Answer {
+    let request = Request::AdminsRemove { id };
+    send(&state, &change, request, "/?origin=manual".into()).await
+}
+
+async fn file_decide(
+    state: &WebState,
+    id: &str,
+    change: Change<NoFields>,
+    approve: bool,
+) -> Answer {
+    let id = match id_of(id, "file") {
+        Ok(id) => id,
+        Err(answer) => return json_response(answer),
+    };
+    let request = Request::FilesDecide { id, approve };
+    send(state, &change, request, format!("/files/{id}")).await
+}
+
+async fn file_approve(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<NoFields>,
+) -> Answer {
+    file_decide(&state, &id, change, true).await
+}
+
+async fn file_reject(
+    State(state): State<Arc<WebState>>,
+    Path(id): Path<String>,
+    change: Change<NoFields>,
+) -> Answer {
+    file_decide(&state, &id, change, false).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_are_one_per_line_and_confirm_lifts_strictness() {
+        let f = RuleForm {
+            when: "department = Finance\r\n\r\n  is_manager = true  \n".into(),
+            ..RuleForm::default()
+        };
+        assert_eq!(
+            f.conditions(),
+            vec!["department = Finance", "is_manager = true"]
+        );
+        assert!(f.strict());
+        let f = RuleForm {
+            confirm: "1".into(),
+            ..RuleForm::default()
+        };
+        assert!(!f.strict());
+        assert!(f.conditions().is_empty());
+    }
+
+    #[test]
+    fn pages_are_addressed_with_escaped_ids() {
+        assert_eq!(page("/admins/", "E00228"), "/admins/E00228");
+        assert_eq!(page("/admins/", "a/b c?"), "/admins/a%2Fb%20c%3F");
+    }
+}

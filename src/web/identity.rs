@@ -1,0 +1,400 @@
+//! Who is asking (SPEC §11): the person the SSO proxy names in `web.user_header`, believed
+//! only from `web.trusted_proxies`, or a program with a read-only API token; and what they
+//! may do: look (an active admin account, or `web.org_admins`) and change (`web.org_admins`,
+//! or an active account whose role is in `web.org_admin_roles`).
+//!
+//! The extractors [`Reader`] (API reads), [`Viewer`] (pages) and [`Change`] (form posts)
+//! answer 401 or 403 themselves, so a handler that takes one runs only for those allowed.
+
+use super::{Denied, WebState, csrf};
+use crate::api::{Caller, Output, Request, exit};
+use crate::config::web::Web;
+use crate::core::columns::is_well_formed_email;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// What a request claims to be, before anything is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// `Authorization: Bearer TOKEN`.
+    Token(String),
+    /// The signed-in person's email (from a trusted proxy, or `web.dev_user`).
+    Email(String),
+}
+
+/// Reads the claim of a request from `peer`: a bearer token, the dev setting's person, or
+/// the SSO proxy's header (believed only from `web.trusted_proxies`); 401 otherwise.
+pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Claim, Denied> {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let token = auth
+            .to_str()
+            .ok()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        return match token {
+            Some(t) => Ok(Claim::Token(t.to_string())),
+            None => Err(Denied::unauthorized(
+                "the Authorization header is not `Bearer TOKEN`",
+            )),
+        };
+    }
+    if let Some(user) = &web.dev_user {
+        return Ok(Claim::Email(user.clone()));
+    }
+    let Some(value) = headers.get(web.user_header.as_str()) else {
+        return Err(Denied::unauthorized(format!(
+            "not signed in: no {} header from the SSO proxy (open this site through the organization's SSO)",
+            web.user_header
+        )));
+    };
+    match peer {
+        Some(peer) if web.trusts(peer) => {}
+        peer => {
+            let peer = peer.map_or("an unknown address".to_string(), |p| p.to_string());
+            tracing::warn!(%peer, header = %web.user_header, "SSO header from outside web.trusted_proxies refused");
+            return Err(Denied::unauthorized(format!(
+                "not signed in: the {} header is believed only from web.trusted_proxies, and {peer} is not one",
+                web.user_header
+            )));
+        }
+    }
+    let email = value.to_str().unwrap_or_default().trim();
+    if !is_well_formed_email(email) {
+        return Err(Denied::unauthorized(format!(
+            "not signed in: the {} header does not hold an email address",
+            web.user_header
+        )));
+    }
+    Ok(Claim::Email(email.to_string()))
+}
+
+/// A person, with what their active account lets them do.
+#[derive(Debug, Clone)]
+pub struct Person {
+    /// The email the SSO proxy passed.
+    pub email: String,
+    /// The role of their one active admin account, if any.
+    pub role: Option<String>,
+    /// Whether they may change rules, manual admins and held files.
+    pub may_change: bool,
+}
+
+impl Person {
+    /// The engine's name for them (audited by email).
+    pub fn caller(&self) -> Caller {
+        Caller::Person(self.email.clone())
+    }
+}
+
+/// Who may read the API.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// A person who may look.
+    Person(Person),
+    /// A program holding the API token of this name (read-only).
+    Token(String),
+}
+
+impl Who {
+    /// The engine's name for the asker (tokens read as `token:NAME`).
+    pub fn caller(&self) -> Caller {
+        match self {
+            Who::Person(p) => p.caller(),
+            Who::Token(name) => Caller::Person(format!("token:{name}")),
+        }
+    }
+}
+
+impl WebState {
+    /// The person behind `email`, looked up in the email index through the engine (a read:
+    /// it does not wait for a file being processed); 403 when they may not look.
+    pub async fn person(&self, email: String) -> Result<Person, Denied> {
+        let caller = Caller::Person(email.clone());
+        let request = Request::AuthCheck {
+            email: email.clone(),
+        };
+        let answer = self
+            .engine
+            .ask_as(request, caller, None, Output::Json)
+            .await;
+        let role = match answer.exit {
+            exit::OK => answer.json["role"].as_str().map(str::to_string),
+            exit::NO => None,
+            _ => {
+                tracing::error!("looking up {email}: {}", answer.text);
+                return Err(Denied::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the accounts cannot be read just now; try again (the daemon's log says why)",
+                ));
+            }
+        };
+        let web = &self.cfg.web;
+        if !web.may_look(&email, role.as_deref()) {
+            return Err(Denied::forbidden(format!(
+                "{email} has no active admin account and is not in web.org_admins: nothing to show"
+            )));
+        }
+        let may_change = web.may_change(&email, role.as_deref());
+        Ok(Person {
+            email,
+            role,
+            may_change,
+        })
+    }
+
+    /// Who is asking: a token listed in `web.api_tokens_file`, or a person who may look.
+    pub async fn who(&self, parts: &Parts) -> Result<Who, Denied> {
+        match claim(&self.cfg.web, &parts.headers, peer(parts))? {
+            Claim::Token(token) => self.token(&token).map(Who::Token),
+            Claim::Email(email) => self.person(email).await.map(Who::Person),
+        }
+    }
+
+    /// The name of the API token `token`; 401 when it is not listed.
+    pub fn token(&self, token: &str) -> Result<String, Denied> {
+        let Some(path) = &self.cfg.web.api_tokens_file else {
+            return Err(Denied::unauthorized(
+                "API tokens are not configured (web.api_tokens_file)",
+            ));
+        };
+        // A few lines, read each time so `autoprov token add` needs no restart.
+        match super::tokens::check(path, token) {
+            Ok(Some(name)) => Ok(name),
+            Ok(None) => Err(Denied::unauthorized("unknown API token")),
+            Err(e) => {
+                tracing::error!("{e:#}");
+                Err(Denied::unauthorized(
+                    "API tokens cannot be checked just now (the daemon's log says why)",
+                ))
+            }
+        }
+    }
+}
+
+/// The peer's address, when the server recorded it.
+pub fn peer(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// An API reader: a listed token, or a person who may look.
+#[derive(Debug, Clone)]
+pub struct Reader(pub Who);
+
+impl FromRequestParts<Arc<WebState>> for Reader {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<WebState>) -> Result<Self, Denied> {
+        state.who(parts).await.map(Reader)
+    }
+}
+
+/// A person who may look, for pages: with the CSRF token their forms carry.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// Who they are and whether they may change.
+    pub person: Person,
+    /// The value of the forms' `csrf` field.
+    pub csrf: String,
+}
+
+impl FromRequestParts<Arc<WebState>> for Viewer {
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<WebState>) -> Result<Self, Denied> {
+        match state.who(parts).await? {
+            Who::Person(person) => Ok(Viewer {
+                csrf: state.csrf.token(&person.email),
+                person,
+            }),
+            Who::Token(_) => Err(Denied::forbidden(
+                "API tokens are for /api/v1/ only; pages are for people signed in through SSO",
+            )),
+        }
+    }
+}
+
+/// A form posted by a person who may change: signed in, from this site (`Origin`,
+/// `Sec-Fetch-Site`), carrying their CSRF token in the field `csrf`.
+#[derive(Debug, Clone)]
+pub struct Change<T> {
+    /// Who posted it.
+    pub person: Person,
+    /// The form's other fields.
+    pub form: T,
+}
+
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    form: T,
+}
+
+/// The host the browser addressed: `X-Forwarded-Host` from a trusted proxy, else `Host`.
+fn addressed_host(web: &Web, parts: &Parts) -> Option<String> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let forwarded = peer(parts)
+        .filter(|p| web.trusts(*p))
+        .and_then(|_| header("x-forwarded-host"));
+    forwarded
+        .or_else(|| header("host"))
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+}
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
+    type Rejection = Denied;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &Arc<WebState>,
+    ) -> Result<Self, Denied> {
+        let (parts, body) = req.into_parts();
+        let email = match claim(&state.cfg.web, &parts.headers, peer(&parts))? {
+            Claim::Token(_) => {
+                return Err(Denied::forbidden(
+                    "refused: API tokens may only read; changes are made by a person signed in through SSO",
+                ));
+            }
+            Claim::Email(email) => email,
+        };
+        let text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = addressed_host(&state.cfg.web, &parts);
+        if let Some(reason) = csrf::cross_site(
+            text(header::ORIGIN.as_str()),
+            text("sec-fetch-site"),
+            host.as_deref(),
+        ) {
+            return Err(Denied::forbidden(reason));
+        }
+        let person = state.person(email).await?;
+        let request = axum::extract::Request::from_parts(parts, body);
+        let Ok(axum::Form(posted)) = axum::Form::<WithCsrf<T>>::from_request(request, state).await
+        else {
+            return Err(Denied::new(
+                StatusCode::BAD_REQUEST,
+                "the form's fields could not be read",
+            ));
+        };
+        if !state.csrf.verify(&person.email, &posted.csrf) {
+            return Err(Denied::forbidden(
+                "refused: the form's CSRF token is missing or not yours; reload the page and send the form again",
+            ));
+        }
+        if !person.may_change {
+            return Err(Denied::forbidden(
+                crate::api::person_refusal(&person.email).text,
+            ));
+        }
+        Ok(Change {
+            person,
+            form: posted.form,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::web::parse_cidr;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn the_header_counts_only_from_a_trusted_proxy() {
+        let web = Web {
+            trusted_proxies: vec![parse_cidr("10.0.0.0/24").unwrap()],
+            ..Web::default()
+        };
+        let h = headers(&[("X-Forwarded-Email", "a@acme.example")]);
+        assert_eq!(
+            claim(&web, &h, ip("10.0.0.9")).unwrap(),
+            Claim::Email("a@acme.example".into())
+        );
+        for peer in [ip("10.0.1.9"), ip("127.0.0.1"), None] {
+            let d = claim(&web, &h, peer).unwrap_err();
+            assert_eq!(d.status, StatusCode::UNAUTHORIZED, "{peer:?}");
+            assert!(d.message.contains("web.trusted_proxies"), "{}", d.message);
+        }
+        // Without the header, or with something else in it.
+        let d = claim(&web, &HeaderMap::new(), ip("10.0.0.9")).unwrap_err();
+        assert_eq!(d.status, StatusCode::UNAUTHORIZED);
+        let h = headers(&[("X-Forwarded-Email", "alice")]);
+        assert_eq!(
+            claim(&web, &h, ip("10.0.0.9")).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn the_configured_header_is_read_and_no_other() {
+        let web = Web {
+            user_header: "X-Auth-Request-Email".into(),
+            ..Web::default()
+        };
+        let h = headers(&[("X-Forwarded-Email", "a@acme.example")]);
+        assert!(claim(&web, &h, ip("127.0.0.1")).is_err());
+        let h = headers(&[("x-auth-request-email", "b@acme.example")]);
+        assert_eq!(
+            claim(&web, &h, ip("127.0.0.1")).unwrap(),
+            Claim::Email("b@acme.example".into())
+        );
+    }
+
+    #[test]
+    fn bearer_tokens_and_the_dev_user() {
+        let web = Web::default();
+        let h = headers(&[("Authorization", "Bearer ap_123")]);
+        assert_eq!(
+            claim(&web, &h, None).unwrap(),
+            Claim::Token("ap_123".into())
+        );
+        let h = headers(&[("Authorization", "Basic abc")]);
+        assert_eq!(
+            claim(&web, &h, ip("127.0.0.1")).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        let dev = Web {
+            dev_user: Some("me@example.com".into()),
+            ..Web::default()
+        };
+        // Every request is the dev user, whatever the peer or header says.
+        let h = headers(&[("X-Forwarded-Email", "other@acme.example")]);
+        assert_eq!(
+            claim(&dev, &h, ip("10.9.9.9")).unwrap(),
+            Claim::Email("me@example.com".into())
+        );
+        assert_eq!(
+            claim(&dev, &HeaderMap::new(), None).unwrap(),
+            Claim::Email("me@example.com".into())
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! The API's read-only bearer tokens: `web.api_tokens_file` holds one `NAME SHA256-HEX`
+//! line per token (the token itself is never stored); `autoprov token add NAME` makes one.
+
+use super::csrf::{hex, random_bytes, unhex};
+use crate::api::error::{Blocked, Context, Error, Result};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// One line of the tokens file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    /// Who the token was made for (shown in logs, never the token).
+    pub name: String,
+    /// SHA-256 of the token.
+    pub digest: [u8; 32],
+}
+
+/// A line that is not `NAME SHA256-HEX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The entries of a tokens file, and the lines that are not entries. Blank lines and lines
+/// starting with `#` are skipped.
+pub fn parse(text: &str) -> (Vec<TokenEntry>, Vec<BadLine>) {
+    let (mut entries, mut bad) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let digest = match fields.as_slice() {
+            [_, hex] => unhex(hex).and_then(|b| <[u8; 32]>::try_from(b).ok()),
+            _ => None,
+        };
+        match digest {
+            Some(digest) => entries.push(TokenEntry {
+                name: fields[0].to_string(),
+                digest,
+            }),
+            None => bad.push(BadLine {
+                line: i + 1,
+                message: "not `NAME SHA256-HEX` (a name, one space, 64 hex digits)".into(),
+            }),
+        }
+    }
+    (entries, bad)
+}
+
+/// SHA-256 of a token as presented.
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Equality of two digests in time independent of where they differ.
+fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// The name of the entry `token` belongs to. Every entry is compared (no early exit), each
+/// in constant time, so the answer's timing tells nothing about the stored digests.
+pub fn find<'a>(entries: &'a [TokenEntry], token: &str) -> Option<&'a str> {
+    let presented = digest(token);
+    let mut found = None;
+    for e in entries {
+        if same(&e.digest, &presented) && found.is_none() {
+            found = Some(e.name.as_str());
+        }
+    }
+    found
+}
+
+/// Reads the tokens file and finds `token` in it; malformed lines are logged and skipped.
+pub fn check(path: &Path, token: &str) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading web.api_tokens_file {}", path.display()))?;
+    let (entries, bad) = parse(&text);
+    for b in &bad {
+        tracing::warn!(file = %path.display(), line = b.line, "api tokens file: {}", b.message);
+    }
+    Ok(find(&entries, token).map(str::to_string))
+}
+
+/// Makes a token for `name`, appends its line to `path` (created with mode 0600) and
+/// returns the token, which is shown once and stored nowhere.
+pub fn add(path: &Path, name: &str) -> Result<String> {
+    if name.is_empty()
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+        || name.starts_with('#')
+    {
+        return Err(Error::usage(format!(
+            "token name \"{name}\": use a name without spaces, e.g. sso-gateway"
+        )));
+    }
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("reading web.api_tokens_file {}", path.display()));
+        }
+    };
+    let (entries, _) = parse(&existing);
+    if entries.iter().any(|e| e.name == name) {
+        return Err(Blocked::TokenNameInUse {
+            name: name.to_string(),
+        }
+        .into());
+    }
+    let random = random_bytes::<32>().map_err(|e| Error::failed(format!("{e:#}")))?;
+    let token = format!("ap_{}", hex(&random));
+    let mut line = format!("{name} {}\n", hex(&digest(&token)));
+    if !existing.is_empty() && !existing.ends_with('\n') {
+        line.insert(0, '\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("opening web.api_tokens_file {}", path.display()))?;
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing web.api_tokens_file {}", path.display()))?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn lines_are_name_and_digest_and_others_are_named() {
+        let d = hex(&digest("secret"));
+        let text = format!(
+            "# gateway\n\nsso-gw {d}\n  grafana   {}  \nbroken\nshort abcd\nx {d} extra\n",
+            d.to_uppercase()
+        );
+        let (entries, bad) = parse(&text);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].name, "sso-gw");
+        assert_eq!(entries[1].name, "grafana");
+        assert_eq!(entries[0].digest, digest("secret"));
+        assert_eq!(
+            bad.iter().map(|b| b.line).collect::<Vec<_>>(),
+            vec![5, 6, 7]
+        );
+    }
+
+    #[test]
+    fn a_token_is_found_by_its_digest_only() {
+        let entries = vec![
+            TokenEntry {
+                name: "a".into(),
+                digest: digest("one"),
+            },
+            TokenEntry {
+                name: "b".into(),
+                digest: digest("two"),
+            },
+        ];
+        assert_eq!(find(&entries, "two"), Some("b"));
+        assert_eq!(find(&entries, "one"), Some("a"));
+        assert_eq!(find(&entries, "three"), None);
+        assert_eq!(find(&entries, ""), None);
+        assert_eq!(find(&[], "one"), None);
+    }
+
+    #[test]
+    fn add_appends_a_private_line_and_refuses_a_name_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens");
+        let t1 = add(&path, "sso-gw").unwrap();
+        assert!(t1.starts_with("ap_") && t1.len() == 67, "{t1}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let t2 = add(&path, "grafana").unwrap();
+        assert_ne!(t1, t2);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&t1[3..]), "the token itself is never stored");
+        assert_eq!(check(&path, &t1).unwrap().as_deref(), Some("sso-gw"));
+        assert_eq!(check(&path, &t2).unwrap().as_deref(), Some("grafana"));
+        assert_eq!(check(&path, "ap_guess").unwrap(), None);
+        let err = add(&path, "sso-gw").unwrap_err();
+        assert!(
+            matches!(err, Error::Refused(Blocked::TokenNameInUse { .. })),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "nothing appended"
+        );
+        assert!(add(&path, "two words").is_err());
+        assert!(add(&path, "").is_err());
+    }
+}
