@@ -98,7 +98,7 @@ fn encode(text: &str) -> String {
 /// Starts the daemon; waits until `status` shows the web address; returns it.
 fn start(root: &Path, config: &Path) -> (Child, String) {
     let log = fs::File::create(root.join("daemon.log")).expect("log");
-    let child = Command::new(bin())
+    let mut child = Command::new(bin())
         .arg("--config")
         .arg(config)
         .arg("run")
@@ -120,11 +120,14 @@ fn start(root: &Path, config: &Path) -> (Child, String) {
         {
             return (child, format!("http://{web}"));
         }
-        assert!(
-            Instant::now() < deadline,
-            "daemon not ready: {}",
-            fs::read_to_string(root.join("daemon.log")).unwrap_or_default()
-        );
+        if Instant::now() >= deadline || child.try_wait().expect("wait").is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "daemon not ready: {}",
+                fs::read_to_string(root.join("daemon.log")).unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
