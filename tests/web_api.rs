@@ -10,7 +10,7 @@
 mod common;
 
 use common::daemon::Daemon;
-use common::{Settings, TestEnv, testdata};
+use common::{Settings, TestEnv, testdata, urlencode as encode};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -124,18 +124,6 @@ impl Web {
             .body(body.join("&"));
         self.send(request, headers)
     }
-}
-
-/// application/x-www-form-urlencoded (and query) encoding.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// An environment whose daemon serves the section on 127.0.0.1:0, with [`LEAD`] in

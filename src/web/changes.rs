@@ -6,6 +6,7 @@
 use super::WebState;
 use super::api::json_response;
 use super::identity::Change;
+use super::pages;
 use crate::api::{Output, Request, Response, exit};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -120,14 +121,42 @@ fn id_of(text: &str, what: &str) -> Result<u64, Response> {
 
 /// Sends `request` as the person who posted; 303 to `next` when it was done.
 async fn send<T>(state: &WebState, change: &Change<T>, request: Request, next: String) -> Answer {
+    send_rule(state, change, request, next, None).await
+}
+
+/// [`send`], with the rule form to show again when a browser's rule conflicts.
+async fn send_rule<T>(
+    state: &WebState,
+    change: &Change<T>,
+    request: Request,
+    next: String,
+    rule: Option<pages::RuleForm>,
+) -> Answer {
     let answer = state
         .engine
         .ask_as(request, change.person.caller(), None, Output::Json)
         .await;
     if answer.exit != exit::OK {
+        if change.html {
+            return super::html::form_refused(state, &change.person, answer, rule).await;
+        }
         return refused(answer);
     }
     (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response()
+}
+
+impl RuleForm {
+    /// The form as the rules page shows it again (`id` = the rule edited).
+    fn shown(&self, id: Option<u64>) -> pages::RuleForm {
+        pages::RuleForm {
+            id,
+            name: self.name.clone(),
+            role: self.role.clone(),
+            when: self.when.clone(),
+            conflicts: serde_json::Value::Null,
+            error: None,
+        }
+    }
 }
 
 /// The engine's refusal: a missing right is 403 (the engine checks it again, on its thread,
@@ -153,7 +182,8 @@ async fn rule_add(State(state): State<Arc<WebState>>, change: Change<RuleForm>) 
         when: f.conditions(),
         strict: f.strict(),
     };
-    send(&state, &change, request, "/rules".into()).await
+    let shown = f.shown(None);
+    send_rule(&state, &change, request, "/rules".into(), Some(shown)).await
 }
 
 async fn rule_edit(
@@ -173,7 +203,8 @@ async fn rule_edit(
         when: f.conditions(),
         strict: f.strict(),
     };
-    send(&state, &change, request, "/rules".into()).await
+    let shown = f.shown(Some(id));
+    send_rule(&state, &change, request, "/rules".into(), Some(shown)).await
 }
 
 /// `enable`, `disable` or `delete` of rule `id`.
@@ -246,7 +277,7 @@ async fn admin_remove(
     change: Change<NoFields>,
 ) -> Answer {
     let request = Request::AdminsRemove { id };
-    send(&state, &change, request, "/?origin=manual".into()).await
+    send(&state, &change, request, "/?tab=manual".into()).await
 }
 
 async fn file_decide(

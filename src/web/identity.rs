@@ -228,6 +228,8 @@ impl FromRequestParts<Arc<WebState>> for Viewer {
 pub struct Change<T> {
     /// Who posted it.
     pub person: Person,
+    /// Whether a browser posted it (`Accept: text/html`): a refusal is then a page.
+    pub html: bool,
     /// The form's other fields.
     pub form: T,
 }
@@ -274,6 +276,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
             Claim::Email(email) => email,
         };
         let text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let html = text(header::ACCEPT.as_str()).is_some_and(|a| a.contains("text/html"));
         let host = addressed_host(&state.cfg.web, &parts);
         if let Some(reason) = csrf::cross_site(
             text(header::ORIGIN.as_str()),
@@ -303,6 +306,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
         }
         Ok(Change {
             person,
+            html,
             form: posted.form,
         })
     }

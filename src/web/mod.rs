@@ -9,6 +9,7 @@ pub mod api;
 pub mod changes;
 pub mod csrf;
 pub mod health;
+pub mod html;
 pub mod identity;
 pub mod pages;
 pub mod tokens;
@@ -106,6 +107,7 @@ impl IntoResponse for Denied {
 pub fn router(state: Arc<WebState>) -> Router {
     Router::new()
         .merge(api::routes())
+        .merge(html::routes())
         .merge(changes::routes())
         .merge(health::routes())
         .fallback(|| async { Denied::new(StatusCode::NOT_FOUND, "no such page") })

@@ -599,3 +599,15 @@ impl TestEnv {
         )
     }
 }
+
+/// application/x-www-form-urlencoded (and query and path segment) encoding.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,263 @@
+//! The section's pages (SPEC §11): GET routes that send the engine the request the CLI
+//! sends and render its answer with [`super::pages`]; refusals and failures are pages too.
+//! The forms' POSTs are in [`super::changes`]; a browser gets their refusals from here.
+
+use super::api::http_status;
+use super::identity::{Person, Viewer};
+use super::pages::{self, AdminsQuery, PageCtx, RuleForm};
+use super::{Denied, WebState};
+use crate::api::{Output, Request, Response, exit};
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use maud::Markup;
+use std::sync::Arc;
+
+type Answer = axum::response::Response;
+
+/// The pages' routes (their POSTs are [`super::changes::routes`], on the same paths).
+pub fn routes() -> Router<Arc<WebState>> {
+    Router::new()
+        .route("/", get(admins))
+        .route("/admins/{id}", get(admin))
+        .route("/rules", get(rules))
+        .route("/files", get(files))
+        .route("/files/{id}", get(file))
+        .route("/files/{id}/report.json", get(report_json))
+        .route("/files/{id}/report.txt", get(report_txt))
+        .route("/status", get(status))
+        .route(pages::STYLE_PATH, get(style))
+}
+
+/// What the layout needs to know of the person and the server.
+fn ctx<'a>(state: &WebState, person: &'a Person, csrf: &'a str) -> PageCtx<'a> {
+    PageCtx {
+        email: &person.email,
+        csrf,
+        can_change: person.may_change,
+        dev_mode: state.cfg.web.dev_user.is_some(),
+    }
+}
+
+fn page(status: StatusCode, markup: Markup) -> Answer {
+    (status, Html(markup.into_string())).into_response()
+}
+
+/// A refusal before the engine was asked (401, 403), as a page.
+fn denied(d: Denied) -> Answer {
+    page(
+        d.status,
+        pages::error_page(None, d.status.as_u16(), &d.message),
+    )
+}
+
+/// The engine's refusal or failure, as a page with the status of its exit code.
+fn failed(ctx: &PageCtx, answer: &Response) -> Answer {
+    let status = http_status(answer.exit);
+    page(
+        status,
+        pages::error_page(Some(ctx), status.as_u16(), &answer.text),
+    )
+}
+
+impl WebState {
+    /// Asks the engine as `person` (reads do not wait for a file being processed).
+    async fn ask_for(&self, person: &Person, request: Request, output: Output) -> Response {
+        self.engine
+            .ask_as(request, person.caller(), None, output)
+            .await
+    }
+
+    /// Asks, then renders the answer with `render`, or the refusal as a page.
+    async fn show(
+        &self,
+        viewer: Result<Viewer, Denied>,
+        request: Request,
+        render: impl FnOnce(&PageCtx, &Response) -> Markup,
+    ) -> Answer {
+        let v = match viewer {
+            Ok(v) => v,
+            Err(d) => return denied(d),
+        };
+        let answer = self.ask_for(&v.person, request, Output::Both).await;
+        let c = ctx(self, &v.person, &v.csrf);
+        if answer.exit != exit::OK {
+            return failed(&c, &answer);
+        }
+        page(StatusCode::OK, render(&c, &answer))
+    }
+}
+
+async fn admins(
+    State(state): State<Arc<WebState>>,
+    viewer: Result<Viewer, Denied>,
+    Query(q): Query<AdminsQuery>,
+) -> Answer {
+    let request = Request::AdminsList {
+        status: None,
+        origin: None,
+        rule: None,
+    };
+    let roles = state.cfg.provisioning.roles.clone();
+    state
+        .show(viewer, request, |c, a| {
+            pages::admins(c, &a.json, &roles, &q)
+        })
+        .await
+}
+
+async fn admin(
+    State(state): State<Arc<WebState>>,
+    viewer: Result<Viewer, Denied>,
+    Path(id): Path<String>,
+) -> Answer {
+    let request = Request::AdminsShow { id };
+    state
+        .show(viewer, request, |c, a| pages::admin(c, &a.json))
+        .await
+}
+
+async fn rules(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied>) -> Answer {
+    let roles = state.cfg.provisioning.roles.clone();
+    state
+        .show(viewer, Request::RulesList, |c, a| {
+            pages::rules(c, &a.json, &roles, None)
+        })
+        .await
+}
+
+async fn files(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied>) -> Answer {
+    state
+        .show(viewer, Request::FilesList, |c, a| pages::files(c, &a.json))
+        .await
+}
+
+/// A file id from the path, or the 404 page.
+fn file_id(text: &str) -> Result<u64, Answer> {
+    text.parse().map_err(|_| {
+        let message = format!("no file {text}: file ids are numbers");
+        page(
+            StatusCode::NOT_FOUND,
+            pages::error_page(None, 404, &message),
+        )
+    })
+}
+
+async fn file(
+    State(state): State<Arc<WebState>>,
+    viewer: Result<Viewer, Denied>,
+    Path(id): Path<String>,
+) -> Answer {
+    let id = match file_id(&id) {
+        Ok(id) => id,
+        Err(answer) => return answer,
+    };
+    state
+        .show(viewer, Request::FilesShow { id }, |c, a| {
+            pages::file(c, id, &a.json, &a.text)
+        })
+        .await
+}
+
+/// A file's report to download, as JSON or as text.
+async fn report(state: &WebState, viewer: Result<Viewer, Denied>, id: &str, json: bool) -> Answer {
+    let v = match viewer {
+        Ok(v) => v,
+        Err(d) => return denied(d),
+    };
+    let id = match file_id(id) {
+        Ok(id) => id,
+        Err(answer) => return answer,
+    };
+    let output = if json { Output::Json } else { Output::Text };
+    let answer = state
+        .ask_for(&v.person, Request::FilesShow { id }, output)
+        .await;
+    if answer.exit != exit::OK {
+        return failed(&ctx(state, &v.person, &v.csrf), &answer);
+    }
+    let (body, kind, ext) = if json {
+        let body = serde_json::to_string_pretty(&answer.json).unwrap_or_default() + "\n";
+        (body, "application/json", "json")
+    } else {
+        (answer.text, "text/plain; charset=utf-8", "txt")
+    };
+    let disposition = format!("attachment; filename=\"file-{id}-report.{ext}\"");
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+async fn report_json(
+    State(state): State<Arc<WebState>>,
+    viewer: Result<Viewer, Denied>,
+    Path(id): Path<String>,
+) -> Answer {
+    report(&state, viewer, &id, true).await
+}
+
+async fn report_txt(
+    State(state): State<Arc<WebState>>,
+    viewer: Result<Viewer, Denied>,
+    Path(id): Path<String>,
+) -> Answer {
+    report(&state, viewer, &id, false).await
+}
+
+async fn status(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied>) -> Answer {
+    state
+        .show(viewer, Request::Status, |c, a| pages::status(c, &a.json))
+        .await
+}
+
+/// The stylesheet: the same for everyone, so no sign-in (it holds no data).
+async fn style() -> Answer {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        pages::STYLE_CSS,
+    )
+        .into_response()
+}
+
+/// A form's refusal for a browser: a rule that conflicts is shown again with its conflicts
+/// and "Save anyway" (409); anything else is an error page with the status of the exit code.
+pub async fn form_refused(
+    state: &WebState,
+    person: &Person,
+    answer: Response,
+    rule: Option<RuleForm>,
+) -> Answer {
+    let csrf = state.csrf.token(&person.email);
+    let c = ctx(state, person, &csrf);
+    let conflicts = answer
+        .json
+        .get("conflicts")
+        .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
+    let (Some(form), Some(conflicts)) = (rule, conflicts) else {
+        return failed(&c, &answer);
+    };
+    let form = RuleForm {
+        conflicts: conflicts.clone(),
+        ..form
+    };
+    let list = state
+        .ask_for(person, Request::RulesList, Output::Json)
+        .await;
+    if list.exit != exit::OK {
+        return failed(&c, &list);
+    }
+    let roles = &state.cfg.provisioning.roles;
+    page(
+        StatusCode::CONFLICT,
+        pages::rules(&c, &list.json, roles, Some(&form)),
+    )
+}
