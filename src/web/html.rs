@@ -134,15 +134,13 @@ async fn files(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied
         .await
 }
 
-/// A file id from the path, or the 404 page.
-fn file_id(text: &str) -> Result<u64, Answer> {
-    text.parse().map_err(|_| {
-        let message = format!("no file {text}: file ids are numbers");
-        page(
-            StatusCode::NOT_FOUND,
-            pages::error_page(None, 404, &message),
-        )
-    })
+/// The 404 page of a file id that is not a number.
+fn no_file(text: &str) -> Answer {
+    let message = format!("no file {text}: file ids are numbers");
+    page(
+        StatusCode::NOT_FOUND,
+        pages::error_page(None, 404, &message),
+    )
 }
 
 async fn file(
@@ -150,9 +148,8 @@ async fn file(
     viewer: Result<Viewer, Denied>,
     Path(id): Path<String>,
 ) -> Answer {
-    let id = match file_id(&id) {
-        Ok(id) => id,
-        Err(answer) => return answer,
+    let Ok(id) = id.parse() else {
+        return no_file(&id);
     };
     state
         .show(viewer, Request::FilesShow { id }, |c, a| {
@@ -167,9 +164,8 @@ async fn report(state: &WebState, viewer: Result<Viewer, Denied>, id: &str, json
         Ok(v) => v,
         Err(d) => return denied(d),
     };
-    let id = match file_id(id) {
-        Ok(id) => id,
-        Err(answer) => return answer,
+    let Ok(id) = id.parse() else {
+        return no_file(id);
     };
     let output = if json { Output::Json } else { Output::Text };
     let answer = state
