@@ -188,29 +188,72 @@ pub fn matching(roster: &Roster, rules: &[CompiledRule]) -> Vec<Vec<RuleId>> {
         .collect()
 }
 
-/// How many employee IDs `both_match` lists.
+/// How many employee IDs `both_match` and [`MatchSet::both`] list.
 pub const BOTH_MATCH_SAMPLE: usize = 10;
 
-/// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
-/// ids in file order).
-pub fn both_match(roster: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
-    let mut count = 0;
-    let mut sample = Vec::new();
-    for employee in &roster.employees {
-        if !employee.inactive && a.matches(employee) && b.matches(employee) {
-            count += 1;
-            if sample.len() < BOTH_MATCH_SAMPLE {
-                sample.push(employee.id.to_string());
+/// The active employees of one roster that a compiled rule matches: one bit per employee
+/// of `roster.employees`, in file order. Built once per rule; two rules' sets intersect
+/// in one pass over the words instead of re-evaluating both rules on every employee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchSet {
+    words: Box<[u64]>,
+}
+
+impl MatchSet {
+    /// Evaluates `rule` once for every employee of `roster`; inactive employees are never in it.
+    pub fn build(roster: &Roster, rule: &CompiledRule) -> MatchSet {
+        let mut words = vec![0u64; roster.employees.len().div_ceil(64)];
+        if !rule.never {
+            for (chunk, word) in roster.employees.chunks(64).zip(words.iter_mut()) {
+                for (bit, employee) in chunk.iter().enumerate() {
+                    if !employee.inactive && rule.matches(employee) {
+                        *word |= 1 << bit;
+                    }
+                }
             }
         }
+        MatchSet {
+            words: words.into_boxed_slice(),
+        }
     }
-    (count, sample)
+
+    /// How many employees are in the set.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Employees in both sets (built over the same `roster`): (count, up to
+    /// `BOTH_MATCH_SAMPLE` employee ids in file order).
+    pub fn both(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
+        let mut count = 0;
+        let mut sample = Vec::new();
+        for (i, (a, b)) in self.words.iter().zip(other.words.iter()).enumerate() {
+            let mut word = a & b;
+            count += word.count_ones() as usize;
+            while word != 0 && sample.len() < BOTH_MATCH_SAMPLE {
+                let index = i * 64 + word.trailing_zeros() as usize;
+                if let Some(employee) = roster.employees.get(index) {
+                    sample.push(employee.id.to_string());
+                }
+                word &= word - 1;
+            }
+        }
+        (count, sample)
+    }
+}
+
+/// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
+/// ids in file order). Builds both rules' [`MatchSet`]s; to compare many pairs, build each
+/// rule's set once and use [`MatchSet::both`].
+pub fn both_match(roster: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
+    MatchSet::build(roster, a).both(&MatchSet::build(roster, b), roster)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::rules::tests::{Row, roster, rule};
+    use proptest::prelude::*;
 
     fn sample_roster() -> Roster {
         roster(
@@ -374,5 +417,68 @@ mod tests {
         let c = CompiledRule::compile(&rule(3, &["department = Sales"]), &r, &columns).unwrap();
         assert_eq!(both_match(&r, &b, &c), (1, vec!["X2".to_string()]));
         assert_eq!(both_match(&r, &a, &c), (0, vec![]));
+    }
+
+    /// Employees matching both, by evaluating both rules on every employee.
+    fn both_by_walking(r: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
+        let ids: Vec<String> = r
+            .employees
+            .iter()
+            .filter(|e| !e.inactive && a.matches(e) && b.matches(e))
+            .map(|e| e.id.to_string())
+            .collect();
+        (ids.len(), ids.into_iter().take(BOTH_MATCH_SAMPLE).collect())
+    }
+
+    /// Cells of generated rosters; `zz` appears only in conditions.
+    const CELLS: &[&str] = &["a", "b", "c", ""];
+    const VALUES: &[&str] = &["a", "B", " c ", "zz"];
+
+    fn condition() -> impl Strategy<Value = String> {
+        let field = || prop::sample::select(&["department", "Job Title"][..]);
+        prop_oneof![
+            (field(), prop::sample::select(&["=", "!="][..]), prop::sample::select(VALUES))
+                .prop_map(|(f, op, v)| format!("{f} {op} \"{v}\"")),
+            (
+                field(),
+                prop::sample::select(&["in", "not in"][..]),
+                prop::collection::vec(prop::sample::select(VALUES), 1..4),
+            )
+                .prop_map(|(f, op, vs)| format!("{f} {op} (\"{}\")", vs.join("\", \""))),
+            any::<bool>().prop_map(|m| format!("is_manager = {m}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn match_sets_intersect_like_walking_every_employee(
+            people in prop::collection::vec(
+                (prop::sample::select(CELLS), prop::sample::select(CELLS), any::<bool>(), prop::bool::weighted(0.2)),
+                0..300,
+            ),
+            a in prop::collection::vec(condition(), 1..3),
+            b in prop::collection::vec(condition(), 1..3),
+        ) {
+            let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
+            let cells: Vec<[&str; 2]> = people.iter().map(|p| [p.0, p.1]).collect();
+            let rows: Vec<Row> = people
+                .iter()
+                .zip(&names)
+                .zip(&cells)
+                .map(|((p, n), c)| (n.as_str(), &c[..], p.2, p.3))
+                .collect();
+            let r = roster(&["department", "job_title"], &rows);
+            let columns = Columns::default();
+            let a_refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            let b_refs: Vec<&str> = b.iter().map(String::as_str).collect();
+            let ca = CompiledRule::compile(&rule(1, &a_refs), &r, &columns).unwrap();
+            let cb = CompiledRule::compile(&rule(2, &b_refs), &r, &columns).unwrap();
+            let expected = both_by_walking(&r, &ca, &cb);
+            let (sa, sb) = (MatchSet::build(&r, &ca), MatchSet::build(&r, &cb));
+            prop_assert_eq!(&sa.both(&sb, &r), &expected);
+            prop_assert_eq!(&sb.both(&sa, &r), &expected);
+            prop_assert_eq!(&both_match(&r, &ca, &cb), &expected);
+            prop_assert_eq!(sa.count(), both_by_walking(&r, &ca, &ca).0);
+        }
     }
 }
