@@ -13,7 +13,8 @@
 //! generator of benches/common), and `autoprov rules check` (stdout to a file) is timed
 //! `BENCH_REPS` times (default 5): median, min and max.
 //! Environment: `AUTOPROV_BENCH_BIN` (another autoprov binary to measure), `BENCH_DIR`
-//! (default /var/tmp/autoprov-bench).
+//! (default /var/tmp/autoprov-bench), `BENCH_KEEP` (set: keep the root and print the
+//! command, e.g. to profile it).
 
 mod common;
 
@@ -107,7 +108,10 @@ fn main() {
     if fs::read(&roster).ok().as_deref() != Some(&bytes[..]) {
         fs::write(&roster, &bytes).expect("write roster");
     }
-    println!("== rules check: {rows} rows, {n_rules} rules, {reps} repetitions; binary {}", bin());
+    println!(
+        "== rules check: {rows} rows, {n_rules} rules, {reps} repetitions; binary {}",
+        bin()
+    );
 
     let start = Instant::now();
     for (name, role, when) in bench_rules(n_rules) {
@@ -141,7 +145,10 @@ fn main() {
     }
     let text = fs::read_to_string(&out_path).expect("rules check output");
     let conflicts = text.lines().filter(|l| l.starts_with("conflict:")).count();
-    let uncounted = text.lines().filter(|l| l.contains("no roster applied")).count();
+    let uncounted = text
+        .lines()
+        .filter(|l| l.contains("no roster applied"))
+        .count();
     assert_eq!(uncounted, 0, "every pair is counted on the applied roster");
     times.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let median = if reps % 2 == 1 {
@@ -155,5 +162,13 @@ fn main() {
         times[reps - 1],
         text.len() as f64 / 1e6
     );
-    let _ = fs::remove_dir_all(&root);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!(
+            "  kept: {} --config {} rules check",
+            bin(),
+            config.display()
+        );
+    } else {
+        let _ = fs::remove_dir_all(&root);
+    }
 }

@@ -1074,7 +1074,9 @@ fn rules_check_counts_each_pair_on_the_last_roster_even_when_one_rule_cannot_be_
     let conflicts = v["conflicts"].as_array().expect("conflicts");
     assert!(!conflicts.is_empty(), "{v:#}");
     assert!(
-        conflicts.iter().all(|c| c["employees"] == 0 && c["employee_ids"] == json!([])),
+        conflicts
+            .iter()
+            .all(|c| c["employees"] == 0 && c["employee_ids"] == json!([])),
         "{v:#}"
     );
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v:#}");
@@ -1112,7 +1114,11 @@ fn rules_check_counts_each_pair_on_the_last_roster_even_when_one_rule_cannot_be_
     assert_eq!(pair["employee_ids"], json!(eng_managers));
     assert_eq!(pair["winner"], 6);
     let text_lines = out.lines().filter(|l| !l.is_empty()).count();
-    assert_eq!(problems.len(), text_lines, "one JSON problem per text line: {v:#}");
+    assert_eq!(
+        problems.len(),
+        text_lines,
+        "one JSON problem per text line: {v:#}"
+    );
 }
 
 // ---- 5. manual accounts -----------------------------------------------------------------

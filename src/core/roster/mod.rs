@@ -597,7 +597,10 @@ mod tests {
         let r = ok(&good);
         assert_eq!(r.present.len(), 4, "{:?}", r.present);
         let defaults = RosterOptions::default();
-        assert_eq!(header_keys(good.as_bytes(), &defaults), Some(r.present.clone()));
+        assert_eq!(
+            header_keys(good.as_bytes(), &defaults),
+            Some(r.present.clone())
+        );
         // Rows the parser rejects and a needed column the header lacks: the header still reads.
         let broken = format!("{header}1,a@example.com\n2,\"open");
         let opts = needing(&["Cost Center"]);

@@ -191,50 +191,80 @@ pub fn matching(roster: &Roster, rules: &[CompiledRule]) -> Vec<Vec<RuleId>> {
 /// How many employee IDs `both_match` and [`MatchSet::both`] list.
 pub const BOTH_MATCH_SAMPLE: usize = 10;
 
-/// The active employees of one roster that a compiled rule matches: one bit per employee
-/// of `roster.employees`, in file order. Built once per rule; two rules' sets intersect
-/// in one pass over the words instead of re-evaluating both rules on every employee.
+/// The active employees of one roster that a compiled rule matches, as a bitset over
+/// `roster.employees` and as the list of their indices in file order. Built once per rule;
+/// two rules' sets intersect without evaluating either rule again: word by word, or, when
+/// one set is small, by looking up its members in the other's bits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchSet {
+    /// Bit `i % 64` of word `i / 64`: employee `i` matches.
     words: Box<[u64]>,
+    /// The indices of the set bits, ascending.
+    members: Box<[u32]>,
 }
 
 impl MatchSet {
     /// Evaluates `rule` once for every employee of `roster`; inactive employees are never in it.
     pub fn build(roster: &Roster, rule: &CompiledRule) -> MatchSet {
         let mut words = vec![0u64; roster.employees.len().div_ceil(64)];
+        let mut members = Vec::new();
         if !rule.never {
-            for (chunk, word) in roster.employees.chunks(64).zip(words.iter_mut()) {
-                for (bit, employee) in chunk.iter().enumerate() {
-                    if !employee.inactive && rule.matches(employee) {
-                        *word |= 1 << bit;
-                    }
+            for (i, employee) in roster.employees.iter().enumerate() {
+                if !employee.inactive && rule.matches(employee) {
+                    words[i / 64] |= 1 << (i % 64);
+                    // A roster has at most `roster.max_rows` rows, far below u32::MAX.
+                    members.push(i as u32);
                 }
             }
         }
         MatchSet {
             words: words.into_boxed_slice(),
+            members: members.into_boxed_slice(),
         }
     }
 
     /// How many employees are in the set.
     pub fn count(&self) -> usize {
-        self.words.iter().map(|w| w.count_ones() as usize).sum()
+        self.members.len()
+    }
+
+    fn contains(&self, index: u32) -> bool {
+        let i = index as usize;
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
     }
 
     /// Employees in both sets (built over the same `roster`): (count, up to
     /// `BOTH_MATCH_SAMPLE` employee ids in file order).
     pub fn both(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
-        let mut count = 0;
+        let (small, large) = if self.count() <= other.count() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        let id = |i: usize| roster.employees.get(i).map(|e| e.id.to_string());
         let mut sample = Vec::new();
-        for (i, (a, b)) in self.words.iter().zip(other.words.iter()).enumerate() {
-            let mut word = a & b;
-            count += word.count_ones() as usize;
-            while word != 0 && sample.len() < BOTH_MATCH_SAMPLE {
-                let index = i * 64 + word.trailing_zeros() as usize;
-                if let Some(employee) = roster.employees.get(index) {
-                    sample.push(employee.id.to_string());
+        if small.count() < small.words.len() {
+            // Fewer members than words: look each one up.
+            let mut count = 0;
+            for &i in small.members.iter().filter(|&&i| large.contains(i)) {
+                count += 1;
+                if sample.len() < BOTH_MATCH_SAMPLE {
+                    sample.extend(id(i as usize));
                 }
+            }
+            return (count, sample);
+        }
+        let pairs = || small.words.iter().zip(large.words.iter());
+        let count = pairs().map(|(a, b)| (a & b).count_ones() as usize).sum();
+        'words: for (w, (a, b)) in pairs().enumerate() {
+            let mut word = a & b;
+            while word != 0 {
+                if sample.len() == BOTH_MATCH_SAMPLE {
+                    break 'words;
+                }
+                sample.extend(id(w * 64 + word.trailing_zeros() as usize));
                 word &= word - 1;
             }
         }
@@ -437,7 +467,11 @@ mod tests {
     fn condition() -> impl Strategy<Value = String> {
         let field = || prop::sample::select(&["department", "Job Title"][..]);
         prop_oneof![
-            (field(), prop::sample::select(&["=", "!="][..]), prop::sample::select(VALUES))
+            (
+                field(),
+                prop::sample::select(&["=", "!="][..]),
+                prop::sample::select(VALUES)
+            )
                 .prop_map(|(f, op, v)| format!("{f} {op} \"{v}\"")),
             (
                 field(),

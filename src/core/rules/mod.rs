@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 pub use self::eval::{BOTH_MATCH_SAMPLE, CompiledRule, MatchSet, MatchTable, both_match, matching};
-pub use self::overlap::can_overlap;
+pub use self::overlap::{Constraints, can_overlap};
 pub use self::syntax::{Condition, ConditionError, Op};
 
 /// A rule's identifier: assigned in creation order, never reused; lower wins.

@@ -6,7 +6,7 @@ use crate::api::{Request, Response, exit};
 use crate::core::columns::{Columns, fold_value};
 use crate::core::model::Roster;
 use crate::core::roster;
-use crate::core::rules::{self, CompiledRule, Condition, MatchSet, Rule, RuleId};
+use crate::core::rules::{CompiledRule, Condition, Constraints, MatchSet, Rule, RuleId};
 use crate::engine::pipeline::Pipeline;
 use crate::store::Store;
 use crate::util::now_rfc3339;
@@ -101,13 +101,15 @@ fn rules_save<S: Store>(
     Ok(Response::ok(j, out))
 }
 
-/// The last applied roster, read and parsed once for one `rules` command, and the match
-/// set of each rule evaluated on it, built the first time a pair needs it.
+/// What one `rules` command compares rules with: the last applied roster, read and parsed
+/// once, and per rule its overlap constraints and its match set on that roster, each built
+/// the first time a pair needs it.
 struct LastRoster {
     /// None when no roster was applied yet, or its file is gone or no longer parses.
     roster: Option<Roster>,
     columns: Columns,
-    /// By rule id: the ids of one command's rules are distinct.
+    /// By rule id (as all maps here): the ids of one command's rules are distinct.
+    constraints: HashMap<RuleId, Constraints>,
     sets: HashMap<RuleId, Evaluated>,
 }
 
@@ -135,6 +137,7 @@ impl LastRoster {
         let mut last = LastRoster {
             roster: None,
             columns: p.cfg.columns(),
+            constraints: HashMap::new(),
             sets: HashMap::new(),
         };
         let Some(entry) = p.store.last_applied()? else {
@@ -183,6 +186,16 @@ impl LastRoster {
             .collect()
     }
 
+    /// Whether both rules' conditions can hold for one employee (`rules::can_overlap`).
+    fn can_overlap(&mut self, a: &Rule, b: &Rule) -> bool {
+        for rule in [a, b] {
+            self.constraints
+                .entry(rule.id)
+                .or_insert_with(|| Constraints::of(rule, &self.columns));
+        }
+        self.constraints[&a.id].overlaps(&self.constraints[&b.id])
+    }
+
     /// The employees of the last applied roster matching both rules, each rule evaluated
     /// at most once per command.
     fn both(&mut self, a: &Rule, b: &Rule) -> Both {
@@ -224,7 +237,7 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
         if other.id == rule.id
             || !other.enabled
             || other.role == rule.role
-            || !rules::can_overlap(rule, other, &last.columns)
+            || !last.can_overlap(rule, other)
         {
             continue;
         }
