@@ -243,33 +243,48 @@ impl MatchSet {
         } else {
             (other, self)
         };
-        let id = |i: usize| roster.employees.get(i).map(|e| e.id.to_string());
-        let mut sample = Vec::new();
         if small.count() < small.words.len() {
-            // Fewer members than words: look each one up.
-            let mut count = 0;
-            for &i in small.members.iter().filter(|&&i| large.contains(i)) {
-                count += 1;
-                if sample.len() < BOTH_MATCH_SAMPLE {
-                    sample.extend(id(i as usize));
-                }
-            }
-            return (count, sample);
+            small.both_by_lookup(large, roster)
+        } else {
+            small.both_by_words(large, roster)
         }
-        let pairs = || small.words.iter().zip(large.words.iter());
+    }
+
+    /// [`MatchSet::both`] looking each member of `self` up in `other`: for a small `self`.
+    fn both_by_lookup(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
+        let mut count = 0;
+        let mut sample = Vec::new();
+        for &i in self.members.iter().filter(|&&i| other.contains(i)) {
+            count += 1;
+            if sample.len() < BOTH_MATCH_SAMPLE {
+                sample.extend(employee_id(roster, i as usize));
+            }
+        }
+        (count, sample)
+    }
+
+    /// [`MatchSet::both`] word by word: counts every word, samples the first set bits.
+    fn both_by_words(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
+        let pairs = || self.words.iter().zip(other.words.iter());
         let count = pairs().map(|(a, b)| (a & b).count_ones() as usize).sum();
+        let mut sample = Vec::new();
         'words: for (w, (a, b)) in pairs().enumerate() {
             let mut word = a & b;
             while word != 0 {
                 if sample.len() == BOTH_MATCH_SAMPLE {
                     break 'words;
                 }
-                sample.extend(id(w * 64 + word.trailing_zeros() as usize));
+                sample.extend(employee_id(roster, w * 64 + word.trailing_zeros() as usize));
                 word &= word - 1;
             }
         }
         (count, sample)
     }
+}
+
+/// The id of employee `index` of `roster`, if there is one.
+fn employee_id(roster: &Roster, index: usize) -> Option<String> {
+    roster.employees.get(index).map(|e| e.id.to_string())
 }
 
 /// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
@@ -512,6 +527,10 @@ mod tests {
             prop_assert_eq!(&sa.both(&sb, &r), &expected);
             prop_assert_eq!(&sb.both(&sa, &r), &expected);
             prop_assert_eq!(&both_match(&r, &ca, &cb), &expected);
+            // Both ways of intersecting, whichever `both` would choose here.
+            prop_assert_eq!(&sa.both_by_lookup(&sb, &r), &expected);
+            prop_assert_eq!(&sb.both_by_lookup(&sa, &r), &expected);
+            prop_assert_eq!(&sa.both_by_words(&sb, &r), &expected);
             prop_assert_eq!(sa.count(), both_by_walking(&r, &ca, &ca).0);
         }
     }
