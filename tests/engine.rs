@@ -1015,6 +1015,112 @@ fn rules_add_without_an_applied_roster_still_reports_conflicts() {
     assert_eq!(v["conflicts"][0]["winner"], 4);
 }
 
+#[test]
+fn rules_check_counts_each_pair_on_the_last_roster_even_when_one_rule_cannot_be_evaluated() {
+    // No rules: nothing to report.
+    let empty = TestEnv::new();
+    let out = empty.expect(0, &["rules", "check"]);
+    assert!(
+        out.contains("rules check: no conflicts or problems found"),
+        "{out}"
+    );
+    // Rules but no roster yet: conflicts without counts.
+    let unapplied = TestEnv::new();
+    unapplied.load_sample_rules();
+    let v = unapplied.json_ok(1, &["rules", "check"]);
+    let problems = v["problems"].as_array().expect("problems");
+    assert!(!problems.is_empty(), "{v:#}");
+    assert!(
+        problems.iter().all(|c| c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no roster applied yet to count matching employees")),
+        "{v:#}"
+    );
+
+    let env = day1_applied(Settings::default());
+    let eng_managers = [
+        "E00015", "E00048", "E00070", "E00126", "E00130", "E00145", "E00165", "E00172", "E00186",
+        "E00190",
+    ];
+    let six_seven = format!(
+        "conflict: rule 6 \"Engineering managers\" (IT Admin) and rule 7 \"Managers read-only\" \
+         (Read-only Admin) can both match one employee; 12 employees of the last applied roster \
+         match both ({}); rule 6 wins by precedence (lowest id)",
+        eng_managers.join(", ")
+    );
+    let out = env.expect(1, &["rules", "check"]);
+    assert!(out.lines().any(|l| l == six_seven), "{out}");
+    assert!(!out.contains("no column"), "{out}");
+
+    // A rule reading a column the applied roster lacks: a warning for it, its own pairs
+    // say why they are not counted, and every other pair is still counted.
+    let add = [
+        "rules",
+        "add",
+        "--name",
+        "Engineering contractors",
+        "--role",
+        "Super Admin",
+        "--when",
+        "department = Engineering",
+        "--when",
+        "worker_type = Contractor",
+    ];
+    let v = env.json_ok(0, &add);
+    assert_eq!(v["id"], 9, "{v:#}");
+    let not_counted = "matching employees not counted: rule 9 reads \"worker_type\", which the \
+                       last applied roster has no column for";
+    let conflicts = v["conflicts"].as_array().expect("conflicts");
+    assert!(!conflicts.is_empty(), "{v:#}");
+    assert!(
+        conflicts
+            .iter()
+            .all(|c| c["employees"] == 0 && c["employee_ids"] == json!([])),
+        "{v:#}"
+    );
+    assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v:#}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("has no column for \"worker_type\""),
+        "{v:#}"
+    );
+
+    let out = env.expect(1, &["rules", "check"]);
+    assert!(out.lines().any(|l| l == six_seven), "{out}");
+    assert!(
+        out.lines().any(|l| l
+            == "rule 9 \"Engineering contractors\": the last applied roster has no column for \
+                \"worker_type\"; while this rule is enabled, files without it are rejected"),
+        "{out}"
+    );
+    let nine: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("conflict:") && l.contains("rule 9 \""))
+        .collect();
+    assert!(!nine.is_empty(), "{out}");
+    assert!(nine.iter().all(|l| l.contains(not_counted)), "{out}");
+
+    let v = env.json_ok(1, &["rules", "check"]);
+    let problems = v["problems"].as_array().expect("problems");
+    let pair = problems
+        .iter()
+        .find(|c| c["message"].as_str() == Some(six_seven.as_str()))
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(pair["rule_id"], 7);
+    assert_eq!(pair["employees"], 12);
+    assert_eq!(pair["employee_ids"], json!(eng_managers));
+    assert_eq!(pair["winner"], 6);
+    let text_lines = out.lines().filter(|l| !l.is_empty()).count();
+    assert_eq!(
+        problems.len(),
+        text_lines,
+        "one JSON problem per text line: {v:#}"
+    );
+}
+
 // ---- 5. manual accounts -----------------------------------------------------------------
 
 #[test]

@@ -85,6 +85,30 @@ pub fn parse(bytes: &[u8], opts: &RosterOptions) -> Result<Roster, Rejection> {
     Parser::new(text.as_bytes(), opts).run()
 }
 
+/// The field keys of the file's header row, as `Roster::present` would list them, without
+/// reading the data rows; `None` when the file is too large, cannot be decoded or has no
+/// header. For callers that must know which columns exist before choosing `needed_fields`.
+pub fn header_keys(bytes: &[u8], opts: &RosterOptions) -> Option<Vec<String>> {
+    if bytes.len() as u64 > opts.max_bytes {
+        return None;
+    }
+    let text = decode::decode(bytes, opts.encoding).ok()?;
+    let text = text.as_bytes();
+    let mut reader = ReaderBuilder::new()
+        .delimiter(detect_delimiter(text))
+        .has_headers(false)
+        .flexible(true)
+        .terminator(Terminator::CRLF)
+        .from_reader(text);
+    let mut record = ByteRecord::new();
+    if !reader.read_byte_record(&mut record).ok()? {
+        return None;
+    }
+    // Findings are the parser's business: none are kept here.
+    let (mut errors, mut warnings) = (Capped::new(0), Capped::new(0));
+    Some(Header::read(&record, 1, opts, &mut errors, &mut warnings).present)
+}
+
 impl Rejection {
     fn only(error: Finding) -> Self {
         Self {
@@ -565,6 +589,31 @@ mod tests {
     }
 
     // --- the roster ---------------------------------------------------------------------
+
+    #[test]
+    fn header_keys_reads_only_the_header_row() {
+        let header = "\nEmployee ID,Work Email,Department,,Is Manager\n";
+        let good = format!("{header}1,a@example.com,Finance,,x\n");
+        let r = ok(&good);
+        assert_eq!(r.present.len(), 4, "{:?}", r.present);
+        let defaults = RosterOptions::default();
+        assert_eq!(
+            header_keys(good.as_bytes(), &defaults),
+            Some(r.present.clone())
+        );
+        // Rows the parser rejects and a needed column the header lacks: the header still reads.
+        let broken = format!("{header}1,a@example.com\n2,\"open");
+        let opts = needing(&["Cost Center"]);
+        rejected_with(broken.as_bytes(), &opts);
+        assert_eq!(header_keys(broken.as_bytes(), &opts), Some(r.present));
+        assert_eq!(header_keys(b"", &defaults), None);
+        assert_eq!(header_keys(b"\n\n", &defaults), None);
+        let small = RosterOptions {
+            max_bytes: 3,
+            ..RosterOptions::default()
+        };
+        assert_eq!(header_keys(good.as_bytes(), &small), None);
+    }
 
     #[test]
     fn a_valid_roster_has_its_rows_managers_and_graph_warnings() {

@@ -188,29 +188,117 @@ pub fn matching(roster: &Roster, rules: &[CompiledRule]) -> Vec<Vec<RuleId>> {
         .collect()
 }
 
-/// How many employee IDs `both_match` lists.
+/// How many employee IDs `both_match` and [`MatchSet::both`] list.
 pub const BOTH_MATCH_SAMPLE: usize = 10;
 
-/// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
-/// ids in file order).
-pub fn both_match(roster: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
-    let mut count = 0;
-    let mut sample = Vec::new();
-    for employee in &roster.employees {
-        if !employee.inactive && a.matches(employee) && b.matches(employee) {
-            count += 1;
-            if sample.len() < BOTH_MATCH_SAMPLE {
-                sample.push(employee.id.to_string());
+/// The active employees of one roster that a compiled rule matches, as a bitset over
+/// `roster.employees` and as the list of their indices in file order. Built once per rule;
+/// two rules' sets intersect without evaluating either rule again: word by word, or, when
+/// one set is small, by looking up its members in the other's bits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchSet {
+    /// Bit `i % 64` of word `i / 64`: employee `i` matches.
+    words: Box<[u64]>,
+    /// The indices of the set bits, ascending.
+    members: Box<[u32]>,
+}
+
+impl MatchSet {
+    /// Evaluates `rule` once for every employee of `roster`; inactive employees are never in it.
+    pub fn build(roster: &Roster, rule: &CompiledRule) -> MatchSet {
+        let mut words = vec![0u64; roster.employees.len().div_ceil(64)];
+        let mut members = Vec::new();
+        if !rule.never {
+            for (i, employee) in roster.employees.iter().enumerate() {
+                if !employee.inactive && rule.matches(employee) {
+                    words[i / 64] |= 1 << (i % 64);
+                    // A roster has at most `roster.max_rows` rows, far below u32::MAX.
+                    members.push(i as u32);
+                }
             }
         }
+        MatchSet {
+            words: words.into_boxed_slice(),
+            members: members.into_boxed_slice(),
+        }
     }
-    (count, sample)
+
+    /// How many employees are in the set.
+    pub fn count(&self) -> usize {
+        self.members.len()
+    }
+
+    fn contains(&self, index: u32) -> bool {
+        let i = index as usize;
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w >> (i % 64) & 1 == 1)
+    }
+
+    /// Employees in both sets (built over the same `roster`): (count, up to
+    /// `BOTH_MATCH_SAMPLE` employee ids in file order).
+    pub fn both(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
+        let (small, large) = if self.count() <= other.count() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        if small.count() < small.words.len() {
+            small.both_by_lookup(large, roster)
+        } else {
+            small.both_by_words(large, roster)
+        }
+    }
+
+    /// [`MatchSet::both`] looking each member of `self` up in `other`: for a small `self`.
+    fn both_by_lookup(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
+        let mut count = 0;
+        let mut sample = Vec::new();
+        for &i in self.members.iter().filter(|&&i| other.contains(i)) {
+            count += 1;
+            if sample.len() < BOTH_MATCH_SAMPLE {
+                sample.extend(employee_id(roster, i as usize));
+            }
+        }
+        (count, sample)
+    }
+
+    /// [`MatchSet::both`] word by word: counts every word, samples the first set bits.
+    fn both_by_words(&self, other: &MatchSet, roster: &Roster) -> (usize, Vec<String>) {
+        let pairs = || self.words.iter().zip(other.words.iter());
+        let count = pairs().map(|(a, b)| (a & b).count_ones() as usize).sum();
+        let mut sample = Vec::new();
+        'words: for (w, (a, b)) in pairs().enumerate() {
+            let mut word = a & b;
+            while word != 0 {
+                if sample.len() == BOTH_MATCH_SAMPLE {
+                    break 'words;
+                }
+                sample.extend(employee_id(roster, w * 64 + word.trailing_zeros() as usize));
+                word &= word - 1;
+            }
+        }
+        (count, sample)
+    }
+}
+
+/// The id of employee `index` of `roster`, if there is one.
+fn employee_id(roster: &Roster, index: usize) -> Option<String> {
+    roster.employees.get(index).map(|e| e.id.to_string())
+}
+
+/// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
+/// ids in file order). Builds both rules' [`MatchSet`]s; to compare many pairs, build each
+/// rule's set once and use [`MatchSet::both`].
+pub fn both_match(roster: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
+    MatchSet::build(roster, a).both(&MatchSet::build(roster, b), roster)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::rules::tests::{Row, roster, rule};
+    use proptest::prelude::*;
 
     fn sample_roster() -> Roster {
         roster(
@@ -374,5 +462,76 @@ mod tests {
         let c = CompiledRule::compile(&rule(3, &["department = Sales"]), &r, &columns).unwrap();
         assert_eq!(both_match(&r, &b, &c), (1, vec!["X2".to_string()]));
         assert_eq!(both_match(&r, &a, &c), (0, vec![]));
+    }
+
+    /// Employees matching both, by evaluating both rules on every employee.
+    fn both_by_walking(r: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
+        let ids: Vec<String> = r
+            .employees
+            .iter()
+            .filter(|e| !e.inactive && a.matches(e) && b.matches(e))
+            .map(|e| e.id.to_string())
+            .collect();
+        (ids.len(), ids.into_iter().take(BOTH_MATCH_SAMPLE).collect())
+    }
+
+    /// Cells of generated rosters; `zz` appears only in conditions.
+    const CELLS: &[&str] = &["a", "b", "c", ""];
+    const VALUES: &[&str] = &["a", "B", " c ", "zz"];
+
+    fn condition() -> impl Strategy<Value = String> {
+        let field = || prop::sample::select(&["department", "Job Title"][..]);
+        prop_oneof![
+            (
+                field(),
+                prop::sample::select(&["=", "!="][..]),
+                prop::sample::select(VALUES)
+            )
+                .prop_map(|(f, op, v)| format!("{f} {op} \"{v}\"")),
+            (
+                field(),
+                prop::sample::select(&["in", "not in"][..]),
+                prop::collection::vec(prop::sample::select(VALUES), 1..4),
+            )
+                .prop_map(|(f, op, vs)| format!("{f} {op} (\"{}\")", vs.join("\", \""))),
+            any::<bool>().prop_map(|m| format!("is_manager = {m}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn match_sets_intersect_like_walking_every_employee(
+            people in prop::collection::vec(
+                (prop::sample::select(CELLS), prop::sample::select(CELLS), any::<bool>(), prop::bool::weighted(0.2)),
+                0..300,
+            ),
+            a in prop::collection::vec(condition(), 1..3),
+            b in prop::collection::vec(condition(), 1..3),
+        ) {
+            let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
+            let cells: Vec<[&str; 2]> = people.iter().map(|p| [p.0, p.1]).collect();
+            let rows: Vec<Row> = people
+                .iter()
+                .zip(&names)
+                .zip(&cells)
+                .map(|((p, n), c)| (n.as_str(), &c[..], p.2, p.3))
+                .collect();
+            let r = roster(&["department", "job_title"], &rows);
+            let columns = Columns::default();
+            let a_refs: Vec<&str> = a.iter().map(String::as_str).collect();
+            let b_refs: Vec<&str> = b.iter().map(String::as_str).collect();
+            let ca = CompiledRule::compile(&rule(1, &a_refs), &r, &columns).unwrap();
+            let cb = CompiledRule::compile(&rule(2, &b_refs), &r, &columns).unwrap();
+            let expected = both_by_walking(&r, &ca, &cb);
+            let (sa, sb) = (MatchSet::build(&r, &ca), MatchSet::build(&r, &cb));
+            prop_assert_eq!(&sa.both(&sb, &r), &expected);
+            prop_assert_eq!(&sb.both(&sa, &r), &expected);
+            prop_assert_eq!(&both_match(&r, &ca, &cb), &expected);
+            // Both ways of intersecting, whichever `both` would choose here.
+            prop_assert_eq!(&sa.both_by_lookup(&sb, &r), &expected);
+            prop_assert_eq!(&sb.both_by_lookup(&sa, &r), &expected);
+            prop_assert_eq!(&sa.both_by_words(&sb, &r), &expected);
+            prop_assert_eq!(sa.count(), both_by_walking(&r, &ca, &ca).0);
+        }
     }
 }

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub use self::eval::{BOTH_MATCH_SAMPLE, CompiledRule, MatchTable, both_match, matching};
-pub use self::overlap::can_overlap;
+pub use self::eval::{BOTH_MATCH_SAMPLE, CompiledRule, MatchSet, MatchTable, both_match, matching};
+pub use self::overlap::{Constraints, can_overlap};
 pub use self::syntax::{Condition, ConditionError, Op};
 
 /// A rule's identifier: assigned in creation order, never reused; lower wins.

@@ -7,45 +7,91 @@ use crate::core::columns::{Columns, fold_value};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the conditions on one field key allow: `allowed` (if any positive condition) minus `denied`.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct FieldConstraint {
     allowed: Option<BTreeSet<String>>,
     denied: BTreeSet<String>,
 }
 
-/// Can both rules' conditions hold for one employee? Decided from the conditions alone, field by field.
-///
-/// Per field key, `=` and `in` intersect and `!=` and `not in` subtract (values folded);
-/// a field with no `=` / `in` can always take a value nobody mentioned.
-pub fn can_overlap(a: &Rule, b: &Rule, columns: &Columns) -> bool {
-    let mut manager: Option<bool> = None;
-    let mut fields: BTreeMap<String, FieldConstraint> = BTreeMap::new();
-    for condition in a.conditions.iter().chain(&b.conditions) {
-        match condition {
-            Condition::IsManager(want) => {
-                if manager.is_some_and(|m| m != *want) {
-                    return false;
+impl FieldConstraint {
+    /// Whether some value passes both this and `other`.
+    fn admits_with(&self, other: &FieldConstraint) -> bool {
+        let passes = |v: &&String| !self.denied.contains(*v) && !other.denied.contains(*v);
+        match (&self.allowed, &other.allowed) {
+            // A value nobody mentioned.
+            (None, None) => true,
+            (Some(a), None) => a.iter().any(|v| passes(&v)),
+            (None, Some(b)) => b.iter().any(|v| passes(&v)),
+            (Some(a), Some(b)) => a.iter().filter(|v| b.contains(*v)).any(|v| passes(&v)),
+        }
+    }
+}
+
+/// One rule's conditions reduced for overlap analysis, once per rule: per field key, `=`
+/// and `in` intersected and `!=` and `not in` united, values folded. Comparing two of these
+/// allocates nothing, so a command can compare every pair of a thousand rules.
+#[derive(Debug, Clone, Default)]
+pub struct Constraints {
+    /// The `is_manager` value required, if any.
+    manager: Option<bool>,
+    /// The rule's own `is_manager` conditions contradict each other.
+    contradictory: bool,
+    fields: BTreeMap<String, FieldConstraint>,
+}
+
+impl Constraints {
+    /// The constraints of `rule`'s conditions.
+    pub fn of(rule: &Rule, columns: &Columns) -> Constraints {
+        let mut out = Constraints::default();
+        for condition in &rule.conditions {
+            match condition {
+                Condition::IsManager(want) => {
+                    out.contradictory |= out.manager.is_some_and(|m| m != *want);
+                    out.manager = Some(*want);
                 }
-                manager = Some(*want);
-            }
-            Condition::Field { field, op, values } => {
-                let constraint = fields.entry(columns.key(field)).or_default();
-                let folded: BTreeSet<String> = values.iter().map(|v| fold_value(v)).collect();
-                if op.is_positive() {
-                    constraint.allowed = Some(match constraint.allowed.take() {
-                        None => folded,
-                        Some(allowed) => allowed.intersection(&folded).cloned().collect(),
-                    });
-                } else {
-                    constraint.denied.extend(folded);
+                Condition::Field { field, op, values } => {
+                    let constraint = out.fields.entry(columns.key(field)).or_default();
+                    let folded: BTreeSet<String> = values.iter().map(|v| fold_value(v)).collect();
+                    if op.is_positive() {
+                        constraint.allowed = Some(match constraint.allowed.take() {
+                            None => folded,
+                            Some(allowed) => allowed.intersection(&folded).cloned().collect(),
+                        });
+                    } else {
+                        constraint.denied.extend(folded);
+                    }
                 }
             }
         }
+        out
     }
-    fields.values().all(|c| match &c.allowed {
-        None => true,
-        Some(allowed) => allowed.iter().any(|v| !c.denied.contains(v)),
-    })
+
+    /// Can one employee satisfy both? Field by field: some value allowed by both and
+    /// denied by neither.
+    pub fn overlaps(&self, other: &Constraints) -> bool {
+        let unconstrained = FieldConstraint::default();
+        !self.contradictory
+            && !other.contradictory
+            && !matches!((self.manager, other.manager), (Some(a), Some(b)) if a != b)
+            && self
+                .fields
+                .iter()
+                .all(|(key, a)| a.admits_with(other.fields.get(key).unwrap_or(&unconstrained)))
+            && other
+                .fields
+                .iter()
+                .filter(|(key, _)| !self.fields.contains_key(*key))
+                .all(|(_, b)| b.admits_with(&unconstrained))
+    }
+}
+
+/// Can both rules' conditions hold for one employee? Decided from the conditions alone, field by field.
+///
+/// Per field key, `=` and `in` intersect and `!=` and `not in` subtract (values folded);
+/// a field with no `=` / `in` can always take a value nobody mentioned. To compare many
+/// pairs, compute each rule's [`Constraints`] once.
+pub fn can_overlap(a: &Rule, b: &Rule, columns: &Columns) -> bool {
+    Constraints::of(a, columns).overlaps(&Constraints::of(b, columns))
 }
 
 #[cfg(test)]

@@ -3,12 +3,15 @@
 use super::{configured_role, no_rule, note};
 use crate::api::render::{rule_json, rule_line, rule_text};
 use crate::api::{Request, Response, exit};
-use crate::core::columns::fold_value;
-use crate::core::rules::{self, CompiledRule, Condition, Rule, RuleId};
+use crate::core::columns::{Columns, fold_value};
+use crate::core::model::Roster;
+use crate::core::roster;
+use crate::core::rules::{CompiledRule, Condition, Constraints, MatchSet, Rule, RuleId};
 use crate::engine::pipeline::Pipeline;
 use crate::store::Store;
 use crate::util::now_rfc3339;
 use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 /// `rules add` and `rules edit`: validation, conflict detection, save.
@@ -41,12 +44,17 @@ fn rules_save<S: Store>(
     if let Err(refusal) = edit_rule(p, &all, &mut rule, name, role, &when) {
         return Ok(refusal);
     }
-    let conflicts = conflicts(p, &rule, &all)?;
+    let candidates: Vec<&Rule> = all.iter().collect();
+    let involved: Vec<&Rule> = std::iter::once(&rule)
+        .chain(all.iter().filter(|o| o.enabled && o.id != rule.id))
+        .collect();
+    let mut last = LastRoster::load(p, &involved)?;
+    let conflicts = conflicts(&mut last, &rule, &candidates);
     let mut text = String::new();
     for c in &conflicts {
         let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
     }
-    let warnings = missing_fields(p, &rule)?;
+    let warnings = last.missing_fields(&rule);
     for w in &warnings {
         let _ = writeln!(text, "warning: {w}");
     }
@@ -93,61 +101,173 @@ fn rules_save<S: Store>(
     Ok(Response::ok(j, out))
 }
 
-/// Conflicts of `rule` with every other enabled rule of a different role.
-fn conflicts<S: Store>(
-    p: &Pipeline<S>,
-    rule: &Rule,
-    all: &[Rule],
-) -> crate::api::Result<Vec<Value>> {
-    let columns = p.cfg.columns();
-    let others: Vec<&Rule> = all
-        .iter()
-        .filter(|o| o.id != rule.id && o.enabled && o.role != rule.role)
-        .filter(|o| rules::can_overlap(rule, o, &columns))
-        .collect();
-    if others.is_empty() {
-        return Ok(Vec::new());
+/// What one `rules` command compares rules with: the last applied roster, read and parsed
+/// once, and per rule its overlap constraints and its match set on that roster, each built
+/// the first time a pair needs it.
+struct LastRoster {
+    /// None when no roster was applied yet, or its file is gone or no longer parses.
+    roster: Option<Roster>,
+    columns: Columns,
+    /// By rule id (as all maps here): the ids of one command's rules are distinct.
+    constraints: HashMap<RuleId, Constraints>,
+    sets: HashMap<RuleId, Evaluated>,
+}
+
+/// A rule evaluated on the last applied roster.
+enum Evaluated {
+    Matches(MatchSet),
+    /// A field the rule reads (as written) that the roster has no column for.
+    Unreadable(String),
+}
+
+/// What the last applied roster says about the employees matching two rules.
+enum Both {
+    NoRoster,
+    /// How many match both, and up to `BOTH_MATCH_SAMPLE` of their ids.
+    Counted(usize, Vec<String>),
+    /// Not counted: this rule reads this field, which the roster has no column for.
+    Uncounted(RuleId, String),
+}
+
+impl LastRoster {
+    /// Reads and parses the last applied roster once, keeping the values of every field
+    /// that `rules` read and its header has: a column one rule lacks neither rejects the
+    /// file nor keeps the other rules from being evaluated.
+    fn load<S: Store>(p: &Pipeline<S>, rules: &[&Rule]) -> crate::api::Result<LastRoster> {
+        let mut last = LastRoster {
+            roster: None,
+            columns: p.cfg.columns(),
+            constraints: HashMap::new(),
+            sets: HashMap::new(),
+        };
+        let Some(entry) = p.store.last_applied()? else {
+            return Ok(last);
+        };
+        let path = p.paths.folder("processed").join(&entry.stored_as);
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(last);
+        };
+        let Some(present) = roster::header_keys(&bytes, &p.cfg.roster_options(Vec::new())) else {
+            return Ok(last);
+        };
+        let mut keys = BTreeSet::new();
+        let mut needed = Vec::new();
+        for condition in rules.iter().flat_map(|r| &r.conditions) {
+            if let Condition::Field { field, .. } = condition {
+                let key = last.columns.key(field);
+                if present.contains(&key) && keys.insert(key) {
+                    needed.push(field.clone());
+                }
+            }
+        }
+        last.roster = roster::parse(&bytes, &p.cfg.roster_options(needed)).ok();
+        Ok(last)
     }
-    let roster = last_roster(
-        p,
-        &[
-            vec![rule.clone()],
-            others.iter().map(|r| (*r).clone()).collect(),
-        ]
-        .concat(),
-    )?;
-    let this = roster
-        .as_ref()
-        .and_then(|r| CompiledRule::compile(rule, r, &columns).ok());
+
+    /// Fields the rule reads that the last applied roster lacks, as warnings.
+    fn missing_fields(&self, rule: &Rule) -> Vec<String> {
+        let Some(roster) = &self.roster else {
+            return Vec::new();
+        };
+        rule.conditions
+            .iter()
+            .filter_map(|c| {
+                let key = c.field_key(&self.columns)?;
+                (!roster.has_field(&key)).then(|| {
+                    format!(
+                        "the last applied roster has no column for \"{}\"; while this rule is enabled, files without it are rejected",
+                        match c {
+                            Condition::Field { field, .. } => field.as_str(),
+                            Condition::IsManager(_) => "is_manager",
+                        }
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Whether both rules' conditions can hold for one employee (`rules::can_overlap`).
+    fn can_overlap(&mut self, a: &Rule, b: &Rule) -> bool {
+        for rule in [a, b] {
+            self.constraints
+                .entry(rule.id)
+                .or_insert_with(|| Constraints::of(rule, &self.columns));
+        }
+        self.constraints[&a.id].overlaps(&self.constraints[&b.id])
+    }
+
+    /// The employees of the last applied roster matching both rules, each rule evaluated
+    /// at most once per command.
+    fn both(&mut self, a: &Rule, b: &Rule) -> Both {
+        let Some(roster) = &self.roster else {
+            return Both::NoRoster;
+        };
+        for rule in [a, b] {
+            self.sets.entry(rule.id).or_insert_with(|| {
+                match CompiledRule::compile(rule, roster, &self.columns) {
+                    Ok(compiled) => Evaluated::Matches(MatchSet::build(roster, &compiled)),
+                    Err(field) => Evaluated::Unreadable(field),
+                }
+            });
+        }
+        match (&self.sets[&a.id], &self.sets[&b.id]) {
+            (Evaluated::Matches(x), Evaluated::Matches(y)) => {
+                let (count, ids) = x.both(y, roster);
+                Both::Counted(count, ids)
+            }
+            (Evaluated::Unreadable(field), _) => Both::Uncounted(a.id, field.clone()),
+            (_, Evaluated::Unreadable(field)) => Both::Uncounted(b.id, field.clone()),
+        }
+    }
+}
+
+/// How a message names a rule: the rule being added has no id yet.
+fn label(id: RuleId) -> String {
+    if id == RuleId(u64::MAX) {
+        "rule new".to_string()
+    } else {
+        format!("rule {id}")
+    }
+}
+
+/// Conflicts of `rule` with every other enabled rule of `candidates` of a different role.
+fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Value> {
     let mut out = Vec::new();
-    for other in others {
-        let (count, ids) = match (&roster, &this) {
-            (Some(r), Some(this)) => match CompiledRule::compile(other, r, &columns) {
-                Ok(o) => rules::both_match(r, this, &o),
-                Err(_) => (0, Vec::new()),
-            },
-            _ => (0, Vec::new()),
+    for other in candidates {
+        if other.id == rule.id
+            || !other.enabled
+            || other.role == rule.role
+            || !last.can_overlap(rule, other)
+        {
+            continue;
+        }
+        let (count, ids, who) = match last.both(rule, other) {
+            Both::Counted(count, ids) => {
+                let who = format!(
+                    "{count} employees of the last applied roster match both{}",
+                    if ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", ids.join(", "))
+                    }
+                );
+                (count, ids, who)
+            }
+            Both::NoRoster => (
+                0,
+                Vec::new(),
+                "no roster applied yet to count matching employees".to_string(),
+            ),
+            Both::Uncounted(id, field) => (
+                0,
+                Vec::new(),
+                format!(
+                    "matching employees not counted: {} reads \"{field}\", which the last applied roster has no column for",
+                    label(id)
+                ),
+            ),
         };
         let winner = rule.id.min(other.id);
-        let label = |id: RuleId| {
-            if id == RuleId(u64::MAX) {
-                "rule new".to_string()
-            } else {
-                format!("rule {id}")
-            }
-        };
-        let who = if roster.is_some() {
-            format!(
-                "{count} employees of the last applied roster match both{}",
-                if ids.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", ids.join(", "))
-                }
-            )
-        } else {
-            "no roster applied yet to count matching employees".to_string()
-        };
         let message = format!(
             "conflict: {} \"{}\" ({}) and rule {} \"{}\" ({}) can both match one employee; {who}; {} wins by precedence (lowest id)",
             label(rule.id),
@@ -163,67 +283,16 @@ fn conflicts<S: Store>(
             "employees": count, "employee_ids": ids, "winner": winner, "message": message,
         }));
     }
-    Ok(out)
-}
-
-/// The last applied roster parsed for `rules`, if there is one and it still parses.
-fn last_roster<S: Store>(
-    p: &Pipeline<S>,
-    rules: &[Rule],
-) -> crate::api::Result<Option<crate::core::model::Roster>> {
-    let Some(entry) = p.store.last_applied()? else {
-        return Ok(None);
-    };
-    let path = p.paths.folder("processed").join(&entry.stored_as);
-    let Ok(bytes) = std::fs::read(&path) else {
-        return Ok(None);
-    };
-    let enabled: Vec<Rule> = rules
-        .iter()
-        .map(|r| Rule {
-            enabled: true,
-            ..r.clone()
-        })
-        .collect();
-    Ok(p.parse(&bytes, &enabled).ok())
-}
-
-/// Fields the rule reads that the last applied roster lacks.
-fn missing_fields<S: Store>(p: &Pipeline<S>, rule: &Rule) -> crate::api::Result<Vec<String>> {
-    let Some(entry) = p.store.last_applied()? else {
-        return Ok(Vec::new());
-    };
-    let path = p.paths.folder("processed").join(&entry.stored_as);
-    let Ok(bytes) = std::fs::read(&path) else {
-        return Ok(Vec::new());
-    };
-    let Ok(roster) = p.parse(&bytes, &[]) else {
-        return Ok(Vec::new());
-    };
-    let columns = p.cfg.columns();
-    Ok(rule
-        .conditions
-        .iter()
-        .filter_map(|c| {
-            let key = c.field_key(&columns)?;
-            (!roster.has_field(&key)).then(|| {
-                format!(
-                    "the last applied roster has no column for \"{}\"; while this rule is enabled, files without it are rejected",
-                    match c {
-                        Condition::Field { field, .. } => field.as_str(),
-                        Condition::IsManager(_) => "is_manager",
-                    }
-                )
-            })
-        })
-        .collect())
+    out
 }
 
 fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let all = p.store.rules()?;
+    let enabled: Vec<&Rule> = all.iter().filter(|r| r.enabled).collect();
+    let mut last = LastRoster::load(p, &enabled)?;
     let mut found = Vec::new();
     let mut text = String::new();
-    for rule in all.iter().filter(|r| r.enabled) {
+    for rule in &enabled {
         if p.cfg.role(&rule.role).is_none() {
             let m = format!(
                 "rule {} \"{}\": role \"{}\" is no longer in provisioning.roles",
@@ -232,13 +301,14 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
             let _ = writeln!(text, "{m}");
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
-        for w in missing_fields(p, rule)? {
+        for w in last.missing_fields(rule) {
             let m = format!("rule {} \"{}\": {w}", rule.id, rule.name);
             let _ = writeln!(text, "{m}");
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
-        let later: Vec<Rule> = all.iter().filter(|o| o.id > rule.id).cloned().collect();
-        for c in conflicts(p, rule, &later)? {
+        // Each pair once, from its lower id.
+        let later: Vec<&Rule> = enabled.iter().copied().filter(|o| o.id > rule.id).collect();
+        for c in conflicts(&mut last, rule, &later) {
             let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
             found.push(c);
         }
