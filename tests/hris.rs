@@ -620,16 +620,7 @@ fn the_schedule_fetches_every_interval_and_at_the_time_of_day() {
 
     // `at`: the first fetch waits for that time of day (UTC), here 12 hours away.
     let s = Setup::new(bamboo_fake(), info(), |s| s.bamboo(""));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let later = (now + 12 * 3600) % 86_400;
-    let at = format!("{:02}:{:02}", later / 3600, later % 3600 / 60);
-    let text = std::fs::read_to_string(&s.env.config)
-        .unwrap()
-        .replace("at = \"\"", &format!("at = \"{at}\""));
-    std::fs::write(&s.env.config, text).unwrap();
+    let at = fetch_in_12_hours(&s.env);
     let daemon = Daemon::start(&s.env);
     let status = s.env.json_ok(0, &["status"]);
     let next = status["daemon"]["hris"]["next_fetch"]
@@ -884,15 +875,87 @@ fn base64_matches_rfc_4648() {
     }
 }
 
+/// Sets `at` to the time of day 12 hours from now (UTC), so that no fetch happens at
+/// start-up; returns it.
+fn fetch_in_12_hours(env: &TestEnv) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let later = (now + 12 * 3600) % 86_400;
+    let at = format!("{:02}:{:02}", later / 3600, later % 3600 / 60);
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("at = \"\"", &format!("at = \"{at}\""));
+    std::fs::write(&env.config, text).unwrap();
+    at
+}
+
+/// Exactly once across a crash while a fetched file is processed (SPEC §10: "from there it
+/// is an upload like any other"): the daemon dies right after the commit, before the file
+/// and its reports are filed; the restart finishes the filing and applies nothing twice.
+#[test]
+fn a_crash_while_a_fetched_file_is_processed_applies_it_exactly_once() {
+    let s = Setup::new(bamboo_fake(), info(), |s| s.bamboo(""));
+    add_rules(&s.env);
+    let mut daemon = Daemon::spawn(&s.env, &[("AUTOPROV_CRASH_AT", "after_commit")]);
+    daemon.wait_exit(WAIT, "at the crash point after the commit");
+    let fetched_name = inbox(&s.env);
+    assert_eq!(fetched_name.len(), 1, "the fetched file waits in inbox/");
+    assert!(
+        fetched_name[0].starts_with("hris-bamboohr-"),
+        "{fetched_name:?}"
+    );
+    fetch_in_12_hours(&s.env);
+    let daemon = Daemon::start(&s.env);
+    let files = wait_fetched(&s.env, 1);
+    assert_eq!(files.len(), 1, "{files:#?}");
+    assert_eq!(files[0]["status"], "applied");
+    assert_eq!(files[0]["name"], fetched_name[0].as_str());
+    assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
+    let stored = files[0]["stored_as"].as_str().unwrap();
+    let processed = s.env.files_in("processed");
+    assert!(processed.iter().any(|n| n == stored), "{processed:?}");
+    assert!(
+        processed
+            .iter()
+            .any(|n| n == &format!("{stored}.report.json")),
+        "{processed:?}"
+    );
+    assert_eq!(
+        s.fake.count(BAMBOO),
+        1,
+        "fetched once, not again after the restart"
+    );
+    assert_expected_accounts(&s.env);
+    daemon.stop();
+}
+
+/// A GET of the web section (a loopback peer: `/metrics` needs no token).
+fn http_get(url: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::get(url).await.expect("GET");
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
 /// SPEC §10 `[notify]` in hris mode: a failed fetch posts `fetch_failed` (no file, a
 /// one-line text naming the cause, never the API key); a successful one posts nothing.
+/// SPEC §11: `/healthz` answers 503 while the last fetch failed, `/metrics` counts it.
 #[test]
 fn a_failed_fetch_posts_fetch_failed_to_the_webhook() {
     use common::webhook::{Answer, Receiver};
     let receiver = Receiver::start(Answer::Ok);
     let url = receiver.url();
     let s = Setup::new(bamboo_fake(), info(), |s| {
-        format!("{}\n[notify]\nwebhook_url = {url:?}\n", s.bamboo(""))
+        format!(
+            "{}\n[notify]\nwebhook_url = {url:?}\n\n[web]\nlisten = \"127.0.0.1:0\"\n",
+            s.bamboo("")
+        )
     });
     add_rules(&s.env);
     let daemon = Daemon::start(&s.env).tail_on_panic(60);
@@ -909,9 +972,27 @@ fn a_failed_fetch_posts_fetch_failed_to_the_webhook() {
     assert!(text.contains("credentials refused"), "{text}");
     assert!(!text.contains('\n'), "{text}");
     assert!(!event.to_string().contains(API_KEY), "{event:#}");
-    // A good fetch afterwards posts nothing more.
+    let status = s.env.json_ok(0, &["status"]);
+    let web = format!(
+        "http://{}",
+        status["daemon"]["web"]
+            .as_str()
+            .unwrap_or_else(|| panic!("daemon.web in {status:#}"))
+    );
+    let (code, body) = http_get(&format!("{web}/healthz"));
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("credentials refused"), "{body}");
+    let (_, metrics) = http_get(&format!("{web}/metrics"));
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "autoprov_fetch_failures_total 1"),
+        "{metrics}"
+    );
+    // A good fetch afterwards posts nothing more, and the section is healthy again.
     let (code, _, err) = s.env.run(&["fetch"]);
     assert_eq!(code, 0, "{err}");
+    assert_eq!(http_get(&format!("{web}/healthz")).0, 200);
     stays("no second notification", Duration::from_secs(2), || {
         receiver.attempts().len() == 1
     });

@@ -54,6 +54,8 @@ pub struct HrisState {
     pub last_error: Option<(SystemTime, String)>,
     /// When the next scheduled fetch happens.
     pub next_fetch: Option<SystemTime>,
+    /// Fetches that failed since the daemon started (`/metrics`).
+    pub failures: u64,
 }
 
 type Reply = oneshot::Sender<Result<String, String>>;
@@ -91,6 +93,15 @@ impl SourceLink for HrisLink {
             ));
         }
         Some(("hris", value, text))
+    }
+
+    fn fetch_error(&self) -> Option<String> {
+        let state = self.state.lock().expect("hris state");
+        state.last_error.as_ref().map(|(_, e)| e.clone())
+    }
+
+    fn fetch_failures(&self) -> u64 {
+        self.state.lock().expect("hris state").failures
     }
 
     fn fetch_now(&self) -> Option<FetchNow> {
@@ -222,6 +233,7 @@ fn record_outcome(
         Err(message) => {
             tracing::error!(provider, "{message}; nothing was written to inbox/");
             state.last_error = Some((now, message.clone()));
+            state.failures += 1;
             drop(state);
             on_fetch_failed(message);
         }
@@ -419,11 +431,13 @@ mod tests {
                 .is_some_and(|(_, e)| e.contains("credentials refused"))
         );
         assert_eq!(s.last_success, None);
+        assert_eq!(s.failures, 1, "counted for /metrics");
         record_outcome("workday", &state, &hook, &Ok("hris-workday-x.csv".into()));
         assert_eq!(heard.lock().unwrap().len(), 1, "a success is not a failure");
         let s = state.lock().unwrap().clone();
         assert!(s.last_error.is_none() && s.last_success.is_some());
         assert_eq!(s.last_file.as_deref(), Some("hris-workday-x.csv"));
+        assert_eq!(s.failures, 1, "a success keeps the count");
         no_notification()("ignored");
     }
 
