@@ -1,27 +1,31 @@
 //! Backups of the store: `autoprov backup FILE`, `autoprov restore FILE`, and the automatic
-//! backup the daemon writes at start-up (the one a damaged store's message names).
+//! backup the daemon writes once it is ready (the one a damaged store's message names).
 
 use crate::api::error::{Context, Error, Result};
 use crate::layout::Paths;
 use crate::store::{SledStore, Store, StoreError};
-use crate::util::{compact_timestamp, now_rfc3339, write_atomic};
+use crate::util::{compact_timestamp, fsync_dir, now_rfc3339, write_atomic_with};
+use sha2::{Digest, Sha256};
 use std::fs;
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// Automatic backups kept in `data_dir/backups`.
 pub const KEEP: usize = 3;
 
-/// Writes a backup of `store` to `path` atomically; returns the record count and the path.
+/// Writes a backup of `store` to `path` atomically, streamed (never whole in memory);
+/// returns the record count and the path.
 pub fn write(store: &dyn Store, path: &Path) -> Result<(u64, PathBuf)> {
-    let mut bytes = Vec::new();
-    let n = store
-        .export(&mut bytes, &now_rfc3339())
-        .context("exporting the store")?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
-    Ok((n, path.to_path_buf()))
+    let mut count = 0;
+    write_atomic_with(path, |w| {
+        count = store.export(w, &now_rfc3339())?;
+        Ok(())
+    })
+    .with_context(|| format!("writing the backup {}", path.display()))?;
+    Ok((count, path.to_path_buf()))
 }
 
 /// The automatic backups, newest first.
@@ -39,14 +43,108 @@ pub fn automatic(paths: &Paths) -> Vec<PathBuf> {
     found
 }
 
-/// Writes an automatic backup and keeps the newest [`KEEP`].
-pub fn rotate(store: &dyn Store, paths: &Paths) -> Result<PathBuf> {
-    let name = format!("autoprov-{}.backup", compact_timestamp(&now_rfc3339()));
-    let (_, path) = write(store, &paths.backups.join(name))?;
+/// What [`rotate`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotated {
+    /// A new automatic backup was written.
+    Written(PathBuf),
+    /// The store holds exactly what this (newest) backup holds: nothing was written, so
+    /// restarts without a change (a crash loop included) never push older backups out.
+    Unchanged(PathBuf),
+}
+
+/// Writes an automatic backup unless the store is unchanged since the newest one, and keeps
+/// the newest [`KEEP`]. Streamed to a hidden file and renamed once complete and fsynced.
+pub fn rotate(store: &dyn Store, paths: &Paths) -> Result<Rotated> {
+    rotate_at(store, paths, &now_rfc3339())
+}
+
+/// [`rotate`] at the time `now` (RFC 3339), which names the backup.
+fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
+    let name = format!("autoprov-{}.backup", compact_timestamp(now));
+    let path = paths.backups.join(&name);
+    fs::create_dir_all(&paths.backups)
+        .with_context(|| format!("creating {}", paths.backups.display()))?;
+    let tmp = paths.backups.join(format!(".{name}.tmp"));
+    let written = export_hashed(store, &tmp, now);
+    let digest = match written {
+        Ok(digest) => digest,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("writing the backup {}", tmp.display())));
+        }
+    };
+    if let Some(newest) = automatic(paths).into_iter().next()
+        && body_digest(&newest).ok() == Some(digest)
+    {
+        let _ = fs::remove_file(&tmp);
+        return Ok(Rotated::Unchanged(newest));
+    }
+    fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
+    fsync_dir(&paths.backups).with_context(|| format!("syncing {}", paths.backups.display()))?;
     for old in automatic(paths).into_iter().skip(KEEP) {
         let _ = fs::remove_file(old);
     }
-    Ok(path)
+    Ok(Rotated::Written(path))
+}
+
+/// Exports `store` to `tmp` (fsynced); returns the SHA-256 of everything after the header
+/// line (which holds the time of the backup).
+fn export_hashed(store: &dyn Store, tmp: &Path, now: &str) -> Result<[u8; 32]> {
+    let file = fs::File::create(tmp)?;
+    let mut out = BodyHasher::new(BufWriter::with_capacity(1 << 16, file));
+    store.export(&mut out, now)?;
+    let digest = out.hasher.finalize().into();
+    out.inner
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(digest)
+}
+
+/// The SHA-256 of a backup file after its header line.
+fn body_digest(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut hashed = BodyHasher::new(std::io::sink());
+    std::io::copy(&mut BufReader::new(fs::File::open(path)?), &mut hashed)?;
+    Ok(hashed.hasher.finalize().into())
+}
+
+/// Passes bytes on to `inner` and hashes those after the first newline.
+struct BodyHasher<W> {
+    inner: W,
+    hasher: Sha256,
+    in_header: bool,
+}
+
+impl<W: Write> BodyHasher<W> {
+    fn new(inner: W) -> Self {
+        BodyHasher {
+            inner,
+            hasher: Sha256::new(),
+            in_header: true,
+        }
+    }
+}
+
+impl<W: Write> Write for BodyHasher<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let mut done = &buf[..n];
+        if self.in_header
+            && let Some(end) = done.iter().position(|&b| b == b'\n')
+        {
+            self.in_header = false;
+            done = &done[end + 1..];
+        }
+        if !self.in_header {
+            self.hasher.update(done);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// What to tell an operator whose store does not open.
@@ -111,4 +209,82 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
     fs::rename(&staging, &paths.store)?;
     crate::store::watermark::forget(&paths.store)?;
     Ok((n, replaced))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{AuditNote, MemoryStore};
+
+    fn note(detail: &str) -> AuditNote {
+        AuditNote {
+            at: "2026-12-04T00:00:00Z".into(),
+            user: "test".into(),
+            action: "test".into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn files(paths: &Paths) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&paths.backups)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn an_unchanged_store_is_not_backed_up_again_and_three_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = MemoryStore::new();
+        store.append_audit(note("first")).unwrap();
+        let at = |s: u32| format!("2026-12-04T10:00:{s:02}Z");
+        let first = rotate_at(&store, &paths, &at(1)).unwrap();
+        let first_path = paths.backups.join("autoprov-20261204T100001Z.backup");
+        assert_eq!(first, Rotated::Written(first_path.clone()));
+        // Same content, a later time: nothing written, and no hidden file left behind.
+        assert_eq!(
+            rotate_at(&store, &paths, &at(2)).unwrap(),
+            Rotated::Unchanged(first_path.clone())
+        );
+        assert_eq!(files(&paths), ["autoprov-20261204T100001Z.backup"]);
+        // A change is backed up; the oldest beyond three goes.
+        for s in 3..7 {
+            store.append_audit(note(&format!("change {s}"))).unwrap();
+            assert!(matches!(
+                rotate_at(&store, &paths, &at(s)).unwrap(),
+                Rotated::Written(_)
+            ));
+        }
+        assert_eq!(
+            files(&paths),
+            [
+                "autoprov-20261204T100004Z.backup",
+                "autoprov-20261204T100005Z.backup",
+                "autoprov-20261204T100006Z.backup"
+            ]
+        );
+        // The newest restores: a complete backup with its header, the change included.
+        let newest =
+            fs::read_to_string(paths.backups.join("autoprov-20261204T100006Z.backup")).unwrap();
+        assert!(newest.starts_with('{') && newest.contains("2026-12-04T10:00:06Z"));
+        assert!(newest.contains("change 6") && newest.trim_end().ends_with('}'));
+    }
+
+    #[test]
+    fn the_body_digest_ignores_the_header_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("c"),
+        );
+        fs::write(&a, "{\"created_at\":\"1\"}\nbody\n").unwrap();
+        fs::write(&b, "{\"created_at\":\"2\"}\nbody\n").unwrap();
+        fs::write(&c, "{\"created_at\":\"2\"}\nbodY\n").unwrap();
+        assert_eq!(body_digest(&a).unwrap(), body_digest(&b).unwrap());
+        assert_ne!(body_digest(&b).unwrap(), body_digest(&c).unwrap());
+    }
 }

@@ -41,7 +41,8 @@ async fn serve(cfg: Config) -> Result<()> {
     // opening (and locking) the store itself.
     let listener = control::server::bind(&cfg.control.socket)?;
     let _socket = SocketFile(cfg.control.socket.clone());
-    // Opening checks the whole store and the backup copies it: blocking work, off the workers.
+    // Opening checks the whole store: blocking work, off the workers. The automatic backup
+    // comes after READY, as the engine's first job (see below).
     let pipeline = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
@@ -52,10 +53,6 @@ async fn serve(cfg: Config) -> Result<()> {
                 .store
                 .verify_index()
                 .map_err(|e| crate::local::damaged(&pipeline.paths, e))?;
-            match crate::backup::rotate(&pipeline.store, &pipeline.paths) {
-                Ok(path) => tracing::info!(backup = %path.display(), "store checked and backed up"),
-                Err(e) => tracing::warn!("automatic backup at start-up failed: {e:#}"),
-            }
             Ok(Arc::new(pipeline))
         })
         .await
@@ -80,6 +77,9 @@ async fn serve(cfg: Config) -> Result<()> {
     let pipeline_for_stop = pipeline.clone();
     let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())
         .map_err(|e| Error::failed(format!("{e:#}")))?;
+    // First in the engine's queue: no file, request or source job of this run changes the
+    // store before the backup of the checked store is on disk. Reads are answered meanwhile.
+    engine.backup();
     let sources = Sources {
         engine: &engine,
         state: &state,

@@ -45,6 +45,11 @@ impl EngineHandle {
         let _ = self.tx.send(Job::Scan);
     }
 
+    /// Asks the engine for the automatic backup (see [`Job::Backup`]).
+    pub fn backup(&self) {
+        let _ = self.tx.send(Job::Backup);
+    }
+
     /// The source the daemon runs (for `autoprov fetch`), once it is set up.
     pub fn source(&self) -> Option<Arc<dyn super::SourceLink>> {
         self.state.lock().expect("state lock").source.clone()

@@ -33,6 +33,9 @@ pub enum SourceJob {
 pub enum Job {
     /// Look at inbox/ and process what waits there.
     Scan,
+    /// The daemon's automatic backup, queued first at start-up: no write of this run
+    /// reaches the store before it is on disk, while reads are answered beside it.
+    Backup,
     /// A source's bookkeeping.
     Source(SourceJob),
     /// A control request (with the file of a `process`).

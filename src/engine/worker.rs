@@ -6,6 +6,7 @@ use super::jobs::{Job, SourceJob};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
 use crate::api::{Request, Response, exit};
+use crate::backup::Rotated;
 use crate::store::SledStore;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -57,6 +58,10 @@ fn run_job(
 ) {
     match job {
         Job::Scan => process_waiting(pipeline, state, shutdown),
+        Job::Backup => {
+            automatic_backup(pipeline);
+            return;
+        }
         Job::Source(job) => {
             source_job(pipeline, job);
             return;
@@ -86,6 +91,20 @@ fn run_job(
         }
     }
     tell_source_of_handoffs(pipeline, state);
+}
+
+/// Writes the automatic backup, unless the store is unchanged since the newest one.
+fn automatic_backup(p: &Pipeline<SledStore>) {
+    match crate::backup::rotate(&p.store, &p.paths) {
+        Ok(Rotated::Written(path)) => {
+            tracing::info!(backup = %path.display(), "store backed up");
+        }
+        Ok(Rotated::Unchanged(path)) => tracing::info!(
+            newest = %path.display(),
+            "automatic backup unchanged: the store holds what the newest backup holds; none written"
+        ),
+        Err(e) => tracing::warn!("automatic backup at start-up failed: {e:#}"),
+    }
 }
 
 fn source_job(p: &Pipeline<SledStore>, job: SourceJob) {
