@@ -838,6 +838,7 @@ impl Bench {
             },
             upload: None,
             output: Output::Text,
+            stream: false,
         };
         let start = Instant::now();
         let reach = client::call(socket, &envelope, None, Some(Duration::from_secs(60)));
