@@ -1242,7 +1242,7 @@ fn refused_uploads_say_refused_and_backups_stay_in_the_backups_folder() {
 #[cfg_attr(missing_python3, ignore = "needs python3 (testdata/gen_roster.py)")]
 fn admins_list_through_the_daemon_prints_what_the_store_gives() {
     let (env, _watch) = watch_env(no_limits());
-    let big = big_roster(&env, 3000);
+    let big = big_roster(&env, 10_000);
     env.load_sample_rules();
     let (code, report) = env.process(&big, &[]);
     assert_eq!(code, 0, "{report:#}");
@@ -1280,7 +1280,11 @@ fn admins_list_through_the_daemon_prints_what_the_store_gives() {
     }
     let (code, whole_json, _) = &without[1];
     assert_eq!(*code, 0);
-    assert!(whole_json.len() > 4 * 65536, "several chunks");
+    assert!(
+        whole_json.len() > 2 * 65536,
+        "several chunks: {} bytes",
+        whole_json.len()
+    );
     assert!(without[0].1.ends_with(" accounts\n"), "{}", without[0].1);
     assert_eq!(without[12].0, 2, "a bad --status is a usage error");
     assert!(

@@ -100,16 +100,27 @@ impl Bench {
             for (form, flag) in FORMS {
                 let mut f = Figures::default();
                 for _ in 0..self.reps {
-                    let r = measured(&[&[exe.as_str(), "--config", cfg], flag, &["admins", "list"]].concat());
+                    let r = measured(
+                        &[&[exe.as_str(), "--config", cfg], flag, &["admins", "list"]].concat(),
+                    );
                     assert_eq!(r.exit, 0, "{label} admins list {form}");
                     f.secs.push(r.secs);
                     f.cpu.push(r.cpu);
                     f.rss.push(r.rss_mb);
                 }
                 println!("  {label:<6} {form:<4} no daemon:      {}", f.line());
-                self.record(&format!("list_{rows}_{label}_{form}_s"), median(f.secs.clone()));
-                self.record(&format!("list_{rows}_{label}_{form}_cpu_s"), median(f.cpu.clone()));
-                self.record(&format!("list_{rows}_{label}_{form}_rss_mb"), f.rss.iter().cloned().fold(0.0, f64::max));
+                self.record(
+                    &format!("list_{rows}_{label}_{form}_s"),
+                    median(f.secs.clone()),
+                );
+                self.record(
+                    &format!("list_{rows}_{label}_{form}_cpu_s"),
+                    median(f.cpu.clone()),
+                );
+                self.record(
+                    &format!("list_{rows}_{label}_{form}_rss_mb"),
+                    f.rss.iter().cloned().fold(0.0, f64::max),
+                );
             }
         }
         for (label, exe) in &builds {
@@ -141,7 +152,10 @@ impl Bench {
             println!("  {label:<6} {form:<4} through daemon: {}", f.line());
             let k = format!("list_{rows}_{label}_{form}_daemon");
             self.record(&format!("{k}_s"), median(f.secs.clone()));
-            self.record(&format!("{k}_cli_rss_mb"), f.rss.iter().cloned().fold(0.0, f64::max));
+            self.record(
+                &format!("{k}_cli_rss_mb"),
+                f.rss.iter().cloned().fold(0.0, f64::max),
+            );
             self.record(
                 &format!("{k}_growth_mb"),
                 f.daemon_growth.iter().cloned().fold(0.0, f64::max),

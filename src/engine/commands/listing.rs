@@ -40,18 +40,57 @@ impl Filter {
 
 /// The accounts of one `admins list`, read and sorted, ready to be written out.
 pub struct Listing {
-    /// Each kept account's [`Packed`] row, postcard-encoded, one after another.
-    arena: Vec<u8>,
-    /// The roles and time stamps of the rows, each once (a sync gives many accounts one).
-    strings: Vec<Box<str>>,
+    /// What the two halves of the scan read (see [`Store::scan_accounts_split`]).
+    parts: [Part; 2],
     /// (the employee ID's first 8 bytes, big-endian and zero-padded; where its row starts in
-    /// `arena`), sorted by employee ID.
+    /// its part's arena, times 2, plus the part), sorted by employee ID.
     order: Vec<(u64, usize)>,
     rules: Vec<Rule>,
 }
 
-/// An account's row in the arena: its role and time stamps are indexes into
-/// [`Listing::strings`].
+/// The rows one thread of the scan read.
+#[derive(Default)]
+struct Part {
+    /// Each kept account's [`Packed`] row, postcard-encoded, one after another.
+    arena: Vec<u8>,
+    /// The roles and time stamps of the rows, each once (a sync gives many accounts one).
+    strings: Vec<Box<str>>,
+    /// Where each string is in `strings`, while reading.
+    interned: HashMap<Box<str>, u32, FastHash>,
+    /// (prefix, where the row starts in `arena`).
+    order: Vec<(u64, usize)>,
+}
+
+impl Part {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&n) = self.interned.get(s) {
+            return n;
+        }
+        let n = u32::try_from(self.strings.len()).expect("fewer than 2^32 strings");
+        self.strings.push(s.into());
+        self.interned.insert(s.into(), n);
+        n
+    }
+
+    fn keep(&mut self, a: &AccountRef<'_>) {
+        let row = Packed {
+            employee_id: a.employee_id,
+            email: a.email,
+            role: self.intern(a.role),
+            status: a.status,
+            origin: a.origin,
+            rule_id: a.rule_id,
+            created_at: self.intern(a.created_at),
+            updated_at: self.intern(a.updated_at),
+        };
+        self.order.push((prefix(a.employee_id), self.arena.len()));
+        self.arena = postcard::to_extend(&row, std::mem::take(&mut self.arena))
+            .expect("rows always serialize");
+    }
+}
+
+/// An account's row in an arena: its role and time stamps are indexes into its part's
+/// [`Part::strings`].
 #[derive(Serialize, serde::Deserialize)]
 struct Packed<'a> {
     employee_id: &'a str,
@@ -172,42 +211,28 @@ impl Listing {
     /// Reads the accounts `filter` keeps from `store`, without their history.
     pub fn read<S: Store>(store: &S, filter: Filter) -> StoreResult<Listing> {
         let rules = store.rules()?;
-        let mut arena = Vec::new();
-        let mut order = Vec::new();
-        let mut shared: HashMap<Box<str>, u32, FastHash> = HashMap::default();
-        let mut intern = |s: &str| match shared.get(s) {
-            Some(&n) => n,
-            None => {
-                let n = u32::try_from(shared.len()).expect("fewer than 2^32 strings");
-                shared.insert(s.into(), n);
-                n
-            }
-        };
-        store.scan_accounts(&mut |a| {
-            if filter.keeps(a) {
-                let row = Packed {
-                    employee_id: a.employee_id,
-                    email: a.email,
-                    role: intern(a.role),
-                    status: a.status,
-                    origin: a.origin,
-                    rule_id: a.rule_id,
-                    created_at: intern(a.created_at),
-                    updated_at: intern(a.updated_at),
-                };
-                order.push((prefix(a.employee_id), arena.len()));
-                arena = postcard::to_extend(&row, std::mem::take(&mut arena))
-                    .expect("rows always serialize");
-            }
-        })?;
-        let mut strings = vec![Box::<str>::default(); shared.len()];
-        for (s, n) in shared {
-            strings[n as usize] = s;
+        let (mut lower, mut upper) = (Part::default(), Part::default());
+        store.scan_accounts_split(
+            &mut |a| {
+                if filter.keeps(a) {
+                    lower.keep(a)
+                }
+            },
+            &mut |a| {
+                if filter.keeps(a) {
+                    upper.keep(a)
+                }
+            },
+        )?;
+        let mut order = Vec::with_capacity(lower.order.len() + upper.order.len());
+        for (n, part) in [&mut lower, &mut upper].into_iter().enumerate() {
+            order.extend(part.order.drain(..).map(|(p, at)| (p, at * 2 + n)));
+            part.order.shrink_to_fit();
+            part.interned = HashMap::default();
         }
         let listing = Listing {
-            arena,
+            parts: [lower, upper],
             order: Vec::new(),
-            strings,
             rules,
         };
         // Employee IDs are unique: an unstable sort gives the one order.
@@ -232,18 +257,20 @@ impl Listing {
         self.order.is_empty()
     }
 
+    /// The row at `at` of [`Listing::order`].
     fn row(&self, at: usize) -> AccountRow<'_> {
+        let part = &self.parts[at % 2];
         let (row, _): (Packed<'_>, _) =
-            postcard::take_from_bytes(&self.arena[at..]).expect("rows read back as written");
+            postcard::take_from_bytes(&part.arena[at / 2..]).expect("rows read back as written");
         AccountRow {
             employee_id: row.employee_id,
             email: row.email,
-            role: &self.strings[row.role as usize],
+            role: &part.strings[row.role as usize],
             status: row.status,
             origin: row.origin,
             rule_id: row.rule_id,
-            created_at: &self.strings[row.created_at as usize],
-            updated_at: &self.strings[row.updated_at as usize],
+            created_at: &part.strings[row.created_at as usize],
+            updated_at: &part.strings[row.updated_at as usize],
         }
     }
 
@@ -549,6 +576,8 @@ mod tests {
         sorted.sort();
         assert_eq!(ids, sorted);
         assert_eq!(ids[0], "");
-        assert!(prefix("E0000010") == prefix("E0000010\0") && prefix("E000000") < prefix("E0000009"));
+        assert!(
+            prefix("E0000010") == prefix("E0000010\0") && prefix("E000000") < prefix("E0000009")
+        );
     }
 }
