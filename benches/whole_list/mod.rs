@@ -97,6 +97,24 @@ impl Bench {
             self.compare_outputs(&root, cfg, &builds[0].1);
         }
         for (label, exe) in &builds {
+            // The floor: `status` opens and checks the store (every account bucket) too.
+            let mut f = Figures::default();
+            for _ in 0..self.reps {
+                let r = measured(&[exe.as_str(), "--config", cfg, "status"]);
+                assert_eq!(r.exit, 0, "{label} status");
+                f.secs.push(r.secs);
+                f.cpu.push(r.cpu);
+                f.rss.push(r.rss_mb);
+            }
+            println!("  {label:<6} `status` (opens the store): {}", f.line());
+            self.record(
+                &format!("list_{rows}_{label}_status_s"),
+                median(f.secs.clone()),
+            );
+            self.record(
+                &format!("list_{rows}_{label}_status_rss_mb"),
+                f.rss.iter().cloned().fold(0.0, f64::max),
+            );
             for (form, flag) in FORMS {
                 let mut f = Figures::default();
                 for _ in 0..self.reps {

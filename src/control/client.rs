@@ -174,3 +174,45 @@ pub fn upload_of(name: &str, dry_run: bool, size: u64) -> Upload {
         size,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(chunks: &[&[u8]], end: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            out.extend_from_slice(c);
+        }
+        if end {
+            out.extend_from_slice(&[0; 4]);
+        }
+        out
+    }
+
+    #[test]
+    fn a_body_is_copied_until_its_end_mark_and_a_cut_one_is_an_error() {
+        let mut out = Vec::new();
+        let body = framed(&[b"[\n", b"{}", b"\n]\n"], true);
+        assert!(copy_body(&mut &body[..], &mut out).is_ok());
+        assert_eq!(out, b"[\n{}\n]\n");
+
+        for cut in [
+            framed(&[b"abc"], false),
+            framed(&[b"abc"], true)[..5].to_vec(),
+        ] {
+            let mut out = Vec::new();
+            assert!(matches!(
+                copy_body(&mut &cut[..], &mut out),
+                Err(Body::Daemon(_))
+            ));
+        }
+        let mut huge = ((CHUNK + 1) as u32).to_be_bytes().to_vec();
+        huge.resize(4 + CHUNK + 1, b'x');
+        assert!(matches!(
+            copy_body(&mut &huge[..], &mut Vec::new()),
+            Err(Body::Daemon(_))
+        ));
+    }
+}
