@@ -11,8 +11,10 @@
 //! Parts: `import` (1M first import, re-upload, sync and peak RSS vs the csv floor),
 //! `scaling` (10k, 100k, 1M), `latency` (10k upload→report through the daemon),
 //! `upload` (100 MB over OpenSSH sftp and curl, autoprov vs OpenSSH's sshd),
-//! `auth` (`auth check EMAIL` through the daemon on a store of `BENCH_ROWS` employees).
-//! Environment: `AUTOPROV_BENCH_BIN` (another autoprov binary to measure), `BENCH_REPS` (default 5), `BENCH_ROWS` (default 1000000), `BENCH_DIR`
+//! `auth` (`auth check EMAIL` through the daemon on a store of `BENCH_ROWS` employees),
+//! `list` (`admins list [--json]` without and through the daemon, see `whole_list`).
+//! Environment: `AUTOPROV_BENCH_BIN` (another autoprov binary to measure),
+//! `AUTOPROV_BENCH_BEFORE` (`list`: an older binary measured beside it), `BENCH_REPS` (default 5), `BENCH_ROWS` (default 1000000), `BENCH_DIR`
 //! (default /var/tmp/autoprov-bench; rosters are generated there once and reused).
 //!
 //! Each timed command runs under a small wrapper (this binary again, `AUTOPROV_BENCH_WRAP`)
@@ -21,6 +23,7 @@
 //! pay the same process start and file read.
 
 mod common;
+mod whole_list;
 
 use autoprov::api::{Output, Request};
 use autoprov::control::{Envelope, client};
@@ -91,6 +94,9 @@ fn main() {
     }
     if want("auth") {
         bench.auth(bench.rows);
+    }
+    if want("list") {
+        bench.list(bench.rows);
     }
     bench.save();
 }
@@ -403,11 +409,16 @@ impl Bench {
 
     /// Starts `autoprov run` in `root`; returns it and its SFTP port.
     fn daemon(&self, root: &Path, config: &Path) -> (Child, u16) {
+        self.daemon_of(&bin(), root, config)
+    }
+
+    /// [`Bench::daemon`] of the binary `exe`.
+    fn daemon_of(&self, exe: &str, root: &Path, config: &Path) -> (Child, u16) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let socket = root.join("autoprov.sock");
         let mut child = loop {
             let log = fs::File::create(root.join("daemon.log")).expect("log");
-            let mut child = Command::new(bin())
+            let mut child = Command::new(exe)
                 .arg("--config")
                 .arg(config)
                 .arg("run")
@@ -439,7 +450,7 @@ impl Bench {
                     fs::read_to_string(root.join("daemon.log")).unwrap_or_default()
                 );
             }
-            let out = Command::new(bin())
+            let out = Command::new(exe)
                 .arg("--config")
                 .arg(config)
                 .args(["--json", "status"])
@@ -838,6 +849,7 @@ impl Bench {
             },
             upload: None,
             output: Output::Text,
+            stream: false,
         };
         let start = Instant::now();
         let reach = client::call(socket, &envelope, None, Some(Duration::from_secs(60)));

@@ -2,15 +2,16 @@
 //! otherwise against the store directly.
 
 use crate::api::error::{Context, DamagedStore, Error, Result, StoreInUse};
-use crate::api::{Output, Request, Response, exit, refusal};
+use crate::api::{Caller, Output, Request, Response, exit, refusal};
 use crate::config::{Config, Mode};
 use crate::control::Envelope;
 use crate::control::client::{self, Reach};
-use crate::engine::commands;
+use crate::engine::commands::{self, Streamed};
 use crate::engine::pipeline::Pipeline;
 use crate::layout::Paths;
 use crate::store::{SledStore, StoreError};
 use std::fs;
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -103,6 +104,7 @@ pub fn execute(
             client::upload_of(&name, dry_run, b.len() as u64)
         }),
         output,
+        stream: false,
     };
     // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
     let wait = Some(match &request {
@@ -123,19 +125,11 @@ pub fn execute(
             );
         }
         Reach::NoDaemon => {}
+        Reach::Written => unreachable!("only a streamed call writes"),
     }
-    let socket_exists = cfg.control.socket.exists();
-    let p = match open(cfg) {
+    let p = match open_here(cfg) {
         Ok(p) => p,
-        Err(Error::InUse(busy)) if socket_exists => {
-            return Response::fail(
-                exit::UNREACHABLE,
-                format!(
-                    "the daemon's socket exists but nobody answers, and the store is in use: {busy}"
-                ),
-            );
-        }
-        Err(e) => return e.response(),
+        Err(refusal) => return refusal,
     };
     let user = caller();
     let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
@@ -146,6 +140,65 @@ pub fn execute(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     commands::process_upload(&p, &original, bytes, dry_run, &user, output)
+}
+
+/// Opens the store when no daemon answers, or the answer saying why it cannot.
+fn open_here(cfg: Config) -> std::result::Result<Pipeline<SledStore>, Response> {
+    let socket_exists = cfg.control.socket.exists();
+    match open(cfg) {
+        Ok(p) => Ok(p),
+        Err(Error::InUse(busy)) if socket_exists => Err(Response::fail(
+            exit::UNREACHABLE,
+            format!(
+                "the daemon's socket exists but nobody answers, and the store is in use: {busy}"
+            ),
+        )),
+        Err(e) => Err(e.response()),
+    }
+}
+
+/// What became of a request run with [`execute_to`].
+pub enum Outcome {
+    /// The answer to print.
+    Answer(Response),
+    /// Exit 0: the answer was written to the writer as it was made.
+    Written,
+}
+
+/// Runs a read-only request whose answer may be long (`admins list`, issue 14): via the
+/// daemon if it listens, else directly, its body written to `out` as it is made (what
+/// [`execute`] and printing the answer would print on stdout) rather than built whole.
+/// Refusals and errors come back as an answer to print.
+pub fn execute_to(cfg: Config, request: Request, output: Output, out: &mut dyn Write) -> Outcome {
+    let envelope = Envelope {
+        request: request.clone(),
+        upload: None,
+        output,
+        stream: true,
+    };
+    match client::call_streamed(&cfg.control.socket, &envelope, Some(READ_WAIT), out) {
+        Reach::Answered(response) => return Outcome::Answer(response),
+        Reach::Written => return Outcome::Written,
+        Reach::Unreachable(message) => {
+            return Outcome::Answer(Response::fail(exit::UNREACHABLE, message));
+        }
+        Reach::NoDaemon => {}
+    }
+    let p = match open_here(cfg) {
+        Ok(p) => p,
+        Err(refusal) => return Outcome::Answer(refusal),
+    };
+    let caller = Caller::Unix(caller());
+    match commands::execute_streamed(&p, request, &caller, output) {
+        Streamed::Whole(response) => Outcome::Answer(response),
+        Streamed::Listing(listing) => match listing.write(out, output == Output::Json) {
+            Ok(()) => Outcome::Written,
+            Err(e) => Outcome::Answer(Response::fail(
+                exit::FAILED,
+                format!("failed: writing the answer: {e}"),
+            )),
+        },
+    }
 }
 
 /// `restore FILE`: only with no daemon running, only for an org admin.

@@ -54,10 +54,17 @@ fn main() -> ExitCode {
         }
         Command::Restore { file } => local::restore(cfg, file),
         Command::Token(TokenCommand::Add { name }) => local::token_add(&cfg, name),
-        other => {
-            let request = other.request().expect("every other command is a request");
-            local::execute(cfg, request, None, output)
-        }
+        other => match other.request().expect("every other command is a request") {
+            // A million accounts: written out as they come, not built whole (issue 14).
+            request @ Request::AdminsList { .. } => {
+                let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+                match local::execute_to(cfg, request, output, &mut out) {
+                    local::Outcome::Written => return ExitCode::SUCCESS,
+                    local::Outcome::Answer(response) => response,
+                }
+            }
+            request => local::execute(cfg, request, None, output),
+        },
     };
     print(&response, cli.json);
     ExitCode::from(response.exit)

@@ -1,9 +1,9 @@
 //! Rules, accounts and reports as the CLI prints them: one text line or block, and JSON.
 
 use super::{Output, Response, exit};
-use crate::core::accounts::Account;
+use crate::core::accounts::{Account, Origin, Status};
 use crate::core::report::{Report, ReportStatus};
-use crate::core::rules::Rule;
+use crate::core::rules::{Rule, RuleId};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 
@@ -72,17 +72,66 @@ pub fn account_json(a: &Account, rules: &[Rule]) -> Value {
 }
 
 pub fn account_line(a: &Account, rules: &[Rule]) -> String {
-    let rule = a
-        .rule_id
-        .map(|id| match rules.iter().find(|r| r.id == id) {
-            Some(r) => format!("rule {id} \"{}\"", r.name),
-            None => format!("rule {id} (deleted)"),
-        })
-        .unwrap_or_else(|| "-".into());
-    format!(
-        "{:<12} {:<32} {:<16} {:<8} {:<6} {}",
-        a.employee_id, a.email, a.role, a.status, a.origin, rule
-    )
+    let mut line = String::new();
+    push_account_line(&mut line, &AccountRow::of(a), rules);
+    line
+}
+
+/// The fields of an account that `admins list` shows (no history), borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AccountRow<'a> {
+    /// See [`Account`].
+    pub employee_id: &'a str,
+    /// See [`Account`].
+    pub email: &'a str,
+    /// See [`Account`].
+    pub role: &'a str,
+    /// See [`Account`].
+    pub status: Status,
+    /// See [`Account`].
+    pub origin: Origin,
+    /// See [`Account`].
+    pub rule_id: Option<RuleId>,
+    /// See [`Account`].
+    pub created_at: &'a str,
+    /// See [`Account`].
+    pub updated_at: &'a str,
+}
+
+impl<'a> AccountRow<'a> {
+    /// The row of an account.
+    pub fn of(a: &'a Account) -> AccountRow<'a> {
+        AccountRow {
+            employee_id: &a.employee_id,
+            email: &a.email,
+            role: &a.role,
+            status: a.status,
+            origin: a.origin,
+            rule_id: a.rule_id,
+            created_at: &a.created_at,
+            updated_at: &a.updated_at,
+        }
+    }
+}
+
+/// [`account_line`] of a row, appended to `out` (without a newline).
+pub fn push_account_line(out: &mut String, a: &AccountRow<'_>, rules: &[Rule]) {
+    let _ = write!(
+        out,
+        "{:<12} {:<32} {:<16} {:<8} {:<6} ",
+        a.employee_id, a.email, a.role, a.status, a.origin
+    );
+    match a.rule_id {
+        None => out.push('-'),
+        Some(id) => match rules.iter().find(|r| r.id == id) {
+            Some(r) => {
+                let _ = write!(out, "rule {id} \"{}\"", r.name);
+            }
+            None => {
+                let _ = write!(out, "rule {id} (deleted)");
+            }
+        },
+    }
 }
 
 pub fn account_text(a: &Account, rules: &[Rule]) -> String {

@@ -1,8 +1,8 @@
 //! The CLI side of the control socket.
 
-use super::{Envelope, Upload};
-use crate::api::Response;
-use std::io::{BufRead, BufReader, Write};
+use super::{CHUNK, Envelope, Head, Upload};
+use crate::api::{Response, exit};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +15,8 @@ pub enum Reach {
     NoDaemon,
     /// Connected, but the daemon did not answer properly.
     Unreachable(String),
+    /// The daemon streamed the answer's body (exit 0), written out as it came.
+    Written,
 }
 
 /// Sends one request (and the upload's bytes) and waits for the answer.
@@ -24,6 +26,94 @@ pub fn call(
     upload: Option<&[u8]>,
     wait: Option<Duration>,
 ) -> Reach {
+    let (stream, send_error) = match send(socket, envelope, upload, wait) {
+        Ok(sent) => sent,
+        Err(reach) => return reach,
+    };
+    match answer_line(&mut BufReader::new(&stream), socket, send_error) {
+        Ok(answer) => match serde_json::from_str(&answer) {
+            Ok(r) => Reach::Answered(r),
+            Err(e) => Reach::Unreachable(format!("unreadable answer from the daemon: {e}")),
+        },
+        Err(reach) => reach,
+    }
+}
+
+/// Sends a request that takes a streamed answer (`envelope.stream`): a body that follows
+/// the answer line is copied to `out` as it arrives ([`Reach::Written`]). A daemon that
+/// answers with one line (a refusal, or a daemon that streams nothing) gives
+/// [`Reach::Answered`].
+pub fn call_streamed(
+    socket: &Path,
+    envelope: &Envelope,
+    wait: Option<Duration>,
+    out: &mut dyn Write,
+) -> Reach {
+    let (stream, send_error) = match send(socket, envelope, None, wait) {
+        Ok(sent) => sent,
+        Err(reach) => return reach,
+    };
+    let mut reader = BufReader::with_capacity(CHUNK + 4, &stream);
+    let head: Head = match answer_line(&mut reader, socket, send_error) {
+        Ok(answer) => match serde_json::from_str(&answer) {
+            Ok(head) => head,
+            Err(e) => {
+                return Reach::Unreachable(format!("unreadable answer from the daemon: {e}"));
+            }
+        },
+        Err(reach) => return reach,
+    };
+    if !head.body {
+        return Reach::Answered(head.response);
+    }
+    match copy_body(&mut reader, out) {
+        Ok(()) => Reach::Written,
+        Err(Body::Daemon(e)) => Reach::Unreachable(format!(
+            "the daemon at {} did not send the whole answer: {e}",
+            socket.display()
+        )),
+        Err(Body::Out(e)) => Reach::Answered(Response::fail(
+            exit::FAILED,
+            format!("failed: writing the answer: {e}"),
+        )),
+    }
+}
+
+/// Where copying a body failed.
+enum Body {
+    Daemon(std::io::Error),
+    Out(std::io::Error),
+}
+
+/// Copies a chunked body (see [`super`]) to `out`.
+fn copy_body(reader: &mut impl Read, out: &mut dyn Write) -> Result<(), Body> {
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).map_err(Body::Daemon)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 {
+            return out.flush().map_err(Body::Out);
+        }
+        if len > CHUNK {
+            return Err(Body::Daemon(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("a chunk of {len} bytes, more than {CHUNK}"),
+            )));
+        }
+        reader.read_exact(&mut chunk[..len]).map_err(Body::Daemon)?;
+        out.write_all(&chunk[..len]).map_err(Body::Out)?;
+    }
+}
+
+/// Connects and sends the request line (and the upload); the error of a failed send is
+/// kept: the daemon may answer (a refusal) without reading an upload.
+fn send(
+    socket: &Path,
+    envelope: &Envelope,
+    upload: Option<&[u8]>,
+    wait: Option<Duration>,
+) -> Result<(UnixStream, Option<std::io::Error>), Reach> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e)
@@ -32,10 +122,13 @@ pub fn call(
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Reach::NoDaemon;
+            return Err(Reach::NoDaemon);
         }
         Err(e) => {
-            return Reach::Unreachable(format!("cannot connect to {}: {e}", socket.display()));
+            return Err(Reach::Unreachable(format!(
+                "cannot connect to {}: {e}",
+                socket.display()
+            )));
         }
     };
     let _ = stream.set_read_timeout(wait);
@@ -45,27 +138,31 @@ pub fn call(
         .write_all(&line)
         .and_then(|_| upload.map_or(Ok(()), |bytes| stream.write_all(bytes)))
         .and_then(|_| stream.flush());
-    // The daemon may answer (a refusal) without reading an upload: read its answer anyway.
-    let send_error = sent.err();
+    Ok((stream, sent.err()))
+}
+
+/// Reads the answer line.
+fn answer_line(
+    reader: &mut impl BufRead,
+    socket: &Path,
+    send_error: Option<std::io::Error>,
+) -> Result<String, Reach> {
     let mut answer = String::new();
-    match BufReader::new(&stream).read_line(&mut answer) {
-        Ok(0) if send_error.is_some() => Reach::Unreachable(format!(
+    match reader.read_line(&mut answer) {
+        Ok(0) if send_error.is_some() => Err(Reach::Unreachable(format!(
             "sending to {}: {}",
             socket.display(),
             send_error.expect("checked")
-        )),
-        Ok(0) => Reach::Unreachable(format!(
+        ))),
+        Ok(0) => Err(Reach::Unreachable(format!(
             "the daemon at {} closed the connection without answering",
             socket.display()
-        )),
-        Ok(_) => match serde_json::from_str(&answer) {
-            Ok(r) => Reach::Answered(r),
-            Err(e) => Reach::Unreachable(format!("unreadable answer from the daemon: {e}")),
-        },
-        Err(e) => Reach::Unreachable(format!(
+        ))),
+        Ok(_) => Ok(answer),
+        Err(e) => Err(Reach::Unreachable(format!(
             "no answer from the daemon at {}: {e}",
             socket.display()
-        )),
+        ))),
     }
 }
 
@@ -75,5 +172,47 @@ pub fn upload_of(name: &str, dry_run: bool, size: u64) -> Upload {
         name: name.to_string(),
         dry_run,
         size,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(chunks: &[&[u8]], end: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&(c.len() as u32).to_be_bytes());
+            out.extend_from_slice(c);
+        }
+        if end {
+            out.extend_from_slice(&[0; 4]);
+        }
+        out
+    }
+
+    #[test]
+    fn a_body_is_copied_until_its_end_mark_and_a_cut_one_is_an_error() {
+        let mut out = Vec::new();
+        let body = framed(&[b"[\n", b"{}", b"\n]\n"], true);
+        assert!(copy_body(&mut &body[..], &mut out).is_ok());
+        assert_eq!(out, b"[\n{}\n]\n");
+
+        for cut in [
+            framed(&[b"abc"], false),
+            framed(&[b"abc"], true)[..5].to_vec(),
+        ] {
+            let mut out = Vec::new();
+            assert!(matches!(
+                copy_body(&mut &cut[..], &mut out),
+                Err(Body::Daemon(_))
+            ));
+        }
+        let mut huge = ((CHUNK + 1) as u32).to_be_bytes().to_vec();
+        huge.resize(4 + CHUNK + 1, b'x');
+        assert!(matches!(
+            copy_body(&mut &huge[..], &mut Vec::new()),
+            Err(Body::Daemon(_))
+        ));
     }
 }

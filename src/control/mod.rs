@@ -2,6 +2,13 @@
 //!
 //! A request line may announce an upload (`process FILE` while the daemon runs): exactly
 //! `upload.size` raw bytes follow the line, and the daemon files them into inbox/.
+//!
+//! A request line may ask for a streamed answer (`"stream": true`, sent by the CLI for
+//! `admins list`, issue 14): the answer line ([`Head`]) then says whether a body follows
+//! (`"body": true`). The body is what the CLI prints on stdout, in chunks, each a 4-byte
+//! big-endian length and that many bytes, ended by a chunk of length 0; a connection that
+//! closes before it was cut short. Every other request, and a daemon that does not know
+//! `stream`, answers with the one line as before.
 
 pub mod client;
 pub mod server;
@@ -24,7 +31,24 @@ pub struct Envelope {
     /// What the client prints (an older client sends nothing and gets both).
     #[serde(default)]
     pub output: Output,
+    /// The client takes a streamed answer (see the module's documentation).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
 }
+
+/// The answer line of a request sent with `stream`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Head {
+    /// The answer; when a body follows, exit 0 with no `json` or `text` of its own.
+    #[serde(flatten)]
+    pub response: Response,
+    /// A chunked body follows.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body: bool,
+}
+
+/// The largest chunk of a streamed body.
+pub const CHUNK: usize = crate::engine::handle::STREAM_CHUNK;
 
 /// What the daemon answers.
 pub type Answer = Response;

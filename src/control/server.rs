@@ -1,10 +1,11 @@
 //! The daemon side of the control socket: peer credentials, authorization, upload intake.
 
-use super::{Envelope, MAX_LINE};
+use super::{Envelope, Head, MAX_LINE};
 use crate::api::error::{Context, Error};
 use crate::api::{Output, Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
+use crate::engine::handle::Piece;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -108,6 +109,11 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
     let answer = match serde_json::from_slice::<Envelope>(&line) {
         Err(e) => Response::fail(exit::USAGE, format!("bad request: {e}")),
+        Ok(env) if env.stream && env.upload.is_none() && !env.request.is_change() => {
+            return streamed(env, &caller, engine, &mut write)
+                .instrument(tracing::info_span!("control", user = %caller))
+                .await;
+        }
         Ok(env) => {
             answer(env, &caller, cfg, engine, &mut reader)
                 .instrument(tracing::info_span!("control", user = %caller))
@@ -119,6 +125,49 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     write.write_all(&out).await?;
     write.shutdown().await?;
     Ok(())
+}
+
+/// Time the asker of a streamed answer has to take each piece of it.
+const WRITE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A read-only request sent with `stream` (see [`super`]): the answer line, then the body in
+/// chunks as the engine writes it, then the end mark.
+async fn streamed(
+    env: Envelope,
+    caller: &str,
+    engine: &EngineHandle,
+    write: &mut (impl AsyncWriteExt + Unpin),
+) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    engine
+        .stream(env.request, caller.to_string(), env.output, tx)
+        .await;
+    while let Some(piece) = rx.recv().await {
+        let last = matches!(piece, Piece::End | Piece::Head(_, false));
+        let bytes = match piece {
+            Piece::Head(response, body) => {
+                let mut line = serde_json::to_vec(&Head { response, body })?;
+                line.push(b'\n');
+                line
+            }
+            Piece::Chunk(chunk) => {
+                let mut framed = Vec::with_capacity(4 + chunk.len());
+                framed.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+                framed.extend_from_slice(&chunk);
+                framed
+            }
+            Piece::End => 0u32.to_be_bytes().to_vec(),
+        };
+        tokio::time::timeout(WRITE_DEADLINE, write.write_all(&bytes))
+            .await
+            .map_err(|_| anyhow::anyhow!("the asker took no answer within {WRITE_DEADLINE:?}"))??;
+        if last {
+            write.shutdown().await?;
+            return Ok(());
+        }
+    }
+    // The engine stopped before the end (it failed): the asker sees the answer cut short.
+    anyhow::bail!("the streamed answer stopped before its end")
 }
 
 /// `autoprov fetch`: the source fetches and files the roster into inbox/, then the engine

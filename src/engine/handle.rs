@@ -2,6 +2,7 @@
 //! answers read-only requests at once, beside it.
 
 use super::answer::answer;
+use super::commands::{self, Streamed};
 use super::jobs::{Job, SourceFile, SourceJob};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
@@ -12,6 +13,53 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Read-only requests served at once, beside the engine.
 const READS_AT_ONCE: usize = 2;
+
+/// The largest piece of a streamed answer's body.
+pub const STREAM_CHUNK: usize = 64 * 1024;
+
+/// A piece of a streamed answer, in order: the head, the body's chunks, the end.
+#[derive(Debug)]
+pub enum Piece {
+    /// The answer, and whether a body follows.
+    Head(Response, bool),
+    /// At most [`STREAM_CHUNK`] bytes of the body.
+    Chunk(Vec<u8>),
+    /// The whole body was sent.
+    End,
+}
+
+/// Cuts what is written into [`Piece::Chunk`]s; fails once the receiver went away.
+struct Chunks<'a> {
+    tx: &'a mpsc::Sender<Piece>,
+    pending: Vec<u8>,
+}
+
+impl Chunks<'_> {
+    fn send(&mut self) -> std::io::Result<()> {
+        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_CHUNK));
+        self.tx
+            .blocking_send(Piece::Chunk(full))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the asker went away"))
+    }
+}
+
+impl std::io::Write for Chunks<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(STREAM_CHUNK - self.pending.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.pending.is_empty() {
+            true => Ok(()),
+            false => self.send(),
+        }
+    }
+}
 
 /// A cheap handle to send work to the engine. Read-only requests do not queue behind a
 /// file being processed: they read the store directly (sled serves concurrent readers).
@@ -107,6 +155,54 @@ impl EngineHandle {
     ) -> Response {
         self.ask_as(request, Caller::Unix(caller), upload, output)
             .await
+    }
+
+    /// Answers a read-only request of the Unix user `caller` in [`Piece`]s sent to `tx`:
+    /// `admins list` as a head and its body written out in chunks as it is made (issue 14),
+    /// any other as a head alone. Returns once the work is started; the pieces follow (the
+    /// channel's bound holds the body back while the asker reads slowly).
+    pub async fn stream(
+        &self,
+        request: Request,
+        caller: String,
+        output: Output,
+        tx: mpsc::Sender<Piece>,
+    ) {
+        let Ok(slot) = self.reads.clone().acquire_owned().await else {
+            let stopping = Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
+            let _ = tx.send(Piece::Head(stopping, false)).await;
+            return;
+        };
+        let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let caller = Caller::Unix(caller);
+            let answered = match request {
+                list @ Request::AdminsList { .. } => {
+                    commands::execute_streamed(&pipeline, list, &caller, output)
+                }
+                other => Streamed::Whole(answer(&pipeline, other, &caller, None, output, &state)),
+            };
+            match answered {
+                Streamed::Whole(response) => {
+                    let _ = tx.blocking_send(Piece::Head(response, false));
+                }
+                Streamed::Listing(listing) => {
+                    let head = Response::ok(serde_json::Value::Null, String::new());
+                    if tx.blocking_send(Piece::Head(head, true)).is_err() {
+                        return;
+                    }
+                    let mut chunks = Chunks {
+                        tx: &tx,
+                        pending: Vec::with_capacity(STREAM_CHUNK),
+                    };
+                    // A failure here is the asker gone: nothing more to send.
+                    if listing.write(&mut chunks, output == Output::Json).is_ok() {
+                        let _ = tx.blocking_send(Piece::End);
+                    }
+                }
+            }
+        });
     }
 
     /// Sends a request of `caller` (a Unix user or a person of the web section) and waits

@@ -138,6 +138,15 @@ fn commits(s: &dyn Store) {
         .unwrap();
     scanned.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
     assert_eq!(scanned, all);
+    // Split in two: every account once, in one half or the other.
+    let (mut lower, mut upper) = (Vec::new(), Vec::new());
+    s.scan_accounts_split(&mut |a| lower.push(a.to_account()), &mut |a| {
+        upper.push(a.to_account())
+    })
+    .unwrap();
+    lower.append(&mut upper);
+    lower.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+    assert_eq!(lower, all);
     s.flush().unwrap();
 }
 

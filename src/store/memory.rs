@@ -150,6 +150,22 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    /// Every other account to `upper`, one after another (so both halves are exercised).
+    fn scan_accounts_split(
+        &self,
+        lower: &mut (dyn FnMut(&AccountRef<'_>) + Send),
+        upper: &mut (dyn FnMut(&AccountRef<'_>) + Send),
+    ) -> StoreResult<()> {
+        let accounts = self.accounts()?;
+        for (i, a) in accounts.iter().enumerate() {
+            match i % 2 {
+                0 => lower(&AccountRef::of(a)),
+                _ => upper(&AccountRef::of(a)),
+            }
+        }
+        Ok(())
+    }
+
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
         Ok(self.state().accounts.get(employee_id).cloned())
     }

@@ -183,6 +183,17 @@ pub trait Store: Send + Sync {
     fn accounts(&self) -> StoreResult<Vec<Account>>;
     /// Calls `f` for every account, read in place (no owned copy), in no particular order.
     fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()>;
+    /// Like [`Store::scan_accounts`], every account given once to `lower` or to `upper`,
+    /// which may run at once on two threads (a listing of a million accounts). By default
+    /// all go to `lower`.
+    fn scan_accounts_split(
+        &self,
+        lower: &mut (dyn FnMut(&AccountRef<'_>) + Send),
+        upper: &mut (dyn FnMut(&AccountRef<'_>) + Send),
+    ) -> StoreResult<()> {
+        let _ = upper;
+        self.scan_accounts(lower)
+    }
     /// One account.
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>>;
     /// Every account (active or not, with history) whose email, folded as

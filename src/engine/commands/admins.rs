@@ -1,7 +1,8 @@
 //! `admins list | show | add | set | remove` and `auth check`.
 
+use super::listing::{Filter, Listing};
 use super::{configured_role, note};
-use crate::api::render::{account_json, account_line, account_text};
+use crate::api::render::{account_json, account_text};
 use crate::api::{Output, Request, Response, exit};
 use crate::core::accounts::{Account, Origin, Status};
 use crate::core::columns::is_well_formed_email;
@@ -9,67 +10,42 @@ use crate::core::rules::RuleId;
 use crate::engine::pipeline::Pipeline;
 use crate::store::Store;
 use crate::util::now_rfc3339;
-use serde_json::{Value, json};
-use std::fmt::Write as _;
+use serde_json::json;
 
-fn admins_list<S: Store>(
+/// The accounts `admins list` shows, read for writing out; or the refusal of a bad filter.
+pub(super) fn listing<S: Store>(
     p: &Pipeline<S>,
     status: Option<String>,
     origin: Option<String>,
     rule: Option<u64>,
-    output: Output,
-) -> crate::api::Result<Response> {
+) -> crate::api::Result<Result<Listing, Response>> {
     let status = match status.as_deref().map(Status::parse) {
         Some(None) => {
-            return Ok(Response::fail(
+            return Ok(Err(Response::fail(
                 exit::USAGE,
                 "--status takes active or inactive",
-            ));
+            )));
         }
         Some(s) => s,
         None => None,
     };
     let origin = match origin.as_deref().map(Origin::parse) {
-        Some(None) => return Ok(Response::fail(exit::USAGE, "--origin takes auto or manual")),
+        Some(None) => {
+            return Ok(Err(Response::fail(
+                exit::USAGE,
+                "--origin takes auto or manual",
+            )));
+        }
         Some(o) => o,
         None => None,
     };
-    let rules = p.store.rules()?;
-    // Read in place and copied without history: a listing of a million accounts.
-    let mut accounts: Vec<Account> = Vec::new();
-    p.store.scan_accounts(&mut |a| {
-        if status.is_none_or(|s| a.status == s)
-            && origin.is_none_or(|o| a.origin == o)
-            && rule.is_none_or(|r| a.rule_id == Some(RuleId(r)))
-        {
-            accounts.push(a.without_history())
-        }
-    })?;
-    accounts.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    let mut text = String::new();
-    if output.wants_text() {
-        for a in &accounts {
-            let _ = writeln!(text, "{}", account_line(a, &rules));
-        }
-        let _ = writeln!(text, "{} accounts", accounts.len());
-    }
-    let json = match output.wants_json() {
-        false => Value::Null,
-        true => Value::Array(
-            accounts
-                .iter()
-                .map(|a| {
-                    let mut v = account_json(a, &rules);
-                    // `admins show ID` has the history.
-                    if let Value::Object(fields) = &mut v {
-                        fields.remove("history");
-                    }
-                    v
-                })
-                .collect(),
-        ),
+    let filter = Filter {
+        status,
+        origin,
+        rule: rule.map(RuleId),
     };
-    Ok(Response::ok(json, text))
+    // Read in place and kept without history: a listing of a million accounts.
+    Ok(Ok(Listing::read(&p.store, filter)?))
 }
 
 fn admins_add<S: Store>(
@@ -300,7 +276,10 @@ pub(super) fn run<S: Store>(
             status,
             origin,
             rule,
-        } => admins_list(p, status, origin, rule, output)?,
+        } => match listing(p, status, origin, rule)? {
+            Ok(listing) => listing.response(output),
+            Err(refusal) => refusal,
+        },
         Request::AdminsShow { id } => match p.store.account(&id)? {
             Some(a) => {
                 let rules = p.store.rules()?;

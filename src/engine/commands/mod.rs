@@ -4,7 +4,10 @@
 
 mod admins;
 mod files;
+mod listing;
 mod rules;
+
+pub use listing::{Filter, Listing};
 
 use crate::api::error::{Blocked, Context as _};
 use crate::api::render::report_response;
@@ -56,6 +59,39 @@ pub fn execute_as<S: Store>(
         return refusal;
     }
     run(p, req, caller.name(), output).unwrap_or_else(|e| e.response())
+}
+
+/// An answer that may be written out as it is made rather than built whole.
+pub enum Streamed {
+    /// The whole answer.
+    Whole(Response),
+    /// `admins list`: exit 0, and the listing to write (see [`Listing::write`]).
+    Listing(Listing),
+}
+
+/// Runs one request for `caller` like [`execute_as`], except that `admins list` comes back
+/// as a [`Listing`] to write out (issue 14: a million accounts) instead of a whole answer.
+pub fn execute_streamed<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &Caller,
+    output: Output,
+) -> Streamed {
+    if let Some(refusal) = precheck(p, &req, caller) {
+        return Streamed::Whole(refusal);
+    }
+    match req {
+        Request::AdminsList {
+            status,
+            origin,
+            rule,
+        } => match admins::listing(p, status, origin, rule) {
+            Ok(Ok(listing)) => Streamed::Listing(listing),
+            Ok(Err(refusal)) => Streamed::Whole(refusal),
+            Err(e) => Streamed::Whole(e.response()),
+        },
+        req => Streamed::Whole(run(p, req, caller.name(), output).unwrap_or_else(|e| e.response())),
+    }
 }
 
 fn run<S: Store>(

@@ -432,6 +432,27 @@ impl Store for SledStore {
         Ok(())
     }
 
+    /// The lower and the upper half of the buckets, read at once on two threads.
+    fn scan_accounts_split(
+        &self,
+        lower: &mut (dyn FnMut(&AccountRef<'_>) + Send),
+        upper: &mut (dyn FnMut(&AccountRef<'_>) + Send),
+    ) -> StoreResult<()> {
+        let scan = |accounts: sled::Iter, f: &mut (dyn FnMut(&AccountRef<'_>) + Send)| {
+            for item in accounts {
+                let (k, v) = item?;
+                buckets::borrow(&k, &v)?.iter().for_each(&mut *f);
+            }
+            Ok::<_, StoreError>(())
+        };
+        let half = ((buckets::BUCKETS / 2) as u16).to_be_bytes();
+        let (l, u) = join(
+            || scan(self.accounts.range(..half), lower),
+            || scan(self.accounts.range(half..), upper),
+        );
+        l.and(u)
+    }
+
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
         let key = buckets::bucket_of(employee_id);
         let Some(bytes) = self.accounts.get(key)? else {
