@@ -1327,3 +1327,41 @@ fn admins_list_through_the_daemon_prints_what_the_store_gives() {
     assert_eq!(answer["text"], without[0].1.as_str());
     daemon.stop();
 }
+
+/// Askers of `admins list` who stop reading (`admins list | less` left open) hold back other
+/// listings only: `auth check`, asked at every SSO sign-in, is answered at once meanwhile.
+#[test]
+#[cfg_attr(missing_python3, ignore = "needs python3 (testdata/gen_roster.py)")]
+fn stalled_listings_never_hold_back_a_sign_in() {
+    let (env, _watch) = watch_env(no_limits());
+    let big = big_roster(&env, 10_000);
+    env.load_sample_rules();
+    let (code, report) = env.process(&big, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let v = env.json_ok(0, &["admins", "list", "--status", "active"]);
+    let email = v[0]["email"]
+        .as_str()
+        .expect("an active account")
+        .to_string();
+    let daemon = Daemon::start(&env);
+    // Three streamed JSON listings (megabytes each), none of them read.
+    let stalled: Vec<std::os::unix::net::UnixStream> = (0..3)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+            s.write_all(b"{\"request\":{\"command\":\"admins_list\",\"status\":null,\"origin\":null,\"rule\":null},\"upload\":null,\"output\":\"json\",\"stream\":true}\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let (code, out, err) = env.run(&["auth", "check", &email]);
+    assert_eq!(code, 0, "auth check {email}: {out}{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "auth check waited {:?} behind stalled listings",
+        started.elapsed()
+    );
+    drop(stalled);
+    daemon.stop();
+}

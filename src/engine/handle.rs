@@ -69,6 +69,7 @@ pub struct EngineHandle {
     pipeline: Arc<Pipeline<SledStore>>,
     state: Arc<Mutex<EngineState>>,
     reads: Arc<tokio::sync::Semaphore>,
+    listings: Arc<tokio::sync::Semaphore>,
 }
 
 impl EngineHandle {
@@ -84,6 +85,7 @@ impl EngineHandle {
             pipeline,
             state,
             reads,
+            listings: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         (handle, rx)
     }
@@ -168,6 +170,13 @@ impl EngineHandle {
         output: Output,
         tx: mpsc::Sender<Piece>,
     ) {
+        // A listing is read under a read slot, then written out under its own: an asker who
+        // reads slowly (`admins list | less`) holds back other listings, never a sign-in's
+        // `auth check`. One listing at a time also bounds the daemon's memory.
+        let listing = match request {
+            Request::AdminsList { .. } => self.listings.clone().acquire_owned().await.ok(),
+            _ => None,
+        };
         let Ok(slot) = self.reads.clone().acquire_owned().await else {
             let stopping = Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
             let _ = tx.send(Piece::Head(stopping, false)).await;
@@ -175,7 +184,7 @@ impl EngineHandle {
         };
         let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
         tokio::task::spawn_blocking(move || {
-            let _slot = slot;
+            let _listing = listing;
             let caller = Caller::Unix(caller);
             let answered = match request {
                 list @ Request::AdminsList { .. } => {
@@ -183,6 +192,7 @@ impl EngineHandle {
                 }
                 other => Streamed::Whole(answer(&pipeline, other, &caller, None, output, &state)),
             };
+            drop(slot);
             match answered {
                 Streamed::Whole(response) => {
                     let _ = tx.blocking_send(Piece::Head(response, false));
