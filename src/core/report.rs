@@ -279,7 +279,7 @@ fn change_line(out: &mut String, change: &Change) {
     if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
         out.push_str("  (was role \"");
         out.push_str(prev);
-        out.push('"');
+        out.push_str("\")");
     }
     if let Some(prev) = change.previous_status.filter(|s| *s != change.status()) {
         out.push_str("  (was ");
