@@ -227,27 +227,14 @@ impl Report {
         }
         let _ = writeln!(out, "counts:       {}", counts_line(&self.counts));
         for action in Action::ALL {
-            let group: Vec<&Change> = self.changes.iter().filter(|c| c.action == action).collect();
-            if group.is_empty() {
+            let of_action = || self.changes.iter().filter(move |c| c.action == action);
+            let count = of_action().count();
+            if count == 0 {
                 continue;
             }
-            let _ = writeln!(out, "\n{} ({}):", action.as_str(), group.len());
-            for change in group {
-                let _ = write!(
-                    out,
-                    "  {}  {}  role \"{}\"",
-                    change.employee_id, change.email, change.role
-                );
-                if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
-                    let _ = write!(out, "  rule {id} \"{name}\"");
-                }
-                if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
-                    let _ = write!(out, "  (was role \"{prev}\")");
-                }
-                if let Some(prev) = change.previous_status.filter(|s| *s != change.status()) {
-                    let _ = write!(out, "  (was {prev})");
-                }
-                out.push('\n');
+            let _ = writeln!(out, "\n{} ({count}):", action.as_str());
+            for change in of_action() {
+                change_line(&mut out, change);
             }
         }
         if !self.errors.is_empty() {
@@ -267,6 +254,39 @@ impl Report {
         }
         out
     }
+}
+
+/// A change's line in the text report: `  ID  EMAIL  role "ROLE"`, then `  rule N "NAME"`,
+/// `  (was role "ROLE")` and `  (was STATUS)` where they apply. Pushed piece by piece rather
+/// than formatted: a report may list a million of them.
+fn change_line(out: &mut String, change: &Change) {
+    for piece in [
+        "  ",
+        &change.employee_id,
+        "  ",
+        &change.email,
+        "  role \"",
+        &change.role,
+    ] {
+        out.push_str(piece);
+    }
+    out.push('"');
+    if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
+        let _ = write!(out, "  rule {id} \"");
+        out.push_str(name);
+        out.push('"');
+    }
+    if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
+        out.push_str("  (was role \"");
+        out.push_str(prev);
+        out.push_str("\")");
+    }
+    if let Some(prev) = change.previous_status.filter(|s| *s != change.status()) {
+        out.push_str("  (was ");
+        out.push_str(prev.as_str());
+        out.push(')');
+    }
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -397,5 +417,44 @@ mod tests {
         assert!(pos("deactivated (1):") < pos("warnings (1):"));
         assert!(text.contains("line 3, column \"Manager ID\""));
         assert!(text.contains("(was active)"));
+    }
+
+    #[test]
+    fn a_change_line_holds_each_piece_that_applies_in_order() {
+        let mut r = sample();
+        r.changes = vec![
+            Change {
+                employee_id: "E3".into(),
+                email: "c@x.io".into(),
+                action: Action::RoleChanged,
+                rule_id: Some(RuleId(17)),
+                rule: Some("Ops \"a\"".into()),
+                role: "IT Admin".into(),
+                previous_role: Some("HR Admin".into()),
+                previous_status: Some(Status::Inactive),
+            },
+            Change {
+                employee_id: "E4".into(),
+                email: "d@x.io".into(),
+                action: Action::SkippedManual,
+                rule_id: None,
+                rule: Some("unnamed".into()),
+                role: "Super Admin".into(),
+                previous_role: Some("Super Admin".into()),
+                previous_status: Some(Status::Inactive),
+            },
+        ];
+        let text = r.to_text();
+        assert!(
+            text.contains(
+                "\nrole_changed (1):\n  E3  c@x.io  role \"IT Admin\"  rule 17 \"Ops \"a\"\"  \
+                 (was role \"HR Admin\")  (was inactive)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nskipped_manual (1):\n  E4  d@x.io  role \"Super Admin\"\n"),
+            "{text}"
+        );
     }
 }

@@ -114,20 +114,48 @@ type Pairs<'p> = Vec<(&'p str, &'p str)>;
 
 /// One index bucket's part of a write of accounts.
 #[derive(Default)]
-struct Group<'a> {
-    /// New entries, borrowed from the accounts being written.
-    add: Vec<(Cow<'a, str>, &'a str)>,
+struct Group {
+    /// New entries: where each one's folded email and employee ID end in `text` (each
+    /// starts where the one before it ends).
+    add: Vec<(usize, usize)>,
+    /// The folded emails and IDs of the new entries, one after another. They are copied
+    /// while their account is in cache (it was just encoded), so that sorting and encoding
+    /// them later reads this small buffer, not a million accounts spread over the heap.
+    text: String,
     /// Entries of accounts removed or whose email changed (their old email).
     remove: Vec<(String, String)>,
 }
 
-/// What a write of accounts changes in the index, by index bucket.
-pub struct Changes<'a> {
-    /// Indexed by bucket number.
-    groups: Vec<Group<'a>>,
+impl Group {
+    fn push(&mut self, folded: &str, id: &str) {
+        self.text.push_str(folded);
+        let email_end = self.text.len();
+        self.text.push_str(id);
+        self.add.push((email_end, self.text.len()));
+    }
+
+    /// The new entries, (folded email, employee ID).
+    fn added(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.add.iter().map(move |&(email_end, id_end)| {
+            let entry = (&self.text[start..email_end], &self.text[email_end..id_end]);
+            start = id_end;
+            entry
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
-impl Default for Changes<'_> {
+/// What a write of accounts changes in the index, by index bucket.
+pub struct Changes {
+    /// Indexed by bucket number.
+    groups: Vec<Group>,
+}
+
+impl Default for Changes {
     fn default() -> Self {
         Changes {
             groups: (0..buckets::BUCKETS).map(|_| Group::default()).collect(),
@@ -135,78 +163,73 @@ impl Default for Changes<'_> {
     }
 }
 
-impl<'a> Changes<'a> {
-    fn group(&mut self, folded: &str) -> &mut Group<'a> {
+impl Changes {
+    fn group(&mut self, folded: &str) -> &mut Group {
         &mut self.groups[usize::from(u16::from_be_bytes(bucket_of(folded)))]
     }
 
-    /// Adds the changes of one bucket of accounts: `existing` (sorted by ID) before the
-    /// write, `updates` written into it (of two with one ID the later wins, as in
-    /// [`buckets::merge`]), `removed` taken out.
-    pub fn add_bucket(&mut self, existing: &[Account], updates: &[&'a Account], removed: &[&str]) {
-        let old = |id: &str| {
-            existing
-                .binary_search_by(|a| a.employee_id.as_str().cmp(id))
-                .ok()
-                .map(|i| fold(&existing[i].email).into_owned())
-        };
-        for id in removed {
-            if let Some(email) = old(id) {
-                self.group(&email).remove.push((email, id.to_string()));
-            }
-        }
-        let mut winners: Vec<&'a Account> = updates.iter().rev().copied().collect();
-        if !winners
-            .windows(2)
-            .all(|w| w[0].employee_id > w[1].employee_id)
-        {
-            // Stable: of one ID, the later update stays first.
-            winners.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-            winners.dedup_by(|later, first| later.employee_id == first.employee_id);
-        }
-        for update in winners {
-            let id = update.employee_id.as_str();
-            if removed.contains(&id) {
-                continue;
-            }
-            let new = fold(&update.email);
-            match old(id) {
-                Some(email) if email == new => {}
-                Some(email) => {
-                    self.group(&email).remove.push((email, id.to_string()));
-                    self.group(&new).add.push((new, id));
+    /// Adds the changes of one bucket of accounts: `existing` before the write, `merged`
+    /// after it (both sorted by ID, as [`buckets::merge`] gives them).
+    pub fn add_bucket(&mut self, existing: &[Account], merged: &[&Account]) {
+        let (mut old, mut new) = (existing.iter().peekable(), merged.iter().peekable());
+        loop {
+            match (old.peek(), new.peek()) {
+                (Some(o), Some(n)) if o.employee_id == n.employee_id => {
+                    // Unchanged by the write (the same account), or rewritten.
+                    if !std::ptr::eq(*o, **n) {
+                        let (was, is) = (fold(&o.email), fold(&n.email));
+                        if was != is {
+                            self.group(&was)
+                                .remove
+                                .push((was.into_owned(), o.employee_id.clone()));
+                            self.group(&is).push(&is, &n.employee_id);
+                        }
+                    }
+                    old.next();
+                    new.next();
                 }
-                None => self.group(&new).add.push((new, id)),
+                (Some(o), n) if n.is_none_or(|n| o.employee_id < n.employee_id) => {
+                    let was = fold(&o.email);
+                    self.group(&was)
+                        .remove
+                        .push((was.into_owned(), o.employee_id.clone()));
+                    old.next();
+                }
+                (_, Some(n)) => {
+                    let is = fold(&n.email);
+                    self.group(&is).push(&is, &n.employee_id);
+                    new.next();
+                }
+                (_, None) => break,
             }
         }
     }
 
-    /// Adds the changes of other buckets of accounts.
-    pub fn extend(&mut self, other: Changes<'a>) {
-        for (mine, theirs) in self.groups.iter_mut().zip(other.groups) {
-            mine.add.extend(theirs.add);
-            mine.remove.extend(theirs.remove);
-        }
-    }
-
-    /// Reads the index buckets these changes touch and builds what they hold after them;
-    /// half of the buckets on a second core (a first import adds a million entries).
-    pub fn stage(self, tree: &sled::Tree) -> StoreResult<Vec<Staged>> {
-        let (first, second) = self.groups.split_at(self.groups.len() / 2);
-        let stage = |part: &[Group<'_>], offset: usize| {
+    /// Reads the index buckets that the changes of `parts` touch and builds what they hold
+    /// after them; half of the buckets on a second core (a first import adds a million
+    /// entries).
+    pub fn stage(parts: &[Changes], tree: &sled::Tree) -> StoreResult<Vec<Staged>> {
+        let buckets = buckets::BUCKETS as usize;
+        let stage = |range: std::ops::Range<usize>| {
             let mut staged = Vec::new();
-            for (n, group) in part.iter().enumerate() {
-                if group.add.is_empty() && group.remove.is_empty() {
+            for n in range {
+                let groups = || parts.iter().map(|c| &c.groups[n]);
+                if groups().all(Group::is_empty) {
                     continue;
                 }
-                let key = ((offset + n) as u16).to_be_bytes();
+                let key = (n as u16).to_be_bytes();
                 let before = tree.get(key)?;
                 let mut entries: Vec<(&str, &str)> = match &before {
                     Some(bytes) => borrow(&key, bytes)?,
-                    None => Vec::with_capacity(group.add.len()),
+                    None => Vec::with_capacity(groups().map(|g| g.add.len()).sum()),
                 };
-                entries.retain(|(e, i)| !group.remove.iter().any(|(re, ri)| re == e && ri == i));
-                entries.extend(group.add.iter().map(|(email, id)| (email.as_ref(), *id)));
+                let removed = |e: &str, i: &str| {
+                    groups().any(|g| g.remove.iter().any(|(re, ri)| re == e && ri == i))
+                };
+                if groups().any(|g| !g.remove.is_empty()) {
+                    entries.retain(|(e, i)| !removed(e, i));
+                }
+                entries.extend(groups().flat_map(Group::added));
                 entries.sort_unstable();
                 entries.dedup();
                 let after = (!entries.is_empty()).then(|| sled::IVec::from(encode(&entries)));
@@ -214,7 +237,7 @@ impl<'a> Changes<'a> {
             }
             Ok::<_, StoreError>(staged)
         };
-        let (staged, rest) = join(|| stage(first, 0), || stage(second, first.len()));
+        let (staged, rest) = join(|| stage(0..buckets / 2), || stage(buckets / 2..buckets));
         let mut staged = staged?;
         staged.extend(rest?);
         Ok(staged)
@@ -223,11 +246,7 @@ impl<'a> Changes<'a> {
     /// The entries to add and to remove, in bucket order (for tests).
     #[cfg(test)]
     fn flat(&self) -> (Pairs<'_>, Pairs<'_>) {
-        let add = self
-            .groups
-            .iter()
-            .flat_map(|g| &g.add)
-            .map(|(e, i)| (e.as_ref(), *i));
+        let add = self.groups.iter().flat_map(Group::added);
         let remove = self
             .groups
             .iter()
@@ -379,8 +398,9 @@ mod tests {
         let mut added = account("E4");
         added.email = "four@x.io".into();
         let updates = [&moved, &recased, &stale, &added];
+        let merged = buckets::merge(&existing, &updates, &["E3", "E9"]);
         let mut c = Changes::default();
-        c.add_bucket(&existing, &updates, &["E3", "E9"]);
+        c.add_bucket(&existing, &merged);
         let (mut add, mut remove) = c.flat();
         add.sort();
         remove.sort();

@@ -169,22 +169,25 @@ impl SledStore {
                     Some(bytes) => buckets::decode(*key, bytes)?,
                     None => Vec::new(),
                 };
-                changes.add_bucket(&existing, updates, remove);
                 let merged = buckets::merge(&existing, updates, remove);
+                let after =
+                    (!merged.is_empty()).then(|| sled::IVec::from(buckets::encode(&merged)));
+                // After the encoding: the accounts' emails are in cache.
+                changes.add_bucket(&existing, &merged);
                 staged.push(Staged {
                     key: **key,
                     before,
-                    after: (!merged.is_empty()).then(|| sled::IVec::from(buckets::encode(&merged))),
+                    after,
                 });
             }
             Ok::<_, StoreError>((staged, changes))
         };
         let (lower, upper) = join(|| stage(first), || stage(second));
-        let (mut staged, mut changes) = lower?;
-        let (rest, more) = upper?;
+        let (mut staged, lower_changes) = lower?;
+        let (rest, upper_changes) = upper?;
         staged.extend(rest);
-        changes.extend(more);
-        Ok((staged, changes.stage(&self.emails)?))
+        let index = email_index::Changes::stage(&[lower_changes, upper_changes], &self.emails)?;
+        Ok((staged, index))
     }
 
     /// Whether a process (this one included) holds the store's lock; found without opening
