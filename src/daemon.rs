@@ -37,6 +37,7 @@ impl Drop for SocketFile {
 }
 
 async fn serve(cfg: Config) -> Result<()> {
+    let signals = StopSignals::listen().context("listening for SIGTERM and SIGINT")?;
     // The socket first: a CLI command started meanwhile waits for the daemon instead of
     // opening (and locking) the store itself.
     let listener = control::server::bind(&cfg.control.socket)?;
@@ -117,9 +118,7 @@ async fn serve(cfg: Config) -> Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(mode = ?cfg.source.mode, data_dir = %cfg.data_dir.display(), socket = %cfg.control.socket.display(), "autoprov ready");
 
-    wait_for_signal()
-        .await
-        .context("listening for SIGTERM and SIGINT")?;
+    signals.wait().await;
     tracing::info!("stopping: no new connections or files; finishing the current file");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
@@ -241,15 +240,28 @@ async fn start_web(
     Ok(())
 }
 
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the first moment of `serve`: one that arrives between
+/// READY and the wait (systemd stopping a unit it just started) still stops cleanly.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
 
 /// Pets systemd's watchdog at half its interval while the runtime is alive.
