@@ -130,9 +130,22 @@ fn wait_fetched(env: &TestEnv, n: usize) -> Vec<Value> {
         WAIT,
         || {
             let files = fetched(env);
-            (files.len() >= n).then_some(files)
+            (files.len() >= n && files.iter().all(|f| filed(env, f))).then_some(files)
         },
     )
+}
+
+/// Whether a ledger entry's file is in its folder: the ledger shows it from the commit on,
+/// the move follows the commit.
+fn filed(env: &TestEnv, file: &Value) -> bool {
+    let folder = match file["status"].as_str() {
+        Some("rejected") => "rejected",
+        Some("held") => "held",
+        _ => "processed",
+    };
+    file["stored_as"]
+        .as_str()
+        .is_some_and(|name| env.drop_dir(folder).join(name).exists())
 }
 
 /// Every name in inbox/, hidden ones included.
