@@ -103,11 +103,7 @@ fn main() {
     fs::create_dir_all(&root).expect("bench root");
     let config = root.join("autoprov.toml");
     fs::write(&config, common::config_toml(&root, "")).expect("config");
-    let roster = dir.join(format!("roster-{rows}.csv"));
-    let bytes = common::roster(rows, 1);
-    if fs::read(&roster).ok().as_deref() != Some(&bytes[..]) {
-        fs::write(&roster, &bytes).expect("write roster");
-    }
+    let roster = common::roster_file(&dir, rows);
     println!(
         "== rules check: {rows} rows, {n_rules} rules, {reps} repetitions; binary {}",
         bin()

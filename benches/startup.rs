@@ -46,12 +46,7 @@ fn main() {
     let root = dir.join("startup");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root).expect("bench root");
-    let roster = dir.join(format!("roster-{rows}.csv"));
-    let bytes = common::roster(rows, 1);
-    if fs::read(&roster).ok().as_deref() != Some(&bytes[..]) {
-        fs::write(&roster, &bytes).expect("write roster");
-    }
-    drop(bytes);
+    let roster = common::roster_file(&dir, rows);
     let config = root.join("autoprov.toml");
     let watched = root.join("watched");
     fs::create_dir_all(&watched).expect("watch dir");

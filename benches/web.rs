@@ -191,12 +191,7 @@ fn main() {
     let root = dir.join("web");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root).expect("bench root");
-    let roster = dir.join(format!("roster-{rows}.csv"));
-    let bytes = common::roster(rows, 1);
-    if fs::read(&roster).ok().as_deref() != Some(&bytes[..]) {
-        fs::write(&roster, &bytes).expect("write roster");
-    }
-    drop(bytes);
+    let roster = common::roster_file(&dir, rows);
     let public = fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/keys/hris_ed25519.pub"),
     )

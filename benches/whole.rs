@@ -249,12 +249,7 @@ impl Bench {
 
     /// The generated roster of `rows` rows (seed 1), written once.
     fn roster(&self, rows: usize) -> PathBuf {
-        let path = self.dir.join(format!("roster-{rows}.csv"));
-        let bytes = common::roster(rows, 1);
-        if fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
-            fs::write(&path, &bytes).expect("write roster");
-        }
-        path
+        common::roster_file(&self.dir, rows)
     }
 
     /// A fresh root with the config (plus `source`) and the 60 rules installed.

@@ -147,6 +147,17 @@ fn ascii_lower(name: &str, out: &mut String) {
     }
 }
 
+/// `dir/roster-{rows}.csv`, the [`roster`] of `rows` rows (seed 1), written unless it is
+/// there already with those bytes (benches share it).
+pub fn roster_file(dir: &Path, rows: usize) -> std::path::PathBuf {
+    let path = dir.join(format!("roster-{rows}.csv"));
+    let bytes = roster(rows, 1);
+    if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        std::fs::write(&path, &bytes).expect("write roster");
+    }
+    path
+}
+
 /// A roster of `rows` employees; same `rows` and `seed`, same bytes.
 pub fn roster(rows: usize, seed: u64) -> Vec<u8> {
     let mut rng = Rng::new(seed);
