@@ -1365,3 +1365,93 @@ fn stalled_listings_never_hold_back_a_sign_in() {
     drop(stalled);
     daemon.stop();
 }
+
+/// A SIGTERM that arrives while the daemon is still starting (systemd stopping a unit it
+/// has just started) stops it cleanly: the signal is caught from the first moment, not only
+/// once it is ready, so it is never killed by the signal's default action.
+#[test]
+fn sigterm_during_start_up_stops_cleanly() {
+    let (env, _watch) = watch_env(no_limits());
+    env.load_sample_rules();
+    let mut daemon = Daemon::spawn(&env, &[]);
+    // The socket is bound before the store is opened and checked: start-up is under way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !env.socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no control socket:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    daemon.sigterm();
+    let status = daemon.wait_exit(Duration::from_secs(30), "after SIGTERM during start-up");
+    assert!(
+        status.success(),
+        "exit status {status} after SIGTERM during start-up:\n{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("stopped cleanly"), "{}", daemon.log());
+}
+
+/// The daemon backs the store up at each start, after READY, unless the store holds what
+/// the newest automatic backup holds: restarts without a change never push older backups out.
+#[test]
+fn a_start_backs_up_only_a_changed_store() {
+    let (env, _watch) = watch_env(no_limits());
+    env.load_sample_rules();
+    let backups = |env: &TestEnv| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(env.data_dir.join("backups"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let start_and_stop = |env: &TestEnv| {
+        let daemon = Daemon::start(env);
+        // The backup is the engine's first job: the daemon's log says when it is done.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(daemon.log().contains("store backed up")
+            || daemon.log().contains("backup unchanged"))
+        {
+            assert!(Instant::now() < deadline, "no backup:\n{}", daemon.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        daemon.stop();
+    };
+    start_and_stop(&env);
+    let first = backups(&env);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].ends_with(".backup"), "{first:?}");
+    // Nothing changed: no new backup, and no hidden file left behind.
+    std::thread::sleep(Duration::from_millis(1100));
+    start_and_stop(&env);
+    assert_eq!(
+        backups(&env),
+        first,
+        "an unchanged store was backed up again"
+    );
+    // A change made with the daemon stopped: the next start backs it up.
+    std::thread::sleep(Duration::from_millis(1100));
+    env.expect(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "Later",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = \"Nowhere\"",
+        ],
+    );
+    start_and_stop(&env);
+    let now = backups(&env);
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert_eq!(now[0], first[0]);
+}
