@@ -110,7 +110,7 @@ impl fmt::Display for Finding {
 pub struct Sym(pub u32);
 
 /// Interns folded values so that each distinct value is stored once and compared as a number.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Interner {
     values: Vec<Box<str>>,
     index: HashMap<Box<str>, Sym, FastHash>,
@@ -137,6 +137,13 @@ impl Interner {
     /// The folded text of a symbol.
     pub fn resolve(&self, sym: Sym) -> &str {
         &self.values[sym.0 as usize]
+    }
+
+    /// Interns every value of `other`, in its order; returns each of its symbols' new
+    /// symbol here (indexed by the old one). Values new here are numbered as if they had
+    /// been interned here in `other`'s order.
+    pub fn absorb(&mut self, other: &Interner) -> Vec<Sym> {
+        other.values.iter().map(|v| self.intern(v)).collect()
     }
 }
 

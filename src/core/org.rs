@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{Employee, Finding};
+use super::model::{Employee, FastHash, Finding};
 
 /// At most this many warnings of each kind are listed; the rest are summed up in one more.
 pub const MAX_WARNINGS_PER_KIND: usize = 1000;
@@ -29,7 +29,8 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
     let mut dangling = KindWarnings::default();
     let mut own = KindWarnings::default();
     {
-        let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
+        let mut index: HashMap<&str, usize, FastHash> =
+            HashMap::with_capacity_and_hasher(n, FastHash::default());
         for (i, e) in employees.iter().enumerate() {
             if !e.id.is_empty() {
                 // With duplicate IDs (only possible in a rejected file) the first row wins.

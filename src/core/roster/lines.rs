@@ -18,10 +18,15 @@ pub(super) struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     pub(super) fn new(text: &'a [u8]) -> Self {
+        Self::starting_at(text, 1)
+    }
+
+    /// Lines of a part of a file whose first byte is on `line`.
+    pub(super) fn starting_at(text: &'a [u8], line: u64) -> Self {
         Self {
             text,
             offset: 0,
-            line: 1,
+            line,
         }
     }
 

@@ -5,6 +5,7 @@
 //! each data row; the parser here drives them and collects the findings.
 
 mod decode;
+mod halves;
 mod header;
 mod lines;
 mod rows;
@@ -82,7 +83,8 @@ pub fn parse(bytes: &[u8], opts: &RosterOptions) -> Result<Roster, Rejection> {
         ))));
     }
     let text = decode::decode(bytes, opts.encoding).map_err(Rejection::only)?;
-    Parser::new(text.as_bytes(), opts).run()
+    let text = text.as_bytes();
+    halves::parse(text, opts).unwrap_or_else(|| Parser::new(text, opts).run())
 }
 
 /// The field keys of the file's header row, as `Roster::present` would list them, without
@@ -94,8 +96,14 @@ pub fn header_keys(bytes: &[u8], opts: &RosterOptions) -> Option<Vec<String>> {
     }
     let text = decode::decode(bytes, opts.encoding).ok()?;
     let text = text.as_bytes();
+    Some(first_header(text, detect_delimiter(text), opts)?.present)
+}
+
+/// The header row of the decoded text, read on its own; its findings are the parser's
+/// business, so none are kept here.
+fn first_header(text: &[u8], delimiter: u8, opts: &RosterOptions) -> Option<Header> {
     let mut reader = ReaderBuilder::new()
-        .delimiter(detect_delimiter(text))
+        .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
         .terminator(Terminator::CRLF)
@@ -104,9 +112,8 @@ pub fn header_keys(bytes: &[u8], opts: &RosterOptions) -> Option<Vec<String>> {
     if !reader.read_byte_record(&mut record).ok()? {
         return None;
     }
-    // Findings are the parser's business: none are kept here.
     let (mut errors, mut warnings) = (Capped::new(0), Capped::new(0));
-    Some(Header::read(&record, 1, opts, &mut errors, &mut warnings).present)
+    Some(Header::read(&record, 1, opts, &mut errors, &mut warnings))
 }
 
 impl Rejection {
@@ -164,7 +171,8 @@ impl Capped {
     }
 }
 
-/// One pass over the decoded text, collecting the findings and the employees.
+/// One pass over the decoded text (or one part of it), collecting the findings and the
+/// employees.
 struct Parser<'a> {
     text: &'a [u8],
     opts: &'a RosterOptions,
@@ -173,7 +181,15 @@ struct Parser<'a> {
     errors: Capped,
     warnings: Capped,
     employees: Rows,
+    header: Option<Header>,
+    /// Data rows read.
+    rows: u64,
+    /// Last physical line of the previous record (0 before the first).
+    previous_end: u64,
 }
+
+/// Reading stopped before the end: more than `max_rows` data rows.
+struct TooManyRows;
 
 impl<'a> Parser<'a> {
     fn new(text: &'a [u8], opts: &'a RosterOptions) -> Self {
@@ -185,10 +201,39 @@ impl<'a> Parser<'a> {
             errors: Capped::new(MAX_ERRORS),
             warnings: Capped::new(MAX_WARNINGS),
             employees: Rows::new(&opts.inactive_statuses),
+            header: None,
+            rows: 0,
+            previous_end: 0,
+        }
+    }
+
+    /// A parser of the data rows in `text`, a part of a file that starts on `line` at the
+    /// start of a record, after the record that ends on `line - 1`; `header` is the file's.
+    fn part(
+        text: &'a [u8],
+        opts: &'a RosterOptions,
+        delimiter: u8,
+        line: u64,
+        header: Header,
+    ) -> Self {
+        Self {
+            lines: Lines::starting_at(text, line),
+            delimiter,
+            header: Some(header),
+            previous_end: line - 1,
+            ..Self::new(text, opts)
         }
     }
 
     fn run(mut self) -> Result<Roster, Rejection> {
+        match self.read() {
+            Ok(()) => self.finish(),
+            Err(TooManyRows) => Err(self.reject()),
+        }
+    }
+
+    /// Reads every record of the text.
+    fn read(&mut self) -> Result<(), TooManyRows> {
         let mut reader = ReaderBuilder::new()
             .delimiter(self.delimiter)
             .has_headers(false)
@@ -196,90 +241,82 @@ impl<'a> Parser<'a> {
             .terminator(Terminator::CRLF)
             .from_reader(self.text);
         let mut record = ByteRecord::new();
-        let mut header: Option<Header> = None;
-        let mut rows: u64 = 0;
-        // Last physical line of the previous record (0 before the first).
-        let mut previous_end = 0;
         loop {
             match reader.read_byte_record(&mut record) {
                 Ok(true) => {}
-                Ok(false) => break,
+                Ok(false) => return Ok(()),
                 Err(e) => {
                     // Unreachable for bytes in memory with `flexible`; still, never panic.
                     self.errors.push(Finding::file(format!(
                         "the file cannot be read as CSV: {e}"
                     )));
-                    break;
+                    return Ok(());
                 }
             }
-            let resumed = record.position().map_or(0, |p| p.byte() as usize);
-            let start = skip_line_ends(self.text, resumed);
-            let line = self.lines.at(start);
-            self.empty_lines(previous_end + 1, line - 1);
-            // `end` is just past the first byte of the record's line end (or the end of
-            // the file), so the byte before it is on the record's last line.
             let end = reader.position().byte() as usize;
-            previous_end = self.lines.at(end.saturating_sub(1).max(start));
-            // Only the last record can end inside quotes: csv reads to the end of the file.
-            let open_quote = if end >= self.text.len() {
-                open_quote_field(&self.text[start..], self.delimiter)
-            } else {
-                None
-            };
-            if let Some(field) = open_quote {
-                self.unclosed_quote(header.as_ref(), field, line, previous_end);
-            }
-
-            match &header {
-                None => {
-                    header = Some(Header::read(
-                        &record,
-                        line,
-                        self.opts,
-                        &mut self.errors,
-                        &mut self.warnings,
-                    ));
-                }
-                Some(h) => {
-                    rows += 1;
-                    if rows > self.opts.max_rows {
-                        self.errors.push(Finding::file(format!(
-                            "the file has more than {} data rows (roster.max_rows); split the \
-                             roster or raise the limit",
-                            self.opts.max_rows
-                        )));
-                        return Err(self.reject(rows));
-                    }
-                    if open_quote.is_none() {
-                        self.employees.push(
-                            h,
-                            &record,
-                            line,
-                            previous_end,
-                            self.delimiter,
-                            &mut self.errors,
-                        );
-                    }
-                }
-            }
+            self.record(&record, end)?;
         }
-        self.finish(header, rows, previous_end)
     }
 
-    /// The roster, or the rejection, once every record is read (`rows` data rows, the last
-    /// one ending on line `previous_end`).
-    fn finish(
-        mut self,
-        header: Option<Header>,
-        rows: u64,
-        previous_end: u64,
-    ) -> Result<Roster, Rejection> {
-        self.trailing_lines(previous_end, header.is_some());
+    /// Takes one record, which ends just before `end`.
+    fn record(&mut self, record: &ByteRecord, end: usize) -> Result<(), TooManyRows> {
+        let resumed = record.position().map_or(0, |p| p.byte() as usize);
+        let start = skip_line_ends(self.text, resumed);
+        let line = self.lines.at(start);
+        self.empty_lines(self.previous_end + 1, line - 1);
+        // `end` is just past the first byte of the record's line end (or the end of
+        // the file), so the byte before it is on the record's last line.
+        self.previous_end = self.lines.at(end.saturating_sub(1).max(start));
+        // Only the last record can end inside quotes: csv reads to the end of the file.
+        let open_quote = if end >= self.text.len() {
+            open_quote_field(&self.text[start..], self.delimiter)
+        } else {
+            None
+        };
+        if let Some(field) = open_quote {
+            self.unclosed_quote(field, line, self.previous_end);
+        }
+        let Some(h) = &self.header else {
+            self.header = Some(Header::read(
+                record,
+                line,
+                self.opts,
+                &mut self.errors,
+                &mut self.warnings,
+            ));
+            return Ok(());
+        };
+        self.rows += 1;
+        if self.rows > self.opts.max_rows {
+            self.errors.push(Finding::file(format!(
+                "the file has more than {} data rows (roster.max_rows); split the \
+                 roster or raise the limit",
+                self.opts.max_rows
+            )));
+            return Err(TooManyRows);
+        }
+        if open_quote.is_none() {
+            self.employees.push(
+                h,
+                record,
+                line,
+                self.previous_end,
+                self.delimiter,
+                &mut self.errors,
+            );
+        }
+        Ok(())
+    }
+
+    /// The roster, or the rejection, once every record is read.
+    fn finish(mut self) -> Result<Roster, Rejection> {
+        let (rows, header) = (self.rows, self.header.take());
+        self.trailing_lines(self.previous_end, header.is_some());
         let Some(header) = header else {
             self.errors.push(Finding::file(
                 "the file is empty: there is no header row; export the roster with its header",
             ));
-            return Err(self.reject(rows));
+            return Err(self.reject());
         };
         if rows == 0 {
             self.errors.push(Finding::file(
@@ -287,7 +324,7 @@ impl<'a> Parser<'a> {
             ));
         }
         if !self.errors.is_empty() {
-            return Err(self.reject(rows));
+            return Err(self.reject());
         }
         let (mut employees, symbols) = self.employees.into_parts();
         let manager_column = header
@@ -313,10 +350,14 @@ impl<'a> Parser<'a> {
 
     /// The error for a last record that ends inside quotes: csv read it to the end of the
     /// file, swallowing every row after the quote, and possibly with the right field count.
-    fn unclosed_quote(&mut self, header: Option<&Header>, field: usize, line: u64, last: u64) {
+    fn unclosed_quote(&mut self, field: usize, line: u64, last: u64) {
         self.errors.push(Finding {
             line: Some(line),
-            column: header.and_then(|h| h.written.get(field)).cloned(),
+            column: self
+                .header
+                .as_ref()
+                .and_then(|h| h.written.get(field))
+                .cloned(),
             message: format!(
                 "a quote opened in field {} of this row is never closed, so lines \
                  {line}–{last} were read as one row; close or remove the quote",
@@ -347,12 +388,12 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn reject(self, rows: u64) -> Rejection {
+    fn reject(self) -> Rejection {
         Rejection {
             errors: self.errors.list,
             more_errors: self.errors.more,
             warnings: self.warnings.into_summarized(),
-            rows: rows as usize,
+            rows: self.rows as usize,
         }
     }
 

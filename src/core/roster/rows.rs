@@ -55,6 +55,31 @@ impl Rows {
         (self.employees, self.symbols)
     }
 
+    /// Whether an employee ID, or the email of an employee who has not left, of `later`'s
+    /// rows may also be one of these rows'. Compared by hash, so a rare false alarm is
+    /// possible; never a miss.
+    pub(super) fn may_share_with(&self, later: &Rows) -> bool {
+        let shared = |mine: &HashMap<u64, u32, FastHash>, theirs: &HashMap<u64, u32, FastHash>| {
+            theirs.keys().any(|hash| mine.contains_key(hash))
+        };
+        shared(&self.seen_ids, &later.seen_ids) || shared(&self.seen_emails, &later.seen_emails)
+    }
+
+    /// Appends the employees of `later` (the rows that follow these in the file), their
+    /// values interned here: the employees and symbols that reading all the rows in one
+    /// pass gives. What is known of their IDs and emails is not merged: call only once
+    /// every row is read and checked.
+    pub(super) fn append(&mut self, later: Rows) {
+        let renumber = self.symbols.absorb(&later.symbols);
+        self.employees.reserve(later.employees.len());
+        for mut employee in later.employees {
+            for sym in employee.values.iter_mut() {
+                *sym = renumber[sym.0 as usize];
+            }
+            self.employees.push(employee);
+        }
+    }
+
     /// Checks the data record on lines `line..=last_line`, pushing what is wrong with it to
     /// `errors`; a record with the header's field count becomes an employee either way.
     pub(super) fn push(

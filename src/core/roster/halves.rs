@@ -1,0 +1,268 @@
+//! A large roster read as two halves on two cores.
+//!
+//! The text is split at a line end near the middle and each half is read by its own
+//! [`Parser`]; the second half's employees are then appended to the first's. The result is
+//! taken only when it is the one reading the file in one pass gives, which holds when:
+//!
+//! - the first half's last record ends at the split, outside quotes. A CSV reader's state
+//!   at a byte depends only on the bytes before it, so the one-pass reader is then at the
+//!   start of a record at the split, where the second half's reader starts. The split is
+//!   chosen where the quotes before it are even in number, which is right for every file
+//!   whose quotes open fields; a stray quote can fool that count, and then the first half
+//!   ends inside quotes, which its reader reports as an error;
+//! - neither half found an error, and the halves share no employee ID and no email of an
+//!   employee who has not left: the findings of a rejected file name lines of both halves
+//!   ("already appears on line N"), so a rejected file is read again in one pass, which
+//!   lists them exactly (a file with errors costs one and a half reads; a valid file one).
+//!
+//! Otherwise the caller reads the file in one pass.
+
+use memchr::memchr_iter;
+
+use super::lines::detect_delimiter;
+use super::{Parser, Rejection, RosterOptions, first_header};
+use crate::core::model::Roster;
+use crate::core::parallel::join;
+
+/// Smaller texts are read in one pass: a second thread would not pay for itself.
+pub(super) const MIN_BYTES: usize = 1 << 20;
+
+/// The roster or its rejection read as two halves, or `None` when the text must be read
+/// in one pass (see the module's note).
+pub(super) fn parse(text: &[u8], opts: &RosterOptions) -> Option<Result<Roster, Rejection>> {
+    if text.len() < MIN_BYTES {
+        return None;
+    }
+    parse_split(text, split_point(text)?, opts)
+}
+
+/// Reads `text[..at]` and `text[at..]` on two cores.
+fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Roster, Rejection>> {
+    // Only just after a LF: after a CR, the LF that may follow belongs to the first half.
+    if at >= text.len() || text.get(at.wrapping_sub(1)) != Some(&b'\n') {
+        return None;
+    }
+    let delimiter = detect_delimiter(text);
+    let header = first_header(text, delimiter, opts)?;
+    let line = 1 + line_breaks(&text[..at]);
+    let ((mut first, first_whole), (second, second_whole)) = join(
+        || read_all(Parser::new(&text[..at], opts)),
+        || read_all(Parser::part(&text[at..], opts, delimiter, line, header)),
+    );
+    let joined = first_whole
+        && second_whole
+        && first.errors.is_empty()
+        && second.errors.is_empty()
+        && first.header.is_some()
+        && first.previous_end + 1 == line
+        && first.rows + second.rows <= opts.max_rows
+        && !first.employees.may_share_with(&second.employees);
+    if !joined {
+        return None;
+    }
+    first.append(second);
+    Some(first.finish())
+}
+
+/// The parser after reading its whole text, and whether it did (it stops at too many rows).
+fn read_all(mut parser: Parser<'_>) -> (Parser<'_>, bool) {
+    let whole = parser.read().is_ok();
+    (parser, whole)
+}
+
+/// Where the second half starts: just after a line end near the middle, with an even
+/// number of quotes before it and content on the line it ends (so that the line belongs to
+/// the first half's last record, and a blank line is never the split).
+fn split_point(text: &[u8]) -> Option<usize> {
+    let mid = text.len() / 2;
+    let mut quoted = memchr_iter(b'"', &text[..mid]).count() % 2 == 1;
+    for i in mid.max(1)..text.len() {
+        match text[i] {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted && has_content_before(text, i) => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether the line that ends with the LF at `lf` (a CR just before it being part of the
+/// line end) is not blank.
+fn has_content_before(text: &[u8], lf: usize) -> bool {
+    let end = if lf > 0 && text[lf - 1] == b'\r' {
+        lf - 1
+    } else {
+        lf
+    };
+    end > 0 && !matches!(text[end - 1], b'\n' | b'\r')
+}
+
+/// Line ends in `text` as [`super::lines::Lines`] counts them: LF, CRLF, or a CR alone.
+fn line_breaks(text: &[u8]) -> u64 {
+    let lf = memchr_iter(b'\n', text).count();
+    let lone_cr = memchr_iter(b'\r', text)
+        .filter(|&i| text.get(i + 1) != Some(&b'\n'))
+        .count();
+    (lf + lone_cr) as u64
+}
+
+impl<'a> Parser<'a> {
+    /// Takes over the part that follows this one (see [`super::rows::Rows::append`]).
+    fn append(&mut self, later: Parser<'a>) {
+        self.employees.append(later.employees);
+        for warning in later.warnings.list {
+            self.warnings.push(warning);
+        }
+        self.warnings.more += later.warnings.more;
+        self.rows += later.rows;
+        self.previous_end = later.previous_end;
+        self.text = later.text;
+        self.lines = later.lines;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{ids, lines};
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The one-pass reading of `text`.
+    fn one_pass(text: &[u8], opts: &RosterOptions) -> Result<Roster, Rejection> {
+        Parser::new(text, opts).run()
+    }
+
+    /// Asserts that two readings agree on everything a roster or rejection holds.
+    fn assert_same(halves: &Result<Roster, Rejection>, one: &Result<Roster, Rejection>) {
+        match (halves, one) {
+            (Ok(h), Ok(o)) => {
+                assert_eq!(h.rows, o.rows);
+                assert_eq!(h.fields, o.fields);
+                assert_eq!(h.present, o.present);
+                assert_eq!(h.employees, o.employees);
+                assert_eq!(h.warnings, o.warnings);
+                assert_eq!(h.email_column, o.email_column);
+                assert_eq!(h.symbols, o.symbols);
+            }
+            (Err(h), Err(o)) => assert_eq!(h, o),
+            _ => panic!("one reading accepted the file and the other did not"),
+        }
+    }
+
+    /// A roster with `n` rows, some with quoted values over two lines, CRLF line ends when
+    /// `crlf`, and blank lines here and there.
+    fn roster(n: usize, crlf: bool) -> String {
+        let end = if crlf { "\r\n" } else { "\n" };
+        let mut text = format!("employee_id,email,manager_id,department,status{end}");
+        for i in 0..n {
+            let department = match i % 7 {
+                0 => "\"Sales, \"\"EMEA\"\"\"".to_owned(),
+                3 => format!("\"R&D{end}lab {}\"", i % 5),
+                _ => format!("Dept {}", i % 11),
+            };
+            let status = if i % 13 == 0 { "Terminated" } else { "Active" };
+            let manager = if i > 0 {
+                (i / 6).to_string()
+            } else {
+                String::new()
+            };
+            text.push_str(&format!(
+                "{i},e{i}@example.com,{manager},{department},{status}{end}"
+            ));
+            if i % 97 == 50 {
+                text.push_str(end);
+            }
+        }
+        text
+    }
+
+    fn opts() -> RosterOptions {
+        super::super::tests::needing(&["department"])
+    }
+
+    #[test]
+    fn a_large_roster_read_in_halves_is_the_roster_read_in_one_pass() {
+        for crlf in [false, true] {
+            let text = roster(40_000, crlf);
+            assert!(text.len() >= MIN_BYTES, "{} bytes", text.len());
+            let halves = parse(text.as_bytes(), &opts()).expect("read in halves");
+            let roster = halves.as_ref().expect("accepted");
+            assert_eq!(roster.rows, 40_000);
+            assert_eq!(ids(roster)[39_999], "39999");
+            assert!(lines(roster).windows(2).all(|w| w[0] < w[1]));
+            assert_same(&halves, &one_pass(text.as_bytes(), &opts()));
+        }
+    }
+
+    #[test]
+    fn every_split_point_gives_the_one_pass_reading_or_defers_to_it() {
+        let text = roster(300, true);
+        let text = text.as_bytes();
+        let one = one_pass(text, &opts());
+        let mut joined = 0;
+        for at in 1..text.len() {
+            if let Some(halves) = parse_split(text, at, &opts()) {
+                joined += 1;
+                assert_same(&halves, &one);
+            }
+        }
+        // Every record end outside quotes past the header can be joined there.
+        assert!(joined > 250, "{joined} split points joined");
+    }
+
+    #[test]
+    fn a_split_inside_a_quoted_value_is_not_taken() {
+        // The first half would end inside the quoted department of row 3.
+        let text = roster(20, false);
+        let at = text.find("R&D\n").unwrap() + 4;
+        assert!(parse_split(text.as_bytes(), at, &opts()).is_none());
+    }
+
+    #[test]
+    fn rows_shared_across_the_halves_or_errors_are_left_to_the_one_pass_reading() {
+        let base = roster(200, false);
+        let duplicate_id = format!("{base}5,x5@example.com,,Dept 1,Active\n");
+        let duplicate_email = format!("{base}900,e7@example.com,,Dept 1,Active\n");
+        let bad_row = format!("{base}901,e901@example.com\n");
+        for text in [duplicate_id, duplicate_email, bad_row] {
+            let at = split_point(text.as_bytes()).unwrap();
+            assert!(parse_split(text.as_bytes(), at, &opts()).is_none(), "{at}");
+            let one = one_pass(text.as_bytes(), &opts());
+            assert!(one.is_err());
+        }
+        // A leaver's email may repeat another row's: that file is joined.
+        let leaver = format!("{base}902,e7@example.com,,Dept 1,Terminated\n");
+        let at = split_point(leaver.as_bytes()).unwrap();
+        let halves = parse_split(leaver.as_bytes(), at, &opts()).expect("joined");
+        assert_same(&halves, &one_pass(leaver.as_bytes(), &opts()));
+    }
+
+    #[test]
+    fn line_breaks_count_lf_crlf_and_lone_cr() {
+        assert_eq!(line_breaks(b""), 0);
+        assert_eq!(line_breaks(b"a\nb\r\nc\rd\r"), 4);
+        assert_eq!(line_breaks(b"\r\n\r\n\n"), 3);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any text split anywhere: the halves agree with one pass, or defer to it.
+        #[test]
+        fn halves_agree_with_one_pass_on_any_text(
+            rows in proptest::collection::vec(
+                "[0-9]{1,3}|\"[0-9,\r\n]{0,4}\"|[a-z\"]{0,3}@x\\.io|\r?\n", 1..120),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut text = String::from("employee_id,email,department\n");
+            for (i, cell) in rows.iter().enumerate() {
+                text.push_str(cell);
+                text.push(if i % 3 == 2 { '\n' } else { ',' });
+            }
+            let at = cut.index(text.len() - 1) + 1;
+            if let Some(halves) = parse_split(text.as_bytes(), at, &opts()) {
+                assert_same(&halves, &one_pass(text.as_bytes(), &opts()));
+            }
+        }
+    }
+}
