@@ -46,7 +46,14 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ro
     let header = first_header(text, delimiter, opts)?;
     let line = 1 + line_breaks(&text[..at]);
     let ((mut first, first_whole), (second, second_whole)) = join(
-        || read_all(Parser::new(&text[..at], opts)),
+        || {
+            let mut first = Parser::new(&text[..at], opts);
+            // Room for the second half's employees too: appending them copies nothing.
+            first
+                .employees
+                .reserve(super::most_rows(&text[at..], opts), false);
+            read_all(first)
+        },
         || read_all(Parser::part(&text[at..], opts, delimiter, line, header)),
     );
     let joined = first_whole

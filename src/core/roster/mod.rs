@@ -116,6 +116,13 @@ fn first_header(text: &[u8], delimiter: u8, opts: &RosterOptions) -> Option<Head
     Some(Header::read(&record, 1, opts, &mut errors, &mut warnings))
 }
 
+/// At most how many data rows `text` holds as far as it matters: one per line end, and
+/// one past `max_rows` (where reading stops).
+fn most_rows(text: &[u8], opts: &RosterOptions) -> usize {
+    let lines = memchr::memchr_iter(b'\n', text).count() + 1;
+    lines.min(usize::try_from(opts.max_rows.saturating_add(1)).unwrap_or(usize::MAX))
+}
+
 impl Rejection {
     fn only(error: Finding) -> Self {
         Self {
@@ -193,14 +200,20 @@ struct TooManyRows;
 
 impl<'a> Parser<'a> {
     fn new(text: &'a [u8], opts: &'a RosterOptions) -> Self {
+        Self::with_delimiter(text, opts, detect_delimiter(text))
+    }
+
+    fn with_delimiter(text: &'a [u8], opts: &'a RosterOptions, delimiter: u8) -> Self {
+        let mut employees = Rows::new(&opts.inactive_statuses);
+        employees.reserve(most_rows(text, opts), true);
         Self {
             text,
             opts,
             lines: Lines::new(text),
-            delimiter: detect_delimiter(text),
+            delimiter,
             errors: Capped::new(MAX_ERRORS),
             warnings: Capped::new(MAX_WARNINGS),
-            employees: Rows::new(&opts.inactive_statuses),
+            employees,
             header: None,
             rows: 0,
             previous_end: 0,
@@ -221,7 +234,7 @@ impl<'a> Parser<'a> {
             delimiter,
             header: Some(header),
             previous_end: line - 1,
-            ..Self::new(text, opts)
+            ..Self::with_delimiter(text, opts, delimiter)
         }
     }
 
