@@ -149,14 +149,15 @@ impl SledStore {
     }
 
     /// Reads the buckets in `groups` and builds what they hold after their updates, without
-    /// the IDs in `remove` (which must belong to those buckets), and the index buckets
-    /// that change with them. Half of the buckets are built on a second core: a first import
-    /// encodes a million accounts here.
+    /// the IDs in `remove` (which must belong to those buckets), and what changes in the
+    /// email index with them (for [`Self::stage_index`], once the updates are let go). Half
+    /// of the buckets are built on a second core: a first import encodes a million accounts
+    /// here.
     fn stage_buckets<'a>(
         &self,
         groups: &BTreeMap<buckets::BucketKey, Vec<&'a Account>>,
         remove: &[&str],
-    ) -> StoreResult<(Vec<Staged>, Vec<Staged>)> {
+    ) -> StoreResult<(Vec<Staged>, [email_index::Changes; 2])> {
         type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<&'a Account>)];
         let groups: Vec<(&buckets::BucketKey, &Vec<&'a Account>)> = groups.iter().collect();
         let (first, second) = groups.split_at(groups.len() / 2);
@@ -186,8 +187,12 @@ impl SledStore {
         let (mut staged, lower_changes) = lower?;
         let (rest, upper_changes) = upper?;
         staged.extend(rest);
-        let index = email_index::Changes::stage(&[lower_changes, upper_changes], &self.emails)?;
-        Ok((staged, index))
+        Ok((staged, [lower_changes, upper_changes]))
+    }
+
+    /// The index buckets that `changes` touch, as they are after them.
+    fn stage_index(&self, changes: [email_index::Changes; 2]) -> StoreResult<Vec<Staged>> {
+        email_index::Changes::stage(&changes, &self.emails)
     }
 
     /// Whether a process (this one included) holds the store's lock; found without opening
@@ -498,15 +503,18 @@ impl Store for SledStore {
             false => (vec![account], vec![]),
         };
         let groups = BTreeMap::from([(buckets::bucket_of(&account.employee_id), updates)]);
-        let staged = self.stage_buckets(&groups, &removed)?;
+        let (staged, changes) = self.stage_buckets(&groups, &removed)?;
+        let staged = (staged, self.stage_index(changes)?);
         self.write_accounts(&staged, |t| tx_audit(t.meta, t.audit, &note))
     }
 
     fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
         // The buckets are merged and encoded first, and the accounts let go: at a first
         // import of a million rows they are ~550 MB the transaction does not need.
-        let staged = self.stage_buckets(&buckets::group(&commit.updates), &[])?;
+        let (staged, changes) = self.stage_buckets(&buckets::group(&commit.updates), &[])?;
         drop(commit.updates);
+        // The index after the accounts are let go, so that its buckets can reuse their memory.
+        let staged = (staged, self.stage_index(changes)?);
         self.write_accounts(&staged, |t| {
             if let Some(name) = commit.clear_remote {
                 t.remote.remove(name.as_bytes())?;
