@@ -262,8 +262,7 @@ pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
     plan.base = base;
     // Auto accounts whose employee is absent.
     for account in input.accounts.values() {
-        let id = account.employee_id.as_str();
-        if account.origin == Origin::Auto && !seen.iter().any(|s| s.contains(id)) {
+        if account.origin == Origin::Auto && !seen.iter().any(|s| s.contains(&address(account))) {
             plan_auto(&mut plan, input, account, None, &[], false);
         }
     }
@@ -284,30 +283,33 @@ fn manual_emails<'a>(accounts: &AccountIndex<'a>) -> HashMap<String, &'a str> {
         .collect()
 }
 
+/// An account's identity in the index it was found in: its address, so that the accounts
+/// of present employees are remembered and looked up without hashing or comparing IDs.
+fn address(account: &Account) -> usize {
+    std::ptr::from_ref(account) as usize
+}
+
 /// Plans the employees `range` of the roster, with room for `room` changes; returns their
-/// plan and, when there are accounts, the IDs seen (to find the accounts of absent
+/// plan and the [`address`] of each account found for them (to find the accounts of absent
 /// employees). `manual` holds the emails of active manual accounts.
-fn plan_employees<'r>(
-    roster: &'r Roster,
+fn plan_employees(
+    roster: &Roster,
     input: &SyncInput<'_>,
     manual: &HashMap<String, &str>,
     range: std::ops::Range<usize>,
     room: usize,
-) -> (Plan, HashSet<&'r str, FastHash>) {
+) -> (Plan, HashSet<usize, FastHash>) {
     let mut plan = Plan::default();
     plan.changes.reserve(room);
     plan.updates.reserve(room);
-    // Only needed to find the accounts of absent employees, so only when there are accounts.
-    let mut seen: HashSet<&str, FastHash> = HashSet::default();
-    if !input.accounts.is_empty() {
-        seen.reserve(range.len());
-    }
+    let mut seen: HashSet<usize, FastHash> = HashSet::default();
+    seen.reserve(range.len().min(input.accounts.len()));
     for i in range {
         let employee = &roster.employees[i];
-        if !input.accounts.is_empty() {
-            seen.insert(&employee.id);
-        }
         let account = input.accounts.get(&*employee.id).copied();
+        if let Some(account) = account {
+            seen.insert(address(account));
+        }
         let auto = account.filter(|a| a.origin == Origin::Auto);
         let mut email = is_well_formed_email(&employee.email).then_some(&*employee.email);
         if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, &employee.id)) {
