@@ -22,7 +22,7 @@
 use memchr::memchr_iter;
 
 use super::lines::detect_delimiter;
-use super::{Parser, Rejection, RosterOptions, first_header};
+use super::{Parser, Rejection, RosterOptions, first_header, line_feeds, most_rows};
 use crate::core::model::Roster;
 use crate::core::parallel::join;
 
@@ -55,17 +55,18 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ro
     }
     let delimiter = detect_delimiter(text);
     let header = first_header(text, delimiter, opts)?;
-    let line = 1 + line_breaks(&text[..at]);
+    let (head, tail) = text.split_at(at);
+    let (head_lf, tail_lf) = (line_feeds(head), line_feeds(tail));
+    let line = 1 + (head_lf + lone_crs(head)) as u64;
+    let tail_rows = most_rows(tail_lf, opts);
     let ((mut first, first_whole), (second, second_whole)) = join(
         || {
-            let mut first = Parser::new(&text[..at], opts);
+            let mut first = Parser::with_room(head, opts, delimiter, most_rows(head_lf, opts));
             // Room for the second half's employees too: appending them copies nothing.
-            first
-                .employees
-                .reserve(super::most_rows(&text[at..], opts), false);
+            first.employees.reserve(tail_rows, false);
             read_all(first)
         },
-        || read_all(Parser::part(&text[at..], opts, delimiter, line, header)),
+        || read_all(Parser::part(tail, opts, delimiter, line, header, tail_rows)),
     );
     let joined = first_whole
         && second_whole
@@ -115,13 +116,12 @@ fn has_content_before(text: &[u8], lf: usize) -> bool {
     end > 0 && !matches!(text[end - 1], b'\n' | b'\r')
 }
 
-/// Line ends in `text` as [`super::lines::Lines`] counts them: LF, CRLF, or a CR alone.
-fn line_breaks(text: &[u8]) -> u64 {
-    let lf = memchr_iter(b'\n', text).count();
-    let lone_cr = memchr_iter(b'\r', text)
+/// The CRs in `text` not followed by a LF: with its LFs, the line ends in `text` as
+/// [`super::lines::Lines`] counts them (LF, CRLF, or a CR alone).
+fn lone_crs(text: &[u8]) -> usize {
+    memchr_iter(b'\r', text)
         .filter(|&i| text.get(i + 1) != Some(&b'\n'))
-        .count();
-    (lf + lone_cr) as u64
+        .count()
 }
 
 impl<'a> Parser<'a> {
@@ -289,6 +289,7 @@ mod tests {
 
     #[test]
     fn line_breaks_count_lf_crlf_and_lone_cr() {
+        let line_breaks = |text: &[u8]| line_feeds(text) + lone_crs(text);
         assert_eq!(line_breaks(b""), 0);
         assert_eq!(line_breaks(b"a\nb\r\nc\rd\r"), 4);
         assert_eq!(line_breaks(b"\r\n\r\n\n"), 3);

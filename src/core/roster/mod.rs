@@ -116,11 +116,15 @@ fn first_header(text: &[u8], delimiter: u8, opts: &RosterOptions) -> Option<Head
     Some(Header::read(&record, 1, opts, &mut errors, &mut warnings))
 }
 
-/// At most how many data rows `text` holds as far as it matters: one per line end, and
-/// one past `max_rows` (where reading stops).
-fn most_rows(text: &[u8], opts: &RosterOptions) -> usize {
-    let lines = memchr::memchr_iter(b'\n', text).count() + 1;
-    lines.min(usize::try_from(opts.max_rows.saturating_add(1)).unwrap_or(usize::MAX))
+/// The LFs in `text`.
+fn line_feeds(text: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', text).count()
+}
+
+/// At most how many data rows a text with `line_feeds` LFs holds as far as it matters: one
+/// per line, and one past `max_rows` (where reading stops).
+fn most_rows(line_feeds: usize, opts: &RosterOptions) -> usize {
+    (line_feeds + 1).min(usize::try_from(opts.max_rows.saturating_add(1)).unwrap_or(usize::MAX))
 }
 
 impl Rejection {
@@ -200,12 +204,14 @@ struct TooManyRows;
 
 impl<'a> Parser<'a> {
     fn new(text: &'a [u8], opts: &'a RosterOptions) -> Self {
-        Self::with_delimiter(text, opts, detect_delimiter(text))
+        let room = most_rows(line_feeds(text), opts);
+        Self::with_room(text, opts, detect_delimiter(text), room)
     }
 
-    fn with_delimiter(text: &'a [u8], opts: &'a RosterOptions, delimiter: u8) -> Self {
+    /// A parser of `text` with room for `room` rows (see [`Rows::reserve`]).
+    fn with_room(text: &'a [u8], opts: &'a RosterOptions, delimiter: u8, room: usize) -> Self {
         let mut employees = Rows::new(&opts.inactive_statuses);
-        employees.reserve(most_rows(text, opts), true);
+        employees.reserve(room, true);
         Self {
             text,
             opts,
@@ -228,13 +234,13 @@ impl<'a> Parser<'a> {
         delimiter: u8,
         line: u64,
         header: Header,
+        room: usize,
     ) -> Self {
         Self {
             lines: Lines::starting_at(text, line),
-            delimiter,
             header: Some(header),
             previous_end: line - 1,
-            ..Self::with_delimiter(text, opts, delimiter)
+            ..Self::with_room(text, opts, delimiter, room)
         }
     }
 
