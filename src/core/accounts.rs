@@ -1,24 +1,95 @@
 //! Admin accounts and their history (SPEC §3).
 
-use crate::core::model::FastHash;
 use crate::core::rules::RuleId;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt;
 
-/// Accounts by employee ID, borrowed from where they are kept: a million accounts are
-/// looked up without a second copy of each ID.
-pub type AccountIndex<'a> = HashMap<&'a str, &'a Account, FastHash>;
+/// How many groups accounts are kept in: every account belongs to one group by a stable hash
+/// of its employee ID ([`group_of`]), so that a sync reads and plans the accounts one group
+/// at a time instead of holding a million of them. The sled store keeps one bucket per
+/// group: this number is part of its on-disk schema.
+pub const GROUPS: usize = 4096;
 
-/// Indexes accounts by employee ID (of two with one ID, the later wins).
-pub fn index<'a>(accounts: impl IntoIterator<Item = &'a Account>) -> AccountIndex<'a> {
-    let accounts = accounts.into_iter();
-    let mut index =
-        AccountIndex::with_capacity_and_hasher(accounts.size_hint().0, FastHash::default());
-    for a in accounts {
-        index.insert(&a.employee_id, a);
+/// The group an employee ID belongs to: FNV-1a (32 bit) of its UTF-8 bytes, so that it is
+/// the same on every machine and every build.
+pub fn group_of(employee_id: &str) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in employee_id.as_bytes() {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
     }
-    index
+    (h % GROUPS as u32) as usize
+}
+
+/// The fields of a stored account a sync decides on, read in place (no copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountHead<'a> {
+    /// See [`Account`].
+    pub employee_id: &'a str,
+    /// See [`Account`].
+    pub email: &'a str,
+    /// See [`Account`].
+    pub role: &'a str,
+    /// See [`Account`].
+    pub status: Status,
+    /// See [`Account`].
+    pub origin: Origin,
+    /// See [`Account`].
+    pub rule_id: Option<RuleId>,
+}
+
+impl AccountHead<'_> {
+    /// Whether the account is active.
+    pub fn is_active(&self) -> bool {
+        self.status == Status::Active
+    }
+}
+
+/// The accounts of one group as stored, sorted by employee ID (each ID once): their
+/// [`AccountHead`]s, and each account read whole only when a sync changes it.
+pub trait AccountGroup {
+    /// The heads, sorted by employee ID.
+    fn heads(&self) -> &[AccountHead<'_>];
+    /// The account of `heads()[i]`, whole.
+    fn whole(&self, i: usize) -> Account;
+}
+
+/// A group of accounts held in memory (tests, and stores that keep accounts so).
+pub struct HeldGroup<'a> {
+    accounts: Vec<&'a Account>,
+    heads: Vec<AccountHead<'a>>,
+}
+
+impl<'a> HeldGroup<'a> {
+    /// The group of `accounts` (of two with one ID, the later is kept).
+    pub fn new(accounts: impl IntoIterator<Item = &'a Account>) -> HeldGroup<'a> {
+        let mut accounts: Vec<&Account> = accounts.into_iter().collect();
+        accounts.reverse();
+        // Stable: of equal IDs the later account (now first) stays first and is kept.
+        accounts.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+        accounts.dedup_by(|later, first| later.employee_id == first.employee_id);
+        let heads = accounts.iter().map(|a| a.head()).collect();
+        HeldGroup { accounts, heads }
+    }
+
+    /// `accounts` in [`GROUPS`] groups by [`group_of`] (of two with one ID, the later is kept).
+    pub fn split(accounts: &'a [Account]) -> Vec<HeldGroup<'a>> {
+        let mut groups: Vec<Vec<&Account>> = vec![Vec::new(); GROUPS];
+        for a in accounts {
+            groups[group_of(&a.employee_id)].push(a);
+        }
+        groups.into_iter().map(HeldGroup::new).collect()
+    }
+}
+
+impl AccountGroup for HeldGroup<'_> {
+    fn heads(&self) -> &[AccountHead<'_>] {
+        &self.heads
+    }
+
+    fn whole(&self, i: usize) -> Account {
+        self.accounts[i].clone()
+    }
 }
 
 /// Whether an account may sign in.
@@ -133,6 +204,18 @@ impl Account {
     /// Whether the account is active.
     pub fn is_active(&self) -> bool {
         self.status == Status::Active
+    }
+
+    /// The fields a sync decides on.
+    pub fn head(&self) -> AccountHead<'_> {
+        AccountHead {
+            employee_id: &self.employee_id,
+            email: &self.email,
+            role: &self.role,
+            status: self.status,
+            origin: self.origin,
+            rule_id: self.rule_id,
+        }
     }
 
     /// Appends a history entry and moves `updated_at`.

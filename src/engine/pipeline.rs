@@ -11,9 +11,10 @@ use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::Account;
+use crate::core::accounts::AccountGroup;
 use crate::core::model::Roster;
 use crate::core::parallel::join;
-use crate::core::reconcile::{self, Limits, SyncInput};
+use crate::core::reconcile::{self, Limits, Survey, SyncInput};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
@@ -354,11 +355,13 @@ impl<S: Store> Pipeline<S> {
         let mut report = Report::new(name, sha, received_at, now);
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
-        // The stored accounts are decoded on a second core while the roster is parsed.
-        let (parsed, stored) = join(|| self.parse(&bytes, &enabled), || self.store.accounts());
+        // The accounts are read one group at a time, in place (see `reconcile::groups`).
+        let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| self.store.read_group(g, f);
+        // What the accounts hold as a whole is read on a second core while the roster is parsed.
+        let (parsed, survey) = join(|| self.parse(&bytes, &enabled), || Survey::of(&read));
         // The roster holds what it needs: a large file's bytes go before planning.
         drop(bytes);
-        let stored = stored?;
+        let survey = survey?;
         let roster = match parsed {
             Ok(roster) => roster,
             Err(rejection) => {
@@ -387,17 +390,14 @@ impl<S: Store> Pipeline<S> {
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();
-        let accounts = crate::core::accounts::index(&stored);
-        let mut plan = reconcile::plan(
-            &roster,
-            &SyncInput {
-                matching: &matching,
-                rules: &rules_by_id,
-                accounts: &accounts,
-                now,
-                source: name,
-            },
-        );
+        let input = SyncInput {
+            matching: &matching,
+            rules: &rules_by_id,
+            survey: &survey,
+            now,
+            source: name,
+        };
+        let mut plan = reconcile::plan(&roster, &input, &read)?;
         report.rows = roster.rows;
         report.warnings = roster.warnings;
         report.warnings.extend(std::mem::take(&mut plan.warnings));

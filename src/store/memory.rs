@@ -9,7 +9,7 @@ use super::backup_format::{BACKUP_SCHEMA, Writer, meta, trees};
 use super::{
     AccountRef, AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreResult,
 };
-use crate::core::accounts::Account;
+use crate::core::accounts::{Account, AccountGroup, HeldGroup, group_of};
 use crate::core::columns::fold_value;
 use crate::core::rules::{Rule, RuleId};
 use std::collections::BTreeMap;
@@ -147,6 +147,19 @@ impl Store for MemoryStore {
         // A copy, so that `f` may call the store as it may with the sled store.
         let accounts = self.accounts()?;
         accounts.iter().for_each(|a| f(&AccountRef::of(a)));
+        Ok(())
+    }
+
+    fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()> {
+        // A copy, so that `f` may call the store as it may with the sled store.
+        let accounts: Vec<Account> = self
+            .state()
+            .accounts
+            .values()
+            .filter(|a| group_of(&a.employee_id) == g)
+            .cloned()
+            .collect();
+        f(&HeldGroup::new(&accounts));
         Ok(())
     }
 

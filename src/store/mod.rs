@@ -7,7 +7,7 @@ mod sled;
 pub use self::sled::{SledStore, watermark};
 pub use memory::MemoryStore;
 
-use crate::core::accounts::{Account, Origin, Status};
+use crate::core::accounts::{Account, AccountGroup, Origin, Status};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Rule, RuleId};
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,10 @@ pub trait Store: Send + Sync {
         let _ = upper;
         self.scan_accounts(lower)
     }
+    /// Gives `f` the accounts of group `g` ([`crate::core::accounts::group_of`]), sorted by
+    /// employee ID and read in place: a sync goes through a million accounts so, one group
+    /// at a time, copying only those it changes. May be called from two threads at once.
+    fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()>;
     /// One account.
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>>;
     /// Every account (active or not, with history) whose email, folded as

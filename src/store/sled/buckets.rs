@@ -8,29 +8,30 @@
 //! buckets the same transaction writes at most [`BUCKETS`] values, and a re-sync that changes
 //! a handful of accounts rewrites only their buckets. See BENCHMARKS.md.
 
-use crate::core::accounts::Account;
-use crate::store::{AccountRef, StoreError, StoreResult};
+use crate::core::accounts::{Account, AccountGroup, AccountHead, Origin, Status};
+use crate::core::rules::RuleId;
+use crate::store::{AccountRef, HistoryRef, StoreError, StoreResult};
 use serde::Serialize;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
-/// How many buckets accounts are spread over. Part of the on-disk schema: changing it
-/// needs a new schema version. 4096 keeps a bucket near 40 KB at a million accounts, well
-/// below sled's 128 KB blob threshold.
-pub const BUCKETS: u32 = 4096;
+/// How many buckets accounts are spread over: one per group of
+/// [`crate::core::accounts::GROUPS`]. Part of the on-disk schema: changing it needs a new
+/// schema version. 4096 keeps a bucket near 40 KB at a million accounts, well below sled's
+/// 128 KB blob threshold.
+pub const BUCKETS: u32 = crate::core::accounts::GROUPS as u32;
 
 /// A bucket's key in the tree.
 pub type BucketKey = [u8; 2];
 
-/// The bucket an employee ID belongs to: FNV-1a (32 bit) of its UTF-8 bytes, so the layout
-/// is the same on every machine and every build.
+/// The key of group `g`'s bucket.
+pub fn key_of(g: usize) -> BucketKey {
+    (g as u16).to_be_bytes()
+}
+
+/// The bucket an employee ID belongs to: its group's ([`crate::core::accounts::group_of`]).
 pub fn bucket_of(employee_id: &str) -> BucketKey {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in employee_id.as_bytes() {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    ((h % BUCKETS) as u16).to_be_bytes()
+    key_of(crate::core::accounts::group_of(employee_id))
 }
 
 /// Groups accounts by bucket, in key order.
@@ -84,6 +85,101 @@ pub fn borrow<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<Vec<AccountRef<'a>
         postcard::take_from_bytes(bytes).map_err(|e| corrupt(key, e))?;
     check_layout(key, rest, accounts.iter().map(|a| a.employee_id))?;
     Ok(accounts)
+}
+
+/// Reads a bucket in place for a sync: each account's [`AccountHead`], and its bytes to read
+/// it whole if it changes, with the checks of [`decode`]. Every byte of every account is
+/// decoded (the history too, without a copy), so that it accepts exactly what [`decode`]
+/// accepts (the test `heads_accept_what_decode_accepts` holds it to that) and an account
+/// it read always reads whole.
+pub fn heads<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<HeadBucket<'a>> {
+    let (len, mut rest): (usize, _) =
+        postcard::take_from_bytes(bytes).map_err(|e| corrupt(key, e))?;
+    // Never more accounts than bytes: the count is read from disk.
+    let room = len.min(bytes.len());
+    let mut bucket = HeadBucket {
+        heads: Vec::with_capacity(room),
+        bytes: Vec::with_capacity(room),
+    };
+    for _ in 0..len {
+        let (head, after): (Head<'_>, _) =
+            postcard::take_from_bytes(rest).map_err(|e| corrupt(key, e))?;
+        bucket.bytes.push(&rest[..rest.len() - after.len()]);
+        bucket.heads.push(head.0);
+        rest = after;
+    }
+    check_layout(key, rest, bucket.heads.iter().map(|h| h.employee_id))?;
+    Ok(bucket)
+}
+
+/// A bucket read by [`heads`].
+pub struct HeadBucket<'a> {
+    heads: Vec<AccountHead<'a>>,
+    bytes: Vec<&'a [u8]>,
+}
+
+impl AccountGroup for HeadBucket<'_> {
+    fn heads(&self) -> &[AccountHead<'_>] {
+        &self.heads
+    }
+
+    fn whole(&self, i: usize) -> Account {
+        postcard::from_bytes(self.bytes[i])
+            .expect("`heads` decoded every byte of this account as `decode` does")
+    }
+}
+
+/// An account's encoding read for its head: the fields of [`Account`] in its order, the
+/// rest decoded and let go.
+struct Head<'a>(AccountHead<'a>);
+
+impl<'de> serde::Deserialize<'de> for Head<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Fields<'a> {
+            employee_id: &'a str,
+            email: &'a str,
+            role: &'a str,
+            status: Status,
+            origin: Origin,
+            rule_id: Option<RuleId>,
+            _created_at: &'a str,
+            _updated_at: &'a str,
+            _history: Skipped,
+        }
+        let f = Fields::deserialize(d)?;
+        Ok(Head(AccountHead {
+            employee_id: f.employee_id,
+            email: f.email,
+            role: f.role,
+            status: f.status,
+            origin: f.origin,
+            rule_id: f.rule_id,
+        }))
+    }
+}
+
+/// A history read entry by entry (as [`HistoryRef`]s) and not kept.
+struct Skipped;
+
+impl<'de> serde::Deserialize<'de> for Skipped {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Skipped;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a history")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Skipped, A::Error> {
+                while seq.next_element::<HistoryRef<'de>>()?.is_some() {}
+                Ok(Skipped)
+            }
+        }
+        d.deserialize_seq(Entries)
+    }
 }
 
 fn check_layout<'a>(
@@ -206,6 +302,10 @@ mod tests {
         let bytes = encode(&accounts);
         assert_eq!(decode(&key, &bytes).unwrap(), accounts);
         assert_eq!(borrow_len(&key, &bytes).unwrap(), 3);
+        let read = heads(&key, &bytes).unwrap();
+        let want: Vec<AccountHead<'_>> = accounts.iter().map(Account::head).collect();
+        assert_eq!(read.heads(), &want[..]);
+        assert_eq!((0..3).map(|i| read.whole(i)).collect::<Vec<_>>(), accounts);
         let mut changed = account(refs[1]);
         changed.status = Status::Inactive;
         let stale = account(refs[1]);
@@ -237,16 +337,21 @@ mod tests {
                 "out of order",
             ),
         ] {
-            for err in [decode(&k, &b).unwrap_err(), borrow_len(&k, &b).unwrap_err()] {
+            for err in [
+                decode(&k, &b).unwrap_err(),
+                borrow_len(&k, &b).unwrap_err(),
+                heads(&k, &b).err().unwrap(),
+            ] {
                 assert!(err.to_string().contains(want), "{err}");
             }
         }
     }
 
     proptest! {
-        /// Any bytes: `borrow` accepts exactly what `decode` accepts.
+        /// Any bytes: `borrow` and `heads` accept exactly what `decode` accepts, and `heads`
+        /// reads the same accounts (so reading one whole never fails).
         #[test]
-        fn borrow_accepts_what_decode_accepts(
+        fn borrow_and_heads_accept_what_decode_accepts(
             cut in 0usize..400,
             flip in 0usize..400,
             bit in 0u8..8,
@@ -261,7 +366,17 @@ mod tests {
             }
             bytes.truncate(cut.max(1).min(bytes.len()));
             bytes.extend(extra);
-            prop_assert_eq!(decode(&key, &bytes).is_ok(), borrow_len(&key, &bytes).is_ok());
+            let decoded = decode(&key, &bytes);
+            prop_assert_eq!(decoded.is_ok(), borrow_len(&key, &bytes).is_ok());
+            let read = heads(&key, &bytes);
+            prop_assert_eq!(decoded.is_ok(), read.is_ok());
+            if let (Ok(decoded), Ok(read)) = (decoded, read) {
+                let want: Vec<AccountHead<'_>> = decoded.iter().map(Account::head).collect();
+                prop_assert_eq!(read.heads(), &want[..]);
+                for (i, account) in decoded.iter().enumerate() {
+                    prop_assert_eq!(&read.whole(i), account);
+                }
+            }
         }
     }
 }

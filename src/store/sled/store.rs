@@ -5,7 +5,7 @@ use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, Staged, backup, buckets, decode,
     email_index, encode, migrate, tx_audit, tx_write_staged, u64_of, unwrap_tx, watermark,
 };
-use crate::core::accounts::Account;
+use crate::core::accounts::{Account, AccountGroup, HeldGroup};
 use crate::core::parallel::join;
 use crate::core::rules::{Rule, RuleId};
 use crate::store::backup_format::{meta, trees};
@@ -461,6 +461,15 @@ impl Store for SledStore {
         l.and(u)
     }
 
+    fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()> {
+        let key = buckets::key_of(g);
+        match self.accounts.get(key)? {
+            Some(bytes) => f(&buckets::heads(&key, &bytes)?),
+            None => f(&HeldGroup::new([])),
+        }
+        Ok(())
+    }
+
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
         let key = buckets::bucket_of(employee_id);
         let Some(bytes) = self.accounts.get(key)? else {
@@ -759,8 +768,12 @@ mod tests {
         s.put_account(&changed, false, note("admins set")).unwrap();
         s.put_account(&account("E7"), true, note("admins remove"))
             .unwrap();
-        let all = s.accounts().unwrap();
-        let all = crate::core::accounts::index(&all);
+        let all: std::collections::HashMap<String, Account> = s
+            .accounts()
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.employee_id.clone(), a))
+            .collect();
         assert_eq!(all.len(), 4999);
         assert_eq!(all["E42"].role, "Billing Admin");
         assert!(!all.contains_key("E7"));

@@ -1,12 +1,19 @@
-//! One sync as a pure function: (roster, matching rules, accounts) -> Plan (SPEC §4).
+//! One sync as a pure function: (roster, matching rules, accounts) -> Plan (SPEC §4), the
+//! accounts read one group at a time ([`groups`]).
 
-use crate::core::accounts::{Account, AccountIndex, Origin, Status};
-use crate::core::columns::{fold_value, is_well_formed_email};
-use crate::core::model::{FastHash, Finding, Roster};
+mod groups;
+
+pub use groups::{EmployeeGroups, ReadGroup, Survey};
+
+use crate::core::accounts::{
+    Account, AccountGroup, AccountHead, GROUPS, HeldGroup, Origin, Status,
+};
+use crate::core::columns::is_well_formed_email;
+use crate::core::model::{Finding, Roster};
 use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// What happened to one employee, in the order of precedence SPEC §4 gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -221,129 +228,202 @@ impl Plan {
     }
 }
 
-/// Inputs of one sync besides the roster.
+/// Inputs of one sync besides the roster and the accounts.
 pub struct SyncInput<'a> {
     /// For each employee of the roster (same order): matching enabled rules, lowest id first.
     pub matching: &'a MatchTable,
     /// The rules by id: at least every id in `matching`; disabled ones too, so changes can name them.
     pub rules: &'a BTreeMap<RuleId, Rule>,
-    /// Every account, keyed by employee ID.
-    pub accounts: &'a AccountIndex<'a>,
+    /// What the accounts hold as a whole (see [`Survey`]).
+    pub survey: &'a Survey,
     /// When (RFC 3339), for history and timestamps.
     pub now: &'a str,
     /// The file or command, for history.
     pub source: &'a str,
 }
 
-/// Plans one sync following the table of SPEC §4.
-pub fn plan(roster: &Roster, input: &SyncInput<'_>) -> Plan {
-    let base = input
-        .accounts
-        .values()
-        .filter(|a| a.origin == Origin::Auto && a.is_active())
-        .count();
-    // Each employee is planned on its own, so the two halves of the roster are planned on
-    // two cores and the halves joined; the order does not matter (sorted below).
-    let (all, half) = (roster.employees.len(), roster.employees.len() / 2);
-    // Employees without an account are the likely changes (all of them at a first import):
-    // room for them up front spares a million-row import the copies of growing vectors. The
-    // first half has room for the second's too, which is appended to it.
-    let likely = all.saturating_sub(input.accounts.len());
-    let manual = manual_emails(input.accounts);
-    let ((mut plan, seen_first), (later, seen_later)) = join(
-        || plan_employees(roster, input, &manual, 0..half, likely),
-        || plan_employees(roster, input, &manual, half..all, likely / 2),
+/// Plans a sync over accounts held in memory (tests and benchmarks; a store's accounts are
+/// read group by group with [`plan`]).
+pub fn plan_held(
+    roster: &Roster,
+    matching: &MatchTable,
+    rules: &BTreeMap<RuleId, Rule>,
+    accounts: &[Account],
+    now: &str,
+    source: &str,
+) -> Plan {
+    let groups = HeldGroup::split(accounts);
+    let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| {
+        f(&groups[g]);
+        Ok::<(), std::convert::Infallible>(())
+    };
+    let survey = match Survey::of(&read) {
+        Ok(survey) => survey,
+        Err(never) => match never {},
+    };
+    let input = SyncInput {
+        matching,
+        rules,
+        survey: &survey,
+        now,
+        source,
+    };
+    match plan(roster, &input, &read) {
+        Ok(plan) => plan,
+        Err(never) => match never {},
+    }
+}
+
+/// Plans one sync following the table of SPEC §4, reading the accounts one group at a time
+/// with `read` ([`ReadGroup`]): an account is copied whole only when it changes.
+pub fn plan<E: Send>(
+    roster: &Roster,
+    input: &SyncInput<'_>,
+    read: &ReadGroup<'_, E>,
+) -> Result<Plan, E> {
+    let employees = EmployeeGroups::of(roster);
+    // The two halves of the groups are planned on two cores and joined; the order does not
+    // matter (sorted below). Employees without an account are the likely changes (all of
+    // them at a first import): room for them up front spares a million-row import the copies
+    // of growing vectors. The first half has room for the second's too, appended to it.
+    let likely = roster.employees.len().saturating_sub(input.survey.accounts);
+    let half = GROUPS / 2;
+    let (first, later) = join(
+        || plan_groups(roster, input, &employees, 0..half, likely, read),
+        || plan_groups(roster, input, &employees, half..GROUPS, likely / 2, read),
     );
-    let seen = [seen_first, seen_later];
+    let (mut plan, later) = (first?, later?);
     plan.counts.merge(&later.counts);
     plan.changes.extend(later.changes);
     plan.updates.extend(later.updates);
     plan.warnings.extend(later.warnings);
-    plan.base = base;
-    // Auto accounts whose employee is absent.
-    for account in input.accounts.values() {
-        if account.origin == Origin::Auto && !seen.iter().any(|s| s.contains(&address(account))) {
-            plan_auto(&mut plan, input, account, None, &[], false);
-        }
-    }
+    plan.base = input.survey.base;
     cap_warnings(&mut plan.warnings);
     plan.changes
         .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
     plan.updates
         .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    plan
+    Ok(plan)
 }
 
-/// The active manual accounts by folded email: their emails are taken (SPEC §3).
-fn manual_emails<'a>(accounts: &AccountIndex<'a>) -> HashMap<String, &'a str> {
-    accounts
-        .values()
-        .filter(|a| a.origin == Origin::Manual && a.is_active())
-        .map(|a| (fold_value(&a.email), a.employee_id.as_str()))
-        .collect()
-}
-
-/// An account's identity in the index it was found in: its address, so that the accounts
-/// of present employees are remembered and looked up without hashing or comparing IDs.
-fn address(account: &Account) -> usize {
-    std::ptr::from_ref(account) as usize
-}
-
-/// Plans the employees `range` of the roster, with room for `room` changes; returns their
-/// plan and the [`address`] of each account found for them (to find the accounts of absent
-/// employees). `manual` holds the emails of active manual accounts.
-fn plan_employees(
+/// Plans the groups `range`, with room for `room` changes.
+fn plan_groups<E>(
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &HashMap<String, &str>,
+    employees: &EmployeeGroups,
     range: std::ops::Range<usize>,
     room: usize,
-) -> (Plan, HashSet<usize, FastHash>) {
+    read: &ReadGroup<'_, E>,
+) -> Result<Plan, E> {
     let mut plan = Plan::default();
     plan.changes.reserve(room);
     plan.updates.reserve(room);
-    let mut seen: HashSet<usize, FastHash> = HashSet::default();
-    seen.reserve(range.len().min(input.accounts.len()));
-    for i in range {
-        let employee = &roster.employees[i];
-        let account = input.accounts.get(&*employee.id).copied();
-        if let Some(account) = account {
-            seen.insert(address(account));
-        }
-        let auto = account.filter(|a| a.origin == Origin::Auto);
-        let mut email = is_well_formed_email(&employee.email).then_some(&*employee.email);
-        if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, &employee.id)) {
-            // No new account and no email change for this employee (SPEC §3); warned about
-            // only where that blocks something.
-            let would_create =
-                account.is_none() && !employee.inactive && !input.matching.get(i).is_empty();
-            if would_create || auto.is_some_and(|a| a.email != *employee.email) {
-                plan.warnings.push(email_taken(roster, employee, holder));
-            }
-            email = None;
-        }
-        if employee.inactive {
-            // A leaver's account keeps the address HR gave last (SPEC §4).
-            if let Some(account) = auto {
-                plan_auto(&mut plan, input, account, email, &[], false);
-            }
-            continue;
-        }
-        plan_employee(
-            &mut plan,
-            input,
-            &employee.id,
-            email,
-            account,
-            input.matching.get(i),
-        );
+    let mut found = Vec::new();
+    for g in range {
+        let rows = employees.of_group(g);
+        read(g, &mut |accounts| {
+            plan_group(&mut plan, &mut found, roster, input, rows, accounts)
+        })?;
     }
-    (plan, seen)
+    Ok(plan)
+}
+
+/// Plans one group: the employees `rows` (roster positions) and the accounts of their group.
+/// `found` is scratch space, kept between groups.
+fn plan_group(
+    plan: &mut Plan,
+    found: &mut Vec<bool>,
+    roster: &Roster,
+    input: &SyncInput<'_>,
+    rows: &[u32],
+    accounts: &dyn AccountGroup,
+) {
+    let heads = accounts.heads();
+    found.clear();
+    found.resize(heads.len(), false);
+    for &row in rows {
+        let row = row as usize;
+        let id = &*roster.employees[row].id;
+        let at = heads.binary_search_by(|h| h.employee_id.cmp(id)).ok();
+        let stored = at.map(|at| {
+            found[at] = true;
+            Stored {
+                head: &heads[at],
+                group: accounts,
+                at,
+            }
+        });
+        plan_row(plan, roster, input, row, stored);
+    }
+    // Auto accounts whose employee is absent.
+    for (at, head) in heads.iter().enumerate() {
+        if !found[at] && head.origin == Origin::Auto {
+            let stored = Stored {
+                head,
+                group: accounts,
+                at,
+            };
+            plan_auto(plan, input, stored, None, &[], false);
+        }
+    }
+}
+
+/// A stored account found for an employee: its head, read whole only when it changes.
+#[derive(Clone, Copy)]
+struct Stored<'g> {
+    head: &'g AccountHead<'g>,
+    group: &'g dyn AccountGroup,
+    at: usize,
+}
+
+impl Stored<'_> {
+    fn whole(&self) -> Account {
+        self.group.whole(self.at)
+    }
+}
+
+/// Plans the employee at `row` of the roster, whose account (if any) is `account`.
+fn plan_row(
+    plan: &mut Plan,
+    roster: &Roster,
+    input: &SyncInput<'_>,
+    row: usize,
+    account: Option<Stored<'_>>,
+) {
+    let employee = &roster.employees[row];
+    let auto = account.filter(|a| a.head.origin == Origin::Auto);
+    let mut email = is_well_formed_email(&employee.email).then_some(&*employee.email);
+    if let Some(holder) = email.and_then(|e| taken_by_other(&input.survey.manual, e, &employee.id))
+    {
+        // No new account and no email change for this employee (SPEC §3); warned about
+        // only where that blocks something.
+        let would_create =
+            account.is_none() && !employee.inactive && !input.matching.get(row).is_empty();
+        if would_create || auto.is_some_and(|a| *a.head.email != *employee.email) {
+            plan.warnings.push(email_taken(roster, employee, holder));
+        }
+        email = None;
+    }
+    if employee.inactive {
+        // A leaver's account keeps the address HR gave last (SPEC §4).
+        if let Some(account) = auto {
+            plan_auto(plan, input, account, email, &[], false);
+        }
+        return;
+    }
+    plan_employee(
+        plan,
+        input,
+        &employee.id,
+        email,
+        account,
+        input.matching.get(row),
+    );
 }
 
 /// The employee ID of the active manual account of another employee holding `email`.
 fn taken_by_other<'m>(
-    manual: &HashMap<String, &'m str>,
+    manual: &'m HashMap<String, String>,
     email: &str,
     employee_id: &str,
 ) -> Option<&'m str> {
@@ -352,7 +432,7 @@ fn taken_by_other<'m>(
     }
     manual
         .get(&*crate::core::columns::fold(email))
-        .copied()
+        .map(String::as_str)
         .filter(|holder| *holder != employee_id)
 }
 
@@ -385,17 +465,17 @@ fn plan_employee(
     input: &SyncInput<'_>,
     employee_id: &str,
     roster_email: Option<&str>,
-    account: Option<&Account>,
+    account: Option<Stored<'_>>,
     matching: &[RuleId],
 ) {
     let first = matching.first().and_then(|id| input.rules.get(id));
     match account {
-        Some(account) if account.origin == Origin::Manual => {
+        Some(account) if account.head.origin == Origin::Manual => {
             if let Some(rule) = first {
                 let change = Change {
                     rule_id: Some(rule.id),
                     rule: Some(rule.name.clone()),
-                    ..Change::of_existing(account, account, Action::SkippedManual)
+                    ..Change::of_existing(account.head, account.head, Action::SkippedManual)
                 };
                 plan.push(change);
             }
@@ -422,7 +502,7 @@ fn plan_employee(
             );
             plan.push(Change {
                 rule: Some(rule.name.clone()),
-                ..Change::of(&created, Action::Created)
+                ..Change::of(&created.head(), Action::Created)
             });
             plan.updates.push(created);
         }
@@ -434,13 +514,14 @@ fn plan_employee(
 fn plan_auto(
     plan: &mut Plan,
     input: &SyncInput<'_>,
-    account: &Account,
+    stored: Stored<'_>,
     roster_email: Option<&str>,
     matching: &[RuleId],
     present: bool,
 ) {
+    let account = stored.head;
     // The common case of a re-sync: the account keeps its rule, role and status. Decided
-    // without cloning the account (and its history) just to compare the clone with it.
+    // on its head, without reading the account (and its history) whole.
     let keeps_rule = account.rule_id.is_some_and(|id| matching.contains(&id));
     let unchanged = match account.rule_id.and_then(|id| input.rules.get(&id)) {
         Some(rule) if keeps_rule => account.is_active() && account.role == rule.role,
@@ -452,7 +533,7 @@ fn plan_auto(
         }
         return;
     }
-    let mut next = account.clone();
+    let mut next = stored.whole();
     if let Some(email) = roster_email {
         next.email = email.to_string();
     }
@@ -509,21 +590,22 @@ fn plan_auto(
                 .rule_id
                 .and_then(|id| input.rules.get(&id))
                 .map(|r| r.name.clone()),
-            ..Change::of_existing(account, &next, action)
+            ..Change::of_existing(account, &next.head(), action)
         }),
         None if next.is_active() => plan.counts.unchanged += 1,
         None => {}
     }
-    if next != *account {
+    // An action records history; otherwise only the email may have moved.
+    if action.is_some() || next.head() != *account {
         plan.updates.push(next);
     }
 }
 
 impl Change {
     /// A change from `before` to `after`, without rule name.
-    fn of_existing(before: &Account, after: &Account, action: Action) -> Change {
+    fn of_existing(before: &AccountHead<'_>, after: &AccountHead<'_>, action: Action) -> Change {
         Change {
-            previous_role: Some(before.role.clone()),
+            previous_role: Some(before.role.to_string()),
             previous_status: Some(before.status),
             ..Change::of(after, action)
         }
@@ -539,14 +621,14 @@ impl Change {
     }
 
     /// A change describing `account` as it is after the sync, without rule name or previous values.
-    fn of(account: &Account, action: Action) -> Change {
+    fn of(account: &AccountHead<'_>, action: Action) -> Change {
         Change {
-            employee_id: account.employee_id.clone(),
-            email: account.email.clone(),
+            employee_id: account.employee_id.to_string(),
+            email: account.email.to_string(),
             action,
             rule_id: account.rule_id,
             rule: None,
-            role: account.role.clone(),
+            role: account.role.to_string(),
             previous_role: None,
             previous_status: None,
         }
@@ -638,15 +720,14 @@ mod tests {
             self
         }
         fn plan(&self) -> Plan {
-            plan(
+            let accounts: Vec<Account> = self.accounts.values().cloned().collect();
+            plan_held(
                 &self.roster,
-                &SyncInput {
-                    matching: &MatchTable::from_lists(&self.matching),
-                    rules: &self.rules,
-                    accounts: &crate::core::accounts::index(self.accounts.values()),
-                    now: NOW,
-                    source: "test.csv",
-                },
+                &MatchTable::from_lists(&self.matching),
+                &self.rules,
+                &accounts,
+                NOW,
+                "test.csv",
             )
         }
     }

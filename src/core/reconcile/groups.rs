@@ -1,0 +1,96 @@
+//! How a sync goes through the accounts: one group at a time ([`GROUPS`]), the roster's
+//! employees sorted by the same groups, and what the accounts hold as a whole ([`Survey`])
+//! read before any employee is planned.
+
+use crate::core::accounts::{AccountGroup, GROUPS, Origin, group_of};
+use crate::core::columns::fold_value;
+use crate::core::model::Roster;
+use crate::core::parallel::join;
+use std::collections::HashMap;
+
+/// Reads the accounts of group `g` (sorted by employee ID) and gives them to the callback:
+/// the store's reading, kept out of the core. Called from two threads at once.
+pub type ReadGroup<'r, E> =
+    dyn Fn(usize, &mut dyn FnMut(&dyn AccountGroup)) -> Result<(), E> + Sync + 'r;
+
+/// What a sync must know of all accounts before it plans any employee.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// How many accounts there are.
+    pub accounts: usize,
+    /// Active auto accounts (the safety base N).
+    pub base: usize,
+    /// The active manual accounts' employee IDs by folded email: their emails are taken
+    /// (SPEC §3).
+    pub manual: HashMap<String, String>,
+}
+
+impl Survey {
+    /// Reads every group's heads (half of them on a second core).
+    pub fn of<E: Send>(read: &ReadGroup<'_, E>) -> Result<Survey, E> {
+        let part = |range: std::ops::Range<usize>| {
+            let mut survey = Survey::default();
+            for g in range {
+                read(g, &mut |group| survey.add(group))?;
+            }
+            Ok::<_, E>(survey)
+        };
+        let (lower, upper) = join(|| part(0..GROUPS / 2), || part(GROUPS / 2..GROUPS));
+        let (mut survey, upper) = (lower?, upper?);
+        survey.accounts += upper.accounts;
+        survey.base += upper.base;
+        survey.manual.extend(upper.manual);
+        Ok(survey)
+    }
+
+    fn add(&mut self, group: &dyn AccountGroup) {
+        let heads = group.heads();
+        self.accounts += heads.len();
+        for head in heads.iter().filter(|h| h.is_active()) {
+            match head.origin {
+                Origin::Auto => self.base += 1,
+                Origin::Manual => {
+                    self.manual
+                        .insert(fold_value(head.email), head.employee_id.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The roster's employees (their positions) sorted by the group of their ID.
+pub struct EmployeeGroups {
+    /// Where each group's positions start in `rows`; `GROUPS + 1` entries.
+    starts: Vec<u32>,
+    rows: Vec<u32>,
+}
+
+impl EmployeeGroups {
+    /// Sorts the roster's employees by group (a counting sort: two passes, no comparisons).
+    pub fn of(roster: &Roster) -> EmployeeGroups {
+        let groups: Vec<u16> = roster
+            .employees
+            .iter()
+            .map(|e| group_of(&e.id) as u16)
+            .collect();
+        let mut starts = vec![0u32; GROUPS + 1];
+        for &g in &groups {
+            starts[g as usize + 1] += 1;
+        }
+        for g in 0..GROUPS {
+            starts[g + 1] += starts[g];
+        }
+        let mut next = starts.clone();
+        let mut rows = vec![0u32; groups.len()];
+        for (row, &g) in groups.iter().enumerate() {
+            rows[next[g as usize] as usize] = row as u32;
+            next[g as usize] += 1;
+        }
+        EmployeeGroups { starts, rows }
+    }
+
+    /// The positions of group `g`'s employees, in roster order.
+    pub fn of_group(&self, g: usize) -> &[u32] {
+        &self.rows[self.starts[g] as usize..self.starts[g + 1] as usize]
+    }
+}
