@@ -5,6 +5,7 @@ use super::syntax::Condition;
 use super::{Rule, RuleId};
 use crate::core::columns::{Columns, fold_value};
 use crate::core::model::{Employee, Roster, Sym};
+use crate::core::parallel::join;
 
 /// Sets of up to this many symbols are searched linearly, larger ones by bisection.
 const LINEAR_SEARCH_MAX: usize = 16;
@@ -128,18 +129,31 @@ pub struct MatchTable {
 
 impl MatchTable {
     /// Evaluates `rules` for every employee of `roster`; inactive employees match nothing.
+    /// The two halves of the roster are evaluated on two cores.
     pub fn build(roster: &Roster, rules: &[CompiledRule]) -> MatchTable {
         let mut order: Vec<&CompiledRule> = rules.iter().collect();
         order.sort_by_key(|r| r.id);
-        let mut offsets = Vec::with_capacity(roster.employees.len() + 1);
-        let mut ids = Vec::new();
-        offsets.push(0);
-        for employee in &roster.employees {
-            if !employee.inactive {
-                ids.extend(order.iter().filter(|r| r.matches(employee)).map(|r| r.id));
+        let (head, tail) = roster.employees.split_at(roster.employees.len() / 2);
+        let part = |employees: &[Employee], offsets: &mut Vec<usize>| {
+            let mut ids = Vec::new();
+            for employee in employees {
+                if !employee.inactive {
+                    ids.extend(order.iter().filter(|r| r.matches(employee)).map(|r| r.id));
+                }
+                offsets.push(ids.len());
             }
-            offsets.push(ids.len());
-        }
+            ids
+        };
+        let mut offsets = Vec::with_capacity(roster.employees.len() + 1);
+        offsets.push(0);
+        let mut tail_offsets = Vec::with_capacity(tail.len());
+        let (mut ids, tail_ids) = join(
+            || part(head, &mut offsets),
+            || part(tail, &mut tail_offsets),
+        );
+        let shift = ids.len();
+        offsets.extend(tail_offsets.into_iter().map(|o| o + shift));
+        ids.extend(tail_ids);
         MatchTable { offsets, ids }
     }
 
