@@ -66,7 +66,13 @@ pub fn fold(value: &str) -> std::borrow::Cow<'_, str> {
 
 /// Well-formed = no whitespace, exactly one `@`, a non-empty local part, a domain containing a dot.
 pub fn is_well_formed_email(email: &str) -> bool {
-    if email.chars().any(char::is_whitespace) {
+    // An ASCII address (nearly all) is checked byte by byte: the ASCII characters that
+    // `char::is_whitespace` knows are tab to carriage return and the space.
+    let spaced = match email.is_ascii() {
+        true => email.bytes().any(|b| matches!(b, b'\t'..=b'\r' | b' ')),
+        false => email.chars().any(char::is_whitespace),
+    };
+    if spaced {
         return false;
     }
     let mut parts = email.split('@');
@@ -181,6 +187,22 @@ mod tests {
             "", "a", "@b.c", "a@b", "a@@b.c", "a@b@c.d", "a b@c.d", "a@b.c ", "a\t@b.c",
         ] {
             assert!(!is_well_formed_email(bad), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The ASCII fast path decides as the definition does: no whitespace character.
+        #[test]
+        fn email_whitespace_is_every_whitespace_character(
+            email in "[a@.\t\n\x0B\x0C\r \u{85}\u{A0}\u{2003}é]{0,8}"
+        ) {
+            let spaced = email.chars().any(char::is_whitespace);
+            let mut parts = email.split('@');
+            let shaped = match (parts.next(), parts.next(), parts.next()) {
+                (Some(local), Some(domain), None) => !local.is_empty() && domain.contains('.'),
+                _ => false,
+            };
+            proptest::prop_assert_eq!(is_well_formed_email(&email), !spaced && shaped);
         }
     }
 

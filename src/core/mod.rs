@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod columns;
 pub mod model;
 pub mod org;
+pub mod packed;
 pub mod parallel;
 pub mod reconcile;
 pub mod report;

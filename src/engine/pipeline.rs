@@ -10,9 +10,9 @@ use super::observe::{FileObserver, FileOutcome};
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
-use crate::core::accounts::Account;
 use crate::core::accounts::AccountGroup;
 use crate::core::model::Roster;
+use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::reconcile::{self, Limits, Survey, SyncInput};
 use crate::core::report::{Report, ReportStatus};
@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 /// What evaluating a roster against the current state gives.
 pub(super) struct Evaluation {
     pub(super) report: Report,
-    pub(super) updates: Vec<Account>,
+    /// The accounts to write if it is applied, packed.
+    pub(super) updates: Vec<Packed>,
 }
 
 /// The pipeline over one store and one drop.

@@ -1,7 +1,7 @@
 //! The same checks run against every [`Store`]: the sled store and the memory store, so
 //! that the memory store the pipeline's unit tests use cannot drift from the real one.
 
-use super::samples::account;
+use super::samples::{account, packed};
 use super::{
     AuditNote, Commit, FileEntry, FileStatus, MemoryStore, RemoteOrigin, SledStore, Store,
 };
@@ -100,7 +100,7 @@ fn commits(s: &dyn Store) {
     let id = s.next_file_id().unwrap();
     assert_eq!(id, 1);
     s.commit(Commit {
-        updates: vec![account("E1"), account("E2"), later.clone()],
+        updates: packed([account("E1"), account("E2"), later.clone()]),
         file: Some(&file(id, "abc")),
         last_applied: Some(id),
         audit: Some(note("apply", "2026-01-04T00:00:00Z")),
@@ -156,11 +156,11 @@ fn by_email(s: &dyn Store) {
     let mut gone = with_email("E12", "ann@x.io");
     gone.status = Status::Inactive;
     s.commit(Commit {
-        updates: vec![
+        updates: packed([
             with_email("E11", " Ann@X.io "),
             gone.clone(),
             with_email("E13", "J\u{d6}RG@x.io"),
-        ],
+        ]),
         file: None,
         last_applied: None,
         audit: None,
@@ -177,7 +177,7 @@ fn by_email(s: &dyn Store) {
     assert!(s.accounts_by_email("nobody@x.io").unwrap().is_empty());
     // An email change by commit, then by hand, then a removal.
     s.commit(Commit {
-        updates: vec![with_email("E11", "ann.new@x.io")],
+        updates: packed([with_email("E11", "ann.new@x.io")]),
         file: None,
         last_applied: None,
         audit: None,

@@ -8,6 +8,7 @@ pub use self::sled::{SledStore, watermark};
 pub use memory::MemoryStore;
 
 use crate::core::accounts::{Account, AccountGroup, Origin, Status};
+use crate::core::packed::Packed;
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Rule, RuleId};
 use serde::{Deserialize, Serialize};
@@ -155,8 +156,8 @@ pub struct AuditNote {
 
 /// What one committed sync writes, atomically.
 pub struct Commit<'a> {
-    /// Accounts to write (taken, so that the store can let them go once encoded).
-    pub updates: Vec<Account>,
+    /// Accounts to write, packed (taken, so that the store can let them go once written).
+    pub updates: Vec<Packed>,
     /// The ledger entry (new or updated), if a file is involved.
     pub file: Option<&'a FileEntry>,
     /// Make this file the last applied roster.
@@ -350,6 +351,14 @@ pub fn summary(report: &Report) -> String {
 pub(crate) mod samples {
     use crate::core::accounts::{Account, Origin, Status};
     use crate::core::rules::RuleId;
+
+    /// Accounts packed for a commit.
+    pub fn packed(accounts: impl IntoIterator<Item = Account>) -> Vec<crate::core::packed::Packed> {
+        accounts
+            .into_iter()
+            .map(|a| crate::core::packed::Packed::of(&a))
+            .collect()
+    }
 
     /// An active auto account of rule 1, without history.
     pub fn account(id: &str) -> Account {

@@ -10,6 +10,7 @@ use crate::core::accounts::{
 };
 use crate::core::columns::is_well_formed_email;
 use crate::core::model::{Finding, Roster};
+use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
@@ -189,9 +190,9 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Employees per action.
     pub counts: Counts,
-    /// Accounts whose stored value changes (status, role, rule or email), one group
-    /// ([`crate::core::accounts::group_of`]) after another, in group order.
-    pub updates: Vec<Account>,
+    /// Accounts whose stored value changes (status, role, rule or email), packed as the
+    /// store keeps them; one group ([`crate::core::accounts::group_of`]) after another.
+    pub updates: Vec<Packed>,
     /// Active auto accounts before the sync (the safety base N).
     pub base: usize,
     /// Findings about the roster that only the accounts reveal (an email another employee's
@@ -551,7 +552,7 @@ fn plan_employee(
                 rule: Some(rule.name.clone()),
                 ..Change::of(&created.head(), Action::Created)
             });
-            plan.updates.push(created);
+            plan.updates.push(Packed::of(&created));
         }
         Some(account) => plan_auto(plan, input, account, roster_email, matching, true),
     }
@@ -644,7 +645,7 @@ fn plan_auto(
     }
     // An action records history; otherwise only the email may have moved.
     if action.is_some() || next.head() != *account {
-        plan.updates.push(next);
+        plan.updates.push(Packed::of(&next));
     }
 }
 
@@ -766,16 +767,36 @@ mod tests {
             self.accounts.insert(a.employee_id.clone(), a);
             self
         }
-        fn plan(&self) -> Plan {
+        fn plan(&self) -> Unpacked {
             let accounts: Vec<Account> = self.accounts.values().cloned().collect();
-            plan_held(
+            Unpacked::of(plan_held(
                 &self.roster,
                 &MatchTable::from_lists(&self.matching),
                 &self.rules,
                 &accounts,
                 NOW,
                 "test.csv",
-            )
+            ))
+        }
+    }
+
+    /// A plan with its updates unpacked, for tests to read.
+    struct Unpacked {
+        plan: Plan,
+        updates: Vec<Account>,
+    }
+
+    impl Unpacked {
+        fn of(plan: Plan) -> Unpacked {
+            let updates = plan.updates.iter().map(Packed::unpack).collect();
+            Unpacked { plan, updates }
+        }
+    }
+
+    impl std::ops::Deref for Unpacked {
+        type Target = Plan;
+        fn deref(&self) -> &Plan {
+            &self.plan
         }
     }
 
@@ -1357,7 +1378,7 @@ mod tests {
         }
     }
 
-    fn apply(w: &World, p: &Plan) -> HashMap<String, Account> {
+    fn apply(w: &World, p: &Unpacked) -> HashMap<String, Account> {
         let mut after = w.accounts.clone();
         for a in &p.updates {
             after.insert(a.employee_id.clone(), a.clone());
@@ -1468,7 +1489,7 @@ mod tests {
         #[test]
         fn previous_role_and_status_are_the_accounts_before_and_null_only_when_created(c in case()) {
             let w = c.world(false);
-            for change in w.plan().changes {
+            for change in w.plan().plan.changes {
                 match w.accounts.get(&change.employee_id) {
                     None => {
                         prop_assert_eq!(change.action, Action::Created);

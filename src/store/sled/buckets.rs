@@ -8,9 +8,9 @@
 //! buckets the same transaction writes at most [`BUCKETS`] values, and a re-sync that changes
 //! a handful of accounts rewrites only their buckets. See BENCHMARKS.md.
 
-use crate::core::accounts::{Account, AccountGroup, AccountHead, Origin, Status};
-use crate::core::rules::RuleId;
-use crate::store::{AccountRef, HistoryRef, StoreError, StoreResult};
+use crate::core::accounts::{Account, AccountGroup, AccountHead};
+use crate::core::packed::{Packed, take_head};
+use crate::store::{AccountRef, StoreError, StoreResult};
 use serde::Serialize;
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
@@ -102,10 +102,9 @@ pub fn heads<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<HeadBucket<'a>> {
         bytes: Vec::with_capacity(room),
     };
     for _ in 0..len {
-        let (head, after): (Head<'_>, _) =
-            postcard::take_from_bytes(rest).map_err(|e| corrupt(key, e))?;
+        let (head, after) = take_head(rest).map_err(|e| corrupt(key, e))?;
         bucket.bytes.push(&rest[..rest.len() - after.len()]);
-        bucket.heads.push(head.0);
+        bucket.heads.push(head);
         rest = after;
     }
     check_layout(key, rest, bucket.heads.iter().map(|h| h.employee_id))?;
@@ -113,9 +112,21 @@ pub fn heads<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<HeadBucket<'a>> {
 }
 
 /// A bucket read by [`heads`].
+#[derive(Default)]
 pub struct HeadBucket<'a> {
     heads: Vec<AccountHead<'a>>,
     bytes: Vec<&'a [u8]>,
+}
+
+#[cfg(test)]
+impl<'a> HeadBucket<'a> {
+    /// A bucket of these accounts (sorted by ID), without the layout checks (tests).
+    pub fn of(packed: &'a [Packed]) -> HeadBucket<'a> {
+        HeadBucket {
+            heads: packed.iter().map(Packed::head).collect(),
+            bytes: packed.iter().map(Packed::bytes).collect(),
+        }
+    }
 }
 
 impl AccountGroup for HeadBucket<'_> {
@@ -126,59 +137,6 @@ impl AccountGroup for HeadBucket<'_> {
     fn whole(&self, i: usize) -> Account {
         postcard::from_bytes(self.bytes[i])
             .expect("`heads` decoded every byte of this account as `decode` does")
-    }
-}
-
-/// An account's encoding read for its head: the fields of [`Account`] in its order, the
-/// rest decoded and let go.
-struct Head<'a>(AccountHead<'a>);
-
-impl<'de> serde::Deserialize<'de> for Head<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        struct Fields<'a> {
-            employee_id: &'a str,
-            email: &'a str,
-            role: &'a str,
-            status: Status,
-            origin: Origin,
-            rule_id: Option<RuleId>,
-            _created_at: &'a str,
-            _updated_at: &'a str,
-            _history: Skipped,
-        }
-        let f = Fields::deserialize(d)?;
-        Ok(Head(AccountHead {
-            employee_id: f.employee_id,
-            email: f.email,
-            role: f.role,
-            status: f.status,
-            origin: f.origin,
-            rule_id: f.rule_id,
-        }))
-    }
-}
-
-/// A history read entry by entry (as [`HistoryRef`]s) and not kept.
-struct Skipped;
-
-impl<'de> serde::Deserialize<'de> for Skipped {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Entries;
-        impl<'de> serde::de::Visitor<'de> for Entries {
-            type Value = Skipped;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a history")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Skipped, A::Error> {
-                while seq.next_element::<HistoryRef<'de>>()?.is_some() {}
-                Ok(Skipped)
-            }
-        }
-        d.deserialize_seq(Entries)
     }
 }
 
@@ -206,21 +164,63 @@ fn check_layout<'a>(
     Ok(())
 }
 
+/// Groups packed accounts to write by bucket, in key order, each read for its head once.
+pub fn group_packed<'a>(
+    accounts: impl IntoIterator<Item = &'a Packed>,
+) -> BTreeMap<BucketKey, Vec<Entry<'a>>> {
+    let mut groups: BTreeMap<BucketKey, Vec<Entry<'a>>> = BTreeMap::new();
+    for a in accounts {
+        let head = a.head();
+        groups
+            .entry(bucket_of(head.employee_id))
+            .or_default()
+            .push(Entry {
+                head,
+                bytes: a.bytes(),
+                rewritten: true,
+            });
+    }
+    groups
+}
+
+/// One account of a bucket being rewritten: its head, its packed bytes, and whether the
+/// write replaces it (`false`: kept as it was).
+#[derive(Clone, Copy)]
+pub struct Entry<'a> {
+    /// The account's head.
+    pub head: AccountHead<'a>,
+    /// The account, packed.
+    pub bytes: &'a [u8],
+    /// Whether the write replaces it.
+    pub rewritten: bool,
+}
+
 /// A bucket's accounts after `updates` (which replace accounts with the same ID; of two
-/// updates of one ID the later wins) and without the IDs in `remove`, in order.
+/// updates of one ID the later wins) and without the IDs in `remove`, in order. The accounts
+/// kept are not decoded: their bytes are copied as they are.
 pub fn merge<'a>(
-    existing: &'a [Account],
-    updates: &[&'a Account],
+    existing: &HeadBucket<'a>,
+    updates: &[Entry<'a>],
     remove: &[&str],
-) -> Vec<&'a Account> {
-    let mut ups: Vec<&Account> = updates.iter().rev().copied().collect();
-    ups.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
-    ups.dedup_by(|later, first| later.employee_id == first.employee_id);
-    let mut out = Vec::with_capacity(existing.len() + ups.len());
-    let (mut old, mut new) = (existing.iter().peekable(), ups.into_iter().peekable());
+) -> Vec<Entry<'a>> {
+    let mut ups: Vec<Entry<'a>> = updates.iter().rev().copied().collect();
+    // Stable: of two updates of one ID the later (now first) is kept.
+    ups.sort_by(|a, b| a.head.employee_id.cmp(b.head.employee_id));
+    ups.dedup_by(|later, first| later.head.employee_id == first.head.employee_id);
+    let kept = existing
+        .heads
+        .iter()
+        .zip(&existing.bytes)
+        .map(|(h, b)| Entry {
+            head: *h,
+            bytes: b,
+            rewritten: false,
+        });
+    let mut out = Vec::with_capacity(existing.heads.len() + ups.len());
+    let (mut old, mut new) = (kept.peekable(), ups.into_iter().peekable());
     loop {
         let next = match (old.peek(), new.peek()) {
-            (Some(o), Some(n)) => match o.employee_id.cmp(&n.employee_id) {
+            (Some(o), Some(n)) => match o.head.employee_id.cmp(n.head.employee_id) {
                 std::cmp::Ordering::Less => old.next(),
                 std::cmp::Ordering::Equal => {
                     old.next();
@@ -232,7 +232,19 @@ pub fn merge<'a>(
             (None, Some(_)) => new.next(),
             (None, None) => break,
         };
-        out.extend(next.filter(|a| !remove.contains(&a.employee_id.as_str())));
+        out.extend(next.filter(|e| !remove.contains(&e.head.employee_id)));
+    }
+    out
+}
+
+/// Encodes merged accounts as a bucket: exactly the bytes [`encode`] gives for them (a
+/// postcard list is its length, then its items one after another).
+pub fn encode_entries(entries: &[Entry<'_>]) -> Vec<u8> {
+    let size: usize = entries.iter().map(|e| e.bytes.len()).sum();
+    let mut out = postcard::to_extend(&entries.len(), Vec::with_capacity(size + 10))
+        .expect("a length always serializes");
+    for e in entries {
+        out.extend_from_slice(e.bytes);
     }
     out
 }
@@ -310,15 +322,28 @@ mod tests {
         changed.status = Status::Inactive;
         let stale = account(refs[1]);
         let added = account(refs[4]);
-        let merged = merge(&accounts, &[&stale, &added, &changed], &[refs[0]]);
-        let got: Vec<&str> = merged.iter().map(|a| a.employee_id.as_str()).collect();
+        let packed = [&stale, &added, &changed].map(Packed::of);
+        let updates: Vec<Entry<'_>> = group_packed(&packed).into_values().flatten().collect();
+        let merged = merge(&read, &updates, &[refs[0]]);
+        let got: Vec<&str> = merged.iter().map(|e| e.head.employee_id).collect();
         let mut want = vec![refs[1], refs[2], refs[4]];
         want.sort();
         assert_eq!(got, want);
-        let status = |id: &str| merged.iter().find(|a| a.employee_id == id).unwrap().status;
-        assert_eq!(status(refs[1]), Status::Inactive, "the later update wins");
-        let owned: Vec<Account> = merged.iter().map(|a| (*a).clone()).collect();
-        assert_eq!(decode(&key, &encode(&merged)).unwrap(), owned);
+        let entry = |id: &str| merged.iter().find(|e| e.head.employee_id == id).unwrap();
+        assert_eq!(
+            entry(refs[1]).head.status,
+            Status::Inactive,
+            "the later update wins"
+        );
+        assert!(entry(refs[1]).rewritten && entry(refs[4]).rewritten);
+        assert!(!entry(refs[2]).rewritten, "kept as it was");
+        // The bytes written are those of encoding the accounts after the write.
+        let kept = accounts.iter().find(|a| a.employee_id == refs[2]).unwrap();
+        let mut after = vec![changed.clone(), kept.clone(), added.clone()];
+        after.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+        let bytes = encode_entries(&merged);
+        assert_eq!(bytes, encode(&after));
+        assert_eq!(decode(&key, &bytes).unwrap(), after);
     }
 
     #[test]

@@ -14,7 +14,7 @@
 
 use super::Staged;
 use super::buckets::{self, BucketKey};
-use crate::core::accounts::Account;
+use crate::core::accounts::AccountHead;
 use crate::core::parallel::join;
 use crate::store::{StoreError, StoreResult};
 use std::borrow::Cow;
@@ -170,34 +170,34 @@ impl Changes {
 
     /// Adds the changes of one bucket of accounts: `existing` before the write, `merged`
     /// after it (both sorted by ID, as [`buckets::merge`] gives them).
-    pub fn add_bucket(&mut self, existing: &[Account], merged: &[&Account]) {
+    pub fn add_bucket(&mut self, existing: &[AccountHead<'_>], merged: &[buckets::Entry<'_>]) {
         let (mut old, mut new) = (existing.iter().peekable(), merged.iter().peekable());
         loop {
             match (old.peek(), new.peek()) {
-                (Some(o), Some(n)) if o.employee_id == n.employee_id => {
-                    // Unchanged by the write (the same account), or rewritten.
-                    if !std::ptr::eq(*o, **n) {
-                        let (was, is) = (fold(&o.email), fold(&n.email));
+                (Some(o), Some(n)) if o.employee_id == n.head.employee_id => {
+                    // Kept as it was, or rewritten.
+                    if n.rewritten {
+                        let (was, is) = (fold(o.email), fold(n.head.email));
                         if was != is {
                             self.group(&was)
                                 .remove
-                                .push((was.into_owned(), o.employee_id.clone()));
-                            self.group(&is).push(&is, &n.employee_id);
+                                .push((was.into_owned(), o.employee_id.to_string()));
+                            self.group(&is).push(&is, n.head.employee_id);
                         }
                     }
                     old.next();
                     new.next();
                 }
-                (Some(o), n) if n.is_none_or(|n| o.employee_id < n.employee_id) => {
-                    let was = fold(&o.email);
+                (Some(o), n) if n.is_none_or(|n| o.employee_id < n.head.employee_id) => {
+                    let was = fold(o.email);
                     self.group(&was)
                         .remove
-                        .push((was.into_owned(), o.employee_id.clone()));
+                        .push((was.into_owned(), o.employee_id.to_string()));
                     old.next();
                 }
                 (_, Some(n)) => {
-                    let is = fold(&n.email);
-                    self.group(&is).push(&is, &n.employee_id);
+                    let is = fold(n.head.email);
+                    self.group(&is).push(&is, n.head.employee_id);
                     new.next();
                 }
                 (_, None) => break,
@@ -389,18 +389,30 @@ mod tests {
 
     #[test]
     fn changes_follow_the_final_state_of_each_account() {
+        use crate::core::accounts::AccountGroup;
+        use crate::core::packed::Packed;
         let mut moved = account("E1");
         moved.email = "New@X.io".into();
         let mut recased = account("E2");
         recased.email = "E2@X.IO".into();
-        let existing = vec![account("E1"), account("E2"), account("E3")];
+        let existing = [account("E1"), account("E2"), account("E3")];
         let stale = account("E4");
         let mut added = account("E4");
         added.email = "four@x.io".into();
-        let updates = [&moved, &recased, &stale, &added];
+        let existing: Vec<Packed> = existing.iter().map(Packed::of).collect();
+        let existing = buckets::HeadBucket::of(&existing);
+        let packed = [&moved, &recased, &stale, &added].map(Packed::of);
+        let updates: Vec<buckets::Entry<'_>> = packed
+            .iter()
+            .map(|p| buckets::Entry {
+                head: p.head(),
+                bytes: p.bytes(),
+                rewritten: true,
+            })
+            .collect();
         let merged = buckets::merge(&existing, &updates, &["E3", "E9"]);
         let mut c = Changes::default();
-        c.add_bucket(&existing, &merged);
+        c.add_bucket(existing.heads(), &merged);
         let (mut add, mut remove) = c.flat();
         add.sort();
         remove.sort();

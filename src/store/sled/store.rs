@@ -6,6 +6,7 @@ use super::{
     email_index, encode, migrate, tx_audit, tx_write_staged, u64_of, unwrap_tx, watermark,
 };
 use crate::core::accounts::{Account, AccountGroup, HeldGroup};
+use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{Rule, RuleId};
 use crate::store::backup_format::{meta, trees};
@@ -155,11 +156,11 @@ impl SledStore {
     /// here.
     fn stage_buckets<'a>(
         &self,
-        groups: &BTreeMap<buckets::BucketKey, Vec<&'a Account>>,
+        groups: &BTreeMap<buckets::BucketKey, Vec<buckets::Entry<'a>>>,
         remove: &[&str],
     ) -> StoreResult<(Vec<Staged>, [email_index::Changes; 2])> {
-        type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<&'a Account>)];
-        let groups: Vec<(&buckets::BucketKey, &Vec<&'a Account>)> = groups.iter().collect();
+        type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<buckets::Entry<'a>>)];
+        let groups: Vec<(&buckets::BucketKey, &Vec<buckets::Entry<'a>>)> = groups.iter().collect();
         let (first, second) = groups.split_at(groups.len() / 2);
         let stage = |part: Part<'_, 'a>| {
             let mut changes = email_index::Changes::default();
@@ -167,14 +168,14 @@ impl SledStore {
             for (key, updates) in part {
                 let before = self.accounts.get(key)?;
                 let existing = match &before {
-                    Some(bytes) => buckets::decode(*key, bytes)?,
-                    None => Vec::new(),
+                    Some(bytes) => buckets::heads(*key, bytes)?,
+                    None => buckets::HeadBucket::default(),
                 };
                 let merged = buckets::merge(&existing, updates, remove);
-                let after =
-                    (!merged.is_empty()).then(|| sled::IVec::from(buckets::encode(&merged)));
+                let after = (!merged.is_empty())
+                    .then(|| sled::IVec::from(buckets::encode_entries(&merged)));
                 // After the encoding: the accounts' emails are in cache.
-                changes.add_bucket(&existing, &merged);
+                changes.add_bucket(existing.heads(), &merged);
                 staged.push(Staged {
                     key: **key,
                     before,
@@ -507,11 +508,15 @@ impl Store for SledStore {
     }
 
     fn put_account(&self, account: &Account, remove: bool, note: AuditNote) -> StoreResult<()> {
-        let (updates, removed) = match remove {
-            true => (vec![], vec![account.employee_id.as_str()]),
-            false => (vec![account], vec![]),
+        let packed = Packed::of(account);
+        let (groups, removed) = match remove {
+            // The account's bucket, rewritten without it.
+            true => (
+                BTreeMap::from([(buckets::bucket_of(&account.employee_id), Vec::new())]),
+                vec![account.employee_id.as_str()],
+            ),
+            false => (buckets::group_packed([&packed]), vec![]),
         };
-        let groups = BTreeMap::from([(buckets::bucket_of(&account.employee_id), updates)]);
         let (staged, changes) = self.stage_buckets(&groups, &removed)?;
         let staged = (staged, self.stage_index(changes)?);
         self.write_accounts(&staged, |t| tx_audit(t.meta, t.audit, &note))
@@ -520,7 +525,7 @@ impl Store for SledStore {
     fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
         // The buckets are merged and encoded first, and the accounts let go: at a first
         // import of a million rows they are ~550 MB the transaction does not need.
-        let (staged, changes) = self.stage_buckets(&buckets::group(&commit.updates), &[])?;
+        let (staged, changes) = self.stage_buckets(&buckets::group_packed(&commit.updates), &[])?;
         drop(commit.updates);
         // The index after the accounts are let go, so that its buckets can reuse their memory.
         let staged = (staged, self.stage_index(changes)?);
@@ -756,7 +761,7 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         let many: Vec<Account> = (0..5000).map(|i| account(&format!("E{i}"))).collect();
         s.commit(Commit {
-            updates: many,
+            updates: crate::store::samples::packed(many),
             file: None,
             last_applied: None,
             audit: None,
@@ -790,7 +795,7 @@ mod tests {
         let mut staged_role = account("E1");
         staged_role.role = "HR Admin".into();
         let (staged, _) = s
-            .stage_buckets(&buckets::group([&staged_role]), &[])
+            .stage_buckets(&buckets::group_packed(&[Packed::of(&staged_role)]), &[])
             .unwrap();
         let mut by_hand = account("E1");
         by_hand.role = "Billing Admin".into();
@@ -837,7 +842,7 @@ mod tests {
             was_held: false,
         };
         s.commit(Commit {
-            updates: vec![account("E1"), account("E2")],
+            updates: crate::store::samples::packed([account("E1"), account("E2")]),
             file: Some(&file),
             last_applied: Some(1),
             audit: Some(note("apply")),
@@ -858,7 +863,7 @@ mod tests {
         let s = SledStore::open(&dir.path().join("a")).unwrap();
         s.next_rule_id().unwrap();
         s.commit(Commit {
-            updates: vec![account("E1"), account("E2")],
+            updates: crate::store::samples::packed([account("E1"), account("E2")]),
             file: None,
             last_applied: None,
             audit: Some(note("apply")),
@@ -916,7 +921,7 @@ mod tests {
             {
                 let s = SledStore::open(dir.path()).unwrap();
                 s.commit(Commit {
-                    updates: vec![account("E2")],
+                    updates: crate::store::samples::packed([account("E2")]),
                     file: None,
                     last_applied: None,
                     audit: None,
@@ -938,7 +943,7 @@ mod tests {
 
     fn commit_accounts(s: &SledStore, updates: Vec<Account>) {
         s.commit(Commit {
-            updates,
+            updates: crate::store::samples::packed(updates),
             file: None,
             last_applied: None,
             audit: None,
