@@ -191,7 +191,7 @@ pub struct Plan {
     /// Employees per action.
     pub counts: Counts,
     /// Accounts whose stored value changes (status, role, rule or email), packed as the
-    /// store keeps them; one group ([`crate::core::accounts::group_of`]) after another.
+    /// store keeps them; in no particular order (the store groups them).
     pub updates: Vec<Packed>,
     /// Active auto accounts before the sync (the safety base N).
     pub base: usize,
@@ -278,39 +278,90 @@ pub fn plan_held(
 
 /// Plans one sync following the table of SPEC §4, reading the accounts one group at a time
 /// with `read` ([`ReadGroup`]): an account is copied whole only when it changes.
+///
+/// Two passes, each on two cores. The groups first: every employee with an account, and
+/// every absent employee's account. Then the employees without an account (all of them at a
+/// first import), in roster order: the accounts and changes a first import creates are then
+/// made, and later read for the report, in file order rather than scattered by group.
 pub fn plan<E: Send>(
     roster: &Roster,
     input: &SyncInput<'_>,
     read: &ReadGroup<'_, E>,
 ) -> Result<Plan, E> {
     let employees = EmployeeGroups::of(roster);
-    // The two halves of the groups are planned on two cores and joined; the order does not
-    // matter (sorted below). Employees without an account are the likely changes (all of
-    // them at a first import): room for them up front spares a million-row import the copies
-    // of growing vectors. The first half has room for the second's too, appended to it.
-    let likely = roster.employees.len().saturating_sub(input.survey.accounts);
     let half = GROUPS / 2;
-    let (first, later) = join(
-        || plan_groups(roster, input, &employees, 0..half, likely, read),
-        || plan_groups(roster, input, &employees, half..GROUPS, likely / 2, read),
+    let (lower, upper) = join(
+        || plan_groups(roster, input, &employees, 0..half, read),
+        || plan_groups(roster, input, &employees, half..GROUPS, read),
     );
-    let (Part { mut plan, mut rows }, later) = (first?, later?);
-    plan.counts.merge(&later.plan.counts);
-    plan.changes.extend(later.plan.changes);
-    rows.extend(later.rows);
-    plan.updates.extend(later.plan.updates);
-    plan.warnings.extend(later.plan.warnings);
+    let mut grouped = lower?;
+    grouped.absorb(upper?);
+    let n = roster.employees.len();
+    let mut lone = vec![false; n];
+    for &row in &grouped.without_account {
+        lone[row as usize] = true;
+    }
+    // Room for every likely change in the first part, which the others are appended to.
+    let likely = grouped.without_account.len();
+    let room = likely + grouped.plan.changes.len();
+    let (first, later) = join(
+        || plan_rows(roster, input, &lone, 0..n / 2, room),
+        || plan_rows(roster, input, &lone, n / 2..n, likely / 2),
+    );
+    let mut part = first;
+    part.absorb(later);
+    part.absorb(grouped);
+    let mut plan = part.plan;
     plan.base = input.survey.base;
     cap_warnings(&mut plan.warnings);
-    sort_changes(&mut plan.changes, &rows, roster.employees.len());
+    sort_changes(&mut plan.changes, &part.rows, n);
     Ok(plan)
 }
 
-/// A part of a plan, and the roster position of each of its changes (`u32::MAX`: an absent
-/// employee).
+/// A part of a plan: the plan, the roster position of each of its changes (`u32::MAX`: an
+/// absent employee), and the employees found without an account (left to [`plan_rows`]).
+#[derive(Default)]
 struct Part {
     plan: Plan,
     rows: Vec<u32>,
+    without_account: Vec<u32>,
+}
+
+impl Part {
+    fn with_room(room: usize) -> Part {
+        let mut part = Part::default();
+        part.plan.changes.reserve(room);
+        part.plan.updates.reserve(room);
+        part.rows.reserve(room);
+        part
+    }
+
+    /// Appends another part's.
+    fn absorb(&mut self, other: Part) {
+        self.plan.counts.merge(&other.plan.counts);
+        self.plan.changes.extend(other.plan.changes);
+        self.rows.extend(other.rows);
+        self.plan.updates.extend(other.plan.updates);
+        self.plan.warnings.extend(other.plan.warnings);
+        self.without_account.extend(other.without_account);
+    }
+}
+
+/// Plans the employees of `range` marked in `lone` (those without an account), in roster
+/// order, with room for `room` changes.
+fn plan_rows(
+    roster: &Roster,
+    input: &SyncInput<'_>,
+    lone: &[bool],
+    range: std::ops::Range<usize>,
+    room: usize,
+) -> Part {
+    let mut part = Part::with_room(room);
+    for row in range.filter(|&row| lone[row]) {
+        plan_row(&mut part.plan, roster, input, row, None);
+        part.rows.resize(part.plan.changes.len(), row as u32);
+    }
+    part
 }
 
 /// Puts `changes` in roster order, those of absent employees last, then sorts them by ID.
@@ -349,21 +400,16 @@ fn sort_changes(changes: &mut [Change], rows: &[u32], roster_rows: usize) {
     }
 }
 
-/// Plans the groups `range`, with room for `room` changes.
+/// Plans the groups `range`: the employees with an account and the absent employees'
+/// accounts; the employees without one are listed in the part.
 fn plan_groups<E>(
     roster: &Roster,
     input: &SyncInput<'_>,
     employees: &EmployeeGroups,
     range: std::ops::Range<usize>,
-    room: usize,
     read: &ReadGroup<'_, E>,
 ) -> Result<Part, E> {
-    let mut part = Part {
-        plan: Plan::default(),
-        rows: Vec::with_capacity(room),
-    };
-    part.plan.changes.reserve(room);
-    part.plan.updates.reserve(room);
+    let mut part = Part::default();
     let mut found = Vec::new();
     for g in range {
         let rows = employees.of_group(g);
@@ -374,8 +420,8 @@ fn plan_groups<E>(
     Ok(part)
 }
 
-/// Plans one group: the employees `rows` (roster positions) and the accounts of their group.
-/// `found` is scratch space, kept between groups.
+/// Plans one group: those of the employees `rows` (roster positions) who have an account,
+/// and the accounts of absent employees; `found` is scratch space, kept between groups.
 fn plan_group(
     part: &mut Part,
     found: &mut Vec<bool>,
@@ -390,16 +436,17 @@ fn plan_group(
     for &row in rows {
         let row = row as usize;
         let id = &*roster.employees[row].id;
-        let at = heads.binary_search_by(|h| h.employee_id.cmp(id)).ok();
-        let stored = at.map(|at| {
-            found[at] = true;
-            Stored {
-                head: &heads[at],
-                group: accounts,
-                at,
-            }
-        });
-        plan_row(&mut part.plan, roster, input, row, stored);
+        let Ok(at) = heads.binary_search_by(|h| h.employee_id.cmp(id)) else {
+            part.without_account.push(row as u32);
+            continue;
+        };
+        found[at] = true;
+        let stored = Stored {
+            head: &heads[at],
+            group: accounts,
+            at,
+        };
+        plan_row(&mut part.plan, roster, input, row, Some(stored));
         part.rows.resize(part.plan.changes.len(), row as u32);
     }
     // Auto accounts whose employee is absent.
@@ -787,8 +834,10 @@ mod tests {
     }
 
     impl Unpacked {
+        /// The updates unpacked and sorted by ID (the plan gives them in no particular order).
         fn of(plan: Plan) -> Unpacked {
-            let updates = plan.updates.iter().map(Packed::unpack).collect();
+            let mut updates: Vec<Account> = plan.updates.iter().map(Packed::unpack).collect();
+            updates.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
             Unpacked { plan, updates }
         }
     }
