@@ -118,6 +118,13 @@ pub struct HeadBucket<'a> {
     bytes: Vec<&'a [u8]>,
 }
 
+impl<'a> HeadBucket<'a> {
+    /// The heads, with the lifetime of the bucket's bytes.
+    pub fn into_heads(self) -> Vec<AccountHead<'a>> {
+        self.heads
+    }
+}
+
 #[cfg(test)]
 impl<'a> HeadBucket<'a> {
     /// A bucket of these accounts (sorted by ID), without the layout checks (tests).

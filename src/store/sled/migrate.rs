@@ -63,7 +63,7 @@ pub fn v2_to_v3(
     let stored = bucket_tree.iter().collect::<Result<Vec<_>, _>>()?;
     let mut entries = Vec::new();
     for (key, bytes) in &stored {
-        for account in buckets::borrow(key, bytes)? {
+        for account in buckets::heads(key, bytes)?.into_heads() {
             entries.push((email_index::fold(account.email), account.employee_id));
         }
     }

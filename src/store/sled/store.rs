@@ -233,7 +233,8 @@ impl SledStore {
         let check = |accounts: sled::Iter| -> StoreResult<()> {
             for item in accounts {
                 let (k, v) = item?;
-                buckets::borrow(&k, &v)?;
+                // Read in place for the accounts' heads: the checks of `decode`, no copy.
+                buckets::heads(&k, &v)?;
             }
             Ok(())
         };
@@ -277,7 +278,7 @@ impl SledStore {
             let mut implied = Digest::default();
             for item in accounts {
                 let (k, v) = item?;
-                for a in buckets::borrow(&k, &v)? {
+                for a in buckets::heads(&k, &v)?.into_heads() {
                     implied.add(&email_index::fold(a.email), a.employee_id);
                 }
             }
