@@ -180,7 +180,8 @@ pub trait Store: Send + Sync {
     fn put_rule(&self, rule: &Rule, audit: AuditNote) -> StoreResult<()>;
     /// Deletes a rule and audits it, atomically.
     fn delete_rule(&self, id: RuleId, audit: AuditNote) -> StoreResult<()>;
-    /// All accounts, in no particular order (see [`crate::core::accounts::index`]).
+    /// All accounts, in no particular order (a sync reads them one group at a time instead:
+    /// [`Store::read_group`]).
     fn accounts(&self) -> StoreResult<Vec<Account>>;
     /// Calls `f` for every account, read in place (no owned copy), in no particular order.
     fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()>;
