@@ -433,10 +433,11 @@ fn plan_group(
     let heads = accounts.heads();
     found.clear();
     found.resize(heads.len(), false);
+    let mut next = Cursor::default();
     for &row in rows {
         let row = row as usize;
         let id = &*roster.employees[row].id;
-        let Ok(at) = heads.binary_search_by(|h| h.employee_id.cmp(id)) else {
+        let Ok(at) = next.find(heads, id) else {
             part.without_account.push(row as u32);
             continue;
         };
@@ -460,6 +461,39 @@ fn plan_group(
             plan_auto(&mut part.plan, input, stored, None, &[], false);
             part.rows.resize(part.plan.changes.len(), u32::MAX);
         }
+    }
+}
+
+/// Where the last ID was looked up in a group's heads (sorted by ID). The rows of a group
+/// come in roster order, and a roster is usually in ID order: then each row's account is
+/// the head right after the last one found, checked first, and a binary search is left for
+/// the others.
+#[derive(Default)]
+struct Cursor<'a> {
+    last: Option<&'a str>,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// Where `id` is in `heads`, as `binary_search` answers.
+    fn find(&mut self, heads: &[AccountHead<'_>], id: &'a str) -> Result<usize, usize> {
+        let from = match self.last {
+            Some(last) if last < id => self.at,
+            _ => 0,
+        };
+        let found = match heads.get(from) {
+            Some(h) if h.employee_id == id => Ok(from),
+            _ => heads[from..]
+                .binary_search_by(|h| h.employee_id.cmp(id))
+                .map(|k| from + k)
+                .map_err(|k| from + k),
+        };
+        self.last = Some(id);
+        self.at = match found {
+            Ok(k) => k + 1,
+            Err(k) => k,
+        };
+        found
     }
 }
 
@@ -1436,6 +1470,24 @@ mod tests {
     }
 
     proptest! {
+        /// The cursor finds what a binary search finds, whatever order the IDs come in.
+        #[test]
+        fn the_cursor_finds_what_a_binary_search_finds(
+            stored in proptest::collection::btree_set("[A-D][0-9]?", 0..12),
+            asked in proptest::collection::vec("[A-D][0-9]?", 0..20),
+        ) {
+            let accounts: Vec<Account> = stored
+                .iter()
+                .map(|id| account(id, Origin::Auto, Some(1), "IT Admin", Status::Active))
+                .collect();
+            let heads: Vec<AccountHead<'_>> = accounts.iter().map(Account::head).collect();
+            let mut cursor = Cursor::default();
+            for id in &asked {
+                let want = heads.binary_search_by(|h| h.employee_id.cmp(id.as_str()));
+                prop_assert_eq!(cursor.find(&heads, id), want);
+            }
+        }
+
         /// Changes found group by group come out sorted by ID, each once, whatever the
         /// roster order and wherever the absent employees' changes are.
         #[test]
