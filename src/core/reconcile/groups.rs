@@ -16,8 +16,6 @@ pub type ReadGroup<'r, E> =
 /// What a sync must know of all accounts before it plans any employee.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Survey {
-    /// How many accounts there are.
-    pub accounts: usize,
     /// Active auto accounts (the safety base N).
     pub base: usize,
     /// The active manual accounts' employee IDs by folded email: their emails are taken
@@ -37,16 +35,13 @@ impl Survey {
         };
         let (lower, upper) = join(|| part(0..GROUPS / 2), || part(GROUPS / 2..GROUPS));
         let (mut survey, upper) = (lower?, upper?);
-        survey.accounts += upper.accounts;
         survey.base += upper.base;
         survey.manual.extend(upper.manual);
         Ok(survey)
     }
 
     fn add(&mut self, group: &dyn AccountGroup) {
-        let heads = group.heads();
-        self.accounts += heads.len();
-        for head in heads.iter().filter(|h| h.is_active()) {
+        for head in group.heads().iter().filter(|h| h.is_active()) {
             match head.origin {
                 Origin::Auto => self.base += 1,
                 Origin::Manual => {

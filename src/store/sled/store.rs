@@ -5,7 +5,7 @@ use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, Staged, backup, buckets, decode,
     email_index, encode, migrate, tx_audit, tx_write_staged, u64_of, unwrap_tx, watermark,
 };
-use crate::core::accounts::{Account, AccountGroup, HeldGroup};
+use crate::core::accounts::{Account, AccountGroup};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{Rule, RuleId};
@@ -467,7 +467,7 @@ impl Store for SledStore {
         let key = buckets::key_of(g);
         match self.accounts.get(key)? {
             Some(bytes) => f(&buckets::heads(&key, &bytes)?),
-            None => f(&HeldGroup::new([])),
+            None => f(&buckets::HeadBucket::default()),
         }
         Ok(())
     }
