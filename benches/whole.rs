@@ -12,7 +12,8 @@
 //! `scaling` (10k, 100k, 1M), `latency` (10k upload→report through the daemon),
 //! `upload` (100 MB over OpenSSH sftp and curl, autoprov vs OpenSSH's sshd),
 //! `auth` (`auth check EMAIL` through the daemon on a store of `BENCH_ROWS` employees),
-//! `list` (`admins list [--json]` without and through the daemon, see `whole_list`).
+//! `list` (`admins list [--json]` without and through the daemon, see `whole_list`),
+//! `cases` (a 0.2 %-changed re-upload and the worst first import, see `whole_cases`).
 //! Environment: `AUTOPROV_BENCH_BIN` (another autoprov binary to measure),
 //! `AUTOPROV_BENCH_BEFORE` (`list`: an older binary measured beside it), `BENCH_REPS` (default 5), `BENCH_ROWS` (default 1000000), `BENCH_DIR`
 //! (default /var/tmp/autoprov-bench; rosters are generated there once and reused).
@@ -23,6 +24,7 @@
 //! pay the same process start and file read.
 
 mod common;
+mod whole_cases;
 mod whole_list;
 
 use autoprov::api::{Output, Request};
@@ -97,6 +99,9 @@ fn main() {
     }
     if want("list") {
         bench.list(bench.rows);
+    }
+    if want("cases") {
+        bench.cases(bench.rows);
     }
     bench.save();
 }
@@ -844,10 +849,16 @@ impl Bench {
             },
             upload: None,
             output: Output::Text,
-            stream: false,
+            stream: true,
         };
         let start = Instant::now();
-        let reach = client::call(socket, &envelope, None, Some(Duration::from_secs(60)));
+        let reach = client::call(
+            socket,
+            &envelope,
+            None,
+            Some(Duration::from_secs(60)),
+            &mut std::io::sink(),
+        );
         let secs = start.elapsed().as_secs_f64();
         match reach {
             client::Reach::Answered(response) => (secs, response.exit),

@@ -68,31 +68,42 @@ fn fetch_wait(cfg: &Config) -> Duration {
     CHANGE_WAIT + fetching
 }
 
+/// What became of a request run with [`execute`].
+pub enum Outcome {
+    /// The answer to print.
+    Answer(Response),
+    /// The answer was written to the writer as it was made; the exit code.
+    Written(u8),
+}
+
 /// Runs one request: via the daemon if it listens, else directly. `upload` is the local
-/// file of a `process` request.
+/// file of a `process` request. A long answer (`admins list`, a report of `process` or
+/// `sync`: issue 14) is written to `out` as it is made, what printing the whole answer
+/// would print on stdout; every other answer, refusals and errors come back to print.
 pub fn execute(
     cfg: Config,
     request: Request,
     upload: Option<(&Path, bool)>,
     output: Output,
-) -> Response {
+    out: &mut dyn Write,
+) -> Outcome {
     let bytes = match upload {
         Some((file, _)) => match fs::read(file) {
             Ok(b) => Some(b),
             Err(e) => {
-                return Response::fail(
+                return Outcome::Answer(Response::fail(
                     exit::USAGE,
                     format!("error: reading {}: {e}", file.display()),
-                );
+                ));
             }
         },
         None => None,
     };
     if matches!(request, Request::Fetch) && cfg.source.mode != Mode::Hris {
-        return Response::fail(
+        return Outcome::Answer(Response::fail(
             exit::USAGE,
             "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\"",
-        );
+        ));
     }
     let envelope = Envelope {
         request: request.clone(),
@@ -104,7 +115,7 @@ pub fn execute(
             client::upload_of(&name, dry_run, b.len() as u64)
         }),
         output,
-        stream: false,
+        stream: true,
     };
     // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
     let wait = Some(match &request {
@@ -112,34 +123,48 @@ pub fn execute(
         r if r.is_change() => CHANGE_WAIT,
         _ => READ_WAIT,
     });
-    match client::call(&cfg.control.socket, &envelope, bytes.as_deref(), wait) {
-        Reach::Answered(response) => return response,
-        Reach::Unreachable(message) => return Response::fail(exit::UNREACHABLE, message),
+    match client::call(&cfg.control.socket, &envelope, bytes.as_deref(), wait, out) {
+        Reach::Answered(response) => return Outcome::Answer(response),
+        Reach::Written(exit) => return Outcome::Written(exit),
+        Reach::Unreachable(message) => {
+            return Outcome::Answer(Response::fail(exit::UNREACHABLE, message));
+        }
         Reach::NoDaemon if matches!(request, Request::Fetch) => {
-            return Response::fail(
+            return Outcome::Answer(Response::fail(
                 exit::UNREACHABLE,
                 format!(
                     "no daemon answers on {}: `autoprov fetch` runs through the daemon (start it, e.g. systemctl start autoprov)",
                     cfg.control.socket.display()
                 ),
-            );
+            ));
         }
         Reach::NoDaemon => {}
-        Reach::Written => unreachable!("only a streamed call writes"),
     }
     let p = match open_here(cfg) {
         Ok(p) => p,
-        Err(refusal) => return refusal,
+        Err(refusal) => return Outcome::Answer(refusal),
     };
     let user = caller();
-    let (Some((file, dry_run)), Some(bytes)) = (upload, bytes) else {
-        return commands::execute(&p, request, &user, output);
+    let answered = match (upload, bytes) {
+        (Some((file, dry_run)), Some(bytes)) => {
+            let original = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            commands::process_upload_streamed(&p, &original, bytes, dry_run, &user)
+        }
+        _ => commands::execute_streamed(&p, request, &Caller::Unix(user), output),
     };
-    let original = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    commands::process_upload(&p, &original, bytes, dry_run, &user, output)
+    match answered {
+        Streamed::Whole(response) => Outcome::Answer(response),
+        Streamed::Body(body) => match body.write(out, output == Output::Json) {
+            Ok(()) => Outcome::Written(body.exit()),
+            Err(e) => Outcome::Answer(Response::fail(
+                exit::FAILED,
+                format!("failed: writing the answer: {e}"),
+            )),
+        },
+    }
 }
 
 /// Opens the store when no daemon answers, or the answer saying why it cannot.
@@ -154,50 +179,6 @@ fn open_here(cfg: Config) -> std::result::Result<Pipeline<SledStore>, Response> 
             ),
         )),
         Err(e) => Err(e.response()),
-    }
-}
-
-/// What became of a request run with [`execute_to`].
-pub enum Outcome {
-    /// The answer to print.
-    Answer(Response),
-    /// Exit 0: the answer was written to the writer as it was made.
-    Written,
-}
-
-/// Runs a read-only request whose answer may be long (`admins list`, issue 14): via the
-/// daemon if it listens, else directly, its body written to `out` as it is made (what
-/// [`execute`] and printing the answer would print on stdout) rather than built whole.
-/// Refusals and errors come back as an answer to print.
-pub fn execute_to(cfg: Config, request: Request, output: Output, out: &mut dyn Write) -> Outcome {
-    let envelope = Envelope {
-        request: request.clone(),
-        upload: None,
-        output,
-        stream: true,
-    };
-    match client::call_streamed(&cfg.control.socket, &envelope, Some(READ_WAIT), out) {
-        Reach::Answered(response) => return Outcome::Answer(response),
-        Reach::Written => return Outcome::Written,
-        Reach::Unreachable(message) => {
-            return Outcome::Answer(Response::fail(exit::UNREACHABLE, message));
-        }
-        Reach::NoDaemon => {}
-    }
-    let p = match open_here(cfg) {
-        Ok(p) => p,
-        Err(refusal) => return Outcome::Answer(refusal),
-    };
-    let caller = Caller::Unix(caller());
-    match commands::execute_streamed(&p, request, &caller, output) {
-        Streamed::Whole(response) => Outcome::Answer(response),
-        Streamed::Listing(listing) => match listing.write(out, output == Output::Json) {
-            Ok(()) => Outcome::Written,
-            Err(e) => Outcome::Answer(Response::fail(
-                exit::FAILED,
-                format!("failed: writing the answer: {e}"),
-            )),
-        },
     }
 }
 

@@ -41,32 +41,42 @@ fn main() -> ExitCode {
         tracing::debug!("transparent huge pages stay on: {e}");
     }
     let output = if cli.json { Output::Json } else { Output::Text };
-    let response = match &cli.command {
+    let request = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => e.response(),
-        },
-        Command::Process { file, dry_run } => {
-            let request = Request::Process {
-                name: String::new(),
-            };
-            local::execute(cfg, request, Some((file, *dry_run)), output)
-        }
-        Command::Restore { file } => local::restore(cfg, file),
-        Command::Token(TokenCommand::Add { name }) => local::token_add(&cfg, name),
-        other => match other.request().expect("every other command is a request") {
-            // A million accounts: written out as they come, not built whole (issue 14).
-            request @ Request::AdminsList { .. } => {
-                let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-                match local::execute_to(cfg, request, output, &mut out) {
-                    local::Outcome::Written => return ExitCode::SUCCESS,
-                    local::Outcome::Answer(response) => response,
-                }
+            Err(e) => {
+                let response = e.response();
+                print(&response, cli.json);
+                return ExitCode::from(response.exit);
             }
-            request => local::execute(cfg, request, None, output),
         },
+        Command::Process { .. } => Request::Process {
+            name: String::new(),
+        },
+        Command::Restore { file } => return finish(local::restore(cfg, file), cli.json),
+        Command::Token(TokenCommand::Add { name }) => {
+            return finish(local::token_add(&cfg, name), cli.json);
+        }
+        other => other.request().expect("every other command is a request"),
     };
-    print(&response, cli.json);
+    let upload = match &cli.command {
+        Command::Process { file, dry_run } => Some((file.as_path(), *dry_run)),
+        _ => None,
+    };
+    // A long answer (a million accounts or changes) is written out as it comes (issue 14).
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match local::execute(cfg, request, upload, output, &mut out) {
+        local::Outcome::Written(exit) => ExitCode::from(exit),
+        local::Outcome::Answer(response) => {
+            drop(out);
+            finish(response, cli.json)
+        }
+    }
+}
+
+/// Prints an answer and gives its exit code.
+fn finish(response: Response, json: bool) -> ExitCode {
+    print(&response, json);
     ExitCode::from(response.exit)
 }
 

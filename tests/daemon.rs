@@ -15,6 +15,7 @@ use common::{
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -1326,6 +1327,84 @@ fn admins_list_through_the_daemon_prints_what_the_store_gives() {
     );
     assert_eq!(answer["text"], without[0].1.as_str());
     daemon.stop();
+}
+
+/// The report of `process` and `sync` through the daemon comes in chunks too (issue 14: a
+/// million changes), with the report's exit code: `--json` prints the report with its keys
+/// sorted, as a whole answer printed it, and equal to the report.json filed beside the file;
+/// the text is the report.txt filed beside it; a rejected file exits 1 with its report.
+/// Without the daemon the CLI writes the same forms out itself.
+#[test]
+#[cfg_attr(missing_python3, ignore = "needs python3 (testdata/gen_roster.py)")]
+fn reports_through_the_daemon_are_written_out_as_the_cli_prints_them() {
+    let (env, _watch) = watch_env(Settings {
+        max_deactivations: Some((10_000_000, 100)),
+        ..no_limits()
+    });
+    let big = big_roster(&env, 10_000);
+    env.load_sample_rules();
+    let sorted = |stdout: &str| -> Value {
+        let v: Value =
+            serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout:.300}"));
+        assert_eq!(
+            stdout,
+            serde_json::to_string_pretty(&v).unwrap() + "\n",
+            "pretty JSON with sorted keys"
+        );
+        v
+    };
+    let rejected = env.root().join("broken.csv");
+    fs::write(&rejected, "Employee ID,Work Email\nE1,not-an-email\n").unwrap();
+    let changed = env.root().join("changed.csv");
+    fs::write(
+        &changed,
+        fs::read_to_string(&big)
+            .unwrap()
+            .replace(",Active,", ",Terminated,"),
+    )
+    .unwrap();
+    for through_daemon in [true, false] {
+        let daemon = through_daemon.then(|| Daemon::start(&env));
+        let (code, stdout, stderr) =
+            env.run(&[OsStr::new("--json"), OsStr::new("process"), big.as_os_str()]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.len() > 2 * 65536,
+            "several chunks: {} bytes",
+            stdout.len()
+        );
+        let v = sorted(&stdout);
+        let stored_as = v["stored_as"].as_str().expect("stored_as");
+        assert_eq!(v, env.report_file("processed", stored_as));
+
+        let (code, stdout, stderr) = env.run(&[OsStr::new("process"), changed.as_os_str()]);
+        assert_eq!(code, 0, "{stderr}");
+        let stored_as = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("stored as:    "))
+            .expect("a stored-as line")
+            .to_string();
+        assert!(stdout.contains("\ndeactivated ("), "{stdout:.500}");
+        assert_eq!(stdout, env.report_text("processed", &stored_as));
+
+        let (code, stdout, stderr) = env.run(&["--json", "sync", "--force"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(sorted(&stdout)["file"], "sync");
+
+        let (code, stdout, stderr) = env.run(&[
+            OsStr::new("--json"),
+            OsStr::new("process"),
+            rejected.as_os_str(),
+        ]);
+        assert_eq!(code, 1, "a rejected file exits 1: {stderr}");
+        assert_eq!(sorted(&stdout)["status"], "rejected");
+        let (code, stdout, _) = env.run(&[OsStr::new("process"), rejected.as_os_str()]);
+        assert_eq!(code, 1);
+        assert!(stdout.contains("REJECTED: the file has errors"), "{stdout}");
+        if let Some(daemon) = daemon {
+            daemon.stop();
+        }
+    }
 }
 
 /// Askers of `admins list` who stop reading (`admins list | less` left open) hold back other

@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod render;
+pub mod report_out;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

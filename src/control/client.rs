@@ -15,41 +15,22 @@ pub enum Reach {
     NoDaemon,
     /// Connected, but the daemon did not answer properly.
     Unreachable(String),
-    /// The daemon streamed the answer's body (exit 0), written out as it came.
-    Written,
+    /// The daemon streamed the answer's body, written out as it came; the exit code.
+    Written(u8),
 }
 
-/// Sends one request (and the upload's bytes) and waits for the answer.
+/// Sends one request (and the upload's bytes) and waits for the answer. When the envelope
+/// asks for a streamed answer (`envelope.stream`), a body that follows the answer line is
+/// copied to `out` as it arrives ([`Reach::Written`]); an answer of one line (every change,
+/// a refusal, a daemon that streams nothing) gives [`Reach::Answered`].
 pub fn call(
     socket: &Path,
     envelope: &Envelope,
     upload: Option<&[u8]>,
     wait: Option<Duration>,
-) -> Reach {
-    let (stream, send_error) = match send(socket, envelope, upload, wait) {
-        Ok(sent) => sent,
-        Err(reach) => return reach,
-    };
-    match answer_line(&mut BufReader::new(&stream), socket, send_error) {
-        Ok(answer) => match serde_json::from_str(&answer) {
-            Ok(r) => Reach::Answered(r),
-            Err(e) => Reach::Unreachable(format!("unreadable answer from the daemon: {e}")),
-        },
-        Err(reach) => reach,
-    }
-}
-
-/// Sends a request that takes a streamed answer (`envelope.stream`): a body that follows
-/// the answer line is copied to `out` as it arrives ([`Reach::Written`]). A daemon that
-/// answers with one line (a refusal, or a daemon that streams nothing) gives
-/// [`Reach::Answered`].
-pub fn call_streamed(
-    socket: &Path,
-    envelope: &Envelope,
-    wait: Option<Duration>,
     out: &mut dyn Write,
 ) -> Reach {
-    let (stream, send_error) = match send(socket, envelope, None, wait) {
+    let (stream, send_error) = match send(socket, envelope, upload, wait) {
         Ok(sent) => sent,
         Err(reach) => return reach,
     };
@@ -67,7 +48,7 @@ pub fn call_streamed(
         return Reach::Answered(head.response);
     }
     match copy_body(&mut reader, out) {
-        Ok(()) => Reach::Written,
+        Ok(()) => Reach::Written(head.response.exit),
         Err(Body::Daemon(e)) => Reach::Unreachable(format!(
             "the daemon at {} did not send the whole answer: {e}",
             socket.display()

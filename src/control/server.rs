@@ -1,10 +1,11 @@
 //! The daemon side of the control socket: peer credentials, authorization, upload intake.
 
-use super::{Envelope, Head, MAX_LINE};
+use super::{Envelope, Head, MAX_LINE, Upload};
 use crate::api::error::{Context, Error};
 use crate::api::{Output, Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
+use crate::engine::commands::Streamed;
 use crate::engine::handle::Piece;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -107,41 +108,55 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     )
     .await
     .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
-    let answer = match serde_json::from_slice::<Envelope>(&line) {
-        Err(e) => Response::fail(exit::USAGE, format!("bad request: {e}")),
+    let (answer, output) = match serde_json::from_slice::<Envelope>(&line) {
+        Err(e) => (
+            Streamed::Whole(Response::fail(exit::USAGE, format!("bad request: {e}"))),
+            Output::default(),
+        ),
         Ok(env) if env.stream && env.upload.is_none() && !env.request.is_change() => {
-            return streamed(env, &caller, engine, &mut write)
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            engine
+                .stream(env.request, caller.clone(), env.output, tx)
+                .await;
+            return write_pieces(rx, &mut write)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await;
         }
         Ok(env) => {
-            answer(env, &caller, cfg, engine, &mut reader)
+            let output = env.output;
+            let answered = answer(env, &caller, cfg, engine, &mut reader)
+                .instrument(tracing::info_span!("control", user = %caller))
+                .await;
+            (answered, output)
+        }
+    };
+    match answer {
+        Streamed::Whole(response) => {
+            let mut out = serde_json::to_vec(&response)?;
+            out.push(b'\n');
+            write.write_all(&out).await?;
+            write.shutdown().await?;
+            Ok(())
+        }
+        Streamed::Body(body) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            engine.send_body(body, output, tx);
+            write_pieces(rx, &mut write)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await
         }
-    };
-    let mut out = serde_json::to_vec(&answer)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
-    write.shutdown().await?;
-    Ok(())
+    }
 }
 
 /// Time the asker of a streamed answer has to take each piece of it.
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A read-only request sent with `stream` (see [`super`]): the answer line, then the body in
-/// chunks as the engine writes it, then the end mark.
-async fn streamed(
-    env: Envelope,
-    caller: &str,
-    engine: &EngineHandle,
+/// Writes a streamed answer (see [`super`]) as its [`Piece`]s arrive: the answer line, then
+/// the body in chunks, then the end mark.
+async fn write_pieces(
+    mut rx: tokio::sync::mpsc::Receiver<Piece>,
     write: &mut (impl AsyncWriteExt + Unpin),
 ) -> anyhow::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-    engine
-        .stream(env.request, caller.to_string(), env.output, tx)
-        .await;
     while let Some(piece) = rx.recv().await {
         let last = matches!(piece, Piece::End | Piece::Head(_, false));
         let bytes = match piece {
@@ -198,22 +213,43 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     cfg: &Config,
     engine: &EngineHandle,
     reader: &mut R,
-) -> Response {
-    let request = env.request;
+) -> Streamed {
+    let (request, output) = (env.request, env.output);
     // Refuse before reading an upload: nobody streams a roster in without the right.
     if request.is_change() && !cfg.is_org_admin(caller) {
-        return crate::api::refusal(caller);
+        return Streamed::Whole(crate::api::refusal(caller));
     }
-    let upload = match env.upload {
+    let upload = match received(env.upload, &request, cfg, reader).await {
+        Ok(upload) => upload,
+        Err(refusal) => return Streamed::Whole(refusal),
+    };
+    if let Request::Fetch = request {
+        return Streamed::Whole(fetch(engine, caller, output).await);
+    }
+    let caller = caller.to_string();
+    match env.stream {
+        true => engine.ask_streamed(request, caller, upload, output).await,
+        false => Streamed::Whole(engine.ask(request, caller, upload, output).await),
+    }
+}
+
+/// The file that follows the request line of a `process`, read whole; or the refusal.
+async fn received<R: tokio::io::AsyncRead + Unpin>(
+    upload: Option<Upload>,
+    request: &Request,
+    cfg: &Config,
+    reader: &mut R,
+) -> Result<Option<(Upload, Vec<u8>)>, Response> {
+    Ok(match upload {
         Some(upload) if matches!(request, Request::Process { .. }) => {
             if upload.size > cfg.roster.max_bytes {
-                return Response::fail(
+                return Err(Response::fail(
                     exit::NO,
                     format!(
                         "the file is {} bytes, more than roster.max_bytes = {}",
                         upload.size, cfg.roster.max_bytes
                     ),
-                );
+                ));
             }
             // Grows with what arrives rather than reserving the announced size up front.
             let mut bytes = Vec::new();
@@ -224,27 +260,27 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
             {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    return Response::fail(exit::USAGE, format!("reading the upload: {e}"));
+                    return Err(Response::fail(
+                        exit::USAGE,
+                        format!("reading the upload: {e}"),
+                    ));
                 }
                 Err(_) => {
-                    return Response::fail(
+                    return Err(Response::fail(
                         exit::USAGE,
                         "the upload was too slow; nothing was filed",
-                    );
+                    ));
                 }
             }
             if bytes.len() as u64 != upload.size {
-                return Response::fail(exit::USAGE, "the upload ended early; nothing was filed");
+                return Err(Response::fail(
+                    exit::USAGE,
+                    "the upload ended early; nothing was filed",
+                ));
             }
             Some((upload, bytes))
         }
-        Some(_) => return Response::fail(exit::USAGE, "only process carries a file"),
+        Some(_) => return Err(Response::fail(exit::USAGE, "only process carries a file")),
         None => None,
-    };
-    if let Request::Fetch = request {
-        return fetch(engine, caller, env.output).await;
-    }
-    engine
-        .ask(request, caller.to_string(), upload, env.output)
-        .await
+    })
 }

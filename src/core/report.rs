@@ -3,7 +3,7 @@
 use crate::core::model::Finding;
 use crate::core::reconcile::{Action, Change, Counts};
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
+use std::fmt::{self, Write};
 
 /// The outcome of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +196,13 @@ impl Report {
     pub fn to_text(&self) -> String {
         // About 100 bytes a change line.
         let mut out = String::with_capacity(1024 + 100 * self.changes.len());
+        self.write_text(&mut out)
+            .expect("writing to a String does not fail");
+        out
+    }
+
+    /// [`Self::to_text`], written to `out` piece by piece (a report may list a million changes).
+    pub fn write_text(&self, out: &mut impl Write) -> fmt::Result {
         let status = match self.status {
             ReportStatus::Applied => "APPLIED: the changes below were made",
             ReportStatus::Rejected if self.decision.is_some() => {
@@ -207,59 +214,59 @@ impl Report {
             }
             ReportStatus::DryRun => "DRY RUN: nothing was changed; the changes below would be made",
         };
-        let _ = writeln!(out, "autoprov report for {}", self.file);
-        let _ = writeln!(out, "{status}");
+        writeln!(out, "autoprov report for {}", self.file)?;
+        writeln!(out, "{status}")?;
         if let Some(stored) = &self.stored_as {
-            let _ = writeln!(out, "stored as:    {stored}");
+            writeln!(out, "stored as:    {stored}")?;
         }
-        let _ = writeln!(out, "sha256:       {}", self.sha256);
-        let _ = writeln!(out, "received at:  {}", self.received_at);
-        let _ = writeln!(out, "processed at: {}", self.processed_at);
-        let _ = writeln!(out, "rows:         {}", self.rows);
+        writeln!(out, "sha256:       {}", self.sha256)?;
+        writeln!(out, "received at:  {}", self.received_at)?;
+        writeln!(out, "processed at: {}", self.processed_at)?;
+        writeln!(out, "rows:         {}", self.rows)?;
         if let Some(earlier) = &self.repeats {
-            let _ = writeln!(out, "repeats:      the same bytes as {earlier}");
+            writeln!(out, "repeats:      the same bytes as {earlier}")?;
         }
         if let Some(d) = &self.decision {
-            let _ = writeln!(out, "decision:     {} by {} at {}", d.decision, d.by, d.at);
+            writeln!(out, "decision:     {} by {} at {}", d.decision, d.by, d.at)?;
         }
         for reason in &self.held_because {
-            let _ = writeln!(out, "held because: {reason}");
+            writeln!(out, "held because: {reason}")?;
         }
-        let _ = writeln!(out, "counts:       {}", counts_line(&self.counts));
+        writeln!(out, "counts:       {}", counts_line(&self.counts))?;
         for action in Action::ALL {
             let of_action = || self.changes.iter().filter(move |c| c.action == action);
             let count = of_action().count();
             if count == 0 {
                 continue;
             }
-            let _ = writeln!(out, "\n{} ({count}):", action.as_str());
+            writeln!(out, "\n{} ({count}):", action.as_str())?;
             for change in of_action() {
-                change_line(&mut out, change);
+                change_line(out, change)?;
             }
         }
         if !self.errors.is_empty() {
-            let _ = writeln!(out, "\nerrors ({}):", self.errors.len() + self.more_errors);
+            writeln!(out, "\nerrors ({}):", self.errors.len() + self.more_errors)?;
             for e in &self.errors {
-                let _ = writeln!(out, "  {e}");
+                writeln!(out, "  {e}")?;
             }
             if self.more_errors > 0 {
-                let _ = writeln!(out, "  ... and {} more errors", self.more_errors);
+                writeln!(out, "  ... and {} more errors", self.more_errors)?;
             }
         }
         if !self.warnings.is_empty() {
-            let _ = writeln!(out, "\nwarnings ({}):", self.warnings.len());
+            writeln!(out, "\nwarnings ({}):", self.warnings.len())?;
             for w in &self.warnings {
-                let _ = writeln!(out, "  {w}");
+                writeln!(out, "  {w}")?;
             }
         }
-        out
+        Ok(())
     }
 }
 
 /// A change's line in the text report: `  ID  EMAIL  role "ROLE"`, then `  rule N "NAME"`,
 /// `  (was role "ROLE")` and `  (was STATUS)` where they apply. Pushed piece by piece rather
 /// than formatted: a report may list a million of them.
-fn change_line(out: &mut String, change: &Change) {
+fn change_line(out: &mut impl Write, change: &Change) -> fmt::Result {
     for piece in [
         "  ",
         &change.employee_id,
@@ -268,25 +275,25 @@ fn change_line(out: &mut String, change: &Change) {
         "  role \"",
         &change.role,
     ] {
-        out.push_str(piece);
+        out.write_str(piece)?;
     }
-    out.push('"');
+    out.write_char('"')?;
     if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
-        let _ = write!(out, "  rule {id} \"");
-        out.push_str(name);
-        out.push('"');
+        write!(out, "  rule {id} \"")?;
+        out.write_str(name)?;
+        out.write_char('"')?;
     }
     if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
-        out.push_str("  (was role \"");
-        out.push_str(prev);
-        out.push_str("\")");
+        out.write_str("  (was role \"")?;
+        out.write_str(prev)?;
+        out.write_str("\")")?;
     }
     if let Some(prev) = change.previous_status.filter(|s| *s != change.status()) {
-        out.push_str("  (was ");
-        out.push_str(prev.as_str());
-        out.push(')');
+        out.write_str("  (was ")?;
+        out.write_str(prev.as_str())?;
+        out.write_char(')')?;
     }
-    out.push('\n');
+    out.write_char('\n')
 }
 
 #[cfg(test)]

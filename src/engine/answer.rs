@@ -1,7 +1,7 @@
 //! Answers to requests while the daemon runs: the commands, plus what only the daemon
 //! knows (its state in `status`, and where it may write backups).
 
-use super::commands;
+use super::commands::{self, Streamed};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
 use crate::api::{Caller, Output, Request, Response, Upload, exit};
@@ -38,29 +38,44 @@ pub fn answer(
     output: Output,
     state: &Mutex<EngineState>,
 ) -> Response {
+    answer_streamed(p, request, caller, upload, output, state).into_response(output)
+}
+
+/// [`answer`], a long answer (`admins list`, the report of `process` or `sync`) left as its
+/// body to write out (issue 14).
+pub fn answer_streamed(
+    p: &Pipeline<SledStore>,
+    request: Request,
+    caller: &Caller,
+    upload: Option<(Upload, Vec<u8>)>,
+    output: Output,
+    state: &Mutex<EngineState>,
+) -> Streamed {
     let request = match (request, upload) {
         (Request::Process { .. }, Some((upload, bytes))) => {
             let Caller::Unix(user) = caller else {
-                return Response::fail(
+                return Streamed::Whole(Response::fail(
                     exit::USAGE,
                     "files are uploaded over SFTP or the control socket only",
-                );
+                ));
             };
-            return commands::process_upload(p, &upload.name, bytes, upload.dry_run, user, output);
+            return commands::process_upload_streamed(p, &upload.name, bytes, upload.dry_run, user);
         }
         (request, _) => request,
     };
     if let Request::Backup { path } = &request
         && let Some(refusal) = backup_target_refusal(p, path)
     {
-        return refusal;
+        return Streamed::Whole(refusal);
     }
     let is_status = matches!(request, Request::Status);
-    let mut response = commands::execute_as(p, request, caller, output);
-    if is_status && response.exit == exit::OK {
-        add_daemon_status(p, &mut response, state);
+    match commands::execute_streamed(p, request, caller, output) {
+        Streamed::Whole(mut response) if is_status && response.exit == exit::OK => {
+            add_daemon_status(p, &mut response, state);
+            Streamed::Whole(response)
+        }
+        answered => answered,
     }
-    response
 }
 
 /// How long no file arrived, and whether that is longer than `source.stale_after`.

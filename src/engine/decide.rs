@@ -4,10 +4,11 @@
 use super::pipeline::{Evaluation, Pipeline, read_report};
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
+use crate::api::report_out::write_text;
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::layout::DRY_RUN_SUFFIX;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
-use crate::util::{now_rfc3339, sha256_hex, write_atomic};
+use crate::util::{now_rfc3339, sha256_hex, write_atomic_with};
 use std::fs;
 
 impl<S: Store> Pipeline<S> {
@@ -192,14 +193,13 @@ impl<S: Store> Pipeline<S> {
         })?;
         // The text first: approval compares against the JSON, written last.
         let held = self.paths.folder("held");
-        write_atomic(
+        write_atomic_with(
             &held.join(format!("{}.report.txt", updated.stored_as)),
-            report.to_text().as_bytes(),
+            |w| write_text(&report, w),
         )?;
-        let json = serde_json::to_vec_pretty(&report)?;
-        write_atomic(
+        write_atomic_with(
             &held.join(format!("{}.report.json", updated.stored_as)),
-            &json,
+            |w| Ok(serde_json::to_writer_pretty(w, &report)?),
         )?;
         Ok(Blocked::PlanChanged {
             id: updated.id,

@@ -4,11 +4,12 @@
 
 use super::pipeline::Pipeline;
 use crate::api::error::{Context, Result};
+use crate::api::report_out::write_text;
 use crate::core::parallel::join;
 use crate::core::report::Report;
 use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
 use crate::store::{Commit, FileEntry, RemoteOrigin, Store};
-use crate::util::{crash_point, free_name, fsync_dir, sha256_hex, write_atomic, write_atomic_with};
+use crate::util::{crash_point, free_name, fsync_dir, sha256_hex, write_atomic_with};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -85,7 +86,7 @@ impl<S: Store> Pipeline<S> {
         fs::create_dir_all(&dir).with_context(writing)?;
         // The two forms of a large report are written on two cores.
         let (text, json) = join(
-            || write_atomic(&dir.join("report.txt"), report.to_text().as_bytes()),
+            || write_atomic_with(&dir.join("report.txt"), |w| write_text(report, w)),
             || {
                 write_atomic_with(&dir.join("report.json"), |w| {
                     serde_json::to_writer_pretty(&mut *w, report)?;

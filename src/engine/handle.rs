@@ -1,8 +1,8 @@
 //! The handle every source and surface holds: it queues jobs for the engine thread and
 //! answers read-only requests at once, beside it.
 
-use super::answer::answer;
-use super::commands::{self, Streamed};
+use super::answer::{answer, answer_streamed};
+use super::commands::{Body, Streamed};
 use super::jobs::{Job, SourceFile, SourceJob};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
@@ -186,33 +186,16 @@ impl EngineHandle {
         tokio::task::spawn_blocking(move || {
             let _listing = listing;
             let caller = Caller::Unix(caller);
-            let answered = match request {
-                list @ Request::AdminsList { .. } => {
-                    commands::execute_streamed(&pipeline, list, &caller, output)
-                }
-                other => Streamed::Whole(answer(&pipeline, other, &caller, None, output, &state)),
-            };
+            let answered = answer_streamed(&pipeline, request, &caller, None, output, &state);
             drop(slot);
-            match answered {
-                Streamed::Whole(response) => {
-                    let _ = tx.blocking_send(Piece::Head(response, false));
-                }
-                Streamed::Listing(listing) => {
-                    let head = Response::ok(serde_json::Value::Null, String::new());
-                    if tx.blocking_send(Piece::Head(head, true)).is_err() {
-                        return;
-                    }
-                    let mut chunks = Chunks {
-                        tx: &tx,
-                        pending: Vec::with_capacity(STREAM_CHUNK),
-                    };
-                    // A failure here is the asker gone: nothing more to send.
-                    if listing.write(&mut chunks, output == Output::Json).is_ok() {
-                        let _ = tx.blocking_send(Piece::End);
-                    }
-                }
-            }
+            write_out(answered, output, &tx);
         });
+    }
+
+    /// Writes a long answer's body out in [`Piece`]s sent to `tx`, on a blocking thread:
+    /// the head, the chunks, the end. Returns at once.
+    pub fn send_body(&self, body: Body, output: Output, tx: mpsc::Sender<Piece>) {
+        tokio::task::spawn_blocking(move || write_out(Streamed::Body(body), output, &tx));
     }
 
     /// Sends a request of `caller` (a Unix user or a person of the web section) and waits
@@ -238,19 +221,83 @@ impl EngineHandle {
                 )
             });
         }
+        self.queue(request, caller, upload, output, false)
+            .await
+            .into_response(output)
+    }
+
+    /// Sends a change (or a `process` with its file) of the Unix user `caller` and waits for
+    /// its answer: a report comes back as its body to write out (see [`Self::send_body`]).
+    pub async fn ask_streamed(
+        &self,
+        request: Request,
+        caller: String,
+        upload: Option<(Upload, Vec<u8>)>,
+        output: Output,
+    ) -> Streamed {
+        let caller = Caller::Unix(caller);
+        if !request.is_change() && upload.is_none() {
+            return Streamed::Whole(self.ask_as(request, caller, upload, output).await);
+        }
+        self.queue(request, caller, upload, output, true).await
+    }
+
+    /// Queues a request for the engine thread and waits for its answer.
+    async fn queue(
+        &self,
+        request: Request,
+        caller: Caller,
+        upload: Option<(Upload, Vec<u8>)>,
+        output: Output,
+        stream: bool,
+    ) -> Streamed {
         let (reply, answer) = oneshot::channel();
         let job = Job::Request {
             request,
             caller,
             upload,
             output,
+            stream,
             reply,
         };
         if self.tx.send(job).is_err() {
-            return Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
+            return Streamed::Whole(Response::fail(
+                exit::UNREACHABLE,
+                "the daemon is shutting down",
+            ));
         }
         answer.await.unwrap_or_else(|_| {
-            Response::fail(exit::UNREACHABLE, "the daemon stopped before answering")
+            Streamed::Whole(Response::fail(
+                exit::UNREACHABLE,
+                "the daemon stopped before answering",
+            ))
         })
+    }
+}
+
+/// Sends an answer as [`Piece`]s to `tx` (blocking): a whole one as its head alone, a body
+/// as a head, its chunks and the end.
+fn write_out(answered: Streamed, output: Output, tx: &mpsc::Sender<Piece>) {
+    let body = match answered {
+        Streamed::Whole(response) => {
+            let _ = tx.blocking_send(Piece::Head(response, false));
+            return;
+        }
+        Streamed::Body(body) => body,
+    };
+    let head = Response {
+        exit: body.exit(),
+        ..Response::ok(serde_json::Value::Null, String::new())
+    };
+    if tx.blocking_send(Piece::Head(head, true)).is_err() {
+        return;
+    }
+    let mut chunks = Chunks {
+        tx,
+        pending: Vec::with_capacity(STREAM_CHUNK),
+    };
+    // A failure here is the asker gone: nothing more to send.
+    if body.write(&mut chunks, output == Output::Json).is_ok() {
+        let _ = tx.blocking_send(Piece::End);
     }
 }

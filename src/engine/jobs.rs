@@ -1,6 +1,7 @@
 //! The work the engine thread takes, one job at a time.
 
-use crate::api::{Caller, Output, Request, Response, Upload};
+use super::commands::Streamed;
+use crate::api::{Caller, Output, Request, Upload};
 use crate::store::{FileEntry, RemoteOrigin};
 use std::path::PathBuf;
 use tokio::sync::oneshot;
@@ -48,7 +49,10 @@ pub enum Job {
         upload: Option<(Upload, Vec<u8>)>,
         /// What the asker prints.
         output: Output,
+        /// The asker takes a long answer's body written out (see [`Streamed`]); otherwise
+        /// the answer comes whole.
+        stream: bool,
         /// Where the answer goes.
-        reply: oneshot::Sender<Response>,
+        reply: oneshot::Sender<Streamed>,
     },
 }

@@ -1,6 +1,7 @@
 //! The engine thread: runs jobs one at a time, survives a panic in one, and answers requests.
 
-use super::answer::answer;
+use super::answer::answer_streamed;
+use super::commands::Streamed;
 use super::handle::EngineHandle;
 use super::jobs::{Job, SourceJob};
 use super::pipeline::Pipeline;
@@ -71,20 +72,25 @@ fn run_job(
             caller,
             upload,
             output,
+            stream,
             reply,
         } => {
             let decides = matches!(request, Request::FilesDecide { .. });
             // A panic here fails this request with exit 5, not the client's "daemon stopped"
             // (4): the engine goes on (see `run`).
-            let response = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                answer(pipeline, request, &caller, upload, output, state)
+            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let answered = answer_streamed(pipeline, request, &caller, upload, output, state);
+                match stream {
+                    true => answered,
+                    false => Streamed::Whole(answered.into_response(output)),
+                }
             }))
             .unwrap_or_else(|_| {
                 let message = "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
                 tracing::error!("{message}");
-                Response::fail(exit::FAILED, message)
+                Streamed::Whole(Response::fail(exit::FAILED, message))
             });
-            let _ = reply.send(response);
+            let _ = reply.send(answered);
             if decides {
                 process_waiting(pipeline, state, shutdown);
             }

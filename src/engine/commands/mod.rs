@@ -10,9 +10,10 @@ mod rules;
 pub use listing::{Filter, Listing};
 
 use crate::api::error::{Blocked, Context as _};
-use crate::api::render::report_response;
+use crate::api::render::{report_exit, report_response};
+use crate::api::report_out::write_report;
 use crate::api::{Caller, Output, Request, Response, exit, person_refusal, refusal};
-use crate::core::report::ReportStatus;
+use crate::core::report::{Report, ReportStatus};
 use crate::engine::pipeline::Pipeline;
 use crate::store::{AuditNote, Store};
 use crate::util::now_rfc3339;
@@ -65,12 +66,54 @@ pub fn execute_as<S: Store>(
 pub enum Streamed {
     /// The whole answer.
     Whole(Response),
-    /// `admins list`: exit 0, and the listing to write (see [`Listing::write`]).
-    Listing(Listing),
+    /// A long answer (issue 14): its body, to write out.
+    Body(Body),
 }
 
-/// Runs one request for `caller` like [`execute_as`], except that `admins list` comes back
-/// as a [`Listing`] to write out (issue 14: a million accounts) instead of a whole answer.
+/// The body of a long answer, written out as the CLI prints it rather than built whole.
+pub enum Body {
+    /// `admins list`: exit 0 (see [`Listing::write`]).
+    Listing(Box<Listing>),
+    /// The report of `process` or `sync` (see [`write_report`]), with its exit code.
+    Report(Box<Report>),
+}
+
+impl Body {
+    /// The exit code of the answer.
+    pub fn exit(&self) -> u8 {
+        match self {
+            Body::Listing(_) => exit::OK,
+            Body::Report(report) => report_exit(report),
+        }
+    }
+
+    /// Writes the answer to `out`: what printing its `json` (`json`) or `text` prints.
+    pub fn write(&self, out: &mut dyn std::io::Write, json: bool) -> std::io::Result<()> {
+        match self {
+            Body::Listing(listing) => listing.write(out, json),
+            Body::Report(report) => write_report(report, out, json),
+        }
+    }
+}
+
+impl Streamed {
+    /// The answer whole.
+    pub fn into_response(self, output: Output) -> Response {
+        match self {
+            Streamed::Whole(response) => response,
+            Streamed::Body(Body::Listing(listing)) => listing.response(output),
+            Streamed::Body(Body::Report(report)) => report_response(&report, output),
+        }
+    }
+
+    fn report(report: Report) -> Streamed {
+        Streamed::Body(Body::Report(Box::new(report)))
+    }
+}
+
+/// Runs one request for `caller` like [`execute_as`], except that `admins list` and the
+/// report of `sync` come back as a [`Body`] to write out (issue 14: a million accounts or
+/// changes) instead of a whole answer.
 pub fn execute_streamed<S: Store>(
     p: &Pipeline<S>,
     req: Request,
@@ -86,8 +129,12 @@ pub fn execute_streamed<S: Store>(
             origin,
             rule,
         } => match admins::listing(p, status, origin, rule) {
-            Ok(Ok(listing)) => Streamed::Listing(listing),
+            Ok(Ok(listing)) => Streamed::Body(Body::Listing(Box::new(listing))),
             Ok(Err(refusal)) => Streamed::Whole(refusal),
+            Err(e) => Streamed::Whole(e.response()),
+        },
+        Request::Sync { force } => match p.sync(caller.name(), force) {
+            Ok(report) => Streamed::report(report),
             Err(e) => Streamed::Whole(e.response()),
         },
         req => Streamed::Whole(run(p, req, caller.name(), output).unwrap_or_else(|e| e.response())),
@@ -101,7 +148,7 @@ fn run<S: Store>(
     output: Output,
 ) -> crate::api::Result<Response> {
     Ok(match req {
-        Request::Process { name } => process(p, &name, output)?,
+        Request::Process { name } => process(p, &name)?.into_response(output),
         Request::Sync { force } => report_response(&p.sync(caller, force)?, output),
         req @ (Request::RulesList
         | Request::RulesShow { .. }
@@ -139,51 +186,62 @@ pub fn process_upload<S: Store>(
     caller: &str,
     output: Output,
 ) -> Response {
+    process_upload_streamed(p, original_name, bytes, dry_run, caller).into_response(output)
+}
+
+/// [`process_upload`], its report to write out.
+pub fn process_upload_streamed<S: Store>(
+    p: &Pipeline<S>,
+    original_name: &str,
+    bytes: Vec<u8>,
+    dry_run: bool,
+    caller: &str,
+) -> Streamed {
     let probe = Request::Process {
         name: String::new(),
     };
     if let Some(refusal) = precheck(p, &probe, &Caller::Unix(caller.to_string())) {
-        return refusal;
+        return Streamed::Whole(refusal);
     }
     let held = match p.held() {
         Ok(held) => held,
-        Err(e) => return e.response(),
+        Err(e) => return Streamed::Whole(e.response()),
     };
     if let Some(held) = held {
-        return Response::fail(
+        return Streamed::Whole(Response::fail(
             exit::REFUSED,
             format!(
                 "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
                 held.id, held.stored_as, held.id, held.id
             ),
-        );
+        ));
     }
     let filed = p.receive(original_name, &bytes, dry_run);
     // The pipeline reads the file back from inbox/: not two copies of a large roster at once.
     drop(bytes);
     let name = match filed {
         Ok(name) => name,
-        Err(e) => return e.context("filing the file into inbox/").response(),
+        Err(e) => return Streamed::Whole(e.context("filing the file into inbox/").response()),
     };
-    process(p, &name, output).unwrap_or_else(|e| {
+    process(p, &name).unwrap_or_else(|e| {
         // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
         // it is the one committed before the failure.
         let ours_committed = e.committed().is_some_and(|c| c.name == name);
         if e.is_failure() && !ours_committed {
             p.discard_received(&name);
         }
-        e.response()
+        Streamed::Whole(e.response())
     })
 }
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
-fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> crate::api::Result<Response> {
+fn process<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Result<Streamed> {
     // The inbox watcher may have processed it first (a source filed it, then asked).
     if !name.is_empty()
         && !p.waiting()?.iter().any(|w| w == name)
-        && let Some(done) = processed_already(p, name, output)?
+        && let Some(done) = processed_already(p, name)?
     {
-        return Ok(done);
+        return Ok(Streamed::report(done));
     }
     if let Some(held) = p.held()? {
         return Err(Blocked::Held {
@@ -194,51 +252,47 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str, output: Output) -> crate::api:
     }
     for waiting in p.waiting()? {
         if p.stopping() {
-            return Ok(Response::fail(
+            return Ok(Streamed::Whole(Response::fail(
                 exit::UNREACHABLE,
                 format!(
                     "the daemon is stopping; {name} stays in inbox/ and is processed after it restarts"
                 ),
-            ));
+            )));
         }
         let report = p
             .process(&waiting)
             .with_context(|| format!("processing inbox/{waiting}"))?;
         if waiting == name {
-            return Ok(report_response(&report, output));
+            return Ok(Streamed::report(report));
         }
         if report.status == ReportStatus::Held {
-            return Ok(Response::fail(
+            return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,
                 format!(
                     "an earlier file in inbox/, {waiting}, was held and blocks {name}: decide it with `autoprov files approve|reject`"
                 ),
-            ));
+            )));
         }
     }
-    Ok(Response::fail(
+    Ok(Streamed::Whole(Response::fail(
         exit::USAGE,
         format!("{name} is not waiting in inbox/"),
-    ))
+    )))
 }
 
 /// The report of the newest file in the ledger that had `name` in inbox/, with the exit
 /// code `process` gives it.
-fn processed_already<S: Store>(
-    p: &Pipeline<S>,
-    name: &str,
-    output: Output,
-) -> crate::api::Result<Option<Response>> {
+fn processed_already<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Result<Option<Report>> {
     let files = p.store.files()?;
     let Some(entry) = files.iter().rev().find(|f| f.name == name) else {
         return Ok(None);
     };
     let path = p.report_path(entry);
-    let report: crate::core::report::Report = serde_json::from_slice(
+    let report: Report = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(report_response(&report, output)))
+    Ok(Some(report))
 }
 
 pub(crate) fn note(user: &str, action: &str, detail: String) -> AuditNote {

@@ -1,0 +1,356 @@
+//! A report written out as the CLI prints it, without building it whole first (issue 14: a
+//! first import of a million rows reports 950k changes).
+//!
+//! `--json` prints what `serde_json::to_string_pretty(&serde_json::to_value(report))` prints:
+//! every object's keys sorted, as serde_json's map keeps them. [`Sorted`] and the types under
+//! it serialize a [`Report`]'s fields in that order, so the answer is written straight from
+//! the report instead of through a `serde_json::Value` of 950k objects (~0.8 GB). Each of
+//! them takes its struct apart field by field: a field added to a report does not compile
+//! until it is placed here. The text form is [`Report::write_text`].
+
+use crate::core::accounts::Status;
+use crate::core::model::Finding;
+use crate::core::reconcile::{Action, Change, Counts};
+use crate::core::report::{Decision, Report, ReportStatus};
+use crate::core::rules::RuleId;
+use serde::Serialize;
+use serde::ser::{SerializeSeq, Serializer};
+use std::fmt;
+use std::io::{self, Write};
+
+/// Writes `report` to `out` as the CLI prints it: `--json` (`json`) or text, ending with a
+/// newline.
+pub fn write_report(report: &Report, out: &mut dyn Write, json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &Sorted::of(report))?;
+        out.write_all(b"\n")?;
+    } else {
+        write_text(report, out)?;
+    }
+    out.flush()
+}
+
+/// Writes [`Report::to_text`] to `out`, piece by piece.
+pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let mut text = FmtIo {
+        inner: out,
+        error: None,
+    };
+    match report.write_text(&mut text) {
+        Ok(()) => Ok(()),
+        Err(_) => Err(text
+            .error
+            .unwrap_or_else(|| io::Error::other("formatting the report failed"))),
+    }
+}
+
+/// An [`io::Write`] seen as a [`fmt::Write`], keeping the error a write met.
+pub struct FmtIo<W> {
+    /// Where the text goes.
+    pub inner: W,
+    /// The first error of a write.
+    pub error: Option<io::Error>,
+}
+
+impl<W: Write> fmt::Write for FmtIo<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.inner.write_all(s.as_bytes()).map_err(|e| {
+            self.error = Some(e);
+            fmt::Error
+        })
+    }
+}
+
+/// A [`Report`] whose keys serialize sorted (see the module's documentation).
+#[derive(Serialize)]
+pub struct Sorted<'a> {
+    changes: Seq<'a, Change, SortedChange<'a>>,
+    counts: SortedCounts,
+    decision: Option<SortedDecision<'a>>,
+    errors: Seq<'a, Finding, SortedFinding<'a>>,
+    file: &'a str,
+    held_because: &'a [String],
+    more_errors: usize,
+    processed_at: &'a str,
+    received_at: &'a str,
+    repeats: Option<&'a str>,
+    rows: usize,
+    sha256: &'a str,
+    status: ReportStatus,
+    stored_as: Option<&'a str>,
+    warnings: Seq<'a, Finding, SortedFinding<'a>>,
+}
+
+impl<'a> Sorted<'a> {
+    /// The report's fields, borrowed.
+    pub fn of(report: &'a Report) -> Sorted<'a> {
+        let Report {
+            file,
+            stored_as,
+            sha256,
+            received_at,
+            processed_at,
+            status,
+            rows,
+            counts,
+            changes,
+            errors,
+            more_errors,
+            warnings,
+            held_because,
+            repeats,
+            decision,
+        } = report;
+        Sorted {
+            changes: Seq::of(changes),
+            counts: SortedCounts::of(counts),
+            decision: decision.as_ref().map(SortedDecision::of),
+            errors: Seq::of(errors),
+            file,
+            held_because,
+            more_errors: *more_errors,
+            processed_at,
+            received_at,
+            repeats: repeats.as_deref(),
+            rows: *rows,
+            sha256,
+            status: *status,
+            stored_as: stored_as.as_deref(),
+            warnings: Seq::of(warnings),
+        }
+    }
+}
+
+/// A slice serialized as an array of each item's sorted form `S`.
+struct Seq<'a, T, S> {
+    items: &'a [T],
+    sorted: std::marker::PhantomData<S>,
+}
+
+impl<'a, T, S> Seq<'a, T, S> {
+    fn of(items: &'a [T]) -> Self {
+        Seq {
+            items,
+            sorted: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'a, T, S: Serialize + From<&'a T>> Serialize for Seq<'a, T, S> {
+    fn serialize<Z: Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.items.len()))?;
+        for item in self.items {
+            seq.serialize_element(&S::from(item))?;
+        }
+        seq.end()
+    }
+}
+
+#[derive(Serialize)]
+struct SortedChange<'a> {
+    action: Action,
+    email: &'a str,
+    employee_id: &'a str,
+    previous_role: Option<&'a str>,
+    previous_status: Option<Status>,
+    role: &'a str,
+    rule: Option<&'a str>,
+    rule_id: Option<RuleId>,
+}
+
+impl<'a> From<&'a Change> for SortedChange<'a> {
+    fn from(change: &'a Change) -> Self {
+        let Change {
+            employee_id,
+            email,
+            action,
+            rule_id,
+            rule,
+            role,
+            previous_role,
+            previous_status,
+        } = change;
+        SortedChange {
+            action: *action,
+            email,
+            employee_id,
+            previous_role: previous_role.as_deref(),
+            previous_status: *previous_status,
+            role,
+            rule: rule.as_deref(),
+            rule_id: *rule_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SortedFinding<'a> {
+    column: Option<&'a str>,
+    line: Option<u64>,
+    message: &'a str,
+}
+
+impl<'a> From<&'a Finding> for SortedFinding<'a> {
+    fn from(finding: &'a Finding) -> Self {
+        let Finding {
+            line,
+            column,
+            message,
+        } = finding;
+        SortedFinding {
+            column: column.as_deref(),
+            line: *line,
+            message,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SortedCounts {
+    created: usize,
+    deactivated: usize,
+    reactivated: usize,
+    reassigned: usize,
+    role_changed: usize,
+    skipped_manual: usize,
+    unchanged: usize,
+}
+
+impl SortedCounts {
+    fn of(counts: &Counts) -> Self {
+        let Counts {
+            created,
+            reassigned,
+            reactivated,
+            role_changed,
+            deactivated,
+            skipped_manual,
+            unchanged,
+        } = *counts;
+        SortedCounts {
+            created,
+            deactivated,
+            reactivated,
+            reassigned,
+            role_changed,
+            skipped_manual,
+            unchanged,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SortedDecision<'a> {
+    at: &'a str,
+    by: &'a str,
+    decision: &'a str,
+}
+
+impl<'a> SortedDecision<'a> {
+    fn of(d: &'a Decision) -> Self {
+        let Decision { decision, by, at } = d;
+        SortedDecision { at, by, decision }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A report that sets every field, with both a created and a changed account.
+    fn full() -> Report {
+        let mut r = Report::new(
+            "roster \"2\".csv",
+            "ab12",
+            "2026-12-04T01:00:00Z",
+            "2026-12-04T01:00:01Z",
+        );
+        r.stored_as = Some("20261204T010000Z_roster.csv".into());
+        r.status = ReportStatus::Held;
+        r.rows = 3;
+        r.counts = Counts {
+            created: 1,
+            reassigned: 2,
+            reactivated: 3,
+            role_changed: 4,
+            deactivated: 5,
+            skipped_manual: 6,
+            unchanged: 7,
+        };
+        r.changes = vec![
+            Change {
+                employee_id: "E1".into(),
+                email: "a@x.example".into(),
+                action: Action::Created,
+                rule_id: Some(RuleId(3)),
+                rule: Some("Finance \u{e9}".into()),
+                role: "Billing Admin".into(),
+                previous_role: None,
+                previous_status: None,
+            },
+            Change {
+                employee_id: "E2".into(),
+                email: "b@x.example".into(),
+                action: Action::Deactivated,
+                rule_id: None,
+                rule: None,
+                role: "Read-only Admin".into(),
+                previous_role: Some("Read-only Admin".into()),
+                previous_status: Some(Status::Active),
+            },
+        ];
+        r.errors = vec![Finding::at(4, "Email", "bad\tvalue"), Finding::line(5, "x")];
+        r.more_errors = 9;
+        r.warnings = vec![Finding::at(2, "Department", "w")];
+        r.held_because = vec!["over max_revokes".into()];
+        r.repeats = Some("earlier.csv".into());
+        r.decision = Some(Decision {
+            decision: "approved".into(),
+            by: "root".into(),
+            at: "2026-12-04T02:00:00Z".into(),
+        });
+        r
+    }
+
+    fn through_value(r: &Report) -> String {
+        serde_json::to_string_pretty(&serde_json::to_value(r).unwrap()).unwrap() + "\n"
+    }
+
+    fn written(r: &Report, json: bool) -> String {
+        let mut out = Vec::new();
+        write_report(r, &mut out, json).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn json_is_what_the_value_printed() {
+        let full = full();
+        assert_eq!(written(&full, true), through_value(&full));
+        let empty = Report::new("sync", "", "t", "t");
+        assert_eq!(written(&empty, true), through_value(&empty));
+    }
+
+    #[test]
+    fn text_is_the_text_report() {
+        let full = full();
+        assert_eq!(written(&full, false), full.to_text());
+        assert!(written(&full, false).ends_with('\n'));
+    }
+
+    #[test]
+    fn a_failed_write_is_an_error() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::from(io::ErrorKind::StorageFull))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        for json in [true, false] {
+            let e = write_report(&full(), &mut Full, json).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        }
+    }
+}
