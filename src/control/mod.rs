@@ -3,12 +3,14 @@
 //! A request line may announce an upload (`process FILE` while the daemon runs): exactly
 //! `upload.size` raw bytes follow the line, and the daemon files them into inbox/.
 //!
-//! A request line may ask for a streamed answer (`"stream": true`, sent by the CLI for
-//! `admins list`, issue 14): the answer line ([`Head`]) then says whether a body follows
-//! (`"body": true`). The body is what the CLI prints on stdout, in chunks, each a 4-byte
-//! big-endian length and that many bytes, ended by a chunk of length 0; a connection that
-//! closes before it was cut short. Every other request, and a daemon that does not know
-//! `stream`, answers with the one line as before.
+//! A request line may ask for a streamed answer (`"stream": true`; the CLI always asks,
+//! issue 14): the answer line ([`Head`]) then says whether a body follows (`"body": true`),
+//! which it does for the long answers, `admins list` and the report of `process` and `sync`.
+//! The body is what the CLI prints on stdout, in chunks, each a 4-byte big-endian length and
+//! that many bytes, ended by a chunk of length 0; a connection that closes before it was cut
+//! short. The answer line of a body carries its exit code (a report's 0, 1 or 3). Every other
+//! answer, and every answer to a client that does not ask for a stream, is the one line as
+//! before.
 
 pub mod client;
 pub mod server;
