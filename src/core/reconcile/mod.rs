@@ -2,6 +2,7 @@
 //! accounts read one group at a time ([`groups`]).
 
 mod groups;
+mod names;
 
 pub use groups::{EmployeeGroups, ReadGroup, Survey};
 
@@ -15,6 +16,9 @@ use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use names::Names;
 
 /// What happened to one employee, in the order of precedence SPEC §4 gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,12 +81,12 @@ pub struct Change {
     pub action: Action,
     /// The rule that controls the account after the sync (for `skipped_manual`: the first matching rule).
     pub rule_id: Option<RuleId>,
-    /// That rule's name.
-    pub rule: Option<String>,
-    /// The role after the sync.
-    pub role: String,
+    /// That rule's name (shared by the changes that name it: see [`Names`]).
+    pub rule: Option<Arc<str>>,
+    /// The role after the sync (shared, as the rule's name).
+    pub role: Arc<str>,
     /// The account's role before the sync; `None` only for `created`.
-    pub previous_role: Option<String>,
+    pub previous_role: Option<Arc<str>>,
     /// The account's status before the sync; `None` only for `created`.
     pub previous_status: Option<Status>,
 }
@@ -198,6 +202,8 @@ pub struct Plan {
     /// Findings about the roster that only the accounts reveal (an email another employee's
     /// manual account holds); the file is still applied.
     pub warnings: Vec<Finding>,
+    /// The role and rule names the changes share.
+    names: Names,
 }
 
 impl Plan {
@@ -603,8 +609,13 @@ fn plan_employee(
             if let Some(rule) = first {
                 let change = Change {
                     rule_id: Some(rule.id),
-                    rule: Some(rule.name.clone()),
-                    ..Change::of_existing(account.head, account.head, Action::SkippedManual)
+                    rule: Some(plan.names.of(&rule.name)),
+                    ..Change::of_existing(
+                        account.head,
+                        account.head,
+                        Action::SkippedManual,
+                        &mut plan.names,
+                    )
                 };
                 plan.push(change);
             }
@@ -629,10 +640,11 @@ fn plan_employee(
                 input.source,
                 format!("created by rule {} \"{}\"", rule.id, rule.name),
             );
-            plan.push(Change {
-                rule: Some(rule.name.clone()),
-                ..Change::of(&created.head(), Action::Created)
-            });
+            let change = Change {
+                rule: Some(plan.names.of(&rule.name)),
+                ..Change::of(&created.head(), Action::Created, &mut plan.names)
+            };
+            plan.push(change);
             plan.updates.push(Packed::of(&created));
         }
         Some(account) => plan_auto(plan, input, account, roster_email, matching, true),
@@ -714,13 +726,14 @@ fn plan_auto(
         None => None,
     };
     match action {
-        Some(action) => plan.push(Change {
-            rule: next
+        Some(action) => {
+            let rule = next
                 .rule_id
                 .and_then(|id| input.rules.get(&id))
-                .map(|r| r.name.clone()),
-            ..Change::of_existing(account, &next.head(), action)
-        }),
+                .map(|r| plan.names.of(&r.name));
+            let change = Change::of_existing(account, &next.head(), action, &mut plan.names);
+            plan.push(Change { rule, ..change });
+        }
         None if next.is_active() => plan.counts.unchanged += 1,
         None => {}
     }
@@ -732,11 +745,16 @@ fn plan_auto(
 
 impl Change {
     /// A change from `before` to `after`, without rule name.
-    fn of_existing(before: &AccountHead<'_>, after: &AccountHead<'_>, action: Action) -> Change {
+    fn of_existing(
+        before: &AccountHead<'_>,
+        after: &AccountHead<'_>,
+        action: Action,
+        names: &mut Names,
+    ) -> Change {
         Change {
-            previous_role: Some(before.role.to_string()),
+            previous_role: Some(names.of(before.role)),
             previous_status: Some(before.status),
-            ..Change::of(after, action)
+            ..Change::of(after, action, names)
         }
     }
 
@@ -750,14 +768,14 @@ impl Change {
     }
 
     /// A change describing `account` as it is after the sync, without rule name or previous values.
-    fn of(account: &AccountHead<'_>, action: Action) -> Change {
+    fn of(account: &AccountHead<'_>, action: Action, names: &mut Names) -> Change {
         Change {
             employee_id: account.employee_id.to_string(),
             email: account.email.to_string(),
             action,
             rule_id: account.rule_id,
             rule: None,
-            role: account.role.to_string(),
+            role: names.of(account.role),
             previous_role: None,
             previous_status: None,
         }
@@ -902,7 +920,7 @@ mod tests {
         let p = w.plan();
         let c = only(&p);
         assert_eq!(c.action, Action::SkippedManual);
-        assert_eq!(c.role, "HR Admin");
+        assert_eq!(&*c.role, "HR Admin");
         assert_eq!(c.rule_id, Some(RuleId(1)));
         assert!(p.updates.is_empty());
         assert_eq!(p.counts.skipped_manual, 1);
@@ -944,7 +962,7 @@ mod tests {
             .plan();
         let c = only(&p);
         assert_eq!(
-            (c.action, c.rule_id, c.role.as_str()),
+            (c.action, c.rule_id, &*c.role),
             (Action::Created, Some(RuleId(1)), "IT Admin")
         );
         assert_eq!(c.rule.as_deref(), Some("r1"));
@@ -1008,7 +1026,7 @@ mod tests {
         let c = only(&p);
         assert_eq!(c.action, Action::RoleChanged);
         assert_eq!(c.previous_role.as_deref(), Some("IT Admin"));
-        assert_eq!(c.role, "Super Admin");
+        assert_eq!(&*c.role, "Super Admin");
         assert!(p.grants() == 1);
     }
 
@@ -1513,7 +1531,7 @@ mod tests {
                     action: Action::Created,
                     rule_id: None,
                     rule: None,
-                    role: String::new(),
+                    role: "".into(),
                     previous_role: None,
                     previous_status: None,
                 })
