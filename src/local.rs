@@ -151,7 +151,7 @@ pub fn execute(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            commands::process_upload_streamed(&p, &original, bytes, dry_run, &user)
+            commands::process_upload(&p, &original, bytes, dry_run, &user)
         }
         _ => commands::execute_streamed(&p, request, &Caller::Unix(user), output),
     };

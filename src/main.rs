@@ -44,11 +44,7 @@ fn main() -> ExitCode {
     let request = match &cli.command {
         Command::Run => match autoprov::daemon::run(cfg) {
             Ok(()) => return ExitCode::SUCCESS,
-            Err(e) => {
-                let response = e.response();
-                print(&response, cli.json);
-                return ExitCode::from(response.exit);
-            }
+            Err(e) => return finish(e.response(), cli.json),
         },
         Command::Process { .. } => Request::Process {
             name: String::new(),

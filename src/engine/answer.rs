@@ -59,7 +59,7 @@ pub fn answer_streamed(
                     "files are uploaded over SFTP or the control socket only",
                 ));
             };
-            return commands::process_upload_streamed(p, &upload.name, bytes, upload.dry_run, user);
+            return commands::process_upload(p, &upload.name, bytes, upload.dry_run, user);
         }
         (request, _) => request,
     };

@@ -3,7 +3,7 @@
 use super::listing::{Filter, Listing};
 use super::{configured_role, note};
 use crate::api::render::{account_json, account_text};
-use crate::api::{Output, Request, Response, exit};
+use crate::api::{Request, Response, exit};
 use crate::core::accounts::{Account, Origin, Status};
 use crate::core::columns::is_well_formed_email;
 use crate::core::rules::RuleId;
@@ -264,22 +264,13 @@ fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Resp
     })
 }
 
-/// Runs an `admins` or `auth` request.
+/// Runs an `admins` or `auth` request (`admins list` is a [`listing`]).
 pub(super) fn run<S: Store>(
     p: &Pipeline<S>,
     req: Request,
     caller: &str,
-    output: Output,
 ) -> crate::api::Result<Response> {
     Ok(match req {
-        Request::AdminsList {
-            status,
-            origin,
-            rule,
-        } => match listing(p, status, origin, rule)? {
-            Ok(listing) => listing.response(output),
-            Err(refusal) => refusal,
-        },
         Request::AdminsShow { id } => match p.store.account(&id)? {
             Some(a) => {
                 let rules = p.store.rules()?;

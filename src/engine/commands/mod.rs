@@ -49,17 +49,15 @@ pub fn execute<S: Store>(p: &Pipeline<S>, req: Request, caller: &str, output: Ou
     execute_as(p, req, &Caller::Unix(caller.to_string()), output)
 }
 
-/// Runs one request for `caller` (a Unix user or a person of the web section).
+/// Runs one request for `caller` (a Unix user or a person of the web section), its answer
+/// whole.
 pub fn execute_as<S: Store>(
     p: &Pipeline<S>,
     req: Request,
     caller: &Caller,
     output: Output,
 ) -> Response {
-    if let Some(refusal) = precheck(p, &req, caller) {
-        return refusal;
-    }
-    run(p, req, caller.name(), output).unwrap_or_else(|e| e.response())
+    execute_streamed(p, req, caller, output).into_response(output)
 }
 
 /// An answer that may be written out as it is made rather than built whole.
@@ -111,9 +109,9 @@ impl Streamed {
     }
 }
 
-/// Runs one request for `caller` like [`execute_as`], except that `admins list` and the
-/// report of `sync` come back as a [`Body`] to write out (issue 14: a million accounts or
-/// changes) instead of a whole answer.
+/// Runs one request for `caller`: `admins list` and the report of `process` and `sync` come
+/// back as a [`Body`] to write out (issue 14: a million accounts or changes), every other
+/// answer whole ([`execute_as`] takes every answer whole).
 pub fn execute_streamed<S: Store>(
     p: &Pipeline<S>,
     req: Request,
@@ -123,22 +121,7 @@ pub fn execute_streamed<S: Store>(
     if let Some(refusal) = precheck(p, &req, caller) {
         return Streamed::Whole(refusal);
     }
-    match req {
-        Request::AdminsList {
-            status,
-            origin,
-            rule,
-        } => match admins::listing(p, status, origin, rule) {
-            Ok(Ok(listing)) => Streamed::Body(Body::Listing(Box::new(listing))),
-            Ok(Err(refusal)) => Streamed::Whole(refusal),
-            Err(e) => Streamed::Whole(e.response()),
-        },
-        Request::Sync { force } => match p.sync(caller.name(), force) {
-            Ok(report) => Streamed::report(report),
-            Err(e) => Streamed::Whole(e.response()),
-        },
-        req => Streamed::Whole(run(p, req, caller.name(), output).unwrap_or_else(|e| e.response())),
-    }
+    run(p, req, caller.name(), output).unwrap_or_else(|e| Streamed::Whole(e.response()))
 }
 
 fn run<S: Store>(
@@ -146,10 +129,20 @@ fn run<S: Store>(
     req: Request,
     caller: &str,
     output: Output,
-) -> crate::api::Result<Response> {
-    Ok(match req {
-        Request::Process { name } => process(p, &name)?.into_response(output),
-        Request::Sync { force } => report_response(&p.sync(caller, force)?, output),
+) -> crate::api::Result<Streamed> {
+    Ok(Streamed::Whole(match req {
+        Request::Process { name } => return process(p, &name),
+        Request::Sync { force } => return Ok(Streamed::report(p.sync(caller, force)?)),
+        Request::AdminsList {
+            status,
+            origin,
+            rule,
+        } => {
+            return Ok(match admins::listing(p, status, origin, rule)? {
+                Ok(listing) => Streamed::Body(Body::Listing(Box::new(listing))),
+                Err(refusal) => Streamed::Whole(refusal),
+            });
+        }
         req @ (Request::RulesList
         | Request::RulesShow { .. }
         | Request::RulesAdd { .. }
@@ -157,12 +150,11 @@ fn run<S: Store>(
         | Request::RulesDelete { .. }
         | Request::RulesEnable { .. }
         | Request::RulesCheck) => rules::run(p, req, caller)?,
-        req @ (Request::AdminsList { .. }
-        | Request::AdminsShow { .. }
+        req @ (Request::AdminsShow { .. }
         | Request::AdminsAdd { .. }
         | Request::AdminsSet { .. }
         | Request::AdminsRemove { .. }
-        | Request::AuthCheck { .. }) => admins::run(p, req, caller, output)?,
+        | Request::AuthCheck { .. }) => admins::run(p, req, caller)?,
         req @ (Request::FilesList
         | Request::FilesShow { .. }
         | Request::FilesDecide { .. }
@@ -173,24 +165,13 @@ fn run<S: Store>(
             exit::UNREACHABLE,
             "`autoprov fetch` runs through the daemon, which fetches from the HR system",
         ),
-    })
+    }))
 }
 
 /// `process` of a file handed over by the caller (CLI or control socket): the refusals come
-/// before anything is filed, then the bytes go into inbox/ and through the pipeline.
+/// before anything is filed, then the bytes go into inbox/ and through the pipeline; the
+/// report comes back as its body to write out.
 pub fn process_upload<S: Store>(
-    p: &Pipeline<S>,
-    original_name: &str,
-    bytes: Vec<u8>,
-    dry_run: bool,
-    caller: &str,
-    output: Output,
-) -> Response {
-    process_upload_streamed(p, original_name, bytes, dry_run, caller).into_response(output)
-}
-
-/// [`process_upload`], its report to write out.
-pub fn process_upload_streamed<S: Store>(
     p: &Pipeline<S>,
     original_name: &str,
     bytes: Vec<u8>,
@@ -429,7 +410,8 @@ mod tests {
         let roster = b"Employee ID,Email\nE1,a@b.io\n";
         let mut seen = Vec::new();
         for output in [Output::Text, Output::Json, Output::Both] {
-            let r = process_upload(&p, "r.dryrun.csv", roster.to_vec(), false, "root", output);
+            let r = process_upload(&p, "r.dryrun.csv", roster.to_vec(), false, "root")
+                .into_response(output);
             assert_eq!(r.exit, exit::OK, "{}", r.text);
             let has_text = r.text.contains("DRY RUN");
             let has_json = r.json["status"] == "dry_run";
