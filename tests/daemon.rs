@@ -1407,6 +1407,70 @@ fn reports_through_the_daemon_are_written_out_as_the_cli_prints_them() {
     }
 }
 
+/// An asker who stops reading a long report (`autoprov process big.csv | less` left open)
+/// holds back only its own answer: the engine goes on, so a file dropped meanwhile is
+/// processed and `status` answers; the report, once read, is whole.
+#[test]
+#[cfg_attr(missing_python3, ignore = "needs python3 (testdata/gen_roster.py)")]
+fn a_stalled_report_never_holds_back_the_next_file() {
+    let (env, watch) = watch_env(no_limits());
+    let big = big_roster(&env, 20_000);
+    env.load_sample_rules();
+    let daemon = Daemon::start(&env);
+    let bytes = fs::read(&big).unwrap();
+    let mut stalled = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+    let line = format!(
+        "{{\"request\":{{\"command\":\"process\",\"name\":\"\"}},\"upload\":{{\"name\":\"big.csv\",\"dry_run\":false,\"size\":{}}},\"output\":\"json\",\"stream\":true}}\n",
+        bytes.len()
+    );
+    stalled.write_all(line.as_bytes()).unwrap();
+    stalled.write_all(&bytes).unwrap();
+    // The report (megabytes of JSON) is not read: the socket's buffers fill and the daemon's
+    // writer waits. Meanwhile the next file arrives.
+    let entry = wait_filed(&env, "big.csv", Duration::from_secs(60));
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    // The same employees again: applied, nothing to change.
+    rename_into(&env, &watch, "next.csv", &bytes);
+    let entry = wait_filed(&env, "next.csv", Duration::from_secs(30));
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    let v = env.json_ok(0, &["status"]);
+    assert_eq!(v["daemon"]["running"], true, "{v:#}");
+
+    let mut reader = std::io::BufReader::new(stalled);
+    let mut head = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut head).unwrap();
+    let head: Value = serde_json::from_str(&head).unwrap();
+    assert_eq!(
+        (head["exit"].as_u64(), head["body"].as_bool()),
+        (Some(0), Some(true)),
+        "{head:#}"
+    );
+    let mut body = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).unwrap();
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 {
+            break;
+        }
+        let start = body.len();
+        body.resize(start + len, 0);
+        reader.read_exact(&mut body[start..]).unwrap();
+    }
+    assert!(
+        body.len() > 1 << 20,
+        "a report of megabytes: {} bytes",
+        body.len()
+    );
+    let report: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report["status"], "applied");
+    assert_eq!(
+        report,
+        env.report_file("processed", report["stored_as"].as_str().unwrap())
+    );
+    daemon.stop();
+}
+
 /// Askers of `admins list` who stop reading (`admins list | less` left open) hold back other
 /// listings only: `auth check`, asked at every SSO sign-in, is answered at once meanwhile.
 #[test]
