@@ -11,7 +11,7 @@ use crate::engine::pipeline::Pipeline;
 use crate::layout::Paths;
 use crate::store::{SledStore, StoreError};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -87,13 +87,15 @@ pub fn execute(
     output: Output,
     out: &mut dyn Write,
 ) -> Outcome {
-    let bytes = match upload {
-        Some((file, _)) => match fs::read(file) {
-            Ok(b) => Some(b),
+    // The file is opened once: its size is announced and its bytes sent (or read here) from
+    // the same handle.
+    let file = match upload {
+        Some((path, _)) => match fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok(opened) => Some(opened),
             Err(e) => {
                 return Outcome::Answer(Response::fail(
                     exit::USAGE,
-                    format!("error: reading {}: {e}", file.display()),
+                    format!("error: reading {}: {e}", path.display()),
                 ));
             }
         },
@@ -105,15 +107,16 @@ pub fn execute(
             "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\"",
         ));
     }
+    let original = |path: &Path| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
     let envelope = Envelope {
         request: request.clone(),
-        upload: upload.zip(bytes.as_ref()).map(|((file, dry_run), b)| {
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            client::upload_of(&name, dry_run, b.len() as u64)
-        }),
+        upload: upload
+            .zip(file.as_ref())
+            .map(|((path, dry_run), (size, _))| client::upload_of(&original(path), dry_run, *size)),
         output,
         stream: true,
     };
@@ -123,7 +126,8 @@ pub fn execute(
         r if r.is_change() => CHANGE_WAIT,
         _ => READ_WAIT,
     });
-    match client::call(&cfg.control.socket, &envelope, bytes.as_deref(), wait, out) {
+    let sent = file.as_ref().map(|(_, f)| f);
+    match client::call(&cfg.control.socket, &envelope, sent, wait, out) {
         Reach::Answered(response) => return Outcome::Answer(response),
         Reach::Written(exit) => return Outcome::Written(exit),
         Reach::Unreachable(message) => {
@@ -145,13 +149,16 @@ pub fn execute(
         Err(refusal) => return Outcome::Answer(refusal),
     };
     let user = caller();
-    let answered = match (upload, bytes) {
-        (Some((file, dry_run)), Some(bytes)) => {
-            let original = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            commands::process_upload(&p, &original, bytes, dry_run, &user)
+    let answered = match (upload, file) {
+        (Some((path, dry_run)), Some((size, mut file))) => {
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            if let Err(e) = file.read_to_end(&mut bytes) {
+                return Outcome::Answer(Response::fail(
+                    exit::USAGE,
+                    format!("error: reading {}: {e}", path.display()),
+                ));
+            }
+            commands::process_upload(&p, &original(path), bytes, dry_run, &user)
         }
         _ => commands::execute_streamed(&p, request, &Caller::Unix(user), output),
     };

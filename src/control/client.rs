@@ -19,14 +19,15 @@ pub enum Reach {
     Written(u8),
 }
 
-/// Sends one request (and the upload's bytes) and waits for the answer. When the envelope
+/// Sends one request (and the upload: `envelope.upload.size` bytes of the file, copied as
+/// they are read) and waits for the answer. When the envelope
 /// asks for a streamed answer (`envelope.stream`), a body that follows the answer line is
 /// copied to `out` as it arrives ([`Reach::Written`]); an answer of one line (every change,
 /// a refusal, a daemon that streams nothing) gives [`Reach::Answered`].
 pub fn call(
     socket: &Path,
     envelope: &Envelope,
-    upload: Option<&[u8]>,
+    upload: Option<&std::fs::File>,
     wait: Option<Duration>,
     out: &mut dyn Write,
 ) -> Reach {
@@ -92,7 +93,7 @@ fn copy_body(reader: &mut impl Read, out: &mut dyn Write) -> Result<(), Body> {
 fn send(
     socket: &Path,
     envelope: &Envelope,
-    upload: Option<&[u8]>,
+    upload: Option<&std::fs::File>,
     wait: Option<Duration>,
 ) -> Result<(UnixStream, Option<std::io::Error>), Reach> {
     let mut stream = match UnixStream::connect(socket) {
@@ -115,11 +116,27 @@ fn send(
     let _ = stream.set_read_timeout(wait);
     let mut line = serde_json::to_vec(envelope).expect("requests serialize");
     line.push(b'\n');
+    let size = envelope.upload.as_ref().map_or(0, |u| u.size);
     let sent = stream
         .write_all(&line)
-        .and_then(|_| upload.map_or(Ok(()), |bytes| stream.write_all(bytes)))
+        .and_then(|_| upload.map_or(Ok(()), |file| send_file(file, size, &mut stream)))
         .and_then(|_| stream.flush());
     Ok((stream, sent.err()))
+}
+
+/// Copies `size` bytes of `file` to the daemon as they are read (a million-row roster is
+/// 116 MB, never held). A file that ends early stops the upload there: the daemon sees
+/// fewer bytes than announced and files nothing.
+fn send_file(file: &std::fs::File, size: u64, stream: &mut UnixStream) -> std::io::Result<()> {
+    let copied = std::io::copy(&mut file.take(size), stream)?;
+    if copied < size {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("the file ended after {copied} of its {size} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the answer line.
