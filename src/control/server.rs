@@ -165,12 +165,7 @@ async fn write_pieces(
                 line.push(b'\n');
                 line
             }
-            Piece::Chunk(chunk) => {
-                let mut framed = Vec::with_capacity(4 + chunk.len());
-                framed.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
-                framed.extend_from_slice(&chunk);
-                framed
-            }
+            Piece::Chunk(framed) => framed,
             Piece::End => 0u32.to_be_bytes().to_vec(),
         };
         tokio::time::timeout(WRITE_DEADLINE, write.write_all(&bytes))

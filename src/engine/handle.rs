@@ -22,21 +22,41 @@ pub const STREAM_CHUNK: usize = 64 * 1024;
 pub enum Piece {
     /// The answer, and whether a body follows.
     Head(Response, bool),
-    /// At most [`STREAM_CHUNK`] bytes of the body.
+    /// At most [`STREAM_CHUNK`] bytes of the body, framed as the socket sends them: their
+    /// length (4 bytes, big-endian), then the bytes.
     Chunk(Vec<u8>),
     /// The whole body was sent.
     End,
 }
 
-/// Cuts what is written into [`Piece::Chunk`]s; fails once the receiver went away.
+/// Cuts what is written into [`Piece::Chunk`]s, each framed in the buffer it was written
+/// into (no second copy of a 280 MB listing); fails once the receiver went away.
 struct Chunks<'a> {
     tx: &'a mpsc::Sender<Piece>,
     pending: Vec<u8>,
 }
 
+/// The room a chunk's length takes at the start of its buffer.
+const FRAME: usize = 4;
+
 impl Chunks<'_> {
+    fn new(tx: &mpsc::Sender<Piece>) -> Chunks<'_> {
+        Chunks {
+            tx,
+            pending: Self::empty(),
+        }
+    }
+
+    fn empty() -> Vec<u8> {
+        let mut pending = Vec::with_capacity(FRAME + STREAM_CHUNK);
+        pending.extend_from_slice(&[0; FRAME]);
+        pending
+    }
+
     fn send(&mut self) -> std::io::Result<()> {
-        let full = std::mem::replace(&mut self.pending, Vec::with_capacity(STREAM_CHUNK));
+        let mut full = std::mem::replace(&mut self.pending, Self::empty());
+        let len = u32::try_from(full.len() - FRAME).expect("a chunk is at most STREAM_CHUNK");
+        full[..FRAME].copy_from_slice(&len.to_be_bytes());
         self.tx
             .blocking_send(Piece::Chunk(full))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the asker went away"))
@@ -45,16 +65,16 @@ impl Chunks<'_> {
 
 impl std::io::Write for Chunks<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = buf.len().min(STREAM_CHUNK - self.pending.len());
+        let n = buf.len().min(FRAME + STREAM_CHUNK - self.pending.len());
         self.pending.extend_from_slice(&buf[..n]);
-        if self.pending.len() == STREAM_CHUNK {
+        if self.pending.len() == FRAME + STREAM_CHUNK {
             self.send()?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        match self.pending.is_empty() {
+        match self.pending.len() == FRAME {
             true => Ok(()),
             false => self.send(),
         }
@@ -292,12 +312,46 @@ fn write_out(answered: Streamed, output: Output, tx: &mpsc::Sender<Piece>) {
     if tx.blocking_send(Piece::Head(head, true)).is_err() {
         return;
     }
-    let mut chunks = Chunks {
-        tx,
-        pending: Vec::with_capacity(STREAM_CHUNK),
-    };
+    let mut chunks = Chunks::new(tx);
     // A failure here is the asker gone: nothing more to send.
     if body.write(&mut chunks, output == Output::Json).is_ok() {
         let _ = tx.blocking_send(Piece::End);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn chunks_are_framed_in_place_and_carry_the_body_whole() {
+        let body: Vec<u8> = (0..STREAM_CHUNK * 2 + 1234)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut chunks = Chunks::new(&tx);
+        // Written in uneven pieces, as a formatter writes.
+        for piece in body.chunks(1000) {
+            chunks.write_all(piece).unwrap();
+        }
+        chunks.flush().unwrap();
+        chunks.flush().unwrap();
+        drop(chunks);
+        drop(tx);
+        let mut payload = Vec::new();
+        let mut frames = 0;
+        while let Ok(Piece::Chunk(framed)) = rx.try_recv() {
+            let len = u32::from_be_bytes(framed[..FRAME].try_into().unwrap()) as usize;
+            assert_eq!(len, framed.len() - FRAME);
+            assert!(len > 0 && len <= STREAM_CHUNK, "{len}");
+            payload.extend_from_slice(&framed[FRAME..]);
+            frames += 1;
+        }
+        assert_eq!(
+            frames, 3,
+            "two full chunks and the rest; an empty flush sends nothing"
+        );
+        assert_eq!(payload, body);
     }
 }
