@@ -207,20 +207,7 @@ fn main() {
     println!(
         "\n== web: GET /api/v1/auth/check?email=E over HTTP, {checks} random roster emails (1 in 10 unknown), store of a {rows}-row roster =="
     );
-    let everyone = "employment_status != \"Leave of Absence\"";
-    run(
-        &config,
-        &[
-            "rules",
-            "add",
-            "--name",
-            "Everyone",
-            "--role",
-            "Read-only Admin",
-            "--when",
-            everyone,
-        ],
-    );
+    run(&config, &common::ADD_EVERYONE);
     let (import, _) = run(&config, &["process", roster.to_str().expect("utf-8")]);
     let (_, out) = run(&config, &["token", "add", "bench"]);
     let token = out.lines().next().expect("token").trim().to_string();

@@ -883,16 +883,7 @@ impl Bench {
         fs::create_dir_all(&root).expect("root");
         let config = root.join("autoprov.toml");
         fs::write(&config, common::config_toml(&root, &Self::host_source())).expect("config");
-        let when = "employment_status != \"Leave of Absence\"";
-        let add = [
-            "rules",
-            "add",
-            "--name",
-            "Everyone",
-            "--role",
-            "Read-only Admin",
-        ];
-        let (_, code) = Self::timed(&config, &[&add[..], &["--when", when]].concat());
+        let (_, code) = Self::timed(&config, &common::ADD_EVERYONE);
         assert_eq!(code, 0, "rules add");
         let (import, code) = Self::timed(&config, &["process", file.to_str().expect("utf-8")]);
         assert_eq!(code, 0, "import applied");

@@ -343,6 +343,19 @@ pub fn stored_rules() -> Vec<Rule> {
         .collect()
 }
 
+/// `autoprov rules add` of the one broad rule: every employee not on leave gets an account
+/// (950k of a 1M roster): the worst case for a first import and a store of that size.
+pub const ADD_EVERYONE: [&str; 8] = [
+    "rules",
+    "add",
+    "--name",
+    "Everyone",
+    "--role",
+    "Read-only Admin",
+    "--when",
+    "employment_status != \"Leave of Absence\"",
+];
+
 /// Opens (creating) the store under `data_dir` and saves the 60 rules, as `rules add` would.
 pub fn install_rules(data_dir: &Path) {
     let store = SledStore::open(&data_dir.join("store")).expect("open the store");

@@ -125,19 +125,7 @@ impl Bench {
         fs::create_dir_all(&root).expect("root");
         let config = root.join("autoprov.toml");
         fs::write(&config, super::common::config_toml(&root, "")).expect("config");
-        let (_, code) = Self::timed(
-            &config,
-            &[
-                "rules",
-                "add",
-                "--name",
-                "Everyone",
-                "--role",
-                "Read-only Admin",
-                "--when",
-                "employment_status != \"Leave of Absence\"",
-            ],
-        );
+        let (_, code) = Self::timed(&config, &super::common::ADD_EVERYONE);
         assert_eq!(code, 0, "rules add");
         let cfg = config.to_str().expect("utf-8 path");
         let mut cmd = vec![bin(), "--config".into(), cfg.into()];
