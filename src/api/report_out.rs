@@ -45,11 +45,11 @@ pub fn write_text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 }
 
 /// An [`io::Write`] seen as a [`fmt::Write`], keeping the error a write met.
-pub struct FmtIo<W> {
+struct FmtIo<W> {
     /// Where the text goes.
-    pub inner: W,
+    inner: W,
     /// The first error of a write.
-    pub error: Option<io::Error>,
+    error: Option<io::Error>,
 }
 
 impl<W: Write> fmt::Write for FmtIo<W> {
@@ -63,7 +63,7 @@ impl<W: Write> fmt::Write for FmtIo<W> {
 
 /// A [`Report`] whose keys serialize sorted (see the module's documentation).
 #[derive(Serialize)]
-pub struct Sorted<'a> {
+struct Sorted<'a> {
     changes: Seq<'a, Change, SortedChange<'a>>,
     counts: SortedCounts,
     decision: Option<SortedDecision<'a>>,
@@ -83,7 +83,7 @@ pub struct Sorted<'a> {
 
 impl<'a> Sorted<'a> {
     /// The report's fields, borrowed.
-    pub fn of(report: &'a Report) -> Sorted<'a> {
+    fn of(report: &'a Report) -> Sorted<'a> {
         let Report {
             file,
             stored_as,

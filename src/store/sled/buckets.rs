@@ -111,6 +111,11 @@ pub fn heads<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<HeadBucket<'a>> {
     Ok(bucket)
 }
 
+/// [`heads`] of a bucket as the tree gives it: none is a bucket without accounts.
+pub fn heads_or_empty<'a>(key: &[u8], bytes: Option<&'a [u8]>) -> StoreResult<HeadBucket<'a>> {
+    bytes.map_or_else(|| Ok(HeadBucket::default()), |bytes| heads(key, bytes))
+}
+
 /// A bucket read by [`heads`].
 #[derive(Default)]
 pub struct HeadBucket<'a> {

@@ -167,10 +167,7 @@ impl SledStore {
             let mut staged = Vec::with_capacity(part.len());
             for (key, updates) in part {
                 let before = self.accounts.get(key)?;
-                let existing = match &before {
-                    Some(bytes) => buckets::heads(*key, bytes)?,
-                    None => buckets::HeadBucket::default(),
-                };
+                let existing = buckets::heads_or_empty(*key, before.as_deref())?;
                 let merged = buckets::merge(&existing, updates, remove);
                 let after = (!merged.is_empty())
                     .then(|| sled::IVec::from(buckets::encode_entries(&merged)));
@@ -465,10 +462,8 @@ impl Store for SledStore {
 
     fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()> {
         let key = buckets::key_of(g);
-        match self.accounts.get(key)? {
-            Some(bytes) => f(&buckets::heads(&key, &bytes)?),
-            None => f(&buckets::HeadBucket::default()),
-        }
+        let bytes = self.accounts.get(key)?;
+        f(&buckets::heads_or_empty(&key, bytes.as_deref())?);
         Ok(())
     }
 
