@@ -190,6 +190,28 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_sends_the_announced_size_and_a_file_that_ends_early_stops_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        std::fs::write(&path, b"Employee ID\nE1\n").unwrap();
+        for (size, whole) in [(8u64, true), (15, true), (40, false)] {
+            let file = std::fs::File::open(&path).unwrap();
+            let (mut ours, mut daemon) = UnixStream::pair().unwrap();
+            let sent = send_file(&file, size, &mut ours);
+            assert_eq!(sent.is_ok(), whole, "{size}: {sent:?}");
+            if let Err(e) = sent {
+                assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+                assert!(e.to_string().contains("after 15 of its 40 bytes"), "{e}");
+            }
+            drop(ours);
+            let mut got = Vec::new();
+            daemon.read_to_end(&mut got).unwrap();
+            // Never more than announced; a short file: what it has, then the end.
+            assert_eq!(got, &b"Employee ID\nE1\n"[..size.min(15) as usize]);
+        }
+    }
+
+    #[test]
     fn a_body_is_copied_until_its_end_mark_and_a_cut_one_is_an_error() {
         let mut out = Vec::new();
         let body = framed(&[b"[\n", b"{}", b"\n]\n"], true);
