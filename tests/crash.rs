@@ -459,9 +459,10 @@ fn assert_drop_consistent_in(env: &TestEnv, list: &[Value]) {
 
 // ---- the deterministic crash points ------------------------------------------------------
 
-const POINTS: [&str; 5] = [
+const POINTS: [&str; 6] = [
     "before_stage",
     "after_stage",
+    "after_aside",
     "after_commit",
     "after_reports_moved",
     "after_file_moved",
@@ -559,7 +560,7 @@ fn assert_state_after_crash(env: &TestEnv, point: &str, folder: &str) {
     let in_inbox = inbox == ["next.csv"];
     match point {
         "before_stage" => assert!(in_inbox && ours.is_empty() && staged.is_empty(), "{ctx}"),
-        "after_stage" | "after_commit" => assert!(
+        "after_stage" | "after_aside" | "after_commit" => assert!(
             in_inbox
                 && ours.is_empty()
                 && staged.len() == 2
@@ -611,7 +612,7 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
             assert_state_after_crash(&env, point, folder);
             // Recovery: any command opens the store and finishes committed filings.
             let st = status(&env);
-            let uncommitted = matches!(point, "before_stage" | "after_stage");
+            let uncommitted = matches!(point, "before_stage" | "after_stage" | "after_aside");
             let want_waiting: Vec<Value> = if uncommitted {
                 vec!["next.csv".into()]
             } else {
@@ -682,6 +683,7 @@ macro_rules! crash_point_tests {
 crash_point_tests! {
     cli_crash_before_stage: "before_stage", Cli, false;
     cli_crash_after_stage: "after_stage", Cli, false;
+    cli_crash_after_aside: "after_aside", Cli, false;
     cli_crash_after_commit: "after_commit", Cli, false;
     cli_crash_after_reports_moved: "after_reports_moved", Cli, false;
     cli_crash_after_file_moved: "after_file_moved", Cli, false;
@@ -692,6 +694,7 @@ crash_point_tests! {
     cli_crash_after_file_moved_rejected: "after_file_moved", Cli, true;
     daemon_crash_before_stage: "before_stage", Daemon, false;
     daemon_crash_after_stage: "after_stage", Daemon, false;
+    daemon_crash_after_aside: "after_aside", Daemon, false;
     daemon_crash_after_commit: "after_commit", Daemon, false;
     daemon_crash_after_reports_moved: "after_reports_moved", Daemon, false;
     daemon_crash_after_file_moved: "after_file_moved", Daemon, false;
@@ -710,6 +713,7 @@ fn every_crash_point_is_reachable() {
         "src/engine/pipeline.rs",
         "src/engine/filing.rs",
         "src/engine/decide.rs",
+        "src/store/sled/write.rs",
     ]
     .iter()
     .map(|f| fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).expect(f))
@@ -717,7 +721,7 @@ fn every_crash_point_is_reachable() {
     for p in POINTS {
         assert!(
             src.contains(&format!("crash_point(\"{p}\")")),
-            "crash point {p} not in the engine"
+            "crash point {p} not in the engine or the store"
         );
     }
     assert_eq!(

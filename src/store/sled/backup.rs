@@ -1,15 +1,17 @@
 //! The sled store's side of backups ([`crate::store::backup_format`]): its trees written
 //! out with the accounts one by one, and a new store made from a backup.
 
+use super::versions::Versioned;
 use super::{ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, buckets, email_index};
 use crate::store::backup_format::{self, Writer, meta, trees};
 use crate::store::{StoreError, StoreResult};
 use std::path::Path;
 
-/// Writes `trees` (name, tree; the account buckets under [`trees::ACCOUNTS`]) as a backup;
-/// returns the record count.
+/// Writes `stored` (name, tree) as a backup, with the current version of each account
+/// bucket under [`trees::ACCOUNTS`] after the rules; returns the record count.
 pub fn export(
     stored: &[(&str, &sled::Tree)],
+    accounts: &Versioned<'_>,
     out: &mut dyn std::io::Write,
     created_at: &str,
 ) -> std::io::Result<u64> {
@@ -17,13 +19,21 @@ pub fn export(
     for (name, tree) in stored {
         for item in tree.iter() {
             let (k, v) = item.map_err(std::io::Error::other)?;
-            if *name == trees::ACCOUNTS {
-                for account in buckets::decode(&k, &v).map_err(std::io::Error::other)? {
-                    writer.account(&account)?;
-                }
-            } else {
-                writer.stored(name, &k, &v)?;
-            }
+            writer.stored(name, &k, &v)?;
+        }
+        // In the order of backups: accounts after rules (see `trees::ALL`).
+        if *name == trees::RULES {
+            let all = 0..buckets::BUCKETS as usize;
+            accounts
+                .for_each(all, |k, v| {
+                    for account in buckets::decode(&k, v)? {
+                        writer
+                            .account(&account)
+                            .map_err(|e| StoreError::Sled(e.into()))?;
+                    }
+                    Ok(())
+                })
+                .map_err(std::io::Error::other)?;
         }
     }
     writer.finish()

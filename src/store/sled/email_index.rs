@@ -208,7 +208,10 @@ impl Changes {
     /// Reads the index buckets that the changes of `parts` touch and builds what they hold
     /// after them; half of the buckets on a second core (a first import adds a million
     /// entries).
-    pub fn stage(parts: &[Changes], tree: &sled::Tree) -> StoreResult<Vec<Staged>> {
+    pub fn stage(
+        parts: &[Changes],
+        read: &(dyn Fn(usize) -> StoreResult<Option<sled::IVec>> + Sync),
+    ) -> StoreResult<Vec<Staged>> {
         let buckets = buckets::BUCKETS as usize;
         let stage = |range: std::ops::Range<usize>| {
             let mut staged = Vec::new();
@@ -218,7 +221,7 @@ impl Changes {
                     continue;
                 }
                 let key = (n as u16).to_be_bytes();
-                let before = tree.get(key)?;
+                let before = read(n)?;
                 let mut entries: Vec<(&str, &str)> = match &before {
                     Some(bytes) => borrow(&key, bytes)?,
                     None => Vec::with_capacity(groups().map(|g| g.add.len()).sum()),
@@ -233,7 +236,7 @@ impl Changes {
                 entries.sort_unstable();
                 entries.dedup();
                 let after = (!entries.is_empty()).then(|| sled::IVec::from(encode(&entries)));
-                staged.push(Staged { key, before, after });
+                staged.push((n, after));
             }
             Ok::<_, StoreError>(staged)
         };

@@ -2,8 +2,10 @@
 //! run when the store is opened (after the watermark check: a store that lost committed
 //! changes is refused, not migrated).
 
+use super::versions::Versioned;
 use super::{
-    ACCOUNT_BUCKETS, ACCOUNTS_V1, SCHEMA, SCHEMA_V2, buckets, decode, email_index, unwrap_tx,
+    ACCOUNT_BUCKETS, ACCOUNTS_V1, EMAIL_INDEX, SCHEMA, SCHEMA_V2, buckets, decode, email_index,
+    unwrap_tx,
 };
 use crate::core::accounts::Account;
 use crate::store::backup_format::meta;
@@ -50,9 +52,10 @@ pub fn v1_to_v2(db: &sled::Db, meta_tree: &sled::Tree) -> StoreResult<usize> {
 /// Schema 2 → 3: builds the email index from the account buckets, in one transaction with
 /// schema 3's marker, so that it is built once. Returns how many accounts it indexes.
 pub fn v2_to_v3(
-    bucket_tree: &sled::Tree,
+    accounts: &Versioned<'_>,
     index_tree: &sled::Tree,
     meta_tree: &sled::Tree,
+    versions_tree: &sled::Tree,
 ) -> StoreResult<usize> {
     if !index_tree.is_empty() {
         return Err(StoreError::Corrupt(
@@ -60,7 +63,11 @@ pub fn v2_to_v3(
         ));
     }
     // The buckets stay in memory (sled shares their bytes) so the entries can borrow them.
-    let stored = bucket_tree.iter().collect::<Result<Vec<_>, _>>()?;
+    let mut stored = Vec::new();
+    accounts.for_each(0..buckets::BUCKETS as usize, |key, bytes| {
+        stored.push((key, bytes.clone()));
+        Ok(())
+    })?;
     let mut entries = Vec::new();
     for (key, bytes) in &stored {
         for account in buckets::heads(key, bytes)?.into_heads() {
@@ -69,10 +76,12 @@ pub fn v2_to_v3(
     }
     let indexed = entries.len();
     let built = email_index::build(entries);
-    let r = (index_tree, meta_tree).transaction(|(index, meta_tx)| {
+    // Built anew as version 0 of each bucket: a directory left from before goes with it.
+    let r = (index_tree, meta_tree, versions_tree).transaction(|(index, meta_tx, versions)| {
         for (key, bytes) in &built {
             index.insert(key, bytes.as_slice())?;
         }
+        versions.remove(EMAIL_INDEX)?;
         meta_tx.insert(meta::SCHEMA, SCHEMA)?;
         Ok(())
     });

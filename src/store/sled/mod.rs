@@ -2,15 +2,18 @@
 //! except accounts, kept in buckets of compact binary records ([`buckets`]), and the index
 //! of accounts by email ([`email_index`]), bucketed the same way.
 //!
-//! Schemas: 1 kept one JSON record per account; 2 bucketed them; 3 (this build) added the
-//! email index. An older store is migrated when it is opened ([`migrate`]).
+//! Schemas: 1 kept one JSON record per account; 2 bucketed them; 3 added the email index;
+//! 4 (this build) writes buckets copy-on-write ([`versions`]), reading schema 3's as their
+//! version 0. An older store is migrated when it is opened ([`migrate`]).
 
 mod backup;
 mod buckets;
 mod email_index;
 mod migrate;
 mod store;
+mod versions;
 pub mod watermark;
+mod write;
 
 pub use store::SledStore;
 
@@ -20,7 +23,9 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// The schema this build writes and reads.
-const SCHEMA: &[u8] = b"autoprov-3";
+const SCHEMA: &[u8] = b"autoprov-4";
+/// Buckets written in place: read as version 0 of each (see [`versions`]), so only the marker changes.
+const SCHEMA_V3: &[u8] = b"autoprov-3";
 /// Accounts in buckets, without the email index: the index is built when it is opened.
 const SCHEMA_V2: &[u8] = b"autoprov-2";
 /// One JSON record per account in `accounts`: migrated to buckets when it is opened.
@@ -74,31 +79,9 @@ fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNot
     Ok(())
 }
 
-/// A bucket (of accounts or of the email index) rewritten ahead of its transaction: what it
-/// held when it was read, and what it holds after (`None`: removed, it is empty).
-struct Staged {
-    key: [u8; 2],
-    before: Option<sled::IVec>,
-    after: Option<sled::IVec>,
-}
-
-/// Writes staged buckets, after checking that each still holds what it was staged from.
-/// Nothing else writes accounts while the engine commits (it does one thing at a time),
-/// so the check only guards against a mistake.
-fn tx_write_staged(tree: &TransactionalTree, staged: &[Staged]) -> TxResult<()> {
-    for bucket in staged {
-        if tree.get(bucket.key)? != bucket.before {
-            return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                "accounts changed while a commit was prepared; nothing was written".into(),
-            )));
-        }
-        match &bucket.after {
-            Some(bytes) => tree.insert(&bucket.key, bytes.clone())?,
-            None => tree.remove(&bucket.key)?,
-        };
-    }
-    Ok(())
-}
+/// A bucket (of accounts or of the email index) as a write leaves it: its number and its
+/// bytes (`None`: it holds nothing).
+type Staged = (usize, Option<sled::IVec>);
 
 fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
     match r {

@@ -2,8 +2,8 @@
 //! [`Store`] operations, each one transaction then a flush.
 
 use super::{
-    ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, Staged, backup, buckets, decode,
-    email_index, encode, migrate, tx_audit, tx_write_staged, u64_of, unwrap_tx, watermark,
+    ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, backup, buckets, decode,
+    email_index, encode, migrate, tx_audit, u64_of, unwrap_tx, versions, watermark,
 };
 use crate::core::accounts::{Account, AccountGroup};
 use crate::core::packed::Packed;
@@ -17,20 +17,21 @@ use crate::store::{
 use email_index::Digest;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The sled store.
 pub struct SledStore {
     db: sled::Db,
-    meta: sled::Tree,
+    pub(super) meta: sled::Tree,
     rules: sled::Tree,
-    accounts: sled::Tree,
-    emails: sled::Tree,
-    files: sled::Tree,
-    sha_index: sled::Tree,
-    audit: sled::Tree,
-    remote: sled::Tree,
+    pub(super) accounts: sled::Tree,
+    pub(super) emails: sled::Tree,
+    /// The directories of the account and index buckets ([`versions`]).
+    pub(super) versions: sled::Tree,
+    pub(super) files: sled::Tree,
+    pub(super) sha_index: sled::Tree,
+    pub(super) audit: sled::Tree,
+    pub(super) remote: sled::Tree,
     path: std::path::PathBuf,
     /// The outcome of checking the email index against the accounts, once per open: the
     /// index answers nothing before it passed (see [`SledStore::verify_index`]).
@@ -41,6 +42,7 @@ pub struct SledStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Upgrade {
     None,
+    FromV3,
     FromV2,
     FromV1,
 }
@@ -65,12 +67,31 @@ impl SledStore {
                 "store migrated to schema 2 (account buckets)"
             );
         }
-        if upgrade != Upgrade::None {
-            let indexed = migrate::v2_to_v3(&store.accounts, &store.emails, &store.meta)?;
+        if matches!(upgrade, Upgrade::FromV2 | Upgrade::FromV1) {
+            let indexed = migrate::v2_to_v3(
+                &store.buckets(),
+                &store.emails,
+                &store.meta,
+                &store.versions,
+            )?;
             store.flush()?;
             tracing::info!(
                 accounts = indexed,
                 "store migrated to schema 3 (email index)"
+            );
+        }
+        if upgrade == Upgrade::FromV3 {
+            store.meta.insert(meta::SCHEMA, SCHEMA)?;
+            store.flush()?;
+            tracing::info!("store marked schema 4 (buckets written copy-on-write)");
+        }
+        if versions::unfinished(&store.versions)? {
+            let removed = store.buckets().collect_garbage()? + store.index().collect_garbage()?;
+            versions::finished(&store.versions)?;
+            store.flush()?;
+            tracing::info!(
+                versions = removed,
+                "bucket versions of a write that was not made current, or replaced, were removed"
             );
         }
         store.verify()?;
@@ -119,6 +140,7 @@ impl SledStore {
             rules: db.open_tree(trees::RULES)?,
             accounts: db.open_tree(ACCOUNT_BUCKETS)?,
             emails: db.open_tree(EMAIL_INDEX)?,
+            versions: db.open_tree(versions::TREE)?,
             files: db.open_tree(trees::FILES)?,
             sha_index: db.open_tree(trees::SHA_INDEX)?,
             audit: db.open_tree(trees::AUDIT)?,
@@ -138,6 +160,7 @@ impl SledStore {
                 Ok(Upgrade::None)
             }
             Some(v) if v.as_ref() == SCHEMA => Ok(Upgrade::None),
+            Some(v) if v.as_ref() == SCHEMA_V3 => Ok(Upgrade::FromV3),
             Some(v) if v.as_ref() == SCHEMA_V2 => Ok(Upgrade::FromV2),
             Some(v) if v.as_ref() == SCHEMA_V1 => Ok(Upgrade::FromV1),
             Some(v) => Err(StoreError::Corrupt(format!(
@@ -147,50 +170,6 @@ impl SledStore {
             ))),
             None => Err(StoreError::Corrupt("schema marker missing".into())),
         }
-    }
-
-    /// Reads the buckets in `groups` and builds what they hold after their updates, without
-    /// the IDs in `remove` (which must belong to those buckets), and what changes in the
-    /// email index with them (for [`Self::stage_index`], once the updates are let go). Half
-    /// of the buckets are built on a second core: a first import encodes a million accounts
-    /// here.
-    fn stage_buckets<'a>(
-        &self,
-        groups: &BTreeMap<buckets::BucketKey, Vec<buckets::Entry<'a>>>,
-        remove: &[&str],
-    ) -> StoreResult<(Vec<Staged>, [email_index::Changes; 2])> {
-        type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<buckets::Entry<'a>>)];
-        let groups: Vec<(&buckets::BucketKey, &Vec<buckets::Entry<'a>>)> = groups.iter().collect();
-        let (first, second) = groups.split_at(groups.len() / 2);
-        let stage = |part: Part<'_, 'a>| {
-            let mut changes = email_index::Changes::default();
-            let mut staged = Vec::with_capacity(part.len());
-            for (key, updates) in part {
-                let before = self.accounts.get(key)?;
-                let existing = buckets::heads_or_empty(*key, before.as_deref())?;
-                let merged = buckets::merge(&existing, updates, remove);
-                let after = (!merged.is_empty())
-                    .then(|| sled::IVec::from(buckets::encode_entries(&merged)));
-                // After the encoding: the accounts' emails are in cache.
-                changes.add_bucket(existing.heads(), &merged);
-                staged.push(Staged {
-                    key: **key,
-                    before,
-                    after,
-                });
-            }
-            Ok::<_, StoreError>((staged, changes))
-        };
-        let (lower, upper) = join(|| stage(first), || stage(second));
-        let (mut staged, lower_changes) = lower?;
-        let (rest, upper_changes) = upper?;
-        staged.extend(rest);
-        Ok((staged, [lower_changes, upper_changes]))
-    }
-
-    /// The index buckets that `changes` touch, as they are after them.
-    fn stage_index(&self, changes: [email_index::Changes; 2]) -> StoreResult<Vec<Staged>> {
-        email_index::Changes::stage(&changes, &self.emails)
     }
 
     /// Whether a process (this one included) holds the store's lock; found without opening
@@ -227,19 +206,15 @@ impl SledStore {
     /// must decode. The email index is checked on its own ([`SledStore::verify_index`]).
     pub fn verify(&self) -> StoreResult<()> {
         self.rules()?;
-        let check = |accounts: sled::Iter| -> StoreResult<()> {
-            for item in accounts {
-                let (k, v) = item?;
-                // Read in place for the accounts' heads: the checks of `decode`, no copy.
-                buckets::heads(&k, &v)?;
-            }
-            Ok(())
+        // Read in place for the accounts' heads: the checks of `decode`, no copy.
+        let check = |range| {
+            self.buckets()
+                .for_each(range, |k, v| buckets::heads(&k, v).map(drop))
         };
-        let half = ((buckets::BUCKETS / 2) as u16).to_be_bytes();
-        let (lower, upper) = join(
-            || check(self.accounts.range(..half)),
-            || check(self.accounts.range(half..)),
-        );
+        let (half, all) = HALVES;
+        let (lower, upper) = join(|| check(0..half), || check(half..all));
+        self.buckets().check_bounds()?;
+        self.index().check_bounds()?;
         lower?;
         upper?;
         self.files()?;
@@ -271,26 +246,23 @@ impl SledStore {
     }
 
     fn check_index(&self) -> StoreResult<()> {
-        let check = |accounts: sled::Iter, index: sled::Iter| -> StoreResult<(Digest, Digest)> {
+        let check = |range: std::ops::Range<usize>| -> StoreResult<(Digest, Digest)> {
             let mut implied = Digest::default();
-            for item in accounts {
-                let (k, v) = item?;
-                for a in buckets::heads(&k, &v)?.into_heads() {
+            self.buckets().for_each(range.clone(), |k, v| {
+                for a in buckets::heads(&k, v)?.into_heads() {
                     implied.add(&email_index::fold(a.email), a.employee_id);
                 }
-            }
+                Ok(())
+            })?;
             let mut held = Digest::default();
-            for item in index {
-                let (k, v) = item?;
-                held = held.merge(Digest::of_bucket(&k, &v)?);
-            }
+            self.index().for_each(range, |k, v| {
+                held = held.merge(Digest::of_bucket(&k, v)?);
+                Ok(())
+            })?;
             Ok((implied, held))
         };
-        let half = ((buckets::BUCKETS / 2) as u16).to_be_bytes();
-        let (lower, upper) = join(
-            || check(self.accounts.range(..half), self.emails.range(..half)),
-            || check(self.accounts.range(half..), self.emails.range(half..)),
-        );
+        let (half, all) = HALVES;
+        let (lower, upper) = join(|| check(0..half), || check(half..all));
         let ((implied, held), (implied_2, held_2)) = (lower?, upper?);
         Digest::compare(implied.merge(implied_2), held.merge(held_2))
     }
@@ -333,62 +305,31 @@ impl SledStore {
         let stored = [
             (trees::META, &self.meta),
             (trees::RULES, &self.rules),
-            (trees::ACCOUNTS, &self.accounts),
             (trees::FILES, &self.files),
             (trees::SHA_INDEX, &self.sha_index),
             (trees::AUDIT, &self.audit),
             (trees::REMOTE, &self.remote),
         ];
-        backup::export(&stored, out, created_at)
+        backup::export(&stored, &self.buckets(), out, created_at)
     }
 
     /// Creates a new store at `path` (which must not exist) from a backup, checking it whole first.
     pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
         backup::import(path, input)
     }
-
-    /// Writes staged account and index buckets, with whatever else `more` writes, in one
-    /// transaction over every tree; then flushes.
-    fn write_accounts(
-        &self,
-        staged: &(Vec<Staged>, Vec<Staged>),
-        more: impl Fn(&TxTrees) -> super::TxResult<()>,
-    ) -> StoreResult<()> {
-        let r = (
-            &self.accounts,
-            &self.emails,
-            &self.files,
-            &self.sha_index,
-            &self.meta,
-            &self.audit,
-            &self.remote,
-        )
-            .transaction(
-                |(accounts, emails, files, sha_index, meta, audit, remote)| {
-                    tx_write_staged(accounts, &staged.0)?;
-                    tx_write_staged(emails, &staged.1)?;
-                    more(&TxTrees {
-                        files,
-                        sha_index,
-                        meta,
-                        audit,
-                        remote,
-                    })
-                },
-            );
-        unwrap_tx(r)?;
-        self.flush()
-    }
 }
 
 /// The trees a write of accounts may change besides the accounts and their index.
-struct TxTrees<'t> {
-    files: &'t sled::transaction::TransactionalTree,
-    sha_index: &'t sled::transaction::TransactionalTree,
-    meta: &'t sled::transaction::TransactionalTree,
-    audit: &'t sled::transaction::TransactionalTree,
-    remote: &'t sled::transaction::TransactionalTree,
+pub(super) struct TxTrees<'t> {
+    pub files: &'t sled::transaction::TransactionalTree,
+    pub sha_index: &'t sled::transaction::TransactionalTree,
+    pub meta: &'t sled::transaction::TransactionalTree,
+    pub audit: &'t sled::transaction::TransactionalTree,
+    pub remote: &'t sled::transaction::TransactionalTree,
 }
+
+/// The buckets in two halves, for two cores: (the first of the upper half, how many).
+const HALVES: (usize, usize) = (buckets::BUCKETS as usize / 2, buckets::BUCKETS as usize);
 
 impl Store for SledStore {
     fn rules(&self) -> StoreResult<Vec<Rule>> {
@@ -424,19 +365,18 @@ impl Store for SledStore {
     fn accounts(&self) -> StoreResult<Vec<Account>> {
         // Not `with_capacity(self.accounts.len())`: sled counts a tree by scanning all of it.
         let mut out = Vec::new();
-        for item in self.accounts.iter() {
-            let (k, v) = item?;
-            out.extend(buckets::decode(&k, &v)?);
-        }
+        self.buckets().for_each(0..HALVES.1, |k, v| {
+            out.extend(buckets::decode(&k, v)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 
     fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()> {
-        for item in self.accounts.iter() {
-            let (k, v) = item?;
-            buckets::borrow(&k, &v)?.iter().for_each(&mut *f);
-        }
-        Ok(())
+        self.buckets().for_each(0..HALVES.1, |k, v| {
+            buckets::borrow(&k, v)?.iter().for_each(&mut *f);
+            Ok(())
+        })
     }
 
     /// The lower and the upper half of the buckets, read at once on two threads.
@@ -445,31 +385,29 @@ impl Store for SledStore {
         lower: &mut (dyn FnMut(&AccountRef<'_>) + Send),
         upper: &mut (dyn FnMut(&AccountRef<'_>) + Send),
     ) -> StoreResult<()> {
-        let scan = |accounts: sled::Iter, f: &mut (dyn FnMut(&AccountRef<'_>) + Send)| {
-            for item in accounts {
-                let (k, v) = item?;
-                buckets::borrow(&k, &v)?.iter().for_each(&mut *f);
-            }
-            Ok::<_, StoreError>(())
+        let scan = |range, f: &mut (dyn FnMut(&AccountRef<'_>) + Send)| {
+            self.buckets().for_each(range, |k, v| {
+                buckets::borrow(&k, v)?.iter().for_each(&mut *f);
+                Ok(())
+            })
         };
-        let half = ((buckets::BUCKETS / 2) as u16).to_be_bytes();
-        let (l, u) = join(
-            || scan(self.accounts.range(..half), lower),
-            || scan(self.accounts.range(half..), upper),
-        );
+        let (half, all) = HALVES;
+        let (l, u) = join(|| scan(0..half, lower), || scan(half..all, upper));
         l.and(u)
     }
 
     fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()> {
-        let key = buckets::key_of(g);
-        let bytes = self.accounts.get(key)?;
-        f(&buckets::heads_or_empty(&key, bytes.as_deref())?);
+        let bytes = self.buckets().get(g)?;
+        f(&buckets::heads_or_empty(
+            &buckets::key_of(g),
+            bytes.as_deref(),
+        )?);
         Ok(())
     }
 
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
         let key = buckets::bucket_of(employee_id);
-        let Some(bytes) = self.accounts.get(key)? else {
+        let Some(bytes) = self.buckets().get(usize::from(u16::from_be_bytes(key)))? else {
             return Ok(None);
         };
         // Read in place, only the one account copied.
@@ -484,7 +422,7 @@ impl Store for SledStore {
         self.verify_index()?;
         let folded = email_index::fold(email);
         let key = email_index::bucket_of(&folded);
-        let Some(bytes) = self.emails.get(key)? else {
+        let Some(bytes) = self.index().get(usize::from(u16::from_be_bytes(key)))? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -504,28 +442,17 @@ impl Store for SledStore {
     }
 
     fn put_account(&self, account: &Account, remove: bool, note: AuditNote) -> StoreResult<()> {
-        let packed = Packed::of(account);
-        let (groups, removed) = match remove {
+        let (updates, removed) = match remove {
             // The account's bucket, rewritten without it.
-            true => (
-                BTreeMap::from([(buckets::bucket_of(&account.employee_id), Vec::new())]),
-                vec![account.employee_id.as_str()],
-            ),
-            false => (buckets::group_packed([&packed]), vec![]),
+            true => (vec![], vec![account.employee_id.as_str()]),
+            false => (vec![Packed::of(account)], vec![]),
         };
-        let (staged, changes) = self.stage_buckets(&groups, &removed)?;
-        let staged = (staged, self.stage_index(changes)?);
-        self.write_accounts(&staged, |t| tx_audit(t.meta, t.audit, &note))
+        self.write_accounts(updates, &removed, |t| tx_audit(t.meta, t.audit, &note))
     }
 
     fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
-        // The buckets are merged and encoded first, and the accounts let go: at a first
-        // import of a million rows they are ~550 MB the transaction does not need.
-        let (staged, changes) = self.stage_buckets(&buckets::group_packed(&commit.updates), &[])?;
-        drop(commit.updates);
-        // The index after the accounts are let go, so that its buckets can reuse their memory.
-        let staged = (staged, self.stage_index(changes)?);
-        self.write_accounts(&staged, |t| {
+        // The accounts are let go batch by batch as their buckets are written aside.
+        self.write_accounts(commit.updates, &[], |t| {
             if let Some(name) = commit.clear_remote {
                 t.remote.remove(name.as_bytes())?;
             }
@@ -790,18 +717,67 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         let mut staged_role = account("E1");
         staged_role.role = "HR Admin".into();
-        let (staged, _) = s
-            .stage_buckets(&buckets::group_packed(&[Packed::of(&staged_role)]), &[])
+        let before = (
+            s.buckets().directory().unwrap(),
+            s.index().directory().unwrap(),
+        );
+        let version = versions::reserve(&s.versions).unwrap();
+        let mut written = super::super::write::Written::default();
+        s.write_aside(vec![Packed::of(&staged_role)], &[], version, &mut written)
             .unwrap();
         let mut by_hand = account("E1");
         by_hand.role = "Billing Admin".into();
         s.put_account(&by_hand, false, note("admins add")).unwrap();
-        let r = s.accounts.transaction(|t| tx_write_staged(t, &staged));
-        match unwrap_tx(r) {
+        assert_eq!(s.account("E1").unwrap().unwrap().role, "Billing Admin");
+        match s.make_current(&before, &written, |_| Ok(())) {
             Err(StoreError::Conflict(msg)) => assert!(msg.contains("nothing was written"), "{msg}"),
-            other => panic!("stale bucket written: {other:?}"),
+            other => panic!("stale bucket made current: {other:?}"),
         }
         assert_eq!(s.account("E1").unwrap().unwrap().role, "Billing Admin");
+    }
+
+    #[test]
+    fn a_write_put_aside_but_not_made_current_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            commit_accounts(&s, vec![account("E1"), account("E2")]);
+            let mut moved = account("E1");
+            moved.role = "HR Admin".into();
+            // What a crash between the aside writes and the transaction leaves.
+            let version = versions::reserve(&s.versions).unwrap();
+            let mut written = super::super::write::Written::default();
+            s.write_aside(
+                vec![Packed::of(&moved), Packed::of(&account("E3"))],
+                &[],
+                version,
+                &mut written,
+            )
+            .unwrap();
+            assert_eq!(
+                s.account("E1").unwrap().unwrap().role,
+                "IT Admin",
+                "aside, not current"
+            );
+            assert_eq!(s.account("E3").unwrap(), None);
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path());
+        assert_eq!(ids(&s.accounts().unwrap()), ["E1", "E2"]);
+        assert_eq!(s.account("E1").unwrap().unwrap().role, "IT Admin");
+        assert!(s.accounts_by_email("e3@x.io").unwrap().is_empty());
+        // Only the current versions are left: one key per bucket of the accounts and index.
+        let keys = |t: &sled::Tree| t.iter().keys().count();
+        assert_eq!(keys(&s.accounts), 2);
+        assert_eq!(keys(&s.emails), 2);
+        assert!(!versions::unfinished(&s.versions).unwrap());
+        // A later write does not bring the leftover back.
+        commit_accounts(&s, vec![account("E4")]);
+        assert_eq!(ids(&s.accounts().unwrap()), ["E1", "E2", "E4"]);
+        assert!(
+            !versions::unfinished(&s.versions).unwrap(),
+            "a write that ends cleans up"
+        );
     }
 
     #[test]
@@ -937,6 +913,12 @@ mod tests {
         }
     }
 
+    /// The key of the current version of the bucket `key` of `tree`.
+    fn current(tree: &versions::Versioned<'_>, key: buckets::BucketKey) -> Vec<u8> {
+        let g = usize::from(u16::from_be_bytes(key));
+        versions::key(key, tree.directory().unwrap().version(g))
+    }
+
     fn commit_accounts(s: &SledStore, updates: Vec<Account>) {
         s.commit(Commit {
             updates: crate::store::samples::packed(updates),
@@ -998,23 +980,28 @@ mod tests {
         type Damage = (&'static str, fn(&SledStore));
         let damage: [Damage; 4] = [
             ("lost", |s| {
-                s.emails.remove(email_index::bucket_of("e2@x.io")).unwrap();
+                s.emails
+                    .remove(current(&s.index(), email_index::bucket_of("e2@x.io")))
+                    .unwrap();
             }),
             ("altered", |s| {
                 let built = email_index::build([(Cow::Borrowed("e2@x.io"), "E3")]);
-                s.emails.insert(built[0].0, built[0].1.clone()).unwrap();
+                s.emails
+                    .insert(current(&s.index(), built[0].0), built[0].1.clone())
+                    .unwrap();
             }),
             ("added", |s| {
                 let built = email_index::build([
                     (Cow::Borrowed("e2@x.io"), "E2"),
                     (Cow::Borrowed("e2@x.io"), "E7"),
                 ]);
-                s.emails.insert(built[0].0, built[0].1.clone()).unwrap();
+                s.emails
+                    .insert(current(&s.index(), built[0].0), built[0].1.clone())
+                    .unwrap();
             }),
             ("undecodable", |s| {
-                s.emails
-                    .insert(email_index::bucket_of("e2@x.io"), b"{not postcard".to_vec())
-                    .unwrap();
+                let key = current(&s.index(), email_index::bucket_of("e2@x.io"));
+                s.emails.insert(key, b"{not postcard".to_vec()).unwrap();
             }),
         ];
         for (what, damage) in damage {
@@ -1022,7 +1009,7 @@ mod tests {
             {
                 let s = SledStore::open(dir.path()).unwrap();
                 commit_accounts(&s, vec![account("E1"), account("E2"), account("E3")]);
-                assert!(s.emails.get(e2).unwrap().is_some());
+                assert!(s.emails.get(current(&s.index(), e2)).unwrap().is_some());
                 damage(&s);
                 s.flush().unwrap();
             }
@@ -1042,7 +1029,9 @@ mod tests {
             (Cow::Borrowed("e1@x.io"), "E1"),
             (Cow::Borrowed("e1@x.io"), "E2"),
         ]);
-        s.emails.insert(built[0].0, built[0].1.clone()).unwrap();
+        s.emails
+            .insert(current(&s.index(), built[0].0), built[0].1.clone())
+            .unwrap();
         match s.accounts_by_email("E1@x.io") {
             Err(StoreError::Corrupt(msg)) => assert!(msg.contains("E2"), "{msg}"),
             other => panic!("answered {other:?}"),

@@ -1,0 +1,202 @@
+//! Writing accounts copy-on-write ([`versions`]): the buckets a write changes are built and
+//! put aside batch by batch, then the email index's, and one small transaction makes them
+//! current together with the ledger, audit and counters; then the versions they replaced
+//! are removed.
+
+use super::store::{SledStore, TxTrees};
+use super::versions::{self, Directory, Versioned};
+use super::{ACCOUNT_BUCKETS, EMAIL_INDEX, Staged, TxResult, buckets, email_index, unwrap_tx};
+use crate::core::accounts::{AccountGroup, group_of};
+use crate::core::packed::Packed;
+use crate::core::parallel::join;
+use crate::store::{Store, StoreError, StoreResult};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use std::collections::{BTreeMap, VecDeque};
+
+/// How many buckets of accounts are built and written aside at a time: at a million
+/// accounts, 256 buckets are ~60k accounts and ~13 MB.
+const BATCH: usize = 256;
+
+/// The versions a write put aside (bucket, version), of the accounts and of the index.
+#[derive(Default)]
+pub(super) struct Written {
+    accounts: Vec<(usize, u64)>,
+    index: Vec<(usize, u64)>,
+}
+
+impl SledStore {
+    /// The account buckets, through their directory.
+    pub(super) fn buckets(&self) -> Versioned<'_> {
+        Versioned::new(&self.accounts, &self.versions, ACCOUNT_BUCKETS)
+    }
+
+    /// The email index's buckets, through their directory.
+    pub(super) fn index(&self) -> Versioned<'_> {
+        Versioned::new(&self.emails, &self.versions, EMAIL_INDEX)
+    }
+
+    /// Writes `updates` (of two updates of one ID the later wins) and removes the accounts
+    /// `remove`, with the index, and whatever `more` writes: aside, then made current in
+    /// one transaction over every other tree; then flushes. On an error nothing is current
+    /// and what was put aside is removed (or, failing that, at the next start).
+    pub(super) fn write_accounts(
+        &self,
+        updates: Vec<Packed>,
+        remove: &[&str],
+        more: impl Fn(&TxTrees) -> TxResult<()>,
+    ) -> StoreResult<()> {
+        let version = versions::reserve(&self.versions)?;
+        let before = (self.buckets().directory()?, self.index().directory()?);
+        let mut written = Written::default();
+        let outcome = self
+            .write_aside(updates, remove, version, &mut written)
+            .and_then(|()| {
+                crate::util::crash_point("after_aside");
+                self.make_current(&before, &written, more)
+            });
+        if let Err(e) = outcome {
+            // Best effort: what is left is removed at the next start.
+            let _ = self
+                .buckets()
+                .remove_written(&written.accounts)
+                .and_then(|()| self.index().remove_written(&written.index))
+                .and_then(|()| versions::finished(&self.versions));
+            return Err(e);
+        }
+        let removed = self
+            .buckets()
+            .remove_superseded(&before.0, &written.accounts)
+            .and_then(|()| self.index().remove_superseded(&before.1, &written.index))
+            .and_then(|()| versions::finished(&self.versions));
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
+        }
+        Ok(())
+    }
+
+    /// Builds the buckets the write changes and puts them aside as `version`, [`BATCH`]
+    /// buckets at a time, each batch's updates let go once it is written; then the index's.
+    pub(super) fn write_aside(
+        &self,
+        updates: Vec<Packed>,
+        remove: &[&str],
+        version: u64,
+        written: &mut Written,
+    ) -> StoreResult<()> {
+        versions::unfinish(&self.versions)?;
+        // By bucket; stable, so that of two updates of one ID the later stays later.
+        let mut keyed: Vec<(usize, Packed)> = updates
+            .into_iter()
+            .map(|p| (group_of(p.head().employee_id), p))
+            .collect();
+        keyed.sort_by_key(|(g, _)| *g);
+        let mut keyed = VecDeque::from(keyed);
+        let removed: Vec<usize> = remove.iter().map(|id| group_of(id)).collect();
+        let mut changes = [
+            email_index::Changes::default(),
+            email_index::Changes::default(),
+        ];
+        let accounts = self.buckets();
+        for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
+            let end = start + BATCH;
+            let n = keyed.partition_point(|(g, _)| *g < end);
+            let batch: Vec<Packed> = keyed.drain(..n).map(|(_, p)| p).collect();
+            let mut groups = buckets::group_packed(&batch);
+            for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
+                groups.entry(buckets::key_of(g)).or_default();
+            }
+            for (g, bytes) in self.stage_buckets(&groups, remove, &mut changes)? {
+                written
+                    .accounts
+                    .push(accounts.write_aside(g, version, bytes)?);
+            }
+        }
+        let index = self.index();
+        for (g, bytes) in email_index::Changes::stage(&changes, &|g| index.get(g))? {
+            written.index.push(index.write_aside(g, version, bytes)?);
+        }
+        Ok(())
+    }
+
+    /// Reads the buckets in `groups` and builds what they hold after their updates, without
+    /// the IDs in `remove` (which must belong to those buckets), adding what changes in the
+    /// email index to `changes`. Half of the buckets are built on a second core.
+    fn stage_buckets(
+        &self,
+        groups: &BTreeMap<buckets::BucketKey, Vec<buckets::Entry<'_>>>,
+        remove: &[&str],
+        changes: &mut [email_index::Changes; 2],
+    ) -> StoreResult<Vec<Staged>> {
+        type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<buckets::Entry<'a>>)];
+        let groups: Vec<_> = groups.iter().collect();
+        let (first, second) = groups.split_at(groups.len() / 2);
+        let accounts = self.buckets();
+        let stage = |part: Part<'_, '_>, changes: &mut email_index::Changes| {
+            let mut staged = Vec::with_capacity(part.len());
+            for (key, updates) in part {
+                let g = usize::from(u16::from_be_bytes(**key));
+                let before = accounts.get(g)?;
+                let existing = buckets::heads_or_empty(*key, before.as_deref())?;
+                let merged = buckets::merge(&existing, updates, remove);
+                let after = (!merged.is_empty())
+                    .then(|| sled::IVec::from(buckets::encode_entries(&merged)));
+                // After the encoding: the accounts' emails are in cache.
+                changes.add_bucket(existing.heads(), &merged);
+                staged.push((g, after));
+            }
+            Ok::<_, StoreError>(staged)
+        };
+        let [lower, upper] = changes;
+        let (staged, rest) = join(|| stage(first, lower), || stage(second, upper));
+        let mut staged = staged?;
+        staged.extend(rest?);
+        Ok(staged)
+    }
+
+    /// The small transaction: the directories name what was put aside, checked unchanged
+    /// since it was read, with what `more` writes; then a flush.
+    pub(super) fn make_current(
+        &self,
+        before: &(Directory, Directory),
+        written: &Written,
+        more: impl Fn(&TxTrees) -> TxResult<()>,
+    ) -> StoreResult<()> {
+        let changed = !(written.accounts.is_empty() && written.index.is_empty());
+        let after = (
+            before.0.with(&written.accounts),
+            before.1.with(&written.index),
+        );
+        let r = (
+            &self.versions,
+            &self.files,
+            &self.sha_index,
+            &self.meta,
+            &self.audit,
+            &self.remote,
+        )
+            .transaction(|(versions, files, sha_index, meta, audit, remote)| {
+                if changed {
+                    if versions::tx_directory(versions, ACCOUNT_BUCKETS)? != before.0
+                        || versions::tx_directory(versions, EMAIL_INDEX)? != before.1
+                    {
+                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
+                            "accounts changed while a commit was prepared; nothing was written"
+                                .into(),
+                        )));
+                    }
+                    versions.insert(ACCOUNT_BUCKETS, after.0.as_slice())?;
+                    versions.insert(EMAIL_INDEX, after.1.as_slice())?;
+                }
+                more(&TxTrees {
+                    files,
+                    sha_index,
+                    meta,
+                    audit,
+                    remote,
+                })
+            });
+        unwrap_tx(r)?;
+        self.flush()
+    }
+}
