@@ -36,6 +36,13 @@ impl Packed {
         take_head(&self.0).expect("packed by `Packed::of`").0
     }
 
+    /// The account's employee ID, read without the rest (its first field).
+    pub fn employee_id(&self) -> &str {
+        postcard::take_from_bytes::<&str>(&self.0)
+            .expect("packed by `Packed::of`")
+            .0
+    }
+
     /// The account.
     pub fn unpack(&self) -> Account {
         postcard::from_bytes(&self.0).expect("packed by `Packed::of`")
@@ -139,6 +146,7 @@ mod tests {
         let p = Packed::of(&a);
         assert_eq!(p.unpack(), a);
         assert_eq!(p.head(), a.head());
+        assert_eq!(p.employee_id(), a.employee_id);
         let (head, rest) = take_head(p.bytes()).unwrap();
         assert_eq!((head, rest.len()), (a.head(), 0));
         assert_eq!(p.bytes(), postcard::to_allocvec(&a).unwrap());

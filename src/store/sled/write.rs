@@ -88,7 +88,7 @@ impl SledStore {
         // By bucket; stable, so that of two updates of one ID the later stays later.
         let mut keyed: Vec<(usize, Packed)> = updates
             .into_iter()
-            .map(|p| (group_of(p.head().employee_id), p))
+            .map(|p| (group_of(p.employee_id()), p))
             .collect();
         keyed.sort_by_key(|(g, _)| *g);
         let mut keyed = VecDeque::from(keyed);
