@@ -115,7 +115,11 @@ impl<'a> Versioned<'a> {
 
     /// The current bytes of bucket `g`; `None` when it holds no accounts.
     pub fn get(&self, g: usize) -> StoreResult<Option<IVec>> {
-        let mut version = self.directory()?.version(g);
+        self.get_from(g, self.directory()?.version(g))
+    }
+
+    /// [`Self::get`] from `version`, what the directory said a moment ago.
+    fn get_from(&self, g: usize, mut version: u64) -> StoreResult<Option<IVec>> {
         loop {
             if version == EMPTY {
                 return Ok(None);
@@ -327,8 +331,12 @@ mod tests {
             Some(&b"old"[..]),
             "aside, not current"
         );
+        // A reader reads the directory here, before the write is made current...
+        let stale = v.directory().unwrap().version(3);
         versions.insert("b", before.with(&written)).unwrap();
         v.remove_superseded(&before, &written).unwrap();
+        // ... and looks for the version it read once that version is gone.
+        assert_eq!(v.get_from(3, stale).unwrap().as_deref(), Some(&b"new"[..]));
         assert_eq!(v.get(3).unwrap().as_deref(), Some(&b"new"[..]));
         assert!(tree.get(key([0, 3], 0)).unwrap().is_none());
         // A directory naming a version that is not there is damage.

@@ -200,3 +200,76 @@ impl SledStore {
         self.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::core::accounts::Account;
+    use crate::store::samples::{account, packed};
+    use crate::store::{Commit, SledStore, Store};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn commit(s: &SledStore, accounts: Vec<Account>) {
+        s.commit(Commit {
+            updates: packed(accounts),
+            file: None,
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })
+        .unwrap();
+    }
+
+    /// Readers beside a writer (the daemon answers reads while the engine commits) see
+    /// every account in one of its committed states, never missing, though the versions
+    /// they were reading are replaced and removed under them.
+    #[test]
+    fn readers_beside_commits_always_find_each_account_in_a_committed_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..2000).map(|i| format!("E{i}")).collect();
+        let with_role = |role: &str| -> Vec<Account> {
+            ids.iter()
+                .map(|id| Account {
+                    role: role.into(),
+                    ..account(id)
+                })
+                .collect()
+        };
+        commit(&s, with_role("Role 0"));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) {
+                    for id in ids.iter().step_by(97) {
+                        let a = s
+                            .account(id)
+                            .unwrap()
+                            .expect("an account never goes missing");
+                        assert!(a.role.starts_with("Role "), "{a:?}");
+                        let by_email = s.accounts_by_email(&a.email).unwrap();
+                        assert_eq!(by_email.len(), 1, "{id}: {by_email:?}");
+                        reads += 1;
+                    }
+                    let mut seen = 0;
+                    s.scan_accounts(&mut |_| seen += 1).unwrap();
+                    assert_eq!(seen, ids.len());
+                }
+                reads
+            });
+            for round in 1..=20 {
+                commit(&s, with_role(&format!("Role {round}")));
+            }
+            done.store(true, Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0);
+        });
+        assert_eq!(s.account("E7").unwrap().unwrap().role, "Role 20");
+        // Every replaced version is gone: one key per bucket in use.
+        let in_use = ids
+            .iter()
+            .map(|id| crate::core::accounts::group_of(id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        assert_eq!(s.accounts.iter().keys().count(), in_use);
+    }
+}
