@@ -32,28 +32,28 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
         let mut index: HashMap<&str, usize, FastHash> =
             HashMap::with_capacity_and_hasher(n, FastHash::default());
         for (i, e) in employees.iter().enumerate() {
-            if !e.id.is_empty() {
+            if !e.id().is_empty() {
                 // With duplicate IDs (only possible in a rejected file) the first row wins.
-                index.entry(&e.id).or_insert(i);
+                index.entry(e.id()).or_insert(i);
             }
         }
         for (i, e) in employees.iter().enumerate() {
-            if e.manager_id.is_empty() {
+            if e.manager_id().is_empty() {
                 continue;
             }
-            if e.manager_id == e.id {
+            if e.manager_id() == e.id() {
                 own.push(Finding::at(
                     e.line,
                     manager_column,
                     format!(
                         "employee \"{}\" is listed as their own manager; leave {manager_column} \
                          empty for someone with no manager",
-                        e.id
+                        e.id()
                     ),
                 ));
                 continue;
             }
-            match index.get(&*e.manager_id) {
+            match index.get(e.manager_id()) {
                 Some(&m) => {
                     parent[i] = m;
                     if !e.inactive {
@@ -66,7 +66,8 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
                     format!(
                         "manager \"{}\" of employee \"{}\" is not in this file; \
                          check the ID or add the manager's row",
-                        e.manager_id, e.id
+                        e.manager_id(),
+                        e.id()
                     ),
                 )),
             }
@@ -139,12 +140,12 @@ fn cycle_warning(employees: &[Employee], members: &[usize], manager_column: &str
         .cycle()
         .skip(first)
         .take(members.len().min(CYCLE_NAMES))
-        .map(|&m| format!("\"{}\"", employees[m].id))
+        .map(|&m| format!("\"{}\"", employees[m].id()))
         .collect();
     if members.len() > CYCLE_NAMES {
         names.push(format!("… ({} employees in all)", members.len()));
     }
-    names.push(format!("\"{}\"", employees[members[first]].id));
+    names.push(format!("\"{}\"", employees[members[first]].id()));
     let anchor = &employees[members[first]];
     Finding::at(
         anchor.line,
@@ -186,15 +187,14 @@ mod tests {
     use super::*;
 
     fn emp(line: u64, id: &str, manager: &str, inactive: bool) -> Employee {
-        Employee {
+        Employee::new(
             line,
-            id: id.into(),
-            email: format!("{id}@example.com").into(),
-            manager_id: manager.into(),
+            id,
+            &format!("{id}@example.com"),
+            manager,
             inactive,
-            is_manager: false,
-            values: Box::new([]),
-        }
+            Box::new([]),
+        )
     }
 
     /// Rows `(id, manager_id, inactive)` on lines 2, 3, ...
@@ -209,7 +209,7 @@ mod tests {
         employees
             .iter()
             .filter(|e| e.is_manager)
-            .map(|e| &*e.id)
+            .map(|e| e.id())
             .collect()
     }
 
@@ -407,7 +407,7 @@ mod tests {
     fn a_million_member_cycle_is_one_warning() {
         let depth = 1_000_000;
         let mut e = chain(depth);
-        e[0].manager_id = (depth - 1).to_string().into();
+        e[0].set_manager_id(&(depth - 1).to_string());
         let w = derive(&mut e, "manager_id");
         assert_eq!(places(&w), [(Some(2), Some("manager_id"))]);
         assert!(

@@ -66,7 +66,7 @@ impl EmployeeGroups {
         let groups: Vec<u16> = roster
             .employees
             .iter()
-            .map(|e| group_of(&e.id) as u16)
+            .map(|e| group_of(e.id()) as u16)
             .collect();
         let mut starts = vec![0u32; GROUPS + 1];
         for &g in &groups {

@@ -442,7 +442,7 @@ fn plan_group(
     let mut next = Cursor::default();
     for &row in rows {
         let row = row as usize;
-        let id = &*roster.employees[row].id;
+        let id = roster.employees[row].id();
         let Ok(at) = next.find(heads, id) else {
             part.without_account.push(row as u32);
             continue;
@@ -527,14 +527,14 @@ fn plan_row(
 ) {
     let employee = &roster.employees[row];
     let auto = account.filter(|a| a.head.origin == Origin::Auto);
-    let mut email = is_well_formed_email(&employee.email).then_some(&*employee.email);
-    if let Some(holder) = email.and_then(|e| taken_by_other(&input.survey.manual, e, &employee.id))
+    let mut email = is_well_formed_email(employee.email()).then_some(employee.email());
+    if let Some(holder) = email.and_then(|e| taken_by_other(&input.survey.manual, e, employee.id()))
     {
         // No new account and no email change for this employee (SPEC §3); warned about
         // only where that blocks something.
         let would_create =
             account.is_none() && !employee.inactive && !input.matching.get(row).is_empty();
-        if would_create || auto.is_some_and(|a| *a.head.email != *employee.email) {
+        if would_create || auto.is_some_and(|a| *a.head.email != *employee.email()) {
             plan.warnings.push(email_taken(roster, employee, holder));
         }
         email = None;
@@ -549,7 +549,7 @@ fn plan_row(
     plan_employee(
         plan,
         input,
-        &employee.id,
+        employee.id(),
         email,
         account,
         input.matching.get(row),
@@ -590,7 +590,9 @@ fn email_taken(roster: &Roster, employee: &crate::core::model::Employee, holder:
         format!(
             "email \"{}\" of employee \"{}\" is held by the active manual account of employee \
              \"{holder}\"; \"{}\" gets no new account and no email change until one of them changes",
-            employee.email, employee.id, employee.id
+            employee.email(),
+            employee.id(),
+            employee.id()
         ),
     )
 }
@@ -811,15 +813,8 @@ mod tests {
     }
 
     fn employee(id: &str, inactive: bool) -> Employee {
-        Employee {
-            line: 2,
-            id: id.into(),
-            email: format!("{}@acme.example", id.to_lowercase()).into(),
-            manager_id: "".into(),
-            inactive,
-            is_manager: false,
-            values: Box::new([]),
-        }
+        let email = format!("{}@acme.example", id.to_lowercase());
+        Employee::new(2, id, &email, "", inactive, Box::new([]))
     }
 
     fn account(id: &str, origin: Origin, rule: Option<u64>, role: &str, status: Status) -> Account {
@@ -1256,7 +1251,7 @@ mod tests {
             .acct(boss.clone())
             .acct(e2);
         // E2's roster email is the boss's too: no email change, but its rule change applies.
-        w.roster.employees[1].email = "e1@acme.example".into();
+        w.roster.employees[1].set_email("e1@acme.example");
         w.roster.email_column = "Work Email".into();
         let p = w.plan();
         assert_eq!(p.changes.len(), 1, "E1 gets no account: {:?}", p.changes);
@@ -1292,7 +1287,7 @@ mod tests {
         let mut w = World::new(&[(1, "IT Admin")]).acct(boss);
         for i in 0..n {
             w = w.row(&format!("E{i}"), false, &[1]);
-            w.roster.employees[i].email = "shared@acme.example".into();
+            w.roster.employees[i].set_email("shared@acme.example");
         }
         let p = w.plan();
         assert!(p.changes.is_empty());
@@ -1561,7 +1556,7 @@ mod tests {
             let w = c.world(false);
             let after = apply(&w, &w.plan());
             let matching: HashMap<&str, &Vec<RuleId>> = w.roster.employees.iter().zip(&w.matching)
-                .filter(|(e, _)| !e.inactive).map(|(e, m)| (&*e.id, m)).collect();
+                .filter(|(e, _)| !e.inactive).map(|(e, m)| (e.id(), m)).collect();
             for a in after.values().filter(|a| a.origin == Origin::Auto && a.is_active()) {
                 let rule = a.rule_id.expect("auto accounts have a rule");
                 prop_assert!(w.rules.contains_key(&rule));
@@ -1576,11 +1571,11 @@ mod tests {
             let after = apply(&w, &w.plan());
             for (e, m) in w.roster.employees.iter().zip(&w.matching) {
                 if e.inactive { continue; }
-                if let Some(before) = w.accounts.get(&*e.id)
+                if let Some(before) = w.accounts.get(e.id())
                     && before.origin == Origin::Auto
                     && before.rule_id.is_some_and(|r| m.contains(&r))
                 {
-                    prop_assert_eq!(after[&*e.id].rule_id, before.rule_id);
+                    prop_assert_eq!(after[e.id()].rule_id, before.rule_id);
                 }
             }
         }
@@ -1632,20 +1627,20 @@ mod tests {
                 let holders: Vec<String> = w.accounts.values().filter(|a| {
                     a.origin == Origin::Manual
                         && a.is_active()
-                        && *a.employee_id != *e.id
-                        && a.email.to_lowercase() == e.email.to_lowercase()
+                        && *a.employee_id != *e.id()
+                        && a.email.to_lowercase() == e.email().to_lowercase()
                 }).map(|h| format!("\"{}\"", h.employee_id)).collect();
                 let holder = holders.first();
-                let (before, now) = (w.accounts.get(&*e.id), after.get(&*e.id));
+                let (before, now) = (w.accounts.get(e.id()), after.get(e.id()));
                 match (holder, before) {
                     (_, Some(b)) if b.origin == Origin::Manual => prop_assert_eq!(now, Some(b)),
-                    (None, _) => prop_assert!(now.is_none_or(|a| *a.email == *e.email), "{:?}", now),
+                    (None, _) => prop_assert!(now.is_none_or(|a| *a.email == *e.email()), "{:?}", now),
                     (Some(_), _) => {
                         prop_assert_eq!(now.map(|a| &a.email), before.map(|a| &a.email));
                         let would_create = before.is_none() && !e.inactive && !matching.is_empty();
                         let blocked = would_create
-                            || before.is_some_and(|b| b.origin == Origin::Auto && *b.email != *e.email);
-                        let who = format!("\"{}\"", e.id);
+                            || before.is_some_and(|b| b.origin == Origin::Auto && *b.email != *e.email());
+                        let who = format!("\"{}\"", e.id());
                         let warned = p.warnings.iter().any(|f| {
                             f.message.contains(&who) && holders.iter().any(|h| f.message.contains(h))
                         });

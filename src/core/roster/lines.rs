@@ -180,7 +180,7 @@ mod tests {
             let text = format!("employee_id{d}email{d}name\n1{d}a@example.com{d}\"Doe{d} Jane\"\n");
             let r = ok(&text);
             assert_eq!(ids(&r), ["1"], "delimiter {d:?}");
-            assert_eq!(&*r.employees[0].email, "a@example.com");
+            assert_eq!(r.employees[0].email(), "a@example.com");
         }
     }
 

@@ -471,7 +471,7 @@ mod tests {
     }
 
     pub(super) fn ids(r: &Roster) -> Vec<&str> {
-        r.employees.iter().map(|e| &*e.id).collect()
+        r.employees.iter().map(|e| e.id()).collect()
     }
 
     pub(super) fn lines(r: &Roster) -> Vec<u64> {
@@ -707,7 +707,7 @@ mod tests {
         assert!(
             r.employees
                 .iter()
-                .all(|e| !e.is_manager && e.manager_id.is_empty())
+                .all(|e| !e.is_manager && e.manager_id().is_empty())
         );
         assert!(r.warnings.is_empty());
     }
@@ -888,7 +888,7 @@ mod tests {
             let got: Vec<(u64, String, String)> = r
                 .employees
                 .iter()
-                .map(|e| (e.line, e.id.to_string(), e.email.to_string()))
+                .map(|e| (e.line, e.id().to_string(), e.email().to_string()))
                 .collect();
             prop_assert_eq!(got, expected);
             let empty_runs = rows.iter().filter(|row| row.empty_after > 0).count();

@@ -122,15 +122,14 @@ impl Rows {
             let sym = intern_folded(&mut self.symbols, &mut self.fold_buf, cell(record, column));
             self.values.push(sym);
         }
-        self.employees.push(Employee {
+        self.employees.push(Employee::new(
             line,
-            id: id.into(),
-            email: email.into(),
-            manager_id: manager_id.into(),
+            id,
+            email,
+            manager_id,
             inactive,
-            is_manager: false,
-            values: self.values.as_slice().into(),
-        });
+            self.values.as_slice().into(),
+        ));
     }
 
     /// An employee ID must be there, and on no earlier row.
@@ -204,7 +203,7 @@ impl Rows {
             }
             Entry::Occupied(slot) => {
                 let first = &self.employees[*slot.get() as usize];
-                if &*first.id == id {
+                if first.id() == id {
                     return Some(first.line);
                 }
                 match self.collided_ids.get(id) {
@@ -231,7 +230,7 @@ impl Rows {
             }
             Entry::Occupied(slot) => {
                 let first = &self.employees[*slot.get() as usize];
-                if *columns::fold(&first.email) == *folded {
+                if *columns::fold(first.email()) == *folded {
                     return Some(first.line);
                 }
                 match self.collided_emails.get(&*folded) {
@@ -485,7 +484,7 @@ mod tests {
         assert_eq!(ids(&r), ["1", "2", "3"]);
         let inactive: Vec<bool> = r.employees.iter().map(|e| e.inactive).collect();
         assert_eq!(inactive, [false, true, true]);
-        assert_eq!(&*r.employees[1].email, "");
+        assert_eq!(r.employees[1].email(), "");
     }
 
     #[test]
@@ -522,7 +521,7 @@ mod tests {
         );
         // Surrounding spaces are trimmed, not whitespace inside the address.
         assert_eq!(
-            &*ok("employee_id,email\n1,  a@example.com \n").employees[0].email,
+            ok("employee_id,email\n1,  a@example.com \n").employees[0].email(),
             "a@example.com"
         );
     }

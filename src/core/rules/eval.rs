@@ -298,7 +298,7 @@ impl MatchSet {
 
 /// The id of employee `index` of `roster`, if there is one.
 fn employee_id(roster: &Roster, index: usize) -> Option<String> {
-    roster.employees.get(index).map(|e| e.id.to_string())
+    roster.employees.get(index).map(|e| e.id().to_string())
 }
 
 /// Employees of `roster` (not inactive) matching both rules: (count, up to 10 employee
@@ -484,7 +484,7 @@ mod tests {
             .employees
             .iter()
             .filter(|e| !e.inactive && a.matches(e) && b.matches(e))
-            .map(|e| e.id.to_string())
+            .map(|e| e.id().to_string())
             .collect();
         (ids.len(), ids.into_iter().take(BOTH_MATCH_SAMPLE).collect())
     }

@@ -112,18 +112,14 @@ mod tests {
             .enumerate()
             .map(|(i, (id, cells, is_manager, inactive))| {
                 assert_eq!(cells.len(), fields.len(), "row {id}");
-                Employee {
-                    line: i as u64 + 2,
-                    id: (*id).into(),
-                    email: format!("{id}@example.com").into(),
-                    manager_id: "".into(),
-                    inactive: *inactive,
-                    is_manager: *is_manager,
-                    values: cells
-                        .iter()
-                        .map(|c| symbols.intern(&fold_value(c)))
-                        .collect(),
-                }
+                let values = cells
+                    .iter()
+                    .map(|c| symbols.intern(&fold_value(c)))
+                    .collect();
+                let email = format!("{id}@example.com");
+                let mut e = Employee::new(i as u64 + 2, id, &email, "", *inactive, values);
+                e.is_manager = *is_manager;
+                e
             })
             .collect::<Vec<_>>();
         let keys: Vec<String> = fields.iter().map(|f| Columns::default().key(f)).collect();
