@@ -106,6 +106,9 @@ impl SledStore {
             for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
                 groups.entry(buckets::key_of(g)).or_default();
             }
+            if groups.is_empty() {
+                continue;
+            }
             for (g, bytes) in self.stage_buckets(&groups, remove, &mut changes)? {
                 written
                     .accounts
