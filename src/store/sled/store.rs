@@ -760,6 +760,11 @@ mod tests {
                 "aside, not current"
             );
             assert_eq!(s.account("E3").unwrap(), None);
+            // A later write, here a ledger entry alone, leaves the leftovers for the start.
+            s.write_accounts(vec![], &[], |t| tx_audit(t.meta, t.audit, &note("x")))
+                .unwrap();
+            commit_accounts(&s, vec![account("E1")]);
+            assert!(versions::unfinished(&s.versions).unwrap());
             s.flush().unwrap();
         }
         let s = reopen(dir.path());

@@ -49,26 +49,39 @@ impl SledStore {
         let version = versions::reserve(&self.versions)?;
         let before = (self.buckets().directory()?, self.index().directory()?);
         let mut written = Written::default();
-        let outcome = self
-            .write_aside(updates, remove, version, &mut written)
-            .and_then(|()| {
-                crate::util::crash_point("after_aside");
-                self.make_current(&before, &written, more)
-            });
+        // A write of the ledger alone (a rejected or held file, a filing finished) puts
+        // nothing aside.
+        let nothing = updates.is_empty() && remove.is_empty();
+        // What an earlier write could not clean up waits for the next start: the marker
+        // stays for it.
+        let left_earlier = versions::unfinished(&self.versions)?;
+        let finish = || match nothing || left_earlier {
+            true => Ok(()),
+            false => versions::finished(&self.versions),
+        };
+        let outcome = (if nothing {
+            Ok(())
+        } else {
+            self.write_aside(updates, remove, version, &mut written)
+        })
+        .and_then(|()| {
+            crate::util::crash_point("after_aside");
+            self.make_current(&before, &written, more)
+        });
         if let Err(e) = outcome {
             // Best effort: what is left is removed at the next start.
             let _ = self
                 .buckets()
                 .remove_written(&written.accounts)
                 .and_then(|()| self.index().remove_written(&written.index))
-                .and_then(|()| versions::finished(&self.versions));
+                .and_then(|()| finish());
             return Err(e);
         }
         let removed = self
             .buckets()
             .remove_superseded(&before.0, &written.accounts)
             .and_then(|()| self.index().remove_superseded(&before.1, &written.index))
-            .and_then(|()| versions::finished(&self.versions));
+            .and_then(|()| finish());
         if let Err(e) = removed {
             tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
         }
