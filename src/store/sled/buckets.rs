@@ -29,6 +29,11 @@ pub fn key_of(g: usize) -> BucketKey {
     (g as u16).to_be_bytes()
 }
 
+/// The group whose bucket `key` is ([`key_of`] the other way).
+pub fn number_of(key: BucketKey) -> usize {
+    usize::from(u16::from_be_bytes(key))
+}
+
 /// The bucket an employee ID belongs to: its group's ([`crate::core::accounts::group_of`]).
 pub fn bucket_of(employee_id: &str) -> BucketKey {
     key_of(crate::core::accounts::group_of(employee_id))

@@ -165,7 +165,7 @@ impl Default for Changes {
 
 impl Changes {
     fn group(&mut self, folded: &str) -> &mut Group {
-        &mut self.groups[usize::from(u16::from_be_bytes(bucket_of(folded)))]
+        &mut self.groups[buckets::number_of(bucket_of(folded))]
     }
 
     /// Adds the changes of one bucket of accounts: `existing` before the write, `merged`

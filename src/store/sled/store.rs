@@ -407,7 +407,7 @@ impl Store for SledStore {
 
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
         let key = buckets::bucket_of(employee_id);
-        let Some(bytes) = self.buckets().get(usize::from(u16::from_be_bytes(key)))? else {
+        let Some(bytes) = self.buckets().get(buckets::number_of(key))? else {
             return Ok(None);
         };
         // Read in place, only the one account copied.
@@ -422,7 +422,7 @@ impl Store for SledStore {
         self.verify_index()?;
         let folded = email_index::fold(email);
         let key = email_index::bucket_of(&folded);
-        let Some(bytes) = self.index().get(usize::from(u16::from_be_bytes(key)))? else {
+        let Some(bytes) = self.index().get(buckets::number_of(key))? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
@@ -920,8 +920,10 @@ mod tests {
 
     /// The key of the current version of the bucket `key` of `tree`.
     fn current(tree: &versions::Versioned<'_>, key: buckets::BucketKey) -> Vec<u8> {
-        let g = usize::from(u16::from_be_bytes(key));
-        versions::key(key, tree.directory().unwrap().version(g))
+        versions::key(
+            key,
+            tree.directory().unwrap().version(buckets::number_of(key)),
+        )
     }
 
     fn commit_accounts(s: &SledStore, updates: Vec<Account>) {

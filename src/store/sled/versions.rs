@@ -142,14 +142,16 @@ impl<'a> Versioned<'a> {
         }
     }
 
-    /// Calls `f` with each bucket in `range` that holds accounts, in order.
+    /// Calls `f` with each bucket in `range` that holds accounts, in order. The directory
+    /// is read once: a version removed since is read again from the directory then.
     pub fn for_each(
         &self,
         range: std::ops::Range<usize>,
         mut f: impl FnMut(BucketKey, &IVec) -> StoreResult<()>,
     ) -> StoreResult<()> {
+        let directory = self.directory()?;
         for g in range {
-            if let Some(bytes) = self.get(g)? {
+            if let Some(bytes) = self.get_from(g, directory.version(g))? {
                 f(buckets::key_of(g), &bytes)?;
             }
         }

@@ -151,7 +151,7 @@ impl SledStore {
         let stage = |part: Part<'_, '_>, changes: &mut email_index::Changes| {
             let mut staged = Vec::with_capacity(part.len());
             for (key, updates) in part {
-                let g = usize::from(u16::from_be_bytes(**key));
+                let g = buckets::number_of(**key);
                 let before = accounts.get(g)?;
                 let existing = buckets::heads_or_empty(*key, before.as_deref())?;
                 let merged = buckets::merge(&existing, updates, remove);
