@@ -858,9 +858,11 @@ mod tests {
         let mut expected = Vec::new();
         for (i, row) in rows.iter().enumerate() {
             let id = format!("0{i}");
+            // The row number makes each email unique: a repeated one is an error of its own.
+            let email = format!("r{i}-{}", row.email);
             let note: String = row.note.concat().replace('"', "\"\"");
-            text.push_str(&format!("{id}{d}\"{note}\"{d}{}{eol}", row.email));
-            expected.push((line, id, row.email.clone()));
+            text.push_str(&format!("{id}{d}\"{note}\"{d}{email}{eol}"));
+            expected.push((line, id, email));
             let breaks = row.note.iter().filter(|p| p.contains('\n')).count() as u64;
             line += 1 + breaks;
             for _ in 0..row.empty_after {
