@@ -1,7 +1,7 @@
 //! The sled store's side of backups ([`crate::store::backup_format`]): its trees written
 //! out with the accounts one by one, and a new store made from a backup.
 
-use super::versions::Versioned;
+use super::versions::{Stored, Versioned};
 use super::{ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, buckets, email_index};
 use crate::store::backup_format::{self, Writer, meta, trees};
 use crate::store::{StoreError, StoreResult};
@@ -57,7 +57,7 @@ pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
         }
         let bucket_tree = db.open_tree(ACCOUNT_BUCKETS)?;
         for (key, group) in buckets::group(&backup.accounts) {
-            bucket_tree.insert(key, buckets::encode(&group))?;
+            bucket_tree.insert(key, Stored::pack(&buckets::encode(&group)).bytes())?;
         }
         let index_tree = db.open_tree(EMAIL_INDEX)?;
         let entries = backup
@@ -65,7 +65,7 @@ pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
             .iter()
             .map(|a| (email_index::fold(&a.email), a.employee_id.as_str()));
         for (key, bytes) in email_index::build(entries) {
-            index_tree.insert(key, bytes)?;
+            index_tree.insert(key, Stored::pack(&bytes).bytes())?;
         }
         db.open_tree(trees::META)?.insert(meta::SCHEMA, SCHEMA)?;
         db.flush()?;

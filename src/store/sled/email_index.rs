@@ -14,6 +14,7 @@
 
 use super::Staged;
 use super::buckets::{self, BucketKey};
+use super::versions::Stored;
 use crate::core::accounts::AccountHead;
 use crate::core::parallel::join;
 use crate::store::{StoreError, StoreResult};
@@ -210,7 +211,7 @@ impl Changes {
     /// entries).
     pub fn stage(
         parts: &[Changes],
-        read: &(dyn Fn(usize) -> StoreResult<Option<sled::IVec>> + Sync),
+        read: &(dyn Fn(usize) -> StoreResult<Option<Vec<u8>>> + Sync),
     ) -> StoreResult<Vec<Staged>> {
         let buckets = buckets::BUCKETS as usize;
         let stage = |range: std::ops::Range<usize>| {
@@ -235,7 +236,7 @@ impl Changes {
                 entries.extend(groups().flat_map(Group::added));
                 entries.sort_unstable();
                 entries.dedup();
-                let after = (!entries.is_empty()).then(|| sled::IVec::from(encode(&entries)));
+                let after = (!entries.is_empty()).then(|| Stored::pack(&encode(&entries)));
                 staged.push((n, after));
             }
             Ok::<_, StoreError>(staged)

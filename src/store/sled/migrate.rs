@@ -4,7 +4,7 @@
 
 use super::versions::Versioned;
 use super::{
-    ACCOUNT_BUCKETS, ACCOUNTS_V1, EMAIL_INDEX, SCHEMA, SCHEMA_V2, buckets, decode, email_index,
+    ACCOUNT_BUCKETS, ACCOUNTS_V1, EMAIL_INDEX, SCHEMA_V2, SCHEMA_V4, buckets, decode, email_index,
     unwrap_tx,
 };
 use crate::core::accounts::Account;
@@ -49,8 +49,12 @@ pub fn v1_to_v2(db: &sled::Db, meta_tree: &sled::Tree) -> StoreResult<usize> {
     Ok(accounts.len())
 }
 
-/// Schema 2 → 3: builds the email index from the account buckets, in one transaction with
-/// schema 3's marker, so that it is built once. Returns how many accounts it indexes.
+/// Schema 2 → 3 (→ 4, whose layout schema 3's is): builds the email index from the account
+/// buckets, in one transaction with schema 4's marker, so that it is built once (the
+/// buckets are compressed next, [`SledStore::compress_buckets`]). Returns how many
+/// accounts it indexes.
+///
+/// [`SledStore::compress_buckets`]: super::SledStore::compress_buckets
 pub fn v2_to_v3(
     accounts: &Versioned<'_>,
     index_tree: &sled::Tree,
@@ -65,7 +69,7 @@ pub fn v2_to_v3(
     // The buckets stay in memory (sled shares their bytes) so the entries can borrow them.
     let mut stored = Vec::new();
     accounts.for_each(0..buckets::BUCKETS as usize, |key, bytes| {
-        stored.push((key, bytes.clone()));
+        stored.push((key, bytes.to_vec()));
         Ok(())
     })?;
     let mut entries = Vec::new();
@@ -82,7 +86,7 @@ pub fn v2_to_v3(
             index.insert(key, bytes.as_slice())?;
         }
         versions.remove(EMAIL_INDEX)?;
-        meta_tx.insert(meta::SCHEMA, SCHEMA)?;
+        meta_tx.insert(meta::SCHEMA, SCHEMA_V4)?;
         Ok(())
     });
     unwrap_tx(r)?;

@@ -3,8 +3,9 @@
 //! of accounts by email ([`email_index`]), bucketed the same way.
 //!
 //! Schemas: 1 kept one JSON record per account; 2 bucketed them; 3 added the email index;
-//! 4 (this build) writes buckets copy-on-write ([`versions`]), reading schema 3's as their
-//! version 0. An older store is migrated when it is opened ([`migrate`]).
+//! 4 writes buckets copy-on-write ([`versions`]), reading schema 3's as their version 0;
+//! 5 (this build) stores each bucket compressed. An older store is migrated when it is
+//! opened ([`migrate`]).
 
 mod backup;
 mod buckets;
@@ -23,8 +24,11 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// The schema this build writes and reads.
-const SCHEMA: &[u8] = b"autoprov-4";
-/// Buckets written in place: read as version 0 of each (see [`versions`]), so only the marker changes.
+const SCHEMA: &[u8] = b"autoprov-5";
+/// Buckets stored uncompressed: each is rewritten compressed when it is opened.
+const SCHEMA_V4: &[u8] = b"autoprov-4";
+/// Buckets written in place and uncompressed: read as version 0 of each (see [`versions`]) and
+/// rewritten compressed, as schema 4's, when it is opened.
 const SCHEMA_V3: &[u8] = b"autoprov-3";
 /// Accounts in buckets, without the email index: the index is built when it is opened.
 const SCHEMA_V2: &[u8] = b"autoprov-2";
@@ -81,7 +85,7 @@ fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNot
 
 /// A bucket (of accounts or of the email index) as a write leaves it: its number and its
 /// bytes (`None`: it holds nothing).
-type Staged = (usize, Option<sled::IVec>);
+type Staged = (usize, Option<versions::Stored>);
 
 fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
     match r {

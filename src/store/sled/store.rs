@@ -2,8 +2,9 @@
 //! [`Store`] operations, each one transaction then a flush.
 
 use super::{
-    ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, backup, buckets, decode,
-    email_index, encode, migrate, tx_audit, u64_of, unwrap_tx, versions, watermark,
+    ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, backup,
+    buckets, decode, email_index, encode, migrate, tx_audit, u64_of, unwrap_tx, versions,
+    watermark,
 };
 use crate::core::accounts::{Account, AccountGroup};
 use crate::core::packed::Packed;
@@ -42,7 +43,8 @@ pub struct SledStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Upgrade {
     None,
-    FromV3,
+    /// Schema 3 or 4: buckets stored uncompressed.
+    Compress,
     FromV2,
     FromV1,
 }
@@ -69,7 +71,11 @@ impl SledStore {
         }
         if matches!(upgrade, Upgrade::FromV2 | Upgrade::FromV1) {
             let indexed = migrate::v2_to_v3(
-                &store.buckets(),
+                &versions::Versioned::uncompressed(
+                    &store.accounts,
+                    &store.versions,
+                    ACCOUNT_BUCKETS,
+                ),
                 &store.emails,
                 &store.meta,
                 &store.versions,
@@ -77,13 +83,12 @@ impl SledStore {
             store.flush()?;
             tracing::info!(
                 accounts = indexed,
-                "store migrated to schema 3 (email index)"
+                "store migrated to schema 4 (email index)"
             );
         }
-        if upgrade == Upgrade::FromV3 {
-            store.meta.insert(meta::SCHEMA, SCHEMA)?;
-            store.flush()?;
-            tracing::info!("store marked schema 4 (buckets written copy-on-write)");
+        if upgrade != Upgrade::None {
+            let buckets = store.compress_buckets()?;
+            tracing::info!(buckets, "store migrated to schema 5 (buckets compressed)");
         }
         if versions::unfinished(&store.versions)? {
             let removed = store.buckets().collect_garbage()? + store.index().collect_garbage()?;
@@ -160,7 +165,7 @@ impl SledStore {
                 Ok(Upgrade::None)
             }
             Some(v) if v.as_ref() == SCHEMA => Ok(Upgrade::None),
-            Some(v) if v.as_ref() == SCHEMA_V3 => Ok(Upgrade::FromV3),
+            Some(v) if v.as_ref() == SCHEMA_V4 || v.as_ref() == SCHEMA_V3 => Ok(Upgrade::Compress),
             Some(v) if v.as_ref() == SCHEMA_V2 => Ok(Upgrade::FromV2),
             Some(v) if v.as_ref() == SCHEMA_V1 => Ok(Upgrade::FromV1),
             Some(v) => Err(StoreError::Corrupt(format!(
@@ -926,6 +931,87 @@ mod tests {
         )
     }
 
+    /// Rewrites every bucket of `s` as schema 3 (`versioned`: false) or 4 laid them out:
+    /// uncompressed, under the bucket's key alone and no directories, or under a version the
+    /// directories name. Returns each tree's stored bytes, to compare.
+    fn as_older_schema(s: &SledStore, versioned: bool) -> [u64; 2] {
+        let version = versions::reserve(&s.versions).unwrap();
+        let mut sizes = [0; 2];
+        for (i, (v, name)) in [(s.buckets(), ACCOUNT_BUCKETS), (s.index(), EMAIL_INDEX)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut records = Vec::new();
+            v.for_each(0..HALVES.1, |k, record| {
+                records.push((k, record.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+            v.tree.clear().unwrap();
+            let mut directory = vec![versions::EMPTY.to_be_bytes(); HALVES.1];
+            for (k, record) in records {
+                let at = if versioned { version } else { 0 };
+                sizes[i] += record.len() as u64;
+                directory[buckets::number_of(k)] = at.to_be_bytes();
+                v.tree.insert(versions::key(k, at), record).unwrap();
+            }
+            match versioned {
+                true => s.versions.insert(name, directory.concat()).unwrap(),
+                false => s.versions.remove(name).unwrap(),
+            };
+        }
+        s.meta
+            .insert(meta::SCHEMA, if versioned { SCHEMA_V4 } else { SCHEMA_V3 })
+            .unwrap();
+        s.flush().unwrap();
+        sizes
+    }
+
+    /// Schemas 3 and 4 stored buckets uncompressed: opened, every bucket is rewritten
+    /// compressed, the accounts and the index answer as before, and nothing old is left.
+    #[test]
+    fn an_uncompressed_store_is_compressed_when_opened_and_answers_the_same() {
+        for versioned in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let many: Vec<Account> = (0..3000).map(|i| account(&format!("E{i}"))).collect();
+            let raw = {
+                let s = SledStore::open(dir.path()).unwrap();
+                commit_accounts(&s, many.clone());
+                as_older_schema(&s, versioned)
+            };
+            let s = reopen(dir.path());
+            assert_eq!(s.meta.get(meta::SCHEMA).unwrap().unwrap().as_ref(), SCHEMA);
+            let mut read = s.accounts().unwrap();
+            read.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+            let mut many = many;
+            many.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
+            assert!(read == many, "the accounts read differ from those written");
+            s.check_index().unwrap();
+            assert_eq!(ids(&s.accounts_by_email("e2999@x.io").unwrap()), ["E2999"]);
+            // Each bucket holds its record compressed, and only that.
+            for (v, name) in [(s.buckets(), ACCOUNT_BUCKETS), (s.index(), EMAIL_INDEX)] {
+                let stored = versions::Versioned::uncompressed(v.tree, &s.versions, name);
+                let mut records = 0;
+                v.for_each(0..HALVES.1, |k, record| {
+                    let g = buckets::number_of(k);
+                    let bytes = stored.get(g)?.expect("stored");
+                    assert_eq!(bytes, versions::Stored::pack(record).bytes().to_vec());
+                    records += record.len() as u64;
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(records, raw[usize::from(name == EMAIL_INDEX)]);
+            }
+            assert_eq!(
+                s.buckets().collect_garbage().unwrap(),
+                0,
+                "old versions left"
+            );
+            assert_eq!(s.index().collect_garbage().unwrap(), 0, "old versions left");
+            assert!(!versions::unfinished(&s.versions).unwrap());
+        }
+    }
+
     fn commit_accounts(s: &SledStore, updates: Vec<Account>) {
         s.commit(Commit {
             updates: crate::store::samples::packed(updates),
@@ -965,6 +1051,7 @@ mod tests {
             ann.email = " Ann@X.io".into();
             commit_accounts(&s, vec![ann, account("E2")]);
             // What the previous build wrote: the same buckets, schema 2, no index tree.
+            as_older_schema(&s, false);
             s.db.drop_tree(EMAIL_INDEX).unwrap();
             s.meta.insert(meta::SCHEMA, SCHEMA_V2).unwrap();
             s.flush().unwrap();
@@ -978,7 +1065,7 @@ mod tests {
         s.flush().unwrap();
         drop(s);
         let msg = refused(dir.path());
-        assert!(msg.contains("email index does not match"), "{msg}");
+        assert!(msg.contains("the email index lost bucket"), "{msg}");
     }
 
     #[test]
@@ -994,7 +1081,10 @@ mod tests {
             ("altered", |s| {
                 let built = email_index::build([(Cow::Borrowed("e2@x.io"), "E3")]);
                 s.emails
-                    .insert(current(&s.index(), built[0].0), built[0].1.clone())
+                    .insert(
+                        current(&s.index(), built[0].0),
+                        versions::Stored::pack(&built[0].1).bytes(),
+                    )
                     .unwrap();
             }),
             ("added", |s| {
@@ -1003,7 +1093,10 @@ mod tests {
                     (Cow::Borrowed("e2@x.io"), "E7"),
                 ]);
                 s.emails
-                    .insert(current(&s.index(), built[0].0), built[0].1.clone())
+                    .insert(
+                        current(&s.index(), built[0].0),
+                        versions::Stored::pack(&built[0].1).bytes(),
+                    )
                     .unwrap();
             }),
             ("undecodable", |s| {
@@ -1037,7 +1130,10 @@ mod tests {
             (Cow::Borrowed("e1@x.io"), "E2"),
         ]);
         s.emails
-            .insert(current(&s.index(), built[0].0), built[0].1.clone())
+            .insert(
+                current(&s.index(), built[0].0),
+                versions::Stored::pack(&built[0].1).bytes(),
+            )
             .unwrap();
         match s.accounts_by_email("E1@x.io") {
             Err(StoreError::Corrupt(msg)) => assert!(msg.contains("E2"), "{msg}"),

@@ -17,6 +17,11 @@
 //! Readers read the directory, then the bucket. The version they read may be superseded and
 //! removed in between (after the transaction): a bucket found missing is read again once
 //! the directory says something else, and is damage only when it still says the same.
+//!
+//! Form (schema 5): each bucket's record is stored compressed ([`Stored`], LZ4 blocks), so
+//! sled's page cache, which keeps every bucket read or written for as long as the store is
+//! open (BENCHMARKS.md), holds ~5× fewer bytes. Schemas up to 4 stored records as they are
+//! ([`Versioned::uncompressed`], read only by the migrations).
 
 use super::buckets::{self, BucketKey};
 use crate::store::{StoreError, StoreResult};
@@ -33,6 +38,50 @@ const UNFINISHED: &[u8] = b"unfinished";
 pub const EMPTY: u64 = u64::MAX;
 /// How many buckets a tree has.
 const COUNT: usize = buckets::BUCKETS as usize;
+/// The largest record a stored bucket may expand to: a damaged length is refused before
+/// anything that size is allocated (a bucket is ~45 KB at a million accounts).
+const MAX_RECORD: usize = 256 << 20;
+
+/// A bucket's record as it is stored: compressed (LZ4 block format, the record's length
+/// first), so only [`Stored::pack`] makes one.
+#[derive(Clone)]
+pub struct Stored(IVec);
+
+impl Stored {
+    /// `record`, compressed.
+    pub fn pack(record: &[u8]) -> Stored {
+        Stored(IVec::from(lz4_flex::compress_prepend_size(record)))
+    }
+
+    /// How many bytes it takes in the tree.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The bytes as the tree holds them.
+    pub fn bytes(&self) -> &IVec {
+        &self.0
+    }
+}
+
+/// The record stored as `bytes` in bucket `g` of the tree `name`.
+fn unpack(name: &str, g: usize, bytes: &[u8]) -> StoreResult<Vec<u8>> {
+    let damaged = |what: String| {
+        StoreError::Corrupt(format!(
+            "bucket {g} of the {} is damaged: {what}",
+            words(name)
+        ))
+    };
+    let length = bytes
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")) as usize)
+        .ok_or_else(|| damaged("shorter than its length".into()))?;
+    if length > MAX_RECORD {
+        return Err(damaged(format!("its length {length} is past {MAX_RECORD}")));
+    }
+    lz4_flex::decompress_size_prepended(bytes).map_err(|e| damaged(e.to_string()))
+}
 
 /// The key of version `version` of the bucket `bucket`.
 pub fn key(bucket: BucketKey, version: u64) -> Vec<u8> {
@@ -97,6 +146,8 @@ pub struct Versioned<'a> {
     versions: &'a sled::Tree,
     /// The bucketed tree's name: its directory's key.
     name: &'static str,
+    /// Whether its buckets are [`Stored`] compressed (schema 5 on).
+    compressed: bool,
 }
 
 impl<'a> Versioned<'a> {
@@ -105,6 +156,19 @@ impl<'a> Versioned<'a> {
             tree,
             versions,
             name,
+            compressed: true,
+        }
+    }
+
+    /// The tree as schemas up to 4 left it: records stored as they are (for migrations).
+    pub fn uncompressed(
+        tree: &'a sled::Tree,
+        versions: &'a sled::Tree,
+        name: &'static str,
+    ) -> Self {
+        Versioned {
+            compressed: false,
+            ..Self::new(tree, versions, name)
         }
     }
 
@@ -113,19 +177,22 @@ impl<'a> Versioned<'a> {
         directory_of(self.name, self.versions.get(self.name)?)
     }
 
-    /// The current bytes of bucket `g`; `None` when it holds no accounts.
-    pub fn get(&self, g: usize) -> StoreResult<Option<IVec>> {
+    /// The current record of bucket `g`; `None` when it holds no accounts.
+    pub fn get(&self, g: usize) -> StoreResult<Option<Vec<u8>>> {
         self.get_from(g, self.directory()?.version(g))
     }
 
     /// [`Self::get`] from `version`, what the directory said a moment ago.
-    fn get_from(&self, g: usize, mut version: u64) -> StoreResult<Option<IVec>> {
+    fn get_from(&self, g: usize, mut version: u64) -> StoreResult<Option<Vec<u8>>> {
         loop {
             if version == EMPTY {
                 return Ok(None);
             }
             if let Some(bytes) = self.tree.get(key(buckets::key_of(g), version))? {
-                return Ok(Some(bytes));
+                return match self.compressed {
+                    true => unpack(self.name, g, &bytes).map(Some),
+                    false => Ok(Some(bytes.to_vec())),
+                };
             }
             // Superseded and removed since the directory was read, or damage.
             let now = self.directory()?.version(g);
@@ -147,7 +214,7 @@ impl<'a> Versioned<'a> {
     pub fn for_each(
         &self,
         range: std::ops::Range<usize>,
-        mut f: impl FnMut(BucketKey, &IVec) -> StoreResult<()>,
+        mut f: impl FnMut(BucketKey, &[u8]) -> StoreResult<()>,
     ) -> StoreResult<()> {
         let directory = self.directory()?;
         for g in range {
@@ -164,10 +231,11 @@ impl<'a> Versioned<'a> {
         &self,
         g: usize,
         version: u64,
-        bytes: Option<IVec>,
+        bytes: Option<Stored>,
     ) -> StoreResult<(usize, u64)> {
+        debug_assert!(self.compressed, "only the current form is written");
         match bytes {
-            Some(bytes) => {
+            Some(Stored(bytes)) => {
                 self.tree.insert(key(buckets::key_of(g), version), bytes)?;
                 Ok((g, version))
             }
@@ -324,10 +392,11 @@ mod tests {
         let (tree, versions) = (db.open_tree("b").unwrap(), db.open_tree(TREE).unwrap());
         let v = Versioned::new(&tree, &versions, "b");
         // Version 0 of bucket 3, then version 5 made current and version 0 removed.
-        tree.insert(key([0, 3], 0), b"old".to_vec()).unwrap();
+        tree.insert(key([0, 3], 0), Stored::pack(b"old").bytes())
+            .unwrap();
         let before = v.directory().unwrap();
         assert_eq!(v.get(3).unwrap().as_deref(), Some(&b"old"[..]));
-        let written = vec![v.write_aside(3, 5, Some(b"new".to_vec().into())).unwrap()];
+        let written = vec![v.write_aside(3, 5, Some(Stored::pack(b"new"))).unwrap()];
         assert_eq!(
             v.get(3).unwrap().as_deref(),
             Some(&b"old"[..]),
@@ -347,6 +416,42 @@ mod tests {
         // Emptied: no key, no accounts.
         versions.insert("b", before.with(&[(3, EMPTY)])).unwrap();
         assert_eq!(v.get(3).unwrap(), None);
+    }
+
+    #[test]
+    fn buckets_are_stored_compressed_and_damage_is_refused_before_it_is_allocated() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let (tree, versions) = (db.open_tree("b").unwrap(), db.open_tree(TREE).unwrap());
+        let v = Versioned::new(&tree, &versions, "email_index");
+        let record: Vec<u8> = b"Finance managers, Billing Admin; ".repeat(400);
+        let stored = Stored::pack(&record);
+        assert!(stored.len() * 10 < record.len(), "{} bytes", stored.len());
+        let written = v.write_aside(1, 7, Some(stored.clone())).unwrap();
+        versions
+            .insert("email_index", v.directory().unwrap().with(&[written]))
+            .unwrap();
+        assert_eq!(v.get(1).unwrap(), Some(record.clone()));
+        // The same bytes read as schema 4 read them: as they are stored.
+        let raw = Versioned::uncompressed(&tree, &versions, "email_index");
+        assert_eq!(raw.get(1).unwrap().as_deref(), Some(&stored.bytes()[..]));
+        let refused = |bytes: Vec<u8>| {
+            tree.insert(key([0, 1], 7), bytes).unwrap();
+            match v.get(1) {
+                Err(StoreError::Corrupt(e)) => e,
+                other => panic!("{other:?}"),
+            }
+        };
+        let mut cut = stored.bytes().to_vec();
+        cut.truncate(cut.len() - 5);
+        let e = refused(cut);
+        assert!(
+            e.starts_with("bucket 1 of the email index is damaged: "),
+            "{e}"
+        );
+        assert!(refused(vec![1, 2]).ends_with("shorter than its length"));
+        let mut huge = u32::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&stored.bytes()[4..]);
+        assert!(refused(huge).contains("its length 4294967295 is past"));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 
 use super::store::{SledStore, TxTrees};
 use super::versions::{self, Directory, Versioned};
-use super::{ACCOUNT_BUCKETS, EMAIL_INDEX, Staged, TxResult, buckets, email_index, unwrap_tx};
+use super::{
+    ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, Staged, TxResult, buckets, email_index, unwrap_tx,
+};
 use crate::core::accounts::{AccountGroup, group_of};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
+use crate::store::backup_format::meta;
 use crate::store::{Store, StoreError, StoreResult};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
@@ -46,12 +49,64 @@ impl SledStore {
         remove: &[&str],
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
-        let version = versions::reserve(&self.versions)?;
-        let before = (self.buckets().directory()?, self.index().directory()?);
-        let mut written = Written::default();
         // A write of the ledger alone (a rejected or held file, a filing finished) puts
         // nothing aside.
         let nothing = updates.is_empty() && remove.is_empty();
+        self.write_versions(
+            nothing,
+            |version, written| self.write_aside(updates, remove, version, written),
+            more,
+        )
+    }
+
+    /// Schema 3 or 4 → 5: every bucket rewritten compressed ([`versions::Stored`]), made
+    /// current in one transaction with schema 5's marker, as any write is (a crash before
+    /// it leaves the old schema, migrated again at the next start). How many buckets.
+    pub(super) fn compress_buckets(&self) -> StoreResult<usize> {
+        let mut count = 0;
+        self.write_versions(
+            false,
+            |version, written| {
+                versions::unfinish(&self.versions)?;
+                for (tree, name, into) in [
+                    (&self.accounts, ACCOUNT_BUCKETS, &mut written.accounts),
+                    (&self.emails, EMAIL_INDEX, &mut written.index),
+                ] {
+                    let compressed = Versioned::new(tree, &self.versions, name);
+                    Versioned::uncompressed(tree, &self.versions, name).for_each(
+                        0..buckets::BUCKETS as usize,
+                        |key, record| {
+                            let g = buckets::number_of(key);
+                            let stored = versions::Stored::pack(record);
+                            into.push(compressed.write_aside(g, version, Some(stored))?);
+                            Ok(())
+                        },
+                    )?;
+                }
+                count = written.accounts.len() + written.index.len();
+                Ok(())
+            },
+            |t| {
+                t.meta.insert(meta::SCHEMA, SCHEMA)?;
+                Ok(())
+            },
+        )?;
+        Ok(count)
+    }
+
+    /// A write copy-on-write: `aside` puts the new versions aside (unless `nothing` is to be
+    /// put aside), one transaction makes them current with what `more` writes, then a flush
+    /// and the replaced versions are removed. On an error nothing is current and what was
+    /// put aside is removed (or, failing that, at the next start).
+    fn write_versions(
+        &self,
+        nothing: bool,
+        aside: impl FnOnce(u64, &mut Written) -> StoreResult<()>,
+        more: impl Fn(&TxTrees) -> TxResult<()>,
+    ) -> StoreResult<()> {
+        let version = versions::reserve(&self.versions)?;
+        let before = (self.buckets().directory()?, self.index().directory()?);
+        let mut written = Written::default();
         // What an earlier write could not clean up waits for the next start: the marker
         // stays for it.
         let left_earlier = versions::unfinished(&self.versions)?;
@@ -62,7 +117,7 @@ impl SledStore {
         let outcome = (if nothing {
             Ok(())
         } else {
-            self.write_aside(updates, remove, version, &mut written)
+            aside(version, &mut written)
         })
         .and_then(|()| {
             crate::util::crash_point("after_aside");
@@ -156,7 +211,7 @@ impl SledStore {
                 let existing = buckets::heads_or_empty(*key, before.as_deref())?;
                 let merged = buckets::merge(&existing, updates, remove);
                 let after = (!merged.is_empty())
-                    .then(|| sled::IVec::from(buckets::encode_entries(&merged)));
+                    .then(|| versions::Stored::pack(&buckets::encode_entries(&merged)));
                 // After the encoding: the accounts' emails are in cache.
                 changes.add_bucket(existing.heads(), &merged);
                 staged.push((g, after));
