@@ -37,19 +37,26 @@ pub fn screenshot(url: &str, path: &Path, width: u32, height: u32) -> anyhow::Re
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let _ = std::fs::remove_file(path);
-    run(&[
-        &format!("--screenshot={}", path.display()),
-        &format!("--window-size={width},{height}"),
-        "--hide-scrollbars",
-        url,
-    ])?;
-    anyhow::ensure!(
-        std::fs::metadata(path).is_ok_and(|m| m.len() > 0),
-        "chromium wrote no screenshot to {} for {url}",
+    // Under load (the whole suite at once on two cores) headless Chromium now and then
+    // exits 0 without writing the file (seen once in CI): up to three tries, each checked.
+    let mut stderr = String::new();
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(path);
+        let out = run(&[
+            &format!("--screenshot={}", path.display()),
+            &format!("--window-size={width},{height}"),
+            "--hide-scrollbars",
+            url,
+        ])?;
+        if std::fs::metadata(path).is_ok_and(|m| m.len() > 0) {
+            return Ok(());
+        }
+        stderr = tail(&out.stderr);
+    }
+    anyhow::bail!(
+        "chromium wrote no screenshot to {} for {url} in three tries; stderr:\n{stderr}",
         path.display()
-    );
-    Ok(())
+    )
 }
 
 /// Runs headless Chromium with `args` in its own process group; kills the group at the
