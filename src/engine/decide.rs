@@ -2,6 +2,7 @@
 //! shows the new plan and applies nothing; reject discards it.
 
 use super::pipeline::{Evaluation, Pipeline, read_report};
+use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::api::report_out::write_text;
@@ -9,7 +10,6 @@ use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::layout::DRY_RUN_SUFFIX;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{now_rfc3339, sha256_hex, write_atomic_with};
-use std::fs;
 
 impl<S: Store> Pipeline<S> {
     /// Applies a held file, re-planned against the current state, without the limits.
@@ -119,8 +119,8 @@ impl<S: Store> Pipeline<S> {
         held_path: &std::path::Path,
         now: &str,
     ) -> Result<Result<Evaluation, (Report, String)>> {
-        let bytes =
-            fs::read(held_path).with_context(|| format!("reading {}", held_path.display()))?;
+        let bytes = FileBytes::read(held_path)
+            .with_context(|| format!("reading {}", held_path.display()))?;
         if sha256_hex(&bytes) != entry.sha256 {
             return Err(Error::usage(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",

@@ -11,6 +11,7 @@ pub mod handle;
 mod jobs;
 pub mod observe;
 pub mod pipeline;
+mod roster_file;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -7,11 +7,11 @@
 //! its report is never visible before the store is flushed.
 
 use super::observe::{FileObserver, FileOutcome};
+use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::AccountGroup;
-use crate::core::model::Roster;
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::reconcile::{self, Limits, Survey, SyncInput};
@@ -290,7 +290,7 @@ impl<S: Store> Pipeline<S> {
             )
         })?;
         let path = self.paths.folder("processed").join(&entry.stored_as);
-        let bytes = fs::read(&path).with_context(|| {
+        let bytes = FileBytes::read(&path).with_context(|| {
             format!(
                 "reading the last applied roster {}; if it was removed, process a new roster",
                 path.display()
@@ -335,17 +335,18 @@ impl<S: Store> Pipeline<S> {
         Ok(eval.report)
     }
 
-    /// Parses a roster with the fields the enabled rules need.
-    pub fn parse(&self, bytes: &[u8], rules: &[Rule]) -> Result<Roster, Rejection> {
+    /// Reads and checks a roster with the fields the enabled rules need (see
+    /// [`roster::check`]).
+    fn check(&self, bytes: &[u8], rules: &[Rule]) -> Result<roster::Checked, Rejection> {
         let columns = self.cfg.columns();
         let needed = rules::needed_fields(rules, &columns);
-        roster::parse(bytes, &self.cfg.roster_options(needed))
+        roster::check(bytes, &self.cfg.roster_options(needed))
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn evaluate(
         &self,
-        bytes: Vec<u8>,
+        bytes: FileBytes,
         name: &str,
         sha: &str,
         received_at: &str,
@@ -359,11 +360,12 @@ impl<S: Store> Pipeline<S> {
         // The accounts are read one group at a time, in place (see `reconcile::groups`).
         let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| self.store.read_group(g, f);
         // What the accounts hold as a whole is read on a second core while the roster is parsed.
-        let (parsed, survey) = join(|| self.parse(&bytes, &enabled), || Survey::of(&read));
-        // The roster holds what it needs: a large file's bytes go before planning.
+        let (checked, survey) = join(|| self.check(&bytes, &enabled), || Survey::of(&read));
+        // The roster holds what it needs: a large file's bytes go before its manager graph
+        // is built, and before planning.
         drop(bytes);
         let survey = survey?;
-        let roster = match parsed {
+        let roster = match checked.map(roster::Checked::finish) {
             Ok(roster) => roster,
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
@@ -442,21 +444,12 @@ pub(super) fn completion_time(meta: &fs::Metadata) -> std::time::SystemTime {
 }
 
 /// Reads a file unless it is larger than `max` (then `None`, without reading it).
-pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<Vec<u8>>> {
+pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<FileBytes>> {
     let len = fs::metadata(path)?.len();
     if len > max {
         return Ok(None);
     }
-    // O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut bytes = Vec::with_capacity(len as usize);
-    fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .with_context(|| format!("reading {}", path.display()))?;
+    let bytes = FileBytes::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Some(bytes))
 }
 

@@ -22,8 +22,7 @@
 use memchr::memchr_iter;
 
 use super::lines::detect_delimiter;
-use super::{Parser, Rejection, RosterOptions, first_header, line_feeds, most_rows};
-use crate::core::model::Roster;
+use super::{Checked, Parser, Rejection, RosterOptions, first_header, line_feeds, most_rows};
 use crate::core::parallel::join;
 
 /// The UTF-8 byte-order mark.
@@ -34,7 +33,7 @@ pub(super) const MIN_BYTES: usize = 1 << 20;
 
 /// The roster or its rejection read as two halves, or `None` when the text must be read
 /// in one pass (see the module's note).
-pub(super) fn parse(text: &[u8], opts: &RosterOptions) -> Option<Result<Roster, Rejection>> {
+pub(super) fn parse(text: &[u8], opts: &RosterOptions) -> Option<Result<Checked, Rejection>> {
     if text.len() < MIN_BYTES {
         return None;
     }
@@ -42,7 +41,7 @@ pub(super) fn parse(text: &[u8], opts: &RosterOptions) -> Option<Result<Roster, 
 }
 
 /// Reads `text[..at]` and `text[at..]` on two cores.
-fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Roster, Rejection>> {
+fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Checked, Rejection>> {
     // Only just after a LF: after a CR, the LF that may follow belongs to the first half.
     if at >= text.len() || text.get(at.wrapping_sub(1)) != Some(&b'\n') {
         return None;
@@ -143,11 +142,21 @@ impl<'a> Parser<'a> {
 mod tests {
     use super::super::tests::{ids, lines};
     use super::*;
+    use crate::core::model::Roster;
     use proptest::prelude::*;
+
+    /// [`parse_split`], the roster finished.
+    fn split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Roster, Rejection>> {
+        finished(parse_split(text, at, opts))
+    }
+
+    fn finished(read: Option<Result<Checked, Rejection>>) -> Option<Result<Roster, Rejection>> {
+        read.map(|r| r.map(Checked::finish))
+    }
 
     /// The one-pass reading of `text`.
     fn one_pass(text: &[u8], opts: &RosterOptions) -> Result<Roster, Rejection> {
-        Parser::new(text, opts).run()
+        Parser::new(text, opts).run().map(Checked::finish)
     }
 
     /// Asserts that two readings agree on everything a roster or rejection holds.
@@ -203,7 +212,7 @@ mod tests {
         for crlf in [false, true] {
             let text = roster(40_000, crlf);
             assert!(text.len() >= MIN_BYTES, "{} bytes", text.len());
-            let halves = parse(text.as_bytes(), &opts()).expect("read in halves");
+            let halves = finished(parse(text.as_bytes(), &opts())).expect("read in halves");
             let roster = halves.as_ref().expect("accepted");
             assert_eq!(roster.rows, 40_000);
             assert_eq!(ids(roster)[39_999], "39999");
@@ -219,7 +228,7 @@ mod tests {
         let one = one_pass(text, &opts());
         let mut joined = 0;
         for at in 1..text.len() {
-            if let Some(halves) = parse_split(text, at, &opts()) {
+            if let Some(halves) = split(text, at, &opts()) {
                 joined += 1;
                 assert_same(&halves, &one);
             }
@@ -233,7 +242,7 @@ mod tests {
         // The first half would end inside the quoted department of row 3.
         let text = roster(20, false);
         let at = text.find("R&D\n").unwrap() + 4;
-        assert!(parse_split(text.as_bytes(), at, &opts()).is_none());
+        assert!(split(text.as_bytes(), at, &opts()).is_none());
     }
 
     #[test]
@@ -244,14 +253,14 @@ mod tests {
         let bad_row = format!("{base}901,e901@example.com\n");
         for text in [duplicate_id, duplicate_email, bad_row] {
             let at = split_point(text.as_bytes()).unwrap();
-            assert!(parse_split(text.as_bytes(), at, &opts()).is_none(), "{at}");
+            assert!(split(text.as_bytes(), at, &opts()).is_none(), "{at}");
             let one = one_pass(text.as_bytes(), &opts());
             assert!(one.is_err());
         }
         // A leaver's email may repeat another row's: that file is joined.
         let leaver = format!("{base}902,e7@example.com,,Dept 1,Terminated\n");
         let at = split_point(leaver.as_bytes()).unwrap();
-        let halves = parse_split(leaver.as_bytes(), at, &opts()).expect("joined");
+        let halves = split(leaver.as_bytes(), at, &opts()).expect("joined");
         assert_same(&halves, &one_pass(leaver.as_bytes(), &opts()));
     }
 
@@ -263,12 +272,12 @@ mod tests {
         for row in ["\u{feff}2,e2@x.io,D\n", "\u{feff}\"2,x\",e2@x.io,D\n"] {
             let text = format!("employee_id,email,department\n1,e1@x.io,D\n{row}");
             let at = text.find('\u{feff}').unwrap();
-            assert!(parse_split(text.as_bytes(), at, &opts()).is_none());
+            assert!(split(text.as_bytes(), at, &opts()).is_none());
             // The same in a large file, and `parse` gives the one-pass reading of it.
             let mut large = roster(40_000, false);
             let mid = split_point(large.as_bytes()).unwrap();
             large.insert_str(mid, row);
-            assert!(parse_split(large.as_bytes(), mid, &opts()).is_none());
+            assert!(split(large.as_bytes(), mid, &opts()).is_none());
             let read = crate::core::roster::parse(large.as_bytes(), &opts());
             assert_same(&read, &one_pass(large.as_bytes(), &opts()));
         }
@@ -283,7 +292,7 @@ mod tests {
                     2,kenji.nguyen.7186@acme.example,D\n";
         let at = split_point(text.as_bytes()).unwrap();
         assert_eq!(&text[at..at + 2], "2,");
-        let halves = parse_split(text.as_bytes(), at, &opts()).expect("joined");
+        let halves = split(text.as_bytes(), at, &opts()).expect("joined");
         assert_same(&halves, &one_pass(text.as_bytes(), &opts()));
     }
 
@@ -311,7 +320,7 @@ mod tests {
                 text.push(if i % 3 == 2 { '\n' } else { ',' });
             }
             let at = cut.index(text.len() - 1) + 1;
-            if let Some(halves) = parse_split(text.as_bytes(), at, &opts()) {
+            if let Some(halves) = split(text.as_bytes(), at, &opts()) {
                 assert_same(&halves, &one_pass(text.as_bytes(), &opts()));
             }
         }
