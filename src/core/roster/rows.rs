@@ -1,9 +1,10 @@
 //! Data rows: the checks of each row (field count, employee IDs, emails, duplicates of
 //! either) and the employees they give, with their kept values interned.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::borrow::Cow;
 use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use csv::ByteRecord;
 
@@ -19,16 +20,11 @@ pub(super) struct Rows {
     inactive: Vec<String>,
     employees: Vec<Employee>,
     symbols: Interner,
-    /// Each employee ID seen so far, by its hash: the index of its first row in `employees`
-    /// (the ID itself is in that row, so nothing is allocated per row).
-    seen_ids: HashMap<u64, u32, FastHash>,
-    /// IDs whose hash equals that of an earlier, different ID, with their first line.
-    collided_ids: HashMap<Box<str>, u64>,
-    /// The folded email of each employee who is not inactive, by its hash: the index of its
-    /// first row in `employees` (SPEC §1: one email is one person's SSO identity).
-    seen_emails: HashMap<u64, u32, FastHash>,
-    /// Folded emails whose hash equals that of an earlier, different email, with their line.
-    collided_emails: HashMap<Box<str>, u64>,
+    /// The first row of each employee ID seen so far.
+    seen_ids: FirstRows,
+    /// The first row of each folded email of an employee who is not inactive (SPEC §1: one
+    /// email is one person's SSO identity).
+    seen_emails: FirstRows,
     /// Reused buffers: a row's symbols, and a value being lower-cased.
     values: Vec<Sym>,
     fold_buf: String,
@@ -41,10 +37,8 @@ impl Rows {
             inactive: inactive_statuses.iter().map(|s| fold_value(s)).collect(),
             employees: Vec::new(),
             symbols: Interner::default(),
-            seen_ids: HashMap::default(),
-            collided_ids: HashMap::new(),
-            seen_emails: HashMap::default(),
-            collided_emails: HashMap::new(),
+            seen_ids: FirstRows::default(),
+            seen_emails: FirstRows::default(),
             values: Vec::new(),
             fold_buf: String::new(),
         }
@@ -56,8 +50,8 @@ impl Rows {
     pub(super) fn reserve(&mut self, rows: usize, checked: bool) {
         self.employees.reserve(rows);
         if checked {
-            self.seen_ids.reserve(rows);
-            self.seen_emails.reserve(rows);
+            self.seen_ids.0.reserve(rows, |_| unreachable!("empty"));
+            self.seen_emails.0.reserve(rows, |_| unreachable!("empty"));
         }
     }
 
@@ -67,13 +61,16 @@ impl Rows {
     }
 
     /// Whether an employee ID, or the email of an employee who has not left, of `later`'s
-    /// rows may also be one of these rows'. Compared by hash, so a rare false alarm is
-    /// possible; never a miss.
+    /// rows is also one of these rows'.
     pub(super) fn may_share_with(&self, later: &Rows) -> bool {
-        let shared = |mine: &HashMap<u64, u32, FastHash>, theirs: &HashMap<u64, u32, FastHash>| {
-            theirs.keys().any(|hash| mine.contains_key(hash))
+        let shared = |mine: &FirstRows, theirs: &FirstRows, key: Key| {
+            theirs.0.iter().any(|&i| {
+                let k = key(&later.employees[i as usize]);
+                mine.first(&k, &self.employees, key).is_some()
+            })
         };
-        shared(&self.seen_ids, &later.seen_ids) || shared(&self.seen_emails, &later.seen_emails)
+        shared(&self.seen_ids, &later.seen_ids, id_key)
+            || shared(&self.seen_emails, &later.seen_emails, email_key)
     }
 
     /// Appends the employees of `later` (the rows that follow these in the file), their
@@ -143,7 +140,7 @@ impl Rows {
                 h.name(c),
                 "employee_id is empty; every row needs the employee's ID",
             ));
-        } else if let Some(first) = self.first_line_of(id, line) {
+        } else if let Some(first) = self.first_line_of(id) {
             errors.push(Finding::at(
                 line,
                 h.name(c),
@@ -178,7 +175,7 @@ impl Rows {
                      local part, one @ and a domain with a dot, and no spaces)"
                 ),
             ));
-        } else if let Some(first) = self.first_line_of_email(email, line) {
+        } else if let Some(first) = self.first_line_of_email(email) {
             errors.push(Finding::at(
                 line,
                 h.name(c),
@@ -192,56 +189,24 @@ impl Rows {
     }
 
     /// The line where `id` was first seen, or `None` when it is new (it is then remembered
-    /// as the ID of the row about to be pushed, on `line`).
-    fn first_line_of(&mut self, id: &str, line: u64) -> Option<u64> {
-        let hash = FastHash::default().hash_one(id);
+    /// as the ID of the row about to be pushed).
+    fn first_line_of(&mut self, id: &str) -> Option<u64> {
         let next = self.employees.len() as u32;
-        match self.seen_ids.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(next);
-                None
-            }
-            Entry::Occupied(slot) => {
-                let first = &self.employees[*slot.get() as usize];
-                if first.id() == id {
-                    return Some(first.line);
-                }
-                match self.collided_ids.get(id) {
-                    Some(&line) => Some(line),
-                    None => {
-                        self.collided_ids.insert(id.into(), line);
-                        None
-                    }
-                }
-            }
-        }
+        let first = self
+            .seen_ids
+            .first_or_add(id, next, &self.employees, id_key)?;
+        Some(self.employees[first as usize].line)
     }
 
     /// The line of the first active row with the same email (case-insensitive), or `None`
     /// when it is new (it is then remembered as the email of the row about to be pushed).
-    fn first_line_of_email(&mut self, email: &str, line: u64) -> Option<u64> {
+    fn first_line_of_email(&mut self, email: &str) -> Option<u64> {
         let folded = columns::fold(email);
-        let hash = FastHash::default().hash_one(&*folded);
         let next = self.employees.len() as u32;
-        match self.seen_emails.entry(hash) {
-            Entry::Vacant(slot) => {
-                slot.insert(next);
-                None
-            }
-            Entry::Occupied(slot) => {
-                let first = &self.employees[*slot.get() as usize];
-                if *columns::fold(first.email()) == *folded {
-                    return Some(first.line);
-                }
-                match self.collided_emails.get(&*folded) {
-                    Some(&line) => Some(line),
-                    None => {
-                        self.collided_emails.insert(folded.into(), line);
-                        None
-                    }
-                }
-            }
-        }
+        let first = self
+            .seen_emails
+            .first_or_add(&folded, next, &self.employees, email_key)?;
+        Some(self.employees[first as usize].line)
     }
 
     fn is_inactive(&self, status: &str) -> bool {
@@ -251,6 +216,57 @@ impl Rows {
         } else {
             let folded = fold_value(status);
             self.inactive.contains(&folded)
+        }
+    }
+}
+
+/// What a [`FirstRows`] table tells rows apart by, read from a row.
+type Key = for<'e> fn(&'e Employee) -> Cow<'e, str>;
+
+fn id_key(e: &Employee) -> Cow<'_, str> {
+    Cow::Borrowed(e.id())
+}
+
+fn email_key(e: &Employee) -> Cow<'_, str> {
+    columns::fold(e.email())
+}
+
+/// The first row of each distinct key (an ID, a folded email) among the rows: its index,
+/// 4 bytes a row. The key is read back from the row when it is compared (rarely: the
+/// table's tag bytes filter out nearly every other key), and nothing is allocated per row.
+#[derive(Default)]
+struct FirstRows(HashTable<u32>);
+
+impl FirstRows {
+    /// The first row whose key is `key`.
+    fn first(&self, key: &str, rows: &[Employee], key_of: Key) -> Option<u32> {
+        let hash = FastHash::default().hash_one(key);
+        self.0
+            .find(hash, |&i| key_of(&rows[i as usize]) == key)
+            .copied()
+    }
+
+    /// The first row whose key is `key`; `None` when there is none, and `next` (the row
+    /// about to be pushed) is remembered as its first.
+    fn first_or_add(
+        &mut self,
+        key: &str,
+        next: u32,
+        rows: &[Employee],
+        key_of: Key,
+    ) -> Option<u32> {
+        let hash = |k: &str| FastHash::default().hash_one(k);
+        let entry = self.0.entry(
+            hash(key),
+            |&i| key_of(&rows[i as usize]) == key,
+            |&i| hash(&key_of(&rows[i as usize])),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(first) => Some(*first.get()),
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(next);
+                None
+            }
         }
     }
 }
