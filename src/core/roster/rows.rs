@@ -50,8 +50,8 @@ impl Rows {
     pub(super) fn reserve(&mut self, rows: usize, checked: bool) {
         self.employees.reserve(rows);
         if checked {
-            self.seen_ids.0.reserve(rows, |_| unreachable!("empty"));
-            self.seen_emails.0.reserve(rows, |_| unreachable!("empty"));
+            self.seen_ids.reserve(rows);
+            self.seen_emails.reserve(rows);
         }
     }
 
@@ -63,14 +63,12 @@ impl Rows {
     /// Whether an employee ID, or the email of an employee who has not left, of `later`'s
     /// rows is also one of these rows'.
     pub(super) fn may_share_with(&self, later: &Rows) -> bool {
-        let shared = |mine: &FirstRows, theirs: &FirstRows, key: Key| {
-            theirs.0.iter().any(|&i| {
-                let k = key(&later.employees[i as usize]);
-                mine.first(&k, &self.employees, key).is_some()
-            })
-        };
-        shared(&self.seen_ids, &later.seen_ids, id_key)
-            || shared(&self.seen_emails, &later.seen_emails, email_key)
+        let (mine, theirs) = (&self.employees, &later.employees);
+        self.seen_ids
+            .shares_with(mine, &later.seen_ids, theirs, id_key)
+            || self
+                .seen_emails
+                .shares_with(mine, &later.seen_emails, theirs, email_key)
     }
 
     /// Appends the employees of `later` (the rows that follow these in the file), their
@@ -231,19 +229,45 @@ fn email_key(e: &Employee) -> Cow<'_, str> {
     columns::fold(e.email())
 }
 
-/// The first row of each distinct key (an ID, a folded email) among the rows: its index,
-/// 4 bytes a row. The key is read back from the row when it is compared (rarely: the
-/// table's tag bytes filter out nearly every other key), and nothing is allocated per row.
+/// The first row of each distinct key (an ID, a folded email) among the rows: its index and
+/// 32 bits of the key's hash, 8 bytes a row (a map from the 64-bit hash took 16). The key is
+/// read back from the row only when those 32 bits match, and nothing is allocated per row.
 #[derive(Default)]
-struct FirstRows(HashTable<u32>);
+struct FirstRows(HashTable<(u32, u32)>);
+
+/// 32 bits of `key`'s hash, and the 64-bit hash the table places them by (the same bits
+/// twice: the table takes its tag from the top and its slot from the bottom).
+fn hash_of(key: &str) -> (u32, u64) {
+    let short = (FastHash::default().hash_one(key) >> 32) as u32;
+    (short, (u64::from(short) << 32) | u64::from(short))
+}
+
+fn placed((_, short): &(u32, u32)) -> u64 {
+    (u64::from(*short) << 32) | u64::from(*short)
+}
 
 impl FirstRows {
-    /// The first row whose key is `key`.
-    fn first(&self, key: &str, rows: &[Employee], key_of: Key) -> Option<u32> {
-        let hash = FastHash::default().hash_one(key);
-        self.0
-            .find(hash, |&i| key_of(&rows[i as usize]) == key)
-            .copied()
+    /// Makes room for `rows` more keys.
+    fn reserve(&mut self, rows: usize) {
+        self.0.reserve(rows, placed);
+    }
+
+    /// Whether a key of `theirs` (whose rows are `their_rows`) is also one of these.
+    fn shares_with(
+        &self,
+        rows: &[Employee],
+        theirs: &FirstRows,
+        their_rows: &[Employee],
+        key_of: Key,
+    ) -> bool {
+        theirs.0.iter().any(|&(row, short)| {
+            let hash = placed(&(row, short));
+            self.0
+                .find(hash, |&(mine, s)| {
+                    s == short && key_of(&rows[mine as usize]) == key_of(&their_rows[row as usize])
+                })
+                .is_some()
+        })
     }
 
     /// The first row whose key is `key`; `None` when there is none, and `next` (the row
@@ -255,16 +279,16 @@ impl FirstRows {
         rows: &[Employee],
         key_of: Key,
     ) -> Option<u32> {
-        let hash = |k: &str| FastHash::default().hash_one(k);
+        let (short, hash) = hash_of(key);
         let entry = self.0.entry(
-            hash(key),
-            |&i| key_of(&rows[i as usize]) == key,
-            |&i| hash(&key_of(&rows[i as usize])),
+            hash,
+            |&(row, s)| s == short && key_of(&rows[row as usize]) == key,
+            placed,
         );
         match entry {
-            hashbrown::hash_table::Entry::Occupied(first) => Some(*first.get()),
+            hashbrown::hash_table::Entry::Occupied(first) => Some(first.get().0),
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert(next);
+                slot.insert((next, short));
                 None
             }
         }
