@@ -235,15 +235,21 @@ fn email_key(e: &Employee) -> Cow<'_, str> {
 #[derive(Default)]
 struct FirstRows(HashTable<(u32, u32)>);
 
-/// 32 bits of `key`'s hash, and the 64-bit hash the table places them by (the same bits
-/// twice: the table takes its tag from the top and its slot from the bottom).
+/// 32 bits of `key`'s hash, and the 64-bit hash the table places them by.
 fn hash_of(key: &str) -> (u32, u64) {
     let short = (FastHash::default().hash_one(key) >> 32) as u32;
-    (short, (u64::from(short) << 32) | u64::from(short))
+    (short, spread(short))
 }
 
-fn placed((_, short): &(u32, u32)) -> u64 {
-    (u64::from(*short) << 32) | u64::from(*short)
+/// Where the table places an entry.
+fn placed(&(_, short): &(u32, u32)) -> u64 {
+    spread(short)
+}
+
+/// 32 bits of a hash as the table's 64: the same bits twice, as it takes an entry's tag
+/// from the top and its slot from the bottom.
+fn spread(short: u32) -> u64 {
+    (u64::from(short) << 32) | u64::from(short)
 }
 
 impl FirstRows {
@@ -261,9 +267,8 @@ impl FirstRows {
         key_of: Key,
     ) -> bool {
         theirs.0.iter().any(|&(row, short)| {
-            let hash = placed(&(row, short));
             self.0
-                .find(hash, |&(mine, s)| {
+                .find(spread(short), |&(mine, s)| {
                     s == short && key_of(&rows[mine as usize]) == key_of(&their_rows[row as usize])
                 })
                 .is_some()
