@@ -60,9 +60,11 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
     let tail_rows = most_rows(tail_lf, opts);
     let ((mut first, first_whole), (second, second_whole)) = join(
         || {
-            let mut first = Parser::with_room(head, opts, delimiter, most_rows(head_lf, opts));
-            // Room for the second half's employees too: appending them copies nothing.
-            first.employees.reserve(tail_rows, false);
+            let head_rows = most_rows(head_lf, opts);
+            let mut first = Parser::with_room(head, opts, delimiter, head_rows);
+            // Room for the second half's employees too, so that appending them copies
+            // nothing: room is counted from the rows read (none yet), so both halves'.
+            first.employees.reserve(head_rows + tail_rows, false);
             read_all(first)
         },
         || read_all(Parser::part(tail, opts, delimiter, line, header, tail_rows)),

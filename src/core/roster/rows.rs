@@ -44,9 +44,10 @@ impl Rows {
         }
     }
 
-    /// Makes room for `rows` more employees, and for checking as many rows when `checked`:
-    /// the tables then never grow while rows are read, each growth being a copy of
-    /// everything so far and a block freed (a million-row file grows them 20 times).
+    /// Makes room for `rows` employees more than those read so far (not more than the room
+    /// already made), and for checking as many rows when `checked`: the tables then never
+    /// grow while rows are read, each growth being a copy of everything so far and a block
+    /// freed (a million-row file grows them 20 times).
     pub(super) fn reserve(&mut self, rows: usize, checked: bool) {
         self.employees.reserve(rows);
         if checked {
@@ -77,6 +78,11 @@ impl Rows {
     /// every row is read and checked.
     pub(super) fn append(&mut self, later: Rows) {
         let renumber = self.symbols.absorb(&later.symbols);
+        debug_assert!(
+            self.employees.capacity() - self.employees.len() >= later.employees.len(),
+            "room for both halves was made before reading (a copy of the first half here \
+             costs ~45 MB at a million rows)"
+        );
         self.employees.reserve(later.employees.len());
         for mut employee in later.employees {
             for sym in employee.values.iter_mut() {
