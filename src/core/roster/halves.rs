@@ -80,7 +80,7 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
         && first.header.is_some()
         && first.previous_end + 1 == line
         && first.rows + second.rows <= opts.max_rows
-        && !first.employees.may_share_with(&second.employees);
+        && !first.employees.shares_with_any(&second.employees);
     if !joined {
         return None;
     }

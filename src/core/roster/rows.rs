@@ -63,7 +63,7 @@ impl Rows {
 
     /// Whether an employee ID, or the email of an employee who has not left, of `later`'s
     /// rows is also one of these rows'.
-    pub(super) fn may_share_with(&self, later: &Rows) -> bool {
+    pub(super) fn shares_with_any(&self, later: &Rows) -> bool {
         let (mine, theirs) = (&self.employees, &later.employees);
         self.seen_ids
             .shares_with(mine, &later.seen_ids, theirs, id_key)

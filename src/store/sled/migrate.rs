@@ -66,7 +66,7 @@ pub fn v2_to_v3(
             "schema 2 store already holds an email index".into(),
         ));
     }
-    // The buckets stay in memory (sled shares their bytes) so the entries can borrow them.
+    // The buckets' records stay in memory so that the entries can borrow them.
     let mut stored = Vec::new();
     accounts.for_each(0..buckets::BUCKETS as usize, |key, bytes| {
         stored.push((key, bytes.to_vec()));

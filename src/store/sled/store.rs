@@ -749,9 +749,11 @@ mod tests {
             commit_accounts(&s, vec![account("E1"), account("E2")]);
             let mut moved = account("E1");
             moved.role = "HR Admin".into();
-            // What a crash between the aside writes and the transaction leaves.
+            // What a crash between the aside writes and the transaction leaves (a write sets
+            // the marker before its first aside write).
             let version = versions::reserve(&s.versions).unwrap();
             let mut written = super::super::write::Written::default();
+            versions::unfinish(&s.versions).unwrap();
             s.write_aside(
                 vec![Packed::of(&moved), Packed::of(&account("E3"))],
                 &[],

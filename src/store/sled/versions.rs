@@ -9,8 +9,8 @@
 //! rows, BENCHMARKS.md). Writes outside a transaction let each buffer go once it is written.
 //!
 //! Layout: bucket `g`'s version `v` is the key `g` (2 bytes, big-endian) followed by `v`
-//! (8 bytes, big-endian); version 0 is the key `g` alone, which is how schema 3 and a
-//! restored backup lay buckets out, so neither needs rewriting. A directory per bucketed
+//! (8 bytes, big-endian); version 0 is the key `g` alone, which is how a restored backup
+//! lays buckets out (and schema 3 did, read so when it is migrated). A directory per bucketed
 //! tree, in the tree [`TREE`], holds each bucket's current version ([`EMPTY`]: no
 //! accounts); an absent directory says version 0 everywhere.
 //!

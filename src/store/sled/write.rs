@@ -67,7 +67,6 @@ impl SledStore {
         self.write_versions(
             false,
             |version, written| {
-                versions::unfinish(&self.versions)?;
                 for (tree, name, into) in [
                     (&self.accounts, ACCOUNT_BUCKETS, &mut written.accounts),
                     (&self.emails, EMAIL_INDEX, &mut written.index),
@@ -94,8 +93,8 @@ impl SledStore {
         Ok(count)
     }
 
-    /// A write copy-on-write: `aside` puts the new versions aside (unless `nothing` is to be
-    /// put aside), one transaction makes them current with what `more` writes, then a flush
+    /// A write copy-on-write: `aside` puts the new versions aside, after the marker that says
+    /// a write may leave some (unless `nothing` is to be put aside), one transaction makes them current with what `more` writes, then a flush
     /// and the replaced versions are removed. On an error nothing is current and what was
     /// put aside is removed (or, failing that, at the next start).
     fn write_versions(
@@ -117,7 +116,7 @@ impl SledStore {
         let outcome = (if nothing {
             Ok(())
         } else {
-            aside(version, &mut written)
+            versions::unfinish(&self.versions).and_then(|()| aside(version, &mut written))
         })
         .and_then(|()| {
             crate::util::crash_point("after_aside");
@@ -152,7 +151,6 @@ impl SledStore {
         version: u64,
         written: &mut Written,
     ) -> StoreResult<()> {
-        versions::unfinish(&self.versions)?;
         // By bucket; stable, so that of two updates of one ID the later stays later.
         let mut keyed: Vec<(usize, Packed)> = updates
             .into_iter()
