@@ -393,6 +393,25 @@ fn sync_after_disabling_a_rule_deactivates_its_accounts() {
     assert_eq!(p.store.files().unwrap().len(), 1, "a sync files nothing");
 }
 
+/// The applied roster is read without following a symlink: a link put in its place is an
+/// error, even to a file with the same bytes, and nothing is applied.
+#[test]
+fn sync_refuses_a_symlink_in_place_of_the_applied_roster() {
+    let (dir, p, _, sales) = applied_two_rules("");
+    disable_rule(&p, sales);
+    let entry = p.store.last_applied().unwrap().unwrap();
+    let filed = p.paths.folder("processed").join(&entry.stored_as);
+    let elsewhere = dir.path().join("copy.csv");
+    fs::rename(&filed, &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &filed).unwrap();
+    let e = p.sync("bob", false).unwrap_err().to_string();
+    assert!(e.contains("reading the last applied roster"), "{e}");
+    assert!(accounts(&p).iter().all(|(_, s, _)| *s == Status::Active));
+    fs::remove_file(&filed).unwrap();
+    fs::rename(&elsewhere, &filed).unwrap();
+    assert_eq!(p.sync("bob", false).unwrap().status, ReportStatus::Applied);
+}
+
 #[test]
 fn sync_over_the_deactivation_limit_holds_unless_forced() {
     let limit = "[safety]\nmax_deactivations = { count = 1, percent = 0 }\n";
