@@ -7,10 +7,10 @@ mod common;
 
 use autoprov::core::accounts::{Account, AccountGroup, HeldGroup};
 use autoprov::core::columns::Columns;
-use autoprov::core::packed::Packed;
 use autoprov::core::reconcile::{self, Survey, SyncInput};
 use autoprov::core::roster::{self, RosterOptions};
 use autoprov::core::rules::{self, CompiledRule, MatchTable, Rule, RuleId};
+use autoprov::core::updates::Updates;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -51,7 +51,8 @@ fn core(c: &mut Criterion) {
     let by_id: BTreeMap<RuleId, Rule> = rules.iter().map(|r| (r.id, r.clone())).collect();
     let first = reconcile::plan_held(&roster, &matching, &by_id, &[], NOW, "bench");
     // The accounts as a store keeps them: grouped, each group sorted by employee ID.
-    let accounts: Vec<Account> = first.updates.iter().map(Packed::unpack).collect();
+    let written = Updates::of_sync(first.updates.clone(), &first.changes, NOW, "bench");
+    let accounts: Vec<Account> = written.accounts().collect();
     let (none, stored) = (HeldGroup::split(&[]), HeldGroup::split(&accounts));
     let plan = |groups: &[HeldGroup<'_>]| {
         let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| {

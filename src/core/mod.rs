@@ -13,5 +13,6 @@ pub mod reconcile;
 pub mod report;
 pub mod roster;
 pub mod rules;
+pub mod updates;
 
 pub use model::Finding;

@@ -7,6 +7,7 @@ use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::api::report_out::write_text;
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
+use crate::core::updates::Updates;
 use crate::layout::DRY_RUN_SUFFIX;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{now_rfc3339, sha256_hex, write_atomic_with};
@@ -53,14 +54,11 @@ impl<S: Store> Pipeline<S> {
             let old = read_report(&held_path).unwrap_or_else(|| {
                 Report::new(&entry.name, &entry.sha256, &entry.received_at, &now)
             });
-            Evaluation {
-                report: Report {
-                    status: ReportStatus::Rejected,
-                    processed_at: now.clone(),
-                    ..old
-                },
-                updates: Vec::new(),
-            }
+            Evaluation::report_only(Report {
+                status: ReportStatus::Rejected,
+                processed_at: now.clone(),
+                ..old
+            })
         };
         eval.report.stored_as = Some(entry.stored_as.clone());
         eval.report.decision = Some(decision);
@@ -80,11 +78,7 @@ impl<S: Store> Pipeline<S> {
         self.stage(&updated, &eval.report)?;
         let applied = status == FileStatus::Applied;
         self.store.commit(Commit {
-            updates: if applied {
-                std::mem::take(&mut eval.updates)
-            } else {
-                Vec::new()
-            },
+            updates: eval.writes(applied),
             file: Some(&updated),
             last_applied: applied.then_some(updated.id),
             audit: Some(AuditNote {
@@ -177,7 +171,7 @@ impl<S: Store> Pipeline<S> {
         // The refusal is recorded before the new plan is shown: a crash in between leaves the
         // old report, so the next approval finds the difference again and applies nothing.
         self.store.commit(Commit {
-            updates: Vec::new(),
+            updates: Updates::none(),
             file: Some(&updated),
             last_applied: None,
             audit: Some(AuditNote {

@@ -7,6 +7,7 @@ use crate::api::error::{Context, Result};
 use crate::api::report_out::write_text;
 use crate::core::parallel::join;
 use crate::core::report::Report;
+use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
 use crate::store::{Commit, FileEntry, RemoteOrigin, Store};
 use crate::util::{crash_point, free_name, fsync_dir, sha256_file, write_atomic_with};
@@ -149,7 +150,7 @@ impl<S: Store> Pipeline<S> {
         crash_point("after_file_moved");
         let _ = fs::remove_dir(&staged);
         self.store.commit(Commit {
-            updates: Vec::new(),
+            updates: Updates::none(),
             file: Some(&FileEntry {
                 pending_move: None,
                 ..entry.clone()
@@ -257,7 +258,7 @@ impl<S: Store> Pipeline<S> {
             return Ok(());
         };
         self.store.commit(Commit {
-            updates: Vec::new(),
+            updates: Updates::none(),
             file: Some(&FileEntry {
                 remote_pending: false,
                 ..entry

@@ -18,6 +18,7 @@ use crate::core::reconcile::{self, Limits, Survey, SyncInput};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
+use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339, sha256_hex};
@@ -28,8 +29,36 @@ use std::path::{Path, PathBuf};
 /// What evaluating a roster against the current state gives.
 pub(super) struct Evaluation {
     pub(super) report: Report,
-    /// The accounts to write if it is applied, packed.
-    pub(super) updates: Vec<Packed>,
+    /// The accounts to write if it is applied, packed; the accounts it creates are made
+    /// from the report's `created` changes as they are written.
+    updates: Vec<Packed>,
+    /// When, and by what file or command, those accounts are created.
+    stamp: (String, String),
+}
+
+impl Evaluation {
+    /// An evaluation that writes no account.
+    pub(super) fn report_only(report: Report) -> Evaluation {
+        Evaluation {
+            report,
+            updates: Vec::new(),
+            stamp: Default::default(),
+        }
+    }
+
+    /// What committing it writes to the accounts: nothing unless it is `applied`.
+    pub(super) fn writes(&mut self, applied: bool) -> Updates<'_> {
+        if !applied {
+            return Updates::none();
+        }
+        let (now, source) = &self.stamp;
+        Updates::of_sync(
+            std::mem::take(&mut self.updates),
+            &self.report.changes,
+            now,
+            source,
+        )
+    }
 }
 
 /// The pipeline over one store and one drop.
@@ -175,17 +204,14 @@ impl<S: Store> Pipeline<S> {
                 Some(self.cfg.limits()),
                 dry_run,
             )?,
-            None => Evaluation {
-                report: Report {
-                    errors: vec![crate::core::Finding::file(format!(
-                        "the file is {} bytes, more than roster.max_bytes = {}",
-                        meta.len(),
-                        self.cfg.roster.max_bytes
-                    ))],
-                    ..Report::new(name, &sha, &received_at, &now)
-                },
-                updates: Vec::new(),
-            },
+            None => Evaluation::report_only(Report {
+                errors: vec![crate::core::Finding::file(format!(
+                    "the file is {} bytes, more than roster.max_bytes = {}",
+                    meta.len(),
+                    self.cfg.roster.max_bytes
+                ))],
+                ..Report::new(name, &sha, &received_at, &now)
+            }),
         };
         if let Some(earlier) = self.store.file_by_sha(&sha)? {
             eval.report.repeats = Some(earlier.stored_as);
@@ -256,11 +282,7 @@ impl<S: Store> Pipeline<S> {
         let staged_and_committed = self.stage(entry, &eval.report).and_then(|()| {
             crash_point("after_stage");
             Ok(self.store.commit(Commit {
-                updates: if applied {
-                    std::mem::take(&mut eval.updates)
-                } else {
-                    Vec::new()
-                },
+                updates: eval.writes(applied),
                 file: Some(entry),
                 last_applied: applied.then_some(entry.id),
                 audit: Some(AuditNote {
@@ -315,19 +337,20 @@ impl<S: Store> Pipeline<S> {
         )?;
         eval.report.stored_as = Some(entry.stored_as.clone());
         if eval.report.status == ReportStatus::Applied {
+            let detail = format!(
+                "re-evaluated {}: {}",
+                entry.stored_as,
+                summary(&eval.report)
+            );
             self.store.commit(Commit {
-                updates: std::mem::take(&mut eval.updates),
+                updates: eval.writes(true),
                 file: None,
                 last_applied: None,
                 audit: Some(AuditNote {
                     at: now,
                     user: user.to_string(),
                     action: "sync".into(),
-                    detail: format!(
-                        "re-evaluated {}: {}",
-                        entry.stored_as,
-                        summary(&eval.report)
-                    ),
+                    detail,
                 }),
                 clear_remote: None,
             })?;
@@ -373,10 +396,7 @@ impl<S: Store> Pipeline<S> {
                 report.errors = rejection.errors;
                 report.more_errors = rejection.more_errors;
                 report.warnings = rejection.warnings;
-                return Ok(Evaluation {
-                    report,
-                    updates: Vec::new(),
-                });
+                return Ok(Evaluation::report_only(report));
             }
         };
         let columns = self.cfg.columns();
@@ -419,6 +439,7 @@ impl<S: Store> Pipeline<S> {
         Ok(Evaluation {
             report,
             updates: plan.updates,
+            stamp: (now.to_string(), name.to_string()),
         })
     }
 

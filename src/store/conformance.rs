@@ -7,6 +7,7 @@ use super::{
 };
 use crate::core::accounts::{Account, Status};
 use crate::core::rules::{Condition, Rule, RuleId};
+use crate::core::updates::Updates;
 
 fn note(action: &str, at: &str) -> AuditNote {
     AuditNote {
@@ -120,7 +121,7 @@ fn commits(s: &dyn Store) {
     let again = s.next_file_id().unwrap();
     assert_eq!(again, 2);
     s.commit(Commit {
-        updates: vec![],
+        updates: Updates::none(),
         file: Some(&file(again, "abc")),
         last_applied: None,
         audit: None,

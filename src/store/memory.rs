@@ -11,7 +11,6 @@ use super::{
 };
 use crate::core::accounts::{Account, AccountGroup, HeldGroup, group_of};
 use crate::core::columns::fold_value;
-use crate::core::packed::Packed;
 use crate::core::rules::{Rule, RuleId};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -211,7 +210,7 @@ impl Store for MemoryStore {
     /// Nothing below can fail, so under the lock the commit is all or nothing.
     fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
         let mut state = self.state();
-        for account in commit.updates.iter().map(Packed::unpack) {
+        for account in commit.updates.accounts() {
             state.accounts.insert(account.employee_id.clone(), account);
         }
         if let Some(name) = commit.clear_remote {

@@ -8,9 +8,9 @@ pub use self::sled::{SledStore, watermark};
 pub use memory::MemoryStore;
 
 use crate::core::accounts::{Account, AccountGroup, Origin, Status};
-use crate::core::packed::Packed;
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Rule, RuleId};
+use crate::core::updates::Updates;
 use serde::{Deserialize, Serialize};
 
 /// Errors of the store.
@@ -156,8 +156,8 @@ pub struct AuditNote {
 
 /// What one committed sync writes, atomically.
 pub struct Commit<'a> {
-    /// Accounts to write, packed (taken, so that the store can let them go once written).
-    pub updates: Vec<Packed>,
+    /// Accounts to write (taken, so that the store can make and let them go batch by batch).
+    pub updates: Updates<'a>,
     /// The ledger entry (new or updated), if a file is involved.
     pub file: Option<&'a FileEntry>,
     /// Make this file the last applied roster.
@@ -354,11 +354,15 @@ pub(crate) mod samples {
     use crate::core::rules::RuleId;
 
     /// Accounts packed for a commit.
-    pub fn packed(accounts: impl IntoIterator<Item = Account>) -> Vec<crate::core::packed::Packed> {
-        accounts
-            .into_iter()
-            .map(|a| crate::core::packed::Packed::of(&a))
-            .collect()
+    pub fn packed(
+        accounts: impl IntoIterator<Item = Account>,
+    ) -> crate::core::updates::Updates<'static> {
+        crate::core::updates::Updates::packed(
+            accounts
+                .into_iter()
+                .map(|a| crate::core::packed::Packed::of(&a))
+                .collect(),
+        )
     }
 
     /// An active auto account of rule 1, without history.

@@ -195,7 +195,9 @@ pub struct Plan {
     /// Employees per action.
     pub counts: Counts,
     /// Accounts whose stored value changes (status, role, rule or email), packed as the
-    /// store keeps them; in no particular order (the store groups them).
+    /// store keeps them; in no particular order (the store groups them). Not the accounts
+    /// the plan creates: those are made from their `created` changes as they are written
+    /// ([`crate::core::updates::Updates::of_sync`]).
     pub updates: Vec<Packed>,
     /// Active auto accounts before the sync (the safety base N).
     pub base: usize,
@@ -337,7 +339,6 @@ impl Part {
     fn with_room(room: usize) -> Part {
         let mut part = Part::default();
         part.plan.changes.reserve(room);
-        part.plan.updates.reserve(room);
         part.rows.reserve(room);
         part
     }
@@ -626,28 +627,19 @@ fn plan_employee(
             let (Some(rule), Some(email)) = (first, roster_email) else {
                 return;
             };
-            let mut created = Account {
+            // The account itself is made from this change when it is written
+            // ([`crate::core::updates`]).
+            let change = Change {
                 employee_id: employee_id.to_string(),
                 email: email.to_string(),
-                role: rule.role.clone(),
-                status: Status::Active,
-                origin: Origin::Auto,
+                action: Action::Created,
                 rule_id: Some(rule.id),
-                created_at: input.now.to_string(),
-                updated_at: input.now.to_string(),
-                history: Vec::new(),
-            };
-            created.record(
-                input.now,
-                input.source,
-                format!("created by rule {} \"{}\"", rule.id, rule.name),
-            );
-            let change = Change {
                 rule: Some(plan.names.of(&rule.name)),
-                ..Change::of(&created.head(), Action::Created, &mut plan.names)
+                role: plan.names.of(&rule.role),
+                previous_role: None,
+                previous_status: None,
             };
             plan.push(change);
-            plan.updates.push(Packed::of(&created));
         }
         Some(account) => plan_auto(plan, input, account, roster_email, matching, true),
     }
@@ -795,6 +787,7 @@ impl Plan {
 mod tests {
     use super::*;
     use crate::core::model::{Employee, Roster};
+    use crate::core::updates::Updates;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -881,9 +874,11 @@ mod tests {
     }
 
     impl Unpacked {
-        /// The updates unpacked and sorted by ID (the plan gives them in no particular order).
+        /// The accounts written, new ones made from their changes, sorted by ID (the plan
+        /// gives them in no particular order).
         fn of(plan: Plan) -> Unpacked {
-            let mut updates: Vec<Account> = plan.updates.iter().map(Packed::unpack).collect();
+            let written = Updates::of_sync(plan.updates.clone(), &plan.changes, NOW, "test.csv");
+            let mut updates: Vec<Account> = written.accounts().collect();
             updates.sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
             Unpacked { plan, updates }
         }

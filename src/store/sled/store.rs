@@ -10,6 +10,7 @@ use crate::core::accounts::{Account, AccountGroup};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{Rule, RuleId};
+use crate::core::updates::Updates;
 use crate::store::backup_format::{meta, trees};
 use crate::store::{
     AccountRef, AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreError,
@@ -449,8 +450,8 @@ impl Store for SledStore {
     fn put_account(&self, account: &Account, remove: bool, note: AuditNote) -> StoreResult<()> {
         let (updates, removed) = match remove {
             // The account's bucket, rewritten without it.
-            true => (vec![], vec![account.employee_id.as_str()]),
-            false => (vec![Packed::of(account)], vec![]),
+            true => (Updates::packed(vec![]), vec![account.employee_id.as_str()]),
+            false => (Updates::packed(vec![Packed::of(account)]), vec![]),
         };
         self.write_accounts(updates, &removed, |t| tx_audit(t.meta, t.audit, &note))
     }
@@ -728,8 +729,13 @@ mod tests {
         );
         let version = versions::reserve(&s.versions).unwrap();
         let mut written = super::super::write::Written::default();
-        s.write_aside(vec![Packed::of(&staged_role)], &[], version, &mut written)
-            .unwrap();
+        s.write_aside(
+            Updates::packed(vec![Packed::of(&staged_role)]),
+            &[],
+            version,
+            &mut written,
+        )
+        .unwrap();
         let mut by_hand = account("E1");
         by_hand.role = "Billing Admin".into();
         s.put_account(&by_hand, false, note("admins add")).unwrap();
@@ -755,7 +761,7 @@ mod tests {
             let mut written = super::super::write::Written::default();
             versions::unfinish(&s.versions).unwrap();
             s.write_aside(
-                vec![Packed::of(&moved), Packed::of(&account("E3"))],
+                Updates::packed(vec![Packed::of(&moved), Packed::of(&account("E3"))]),
                 &[],
                 version,
                 &mut written,
@@ -768,8 +774,10 @@ mod tests {
             );
             assert_eq!(s.account("E3").unwrap(), None);
             // A later write, here a ledger entry alone, leaves the leftovers for the start.
-            s.write_accounts(vec![], &[], |t| tx_audit(t.meta, t.audit, &note("x")))
-                .unwrap();
+            s.write_accounts(Updates::none(), &[], |t| {
+                tx_audit(t.meta, t.audit, &note("x"))
+            })
+            .unwrap();
             commit_accounts(&s, vec![account("E1")]);
             assert!(versions::unfinished(&s.versions).unwrap());
             s.flush().unwrap();

@@ -9,13 +9,13 @@ use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, Staged, TxResult, buckets, email_index, unwrap_tx,
 };
 use crate::core::accounts::{AccountGroup, group_of};
-use crate::core::packed::Packed;
 use crate::core::parallel::join;
+use crate::core::updates::Updates;
 use crate::store::backup_format::meta;
 use crate::store::{Store, StoreError, StoreResult};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// How many buckets of accounts are built and written aside at a time: at a million
 /// accounts, 256 buckets are ~60k accounts and ~13 MB.
@@ -45,7 +45,7 @@ impl SledStore {
     /// and what was put aside is removed (or, failing that, at the next start).
     pub(super) fn write_accounts(
         &self,
-        updates: Vec<Packed>,
+        updates: Updates<'_>,
         remove: &[&str],
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
@@ -146,18 +146,12 @@ impl SledStore {
     /// buckets at a time, each batch's updates let go once it is written; then the index's.
     pub(super) fn write_aside(
         &self,
-        updates: Vec<Packed>,
+        updates: Updates<'_>,
         remove: &[&str],
         version: u64,
         written: &mut Written,
     ) -> StoreResult<()> {
-        // By bucket; stable, so that of two updates of one ID the later stays later.
-        let mut keyed: Vec<(usize, Packed)> = updates
-            .into_iter()
-            .map(|p| (group_of(p.employee_id()), p))
-            .collect();
-        keyed.sort_by_key(|(g, _)| *g);
-        let mut keyed = VecDeque::from(keyed);
+        let mut updates = updates.by_group();
         let removed: Vec<usize> = remove.iter().map(|id| group_of(id)).collect();
         let mut changes = [
             email_index::Changes::default(),
@@ -166,8 +160,7 @@ impl SledStore {
         let accounts = self.buckets();
         for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
             let end = start + BATCH;
-            let n = keyed.partition_point(|(g, _)| *g < end);
-            let batch: Vec<Packed> = keyed.drain(..n).map(|(_, p)| p).collect();
+            let batch = updates.take_below(end);
             let mut groups = buckets::group_packed(&batch);
             for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
                 groups.entry(buckets::key_of(g)).or_default();
