@@ -388,7 +388,7 @@ impl<S: Store> Pipeline<S> {
         // is built, and before planning.
         drop(bytes);
         let survey = survey?;
-        let roster = match checked.map(roster::Checked::finish) {
+        let mut roster = match checked.map(roster::Checked::finish) {
             Ok(roster) => roster,
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
@@ -410,6 +410,8 @@ impl<S: Store> Pipeline<S> {
                 ))
             })?;
         let matching = rules::MatchTable::build(&roster, &compiled);
+        drop(compiled);
+        roster.forget_values();
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();

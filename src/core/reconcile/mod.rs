@@ -16,7 +16,7 @@ use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 pub use names::Names;
 
@@ -309,14 +309,17 @@ pub fn plan<E: Send>(
     for &row in &grouped.without_account {
         lone[row as usize] = true;
     }
-    // Room for every likely change in the first part, which the others are appended to.
-    let likely = grouped.without_account.len();
-    let room = likely + grouped.plan.changes.len();
+    // Both halves hand their changes over, a chunk at a time, to one part with room for
+    // every likely change: a million changes are never held twice (appending one half's to
+    // the other's held the second half twice, ~60 MB at a first import).
+    let room = grouped.without_account.len() + grouped.plan.changes.len();
+    let sink = Mutex::new(Part::with_room(room));
     let (first, later) = join(
-        || plan_rows(roster, input, &lone, 0..n / 2, room),
-        || plan_rows(roster, input, &lone, n / 2..n, likely / 2),
+        || plan_rows(roster, input, &lone, 0..n / 2, &sink),
+        || plan_rows(roster, input, &lone, n / 2..n, &sink),
     );
-    let mut part = first;
+    let mut part = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
+    part.absorb(first);
     part.absorb(later);
     part.absorb(grouped);
     let mut plan = part.plan;
@@ -355,21 +358,35 @@ impl Part {
 }
 
 /// Plans the employees of `range` marked in `lone` (those without an account), in roster
-/// order, with room for `room` changes.
+/// order, handing their changes over to `sink` [`CHUNK`] at a time (so the changes of the
+/// two halves interleave there by chunk: [`sort_changes`] puts them in order). The part
+/// returned holds the rest: counts and warnings.
 fn plan_rows(
     roster: &Roster,
     input: &SyncInput<'_>,
     lone: &[bool],
     range: std::ops::Range<usize>,
-    room: usize,
+    sink: &Mutex<Part>,
 ) -> Part {
-    let mut part = Part::with_room(room);
+    let mut part = Part::with_room(CHUNK);
+    let hand_over = |part: &mut Part| {
+        let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
+        sink.plan.changes.append(&mut part.plan.changes);
+        sink.rows.append(&mut part.rows);
+    };
     for row in range.filter(|&row| lone[row]) {
         plan_row(&mut part.plan, roster, input, row, None);
         part.rows.resize(part.plan.changes.len(), row as u32);
+        if part.plan.changes.len() >= CHUNK {
+            hand_over(&mut part);
+        }
     }
+    hand_over(&mut part);
     part
 }
+
+/// How many changes [`plan_rows`] makes before handing them over (~1 MB).
+const CHUNK: usize = 8192;
 
 /// Puts `changes` in roster order, those of absent employees last, then sorts them by ID.
 /// A roster written in ID order (as most HR exports are) is then sorted already: checked in
@@ -963,6 +980,53 @@ mod tests {
         );
         assert_eq!(a.history.len(), 1);
         assert_eq!(p.counts.created, 1);
+    }
+
+    /// More rows than several chunks, in no ID order, some with accounts: the changes of
+    /// the two halves are handed over chunk by chunk and come out once each, sorted by ID,
+    /// each the change of its own employee.
+    #[test]
+    fn changes_handed_over_in_chunks_come_out_once_each_sorted_by_id() {
+        let n = 5 * CHUNK + 123;
+        let mut w = World::new(&[(1, "IT Admin")]);
+        for i in 0..n {
+            // A fixed shuffle of the IDs; every 7th row matches no rule.
+            let id = format!("E{:06}", (i * 7919) % n);
+            let matching: &[u64] = if i % 7 == 0 { &[] } else { &[1] };
+            w = w.row(&id, false, matching);
+        }
+        // Accounts for some: unchanged ones make no change, those matching nothing are
+        // deactivated.
+        let has_account = |i: usize| i % 1000 == 1;
+        for i in (1..n).filter(|&i| has_account(i)) {
+            let id = format!("E{:06}", (i * 7919) % n);
+            w = w.acct(account(
+                &id,
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ));
+        }
+        let p = w.plan();
+        let ids: Vec<&str> = p.changes.iter().map(|c| c.employee_id.as_str()).collect();
+        assert!(
+            ids.windows(2).all(|pair| pair[0] < pair[1]),
+            "sorted, once each"
+        );
+        let expected = (0..n).filter(|&i| i % 7 != 0 && !has_account(i)).count();
+        assert_eq!(p.counts.created, expected);
+        let deactivated = (0..n).filter(|&i| i % 7 == 0 && has_account(i)).count();
+        assert!(deactivated > 0);
+        assert_eq!(p.counts.deactivated, deactivated);
+        assert_eq!(p.changes.len(), expected + deactivated);
+        for c in &p.changes {
+            assert_eq!(
+                c.email,
+                format!("{}@acme.example", c.employee_id.to_lowercase())
+            );
+        }
+        assert_eq!(p.updates.len(), p.changes.len());
     }
 
     #[test]

@@ -311,6 +311,16 @@ mod tests {
         assert_eq!(r.employees[0].values[0], r.employees[1].values[0]);
         // The email itself is kept trimmed, as written.
         assert_eq!(r.employees[0].email(), "Ada@Example.com");
+        // A sync lets the values go once rules are matched; the rest stays.
+        let mut r = r;
+        r.forget_values();
+        assert!(r.fields.is_empty() && r.employees.iter().all(|e| e.values.is_empty()));
+        assert_eq!(r.field_index("department"), None);
+        assert_eq!(
+            (r.employees[1].id(), r.employees[1].email()),
+            ("2", "b@example.com")
+        );
+        assert_eq!(r.rows, 2);
     }
 
     #[test]
