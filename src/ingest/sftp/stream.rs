@@ -250,8 +250,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for PacketGuard<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Ok(())) => {
-                let new = buf.filled()[before..].to_vec();
-                if !self.track(&new) {
+                if !self.track(&buf.filled()[before..]) {
                     self.broken = true;
                     buf.set_filled(before);
                 }

@@ -59,6 +59,59 @@ pub(super) fn temp_name() -> String {
     format!("{TEMP_PREFIX}{:016x}", h.finish())
 }
 
+/// How many received bytes an upload gathers before it writes them, in one task of the
+/// blocking pool ([`Upload::write`]).
+pub(super) const WRITE_BATCH: usize = 1024 * 1024;
+
+/// How long the first of the gathered writes waits at most: a slow upload still reaches
+/// the file as it arrives.
+const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Writes gathered to be written at once: their bytes one after the other, and where each
+/// run of contiguous writes starts in the file and in `bytes`.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    runs: Vec<(u64, usize)>,
+    /// When the first write came.
+    since: Option<Instant>,
+}
+
+impl Batch {
+    fn add(&mut self, offset: u64, data: &[u8]) {
+        self.since.get_or_insert_with(Instant::now);
+        let follows = self.runs.last().is_some_and(|&(at, start)| {
+            at.checked_add((self.bytes.len() - start) as u64) == Some(offset)
+        });
+        if !follows {
+            self.runs.push((offset, self.bytes.len()));
+        }
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Writes each run at its offset.
+    fn write_to(&self, file: &File) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let ends = self.runs.iter().skip(1).map(|&(_, start)| start);
+        let ends = ends.chain([self.bytes.len()]);
+        self.runs
+            .iter()
+            .zip(ends)
+            .try_for_each(|(&(at, start), end)| file.write_all_at(&self.bytes[start..end], at))
+    }
+
+    /// Whether it is time to write it.
+    fn due(&self) -> bool {
+        self.bytes.len() >= WRITE_BATCH || self.since.is_some_and(|t| t.elapsed() >= WRITE_WAIT)
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.runs.clear();
+        self.since = None;
+    }
+}
+
 /// An upload in progress: a temporary file deleted on drop unless committed.
 pub(super) struct Upload {
     /// Final name inside `inbox/`.
@@ -66,8 +119,13 @@ pub(super) struct Upload {
     pub(super) temp: PathBuf,
     pub(super) dest: PathBuf,
     pub(super) file: Arc<File>,
-    /// Highest byte offset written so far.
+    /// Highest byte offset received so far.
     pub(super) extent: u64,
+    /// Writes received and not yet handed to the file.
+    pending: Batch,
+    /// The batch being written on the blocking pool; it comes back empty to be filled again
+    /// (two buffers in turn, so the pages of a large upload are not asked for anew).
+    writing: Option<tokio::task::JoinHandle<(Batch, io::Result<()>)>>,
     /// Set when the upload was cut off; the temporary file is already gone.
     pub(super) failed: Option<&'static str>,
     pub(super) committed: bool,
@@ -76,6 +134,79 @@ pub(super) struct Upload {
 }
 
 impl Upload {
+    /// An upload into `temp`, renamed to `dest` (`inbox/name`) when committed.
+    pub(super) fn new(
+        name: String,
+        temp: PathBuf,
+        dest: PathBuf,
+        file: File,
+        span: Span,
+    ) -> Upload {
+        Upload {
+            name,
+            temp,
+            dest,
+            file: Arc::new(file),
+            extent: 0,
+            pending: Batch::default(),
+            writing: None,
+            failed: None,
+            committed: false,
+            started: Instant::now(),
+            span,
+        }
+    }
+
+    /// Takes one write. Writes are gathered and given to the file [`WRITE_BATCH`] bytes at a
+    /// time (or after [`WRITE_WAIT`]), one batch on the blocking pool while the next is received (a task per 32 KiB
+    /// write cost a thread hand-over each). A failed batch discards the upload: the request
+    /// that finds it, and the close, fail; the file is never accepted.
+    pub(super) async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StatusReply> {
+        self.pending.add(offset, data);
+        if self.pending.due() {
+            self.start_batch().await?;
+        }
+        Ok(())
+    }
+
+    /// Every write received is in the file (before it is stat'ed or committed).
+    pub(super) async fn flush(&mut self) -> Result<(), StatusReply> {
+        self.start_batch().await?;
+        self.finish_batch().await.map(|_| ())
+    }
+
+    /// Waits for the batch being written, then starts writing the pending writes.
+    async fn start_batch(&mut self) -> Result<(), StatusReply> {
+        let spare = self.finish_batch().await?;
+        if self.pending.runs.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.pending, spare);
+        let file = self.file.clone();
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let mut batch = batch;
+            let written = batch.write_to(&file);
+            batch.clear();
+            (batch, written)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch being written, if any, and gives its emptied buffer back;
+    /// discards the upload if it failed.
+    async fn finish_batch(&mut self) -> Result<Batch, StatusReply> {
+        let Some(writing) = self.writing.take() else {
+            return Ok(Batch::default());
+        };
+        let message = match writing.await {
+            Ok((batch, Ok(()))) => return Ok(batch),
+            Ok((_, Err(e))) => format!("write failed: {}", e.kind()),
+            Err(_) => "internal error".to_string(),
+        };
+        self.discard("write error");
+        Err(failure(&message))
+    }
+
     /// Deletes the temporary file and remembers why, so later writes and the close fail.
     pub(super) fn discard(&mut self, reason: &'static str) {
         if self.failed.is_none() {

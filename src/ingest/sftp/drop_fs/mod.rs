@@ -23,7 +23,6 @@ use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
 use russh_sftp::server::StatusReply;
@@ -210,17 +209,7 @@ impl DropFs {
         })?;
 
         tracing::info!(parent: &self.span, file = %name, "upload started");
-        let upload = Upload {
-            name,
-            temp,
-            dest,
-            file: Arc::new(file),
-            extent: 0,
-            failed: None,
-            committed: false,
-            started: Instant::now(),
-            span: self.span.clone(),
-        };
+        let upload = Upload::new(name, temp, dest, file, self.span.clone());
         self.insert(OpenHandle::Upload(upload))
     }
 
