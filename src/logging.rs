@@ -16,7 +16,12 @@ pub fn init(cfg: &Config, format_override: Option<LogFormat>) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written is lost, never a panic: tracing-subscriber
+        // reports such a failure with `eprintln!`, which panics when stderr is gone (a
+        // closed pipe, journald restarted), in whatever thread logged, e.g. one of sled's
+        // writers, after which a flush waits for it forever.
+        .log_internal_errors(false);
     let result = match format_override.unwrap_or(cfg.log.format) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

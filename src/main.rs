@@ -5,6 +5,7 @@ use autoprov::cli::{Cli, Command, TokenCommand};
 use autoprov::config::Config;
 use autoprov::local;
 use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// mimalloc instead of glibc's malloc: a million-row roster makes millions of small
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     let cfg = match Config::load(cli.config.as_deref()) {
         Ok(cfg) => cfg,
         Err(e) => {
-            eprintln!("autoprov: {e:#}");
+            let _ = writeln!(std::io::stderr(), "autoprov: {e:#}");
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -84,21 +85,18 @@ fn print(response: &Response, json: bool) {
     };
     // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors, an
     // unreachable daemon and failures go to stderr.
-    if !matches!(
+    // A closed pipe (`| head`) or a gone stderr loses the text, never the exit code: the
+    // macros `print!` and `eprint!` would panic instead.
+    let end = if out.ends_with('\n') { "" } else { "\n" };
+    let _ = if !matches!(
         response.exit,
         exit::USAGE | exit::UNREACHABLE | exit::FAILED
     ) || json
     {
-        print!("{out}");
-        if !out.ends_with('\n') {
-            println!();
-        }
+        write!(std::io::stdout(), "{out}{end}")
     } else {
-        eprint!("autoprov: {out}");
-        if !out.ends_with('\n') {
-            eprintln!();
-        }
-    }
+        write!(std::io::stderr(), "autoprov: {out}{end}")
+    };
 }
 
 /// HR data is never world-readable: everything this process creates (data dir, drop

@@ -2055,3 +2055,52 @@ fn an_email_is_one_persons_identity() {
     assert!(out.contains("A1"), "names the holder: {out}");
     assert!(env.accounts(&[]).iter().all(|(id, _)| id != "M2"));
 }
+
+/// A closed stderr (a `| head` on the log, journald restarted under the daemon) loses log
+/// lines, never the run: before, the first line that could not be written panicked the
+/// thread that logged it (tracing-subscriber reports write errors with `eprintln!`), and a
+/// sled writer thread that died so left every later flush waiting forever.
+#[test]
+fn a_closed_stderr_loses_log_lines_not_the_run() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let env = TestEnv::with(Settings {
+        max_grants: Some((1000, 100)),
+        ..Settings::default()
+    });
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let mut child = env
+        .command()
+        .args(["--json", "process"])
+        .arg(&day1)
+        // sled logs at debug level from its own threads, to the end of the run.
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn autoprov");
+    drop(child.stderr.take());
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).expect("stdout"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("autoprov still running 60 s after its stderr was closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{status}");
+    let report: Value = serde_json::from_str(&reader.join().unwrap()).expect("the report");
+    assert_eq!(report["status"], "applied");
+    assert_counts(&report, [82, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        env.files_in("processed").len(),
+        3,
+        "the roster and its two reports"
+    );
+}
