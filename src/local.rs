@@ -166,6 +166,8 @@ pub fn execute(
         Streamed::Whole(response) => Outcome::Answer(response),
         Streamed::Body(body) => match body.write(out, output == Output::Json) {
             Ok(()) => Outcome::Written(body.exit()),
+            // The reader stopped (`| head`): what was asked is done.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Outcome::Written(body.exit()),
             Err(e) => Outcome::Answer(Response::fail(
                 exit::FAILED,
                 format!("failed: writing the answer: {e}"),

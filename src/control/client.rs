@@ -54,6 +54,10 @@ pub fn call(
             "the daemon at {} did not send the whole answer: {e}",
             socket.display()
         )),
+        // The reader stopped (`| head`): what was asked is done.
+        Err(Body::Out(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Reach::Written(head.response.exit)
+        }
         Err(Body::Out(e)) => Reach::Answered(Response::fail(
             exit::FAILED,
             format!("failed: writing the answer: {e}"),
