@@ -156,11 +156,21 @@ impl Handler for DropFs {
         data: Vec<u8>,
     ) -> Result<Status, Self::Error> {
         let max = self.max_upload_bytes;
+        // One upload of a session gathers writes at a time: another one's batch is written
+        // out and its buffers let go first, so a session holds at most one batch however
+        // many uploads it keeps open. A failure there discards that upload (its own later
+        // requests and its close fail).
+        if let Some(other) = self.gathering.take_if(|h| *h != handle)
+            && let Some(OpenHandle::Upload(u)) = self.handles.get_mut(&other)
+        {
+            u.settle().await;
+        }
         let upload = match self.handles.get_mut(&handle) {
             Some(OpenHandle::Upload(u)) => u,
             Some(_) => return Err(denied("handle not open for writing")),
             None => return Err(failure("invalid handle")),
         };
+        self.gathering = Some(handle.clone());
         if let Some(reason) = upload.failed {
             return Err(failure(&format!("upload discarded: {reason}")));
         }
@@ -490,6 +500,79 @@ mod tests {
             fs::read(dir.path().join("inbox/big.bin")).unwrap(),
             expected
         );
+    }
+
+    /// A session gathers writes for one upload at a time: a write to another upload writes
+    /// the first one's batch out, so a client holding many uploads open holds one batch.
+    #[tokio::test]
+    async fn a_write_to_another_upload_writes_the_gathered_batch_out_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 30);
+        let mut handles = Vec::new();
+        for (id, name) in [(1, "inbox/a.bin"), (2, "inbox/b.bin")] {
+            let open = fs_.open(id, name.into(), NEW, FileAttributes::default());
+            handles.push(open.await.unwrap().handle);
+        }
+        let on_disk = || -> u64 {
+            fs::read_dir(dir.path().join("inbox"))
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum()
+        };
+        fs_.write(3, handles[0].clone(), 0, vec![1; 100_000])
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), 0, "gathered");
+        fs_.write(4, handles[1].clone(), 0, vec![2; 10])
+            .await
+            .unwrap();
+        assert_eq!(
+            on_disk(),
+            100_000,
+            "a.bin's batch written out, b.bin's gathered"
+        );
+        fs_.write(5, handles[0].clone(), 100_000, vec![3; 5])
+            .await
+            .unwrap();
+        assert_eq!(on_disk(), 100_010);
+        for (id, h) in [(6, &handles[0]), (7, &handles[1])] {
+            fs_.close(id, h.clone()).await.unwrap();
+        }
+        let mut a = vec![1; 100_000];
+        a.extend([3; 5]);
+        assert_eq!(fs::read(dir.path().join("inbox/a.bin")).unwrap(), a);
+        assert_eq!(
+            fs::read(dir.path().join("inbox/b.bin")).unwrap(),
+            vec![2; 10]
+        );
+    }
+
+    /// Scattered one-byte writes fill batches by their count, and empty writes add nothing.
+    #[tokio::test]
+    async fn many_small_scattered_writes_land_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 30);
+        let h = fs_
+            .open(1, "inbox/s.bin".into(), NEW, FileAttributes::default())
+            .await
+            .unwrap()
+            .handle;
+        let n = 40_000u32;
+        let mut expected = vec![0u8; 2 * n as usize];
+        for i in 0..n {
+            let at = 2 * u64::from(i);
+            fs_.write(2 + i, h.clone(), at, vec![i as u8])
+                .await
+                .unwrap();
+            fs_.write(2 + i, h.clone(), at + 1, Vec::new())
+                .await
+                .unwrap();
+            expected[at as usize] = i as u8;
+        }
+        fs_.close(2 + n, h).await.unwrap();
+        // The file ends at the last byte written (the empty write after it adds nothing).
+        expected.pop();
+        assert_eq!(fs::read(dir.path().join("inbox/s.bin")).unwrap(), expected);
     }
 
     #[tokio::test]

@@ -63,9 +63,17 @@ pub(super) fn temp_name() -> String {
 /// blocking pool ([`Upload::write`]).
 pub(super) const WRITE_BATCH: usize = 1024 * 1024;
 
-/// How long the first of the gathered writes waits at most: a slow upload still reaches
-/// the file as it arrives.
+/// A write that finds the first of the gathered writes this old writes the batch: a slow
+/// upload still reaches its file as it arrives.
 const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a run of contiguous writes counts for beside its bytes: many small scattered writes
+/// fill a batch too (each is a `pwrite`, and 16 bytes of bookkeeping).
+const RUN_COST: usize = 64;
+
+/// The most a batch's buffer holds: a batch is written once it reaches [`WRITE_BATCH`], so
+/// it is at most one write longer.
+const BATCH_ROOM: usize = WRITE_BATCH + super::MAX_IO_LEN as usize;
 
 /// Writes gathered to be written at once: their bytes one after the other, and where each
 /// run of contiguous writes starts in the file and in `bytes`.
@@ -79,7 +87,16 @@ struct Batch {
 
 impl Batch {
     fn add(&mut self, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
         self.since.get_or_insert_with(Instant::now);
+        // Grown by doubling up to the room a batch needs, never past it.
+        let needed = self.bytes.len() + data.len();
+        if needed > self.bytes.capacity() {
+            let room = (self.bytes.capacity() * 2).clamp(needed, BATCH_ROOM.max(needed));
+            self.bytes.reserve_exact(room - self.bytes.len());
+        }
         let follows = self.runs.last().is_some_and(|&(at, start)| {
             at.checked_add((self.bytes.len() - start) as u64) == Some(offset)
         });
@@ -102,7 +119,8 @@ impl Batch {
 
     /// Whether it is time to write it.
     fn due(&self) -> bool {
-        self.bytes.len() >= WRITE_BATCH || self.since.is_some_and(|t| t.elapsed() >= WRITE_WAIT)
+        self.bytes.len() + self.runs.len() * RUN_COST >= WRITE_BATCH
+            || self.since.is_some_and(|t| t.elapsed() >= WRITE_WAIT)
     }
 
     fn clear(&mut self) {
@@ -173,6 +191,13 @@ impl Upload {
     pub(super) async fn flush(&mut self) -> Result<(), StatusReply> {
         self.start_batch().await?;
         self.finish_batch().await.map(|_| ())
+    }
+
+    /// Flushes and lets the buffers go, when another upload of the session takes over; a
+    /// failure discards this upload, which its own later requests and close report.
+    pub(super) async fn settle(&mut self) {
+        let _ = self.flush().await;
+        self.pending = Batch::default();
     }
 
     /// Waits for the batch being written, then starts writing the pending writes.

@@ -58,6 +58,9 @@ pub struct DropFs {
     root: Arc<DropRoot>,
     max_upload_bytes: u64,
     handles: HashMap<String, OpenHandle>,
+    /// The upload gathering writes, if any: one at a time per session
+    /// ([`handles::Upload::write`]).
+    gathering: Option<String>,
     next_handle: u64,
     initialized: bool,
     span: Span,
@@ -92,6 +95,7 @@ impl DropFs {
             root,
             max_upload_bytes,
             handles: HashMap::new(),
+            gathering: None,
             next_handle: 0,
             initialized: false,
             span,
