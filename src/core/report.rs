@@ -61,7 +61,7 @@ pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
             parts.push(format!("{} {a} -> {b}", action.as_str()));
         }
     }
-    let by_id = |changes: &[Change]| -> std::collections::BTreeMap<String, Change> {
+    let by_id = |changes: &[Change]| -> std::collections::BTreeMap<Box<str>, Change> {
         changes
             .iter()
             .map(|c| (c.employee_id.clone(), c.clone()))
@@ -75,7 +75,7 @@ pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
             (Some(a), Some(b)) => !same_change(a, b),
             _ => true,
         })
-        .map(String::as_str)
+        .map(|id| &**id)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();

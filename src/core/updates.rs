@@ -151,8 +151,8 @@ pub fn created_account(change: &Change, now: &str, source: &str) -> Account {
     let rule_id = change.rule_id.map_or("-".to_string(), |id| id.to_string());
     let rule_name = change.rule.as_deref().unwrap_or_default();
     let mut account = Account {
-        employee_id: change.employee_id.clone(),
-        email: change.email.clone(),
+        employee_id: change.employee_id.to_string(),
+        email: change.email.to_string(),
         role: change.role.to_string(),
         status: Status::Active,
         origin: Origin::Auto,
@@ -178,7 +178,7 @@ mod tests {
     fn change(id: &str, action: Action) -> Change {
         Change {
             employee_id: id.into(),
-            email: format!("{id}@acme.example"),
+            email: format!("{id}@acme.example").into(),
             action,
             rule_id: Some(RuleId(3)),
             rule: Some(Arc::from("Finance managers")),

@@ -126,7 +126,7 @@ fn actions(report: &Report) -> Vec<(String, Action)> {
     let mut out: Vec<_> = report
         .changes
         .iter()
-        .map(|c| (c.employee_id.clone(), c.action))
+        .map(|c| (c.employee_id.to_string(), c.action))
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
@@ -346,7 +346,7 @@ fn approve_after_a_rule_was_added_applies_nothing_shows_the_new_plan_then_applie
         shown
             .changes
             .iter()
-            .any(|c| c.employee_id == "E4" && c.rule_id == Some(sales))
+            .any(|c| *c.employee_id == *"E4" && c.rule_id == Some(sales))
     );
     assert!(shown.held_because[0].contains("re-planned"));
     // Approving again applies the plan now shown.

@@ -74,9 +74,9 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The employee.
-    pub employee_id: String,
+    pub employee_id: Box<str>,
     /// The account's email after the sync.
-    pub email: String,
+    pub email: Box<str>,
     /// The first action that applies.
     pub action: Action,
     /// The rule that controls the account after the sync (for `skipped_manual`: the first matching rule).
@@ -647,8 +647,8 @@ fn plan_employee(
             // The account itself is made from this change when it is written
             // ([`crate::core::updates`]).
             let change = Change {
-                employee_id: employee_id.to_string(),
-                email: email.to_string(),
+                employee_id: employee_id.into(),
+                email: email.into(),
                 action: Action::Created,
                 rule_id: Some(rule.id),
                 rule: Some(plan.names.of(&rule.name)),
@@ -781,8 +781,8 @@ impl Change {
     /// A change describing `account` as it is after the sync, without rule name or previous values.
     fn of(account: &AccountHead<'_>, action: Action, names: &mut Names) -> Change {
         Change {
-            employee_id: account.employee_id.to_string(),
-            email: account.email.to_string(),
+            employee_id: account.employee_id.into(),
+            email: account.email.into(),
             action,
             rule_id: account.rule_id,
             rule: None,
@@ -1009,7 +1009,7 @@ mod tests {
             ));
         }
         let p = w.plan();
-        let ids: Vec<&str> = p.changes.iter().map(|c| c.employee_id.as_str()).collect();
+        let ids: Vec<&str> = p.changes.iter().map(|c| &*c.employee_id).collect();
         assert!(
             ids.windows(2).all(|pair| pair[0] < pair[1]),
             "sorted, once each"
@@ -1023,7 +1023,7 @@ mod tests {
         for c in &p.changes {
             assert_eq!(
                 c.email,
-                format!("{}@acme.example", c.employee_id.to_lowercase())
+                format!("{}@acme.example", c.employee_id.to_lowercase()).into_boxed_str()
             );
         }
         assert_eq!(p.updates.len(), p.changes.len());
@@ -1190,7 +1190,7 @@ mod tests {
         let ids: Vec<(&str, Action)> = p
             .changes
             .iter()
-            .map(|c| (c.employee_id.as_str(), c.action))
+            .map(|c| (&*c.employee_id, c.action))
             .collect();
         assert_eq!(
             ids,
@@ -1241,11 +1241,8 @@ mod tests {
             .acct(inactive)
             .plan();
         let c = only(&p);
-        assert_eq!(
-            (c.employee_id.as_str(), c.action),
-            ("E1", Action::Deactivated)
-        );
-        assert_eq!(c.email, "e1@acme.example");
+        assert_eq!((&*c.employee_id, c.action), ("E1", Action::Deactivated));
+        assert_eq!(&*c.email, "e1@acme.example");
         let emails: Vec<(&str, &str, Status)> = p
             .updates
             .iter()
@@ -1314,9 +1311,9 @@ mod tests {
         w.roster.email_column = "Work Email".into();
         let p = w.plan();
         assert_eq!(p.changes.len(), 1, "E1 gets no account: {:?}", p.changes);
-        assert_eq!(p.changes[0].employee_id, "E2");
+        assert_eq!(&*p.changes[0].employee_id, "E2");
         assert_eq!(p.changes[0].action, Action::Reassigned);
-        assert_eq!(p.changes[0].email, "old2@acme.example");
+        assert_eq!(&*p.changes[0].email, "old2@acme.example");
         assert_eq!(p.updates.len(), 1);
         assert_eq!(p.updates[0].email, "old2@acme.example");
         assert_eq!(p.warnings.len(), 2);
@@ -1580,8 +1577,8 @@ mod tests {
             let mut changes: Vec<Change> = arrival
                 .iter()
                 .map(|&i| Change {
-                    employee_id: ids[i].clone(),
-                    email: String::new(),
+                    employee_id: ids[i].as_str().into(),
+                    email: Box::default(),
                     action: Action::Created,
                     rule_id: None,
                     rule: None,
@@ -1595,7 +1592,7 @@ mod tests {
                 .map(|&i| if absent[i] { u32::MAX } else { i as u32 })
                 .collect();
             sort_changes(&mut changes, &rows, ids.len());
-            let got: Vec<&str> = changes.iter().map(|c| c.employee_id.as_str()).collect();
+            let got: Vec<&str> = changes.iter().map(|c| &*c.employee_id).collect();
             let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
             want.sort();
             prop_assert_eq!(got, want);
@@ -1663,7 +1660,7 @@ mod tests {
         fn previous_role_and_status_are_the_accounts_before_and_null_only_when_created(c in case()) {
             let w = c.world(false);
             for change in w.plan().plan.changes {
-                match w.accounts.get(&change.employee_id) {
+                match w.accounts.get(&*change.employee_id) {
                     None => {
                         prop_assert_eq!(change.action, Action::Created);
                         prop_assert_eq!(change.previous_role, None);
@@ -1713,7 +1710,7 @@ mod tests {
         fn each_changed_employee_appears_once_and_counts_add_up(c in case()) {
             let w = c.world(false);
             let p = w.plan();
-            let mut ids: Vec<&str> = p.changes.iter().map(|c| c.employee_id.as_str()).collect();
+            let mut ids: Vec<&str> = p.changes.iter().map(|c| &*c.employee_id).collect();
             ids.dedup();
             prop_assert_eq!(ids.len(), p.changes.len());
             let total: usize = Action::ALL.iter().map(|a| p.counts.get(*a)).sum();
