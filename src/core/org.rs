@@ -43,7 +43,7 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
             }
             if e.manager_id() == e.id() {
                 own.push(Finding::at(
-                    e.line,
+                    e.line(),
                     manager_column,
                     format!(
                         "employee \"{}\" is listed as their own manager; leave {manager_column} \
@@ -61,7 +61,7 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
                     }
                 }
                 None => dangling.push(Finding::at(
-                    e.line,
+                    e.line(),
                     manager_column,
                     format!(
                         "manager \"{}\" of employee \"{}\" is not in this file; \
@@ -133,7 +133,7 @@ fn find_cycles(parent: &[usize]) -> Vec<Vec<usize>> {
 /// The warning for one cycle, at the line of its member that comes first in the file.
 fn cycle_warning(employees: &[Employee], members: &[usize], manager_column: &str) -> Finding {
     let first = (0..members.len())
-        .min_by_key(|&k| employees[members[k]].line)
+        .min_by_key(|&k| employees[members[k]].line())
         .unwrap_or(0);
     let mut names: Vec<String> = members
         .iter()
@@ -148,7 +148,7 @@ fn cycle_warning(employees: &[Employee], members: &[usize], manager_column: &str
     names.push(format!("\"{}\"", employees[members[first]].id()));
     let anchor = &employees[members[first]];
     Finding::at(
-        anchor.line,
+        anchor.line(),
         manager_column,
         format!(
             "reporting cycle: {} (each reports to the next), so nobody in it has a manager \

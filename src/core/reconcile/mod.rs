@@ -603,7 +603,7 @@ fn cap_warnings(warnings: &mut Vec<Finding>) {
 /// The warning for an employee whose roster email a manual account of `holder` holds.
 fn email_taken(roster: &Roster, employee: &crate::core::model::Employee, holder: &str) -> Finding {
     Finding::at(
-        employee.line,
+        employee.line(),
         roster.email_column.as_str(),
         format!(
             "email \"{}\" of employee \"{}\" is held by the active manual account of employee \

@@ -504,7 +504,7 @@ mod tests {
     }
 
     pub(super) fn lines(r: &Roster) -> Vec<u64> {
-        r.employees.iter().map(|e| e.line).collect()
+        r.employees.iter().map(|e| e.line()).collect()
     }
 
     pub(super) fn needing(fields: &[&str]) -> RosterOptions {
@@ -919,7 +919,7 @@ mod tests {
             let got: Vec<(u64, String, String)> = r
                 .employees
                 .iter()
-                .map(|e| (e.line, e.id().to_string(), e.email().to_string()))
+                .map(|e| (e.line(), e.id().to_string(), e.email().to_string()))
                 .collect();
             prop_assert_eq!(got, expected);
             let empty_runs = rows.iter().filter(|row| row.empty_after > 0).count();

@@ -194,7 +194,7 @@ impl Rows {
         let first = self
             .seen_ids
             .first_or_add(id, next, &self.employees, id_key)?;
-        Some(self.employees[first as usize].line)
+        Some(self.employees[first as usize].line())
     }
 
     /// The line of the first active row with the same email (case-insensitive), or `None`
@@ -205,7 +205,7 @@ impl Rows {
         let first = self
             .seen_emails
             .first_or_add(&folded, next, &self.employees, email_key)?;
-        Some(self.employees[first as usize].line)
+        Some(self.employees[first as usize].line())
     }
 
     fn is_inactive(&self, status: &str) -> bool {
