@@ -3,8 +3,10 @@
 
 mod groups;
 mod names;
+mod safety;
 
 pub use groups::{EmployeeGroups, ReadGroup, Survey};
+pub use safety::{Limit, Limits};
 
 use crate::core::accounts::{
     Account, AccountGroup, AccountHead, GROUPS, HeldGroup, Origin, Status,
@@ -146,47 +148,6 @@ impl Counts {
     }
 }
 
-/// A safety limit: exceeded when both the count and the percentage of the base are exceeded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limit {
-    /// Absolute number of accounts.
-    pub count: usize,
-    /// Percent of the active auto accounts before the sync.
-    pub percent: u32,
-}
-
-impl Limit {
-    /// More than `count` and more than `percent`% of `base`.
-    pub fn exceeded_by(&self, n: usize, base: usize) -> bool {
-        n > self.count && (n as u128) * 100 > (self.percent as u128) * (base as u128)
-    }
-}
-
-/// The two limits of SPEC §4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Deactivations.
-    pub max_deactivations: Limit,
-    /// Grants: created, reassigned, reactivated, role_changed.
-    pub max_grants: Limit,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_deactivations: Limit {
-                count: 10,
-                percent: 20,
-            },
-            max_grants: Limit {
-                count: 50,
-                percent: 20,
-            },
-        }
-    }
-}
-
 /// What a sync would do: the report's changes and counts, and the accounts to write.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -206,36 +167,6 @@ pub struct Plan {
     pub warnings: Vec<Finding>,
     /// The role and rule names the changes share.
     names: Names,
-}
-
-impl Plan {
-    /// Employees whose action hands out rights.
-    pub fn grants(&self) -> usize {
-        self.counts.created
-            + self.counts.reassigned
-            + self.counts.reactivated
-            + self.counts.role_changed
-    }
-
-    /// The limits this plan exceeds, in words; empty when it may be applied.
-    pub fn safety_violations(&self, limits: &Limits) -> Vec<String> {
-        let mut out = Vec::new();
-        let d = self.counts.deactivated;
-        if limits.max_deactivations.exceeded_by(d, self.base) {
-            out.push(format!(
-                "{d} deactivations exceed safety.max_deactivations (more than {} and more than {}% of {} active auto accounts)",
-                limits.max_deactivations.count, limits.max_deactivations.percent, self.base
-            ));
-        }
-        let g = self.grants();
-        if limits.max_grants.exceeded_by(g, self.base) {
-            out.push(format!(
-                "{g} grants exceed safety.max_grants (more than {} and more than {}% of {} active auto accounts)",
-                limits.max_grants.count, limits.max_grants.percent, self.base
-            ));
-        }
-        out
-    }
 }
 
 /// Inputs of one sync besides the roster and the accounts.
