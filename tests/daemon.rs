@@ -1598,3 +1598,31 @@ fn a_start_backs_up_only_a_changed_store() {
     assert_eq!(now.len(), 2, "{now:?}");
     assert_eq!(now[0], first[0]);
 }
+
+/// A reader that stops early (`autoprov admins list | head`) through the daemon: the CLI
+/// ends quietly with the answer's exit code, and the daemon keeps answering.
+#[test]
+fn a_reader_that_stops_early_through_the_daemon_is_not_a_failure() {
+    let (env, _watch) = watch_env(no_limits());
+    let big = big_roster(&env, 10_000);
+    env.load_sample_rules();
+    let _daemon = Daemon::start(&env);
+    let (code, _, stderr) = env.run(&[OsStr::new("process"), big.as_os_str()]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut child = env
+        .command()
+        .args(["admins", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn autoprov");
+    // Closed before the answer comes: the listing (several chunks) cannot be written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let (code, stdout, stderr) = env.run(&["status"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("accounts:"), "{stdout}");
+}
