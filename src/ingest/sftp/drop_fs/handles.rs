@@ -63,8 +63,8 @@ pub(super) fn temp_name() -> String {
 /// blocking pool ([`Upload::write`]).
 pub(super) const WRITE_BATCH: usize = 1024 * 1024;
 
-/// A write that finds the first of the gathered writes this old writes the batch: a slow
-/// upload still reaches its file as it arrives.
+/// How old the first gathered write may be when another comes before the batch is written:
+/// a slow upload still reaches its file as it arrives.
 const WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a run of contiguous writes counts for beside its bytes: many small scattered writes
@@ -175,10 +175,11 @@ impl Upload {
         }
     }
 
-    /// Takes one write. Writes are gathered and given to the file [`WRITE_BATCH`] bytes at a
-    /// time (or after [`WRITE_WAIT`]), one batch on the blocking pool while the next is received (a task per 32 KiB
-    /// write cost a thread hand-over each). A failed batch discards the upload: the request
-    /// that finds it, and the close, fail; the file is never accepted.
+    /// Takes one write. Writes are gathered and given to the file a batch at a time
+    /// ([`Batch::due`]: [`WRITE_BATCH`] bytes, or the first write [`WRITE_WAIT`] old), one
+    /// batch on the blocking pool while the next is received (a task per 32 KiB write cost
+    /// a thread hand-over each). A failed batch discards the upload: the request that finds
+    /// the failure, and the close, fail; the file is never accepted.
     pub(super) async fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StatusReply> {
         self.pending.add(offset, data);
         if self.pending.due() {
