@@ -2109,27 +2109,9 @@ fn a_closed_stderr_loses_log_lines_not_the_run() {
 /// the command's exit code, not as a failure.
 #[test]
 fn a_reader_that_stops_early_is_not_a_failure() {
-    use std::process::Stdio;
     let env = day1_applied(Settings::default());
-    let mut child = env
-        .command()
-        .args(["admins", "list"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn autoprov");
     // Closed before the store is even open: every write of the listing fails.
-    drop(child.stdout.take());
-    let out = child.wait_with_output().expect("wait");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = env.run_reader_gone(&["admins", "list"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }

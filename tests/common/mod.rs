@@ -281,6 +281,24 @@ impl TestEnv {
         )
     }
 
+    /// Runs `autoprov --config C ARGS...` with its stdout closed before it writes anything
+    /// (a reader that stopped, as `| head` does): (exit code, stderr).
+    pub fn run_reader_gone<S: AsRef<OsStr>>(&self, args: &[S]) -> (i32, String) {
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn autoprov");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wait for autoprov");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Runs with `--json` and parses stdout: (exit code, value). Panics when stdout is not JSON.
     pub fn json<S: AsRef<OsStr>>(&self, args: &[S]) -> (i32, Value) {
         self.json_env(args, &[])
