@@ -25,7 +25,8 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// The text of the file, or the "not decodable" error at the line of the first bad byte.
 pub(super) fn decode(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, Finding> {
-    let nul = bytes.iter().position(|&b| b == 0);
+    // memchr: a byte-by-byte search took ~80 ms of a 116 MB file, before anything else.
+    let nul = memchr::memchr(0, bytes);
     let decoded = match encoding {
         Encoding::Auto | Encoding::Utf8 => {
             let bom = bytes.starts_with(UTF8_BOM);
