@@ -3,9 +3,8 @@
 //! Every step is a loop over arrays, never recursion, so a million-deep reporting chain
 //! costs the same stack as a flat organization.
 
-use std::collections::HashMap;
-
-use super::model::{Employee, FastHash, Finding};
+use super::model::{Employee, Finding};
+use super::parallel::join;
 
 /// At most this many warnings of each kind are listed; the rest are summed up in one more.
 pub const MAX_WARNINGS_PER_KIND: usize = 1000;
@@ -16,33 +15,88 @@ const CYCLE_NAMES: usize = 10;
 /// Marks "no manager" in the parent array.
 const NONE: usize = usize::MAX;
 
+/// The row of an employee ID among the employees, when one has it.
+pub type RowOf<'a> = &'a (dyn Fn(&[Employee], &str) -> Option<usize> + Sync);
+
+/// Rosters with fewer rows have their reporting lines read on one core.
+const SPLIT_MIN: usize = 1 << 14;
+
 /// Sets `is_manager` on every employee and returns the warnings about the manager graph.
 ///
 /// `is_manager` is true when at least one *other* employee who is not inactive names this
 /// employee's ID as `manager_id`. Warnings: a `manager_id` naming no employee of the file,
 /// an employee who is their own manager, and each reporting cycle once (at the line of its
 /// member that comes first in the file). `manager_column` is the header the findings name.
-pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> {
+/// `row_of` finds the row of a manager's ID (the parser's table of IDs, so that no second
+/// index of a million IDs is built here).
+pub fn derive(employees: &mut [Employee], manager_column: &str, row_of: RowOf<'_>) -> Vec<Finding> {
     let n = employees.len();
     let mut parent = vec![NONE; n];
-    let mut managers = vec![false; n];
-    let mut dangling = KindWarnings::default();
-    let mut own = KindWarnings::default();
-    {
-        let mut index: HashMap<&str, usize, FastHash> =
-            HashMap::with_capacity_and_hasher(n, FastHash::default());
-        for (i, e) in employees.iter().enumerate() {
-            if !e.id().is_empty() {
-                // With duplicate IDs (only possible in a rejected file) the first row wins.
-                index.entry(e.id()).or_insert(i);
-            }
+    let links = {
+        let all: &[Employee] = employees;
+        let read = |parent: &mut [usize], start: usize| {
+            Links::read(all, start, parent, manager_column, row_of)
+        };
+        if n < SPLIT_MIN {
+            read(&mut parent, 0)
+        } else {
+            // Both halves on their own core: each row's manager is a lookup of its own.
+            let (head, tail) = parent.split_at_mut(n / 2);
+            let (first, second) = join(|| read(head, 0), || read(tail, n / 2));
+            first.then(second)
         }
-        for (i, e) in employees.iter().enumerate() {
+    };
+    for (e, is_manager) in employees.iter_mut().zip(links.managers) {
+        e.is_manager = is_manager;
+    }
+
+    let mut cycles = KindWarnings::default();
+    for members in find_cycles(&parent) {
+        cycles.push(cycle_warning(employees, &members, manager_column));
+    }
+
+    let mut warnings = Vec::new();
+    links.dangling.finish(
+        &mut warnings,
+        "more employees name a manager who is not in this file",
+    );
+    links.own.finish(
+        &mut warnings,
+        "more employees are listed as their own manager",
+    );
+    cycles.finish(&mut warnings, "more reporting cycles");
+    warnings
+}
+
+/// What the `manager_id`s of some consecutive rows say: who manages someone, and the
+/// rows whose manager is missing or themselves.
+struct Links {
+    managers: Vec<bool>,
+    dangling: KindWarnings,
+    own: KindWarnings,
+}
+
+impl Links {
+    /// Reads the rows from `start` on, as many as `parent` has room for, writing each
+    /// row's manager's row there.
+    fn read(
+        all: &[Employee],
+        start: usize,
+        parent: &mut [usize],
+        manager_column: &str,
+        row_of: RowOf<'_>,
+    ) -> Links {
+        let mut links = Links {
+            managers: vec![false; all.len()],
+            dangling: KindWarnings::default(),
+            own: KindWarnings::default(),
+        };
+        for (e, parent) in all[start..].iter().zip(parent) {
             if e.manager_id().is_empty() {
                 continue;
             }
             if e.manager_id() == e.id() {
-                own.push(Finding::at(
+                links.own.push(Finding::at(
                     e.line(),
                     manager_column,
                     format!(
@@ -53,14 +107,14 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
                 ));
                 continue;
             }
-            match index.get(e.manager_id()) {
-                Some(&m) => {
-                    parent[i] = m;
+            match row_of(all, e.manager_id()) {
+                Some(m) => {
+                    *parent = m;
                     if !e.inactive {
-                        managers[m] = true;
+                        links.managers[m] = true;
                     }
                 }
-                None => dangling.push(Finding::at(
+                None => links.dangling.push(Finding::at(
                     e.line(),
                     manager_column,
                     format!(
@@ -72,27 +126,18 @@ pub fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> 
                 )),
             }
         }
-    }
-    for (e, is_manager) in employees.iter_mut().zip(managers) {
-        e.is_manager = is_manager;
+        links
     }
 
-    let mut cycles = KindWarnings::default();
-    for members in find_cycles(&parent) {
-        cycles.push(cycle_warning(employees, &members, manager_column));
+    /// These links and then those of the rows that follow.
+    fn then(mut self, later: Links) -> Links {
+        for (mine, theirs) in self.managers.iter_mut().zip(later.managers) {
+            *mine |= theirs;
+        }
+        self.dangling.append(later.dangling);
+        self.own.append(later.own);
+        self
     }
-
-    let mut warnings = Vec::new();
-    dangling.finish(
-        &mut warnings,
-        "more employees name a manager who is not in this file",
-    );
-    own.finish(
-        &mut warnings,
-        "more employees are listed as their own manager",
-    );
-    cycles.finish(&mut warnings, "more reporting cycles");
-    warnings
 }
 
 /// Every cycle of the functional graph `parent` (each node has at most one outgoing edge),
@@ -174,6 +219,14 @@ impl KindWarnings {
         }
     }
 
+    /// Takes over the warnings found after these, as if pushed here one by one.
+    fn append(&mut self, later: KindWarnings) {
+        for finding in later.listed {
+            self.push(finding);
+        }
+        self.more += later.more;
+    }
+
     fn finish(self, out: &mut Vec<Finding>, what: &str) {
         out.extend(self.listed);
         if self.more > 0 {
@@ -184,7 +237,20 @@ impl KindWarnings {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
+
+    /// [`super::derive`] with the IDs found through a map (the first row of each).
+    fn derive(employees: &mut [Employee], manager_column: &str) -> Vec<Finding> {
+        let mut rows = HashMap::new();
+        for (i, e) in employees.iter().enumerate() {
+            if !e.id().is_empty() {
+                rows.entry(e.id().to_owned()).or_insert(i);
+            }
+        }
+        super::derive(employees, manager_column, &|_, id| rows.get(id).copied())
+    }
 
     fn emp(line: u64, id: &str, manager: &str, inactive: bool) -> Employee {
         Employee::new(
@@ -376,6 +442,47 @@ mod tests {
         assert_eq!(
             w[MAX_WARNINGS_PER_KIND].message,
             "5 more employees name a manager who is not in this file (not listed)"
+        );
+    }
+
+    #[test]
+    fn warnings_found_on_two_cores_are_listed_in_file_order_and_capped() {
+        let n = 2 * SPLIT_MIN;
+        // Every 8th row names a missing manager; in the second half, every 8th row after
+        // those is its own manager; everyone else reports to row 0.
+        let mut e: Vec<Employee> = (0..n)
+            .map(|i| {
+                let id = i.to_string();
+                let manager = match i % 8 {
+                    0 => format!("gone{i}"),
+                    1 if i >= n / 2 => id.clone(),
+                    _ => "0".to_owned(),
+                };
+                emp(i as u64 + 2, &id, &manager, false)
+            })
+            .collect();
+        let w = derive(&mut e, "manager_id");
+        assert_eq!(managers(&e), ["0"]);
+        let cap = MAX_WARNINGS_PER_KIND;
+        assert_eq!(w.len(), 2 * cap + 2);
+        let dangling: Vec<Option<u64>> = w[..cap].iter().map(|w| w.line).collect();
+        let expected: Vec<Option<u64>> = (0..cap as u64).map(|k| Some(8 * k + 2)).collect();
+        assert_eq!(dangling, expected);
+        assert_eq!(
+            w[cap].message,
+            format!(
+                "{} more employees name a manager who is not in this file (not listed)",
+                n / 8 - cap
+            )
+        );
+        assert_eq!(w[cap + 1].line, Some(n as u64 / 2 + 1 + 2));
+        assert!(w[cap + 1].message.contains("their own manager"));
+        assert_eq!(
+            w[2 * cap + 1].message,
+            format!(
+                "{} more employees are listed as their own manager (not listed)",
+                n / 16 - cap
+            )
         );
     }
 

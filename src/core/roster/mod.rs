@@ -14,7 +14,7 @@ use csv::{ByteRecord, ReaderBuilder, Terminator};
 
 use self::header::Header;
 use self::lines::{Lines, detect_delimiter, open_quote_field, skip_line_ends};
-use self::rows::Rows;
+use self::rows::{Rows, RowsById};
 use super::columns::{self, Columns};
 use super::model::{Employee, Finding, Interner, Roster};
 use super::org;
@@ -88,6 +88,8 @@ pub struct Checked {
     warnings: Vec<Finding>,
     email_column: String,
     manager_column: String,
+    /// The row of each employee ID, for the manager graph.
+    ids: RowsById,
 }
 
 impl Checked {
@@ -96,7 +98,12 @@ impl Checked {
     pub fn finish(self) -> Roster {
         let mut employees = self.employees;
         let mut warnings = self.warnings;
-        warnings.extend(org::derive(&mut employees, &self.manager_column));
+        let ids = self.ids;
+        warnings.extend(org::derive(
+            &mut employees,
+            &self.manager_column,
+            &|all, id| ids.row_of(all, id),
+        ));
         Roster {
             rows: employees.len(),
             fields: self.fields,
@@ -382,12 +389,13 @@ impl<'a> Parser<'a> {
         if !self.errors.is_empty() {
             return Err(self.reject());
         }
-        let (employees, symbols) = self.employees.into_parts();
+        let (employees, symbols, ids) = self.employees.into_parts();
         let column =
             |c: Option<usize>, default: &str| c.map_or(default, |c| header.name(c)).to_owned();
         Ok(Checked {
             employees,
             symbols,
+            ids,
             manager_column: column(header.manager_id, columns::MANAGER_ID),
             email_column: column(header.email, columns::EMAIL),
             warnings: self.warnings.into_summarized(),

@@ -25,6 +25,9 @@ pub(super) struct Rows {
     /// The first row of each folded email of an employee who is not inactive (SPEC §1: one
     /// email is one person's SSO identity).
     seen_emails: FirstRows,
+    /// The IDs of the rows appended after these (see [`Rows::append`]), with the row each
+    /// part starts at.
+    appended_ids: Vec<(FirstRows, usize)>,
     /// Reused buffers: a row's symbols, and a value being lower-cased.
     values: Vec<Sym>,
     fold_buf: String,
@@ -39,6 +42,7 @@ impl Rows {
             symbols: Interner::default(),
             seen_ids: FirstRows::default(),
             seen_emails: FirstRows::default(),
+            appended_ids: Vec::new(),
             values: Vec::new(),
             fold_buf: String::new(),
         }
@@ -56,9 +60,11 @@ impl Rows {
         }
     }
 
-    /// The employees in file order, and the symbols of their values.
-    pub(super) fn into_parts(self) -> (Vec<Employee>, Interner) {
-        (self.employees, self.symbols)
+    /// The employees in file order, the symbols of their values, and the row of each ID.
+    pub(super) fn into_parts(self) -> (Vec<Employee>, Interner, RowsById) {
+        let mut ids = vec![(self.seen_ids, 0)];
+        ids.extend(self.appended_ids);
+        (self.employees, self.symbols, RowsById(ids))
     }
 
     /// Whether an employee ID, or the email of an employee who has not left, of `later`'s
@@ -74,9 +80,14 @@ impl Rows {
 
     /// Appends the employees of `later` (the rows that follow these in the file), their
     /// values interned here: the employees and symbols that reading all the rows in one
-    /// pass gives. What is known of their IDs and emails is not merged: call only once
-    /// every row is read and checked.
+    /// pass gives. What is known of their emails is dropped, and their IDs are kept apart
+    /// for [`RowsById`]: call only once every row is read and checked.
     pub(super) fn append(&mut self, later: Rows) {
+        let start = self.employees.len();
+        self.appended_ids.push((later.seen_ids, start));
+        for (ids, from) in later.appended_ids {
+            self.appended_ids.push((ids, start + from));
+        }
         let renumber = self.symbols.absorb(&later.symbols);
         self.employees.reserve(later.employees.len());
         for mut employee in later.employees {
@@ -228,6 +239,27 @@ fn id_key(e: &Employee) -> Cow<'_, str> {
 
 fn email_key(e: &Employee) -> Cow<'_, str> {
     columns::fold(e.email())
+}
+
+/// The row of each employee ID of rows read and checked, found in the tables of first rows
+/// that checked them (one per part read), so the manager graph builds no index of its own.
+pub(super) struct RowsById(Vec<(FirstRows, usize)>);
+
+impl RowsById {
+    /// The row among `employees` (the rows these tables were made from, in file order) whose
+    /// ID is `id`; the first such row, when a part held it twice.
+    pub(super) fn row_of(&self, employees: &[Employee], id: &str) -> Option<usize> {
+        let (short, hash) = hash_of(id);
+        self.0.iter().find_map(|(table, start)| {
+            let rows = employees.get(*start..)?;
+            table
+                .0
+                .find(hash, |&(row, s)| {
+                    s == short && rows.get(row as usize).is_some_and(|e| e.id() == id)
+                })
+                .map(|&(row, _)| start + row as usize)
+        })
+    }
 }
 
 /// The first row of each distinct key (an ID, a folded email) among the rows: its index and
