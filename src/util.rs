@@ -26,12 +26,20 @@ pub fn compact_timestamp(rfc3339: &str) -> String {
 
 /// SHA-256 of bytes, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
+    sha256_chunks([bytes])
+}
+
+/// SHA-256 of the chunks one after the other, lower-case hex.
+pub fn sha256_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut hasher = Sha256::new();
+    for chunk in chunks {
+        hasher.update(chunk);
     }
-    out
+    lower_hex(&hasher.finalize())
+}
+
+fn lower_hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of a file read in chunks (for files too large to hold), lower-case hex.
@@ -47,11 +55,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(lower_hex(&hasher.finalize()))
 }
 
 /// Writes `bytes` to `path` through a temp file in the same folder, fsync, rename, fsync folder.

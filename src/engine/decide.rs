@@ -10,7 +10,7 @@ use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::core::updates::Updates;
 use crate::layout::DRY_RUN_SUFFIX;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
-use crate::util::{now_rfc3339, sha256_hex, write_atomic_with};
+use crate::util::{now_rfc3339, write_atomic_with};
 
 impl<S: Store> Pipeline<S> {
     /// Applies a held file, re-planned against the current state, without the limits.
@@ -115,7 +115,7 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<Result<Evaluation, (Report, String)>> {
         let bytes = FileBytes::read(held_path)
             .with_context(|| format!("reading {}", held_path.display()))?;
-        if sha256_hex(&bytes) != entry.sha256 {
+        if bytes.sha256() != entry.sha256 {
             return Err(Error::usage(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
                 held_path.display()

@@ -21,7 +21,7 @@ use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
-use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339, sha256_hex};
+use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -188,7 +188,7 @@ impl<S: Store> Pipeline<S> {
         let received_at = rfc3339(completion_time(&meta));
         let bytes = read_limited(&path, self.cfg.roster.max_bytes)?;
         let sha = match &bytes {
-            Some(bytes) => sha256_hex(bytes),
+            Some(bytes) => bytes.sha256().to_owned(),
             None => crate::util::sha256_file(&path)?,
         };
         let _span = tracing::info_span!("file", name, sha256 = %&sha[..12]).entered();
@@ -318,7 +318,7 @@ impl<S: Store> Pipeline<S> {
                 path.display()
             )
         })?;
-        if sha256_hex(&bytes) != entry.sha256 {
+        if bytes.sha256() != entry.sha256 {
             return Err(Error::usage(format!(
                 "the last applied roster {} was changed on disk (its SHA-256 differs from the ledger); process a new roster instead",
                 path.display()
@@ -502,7 +502,7 @@ mod tests {
             name: name.into(),
             size: bytes.len() as u64,
             mtime: 1,
-            sha256: sha256_hex(bytes),
+            sha256: crate::util::sha256_hex(bytes),
         }
     }
 
