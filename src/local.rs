@@ -11,7 +11,7 @@ use crate::engine::pipeline::Pipeline;
 use crate::layout::Paths;
 use crate::store::{SledStore, StoreError};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -150,15 +150,8 @@ pub fn execute(
     };
     let user = caller();
     let answered = match (upload, file) {
-        (Some((path, dry_run)), Some((size, mut file))) => {
-            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            if let Err(e) = file.read_to_end(&mut bytes) {
-                return Outcome::Answer(Response::fail(
-                    exit::USAGE,
-                    format!("error: reading {}: {e}", path.display()),
-                ));
-            }
-            commands::process_upload(&p, &original(path), bytes, dry_run, &user)
+        (Some((path, dry_run)), Some((_, file))) => {
+            commands::process_upload(&p, &original(path), file, dry_run, &user)
         }
         _ => commands::execute_streamed(&p, request, &Caller::Unix(user), output),
     };

@@ -59,6 +59,7 @@ pub fn answer_streamed(
                     "files are uploaded over SFTP or the control socket only",
                 ));
             };
+            let bytes = std::io::Cursor::new(bytes);
             return commands::process_upload(p, &upload.name, bytes, upload.dry_run, user);
         }
         (request, _) => request,

@@ -12,6 +12,7 @@ use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
 use crate::store::{Commit, FileEntry, RemoteOrigin, Store};
 use crate::util::{crash_point, free_name, fsync_dir, sha256_file, write_atomic_with};
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 impl<S: Store> Pipeline<S> {
@@ -164,7 +165,7 @@ impl<S: Store> Pipeline<S> {
 
     /// Files `bytes` into inbox/ as a complete file (temp name, fsync, rename) under a free
     /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix); returns the name.
-    pub fn receive(&self, original: &str, bytes: &[u8], dry_run: bool) -> Result<String> {
+    pub fn receive(&self, original: &str, content: impl Read, dry_run: bool) -> Result<String> {
         let base = Path::new(original)
             .file_name()
             .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
@@ -184,9 +185,12 @@ impl<S: Store> Pipeline<S> {
         }
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!(".receive-{}.part", std::process::id()));
+        // From a file, `io::copy` copies in the kernel (`copy_file_range`): a large roster's
+        // bytes are then not read into this process and written back out.
+        let mut content = content;
         let written = fs::File::create(&tmp)
             .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, bytes)?;
+                std::io::copy(&mut content, &mut f)?;
                 f.sync_all()
             })
             .with_context(|| format!("writing {}", tmp.display()));

@@ -246,7 +246,7 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
     for (case, name, flag) in [("suffix", "r.dryrun.csv", false), ("flag", "r.csv", true)] {
         let (_dir, p) = pipeline();
         add_rule(&p, "IT", "department = IT");
-        let received = p.receive(name, &staff(&[("E1", "IT")]), flag).unwrap();
+        let received = p.receive(name, &staff(&[("E1", "IT")])[..], flag).unwrap();
         assert!(received.ends_with(".dryrun.csv"), "{case}: {received}");
         let report = p.process(&received).unwrap();
         assert_eq!(report.status, ReportStatus::DryRun, "{case}");

@@ -174,7 +174,7 @@ fn run<S: Store>(
 pub fn process_upload<S: Store>(
     p: &Pipeline<S>,
     original_name: &str,
-    bytes: Vec<u8>,
+    content: impl std::io::Read,
     dry_run: bool,
     caller: &str,
 ) -> Streamed {
@@ -197,9 +197,9 @@ pub fn process_upload<S: Store>(
             ),
         ));
     }
-    let filed = p.receive(original_name, &bytes, dry_run);
-    // The pipeline reads the file back from inbox/: not two copies of a large roster at once.
-    drop(bytes);
+    // The pipeline reads the file back from inbox/; what it was read from is gone by then,
+    // so a large roster is never held twice.
+    let filed = p.receive(original_name, content, dry_run);
     let name = match filed {
         Ok(name) => name,
         Err(e) => return Streamed::Whole(e.context("filing the file into inbox/").response()),
@@ -364,7 +364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline_in(dir.path());
         let name = p
-            .receive("r.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
+            .receive("r.csv", &b"Employee ID,Email\nE1,a@b.io\n"[..], false)
             .unwrap();
         p.request_stop();
         let r = execute(
@@ -384,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline_in(dir.path());
         let name = p
-            .receive("hris-x.csv", b"Employee ID,Email\nE1,a@b.io\n", false)
+            .receive("hris-x.csv", &b"Employee ID,Email\nE1,a@b.io\n"[..], false)
             .unwrap();
         // The inbox watcher got to it first.
         p.process(&name).unwrap();
@@ -410,7 +410,7 @@ mod tests {
         let roster = b"Employee ID,Email\nE1,a@b.io\n";
         let mut seen = Vec::new();
         for output in [Output::Text, Output::Json, Output::Both] {
-            let r = process_upload(&p, "r.dryrun.csv", roster.to_vec(), false, "root")
+            let r = process_upload(&p, "r.dryrun.csv", &roster[..], false, "root")
                 .into_response(output);
             assert_eq!(r.exit, exit::OK, "{}", r.text);
             let has_text = r.text.contains("DRY RUN");
