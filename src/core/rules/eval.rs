@@ -1,6 +1,7 @@
 //! Evaluation: rules compiled against one roster (field indices, interned values) and the
 //! rule ids each employee matches.
 
+use super::dispatch::Dispatch;
 use super::syntax::Condition;
 use super::{Rule, RuleId};
 use crate::core::columns::{Columns, fold_value};
@@ -117,6 +118,29 @@ impl CompiledRule {
     pub fn id(&self) -> RuleId {
         self.id
     }
+
+    /// Whether the rule matches nobody of this roster whatever else holds.
+    pub(super) fn never(&self) -> bool {
+        self.never
+    }
+
+    /// A field the rule requires to have one of some values: the index of its value in an
+    /// employee's values and those values (of the rule's first `=` or `in`).
+    pub(super) fn required(&self) -> Option<(usize, &[Sym])> {
+        self.tests.iter().find_map(|t| match t {
+            Test::One {
+                index,
+                sym,
+                equal: true,
+            } => Some((*index, std::slice::from_ref(sym))),
+            Test::Set {
+                index,
+                syms,
+                member: true,
+            } => Some((*index, &syms[..])),
+            _ => None,
+        })
+    }
 }
 
 /// The matching rule ids of every employee, stored flat: one allocation for the whole roster.
@@ -129,16 +153,17 @@ pub struct MatchTable {
 
 impl MatchTable {
     /// Evaluates `rules` for every employee of `roster`; inactive employees match nothing.
-    /// The two halves of the roster are evaluated on two cores.
+    /// The two halves of the roster are evaluated on two cores, each row only with the rules
+    /// its values let through (see [`Dispatch`]).
     pub fn build(roster: &Roster, rules: &[CompiledRule]) -> MatchTable {
-        let mut order: Vec<&CompiledRule> = rules.iter().collect();
-        order.sort_by_key(|r| r.id);
+        let dispatch = Dispatch::new(rules);
         let (head, tail) = roster.employees.split_at(roster.employees.len() / 2);
         let part = |employees: &[Employee], offsets: &mut Vec<usize>| {
             let mut ids = Vec::new();
+            let mut scratch = Vec::new();
             for employee in employees {
                 if !employee.inactive {
-                    ids.extend(order.iter().filter(|r| r.matches(employee)).map(|r| r.id));
+                    dispatch.matching(employee, &mut scratch, |id| ids.push(id));
                 }
                 offsets.push(ids.len());
             }
@@ -546,6 +571,47 @@ mod tests {
             prop_assert_eq!(&sb.both_by_lookup(&sa, &r), &expected);
             prop_assert_eq!(&sa.both_by_words(&sb, &r), &expected);
             prop_assert_eq!(sa.count(), both_by_walking(&r, &ca, &ca).0);
+        }
+
+        /// More than 64 rules (two words of rule sets), ids not in the order given.
+        #[test]
+        fn the_match_table_lists_what_evaluating_every_rule_gives(
+            people in prop::collection::vec(
+                (prop::sample::select(CELLS), prop::sample::select(CELLS), any::<bool>(), prop::bool::weighted(0.2)),
+                0..120,
+            ),
+            conditions in prop::collection::vec(prop::collection::vec(condition(), 1..3), 0..70),
+        ) {
+            let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
+            let cells: Vec<[&str; 2]> = people.iter().map(|p| [p.0, p.1]).collect();
+            let rows: Vec<Row> = people
+                .iter()
+                .zip(&names)
+                .zip(&cells)
+                .map(|((p, n), c)| (n.as_str(), &c[..], p.2, p.3))
+                .collect();
+            let r = roster(&["department", "job_title"], &rows);
+            let columns = Columns::default();
+            let compiled: Vec<CompiledRule> = conditions
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+                    let id = (i as u64 * 37) % 101 + 1;
+                    CompiledRule::compile(&rule(id, &refs), &r, &columns).unwrap()
+                })
+                .collect();
+            let table = MatchTable::build(&r, &compiled);
+            prop_assert_eq!(table.len(), r.employees.len());
+            for (i, e) in r.employees.iter().enumerate() {
+                let mut want: Vec<RuleId> = compiled
+                    .iter()
+                    .filter(|c| !e.inactive && c.matches(e))
+                    .map(CompiledRule::id)
+                    .collect();
+                want.sort();
+                prop_assert_eq!(table.get(i), &want[..], "employee {}", i);
+            }
         }
     }
 }

@@ -8,6 +8,7 @@
 //! `syntax` holds the conditions and their text, `eval` the rules compiled against a
 //! roster, `overlap` the analysis of two rules from their conditions alone.
 
+mod dispatch;
 mod eval;
 mod overlap;
 mod syntax;
