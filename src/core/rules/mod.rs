@@ -6,21 +6,24 @@
 //! cell ` finance `.
 //!
 //! `syntax` holds the conditions and their text, `eval` the rules compiled against a
-//! roster, `overlap` the analysis of two rules from their conditions alone.
+//! roster, `dispatch` which rules a row's values let through, `table` the rules each
+//! employee matches, `overlap` the analysis of two rules from their conditions alone.
 
 mod dispatch;
 mod eval;
 mod overlap;
 mod syntax;
+mod table;
 
 use crate::core::columns::Columns;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub use self::eval::{BOTH_MATCH_SAMPLE, CompiledRule, MatchSet, MatchTable, both_match, matching};
+pub use self::eval::{BOTH_MATCH_SAMPLE, CompiledRule, MatchSet, both_match};
 pub use self::overlap::{Constraints, can_overlap};
 pub use self::syntax::{Condition, ConditionError, Op};
+pub use self::table::{MatchTable, matching};
 
 /// A rule's identifier: assigned in creation order, never reused; lower wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
