@@ -13,6 +13,12 @@ pub struct Packed(Box<[u8]>);
 impl Packed {
     /// Packs an account.
     pub fn of(account: &Account) -> Packed {
+        Packed::encode(account)
+    }
+
+    /// Packs what encodes as an account does (e.g. one with borrowed strings: postcard
+    /// writes a `String` and a `&str` alike).
+    pub fn encode(account: &impl serde::Serialize) -> Packed {
         // Encoded on the stack first, so that the one allocation has the exact size (a
         // typical account is ~200 bytes with one history entry).
         let mut room = [0u8; 512];

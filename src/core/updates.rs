@@ -10,6 +10,7 @@ use crate::core::accounts::{Account, GROUPS, Origin, Status, group_of};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::reconcile::{Action, Change};
+use crate::core::rules::RuleId;
 use std::collections::VecDeque;
 
 /// What one commit writes to the accounts.
@@ -128,9 +129,7 @@ impl ByGroup<'_> {
             Some(c) => {
                 let make = |part: &[u32]| -> Vec<Packed> {
                     part.iter()
-                        .map(|&i| {
-                            Packed::of(&created_account(&c.changes[i as usize], c.now, c.source))
-                        })
+                        .map(|&i| packed_created(&c.changes[i as usize], c.now, c.source))
                         .collect()
                 };
                 let (lower, upper) = made.split_at(made.len() / 2);
@@ -148,8 +147,7 @@ impl ByGroup<'_> {
 
 /// The account a `created` change describes, created at `now` by `source`.
 pub fn created_account(change: &Change, now: &str, source: &str) -> Account {
-    let rule_id = change.rule_id.map_or("-".to_string(), |id| id.to_string());
-    let rule_name = change.rule.as_deref().unwrap_or_default();
+    let reason = created_reason(change);
     let mut account = Account {
         employee_id: change.employee_id.to_string(),
         email: change.email.to_string(),
@@ -161,12 +159,60 @@ pub fn created_account(change: &Change, now: &str, source: &str) -> Account {
         updated_at: now.to_string(),
         history: Vec::new(),
     };
-    account.record(
-        now,
-        source,
-        format!("created by rule {rule_id} \"{rule_name}\""),
-    );
+    account.record(now, source, reason);
     account
+}
+
+/// The history reason of an account created by `change`.
+fn created_reason(change: &Change) -> String {
+    let rule_id = change.rule_id.map_or("-".to_string(), |id| id.to_string());
+    let rule_name = change.rule.as_deref().unwrap_or_default();
+    format!("created by rule {rule_id} \"{rule_name}\"")
+}
+
+/// [`created_account`] packed, without making the account: its strings are borrowed from
+/// the change (a million new accounts made nine strings each, only to be encoded).
+fn packed_created(change: &Change, now: &str, source: &str) -> Packed {
+    /// An [`Account`] with borrowed strings: the same fields in the same order.
+    #[derive(serde::Serialize)]
+    struct New<'a> {
+        employee_id: &'a str,
+        email: &'a str,
+        role: &'a str,
+        status: Status,
+        origin: Origin,
+        rule_id: Option<RuleId>,
+        created_at: &'a str,
+        updated_at: &'a str,
+        history: &'a [Entry<'a>],
+    }
+    /// A [`crate::core::accounts::HistoryEntry`] with borrowed strings.
+    #[derive(serde::Serialize)]
+    struct Entry<'a> {
+        at: &'a str,
+        source: &'a str,
+        status: Status,
+        role: &'a str,
+        reason: &'a str,
+    }
+    let reason = created_reason(change);
+    Packed::encode(&New {
+        employee_id: &change.employee_id,
+        email: &change.email,
+        role: &change.role,
+        status: Status::Active,
+        origin: Origin::Auto,
+        rule_id: change.rule_id,
+        created_at: now,
+        updated_at: now,
+        history: &[Entry {
+            at: now,
+            source,
+            status: Status::Active,
+            role: &change.role,
+            reason: &reason,
+        }],
+    })
 }
 
 #[cfg(test)]
@@ -185,6 +231,20 @@ mod tests {
             role: Arc::from("Billing Admin"),
             previous_role: None,
             previous_status: None,
+        }
+    }
+
+    #[test]
+    fn a_created_account_packs_to_the_bytes_of_the_account_made() {
+        let mut unnamed = change("E2", Action::Created);
+        (unnamed.rule_id, unnamed.rule) = (None, None);
+        let mut long = change(&"É".repeat(300), Action::Created);
+        long.rule = Some(Arc::from("r".repeat(400).as_str()));
+        for c in [change("E1", Action::Created), unnamed, long] {
+            let (now, source) = ("2026-01-01T00:00:00Z", "roster.csv");
+            let made = Packed::of(&created_account(&c, now, source));
+            assert_eq!(packed_created(&c, now, source).bytes(), made.bytes());
+            assert_eq!(made.unpack(), created_account(&c, now, source));
         }
     }
 
