@@ -7,7 +7,7 @@ mod common;
 
 use autoprov::core::accounts::{Account, AccountGroup, HeldGroup};
 use autoprov::core::columns::Columns;
-use autoprov::core::reconcile::{self, Survey, SyncInput};
+use autoprov::core::reconcile::{self, SyncInput};
 use autoprov::core::roster::{self, RosterOptions};
 use autoprov::core::rules::{self, CompiledRule, MatchTable, Rule, RuleId};
 use autoprov::core::updates::Updates;
@@ -59,11 +59,9 @@ fn core(c: &mut Criterion) {
             f(&groups[g]);
             Ok::<(), ()>(())
         };
-        let survey = Survey::of(&read).expect("read");
         let input = SyncInput {
             matching: &matching,
             rules: &by_id,
-            survey: &survey,
             now: NOW,
             source: "bench",
         };

@@ -13,8 +13,7 @@ use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::AccountGroup;
 use crate::core::packed::Packed;
-use crate::core::parallel::join;
-use crate::core::reconcile::{self, Limits, Survey, SyncInput};
+use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
@@ -382,12 +381,10 @@ impl<S: Store> Pipeline<S> {
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
         // The accounts are read one group at a time, in place (see `reconcile::groups`).
         let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| self.store.read_group(g, f);
-        // What the accounts hold as a whole is read on a second core while the roster is parsed.
-        let (checked, survey) = join(|| self.check(&bytes, &enabled), || Survey::of(&read));
+        let checked = self.check(&bytes, &enabled);
         // The roster holds what it needs: a large file's bytes go before its manager graph
         // is built, and before planning.
         drop(bytes);
-        let survey = survey?;
         let mut roster = match checked.map(roster::Checked::finish) {
             Ok(roster) => roster,
             Err(rejection) => {
@@ -418,7 +415,6 @@ impl<S: Store> Pipeline<S> {
         let input = SyncInput {
             matching: &matching,
             rules: &rules_by_id,
-            survey: &survey,
             now,
             source: name,
         };

@@ -1,11 +1,10 @@
 //! How a sync goes through the accounts: one group at a time ([`GROUPS`]), the roster's
-//! employees sorted by the same groups, and what the accounts hold as a whole ([`Survey`])
-//! read before any employee is planned.
+//! employees sorted by the same groups, and what the accounts hold as a whole ([`Survey`]),
+//! read as the groups are planned.
 
 use crate::core::accounts::{AccountGroup, GROUPS, Origin, group_of};
 use crate::core::columns::fold_value;
 use crate::core::model::Roster;
-use crate::core::parallel::join;
 use std::collections::HashMap;
 
 /// Reads the accounts of group `g` (sorted by employee ID) and gives them to the callback:
@@ -13,34 +12,27 @@ use std::collections::HashMap;
 pub type ReadGroup<'r, E> =
     dyn Fn(usize, &mut dyn FnMut(&dyn AccountGroup)) -> Result<(), E> + Sync + 'r;
 
-/// What a sync must know of all accounts before it plans any employee.
+/// The active manual accounts' employee IDs by folded email: their emails are taken (SPEC §3).
+pub type Manual = HashMap<String, String>;
+
+/// What a sync must know of all accounts as a whole, read as it plans the groups.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Survey {
     /// Active auto accounts (the safety base N).
     pub base: usize,
-    /// The active manual accounts' employee IDs by folded email: their emails are taken
-    /// (SPEC §3).
-    pub manual: HashMap<String, String>,
+    /// The active manual accounts' emails.
+    pub manual: Manual,
 }
 
 impl Survey {
-    /// Reads every group's heads (half of them on a second core).
-    pub fn of<E: Send>(read: &ReadGroup<'_, E>) -> Result<Survey, E> {
-        let part = |range: std::ops::Range<usize>| {
-            let mut survey = Survey::default();
-            for g in range {
-                read(g, &mut |group| survey.add(group))?;
-            }
-            Ok::<_, E>(survey)
-        };
-        let (lower, upper) = join(|| part(0..GROUPS / 2), || part(GROUPS / 2..GROUPS));
-        let (mut survey, upper) = (lower?, upper?);
-        survey.base += upper.base;
-        survey.manual.extend(upper.manual);
-        Ok(survey)
+    /// Adds another part's (of other groups).
+    pub fn absorb(&mut self, other: Survey) {
+        self.base += other.base;
+        self.manual.extend(other.manual);
     }
 
-    fn add(&mut self, group: &dyn AccountGroup) {
+    /// Adds the accounts of one group.
+    pub fn add(&mut self, group: &dyn AccountGroup) {
         for head in group.heads().iter().filter(|h| h.is_active()) {
             match head.origin {
                 Origin::Auto => self.base += 1,

@@ -5,7 +5,8 @@ mod groups;
 mod names;
 mod safety;
 
-pub use groups::{EmployeeGroups, ReadGroup, Survey};
+pub use groups::{EmployeeGroups, ReadGroup};
+use groups::{Manual, Survey};
 pub use safety::{Limit, Limits};
 
 use crate::core::accounts::{
@@ -17,7 +18,7 @@ use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub use names::Names;
@@ -175,8 +176,6 @@ pub struct SyncInput<'a> {
     pub matching: &'a MatchTable,
     /// The rules by id: at least every id in `matching`; disabled ones too, so changes can name them.
     pub rules: &'a BTreeMap<RuleId, Rule>,
-    /// What the accounts hold as a whole (see [`Survey`]).
-    pub survey: &'a Survey,
     /// When (RFC 3339), for history and timestamps.
     pub now: &'a str,
     /// The file or command, for history.
@@ -198,14 +197,9 @@ pub fn plan_held(
         f(&groups[g]);
         Ok::<(), std::convert::Infallible>(())
     };
-    let survey = match Survey::of(&read) {
-        Ok(survey) => survey,
-        Err(never) => match never {},
-    };
     let input = SyncInput {
         matching,
         rules,
-        survey: &survey,
         now,
         source,
     };
@@ -222,19 +216,22 @@ pub fn plan_held(
 /// every absent employee's account. Then the employees without an account (all of them at a
 /// first import), in roster order: the accounts and changes a first import creates are then
 /// made, and later read for the report, in file order rather than scattered by group.
+///
+/// What the accounts hold as a whole ([`Survey`]) is read in the first pass, which plans as
+/// if no manual account held an email. That is the plan when no employee's email is held
+/// by another employee's active manual account; when one is, the first pass is planned
+/// again knowing them all.
 pub fn plan<E: Send>(
     roster: &Roster,
     input: &SyncInput<'_>,
     read: &ReadGroup<'_, E>,
 ) -> Result<Plan, E> {
     let employees = EmployeeGroups::of(roster);
-    let half = GROUPS / 2;
-    let (lower, upper) = join(
-        || plan_groups(roster, input, &employees, 0..half, read),
-        || plan_groups(roster, input, &employees, half..GROUPS, read),
-    );
-    let mut grouped = lower?;
-    grouped.absorb(upper?);
+    let (mut grouped, survey) = plan_all_groups(roster, input, &employees, &Manual::new(), read)?;
+    if any_email_taken(roster, &survey.manual) {
+        (grouped, _) = plan_all_groups(roster, input, &employees, &survey.manual, read)?;
+    }
+    let manual = &survey.manual;
     let n = roster.employees.len();
     let mut lone = vec![false; n];
     for &row in &grouped.without_account {
@@ -246,18 +243,47 @@ pub fn plan<E: Send>(
     let room = grouped.without_account.len() + grouped.plan.changes.len();
     let sink = Mutex::new(Part::with_room(room));
     let (first, later) = join(
-        || plan_rows(roster, input, &lone, 0..n / 2, &sink),
-        || plan_rows(roster, input, &lone, n / 2..n, &sink),
+        || plan_rows(roster, input, manual, &lone, 0..n / 2, &sink),
+        || plan_rows(roster, input, manual, &lone, n / 2..n, &sink),
     );
     let mut part = sink.into_inner().unwrap_or_else(PoisonError::into_inner);
     part.absorb(first);
     part.absorb(later);
     part.absorb(grouped);
     let mut plan = part.plan;
-    plan.base = input.survey.base;
+    plan.base = survey.base;
     cap_warnings(&mut plan.warnings);
     sort_changes(&mut plan.changes, &part.rows, n);
     Ok(plan)
+}
+
+/// The first pass of [`plan`] over every group, on two cores, with what the accounts hold as
+/// a whole.
+fn plan_all_groups<E: Send>(
+    roster: &Roster,
+    input: &SyncInput<'_>,
+    employees: &EmployeeGroups,
+    manual: &Manual,
+    read: &ReadGroup<'_, E>,
+) -> Result<(Part, Survey), E> {
+    let half = GROUPS / 2;
+    let (lower, upper) = join(
+        || plan_groups(roster, input, manual, employees, 0..half, read),
+        || plan_groups(roster, input, manual, employees, half..GROUPS, read),
+    );
+    let ((mut part, mut survey), (upper, upper_survey)) = (lower?, upper?);
+    part.absorb(upper);
+    survey.absorb(upper_survey);
+    Ok((part, survey))
+}
+
+/// Whether an employee's email is held by another employee's active manual account
+/// (`manual`: their employee IDs by folded email), as [`plan_row`] asks.
+fn any_email_taken(roster: &Roster, manual: &Manual) -> bool {
+    !manual.is_empty()
+        && roster.employees.iter().any(|e| {
+            taken_by_other(manual, e.email(), e.id()).is_some() && is_well_formed_email(e.email())
+        })
 }
 
 /// A part of a plan: the plan, the roster position of each of its changes (`u32::MAX`: an
@@ -295,6 +321,7 @@ impl Part {
 fn plan_rows(
     roster: &Roster,
     input: &SyncInput<'_>,
+    manual: &Manual,
     lone: &[bool],
     range: std::ops::Range<usize>,
     sink: &Mutex<Part>,
@@ -306,10 +333,12 @@ fn plan_rows(
         sink.rows.append(&mut part.rows);
     };
     for row in range.filter(|&row| lone[row]) {
+        let plan = &mut part.plan;
         plan_row(
-            &mut part.plan,
+            plan,
             roster,
             input,
+            manual,
             row,
             input.matching.get(row),
             None,
@@ -363,23 +392,28 @@ fn sort_changes(changes: &mut [Change], rows: &[u32], roster_rows: usize) {
 }
 
 /// Plans the groups `range`: the employees with an account and the absent employees'
-/// accounts; the employees without one are listed in the part.
+/// accounts; the employees without one are listed in the part. Surveys the groups' accounts
+/// too.
 fn plan_groups<E>(
     roster: &Roster,
     input: &SyncInput<'_>,
+    manual: &Manual,
     employees: &EmployeeGroups,
     range: std::ops::Range<usize>,
     read: &ReadGroup<'_, E>,
-) -> Result<Part, E> {
+) -> Result<(Part, Survey), E> {
     let mut part = Part::default();
+    let mut survey = Survey::default();
     let mut scratch = Scratch::default();
     for g in range {
         let rows = employees.of_group(g);
         read(g, &mut |accounts| {
-            plan_group(&mut part, &mut scratch, roster, input, rows, accounts)
+            survey.add(accounts);
+            let planning = (roster, input, manual);
+            plan_group(&mut part, &mut scratch, planning, rows, accounts);
         })?;
     }
-    Ok(part)
+    Ok((part, survey))
 }
 
 /// What [`plan_group`] keeps between groups so as not to allocate it again.
@@ -397,8 +431,7 @@ struct Scratch<'r> {
 fn plan_group<'r>(
     part: &mut Part,
     scratch: &mut Scratch<'r>,
-    roster: &'r Roster,
-    input: &SyncInput<'r>,
+    (roster, input, manual): (&'r Roster, &SyncInput<'r>, &Manual),
     rows: &[u32],
     accounts: &dyn AccountGroup,
 ) {
@@ -428,7 +461,8 @@ fn plan_group<'r>(
             group: accounts,
             at,
         };
-        plan_row(&mut part.plan, roster, input, row, matching, Some(stored));
+        let plan = &mut part.plan;
+        plan_row(plan, roster, input, manual, row, matching, Some(stored));
         part.rows.resize(part.plan.changes.len(), row as u32);
     }
     // Auto accounts whose employee is absent.
@@ -497,6 +531,7 @@ fn plan_row(
     plan: &mut Plan,
     roster: &Roster,
     input: &SyncInput<'_>,
+    manual: &Manual,
     row: usize,
     matching: &[RuleId],
     account: Option<Stored<'_>>,
@@ -504,8 +539,7 @@ fn plan_row(
     let employee = &roster.employees[row];
     let auto = account.filter(|a| a.head.origin == Origin::Auto);
     let mut email = is_well_formed_email(employee.email()).then_some(employee.email());
-    if let Some(holder) = email.and_then(|e| taken_by_other(&input.survey.manual, e, employee.id()))
-    {
+    if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, employee.id())) {
         // No new account and no email change for this employee (SPEC §3); warned about
         // only where that blocks something.
         let would_create = account.is_none() && !employee.inactive && !matching.is_empty();
@@ -525,11 +559,7 @@ fn plan_row(
 }
 
 /// The employee ID of the active manual account of another employee holding `email`.
-fn taken_by_other<'m>(
-    manual: &'m HashMap<String, String>,
-    email: &str,
-    employee_id: &str,
-) -> Option<&'m str> {
+fn taken_by_other<'m>(manual: &'m Manual, email: &str, employee_id: &str) -> Option<&'m str> {
     if manual.is_empty() {
         return None;
     }
@@ -1283,6 +1313,61 @@ mod tests {
             "an inactive manual account holds nothing"
         );
         assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn manual_accounts_that_hold_no_one_elses_email_change_nothing() {
+        // The first pass plans as if no email were held; with manual accounts that hold only
+        // their own employee's email (or none on the roster), it is not planned again and
+        // gives what it gives without them.
+        let mut own = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
+        own.email = "M1@acme.example".into();
+        let mut elsewhere = account("M9", Origin::Manual, None, "IT Admin", Status::Active);
+        elsewhere.email = "nobody@acme.example".into();
+        let mut e2 = account("E2", Origin::Auto, Some(1), "IT Admin", Status::Active);
+        e2.email = "old2@acme.example".into();
+        let world = |manual: &[&Account]| {
+            let mut w = World::new(&[(1, "IT Admin")])
+                .row("M1", false, &[1])
+                .row("E2", false, &[1])
+                .row("E3", false, &[1])
+                .acct(e2.clone());
+            for &a in manual {
+                w = w.acct(a.clone());
+            }
+            w.roster.employees[0].set_email("m1@acme.example");
+            w
+        };
+        let with = world(&[&own, &elsewhere]).plan();
+        let without = world(&[]).plan();
+        let outcome = |p: &Unpacked| {
+            let changes: Vec<_> = p
+                .changes
+                .iter()
+                .filter(|c| &*c.employee_id != "M1")
+                .map(|c| (c.employee_id.to_string(), c.action))
+                .collect();
+            let written: Vec<_> = p
+                .updates
+                .iter()
+                .filter(|a| a.employee_id != "M1")
+                .map(|a| (a.employee_id.clone(), a.email.clone()))
+                .collect();
+            (changes, written)
+        };
+        assert_eq!(outcome(&with), outcome(&without));
+        assert_eq!(
+            outcome(&with),
+            (
+                vec![("E3".to_string(), Action::Created)],
+                vec![
+                    ("E2".to_string(), "e2@acme.example".to_string()),
+                    ("E3".to_string(), "e3@acme.example".to_string()),
+                ]
+            )
+        );
+        assert!(with.warnings.is_empty(), "{:?}", with.warnings);
+        assert_eq!(with.counts.skipped_manual, 1);
     }
 
     #[test]
