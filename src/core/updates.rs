@@ -131,9 +131,11 @@ impl ByGroup<'_> {
                     let mut packed = Vec::with_capacity(part.len());
                     for chunk in part.chunks(WARMED) {
                         warm(c.changes, chunk);
-                        packed.extend(chunk.iter().map(|&i| {
-                            packed_created(&c.changes[i as usize], c.now, c.source)
-                        }));
+                        packed.extend(
+                            chunk
+                                .iter()
+                                .map(|&i| packed_created(&c.changes[i as usize], c.now, c.source)),
+                        );
                     }
                     packed
                 };
