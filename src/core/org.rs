@@ -253,14 +253,7 @@ mod tests {
     }
 
     fn emp(line: u64, id: &str, manager: &str, inactive: bool) -> Employee {
-        Employee::new(
-            line,
-            id,
-            &format!("{id}@example.com"),
-            manager,
-            inactive,
-            Box::new([]),
-        )
+        Employee::new(line, id, &format!("{id}@example.com"), manager, inactive)
     }
 
     /// Rows `(id, manager_id, inactive)` on lines 2, 3, ...

@@ -804,7 +804,7 @@ mod tests {
 
     fn employee(id: &str, inactive: bool) -> Employee {
         let email = format!("{}@acme.example", id.to_lowercase());
-        Employee::new(2, id, &email, "", inactive, Box::new([]))
+        Employee::new(2, id, &email, "", inactive)
     }
 
     fn account(id: &str, origin: Origin, rule: Option<u64>, role: &str, status: Status) -> Account {

@@ -212,7 +212,7 @@ mod tests {
             assert_eq!(r.fields, ["jobtitle"]);
             assert_eq!(r.employees[1].manager_id(), "1");
             assert!(r.employees[1].inactive, "{header}");
-            assert_eq!(r.value(&r.employees[0], 0), "chef");
+            assert_eq!(r.value(0, 0), "chef");
         }
     }
 
@@ -300,21 +300,17 @@ mod tests {
             r.present,
             ["employeeid", "email", "department", "jobtitle", "other"]
         );
-        let row = |i: usize| -> Vec<&str> {
-            (0..r.fields.len())
-                .map(|f| r.value(&r.employees[i], f))
-                .collect()
-        };
+        let row = |i: usize| -> Vec<&str> { (0..r.fields.len()).map(|f| r.value(i, f)).collect() };
         assert_eq!(row(0), ["finance", "école lead", "ada@example.com"]);
         assert_eq!(row(1), ["finance", "", "b@example.com"]);
         // Equal folded values share one symbol.
-        assert_eq!(r.employees[0].values[0], r.employees[1].values[0]);
+        assert_eq!(r.row(0).values[0], r.row(1).values[0]);
         // The email itself is kept trimmed, as written.
         assert_eq!(r.employees[0].email(), "Ada@Example.com");
         // A sync lets the values go once rules are matched; the rest stays.
         let mut r = r;
         r.forget_values();
-        assert!(r.fields.is_empty() && r.employees.iter().all(|e| e.values.is_empty()));
+        assert!(r.fields.is_empty() && r.values.is_empty() && r.row(0).values.is_empty());
         assert_eq!(r.field_index("department"), None);
         assert_eq!(
             (r.employees[1].id(), r.employees[1].email()),

@@ -16,7 +16,7 @@ use self::header::Header;
 use self::lines::{Lines, detect_delimiter, open_quote_field, skip_line_ends};
 use self::rows::{Rows, RowsById};
 use super::columns::{self, Columns};
-use super::model::{Employee, Finding, Interner, Roster};
+use super::model::{Employee, Finding, Interner, Roster, Sym};
 use super::org;
 
 pub use self::decode::Encoding;
@@ -82,6 +82,7 @@ pub fn parse(bytes: &[u8], opts: &RosterOptions) -> Result<Roster, Rejection> {
 /// the file is ~116 MB and the graph's index ~60 MB, so they need not be held together).
 pub struct Checked {
     employees: Vec<Employee>,
+    values: Vec<Sym>,
     symbols: Interner,
     fields: Vec<String>,
     present: Vec<String>,
@@ -109,6 +110,7 @@ impl Checked {
             fields: self.fields,
             present: self.present,
             employees,
+            values: self.values,
             symbols: self.symbols,
             warnings,
             email_column: self.email_column,
@@ -389,11 +391,12 @@ impl<'a> Parser<'a> {
         if !self.errors.is_empty() {
             return Err(self.reject());
         }
-        let (employees, symbols, ids) = self.employees.into_parts();
+        let (employees, values, symbols, ids) = self.employees.into_parts();
         let column =
             |c: Option<usize>, default: &str| c.map_or(default, |c| header.name(c)).to_owned();
         Ok(Checked {
             employees,
+            values,
             symbols,
             ids,
             manager_column: column(header.manager_id, columns::MANAGER_ID),
@@ -729,7 +732,7 @@ mod tests {
             [(Some(4), Some("manager_id")), (Some(6), Some("manager_id"))]
         );
         assert!(r.fields.is_empty());
-        assert!(r.employees.iter().all(|e| e.values.is_empty()));
+        assert!(r.values.is_empty());
     }
 
     #[test]

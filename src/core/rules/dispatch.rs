@@ -7,7 +7,7 @@
 
 use super::RuleId;
 use super::eval::CompiledRule;
-use crate::core::model::Employee;
+use crate::core::model::RuleRow;
 
 /// The rules of a roster filed by the values they require, and what each row must evaluate.
 pub(super) struct Dispatch<'r> {
@@ -74,18 +74,18 @@ impl<'r> Dispatch<'r> {
         dispatch
     }
 
-    /// Calls `matched` with the id of each rule `employee` matches, lowest first; `scratch`
-    /// is reused between rows.
+    /// Calls `matched` with the id of each rule `row` matches, lowest first; `scratch` is
+    /// reused between rows.
     pub(super) fn matching(
         &self,
-        employee: &Employee,
+        row: RuleRow<'_>,
         scratch: &mut Vec<u64>,
         mut matched: impl FnMut(RuleId),
     ) {
         scratch.clear();
         scratch.extend_from_slice(&self.always);
         for (index, by_sym) in &self.fields {
-            let set = employee
+            let set = row
                 .values
                 .get(*index)
                 .and_then(|v| by_sym.get(v.0 as usize))
@@ -102,7 +102,7 @@ impl<'r> Dispatch<'r> {
             while bits != 0 {
                 let rule = self.rules[w * 64 + bits.trailing_zeros() as usize];
                 bits &= bits - 1;
-                if rule.matches(employee) {
+                if rule.matches(row) {
                     matched(rule.id());
                 }
             }

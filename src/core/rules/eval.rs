@@ -4,7 +4,7 @@
 use super::syntax::Condition;
 use super::{Rule, RuleId};
 use crate::core::columns::{Columns, fold_value};
-use crate::core::model::{Employee, Roster, Sym};
+use crate::core::model::{Roster, RuleRow, Sym};
 
 /// Sets of up to this many symbols are searched linearly, larger ones by bisection.
 const LINEAR_SEARCH_MAX: usize = 16;
@@ -26,22 +26,22 @@ enum Test {
 
 impl Test {
     #[inline]
-    fn holds(&self, employee: &Employee) -> bool {
+    fn holds(&self, row: RuleRow<'_>) -> bool {
         match self {
-            Test::One { index, sym, equal } => (employee.values.get(*index) == Some(sym)) == *equal,
+            Test::One { index, sym, equal } => (row.values.get(*index) == Some(sym)) == *equal,
             Test::Set {
                 index,
                 syms,
                 member,
             } => {
-                let found = match employee.values.get(*index) {
+                let found = match row.values.get(*index) {
                     None => false,
                     Some(v) if syms.len() <= LINEAR_SEARCH_MAX => syms.contains(v),
                     Some(v) => syms.binary_search(v).is_ok(),
                 };
                 found == *member
             }
-            Test::Manager(want) => employee.is_manager == *want,
+            Test::Manager(want) => row.is_manager == *want,
         }
     }
 }
@@ -106,10 +106,10 @@ impl CompiledRule {
         })
     }
 
-    /// Whether all of the rule's conditions hold for `employee` (active or not).
+    /// Whether all of the rule's conditions hold for a row (of an active employee or not).
     #[inline]
-    pub fn matches(&self, employee: &Employee) -> bool {
-        !self.never && self.tests.iter().all(|t| t.holds(employee))
+    pub fn matches(&self, row: RuleRow<'_>) -> bool {
+        !self.never && self.tests.iter().all(|t| t.holds(row))
     }
 
     /// The id of the rule this was compiled from.
@@ -163,7 +163,7 @@ impl MatchSet {
         let mut members = Vec::new();
         if !rule.never {
             for (i, employee) in roster.employees.iter().enumerate() {
-                if !employee.inactive && rule.matches(employee) {
+                if !employee.inactive && rule.matches(roster.row(i)) {
                     words[i / 64] |= 1 << (i % 64);
                     // A roster has at most `roster.max_rows` rows, far below u32::MAX.
                     members.push(i as u32);
@@ -271,11 +271,9 @@ pub(super) mod tests {
         let compiled = CompiledRule::compile(&rule(1, conditions), roster, &Columns::default())
             .expect("fields present");
         let names = ["E1", "E2", "E3", "E4", "E5", "E6"];
-        roster
-            .employees
-            .iter()
+        (0..roster.employees.len())
             .zip(names)
-            .filter(|(e, _)| compiled.matches(e))
+            .filter(|&(i, _)| compiled.matches(roster.row(i)))
             .map(|(_, n)| n)
             .collect()
     }
@@ -339,9 +337,9 @@ pub(super) mod tests {
         let columns = Columns::default();
         let ins = CompiledRule::compile(&rule(1, &[&list]), &r, &columns).unwrap();
         let outs = CompiledRule::compile(&rule(2, &[&not_list]), &r, &columns).unwrap();
-        let matched: Vec<usize> = (0..40).filter(|&i| ins.matches(&r.employees[i])).collect();
+        let matched: Vec<usize> = (0..40).filter(|&i| ins.matches(r.row(i))).collect();
         assert_eq!(matched, (1..40).step_by(2).collect::<Vec<_>>());
-        let unmatched: Vec<usize> = (0..40).filter(|&i| outs.matches(&r.employees[i])).collect();
+        let unmatched: Vec<usize> = (0..40).filter(|&i| outs.matches(r.row(i))).collect();
         assert_eq!(unmatched, (0..40).step_by(2).collect::<Vec<_>>());
     }
 
@@ -384,11 +382,9 @@ pub(super) mod tests {
 
     /// Employees matching both, by evaluating both rules on every employee.
     fn both_by_walking(r: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize, Vec<String>) {
-        let ids: Vec<String> = r
-            .employees
-            .iter()
-            .filter(|e| !e.inactive && a.matches(e) && b.matches(e))
-            .map(|e| e.id().to_string())
+        let ids: Vec<String> = (0..r.employees.len())
+            .filter(|&i| !r.employees[i].inactive && a.matches(r.row(i)) && b.matches(r.row(i)))
+            .map(|i| r.employees[i].id().to_string())
             .collect();
         (ids.len(), ids.into_iter().take(BOTH_MATCH_SAMPLE).collect())
     }

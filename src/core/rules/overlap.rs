@@ -274,7 +274,8 @@ mod tests {
             let ca = CompiledRule::compile(&a, &r, &columns).unwrap();
             let cb = CompiledRule::compile(&b, &r, &columns).unwrap();
             let (count, _) = both_match(&r, &ca, &cb);
-            let witness_matches = r.employees.last().is_some_and(|w| ca.matches(w) && cb.matches(w));
+            let w = r.employees.len() - 1;
+            let witness_matches = ca.matches(r.row(w)) && cb.matches(r.row(w));
             // Sound: an employee matching both means the rules overlap.
             prop_assert!(count == 0 || overlap, "{} employees match both", count);
             // Exact: when they overlap, the constructed witness matches both.

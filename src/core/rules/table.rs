@@ -3,7 +3,7 @@
 use super::RuleId;
 use super::dispatch::Dispatch;
 use super::eval::CompiledRule;
-use crate::core::model::{Employee, Roster};
+use crate::core::model::Roster;
 use crate::core::parallel::join;
 
 /// The matching rule ids of every employee, stored flat: one allocation for the whole roster.
@@ -20,24 +20,24 @@ impl MatchTable {
     /// its values let through (see [`Dispatch`]).
     pub fn build(roster: &Roster, rules: &[CompiledRule]) -> MatchTable {
         let dispatch = Dispatch::new(rules);
-        let (head, tail) = roster.employees.split_at(roster.employees.len() / 2);
-        let part = |employees: &[Employee], offsets: &mut Vec<usize>| {
+        let n = roster.employees.len();
+        let part = |rows: std::ops::Range<usize>, offsets: &mut Vec<usize>| {
             let mut ids = Vec::new();
             let mut scratch = Vec::new();
-            for employee in employees {
-                if !employee.inactive {
-                    dispatch.matching(employee, &mut scratch, |id| ids.push(id));
+            for row in rows {
+                if !roster.employees[row].inactive {
+                    dispatch.matching(roster.row(row), &mut scratch, |id| ids.push(id));
                 }
                 offsets.push(ids.len());
             }
             ids
         };
-        let mut offsets = Vec::with_capacity(roster.employees.len() + 1);
+        let mut offsets = Vec::with_capacity(n + 1);
         offsets.push(0);
-        let mut tail_offsets = Vec::with_capacity(tail.len());
+        let mut tail_offsets = Vec::with_capacity(n - n / 2);
         let (mut ids, tail_ids) = join(
-            || part(head, &mut offsets),
-            || part(tail, &mut tail_offsets),
+            || part(0..n / 2, &mut offsets),
+            || part(n / 2..n, &mut tail_offsets),
         );
         let shift = ids.len();
         offsets.extend(tail_offsets.into_iter().map(|o| o + shift));
@@ -167,7 +167,7 @@ mod tests {
             for (i, e) in r.employees.iter().enumerate() {
                 let mut want: Vec<RuleId> = compiled
                     .iter()
-                    .filter(|c| !e.inactive && c.matches(e))
+                    .filter(|c| !e.inactive && c.matches(r.row(i)))
                     .map(CompiledRule::id)
                     .collect();
                 want.sort();
