@@ -111,12 +111,13 @@ impl Rows {
             errors.push(wrong_field_count(h, record, line, last_line, delimiter));
             return;
         }
-        let id = cell(record, h.employee_id);
-        let email = cell(record, h.email);
-        let manager_id = cell(record, h.manager_id);
+        let cells = Cells::of(record);
+        let id = cells.get(h.employee_id);
+        let email = cells.get(h.email);
+        let manager_id = cells.get(h.manager_id);
         let inactive = h
             .status
-            .is_some_and(|c| self.is_inactive(cell(record, Some(c))));
+            .is_some_and(|c| self.is_inactive(cells.get(Some(c))));
         self.check_id(h, id, line, errors);
         if !inactive {
             self.check_email(h, email, line, errors);
@@ -127,7 +128,7 @@ impl Rows {
                 .reserve(self.employees.capacity() * h.fields.len());
         }
         for &column in &h.fields {
-            let sym = intern_folded(&mut self.symbols, &mut self.fold_buf, cell(record, column));
+            let sym = intern_folded(&mut self.symbols, &mut self.fold_buf, cells.get(column));
             self.values.push(sym);
         }
         self.employees
@@ -337,7 +338,7 @@ fn wrong_field_count(
     delimiter: u8,
 ) -> Finding {
     let d = delimiter_name(delimiter);
-    let why = if record.len() == 1 && cell(record, Some(0)).is_empty() {
+    let why = if record.len() == 1 && Cells::of(record).get(Some(0)).is_empty() {
         "the line is blank but for spaces; delete it".to_owned()
     } else if last_line > line {
         format!(
@@ -359,14 +360,39 @@ fn wrong_field_count(
     )
 }
 
-/// The trimmed text of a cell; empty when the column is absent.
-fn cell(record: &ByteRecord, column: Option<usize>) -> &str {
-    column
-        .and_then(|c| record.get(c))
-        // The text is valid UTF-8 and csv splits it only at ASCII bytes.
-        .and_then(|raw| std::str::from_utf8(raw).ok())
-        .unwrap_or("")
-        .trim()
+/// A record's cells as text: its bytes checked as UTF-8 once, not cell by cell.
+struct Cells<'r> {
+    record: &'r ByteRecord,
+    /// The record's fields one after the other.
+    text: &'r str,
+}
+
+impl<'r> Cells<'r> {
+    fn of(record: &'r ByteRecord) -> Cells<'r> {
+        // The file's text is valid UTF-8 and csv splits it only at ASCII bytes, so this and
+        // every cell's range are (otherwise a cell reads as empty).
+        let text = std::str::from_utf8(record.as_slice()).unwrap_or("");
+        Cells { record, text }
+    }
+
+    /// The trimmed text of a cell; empty when the column is absent.
+    fn get(&self, column: Option<usize>) -> &'r str {
+        let cell = column
+            .and_then(|c| self.record.range(c))
+            .and_then(|range| self.text.get(range))
+            .unwrap_or("");
+        trim(cell)
+    }
+}
+
+/// `s.trim()`, without looking for Unicode spaces when `s` starts and ends with an ASCII
+/// character that is not one (most cells).
+fn trim(s: &str) -> &str {
+    let plain = |b: &u8| b.is_ascii() && !char::from(*b).is_whitespace();
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(first), Some(last)) if plain(first) && plain(last) => s,
+        _ => s.trim(),
+    }
 }
 
 /// Interns `fold_value(value)` without allocating when the value is ASCII.
@@ -401,6 +427,16 @@ fn email_problem(email: &str) -> &'static str {
 mod tests {
     use crate::core::roster::RosterOptions;
     use crate::core::roster::tests::{ids, needing, ok, ok_with, places, rejected, rejected_with};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The shortcut of `trim` gives what `str::trim` gives, Unicode spaces and the
+        /// vertical tab (a space to `char`, not to `u8::is_ascii_whitespace`) included.
+        #[test]
+        fn trim_is_str_trim(s in "[ \t\n\r\u{b}\u{c}\u{85}\u{a0}\u{3000}aé€]{0,6}") {
+            prop_assert_eq!(super::trim(&s), s.trim());
+        }
+    }
 
     #[test]
     fn a_line_of_only_spaces_is_a_row_like_any_other() {
