@@ -99,6 +99,118 @@ impl<'de> serde::Deserialize<'de> for Head<'de> {
     }
 }
 
+/// [`take_head`] of the account at `at` in `all`, whose longest valid UTF-8 prefix is `text`
+/// (see [`valid_prefix`]); returns the head and where the account ends. The same accounts
+/// are accepted and the same heads read, but an account whose strings `text` proves valid
+/// is not checked string by string (an account holds ~9 short strings: the calls cost more
+/// than the bytes).
+pub fn take_head_at<'a>(
+    all: &'a [u8],
+    text: &'a str,
+    at: usize,
+) -> postcard::Result<(AccountHead<'a>, usize)> {
+    if let Some(found) = head_in_text(all, text, at) {
+        return Ok(found);
+    }
+    let (head, rest) = take_head(all.get(at..).unwrap_or_default())?;
+    Ok((head, all.len() - rest.len()))
+}
+
+/// The longest prefix of `bytes` that is valid UTF-8.
+pub fn valid_prefix(bytes: &[u8]) -> &str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default(),
+    }
+}
+
+/// The account at `at` read with its strings as bytes, which `text` (valid UTF-8 over the
+/// same bytes) proves valid: each of the head's strings is `text` sliced at char boundaries,
+/// and the history's strings are valid when every varint between them takes one byte (an
+/// ASCII byte: next to it is always a char boundary, so each string is a slice of `text` at
+/// char boundaries) and the history ends at a char boundary. `None` when that cannot be
+/// shown; [`take_head`] then decides.
+fn head_in_text<'a>(all: &'a [u8], text: &'a str, at: usize) -> Option<(AccountHead<'a>, usize)> {
+    let (raw, rest): (RawHead<'a>, _) = postcard::take_from_bytes(all.get(at..)?).ok()?;
+    let end = all.len() - rest.len();
+    let start_of = |s: &[u8]| s.as_ptr() as usize - all.as_ptr() as usize;
+    let str_of = |s: &'a [u8]| text.get(start_of(s)..start_of(s) + s.len());
+    let history = start_of(raw.updated_at) + raw.updated_at.len();
+    let one_byte_varints = end - history == 1 + 5 * raw.history.entries + raw.history.text_bytes;
+    if !one_byte_varints || !text.is_char_boundary(end) {
+        return None;
+    }
+    str_of(raw.created_at)?;
+    str_of(raw.updated_at)?;
+    let head = AccountHead {
+        employee_id: str_of(raw.employee_id)?,
+        email: str_of(raw.email)?,
+        role: str_of(raw.role)?,
+        status: raw.status,
+        origin: raw.origin,
+        rule_id: raw.rule_id,
+    };
+    Some((head, end))
+}
+
+/// An account's encoding with its strings read as bytes (postcard writes a string and bytes
+/// alike: a varint length, then the bytes).
+#[derive(serde::Deserialize)]
+struct RawHead<'a> {
+    employee_id: &'a [u8],
+    email: &'a [u8],
+    role: &'a [u8],
+    status: Status,
+    origin: Origin,
+    rule_id: Option<RuleId>,
+    created_at: &'a [u8],
+    updated_at: &'a [u8],
+    history: RawHistory,
+}
+
+/// A history read entry by entry as bytes: how many entries, and the bytes of their strings.
+struct RawHistory {
+    entries: usize,
+    text_bytes: usize,
+}
+
+impl<'de> serde::Deserialize<'de> for RawHistory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A [`crate::core::accounts::HistoryEntry`] with its strings as bytes.
+        #[derive(serde::Deserialize)]
+        struct Entry<'a> {
+            at: &'a [u8],
+            source: &'a [u8],
+            _status: Status,
+            role: &'a [u8],
+            reason: &'a [u8],
+        }
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = RawHistory;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a history")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawHistory, A::Error> {
+                let mut history = RawHistory {
+                    entries: 0,
+                    text_bytes: 0,
+                };
+                while let Some(e) = seq.next_element::<Entry<'de>>()? {
+                    history.entries += 1;
+                    history.text_bytes +=
+                        e.at.len() + e.source.len() + e.role.len() + e.reason.len();
+                }
+                Ok(history)
+            }
+        }
+        d.deserialize_seq(Entries)
+    }
+}
+
 /// A history read entry by entry and not kept.
 struct Skipped;
 
@@ -161,5 +273,61 @@ mod tests {
         let p = Packed::of(&a);
         assert!(p.bytes().len() > 512);
         assert_eq!(p.unpack(), a);
+    }
+
+    fn account(rule: u64, reason: &str) -> Account {
+        let mut a = Account {
+            employee_id: "E1".into(),
+            email: "é1@x.io".into(),
+            role: "IT Admin".into(),
+            status: Status::Active,
+            origin: Origin::Auto,
+            rule_id: Some(RuleId(rule)),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            history: Vec::new(),
+        };
+        a.record("2026-01-02T00:00:00Z", "r.csv", reason.into());
+        a
+    }
+
+    /// `take_head_at` of the only account in `bytes`, and whether its strings were taken
+    /// from the text without checking them one by one.
+    fn read_at(bytes: &[u8]) -> (postcard::Result<(AccountHead<'_>, usize)>, bool) {
+        let text = valid_prefix(bytes);
+        let fast = head_in_text(bytes, text, 0).is_some();
+        (take_head_at(bytes, text, 0), fast)
+    }
+
+    #[test]
+    fn heads_read_in_the_text_are_the_heads_take_head_reads() {
+        // A usual account: one-byte varints, its strings proved valid by the text.
+        let a = account(3, "created by rule 3 \"Finance\"");
+        let p = Packed::of(&a);
+        let (read, fast) = read_at(p.bytes());
+        assert!(fast);
+        assert_eq!(read.unwrap(), (a.head(), p.bytes().len()));
+        // A rule id of two bytes: checked string by string, read the same.
+        let a = account(300, "created");
+        let p = Packed::of(&a);
+        let (read, fast) = read_at(p.bytes());
+        assert!(!fast);
+        assert_eq!(read.unwrap(), (a.head(), p.bytes().len()));
+        // The last string ends with the first byte of a character that the byte after the
+        // account completes: the text is valid, the account is not (refused as take_head does).
+        let mut bytes = Packed::of(&account(3, "ab")).bytes().to_vec();
+        *bytes.last_mut().unwrap() = 0xC3;
+        assert!(take_head(&bytes).is_err());
+        bytes.push(0xA9);
+        assert!(std::str::from_utf8(&bytes).is_ok());
+        let (read, fast) = read_at(&bytes);
+        assert!(!fast);
+        assert!(read.is_err());
+        // A byte that is never UTF-8 inside the history: refused.
+        let mut bytes = Packed::of(&account(3, "ab")).bytes().to_vec();
+        let b = bytes.len() - 1;
+        bytes[b] = 0xFF;
+        let (read, fast) = read_at(&bytes);
+        assert!(!fast && read.is_err());
     }
 }

@@ -9,7 +9,7 @@
 //! a handful of accounts rewrites only their buckets. See BENCHMARKS.md.
 
 use crate::core::accounts::{Account, AccountGroup, AccountHead};
-use crate::core::packed::{Packed, take_head};
+use crate::core::packed::{Packed, take_head_at, valid_prefix};
 use crate::store::{AccountRef, StoreError, StoreResult};
 use serde::Serialize;
 use std::borrow::Borrow;
@@ -98,7 +98,7 @@ pub fn borrow<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<Vec<AccountRef<'a>
 /// accepts (the test `heads_accept_what_decode_accepts` holds it to that) and an account
 /// it read always reads whole.
 pub fn heads<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<HeadBucket<'a>> {
-    let (len, mut rest): (usize, _) =
+    let (len, accounts): (usize, _) =
         postcard::take_from_bytes(bytes).map_err(|e| corrupt(key, e))?;
     // Never more accounts than bytes: the count is read from disk.
     let room = len.min(bytes.len());
@@ -106,13 +106,20 @@ pub fn heads<'a>(key: &[u8], bytes: &'a [u8]) -> StoreResult<HeadBucket<'a>> {
         heads: Vec::with_capacity(room),
         bytes: Vec::with_capacity(room),
     };
+    // The accounts' strings checked as UTF-8 in one pass over the bucket, not one by one.
+    let text = valid_prefix(accounts);
+    let mut at = 0;
     for _ in 0..len {
-        let (head, after) = take_head(rest).map_err(|e| corrupt(key, e))?;
-        bucket.bytes.push(&rest[..rest.len() - after.len()]);
+        let (head, end) = take_head_at(accounts, text, at).map_err(|e| corrupt(key, e))?;
+        bucket.bytes.push(&accounts[at..end]);
         bucket.heads.push(head);
-        rest = after;
+        at = end;
     }
-    check_layout(key, rest, bucket.heads.iter().map(|h| h.employee_id))?;
+    check_layout(
+        key,
+        &accounts[at..],
+        bucket.heads.iter().map(|h| h.employee_id),
+    )?;
     Ok(bucket)
 }
 
