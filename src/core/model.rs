@@ -124,6 +124,8 @@ pub struct Employee {
     pub inactive: bool,
     /// Derived: another active row names this employee as its manager.
     pub is_manager: bool,
+    /// Whether `email` is well-formed, decided once when the row is read.
+    well_formed_email: bool,
 }
 
 impl Employee {
@@ -143,7 +145,13 @@ impl Employee {
             email_end: end(id.len() + email.len()),
             inactive,
             is_manager: false,
+            well_formed_email: crate::core::columns::is_well_formed_email(email),
         }
+    }
+
+    /// Whether the email is well-formed (see [`crate::core::columns::is_well_formed_email`]).
+    pub fn has_well_formed_email(&self) -> bool {
+        self.well_formed_email
     }
 
     /// The physical line where the row starts.

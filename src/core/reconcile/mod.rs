@@ -12,7 +12,6 @@ pub use safety::{Limit, Limits};
 use crate::core::accounts::{
     Account, AccountGroup, AccountHead, GROUPS, HeldGroup, Origin, Status,
 };
-use crate::core::columns::is_well_formed_email;
 use crate::core::model::{Finding, Roster};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
@@ -282,7 +281,7 @@ fn plan_all_groups<E: Send>(
 fn any_email_taken(roster: &Roster, manual: &Manual) -> bool {
     !manual.is_empty()
         && roster.employees.iter().any(|e| {
-            taken_by_other(manual, e.email(), e.id()).is_some() && is_well_formed_email(e.email())
+            taken_by_other(manual, e.email(), e.id()).is_some() && e.has_well_formed_email()
         })
 }
 
@@ -538,7 +537,7 @@ fn plan_row(
 ) {
     let employee = &roster.employees[row];
     let auto = account.filter(|a| a.head.origin == Origin::Auto);
-    let mut email = is_well_formed_email(employee.email()).then_some(employee.email());
+    let mut email = employee.has_well_formed_email().then_some(employee.email());
     if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, employee.id())) {
         // No new account and no email change for this employee (SPEC §3); warned about
         // only where that blocks something.

@@ -118,9 +118,10 @@ impl Rows {
         let inactive = h
             .status
             .is_some_and(|c| self.is_inactive(cells.get(Some(c))));
+        let employee = Employee::new(line, id, email, manager_id, inactive);
         self.check_id(h, id, line, errors);
         if !inactive {
-            self.check_email(h, email, line, errors);
+            self.check_email(h, email, employee.has_well_formed_email(), line, errors);
         }
 
         if self.values.capacity() == 0 {
@@ -131,8 +132,7 @@ impl Rows {
             let sym = intern_folded(&mut self.symbols, &mut self.fold_buf, cells.get(column));
             self.values.push(sym);
         }
-        self.employees
-            .push(Employee::new(line, id, email, manager_id, inactive));
+        self.employees.push(employee);
     }
 
     /// An employee ID must be there, and on no earlier row.
@@ -160,7 +160,14 @@ impl Rows {
 
     /// The email of an employee who is not inactive must be there, well-formed, and on no
     /// earlier row of such an employee.
-    fn check_email(&mut self, h: &Header, email: &str, line: u64, errors: &mut Capped) {
+    fn check_email(
+        &mut self,
+        h: &Header,
+        email: &str,
+        well_formed: bool,
+        line: u64,
+        errors: &mut Capped,
+    ) {
         let Some(c) = h.email else {
             return;
         };
@@ -171,7 +178,7 @@ impl Rows {
                 "email is empty; an employee who has not left needs their SSO email \
                  (only rows of inactive employees may leave it empty)",
             ));
-        } else if !columns::is_well_formed_email(email) {
+        } else if !well_formed {
             let why = email_problem(email);
             errors.push(Finding::at(
                 line,
