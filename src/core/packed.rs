@@ -133,10 +133,15 @@ pub fn valid_prefix(bytes: &[u8]) -> &str {
 fn head_in_text<'a>(all: &'a [u8], text: &'a str, at: usize) -> Option<(AccountHead<'a>, usize)> {
     let (raw, rest): (RawHead<'a>, _) = postcard::take_from_bytes(all.get(at..)?).ok()?;
     let end = all.len() - rest.len();
-    let start_of = |s: &[u8]| s.as_ptr() as usize - all.as_ptr() as usize;
-    let str_of = |s: &'a [u8]| text.get(start_of(s)..start_of(s) + s.len());
-    let history = start_of(raw.updated_at) + raw.updated_at.len();
-    let one_byte_varints = end - history == 1 + 5 * raw.history.entries + raw.history.text_bytes;
+    // Where a string read from `all` starts in it (postcard hands out slices of its input).
+    let start_of = |s: &[u8]| (s.as_ptr() as usize).checked_sub(all.as_ptr() as usize);
+    let str_of = |s: &'a [u8]| {
+        let start = start_of(s)?;
+        text.get(start..start + s.len())
+    };
+    let history = start_of(raw.updated_at)? + raw.updated_at.len();
+    let varints = 1 + 5 * raw.history.entries;
+    let one_byte_varints = end.checked_sub(history)? == varints + raw.history.text_bytes;
     if !one_byte_varints || !text.is_char_boundary(end) {
         return None;
     }
