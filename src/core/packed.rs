@@ -85,7 +85,7 @@ impl<'de> serde::Deserialize<'de> for Head<'de> {
             rule_id: Option<RuleId>,
             _created_at: &'a str,
             _updated_at: &'a str,
-            _history: Skipped,
+            _history: History<&'a str>,
         }
         let f = Fields::deserialize(d)?;
         Ok(Head(AccountHead {
@@ -170,81 +170,54 @@ struct RawHead<'a> {
     rule_id: Option<RuleId>,
     created_at: &'a [u8],
     updated_at: &'a [u8],
-    history: RawHistory,
+    history: History<&'a [u8]>,
 }
 
-/// A history read entry by entry as bytes: how many entries, and the bytes of their strings.
-struct RawHistory {
+/// A history read entry by entry and not kept: how many entries, and how many bytes their
+/// strings take. The strings are read as `T`: `&str` (checked as UTF-8) or `&[u8]` (not).
+struct History<T> {
     entries: usize,
     text_bytes: usize,
+    text: std::marker::PhantomData<T>,
 }
 
-impl<'de> serde::Deserialize<'de> for RawHistory {
+impl<'de, T: serde::Deserialize<'de> + AsRef<[u8]>> serde::Deserialize<'de> for History<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// A [`crate::core::accounts::HistoryEntry`] with its strings as bytes.
+        /// A [`crate::core::accounts::HistoryEntry`] read in place.
         #[derive(serde::Deserialize)]
-        struct Entry<'a> {
-            at: &'a [u8],
-            source: &'a [u8],
+        struct Entry<T> {
+            at: T,
+            source: T,
             _status: Status,
-            role: &'a [u8],
-            reason: &'a [u8],
+            role: T,
+            reason: T,
         }
-        struct Entries;
-        impl<'de> serde::de::Visitor<'de> for Entries {
-            type Value = RawHistory;
+        struct Entries<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de> + AsRef<[u8]>> serde::de::Visitor<'de> for Entries<T> {
+            type Value = History<T>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a history")
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<RawHistory, A::Error> {
-                let mut history = RawHistory {
+            ) -> Result<History<T>, A::Error> {
+                let mut history = History {
                     entries: 0,
                     text_bytes: 0,
+                    text: std::marker::PhantomData,
                 };
-                while let Some(e) = seq.next_element::<Entry<'de>>()? {
+                while let Some(e) = seq.next_element::<Entry<T>>()? {
                     history.entries += 1;
-                    history.text_bytes +=
-                        e.at.len() + e.source.len() + e.role.len() + e.reason.len();
+                    history.text_bytes += [e.at, e.source, e.role, e.reason]
+                        .iter()
+                        .map(|t| t.as_ref().len())
+                        .sum::<usize>();
                 }
                 Ok(history)
             }
         }
-        d.deserialize_seq(Entries)
-    }
-}
-
-/// A history read entry by entry and not kept.
-struct Skipped;
-
-impl<'de> serde::Deserialize<'de> for Skipped {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        /// A [`crate::core::accounts::HistoryEntry`] read in place.
-        #[derive(serde::Deserialize)]
-        struct Entry<'a> {
-            _at: &'a str,
-            _source: &'a str,
-            _status: Status,
-            _role: &'a str,
-            _reason: &'a str,
-        }
-        struct Entries;
-        impl<'de> serde::de::Visitor<'de> for Entries {
-            type Value = Skipped;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a history")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<Skipped, A::Error> {
-                while seq.next_element::<Entry<'de>>()?.is_some() {}
-                Ok(Skipped)
-            }
-        }
-        d.deserialize_seq(Entries)
+        d.deserialize_seq(Entries(std::marker::PhantomData))
     }
 }
 
