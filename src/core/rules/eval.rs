@@ -250,7 +250,7 @@ pub fn both_match(roster: &Roster, a: &CompiledRule, b: &CompiledRule) -> (usize
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::core::rules::tests::{Row, roster, rule};
+    use crate::core::rules::tests::{Row, people_roster, roster, rule};
     use proptest::prelude::*;
 
     pub(in crate::core::rules) fn sample_roster() -> Roster {
@@ -422,15 +422,7 @@ pub(super) mod tests {
             a in prop::collection::vec(condition(), 1..3),
             b in prop::collection::vec(condition(), 1..3),
         ) {
-            let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
-            let cells: Vec<[&str; 2]> = people.iter().map(|p| [p.0, p.1]).collect();
-            let rows: Vec<Row> = people
-                .iter()
-                .zip(&names)
-                .zip(&cells)
-                .map(|((p, n), c)| (n.as_str(), &c[..], p.2, p.3))
-                .collect();
-            let r = roster(&["department", "job_title"], &rows);
+            let r = people_roster(&people);
             let columns = Columns::default();
             let a_refs: Vec<&str> = a.iter().map(String::as_str).collect();
             let b_refs: Vec<&str> = b.iter().map(String::as_str).collect();

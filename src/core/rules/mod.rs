@@ -137,6 +137,20 @@ mod tests {
         }
     }
 
+    /// A roster of people P0, P1, … with a department, a job title, whether they manage
+    /// someone and whether they left (the proptests' people).
+    pub(super) fn people_roster(people: &[(&str, &str, bool, bool)]) -> Roster {
+        let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
+        let cells: Vec<[&str; 2]> = people.iter().map(|p| [p.0, p.1]).collect();
+        let rows: Vec<Row> = people
+            .iter()
+            .zip(&names)
+            .zip(&cells)
+            .map(|((p, n), c)| (n.as_str(), &c[..], p.2, p.3))
+            .collect();
+        roster(&["department", "job_title"], &rows)
+    }
+
     #[test]
     fn rules_serialize_with_conditions_in_when_syntax() {
         let r = rule(

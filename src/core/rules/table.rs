@@ -95,7 +95,7 @@ mod tests {
     use super::*;
     use crate::core::columns::Columns;
     use crate::core::rules::eval::tests::{CELLS, condition, sample_roster};
-    use crate::core::rules::tests::{Row, roster, rule};
+    use crate::core::rules::tests::{people_roster, rule};
     use proptest::prelude::*;
 
     #[test]
@@ -143,15 +143,7 @@ mod tests {
             ),
             conditions in prop::collection::vec(prop::collection::vec(condition(), 1..3), 0..70),
         ) {
-            let names: Vec<String> = (0..people.len()).map(|i| format!("P{i}")).collect();
-            let cells: Vec<[&str; 2]> = people.iter().map(|p| [p.0, p.1]).collect();
-            let rows: Vec<Row> = people
-                .iter()
-                .zip(&names)
-                .zip(&cells)
-                .map(|((p, n), c)| (n.as_str(), &c[..], p.2, p.3))
-                .collect();
-            let r = roster(&["department", "job_title"], &rows);
+            let r = people_roster(&people);
             let columns = Columns::default();
             let compiled: Vec<CompiledRule> = conditions
                 .iter()
