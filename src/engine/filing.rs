@@ -15,6 +15,9 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
+const RECEIVING: &str = ".receive-";
+
 impl<S: Store> Pipeline<S> {
     /// Finishes the filing of files committed before a crash.
     pub fn recover(&self) -> Result<()> {
@@ -40,6 +43,19 @@ impl<S: Store> Pipeline<S> {
                 tracing::info!(remote = %origin.name, "forgetting a download that never reached inbox/; it will be fetched again");
                 let _ = fs::remove_file(&part);
                 self.store.unregister_remote(&name)?;
+            }
+        }
+        // A `process` killed while it copied its file into inbox/ left its hidden copy (it
+        // had this store open, so no copy is being written now).
+        for item in fs::read_dir(&inbox)? {
+            let path = item?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with(RECEIVING) && name.ends_with(".part") {
+                tracing::info!(path = %path.display(), "removing the partial copy of a file whose `process` was stopped");
+                fs::remove_file(&path)?;
             }
         }
         // Reports staged for a file whose commit never happened (a crash or an I/O error
@@ -184,7 +200,7 @@ impl<S: Store> Pipeline<S> {
             };
         }
         let inbox = self.paths.folder("inbox");
-        let tmp = inbox.join(format!(".receive-{}.part", std::process::id()));
+        let tmp = inbox.join(format!("{RECEIVING}{}.part", std::process::id()));
         // From a file, `io::copy` copies in the kernel (`copy_file_range`): a large roster's
         // bytes are then not read into this process and written back out.
         let mut content = content;

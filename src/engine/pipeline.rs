@@ -540,4 +540,20 @@ mod tests {
         assert!(!p.remote_known(&sighting("b.csv", 1)).unwrap());
         assert!(p.remote_known(&sighting("a.csv", 4)).unwrap());
     }
+
+    #[test]
+    fn recovery_removes_the_partial_copy_of_a_stopped_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let inbox = p.paths.folder("inbox");
+        // What `receive` leaves when its process is killed while it copies.
+        fs::write(inbox.join(".receive-4242.part"), b"employee_id,em").unwrap();
+        // Others' hidden files are not this one's business.
+        fs::write(inbox.join(".upload.csv.part"), b"x").unwrap();
+        let name = p.receive("r.csv", &b"a,b\n"[..], false).unwrap();
+        p.recover().unwrap();
+        assert!(!inbox.join(".receive-4242.part").exists());
+        assert!(inbox.join(".upload.csv.part").exists());
+        assert_eq!(fs::read(inbox.join(name)).unwrap(), b"a,b\n");
+    }
 }
