@@ -2115,3 +2115,58 @@ fn a_reader_that_stops_early_is_not_a_failure() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// `process` of a pipe (`autoprov process /dev/stdin < …`, a process substitution) copies
+/// what it gives; a regular file is read before the store opens (issue 14), and both are
+/// filed byte for byte as processed.
+#[test]
+fn process_reads_a_pipe_and_a_regular_file_alike() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let env = TestEnv::with(Settings {
+        max_grants: Some((1000, 100)),
+        ..Settings::default()
+    });
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let bytes = std::fs::read(&day1).unwrap();
+    let mut child = env
+        .command()
+        .args(["--json", "process", "/dev/stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn autoprov");
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report");
+    assert_eq!(report["status"], "applied");
+    assert_counts(&report, [82, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(report["sha256"], sha256_hex(&bytes));
+
+    // The same bytes from a regular file: applied already, nothing to change.
+    let (code, out, err) = env.run(&["--json", "process", day1.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_counts(&report, [0, 0, 0, 0, 0, 0, 82]);
+    assert_eq!(report["sha256"], sha256_hex(&bytes));
+    let processed = env.files_in("processed");
+    let rosters: Vec<_> = processed
+        .iter()
+        .filter(|n| !n.contains(".report."))
+        .collect();
+    assert_eq!(rosters.len(), 2, "{processed:?}");
+    for name in rosters {
+        assert_eq!(
+            std::fs::read(env.drop_dir("processed").join(name)).unwrap(),
+            bytes
+        );
+    }
+}

@@ -59,8 +59,9 @@ pub fn answer_streamed(
                     "files are uploaded over SFTP or the control socket only",
                 ));
             };
-            let bytes = std::io::Cursor::new(bytes);
-            return commands::process_upload(p, &upload.name, bytes, upload.dry_run, user);
+            let mut bytes = std::io::Cursor::new(bytes);
+            let content = crate::engine::filing::Content::Stream(&mut bytes);
+            return commands::process_upload(p, &upload.name, content, upload.dry_run, user);
         }
         (request, _) => request,
     };

@@ -99,7 +99,7 @@ impl<S: Store> Pipeline<S> {
             report: &eval.report,
             decided_by: Some(user),
         });
-        self.finish_filing_committed(&updated)?;
+        self.finish_filing_committed(&updated, None)?;
         Ok(eval.report)
     }
 

@@ -3,6 +3,7 @@
 //! bookkeeping of files fetched by poll mode.
 
 use super::pipeline::Pipeline;
+use super::roster_file::{FileBytes, HeldFile};
 use crate::api::error::{Context, Result};
 use crate::api::report_out::write_text;
 use crate::core::parallel::join;
@@ -15,6 +16,13 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// What [`Pipeline::receive`] files into inbox/: what a reader gives, or the file bytes were
+/// read (and hashed) from, which are then processed without reading the copy back.
+pub enum Content<'a> {
+    Stream(&'a mut dyn Read),
+    Read(FileBytes),
+}
+
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
 const RECEIVING: &str = ".receive-";
 
@@ -24,7 +32,7 @@ impl<S: Store> Pipeline<S> {
         for entry in self.store.files()? {
             if entry.pending_move.is_some() {
                 tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
-                self.finish_filing(&entry)?;
+                self.finish_filing(&entry, None)?;
             }
         }
         // Poll mode: a download registered but not renamed into inbox/ before a crash is
@@ -119,13 +127,19 @@ impl<S: Store> Pipeline<S> {
 
     /// [`Self::finish_filing`] right after `entry` was committed: a failure says the change
     /// was recorded (exit 5 without "nothing was changed").
-    pub(super) fn finish_filing_committed(&self, entry: &FileEntry) -> Result<()> {
-        self.finish_filing(entry)
+    /// `read` is the file this process read, if it did.
+    pub(super) fn finish_filing_committed(
+        &self,
+        entry: &FileEntry,
+        read: Option<&HeldFile>,
+    ) -> Result<()> {
+        self.finish_filing(entry, read)
             .map_err(|e| e.after_commit(entry.id, &entry.name))
     }
 
     /// After the commit: move the file and its staged reports into place, then clear the mark.
-    pub(super) fn finish_filing(&self, entry: &FileEntry) -> Result<()> {
+    /// `read` is the file committed, when this process read it and holds it still.
+    pub(super) fn finish_filing(&self, entry: &FileEntry, read: Option<&HeldFile>) -> Result<()> {
         let Some((from, to)) = &entry.pending_move else {
             return Ok(());
         };
@@ -152,10 +166,13 @@ impl<S: Store> Pipeline<S> {
         }
         crash_point("after_reports_moved");
         // After a crash between the move and clearing the mark, inbox/<name> may be a new
-        // upload with the same name: move only the bytes that were committed (hashed as they
-        // are read, not read whole: a million-row roster is 116 MB).
-        let same_file =
-            from.exists() && from != to && sha256_file(&from).is_ok_and(|sha| sha == entry.sha256);
+        // upload with the same name: move only the bytes that were committed. The file read
+        // and still held is known by its inode and stamp; any other is hashed (as it is read,
+        // not read whole: a million-row roster is 116 MB).
+        let same_file = from.exists()
+            && from != to
+            && (read.is_some_and(|held| held.is_at(&from))
+                || sha256_file(&from).is_ok_and(|sha| sha == entry.sha256));
         if same_file {
             fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
@@ -179,9 +196,15 @@ impl<S: Store> Pipeline<S> {
         Ok(())
     }
 
-    /// Files `bytes` into inbox/ as a complete file (temp name, fsync, rename) under a free
-    /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix); returns the name.
-    pub fn receive(&self, original: &str, content: impl Read, dry_run: bool) -> Result<String> {
+    /// Files `content` into inbox/ as a complete file (temp name, fsync, rename) under a free
+    /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix); returns the
+    /// name, and the bytes when they were read already.
+    pub fn receive(
+        &self,
+        original: &str,
+        content: Content<'_>,
+        dry_run: bool,
+    ) -> Result<(String, Option<FileBytes>)> {
         let base = Path::new(original)
             .file_name()
             .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
@@ -201,23 +224,39 @@ impl<S: Store> Pipeline<S> {
         }
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!("{RECEIVING}{}.part", std::process::id()));
-        // From a file, `io::copy` copies in the kernel (`copy_file_range`): a large roster's
-        // bytes are then not read into this process and written back out.
-        let mut content = content;
         let written = fs::File::create(&tmp)
             .and_then(|mut f| {
-                std::io::copy(&mut content, &mut f)?;
-                f.sync_all()
+                let read = match content {
+                    // From a file, `io::copy` copies in the kernel (`copy_file_range`): a
+                    // large roster's bytes are then not read into this process and written
+                    // back out.
+                    Content::Stream(from) => {
+                        std::io::copy(from, &mut f)?;
+                        None
+                    }
+                    // Bytes are kept only if the copy holds them (else the copy is read).
+                    Content::Read(bytes) => bytes.copy_to(&mut f)?.then_some(bytes),
+                };
+                f.sync_all()?;
+                Ok((f, read))
             })
             .with_context(|| format!("writing {}", tmp.display()));
-        if let Err(e) = written {
-            // A full disk must not keep the partial copy (nor its space).
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let (copy, read) = match written {
+            Ok(written) => written,
+            Err(e) => {
+                // A full disk must not keep the partial copy (nor its space).
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
         fsync_dir(&inbox)?;
-        Ok(candidate)
+        // The bytes read are known as the copy's from now on, as it is after the rename.
+        let read = match (read, HeldFile::of(copy)) {
+            (Some(bytes), Ok(copy)) => Some(bytes.written_to(copy)),
+            _ => None,
+        };
+        Ok((candidate, read))
     }
 
     /// Removes `inbox/<name>` filed by [`Self::receive`] for a request that failed before

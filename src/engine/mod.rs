@@ -6,12 +6,12 @@
 mod answer;
 pub mod commands;
 mod decide;
-mod filing;
+pub mod filing;
 pub mod handle;
 mod jobs;
 pub mod observe;
 pub mod pipeline;
-mod roster_file;
+pub mod roster_file;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -142,7 +142,13 @@ impl<S: Store> Pipeline<S> {
     /// Processes `inbox/<name>`; refuses while a held file waits. The observer hears of
     /// the file once it is filed, and of each failure (not of a refusal).
     pub fn process(&self, name: &str) -> Result<Report> {
-        match self.process_file(name) {
+        self.process_received(name, None)
+    }
+
+    /// [`Self::process`], with the file's bytes when [`Self::receive`] read them already
+    /// (they are read again if inbox/<name> is no longer the copy it wrote).
+    pub fn process_received(&self, name: &str, bytes: Option<FileBytes>) -> Result<Report> {
+        match self.process_file(name, bytes) {
             Ok((id, report)) => {
                 self.tell(FileOutcome::Filed {
                     id,
@@ -164,7 +170,7 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// [`Self::process`] without the observer: the file's ledger id and report.
-    fn process_file(&self, name: &str) -> Result<(u64, Report)> {
+    fn process_file(&self, name: &str, received: Option<FileBytes>) -> Result<(u64, Report)> {
         if let Some(done) = self.finish_committed_earlier(name)? {
             return Ok(done);
         }
@@ -185,7 +191,14 @@ impl<S: Store> Pipeline<S> {
             )));
         }
         let received_at = rfc3339(completion_time(&meta));
-        let bytes = read_limited(&path, self.cfg.roster.max_bytes)?;
+        let max = self.cfg.roster.max_bytes;
+        let bytes = match received {
+            Some(bytes) if meta.len() <= max && bytes.is_at(&path) => Some(bytes),
+            _ => read_limited(&path, max)?,
+        };
+        // Held to know the file again at filing time; without it (no descriptor left), it is
+        // hashed again.
+        let read = bytes.as_ref().and_then(|b| b.held().ok());
         let sha = match &bytes {
             Some(bytes) => bytes.sha256().to_owned(),
             None => crate::util::sha256_file(&path)?,
@@ -240,7 +253,7 @@ impl<S: Store> Pipeline<S> {
         };
         self.commit_file(&entry, &mut eval, now)?;
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
-        self.finish_filing_committed(&entry)?;
+        self.finish_filing_committed(&entry, read.as_ref())?;
         Ok((entry.id, eval.report))
     }
 
@@ -255,7 +268,7 @@ impl<S: Store> Pipeline<S> {
         }) else {
             return Ok(None);
         };
-        self.finish_filing(&entry).with_context(|| {
+        self.finish_filing(&entry, None).with_context(|| {
             format!(
                 "{name} was already applied as file {} but could not be filed yet",
                 entry.id
@@ -482,6 +495,7 @@ pub(super) fn read_report(file: &Path) -> Option<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::filing::Content;
     use crate::store::{RemoteOrigin, SledStore};
 
     fn pipeline(dir: &Path) -> Pipeline<SledStore> {
@@ -550,7 +564,10 @@ mod tests {
         fs::write(inbox.join(".receive-4242.part"), b"employee_id,em").unwrap();
         // Others' hidden files are not this one's business.
         fs::write(inbox.join(".upload.csv.part"), b"x").unwrap();
-        let name = p.receive("r.csv", &b"a,b\n"[..], false).unwrap();
+        let name = p
+            .receive("r.csv", Content::Stream(&mut &b"a,b\n"[..]), false)
+            .unwrap()
+            .0;
         p.recover().unwrap();
         assert!(!inbox.join(".receive-4242.part").exists());
         assert!(inbox.join(".upload.csv.part").exists());

@@ -2,6 +2,7 @@
 //! inbox/ and driven through `process`, `approve`, `reject` and `sync` directly, and the
 //! reports, the ledger, the accounts, the audit log and the drop folders are checked.
 
+use super::filing::Content;
 use super::pipeline::Pipeline;
 use crate::api::error::{Blocked, Error};
 use crate::config::Config;
@@ -86,7 +87,10 @@ fn disable_rule(p: &Pipeline<MemoryStore>, id: RuleId) {
 
 /// Files `bytes` into inbox/ as `name` and processes it.
 fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> crate::api::Result<Report> {
-    let name = p.receive(name, bytes, false).unwrap();
+    let name = p
+        .receive(name, Content::Stream(&mut &bytes[..]), false)
+        .unwrap()
+        .0;
     p.process(&name)
 }
 
@@ -246,7 +250,11 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
     for (case, name, flag) in [("suffix", "r.dryrun.csv", false), ("flag", "r.csv", true)] {
         let (_dir, p) = pipeline();
         add_rule(&p, "IT", "department = IT");
-        let received = p.receive(name, &staff(&[("E1", "IT")])[..], flag).unwrap();
+        let roster = staff(&[("E1", "IT")]);
+        let received = p
+            .receive(name, Content::Stream(&mut &roster[..]), flag)
+            .unwrap()
+            .0;
         assert!(received.ends_with(".dryrun.csv"), "{case}: {received}");
         let report = p.process(&received).unwrap();
         assert_eq!(report.status, ReportStatus::DryRun, "{case}");

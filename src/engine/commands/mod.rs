@@ -14,7 +14,9 @@ use crate::api::render::{report_exit, report_response};
 use crate::api::report_out::write_report;
 use crate::api::{Caller, Output, Request, Response, exit, person_refusal, refusal};
 use crate::core::report::{Report, ReportStatus};
+use crate::engine::filing::Content;
 use crate::engine::pipeline::Pipeline;
+use crate::engine::roster_file::FileBytes;
 use crate::store::{AuditNote, Store};
 use crate::util::now_rfc3339;
 
@@ -131,7 +133,7 @@ fn run<S: Store>(
     output: Output,
 ) -> crate::api::Result<Streamed> {
     Ok(Streamed::Whole(match req {
-        Request::Process { name } => return process(p, &name),
+        Request::Process { name } => return process(p, &name, None),
         Request::Sync { force } => return Ok(Streamed::report(p.sync(caller, force)?)),
         Request::AdminsList {
             status,
@@ -174,7 +176,7 @@ fn run<S: Store>(
 pub fn process_upload<S: Store>(
     p: &Pipeline<S>,
     original_name: &str,
-    content: impl std::io::Read,
+    content: Content<'_>,
     dry_run: bool,
     caller: &str,
 ) -> Streamed {
@@ -200,11 +202,11 @@ pub fn process_upload<S: Store>(
     // The pipeline reads the file back from inbox/; what it was read from is gone by then,
     // so a large roster is never held twice.
     let filed = p.receive(original_name, content, dry_run);
-    let name = match filed {
-        Ok(name) => name,
+    let (name, bytes) = match filed {
+        Ok(filed) => filed,
         Err(e) => return Streamed::Whole(e.context("filing the file into inbox/").response()),
     };
-    process(p, &name).unwrap_or_else(|e| {
+    process(p, &name, bytes).unwrap_or_else(|e| {
         // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
         // it is the one committed before the failure.
         let ours_committed = e.committed().is_some_and(|c| c.name == name);
@@ -216,7 +218,12 @@ pub fn process_upload<S: Store>(
 }
 
 /// Processes the files waiting in inbox/ in order until `name` is done.
-fn process<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Result<Streamed> {
+/// `bytes`: those of inbox/<name> when they were read already.
+fn process<S: Store>(
+    p: &Pipeline<S>,
+    name: &str,
+    mut bytes: Option<FileBytes>,
+) -> crate::api::Result<Streamed> {
     // The inbox watcher may have processed it first (a source filed it, then asked).
     if !name.is_empty()
         && !p.waiting()?.iter().any(|w| w == name)
@@ -240,8 +247,9 @@ fn process<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Result<Streamed
                 ),
             )));
         }
+        let read = if waiting == name { bytes.take() } else { None };
         let report = p
-            .process(&waiting)
+            .process_received(&waiting, read)
             .with_context(|| format!("processing inbox/{waiting}"))?;
         if waiting == name {
             return Ok(Streamed::report(report));
@@ -364,8 +372,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline_in(dir.path());
         let name = p
-            .receive("r.csv", &b"Employee ID,Email\nE1,a@b.io\n"[..], false)
-            .unwrap();
+            .receive(
+                "r.csv",
+                Content::Stream(&mut &b"Employee ID,Email\nE1,a@b.io\n"[..]),
+                false,
+            )
+            .unwrap()
+            .0;
         p.request_stop();
         let r = execute(
             &p,
@@ -384,8 +397,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline_in(dir.path());
         let name = p
-            .receive("hris-x.csv", &b"Employee ID,Email\nE1,a@b.io\n"[..], false)
-            .unwrap();
+            .receive(
+                "hris-x.csv",
+                Content::Stream(&mut &b"Employee ID,Email\nE1,a@b.io\n"[..]),
+                false,
+            )
+            .unwrap()
+            .0;
         // The inbox watcher got to it first.
         p.process(&name).unwrap();
         let r = execute(&p, Request::Process { name }, "root", Output::Json);
@@ -410,8 +428,14 @@ mod tests {
         let roster = b"Employee ID,Email\nE1,a@b.io\n";
         let mut seen = Vec::new();
         for output in [Output::Text, Output::Json, Output::Both] {
-            let r = process_upload(&p, "r.dryrun.csv", &roster[..], false, "root")
-                .into_response(output);
+            let r = process_upload(
+                &p,
+                "r.dryrun.csv",
+                Content::Stream(&mut &roster[..]),
+                false,
+                "root",
+            )
+            .into_response(output);
             assert_eq!(r.exit, exit::OK, "{}", r.text);
             let has_text = r.text.contains("DRY RUN");
             let has_json = r.json["status"] == "dry_run";
