@@ -35,16 +35,7 @@ impl<'a> Lines<'a> {
         let offset = offset.min(self.text.len());
         debug_assert!(offset >= self.offset, "line numbers asked out of order");
         if offset > self.offset {
-            let text = self.text;
-            let mut breaks = 0u64;
-            for i in self.offset..offset {
-                breaks += match text[i] {
-                    b'\n' => 1,
-                    b'\r' => u64::from(text.get(i + 1) != Some(&b'\n')),
-                    _ => 0,
-                };
-            }
-            self.line += breaks;
+            self.line += line_breaks(self.text, self.offset, offset);
             self.offset = offset;
         }
         self.line
@@ -59,6 +50,15 @@ impl<'a> Lines<'a> {
             None => 0,
         }
     }
+}
+
+/// The line breaks that end in `text[from..to]`: each LF, and each CR not followed by an LF
+/// (a CRLF counts at its LF). memchr finds them: a byte-by-byte loop was ~8 % of a
+/// million-row parse.
+fn line_breaks(text: &[u8], from: usize, to: usize) -> u64 {
+    memchr::memchr2_iter(b'\n', b'\r', &text[from..to])
+        .filter(|&i| text[from + i] == b'\n' || text.get(from + i + 1) != Some(&b'\n'))
+        .count() as u64
 }
 
 /// The first byte at or after `offset` that is not part of a line end.
@@ -249,6 +249,26 @@ mod tests {
             );
             assert_eq!(places(&r.warnings), [(Some(1), None), (Some(6), None)]);
             assert_eq!(r.warnings[1].message, "empty lines 6–7 skipped");
+        }
+    }
+
+    proptest::proptest! {
+        /// Lines asked at increasing offsets are the lines a byte-by-byte count gives.
+        #[test]
+        fn line_numbers_are_those_counted_byte_by_byte(
+            text in proptest::collection::vec(
+                proptest::sample::select(b"a,\"\r\n".to_vec()), 0..200),
+            mut asked in proptest::collection::vec(0usize..220, 0..12),
+        ) {
+            asked.sort_unstable();
+            let mut lines = Lines::new(&text);
+            for offset in asked {
+                let end = offset.min(text.len());
+                let counted = 1 + (0..end)
+                    .filter(|&i| text[i] == b'\n' || (text[i] == b'\r' && text.get(i + 1) != Some(&b'\n')))
+                    .count() as u64;
+                proptest::prop_assert_eq!(lines.at(offset), counted, "offset {}", offset);
+            }
         }
     }
 
