@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod columns;
+pub mod interner;
 pub mod model;
 pub mod org;
 pub mod packed;

@@ -1,7 +1,6 @@
 //! Data shared by the core modules: findings, the parsed roster and its employees.
 
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt;
 
 /// FxHash as rustc uses it (the `rustc-hash` crate) for the core's big maps of short
@@ -65,47 +64,7 @@ impl fmt::Display for Finding {
     }
 }
 
-/// An interned, folded (trimmed, lower-cased) cell value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sym(pub u32);
-
-/// Interns folded values so that each distinct value is stored once and compared as a number.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Interner {
-    values: Vec<Box<str>>,
-    index: HashMap<Box<str>, Sym, FastHash>,
-}
-
-impl Interner {
-    /// The symbol of an already folded value, adding it if new.
-    pub fn intern(&mut self, folded: &str) -> Sym {
-        if let Some(sym) = self.index.get(folded) {
-            return *sym;
-        }
-        let sym = Sym(self.values.len() as u32);
-        let boxed: Box<str> = folded.into();
-        self.values.push(boxed.clone());
-        self.index.insert(boxed, sym);
-        sym
-    }
-
-    /// The symbol of a folded value if any cell had it.
-    pub fn get(&self, folded: &str) -> Option<Sym> {
-        self.index.get(folded).copied()
-    }
-
-    /// The folded text of a symbol.
-    pub fn resolve(&self, sym: Sym) -> &str {
-        &self.values[sym.0 as usize]
-    }
-
-    /// Interns every value of `other`, in its order; returns each of its symbols' new
-    /// symbol here (indexed by the old one). Values new here are numbered as if they had
-    /// been interned here in `other`'s order.
-    pub fn absorb(&mut self, other: &Interner) -> Vec<Sym> {
-        other.values.iter().map(|v| self.intern(v)).collect()
-    }
-}
+pub use super::interner::{Interner, Sym};
 
 /// One data row of a roster, reduced to what provisioning needs. Its ID, email and manager
 /// ID are kept in one allocation (a million-row roster makes two million fewer); the values

@@ -30,8 +30,6 @@ pub(super) struct Rows {
     /// The IDs of the rows appended after these (see [`Rows::append`]), with the row each
     /// part starts at.
     appended_ids: Vec<(FirstRows, usize)>,
-    /// A value being lower-cased (a reused buffer).
-    fold_buf: String,
 }
 
 impl Rows {
@@ -45,7 +43,6 @@ impl Rows {
             seen_ids: FirstRows::default(),
             seen_emails: FirstRows::default(),
             appended_ids: Vec::new(),
-            fold_buf: String::new(),
         }
     }
 
@@ -129,7 +126,7 @@ impl Rows {
                 .reserve(self.employees.capacity() * h.fields.len());
         }
         for &column in &h.fields {
-            let sym = intern_folded(&mut self.symbols, &mut self.fold_buf, cells.get(column));
+            let sym = intern_folded(&mut self.symbols, cells.get(column));
             self.values.push(sym);
         }
         self.employees.push(employee);
@@ -403,17 +400,11 @@ fn trim(s: &str) -> &str {
 }
 
 /// Interns `fold_value(value)` without allocating when the value is ASCII.
-fn intern_folded(symbols: &mut Interner, buf: &mut String, value: &str) -> Sym {
+fn intern_folded(symbols: &mut Interner, value: &str) -> Sym {
     if !value.is_ascii() {
         return symbols.intern(&fold_value(value));
     }
-    if !value.bytes().any(|b| b.is_ascii_uppercase()) {
-        return symbols.intern(value);
-    }
-    buf.clear();
-    buf.push_str(value);
-    buf.make_ascii_lowercase();
-    symbols.intern(buf)
+    symbols.intern_ascii_folding(value)
 }
 
 /// Why `email` is not well-formed (see `columns::is_well_formed_email`), in words.
