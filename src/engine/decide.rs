@@ -5,7 +5,7 @@ use super::pipeline::{Evaluation, Pipeline, read_report};
 use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
-use crate::api::report_out::write_text;
+use crate::api::report_out::{write_json, write_text};
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::core::updates::Updates;
 use crate::layout::DRY_RUN_SUFFIX;
@@ -193,7 +193,7 @@ impl<S: Store> Pipeline<S> {
         )?;
         write_atomic_with(
             &held.join(format!("{}.report.json", updated.stored_as)),
-            |w| Ok(serde_json::to_writer_pretty(w, &report)?),
+            |w| write_json(&report, w, false),
         )?;
         Ok(Blocked::PlanChanged {
             id: updated.id,

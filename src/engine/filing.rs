@@ -5,7 +5,7 @@
 use super::pipeline::Pipeline;
 use super::roster_file::{FileBytes, HeldFile};
 use crate::api::error::{Context, Result};
-use crate::api::report_out::write_text;
+use crate::api::report_out::{write_json, write_text};
 use crate::core::parallel::join;
 use crate::core::report::Report;
 use crate::core::updates::Updates;
@@ -113,12 +113,7 @@ impl<S: Store> Pipeline<S> {
         // The two forms of a large report are written on two cores.
         let (text, json) = join(
             || write_atomic_with(&dir.join("report.txt"), |w| write_text(report, w)),
-            || {
-                write_atomic_with(&dir.join("report.json"), |w| {
-                    serde_json::to_writer_pretty(&mut *w, report)?;
-                    Ok(())
-                })
-            },
+            || write_atomic_with(&dir.join("report.json"), |w| write_json(report, w, false)),
         );
         json.with_context(writing)?;
         text.with_context(writing)?;

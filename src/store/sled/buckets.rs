@@ -10,6 +10,7 @@
 
 use crate::core::accounts::{Account, AccountGroup, AccountHead};
 use crate::core::packed::{Packed, take_head_at, valid_prefix};
+use crate::core::parallel::join;
 use crate::store::{AccountRef, StoreError, StoreResult};
 use serde::Serialize;
 use std::borrow::Borrow;
@@ -188,24 +189,38 @@ fn check_layout<'a>(
     Ok(())
 }
 
-/// Groups packed accounts to write by bucket, in key order, each read for its head once.
-pub fn group_packed<'a>(
-    accounts: impl IntoIterator<Item = &'a Packed>,
-) -> BTreeMap<BucketKey, Vec<Entry<'a>>> {
+/// Groups packed accounts to write by bucket, in key order, each read for its head once
+/// (in their order within a bucket). The heads of a large write are read on two cores: a
+/// first import's 950k, one core alone, took ~0.2 s of its commit.
+pub fn group_packed<'a>(accounts: &'a [Packed]) -> BTreeMap<BucketKey, Vec<Entry<'a>>> {
+    let entries = |part: &'a [Packed]| -> Vec<(BucketKey, Entry<'a>)> {
+        part.iter()
+            .map(|a| {
+                let head = a.head();
+                let entry = Entry {
+                    head,
+                    bytes: a.bytes(),
+                    rewritten: true,
+                };
+                (bucket_of(head.employee_id), entry)
+            })
+            .collect()
+    };
+    let (lower, upper) = if accounts.len() < SPLIT_MIN {
+        (entries(accounts), Vec::new())
+    } else {
+        let (lower, upper) = accounts.split_at(accounts.len() / 2);
+        join(|| entries(lower), || entries(upper))
+    };
     let mut groups: BTreeMap<BucketKey, Vec<Entry<'a>>> = BTreeMap::new();
-    for a in accounts {
-        let head = a.head();
-        groups
-            .entry(bucket_of(head.employee_id))
-            .or_default()
-            .push(Entry {
-                head,
-                bytes: a.bytes(),
-                rewritten: true,
-            });
+    for (key, entry) in lower.into_iter().chain(upper) {
+        groups.entry(key).or_default().push(entry);
     }
     groups
 }
+
+/// Fewer accounts than this are grouped on one core.
+const SPLIT_MIN: usize = 4096;
 
 /// One account of a bucket being rewritten: its head, its packed bytes, and whether the
 /// write replaces it (`false`: kept as it was).
