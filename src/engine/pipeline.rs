@@ -459,6 +459,13 @@ impl<S: Store> Pipeline<S> {
         Ok(self.store.files()?.into_iter().map(|f| f.received_at).max())
     }
 
+    /// Where the text of `report` was filed, if it was (beside its file).
+    pub fn filed_text(&self, report: &Report) -> Option<PathBuf> {
+        let stored_as = report.stored_as.as_ref()?;
+        let folder = self.paths.folder(FileStatus::from(report.status).folder());
+        Some(folder.join(format!("{stored_as}.report.txt")))
+    }
+
     /// The path of a ledger entry's file and report.
     pub fn report_path(&self, entry: &FileEntry) -> PathBuf {
         self.paths
