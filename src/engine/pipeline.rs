@@ -459,7 +459,8 @@ impl<S: Store> Pipeline<S> {
         Ok(self.store.files()?.into_iter().map(|f| f.received_at).max())
     }
 
-    /// Where the text of `report` was filed, if it was (beside its file).
+    /// Where `process` filed the text of `report`, the report of a file it processed
+    /// (beside the file); `None` for a report of no file.
     pub fn filed_text(&self, report: &Report) -> Option<PathBuf> {
         let stored_as = report.stored_as.as_ref()?;
         let folder = self.paths.folder(FileStatus::from(report.status).folder());

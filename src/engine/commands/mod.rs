@@ -119,8 +119,9 @@ impl Streamed {
         }
     }
 
-    fn report<S: Store>(p: &Pipeline<S>, report: Report) -> Streamed {
-        let filed = p.filed_text(&report);
+    /// A report to write out; `filed`: where its text was filed (`sync`'s report names
+    /// the file it re-evaluated, whose text is that file's own report, not this one).
+    fn report(report: Report, filed: Option<PathBuf>) -> Streamed {
         Streamed::Body(Body::Report(Box::new(report), filed))
     }
 }
@@ -148,7 +149,7 @@ fn run<S: Store>(
 ) -> crate::api::Result<Streamed> {
     Ok(Streamed::Whole(match req {
         Request::Process { name } => return process(p, &name, None),
-        Request::Sync { force } => return Ok(Streamed::report(p, p.sync(caller, force)?)),
+        Request::Sync { force } => return Ok(Streamed::report(p.sync(caller, force)?, None)),
         Request::AdminsList {
             status,
             origin,
@@ -241,9 +242,9 @@ fn process<S: Store>(
     // The inbox watcher may have processed it first (a source filed it, then asked).
     if !name.is_empty()
         && !p.waiting()?.iter().any(|w| w == name)
-        && let Some(done) = processed_already(p, name)?
+        && let Some((done, filed)) = processed_already(p, name)?
     {
-        return Ok(Streamed::report(p, done));
+        return Ok(Streamed::report(done, Some(filed)));
     }
     if let Some(held) = p.held()? {
         return Err(Blocked::Held {
@@ -266,7 +267,8 @@ fn process<S: Store>(
             .process_received(&waiting, read)
             .with_context(|| format!("processing inbox/{waiting}"))?;
         if waiting == name {
-            return Ok(Streamed::report(p, report));
+            let filed = p.filed_text(&report);
+            return Ok(Streamed::report(report, filed));
         }
         if report.status == ReportStatus::Held {
             return Ok(Streamed::Whole(Response::fail(
@@ -284,8 +286,11 @@ fn process<S: Store>(
 }
 
 /// The report of the newest file in the ledger that had `name` in inbox/, with the exit
-/// code `process` gives it.
-fn processed_already<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Result<Option<Report>> {
+/// code `process` gives it, and where its text is (beside it).
+fn processed_already<S: Store>(
+    p: &Pipeline<S>,
+    name: &str,
+) -> crate::api::Result<Option<(Report, PathBuf)>> {
     let files = p.store.files()?;
     let Some(entry) = files.iter().rev().find(|f| f.name == name) else {
         return Ok(None);
@@ -295,7 +300,7 @@ fn processed_already<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Resul
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("reading {}", path.display()))?;
-    Ok(Some(report))
+    Ok(Some((report, path.with_extension("txt"))))
 }
 
 pub(crate) fn note(user: &str, action: &str, detail: String) -> AuditNote {
