@@ -129,7 +129,7 @@ pub fn check(bytes: &[u8], opts: &RosterOptions) -> Result<Checked, Rejection> {
         ))));
     }
     let text = decode::decode(bytes, opts.encoding).map_err(Rejection::only)?;
-    let text = text.as_bytes();
+    let text = &*text;
     halves::parse(text, opts).unwrap_or_else(|| Parser::new(text, opts).run())
 }
 
@@ -141,7 +141,7 @@ pub fn header_keys(bytes: &[u8], opts: &RosterOptions) -> Option<Vec<String>> {
         return None;
     }
     let text = decode::decode(bytes, opts.encoding).ok()?;
-    let text = text.as_bytes();
+    let text = &*text;
     Some(first_header(text, detect_delimiter(text), opts)?.present)
 }
 
