@@ -110,11 +110,6 @@ pub fn execute(
             "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\"",
         ));
     }
-    let original = |path: &Path| {
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let envelope = Envelope {
         request: request.clone(),
         upload: upload
@@ -150,33 +145,10 @@ pub fn execute(
     let user = caller();
     let answered = match (upload, file) {
         (Some((path, dry_run)), Some((size, file))) => {
-            // A file the roster may hold is read and hashed while the store opens and is
-            // checked (at a million rows each took ~0.2 s, one after the other), and then
-            // processed without being read back from inbox/; a larger one, or a pipe, is
-            // copied.
-            let regular = file.metadata().is_ok_and(|m| m.is_file());
-            let (opened, read) = if regular && size <= cfg.roster.max_bytes {
-                let (opened, read) = join(|| open_here(cfg), || FileBytes::read_file(file, path));
-                (opened, read.map(Ok))
-            } else {
-                (open_here(cfg), Ok(Err(file)))
-            };
-            let p = match opened {
-                Ok(p) => p,
+            match process_here(cfg, path, (size, file), dry_run, &user) {
+                Ok(answered) => answered,
                 Err(refusal) => return Outcome::Answer(refusal),
-            };
-            let mut copied = None;
-            let content = match read {
-                Ok(Ok(bytes)) => Content::Read(bytes),
-                Ok(Err(file)) => Content::Stream(copied.insert(file)),
-                Err(e) => {
-                    return Outcome::Answer(Response::fail(
-                        exit::USAGE,
-                        format!("error: reading {}: {e}", path.display()),
-                    ));
-                }
-            };
-            commands::process_upload(&p, &original(path), content, dry_run, &user)
+            }
         }
         _ => match open_here(cfg) {
             Ok(p) => commands::execute_streamed(&p, request, &Caller::Unix(user), output),
@@ -195,6 +167,53 @@ pub fn execute(
             )),
         },
     }
+}
+
+/// `process FILE` without a daemon: `file` (opened from `path`, `size` bytes long) filed
+/// into inbox/ and processed, or the answer saying why it could not be.
+fn process_here(
+    cfg: Config,
+    path: &Path,
+    (size, file): (u64, fs::File),
+    dry_run: bool,
+    user: &str,
+) -> std::result::Result<Streamed, Response> {
+    // A file the roster may hold is read and hashed while the store opens and is checked
+    // (at a million rows each took ~0.2 s, one after the other), and then processed without
+    // being read back from inbox/; a larger one, or a pipe, is copied.
+    let regular = file.metadata().is_ok_and(|m| m.is_file());
+    let (opened, read) = if regular && size <= cfg.roster.max_bytes {
+        let (opened, read) = join(|| open_here(cfg), || FileBytes::read_file(file, path));
+        (opened, read.map(Ok))
+    } else {
+        (open_here(cfg), Ok(Err(file)))
+    };
+    let p = opened?;
+    let mut copied = None;
+    let content = match read {
+        Ok(Ok(bytes)) => Content::Read(bytes),
+        Ok(Err(file)) => Content::Stream(copied.insert(file)),
+        Err(e) => {
+            return Err(Response::fail(
+                exit::USAGE,
+                format!("error: reading {}: {e}", path.display()),
+            ));
+        }
+    };
+    Ok(commands::process_upload(
+        &p,
+        &original(path),
+        content,
+        dry_run,
+        user,
+    ))
+}
+
+/// The name a `process` FILE is received under: its file name.
+fn original(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Opens the store when no daemon answers, or the answer saying why it cannot.
