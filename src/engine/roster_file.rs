@@ -95,7 +95,7 @@ impl FileBytes {
         FileBytes::read_file(file, path)
     }
 
-    /// Reads `file` (opened from `path`) whole from where it stands; a file that grows
+    /// Reads `file` (just opened from `path`, so from its start) whole; a file that grows
     /// while it is read is an error.
     pub fn read_file(file: File, path: &Path) -> std::io::Result<FileBytes> {
         let mut held = HeldFile::of(file)?;
