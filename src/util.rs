@@ -2,7 +2,6 @@
 
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -64,9 +63,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// [`write_atomic`] for content written piece by piece (through a buffer) by `fill`.
+///
+/// A long file is made durable as it is written: every [`SYNC_AHEAD`] bytes a second thread
+/// syncs what was written so far while `fill` goes on, so the fsync before the rename waits
+/// for the last part only. A first import's two reports (340 MB) took ~0.12 s to fsync after
+/// they were written, both cores idle, before its commit could start.
 pub fn write_atomic_with(
     path: &Path,
-    fill: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> std::io::Result<()>,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
@@ -74,13 +78,60 @@ pub fn write_atomic_with(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, fs::File::create(&tmp)?);
+    let file = fs::File::create(&tmp)?;
+    let early = file.try_clone()?;
+    std::thread::scope(|s| {
+        let (ahead, synced) = std::sync::mpsc::channel::<()>();
+        let syncer = s.spawn(move || synced.iter().try_for_each(|()| early.sync_data()));
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 16,
+            SyncingAhead {
+                file,
+                unsynced: 0,
+                ahead,
+            },
+        );
         fill(&mut w)?;
-        w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    }
+        let SyncingAhead { file, ahead, .. } = w.into_inner().map_err(|e| e.into_error())?;
+        drop(ahead);
+        syncer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        file.sync_all()
+    })?;
     fs::rename(&tmp, path)?;
     fsync_dir(dir)
+}
+
+/// How many bytes [`write_atomic_with`] writes between two early syncs (in tests, few, so
+/// that a short file goes through them).
+#[cfg(not(test))]
+const SYNC_AHEAD: u64 = 32 << 20;
+#[cfg(test)]
+const SYNC_AHEAD: u64 = 1 << 12;
+
+/// A file written through, asking for a sync of what it holds every [`SYNC_AHEAD`] bytes.
+struct SyncingAhead {
+    file: fs::File,
+    unsynced: u64,
+    ahead: std::sync::mpsc::Sender<()>,
+}
+
+impl std::io::Write for SyncingAhead {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_AHEAD {
+            self.unsynced = 0;
+            // The syncer stops only after an error, which the end reports.
+            let _ = self.ahead.send(());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Makes a folder's entries (renames, creations) durable.
@@ -217,6 +268,31 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("r-2.csv")).unwrap(), b"second");
         fs::write(&tmp, b"third").unwrap();
         assert!(rename_noreplace(&tmp, &dir.path().join("r.csv")).is_err());
+    }
+
+    #[test]
+    fn a_file_written_with_early_syncs_holds_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let bytes: Vec<u8> = (0..10 * SYNC_AHEAD + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        write_atomic_with(&path, |w| {
+            for piece in bytes.chunks(1000) {
+                w.write_all(piece)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), bytes);
+        assert!(!dir.path().join(".r.json.tmp").exists());
+        // A failure of `fill` leaves the old file as it was.
+        let failed = write_atomic_with(&path, |w| {
+            w.write_all(&bytes)?;
+            Err(std::io::Error::other("stopped"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&path).unwrap(), bytes);
     }
 
     #[test]
