@@ -247,10 +247,7 @@ impl<S: Store> Pipeline<S> {
         let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
         fsync_dir(&inbox)?;
         // The bytes read are known as the copy's from now on, as it is after the rename.
-        let read = match (read, HeldFile::of(copy)) {
-            (Some(bytes), Ok(copy)) => Some(bytes.written_to(copy)),
-            _ => None,
-        };
+        let read = read.and_then(|bytes| Some(bytes.written_to(HeldFile::of(copy).ok()?)));
         Ok((candidate, read))
     }
 

@@ -214,8 +214,8 @@ pub fn process_upload<S: Store>(
             ),
         ));
     }
-    // The pipeline reads the file back from inbox/; what it was read from is gone by then,
-    // so a large roster is never held twice.
+    // The pipeline reads the file back from inbox/, unless its bytes were read already (and
+    // then not again); either way a large roster is held once.
     let filed = p.receive(original_name, content, dry_run);
     let (name, bytes) = match filed {
         Ok(filed) => filed,
