@@ -79,24 +79,24 @@ pub fn write_atomic_with(
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     let file = fs::File::create(&tmp)?;
-    let early = file.try_clone()?;
-    std::thread::scope(|s| {
-        let (ahead, synced) = std::sync::mpsc::channel::<()>();
-        let syncer = s.spawn(move || synced.iter().try_for_each(|()| early.sync_data()));
+    std::thread::scope(|scope| {
         let mut w = std::io::BufWriter::with_capacity(
             1 << 16,
             SyncingAhead {
                 file,
                 unsynced: 0,
-                ahead,
+                scope,
+                syncer: None,
             },
         );
         fill(&mut w)?;
-        let SyncingAhead { file, ahead, .. } = w.into_inner().map_err(|e| e.into_error())?;
-        drop(ahead);
-        syncer
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let SyncingAhead { file, syncer, .. } = w.into_inner().map_err(|e| e.into_error())?;
+        if let Some((ahead, syncer)) = syncer {
+            drop(ahead);
+            syncer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
         file.sync_all()
     })?;
     fs::rename(&tmp, path)?;
@@ -110,21 +110,37 @@ const SYNC_AHEAD: u64 = 32 << 20;
 #[cfg(test)]
 const SYNC_AHEAD: u64 = 1 << 12;
 
-/// A file written through, asking for a sync of what it holds every [`SYNC_AHEAD`] bytes.
-struct SyncingAhead {
+/// A file written through, asking for a sync of what it holds every [`SYNC_AHEAD`] bytes;
+/// the thread that syncs is started at the first (a short file starts none).
+struct SyncingAhead<'scope, 'env> {
     file: fs::File,
     unsynced: u64,
-    ahead: std::sync::mpsc::Sender<()>,
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    /// Where to ask for a sync, and the thread that makes them.
+    syncer: Option<(
+        std::sync::mpsc::Sender<()>,
+        std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>,
+    )>,
 }
 
-impl std::io::Write for SyncingAhead {
+impl std::io::Write for SyncingAhead<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.file.write(buf)?;
         self.unsynced += n as u64;
         if self.unsynced >= SYNC_AHEAD {
             self.unsynced = 0;
-            // The syncer stops only after an error, which the end reports.
-            let _ = self.ahead.send(());
+            if self.syncer.is_none() {
+                let early = self.file.try_clone()?;
+                let (ahead, asked) = std::sync::mpsc::channel::<()>();
+                let syncer = self
+                    .scope
+                    .spawn(move || asked.iter().try_for_each(|()| early.sync_data()));
+                self.syncer = Some((ahead, syncer));
+            }
+            if let Some((ahead, _)) = &self.syncer {
+                // The syncer stops only after an error, which the end reports.
+                let _ = ahead.send(());
+            }
         }
         Ok(n)
     }
@@ -293,6 +309,9 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(fs::read(&path).unwrap(), bytes);
+        // A short file, written before any early sync would start.
+        write_atomic_with(&path, |w| w.write_all(b"short")).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"short");
     }
 
     #[test]
