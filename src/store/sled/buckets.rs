@@ -346,6 +346,32 @@ mod tests {
     }
 
     #[test]
+    fn a_large_write_is_grouped_in_its_order_as_on_one_core() {
+        // Enough accounts to be grouped on two cores, with updates of one ID in both halves
+        // (the later must stay later in its bucket).
+        let n = 2 * SPLIT_MIN;
+        let mut accounts: Vec<Account> =
+            (0..n).map(|i| account(&format!("E{}", i % 3000))).collect();
+        for (i, a) in accounts.iter_mut().enumerate() {
+            a.role = format!("role {i}");
+        }
+        let packed: Vec<Packed> = accounts.iter().map(Packed::of).collect();
+        let grouped = group_packed(&packed);
+        let mut one_core: BTreeMap<BucketKey, Vec<&str>> = BTreeMap::new();
+        for a in &accounts {
+            one_core
+                .entry(bucket_of(&a.employee_id))
+                .or_default()
+                .push(&a.role);
+        }
+        let got: BTreeMap<BucketKey, Vec<&str>> = grouped
+            .iter()
+            .map(|(k, entries)| (*k, entries.iter().map(|e| e.head.role).collect()))
+            .collect();
+        assert_eq!(got, one_core);
+    }
+
+    #[test]
     fn round_trip_and_merge_keep_order() {
         let ids = same_bucket("E1", 5);
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
