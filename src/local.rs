@@ -10,7 +10,7 @@ use crate::core::parallel::join;
 use crate::engine::commands::{self, Streamed};
 use crate::engine::filing::Content;
 use crate::engine::pipeline::Pipeline;
-use crate::engine::roster_file::FileBytes;
+use crate::engine::roster_file::{FileBytes, HeldFile, UnnamedCopy};
 use crate::layout::Paths;
 use crate::store::{SledStore, StoreError};
 use std::fs;
@@ -178,12 +178,14 @@ fn process_here(
     dry_run: bool,
     user: &str,
 ) -> std::result::Result<Streamed, Response> {
-    // A file the roster may hold is read and hashed while the store opens and is checked
-    // (at a million rows each took ~0.2 s, one after the other), and then processed without
-    // being read back from inbox/; a larger one, or a pipe, is copied.
+    // A file the roster may hold is read and hashed, and copied into inbox/ without a name,
+    // while the store opens and is checked (at a million rows each took ~0.2 s, one after
+    // the other), and then processed without being read back; a larger one, or a pipe, is
+    // copied after.
     let regular = file.metadata().is_ok_and(|m| m.is_file());
     let (opened, read) = if regular && size <= cfg.roster.max_bytes {
-        let (opened, read) = join(|| open_here(cfg), || FileBytes::read_file(file, path));
+        let inbox = Paths::new(&cfg.data_dir).folder("inbox");
+        let (opened, read) = join(|| open_here(cfg), || read_and_copy(file, path, &inbox));
         (opened, read.map(Ok))
     } else {
         (open_here(cfg), Ok(Err(file)))
@@ -191,7 +193,7 @@ fn process_here(
     let p = opened?;
     let mut copied = None;
     let content = match read {
-        Ok(Ok(bytes)) => Content::Read(bytes),
+        Ok(Ok((bytes, copy))) => Content::Read(bytes, copy),
         Ok(Err(file)) => Content::Stream(copied.insert(file)),
         Err(e) => {
             return Err(Response::fail(
@@ -207,6 +209,23 @@ fn process_here(
         dry_run,
         user,
     ))
+}
+
+/// Reads `file` (opened from `path`) whole and, at the same time, copies it into `inbox`
+/// without a name; the copy is left out if it cannot be made there (the file is copied
+/// again when it is filed).
+fn read_and_copy(
+    file: fs::File,
+    path: &Path,
+    inbox: &Path,
+) -> std::io::Result<(FileBytes, Option<UnnamedCopy>)> {
+    let held = HeldFile::of(file)?;
+    let source = held.try_clone()?;
+    let (read, copy) = join(
+        || FileBytes::read_held(held, path),
+        || UnnamedCopy::of(&source, inbox),
+    );
+    Ok((read?, copy.ok()))
 }
 
 /// The name a `process` FILE is received under: its file name.

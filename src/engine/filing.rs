@@ -3,7 +3,7 @@
 //! bookkeeping of files fetched by poll mode.
 
 use super::pipeline::Pipeline;
-use super::roster_file::{FileBytes, HeldFile};
+use super::roster_file::{FileBytes, HeldFile, UnnamedCopy};
 use crate::api::error::{Context, Result};
 use crate::api::report_out::{write_json, write_text};
 use crate::core::parallel::join;
@@ -17,10 +17,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// What [`Pipeline::receive`] files into inbox/: what a reader gives, or the file bytes were
-/// read (and hashed) from, which are then processed without reading the copy back.
+/// read (and hashed) from, which are then processed without reading the copy back; with
+/// them, a copy of that file made while they were read, if one was.
 pub enum Content<'a> {
     Stream(&'a mut dyn Read),
-    Read(FileBytes),
+    Read(FileBytes, Option<UnnamedCopy>),
 }
 
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
@@ -219,23 +220,21 @@ impl<S: Store> Pipeline<S> {
         }
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!("{RECEIVING}{}.part", std::process::id()));
-        let written = fs::File::create(&tmp)
-            .and_then(|mut f| {
-                let read = match content {
-                    // From a file, `io::copy` copies in the kernel (`copy_file_range`): a
-                    // large roster's bytes are then not read into this process and written
-                    // back out.
-                    Content::Stream(from) => {
-                        std::io::copy(from, &mut f)?;
-                        None
-                    }
-                    // Bytes are kept only if the copy holds them (else the copy is read).
-                    Content::Read(bytes) => bytes.copy_to(&mut f)?.then_some(bytes),
-                };
-                f.sync_all()?;
-                Ok((f, read))
-            })
-            .with_context(|| format!("writing {}", tmp.display()));
+        let content = match content {
+            Content::Read(bytes, Some(copy)) => match copy.name(&bytes, &tmp) {
+                Ok(copy) => Ok((copy, Some(bytes))),
+                Err(e) => {
+                    tracing::debug!("the copy made while the file was read is not used: {e}");
+                    Err(Content::Read(bytes, None))
+                }
+            },
+            content => Err(content),
+        };
+        let written = match content {
+            Ok(named) => Ok(named),
+            Err(content) => copy_into(&tmp, content),
+        }
+        .with_context(|| format!("writing {}", tmp.display()));
         let (copy, read) = match written {
             Ok(written) => written,
             Err(e) => {
@@ -344,4 +343,21 @@ impl<S: Store> Pipeline<S> {
             .iter()
             .any(|f| f.remote.as_ref().is_some_and(same)))
     }
+}
+
+/// Copies `content` into a new file `tmp` and syncs it; with the bytes when the copy holds
+/// them (else the copy is read back).
+fn copy_into(tmp: &Path, content: Content<'_>) -> std::io::Result<(fs::File, Option<FileBytes>)> {
+    let mut f = fs::File::create(tmp)?;
+    let read = match content {
+        // From a file, `io::copy` copies in the kernel (`copy_file_range`): a large
+        // roster's bytes are then not read into this process and written back out.
+        Content::Stream(from) => {
+            std::io::copy(from, &mut f)?;
+            None
+        }
+        Content::Read(bytes, _) => bytes.copy_to(&mut f)?.then_some(bytes),
+    };
+    f.sync_all()?;
+    Ok((f, read))
 }

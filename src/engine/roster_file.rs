@@ -7,9 +7,9 @@
 //! dropped.
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::Seek;
 use std::ops::Deref;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::util::{sha256_chunks, sha256_hex};
@@ -66,6 +66,14 @@ impl HeldFile {
         Ok(HeldFile { file, stamp })
     }
 
+    /// The same file, stamped as this one was (the handles share their file position).
+    pub fn try_clone(&self) -> std::io::Result<HeldFile> {
+        Ok(HeldFile {
+            file: self.file.try_clone()?,
+            stamp: self.stamp,
+        })
+    }
+
     /// Whether `path` (not followed if a symlink) is the file read, as it was read.
     pub fn is_at(&self, path: &Path) -> bool {
         std::fs::symlink_metadata(path).is_ok_and(|meta| Stamp::of(&meta) == self.stamp)
@@ -76,6 +84,54 @@ impl HeldFile {
         self.file
             .metadata()
             .is_ok_and(|meta| Stamp::of(&meta) == self.stamp)
+    }
+}
+
+/// A copy of a held file made in a folder without a name (`O_TMPFILE`), synced, and named
+/// once it is known to hold the bytes read ([`UnnamedCopy::name`]).
+///
+/// Why: `process` copies its roster into inbox/ while the store opens and is checked, not
+/// after (at a million rows the copy and its fsync were ~0.1 s with a core idle). The copy is
+/// made before this process holds the store, so it has no name another process's start-up
+/// could take for a stopped copy and remove, and one that is never named leaves nothing.
+pub struct UnnamedCopy {
+    file: File,
+    len: u64,
+}
+
+impl UnnamedCopy {
+    /// Copies `from` (from its start, in the kernel) into a new unnamed file in `dir`.
+    pub fn of(from: &HeldFile, dir: &Path) -> std::io::Result<UnnamedCopy> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_TMPFILE)
+            .open(dir)?;
+        let mut source = from.file.try_clone()?;
+        source.seek(std::io::SeekFrom::Start(0))?;
+        let len = std::io::copy(&mut source, &mut file)?;
+        file.sync_all()?;
+        Ok(UnnamedCopy { file, len })
+    }
+
+    /// Names the copy `path` (which must not exist) when it holds `bytes`: the held file it
+    /// was copied from is unchanged since before both were read, and as long. Otherwise, or
+    /// when the name cannot be given, an error and nothing named.
+    pub fn name(self, bytes: &FileBytes, path: &Path) -> std::io::Result<File> {
+        if self.len != bytes.len as u64 || !bytes.held.unchanged() {
+            return Err(std::io::Error::other(
+                "the file changed while it was copied",
+            ));
+        }
+        use std::os::fd::AsRawFd;
+        let unnamed = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        nix::unistd::linkat(
+            nix::fcntl::AT_FDCWD,
+            unnamed.as_str(),
+            nix::fcntl::AT_FDCWD,
+            path,
+            nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+        )?;
+        Ok(self.file)
     }
 }
 
@@ -95,14 +151,20 @@ impl FileBytes {
         FileBytes::read_file(file, path)
     }
 
-    /// Reads `file` (just opened from `path`, so from its start) whole; a file that grows
-    /// while it is read is an error.
+    /// Reads `file` (opened from `path`) whole; a file that grows while it is read is an
+    /// error.
     pub fn read_file(file: File, path: &Path) -> std::io::Result<FileBytes> {
-        let mut held = HeldFile::of(file)?;
+        FileBytes::read_held(HeldFile::of(file)?, path)
+    }
+
+    /// Reads the file `held` holds (opened from `path`) whole, at its offsets (its file
+    /// position is left to an [`UnnamedCopy`] made at the same time); a file that grows
+    /// while it is read is an error.
+    pub fn read_held(held: HeldFile, path: &Path) -> std::io::Result<FileBytes> {
         let len = usize::try_from(held.stamp.size).map_err(std::io::Error::other)?;
         let mut map = memmap2::MmapMut::map_anon(len.max(1))?;
-        let sha256 = read_hashing(&mut held.file, &mut map[..len])?;
-        if held.file.read(&mut [0u8; 1])? != 0 {
+        let sha256 = read_hashing(&held.file, &mut map[..len])?;
+        if held.file.read_at(&mut [0u8; 1], len as u64)? != 0 {
             return Err(std::io::Error::other(format!(
                 "{} grew while it was read",
                 path.display()
@@ -118,10 +180,7 @@ impl FileBytes {
 
     /// The file read, held open for [`HeldFile::is_at`] after these bytes are dropped.
     pub fn held(&self) -> std::io::Result<HeldFile> {
-        Ok(HeldFile {
-            file: self.held.file.try_clone()?,
-            stamp: self.held.stamp,
-        })
+        self.held.try_clone()
     }
 
     /// Whether `path` is the file these bytes were read from or written to, unchanged.
@@ -152,17 +211,17 @@ impl FileBytes {
 
 /// Fills `into` from `file` and returns the SHA-256 of what was read: each chunk is hashed
 /// on a second thread once it is read, while the next one is.
-fn read_hashing(file: &mut std::fs::File, into: &mut [u8]) -> std::io::Result<String> {
+fn read_hashing(file: &File, into: &mut [u8]) -> std::io::Result<String> {
     if into.len() < 2 * CHUNK {
-        file.read_exact(into)?;
+        file.read_exact_at(into, 0)?;
         return Ok(sha256_hex(into));
     }
     std::thread::scope(|s| {
         let (read, to_hash) = std::sync::mpsc::sync_channel::<&[u8]>(4);
         let hasher = s.spawn(move || sha256_chunks(to_hash));
         let mut outcome = Ok(());
-        for chunk in into.chunks_mut(CHUNK) {
-            if let Err(e) = file.read_exact(chunk) {
+        for (i, chunk) in into.chunks_mut(CHUNK).enumerate() {
+            if let Err(e) = file.read_exact_at(chunk, (i * CHUNK) as u64) {
                 outcome = Err(e);
                 break;
             }
@@ -234,6 +293,41 @@ mod tests {
         std::fs::write(&path, b"Employee ID\nE2\n").unwrap();
         let mut to = std::fs::File::create(&copy).unwrap();
         assert!(!bytes.copy_to(&mut to).unwrap());
+    }
+
+    #[test]
+    fn an_unnamed_copy_is_named_only_while_its_file_is_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, folder) = (dir.path().join("r.csv"), dir.path().join("inbox"));
+        std::fs::create_dir(&folder).unwrap();
+        let long: Vec<u8> = (0..2 * CHUNK + 7).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &long).unwrap();
+        let open = || File::open(&path).and_then(HeldFile::of).unwrap();
+        let listed = || std::fs::read_dir(&folder).unwrap().count();
+
+        // Read and copied at once, as `process` does: the copy gets its name, whole.
+        let held = open();
+        let copy = UnnamedCopy::of(&held.try_clone().unwrap(), &folder).unwrap();
+        assert_eq!(listed(), 0, "an unnamed copy is in no listing");
+        let bytes = FileBytes::read_held(held, &path).unwrap();
+        let named = folder.join("copy.csv");
+        copy.name(&bytes, &named).unwrap();
+        assert_eq!(std::fs::read(&named).unwrap(), long);
+
+        // Rewritten after it was stamped: the copy is refused and nothing is named.
+        let held = open();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let rewritten: Vec<u8> = long.iter().map(|b| b ^ 1).collect();
+        std::fs::write(&path, &rewritten).unwrap();
+        let copy = UnnamedCopy::of(&held.try_clone().unwrap(), &folder).unwrap();
+        let bytes = FileBytes::read_held(held, &path).unwrap();
+        assert!(copy.name(&bytes, &folder.join("late.csv")).is_err());
+        assert_eq!(listed(), 1, "only the first copy has a name");
+
+        // A copy dropped unnamed leaves nothing behind.
+        let held = open();
+        drop(UnnamedCopy::of(&held, &folder).unwrap());
+        assert_eq!(listed(), 1);
     }
 
     #[test]
