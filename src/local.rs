@@ -157,15 +157,19 @@ pub fn execute(
     };
     match answered {
         Streamed::Whole(response) => Outcome::Answer(response),
-        Streamed::Body(body) => match body.write(out, output == Output::Json) {
-            Ok(()) => Outcome::Written(body.exit()),
-            // The reader stopped (`| head`): what was asked is done.
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Outcome::Written(body.exit()),
-            Err(e) => Outcome::Answer(Response::fail(
-                exit::FAILED,
-                format!("failed: writing the answer: {e}"),
-            )),
-        },
+        Streamed::Body(body) => {
+            let (written, code) = (body.write(out, output == Output::Json), body.exit());
+            body.let_go_at_exit();
+            match written {
+                Ok(()) => Outcome::Written(code),
+                // The reader stopped (`| head`): what was asked is done.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Outcome::Written(code),
+                Err(e) => Outcome::Answer(Response::fail(
+                    exit::FAILED,
+                    format!("failed: writing the answer: {e}"),
+                )),
+            }
+        }
     }
 }
 

@@ -90,6 +90,15 @@ impl Body {
         }
     }
 
+    /// Lets go of the answer in a process that exits next: a report's memory is left to the
+    /// exit (freeing a first import's 950k changes one by one took ~0.05 s on one core).
+    pub fn let_go_at_exit(self) {
+        match self {
+            Body::Report(report, _) => std::mem::forget(report),
+            listing => drop(listing),
+        }
+    }
+
     /// Writes the answer to `out`: what printing its `json` (`json`) or `text` prints.
     pub fn write(&self, out: &mut dyn std::io::Write, json: bool) -> std::io::Result<()> {
         match self {
