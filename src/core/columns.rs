@@ -70,9 +70,28 @@ pub fn is_well_formed_email(email: &str) -> bool {
     // ASCII whitespace (tab to carriage return, space) never occur inside a multi-byte
     // character, so bytes decide for them; other whitespace is looked for only in the rare
     // address that is not ASCII.
+    // An address with no byte below `!` (the usual case) has no ASCII whitespace: its `@`
+    // and `.` are then found by `memchr` instead of a byte at a time (a million rows' emails
+    // took ~60 ms of a parse that way).
+    let bytes = email.as_bytes();
+    let shaped = if bytes.iter().fold(false, |low, &b| low | (b < b'!')) {
+        shaped_byte_by_byte(bytes)
+    } else {
+        memchr::memchr(b'@', bytes).is_some_and(|at| {
+            let domain = &bytes[at + 1..];
+            at > 0
+                && memchr::memchr(b'@', domain).is_none()
+                && memchr::memchr(b'.', domain).is_some()
+        })
+    };
+    shaped && (email.is_ascii() || !email.chars().any(char::is_whitespace))
+}
+
+/// [`is_well_formed_email`]'s shape, but for whitespace beyond ASCII, one byte at a time.
+fn shaped_byte_by_byte(bytes: &[u8]) -> bool {
     let mut at = None;
     let mut dotted_domain = false;
-    for (i, b) in email.bytes().enumerate() {
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'\t'..=b'\r' | b' ' => return false,
             b'@' if at.is_some() => return false,
@@ -81,8 +100,7 @@ pub fn is_well_formed_email(email: &str) -> bool {
             _ => {}
         }
     }
-    let shaped = at.is_some_and(|i| i > 0) && dotted_domain;
-    shaped && (email.is_ascii() || !email.chars().any(char::is_whitespace))
+    at.is_some_and(|i| i > 0) && dotted_domain
 }
 
 /// Maps normalized header names to field keys: aliases resolve to their canonical column.
@@ -198,7 +216,7 @@ mod tests {
         /// one `@`, a non-empty local part, a dot in the domain.
         #[test]
         fn email_whitespace_is_every_whitespace_character(
-            email in "[a@.\t\n\x0B\x0C\r \u{85}\u{A0}\u{2003}é]{0,8}"
+            email in "[a@.\t\n\x0B\x0C\r \x01\u{85}\u{A0}\u{2003}é]{0,8}"
         ) {
             let spaced = email.chars().any(char::is_whitespace);
             let mut parts = email.split('@');
