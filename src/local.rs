@@ -29,10 +29,24 @@ pub fn caller() -> String {
 
 /// Opens the store and the pipeline, finishing any filing interrupted by a crash.
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
+    open_with(cfg, SledStore::open)
+}
+
+/// [`open`] for `process` and `sync`, which read every account's head to plan: the heads
+/// are checked as they are read, not also at open ([`SledStore::open_checking_as_read`]);
+/// [`refused_if_damaged`] then gives a damaged one the start-up check's refusal.
+fn open_reading_all(cfg: Config) -> Result<Pipeline<SledStore>> {
+    open_with(cfg, SledStore::open_checking_as_read)
+}
+
+fn open_with(
+    cfg: Config,
+    open_store: fn(&Path) -> crate::store::StoreResult<SledStore>,
+) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let store = SledStore::open(&paths.store).map_err(|e| damaged(&paths, e))?;
+    let store = open_store(&paths.store).map_err(|e| damaged(&paths, e))?;
     let pipeline = Pipeline::new(cfg, store)?;
     pipeline.recover()?;
     Ok(pipeline)
@@ -150,8 +164,11 @@ pub fn execute(
                 Err(refusal) => return Outcome::Answer(refusal),
             }
         }
-        _ => match open_here(cfg) {
-            Ok(p) => commands::execute_streamed(&p, request, &Caller::Unix(user), output),
+        _ => match open_here(cfg, matches!(request, Request::Sync { .. })) {
+            Ok(p) => refused_if_damaged(
+                &p,
+                commands::execute_streamed(&p, request, &Caller::Unix(user), output),
+            ),
             Err(refusal) => return Outcome::Answer(refusal),
         },
     };
@@ -189,10 +206,13 @@ fn process_here(
     let regular = file.metadata().is_ok_and(|m| m.is_file());
     let (opened, read) = if regular && size <= cfg.roster.max_bytes {
         let inbox = Paths::new(&cfg.data_dir).folder("inbox");
-        let (opened, read) = join(|| open_here(cfg), || read_and_copy(file, path, &inbox));
+        let (opened, read) = join(
+            || open_here(cfg, true),
+            || read_and_copy(file, path, &inbox),
+        );
         (opened, read.map(Ok))
     } else {
-        (open_here(cfg), Ok(Err(file)))
+        (open_here(cfg, true), Ok(Err(file)))
     };
     let p = opened?;
     let mut copied = None;
@@ -206,13 +226,18 @@ fn process_here(
             ));
         }
     };
-    Ok(commands::process_upload(
-        &p,
-        &original(path),
-        content,
-        dry_run,
-        user,
-    ))
+    let answered = commands::process_upload(&p, &original(path), content, dry_run, user);
+    Ok(refused_if_damaged(&p, answered))
+}
+
+/// The answer of a command run on a store opened with [`open_reading_all`]: the start-up
+/// check's refusal, naming the backup, when a bucket read after the open was damaged (the
+/// command failed on it and changed nothing).
+fn refused_if_damaged(p: &Pipeline<SledStore>, answered: Streamed) -> Streamed {
+    match p.store.damage_found() {
+        Some(detail) => Streamed::Whole(damaged(&p.paths, StoreError::Corrupt(detail)).response()),
+        None => answered,
+    }
 }
 
 /// Reads `file` (opened from `path`) whole and, at the same time, copies it into `inbox`
@@ -239,10 +264,15 @@ fn original(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Opens the store when no daemon answers, or the answer saying why it cannot.
-fn open_here(cfg: Config) -> std::result::Result<Pipeline<SledStore>, Response> {
+/// Opens the store when no daemon answers, or the answer saying why it cannot; `reads_all`:
+/// for a command that reads every account first ([`open_reading_all`]).
+fn open_here(cfg: Config, reads_all: bool) -> std::result::Result<Pipeline<SledStore>, Response> {
     let socket_exists = cfg.control.socket.exists();
-    match open(cfg) {
+    let opened = match reads_all {
+        true => open_reading_all(cfg),
+        false => open(cfg),
+    };
+    match opened {
         Ok(p) => Ok(p),
         Err(Error::InUse(busy)) if socket_exists => Err(Response::fail(
             exit::UNREACHABLE,
@@ -313,5 +343,66 @@ pub fn token_add(cfg: &Config, name: &str) -> Response {
             ),
         },
         Err(e) => e.response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::filing::Content;
+    use crate::store::{Commit, Store, samples};
+
+    #[test]
+    fn a_bucket_found_damaged_after_the_open_is_the_start_up_checks_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        let data = dir.path().join("data");
+        fs::write(
+            &config,
+            format!("data_dir = {data:?}\n[sso]\nenabled = true\n"),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&config)).unwrap();
+        {
+            // A roster applied (so that `sync` has one), an account, then its bucket damaged.
+            let p = open(cfg.clone()).unwrap();
+            let roster = b"Employee ID,Email\nE1,e1@x.io\n";
+            let name = p.receive("r.csv", Content::Stream(&mut &roster[..]), false);
+            p.process(&name.unwrap().0).unwrap();
+            let account = samples::packed([samples::account("E1")]);
+            p.store
+                .commit(Commit {
+                    updates: account,
+                    file: None,
+                    last_applied: None,
+                    audit: None,
+                    clear_remote: None,
+                })
+                .unwrap();
+            p.store.damage_bucket_of("E1");
+        }
+        let audit = |p: &Pipeline<SledStore>| p.store.audit(None).unwrap().len();
+        let p = open_reading_all(cfg.clone()).unwrap();
+        let before = audit(&p);
+        let sync = Request::Sync { force: false };
+        let answered =
+            commands::execute_streamed(&p, sync, &Caller::Unix("root".into()), Output::Text);
+        let Streamed::Whole(r) = refused_if_damaged(&p, answered) else {
+            panic!("a report for a damaged store");
+        };
+        assert_eq!(r.exit, exit::FAILED, "{}", r.text);
+        let store = data.join("store");
+        let refusal = format!("refusing to run on a damaged store {}", store.display());
+        assert!(r.text.contains(&refusal), "{}", r.text);
+        assert!(
+            r.text.contains(&crate::backup::advice(&p.paths)),
+            "{}",
+            r.text
+        );
+        assert!(r.text.ends_with("nothing was changed"), "{}", r.text);
+        assert_eq!(audit(&p), before, "no sync recorded");
+        drop(p);
+        // The full check at open finds the same damage.
+        assert!(open(cfg).is_err());
     }
 }

@@ -10,6 +10,7 @@
 mod backup;
 mod buckets;
 mod email_index;
+mod heads_check;
 mod migrate;
 mod store;
 mod versions;

@@ -1,6 +1,7 @@
 //! [`SledStore`]: the trees, opening (migrations, watermark and start-up check) and the
 //! [`Store`] operations, each one transaction then a flush.
 
+use super::heads_check::HeadsCheck;
 use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, backup,
     buckets, decode, email_index, encode, migrate, tx_audit, u64_of, unwrap_tx, versions,
@@ -38,6 +39,9 @@ pub struct SledStore {
     /// The outcome of checking the email index against the accounts, once per open: the
     /// index answers nothing before it passed (see [`SledStore::verify_index`]).
     index_checked: std::sync::OnceLock<Result<(), String>>,
+    /// The start-up check of the accounts' heads: made at open, or as the plan reads them
+    /// ([`SledStore::open_checking_as_read`]).
+    heads: HeadsCheck,
 }
 
 /// What the schema marker says must happen when the store is opened.
@@ -54,8 +58,22 @@ impl SledStore {
     /// Opens (creating if needed) the store at `path`, migrates an older one, and checks
     /// every record decodes and the email index matches the accounts.
     pub fn open(path: &Path) -> StoreResult<SledStore> {
+        Self::open_with(path, false)
+    }
+
+    /// [`SledStore::open`] for a command that reads every account's head first (`process`,
+    /// `sync`): each bucket is checked as it is read ([`Store::read_group`] decodes it as the
+    /// start-up check does), not also at open. Before anything else reads or writes the
+    /// accounts, or anything is written, the buckets not read yet are checked; a damaged
+    /// one is then refused as at open ([`SledStore::damage_found`]). A store migrated or
+    /// cleaned up at this open is checked whole at once.
+    pub fn open_checking_as_read(path: &Path) -> StoreResult<SledStore> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, as_read: bool) -> StoreResult<SledStore> {
         watermark::remove_unfinished_snapshots(path).map_err(sled::Error::Io)?;
-        let store = Self::with_trees(Self::open_db(path)?, path)?;
+        let mut store = Self::with_trees(Self::open_db(path)?, path)?;
         let upgrade = store.upgrade()?;
         // Before anything is written (a flush moves the watermark): a store that lost
         // committed changes is refused, not migrated.
@@ -91,7 +109,9 @@ impl SledStore {
             let buckets = store.compress_buckets()?;
             tracing::info!(buckets, "store migrated to schema 5 (buckets compressed)");
         }
+        let mut as_read = as_read && upgrade == Upgrade::None;
         if versions::unfinished(&store.versions)? {
+            as_read = false;
             let removed = store.buckets().collect_garbage()? + store.index().collect_garbage()?;
             versions::finished(&store.versions)?;
             store.flush()?;
@@ -100,7 +120,12 @@ impl SledStore {
                 "bucket versions of a write that was not made current, or replaced, were removed"
             );
         }
-        store.verify()?;
+        if as_read {
+            store.verify_records()?;
+            store.heads = HeadsCheck::deferred(HALVES.1);
+        } else {
+            store.verify()?;
+        }
         // Schema 1's accounts go only once their buckets have passed the check.
         if migrate::drop_v1_accounts(&store.db)? {
             store.flush()?;
@@ -154,6 +179,7 @@ impl SledStore {
             db,
             path: path.to_path_buf(),
             index_checked: std::sync::OnceLock::new(),
+            heads: HeadsCheck::done(),
         })
     }
 
@@ -211,21 +237,48 @@ impl SledStore {
     /// The start-up check of every record: rules, account buckets, ledger and audit entries
     /// must decode. The email index is checked on its own ([`SledStore::verify_index`]).
     pub fn verify(&self) -> StoreResult<()> {
+        self.check_heads()?;
+        self.verify_records()
+    }
+
+    /// The start-up check but for the accounts' heads.
+    fn verify_records(&self) -> StoreResult<()> {
         self.rules()?;
-        // Read in place for the accounts' heads: the checks of `decode`, no copy.
+        self.buckets().check_bounds()?;
+        self.index().check_bounds()?;
+        self.files()?;
+        self.audit(None)?;
+        Ok(())
+    }
+
+    /// Every bucket's heads decode, read in place: the checks of `decode`, no copy.
+    fn check_heads(&self) -> StoreResult<()> {
         let check = |range| {
             self.buckets()
                 .for_each(range, |k, v| buckets::heads(&k, v).map(drop))
         };
         let (half, all) = HALVES;
         let (lower, upper) = join(|| check(0..half), || check(half..all));
-        self.buckets().check_bounds()?;
-        self.index().check_bounds()?;
-        lower?;
-        upper?;
-        self.files()?;
-        self.audit(None)?;
-        Ok(())
+        lower.and(upper)
+    }
+
+    /// Completes a check of the heads left to be made as they are read
+    /// ([`SledStore::open_checking_as_read`]): called first by everything but
+    /// [`Store::read_group`] that reads or writes the accounts, and by every write.
+    pub(super) fn heads_checked(&self) -> StoreResult<()> {
+        let verdict = self.heads.outcome(HALVES.1, || match self.check_heads() {
+            Ok(()) => Ok(Ok(())),
+            Err(StoreError::Corrupt(detail)) => Ok(Err(detail)),
+            Err(other) => Err(other),
+        })?;
+        verdict.map_err(StoreError::Corrupt)
+    }
+
+    /// What the check of the heads found damaged, when it was made after the open
+    /// ([`SledStore::open_checking_as_read`]): the command's failure is then the start-up
+    /// check's refusal.
+    pub fn damage_found(&self) -> Option<String> {
+        self.heads.damage()
     }
 
     /// Checks the email index against the accounts (their count and a sum of pair hashes,
@@ -236,6 +289,7 @@ impl SledStore {
     /// sled's files are damaged and neither side can be trusted: refused, not rebuilt (a
     /// restore rebuilds it).
     pub fn verify_index(&self) -> StoreResult<()> {
+        self.heads_checked()?;
         if let Some(outcome) = self.index_checked.get() {
             return outcome.clone().map_err(StoreError::Corrupt);
         }
@@ -291,6 +345,7 @@ impl SledStore {
     }
 
     fn bump(&self, key: &[u8]) -> StoreResult<u64> {
+        self.heads_checked()?;
         let next = self.meta.update_and_fetch(key, |old| {
             Some(
                 (u64_of(old.map(sled::IVec::from)) + 1)
@@ -308,6 +363,7 @@ impl SledStore {
         out: &mut dyn std::io::Write,
         created_at: &str,
     ) -> std::io::Result<u64> {
+        self.heads_checked().map_err(std::io::Error::other)?;
         let stored = [
             (trees::META, &self.meta),
             (trees::RULES, &self.rules),
@@ -317,6 +373,17 @@ impl SledStore {
             (trees::REMOTE, &self.remote),
         ];
         backup::export(&stored, &self.buckets(), out, created_at)
+    }
+
+    /// Test damage: the current version of `employee_id`'s bucket overwritten with bytes
+    /// that do not decode (sled's own checks pass).
+    #[cfg(test)]
+    pub(crate) fn damage_bucket_of(&self, employee_id: &str) {
+        let key = buckets::bucket_of(employee_id);
+        let version = self.buckets().directory().unwrap();
+        let at = versions::key(key, version.version(buckets::number_of(key)));
+        self.accounts.insert(at, b"{not lz4".to_vec()).unwrap();
+        self.db.flush().unwrap();
     }
 
     /// Creates a new store at `path` (which must not exist) from a backup, checking it whole first.
@@ -351,6 +418,7 @@ impl Store for SledStore {
     }
 
     fn put_rule(&self, rule: &Rule, note: AuditNote) -> StoreResult<()> {
+        self.heads_checked()?;
         let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
             rules.insert(&rule.id.0.to_be_bytes(), encode(rule))?;
             tx_audit(meta, audit, &note)
@@ -360,6 +428,7 @@ impl Store for SledStore {
     }
 
     fn delete_rule(&self, id: RuleId, note: AuditNote) -> StoreResult<()> {
+        self.heads_checked()?;
         let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
             rules.remove(&id.0.to_be_bytes())?;
             tx_audit(meta, audit, &note)
@@ -369,6 +438,7 @@ impl Store for SledStore {
     }
 
     fn accounts(&self) -> StoreResult<Vec<Account>> {
+        self.heads_checked()?;
         // Not `with_capacity(self.accounts.len())`: sled counts a tree by scanning all of it.
         let mut out = Vec::new();
         self.buckets().for_each(0..HALVES.1, |k, v| {
@@ -379,6 +449,7 @@ impl Store for SledStore {
     }
 
     fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()> {
+        self.heads_checked()?;
         self.buckets().for_each(0..HALVES.1, |k, v| {
             buckets::borrow(&k, v)?.iter().for_each(&mut *f);
             Ok(())
@@ -391,6 +462,7 @@ impl Store for SledStore {
         lower: &mut (dyn FnMut(&AccountRef<'_>) + Send),
         upper: &mut (dyn FnMut(&AccountRef<'_>) + Send),
     ) -> StoreResult<()> {
+        self.heads_checked()?;
         let scan = |range, f: &mut (dyn FnMut(&AccountRef<'_>) + Send)| {
             self.buckets().for_each(range, |k, v| {
                 buckets::borrow(&k, v)?.iter().for_each(&mut *f);
@@ -403,15 +475,17 @@ impl Store for SledStore {
     }
 
     fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()> {
-        let bytes = self.buckets().get(g)?;
-        f(&buckets::heads_or_empty(
-            &buckets::key_of(g),
-            bytes.as_deref(),
-        )?);
+        let damage = |e: &StoreError| self.heads.note_damage(e);
+        let bytes = self.buckets().get(g).inspect_err(damage)?;
+        let heads =
+            buckets::heads_or_empty(&buckets::key_of(g), bytes.as_deref()).inspect_err(damage)?;
+        self.heads.note_read(g);
+        f(&heads);
         Ok(())
     }
 
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
+        self.heads_checked()?;
         let key = buckets::bucket_of(employee_id);
         let Some(bytes) = self.buckets().get(buckets::number_of(key))? else {
             return Ok(None);
@@ -517,6 +591,7 @@ impl Store for SledStore {
     }
 
     fn append_audit(&self, note: AuditNote) -> StoreResult<()> {
+        self.heads_checked()?;
         let r = (&self.meta, &self.audit).transaction(|(meta, audit)| tx_audit(meta, audit, &note));
         unwrap_tx(r)?;
         self.flush()
@@ -533,6 +608,7 @@ impl Store for SledStore {
     }
 
     fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()> {
+        self.heads_checked()?;
         self.remote.insert(inbox_name.as_bytes(), encode(origin))?;
         self.flush()
     }
@@ -553,6 +629,7 @@ impl Store for SledStore {
     }
 
     fn unregister_remote(&self, inbox_name: &str) -> StoreResult<()> {
+        self.heads_checked()?;
         self.remote.remove(inbox_name.as_bytes())?;
         self.flush()
     }
@@ -896,6 +973,69 @@ mod tests {
             !dir.path().join("c").exists(),
             "nothing is created from a bad backup"
         );
+    }
+
+    #[test]
+    fn a_store_checked_as_read_writes_nothing_before_every_bucket_passed() {
+        let dir = tempfile::tempdir().unwrap();
+        let commit = |s: &SledStore, id: &str| {
+            s.commit(Commit {
+                updates: crate::store::samples::packed([account(id)]),
+                file: None,
+                last_applied: None,
+                audit: Some(note("x")),
+                clear_remote: None,
+            })
+        };
+        let corrupt = |r: StoreResult<()>| matches!(r, Err(StoreError::Corrupt(_)));
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            commit(&s, "E1").unwrap();
+            commit(&s, "E2").unwrap();
+            s.damage_bucket_of("E1");
+        }
+        assert!(
+            corrupt(SledStore::open(dir.path()).map(drop)),
+            "checked at open"
+        );
+        let keys = |s: &SledStore| (s.accounts.len(), s.meta.len(), s.audit.len());
+
+        // Opened to be checked as read: the damaged bucket is found when the plan reads it,
+        // and then nothing is written, nor read another way.
+        let s = SledStore::open_checking_as_read(dir.path()).unwrap();
+        let before = keys(&s);
+        assert_eq!(s.damage_found(), None);
+        let g = buckets::number_of(buckets::bucket_of("E1"));
+        assert!(corrupt(s.read_group(g, &mut |_| {})));
+        assert!(s.damage_found().is_some());
+        assert!(corrupt(commit(&s, "E3")));
+        assert!(corrupt(s.next_file_id().map(drop)));
+        assert!(corrupt(s.append_audit(note("y"))));
+        assert!(corrupt(s.accounts().map(drop)));
+        assert_eq!(keys(&s), before, "nothing written");
+        drop(s);
+
+        // Nothing read first: the first write checks every bucket, and refuses.
+        let s = SledStore::open_checking_as_read(dir.path()).unwrap();
+        assert!(corrupt(commit(&s, "E3")));
+        assert!(s.damage_found().is_some());
+        assert_eq!(keys(&s), before, "nothing written");
+        drop(s);
+
+        // An undamaged store: every group read, then written; or written without reading.
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        let s = SledStore::open_checking_as_read(dir.path()).unwrap();
+        commit(&s, "E1").unwrap();
+        drop(s);
+        let s = SledStore::open_checking_as_read(dir.path()).unwrap();
+        for g in 0..HALVES.1 {
+            s.read_group(g, &mut |_| {}).unwrap();
+        }
+        commit(&s, "E2").unwrap();
+        assert_eq!(s.damage_found(), None);
+        drop(s);
+        assert_eq!(reopen(dir.path()).accounts().unwrap().len(), 2);
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl SledStore {
         remove: &[&str],
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
+        self.heads_checked()?;
         // A write of the ledger alone (a rejected or held file, a filing finished) puts
         // nothing aside.
         let nothing = updates.is_empty() && remove.is_empty();
