@@ -48,6 +48,14 @@ fn open_with(
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     let store = open_store(&paths.store).map_err(|e| damaged(&paths, e))?;
     let pipeline = Pipeline::new(cfg, store)?;
+    // Recovery moves files before it writes: a store whose heads are checked as they are
+    // read is checked whole first when recovery has work.
+    if pipeline.recovery_pending()? {
+        pipeline
+            .store
+            .heads_checked()
+            .map_err(|e| damaged(&pipeline.paths, e))?;
+    }
     pipeline.recover()?;
     Ok(pipeline)
 }
@@ -230,13 +238,15 @@ fn process_here(
     Ok(refused_if_damaged(&p, answered))
 }
 
-/// The answer of a command run on a store opened with [`open_reading_all`]: the start-up
-/// check's refusal, naming the backup, when a bucket read after the open was damaged (the
-/// command failed on it and changed nothing).
+/// The answer of a command run on a store opened with [`open_reading_all`], once every
+/// bucket it did not read has been checked too (nothing to do when its plan read them all):
+/// the start-up check's refusal, naming the backup, when one is damaged (the command failed
+/// on it or wrote nothing, as every write checks first).
 fn refused_if_damaged(p: &Pipeline<SledStore>, answered: Streamed) -> Streamed {
-    match p.store.damage_found() {
-        Some(detail) => Streamed::Whole(damaged(&p.paths, StoreError::Corrupt(detail)).response()),
-        None => answered,
+    match p.store.heads_checked() {
+        Ok(()) => answered,
+        Err(e @ StoreError::Corrupt(_)) => Streamed::Whole(damaged(&p.paths, e).response()),
+        Err(e) => Streamed::Whole(Error::from(e).context("checking the store").response()),
     }
 }
 
@@ -382,27 +392,86 @@ mod tests {
             p.store.damage_bucket_of("E1");
         }
         let audit = |p: &Pipeline<SledStore>| p.store.audit(None).unwrap().len();
-        let p = open_reading_all(cfg.clone()).unwrap();
-        let before = audit(&p);
-        let sync = Request::Sync { force: false };
-        let answered =
-            commands::execute_streamed(&p, sync, &Caller::Unix("root".into()), Output::Text);
-        let Streamed::Whole(r) = refused_if_damaged(&p, answered) else {
-            panic!("a report for a damaged store");
-        };
-        assert_eq!(r.exit, exit::FAILED, "{}", r.text);
-        let store = data.join("store");
-        let refusal = format!("refusing to run on a damaged store {}", store.display());
-        assert!(r.text.contains(&refusal), "{}", r.text);
-        assert!(
-            r.text.contains(&crate::backup::advice(&p.paths)),
-            "{}",
-            r.text
-        );
-        assert!(r.text.ends_with("nothing was changed"), "{}", r.text);
-        assert_eq!(audit(&p), before, "no sync recorded");
-        drop(p);
+        // The plan meets the damaged bucket; or, with the roster now over a limit, `sync`
+        // rejects it without reading any bucket: the answer waits for the check either way.
+        let mut rejecting = cfg.clone();
+        rejecting.roster.max_rows = 0;
+        for (cfg, rejected) in [(cfg.clone(), false), (rejecting, true)] {
+            let p = open_reading_all(cfg).unwrap();
+            let before = audit(&p);
+            let sync = Request::Sync { force: false };
+            let root = Caller::Unix("root".into());
+            let answered = commands::execute_streamed(&p, sync, &root, Output::Text);
+            // A failure on the damaged bucket, or a report of the rejection made without it.
+            assert_eq!(matches!(answered, Streamed::Body(_)), rejected);
+            let Streamed::Whole(r) = refused_if_damaged(&p, answered) else {
+                panic!("a report for a damaged store");
+            };
+            assert_eq!(r.exit, exit::FAILED, "{}", r.text);
+            let store = data.join("store");
+            let refusal = format!("refusing to run on a damaged store {}", store.display());
+            assert!(r.text.contains(&refusal), "{}", r.text);
+            let advice = crate::backup::advice(&p.paths);
+            assert!(r.text.contains(&advice), "{}", r.text);
+            assert!(r.text.ends_with("nothing was changed"), "{}", r.text);
+            assert_eq!(audit(&p), before, "no sync recorded");
+        }
         // The full check at open finds the same damage.
         assert!(open(cfg).is_err());
+    }
+
+    #[test]
+    fn recovery_waits_for_the_check_of_a_store_checked_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        fs::write(
+            &config,
+            format!("data_dir = {:?}\n", dir.path().join("data")),
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&config)).unwrap();
+        let inbox = {
+            // A file committed but not moved yet (a crash after the commit), and damage.
+            let p = open(cfg.clone()).unwrap();
+            let entry = crate::store::FileEntry {
+                id: 1,
+                name: "r.csv".into(),
+                stored_as: "20260101T000000Z_r.csv".into(),
+                size: 1,
+                sha256: "x".into(),
+                received_at: "t".into(),
+                processed_at: "t".into(),
+                status: crate::store::FileStatus::Applied,
+                summary: String::new(),
+                pending_move: Some((
+                    "inbox/r.csv".into(),
+                    "processed/20260101T000000Z_r.csv".into(),
+                )),
+                remote: None,
+                remote_pending: false,
+                was_held: false,
+            };
+            p.store
+                .commit(Commit {
+                    updates: samples::packed([samples::account("E1")]),
+                    file: Some(&entry),
+                    last_applied: Some(1),
+                    audit: None,
+                    clear_remote: None,
+                })
+                .unwrap();
+            fs::write(p.paths.folder("inbox").join("r.csv"), "x").unwrap();
+            p.store.damage_bucket_of("E1");
+            p.paths.folder("inbox")
+        };
+        let Err(e) = open_reading_all(cfg) else {
+            panic!("a damaged store opened for recovery");
+        };
+        let text = e.response().text;
+        assert!(
+            text.contains("refusing to run on a damaged store"),
+            "{text}"
+        );
+        assert!(inbox.join("r.csv").exists(), "the file was not moved");
     }
 }

@@ -28,6 +28,13 @@ pub enum Content<'a> {
 const RECEIVING: &str = ".receive-";
 
 impl<S: Store> Pipeline<S> {
+    /// Whether [`Self::recover`] has anything to finish in the store: a file committed but
+    /// not moved, or a download registered.
+    pub fn recovery_pending(&self) -> Result<bool> {
+        let moving = self.store.files()?.iter().any(|f| f.pending_move.is_some());
+        Ok(moving || !self.store.remote_registrations()?.is_empty())
+    }
+
     /// Finishes the filing of files committed before a crash.
     pub fn recover(&self) -> Result<()> {
         for entry in self.store.files()? {

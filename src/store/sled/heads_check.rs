@@ -51,11 +51,6 @@ impl HeadsCheck {
         }
     }
 
-    /// What was found damaged, if anything was.
-    pub(super) fn damage(&self) -> Option<String> {
-        self.verdict.get().and_then(|v| v.clone().err())
-    }
-
     /// Whether all of the first `buckets` were read.
     fn all_read(&self, buckets: usize) -> bool {
         (0..buckets).all(|b| {

@@ -65,7 +65,7 @@ impl SledStore {
     /// `sync`): each bucket is checked as it is read ([`Store::read_group`] decodes it as the
     /// start-up check does), not also at open. Before anything else reads or writes the
     /// accounts, or anything is written, the buckets not read yet are checked; a damaged
-    /// one is then refused as at open ([`SledStore::damage_found`]). A store migrated or
+    /// one is then refused as at open ([`SledStore::heads_checked`]). A store migrated or
     /// cleaned up at this open is checked whole at once.
     pub fn open_checking_as_read(path: &Path) -> StoreResult<SledStore> {
         Self::open_with(path, true)
@@ -126,8 +126,9 @@ impl SledStore {
         } else {
             store.verify()?;
         }
-        // Schema 1's accounts go only once their buckets have passed the check.
-        if migrate::drop_v1_accounts(&store.db)? {
+        // Schema 1's accounts go only once their buckets have passed the check: not at an
+        // open that checks them as they are read (a later full open drops them).
+        if !as_read && migrate::drop_v1_accounts(&store.db)? {
             store.flush()?;
         }
         Ok(store)
@@ -263,22 +264,16 @@ impl SledStore {
     }
 
     /// Completes a check of the heads left to be made as they are read
-    /// ([`SledStore::open_checking_as_read`]): called first by everything but
-    /// [`Store::read_group`] that reads or writes the accounts, and by every write.
-    pub(super) fn heads_checked(&self) -> StoreResult<()> {
+    /// ([`SledStore::open_checking_as_read`]), or gives its verdict (a bucket the plan found
+    /// damaged included): called first by everything but [`Store::read_group`] that reads
+    /// or writes the accounts, by every write, and before a command opened so answers.
+    pub fn heads_checked(&self) -> StoreResult<()> {
         let verdict = self.heads.outcome(HALVES.1, || match self.check_heads() {
             Ok(()) => Ok(Ok(())),
             Err(StoreError::Corrupt(detail)) => Ok(Err(detail)),
             Err(other) => Err(other),
         })?;
         verdict.map_err(StoreError::Corrupt)
-    }
-
-    /// What the check of the heads found damaged, when it was made after the open
-    /// ([`SledStore::open_checking_as_read`]): the command's failure is then the start-up
-    /// check's refusal.
-    pub fn damage_found(&self) -> Option<String> {
-        self.heads.damage()
     }
 
     /// Checks the email index against the accounts (their count and a sum of pair hashes,
@@ -598,6 +593,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> StoreResult<()> {
+        self.heads_checked()?;
         self.db.flush()?;
         watermark::record(&self.path, self.counters()?).map_err(sled::Error::Io)?;
         Ok(())
@@ -1004,10 +1000,9 @@ mod tests {
         // and then nothing is written, nor read another way.
         let s = SledStore::open_checking_as_read(dir.path()).unwrap();
         let before = keys(&s);
-        assert_eq!(s.damage_found(), None);
         let g = buckets::number_of(buckets::bucket_of("E1"));
         assert!(corrupt(s.read_group(g, &mut |_| {})));
-        assert!(s.damage_found().is_some());
+        assert!(corrupt(s.heads_checked()));
         assert!(corrupt(commit(&s, "E3")));
         assert!(corrupt(s.next_file_id().map(drop)));
         assert!(corrupt(s.append_audit(note("y"))));
@@ -1018,8 +1013,28 @@ mod tests {
         // Nothing read first: the first write checks every bucket, and refuses.
         let s = SledStore::open_checking_as_read(dir.path()).unwrap();
         assert!(corrupt(commit(&s, "E3")));
-        assert!(s.damage_found().is_some());
+        assert!(corrupt(s.flush()));
         assert_eq!(keys(&s), before, "nothing written");
+        drop(s);
+
+        // Schema 1's accounts, left by a migration whose check failed, are not dropped by
+        // an open that has not checked every bucket.
+        {
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            db.open_tree(ACCOUNTS_V1)
+                .unwrap()
+                .insert("E1", "x")
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let v1 = |s: &SledStore| {
+            s.db.tree_names()
+                .iter()
+                .any(|n| n == ACCOUNTS_V1.as_bytes())
+        };
+        let s = SledStore::open_checking_as_read(dir.path()).unwrap();
+        assert!(v1(&s), "schema 1's accounts kept");
+        assert!(corrupt(s.heads_checked()));
         drop(s);
 
         // An undamaged store: every group read, then written; or written without reading.
@@ -1033,7 +1048,7 @@ mod tests {
             s.read_group(g, &mut |_| {}).unwrap();
         }
         commit(&s, "E2").unwrap();
-        assert_eq!(s.damage_found(), None);
+        s.heads_checked().unwrap();
         drop(s);
         assert_eq!(reopen(dir.path()).accounts().unwrap().len(), 2);
     }
