@@ -29,28 +29,26 @@ pub fn caller() -> String {
 
 /// Opens the store and the pipeline, finishing any filing interrupted by a crash.
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
-    open_with(cfg, SledStore::open)
+    open_with(cfg, false)
 }
 
-/// [`open`] for `process` and `sync`, which read every account's head to plan: the heads
-/// are checked as they are read, not also at open ([`SledStore::open_checking_as_read`]);
-/// [`refused_if_damaged`] then gives a damaged one the start-up check's refusal.
-fn open_reading_all(cfg: Config) -> Result<Pipeline<SledStore>> {
-    open_with(cfg, SledStore::open_checking_as_read)
-}
-
-fn open_with(
-    cfg: Config,
-    open_store: fn(&Path) -> crate::store::StoreResult<SledStore>,
-) -> Result<Pipeline<SledStore>> {
+/// [`open`], or with `reads_all` for `process` and `sync`, which read every account's head
+/// to plan: the heads are then checked as they are read, not also at open
+/// ([`SledStore::open_checking_as_read`]); [`refused_if_damaged`] gives a damaged one the
+/// start-up check's refusal.
+fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
-    let store = open_store(&paths.store).map_err(|e| damaged(&paths, e))?;
+    let opened = match reads_all {
+        true => SledStore::open_checking_as_read(&paths.store),
+        false => SledStore::open(&paths.store),
+    };
+    let store = opened.map_err(|e| damaged(&paths, e))?;
     let pipeline = Pipeline::new(cfg, store)?;
     // Recovery moves files before it writes: a store whose heads are checked as they are
     // read is checked whole first when recovery has work.
-    if pipeline.recovery_pending()? {
+    if reads_all && pipeline.recovery_pending()? {
         pipeline
             .store
             .heads_checked()
@@ -238,7 +236,7 @@ fn process_here(
     Ok(refused_if_damaged(&p, answered))
 }
 
-/// The answer of a command run on a store opened with [`open_reading_all`], once every
+/// The answer of a command run on a store opened with `reads_all` ([`open_with`]), once every
 /// bucket it did not read has been checked too (nothing to do when its plan read them all):
 /// the start-up check's refusal, naming the backup, when one is damaged (the command failed
 /// on it or wrote nothing, as every write checks first).
@@ -275,14 +273,10 @@ fn original(path: &Path) -> String {
 }
 
 /// Opens the store when no daemon answers, or the answer saying why it cannot; `reads_all`:
-/// for a command that reads every account first ([`open_reading_all`]).
+/// for a command that reads every account first ([`open_with`]).
 fn open_here(cfg: Config, reads_all: bool) -> std::result::Result<Pipeline<SledStore>, Response> {
     let socket_exists = cfg.control.socket.exists();
-    let opened = match reads_all {
-        true => open_reading_all(cfg),
-        false => open(cfg),
-    };
-    match opened {
+    match open_with(cfg, reads_all) {
         Ok(p) => Ok(p),
         Err(Error::InUse(busy)) if socket_exists => Err(Response::fail(
             exit::UNREACHABLE,
@@ -362,17 +356,23 @@ mod tests {
     use crate::engine::filing::Content;
     use crate::store::{Commit, Store, samples};
 
-    #[test]
-    fn a_bucket_found_damaged_after_the_open_is_the_start_up_checks_refusal() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("c.toml");
-        let data = dir.path().join("data");
+    /// A config with its data under `dir`/data, and SSO on.
+    fn config_in(dir: &Path) -> Config {
+        let config = dir.join("c.toml");
+        let data = dir.join("data");
         fs::write(
             &config,
             format!("data_dir = {data:?}\n[sso]\nenabled = true\n"),
         )
         .unwrap();
-        let cfg = Config::load(Some(&config)).unwrap();
+        Config::load(Some(&config)).unwrap()
+    }
+
+    #[test]
+    fn a_bucket_found_damaged_after_the_open_is_the_start_up_checks_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let cfg = config_in(dir.path());
         {
             // A roster applied (so that `sync` has one), an account, then its bucket damaged.
             let p = open(cfg.clone()).unwrap();
@@ -397,7 +397,7 @@ mod tests {
         let mut rejecting = cfg.clone();
         rejecting.roster.max_rows = 0;
         for (cfg, rejected) in [(cfg.clone(), false), (rejecting, true)] {
-            let p = open_reading_all(cfg).unwrap();
+            let p = open_with(cfg, true).unwrap();
             let before = audit(&p);
             let sync = Request::Sync { force: false };
             let root = Caller::Unix("root".into());
@@ -423,13 +423,7 @@ mod tests {
     #[test]
     fn recovery_waits_for_the_check_of_a_store_checked_as_read() {
         let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("c.toml");
-        fs::write(
-            &config,
-            format!("data_dir = {:?}\n", dir.path().join("data")),
-        )
-        .unwrap();
-        let cfg = Config::load(Some(&config)).unwrap();
+        let cfg = config_in(dir.path());
         let inbox = {
             // A file committed but not moved yet (a crash after the commit), and damage.
             let p = open(cfg.clone()).unwrap();
@@ -464,7 +458,7 @@ mod tests {
             p.store.damage_bucket_of("E1");
             p.paths.folder("inbox")
         };
-        let Err(e) = open_reading_all(cfg) else {
+        let Err(e) = open_with(cfg, true) else {
             panic!("a damaged store opened for recovery");
         };
         let text = e.response().text;

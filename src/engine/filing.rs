@@ -227,19 +227,15 @@ impl<S: Store> Pipeline<S> {
         }
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!("{RECEIVING}{}.part", std::process::id()));
-        let content = match content {
+        let written = match content {
             Content::Read(bytes, Some(copy)) => match copy.name(&bytes, &tmp) {
                 Ok(copy) => Ok((copy, Some(bytes))),
                 Err(e) => {
                     tracing::debug!("the copy made while the file was read is not used: {e}");
-                    Err(Content::Read(bytes, None))
+                    copy_into(&tmp, Content::Read(bytes, None))
                 }
             },
-            content => Err(content),
-        };
-        let written = match content {
-            Ok(named) => Ok(named),
-            Err(content) => copy_into(&tmp, content),
+            content => copy_into(&tmp, content),
         }
         .with_context(|| format!("writing {}", tmp.display()));
         let (copy, read) = match written {

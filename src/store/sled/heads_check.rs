@@ -60,9 +60,10 @@ impl HeadsCheck {
         })
     }
 
-    /// The verdict on every bucket's heads: known, or every one of the `buckets` was read,
-    /// or `check` reads them all now. `Err(Ok(e))` for an error that says nothing about the
-    /// store (I/O: not kept, asked again next time), `Err(Err(detail))` for damage.
+    /// The verdict on every bucket's heads (`Err(detail)` for damage): known, or every one
+    /// of the `buckets` was read, or `check` reads them all now and gives it. An error of
+    /// `check` says nothing about the store (I/O): it is returned, not kept as the verdict,
+    /// and the check runs again next time.
     pub(super) fn outcome<E>(
         &self,
         buckets: usize,
