@@ -806,6 +806,7 @@ mod tests {
             Updates::packed(vec![Packed::of(&staged_role)]),
             &[],
             version,
+            &before,
             &mut written,
         )
         .unwrap();
@@ -833,10 +834,15 @@ mod tests {
             let version = versions::reserve(&s.versions).unwrap();
             let mut written = super::super::write::Written::default();
             versions::unfinish(&s.versions).unwrap();
+            let before = (
+                s.buckets().directory().unwrap(),
+                s.index().directory().unwrap(),
+            );
             s.write_aside(
                 Updates::packed(vec![Packed::of(&moved), Packed::of(&account("E3"))]),
                 &[],
                 version,
+                &before,
                 &mut written,
             )
             .unwrap();

@@ -182,6 +182,13 @@ impl<'a> Versioned<'a> {
         self.get_from(g, self.directory()?.version(g))
     }
 
+    /// [`Self::get`] as `directory`, read a moment ago, names it: a write reads its buckets
+    /// through the directory it read once at its start, not through one read per bucket (at
+    /// a first import of 10k accounts those reads were ~a tenth of the run).
+    pub fn get_at(&self, directory: &Directory, g: usize) -> StoreResult<Option<Vec<u8>>> {
+        self.get_from(g, directory.version(g))
+    }
+
     /// [`Self::get`] from `version`, what the directory said a moment ago.
     fn get_from(&self, g: usize, mut version: u64) -> StoreResult<Option<Vec<u8>>> {
         loop {

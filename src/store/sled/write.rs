@@ -55,7 +55,7 @@ impl SledStore {
         let nothing = updates.is_empty() && remove.is_empty();
         self.write_versions(
             nothing,
-            |version, written| self.write_aside(updates, remove, version, written),
+            |version, before, written| self.write_aside(updates, remove, version, before, written),
             more,
         )
     }
@@ -67,7 +67,7 @@ impl SledStore {
         let mut count = 0;
         self.write_versions(
             false,
-            |version, written| {
+            |version, _, written| {
                 for (tree, name, into) in [
                     (&self.accounts, ACCOUNT_BUCKETS, &mut written.accounts),
                     (&self.emails, EMAIL_INDEX, &mut written.index),
@@ -94,14 +94,15 @@ impl SledStore {
         Ok(count)
     }
 
-    /// A write copy-on-write: `aside` puts the new versions aside, after the marker that says
-    /// a write may leave some (unless `nothing` is to be put aside), one transaction makes them current with what `more` writes, then a flush
-    /// and the replaced versions are removed. On an error nothing is current and what was
-    /// put aside is removed (or, failing that, at the next start).
+    /// A write copy-on-write: `aside` puts the new versions aside (given the directories as
+    /// the write found them), after the marker that says a write may leave some (unless
+    /// `nothing` is to be put aside), one transaction makes them current with what `more`
+    /// writes, then a flush and the replaced versions are removed. On an error nothing is
+    /// current and what was put aside is removed (or, failing that, at the next start).
     fn write_versions(
         &self,
         nothing: bool,
-        aside: impl FnOnce(u64, &mut Written) -> StoreResult<()>,
+        aside: impl FnOnce(u64, &(Directory, Directory), &mut Written) -> StoreResult<()>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
         let version = versions::reserve(&self.versions)?;
@@ -117,7 +118,7 @@ impl SledStore {
         let outcome = (if nothing {
             Ok(())
         } else {
-            versions::unfinish(&self.versions).and_then(|()| aside(version, &mut written))
+            versions::unfinish(&self.versions).and_then(|()| aside(version, &before, &mut written))
         })
         .and_then(|()| {
             crate::util::crash_point("after_aside");
@@ -145,11 +146,14 @@ impl SledStore {
 
     /// Builds the buckets the write changes and puts them aside as `version`, [`BATCH`]
     /// buckets at a time, each batch's updates let go once it is written; then the index's.
+    /// The buckets are read as `before` (the accounts' and the index's directories, read
+    /// at the write's start) names them.
     pub(super) fn write_aside(
         &self,
         updates: Updates<'_>,
         remove: &[&str],
         version: u64,
+        before: &(Directory, Directory),
         written: &mut Written,
     ) -> StoreResult<()> {
         let mut updates = updates.by_group();
@@ -169,14 +173,14 @@ impl SledStore {
             if groups.is_empty() {
                 continue;
             }
-            for (g, bytes) in self.stage_buckets(&groups, remove, &mut changes)? {
+            for (g, bytes) in self.stage_buckets(&groups, remove, &before.0, &mut changes)? {
                 written
                     .accounts
                     .push(accounts.write_aside(g, version, bytes)?);
             }
         }
         let index = self.index();
-        for (g, bytes) in email_index::Changes::stage(&changes, &|g| index.get(g))? {
+        for (g, bytes) in email_index::Changes::stage(&changes, &|g| index.get_at(&before.1, g))? {
             written.index.push(index.write_aside(g, version, bytes)?);
         }
         Ok(())
@@ -189,6 +193,7 @@ impl SledStore {
         &self,
         groups: &BTreeMap<buckets::BucketKey, Vec<buckets::Entry<'_>>>,
         remove: &[&str],
+        directory: &Directory,
         changes: &mut [email_index::Changes; 2],
     ) -> StoreResult<Vec<Staged>> {
         type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<buckets::Entry<'a>>)];
@@ -199,7 +204,7 @@ impl SledStore {
             let mut staged = Vec::with_capacity(part.len());
             for (key, updates) in part {
                 let g = buckets::number_of(**key);
-                let before = accounts.get(g)?;
+                let before = accounts.get_at(directory, g)?;
                 let existing = buckets::heads_or_empty(*key, before.as_deref())?;
                 let merged = buckets::merge(&existing, updates, remove);
                 let after = (!merged.is_empty())
