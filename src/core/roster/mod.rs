@@ -309,8 +309,12 @@ impl<'a> Parser<'a> {
         loop {
             match reader.read_byte_record(&mut record) {
                 Ok(true) => {}
-                Ok(false) => return Ok(()),
+                Ok(false) => {
+                    self.check_pending();
+                    return Ok(());
+                }
                 Err(e) => {
+                    self.check_pending();
                     // Unreachable for bytes in memory with `flexible`; still, never panic.
                     self.errors.push(Finding::file(format!(
                         "the file cannot be read as CSV: {e}"
@@ -339,6 +343,7 @@ impl<'a> Parser<'a> {
             None
         };
         if let Some(field) = open_quote {
+            self.check_pending();
             self.unclosed_quote(field, line, self.previous_end);
         }
         let Some(h) = &self.header else {
@@ -353,6 +358,7 @@ impl<'a> Parser<'a> {
         };
         self.rows += 1;
         if self.rows > self.opts.max_rows {
+            self.check_pending();
             self.errors.push(Finding::file(format!(
                 "the file has more than {} data rows (roster.max_rows); split the \
                  roster or raise the limit",
@@ -371,6 +377,14 @@ impl<'a> Parser<'a> {
             );
         }
         Ok(())
+    }
+
+    /// Checks the IDs and emails of the rows read since the last check (see
+    /// [`Rows::push`]): before any other error is pushed, and once every record is read.
+    fn check_pending(&mut self) {
+        if let Some(h) = &self.header {
+            self.employees.check_pending(h, &mut self.errors);
+        }
     }
 
     /// The roster, or the rejection, once every record is read.

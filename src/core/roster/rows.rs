@@ -30,7 +30,14 @@ pub(super) struct Rows {
     /// The IDs of the rows appended after these (see [`Rows::append`]), with the row each
     /// part starts at.
     appended_ids: Vec<(FirstRows, usize)>,
+    /// How many of `employees` had their ID and email checked ([`Rows::check_pending`]).
+    checked: usize,
 }
+
+/// How many rows are read before their IDs and emails are checked together: the checks
+/// look each one up in tables of a million entries, and made one after the other, with
+/// no row's reading between them, those cache misses overlap (BENCHMARKS.md).
+const CHECK_BATCH: usize = 32;
 
 impl Rows {
     /// No rows yet; `inactive_statuses` as configured (they are compared folded).
@@ -43,6 +50,7 @@ impl Rows {
             seen_ids: FirstRows::default(),
             seen_emails: FirstRows::default(),
             appended_ids: Vec::new(),
+            checked: 0,
         }
     }
 
@@ -82,6 +90,9 @@ impl Rows {
     /// pass gives. What is known of their emails is dropped, and their IDs are kept apart
     /// for [`RowsById`]: call only once every row is read and checked.
     pub(super) fn append(&mut self, later: Rows) {
+        debug_assert!(
+            self.checked == self.employees.len() && later.checked == later.employees.len()
+        );
         let start = self.employees.len();
         self.appended_ids.push((later.seen_ids, start));
         for (ids, from) in later.appended_ids {
@@ -89,12 +100,15 @@ impl Rows {
         }
         let renumber = self.symbols.absorb(&later.symbols);
         self.employees.extend(later.employees);
+        self.checked = self.employees.len();
         self.values
             .extend(later.values.iter().map(|sym| renumber[sym.0 as usize]));
     }
 
     /// Checks the data record on lines `line..=last_line`, pushing what is wrong with it to
-    /// `errors`; a record with the header's field count becomes an employee either way.
+    /// `errors`; a record with the header's field count becomes an employee either way. Its
+    /// ID and email are checked with the next rows' ([`CHECK_BATCH`]): call
+    /// [`Self::check_pending`] before any other finding is pushed to `errors`, and at the end.
     pub(super) fn push(
         &mut self,
         h: &Header,
@@ -105,6 +119,7 @@ impl Rows {
         errors: &mut Capped,
     ) {
         if record.len() != h.written.len() {
+            self.check_pending(h, errors);
             errors.push(wrong_field_count(h, record, line, last_line, delimiter));
             return;
         }
@@ -116,10 +131,6 @@ impl Rows {
             .status
             .is_some_and(|c| self.is_inactive(cells.get(Some(c))));
         let employee = Employee::new(line, id, email, manager_id, inactive);
-        self.check_id(h, id, line, errors);
-        if !inactive {
-            self.check_email(h, email, employee.has_well_formed_email(), line, errors);
-        }
 
         if self.values.capacity() == 0 {
             self.values
@@ -130,20 +141,37 @@ impl Rows {
             self.values.push(sym);
         }
         self.employees.push(employee);
+        if self.employees.len() - self.checked >= CHECK_BATCH {
+            self.check_pending(h, errors);
+        }
+    }
+
+    /// Checks the IDs and emails of the rows pushed since the last call, in row order,
+    /// pushing what is wrong to `errors`.
+    pub(super) fn check_pending(&mut self, h: &Header, errors: &mut Capped) {
+        for row in self.checked..self.employees.len() {
+            self.check_id(h, row, errors);
+            if !self.employees[row].inactive {
+                self.check_email(h, row, errors);
+            }
+        }
+        self.checked = self.employees.len();
     }
 
     /// An employee ID must be there, and on no earlier row.
-    fn check_id(&mut self, h: &Header, id: &str, line: u64, errors: &mut Capped) {
+    fn check_id(&mut self, h: &Header, row: usize, errors: &mut Capped) {
         let Some(c) = h.employee_id else {
             return;
         };
+        let (id, line) = (self.employees[row].id(), self.employees[row].line());
         if id.is_empty() {
             errors.push(Finding::at(
                 line,
                 h.name(c),
                 "employee_id is empty; every row needs the employee's ID",
             ));
-        } else if let Some(first) = self.first_line_of(id) {
+        } else if let Some(first) = first_line(&mut self.seen_ids, &self.employees, row, id, id_key)
+        {
             errors.push(Finding::at(
                 line,
                 h.name(c),
@@ -157,17 +185,12 @@ impl Rows {
 
     /// The email of an employee who is not inactive must be there, well-formed, and on no
     /// earlier row of such an employee.
-    fn check_email(
-        &mut self,
-        h: &Header,
-        email: &str,
-        well_formed: bool,
-        line: u64,
-        errors: &mut Capped,
-    ) {
+    fn check_email(&mut self, h: &Header, row: usize, errors: &mut Capped) {
         let Some(c) = h.email else {
             return;
         };
+        let employee = &self.employees[row];
+        let (email, line) = (employee.email(), employee.line());
         if email.is_empty() {
             errors.push(Finding::at(
                 line,
@@ -175,7 +198,7 @@ impl Rows {
                 "email is empty; an employee who has not left needs their SSO email \
                  (only rows of inactive employees may leave it empty)",
             ));
-        } else if !well_formed {
+        } else if !employee.has_well_formed_email() {
             let why = email_problem(email);
             errors.push(Finding::at(
                 line,
@@ -185,7 +208,13 @@ impl Rows {
                      local part, one @ and a domain with a dot, and no spaces)"
                 ),
             ));
-        } else if let Some(first) = self.first_line_of_email(email) {
+        } else if let Some(first) = first_line(
+            &mut self.seen_emails,
+            &self.employees,
+            row,
+            &columns::fold(email),
+            email_key,
+        ) {
             errors.push(Finding::at(
                 line,
                 h.name(c),
@@ -198,27 +227,6 @@ impl Rows {
         }
     }
 
-    /// The line where `id` was first seen, or `None` when it is new (it is then remembered
-    /// as the ID of the row about to be pushed).
-    fn first_line_of(&mut self, id: &str) -> Option<u64> {
-        let next = self.employees.len() as u32;
-        let first = self
-            .seen_ids
-            .first_or_add(id, next, &self.employees, id_key)?;
-        Some(self.employees[first as usize].line())
-    }
-
-    /// The line of the first active row with the same email (case-insensitive), or `None`
-    /// when it is new (it is then remembered as the email of the row about to be pushed).
-    fn first_line_of_email(&mut self, email: &str) -> Option<u64> {
-        let folded = columns::fold(email);
-        let next = self.employees.len() as u32;
-        let first = self
-            .seen_emails
-            .first_or_add(&folded, next, &self.employees, email_key)?;
-        Some(self.employees[first as usize].line())
-    }
-
     fn is_inactive(&self, status: &str) -> bool {
         if status.is_ascii() {
             // Folded statuses hold no ASCII capitals, so this equals comparing fold_value.
@@ -228,6 +236,19 @@ impl Rows {
             self.inactive.contains(&folded)
         }
     }
+}
+
+/// The line of the first row in `table` whose key is `key` (an ID, or a folded email), or
+/// `None` when it is new: `row`, the row that has it, is then remembered as its first.
+fn first_line(
+    table: &mut FirstRows,
+    rows: &[Employee],
+    row: usize,
+    key: &str,
+    key_of: Key,
+) -> Option<u64> {
+    let first = table.first_or_add(key, row as u32, rows, key_of)?;
+    Some(rows[first as usize].line())
 }
 
 /// What a [`FirstRows`] table tells rows apart by, read from a row.
@@ -309,7 +330,7 @@ impl FirstRows {
     }
 
     /// The first row whose key is `key`; `None` when there is none, and `next` (the row
-    /// about to be pushed) is remembered as its first.
+    /// that has it, the first not yet in the table) is remembered as its first.
     fn first_or_add(
         &mut self,
         key: &str,
@@ -427,7 +448,72 @@ mod tests {
     use crate::core::roster::tests::{ids, needing, ok, ok_with, places, rejected, rejected_with};
     use proptest::prelude::*;
 
+    /// The findings a row-by-row check of IDs and emails gives, in line order, for `rows`
+    /// (ID choice, email choice, inactive, whether the row has the header's field count) of
+    /// a file whose header is `employee_id,email,status`.
+    fn row_by_row(rows: &[(u8, u8, bool, bool)]) -> Vec<(u64, Option<&'static str>)> {
+        let (mut ids, mut emails) = (Vec::new(), Vec::new());
+        let mut found = Vec::new();
+        for (i, &(id, email, inactive, whole)) in rows.iter().enumerate() {
+            let line = i as u64 + 2;
+            if !whole {
+                found.push((line, None));
+                continue;
+            }
+            if id == 0 || ids.contains(&id) {
+                found.push((line, Some("employee_id")));
+            } else {
+                ids.push(id);
+            }
+            // Choices 6 and 7 are 2 and 3 in capitals: the same folded email.
+            let folded = if email >= 6 { email - 4 } else { email };
+            if !inactive {
+                if email <= 1 || emails.contains(&folded) {
+                    found.push((line, Some("email")));
+                } else {
+                    emails.push(folded);
+                }
+            }
+        }
+        found
+    }
+
     proptest! {
+        /// IDs and emails checked a batch of rows at a time give what a row-by-row check
+        /// gives, in line order, the rows of the wrong length in their place among them.
+        #[test]
+        fn ids_and_emails_checked_by_batch_are_found_as_row_by_row(
+            rows in proptest::collection::vec((0u8..6, 0u8..8, any::<bool>(), 0u8..12), 1..160),
+        ) {
+            let rows: Vec<(u8, u8, bool, bool)> =
+                rows.into_iter().map(|(i, e, x, w)| (i, e, x, w != 0)).collect();
+            let mut text = String::from("employee_id,email,status\n");
+            for &(id, email, inactive, whole) in &rows {
+                let id = if id == 0 { String::new() } else { format!("E{id}") };
+                let email = match email {
+                    0 => String::new(),
+                    1 => "not-an-email".to_owned(),
+                    6 | 7 => format!("U{}@EXAMPLE.com", email - 4),
+                    n => format!("u{n}@example.com"),
+                };
+                let status = if inactive { "terminated" } else { "active" };
+                if whole {
+                    text.push_str(&format!("{id},{email},{status}\n"));
+                } else {
+                    text.push_str(&format!("{id},{email}\n"));
+                }
+            }
+            let errors = match crate::core::roster::parse(text.as_bytes(), &RosterOptions::default()) {
+                Ok(_) => Vec::new(),
+                Err(r) => r.errors,
+            };
+            let found: Vec<(u64, Option<&str>)> = places(&errors)
+                .into_iter()
+                .map(|(line, column)| (line.expect("a row's line"), column))
+                .collect();
+            prop_assert_eq!(found, row_by_row(&rows));
+        }
+
         /// The shortcut of `trim` gives what `str::trim` gives, Unicode spaces and the
         /// vertical tab (a space to `char`, not to `u8::is_ascii_whitespace`) included.
         #[test]
