@@ -37,9 +37,30 @@ impl Packed {
         &self.0
     }
 
-    /// The fields a sync decides on, read in place.
+    /// The fields a sync decides on, read in place. Packed here, the bytes are an account:
+    /// only its leading fields are read, not its dates and history (a first import reads
+    /// the heads of 950k new accounts so, to group them by bucket and to index their emails;
+    /// [`take_head`] checked every string of each, ~8 % of the commit's CPU).
     pub fn head(&self) -> AccountHead<'_> {
-        take_head(&self.0).expect("packed by `Packed::of`").0
+        #[derive(serde::Deserialize)]
+        struct Leading<'a> {
+            employee_id: &'a str,
+            email: &'a str,
+            role: &'a str,
+            status: Status,
+            origin: Origin,
+            rule_id: Option<RuleId>,
+        }
+        let (f, _history): (Leading<'_>, _) =
+            postcard::take_from_bytes(&self.0).expect("packed by `Packed::of`");
+        AccountHead {
+            employee_id: f.employee_id,
+            email: f.email,
+            role: f.role,
+            status: f.status,
+            origin: f.origin,
+            rule_id: f.rule_id,
+        }
     }
 
     /// The account's employee ID, read without the rest (its first field).
@@ -251,6 +272,39 @@ mod tests {
         let p = Packed::of(&a);
         assert!(p.bytes().len() > 512);
         assert_eq!(p.unpack(), a);
+    }
+
+    proptest::proptest! {
+        /// The head a packed account reads in place is the account's, and what
+        /// [`take_head`], which checks every string, reads.
+        #[test]
+        fn a_packed_heads_leading_fields_are_the_accounts_head(
+            id in "\\PC{0,12}",
+            email in "\\PC{0,24}",
+            role in "\\PC{0,12}",
+            active in proptest::bool::ANY,
+            auto in proptest::bool::ANY,
+            rule in proptest::option::of(0u64..100_000),
+            reasons in proptest::collection::vec("\\PC{0,30}", 0..3),
+        ) {
+            let mut a = Account {
+                employee_id: id,
+                email,
+                role,
+                status: if active { Status::Active } else { Status::Inactive },
+                origin: if auto { Origin::Auto } else { Origin::Manual },
+                rule_id: rule.map(RuleId),
+                created_at: "2026-01-01T00:00:00Z".into(),
+                updated_at: "2026-01-01T00:00:00Z".into(),
+                history: Vec::new(),
+            };
+            for reason in reasons {
+                a.record("2026-01-02T00:00:00Z", "r.csv", reason);
+            }
+            let p = Packed::of(&a);
+            proptest::prop_assert_eq!(p.head(), a.head());
+            proptest::prop_assert_eq!(take_head(p.bytes()).unwrap().0, a.head());
+        }
     }
 
     fn account(rule: u64, reason: &str) -> Account {
