@@ -51,7 +51,7 @@ impl Packed {
             origin: Origin,
             rule_id: Option<RuleId>,
         }
-        let (f, _history): (Leading<'_>, _) =
+        let (f, _dates_and_history): (Leading<'_>, _) =
             postcard::take_from_bytes(&self.0).expect("packed by `Packed::of`");
         AccountHead {
             employee_id: f.employee_id,
