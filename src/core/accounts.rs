@@ -21,8 +21,10 @@ pub fn group_of(employee_id: &str) -> usize {
     (h % GROUPS as u32) as usize
 }
 
-/// The fields of a stored account a sync decides on, read in place (no copy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fields of a stored account a sync decides on, read in place (no copy). They lead an
+/// [`Account`]'s encoding in the same order, so an encoded account's first fields decode
+/// as its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub struct AccountHead<'a> {
     /// See [`Account`].
     pub employee_id: &'a str,
