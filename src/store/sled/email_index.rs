@@ -14,7 +14,6 @@
 
 use super::Staged;
 use super::buckets::{self, BucketKey};
-use super::versions::Stored;
 use crate::core::accounts::AccountHead;
 use crate::core::parallel::join;
 use crate::store::{StoreError, StoreResult};
@@ -236,7 +235,7 @@ impl Changes {
                 entries.extend(groups().flat_map(Group::added));
                 entries.sort_unstable();
                 entries.dedup();
-                let after = (!entries.is_empty()).then(|| Stored::pack(&encode(&entries)));
+                let after = (!entries.is_empty()).then(|| encode(&entries));
                 staged.push((n, after));
             }
             Ok::<_, StoreError>(staged)

@@ -12,6 +12,7 @@ mod buckets;
 mod email_index;
 mod heads_check;
 mod migrate;
+mod pages;
 mod store;
 mod versions;
 pub mod watermark;
@@ -25,7 +26,9 @@ use serde::Serialize;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
 /// The schema this build writes and reads.
-const SCHEMA: &[u8] = b"autoprov-5";
+const SCHEMA: &[u8] = b"autoprov-6";
+/// Every bucket its own page ([`pages`]): read as schema 6, only the marker is rewritten.
+const SCHEMA_V5: &[u8] = b"autoprov-5";
 /// Buckets stored uncompressed: each is rewritten compressed when it is opened.
 const SCHEMA_V4: &[u8] = b"autoprov-4";
 /// Buckets written in place and uncompressed: read as version 0 of each (see [`versions`]) and
@@ -86,7 +89,7 @@ fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNot
 
 /// A bucket (of accounts or of the email index) as a write leaves it: its number and its
 /// bytes (`None`: it holds nothing).
-type Staged = (usize, Option<versions::Stored>);
+type Staged = (usize, Option<Vec<u8>>);
 
 fn unwrap_tx<T>(r: Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
     match r {

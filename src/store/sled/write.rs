@@ -18,10 +18,12 @@ use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
 
 /// How many buckets of accounts are built and written aside at a time: at a million
-/// accounts, 256 buckets are ~60k accounts and ~13 MB.
+/// accounts, 256 buckets are ~60k accounts and ~13 MB. A multiple of the pages' region
+/// ([`super::pages::REGION`]): a batch lays its regions out whole.
 const BATCH: usize = 256;
 
-/// The versions a write put aside (bucket, version), of the accounts and of the index.
+/// The directory entries a write puts in place (bucket, entry), of the accounts and of the
+/// index.
 #[derive(Default)]
 pub(super) struct Written {
     accounts: Vec<(usize, u64)>,
@@ -31,12 +33,12 @@ pub(super) struct Written {
 impl SledStore {
     /// The account buckets, through their directory.
     pub(super) fn buckets(&self) -> Versioned<'_> {
-        Versioned::new(&self.accounts, &self.versions, ACCOUNT_BUCKETS)
+        Versioned::new(&self.accounts, &self.versions, ACCOUNT_BUCKETS).cached_as(self.id)
     }
 
     /// The email index's buckets, through their directory.
     pub(super) fn index(&self) -> Versioned<'_> {
-        Versioned::new(&self.emails, &self.versions, EMAIL_INDEX)
+        Versioned::new(&self.emails, &self.versions, EMAIL_INDEX).cached_as(self.id)
     }
 
     /// Writes `updates` (of two updates of one ID the later wins) and removes the accounts
@@ -60,30 +62,38 @@ impl SledStore {
         )
     }
 
-    /// Schema 3 or 4 → 5: every bucket rewritten compressed ([`versions::Stored`]), made
-    /// current in one transaction with schema 5's marker, as any write is (a crash before
-    /// it leaves the old schema, migrated again at the next start). How many buckets.
+    /// Schema 3 or 4 → 6: every bucket rewritten compressed ([`versions::Stored`]) and in
+    /// pages, [`BATCH`] buckets at a time, made current in one transaction with schema 6's
+    /// marker, as any write is (a crash before it leaves the old schema, migrated again at
+    /// the next start). How many buckets hold records.
     pub(super) fn compress_buckets(&self) -> StoreResult<usize> {
         let mut count = 0;
         self.write_versions(
             false,
-            |version, _, written| {
-                for (tree, name, into) in [
-                    (&self.accounts, ACCOUNT_BUCKETS, &mut written.accounts),
-                    (&self.emails, EMAIL_INDEX, &mut written.index),
+            |version, before, written| {
+                for (tree, name, before, into) in [
+                    (
+                        &self.accounts,
+                        ACCOUNT_BUCKETS,
+                        &before.0,
+                        &mut written.accounts,
+                    ),
+                    (&self.emails, EMAIL_INDEX, &before.1, &mut written.index),
                 ] {
                     let compressed = Versioned::new(tree, &self.versions, name);
-                    Versioned::uncompressed(tree, &self.versions, name).for_each(
-                        0..buckets::BUCKETS as usize,
-                        |key, record| {
-                            let g = buckets::number_of(key);
-                            let stored = versions::Stored::pack(record);
-                            into.push(compressed.write_aside(g, version, Some(stored))?);
+                    let raw = Versioned::uncompressed(tree, &self.versions, name);
+                    for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
+                        let mut records = Vec::new();
+                        raw.for_each(start..start + BATCH, |key, record| {
+                            records.push((buckets::number_of(key), Some(record.to_vec())));
                             Ok(())
-                        },
-                    )?;
+                        })?;
+                        into.extend(compressed.write_pages(before, records, version)?);
+                    }
                 }
-                count = written.accounts.len() + written.index.len();
+                count = (written.accounts.iter().chain(&written.index))
+                    .filter(|(_, entry)| *entry != versions::EMPTY)
+                    .count();
                 Ok(())
             },
             |t| {
@@ -173,16 +183,16 @@ impl SledStore {
             if groups.is_empty() {
                 continue;
             }
-            for (g, bytes) in self.stage_buckets(&groups, remove, &before.0, &mut changes)? {
-                written
-                    .accounts
-                    .push(accounts.write_aside(g, version, bytes)?);
-            }
+            let staged = self.stage_buckets(&groups, remove, &before.0, &mut changes)?;
+            written
+                .accounts
+                .extend(accounts.write_pages(&before.0, staged, version)?);
         }
         let index = self.index();
-        for (g, bytes) in email_index::Changes::stage(&changes, &|g| index.get_at(&before.1, g))? {
-            written.index.push(index.write_aside(g, version, bytes)?);
-        }
+        let staged = email_index::Changes::stage(&changes, &|g| index.get_at(&before.1, g))?;
+        written
+            .index
+            .extend(index.write_pages(&before.1, staged, version)?);
         Ok(())
     }
 
@@ -207,8 +217,7 @@ impl SledStore {
                 let before = accounts.get_at(directory, g)?;
                 let existing = buckets::heads_or_empty(*key, before.as_deref())?;
                 let merged = buckets::merge(&existing, updates, remove);
-                let after = (!merged.is_empty())
-                    .then(|| versions::Stored::pack(&buckets::encode_entries(&merged)));
+                let after = (!merged.is_empty()).then(|| buckets::encode_entries(&merged));
                 // After the encoding: the accounts' emails are in cache.
                 changes.add_bucket(existing.heads(), &merged);
                 staged.push((g, after));
@@ -332,12 +341,11 @@ mod tests {
             assert!(reader.join().unwrap() > 0);
         });
         assert_eq!(s.account("E7").unwrap().unwrap().role, "Role 20");
-        // Every replaced version is gone: one key per bucket in use.
-        let in_use = ids
-            .iter()
-            .map(|id| crate::core::accounts::group_of(id))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        assert_eq!(s.accounts.iter().keys().count(), in_use);
+        // Every replaced version is gone: each key left is a page the directory names.
+        assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
+        assert!(
+            s.accounts.len() < 4096 / 2,
+            "2,000 small accounts share pages"
+        );
     }
 }
