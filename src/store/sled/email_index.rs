@@ -205,14 +205,14 @@ impl Changes {
         }
     }
 
-    /// Reads the index buckets that the changes of `parts` touch and builds what they hold
-    /// after them; half of the buckets on a second core (a first import adds a million
+    /// Reads the index buckets in `range` that the changes of `parts` touch and builds what
+    /// they hold after them; half of them on a second core (a first import adds a million
     /// entries).
     pub fn stage(
         parts: &[Changes],
+        range: std::ops::Range<usize>,
         read: &(dyn Fn(usize) -> StoreResult<Option<Vec<u8>>> + Sync),
     ) -> StoreResult<Vec<Staged>> {
-        let buckets = buckets::BUCKETS as usize;
         let stage = |range: std::ops::Range<usize>| {
             let mut staged = Vec::new();
             for n in range {
@@ -240,7 +240,8 @@ impl Changes {
             }
             Ok::<_, StoreError>(staged)
         };
-        let (staged, rest) = join(|| stage(0..buckets / 2), || stage(buckets / 2..buckets));
+        let half = range.start + range.len() / 2;
+        let (staged, rest) = join(|| stage(range.start..half), || stage(half..range.end));
         let mut staged = staged?;
         staged.extend(rest?);
         Ok(staged)

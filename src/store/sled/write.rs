@@ -188,11 +188,17 @@ impl SledStore {
                 .accounts
                 .extend(accounts.write_pages(&before.0, staged, version)?);
         }
+        // The index in batches too: its records, held until their pages are laid out and
+        // compressed, are ~40 MB at a million accounts.
         let index = self.index();
-        let staged = email_index::Changes::stage(&changes, &|g| index.get_at(&before.1, g))?;
-        written
-            .index
-            .extend(index.write_pages(&before.1, staged, version)?);
+        for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
+            let range = start..start + BATCH;
+            let read = |g| index.get_at(&before.1, g);
+            let staged = email_index::Changes::stage(&changes, range, &read)?;
+            written
+                .index
+                .extend(index.write_pages(&before.1, staged, version)?);
+        }
         Ok(())
     }
 
