@@ -15,7 +15,7 @@
 use super::Staged;
 use super::buckets::{self, BucketKey};
 use crate::core::accounts::AccountHead;
-use crate::core::parallel::join;
+use crate::core::parallel::{WORTH_A_THREAD, join_if};
 use crate::store::{StoreError, StoreResult};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -206,13 +206,24 @@ impl Changes {
     }
 
     /// Reads the index buckets in `range` that the changes of `parts` touch and builds what
-    /// they hold after them; half of them on a second core (a first import adds a million
-    /// entries).
+    /// they hold after them; half of them on a second core when that is worth it (a first
+    /// import adds a million entries), as `size` estimates each bucket's record.
     pub fn stage(
         parts: &[Changes],
         range: std::ops::Range<usize>,
         read: &(dyn Fn(usize) -> StoreResult<Option<Vec<u8>>> + Sync),
+        size: &dyn Fn(usize) -> usize,
     ) -> StoreResult<Vec<Staged>> {
+        let bytes: usize = range
+            .clone()
+            .map(|n| {
+                let changes = parts.iter().map(|c| &c.groups[n]);
+                match changes.clone().all(Group::is_empty) {
+                    true => 0,
+                    false => size(n) + changes.map(|g| g.text.len()).sum::<usize>(),
+                }
+            })
+            .sum();
         let stage = |range: std::ops::Range<usize>| {
             let mut staged = Vec::new();
             for n in range {
@@ -241,7 +252,11 @@ impl Changes {
             Ok::<_, StoreError>(staged)
         };
         let half = range.start + range.len() / 2;
-        let (staged, rest) = join(|| stage(range.start..half), || stage(half..range.end));
+        let (staged, rest) = join_if(
+            bytes >= WORTH_A_THREAD,
+            || stage(range.start..half),
+            || stage(half..range.end),
+        );
         let mut staged = staged?;
         staged.extend(rest?);
         Ok(staged)

@@ -94,6 +94,20 @@ impl Page {
     }
 }
 
+/// About how many bytes the record of a bucket with directory entry `entry` takes, as far as
+/// the entry tells (to decide whether work on it is worth a second thread): none when it is
+/// empty, its share of a page of several, and half a page for a page of its own (it did
+/// not fit with its neighbour).
+pub fn estimated_size(entry: u64) -> usize {
+    match entry {
+        EMPTY => 0,
+        _ => match (entry >> LEVEL_SHIFT) as u32 {
+            0 => PAGE_BYTES / 2,
+            level => PAGE_BYTES >> level.min(MAX_LEVEL),
+        },
+    }
+}
+
 /// A tree's name in words ("account buckets", "email index").
 pub fn words(name: &str) -> String {
     name.replace('_', " ")

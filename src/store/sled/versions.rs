@@ -32,6 +32,7 @@ pub use super::pages::EMPTY;
 #[cfg(test)]
 pub use super::pages::key;
 use super::pages::{self, Laid, Layout, Page, PageId, PageRecords, Slot, words};
+use crate::core::parallel::{WORTH_A_THREAD, join_if};
 use crate::store::{StoreError, StoreResult};
 use sled::IVec;
 
@@ -120,6 +121,11 @@ impl Directory {
                     .expect("a directory's length is checked when it is read"),
             ),
         }
+    }
+
+    /// About how many bytes bucket `g`'s record takes ([`pages::estimated_size`]).
+    pub fn estimated_size(&self, g: usize) -> usize {
+        pages::estimated_size(self.entry(g))
     }
 
     /// This directory with the entries in `set` (bucket, entry) in place of its own.
@@ -353,7 +359,12 @@ impl<'a> Versioned<'a> {
                 .collect::<Vec<_>>()
         };
         let (lower, upper) = laid.split_at(laid.len() / 2);
-        let (mut packed, upper) = crate::core::parallel::join(|| pack(lower), || pack(upper));
+        let bytes: usize = laid
+            .iter()
+            .flat_map(|l| l.records.iter().flatten())
+            .map(Vec::len)
+            .sum();
+        let (mut packed, upper) = join_if(bytes >= WORTH_A_THREAD, || pack(lower), || pack(upper));
         packed.extend(upper);
         let mut entries = Vec::new();
         for (page, stored) in packed {

@@ -9,7 +9,7 @@ use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, Staged, TxResult, buckets, email_index, unwrap_tx,
 };
 use crate::core::accounts::{AccountGroup, group_of};
-use crate::core::parallel::join;
+use crate::core::parallel::{WORTH_A_THREAD, join_if};
 use crate::core::updates::Updates;
 use crate::store::backup_format::meta;
 use crate::store::{Store, StoreError, StoreResult};
@@ -18,9 +18,11 @@ use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
 
 /// How many buckets of accounts are built and written aside at a time: at a million
-/// accounts, 256 buckets are ~60k accounts and ~13 MB. A multiple of the pages' region
-/// ([`super::pages::REGION`]): a batch lays its regions out whole.
-const BATCH: usize = 256;
+/// accounts, 128 buckets are ~30k accounts and ~6 MB, held before they are laid out in
+/// pages and compressed (256 took the worst first import's peak from 324–333 to 344–348
+/// MB). A multiple of the pages' region ([`super::pages::REGION`]): a batch lays its
+/// regions out whole.
+const BATCH: usize = 128;
 
 /// The directory entries a write puts in place (bucket, entry), of the accounts and of the
 /// index.
@@ -194,7 +196,8 @@ impl SledStore {
         for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
             let range = start..start + BATCH;
             let read = |g| index.get_at(&before.1, g);
-            let staged = email_index::Changes::stage(&changes, range, &read)?;
+            let size = |g| before.1.estimated_size(g);
+            let staged = email_index::Changes::stage(&changes, range, &read, &size)?;
             written
                 .index
                 .extend(index.write_pages(&before.1, staged, version)?);
@@ -231,7 +234,19 @@ impl SledStore {
             Ok::<_, StoreError>(staged)
         };
         let [lower, upper] = changes;
-        let (staged, rest) = join(|| stage(first, lower), || stage(second, upper));
+        let bytes: usize = groups
+            .iter()
+            .map(|(key, updates)| {
+                let rewritten: usize = updates.iter().map(|e| e.bytes.len()).sum();
+                directory.estimated_size(buckets::number_of(**key)) + rewritten
+            })
+            .sum();
+        let worth_a_thread = bytes >= WORTH_A_THREAD;
+        let (staged, rest) = join_if(
+            worth_a_thread,
+            || stage(first, lower),
+            || stage(second, upper),
+        );
         let mut staged = staged?;
         staged.extend(rest?);
         Ok(staged)
