@@ -177,6 +177,15 @@ impl PageRecords {
     }
 }
 
+/// The id of the next store opened in this process ([`new_store_id`]).
+static NEXT_STORE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// An id no other store opened in this process has: what the cache of pages tells stores
+/// apart by (two stores may give out the same versions).
+pub fn new_store_id() -> u64 {
+    NEXT_STORE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Which page of which tree of which open store: a page's content never changes (a version
 /// is given out once per store), so what is cached under it is never stale.
 #[derive(Clone, Copy, PartialEq, Eq)]

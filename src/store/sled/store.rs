@@ -46,9 +46,6 @@ pub struct SledStore {
     pub(super) id: u64,
 }
 
-/// The id of the next store opened in this process.
-static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// What the schema marker says must happen when the store is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Upgrade {
@@ -196,7 +193,7 @@ impl SledStore {
             path: path.to_path_buf(),
             index_checked: std::sync::OnceLock::new(),
             heads: HeadsCheck::done(),
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: super::pages::new_store_id(),
         })
     }
 

@@ -769,7 +769,7 @@ mod tests {
         ) {
             let db = sled::Config::new().temporary(true).open().unwrap();
             let (tree, versions) = (db.open_tree("b").unwrap(), db.open_tree(TREE).unwrap());
-            let cached = Versioned::new(&tree, &versions, "b").cached_as(u64::MAX);
+            let cached = Versioned::new(&tree, &versions, "b").cached_as(pages::new_store_id());
             let plain = Versioned::new(&tree, &versions, "b");
             if !legacy {
                 cached.name_all_empty().unwrap();
