@@ -310,14 +310,17 @@ impl<'a> Versioned<'a> {
 
     /// Writes the buckets of `records` (in bucket order) aside as `version`: each region
     /// ([`pages::REGION`]) they are in is laid out anew where something is rewritten
-    /// ([`Layout`]), its pages compressed on two cores. `before` is the directory the write
-    /// started from. The directory entries that make them current (bucket, entry).
+    /// ([`Layout`]), its pages compressed on two cores when that is worth it. `before` is the
+    /// directory the write started from. The directory entries that make them current
+    /// (bucket, entry) are added to `written` as each page is put aside, so that a write
+    /// that fails part way removes what it did put aside.
     pub fn write_pages(
         &self,
         before: &Directory,
         records: Records,
         version: u64,
-    ) -> StoreResult<Vec<(usize, u64)>> {
+        written: &mut Vec<(usize, u64)>,
+    ) -> StoreResult<()> {
         debug_assert!(self.compressed, "only the current form is written");
         let mut laid = Vec::new();
         let mut records = records.into_iter().peekable();
@@ -366,7 +369,6 @@ impl<'a> Versioned<'a> {
             .sum();
         let (mut packed, upper) = join_if(bytes >= WORTH_A_THREAD, || pack(lower), || pack(upper));
         packed.extend(upper);
-        let mut entries = Vec::new();
         for (page, stored) in packed {
             let entry = match stored {
                 Some(Stored(bytes)) => {
@@ -375,9 +377,9 @@ impl<'a> Versioned<'a> {
                 }
                 None => EMPTY,
             };
-            entries.extend(page.span().map(|g| (g, entry)));
+            written.extend(page.span().map(|g| (g, entry)));
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// Marks every bucket of a page of several buckets that holds one rewritten as rewritten
@@ -642,8 +644,8 @@ mod tests {
             .unwrap();
         let before = v.directory().unwrap();
         assert_eq!(v.get(3).unwrap().as_deref(), Some(&b"old"[..]));
-        let written = v
-            .write_pages(&before, vec![(3, Some(b"new".to_vec()))], 5)
+        let mut written = Vec::new();
+        v.write_pages(&before, vec![(3, Some(b"new".to_vec()))], 5, &mut written)
             .unwrap();
         assert_eq!(
             v.get(3).unwrap().as_deref(),
@@ -676,8 +678,8 @@ mod tests {
         let stored = Stored::pack(&record);
         assert!(stored.len() * 10 < record.len(), "{} bytes", stored.len());
         let before = v.directory().unwrap();
-        let written = v
-            .write_pages(&before, vec![(1, Some(record.clone()))], 7)
+        let mut written = Vec::new();
+        v.write_pages(&before, vec![(1, Some(record.clone()))], 7, &mut written)
             .unwrap();
         versions
             .insert("email_index", before.with(&written))
@@ -748,7 +750,9 @@ mod tests {
     /// removed.
     fn commit(v: &Versioned<'_>, versions: &sled::Tree, records: Records, version: u64) {
         let before = v.directory().unwrap();
-        let written = v.write_pages(&before, records, version).unwrap();
+        let mut written = Vec::new();
+        v.write_pages(&before, records, version, &mut written)
+            .unwrap();
         versions.insert(v.name, before.with(&written)).unwrap();
         v.remove_superseded(&before, &written).unwrap();
     }

@@ -90,12 +90,10 @@ impl SledStore {
                             records.push((buckets::number_of(key), Some(record.to_vec())));
                             Ok(())
                         })?;
-                        into.extend(compressed.write_pages(before, records, version)?);
+                        count += records.len();
+                        compressed.write_pages(before, records, version, into)?;
                     }
                 }
-                count = (written.accounts.iter().chain(&written.index))
-                    .filter(|(_, entry)| *entry != versions::EMPTY)
-                    .count();
                 Ok(())
             },
             |t| {
@@ -186,9 +184,7 @@ impl SledStore {
                 continue;
             }
             let staged = self.stage_buckets(&groups, remove, &before.0, &mut changes)?;
-            written
-                .accounts
-                .extend(accounts.write_pages(&before.0, staged, version)?);
+            accounts.write_pages(&before.0, staged, version, &mut written.accounts)?;
         }
         // The index in batches too: its records, held until their pages are laid out and
         // compressed, are ~40 MB at a million accounts.
@@ -198,9 +194,7 @@ impl SledStore {
             let read = |g| index.get_at(&before.1, g);
             let size = |g| before.1.estimated_size(g);
             let staged = email_index::Changes::stage(&changes, range, &read, &size)?;
-            written
-                .index
-                .extend(index.write_pages(&before.1, staged, version)?);
+            index.write_pages(&before.1, staged, version, &mut written.index)?;
         }
         Ok(())
     }
