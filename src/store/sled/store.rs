@@ -1169,6 +1169,66 @@ mod tests {
         sizes
     }
 
+    /// Schema 5 kept every bucket in a value of its own, named by its version alone: such a
+    /// store opens as schema 6 with nothing rewritten but the marker, answers the same, and
+    /// its next write lays its buckets out in pages; an empty one gets directories.
+    #[test]
+    fn a_schema_5_store_opens_as_schema_6_and_its_next_write_makes_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let many: Vec<Account> = (0..3000).map(|i| account(&format!("E{i}"))).collect();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            commit_accounts(&s, many.clone());
+            // Rewritten as schema 5 laid them out: one compressed value per bucket.
+            let version = versions::reserve(&s.versions).unwrap();
+            for (v, name) in [(s.buckets(), ACCOUNT_BUCKETS), (s.index(), EMAIL_INDEX)] {
+                let mut records = Vec::new();
+                v.for_each(0..HALVES.1, |k, r| {
+                    records.push((k, r.to_vec()));
+                    Ok(())
+                })
+                .unwrap();
+                v.tree.clear().unwrap();
+                let mut directory = vec![versions::EMPTY.to_be_bytes(); HALVES.1];
+                for (k, record) in records {
+                    directory[buckets::number_of(k)] = version.to_be_bytes();
+                    let stored = versions::Stored::pack(&record);
+                    v.tree
+                        .insert(versions::key(k, version), stored.bytes())
+                        .unwrap();
+                }
+                s.versions.insert(name, directory.concat()).unwrap();
+            }
+            s.meta.insert(meta::SCHEMA, SCHEMA_V5).unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path());
+        assert_eq!(s.meta.get(meta::SCHEMA).unwrap().unwrap().as_ref(), SCHEMA);
+        let one_per_bucket = s.accounts.len();
+        assert_eq!(s.accounts().unwrap().len(), 3000);
+        assert_eq!(ids(&s.accounts_by_email("e2999@x.io").unwrap()), ["E2999"]);
+        commit_accounts(&s, vec![account("E3000")]);
+        assert!(
+            s.accounts.len() < one_per_bucket,
+            "a region rewritten in pages"
+        );
+        assert_eq!(s.account("E3000").unwrap(), Some(account("E3000")));
+        assert_eq!(s.accounts().unwrap().len(), 3001);
+        assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
+        drop(s);
+        assert_eq!(reopen(dir.path()).accounts().unwrap().len(), 3001);
+        // An empty schema-5 store: directories that name every bucket empty.
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.versions.clear().unwrap();
+            s.meta.insert(meta::SCHEMA, SCHEMA_V5).unwrap();
+            s.flush().unwrap();
+        }
+        let s = reopen(dir.path());
+        assert!(!s.buckets().is_legacy().unwrap() && !s.index().is_legacy().unwrap());
+    }
+
     /// Schemas 3 and 4 stored buckets uncompressed: opened, every bucket is rewritten
     /// compressed, the accounts and the index answer as before, and nothing old is left, nor
     /// what a migration that crashed before making its versions current put aside.
