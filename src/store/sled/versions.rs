@@ -123,6 +123,11 @@ impl Directory {
         }
     }
 
+    /// Whether this directory is `bytes` (as [`Self::with`] makes one).
+    pub fn is(&self, bytes: &[u8]) -> bool {
+        self.0.as_deref() == Some(bytes)
+    }
+
     /// About how many bytes bucket `g`'s record takes ([`pages::estimated_size`]).
     pub fn estimated_size(&self, g: usize) -> usize {
         pages::estimated_size(self.entry(g))

@@ -136,11 +136,7 @@ impl SledStore {
         });
         if let Err(e) = outcome {
             // Best effort: what is left is removed at the next start.
-            let _ = self
-                .buckets()
-                .remove_written(&written.accounts)
-                .and_then(|()| self.index().remove_written(&written.index))
-                .and_then(|()| finish());
+            let _ = self.clean_up_failed(&before, &written, finish);
             return Err(e);
         }
         let removed = self
@@ -152,6 +148,28 @@ impl SledStore {
             tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
         }
         Ok(())
+    }
+
+    /// After a write that failed: the versions it put aside that are not current are
+    /// removed, then `finish` clears the marker, unless the write was made current (its
+    /// flush failed): the versions it replaced are then left, and the marker with them, for
+    /// the next start to remove.
+    pub(super) fn clean_up_failed(
+        &self,
+        before: &(Directory, Directory),
+        written: &Written,
+        finish: impl FnOnce() -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let made_current = self
+            .buckets()
+            .directory()
+            .is_ok_and(|d| !written.accounts.is_empty() && d.is(&before.0.with(&written.accounts)));
+        self.buckets().remove_written(&written.accounts)?;
+        self.index().remove_written(&written.index)?;
+        match made_current {
+            true => Ok(()),
+            false => finish(),
+        }
     }
 
     /// Builds the buckets the write changes and puts them aside as `version`, [`BATCH`]
@@ -309,6 +327,70 @@ mod tests {
             clear_remote: None,
         })
         .unwrap();
+    }
+
+    /// A write made current whose flush then failed: what it put aside stays (it is
+    /// current), and so does the marker, so that the next start removes the versions it
+    /// replaced; a write that was not made current removes what it put aside.
+    #[test]
+    fn a_write_made_current_but_not_flushed_leaves_what_it_replaced_to_the_next_start() {
+        use super::super::versions;
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            commit(&s, vec![account("E1"), account("E2")]);
+            for made_current in [false, true] {
+                let before = (
+                    s.buckets().directory().unwrap(),
+                    s.index().directory().unwrap(),
+                );
+                let version = versions::reserve(&s.versions).unwrap();
+                let mut written = super::Written::default();
+                versions::unfinish(&s.versions).unwrap();
+                let role = format!("Role {made_current}");
+                let e1 = Account {
+                    role: role.clone(),
+                    ..account("E1")
+                };
+                s.write_aside(
+                    crate::core::updates::Updates::packed(vec![crate::core::packed::Packed::of(
+                        &e1,
+                    )]),
+                    &[],
+                    version,
+                    &before,
+                    &mut written,
+                )
+                .unwrap();
+                if made_current {
+                    s.versions
+                        .insert(super::ACCOUNT_BUCKETS, before.0.with(&written.accounts))
+                        .unwrap();
+                    s.versions
+                        .insert(super::EMAIL_INDEX, before.1.with(&written.index))
+                        .unwrap();
+                }
+                s.clean_up_failed(&before, &written, || versions::finished(&s.versions))
+                    .unwrap();
+                assert_eq!(versions::unfinished(&s.versions).unwrap(), made_current);
+                let expected = if made_current {
+                    role
+                } else {
+                    "IT Admin".into()
+                };
+                assert_eq!(s.account("E1").unwrap().unwrap().role, expected);
+            }
+            assert!(
+                s.buckets().collect_garbage().unwrap() > 0,
+                "E1's old page left"
+            );
+            versions::unfinish(&s.versions).unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.account("E1").unwrap().unwrap().role, "Role true");
+        assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
+        assert!(!versions::unfinished(&s.versions).unwrap());
     }
 
     /// Readers beside a writer (the daemon answers reads while the engine commits) see
