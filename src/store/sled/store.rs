@@ -1137,7 +1137,20 @@ mod tests {
     /// uncompressed, under the bucket's key alone and no directories, or under a version the
     /// directories name. Returns each tree's stored bytes, to compare.
     fn as_older_schema(s: &SledStore, versioned: bool) -> [u64; 2] {
-        let version = versions::reserve(&s.versions).unwrap();
+        let at = versioned.then(|| versions::reserve(&s.versions).unwrap());
+        let sizes = one_value_per_bucket(s, at, false);
+        s.meta
+            .insert(meta::SCHEMA, if versioned { SCHEMA_V4 } else { SCHEMA_V3 })
+            .unwrap();
+        s.flush().unwrap();
+        sizes
+    }
+
+    /// Rewrites every bucket of each bucketed tree of `s` as one value of its own, as
+    /// schemas up to 5 laid them out: under version `at` named by a directory, or (`None`)
+    /// under the bucket's key alone with no directory; compressed or not. Returns each
+    /// tree's record bytes.
+    fn one_value_per_bucket(s: &SledStore, at: Option<u64>, compressed: bool) -> [u64; 2] {
         let mut sizes = [0; 2];
         for (i, (v, name)) in [(s.buckets(), ACCOUNT_BUCKETS), (s.index(), EMAIL_INDEX)]
             .into_iter()
@@ -1150,22 +1163,22 @@ mod tests {
             })
             .unwrap();
             v.tree.clear().unwrap();
+            let version = at.unwrap_or(0);
             let mut directory = vec![versions::EMPTY.to_be_bytes(); HALVES.1];
             for (k, record) in records {
-                let at = if versioned { version } else { 0 };
                 sizes[i] += record.len() as u64;
-                directory[buckets::number_of(k)] = at.to_be_bytes();
-                v.tree.insert(versions::key(k, at), record).unwrap();
+                directory[buckets::number_of(k)] = version.to_be_bytes();
+                let stored = match compressed {
+                    true => versions::Stored::pack(&record).bytes().to_vec(),
+                    false => record,
+                };
+                v.tree.insert(versions::key(k, version), stored).unwrap();
             }
-            match versioned {
-                true => s.versions.insert(name, directory.concat()).unwrap(),
-                false => s.versions.remove(name).unwrap(),
+            match at {
+                Some(_) => s.versions.insert(name, directory.concat()).unwrap(),
+                None => s.versions.remove(name).unwrap(),
             };
         }
-        s.meta
-            .insert(meta::SCHEMA, if versioned { SCHEMA_V4 } else { SCHEMA_V3 })
-            .unwrap();
-        s.flush().unwrap();
         sizes
     }
 
@@ -1181,24 +1194,7 @@ mod tests {
             commit_accounts(&s, many.clone());
             // Rewritten as schema 5 laid them out: one compressed value per bucket.
             let version = versions::reserve(&s.versions).unwrap();
-            for (v, name) in [(s.buckets(), ACCOUNT_BUCKETS), (s.index(), EMAIL_INDEX)] {
-                let mut records = Vec::new();
-                v.for_each(0..HALVES.1, |k, r| {
-                    records.push((k, r.to_vec()));
-                    Ok(())
-                })
-                .unwrap();
-                v.tree.clear().unwrap();
-                let mut directory = vec![versions::EMPTY.to_be_bytes(); HALVES.1];
-                for (k, record) in records {
-                    directory[buckets::number_of(k)] = version.to_be_bytes();
-                    let stored = versions::Stored::pack(&record);
-                    v.tree
-                        .insert(versions::key(k, version), stored.bytes())
-                        .unwrap();
-                }
-                s.versions.insert(name, directory.concat()).unwrap();
-            }
+            one_value_per_bucket(&s, Some(version), true);
             s.meta.insert(meta::SCHEMA, SCHEMA_V5).unwrap();
             s.flush().unwrap();
         }
@@ -1226,6 +1222,10 @@ mod tests {
             s.flush().unwrap();
         }
         let s = reopen(dir.path());
+        assert!(!s.buckets().is_legacy().unwrap() && !s.index().is_legacy().unwrap());
+        // So does a new store.
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         assert!(!s.buckets().is_legacy().unwrap() && !s.index().is_legacy().unwrap());
     }
 

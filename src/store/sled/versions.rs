@@ -427,9 +427,7 @@ impl<'a> Versioned<'a> {
     /// current since, or the store is damaged.
     fn missing(&self, before: &Directory, g: usize) -> StoreError {
         match self.directory() {
-            Ok(now) if now != *before => StoreError::Conflict(
-                "accounts changed while a commit was prepared; nothing was written".into(),
-            ),
+            Ok(now) if now != *before => changed_meanwhile(),
             Ok(_) => StoreError::Corrupt(format!(
                 "the {} lost bucket {g}: its current page is missing",
                 words(self.name)
@@ -571,6 +569,11 @@ impl<'a> Versioned<'a> {
             .unwrap()
             .map(|p| p.key())
     }
+}
+
+/// The error of a write whose directories changed after it read them.
+pub fn changed_meanwhile() -> StoreError {
+    StoreError::Conflict("accounts changed while a commit was prepared; nothing was written".into())
 }
 
 /// A directory as read from the tree, checked for its length.

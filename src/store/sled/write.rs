@@ -290,10 +290,9 @@ impl SledStore {
                     if versions::tx_directory(versions, ACCOUNT_BUCKETS)? != before.0
                         || versions::tx_directory(versions, EMAIL_INDEX)? != before.1
                     {
-                        return Err(ConflictableTransactionError::Abort(StoreError::Conflict(
-                            "accounts changed while a commit was prepared; nothing was written"
-                                .into(),
-                        )));
+                        return Err(ConflictableTransactionError::Abort(
+                            versions::changed_meanwhile(),
+                        ));
                     }
                     versions.insert(ACCOUNT_BUCKETS, after.0.as_slice())?;
                     versions.insert(EMAIL_INDEX, after.1.as_slice())?;
