@@ -119,6 +119,13 @@ pub struct ByGroup<'a> {
 }
 
 impl ByGroup<'_> {
+    /// How many accounts of the groups below `end` are not taken yet.
+    pub fn count_below(&self, end: usize) -> usize {
+        let end = end.min(GROUPS) as u32;
+        self.created.partition_point(|(g, _)| *g < end)
+            + self.packed.partition_point(|(g, _)| *g < end)
+    }
+
     /// The accounts of the groups below `end` not taken yet, packed: the new ones first,
     /// made on two cores, then the changed ones in the order given.
     pub fn take_below(&mut self, end: usize) -> Vec<Packed> {
@@ -339,9 +346,12 @@ mod tests {
         let mut by_group = updates.by_group();
         let mut seen = Vec::new();
         let mut from = 0;
+        assert_eq!(by_group.count_below(GROUPS), 3001);
         for end in [700, 1400, 2800, GROUPS] {
+            let counted = by_group.count_below(end);
             let batch = by_group.take_below(end);
             assert!(!batch.is_empty());
+            assert_eq!(counted, batch.len(), "counted as taken");
             assert!(
                 batch
                     .iter()
@@ -357,6 +367,7 @@ mod tests {
             seen.extend(batch.iter().map(|p| p.employee_id().to_string()));
             from = end;
         }
+        assert_eq!(by_group.count_below(GROUPS), 0);
         assert!(by_group.take_below(GROUPS).is_empty());
         let mut expected: Vec<String> = ids.clone();
         expected.push("P1".into());

@@ -205,6 +205,25 @@ impl Changes {
         }
     }
 
+    /// About how many bytes staging the index buckets in `range` for the changes of `parts`
+    /// works on: the records of the buckets they touch, as `size` estimates each, and the
+    /// changes' own text.
+    pub fn bytes(
+        parts: &[Changes],
+        range: std::ops::Range<usize>,
+        size: &dyn Fn(usize) -> usize,
+    ) -> usize {
+        range
+            .map(|n| {
+                let changes = parts.iter().map(|c| &c.groups[n]);
+                match changes.clone().all(Group::is_empty) {
+                    true => 0,
+                    false => size(n) + changes.map(|g| g.text.len()).sum::<usize>(),
+                }
+            })
+            .sum()
+    }
+
     /// Reads the index buckets in `range` that the changes of `parts` touch and builds what
     /// they hold after them; half of them on a second core when that is worth it (a first
     /// import adds a million entries), as `size` estimates each bucket's record.
@@ -214,16 +233,7 @@ impl Changes {
         read: &(dyn Fn(usize) -> StoreResult<Option<Vec<u8>>> + Sync),
         size: &dyn Fn(usize) -> usize,
     ) -> StoreResult<Vec<Staged>> {
-        let bytes: usize = range
-            .clone()
-            .map(|n| {
-                let changes = parts.iter().map(|c| &c.groups[n]);
-                match changes.clone().all(Group::is_empty) {
-                    true => 0,
-                    false => size(n) + changes.map(|g| g.text.len()).sum::<usize>(),
-                }
-            })
-            .sum();
+        let bytes = Changes::bytes(parts, range.clone(), size);
         let stage = |range: std::ops::Range<usize>| {
             let mut staged = Vec::new();
             for n in range {

@@ -17,12 +17,40 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
 
-/// How many buckets of accounts are built and written aside at a time: at a million
-/// accounts, 128 buckets are ~30k accounts and ~6 MB, held before they are laid out in
-/// pages and compressed (256 took the worst first import's peak from 324–333 to 344–348
+/// How many buckets of accounts are built and written aside at a time, at least: at a
+/// million accounts, 128 buckets are ~30k accounts and ~6 MB, held before they are laid out
+/// in pages and compressed (256 took the worst first import's peak from 324–333 to 344–348
 /// MB). A multiple of the pages' region ([`super::pages::REGION`]): a batch lays its
 /// regions out whole.
 const BATCH: usize = 128;
+
+/// A batch grows past [`BATCH`] buckets while its estimated bytes stay within this: what
+/// 128 buckets come to at a million accounts, in the directory's estimate of stored
+/// records ([`Directory::estimated_size`]: 128 pages of one bucket) or in new accounts.
+const BATCH_BYTES: usize = 2 << 20;
+
+/// About what a new account adds to a batch, in the units of [`BATCH_BYTES`] (~2 MB for the
+/// ~30k accounts of 128 buckets at a million).
+const ACCOUNT_BYTES: usize = 64;
+
+/// The ranges of buckets a write builds and puts aside one after the other: [`BATCH`]
+/// buckets, and more, [`BATCH`] at a time, while `bytes` (about what a range holds) stays
+/// within [`BATCH_BYTES`]. A write to a small store is then one batch, whose halves are
+/// built on two cores, instead of 32 batches each too small for a second thread.
+fn batches(bytes: impl Fn(std::ops::Range<usize>) -> usize) -> Vec<std::ops::Range<usize>> {
+    let all = buckets::BUCKETS as usize;
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    while start < all {
+        let mut end = start + BATCH;
+        while end < all && bytes(start..end + BATCH) <= BATCH_BYTES {
+            end += BATCH;
+        }
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
+}
 
 /// The directory entries a write puts in place (bucket, entry), of the accounts and of the
 /// index.
@@ -191,8 +219,12 @@ impl SledStore {
             email_index::Changes::default(),
         ];
         let accounts = self.buckets();
-        for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
-            let end = start + BATCH;
+        let ranges = batches(|range| {
+            let stored: usize = range.clone().map(|g| before.0.estimated_size(g)).sum();
+            let new = updates.count_below(range.end) - updates.count_below(range.start);
+            stored + new * ACCOUNT_BYTES
+        });
+        for std::ops::Range { start, end } in ranges {
             let batch = updates.take_below(end);
             let mut groups = buckets::group_packed(&batch);
             for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
@@ -207,10 +239,9 @@ impl SledStore {
         // The index in batches too: its records, held until their pages are laid out and
         // compressed, are ~40 MB at a million accounts.
         let index = self.index();
-        for start in (0..buckets::BUCKETS as usize).step_by(BATCH) {
-            let range = start..start + BATCH;
-            let read = |g| index.get_at(&before.1, g);
-            let size = |g| before.1.estimated_size(g);
+        let read = |g| index.get_at(&before.1, g);
+        let size = |g| before.1.estimated_size(g);
+        for range in batches(|range| email_index::Changes::bytes(&changes, range, &size)) {
             let staged = email_index::Changes::stage(&changes, range, &read, &size)?;
             index.write_pages(&before.1, staged, version, &mut written.index)?;
         }
@@ -316,6 +347,43 @@ mod tests {
     use crate::store::samples::{account, packed};
     use crate::store::{Commit, SledStore, Store};
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn batches_cover_every_bucket_once_in_whole_regions_and_grow_only_while_small() {
+        use super::{BATCH, BATCH_BYTES, batches};
+        let all = crate::store::sled::buckets::BUCKETS as usize;
+        let check = |ranges: &[std::ops::Range<usize>]| {
+            assert_eq!(ranges.first().map(|r| r.start), Some(0));
+            assert_eq!(ranges.last().map(|r| r.end), Some(all));
+            for pair in ranges.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start, "{ranges:?}");
+            }
+            for r in ranges {
+                assert!(r.len() >= BATCH && r.len() % BATCH == 0, "{r:?}");
+            }
+        };
+        // A small write: one batch.
+        let small = batches(|r| r.len());
+        check(&small);
+        assert_eq!(small, vec![0..all]);
+        // 128 buckets come to the limit: every batch is 128 buckets, as at a million.
+        let per_bucket = BATCH_BYTES / BATCH;
+        let full = batches(|r| r.len() * per_bucket);
+        check(&full);
+        assert_eq!(full.len(), all / BATCH);
+        // Larger than the limit on its own: still one batch of the least size.
+        let huge = batches(|_| BATCH_BYTES * 10);
+        check(&huge);
+        assert_eq!(huge.len(), all / BATCH);
+        // Half the limit per 128 buckets: 256 buckets a batch.
+        let half = batches(|r| r.len() * per_bucket / 2);
+        check(&half);
+        assert_eq!(half.len(), all / (2 * BATCH));
+        // All the bytes in the first region: a batch there, then one for the rest.
+        let front = batches(|r| if r.start < BATCH { BATCH_BYTES + 1 } else { 0 });
+        check(&front);
+        assert_eq!(front, vec![0..BATCH, BATCH..all]);
+    }
 
     fn commit(s: &SledStore, accounts: Vec<Account>) {
         s.commit(Commit {
