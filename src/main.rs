@@ -18,6 +18,8 @@ fn main() -> ExitCode {
     restrict_umask();
     // No transparent huge pages: the kernel zeroes a whole 2 MB page on first touch, and with
     // mimalloc's arenas that was half the time of a million-row import (BENCHMARKS.md).
+    // mimalloc reserves its first arena before `main`, so it is built not to ask for them
+    // itself (its `no_thp` feature): that arena's two huge pages were ~1.3 ms of every run.
     let thp_off = nix::sys::prctl::set_thp_disable(true);
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
