@@ -119,11 +119,16 @@ pub struct ByGroup<'a> {
 }
 
 impl ByGroup<'_> {
-    /// How many accounts of the groups below `end` are not taken yet.
-    pub fn count_below(&self, end: usize) -> usize {
-        let end = end.min(GROUPS) as u32;
-        self.created.partition_point(|(g, _)| *g < end)
-            + self.packed.partition_point(|(g, _)| *g < end)
+    /// How many accounts of each group are not taken yet (indexed by group).
+    pub fn per_group(&self) -> Vec<usize> {
+        let mut counts = vec![0; GROUPS];
+        for &(g, _) in &self.created {
+            counts[g as usize] += 1;
+        }
+        for (g, _) in &self.packed {
+            counts[*g as usize] += 1;
+        }
+        counts
     }
 
     /// The accounts of the groups below `end` not taken yet, packed: the new ones first,
@@ -346,12 +351,19 @@ mod tests {
         let mut by_group = updates.by_group();
         let mut seen = Vec::new();
         let mut from = 0;
-        assert_eq!(by_group.count_below(GROUPS), 3001);
+        assert_eq!(by_group.per_group().iter().sum::<usize>(), 3001);
         for end in [700, 1400, 2800, GROUPS] {
-            let counted = by_group.count_below(end);
+            let counts = by_group.per_group();
             let batch = by_group.take_below(end);
             assert!(!batch.is_empty());
-            assert_eq!(counted, batch.len(), "counted as taken");
+            assert_eq!(
+                counts[..end].iter().sum::<usize>(),
+                batch.len(),
+                "counted as taken"
+            );
+            for p in &batch {
+                assert!(counts[group_of(p.employee_id())] > 0);
+            }
             assert!(
                 batch
                     .iter()
@@ -367,7 +379,7 @@ mod tests {
             seen.extend(batch.iter().map(|p| p.employee_id().to_string()));
             from = end;
         }
-        assert_eq!(by_group.count_below(GROUPS), 0);
+        assert!(by_group.per_group().iter().all(|&n| n == 0));
         assert!(by_group.take_below(GROUPS).is_empty());
         let mut expected: Vec<String> = ids.clone();
         expected.push("P1".into());

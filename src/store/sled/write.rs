@@ -25,8 +25,9 @@ use std::collections::BTreeMap;
 const BATCH: usize = 128;
 
 /// A batch grows past [`BATCH`] buckets while its estimated bytes stay within this: what
-/// 128 buckets come to at a million accounts, in the directory's estimate of stored
-/// records ([`Directory::estimated_size`]: 128 pages of one bucket) or in new accounts.
+/// 128 buckets come to at a million accounts, in the directory's estimate of the records
+/// of the buckets it touches ([`Directory::estimated_size`]: 128 pages of one bucket) or in
+/// new accounts.
 const BATCH_BYTES: usize = 2 << 20;
 
 /// About what a new account adds to a batch, in the units of [`BATCH_BYTES`] (~2 MB for the
@@ -219,11 +220,18 @@ impl SledStore {
             email_index::Changes::default(),
         ];
         let accounts = self.buckets();
-        let ranges = batches(|range| {
-            let stored: usize = range.clone().map(|g| before.0.estimated_size(g)).sum();
-            let new = updates.count_below(range.end) - updates.count_below(range.start);
-            stored + new * ACCOUNT_BYTES
-        });
+        // What each bucket brings to a batch: the records of a bucket the write touches, as
+        // the directory estimates them, and its updates.
+        let mut weights: Vec<usize> = updates.per_group();
+        for &g in &removed {
+            weights[g] = weights[g].max(1);
+        }
+        for (g, weight) in weights.iter_mut().enumerate() {
+            if *weight > 0 {
+                *weight = before.0.estimated_size(g) + *weight * ACCOUNT_BYTES;
+            }
+        }
+        let ranges = batches(|range| weights[range].iter().sum());
         for std::ops::Range { start, end } in ranges {
             let batch = updates.take_below(end);
             let mut groups = buckets::group_packed(&batch);
