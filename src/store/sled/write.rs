@@ -34,18 +34,24 @@ const BATCH_BYTES: usize = 2 << 20;
 /// ~30k accounts of 128 buckets at a million).
 const ACCOUNT_BYTES: usize = 64;
 
-/// The ranges of buckets a write builds and puts aside one after the other: [`BATCH`]
-/// buckets, and more, [`BATCH`] at a time, while `bytes` (about what a range holds) stays
-/// within [`BATCH_BYTES`]. A write to a small store is then one batch, whose halves are
-/// built on two cores, instead of 32 batches each too small for a second thread.
-fn batches(bytes: impl Fn(std::ops::Range<usize>) -> usize) -> Vec<std::ops::Range<usize>> {
-    let all = buckets::BUCKETS as usize;
+/// The ranges of buckets a write builds and puts aside one after the other, given about
+/// how many bytes each bucket brings (`weights`, one per bucket): [`BATCH`] buckets, and
+/// more, [`BATCH`] at a time, while the range's bytes stay within [`BATCH_BYTES`]. A write
+/// to a small store is then one batch, whose halves are built on two cores, instead of 32
+/// batches each too small for a second thread.
+fn batches(weights: &[usize]) -> Vec<std::ops::Range<usize>> {
     let mut ranges = Vec::new();
     let mut start = 0;
-    while start < all {
-        let mut end = start + BATCH;
-        while end < all && bytes(start..end + BATCH) <= BATCH_BYTES {
-            end += BATCH;
+    while start < weights.len() {
+        let mut end = (start + BATCH).min(weights.len());
+        let mut bytes: usize = weights[start..end].iter().sum();
+        while end < weights.len() {
+            let next = (end + BATCH).min(weights.len());
+            bytes += weights[end..next].iter().sum::<usize>();
+            if bytes > BATCH_BYTES {
+                break;
+            }
+            end = next;
         }
         ranges.push(start..end);
         start = end;
@@ -231,8 +237,7 @@ impl SledStore {
                 *weight = before.0.estimated_size(g) + *weight * ACCOUNT_BYTES;
             }
         }
-        let ranges = batches(|range| weights[range].iter().sum());
-        for std::ops::Range { start, end } in ranges {
+        for std::ops::Range { start, end } in batches(&weights) {
             let batch = updates.take_below(end);
             let mut groups = buckets::group_packed(&batch);
             for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
@@ -249,7 +254,10 @@ impl SledStore {
         let index = self.index();
         let read = |g| index.get_at(&before.1, g);
         let size = |g| before.1.estimated_size(g);
-        for range in batches(|range| email_index::Changes::bytes(&changes, range, &size)) {
+        let weights: Vec<usize> = (0..buckets::BUCKETS as usize)
+            .map(|n| email_index::Changes::bytes(&changes, n..n + 1, &size))
+            .collect();
+        for range in batches(&weights) {
             let staged = email_index::Changes::stage(&changes, range, &read, &size)?;
             index.write_pages(&before.1, staged, version, &mut written.index)?;
         }
@@ -371,26 +379,33 @@ mod tests {
             }
         };
         // A small write: one batch.
-        let small = batches(|r| r.len());
+        let small = batches(&vec![1; all]);
         check(&small);
         assert_eq!(small, vec![0..all]);
         // 128 buckets come to the limit: every batch is 128 buckets, as at a million.
         let per_bucket = BATCH_BYTES / BATCH;
-        let full = batches(|r| r.len() * per_bucket);
+        let full = batches(&vec![per_bucket; all]);
         check(&full);
         assert_eq!(full.len(), all / BATCH);
-        // Larger than the limit on its own: still one batch of the least size.
-        let huge = batches(|_| BATCH_BYTES * 10);
-        check(&huge);
-        assert_eq!(huge.len(), all / BATCH);
+        // One bucket larger than the limit in every region: still batches of the least size.
+        let huge: Vec<usize> = (0..all)
+            .map(|g| if g % BATCH == 0 { BATCH_BYTES * 10 } else { 0 })
+            .collect();
+        check(&batches(&huge));
+        assert_eq!(batches(&huge).len(), all / BATCH);
         // Half the limit per 128 buckets: 256 buckets a batch.
-        let half = batches(|r| r.len() * per_bucket / 2);
+        let half = batches(&vec![per_bucket / 2; all]);
         check(&half);
         assert_eq!(half.len(), all / (2 * BATCH));
-        // All the bytes in the first region: a batch there, then one for the rest.
-        let front = batches(|r| if r.start < BATCH { BATCH_BYTES + 1 } else { 0 });
-        check(&front);
-        assert_eq!(front, vec![0..BATCH, BATCH..all]);
+        // Over the limit in the first region only: a batch there, then one for the rest.
+        let mut front = vec![0; all];
+        front[0] = BATCH_BYTES + 1;
+        assert_eq!(batches(&front), vec![0..BATCH, BATCH..all]);
+        // Untouched buckets (weight 0) never end a batch.
+        let mut sparse = vec![0; all];
+        sparse[5] = BATCH_BYTES;
+        sparse[all - 1] = BATCH_BYTES;
+        assert_eq!(batches(&sparse), vec![0..all - BATCH, all - BATCH..all]);
     }
 
     fn commit(s: &SledStore, accounts: Vec<Account>) {
