@@ -392,8 +392,6 @@ impl<S: Store> Pipeline<S> {
         let mut report = Report::new(name, sha, received_at, now);
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
-        // The accounts are read one group at a time, in place (see `reconcile::groups`).
-        let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| self.store.read_group(g, f);
         let checked = self.check(&bytes, &enabled);
         // The roster holds what it needs: a large file's bytes go before its manager graph
         // is built, and before planning.
@@ -431,6 +429,10 @@ impl<S: Store> Pipeline<S> {
             now,
             source: name,
         };
+        // The accounts are read one group at a time, in place (see `reconcile::groups`), in
+        // one pass over the store.
+        let groups = self.store.group_reader()?;
+        let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| groups.read_group(g, f);
         let mut plan = reconcile::plan(&roster, &input, &read)?;
         report.rows = roster.rows;
         report.warnings = roster.warnings;

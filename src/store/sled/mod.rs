@@ -10,6 +10,7 @@
 mod backup;
 mod buckets;
 mod email_index;
+mod groups;
 mod heads_check;
 mod migrate;
 mod pages;

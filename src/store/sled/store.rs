@@ -14,8 +14,8 @@ use crate::core::rules::{Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::store::backup_format::{meta, trees};
 use crate::store::{
-    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreError,
-    StoreResult,
+    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, GroupReader, RemoteOrigin, Store,
+    StoreError, StoreResult,
 };
 use email_index::Digest;
 use serde::de::DeserializeOwned;
@@ -41,7 +41,7 @@ pub struct SledStore {
     index_checked: std::sync::OnceLock<Result<(), String>>,
     /// The start-up check of the accounts' heads: made at open, or as the plan reads them
     /// ([`SledStore::open_checking_as_read`]).
-    heads: HeadsCheck,
+    pub(super) heads: HeadsCheck,
     /// This open store among those of the process (the cache of pages tells them apart).
     pub(super) id: u64,
 }
@@ -502,13 +502,11 @@ impl Store for SledStore {
     }
 
     fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()> {
-        let damage = |e: &StoreError| self.heads.note_damage(e);
-        let bytes = self.buckets().get(g).inspect_err(damage)?;
-        let heads =
-            buckets::heads_or_empty(&buckets::key_of(g), bytes.as_deref()).inspect_err(damage)?;
-        self.heads.note_read(g);
-        f(&heads);
-        Ok(())
+        self.groups()?.read_group(g, f)
+    }
+
+    fn group_reader(&self) -> StoreResult<Box<dyn GroupReader + '_>> {
+        Ok(Box::new(self.groups()?))
     }
 
     fn account(&self, employee_id: &str) -> StoreResult<Option<Account>> {
