@@ -233,7 +233,8 @@ pub trait Store: Send + Sync {
     fn put_account(&self, account: &Account, remove: bool, audit: AuditNote) -> StoreResult<()>;
     /// Applies one sync in one transaction, then flushes to disk.
     fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
-    /// Allocates the next file id.
+    /// Allocates the next file id (a crash before the commit that records the file may give
+    /// it out again).
     fn next_file_id(&self) -> StoreResult<u64>;
     /// All ledger entries, oldest first.
     fn files(&self) -> StoreResult<Vec<FileEntry>>;
