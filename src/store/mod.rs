@@ -216,10 +216,11 @@ pub trait Store: Send + Sync {
     /// at a time, copying only those it changes. May be called from two threads at once.
     fn read_group(&self, g: usize, f: &mut dyn FnMut(&dyn AccountGroup)) -> StoreResult<()>;
     /// A reader for one pass over the groups (a sync's plan reads every group, maybe twice):
-    /// it gives each as [`Store::read_group`] does, through the store as it was when the
-    /// reader was made as far as the store still holds it (the sled store reads its
-    /// directory of buckets once, not once per group: ~1 ms of every run; a bucket replaced
-    /// and removed since is read as it is now). By default, [`Store::read_group`] itself.
+    /// it gives each as [`Store::read_group`] does, for a pass no write interleaves with
+    /// (the engine runs writes and plans one at a time). The sled store reads its directory
+    /// of buckets once, not once per group (~1 ms of every run): a bucket written after the
+    /// reader was made may read as it was, or as it now is once its old page is removed. By
+    /// default, [`Store::read_group`] itself.
     fn group_reader(&self) -> StoreResult<Box<dyn GroupReader + '_>> {
         Ok(Box::new(EachGroup(self)))
     }

@@ -8,8 +8,9 @@ use crate::core::accounts::AccountGroup;
 use crate::store::{GroupReader, StoreError, StoreResult};
 
 /// A pass over the groups through the accounts' directory as it was read at its start: one
-/// directory read for the 4,096 groups instead of one each. A bucket replaced and removed
-/// since is read through the directory as it is now ([`super::versions::Versioned::get_at`]).
+/// directory read for the 4,096 groups instead of one each. A bucket written since may read
+/// as it was (its old page still stored, or still in this thread's cache of pages), or as
+/// it now is once its old page is removed ([`super::versions::Versioned::get_at`]).
 pub(super) struct Groups<'a> {
     pub(super) store: &'a SledStore,
     pub(super) directory: Directory,

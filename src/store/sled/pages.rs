@@ -230,6 +230,20 @@ pub fn forget_cached() {
     LAST.set(None);
 }
 
+/// The first bucket of the page bucket `g` is in, with directory entry `entry`, and about
+/// how many bytes that page's records take (rewriting a bucket rewrites its whole page): at
+/// most [`PAGE_BYTES`] for a page of several, half of it for a page of its own. `None` when
+/// the bucket is empty.
+pub fn page_estimate(g: usize, entry: u64) -> Option<(usize, usize)> {
+    match entry {
+        EMPTY => None,
+        _ => match ((entry >> LEVEL_SHIFT) as u32).min(MAX_LEVEL) {
+            0 => Some((g, PAGE_BYTES / 2)),
+            level => Some((g >> level << level, PAGE_BYTES)),
+        },
+    }
+}
+
 /// A page a write laid out: its first bucket, its level, and its buckets' records.
 pub struct Laid {
     pub start: usize,
@@ -328,6 +342,20 @@ impl Layout<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_estimate_names_the_page_and_its_size() {
+        assert_eq!(page_estimate(70, EMPTY), None);
+        assert_eq!(page_estimate(70, 9), Some((70, PAGE_BYTES / 2)));
+        assert_eq!(
+            page_estimate(70, Page::new(70, 3, 42).entry()),
+            Some((64, PAGE_BYTES))
+        );
+        assert_eq!(
+            page_estimate(127, Page::new(127, 6, 1).entry()),
+            Some((64, PAGE_BYTES))
+        );
+    }
 
     #[test]
     fn entries_name_level_and_version_and_schema_5_entries_read_as_level_0() {

@@ -111,6 +111,14 @@ fn parse_key(key: &[u8]) -> Option<(usize, u64)> {
 pub struct Directory(Option<IVec>);
 
 impl Directory {
+    /// A directory of these entries, one per bucket.
+    #[cfg(test)]
+    pub fn of_entries(entries: &[u64]) -> Directory {
+        assert_eq!(entries.len(), COUNT);
+        let bytes: Vec<u8> = entries.iter().flat_map(|e| e.to_be_bytes()).collect();
+        Directory(Some(IVec::from(bytes)))
+    }
+
     /// Bucket `g`'s entry: the page it is in ([`pages`]), or [`EMPTY`].
     pub fn entry(&self, g: usize) -> u64 {
         match &self.0 {
@@ -126,6 +134,12 @@ impl Directory {
     /// Whether this directory is `bytes` (as [`Self::with`] makes one).
     pub fn is(&self, bytes: &[u8]) -> bool {
         self.0.as_deref() == Some(bytes)
+    }
+
+    /// The first bucket of bucket `g`'s page and about how many bytes the page's records
+    /// take ([`pages::page_estimate`]).
+    pub fn page_estimate(&self, g: usize) -> Option<(usize, usize)> {
+        pages::page_estimate(g, self.entry(g))
     }
 
     /// About how many bytes bucket `g`'s record takes ([`pages::estimated_size`]).

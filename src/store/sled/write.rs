@@ -26,13 +26,32 @@ const BATCH: usize = 128;
 
 /// A batch grows past [`BATCH`] buckets while its estimated bytes stay within this: what
 /// 128 buckets come to at a million accounts, in the directory's estimate of the records
-/// of the buckets it touches ([`Directory::estimated_size`]: 128 pages of one bucket) or in
+/// of the pages it rewrites ([`Directory::page_estimate`]: 128 pages of one bucket) or in
 /// new accounts.
 const BATCH_BYTES: usize = 2 << 20;
 
 /// About what a new account adds to a batch, in the units of [`BATCH_BYTES`] (~2 MB for the
 /// ~30k accounts of 128 buckets at a million).
 const ACCOUNT_BYTES: usize = 64;
+
+/// One weight per bucket for [`batches`]: `own(g)`, what the write brings to bucket `g` (0
+/// when it leaves it alone), and for a bucket it touches the records of its page as
+/// `directory` estimates them, counted once a page (a page is rewritten whole).
+fn weights(directory: &Directory, own: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut counted = None;
+    (0..buckets::BUCKETS as usize)
+        .map(|g| match own(g) {
+            0 => 0,
+            bytes => match directory.page_estimate(g) {
+                Some((start, page)) if counted != Some(start) => {
+                    counted = Some(start);
+                    page + bytes
+                }
+                _ => bytes,
+            },
+        })
+        .collect()
+}
 
 /// The ranges of buckets a write builds and puts aside one after the other, given about
 /// how many bytes each bucket brings (`weights`, one per bucket): [`BATCH`] buckets, and
@@ -226,18 +245,12 @@ impl SledStore {
             email_index::Changes::default(),
         ];
         let accounts = self.buckets();
-        // What each bucket brings to a batch: the records of a bucket the write touches, as
-        // the directory estimates them, and its updates.
-        let mut weights: Vec<usize> = updates.per_group();
+        let mut own: Vec<usize> = updates.per_group();
         for &g in &removed {
-            weights[g] = weights[g].max(1);
+            own[g] = own[g].max(1);
         }
-        for (g, weight) in weights.iter_mut().enumerate() {
-            if *weight > 0 {
-                *weight = before.0.estimated_size(g) + *weight * ACCOUNT_BYTES;
-            }
-        }
-        for std::ops::Range { start, end } in batches(&weights) {
+        let by_bucket = weights(&before.0, |g| own[g] * ACCOUNT_BYTES);
+        for std::ops::Range { start, end } in batches(&by_bucket) {
             let batch = updates.take_below(end);
             let mut groups = buckets::group_packed(&batch);
             for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
@@ -254,10 +267,11 @@ impl SledStore {
         let index = self.index();
         let read = |g| index.get_at(&before.1, g);
         let size = |g| before.1.estimated_size(g);
-        let weights: Vec<usize> = (0..buckets::BUCKETS as usize)
-            .map(|n| email_index::Changes::bytes(&changes, n..n + 1, &size))
-            .collect();
-        for range in batches(&weights) {
+        // A bucket's own weight: its changes' text (and 1, so that a touched bucket counts).
+        let by_bucket = weights(&before.1, |n| {
+            email_index::Changes::bytes(&changes, n..n + 1, &|_| 1)
+        });
+        for range in batches(&by_bucket) {
             let staged = email_index::Changes::stage(&changes, range, &read, &size)?;
             index.write_pages(&before.1, staged, version, &mut written.index)?;
         }
@@ -406,6 +420,36 @@ mod tests {
         sparse[5] = BATCH_BYTES;
         sparse[all - 1] = BATCH_BYTES;
         assert_eq!(batches(&sparse), vec![0..all - BATCH, all - BATCH..all]);
+    }
+
+    #[test]
+    fn weights_count_a_touched_buckets_page_once() {
+        use super::super::pages::{EMPTY, PAGE_BYTES, Page};
+        use super::super::versions::Directory;
+        use super::weights;
+        let all = crate::store::sled::buckets::BUCKETS as usize;
+        let mut entries = vec![EMPTY; all];
+        entries[5] = Page::new(5, 0, 7).entry();
+        for entry in &mut entries[64..72] {
+            *entry = Page::new(64, 3, 8).entry();
+        }
+        let directory = Directory::of_entries(&entries);
+        let own = |g: usize| match g {
+            5 | 6 | 65 | 66 | 100 => 10,
+            _ => 0,
+        };
+        let w = weights(&directory, own);
+        assert_eq!(w[5], PAGE_BYTES / 2 + 10, "a page of its own");
+        assert_eq!(w[6], 10, "empty: its updates only");
+        assert_eq!(
+            w[65],
+            PAGE_BYTES + 10,
+            "the first touched bucket of a page of 8"
+        );
+        assert_eq!(w[66], 10, "the same page, counted once");
+        assert_eq!(w[64], 0, "untouched, though its page is rewritten");
+        assert_eq!(w[100], 10);
+        assert_eq!(w.iter().filter(|&&x| x > 0).count(), 5);
     }
 
     fn commit(s: &SledStore, accounts: Vec<Account>) {
