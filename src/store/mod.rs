@@ -390,6 +390,18 @@ pub(crate) mod samples {
         )
     }
 
+    /// Commits `accounts` and nothing else (no file, no audit).
+    pub fn commit_accounts(s: &dyn crate::store::Store, accounts: Vec<Account>) {
+        s.commit(crate::store::Commit {
+            updates: packed(accounts),
+            file: None,
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+        })
+        .unwrap();
+    }
+
     /// An active auto account of rule 1, without history.
     pub fn account(id: &str) -> Account {
         Account {

@@ -58,19 +58,8 @@ impl SledStore {
 mod tests {
     use crate::core::accounts::{Account, GROUPS};
     use crate::core::reconcile::ReadGroup;
-    use crate::store::samples::{account, packed};
-    use crate::store::{Commit, SledStore, Store, StoreError};
-
-    fn commit(s: &SledStore, accounts: Vec<Account>) {
-        s.commit(Commit {
-            updates: packed(accounts),
-            file: None,
-            last_applied: None,
-            audit: None,
-            clear_remote: None,
-        })
-        .unwrap();
-    }
+    use crate::store::samples::{account, commit_accounts as commit};
+    use crate::store::{SledStore, Store, StoreError};
 
     /// Every group's (ID, status) as `read` gives them.
     fn read_all(read: &ReadGroup<'_, StoreError>) -> Vec<Vec<(String, String)>> {

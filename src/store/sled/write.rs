@@ -374,8 +374,8 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use crate::core::accounts::Account;
-    use crate::store::samples::{account, packed};
-    use crate::store::{Commit, SledStore, Store};
+    use crate::store::samples::{account, commit_accounts as commit};
+    use crate::store::{SledStore, Store};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
@@ -450,17 +450,6 @@ mod tests {
         assert_eq!(w[64], 0, "untouched, though its page is rewritten");
         assert_eq!(w[100], 10);
         assert_eq!(w.iter().filter(|&&x| x > 0).count(), 5);
-    }
-
-    fn commit(s: &SledStore, accounts: Vec<Account>) {
-        s.commit(Commit {
-            updates: packed(accounts),
-            file: None,
-            last_applied: None,
-            audit: None,
-            clear_remote: None,
-        })
-        .unwrap();
     }
 
     /// A write made current whose flush then failed: what it put aside stays (it is
