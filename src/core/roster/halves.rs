@@ -10,10 +10,12 @@
 //!   chosen where the quotes before it are even in number, which is right for every file
 //!   whose quotes open fields; a stray quote can fool that count, and then the first half
 //!   ends inside quotes, which its reader reports as an error;
-//! - neither half found an error, and the halves share no employee ID and no email of an
-//!   employee who has not left: the findings of a rejected file name lines of both halves
-//!   ("already appears on line N"), so a rejected file is read again in one pass, which
-//!   lists them exactly (a file with errors costs one and a half reads; a valid file one).
+//! - neither half found an error, and no two rows of the whole share an employee ID or the
+//!   email of an employee who has not left. The halves find repeats only once both are read
+//!   ([`Repeats::Later`]): the findings of a rejected file name the line where a repeated
+//!   key first was ("already appears on line N"), so a rejected file is read again in one
+//!   pass, which lists them exactly (a file with errors costs one and a half reads; a
+//!   valid file one).
 //!
 //! The second half never starts with a byte-order mark, which its reader would drop.
 //!
@@ -22,6 +24,7 @@
 use memchr::memchr_iter;
 
 use super::lines::detect_delimiter;
+use super::rows::Repeats;
 use super::{Checked, Parser, Rejection, RosterOptions, first_header, line_feeds, most_rows};
 use crate::core::parallel::join;
 
@@ -69,6 +72,7 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
                 opts,
                 delimiter,
                 most_rows(head_lf, opts),
+                Repeats::Later,
             ))
         },
         || read_all(Parser::part(tail, opts, delimiter, line, header, tail_rows)),
@@ -79,12 +83,14 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
         && second.errors.is_empty()
         && first.header.is_some()
         && first.previous_end + 1 == line
-        && first.rows + second.rows <= opts.max_rows
-        && !first.employees.shares_with_any(&second.employees);
+        && first.rows + second.rows <= opts.max_rows;
     if !joined {
         return None;
     }
     first.append(second);
+    if !first.employees.unrepeated() {
+        return None;
+    }
     Some(first.finish())
 }
 
@@ -252,12 +258,16 @@ mod tests {
     }
 
     #[test]
-    fn rows_shared_across_the_halves_or_errors_are_left_to_the_one_pass_reading() {
+    fn rows_repeated_anywhere_or_errors_are_left_to_the_one_pass_reading() {
         let base = roster(200, false);
         let duplicate_id = format!("{base}5,x5@example.com,,Dept 1,Active\n");
         let duplicate_email = format!("{base}900,e7@example.com,,Dept 1,Active\n");
         let bad_row = format!("{base}901,e901@example.com\n");
-        for text in [duplicate_id, duplicate_email, bad_row] {
+        // Both rows of a repeat in the same half, the first or the second.
+        let (header, rows) = base.split_at(base.find('\n').unwrap() + 1);
+        let in_first = format!("{header}7,x7@example.com,,Dept 1,Active\n{rows}");
+        let in_second = format!("{base}903,E190@Example.com,,Dept 1,Active\n");
+        for text in [duplicate_id, duplicate_email, bad_row, in_first, in_second] {
             let at = split_point(text.as_bytes()).unwrap();
             assert!(split(text.as_bytes(), at, &opts()).is_none(), "{at}");
             let one = one_pass(text.as_bytes(), &opts());

@@ -7,14 +7,16 @@
 mod decode;
 mod halves;
 mod header;
+mod keys;
 mod lines;
 mod rows;
 
 use csv::{ByteRecord, ReaderBuilder, Terminator};
 
 use self::header::Header;
+use self::keys::KeyIndex;
 use self::lines::{Lines, detect_delimiter, open_quote_field, skip_line_ends};
-use self::rows::{Rows, RowsById};
+use self::rows::{Repeats, Rows};
 use super::columns::{self, Columns};
 use super::model::{Employee, Finding, Interner, Roster, Sym};
 use super::org;
@@ -89,8 +91,8 @@ pub struct Checked {
     warnings: Vec<Finding>,
     email_column: String,
     manager_column: String,
-    /// The row of each employee ID, for the manager graph.
-    ids: RowsById,
+    /// The rows of each employee ID, for the manager graph.
+    ids: KeyIndex,
 }
 
 impl Checked {
@@ -251,13 +253,20 @@ struct TooManyRows;
 impl<'a> Parser<'a> {
     fn new(text: &'a [u8], opts: &'a RosterOptions) -> Self {
         let room = most_rows(line_feeds(text), opts);
-        Self::with_room(text, opts, detect_delimiter(text), room)
+        Self::with_room(text, opts, detect_delimiter(text), room, Repeats::AsRead)
     }
 
-    /// A parser of `text` with room for `room` rows (see [`Rows::reserve`]).
-    fn with_room(text: &'a [u8], opts: &'a RosterOptions, delimiter: u8, room: usize) -> Self {
-        let mut employees = Rows::new(&opts.inactive_statuses);
-        employees.reserve(room, true);
+    /// A parser of `text` with room for `room` rows (see [`Rows::reserve`]), finding
+    /// repeated IDs and emails as `repeats` says.
+    fn with_room(
+        text: &'a [u8],
+        opts: &'a RosterOptions,
+        delimiter: u8,
+        room: usize,
+        repeats: Repeats,
+    ) -> Self {
+        let mut employees = Rows::new(&opts.inactive_statuses, repeats);
+        employees.reserve(room);
         Self {
             text,
             opts,
@@ -286,7 +295,7 @@ impl<'a> Parser<'a> {
             lines: Lines::starting_at(text, line),
             header: Some(header),
             previous_end: line - 1,
-            ..Self::with_room(text, opts, delimiter, room)
+            ..Self::with_room(text, opts, delimiter, room, Repeats::Later)
         }
     }
 

@@ -1,7 +1,6 @@
 //! Data rows: the checks of each row (field count, employee IDs, emails, duplicates of
 //! either) and the employees they give, with their kept values interned.
 
-use std::borrow::Cow;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
@@ -10,9 +9,11 @@ use csv::ByteRecord;
 
 use super::Capped;
 use super::header::Header;
+use super::keys::{Key, KeyIndex, email_key, id_key};
 use super::lines::delimiter_name;
 use crate::core::columns::{self, fold_value};
 use crate::core::model::{Employee, FastHash, Finding, Interner, Sym};
+use crate::core::parallel::join_if;
 
 /// The employees read so far, and what it takes to check the next row against them.
 pub(super) struct Rows {
@@ -22,17 +23,35 @@ pub(super) struct Rows {
     /// The kept values of every row, one after the other (see `Roster::values`).
     values: Vec<Sym>,
     symbols: Interner,
-    /// The first row of each employee ID seen so far.
-    seen_ids: FirstRows,
-    /// The first row of each folded email of an employee who is not inactive (SPEC §1: one
-    /// email is one person's SSO identity).
-    seen_emails: FirstRows,
-    /// The IDs of the rows appended after these (see [`Rows::append`]), with the row each
-    /// part starts at.
-    appended_ids: Vec<(FirstRows, usize)>,
+    /// The first row of each employee ID and of each folded email of an employee who is
+    /// not inactive seen so far (SPEC §1: one email is one person's SSO identity), when
+    /// repeats are found as the rows are read ([`Repeats::AsRead`]).
+    firsts: Option<Firsts>,
+    /// The rows of each employee ID, once indexed ([`Rows::unrepeated`]).
+    ids: Option<KeyIndex>,
     /// How many of `employees` had their ID and email checked ([`Rows::check_pending`]).
     checked: usize,
 }
+
+/// When a repeated employee ID or email is found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Repeats {
+    /// As each row is read, each an error naming the line where the key first was.
+    AsRead,
+    /// Once every row is read, only whether one repeats ([`Rows::unrepeated`]): cheaper, for
+    /// a file read in parts whose findings are listed by reading it again `AsRead`.
+    Later,
+}
+
+/// The tables of first rows that find repeats as the rows are read.
+#[derive(Default)]
+struct Firsts {
+    ids: FirstRows,
+    emails: FirstRows,
+}
+
+/// Rows at least this many index their IDs and emails on two cores.
+const TWO_CORES_MIN: usize = 1 << 14;
 
 /// How many rows are read before their IDs and emails are checked together: each check
 /// looks its key up in a table of up to a million entries, and made one after the other,
@@ -43,63 +62,62 @@ const CHECK_BATCH: usize = 32;
 
 impl Rows {
     /// No rows yet; `inactive_statuses` as configured (they are compared folded).
-    pub(super) fn new(inactive_statuses: &[String]) -> Self {
+    pub(super) fn new(inactive_statuses: &[String], repeats: Repeats) -> Self {
         Self {
             inactive: inactive_statuses.iter().map(|s| fold_value(s)).collect(),
             employees: Vec::new(),
             values: Vec::new(),
             symbols: Interner::default(),
-            seen_ids: FirstRows::default(),
-            seen_emails: FirstRows::default(),
-            appended_ids: Vec::new(),
+            firsts: (repeats == Repeats::AsRead).then(Firsts::default),
+            ids: None,
             checked: 0,
         }
     }
 
     /// Makes room for `rows` employees more than those read so far (not more than the room
-    /// already made), and for checking as many rows when `checked`: the tables then never
-    /// grow while rows are read, each growth being a copy of everything so far and a block
-    /// freed (a million-row file grows them 20 times).
-    pub(super) fn reserve(&mut self, rows: usize, checked: bool) {
+    /// already made), and in the tables of first rows: they then never grow while rows are
+    /// read, each growth being a copy of everything so far and a block freed (a million-row
+    /// file grows them 20 times).
+    pub(super) fn reserve(&mut self, rows: usize) {
         self.employees.reserve(rows);
-        if checked {
-            self.seen_ids.reserve(rows);
-            self.seen_emails.reserve(rows);
+        if let Some(firsts) = &mut self.firsts {
+            firsts.ids.reserve(rows);
+            firsts.emails.reserve(rows);
         }
     }
 
-    /// The employees in file order, their values and the symbols of those, and the row of
+    /// The employees in file order, their values and the symbols of those, and the rows of
     /// each ID.
-    pub(super) fn into_parts(self) -> (Vec<Employee>, Vec<Sym>, Interner, RowsById) {
-        let mut ids = vec![(self.seen_ids, 0)];
-        ids.extend(self.appended_ids);
-        (self.employees, self.values, self.symbols, RowsById(ids))
+    pub(super) fn into_parts(self) -> (Vec<Employee>, Vec<Sym>, Interner, KeyIndex) {
+        let ids = self
+            .ids
+            .unwrap_or_else(|| KeyIndex::new(&self.employees, id_key, |_| true));
+        (self.employees, self.values, self.symbols, ids)
     }
 
-    /// Whether an employee ID, or the email of an employee who has not left, of `later`'s
-    /// rows is also one of these rows'.
-    pub(super) fn shares_with_any(&self, later: &Rows) -> bool {
-        let (mine, theirs) = (&self.employees, &later.employees);
-        self.seen_ids
-            .shares_with(mine, &later.seen_ids, theirs, id_key)
-            || self
-                .seen_emails
-                .shares_with(mine, &later.seen_emails, theirs, email_key)
+    /// Whether no two rows share an employee ID, or the email of an employee who has not
+    /// left, for rows read with [`Repeats::Later`]; the IDs' index is kept for
+    /// [`Self::into_parts`]. Call once every row is read and checked.
+    pub(super) fn unrepeated(&mut self) -> bool {
+        let rows = &self.employees;
+        let (ids, emails_repeat) = join_if(
+            rows.len() >= TWO_CORES_MIN,
+            || KeyIndex::new(rows, id_key, |_| true),
+            || KeyIndex::new(rows, email_key, |e| !e.inactive).repeats(rows),
+        );
+        let unrepeated = !emails_repeat && !ids.repeats(rows);
+        self.ids = Some(ids);
+        unrepeated
     }
 
-    /// Appends the employees of `later` (the rows that follow these in the file), their
-    /// values interned here: the employees and symbols that reading all the rows in one
-    /// pass gives. What is known of their emails is dropped, and their IDs are kept apart
-    /// for [`RowsById`]: call only once every row is read and checked.
+    /// Appends the employees of `later` (the rows that follow these in the file, both read
+    /// with [`Repeats::Later`]), their values interned here: the employees and symbols that
+    /// reading all the rows in one pass gives. Call only once every row is read and checked.
     pub(super) fn append(&mut self, later: Rows) {
         debug_assert!(
             self.checked == self.employees.len() && later.checked == later.employees.len()
         );
-        let start = self.employees.len();
-        self.appended_ids.push((later.seen_ids, start));
-        for (ids, from) in later.appended_ids {
-            self.appended_ids.push((ids, start + from));
-        }
+        debug_assert!(self.firsts.is_none() && later.firsts.is_none());
         let renumber = self.symbols.absorb(&later.symbols);
         self.employees.extend(later.employees);
         self.checked = self.employees.len();
@@ -172,7 +190,8 @@ impl Rows {
                 h.name(c),
                 "employee_id is empty; every row needs the employee's ID",
             ));
-        } else if let Some(first) = first_line(&mut self.seen_ids, &self.employees, row, id, id_key)
+        } else if let Some(firsts) = &mut self.firsts
+            && let Some(first) = first_line(&mut firsts.ids, &self.employees, row, id, id_key)
         {
             errors.push(Finding::at(
                 line,
@@ -210,13 +229,15 @@ impl Rows {
                      local part, one @ and a domain with a dot, and no spaces)"
                 ),
             ));
-        } else if let Some(first) = first_line(
-            &mut self.seen_emails,
-            &self.employees,
-            row,
-            &columns::fold(email),
-            email_key,
-        ) {
+        } else if let Some(firsts) = &mut self.firsts
+            && let Some(first) = first_line(
+                &mut firsts.emails,
+                &self.employees,
+                row,
+                &columns::fold(email),
+                email_key,
+            )
+        {
             errors.push(Finding::at(
                 line,
                 h.name(c),
@@ -253,38 +274,6 @@ fn first_line(
     Some(rows[first as usize].line())
 }
 
-/// What a [`FirstRows`] table tells rows apart by, read from a row.
-type Key = for<'e> fn(&'e Employee) -> Cow<'e, str>;
-
-fn id_key(e: &Employee) -> Cow<'_, str> {
-    Cow::Borrowed(e.id())
-}
-
-fn email_key(e: &Employee) -> Cow<'_, str> {
-    columns::fold(e.email())
-}
-
-/// The row of each employee ID of rows read and checked, found in the tables of first rows
-/// that checked them (one per part read), so the manager graph builds no index of its own.
-pub(super) struct RowsById(Vec<(FirstRows, usize)>);
-
-impl RowsById {
-    /// The row among `employees` (the rows these tables were made from, in file order) whose
-    /// ID is `id`; the first such row, when a part held it twice.
-    pub(super) fn row_of(&self, employees: &[Employee], id: &str) -> Option<usize> {
-        let (short, hash) = hash_of(id);
-        self.0.iter().find_map(|(table, start)| {
-            let rows = employees.get(*start..)?;
-            table
-                .0
-                .find(hash, |&(row, s)| {
-                    s == short && rows.get(row as usize).is_some_and(|e| e.id() == id)
-                })
-                .map(|&(row, _)| start + row as usize)
-        })
-    }
-}
-
 /// The first row of each distinct key (an ID, a folded email) among the rows: its index and
 /// 32 bits of the key's hash, 8 bytes a row (a map from the 64-bit hash took 16). The key is
 /// read back from the row only when those 32 bits match, and nothing is allocated per row.
@@ -312,23 +301,6 @@ impl FirstRows {
     /// Makes room for `rows` more keys.
     fn reserve(&mut self, rows: usize) {
         self.0.reserve(rows, placed);
-    }
-
-    /// Whether a key of `theirs` (whose rows are `their_rows`) is also one of these.
-    fn shares_with(
-        &self,
-        rows: &[Employee],
-        theirs: &FirstRows,
-        their_rows: &[Employee],
-        key_of: Key,
-    ) -> bool {
-        theirs.0.iter().any(|&(row, short)| {
-            self.0
-                .find(spread(short), |&(mine, s)| {
-                    s == short && key_of(&rows[mine as usize]) == key_of(&their_rows[row as usize])
-                })
-                .is_some()
-        })
     }
 
     /// The first row whose key is `key`; `None` when there is none, and `next` (the row
