@@ -58,8 +58,9 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
     let delimiter = detect_delimiter(text);
     let header = first_header(text, delimiter, opts)?;
     let (head, tail) = text.split_at(at);
-    let (head_lf, tail_lf) = (line_feeds(head), line_feeds(tail));
-    let line = 1 + (head_lf + lone_crs(head)) as u64;
+    let ((head_lf, head_crs), tail_lf) =
+        join(|| (line_feeds(head), lone_crs(head)), || line_feeds(tail));
+    let line = 1 + (head_lf + head_crs) as u64;
     let tail_rows = most_rows(tail_lf, opts);
     let ((mut first, first_whole), (second, second_whole)) = join(
         || {

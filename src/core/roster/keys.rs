@@ -40,7 +40,7 @@ const MAX_GROUP_BITS: u32 = 16;
 const SORTED_MIN: usize = 32;
 
 /// Marks a row without a key among the hashes (a key's hash has its lowest bit set).
-const NO_KEY: u64 = 0;
+pub(super) const NO_KEY: u64 = 0;
 
 /// The rows that have a key, grouped by the key's hash.
 pub(super) struct KeyIndex {
@@ -57,17 +57,14 @@ pub(super) struct KeyIndex {
 impl KeyIndex {
     /// The keys of the `rows` for which `has_key` holds.
     pub(super) fn new(rows: &[Employee], key_of: Key, has_key: impl Fn(&Employee) -> bool) -> Self {
-        let mut keys = 0;
-        let hashes: Vec<u64> = rows
-            .iter()
-            .map(|e| match has_key(e) {
-                true => {
-                    keys += 1;
-                    hash(&key_of(e))
-                }
-                false => NO_KEY,
-            })
-            .collect();
+        let mut hashes = vec![NO_KEY; rows.len()];
+        hash_keys(rows, key_of, has_key, &mut hashes);
+        Self::of_hashes(hashes, key_of)
+    }
+
+    /// The keys whose hashes [`hash_keys`] wrote, a row's at its position, from `key_of`.
+    pub(super) fn of_hashes(hashes: Vec<u64>, key_of: Key) -> Self {
+        let keys = hashes.iter().filter(|&&h| h != NO_KEY).count();
         let bits = (keys / GROUP_KEYS)
             .next_power_of_two()
             .trailing_zeros()
@@ -151,6 +148,22 @@ impl KeyIndex {
     fn group_of(&self, h: u64) -> &[(u32, u32)] {
         let g = group(h, self.shift);
         &self.entries[self.starts[g] as usize..self.starts[g + 1] as usize]
+    }
+}
+
+/// Writes into `hashes` the hash of each row's key ([`NO_KEY`] for a row without one): the
+/// part of an index's making that reads the rows, which two cores can share by rows.
+pub(super) fn hash_keys(
+    rows: &[Employee],
+    key_of: Key,
+    has_key: impl Fn(&Employee) -> bool,
+    hashes: &mut [u64],
+) {
+    for (e, h) in rows.iter().zip(hashes) {
+        *h = match has_key(e) {
+            true => hash(&key_of(e)),
+            false => NO_KEY,
+        };
     }
 }
 

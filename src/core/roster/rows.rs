@@ -9,7 +9,7 @@ use csv::ByteRecord;
 
 use super::Capped;
 use super::header::Header;
-use super::keys::{Key, KeyIndex, email_key, id_key};
+use super::keys::{Key, KeyIndex, NO_KEY, email_key, hash_keys, id_key};
 use super::lines::delimiter_name;
 use crate::core::columns::{self, fold_value};
 use crate::core::model::{Employee, FastHash, Finding, Interner, Sym};
@@ -100,14 +100,37 @@ impl Rows {
     /// [`Self::into_parts`]. Call once every row is read and checked.
     pub(super) fn unrepeated(&mut self) -> bool {
         let rows = &self.employees;
-        let (ids, emails_repeat) = join_if(
-            rows.len() >= TWO_CORES_MIN,
-            || KeyIndex::new(rows, id_key, |_| true),
-            || KeyIndex::new(rows, email_key, |e| !e.inactive).repeats(rows),
+        let two_cores = rows.len() >= TWO_CORES_MIN;
+        let active = |e: &Employee| !e.inactive;
+        // The keys hashed by rows (an email costs more to hash than an ID), then each index
+        // made on a core of its own.
+        let (mut ids, mut emails) = (vec![NO_KEY; rows.len()], vec![NO_KEY; rows.len()]);
+        let half = rows.len() / 2;
+        let ((id_head, id_tail), (email_head, email_tail)) =
+            (ids.split_at_mut(half), emails.split_at_mut(half));
+        let (head, tail) = rows.split_at(half);
+        join_if(
+            two_cores,
+            || {
+                hash_keys(head, id_key, |_| true, id_head);
+                hash_keys(head, email_key, active, email_head);
+            },
+            || {
+                hash_keys(tail, id_key, |_| true, id_tail);
+                hash_keys(tail, email_key, active, email_tail);
+            },
         );
-        let unrepeated = !emails_repeat && !ids.repeats(rows);
+        let ((ids, ids_repeat), emails_repeat) = join_if(
+            two_cores,
+            || {
+                let ids = KeyIndex::of_hashes(ids, id_key);
+                let repeat = ids.repeats(rows);
+                (ids, repeat)
+            },
+            || KeyIndex::of_hashes(emails, email_key).repeats(rows),
+        );
         self.ids = Some(ids);
-        unrepeated
+        !ids_repeat && !emails_repeat
     }
 
     /// Appends the employees of `later` (the rows that follow these in the file, both read
@@ -119,10 +142,14 @@ impl Rows {
         );
         debug_assert!(self.firsts.is_none() && later.firsts.is_none());
         let renumber = self.symbols.absorb(&later.symbols);
-        self.employees.extend(later.employees);
+        let (employees, values) = (&mut self.employees, &mut self.values);
+        // Each a copy into a larger block: on two cores, a million rows' took ~0.02 s less.
+        join_if(
+            later.employees.len() >= TWO_CORES_MIN,
+            || employees.extend(later.employees),
+            || values.extend(later.values.iter().map(|sym| renumber[sym.0 as usize])),
+        );
         self.checked = self.employees.len();
-        self.values
-            .extend(later.values.iter().map(|sym| renumber[sym.0 as usize]));
     }
 
     /// Checks the data record on lines `line..=last_line`, pushing what is wrong with it to
