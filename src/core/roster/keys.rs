@@ -4,10 +4,10 @@
 //! A table that takes each row's key as the row is read (`FirstRows`) waits on a cache miss
 //! or two a row in a table of up to a million entries. Grouped afterwards, the keys are
 //! hashed in row order, counted and placed by the top bits of their hash (a group holds
-//! ~8–16 keys), and each group sorted on its own: a million IDs and a million emails so took
-//! ~0.13 s less CPU than the tables in a million-row `sync` (BENCHMARKS.md, session 19).
-//! It tells only whether a key repeats, not where first: the rows whose findings must name
-//! the first line of a repeated key are read with the tables (see `super::halves`).
+//! ~8–16 keys), and each group read on its own, in cache: a million IDs and a million emails
+//! so took ~0.12 s less CPU than the tables in a million-row `sync` (BENCHMARKS.md, session
+//! 19). It tells only whether a key repeats, not where first: the rows whose findings must
+//! name the first line of a repeated key are read with the tables (see `super::halves`).
 
 use std::borrow::Cow;
 use std::hash::BuildHasher;
@@ -35,8 +35,11 @@ const MAX_GROUP_BITS: u32 = 16;
 
 /// A group of more keys than this is sorted (by hash, then row), and searched and checked
 /// for repeats in that order; a smaller one (nearly every group) is read whole, its keys in
-/// row order. Sorting every group took a fifth of the index's time, and a group can only
-/// grow this large when its keys' hashes were made to collide.
+/// row order. Sorting every group took a fifth of the index's time; a group this large is
+/// rare (a handful of 65,536 at a million keys) unless its keys' hashes were made to
+/// collide; sorted, such a group is searched by halves rather than read whole (keys whose
+/// whole 64-bit hashes were made equal are still compared one by one, as in any table
+/// keyed by this hash).
 const SORTED_MIN: usize = 32;
 
 /// Marks a row without a key among the hashes (a key's hash has its lowest bit set).
