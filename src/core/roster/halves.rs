@@ -304,13 +304,50 @@ mod tests {
     fn distinct_values_are_not_taken_for_shared_ones() {
         // Two emails whose hashes were equal under the word-at-a-time FxHash used before
         // (a difference in one word's top byte cancelled by the next word's low byte): the
-        // halves were always read again in one pass when they fell on both sides.
+        // halves were always read again in one pass when they fell on both sides. They no
+        // longer collide; keys whose hashes do are tested in `keys`.
         let text = "employee_id,email,department\n1,kenji.nguyen.7103@acme.example,D\n\
                     2,kenji.nguyen.7186@acme.example,D\n";
         let at = split_point(text.as_bytes()).unwrap();
         assert_eq!(&text[at..at + 2], "2,");
         let halves = split(text.as_bytes(), at, &opts()).expect("joined");
         assert_same(&halves, &one_pass(text.as_bytes(), &opts()));
+    }
+
+    /// A file large enough for the halves and for hashing its keys on two cores: a repeated
+    /// ID (also on a leaver's row) or active email (in another case, with spaces around it)
+    /// in either half or across them is rejected as the one-pass reading rejects it; a
+    /// leaver's email may repeat anyone's. Found in review, where no test covered repeats at
+    /// this size.
+    #[test]
+    fn a_large_file_repeating_a_key_anywhere_is_read_as_in_one_pass() {
+        let base = roster(40_000, false);
+        let (header, rows) = base.split_at(base.find('\n').unwrap() + 1);
+        // Row i has ID i and email e{i}@example.com; every 13th row is a leaver. Each case:
+        // a row before the others, a row after them, and whether the file is valid.
+        let cases = [
+            ("7,x@example.com,,Dept 1,Active\n", "", false),
+            ("7000,  E7001@EXAMPLE.com ,,Dept 1,Active\n", "", false),
+            ("", "99999,  E39001@EXAMPLE.com ,,Dept 1,Active\n", false),
+            ("", "99999,e20@example.com,,Dept 1,Active\n", false),
+            ("", "39998,z@example.com,,Dept 1,Terminated\n", false),
+            ("", "99999,e39001@example.com,,Dept 1,Terminated\n", true),
+            ("99999,E39001@example.com,,Dept 1,Terminated\n", "", true),
+            // Row 39000 is a leaver's: an active employee may take that email.
+            ("", "99999,e39000@example.com,,Dept 1,Active\n", true),
+        ]
+        .map(|(first, last, valid)| (format!("{header}{first}{rows}{last}"), valid));
+        for (i, (text, valid)) in cases.into_iter().enumerate() {
+            let read = crate::core::roster::parse(text.as_bytes(), &opts());
+            assert_eq!(read.is_ok(), valid, "case {i}");
+            assert_same(&read, &one_pass(text.as_bytes(), &opts()));
+            let at = split_point(text.as_bytes()).unwrap();
+            assert_eq!(
+                split(text.as_bytes(), at, &opts()).is_some(),
+                valid,
+                "case {i}"
+            );
+        }
     }
 
     #[test]

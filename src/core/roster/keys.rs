@@ -37,9 +37,9 @@ const MAX_GROUP_BITS: u32 = 16;
 /// for repeats in that order; a smaller one (nearly every group) is read whole, its keys in
 /// row order. Sorting every group took a fifth of the index's time; a group this large is
 /// rare (a handful of 65,536 at a million keys) unless its keys' hashes were made to
-/// collide; sorted, such a group is searched by halves rather than read whole (keys whose
-/// whole 64-bit hashes were made equal are still compared one by one, as in any table
-/// keyed by this hash).
+/// collide; sorted, such a group is searched by halves rather than read whole (keys that
+/// share a group and the 32 bits kept, ~47 bits of their hash, are still compared one by
+/// one, as in the table of first rows keyed by the same 32 bits).
 const SORTED_MIN: usize = 32;
 
 /// Marks a row without a key among the hashes (a key's hash has its lowest bit set).
@@ -237,6 +237,25 @@ mod tests {
         let index = KeyIndex::new(&one, id_key, |_| true);
         assert_eq!(index.row_of(&one, "E1"), Some(0));
         assert!(!index.repeats(&one));
+    }
+
+    /// Keys whose hashes were made equal (given to [`KeyIndex::of_hashes`] as they are): a
+    /// repeat is told from a collision by the keys themselves, in a small group (read
+    /// whole) and in a large one (sorted).
+    #[test]
+    fn keys_with_equal_hashes_repeat_only_when_the_keys_do() {
+        for n in [2, 3, SORTED_MIN, SORTED_MIN + 1, 200] {
+            let mut rows: Vec<Employee> = (0..n)
+                .map(|i| emp(i, &format!("E{i}"), "", false))
+                .collect();
+            let same = |rows: &[Employee]| vec![hash("E0"); rows.len()];
+            let index = KeyIndex::of_hashes(same(&rows), id_key);
+            assert!(!index.repeats(&rows), "{n} distinct keys, one hash");
+            assert_eq!(index.row_of(&rows, "E0"), Some(0));
+            rows.push(emp(n, &format!("E{}", n / 2), "", false));
+            let index = KeyIndex::of_hashes(same(&rows), id_key);
+            assert!(index.repeats(&rows), "{n} keys and a repeat, one hash");
+        }
     }
 
     proptest! {
