@@ -4,7 +4,7 @@
 //! costs the same stack as a flat organization.
 
 use super::model::{Employee, Finding};
-use super::parallel::join;
+use super::parallel::{ROWS_WORTH_A_THREAD, join};
 
 /// At most this many warnings of each kind are listed; the rest are summed up in one more.
 pub const MAX_WARNINGS_PER_KIND: usize = 1000;
@@ -17,9 +17,6 @@ const NONE: usize = usize::MAX;
 
 /// The row of an employee ID among the employees, when one has it.
 pub type RowOf<'a> = &'a (dyn Fn(&[Employee], &str) -> Option<usize> + Sync);
-
-/// Rosters with fewer rows have their reporting lines read on one core.
-const SPLIT_MIN: usize = 1 << 14;
 
 /// Sets `is_manager` on every employee and returns the warnings about the manager graph.
 ///
@@ -37,7 +34,7 @@ pub fn derive(employees: &mut [Employee], manager_column: &str, row_of: RowOf<'_
         let read = |parent: &mut [usize], start: usize| {
             Links::read(all, start, parent, manager_column, row_of)
         };
-        if n < SPLIT_MIN {
+        if n < ROWS_WORTH_A_THREAD {
             read(&mut parent, 0)
         } else {
             // Both halves on their own core: each row's manager is a lookup of its own.
@@ -440,7 +437,7 @@ mod tests {
 
     #[test]
     fn warnings_found_on_two_cores_are_listed_in_file_order_and_capped() {
-        let n = 2 * SPLIT_MIN;
+        let n = 2 * ROWS_WORTH_A_THREAD;
         // Every 8th row names a missing manager; in the second half, every 8th row after
         // those is its own manager; everyone else reports to row 0.
         let mut e: Vec<Employee> = (0..n)

@@ -36,6 +36,10 @@ where
 /// How many bytes of work make a second thread worth starting ([`join_if`]).
 pub const WORTH_A_THREAD: usize = 256 << 10;
 
+/// How many roster rows make a second thread worth starting for a pass over them (the
+/// manager graph, the keys' index, the halves' append, the IDs' groups).
+pub const ROWS_WORTH_A_THREAD: usize = 1 << 14;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 use crate::core::accounts::{AccountGroup, GROUPS, Origin, group_of};
 use crate::core::columns::fold_value;
 use crate::core::model::{Employee, Roster};
-use crate::core::parallel::join_if;
+use crate::core::parallel::{ROWS_WORTH_A_THREAD, join_if};
 use std::collections::HashMap;
 
 /// Reads the accounts of group `g` (sorted by employee ID) and gives them to the callback:
@@ -46,9 +46,6 @@ impl Survey {
     }
 }
 
-/// Rosters at least twice this long have their IDs' groups found on two cores.
-const TWO_CORES_MIN: usize = 1 << 14;
-
 /// The roster's employees (their positions) sorted by the group of their ID.
 pub struct EmployeeGroups {
     /// Where each group's positions start in `rows`; `GROUPS + 1` entries.
@@ -70,7 +67,7 @@ impl EmployeeGroups {
             }
         };
         join_if(
-            half >= TWO_CORES_MIN,
+            half >= ROWS_WORTH_A_THREAD,
             || fill(first, head),
             || fill(second, tail),
         );

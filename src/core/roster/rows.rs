@@ -13,7 +13,7 @@ use super::keys::{Key, KeyIndex, NO_KEY, email_key, hash_keys, id_key};
 use super::lines::delimiter_name;
 use crate::core::columns::{self, fold_value};
 use crate::core::model::{Employee, FastHash, Finding, Interner, Sym};
-use crate::core::parallel::join_if;
+use crate::core::parallel::{ROWS_WORTH_A_THREAD, join_if};
 
 /// The employees read so far, and what it takes to check the next row against them.
 pub(super) struct Rows {
@@ -49,9 +49,6 @@ struct Firsts {
     ids: FirstRows,
     emails: FirstRows,
 }
-
-/// Rows at least this many index their IDs and emails on two cores.
-const TWO_CORES_MIN: usize = 1 << 14;
 
 /// How many rows are read before their IDs and emails are checked together: each check
 /// looks its key up in a table of up to a million entries, and made one after the other,
@@ -100,7 +97,7 @@ impl Rows {
     /// [`Self::into_parts`]. Call once every row is read and checked.
     pub(super) fn unrepeated(&mut self) -> bool {
         let rows = &self.employees;
-        let two_cores = rows.len() >= TWO_CORES_MIN;
+        let two_cores = rows.len() >= ROWS_WORTH_A_THREAD;
         let active = |e: &Employee| !e.inactive;
         // The keys hashed by rows (an email costs more to hash than an ID), then each index
         // made on a core of its own.
@@ -145,7 +142,7 @@ impl Rows {
         let (employees, values) = (&mut self.employees, &mut self.values);
         // Each a copy into a larger block: on two cores, a million rows' took ~0.02 s less.
         join_if(
-            later.employees.len() >= TWO_CORES_MIN,
+            later.employees.len() >= ROWS_WORTH_A_THREAD,
             || employees.extend(later.employees),
             || values.extend(later.values.iter().map(|sym| renumber[sym.0 as usize])),
         );
