@@ -75,10 +75,9 @@ impl<S: Store> Pipeline<S> {
             was_held: true,
             ..entry
         };
-        self.stage(&updated, &eval.report)?;
         let applied = status == FileStatus::Applied;
-        self.store.commit(Commit {
-            updates: eval.writes(applied),
+        self.stage_and_commit(&updated, &mut eval, applied, |updates| Commit {
+            updates,
             file: Some(&updated),
             last_applied: applied.then_some(updated.id),
             audit: Some(AuditNote {

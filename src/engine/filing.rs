@@ -2,7 +2,7 @@
 //! the result folders, files received into inbox/, recovery at start-up, and the ledger's
 //! bookkeeping of files fetched by poll mode.
 
-use super::pipeline::Pipeline;
+use super::pipeline::{Evaluation, Pipeline};
 use super::roster_file::{FileBytes, HeldFile, UnnamedCopy};
 use crate::api::error::{Context, Result};
 use crate::api::report_out::{write_json, write_text};
@@ -10,7 +10,7 @@ use crate::core::parallel::join;
 use crate::core::report::Report;
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
-use crate::store::{Commit, FileEntry, RemoteOrigin, Store};
+use crate::store::{Commit, FileEntry, RemoteOrigin, Store, StoreError};
 use crate::util::{crash_point, free_name, fsync_dir, sha256_file, write_atomic_with};
 use std::fs;
 use std::io::Read;
@@ -23,6 +23,12 @@ pub enum Content<'a> {
     Stream(&'a mut dyn Read),
     Read(FileBytes, Option<UnnamedCopy>),
 }
+
+/// Free space below which a file's reports are staged before its commit writes, not while
+/// ([`Pipeline::room_for_both`]); and what each change adds to it (a first import's reports
+/// take ~360 bytes a change, its store ~90).
+const ROOM_TO_SPARE: u64 = 256 << 20;
+const ROOM_PER_CHANGE: u64 = 1 << 10;
 
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
 const RECEIVING: &str = ".receive-";
@@ -126,6 +132,69 @@ impl<S: Store> Pipeline<S> {
         json.with_context(writing)?;
         text.with_context(writing)?;
         Ok(())
+    }
+
+    /// Stages `entry`'s reports while the store puts `commit`'s accounts aside, and lets
+    /// the commit be made current only once they are staged, durably: a committed file
+    /// always has its reports to move, and a report is never staged for nothing. The
+    /// commit is `commit` given `eval`'s writes (none unless `applied`). On failure nothing
+    /// is committed and the staged reports are removed.
+    pub(super) fn stage_and_commit<'a>(
+        &self,
+        entry: &FileEntry,
+        eval: &'a mut Evaluation,
+        applied: bool,
+        commit: impl FnOnce(Updates<'a>) -> Commit<'a>,
+    ) -> Result<()> {
+        let (updates, report) = eval.writes_and_report(applied);
+        let alongside = self.room_for_both(report.changes.len());
+        let mut not_staged = None;
+        let committed = std::thread::scope(|scope| {
+            let mut staging = Some(scope.spawn(|| self.stage(entry, report)));
+            let mut ready = || match staging.take().map(|s| s.join()) {
+                None => Ok(()),
+                Some(Err(panic)) => std::panic::resume_unwind(panic),
+                Some(Ok(Ok(()))) => {
+                    crash_point("after_stage");
+                    Ok(())
+                }
+                Some(Ok(Err(e))) => {
+                    not_staged = Some(e);
+                    Err(StoreError::Conflict("the reports were not staged".into()))
+                }
+            };
+            if !alongside {
+                ready()?;
+            }
+            self.store.commit_when(commit(updates), &mut ready)
+        });
+        if let Some(e) = not_staged {
+            let _ = fs::remove_dir_all(self.staged(entry.id));
+            return Err(e);
+        }
+        if let Err(e) = committed {
+            let _ = fs::remove_dir_all(self.staged(entry.id));
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Whether the reports of `changes` changes may be staged while the store writes:
+    /// only with room to spare for both. A store that meets a full disk keeps failing until
+    /// it is opened again (sled's log keeps its first I/O error), so when space is short the
+    /// reports are staged first: they are the larger write, and a full disk then fails them
+    /// before the store has written anything.
+    pub(super) fn room_for_both(&self, changes: usize) -> bool {
+        let needed = (changes as u64)
+            .saturating_mul(ROOM_PER_CHANGE)
+            .saturating_add(ROOM_TO_SPARE);
+        let room = |dir: &Path| {
+            nix::sys::statvfs::statvfs(dir)
+                .is_ok_and(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) >= needed)
+        };
+        // The store's folder is missing only for a store kept in memory (the tests').
+        let store = &self.paths.store;
+        room(&self.paths.staging) && (!store.exists() || room(store))
     }
 
     /// [`Self::finish_filing`] right after `entry` was committed: a failure says the change

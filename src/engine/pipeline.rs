@@ -2,7 +2,7 @@
 //!
 //! Crash safety: the outcome of a file is committed to the store together with its ledger
 //! entry, which records the move still to do (`pending_move`). The reports are staged
-//! before the commit; the move and the reports' final renames happen after it, and
+//! before the commit is made current (while its accounts are written aside); the move and the reports' final renames happen after it, and
 //! [`Pipeline::recover`] finishes them after a crash. So each file is applied once and
 //! its report is never visible before the store is flushed.
 
@@ -47,16 +47,22 @@ impl Evaluation {
 
     /// What committing it writes to the accounts: nothing unless it is `applied`.
     pub(super) fn writes(&mut self, applied: bool) -> Updates<'_> {
+        self.writes_and_report(applied).0
+    }
+
+    /// [`Self::writes`], with the report they were planned with (read while they are written).
+    pub(super) fn writes_and_report(&mut self, applied: bool) -> (Updates<'_>, &Report) {
         if !applied {
-            return Updates::none();
+            return (Updates::none(), &self.report);
         }
         let (now, source) = &self.stamp;
-        Updates::of_sync(
+        let updates = Updates::of_sync(
             std::mem::take(&mut self.updates),
             &self.report.changes,
             now,
             source,
-        )
+        );
+        (updates, &self.report)
     }
 }
 
@@ -280,8 +286,9 @@ impl<S: Store> Pipeline<S> {
         Ok(Some((entry.id, report)))
     }
 
-    /// Stages a new file's reports, then commits its outcome with its ledger entry and
-    /// audit entry in one transaction; on failure nothing is committed and nothing staged.
+    /// Stages a new file's reports and commits its outcome with its ledger entry and audit
+    /// entry in one transaction ([`Self::stage_and_commit`]); on failure nothing is
+    /// committed and nothing staged.
     pub(super) fn commit_file(
         &self,
         entry: &FileEntry,
@@ -291,26 +298,20 @@ impl<S: Store> Pipeline<S> {
         let (name, stored_as, status) = (&entry.name, &entry.stored_as, entry.status);
         crash_point("before_stage");
         let applied = status == FileStatus::Applied;
-        let staged_and_committed = self.stage(entry, &eval.report).and_then(|()| {
-            crash_point("after_stage");
-            Ok(self.store.commit(Commit {
-                updates: eval.writes(applied),
-                file: Some(entry),
-                last_applied: applied.then_some(entry.id),
-                audit: Some(AuditNote {
-                    at: now,
-                    user: "autoprov".into(),
-                    action: format!("file {}", status.as_str()),
-                    detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
-                }),
-                clear_remote: entry.remote.is_some().then_some(name.as_str()),
-            })?)
-        });
-        if let Err(e) = staged_and_committed {
-            // Nothing was committed: drop the staged reports; the file stays in inbox/.
-            let _ = fs::remove_dir_all(self.staged(entry.id));
-            return Err(e);
-        }
+        // On failure nothing was committed and the staged reports are gone: the file stays
+        // in inbox/.
+        self.stage_and_commit(entry, eval, applied, |updates| Commit {
+            updates,
+            file: Some(entry),
+            last_applied: applied.then_some(entry.id),
+            audit: Some(AuditNote {
+                at: now,
+                user: "autoprov".into(),
+                action: format!("file {}", status.as_str()),
+                detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
+            }),
+            clear_remote: entry.remote.is_some().then_some(name.as_str()),
+        })?;
         crash_point("after_commit");
         Ok(())
     }

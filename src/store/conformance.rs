@@ -4,6 +4,7 @@
 use super::samples::{account, packed};
 use super::{
     AuditNote, Commit, FileEntry, FileStatus, MemoryStore, RemoteOrigin, SledStore, Store,
+    StoreError,
 };
 use crate::core::accounts::{Account, Status};
 use crate::core::rules::{Condition, Rule, RuleId};
@@ -201,11 +202,52 @@ fn by_email(s: &dyn Store) {
     assert_eq!(s.account("E12").unwrap(), None);
 }
 
+/// A commit waits for what it is told to: called once, before anything is current; when it
+/// fails, nothing of the commit is (accounts, ledger, audit), and a later commit still works.
+fn commits_when_ready(s: &dyn Store) {
+    let accounts = s.accounts().unwrap();
+    let (files, audit) = (s.files().unwrap(), s.audit(None).unwrap());
+    let id = s.next_file_id().unwrap();
+    let entry = file(id, "def");
+    let commit = |updates| Commit {
+        updates,
+        file: Some(&entry),
+        last_applied: Some(id),
+        audit: Some(note("apply", "2026-01-08T00:00:00Z")),
+        clear_remote: None,
+    };
+    let mut calls = 0;
+    let refused = s.commit_when(commit(packed([account("E21")])), &mut || {
+        calls += 1;
+        assert_eq!(
+            s.account("E21").unwrap(),
+            None,
+            "not current before it is ready"
+        );
+        Err(StoreError::Conflict("not ready".into()))
+    });
+    assert_eq!(refused.unwrap_err().to_string(), "not ready");
+    assert_eq!(calls, 1);
+    assert_eq!(s.accounts().unwrap(), accounts, "no account written");
+    assert_eq!(s.files().unwrap(), files, "no ledger entry");
+    assert_eq!(s.audit(None).unwrap(), audit, "no audit entry");
+    let mut calls = 0;
+    s.commit_when(commit(packed([account("E21")])), &mut || {
+        calls += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(s.account("E21").unwrap(), Some(account("E21")));
+    assert_eq!(s.last_applied().unwrap().unwrap().id, id);
+}
+
 /// Every check, in order, on one store.
 fn all_checks(s: &dyn Store) {
     rules_and_audit(s);
     commits(s);
     by_email(s);
+    commits_when_ready(s);
 }
 
 /// The store's backup, its lines sorted (the sled store writes accounts in bucket order).

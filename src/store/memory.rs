@@ -7,7 +7,7 @@
 
 use super::backup_format::{BACKUP_SCHEMA, Writer, meta, trees};
 use super::{
-    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, RemoteOrigin, Store, StoreResult,
+    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, Ready, RemoteOrigin, Store, StoreResult,
 };
 use crate::core::accounts::{Account, AccountGroup, HeldGroup, group_of};
 use crate::core::columns::fold_value;
@@ -208,7 +208,8 @@ impl Store for MemoryStore {
     }
 
     /// Nothing below can fail, so under the lock the commit is all or nothing.
-    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+    fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()> {
+        ready()?;
         let mut state = self.state();
         for account in commit.updates.accounts() {
             state.accounts.insert(account.employee_id.clone(), account);

@@ -36,6 +36,9 @@ impl From<::sled::Error> for StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What a commit waits for before it makes its write current ([`Store::commit_when`]).
+pub type Ready<'a> = &'a mut dyn FnMut() -> StoreResult<()>;
+
 /// Where a ledger entry stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -233,7 +236,14 @@ pub trait Store: Send + Sync {
     /// Saves one account by hand (or removes it when `remove`) and audits, atomically.
     fn put_account(&self, account: &Account, remove: bool, audit: AuditNote) -> StoreResult<()>;
     /// Applies one sync in one transaction, then flushes to disk.
-    fn commit(&self, commit: Commit<'_>) -> StoreResult<()>;
+    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+        self.commit_when(commit, &mut || Ok(()))
+    }
+    /// [`Self::commit`], made current only once `ready` has succeeded: the store may put
+    /// the write's bulk aside while what `ready` waits for is done elsewhere. `ready` is
+    /// called once, before anything is current; if it fails, nothing is committed and its
+    /// error is returned.
+    fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()>;
     /// Allocates the next file id (a crash before the commit that records the file may give
     /// it out again).
     fn next_file_id(&self) -> StoreResult<u64>;

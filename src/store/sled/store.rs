@@ -14,7 +14,7 @@ use crate::core::rules::{Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::store::backup_format::{meta, trees};
 use crate::store::{
-    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, GroupReader, RemoteOrigin, Store,
+    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, GroupReader, Ready, RemoteOrigin, Store,
     StoreError, StoreResult,
 };
 use email_index::Digest;
@@ -555,12 +555,14 @@ impl Store for SledStore {
             true => (Updates::packed(vec![]), vec![account.employee_id.as_str()]),
             false => (Updates::packed(vec![Packed::of(account)]), vec![]),
         };
-        self.write_accounts(updates, &removed, |t| tx_audit(t.meta, t.audit, &note))
+        self.write_accounts(updates, &removed, &mut || Ok(()), |t| {
+            tx_audit(t.meta, t.audit, &note)
+        })
     }
 
-    fn commit(&self, commit: Commit<'_>) -> StoreResult<()> {
+    fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()> {
         // The accounts are let go batch by batch as their buckets are written aside.
-        self.write_accounts(commit.updates, &[], |t| {
+        self.write_accounts(commit.updates, &[], ready, |t| {
             if let Some(name) = commit.clear_remote {
                 t.remote.remove(name.as_bytes())?;
             }
@@ -890,7 +892,7 @@ mod tests {
             );
             assert_eq!(s.account("E3").unwrap(), None);
             // A later write, here a ledger entry alone, leaves the leftovers for the start.
-            s.write_accounts(Updates::none(), &[], |t| {
+            s.write_accounts(Updates::none(), &[], &mut || Ok(()), |t| {
                 tx_audit(t.meta, t.audit, &note("x"))
             })
             .unwrap();

@@ -12,7 +12,7 @@ use crate::core::accounts::{AccountGroup, group_of};
 use crate::core::parallel::{WORTH_A_THREAD, join_if};
 use crate::core::updates::Updates;
 use crate::store::backup_format::meta;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Ready, Store, StoreError, StoreResult};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
@@ -105,6 +105,7 @@ impl SledStore {
         &self,
         updates: Updates<'_>,
         remove: &[&str],
+        ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
         self.heads_checked()?;
@@ -114,6 +115,7 @@ impl SledStore {
         self.write_versions(
             nothing,
             |version, before, written| self.write_aside(updates, remove, version, before, written),
+            ready,
             more,
         )
     }
@@ -150,6 +152,7 @@ impl SledStore {
                 }
                 Ok(())
             },
+            &mut || Ok(()),
             |t| {
                 t.meta.insert(meta::SCHEMA, SCHEMA)?;
                 Ok(())
@@ -167,6 +170,7 @@ impl SledStore {
         &self,
         nothing: bool,
         aside: impl FnOnce(u64, &(Directory, Directory), &mut Written) -> StoreResult<()>,
+        ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
         let version = versions::reserve(&self.versions)?;
@@ -184,6 +188,7 @@ impl SledStore {
         } else {
             versions::unfinish(&self.versions).and_then(|()| aside(version, &before, &mut written))
         })
+        .and_then(|()| ready())
         .and_then(|()| {
             crate::util::crash_point("after_aside");
             self.make_current(&before, &written, more)
