@@ -5,9 +5,11 @@
 
 mod common;
 
+use autoprov::api::report_out::{write_json, write_text};
 use autoprov::core::accounts::{Account, AccountGroup, HeldGroup};
 use autoprov::core::columns::Columns;
 use autoprov::core::reconcile::{self, SyncInput};
+use autoprov::core::report::Report;
 use autoprov::core::roster::{self, RosterOptions};
 use autoprov::core::rules::{self, CompiledRule, MatchTable, Rule, RuleId};
 use autoprov::core::updates::Updates;
@@ -83,6 +85,15 @@ fn core(c: &mut Criterion) {
     g.bench_function("plan_first_import", |b| b.iter(|| plan(black_box(&none))));
     g.bench_function("plan_resync_unchanged", |b| {
         b.iter(|| plan(black_box(&stored)))
+    });
+    // The first import's two reports as they are staged, formatting alone (no disk).
+    let mut report = Report::new("bench.csv", "sha", NOW, NOW);
+    report.changes = first.changes.clone();
+    g.bench_function("reports_first_import", |b| {
+        b.iter(|| {
+            write_text(black_box(&report), &mut std::io::sink()).expect("text");
+            write_json(black_box(&report), &mut std::io::sink(), false).expect("json");
+        })
     });
     g.finish();
 }
