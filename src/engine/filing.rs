@@ -4,7 +4,7 @@
 
 use super::pipeline::{Evaluation, Pipeline};
 use super::roster_file::{FileBytes, HeldFile, UnnamedCopy};
-use crate::api::error::{Context, Result};
+use crate::api::error::{Context, Error, Result};
 use crate::api::report_out::{write_json, write_text};
 use crate::core::parallel::join;
 use crate::core::report::Report;
@@ -27,7 +27,7 @@ pub enum Content<'a> {
 /// Free space below which a file's reports are staged before its commit writes, not while
 /// ([`Pipeline::room_for_both`]); and what each change adds to it (a first import's reports
 /// take ~360 bytes a change, its store ~90).
-const ROOM_TO_SPARE: u64 = 256 << 20;
+pub(super) const ROOM_TO_SPARE: u64 = 256 << 20;
 const ROOM_PER_CHANGE: u64 = 1 << 10;
 
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
@@ -123,7 +123,9 @@ impl<S: Store> Pipeline<S> {
     pub(super) fn stage(&self, entry: &FileEntry, report: &Report) -> Result<()> {
         let dir = self.staged(entry.id);
         let writing = || format!("writing the reports of {} in {}", entry.name, dir.display());
-        fs::create_dir_all(&dir).with_context(writing)?;
+        fs::create_dir_all(&dir)
+            .and_then(|()| fsync_dir(&self.paths.staging))
+            .with_context(writing)?;
         // The two forms of a large report are written on two cores.
         let (text, json) = join(
             || write_atomic_with(&dir.join("report.txt"), |w| write_text(report, w)),
@@ -138,7 +140,9 @@ impl<S: Store> Pipeline<S> {
     /// the commit be made current only once they are staged, durably: a committed file
     /// always has its reports to move, and a report is never staged for nothing. The
     /// commit is `commit` given `eval`'s writes (none unless `applied`). On failure nothing
-    /// is committed and the staged reports are removed.
+    /// is committed and the staged reports are removed, unless the ledger has the entry
+    /// (its transaction went through, its flush failed): then they stay for the filing, and
+    /// the error says the change was recorded.
     pub(super) fn stage_and_commit<'a>(
         &self,
         entry: &FileEntry,
@@ -148,35 +152,60 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<()> {
         let (updates, report) = eval.writes_and_report(applied);
         let alongside = self.room_for_both(report.changes.len());
-        let mut not_staged = None;
+        let (mut not_staged, mut panicked, mut waited) = (None, None, false);
         let committed = std::thread::scope(|scope| {
-            let mut staging = Some(scope.spawn(|| self.stage(entry, report)));
-            let mut ready = || match staging.take().map(|s| s.join()) {
-                None => Ok(()),
-                Some(Err(panic)) => std::panic::resume_unwind(panic),
-                Some(Ok(Ok(()))) => {
-                    crash_point("after_stage");
-                    Ok(())
+            let stage = || self.stage(entry, report);
+            // Without a thread to stage on, the reports are staged before the commit.
+            let mut staging = Some(std::thread::Builder::new().spawn_scoped(scope, stage));
+            let mut ready = || {
+                waited = true;
+                let outcome = match staging.take() {
+                    None => return Ok(()),
+                    Some(Ok(thread)) => thread.join(),
+                    Some(Err(_)) => Ok(stage()),
+                };
+                match outcome {
+                    Ok(Ok(())) => {
+                        crash_point("after_stage");
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => not_staged = Some(e),
+                    // Raised again once the store has cleaned up after the refused commit.
+                    Err(panic) => panicked = Some(panic),
                 }
-                Some(Ok(Err(e))) => {
-                    not_staged = Some(e);
-                    Err(StoreError::Conflict("the reports were not staged".into()))
-                }
+                Err(StoreError::Conflict("the reports were not staged".into()))
             };
             if !alongside {
                 ready()?;
             }
             self.store.commit_when(commit(updates), &mut ready)
         });
-        if let Some(e) = not_staged {
+        let failed = match (not_staged, committed) {
+            (Some(e), _) => Some(e),
+            (None, Err(e)) => Some(Error::from(e)),
+            (None, Ok(())) => None,
+        };
+        if let Some(panic) = panicked {
             let _ = fs::remove_dir_all(self.staged(entry.id));
-            return Err(e);
+            std::panic::resume_unwind(panic);
         }
-        if let Err(e) = committed {
-            let _ = fs::remove_dir_all(self.staged(entry.id));
-            return Err(e.into());
+        match failed {
+            None if waited => Ok(()),
+            None => Err(Error::failed(
+                "the store committed without waiting for the reports (a bug)",
+            )
+            .after_commit(entry.id, &entry.name)),
+            Some(e) => match self.store.file(entry.id) {
+                Ok(recorded) if recorded.as_ref() != Some(entry) => {
+                    let _ = fs::remove_dir_all(self.staged(entry.id));
+                    Err(e)
+                }
+                // Recorded, or unknown: the staged reports stay (the next start removes
+                // those of an entry the ledger does not have).
+                Ok(_) => Err(e.after_commit(entry.id, &entry.name)),
+                Err(_) => Err(e),
+            },
         }
-        Ok(())
     }
 
     /// Whether the reports of `changes` changes may be staged while the store writes:
@@ -187,14 +216,19 @@ impl<S: Store> Pipeline<S> {
     pub(super) fn room_for_both(&self, changes: usize) -> bool {
         let needed = (changes as u64)
             .saturating_mul(ROOM_PER_CHANGE)
-            .saturating_add(ROOM_TO_SPARE);
+            .saturating_add(self.room_to_spare);
         let room = |dir: &Path| {
             nix::sys::statvfs::statvfs(dir)
                 .is_ok_and(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()) >= needed)
         };
         // The store's folder is missing only for a store kept in memory (the tests').
         let store = &self.paths.store;
-        room(&self.paths.staging) && (!store.exists() || room(store))
+        room(&self.paths.staging)
+            && match store.try_exists() {
+                Ok(true) => room(store),
+                Ok(false) => true,
+                Err(_) => false,
+            }
     }
 
     /// [`Self::finish_filing`] right after `entry` was committed: a failure says the change

@@ -2,9 +2,10 @@
 //!
 //! Crash safety: the outcome of a file is committed to the store together with its ledger
 //! entry, which records the move still to do (`pending_move`). The reports are staged
-//! before the commit is made current (while its accounts are written aside); the move and the reports' final renames happen after it, and
-//! [`Pipeline::recover`] finishes them after a crash. So each file is applied once and
-//! its report is never visible before the store is flushed.
+//! before the commit is made current (while its accounts are written aside); the move and
+//! the reports' final renames happen after it, and [`Pipeline::recover`] finishes them
+//! after a crash. So each file is applied once and its report is never visible before the
+//! store is flushed.
 
 use super::observe::{FileObserver, FileOutcome};
 use super::roster_file::FileBytes;
@@ -78,6 +79,9 @@ pub struct Pipeline<S: Store> {
     stopping: std::sync::atomic::AtomicBool,
     /// Told of every file decided or failed (the daemon's notifications); unset in the CLI.
     observer: std::sync::OnceLock<FileObserver>,
+    /// Free space, besides what each change needs, below which a file's reports are staged
+    /// before its commit writes rather than while ([`Pipeline::room_for_both`]).
+    pub(super) room_to_spare: u64,
 }
 
 impl<S: Store> Pipeline<S> {
@@ -102,6 +106,7 @@ impl<S: Store> Pipeline<S> {
             paths,
             stopping: Default::default(),
             observer: Default::default(),
+            room_to_spare: super::filing::ROOM_TO_SPARE,
         })
     }
 
@@ -515,6 +520,87 @@ mod tests {
         let cfg = Config::load(Some(&config)).unwrap();
         let store = SledStore::open(&Paths::new(&cfg.data_dir).store).unwrap();
         Pipeline::new(cfg, store).unwrap()
+    }
+
+    #[test]
+    fn reports_that_cannot_be_staged_commit_nothing_whether_staged_first_or_alongside() {
+        for (room_to_spare, alongside) in [(0, true), (u64::MAX, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut p = pipeline(dir.path());
+            p.room_to_spare = room_to_spare;
+            assert_eq!(p.room_for_both(2), alongside);
+            let rule = crate::core::rules::Rule {
+                id: p.store.next_rule_id().unwrap(),
+                name: "IT".into(),
+                role: "IT Admin".into(),
+                conditions: vec![crate::core::rules::Condition::parse("department = IT").unwrap()],
+                enabled: true,
+                created_at: "2026-01-01T00:00:00Z".into(),
+                created_by: "tester".into(),
+            };
+            let note = AuditNote {
+                at: "2026-01-01T00:00:00Z".into(),
+                user: "tester".into(),
+                action: "rules add".into(),
+                detail: String::new(),
+            };
+            p.store.put_rule(&rule, note).unwrap();
+            let audited = p.store.audit(None).unwrap();
+            // The first file's JSON report cannot be put in place: a folder has its name.
+            fs::create_dir_all(p.staged(1).join("report.json").join("x")).unwrap();
+            let roster = b"employee_id,email,department\nE1,e1@x.io,IT\nE2,e2@x.io,IT\n";
+            let name = p
+                .receive("r.csv", Content::Stream(&mut &roster[..]), false)
+                .unwrap()
+                .0;
+            let shown = format!("{:#}", p.process(&name).unwrap_err());
+            assert!(shown.contains("writing the reports of r.csv"), "{shown}");
+            assert!(shown.contains("nothing was changed"), "{shown}");
+            assert!(p.store.accounts().unwrap().is_empty(), "no account written");
+            assert!(p.store.files().unwrap().is_empty(), "no ledger entry");
+            assert_eq!(p.store.audit(None).unwrap(), audited, "no audit entry");
+            assert_eq!(fs::read_dir(&p.paths.staging).unwrap().count(), 0);
+            assert!(p.paths.folder("inbox").join(&name).exists());
+            // The retry applies it and leaves nothing staged.
+            let report = p.process(&name).unwrap();
+            assert_eq!(report.status, ReportStatus::Applied);
+            assert_eq!(p.store.accounts().unwrap().len(), 2);
+            assert_eq!(fs::read_dir(&p.paths.staging).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn a_commit_whose_flush_fails_keeps_its_reports_and_says_it_was_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        // The transaction goes through; the flush after it fails (the store's watermark
+        // cannot be written).
+        let blocker = p.paths.store.join(".autoprov.watermark.tmp");
+        fs::create_dir(&blocker).unwrap();
+        let roster = b"employee_id,email,department\nE1,e1@x.io,IT\n";
+        let name = p
+            .receive("r.csv", Content::Stream(&mut &roster[..]), false)
+            .unwrap()
+            .0;
+        let shown = format!("{:#}", p.process(&name).unwrap_err());
+        assert!(shown.contains("was applied and recorded"), "{shown}");
+        assert!(!shown.contains("nothing was changed"), "{shown}");
+        let files = p.store.files().unwrap();
+        assert_eq!(files.len(), 1, "the ledger has the file");
+        let staged = p.staged(files[0].id);
+        assert!(staged.join("report.json").exists() && staged.join("report.txt").exists());
+        // The next start files it with both reports.
+        fs::remove_dir(&blocker).unwrap();
+        p.recover().unwrap();
+        let stored_as = &files[0].stored_as;
+        let processed = p.paths.folder("processed");
+        for filed in [
+            stored_as.clone(),
+            format!("{stored_as}.report.json"),
+            format!("{stored_as}.report.txt"),
+        ] {
+            assert!(processed.join(&filed).exists(), "{filed}");
+        }
     }
 
     fn origin(name: &str, bytes: &[u8]) -> RemoteOrigin {

@@ -598,30 +598,3 @@ fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
     p.process("later.csv").unwrap();
     assert_eq!(take(), ["filed 3 later.csv applied by None"]);
 }
-
-#[test]
-fn reports_that_cannot_be_staged_commit_nothing_whether_staged_first_or_alongside() {
-    let (_dir, p) = pipeline();
-    add_rule(&p, "IT", "department = IT");
-    assert!(p.room_for_both(2), "a temp dir has room: staged alongside");
-    assert!(
-        !p.room_for_both(usize::MAX >> 8),
-        "too little room: staged first"
-    );
-    // The first file's staging folder is taken by a file: its reports cannot be written.
-    let blocker = p.paths.staging.join("1");
-    fs::write(&blocker, b"").unwrap();
-    let err = submit(&p, "r.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap_err();
-    let shown = format!("{err:#}");
-    assert!(shown.contains("writing the reports of r.csv"), "{shown}");
-    assert!(accounts(&p).is_empty(), "no account written");
-    assert!(p.store.files().unwrap().is_empty(), "no ledger entry");
-    assert_eq!(folder(&p, "inbox"), ["r.csv"], "the file waits in inbox/");
-    assert_eq!(folder(&p, "processed"), Vec::<String>::new());
-    // Once staging can be written, the retry applies it and leaves nothing staged.
-    fs::remove_file(&blocker).unwrap();
-    let report = p.process("r.csv").unwrap();
-    assert_eq!(report.status, ReportStatus::Applied);
-    assert_eq!(accounts(&p).len(), 2);
-    assert_eq!(fs::read_dir(&p.paths.staging).unwrap().count(), 0);
-}

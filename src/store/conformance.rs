@@ -216,21 +216,23 @@ fn commits_when_ready(s: &dyn Store) {
         audit: Some(note("apply", "2026-01-08T00:00:00Z")),
         clear_remote: None,
     };
-    let mut calls = 0;
-    let refused = s.commit_when(commit(packed([account("E21")])), &mut || {
-        calls += 1;
-        assert_eq!(
-            s.account("E21").unwrap(),
-            None,
-            "not current before it is ready"
-        );
-        Err(StoreError::Conflict("not ready".into()))
-    });
-    assert_eq!(refused.unwrap_err().to_string(), "not ready");
-    assert_eq!(calls, 1);
-    assert_eq!(s.accounts().unwrap(), accounts, "no account written");
-    assert_eq!(s.files().unwrap(), files, "no ledger entry");
-    assert_eq!(s.audit(None).unwrap(), audit, "no audit entry");
+    // With accounts, and a ledger entry alone (a rejected or held file's).
+    for updates in [packed([account("E21")]), Updates::none()] {
+        let mut calls = 0;
+        let refused = s.commit_when(commit(updates), &mut || {
+            calls += 1;
+            let not_yet = "nothing current before it is ready";
+            assert_eq!(s.account("E21").unwrap(), None, "{not_yet}");
+            assert_eq!(s.files().unwrap(), files, "{not_yet}");
+            assert_eq!(s.audit(None).unwrap(), audit, "{not_yet}");
+            Err(StoreError::Conflict("not ready".into()))
+        });
+        assert_eq!(refused.unwrap_err().to_string(), "not ready");
+        assert_eq!(calls, 1);
+        assert_eq!(s.accounts().unwrap(), accounts, "no account written");
+        assert_eq!(s.files().unwrap(), files, "no ledger entry");
+        assert_eq!(s.audit(None).unwrap(), audit, "no audit entry");
+    }
     let mut calls = 0;
     s.commit_when(commit(packed([account("E21")])), &mut || {
         calls += 1;

@@ -919,6 +919,36 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_refused_when_ready_leaves_nothing_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        commit_accounts(&s, vec![account("E1"), account("E2")]);
+        let keys = |t: &sled::Tree| t.iter().keys().count();
+        let before = (keys(&s.accounts), keys(&s.emails));
+        let refused = s.commit_when(
+            Commit {
+                updates: crate::store::samples::packed([account("E3")]),
+                file: None,
+                last_applied: None,
+                audit: Some(note("apply")),
+                clear_remote: None,
+            },
+            &mut || Err(StoreError::Conflict("not ready".into())),
+        );
+        assert!(refused.is_err());
+        assert_eq!(
+            (keys(&s.accounts), keys(&s.emails)),
+            before,
+            "what was put aside is gone"
+        );
+        assert!(
+            !versions::unfinished(&s.versions).unwrap(),
+            "and its marker"
+        );
+        assert_eq!(s.account("E3").unwrap(), None);
+    }
+
+    #[test]
     fn ids_are_never_reused_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let a;
