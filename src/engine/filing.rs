@@ -24,10 +24,9 @@ pub enum Content<'a> {
     Read(FileBytes, Option<UnnamedCopy>),
 }
 
-/// Free space below which a file's reports are staged before its commit writes, not while
-/// ([`Pipeline::room_for_both`]); and what each change adds to it (a first import's reports
-/// take ~360 bytes a change, its store ~90).
-pub(super) const ROOM_TO_SPARE: u64 = 256 << 20;
+/// What each change adds to the free space a file's reports need to be staged while its
+/// commit writes ([`Pipeline::room_for_both`]; a first import's reports take ~360 bytes a
+/// change, its store ~90).
 const ROOM_PER_CHANGE: u64 = 1 << 10;
 
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.

@@ -67,6 +67,10 @@ impl Evaluation {
     }
 }
 
+/// Free space, besides what each change needs, below which a file's reports are staged
+/// before its commit writes rather than while ([`Pipeline::room_for_both`]).
+const ROOM_TO_SPARE: u64 = 256 << 20;
+
 /// The pipeline over one store and one drop.
 pub struct Pipeline<S: Store> {
     /// Settings.
@@ -106,7 +110,7 @@ impl<S: Store> Pipeline<S> {
             paths,
             stopping: Default::default(),
             observer: Default::default(),
-            room_to_spare: super::filing::ROOM_TO_SPARE,
+            room_to_spare: ROOM_TO_SPARE,
         })
     }
 
