@@ -296,8 +296,8 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Stages a new file's reports and commits its outcome with its ledger entry and audit
-    /// entry in one transaction ([`Self::stage_and_commit`]); on failure nothing is
-    /// committed and nothing staged.
+    /// entry in one transaction ([`Self::stage_and_commit`], which says what a failure
+    /// leaves).
     pub(super) fn commit_file(
         &self,
         entry: &FileEntry,
@@ -307,8 +307,6 @@ impl<S: Store> Pipeline<S> {
         let (name, stored_as, status) = (&entry.name, &entry.stored_as, entry.status);
         crash_point("before_stage");
         let applied = status == FileStatus::Applied;
-        // On failure nothing was committed and the staged reports are gone: the file stays
-        // in inbox/.
         self.stage_and_commit(entry, eval, applied, |updates| Commit {
             updates,
             file: Some(entry),
@@ -526,6 +524,13 @@ mod tests {
         Pipeline::new(cfg, store).unwrap()
     }
 
+    /// Files `roster` into inbox/ as `r.csv`; the name it has there.
+    fn received(p: &Pipeline<SledStore>, roster: &[u8]) -> String {
+        p.receive("r.csv", Content::Stream(&mut &roster[..]), false)
+            .unwrap()
+            .0
+    }
+
     #[test]
     fn reports_that_cannot_be_staged_commit_nothing_whether_staged_first_or_alongside() {
         for (room_to_spare, alongside) in [(0, true), (u64::MAX, false)] {
@@ -552,11 +557,10 @@ mod tests {
             let audited = p.store.audit(None).unwrap();
             // The first file's JSON report cannot be put in place: a folder has its name.
             fs::create_dir_all(p.staged(1).join("report.json").join("x")).unwrap();
-            let roster = b"employee_id,email,department\nE1,e1@x.io,IT\nE2,e2@x.io,IT\n";
-            let name = p
-                .receive("r.csv", Content::Stream(&mut &roster[..]), false)
-                .unwrap()
-                .0;
+            let name = received(
+                &p,
+                b"employee_id,email,department\nE1,e1@x.io,IT\nE2,e2@x.io,IT\n",
+            );
             let shown = format!("{:#}", p.process(&name).unwrap_err());
             assert!(shown.contains("writing the reports of r.csv"), "{shown}");
             assert!(shown.contains("nothing was changed"), "{shown}");
@@ -581,11 +585,7 @@ mod tests {
         // cannot be written).
         let blocker = p.paths.store.join(".autoprov.watermark.tmp");
         fs::create_dir(&blocker).unwrap();
-        let roster = b"employee_id,email,department\nE1,e1@x.io,IT\n";
-        let name = p
-            .receive("r.csv", Content::Stream(&mut &roster[..]), false)
-            .unwrap()
-            .0;
+        let name = received(&p, b"employee_id,email,department\nE1,e1@x.io,IT\n");
         let shown = format!("{:#}", p.process(&name).unwrap_err());
         assert!(shown.contains("was applied and recorded"), "{shown}");
         assert!(!shown.contains("nothing was changed"), "{shown}");
