@@ -494,12 +494,17 @@ fn next_file(broken: bool) -> Vec<u8> {
 /// Rules loaded and day1 applied.
 fn prepared_env() -> TestEnv {
     let env = TestEnv::with(settings());
+    prepare(&env);
+    env
+}
+
+/// Loads the rules into `env` and applies day1.
+fn prepare(env: &TestEnv) {
     env.load_sample_rules();
     let day1 = env.input_from("sequence/day1.csv", "day1.csv");
     let (code, report) = env.process(&day1, &[]);
     assert_eq!(code, 0, "day1: {report:#}");
     assert_eq!(report["counts"]["created"], 82);
-    env
 }
 
 /// The clean run: accounts and report of `next.csv` after day1, without crashes.
@@ -586,14 +591,41 @@ fn assert_state_after_crash(env: &TestEnv, point: &str, folder: &str) {
     }
 }
 
+/// The free space a crash test runs with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Space {
+    /// The test's folder as it is: room for the reports and the store's write together, so
+    /// the reports are staged while the store puts the accounts aside.
+    Plenty,
+    /// A 64 MiB tmpfs, less than the room the engine keeps to spare: the reports are staged
+    /// before the store writes anything.
+    Short,
+}
+
 /// One crash at `point`, recovery, and the checks; see the file's doc.
 fn crash_at(point: &str, runner: Runner, broken: bool) {
+    crash_with(point, runner, broken, Space::Plenty);
+}
+
+/// [`crash_at`] with `space`; the crashed run's log says which order was taken.
+fn crash_with(point: &str, runner: Runner, broken: bool, space: Space) {
     let (clean_accounts, clean_report) = clean_run(broken);
-    let env = prepared_env();
+    let (env, _tmpfs) = match space {
+        Space::Plenty => (prepared_env(), None),
+        Space::Short => {
+            let env = TestEnv::with(settings());
+            let tmpfs = Tmpfs::mount(&env.data_dir, "64m");
+            prepare(&env);
+            (env, Some(tmpfs))
+        }
+    };
     let bytes = next_file(broken);
     let want = if broken { "rejected" } else { "applied" };
     let folder = folder_of(want);
-    let crash_env = [("AUTOPROV_CRASH_AT", point)];
+    let crash_env = [
+        ("AUTOPROV_CRASH_AT", point),
+        ("AUTOPROV__LOG__LEVEL", "debug"),
+    ];
     let abort_msg = format!("AUTOPROV_CRASH_AT={point}: aborting");
     match runner {
         Runner::Cli => {
@@ -609,6 +641,7 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
                 "{point}: {st}\n{out}\n{err}"
             );
             assert!(err.contains(&abort_msg), "{err}");
+            assert_staged_in_order(point, space, &err);
             assert_state_after_crash(&env, point, folder);
             // Recovery: any command opens the store and finishes committed filings.
             let st = status(&env);
@@ -637,6 +670,7 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
                 d.log()
             );
             assert!(d.log().contains(&abort_msg), "{}", d.log());
+            assert_staged_in_order(point, space, &d.log());
             assert_state_after_crash(&env, point, folder);
             let mut d = start_daemon(&env);
             d.wait_idle(&env, Duration::from_secs(60));
@@ -663,6 +697,21 @@ fn crash_at(point: &str, runner: Runner, broken: bool) {
         "the file was processed once: {report:#}"
     );
     assert_same_accounts(&accounts(&env), clean_accounts, point);
+}
+
+/// The crashed run's log says the reports were staged in the order `space` calls for.
+fn assert_staged_in_order(point: &str, space: Space, log: &str) {
+    if point == "before_stage" {
+        return;
+    }
+    let order = match space {
+        Space::Plenty => "the reports are staged while the store writes",
+        Space::Short => "the reports are staged before the store writes (free space is short)",
+    };
+    assert!(
+        log.contains(order),
+        "{point} with {space:?} space: no {order:?} in\n{log}"
+    );
 }
 
 fn libc_sigabrt() -> i32 {
@@ -703,6 +752,27 @@ crash_point_tests! {
     daemon_crash_after_commit_rejected: "after_commit", Daemon, true;
     daemon_crash_after_reports_moved_rejected: "after_reports_moved", Daemon, true;
     daemon_crash_after_file_moved_rejected: "after_file_moved", Daemon, true;
+}
+
+/// The crash points around the store's write with the reports staged first (free space
+/// short), through both runners.
+macro_rules! crash_short_of_space_tests {
+    ($($name:ident: $point:literal, $runner:ident, $broken:literal;)*) => {
+        $(
+            #[test]
+            #[cfg_attr(missing_mount, ignore = "needs to mount a tmpfs (root with CAP_SYS_ADMIN)")]
+            fn $name() {
+                crash_with($point, Runner::$runner, $broken, Space::Short);
+            }
+        )*
+    };
+}
+
+crash_short_of_space_tests! {
+    cli_crash_after_stage_short_of_space: "after_stage", Cli, false;
+    cli_crash_after_aside_short_of_space: "after_aside", Cli, false;
+    daemon_crash_after_stage_short_of_space: "after_stage", Daemon, false;
+    daemon_crash_after_stage_rejected_short_of_space: "after_stage", Daemon, true;
 }
 
 #[test]

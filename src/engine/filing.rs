@@ -151,6 +151,14 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<()> {
         let (updates, report) = eval.writes_and_report(applied);
         let alongside = self.room_for_both(report.changes.len());
+        tracing::debug!(
+            file = %entry.name,
+            "the reports are staged {}",
+            match alongside {
+                true => "while the store writes",
+                false => "before the store writes (free space is short)",
+            }
+        );
         let (mut not_staged, mut panicked, mut waited) = (None, None, false);
         let committed = std::thread::scope(|scope| {
             let stage = || self.stage(entry, report);
