@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod drop_fs;
 pub mod host_keys;
+mod pipe;
 pub mod profile;
 pub mod server;
 mod session;

@@ -12,7 +12,8 @@ use tracing::{Instrument, Span};
 
 use super::auth::{ConnAuth, printable};
 use super::drop_fs::{DropFs, DropRoot, MAX_PACKET_LEN};
-use super::stream::{KillableStream, PacketGuard, SFTP_PIPE_BUFFER, sftp_pump};
+use super::pipe::sftp_pipe;
+use super::stream::{PacketGuard, sftp_pump};
 
 /// What every SFTP session of the server needs.
 pub(super) struct SftpContext {
@@ -336,11 +337,10 @@ impl russh::server::Handler for SshHandler {
             self.span.clone(),
             Some(self.sftp.tracker.token()),
         );
-        let channel = KillableStream::new(channel.into_stream(), self.kill.clone());
-        let (sftp_side, pump_side) = tokio::io::duplex(SFTP_PIPE_BUFFER);
+        let (pump_side, sftp_side) = sftp_pipe();
         self.sftp
             .tracker
-            .spawn(sftp_pump(channel, pump_side).instrument(self.span.clone()));
+            .spawn(sftp_pump(channel, pump_side, self.kill.clone()).instrument(self.span.clone()));
         let stream = PacketGuard::new(sftp_side, self.span.clone())
             .ending(self.sftp_ended.clone().drop_guard());
         let config = russh_sftp::server::Config {

@@ -1,6 +1,6 @@
 //! The byte streams of a connection: the socket wrapper that can be cut and records
-//! traffic for the idle watchdog, the pump between the SSH channel and the SFTP session,
-//! and the guard on SFTP packet framing.
+//! traffic for the idle watchdog, the pump between the SSH channel and the SFTP session's
+//! pipe, and the guard on SFTP packet framing.
 
 use std::io;
 use std::pin::Pin;
@@ -9,15 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use russh::server::Msg;
+use russh::{Channel, ChannelMsg, ChannelWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 use tracing::Span;
 
 use super::drop_fs::MAX_PACKET_LEN;
-
-/// Bytes buffered each way between an SFTP session and its SSH channel (see [`sftp_pump`]).
-pub(super) const SFTP_PIPE_BUFFER: usize = 1024 * 1024;
+use super::pipe::RequestsTx;
 
 /// When a connection's socket last moved bytes either way, for the idle watchdog.
 pub(super) struct Activity {
@@ -44,39 +44,74 @@ impl Activity {
     }
 }
 
-/// Moves bytes between an SFTP session's channel and the pipe russh-sftp serves on.
+/// Moves bytes between an SFTP session's channel and the pipe russh-sftp serves on
+/// ([`super::pipe`]).
 ///
 /// russh hands each incoming channel message to the channel from inside its session loop
 /// and waits while the channel's queue (100 messages) is full; the SFTP answers travel
 /// through that same loop. Served directly on the channel, a session whose client packs
 /// many small requests into each SSH packet deadlocks: the loop waits for the SFTP task to
 /// take a message, the SFTP task waits for the loop to take an answer. This pump keeps
-/// taking requests while answers queue in the pipe (up to [`SFTP_PIPE_BUFFER`] each way),
+/// taking requests while answers queue in the pipe (up to [`super::pipe::SFTP_PIPE_BUFFER`] each way),
 /// which breaks the cycle for any client that reads its answers. One that does not is
 /// closed by the idle watchdog of the connection (`server::serve_connection`).
 ///
-/// When the client ends its side, the SFTP session gets EOF and its last answers are still
-/// delivered; when the SFTP session ends, the channel is shut and closed at once.
-pub(super) async fn sftp_pump<C>(channel: C, sftp: tokio::io::DuplexStream)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
+/// The requests are the channel's messages themselves, handed over uncopied. When the
+/// client ends its side, or `kill` is cancelled, the SFTP session gets EOF and its last
+/// answers are still delivered (unless killed); when the SFTP session ends, the channel is
+/// shut and closed at once.
+pub(super) async fn sftp_pump(
+    channel: Channel<Msg>,
+    (requests, mut from_sftp): (RequestsTx, DuplexStream),
+    kill: CancellationToken,
+) {
     use tokio::io::AsyncWriteExt;
-    let (channel_rx, mut channel_tx) = tokio::io::split(channel);
-    let (mut sftp_rx, mut sftp_tx) = tokio::io::split(sftp);
-    let requests = async {
-        let mut channel_rx = tokio::io::BufReader::with_capacity(64 * 1024, channel_rx);
-        let _ = tokio::io::copy_buf(&mut channel_rx, &mut sftp_tx).await;
-        let _ = sftp_tx.shutdown().await;
+    let (mut incoming, outgoing) = channel.split();
+    let mut channel_tx = KillableStream::new(outgoing.make_writer(), kill.clone());
+    let _close = CloseOnDrop(Some(outgoing));
+    let requests = async move {
+        let taken = async {
+            loop {
+                match incoming.wait().await {
+                    Some(ChannelMsg::Data { data }) => {
+                        if !requests.send(data).await {
+                            break;
+                        }
+                    }
+                    Some(ChannelMsg::Eof) | None => break,
+                    Some(_) => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = kill.cancelled() => {}
+            _ = taken => {}
+        }
+        // The SFTP session reads EOF.
+        drop(requests);
     };
     let answers = async {
-        let _ = tokio::io::copy(&mut sftp_rx, &mut channel_tx).await;
+        let _ = tokio::io::copy(&mut from_sftp, &mut channel_tx).await;
         let _ = channel_tx.shutdown().await;
     };
     tokio::pin!(requests, answers);
     tokio::select! {
         _ = &mut answers => {}
         _ = &mut requests => answers.await,
+    }
+}
+
+/// Closes the channel when dropped (the pump ended, or its task was dropped), as russh's
+/// own channel stream does.
+struct CloseOnDrop(Option<ChannelWriteHalf<Msg>>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(channel) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = channel.close().await;
+            });
+        }
     }
 }
 
