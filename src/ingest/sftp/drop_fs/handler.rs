@@ -92,6 +92,7 @@ impl Handler for DropFs {
             return Err(failure(&format!("upload discarded: {reason}")));
         }
         upload.flush().await?;
+        upload.synced().await?;
         let span = self.span.clone();
         blocking(move || {
             let name = upload.name.clone();
