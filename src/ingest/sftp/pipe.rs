@@ -31,10 +31,15 @@ pub(super) fn sftp_pipe() -> ((RequestsTx, DuplexStream), SftpSide) {
     )
 }
 
+/// What a chunk counts for in the pipe beside its bytes: its place in the queue and its
+/// allocation, so that a client sending tiny chunks cannot make the pipe hold far more
+/// memory than its room.
+const CHUNK_COST: usize = 64;
+
 /// The room a chunk of `len` bytes takes in the pipe (a chunk longer than the whole pipe
 /// takes all of it).
 fn room_of(len: usize) -> u32 {
-    len.min(SFTP_PIPE_BUFFER) as u32
+    (len + CHUNK_COST).min(SFTP_PIPE_BUFFER) as u32
 }
 
 /// The pump's end of the requests pipe.
@@ -46,9 +51,12 @@ pub(super) struct RequestsTx {
 }
 
 impl RequestsTx {
-    /// Hands `data` over once the pipe has room for it; false when the SFTP session has
-    /// ended.
+    /// Hands `data` over once the pipe has room for it (an empty chunk is dropped); false
+    /// when the SFTP session has ended.
     pub(super) async fn send(&self, data: Bytes) -> bool {
+        if data.is_empty() {
+            return !self.tx.is_closed();
+        }
         match self.room.acquire_many(room_of(data.len())).await {
             Ok(permit) => permit.forget(),
             Err(_) => return false,
@@ -75,7 +83,6 @@ impl AsyncRead for Requests {
     ) -> Poll<io::Result<()>> {
         while self.at == self.current.len() {
             match ready!(self.rx.poll_recv(cx)) {
-                // An empty chunk took no room: the loop goes on to the next.
                 Some(chunk) => {
                     self.current = chunk;
                     self.at = 0;
@@ -164,10 +171,39 @@ mod tests {
         assert_eq!(answers, b"answer");
     }
 
+    /// Tiny chunks count for more than their bytes, and empty ones are not queued: a
+    /// client cannot fill the daemon's memory with them while its SFTP session does not read.
+    #[tokio::test]
+    async fn tiny_chunks_fill_the_pipe_sooner_and_empty_ones_are_dropped() {
+        let ((tx, _answers), side) = sftp_pipe();
+        for _ in 0..100_000 {
+            assert!(tx.send(Bytes::new()).await);
+        }
+        assert!(side.requests.rx.is_empty(), "empty chunks are not queued");
+        assert_eq!(tx.room.available_permits(), SFTP_PIPE_BUFFER);
+        let mut sent = 0;
+        loop {
+            let one = tx.send(Bytes::from_static(b"x"));
+            match tokio::time::timeout(std::time::Duration::from_millis(20), one).await {
+                Ok(true) => sent += 1,
+                Ok(false) => panic!("the session has not ended"),
+                Err(_) => break,
+            }
+            assert!(
+                sent <= 20_000,
+                "{sent} one-byte chunks and the pipe takes more"
+            );
+        }
+        // At least 64 bytes a chunk: 1 MiB of room holds at most 16,384 of them.
+        assert!((16_000..=16_384).contains(&sent), "{sent}");
+        drop(side);
+        assert!(!tx.send(Bytes::new()).await, "the session has ended");
+    }
+
     #[tokio::test]
     async fn the_pump_waits_while_the_pipe_is_full_and_stops_once_the_session_ends() {
         let ((tx, _answers), mut side) = sftp_pipe();
-        let chunk = Bytes::from(vec![7u8; SFTP_PIPE_BUFFER / 2]);
+        let chunk = Bytes::from(vec![7u8; SFTP_PIPE_BUFFER / 2 - CHUNK_COST]);
         assert!(tx.send(chunk.clone()).await);
         assert!(tx.send(chunk.clone()).await);
         // Full: the third chunk waits until the first is read to its end.
@@ -180,12 +216,12 @@ mod tests {
                     .is_err(),
                 "a full pipe takes no more"
             );
-            let mut first = vec![0u8; SFTP_PIPE_BUFFER / 2];
+            let mut first = vec![0u8; chunk.len()];
             side.read_exact(&mut first).await.unwrap();
             assert!(third.await);
         }
         // A chunk longer than the pipe still goes through once the pipe is empty.
-        let mut rest = vec![0u8; SFTP_PIPE_BUFFER];
+        let mut rest = vec![0u8; 2 * chunk.len()];
         side.read_exact(&mut rest).await.unwrap();
         assert!(tx.send(Bytes::from(vec![1u8; 2 * SFTP_PIPE_BUFFER])).await);
         // The session ends: a pump waiting for room gives up.

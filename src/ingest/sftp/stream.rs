@@ -56,10 +56,11 @@ impl Activity {
 /// which breaks the cycle for any client that reads its answers. One that does not is
 /// closed by the idle watchdog of the connection (`server::serve_connection`).
 ///
-/// The requests are the channel's messages themselves, handed over uncopied. When the
-/// client ends its side, or `kill` is cancelled, the SFTP session gets EOF and its last
-/// answers are still delivered (unless killed); when the SFTP session ends, the channel is
-/// shut and closed at once.
+/// The requests are the channel's messages themselves, handed over without the pump
+/// copying them (russh-sftp copies each into its own buffer as it reads it). When the
+/// client ends its side (the handler then closes the channel, `channel_eof`), or `kill` is
+/// cancelled, the SFTP session gets EOF; when the SFTP session ends, the channel is shut
+/// and closed at once.
 pub(super) async fn sftp_pump(
     channel: Channel<Msg>,
     (requests, mut from_sftp): (RequestsTx, DuplexStream),
