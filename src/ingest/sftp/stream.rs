@@ -52,9 +52,10 @@ impl Activity {
 /// through that same loop. Served directly on the channel, a session whose client packs
 /// many small requests into each SSH packet deadlocks: the loop waits for the SFTP task to
 /// take a message, the SFTP task waits for the loop to take an answer. This pump keeps
-/// taking requests while answers queue in the pipe (up to [`super::pipe::SFTP_PIPE_BUFFER`] each way),
-/// which breaks the cycle for any client that reads its answers. One that does not is
-/// closed by the idle watchdog of the connection (`server::serve_connection`).
+/// taking requests while answers queue in the pipe (up to
+/// [`super::pipe::SFTP_PIPE_BUFFER`] each way), which breaks the cycle for any client that
+/// reads its answers. One that does not is closed by the idle watchdog of the connection
+/// (`server::serve_connection`).
 ///
 /// The requests are the channel's messages themselves, handed over without the pump
 /// copying them (russh-sftp copies each into its own buffer as it reads it). When the

@@ -236,13 +236,22 @@ impl Upload {
         let Some(writing) = self.writing.take() else {
             return Ok(Batch::default());
         };
-        let message = match writing.await {
-            Ok((batch, Ok(()))) => return Ok(batch),
-            Ok((_, Err(e))) => format!("write failed: {}", e.kind()),
-            Err(_) => "internal error".to_string(),
+        match writing.await {
+            Ok((batch, Ok(()))) => Ok(batch),
+            Ok((_, Err(e))) => Err(self.failed(Some(e))),
+            Err(_) => Err(self.failed(None)),
+        }
+    }
+
+    /// Discards the upload after a write or a sync on the blocking pool failed (`None`: its
+    /// task did), and gives the answer that says so.
+    fn failed(&mut self, error: Option<io::Error>) -> StatusReply {
+        let message = match error {
+            Some(e) => format!("write failed: {}", e.kind()),
+            None => "internal error".to_string(),
         };
         self.discard("write error");
-        Err(failure(&message))
+        failure(&message)
     }
 
     /// Starts syncing what the file holds, on the blocking pool, once [`SYNC_EVERY`] bytes
@@ -271,13 +280,11 @@ impl Upload {
         let Some(syncing) = self.syncing.take() else {
             return Ok(());
         };
-        let message = match syncing.await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => format!("write failed: {}", e.kind()),
-            Err(_) => "internal error".to_string(),
-        };
-        self.discard("write error");
-        Err(failure(&message))
+        match syncing.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.failed(Some(e))),
+            Err(_) => Err(self.failed(None)),
+        }
     }
 
     /// Deletes the temporary file and remembers why, so later writes and the close fail.
@@ -354,14 +361,19 @@ pub(super) enum Listing {
 mod tests {
     use super::*;
 
+    /// An upload named `name` into `dir`, as the handler opens one.
+    fn upload_in(dir: &std::path::Path, name: &str) -> Upload {
+        let temp = dir.join(temp_name());
+        let file = File::create_new(&temp).unwrap();
+        Upload::new(name.into(), temp, dir.join(name), file, Span::none())
+    }
+
     /// A large upload syncs its file while it goes on, a sync at a time, and lands whole.
     #[tokio::test]
     async fn a_large_upload_is_synced_while_it_goes_on_and_lands_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let temp = dir.path().join(temp_name());
         let dest = dir.path().join("big.bin");
-        let file = File::create_new(&temp).unwrap();
-        let mut upload = Upload::new("big.bin".into(), temp, dest.clone(), file, Span::none());
+        let mut upload = upload_in(dir.path(), "big.bin");
         let len = 2 * SYNC_EVERY as usize + WRITE_BATCH / 2;
         let chunk = 32 * 1024;
         let mut expected = Vec::with_capacity(len);
@@ -399,10 +411,8 @@ mod tests {
     #[tokio::test]
     async fn a_small_upload_is_synced_at_its_close_only() {
         let dir = tempfile::tempdir().unwrap();
-        let temp = dir.path().join(temp_name());
         let dest = dir.path().join("small.bin");
-        let file = File::create_new(&temp).unwrap();
-        let mut upload = Upload::new("small.bin".into(), temp, dest.clone(), file, Span::none());
+        let mut upload = upload_in(dir.path(), "small.bin");
         let data = vec![7u8; 3 * WRITE_BATCH];
         for (n, part) in data.chunks(32 * 1024).enumerate() {
             upload.write((n * 32 * 1024) as u64, part).await.unwrap();
