@@ -36,6 +36,30 @@ where
 /// How many bytes of work make a second thread worth starting ([`join_if`]).
 pub const WORTH_A_THREAD: usize = 256 << 10;
 
+/// The cores a step may use: both, or one when the other core already runs another part of
+/// the same work (a write of a million accounts split between two threads, each of which
+/// must not start a third).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cores {
+    One,
+    Two,
+}
+
+impl Cores {
+    /// [`join_if`], on one thread when this is [`Cores::One`].
+    pub fn join_if<A, B>(
+        self,
+        worth_a_thread: bool,
+        here: impl FnOnce() -> A,
+        there: impl FnOnce() -> B + Send,
+    ) -> (A, B)
+    where
+        B: Send,
+    {
+        join_if(self == Cores::Two && worth_a_thread, here, there)
+    }
+}
+
 /// How many roster rows make a second thread worth starting for a pass over them (the
 /// manager graph, the keys' index, the halves' append, the IDs' groups).
 pub const ROWS_WORTH_A_THREAD: usize = 1 << 14;
@@ -53,5 +77,25 @@ mod tests {
         assert_eq!(join_if(false, || 1, || "two"), (1, "two"));
         let caught = std::panic::catch_unwind(|| join_if(false, || (), || panic!("there")));
         assert!(caught.is_err());
+    }
+
+    #[test]
+    fn one_core_runs_both_pieces_on_this_thread() {
+        let here = std::thread::current().id();
+        let (a, b) = Cores::One.join_if(
+            true,
+            || std::thread::current().id(),
+            || std::thread::current().id(),
+        );
+        assert_eq!((a, b), (here, here));
+        let (a, b) = Cores::Two.join_if(
+            true,
+            || std::thread::current().id(),
+            || std::thread::current().id(),
+        );
+        assert_eq!(a, here);
+        assert_ne!(b, here);
+        let (_, b) = Cores::Two.join_if(false, || (), || std::thread::current().id());
+        assert_eq!(b, here);
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::core::accounts::{Account, GROUPS, Origin, Status, group_of};
 use crate::core::packed::Packed;
-use crate::core::parallel::join_if;
+use crate::core::parallel::Cores;
 use crate::core::reconcile::{Action, Change};
 use crate::core::rules::RuleId;
 use std::collections::VecDeque;
@@ -118,7 +118,7 @@ pub struct ByGroup<'a> {
     of: Option<Created<'a>>,
 }
 
-impl ByGroup<'_> {
+impl<'a> ByGroup<'a> {
     /// How many accounts of each group are not taken yet (indexed by group).
     pub fn per_group(&self) -> Vec<usize> {
         let mut counts = vec![0; GROUPS];
@@ -131,9 +131,21 @@ impl ByGroup<'_> {
         counts
     }
 
+    /// The updates of groups from `group` on, taken out of these into their own.
+    pub fn split_off(&mut self, group: usize) -> ByGroup<'a> {
+        let group = group.min(GROUPS) as u32;
+        let created = self.created.partition_point(|(g, _)| *g < group);
+        let packed = self.packed.partition_point(|(g, _)| *g < group);
+        ByGroup {
+            packed: self.packed.split_off(packed),
+            created: self.created.split_off(created),
+            of: self.of,
+        }
+    }
+
     /// The accounts of the groups below `end` not taken yet, packed: the new ones first,
-    /// made on two cores, then the changed ones in the order given.
-    pub fn take_below(&mut self, end: usize) -> Vec<Packed> {
+    /// made on `cores`, then the changed ones in the order given.
+    pub fn take_below(&mut self, end: usize, cores: Cores) -> Vec<Packed> {
         let end = end.min(GROUPS) as u32;
         let n = self.created.partition_point(|(g, _)| *g < end);
         let made: Vec<u32> = self.created.drain(..n).map(|(_, i)| i).collect();
@@ -152,7 +164,7 @@ impl ByGroup<'_> {
                 };
                 let (lower, upper) = made.split_at(made.len() / 2);
                 let (mut lower, upper) =
-                    join_if(made.len() >= MAKE_ON_TWO, || make(lower), || make(upper));
+                    cores.join_if(made.len() >= MAKE_ON_TWO, || make(lower), || make(upper));
                 lower.extend(upper);
                 lower
             }
@@ -354,7 +366,7 @@ mod tests {
         assert_eq!(by_group.per_group().iter().sum::<usize>(), 3001);
         for end in [700, 1400, 2800, GROUPS] {
             let counts = by_group.per_group();
-            let batch = by_group.take_below(end);
+            let batch = by_group.take_below(end, Cores::Two);
             assert!(!batch.is_empty());
             assert_eq!(
                 counts[..end].iter().sum::<usize>(),
@@ -380,11 +392,43 @@ mod tests {
             from = end;
         }
         assert!(by_group.per_group().iter().all(|&n| n == 0));
-        assert!(by_group.take_below(GROUPS).is_empty());
+        assert!(by_group.take_below(GROUPS, Cores::Two).is_empty());
         let mut expected: Vec<String> = ids.clone();
         expected.push("P1".into());
         seen.sort();
         expected.sort();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn split_off_parts_take_their_own_groups_and_together_every_update() {
+        let ids: Vec<String> = (0..3000).map(|i| format!("E{i}")).collect();
+        let changes: Vec<Change> = ids.iter().map(|id| change(id, Action::Created)).collect();
+        let packed: Vec<Packed> = ["P1", "P2", "P3", "P4"]
+            .iter()
+            .map(|id| Packed::of(&created_account(&change(id, Action::Created), "t", "s")))
+            .collect();
+        let mut lower = Updates::of_sync(packed, &changes, "t", "s").by_group();
+        let counts = lower.per_group();
+        let at = GROUPS / 3;
+        let mut upper = lower.split_off(at);
+        assert_eq!(lower.per_group()[..at], counts[..at]);
+        assert!(lower.per_group()[at..].iter().all(|&n| n == 0));
+        assert_eq!(upper.per_group()[at..], counts[at..]);
+        assert!(upper.per_group()[..at].iter().all(|&n| n == 0));
+        let below = lower.take_below(GROUPS, Cores::One);
+        let above = upper.take_below(GROUPS, Cores::One);
+        assert!(below.iter().all(|p| group_of(p.employee_id()) < at));
+        assert!(above.iter().all(|p| group_of(p.employee_id()) >= at));
+        let mut seen: Vec<&str> = below
+            .iter()
+            .chain(&above)
+            .map(Packed::employee_id)
+            .collect();
+        seen.sort_unstable();
+        let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+        expected.extend(["P1", "P2", "P3", "P4"]);
+        expected.sort_unstable();
         assert_eq!(seen, expected);
     }
 

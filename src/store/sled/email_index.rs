@@ -15,7 +15,7 @@
 use super::Staged;
 use super::buckets::{self, BucketKey};
 use crate::core::accounts::AccountHead;
-use crate::core::parallel::{WORTH_A_THREAD, join_if};
+use crate::core::parallel::{Cores, WORTH_A_THREAD};
 use crate::store::{StoreError, StoreResult};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -232,6 +232,7 @@ impl Changes {
         range: std::ops::Range<usize>,
         read: &(dyn Fn(usize) -> StoreResult<Option<Vec<u8>>> + Sync),
         size: &dyn Fn(usize) -> usize,
+        cores: Cores,
     ) -> StoreResult<Vec<Staged>> {
         let bytes = Changes::bytes(parts, range.clone(), size);
         let stage = |range: std::ops::Range<usize>| {
@@ -262,7 +263,7 @@ impl Changes {
             Ok::<_, StoreError>(staged)
         };
         let half = range.start + range.len() / 2;
-        let (staged, rest) = join_if(
+        let (staged, rest) = cores.join_if(
             bytes >= WORTH_A_THREAD,
             || stage(range.start..half),
             || stage(half..range.end),

@@ -32,7 +32,7 @@ pub use super::pages::EMPTY;
 #[cfg(test)]
 pub use super::pages::key;
 use super::pages::{self, Laid, Layout, Page, PageId, PageRecords, Slot, words};
-use crate::core::parallel::{WORTH_A_THREAD, join_if};
+use crate::core::parallel::{Cores, WORTH_A_THREAD};
 use crate::store::{StoreError, StoreResult};
 use sled::IVec;
 
@@ -339,6 +339,7 @@ impl<'a> Versioned<'a> {
         records: Records,
         version: u64,
         written: &mut Vec<(usize, u64)>,
+        cores: Cores,
     ) -> StoreResult<()> {
         debug_assert!(self.compressed, "only the current form is written");
         let mut laid = Vec::new();
@@ -386,7 +387,8 @@ impl<'a> Versioned<'a> {
             .flat_map(|l| l.records.iter().flatten())
             .map(Vec::len)
             .sum();
-        let (mut packed, upper) = join_if(bytes >= WORTH_A_THREAD, || pack(lower), || pack(upper));
+        let (mut packed, upper) =
+            cores.join_if(bytes >= WORTH_A_THREAD, || pack(lower), || pack(upper));
         packed.extend(upper);
         for (page, stored) in packed {
             let entry = match stored {
@@ -667,8 +669,14 @@ mod tests {
         let before = v.directory().unwrap();
         assert_eq!(v.get(3).unwrap().as_deref(), Some(&b"old"[..]));
         let mut written = Vec::new();
-        v.write_pages(&before, vec![(3, Some(b"new".to_vec()))], 5, &mut written)
-            .unwrap();
+        v.write_pages(
+            &before,
+            vec![(3, Some(b"new".to_vec()))],
+            5,
+            &mut written,
+            Cores::Two,
+        )
+        .unwrap();
         assert_eq!(
             v.get(3).unwrap().as_deref(),
             Some(&b"old"[..]),
@@ -701,8 +709,14 @@ mod tests {
         assert!(stored.len() * 10 < record.len(), "{} bytes", stored.len());
         let before = v.directory().unwrap();
         let mut written = Vec::new();
-        v.write_pages(&before, vec![(1, Some(record.clone()))], 7, &mut written)
-            .unwrap();
+        v.write_pages(
+            &before,
+            vec![(1, Some(record.clone()))],
+            7,
+            &mut written,
+            Cores::Two,
+        )
+        .unwrap();
         versions
             .insert("email_index", before.with(&written))
             .unwrap();
@@ -773,7 +787,7 @@ mod tests {
     fn commit(v: &Versioned<'_>, versions: &sled::Tree, records: Records, version: u64) {
         let before = v.directory().unwrap();
         let mut written = Vec::new();
-        v.write_pages(&before, records, version, &mut written)
+        v.write_pages(&before, records, version, &mut written, Cores::Two)
             .unwrap();
         versions.insert(v.name, before.with(&written)).unwrap();
         v.remove_superseded(&before, &written).unwrap();

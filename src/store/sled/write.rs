@@ -9,13 +9,14 @@ use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, Staged, TxResult, buckets, email_index, unwrap_tx,
 };
 use crate::core::accounts::{AccountGroup, group_of};
-use crate::core::parallel::{WORTH_A_THREAD, join_if};
-use crate::core::updates::Updates;
+use crate::core::parallel::{Cores, WORTH_A_THREAD, join};
+use crate::core::updates::{ByGroup, Updates};
 use crate::store::backup_format::meta;
 use crate::store::{Ready, Store, StoreError, StoreResult};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 /// How many buckets of accounts are built and written aside at a time, at least: at a
 /// million accounts, 128 buckets are ~30k accounts and ~6 MB, held before they are laid out
@@ -76,6 +77,45 @@ fn batches(weights: &[usize]) -> Vec<std::ops::Range<usize>> {
         start = end;
     }
     ranges
+}
+
+/// Where to split the batches `ranges` (their buckets weighing `weights`) into a lower and
+/// an upper part of about equal weight, for a thread each ([`both`]): the number of batches
+/// in the lower part, or `None` when there is one batch or too little work for two threads.
+/// A million new accounts are 32 batches: split, both cores build, compress and write their
+/// half, where one thread alone left the second core idle while it grouped a batch, laid
+/// its pages out and wrote them into sled (~45 % of its time).
+fn halves(ranges: &[Range<usize>], weights: &[usize]) -> Option<usize> {
+    let each: Vec<usize> = ranges
+        .iter()
+        .map(|r| weights[r.clone()].iter().sum())
+        .collect();
+    let total: usize = each.iter().sum();
+    if ranges.len() < 2 || total < 2 * WORTH_A_THREAD {
+        return None;
+    }
+    let mut lower = 0;
+    let (at, _) = (1..ranges.len())
+        .map(|at| {
+            lower += each[at - 1];
+            (at, lower.abs_diff(total - lower))
+        })
+        .min_by_key(|&(_, gap)| gap)?;
+    Some(at)
+}
+
+/// Runs `lower` here and `upper` on a second thread, each putting aside into a list of its
+/// own; what both put aside is added to `written` whatever the outcome, so that a failed
+/// write removes all of it.
+fn both(
+    written: &mut Vec<(usize, u64)>,
+    lower: impl FnOnce(&mut Vec<(usize, u64)>) -> StoreResult<()>,
+    upper: impl FnOnce(&mut Vec<(usize, u64)>) -> StoreResult<()> + Send,
+) -> StoreResult<()> {
+    let mut upper_written = Vec::new();
+    let (here, there) = join(|| lower(written), || upper(&mut upper_written));
+    written.append(&mut upper_written);
+    here.and(there)
 }
 
 /// The directory entries a write puts in place (bucket, entry), of the accounts and of the
@@ -147,7 +187,7 @@ impl SledStore {
                             Ok(())
                         })?;
                         count += records.len();
-                        compressed.write_pages(before, records, version, into)?;
+                        compressed.write_pages(before, records, version, into, Cores::Two)?;
                     }
                 }
                 Ok(())
@@ -234,7 +274,8 @@ impl SledStore {
     /// Builds the buckets the write changes and puts them aside as `version`, [`BATCH`]
     /// buckets at a time, each batch's updates let go once it is written; then the index's.
     /// The buckets are read as `before` (the accounts' and the index's directories, read
-    /// at the write's start) names them.
+    /// at the write's start) names them. A write worth it is split in two halves of its
+    /// batches, each put aside by a thread of its own ([`halves`]).
     pub(super) fn write_aside(
         &self,
         updates: Updates<'_>,
@@ -255,17 +296,60 @@ impl SledStore {
             own[g] = own[g].max(1);
         }
         let by_bucket = weights(&before.0, |g| own[g] * ACCOUNT_BYTES);
-        for std::ops::Range { start, end } in batches(&by_bucket) {
-            let batch = updates.take_below(end);
-            let mut groups = buckets::group_packed(&batch);
-            for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
-                groups.entry(buckets::key_of(g)).or_default();
+        let aside = |updates: &mut ByGroup<'_>,
+                     ranges: &[Range<usize>],
+                     changes: &mut [email_index::Changes],
+                     cores: Cores,
+                     written: &mut Vec<(usize, u64)>| {
+            for &Range { start, end } in ranges {
+                let batch = updates.take_below(end, cores);
+                let mut groups = buckets::group_packed(&batch);
+                for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
+                    groups.entry(buckets::key_of(g)).or_default();
+                }
+                if groups.is_empty() {
+                    continue;
+                }
+                let staged = self.stage_buckets(&groups, remove, &before.0, changes, cores)?;
+                accounts.write_pages(&before.0, staged, version, written, cores)?;
             }
-            if groups.is_empty() {
-                continue;
+            Ok(())
+        };
+        let ranges = batches(&by_bucket);
+        match halves(&ranges, &by_bucket) {
+            Some(at) => {
+                let mut upper = updates.split_off(ranges[at].start);
+                let [lower_changes, upper_changes] = &mut changes;
+                let (lower, upper_ranges) = ranges.split_at(at);
+                both(
+                    &mut written.accounts,
+                    |w| {
+                        aside(
+                            &mut updates,
+                            lower,
+                            std::slice::from_mut(lower_changes),
+                            Cores::One,
+                            w,
+                        )
+                    },
+                    |w| {
+                        aside(
+                            &mut upper,
+                            upper_ranges,
+                            std::slice::from_mut(upper_changes),
+                            Cores::One,
+                            w,
+                        )
+                    },
+                )?;
             }
-            let staged = self.stage_buckets(&groups, remove, &before.0, &mut changes)?;
-            accounts.write_pages(&before.0, staged, version, &mut written.accounts)?;
+            None => aside(
+                &mut updates,
+                &ranges,
+                &mut changes,
+                Cores::Two,
+                &mut written.accounts,
+            )?,
         }
         // The index in batches too: its records, held until their pages are laid out and
         // compressed, are ~40 MB at a million accounts.
@@ -276,26 +360,42 @@ impl SledStore {
         let by_bucket = weights(&before.1, |n| {
             email_index::Changes::bytes(&changes, n..n + 1, &|_| 1)
         });
-        for range in batches(&by_bucket) {
-            let staged = email_index::Changes::stage(&changes, range, &read, &size)?;
-            index.write_pages(&before.1, staged, version, &mut written.index)?;
+        let aside = |ranges: &[Range<usize>], cores: Cores, written: &mut Vec<(usize, u64)>| {
+            for range in ranges {
+                let staged =
+                    email_index::Changes::stage(&changes, range.clone(), &read, &size, cores)?;
+                index.write_pages(&before.1, staged, version, written, cores)?;
+            }
+            Ok(())
+        };
+        let ranges = batches(&by_bucket);
+        match halves(&ranges, &by_bucket) {
+            Some(at) => {
+                let (lower, upper) = ranges.split_at(at);
+                both(
+                    &mut written.index,
+                    |w| aside(lower, Cores::One, w),
+                    |w| aside(upper, Cores::One, w),
+                )
+            }
+            None => aside(&ranges, Cores::Two, &mut written.index),
         }
-        Ok(())
     }
 
     /// Reads the buckets in `groups` and builds what they hold after their updates, without
     /// the IDs in `remove` (which must belong to those buckets), adding what changes in the
-    /// email index to `changes`. Half of the buckets are built on a second core.
+    /// email index to `changes` (one part, or two, the second for the half of the buckets
+    /// built on a second core when `cores` and the work allow it).
     fn stage_buckets(
         &self,
         groups: &BTreeMap<buckets::BucketKey, Vec<buckets::Entry<'_>>>,
         remove: &[&str],
         directory: &Directory,
-        changes: &mut [email_index::Changes; 2],
+        changes: &mut [email_index::Changes],
+        cores: Cores,
     ) -> StoreResult<Vec<Staged>> {
         type Part<'p, 'a> = &'p [(&'p buckets::BucketKey, &'p Vec<buckets::Entry<'a>>)];
         let groups: Vec<_> = groups.iter().collect();
-        let (first, second) = groups.split_at(groups.len() / 2);
         let accounts = self.buckets();
         let stage = |part: Part<'_, '_>, changes: &mut email_index::Changes| {
             let mut staged = Vec::with_capacity(part.len());
@@ -311,7 +411,6 @@ impl SledStore {
             }
             Ok::<_, StoreError>(staged)
         };
-        let [lower, upper] = changes;
         let bytes: usize = groups
             .iter()
             .map(|(key, updates)| {
@@ -319,15 +418,17 @@ impl SledStore {
                 directory.estimated_size(buckets::number_of(**key)) + rewritten
             })
             .sum();
-        let worth_a_thread = bytes >= WORTH_A_THREAD;
-        let (staged, rest) = join_if(
-            worth_a_thread,
-            || stage(first, lower),
-            || stage(second, upper),
-        );
-        let mut staged = staged?;
-        staged.extend(rest?);
-        Ok(staged)
+        match changes {
+            [lower, upper] if cores == Cores::Two && bytes >= WORTH_A_THREAD => {
+                let (first, second) = groups.split_at(groups.len() / 2);
+                let (staged, rest) = join(|| stage(first, lower), || stage(second, upper));
+                let mut staged = staged?;
+                staged.extend(rest?);
+                Ok(staged)
+            }
+            [one, ..] => stage(&groups, one),
+            [] => unreachable!("a part for the index's changes"),
+        }
     }
 
     /// The small transaction: the directories name what was put aside, checked unchanged
@@ -519,6 +620,101 @@ mod tests {
         assert_eq!(s.account("E1").unwrap().unwrap().role, "Role true");
         assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
         assert!(!versions::unfinished(&s.versions).unwrap());
+    }
+
+    #[test]
+    fn halves_split_at_the_batch_that_balances_the_weight_or_not_at_all() {
+        use super::halves;
+        use crate::core::parallel::WORTH_A_THREAD;
+        let ranges: Vec<std::ops::Range<usize>> = (0..8).map(|i| i * 10..i * 10 + 10).collect();
+        let even = vec![WORTH_A_THREAD / 10; 80];
+        assert_eq!(halves(&ranges, &even), Some(4));
+        assert_eq!(halves(&ranges[..1], &even), None, "one batch");
+        assert_eq!(
+            halves(&ranges, &vec![1; 80]),
+            None,
+            "too little for two threads"
+        );
+        // Most of the weight in the first batch: it alone is the lower part.
+        let mut front = vec![1; 80];
+        front[3] = 4 * WORTH_A_THREAD;
+        assert_eq!(halves(&ranges, &front), Some(1));
+        // And in the last: every batch but it.
+        let mut back = vec![1; 80];
+        back[75] = 4 * WORTH_A_THREAD;
+        assert_eq!(halves(&ranges, &back), Some(7));
+    }
+
+    /// A write large enough to be put aside by two threads, one half of its batches each:
+    /// every account and every index entry lands, also when a second write changes emails
+    /// and removes accounts in both halves, and the store opens and checks afterwards.
+    #[test]
+    fn a_write_split_between_two_threads_puts_every_account_and_entry_aside() {
+        use super::{ACCOUNT_BYTES, batches, halves, weights};
+        use crate::core::accounts::{GROUPS, group_of};
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = (0..40_000).map(|i| format!("E{i}")).collect();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            let mut own = vec![0; GROUPS];
+            for id in &ids {
+                own[group_of(id)] += 1;
+            }
+            let by_bucket = weights(&s.buckets().directory().unwrap(), |g| {
+                own[g] * ACCOUNT_BYTES
+            });
+            assert!(halves(&batches(&by_bucket), &by_bucket).is_some(), "split");
+            commit(&s, ids.iter().map(|id| account(id)).collect());
+            let moved: Vec<Account> = ids
+                .iter()
+                .step_by(7)
+                .map(|id| Account {
+                    email: format!("{id}@moved.io"),
+                    ..account(id)
+                })
+                .collect();
+            commit(&s, moved);
+            for id in ["E3", "E39998"] {
+                let note = crate::store::AuditNote {
+                    at: "2026-01-01T00:00:00Z".into(),
+                    user: "root".into(),
+                    action: "admins remove".into(),
+                    detail: id.into(),
+                };
+                s.put_account(&account(id), true, note).unwrap();
+            }
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        s.verify().unwrap();
+        s.verify_index().unwrap();
+        let mut seen = 0;
+        s.scan_accounts(&mut |_| seen += 1).unwrap();
+        assert_eq!(seen, ids.len() - 2);
+        for (i, id) in ids.iter().enumerate().step_by(101) {
+            let email = match i % 7 {
+                0 => format!("{id}@moved.io"),
+                _ => format!("{id}@x.io"),
+            };
+            assert_eq!(s.account(id).unwrap().unwrap().email, email);
+            let by_email = s.accounts_by_email(&email).unwrap();
+            assert_eq!(by_email.len(), 1, "{email}");
+            if i % 7 == 0 {
+                assert!(
+                    s.accounts_by_email(&format!("{id}@x.io"))
+                        .unwrap()
+                        .is_empty()
+                );
+            }
+        }
+        for id in ["E3", "E39998"] {
+            assert!(s.account(id).unwrap().is_none());
+            assert!(
+                s.accounts_by_email(&format!("{id}@x.io"))
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 
     /// Readers beside a writer (the daemon answers reads while the engine commits) see
