@@ -9,12 +9,13 @@
 //! until it is placed here. The text form is [`Report::write_text`].
 
 use crate::core::accounts::Status;
-use crate::core::model::Finding;
+use crate::core::model::{FastHash, Finding};
 use crate::core::reconcile::{Action, Change, Counts};
 use crate::core::report::{Decision, Report, ReportStatus};
 use crate::core::rules::RuleId;
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 
@@ -58,7 +59,8 @@ pub fn write_json(report: &Report, out: &mut dyn Write, sorted: bool) -> io::Res
 
 /// The elements of the `changes` array, as serde_json's pretty printer writes them there
 /// (each object's keys in `Change`'s order, or sorted), then the line break and indent
-/// before the array's `]`.
+/// before the array's `]`. Each object is written from its [`Shape`], made once for each
+/// [`Kind`] of change.
 fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -67,47 +69,23 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
     const SORTED: [usize; 8] = [2, 1, 0, 6, 7, 5, 4, 3];
     const AS_DECLARED: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
     let order = if sorted { &SORTED } else { &AS_DECLARED };
+    let mut shapes: HashMap<Kind, Shape, FastHash> = HashMap::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
-    let mut number = itoa::Buffer::new();
     for (i, change) in changes.iter().enumerate() {
-        let Change {
-            employee_id,
-            email,
-            action,
-            rule_id,
-            rule,
-            role,
-            previous_role,
-            previous_status,
-        } = change;
-        let rule_id = rule_id.map(|id| number.format(id.0));
-        let fields: [(&str, Option<&str>, bool); 8] = [
-            ("employee_id", Some(employee_id), true),
-            ("email", Some(email), true),
-            ("action", Some(action.as_str()), true),
-            ("rule_id", rule_id, false),
-            ("rule", rule.as_deref(), true),
-            ("role", Some(role), true),
-            ("previous_role", previous_role.as_deref(), true),
-            ("previous_status", previous_status.map(Status::as_str), true),
-        ];
-        buf.extend_from_slice(if i == 0 { b"\n    {" } else { b",\n    {" });
-        for (k, &field) in order.iter().enumerate() {
-            let (key, value, quoted) = fields[field];
-            buf.extend_from_slice(if k == 0 {
-                b"\n      \""
-            } else {
-                b",\n      \""
-            });
-            buf.extend_from_slice(key.as_bytes());
-            buf.extend_from_slice(b"\": ");
-            match value {
-                None => buf.extend_from_slice(b"null"),
-                Some(v) if quoted => json_string(&mut buf, v),
-                Some(v) => buf.extend_from_slice(v.as_bytes()),
+        if i > 0 {
+            buf.push(b',');
+        }
+        let kind = Kind::of(change);
+        match shapes.get(&kind) {
+            Some(shape) => shape.write(&mut buf, change),
+            None => {
+                let shape = Shape::of(change, order);
+                shape.write(&mut buf, change);
+                if shapes.len() < MAX_SHAPES {
+                    shapes.insert(kind, shape);
+                }
             }
         }
-        buf.extend_from_slice(b"\n    }");
         if buf.len() >= 60_000 {
             out.write_all(&buf)?;
             buf.clear();
@@ -115,6 +93,112 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
     }
     buf.extend_from_slice(b"\n  ");
     out.write_all(&buf)
+}
+
+/// How many shapes of changes [`write_changes`] keeps (a first import has one per rule; a
+/// report past this many kinds writes the rest from shapes made for each change).
+const MAX_SHAPES: usize = 4096;
+
+/// What a change's JSON object holds but for its ID and email: the same for every change
+/// of one action, rule, role and previous state. The shared names ([`Change::rule`],
+/// [`Change::role`]) are told apart by address and length: the changes borrow them for the
+/// whole write, so an address names one string while it lasts (two copies of one name are
+/// two kinds, which write the same bytes).
+#[derive(PartialEq, Eq, Hash)]
+struct Kind {
+    action: Action,
+    rule_id: Option<RuleId>,
+    rule: Option<(usize, usize)>,
+    role: (usize, usize),
+    previous_role: Option<(usize, usize)>,
+    previous_status: Option<Status>,
+}
+
+impl Kind {
+    fn of(change: &Change) -> Kind {
+        let at = |s: &str| (s.as_ptr() as usize, s.len());
+        Kind {
+            action: change.action,
+            rule_id: change.rule_id,
+            rule: change.rule.as_deref().map(at),
+            role: at(&change.role),
+            previous_role: change.previous_role.as_deref().map(at),
+            previous_status: change.previous_status,
+        }
+    }
+}
+
+/// A change's JSON object in three pieces, around its ID and email (the one of the two that
+/// comes first in the object's order first).
+struct Shape {
+    pieces: [Vec<u8>; 3],
+    id_first: bool,
+}
+
+impl Shape {
+    /// The shape of `change`'s object, its keys in `order` (indexes of its fields).
+    fn of(change: &Change, order: &[usize; 8]) -> Shape {
+        const ID: usize = 0;
+        const EMAIL: usize = 1;
+        let Change {
+            employee_id: _,
+            email: _,
+            action,
+            rule_id,
+            rule,
+            role,
+            previous_role,
+            previous_status,
+        } = change;
+        let mut number = itoa::Buffer::new();
+        let rule_id = rule_id.map(|id| number.format(id.0));
+        let fields: [(&str, Option<&str>, bool); 8] = [
+            ("employee_id", None, true),
+            ("email", None, true),
+            ("action", Some(action.as_str()), true),
+            ("rule_id", rule_id, false),
+            ("rule", rule.as_deref(), true),
+            ("role", Some(role), true),
+            ("previous_role", previous_role.as_deref(), true),
+            ("previous_status", previous_status.map(Status::as_str), true),
+        ];
+        let mut pieces: [Vec<u8>; 3] = Default::default();
+        let mut at = 0;
+        let id_first = order.iter().position(|&f| f == ID) < order.iter().position(|&f| f == EMAIL);
+        pieces[0].extend_from_slice(b"\n    {");
+        for (k, &field) in order.iter().enumerate() {
+            let (key, value, quoted) = fields[field];
+            let buf = &mut pieces[at];
+            buf.extend_from_slice(if k == 0 {
+                b"\n      \""
+            } else {
+                b",\n      \""
+            });
+            buf.extend_from_slice(key.as_bytes());
+            buf.extend_from_slice(b"\": ");
+            match (field, value) {
+                (ID | EMAIL, _) => at += 1,
+                (_, None) => buf.extend_from_slice(b"null"),
+                (_, Some(v)) if quoted => json_string(buf, v),
+                (_, Some(v)) => buf.extend_from_slice(v.as_bytes()),
+            }
+        }
+        pieces[at].extend_from_slice(b"\n    }");
+        Shape { pieces, id_first }
+    }
+
+    /// Writes `change`'s object, which must be of the kind this shape was made for.
+    fn write(&self, buf: &mut Vec<u8>, change: &Change) {
+        let (first, second) = match self.id_first {
+            true => (&change.employee_id, &change.email),
+            false => (&change.email, &change.employee_id),
+        };
+        buf.extend_from_slice(&self.pieces[0]);
+        json_string(buf, first);
+        buf.extend_from_slice(&self.pieces[1]);
+        json_string(buf, second);
+        buf.extend_from_slice(&self.pieces[2]);
+    }
 }
 
 /// `s` as a JSON string: copied between quotes when nothing in it is escaped (a quote, a
@@ -540,6 +624,44 @@ mod tests {
             let mut r = full();
             r.file = file;
             r.changes = changes;
+            proptest::prop_assert_eq!(json(&r, false), serde_json::to_string_pretty(&r).unwrap());
+            proptest::prop_assert_eq!(
+                json(&r, true),
+                serde_json::to_string_pretty(&Sorted::of(&r)).unwrap()
+            );
+        }
+
+        /// Changes that share their names (as a plan's do, so that one shape serves many),
+        /// each with its own ID and email.
+        #[test]
+        fn changes_of_one_kind_are_written_as_serde_writes_them(
+            kinds in proptest::collection::vec(arbitrary_change(), 2..5),
+            own in proptest::collection::vec(arbitrary_change(), 0..12),
+        ) {
+            // Every other kind shares the first one's names and differs in the rest.
+            let kinds: Vec<Change> = kinds
+                .iter()
+                .enumerate()
+                .map(|(j, k)| match j % 2 {
+                    1 => Change {
+                        rule: kinds[0].rule.clone(),
+                        role: kinds[0].role.clone(),
+                        previous_role: kinds[0].previous_role.clone(),
+                        ..k.clone()
+                    },
+                    _ => k.clone(),
+                })
+                .collect();
+            let mut r = full();
+            r.changes = own
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| Change {
+                    employee_id: c.employee_id,
+                    email: c.email,
+                    ..kinds[i % kinds.len()].clone()
+                })
+                .collect();
             proptest::prop_assert_eq!(json(&r, false), serde_json::to_string_pretty(&r).unwrap());
             proptest::prop_assert_eq!(
                 json(&r, true),
