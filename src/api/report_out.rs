@@ -11,7 +11,7 @@
 use crate::core::accounts::Status;
 use crate::core::model::{FastHash, Finding};
 use crate::core::reconcile::{Action, Change, Counts};
-use crate::core::report::{Decision, Report, ReportStatus};
+use crate::core::report::{ChangeKind, Decision, MAX_KINDS, Report, ReportStatus};
 use crate::core::rules::RuleId;
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
@@ -60,7 +60,7 @@ pub fn write_json(report: &Report, out: &mut dyn Write, sorted: bool) -> io::Res
 /// The elements of the `changes` array, as serde_json's pretty printer writes them there
 /// (each object's keys in `Change`'s order, or sorted), then the line break and indent
 /// before the array's `]`. Each object is written from its [`Shape`], made once for each
-/// [`Kind`] of change.
+/// [`ChangeKind`].
 fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -69,13 +69,13 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
     const SORTED: [usize; 8] = [2, 1, 0, 6, 7, 5, 4, 3];
     const AS_DECLARED: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
     let order = if sorted { &SORTED } else { &AS_DECLARED };
-    let mut shapes: HashMap<Kind, Shape, FastHash> = HashMap::default();
+    let mut shapes: HashMap<ChangeKind, Shape, FastHash> = HashMap::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     for (i, change) in changes.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        let kind = Kind::of(change);
+        let kind = ChangeKind::of(change);
         match shapes.get(&kind) {
             Some(shape) => shape.write(&mut buf, change),
             None => {
@@ -97,36 +97,7 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
 
 /// How many shapes of changes [`write_changes`] keeps (a first import has one per rule; a
 /// report past this many kinds writes the rest from shapes made for each change).
-const MAX_SHAPES: usize = 4096;
-
-/// What a change's JSON object holds but for its ID and email: the same for every change
-/// of one action, rule, role and previous state. The shared names ([`Change::rule`],
-/// [`Change::role`]) are told apart by address and length: the changes borrow them for the
-/// whole write, so an address names one string while it lasts (two copies of one name are
-/// two kinds, which write the same bytes).
-#[derive(PartialEq, Eq, Hash)]
-struct Kind {
-    action: Action,
-    rule_id: Option<RuleId>,
-    rule: Option<(usize, usize)>,
-    role: (usize, usize),
-    previous_role: Option<(usize, usize)>,
-    previous_status: Option<Status>,
-}
-
-impl Kind {
-    fn of(change: &Change) -> Kind {
-        let at = |s: &str| (s.as_ptr() as usize, s.len());
-        Kind {
-            action: change.action,
-            rule_id: change.rule_id,
-            rule: change.rule.as_deref().map(at),
-            role: at(&change.role),
-            previous_role: change.previous_role.as_deref().map(at),
-            previous_status: change.previous_status,
-        }
-    }
-}
+const MAX_SHAPES: usize = MAX_KINDS;
 
 /// A change's JSON object in three pieces, around its ID and email (the one of the two that
 /// comes first in the object's order first).

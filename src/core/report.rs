@@ -1,8 +1,11 @@
 //! The result report of one file or sync (SPEC §6): its JSON shape and its text rendering.
 
-use crate::core::model::Finding;
+use crate::core::accounts::Status;
+use crate::core::model::{FastHash, Finding};
 use crate::core::reconcile::{Action, Change, Counts};
+use crate::core::rules::RuleId;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fmt::{self, Write};
 
 /// The outcome of a file.
@@ -30,6 +33,40 @@ impl ReportStatus {
         }
     }
 }
+
+/// What a change's line holds but for its ID and email, in a report's text and in its JSON:
+/// the same for every change of one action, rule, role and previous state (a first import's
+/// 950k changes are of ~60 kinds), so each kind's part of a line is written once and copied.
+/// The shared names ([`Change::rule`], [`Change::role`]) are told apart by address and
+/// length: a report's writers borrow its changes for the whole write, so an address names
+/// one string while it lasts (two copies of one name are two kinds, which write the same).
+#[derive(PartialEq, Eq, Hash)]
+pub struct ChangeKind {
+    action: Action,
+    rule_id: Option<RuleId>,
+    rule: Option<(usize, usize)>,
+    role: (usize, usize),
+    previous_role: Option<(usize, usize)>,
+    previous_status: Option<Status>,
+}
+
+impl ChangeKind {
+    pub fn of(change: &Change) -> ChangeKind {
+        let at = |s: &str| (s.as_ptr() as usize, s.len());
+        ChangeKind {
+            action: change.action,
+            rule_id: change.rule_id,
+            rule: change.rule.as_deref().map(at),
+            role: at(&change.role),
+            previous_role: change.previous_role.as_deref().map(at),
+            previous_status: change.previous_status,
+        }
+    }
+}
+
+/// How many kinds of change a report's writer keeps the written part of; past this many, the
+/// rest are written for each change (a sync with that many kinds has few changes of each).
+pub const MAX_KINDS: usize = 4096;
 
 /// `created 1, reassigned 0, …, unchanged 5`: the counts in one line.
 pub fn counts_line(c: &Counts) -> String {
@@ -233,17 +270,7 @@ impl Report {
             writeln!(out, "held because: {reason}")?;
         }
         writeln!(out, "counts:       {}", counts_line(&self.counts))?;
-        for action in Action::ALL {
-            let of_action = || self.changes.iter().filter(move |c| c.action == action);
-            let count = of_action().count();
-            if count == 0 {
-                continue;
-            }
-            writeln!(out, "\n{} ({count}):", action.as_str())?;
-            for change in of_action() {
-                change_line(out, change)?;
-            }
-        }
+        write_changes(out, &self.changes)?;
         if !self.errors.is_empty() {
             writeln!(out, "\nerrors ({}):", self.errors.len() + self.more_errors)?;
             for e in &self.errors {
@@ -263,37 +290,74 @@ impl Report {
     }
 }
 
-/// A change's line in the text report: `  ID  EMAIL  role "ROLE"`, then `  rule N "NAME"`,
-/// `  (was role "ROLE")` and `  (was STATUS)` where they apply. Pushed piece by piece rather
-/// than formatted: a report may list a million of them.
-fn change_line(out: &mut impl Write, change: &Change) -> fmt::Result {
-    for piece in [
-        "  ",
-        &change.employee_id,
-        "  ",
-        &change.email,
-        "  role \"",
-        &change.role,
-    ] {
-        out.write_str(piece)?;
+/// The changes' lines, under a heading for each action that has any, in that order. A line
+/// is `  ID  EMAIL  role "ROLE"`, then `  rule N "NAME"`, `  (was role "ROLE")` and
+/// `  (was STATUS)` where they apply; pushed piece by piece rather than formatted, the part
+/// after the email written once for each [`ChangeKind`] (a report may list a million).
+fn write_changes(out: &mut impl Write, changes: &[Change]) -> fmt::Result {
+    let mut counts = [0usize; Action::ALL.len()];
+    for change in changes {
+        let at = Action::ALL.iter().position(|&a| a == change.action);
+        counts[at.expect("every action is in ALL")] += 1;
     }
-    out.write_char('"')?;
+    let mut tails: HashMap<ChangeKind, String, FastHash> = HashMap::default();
+    let mut lines = String::with_capacity(1 << 16);
+    for (action, count) in Action::ALL.into_iter().zip(counts) {
+        if count == 0 {
+            continue;
+        }
+        writeln!(out, "\n{} ({count}):", action.as_str())?;
+        for change in changes.iter().filter(|c| c.action == action) {
+            for piece in ["  ", &change.employee_id, "  ", &change.email] {
+                lines.push_str(piece);
+            }
+            let kind = ChangeKind::of(change);
+            match tails.get(&kind) {
+                Some(tail) => lines.push_str(tail),
+                None => {
+                    let mut tail = String::new();
+                    change_tail(&mut tail, change);
+                    lines.push_str(&tail);
+                    if tails.len() < MAX_KINDS {
+                        tails.insert(kind, tail);
+                    }
+                }
+            }
+            if lines.len() >= 60_000 {
+                out.write_str(&lines)?;
+                lines.clear();
+            }
+        }
+        out.write_str(&lines)?;
+        lines.clear();
+    }
+    Ok(())
+}
+
+/// A change's line after its ID and email, to its line break: its role, rule and previous
+/// state.
+fn change_tail(out: &mut String, change: &Change) {
+    out.push_str("  role \"");
+    out.push_str(&change.role);
+    out.push('"');
     if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
-        write!(out, "  rule {id} \"")?;
-        out.write_str(name)?;
-        out.write_char('"')?;
+        out.push_str("  rule ");
+        out.push_str(itoa::Buffer::new().format(id.0));
+        out.push_str(" \"");
+        out.push_str(name);
+        out.push('"');
     }
     if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
-        out.write_str("  (was role \"")?;
-        out.write_str(prev)?;
-        out.write_str("\")")?;
+        out.push_str("  (was role \"");
+        out.push_str(prev);
+        out.push_str("\")");
     }
     if let Some(prev) = change.previous_status.filter(|s| *s != change.status()) {
-        out.write_str("  (was ")?;
-        out.write_str(prev.as_str())?;
-        out.write_char(')')?;
+        out.push_str("  (was ");
+        out.push_str(prev.as_str());
+        out.push(')');
     }
-    out.write_char('\n')
+    out.push('\n');
 }
 
 #[cfg(test)]
@@ -463,5 +527,71 @@ mod tests {
             text.contains("\nskipped_manual (1):\n  E4  d@x.io  role \"Super Admin\"\n"),
             "{text}"
         );
+    }
+
+    /// Changes that share their names (as a plan's do) each get the rest of their line from
+    /// their own action, rule and previous state, and their own ID and email.
+    #[test]
+    fn changes_sharing_names_each_have_their_own_line() {
+        use std::sync::Arc;
+        let (rule, role, was): (Arc<str>, Arc<str>, Arc<str>) =
+            ("Ops".into(), "IT Admin".into(), "HR Admin".into());
+        let change = |id: &str, action, rule_id, previous_status| Change {
+            employee_id: id.into(),
+            email: format!("{id}@x.io").into(),
+            action,
+            rule_id,
+            rule: Some(rule.clone()),
+            role: role.clone(),
+            previous_role: Some(was.clone()),
+            previous_status,
+        };
+        let mut r = sample();
+        r.changes = vec![
+            change(
+                "E1",
+                Action::Reassigned,
+                Some(RuleId(2)),
+                Some(Status::Inactive),
+            ),
+            change(
+                "E2",
+                Action::Reassigned,
+                Some(RuleId(2)),
+                Some(Status::Active),
+            ),
+            change(
+                "E3",
+                Action::Reassigned,
+                Some(RuleId(3)),
+                Some(Status::Active),
+            ),
+            change(
+                "E4",
+                Action::Deactivated,
+                Some(RuleId(2)),
+                Some(Status::Active),
+            ),
+            change("E5", Action::Reassigned, None, Some(Status::Active)),
+            change(
+                "E6",
+                Action::Reassigned,
+                Some(RuleId(2)),
+                Some(Status::Inactive),
+            ),
+        ];
+        let text = r.to_text();
+        let tail = "  (was role \"HR Admin\")";
+        let expected = format!(
+            "\nreassigned (5):\n\
+             \x20 E1  E1@x.io  role \"IT Admin\"  rule 2 \"Ops\"{tail}  (was inactive)\n\
+             \x20 E2  E2@x.io  role \"IT Admin\"  rule 2 \"Ops\"{tail}\n\
+             \x20 E3  E3@x.io  role \"IT Admin\"  rule 3 \"Ops\"{tail}\n\
+             \x20 E5  E5@x.io  role \"IT Admin\"{tail}\n\
+             \x20 E6  E6@x.io  role \"IT Admin\"  rule 2 \"Ops\"{tail}  (was inactive)\n\
+             \ndeactivated (1):\n\
+             \x20 E4  E4@x.io  role \"IT Admin\"  rule 2 \"Ops\"{tail}  (was active)\n"
+        );
+        assert!(text.contains(&expected), "{text}\nwanted:\n{expected}");
     }
 }
