@@ -105,10 +105,21 @@ impl Body {
             Body::Listing(listing) => listing.write(out, json),
             Body::Report(report, filed) => {
                 // The text filed is what `write_report` writes of the same report: copied,
-                // not written again (a first import's is 88 MB, 0.2 s to write).
+                // not written again (a first import's is 88 MB, 0.2 s to write), a MiB at a
+                // time (8 KiB reads, `io::copy`'s, were 11k system calls there).
                 match filed.as_ref().filter(|_| !json).map(File::open) {
-                    Some(Ok(mut text)) => {
-                        std::io::copy(&mut text, out)?;
+                    Some(Ok(text)) => {
+                        use std::io::BufRead;
+                        let mut text = std::io::BufReader::with_capacity(1 << 20, text);
+                        loop {
+                            let chunk = text.fill_buf()?;
+                            if chunk.is_empty() {
+                                break;
+                            }
+                            out.write_all(chunk)?;
+                            let len = chunk.len();
+                            text.consume(len);
+                        }
                         out.flush()
                     }
                     _ => write_report(report, out, json),
