@@ -70,6 +70,7 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
     const AS_DECLARED: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
     let order = if sorted { &SORTED } else { &AS_DECLARED };
     let mut shapes: HashMap<ChangeKind, Shape, FastHash> = HashMap::default();
+    let mut scratch = Shape::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     for (i, change) in changes.iter().enumerate() {
         if i > 0 {
@@ -78,12 +79,17 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
         let kind = ChangeKind::of(change);
         match shapes.get(&kind) {
             Some(shape) => shape.write(&mut buf, change),
-            None => {
-                let shape = Shape::of(change, order);
+            None if shapes.len() < MAX_KINDS => {
+                let mut shape = Shape::default();
+                shape.fill(change, order);
                 shape.write(&mut buf, change);
-                if shapes.len() < MAX_SHAPES {
-                    shapes.insert(kind, shape);
-                }
+                shapes.insert(kind, shape);
+            }
+            // Past that many kinds (a report read back from its file, whose every change
+            // has names of its own), one shape is filled again for each.
+            None => {
+                scratch.fill(change, order);
+                scratch.write(&mut buf, change);
             }
         }
         if buf.len() >= 60_000 {
@@ -95,20 +101,17 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
     out.write_all(&buf)
 }
 
-/// How many shapes of changes [`write_changes`] keeps (a first import has one per rule; a
-/// report past this many kinds writes the rest from shapes made for each change).
-const MAX_SHAPES: usize = MAX_KINDS;
-
 /// A change's JSON object in three pieces, around its ID and email (the one of the two that
 /// comes first in the object's order first).
+#[derive(Default)]
 struct Shape {
     pieces: [Vec<u8>; 3],
     id_first: bool,
 }
 
 impl Shape {
-    /// The shape of `change`'s object, its keys in `order` (indexes of its fields).
-    fn of(change: &Change, order: &[usize; 8]) -> Shape {
+    /// Made the shape of `change`'s object, its keys in `order` (indexes of its fields).
+    fn fill(&mut self, change: &Change, order: &[usize; 8]) {
         const ID: usize = 0;
         const EMAIL: usize = 1;
         let Change {
@@ -133,9 +136,11 @@ impl Shape {
             ("previous_role", previous_role.as_deref(), true),
             ("previous_status", previous_status.map(Status::as_str), true),
         ];
-        let mut pieces: [Vec<u8>; 3] = Default::default();
+        let pieces = &mut self.pieces;
+        pieces.iter_mut().for_each(Vec::clear);
         let mut at = 0;
-        let id_first = order.iter().position(|&f| f == ID) < order.iter().position(|&f| f == EMAIL);
+        self.id_first =
+            order.iter().position(|&f| f == ID) < order.iter().position(|&f| f == EMAIL);
         pieces[0].extend_from_slice(b"\n    {");
         for (k, &field) in order.iter().enumerate() {
             let (key, value, quoted) = fields[field];
@@ -155,7 +160,6 @@ impl Shape {
             }
         }
         pieces[at].extend_from_slice(b"\n    }");
-        Shape { pieces, id_first }
     }
 
     /// Writes `change`'s object, which must be of the kind this shape was made for.
@@ -639,6 +643,34 @@ mod tests {
                 serde_json::to_string_pretty(&Sorted::of(&r)).unwrap()
             );
         }
+    }
+
+    /// Past the kinds kept (a report read back from its file: every change's names are its
+    /// own), each change is still written as serde writes it.
+    #[test]
+    fn changes_past_the_kinds_kept_are_written_as_serde_writes_them() {
+        let mut r = full();
+        let kinds = crate::core::report::MAX_KINDS + 50;
+        r.changes = (0..kinds)
+            .map(|i| Change {
+                employee_id: format!("E{i}").into(),
+                email: format!("e{i}@x.io").into(),
+                action: Action::ALL[i % Action::ALL.len()],
+                rule_id: Some(RuleId(i as u64 % 7)),
+                rule: Some(format!("rule \"{}\"", i % 3).into()),
+                role: "IT Admin".into(),
+                previous_role: (i % 2 == 0).then(|| "HR Admin".into()),
+                previous_status: (i % 5 == 0).then_some(Status::Inactive),
+            })
+            .collect();
+        assert_eq!(json(&r, false), serde_json::to_string_pretty(&r).unwrap());
+        assert_eq!(
+            json(&r, true),
+            serde_json::to_string_pretty(&Sorted::of(&r)).unwrap()
+        );
+        // The text of the report read back is the text of the report.
+        let back: Report = serde_json::from_str(&json(&r, false)).unwrap();
+        assert_eq!(back.to_text(), r.to_text());
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl ChangeKind {
 }
 
 /// How many kinds of change a report's writer keeps the written part of; past this many, the
-/// rest are written for each change (a sync with that many kinds has few changes of each).
+/// rest are written for each change (a sync with that many kinds has few changes of each, and
+/// a report read back from its file has names of its own for each change).
 pub const MAX_KINDS: usize = 4096;
 
 /// `created 1, reassigned 0, …, unchanged 5`: the counts in one line.
@@ -314,14 +315,13 @@ fn write_changes(out: &mut impl Write, changes: &[Change]) -> fmt::Result {
             let kind = ChangeKind::of(change);
             match tails.get(&kind) {
                 Some(tail) => lines.push_str(tail),
-                None => {
+                None if tails.len() < MAX_KINDS => {
                     let mut tail = String::new();
                     change_tail(&mut tail, change);
                     lines.push_str(&tail);
-                    if tails.len() < MAX_KINDS {
-                        tails.insert(kind, tail);
-                    }
+                    tails.insert(kind, tail);
                 }
+                None => change_tail(&mut lines, change),
             }
             if lines.len() >= 60_000 {
                 out.write_str(&lines)?;

@@ -109,17 +109,7 @@ impl Body {
                 // time (8 KiB reads, `io::copy`'s, were 11k system calls there).
                 match filed.as_ref().filter(|_| !json).map(File::open) {
                     Some(Ok(text)) => {
-                        use std::io::BufRead;
-                        let mut text = std::io::BufReader::with_capacity(1 << 20, text);
-                        loop {
-                            let chunk = text.fill_buf()?;
-                            if chunk.is_empty() {
-                                break;
-                            }
-                            out.write_all(chunk)?;
-                            let len = chunk.len();
-                            text.consume(len);
-                        }
+                        std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, text), out)?;
                         out.flush()
                     }
                     _ => write_report(report, out, json),

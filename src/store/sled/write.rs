@@ -19,20 +19,22 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 /// How many buckets of accounts are built and written aside at a time, at least: at a
-/// million accounts, 128 buckets are ~30k accounts and ~6 MB, held before they are laid out
-/// in pages and compressed (256 took the worst first import's peak from 324–333 to 344–348
-/// MB). A multiple of the pages' region ([`super::pages::REGION`]): a batch lays its
+/// million accounts, 64 buckets are ~15k accounts and ~3 MB, held before they are laid out
+/// in pages and compressed. A large write is put aside by two threads, a batch in flight in
+/// each ([`halves`]): 128 buckets a batch then took a first import's peak from ~350 to
+/// ~370 MB (and 256 on one thread had taken the worst first import's from 324–333 to
+/// 344–348 MB). A multiple of the pages' region ([`super::pages::REGION`]): a batch lays its
 /// regions out whole.
-const BATCH: usize = 128;
+const BATCH: usize = 64;
 
 /// A batch grows past [`BATCH`] buckets while its estimated bytes stay within this: what
-/// 128 buckets come to at a million accounts, in the directory's estimate of the records
-/// of the pages it rewrites ([`Directory::page_estimate`]: 128 pages of one bucket) or in
+/// 64 buckets come to at a million accounts, in the directory's estimate of the records
+/// of the pages it rewrites ([`Directory::page_estimate`]: 64 pages of one bucket) or in
 /// new accounts.
-const BATCH_BYTES: usize = 2 << 20;
+const BATCH_BYTES: usize = 1 << 20;
 
-/// About what a new account adds to a batch, in the units of [`BATCH_BYTES`] (~2 MB for the
-/// ~30k accounts of 128 buckets at a million).
+/// About what a new account adds to a batch, in the units of [`BATCH_BYTES`] (~1 MB for the
+/// ~15k accounts of 64 buckets at a million).
 const ACCOUNT_BYTES: usize = 64;
 
 /// One weight per bucket for [`batches`]: `own(g)`, what the write brings to bucket `g` (0
@@ -82,7 +84,7 @@ fn batches(weights: &[usize]) -> Vec<std::ops::Range<usize>> {
 /// Where to split the batches `ranges` (their buckets weighing `weights`) into a lower and
 /// an upper part of about equal weight, for a thread each ([`both`]): the number of batches
 /// in the lower part, or `None` when there is one batch or too little work for two threads.
-/// A million new accounts are 32 batches: split, both cores build, compress and write their
+/// A million new accounts are 64 batches: split, both cores build, compress and write their
 /// half, where one thread alone left the second core idle while it grouped a batch, laid
 /// its pages out and wrote them into sled (~45 % of its time).
 fn halves(ranges: &[Range<usize>], weights: &[usize]) -> Option<usize> {
@@ -303,7 +305,7 @@ impl SledStore {
                      written: &mut Vec<(usize, u64)>| {
             for &Range { start, end } in ranges {
                 let batch = updates.take_below(end, cores);
-                let mut groups = buckets::group_packed(&batch);
+                let mut groups = buckets::group_packed(&batch, cores);
                 for &g in removed.iter().filter(|g| (start..end).contains(*g)) {
                     groups.entry(buckets::key_of(g)).or_default();
                 }
@@ -502,7 +504,7 @@ mod tests {
         let small = batches(&vec![1; all]);
         check(&small);
         assert_eq!(small, vec![0..all]);
-        // 128 buckets come to the limit: every batch is 128 buckets, as at a million.
+        // BATCH buckets come to the limit: every batch is BATCH buckets, as at a million.
         let per_bucket = BATCH_BYTES / BATCH;
         let full = batches(&vec![per_bucket; all]);
         check(&full);
@@ -513,7 +515,7 @@ mod tests {
             .collect();
         check(&batches(&huge));
         assert_eq!(batches(&huge).len(), all / BATCH);
-        // Half the limit per 128 buckets: 256 buckets a batch.
+        // Half the limit per BATCH buckets: 2 × BATCH buckets a batch.
         let half = batches(&vec![per_bucket / 2; all]);
         check(&half);
         assert_eq!(half.len(), all / (2 * BATCH));
