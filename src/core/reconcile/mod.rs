@@ -378,6 +378,19 @@ const CHUNK: usize = 8192;
 /// one pass instead of moving a million changes through a full sort. In place, so that no
 /// second copy of the changes is ever held.
 fn sort_changes(changes: &mut [Change], rows: &[u32], roster_rows: usize) {
+    // A first import's changes come in roster order (see `plan`): nothing to move.
+    if !rows.is_sorted() {
+        put_in_roster_order(changes, rows, roster_rows);
+    }
+    let by_id = |a: &Change, b: &Change| a.employee_id.cmp(&b.employee_id);
+    if !changes.is_sorted_by(|a, b| by_id(a, b).is_le()) {
+        changes.sort_by(by_id);
+    }
+}
+
+/// Puts `changes` in the order of their `rows` (`u32::MAX`, an absent employee's, last in
+/// the order given), moving each once.
+fn put_in_roster_order(changes: &mut [Change], rows: &[u32], roster_rows: usize) {
     const DONE: u32 = u32::MAX;
     let mut at = vec![DONE; roster_rows];
     let mut absent = Vec::new();
@@ -402,10 +415,6 @@ fn sort_changes(changes: &mut [Change], rows: &[u32], roster_rows: usize) {
             changes.swap(j, k);
             j = k;
         }
-    }
-    let by_id = |a: &Change, b: &Change| a.employee_id.cmp(&b.employee_id);
-    if !changes.is_sorted_by(|a, b| by_id(a, b).is_le()) {
-        changes.sort_by(by_id);
     }
 }
 
