@@ -353,20 +353,32 @@ impl SledStore {
                 &mut written.accounts,
             )?,
         }
-        // The index in batches too: its records, held until their pages are laid out and
-        // compressed, are ~40 MB at a million accounts.
+        self.index_aside(&changes, version, &before.1, &mut written.index)
+    }
+
+    /// Builds the email index's buckets that `changes` touch and puts them aside as
+    /// `version`, in batches (their records, held until their pages are laid out and
+    /// compressed, are ~40 MB at a million accounts), split between two threads as the
+    /// accounts' are. `before`: the index's directory at the write's start.
+    fn index_aside(
+        &self,
+        changes: &[email_index::Changes],
+        version: u64,
+        before: &Directory,
+        written: &mut Vec<(usize, u64)>,
+    ) -> StoreResult<()> {
         let index = self.index();
-        let read = |g| index.get_at(&before.1, g);
-        let size = |g| before.1.estimated_size(g);
+        let read = |g| index.get_at(before, g);
+        let size = |g| before.estimated_size(g);
         // A bucket's own weight: its changes' text (and 1, so that a touched bucket counts).
-        let by_bucket = weights(&before.1, |n| {
-            email_index::Changes::bytes(&changes, n..n + 1, &|_| 1)
+        let by_bucket = weights(before, |n| {
+            email_index::Changes::bytes(changes, n..n + 1, &|_| 1)
         });
         let aside = |ranges: &[Range<usize>], cores: Cores, written: &mut Vec<(usize, u64)>| {
             for range in ranges {
                 let staged =
-                    email_index::Changes::stage(&changes, range.clone(), &read, &size, cores)?;
-                index.write_pages(&before.1, staged, version, written, cores)?;
+                    email_index::Changes::stage(changes, range.clone(), &read, &size, cores)?;
+                index.write_pages(before, staged, version, written, cores)?;
             }
             Ok(())
         };
@@ -375,12 +387,12 @@ impl SledStore {
             Some(at) => {
                 let (lower, upper) = ranges.split_at(at);
                 both(
-                    &mut written.index,
+                    written,
                     |w| aside(lower, Cores::One, w),
                     |w| aside(upper, Cores::One, w),
                 )
             }
-            None => aside(&ranges, Cores::Two, &mut written.index),
+            None => aside(&ranges, Cores::Two, written),
         }
     }
 
