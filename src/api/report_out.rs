@@ -9,13 +9,12 @@
 //! until it is placed here. The text form is [`Report::write_text`].
 
 use crate::core::accounts::Status;
-use crate::core::model::{FastHash, Finding};
+use crate::core::model::Finding;
 use crate::core::reconcile::{Action, Change, Counts};
-use crate::core::report::{ChangeKind, Decision, MAX_KINDS, Report, ReportStatus};
+use crate::core::report::{ByKind, Decision, Report, ReportStatus};
 use crate::core::rules::RuleId;
 use serde::Serialize;
 use serde::ser::{SerializeSeq, Serializer};
-use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Write};
 
@@ -60,7 +59,7 @@ pub fn write_json(report: &Report, out: &mut dyn Write, sorted: bool) -> io::Res
 /// The elements of the `changes` array, as serde_json's pretty printer writes them there
 /// (each object's keys in `Change`'s order, or sorted), then the line break and indent
 /// before the array's `]`. Each object is written from its [`Shape`], made once for each
-/// [`ChangeKind`].
+/// kind of change ([`ByKind`]).
 fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -69,22 +68,20 @@ fn write_changes(changes: &[Change], out: &mut dyn Write, sorted: bool) -> io::R
     const SORTED: [usize; 8] = [2, 1, 0, 6, 7, 5, 4, 3];
     const AS_DECLARED: [usize; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
     let order = if sorted { &SORTED } else { &AS_DECLARED };
-    let mut shapes: HashMap<ChangeKind, Shape, FastHash> = HashMap::default();
+    let mut shapes: ByKind<Shape> = ByKind::default();
     let mut scratch = Shape::default();
     let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
     for (i, change) in changes.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        let kind = ChangeKind::of(change);
-        match shapes.get(&kind) {
+        let shape = || {
+            let mut shape = Shape::default();
+            shape.fill(change, order);
+            shape
+        };
+        match shapes.of(change, shape) {
             Some(shape) => shape.write(&mut buf, change),
-            None if shapes.len() < MAX_KINDS => {
-                let mut shape = Shape::default();
-                shape.fill(change, order);
-                shape.write(&mut buf, change);
-                shapes.insert(kind, shape);
-            }
             // Past that many kinds (a report read back from its file, whose every change
             // has names of its own), one shape is filled again for each.
             None => {

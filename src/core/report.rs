@@ -6,6 +6,7 @@ use crate::core::reconcile::{Action, Change, Counts};
 use crate::core::rules::RuleId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt::{self, Write};
 
 /// The outcome of a file.
@@ -36,12 +37,13 @@ impl ReportStatus {
 
 /// What a change's line holds but for its ID and email, in a report's text and in its JSON:
 /// the same for every change of one action, rule, role and previous state (a first import's
-/// 950k changes are of ~60 kinds), so each kind's part of a line is written once and copied.
-/// The shared names ([`Change::rule`], [`Change::role`]) are told apart by address and
-/// length: a report's writers borrow its changes for the whole write, so an address names
-/// one string while it lasts (two copies of one name are two kinds, which write the same).
+/// 950k changes are of ~60 kinds), so each kind's part of a line is written once and copied
+/// ([`ByKind`]). The shared names ([`Change::rule`], [`Change::role`]) are told apart by
+/// address and length: a report's writers borrow its changes for the whole write, so an
+/// address names one string while it lasts (two copies of one name are two kinds, which
+/// write the same).
 #[derive(PartialEq, Eq, Hash)]
-pub struct ChangeKind {
+struct ChangeKind {
     action: Action,
     rule_id: Option<RuleId>,
     rule: Option<(usize, usize)>,
@@ -51,7 +53,7 @@ pub struct ChangeKind {
 }
 
 impl ChangeKind {
-    pub fn of(change: &Change) -> ChangeKind {
+    fn of(change: &Change) -> ChangeKind {
         let at = |s: &str| (s.as_ptr() as usize, s.len());
         ChangeKind {
             action: change.action,
@@ -64,10 +66,33 @@ impl ChangeKind {
     }
 }
 
-/// How many kinds of change a report's writer keeps the written part of; past this many, the
-/// rest are written for each change (a sync with that many kinds has few changes of each, and
-/// a report read back from its file has names of its own for each change).
+/// How many kinds of change [`ByKind`] keeps a part for; past this many, the rest are
+/// written for each change (a sync with that many kinds has few changes of each, and a
+/// report read back from its file has names of its own for each change).
 pub const MAX_KINDS: usize = 4096;
+
+/// The part of a report's line that each [`ChangeKind`] shares, made once for the kind, for
+/// one write of the changes.
+pub struct ByKind<T>(HashMap<ChangeKind, T, FastHash>);
+
+impl<T> Default for ByKind<T> {
+    fn default() -> Self {
+        ByKind(HashMap::default())
+    }
+}
+
+impl<T> ByKind<T> {
+    /// The part of `change`'s kind, made by `make` for its first change; `None` past
+    /// [`MAX_KINDS`] kinds (the change is then written whole).
+    pub fn of(&mut self, change: &Change, make: impl FnOnce() -> T) -> Option<&T> {
+        let kinds = self.0.len();
+        match self.0.entry(ChangeKind::of(change)) {
+            Entry::Occupied(part) => Some(part.into_mut()),
+            Entry::Vacant(part) if kinds < MAX_KINDS => Some(part.insert(make())),
+            Entry::Vacant(_) => None,
+        }
+    }
+}
 
 /// `created 1, reassigned 0, …, unchanged 5`: the counts in one line.
 pub fn counts_line(c: &Counts) -> String {
@@ -294,14 +319,15 @@ impl Report {
 /// The changes' lines, under a heading for each action that has any, in that order. A line
 /// is `  ID  EMAIL  role "ROLE"`, then `  rule N "NAME"`, `  (was role "ROLE")` and
 /// `  (was STATUS)` where they apply; pushed piece by piece rather than formatted, the part
-/// after the email written once for each [`ChangeKind`] (a report may list a million).
+/// after the email written once for each kind of change ([`ByKind`]; a report may list a
+/// million).
 fn write_changes(out: &mut impl Write, changes: &[Change]) -> fmt::Result {
     let mut counts = [0usize; Action::ALL.len()];
     for change in changes {
         let at = Action::ALL.iter().position(|&a| a == change.action);
         counts[at.expect("every action is in ALL")] += 1;
     }
-    let mut tails: HashMap<ChangeKind, String, FastHash> = HashMap::default();
+    let mut tails: ByKind<String> = ByKind::default();
     let mut lines = String::with_capacity(1 << 16);
     for (action, count) in Action::ALL.into_iter().zip(counts) {
         if count == 0 {
@@ -312,15 +338,13 @@ fn write_changes(out: &mut impl Write, changes: &[Change]) -> fmt::Result {
             for piece in ["  ", &change.employee_id, "  ", &change.email] {
                 lines.push_str(piece);
             }
-            let kind = ChangeKind::of(change);
-            match tails.get(&kind) {
+            let tail = || {
+                let mut tail = String::new();
+                change_tail(&mut tail, change);
+                tail
+            };
+            match tails.of(change, tail) {
                 Some(tail) => lines.push_str(tail),
-                None if tails.len() < MAX_KINDS => {
-                    let mut tail = String::new();
-                    change_tail(&mut tail, change);
-                    lines.push_str(&tail);
-                    tails.insert(kind, tail);
-                }
                 None => change_tail(&mut lines, change),
             }
             if lines.len() >= 60_000 {
