@@ -659,6 +659,35 @@ mod tests {
         assert_eq!(halves(&ranges, &back), Some(7));
     }
 
+    /// What either half put aside is listed whatever the outcome, and an error of either
+    /// half is the write's.
+    #[test]
+    fn both_halves_list_what_they_put_aside_also_when_one_fails() {
+        use super::both;
+        use crate::store::StoreError;
+        let fail = |w: &mut Vec<(usize, u64)>, g| {
+            w.push((g, 1));
+            Err(StoreError::Corrupt(format!("half {g}")))
+        };
+        let succeed = |w: &mut Vec<(usize, u64)>, g| {
+            w.push((g, 1));
+            Ok(())
+        };
+        let mut written = vec![(0, 1)];
+        assert!(both(&mut written, |w| succeed(w, 1), |w| succeed(w, 2)).is_ok());
+        assert_eq!(written, [(0, 1), (1, 1), (2, 1)]);
+        for lower_fails in [true, false] {
+            let mut written = Vec::new();
+            let outcome = match lower_fails {
+                true => both(&mut written, |w| fail(w, 1), |w| succeed(w, 2)),
+                false => both(&mut written, |w| succeed(w, 1), |w| fail(w, 2)),
+            };
+            let expected = if lower_fails { "half 1" } else { "half 2" };
+            assert!(matches!(outcome, Err(StoreError::Corrupt(m)) if m == expected));
+            assert_eq!(written, [(1, 1), (2, 1)]);
+        }
+    }
+
     /// A write large enough to be put aside by two threads, one half of its batches each:
     /// every account and every index entry lands, also when a second write changes emails
     /// and removes accounts in both halves, and the store opens and checks afterwards.
