@@ -1,4 +1,5 @@
 //! The `autoprov` binary: parse arguments, load config, dispatch, map errors to exit codes.
+#![deny(unsafe_code)]
 
 use autoprov::api::{Output, Request, Response, exit};
 use autoprov::cli::{Cli, Command, TokenCommand};
@@ -14,13 +15,37 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Transparent huge pages off for this process but in the memory it advises them for
+/// (`PR_THP_DISABLE_EXCEPT_ADVISED`, Linux 6.18); off everywhere on a kernel without that.
+/// The flag is passed by hand: neither nix nor rustix passes it.
+fn huge_pages_only_where_asked() -> nix::Result<()> {
+    const PR_THP_DISABLE_EXCEPT_ADVISED: nix::libc::c_ulong = 1 << 1;
+    #[allow(unsafe_code)]
+    // SAFETY: prctl with integer arguments only: no memory of this process is read or written.
+    let set = unsafe {
+        nix::libc::prctl(
+            nix::libc::PR_SET_THP_DISABLE,
+            1 as nix::libc::c_ulong,
+            PR_THP_DISABLE_EXCEPT_ADVISED,
+            0 as nix::libc::c_ulong,
+            0 as nix::libc::c_ulong,
+        )
+    };
+    match nix::errno::Errno::result(set) {
+        Ok(_) => Ok(()),
+        // An older kernel refuses the flag (EINVAL).
+        Err(_) => nix::sys::prctl::set_thp_disable(true),
+    }
+}
+
 fn main() -> ExitCode {
     restrict_umask();
-    // No transparent huge pages: the kernel zeroes a whole 2 MB page on first touch, and with
-    // mimalloc's arenas that was half the time of a million-row import (BENCHMARKS.md).
-    // mimalloc reserves its first arena before `main`, so it is built not to ask for them
-    // itself (its `no_thp` feature): that arena's two huge pages were ~1.3 ms of every run.
-    let thp_off = nix::sys::prctl::set_thp_disable(true);
+    // No transparent huge pages but where asked for: the kernel zeroes a whole 2 MB page on
+    // first touch, and with mimalloc's arenas that was half the time of a million-row import
+    // (BENCHMARKS.md). mimalloc reserves its first arena before `main`, so it is built not to
+    // ask for them itself (its `no_thp` feature): that arena's two huge pages were ~1.3 ms of
+    // every run. A roster's bytes, read whole, ask for them (`roster_file`).
+    let thp_off = huge_pages_only_where_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
