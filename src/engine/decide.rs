@@ -114,22 +114,14 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<Result<Evaluation, (Report, String)>> {
         let bytes = FileBytes::read(held_path)
             .with_context(|| format!("reading {}", held_path.display()))?;
-        if bytes.sha256() != entry.sha256 {
+        let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
+        let eval = self.evaluate(bytes, &entry.name, &entry.received_at, now, None, dry_run)?;
+        if eval.report.sha256 != entry.sha256 {
             return Err(Error::usage(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
                 held_path.display()
             )));
         }
-        let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
-        let eval = self.evaluate(
-            bytes,
-            &entry.name,
-            &entry.sha256,
-            &entry.received_at,
-            now,
-            None,
-            dry_run,
-        )?;
         // Approve applies exactly what was shown: an unreadable held report shows nothing.
         let shown = read_report(held_path)
             .map(|r| r.changes)

@@ -214,18 +214,14 @@ impl<S: Store> Pipeline<S> {
         // Held to know the file again at filing time; without it (no descriptor left), it is
         // hashed again.
         let read = bytes.as_ref().and_then(|b| b.held().ok());
-        let sha = match &bytes {
-            Some(bytes) => bytes.sha256().to_owned(),
-            None => crate::util::sha256_file(&path)?,
-        };
-        let _span = tracing::info_span!("file", name, sha256 = %&sha[..12]).entered();
+        // The hash is known once the rows are read (`FileBytes::sha256`).
+        let span = tracing::info_span!("file", name, sha256 = tracing::field::Empty).entered();
         let now = now_rfc3339();
         let dry_run = name.ends_with(DRY_RUN_SUFFIX);
         let mut eval = match bytes {
             Some(bytes) => self.evaluate(
                 bytes,
                 name,
-                &sha,
                 &received_at,
                 &now,
                 Some(self.cfg.limits()),
@@ -237,9 +233,11 @@ impl<S: Store> Pipeline<S> {
                     meta.len(),
                     self.cfg.roster.max_bytes
                 ))],
-                ..Report::new(name, &sha, &received_at, &now)
+                ..Report::new(name, &crate::util::sha256_file(&path)?, &received_at, &now)
             }),
         };
+        let sha = eval.report.sha256.clone();
+        span.record("sha256", &sha[..12]);
         if let Some(earlier) = self.store.file_by_sha(&sha)? {
             eval.report.repeats = Some(earlier.stored_as);
         }
@@ -338,23 +336,15 @@ impl<S: Store> Pipeline<S> {
                 path.display()
             )
         })?;
-        if bytes.sha256() != entry.sha256 {
+        let now = now_rfc3339();
+        let limits = (!force).then(|| self.cfg.limits());
+        let mut eval = self.evaluate(bytes, "sync", &entry.received_at, &now, limits, false)?;
+        if eval.report.sha256 != entry.sha256 {
             return Err(Error::usage(format!(
                 "the last applied roster {} was changed on disk (its SHA-256 differs from the ledger); process a new roster instead",
                 path.display()
             )));
         }
-        let now = now_rfc3339();
-        let limits = (!force).then(|| self.cfg.limits());
-        let mut eval = self.evaluate(
-            bytes,
-            "sync",
-            &entry.sha256,
-            &entry.received_at,
-            &now,
-            limits,
-            false,
-        )?;
         eval.report.stored_as = Some(entry.stored_as.clone());
         if eval.report.status == ReportStatus::Applied {
             let detail = format!(
@@ -386,21 +376,21 @@ impl<S: Store> Pipeline<S> {
         roster::check(bytes, &self.cfg.roster_options(needed))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Reads, checks and plans a roster's bytes: its report (with the bytes' SHA-256, which a
+    /// caller holding an expected one compares before it writes anything) and what it writes.
     pub(super) fn evaluate(
         &self,
         bytes: FileBytes,
         name: &str,
-        sha: &str,
         received_at: &str,
         now: &str,
         limits: Option<Limits>,
         dry_run: bool,
     ) -> Result<Evaluation> {
-        let mut report = Report::new(name, sha, received_at, now);
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
         let checked = self.check(&bytes, &enabled);
+        let mut report = Report::new(name, bytes.sha256(), received_at, now);
         // The roster holds what it needs: a large file's bytes go before its manager graph
         // is built, and before planning.
         drop(bytes);

@@ -11,15 +11,19 @@ use std::io::Seek;
 use std::ops::Deref;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
 
-use crate::util::{sha256_chunks, sha256_hex};
+use crate::core::parallel::join;
+use crate::util::sha256_hex;
 
 /// The bytes of a file as they were when it was read, and their SHA-256.
 pub struct FileBytes {
     /// At least one byte long (a mapping cannot be empty); the file's bytes are `..len`.
-    map: memmap2::MmapMut,
+    /// Shared with the thread that hashes them.
+    map: Arc<memmap2::Mmap>,
     len: usize,
-    sha256: String,
+    sha256: Sha256,
     /// The file they were read from, or were written to since.
     held: HeldFile,
 }
@@ -135,10 +139,69 @@ impl UnnamedCopy {
     }
 }
 
-/// Files at least this long are hashed on a second thread as they are read, a chunk at a
-/// time: at a million rows (116 MB) reading took ~0.1 s and hashing ~0.1 s more, one after
-/// the other.
+/// Files at least this long are read by two threads, a half each, and hashed on a thread of
+/// their own while they are parsed ([`Sha256`]).
 const CHUNK: usize = 4 << 20;
+
+/// The SHA-256 of a file's bytes, lower-case hex: for a large file, made on a thread of its
+/// own once the bytes are read, and waited for when first asked. Why: at a million rows
+/// (116 MB) the hash takes ~0.1 s on one core; hashed as the bytes were read, it held the
+/// read back and the parse waited for both (~0.15 s with a core idle). A file's hash is
+/// asked for once its rows are read (BENCHMARKS.md).
+struct Sha256 {
+    hex: OnceLock<String>,
+    hashing: Mutex<Option<JoinHandle<String>>>,
+}
+
+impl Sha256 {
+    /// The hash of `map[..len]`, made at once when it is short, else on a thread.
+    fn of(map: &Arc<memmap2::Mmap>, len: usize) -> Sha256 {
+        let (hex, hashing) = (OnceLock::new(), Mutex::new(None));
+        if len < 2 * CHUNK {
+            let _ = hex.set(sha256_hex(&map[..len]));
+        } else {
+            let shared = Arc::clone(map);
+            let thread = std::thread::Builder::new().name("autoprov-sha256".into());
+            match thread.spawn(move || sha256_hex(&shared[..len])) {
+                Ok(handle) => *hashing.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle),
+                Err(_) => {
+                    let _ = hex.set(sha256_hex(&map[..len]));
+                }
+            }
+        }
+        Sha256 { hex, hashing }
+    }
+
+    /// The hash, waited for.
+    fn get(&self) -> &str {
+        self.hex.get_or_init(|| {
+            let handle = self
+                .hashing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .expect("a hash is made at once or on its thread");
+            handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+}
+
+/// Fills `into` from `file` from its start: a large file by two threads, a half each (one
+/// thread read a million rows' 116 MB in ~70 ms, page faults and the kernel's copy).
+fn read_whole(file: &File, into: &mut [u8]) -> std::io::Result<()> {
+    if into.len() < 2 * CHUNK {
+        return file.read_exact_at(into, 0);
+    }
+    let half = into.len() / 2;
+    let (head, tail) = into.split_at_mut(half);
+    let (head, tail) = join(
+        || file.read_exact_at(head, 0),
+        || file.read_exact_at(tail, half as u64),
+    );
+    head.and(tail)
+}
 
 impl FileBytes {
     /// Reads the file at `path` whole; a symlink is refused, not followed (`O_NOFOLLOW`),
@@ -167,13 +230,15 @@ impl FileBytes {
         // `main`): a million rows' 116 MB took ~84k page faults in 4 KiB pages, ~50k so, and a
         // `sync` 0.75 → 0.70 s (BENCHMARKS.md). Advice only: the bytes read are the same.
         let _ = map.advise(memmap2::Advice::HugePage);
-        let sha256 = read_hashing(&held.file, &mut map[..len])?;
+        read_whole(&held.file, &mut map[..len])?;
         if held.file.read_at(&mut [0u8; 1], len as u64)? != 0 {
             return Err(std::io::Error::other(format!(
                 "{} grew while it was read",
                 path.display()
             )));
         }
+        let map = Arc::new(map.make_read_only()?);
+        let sha256 = Sha256::of(&map, len);
         Ok(FileBytes {
             map,
             len,
@@ -207,39 +272,11 @@ impl FileBytes {
         FileBytes { held: copy, ..self }
     }
 
-    /// The SHA-256 of the bytes, lower-case hex.
+    /// The SHA-256 of the bytes, lower-case hex; a large file's is waited for (see
+    /// [`Sha256`]), so ask once the bytes are parsed.
     pub fn sha256(&self) -> &str {
-        &self.sha256
+        self.sha256.get()
     }
-}
-
-/// Fills `into` from `file` and returns the SHA-256 of what was read: each chunk is hashed
-/// on a second thread once it is read, while the next one is.
-fn read_hashing(file: &File, into: &mut [u8]) -> std::io::Result<String> {
-    if into.len() < 2 * CHUNK {
-        file.read_exact_at(into, 0)?;
-        return Ok(sha256_hex(into));
-    }
-    std::thread::scope(|s| {
-        let (read, to_hash) = std::sync::mpsc::sync_channel::<&[u8]>(4);
-        let hasher = s.spawn(move || sha256_chunks(to_hash));
-        let mut outcome = Ok(());
-        for (i, chunk) in into.chunks_mut(CHUNK).enumerate() {
-            if let Err(e) = file.read_exact_at(chunk, (i * CHUNK) as u64) {
-                outcome = Err(e);
-                break;
-            }
-            let chunk: &[u8] = chunk;
-            if read.send(chunk).is_err() {
-                break;
-            }
-        }
-        drop(read);
-        let sha256 = hasher
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        outcome.map(|()| sha256)
-    })
 }
 
 impl Deref for FileBytes {

@@ -420,6 +420,50 @@ fn sync_refuses_a_symlink_in_place_of_the_applied_roster() {
     assert_eq!(p.sync("bob", false).unwrap().status, ReportStatus::Applied);
 }
 
+/// The applied roster is the one the ledger hashed: a copy changed on disk is refused
+/// before anything is written, whether short or large enough to be hashed on a thread of
+/// its own while it is read (`roster_file::Sha256`).
+#[test]
+fn sync_refuses_an_applied_roster_changed_on_disk() {
+    let (_dir, p, _, sales) = applied_two_rules("");
+    disable_rule(&p, sales);
+    let entry = p.store.last_applied().unwrap().unwrap();
+    let filed = p.paths.folder("processed").join(&entry.stored_as);
+    let original = fs::read(&filed).unwrap();
+    let (short, long) = (
+        sales_to_it(&original),
+        [original.clone(), vec![b'\n'; 9 << 20]].concat(),
+    );
+    for changed in [short, long] {
+        fs::write(&filed, &changed).unwrap();
+        let e = p.sync("bob", false).unwrap_err().to_string();
+        assert!(e.contains("changed on disk"), "{e}");
+        assert!(accounts(&p).iter().all(|(_, s, _)| *s == Status::Active));
+    }
+    fs::write(&filed, &original).unwrap();
+    assert_eq!(p.sync("bob", false).unwrap().status, ReportStatus::Applied);
+}
+
+/// `bytes` with its last "Sales" made "IT".
+fn sales_to_it(bytes: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(5)
+        .rposition(|w| w == b"Sales")
+        .expect("a Sales row");
+    [&bytes[..at], b"IT", &bytes[at + 5..]].concat()
+}
+
+#[test]
+fn approve_refuses_a_held_file_changed_on_disk() {
+    let (_dir, p, id, stored_as) = held_three();
+    let path = p.paths.folder("held").join(&stored_as);
+    fs::write(&path, sales_to_it(&fs::read(&path).unwrap())).unwrap();
+    let e = p.approve(id, "alice").unwrap_err().to_string();
+    assert!(e.contains("changed on disk since it was held"), "{e}");
+    assert!(p.store.accounts().unwrap().is_empty());
+    assert_eq!(p.held().unwrap().map(|f| f.id), Some(id));
+}
+
 #[test]
 fn sync_over_the_deactivation_limit_holds_unless_forced() {
     let limit = "[safety]\nmax_deactivations = { count = 1, percent = 0 }\n";
