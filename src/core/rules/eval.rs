@@ -27,21 +27,35 @@ enum Test {
 impl Test {
     #[inline]
     fn holds(&self, row: RuleRow<'_>) -> bool {
+        match self.field() {
+            Some(index) => self.holds_for(row.values.get(index).copied(), row.is_manager),
+            None => self.holds_for(None, row.is_manager),
+        }
+    }
+
+    /// The field (index in a row's values) the test reads; `None` for `is_manager`.
+    fn field(&self) -> Option<usize> {
         match self {
-            Test::One { index, sym, equal } => (row.values.get(*index) == Some(sym)) == *equal,
-            Test::Set {
-                index,
-                syms,
-                member,
-            } => {
-                let found = match row.values.get(*index) {
+            Test::One { index, .. } | Test::Set { index, .. } => Some(*index),
+            Test::Manager(_) => None,
+        }
+    }
+
+    /// Whether the test holds for a row whose value of [`Test::field`] is `value` (`None`:
+    /// the row has none) and that manages someone or not.
+    #[inline]
+    fn holds_for(&self, value: Option<Sym>, is_manager: bool) -> bool {
+        match self {
+            Test::One { sym, equal, .. } => (value == Some(*sym)) == *equal,
+            Test::Set { syms, member, .. } => {
+                let found = match value {
                     None => false,
-                    Some(v) if syms.len() <= LINEAR_SEARCH_MAX => syms.contains(v),
-                    Some(v) => syms.binary_search(v).is_ok(),
+                    Some(v) if syms.len() <= LINEAR_SEARCH_MAX => syms.contains(&v),
+                    Some(v) => syms.binary_search(&v).is_ok(),
                 };
                 found == *member
             }
-            Test::Manager(want) => row.is_manager == *want,
+            Test::Manager(want) => is_manager == *want,
         }
     }
 }
@@ -122,22 +136,32 @@ impl CompiledRule {
         self.never
     }
 
-    /// A field the rule requires to have one of some values: the index of its value in an
-    /// employee's values and those values (of the rule's first `=` or `in`).
-    pub(super) fn required(&self) -> Option<(usize, &[Sym])> {
-        self.tests.iter().find_map(|t| match t {
-            Test::One {
-                index,
-                sym,
-                equal: true,
-            } => Some((*index, std::slice::from_ref(sym))),
-            Test::Set {
-                index,
-                syms,
-                member: true,
-            } => Some((*index, &syms[..])),
-            _ => None,
+    /// The fields (indices in a row's values) the rule's conditions read, each with the
+    /// values its conditions name (a field of two conditions once for each).
+    pub(super) fn fields(&self) -> impl Iterator<Item = (usize, &[Sym])> {
+        self.tests.iter().filter_map(|t| match t {
+            Test::One { index, sym, .. } => Some((*index, std::slice::from_ref(sym))),
+            Test::Set { index, syms, .. } => Some((*index, &syms[..])),
+            Test::Manager(_) => None,
         })
+    }
+
+    /// Whether every condition of the rule on field `index` holds for the value `value`
+    /// (`None`: a row without one, which is also how a value no condition names fares).
+    pub(super) fn holds_on(&self, index: usize, value: Option<Sym>) -> bool {
+        self.tests
+            .iter()
+            .filter(|t| t.field() == Some(index))
+            .all(|t| t.holds_for(value, false))
+    }
+
+    /// Whether every `is_manager` condition of the rule holds for a row that manages
+    /// someone (`true`) or not.
+    pub(super) fn holds_as_manager(&self, is_manager: bool) -> bool {
+        self.tests
+            .iter()
+            .filter(|t| t.field().is_none())
+            .all(|t| t.holds_for(None, is_manager))
     }
 }
 
