@@ -27,10 +27,10 @@ enum Test {
 impl Test {
     #[inline]
     fn holds(&self, row: RuleRow<'_>) -> bool {
-        match self.field() {
-            Some(index) => self.holds_for(row.values.get(index).copied(), row.is_manager),
-            None => self.holds_for(None, row.is_manager),
-        }
+        let value = self
+            .field()
+            .and_then(|index| row.values.get(index).copied());
+        self.holds_for(value, row.is_manager)
     }
 
     /// The field (index in a row's values) the test reads; `None` for `is_manager`.
