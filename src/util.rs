@@ -25,16 +25,7 @@ pub fn compact_timestamp(rfc3339: &str) -> String {
 
 /// SHA-256 of bytes, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    sha256_chunks([bytes])
-}
-
-/// SHA-256 of the chunks one after the other, lower-case hex.
-pub fn sha256_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut hasher = Sha256::new();
-    for chunk in chunks {
-        hasher.update(chunk);
-    }
-    lower_hex(&hasher.finalize())
+    lower_hex(&Sha256::digest(bytes))
 }
 
 fn lower_hex(digest: &[u8]) -> String {

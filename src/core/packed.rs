@@ -247,11 +247,11 @@ impl<'de, T: serde::Deserialize<'de> + AsRef<[u8]>> serde::Deserialize<'de> for 
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_account_unpacks_as_it_was_packed_and_its_head_reads_in_place() {
+    /// An auto account with one history entry.
+    fn sample(id: &str, email: &str) -> Account {
         let mut a = Account {
-            employee_id: "E1".into(),
-            email: "e1@x.io".into(),
+            employee_id: id.into(),
+            email: email.into(),
             role: "IT Admin".into(),
             status: Status::Active,
             origin: Origin::Auto,
@@ -261,6 +261,12 @@ mod tests {
             history: Vec::new(),
         };
         a.record("2026-01-02T00:00:00Z", "r.csv", "created".into());
+        a
+    }
+
+    #[test]
+    fn an_account_unpacks_as_it_was_packed_and_its_head_reads_in_place() {
+        let mut a = sample("E1", "e1@x.io");
         let p = Packed::of(&a);
         assert_eq!(p.unpack(), a);
         assert_eq!(p.head(), a.head());
@@ -277,18 +283,7 @@ mod tests {
 
     #[test]
     fn an_id_and_email_set_in_a_blank_packing_give_the_accounts_own_bytes() {
-        let mut a = Account {
-            employee_id: String::new(),
-            email: String::new(),
-            role: "IT Admin".into(),
-            status: Status::Active,
-            origin: Origin::Auto,
-            rule_id: Some(RuleId(3)),
-            created_at: "2026-01-01T00:00:00Z".into(),
-            updated_at: "2026-01-01T00:00:00Z".into(),
-            history: Vec::new(),
-        };
-        a.record("2026-01-02T00:00:00Z", "r.csv", "created".into());
+        let mut a = sample("", "");
         let blank = Packed::of(&a);
         // Lengths either side of each step of the length's encoding.
         for len in [0, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
