@@ -94,33 +94,38 @@ impl<'r> Dispatch<'r> {
         }
     }
 
-    /// Calls `matched` with the id of each rule `row` matches, lowest first; `scratch` is
-    /// reused between rows.
-    pub(super) fn matching(
-        &self,
-        row: RuleRow<'_>,
-        scratch: &mut Vec<u64>,
-        mut matched: impl FnMut(RuleId),
-    ) {
-        scratch.clear();
-        scratch.extend_from_slice(&self.manager[usize::from(row.is_manager)]);
+    /// Fills `set` with the rules `row` matches, bit `k` for the `k`-th lowest id (see
+    /// [`Dispatch::ids`]).
+    pub(super) fn set_of(&self, row: RuleRow<'_>, set: &mut Vec<u64>) {
+        set.clear();
+        set.extend_from_slice(&self.manager[usize::from(row.is_manager)]);
         for field in &self.fields {
-            let set = row
+            let of = row
                 .values
                 .get(field.index)
                 .and_then(|v| field.by_sym.get(v.0 as usize))
-                .map_or(field.default, |&set| set) as usize;
-            let rules = &self.sets[set * self.words..(set + 1) * self.words];
-            for (mine, theirs) in scratch.iter_mut().zip(rules) {
+                .map_or(field.default, |&of| of) as usize;
+            let rules = &self.sets[of * self.words..(of + 1) * self.words];
+            for (mine, theirs) in set.iter_mut().zip(rules) {
                 *mine &= theirs;
             }
         }
-        for (w, &word) in scratch.iter().enumerate() {
+    }
+
+    /// Calls `matched` with the id of each rule in `set` (made by [`Dispatch::set_of`]),
+    /// lowest first.
+    pub(super) fn ids(&self, set: &[u64], mut matched: impl FnMut(RuleId)) {
+        for (w, &word) in set.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
                 matched(self.rules[w * 64 + bits.trailing_zeros() as usize].id());
                 bits &= bits - 1;
             }
         }
+    }
+
+    /// 64-bit words in a set of rules.
+    pub(super) fn words(&self) -> usize {
+        self.words
     }
 }
