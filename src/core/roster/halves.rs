@@ -64,15 +64,16 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
     let tail_rows = most_rows(tail_lf, opts);
     let ((mut first, first_whole), (second, second_whole)) = join(
         || {
-            // Room for the first half's rows only: appending the second's then moves the
-            // first's employees once (~45 MB more for a moment at a million rows). Room for
-            // both up front measured 20–25 MB less peak but 0.15 s more wall time and 0.2 s
-            // more system time a re-sync (BENCHMARKS.md), so it is not made.
+            // Room for both halves' rows: appending the second's then copies only those,
+            // into room not yet touched. Room for the first half's alone moved its
+            // employees once more as they grew (a million-row `sync`: 23 MB more peak RSS,
+            // ~0.04 s more CPU, in alternated runs of session 24; session 13's runs had
+            // measured the opposite, on a noisier machine; BENCHMARKS.md).
             read_all(Parser::with_room(
                 head,
                 opts,
                 delimiter,
-                most_rows(head_lf, opts),
+                most_rows(head_lf + tail_lf, opts),
                 Repeats::Later,
             ))
         },
