@@ -60,6 +60,19 @@ impl Cores {
     }
 }
 
+/// Drops `value` on a thread of its own when it is `large`, else here: freeing a million
+/// rows' employees took ~20 ms of one core, in the way of the commit that followed
+/// (BENCHMARKS.md). When no thread can be started it is dropped here.
+pub fn drop_aside<T: Send + 'static>(large: bool, value: T) {
+    if large {
+        let thread = std::thread::Builder::new().name("autoprov-drop".into());
+        // A failed spawn drops the closure, and `value` with it, here.
+        let _ = thread.spawn(move || drop(value));
+    } else {
+        drop(value);
+    }
+}
+
 /// How many roster rows make a second thread worth starting for a pass over them (the
 /// manager graph, the keys' index, the halves' append, the IDs' groups).
 pub const ROWS_WORTH_A_THREAD: usize = 1 << 14;
@@ -77,6 +90,22 @@ mod tests {
         assert_eq!(join_if(false, || 1, || "two"), (1, "two"));
         let caught = std::panic::catch_unwind(|| join_if(false, || (), || panic!("there")));
         assert!(caught.is_err());
+    }
+
+    #[test]
+    fn a_large_value_is_dropped_on_another_thread_and_a_small_one_here() {
+        struct Told(std::sync::mpsc::Sender<std::thread::ThreadId>);
+        impl Drop for Told {
+            fn drop(&mut self) {
+                let _ = self.0.send(std::thread::current().id());
+            }
+        }
+        let here = std::thread::current().id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop_aside(false, Told(tx.clone()));
+        assert_eq!(rx.recv().unwrap(), here);
+        drop_aside(true, Told(tx));
+        assert_ne!(rx.recv().unwrap(), here);
     }
 
     #[test]

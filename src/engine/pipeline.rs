@@ -14,6 +14,7 @@ use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::AccountGroup;
 use crate::core::packed::Packed;
+use crate::core::parallel::{ROWS_WORTH_A_THREAD, drop_aside};
 use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::roster::{self, Rejection};
@@ -433,7 +434,7 @@ impl<S: Store> Pipeline<S> {
         let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| groups.read_group(g, f);
         let mut plan = reconcile::plan(&roster, &input, &read)?;
         report.rows = roster.rows;
-        report.warnings = roster.warnings;
+        report.warnings = std::mem::take(&mut roster.warnings);
         report.warnings.extend(std::mem::take(&mut plan.warnings));
         report.counts = plan.counts.clone();
         report.held_because = limits
@@ -447,6 +448,8 @@ impl<S: Store> Pipeline<S> {
             ReportStatus::Applied
         };
         report.changes = plan.changes;
+        let large = roster.employees.len() >= ROWS_WORTH_A_THREAD;
+        drop_aside(large, roster);
         Ok(Evaluation {
             report,
             updates: plan.updates,
