@@ -188,19 +188,26 @@ impl Sha256 {
     }
 }
 
-/// Fills `into` from `file` from its start: a large file by two threads, a half each (one
-/// thread read a million rows' 116 MB in ~70 ms, page faults and the kernel's copy).
+/// Fills `into` from `file` from its start: a large file by two threads, which take its
+/// [`CHUNK`]s in turn. One thread read a million rows' 116 MB in ~70 ms, page faults and the
+/// kernel's copy. A half each took ~17 ms in some runs and ~150 ms in others, whichever
+/// half's pages the host had to back first (the guest returns free memory to it), while
+/// the other thread waited: taken by chunk, the quick thread reads the slow one's share
+/// (BENCHMARKS.md, session 24).
 fn read_whole(file: &File, into: &mut [u8]) -> std::io::Result<()> {
     if into.len() < 2 * CHUNK {
         return file.read_exact_at(into, 0);
     }
-    let half = into.len() / 2;
-    let (head, tail) = into.split_at_mut(half);
-    let (head, tail) = join(
-        || file.read_exact_at(head, 0),
-        || file.read_exact_at(tail, half as u64),
-    );
-    head.and(tail)
+    let chunks = Mutex::new(into.chunks_mut(CHUNK).enumerate());
+    let read = || loop {
+        let next = chunks.lock().unwrap_or_else(|e| e.into_inner()).next();
+        let Some((i, chunk)) = next else {
+            return Ok(());
+        };
+        file.read_exact_at(chunk, (i * CHUNK) as u64)?;
+    };
+    let (here, there) = join(read, read);
+    here.and(there)
 }
 
 impl FileBytes {
