@@ -139,8 +139,8 @@ impl UnnamedCopy {
     }
 }
 
-/// Files at least this long are read by two threads, a half each, and hashed on a thread of
-/// their own while they are parsed ([`Sha256`]).
+/// Files at least twice this long are read by two threads taking chunks this long in turn
+/// ([`read_whole`]), and hashed on a thread of their own while they are parsed ([`Sha256`]).
 const CHUNK: usize = 4 << 20;
 
 /// The SHA-256 of a file's bytes, lower-case hex: for a large file, made on a thread of its
