@@ -67,7 +67,7 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
             // Room for both halves' rows: appending the second's then copies only those,
             // into room not yet touched. Room for the first half's alone moved its
             // employees once more as they grew (a million-row `sync`: 23 MB more peak RSS,
-            // ~0.04 s more CPU, in alternated runs of session 24; session 13's runs had
+            // ~0.04 s more CPU, in alternated runs of session 24; session 10's runs had
             // measured the opposite, on a noisier machine; BENCHMARKS.md).
             read_all(Parser::with_room(
                 head,
