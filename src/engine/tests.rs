@@ -407,8 +407,7 @@ fn sync_after_disabling_a_rule_deactivates_its_accounts() {
 fn sync_refuses_a_symlink_in_place_of_the_applied_roster() {
     let (dir, p, _, sales) = applied_two_rules("");
     disable_rule(&p, sales);
-    let entry = p.store.last_applied().unwrap().unwrap();
-    let filed = p.paths.folder("processed").join(&entry.stored_as);
+    let filed = applied_roster(&p);
     let elsewhere = dir.path().join("copy.csv");
     fs::rename(&filed, &elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &filed).unwrap();
@@ -427,8 +426,7 @@ fn sync_refuses_a_symlink_in_place_of_the_applied_roster() {
 fn sync_refuses_an_applied_roster_changed_on_disk() {
     let (_dir, p, _, sales) = applied_two_rules("");
     disable_rule(&p, sales);
-    let entry = p.store.last_applied().unwrap().unwrap();
-    let filed = p.paths.folder("processed").join(&entry.stored_as);
+    let filed = applied_roster(&p);
     let original = fs::read(&filed).unwrap();
     let (short, long) = (
         sales_to_it(&original),
@@ -442,6 +440,12 @@ fn sync_refuses_an_applied_roster_changed_on_disk() {
     }
     fs::write(&filed, &original).unwrap();
     assert_eq!(p.sync("bob", false).unwrap().status, ReportStatus::Applied);
+}
+
+/// Where the last applied roster is filed (in processed/).
+fn applied_roster(p: &Pipeline<MemoryStore>) -> std::path::PathBuf {
+    let entry = p.store.last_applied().unwrap().unwrap();
+    p.paths.folder("processed").join(&entry.stored_as)
 }
 
 /// `bytes` with its last "Sales" made "IT".
