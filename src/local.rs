@@ -392,6 +392,7 @@ mod tests {
                     last_applied: None,
                     audit: None,
                     clear_remote: None,
+                    accounts_token: None,
                 })
                 .unwrap();
             p.store.damage_bucket_of("E1");
@@ -457,6 +458,7 @@ mod tests {
                     last_applied: Some(1),
                     audit: None,
                     clear_remote: None,
+                    accounts_token: None,
                 })
                 .unwrap();
             fs::write(p.paths.folder("inbox").join("r.csv"), "x").unwrap();

@@ -5,6 +5,14 @@ use std::fs;
 use std::path::Path;
 use std::time::SystemTime;
 
+/// `N` bytes from the kernel's random source.
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    use std::io::Read;
+    let mut bytes = [0u8; N];
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes))?;
+    Ok(bytes)
+}
+
 /// A time as RFC 3339 UTC with seconds, e.g. `2026-11-26T07:46:13Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()

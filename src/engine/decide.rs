@@ -92,6 +92,7 @@ impl<S: Store> Pipeline<S> {
                 detail: format!("file {id} {}: {}", updated.stored_as, updated.summary),
             }),
             clear_remote: None,
+            accounts_token: None,
         })?;
         self.tell(super::observe::FileOutcome::Filed {
             id,
@@ -175,6 +176,7 @@ impl<S: Store> Pipeline<S> {
                 ),
             }),
             clear_remote: None,
+            accounts_token: None,
         })?;
         // The text first: approval compares against the JSON, written last.
         let held = self.paths.folder("held");

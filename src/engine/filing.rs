@@ -305,6 +305,7 @@ impl<S: Store> Pipeline<S> {
             last_applied: None,
             audit: None,
             clear_remote: None,
+            accounts_token: None,
         })?;
         Ok(())
     }
@@ -429,6 +430,7 @@ impl<S: Store> Pipeline<S> {
             last_applied: None,
             audit: None,
             clear_remote: None,
+            accounts_token: None,
         })?;
         Ok(())
     }

@@ -317,6 +317,7 @@ impl<S: Store> Pipeline<S> {
                 detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
             }),
             clear_remote: entry.remote.is_some().then_some(name.as_str()),
+            accounts_token: None,
         })?;
         crash_point("after_commit");
         Ok(())
@@ -364,6 +365,7 @@ impl<S: Store> Pipeline<S> {
                     detail,
                 }),
                 clear_remote: None,
+                accounts_token: None,
             })?;
         }
         Ok(eval.report)

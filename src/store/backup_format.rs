@@ -45,6 +45,9 @@ pub mod meta {
     pub const LAST_APPLIED: &[u8] = b"last_applied";
     /// The schema marker.
     pub const SCHEMA: &[u8] = b"schema";
+    /// The accounts token (`Store::accounts_token`); never written to a backup, so that a
+    /// restored store has none until its first write.
+    pub const ACCOUNTS_TOKEN: &[u8] = b"accounts_token";
 }
 
 /// The first line of a backup file.

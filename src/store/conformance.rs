@@ -107,6 +107,7 @@ fn commits(s: &dyn Store) {
         last_applied: Some(id),
         audit: Some(note("apply", "2026-01-04T00:00:00Z")),
         clear_remote: Some("r1.csv"),
+        accounts_token: None,
     })
     .unwrap();
     let mut all = s.accounts().unwrap();
@@ -127,6 +128,7 @@ fn commits(s: &dyn Store) {
         last_applied: None,
         audit: None,
         clear_remote: None,
+        accounts_token: None,
     })
     .unwrap();
     assert_eq!(s.file_by_sha("abc").unwrap().unwrap().id, 1, "the first");
@@ -167,6 +169,7 @@ fn by_email(s: &dyn Store) {
         last_applied: None,
         audit: None,
         clear_remote: None,
+        accounts_token: None,
     })
     .unwrap();
     let found = s.accounts_by_email("ANN@x.io").unwrap();
@@ -184,6 +187,7 @@ fn by_email(s: &dyn Store) {
         last_applied: None,
         audit: None,
         clear_remote: None,
+        accounts_token: None,
     })
     .unwrap();
     assert_eq!(ids(&s.accounts_by_email("ann@x.io").unwrap()), ["E12"]);
@@ -215,6 +219,7 @@ fn commits_when_ready(s: &dyn Store) {
         last_applied: Some(id),
         audit: Some(note("apply", "2026-01-08T00:00:00Z")),
         clear_remote: None,
+        accounts_token: None,
     };
     // With accounts, and a ledger entry alone (a rejected or held file's).
     for updates in [packed([account("E21")]), Updates::none()] {
@@ -244,12 +249,55 @@ fn commits_when_ready(s: &dyn Store) {
     assert_eq!(s.last_applied().unwrap().unwrap().id, id);
 }
 
+/// The accounts token changes with every write of accounts or rules, is what a commit
+/// names when it names one, and stays out of backups.
+fn accounts_tokens(s: &dyn Store) {
+    let commit = |updates, token| Commit {
+        updates,
+        file: None,
+        last_applied: None,
+        audit: None,
+        clear_remote: None,
+        accounts_token: token,
+    };
+    let before = s.accounts_token().unwrap();
+    s.commit(commit(Updates::none(), None)).unwrap();
+    assert_eq!(s.accounts_token().unwrap(), before, "nothing written");
+    s.commit(commit(packed([account("T1")]), None)).unwrap();
+    let written = s.accounts_token().unwrap();
+    assert!(written.is_some() && written != before);
+    s.commit(commit(Updates::none(), Some([7; 16]))).unwrap();
+    assert_eq!(
+        s.accounts_token().unwrap(),
+        Some([7; 16]),
+        "the token named"
+    );
+    s.put_rule(&rule(90), note("rules add", "2026-01-08T00:00:00Z"))
+        .unwrap();
+    let ruled = s.accounts_token().unwrap();
+    assert!(ruled.is_some() && ruled != Some([7; 16]));
+    s.delete_rule(RuleId(90), note("rules delete", "2026-01-08T00:00:00Z"))
+        .unwrap();
+    let deleted = s.accounts_token().unwrap();
+    assert!(deleted.is_some() && deleted != ruled);
+    s.put_account(
+        &account("T2"),
+        false,
+        note("admins add", "2026-01-08T00:00:00Z"),
+    )
+    .unwrap();
+    assert_ne!(s.accounts_token().unwrap(), deleted);
+    let (_, lines) = backup_lines(s);
+    assert!(lines.iter().all(|l| !l.contains("accounts_token")));
+}
+
 /// Every check, in order, on one store.
 fn all_checks(s: &dyn Store) {
     rules_and_audit(s);
     commits(s);
     by_email(s);
     commits_when_ready(s);
+    accounts_tokens(s);
 }
 
 /// The store's backup, its lines sorted (the sled store writes accounts in bucket order).

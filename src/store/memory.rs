@@ -7,7 +7,8 @@
 
 use super::backup_format::{BACKUP_SCHEMA, Writer, meta, trees};
 use super::{
-    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, Ready, RemoteOrigin, Store, StoreResult,
+    AccountRef, AccountsToken, AuditEntry, AuditNote, Commit, FileEntry, Ready, RemoteOrigin,
+    Store, StoreResult,
 };
 use crate::core::accounts::{Account, AccountGroup, HeldGroup, group_of};
 use crate::core::columns::fold_value;
@@ -34,9 +35,20 @@ struct State {
     sha_index: BTreeMap<String, u64>,
     audit: Vec<AuditEntry>,
     remote: BTreeMap<String, RemoteOrigin>,
+    /// Not in backups, as the sled store's.
+    accounts_token: Option<AccountsToken>,
 }
 
 impl State {
+    /// A token no write of this process gave before (a count: tokens only need to differ).
+    fn new_token(&mut self) {
+        static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let mut token = AccountsToken::default();
+        token[..8].copy_from_slice(&n.to_be_bytes());
+        self.accounts_token = Some(token);
+    }
+
     fn append_audit(&mut self, note: AuditNote) {
         self.next_audit_seq += 1;
         self.audit.push(AuditEntry {
@@ -128,6 +140,7 @@ impl Store for MemoryStore {
     fn put_rule(&self, rule: &Rule, audit: AuditNote) -> StoreResult<()> {
         let mut state = self.state();
         state.rules.insert(rule.id.0, rule.clone());
+        state.new_token();
         state.append_audit(audit);
         Ok(())
     }
@@ -135,6 +148,7 @@ impl Store for MemoryStore {
     fn delete_rule(&self, id: RuleId, audit: AuditNote) -> StoreResult<()> {
         let mut state = self.state();
         state.rules.remove(&id.0);
+        state.new_token();
         state.append_audit(audit);
         Ok(())
     }
@@ -203,6 +217,7 @@ impl Store for MemoryStore {
                 .accounts
                 .insert(account.employee_id.clone(), account.clone()),
         };
+        state.new_token();
         state.append_audit(audit);
         Ok(())
     }
@@ -211,8 +226,15 @@ impl Store for MemoryStore {
     fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()> {
         ready()?;
         let mut state = self.state();
+        let mut written = false;
         for account in commit.updates.accounts() {
             state.accounts.insert(account.employee_id.clone(), account);
+            written = true;
+        }
+        match commit.accounts_token {
+            Some(token) => state.accounts_token = Some(token),
+            None if written => state.new_token(),
+            None => {}
         }
         if let Some(name) = commit.clear_remote {
             state.remote.remove(name);
@@ -254,6 +276,10 @@ impl Store for MemoryStore {
             .get(sha256)
             .and_then(|id| state.files.get(id))
             .cloned())
+    }
+
+    fn accounts_token(&self) -> StoreResult<Option<AccountsToken>> {
+        Ok(self.state().accounts_token)
     }
 
     fn last_applied(&self) -> StoreResult<Option<FileEntry>> {

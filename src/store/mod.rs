@@ -169,7 +169,15 @@ pub struct Commit<'a> {
     pub audit: Option<AuditNote>,
     /// Poll mode: the inbox name whose remote registration the ledger entry now carries.
     pub clear_remote: Option<&'a str>,
+    /// The accounts token ([`Store::accounts_token`]) the commit leaves, written even when
+    /// no account is; `None`: a new random one when accounts are written.
+    pub accounts_token: Option<AccountsToken>,
 }
+
+/// Names the state of the accounts and rules: every write of accounts or rules leaves a new
+/// random one (never in backups), so a record made when the store had a token describes
+/// the store for as long as it still has it.
+pub type AccountsToken = [u8; 16];
 
 /// Reads groups of accounts for one pass over them ([`Store::group_reader`]).
 pub trait GroupReader: Sync {
@@ -255,6 +263,9 @@ pub trait Store: Send + Sync {
     fn file_by_sha(&self, sha256: &str) -> StoreResult<Option<FileEntry>>;
     /// The last applied roster's ledger entry.
     fn last_applied(&self) -> StoreResult<Option<FileEntry>>;
+    /// The token of the accounts and rules as they are ([`AccountsToken`]); `None` before
+    /// the first write of either.
+    fn accounts_token(&self) -> StoreResult<Option<AccountsToken>>;
     /// Audit entries at or after `since` (RFC 3339 string comparison), oldest first.
     fn audit(&self, since: Option<&str>) -> StoreResult<Vec<AuditEntry>>;
     /// Appends one audit entry.
@@ -408,6 +419,7 @@ pub(crate) mod samples {
             last_applied: None,
             audit: None,
             clear_remote: None,
+            accounts_token: None,
         })
         .unwrap();
     }

@@ -6,7 +6,7 @@ use crate::core::columns::fold;
 use anyhow::{Context, Result};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
@@ -25,11 +25,7 @@ impl std::fmt::Debug for CsrfKey {
 
 /// `n` bytes from the kernel's random source.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
-    let mut bytes = [0u8; N];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading random bytes from /dev/urandom")?;
-    Ok(bytes)
+    crate::util::random_bytes().context("reading random bytes from /dev/urandom")
 }
 
 impl CsrfKey {

@@ -19,6 +19,9 @@ pub fn export(
     for (name, tree) in stored {
         for item in tree.iter() {
             let (k, v) = item.map_err(std::io::Error::other)?;
+            if *name == trees::META && k.as_ref() == meta::ACCOUNTS_TOKEN {
+                continue;
+            }
             writer.stored(name, &k, &v)?;
         }
         // In the order of backups: accounts after rules (see `trees::ALL`).

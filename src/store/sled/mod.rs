@@ -78,6 +78,11 @@ fn tx_next(meta: &TransactionalTree, key: &[u8]) -> TxResult<u64> {
     Ok(next)
 }
 
+/// A new random accounts token.
+fn new_token() -> StoreResult<crate::store::AccountsToken> {
+    crate::util::random_bytes().map_err(|e| StoreError::Sled(::sled::Error::Io(e)))
+}
+
 fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNote) -> TxResult<()> {
     let seq = tx_next(meta, meta::NEXT_AUDIT_SEQ)?;
     let entry = AuditEntry {

@@ -4,8 +4,8 @@
 use super::heads_check::HeadsCheck;
 use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5,
-    backup, buckets, decode, email_index, encode, migrate, tx_audit, u64_of, unwrap_tx, versions,
-    watermark,
+    backup, buckets, decode, email_index, encode, migrate, new_token, tx_audit, u64_of, unwrap_tx,
+    versions, watermark,
 };
 use crate::core::accounts::{Account, AccountGroup};
 use crate::core::packed::Packed;
@@ -14,8 +14,8 @@ use crate::core::rules::{Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::store::backup_format::{meta, trees};
 use crate::store::{
-    AccountRef, AuditEntry, AuditNote, Commit, FileEntry, GroupReader, Ready, RemoteOrigin, Store,
-    StoreError, StoreResult,
+    AccountRef, AccountsToken, AuditEntry, AuditNote, Commit, FileEntry, GroupReader, Ready,
+    RemoteOrigin, Store, StoreError, StoreResult,
 };
 use email_index::Digest;
 use serde::de::DeserializeOwned;
@@ -449,8 +449,10 @@ impl Store for SledStore {
 
     fn put_rule(&self, rule: &Rule, note: AuditNote) -> StoreResult<()> {
         self.heads_checked()?;
+        let token = new_token()?;
         let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
             rules.insert(&rule.id.0.to_be_bytes(), encode(rule))?;
+            meta.insert(meta::ACCOUNTS_TOKEN, &token[..])?;
             tx_audit(meta, audit, &note)
         });
         unwrap_tx(r)?;
@@ -459,8 +461,10 @@ impl Store for SledStore {
 
     fn delete_rule(&self, id: RuleId, note: AuditNote) -> StoreResult<()> {
         self.heads_checked()?;
+        let token = new_token()?;
         let r = (&self.rules, &self.meta, &self.audit).transaction(|(rules, meta, audit)| {
             rules.remove(&id.0.to_be_bytes())?;
+            meta.insert(meta::ACCOUNTS_TOKEN, &token[..])?;
             tx_audit(meta, audit, &note)
         });
         unwrap_tx(r)?;
@@ -555,14 +559,14 @@ impl Store for SledStore {
             true => (Updates::packed(vec![]), vec![account.employee_id.as_str()]),
             false => (Updates::packed(vec![Packed::of(account)]), vec![]),
         };
-        self.write_accounts(updates, &removed, &mut || Ok(()), |t| {
+        self.write_accounts(updates, &removed, None, &mut || Ok(()), |t| {
             tx_audit(t.meta, t.audit, &note)
         })
     }
 
     fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()> {
         // The accounts are let go batch by batch as their buckets are written aside.
-        self.write_accounts(commit.updates, &[], ready, |t| {
+        self.write_accounts(commit.updates, &[], commit.accounts_token, ready, |t| {
             if let Some(name) = commit.clear_remote {
                 t.remote.remove(name.as_bytes())?;
             }
@@ -611,6 +615,13 @@ impl Store for SledStore {
             Some(id) => self.file(u64_of(Some(id))),
             None => Ok(None),
         }
+    }
+
+    fn accounts_token(&self) -> StoreResult<Option<AccountsToken>> {
+        Ok(self
+            .meta
+            .get(meta::ACCOUNTS_TOKEN)?
+            .and_then(|t| AccountsToken::try_from(t.as_ref()).ok()))
     }
 
     fn audit(&self, since: Option<&str>) -> StoreResult<Vec<AuditEntry>> {
@@ -807,6 +818,7 @@ mod tests {
             last_applied: None,
             audit: None,
             clear_remote: None,
+            accounts_token: None,
         })
         .unwrap();
         let mut changed = account("E42");
@@ -892,7 +904,7 @@ mod tests {
             );
             assert_eq!(s.account("E3").unwrap(), None);
             // A later write, here a ledger entry alone, leaves the leftovers for the start.
-            s.write_accounts(Updates::none(), &[], &mut || Ok(()), |t| {
+            s.write_accounts(Updates::none(), &[], None, &mut || Ok(()), |t| {
                 tx_audit(t.meta, t.audit, &note("x"))
             })
             .unwrap();
@@ -932,6 +944,7 @@ mod tests {
                 last_applied: None,
                 audit: Some(note("apply")),
                 clear_remote: None,
+                accounts_token: None,
             },
             &mut || Err(StoreError::Conflict("not ready".into())),
         );
@@ -987,6 +1000,7 @@ mod tests {
             last_applied: Some(1),
             audit: Some(note("apply")),
             clear_remote: None,
+            accounts_token: None,
         })
         .unwrap();
         drop(s);
@@ -1008,6 +1022,7 @@ mod tests {
             last_applied: None,
             audit: Some(note("apply")),
             clear_remote: None,
+            accounts_token: None,
         })
         .unwrap();
         let mut out = Vec::new();
@@ -1056,6 +1071,7 @@ mod tests {
                 last_applied: None,
                 audit: Some(note("x")),
                 clear_remote: None,
+                accounts_token: None,
             })
         };
         let corrupt = |r: StoreResult<()>| matches!(r, Err(StoreError::Corrupt(_)));
@@ -1145,6 +1161,7 @@ mod tests {
                     last_applied: None,
                     audit: None,
                     clear_remote: None,
+                    accounts_token: None,
                 })
                 .unwrap();
                 if let Some(id) = damaged {
@@ -1330,6 +1347,7 @@ mod tests {
             last_applied: None,
             audit: None,
             clear_remote: None,
+            accounts_token: None,
         })
         .unwrap();
     }

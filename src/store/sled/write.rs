@@ -3,6 +3,7 @@
 //! current together with the ledger, audit and counters; then the versions they replaced
 //! are removed.
 
+use super::new_token;
 use super::store::{SledStore, TxTrees};
 use super::versions::{self, Directory, Versioned};
 use super::{
@@ -12,7 +13,7 @@ use crate::core::accounts::{AccountGroup, group_of};
 use crate::core::parallel::{Cores, WORTH_A_THREAD, join};
 use crate::core::updates::{ByGroup, Updates};
 use crate::store::backup_format::meta;
-use crate::store::{Ready, Store, StoreError, StoreResult};
+use crate::store::{AccountsToken, Ready, Store, StoreError, StoreResult};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
@@ -147,18 +148,29 @@ impl SledStore {
         &self,
         updates: Updates<'_>,
         remove: &[&str],
+        token: Option<AccountsToken>,
         ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
         self.heads_checked()?;
         // A write of the ledger alone (a rejected or held file, a filing finished) puts
-        // nothing aside.
+        // nothing aside, and leaves the accounts token as it is unless given one.
         let nothing = updates.is_empty() && remove.is_empty();
+        let token = match (token, nothing) {
+            (Some(token), _) => Some(token),
+            (None, false) => Some(new_token()?),
+            (None, true) => None,
+        };
         self.write_versions(
             nothing,
             |version, before, written| self.write_aside(updates, remove, version, before, written),
             ready,
-            more,
+            |t| {
+                if let Some(token) = &token {
+                    t.meta.insert(meta::ACCOUNTS_TOKEN, &token[..])?;
+                }
+                more(t)
+            },
         )
     }
 
