@@ -189,6 +189,14 @@ pub struct Roster {
     pub warnings: Vec<Finding>,
     /// The email column's header as written, for findings about emails.
     pub email_column: String,
+    /// Where each row's record starts in the decoded text (empty when not read from one).
+    pub starts: Vec<u32>,
+    /// Where the decoded text starts in the file when it is the file's own bytes (after a
+    /// byte-order mark); `None` when transcoded or not read from a file.
+    pub text_offset: Option<usize>,
+    /// Each row's manager's row (`core::org::NO_MANAGER` for none), as the manager graph
+    /// found them; empty when not derived.
+    pub managers: Vec<u32>,
 }
 
 impl Roster {

@@ -18,7 +18,9 @@ const NONE: usize = usize::MAX;
 /// The row of an employee ID among the employees, when one has it.
 pub type RowOf<'a> = &'a (dyn Fn(&[Employee], &str) -> Option<usize> + Sync);
 
-/// Sets `is_manager` on every employee and returns the warnings about the manager graph.
+/// Sets `is_manager` on every employee and returns the warnings about the manager graph,
+/// and each row's manager's row ([`NO_MANAGER`] for none, for one not in the file, and for
+/// the employee themselves).
 ///
 /// `is_manager` is true when at least one *other* employee who is not inactive names this
 /// employee's ID as `manager_id`. Warnings: a `manager_id` naming no employee of the file,
@@ -26,7 +28,11 @@ pub type RowOf<'a> = &'a (dyn Fn(&[Employee], &str) -> Option<usize> + Sync);
 /// member that comes first in the file). `manager_column` is the header the findings name.
 /// `row_of` finds the row of a manager's ID (the parser's table of IDs, so that no second
 /// index of a million IDs is built here).
-pub fn derive(employees: &mut [Employee], manager_column: &str, row_of: RowOf<'_>) -> Vec<Finding> {
+pub fn derive(
+    employees: &mut [Employee],
+    manager_column: &str,
+    row_of: RowOf<'_>,
+) -> (Vec<Finding>, Vec<u32>) {
     let n = employees.len();
     let mut parent = vec![NONE; n];
     let links = {
@@ -62,8 +68,13 @@ pub fn derive(employees: &mut [Employee], manager_column: &str, row_of: RowOf<'_
         "more employees are listed as their own manager",
     );
     cycles.finish(&mut warnings, "more reporting cycles");
-    warnings
+    // Rows fit a u32 (`roster.max_bytes`); NONE becomes NO_MANAGER.
+    let managers = parent.into_iter().map(|p| p as u32).collect();
+    (warnings, managers)
 }
+
+/// A row's manager's row when it has none in the file.
+pub const NO_MANAGER: u32 = u32::MAX;
 
 /// What the `manager_id`s of some consecutive rows say: who manages someone, and the
 /// rows whose manager is missing or themselves.
@@ -246,7 +257,7 @@ mod tests {
                 rows.entry(e.id().to_owned()).or_insert(i);
             }
         }
-        super::derive(employees, manager_column, &|_, id| rows.get(id).copied())
+        super::derive(employees, manager_column, &|_, id| rows.get(id).copied()).0
     }
 
     fn emp(line: u64, id: &str, manager: &str, inactive: bool) -> Employee {

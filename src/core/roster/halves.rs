@@ -77,7 +77,11 @@ fn parse_split(text: &[u8], at: usize, opts: &RosterOptions) -> Option<Result<Ch
                 Repeats::Later,
             ))
         },
-        || read_all(Parser::part(tail, opts, delimiter, line, header, tail_rows)),
+        || {
+            read_all(Parser::part(
+                tail, at, opts, delimiter, line, header, tail_rows,
+            ))
+        },
     );
     let joined = first_whole
         && second_whole
@@ -141,6 +145,7 @@ impl<'a> Parser<'a> {
     /// Takes over the part that follows this one (see [`super::rows::Rows::append`]).
     fn append(&mut self, later: Parser<'a>) {
         self.employees.append(later.employees);
+        self.starts.extend(later.starts);
         for warning in later.warnings.list {
             self.warnings.push(warning);
         }
@@ -181,6 +186,8 @@ mod tests {
                 assert_eq!(h.fields, o.fields);
                 assert_eq!(h.present, o.present);
                 assert_eq!(h.employees, o.employees);
+                assert_eq!(h.starts, o.starts);
+                assert_eq!(h.managers, o.managers);
                 assert_eq!(h.warnings, o.warnings);
                 assert_eq!(h.email_column, o.email_column);
                 assert_eq!(h.symbols, o.symbols);

@@ -93,6 +93,11 @@ pub struct Checked {
     manager_column: String,
     /// The rows of each employee ID, for the manager graph.
     ids: KeyIndex,
+    /// Where each row's record starts in the decoded text.
+    starts: Vec<u32>,
+    /// Where the decoded text starts in the file when it is the file's own bytes (after a
+    /// byte-order mark); `None` when it was transcoded.
+    text_offset: Option<usize>,
 }
 
 impl Checked {
@@ -102,11 +107,10 @@ impl Checked {
         let mut employees = self.employees;
         let mut warnings = self.warnings;
         let ids = self.ids;
-        warnings.extend(org::derive(
-            &mut employees,
-            &self.manager_column,
-            &|all, id| ids.row_of(all, id),
-        ));
+        let (graph, managers) = org::derive(&mut employees, &self.manager_column, &|all, id| {
+            ids.row_of(all, id)
+        });
+        warnings.extend(graph);
         Roster {
             rows: employees.len(),
             fields: self.fields,
@@ -116,8 +120,73 @@ impl Checked {
             symbols: self.symbols,
             warnings,
             email_column: self.email_column,
+            starts: self.starts,
+            text_offset: self.text_offset,
+            managers,
         }
     }
+
+    /// The roster of rows read out of a larger file ([`parse_records`]), each row's
+    /// `is_manager` as `is_manager` says (the file's manager graph is not these rows'), with
+    /// only the findings of its rows.
+    pub fn finish_given(self, is_manager: impl Fn(usize) -> bool) -> Roster {
+        let mut employees = self.employees;
+        for (row, e) in employees.iter_mut().enumerate() {
+            e.is_manager = is_manager(row);
+        }
+        Roster {
+            rows: employees.len(),
+            fields: self.fields,
+            present: self.present,
+            employees,
+            values: self.values,
+            symbols: self.symbols,
+            warnings: self.warnings,
+            email_column: self.email_column,
+            ..Roster::default()
+        }
+    }
+
+    /// The rows read, in file order (their `is_manager` not derived yet).
+    pub fn employees(&self) -> &[Employee] {
+        &self.employees
+    }
+
+    /// Whether anything was found about the rows (the file is still applied).
+    pub fn has_warnings(&self) -> bool {
+        !self.warnings.is_empty()
+    }
+
+    /// Whether the text read is the file's own bytes (not transcoded).
+    pub fn is_plain(&self) -> bool {
+        self.text_offset.is_some()
+    }
+}
+
+/// Reads the records of `rows` (indexes into `starts`, increasing) out of `text`, whose
+/// records start at `starts` (the last ends at `end`), as a file of `header` (the bytes
+/// before the first record, byte-order mark included) and those records. For the rows of a
+/// roster that changed since the last one: read and checked as every file is.
+pub fn parse_records(
+    header: &[u8],
+    text: &[u8],
+    starts: &[u32],
+    end: u32,
+    rows: &[u32],
+    opts: &RosterOptions,
+) -> Result<Checked, Rejection> {
+    let span = |row: usize| {
+        let next = starts.get(row + 1).copied().unwrap_or(end);
+        &text[starts[row] as usize..next as usize]
+    };
+    let mut file = header.to_vec();
+    for &row in rows {
+        if !file.ends_with(b"\n") && !file.ends_with(b"\r") {
+            file.push(b'\n');
+        }
+        file.extend_from_slice(span(row as usize));
+    }
+    check(&file, opts)
 }
 
 /// [`parse`] up to the manager graph: every check of the file, nothing that needs only the rows.
@@ -131,8 +200,16 @@ pub fn check(bytes: &[u8], opts: &RosterOptions) -> Result<Checked, Rejection> {
         ))));
     }
     let text = decode::decode(bytes, opts.encoding).map_err(Rejection::only)?;
+    let text_offset = match &text {
+        std::borrow::Cow::Borrowed(text) => Some(bytes.len() - text.len()),
+        std::borrow::Cow::Owned(_) => None,
+    };
     let text = &*text;
-    halves::parse(text, opts).unwrap_or_else(|| Parser::new(text, opts).run())
+    let checked = halves::parse(text, opts).unwrap_or_else(|| Parser::new(text, opts).run());
+    checked.map(|checked| Checked {
+        text_offset,
+        ..checked
+    })
 }
 
 /// The field keys of the file's header row, as `Roster::present` would list them, without
@@ -245,6 +322,10 @@ struct Parser<'a> {
     rows: u64,
     /// Last physical line of the previous record (0 before the first).
     previous_end: u64,
+    /// Where `text` starts in the whole decoded text.
+    base: usize,
+    /// Where each data record starts in the whole decoded text.
+    starts: Vec<u32>,
 }
 
 /// Reading stopped before the end: more than `max_rows` data rows.
@@ -278,13 +359,18 @@ impl<'a> Parser<'a> {
             header: None,
             rows: 0,
             previous_end: 0,
+            base: 0,
+            starts: Vec::with_capacity(room),
         }
     }
 
     /// A parser of the data rows in `text`, a part of a file that starts on `line` at the
-    /// start of a record, after the record that ends on `line - 1`; `header` is the file's.
+    /// start of a record (at `base` in the file's text), after the record that ends on
+    /// `line - 1`; `header` is the file's.
+    #[allow(clippy::too_many_arguments)]
     fn part(
         text: &'a [u8],
+        base: usize,
         opts: &'a RosterOptions,
         delimiter: u8,
         line: u64,
@@ -295,6 +381,7 @@ impl<'a> Parser<'a> {
             lines: Lines::starting_at(text, line),
             header: Some(header),
             previous_end: line - 1,
+            base,
             ..Self::with_room(text, opts, delimiter, room, Repeats::Later)
         }
     }
@@ -375,6 +462,9 @@ impl<'a> Parser<'a> {
             )));
             return Err(TooManyRows);
         }
+        // Past 4 GiB (far over `roster.max_bytes`) the offset is wrong, and never used: a
+        // record's span is compared byte for byte before it is trusted.
+        self.starts.push((self.base + start) as u32);
         if open_quote.is_none() {
             self.employees.push(
                 h,
@@ -427,6 +517,8 @@ impl<'a> Parser<'a> {
             warnings: self.warnings.into_summarized(),
             fields: header.field_keys,
             present: header.present,
+            starts: self.starts,
+            text_offset: None,
         })
     }
 
@@ -510,6 +602,67 @@ mod tests {
             Ok(r) => r,
             Err(r) => panic!("rejected: {:#?}", r.errors),
         }
+    }
+
+    #[test]
+    fn each_rows_record_start_and_managers_row_are_kept() {
+        let text = "\u{feff}employee_id,email,manager_id,note\r\n\
+                    E1,e1@x.example,,\"two\r\nlines\"\r\n\
+                    E2,e2@x.example,E1,plain\r\n\
+                    E3,e3@x.example,E2,last";
+        let roster = ok(text);
+        let body = &text.as_bytes()[3..];
+        assert_eq!(roster.text_offset, Some(3));
+        let at: Vec<&str> = roster
+            .starts
+            .iter()
+            .map(|&s| std::str::from_utf8(&body[s as usize..s as usize + 2]).unwrap())
+            .collect();
+        assert_eq!(at, ["E1", "E2", "E3"]);
+        assert_eq!(roster.managers, [org::NO_MANAGER, 0, 1]);
+        let cp1252 = parse(
+            b"employee_id,email\nE\xe9,e@x.example\n",
+            &RosterOptions::default(),
+        );
+        assert_eq!(cp1252.unwrap().text_offset, None, "transcoded");
+    }
+
+    #[test]
+    fn records_read_out_of_a_file_are_read_as_a_file_of_their_own() {
+        let text = "employee_id,email,manager_id\nE1,e1@x.example,\nE2,e2@x.example,E1\nE3,e3@x.example,E1";
+        let roster = ok(text);
+        let header = &text.as_bytes()[..roster.starts[0] as usize];
+        let end = text.len() as u32;
+        let some = parse_records(
+            header,
+            text.as_bytes(),
+            &roster.starts,
+            end,
+            &[0, 2],
+            &RosterOptions::default(),
+        )
+        .unwrap();
+        let ids: Vec<&str> = some.employees().iter().map(|e| e.id()).collect();
+        assert_eq!(ids, ["E1", "E3"]);
+        assert!(!some.has_warnings() && some.is_plain());
+        let given = some.finish_given(|row| row == 0);
+        assert!(given.employees[0].is_manager && !given.employees[1].is_manager);
+        // The last record, with no line end, first: a line end is put between records.
+        let reversed = parse_records(
+            header,
+            text.as_bytes(),
+            &roster.starts,
+            end,
+            &[2, 0],
+            &RosterOptions::default(),
+        );
+        let ids: Vec<String> = reversed
+            .unwrap()
+            .employees()
+            .iter()
+            .map(|e| e.id().to_owned())
+            .collect();
+        assert_eq!(ids, ["E3", "E1"]);
     }
 
     pub(super) fn rejected(text: &str) -> Rejection {

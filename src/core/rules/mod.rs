@@ -134,6 +134,7 @@ mod tests {
             symbols,
             warnings: Vec::new(),
             email_column: "email".into(),
+            ..Roster::default()
         }
     }
 
