@@ -12,6 +12,7 @@ pub mod packed;
 pub mod parallel;
 pub mod reconcile;
 pub mod report;
+pub mod resync;
 pub mod roster;
 pub mod rules;
 pub mod updates;

@@ -29,7 +29,7 @@ use super::{Checked, Parser, Rejection, RosterOptions, first_header, line_feeds,
 use crate::core::parallel::join;
 
 /// The UTF-8 byte-order mark.
-const BOM: &[u8] = "\u{feff}".as_bytes();
+pub(super) const BOM: &[u8] = "\u{feff}".as_bytes();
 
 /// Smaller texts are read in one pass: a second thread would not pay for itself.
 pub(super) const MIN_BYTES: usize = 1 << 20;
@@ -109,7 +109,7 @@ fn read_all(mut parser: Parser<'_>) -> (Parser<'_>, bool) {
 /// Where the second half starts: just after a line end near the middle, with an even
 /// number of quotes before it and content on the line it ends (so that the line belongs to
 /// the first half's last record, and a blank line is never the split).
-fn split_point(text: &[u8]) -> Option<usize> {
+pub(super) fn split_point(text: &[u8]) -> Option<usize> {
     let mid = text.len() / 2;
     let mut quoted = memchr_iter(b'"', &text[..mid]).count() % 2 == 1;
     for i in mid.max(1)..text.len() {

@@ -10,6 +10,7 @@ mod header;
 mod keys;
 mod lines;
 mod rows;
+mod spans;
 
 use csv::{ByteRecord, ReaderBuilder, Terminator};
 
@@ -22,6 +23,7 @@ use super::model::{Employee, Finding, Interner, Roster, Sym};
 use super::org;
 
 pub use self::decode::Encoding;
+pub use self::spans::record_starts;
 
 /// What `parse` needs to know beyond the bytes: config values and the fields rules use.
 #[derive(Debug, Clone)]
