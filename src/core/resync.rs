@@ -27,6 +27,7 @@ use crate::core::columns::fold;
 use crate::core::model::{Employee, Roster};
 use crate::core::org::NO_MANAGER;
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, join_if};
+use crate::core::reconcile::Counts;
 use crate::core::roster::{self, RosterOptions};
 use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use std::hash::Hasher;
@@ -85,25 +86,27 @@ pub fn digests(bytes: &[u8], starts: &[u32]) -> Vec<u64> {
 }
 
 impl LastRows {
-    /// What `roster`, read from the file `bytes` and applied with no warning, leaves:
-    /// `None` when it was not read from the file's own bytes (transcoded).
+    /// What `roster`, read from a file of `end` bytes that start with `header` and applied
+    /// with no warning, leaves (`digests`: its records', [`digests`]); `None` when it was
+    /// not read from the file's own bytes (transcoded).
     pub fn of(
         roster: &Roster,
-        bytes: &[u8],
+        header: Vec<u8>,
+        end: u32,
         digests: Vec<u64>,
         manual: Vec<String>,
     ) -> Option<LastRows> {
-        let offset = roster.text_offset?;
+        let offset = u32::try_from(roster.text_offset?).ok()?;
         let n = roster.employees.len();
         if roster.starts.len() != n || roster.managers.len() != n || digests.len() != n || n == 0 {
             return None;
         }
-        let starts: Vec<u32> = roster.starts.iter().map(|&s| s + offset as u32).collect();
+        let starts: Vec<u32> = roster.starts.iter().map(|&s| s + offset).collect();
         let (ids, emails) = keys(&roster.employees);
         Some(LastRows {
-            header: bytes[..starts[0] as usize].to_vec(),
+            header,
             starts,
-            end: u32::try_from(bytes.len()).ok()?,
+            end,
             digests,
             ids,
             emails,
@@ -124,6 +127,14 @@ impl LastRows {
         let end = self.starts.get(row + 1).copied().unwrap_or(self.end);
         &bytes[self.starts[row] as usize..end as usize]
     }
+}
+
+/// The active auto accounts once a sync with these counts is applied: every account that
+/// is active and auto after it has one of these actions (SPEC §4; an inactive account that
+/// stays so counts nowhere, a manual one is not auto).
+pub fn base_after(counts: &Counts) -> u64 {
+    (counts.unchanged + counts.created + counts.reassigned + counts.reactivated + counts.role_changed)
+        as u64
 }
 
 /// The digests of the employees' IDs and of the folded emails of those who have not left.
@@ -180,10 +191,10 @@ pub struct Changes {
 impl Changes {
     /// The employee IDs whose accounts the plan must see: the planned rows', the removed
     /// rows', the manual accounts'.
-    pub fn visible(&self) -> FxHashSet<&str> {
-        let planned = self.roster.employees.iter().map(Employee::id);
-        let removed = self.removed.iter().map(String::as_str);
-        let manual = self.next.manual.iter().map(String::as_str);
+    pub fn visible(&self) -> FxHashSet<String> {
+        let planned = self.roster.employees.iter().map(|e| e.id().to_owned());
+        let removed = self.removed.iter().cloned();
+        let manual = self.next.manual.iter().cloned();
         planned.chain(removed).chain(manual).collect()
     }
 }

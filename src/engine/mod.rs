@@ -12,6 +12,7 @@ mod jobs;
 pub mod observe;
 pub mod pipeline;
 pub mod roster_file;
+mod resync;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -12,16 +12,19 @@ use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
-use crate::core::accounts::AccountGroup;
+use crate::core::accounts::{AccountGroup, HeldGroup};
 use crate::core::packed::Packed;
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, drop_aside};
 use crate::core::reconcile::{self, Limits, SyncInput};
 use crate::core::report::{Report, ReportStatus};
-use crate::core::roster::{self, Rejection};
+use crate::core::roster;
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
-use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
+use crate::core::model::Roster;
+use crate::store::{AccountsToken, AuditNote, Commit, FileEntry, FileStatus, Store, summary};
+use rustc_hash::FxHashSet;
+use super::resync::{Keep, Kept, Planning};
 use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339};
 use std::collections::BTreeMap;
 use std::fs;
@@ -35,6 +38,11 @@ pub(super) struct Evaluation {
     updates: Vec<Packed>,
     /// When, and by what file or command, those accounts are created.
     stamp: (String, String),
+    /// What the roster leaves for the next to be re-synced from its changes, when it is
+    /// applied with no warning ([`super::resync`]).
+    pub(super) next: Option<Kept>,
+    /// The accounts token its commit writes (the one `next` is kept with).
+    pub(super) token: Option<AccountsToken>,
 }
 
 impl Evaluation {
@@ -44,6 +52,8 @@ impl Evaluation {
             report,
             updates: Vec::new(),
             stamp: Default::default(),
+            next: None,
+            token: None,
         }
     }
 
@@ -265,7 +275,10 @@ impl<S: Store> Pipeline<S> {
             remote,
             was_held: false,
         };
-        self.commit_file(&entry, &mut eval, now)?;
+        let staged = self.stage_next(&mut eval, entry.id);
+        let committed = self.commit_file(&entry, &mut eval, now);
+        self.keep_next(staged, committed.is_ok());
+        committed?;
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
         self.finish_filing_committed(&entry, read.as_ref())?;
         Ok((entry.id, eval.report))
@@ -306,6 +319,7 @@ impl<S: Store> Pipeline<S> {
         let (name, stored_as, status) = (&entry.name, &entry.stored_as, entry.status);
         crash_point("before_stage");
         let applied = status == FileStatus::Applied;
+        let token = eval.token;
         self.stage_and_commit(entry, eval, applied, |updates| Commit {
             updates,
             file: Some(entry),
@@ -317,7 +331,7 @@ impl<S: Store> Pipeline<S> {
                 detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
             }),
             clear_remote: entry.remote.is_some().then_some(name.as_str()),
-            accounts_token: None,
+            accounts_token: token,
         })?;
         crash_point("after_commit");
         Ok(())
@@ -371,16 +385,10 @@ impl<S: Store> Pipeline<S> {
         Ok(eval.report)
     }
 
-    /// Reads and checks a roster with the fields the enabled rules need (see
-    /// [`roster::check`]).
-    fn check(&self, bytes: &[u8], rules: &[Rule]) -> Result<roster::Checked, Rejection> {
-        let columns = self.cfg.columns();
-        let needed = rules::needed_fields(rules, &columns);
-        roster::check(bytes, &self.cfg.roster_options(needed))
-    }
-
     /// Reads, checks and plans a roster's bytes: its report (with the bytes' SHA-256, which a
     /// caller holding an expected one compares before it writes anything) and what it writes.
+    /// A roster that differs little from the last applied one is planned from its changes
+    /// ([`super::resync`]), which gives the same; otherwise it is read in full.
     pub(super) fn evaluate(
         &self,
         bytes: FileBytes,
@@ -392,22 +400,71 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<Evaluation> {
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
-        let checked = self.check(&bytes, &enabled);
+        let opts = self
+            .cfg
+            .roster_options(rules::needed_fields(&enabled, &self.cfg.columns()));
+        let planning = Planning {
+            all_rules,
+            enabled: &enabled,
+            now,
+            name,
+            limits,
+            dry_run,
+        };
+        let fingerprint = super::resync::fingerprint(&opts);
+        if !dry_run && let Some(changes) = self.changes_of(&bytes, &opts)? {
+            let report = Report::new(name, bytes.sha256(), received_at, now);
+            drop(bytes);
+            let visible = changes.visible();
+            let base = changes.next.base;
+            let keep = Keep::Changed {
+                fingerprint,
+                rows: changes.next,
+            };
+            let changed = Some((&visible, base));
+            return self.plan_roster(changes.roster, report, planning, keep, changed);
+        }
+        let checked = roster::check(&bytes, &opts);
         let mut report = Report::new(name, bytes.sha256(), received_at, now);
+        let keep = match &checked {
+            Ok(checked) if !dry_run => Keep::read(checked, &bytes, fingerprint),
+            _ => Keep::Nothing,
+        };
         // The roster holds what it needs: a large file's bytes go before its manager graph
         // is built, and before planning.
         drop(bytes);
-        let mut roster = match checked.map(roster::Checked::finish) {
-            Ok(roster) => roster,
+        match checked.map(roster::Checked::finish) {
+            Ok(roster) => self.plan_roster(roster, report, planning, keep, None),
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
                 report.rows = rejection.rows;
                 report.errors = rejection.errors;
                 report.more_errors = rejection.more_errors;
                 report.warnings = rejection.warnings;
-                return Ok(Evaluation::report_only(report));
+                Ok(Evaluation::report_only(report))
             }
-        };
+        }
+    }
+
+    /// Plans `roster` against the accounts: all of them, or (`changed`) those of the visible
+    /// IDs, the others counted `unchanged` (the active auto accounts before, then, are the
+    /// given base).
+    fn plan_roster(
+        &self,
+        mut roster: Roster,
+        mut report: Report,
+        planning: Planning<'_>,
+        keep: Keep,
+        changed: Option<(&FxHashSet<String>, u64)>,
+    ) -> Result<Evaluation> {
+        let Planning {
+            all_rules,
+            enabled,
+            now,
+            name,
+            limits,
+            dry_run,
+        } = planning;
         let columns = self.cfg.columns();
         let compiled: Vec<CompiledRule> = enabled
             .iter()
@@ -433,9 +490,25 @@ impl<S: Store> Pipeline<S> {
         // The accounts are read one group at a time, in place (see `reconcile::groups`), in
         // one pass over the store.
         let groups = self.store.group_reader()?;
-        let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| groups.read_group(g, f);
+        let seen = changed.map(|(visible, _)| (visible, super::resync::groups_of(visible)));
+        let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| match &seen {
+            None => groups.read_group(g, f),
+            Some((_, groups_seen)) if !groups_seen[g] => {
+                f(&HeldGroup::new([]));
+                Ok(())
+            }
+            Some((visible, _)) => {
+                groups.read_group(g, &mut |group| f(&super::resync::Visible::of(group, visible)))
+            }
+        };
         let mut plan = reconcile::plan(&roster, &input, &read)?;
-        report.rows = roster.rows;
+        if let Some((_, base)) = changed {
+            // The accounts not seen are active auto ones that stay so, or others left alone.
+            let base = usize::try_from(base).unwrap_or(usize::MAX);
+            plan.counts.unchanged += base.saturating_sub(plan.base);
+            plan.base = base;
+        }
+        report.rows = changed.map_or(roster.rows, |_| keep.rows());
         report.warnings = std::mem::take(&mut roster.warnings);
         report.warnings.extend(std::mem::take(&mut plan.warnings));
         report.counts = plan.counts.clone();
@@ -450,12 +523,18 @@ impl<S: Store> Pipeline<S> {
             ReportStatus::Applied
         };
         report.changes = plan.changes;
+        let next = match report.status == ReportStatus::Applied && report.warnings.is_empty() {
+            true => keep.kept(&roster, std::mem::take(&mut plan.manual_ids), &report),
+            false => None,
+        };
         let large = roster.employees.len() >= ROWS_WORTH_A_THREAD;
         drop_aside(large, roster);
         Ok(Evaluation {
             report,
             updates: plan.updates,
             stamp: (now.to_string(), name.to_string()),
+            next,
+            token: None,
         })
     }
 

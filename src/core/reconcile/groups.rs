@@ -23,6 +23,8 @@ pub struct Survey {
     pub base: usize,
     /// The active manual accounts' emails.
     pub manual: Manual,
+    /// The employee IDs of every manual account, active or not.
+    pub manual_ids: Vec<String>,
 }
 
 impl Survey {
@@ -30,16 +32,21 @@ impl Survey {
     pub fn absorb(&mut self, other: Survey) {
         self.base += other.base;
         self.manual.extend(other.manual);
+        self.manual_ids.extend(other.manual_ids);
     }
 
     /// Adds the accounts of one group.
     pub fn add(&mut self, group: &dyn AccountGroup) {
-        for head in group.heads().iter().filter(|h| h.is_active()) {
-            match head.origin {
-                Origin::Auto => self.base += 1,
-                Origin::Manual => {
-                    self.manual
-                        .insert(fold_value(head.email), head.employee_id.to_string());
+        for head in group.heads() {
+            match (head.origin, head.is_active()) {
+                (Origin::Auto, true) => self.base += 1,
+                (Origin::Auto, false) => {}
+                (Origin::Manual, active) => {
+                    self.manual_ids.push(head.employee_id.to_string());
+                    if active {
+                        self.manual
+                            .insert(fold_value(head.email), head.employee_id.to_string());
+                    }
                 }
             }
         }

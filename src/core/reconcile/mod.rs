@@ -164,6 +164,8 @@ pub struct Plan {
     pub updates: Vec<Packed>,
     /// Active auto accounts before the sync (the safety base N).
     pub base: usize,
+    /// The employee IDs of every manual account (in group order).
+    pub manual_ids: Vec<String>,
     /// Findings about the roster that only the accounts reveal (an email another employee's
     /// manual account holds); the file is still applied.
     pub warnings: Vec<Finding>,
@@ -272,6 +274,7 @@ pub fn plan<E: Send>(
     part.absorb(grouped);
     let mut plan = part.plan;
     plan.base = survey.base;
+    plan.manual_ids = survey.manual_ids;
     cap_warnings(&mut plan.warnings);
     sort_changes(&mut plan.changes, &part.rows, n);
     Ok(plan)

@@ -163,6 +163,16 @@ impl Checked {
     pub fn is_plain(&self) -> bool {
         self.text_offset.is_some()
     }
+
+    /// Where the decoded text starts in the file when it is the file's own bytes.
+    pub fn text_offset(&self) -> Option<usize> {
+        self.text_offset
+    }
+
+    /// Where each row's record starts in the decoded text.
+    pub fn starts(&self) -> &[u32] {
+        &self.starts
+    }
 }
 
 /// Reads the records of `rows` (indexes into `starts`, increasing) out of `text`, whose

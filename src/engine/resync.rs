@@ -1,0 +1,405 @@
+//! The pipeline's side of re-syncing a roster from its changes ([`crate::core::resync`]):
+//! the record of the last applied roster kept beside the store, and the accounts a plan of
+//! the changes sees.
+//!
+//! The record (`autoprov.last-roster` in the store's folder) is derived data: it names the
+//! store's accounts token, the ledger id of the roster it describes and the settings that
+//! read it, and is used only while all three are still current and its checksum holds;
+//! otherwise the next file is read in full, which writes a new one. It is written aside
+//! before the commit that names its token and renamed into place after it, so a crash in
+//! between leaves an old record whose token the store no longer has.
+
+use super::pipeline::{Evaluation, Pipeline};
+use crate::api::error::Result;
+use crate::core::accounts::{Account, AccountGroup, AccountHead, GROUPS, group_of};
+use crate::core::model::Roster;
+use crate::core::reconcile::Limits;
+use crate::core::report::Report;
+use crate::core::resync::{self, Changes, LastRows, NewFile, ReadInFull, base_after, digest};
+use crate::core::roster::{self, Checked, RosterOptions};
+use crate::core::rules::Rule;
+use crate::store::{AccountsToken, Store};
+use rustc_hash::FxHashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// How a roster is planned, besides the roster: the rules (all, and the enabled ones),
+/// when, by what, with which limits, and whether as a dry run.
+pub(super) struct Planning<'a> {
+    pub all_rules: Vec<Rule>,
+    pub enabled: &'a [Rule],
+    pub now: &'a str,
+    pub name: &'a str,
+    pub limits: Option<Limits>,
+    pub dry_run: bool,
+}
+
+/// What a roster being planned will leave for the next, if it is applied with no warning.
+pub(super) enum Keep {
+    /// Nothing: a dry run, a rejected or transcoded file.
+    Nothing,
+    /// A file read in full: its header, length and records' digests (the rest is the
+    /// roster's).
+    Read {
+        fingerprint: u64,
+        header: Vec<u8>,
+        end: u32,
+        digests: Vec<u64>,
+    },
+    /// A file re-synced from its changes: its rows.
+    Changed { fingerprint: u64, rows: LastRows },
+}
+
+impl Keep {
+    /// What `checked`, read from `bytes` with the settings of `fingerprint`, keeps.
+    pub(super) fn read(checked: &Checked, bytes: &[u8], fingerprint: u64) -> Keep {
+        let (Some(offset), false) = (checked.text_offset(), checked.has_warnings()) else {
+            return Keep::Nothing;
+        };
+        let starts = checked.starts();
+        let (Some(&first), Ok(end)) = (starts.first(), u32::try_from(bytes.len())) else {
+            return Keep::Nothing;
+        };
+        Keep::Read {
+            fingerprint,
+            header: bytes[..offset + first as usize].to_vec(),
+            end,
+            digests: resync::digests(&bytes[offset..], starts),
+        }
+    }
+
+    /// Data rows of a file re-synced from its changes.
+    pub(super) fn rows(&self) -> usize {
+        match self {
+            Keep::Changed { rows, .. } => rows.rows(),
+            _ => 0,
+        }
+    }
+
+    /// The record to keep once `roster` (the file's, or its changed rows') is applied with
+    /// `report`, the store's manual accounts being `manual`.
+    pub(super) fn kept(self, roster: &Roster, manual: Vec<String>, report: &Report) -> Option<Kept> {
+        let (fingerprint, mut rows) = match self {
+            Keep::Nothing => return None,
+            Keep::Read {
+                fingerprint,
+                header,
+                end,
+                digests,
+            } => (fingerprint, LastRows::of(roster, header, end, digests, Vec::new())?),
+            Keep::Changed { fingerprint, rows } => (fingerprint, rows),
+        };
+        rows.manual = manual;
+        rows.base = base_after(&report.counts);
+        Some(Kept {
+            fingerprint,
+            token: AccountsToken::default(),
+            file_id: 0,
+            rows,
+        })
+    }
+}
+
+impl<S: Store> Pipeline<S> {
+    /// The changes of `bytes` against the last applied roster, when they can be planned on
+    /// their own (see [`resync::changes`]); `None`: the file is read in full.
+    pub(super) fn changes_of(&self, bytes: &[u8], opts: &RosterOptions) -> Result<Option<Changes>> {
+        let Some(kept) = fs::read(path(&self.paths.store))
+            .ok()
+            .and_then(|b| decode(&b))
+        else {
+            return Ok(None);
+        };
+        let last = self.store.last_applied()?;
+        let current = kept.fingerprint == fingerprint(opts)
+            && self.store.accounts_token()? == Some(kept.token)
+            && last.as_ref().is_some_and(|f| f.id == kept.file_id);
+        let Some(last) = last.filter(|_| current) else {
+            tracing::debug!("the last roster's record is not current: the file is read in full");
+            return Ok(None);
+        };
+        let old_path = self.paths.folder("processed").join(&last.stored_as);
+        let (old, starts) = std::thread::scope(|scope| {
+            let old = scope.spawn(|| fs::read(&old_path));
+            let starts = roster::record_starts(bytes);
+            (old.join(), starts)
+        });
+        let (Ok(Ok(old)), Some(starts)) = (old, starts) else {
+            return Ok(None);
+        };
+        if old.len() != kept.rows.end as usize {
+            return Ok(None);
+        }
+        let digests = resync::digests(bytes, &starts);
+        let most = (kept.rows.rows() / 10).max(1000);
+        let new = NewFile {
+            bytes,
+            starts,
+            digests,
+        };
+        match resync::changes(&kept.rows, &old, new, opts, most) {
+            Ok(changes) => {
+                tracing::info!(
+                    planned = changes.roster.rows,
+                    removed = changes.removed.len(),
+                    "re-synced from the rows that changed since {}",
+                    last.stored_as
+                );
+                Ok(Some(changes))
+            }
+            Err(ReadInFull(why)) => {
+                tracing::info!(why, "the file is read in full");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes the record an applied evaluation leaves aside, for the file `file_id`, with a
+    /// new token for its commit to write; `None` when there is none (or it could not be
+    /// written: the next file is then read in full).
+    pub(super) fn stage_next(&self, eval: &mut Evaluation, file_id: u64) -> Option<PathBuf> {
+        let mut kept = eval.next.take()?;
+        let staged = staged_path(&self.paths.store);
+        let written = crate::util::random_bytes().and_then(|token| {
+            kept.token = token;
+            kept.file_id = file_id;
+            fs::write(&staged, encode(&kept)).map(|()| token)
+        });
+        match written {
+            Ok(token) => {
+                eval.token = Some(token);
+                Some(staged)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the roster's record for the next re-sync was not written");
+                let _ = fs::remove_file(&staged);
+                None
+            }
+        }
+    }
+
+    /// Makes the record staged by [`Self::stage_next`] current once its commit is, or
+    /// removes it.
+    pub(super) fn keep_next(&self, staged: Option<PathBuf>, committed: bool) {
+        let Some(staged) = staged else { return };
+        let done = match committed {
+            true => fs::rename(&staged, path(&self.paths.store)),
+            false => fs::remove_file(&staged),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "the roster's record for the next re-sync was left aside");
+            let _ = fs::remove_file(&staged);
+        }
+    }
+}
+
+/// The record's name in the store's folder.
+const FILE: &str = "autoprov.last-roster";
+
+/// Its first bytes; the number changes with its layout.
+const MAGIC: &[u8] = b"autoprov last roster 1\n";
+
+/// The last applied roster's rows, and what they are valid with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Kept {
+    /// The settings that read the roster ([`fingerprint`]).
+    pub fingerprint: u64,
+    /// The accounts token the roster's commit wrote.
+    pub token: AccountsToken,
+    /// The roster's ledger id.
+    pub file_id: u64,
+    /// Its rows.
+    pub rows: LastRows,
+}
+
+/// A digest of the settings a roster is read with (the columns, the statuses that mean
+/// an employee left, the fields the rules read, the limits) and of this program's version.
+pub(super) fn fingerprint(options: &impl std::fmt::Debug) -> u64 {
+    digest(format!("{} {options:?}", env!("CARGO_PKG_VERSION")).as_bytes())
+}
+
+/// The record's path in the store folder `store`.
+pub(super) fn path(store: &Path) -> PathBuf {
+    store.join(FILE)
+}
+
+/// Where the record is written before its commit.
+pub(super) fn staged_path(store: &Path) -> PathBuf {
+    store.join(format!(".{FILE}.tmp"))
+}
+
+/// The record's bytes: its header, the rows' columns one after the other (little-endian),
+/// and a checksum of all before it.
+pub(super) fn encode(kept: &Kept) -> Vec<u8> {
+    let r = &kept.rows;
+    let n = r.starts.len();
+    let mut out = Vec::with_capacity(MAGIC.len() + 96 + r.header.len() + n * 29);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&kept.fingerprint.to_le_bytes());
+    out.extend_from_slice(&kept.token);
+    for v in [kept.file_id, r.base, n as u64, u64::from(r.end)] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    put_bytes(&mut out, &r.header);
+    out.extend_from_slice(&(r.manual.len() as u64).to_le_bytes());
+    for id in &r.manual {
+        put_bytes(&mut out, id.as_bytes());
+    }
+    r.starts.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    for column in [&r.digests, &r.ids, &r.emails] {
+        column.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+    r.managers.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    out.extend(r.inactive.iter().map(|&b| u8::from(b)));
+    let sum = digest(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The record in `bytes`, or `None` when it is not one whole (another layout, cut short,
+/// damaged).
+pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
+    if digest(body).to_le_bytes() != sum || !body.starts_with(MAGIC) {
+        return None;
+    }
+    let mut r = Reader(&body[MAGIC.len()..]);
+    let fingerprint = r.u64()?;
+    let token = AccountsToken::try_from(r.take(16)?).ok()?;
+    let (file_id, base, n, end) = (r.u64()?, r.u64()?, r.u64()? as usize, r.u64()?);
+    let header = r.take_counted()?.to_vec();
+    let manual = (0..r.u64()?)
+        .map(|_| String::from_utf8(r.take_counted()?.to_vec()).ok())
+        .collect::<Option<Vec<_>>>()?;
+    let starts = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
+    let mut wide = || r.column(n, 8, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    let (digests, ids, emails) = (wide()?, wide()?, wide()?);
+    let managers = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
+    let inactive = r.column(n, 1, |b| b[0] != 0)?;
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(Kept {
+        fingerprint,
+        token,
+        file_id,
+        rows: LastRows {
+            header,
+            starts,
+            end: u32::try_from(end).ok()?,
+            digests,
+            ids,
+            emails,
+            managers,
+            inactive,
+            manual,
+            base,
+        },
+    })
+}
+
+/// Reads a record's fields in turn.
+struct Reader<'b>(&'b [u8]);
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn take_counted(&mut self) -> Option<&'b [u8]> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        self.take(n)
+    }
+
+    fn column<T>(&mut self, n: usize, width: usize, of: impl Fn(&[u8]) -> T) -> Option<Vec<T>> {
+        Some(self.take(n.checked_mul(width)?)?.chunks_exact(width).map(of).collect())
+    }
+}
+
+/// The accounts of one group that a plan of changes sees: those of `visible` IDs.
+pub(super) struct Visible<'g> {
+    group: &'g dyn AccountGroup,
+    heads: Vec<AccountHead<'g>>,
+    at: Vec<usize>,
+}
+
+impl<'g> Visible<'g> {
+    pub(super) fn of(group: &'g dyn AccountGroup, visible: &FxHashSet<String>) -> Visible<'g> {
+        let (mut heads, mut at) = (Vec::new(), Vec::new());
+        for (i, head) in group.heads().iter().enumerate() {
+            if visible.contains(head.employee_id) {
+                heads.push(*head);
+                at.push(i);
+            }
+        }
+        Visible { group, heads, at }
+    }
+}
+
+impl AccountGroup for Visible<'_> {
+    fn heads(&self) -> &[AccountHead<'_>] {
+        &self.heads
+    }
+
+    fn whole(&self, i: usize) -> Account {
+        self.group.whole(self.at[i])
+    }
+}
+
+/// Which groups hold an account of the `visible` IDs (the others need not be read).
+pub(super) fn groups_of(visible: &FxHashSet<String>) -> Vec<bool> {
+    let mut groups = vec![false; GROUPS];
+    for id in visible {
+        groups[group_of(id)] = true;
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept() -> Kept {
+        Kept {
+            fingerprint: 7,
+            token: [3; 16],
+            file_id: 12,
+            rows: LastRows {
+                header: b"employee_id,email\n".to_vec(),
+                starts: vec![18, 33],
+                end: 48,
+                digests: vec![1, 2],
+                ids: vec![3, 4],
+                emails: vec![5, 0],
+                managers: vec![u32::MAX, 0],
+                inactive: vec![false, true],
+                manual: vec!["E9".into()],
+                base: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written_and_a_damaged_one_not_at_all() {
+        let bytes = encode(&kept());
+        assert_eq!(decode(&bytes), Some(kept()));
+        for at in [0, MAGIC.len() + 3, bytes.len() / 2, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 1;
+            assert_eq!(decode(&damaged), None, "byte {at}");
+        }
+        assert_eq!(decode(&bytes[..bytes.len() - 9]), None);
+        assert_eq!(decode(b""), None);
+    }
+}
