@@ -195,7 +195,7 @@ pub struct Roster {
     /// byte-order mark); `None` when transcoded or not read from a file.
     pub text_offset: Option<usize>,
     /// Each row's manager's row (`core::org::NO_MANAGER` for none), as the manager graph
-    /// found them; empty when not derived.
+    /// found them; empty when not derived, or when the graph has a reporting cycle.
     pub managers: Vec<u32>,
 }
 

@@ -20,7 +20,7 @@ pub type RowOf<'a> = &'a (dyn Fn(&[Employee], &str) -> Option<usize> + Sync);
 
 /// Sets `is_manager` on every employee and returns the warnings about the manager graph,
 /// and each row's manager's row ([`NO_MANAGER`] for none, for one not in the file, and for
-/// the employee themselves).
+/// the employee themselves; no rows at all when the graph has a cycle).
 ///
 /// `is_manager` is true when at least one *other* employee who is not inactive names this
 /// employee's ID as `manager_id`. Warnings: a `manager_id` naming no employee of the file,
@@ -59,18 +59,67 @@ pub fn derive(
     }
 
     let mut warnings = Vec::new();
-    links.dangling.finish(
-        &mut warnings,
-        "more employees name a manager who is not in this file",
-    );
-    links.own.finish(
-        &mut warnings,
-        "more employees are listed as their own manager",
-    );
+    links.dangling.finish(&mut warnings, MORE_NOT_IN_FILE);
+    links.own.finish(&mut warnings, MORE_OWN);
+    let acyclic = cycles.listed.is_empty();
     cycles.finish(&mut warnings, "more reporting cycles");
-    // Rows fit a u32 (`roster.max_bytes`); NONE becomes NO_MANAGER.
-    let managers = parent.into_iter().map(|p| p as u32).collect();
+    // Rows fit a u32 (`roster.max_bytes`); NONE becomes NO_MANAGER. None kept with a cycle.
+    let managers = match acyclic {
+        true => parent.into_iter().map(|p| p as u32).collect(),
+        false => Vec::new(),
+    };
     (warnings, managers)
+}
+
+/// The summary of the employees past the listed ones who name a manager not in the file.
+const MORE_NOT_IN_FILE: &str = "more employees name a manager who is not in this file";
+/// The summary of the employees past the listed ones who are their own manager.
+const MORE_OWN: &str = "more employees are listed as their own manager";
+
+/// The warning for an employee whose manager is not in the file.
+pub fn not_in_file(line: u64, manager_column: &str, manager_id: &str, id: &str) -> Finding {
+    Finding::at(
+        line,
+        manager_column,
+        format!(
+            "manager \"{manager_id}\" of employee \"{id}\" is not in this file; check the ID or \
+             add the manager's row"
+        ),
+    )
+}
+
+/// The warning for an employee listed as their own manager.
+pub fn own_manager(line: u64, manager_column: &str, id: &str) -> Finding {
+    Finding::at(
+        line,
+        manager_column,
+        format!(
+            "employee \"{id}\" is listed as their own manager; leave {manager_column} empty for \
+             someone with no manager"
+        ),
+    )
+}
+
+/// The warnings of a graph with no cycle whose rows naming a manager not in the file are
+/// `not_in_file` of `not_in_file_count`, and those their own manager `own` of `own_count`
+/// (each list in file order, the first [`MAX_WARNINGS_PER_KIND`] or all), as [`derive`]
+/// lists them.
+pub fn warnings_without_cycles(
+    not_in_file: Vec<Finding>,
+    not_in_file_count: usize,
+    own: Vec<Finding>,
+    own_count: usize,
+) -> Vec<Finding> {
+    let mut warnings = Vec::new();
+    for (mut listed, count, what) in [
+        (not_in_file, not_in_file_count, MORE_NOT_IN_FILE),
+        (own, own_count, MORE_OWN),
+    ] {
+        listed.truncate(MAX_WARNINGS_PER_KIND);
+        let more = count - listed.len();
+        KindWarnings { listed, more }.finish(&mut warnings, what);
+    }
+    warnings
 }
 
 /// A row's manager's row when it has none in the file.
@@ -104,15 +153,9 @@ impl Links {
                 continue;
             }
             if e.manager_id() == e.id() {
-                links.own.push(Finding::at(
-                    e.line(),
-                    manager_column,
-                    format!(
-                        "employee \"{}\" is listed as their own manager; leave {manager_column} \
-                         empty for someone with no manager",
-                        e.id()
-                    ),
-                ));
+                links
+                    .own
+                    .push(own_manager(e.line(), manager_column, e.id()));
                 continue;
             }
             match row_of(all, e.manager_id()) {
@@ -122,15 +165,11 @@ impl Links {
                         links.managers[m] = true;
                     }
                 }
-                None => links.dangling.push(Finding::at(
+                None => links.dangling.push(not_in_file(
                     e.line(),
                     manager_column,
-                    format!(
-                        "manager \"{}\" of employee \"{}\" is not in this file; \
-                         check the ID or add the manager's row",
-                        e.manager_id(),
-                        e.id()
-                    ),
+                    e.manager_id(),
+                    e.id(),
                 )),
             }
         }

@@ -24,8 +24,8 @@
 //! - An email a changed row shares with an unchanged row, or an ID, reads the file in full.
 
 use crate::core::columns::fold;
-use crate::core::model::{Employee, Roster};
-use crate::core::org::NO_MANAGER;
+use crate::core::model::{Employee, Finding, Roster};
+use crate::core::org::{self, MAX_WARNINGS_PER_KIND, NO_MANAGER};
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, join_if};
 use crate::core::reconcile::Counts;
 use crate::core::roster::{self, RosterOptions};
@@ -48,15 +48,24 @@ pub struct LastRows {
     pub ids: Vec<u64>,
     /// A digest of the folded email of each employee who has not left (0 for one who has).
     pub emails: Vec<u64>,
-    /// Each row's manager's row ([`NO_MANAGER`]: none).
+    /// Each row's manager's row ([`NO_MANAGER`]: none, or not in the file).
     pub managers: Vec<u32>,
-    /// Whether each employee has left (`roster.inactive_statuses`).
-    pub inactive: Vec<bool>,
+    /// What else is known of each row: [`INACTIVE`], [`NOT_IN_FILE`], [`OWN_MANAGER`].
+    pub flags: Vec<u8>,
+    /// The rows whose manager is not in the file, with a digest of that manager's ID.
+    pub not_in_file: Vec<(u32, u64)>,
     /// The employee IDs of the manual accounts (any status), which every sync reports.
     pub manual: Vec<String>,
     /// Active auto accounts once the roster was applied (the next safety base).
     pub base: u64,
 }
+
+/// The employee has left (`roster.inactive_statuses`).
+pub const INACTIVE: u8 = 1;
+/// The row names a manager who is not in the file (a warning).
+pub const NOT_IN_FILE: u8 = 2;
+/// The row names the employee as their own manager (a warning).
+pub const OWN_MANAGER: u8 = 4;
 
 /// The digest of a record's or a key's bytes: only ever used to find a candidate, which
 /// the bytes (or a key read again) then confirm.
@@ -78,7 +87,11 @@ pub fn digests(bytes: &[u8], starts: &[u32]) -> Vec<u64> {
     let (first, second) = join_if(
         starts.len() >= ROWS_WORTH_A_THREAD,
         || (0..half).map(|i| digest(span(i))).collect::<Vec<_>>(),
-        || (half..starts.len()).map(|i| digest(span(i))).collect::<Vec<_>>(),
+        || {
+            (half..starts.len())
+                .map(|i| digest(span(i)))
+                .collect::<Vec<_>>()
+        },
     );
     let mut all = first;
     all.extend(second);
@@ -89,8 +102,11 @@ impl LastRows {
     /// What `roster`, read from a file of `end` bytes that start with `header` and applied
     /// with no warning, leaves (`digests`: its records', [`digests`]); `None` when it was
     /// not read from the file's own bytes (transcoded).
+    ///
+    /// The roster's record starts and manager rows are taken, not copied (a million rows'
+    /// record is ~33 MB, made while the roster and its plan are held).
     pub fn of(
-        roster: &Roster,
+        roster: &mut Roster,
         header: Vec<u8>,
         end: u32,
         digests: Vec<u64>,
@@ -101,8 +117,23 @@ impl LastRows {
         if roster.starts.len() != n || roster.managers.len() != n || digests.len() != n || n == 0 {
             return None;
         }
-        let starts: Vec<u32> = roster.starts.iter().map(|&s| s + offset).collect();
+        let mut starts = std::mem::take(&mut roster.starts);
+        starts.iter_mut().for_each(|s| *s += offset);
         let (ids, emails) = keys(&roster.employees);
+        let mut not_in_file = Vec::new();
+        let flags = (roster.employees.iter().zip(&roster.managers).enumerate())
+            .map(|(row, (e, &m))| {
+                let inactive = if e.inactive { INACTIVE } else { 0 };
+                match (m, e.manager_id()) {
+                    (NO_MANAGER, manager) if manager == e.id() => inactive | OWN_MANAGER,
+                    (NO_MANAGER, manager) if !manager.is_empty() => {
+                        not_in_file.push((row as u32, digest(manager.as_bytes())));
+                        inactive | NOT_IN_FILE
+                    }
+                    _ => inactive,
+                }
+            })
+            .collect();
         Some(LastRows {
             header,
             starts,
@@ -110,11 +141,16 @@ impl LastRows {
             digests,
             ids,
             emails,
-            managers: roster.managers.clone(),
-            inactive: roster.employees.iter().map(|e| e.inactive).collect(),
+            managers: std::mem::take(&mut roster.managers),
+            flags,
+            not_in_file,
             manual,
             base: 0,
         })
+    }
+
+    fn inactive(&self, row: usize) -> bool {
+        self.flags[row] & INACTIVE != 0
     }
 
     /// How many rows.
@@ -133,8 +169,11 @@ impl LastRows {
 /// is active and auto after it has one of these actions (SPEC §4; an inactive account that
 /// stays so counts nowhere, a manual one is not auto).
 pub fn base_after(counts: &Counts) -> u64 {
-    (counts.unchanged + counts.created + counts.reassigned + counts.reactivated + counts.role_changed)
-        as u64
+    (counts.unchanged
+        + counts.created
+        + counts.reassigned
+        + counts.reactivated
+        + counts.role_changed) as u64
 }
 
 /// The digests of the employees' IDs and of the folded emails of those who have not left.
@@ -147,7 +186,10 @@ fn keys(employees: &[Employee]) -> (Vec<u64>, Vec<u64>) {
     let half = employees.len() / 2;
     let (head, tail) = employees.split_at(half);
     let both = |part: &[Employee]| -> (Vec<u64>, Vec<u64>) {
-        (part.iter().map(id).collect(), part.iter().map(email).collect())
+        (
+            part.iter().map(id).collect(),
+            part.iter().map(email).collect(),
+        )
     };
     let ((mut ids, mut emails), (more_ids, more_emails)) =
         join_if(half >= ROWS_WORTH_A_THREAD, || both(head), || both(tail));
@@ -186,6 +228,8 @@ pub struct Changes {
     pub removed: Vec<String>,
     /// What the file leaves for the next one, once applied (its `base` still to be set).
     pub next: LastRows,
+    /// The active auto accounts before (the last roster's `base`).
+    pub base: u64,
 }
 
 impl Changes {
@@ -225,49 +269,67 @@ pub fn changes(
             removed.len()
         ));
     }
+    // Each set of rows read as a file of its own (none: nothing to read).
     let read = |text: &[u8], starts: &[u32], end: u32, rows: &[u32]| {
+        if rows.is_empty() {
+            return Ok(None);
+        }
         match roster::parse_records(&last.header, text, starts, end, rows, opts) {
-            Ok(checked) if !checked.has_warnings() && checked.is_plain() => Ok(checked),
+            Ok(checked) if !checked.has_warnings() && checked.is_plain() => Ok(Some(checked)),
             Ok(_) => full("the changed rows have warnings, or are not UTF-8"),
             Err(_) => full("the changed rows have errors"),
         }
     };
     let added_rows = read(new.bytes, &new.starts, end, &added)?;
     let removed_rows = read(old, &last.starts, last.end, &removed)?;
-    let named = matched.named(last, added_rows.employees());
+    let named = matched.named(last, employees(&added_rows));
     let named_rows = read(new.bytes, &new.starts, end, &named)?;
-    let keyed = Keyed::of(&added, added_rows.employees(), &named, named_rows.employees())?;
-    let back: Vec<u32> = removed_rows
-        .employees()
-        .iter()
-        .map(|e| keyed.row_of(e.id()).unwrap_or(NO_MANAGER))
-        .collect();
+    let keyed = Keyed::of(
+        &added,
+        employees(&added_rows),
+        &named,
+        employees(&named_rows),
+    )?;
+    let removed_ids: Vec<&str> = employees(&removed_rows).iter().map(|e| e.id()).collect();
     let graph = Graph::of(
         last,
         &matched,
-        &removed,
-        &back,
-        &added,
-        added_rows.employees(),
+        (&removed, &removed_ids),
+        (&added, employees(&added_rows)),
+        (&named, employees(&named_rows)),
         &keyed,
     )?;
     let mut planned: Vec<u32> = added.iter().chain(&named).copied().collect();
     planned.extend(graph.flipped(last, &matched, &planned));
+    // At least one row, so that the roster planned has the file's columns.
+    planned.push(0);
     planned.sort_unstable();
     planned.dedup();
-    let roster = read(new.bytes, &new.starts, end, &planned)?
-        .finish_given(|row| graph.reports[planned[row] as usize] > 0);
-    let next = graph.next(last, &matched, &added, added_rows.employees(), new, end);
+    let checked = read(new.bytes, &new.starts, end, &planned)?.expect("a row at least");
+    let warned = graph.warned();
+    let warned_rows = read(new.bytes, &new.starts, end, &warned)?;
+    let warnings = graph.warnings(
+        &warned,
+        employees(&warned_rows),
+        new.bytes,
+        &new.starts,
+        checked.manager_column(),
+    );
+    let mut roster = checked.finish_given(|row| graph.reports[planned[row] as usize] > 0);
+    roster.warnings = warnings;
+    let next = graph.next(last, &matched, &added, employees(&added_rows), new, end);
     Ok(Changes {
         roster,
         rows: n,
-        removed: removed_rows
-            .employees()
-            .iter()
-            .map(|e| e.id().to_owned())
-            .collect(),
+        removed: removed_ids.iter().map(|id| id.to_string()).collect(),
         next,
+        base: last.base,
     })
+}
+
+/// The rows a file of some records read, none when none were.
+fn employees(read: &Option<roster::Checked>) -> &[Employee] {
+    read.as_ref().map_or(&[], |c| c.employees())
 }
 
 /// The new file's records matched with the last roster's.
@@ -350,18 +412,32 @@ impl Matched {
             .filter(|&j| {
                 self.new_of_old[j] != NO_MANAGER
                     && (ids.contains(&last.ids[j])
-                        || (!last.inactive[j] && emails.contains(&last.emails[j])))
+                        || (!last.inactive(j) && emails.contains(&last.emails[j])))
             })
             .map(|j| self.new_of_old[j])
             .collect();
+        // And the unchanged rows whose manager was not in the file, when an added row may be
+        // that manager.
+        let added_ids: FxHashSet<u64> = added.iter().map(|e| digest(e.id().as_bytes())).collect();
+        rows.extend(
+            last.not_in_file
+                .iter()
+                .filter(|(j, m)| {
+                    self.new_of_old[*j as usize] != NO_MANAGER && added_ids.contains(m)
+                })
+                .map(|(j, _)| self.new_of_old[*j as usize]),
+        );
         rows.sort_unstable();
+        rows.dedup();
         rows
     }
 }
 
 /// The rows of `of` whose value passes `keep`.
 fn rows_where(of: &[u32], keep: impl Fn(u32) -> bool) -> Vec<u32> {
-    (0..of.len() as u32).filter(|&i| keep(of[i as usize])).collect()
+    (0..of.len() as u32)
+        .filter(|&i| keep(of[i as usize]))
+        .collect()
 }
 
 /// The new rows read, by employee ID.
@@ -380,7 +456,11 @@ impl<'e> Keyed<'e> {
     ) -> Result<Keyed<'e>, ReadInFull> {
         let mut rows = FxHashMap::default();
         let mut emails = FxHashSet::default();
-        for (&row, e) in added.iter().zip(added_rows).chain(named.iter().zip(named_rows)) {
+        for (&row, e) in added
+            .iter()
+            .zip(added_rows)
+            .chain(named.iter().zip(named_rows))
+        {
             if rows.insert(e.id(), row).is_some() {
                 return full(format!("employee ID {:?} is on two rows", e.id()));
             }
@@ -396,76 +476,112 @@ impl<'e> Keyed<'e> {
     }
 }
 
-/// The new file's manager graph: each row's manager's row, and how many active employees
-/// report to each row.
+/// The new file's manager graph: each row's manager's row, what is known of each row
+/// ([`LastRows::flags`]), and how many active employees report to each row.
 struct Graph {
     managers: Vec<u32>,
-    inactive: Vec<bool>,
+    flags: Vec<u8>,
     reports: Vec<u32>,
+    /// The rows whose manager is not in the file, with the digest of the manager's ID.
+    not_in_file: Vec<(u32, u64)>,
 }
 
 impl Graph {
-    /// Each unchanged row keeps its manager (the new row of its ID: `back` gives the new
-    /// row of each removed row's ID); each added row's is found by ID. A manager not in
-    /// the file, one's own manager, or a cycle (which only an added row can close) reads
-    /// the file in full.
+    /// Each unchanged row keeps its manager, now the new row of that manager's ID (a
+    /// removed row's ID on an added row, or on none: then not in the file); one whose
+    /// manager was not in the file may find it on an added row; each added row's is found
+    /// by ID. A reporting cycle (which only a row with a new manager can close) reads the
+    /// file in full.
     fn of(
         last: &LastRows,
         matched: &Matched,
-        removed: &[u32],
-        back: &[u32],
-        added: &[u32],
-        added_rows: &[Employee],
+        (removed, removed_ids): (&[u32], &[&str]),
+        (added, added_rows): (&[u32], &[Employee]),
+        (named, named_rows): (&[u32], &[Employee]),
         keyed: &Keyed<'_>,
     ) -> Result<Graph, ReadInFull> {
         let n = matched.old_of_new.len();
-        let mut back_of_old = FxHashMap::default();
-        for (&j, &b) in removed.iter().zip(back) {
-            back_of_old.insert(j, b);
-        }
         let mut managers = vec![NO_MANAGER; n];
-        let mut inactive = vec![false; n];
+        let mut flags = vec![0u8; n];
+        let mut moved = Vec::new();
+        // A removed row's ID: the new row that has it, and its digest.
+        let back: FxHashMap<u32, (Option<u32>, u64)> = removed
+            .iter()
+            .zip(removed_ids)
+            .map(|(&j, id)| (j, (keyed.row_of(id), digest(id.as_bytes()))))
+            .collect();
+        let old_not_in_file: FxHashMap<u32, u64> = last.not_in_file.iter().copied().collect();
+        let mut not_in_file = Vec::new();
         for (i, &j) in matched.old_of_new.iter().enumerate() {
             if j == NO_MANAGER {
                 continue;
             }
-            inactive[i] = last.inactive[j as usize];
-            let k = last.managers[j as usize];
+            let j = j as usize;
+            flags[i] = last.flags[j];
+            if let Some(&m) = old_not_in_file.get(&(j as u32)) {
+                not_in_file.push((i as u32, m));
+            }
+            let k = last.managers[j];
             if k == NO_MANAGER {
                 continue;
             }
-            managers[i] = match matched.new_of_old[k as usize] {
-                NO_MANAGER => match back_of_old.get(&k) {
-                    Some(&b) if b != NO_MANAGER => b,
-                    _ => return full("a manager's row left the file"),
-                },
-                now => now,
+            managers[i] = match (matched.new_of_old[k as usize], back.get(&k)) {
+                (NO_MANAGER, Some(&(Some(now), _))) => {
+                    moved.push(i as u32);
+                    now
+                }
+                (NO_MANAGER, Some(&(None, m))) => {
+                    flags[i] |= NOT_IN_FILE;
+                    not_in_file.push((i as u32, m));
+                    NO_MANAGER
+                }
+                (NO_MANAGER, None) => return full("a manager's row is lost"),
+                (now, _) => now,
             };
         }
+        // Unchanged rows whose manager was not in the file and may now be.
+        for (&i, e) in named.iter().zip(named_rows) {
+            if flags[i as usize] & NOT_IN_FILE != 0
+                && let Some(now) = keyed.row_of(e.manager_id())
+            {
+                managers[i as usize] = now;
+                flags[i as usize] &= !NOT_IN_FILE;
+                moved.push(i);
+            }
+        }
+        not_in_file.retain(|&(i, _)| flags[i as usize] & NOT_IN_FILE != 0);
         for (&i, e) in added.iter().zip(added_rows) {
-            inactive[i as usize] = e.inactive;
-            let m = e.manager_id();
+            let (i, m) = (i as usize, e.manager_id());
+            flags[i] = if e.inactive { INACTIVE } else { 0 };
             if m.is_empty() {
                 continue;
             }
             if m == e.id() {
-                return full("an employee is their own manager");
+                flags[i] |= OWN_MANAGER;
+                continue;
             }
-            managers[i as usize] = keyed
-                .row_of(m)
-                .map_or_else(|| full("a manager is not in the file"), Ok)?;
+            match keyed.row_of(m) {
+                Some(now) => managers[i] = now,
+                None => {
+                    flags[i] |= NOT_IN_FILE;
+                    not_in_file.push((i as u32, digest(m.as_bytes())));
+                }
+            }
         }
-        no_cycle_through(&managers, added)?;
+        not_in_file.sort_unstable();
+        moved.extend_from_slice(added);
+        no_cycle_through(&managers, &moved)?;
         let mut reports = vec![0u32; n];
         for (i, &m) in managers.iter().enumerate() {
-            if m != NO_MANAGER && !inactive[i] {
+            if m != NO_MANAGER && flags[i] & INACTIVE == 0 {
                 reports[m as usize] += 1;
             }
         }
         Ok(Graph {
             managers,
-            inactive,
+            flags,
             reports,
+            not_in_file,
         })
     }
 
@@ -473,7 +589,7 @@ impl Graph {
     fn flipped(&self, last: &LastRows, matched: &Matched, planned: &[u32]) -> Vec<u32> {
         let mut before = vec![false; last.rows()];
         for (j, &m) in last.managers.iter().enumerate() {
-            if m != NO_MANAGER && !last.inactive[j] {
+            if m != NO_MANAGER && !last.inactive(j) {
                 before[m as usize] = true;
             }
         }
@@ -486,6 +602,44 @@ impl Graph {
                     && !planned.contains(&i)
             })
             .collect()
+    }
+
+    /// The rows whose warnings are listed: the first of each kind, in file order.
+    fn warned(&self) -> Vec<u32> {
+        let first = |flag: u8| {
+            (0..self.flags.len() as u32)
+                .filter(move |&i| self.flags[i as usize] & flag != 0)
+                .take(MAX_WARNINGS_PER_KIND)
+        };
+        let mut rows: Vec<u32> = first(NOT_IN_FILE).chain(first(OWN_MANAGER)).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        rows
+    }
+
+    /// The manager graph's warnings, as the full reading lists them: `warned`'s rows read
+    /// (`rows`), their lines counted in the file `bytes` whose records start at `starts`.
+    fn warnings(
+        &self,
+        warned: &[u32],
+        rows: &[Employee],
+        bytes: &[u8],
+        starts: &[u32],
+        column: &str,
+    ) -> Vec<Finding> {
+        let lines = roster::lines_at(bytes, warned.iter().map(|&i| starts[i as usize] as usize));
+        let (mut not_in_file, mut own) = (Vec::new(), Vec::new());
+        for ((&i, e), line) in warned.iter().zip(rows).zip(lines) {
+            let flags = self.flags[i as usize];
+            if flags & NOT_IN_FILE != 0 {
+                not_in_file.push(org::not_in_file(line, column, e.manager_id(), e.id()));
+            }
+            if flags & OWN_MANAGER != 0 {
+                own.push(org::own_manager(line, column, e.id()));
+            }
+        }
+        let count = |flag: u8| self.flags.iter().filter(|&&f| f & flag != 0).count();
+        org::warnings_without_cycles(not_in_file, count(NOT_IN_FILE), own, count(OWN_MANAGER))
     }
 
     /// What the new file leaves for the next one.
@@ -517,7 +671,8 @@ impl Graph {
             ids: pick(&last.ids, &added_ids),
             emails: pick(&last.emails, &added_emails),
             managers: self.managers,
-            inactive: self.inactive,
+            flags: self.flags,
+            not_in_file: self.not_in_file,
             manual: last.manual.clone(),
             base: 0,
             starts: new.starts,

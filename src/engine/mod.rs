@@ -11,8 +11,8 @@ pub mod handle;
 mod jobs;
 pub mod observe;
 pub mod pipeline;
-pub mod roster_file;
 mod resync;
+pub mod roster_file;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -8,11 +8,13 @@
 //! store is flushed.
 
 use super::observe::{FileObserver, FileOutcome};
+use super::resync::{Keep, Kept, Planning};
 use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::{AccountGroup, HeldGroup};
+use crate::core::model::Roster;
 use crate::core::packed::Packed;
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, drop_aside};
 use crate::core::reconcile::{self, Limits, SyncInput};
@@ -21,11 +23,9 @@ use crate::core::roster;
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
-use crate::core::model::Roster;
 use crate::store::{AccountsToken, AuditNote, Commit, FileEntry, FileStatus, Store, summary};
-use rustc_hash::FxHashSet;
-use super::resync::{Keep, Kept, Planning};
 use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339};
+use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -414,15 +414,18 @@ impl<S: Store> Pipeline<S> {
         let fingerprint = super::resync::fingerprint(&opts);
         if !dry_run && let Some(changes) = self.changes_of(&bytes, &opts)? {
             let report = Report::new(name, bytes.sha256(), received_at, now);
-            drop(bytes);
             let visible = changes.visible();
-            let base = changes.next.base;
+            let base = changes.base;
             let keep = Keep::Changed {
                 fingerprint,
                 rows: changes.next,
             };
             let changed = Some((&visible, base));
-            return self.plan_roster(changes.roster, report, planning, keep, changed);
+            let planning = planning.clone();
+            if let Some(eval) = self.plan_roster(changes.roster, report, planning, keep, changed)? {
+                return Ok(eval);
+            }
+            tracing::info!("the changed rows' plan has warnings: the file is read in full");
         }
         let checked = roster::check(&bytes, &opts);
         let mut report = Report::new(name, bytes.sha256(), received_at, now);
@@ -434,7 +437,9 @@ impl<S: Store> Pipeline<S> {
         // is built, and before planning.
         drop(bytes);
         match checked.map(roster::Checked::finish) {
-            Ok(roster) => self.plan_roster(roster, report, planning, keep, None),
+            Ok(roster) => Ok(self
+                .plan_roster(roster, report, planning, keep, None)?
+                .expect("a full plan is always kept")),
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
                 report.rows = rejection.rows;
@@ -448,7 +453,8 @@ impl<S: Store> Pipeline<S> {
 
     /// Plans `roster` against the accounts: all of them, or (`changed`) those of the visible
     /// IDs, the others counted `unchanged` (the active auto accounts before, then, are the
-    /// given base).
+    /// given base). `None` for changes whose plan has warnings: those name lines of the
+    /// changed rows read on their own, so the file is read in full.
     fn plan_roster(
         &self,
         mut roster: Roster,
@@ -456,7 +462,7 @@ impl<S: Store> Pipeline<S> {
         planning: Planning<'_>,
         keep: Keep,
         changed: Option<(&FxHashSet<String>, u64)>,
-    ) -> Result<Evaluation> {
+    ) -> Result<Option<Evaluation>> {
         let Planning {
             all_rules,
             enabled,
@@ -497,11 +503,15 @@ impl<S: Store> Pipeline<S> {
                 f(&HeldGroup::new([]));
                 Ok(())
             }
-            Some((visible, _)) => {
-                groups.read_group(g, &mut |group| f(&super::resync::Visible::of(group, visible)))
-            }
+            Some((visible, _)) => groups.read_group(g, &mut |group| {
+                f(&super::resync::Visible::of(group, visible))
+            }),
         };
         let mut plan = reconcile::plan(&roster, &input, &read)?;
+        let plan_warned = !plan.warnings.is_empty();
+        if changed.is_some() && plan_warned {
+            return Ok(None);
+        }
         if let Some((_, base)) = changed {
             // The accounts not seen are active auto ones that stay so, or others left alone.
             let base = usize::try_from(base).unwrap_or(usize::MAX);
@@ -523,19 +533,19 @@ impl<S: Store> Pipeline<S> {
             ReportStatus::Applied
         };
         report.changes = plan.changes;
-        let next = match report.status == ReportStatus::Applied && report.warnings.is_empty() {
-            true => keep.kept(&roster, std::mem::take(&mut plan.manual_ids), &report),
+        let next = match report.status == ReportStatus::Applied && !plan_warned {
+            true => keep.kept(&mut roster, std::mem::take(&mut plan.manual_ids), &report),
             false => None,
         };
         let large = roster.employees.len() >= ROWS_WORTH_A_THREAD;
         drop_aside(large, roster);
-        Ok(Evaluation {
+        Ok(Some(Evaluation {
             report,
             updates: plan.updates,
             stamp: (now.to_string(), name.to_string()),
             next,
             token: None,
-        })
+        }))
     }
 
     /// When the newest file in the ledger was received.

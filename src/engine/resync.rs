@@ -21,10 +21,12 @@ use crate::core::rules::Rule;
 use crate::store::{AccountsToken, Store};
 use rustc_hash::FxHashSet;
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// How a roster is planned, besides the roster: the rules (all, and the enabled ones),
 /// when, by what, with which limits, and whether as a dry run.
+#[derive(Clone)]
 pub(super) struct Planning<'a> {
     pub all_rules: Vec<Rule>,
     pub enabled: &'a [Rule],
@@ -78,7 +80,12 @@ impl Keep {
 
     /// The record to keep once `roster` (the file's, or its changed rows') is applied with
     /// `report`, the store's manual accounts being `manual`.
-    pub(super) fn kept(self, roster: &Roster, manual: Vec<String>, report: &Report) -> Option<Kept> {
+    pub(super) fn kept(
+        self,
+        roster: &mut Roster,
+        manual: Vec<String>,
+        report: &Report,
+    ) -> Option<Kept> {
         let (fingerprint, mut rows) = match self {
             Keep::Nothing => return None,
             Keep::Read {
@@ -86,7 +93,10 @@ impl Keep {
                 header,
                 end,
                 digests,
-            } => (fingerprint, LastRows::of(roster, header, end, digests, Vec::new())?),
+            } => (
+                fingerprint,
+                LastRows::of(roster, header, end, digests, Vec::new())?,
+            ),
             Keep::Changed { fingerprint, rows } => (fingerprint, rows),
         };
         rows.manual = manual;
@@ -163,7 +173,8 @@ impl<S: Store> Pipeline<S> {
         let written = crate::util::random_bytes().and_then(|token| {
             kept.token = token;
             kept.file_id = file_id;
-            fs::write(&staged, encode(&kept)).map(|()| token)
+            let file = std::io::BufWriter::with_capacity(PIECE, fs::File::create(&staged)?);
+            encode(&kept, file).map(|()| token)
         });
         match written {
             Ok(token) => {
@@ -228,44 +239,113 @@ pub(super) fn staged_path(store: &Path) -> PathBuf {
     store.join(format!(".{FILE}.tmp"))
 }
 
-/// The record's bytes: its header, the rows' columns one after the other (little-endian),
-/// and a checksum of all before it.
-pub(super) fn encode(kept: &Kept) -> Vec<u8> {
-    let r = &kept.rows;
-    let n = r.starts.len();
-    let mut out = Vec::with_capacity(MAGIC.len() + 96 + r.header.len() + n * 29);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&kept.fingerprint.to_le_bytes());
-    out.extend_from_slice(&kept.token);
-    for v in [kept.file_id, r.base, n as u64, u64::from(r.end)] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    put_bytes(&mut out, &r.header);
-    out.extend_from_slice(&(r.manual.len() as u64).to_le_bytes());
-    for id in &r.manual {
-        put_bytes(&mut out, id.as_bytes());
-    }
-    r.starts.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    for column in [&r.digests, &r.ids, &r.emails] {
-        column.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    }
-    r.managers.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-    out.extend(r.inactive.iter().map(|&b| u8::from(b)));
-    let sum = digest(&out);
-    out.extend_from_slice(&sum.to_le_bytes());
-    out
+/// The record's bytes are checksummed in pieces of this many, so that it is written
+/// without a copy of it in memory.
+const PIECE: usize = 1 << 16;
+
+/// A writer that sums what goes through it, [`PIECE`] bytes at a time.
+struct Summed<W: Write> {
+    out: W,
+    piece: Vec<u8>,
+    sum: u64,
 }
 
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-    out.extend_from_slice(bytes);
+impl<W: Write> Summed<W> {
+    fn new(out: W) -> Summed<W> {
+        Summed {
+            out,
+            piece: Vec::with_capacity(PIECE),
+            sum: 0,
+        }
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut bytes = bytes;
+        while !bytes.is_empty() {
+            let take = bytes.len().min(PIECE - self.piece.len());
+            self.piece.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.piece.len() == PIECE {
+                self.flush_piece()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_piece(&mut self) -> std::io::Result<()> {
+        self.sum = add_piece(self.sum, &self.piece);
+        self.out.write_all(&self.piece)?;
+        self.piece.clear();
+        Ok(())
+    }
+
+    /// Writes the last piece and the sum.
+    fn finish(mut self) -> std::io::Result<W> {
+        if !self.piece.is_empty() {
+            self.flush_piece()?;
+        }
+        self.out.write_all(&self.sum.to_le_bytes())?;
+        Ok(self.out)
+    }
+}
+
+/// The sum of the pieces so far, and then `piece`.
+fn add_piece(sum: u64, piece: &[u8]) -> u64 {
+    sum.rotate_left(7) ^ digest(piece)
+}
+
+/// Writes the record: its header, the rows' columns one after the other (little-endian),
+/// and a checksum of all before it.
+pub(super) fn encode(kept: &Kept, out: impl Write) -> std::io::Result<()> {
+    let r = &kept.rows;
+    let mut w = Summed::new(out);
+    w.put(MAGIC)?;
+    w.put(&kept.fingerprint.to_le_bytes())?;
+    w.put(&kept.token)?;
+    for v in [
+        kept.file_id,
+        r.base,
+        r.starts.len() as u64,
+        u64::from(r.end),
+    ] {
+        w.put(&v.to_le_bytes())?;
+    }
+    put_counted(&mut w, &r.header)?;
+    w.put(&(r.manual.len() as u64).to_le_bytes())?;
+    for id in &r.manual {
+        put_counted(&mut w, id.as_bytes())?;
+    }
+    for v in &r.starts {
+        w.put(&v.to_le_bytes())?;
+    }
+    for column in [&r.digests, &r.ids, &r.emails] {
+        for v in column {
+            w.put(&v.to_le_bytes())?;
+        }
+    }
+    for v in &r.managers {
+        w.put(&v.to_le_bytes())?;
+    }
+    w.put(&r.flags)?;
+    w.put(&(r.not_in_file.len() as u64).to_le_bytes())?;
+    for (row, manager) in &r.not_in_file {
+        w.put(&row.to_le_bytes())?;
+        w.put(&manager.to_le_bytes())?;
+    }
+    w.finish()?.flush()
+}
+
+fn put_counted<W: Write>(w: &mut Summed<W>, bytes: &[u8]) -> std::io::Result<()> {
+    w.put(&(bytes.len() as u64).to_le_bytes())?;
+    w.put(bytes)
 }
 
 /// The record in `bytes`, or `None` when it is not one whole (another layout, cut short,
 /// damaged).
 pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
     let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
-    if digest(body).to_le_bytes() != sum || !body.starts_with(MAGIC) {
+    let summed = body.chunks(PIECE).fold(0, add_piece);
+    if summed.to_le_bytes() != sum || !body.starts_with(MAGIC) {
         return None;
     }
     let mut r = Reader(&body[MAGIC.len()..]);
@@ -280,7 +360,15 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
     let mut wide = || r.column(n, 8, |b| u64::from_le_bytes(b.try_into().unwrap()));
     let (digests, ids, emails) = (wide()?, wide()?, wide()?);
     let managers = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
-    let inactive = r.column(n, 1, |b| b[0] != 0)?;
+    let flags = r.column(n, 1, |b| b[0])?;
+    let count = usize::try_from(r.u64()?).ok()?;
+    let not_in_file = r.column(count, 12, |b| {
+        let (row, manager) = b.split_at(4);
+        (
+            u32::from_le_bytes(row.try_into().unwrap()),
+            u64::from_le_bytes(manager.try_into().unwrap()),
+        )
+    })?;
     if !r.0.is_empty() {
         return None;
     }
@@ -296,7 +384,8 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
             ids,
             emails,
             managers,
-            inactive,
+            flags,
+            not_in_file,
             manual,
             base,
         },
@@ -323,7 +412,12 @@ impl<'b> Reader<'b> {
     }
 
     fn column<T>(&mut self, n: usize, width: usize, of: impl Fn(&[u8]) -> T) -> Option<Vec<T>> {
-        Some(self.take(n.checked_mul(width)?)?.chunks_exact(width).map(of).collect())
+        Some(
+            self.take(n.checked_mul(width)?)?
+                .chunks_exact(width)
+                .map(of)
+                .collect(),
+        )
     }
 }
 
@@ -383,7 +477,8 @@ mod tests {
                 ids: vec![3, 4],
                 emails: vec![5, 0],
                 managers: vec![u32::MAX, 0],
-                inactive: vec![false, true],
+                flags: vec![2, 1],
+                not_in_file: vec![(0, 77)],
                 manual: vec!["E9".into()],
                 base: 1,
             },
@@ -392,7 +487,8 @@ mod tests {
 
     #[test]
     fn a_record_reads_back_as_written_and_a_damaged_one_not_at_all() {
-        let bytes = encode(&kept());
+        let mut bytes = Vec::new();
+        encode(&kept(), &mut bytes).unwrap();
         assert_eq!(decode(&bytes), Some(kept()));
         for at in [0, MAGIC.len() + 3, bytes.len() / 2, bytes.len() - 1] {
             let mut damaged = bytes.clone();
@@ -401,5 +497,28 @@ mod tests {
         }
         assert_eq!(decode(&bytes[..bytes.len() - 9]), None);
         assert_eq!(decode(b""), None);
+    }
+
+    #[test]
+    fn a_record_of_many_pieces_reads_back_and_is_checked_in_each() {
+        let n = 10_000u32;
+        let mut large = kept();
+        let r = &mut large.rows;
+        r.starts = (0..n).map(|i| 18 + 15 * i).collect();
+        r.end = 18 + 15 * n;
+        r.digests = (0..u64::from(n)).collect();
+        r.ids = r.digests.iter().map(|d| d * 3).collect();
+        r.emails = r.digests.iter().map(|d| d * 5).collect();
+        r.managers = (0..n).map(|i| i.saturating_sub(1)).collect();
+        r.flags = (0..n).map(|i| (i % 3) as u8).collect();
+        let mut bytes = Vec::new();
+        encode(&large, &mut bytes).unwrap();
+        assert!(bytes.len() > 4 * PIECE);
+        assert_eq!(decode(&bytes), Some(large));
+        for at in [PIECE - 1, 2 * PIECE + 5, bytes.len() - 9] {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x10;
+            assert_eq!(decode(&damaged), None, "byte {at}");
+        }
     }
 }

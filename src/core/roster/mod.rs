@@ -25,6 +25,13 @@ use super::org;
 pub use self::decode::Encoding;
 pub use self::spans::record_starts;
 
+/// The physical line of each of `offsets` (increasing) in the file `bytes`, as findings
+/// name lines.
+pub fn lines_at(bytes: &[u8], offsets: impl IntoIterator<Item = usize>) -> Vec<u64> {
+    let mut lines = Lines::new(bytes);
+    offsets.into_iter().map(|at| lines.at(at)).collect()
+}
+
 /// What `parse` needs to know beyond the bytes: config values and the fields rules use.
 #[derive(Debug, Clone)]
 pub struct RosterOptions {
@@ -172,6 +179,11 @@ impl Checked {
     /// Where each row's record starts in the decoded text.
     pub fn starts(&self) -> &[u32] {
         &self.starts
+    }
+
+    /// The manager ID column's header as written (what the manager graph's findings name).
+    pub fn manager_column(&self) -> &str {
+        &self.manager_column
     }
 }
 

@@ -99,7 +99,11 @@ mod tests {
             "\u{feff}employee_id;email;note\r\nE1;a@x.example;\"a\r\nb\"\r\n\r\nE2;b@x.example;c",
             "\n\nemployee_id,email,note\nE1,a@x.example,\"x,\"\"y\"\"\nz\"\nE2,b@x.example,q\"r\n",
         ] {
-            assert_eq!(record_starts(text.as_bytes()).unwrap(), parsed(text), "{text:?}");
+            assert_eq!(
+                record_starts(text.as_bytes()).unwrap(),
+                parsed(text),
+                "{text:?}"
+            );
         }
         assert_eq!(record_starts(b""), None);
     }
