@@ -40,6 +40,8 @@ pub struct LastRows {
     pub header: Vec<u8>,
     /// Where each record starts in the file.
     pub starts: Vec<u32>,
+    /// The physical line each record starts on.
+    pub lines: Vec<u32>,
     /// The file's length: where the last record ends.
     pub end: u32,
     /// A digest of each record's bytes ([`digest`]), its line end included.
@@ -119,6 +121,8 @@ impl LastRows {
         }
         let mut starts = std::mem::take(&mut roster.starts);
         starts.iter_mut().for_each(|s| *s += offset);
+        // A line past u32 (a file far over `roster.max_bytes`) is clamped, as rows' are.
+        let lines = roster.employees.iter().map(|e| e.line() as u32).collect();
         let (ids, emails) = keys(&roster.employees);
         let mut not_in_file = Vec::new();
         let flags = (roster.employees.iter().zip(&roster.managers).enumerate())
@@ -137,6 +141,7 @@ impl LastRows {
         Some(LastRows {
             header,
             starts,
+            lines,
             end,
             digests,
             ids,
@@ -158,10 +163,25 @@ impl LastRows {
         self.starts.len()
     }
 
-    /// Row `row`'s record in `bytes`, the file these rows describe.
-    fn span<'b>(&self, bytes: &'b [u8], row: usize) -> &'b [u8] {
+    /// Where row `row`'s record starts and ends in the file these rows describe.
+    fn span(&self, row: usize) -> (u32, u32) {
         let end = self.starts.get(row + 1).copied().unwrap_or(self.end);
-        &bytes[self.starts[row] as usize..end as usize]
+        (self.starts[row], end)
+    }
+
+    /// The records of `rows`, read out of `old` as a file of their own: their bytes one
+    /// after the other and where each starts there.
+    fn records(&self, old: &mut dyn OldFile, rows: &[u32]) -> Option<(Vec<u8>, Vec<u32>)> {
+        let mut text = Vec::new();
+        let mut starts = Vec::with_capacity(rows.len());
+        for &row in rows {
+            let (start, end) = self.span(row as usize);
+            starts.push(u32::try_from(text.len()).ok()?);
+            if !old.read_into(start, end, &mut text) {
+                return None;
+            }
+        }
+        Some((text, starts))
     }
 }
 
@@ -206,6 +226,32 @@ fn full<T>(why: impl Into<String>) -> Result<T, ReadInFull> {
     Err(ReadInFull(why.into()))
 }
 
+/// The last roster's file, read as a re-sync needs it (the pipeline reads it a window at a
+/// time, mostly in order, rather than whole into memory).
+pub trait OldFile {
+    /// Whether the bytes at `start..end` are `bytes` (`false` when they cannot be read).
+    fn holds(&mut self, start: u32, end: u32, bytes: &[u8]) -> bool;
+    /// The bytes at `start..end`, appended to `out`; `false` when they cannot be read.
+    fn read_into(&mut self, start: u32, end: u32, out: &mut Vec<u8>) -> bool;
+}
+
+/// A file held in memory is read in place.
+impl OldFile for &[u8] {
+    fn holds(&mut self, start: u32, end: u32, bytes: &[u8]) -> bool {
+        self.get(start as usize..end as usize) == Some(bytes)
+    }
+
+    fn read_into(&mut self, start: u32, end: u32, out: &mut Vec<u8>) -> bool {
+        match self.get(start as usize..end as usize) {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// A new file, its records found ([`roster::record_starts`]) and digested ([`digests`]).
 pub struct NewFile<'a> {
     /// The file's bytes.
@@ -247,7 +293,7 @@ impl Changes {
 /// changed records; otherwise why the file is read in full.
 pub fn changes(
     last: &LastRows,
-    old: &[u8],
+    old: &mut dyn OldFile,
     new: NewFile<'_>,
     opts: &RosterOptions,
     most: usize,
@@ -281,7 +327,12 @@ pub fn changes(
         }
     };
     let added_rows = read(new.bytes, &new.starts, end, &added)?;
-    let removed_rows = read(old, &last.starts, last.end, &removed)?;
+    let Some((removed_text, removed_starts)) = last.records(old, &removed) else {
+        return full("the last roster could not be read");
+    };
+    let every: Vec<u32> = (0..removed.len() as u32).collect();
+    let removed_end = removed_text.len() as u32;
+    let removed_rows = read(&removed_text, &removed_starts, removed_end, &every)?;
     let named = matched.named(last, employees(&added_rows));
     let named_rows = read(new.bytes, &new.starts, end, &named)?;
     let keyed = Keyed::of(
@@ -299,25 +350,38 @@ pub fn changes(
         (&named, employees(&named_rows)),
         &keyed,
     )?;
-    let mut planned: Vec<u32> = added.iter().chain(&named).copied().collect();
+    // The changed rows, the manual accounts' (listed at every sync) and the unchanged rows
+    // whose `is_manager` moved; the other rows read are only named by a changed one.
+    let manual: FxHashSet<&str> = last.manual.iter().map(String::as_str).collect();
+    let mut planned: Vec<u32> = added.clone();
+    planned.extend(
+        named
+            .iter()
+            .zip(employees(&named_rows))
+            .filter(|(_, e)| manual.contains(e.id()))
+            .map(|(&i, _)| i),
+    );
     planned.extend(graph.flipped(last, &matched, &planned));
     // At least one row, so that the roster planned has the file's columns.
     planned.push(0);
     planned.sort_unstable();
     planned.dedup();
     let checked = read(new.bytes, &new.starts, end, &planned)?.expect("a row at least");
+    let lines = lines_of(last, &matched, new.bytes, &new.starts, end);
     let warned = graph.warned();
     let warned_rows = read(new.bytes, &new.starts, end, &warned)?;
-    let warnings = graph.warnings(
-        &warned,
-        employees(&warned_rows),
-        new.bytes,
-        &new.starts,
-        checked.manager_column(),
-    );
+    let column = checked.manager_column();
+    let warnings = graph.warnings(&warned, employees(&warned_rows), &lines, column);
     let mut roster = checked.finish_given(|row| graph.reports[planned[row] as usize] > 0);
     roster.warnings = warnings;
-    let next = graph.next(last, &matched, &added, employees(&added_rows), new, end);
+    let next = graph.next(
+        last,
+        &matched,
+        (&added, employees(&added_rows)),
+        new,
+        lines,
+        end,
+    );
     Ok(Changes {
         roster,
         rows: n,
@@ -325,6 +389,32 @@ pub fn changes(
         next,
         base: last.base,
     })
+}
+
+/// The line each of the new file's records starts on: the first where the last roster's
+/// did (the header is the same), each next one after its record's lines, counted again only
+/// for a record that is not the last roster's (or was its last).
+fn lines_of(
+    last: &LastRows,
+    matched: &Matched,
+    bytes: &[u8],
+    starts: &[u32],
+    end: u32,
+) -> Vec<u32> {
+    let mut lines = Vec::with_capacity(starts.len());
+    let mut line = last.lines[0];
+    for (i, &j) in matched.old_of_new.iter().enumerate() {
+        lines.push(line);
+        let j = j as usize;
+        line += match last.lines.get(j + 1) {
+            Some(&next) if j != NO_MANAGER as usize => next - last.lines[j],
+            _ => {
+                let stop = starts.get(i + 1).copied().unwrap_or(end);
+                roster::line_breaks(&bytes[starts[i] as usize..stop as usize]) as u32
+            }
+        };
+    }
+    lines
 }
 
 /// The rows a file of some records read, none when none were.
@@ -341,7 +431,12 @@ struct Matched {
 }
 
 impl Matched {
-    fn of(last: &LastRows, old: &[u8], new: &NewFile<'_>, end: u32) -> Result<Matched, ReadInFull> {
+    fn of(
+        last: &LastRows,
+        old: &mut dyn OldFile,
+        new: &NewFile<'_>,
+        end: u32,
+    ) -> Result<Matched, ReadInFull> {
         const NONE: u32 = NO_MANAGER;
         let mut by_digest: FxHashMap<u64, u32> = FxHashMap::default();
         by_digest.reserve(last.rows());
@@ -365,7 +460,11 @@ impl Matched {
                 Some(&o) if o == d => next_old as u32,
                 _ => by_digest.get(&d).copied().unwrap_or(NONE),
             };
-            if candidate == NONE || last.span(old, candidate as usize) != span(i) {
+            if candidate == NONE {
+                continue;
+            }
+            let (start, stop) = last.span(candidate as usize);
+            if !old.holds(start, stop, span(i)) {
                 continue;
             }
             if new_of_old[candidate as usize] != NONE {
@@ -623,13 +722,12 @@ impl Graph {
         &self,
         warned: &[u32],
         rows: &[Employee],
-        bytes: &[u8],
-        starts: &[u32],
+        lines: &[u32],
         column: &str,
     ) -> Vec<Finding> {
-        let lines = roster::lines_at(bytes, warned.iter().map(|&i| starts[i as usize] as usize));
         let (mut not_in_file, mut own) = (Vec::new(), Vec::new());
-        for ((&i, e), line) in warned.iter().zip(rows).zip(lines) {
+        for (&i, e) in warned.iter().zip(rows) {
+            let line = u64::from(lines[i as usize]);
             let flags = self.flags[i as usize];
             if flags & NOT_IN_FILE != 0 {
                 not_in_file.push(org::not_in_file(line, column, e.manager_id(), e.id()));
@@ -647,9 +745,9 @@ impl Graph {
         self,
         last: &LastRows,
         matched: &Matched,
-        added: &[u32],
-        added_rows: &[Employee],
+        (added, added_rows): (&[u32], &[Employee]),
         new: NewFile<'_>,
+        lines: Vec<u32>,
         end: u32,
     ) -> LastRows {
         let (added_ids, added_emails) = keys(added_rows);
@@ -676,6 +774,7 @@ impl Graph {
             manual: last.manual.clone(),
             base: 0,
             starts: new.starts,
+            lines,
         }
     }
 }

@@ -12,6 +12,8 @@ mod jobs;
 pub mod observe;
 pub mod pipeline;
 mod resync;
+#[cfg(test)]
+mod resync_tests;
 pub mod roster_file;
 mod state;
 #[cfg(test)]

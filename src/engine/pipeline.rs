@@ -418,11 +418,13 @@ impl<S: Store> Pipeline<S> {
             let base = changes.base;
             let keep = Keep::Changed {
                 fingerprint,
-                rows: changes.next,
+                rows: Box::new(changes.next),
             };
             let changed = Some((&visible, base));
             let planning = planning.clone();
             if let Some(eval) = self.plan_roster(changes.roster, report, planning, keep, changed)? {
+                #[cfg(test)]
+                super::resync::RESYNCED.with(|n| n.set(n.get() + 1));
                 return Ok(eval);
             }
             tracing::info!("the changed rows' plan has warnings: the file is read in full");

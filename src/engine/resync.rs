@@ -49,7 +49,10 @@ pub(super) enum Keep {
         digests: Vec<u64>,
     },
     /// A file re-synced from its changes: its rows.
-    Changed { fingerprint: u64, rows: LastRows },
+    Changed {
+        fingerprint: u64,
+        rows: Box<LastRows>,
+    },
 }
 
 impl Keep {
@@ -97,7 +100,7 @@ impl Keep {
                 fingerprint,
                 LastRows::of(roster, header, end, digests, Vec::new())?,
             ),
-            Keep::Changed { fingerprint, rows } => (fingerprint, rows),
+            Keep::Changed { fingerprint, rows } => (fingerprint, *rows),
         };
         rows.manual = manual;
         rows.base = base_after(&report.counts);
@@ -129,17 +132,12 @@ impl<S: Store> Pipeline<S> {
             return Ok(None);
         };
         let old_path = self.paths.folder("processed").join(&last.stored_as);
-        let (old, starts) = std::thread::scope(|scope| {
-            let old = scope.spawn(|| fs::read(&old_path));
-            let starts = roster::record_starts(bytes);
-            (old.join(), starts)
-        });
-        let (Ok(Ok(old)), Some(starts)) = (old, starts) else {
+        let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
             return Ok(None);
         };
-        if old.len() != kept.rows.end as usize {
+        let Some(starts) = roster::record_starts(bytes) else {
             return Ok(None);
-        }
+        };
         let digests = resync::digests(bytes, &starts);
         let most = (kept.rows.rows() / 10).max(1000);
         let new = NewFile {
@@ -147,7 +145,7 @@ impl<S: Store> Pipeline<S> {
             starts,
             digests,
         };
-        match resync::changes(&kept.rows, &old, new, opts, most) {
+        match resync::changes(&kept.rows, &mut old, new, opts, most) {
             Ok(changes) => {
                 tracing::info!(
                     planned = changes.roster.rows,
@@ -202,6 +200,12 @@ impl<S: Store> Pipeline<S> {
             let _ = fs::remove_file(&staged);
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many files this thread re-synced from their changes (tests).
+    pub(super) static RESYNCED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The record's name in the store's folder.
@@ -315,8 +319,10 @@ pub(super) fn encode(kept: &Kept, out: impl Write) -> std::io::Result<()> {
     for id in &r.manual {
         put_counted(&mut w, id.as_bytes())?;
     }
-    for v in &r.starts {
-        w.put(&v.to_le_bytes())?;
+    for column in [&r.starts, &r.lines] {
+        for v in column {
+            w.put(&v.to_le_bytes())?;
+        }
     }
     for column in [&r.digests, &r.ids, &r.emails] {
         for v in column {
@@ -357,6 +363,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
         .map(|_| String::from_utf8(r.take_counted()?.to_vec()).ok())
         .collect::<Option<Vec<_>>>()?;
     let starts = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
+    let lines = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
     let mut wide = || r.column(n, 8, |b| u64::from_le_bytes(b.try_into().unwrap()));
     let (digests, ids, emails) = (wide()?, wide()?, wide()?);
     let managers = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
@@ -379,6 +386,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
         rows: LastRows {
             header,
             starts,
+            lines,
             end: u32::try_from(end).ok()?,
             digests,
             ids,
@@ -418,6 +426,79 @@ impl<'b> Reader<'b> {
                 .map(of)
                 .collect(),
         )
+    }
+}
+
+/// The last roster's file read a window at a time as the records are compared, mostly in
+/// order: a copy of a few MB at a time out of the page cache, not the whole file in fresh
+/// memory.
+struct Window {
+    file: fs::File,
+    len: u64,
+    buf: Vec<u8>,
+    /// Where the window starts in the file, and how many of `buf`'s bytes it holds.
+    at: u64,
+    held: usize,
+}
+
+impl Window {
+    /// A window's size.
+    const SIZE: usize = 4 << 20;
+
+    /// The file at `path`, which must be `len` bytes long.
+    fn open(path: &Path, len: u32) -> std::io::Result<Window> {
+        let file = fs::File::open(path)?;
+        if file.metadata()?.len() != u64::from(len) {
+            return Err(std::io::Error::other("not the length recorded"));
+        }
+        Ok(Window {
+            file,
+            len: u64::from(len),
+            buf: vec![0; Self::SIZE],
+            at: 0,
+            held: 0,
+        })
+    }
+
+    /// The bytes at `start..end`: in the window, in a new window there when just past this
+    /// one, or else read on their own into `spare`.
+    fn bytes<'w>(&'w mut self, start: u32, end: u32, spare: &'w mut Vec<u8>) -> Option<&'w [u8]> {
+        use std::os::unix::fs::FileExt;
+        let (start, end) = (u64::from(start), u64::from(end));
+        if end > self.len || start > end {
+            return None;
+        }
+        let window_end = self.at + self.held as u64;
+        let inside = start >= self.at && end <= window_end;
+        let just_past = start >= window_end && start < window_end + Self::SIZE as u64;
+        if !inside && just_past && end - start <= Self::SIZE as u64 {
+            let held = (self.len - start).min(Self::SIZE as u64) as usize;
+            self.file.read_exact_at(&mut self.buf[..held], start).ok()?;
+            (self.at, self.held) = (start, held);
+        } else if !inside {
+            spare.resize((end - start) as usize, 0);
+            self.file.read_exact_at(spare, start).ok()?;
+            return Some(spare);
+        }
+        Some(&self.buf[(start - self.at) as usize..(end - self.at) as usize])
+    }
+}
+
+impl resync::OldFile for Window {
+    fn holds(&mut self, start: u32, end: u32, bytes: &[u8]) -> bool {
+        let mut spare = Vec::new();
+        self.bytes(start, end, &mut spare) == Some(bytes)
+    }
+
+    fn read_into(&mut self, start: u32, end: u32, out: &mut Vec<u8>) -> bool {
+        let mut spare = Vec::new();
+        match self.bytes(start, end, &mut spare) {
+            Some(bytes) => {
+                out.extend_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -472,6 +553,7 @@ mod tests {
             rows: LastRows {
                 header: b"employee_id,email\n".to_vec(),
                 starts: vec![18, 33],
+                lines: vec![2, 3],
                 end: 48,
                 digests: vec![1, 2],
                 ids: vec![3, 4],
@@ -505,6 +587,7 @@ mod tests {
         let mut large = kept();
         let r = &mut large.rows;
         r.starts = (0..n).map(|i| 18 + 15 * i).collect();
+        r.lines = (0..n).map(|i| 2 + i).collect();
         r.end = 18 + 15 * n;
         r.digests = (0..u64::from(n)).collect();
         r.ids = r.digests.iter().map(|d| d * 3).collect();

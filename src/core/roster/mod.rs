@@ -25,11 +25,10 @@ use super::org;
 pub use self::decode::Encoding;
 pub use self::spans::record_starts;
 
-/// The physical line of each of `offsets` (increasing) in the file `bytes`, as findings
-/// name lines.
-pub fn lines_at(bytes: &[u8], offsets: impl IntoIterator<Item = usize>) -> Vec<u64> {
-    let mut lines = Lines::new(bytes);
-    offsets.into_iter().map(|at| lines.at(at)).collect()
+/// How many lines (as findings count them) end in `text`, which starts at a line's start
+/// and ends after a whole line end: a record's bytes with its line end.
+pub fn line_breaks(text: &[u8]) -> u64 {
+    Lines::new(text).at(text.len()) - 1
 }
 
 /// What `parse` needs to know beyond the bytes: config values and the fields rules use.
