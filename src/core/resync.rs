@@ -422,6 +422,10 @@ fn employees(read: &Option<roster::Checked>) -> &[Employee] {
     read.as_ref().map_or(&[], |c| c.employees())
 }
 
+/// How many of the last roster's records past the last one found a record is looked for
+/// among.
+const LOOK_AHEAD: usize = 64;
+
 /// The new file's records matched with the last roster's.
 struct Matched {
     /// For each new row, the last roster's row it repeats ([`NO_MANAGER`]: none).
@@ -438,15 +442,6 @@ impl Matched {
         end: u32,
     ) -> Result<Matched, ReadInFull> {
         const NONE: u32 = NO_MANAGER;
-        let mut by_digest: FxHashMap<u64, u32> = FxHashMap::default();
-        by_digest.reserve(last.rows());
-        for (row, &d) in last.digests.iter().enumerate() {
-            // Two of the last records with one digest: neither is found by it.
-            by_digest
-                .entry(d)
-                .and_modify(|r| *r = NONE)
-                .or_insert(row as u32);
-        }
         let span = |i: usize| {
             let next = new.starts.get(i + 1).copied().unwrap_or(end);
             &new.bytes[new.starts[i] as usize..next as usize]
@@ -455,24 +450,18 @@ impl Matched {
         let mut new_of_old = vec![NONE; last.rows()];
         let mut next_old = 0usize;
         for (i, &d) in new.digests.iter().enumerate() {
-            // Most records follow the one before them, as they did in the last roster.
-            let candidate = match last.digests.get(next_old) {
-                Some(&o) if o == d => next_old as u32,
-                _ => by_digest.get(&d).copied().unwrap_or(NONE),
+            // Records keep their order from one roster to the next: each is looked for just
+            // after the last one found. One moved further is planned as a changed row.
+            let ahead = next_old..(next_old + LOOK_AHEAD).min(last.rows());
+            let Some(j) = ahead.into_iter().find(|&j| {
+                let (start, stop) = last.span(j);
+                last.digests[j] == d && old.holds(start, stop, span(i))
+            }) else {
+                continue;
             };
-            if candidate == NONE {
-                continue;
-            }
-            let (start, stop) = last.span(candidate as usize);
-            if !old.holds(start, stop, span(i)) {
-                continue;
-            }
-            if new_of_old[candidate as usize] != NONE {
-                return full("a record repeats");
-            }
-            new_of_old[candidate as usize] = i as u32;
-            old_of_new[i] = candidate;
-            next_old = candidate as usize + 1;
+            new_of_old[j] = i as u32;
+            old_of_new[i] = j as u32;
+            next_old = j + 1;
         }
         Ok(Matched {
             old_of_new,

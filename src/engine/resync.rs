@@ -117,25 +117,29 @@ impl<S: Store> Pipeline<S> {
     /// The changes of `bytes` against the last applied roster, when they can be planned on
     /// their own (see [`resync::changes`]); `None`: the file is read in full.
     pub(super) fn changes_of(&self, bytes: &[u8], opts: &RosterOptions) -> Result<Option<Changes>> {
-        let Some(kept) = fs::read(path(&self.paths.store))
-            .ok()
-            .and_then(|b| decode(&b))
-        else {
+        let record = path(&self.paths.store);
+        let Some(stamp) = read_stamp(&record) else {
             return Ok(None);
         };
         let last = self.store.last_applied()?;
-        let current = kept.fingerprint == fingerprint(opts)
-            && self.store.accounts_token()? == Some(kept.token)
-            && last.as_ref().is_some_and(|f| f.id == kept.file_id);
+        let current = stamp.fingerprint == fingerprint(opts)
+            && self.store.accounts_token()? == Some(stamp.token)
+            && last.as_ref().is_some_and(|f| f.id == stamp.file_id);
         let Some(last) = last.filter(|_| current) else {
             tracing::debug!("the last roster's record is not current: the file is read in full");
             return Ok(None);
         };
-        let old_path = self.paths.folder("processed").join(&last.stored_as);
-        let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
+        // The record read while the file's records are found.
+        let (kept, starts) = std::thread::scope(|scope| {
+            let kept = scope.spawn(|| fs::read(&record).ok().and_then(|b| decode(&b)));
+            let starts = roster::record_starts(bytes);
+            (kept.join().ok().flatten(), starts)
+        });
+        let (Some(kept), Some(starts)) = (kept.filter(|k| k.stamp() == stamp), starts) else {
             return Ok(None);
         };
-        let Some(starts) = roster::record_starts(bytes) else {
+        let old_path = self.paths.folder("processed").join(&last.stored_as);
+        let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
             return Ok(None);
         };
         let digests = resync::digests(bytes, &starts);
@@ -163,43 +167,56 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Writes the record an applied evaluation leaves aside, for the file `file_id`, with a
-    /// new token for its commit to write; `None` when there is none (or it could not be
-    /// written: the next file is then read in full).
-    pub(super) fn stage_next(&self, eval: &mut Evaluation, file_id: u64) -> Option<PathBuf> {
+    /// new token for its commit to write, on a thread of its own while the commit writes;
+    /// `None` when there is none.
+    pub(super) fn stage_next(&self, eval: &mut Evaluation, file_id: u64) -> Option<Staged> {
         let mut kept = eval.next.take()?;
-        let staged = staged_path(&self.paths.store);
-        let written = crate::util::random_bytes().and_then(|token| {
-            kept.token = token;
-            kept.file_id = file_id;
-            let file = std::io::BufWriter::with_capacity(PIECE, fs::File::create(&staged)?);
-            encode(&kept, file).map(|()| token)
-        });
-        match written {
-            Ok(token) => {
-                eval.token = Some(token);
-                Some(staged)
-            }
+        let token = match crate::util::random_bytes() {
+            Ok(token) => token,
             Err(e) => {
-                tracing::warn!(error = %e, "the roster's record for the next re-sync was not written");
-                let _ = fs::remove_file(&staged);
-                None
+                tracing::warn!(error = %e, "no token for the roster's record: the next file is read in full");
+                return None;
             }
-        }
+        };
+        (kept.token, kept.file_id) = (token, file_id);
+        let path = staged_path(&self.paths.store);
+        let at = path.clone();
+        let writing = std::thread::Builder::new()
+            .name("last-roster".into())
+            .spawn(move || {
+                let file = std::io::BufWriter::with_capacity(PIECE, fs::File::create(&at)?);
+                encode(&kept, file)
+            })
+            .ok()?;
+        eval.token = Some(token);
+        Some(Staged { path, writing })
     }
 
-    /// Makes the record staged by [`Self::stage_next`] current once its commit is, or
-    /// removes it.
-    pub(super) fn keep_next(&self, staged: Option<PathBuf>, committed: bool) {
-        let Some(staged) = staged else { return };
-        let done = match committed {
-            true => fs::rename(&staged, path(&self.paths.store)),
-            false => fs::remove_file(&staged),
+    /// Makes the record staged by [`Self::stage_next`] current once it is written and its
+    /// commit is made, or removes it (the next file is then read in full).
+    pub(super) fn keep_next(&self, staged: Option<Staged>, committed: bool) {
+        let Some(Staged { path: staged, writing }) = staged else {
+            return;
+        };
+        let written = writing
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked")));
+        let done = match (written, committed) {
+            (Ok(()), true) => fs::rename(&staged, path(&self.paths.store)),
+            (Ok(()), false) => fs::remove_file(&staged),
+            (Err(e), _) => Err(e),
         };
         if let Err(e) = done {
-            tracing::warn!(error = %e, "the roster's record for the next re-sync was left aside");
+            tracing::warn!(error = %e, "the roster's record for the next re-sync was not kept");
             let _ = fs::remove_file(&staged);
         }
     }
+}
+
+/// A record being written aside ([`Pipeline::stage_next`]).
+pub(super) struct Staged {
+    path: PathBuf,
+    writing: std::thread::JoinHandle<std::io::Result<()>>,
 }
 
 #[cfg(test)]
@@ -225,6 +242,37 @@ pub(super) struct Kept {
     pub file_id: u64,
     /// Its rows.
     pub rows: LastRows,
+}
+
+/// What a record is valid with: its first fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    fingerprint: u64,
+    token: AccountsToken,
+    file_id: u64,
+}
+
+impl Kept {
+    fn stamp(&self) -> Stamp {
+        Stamp {
+            fingerprint: self.fingerprint,
+            token: self.token,
+            file_id: self.file_id,
+        }
+    }
+}
+
+/// The stamp at the start of the record at `path` (the rest is checked when it is read).
+fn read_stamp(path: &Path) -> Option<Stamp> {
+    use std::io::Read;
+    let mut head = [0u8; MAGIC.len() + 32];
+    fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
+    let mut r = Reader(head.strip_prefix(MAGIC)?);
+    Some(Stamp {
+        fingerprint: r.u64()?,
+        token: AccountsToken::try_from(r.take(16)?).ok()?,
+        file_id: r.u64()?,
+    })
 }
 
 /// A digest of the settings a roster is read with (the columns, the statuses that mean
