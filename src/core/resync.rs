@@ -44,8 +44,6 @@ pub struct LastRows {
     pub lines: Vec<u32>,
     /// The file's length: where the last record ends.
     pub end: u32,
-    /// A digest of each record's bytes ([`digest`]), its line end included.
-    pub digests: Vec<u64>,
     /// A digest of each employee ID.
     pub ids: Vec<u64>,
     /// A digest of the folded email of each employee who has not left (0 for one who has).
@@ -78,32 +76,10 @@ pub fn digest(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// The digest of each record of `bytes` (starting at `starts`, the last ending at the end
-/// of `bytes`), on two cores for many.
-pub fn digests(bytes: &[u8], starts: &[u32]) -> Vec<u64> {
-    let span = |i: usize| {
-        let end = starts.get(i + 1).map_or(bytes.len(), |&s| s as usize);
-        &bytes[starts[i] as usize..end]
-    };
-    let half = starts.len() / 2;
-    let (first, second) = join_if(
-        starts.len() >= ROWS_WORTH_A_THREAD,
-        || (0..half).map(|i| digest(span(i))).collect::<Vec<_>>(),
-        || {
-            (half..starts.len())
-                .map(|i| digest(span(i)))
-                .collect::<Vec<_>>()
-        },
-    );
-    let mut all = first;
-    all.extend(second);
-    all
-}
-
 impl LastRows {
     /// What `roster`, read from a file of `end` bytes that start with `header` and applied
-    /// with no warning, leaves (`digests`: its records', [`digests`]); `None` when it was
-    /// not read from the file's own bytes (transcoded).
+    /// with no warning about its rows, leaves; `None` when it was not read from the file's
+    /// own bytes (transcoded), or its manager graph has a cycle.
     ///
     /// The roster's record starts and manager rows are taken, not copied (a million rows'
     /// record is ~33 MB, made while the roster and its plan are held).
@@ -111,12 +87,11 @@ impl LastRows {
         roster: &mut Roster,
         header: Vec<u8>,
         end: u32,
-        digests: Vec<u64>,
         manual: Vec<String>,
     ) -> Option<LastRows> {
         let offset = u32::try_from(roster.text_offset?).ok()?;
         let n = roster.employees.len();
-        if roster.starts.len() != n || roster.managers.len() != n || digests.len() != n || n == 0 {
+        if roster.starts.len() != n || roster.managers.len() != n || n == 0 {
             return None;
         }
         let mut starts = std::mem::take(&mut roster.starts);
@@ -143,7 +118,6 @@ impl LastRows {
             starts,
             lines,
             end,
-            digests,
             ids,
             emails,
             managers: std::mem::take(&mut roster.managers),
@@ -252,14 +226,10 @@ impl OldFile for &[u8] {
     }
 }
 
-/// A new file, its records found ([`roster::record_starts`]) and digested ([`digests`]).
-pub struct NewFile<'a> {
-    /// The file's bytes.
-    pub bytes: &'a [u8],
-    /// Where each record starts.
-    pub starts: Vec<u32>,
-    /// Each record's digest.
-    pub digests: Vec<u64>,
+/// The new file and where its records start.
+struct NewFile<'a> {
+    bytes: &'a [u8],
+    starts: Vec<u32>,
 }
 
 /// What a file changed, ready to be planned.
@@ -294,19 +264,19 @@ impl Changes {
 pub fn changes(
     last: &LastRows,
     old: &mut dyn OldFile,
-    new: NewFile<'_>,
+    bytes: &[u8],
     opts: &RosterOptions,
     most: usize,
 ) -> Result<Changes, ReadInFull> {
-    let n = new.starts.len();
-    let end = u32::try_from(new.bytes.len()).or_else(|_| full("the file is over 4 GiB"))?;
+    let end = u32::try_from(bytes.len()).or_else(|_| full("the file is over 4 GiB"))?;
+    if !bytes.starts_with(&last.header) {
+        return full("the header differs from the last roster's");
+    }
+    let (matched, starts) = Matched::follow(last, old, bytes, most)?;
+    let n = starts.len();
     if n == 0 || n as u64 > opts.max_rows {
         return full("no data rows, or more than roster.max_rows");
     }
-    if new.bytes[..new.starts[0] as usize] != last.header[..] {
-        return full("the header differs from the last roster's");
-    }
-    let matched = Matched::of(last, old, &new, end)?;
     let (added, removed) = (matched.added(), matched.removed());
     if added.len() + removed.len() > most {
         return full(format!(
@@ -315,6 +285,7 @@ pub fn changes(
             removed.len()
         ));
     }
+    let new = NewFile { bytes, starts };
     // Each set of rows read as a file of its own (none: nothing to read).
     let read = |text: &[u8], starts: &[u32], end: u32, rows: &[u32]| {
         if rows.is_empty() {
@@ -422,8 +393,8 @@ fn employees(read: &Option<roster::Checked>) -> &[Employee] {
     read.as_ref().map_or(&[], |c| c.employees())
 }
 
-/// How many of the last roster's records past the last one found a record is looked for
-/// among.
+/// How many of the last roster's records past the last one found a new record is compared
+/// with.
 const LOOK_AHEAD: usize = 64;
 
 /// The new file's records matched with the last roster's.
@@ -435,38 +406,62 @@ struct Matched {
 }
 
 impl Matched {
-    fn of(
+    /// Follows the new file `bytes` record by record from its header (the last roster's):
+    /// a record is the last roster's next one (or one of the [`LOOK_AHEAD`] after it) when
+    /// it has that one's bytes and the next record starts right after them; otherwise it is
+    /// read to its end. The bytes that match are the comparison: no record is read twice.
+    /// Where the new file's records start, too; more than `most` records not matched read
+    /// the file in full.
+    fn follow(
         last: &LastRows,
         old: &mut dyn OldFile,
-        new: &NewFile<'_>,
-        end: u32,
-    ) -> Result<Matched, ReadInFull> {
+        bytes: &[u8],
+        most: usize,
+    ) -> Result<(Matched, Vec<u32>), ReadInFull> {
         const NONE: u32 = NO_MANAGER;
-        let span = |i: usize| {
-            let next = new.starts.get(i + 1).copied().unwrap_or(end);
-            &new.bytes[new.starts[i] as usize..next as usize]
-        };
-        let mut old_of_new = vec![NONE; new.starts.len()];
+        let delimiter = roster::delimiter(&last.header);
+        let mut starts = Vec::with_capacity(last.rows() + 1024);
+        let mut old_of_new = Vec::with_capacity(last.rows() + 1024);
         let mut new_of_old = vec![NONE; last.rows()];
-        let mut next_old = 0usize;
-        for (i, &d) in new.digests.iter().enumerate() {
-            // Records keep their order from one roster to the next: each is looked for just
-            // after the last one found. One moved further is planned as a changed row.
+        let (mut at, mut next_old, mut unmatched) = (last.header.len(), 0usize, 0usize);
+        while at < bytes.len() {
+            let i = u32::try_from(starts.len()).or_else(|_| full("too many rows"))?;
+            starts.push(u32::try_from(at).or_else(|_| full("the file is over 4 GiB"))?);
             let ahead = next_old..(next_old + LOOK_AHEAD).min(last.rows());
-            let Some(j) = ahead.into_iter().find(|&j| {
+            let found = ahead.into_iter().find_map(|j| {
                 let (start, stop) = last.span(j);
-                last.digests[j] == d && old.holds(start, stop, span(i))
-            }) else {
-                continue;
-            };
-            new_of_old[j] = i as u32;
-            old_of_new[i] = j as u32;
-            next_old = j + 1;
+                let next = at + (stop - start) as usize;
+                let record = bytes.get(at..next)?;
+                let ends_line = matches!(record.last(), Some(b'\n' | b'\r'));
+                // The next record starts right there: the end of the file, or (after a line
+                // end) a byte that is not one; a record at the end of the last file, with no
+                // line end, only at the end of this one.
+                let whole =
+                    next == bytes.len() || (ends_line && !matches!(bytes[next], b'\n' | b'\r'));
+                (whole && old.holds(start, stop, record)).then_some((j, next))
+            });
+            match found {
+                Some((j, next)) => {
+                    new_of_old[j] = i;
+                    old_of_new.push(j as u32);
+                    (next_old, at) = (j + 1, next);
+                }
+                None => {
+                    unmatched += 1;
+                    if unmatched > most {
+                        return full(format!("more than {most} records are new"));
+                    }
+                    old_of_new.push(NONE);
+                    at = roster::next_record(bytes, at, delimiter)
+                        .map_or_else(|| full("a record cannot be followed"), Ok)?;
+                }
+            }
         }
-        Ok(Matched {
+        let matched = Matched {
             old_of_new,
             new_of_old,
-        })
+        };
+        Ok((matched, starts))
     }
 
     /// The new file's rows that are not the last roster's.
@@ -754,7 +749,6 @@ impl Graph {
         LastRows {
             header: last.header.clone(),
             end,
-            digests: new.digests,
             ids: pick(&last.ids, &added_ids),
             emails: pick(&last.emails, &added_emails),
             managers: self.managers,

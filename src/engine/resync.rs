@@ -15,8 +15,8 @@ use crate::core::accounts::{Account, AccountGroup, AccountHead, GROUPS, group_of
 use crate::core::model::Roster;
 use crate::core::reconcile::Limits;
 use crate::core::report::Report;
-use crate::core::resync::{self, Changes, LastRows, NewFile, ReadInFull, base_after, digest};
-use crate::core::roster::{self, Checked, RosterOptions};
+use crate::core::resync::{self, Changes, LastRows, ReadInFull, base_after, digest};
+use crate::core::roster::{Checked, RosterOptions};
 use crate::core::rules::Rule;
 use crate::store::{AccountsToken, Store};
 use rustc_hash::FxHashSet;
@@ -40,13 +40,11 @@ pub(super) struct Planning<'a> {
 pub(super) enum Keep {
     /// Nothing: a dry run, a rejected or transcoded file.
     Nothing,
-    /// A file read in full: its header, length and records' digests (the rest is the
-    /// roster's).
+    /// A file read in full: its header and length (the rest is the roster's).
     Read {
         fingerprint: u64,
         header: Vec<u8>,
         end: u32,
-        digests: Vec<u64>,
     },
     /// A file re-synced from its changes: its rows.
     Changed {
@@ -69,7 +67,6 @@ impl Keep {
             fingerprint,
             header: bytes[..offset + first as usize].to_vec(),
             end,
-            digests: resync::digests(&bytes[offset..], starts),
         }
     }
 
@@ -95,11 +92,7 @@ impl Keep {
                 fingerprint,
                 header,
                 end,
-                digests,
-            } => (
-                fingerprint,
-                LastRows::of(roster, header, end, digests, Vec::new())?,
-            ),
+            } => (fingerprint, LastRows::of(roster, header, end, Vec::new())?),
             Keep::Changed { fingerprint, rows } => (fingerprint, *rows),
         };
         rows.manual = manual;
@@ -129,27 +122,16 @@ impl<S: Store> Pipeline<S> {
             tracing::debug!("the last roster's record is not current: the file is read in full");
             return Ok(None);
         };
-        // The record read while the file's records are found.
-        let (kept, starts) = std::thread::scope(|scope| {
-            let kept = scope.spawn(|| fs::read(&record).ok().and_then(|b| decode(&b)));
-            let starts = roster::record_starts(bytes);
-            (kept.join().ok().flatten(), starts)
-        });
-        let (Some(kept), Some(starts)) = (kept.filter(|k| k.stamp() == stamp), starts) else {
+        let kept = fs::read(&record).ok().and_then(|b| decode(&b));
+        let Some(kept) = kept.filter(|k| k.stamp() == stamp) else {
             return Ok(None);
         };
         let old_path = self.paths.folder("processed").join(&last.stored_as);
         let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
             return Ok(None);
         };
-        let digests = resync::digests(bytes, &starts);
         let most = (kept.rows.rows() / 10).max(1000);
-        let new = NewFile {
-            bytes,
-            starts,
-            digests,
-        };
-        match resync::changes(&kept.rows, &mut old, new, opts, most) {
+        match resync::changes(&kept.rows, &mut old, bytes, opts, most) {
             Ok(changes) => {
                 tracing::info!(
                     planned = changes.roster.rows,
@@ -195,7 +177,11 @@ impl<S: Store> Pipeline<S> {
     /// Makes the record staged by [`Self::stage_next`] current once it is written and its
     /// commit is made, or removes it (the next file is then read in full).
     pub(super) fn keep_next(&self, staged: Option<Staged>, committed: bool) {
-        let Some(Staged { path: staged, writing }) = staged else {
+        let Some(Staged {
+            path: staged,
+            writing,
+        }) = staged
+        else {
             return;
         };
         let written = writing
@@ -229,7 +215,7 @@ thread_local! {
 const FILE: &str = "autoprov.last-roster";
 
 /// Its first bytes; the number changes with its layout.
-const MAGIC: &[u8] = b"autoprov last roster 1\n";
+const MAGIC: &[u8] = b"autoprov last roster 2\n";
 
 /// The last applied roster's rows, and what they are valid with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,18 +354,12 @@ pub(super) fn encode(kept: &Kept, out: impl Write) -> std::io::Result<()> {
         put_counted(&mut w, id.as_bytes())?;
     }
     for column in [&r.starts, &r.lines] {
-        for v in column {
-            w.put(&v.to_le_bytes())?;
-        }
+        put_column(&mut w, column, u32::to_le_bytes)?;
     }
-    for column in [&r.digests, &r.ids, &r.emails] {
-        for v in column {
-            w.put(&v.to_le_bytes())?;
-        }
+    for column in [&r.ids, &r.emails] {
+        put_column(&mut w, column, u64::to_le_bytes)?;
     }
-    for v in &r.managers {
-        w.put(&v.to_le_bytes())?;
-    }
+    put_column(&mut w, &r.managers, u32::to_le_bytes)?;
     w.put(&r.flags)?;
     w.put(&(r.not_in_file.len() as u64).to_le_bytes())?;
     for (row, manager) in &r.not_in_file {
@@ -387,6 +367,21 @@ pub(super) fn encode(kept: &Kept, out: impl Write) -> std::io::Result<()> {
         w.put(&manager.to_le_bytes())?;
     }
     w.finish()?.flush()
+}
+
+/// A column's values, little-endian, a piece at a time.
+fn put_column<W: Write, T: Copy, const N: usize>(
+    w: &mut Summed<W>,
+    column: &[T],
+    bytes: fn(T) -> [u8; N],
+) -> std::io::Result<()> {
+    let mut piece = Vec::with_capacity(PIECE);
+    for chunk in column.chunks(PIECE / N) {
+        piece.clear();
+        piece.extend(chunk.iter().flat_map(|&v| bytes(v)));
+        w.put(&piece)?;
+    }
+    Ok(())
 }
 
 fn put_counted<W: Write>(w: &mut Summed<W>, bytes: &[u8]) -> std::io::Result<()> {
@@ -413,7 +408,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
     let starts = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
     let lines = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
     let mut wide = || r.column(n, 8, |b| u64::from_le_bytes(b.try_into().unwrap()));
-    let (digests, ids, emails) = (wide()?, wide()?, wide()?);
+    let (ids, emails) = (wide()?, wide()?);
     let managers = r.column(n, 4, |b| u32::from_le_bytes(b.try_into().unwrap()))?;
     let flags = r.column(n, 1, |b| b[0])?;
     let count = usize::try_from(r.u64()?).ok()?;
@@ -436,7 +431,6 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
             starts,
             lines,
             end: u32::try_from(end).ok()?,
-            digests,
             ids,
             emails,
             managers,
@@ -603,7 +597,6 @@ mod tests {
                 starts: vec![18, 33],
                 lines: vec![2, 3],
                 end: 48,
-                digests: vec![1, 2],
                 ids: vec![3, 4],
                 emails: vec![5, 0],
                 managers: vec![u32::MAX, 0],
@@ -637,9 +630,8 @@ mod tests {
         r.starts = (0..n).map(|i| 18 + 15 * i).collect();
         r.lines = (0..n).map(|i| 2 + i).collect();
         r.end = 18 + 15 * n;
-        r.digests = (0..u64::from(n)).collect();
-        r.ids = r.digests.iter().map(|d| d * 3).collect();
-        r.emails = r.digests.iter().map(|d| d * 5).collect();
+        r.ids = (0..u64::from(n)).map(|d| d * 3).collect();
+        r.emails = (0..u64::from(n)).map(|d| d * 5).collect();
         r.managers = (0..n).map(|i| i.saturating_sub(1)).collect();
         r.flags = (0..n).map(|i| (i % 3) as u8).collect();
         let mut bytes = Vec::new();

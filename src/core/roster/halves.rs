@@ -109,7 +109,7 @@ fn read_all(mut parser: Parser<'_>) -> (Parser<'_>, bool) {
 /// Where the second half starts: just after a line end near the middle, with an even
 /// number of quotes before it and content on the line it ends (so that the line belongs to
 /// the first half's last record, and a blank line is never the split).
-pub(super) fn split_point(text: &[u8]) -> Option<usize> {
+fn split_point(text: &[u8]) -> Option<usize> {
     let mid = text.len() / 2;
     let mut quoted = memchr_iter(b'"', &text[..mid]).count() % 2 == 1;
     for i in mid.max(1)..text.len() {

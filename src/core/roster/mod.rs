@@ -23,7 +23,7 @@ use super::model::{Employee, Finding, Interner, Roster, Sym};
 use super::org;
 
 pub use self::decode::Encoding;
-pub use self::spans::record_starts;
+pub use self::spans::{delimiter, next_record};
 
 /// How many lines (as findings count them) end in `text`, which starts at a line's start
 /// and ends after a whole line end: a record's bytes with its line end.
