@@ -116,7 +116,15 @@ impl<S: Store> Pipeline<S> {
         let bytes = FileBytes::read(held_path)
             .with_context(|| format!("reading {}", held_path.display()))?;
         let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
-        let eval = self.evaluate(bytes, &entry.name, &entry.received_at, now, None, dry_run)?;
+        let eval = self.evaluate(
+            bytes,
+            &entry.name,
+            &entry.received_at,
+            now,
+            None,
+            dry_run,
+            false,
+        )?;
         if eval.report.sha256 != entry.sha256 {
             return Err(Error::usage(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",

@@ -237,6 +237,7 @@ impl<S: Store> Pipeline<S> {
                 &now,
                 Some(self.cfg.limits()),
                 dry_run,
+                !dry_run,
             )?,
             None => Evaluation::report_only(Report {
                 errors: vec![crate::core::Finding::file(format!(
@@ -354,7 +355,15 @@ impl<S: Store> Pipeline<S> {
         })?;
         let now = now_rfc3339();
         let limits = (!force).then(|| self.cfg.limits());
-        let mut eval = self.evaluate(bytes, "sync", &entry.received_at, &now, limits, false)?;
+        let mut eval = self.evaluate(
+            bytes,
+            "sync",
+            &entry.received_at,
+            &now,
+            limits,
+            false,
+            false,
+        )?;
         if eval.report.sha256 != entry.sha256 {
             return Err(Error::usage(format!(
                 "the last applied roster {} was changed on disk (its SHA-256 differs from the ledger); process a new roster instead",
@@ -388,7 +397,9 @@ impl<S: Store> Pipeline<S> {
     /// Reads, checks and plans a roster's bytes: its report (with the bytes' SHA-256, which a
     /// caller holding an expected one compares before it writes anything) and what it writes.
     /// A roster that differs little from the last applied one is planned from its changes
-    /// ([`super::resync`]), which gives the same; otherwise it is read in full.
+    /// ([`super::resync`]), which gives the same; otherwise it is read in full. With
+    /// `keep_next`, an applied evaluation says what the roster leaves for the next one.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn evaluate(
         &self,
         bytes: FileBytes,
@@ -397,6 +408,7 @@ impl<S: Store> Pipeline<S> {
         now: &str,
         limits: Option<Limits>,
         dry_run: bool,
+        keep_next: bool,
     ) -> Result<Evaluation> {
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
@@ -416,9 +428,12 @@ impl<S: Store> Pipeline<S> {
             let report = Report::new(name, bytes.sha256(), received_at, now);
             let visible = changes.visible();
             let base = changes.base;
-            let keep = Keep::Changed {
-                fingerprint,
-                rows: Box::new(changes.next),
+            let keep = match keep_next {
+                true => Keep::Changed {
+                    fingerprint,
+                    rows: Box::new(changes.next),
+                },
+                false => Keep::Nothing,
             };
             let changed = Some((&visible, base));
             let planning = planning.clone();
@@ -432,7 +447,7 @@ impl<S: Store> Pipeline<S> {
         let checked = roster::check(&bytes, &opts);
         let mut report = Report::new(name, bytes.sha256(), received_at, now);
         let keep = match &checked {
-            Ok(checked) if !dry_run => Keep::read(checked, &bytes, fingerprint),
+            Ok(checked) if keep_next && !dry_run => Keep::read(checked, &bytes, fingerprint),
             _ => Keep::Nothing,
         };
         // The roster holds what it needs: a large file's bytes go before its manager graph
