@@ -23,7 +23,9 @@ use crate::core::roster;
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
-use crate::store::{AccountsToken, AuditNote, Commit, FileEntry, FileStatus, Store, summary};
+use crate::store::{
+    AccountsToken, AuditNote, Commit, FileEntry, FileStatus, Store, TokenChange, summary,
+};
 use crate::util::{compact_timestamp, crash_point, now_rfc3339, rfc3339};
 use rustc_hash::FxHashSet;
 use std::collections::BTreeMap;
@@ -41,8 +43,11 @@ pub(super) struct Evaluation {
     /// What the roster leaves for the next to be re-synced from its changes, when it is
     /// applied with no warning ([`super::resync`]).
     pub(super) next: Option<Kept>,
-    /// The accounts token its commit writes (the one `next` is kept with).
-    pub(super) token: Option<AccountsToken>,
+    /// The accounts token it was evaluated with (read before the rules).
+    pub(super) from_token: Option<AccountsToken>,
+    /// The accounts token its commit leaves, when the store's is still `from_token` (the
+    /// one `next` is kept with).
+    pub(super) token: Option<TokenChange>,
 }
 
 impl Evaluation {
@@ -53,6 +58,7 @@ impl Evaluation {
             updates: Vec::new(),
             stamp: Default::default(),
             next: None,
+            from_token: None,
             token: None,
         }
     }
@@ -410,6 +416,8 @@ impl<S: Store> Pipeline<S> {
         dry_run: bool,
         keep_next: bool,
     ) -> Result<Evaluation> {
+        // Before the rules: a rule changed from here on changes the token the commit finds.
+        let from_token = self.store.accounts_token()?;
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
         let opts = self
@@ -424,7 +432,7 @@ impl<S: Store> Pipeline<S> {
             dry_run,
         };
         let fingerprint = super::resync::fingerprint(&opts);
-        if !dry_run && let Some(changes) = self.changes_of(&bytes, &opts)? {
+        if !dry_run && let Some(changes) = self.changes_of(&bytes, &opts, from_token)? {
             let report = Report::new(name, bytes.sha256(), received_at, now);
             let visible = changes.visible();
             let base = changes.base;
@@ -440,7 +448,7 @@ impl<S: Store> Pipeline<S> {
             if let Some(eval) = self.plan_roster(changes.roster, report, planning, keep, changed)? {
                 #[cfg(test)]
                 super::resync::RESYNCED.with(|n| n.set(n.get() + 1));
-                return Ok(eval);
+                return Ok(Evaluation { from_token, ..eval });
             }
             tracing::info!("the changed rows' plan has warnings: the file is read in full");
         }
@@ -454,9 +462,12 @@ impl<S: Store> Pipeline<S> {
         // is built, and before planning.
         drop(bytes);
         match checked.map(roster::Checked::finish) {
-            Ok(roster) => Ok(self
-                .plan_roster(roster, report, planning, keep, None)?
-                .expect("a full plan is always kept")),
+            Ok(roster) => Ok(Evaluation {
+                from_token,
+                ..self
+                    .plan_roster(roster, report, planning, keep, None)?
+                    .expect("a full plan is always kept")
+            }),
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
                 report.rows = rejection.rows;
@@ -561,6 +572,7 @@ impl<S: Store> Pipeline<S> {
             updates: plan.updates,
             stamp: (now.to_string(), name.to_string()),
             next,
+            from_token: None,
             token: None,
         }))
     }

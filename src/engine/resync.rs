@@ -18,7 +18,7 @@ use crate::core::report::Report;
 use crate::core::resync::{self, Changes, LastRows, ReadInFull, base_after, digest};
 use crate::core::roster::{Checked, RosterOptions};
 use crate::core::rules::Rule;
-use crate::store::{AccountsToken, Store};
+use crate::store::{AccountsToken, Store, TokenChange};
 use rustc_hash::FxHashSet;
 use std::fs;
 use std::io::Write;
@@ -109,14 +109,20 @@ impl Keep {
 impl<S: Store> Pipeline<S> {
     /// The changes of `bytes` against the last applied roster, when they can be planned on
     /// their own (see [`resync::changes`]); `None`: the file is read in full.
-    pub(super) fn changes_of(&self, bytes: &[u8], opts: &RosterOptions) -> Result<Option<Changes>> {
+    /// `from_token`: the store's accounts token when the evaluation started.
+    pub(super) fn changes_of(
+        &self,
+        bytes: &[u8],
+        opts: &RosterOptions,
+        from_token: Option<AccountsToken>,
+    ) -> Result<Option<Changes>> {
         let record = path(&self.paths.store);
         let Some(stamp) = read_stamp(&record) else {
             return Ok(None);
         };
         let last = self.store.last_applied()?;
         let current = stamp.fingerprint == fingerprint(opts)
-            && self.store.accounts_token()? == Some(stamp.token)
+            && from_token == Some(stamp.token)
             && last.as_ref().is_some_and(|f| f.id == stamp.file_id);
         let Some(last) = last.filter(|_| current) else {
             tracing::debug!("the last roster's record is not current: the file is read in full");
@@ -170,7 +176,10 @@ impl<S: Store> Pipeline<S> {
                 encode(&kept, file)
             })
             .ok()?;
-        eval.token = Some(token);
+        eval.token = Some(TokenChange {
+            from: eval.from_token,
+            to: token,
+        });
         Some(Staged { path, writing })
     }
 

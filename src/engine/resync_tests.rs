@@ -274,3 +274,52 @@ fn a_roster_re_synced_from_its_changes_gives_what_reading_it_in_full_gives() {
         "{resynced} of {files} files re-synced"
     );
 }
+
+#[test]
+fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
+    let (_dir, p) = pipeline("E001");
+    let mut rows: Vec<Row> = (0..12)
+        .map(|i| Row {
+            id: format!("E{i:03}"),
+            email: format!("e{i}@x.example"),
+            manager: if i == 0 {
+                Manager::None
+            } else {
+                Manager::Row(0)
+            },
+            department: DEPARTMENTS[i % 3],
+            status: "active",
+        })
+        .collect();
+    let resynced = || RESYNCED.with(|n| n.get());
+    let mut file = |rows: &[Row], k: usize| submit(&p, &format!("r{k}.csv"), &render(rows));
+    file(&rows, 0);
+    let before = resynced();
+    rows[3].department = "IT";
+    file(&rows, 1);
+    assert_eq!(resynced(), before + 1, "nothing else changed: re-synced");
+    let mut rule = p.store.rules().unwrap()[1].clone();
+    rule.enabled = false;
+    p.store.put_rule(&rule, note()).unwrap();
+    rows[4].department = "IT";
+    let report = file(&rows, 2);
+    assert_eq!(resynced(), before + 1, "a rule changed: read in full");
+    assert!(report.counts.deactivated > 0, "{:?}", report.counts);
+    rows[5].department = "Sales";
+    file(&rows, 3);
+    assert_eq!(
+        resynced(),
+        before + 2,
+        "re-synced again from the file read in full"
+    );
+    let mut manual = p.store.account("E001").unwrap().unwrap();
+    manual.role = "HR Admin".into();
+    p.store.put_account(&manual, false, note()).unwrap();
+    rows[6].department = "Ops";
+    file(&rows, 4);
+    assert_eq!(
+        resynced(),
+        before + 2,
+        "an account changed by hand: read in full"
+    );
+}

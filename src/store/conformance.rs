@@ -4,7 +4,7 @@
 use super::samples::{account, packed};
 use super::{
     AuditNote, Commit, FileEntry, FileStatus, MemoryStore, RemoteOrigin, SledStore, Store,
-    StoreError,
+    StoreError, TokenChange,
 };
 use crate::core::accounts::{Account, Status};
 use crate::core::rules::{Condition, Rule, RuleId};
@@ -266,16 +266,30 @@ fn accounts_tokens(s: &dyn Store) {
     s.commit(commit(packed([account("T1")]), None)).unwrap();
     let written = s.accounts_token().unwrap();
     assert!(written.is_some() && written != before);
-    s.commit(commit(Updates::none(), Some([7; 16]))).unwrap();
+    let change = |from, to| Some(TokenChange { from, to });
+    s.commit(commit(Updates::none(), change(written, [7; 16])))
+        .unwrap();
     assert_eq!(
         s.accounts_token().unwrap(),
         Some([7; 16]),
         "the token named"
     );
+    // Named from a token the store no longer has (a rule changed meanwhile): not left.
+    s.commit(commit(packed([account("T3")]), change(written, [8; 16])))
+        .unwrap();
+    let stale = s.accounts_token().unwrap();
+    assert!(stale.is_some() && stale != Some([8; 16]) && stale != Some([7; 16]));
+    s.commit(commit(Updates::none(), change(written, [9; 16])))
+        .unwrap();
+    assert_eq!(
+        s.accounts_token().unwrap(),
+        stale,
+        "nothing written, nothing named"
+    );
     s.put_rule(&rule(90), note("rules add", "2026-01-08T00:00:00Z"))
         .unwrap();
     let ruled = s.accounts_token().unwrap();
-    assert!(ruled.is_some() && ruled != Some([7; 16]));
+    assert!(ruled.is_some() && ruled != stale);
     s.delete_rule(RuleId(90), note("rules delete", "2026-01-08T00:00:00Z"))
         .unwrap();
     let deleted = s.accounts_token().unwrap();

@@ -232,9 +232,11 @@ impl Store for MemoryStore {
             written = true;
         }
         match commit.accounts_token {
-            Some(token) => state.accounts_token = Some(token),
-            None if written => state.new_token(),
-            None => {}
+            Some(change) if change.from == state.accounts_token => {
+                state.accounts_token = Some(change.to)
+            }
+            _ if written => state.new_token(),
+            _ => {}
         }
         if let Some(name) = commit.clear_remote {
             state.remote.remove(name);

@@ -169,9 +169,19 @@ pub struct Commit<'a> {
     pub audit: Option<AuditNote>,
     /// Poll mode: the inbox name whose remote registration the ledger entry now carries.
     pub clear_remote: Option<&'a str>,
-    /// The accounts token ([`Store::accounts_token`]) the commit leaves, written even when
-    /// no account is; `None`: a new random one when accounts are written.
-    pub accounts_token: Option<AccountsToken>,
+    /// The accounts token ([`Store::accounts_token`]) the commit leaves when the store's is
+    /// still the one named (written even when no account is); otherwise, and when `None`, a
+    /// new random one when accounts are written.
+    pub accounts_token: Option<TokenChange>,
+}
+
+/// A commit's accounts token: `to`, if the store's is still `from` when it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenChange {
+    /// The token the commit's evaluation started from.
+    pub from: Option<AccountsToken>,
+    /// The token to leave.
+    pub to: AccountsToken,
 }
 
 /// Names the state of the accounts and rules: every write of accounts or rules leaves a new

@@ -13,7 +13,7 @@ use crate::core::accounts::{AccountGroup, group_of};
 use crate::core::parallel::{Cores, WORTH_A_THREAD, join};
 use crate::core::updates::{ByGroup, Updates};
 use crate::store::backup_format::meta;
-use crate::store::{AccountsToken, Ready, Store, StoreError, StoreResult};
+use crate::store::{Ready, Store, StoreError, StoreResult, TokenChange};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
@@ -148,7 +148,7 @@ impl SledStore {
         &self,
         updates: Updates<'_>,
         remove: &[&str],
-        token: Option<AccountsToken>,
+        token: Option<TokenChange>,
         ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
@@ -156,17 +156,21 @@ impl SledStore {
         // A write of the ledger alone (a rejected or held file, a filing finished) puts
         // nothing aside, and leaves the accounts token as it is unless given one.
         let nothing = updates.is_empty() && remove.is_empty();
-        let token = match (token, nothing) {
-            (Some(token), _) => Some(token),
-            (None, false) => Some(new_token()?),
-            (None, true) => None,
+        // Made before the transaction, which may run more than once.
+        let fresh = match nothing {
+            true => None,
+            false => Some(new_token()?),
         };
         self.write_versions(
             nothing,
             |version, before, written| self.write_aside(updates, remove, version, before, written),
             ready,
             |t| {
-                if let Some(token) = &token {
+                let now = t.meta.get(meta::ACCOUNTS_TOKEN)?;
+                let named = token
+                    .filter(|c| now.as_deref() == c.from.as_ref().map(|f| &f[..]))
+                    .map(|c| c.to);
+                if let Some(token) = named.or(fresh) {
                     t.meta.insert(meta::ACCOUNTS_TOKEN, &token[..])?;
                 }
                 more(t)
