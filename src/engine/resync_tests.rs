@@ -292,7 +292,7 @@ fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
         })
         .collect();
     let resynced = || RESYNCED.with(|n| n.get());
-    let mut file = |rows: &[Row], k: usize| submit(&p, &format!("r{k}.csv"), &render(rows));
+    let file = |rows: &[Row], k: usize| submit(&p, &format!("r{k}.csv"), &render(rows));
     file(&rows, 0);
     let before = resynced();
     rows[3].department = "IT";
