@@ -443,7 +443,7 @@ impl<S: Store> Pipeline<S> {
                 },
                 false => Keep::Nothing,
             };
-            let changed = Some((&visible, base));
+            let changed = Some((&visible, base, changes.rows));
             let planning = planning.clone();
             if let Some(eval) = self.plan_roster(changes.roster, report, planning, keep, changed)? {
                 #[cfg(test)]
@@ -489,7 +489,7 @@ impl<S: Store> Pipeline<S> {
         mut report: Report,
         planning: Planning<'_>,
         keep: Keep,
-        changed: Option<(&FxHashSet<String>, u64)>,
+        changed: Option<(&FxHashSet<String>, u64, usize)>,
     ) -> Result<Option<Evaluation>> {
         let Planning {
             all_rules,
@@ -524,7 +524,7 @@ impl<S: Store> Pipeline<S> {
         // The accounts are read one group at a time, in place (see `reconcile::groups`), in
         // one pass over the store.
         let groups = self.store.group_reader()?;
-        let seen = changed.map(|(visible, _)| (visible, super::resync::groups_of(visible)));
+        let seen = changed.map(|(visible, ..)| (visible, super::resync::groups_of(visible)));
         let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| match &seen {
             None => groups.read_group(g, f),
             Some((_, groups_seen)) if !groups_seen[g] => {
@@ -540,13 +540,13 @@ impl<S: Store> Pipeline<S> {
         if changed.is_some() && plan_warned {
             return Ok(None);
         }
-        if let Some((_, base)) = changed {
+        if let Some((_, base, _)) = changed {
             // The accounts not seen are active auto ones that stay so, or others left alone.
             let base = usize::try_from(base).unwrap_or(usize::MAX);
             plan.counts.unchanged += base.saturating_sub(plan.base);
             plan.base = base;
         }
-        report.rows = changed.map_or(roster.rows, |_| keep.rows());
+        report.rows = changed.map_or(roster.rows, |(.., rows)| rows);
         report.warnings = std::mem::take(&mut roster.warnings);
         report.warnings.extend(std::mem::take(&mut plan.warnings));
         report.counts = plan.counts.clone();

@@ -70,14 +70,6 @@ impl Keep {
         }
     }
 
-    /// Data rows of a file re-synced from its changes.
-    pub(super) fn rows(&self) -> usize {
-        match self {
-            Keep::Changed { rows, .. } => rows.rows(),
-            _ => 0,
-        }
-    }
-
     /// The record to keep once `roster` (the file's, or its changed rows') is applied with
     /// `report`, the store's manual accounts being `manual`.
     pub(super) fn kept(

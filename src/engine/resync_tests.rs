@@ -298,18 +298,27 @@ fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
     rows[3].department = "IT";
     file(&rows, 1);
     assert_eq!(resynced(), before + 1, "nothing else changed: re-synced");
+    // A sync of that roster is re-synced too (nothing changed since), and reports what a
+    // full reading reports.
+    let fast = p.sync("tester", false).unwrap();
+    assert_eq!(resynced(), before + 2);
+    fs::remove_file(super::resync::path(&p.paths.store)).unwrap();
+    let full = p.sync("tester", false).unwrap();
+    assert_eq!(resynced(), before + 2);
+    assert_eq!(comparable(&fast), comparable(&full));
+    assert_eq!(fast.rows, 12);
     let mut rule = p.store.rules().unwrap()[1].clone();
     rule.enabled = false;
     p.store.put_rule(&rule, note()).unwrap();
     rows[4].department = "IT";
     let report = file(&rows, 2);
-    assert_eq!(resynced(), before + 1, "a rule changed: read in full");
+    assert_eq!(resynced(), before + 2, "a rule changed: read in full");
     assert!(report.counts.deactivated > 0, "{:?}", report.counts);
     rows[5].department = "Sales";
     file(&rows, 3);
     assert_eq!(
         resynced(),
-        before + 2,
+        before + 3,
         "re-synced again from the file read in full"
     );
     let mut manual = p.store.account("E001").unwrap().unwrap();
@@ -319,7 +328,7 @@ fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
     file(&rows, 4);
     assert_eq!(
         resynced(),
-        before + 2,
+        before + 3,
         "an account changed by hand: read in full"
     );
 }
