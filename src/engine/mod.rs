@@ -12,6 +12,7 @@ mod jobs;
 pub mod observe;
 pub mod pipeline;
 mod resync;
+mod resync_steps;
 #[cfg(test)]
 mod resync_tests;
 pub mod roster_file;

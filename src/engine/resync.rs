@@ -9,16 +9,14 @@
 //! before the commit that names its token and renamed into place after it, so a crash in
 //! between leaves an old record whose token the store no longer has.
 
-use super::pipeline::{Evaluation, Pipeline};
-use crate::api::error::Result;
 use crate::core::accounts::{Account, AccountGroup, AccountHead, GROUPS, group_of};
 use crate::core::model::Roster;
 use crate::core::reconcile::Limits;
 use crate::core::report::Report;
-use crate::core::resync::{self, Changes, LastRows, ReadInFull, base_after, digest};
-use crate::core::roster::{Checked, RosterOptions};
+use crate::core::resync::{self, LastRows, base_after, digest};
+use crate::core::roster::Checked;
 use crate::core::rules::Rule;
-use crate::store::{AccountsToken, Store, TokenChange};
+use crate::store::AccountsToken;
 use rustc_hash::FxHashSet;
 use std::fs;
 use std::io::Write;
@@ -98,114 +96,6 @@ impl Keep {
     }
 }
 
-impl<S: Store> Pipeline<S> {
-    /// The changes of `bytes` against the last applied roster, when they can be planned on
-    /// their own (see [`resync::changes`]); `None`: the file is read in full.
-    /// `from_token`: the store's accounts token when the evaluation started.
-    pub(super) fn changes_of(
-        &self,
-        bytes: &[u8],
-        opts: &RosterOptions,
-        from_token: Option<AccountsToken>,
-    ) -> Result<Option<Changes>> {
-        let record = path(&self.paths.store);
-        let Some(stamp) = read_stamp(&record) else {
-            return Ok(None);
-        };
-        let last = self.store.last_applied()?;
-        let current = stamp.fingerprint == fingerprint(opts)
-            && from_token == Some(stamp.token)
-            && last.as_ref().is_some_and(|f| f.id == stamp.file_id);
-        let Some(last) = last.filter(|_| current) else {
-            tracing::debug!("the last roster's record is not current: the file is read in full");
-            return Ok(None);
-        };
-        let kept = fs::read(&record).ok().and_then(|b| decode(&b));
-        let Some(kept) = kept.filter(|k| k.stamp() == stamp) else {
-            return Ok(None);
-        };
-        let old_path = self.paths.folder("processed").join(&last.stored_as);
-        let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
-            return Ok(None);
-        };
-        let most = (kept.rows.rows() / 10).max(1000);
-        match resync::changes(&kept.rows, &mut old, bytes, opts, most) {
-            Ok(changes) => {
-                tracing::info!(
-                    planned = changes.roster.rows,
-                    removed = changes.removed.len(),
-                    "re-synced from the rows that changed since {}",
-                    last.stored_as
-                );
-                Ok(Some(changes))
-            }
-            Err(ReadInFull(why)) => {
-                tracing::info!(why, "the file is read in full");
-                Ok(None)
-            }
-        }
-    }
-
-    /// Writes the record an applied evaluation leaves aside, for the file `file_id`, with a
-    /// new token for its commit to write, on a thread of its own while the commit writes;
-    /// `None` when there is none.
-    pub(super) fn stage_next(&self, eval: &mut Evaluation, file_id: u64) -> Option<Staged> {
-        let mut kept = eval.next.take()?;
-        let token = match crate::util::random_bytes() {
-            Ok(token) => token,
-            Err(e) => {
-                tracing::warn!(error = %e, "no token for the roster's record: the next file is read in full");
-                return None;
-            }
-        };
-        (kept.token, kept.file_id) = (token, file_id);
-        let path = staged_path(&self.paths.store);
-        let at = path.clone();
-        let writing = std::thread::Builder::new()
-            .name("last-roster".into())
-            .spawn(move || {
-                let file = std::io::BufWriter::with_capacity(PIECE, fs::File::create(&at)?);
-                encode(&kept, file)
-            })
-            .ok()?;
-        eval.token = Some(TokenChange {
-            from: eval.from_token,
-            to: token,
-        });
-        Some(Staged { path, writing })
-    }
-
-    /// Makes the record staged by [`Self::stage_next`] current once it is written and its
-    /// commit is made, or removes it (the next file is then read in full).
-    pub(super) fn keep_next(&self, staged: Option<Staged>, committed: bool) {
-        let Some(Staged {
-            path: staged,
-            writing,
-        }) = staged
-        else {
-            return;
-        };
-        let written = writing
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the writing thread panicked")));
-        let done = match (written, committed) {
-            (Ok(()), true) => fs::rename(&staged, path(&self.paths.store)),
-            (Ok(()), false) => fs::remove_file(&staged),
-            (Err(e), _) => Err(e),
-        };
-        if let Err(e) = done {
-            tracing::warn!(error = %e, "the roster's record for the next re-sync was not kept");
-            let _ = fs::remove_file(&staged);
-        }
-    }
-}
-
-/// A record being written aside ([`Pipeline::stage_next`]).
-pub(super) struct Staged {
-    path: PathBuf,
-    writing: std::thread::JoinHandle<std::io::Result<()>>,
-}
-
 #[cfg(test)]
 thread_local! {
     /// How many files this thread re-synced from their changes (tests).
@@ -234,13 +124,13 @@ pub(super) struct Kept {
 /// What a record is valid with: its first fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stamp {
-    fingerprint: u64,
-    token: AccountsToken,
-    file_id: u64,
+    pub fingerprint: u64,
+    pub token: AccountsToken,
+    pub file_id: u64,
 }
 
 impl Kept {
-    fn stamp(&self) -> Stamp {
+    pub(super) fn stamp(&self) -> Stamp {
         Stamp {
             fingerprint: self.fingerprint,
             token: self.token,
@@ -250,7 +140,7 @@ impl Kept {
 }
 
 /// The stamp at the start of the record at `path` (the rest is checked when it is read).
-fn read_stamp(path: &Path) -> Option<Stamp> {
+pub(super) fn read_stamp(path: &Path) -> Option<Stamp> {
     use std::io::Read;
     let mut head = [0u8; MAGIC.len() + 32];
     fs::File::open(path).ok()?.read_exact(&mut head).ok()?;
@@ -280,7 +170,7 @@ pub(super) fn staged_path(store: &Path) -> PathBuf {
 
 /// The record's bytes are checksummed in pieces of this many, so that it is written
 /// without a copy of it in memory.
-const PIECE: usize = 1 << 16;
+pub(super) const PIECE: usize = 1 << 16;
 
 /// A writer that sums what goes through it, [`PIECE`] bytes at a time.
 struct Summed<W: Write> {
@@ -475,7 +365,7 @@ impl<'b> Reader<'b> {
 /// The last roster's file read a window at a time as the records are compared, mostly in
 /// order: a copy of a few MB at a time out of the page cache, not the whole file in fresh
 /// memory.
-struct Window {
+pub(super) struct Window {
     file: fs::File,
     len: u64,
     buf: Vec<u8>,
@@ -489,7 +379,7 @@ impl Window {
     const SIZE: usize = 4 << 20;
 
     /// The file at `path`, which must be `len` bytes long.
-    fn open(path: &Path, len: u32) -> std::io::Result<Window> {
+    pub(super) fn open(path: &Path, len: u32) -> std::io::Result<Window> {
         let file = fs::File::open(path)?;
         if file.metadata()?.len() != u64::from(len) {
             return Err(std::io::Error::other("not the length recorded"));

@@ -6,8 +6,7 @@
 use super::filing::Content;
 use super::pipeline::Pipeline;
 use super::resync::RESYNCED;
-use crate::config::Config;
-use crate::core::accounts::{Account, Origin, Status};
+use crate::core::accounts::{Account, Origin};
 use crate::core::report::Report;
 use crate::core::rules::{Condition, Rule};
 use crate::store::{AuditNote, MemoryStore, Store};
@@ -148,15 +147,10 @@ fn note() -> AuditNote {
 
 /// A pipeline with three rules and a manual account of `manual`.
 fn pipeline(manual: &str) -> (TempDir, Pipeline<MemoryStore>) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("autoprov.toml");
-    let toml = format!(
-        "data_dir = {:?}\n[sso]\nenabled = true\n[safety]\nmax_grants = {{ count = 100000, percent = 100 }}\nmax_deactivations = {{ count = 100000, percent = 100 }}\n",
-        dir.path().join("data")
+    let (dir, p) = super::tests::pipeline_with(
+        "[safety]\nmax_grants = { count = 100000, percent = 100 }\n\
+         max_deactivations = { count = 100000, percent = 100 }\n",
     );
-    fs::write(&config, toml).unwrap();
-    let p = Pipeline::new(Config::load(Some(&config)).unwrap(), MemoryStore::new()).unwrap();
-    p.recover().unwrap();
     fs::create_dir_all(&p.paths.store).unwrap();
     for (name, when, role) in [
         ("managers", "is_manager = true", "HR Admin"),
@@ -175,15 +169,11 @@ fn pipeline(manual: &str) -> (TempDir, Pipeline<MemoryStore>) {
         p.store.put_rule(&rule, note()).unwrap();
     }
     let account = Account {
-        employee_id: manual.into(),
         email: TAKEN.into(),
         role: "Super Admin".into(),
-        status: Status::Active,
         origin: Origin::Manual,
         rule_id: None,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        updated_at: "2026-01-01T00:00:00Z".into(),
-        history: Vec::new(),
+        ..crate::store::samples::account(manual)
     };
     p.store.put_account(&account, false, note()).unwrap();
     (dir, p)

@@ -18,7 +18,7 @@ const HEADER: &str = "employee_id,email,department,status";
 
 /// A pipeline over a fresh [`MemoryStore`], its drop folders in a temp dir, with `extra`
 /// appended to a config that enables SSO.
-fn pipeline_with(extra: &str) -> (TempDir, Pipeline<MemoryStore>) {
+pub(super) fn pipeline_with(extra: &str) -> (TempDir, Pipeline<MemoryStore>) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("autoprov.toml");
     let toml = format!(

@@ -111,47 +111,43 @@ pub struct Checked {
 impl Checked {
     /// The roster, with `is_manager` derived and the manager graph's warnings after the
     /// rows' (SPEC §1).
-    pub fn finish(self) -> Roster {
-        let mut employees = self.employees;
-        let mut warnings = self.warnings;
-        let ids = self.ids;
-        let (graph, managers) = org::derive(&mut employees, &self.manager_column, &|all, id| {
-            ids.row_of(all, id)
-        });
-        warnings.extend(graph);
+    pub fn finish(mut self) -> Roster {
+        let ids = &self.ids;
+        let (graph, managers) =
+            org::derive(&mut self.employees, &self.manager_column, &|all, id| {
+                ids.row_of(all, id)
+            });
+        self.warnings.extend(graph);
         Roster {
-            rows: employees.len(),
-            fields: self.fields,
-            present: self.present,
-            employees,
-            values: self.values,
-            symbols: self.symbols,
-            warnings,
-            email_column: self.email_column,
-            starts: self.starts,
-            text_offset: self.text_offset,
             managers,
+            ..self.into_roster()
         }
     }
 
     /// The roster of rows read out of a larger file ([`parse_records`]), each row's
     /// `is_manager` as `is_manager` says (the file's manager graph is not these rows'), with
     /// only the findings of its rows.
-    pub fn finish_given(self, is_manager: impl Fn(usize) -> bool) -> Roster {
-        let mut employees = self.employees;
-        for (row, e) in employees.iter_mut().enumerate() {
+    pub fn finish_given(mut self, is_manager: impl Fn(usize) -> bool) -> Roster {
+        for (row, e) in self.employees.iter_mut().enumerate() {
             e.is_manager = is_manager(row);
         }
+        self.into_roster()
+    }
+
+    /// The roster of what was read, without the manager graph's rows.
+    fn into_roster(self) -> Roster {
         Roster {
-            rows: employees.len(),
+            rows: self.employees.len(),
             fields: self.fields,
             present: self.present,
-            employees,
+            employees: self.employees,
             values: self.values,
             symbols: self.symbols,
             warnings: self.warnings,
             email_column: self.email_column,
-            ..Roster::default()
+            starts: self.starts,
+            text_offset: self.text_offset,
+            managers: Vec::new(),
         }
     }
 
