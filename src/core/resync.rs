@@ -11,15 +11,16 @@
 //! anything this reading cannot vouch for sends the file to the full reading instead
 //! ([`ReadInFull`]):
 //!
-//! - A changed row is any record not found byte for byte among the last roster's (its
-//!   digest finds the candidate; the bytes decide). The changed rows, and the unchanged
-//!   rows whose ID, manager ID or email one of them names, are read as a file of their own,
-//!   with every check a file gets; any error or warning reads the file in full.
+//! - A changed row is any record whose bytes are not those of the last roster's record in
+//!   its place (the new file is followed record by record, [`Matched::follow`]; bytes are
+//!   compared, never digests). The changed rows, and the unchanged rows whose ID, manager
+//!   ID or email one of them names, are read as a file of their own, with every check a
+//!   file gets; any error or warning about them reads the file in full.
 //! - `is_manager` is counted again over the whole file, from each row's manager's row.
 //!   Unchanged rows keep their manager's row (by ID, which may now be a changed row).
-//! - The manager graph's warnings (a manager not in the file, one's own manager, a cycle)
-//!   can only come from a changed row or a row that left; the last roster had none (it is
-//!   kept only then).
+//! - The manager graph's warnings about a manager not in the file and one's own manager are
+//!   listed again from each row's flags, at the lines the rows are on now; a reporting
+//!   cycle reads the file in full (a roster with one keeps no record).
 //! - Manual accounts are listed in `skipped_manual` at every sync: their rows are planned.
 //! - An email a changed row shares with an unchanged row, or an ID, reads the file in full.
 
@@ -33,7 +34,8 @@ use rustc_hash::{FxHashMap, FxHashSet, FxHasher};
 use std::hash::Hasher;
 
 /// What the last applied roster leaves for the next one to be compared with, a row at a
-/// time in file order. Kept only for a roster applied with no warning.
+/// time in file order. Kept only for a roster applied with no warning but the manager
+/// graph's about managers not in the file and employees their own manager.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LastRows {
     /// The file's bytes before its first record (a byte-order mark included).
@@ -67,8 +69,8 @@ pub const NOT_IN_FILE: u8 = 2;
 /// The row names the employee as their own manager (a warning).
 pub const OWN_MANAGER: u8 = 4;
 
-/// The digest of a record's or a key's bytes: only ever used to find a candidate, which
-/// the bytes (or a key read again) then confirm.
+/// The digest of a key's bytes (an ID, a folded email): only ever used to find candidates,
+/// which the keys read again then confirm, or to check a record file.
 pub fn digest(bytes: &[u8]) -> u64 {
     let mut h = FxHasher::default();
     h.write(bytes);

@@ -34,7 +34,8 @@ pub(super) struct Planning<'a> {
     pub dry_run: bool,
 }
 
-/// What a roster being planned will leave for the next, if it is applied with no warning.
+/// What a roster being planned will leave for the next, if it is applied and its plan finds
+/// nothing to warn about (see [`LastRows`] for the roster's own warnings).
 pub(super) enum Keep {
     /// Nothing: a dry run, a rejected or transcoded file.
     Nothing,
