@@ -15,7 +15,8 @@ use proptest::test_runner::{Config as Cases, TestRunner};
 use std::fs;
 use tempfile::TempDir;
 
-const DEPARTMENTS: [&str; 3] = ["IT", "Sales", "Ops"];
+/// As written in the file: the last one quoted, over two lines.
+const DEPARTMENTS: [&str; 4] = ["IT", "Sales", "Ops", "\"Ops,\r\nNorth\""];
 const STATUSES: [&str; 3] = ["active", "active", "terminated"];
 /// The manual account's email.
 const TAKEN: &str = "taken@x.example";
@@ -64,7 +65,7 @@ fn manager() -> impl Strategy<Value = Manager> {
 
 fn edit() -> impl Strategy<Value = Edit> {
     prop_oneof![
-        3 => (0usize..64, 0usize..3).prop_map(|(r, d)| Edit::Department(r, d)),
+        3 => (0usize..64, 0usize..4).prop_map(|(r, d)| Edit::Department(r, d)),
         2 => (0usize..64, 0usize..3).prop_map(|(r, s)| Edit::Status(r, s)),
         2 => (0usize..64, manager()).prop_map(|(r, m)| Edit::Manager(r, m)),
         2 => (0usize..64).prop_map(Edit::Remove),
@@ -77,7 +78,7 @@ fn edit() -> impl Strategy<Value = Edit> {
 }
 
 fn rows() -> impl Strategy<Value = Vec<Row>> {
-    prop::collection::vec((manager(), 0usize..3, 0usize..3), 6..40).prop_map(|cells| {
+    prop::collection::vec((manager(), 0usize..4, 0usize..3), 6..40).prop_map(|cells| {
         cells
             .into_iter()
             .enumerate()
@@ -92,8 +93,10 @@ fn rows() -> impl Strategy<Value = Vec<Row>> {
     })
 }
 
-fn render(rows: &[Row]) -> Vec<u8> {
-    let mut out = String::from("employee_id,email,manager_id,department,status\n");
+/// The roster's bytes, its lines ending in CRLF when `crlf`.
+fn render(rows: &[Row], crlf: bool) -> Vec<u8> {
+    let end = if crlf { "\r\n" } else { "\n" };
+    let mut out = format!("employee_id,email,manager_id,department,status{end}");
     for r in rows {
         let manager = match r.manager {
             Manager::None => String::new(),
@@ -102,7 +105,7 @@ fn render(rows: &[Row]) -> Vec<u8> {
             Manager::NotInFile => "X999".into(),
         };
         out.push_str(&format!(
-            "{},{},{manager},{},{}\n",
+            "{},{},{manager},{},{}{end}",
             r.id, r.email, r.department, r.status
         ));
     }
@@ -230,21 +233,22 @@ fn a_roster_re_synced_from_its_changes_gives_what_reading_it_in_full_gives() {
         rows(),
         prop::collection::vec(prop::collection::vec(edit(), 1..4), 1..4),
         0usize..40,
+        any::<bool>(),
     );
     RESYNCED.with(|n| n.set(0));
     let files = std::cell::Cell::new(0);
     TestRunner::new(cases)
-        .run(&strategy, |(mut rows, edits, manual)| {
+        .run(&strategy, |(mut rows, edits, manual, crlf)| {
             let manual = format!("E{:03}", manual % rows.len());
             let ((_a_dir, a), (_b_dir, b)) = (pipeline(&manual), pipeline(&manual));
-            let first = render(&rows);
+            let first = render(&rows, crlf);
             prop_assert_eq!(
                 comparable(&submit(&a, "r0.csv", &first)),
                 comparable(&submit(&b, "r0.csv", &first))
             );
             for (k, file) in edits.iter().enumerate() {
                 file.iter().for_each(|e| apply(&mut rows, e));
-                let bytes = render(&rows);
+                let bytes = render(&rows, crlf);
                 let _ = fs::remove_file(super::resync::path(&b.paths.store));
                 let name = format!("r{}.csv", k + 1);
                 let (fast, full) = (submit(&a, &name, &bytes), submit(&b, &name, &bytes));
@@ -282,7 +286,7 @@ fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
         })
         .collect();
     let resynced = || RESYNCED.with(|n| n.get());
-    let file = |rows: &[Row], k: usize| submit(&p, &format!("r{k}.csv"), &render(rows));
+    let file = |rows: &[Row], k: usize| submit(&p, &format!("r{k}.csv"), &render(rows, false));
     file(&rows, 0);
     let before = resynced();
     rows[3].department = "IT";
