@@ -380,7 +380,7 @@ fn lines_of(
         lines.push(line);
         let j = j as usize;
         line += match last.lines.get(j + 1) {
-            Some(&next) if j != NO_MANAGER as usize => next - last.lines[j],
+            Some(&next) if j != UNMATCHED as usize => next - last.lines[j],
             _ => {
                 let stop = starts.get(i + 1).copied().unwrap_or(end);
                 roster::line_breaks(&bytes[starts[i] as usize..stop as usize]) as u32
@@ -395,13 +395,16 @@ fn employees(read: &Option<roster::Checked>) -> &[Employee] {
     read.as_ref().map_or(&[], |c| c.employees())
 }
 
+/// A row the other file does not repeat (in [`Matched`]).
+const UNMATCHED: u32 = u32::MAX;
+
 /// How many of the last roster's records past the last one found a new record is compared
 /// with.
 const LOOK_AHEAD: usize = 64;
 
 /// The new file's records matched with the last roster's.
 struct Matched {
-    /// For each new row, the last roster's row it repeats ([`NO_MANAGER`]: none).
+    /// For each new row, the last roster's row it repeats ([`UNMATCHED`]: none).
     old_of_new: Vec<u32>,
     /// For each of the last roster's rows, the new row that repeats it.
     new_of_old: Vec<u32>,
@@ -420,11 +423,10 @@ impl Matched {
         bytes: &[u8],
         most: usize,
     ) -> Result<(Matched, Vec<u32>), ReadInFull> {
-        const NONE: u32 = NO_MANAGER;
         let delimiter = roster::delimiter(&last.header);
         let mut starts = Vec::with_capacity(last.rows() + 1024);
         let mut old_of_new = Vec::with_capacity(last.rows() + 1024);
-        let mut new_of_old = vec![NONE; last.rows()];
+        let mut new_of_old = vec![UNMATCHED; last.rows()];
         let (mut at, mut next_old, mut unmatched) = (last.header.len(), 0usize, 0usize);
         while at < bytes.len() {
             let i = u32::try_from(starts.len()).or_else(|_| full("too many rows"))?;
@@ -453,7 +455,7 @@ impl Matched {
                     if unmatched > most {
                         return full(format!("more than {most} records are new"));
                     }
-                    old_of_new.push(NONE);
+                    old_of_new.push(UNMATCHED);
                     at = roster::next_record(bytes, at, delimiter)
                         .map_or_else(|| full("a record cannot be followed"), Ok)?;
                 }
@@ -468,12 +470,12 @@ impl Matched {
 
     /// The new file's rows that are not the last roster's.
     fn added(&self) -> Vec<u32> {
-        rows_where(&self.old_of_new, |o| o == NO_MANAGER)
+        rows_where(&self.old_of_new, |o| o == UNMATCHED)
     }
 
     /// The last roster's rows the new file does not repeat.
     fn removed(&self) -> Vec<u32> {
-        rows_where(&self.new_of_old, |o| o == NO_MANAGER)
+        rows_where(&self.new_of_old, |o| o == UNMATCHED)
     }
 
     /// The unchanged rows (new rows) whose ID is a manual account's or what an added row
@@ -495,7 +497,7 @@ impl Matched {
         }
         let mut rows: Vec<u32> = (0..last.rows())
             .filter(|&j| {
-                self.new_of_old[j] != NO_MANAGER
+                self.new_of_old[j] != UNMATCHED
                     && (ids.contains(&last.ids[j])
                         || (!last.inactive(j) && emails.contains(&last.emails[j])))
             })
@@ -507,9 +509,7 @@ impl Matched {
         rows.extend(
             last.not_in_file
                 .iter()
-                .filter(|(j, m)| {
-                    self.new_of_old[*j as usize] != NO_MANAGER && added_ids.contains(m)
-                })
+                .filter(|(j, m)| self.new_of_old[*j as usize] != UNMATCHED && added_ids.contains(m))
                 .map(|(j, _)| self.new_of_old[*j as usize]),
         );
         rows.sort_unstable();
@@ -598,7 +598,7 @@ impl Graph {
         let old_not_in_file: FxHashMap<u32, u64> = last.not_in_file.iter().copied().collect();
         let mut not_in_file = Vec::new();
         for (i, &j) in matched.old_of_new.iter().enumerate() {
-            if j == NO_MANAGER {
+            if j == UNMATCHED {
                 continue;
             }
             let j = j as usize;
@@ -611,16 +611,16 @@ impl Graph {
                 continue;
             }
             managers[i] = match (matched.new_of_old[k as usize], back.get(&k)) {
-                (NO_MANAGER, Some(&(Some(now), _))) => {
+                (UNMATCHED, Some(&(Some(now), _))) => {
                     moved.push(i as u32);
                     now
                 }
-                (NO_MANAGER, Some(&(None, m))) => {
+                (UNMATCHED, Some(&(None, m))) => {
                     flags[i] |= NOT_IN_FILE;
                     not_in_file.push((i as u32, m));
                     NO_MANAGER
                 }
-                (NO_MANAGER, None) => return full("a manager's row is lost"),
+                (UNMATCHED, None) => return full("a manager's row is lost"),
                 (now, _) => now,
             };
         }
@@ -682,7 +682,7 @@ impl Graph {
         (0..matched.old_of_new.len() as u32)
             .filter(|&i| {
                 let j = matched.old_of_new[i as usize];
-                j != NO_MANAGER
+                j != UNMATCHED
                     && before[j as usize] != (self.reports[i as usize] > 0)
                     && !planned.contains(&i)
             })
@@ -741,7 +741,7 @@ impl Graph {
             let mut out: Vec<u64> = matched
                 .old_of_new
                 .iter()
-                .map(|&j| if j == NO_MANAGER { 0 } else { old[j as usize] })
+                .map(|&j| if j == UNMATCHED { 0 } else { old[j as usize] })
                 .collect();
             for (&i, &v) in added.iter().zip(fresh) {
                 out[i as usize] = v;

@@ -8,6 +8,7 @@ use super::pipeline::Pipeline;
 use super::resync::RESYNCED;
 use crate::core::accounts::{Account, Origin};
 use crate::core::report::Report;
+use crate::core::roster::RosterOptions;
 use crate::core::rules::{Condition, Rule};
 use crate::store::{AuditNote, MemoryStore, Store};
 use proptest::prelude::*;
@@ -324,5 +325,40 @@ fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
         resynced(),
         before + 3,
         "an account changed by hand: read in full"
+    );
+}
+
+#[test]
+fn a_record_made_with_other_roster_settings_is_not_used() {
+    let (_dir, p) = pipeline("E001");
+    let mut rows: Vec<Row> = (0..8)
+        .map(|i| Row {
+            id: format!("E{i:03}"),
+            email: format!("e{i}@x.example"),
+            manager: Manager::None,
+            department: DEPARTMENTS[i % 3],
+            status: "active",
+        })
+        .collect();
+    submit(&p, "r0.csv", &render(&rows, false));
+    rows[2].status = "terminated";
+    let bytes = render(&rows, false);
+    let enabled: Vec<Rule> = p.store.rules().unwrap();
+    let needed = crate::core::rules::needed_fields(&enabled, &p.cfg.columns());
+    let mut opts = p.cfg.roster_options(needed);
+    let token = p.store.accounts_token().unwrap();
+    let changes = |opts: &RosterOptions| p.changes_of(&bytes, opts, token).unwrap();
+    assert!(
+        changes(&opts).is_some(),
+        "the settings the record was made with"
+    );
+    opts.inactive_statuses.push("active".into());
+    assert!(
+        changes(&opts).is_none(),
+        "other statuses mean an employee left"
+    );
+    assert!(
+        changes(&p.cfg.roster_options(Vec::new())).is_none(),
+        "other fields kept"
     );
 }
