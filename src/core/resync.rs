@@ -130,6 +130,37 @@ impl LastRows {
         })
     }
 
+    /// Whether the rows hold together as [`Self::of`] leaves them: records in order inside
+    /// the file, each on a later line, managers and flagged rows among the rows, only known
+    /// flags. A record read back from a file is used only then: one written wrong (by a bug,
+    /// by hand) would otherwise index past its rows, or follow the wrong bytes.
+    pub fn is_consistent(&self) -> bool {
+        let n = self.rows();
+        let same_lengths = [
+            self.lines.len(),
+            self.ids.len(),
+            self.emails.len(),
+            self.managers.len(),
+            self.flags.len(),
+        ]
+        .iter()
+        .all(|&len| len == n);
+        let in_file = self
+            .starts
+            .first()
+            .is_some_and(|&s| s as usize >= self.header.len())
+            && self.starts.last().is_some_and(|&s| s < self.end);
+        let known = INACTIVE | NOT_IN_FILE | OWN_MANAGER;
+        same_lengths
+            && in_file
+            && self.starts.windows(2).all(|w| w[0] < w[1])
+            && self.lines.first().is_some_and(|&l| l > 1)
+            && self.lines.windows(2).all(|w| w[0] < w[1])
+            && (self.managers.iter()).all(|&m| m == NO_MANAGER || (m as usize) < n)
+            && self.flags.iter().all(|&f| f & !known == 0)
+            && self.not_in_file.iter().all(|&(row, _)| (row as usize) < n)
+    }
+
     fn inactive(&self, row: usize) -> bool {
         self.flags[row] & INACTIVE != 0
     }
@@ -273,6 +304,11 @@ pub fn changes(
     let end = u32::try_from(bytes.len()).or_else(|_| full("the file is over 4 GiB"))?;
     if !bytes.starts_with(&last.header) {
         return full("the header differs from the last roster's");
+    }
+    if last.header.ends_with(b"\r") && bytes.get(last.header.len()) == Some(&b'\n') {
+        // The header's line ends in CR LF where the last roster's ended in CR: the new
+        // file's first record would start at that LF, a line early.
+        return full("the header's line end differs from the last roster's");
     }
     let (matched, starts) = Matched::follow(last, old, bytes, most)?;
     let n = starts.len();

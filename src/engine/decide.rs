@@ -2,6 +2,7 @@
 //! shows the new plan and applies nothing; reject discards it.
 
 use super::pipeline::{Evaluation, Pipeline, read_report};
+use super::resync::Record;
 use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
@@ -123,7 +124,7 @@ impl<S: Store> Pipeline<S> {
             now,
             None,
             dry_run,
-            false,
+            Record::Used,
         )?;
         if eval.report.sha256 != entry.sha256 {
             return Err(Error::usage(format!(

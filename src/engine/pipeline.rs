@@ -8,7 +8,7 @@
 //! store is flushed.
 
 use super::observe::{FileObserver, FileOutcome};
-use super::resync::{Keep, Kept, Planning};
+use super::resync::{Keep, Kept, Planning, Record};
 use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
@@ -243,7 +243,7 @@ impl<S: Store> Pipeline<S> {
                 &now,
                 Some(self.cfg.limits()),
                 dry_run,
-                !dry_run,
+                Record::UsedAndKept,
             )?,
             None => Evaluation::report_only(Report {
                 errors: vec![crate::core::Finding::file(format!(
@@ -368,7 +368,7 @@ impl<S: Store> Pipeline<S> {
             &now,
             limits,
             false,
-            false,
+            Record::Ignored,
         )?;
         if eval.report.sha256 != entry.sha256 {
             return Err(Error::usage(format!(
@@ -402,9 +402,10 @@ impl<S: Store> Pipeline<S> {
 
     /// Reads, checks and plans a roster's bytes: its report (with the bytes' SHA-256, which a
     /// caller holding an expected one compares before it writes anything) and what it writes.
-    /// A roster that differs little from the last applied one is planned from its changes
-    /// ([`super::resync`]), which gives the same; otherwise it is read in full. With
-    /// `keep_next`, an applied evaluation says what the roster leaves for the next one.
+    /// Unless `record` says otherwise, a roster that differs little from the last applied one
+    /// is planned from its changes ([`super::resync`]), which gives the same; otherwise it is
+    /// read in full. With [`Record::UsedAndKept`], an applied evaluation says what the roster
+    /// leaves for the next one.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn evaluate(
         &self,
@@ -414,7 +415,7 @@ impl<S: Store> Pipeline<S> {
         now: &str,
         limits: Option<Limits>,
         dry_run: bool,
-        keep_next: bool,
+        record: Record,
     ) -> Result<Evaluation> {
         // Before the rules: a rule changed from here on changes the token the commit finds.
         let from_token = self.store.accounts_token()?;
@@ -432,7 +433,11 @@ impl<S: Store> Pipeline<S> {
             dry_run,
         };
         let fingerprint = super::resync::fingerprint(&opts);
-        if !dry_run && let Some(changes) = self.changes_of(&bytes, &opts, from_token)? {
+        let keep_next = record == Record::UsedAndKept && !dry_run;
+        if record != Record::Ignored
+            && !dry_run
+            && let Some(changes) = self.changes_of(&bytes, &opts, from_token)?
+        {
             let report = Report::new(name, bytes.sha256(), received_at, now);
             let visible = changes.visible();
             let base = changes.base;
@@ -455,7 +460,7 @@ impl<S: Store> Pipeline<S> {
         let checked = roster::check(&bytes, &opts);
         let mut report = Report::new(name, bytes.sha256(), received_at, now);
         let keep = match &checked {
-            Ok(checked) if keep_next && !dry_run => Keep::read(checked, &bytes, fingerprint),
+            Ok(checked) if keep_next => Keep::read(checked, &bytes, fingerprint),
             _ => Keep::Nothing,
         };
         // The roster holds what it needs: a large file's bytes go before its manager graph

@@ -97,6 +97,18 @@ impl Keep {
     }
 }
 
+/// What an evaluation does with the last applied roster's record.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Record {
+    /// Not used: the roster is read in full (`sync`, which an operator runs to have the
+    /// last roster evaluated again, whatever was derived from it before; a dry run).
+    Ignored,
+    /// Used when it is current (a held file's decision).
+    Used,
+    /// Used when it is current, and the roster's own kept for the next file (an upload).
+    UsedAndKept,
+}
+
 #[cfg(test)]
 thread_local! {
     /// How many files this thread re-synced from their changes (tests).
@@ -154,9 +166,18 @@ pub(super) fn read_stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// A digest of the settings a roster is read with (the columns, the statuses that mean
-/// an employee left, the fields the rules read, the limits) and of this program's version.
+/// an employee left, the fields the rules read, the limits) and of this build (its version
+/// and `AUTOPROV_BUILD_ID`, a digest of its sources, see build.rs): a record written by
+/// another build is not used, since that build may have read rows or matched rules otherwise.
 pub(super) fn fingerprint(options: &impl std::fmt::Debug) -> u64 {
-    digest(format!("{} {options:?}", env!("CARGO_PKG_VERSION")).as_bytes())
+    fingerprint_of(BUILD, options)
+}
+
+/// This build: its version and the digest of its sources.
+const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " ", env!("AUTOPROV_BUILD_ID"));
+
+fn fingerprint_of(build: &str, options: &impl std::fmt::Debug) -> u64 {
+    digest(format!("{build} {options:?}").as_bytes())
 }
 
 /// The record's path in the store folder `store`.
@@ -282,7 +303,7 @@ fn put_counted<W: Write>(w: &mut Summed<W>, bytes: &[u8]) -> std::io::Result<()>
 }
 
 /// The record in `bytes`, or `None` when it is not one whole (another layout, cut short,
-/// damaged).
+/// damaged) or its rows do not hold together ([`LastRows::is_consistent`]).
 pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
     let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
     let summed = body.chunks(PIECE).fold(0, add_piece);
@@ -314,7 +335,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
     if !r.0.is_empty() {
         return None;
     }
-    Some(Kept {
+    let kept = Kept {
         fingerprint,
         token,
         file_id,
@@ -331,7 +352,8 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
             manual,
             base,
         },
-    })
+    };
+    kept.rows.is_consistent().then_some(kept)
 }
 
 /// Reads a record's fields in turn.
@@ -501,6 +523,21 @@ mod tests {
     }
 
     #[test]
+    fn another_build_has_another_fingerprint() {
+        let options = ("employee_id", ["terminated"]);
+        assert_eq!(fingerprint(&options), fingerprint_of(BUILD, &options));
+        assert_ne!(
+            fingerprint_of("0.1.0 0000000000000001", &options),
+            fingerprint_of("0.1.0 0000000000000002", &options)
+        );
+        let id = BUILD.rsplit(' ').next().unwrap();
+        assert!(
+            id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{BUILD}"
+        );
+    }
+
+    #[test]
     fn a_record_reads_back_as_written_and_a_damaged_one_not_at_all() {
         let mut bytes = Vec::new();
         encode(&kept(), &mut bytes).unwrap();
@@ -512,6 +549,27 @@ mod tests {
         }
         assert_eq!(decode(&bytes[..bytes.len() - 9]), None);
         assert_eq!(decode(b""), None);
+    }
+
+    #[test]
+    fn a_record_whose_rows_do_not_hold_together_is_not_used() {
+        let breaks: [fn(&mut LastRows); 8] = [
+            |r| r.managers[1] = 2,
+            |r| r.starts = vec![33, 18],
+            |r| r.starts[0] = 17,
+            |r| r.end = 33,
+            |r| r.lines = vec![3, 3],
+            |r| r.flags[0] = 8,
+            |r| r.not_in_file[0].0 = 2,
+            |r| r.ids.push(9),
+        ];
+        for (i, break_it) in breaks.iter().enumerate() {
+            let mut broken = kept();
+            break_it(&mut broken.rows);
+            let mut bytes = Vec::new();
+            encode(&broken, &mut bytes).unwrap();
+            assert_eq!(decode(&bytes), None, "change {i}");
+        }
     }
 
     #[test]
