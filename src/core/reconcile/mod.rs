@@ -542,7 +542,35 @@ fn plan_row(
         }
         return;
     }
+    // No two active accounts share an email (SPEC §3): an inactive account is not made
+    // active again with an email the active manual account of another employee holds (one
+    // it kept, or one that manual account was given while it was inactive).
+    if let Some(a) = auto.filter(|a| !a.head.is_active() && !matching.is_empty()) {
+        let kept = email.unwrap_or(&a.head.email);
+        if let Some(holder) = taken_by_other(manual, kept, employee.id()) {
+            plan.warnings
+                .push(not_reactivated(roster, employee, kept, holder));
+            return;
+        }
+    }
     plan_employee(plan, input, employee.id(), email, account, matching);
+}
+
+fn not_reactivated(
+    roster: &Roster,
+    employee: &crate::core::model::Employee,
+    email: &str,
+    holder: &str,
+) -> Finding {
+    Finding::at(
+        employee.line(),
+        roster.email_column.as_str(),
+        format!(
+            "the inactive account of employee \"{}\" is not made active again: its email \"{email}\" \
+             is held by the active manual account of employee \"{holder}\"",
+            employee.id()
+        ),
+    )
 }
 
 /// The employee ID of the active manual account of another employee holding `email`.
@@ -1299,6 +1327,40 @@ mod tests {
             Action::Created,
             "an inactive manual account holds nothing"
         );
+        assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn an_inactive_account_is_not_made_active_again_with_an_email_a_manual_account_holds() {
+        // E1 left; while its auto account was inactive, E1's address went by hand to M1's
+        // manual account. E1 is back on the roster with that address, matching a rule.
+        let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
+        boss.email = "E1@Acme.Example".into();
+        let e1 = account("E1", Origin::Auto, Some(1), "IT Admin", Status::Inactive);
+        let w = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(boss.clone())
+            .acct(e1.clone());
+        let p = w.plan();
+        assert!(p.changes.is_empty(), "{:?}", p.changes);
+        assert!(p.updates.is_empty());
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        let message = &p.warnings[0].message;
+        assert!(
+            message.contains("\"E1\"")
+                && message.contains("\"M1\"")
+                && message.contains("not made active again")
+        );
+        // The address kept by the account is taken, the roster's own is free: made active
+        // again with the roster's.
+        let mut w = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(boss)
+            .acct(e1);
+        w.roster.employees[0].set_email("e1.back@acme.example");
+        let p = w.plan();
+        assert_eq!(only(&p).action, Action::Reactivated);
+        assert_eq!(p.updates[0].email, "e1.back@acme.example");
         assert!(p.warnings.is_empty());
     }
 
