@@ -546,7 +546,7 @@ fn plan_row(
     // active again with an email the active manual account of another employee holds (one
     // it kept, or one that manual account was given while it was inactive).
     if let Some(a) = auto.filter(|a| !a.head.is_active() && !matching.is_empty()) {
-        let kept = email.unwrap_or(&a.head.email);
+        let kept = email.unwrap_or(a.head.email);
         if let Some(holder) = taken_by_other(manual, kept, employee.id()) {
             plan.warnings
                 .push(not_reactivated(roster, employee, kept, holder));
