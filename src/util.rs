@@ -1,7 +1,5 @@
 //! Small helpers for the adapters: time stamps, hashing, durable file writes.
 
-pub mod direct;
-
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::Path;
@@ -63,8 +61,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
-/// [`write_atomic`] for content written piece by piece by `fill`; a long file is written
-/// past the page cache ([`direct`]).
+/// [`write_atomic`] for content written piece by piece (through a buffer) by `fill`.
+///
+/// A long file is made durable as it is written: every [`SYNC_AHEAD`] bytes a second thread
+/// syncs what was written so far while `fill` goes on, so the fsync before the rename waits
+/// for the last part only. A first import's two reports (340 MB) took ~0.12 s to fsync after
+/// they were written, both cores idle, before its commit could start.
 pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
@@ -75,11 +77,76 @@ pub fn write_atomic_with(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let mut w = direct::Direct::new(fs::File::create(&tmp)?)?;
-    fill(&mut w)?;
-    w.finish()?.sync_all()?;
+    let file = fs::File::create(&tmp)?;
+    std::thread::scope(|scope| {
+        let mut w = std::io::BufWriter::with_capacity(
+            1 << 16,
+            SyncingAhead {
+                file,
+                unsynced: 0,
+                scope,
+                syncer: None,
+            },
+        );
+        fill(&mut w)?;
+        let SyncingAhead { file, syncer, .. } = w.into_inner().map_err(|e| e.into_error())?;
+        if let Some((ahead, syncer)) = syncer {
+            drop(ahead);
+            syncer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
+        file.sync_all()
+    })?;
     fs::rename(&tmp, path)?;
     fsync_dir(dir)
+}
+
+/// How many bytes [`write_atomic_with`] writes between two early syncs (in tests, few, so
+/// that a short file goes through them).
+#[cfg(not(test))]
+const SYNC_AHEAD: u64 = 32 << 20;
+#[cfg(test)]
+const SYNC_AHEAD: u64 = 1 << 12;
+
+/// A file written through, asking for a sync of what it holds every [`SYNC_AHEAD`] bytes;
+/// the thread that syncs is started at the first (a short file starts none).
+struct SyncingAhead<'scope, 'env> {
+    file: fs::File,
+    unsynced: u64,
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    /// Where to ask for a sync, and the thread that makes them.
+    syncer: Option<(
+        std::sync::mpsc::Sender<()>,
+        std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>,
+    )>,
+}
+
+impl std::io::Write for SyncingAhead<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_AHEAD {
+            self.unsynced = 0;
+            if self.syncer.is_none() {
+                let early = self.file.try_clone()?;
+                let (ahead, asked) = std::sync::mpsc::channel::<()>();
+                let syncer = self
+                    .scope
+                    .spawn(move || asked.iter().try_for_each(|()| early.sync_data()));
+                self.syncer = Some((ahead, syncer));
+            }
+            if let Some((ahead, _)) = &self.syncer {
+                // The syncer stops only after an error, which the end reports.
+                let _ = ahead.send(());
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Makes a folder's entries (renames, creations) durable.
@@ -219,10 +286,10 @@ mod tests {
     }
 
     #[test]
-    fn a_long_file_written_atomically_holds_what_was_written() {
+    fn a_file_written_with_early_syncs_holds_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
-        let bytes: Vec<u8> = (0..10 * direct::PIECE + 123)
+        let bytes: Vec<u8> = (0..10 * SYNC_AHEAD + 123)
             .map(|i| (i % 251) as u8)
             .collect();
         write_atomic_with(&path, |w| {
@@ -241,7 +308,7 @@ mod tests {
         });
         assert!(failed.is_err());
         assert_eq!(fs::read(&path).unwrap(), bytes);
-        // A file shorter than a piece, written through the cache.
+        // A short file, written before any early sync would start.
         write_atomic_with(&path, |w| w.write_all(b"short")).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"short");
     }
