@@ -310,7 +310,8 @@ pub fn changes(
         // file's first record would start at that LF, a line early.
         return full("the header's line end differs from the last roster's");
     }
-    let (matched, starts) = Matched::follow(last, old, bytes, most)?;
+    let id_column = roster::employee_id_column(&last.header, opts);
+    let (matched, starts) = Matched::follow(last, old, bytes, id_column, most)?;
     let n = starts.len();
     if n == 0 || n as u64 > opts.max_rows {
         return full("no data rows, or more than roster.max_rows");
@@ -436,7 +437,26 @@ const UNMATCHED: u32 = u32::MAX;
 
 /// How many of the last roster's records past the last one found a new record is compared
 /// with.
+#[cfg(not(test))]
 const LOOK_AHEAD: usize = 64;
+/// Few in tests, so that small files go past it.
+#[cfg(test)]
+const LOOK_AHEAD: usize = 4;
+
+/// How many records in a row not found ahead have the next one looked for by its ID.
+#[cfg(not(test))]
+const JUMP_AFTER: usize = 8;
+#[cfg(test)]
+const JUMP_AFTER: usize = 2;
+
+/// Each row of `ids` (digests), by its digest (the first row of a repeated one).
+fn rows_by_digest(ids: &[u64]) -> FxHashMap<u64, u32> {
+    let mut rows = FxHashMap::with_capacity_and_hasher(ids.len(), Default::default());
+    for (j, &id) in ids.iter().enumerate() {
+        rows.entry(id).or_insert(j as u32);
+    }
+    rows
+}
 
 /// The new file's records matched with the last roster's.
 struct Matched {
@@ -450,13 +470,16 @@ impl Matched {
     /// Follows the new file `bytes` record by record from its header (the last roster's):
     /// a record is the last roster's next one (or one of the [`LOOK_AHEAD`] after it) when
     /// it has that one's bytes and the next record starts right after them; otherwise it is
-    /// read to its end. The bytes that match are the comparison: no record is read twice.
+    /// read to its end. After [`JUMP_AFTER`] records in a row not found so, a record is
+    /// also looked for further on, at the last roster's row of its ID (column `id_column`),
+    /// compared as any other. The bytes that match are the comparison: no record is read twice.
     /// Where the new file's records start, too; more than `most` records not matched read
     /// the file in full.
     fn follow(
         last: &LastRows,
         old: &mut dyn OldFile,
         bytes: &[u8],
+        id_column: Option<usize>,
         most: usize,
     ) -> Result<(Matched, Vec<u32>), ReadInFull> {
         let delimiter = roster::delimiter(&last.header);
@@ -464,11 +487,12 @@ impl Matched {
         let mut old_of_new = Vec::with_capacity(last.rows() + 1024);
         let mut new_of_old = vec![UNMATCHED; last.rows()];
         let (mut at, mut next_old, mut unmatched) = (last.header.len(), 0usize, 0usize);
+        let (mut missed, mut by_id) = (0usize, None);
         while at < bytes.len() {
             let i = u32::try_from(starts.len()).or_else(|_| full("too many rows"))?;
             starts.push(u32::try_from(at).or_else(|_| full("the file is over 4 GiB"))?);
-            let ahead = next_old..(next_old + LOOK_AHEAD).min(last.rows());
-            let found = ahead.into_iter().find_map(|j| {
+            // Whether the record at `at` is the last roster's row `j`, and where it ends.
+            let mut is_row = |j: usize| {
                 let (start, stop) = last.span(j);
                 let next = at + (stop - start) as usize;
                 let record = bytes.get(at..next)?;
@@ -479,15 +503,25 @@ impl Matched {
                 let whole =
                     next == bytes.len() || (ends_line && !matches!(bytes[next], b'\n' | b'\r'));
                 (whole && old.holds(start, stop, record)).then_some((j, next))
+            };
+            let ahead = next_old..(next_old + LOOK_AHEAD).min(last.rows());
+            let found = ahead.into_iter().find_map(&mut is_row).or_else(|| {
+                // Past a run of records not found ahead (rows removed together, more than
+                // the look-ahead): the last roster's row of this record's ID, further on.
+                let column = id_column.filter(|_| missed >= JUMP_AFTER)?;
+                let id = roster::field_of_record(bytes, at, delimiter, column)?;
+                let by_id = by_id.get_or_insert_with(|| rows_by_digest(&last.ids));
+                let j = *by_id.get(&digest(id.trim_ascii()))? as usize;
+                (j >= next_old + LOOK_AHEAD).then(|| is_row(j))?
             });
             match found {
                 Some((j, next)) => {
                     new_of_old[j] = i;
                     old_of_new.push(j as u32);
-                    (next_old, at) = (j + 1, next);
+                    (next_old, at, missed) = (j + 1, next, 0);
                 }
                 None => {
-                    unmatched += 1;
+                    (unmatched, missed) = (unmatched + 1, missed + 1);
                     if unmatched > most {
                         return full(format!("more than {most} records are new"));
                     }
@@ -823,4 +857,57 @@ fn no_cycle_through(managers: &[u32], added: &[u32]) -> Result<(), ReadInFull> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roster_of(ids: impl Iterator<Item = usize>) -> Vec<u8> {
+        let mut text = String::from("employee_id,email,manager_id,department\n");
+        for i in ids {
+            text.push_str(&format!("E{i:03},e{i}@x.example,E000,IT\n"));
+        }
+        text.into_bytes()
+    }
+
+    fn last_of(bytes: &[u8], opts: &RosterOptions) -> LastRows {
+        let mut roster = roster::parse(bytes, opts).unwrap();
+        let first = roster.starts[0] as usize + roster.text_offset.unwrap();
+        LastRows::of(
+            &mut roster,
+            bytes[..first].to_vec(),
+            bytes.len() as u32,
+            Vec::new(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_removed_together_past_the_look_ahead_are_found_again_by_id() {
+        let opts = RosterOptions::default();
+        let old = roster_of(0..60);
+        let last = last_of(&old, &opts);
+        // Rows 10 to 29 gone: five times the tests' look-ahead.
+        let new = roster_of((0..10).chain(30..60));
+        let found = changes(&last, &mut &old[..], &new, &opts, 1000).unwrap();
+        assert_eq!(found.rows, 40);
+        // The 20 gone, and the rows of the records read before one was found by its ID.
+        assert_eq!(found.removed.len(), 20 + JUMP_AFTER);
+        // Those records (and E000, which they name as their manager) are planned, not all
+        // 30 after the gap.
+        assert!(
+            found.roster.employees.len() <= JUMP_AFTER + 1,
+            "{} rows planned",
+            found.roster.employees.len()
+        );
+        // A record found by its ID is still compared byte for byte: an edited one is not
+        // taken for the last roster's.
+        let mut edited = roster_of((0..10).chain(30..60));
+        let at = edited.len() - 3;
+        edited[at] = b'O';
+        let found = changes(&last, &mut &old[..], &edited, &opts, 1000).unwrap();
+        let planned: Vec<&str> = found.roster.employees.iter().map(|e| e.id()).collect();
+        assert!(planned.contains(&"E059"), "{planned:?}");
+    }
 }

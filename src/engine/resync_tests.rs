@@ -442,3 +442,26 @@ fn a_record_made_with_other_roster_settings_is_not_used() {
         "other fields kept"
     );
 }
+
+#[test]
+fn rows_removed_together_past_the_look_ahead_give_what_reading_in_full_gives() {
+    // The records after the gap are found again by their IDs (`core::resync`'s test says
+    // how many are read); here the report and accounts are compared with a full reading.
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows: Vec<Row> = (0..40)
+        .map(|i| Row {
+            id: format!("E{i:03}"),
+            email: format!("e{i}@x.example"),
+            manager: Manager::Named(i / 8),
+            department: DEPARTMENTS[i % 3],
+            status: "active",
+        })
+        .collect();
+    both(&a, &b, "r0.csv", &render(&rows, "\n"), false).unwrap();
+    // Twelve rows in a row gone (three times the tests' look-ahead), one edited further on.
+    rows.drain(10..22);
+    rows[20].department = "Sales";
+    let before = RESYNCED.with(|n| n.get());
+    both(&a, &b, "r1.csv", &render(&rows, "\n"), false).unwrap();
+    assert_eq!(RESYNCED.with(|n| n.get()), before + 1, "re-synced");
+}

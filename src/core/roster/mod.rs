@@ -23,7 +23,7 @@ use super::model::{Employee, Finding, Interner, Roster, Sym};
 use super::org;
 
 pub use self::decode::Encoding;
-pub use self::spans::{delimiter, next_record};
+pub use self::spans::{delimiter, field_of_record, next_record};
 
 /// How many lines (as findings count them) end in `text`, which starts at a line's start
 /// and ends after a whole line end: a record's bytes with its line end.
@@ -235,12 +235,22 @@ pub fn check(bytes: &[u8], opts: &RosterOptions) -> Result<Checked, Rejection> {
 /// reading the data rows; `None` when the file is too large, cannot be decoded or has no
 /// header. For callers that must know which columns exist before choosing `needed_fields`.
 pub fn header_keys(bytes: &[u8], opts: &RosterOptions) -> Option<Vec<String>> {
+    Some(header_of(bytes, opts)?.present)
+}
+
+/// The column of `employee_id` in the file's header row, found as the parser finds it;
+/// `None` as [`header_keys`] gives `None`, or when the header has no such column.
+pub fn employee_id_column(bytes: &[u8], opts: &RosterOptions) -> Option<usize> {
+    header_of(bytes, opts)?.employee_id
+}
+
+fn header_of(bytes: &[u8], opts: &RosterOptions) -> Option<Header> {
     if bytes.len() as u64 > opts.max_bytes {
         return None;
     }
     let text = decode::decode(bytes, opts.encoding).ok()?;
     let text = &*text;
-    Some(first_header(text, detect_delimiter(text), opts)?.present)
+    first_header(text, detect_delimiter(text), opts)
 }
 
 /// The header row of the decoded text, read on its own; its findings are the parser's

@@ -18,6 +18,19 @@ pub fn delimiter(bytes: &[u8]) -> u8 {
 /// `None` when there is no record there, or one a reader started there would read otherwise
 /// than the file's reader (one starting with a byte-order mark, which a reader drops).
 pub fn next_record(bytes: &[u8], at: usize, delimiter: u8) -> Option<usize> {
+    read_record(bytes, at, delimiter).map(|(_, next)| next)
+}
+
+/// Field `column` of the record that starts at `at` (its bytes as a reader gives them:
+/// unquoted, not trimmed); `None` where [`next_record`] gives `None`, or the record is
+/// shorter.
+pub fn field_of_record(bytes: &[u8], at: usize, delimiter: u8, column: usize) -> Option<Vec<u8>> {
+    let (record, _) = read_record(bytes, at, delimiter)?;
+    record.get(column).map(<[u8]>::to_vec)
+}
+
+/// The record that starts at `at`, and where the next one starts (see [`next_record`]).
+fn read_record(bytes: &[u8], at: usize, delimiter: u8) -> Option<(ByteRecord, usize)> {
     let rest = bytes
         .get(at..)
         .filter(|r| !r.is_empty() && !r.starts_with(BOM))?;
@@ -29,10 +42,10 @@ pub fn next_record(bytes: &[u8], at: usize, delimiter: u8) -> Option<usize> {
         .from_reader(rest);
     let mut record = ByteRecord::new();
     match reader.read_byte_record(&mut record) {
-        Ok(true) => Some(skip_line_ends(
-            bytes,
-            at + reader.position().byte() as usize,
-        )),
+        Ok(true) => {
+            let next = skip_line_ends(bytes, at + reader.position().byte() as usize);
+            Some((record, next))
+        }
         _ => None,
     }
 }
@@ -76,6 +89,34 @@ mod tests {
             next_record(b"a,b\n\xEF\xBB\xBFc\n", 4, b','),
             None,
             "a mark a reader drops"
+        );
+    }
+
+    #[test]
+    fn a_records_field_is_read_as_the_reader_reads_it() {
+        let bytes = b"id,email\n\"E,1\",\"a\nb\"\nE2\n";
+        let second = next_record(bytes, 9, b',').unwrap();
+        assert_eq!(
+            field_of_record(bytes, 9, b',', 0).as_deref(),
+            Some(&b"E,1"[..])
+        );
+        assert_eq!(
+            field_of_record(bytes, 9, b',', 1).as_deref(),
+            Some(&b"a\nb"[..])
+        );
+        assert_eq!(
+            field_of_record(bytes, second, b',', 0).as_deref(),
+            Some(&b"E2"[..])
+        );
+        assert_eq!(
+            field_of_record(bytes, second, b',', 1),
+            None,
+            "a short record"
+        );
+        assert_eq!(
+            field_of_record(bytes, bytes.len(), b',', 0),
+            None,
+            "no record"
         );
     }
 }
