@@ -6,13 +6,15 @@
 use super::filing::Content;
 use super::pipeline::Pipeline;
 use super::resync::RESYNCED;
+use crate::config::Config;
 use crate::core::accounts::{Account, Origin};
 use crate::core::reconcile::{Action, Change};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::roster::RosterOptions;
 use crate::core::rules::{Condition, Rule};
 use crate::layout::DRY_RUN_SUFFIX;
-use crate::store::{AuditNote, MemoryStore, Store};
+use crate::layout::Paths;
+use crate::store::{AuditNote, MemoryStore, SledStore, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestRunner};
 use std::fs;
@@ -171,17 +173,39 @@ fn note() -> AuditNote {
 /// A pipeline with three rules and a manual account of `manual`; with `strict` safety
 /// limits, which hold a file that grants or deactivates more than 2 accounts and 10 %.
 fn pipeline(manual: &str, strict: bool) -> (TempDir, Pipeline<MemoryStore>) {
-    let (dir, p) = super::tests::pipeline_with(match strict {
+    pipeline_on(manual, strict, |_| MemoryStore::new())
+}
+
+/// [`pipeline`] on a sled store in the data folder, as the daemon keeps it.
+fn sled_pipeline(manual: &str, strict: bool) -> (TempDir, Pipeline<SledStore>) {
+    pipeline_on(manual, strict, |store| SledStore::open(store).unwrap())
+}
+
+fn pipeline_on<S: Store>(
+    manual: &str,
+    strict: bool,
+    store: impl FnOnce(&std::path::Path) -> S,
+) -> (TempDir, Pipeline<S>) {
+    let limits = match strict {
         true => {
-            "[safety]\nmax_grants = { count = 2, percent = 10 }\n\
-             max_deactivations = { count = 2, percent = 10 }\n"
+            "max_grants = { count = 2, percent = 10 }\nmax_deactivations = { count = 2, percent = 10 }"
         }
         false => {
-            "[safety]\nmax_grants = { count = 100000, percent = 100 }\n\
-             max_deactivations = { count = 100000, percent = 100 }\n"
+            "max_grants = { count = 100000, percent = 100 }\nmax_deactivations = { count = 100000, percent = 100 }"
         }
-    });
-    fs::create_dir_all(&p.paths.store).unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("autoprov.toml");
+    let toml = format!(
+        "data_dir = {:?}\n[sso]\nenabled = true\n[safety]\n{limits}\n",
+        dir.path().join("data")
+    );
+    fs::write(&config, toml).unwrap();
+    let cfg = Config::load(Some(&config)).unwrap();
+    let paths = Paths::new(&cfg.data_dir);
+    fs::create_dir_all(&paths.store).unwrap();
+    let p = Pipeline::new(cfg, store(&paths.store)).unwrap();
+    p.recover().unwrap();
     for (name, when, role) in [
         ("managers", "is_manager = true", "HR Admin"),
         ("it", "department = IT", "IT Admin"),
@@ -209,7 +233,7 @@ fn pipeline(manual: &str, strict: bool) -> (TempDir, Pipeline<MemoryStore>) {
     (dir, p)
 }
 
-fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> Report {
+fn submit<S: Store>(p: &Pipeline<S>, name: &str, bytes: &[u8]) -> Report {
     let name = p
         .receive(name, Content::Stream(&mut &bytes[..]), false)
         .unwrap()
@@ -233,7 +257,7 @@ fn comparable(report: &Report) -> serde_json::Value {
 }
 
 /// The accounts without their times.
-fn accounts(p: &Pipeline<MemoryStore>) -> Vec<String> {
+fn accounts<S: Store>(p: &Pipeline<S>) -> Vec<String> {
     let mut all: Vec<String> = (p.store.accounts().unwrap().iter())
         .map(|a| {
             let history: Vec<String> = (a.history.iter())
@@ -252,9 +276,9 @@ fn accounts(p: &Pipeline<MemoryStore>) -> Vec<String> {
 /// Gives a file to `a`, which may re-sync it from its record, and to `b`, which never can,
 /// and compares what they report and hold; a held file is approved in both (then `true`),
 /// and with `then_sync` both run a `sync` after it.
-fn both(
-    a: &Pipeline<MemoryStore>,
-    b: &Pipeline<MemoryStore>,
+fn both<S: Store>(
+    a: &Pipeline<S>,
+    b: &Pipeline<S>,
     name: &str,
     bytes: &[u8],
     then_sync: bool,
@@ -266,7 +290,7 @@ fn both(
     let (fast, full) = (submit(a, name, bytes), submit(b, name, bytes));
     prop_assert_eq!(comparable(&fast), comparable(&full), "file {}", name);
     if fast.status == ReportStatus::Held {
-        let id = |p: &Pipeline<MemoryStore>| p.held().unwrap().expect("a held file").id;
+        let id = |p: &Pipeline<S>| p.held().unwrap().expect("a held file").id;
         no_record();
         let (fast, full) = (a.approve(id(a), "tester"), b.approve(id(b), "tester"));
         prop_assert_eq!(
@@ -277,7 +301,7 @@ fn both(
         );
     }
     if then_sync {
-        let sync = |p: &Pipeline<MemoryStore>| {
+        let sync = |p: &Pipeline<S>| {
             (p.sync("tester", false).map(|r| comparable(&r))).map_err(|e| e.to_string())
         };
         prop_assert_eq!(sync(a), sync(b), "sync after {}", name);
@@ -289,13 +313,32 @@ fn both(
 #[test]
 fn a_roster_re_synced_from_its_changes_gives_what_reading_it_in_full_gives() {
     // 96 cases unless PROPTEST_CASES says otherwise.
+    compare_random_files(cases(96), pipeline);
+}
+
+#[test]
+fn so_it_does_on_a_sled_store() {
+    // The store the daemon keeps, its accounts token compared and set in its transaction;
+    // slower (each commit is synced), so 40 cases unless PROPTEST_CASES says otherwise.
+    compare_random_files(cases(40), sled_pipeline);
+}
+
+fn cases(unless_told: u32) -> Cases {
     let count = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|c| c.parse().ok());
-    let cases = Cases {
+    Cases {
         failure_persistence: None,
-        ..Cases::with_cases(count.unwrap_or(96))
-    };
+        ..Cases::with_cases(count.unwrap_or(unless_told))
+    }
+}
+
+/// Random rosters edited at random, each file given to two pipelines made by `pipeline`,
+/// one of which may re-sync it from its record while the other never can ([`both`]).
+fn compare_random_files<S: Store>(
+    cases: Cases,
+    pipeline: fn(&str, bool) -> (TempDir, Pipeline<S>),
+) {
     // Each file after the first: its edits, its line ends (those of the file before it for
     // 3 to 9), and what is done with it (a dry run for 6, a sync after it for 7). A quarter
     // of the cases have strict safety limits, which hold files then approved.
