@@ -292,16 +292,24 @@ impl Changes {
     }
 }
 
-/// The changes of `new` against `last` (read from the file `old`), reading at most `most`
-/// changed records; otherwise why the file is read in full.
-pub fn changes(
+/// A new file followed against the last roster: its records matched, where they start,
+/// the new rows (not the last roster's) and the last roster's rows gone.
+struct Followed {
+    matched: Matched,
+    starts: Vec<u32>,
+    added: Vec<u32>,
+    removed: Vec<u32>,
+}
+
+/// The new file `bytes` followed against `last` ([`Matched::follow`]) when it has the
+/// same header, and its rows, new and gone, are within `opts.max_rows` and `most`.
+fn followed(
     last: &LastRows,
     old: &mut dyn OldFile,
     bytes: &[u8],
     opts: &RosterOptions,
     most: usize,
-) -> Result<Changes, ReadInFull> {
-    let end = u32::try_from(bytes.len()).or_else(|_| full("the file is over 4 GiB"))?;
+) -> Result<Followed, ReadInFull> {
     if !bytes.starts_with(&last.header) {
         return full("the header differs from the last roster's");
     }
@@ -324,6 +332,31 @@ pub fn changes(
             removed.len()
         ));
     }
+    Ok(Followed {
+        matched,
+        starts,
+        added,
+        removed,
+    })
+}
+
+/// The changes of `new` against `last` (read from the file `old`), reading at most `most`
+/// changed records; otherwise why the file is read in full.
+pub fn changes(
+    last: &LastRows,
+    old: &mut dyn OldFile,
+    bytes: &[u8],
+    opts: &RosterOptions,
+    most: usize,
+) -> Result<Changes, ReadInFull> {
+    let end = u32::try_from(bytes.len()).or_else(|_| full("the file is over 4 GiB"))?;
+    let Followed {
+        matched,
+        starts,
+        added,
+        removed,
+    } = followed(last, old, bytes, opts, most)?;
+    let n = starts.len();
     let new = NewFile { bytes, starts };
     // Each set of rows read as a file of its own (none: nothing to read).
     let read = |text: &[u8], starts: &[u32], end: u32, rows: &[u32]| {
