@@ -6,14 +6,12 @@
 use super::filing::Content;
 use super::pipeline::Pipeline;
 use super::resync::RESYNCED;
-use crate::config::Config;
 use crate::core::accounts::{Account, Origin};
 use crate::core::reconcile::{Action, Change};
 use crate::core::report::{Report, ReportStatus};
 use crate::core::roster::RosterOptions;
 use crate::core::rules::{Condition, Rule};
 use crate::layout::DRY_RUN_SUFFIX;
-use crate::layout::Paths;
 use crate::store::{AuditNote, MemoryStore, SledStore, Store};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as Cases, TestRunner};
@@ -186,26 +184,19 @@ fn pipeline_on<S: Store>(
     strict: bool,
     store: impl FnOnce(&std::path::Path) -> S,
 ) -> (TempDir, Pipeline<S>) {
-    let limits = match strict {
-        true => {
-            "max_grants = { count = 2, percent = 10 }\nmax_deactivations = { count = 2, percent = 10 }"
-        }
-        false => {
-            "max_grants = { count = 100000, percent = 100 }\nmax_deactivations = { count = 100000, percent = 100 }"
-        }
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("autoprov.toml");
-    let toml = format!(
-        "data_dir = {:?}\n[sso]\nenabled = true\n[safety]\n{limits}\n",
-        dir.path().join("data")
+    let (dir, p) = super::tests::pipeline_on(
+        match strict {
+            true => {
+                "[safety]\nmax_grants = { count = 2, percent = 10 }\n\
+                 max_deactivations = { count = 2, percent = 10 }\n"
+            }
+            false => {
+                "[safety]\nmax_grants = { count = 100000, percent = 100 }\n\
+                 max_deactivations = { count = 100000, percent = 100 }\n"
+            }
+        },
+        store,
     );
-    fs::write(&config, toml).unwrap();
-    let cfg = Config::load(Some(&config)).unwrap();
-    let paths = Paths::new(&cfg.data_dir);
-    fs::create_dir_all(&paths.store).unwrap();
-    let p = Pipeline::new(cfg, store(&paths.store)).unwrap();
-    p.recover().unwrap();
     for (name, when, role) in [
         ("managers", "is_manager = true", "HR Admin"),
         ("it", "department = IT", "IT Admin"),

@@ -12,6 +12,7 @@ use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Condition, Rule, RuleId};
 use crate::store::{AuditNote, FileStatus, MemoryStore, Store};
 use std::fs;
+use std::path::Path;
 use tempfile::TempDir;
 
 const HEADER: &str = "employee_id,email,department,status";
@@ -19,6 +20,14 @@ const HEADER: &str = "employee_id,email,department,status";
 /// A pipeline over a fresh [`MemoryStore`], its drop folders in a temp dir, with `extra`
 /// appended to a config that enables SSO.
 pub(super) fn pipeline_with(extra: &str) -> (TempDir, Pipeline<MemoryStore>) {
+    pipeline_on(extra, |_| MemoryStore::new())
+}
+
+/// [`pipeline_with`] on the store `store` makes in the store folder (made first).
+pub(super) fn pipeline_on<S: Store>(
+    extra: &str,
+    store: impl FnOnce(&Path) -> S,
+) -> (TempDir, Pipeline<S>) {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("autoprov.toml");
     let toml = format!(
@@ -27,7 +36,9 @@ pub(super) fn pipeline_with(extra: &str) -> (TempDir, Pipeline<MemoryStore>) {
     );
     fs::write(&config, toml).unwrap();
     let cfg = Config::load(Some(&config)).unwrap();
-    let p = Pipeline::new(cfg, MemoryStore::new()).unwrap();
+    let folder = crate::layout::Paths::new(&cfg.data_dir).store;
+    fs::create_dir_all(&folder).unwrap();
+    let p = Pipeline::new(cfg, store(&folder)).unwrap();
     p.recover().unwrap();
     (dir, p)
 }
