@@ -79,6 +79,13 @@ impl<S: Store> Pipeline<S> {
                 fs::remove_file(&path)?;
             }
         }
+        // The record of a roster staged for its commit, left by a crash before its rename
+        // (never used: only a record renamed after its commit is).
+        let staged = super::resync::staged_path(&self.paths.store);
+        if staged.exists() {
+            tracing::info!(path = %staged.display(), "removing a roster's record staged before a restart");
+            fs::remove_file(&staged)?;
+        }
         // Reports staged for a file whose commit never happened (a crash or an I/O error
         // between staging and commit): the file is still in inbox/ and will be staged again.
         for item in fs::read_dir(&self.paths.staging)? {

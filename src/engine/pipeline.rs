@@ -775,7 +775,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_removes_the_partial_copy_of_a_stopped_process() {
+    fn recovery_removes_the_partial_copy_of_a_stopped_process_and_a_staged_record() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
         let inbox = p.paths.folder("inbox");
@@ -787,7 +787,11 @@ mod tests {
             .receive("r.csv", Content::Stream(&mut &b"a,b\n"[..]), false)
             .unwrap()
             .0;
+        // What a crash between a file's commit and its record's rename leaves.
+        let staged = crate::engine::resync::staged_path(&p.paths.store);
+        fs::write(&staged, b"autoprov last roster").unwrap();
         p.recover().unwrap();
+        assert!(!staged.exists());
         assert!(!inbox.join(".receive-4242.part").exists());
         assert!(inbox.join(".upload.csv.part").exists());
         assert_eq!(fs::read(inbox.join(name)).unwrap(), b"a,b\n");
