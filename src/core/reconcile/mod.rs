@@ -19,7 +19,7 @@ use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub use names::Names;
@@ -230,11 +230,18 @@ pub fn plan<E: Send>(
     read: &ReadGroup<'_, E>,
 ) -> Result<Plan, E> {
     let employees = EmployeeGroups::of(roster);
-    let (mut grouped, survey) = plan_all_groups(roster, input, &employees, &Manual::new(), read)?;
-    if any_email_taken(roster, &survey.manual) {
-        (grouped, _) = plan_all_groups(roster, input, &employees, &survey.manual, read)?;
+    let none = Manual::new();
+    let first = Holders::manual(&none);
+    let (mut grouped, survey) = plan_all_groups(roster, input, &employees, &first, read)?;
+    let taken = any_email_taken(roster, &survey.manual);
+    let holders = match taken {
+        true => Holders::with_rows(&survey.manual, roster),
+        false => Holders::manual(&survey.manual),
+    };
+    if taken {
+        (grouped, _) = plan_all_groups(roster, input, &employees, &holders, read)?;
     }
-    let manual = &survey.manual;
+    let manual = &holders;
     let n = roster.employees.len();
     let mut lone = vec![false; n];
     for &row in &grouped.without_account {
@@ -286,7 +293,7 @@ fn plan_all_groups<E: Send>(
     roster: &Roster,
     input: &SyncInput<'_>,
     employees: &EmployeeGroups,
-    manual: &Manual,
+    manual: &Holders<'_>,
     read: &ReadGroup<'_, E>,
 ) -> Result<(Part, Survey), E> {
     let half = GROUPS / 2;
@@ -349,7 +356,7 @@ impl Part {
 fn plan_rows(
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &Manual,
+    manual: &Holders<'_>,
     lone: &[bool],
     range: std::ops::Range<usize>,
     hand_over: &mut (dyn FnMut(&mut Part) + Send),
@@ -384,7 +391,7 @@ const CHUNK: usize = 8192;
 fn plan_groups<E>(
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &Manual,
+    manual: &Holders<'_>,
     employees: &EmployeeGroups,
     range: std::ops::Range<usize>,
     read: &ReadGroup<'_, E>,
@@ -418,7 +425,7 @@ struct Scratch<'r> {
 fn plan_group<'r>(
     part: &mut Part,
     scratch: &mut Scratch<'r>,
-    (roster, input, manual): (&'r Roster, &SyncInput<'r>, &Manual),
+    (roster, input, manual): (&'r Roster, &SyncInput<'r>, &Holders<'_>),
     rows: &[u32],
     accounts: &dyn AccountGroup,
 ) {
@@ -460,7 +467,7 @@ fn plan_group<'r>(
                 group: accounts,
                 at,
             };
-            plan_auto(&mut part.plan, input, stored, None, &[], false);
+            plan_auto(&mut part.plan, input, stored, None, &[], ABSENT);
             part.rows.resize(part.plan.changes.len(), u32::MAX);
         }
     }
@@ -518,7 +525,7 @@ fn plan_row(
     plan: &mut Plan,
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &Manual,
+    manual: &Holders<'_>,
     row: usize,
     matching: &[RuleId],
     account: Option<Stored<'_>>,
@@ -526,7 +533,7 @@ fn plan_row(
     let employee = &roster.employees[row];
     let auto = account.filter(|a| a.head.origin == Origin::Auto);
     let mut email = employee.has_well_formed_email().then_some(employee.email());
-    if let Some(holder) = email.and_then(|e| taken_by_other(manual, e, employee.id())) {
+    if let Some(holder) = email.and_then(|e| taken_by_other(manual.manual, e, employee.id())) {
         // No new account and no email change for this employee (SPEC §3); warned about
         // only where that blocks something.
         let would_create = account.is_none() && !employee.inactive && !matching.is_empty();
@@ -538,25 +545,39 @@ fn plan_row(
     if employee.inactive {
         // A leaver's account keeps the address HR gave last (SPEC §4).
         if let Some(account) = auto {
-            plan_auto(plan, input, account, email, &[], false);
+            plan_auto(plan, input, account, email, &[], ABSENT);
         }
         return;
     }
-    // No two active accounts share an email (SPEC §3): an inactive account is not made
-    // active again with an email the active manual account of another employee holds (one
-    // it kept, or one that manual account was given while it was inactive).
-    if let Some(a) = auto.filter(|a| !a.head.is_active() && !matching.is_empty()) {
+    // No two active accounts share an email (SPEC §3). An auto account the rules keep or
+    // make active is not, when the email it would have is another employee's roster email
+    // (one it keeps because its row's is taken), or, for an inactive one, is held by another
+    // employee's active manual account (given it while it was inactive): it stays or
+    // becomes inactive.
+    if let Some(a) = auto.filter(|_| !matching.is_empty()) {
         let kept = email.unwrap_or(a.head.email);
-        if let Some(holder) = taken_by_other(manual, kept, employee.id()) {
+        let manual_holder = || match a.head.is_active() {
+            true => None,
+            false => taken_by_other(manual.manual, kept, employee.id()),
+        };
+        let holder = manual_holder().or_else(|| {
+            (email.is_none())
+                .then(|| manual.row_of_other(kept, employee.id()))
+                .flatten()
+        });
+        if let Some(holder) = holder {
             plan.warnings
-                .push(not_reactivated(roster, employee, kept, holder));
+                .push(not_active(roster, employee, kept, holder));
+            if a.head.is_active() {
+                plan_auto(plan, input, a, None, &[], EMAIL_TAKEN);
+            }
             return;
         }
     }
     plan_employee(plan, input, employee.id(), email, account, matching);
 }
 
-fn not_reactivated(
+fn not_active(
     roster: &Roster,
     employee: &crate::core::model::Employee,
     email: &str,
@@ -566,11 +587,46 @@ fn not_reactivated(
         employee.line(),
         roster.email_column.as_str(),
         format!(
-            "the inactive account of employee \"{}\" is not made active again: its email \"{email}\" \
-             is held by the active manual account of employee \"{holder}\"",
+            "the account of employee \"{}\" is not left or made active: its email \"{email}\" is \
+             held by employee \"{holder}\" (no two active accounts share an email)",
             employee.id()
         ),
     )
+}
+
+/// Who holds which email (SPEC §3), as [`plan_row`] asks.
+struct Holders<'h> {
+    /// The active manual accounts' employee IDs by folded email.
+    manual: &'h Manual,
+    /// In [`plan`]'s second pass (some employee's roster email is a manual account's): the
+    /// employees who are not inactive, by their folded roster email.
+    rows: HashMap<String, &'h str>,
+}
+
+impl<'h> Holders<'h> {
+    fn manual(manual: &'h Manual) -> Holders<'h> {
+        Holders {
+            manual,
+            rows: HashMap::new(),
+        }
+    }
+
+    fn with_rows(manual: &'h Manual, roster: &'h Roster) -> Holders<'h> {
+        let rows = (roster.employees.iter())
+            .filter(|e| !e.inactive && e.has_well_formed_email())
+            .map(|e| (crate::core::columns::fold(e.email()).into_owned(), e.id()))
+            .collect();
+        Holders { manual, rows }
+    }
+
+    /// The employee other than `employee_id` whose roster email is `email`, if known.
+    fn row_of_other(&self, email: &str, employee_id: &str) -> Option<&'h str> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        (self.rows.get(&*crate::core::columns::fold(email)).copied())
+            .filter(|holder| *holder != employee_id)
+    }
 }
 
 /// The employee ID of the active manual account of another employee holding `email`.
@@ -653,18 +709,23 @@ fn plan_employee(
             };
             plan.push(change);
         }
-        Some(account) => plan_auto(plan, input, account, roster_email, matching, true),
+        Some(account) => plan_auto(plan, input, account, roster_email, matching, NO_RULE),
     }
 }
 
-/// Plans an auto account; `present` is false when its employee is absent or inactive.
+/// Why an account is deactivated, in its history.
+const NO_RULE: &str = "deactivated: no enabled rule matches";
+const ABSENT: &str = "deactivated: employee absent from the roster or inactive";
+const EMAIL_TAKEN: &str = "deactivated: its email is another employee's";
+
+/// Plans an auto account; `gone` is why, if it is deactivated.
 fn plan_auto(
     plan: &mut Plan,
     input: &SyncInput<'_>,
     stored: Stored<'_>,
     roster_email: Option<&str>,
     matching: &[RuleId],
-    present: bool,
+    gone: &str,
 ) {
     let account = stored.head;
     // The common case of a re-sync: the account keeps its rule, role and status. Decided
@@ -721,12 +782,7 @@ fn plan_auto(
         }
         None if account.is_active() => {
             next.status = Status::Inactive;
-            let reason = if present {
-                "deactivated: no enabled rule matches"
-            } else {
-                "deactivated: employee absent from the roster or inactive"
-            };
-            next.record(input.now, input.source, reason.to_string());
+            next.record(input.now, input.source, gone.to_string());
             Some(Action::Deactivated)
         }
         None => None,
@@ -1349,7 +1405,7 @@ mod tests {
         assert!(
             message.contains("\"E1\"")
                 && message.contains("\"M1\"")
-                && message.contains("not made active again")
+                && message.contains("not left or made active")
         );
         // The address kept by the account is taken, the roster's own is free: made active
         // again with the roster's.
@@ -1362,6 +1418,46 @@ mod tests {
         assert_eq!(only(&p).action, Action::Reactivated);
         assert_eq!(p.updates[0].email, "e1.back@acme.example");
         assert!(p.warnings.is_empty());
+    }
+
+    #[test]
+    fn an_account_does_not_keep_an_email_the_roster_gives_another_employee() {
+        // E1's row now has M1's (manual) address, so E1's account keeps h@; HR gave h@ to
+        // E3. E1's account would share h@ with E3's: it is deactivated (or, inactive, stays
+        // so), E3 gets h@.
+        let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
+        boss.email = "m1@acme.example".into();
+        for status in [Status::Active, Status::Inactive] {
+            let mut e1 = account("E1", Origin::Auto, Some(1), "IT Admin", status);
+            e1.email = "h@acme.example".into();
+            let mut w = World::new(&[(1, "IT Admin")])
+                .row("E1", false, &[1])
+                .row("E3", false, &[1])
+                .acct(boss.clone())
+                .acct(e1);
+            w.roster.employees[0].set_email("M1@acme.example");
+            w.roster.employees[1].set_email("h@acme.example");
+            let p = w.plan();
+            let by_id = |id: &str| p.changes.iter().find(|c| &*c.employee_id == id);
+            let created = by_id("E3").expect("E3 is created");
+            assert_eq!(
+                (created.action, &*created.email),
+                (Action::Created, "h@acme.example")
+            );
+            match status {
+                Status::Active => {
+                    let gone = by_id("E1").expect("E1 is deactivated");
+                    assert_eq!(gone.action, Action::Deactivated);
+                    let e1 = p.updates.iter().find(|a| a.employee_id == "E1").unwrap();
+                    assert_eq!(e1.status, Status::Inactive);
+                    assert_eq!(e1.email, "h@acme.example");
+                    assert_eq!(e1.history.last().unwrap().reason, EMAIL_TAKEN);
+                }
+                Status::Inactive => assert!(by_id("E1").is_none(), "{:?}", p.changes),
+            }
+            let about = |who: &str| p.warnings.iter().any(|w| w.message.contains(who));
+            assert!(about("\"E3\"") && about("\"M1\""), "{:?}", p.warnings);
+        }
     }
 
     #[test]
@@ -1778,8 +1874,15 @@ mod tests {
                     (Some(_), _) => {
                         prop_assert_eq!(now.map(|a| &a.email), before.map(|a| &a.email));
                         let would_create = before.is_none() && !e.inactive && !matching.is_empty();
+                        // Blocked: an account the rules would create, an auto account's email
+                        // change, or an inactive auto account the rules would make active again
+                        // with the email it has.
+                        let reactivates = !e.inactive && !matching.is_empty();
                         let blocked = would_create
-                            || before.is_some_and(|b| b.origin == Origin::Auto && *b.email != *e.email());
+                            || before.is_some_and(|b| {
+                                b.origin == Origin::Auto
+                                    && (*b.email != *e.email() || (!b.is_active() && reactivates))
+                            });
                         let who = format!("\"{}\"", e.id());
                         let warned = p.warnings.iter().any(|f| {
                             f.message.contains(&who) && holders.iter().any(|h| f.message.contains(h))
