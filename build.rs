@@ -8,9 +8,10 @@
 //! missing tool would be installed into changes.
 //!
 //! It also names the build: `AUTOPROV_BUILD_ID` is a digest of the sources, the manifest
-//! and the locked dependencies (and of the compiler, through std's hasher). A record this
-//! program keeps of what it derived (the last roster's outcomes, `engine::resync`) is used
-//! only by the build that wrote it: another build may read rows or match rules otherwise.
+//! and the lock file. A record this program keeps of what it derived (the last roster's
+//! outcomes, `engine::resync`) is used only by the build that wrote it: another build may
+//! read rows or match rules otherwise. The lock file counts only where the build uses it
+//! (`cargo install` without `--locked` resolves dependencies anew).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -934,13 +934,16 @@ mod tests {
             "{} rows planned",
             found.roster.employees.len()
         );
-        // A record found by its ID is still compared byte for byte: an edited one is not
-        // taken for the last roster's.
-        let mut edited = roster_of((0..10).chain(30..60));
-        let at = edited.len() - 3;
-        edited[at] = b'O';
-        let found = changes(&last, &mut &old[..], &edited, &opts, 1000).unwrap();
+        // A record found by its ID is still compared byte for byte: E032, the first record
+        // looked for by its ID, edited, is not taken for the last roster's row; the next one
+        // is found by its own.
+        let edited = String::from_utf8(new.clone())
+            .unwrap()
+            .replace("E032,e32@x.example,E000,IT", "E032,e32@x.example,E000,OT");
+        let found = changes(&last, &mut &old[..], edited.as_bytes(), &opts, 1000).unwrap();
         let planned: Vec<&str> = found.roster.employees.iter().map(|e| e.id()).collect();
-        assert!(planned.contains(&"E059"), "{planned:?}");
+        assert!(planned.contains(&"E032"), "{planned:?}");
+        assert!(!planned.contains(&"E033"), "{planned:?}");
+        assert_eq!(found.removed.len(), 20 + JUMP_AFTER + 1);
     }
 }

@@ -416,8 +416,9 @@ impl Window {
         })
     }
 
-    /// The bytes at `start..end`: in the window, in a new window there when just past this
-    /// one, or else read on their own into `spare`.
+    /// The bytes at `start..end`: in the window, in a new window there when past this one
+    /// (windows only move forward, so the file is read once at most however the records
+    /// jump ahead), or else (before the window) read on their own into `spare`.
     fn bytes<'w>(&'w mut self, start: u32, end: u32, spare: &'w mut Vec<u8>) -> Option<&'w [u8]> {
         use std::os::unix::fs::FileExt;
         let (start, end) = (u64::from(start), u64::from(end));
@@ -426,8 +427,8 @@ impl Window {
         }
         let window_end = self.at + self.held as u64;
         let inside = start >= self.at && end <= window_end;
-        let just_past = start >= window_end && start < window_end + Self::SIZE as u64;
-        if !inside && just_past && end - start <= Self::SIZE as u64 {
+        let past = start >= window_end;
+        if !inside && past && end - start <= Self::SIZE as u64 {
             let held = (self.len - start).min(Self::SIZE as u64) as usize;
             self.file.read_exact_at(&mut self.buf[..held], start).ok()?;
             (self.at, self.held) = (start, held);

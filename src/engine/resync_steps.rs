@@ -35,10 +35,12 @@ impl<S: Store> Pipeline<S> {
         };
         let kept = fs::read(&record).ok().and_then(|b| decode(&b));
         let Some(kept) = kept.filter(|k| k.stamp() == stamp) else {
+            tracing::warn!(path = %record.display(), "the last roster's record is damaged or does not hold together: the file is read in full");
             return Ok(None);
         };
         let old_path = self.paths.folder("processed").join(&last.stored_as);
         let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
+            tracing::warn!(path = %old_path.display(), "the last roster is missing or not as long as its record says: the file is read in full");
             return Ok(None);
         };
         let most = (kept.rows.rows() / 10).max(1000);

@@ -369,13 +369,18 @@ fn compare_random_files<S: Store>(
         })
         .unwrap();
     // Many edited files are re-synced from their changes (the others are dry runs, have
-    // errors, a cycle, other line ends, or too many changes for a small file; 40–45 % are
-    // re-synced): the comparison is not of two full readings.
+    // errors, a cycle, other line ends, or too many changes for a small file; 35–45 % are
+    // re-synced; a sixth is asked, far enough below for a random seed): the comparison is
+    // not of two full readings.
     let (resynced, files, held) = (RESYNCED.with(|n| n.get()), files.get(), held.get());
     eprintln!("{resynced} of {files} files re-synced from their changes; {held} held, approved");
+    if files < 60 {
+        // Too few files (PROPTEST_CASES set low) for the shares below to mean anything.
+        return;
+    }
     assert!(held > 0, "no file was held and approved");
     assert!(
-        resynced * 4 > files,
+        resynced * 6 > files,
         "{resynced} of {files} files re-synced"
     );
 }
