@@ -241,7 +241,6 @@ pub fn plan<E: Send>(
     if taken {
         (grouped, _) = plan_all_groups(roster, input, &employees, &holders, read)?;
     }
-    let manual = &holders;
     let n = roster.employees.len();
     let mut lone = vec![false; n];
     for &row in &grouped.without_account {
@@ -258,12 +257,12 @@ pub fn plan<E: Send>(
     let mut kept = Vec::new();
     let (first, later) = join(
         || {
-            plan_rows(roster, input, manual, &lone, 0..n / 2, &mut |chunk| {
+            plan_rows(roster, input, &holders, &lone, 0..n / 2, &mut |chunk| {
                 part.append(chunk)
             })
         },
         || {
-            plan_rows(roster, input, manual, &lone, n / 2..n, &mut |chunk| {
+            plan_rows(roster, input, &holders, &lone, n / 2..n, &mut |chunk| {
                 let changes = std::mem::replace(&mut chunk.plan.changes, Vec::with_capacity(CHUNK));
                 kept.push((
                     changes,
@@ -293,13 +292,13 @@ fn plan_all_groups<E: Send>(
     roster: &Roster,
     input: &SyncInput<'_>,
     employees: &EmployeeGroups,
-    manual: &Holders<'_>,
+    holders: &Holders<'_>,
     read: &ReadGroup<'_, E>,
 ) -> Result<(Part, Survey), E> {
     let half = GROUPS / 2;
     let (lower, upper) = join(
-        || plan_groups(roster, input, manual, employees, 0..half, read),
-        || plan_groups(roster, input, manual, employees, half..GROUPS, read),
+        || plan_groups(roster, input, holders, employees, 0..half, read),
+        || plan_groups(roster, input, holders, employees, half..GROUPS, read),
     );
     let ((mut part, mut survey), (upper, upper_survey)) = (lower?, upper?);
     part.absorb(upper);
@@ -356,7 +355,7 @@ impl Part {
 fn plan_rows(
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &Holders<'_>,
+    holders: &Holders<'_>,
     lone: &[bool],
     range: std::ops::Range<usize>,
     hand_over: &mut (dyn FnMut(&mut Part) + Send),
@@ -368,7 +367,7 @@ fn plan_rows(
             plan,
             roster,
             input,
-            manual,
+            holders,
             row,
             input.matching.get(row),
             None,
@@ -391,7 +390,7 @@ const CHUNK: usize = 8192;
 fn plan_groups<E>(
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &Holders<'_>,
+    holders: &Holders<'_>,
     employees: &EmployeeGroups,
     range: std::ops::Range<usize>,
     read: &ReadGroup<'_, E>,
@@ -403,7 +402,7 @@ fn plan_groups<E>(
         let rows = employees.of_group(g);
         read(g, &mut |accounts| {
             survey.add(accounts);
-            let planning = (roster, input, manual);
+            let planning = (roster, input, holders);
             plan_group(&mut part, &mut scratch, planning, rows, accounts);
         })?;
     }
@@ -425,7 +424,7 @@ struct Scratch<'r> {
 fn plan_group<'r>(
     part: &mut Part,
     scratch: &mut Scratch<'r>,
-    (roster, input, manual): (&'r Roster, &SyncInput<'r>, &Holders<'_>),
+    (roster, input, holders): (&'r Roster, &SyncInput<'r>, &Holders<'_>),
     rows: &[u32],
     accounts: &dyn AccountGroup,
 ) {
@@ -456,7 +455,7 @@ fn plan_group<'r>(
             at,
         };
         let plan = &mut part.plan;
-        plan_row(plan, roster, input, manual, row, matching, Some(stored));
+        plan_row(plan, roster, input, holders, row, matching, Some(stored));
         part.rows.resize(part.plan.changes.len(), row as u32);
     }
     // Auto accounts whose employee is absent.
@@ -525,7 +524,7 @@ fn plan_row(
     plan: &mut Plan,
     roster: &Roster,
     input: &SyncInput<'_>,
-    manual: &Holders<'_>,
+    holders: &Holders<'_>,
     row: usize,
     matching: &[RuleId],
     account: Option<Stored<'_>>,
@@ -533,7 +532,7 @@ fn plan_row(
     let employee = &roster.employees[row];
     let auto = account.filter(|a| a.head.origin == Origin::Auto);
     let mut email = employee.has_well_formed_email().then_some(employee.email());
-    if let Some(holder) = email.and_then(|e| taken_by_other(manual.manual, e, employee.id())) {
+    if let Some(holder) = email.and_then(|e| taken_by_other(holders.manual, e, employee.id())) {
         // No new account and no email change for this employee (SPEC §3); warned about
         // only where that blocks something.
         let would_create = account.is_none() && !employee.inactive && !matching.is_empty();
@@ -558,11 +557,11 @@ fn plan_row(
         let kept = email.unwrap_or(a.head.email);
         let manual_holder = || match a.head.is_active() {
             true => None,
-            false => taken_by_other(manual.manual, kept, employee.id()),
+            false => taken_by_other(holders.manual, kept, employee.id()),
         };
         let holder = manual_holder().or_else(|| {
             (email.is_none())
-                .then(|| manual.row_of_other(kept, employee.id()))
+                .then(|| holders.row_of_other(kept, employee.id()))
                 .flatten()
         });
         if let Some(holder) = holder {
