@@ -2,12 +2,14 @@
 //! accounts read one group at a time ([`groups`]).
 
 mod groups;
+mod holders;
 mod names;
 mod order;
 mod safety;
 
 pub use groups::{EmployeeGroups, ReadGroup};
 use groups::{Manual, Survey};
+use holders::{Holders, any_email_taken, email_taken, not_active, taken_by_other};
 use order::sort_changes;
 pub use safety::{Limit, Limits};
 
@@ -19,7 +21,7 @@ use crate::core::packed::Packed;
 use crate::core::parallel::join;
 use crate::core::rules::{MatchTable, Rule, RuleId};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use names::Names;
@@ -306,15 +308,6 @@ fn plan_all_groups<E: Send>(
     Ok((part, survey))
 }
 
-/// Whether an employee's email is held by another employee's active manual account
-/// (`manual`: their employee IDs by folded email), as [`plan_row`] asks.
-fn any_email_taken(roster: &Roster, manual: &Manual) -> bool {
-    !manual.is_empty()
-        && roster.employees.iter().any(|e| {
-            taken_by_other(manual, e.email(), e.id()).is_some() && e.has_well_formed_email()
-        })
-}
-
 /// A part of a plan: the plan, the roster position of each of its changes (`u32::MAX`: an
 /// absent employee), and the employees found without an account (left to [`plan_rows`]).
 #[derive(Default)]
@@ -576,69 +569,6 @@ fn plan_row(
     plan_employee(plan, input, employee.id(), email, account, matching);
 }
 
-fn not_active(
-    roster: &Roster,
-    employee: &crate::core::model::Employee,
-    email: &str,
-    holder: &str,
-) -> Finding {
-    Finding::at(
-        employee.line(),
-        roster.email_column.as_str(),
-        format!(
-            "the account of employee \"{}\" is not left or made active: its email \"{email}\" is \
-             held by employee \"{holder}\" (no two active accounts share an email)",
-            employee.id()
-        ),
-    )
-}
-
-/// Who holds which email (SPEC §3), as [`plan_row`] asks.
-struct Holders<'h> {
-    /// The active manual accounts' employee IDs by folded email.
-    manual: &'h Manual,
-    /// In [`plan`]'s second pass (some employee's roster email is a manual account's): the
-    /// employees who are not inactive, by their folded roster email.
-    rows: HashMap<String, &'h str>,
-}
-
-impl<'h> Holders<'h> {
-    fn manual(manual: &'h Manual) -> Holders<'h> {
-        Holders {
-            manual,
-            rows: HashMap::new(),
-        }
-    }
-
-    fn with_rows(manual: &'h Manual, roster: &'h Roster) -> Holders<'h> {
-        let rows = (roster.employees.iter())
-            .filter(|e| !e.inactive && e.has_well_formed_email())
-            .map(|e| (crate::core::columns::fold(e.email()).into_owned(), e.id()))
-            .collect();
-        Holders { manual, rows }
-    }
-
-    /// The employee other than `employee_id` whose roster email is `email`, if known.
-    fn row_of_other(&self, email: &str, employee_id: &str) -> Option<&'h str> {
-        if self.rows.is_empty() {
-            return None;
-        }
-        (self.rows.get(&*crate::core::columns::fold(email)).copied())
-            .filter(|holder| *holder != employee_id)
-    }
-}
-
-/// The employee ID of the active manual account of another employee holding `email`.
-fn taken_by_other<'m>(manual: &'m Manual, email: &str, employee_id: &str) -> Option<&'m str> {
-    if manual.is_empty() {
-        return None;
-    }
-    manual
-        .get(&*crate::core::columns::fold(email))
-        .map(String::as_str)
-        .filter(|holder| *holder != employee_id)
-}
-
 /// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
 fn cap_warnings(warnings: &mut Vec<Finding>) {
     use crate::core::roster::MAX_WARNINGS;
@@ -648,21 +578,6 @@ fn cap_warnings(warnings: &mut Vec<Finding>) {
         warnings.truncate(MAX_WARNINGS);
         warnings.push(Finding::file(format!("{more} more warnings (not listed)")));
     }
-}
-
-/// The warning for an employee whose roster email a manual account of `holder` holds.
-fn email_taken(roster: &Roster, employee: &crate::core::model::Employee, holder: &str) -> Finding {
-    Finding::at(
-        employee.line(),
-        roster.email_column.as_str(),
-        format!(
-            "email \"{}\" of employee \"{}\" is held by the active manual account of employee \
-             \"{holder}\"; \"{}\" gets no new account and no email change until one of them changes",
-            employee.email(),
-            employee.id(),
-            employee.id()
-        ),
-    )
 }
 
 fn plan_employee(

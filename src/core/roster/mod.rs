@@ -253,15 +253,22 @@ fn header_of(bytes: &[u8], opts: &RosterOptions) -> Option<Header> {
     first_header(text, detect_delimiter(text), opts)
 }
 
-/// The header row of the decoded text, read on its own; its findings are the parser's
-/// business, so none are kept here.
-fn first_header(text: &[u8], delimiter: u8, opts: &RosterOptions) -> Option<Header> {
-    let mut reader = ReaderBuilder::new()
+/// A csv reader of `text` set up as the parser reads a roster: no header row of its own,
+/// records of any length, any line end. Whatever reads records apart from the parser (the
+/// header alone, a re-sync's records, [`spans`]) reads them with it, so that they agree.
+fn csv_reader(text: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
+    ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(false)
         .flexible(true)
         .terminator(Terminator::CRLF)
-        .from_reader(text);
+        .from_reader(text)
+}
+
+/// The header row of the decoded text, read on its own; its findings are the parser's
+/// business, so none are kept here.
+fn first_header(text: &[u8], delimiter: u8, opts: &RosterOptions) -> Option<Header> {
+    let mut reader = csv_reader(text, delimiter);
     let mut record = ByteRecord::new();
     if !reader.read_byte_record(&mut record).ok()? {
         return None;
@@ -424,12 +431,7 @@ impl<'a> Parser<'a> {
 
     /// Reads every record of the text.
     fn read(&mut self) -> Result<(), TooManyRows> {
-        let mut reader = ReaderBuilder::new()
-            .delimiter(self.delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .terminator(Terminator::CRLF)
-            .from_reader(self.text);
+        let mut reader = csv_reader(self.text, self.delimiter);
         let mut record = ByteRecord::new();
         loop {
             match reader.read_byte_record(&mut record) {

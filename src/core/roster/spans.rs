@@ -1,9 +1,9 @@
 //! Where a roster file's records start, their fields not read: what a re-sync needs to
-//! follow a file record by record ([`crate::core::resync`]). A record is read by a csv
-//! reader set up as the parser's, and the next one taken to start where the parser takes
-//! a row to start, so the two agree (see the tests).
+//! follow a file record by record ([`crate::core::resync`]). A record is read by the
+//! parser's csv reader ([`super::csv_reader`]), and the next one taken to start where the
+//! parser takes a row to start, so the two agree (see the tests).
 
-use csv::{ByteRecord, ReaderBuilder, Terminator};
+use csv::ByteRecord;
 
 use super::halves::BOM;
 use super::lines::{detect_delimiter, skip_line_ends};
@@ -34,12 +34,7 @@ fn read_record(bytes: &[u8], at: usize, delimiter: u8) -> Option<(ByteRecord, us
     let rest = bytes
         .get(at..)
         .filter(|r| !r.is_empty() && !r.starts_with(BOM))?;
-    let mut reader = ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(false)
-        .flexible(true)
-        .terminator(Terminator::CRLF)
-        .from_reader(rest);
+    let mut reader = super::csv_reader(rest, delimiter);
     let mut record = ByteRecord::new();
     match reader.read_byte_record(&mut record) {
         Ok(true) => {

@@ -1,0 +1,99 @@
+//! Who holds which email as a sync plans it (SPEC §3: no two active accounts share an
+//! email): the active manual accounts' emails and, when one of them is an employee's roster
+//! email, every employee's; and the warnings for a row that one of them blocks.
+
+use super::groups::Manual;
+use crate::core::columns::fold;
+use crate::core::model::{Employee, Finding, Roster};
+use std::collections::HashMap;
+
+/// Whether an employee's email is held by another employee's active manual account
+/// (`manual`: their employee IDs by folded email): whether [`super::plan`] plans again.
+pub(super) fn any_email_taken(roster: &Roster, manual: &Manual) -> bool {
+    !manual.is_empty()
+        && roster.employees.iter().any(|e| {
+            taken_by_other(manual, e.email(), e.id()).is_some() && e.has_well_formed_email()
+        })
+}
+
+/// The warning for an employee whose account is kept inactive: its email is `holder`'s.
+pub(super) fn not_active(
+    roster: &Roster,
+    employee: &Employee,
+    email: &str,
+    holder: &str,
+) -> Finding {
+    Finding::at(
+        employee.line(),
+        roster.email_column.as_str(),
+        format!(
+            "the account of employee \"{}\" is not left or made active: its email \"{email}\" is \
+             held by employee \"{holder}\" (no two active accounts share an email)",
+            employee.id()
+        ),
+    )
+}
+
+/// Who holds which email (SPEC §3), as [`super::plan`] asks each row.
+pub(super) struct Holders<'h> {
+    /// The active manual accounts' employee IDs by folded email.
+    pub(super) manual: &'h Manual,
+    /// In [`super::plan`]'s second pass (some employee's roster email is a manual account's): the
+    /// employees who are not inactive, by their folded roster email.
+    rows: HashMap<String, &'h str>,
+}
+
+impl<'h> Holders<'h> {
+    pub(super) fn manual(manual: &'h Manual) -> Holders<'h> {
+        Holders {
+            manual,
+            rows: HashMap::new(),
+        }
+    }
+
+    pub(super) fn with_rows(manual: &'h Manual, roster: &'h Roster) -> Holders<'h> {
+        let rows = (roster.employees.iter())
+            .filter(|e| !e.inactive && e.has_well_formed_email())
+            .map(|e| (fold(e.email()).into_owned(), e.id()))
+            .collect();
+        Holders { manual, rows }
+    }
+
+    /// The employee other than `employee_id` whose roster email is `email`, if known.
+    pub(super) fn row_of_other(&self, email: &str, employee_id: &str) -> Option<&'h str> {
+        if self.rows.is_empty() {
+            return None;
+        }
+        (self.rows.get(&*fold(email)).copied()).filter(|holder| *holder != employee_id)
+    }
+}
+
+/// The employee ID of the active manual account of another employee holding `email`.
+pub(super) fn taken_by_other<'m>(
+    manual: &'m Manual,
+    email: &str,
+    employee_id: &str,
+) -> Option<&'m str> {
+    if manual.is_empty() {
+        return None;
+    }
+    manual
+        .get(&*fold(email))
+        .map(String::as_str)
+        .filter(|holder| *holder != employee_id)
+}
+
+/// The warning for an employee whose roster email a manual account of `holder` holds.
+pub(super) fn email_taken(roster: &Roster, employee: &Employee, holder: &str) -> Finding {
+    Finding::at(
+        employee.line(),
+        roster.email_column.as_str(),
+        format!(
+            "email \"{}\" of employee \"{}\" is held by the active manual account of employee \
+             \"{holder}\"; \"{}\" gets no new account and no email change until one of them changes",
+            employee.email(),
+            employee.id(),
+            employee.id()
+        ),
+    )
+}
