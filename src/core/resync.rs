@@ -946,4 +946,21 @@ mod tests {
         assert!(!planned.contains(&"E033"), "{planned:?}");
         assert_eq!(found.removed.len(), 20 + JUMP_AFTER + 1);
     }
+
+    #[test]
+    fn a_crlf_roster_after_a_cr_only_one_is_read_in_full() {
+        let opts = RosterOptions::default();
+        let cr = String::from_utf8(roster_of(0..5))
+            .unwrap()
+            .replace('\n', "\r");
+        let last = last_of(cr.as_bytes(), &opts);
+        let crlf = String::from_utf8(roster_of(0..5))
+            .unwrap()
+            .replace('\n', "\r\n");
+        let mut old = cr.as_bytes();
+        match changes(&last, &mut old, crlf.as_bytes(), &opts, 1000) {
+            Err(ReadInFull(why)) => assert!(why.contains("line end"), "{why}"),
+            Ok(_) => panic!("re-synced, with every line one off"),
+        }
+    }
 }

@@ -595,4 +595,24 @@ mod tests {
             assert_eq!(decode(&damaged), None, "byte {at}");
         }
     }
+
+    #[test]
+    fn the_window_moves_to_a_read_far_past_it() {
+        use resync::OldFile;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.csv");
+        let bytes: Vec<u8> = (0..3 * Window::SIZE).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &bytes).unwrap();
+        let mut w = Window::open(&path, bytes.len() as u32).unwrap();
+        assert!(w.holds(0, 10, &bytes[..10]));
+        let far = 2 * Window::SIZE + 7;
+        assert!(w.holds(far as u32, far as u32 + 10, &bytes[far..far + 10]));
+        // The next records are read from that window, not each on its own.
+        assert_eq!(w.at, far as u64);
+        assert!(w.holds(far as u32 + 10, far as u32 + 20, &bytes[far + 10..far + 20]));
+        assert_eq!(w.at, far as u64);
+        // Before the window: read on its own, the window left where it is.
+        assert!(w.holds(5, 15, &bytes[5..15]));
+        assert_eq!(w.at, far as u64);
+    }
 }
