@@ -132,6 +132,11 @@ impl<'a> ByGroup<'a> {
         counts
     }
 
+    /// How many new accounts are not taken yet.
+    pub fn created(&self) -> usize {
+        self.created.len()
+    }
+
     /// The updates of groups from `group` on, taken out of these into their own.
     pub fn split_off(&mut self, group: usize) -> ByGroup<'a> {
         let group = group.min(GROUPS) as u32;

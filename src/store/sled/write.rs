@@ -304,12 +304,14 @@ impl SledStore {
     ) -> StoreResult<()> {
         let mut updates = updates.by_group();
         let removed: Vec<usize> = remove.iter().map(|id| group_of(id)).collect();
-        let mut changes = [
-            email_index::Changes::default(),
-            email_index::Changes::default(),
-        ];
         let accounts = self.buckets();
         let mut own: Vec<usize> = updates.per_group();
+        // Each half of the write adds about half of the new accounts' index entries.
+        let half = updates.created() / 2;
+        let mut changes = [
+            email_index::Changes::with_room(half),
+            email_index::Changes::with_room(half),
+        ];
         for &g in &removed {
             own[g] = own[g].max(1);
         }
