@@ -422,6 +422,12 @@ fn plan_group<'r>(
     accounts: &dyn AccountGroup,
 ) {
     let heads = accounts.heads();
+    if heads.is_empty() {
+        // No account to find (every group of a first import): each row is left to
+        // `plan_rows`, in roster order, without reading it here at random.
+        part.without_account.extend_from_slice(rows);
+        return;
+    }
     let Scratch { found, gathered } = scratch;
     found.clear();
     found.resize(heads.len(), false);

@@ -115,39 +115,63 @@ type Pairs<'p> = Vec<(&'p str, &'p str)>;
 /// One index bucket's part of a write of accounts.
 #[derive(Default)]
 struct Group {
-    /// New entries: where each one's folded email and employee ID end in `text` (each
-    /// starts where the one before it ends).
-    add: Vec<(u32, u32)>,
-    /// The folded emails and IDs of the new entries, one after another. They are copied
-    /// while their account is in cache (it was just encoded), so that sorting and encoding
-    /// them later reads this small buffer, not a million accounts spread over the heap.
-    text: String,
+    /// How many new entries it has (they are kept in its span's [`Added`]).
+    added: usize,
+    /// The length of their folded emails and IDs together.
+    text: usize,
     /// Entries of accounts removed or whose email changed (their old email).
     remove: Vec<(String, String)>,
 }
 
 impl Group {
-    fn push(&mut self, folded: &str, id: &str) {
+    fn is_empty(&self) -> bool {
+        self.added == 0 && self.remove.is_empty()
+    }
+}
+
+/// How many consecutive index buckets keep their new entries in one [`Added`]. A first
+/// import adds a million entries in the order of the accounts' buckets, each to a bucket of
+/// its email's: 4,096 buckets' own buffers had nearly every entry written to a page of its
+/// own, far from the last (a miss of the address cache each); 256 spans' buffers are few
+/// enough pages to stay in it.
+const SPAN: usize = 16;
+
+/// The new entries of [`SPAN`] consecutive index buckets, in the order they came.
+#[derive(Default)]
+struct Added {
+    /// Each entry's bucket number and where its folded email and employee ID end in `text`
+    /// (each starts where the one before it ends).
+    ends: Vec<(u16, u32, u32)>,
+    /// The folded emails and IDs of the new entries, one after another. They are copied
+    /// while their account is in cache (it was just encoded), so that sorting and encoding
+    /// them later reads this small buffer, not a million accounts spread over the heap.
+    text: String,
+}
+
+impl Added {
+    fn push(&mut self, bucket: usize, folded: &str, id: &str) {
         self.text.push_str(folded);
         let email_end = self.text.len();
         self.text.push_str(id);
-        let end = |at: usize| u32::try_from(at).expect("an index bucket's changes under 4 GiB");
-        self.add.push((end(email_end), end(self.text.len())));
+        let end = |at: usize| u32::try_from(at).expect("an index span's changes under 4 GiB");
+        let bucket = u16::try_from(bucket).expect("index bucket numbers fit 16 bits");
+        self.ends
+            .push((bucket, end(email_end), end(self.text.len())));
     }
 
-    /// The new entries, (folded email, employee ID).
-    fn added(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// The new entries, (bucket number, folded email, employee ID).
+    fn entries(&self) -> impl Iterator<Item = (usize, &str, &str)> {
         let mut start = 0;
-        self.add.iter().map(move |&(email_end, id_end)| {
+        self.ends.iter().map(move |&(bucket, email_end, id_end)| {
             let (email_end, id_end) = (email_end as usize, id_end as usize);
-            let entry = (&self.text[start..email_end], &self.text[email_end..id_end]);
+            let entry = (
+                usize::from(bucket),
+                &self.text[start..email_end],
+                &self.text[email_end..id_end],
+            );
             start = id_end;
             entry
         })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.remove.is_empty()
     }
 }
 
@@ -155,6 +179,8 @@ impl Group {
 pub struct Changes {
     /// Indexed by bucket number.
     groups: Vec<Group>,
+    /// The new entries, by [`SPAN`] of buckets.
+    spans: Vec<Added>,
 }
 
 impl Default for Changes {
@@ -180,18 +206,28 @@ impl Changes {
             true => entries / buckets::BUCKETS as usize * 5 / 4 + 4,
             false => 0,
         };
-        let group = || Group {
-            add: Vec::with_capacity(share),
-            text: String::with_capacity(share * ENTRY_TEXT),
-            remove: Vec::new(),
+        let span = || Added {
+            ends: Vec::with_capacity(share * SPAN),
+            text: String::with_capacity(share * SPAN * ENTRY_TEXT),
         };
+        let buckets = buckets::BUCKETS as usize;
         Changes {
-            groups: (0..buckets::BUCKETS).map(|_| group()).collect(),
+            groups: (0..buckets).map(|_| Group::default()).collect(),
+            spans: (0..buckets.div_ceil(SPAN)).map(|_| span()).collect(),
         }
     }
 
     fn group(&mut self, folded: &str) -> &mut Group {
         &mut self.groups[buckets::number_of(bucket_of(folded))]
+    }
+
+    /// Adds the entry of `id` under its folded email.
+    fn add(&mut self, folded: &str, id: &str) {
+        let n = buckets::number_of(bucket_of(folded));
+        let group = &mut self.groups[n];
+        group.added += 1;
+        group.text += folded.len() + id.len();
+        self.spans[n / SPAN].push(n, folded, id);
     }
 
     /// Adds the changes of one bucket of accounts: `existing` before the write, `merged`
@@ -208,7 +244,7 @@ impl Changes {
                             self.group(&was)
                                 .remove
                                 .push((was.into_owned(), o.employee_id.to_string()));
-                            self.group(&is).push(&is, n.head.employee_id);
+                            self.add(&is, n.head.employee_id);
                         }
                     }
                     old.next();
@@ -223,7 +259,7 @@ impl Changes {
                 }
                 (_, Some(n)) => {
                     let is = fold(n.head.email);
-                    self.group(&is).push(&is, n.head.employee_id);
+                    self.add(&is, n.head.employee_id);
                     new.next();
                 }
                 (_, None) => break,
@@ -244,7 +280,7 @@ impl Changes {
                 let changes = parts.iter().map(|c| &c.groups[n]);
                 match changes.clone().all(Group::is_empty) {
                     true => 0,
-                    false => size(n) + changes.map(|g| g.text.len()).sum::<usize>(),
+                    false => size(n) + changes.map(|g| g.text).sum::<usize>(),
                 }
             })
             .sum()
@@ -263,28 +299,42 @@ impl Changes {
         let bytes = Changes::bytes(parts, range.clone(), size);
         let stage = |range: std::ops::Range<usize>| {
             let mut staged = Vec::new();
-            for n in range {
-                let groups = || parts.iter().map(|c| &c.groups[n]);
-                if groups().all(Group::is_empty) {
+            // The new entries of each bucket of a span, gathered from the span's list.
+            let mut added: Vec<Vec<(&str, &str)>> = (0..SPAN).map(|_| Vec::new()).collect();
+            for span in range.start / SPAN..range.end.div_ceil(SPAN) {
+                let numbers = range.start.max(span * SPAN)..range.end.min((span + 1) * SPAN);
+                let groups = |n: usize| parts.iter().map(move |c| &c.groups[n]);
+                if numbers.clone().all(|n| groups(n).all(Group::is_empty)) {
                     continue;
                 }
-                let key = (n as u16).to_be_bytes();
-                let before = read(n)?;
-                let mut entries: Vec<(&str, &str)> = match &before {
-                    Some(bytes) => borrow(&key, bytes)?,
-                    None => Vec::with_capacity(groups().map(|g| g.add.len()).sum()),
-                };
-                let removed = |e: &str, i: &str| {
-                    groups().any(|g| g.remove.iter().any(|(re, ri)| re == e && ri == i))
-                };
-                if groups().any(|g| !g.remove.is_empty()) {
-                    entries.retain(|(e, i)| !removed(e, i));
+                for (n, email, id) in parts.iter().flat_map(|c| c.spans[span].entries()) {
+                    if numbers.contains(&n) {
+                        added[n % SPAN].push((email, id));
+                    }
                 }
-                entries.extend(groups().flat_map(Group::added));
-                entries.sort_unstable();
-                entries.dedup();
-                let after = (!entries.is_empty()).then(|| encode(&entries));
-                staged.push((n, after));
+                for n in numbers {
+                    if groups(n).all(Group::is_empty) {
+                        continue;
+                    }
+                    let new = &mut added[n % SPAN];
+                    let key = (n as u16).to_be_bytes();
+                    let before = read(n)?;
+                    let mut entries: Vec<(&str, &str)> = match &before {
+                        Some(bytes) => borrow(&key, bytes)?,
+                        None => Vec::with_capacity(new.len()),
+                    };
+                    let removed = |e: &str, i: &str| {
+                        groups(n).any(|g| g.remove.iter().any(|(re, ri)| re == e && ri == i))
+                    };
+                    if groups(n).any(|g| !g.remove.is_empty()) {
+                        entries.retain(|(e, i)| !removed(e, i));
+                    }
+                    entries.extend(new.drain(..));
+                    entries.sort_unstable();
+                    entries.dedup();
+                    let after = (!entries.is_empty()).then(|| encode(&entries));
+                    staged.push((n, after));
+                }
             }
             Ok::<_, StoreError>(staged)
         };
@@ -302,7 +352,12 @@ impl Changes {
     /// The entries to add and to remove, in bucket order (for tests).
     #[cfg(test)]
     fn flat(&self) -> (Pairs<'_>, Pairs<'_>) {
-        let add = self.groups.iter().flat_map(Group::added);
+        let add = (0..self.groups.len()).flat_map(|n| {
+            self.spans[n / SPAN]
+                .entries()
+                .filter(move |(bucket, ..)| *bucket == n)
+                .map(|(_, email, id)| (email, id))
+        });
         let remove = self
             .groups
             .iter()
@@ -391,15 +446,15 @@ mod tests {
 
     #[test]
     fn a_large_write_makes_its_groups_with_room_and_a_small_one_does_not() {
-        let room = |c: &Changes| c.groups.iter().map(|g| g.add.capacity()).min().unwrap();
+        let room = |c: &Changes| c.spans.iter().map(|a| a.ends.capacity()).min().unwrap();
         assert_eq!(room(&Changes::with_room(ROOM_FROM - 1)), 0);
         let large = Changes::with_room(1_000_000);
-        assert!(room(&large) >= 1_000_000 / buckets::BUCKETS as usize);
+        assert!(room(&large) >= 1_000_000 / buckets::BUCKETS as usize * SPAN);
         assert!(
             large
-                .groups
+                .spans
                 .iter()
-                .all(|g| g.text.capacity() >= room(&large) * ENTRY_TEXT)
+                .all(|a| a.text.capacity() >= room(&large) * ENTRY_TEXT)
         );
     }
 
