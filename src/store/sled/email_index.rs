@@ -329,7 +329,9 @@ impl Changes {
                     if groups(n).any(|g| !g.remove.is_empty()) {
                         entries.retain(|(e, i)| !removed(e, i));
                     }
-                    entries.extend(new.drain(..));
+                    // Not `append`: `new` borrows from `parts`, `entries` may borrow `before`.
+                    entries.extend(new.iter().copied());
+                    new.clear();
                     entries.sort_unstable();
                     entries.dedup();
                     let after = (!entries.is_empty()).then(|| encode(&entries));
