@@ -189,7 +189,8 @@ impl Default for Changes {
     }
 }
 
-/// From how many new entries a write's groups are made with room for them up front.
+/// From how many new entries the changes of a write (or of each half of one) are made
+/// with room for them up front.
 const ROOM_FROM: usize = 16 * buckets::BUCKETS as usize;
 
 /// Room a new entry's folded email and ID are given up front (a million rows' are ~36
@@ -197,10 +198,10 @@ const ROOM_FROM: usize = 16 * buckets::BUCKETS as usize;
 const ENTRY_TEXT: usize = 40;
 
 impl Changes {
-    /// The changes of a write that adds about `entries` entries: from [`ROOM_FROM`] on, each
-    /// group is made with room for its share and a quarter more, so that its vectors are
-    /// not moved as they grow (at a first import a million entries grew 4,096 groups' two
-    /// vectors each, a copy of all they held at every doubling).
+    /// The changes of a write (or of one half of it) that adds about `entries` entries:
+    /// from [`ROOM_FROM`] on, each span is made with room for its buckets' share and a
+    /// quarter more, so that its vectors are not moved as they grow (at a first import a
+    /// million entries grew their buffers by doubling, a copy of all they held each time).
     pub fn with_room(entries: usize) -> Changes {
         let share = match entries >= ROOM_FROM {
             true => entries / buckets::BUCKETS as usize * 5 / 4 + 4,
@@ -447,7 +448,7 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn a_large_write_makes_its_groups_with_room_and_a_small_one_does_not() {
+    fn a_large_write_makes_its_spans_with_room_and_a_small_one_does_not() {
         let room = |c: &Changes| c.spans.iter().map(|a| a.ends.capacity()).min().unwrap();
         assert_eq!(room(&Changes::with_room(ROOM_FROM - 1)), 0);
         let large = Changes::with_room(1_000_000);
@@ -458,6 +459,53 @@ mod tests {
                 .iter()
                 .all(|a| a.text.capacity() >= room(&large) * ENTRY_TEXT)
         );
+    }
+
+    /// Each staged bucket's entries, decoded.
+    fn decoded(staged: &[Staged]) -> Vec<(usize, Vec<(String, String)>)> {
+        staged
+            .iter()
+            .map(|(n, bytes)| {
+                let key = (*n as u16).to_be_bytes();
+                let entries = borrow(&key, bytes.as_deref().unwrap()).unwrap();
+                let owned = entries.iter().map(|(e, i)| (e.to_string(), i.to_string()));
+                (*n, owned.collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn staging_ranges_of_any_alignment_gives_each_bucket_its_own_entries_once() {
+        let mut parts = [Changes::default(), Changes::default()];
+        let mut expected: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        for i in 0..5000 {
+            let (email, id) = (format!("e{i}@x.io"), format!("E{i}"));
+            parts[i % 2].add(&email, &id);
+            let n = buckets::number_of(bucket_of(&email));
+            expected.entry(n).or_default().push((email, id));
+        }
+        for entries in expected.values_mut() {
+            entries.sort();
+        }
+        let expected: Vec<_> = expected.into_iter().collect();
+        let (read, size) = (|_| Ok(None), |_| 0);
+        let all = buckets::BUCKETS as usize;
+        let stage = |range, cores| Changes::stage(&parts, range, &read, &size, cores).unwrap();
+        assert_eq!(decoded(&stage(0..all, Cores::One)), expected);
+        // Ranges that cut spans of 16, and halves split at an unaligned bucket.
+        let mut pieces = Vec::new();
+        for range in [
+            0..7,
+            7..23,
+            23..24,
+            24..24,
+            24..1001,
+            1001..all - 3,
+            all - 3..all,
+        ] {
+            pieces.extend(stage(range, Cores::Two));
+        }
+        assert_eq!(decoded(&pieces), expected);
     }
 
     #[test]

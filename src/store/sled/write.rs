@@ -306,7 +306,8 @@ impl SledStore {
         let removed: Vec<usize> = remove.iter().map(|id| group_of(id)).collect();
         let accounts = self.buckets();
         let mut own: Vec<usize> = updates.per_group();
-        // Each half of the write adds about half of the new accounts' index entries.
+        // Each half of the write adds about half of the new accounts' index entries (a
+        // write not split in halves may add more to the first, which then grows as needed).
         let half = updates.created() / 2;
         let mut changes = [
             email_index::Changes::with_room(half),
