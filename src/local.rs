@@ -103,12 +103,12 @@ pub enum Outcome {
 /// file of a `process` request. A long answer (`admins list`, a report of `process` or
 /// `sync`: issue 14) is written to `out` as it is made, what printing the whole answer
 /// would print on stdout; every other answer, refusals and errors come back to print.
-pub fn execute(
+pub fn execute<W: Write>(
     cfg: Config,
     request: Request,
     upload: Option<(&Path, bool)>,
     output: Output,
-    out: &mut dyn Write,
+    out: &mut W,
 ) -> Outcome {
     // The file is opened once: its size is announced and its bytes sent (or read here) from
     // the same handle.
