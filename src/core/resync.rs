@@ -515,7 +515,7 @@ impl Matched {
         id_column: Option<usize>,
         most: usize,
     ) -> Result<(Matched, Vec<u32>), ReadInFull> {
-        let delimiter = roster::delimiter(&last.header);
+        let mut records = roster::Records::of(bytes, roster::delimiter(&last.header));
         let mut starts = Vec::with_capacity(last.rows() + 1024);
         let mut old_of_new = Vec::with_capacity(last.rows() + 1024);
         let mut new_of_old = vec![UNMATCHED; last.rows()];
@@ -542,7 +542,7 @@ impl Matched {
                 // Past a run of records not found ahead (rows removed together, more than
                 // the look-ahead): the last roster's row of this record's ID, further on.
                 let column = id_column.filter(|_| missed >= JUMP_AFTER)?;
-                let id = roster::field_of_record(bytes, at, delimiter, column)?;
+                let id = records.field_of_record(at, column)?;
                 let by_id = by_id.get_or_insert_with(|| rows_by_digest(&last.ids));
                 let j = *by_id.get(&digest(id.trim_ascii()))? as usize;
                 (j >= next_old + LOOK_AHEAD).then(|| is_row(j))?
@@ -559,7 +559,8 @@ impl Matched {
                         return full(format!("more than {most} records are new"));
                     }
                     old_of_new.push(UNMATCHED);
-                    at = roster::next_record(bytes, at, delimiter)
+                    at = records
+                        .next_record(at)
                         .map_or_else(|| full("a record cannot be followed"), Ok)?;
                 }
             }

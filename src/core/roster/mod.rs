@@ -23,7 +23,7 @@ use super::model::{Employee, Finding, Interner, Roster, Sym};
 use super::org;
 
 pub use self::decode::Encoding;
-pub use self::spans::{delimiter, field_of_record, next_record};
+pub use self::spans::{Records, delimiter};
 
 /// How many lines (as findings count them) end in `text`, which starts at a line's start
 /// and ends after a whole line end: a record's bytes with its line end.
@@ -256,7 +256,7 @@ fn header_of(bytes: &[u8], opts: &RosterOptions) -> Option<Header> {
 /// A csv reader of `text` set up as the parser reads a roster: no header row of its own,
 /// records of any length, any line end. Whatever reads records apart from the parser (the
 /// header alone, a re-sync's records, [`spans`]) reads them with it, so that they agree.
-fn csv_reader(text: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
+fn csv_reader<R: std::io::Read>(text: R, delimiter: u8) -> csv::Reader<R> {
     ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(false)
