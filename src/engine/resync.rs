@@ -21,6 +21,8 @@ use rustc_hash::FxHashSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// How a roster is planned, besides the roster: the rules (all, and the enabled ones),
 /// when, by what, with which limits, and whether as a dry run.
@@ -387,14 +389,27 @@ impl<'b> Reader<'b> {
 
 /// The last roster's file read a window at a time as the records are compared, mostly in
 /// order: a copy of a few MB at a time out of the page cache, not the whole file in fresh
-/// memory.
+/// memory. The window after the one in use is read on a thread of its own meanwhile: the
+/// records are followed on one core, and a million rows' 116 MB copied on that core took
+/// ~20 ms of it (BENCHMARKS.md, session 27).
 pub(super) struct Window {
-    file: fs::File,
+    file: Arc<fs::File>,
     len: u64,
     buf: Vec<u8>,
     /// Where the window starts in the file, and how many of `buf`'s bytes it holds.
     at: u64,
     held: usize,
+    /// The window that follows this one, being read.
+    ahead: Option<Ahead>,
+    /// A buffer for the next window read ahead.
+    spare_buf: Vec<u8>,
+}
+
+/// A window read ahead: where it starts, and the thread reading it (its buffer and how
+/// many bytes of it were read).
+struct Ahead {
+    at: u64,
+    reading: JoinHandle<std::io::Result<(Vec<u8>, usize)>>,
 }
 
 impl Window {
@@ -408,11 +423,13 @@ impl Window {
             return Err(std::io::Error::other("not the length recorded"));
         }
         Ok(Window {
-            file,
+            file: Arc::new(file),
             len: u64::from(len),
             buf: vec![0; Self::SIZE],
             at: 0,
             held: 0,
+            ahead: None,
+            spare_buf: Vec::new(),
         })
     }
 
@@ -429,15 +446,66 @@ impl Window {
         let inside = start >= self.at && end <= window_end;
         let past = start >= window_end;
         if !inside && past && end - start <= Self::SIZE as u64 {
-            let held = (self.len - start).min(Self::SIZE as u64) as usize;
-            self.file.read_exact_at(&mut self.buf[..held], start).ok()?;
-            (self.at, self.held) = (start, held);
+            self.move_to(start, end).ok()?;
         } else if !inside {
             spare.resize((end - start) as usize, 0);
             self.file.read_exact_at(spare, start).ok()?;
             return Some(spare);
         }
         Some(&self.buf[(start - self.at) as usize..(end - self.at) as usize])
+    }
+
+    /// Makes the window one that holds `start..end` (past this one, at most a window
+    /// long): the window read ahead when it does, else one read at `start`; then starts
+    /// reading the window after it.
+    fn move_to(&mut self, start: u64, end: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let ahead = match self.ahead.take() {
+            Some(Ahead { at, reading }) => {
+                let read = reading
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Some((at, read?))
+            }
+            None => None,
+        };
+        let old = match ahead {
+            Some((at, (buf, held))) if start >= at && end <= at + held as u64 => {
+                (self.at, self.held) = (at, held);
+                std::mem::replace(&mut self.buf, buf)
+            }
+            other => {
+                let held = (self.len - start).min(Self::SIZE as u64) as usize;
+                self.file.read_exact_at(&mut self.buf[..held], start)?;
+                (self.at, self.held) = (start, held);
+                other.map(|(_, (buf, _))| buf).unwrap_or_default()
+            }
+        };
+        self.spare_buf = old;
+        self.read_ahead();
+        Ok(())
+    }
+
+    /// Starts reading the window after this one, if the file goes on.
+    fn read_ahead(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let at = self.at + self.held as u64;
+        if at >= self.len {
+            return;
+        }
+        let held = (self.len - at).min(Self::SIZE as u64) as usize;
+        let mut buf = std::mem::take(&mut self.spare_buf);
+        let file = Arc::clone(&self.file);
+        let thread = std::thread::Builder::new().name("autoprov-window".into());
+        // Without a thread, the next window is read when it is needed, as it was.
+        self.ahead = thread
+            .spawn(move || {
+                buf.resize(Self::SIZE, 0);
+                file.read_exact_at(&mut buf[..held], at)
+                    .map(|()| (buf, held))
+            })
+            .ok()
+            .map(|reading| Ahead { at, reading });
     }
 }
 
@@ -614,5 +682,30 @@ mod tests {
         // Before the window: read on its own, the window left where it is.
         assert!(w.holds(5, 15, &bytes[5..15]));
         assert_eq!(w.at, far as u64);
+    }
+
+    #[test]
+    fn records_read_in_order_across_windows_are_the_files_bytes() {
+        use resync::OldFile;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.csv");
+        let bytes: Vec<u8> = (0..3 * Window::SIZE + 999)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        fs::write(&path, &bytes).unwrap();
+        let mut w = Window::open(&path, bytes.len() as u32).unwrap();
+        // Records of 1,000 bytes, some across a window's end, then a jump within the
+        // window read ahead, then one past it.
+        let mut at = 0;
+        while at + 1000 <= 2 * Window::SIZE {
+            assert!(w.holds(at as u32, (at + 1000) as u32, &bytes[at..at + 1000]));
+            assert!(!w.holds(at as u32, (at + 1000) as u32, &bytes[at + 1..at + 1001]));
+            at += 1000;
+        }
+        let near = 2 * Window::SIZE + 4096;
+        assert!(w.holds(near as u32, near as u32 + 10, &bytes[near..near + 10]));
+        let last = bytes.len() - 10;
+        assert!(w.holds(last as u32, bytes.len() as u32, &bytes[last..]));
+        assert!(!w.holds(last as u32, bytes.len() as u32 + 1, &bytes[last..]));
     }
 }
