@@ -460,21 +460,22 @@ impl Window {
     /// reading the window after it.
     fn move_to(&mut self, start: u64, end: u64) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let ahead = match self.ahead.take() {
-            Some(Ahead { at, reading }) => {
-                let read = reading
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                Some((at, read?))
-            }
-            None => None,
-        };
+        // A window read ahead that failed is read again, directly, if it is needed.
+        let ahead = self.ahead.take().and_then(|Ahead { at, reading }| {
+            let read = reading
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            read.ok().map(|read| (at, read))
+        });
         let old = match ahead {
             Some((at, (buf, held))) if start >= at && end <= at + held as u64 => {
                 (self.at, self.held) = (at, held);
                 std::mem::replace(&mut self.buf, buf)
             }
             other => {
+                // Emptied first: a read that fails part-way leaves no window, not the
+                // old one's range over new bytes.
+                self.held = 0;
                 let held = (self.len - start).min(Self::SIZE as u64) as usize;
                 self.file.read_exact_at(&mut self.buf[..held], start)?;
                 (self.at, self.held) = (start, held);

@@ -119,7 +119,18 @@ impl UnnamedCopy {
         let early = file.try_clone()?;
         let (ask, asked) = std::sync::mpsc::channel::<()>();
         let len = std::thread::scope(|scope| {
-            let syncer = scope.spawn(move || asked.iter().try_for_each(|()| early.sync_data()));
+            // Asked while a sync runs, the next covers all that was copied by then.
+            let sync = move || {
+                asked.iter().try_for_each(|()| {
+                    while asked.try_recv().is_ok() {}
+                    early.sync_data()
+                })
+            };
+            // Without a thread, the copy is synced once whole, as it was.
+            let syncer = std::thread::Builder::new()
+                .name("autoprov-copy-sync".into())
+                .spawn_scoped(scope, sync)
+                .ok();
             let mut len = 0;
             let copied = loop {
                 match std::io::copy(&mut (&mut source).take(COPIED_AHEAD), &mut file) {
@@ -131,9 +142,11 @@ impl UnnamedCopy {
                 let _ = ask.send(());
             };
             drop(ask);
-            let synced = syncer
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let synced = syncer.map_or(Ok(()), |syncer| {
+                syncer
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
             copied.and_then(|len| synced.map(|()| len))
         })?;
         file.sync_all()?;
