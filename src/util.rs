@@ -90,12 +90,7 @@ pub fn write_atomic_with(
         );
         fill(&mut w)?;
         let SyncingAhead { file, syncer, .. } = w.into_inner().map_err(|e| e.into_error())?;
-        if let Some((ahead, syncer)) = syncer {
-            drop(ahead);
-            syncer
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-        }
+        syncer.map_or(Ok(()), SyncAhead::finish)?;
         file.sync_all()
     })?;
     fs::rename(&tmp, path)?;
@@ -115,11 +110,7 @@ struct SyncingAhead<'scope, 'env> {
     file: fs::File,
     unsynced: u64,
     scope: &'scope std::thread::Scope<'scope, 'env>,
-    /// Where to ask for a sync, and the thread that makes them.
-    syncer: Option<(
-        std::sync::mpsc::Sender<()>,
-        std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>,
-    )>,
+    syncer: Option<SyncAhead<'scope>>,
 }
 
 impl std::io::Write for SyncingAhead<'_, '_> {
@@ -128,24 +119,70 @@ impl std::io::Write for SyncingAhead<'_, '_> {
         self.unsynced += n as u64;
         if self.unsynced >= SYNC_AHEAD {
             self.unsynced = 0;
-            if self.syncer.is_none() {
-                let early = self.file.try_clone()?;
-                let (ahead, asked) = std::sync::mpsc::channel::<()>();
-                let syncer = self
-                    .scope
-                    .spawn(move || asked.iter().try_for_each(|()| early.sync_data()));
-                self.syncer = Some((ahead, syncer));
-            }
-            if let Some((ahead, _)) = &self.syncer {
-                // The syncer stops only after an error, which the end reports.
-                let _ = ahead.send(());
-            }
+            let syncer = match self.syncer.take() {
+                Some(syncer) => syncer,
+                None => SyncAhead::start(self.scope, &self.file)?,
+            };
+            syncer.ask();
+            self.syncer = Some(syncer);
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Syncs a file's data on a thread of its own each time it is asked, while the file goes on
+/// being written: the sync after the writing then has only the last part left. Asked while
+/// a sync runs, the next covers all written by then. Where no thread can be started, asking
+/// does nothing (the file is synced whole after, as without it).
+pub struct SyncAhead<'scope> {
+    ask: Option<std::sync::mpsc::Sender<()>>,
+    syncer: Option<std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>>,
+}
+
+impl<'scope> SyncAhead<'scope> {
+    /// A syncer of `file` in `scope`.
+    pub fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        file: &fs::File,
+    ) -> std::io::Result<SyncAhead<'scope>> {
+        let early = file.try_clone()?;
+        let (ask, asked) = std::sync::mpsc::channel::<()>();
+        let sync = move || {
+            asked.iter().try_for_each(|()| {
+                while asked.try_recv().is_ok() {}
+                early.sync_data()
+            })
+        };
+        let syncer = std::thread::Builder::new()
+            .name("autoprov-sync-ahead".into())
+            .spawn_scoped(scope, sync)
+            .ok();
+        Ok(SyncAhead {
+            ask: syncer.as_ref().map(|_| ask),
+            syncer,
+        })
+    }
+
+    /// Asks for a sync of what the file holds now (the syncer stops only after an error,
+    /// which [`Self::finish`] reports).
+    pub fn ask(&self) {
+        if let Some(ask) = &self.ask {
+            let _ = ask.send(());
+        }
+    }
+
+    /// Waits for the syncs asked for; the first error of one.
+    pub fn finish(self) -> std::io::Result<()> {
+        drop(self.ask);
+        self.syncer.map_or(Ok(()), |syncer| {
+            syncer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use crate::core::parallel::join;
-use crate::util::sha256_hex;
+use crate::util::{SyncAhead, sha256_hex};
 
 /// The bytes of a file as they were when it was read, and their SHA-256.
 pub struct FileBytes {
@@ -116,21 +116,8 @@ impl UnnamedCopy {
             .open(dir)?;
         let mut source = from.file.try_clone()?;
         source.seek(std::io::SeekFrom::Start(0))?;
-        let early = file.try_clone()?;
-        let (ask, asked) = std::sync::mpsc::channel::<()>();
         let len = std::thread::scope(|scope| {
-            // Asked while a sync runs, the next covers all that was copied by then.
-            let sync = move || {
-                asked.iter().try_for_each(|()| {
-                    while asked.try_recv().is_ok() {}
-                    early.sync_data()
-                })
-            };
-            // Without a thread, the copy is synced once whole, as it was.
-            let syncer = std::thread::Builder::new()
-                .name("autoprov-copy-sync".into())
-                .spawn_scoped(scope, sync)
-                .ok();
+            let syncer = SyncAhead::start(scope, &file)?;
             let mut len = 0;
             let copied = loop {
                 match std::io::copy(&mut (&mut source).take(COPIED_AHEAD), &mut file) {
@@ -138,15 +125,9 @@ impl UnnamedCopy {
                     Ok(n) => len += n,
                     Err(e) => break Err(e),
                 }
-                // The syncer stops only after an error, which its join reports.
-                let _ = ask.send(());
+                syncer.ask();
             };
-            drop(ask);
-            let synced = syncer.map_or(Ok(()), |syncer| {
-                syncer
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            });
+            let synced = syncer.finish();
             copied.and_then(|len| synced.map(|()| len))
         })?;
         file.sync_all()?;

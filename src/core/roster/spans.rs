@@ -42,19 +42,6 @@ impl<'a> Records<'a> {
     /// is no record there, or one a reader started there would read otherwise than the
     /// file's reader (one starting with a byte-order mark, which a reader drops).
     pub fn next_record(&mut self, at: usize) -> Option<usize> {
-        self.read(at)
-    }
-
-    /// Field `column` of the record that starts at `at` (its bytes as a reader gives them:
-    /// unquoted, not trimmed); `None` where [`Self::next_record`] gives `None`, or the
-    /// record is shorter.
-    pub fn field_of_record(&mut self, at: usize, column: usize) -> Option<Vec<u8>> {
-        self.read(at)?;
-        self.record.get(column).map(<[u8]>::to_vec)
-    }
-
-    /// Reads the record that starts at `at`; where the next one starts.
-    fn read(&mut self, at: usize) -> Option<usize> {
         self.bytes
             .get(at..)
             .filter(|r| !r.is_empty() && !r.starts_with(BOM))?;
@@ -70,6 +57,14 @@ impl<'a> Records<'a> {
             )),
             _ => None,
         }
+    }
+
+    /// Field `column` of the record that starts at `at` (its bytes as a reader gives them:
+    /// unquoted, not trimmed); `None` where [`Self::next_record`] gives `None`, or the
+    /// record is shorter.
+    pub fn field_of_record(&mut self, at: usize, column: usize) -> Option<Vec<u8>> {
+        self.next_record(at)?;
+        self.record.get(column).map(<[u8]>::to_vec)
     }
 }
 
