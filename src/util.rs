@@ -121,7 +121,7 @@ impl std::io::Write for SyncingAhead<'_, '_> {
             self.unsynced = 0;
             let syncer = match self.syncer.take() {
                 Some(syncer) => syncer,
-                None => SyncAhead::start(self.scope, &self.file)?,
+                None => SyncAhead::start(self.scope, &self.file),
             };
             syncer.ask();
             self.syncer = Some(syncer);
@@ -136,20 +136,27 @@ impl std::io::Write for SyncingAhead<'_, '_> {
 
 /// Syncs a file's data on a thread of its own each time it is asked, while the file goes on
 /// being written: the sync after the writing then has only the last part left. Asked while
-/// a sync runs, the next covers all written by then. Where no thread can be started, asking
-/// does nothing (the file is synced whole after, as without it).
+/// a sync runs, the next covers all written by then. Where no thread can be started (nor
+/// the file's handle cloned for it), asking does nothing (the file is synced whole after, as
+/// without it).
 pub struct SyncAhead<'scope> {
     ask: Option<std::sync::mpsc::Sender<()>>,
     syncer: Option<std::thread::ScopedJoinHandle<'scope, std::io::Result<()>>>,
 }
 
 impl<'scope> SyncAhead<'scope> {
-    /// A syncer of `file` in `scope`.
+    /// A syncer of `file` in `scope`: one that does nothing when the file's handle cannot
+    /// be cloned for it (no descriptor left), as when no thread can be started.
     pub fn start<'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         file: &fs::File,
-    ) -> std::io::Result<SyncAhead<'scope>> {
-        let early = file.try_clone()?;
+    ) -> SyncAhead<'scope> {
+        let Ok(early) = file.try_clone() else {
+            return SyncAhead {
+                ask: None,
+                syncer: None,
+            };
+        };
         let (ask, asked) = std::sync::mpsc::channel::<()>();
         let sync = move || {
             asked.iter().try_for_each(|()| {
@@ -161,10 +168,10 @@ impl<'scope> SyncAhead<'scope> {
             .name("autoprov-sync-ahead".into())
             .spawn_scoped(scope, sync)
             .ok();
-        Ok(SyncAhead {
+        SyncAhead {
             ask: syncer.as_ref().map(|_| ask),
             syncer,
-        })
+        }
     }
 
     /// Asks for a sync of what the file holds now (the syncer stops only after an error,

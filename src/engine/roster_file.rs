@@ -117,7 +117,7 @@ impl UnnamedCopy {
         let mut source = from.file.try_clone()?;
         source.seek(std::io::SeekFrom::Start(0))?;
         let len = std::thread::scope(|scope| {
-            let syncer = SyncAhead::start(scope, &file)?;
+            let syncer = SyncAhead::start(scope, &file);
             let mut len = 0;
             let copied = loop {
                 match std::io::copy(&mut (&mut source).take(COPIED_AHEAD), &mut file) {
