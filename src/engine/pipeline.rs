@@ -9,7 +9,7 @@
 
 use super::observe::{FileObserver, FileOutcome};
 use super::resync::{Keep, Kept, Planning, Record};
-use super::roster_file::FileBytes;
+use super::roster_file::{FileBytes, HeldFile};
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
@@ -282,7 +282,8 @@ impl<S: Store> Pipeline<S> {
             remote,
             was_held: false,
         };
-        let staged = self.stage_next(&mut eval, entry.id);
+        let file = read.as_ref().map(HeldFile::last_write);
+        let staged = self.stage_next(&mut eval, entry.id, file);
         let committed = self.commit_file(&entry, &mut eval, now);
         self.keep_next(staged, committed.is_ok());
         committed?;

@@ -5,7 +5,11 @@
 //! The record (`autoprov.last-roster` in the store's folder) is derived data: it names the
 //! store's accounts token, the ledger id of the roster it describes and the settings that
 //! read it, and is used only while all three are still current and its checksum holds;
-//! otherwise the next file is read in full, which writes a new one. It is written aside
+//! otherwise the next file is read in full, which writes a new one. The roster's own file
+//! (in processed/) is read only while its size and time of last write are those it had when
+//! it was read (written again in place, or another file put there, it is not the roster the
+//! record describes; moved, or copied with its times, as a restore does, it still is). It
+//! is written aside
 //! before the commit that names its token and renamed into place after it, so a crash in
 //! between leaves an old record whose token the store no longer has.
 
@@ -16,6 +20,7 @@ use crate::core::report::Report;
 use crate::core::resync::{self, LastRows, base_after, digest};
 use crate::core::roster::Checked;
 use crate::core::rules::Rule;
+use crate::engine::roster_file::LastWrite;
 use crate::store::AccountsToken;
 use rustc_hash::FxHashSet;
 use std::fs;
@@ -94,6 +99,7 @@ impl Keep {
             fingerprint,
             token: AccountsToken::default(),
             file_id: 0,
+            file: LastWrite::default(),
             rows,
         })
     }
@@ -121,7 +127,7 @@ thread_local! {
 const FILE: &str = "autoprov.last-roster";
 
 /// Its first bytes; the number changes with its layout.
-const MAGIC: &[u8] = b"autoprov last roster 2\n";
+const MAGIC: &[u8] = b"autoprov last roster 3\n";
 
 /// The last applied roster's rows, and what they are valid with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +138,9 @@ pub(super) struct Kept {
     pub token: AccountsToken,
     /// The roster's ledger id.
     pub file_id: u64,
+    /// Its file's size and time of last write when it was read (its rows are read again
+    /// from it, in processed/).
+    pub file: LastWrite,
     /// Its rows.
     pub rows: LastRows,
 }
@@ -255,8 +264,12 @@ pub(super) fn encode(kept: &Kept, out: impl Write) -> std::io::Result<()> {
     w.put(MAGIC)?;
     w.put(&kept.fingerprint.to_le_bytes())?;
     w.put(&kept.token)?;
+    let f = &kept.file;
     for v in [
         kept.file_id,
+        f.size,
+        f.mtime.0 as u64,
+        f.mtime.1 as u64,
         r.base,
         r.starts.len() as u64,
         u64::from(r.end),
@@ -315,7 +328,12 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
     let mut r = Reader(&body[MAGIC.len()..]);
     let fingerprint = r.u64()?;
     let token = AccountsToken::try_from(r.take(16)?).ok()?;
-    let (file_id, base, n, end) = (r.u64()?, r.u64()?, r.u64()? as usize, r.u64()?);
+    let file_id = r.u64()?;
+    let file = LastWrite {
+        size: r.u64()?,
+        mtime: (r.u64()? as i64, r.u64()? as i64),
+    };
+    let (base, n, end) = (r.u64()?, r.u64()? as usize, r.u64()?);
     let header = r.take_counted()?.to_vec();
     let manual = (0..r.u64()?)
         .map(|_| String::from_utf8(r.take_counted()?.to_vec()).ok())
@@ -341,6 +359,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Kept> {
         fingerprint,
         token,
         file_id,
+        file,
         rows: LastRows {
             header,
             starts,
@@ -416,11 +435,17 @@ impl Window {
     /// A window's size.
     const SIZE: usize = 4 << 20;
 
-    /// The file at `path`, which must be `len` bytes long.
-    pub(super) fn open(path: &Path, len: u32) -> std::io::Result<Window> {
+    /// The file at `path`, which must be `len` bytes long and last written as `written`
+    /// says: another file there, or this one written again (even to the same length), is
+    /// not the roster the record describes.
+    pub(super) fn open(path: &Path, len: u32, written: &LastWrite) -> std::io::Result<Window> {
         let file = fs::File::open(path)?;
-        if file.metadata()?.len() != u64::from(len) {
+        let meta = file.metadata()?;
+        if meta.len() != u64::from(len) {
             return Err(std::io::Error::other("not the length recorded"));
+        }
+        if LastWrite::of(&meta) != *written {
+            return Err(std::io::Error::other("written since it was recorded"));
         }
         Ok(Window {
             file: Arc::new(file),
@@ -576,6 +601,10 @@ mod tests {
             fingerprint: 7,
             token: [3; 16],
             file_id: 12,
+            file: LastWrite {
+                size: 48,
+                mtime: (-5, 999_999_999),
+            },
             rows: LastRows {
                 header: b"employee_id,email\n".to_vec(),
                 starts: vec![18, 33],
@@ -665,6 +694,50 @@ mod tests {
         }
     }
 
+    fn written(path: &Path) -> LastWrite {
+        LastWrite::of(&fs::metadata(path).unwrap())
+    }
+
+    /// The last roster's file is read only while it is as it was when recorded: moved, or
+    /// copied with its times (a restore), yes; written again in place (even to the same
+    /// length, a while later), or another file of the same length put in its place, no.
+    #[test]
+    fn the_last_roster_is_not_read_once_written_again_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.csv");
+        let text = b"employee_id,email\nE1,a@x.io,Sales\n";
+        fs::write(&path, text).unwrap();
+        let len = text.len() as u32;
+        let recorded = written(&path);
+        assert!(Window::open(&path, len, &recorded).is_ok());
+        // Moved (as filing does), then copied with its times (as a restore does).
+        let moved = dir.path().join("processed.csv");
+        fs::rename(&path, &moved).unwrap();
+        assert!(Window::open(&moved, len, &recorded).is_ok());
+        let restored = dir.path().join("restored.csv");
+        fs::write(&restored, text).unwrap();
+        let modified = fs::metadata(&moved).unwrap().modified().unwrap();
+        let copy = fs::File::options().write(true).open(&restored).unwrap();
+        copy.set_modified(modified).unwrap();
+        assert!(Window::open(&restored, len, &recorded).is_ok());
+        // Written again in place, same length, after the clock moved on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&moved, b"employee_id,email\nE1,a@x.io,Legal\n").unwrap();
+        assert!(
+            Window::open(&moved, len, &recorded).is_err(),
+            "written again"
+        );
+        // Another file of the same length put in its place.
+        let again = written(&moved);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let other = dir.path().join("other.csv");
+        fs::write(&other, text).unwrap();
+        fs::rename(&other, &moved).unwrap();
+        assert!(Window::open(&moved, len, &again).is_err(), "replaced");
+        // Not the length recorded.
+        assert!(Window::open(&moved, len + 1, &written(&moved)).is_err());
+    }
+
     #[test]
     fn the_window_moves_to_a_read_far_past_it() {
         use resync::OldFile;
@@ -672,7 +745,7 @@ mod tests {
         let path = dir.path().join("last.csv");
         let bytes: Vec<u8> = (0..3 * Window::SIZE).map(|i| (i % 251) as u8).collect();
         fs::write(&path, &bytes).unwrap();
-        let mut w = Window::open(&path, bytes.len() as u32).unwrap();
+        let mut w = Window::open(&path, bytes.len() as u32, &written(&path)).unwrap();
         assert!(w.holds(0, 10, &bytes[..10]));
         let far = 2 * Window::SIZE + 7;
         assert!(w.holds(far as u32, far as u32 + 10, &bytes[far..far + 10]));
@@ -694,7 +767,7 @@ mod tests {
             .map(|i| (i % 253) as u8)
             .collect();
         fs::write(&path, &bytes).unwrap();
-        let mut w = Window::open(&path, bytes.len() as u32).unwrap();
+        let mut w = Window::open(&path, bytes.len() as u32, &written(&path)).unwrap();
         // Records of 1,000 bytes, some across a window's end, then a jump within the
         // window read ahead, then one past it.
         let mut at = 0;

@@ -7,6 +7,7 @@ use super::resync::{PIECE, Window, decode, encode, fingerprint, path, read_stamp
 use crate::api::error::Result;
 use crate::core::resync::{self, Changes, ReadInFull};
 use crate::core::roster::RosterOptions;
+use crate::engine::roster_file::LastWrite;
 use crate::store::{AccountsToken, Store, TokenChange};
 use std::fs;
 use std::path::PathBuf;
@@ -39,8 +40,8 @@ impl<S: Store> Pipeline<S> {
             return Ok(None);
         };
         let old_path = self.paths.folder("processed").join(&last.stored_as);
-        let Ok(mut old) = Window::open(&old_path, kept.rows.end) else {
-            tracing::warn!(path = %old_path.display(), "the last roster is missing or not as long as its record says: the file is read in full");
+        let Ok(mut old) = Window::open(&old_path, kept.rows.end, &kept.file) else {
+            tracing::warn!(path = %old_path.display(), "the last roster is missing, or written since its record was made: the file is read in full");
             return Ok(None);
         };
         let most = (kept.rows.rows() / 10).max(1000);
@@ -61,11 +62,18 @@ impl<S: Store> Pipeline<S> {
         }
     }
 
-    /// Writes the record an applied evaluation leaves aside, for the file `file_id`, with a
-    /// new token for its commit to write, on a thread of its own while the commit writes;
-    /// `None` when there is none.
-    pub(super) fn stage_next(&self, eval: &mut Evaluation, file_id: u64) -> Option<Staged> {
+    /// Writes the record an applied evaluation leaves aside, for the file `file_id` (last
+    /// written as `file` says: it is read again from processed/ only while it still is),
+    /// with a new token for its commit to write, on a thread of its own while
+    /// the commit writes; `None` when there is none (nor when the file is not known).
+    pub(super) fn stage_next(
+        &self,
+        eval: &mut Evaluation,
+        file_id: u64,
+        file: Option<LastWrite>,
+    ) -> Option<Staged> {
         let mut kept = eval.next.take()?;
+        kept.file = file?;
         let token = match crate::util::random_bytes() {
             Ok(token) => token,
             Err(e) => {

@@ -447,6 +447,53 @@ fn a_rule_or_account_changed_since_the_last_roster_has_the_next_read_in_full() {
     );
 }
 
+/// The last roster's file in processed/ written again in place, to the same length, before
+/// the next file: the next file is read in full, not compared with what is there now (a row
+/// changed in both would otherwise be taken for unchanged, and its account left as it was).
+#[test]
+fn a_last_roster_changed_in_processed_has_the_next_read_in_full() {
+    let (_dir, p) = pipeline("E001", false);
+    let mut rows: Vec<Row> = (0..12)
+        .map(|i| Row {
+            id: format!("E{i:03}"),
+            email: format!("e{i}@x.example"),
+            manager: Manager::None,
+            department: DEPARTMENTS[i % 3],
+            status: "active",
+        })
+        .collect();
+    rows[5].department = "Sales";
+    let resynced = || RESYNCED.with(|n| n.get());
+    let first = submit(&p, "r0.csv", &render(&rows, "\n"));
+    let e005 = || p.store.account("E005").unwrap().unwrap();
+    assert_eq!(
+        (e005().role.as_str(), e005().is_active()),
+        ("Billing Admin", true)
+    );
+    let processed = p.paths.folder("processed").join(first.stored_as.unwrap());
+    let text = fs::read_to_string(&processed).unwrap();
+    let edited = text.replace("E005,e5@x.example,,Sales", "E005,e5@x.example,,Legal");
+    assert_ne!(edited, text, "the row edited");
+    assert_eq!(edited.len(), text.len());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(&processed, edited).unwrap();
+    let before = resynced();
+    rows[5].department = "Legal";
+    let report = submit(&p, "r1.csv", &render(&rows, "\n"));
+    assert_eq!(resynced(), before, "read in full");
+    let change = report.changes.iter().find(|c| &*c.employee_id == "E005");
+    assert_eq!(
+        change.map(|c| c.action),
+        Some(Action::Deactivated),
+        "{report:?}"
+    );
+    assert!(!e005().is_active());
+    // The file read in full leaves a record of its own: the next is re-synced again.
+    rows[6].department = "IT";
+    submit(&p, "r2.csv", &render(&rows, "\n"));
+    assert_eq!(resynced(), before + 1, "re-synced from the new record");
+}
+
 #[test]
 fn a_record_made_with_other_roster_settings_is_not_used() {
     let (_dir, p) = pipeline("E001", false);

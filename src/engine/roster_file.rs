@@ -33,8 +33,7 @@ pub struct FileBytes {
 struct Stamp {
     dev: u64,
     ino: u64,
-    size: u64,
-    mtime: (i64, i64),
+    written: LastWrite,
     ctime: (i64, i64),
 }
 
@@ -43,9 +42,26 @@ impl Stamp {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
+            written: LastWrite::of(meta),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A file's size and time of last write: what a move or a copy that keeps times leaves as
+/// it was, and what writing the file again changes (as `make` and `rsync` tell files apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LastWrite {
+    pub size: u64,
+    pub mtime: (i64, i64),
+}
+
+impl LastWrite {
+    /// That of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> LastWrite {
+        LastWrite {
             size: meta.size(),
             mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }
@@ -76,6 +92,11 @@ impl HeldFile {
             file: self.file.try_clone()?,
             stamp: self.stamp,
         })
+    }
+
+    /// The file's size and time of last write when it was read.
+    pub fn last_write(&self) -> LastWrite {
+        self.stamp.written
     }
 
     /// Whether `path` (not followed if a symlink) is the file read, as it was read.
@@ -255,7 +276,7 @@ impl FileBytes {
     /// position is left to an [`UnnamedCopy`] made at the same time); a file that grows
     /// while it is read is an error.
     pub fn read_held(held: HeldFile, path: &Path) -> std::io::Result<FileBytes> {
-        let len = usize::try_from(held.stamp.size).map_err(std::io::Error::other)?;
+        let len = usize::try_from(held.stamp.written.size).map_err(std::io::Error::other)?;
         let mut map = memmap2::MmapMut::map_anon(len.max(1))?;
         // In huge pages where the kernel has them (the process has them off elsewhere, see
         // `main`): a million rows' 116 MB took ~84k page faults in 4 KiB pages, ~50k so, and a
