@@ -551,3 +551,234 @@ fn rows_removed_together_past_the_look_ahead_give_what_reading_in_full_gives() {
     both(&a, &b, "r1.csv", &render(&rows, "\n"), false).unwrap();
     assert_eq!(RESYNCED.with(|n| n.get()), before + 1, "re-synced");
 }
+
+/// Twelve active employees reporting to `E000`, in departments the rules grant roles for.
+fn staff() -> Vec<Row> {
+    (0..12)
+        .map(|i| Row {
+            id: format!("E{i:03}"),
+            email: format!("e{i}@x.example"),
+            manager: if i == 0 {
+                Manager::None
+            } else {
+                Manager::Row(0)
+            },
+            department: DEPARTMENTS[i % 3],
+            status: "active",
+        })
+        .collect()
+}
+
+/// How many files this thread re-synced from their changes.
+fn resynced() -> usize {
+    RESYNCED.with(|n| n.get())
+}
+
+/// Whether `p` would re-sync `bytes` from its record of the last roster.
+fn would_resync<S: Store>(p: &Pipeline<S>, bytes: &[u8]) -> bool {
+    let rules: Vec<Rule> = p.store.rules().unwrap();
+    let enabled: Vec<Rule> = rules.into_iter().filter(|r| r.enabled).collect();
+    let opts = (p.cfg).roster_options(crate::core::rules::needed_fields(
+        &enabled,
+        &p.cfg.columns(),
+    ));
+    let token = p.store.accounts_token().unwrap();
+    p.changes_of(bytes, &opts, token).unwrap().is_some()
+}
+
+/// `bytes` with the only occurrence of `from` replaced by `to`.
+fn replaced(bytes: &[u8], from: &str, to: &[u8]) -> Vec<u8> {
+    let at = (bytes.windows(from.len()).position(|w| w == from.as_bytes()))
+        .unwrap_or_else(|| panic!("{from:?} is in the file"));
+    [&bytes[..at], to, &bytes[at + from.len()..]].concat()
+}
+
+/// A roster that starts with a byte-order mark is re-synced when one row changes, and
+/// gives what reading it in full gives.
+#[test]
+fn a_roster_with_a_byte_order_mark_is_re_synced_as_read_in_full() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows = staff();
+    let bom = |rows: &[Row]| [b"\xEF\xBB\xBF".as_slice(), &render(rows, "\r\n")].concat();
+    both(&a, &b, "r0.csv", &bom(&rows), false).unwrap();
+    let before = resynced();
+    rows[4].department = "Sales";
+    both(&a, &b, "r1.csv", &bom(&rows), false).unwrap();
+    assert_eq!(resynced(), before + 1, "one row changed: re-synced");
+    // The same rows without the mark: another header, read in full.
+    rows[5].department = "IT";
+    both(&a, &b, "r2.csv", &render(&rows, "\r\n"), false).unwrap();
+    assert_eq!(resynced(), before + 1, "the mark gone: read in full");
+}
+
+/// Empty lines added to the next roster (after the header, mid-file, at the end, with each
+/// line end a file may have) are warned about as reading it in full warns about them.
+#[test]
+fn blank_lines_added_mid_file_and_at_the_end_give_what_reading_in_full_gives() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows = staff();
+    let before = resynced();
+    for (k, end) in LINE_ENDS.iter().enumerate() {
+        let line = |ahead: &str| format!("{end}{ahead}").into_bytes();
+        for i in 0..4 {
+            // A file with no empty line first: a file applied with a warning leaves no record.
+            rows[i + 2].department = DEPARTMENTS[(i + k + 1) % 3];
+            let plain = render(&rows, end);
+            both(&a, &b, &format!("p{k}{i}.csv"), &plain, false).unwrap();
+            assert!(would_resync(&a, &plain), "the record of p{k}{i} is current");
+            rows[i + 6].status = STATUSES[(i + k) % 3];
+            let file = render(&rows, end);
+            let blanked = match i {
+                0 => replaced(&file, "E000,", &line("E000,")),
+                1 => replaced(&file, "E006,", &line(&format!("{end}E006,"))),
+                2 => [file, line(end)].concat(),
+                _ => [replaced(&file, "E009,", &line("E009,")), line("")].concat(),
+            };
+            both(&a, &b, &format!("b{k}{i}.csv"), &blanked, false).unwrap();
+        }
+    }
+    assert_eq!(resynced(), before, "each has a warning: read in full");
+}
+
+/// A header renamed with the same meaning, or its columns reordered, has the next file read
+/// in full; the one after it is re-synced from the record that file leaves.
+#[test]
+fn a_header_changed_since_the_last_roster_has_the_file_read_in_full() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows = staff();
+    both(&a, &b, "r0.csv", &render(&rows, "\n"), false).unwrap();
+    let before = resynced();
+    rows[4].department = "Sales";
+    let renamed = replaced(
+        &render(&rows, "\n"),
+        "employee_id,email,manager_id,department,status",
+        b"Employee ID,Work Email,Reports To ID,Department,Employment Status",
+    );
+    both(&a, &b, "r1.csv", &renamed, false).unwrap();
+    assert_eq!(resynced(), before, "renamed: read in full");
+    // Status first, employee ID last (no field here is quoted or holds a comma).
+    let reordered = |rows: &[Row]| {
+        let text = String::from_utf8(render(rows, "\n")).unwrap();
+        let lines = text.lines().map(|line| {
+            let fields: Vec<&str> = line.split(',').rev().collect();
+            fields.join(",") + "\n"
+        });
+        lines.collect::<String>().into_bytes()
+    };
+    rows[5].department = "IT";
+    both(&a, &b, "r2.csv", &reordered(&rows), false).unwrap();
+    assert_eq!(resynced(), before, "reordered: read in full");
+    rows[6].status = "terminated";
+    both(&a, &b, "r3.csv", &reordered(&rows), false).unwrap();
+    assert_eq!(resynced(), before + 1, "the same header again: re-synced");
+}
+
+/// A changed row's email that differs from an unchanged row's only by letter case, ASCII or
+/// not, is refused as reading in full refuses it; that of an employee who left is not.
+#[test]
+fn an_email_repeated_in_another_case_gives_what_reading_in_full_gives() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows = staff();
+    rows[3].email = "é3@x.example".into();
+    rows[10].email = "Ö10@x.example".into();
+    rows[5].status = "terminated";
+    both(&a, &b, "r0.csv", &render(&rows, "\n"), false).unwrap();
+    let before = resynced();
+    let applied = || a.store.last_applied().unwrap().map(|f| f.id);
+    let first = applied();
+    for (k, email) in [
+        (1, "E4@X.example"),
+        (2, "É3@x.example"),
+        (3, "ö10@x.example"),
+    ] {
+        let mut edited = rows.clone();
+        edited[8].email = email.into();
+        both(&a, &b, &format!("r{k}.csv"), &render(&edited, "\n"), false).unwrap();
+        assert_eq!(applied(), first, "{email} refused");
+    }
+    assert_eq!(resynced(), before, "refused by the full reading");
+    rows[8].email = "E5@X.example".into();
+    both(&a, &b, "r4.csv", &render(&rows, "\n"), false).unwrap();
+    assert_eq!(resynced(), before + 1, "the other employee left: re-synced");
+}
+
+/// A changed row's employee ID padded with spaces, the ID of an unchanged row once trimmed,
+/// is refused as reading in full refuses it.
+#[test]
+fn a_padded_employee_id_on_a_changed_row_gives_what_reading_in_full_gives() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let rows = staff();
+    both(&a, &b, "r0.csv", &render(&rows, "\n"), false).unwrap();
+    let (before, applied) = (resynced(), || a.store.last_applied().unwrap().map(|f| f.id));
+    let first = applied();
+    for (k, id) in [(1, " E003 "), (2, "\u{a0}E003\u{3000}")] {
+        let mut edited = rows.clone();
+        edited[7].id = id.into();
+        both(&a, &b, &format!("r{k}.csv"), &render(&edited, "\n"), false).unwrap();
+        assert_eq!(applied(), first, "{id:?} refused");
+    }
+    assert_eq!(resynced(), before, "refused by the full reading");
+    let mut edited = rows.clone();
+    edited[7].id = " E012 ".into();
+    both(&a, &b, "r3.csv", &render(&edited, "\n"), false).unwrap();
+    assert_eq!(resynced(), before + 1, "a padded new ID: re-synced");
+}
+
+/// A changed row with a byte that is not UTF-8 has the whole file decoded as Windows-1252,
+/// an unchanged row's UTF-8 "é" too, as reading in full decodes it.
+#[test]
+fn a_changed_row_that_is_not_utf_8_gives_what_reading_in_full_gives() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows = staff();
+    rows[3].email = "é3@x.example".into();
+    both(&a, &b, "r0.csv", &render(&rows, "\n"), false).unwrap();
+    let before = resynced();
+    // "é7@x.example" as Windows-1252 writes it.
+    let latin = replaced(&render(&rows, "\n"), "e7@x.example", b"\xE97@x.example");
+    both(&a, &b, "r1.csv", &latin, false).unwrap();
+    assert_eq!(resynced(), before, "not UTF-8: read in full");
+    let e003 = a.store.account("E003").unwrap().unwrap();
+    assert_eq!(
+        e003.email, "Ã©3@x.example",
+        "the unchanged row decoded as the rest"
+    );
+    rows[4].department = "Sales";
+    both(&a, &b, "r2.csv", &render(&rows, "\n"), false).unwrap();
+    assert_eq!(
+        resynced(),
+        before,
+        "a transcoded roster leaves no record: read in full"
+    );
+}
+
+/// The last roster's file in processed/ cut short (its time of last write kept) has the next
+/// file read in full; the one after it is re-synced from the record that file leaves.
+#[test]
+fn a_last_roster_truncated_in_processed_has_the_next_read_in_full() {
+    let ((_a_dir, a), (_b_dir, b)) = (pipeline("E001", false), pipeline("E001", false));
+    let mut rows = staff();
+    let bytes = render(&rows, "\n");
+    both(&a, &b, "r0.csv", &bytes, false).unwrap();
+    assert!(would_resync(&a, &bytes), "the record is current");
+    let last = a.store.last_applied().unwrap().unwrap();
+    let processed = a.paths.folder("processed").join(&last.stored_as);
+    let file = fs::File::options().write(true).open(&processed).unwrap();
+    let written = file.metadata().unwrap().modified().unwrap();
+    // Its last record gone.
+    let cut = bytes[..bytes.len() - 1].iter().rposition(|&b| b == b'\n');
+    file.set_len(cut.unwrap() as u64 + 1).unwrap();
+    file.set_modified(written).unwrap();
+    drop(file);
+    assert!(!would_resync(&a, &bytes), "the record is of a longer file");
+    let before = resynced();
+    rows[4].department = "Sales";
+    both(&a, &b, "r1.csv", &render(&rows, "\n"), false).unwrap();
+    assert_eq!(
+        resynced(),
+        before,
+        "the last roster cut short: read in full"
+    );
+    rows[5].department = "IT";
+    both(&a, &b, "r2.csv", &render(&rows, "\n"), false).unwrap();
+    assert_eq!(resynced(), before + 1, "re-synced from the new record");
+}
