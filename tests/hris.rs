@@ -424,12 +424,15 @@ fn csv_url_stores_the_bytes_as_received() {
         s.hris(
             "csv_url",
             &format!(
-                "[source.hris.csv_url]\nurl = \"{}\"\nbearer_token_file = {token}\n",
+                "[source.hris.csv_url]\nurl = \"{}?sig=presigned-5f1e\"\nbearer_token_file = {token}\n",
                 s.server.url(CSV_PATH)
             ),
         )
     });
     add_rules(&s.env);
+    // A first answer that fails: its message names the URL, without its query (a
+    // pre-signed link's signature is a credential).
+    s.fake.push([Reply::Status(500, Vec::new())]);
     let daemon = Daemon::start(&s.env);
     let files = wait_fetched(&s.env, 1);
     assert!(
@@ -447,7 +450,11 @@ fn csv_url_stores_the_bytes_as_received() {
     assert_eq!(stored, bytes);
     assert_expected_accounts(&s.env);
     assert_same_as_file(&s.env, &bytes);
-    assert_no_secrets(&s.env, &daemon, &["export-token-3e8a"]);
+    assert!(
+        daemon.log().contains("answered HTTP 500"),
+        "the failure logged"
+    );
+    assert_no_secrets(&s.env, &daemon, &["export-token-3e8a", "presigned-5f1e"]);
     daemon.stop();
 }
 
@@ -514,6 +521,14 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
     assert_failed_fetch(&s, vec![status(403)], "credentials refused", 1);
     assert_failed_fetch(&s, vec![status(404)], "answered HTTP 404", 1);
     assert_failed_fetch(&s, vec![status(503), status(503)], "answered HTTP 503", 2);
+    // A redirect to another host is refused, not followed nor retried (a 307 would resend
+    // the request's body there).
+    let elsewhere = |code: u16| {
+        let to = s.server.url("/elsewhere").replace("127.0.0.1", "localhost");
+        Reply::Status(code, vec![("location", to)])
+    };
+    assert_failed_fetch(&s, vec![elsewhere(307)], "redirected to another host", 1);
+    assert_failed_fetch(&s, vec![elsewhere(302)], "redirected to another host", 1);
     assert_failed_fetch(&s, vec![status(500), status(502)], "answered HTTP 502", 2);
     assert_failed_fetch(
         &s,

@@ -7,7 +7,7 @@
 //! `{"title": ..., "fields": [...], "employees": [{"id": ..., <field>: ...}, ...]}`.
 
 use super::csv_out::{Column, Record, parse, write_csv};
-use super::http::{FetchError, Http, Sink};
+use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
 use crate::core::columns::{EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
 use anyhow::Result;
@@ -101,7 +101,7 @@ impl BambooHr {
                 .body(body.clone())
         };
         let mut sink = Sink::Memory(Vec::new());
-        let what = format!("BambooHR ({})", self.url);
+        let what = format!("BambooHR ({})", shown(&self.url));
         http.fetch(&what, &make, &mut sink).await?;
         Ok(sink.into_bytes())
     }

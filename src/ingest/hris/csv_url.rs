@@ -1,7 +1,7 @@
 //! `csv_url`: any HTTPS URL that answers with a CSV export. The bytes are stored exactly as
 //! received (streamed to disk), so every rule of the roster file (SPEC §1) applies unchanged.
 
-use super::http::{FetchError, Http, Sink};
+use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Secret, read_secret};
 use anyhow::Result;
 use reqwest::header::ACCEPT;
@@ -57,7 +57,7 @@ impl CsvUrl {
                 Auth::Basic(user, password) => request.basic_auth(user, Some(password.expose())),
             }
         };
-        let what = format!("the CSV export ({})", self.url);
+        let what = format!("the CSV export ({})", shown(&self.url));
         http.fetch(&what, &make, sink).await
     }
 }

@@ -149,6 +149,7 @@ impl Http {
     pub fn new(hris: &Hris, max_bytes: u64) -> Result<Http> {
         let mut builder = Client::builder()
             .https_only(true)
+            .redirect(same_origin_redirects())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(hris.timeout)
             .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
@@ -220,10 +221,11 @@ impl Http {
         request: RequestBuilder,
         sink: &mut Sink,
     ) -> Result<(), Failed> {
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| Failed::Again(self.network(what, &e), None))?;
+        let mut response = request.send().await.map_err(|e| match e.is_redirect() {
+            // A redirect refused (another host, too many) is refused again: not retried.
+            true => Failed::Final(self.network(what, e)),
+            false => Failed::Again(self.network(what, e), None),
+        })?;
         let status = response.status();
         if !status.is_success() {
             let error = |status: StatusCode| FetchError::Status {
@@ -262,7 +264,7 @@ impl Http {
             let chunk = response
                 .chunk()
                 .await
-                .map_err(|e| Failed::Again(self.network(what, &e), None))?;
+                .map_err(|e| Failed::Again(self.network(what, e), None))?;
             let Some(chunk) = chunk else {
                 return Ok(());
             };
@@ -274,7 +276,10 @@ impl Http {
         }
     }
 
-    fn network(&self, what: &str, e: &reqwest::Error) -> FetchError {
+    /// The error of a request that got no (complete) answer. Without its URL: a URL may hold
+    /// a credential (a pre-signed link's signature), and `what` names the request.
+    fn network(&self, what: &str, e: reqwest::Error) -> FetchError {
+        let e = e.without_url();
         if e.is_timeout() {
             return FetchError::Timeout {
                 what: what.to_string(),
@@ -283,8 +288,45 @@ impl Http {
         }
         FetchError::Network {
             what: what.to_string(),
-            detail: chain(e),
+            detail: chain(&e),
         }
+    }
+}
+
+/// How many redirects a request follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Redirects followed only within the origin (scheme, host and port) of the URL configured:
+/// a 307 or 308 resends the request's body, and Workday's token grant carries the client
+/// secret and the refresh token there; a redirect to another host is refused with an error
+/// that says so (set the URL it points to instead, when that host is meant).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(|u| u.origin());
+        if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+        } else if first == Some(attempt.url().origin()) {
+            attempt.follow()
+        } else {
+            attempt.error("redirected to another host, which is refused (only redirects within the configured host are followed)")
+        }
+    })
+}
+
+/// `url` as messages show it: without a user, a password, a query or a fragment, which may
+/// hold a credential (a pre-signed link's signature); `?…` where its query was.
+pub fn shown(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "the configured URL".to_string();
+    };
+    let query = parsed.query().is_some();
+    parsed.set_query(None);
+    parsed.set_fragment(None);
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    match query {
+        true => format!("{parsed}?…"),
+        false => parsed.to_string(),
     }
 }
 
@@ -346,6 +388,21 @@ mod tests {
         let mut h = header::HeaderMap::new();
         h.insert(header::RETRY_AFTER, value.parse().unwrap());
         h
+    }
+
+    /// A URL in a message keeps where it points and loses what may be a credential.
+    #[test]
+    fn urls_are_shown_without_user_password_query_or_fragment() {
+        assert_eq!(
+            shown("https://files.example/exports/roster.csv?X-Amz-Signature=abc&sig=def#x"),
+            "https://files.example/exports/roster.csv?…"
+        );
+        assert_eq!(
+            shown("https://me:pw@hr.example:8443/api/report"),
+            "https://hr.example:8443/api/report"
+        );
+        assert_eq!(shown("https://hr.example/r"), "https://hr.example/r");
+        assert_eq!(shown("not a url ?token=abc"), "the configured URL");
     }
 
     #[test]

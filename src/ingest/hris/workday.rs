@@ -6,7 +6,7 @@
 //! at the tenant's token endpoint before each fetch, then `Authorization: Bearer`.
 
 use super::csv_out::{Record, parse, union_columns, write_csv};
-use super::http::{FetchError, Http, Sink, form_urlencoded};
+use super::http::{FetchError, Http, Sink, form_urlencoded, shown};
 use crate::config::hris::{self, Secret, WorkdayAuth, read_secret};
 use crate::core::columns::Columns;
 use anyhow::Result;
@@ -103,7 +103,7 @@ impl Workday {
             }
         };
         let mut sink = Sink::Memory(Vec::new());
-        let what = format!("the Workday report ({})", self.url);
+        let what = format!("the Workday report ({})", shown(&self.url));
         http.fetch(&what, &make, &mut sink).await?;
         Ok(sink.into_bytes())
     }
@@ -132,7 +132,7 @@ impl Workday {
                 .header(ACCEPT, "application/json")
                 .body(body.clone())
         };
-        let what = format!("Workday's token endpoint ({token_url})");
+        let what = format!("Workday's token endpoint ({})", shown(token_url));
         let mut sink = Sink::Memory(Vec::new());
         match http.fetch(&what, &make, &mut sink).await {
             Ok(()) => {}
