@@ -30,6 +30,15 @@ pub enum Claim {
 /// Reads the claim of a request from `peer`: a bearer token, the dev setting's person, or
 /// the SSO proxy's header (believed only from `web.trusted_proxies`); 401 otherwise.
 pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Claim, Denied> {
+    // A header given twice is refused, not read as its first value: a proxy that adds its
+    // header to the client's (rather than replacing it) would let the client's come first.
+    for name in [header::AUTHORIZATION.as_str(), web.user_header.as_str()] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Denied::unauthorized(format!(
+                "not signed in: the {name} header came more than once (the SSO proxy must replace the client's, not add to it)"
+            )));
+        }
+    }
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let token = auth
             .to_str()
@@ -242,14 +251,16 @@ struct WithCsrf<T> {
     form: T,
 }
 
-/// The host the browser addressed: `X-Forwarded-Host` from a trusted proxy, else `Host`.
+/// The host the browser addressed: `X-Forwarded-Host` from a trusted proxy, else `Host`;
+/// none when the header is given twice.
 fn addressed_host(web: &Web, parts: &Parts) -> Option<String> {
     let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+        let mut all = parts.headers.get_all(name).iter();
+        let first = all.next();
+        match all.next() {
+            Some(_) => None,
+            None => first.and_then(|v| v.to_str().ok()).map(str::to_string),
+        }
     };
     let forwarded = peer(parts)
         .filter(|p| web.trusts(*p))
@@ -320,12 +331,33 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(
+            h.append(
                 axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
         }
         h
+    }
+
+    /// A proxy that adds its header after the client's gives it twice: refused, whichever
+    /// comes first, and so is a second Authorization header.
+    #[test]
+    fn a_header_given_twice_is_refused() {
+        let web = Web::default();
+        let twice = headers(&[
+            ("X-Forwarded-Email", "it-lead@acme.example"),
+            ("X-Forwarded-Email", "me@acme.example"),
+        ]);
+        let d = claim(&web, &twice, ip("127.0.0.1")).unwrap_err();
+        assert_eq!(d.status, StatusCode::UNAUTHORIZED);
+        assert!(d.message.contains("more than once"), "{}", d.message);
+        let tokens = headers(&[("Authorization", "Bearer a"), ("Authorization", "Bearer b")]);
+        assert_eq!(
+            claim(&web, &tokens, None).unwrap_err().status,
+            StatusCode::UNAUTHORIZED
+        );
+        let once = headers(&[("X-Forwarded-Email", "me@acme.example")]);
+        assert!(claim(&web, &once, ip("127.0.0.1")).is_ok());
     }
 
     fn ip(s: &str) -> Option<IpAddr> {
