@@ -354,6 +354,9 @@ fn paths_outside_the_root_and_symlinks_are_refused() {
     }
     refused(&s, "cd ..");
     refused(&s, "ls /etc");
+    // /inbox takes uploads, and is not listed (SPEC §5).
+    let err = refused(&s, "ls /inbox");
+    assert!(!err.contains("Connection closed"), "{err}");
 }
 
 #[test]

@@ -252,11 +252,20 @@ impl Handler for DropFs {
         let target = resolve(&path).inspect_err(|e| {
             self.log_refusal("opendir", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
-        if let Target::Entry {
-            area: Area::Inbox, ..
-        } = target
-        {
-            return Err(self.refuse("opendir", &path, "no subdirectories in /inbox"));
+        // /inbox takes uploads and is not listed (SPEC §5: only processed/, rejected/ and
+        // held/ are): its names are other uploads waiting, and files filed by other means.
+        match target {
+            Target::Area(Area::Inbox) => {
+                return Err(self.refuse(
+                    "opendir",
+                    &path,
+                    "/inbox takes uploads; it is not listed",
+                ));
+            }
+            Target::Entry {
+                area: Area::Inbox, ..
+            } => return Err(self.refuse("opendir", &path, "no subdirectories in /inbox")),
+            _ => {}
         }
         // Before listing: a client asking again and again must not cost a listing each time.
         self.room_for_a_handle()?;
