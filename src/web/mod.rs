@@ -6,6 +6,7 @@
 //! Routes: [`router`]; the HTML pages are rendered by `pages` and merged in there.
 
 pub mod api;
+pub mod capped;
 pub mod changes;
 pub mod csrf;
 pub mod health;
@@ -20,6 +21,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -158,6 +160,9 @@ pub async fn serve(
         );
     }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // At most `MAX_CONNECTIONS` open at once (`capped`); `tap_io` does nothing to them but
+    // gives each its peer's address (`ConnectInfo<SocketAddr>`), as a plain listener does.
+    let listener = capped::Capped::new(listener, capped::MAX_CONNECTIONS).tap_io(|_| {});
     let server = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
