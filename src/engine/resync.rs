@@ -8,10 +8,9 @@
 //! otherwise the next file is read in full, which writes a new one. The roster's own file
 //! (in processed/) is read only while its size and time of last write are those it had when
 //! it was read (written again in place, or another file put there, it is not the roster the
-//! record describes; moved, or copied with its times, as a restore does, it still is). It
-//! is written aside
-//! before the commit that names its token and renamed into place after it, so a crash in
-//! between leaves an old record whose token the store no longer has.
+//! record describes; moved, or copied with its times, as a restore does, it still is). The
+//! record is written aside before the commit that names its token and renamed into place
+//! after it, so a crash in between leaves an old record whose token the store no longer has.
 
 use crate::core::accounts::{Account, AccountGroup, AccountHead, GROUPS, group_of};
 use crate::core::model::Roster;
