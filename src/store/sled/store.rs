@@ -735,7 +735,9 @@ mod tests {
     }
 
     fn still_schema_1(path: &Path) {
-        let db = sled::Config::new().path(path).open().unwrap();
+        // As the store opens it: the lock of the store whose open was just refused is let
+        // go by sled's threads a moment after (it failed under load in CI without the wait).
+        let db = SledStore::open_db(path).unwrap();
         let schema = db.open_tree("meta").unwrap().get(meta::SCHEMA).unwrap();
         assert_eq!(schema.unwrap().as_ref(), SCHEMA_V1, "not migrated");
         assert_eq!(
