@@ -1113,7 +1113,8 @@ mod tests {
         // Schema 1's accounts, left by a migration whose check failed, are not dropped by
         // an open that has not checked every bucket.
         {
-            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            // Waiting, as the store's own open does, for the lock of the store just dropped.
+            let db = SledStore::open_db(dir.path()).unwrap();
             db.open_tree(ACCOUNTS_V1)
                 .unwrap()
                 .insert("E1", "x")
