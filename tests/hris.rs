@@ -387,12 +387,20 @@ fn workday_oauth_refreshes_a_token_and_sends_it_as_bearer() {
     // Every fetch refreshes the token first.
     s.env.json_ok(0, &["fetch"]);
     assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (2, 2));
+    // The token endpoint redirecting to another host: refused, not followed (a 307 would
+    // resend the grant, with the client secret and refresh token, there) nor retried.
+    let to = s.server.url(TOKEN_PATH).replace("127.0.0.1", "localhost");
+    s.fake
+        .push_token([Reply::Status(307, vec![("location", to)])]);
+    let out = s.env.expect(5, &["fetch"]);
+    assert!(out.contains("redirected to another host"), "{out}");
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (3, 2));
     // A refused grant (400 invalid_grant) is "credentials refused", not retried, and the
     // report is not asked for.
     s.fake.revoke_refresh_token();
     let out = s.env.expect(5, &["fetch"]);
     assert!(out.contains("credentials refused"), "{out}");
-    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (3, 2));
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (4, 2));
     assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
     assert_no_secrets(&s.env, &daemon, &[refresh, secret, access]);
     daemon.stop();
@@ -521,14 +529,14 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
     assert_failed_fetch(&s, vec![status(403)], "credentials refused", 1);
     assert_failed_fetch(&s, vec![status(404)], "answered HTTP 404", 1);
     assert_failed_fetch(&s, vec![status(503), status(503)], "answered HTTP 503", 2);
-    // A redirect to another host is refused, not followed nor retried (a 307 would resend
-    // the request's body there).
+    // A redirect to another host is followed (an export behind a download link), without
+    // the request's credentials; there, nothing answers.
     let elsewhere = |code: u16| {
         let to = s.server.url("/elsewhere").replace("127.0.0.1", "localhost");
         Reply::Status(code, vec![("location", to)])
     };
-    assert_failed_fetch(&s, vec![elsewhere(307)], "redirected to another host", 1);
-    assert_failed_fetch(&s, vec![elsewhere(302)], "redirected to another host", 1);
+    assert_failed_fetch(&s, vec![elsewhere(307)], "answered HTTP 404", 1);
+    assert_failed_fetch(&s, vec![elsewhere(302)], "answered HTTP 404", 1);
     assert_failed_fetch(&s, vec![status(500), status(502)], "answered HTTP 502", 2);
     assert_failed_fetch(
         &s,

@@ -32,13 +32,13 @@ pub enum Claim {
 pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Claim, Denied> {
     // A header given twice is refused, not read as its first value: a proxy that adds its
     // header to the client's (rather than replacing it) would let the client's come first.
-    for name in [header::AUTHORIZATION.as_str(), web.user_header.as_str()] {
-        if headers.get_all(name).iter().nth(1).is_some() {
-            return Err(Denied::unauthorized(format!(
-                "not signed in: the {name} header came more than once (the SSO proxy must replace the client's, not add to it)"
-            )));
-        }
-    }
+    let once = |name: &str| match headers.get_all(name).iter().nth(1) {
+        Some(_) => Err(Denied::unauthorized(format!(
+            "not signed in: the {name} header came more than once (the SSO proxy must replace the client's, not add to it)"
+        ))),
+        None => Ok(()),
+    };
+    once(header::AUTHORIZATION.as_str())?;
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let token = auth
             .to_str()
@@ -56,6 +56,7 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
     if let Some(user) = &web.dev_user {
         return Ok(Claim::Email(user.clone()));
     }
+    once(web.user_header.as_str())?;
     let Some(value) = headers.get(web.user_header.as_str()) else {
         return Err(Denied::unauthorized(format!(
             "not signed in: no {} header from the SSO proxy (open this site through the organization's SSO)",
@@ -251,8 +252,9 @@ struct WithCsrf<T> {
     form: T,
 }
 
-/// The host the browser addressed: `X-Forwarded-Host` from a trusted proxy, else `Host`;
-/// none when the header is given twice.
+/// The host the browser addressed: `X-Forwarded-Host` from a trusted proxy, else `Host`. A
+/// header given twice is not believed: with `X-Forwarded-Host` so, `Host` is compared (a
+/// form is then refused unless the proxy passes the browser's host on).
 fn addressed_host(web: &Web, parts: &Parts) -> Option<String> {
     let header = |name: &str| {
         let mut all = parts.headers.get_all(name).iter();
@@ -430,6 +432,14 @@ mod tests {
         );
         assert_eq!(
             claim(&dev, &HeaderMap::new(), None).unwrap(),
+            Claim::Email("me@example.com".into())
+        );
+        let twice = headers(&[
+            ("X-Forwarded-Email", "a@acme.example"),
+            ("X-Forwarded-Email", "b@acme.example"),
+        ]);
+        assert_eq!(
+            claim(&dev, &twice, None).unwrap(),
             Claim::Email("me@example.com".into())
         );
     }

@@ -82,6 +82,8 @@ pub struct Seen {
 pub struct Fake {
     /// Replies to give before the roster, in order.
     script: Mutex<VecDeque<Reply>>,
+    /// Replies the token endpoint gives before it trades tokens, in order.
+    token_script: Mutex<VecDeque<Reply>>,
     /// What the report routes answer when nothing is scripted.
     roster: Mutex<Reply>,
     /// Every request, in order.
@@ -99,6 +101,7 @@ impl Fake {
     pub fn new(auth: &str, roster: Reply) -> Arc<Fake> {
         Arc::new(Fake {
             script: Mutex::new(VecDeque::new()),
+            token_script: Mutex::new(VecDeque::new()),
             roster: Mutex::new(roster),
             seen: Mutex::new(Vec::new()),
             auth: Mutex::new(auth.to_string()),
@@ -112,6 +115,7 @@ impl Fake {
     pub fn oauth(client: (&str, &str), refresh: &str, access: &str, roster: Reply) -> Arc<Fake> {
         Arc::new(Fake {
             script: Mutex::new(VecDeque::new()),
+            token_script: Mutex::new(VecDeque::new()),
             roster: Mutex::new(roster),
             seen: Mutex::new(Vec::new()),
             auth: Mutex::new(format!("Bearer {access}")),
@@ -136,6 +140,11 @@ impl Fake {
     /// Queues replies to give before the roster.
     pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
         self.script.lock().unwrap().extend(replies);
+    }
+
+    /// Queues replies for the token endpoint to give before it trades tokens.
+    pub fn push_token(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.token_script.lock().unwrap().extend(replies);
     }
 
     /// Forgets queued replies.
@@ -313,6 +322,10 @@ async fn csv_export(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Respon
 
 async fn workday_token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {
     fake.record(TOKEN, &headers, None, &body);
+    let scripted = fake.token_script.lock().unwrap().pop_front();
+    if let Some(reply) = scripted {
+        return respond(reply).await;
+    }
     let form = form_decode(&String::from_utf8_lossy(&body));
     let field = |name: &str| {
         form.iter()

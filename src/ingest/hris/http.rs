@@ -137,6 +137,7 @@ enum Failed {
 #[derive(Clone)]
 pub struct Http {
     client: Client,
+    strict: Client,
     retries: u32,
     max_bytes: u64,
     timeout: Duration,
@@ -147,38 +148,57 @@ impl Http {
     /// `roster.max_bytes`): HTTPS only, the system's roots plus `ca_file`. Errors are
     /// config errors naming the key.
     pub fn new(hris: &Hris, max_bytes: u64) -> Result<Http> {
-        let mut builder = Client::builder()
-            .https_only(true)
-            .redirect(same_origin_redirects())
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(hris.timeout)
-            .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
+        let mut certs = Vec::new();
         if !hris.ca_file.as_os_str().is_empty() {
             let key = "source.hris.ca_file";
             let path = hris.ca_file.display();
             let pem = std::fs::read(&hris.ca_file)
                 .map_err(|e| anyhow::anyhow!("{key} = {path}: cannot read it ({e})"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| anyhow::anyhow!("{key} = {path}: not PEM certificates ({e})"))?;
             if certs.is_empty() {
                 bail!("{key} = {path}: holds no PEM certificate");
             }
-            builder = builder.tls_certs_merge(certs);
         }
-        let client = builder
-            .build()
-            .map_err(|e| anyhow::anyhow!("setting up the HTTPS client: {}", chain(&e)))?;
+        let build = |redirects: reqwest::redirect::Policy| {
+            let mut builder = Client::builder()
+                .https_only(true)
+                .redirect(redirects)
+                // A redirect's Referer would carry the URL's query (a pre-signed link's
+                // signature) to the host redirected to.
+                .referer(false)
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(hris.timeout)
+                .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
+            if !certs.is_empty() {
+                builder = builder.tls_certs_merge(certs.clone());
+            }
+            builder
+                .build()
+                .map_err(|e| anyhow::anyhow!("setting up the HTTPS client: {}", chain(&e)))
+        };
+        let client = build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?;
+        let strict = build(same_origin_redirects())?;
         Ok(Http {
             client,
+            strict,
             retries: hris.retries,
             max_bytes,
             timeout: hris.timeout,
         })
     }
 
-    /// The underlying client, to build requests with.
+    /// The underlying client, to build requests with. It follows redirects to other hosts
+    /// (an export behind a download link), without the request's credentials: reqwest drops
+    /// `Authorization` and cookies on a hop to another host.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The client for a request whose body holds secrets (Workday's token grant): it
+    /// follows redirects only within the origin asked, since a 307 or 308 resends the body.
+    pub fn client_for_secret_body(&self) -> &Client {
+        &self.strict
     }
 
     /// Sends the request `make` builds, retrying as SPEC §10 says, and streams a successful
@@ -296,10 +316,10 @@ impl Http {
 /// How many redirects a request follows.
 const MAX_REDIRECTS: usize = 10;
 
-/// Redirects followed only within the origin (scheme, host and port) of the URL configured:
-/// a 307 or 308 resends the request's body, and Workday's token grant carries the client
-/// secret and the refresh token there; a redirect to another host is refused with an error
-/// that says so (set the URL it points to instead, when that host is meant).
+/// Redirects followed only within the origin (scheme, host and port) of the URL configured,
+/// for [`Http::client_for_secret_body`]: a 307 or 308 resends the request's body, and
+/// Workday's token grant carries the client secret and the refresh token there; a redirect
+/// to another host is refused with an error that says so.
 fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
         let first = attempt.previous().first().map(|u| u.origin());
@@ -313,20 +333,19 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
-/// `url` as messages show it: without a user, a password, a query or a fragment, which may
-/// hold a credential (a pre-signed link's signature); `?…` where its query was.
+/// `url` as messages show it: its scheme, host and port only, `/…` for the rest. A URL may
+/// hold a credential anywhere after its host: a user and password, a pre-signed link's
+/// signature in its query, a published link's secret in its path.
 pub fn shown(url: &str) -> String {
-    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
         return "the configured URL".to_string();
     };
-    let query = parsed.query().is_some();
-    parsed.set_query(None);
-    parsed.set_fragment(None);
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    match query {
-        true => format!("{parsed}?…"),
-        false => parsed.to_string(),
+    let origin = parsed.origin().ascii_serialization();
+    let rest = parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some();
+    match (origin.as_str(), rest) {
+        ("null", _) => "the configured URL".to_string(),
+        (_, true) => format!("{origin}/…"),
+        (_, false) => origin,
     }
 }
 
@@ -395,13 +414,17 @@ mod tests {
     fn urls_are_shown_without_user_password_query_or_fragment() {
         assert_eq!(
             shown("https://files.example/exports/roster.csv?X-Amz-Signature=abc&sig=def#x"),
-            "https://files.example/exports/roster.csv?…"
+            "https://files.example/…"
         );
         assert_eq!(
             shown("https://me:pw@hr.example:8443/api/report"),
-            "https://hr.example:8443/api/report"
+            "https://hr.example:8443/…"
         );
-        assert_eq!(shown("https://hr.example/r"), "https://hr.example/r");
+        assert_eq!(
+            shown("https://docs.example/spreadsheets/d/e/2PACX-secret/pub?output=csv"),
+            "https://docs.example/…"
+        );
+        assert_eq!(shown("https://hr.example"), "https://hr.example");
         assert_eq!(shown("not a url ?token=abc"), "the configured URL");
     }
 

@@ -126,7 +126,7 @@ impl Workday {
             ("client_secret", client_secret.expose()),
         ]);
         let make = || {
-            http.client()
+            http.client_for_secret_body()
                 .post(token_url)
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(ACCEPT, "application/json")

@@ -252,20 +252,11 @@ impl Handler for DropFs {
         let target = resolve(&path).inspect_err(|e| {
             self.log_refusal("opendir", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
-        // /inbox takes uploads and is not listed (SPEC §5: only processed/, rejected/ and
-        // held/ are): its names are other uploads waiting, and files filed by other means.
-        match target {
-            Target::Area(Area::Inbox) => {
-                return Err(self.refuse(
-                    "opendir",
-                    &path,
-                    "/inbox takes uploads; it is not listed",
-                ));
-            }
-            Target::Entry {
-                area: Area::Inbox, ..
-            } => return Err(self.refuse("opendir", &path, "no subdirectories in /inbox")),
-            _ => {}
+        if let Target::Entry {
+            area: Area::Inbox, ..
+        } = target
+        {
+            return Err(self.refuse("opendir", &path, "no subdirectories in /inbox"));
         }
         // Before listing: a client asking again and again must not cost a listing each time.
         self.room_for_a_handle()?;
@@ -280,6 +271,13 @@ impl Handler for DropFs {
                     }
                 }
                 Ok((Listing::Fixed(entries.into_iter()), attrs_of(&md)))
+            }
+            // /inbox takes uploads and lists as empty (SPEC §5 lists only processed/,
+            // rejected/ and held/): its names are other uploads waiting. Opening it still
+            // works, for clients that list a folder before they upload into it.
+            Target::Area(Area::Inbox) => {
+                let (_, md) = walk(&root, Area::Inbox, &[])?;
+                Ok((Listing::Fixed(Vec::new().into_iter()), attrs_of(&md)))
             }
             Target::Area(area) => {
                 let (p, md) = walk(&root, area, &[])?;

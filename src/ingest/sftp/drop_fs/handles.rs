@@ -351,7 +351,7 @@ pub(super) enum OpenHandle {
 /// files then costs 64 directory streams (a few dozen KiB each), not 64 copies of the
 /// listing.
 pub(super) enum Listing {
-    /// The root's four areas.
+    /// A listing made in advance: the root's four areas, or /inbox's (none shown).
     Fixed(std::vec::IntoIter<SftpFile>),
     /// An open directory stream; `None` once it has ended (or while a batch is read).
     Stream(Option<fs::ReadDir>),
