@@ -6,8 +6,8 @@
 //! Routes: [`router`]; the HTML pages are rendered by `pages` and merged in there.
 
 pub mod api;
-pub mod capped;
 pub mod changes;
+pub mod conns;
 pub mod csrf;
 pub mod health;
 pub mod html;
@@ -21,7 +21,6 @@ use anyhow::{Context, Result};
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,21 +158,19 @@ pub async fn serve(
             "web.dev_user is set: every request to the web section counts as {user}, without SSO. For a laptop only; put an SSO proxy in front for anything else"
         );
     }
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // At most `MAX_CONNECTIONS` open at once (`capped`); `tap_io` does nothing to them but
-    // gives each its peer's address (`ConnectInfo<SocketAddr>`), as a plain listener does.
-    let listener = capped::Capped::new(listener, capped::MAX_CONNECTIONS).tap_io(|_| {});
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
+    let server = conns::serve(
+        listener,
+        router(state),
+        shutdown.clone(),
+        conns::MAX_CONNECTIONS,
+        conns::HEADER_READ,
+    );
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN).await;
     };
     tokio::select! {
-        result = server => if let Err(e) = result {
-            tracing::error!("web section stopped: {e}");
-        },
+        () = server => {},
         _ = drained => tracing::warn!("web section: connections still open {DRAIN:?} after the stop were dropped"),
     }
 }

@@ -1,0 +1,169 @@
+//! The web section's connections: accepted while fewer than [`MAX_CONNECTIONS`] are open,
+//! each closed when a request's head does not arrive within [`HEADER_READ`], idle ones too.
+//!
+//! Each connection holds a file descriptor from before any sign-in. Without a cap, clients
+//! that open connections and leave them could take every descriptor of the daemon (the
+//! usual soft limit is 1,024), and with them the SFTP server's, the store's and the inbox's;
+//! past the cap a connection waits in the kernel's backlog, holding none of ours. Without
+//! the timeout, 128 connections left idle (or sending their headers a byte at a time) would
+//! keep the section from answering anyone else for as long as they stayed. axum's `serve`
+//! gives hyper no timer, so its header-read timeout never ran; this is that loop with one.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::serve::Listener;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// Connections of the web section open at once, at most. With the SFTP server's sockets
+/// and handles and the control socket's connections, under 1,024 descriptors.
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// How long a connection may take to send a request's head, and stay idle between two.
+pub const HEADER_READ: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `shutdown`, at most `cap` connections at once, each
+/// closed when a request head takes longer than `header_read`; then asks the open ones to
+/// finish and waits for them (the caller bounds that wait).
+pub async fn serve(
+    mut listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    cap: usize,
+    header_read: Duration,
+) {
+    let slots = Arc::new(Semaphore::new(cap));
+    // Each connection holds a receiver; all dropped once every connection has ended.
+    let (closed, open) = watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            accepted = async {
+                let slot = slots.clone().acquire_owned().await;
+                // Accept errors (no descriptor left, a connection reset) are waited out.
+                (slot, Listener::accept(&mut listener).await)
+            } => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let (Ok(slot), (stream, peer)) = accepted else {
+            break;
+        };
+        // The peer's address for the handlers (`ConnectInfo`), as axum's `serve` gives it.
+        let service = app
+            .clone()
+            .map_request(move |request: axum::http::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
+        let (shutdown, open) = (shutdown.clone(), open.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(header_read);
+            let connection = http
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.as_mut().await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(open);
+    closed.closed().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn server(cap: usize, header_read: Duration) -> (SocketAddr, CancellationToken) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/",
+            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                format!("from {}", peer.ip())
+            }),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, app, stop.clone(), cap, header_read));
+        (addr, stop)
+    }
+
+    async fn get(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0; 4096];
+        let n = stream.read(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// With two connections open, a third is answered only once one of them closes; each
+    /// handler sees its peer's address.
+    #[tokio::test]
+    async fn a_connection_past_the_cap_waits_until_one_closes() {
+        let (addr, stop) = server(2, Duration::from_secs(30)).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut first).await.ends_with("from 127.0.0.1"));
+        assert!(get(&mut second).await.ends_with("from 127.0.0.1"));
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), get(&mut third)).await;
+        assert!(waiting.is_err(), "a third answered while two are open");
+        drop(first);
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = vec![0; 4096];
+            let n = third.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await;
+        assert!(
+            answered.is_ok_and(|a| a.contains("200 OK")),
+            "answered once one closed"
+        );
+        stop.cancel();
+    }
+
+    /// A connection that sends nothing, or stays idle after a request, is closed once the
+    /// header-read time has passed, and its place is taken by the next.
+    #[tokio::test]
+    async fn idle_and_silent_connections_are_closed_after_the_header_read_time() {
+        let (addr, stop) = server(1, Duration::from_millis(200)).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "silent one closed: {closed:?}"
+        );
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut idle).await.contains("200 OK"), "its place taken");
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut rest = Vec::new();
+            idle.read_to_end(&mut rest).await.map(|_| rest)
+        })
+        .await;
+        assert!(closed.is_ok(), "idle one closed after its request");
+        stop.cancel();
+    }
+}
