@@ -119,12 +119,11 @@ impl std::io::Write for SyncingAhead<'_, '_> {
         self.unsynced += n as u64;
         if self.unsynced >= SYNC_AHEAD {
             self.unsynced = 0;
-            let syncer = match self.syncer.take() {
-                Some(syncer) => syncer,
-                None => SyncAhead::start(self.scope, &self.file),
-            };
+            let (scope, file) = (self.scope, &self.file);
+            let syncer = self
+                .syncer
+                .get_or_insert_with(|| SyncAhead::start(scope, file));
             syncer.ask();
-            self.syncer = Some(syncer);
         }
         Ok(n)
     }

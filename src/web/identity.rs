@@ -12,7 +12,7 @@ use crate::config::web::Web;
 use crate::core::columns::is_well_formed_email;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
@@ -30,16 +30,14 @@ pub enum Claim {
 /// Reads the claim of a request from `peer`: a bearer token, the dev setting's person, or
 /// the SSO proxy's header (believed only from `web.trusted_proxies`); 401 otherwise.
 pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Claim, Denied> {
-    // A header given twice is refused, not read as its first value: a proxy that adds its
-    // header to the client's (rather than replacing it) would let the client's come first.
-    let once = |name: &str| match headers.get_all(name).iter().nth(1) {
-        Some(_) => Err(Denied::unauthorized(format!(
-            "not signed in: the {name} header came more than once (the SSO proxy must replace the client's, not add to it)"
-        ))),
-        None => Ok(()),
+    let once = |name: &str| {
+        only_value(headers, name).map_err(|Twice| {
+            Denied::unauthorized(format!(
+                "not signed in: the {name} header came more than once (the SSO proxy must replace the client's, not add to it)"
+            ))
+        })
     };
-    once(header::AUTHORIZATION.as_str())?;
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+    if let Some(auth) = once(header::AUTHORIZATION.as_str())? {
         let token = auth
             .to_str()
             .ok()
@@ -56,8 +54,7 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
     if let Some(user) = &web.dev_user {
         return Ok(Claim::Email(user.clone()));
     }
-    once(web.user_header.as_str())?;
-    let Some(value) = headers.get(web.user_header.as_str()) else {
+    let Some(value) = once(web.user_header.as_str())? else {
         return Err(Denied::unauthorized(format!(
             "not signed in: no {} header from the SSO proxy (open this site through the organization's SSO)",
             web.user_header
@@ -82,6 +79,21 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
         )));
     }
     Ok(Claim::Email(email.to_string()))
+}
+
+/// A header given more than once.
+struct Twice;
+
+/// The value of header `name`, if given; [`Twice`] when given more than once, which is not
+/// read as its first value: a proxy that adds its header to the client's (rather than
+/// replacing it) would let the client's come first.
+fn only_value<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, Twice> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next();
+    match all.next() {
+        Some(_) => Err(Twice),
+        None => Ok(first),
+    }
 }
 
 /// A person, with what their active account lets them do.
@@ -257,12 +269,8 @@ struct WithCsrf<T> {
 /// form is then refused unless the proxy passes the browser's host on).
 fn addressed_host(web: &Web, parts: &Parts) -> Option<String> {
     let header = |name: &str| {
-        let mut all = parts.headers.get_all(name).iter();
-        let first = all.next();
-        match all.next() {
-            Some(_) => None,
-            None => first.and_then(|v| v.to_str().ok()).map(str::to_string),
-        }
+        let value = only_value(&parts.headers, name).ok().flatten();
+        value.and_then(|v| v.to_str().ok()).map(str::to_string)
     };
     let forwarded = peer(parts)
         .filter(|p| web.trusts(*p))
