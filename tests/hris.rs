@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use vendors::{
-    BAMBOO, BAMBOO_FIELDS, CSV, CSV_PATH, Employee, Fake, REPORT, REPORT_PATH, Reply, TOKEN,
-    TOKEN_PATH, bamboo_answer, roster, roster_csv, workday_answer,
+    BAMBOO, BAMBOO_FIELDS, CSV, CSV_PATH, ELSEWHERE, Employee, Fake, REPORT, REPORT_PATH, Reply,
+    TOKEN, TOKEN_PATH, bamboo_answer, roster, roster_csv, workday_answer,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -537,6 +537,12 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
     };
     assert_failed_fetch(&s, vec![elsewhere(307)], "answered HTTP 404", 1);
     assert_failed_fetch(&s, vec![elsewhere(302)], "answered HTTP 404", 1);
+    let there = s.fake.seen(ELSEWHERE);
+    assert_eq!(there.len(), 2, "both redirects followed");
+    for seen in &there {
+        assert_eq!(seen.auth, "", "no credentials sent on to another host");
+        assert_eq!(seen.referer, "", "no Referer (it would carry the URL)");
+    }
     assert_failed_fetch(&s, vec![status(500), status(502)], "answered HTTP 502", 2);
     assert_failed_fetch(
         &s,

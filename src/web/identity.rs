@@ -370,6 +370,31 @@ mod tests {
         assert!(claim(&web, &once, ip("127.0.0.1")).is_ok());
     }
 
+    /// `X-Forwarded-Host` is believed from a trusted proxy when given once; given twice,
+    /// not (the `Host` header is compared instead).
+    #[test]
+    fn the_forwarded_host_given_twice_is_not_believed() {
+        let parts = |hosts: &[&str]| {
+            let mut request = axum::http::Request::builder().header("host", "127.0.0.1:8080");
+            for h in hosts {
+                request = request.header("x-forwarded-host", *h);
+            }
+            let (mut parts, ()) = request.body(()).unwrap().into_parts();
+            let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+            parts.extensions.insert(ConnectInfo(peer));
+            parts
+        };
+        let web = Web::default();
+        assert_eq!(
+            addressed_host(&web, &parts(&["admin.acme.example"])).as_deref(),
+            Some("admin.acme.example")
+        );
+        assert_eq!(
+            addressed_host(&web, &parts(&["evil.example", "admin.acme.example"])).as_deref(),
+            Some("127.0.0.1:8080")
+        );
+    }
+
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
     }

@@ -30,6 +30,8 @@ pub const BAMBOO: &str = "bamboohr";
 pub const REPORT: &str = "workday_report";
 /// The Workday token route.
 pub const TOKEN: &str = "workday_token";
+/// Any other path (where a redirect may lead): answered 404.
+pub const ELSEWHERE: &str = "elsewhere";
 /// The CSV export route.
 pub const CSV: &str = "csv";
 
@@ -71,6 +73,8 @@ pub struct Seen {
     pub auth: String,
     /// The Content-Type header ("" when absent).
     pub content_type: String,
+    /// The Referer header ("" when absent).
+    pub referer: String,
     /// The raw query string.
     pub query: String,
     /// The body as text.
@@ -134,6 +138,7 @@ impl Fake {
             .route(REPORT_PATH, get(workday_report))
             .route(TOKEN_PATH, post(workday_token))
             .route(CSV_PATH, get(csv_export))
+            .fallback(elsewhere)
             .with_state(self.clone())
     }
 
@@ -185,6 +190,7 @@ impl Fake {
             route,
             auth: text(header::AUTHORIZATION),
             content_type: text(header::CONTENT_TYPE),
+            referer: text(header::REFERER),
             query: query.unwrap_or_default(),
             body: String::from_utf8_lossy(body).into_owned(),
         });
@@ -318,6 +324,11 @@ async fn csv_export(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Respon
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     fake.answer().await
+}
+
+async fn elsewhere(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
+    fake.record(ELSEWHERE, &headers, None, &[]);
+    StatusCode::NOT_FOUND.into_response()
 }
 
 async fn workday_token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {
