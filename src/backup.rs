@@ -4,7 +4,7 @@
 use crate::api::error::{Context, Error, Result};
 use crate::layout::Paths;
 use crate::store::{SledStore, Store, StoreError};
-use crate::util::{compact_timestamp, fsync_dir, now_rfc3339, write_atomic_with};
+use crate::util::{compact_timestamp, create_fresh, fsync_dir, now_rfc3339, write_atomic_with};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{BufReader, BufWriter, Write};
@@ -28,19 +28,37 @@ pub fn write(store: &dyn Store, path: &Path) -> Result<(u64, PathBuf)> {
     Ok((count, path.to_path_buf()))
 }
 
-/// The automatic backups, newest first.
+/// The automatic backups, newest first: the files named as [`rotate`] names them. Others in
+/// the folder (a `manual.backup` an org admin wrote there, as the daemon suggests) are
+/// neither named as the newest nor counted among the [`KEEP`] nor removed: a name sorting
+/// after every timestamp would otherwise pass for the newest backup however old it is.
 pub fn automatic(paths: &Paths) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(&paths.backups)
         .map(|d| {
             d.flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(is_automatic_name))
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "backup"))
                 .collect()
         })
         .unwrap_or_default();
     found.sort();
     found.reverse();
     found
+}
+
+/// Whether `name` is an automatic backup's: `autoprov-YYYYMMDDTHHMMSSZ.backup`.
+fn is_automatic_name(name: &str) -> bool {
+    let Some(stamp) = name
+        .strip_prefix("autoprov-")
+        .and_then(|n| n.strip_suffix(".backup"))
+    else {
+        return false;
+    };
+    let b = stamp.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
 }
 
 /// What [`rotate`] did.
@@ -91,7 +109,7 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
 /// Exports `store` to `tmp` (fsynced); returns the SHA-256 of everything after the header
 /// line (which holds the time of the backup).
 fn export_hashed(store: &dyn Store, tmp: &Path, now: &str) -> Result<[u8; 32]> {
-    let file = fs::File::create(tmp)?;
+    let file = create_fresh(tmp)?;
     let mut out = BodyHasher::new(BufWriter::with_capacity(1 << 16, file));
     store.export(&mut out, now)?;
     let digest = out.hasher.finalize().into();
@@ -271,6 +289,47 @@ mod tests {
             fs::read_to_string(paths.backups.join("autoprov-20261204T100006Z.backup")).unwrap();
         assert!(newest.starts_with('{') && newest.contains("2026-12-04T10:00:06Z"));
         assert!(newest.contains("change 6") && newest.trim_end().ends_with('}'));
+    }
+
+    #[test]
+    fn only_automatic_names_are_rotated_named_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = MemoryStore::new();
+        fs::create_dir_all(&paths.backups).unwrap();
+        // What an org admin may write there, and names that only look like ours.
+        let others = [
+            "manual.backup",
+            "zz.backup",
+            "autoprov-latest.backup",
+            "autoprov-20991231T235959Z.backup.tmp",
+        ];
+        for name in others {
+            fs::write(paths.backups.join(name), "old").unwrap();
+        }
+        assert!(advice(&paths).starts_with("no automatic backup exists"));
+        for s in 1..6 {
+            store.append_audit(note(&format!("change {s}"))).unwrap();
+            let at = format!("2026-12-04T10:00:{s:02}Z");
+            rotate_at(&store, &paths, &at).unwrap();
+        }
+        let mut want: Vec<&str> = others.to_vec();
+        want.extend([
+            "autoprov-20261204T100003Z.backup",
+            "autoprov-20261204T100004Z.backup",
+            "autoprov-20261204T100005Z.backup",
+        ]);
+        want.sort();
+        assert_eq!(
+            files(&paths),
+            want,
+            "three automatic kept, the others left alone"
+        );
+        assert!(
+            advice(&paths).contains("autoprov-20261204T100005Z.backup"),
+            "{}",
+            advice(&paths)
+        );
     }
 
     #[test]

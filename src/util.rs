@@ -77,7 +77,7 @@ pub fn write_atomic_with(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    let file = fs::File::create(&tmp)?;
+    let file = create_fresh(&tmp)?;
     std::thread::scope(|scope| {
         let mut w = std::io::BufWriter::with_capacity(
             1 << 16,
@@ -95,6 +95,20 @@ pub fn write_atomic_with(
     })?;
     fs::rename(&tmp, path)?;
     fsync_dir(dir)
+}
+
+/// Creates `tmp` as a new file, after removing whatever has that name (a temporary file an
+/// earlier write left): never opened through a symlink or a hard link someone put there, so
+/// that writing it cannot truncate or fill another file (`File::create` follows symlinks).
+pub fn create_fresh(tmp: &Path) -> std::io::Result<fs::File> {
+    match fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
 }
 
 /// How many bytes [`write_atomic_with`] writes between two early syncs (in tests, few, so
@@ -354,6 +368,27 @@ mod tests {
         // A short file, written before any early sync would start.
         write_atomic_with(&path, |w| w.write_all(b"short")).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"short");
+    }
+
+    #[test]
+    fn a_planted_temporary_name_is_replaced_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.backup");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // A symlink, then a hard link, where the temporary file goes.
+        let tmp = dir.path().join(".x.backup.tmp");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_atomic(&path, b"backup 1").unwrap();
+        fs::hard_link(&victim, &tmp).unwrap();
+        write_atomic(&path, b"backup 2").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&path).unwrap(), b"backup 2");
+        assert!(!tmp.exists());
+        // A temporary file an earlier write left is replaced as before.
+        fs::write(&tmp, b"left over, longer than what follows").unwrap();
+        write_atomic(&path, b"3").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"3");
     }
 
     #[test]
