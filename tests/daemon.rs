@@ -686,6 +686,37 @@ fn cli_exits_4_when_the_socket_exists_but_nobody_answers() {
     );
 }
 
+/// One user's connections that never send a request take at most its share of the control
+/// socket: its next command is told why it is not served (exit 4), another user's is
+/// answered, and once its connections close it is served again.
+#[test]
+#[cfg_attr(missing_root, ignore = "needs root (to run the CLI as user nobody)")]
+fn one_user_holds_at_most_its_share_of_the_control_socket() {
+    common::require(common::Need::Root);
+    let (env, _watch) = watch_env(Settings::default());
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let daemon = Daemon::start(&env);
+    fs::set_permissions(&env.socket, fs::Permissions::from_mode(0o666)).unwrap();
+    // Silent connections (each would be closed at the request deadline, 10 s).
+    let silent: Vec<std::os::unix::net::UnixStream> = (0..16)
+        .map(|_| std::os::unix::net::UnixStream::connect(&env.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, err) = env.run(&["status"]);
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("at most 16 control connections of one user"),
+        "{err}"
+    );
+    let (code, out, err) = env.run_as("nobody", "nogroup", &["rules", "list"]);
+    assert_eq!(code, 0, "another user is served: {out}{err}");
+    drop(silent);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.json_ok(0, &["rules", "list"]), serde_json::json!([]));
+    daemon.stop();
+}
+
 /// A stale socket file with no daemon: the CLI opens the store itself (exit 0), and a
 /// daemon starting later replaces the stale socket.
 #[test]

@@ -45,6 +45,48 @@ const MAX_CONNECTIONS: usize = 64;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// Time an upload may take per MiB, on top of the request deadline.
 const UPLOAD_TIME_PER_MIB: Duration = Duration::from_secs(2);
+/// Connections one user (uid) may hold at once: a user who opens connections and never
+/// reads their answers takes at most this many of the [`MAX_CONNECTIONS`], never all of
+/// them (the sign-in hook's `auth check` among them).
+const PER_USER: usize = 16;
+
+/// How many connections each uid holds.
+#[derive(Default)]
+struct PerUser(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
+
+/// One of a uid's connections, given back when dropped.
+struct UserSlot {
+    of: Arc<PerUser>,
+    uid: u32,
+}
+
+impl PerUser {
+    /// A slot for a connection of `uid`, or `None` when it holds [`PER_USER`] already.
+    fn take(self: &Arc<Self>, uid: u32) -> Option<UserSlot> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(uid).or_default();
+        if *n >= PER_USER {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot {
+            of: Arc::clone(self),
+            uid,
+        })
+    }
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut held = self.of.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.uid);
+            }
+        }
+    }
+}
 
 /// Serves control connections until `shutdown`.
 pub async fn serve(
@@ -55,6 +97,7 @@ pub async fn serve(
 ) {
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_user = Arc::new(PerUser::default());
     loop {
         let slot = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -65,8 +108,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let (cfg, engine, shutdown) = (cfg.clone(), engine.clone(), shutdown.clone());
+                    let per_user = per_user.clone();
                     tracker.spawn(async move {
                         let _slot = slot;
+                        let Some(user_slot) = user_slot(&stream, &per_user) else {
+                            busy(stream).await;
+                            return;
+                        };
+                        let _user_slot = user_slot;
                         tokio::select! {
                             // A connection never holds up a stop.
                             _ = shutdown.cancelled() => {}
@@ -86,6 +135,29 @@ pub async fn serve(
     }
     tracker.close();
     tracker.wait().await;
+}
+
+/// The slot of the connecting uid; `None` when it holds [`PER_USER`] connections already,
+/// or its credentials cannot be read (then the connection is not served).
+fn user_slot(stream: &UnixStream, per_user: &Arc<PerUser>) -> Option<UserSlot> {
+    per_user.take(stream.peer_cred().ok()?.uid())
+}
+
+/// Tells a connection past its user's [`PER_USER`] why it is not served, and closes it.
+async fn busy(stream: UnixStream) {
+    let response = Response::fail(
+        exit::UNREACHABLE,
+        format!(
+            "the daemon serves at most {PER_USER} control connections of one user at once; \
+             try again once yours have ended"
+        ),
+    );
+    let Ok(mut line) = serde_json::to_vec(&response) else {
+        return;
+    };
+    line.push(b'\n');
+    let (_, mut write) = stream.into_split();
+    let _ = write_within(&mut write, &line, Duration::from_secs(1)).await;
 }
 
 fn user_of(uid: u32) -> String {
@@ -134,7 +206,7 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
         Streamed::Whole(response) => {
             let mut out = serde_json::to_vec(&response)?;
             out.push(b'\n');
-            write.write_all(&out).await?;
+            write_within(&mut write, &out, answer_time(0, out.len())).await?;
             write.shutdown().await?;
             Ok(())
         }
@@ -148,8 +220,33 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     }
 }
 
-/// Time the asker of a streamed answer has to take each piece of it.
+/// Time the asker of an answer has to take each piece of it, and the whole answer but for
+/// [`UPLOAD_TIME_PER_MIB`] a MiB.
+#[cfg(not(test))]
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
+#[cfg(test)]
+const WRITE_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Time left to write `more` bytes of an answer of which `written` were written: an answer
+/// may take [`WRITE_DEADLINE`] and [`UPLOAD_TIME_PER_MIB`] a MiB in all, so that an asker
+/// who takes a piece just before each deadline cannot hold its connection (and, for
+/// `admins list`, the one listing slot) for ever.
+fn answer_time(written: usize, more: usize) -> Duration {
+    let mib = (written + more) >> 20;
+    WRITE_DEADLINE + UPLOAD_TIME_PER_MIB * (1 + u32::try_from(mib).unwrap_or(u32::MAX / 4))
+}
+
+/// Writes `bytes` within `time`; an error once it has passed (the asker does not read).
+async fn write_within(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    bytes: &[u8],
+    time: Duration,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(time, write.write_all(bytes))
+        .await
+        .map_err(|_| anyhow::anyhow!("the asker took no answer within {time:?}"))?
+        .map_err(Into::into)
+}
 
 /// Writes a streamed answer (see [`super`]) as its [`Piece`]s arrive: the answer line, then
 /// the body in chunks, then the end mark.
@@ -157,6 +254,7 @@ async fn write_pieces(
     mut rx: tokio::sync::mpsc::Receiver<Piece>,
     write: &mut (impl AsyncWriteExt + Unpin),
 ) -> anyhow::Result<()> {
+    let (started, mut written) = (tokio::time::Instant::now(), 0);
     while let Some(piece) = rx.recv().await {
         let last = matches!(piece, Piece::End | Piece::Head(_, false));
         let bytes = match piece {
@@ -168,9 +266,9 @@ async fn write_pieces(
             Piece::Chunk(framed) => framed,
             Piece::End => 0u32.to_be_bytes().to_vec(),
         };
-        tokio::time::timeout(WRITE_DEADLINE, write.write_all(&bytes))
-            .await
-            .map_err(|_| anyhow::anyhow!("the asker took no answer within {WRITE_DEADLINE:?}"))??;
+        let left = answer_time(written, bytes.len()).saturating_sub(started.elapsed());
+        write_within(write, &bytes, left.min(WRITE_DEADLINE)).await?;
+        written += bytes.len();
         if last {
             write.shutdown().await?;
             return Ok(());
@@ -278,4 +376,82 @@ async fn received<R: tokio::io::AsyncRead + Unpin>(
         Some(_) => return Err(Response::fail(exit::USAGE, "only process carries a file")),
         None => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_holds_at_most_its_share_of_connections() {
+        let per_user = Arc::new(PerUser::default());
+        let held: Vec<UserSlot> = (0..PER_USER)
+            .map(|_| per_user.take(1000).unwrap())
+            .collect();
+        assert!(per_user.take(1000).is_none(), "past the share");
+        assert!(per_user.take(0).is_some(), "another user is served");
+        drop(held.into_iter().next());
+        assert!(
+            per_user.take(1000).is_some(),
+            "a slot given back is taken again"
+        );
+    }
+
+    #[test]
+    fn an_answer_may_take_a_minute_and_two_seconds_a_mib() {
+        assert_eq!(answer_time(0, 10), WRITE_DEADLINE + UPLOAD_TIME_PER_MIB);
+        assert_eq!(
+            answer_time(3 << 20, 1 << 20),
+            WRITE_DEADLINE + UPLOAD_TIME_PER_MIB * 5
+        );
+    }
+
+    /// An asker that never reads: the write of an answer larger than the socket's buffers
+    /// ends at its deadline, over a real socket.
+    #[tokio::test]
+    async fn an_answer_nobody_reads_ends_at_its_deadline() {
+        let (mut ours, _theirs) = UnixStream::pair().unwrap();
+        let big = vec![b'x'; 16 << 20];
+        let started = std::time::Instant::now();
+        let err = write_within(&mut ours, &big, WRITE_DEADLINE)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("took no answer"), "{err}");
+        assert!(started.elapsed() < WRITE_DEADLINE * 10);
+    }
+
+    /// An asker that takes each piece within the per-piece deadline but the answer at
+    /// ~0.3 MiB/s: it ends once the whole answer's time has passed, not never.
+    #[tokio::test]
+    async fn a_streamed_answer_taken_slowly_ends_at_its_whole_deadline() {
+        let (mut ours, mut theirs) = UnixStream::pair().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(
+            async move { while tx.send(Piece::Chunk(vec![b'y'; 64 << 10])).await.is_ok() {} },
+        );
+        // 64 KiB every 200 ms: the socket, full, is writable again (a quarter full) within
+        // ~0.6 s, each piece within its second.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if matches!(theirs.read(&mut buf).await, Ok(0) | Err(_)) {
+                    return;
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(20), write_pieces(rx, &mut ours))
+            .await
+            .expect("the answer ends at its whole deadline");
+        let took = started.elapsed();
+        let err = ended.unwrap_err();
+        assert!(err.to_string().contains("took no answer"), "{err}");
+        assert!(
+            took > WRITE_DEADLINE * 2,
+            "not a piece's deadline: {took:?}"
+        );
+        drop(ours);
+        reader.abort();
+    }
 }
