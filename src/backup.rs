@@ -215,6 +215,12 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
             return Err(Error::from(e).context("opening the restored store"));
         }
     }
+    let ready = crate::store::watermark::forget(&staging)
+        .and_then(|()| give_to_owner(&staging, &owner_of(paths)?));
+    if let Err(e) = ready {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(Error::from(e).context("giving the restored store its owner"));
+    }
     let replaced = if paths.store.exists() {
         let aside = paths
             .store
@@ -224,9 +230,59 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
     } else {
         None
     };
-    fs::rename(&staging, &paths.store)?;
-    crate::store::watermark::forget(&paths.store)?;
+    if let Err(e) = fs::rename(&staging, &paths.store) {
+        // Put back as it was, so that "nothing was changed" holds; else say where it is.
+        let back = replaced
+            .as_ref()
+            .map_or(Ok(()), |aside| fs::rename(aside, &paths.store));
+        let _ = fs::remove_dir_all(&staging);
+        return Err(match (back, &replaced) {
+            (Err(_), Some(aside)) => Error::failed_leaving(format!(
+                "restoring {}: {e}; the previous store is at {} and no store is at {}: move it back before starting autoprov",
+                file.display(),
+                aside.display(),
+                paths.store.display()
+            )),
+            _ => Error::from(e).context(format!("restoring {}", file.display())),
+        });
+    }
     Ok((n, replaced))
+}
+
+/// The owner (uid, gid) a restored store gets: that of the store it replaces, else of the
+/// data dir.
+fn owner_of(paths: &Paths) -> std::io::Result<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::metadata(&paths.store) {
+        Ok(meta) => meta,
+        Err(_) => fs::metadata(paths.store.parent().unwrap_or(Path::new(".")))?,
+    };
+    Ok((meta.uid(), meta.gid()))
+}
+
+/// Gives `dir` and everything in it to `owner` when it is not ours already: `restore` runs
+/// as root (an org admin who can write the data dir), and a store left root's is one the
+/// daemon, running as its own user, cannot open. Links are changed, never followed.
+fn give_to_owner(dir: &Path, owner: &(u32, u32)) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid, fchownat};
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = *owner;
+    let meta = fs::symlink_metadata(dir)?;
+    if (meta.uid(), meta.gid()) != (uid, gid) {
+        fchownat(
+            nix::fcntl::AT_FDCWD,
+            dir,
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(dir)? {
+            give_to_owner(&entry?.path(), owner)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

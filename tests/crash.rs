@@ -1626,6 +1626,59 @@ fn a_snapshot_half_written_by_a_crash_does_not_make_the_store_unusable() {
     assert_same_accounts(&accounts(&env), &before, "after a half-written snapshot");
 }
 
+/// `restore` runs as root (an org admin who can write the data dir) while the service
+/// account owns the data dir: the restored store is the service account's, as the one it
+/// replaces was, and that account opens it.
+#[test]
+#[cfg_attr(
+    missing_root,
+    ignore = "needs root (to hand the data dir to user nobody)"
+)]
+fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require(Need::Root);
+    let env = prepared_env();
+    let before = accounts(&env);
+    let file = env.root().join("manual.backup");
+    env.json_ok(0, &["backup", file.to_str().unwrap()]);
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&env.data_dir)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let nobody = fs::metadata(&env.data_dir).unwrap().uid();
+    assert_ne!(nobody, 0);
+
+    env.json_ok(0, &["restore", file.to_str().unwrap()]);
+    fn owners(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            found.push((path.clone(), meta.uid()));
+            if meta.is_dir() {
+                owners(&path, found);
+            }
+        }
+    }
+    let store = env.data_dir.join("store");
+    let mut found = vec![(store.clone(), fs::metadata(&store).unwrap().uid())];
+    owners(&store, &mut found);
+    assert!(found.len() > 2, "{found:?}");
+    let root_owned: Vec<_> = found.iter().filter(|(_, uid)| *uid != nobody).collect();
+    assert!(
+        root_owned.is_empty(),
+        "not the service account's: {root_owned:?}"
+    );
+    // The service account opens the restored store (no daemon: the CLI opens it itself).
+    let (code, out, err) = env.run_as("nobody", "nogroup", &["--json", "admins", "list"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), before.len());
+}
+
 #[test]
 fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     let env = prepared_env();

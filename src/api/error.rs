@@ -42,13 +42,15 @@ pub struct Failure {
     cause: String,
     /// Set when a change was committed before the failure (filing it failed).
     committed: Option<AfterCommit>,
+    /// Something was left changed, which the message says (see [`Error::failed_leaving`]).
+    left_changed: bool,
 }
 
 impl Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.committed {
-            Some(_) => write!(f, "failed: {}", self.message),
-            None => write!(f, "failed: {}; nothing was changed", self.message),
+        match self.committed.is_some() || self.left_changed {
+            true => write!(f, "failed: {}", self.message),
+            false => write!(f, "failed: {}; nothing was changed", self.message),
         }
     }
 }
@@ -66,7 +68,19 @@ impl Error {
             cause: message.clone(),
             message,
             committed: None,
+            left_changed: false,
         })
+    }
+
+    /// A failure of the work (exit 5) that left something changed: `message` says what.
+    pub fn failed_leaving(message: impl Into<String>) -> Error {
+        match Error::failed(message) {
+            Error::Failed(f) => Error::Failed(Failure {
+                left_changed: true,
+                ..f
+            }),
+            other => other,
+        }
     }
 
     /// What went wrong with its context, without the exit code's wording ("error:",
