@@ -5,7 +5,8 @@
 use super::groups::Manual;
 use crate::core::columns::fold;
 use crate::core::model::{Employee, Finding, Roster};
-use std::collections::HashMap;
+use crate::core::rules::MatchTable;
+use std::collections::{HashMap, HashSet};
 
 /// Whether an employee's email is held by another employee's active manual account
 /// (`manual`: their employee IDs by folded email): whether [`super::plan`] plans again.
@@ -39,7 +40,8 @@ pub(super) struct Holders<'h> {
     /// The active manual accounts' employee IDs by folded email.
     pub(super) manual: &'h Manual,
     /// In [`super::plan`]'s second pass (some employee's roster email is a manual account's): the
-    /// employees who are not inactive, by their folded roster email.
+    /// employees whose account this sync leaves or makes active with their roster email, by
+    /// that email folded.
     rows: HashMap<String, &'h str>,
 }
 
@@ -51,10 +53,28 @@ impl<'h> Holders<'h> {
         }
     }
 
-    pub(super) fn with_rows(manual: &'h Manual, roster: &'h Roster) -> Holders<'h> {
-        let rows = (roster.employees.iter())
-            .filter(|e| !e.inactive && e.has_well_formed_email())
-            .map(|e| (fold(e.email()).into_owned(), e.id()))
+    /// With the employees whose account this sync leaves or makes active with their roster
+    /// email: not inactive, matching a rule, without a manual account (`manual_ids`: every
+    /// manual account's employee ID; a manual account keeps its own email), and with a
+    /// well-formed email no other employee's manual account holds. Another employee's auto
+    /// account that keeps that email is not left active beside theirs; an employee who gets
+    /// no account (no rule matches) takes nobody's place.
+    pub(super) fn with_rows(
+        manual: &'h Manual,
+        manual_ids: &[String],
+        roster: &'h Roster,
+        matching: &MatchTable,
+    ) -> Holders<'h> {
+        let manual_ids: HashSet<&str> = manual_ids.iter().map(String::as_str).collect();
+        let rows = (roster.employees.iter().enumerate())
+            .filter(|(i, e)| {
+                !e.inactive
+                    && e.has_well_formed_email()
+                    && !matching.get(*i).is_empty()
+                    && !manual_ids.contains(e.id())
+                    && taken_by_other(manual, e.email(), e.id()).is_none()
+            })
+            .map(|(_, e)| (fold(e.email()).into_owned(), e.id()))
             .collect();
         Holders { manual, rows }
     }
