@@ -1,5 +1,6 @@
 //! The web section's connections: accepted while fewer than [`MAX_CONNECTIONS`] are open,
-//! each closed when a request's head does not arrive within [`HEADER_READ`], idle ones too.
+//! each closed when a request's head does not arrive within [`HEADER_READ`], idle ones too,
+//! and when an answer stays unread as long ([`WriteStall`]).
 //!
 //! Each connection holds a file descriptor from before any sign-in. Without a cap, clients
 //! that open connections and leave them could take every descriptor of the daemon (the
@@ -8,6 +9,9 @@
 //! the timeout, 128 connections left idle (or sending their headers a byte at a time) would
 //! keep the section from answering anyone else for as long as they stayed. axum's `serve`
 //! gives hyper no timer, so its header-read timeout never ran; this is that loop with one.
+//! hyper reads no request while it cannot write the answer before it, and has no write
+//! timeout: a client that sends many requests at once and reads none of the answers would
+//! hold its connection for ever, 128 of them the whole section.
 
 use axum::Router;
 use axum::body::Body;
@@ -16,8 +20,13 @@ use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -27,12 +36,14 @@ use tower::ServiceExt;
 /// and handles and the control socket's connections, under 1,024 descriptors.
 pub const MAX_CONNECTIONS: usize = 128;
 
-/// How long a connection may take to send a request's head, and stay idle between two.
+/// How long a connection may take to send a request's head, stay idle between two, or
+/// leave an answer it was sent unread.
 pub const HEADER_READ: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown`, at most `cap` connections at once, each
-/// closed when a request head takes longer than `header_read`; then asks the open ones to
-/// finish and waits for them (the caller bounds that wait).
+/// closed when a request head takes longer than `header_read`, or a write waits as long for
+/// the peer to read; then asks the open ones to finish and waits for them (the caller
+/// bounds that wait).
 pub async fn serve(
     mut listener: TcpListener,
     app: Router,
@@ -70,7 +81,10 @@ pub async fn serve(
             http.timer(TokioTimer::new())
                 .header_read_timeout(header_read);
             let connection = http
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+                .serve_connection(
+                    TokioIo::new(WriteStall::new(stream, header_read)),
+                    TowerToHyperService::new(service),
+                )
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
@@ -85,6 +99,95 @@ pub async fn serve(
     }
     drop(open);
     closed.closed().await;
+}
+
+/// A stream whose writes fail once one has waited `limit` for the peer to read.
+struct WriteStall<S> {
+    inner: S,
+    limit: Duration,
+    /// Since when a write has waited, while one does.
+    waiting: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteStall<S> {
+    fn new(inner: S, limit: Duration) -> WriteStall<S> {
+        WriteStall {
+            inner,
+            limit,
+            waiting: None,
+        }
+    }
+
+    /// `polled` as it is, but a wait past the limit an error.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.waiting = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let waiting = self
+            .waiting
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match waiting.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer read no answer within the time allowed",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteStall<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteStall<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, polled)
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +267,39 @@ mod tests {
         })
         .await;
         assert!(closed.is_ok(), "idle one closed after its request");
+        stop.cancel();
+    }
+
+    /// A client that sends many requests at once and reads none of the answers: once the
+    /// socket's buffers are full, the connection is closed after the same time, and its
+    /// place taken by the next.
+    #[tokio::test]
+    async fn a_connection_whose_answers_go_unread_is_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let big = "x".repeat(256 << 10);
+        let app = Router::new()
+            .route("/big", axum::routing::get(move || async move { big }))
+            .route("/", axum::routing::get(|| async { "small" }));
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            app,
+            stop.clone(),
+            1,
+            Duration::from_millis(300),
+        ));
+        let mut greedy = TcpStream::connect(addr).await.unwrap();
+        // 400 answers of 256 KiB: far more than the sockets' buffers hold.
+        let requests = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);
+        greedy.write_all(requests.as_bytes()).await.unwrap();
+        let mut next = TcpStream::connect(addr).await.unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(15), get(&mut next)).await;
+        assert!(
+            answered.is_ok_and(|a| a.contains("200 OK")),
+            "the unread connection was closed and its place taken"
+        );
+        drop(greedy);
         stop.cancel();
     }
 }
