@@ -227,12 +227,15 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
     Ok(Secret(text))
 }
 
-/// Checks `value` of config key `key` is an `https://` URL with a host.
+/// Checks `value` of config key `key` is an `https://` URL with a host. The messages show
+/// the URL as [`shown`] does: a config error is printed by every command, and the URL may
+/// hold a credential (a pre-signed link's signature, a user and password).
 pub fn check_https(key: &str, value: &str) -> Result<()> {
     let url = match reqwest::Url::parse(value.trim()) {
         Ok(url) => url,
-        Err(e) => bail!("{key} = \"{value}\": not a URL ({e})"),
+        Err(e) => bail!("{key}: not a URL ({e})"),
     };
+    let value = shown(value.trim());
     if url.scheme() != "https" {
         bail!(
             "{key} = \"{value}\": only https:// URLs are allowed (the roster and the credentials must not travel in clear text)"
@@ -245,6 +248,22 @@ pub fn check_https(key: &str, value: &str) -> Result<()> {
         bail!("{key} = \"{value}\": credentials belong in the *_file keys, not in the URL");
     }
     Ok(())
+}
+
+/// `url` as messages show it: its scheme, host and port only, `/…` for the rest. A URL may
+/// hold a credential anywhere after its host: a user and password, a pre-signed link's
+/// signature in its query, a published link's secret in its path.
+pub fn shown(url: &str) -> String {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return "the configured URL".to_string();
+    };
+    let origin = parsed.origin().ascii_serialization();
+    let rest = parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some();
+    match (origin.as_str(), rest) {
+        ("null", _) => "the configured URL".to_string(),
+        (_, true) => format!("{origin}/…"),
+        (_, false) => origin,
+    }
 }
 
 fn require(key: &str, value: &str) -> Result<()> {
@@ -368,6 +387,45 @@ fn parse_at(at: &str) -> Result<Option<(u32, u32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URL in a message keeps where it points and loses what may be a credential.
+    #[test]
+    fn urls_are_shown_without_user_password_query_or_fragment() {
+        assert_eq!(
+            shown("https://files.example/exports/roster.csv?X-Amz-Signature=abc&sig=def#x"),
+            "https://files.example/…"
+        );
+        assert_eq!(
+            shown("https://me:pw@hr.example:8443/api/report"),
+            "https://hr.example:8443/…"
+        );
+        assert_eq!(
+            shown("https://docs.example/spreadsheets/d/e/2PACX-secret/pub?output=csv"),
+            "https://docs.example/…"
+        );
+        assert_eq!(shown("https://hr.example"), "https://hr.example");
+        assert_eq!(shown("not a url ?token=abc"), "the configured URL");
+    }
+
+    /// A config error names the key and where the URL points, never what may be a secret.
+    #[test]
+    fn a_refused_url_is_named_without_its_credentials() {
+        for url in [
+            "https://svc:S3cret@hr.example/export.csv",
+            "http://files.example/roster.csv?X-Amz-Signature=S3cret",
+            "ftp://files.example/S3cret/roster.csv",
+        ] {
+            let err = check_https("source.hris.csv_url.url", url)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("S3cret"), "{err}");
+            assert!(
+                err.contains("source.hris.csv_url.url")
+                    && (err.contains("files.example") || err.contains("hr.example")),
+                "{err}"
+            );
+        }
+    }
     use crate::config::{Config, Mode};
     use std::io::Write;
 

@@ -448,6 +448,38 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Duration, D:
     })
 }
 
+/// `log.level` must be a filter tracing reads as one, with a level for everything (`info`,
+/// `warn,autoprov=debug`): a word that is not a level (`warning`) is read as the name of a
+/// module to log, and nothing of autoprov's was logged at all.
+fn check_log_level(level: &str) -> Result<()> {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let global = level
+        .split(',')
+        .map(str::trim)
+        .any(|part| !part.is_empty() && part.parse::<LevelFilter>().is_ok());
+    if !global || EnvFilter::try_new(level).is_err() {
+        bail!(
+            "log.level = \"{level}\": not a log level; use one of error, warn, info, debug, \
+             trace, off (optionally followed by per-module filters, e.g. \"info,autoprov=debug\")"
+        );
+    }
+    Ok(())
+}
+
+/// A TOML parse error without the lines of the file it quotes (`3 | key = "…`, and the
+/// caret under it): the line may hold a secret (a webhook URL's token), and every command
+/// prints a config error. Its line and column stay.
+fn without_quoted_lines(message: &str) -> String {
+    let quoted = |line: &str| {
+        let rest = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        rest.trim_start().starts_with('|')
+    };
+    let kept: Vec<&str> = message.lines().filter(|l| !quoted(l)).collect();
+    kept.join("\n")
+}
+
 impl Config {
     /// Loads the file (the given one, else the first default path that exists), then the
     /// `AUTOPROV__SECTION__KEY` environment overrides, and validates the result.
@@ -485,6 +517,7 @@ impl Config {
                     .try_parsing(true),
             )
             .build()
+            .map_err(|e| anyhow::anyhow!(without_quoted_lines(&e.to_string())))
             .with_context(|| format!("reading config {}", path.display()))?;
         let cfg: Config = built
             .try_deserialize()
@@ -523,6 +556,23 @@ impl Config {
             bail!("source.mode = \"watch\" needs source.watch_dir");
         }
         self.notify.validate()?;
+        check_log_level(&self.log.level)?;
+        let source = &self.source;
+        let mut durations = vec![
+            ("source.rescan_interval", source.rescan_interval),
+            ("source.stale_after", source.stale_after),
+            ("source.auth_deadline", source.auth_deadline),
+            ("source.idle_timeout", source.idle_timeout),
+        ];
+        if let Some(remote) = &source.remote {
+            durations.push(("source.remote.poll_interval", remote.poll_interval));
+            durations.push(("source.remote.timeout", remote.timeout));
+        }
+        // A zero interval panicked the inbox's rescan task after READY (uploads then waited
+        // for a restart), and polled the remote server in a tight loop.
+        if let Some((key, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
+            bail!("{key} must be longer than 0s");
+        }
         if self.source.mode == Mode::Hris && self.source.hris.is_none() {
             bail!("source.mode = \"hris\" needs a [source.hris] section");
         }
@@ -618,6 +668,64 @@ mod tests {
             c.control.socket,
             PathBuf::from("/run/autoprov/autoprov.sock")
         );
+    }
+
+    #[test]
+    fn a_log_level_that_is_not_one_is_refused() {
+        for bad in ["warning", "verbose", "autoprov=debug", ""] {
+            let err = format!(
+                "{:#}",
+                load(&format!("[log]\nlevel = \"{bad}\"\n")).unwrap_err()
+            );
+            assert!(err.contains("log.level"), "{bad}: {err}");
+        }
+        for good in ["info", "WARN", "debug,autoprov=trace", "off"] {
+            load(&format!("[log]\nlevel = \"{good}\"\n")).unwrap();
+        }
+    }
+
+    #[test]
+    fn zero_intervals_are_refused_naming_the_key() {
+        for (section, key) in [
+            ("source", "rescan_interval"),
+            ("source", "stale_after"),
+            ("source", "auth_deadline"),
+            ("source", "idle_timeout"),
+        ] {
+            let err = format!(
+                "{:#}",
+                load(&format!("[{section}]\n{key} = \"0s\"\n")).unwrap_err()
+            );
+            assert!(
+                err.contains(&format!("{section}.{key} must be longer")),
+                "{err}"
+            );
+        }
+        let remote = "[source.remote]\nhost = \"h\"\nuser = \"u\"\nprivate_key = \"/k\"\n\
+                      known_host_key = \"k\"\ninbox = \"i\"\nprocessed = \"p\"\nrejected = \"r\"\n";
+        for key in ["poll_interval", "timeout"] {
+            let err = format!(
+                "{:#}",
+                load(&format!("{remote}{key} = \"0s\"\n")).unwrap_err()
+            );
+            assert!(
+                err.contains(&format!("source.remote.{key} must be longer")),
+                "{err}"
+            );
+        }
+    }
+
+    /// A config whose TOML does not parse is named with its line and column, without the
+    /// line itself (it may hold a webhook URL's token).
+    #[test]
+    fn a_toml_error_does_not_quote_the_line() {
+        let err = format!(
+            "{:#}",
+            load("[notify]\nwebhook_url = \"https://hooks.example/services/S3cretToken\n")
+                .unwrap_err()
+        );
+        assert!(!err.contains("S3cretToken"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

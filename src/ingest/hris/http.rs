@@ -333,21 +333,8 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
     })
 }
 
-/// `url` as messages show it: its scheme, host and port only, `/…` for the rest. A URL may
-/// hold a credential anywhere after its host: a user and password, a pre-signed link's
-/// signature in its query, a published link's secret in its path.
-pub fn shown(url: &str) -> String {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return "the configured URL".to_string();
-    };
-    let origin = parsed.origin().ascii_serialization();
-    let rest = parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some();
-    match (origin.as_str(), rest) {
-        ("null", _) => "the configured URL".to_string(),
-        (_, true) => format!("{origin}/…"),
-        (_, false) => origin,
-    }
-}
+/// `url` as messages show it (see [`crate::config::hris::shown`]).
+pub use crate::config::hris::shown;
 
 /// An error and its causes, e.g. "error sending request: connection refused".
 fn chain(e: &dyn std::error::Error) -> String {
@@ -407,25 +394,6 @@ mod tests {
         let mut h = header::HeaderMap::new();
         h.insert(header::RETRY_AFTER, value.parse().unwrap());
         h
-    }
-
-    /// A URL in a message keeps where it points and loses what may be a credential.
-    #[test]
-    fn urls_are_shown_without_user_password_query_or_fragment() {
-        assert_eq!(
-            shown("https://files.example/exports/roster.csv?X-Amz-Signature=abc&sig=def#x"),
-            "https://files.example/…"
-        );
-        assert_eq!(
-            shown("https://me:pw@hr.example:8443/api/report"),
-            "https://hr.example:8443/…"
-        );
-        assert_eq!(
-            shown("https://docs.example/spreadsheets/d/e/2PACX-secret/pub?output=csv"),
-            "https://docs.example/…"
-        );
-        assert_eq!(shown("https://hr.example"), "https://hr.example");
-        assert_eq!(shown("not a url ?token=abc"), "the configured URL");
     }
 
     #[test]
