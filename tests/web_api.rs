@@ -737,6 +737,10 @@ fn healthz_and_metrics() {
     // Metrics from a loopback peer, without sign-in; counts as the CLI sees them.
     let m = web.get("/metrics", &[]);
     assert_eq!(m.status, 200, "{}", m.body);
+    // Through the SSO proxy (on this machine too, so also a loopback peer), any signed-in
+    // employee would be one: a token is needed then.
+    let proxied = web.get_as("m1@acme.example", "/metrics");
+    assert_eq!(proxied.status, 401, "{}", proxied.body);
     assert!(
         m.header("content-type")
             .starts_with("text/plain; version=0.0.4")
@@ -797,6 +801,21 @@ fn the_dev_user_stands_in_for_the_proxy_on_loopback_only() {
     assert_eq!(
         env.json_ok(0, &["rules", "show", "1"])["created_by"],
         "me@example.com"
+    );
+    // A page of another site whose name was pointed at 127.0.0.1 (DNS rebinding) addresses
+    // the section by that name: it is not the dev user, and its form is refused too.
+    let rebound = [
+        ("Host", "evil.example:8080"),
+        ("Origin", "http://evil.example:8080"),
+    ];
+    assert_eq!(web.get("/rules", &rebound[..1]).status, 401);
+    assert_eq!(
+        web.post("/rules/1/delete", &rebound, &form[3..]).status,
+        401
+    );
+    assert_eq!(
+        env.json_ok(0, &["rules", "list"]).as_array().unwrap().len(),
+        1
     );
     d.stop();
     // On another address the config is refused.

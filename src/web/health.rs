@@ -95,7 +95,9 @@ async fn healthz(State(state): State<Arc<WebState>>) -> Response {
     }
 }
 
-/// `/metrics` is for a listed API token or a peer on this machine.
+/// `/metrics` is for a listed API token or a peer on this machine. A request that carries
+/// the SSO proxy's email header came through the proxy, which usually runs on this machine
+/// too: from there every signed-in employee would be a loopback peer, so it needs a token.
 fn may_scrape(state: &WebState, parts: &Parts) -> Result<(), Denied> {
     if parts.headers.contains_key(header::AUTHORIZATION) {
         return match claim(&state.cfg.web, &parts.headers, peer(parts))? {
@@ -103,10 +105,14 @@ fn may_scrape(state: &WebState, parts: &Parts) -> Result<(), Denied> {
             Claim::Email(_) => Err(Denied::unauthorized("not an API token")),
         };
     }
+    let proxied = parts
+        .headers
+        .contains_key(state.cfg.web.user_header.as_str());
     match peer(parts) {
-        Some(ip) if ip.to_canonical().is_loopback() => Ok(()),
+        Some(ip) if ip.to_canonical().is_loopback() && !proxied => Ok(()),
         _ => Err(Denied::unauthorized(
-            "/metrics answers an API token (Authorization: Bearer) or a loopback peer",
+            "/metrics answers an API token (Authorization: Bearer), or a loopback peer that \
+             is not the SSO proxy",
         )),
     }
 }

@@ -52,7 +52,16 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
         };
     }
     if let Some(user) = &web.dev_user {
-        return Ok(Claim::Email(user.clone()));
+        // Only for a request addressed to this machine by a loopback name or address: a page
+        // on another site that points its own name at 127.0.0.1 (DNS rebinding) would
+        // otherwise read the forms and send them as the dev user, its Origin matching its Host.
+        return match addressed_locally(headers) {
+            true => Ok(Claim::Email(user.clone())),
+            false => Err(Denied::unauthorized(
+                "not signed in: web.dev_user answers only requests addressed to localhost or a \
+                 loopback address",
+            )),
+        };
     }
     let Some(value) = once(web.user_header.as_str())? else {
         return Err(Denied::unauthorized(format!(
@@ -79,6 +88,26 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
         )));
     }
     Ok(Claim::Email(email.to_string()))
+}
+
+/// Whether the request's `Host` (when it has one: browsers always send it) names this
+/// machine: `localhost` (or a name under it), or a loopback address, with any port.
+fn addressed_locally(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let host = host.to_str().unwrap_or_default().trim();
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A header given more than once.
@@ -475,5 +504,30 @@ mod tests {
             claim(&dev, &twice, None).unwrap(),
             Claim::Email("me@example.com".into())
         );
+        // Addressed by a loopback name or address only (not a rebound name of another site).
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "app.localhost",
+            "LOCALHOST",
+        ] {
+            let h = headers(&[("Host", host)]);
+            assert_eq!(
+                claim(&dev, &h, ip("127.0.0.1")).unwrap(),
+                Claim::Email("me@example.com".into()),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:8080",
+            "evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1:8080",
+        ] {
+            let h = headers(&[("Host", host)]);
+            let denied = claim(&dev, &h, ip("127.0.0.1")).unwrap_err();
+            assert_eq!(denied.status, StatusCode::UNAUTHORIZED, "{host}");
+        }
     }
 }
