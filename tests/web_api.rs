@@ -476,8 +476,19 @@ fn forms_need_the_persons_token_and_this_site() {
         env.json_ok(0, &["rules", "list"]).as_array().unwrap().len(),
         before.as_array().unwrap().len()
     );
+    let confirm = a.json()["confirm"]
+        .as_str()
+        .expect("the confirmation")
+        .to_string();
+    // Confirmed, but changed since the conflicts were shown: refused again, not saved.
+    let mut changed = conflicting.to_vec();
+    changed[1] = ("role", "Super Admin");
+    changed.push(("confirm", &confirm));
+    let again = web.post("/rules", &[me], &changed);
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert_ne!(again.json()["confirm"].as_str(), Some(confirm.as_str()));
     let mut confirmed = conflicting.to_vec();
-    confirmed.push(("confirm", "1"));
+    confirmed.push(("confirm", &confirm));
     assert_eq!(web.post("/rules", &[me], &confirmed).status, 303);
     let added = env.json_ok(0, &["rules", "list"]);
     let last = added.as_array().unwrap().last().unwrap().clone();
@@ -487,17 +498,21 @@ fn forms_need_the_persons_token_and_this_site() {
     );
     // Edit, enable, delete; refusals of the engine keep their status.
     let id = last["id"].to_string();
-    let a = web.post(
-        &format!("/rules/{id}"),
-        &[me],
-        &[
-            ("name", "Renamed"),
-            ("role", ""),
-            ("when", ""),
-            ("confirm", "1"),
-            ("csrf", &token),
-        ],
-    );
+    let rename = [
+        ("name", "Renamed"),
+        ("role", ""),
+        ("when", ""),
+        ("csrf", &token),
+    ];
+    // Its conflicts again (a bare confirm=1 confirms nothing), then confirmed.
+    let mut bare = rename.to_vec();
+    bare.push(("confirm", "1"));
+    let a = web.post(&format!("/rules/{id}"), &[me], &bare);
+    assert_eq!(a.status, 409, "{}", a.body);
+    let confirm = a.json()["confirm"].as_str().unwrap().to_string();
+    let mut confirmed = rename.to_vec();
+    confirmed.push(("confirm", &confirm));
+    let a = web.post(&format!("/rules/{id}"), &[me], &confirmed);
     assert_eq!(a.status, 303, "{}", a.body);
     let shown = env.json_ok(0, &["rules", "show", &id]);
     assert_eq!(

@@ -265,8 +265,25 @@ fn a_conflicting_rule_is_shown_with_its_conflicts_and_saved_only_when_confirmed(
     assert!(page.contains("Save anyway"), "{page}");
     assert!(page.contains("conflict"), "{page}");
     assert_eq!(rule_names(&env), before, "nothing saved before confirming");
+    let confirm = page
+        .split(r#"name="confirm" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the confirmation in the form")
+        .to_string();
+    // The fields changed after the conflicts were shown: shown again, not saved.
+    let mut changed = form.to_vec();
+    changed[3] = ("when", "department = Engineering");
+    changed.push(("confirm", &confirm));
+    let (code, page) = lead.post("/rules", &changed);
+    assert_eq!(code, 409, "{page}");
+    assert_eq!(
+        rule_names(&env),
+        before,
+        "a changed rule is not saved by its confirmation"
+    );
     let mut confirmed = form.to_vec();
-    confirmed.push(("confirm", "1"));
+    confirmed.push(("confirm", &confirm));
     let (code, page) = lead.post("/rules", &confirmed);
     assert_eq!(code, 303, "{page}");
     assert!(rule_names(&env).contains(&"Eng leads (web)".to_string()));

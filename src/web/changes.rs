@@ -34,7 +34,7 @@ pub fn routes() -> Router<Arc<WebState>> {
 }
 
 /// The form of `POST /rules` and `POST /rules/{id}`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct RuleForm {
     /// The rule's name (on edit: empty keeps it).
     #[serde(default)]
@@ -45,8 +45,9 @@ pub struct RuleForm {
     /// Conditions in the `--when` syntax, one per line (on edit: empty keeps them).
     #[serde(default)]
     pub when: String,
-    /// `1` saves despite conflicts; otherwise a conflicting rule is refused (409, with the
-    /// conflicts) and nothing is saved.
+    /// The [`pages::confirmation`] of these fields, shown with their conflicts: saves despite
+    /// them; otherwise (or when the fields were changed since) a conflicting rule is refused
+    /// (409, with the conflicts and the confirmation) and nothing is saved.
     #[serde(default)]
     pub confirm: String,
 }
@@ -61,8 +62,10 @@ impl RuleForm {
             .collect()
     }
 
-    fn strict(&self) -> bool {
-        self.confirm.trim() != "1"
+    /// Whether conflicts refuse the rule: unless `confirm` is these fields' confirmation
+    /// (`id`: the rule edited).
+    fn strict(&self, id: Option<u64>) -> bool {
+        self.confirm.trim() != self.shown(id).confirmation()
     }
 }
 
@@ -140,6 +143,15 @@ async fn send_rule<T>(
         if change.html {
             return super::html::form_refused(state, &change.person, answer, rule).await;
         }
+        let mut answer = answer;
+        // What a client posts again as `confirm` to save the rule despite its conflicts.
+        if let (Some(rule), Some(json)) = (&rule, answer.json.as_object_mut())
+            && json
+                .get("conflicts")
+                .is_some_and(|c| c.as_array().is_some_and(|c| !c.is_empty()))
+        {
+            json.insert("confirm".into(), rule.confirmation().into());
+        }
         return refused(answer);
     }
     (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response()
@@ -180,7 +192,7 @@ async fn rule_add(State(state): State<Arc<WebState>>, change: Change<RuleForm>) 
         name: f.name.clone(),
         role: f.role.clone(),
         when: f.conditions(),
-        strict: f.strict(),
+        strict: f.strict(None),
     };
     let shown = f.shown(None);
     send_rule(&state, &change, request, "/rules".into(), Some(shown)).await
@@ -201,7 +213,7 @@ async fn rule_edit(
         name: some(&f.name),
         role: some(&f.role),
         when: f.conditions(),
-        strict: f.strict(),
+        strict: f.strict(Some(id)),
     };
     let shown = f.shown(Some(id));
     send_rule(&state, &change, request, "/rules".into(), Some(shown)).await
@@ -324,13 +336,45 @@ mod tests {
             f.conditions(),
             vec!["department = Finance", "is_manager = true"]
         );
-        assert!(f.strict());
-        let f = RuleForm {
+        assert!(f.strict(None));
+        // Confirmed: the confirmation of exactly these fields (line ends and blank lines
+        // aside), for this rule.
+        let shown = RuleForm {
+            name: "Finance leads".into(),
+            role: "Billing Admin".into(),
+            when: "department = Finance\nis_manager = true".into(),
+            ..RuleForm::default()
+        };
+        let confirm = shown.shown(Some(7)).confirmation();
+        let posted = RuleForm {
+            when: "department = Finance\r\n\r\nis_manager = true\r\n".into(),
+            confirm: confirm.clone(),
+            ..shown
+        };
+        assert!(!posted.strict(Some(7)));
+        assert!(posted.strict(None), "another rule's confirmation");
+        let old_style = RuleForm {
             confirm: "1".into(),
             ..RuleForm::default()
         };
-        assert!(!f.strict());
-        assert!(f.conditions().is_empty());
+        assert!(old_style.strict(None), "a bare confirm=1 confirms nothing");
+        // Changed after the conflicts were shown: not confirmed.
+        for changed in [
+            RuleForm {
+                name: "Finance heads".into(),
+                ..posted.clone()
+            },
+            RuleForm {
+                role: "Super Admin".into(),
+                ..posted.clone()
+            },
+            RuleForm {
+                when: "department = Finance".into(),
+                ..posted.clone()
+            },
+        ] {
+            assert!(changed.strict(Some(7)), "{changed:?}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub struct RuleForm {
     pub when: String,
     /// The `conflicts` array of the engine's answer (`rules add|edit --strict`); `Null` or
     /// empty when there are none. When there are, the form offers "Save anyway", which
-    /// posts the same fields with `confirm=1`.
+    /// posts the same fields with their [`confirmation`].
     pub conflicts: Value,
     /// Why the rule was refused (unknown role, duplicate name, a condition that does not
     /// parse...).
@@ -29,6 +29,12 @@ pub struct RuleForm {
 }
 
 impl RuleForm {
+    /// What "Save anyway" posts as `confirm`: [`confirmation`] of the fields shown with the
+    /// conflicts, so that only those fields are saved despite them.
+    pub fn confirmation(&self) -> String {
+        confirmation(self.id, &self.name, &self.role, &self.when)
+    }
+
     fn conflicts(&self) -> Vec<ConflictView> {
         self.conflicts
             .as_array()
@@ -178,6 +184,26 @@ fn fields(roles: &[String], name: &str, role: &str, when: &str) -> Markup {
     }
 }
 
+/// The confirmation of a rule's fields as posted (`id`: the rule edited): the SHA-256 of
+/// the rule edited, its name, role and conditions (each trimmed, one per line). A confirmed
+/// form whose fields were changed after its conflicts were shown no longer matches, and is
+/// checked for conflicts again instead of saved (SPEC §11: saved only when confirmed).
+pub fn confirmation(id: Option<u64>, name: &str, role: &str, when: &str) -> String {
+    let conditions: Vec<&str> = when
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        id.map_or(String::new(), |id| id.to_string()),
+        name.trim(),
+        role.trim(),
+        conditions.join("\n")
+    );
+    crate::util::sha256_hex(text.as_bytes())
+}
+
 /// A form sent back: the refusal or the conflicts, and the fields to correct or confirm.
 fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
     let conflicts = form.conflicts();
@@ -202,7 +228,7 @@ fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
                 form.stacked method="post" action=(form.action()) {
                     (csrf(ctx))
                     (fields(roles, &form.name, &form.role, &form.when))
-                    @if !conflicts.is_empty() { input type="hidden" name="confirm" value="1"; }
+                    @if !conflicts.is_empty() { input type="hidden" name="confirm" value=(form.confirmation()); }
                     div.actions {
                         button type="submit" { @if conflicts.is_empty() { "Save" } @else { "Save anyway" } }
                         a.button.secondary href="/rules" { "Cancel" }

@@ -524,7 +524,11 @@ fn filter_menus_offer_configured_roles_and_rules_present() {
 fn a_conflicting_rule_comes_back_with_its_conflicts_and_save_anyway() {
     let html = rules(&ctx(true), &rules_json(), &roles(), Some(&conflict_form())).into_string();
     assert!(html.contains(r#"action="/rules/2""#));
-    assert!(html.contains(r#"<input type="hidden" name="confirm" value="1">"#));
+    let confirm = conflict_form().confirmation();
+    assert_eq!(confirm.len(), 64);
+    assert!(html.contains(&format!(
+        r#"<input type="hidden" name="confirm" value="{confirm}">"#
+    )));
     assert!(html.contains("Save anyway"));
     assert!(
         html.contains(&format!("conflict: rule 2 &quot;{QUOTED_ESCAPED}&quot;")),
