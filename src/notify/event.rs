@@ -60,7 +60,7 @@ impl Event {
             event,
             file: file.map(str::to_string),
             summary: one_line(&summary, MAX_SUMMARY),
-            text: one_line(&text, MAX_TEXT),
+            text: one_line(&literal(&text), MAX_TEXT),
         }
     }
 
@@ -192,7 +192,7 @@ fn rfc3339(at: SystemTime) -> String {
 }
 
 /// `text` on one line (line breaks and tabs become spaces), at most `max` bytes (cut at a
-/// character boundary, marked with "…").
+/// character boundary, never inside an `&…;` that [`literal`] wrote, marked with "…").
 pub fn one_line(text: &str, max: usize) -> String {
     let mut line: String = text
         .chars()
@@ -203,10 +203,31 @@ pub fn one_line(text: &str, max: usize) -> String {
         while !line.is_char_boundary(cut) {
             cut -= 1;
         }
+        let tail = &line[cut.saturating_sub(4)..cut];
+        if let Some(amp) = tail.rfind('&').filter(|&at| !tail[at..].contains(';')) {
+            cut = cut.saturating_sub(4) + amp;
+        }
         line.truncate(cut);
         line.push('…');
     }
     line
+}
+
+/// `text` as a Slack- or Teams-compatible hook shows it literally: `&`, `<` and `>` written
+/// as `&amp;`, `&lt;` and `&gt;`. A roster cell or a file name quoted in a message could
+/// otherwise be read as markup: `<!channel>` notifies a whole channel, `<https://…|Approve>`
+/// is a link that shows another text.
+fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -348,5 +369,23 @@ mod tests {
         let e = Event::fetch_failed(&"x".repeat(5000));
         assert!(e.text.len() <= MAX_TEXT && e.summary.len() <= MAX_SUMMARY);
         assert!(!e.text.contains('\n'));
+        // Escaped, and cut before an escape rather than inside one.
+        let e = Event::fetch_failed(&"<".repeat(5000));
+        assert!(e.text.len() <= MAX_TEXT, "{}", e.text.len());
+        assert!(e.text.trim_end_matches('…').ends_with("&lt;"), "{}", e.text);
+    }
+
+    /// A roster's cell or a file name quoted in the text is shown as it is, not as markup
+    /// of the chat the hook posts to.
+    #[test]
+    fn markup_in_the_text_is_shown_literally() {
+        let e = Event::fetch_failed("bad cell <!channel> & <https://evil.example|Approve>");
+        assert!(
+            e.text
+                .contains("bad cell &lt;!channel&gt; &amp; &lt;https://evil.example|Approve&gt;"),
+            "{}",
+            e.text
+        );
+        assert!(!e.text.contains('<') && !e.text.contains('>'));
     }
 }
