@@ -190,6 +190,8 @@ async fn start_source(
                 .as_ref()
                 .expect("validated: poll mode has [source.remote]");
             let settings = crate::ingest::poll::settings(remote, cfg);
+            crate::ingest::poll::client::keys(&settings)
+                .map_err(|e| Error::usage(format!("{e:#}")))?;
             tracing::info!(host = %remote.host, port = remote.port, inbox = %remote.inbox, "polling the remote SFTP server");
             let link = Arc::new(PollLink::default());
             state.lock().expect("state lock").source = Some(link.clone());

@@ -717,6 +717,46 @@ fn one_user_holds_at_most_its_share_of_the_control_socket() {
     daemon.stop();
 }
 
+/// Poll mode's keys are read at start: a private key that cannot be loaded, or a pinned host
+/// key that is not one, stops the start with exit 2 naming the key, instead of a daemon
+/// that is READY and fails every poll for ever.
+#[test]
+fn poll_mode_keys_that_cannot_be_read_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-key");
+    let pinned = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHwRsbmwfU9wJO6sdbaXp6IgiYsClEHmakv4jlS8NbBA";
+    for (key, host_key, named) in [
+        (
+            missing.display().to_string(),
+            pinned,
+            "source.remote.private_key",
+        ),
+        (
+            "/etc/hostname".to_string(),
+            pinned,
+            "source.remote.private_key",
+        ),
+        (
+            missing.display().to_string(),
+            "ssh-ed25519 not-base64",
+            "source.remote.known_host_key",
+        ),
+    ] {
+        let env = TestEnv::with(Settings {
+            extra_toml: format!(
+                "[source]\nmode = \"poll\"\n\n[source.remote]\nhost = \"127.0.0.1\"\nport = 1\n\
+                 user = \"u\"\nprivate_key = {key:?}\nknown_host_key = {host_key:?}\n\
+                 inbox = \"in\"\nprocessed = \"done\"\nrejected = \"bad\"\n"
+            ),
+            ..Settings::default()
+        });
+        let mut d = Daemon::spawn(&env, &[]);
+        let status = d.wait_exit(Duration::from_secs(20), "with keys that cannot be read");
+        assert_eq!(status.code(), Some(2), "{}", d.log());
+        assert!(d.log().contains(named), "{named}: {}", d.log());
+    }
+}
+
 /// A stale socket file with no daemon: the CLI opens the store itself (exit 0), and a
 /// daemon starting later replaces the stale socket.
 #[test]

@@ -165,6 +165,23 @@ fn logged<T>(
     r
 }
 
+/// The pinned host key and the private key of `s`, read: what the daemon checks at its
+/// start (a typo there is a config error, exit 2, not a poll that fails for ever after
+/// READY) and each connection reads again (the key file may have been replaced).
+pub fn keys(
+    s: &RemoteSettings,
+) -> anyhow::Result<(russh::keys::PublicKey, Arc<russh::keys::PrivateKey>)> {
+    let expected = parse_pinned_key(&s.known_host_key)?;
+    let key = russh::keys::load_secret_key(&s.private_key, None).map_err(|e| {
+        anyhow!(
+            "cannot load source.remote.private_key {} (an unencrypted OpenSSH private key is \
+             needed): {e}",
+            s.private_key.display()
+        )
+    })?;
+    Ok((expected, Arc::new(key)))
+}
+
 impl RemoteClient {
     /// Connects, checks the pinned host key, logs in with the private key and opens the
     /// SFTP subsystem. Each of TCP connect + key exchange, authentication, and the SFTP
@@ -179,17 +196,8 @@ impl RemoteClient {
     }
 
     async fn connect_inner(s: &RemoteSettings) -> Result<RemoteClient, PollError> {
-        let expected = parse_pinned_key(&s.known_host_key)?;
-        // Read the key before touching the network: a config error is not a network fault.
-        let key = russh::keys::load_secret_key(&s.private_key, None)
-            .map_err(|e| {
-                anyhow!(
-                    "cannot load source.remote.private_key {} (an unencrypted OpenSSH \
-                     private key is needed): {e}",
-                    s.private_key.display()
-                )
-            })
-            .map(Arc::new)?;
+        // Read the keys before touching the network: a config error is not a network fault.
+        let (expected, key) = keys(s)?;
 
         let timeout = if s.timeout.is_zero() {
             Duration::from_secs(30)
