@@ -87,6 +87,7 @@ async fn serve(cfg: Config) -> Result<()> {
         tracker: &tracker,
         shutdown: &shutdown,
         on_fetch_failed: notifier.fetch_failed_hook(),
+        on_fetch_stopped: notifier.fetch_stopped_hook(),
     };
     start_source(&cfg, &paths, sources).await?;
     // Answer the control socket once the source is up, so `status` shows the real address.
@@ -141,7 +142,9 @@ struct Sources<'a> {
     tracker: &'a TaskTracker,
     shutdown: &'a CancellationToken,
     /// Where the HRIS source reports failed fetches (notifications).
-    on_fetch_failed: crate::ingest::hris::OnFetchFailed,
+    on_fetch_failed: crate::ingest::OnFetchFailed,
+    /// Where the poll source reports that it stopped fetching for good (notifications).
+    on_fetch_stopped: crate::ingest::OnFetchFailed,
 }
 
 /// Starts the configured source (host, watch, poll or hris) on the tracker.
@@ -156,6 +159,7 @@ async fn start_source(
         tracker,
         shutdown,
         on_fetch_failed,
+        on_fetch_stopped,
     } = sources;
     match cfg.source.mode {
         Mode::Host => {
@@ -201,6 +205,7 @@ async fn start_source(
                 engine.clone(),
                 link.state.clone(),
                 link.kick.clone(),
+                on_fetch_stopped,
                 shutdown.clone(),
             ));
         }

@@ -12,6 +12,7 @@ mod common;
 
 use common::daemon::Daemon;
 use common::sshd::{Sshd, UserKey};
+use common::webhook::{Answer, Receiver};
 use common::{
     Settings, TestEnv, entries, files, is_filed_name, is_rfc3339_utc, sha256_hex, stays, testdata,
     wait_until,
@@ -454,7 +455,12 @@ fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
     let sshd = Sshd::started(&[&key.public()]);
     let impostor = UserKey::new("ed25519", None);
     let wrong = fs::read_to_string(impostor.public()).unwrap();
-    let env = poll_env(&sshd, &key, wrong.trim(), no_limits());
+    let hook = Receiver::start(Answer::Ok);
+    let mut settings = no_limits();
+    settings
+        .extra_toml
+        .push_str(&format!("[notify]\nwebhook_url = {:?}\n", hook.url()));
+    let env = poll_env(&sshd, &key, wrong.trim(), settings);
     sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
     let d = Daemon::start(&env);
 
@@ -500,6 +506,16 @@ fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
     assert!(
         st.contains("STOPPED"),
         "status text says polling stopped: {st}"
+    );
+    // The stop is posted, once: a security team learns of it before `stale` would say so.
+    let posted = hook.wait_delivered(1);
+    assert_eq!(posted.len(), 1, "{posted:#?}");
+    assert_eq!(posted[0]["event"], "fetch_failed", "{posted:#?}");
+    assert_eq!(posted[0]["file"], Value::Null);
+    let text = posted[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("STOPPED") && text.contains("host key"),
+        "{text}"
     );
     d.stop();
 }

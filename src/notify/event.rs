@@ -137,6 +137,22 @@ impl Event {
         )
     }
 
+    /// The remote SFTP server's host key was not the pinned one, or it refused our key:
+    /// fetching stopped until the config is fixed and the daemon restarted (`message` says
+    /// which; it never holds a secret).
+    pub fn fetch_stopped(message: &str) -> Event {
+        Event::new(
+            EventKind::FetchFailed,
+            None,
+            format!("fetch stopped: {message}"),
+            format!(
+                "autoprov STOPPED fetching rosters from the remote SFTP server: {message}. \
+                 Nothing was changed; verify the server's host key (or the key it authorizes) \
+                 with the vendor out of band, fix the config and restart the daemon."
+            ),
+        )
+    }
+
     /// No file applied for `quiet` (at least `stale_after`), counted from `since`.
     pub fn stale(since: Since, quiet: Duration, stale_after: Duration) -> Event {
         let quiet = humantime::format_duration(Duration::from_secs(quiet.as_secs()));
@@ -358,6 +374,13 @@ mod tests {
             "{}",
             e.text
         );
+        let stopped = Event::fetch_stopped("polling h:22: host key mismatch");
+        assert_eq!(
+            (stopped.event, &stopped.file),
+            (EventKind::FetchFailed, &None)
+        );
+        assert!(stopped.text.contains("STOPPED") && stopped.text.contains("restart"));
+        assert!(!stopped.text.contains("tries again"), "{}", stopped.text);
     }
 
     #[test]

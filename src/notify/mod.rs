@@ -141,6 +141,12 @@ impl Notifier {
         Arc::new(move |message: &str| notifier.fetch_failed(message))
     }
 
+    /// The hook a poll source calls when it stops fetching for good ([`Event::fetch_stopped`]).
+    pub fn fetch_stopped_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let notifier = self.clone();
+        Arc::new(move |message: &str| notifier.send(Event::fetch_stopped(message)))
+    }
+
     /// The engine's observer: held and rejected files, failures (once per failing file),
     /// and applied files, which restart the `stale` clock.
     pub fn file_observer(&self) -> FileObserver {

@@ -32,8 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// Called with the message of every failed fetch (the daemon wires notifications to it).
-pub type OnFetchFailed = Arc<dyn Fn(&str) + Send + Sync>;
+pub use super::OnFetchFailed;
 
 /// An [`OnFetchFailed`] that does nothing.
 pub fn no_notification() -> OnFetchFailed {

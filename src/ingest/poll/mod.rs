@@ -139,6 +139,7 @@ pub async fn run(
     engine: EngineHandle,
     state: Arc<Mutex<PollState>>,
     kick: Arc<Notify>,
+    on_stopped: crate::ingest::OnFetchFailed,
     shutdown: CancellationToken,
 ) {
     let mut stability = Stability::new();
@@ -182,6 +183,7 @@ pub async fn run(
                     tracing::error!(
                         "{message}. Fetching has STOPPED: the server's host key is not the pinned source.remote.known_host_key, or it refused our key. Verify the vendor's host key out of band (or the key they authorized), update the config and restart."
                     );
+                    on_stopped(&message);
                     shutdown.cancelled().await;
                     return;
                 }
