@@ -2170,3 +2170,32 @@ fn process_reads_a_pipe_and_a_regular_file_alike() {
         );
     }
 }
+
+/// A column alias given in the environment, as every key may be (SPEC §7): the roster's
+/// "Badge Number" is read as the employee ID; without the override the file is rejected.
+#[test]
+fn a_column_alias_from_the_environment_is_a_list_like_the_files() {
+    let env = TestEnv::with(Settings::default());
+    let roster = env.root().join("badges.csv");
+    fs::write(
+        &roster,
+        "Badge Number,Work Email,Department,Employment Status\nB1,b1@acme.example,IT,Active\n",
+    )
+    .unwrap();
+    let (code, report) = env.process(&roster, &["--dry-run"]);
+    assert_eq!(
+        code, 1,
+        "no employee ID column without the alias: {report:#}"
+    );
+    let (code, out, err) = env.run_env(
+        &["--json", "process", roster.to_str().unwrap(), "--dry-run"],
+        &[(
+            "AUTOPROV__ROSTER__COLUMNS__EMPLOYEE_ID",
+            "Badge Number,Badge",
+        )],
+    );
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["status"], "dry_run", "{report:#}");
+    assert_eq!(report["rows"], 1, "{report:#}");
+}

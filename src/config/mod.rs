@@ -500,22 +500,25 @@ impl Config {
         if !path.exists() {
             bail!("config file {} does not exist", path.display());
         }
+        let mut environment = config::Environment::with_prefix("AUTOPROV")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("provisioning.roles")
+            .with_list_parse_key("roster.inactive_statuses")
+            .with_list_parse_key("control.org_admins")
+            .with_list_parse_key("source.hris.fields")
+            .with_list_parse_key("web.trusted_proxies")
+            .with_list_parse_key("web.org_admins")
+            .with_list_parse_key("web.org_admin_roles");
+        // Each column's aliases are a list too (`AUTOPROV__ROSTER__COLUMNS__EMPLOYEE_ID=Badge
+        // Number` had been refused as "expected a sequence").
+        for (canonical, _) in DEFAULT_ALIASES {
+            environment = environment.with_list_parse_key(&format!("roster.columns.{canonical}"));
+        }
         let built = config::Config::builder()
             .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("AUTOPROV")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("provisioning.roles")
-                    .with_list_parse_key("roster.inactive_statuses")
-                    .with_list_parse_key("control.org_admins")
-                    .with_list_parse_key("source.hris.fields")
-                    .with_list_parse_key("web.trusted_proxies")
-                    .with_list_parse_key("web.org_admins")
-                    .with_list_parse_key("web.org_admin_roles")
-                    .try_parsing(true),
-            )
+            .add_source(environment.try_parsing(true))
             .build()
             .map_err(|e| anyhow::anyhow!(without_quoted_lines(&e.to_string())))
             .with_context(|| format!("reading config {}", path.display()))?;
