@@ -275,7 +275,14 @@ fn give_to_owner(dir: &Path, owner: &(u32, u32)) -> std::io::Result<()> {
             Some(Uid::from_raw(uid)),
             Some(Gid::from_raw(gid)),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )?;
+        )
+        .map_err(|e| {
+            std::io::Error::other(format!(
+                "{} cannot be given to uid {uid}, gid {gid}, who own the store it replaces \
+                 (run restore as root, or as that user): {e}",
+                dir.display()
+            ))
+        })?;
     }
     if meta.is_dir() {
         for entry in fs::read_dir(dir)? {
