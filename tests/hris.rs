@@ -406,6 +406,36 @@ fn workday_oauth_refreshes_a_token_and_sends_it_as_bearer() {
     daemon.stop();
 }
 
+/// BambooHR leaves out of its answer a field the API key's user may not see: without
+/// `status` every leaver would have counted as active. The fetch fails instead, naming the
+/// field, and nothing is filed or changed.
+#[test]
+fn a_bamboohr_answer_without_the_status_field_fails_the_fetch() {
+    let mut answer = bamboo_answer(&roster());
+    for employee in answer["employees"].as_array_mut().unwrap() {
+        employee.as_object_mut().unwrap().remove("status");
+    }
+    answer["fields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["id"] != "status");
+    let auth = format!("Basic {}", base64(format!("{API_KEY}:x").as_bytes()));
+    let s = Setup::new(Fake::new(&auth, Reply::json(&answer)), info(), |s| {
+        s.bamboo("")
+    });
+    add_rules(&s.env);
+    let daemon = Daemon::start(&s.env);
+    let out = s.env.expect(5, &["fetch"]);
+    assert!(
+        out.contains("\"status\"") && out.contains("employment_status"),
+        "{out}"
+    );
+    assert!(fetched(&s.env).is_empty(), "{:#?}", fetched(&s.env));
+    assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
+    assert!(s.env.accounts(&[]).is_empty());
+    daemon.stop();
+}
+
 /// A roster in Windows-1252 with semicolons and CRLF, as Excel writes it.
 fn excel_roster(employees: &[Employee]) -> Vec<u8> {
     let text = String::from_utf8(roster_csv(employees))

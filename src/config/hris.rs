@@ -315,6 +315,17 @@ impl Hris {
                 require_file("source.hris.bamboohr.api_key_file", &b.api_key_file)?;
                 require("source.hris.bamboohr.id_field", &b.id_field)?;
                 require("source.hris.bamboohr.manager_field", &b.manager_field)?;
+                // supervisorEId holds the supervisor's BambooHR id: beside another id field
+                // every manager_id would name nobody, or the wrong employee.
+                if b.id_field.trim() != "id" && b.manager_field.trim() == "supervisorEId" {
+                    bail!(
+                        "source.hris.bamboohr.id_field = \"{}\" needs a manager_field holding the \
+                         supervisor's {} (supervisorEId holds the supervisor's BambooHR id, so \
+                         is_manager would be wrong): set source.hris.bamboohr.manager_field",
+                        b.id_field.trim(),
+                        b.id_field.trim()
+                    );
+                }
             }
             Provider::Workday => {
                 let w = self.workday.as_ref().ok_or_else(|| section("workday"))?;
@@ -452,6 +463,28 @@ mod tests {
         assert_eq!(b.base_url, "https://api.bamboohr.com");
         assert_eq!(b.id_field, "id");
         assert_eq!(b.manager_field, "supervisorEId");
+    }
+
+    /// Settings that would make a BambooHR or Workday roster read wrongly are refused.
+    #[test]
+    fn settings_that_misread_a_provider_roster_are_refused() {
+        let err = format!(
+            "{:#}",
+            load(&format!("{BAMBOO}id_field = \"employeeNumber\"\n")).unwrap_err()
+        );
+        assert!(err.contains("source.hris.bamboohr.manager_field"), "{err}");
+        load(&format!(
+            "{BAMBOO}id_field = \"employeeNumber\"\nmanager_field = \"customSupervisorNumber\"\n"
+        ))
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            load(&format!("[roster]\nencoding = \"windows-1252\"\n{BAMBOO}")).unwrap_err()
+        );
+        assert!(
+            err.contains("roster.encoding") && err.contains("bamboohr"),
+            "{err}"
+        );
     }
 
     #[test]

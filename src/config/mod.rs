@@ -581,6 +581,22 @@ impl Config {
         }
         if let Some(hris) = &self.source.hris {
             hris.validate()?;
+            // What autoprov writes from a provider's JSON is UTF-8 (SPEC §10): read as
+            // Windows-1252, "Zürich" became "ZÃ¼rich" and rules stopped matching it.
+            let writes_utf8 = matches!(
+                hris.provider,
+                hris::Provider::Bamboohr | hris::Provider::Workday
+            );
+            if self.source.mode == Mode::Hris
+                && writes_utf8
+                && self.roster.encoding == Encoding::Windows1252
+            {
+                bail!(
+                    "roster.encoding = \"windows-1252\" cannot be used with source.hris.provider = \
+                     \"{}\", whose roster autoprov writes as UTF-8: use \"auto\" or \"utf-8\"",
+                    hris.provider.name()
+                );
+            }
         }
         self.web.validate(&self.provisioning.roles)?;
         Ok(())

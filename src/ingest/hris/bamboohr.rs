@@ -113,7 +113,40 @@ impl BambooHr {
             "BambooHR's answer",
             "{\"fields\": [...], \"employees\": [{...}, ...]}",
         )?;
-        write_csv(&self.columns, &answer.employees, "employees")
+        let columns = self.columns_answered(&answer.employees)?;
+        write_csv(&columns, &answer.employees, "employees")
+    }
+
+    /// The columns of the fields the answer holds. BambooHR leaves out of every employee a
+    /// field the key's user may not see, or that does not exist: a canonical one missing
+    /// fails the fetch (an empty `status` column would have counted every leaver as active,
+    /// an empty manager column every manager as none); another is left out of the CSV, so
+    /// that a rule needing it rejects the file for the missing column (SPEC §1) instead of
+    /// matching an empty value.
+    fn columns_answered(&self, employees: &[Record]) -> Result<Vec<Column>, FetchError> {
+        if employees.is_empty() {
+            return Ok(self.columns.clone());
+        }
+        let answered: std::collections::HashSet<&str> = employees
+            .iter()
+            .flat_map(|e| e.0.iter().map(|(field, _)| field.as_str()))
+            .collect();
+        let canonical = [EMPLOYEE_ID, EMAIL, MANAGER_ID, EMPLOYMENT_STATUS];
+        if let Some(missing) = self.columns.iter().find(|c| {
+            canonical.contains(&c.header.as_str()) && !answered.contains(c.field.as_str())
+        }) {
+            return Err(FetchError::Invalid(format!(
+                "BambooHR's answer has no field \"{}\" (the roster's {}) for any employee: the \
+                 API key's user may not see it, or no field has that name",
+                missing.field, missing.header
+            )));
+        }
+        Ok(self
+            .columns
+            .iter()
+            .filter(|c| answered.contains(c.field.as_str()))
+            .cloned()
+            .collect())
     }
 }
 
@@ -184,10 +217,37 @@ mod tests {
         );
     }
 
+    /// A field BambooHR left out of every employee (not visible to the key's user, or
+    /// misspelt): a canonical one fails the fetch, another is left out of the CSV.
+    #[test]
+    fn fields_the_answer_leaves_out_are_not_written_as_empty_columns() {
+        let b = provider(&["costCenter"], "id");
+        let without_status = br#"{"employees": [
+            {"id": "4", "supervisorEId": null, "workEmail": "a@x.io", "department": "IT"},
+            {"id": "5", "supervisorEId": "4", "workEmail": "b@x.io", "department": "IT"}]}"#;
+        let err = b.to_csv(without_status).unwrap_err().to_string();
+        assert!(
+            err.contains("\"status\"") && err.contains("employment_status"),
+            "{err}"
+        );
+        let without_manager =
+            br#"{"employees": [{"id": "4", "workEmail": "a@x.io", "status": "Active"}]}"#;
+        let err = b.to_csv(without_manager).unwrap_err().to_string();
+        assert!(err.contains("\"supervisorEId\""), "{err}");
+        // costCenter, location... not answered: no such columns, rather than empty ones.
+        let answered = br#"{"employees": [{"id": "4", "supervisorEId": null, "workEmail": "a@x.io",
+            "status": "Active", "department": "IT"}]}"#;
+        let csv = String::from_utf8(b.to_csv(answered).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "employee_id,email,manager_id,employment_status,department\n4,a@x.io,,Active,IT\n"
+        );
+    }
+
     #[test]
     fn a_nested_value_names_the_employee_record_and_field() {
         let b = provider(&[], "id");
-        let answer = br#"{"employees": [{"id": "1", "workEmail": "a@x.io"},
+        let answer = br#"{"employees": [{"id": "1", "workEmail": "a@x.io", "status": "Active", "supervisorEId": null},
             {"id": "2", "department": {"name": "IT"}}]}"#;
         let err = b.to_csv(answer).unwrap_err().to_string();
         assert!(

@@ -23,8 +23,16 @@ impl<'de> Deserialize<'de> for Record {
                 f.write_str("an object holding one record's fields")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                let mut fields: Vec<(String, Value)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    // As a duplicate column is a file error (SPEC §1), rather than the last
+                    // of two values read silently.
+                    if fields.iter().any(|(k, _)| *k == key) {
+                        return Err(serde::de::Error::custom(format!(
+                            "the field \"{key}\" is given twice in one record"
+                        )));
+                    }
                     fields.push((key, value));
                 }
                 Ok(Record(fields))
@@ -180,6 +188,19 @@ mod tests {
             csv,
             "employee_id,email,Cost_Center,manager_id,Location\n1,a@x.io,CC1,,\n2,b@x.io,,1,Berlin\n"
         );
+    }
+
+    #[test]
+    fn a_field_given_twice_in_a_record_fails_the_fetch() {
+        let err = parse::<Answer>(
+            br#"{"Report_Entry": [{"Employee_ID": "7", "Work_Email": "old@x.io", "Work_Email": "new@x.io"}]}"#,
+            "the report",
+            "{\"Report_Entry\": [...]}",
+        )
+        .err()
+        .expect("refused")
+        .to_string();
+        assert!(err.contains("\"Work_Email\" is given twice"), "{err}");
     }
 
     #[test]
