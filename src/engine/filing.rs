@@ -263,6 +263,12 @@ impl<S: Store> Pipeline<S> {
         let Some((from, to)) = &entry.pending_move else {
             return Ok(());
         };
+        // Nothing says "applied" before the commit is on disk (review): a commit whose flush
+        // failed is still answered from sled's memory, and one a killed process left in the
+        // page cache is read back after a restart.
+        self.store
+            .durable()
+            .context("making the committed file durable before filing it")?;
         let from = self.paths.drop.join(from);
         let to = self.paths.drop.join(to);
         let to_dir = to.parent().expect("a folder").to_path_buf();

@@ -309,6 +309,11 @@ impl<S: Store> Pipeline<S> {
                 entry.id
             )
         })?;
+        // A new upload under the committed file's name is not moved by the filing (its bytes
+        // differ): it is processed, not answered with the earlier file's report.
+        if self.paths.drop.join(&inbox_path).exists() {
+            return Ok(None);
+        }
         let path = self.report_path(&entry);
         let report = serde_json::from_slice(&fs::read(&path)?)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -724,6 +729,80 @@ mod tests {
         ] {
             assert!(processed.join(&filed).exists(), "{filed}");
         }
+    }
+
+    /// A file committed whose commit cannot be made durable (sled's log not there to sync,
+    /// as when a flush failed): it is not filed as applied; it is once the store is.
+    #[test]
+    fn a_committed_file_is_filed_only_once_the_store_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let blocker = p.paths.store.join(".autoprov.watermark.tmp");
+        fs::create_dir(&blocker).unwrap();
+        let name = received(&p, b"employee_id,email,department\nE1,e1@x.io,IT\n");
+        assert!(p.process(&name).is_err(), "the flush failed");
+        fs::remove_dir(&blocker).unwrap();
+        // The retry (a rescan) finds it committed, but the store cannot be synced.
+        let log = p.paths.store.join("db");
+        let aside = p.paths.store.join("db.aside");
+        fs::rename(&log, &aside).unwrap();
+        let shown = format!("{:#}", p.process(&name).unwrap_err());
+        assert!(shown.contains("durable"), "{shown}");
+        let entry = &p.store.files().unwrap()[0];
+        let processed = p.paths.folder("processed");
+        assert!(
+            p.paths.folder("inbox").join(&name).exists(),
+            "left in inbox/"
+        );
+        assert_eq!(
+            fs::read_dir(&processed).unwrap().count(),
+            0,
+            "nothing filed"
+        );
+        assert!(p.staged(entry.id).join("report.json").exists());
+        fs::rename(&aside, &log).unwrap();
+        let report = p.process(&name).unwrap();
+        assert_eq!(report.status, ReportStatus::Applied);
+        assert!(processed.join(&entry.stored_as).exists());
+    }
+
+    /// A file committed and moved whose mark could not be cleared, then a new upload under
+    /// its name: the new upload is processed, not answered with the earlier file's report.
+    #[test]
+    fn a_new_upload_under_a_committed_files_name_is_processed_not_answered_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let name = received(&p, b"employee_id,email,department\nE1,e1@x.io,IT\n");
+        p.process(&name).unwrap();
+        let first = p.store.files().unwrap()[0].clone();
+        // The mark as a failure between the move and its clearing leaves it.
+        let marked = FileEntry {
+            pending_move: Some((
+                format!("inbox/{name}"),
+                format!("processed/{}", first.stored_as),
+            )),
+            ..first.clone()
+        };
+        p.store
+            .commit(crate::store::Commit {
+                updates: crate::core::updates::Updates::none(),
+                file: Some(&marked),
+                last_applied: None,
+                audit: None,
+                clear_remote: None,
+                accounts_token: None,
+            })
+            .unwrap();
+        let again = received(
+            &p,
+            b"employee_id,email,department\nE1,e1@x.io,IT\nE2,e2@x.io,IT\n",
+        );
+        assert_eq!(again, name, "the same name");
+        let report = p.process(&again).unwrap();
+        assert_eq!(report.rows, 2, "the new upload's report");
+        let files = p.store.files().unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files.iter().all(|f| f.pending_move.is_none()), "{files:?}");
     }
 
     fn origin(name: &str, bytes: &[u8]) -> RemoteOrigin {

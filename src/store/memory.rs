@@ -311,6 +311,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn durable(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()> {
         self.state()
             .remote

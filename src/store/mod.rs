@@ -282,6 +282,12 @@ pub trait Store: Send + Sync {
     fn append_audit(&self, note: AuditNote) -> StoreResult<()>;
     /// Flushes everything to disk.
     fn flush(&self) -> StoreResult<()>;
+    /// Makes what the store holds now durable, whatever this process flushed: before a file
+    /// committed earlier is filed as applied. sled reads back after a restart what a killed
+    /// process left in the page cache, which a power loss would still take away; and after
+    /// a flush that failed, sled keeps answering from memory what the disk may not hold
+    /// (its flush then fails again, and nothing is filed).
+    fn durable(&self) -> StoreResult<()>;
     /// Poll mode: remembers where an inbox file came from (before it is renamed into inbox/).
     fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()>;
     /// Poll mode: the registration of an inbox file.

@@ -649,6 +649,23 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn durable(&self) -> StoreResult<()> {
+        self.db.flush()?;
+        // sled syncs only what it wrote itself since it opened: its log and blobs as they
+        // are are synced here, and the folder that names them.
+        let sync = |path: &std::path::Path| std::fs::File::open(path)?.sync_all();
+        let mut files = vec![self.path.join("db")];
+        if let Ok(entries) = std::fs::read_dir(self.path.join("blobs")) {
+            files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+        }
+        files
+            .iter()
+            .try_for_each(|f| sync(f))
+            .and_then(|()| sync(&self.path))
+            .map_err(sled::Error::Io)?;
+        Ok(())
+    }
+
     fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64> {
         self.export_all(out, created_at)
     }
