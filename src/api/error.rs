@@ -186,7 +186,14 @@ impl From<std::io::Error> for Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Error {
-        Error::failed(e.to_string())
+        match e {
+            // Not "nothing was changed": a `rules add` repeated on that word made the rule twice.
+            StoreError::Unflushed(_) => Error::failed_leaving(format!(
+                "{e}; it may be lost if the machine stops before it is: check whether it is \
+                 there before making it again"
+            )),
+            e => Error::failed(e.to_string()),
+        }
     }
 }
 

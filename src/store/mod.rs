@@ -25,6 +25,10 @@ pub enum StoreError {
     /// A transaction was refused by a check inside it.
     #[error("{0}")]
     Conflict(String),
+    /// A transaction went through but the flush after it failed: the change is in the store
+    /// as this process sees it, and may not be on disk.
+    #[error("the change was made but could not be written to disk: {0}")]
+    Unflushed(String),
 }
 
 impl From<::sled::Error> for StoreError {

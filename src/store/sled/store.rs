@@ -431,6 +431,16 @@ pub(super) struct TxTrees<'t> {
 /// The buckets in two halves, for two cores: (the first of the upper half, how many).
 const HALVES: (usize, usize) = (buckets::BUCKETS as usize / 2, buckets::BUCKETS as usize);
 
+impl SledStore {
+    /// The flush after a write's transaction went through: its failure is
+    /// [`StoreError::Unflushed`] (the change was made), not a failure that changed nothing.
+    pub(super) fn flushed_after_write(&self) -> StoreResult<()> {
+        use crate::store::Store;
+        self.flush()
+            .map_err(|e| StoreError::Unflushed(e.to_string()))
+    }
+}
+
 impl Store for SledStore {
     fn rules(&self) -> StoreResult<Vec<Rule>> {
         Self::list(&self.rules, trees::RULES)
@@ -456,7 +466,7 @@ impl Store for SledStore {
             tx_audit(meta, audit, &note)
         });
         unwrap_tx(r)?;
-        self.flush()
+        self.flushed_after_write()
     }
 
     fn delete_rule(&self, id: RuleId, note: AuditNote) -> StoreResult<()> {
@@ -468,7 +478,7 @@ impl Store for SledStore {
             tx_audit(meta, audit, &note)
         });
         unwrap_tx(r)?;
-        self.flush()
+        self.flushed_after_write()
     }
 
     fn accounts(&self) -> StoreResult<Vec<Account>> {
@@ -639,7 +649,7 @@ impl Store for SledStore {
         self.heads_checked()?;
         let r = (&self.meta, &self.audit).transaction(|(meta, audit)| tx_audit(meta, audit, &note));
         unwrap_tx(r)?;
-        self.flush()
+        self.flushed_after_write()
     }
 
     fn flush(&self) -> StoreResult<()> {
@@ -673,7 +683,7 @@ impl Store for SledStore {
     fn register_remote(&self, inbox_name: &str, origin: &RemoteOrigin) -> StoreResult<()> {
         self.heads_checked()?;
         self.remote.insert(inbox_name.as_bytes(), encode(origin))?;
-        self.flush()
+        self.flushed_after_write()
     }
 
     fn remote_registration(&self, inbox_name: &str) -> StoreResult<Option<RemoteOrigin>> {
@@ -694,7 +704,7 @@ impl Store for SledStore {
     fn unregister_remote(&self, inbox_name: &str) -> StoreResult<()> {
         self.heads_checked()?;
         self.remote.remove(inbox_name.as_bytes())?;
-        self.flush()
+        self.flushed_after_write()
     }
 }
 
@@ -731,6 +741,35 @@ mod tests {
     }
 
     use crate::store::samples::account;
+
+    /// A rule written whose flush then fails (the watermark cannot be written): the error
+    /// says the change was made, not that nothing was, so that nobody adds the rule again.
+    #[test]
+    fn a_write_whose_flush_fails_says_the_change_was_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let blocker = dir.path().join(".autoprov.watermark.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let rule = crate::core::rules::Rule {
+            id: crate::core::rules::RuleId(1),
+            name: "IT".into(),
+            role: "IT Admin".into(),
+            conditions: vec![crate::core::rules::Condition::parse("department = IT").unwrap()],
+            enabled: true,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            created_by: "alice".into(),
+        };
+        let err = store.put_rule(&rule, note("rules add")).unwrap_err();
+        assert!(matches!(err, StoreError::Unflushed(_)), "{err:?}");
+        assert!(
+            store.rule(rule.id).unwrap().is_some(),
+            "the change was made"
+        );
+        let shown = crate::api::error::Error::from(err).to_string();
+        assert!(!shown.contains("nothing was changed"), "{shown}");
+        assert!(shown.contains("before making it again"), "{shown}");
+        std::fs::remove_dir(&blocker).unwrap();
+    }
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()

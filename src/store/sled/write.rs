@@ -13,7 +13,7 @@ use crate::core::accounts::{AccountGroup, group_of};
 use crate::core::parallel::{Cores, WORTH_A_THREAD, join};
 use crate::core::updates::{ByGroup, Updates};
 use crate::store::backup_format::meta;
-use crate::store::{Ready, Store, StoreError, StoreResult, TokenChange};
+use crate::store::{Ready, StoreError, StoreResult, TokenChange};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use std::collections::BTreeMap;
@@ -506,7 +506,7 @@ impl SledStore {
                 })
             });
         unwrap_tx(r)?;
-        self.flush()
+        self.flushed_after_write()
     }
 }
 
