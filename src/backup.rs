@@ -179,8 +179,9 @@ pub fn advice(paths: &Paths) -> String {
     }
 }
 
-/// Replaces the store with a backup. The old store is kept beside it, renamed.
-pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
+/// Replaces the store with a backup, as `user` asked (the restored store's audit says so).
+/// The old store is kept beside it, renamed.
+pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<PathBuf>)> {
     // The file named on the command line is missing or no backup: a usage error (exit 2),
     // unlike a failure to write the new store (exit 5).
     let input = fs::File::open(file)
@@ -202,7 +203,15 @@ pub fn restore(paths: &Paths, file: &Path) -> Result<(u64, Option<PathBuf>)> {
             return Err(Error::from(e).context(format!("restoring {}", file.display())));
         }
     };
-    match SledStore::open(&staging).and_then(|s| s.verify_index()) {
+    let note = crate::store::AuditNote {
+        at: now_rfc3339(),
+        user: user.to_string(),
+        action: "restore".into(),
+        detail: format!("restored {n} records from {}", file.display()),
+    };
+    let checked = SledStore::open(&staging)
+        .and_then(|s| s.verify_index().and_then(|()| s.append_audit(note)));
+    match checked {
         Ok(()) => {}
         Err(e @ StoreError::Corrupt(_)) => {
             let _ = fs::remove_dir_all(&staging);

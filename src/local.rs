@@ -316,7 +316,7 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
             ),
         );
     }
-    match crate::backup::restore(&paths, file) {
+    match crate::backup::restore(&paths, file, &user) {
         Ok((n, replaced)) => Response {
             exit: exit::OK,
             json: serde_json::json!({"restored": n, "replaced_store": replaced}),

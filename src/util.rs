@@ -23,6 +23,45 @@ pub fn now_rfc3339() -> String {
     rfc3339(SystemTime::now())
 }
 
+/// `text`, an RFC 3339 time (`Z` or an offset such as `+02:00`, `T` or a space before the
+/// time, any letter case, fractions of a second) or a date alone (its midnight UTC), as
+/// [`rfc3339`] writes the same instant, a fraction rounded up to the next second: what
+/// times written so compare against as text. `None` when it is neither.
+pub fn utc_second(text: &str) -> Option<String> {
+    let t = text.trim().to_ascii_uppercase();
+    let (base, east) = if let Some(base) = t.strip_suffix('Z') {
+        (base.to_string(), 0i64)
+    } else if t.len() == 10 {
+        (format!("{t}T00:00:00"), 0)
+    } else {
+        let (base, zone) = t.split_at(t.len().checked_sub(6)?);
+        let sign = match zone.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (hours, minutes) = zone[1..].split_once(':')?;
+        let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+        if hours > 23 || minutes > 59 {
+            return None;
+        }
+        (base.to_string(), sign * (hours * 3600 + minutes * 60))
+    };
+    if base.len() < 19 || !matches!(base.as_bytes()[10], b'T' | b' ') {
+        return None;
+    }
+    let local = humantime::parse_rfc3339_weak(&base).ok()?;
+    let at = match east >= 0 {
+        true => local.checked_sub(std::time::Duration::from_secs(east as u64))?,
+        false => local.checked_add(std::time::Duration::from_secs((-east) as u64))?,
+    };
+    let whole = at.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let seconds = whole.as_secs() + u64::from(whole.subsec_nanos() > 0);
+    Some(rfc3339(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+    ))
+}
+
 /// `2026-11-26T07:46:13Z` -> `20261126T074613Z`, the prefix of filed names.
 pub fn compact_timestamp(rfc3339: &str) -> String {
     rfc3339
@@ -316,6 +355,30 @@ mod tests {
         assert_eq!(free_name("a.csv", is_taken), "a-3.csv");
         assert_eq!(free_name("noext", is_taken), "noext-2");
         assert_eq!(free_name("x.dryrun.csv", is_taken), "x.dryrun-2.csv");
+    }
+
+    #[test]
+    fn a_time_given_in_any_rfc_3339_form_is_the_utc_second_it_names() {
+        for (given, utc) in [
+            ("2026-11-01T00:00:00Z", "2026-11-01T00:00:00Z"),
+            ("2026-11-01t00:00:00z", "2026-11-01T00:00:00Z"),
+            ("2026-11-01 00:00:00Z", "2026-11-01T00:00:00Z"),
+            ("2026-11-01T00:00:00+02:00", "2026-10-31T22:00:00Z"),
+            ("2026-11-01T00:00:00-05:00", "2026-11-01T05:00:00Z"),
+            ("2026-11-01T10:00:00.5Z", "2026-11-01T10:00:01Z"),
+            ("2026-11-01", "2026-11-01T00:00:00Z"),
+        ] {
+            assert_eq!(utc_second(given).as_deref(), Some(utc), "{given}");
+        }
+        for bad in [
+            "yesterday",
+            "",
+            "2026-11-01T00:00:00",
+            "2026-13-01T00:00:00Z",
+            "2026-11-01T00:00:00+25:00",
+        ] {
+            assert_eq!(utc_second(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1702,6 +1702,18 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     assert_eq!(count_status(&accounts(&env), "active"), 81);
     let v = env.json_ok(0, &["restore", file.to_str().unwrap()]);
     assert_eq!(v["restored"], records, "{v:#}");
+    // The restored store's audit says who restored it, from which file.
+    let audit = env.json_ok(0, &["audit"]);
+    let last = audit.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["action"].as_str(), last["user"].as_str()),
+        (Some("restore"), Some(common::current_user().as_str())),
+        "{audit:#}"
+    );
+    assert!(
+        last["detail"].as_str().unwrap().contains("manual.backup"),
+        "{last}"
+    );
     let aside = PathBuf::from(v["replaced_store"].as_str().expect("replaced_store"));
     assert!(
         aside.join("db").exists(),

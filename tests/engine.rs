@@ -2199,3 +2199,71 @@ fn a_column_alias_from_the_environment_is_a_list_like_the_files() {
     assert_eq!(report["status"], "dry_run", "{report:#}");
     assert_eq!(report["rows"], 1, "{report:#}");
 }
+
+/// `process` is audited as the person who ran it; `audit --since` takes a time in any RFC
+/// 3339 form (an offset, lower case) as the instant it names, and refuses one that is not
+/// a time (exit 2); `rules show` prints the rule's conflicts as `rules add` does (SPEC §7).
+#[test]
+fn process_is_audited_as_its_user_and_audit_since_reads_any_rfc_3339_time() {
+    let env = TestEnv::with(Settings::default());
+    let add = |name: &str, role: &str| {
+        env.json_ok(
+            0,
+            &[
+                "rules",
+                "add",
+                "--name",
+                name,
+                "--role",
+                role,
+                "--when",
+                "department = IT",
+            ],
+        )
+    };
+    add("IT staff", "IT Admin");
+    let second = add("IT too", "HR Admin");
+    assert!(
+        !second["conflicts"].as_array().unwrap().is_empty(),
+        "{second:#}"
+    );
+    let shown = env.json_ok(0, &["rules", "show", &second["id"].to_string()]);
+    assert_eq!(shown["conflicts"], second["conflicts"], "{shown:#}");
+    let (code, report) = env.process(&env.input_from("sequence/day1.csv", "day1.csv"), &[]);
+    assert!(code == 0 || code == 3, "{report:#}");
+    let audit = env.json_ok(0, &["audit"]);
+    let filed = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["action"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("file ")
+        })
+        .expect("the file's audit entry");
+    assert_eq!(filed["user"], current_user(), "{audit:#}");
+    // The newest entry's instant, written with an offset two hours east and in lower case.
+    let newest = audit.as_array().unwrap().last().unwrap()["at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = humantime::parse_rfc3339(&newest).unwrap() + std::time::Duration::from_secs(7200);
+    let east = humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .replace('Z', "+02:00")
+        .to_lowercase();
+    let since = env.json_ok(0, &["audit", "--since", &east]);
+    assert!(
+        since
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["at"] == newest.as_str()),
+        "{east}: {since:#}"
+    );
+    let (code, _, err) = env.run(&["audit", "--since", "yesterday"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a time"), "{err}");
+}

@@ -88,6 +88,9 @@ impl Evaluation {
 /// before its commit writes rather than while ([`Pipeline::room_for_both`]).
 const ROOM_TO_SPARE: u64 = 256 << 20;
 
+/// The user the audit names for a file no person processed (a source delivered it).
+pub const AUTOPROV: &str = "autoprov";
+
 /// The pipeline over one store and one drop.
 pub struct Pipeline<S: Store> {
     /// Settings.
@@ -174,13 +177,20 @@ impl<S: Store> Pipeline<S> {
     /// Processes `inbox/<name>`; refuses while a held file waits. The observer hears of
     /// the file once it is filed, and of each failure (not of a refusal).
     pub fn process(&self, name: &str) -> Result<Report> {
-        self.process_received(name, None)
+        self.process_received(name, None, AUTOPROV)
     }
 
     /// [`Self::process`], with the file's bytes when [`Self::receive`] read them already
-    /// (they are read again if inbox/<name> is no longer the copy it wrote).
-    pub fn process_received(&self, name: &str, bytes: Option<FileBytes>) -> Result<Report> {
-        match self.process_file(name, bytes) {
+    /// (they are read again if inbox/<name> is no longer the copy it wrote), for `by`: the
+    /// user the audit names (who ran `process` or `fetch`; [`AUTOPROV`] for a file a source
+    /// delivered).
+    pub fn process_received(
+        &self,
+        name: &str,
+        bytes: Option<FileBytes>,
+        by: &str,
+    ) -> Result<Report> {
+        match self.process_file(name, bytes, by) {
             Ok((id, report)) => {
                 self.tell(FileOutcome::Filed {
                     id,
@@ -202,7 +212,12 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// [`Self::process`] without the observer: the file's ledger id and report.
-    fn process_file(&self, name: &str, received: Option<FileBytes>) -> Result<(u64, Report)> {
+    fn process_file(
+        &self,
+        name: &str,
+        received: Option<FileBytes>,
+        by: &str,
+    ) -> Result<(u64, Report)> {
         if let Some(done) = self.finish_committed_earlier(name)? {
             return Ok(done);
         }
@@ -284,7 +299,7 @@ impl<S: Store> Pipeline<S> {
         };
         let file = read.as_ref().map(HeldFile::last_write);
         let staged = self.stage_next(&mut eval, entry.id, file);
-        let committed = self.commit_file(&entry, &mut eval, now);
+        let committed = self.commit_file(&entry, &mut eval, now, by);
         self.keep_next(staged, committed.is_ok());
         committed?;
         tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
@@ -328,6 +343,7 @@ impl<S: Store> Pipeline<S> {
         entry: &FileEntry,
         eval: &mut Evaluation,
         now: String,
+        by: &str,
     ) -> Result<()> {
         let (name, stored_as, status) = (&entry.name, &entry.stored_as, entry.status);
         crash_point("before_stage");
@@ -339,7 +355,7 @@ impl<S: Store> Pipeline<S> {
             last_applied: applied.then_some(entry.id),
             audit: Some(AuditNote {
                 at: now,
-                user: "autoprov".into(),
+                user: by.to_string(),
                 action: format!("file {}", status.as_str()),
                 detail: format!("file {} {name} as {stored_as}: {}", entry.id, entry.summary),
             }),

@@ -142,6 +142,17 @@ pub(super) fn run<S: Store>(
             )
         }
         Request::Audit { since } => {
+            // The entries' times are UTC seconds as text: an offset or another form of the
+            // same instant compared as text would cut at the wrong time.
+            let since = match since {
+                Some(t) => Some(crate::util::utc_second(&t).ok_or_else(|| {
+                    crate::api::error::Error::usage(format!(
+                        "--since {t:?} is not a time: use RFC 3339, e.g. 2026-11-01T00:00:00Z \
+                         (or +02:00 for an offset), or a date, 2026-11-01"
+                    ))
+                })?),
+                None => None,
+            };
             let entries = p.store.audit(since.as_deref())?;
             let mut text = String::new();
             for e in &entries {

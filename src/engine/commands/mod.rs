@@ -161,7 +161,7 @@ fn run<S: Store>(
     output: Output,
 ) -> crate::api::Result<Streamed> {
     Ok(Streamed::Whole(match req {
-        Request::Process { name } => return process(p, &name, None),
+        Request::Process { name } => return process(p, &name, None, caller),
         Request::Sync { force } => return Ok(Streamed::report(p.sync(caller, force)?, None)),
         Request::AdminsList {
             status,
@@ -234,7 +234,7 @@ pub fn process_upload<S: Store>(
         Ok(filed) => filed,
         Err(e) => return Streamed::Whole(e.context("filing the file into inbox/").response()),
     };
-    process(p, &name, bytes).unwrap_or_else(|e| {
+    process(p, &name, bytes, caller).unwrap_or_else(|e| {
         // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
         // it is the one committed before the failure.
         let ours_committed = e.committed().is_some_and(|c| c.name == name);
@@ -245,12 +245,14 @@ pub fn process_upload<S: Store>(
     })
 }
 
-/// Processes the files waiting in inbox/ in order until `name` is done.
-/// `bytes`: those of inbox/<name> when they were read already.
+/// Processes the files waiting in inbox/ in order until `name` is done, that one audited
+/// as `caller`'s (the others as their source's). `bytes`: those of inbox/<name> when they
+/// were read already.
 fn process<S: Store>(
     p: &Pipeline<S>,
     name: &str,
     mut bytes: Option<FileBytes>,
+    caller: &str,
 ) -> crate::api::Result<Streamed> {
     // The inbox watcher may have processed it first (a source filed it, then asked).
     if !name.is_empty()
@@ -275,9 +277,12 @@ fn process<S: Store>(
                 ),
             )));
         }
-        let read = if waiting == name { bytes.take() } else { None };
+        let (read, by) = match waiting == name {
+            true => (bytes.take(), caller),
+            false => (None, crate::engine::pipeline::AUTOPROV),
+        };
         let report = p
-            .process_received(&waiting, read)
+            .process_received(&waiting, read, by)
             .with_context(|| format!("processing inbox/{waiting}"))?;
         if waiting == name {
             let filed = p.filed_text(&report);

@@ -44,12 +44,7 @@ fn rules_save<S: Store>(
     if let Err(refusal) = edit_rule(p, &all, &mut rule, name, role, &when) {
         return Ok(refusal);
     }
-    let candidates: Vec<&Rule> = all.iter().collect();
-    let involved: Vec<&Rule> = std::iter::once(&rule)
-        .chain(all.iter().filter(|o| o.enabled && o.id != rule.id))
-        .collect();
-    let mut last = LastRoster::load(p, &involved)?;
-    let conflicts = conflicts(&mut last, &rule, &candidates);
+    let (conflicts, last) = conflicts_of(p, &rule, &all)?;
     let mut text = String::new();
     for c in &conflicts {
         let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
@@ -85,20 +80,59 @@ fn rules_save<S: Store>(
     );
     out.push_str(&text.replace("rule new", &format!("rule {}", rule.id)));
     let mut j = rule_json(&rule);
-    j["conflicts"] = json!(
+    j["conflicts"] = conflicts_json(conflicts, rule.id);
+    j["warnings"] = json!(warnings);
+    Ok(Response::ok(j, out))
+}
+
+/// `rules show`: the rule and its conflicts with the other enabled rules on the last
+/// applied roster, as `rules add|edit` print them (SPEC §7).
+fn rule_shown<S: Store>(
+    p: &Pipeline<S>,
+    rule: &Rule,
+    all: &[Rule],
+) -> crate::api::Result<Response> {
+    let (conflicts, _) = conflicts_of(p, rule, all)?;
+    let mut text = rule_text(rule);
+    for c in &conflicts {
+        let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+    }
+    let mut j = rule_json(rule);
+    j["conflicts"] = conflicts_json(conflicts, rule.id);
+    Ok(Response::ok(j, text))
+}
+
+/// The conflicts of `rule` (saved or not yet) with the enabled rules of `all` on the last
+/// applied roster, and that roster as read for them.
+fn conflicts_of<S: Store>(
+    p: &Pipeline<S>,
+    rule: &Rule,
+    all: &[Rule],
+) -> crate::api::Result<(Vec<Value>, LastRoster)> {
+    let candidates: Vec<&Rule> = all.iter().collect();
+    let involved: Vec<&Rule> = std::iter::once(rule)
+        .chain(all.iter().filter(|o| o.enabled && o.id != rule.id))
+        .collect();
+    let mut last = LastRoster::load(p, &involved)?;
+    let found = conflicts(&mut last, rule, &candidates);
+    Ok((found, last))
+}
+
+/// Conflicts as the JSON of a rule shows them: without their sentence, a new rule's
+/// placeholder id as `id`.
+fn conflicts_json(conflicts: Vec<Value>, id: RuleId) -> Value {
+    json!(
         conflicts
             .into_iter()
             .map(|mut c| {
                 if c["winner"] == json!(u64::MAX) {
-                    c["winner"] = json!(rule.id);
+                    c["winner"] = json!(id);
                 }
                 c.as_object_mut().map(|o| o.remove("message"));
                 c
             })
             .collect::<Vec<_>>()
-    );
-    j["warnings"] = json!(warnings);
-    Ok(Response::ok(j, out))
+    )
 }
 
 /// What one `rules` command compares rules with: the last applied roster, read and parsed
@@ -341,10 +375,13 @@ pub(super) fn run<S: Store>(
             }
             Response::ok(json!(rules.iter().map(rule_json).collect::<Vec<_>>()), text)
         }
-        Request::RulesShow { id } => match p.store.rule(RuleId(id))? {
-            Some(r) => Response::ok(rule_json(&r), rule_text(&r)),
-            None => no_rule(id),
-        },
+        Request::RulesShow { id } => {
+            let all = p.store.rules()?;
+            match all.iter().find(|r| r.id == RuleId(id)) {
+                Some(r) => rule_shown(p, r, &all)?,
+                None => no_rule(id),
+            }
+        }
         Request::RulesAdd {
             name,
             role,
