@@ -29,6 +29,29 @@ pub enum Content<'a> {
 /// change, its store ~90).
 const ROOM_PER_CHANGE: u64 = 1 << 10;
 
+/// The longest original name a filed name keeps whole: `<16-byte time>_<name>-NNNN` and its
+/// `.report.json` stay within the 255 bytes a file name may have. A longer name (an SFTP
+/// upload may have 255 bytes) had made the report's rename fail after the commit, and the
+/// file then blocked every file after it.
+const MAX_FILED_NAME: usize = 255 - 16 - 1 - 5 - ".report.json".len();
+
+/// `name` cut to at most `max` bytes, its extension kept (a `~` where it was cut).
+fn fitting(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if name.len() <= max {
+        return name.into();
+    }
+    let ext = name
+        .rfind('.')
+        .map(|at| &name[at..])
+        .filter(|ext| ext.len() <= 16)
+        .unwrap_or("");
+    let mut keep = max - ext.len() - 1;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{ext}", &name[..keep]).into()
+}
+
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
 const RECEIVING: &str = ".receive-";
 
@@ -114,6 +137,7 @@ impl<S: Store> Pipeline<S> {
 
     /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when taken in any result folder.
     pub(super) fn unique_name(&self, ts: &str, name: &str) -> Result<String> {
+        let name = fitting(name, MAX_FILED_NAME);
         Ok(free_name(&format!("{ts}_{name}"), |candidate| {
             FOLDERS[1..]
                 .iter()

@@ -747,6 +747,29 @@ mod tests {
         }
     }
 
+    /// A file under the longest name a file may have (an SFTP upload may): filed under a name
+    /// cut to fit with its report's, instead of failing after its commit.
+    #[test]
+    fn a_file_with_the_longest_name_is_filed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let long = format!("{}é.csv", "r".repeat(249));
+        assert_eq!(long.len(), 255);
+        fs::write(
+            p.paths.folder("inbox").join(&long),
+            b"employee_id,email,department\nE1,e1@x.io,IT\n",
+        )
+        .unwrap();
+        let report = p.process(&long).unwrap();
+        assert_eq!(report.status, ReportStatus::Applied);
+        let stored_as = report.stored_as.unwrap();
+        assert!(stored_as.ends_with("~.csv"), "{stored_as}");
+        let processed = p.paths.folder("processed");
+        assert!(processed.join(&stored_as).exists());
+        assert!(processed.join(format!("{stored_as}.report.json")).exists());
+        assert!(!p.paths.folder("inbox").join(&long).exists());
+    }
+
     /// A file committed whose commit cannot be made durable (sled's log not there to sync,
     /// as when a flush failed): it is not filed as applied; it is once the store is.
     #[test]
