@@ -164,11 +164,18 @@ impl<S: Store> Pipeline<S> {
         for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
             let item = item?;
             let name = item.file_name().to_string_lossy().into_owned();
-            let meta = item.metadata()?;
-            if is_ignored(&name) || !meta.file_type().is_file() {
+            if is_ignored(&name) {
                 continue;
             }
-            found.push((completion_time(&meta), name));
+            // A file gone between the listing and its stat (an upload's temporary name
+            // discarded, a file just processed) is not waiting: not a failed listing.
+            let meta = match item.metadata() {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                meta => meta?,
+            };
+            if meta.file_type().is_file() {
+                found.push((inbox_order(&meta), name));
+            }
         }
         found.sort();
         Ok(found.into_iter().map(|(_, n)| n).collect())
@@ -623,6 +630,14 @@ impl<S: Store> Pipeline<S> {
             .folder(entry.status.folder())
             .join(format!("{}.report.json", entry.stored_as))
     }
+}
+
+/// Where a file of inbox/ comes in the order files are processed (then by name): when it
+/// became complete, and, among files renamed in within one tick of the coarse change time,
+/// its last write (watch mode moves several at once, oldest write first).
+pub fn inbox_order(meta: &fs::Metadata) -> (std::time::SystemTime, std::time::SystemTime) {
+    let written = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+    (completion_time(meta), written)
 }
 
 /// When a file became complete: its change time (a rename into inbox/ sets it).

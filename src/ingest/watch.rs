@@ -87,6 +87,7 @@ pub async fn watch_dir(
 ) -> Result<()> {
     let (_watcher, mut events) = start(&dir)?;
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
+    let mut kept = Kept::default();
     scan_dir(&dir, &mut files);
     let mut check = tokio::time::interval(
         settle
@@ -117,7 +118,9 @@ pub async fn watch_dir(
             _ = check.tick() => {
                 // Moving may copy a whole roster across filesystems: not on an async worker's
                 // time (the runtime has other workers for the SFTP and control tasks).
-                let moved = tokio::task::block_in_place(|| move_settled(&mut files, &inbox, settle));
+                let moved = tokio::task::block_in_place(|| {
+                    move_settled(&mut files, &mut kept, &inbox, settle)
+                });
                 if moved {
                     engine.scan();
                 }
@@ -148,6 +151,16 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
                 seen: None,
             });
             c.closed = true;
+            c.changed = now;
+        }
+        // chmod, touch, chown or a link after the close: a change (its quiet period starts
+        // again), not a file opened for writing, whose close would never come.
+        EventKind::Modify(ModifyKind::Metadata(_)) => {
+            let c = files.entry(path.to_path_buf()).or_insert(Candidate {
+                closed: true,
+                changed: now,
+                seen: None,
+            });
             c.changed = now;
         }
         EventKind::Create(_) | EventKind::Modify(_) => {
@@ -182,11 +195,33 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>) {
     }
 }
 
-/// Moves files that are closed and unchanged for `settle`; true when any was moved.
-fn move_settled(files: &mut HashMap<PathBuf, Candidate>, inbox: &Path, settle: Duration) -> bool {
+/// Files of watch_dir copied into inbox/ whose removal failed, by device, inode, size and
+/// time of last write: not copied again at every rescan while they stay (each copy would
+/// have been applied as a new file).
+#[derive(Default)]
+struct Kept(std::collections::HashSet<(u64, u64, u64, SystemTime)>);
+
+impl Kept {
+    fn stamp(meta: &fs::Metadata) -> (u64, u64, u64, SystemTime) {
+        use std::os::unix::fs::MetadataExt;
+        let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        (meta.dev(), meta.ino(), meta.len(), written)
+    }
+}
+
+/// Moves files that are closed and unchanged for `settle`, oldest write first (SPEC §5:
+/// files are processed in order of completion, and the engine orders inbox/ by the time
+/// each was moved in); true when any was moved.
+fn move_settled(
+    files: &mut HashMap<PathBuf, Candidate>,
+    kept: &mut Kept,
+    inbox: &Path,
+    settle: Duration,
+) -> bool {
     let mut moved = false;
     let now = Instant::now();
     let mut done = Vec::new();
+    let mut due = Vec::new();
     for (path, c) in files.iter_mut() {
         let Ok(meta) = fs::symlink_metadata(path) else {
             done.push(path.clone());
@@ -209,16 +244,25 @@ fn move_settled(files: &mut HashMap<PathBuf, Candidate>, inbox: &Path, settle: D
         if !c.closed || now.duration_since(c.changed) < settle {
             continue;
         }
-        match move_into(path, inbox) {
-            Ok(name) => {
+        done.push(path.clone());
+        if !kept.0.contains(&Kept::stamp(&meta)) {
+            due.push((stamp.1, path.clone(), meta));
+        }
+    }
+    due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    for (_, path, meta) in due {
+        match move_into(&path, inbox) {
+            Ok((name, removed)) => {
                 tracing::info!(file = %name, "complete file moved from watch_dir into inbox/");
                 moved = true;
+                if !removed {
+                    kept.0.insert(Kept::stamp(&meta));
+                }
             }
             Err(e) => {
                 tracing::error!(file = %path.display(), "moving into inbox/: {e:#}; will retry")
             }
         }
-        done.push(path.clone());
     }
     for path in done {
         files.remove(&path);
@@ -226,31 +270,46 @@ fn move_settled(files: &mut HashMap<PathBuf, Candidate>, inbox: &Path, settle: D
     moved
 }
 
-/// Renames (or, across filesystems, copies, fsyncs and renames) a file into inbox/ under a free name.
-fn move_into(path: &Path, inbox: &Path) -> Result<String> {
+/// Renames (or, across filesystems, copies, fsyncs and renames) a file into inbox/ under a
+/// free name; its name there, and whether the file left watch_dir (a copy whose original
+/// cannot be removed stays).
+fn move_into(path: &Path, inbox: &Path) -> Result<(String, bool)> {
     let name = path
         .file_name()
         .context("no file name")?
         .to_string_lossy()
         .into_owned();
+    // Readable first: one autoprov cannot read, renamed in, would stop every file after
+    // it. O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut src = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "opening {} (autoprov must be able to read it)",
+                path.display()
+            )
+        })?;
+    let mut removed = true;
     let candidate = match crate::util::rename_into_free_name(path, inbox, &name) {
         Ok(candidate) => candidate,
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            // Another filesystem: copy through a hidden name. O_NOFOLLOW: a symlink swapped
-            // in after the check is refused, not followed.
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut src = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(path)
-                .with_context(|| format!("opening {}", path.display()))?;
+            // Another filesystem: copy through a hidden name.
             let tmp = inbox.join(format!(".watch-{}.part", std::process::id()));
-            let mut dst = fs::File::create(&tmp)?;
+            let mut dst = crate::util::create_fresh(&tmp)?;
             std::io::copy(&mut src, &mut dst)
                 .with_context(|| format!("copying {}", path.display()))?;
             dst.sync_all()?;
             let candidate = crate::util::rename_into_free_name(&tmp, inbox, &name)?;
-            fs::remove_file(path)?;
+            if let Err(e) = fs::remove_file(path) {
+                tracing::error!(
+                    file = %path.display(),
+                    "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
+                );
+                removed = false;
+            }
             candidate
         }
         Err(e) => return Err(e).with_context(|| format!("moving {}", path.display())),
@@ -260,12 +319,112 @@ fn move_into(path: &Path, inbox: &Path) -> Result<String> {
         tracing::warn!(file = %candidate, "cannot restrict the mode of inbox/{candidate}: {e}");
     }
     crate::util::fsync_dir(inbox)?;
-    Ok(candidate)
+    Ok((candidate, removed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files written at different times and settled in one tick are moved oldest write
+    /// first, and the engine's order of inbox/ ([`crate::engine::pipeline::inbox_order`],
+    /// then the name) is that order: not the map's, nor the names'.
+    #[test]
+    fn files_settled_together_reach_the_inbox_oldest_write_first() {
+        let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let order = ["c.csv", "a.csv", "e.csv", "b.csv", "d.csv"];
+        for (i, name) in order.iter().enumerate() {
+            let f = fs::File::create(src.path().join(name)).unwrap();
+            f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 + i as u64))
+                .unwrap();
+        }
+        let mut files = HashMap::new();
+        scan_dir(src.path(), &mut files);
+        let mut kept = Kept::default();
+        assert!(!move_settled(
+            &mut files,
+            &mut kept,
+            inbox.path(),
+            Duration::ZERO
+        ));
+        assert!(move_settled(
+            &mut files,
+            &mut kept,
+            inbox.path(),
+            Duration::ZERO
+        ));
+        let mut listed: Vec<((SystemTime, SystemTime), String)> = fs::read_dir(inbox.path())
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let order = crate::engine::pipeline::inbox_order(&e.metadata().unwrap());
+                (order, e.file_name().to_string_lossy().into_owned())
+            })
+            .collect();
+        listed.sort();
+        let names: Vec<&str> = listed.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, order);
+    }
+
+    /// A file whose attributes change after it was closed (chmod, touch) settles again
+    /// instead of waiting for a close that never comes.
+    #[test]
+    fn an_attribute_change_after_the_close_restarts_the_quiet_period_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut files = HashMap::new();
+        observe(
+            &mut files,
+            &path,
+            &EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        );
+        let before = files[&path].changed;
+        std::thread::sleep(Duration::from_millis(5));
+        observe(
+            &mut files,
+            &path,
+            &EventKind::Modify(ModifyKind::Metadata(
+                notify::event::MetadataKind::Permissions,
+            )),
+        );
+        assert!(files[&path].closed, "still closed");
+        assert!(
+            files[&path].changed > before,
+            "its quiet period started again"
+        );
+    }
+
+    /// Across filesystems a file is copied; when it cannot be removed from watch_dir
+    /// afterwards (here immutable), it is not copied again at the next rescan.
+    #[test]
+    #[cfg_attr(missing_root, ignore = "needs root (chattr +i)")]
+    fn a_copied_file_that_cannot_be_removed_is_not_taken_again() {
+        let src = tempfile::tempdir_in("/var/tmp").unwrap();
+        let inbox = tempfile::tempdir_in("/dev/shm").unwrap();
+        let path = src.path().join("r.csv");
+        fs::write(&path, b"employee_id,email\n").unwrap();
+        let chattr = |flag: &str| {
+            let ok = std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(&path)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "chattr {flag}");
+        };
+        chattr("+i");
+        let mut kept = Kept::default();
+        for _ in 0..3 {
+            let mut files = HashMap::new();
+            scan_dir(src.path(), &mut files);
+            move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO);
+            move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO);
+        }
+        chattr("-i");
+        let copies = fs::read_dir(inbox.path()).unwrap().count();
+        assert_eq!(copies, 1, "copied once, not at every rescan");
+        assert!(path.exists());
+    }
 
     #[test]
     fn watch_mode_ignores_partial_names_in_any_letter_case() {
