@@ -65,11 +65,15 @@ impl<S: Store> Pipeline<S> {
 
     /// Finishes the filing of files committed before a crash.
     pub fn recover(&self) -> Result<()> {
-        for entry in self.store.files()? {
-            if entry.pending_move.is_some() {
-                tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
-                self.finish_filing(&entry, None)?;
-            }
+        let pending: Vec<FileEntry> = (self.store.files()?.into_iter())
+            .filter(|entry| entry.pending_move.is_some())
+            .collect();
+        if !pending.is_empty() {
+            self.durable_before_filing()?;
+        }
+        for entry in pending {
+            tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
+            self.finish_filing(&entry, None)?;
         }
         // Poll mode: a download registered but not renamed into inbox/ before a crash is
         // completed (it was fsynced before registering), or forgotten when its bytes are gone,
@@ -281,18 +285,22 @@ impl<S: Store> Pipeline<S> {
             .map_err(|e| e.after_commit(entry.id, &entry.name))
     }
 
+    /// Makes the store durable before a file committed earlier (not by this process's flush
+    /// just now) is filed: nothing says "applied" before the commit is on disk. A commit
+    /// whose flush failed is still answered from sled's memory, and one a killed process
+    /// left in the page cache is read back after a restart.
+    pub(super) fn durable_before_filing(&self) -> Result<()> {
+        self.store
+            .durable()
+            .context("making the committed file durable before filing it")
+    }
+
     /// After the commit: move the file and its staged reports into place, then clear the mark.
     /// `read` is the file committed, when this process read it and holds it still.
     pub(super) fn finish_filing(&self, entry: &FileEntry, read: Option<&HeldFile>) -> Result<()> {
         let Some((from, to)) = &entry.pending_move else {
             return Ok(());
         };
-        // Nothing says "applied" before the commit is on disk (review): a commit whose flush
-        // failed is still answered from sled's memory, and one a killed process left in the
-        // page cache is read back after a restart.
-        self.store
-            .durable()
-            .context("making the committed file durable before filing it")?;
         let from = self.paths.drop.join(from);
         let to = self.paths.drop.join(to);
         let to_dir = to.parent().expect("a folder").to_path_buf();

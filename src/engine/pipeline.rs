@@ -325,6 +325,7 @@ impl<S: Store> Pipeline<S> {
         }) else {
             return Ok(None);
         };
+        self.durable_before_filing()?;
         self.finish_filing(&entry, None).with_context(|| {
             format!(
                 "{name} was already applied as file {} but could not be filed yet",

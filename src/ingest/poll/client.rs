@@ -199,11 +199,7 @@ impl RemoteClient {
         // Read the keys before touching the network: a config error is not a network fault.
         let (expected, key) = keys(s)?;
 
-        let timeout = if s.timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            s.timeout
-        };
+        let timeout = s.timeout;
         let mut handle = Self::handshake(s, &expected, timeout).await?;
         Self::authenticate(&mut handle, &s.user, key, timeout).await?;
         let sftp = timed(timeout, "sftp start", open_sftp(&handle, timeout)).await?;
