@@ -290,12 +290,6 @@ impl Hris {
     /// that every credential is named by a file.
     pub fn validate(&self) -> Result<()> {
         parse_at(&self.at)?;
-        if self.every.is_zero() {
-            bail!("source.hris.every must be longer than 0s");
-        }
-        if self.timeout.is_zero() {
-            bail!("source.hris.timeout must be longer than 0s");
-        }
         let section = |name: &str| {
             anyhow::anyhow!(
                 "source.hris.provider = \"{name}\" needs a [source.hris.{name}] section"
@@ -463,6 +457,21 @@ mod tests {
         assert_eq!(b.base_url, "https://api.bamboohr.com");
         assert_eq!(b.id_field, "id");
         assert_eq!(b.manager_field, "supervisorEId");
+    }
+
+    #[test]
+    fn a_zero_schedule_or_time_limit_is_refused() {
+        for key in ["every", "timeout"] {
+            let text = BAMBOO.replace(
+                "provider = \"bamboohr\"\n",
+                &format!("provider = \"bamboohr\"\n{key} = \"0s\"\n"),
+            );
+            let err = format!("{:#}", load(&text).unwrap_err());
+            assert!(
+                err.contains(&format!("source.hris.{key} must be longer")),
+                "{err}"
+            );
+        }
     }
 
     /// Settings that would make a BambooHR or Workday roster read wrongly are refused.

@@ -558,7 +558,6 @@ impl Config {
         if self.source.mode == Mode::Watch && self.source.watch_dir.as_os_str().is_empty() {
             bail!("source.mode = \"watch\" needs source.watch_dir");
         }
-        self.notify.validate()?;
         check_log_level(&self.log.level)?;
         let source = &self.source;
         let mut durations = vec![
@@ -566,13 +565,19 @@ impl Config {
             ("source.stale_after", source.stale_after),
             ("source.auth_deadline", source.auth_deadline),
             ("source.idle_timeout", source.idle_timeout),
+            ("notify.stale_after", self.notify.stale_after),
         ];
         if let Some(remote) = &source.remote {
             durations.push(("source.remote.poll_interval", remote.poll_interval));
             durations.push(("source.remote.timeout", remote.timeout));
         }
-        // A zero interval panicked the inbox's rescan task after READY (uploads then waited
-        // for a restart), and polled the remote server in a tight loop.
+        if let Some(hris) = &source.hris {
+            durations.push(("source.hris.every", hris.every));
+            durations.push(("source.hris.timeout", hris.timeout));
+        }
+        // Every interval and time limit is positive: a zero interval panicked the inbox's
+        // rescan task after READY (uploads then waited for a restart), and polled the remote
+        // server in a tight loop.
         if let Some((key, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             bail!("{key} must be longer than 0s");
         }
@@ -710,6 +715,7 @@ mod tests {
             ("source", "stale_after"),
             ("source", "auth_deadline"),
             ("source", "idle_timeout"),
+            ("notify", "stale_after"),
         ] {
             let err = format!(
                 "{:#}",
