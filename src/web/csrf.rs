@@ -150,15 +150,27 @@ fn same_authority(scheme: &str, origin: &str, host: &str) -> bool {
     };
     let split = |a: &str| -> (String, String) {
         let a = a.to_ascii_lowercase();
-        // "[::1]:8080", "[::1]", "host:8080", "host"
-        let (h, p) = match a.rfind(':') {
-            Some(i) if !a[i..].contains(']') => (a[..i].to_string(), a[i + 1..].to_string()),
-            _ => (a.clone(), String::new()),
-        };
-        let p = if p.is_empty() { default.to_string() } else { p };
-        (h, p)
+        let (h, p) = split_authority(&a);
+        (
+            h.to_string(),
+            p.filter(|p| !p.is_empty()).unwrap_or(default).to_string(),
+        )
     };
     !origin.is_empty() && split(origin) == split(host)
+}
+
+/// An authority's host (an IPv6 literal without its brackets) and its port when one is
+/// written: `[::1]:8080`, `[::1]`, `host:8080`, `host`.
+pub fn split_authority(a: &str) -> (&str, Option<&str>) {
+    let (host, port) = match a.rfind(':') {
+        Some(i) if !a[i..].contains(']') => (&a[..i], Some(&a[i + 1..])),
+        _ => (a, None),
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (host, port)
 }
 
 #[cfg(test)]
