@@ -65,7 +65,7 @@ impl RuleForm {
     /// Whether conflicts refuse the rule: unless `confirm` is these fields' confirmation
     /// (`id`: the rule edited).
     fn strict(&self, id: Option<u64>) -> bool {
-        self.confirm.trim() != self.shown(id).confirmation()
+        self.confirm.trim() != pages::confirmation(id, &self.name, &self.role, &self.when)
     }
 }
 
