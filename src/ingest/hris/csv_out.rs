@@ -1,18 +1,20 @@
 //! A provider's JSON answer becomes the CSV of SPEC §10: UTF-8, comma, LF, header first; the
 //! canonical columns under their canonical names, every other field under the provider's
 //! field name. Values that are not a string, number, boolean or null fail the fetch,
-//! naming the record and the field.
+//! naming the record and the field. A number is copied as the answer writes it: read as a
+//! float, an ID beyond 2^53 or 64 bits would lose digits and could name another employee.
 
 use super::http::FetchError;
 use crate::core::columns::{Columns, DEFAULT_ALIASES, normalize_header};
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 
-/// One JSON object of the answer, its fields in the order the answer has them.
+/// One JSON object of the answer, its fields in the order the answer has them, each value
+/// as its JSON text.
 #[derive(Debug, Default)]
-pub struct Record(pub Vec<(String, Value)>);
+pub struct Record(pub Vec<(String, Box<RawValue>)>);
 
 impl<'de> Deserialize<'de> for Record {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -23,9 +25,9 @@ impl<'de> Deserialize<'de> for Record {
                 f.write_str("an object holding one record's fields")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Record, A::Error> {
-                let mut fields: Vec<(String, Value)> =
+                let mut fields: Vec<(String, Box<RawValue>)> =
                     Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                while let Some((key, value)) = map.next_entry::<String, Box<RawValue>>()? {
                     // As a duplicate column is a file error (SPEC §1), rather than the last
                     // of two values read silently.
                     if fields.iter().any(|(k, _)| *k == key) {
@@ -135,16 +137,17 @@ pub fn write_csv(
         .map_err(|e| FetchError::Invalid(format!("writing the CSV: {e}")))
 }
 
-/// A value as CSV text; what it is when it cannot be one.
-fn cell(value: &Value) -> Result<String, &'static str> {
-    Ok(match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) => n.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => String::new(),
-        Value::Object(_) => return Err("an object"),
-        Value::Array(_) => return Err("a list"),
-    })
+/// A value as CSV text: a string unescaped, `null` empty, a number or boolean exactly as
+/// written; what it is when it cannot be one. The text is valid JSON (serde_json checked it).
+fn cell(value: &RawValue) -> Result<String, &'static str> {
+    let text = value.get();
+    match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str(text).map_err(|_| "a string that cannot be read"),
+        Some(b'{') => Err("an object"),
+        Some(b'[') => Err("a list"),
+        Some(b'n') => Ok(String::new()),
+        _ => Ok(text.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +227,21 @@ mod tests {
         assert_eq!(
             csv,
             "id,ok,none,f,name,multi,f2\n7,true,,1.5,\"Doe, \"\"J\"\"\",\"a\nb\",=HYPERLINK(1)\n"
+        );
+    }
+
+    #[test]
+    fn numbers_are_copied_as_written_never_through_a_float() {
+        // Two IDs that one f64 cannot tell apart (2^53 + 1 and 2^53), one beyond 64 bits.
+        let records = entries(
+            r#"{"Report_Entry": [{"id": 9007199254740993, "m": 9007199254740992},
+                {"id": 123456789012345678901234567890, "m": 1e3, "f": -0.10000000000000000555}]}"#,
+        );
+        let cols = union_columns(&records, &Columns::default());
+        let csv = String::from_utf8(write_csv(&cols, &records, "Report_Entry").unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "id,m,f\n9007199254740993,9007199254740992,\n123456789012345678901234567890,1e3,-0.10000000000000000555\n"
         );
     }
 
