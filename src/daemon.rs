@@ -141,7 +141,7 @@ struct Sources<'a> {
     state: &'a Mutex<EngineState>,
     tracker: &'a TaskTracker,
     shutdown: &'a CancellationToken,
-    /// Where the HRIS source reports failed fetches (notifications).
+    /// Where the HRIS and poll sources report failed fetches (notifications).
     on_fetch_failed: crate::ingest::OnFetchFailed,
     /// Where the poll source reports that it stopped fetching for good (notifications).
     on_fetch_stopped: crate::ingest::OnFetchFailed,
@@ -205,7 +205,10 @@ async fn start_source(
                 engine.clone(),
                 link.state.clone(),
                 link.kick.clone(),
-                on_fetch_stopped,
+                crate::ingest::poll::Hooks {
+                    failing: on_fetch_failed,
+                    stopped: on_fetch_stopped,
+                },
                 shutdown.clone(),
             ));
         }

@@ -266,6 +266,23 @@ pub fn free_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
     candidate
 }
 
+/// `name` cut to at most `max` bytes, its extension kept (a `~` where it was cut).
+pub fn fitting(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if name.len() <= max {
+        return name.into();
+    }
+    let ext = name
+        .rfind('.')
+        .map(|at| &name[at..])
+        .filter(|ext| ext.len() <= 16)
+        .unwrap_or("");
+    let mut keep = max - ext.len() - 1;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{ext}", &name[..keep]).into()
+}
+
 /// Renames `from` to `to` unless `to` exists (atomically where the filesystem supports it).
 pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     use nix::errno::Errno;

@@ -623,6 +623,84 @@ fn server_down_at_start_then_up_file_is_fetched_after_backoff() {
     d.stop();
 }
 
+/// A remote move that keeps failing (the remote `processed/` folder is missing) neither
+/// stops new rosters from being fetched nor, once it works, moves away a file that replaced
+/// the one fetched under its name; the failure is posted once as `fetch_failed`.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_failing_remote_move_neither_stops_fetching_nor_moves_a_replaced_file() {
+    let key = UserKey::new("ed25519", None);
+    let sshd = Sshd::started(&[&key.public()]);
+    fs::remove_dir(sshd.remote("processed")).unwrap();
+    let hook = Receiver::start(Answer::Ok);
+    let mut settings = no_limits();
+    settings
+        .extra_toml
+        .push_str(&format!("[notify]\nwebhook_url = {:?}\n", hook.url()));
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), settings);
+    let first = roster("E", 1..=3);
+    sshd.put("roster.csv", first.as_bytes());
+    let d = Daemon::start(&env);
+
+    let applied = |n: usize| {
+        wait_until(
+            format!("{n} applied files"),
+            Duration::from_secs(30),
+            || {
+                let done = entries(&env, "roster.csv");
+                (done.iter().filter(|e| e["status"] == "applied").count() == n).then_some(done)
+            },
+        )
+    };
+    let one = applied(1);
+    wait_until("the failed move in status", Duration::from_secs(20), || {
+        let p = poll_status(&env);
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("moving a decided file"))
+            .then_some(())
+    });
+    // The vendor replaces the roster under the same name while the move keeps failing.
+    let second = roster("E", 1..=5);
+    sshd.put("roster.csv", second.as_bytes());
+    let both = applied(2);
+    assert_eq!(accounts(&env), active_it_admins("E", 1..=5));
+    let posted = hook.wait_delivered(1);
+    assert_eq!(posted[0]["event"], "fetch_failed", "{posted:#?}");
+    let text = posted[0]["text"].as_str().unwrap();
+    assert!(text.contains("5 polls in a row have failed"), "{text}");
+
+    fs::create_dir(sshd.remote("processed")).unwrap();
+    let later = both
+        .iter()
+        .find(|e| e["id"] != one[0]["id"])
+        .map(stored_as)
+        .unwrap();
+    wait_remote_filed(&sshd, "processed", &later, Duration::from_secs(20));
+    wait_until("the remote inbox empty", Duration::from_secs(20), || {
+        sshd.files("").is_empty().then_some(())
+    });
+    assert_eq!(
+        fs::read(sshd.remote("processed").join(&later)).unwrap(),
+        second.as_bytes(),
+        "the file that replaced the first is filed under its own name"
+    );
+    let earlier = stored_as(&one[0]);
+    let filed = sshd.files("processed");
+    assert!(
+        !filed.contains(&earlier) && filed.contains(&format!("{earlier}.report.json")),
+        "the first file's reports are filed, the file it no longer is is not: {filed:?}"
+    );
+    wait_until("the error cleared", Duration::from_secs(10), || {
+        poll_status(&env)["last_error"].is_null().then_some(())
+    });
+    assert_eq!(hook.delivered_of("fetch_failed").len(), 1, "posted once");
+    d.stop();
+}
+
 // ---- 6. a file still being written ---------------------------------------------------------------
 
 /// Appends a row to a remote roster every 300 ms for ~3 s, then stops; asserts nothing was

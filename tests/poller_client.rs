@@ -97,7 +97,7 @@ async fn happy_path_list_download_move_upload() {
     assert_eq!(file.size, content.len() as u64);
     assert_eq!(file.mtime, 1_700_000_000);
 
-    let mut stab = Stability::new();
+    let mut stab = Stability::new(Duration::ZERO);
     assert!(
         stab.stable(&listing).is_empty(),
         "nothing is stable on first sight"
@@ -340,7 +340,7 @@ async fn stability_needs_two_identical_listings() {
     fs::write(&path, b"id\n1\n").unwrap();
     fs::write(sshd.data().join("inbox/done.csv"), b"id\n").unwrap();
     let c = RemoteClient::connect(&s).await.unwrap();
-    let mut stab = Stability::new();
+    let mut stab = Stability::new(Duration::ZERO);
 
     assert!(stab.stable(&c.list(&s.inbox).await.unwrap()).is_empty());
     // appended between listings (same second possibly; the size changes)
@@ -570,7 +570,7 @@ fn stability_unit() {
         size,
         mtime,
     };
-    let mut st = Stability::new();
+    let mut st = Stability::new(Duration::ZERO);
     assert!(st.stable(&[f("a", 1, 1), f("b", 2, 2)]).is_empty());
     assert_eq!(st.stable(&[f("a", 1, 1), f("b", 3, 2)]), vec![f("a", 1, 1)]);
     assert_eq!(st.stable(&[f("b", 3, 2)]), vec![f("b", 3, 2)]);
@@ -579,4 +579,27 @@ fn stability_unit() {
         "a was forgotten when it disappeared"
     );
     assert_eq!(st.stable(&[f("a", 1, 5)]), vec![], "mtime change");
+}
+
+#[test]
+fn a_file_is_stable_only_once_unchanged_for_the_quiet_period() {
+    let f = |size| RemoteFile {
+        name: "roster.csv".into(),
+        size,
+        mtime: 1_700_000_000,
+    };
+    let t0 = Instant::now();
+    let at = |secs| t0 + Duration::from_secs(secs);
+    let mut st = Stability::new(Duration::from_secs(60));
+    let first = st.settled_at(&[f(10)], at(0));
+    assert!(first.stable.is_empty());
+    assert_eq!(first.next, Some(Duration::from_secs(60)));
+    // A listing a second later (the retry after a failed poll) sees it unchanged: too soon.
+    let retry = st.settled_at(&[f(10)], at(1));
+    assert!(retry.stable.is_empty(), "two listings a second apart");
+    assert_eq!(retry.next, Some(Duration::from_secs(59)));
+    // It grows after a pause: the quiet period starts again.
+    assert!(st.settled_at(&[f(20)], at(30)).stable.is_empty());
+    assert!(st.settled_at(&[f(20)], at(89)).stable.is_empty());
+    assert_eq!(st.settled_at(&[f(20)], at(90)).stable, vec![f(20)]);
 }

@@ -340,6 +340,31 @@ pub struct Remote {
     pub timeout: Duration,
 }
 
+impl Remote {
+    /// `processed` and `rejected` are other folders than `inbox`: a file moved into the
+    /// inbox it was listed in (under a new name) was fetched and applied again at every
+    /// poll, an older roster after a newer one, and its reports fetched as rosters.
+    fn check_folders(&self) -> anyhow::Result<()> {
+        let folder = |path: &str| -> Vec<String> {
+            path.split('/')
+                .filter(|part| !part.is_empty() && *part != ".")
+                .map(str::to_string)
+                .collect()
+        };
+        let inbox = folder(&self.inbox);
+        for (key, path) in [("processed", &self.processed), ("rejected", &self.rejected)] {
+            if folder(path) == inbox {
+                bail!(
+                    "source.remote.{key} = {path:?} is the remote inbox ({:?}): files moved there would be fetched again; name another folder (e.g. \"{}/{key}\")",
+                    self.inbox,
+                    self.inbox.trim_end_matches('/')
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_remote_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -568,6 +593,7 @@ impl Config {
             ("notify.stale_after", self.notify.stale_after),
         ];
         if let Some(remote) = &source.remote {
+            remote.check_folders()?;
             durations.push(("source.remote.poll_interval", remote.poll_interval));
             durations.push(("source.remote.timeout", remote.timeout));
         }
@@ -738,6 +764,28 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn the_remote_processed_and_rejected_folders_are_not_the_inbox() {
+        let remote = |processed: &str, rejected: &str| {
+            format!(
+                "[source.remote]\nhost = \"h\"\nuser = \"u\"\nprivate_key = \"/k\"\n\
+                 known_host_key = \"k\"\ninbox = \"outgoing/\"\nprocessed = {processed:?}\n\
+                 rejected = {rejected:?}\n"
+            )
+        };
+        let err = format!("{:#}", load(&remote("./outgoing", "out/rej")).unwrap_err());
+        assert!(
+            err.contains("source.remote.processed = \"./outgoing\" is the remote inbox"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            load(&remote("outgoing/processed", "outgoing")).unwrap_err()
+        );
+        assert!(err.contains("source.remote.rejected"), "{err}");
+        load(&remote("outgoing/processed", "outgoing/rejected")).unwrap();
     }
 
     /// A config whose TOML does not parse is named with its line and column, without the

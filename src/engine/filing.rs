@@ -35,25 +35,11 @@ const ROOM_PER_CHANGE: u64 = 1 << 10;
 /// file then blocked every file after it.
 const MAX_FILED_NAME: usize = 255 - 16 - 1 - 5 - ".report.json".len();
 
-/// `name` cut to at most `max` bytes, its extension kept (a `~` where it was cut).
-fn fitting(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
-    if name.len() <= max {
-        return name.into();
-    }
-    let ext = name
-        .rfind('.')
-        .map(|at| &name[at..])
-        .filter(|ext| ext.len() <= 16)
-        .unwrap_or("");
-    let mut keep = max - ext.len() - 1;
-    while !name.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{}~{ext}", &name[..keep]).into()
-}
-
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
 const RECEIVING: &str = ".receive-";
+
+/// How the hidden name a poll downloads a file to starts (`.fetch-<name>.part`).
+pub const FETCHING: &str = ".fetch-";
 
 impl<S: Store> Pipeline<S> {
     /// Whether [`Self::recover`] has anything to finish in the store: a file committed but
@@ -83,7 +69,7 @@ impl<S: Store> Pipeline<S> {
             if inbox.join(&name).exists() {
                 continue;
             }
-            let part = inbox.join(format!(".fetch-{name}.part"));
+            let part = inbox.join(format!("{FETCHING}{name}.part"));
             let completed = part.exists()
                 && crate::util::sha256_file(&part).is_ok_and(|sha| sha == origin.sha256)
                 && crate::util::rename_noreplace(&part, &inbox.join(&name)).is_ok();
@@ -93,16 +79,19 @@ impl<S: Store> Pipeline<S> {
                 self.store.unregister_remote(&name)?;
             }
         }
-        // A `process` killed while it copied its file into inbox/ left its hidden copy (it
-        // had this store open, so no copy is being written now).
+        // A `process` killed while it copied its file into inbox/ left its hidden copy, a
+        // poll its download before registering it (this store is open here, so neither is
+        // being written now).
         for item in fs::read_dir(&inbox)? {
             let path = item?.path();
             let name = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if name.starts_with(RECEIVING) && name.ends_with(".part") {
-                tracing::info!(path = %path.display(), "removing the partial copy of a file whose `process` was stopped");
+            if (name.starts_with(RECEIVING) || name.starts_with(FETCHING))
+                && name.ends_with(".part")
+            {
+                tracing::info!(path = %path.display(), "removing the partial copy of a file whose `process` or download was stopped");
                 fs::remove_file(&path)?;
             }
         }
@@ -141,7 +130,7 @@ impl<S: Store> Pipeline<S> {
 
     /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when taken in any result folder.
     pub(super) fn unique_name(&self, ts: &str, name: &str) -> Result<String> {
-        let name = fitting(name, MAX_FILED_NAME);
+        let name = crate::util::fitting(name, MAX_FILED_NAME);
         Ok(free_name(&format!("{ts}_{name}"), |candidate| {
             FOLDERS[1..]
                 .iter()

@@ -910,12 +910,14 @@ mod tests {
     }
 
     #[test]
-    fn recovery_removes_the_partial_copy_of_a_stopped_process_and_a_staged_record() {
+    fn recovery_removes_the_partial_copies_of_a_stopped_process_or_download_and_a_staged_record() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
         let inbox = p.paths.folder("inbox");
         // What `receive` leaves when its process is killed while it copies.
         fs::write(inbox.join(".receive-4242.part"), b"employee_id,em").unwrap();
+        // What a poll's download leaves when the daemon dies before registering it.
+        fs::write(inbox.join(".fetch-roster.csv.part"), b"employee_id,em").unwrap();
         // Others' hidden files are not this one's business.
         fs::write(inbox.join(".upload.csv.part"), b"x").unwrap();
         let name = p
@@ -928,6 +930,7 @@ mod tests {
         p.recover().unwrap();
         assert!(!staged.exists());
         assert!(!inbox.join(".receive-4242.part").exists());
+        assert!(!inbox.join(".fetch-roster.csv.part").exists());
         assert!(inbox.join(".upload.csv.part").exists());
         assert_eq!(fs::read(inbox.join(name)).unwrap(), b"a,b\n");
     }

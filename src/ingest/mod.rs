@@ -9,8 +9,9 @@ pub mod watch;
 use crate::api::error::{Error, Result};
 use std::sync::Arc;
 
-/// Called with the message of a failed fetch (HRIS), or of a source that stopped fetching
-/// for good (poll: the host key or the login refused); the daemon wires notifications to it.
+/// Called with the message of a failed fetch (HRIS), of polls failing again and again, or
+/// of a source that stopped fetching for good (poll: the host key or the login refused);
+/// the daemon wires notifications to it.
 pub type OnFetchFailed = Arc<dyn Fn(&str) + Send + Sync>;
 use crate::config::Config;
 use crate::layout::Paths;

@@ -130,12 +130,13 @@ impl Notifier {
         }
     }
 
-    /// A fetch from the HRIS failed (`message` must not hold a secret).
+    /// A fetch from the HRIS failed, or polls of the remote server keep failing (`message`
+    /// must not hold a secret).
     pub fn fetch_failed(&self, message: &str) {
         self.send(Event::fetch_failed(message));
     }
 
-    /// [`Notifier::fetch_failed`] as the hook an HRIS source calls.
+    /// [`Notifier::fetch_failed`] as the hook an HRIS or poll source calls.
     pub fn fetch_failed_hook(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
         let notifier = self.clone();
         Arc::new(move |message: &str| notifier.fetch_failed(message))

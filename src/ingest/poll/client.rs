@@ -2,7 +2,7 @@
 //!
 //! Every `source.remote.poll_interval` the daemon connects ([`RemoteClient::connect`]),
 //! lists the remote inbox ([`RemoteClient::list`]), keeps only files whose size and mtime
-//! did not change since the previous listing ([`Stability`]), and downloads those
+//! have not changed for a while, over two listings at least ([`Stability`]), and downloads those
 //! ([`RemoteClient::download`]) to a hidden local name which it then renames into the
 //! local `inbox/`. Only after the local pipeline has committed a file's outcome does the
 //! daemon move the remote file into the remote `processed`/`rejected` folder
@@ -33,7 +33,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use russh::client;
@@ -425,13 +425,8 @@ impl RemoteClient {
                 break;
             }
             total += n as u64;
-            if total > max_bytes {
-                return Err(PollError::TooLarge {
-                    name: file.name.clone(),
-                    size: total,
-                    max: max_bytes,
-                });
-            }
+            // Also past `max_bytes` (no more than `file.size`): a file still being written,
+            // retried, not refused as too large.
             if total > file.size {
                 return Err(anyhow!(
                     "remote {:?} grew while it was downloaded (listed {} bytes); will retry",
@@ -471,7 +466,7 @@ impl RemoteClient {
     }
 
     async fn rename_inner(&self, from: &str, to: &str) -> Result<(), PollError> {
-        if self.exists_inner(to).await? {
+        if self.stat_inner(to).await?.is_some() {
             return Err(
                 anyhow!("cannot move {from:?} to {to:?}: the target already exists").into(),
             );
@@ -494,7 +489,7 @@ impl RemoteClient {
             None => ("", target),
         };
         remote_path(dir, name)?; // validates the final name
-        if self.exists_inner(target).await? {
+        if self.stat_inner(target).await?.is_some() {
             return Err(anyhow!("cannot upload to {target:?}: it already exists").into());
         }
         let nanos = std::time::SystemTime::now()
@@ -551,15 +546,24 @@ impl RemoteClient {
 
     /// Whether anything (file, folder, even a dangling symlink) exists at `path`.
     pub async fn exists(&self, path: &str) -> Result<bool, PollError> {
-        let r = self.exists_inner(path).await;
-        self.log("exists", Some(path), r)
+        Ok(self.stat(path).await?.is_some())
     }
 
-    async fn exists_inner(&self, path: &str) -> Result<bool, PollError> {
+    /// The size and mtime of `path` (without following a symlink), `None` when it does not
+    /// exist; either is `u64::MAX` / `u32::MAX` when the server leaves it out.
+    pub async fn stat(&self, path: &str) -> Result<Option<(u64, u32)>, PollError> {
+        let r = self.stat_inner(path).await;
+        self.log("stat", Some(path), r)
+    }
+
+    async fn stat_inner(&self, path: &str) -> Result<Option<(u64, u32)>, PollError> {
         match tokio::time::timeout(self.timeout, self.sftp.symlink_metadata(path)).await {
             Err(_) => Err(PollError::Timeout("stat")),
-            Ok(Ok(_)) => Ok(true),
-            Ok(Err(SftpError::Status(st))) if st.status_code == StatusCode::NoSuchFile => Ok(false),
+            Ok(Ok(m)) => Ok(Some((
+                m.size.unwrap_or(u64::MAX),
+                m.mtime.unwrap_or(u32::MAX),
+            ))),
+            Ok(Err(SftpError::Status(st))) if st.status_code == StatusCode::NoSuchFile => Ok(None),
             Ok(Err(e)) => Err(anyhow!("stat {path:?}: {e}").into()),
         }
     }
@@ -637,34 +641,91 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// Stability across two listings: files whose (size, mtime) are unchanged since the
-/// previous listing. Keep one per remote folder for the daemon's lifetime (across
-/// reconnects); a file is returned from its second sighting on, as long as it stays
-/// unchanged, so the daemon must also remember what it already fetched.
+/// Stability across listings: files whose (size, mtime) have not changed for at least
+/// `quiet`, seen in two listings at least that far apart. Keep one per remote folder for
+/// the daemon's lifetime (across reconnects); a file is returned from then on, as long as
+/// it stays unchanged, so the daemon must also remember what it already fetched.
+///
+/// Two listings alone are not enough: after a failed poll the next one comes a second
+/// later, and a vendor writing a roster in place with a pause of a few seconds would have
+/// it fetched cut short (the missing employees deactivated, the whole file then moved away).
 #[derive(Debug, Default)]
 pub struct Stability {
-    previous: HashMap<String, (u64, u32)>,
+    quiet: Duration,
+    previous: HashMap<String, Seen>,
+}
+
+/// A file's attributes at a listing, and since when it has shown them.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    size: u64,
+    mtime: u32,
+    since: Instant,
+}
+
+/// What a listing holds: the files to take, and how soon a file not yet quiet long
+/// enough will be.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Unchanged for `quiet`, in listing order.
+    pub stable: Vec<RemoteFile>,
+    /// The shortest wait until another file of the listing has been unchanged for `quiet`.
+    pub next: Option<Duration>,
 }
 
 impl Stability {
-    pub fn new() -> Self {
-        Self::default()
+    /// `quiet`: how long a file must stay unchanged before it is taken.
+    pub fn new(quiet: Duration) -> Self {
+        Self {
+            quiet,
+            previous: HashMap::new(),
+        }
     }
 
-    /// Returns the files of `listing` that the previous call saw with the same size and
-    /// mtime (in listing order), then remembers `listing`; files that disappeared are
-    /// forgotten.
+    /// [`Stability::settled_at`] now.
+    pub fn settled(&mut self, listing: &[RemoteFile]) -> Settled {
+        self.settled_at(listing, Instant::now())
+    }
+
+    /// Returns the files of `listing` that earlier calls saw with the same size and mtime
+    /// since at least `quiet` before `now` (in listing order), then remembers `listing`;
+    /// files that disappeared are forgotten.
+    pub fn settled_at(&mut self, listing: &[RemoteFile], now: Instant) -> Settled {
+        let mut settled = Settled::default();
+        let mut seen = HashMap::with_capacity(listing.len());
+        for f in listing {
+            let since = match self.previous.get(&f.name) {
+                Some(p) if (p.size, p.mtime) == (f.size, f.mtime) => {
+                    let quiet_for = now.saturating_duration_since(p.since);
+                    if quiet_for >= self.quiet {
+                        settled.stable.push(f.clone());
+                    } else {
+                        let wait = self.quiet - quiet_for;
+                        settled.next = Some(settled.next.map_or(wait, |w| w.min(wait)));
+                    }
+                    p.since
+                }
+                _ => {
+                    settled.next = Some(settled.next.map_or(self.quiet, |w| w.min(self.quiet)));
+                    now
+                }
+            };
+            seen.insert(
+                f.name.clone(),
+                Seen {
+                    size: f.size,
+                    mtime: f.mtime,
+                    since,
+                },
+            );
+        }
+        self.previous = seen;
+        settled
+    }
+
+    /// The files of `listing` that are stable now ([`Stability::settled`]).
     pub fn stable(&mut self, listing: &[RemoteFile]) -> Vec<RemoteFile> {
-        let stable = listing
-            .iter()
-            .filter(|f| self.previous.get(&f.name) == Some(&(f.size, f.mtime)))
-            .cloned()
-            .collect();
-        self.previous = listing
-            .iter()
-            .map(|f| (f.name.clone(), (f.size, f.mtime)))
-            .collect();
-        stable
+        self.settled(listing).stable
     }
 }
 

@@ -12,6 +12,7 @@
 //! The remote file is never touched before step 4 committed.
 
 use crate::config::{Config, Remote};
+use crate::engine::filing::FETCHING;
 use crate::engine::{EngineHandle, SourceFile, SourceLink};
 pub mod client;
 mod host_key;
@@ -37,6 +38,8 @@ pub struct PollState {
     pub last_error: Option<String>,
     /// Fetching stopped until restart (host key mismatch or refused login).
     pub stopped: bool,
+    /// Failed polls since the start (`/metrics`' fetch failures).
+    pub failures: u64,
 }
 
 /// Poll mode as the engine sees it: its part of `status`, and a wake-up when decided files
@@ -52,6 +55,9 @@ pub struct PollLink {
 impl SourceLink for PollLink {
     fn handoffs_waiting(&self) {
         self.kick.notify_one();
+    }
+    fn fetch_failures(&self) -> u64 {
+        self.state.lock().expect("poll state lock").failures
     }
     fn fetch_error(&self) -> Option<String> {
         self.state
@@ -113,6 +119,10 @@ fn engine_error(e: crate::api::Error) -> PollError {
 /// Longest wait between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
+/// Failed polls in a row (~30 s of retries) before `fetch_failed` is posted, once until a
+/// poll succeeds again: a blip is retried quietly, as an HRIS fetch retries before it fails.
+const FAILED_IN_A_ROW: u32 = 5;
+
 /// The client settings from the config.
 pub fn settings(remote: &Remote, cfg: &Config) -> RemoteSettings {
     RemoteSettings {
@@ -130,60 +140,73 @@ pub fn settings(remote: &Remote, cfg: &Config) -> RemoteSettings {
     }
 }
 
+/// How long a remote file must keep its size and mtime, over two listings at least, before
+/// it is fetched: a poll interval, at most a minute (a file seen mid-interval is listed
+/// again once it may be quiet, not a whole interval later).
+pub fn quiet_period(poll_interval: Duration) -> Duration {
+    poll_interval.min(Duration::from_secs(60))
+}
+
+/// Where a poll source reports trouble (the daemon wires notifications to them).
+pub struct Hooks {
+    /// Polls have failed [`FAILED_IN_A_ROW`] times in a row (`fetch_failed`).
+    pub failing: crate::ingest::OnFetchFailed,
+    /// Fetching stopped for good: the host key or the login refused.
+    pub stopped: crate::ingest::OnFetchFailed,
+}
+
 /// Polls until `shutdown`. `kick` wakes it early when a fetched file was decided locally:
-/// that wake-up only finishes remote moves. Listings happen on the timer alone, so the two
-/// sightings that make a file "stable" are always a poll interval apart.
+/// that wake-up only finishes remote moves. Listings happen on the timer alone.
 pub async fn run(
     settings: RemoteSettings,
     paths: Paths,
     engine: EngineHandle,
     state: Arc<Mutex<PollState>>,
     kick: Arc<Notify>,
-    on_stopped: crate::ingest::OnFetchFailed,
+    hooks: Hooks,
     shutdown: CancellationToken,
 ) {
-    let mut stability = Stability::new();
+    let mut trouble = Trouble {
+        state: state.clone(),
+        failing: hooks.failing,
+        in_a_row: 0,
+    };
+    let mut stability = Stability::new(quiet_period(settings.poll_interval));
     let mut backoff = Backoff::new(MAX_BACKOFF);
     let mut moves_only = false;
     let mut next_listing = tokio::time::Instant::now();
     loop {
         let result = if moves_only {
-            moves_once(&settings, &paths, &engine)
-                .await
-                .map(|()| Polled {
-                    pending_stability: false,
-                })
+            moves_once(&settings, &paths, &engine).await
         } else {
             poll_once(&settings, &paths, &engine, &mut stability).await
         };
+        let place = format!("polling {}:{}", settings.host, settings.port);
         let delay = match result {
-            Ok(fetched) => {
+            Ok(polled) => {
                 backoff.reset();
-                {
-                    let mut s = state.lock().expect("poll state");
-                    s.last_success = Some(SystemTime::now());
-                    s.last_error = None;
+                state.lock().expect("poll state").last_success = Some(SystemTime::now());
+                match polled.moves_failed {
+                    None => trouble.cleared(),
+                    Some(e) => {
+                        trouble.failed(&format!("{place}: moving a decided file: {e}"), false)
+                    }
                 }
-                // A file that is still settling is looked at again soon, not a whole interval later.
-                if fetched.pending_stability {
-                    settings.poll_interval.min(Duration::from_secs(5))
-                } else {
-                    settings.poll_interval
+                // A file that is still settling is looked at again once it may be quiet, not
+                // a whole interval later.
+                match polled.next {
+                    Some(wait) => settings.poll_interval.min(wait.max(Duration::from_secs(1))),
+                    None => settings.poll_interval,
                 }
             }
             Err(e) => {
-                let fatal = e.is_fatal();
-                let message = format!("polling {}:{}: {e}", settings.host, settings.port);
-                {
-                    let mut s = state.lock().expect("poll state");
-                    s.last_error = Some(message.clone());
-                    s.stopped = fatal;
-                }
-                if fatal {
+                let message = format!("{place}: {e}");
+                trouble.failed(&message, e.is_fatal());
+                if e.is_fatal() {
                     tracing::error!(
                         "{message}. Fetching has STOPPED: the server's host key is not the pinned source.remote.known_host_key, or it refused our key. Verify the vendor's host key out of band (or the key they authorized), update the config and restart."
                     );
-                    on_stopped(&message);
+                    (hooks.stopped)(&message);
                     shutdown.cancelled().await;
                     return;
                 }
@@ -206,10 +229,45 @@ pub async fn run(
     }
 }
 
+/// Failed polls, and remote moves that failed in a poll that fetched: shown in `status`,
+/// counted, notified once when they keep happening.
+struct Trouble {
+    state: Arc<Mutex<PollState>>,
+    failing: crate::ingest::OnFetchFailed,
+    in_a_row: u32,
+}
+
+impl Trouble {
+    fn failed(&mut self, message: &str, fatal: bool) {
+        {
+            let mut s = self.state.lock().expect("poll state");
+            s.last_error = Some(message.to_string());
+            s.stopped = fatal;
+            s.failures += 1;
+        }
+        self.in_a_row += 1;
+        if self.in_a_row == FAILED_IN_A_ROW && !fatal {
+            (self.failing)(&format!(
+                "{message} ({} polls in a row have failed; retried every {} at most, no further notice until a poll succeeds)",
+                self.in_a_row,
+                humantime::format_duration(MAX_BACKOFF)
+            ));
+        }
+    }
+
+    fn cleared(&mut self) {
+        self.in_a_row = 0;
+        self.state.lock().expect("poll state").last_error = None;
+    }
+}
+
 /// What one poll did.
 struct Polled {
-    /// Some file was seen once and waits for a second listing.
-    pending_stability: bool,
+    /// How soon a file of the listing that is not yet quiet long enough will be.
+    next: Option<Duration>,
+    /// The first remote move that failed (retried at the next poll); the listing and the
+    /// fetches went on.
+    moves_failed: Option<PollError>,
 }
 
 async fn poll_once(
@@ -229,11 +287,14 @@ async fn moves_once(
     s: &RemoteSettings,
     paths: &Paths,
     engine: &EngineHandle,
-) -> Result<(), PollError> {
+) -> Result<Polled, PollError> {
     let client = RemoteClient::connect(s).await?;
     let result = finish_remote_moves(&client, s, paths, engine).await;
     client.close().await;
-    result
+    Ok(Polled {
+        next: None,
+        moves_failed: result.err(),
+    })
 }
 
 async fn poll_with(
@@ -243,11 +304,12 @@ async fn poll_with(
     engine: &EngineHandle,
     stability: &mut Stability,
 ) -> Result<Polled, PollError> {
-    finish_remote_moves(client, s, paths, engine).await?;
+    // A move that keeps failing (a missing remote folder, a deleted local report) must not
+    // stop new rosters from being fetched: it is retried at the next poll, and reported.
+    let moved = finish_remote_moves(client, s, paths, engine).await;
     let listing = client.list(&s.inbox).await?;
-    let stable = stability.stable(&listing);
-    let pending_stability = stable.len() < listing.len();
-    for file in stable {
+    let settled = stability.settled(&listing);
+    for file in settled.stable {
         let sighting = RemoteOrigin {
             dir: s.inbox.clone(),
             name: file.name.clone(),
@@ -261,7 +323,10 @@ async fn poll_with(
         }
         fetch(client, s, paths, engine, &file).await?;
     }
-    Ok(Polled { pending_stability })
+    Ok(Polled {
+        next: settled.next,
+        moves_failed: moved.err(),
+    })
 }
 
 /// Downloads one file to a hidden name, registers its origin, renames it into inbox/.
@@ -274,7 +339,7 @@ async fn fetch(
 ) -> Result<(), PollError> {
     let inbox = paths.folder("inbox");
     let local_name = crate::util::free_name(&local_name(&file.name), |n| inbox.join(n).exists());
-    let tmp = inbox.join(format!(".fetch-{local_name}.part"));
+    let tmp = inbox.join(format!("{FETCHING}{local_name}.part"));
     let sha256 = match client.download(&s.inbox, file, &tmp, s.max_bytes).await {
         Ok(sha) => sha,
         Err(PollError::TooLarge { name, size, max }) => {
@@ -302,7 +367,12 @@ async fn fetch(
     Ok(())
 }
 
-/// A safe local name for a remote one (no path separators, not hidden).
+/// The longest local name a fetch keeps whole: its hidden download name
+/// (`.fetch-<name>-NNNN.part`) stays within the 255 bytes a file name may have. A longer
+/// remote name had made every download of it fail, and it blocked every file after it.
+const MAX_LOCAL_NAME: usize = 255 - FETCHING.len() - "-NNNN".len() - ".part".len();
+
+/// A safe local name for a remote one (no path separators, not hidden, not too long).
 fn local_name(remote: &str) -> String {
     let cleaned: String = remote
         .chars()
@@ -314,15 +384,16 @@ fn local_name(remote: &str) -> String {
             }
         })
         .collect();
-    let cleaned = cleaned.trim_start_matches('.').to_string();
+    let cleaned = cleaned.trim_start_matches('.');
     if cleaned.is_empty() {
         "roster.csv".to_string()
     } else {
-        cleaned
+        crate::util::fitting(cleaned, MAX_LOCAL_NAME).into_owned()
     }
 }
 
-/// Moves decided files on the remote server and uploads their reports.
+/// Moves decided files on the remote server and uploads their reports; one that fails
+/// does not keep the others waiting (the first failure is returned).
 async fn finish_remote_moves(
     client: &RemoteClient,
     s: &RemoteSettings,
@@ -330,13 +401,18 @@ async fn finish_remote_moves(
     engine: &EngineHandle,
 ) -> Result<(), PollError> {
     let work = engine.handoffs().await.map_err(engine_error)?;
+    let mut first_failure = None;
     for entry in work {
-        move_one(client, s, paths, &entry, RemoteFolder::of(&entry)).await?;
+        if let Err(e) = move_one(client, s, paths, &entry, RemoteFolder::of(&entry)).await {
+            tracing::warn!(file = %entry.stored_as, "moving the remote file failed, retried at the next poll: {e}");
+            first_failure.get_or_insert(e);
+            continue;
+        }
         crate::util::crash_point("after_remote_move");
         engine.handed_off(entry.id).await.map_err(engine_error)?;
         tracing::info!(file = %entry.stored_as, "remote file moved and reports uploaded");
     }
-    Ok(())
+    first_failure.map_or(Ok(()), Err)
 }
 
 async fn move_one(
@@ -362,8 +438,14 @@ async fn move_one(
     crate::util::crash_point("before_remote_move");
     let from = remote_path(&origin.dir, &origin.name)?;
     let to = remote_path(dir, &entry.stored_as)?;
-    if client.exists(&from).await? && !client.exists(&to).await? {
-        client.rename(&from, &to).await?;
+    match client.stat(&from).await? {
+        // Another file under the name since it was fetched: a new delivery, left to be
+        // listed and fetched; moving it would file it unread under this one's reports.
+        Some(now) if now != (origin.size, origin.mtime) => {
+            tracing::warn!(file = %origin.name, stored_as = %entry.stored_as, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
+        }
+        Some(_) if !client.exists(&to).await? => client.rename(&from, &to).await?,
+        _ => {}
     }
     Ok(())
 }
@@ -386,5 +468,13 @@ mod tests {
         assert_eq!(local_name("a/b.csv"), "a_b.csv");
         assert_eq!(local_name("Löhne März.csv"), "Löhne März.csv");
         assert_eq!(local_name("..."), "roster.csv");
+        let long = format!("{}.csv", "é".repeat(125));
+        let local = local_name(&long);
+        assert!(
+            local.len() <= MAX_LOCAL_NAME && local.ends_with("~.csv"),
+            "{local}"
+        );
+        let hidden = format!("{FETCHING}{local}-9999.part");
+        assert!(hidden.len() <= 255, "{}", hidden.len());
     }
 }
