@@ -657,3 +657,48 @@ fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
     p.process("later.csv").unwrap();
     assert_eq!(take(), ["filed 3 later.csv applied by None"]);
 }
+
+/// `is_manager` is derived from `manager_id`: a rule on it warns when the last applied
+/// roster has no manager column, and a file without one is rejected naming it (not read
+/// as "nobody is a manager", which took managers' accounts away).
+#[test]
+fn a_rule_on_is_manager_needs_a_manager_id_column() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied);
+    let add = Request::RulesAdd {
+        name: "IT managers".into(),
+        role: "IT Admin".into(),
+        when: vec!["department = IT".into(), "is_manager = true".into()],
+        strict: false,
+    };
+    let added = super::commands::execute(&p, add, "root", Output::Json);
+    assert_eq!(added.exit, exit::OK, "{}", added.text);
+    assert_eq!(
+        added.json["warnings"],
+        serde_json::json!([
+            "the last applied roster has no column for \"is_manager (derived from manager_id)\"; \
+             while this rule is enabled, files without it are rejected"
+        ]),
+        "{}",
+        added.json
+    );
+    let r = submit(
+        &p,
+        "second.csv",
+        &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]),
+    )
+    .unwrap();
+    assert_eq!(r.status, ReportStatus::Rejected);
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(r.errors[0].line, Some(1));
+    assert_eq!(r.errors[0].column.as_deref(), Some("manager_id"));
+    // With the column, the manager gets the role.
+    let with = b"employee_id,email,department,Manager ID\nE1,e1@x.io,IT,\nE2,e2@x.io,IT,E1\n";
+    let r = submit(&p, "third.csv", with).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);
+    let accounts = p.store.accounts().unwrap();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert_eq!(accounts[0].employee_id, "E1");
+}

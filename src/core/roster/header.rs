@@ -124,11 +124,7 @@ impl Header {
             (columns::EMAIL, self.email),
         ] {
             if found.is_none() {
-                let aliases = columns::DEFAULT_ALIASES
-                    .iter()
-                    .find(|(c, _)| *c == canonical)
-                    .map(|(_, a)| a.join("\", \""))
-                    .unwrap_or_default();
+                let aliases = aliases_of(canonical);
                 errors.push(Finding::at(
                     line,
                     canonical,
@@ -152,7 +148,27 @@ impl Header {
     ) {
         for name in &opts.needed_fields {
             let key = opts.columns.key(name);
-            if key == IS_MANAGER_KEY || self.field_keys.contains(&key) {
+            if key == IS_MANAGER_KEY {
+                // Derived from manager_id: without that column everyone would be "not a
+                // manager", and a rule on it would take managers' accounts away (or grant
+                // a "not a manager" role to them) on a file that merely renamed the column.
+                if self.manager_id.is_none() {
+                    errors.push(Finding::at(
+                        line,
+                        columns::MANAGER_ID,
+                        format!(
+                            "column {} is missing, but an enabled rule refers to {name}, which \
+                             is derived from it; add it, with the header \"{}\" or one of \
+                             \"{}\", or change or disable the rule",
+                            columns::MANAGER_ID,
+                            columns::MANAGER_ID,
+                            aliases_of(columns::MANAGER_ID)
+                        ),
+                    ));
+                }
+                continue;
+            }
+            if self.field_keys.contains(&key) {
                 continue;
             }
             let column = by_key.get(&key).copied();
@@ -170,6 +186,15 @@ impl Header {
             self.fields.push(column);
         }
     }
+}
+
+/// The default aliases of a canonical column, as a message lists them.
+fn aliases_of(canonical: &str) -> String {
+    columns::DEFAULT_ALIASES
+        .iter()
+        .find(|(c, _)| *c == canonical)
+        .map(|(_, a)| a.join("\", \""))
+        .unwrap_or_default()
 }
 
 /// The name a header finding uses for a field key: the canonical name when there is one.
@@ -274,11 +299,23 @@ mod tests {
             b"employee_id,email,Cost Center\n1,a@example.com,42\n",
             &opts,
         );
-        assert_eq!(places(&r.errors), [(Some(1), Some("Department"))]);
+        assert_eq!(
+            places(&r.errors),
+            [(Some(1), Some("Department")), (Some(1), Some("manager_id"))]
+        );
         assert!(
             r.errors[0].message.contains("an enabled rule refers to it"),
             "{}",
             r.errors[0].message
+        );
+        // is_manager is derived from manager_id: without the column it is refused, not
+        // false for everyone.
+        assert!(
+            r.errors[1]
+                .message
+                .contains("an enabled rule refers to is_manager, which is derived from it"),
+            "{}",
+            r.errors[1].message
         );
     }
 
@@ -291,15 +328,23 @@ mod tests {
             "DEPARTMENT",
             "Work Email",
         ]);
-        let text = "employee_id,email,department,Job Title,other\n\
-                    1,Ada@Example.com,  Finance ,ÉCOLE Lead,x\n\
-                    2,b@example.com,finance,,y\n";
+        let text = "employee_id,email,department,Job Title,other,Manager ID\n\
+                    1,Ada@Example.com,  Finance ,ÉCOLE Lead,x,\n\
+                    2,b@example.com,finance,,y,1\n";
         let r = ok_with(text.as_bytes(), &opts);
         assert_eq!(r.fields, ["department", "jobtitle", "email"]);
         assert_eq!(
             r.present,
-            ["employeeid", "email", "department", "jobtitle", "other"]
+            [
+                "employeeid",
+                "email",
+                "department",
+                "jobtitle",
+                "other",
+                "managerid"
+            ]
         );
+        assert!(r.employees[0].is_manager);
         let row = |i: usize| -> Vec<&str> { (0..r.fields.len()).map(|f| r.value(i, f)).collect() };
         assert_eq!(row(0), ["finance", "école lead", "ada@example.com"]);
         assert_eq!(row(1), ["finance", "", "b@example.com"]);

@@ -60,22 +60,28 @@ pub struct Rule {
     pub created_by: String,
 }
 
-/// Field names (as written) that the enabled rules read, excluding is_manager, one per
-/// field key, in rule order.
+/// Field names (as written) that the enabled rules read, one per field key, in rule order;
+/// `is_manager` among them when a rule reads it (it is derived from `manager_id`, which the
+/// file must then have).
 pub fn needed_fields(rules: &[Rule], columns: &Columns) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for rule in rules.iter().filter(|r| r.enabled) {
         for condition in &rule.conditions {
-            if let Condition::Field { field, .. } = condition
-                && seen.insert(columns.key(field))
-            {
-                out.push(field.clone());
+            let field = match condition {
+                Condition::Field { field, .. } => field.as_str(),
+                Condition::IsManager(_) => IS_MANAGER,
+            };
+            if seen.insert(columns.key(field)) {
+                out.push(field.to_string());
             }
         }
     }
     out
 }
+
+/// How rules name the derived field.
+const IS_MANAGER: &str = "is_manager";
 
 #[cfg(test)]
 mod tests {
@@ -198,7 +204,7 @@ mod tests {
         ];
         assert_eq!(
             needed_fields(&rules, &columns),
-            vec!["Department", "Work Email", "Job Title"]
+            vec!["Department", "is_manager", "Work Email", "Job Title"]
         );
         assert_eq!(needed_fields(&[], &columns), Vec::<String>::new());
     }

@@ -206,14 +206,17 @@ impl LastRoster {
         rule.conditions
             .iter()
             .filter_map(|c| {
-                let key = c.field_key(&self.columns)?;
+                // is_manager is derived from manager_id: a file without it is rejected too.
+                let (key, name) = match c {
+                    Condition::Field { field, .. } => (c.field_key(&self.columns)?, field.as_str()),
+                    Condition::IsManager(_) => (
+                        crate::core::columns::canonical_key(crate::core::columns::MANAGER_ID),
+                        "is_manager (derived from manager_id)",
+                    ),
+                };
                 (!roster.has_field(&key)).then(|| {
                     format!(
-                        "the last applied roster has no column for \"{}\"; while this rule is enabled, files without it are rejected",
-                        match c {
-                            Condition::Field { field, .. } => field.as_str(),
-                            Condition::IsManager(_) => "is_manager",
-                        }
+                        "the last applied roster has no column for \"{name}\"; while this rule is enabled, files without it are rejected"
                     )
                 })
             })
