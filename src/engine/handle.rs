@@ -14,6 +14,20 @@ use tokio::sync::{mpsc, oneshot};
 /// Read-only requests served at once, beside the engine.
 const READS_AT_ONCE: usize = 2;
 
+/// The places a read holds while it runs ([`EngineHandle::read_permits`]).
+struct ReadPermits {
+    heavy: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Reads whose answer is built whole and may be large: one at a time.
+fn heavy(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::AdminsList { .. } | Request::FilesShow { .. } | Request::RulesCheck
+    )
+}
+
 /// The largest piece of a streamed answer's body.
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
@@ -179,6 +193,23 @@ impl EngineHandle {
             .await
     }
 
+    /// What a read waits for before it runs; `None` once the daemon is stopping. A heavy
+    /// read ([`heavy`]) takes the one place for those first: two whole listings had held
+    /// both read slots for seconds and their bodies in memory. Then a read slot (a few
+    /// reads at a time: some parse the last roster), except a sign-in's `auth check`, one
+    /// index lookup, which never waits behind them.
+    async fn read_permits(&self, request: &Request) -> Option<ReadPermits> {
+        let heavy = match heavy(request) {
+            true => Some(self.listings.clone().acquire_owned().await.ok()?),
+            false => None,
+        };
+        let slot = match request {
+            Request::AuthCheck { .. } => None,
+            _ => Some(self.reads.clone().acquire_owned().await.ok()?),
+        };
+        Some(ReadPermits { heavy, slot })
+    }
+
     /// Answers a read-only request of the Unix user `caller` in [`Piece`]s sent to `tx`:
     /// `admins list` as a head and its body written out in chunks as it is made (issue 14),
     /// any other as a head alone. Returns once the work is started; the pieces follow (the
@@ -192,19 +223,15 @@ impl EngineHandle {
     ) {
         // A listing is read under a read slot, then written out under its own: an asker who
         // reads slowly (`admins list | less`) holds back other listings, never a sign-in's
-        // `auth check`. One listing at a time also bounds the daemon's memory.
-        let listing = match request {
-            Request::AdminsList { .. } => self.listings.clone().acquire_owned().await.ok(),
-            _ => None,
-        };
-        let Ok(slot) = self.reads.clone().acquire_owned().await else {
+        // `auth check`.
+        let Some(ReadPermits { heavy, slot }) = self.read_permits(&request).await else {
             let stopping = Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
             let _ = tx.send(Piece::Head(stopping, false)).await;
             return;
         };
         let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
         tokio::task::spawn_blocking(move || {
-            let _listing = listing;
+            let _heavy = heavy;
             let caller = Caller::Unix(caller);
             let answered = answer_streamed(&pipeline, request, &caller, None, output, &state);
             drop(slot);
@@ -228,8 +255,7 @@ impl EngineHandle {
         output: Output,
     ) -> Response {
         if !request.is_change() && upload.is_none() {
-            // A few reads at a time: some (rules check) parse the last roster.
-            let Ok(_slot) = self.reads.clone().acquire_owned().await else {
+            let Some(_permits) = self.read_permits(&request).await else {
                 return Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
             };
             let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
@@ -323,6 +349,43 @@ fn write_out(answered: Streamed, output: Output, tx: &mpsc::Sender<Piece>) {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::time::Duration;
+
+    /// Both read slots and the heavy place held (two listings, a report being read): a
+    /// sign-in's `auth check` is answered at once, another read waits.
+    #[tokio::test]
+    async fn a_sign_in_never_waits_behind_reads() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let (handle, _jobs) = EngineHandle::new(Arc::new(p), Arc::default());
+        let _held = (
+            handle
+                .reads
+                .clone()
+                .acquire_many_owned(READS_AT_ONCE as u32)
+                .await,
+            handle.listings.clone().acquire_owned().await,
+        );
+        let ask = |request| {
+            let caller = Caller::Unix("tester".into());
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                handle.ask_as(request, caller, None, Output::Json),
+            )
+        };
+        let check = Request::AuthCheck {
+            email: "nobody@x.io".into(),
+        };
+        let answer = ask(check)
+            .await
+            .expect("answered while every read slot is held");
+        assert_eq!(answer.json["active"], false, "{}", answer.json);
+        let status = tokio::time::timeout(Duration::from_millis(300), async {
+            ask(Request::Status).await
+        });
+        assert!(status.await.is_err(), "another read waits for a slot");
+    }
 
     #[test]
     fn chunks_are_framed_in_place_and_carry_the_body_whole() {
