@@ -104,11 +104,7 @@ async fn serve(cfg: Config) -> Result<()> {
             shutdown.clone(),
             cfg.source.rescan_interval,
         );
-        tracker.spawn(async move {
-            if let Err(e) = watch::watch_inbox(inbox, rescan, engine, token).await {
-                tracing::error!("inbox watcher stopped: {e:#}");
-            }
-        });
+        tracker.spawn(watch::watch_inbox(inbox, rescan, engine, token));
     }
     if let Some(addr) = cfg.web.listen {
         start_web(addr, &cfg, &engine, &state, &tracker, &shutdown).await?;
@@ -180,12 +176,14 @@ async fn start_source(
                 cfg.source.settle,
                 cfg.source.rescan_interval,
             );
+            // Before READY: a watch mode that cannot see files close stops the start.
+            let watched = watch::watch(&dir).map_err(|e| {
+                Error::failed(format!("source.watch_dir = {}: {e:#}", dir.display()))
+            })?;
             let (inbox, engine, token) = (paths.folder("inbox"), engine.clone(), shutdown.clone());
-            tracker.spawn(async move {
-                if let Err(e) = watch::watch_dir(dir, inbox, settle, rescan, engine, token).await {
-                    tracing::error!("watch_dir watcher stopped: {e:#}");
-                }
-            });
+            tracker.spawn(watch::watch_dir(
+                watched, dir, inbox, settle, rescan, engine, token,
+            ));
         }
         Mode::Poll => {
             let remote = cfg

@@ -757,6 +757,21 @@ fn poll_mode_keys_that_cannot_be_read_stop_the_start() {
     }
 }
 
+/// Watch mode cannot tell a closed file without its watcher: a `watch_dir` it cannot watch
+/// stops the start, naming it, instead of a daemon that is ready and never moves a file.
+#[test]
+fn a_watch_dir_that_cannot_be_watched_stops_the_start() {
+    let (env, watch) = watch_env(Settings::default());
+    fs::remove_dir(&watch).unwrap();
+    let mut d = Daemon::spawn(&env, &[]);
+    let status = d.wait_exit(
+        Duration::from_secs(20),
+        "with a watch_dir that is not there",
+    );
+    assert_eq!(status.code(), Some(5), "{}", d.log());
+    assert!(d.log().contains("source.watch_dir"), "{}", d.log());
+}
+
 /// A stale socket file with no daemon: the CLI opens the store itself (exit 0), and a
 /// daemon starting later replaces the stale socket.
 #[test]

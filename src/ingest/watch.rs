@@ -16,12 +16,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-fn start(
-    dir: &Path,
-) -> Result<(
-    notify::RecommendedWatcher,
-    mpsc::UnboundedReceiver<notify::Result<Event>>,
-)> {
+/// A directory watched for changes: the watcher (kept alive), and the events it sends.
+pub struct Watched {
+    _watcher: notify::RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<notify::Result<Event>>,
+}
+
+/// Starts watching `dir` (not its subfolders).
+pub fn watch(dir: &Path) -> Result<Watched> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event| {
         let _ = tx.send(event);
@@ -30,7 +32,10 @@ fn start(
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("watching {}", dir.display()))?;
-    Ok((watcher, rx))
+    Ok(Watched {
+        _watcher: watcher,
+        events: rx,
+    })
 }
 
 /// Whether an inbox event means a file may have become complete.
@@ -43,23 +48,50 @@ fn completes(event: &notify::Result<Event>) -> bool {
 }
 
 /// Asks the engine to scan inbox/ whenever something is renamed into it, and periodically.
+/// Without a watcher (inotify's limits used up), the periodic scan alone picks files up: a
+/// file in inbox/ is complete, so nothing is taken early, only later.
 pub async fn watch_inbox(
     inbox: PathBuf,
     rescan: Duration,
     engine: EngineHandle,
     shutdown: CancellationToken,
-) -> Result<()> {
-    let (_watcher, mut events) = start(&inbox)?;
+) {
+    let events = match watch(&inbox) {
+        Ok(watched) => Some(watched),
+        Err(e) => {
+            tracing::error!(
+                "the inbox watcher could not start ({e:#}): files are picked up by the scan every {} instead",
+                humantime::format_duration(rescan)
+            );
+            None
+        }
+    };
+    scans(events, rescan, || engine.scan(), shutdown).await
+}
+
+/// Calls `scan` on every event that may complete a file, and every `rescan`.
+async fn scans(
+    mut watched: Option<Watched>,
+    rescan: Duration,
+    scan: impl Fn(),
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(rescan);
     tick.reset();
     loop {
+        let event = async {
+            match &mut watched {
+                Some(w) => w.events.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            event = events.recv() => match event {
-                Some(event) => if completes(&event) { engine.scan() },
-                None => return Ok(()),
+            _ = shutdown.cancelled() => return,
+            event = event => match event {
+                Some(event) => if completes(&event) { scan() },
+                None => watched = None,
             },
-            _ = tick.tick() => engine.scan(),
+            _ = tick.tick() => scan(),
         }
     }
 }
@@ -77,15 +109,21 @@ struct Candidate {
 
 /// Watch mode: moves complete files from `dir` into inbox/. A file is complete when it was
 /// closed after writing (or renamed in, or found at a scan) and then stayed unchanged for `settle`.
+/// `watched` is `dir`'s watcher, started by the caller before the daemon is ready: without
+/// it a file could not be told closed, so a watcher that cannot start stops the start.
 pub async fn watch_dir(
+    watched: Watched,
     dir: PathBuf,
     inbox: PathBuf,
     settle: Duration,
     rescan: Duration,
     engine: EngineHandle,
     shutdown: CancellationToken,
-) -> Result<()> {
-    let (_watcher, mut events) = start(&dir)?;
+) {
+    let Watched {
+        _watcher,
+        mut events,
+    } = watched;
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
     let mut kept = Kept::default();
     scan_dir(&dir, &mut files);
@@ -98,7 +136,7 @@ pub async fn watch_dir(
     rescan_tick.reset();
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => return,
             event = events.recv() => match event {
                 Some(Ok(event)) => {
                     if event.need_rescan() {
@@ -112,7 +150,7 @@ pub async fn watch_dir(
                     tracing::warn!("watch_dir watcher: {e}; rescanning");
                     scan_dir(&dir, &mut files);
                 }
-                None => return Ok(()),
+                None => return,
             },
             _ = rescan_tick.tick() => scan_dir(&dir, &mut files),
             _ = check.tick() => {
@@ -331,6 +369,34 @@ fn move_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without a watcher (inotify's limits used up), inbox/ is still scanned every
+    /// `rescan`: files wait longer, never for ever.
+    #[tokio::test]
+    async fn without_a_watcher_the_inbox_is_scanned_every_rescan_interval() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let count = std::sync::Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+        let counted = count.clone();
+        let task = tokio::spawn(scans(
+            None,
+            Duration::from_millis(20),
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            },
+            shutdown.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while count.load(Ordering::SeqCst) < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "no periodic scans without a watcher"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
 
     /// Files written at different times and settled in one tick are moved oldest write
     /// first, and the engine's order of inbox/ ([`crate::engine::pipeline::inbox_order`],
