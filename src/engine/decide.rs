@@ -133,12 +133,17 @@ impl<S: Store> Pipeline<S> {
             )));
         }
         // Approve applies exactly what was shown: an unreadable held report shows nothing.
-        let shown = read_report(held_path)
-            .map(|r| r.changes)
+        // Which earlier file it repeats stays in the final report (SPEC §4).
+        let (shown, repeats) = read_report(held_path)
+            .map(|r| (r.changes, r.repeats))
             .unwrap_or_default();
         Ok(match plan_difference(&shown, &eval.report.changes) {
             Some(what) => Err((eval.report, what)),
-            None => Ok(eval),
+            None => {
+                let mut eval = eval;
+                eval.report.repeats = repeats;
+                Ok(eval)
+            }
         })
     }
 

@@ -128,13 +128,18 @@ impl<S: Store> Pipeline<S> {
         Ok(())
     }
 
-    /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when taken in any result folder.
+    /// `<ts>_<name>`, with `-2`, `-3`… before the last dot when it, or a report of that
+    /// name, is taken in any result folder (an upload named `x.csv.report.json` filed in
+    /// the same second as `x.csv` had that file's report renamed over it).
     pub(super) fn unique_name(&self, ts: &str, name: &str) -> Result<String> {
         let name = crate::util::fitting(name, MAX_FILED_NAME);
         Ok(free_name(&format!("{ts}_{name}"), |candidate| {
-            FOLDERS[1..]
-                .iter()
-                .any(|f| self.paths.folder(f).join(candidate).exists())
+            FOLDERS[1..].iter().any(|f| {
+                let folder = self.paths.folder(f);
+                [String::new(), ".report.json".into(), ".report.txt".into()]
+                    .iter()
+                    .any(|report| folder.join(format!("{candidate}{report}")).exists())
+            })
         }))
     }
 
@@ -313,11 +318,14 @@ impl<S: Store> Pipeline<S> {
         }
         crash_point("after_reports_moved");
         // After a crash between the move and clearing the mark, inbox/<name> may be a new
-        // upload with the same name: move only the bytes that were committed. The file read
-        // and still held is known by its inode and stamp; any other is hashed (as it is read,
-        // not read whole: a million-row roster is 116 MB).
+        // upload with the same name: move only the bytes that were committed, and only while
+        // they are not filed yet (a re-upload of the same bytes is a new file to process, not
+        // to be moved over the filed copy). The file read and still held is known by its
+        // inode and stamp; any other is hashed (as it is read, not read whole: a million-row
+        // roster is 116 MB).
         let same_file = from.exists()
             && from != to
+            && !to.exists()
             && (read.is_some_and(|held| held.is_at(&from))
                 || sha256_file(&from).is_ok_and(|sha| sha == entry.sha256));
         if same_file {

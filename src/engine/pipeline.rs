@@ -860,6 +860,63 @@ mod tests {
         assert!(files.iter().all(|f| f.pending_move.is_none()), "{files:?}");
     }
 
+    /// The same bytes uploaded again under a committed file's name, before its mark was
+    /// cleared: a new file to process, not moved over the filed copy (it had been consumed
+    /// with no ledger entry of its own).
+    #[test]
+    fn the_same_bytes_uploaded_again_under_a_committed_files_name_are_processed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let bytes = b"employee_id,email,department\nE1,e1@x.io,IT\n";
+        let name = received(&p, bytes);
+        p.process(&name).unwrap();
+        let first = p.store.files().unwrap()[0].clone();
+        let marked = FileEntry {
+            pending_move: Some((
+                format!("inbox/{name}"),
+                format!("processed/{}", first.stored_as),
+            )),
+            ..first.clone()
+        };
+        p.store
+            .commit(crate::store::Commit {
+                updates: crate::core::updates::Updates::none(),
+                file: Some(&marked),
+                last_applied: None,
+                audit: None,
+                clear_remote: None,
+                accounts_token: None,
+            })
+            .unwrap();
+        assert_eq!(received(&p, bytes), name, "the same name");
+        let report = p.process(&name).unwrap();
+        assert_eq!(report.repeats.as_deref(), Some(first.stored_as.as_str()));
+        let files = p.store.files().unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files.iter().all(|f| f.pending_move.is_none()), "{files:?}");
+        let processed = p.paths.folder("processed");
+        for f in &files {
+            assert_eq!(fs::read(processed.join(&f.stored_as)).unwrap(), bytes);
+        }
+    }
+
+    /// A file's stored name is free of its reports' names too: an upload named
+    /// `x.csv.report.json` filed in the same second as `x.csv` keeps its bytes.
+    #[test]
+    fn a_stored_name_whose_report_would_replace_a_filed_file_is_not_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let ts = "20260101T000000Z";
+        let processed = p.paths.folder("processed");
+        fs::write(
+            processed.join(format!("{ts}_x.csv.report.json")),
+            b"a roster",
+        )
+        .unwrap();
+        assert_eq!(p.unique_name(ts, "x.csv").unwrap(), format!("{ts}_x-2.csv"));
+        assert_eq!(p.unique_name(ts, "y.csv").unwrap(), format!("{ts}_y.csv"));
+    }
+
     fn origin(name: &str, bytes: &[u8]) -> RemoteOrigin {
         RemoteOrigin {
             dir: "outgoing".into(),

@@ -702,3 +702,21 @@ fn a_rule_on_is_manager_needs_a_manager_id_column() {
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     assert_eq!(accounts[0].employee_id, "E1");
 }
+
+/// A held file that repeats an earlier one still says so once approved (SPEC §4).
+#[test]
+fn an_approved_held_file_still_says_which_file_it_repeats() {
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let bytes = staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]);
+    let first = submit(&p, "a.csv", &bytes).unwrap();
+    assert_eq!(first.status, ReportStatus::Held);
+    let rejected = p.reject(1, "alice").unwrap();
+    assert_eq!(rejected.status, ReportStatus::Rejected);
+    let again = submit(&p, "b.csv", &bytes).unwrap();
+    assert_eq!(again.status, ReportStatus::Held);
+    assert_eq!(again.repeats, first.stored_as);
+    let approved = p.approve(2, "alice").unwrap();
+    assert_eq!(approved.status, ReportStatus::Applied);
+    assert_eq!(approved.repeats, first.stored_as);
+}
