@@ -1432,7 +1432,7 @@ fn a_failure_after_the_commit_exits_5_and_says_the_file_was_applied() {
     assert_eq!(code, 5, "process with processed/ read-only:\n{out}\n{err}");
     assert!(
         err.contains("autoprov: failed: ")
-            && err.contains("(next.csv) was applied and recorded")
+            && err.contains("(next.csv): its outcome was committed to the store")
             && err.contains(processed.to_str().unwrap())
             && !err.contains("nothing was changed"),
         "the message says what was done and what failed:\n{err}"

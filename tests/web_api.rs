@@ -657,7 +657,7 @@ fn api_tokens_read_and_never_change() {
     let token = out.lines().next().unwrap().trim().to_string();
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(mode & 0o777, 0o640);
     assert!(!std::fs::read_to_string(&file).unwrap().contains(&token));
     env.expect(3, &["token", "add", "sso-gateway"]);
     let bearer = format!("Bearer {token}");

@@ -255,7 +255,7 @@ pub struct StoreInUse {
 /// A change was committed, then filing it failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "file {id} ({name}) was applied and recorded, but filing it and its reports failed; the next command or daemon start finishes the filing"
+    "file {id} ({name}): its outcome was committed to the store, but filing it and its reports failed; it stays where it was, and the next command, scan of inbox/ or daemon start finishes the filing"
 )]
 pub struct AfterCommit {
     /// The ledger id.

@@ -743,7 +743,10 @@ mod tests {
         fs::create_dir(&blocker).unwrap();
         let name = received(&p, b"employee_id,email,department\nE1,e1@x.io,IT\n");
         let shown = format!("{:#}", p.process(&name).unwrap_err());
-        assert!(shown.contains("was applied and recorded"), "{shown}");
+        assert!(
+            shown.contains("its outcome was committed to the store"),
+            "{shown}"
+        );
         assert!(!shown.contains("nothing was changed"), "{shown}");
         let files = p.store.files().unwrap();
         assert_eq!(files.len(), 1, "the ledger has the file");

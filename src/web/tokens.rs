@@ -89,8 +89,10 @@ pub fn check(path: &Path, token: &str) -> Result<Option<String>> {
     Ok(find(&entries, token).map(str::to_string))
 }
 
-/// Makes a token for `name`, appends its line to `path` (created with mode 0600) and
-/// returns the token, which is shown once and stored nowhere.
+/// Makes a token for `name`, appends its line to `path` and returns the token, which is
+/// shown once and stored nowhere. A new file is created 0640 and given its folder's group:
+/// created by root as 0600 root:root in `/etc/autoprov` (root:autoprov 0750), the daemon
+/// could not read it and refused every token. It holds only digests of random tokens.
 pub fn add(path: &Path, name: &str) -> Result<String> {
     if name.is_empty()
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -124,13 +126,42 @@ pub fn add(path: &Path, name: &str) -> Result<String> {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .mode(0o600)
+        .mode(0o640)
         .open(path)
         .with_context(|| format!("opening web.api_tokens_file {}", path.display()))?;
+    if existing.is_empty() {
+        give_folders_group(&f, path)?;
+    }
     f.write_all(line.as_bytes())
         .and_then(|()| f.sync_all())
         .with_context(|| format!("writing web.api_tokens_file {}", path.display()))?;
     Ok(token)
+}
+
+/// Gives the file `f` at `path` the group of the folder it is in (a no-op when it has it).
+fn give_folders_group(f: &std::fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let gid = std::fs::metadata(folder)
+        .with_context(|| format!("reading {}", folder.display()))?
+        .gid();
+    let has = f
+        .metadata()
+        .with_context(|| format!("reading web.api_tokens_file {}", path.display()))?
+        .gid();
+    if has != gid {
+        nix::unistd::fchown(f, None, Some(nix::unistd::Gid::from_raw(gid))).map_err(|e| {
+            Error::failed(format!(
+                "web.api_tokens_file {} cannot be given the group of its folder (gid {gid}), so \
+                 the daemon may not read it: {e}; run token add as root",
+                path.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,15 +207,23 @@ mod tests {
     }
 
     #[test]
-    fn add_appends_a_private_line_and_refuses_a_name_twice() {
+    fn add_appends_a_line_readable_by_the_folders_group_and_refuses_a_name_twice() {
+        use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens");
+        // The folder's group is the daemon's (/etc/autoprov is root:autoprov): the new
+        // file gets it, readable by the group only. Changing a group to one the user is
+        // not in needs root: a test run as another user checks the user's own group.
+        let group = match nix::unistd::geteuid().is_root() {
+            true => 65534,
+            false => nix::unistd::getegid().as_raw(),
+        };
+        nix::unistd::chown(dir.path(), None, Some(nix::unistd::Gid::from_raw(group))).unwrap();
         let t1 = add(&path, "sso-gw").unwrap();
         assert!(t1.starts_with("ap_") && t1.len() == 67, "{t1}");
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!(meta.gid(), group);
         let t2 = add(&path, "grafana").unwrap();
         assert_ne!(t1, t2);
         let text = std::fs::read_to_string(&path).unwrap();
