@@ -38,18 +38,20 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
         })
     };
     if let Some(auth) = once(header::AUTHORIZATION.as_str())? {
-        let token = auth
-            .to_str()
-            .ok()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        return match token {
-            Some(t) => Ok(Claim::Token(t.to_string())),
-            None => Err(Denied::unauthorized(
-                "the Authorization header is not `Bearer TOKEN`",
-            )),
-        };
+        // A trusted proxy may pass on an Authorization of its own (oauth2-proxy's
+        // `set_authorization_header` forwards the ID token) with the person's header: that
+        // request is the person's, not a token's.
+        let from_proxy = web.dev_user.is_none()
+            && peer.is_some_and(|p| web.trusts(p))
+            && headers.contains_key(web.user_header.as_str());
+        if !from_proxy {
+            return match bearer(auth) {
+                Some(t) => Ok(Claim::Token(t.to_string())),
+                None => Err(Denied::unauthorized(
+                    "the Authorization header is not `Bearer TOKEN`",
+                )),
+            };
+        }
     }
     if let Some(user) = &web.dev_user {
         // Only for a request addressed to this machine by a loopback name or address: a page
@@ -80,7 +82,10 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
             )));
         }
     }
-    let email = value.to_str().unwrap_or_default().trim();
+    // UTF-8, not ASCII only: an address with a non-ASCII local part passes `auth check`.
+    let email = std::str::from_utf8(value.as_bytes())
+        .unwrap_or_default()
+        .trim();
     if !is_well_formed_email(email) {
         return Err(Denied::unauthorized(format!(
             "not signed in: the {} header does not hold an email address",
@@ -88,6 +93,14 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
         )));
     }
     Ok(Claim::Email(email.to_string()))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value (the scheme in any letter case, as
+/// HTTP's authentication schemes are).
+fn bearer(auth: &axum::http::HeaderValue) -> Option<&str> {
+    let (scheme, token) = auth.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Whether the request's `Host` (when it has one: browsers always send it) names this
@@ -474,10 +487,36 @@ mod tests {
             claim(&web, &h, None).unwrap(),
             Claim::Token("ap_123".into())
         );
+        let h = headers(&[("Authorization", "bearer  ap_456 ")]);
+        assert_eq!(
+            claim(&web, &h, None).unwrap(),
+            Claim::Token("ap_456".into()),
+            "the scheme in any case"
+        );
         let h = headers(&[("Authorization", "Basic abc")]);
         assert_eq!(
             claim(&web, &h, ip("127.0.0.1")).unwrap_err().status,
             StatusCode::UNAUTHORIZED
+        );
+        // A trusted proxy's own Authorization beside the person's header: the person.
+        let h = headers(&[
+            ("Authorization", "Bearer eyJhbGciOi.id-token.sig"),
+            ("X-Forwarded-Email", "a@acme.example"),
+        ]);
+        assert_eq!(
+            claim(&web, &h, ip("127.0.0.1")).unwrap(),
+            Claim::Email("a@acme.example".into())
+        );
+        // From elsewhere, the header is not believed and the bearer value is a token.
+        assert_eq!(
+            claim(&web, &h, ip("10.1.1.1")).unwrap(),
+            Claim::Token("eyJhbGciOi.id-token.sig".into())
+        );
+        let h = headers(&[("X-Forwarded-Email", "jürgen@acme.example")]);
+        assert_eq!(
+            claim(&web, &h, ip("127.0.0.1")).unwrap(),
+            Claim::Email("jürgen@acme.example".into()),
+            "a non-ASCII address"
         );
         let dev = Web {
             dev_user: Some("me@example.com".into()),
