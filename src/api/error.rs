@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(r.exit, exit::FAILED);
         assert!(
             r.text
-                .starts_with("failed: processing: file 7 (r.csv) was applied"),
+                .starts_with("failed: processing: file 7 (r.csv): its outcome was committed"),
             "{}",
             r.text
         );
