@@ -135,6 +135,23 @@ fn commits(s: &dyn Store) {
     assert_eq!(s.last_applied().unwrap().unwrap().id, 1);
     assert_eq!(s.files().unwrap(), [file(1, "abc"), file(2, "abc")]);
     assert_eq!(s.file(2).unwrap(), Some(file(2, "abc")));
+    // A filing finished: the entry as it was, without its pending move.
+    let moving = FileEntry {
+        pending_move: Some(("inbox/r2.csv".into(), "processed/r2.csv".into())),
+        ..file(2, "abc")
+    };
+    s.commit(Commit {
+        updates: Updates::none(),
+        file: Some(&moving),
+        last_applied: None,
+        audit: None,
+        clear_remote: None,
+        accounts_token: None,
+    })
+    .unwrap();
+    assert_eq!(s.file(2).unwrap(), Some(moving.clone()));
+    s.filed(&moving).unwrap();
+    assert_eq!(s.file(2).unwrap(), Some(file(2, "abc")));
     s.unregister_remote("r2.csv").unwrap();
     assert!(s.remote_registrations().unwrap().is_empty());
     let mut scanned = Vec::new();

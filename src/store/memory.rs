@@ -223,6 +223,15 @@ impl Store for MemoryStore {
     }
 
     /// Nothing below can fail, so under the lock the commit is all or nothing.
+    fn filed(&self, entry: &FileEntry) -> StoreResult<()> {
+        let cleared = FileEntry {
+            pending_move: None,
+            ..entry.clone()
+        };
+        self.state().files.insert(entry.id, cleared);
+        Ok(())
+    }
+
     fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()> {
         ready()?;
         let mut state = self.state();

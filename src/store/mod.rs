@@ -266,6 +266,10 @@ pub trait Store: Send + Sync {
     /// called once, before anything is current; if it fails, nothing is committed and its
     /// error is returned.
     fn commit_when(&self, commit: Commit<'_>, ready: Ready<'_>) -> StoreResult<()>;
+    /// Records that `entry`'s filing finished: its ledger entry without its pending move.
+    /// Not flushed on its own (the next write's flush, or closing the store, makes it
+    /// durable): lost to a crash, the next start finds the move done and records it again.
+    fn filed(&self, entry: &FileEntry) -> StoreResult<()>;
     /// Allocates the next file id (a crash before the commit that records the file may give
     /// it out again).
     fn next_file_id(&self) -> StoreResult<u64>;

@@ -44,6 +44,10 @@ pub struct SledStore {
     pub(super) heads: HeadsCheck,
     /// This open store among those of the process (the cache of pages tells them apart).
     pub(super) id: u64,
+    /// The counters this process last wrote to the watermark: a flush that leaves them as
+    /// they are (a file's mark cleared after its filing) does not write it again, two
+    /// fsyncs of every file.
+    recorded: std::sync::Mutex<Option<watermark::Counters>>,
 }
 
 /// What the schema marker says must happen when the store is opened.
@@ -194,6 +198,7 @@ impl SledStore {
             index_checked: std::sync::OnceLock::new(),
             heads: HeadsCheck::done(),
             id: super::pages::new_store_id(),
+            recorded: std::sync::Mutex::new(None),
         })
     }
 
@@ -597,6 +602,17 @@ impl Store for SledStore {
         })
     }
 
+    fn filed(&self, entry: &FileEntry) -> StoreResult<()> {
+        self.heads_checked()?;
+        let cleared = FileEntry {
+            pending_move: None,
+            ..entry.clone()
+        };
+        self.files
+            .insert(entry.id.to_be_bytes(), encode(&cleared))?;
+        Ok(())
+    }
+
     fn next_file_id(&self) -> StoreResult<u64> {
         // Not flushed on its own (a flush is an fsync and the watermark's, ~0.7 ms of every
         // file): the commit that records the file flushes it with everything before it. An
@@ -655,7 +671,12 @@ impl Store for SledStore {
     fn flush(&self) -> StoreResult<()> {
         self.heads_checked()?;
         self.db.flush()?;
-        watermark::record(&self.path, self.counters()?).map_err(sled::Error::Io)?;
+        let counters = self.counters()?;
+        let mut recorded = self.recorded.lock().expect("watermark lock");
+        if *recorded != Some(counters) {
+            watermark::record(&self.path, counters).map_err(sled::Error::Io)?;
+            *recorded = Some(counters);
+        }
         Ok(())
     }
 
@@ -801,6 +822,31 @@ mod tests {
             1,
             "the old accounts are kept"
         );
+    }
+
+    /// A flush writes the watermark only when the counters moved since this store last
+    /// wrote it (a file's mark cleared after its filing leaves them as they are).
+    #[test]
+    fn the_watermark_is_written_again_only_when_the_counters_move() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let mark = crate::store::watermark::path(dir.path());
+        let note = |at: &str| AuditNote {
+            at: at.into(),
+            user: "t".into(),
+            action: "test".into(),
+            detail: String::new(),
+        };
+        s.append_audit(note("2026-01-01T00:00:00Z")).unwrap();
+        assert!(mark.exists());
+        std::fs::remove_file(&mark).unwrap();
+        s.flush().unwrap();
+        assert!(!mark.exists(), "the same counters: not written again");
+        s.append_audit(note("2026-01-01T00:00:01Z")).unwrap();
+        let recorded: crate::store::watermark::Counters =
+            serde_json::from_slice(&std::fs::read(&mark).unwrap()).unwrap();
+        assert_eq!(recorded.audit_seq, 2);
     }
 
     #[test]
