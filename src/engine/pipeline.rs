@@ -106,6 +106,9 @@ pub struct Pipeline<S: Store> {
     /// Free space, besides what each change needs, below which a file's reports are staged
     /// before its commit writes rather than while ([`Pipeline::room_for_both`]).
     pub(super) room_to_spare: u64,
+    /// Files the engine held or rejected whose filing [`Pipeline::recover`] finished: their
+    /// observer is told once it is set (the daemon sets it after the store is opened).
+    pub(super) recovered: std::sync::Mutex<Vec<u64>>,
 }
 
 impl<S: Store> Pipeline<S> {
@@ -131,14 +134,74 @@ impl<S: Store> Pipeline<S> {
             stopping: Default::default(),
             observer: Default::default(),
             room_to_spare: ROOM_TO_SPARE,
+            recovered: Default::default(),
         })
     }
 
     /// Sets the observer told of each file decided or failed; only the first call counts.
+    /// It is told at once of the files held or rejected whose filing the start finished: a
+    /// crash between their commit and their filing had lost their notification (a held file
+    /// then blocked every later one unannounced).
     pub fn set_observer(&self, observer: FileObserver) {
         if self.observer.set(observer).is_err() {
             tracing::warn!("the pipeline already has an observer; the new one is ignored");
+            return;
         }
+        let recovered = std::mem::take(&mut *self.recovered.lock().expect("recovered lock"));
+        for id in recovered {
+            match self.store.file(id) {
+                Ok(Some(entry)) => {
+                    let report = self.filed_report_head(&entry);
+                    self.tell(FileOutcome::Filed {
+                        id,
+                        report: &report,
+                        decided_by: None,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(id, "reading a recovered file's ledger entry: {e:#}"),
+            }
+        }
+    }
+
+    /// What a notification says of a filed file: its report without its changes (a held
+    /// file's may be hundreds of MB), or its ledger entry alone when the report is unreadable.
+    fn filed_report_head(&self, entry: &FileEntry) -> Report {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            errors: Vec<crate::core::Finding>,
+            #[serde(default)]
+            more_errors: usize,
+            #[serde(default)]
+            held_because: Vec<String>,
+        }
+        let mut report = Report::new(
+            &entry.name,
+            &entry.sha256,
+            &entry.received_at,
+            &entry.processed_at,
+        );
+        report.status = match entry.status {
+            FileStatus::Held => ReportStatus::Held,
+            FileStatus::Applied => ReportStatus::Applied,
+            FileStatus::DryRun => ReportStatus::DryRun,
+            FileStatus::Rejected => ReportStatus::Rejected,
+        };
+        report.stored_as = Some(entry.stored_as.clone());
+        let path = self
+            .paths
+            .folder(entry.status.folder())
+            .join(format!("{}.report.json", entry.stored_as));
+        let head = fs::File::open(&path)
+            .ok()
+            .and_then(|f| serde_json::from_reader::<_, Head>(std::io::BufReader::new(f)).ok());
+        if let Some(head) = head {
+            report.errors = head.errors;
+            report.more_errors = head.more_errors;
+            report.held_because = head.held_because;
+        }
+        report
     }
 
     /// Tells the observer, if any, of an outcome.

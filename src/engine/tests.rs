@@ -720,3 +720,70 @@ fn an_approved_held_file_still_says_which_file_it_repeats() {
     assert_eq!(approved.status, ReportStatus::Applied);
     assert_eq!(approved.repeats, first.stored_as);
 }
+
+/// A file held by the engine whose filing a crash interrupted (committed, still in inbox/,
+/// its reports staged) is filed by the next start's recovery, and its observer, set after,
+/// still hears that it was held, with why.
+#[test]
+fn a_held_file_filed_by_recovery_is_heard_of_once_the_observer_is_set() {
+    use super::observe::FileOutcome;
+    use std::sync::{Arc, Mutex};
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let held = submit(
+        &p,
+        "h.csv",
+        &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]),
+    )
+    .unwrap();
+    assert_eq!(held.status, ReportStatus::Held);
+    // Back to what the crash after the commit leaves.
+    let entry = p.store.file(1).unwrap().unwrap();
+    let stored = entry.stored_as.clone();
+    let held_dir = p.paths.folder("held");
+    let staged = p.paths.staging.join("1");
+    fs::create_dir_all(&staged).unwrap();
+    fs::rename(
+        held_dir.join(&stored),
+        p.paths.folder("inbox").join("h.csv"),
+    )
+    .unwrap();
+    for ext in ["json", "txt"] {
+        let report = held_dir.join(format!("{stored}.report.{ext}"));
+        fs::rename(report, staged.join(format!("report.{ext}"))).unwrap();
+    }
+    let marked = crate::store::FileEntry {
+        pending_move: Some(("inbox/h.csv".into(), format!("held/{stored}"))),
+        ..entry
+    };
+    p.store
+        .commit(crate::store::Commit {
+            updates: crate::core::updates::Updates::none(),
+            file: Some(&marked),
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+            accounts_token: None,
+        })
+        .unwrap();
+    p.recover().unwrap();
+    assert!(held_dir.join(&stored).exists(), "filed by recovery");
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
+        if let FileOutcome::Filed { id, report, .. } = *outcome {
+            sink.lock().unwrap().push(format!(
+                "filed {id} {} {} because {:?}",
+                report.file,
+                report.status.as_str(),
+                report.held_because
+            ));
+        }
+    }));
+    let heard = heard.lock().unwrap().clone();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(
+        heard[0].starts_with("filed 1 h.csv held because [\"") && heard[0].contains("max_grants"),
+        "{heard:?}"
+    );
+}
