@@ -415,6 +415,52 @@ fn broken_roster_is_rejected_and_lands_in_remote_rejected_with_reports() {
     d.stop();
 }
 
+/// A remote file over `roster.max_bytes` is fetched and rejected with a report, as an upload
+/// is (SPEC §1), and lands in the remote `rejected/` with it; it was left on the server,
+/// said only in the log at every poll.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_remote_roster_over_max_bytes_is_rejected_with_a_report() {
+    let key = UserKey::new("ed25519", None);
+    let sshd = Sshd::started(&[&key.public()]);
+    let mut settings = no_limits();
+    settings.extra_toml.push_str("[roster]\nmax_bytes = 100\n");
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), settings);
+    let bytes = roster("E", 1..=9);
+    assert!(bytes.len() > 100);
+    sshd.put("big.csv", bytes.as_bytes());
+    let d = Daemon::start(&env);
+
+    let entry = wait_until(
+        "a ledger entry for big.csv",
+        Duration::from_secs(20),
+        || entries(&env, "big.csv").into_iter().next(),
+    );
+    assert_eq!(entry["status"], "rejected", "{entry:#}");
+    let stored = stored_as(&entry);
+    wait_remote_filed(&sshd, "rejected", &stored, Duration::from_secs(20));
+    let report = assert_remote_filed(
+        &env,
+        &sshd,
+        "rejected",
+        "rejected",
+        &stored,
+        bytes.as_bytes(),
+    );
+    assert_eq!(report["sha256"], sha256_hex(bytes.as_bytes()), "{report:#}");
+    let error = report["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("more than roster.max_bytes = 100"),
+        "{report:#}"
+    );
+    assert!(sshd.files("").is_empty(), "{:?}", sshd.files(""));
+    assert!(env.accounts(&[]).is_empty(), "nothing applied");
+    d.stop();
+}
+
 // ---- 3./4. refused connections stop fetching ----------------------------------------------------
 
 /// How many SSH sessions autoprov opened (sshd logs the client version of each; the

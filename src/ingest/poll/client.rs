@@ -47,7 +47,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::host_key::{PinnedHostKey, fingerprint, host_key_algorithms, lock, parse_pinned_key};
 
-/// Where and how to poll (`[source.remote]` plus `roster.max_bytes`).
+/// Where and how to poll (`[source.remote]` plus the largest file to download).
 #[derive(Debug, Clone)]
 pub struct RemoteSettings {
     pub host: String,
@@ -66,7 +66,8 @@ pub struct RemoteSettings {
     pub poll_interval: Duration,
     /// Time limit of each network step (connect, auth, each request, each chunk). Default 30 s.
     pub timeout: Duration,
-    /// `roster.max_bytes`: larger remote files are never downloaded.
+    /// The larger of `roster.max_bytes` and `source.max_upload_bytes`: larger remote files
+    /// are never downloaded (a file over `roster.max_bytes` is, to be rejected with a report).
     pub max_bytes: u64,
 }
 
@@ -96,8 +97,10 @@ pub enum PollError {
     /// A step did not finish within `timeout`.
     #[error("timed out during {0}")]
     Timeout(&'static str),
-    /// A remote file is larger than `roster.max_bytes`; it was not downloaded.
-    #[error("remote file {name:?} is {size} bytes, over roster.max_bytes ({max}); not downloaded")]
+    /// A remote file is larger than anything autoprov downloads; it was not downloaded.
+    #[error(
+        "remote file {name:?} is {size} bytes, over the {max} bytes autoprov downloads (roster.max_bytes or source.max_upload_bytes, the larger); not downloaded: remove or split it on the server"
+    )]
     TooLarge { name: String, size: u64, max: u64 },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),

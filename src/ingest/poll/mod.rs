@@ -136,7 +136,9 @@ pub fn settings(remote: &Remote, cfg: &Config) -> RemoteSettings {
         rejected: remote.rejected.clone(),
         poll_interval: remote.poll_interval,
         timeout: remote.timeout,
-        max_bytes: cfg.roster.max_bytes,
+        // A file over roster.max_bytes is fetched to be rejected with a report, as an
+        // upload is, up to what an upload may be.
+        max_bytes: cfg.roster.max_bytes.max(cfg.source.max_upload_bytes),
     }
 }
 
@@ -186,11 +188,9 @@ pub async fn run(
             Ok(polled) => {
                 backoff.reset();
                 state.lock().expect("poll state").last_success = Some(SystemTime::now());
-                match polled.moves_failed {
+                match polled.trouble {
                     None => trouble.cleared(),
-                    Some(e) => {
-                        trouble.failed(&format!("{place}: moving a decided file: {e}"), false)
-                    }
+                    Some(e) => trouble.failed(&format!("{place}: {e}"), false),
                 }
                 // A file that is still settling is looked at again once it may be quiet, not
                 // a whole interval later.
@@ -265,9 +265,9 @@ impl Trouble {
 struct Polled {
     /// How soon a file of the listing that is not yet quiet long enough will be.
     next: Option<Duration>,
-    /// The first remote move that failed (retried at the next poll); the listing and the
-    /// fetches went on.
-    moves_failed: Option<PollError>,
+    /// What went wrong while the poll went on: the first remote move that failed (retried
+    /// at the next poll), or a remote file too large to download.
+    trouble: Option<String>,
 }
 
 async fn poll_once(
@@ -293,7 +293,7 @@ async fn moves_once(
     client.close().await;
     Ok(Polled {
         next: None,
-        moves_failed: result.err(),
+        trouble: result.err().map(|e| format!("moving a decided file: {e}")),
     })
 }
 
@@ -307,6 +307,7 @@ async fn poll_with(
     // A move that keeps failing (a missing remote folder, a deleted local report) must not
     // stop new rosters from being fetched: it is retried at the next poll, and reported.
     let moved = finish_remote_moves(client, s, paths, engine).await;
+    let mut trouble = moved.err().map(|e| format!("moving a decided file: {e}"));
     let listing = client.list(&s.inbox).await?;
     let settled = stability.settled(&listing);
     for file in settled.stable {
@@ -321,11 +322,18 @@ async fn poll_with(
         if known {
             continue;
         }
-        fetch(client, s, paths, engine, &file).await?;
+        match fetch(client, s, paths, engine, &file).await {
+            // Left on the server, said at every poll; later files are still fetched.
+            Err(e @ PollError::TooLarge { .. }) => {
+                tracing::error!("{e}");
+                trouble.get_or_insert(e.to_string());
+            }
+            other => other?,
+        }
     }
     Ok(Polled {
         next: settled.next,
-        moves_failed: moved.err(),
+        trouble,
     })
 }
 
@@ -342,10 +350,6 @@ async fn fetch(
     let tmp = inbox.join(format!("{FETCHING}{local_name}.part"));
     let sha256 = match client.download(&s.inbox, file, &tmp, s.max_bytes).await {
         Ok(sha) => sha,
-        Err(PollError::TooLarge { name, size, max }) => {
-            tracing::error!(file = %name, size, max, "remote file is larger than roster.max_bytes: not downloaded; remove or split it on the server");
-            return Ok(());
-        }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
