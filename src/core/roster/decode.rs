@@ -84,7 +84,21 @@ fn decode_text(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, Finding
                         ),
                     ))
                 }
-                Err(_) => windows_1252(bytes),
+                // Neither: the first byte that is not UTF-8 is named, not an undefined byte
+                // of Windows-1252 inside the UTF-8 text before it ("Á" is C3 81): that line
+                // is fine, and the one that is not would go unnamed.
+                Err(e) => windows_1252(bytes).map_err(|(at, why)| match e.valid_up_to() {
+                    utf8 if at < utf8 => (
+                        utf8,
+                        format!(
+                            "byte 0x{:02X} is not valid UTF-8, and the file is not Windows-1252 \
+                             either (its UTF-8 text has bytes Windows-1252 leaves undefined): it \
+                             mixes encodings; export the roster again as CSV UTF-8",
+                            bytes[utf8]
+                        ),
+                    ),
+                    _ => (at, why),
+                }),
             }
         }
         Encoding::Windows1252 => windows_1252(bytes),
@@ -155,6 +169,26 @@ mod tests {
         let r = ok_with(bytes, &needing(&["department"]));
         assert_eq!(r.employees[0].email(), "zoë@example.com");
         assert_eq!(r.value(0, 0), "€ finance");
+    }
+
+    /// UTF-8 text whose characters hold bytes Windows-1252 leaves undefined (Á is C3 81),
+    /// then a stray Windows-1252 byte: the error names the line of the stray byte, not
+    /// the line of the valid UTF-8 character.
+    #[test]
+    fn a_file_that_mixes_encodings_is_not_decodable_at_the_first_byte_that_is_not_utf8() {
+        let bytes = "employee_id,email,name\n1,a@example.com,Álvarez\n2,b@example.com,x\n"
+            .as_bytes()
+            .iter()
+            .copied()
+            .chain(*b"3,c@example.com,Ren\xE9\n")
+            .collect::<Vec<u8>>();
+        let r = rejected_with(&bytes, &RosterOptions::default());
+        assert_eq!(places(&r.errors), [(Some(4), None)], "{:?}", r.errors);
+        assert!(
+            r.errors[0].message.contains("0xE9") && r.errors[0].message.contains("mixes"),
+            "{}",
+            r.errors[0].message
+        );
     }
 
     #[test]
