@@ -299,6 +299,19 @@ pub enum Blocked {
         /// What differs, in words.
         what: String,
     },
+    /// A held file whose re-plan now rejects it (a rule enabled since needs a column it
+    /// lacks): it can only be rejected.
+    #[error(
+        "refused: nothing was applied. File {id} ({name}) can no longer be applied: checked again with today's rules it is rejected ({why}). Reject it with `autoprov files reject {id}` and send a corrected roster, or change the rules and approve again"
+    )]
+    CannotApply {
+        /// The held file's id.
+        id: u64,
+        /// Its stored name.
+        name: String,
+        /// The first error, in words.
+        why: String,
+    },
     /// A held file waits for a decision.
     #[error(
         "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"

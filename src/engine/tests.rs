@@ -787,3 +787,26 @@ fn a_held_file_filed_by_recovery_is_heard_of_once_the_observer_is_set() {
         "{heard:?}"
     );
 }
+
+/// A held file that today's rules reject (a rule enabled since reads a column it lacks)
+/// cannot be approved: refused, nothing applied, still held; rejecting it works.
+#[test]
+fn a_held_file_that_the_rules_now_reject_cannot_be_approved() {
+    let (_dir, p, id, stored_as) = held_three();
+    add_rule(&p, "Cost", "cost_center = 1");
+    let err = p.approve(id, "alice").unwrap_err();
+    match &err {
+        Error::Refused(Blocked::CannotApply { id: i, why, .. }) => {
+            assert_eq!(*i, id);
+            assert!(why.contains("cost_center"), "{why}");
+        }
+        other => panic!("expected Blocked::CannotApply, got {other:?}"),
+    }
+    assert!(p.store.accounts().unwrap().is_empty());
+    assert_eq!(p.store.file(id).unwrap().unwrap().status, FileStatus::Held);
+    let shown = held_report(&p, &stored_as);
+    assert_eq!(shown.status, ReportStatus::Held);
+    assert!(shown.errors.is_empty(), "the held report is left as it was");
+    let rejected = p.reject(id, "alice").unwrap();
+    assert_eq!(rejected.status, ReportStatus::Rejected);
+}
