@@ -746,9 +746,14 @@ fn held_file_blocks_later_files_and_is_rejected_or_approved_with_audit() {
     let files = env.json_ok(0, &["files", "list"]);
     assert_eq!(files[0]["status"], "rejected");
     // Decided files cannot be decided again.
-    assert_ne!(env.run(&["files", "approve", "1"]).0, 0);
-    assert_ne!(env.run(&["files", "reject", "1"]).0, 0);
-    assert_ne!(env.run(&["files", "approve", "99"]).0, 0);
+    assert_eq!(env.run(&["files", "approve", "1"]).0, 3);
+    assert_eq!(env.run(&["files", "reject", "1"]).0, 3);
+    // An id the ledger does not have is a negative answer, as for `files show`.
+    for decide in ["approve", "reject"] {
+        let (code, out, _) = env.run(&["files", decide, "99"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(out.contains("no file 99"), "{out}");
+    }
 
     // The same bytes again: held again (file 2), repeats file 1; approve it.
     let (code, held2) = env.process(&day1, &[]);

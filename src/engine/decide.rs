@@ -25,10 +25,18 @@ impl<S: Store> Pipeline<S> {
     }
 
     pub(super) fn decide(&self, id: u64, user: &str, approve: bool) -> Result<Report> {
-        let entry = self
-            .store
-            .file(id)?
-            .ok_or_else(|| Error::usage(format!("no file {id}: see `autoprov files list`")))?;
+        let find = || -> Result<FileEntry> {
+            self.store
+                .file(id)?
+                .ok_or_else(|| Error::usage(format!("no file {id}: see `autoprov files list`")))
+        };
+        let mut entry = find()?;
+        // Held, but its filing failed after its commit: filed first, so the decision finds it
+        // in held/ (a rejection had re-processed the roster left in inbox/).
+        if entry.status == FileStatus::Held && entry.pending_move.is_some() {
+            self.finish_unfiled(&entry)?;
+            entry = find()?;
+        }
         if entry.status != FileStatus::Held {
             return Err(Blocked::NotHeld {
                 id,

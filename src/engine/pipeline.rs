@@ -377,6 +377,16 @@ impl<S: Store> Pipeline<S> {
         Ok((entry.id, eval.report))
     }
 
+    /// Finishes the filing of `entry` when its commit went through and its filing did not
+    /// (an I/O error, a flush that failed): on the engine's thread only.
+    pub(super) fn finish_unfiled(&self, entry: &FileEntry) -> Result<()> {
+        if entry.pending_move.is_none() {
+            return Ok(());
+        }
+        self.durable_before_filing()?;
+        self.finish_filing(entry, None)
+    }
+
     /// A file committed earlier whose filing failed (e.g. an I/O error moving it) is
     /// finished, never processed again: its id and report, when `inbox/<name>` is such a file.
     pub(super) fn finish_committed_earlier(&self, name: &str) -> Result<Option<(u64, Report)>> {

@@ -810,3 +810,29 @@ fn a_held_file_that_the_rules_now_reject_cannot_be_approved() {
     let rejected = p.reject(id, "alice").unwrap();
     assert_eq!(rejected.status, ReportStatus::Rejected);
 }
+
+/// A held file whose filing failed after its commit (held/ unwritable) is filed when it is
+/// decided: rejecting it files it into rejected/ and does not process the roster left in
+/// inbox/ again as a new file.
+#[test]
+fn a_held_file_whose_filing_failed_is_filed_when_decided_not_processed_again() {
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let held = p.paths.folder("held");
+    fs::rename(&held, p.paths.drop.join("held.away")).unwrap();
+    fs::write(&held, b"").unwrap();
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT")];
+    let err = submit(&p, "big.csv", &staff(&rows)).unwrap_err();
+    assert!(err.committed().is_some(), "{err}");
+    fs::remove_file(&held).unwrap();
+    fs::rename(p.paths.drop.join("held.away"), &held).unwrap();
+    let entry = p.held().unwrap().expect("held, filing unfinished");
+    assert!(entry.pending_move.is_some());
+    assert_eq!(p.waiting().unwrap(), ["big.csv"], "left in inbox/");
+    let rejected = p.reject(entry.id, "alice").unwrap();
+    assert_eq!(rejected.status, ReportStatus::Rejected);
+    assert!(p.waiting().unwrap().is_empty(), "nothing left to process");
+    assert_eq!(folder(&p, "rejected"), filed(&entry.stored_as));
+    assert_eq!(p.store.files().unwrap().len(), 1, "no second ledger entry");
+    assert!(p.store.accounts().unwrap().is_empty());
+}

@@ -162,6 +162,13 @@ fn process_waiting(
         }
         match p.held() {
             Ok(Some(held)) => {
+                // Held, but its filing failed after its commit: finished first (it had stayed
+                // in inbox/ until a restart, and `files approve` could not find it in held/).
+                if let Err(e) = p.finish_unfiled(&held) {
+                    let message = format!("filing the held file {}: {e:#}", held.stored_as);
+                    tracing::error!("{message}; retried at the next scan");
+                    state.lock().expect("state lock").last_error = Some(message);
+                }
                 tracing::info!(held = %held.stored_as, "files wait in inbox/ until the held file is approved or rejected");
                 return;
             }

@@ -106,10 +106,7 @@ pub(super) fn run<S: Store>(
         Request::FilesList => files_list(p)?,
         Request::FilesShow { id } => {
             let Some(f) = p.store.file(id)? else {
-                return Ok(Response::fail(
-                    exit::NO,
-                    format!("no file {id}: see `autoprov files list`"),
-                ));
+                return Ok(no_file(id));
             };
             let path = p.report_path(&f);
             let report: Report = serde_json::from_slice(&std::fs::read(&path)?)?;
@@ -118,6 +115,11 @@ pub(super) fn run<S: Store>(
             Response::ok(serde_json::to_value(&report)?, text)
         }
         Request::FilesDecide { id, approve } => {
+            // Not found is a negative answer (exit 1), as for `files show` and every `rules`
+            // and `admins` command, not a usage error.
+            if p.store.file(id)?.is_none() {
+                return Ok(no_file(id));
+            }
             if approve {
                 report_response(&p.approve(id, caller)?, output)
             } else {
@@ -197,4 +199,9 @@ fn files_list<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         text.push_str("no files processed yet\n");
     }
     Ok(Response::ok(json!(list), text))
+}
+
+/// The answer for a file id the ledger does not have (exit 1).
+fn no_file(id: u64) -> Response {
+    Response::fail(exit::NO, format!("no file {id}: see `autoprov files list`"))
 }
