@@ -4,7 +4,7 @@
 use crate::api::error::{Context, Error, Result};
 use crate::layout::Paths;
 use crate::store::{SledStore, Store, StoreError};
-use crate::util::{compact_timestamp, create_fresh, fsync_dir, now_rfc3339, write_atomic_with};
+use crate::util::{compact_timestamp, create_fresh, fsync_dir, now_rfc3339, write_new_with};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{BufReader, BufWriter, Write};
@@ -20,11 +20,19 @@ pub fn write(store: &dyn Store, path: &Path) -> Result<(u64, PathBuf)> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut count = 0;
-    write_atomic_with(path, |w| {
+    // Never over anything: a typo run as root had replaced a system file (or a device).
+    let written = write_new_with(path, |w| {
         count = store.export(w, &now_rfc3339())?;
         Ok(())
-    })
-    .with_context(|| format!("writing the backup {}", path.display()))?;
+    });
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::Refused(crate::api::error::Blocked::Exists {
+                path: path.to_path_buf(),
+            }));
+        }
+        written => written.with_context(|| format!("writing the backup {}", path.display()))?,
+    }
     Ok((count, path.to_path_buf()))
 }
 
@@ -313,6 +321,40 @@ mod tests {
             action: "test".into(),
             detail: detail.into(),
         }
+    }
+
+    /// `backup FILE` writes only a new file: an existing file, or a symlink to one, is left
+    /// as it was (a typo run as root had replaced a system file, a device even).
+    #[test]
+    fn a_backup_is_never_written_over_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemoryStore::new();
+        let existing = dir.path().join("notes.txt");
+        fs::write(&existing, b"keep me").unwrap();
+        let link = dir.path().join("link.backup");
+        std::os::unix::fs::symlink(&existing, &link).unwrap();
+        for path in [&existing, &link] {
+            let err = write(&store, path).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Refused(crate::api::error::Blocked::Exists { .. })
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(fs::read(&existing).unwrap(), b"keep me");
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let new = dir.path().join("new.backup");
+        write(&store, &new).unwrap();
+        assert!(fs::metadata(&new).unwrap().len() > 0);
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
     }
 
     fn files(paths: &Paths) -> Vec<String> {

@@ -110,6 +110,33 @@ pub fn write_atomic_with(
     path: &Path,
     fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    write_whole(path, fill, |tmp, path| fs::rename(tmp, path))
+}
+
+/// [`write_atomic_with`] for a file that must be new: fails with `AlreadyExists`, leaving
+/// what is at `path` alone (a regular file, a device, a symlink), when it exists or
+/// appears before the rename.
+pub fn write_new_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(std::io::ErrorKind::AlreadyExists.into());
+    }
+    write_whole(path, fill, |tmp, path| {
+        rename_noreplace(tmp, path).inspect_err(|_| {
+            let _ = fs::remove_file(tmp);
+        })
+    })
+}
+
+/// Writes a file whole under a temporary name, synced, then `rename`s it to `path` and
+/// syncs its folder.
+fn write_whole(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+    rename: impl FnOnce(&Path, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -132,7 +159,7 @@ pub fn write_atomic_with(
         syncer.map_or(Ok(()), SyncAhead::finish)?;
         file.sync_all()
     })?;
-    fs::rename(&tmp, path)?;
+    rename(&tmp, path)?;
     fsync_dir(dir)
 }
 

@@ -312,6 +312,15 @@ pub enum Blocked {
         /// The first error, in words.
         why: String,
     },
+    /// A backup is written only as a new file.
+    #[error(
+        "refused: {} exists; a backup is written only as a new file, never over one: name another",
+        path.display()
+    )]
+    Exists {
+        /// The path asked for.
+        path: PathBuf,
+    },
     /// A held file waits for a decision.
     #[error(
         "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"
