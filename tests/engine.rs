@@ -2272,3 +2272,28 @@ fn process_is_audited_as_its_user_and_audit_since_reads_any_rfc_3339_time() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a time"), "{err}");
 }
+
+/// With `--log-format json` the per-file span names the file under `file`: under `name` it
+/// was a second `name` key beside the span's own, and a JSON parser kept only `"file"`.
+#[test]
+fn json_logs_name_the_file_in_its_span() {
+    let env = TestEnv::with(Settings {
+        log_level: "info".into(),
+        ..Settings::default()
+    });
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.dryrun.csv");
+    let (code, out, err) = env.run(&["--log-format", "json", "process", day1.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let spans: Vec<Value> = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v.get("span").cloned())
+        .filter(|s| s["name"] == "file")
+        .collect();
+    assert!(!spans.is_empty(), "{err}");
+    assert!(
+        spans.iter().all(|s| s["file"] == "day1.dryrun.csv"),
+        "{spans:?}"
+    );
+}

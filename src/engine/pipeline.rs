@@ -317,7 +317,10 @@ impl<S: Store> Pipeline<S> {
         // hashed again.
         let read = bytes.as_ref().and_then(|b| b.held().ok());
         // The hash is known once the rows are read (`FileBytes::sha256`).
-        let span = tracing::info_span!("file", name, sha256 = tracing::field::Empty).entered();
+        // `file`, not `name`: JSON logs name the span itself `name`, and a second `name` key
+        // lost the file's to a parser keeping the last one.
+        let span =
+            tracing::info_span!("file", file = name, sha256 = tracing::field::Empty).entered();
         let now = now_rfc3339();
         let dry_run = name.ends_with(DRY_RUN_SUFFIX);
         let mut eval = match bytes {
