@@ -836,3 +836,31 @@ fn a_held_file_whose_filing_failed_is_filed_when_decided_not_processed_again() {
     assert_eq!(p.store.files().unwrap().len(), 1, "no second ledger entry");
     assert!(p.store.accounts().unwrap().is_empty());
 }
+
+/// `process` refused because an earlier waiting file was held takes its own file out of
+/// inbox/: refused is not applied later, unseen, once the held file is decided.
+#[test]
+fn a_process_refused_behind_an_earlier_held_file_leaves_nothing_to_apply_later() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let big = staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]);
+    p.receive("a.csv", Content::Stream(&mut &big[..]), false)
+        .unwrap();
+    let mine = staff(&[("E9", "IT")]);
+    let name = p
+        .receive("b.csv", Content::Stream(&mut &mine[..]), false)
+        .unwrap()
+        .0;
+    let r = super::commands::execute(&p, Request::Process { name }, "root", Output::Json);
+    assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
+    assert!(r.text.contains("taken out of inbox/"), "{}", r.text);
+    assert!(p.waiting().unwrap().is_empty(), "{:?}", p.waiting());
+    let held = p.held().unwrap().expect("a.csv held");
+    p.reject(held.id, "alice").unwrap();
+    assert!(p.waiting().unwrap().is_empty());
+    assert!(
+        p.store.accounts().unwrap().is_empty(),
+        "b.csv was never applied"
+    );
+}

@@ -289,10 +289,16 @@ fn process<S: Store>(
             return Ok(Streamed::report(report, filed));
         }
         if report.status == ReportStatus::Held {
+            // Refused means not applied, now or later: the copy this request filed is taken
+            // out (left, it was applied unseen once the held file was decided).
+            let inbox = p.paths.folder("inbox");
+            std::fs::remove_file(inbox.join(name))
+                .and_then(|()| crate::util::fsync_dir(&inbox))
+                .with_context(|| format!("taking {name} out of inbox/"))?;
             return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,
                 format!(
-                    "an earlier file in inbox/, {waiting}, was held and blocks {name}: decide it with `autoprov files approve|reject`"
+                    "refused: an earlier file in inbox/, {waiting}, was held and blocks {name}, which was not processed and was taken out of inbox/: decide the held file with `autoprov files approve|reject`, then send {name} again"
                 ),
             )));
         }
