@@ -208,6 +208,9 @@ pub struct Decision {
     pub at: String,
 }
 
+/// The `file` of a sync's report (a re-evaluation of the last applied roster).
+pub const SYNC: &str = "sync";
+
 /// The report written beside a processed file and printed by `process` and `sync`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -282,6 +285,10 @@ impl Report {
                 "REJECTED: a held file was rejected; nothing was changed"
             }
             ReportStatus::Rejected => "REJECTED: the file has errors; nothing was changed",
+            // A sync holds no file: nothing to approve.
+            ReportStatus::Held if self.file == SYNC => {
+                "HELD: over a safety limit; nothing was changed: `autoprov sync --force` applies these changes"
+            }
             ReportStatus::Held => {
                 "HELD: over a safety limit; nothing was changed until `autoprov files approve` or `reject`"
             }

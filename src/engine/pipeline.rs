@@ -469,7 +469,7 @@ impl<S: Store> Pipeline<S> {
         let limits = (!force).then(|| self.cfg.limits());
         let mut eval = self.evaluate(
             bytes,
-            "sync",
+            crate::core::report::SYNC,
             &entry.received_at,
             &now,
             limits,

@@ -491,6 +491,11 @@ fn sync_over_the_deactivation_limit_holds_unless_forced() {
     assert_eq!(held.counts.deactivated, 2);
     assert_eq!(p.store.accounts().unwrap(), before);
     assert_eq!(p.held().unwrap(), None, "a held sync holds no file");
+    let text = held.to_text();
+    assert!(
+        text.contains("`autoprov sync --force`") && !text.contains("files approve"),
+        "nothing to approve: {text}"
+    );
     let forced = p.sync("bob", true).unwrap();
     assert_eq!(forced.status, ReportStatus::Applied);
     let inactive = accounts(&p)
