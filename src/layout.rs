@@ -13,10 +13,20 @@ const PARTIAL_SUFFIXES: [&str; 4] = [".part", ".filepart", ".tmp", ".partial"];
 /// uploads under them, the inbox and watch scans and poll mode's listings skip them.
 pub fn is_ignored(name: &str) -> bool {
     name.starts_with('.')
-        || PARTIAL_SUFFIXES.iter().any(|suffix| {
-            let (n, s) = (name.as_bytes(), suffix.as_bytes());
-            n.len() >= s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
-        })
+        || PARTIAL_SUFFIXES
+            .iter()
+            .any(|suffix| ends_with_any_case(name, suffix))
+}
+
+/// Whether `name` is a dry run's (`*.dryrun.csv`, in any letter case, as the ignored
+/// suffixes are): `Roster.DRYRUN.CSV` had been applied for real.
+pub fn is_dry_run(name: &str) -> bool {
+    ends_with_any_case(name, DRY_RUN_SUFFIX)
+}
+
+fn ends_with_any_case(name: &str, suffix: &str) -> bool {
+    let (n, s) = (name.as_bytes(), suffix.as_bytes());
+    n.len() >= s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
 /// The drop folders.

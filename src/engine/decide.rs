@@ -9,7 +9,6 @@ use crate::api::error::{Context, Error, Result};
 use crate::api::report_out::{write_json, write_text};
 use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
 use crate::core::updates::Updates;
-use crate::layout::DRY_RUN_SUFFIX;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{now_rfc3339, write_atomic_with};
 
@@ -124,7 +123,7 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<Result<Evaluation, (Report, String)>> {
         let bytes = FileBytes::read(held_path)
             .with_context(|| format!("reading {}", held_path.display()))?;
-        let dry_run = entry.name.ends_with(DRY_RUN_SUFFIX);
+        let dry_run = crate::layout::is_dry_run(&entry.name);
         let eval = self.evaluate(
             bytes,
             &entry.name,

@@ -376,7 +376,7 @@ impl<S: Store> Pipeline<S> {
         } else {
             base
         };
-        if dry_run && !name.ends_with(DRY_RUN_SUFFIX) {
+        if dry_run && !crate::layout::is_dry_run(&name) {
             name = match name.strip_suffix(".csv") {
                 Some(stem) => format!("{stem}{DRY_RUN_SUFFIX}"),
                 None => format!("{name}{DRY_RUN_SUFFIX}"),

@@ -22,7 +22,7 @@ use crate::core::report::{Report, ReportStatus};
 use crate::core::roster;
 use crate::core::rules::{self, CompiledRule, Rule, RuleId};
 use crate::core::updates::Updates;
-use crate::layout::{DRY_RUN_SUFFIX, Paths, is_ignored};
+use crate::layout::{Paths, is_ignored};
 use crate::store::{
     AccountsToken, AuditNote, Commit, FileEntry, FileStatus, Store, TokenChange, summary,
 };
@@ -322,7 +322,7 @@ impl<S: Store> Pipeline<S> {
         let span =
             tracing::info_span!("file", file = name, sha256 = tracing::field::Empty).entered();
         let now = now_rfc3339();
-        let dry_run = name.ends_with(DRY_RUN_SUFFIX);
+        let dry_run = crate::layout::is_dry_run(name);
         let mut eval = match bytes {
             Some(bytes) => self.evaluate(
                 bytes,

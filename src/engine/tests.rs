@@ -258,7 +258,12 @@ fn a_broken_roster_is_rejected_names_line_and_column_and_changes_nothing() {
 #[test]
 fn a_dry_run_reports_what_would_change_and_changes_nothing() {
     // (case, name, dry_run flag of receive)
-    for (case, name, flag) in [("suffix", "r.dryrun.csv", false), ("flag", "r.csv", true)] {
+    // The suffix in any letter case, as the ignored suffixes are.
+    for (case, name, flag) in [
+        ("suffix", "r.dryrun.csv", false),
+        ("upper-case suffix", "Roster.DRYRUN.CSV", false),
+        ("flag", "r.csv", true),
+    ] {
         let (_dir, p) = pipeline();
         add_rule(&p, "IT", "department = IT");
         let roster = staff(&[("E1", "IT")]);
@@ -266,7 +271,10 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
             .receive(name, Content::Stream(&mut &roster[..]), flag)
             .unwrap()
             .0;
-        assert!(received.ends_with(".dryrun.csv"), "{case}: {received}");
+        assert!(
+            received.to_lowercase().ends_with(".dryrun.csv"),
+            "{case}: {received}"
+        );
         let report = p.process(&received).unwrap();
         assert_eq!(report.status, ReportStatus::DryRun, "{case}");
         assert_eq!(actions(&report), vec![("E1".into(), Action::Created)]);
