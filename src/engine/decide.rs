@@ -153,7 +153,8 @@ impl<S: Store> Pipeline<S> {
             .into());
         }
         if eval.report.sha256 != entry.sha256 {
-            return Err(Error::usage(format!(
+            // Not the caller's mistake (exit 2): the work cannot be done (exit 5).
+            return Err(Error::failed(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
                 held_path.display()
             )));

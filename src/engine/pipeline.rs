@@ -477,7 +477,8 @@ impl<S: Store> Pipeline<S> {
             Record::Ignored,
         )?;
         if eval.report.sha256 != entry.sha256 {
-            return Err(Error::usage(format!(
+            // Not the caller's mistake (exit 2): the work cannot be done (exit 5).
+            return Err(Error::failed(format!(
                 "the last applied roster {} was changed on disk (its SHA-256 differs from the ledger); process a new roster instead",
                 path.display()
             )));

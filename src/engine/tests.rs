@@ -453,7 +453,9 @@ fn sync_refuses_an_applied_roster_changed_on_disk() {
     );
     for changed in [short, long] {
         fs::write(&filed, &changed).unwrap();
-        let e = p.sync("bob", false).unwrap_err().to_string();
+        let err = p.sync("bob", false).unwrap_err();
+        assert_eq!(err.response().exit, crate::api::exit::FAILED, "{err}");
+        let e = err.to_string();
         assert!(e.contains("changed on disk"), "{e}");
         assert!(accounts(&p).iter().all(|(_, s, _)| *s == Status::Active));
     }
@@ -481,7 +483,9 @@ fn approve_refuses_a_held_file_changed_on_disk() {
     let (_dir, p, id, stored_as) = held_three();
     let path = p.paths.folder("held").join(&stored_as);
     fs::write(&path, sales_to_it(&fs::read(&path).unwrap())).unwrap();
-    let e = p.approve(id, "alice").unwrap_err().to_string();
+    let err = p.approve(id, "alice").unwrap_err();
+    assert_eq!(err.response().exit, crate::api::exit::FAILED, "{err}");
+    let e = err.to_string();
     assert!(e.contains("changed on disk since it was held"), "{e}");
     assert!(p.store.accounts().unwrap().is_empty());
     assert_eq!(p.held().unwrap().map(|f| f.id), Some(id));
