@@ -570,12 +570,12 @@ fn forms_need_the_persons_token_and_this_site() {
         303
     );
     assert_eq!(env.json(&["admins", "show", "M9"]).0, 1, "removed");
-    // No such file: the CLI's `files approve 1` says so with exit 2, the form with 400.
-    env.expect(2, &["files", "approve", "1"]);
+    // No such file: the CLI's `files approve 1` says so with exit 1, the form with 404.
+    env.expect(1, &["files", "approve", "1"]);
     assert_eq!(
         web.post("/files/1/approve", &[me], &[("csrf", &token)])
             .status,
-        400
+        404
     );
     let audit = env.json_ok(0, &["audit"]);
     let actions: Vec<&str> = audit
