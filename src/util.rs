@@ -281,9 +281,28 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
 /// the end when there is none) that `taken` says is free.
 pub fn free_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
     let (stem, ext) = match name.rfind('.') {
-        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        Some(i) if i > 0 => name.split_at(i),
         _ => (name, ""),
     };
+    numbered(name, stem, ext, taken)
+}
+
+/// [`free_name`] for a name in inbox/: a dry run's `.dryrun.csv` stays whole at the end
+/// (`x-2.dryrun.csv`). Numbered before the last dot, `x.dryrun-2.csv` was no dry run and
+/// was applied for real.
+pub fn free_inbox_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    let suffix = crate::layout::DRY_RUN_SUFFIX.len();
+    match crate::layout::is_dry_run(name) && name.len() > suffix {
+        true => {
+            let (stem, ext) = name.split_at(name.len() - suffix);
+            numbered(name, stem, ext, taken)
+        }
+        false => free_name(name, taken),
+    }
+}
+
+/// `name`, or the first free `<stem>-N<ext>`.
+fn numbered(name: &str, stem: &str, ext: &str, taken: impl Fn(&str) -> bool) -> String {
     let mut candidate = name.to_string();
     let mut n = 1;
     while taken(&candidate) {
@@ -328,11 +347,12 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Renames `tmp` into `dir` under `name` or the first free `name-2`, `name-3`…, never
-/// replacing a file another writer put there meanwhile; returns the name used.
+/// Renames `tmp` into the inbox folder `dir` under `name` or the first free `name-2`,
+/// `name-3`… ([`free_inbox_name`]), never replacing a file another writer put there
+/// meanwhile; returns the name used.
 pub fn rename_into_free_name(tmp: &Path, dir: &Path, name: &str) -> std::io::Result<String> {
     loop {
-        let candidate = free_name(name, |n| dir.join(n).exists());
+        let candidate = free_inbox_name(name, |n| dir.join(n).exists());
         match rename_noreplace(tmp, &dir.join(&candidate)) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -393,12 +413,18 @@ mod tests {
 
     #[test]
     fn free_name_puts_the_counter_before_the_last_dot_or_at_the_end() {
-        let taken = ["a.csv", "a-2.csv", "noext", "x.dryrun.csv"];
+        let taken = ["a.csv", "a-2.csv", "noext", "x.dryrun.csv", "X.DryRun.CSV", ".dryrun.csv"];
         let is_taken = |n: &str| taken.contains(&n);
         assert_eq!(free_name("b.csv", is_taken), "b.csv");
         assert_eq!(free_name("a.csv", is_taken), "a-3.csv");
         assert_eq!(free_name("noext", is_taken), "noext-2");
+        // Filed names follow SPEC 6 (before the last dot); an inbox name keeps a dry run's
+        // suffix whole, in any letter case, so the copy is still a dry run.
         assert_eq!(free_name("x.dryrun.csv", is_taken), "x.dryrun-2.csv");
+        assert_eq!(free_inbox_name("x.dryrun.csv", is_taken), "x-2.dryrun.csv");
+        assert_eq!(free_inbox_name("X.DryRun.CSV", is_taken), "X-2.DryRun.CSV");
+        assert_eq!(free_inbox_name("a.csv", is_taken), "a-3.csv");
+        assert_eq!(free_inbox_name(".dryrun.csv", is_taken), ".dryrun-2.csv");
     }
 
     #[test]

@@ -881,3 +881,22 @@ fn a_process_refused_behind_an_earlier_held_file_leaves_nothing_to_apply_later()
         "b.csv was never applied"
     );
 }
+
+/// A dry run received while one of its name waits in inbox/ stays a dry run: numbered
+/// `r-2.dryrun.csv`, not `r.dryrun-2.csv` (which was applied for real).
+#[test]
+fn a_dry_run_under_a_waiting_dry_runs_name_is_still_a_dry_run() {
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let roster = staff(&[("E1", "IT")]);
+    for expected in ["r.dryrun.csv", "r-2.dryrun.csv"] {
+        let name = p
+            .receive("r.csv", Content::Stream(&mut &roster[..]), true)
+            .unwrap()
+            .0;
+        assert_eq!(name, expected);
+    }
+    let report = p.process("r-2.dryrun.csv").unwrap();
+    assert_eq!(report.status, ReportStatus::DryRun);
+    assert!(p.store.accounts().unwrap().is_empty());
+}
