@@ -413,7 +413,14 @@ mod tests {
 
     #[test]
     fn free_name_puts_the_counter_before_the_last_dot_or_at_the_end() {
-        let taken = ["a.csv", "a-2.csv", "noext", "x.dryrun.csv", "X.DryRun.CSV", ".dryrun.csv"];
+        let taken = [
+            "a.csv",
+            "a-2.csv",
+            "noext",
+            "x.dryrun.csv",
+            "X.DryRun.CSV",
+            ".dryrun.csv",
+        ];
         let is_taken = |n: &str| taken.contains(&n);
         assert_eq!(free_name("b.csv", is_taken), "b.csv");
         assert_eq!(free_name("a.csv", is_taken), "a-3.csv");

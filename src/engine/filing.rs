@@ -60,18 +60,7 @@ impl<S: Store> Pipeline<S> {
         for entry in pending {
             tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
             self.finish_filing(&entry, None)?;
-            // Held or rejected by the engine (a decision is nobody's news): told once the
-            // observer is set.
-            let news = matches!(
-                entry.status,
-                crate::store::FileStatus::Held | crate::store::FileStatus::Rejected
-            );
-            if news && !entry.was_held {
-                self.recovered
-                    .lock()
-                    .expect("recovered lock")
-                    .push(entry.id);
-            }
+            self.announce_filed(&entry);
         }
         // Poll mode: a download registered but not renamed into inbox/ before a crash is
         // completed (it was fsynced before registering), or forgotten when its bytes are gone,

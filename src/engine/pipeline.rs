@@ -150,14 +150,7 @@ impl<S: Store> Pipeline<S> {
         let recovered = std::mem::take(&mut *self.recovered.lock().expect("recovered lock"));
         for id in recovered {
             match self.store.file(id) {
-                Ok(Some(entry)) => {
-                    let report = self.filed_report_head(&entry);
-                    self.tell(FileOutcome::Filed {
-                        id,
-                        report: &report,
-                        decided_by: None,
-                    });
-                }
+                Ok(Some(entry)) => self.announce_filed(&entry),
                 Ok(None) => {}
                 Err(e) => tracing::error!(id, "reading a recovered file's ledger entry: {e:#}"),
             }
@@ -387,7 +380,32 @@ impl<S: Store> Pipeline<S> {
             return Ok(());
         }
         self.durable_before_filing()?;
-        self.finish_filing(entry, None)
+        self.finish_filing(entry, None)?;
+        self.announce_filed(entry);
+        Ok(())
+    }
+
+    /// Tells the observer of a file whose filing was finished after its commit, when the
+    /// engine held or rejected it (a decision is nobody's news): its notification was lost
+    /// with the filing. Before the observer is set (recovery at start), once it is.
+    pub(super) fn announce_filed(&self, entry: &FileEntry) {
+        let news = matches!(entry.status, FileStatus::Held | FileStatus::Rejected);
+        if !news || entry.was_held {
+            return;
+        }
+        if self.observer.get().is_none() {
+            self.recovered
+                .lock()
+                .expect("recovered lock")
+                .push(entry.id);
+            return;
+        }
+        let report = self.filed_report_head(entry);
+        self.tell(FileOutcome::Filed {
+            id: entry.id,
+            report: &report,
+            decided_by: None,
+        });
     }
 
     /// A file committed earlier whose filing failed (e.g. an I/O error moving it) is

@@ -900,3 +900,39 @@ fn a_dry_run_under_a_waiting_dry_runs_name_is_still_a_dry_run() {
     assert_eq!(report.status, ReportStatus::DryRun);
     assert!(p.store.accounts().unwrap().is_empty());
 }
+
+/// A held file whose filing failed without a crash is announced as held once the engine's
+/// next scan files it (only `file_failed` had been told, and the held file then blocked
+/// every later one unannounced).
+#[test]
+fn a_held_file_filed_after_its_filing_failed_is_announced() {
+    use super::observe::FileOutcome;
+    use std::sync::{Arc, Mutex};
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
+        let line = match *outcome {
+            FileOutcome::Filed { id, report, .. } => {
+                format!("filed {id} {}", report.status.as_str())
+            }
+            FileOutcome::Failed { name, .. } => format!("failed {name}"),
+        };
+        sink.lock().unwrap().push(line);
+    }));
+    let held = p.paths.folder("held");
+    fs::rename(&held, p.paths.drop.join("held.away")).unwrap();
+    fs::write(&held, b"").unwrap();
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT")];
+    assert!(submit(&p, "big.csv", &staff(&rows)).is_err());
+    fs::remove_file(&held).unwrap();
+    fs::rename(p.paths.drop.join("held.away"), &held).unwrap();
+    let entry = p.held().unwrap().expect("held, filing unfinished");
+    p.finish_unfiled(&entry).unwrap();
+    assert_eq!(
+        *heard.lock().unwrap(),
+        ["failed big.csv", "filed 1 held"],
+        "told of the failure, then of the hold"
+    );
+}
