@@ -20,12 +20,20 @@ struct ReadPermits {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// Reads whose answer is built whole and may be large: one at a time.
-fn heavy(request: &Request) -> bool {
-    matches!(
-        request,
-        Request::AdminsList { .. } | Request::FilesShow { .. } | Request::RulesCheck
-    )
+/// What a read may be large for: a listing (one at a time, its place held while it is
+/// written out), or another answer built whole (a file's report, `rules check`; one at a
+/// time, in a place of their own, so a listing read slowly never holds them back).
+enum Heavy {
+    Listing,
+    Whole,
+}
+
+fn heavy(request: &Request) -> Option<Heavy> {
+    match request {
+        Request::AdminsList { .. } => Some(Heavy::Listing),
+        Request::FilesShow { .. } | Request::RulesCheck => Some(Heavy::Whole),
+        _ => None,
+    }
 }
 
 /// The largest piece of a streamed answer's body.
@@ -104,6 +112,7 @@ pub struct EngineHandle {
     state: Arc<Mutex<EngineState>>,
     reads: Arc<tokio::sync::Semaphore>,
     listings: Arc<tokio::sync::Semaphore>,
+    wholes: Arc<tokio::sync::Semaphore>,
 }
 
 impl EngineHandle {
@@ -120,6 +129,7 @@ impl EngineHandle {
             state,
             reads,
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
+            wholes: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         (handle, rx)
     }
@@ -194,14 +204,19 @@ impl EngineHandle {
     }
 
     /// What a read waits for before it runs; `None` once the daemon is stopping. A heavy
-    /// read ([`heavy`]) takes the one place for those first: two whole listings had held
+    /// read ([`heavy`]) takes the one place of its kind first: two whole listings had held
     /// both read slots for seconds and their bodies in memory. Then a read slot (a few
     /// reads at a time: some parse the last roster), except a sign-in's `auth check`, one
     /// index lookup, which never waits behind them.
     async fn read_permits(&self, request: &Request) -> Option<ReadPermits> {
-        let heavy = match heavy(request) {
-            true => Some(self.listings.clone().acquire_owned().await.ok()?),
-            false => None,
+        let place = match heavy(request) {
+            Some(Heavy::Listing) => Some(&self.listings),
+            Some(Heavy::Whole) => Some(&self.wholes),
+            None => None,
+        };
+        let heavy = match place {
+            Some(place) => Some(place.clone().acquire_owned().await.ok()?),
+            None => None,
         };
         let slot = match request {
             Request::AuthCheck { .. } => None,
@@ -351,8 +366,8 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
-    /// Both read slots and the heavy place held (two listings, a report being read): a
-    /// sign-in's `auth check` is answered at once, another read waits.
+    /// Both read slots and the places of heavy reads held (a listing, a report being
+    /// read): a sign-in's `auth check` is answered at once, another read waits.
     #[tokio::test]
     async fn a_sign_in_never_waits_behind_reads() {
         let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
@@ -366,6 +381,7 @@ mod tests {
                 .acquire_many_owned(READS_AT_ONCE as u32)
                 .await,
             handle.listings.clone().acquire_owned().await,
+            handle.wholes.clone().acquire_owned().await,
         );
         let ask = |request| {
             let caller = Caller::Unix("tester".into());
