@@ -320,13 +320,10 @@ impl Daemon {
     /// Waits (≤ 30 s) until the log says, `n` times in all, that a file failed and stays in
     /// inbox/ to be retried at the next scan (rescan_interval = 1 s).
     fn wait_retried(&self, n: usize) {
-        let what = format!("{n} failed attempts, each leaving the file in inbox/");
+        let what = format!("{n} failed attempts, each leaving the file where it was");
         wait_until(what, Duration::from_secs(30), || {
             let log = self.log();
-            (log.matches("the file stays in inbox/ and is retried")
-                .count()
-                >= n)
-                .then_some(())
+            (log.matches("retried at the next scan").count() >= n).then_some(())
         });
     }
 }

@@ -385,6 +385,22 @@ impl<S: Store> Pipeline<S> {
         Ok(())
     }
 
+    /// [`Self::finish_unfiled`] for every file whose filing is unfinished: on the engine's
+    /// thread only (each scan of the daemon). How many were filed.
+    pub(super) fn finish_all_unfiled(&self) -> Result<usize> {
+        let mut filed = 0;
+        for entry in self.store.files()? {
+            if let Some((from, _)) = &entry.pending_move {
+                filed += 1;
+                tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed earlier");
+                self.finish_unfiled(&entry)
+                    .with_context(|| format!("filing {from}"))
+                    .map_err(|e| e.after_commit(entry.id, &entry.name))?;
+            }
+        }
+        Ok(filed)
+    }
+
     /// Tells the observer of a file whose filing was finished after its commit, when the
     /// engine held or rejected it (a decision is nobody's news): its notification was lost
     /// with the filing. Before the observer is set (recovery at start), once it is.

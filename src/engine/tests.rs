@@ -936,3 +936,21 @@ fn a_held_file_filed_after_its_filing_failed_is_announced() {
         "told of the failure, then of the hold"
     );
 }
+
+/// An approval whose filing failed after its commit is filed by the engine's next scan
+/// (`finish_all_unfiled`), not only at the next start.
+#[test]
+fn an_approved_file_whose_filing_failed_is_filed_by_the_next_scan() {
+    let (_dir, p, id, stored_as) = held_three();
+    let processed = p.paths.folder("processed");
+    fs::rename(&processed, p.paths.drop.join("processed.away")).unwrap();
+    fs::write(&processed, b"").unwrap();
+    let err = p.approve(id, "alice").unwrap_err();
+    assert!(err.committed().is_some(), "{err}");
+    fs::remove_file(&processed).unwrap();
+    fs::rename(p.paths.drop.join("processed.away"), &processed).unwrap();
+    assert_eq!(p.finish_all_unfiled().unwrap(), 1);
+    assert_eq!(folder(&p, "processed"), filed(&stored_as));
+    assert!(folder(&p, "held").is_empty());
+    assert_eq!(p.finish_all_unfiled().unwrap(), 0, "nothing left");
+}

@@ -149,6 +149,18 @@ fn process_waiting(
     state: &Mutex<EngineState>,
     shutdown: &CancellationToken,
 ) {
+    // Files committed whose filing failed (an I/O error, a flush that failed), a decided
+    // held file's too: finished at each scan, not only at the next start.
+    match p.finish_all_unfiled() {
+        Ok(0) => {}
+        Ok(_) => state.lock().expect("state lock").last_error = None,
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::error!("{message}; retried at the next scan");
+            state.lock().expect("state lock").last_error = Some(message);
+            return;
+        }
+    }
     let waiting = match p.waiting() {
         Ok(w) => w,
         Err(e) => {
@@ -162,13 +174,6 @@ fn process_waiting(
         }
         match p.held() {
             Ok(Some(held)) => {
-                // Held, but its filing failed after its commit: finished first (it had stayed
-                // in inbox/ until a restart, and `files approve` could not find it in held/).
-                if let Err(e) = p.finish_unfiled(&held) {
-                    let message = format!("filing the held file {}: {e:#}", held.stored_as);
-                    tracing::error!("{message}; retried at the next scan");
-                    state.lock().expect("state lock").last_error = Some(message);
-                }
                 tracing::info!(held = %held.stored_as, "files wait in inbox/ until the held file is approved or rejected");
                 return;
             }
