@@ -144,7 +144,9 @@ fn write_whole(
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     let file = create_fresh(&tmp)?;
-    std::thread::scope(|scope| {
+    // A write that fails (a full disk) leaves no part of the file behind (a backup's part
+    // is an export of every account).
+    let written = std::thread::scope(|scope| {
         let mut w = std::io::BufWriter::with_capacity(
             1 << 16,
             SyncingAhead {
@@ -158,7 +160,11 @@ fn write_whole(
         let SyncingAhead { file, syncer, .. } = w.into_inner().map_err(|e| e.into_error())?;
         syncer.map_or(Ok(()), SyncAhead::finish)?;
         file.sync_all()
-    })?;
+    });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     rename(&tmp, path)?;
     fsync_dir(dir)
 }
@@ -410,6 +416,23 @@ mod tests {
     }
 
     use super::*;
+
+    /// A write whose content fails (a full disk) leaves neither the file nor its temporary
+    /// part behind.
+    #[test]
+    fn a_failed_write_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.backup");
+        let fill = |w: &mut dyn std::io::Write| {
+            w.write_all(b"part of every account")?;
+            Err(std::io::Error::from_raw_os_error(28))
+        };
+        let left = || fs::read_dir(dir.path()).unwrap().count();
+        let err = write_new_with(&path, fill).unwrap_err();
+        assert_eq!((err.raw_os_error(), left()), (Some(28), 0));
+        let err = write_atomic_with(&path, fill).unwrap_err();
+        assert_eq!((err.raw_os_error(), left()), (Some(28), 0));
+    }
 
     #[test]
     fn free_name_puts_the_counter_before_the_last_dot_or_at_the_end() {

@@ -131,6 +131,11 @@ pub fn add(path: &Path, name: &str) -> Result<String> {
         .with_context(|| format!("opening web.api_tokens_file {}", path.display()))?;
     if existing.is_empty() {
         give_folders_group(&f, path)?;
+        // 0640 whatever the umask (sudo keeps the admin's, 077 would make it 0600).
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))
+            .with_context(|| {
+                format!("setting the mode of web.api_tokens_file {}", path.display())
+            })?;
     }
     f.write_all(line.as_bytes())
         .and_then(|()| f.sync_all())

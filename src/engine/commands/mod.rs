@@ -268,7 +268,8 @@ fn process<S: Store>(
         }
         .into());
     }
-    for waiting in p.waiting()? {
+    let waiting_now = p.waiting()?;
+    for waiting in waiting_now.iter().cloned() {
         if p.stopping() {
             return Ok(Streamed::Whole(Response::fail(
                 exit::UNREACHABLE,
@@ -290,11 +291,14 @@ fn process<S: Store>(
         }
         if report.status == ReportStatus::Held {
             // Refused means not applied, now or later: the copy this request filed is taken
-            // out (left, it was applied unseen once the held file was decided).
-            let inbox = p.paths.folder("inbox");
-            std::fs::remove_file(inbox.join(name))
-                .and_then(|()| crate::util::fsync_dir(&inbox))
-                .with_context(|| format!("taking {name} out of inbox/"))?;
+            // out (left, it was applied unseen once the held file was decided); only a
+            // file waiting in inbox/ under that name.
+            if waiting_now.iter().any(|w| w == name) {
+                let inbox = p.paths.folder("inbox");
+                std::fs::remove_file(inbox.join(name))
+                    .and_then(|()| crate::util::fsync_dir(&inbox))
+                    .with_context(|| format!("taking {name} out of inbox/"))?;
+            }
             return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,
                 format!(

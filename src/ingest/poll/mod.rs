@@ -189,6 +189,8 @@ pub async fn run(
                 backoff.reset();
                 state.lock().expect("poll state").last_success = Some(SystemTime::now());
                 match polled.trouble {
+                    // A pass that only moved files says nothing of the listings.
+                    None if moves_only => {}
                     None => trouble.cleared(),
                     Some(e) => trouble.failed(&format!("{place}: {e}"), false),
                 }
