@@ -8,6 +8,8 @@ pub mod commands;
 mod decide;
 pub mod filing;
 pub mod handle;
+#[cfg(test)]
+mod held_tests;
 mod jobs;
 pub mod observe;
 pub mod pipeline;

@@ -43,12 +43,12 @@ pub(super) fn pipeline_on<S: Store>(
     (dir, p)
 }
 
-fn pipeline() -> (TempDir, Pipeline<MemoryStore>) {
+pub(super) fn pipeline() -> (TempDir, Pipeline<MemoryStore>) {
     pipeline_with("")
 }
 
 /// A roster of `(employee_id, department)` rows, each with email `<id>@x.io`, active.
-fn staff(rows: &[(&str, &str)]) -> Vec<u8> {
+pub(super) fn staff(rows: &[(&str, &str)]) -> Vec<u8> {
     let lines: Vec<String> = rows
         .iter()
         .map(|(id, dept)| format!("{id},{}@x.io,{dept},active", id.to_lowercase()))
@@ -76,7 +76,7 @@ fn note(action: &str) -> AuditNote {
 }
 
 /// Saves a new enabled rule granting `IT Admin` when `when` holds; returns its id.
-fn add_rule(p: &Pipeline<MemoryStore>, name: &str, when: &str) -> RuleId {
+pub(super) fn add_rule(p: &Pipeline<MemoryStore>, name: &str, when: &str) -> RuleId {
     let rule = Rule {
         id: p.store.next_rule_id().unwrap(),
         name: name.into(),
@@ -97,7 +97,11 @@ fn disable_rule(p: &Pipeline<MemoryStore>, id: RuleId) {
 }
 
 /// Files `bytes` into inbox/ as `name` and processes it.
-fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> crate::api::Result<Report> {
+pub(super) fn submit(
+    p: &Pipeline<MemoryStore>,
+    name: &str,
+    bytes: &[u8],
+) -> crate::api::Result<Report> {
     let name = p
         .receive(name, Content::Stream(&mut &bytes[..]), false)
         .unwrap()
@@ -106,7 +110,7 @@ fn submit(p: &Pipeline<MemoryStore>, name: &str, bytes: &[u8]) -> crate::api::Re
 }
 
 /// The names in a drop folder, sorted.
-fn folder(p: &Pipeline<MemoryStore>, name: &str) -> Vec<String> {
+pub(super) fn folder(p: &Pipeline<MemoryStore>, name: &str) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(p.paths.folder(name))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -116,7 +120,7 @@ fn folder(p: &Pipeline<MemoryStore>, name: &str) -> Vec<String> {
 }
 
 /// A filed file and its two reports, as [`folder`] lists them.
-fn filed(stored_as: &str) -> Vec<String> {
+pub(super) fn filed(stored_as: &str) -> Vec<String> {
     vec![
         stored_as.to_string(),
         format!("{stored_as}.report.json"),
@@ -147,7 +151,7 @@ fn actions(report: &Report) -> Vec<(String, Action)> {
     out
 }
 
-fn held_report(p: &Pipeline<MemoryStore>, stored_as: &str) -> Report {
+pub(super) fn held_report(p: &Pipeline<MemoryStore>, stored_as: &str) -> Report {
     let path = p
         .paths
         .folder("held")
@@ -285,10 +289,10 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
     }
 }
 
-const FEW_GRANTS: &str = "[safety]\nmax_grants = { count = 2, percent = 0 }\n";
+pub(super) const FEW_GRANTS: &str = "[safety]\nmax_grants = { count = 2, percent = 0 }\n";
 
 /// A pipeline with an IT rule and a held first file of three grants; its ledger id.
-fn held_three() -> (TempDir, Pipeline<MemoryStore>, u64, String) {
+pub(super) fn held_three() -> (TempDir, Pipeline<MemoryStore>, u64, String) {
     let (dir, p) = pipeline_with(FEW_GRANTS);
     add_rule(&p, "IT", "department = IT");
     let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT"), ("E4", "Sales")];
@@ -718,239 +722,4 @@ fn a_rule_on_is_manager_needs_a_manager_id_column() {
     let accounts = p.store.accounts().unwrap();
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     assert_eq!(accounts[0].employee_id, "E1");
-}
-
-/// A held file that repeats an earlier one still says so once approved (SPEC §4).
-#[test]
-fn an_approved_held_file_still_says_which_file_it_repeats() {
-    let (_dir, p) = pipeline_with(FEW_GRANTS);
-    add_rule(&p, "IT", "department = IT");
-    let bytes = staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]);
-    let first = submit(&p, "a.csv", &bytes).unwrap();
-    assert_eq!(first.status, ReportStatus::Held);
-    let rejected = p.reject(1, "alice").unwrap();
-    assert_eq!(rejected.status, ReportStatus::Rejected);
-    let again = submit(&p, "b.csv", &bytes).unwrap();
-    assert_eq!(again.status, ReportStatus::Held);
-    assert_eq!(again.repeats, first.stored_as);
-    let approved = p.approve(2, "alice").unwrap();
-    assert_eq!(approved.status, ReportStatus::Applied);
-    assert_eq!(approved.repeats, first.stored_as);
-}
-
-/// A file held by the engine whose filing a crash interrupted (committed, still in inbox/,
-/// its reports staged) is filed by the next start's recovery, and its observer, set after,
-/// still hears that it was held, with why.
-#[test]
-fn a_held_file_filed_by_recovery_is_heard_of_once_the_observer_is_set() {
-    use super::observe::FileOutcome;
-    use std::sync::{Arc, Mutex};
-    let (_dir, p) = pipeline_with(FEW_GRANTS);
-    add_rule(&p, "IT", "department = IT");
-    let held = submit(
-        &p,
-        "h.csv",
-        &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]),
-    )
-    .unwrap();
-    assert_eq!(held.status, ReportStatus::Held);
-    // Back to what the crash after the commit leaves.
-    let entry = p.store.file(1).unwrap().unwrap();
-    let stored = entry.stored_as.clone();
-    let held_dir = p.paths.folder("held");
-    let staged = p.paths.staging.join("1");
-    fs::create_dir_all(&staged).unwrap();
-    fs::rename(
-        held_dir.join(&stored),
-        p.paths.folder("inbox").join("h.csv"),
-    )
-    .unwrap();
-    for ext in ["json", "txt"] {
-        let report = held_dir.join(format!("{stored}.report.{ext}"));
-        fs::rename(report, staged.join(format!("report.{ext}"))).unwrap();
-    }
-    let marked = crate::store::FileEntry {
-        pending_move: Some(("inbox/h.csv".into(), format!("held/{stored}"))),
-        ..entry
-    };
-    p.store
-        .commit(crate::store::Commit {
-            updates: crate::core::updates::Updates::none(),
-            file: Some(&marked),
-            last_applied: None,
-            audit: None,
-            clear_remote: None,
-            accounts_token: None,
-        })
-        .unwrap();
-    p.recover().unwrap();
-    assert!(held_dir.join(&stored).exists(), "filed by recovery");
-    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = heard.clone();
-    p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
-        if let FileOutcome::Filed { id, report, .. } = *outcome {
-            sink.lock().unwrap().push(format!(
-                "filed {id} {} {} because {:?}",
-                report.file,
-                report.status.as_str(),
-                report.held_because
-            ));
-        }
-    }));
-    let heard = heard.lock().unwrap().clone();
-    assert_eq!(heard.len(), 1, "{heard:?}");
-    assert!(
-        heard[0].starts_with("filed 1 h.csv held because [\"") && heard[0].contains("max_grants"),
-        "{heard:?}"
-    );
-}
-
-/// A held file that today's rules reject (a rule enabled since reads a column it lacks)
-/// cannot be approved: refused, nothing applied, still held; rejecting it works.
-#[test]
-fn a_held_file_that_the_rules_now_reject_cannot_be_approved() {
-    let (_dir, p, id, stored_as) = held_three();
-    add_rule(&p, "Cost", "cost_center = 1");
-    let err = p.approve(id, "alice").unwrap_err();
-    match &err {
-        Error::Refused(Blocked::CannotApply { id: i, why, .. }) => {
-            assert_eq!(*i, id);
-            assert!(why.contains("cost_center"), "{why}");
-        }
-        other => panic!("expected Blocked::CannotApply, got {other:?}"),
-    }
-    assert!(p.store.accounts().unwrap().is_empty());
-    assert_eq!(p.store.file(id).unwrap().unwrap().status, FileStatus::Held);
-    let shown = held_report(&p, &stored_as);
-    assert_eq!(shown.status, ReportStatus::Held);
-    assert!(shown.errors.is_empty(), "the held report is left as it was");
-    let rejected = p.reject(id, "alice").unwrap();
-    assert_eq!(rejected.status, ReportStatus::Rejected);
-}
-
-/// A held file whose filing failed after its commit (held/ unwritable) is filed when it is
-/// decided: rejecting it files it into rejected/ and does not process the roster left in
-/// inbox/ again as a new file.
-#[test]
-fn a_held_file_whose_filing_failed_is_filed_when_decided_not_processed_again() {
-    let (_dir, p) = pipeline_with(FEW_GRANTS);
-    add_rule(&p, "IT", "department = IT");
-    let held = p.paths.folder("held");
-    fs::rename(&held, p.paths.drop.join("held.away")).unwrap();
-    fs::write(&held, b"").unwrap();
-    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT")];
-    let err = submit(&p, "big.csv", &staff(&rows)).unwrap_err();
-    assert!(err.committed().is_some(), "{err}");
-    fs::remove_file(&held).unwrap();
-    fs::rename(p.paths.drop.join("held.away"), &held).unwrap();
-    let entry = p.held().unwrap().expect("held, filing unfinished");
-    assert!(entry.pending_move.is_some());
-    assert_eq!(p.waiting().unwrap(), ["big.csv"], "left in inbox/");
-    let rejected = p.reject(entry.id, "alice").unwrap();
-    assert_eq!(rejected.status, ReportStatus::Rejected);
-    assert!(p.waiting().unwrap().is_empty(), "nothing left to process");
-    assert_eq!(folder(&p, "rejected"), filed(&entry.stored_as));
-    assert_eq!(p.store.files().unwrap().len(), 1, "no second ledger entry");
-    assert!(p.store.accounts().unwrap().is_empty());
-}
-
-/// `process` refused because an earlier waiting file was held takes its own file out of
-/// inbox/: refused is not applied later, unseen, once the held file is decided.
-#[test]
-fn a_process_refused_behind_an_earlier_held_file_leaves_nothing_to_apply_later() {
-    use crate::api::{Output, Request, exit};
-    let (_dir, p) = pipeline_with(FEW_GRANTS);
-    add_rule(&p, "IT", "department = IT");
-    let big = staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]);
-    p.receive("a.csv", Content::Stream(&mut &big[..]), false)
-        .unwrap();
-    let mine = staff(&[("E9", "IT")]);
-    let name = p
-        .receive("b.csv", Content::Stream(&mut &mine[..]), false)
-        .unwrap()
-        .0;
-    let r = super::commands::execute(&p, Request::Process { name }, "root", Output::Json);
-    assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
-    assert!(r.text.contains("taken out of inbox/"), "{}", r.text);
-    assert!(p.waiting().unwrap().is_empty(), "{:?}", p.waiting());
-    let held = p.held().unwrap().expect("a.csv held");
-    p.reject(held.id, "alice").unwrap();
-    assert!(p.waiting().unwrap().is_empty());
-    assert!(
-        p.store.accounts().unwrap().is_empty(),
-        "b.csv was never applied"
-    );
-}
-
-/// A dry run received while one of its name waits in inbox/ stays a dry run: numbered
-/// `r-2.dryrun.csv`, not `r.dryrun-2.csv` (which was applied for real).
-#[test]
-fn a_dry_run_under_a_waiting_dry_runs_name_is_still_a_dry_run() {
-    let (_dir, p) = pipeline();
-    add_rule(&p, "IT", "department = IT");
-    let roster = staff(&[("E1", "IT")]);
-    for expected in ["r.dryrun.csv", "r-2.dryrun.csv"] {
-        let name = p
-            .receive("r.csv", Content::Stream(&mut &roster[..]), true)
-            .unwrap()
-            .0;
-        assert_eq!(name, expected);
-    }
-    let report = p.process("r-2.dryrun.csv").unwrap();
-    assert_eq!(report.status, ReportStatus::DryRun);
-    assert!(p.store.accounts().unwrap().is_empty());
-}
-
-/// A held file whose filing failed without a crash is announced as held once the engine's
-/// next scan files it (only `file_failed` had been told, and the held file then blocked
-/// every later one unannounced).
-#[test]
-fn a_held_file_filed_after_its_filing_failed_is_announced() {
-    use super::observe::FileOutcome;
-    use std::sync::{Arc, Mutex};
-    let (_dir, p) = pipeline_with(FEW_GRANTS);
-    add_rule(&p, "IT", "department = IT");
-    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = heard.clone();
-    p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
-        let line = match *outcome {
-            FileOutcome::Filed { id, report, .. } => {
-                format!("filed {id} {}", report.status.as_str())
-            }
-            FileOutcome::Failed { name, .. } => format!("failed {name}"),
-        };
-        sink.lock().unwrap().push(line);
-    }));
-    let held = p.paths.folder("held");
-    fs::rename(&held, p.paths.drop.join("held.away")).unwrap();
-    fs::write(&held, b"").unwrap();
-    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT")];
-    assert!(submit(&p, "big.csv", &staff(&rows)).is_err());
-    fs::remove_file(&held).unwrap();
-    fs::rename(p.paths.drop.join("held.away"), &held).unwrap();
-    let entry = p.held().unwrap().expect("held, filing unfinished");
-    p.finish_unfiled(&entry).unwrap();
-    assert_eq!(
-        *heard.lock().unwrap(),
-        ["failed big.csv", "filed 1 held"],
-        "told of the failure, then of the hold"
-    );
-}
-
-/// An approval whose filing failed after its commit is filed by the engine's next scan
-/// (`finish_all_unfiled`), not only at the next start.
-#[test]
-fn an_approved_file_whose_filing_failed_is_filed_by_the_next_scan() {
-    let (_dir, p, id, stored_as) = held_three();
-    let processed = p.paths.folder("processed");
-    fs::rename(&processed, p.paths.drop.join("processed.away")).unwrap();
-    fs::write(&processed, b"").unwrap();
-    let err = p.approve(id, "alice").unwrap_err();
-    assert!(err.committed().is_some(), "{err}");
-    fs::remove_file(&processed).unwrap();
-    fs::rename(p.paths.drop.join("processed.away"), &processed).unwrap();
-    assert_eq!(p.finish_all_unfiled().unwrap(), 1);
-    assert_eq!(folder(&p, "processed"), filed(&stored_as));
-    assert!(folder(&p, "held").is_empty());
-    assert_eq!(p.finish_all_unfiled().unwrap(), 0, "nothing left");
 }
