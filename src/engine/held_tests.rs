@@ -66,16 +66,7 @@ fn a_held_file_filed_by_recovery_is_heard_of_once_the_observer_is_set() {
         pending_move: Some(("inbox/h.csv".into(), format!("held/{stored}"))),
         ..entry
     };
-    p.store
-        .commit(crate::store::Commit {
-            updates: crate::core::updates::Updates::none(),
-            file: Some(&marked),
-            last_applied: None,
-            audit: None,
-            clear_remote: None,
-            accounts_token: None,
-        })
-        .unwrap();
+    crate::store::samples::commit_entry(&p.store, &marked);
     p.recover().unwrap();
     assert!(held_dir.join(&stored).exists(), "filed by recovery");
     let heard = Arc::new(Mutex::new(Vec::<String>::new()));

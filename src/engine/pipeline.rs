@@ -937,14 +937,10 @@ mod tests {
 
     /// A file committed and moved whose mark could not be cleared, then a new upload under
     /// its name: the new upload is processed, not answered with the earlier file's report.
-    #[test]
-    fn a_new_upload_under_a_committed_files_name_is_processed_not_answered_for() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = pipeline(dir.path());
-        let name = received(&p, b"employee_id,email,department\nE1,e1@x.io,IT\n");
-        p.process(&name).unwrap();
+    /// Marks the first file, filed from `inbox/<name>`, as a failure between its move and
+    /// the mark's clearing leaves it; returns its entry.
+    fn leave_marked(p: &Pipeline<SledStore>, name: &str) -> FileEntry {
         let first = p.store.files().unwrap()[0].clone();
-        // The mark as a failure between the move and its clearing leaves it.
         let marked = FileEntry {
             pending_move: Some((
                 format!("inbox/{name}"),
@@ -952,16 +948,17 @@ mod tests {
             )),
             ..first.clone()
         };
-        p.store
-            .commit(crate::store::Commit {
-                updates: crate::core::updates::Updates::none(),
-                file: Some(&marked),
-                last_applied: None,
-                audit: None,
-                clear_remote: None,
-                accounts_token: None,
-            })
-            .unwrap();
+        crate::store::samples::commit_entry(&p.store, &marked);
+        first
+    }
+
+    #[test]
+    fn a_new_upload_under_a_committed_files_name_is_processed_not_answered_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let name = received(&p, b"employee_id,email,department\nE1,e1@x.io,IT\n");
+        p.process(&name).unwrap();
+        leave_marked(&p, &name);
         let again = received(
             &p,
             b"employee_id,email,department\nE1,e1@x.io,IT\nE2,e2@x.io,IT\n",
@@ -984,24 +981,7 @@ mod tests {
         let bytes = b"employee_id,email,department\nE1,e1@x.io,IT\n";
         let name = received(&p, bytes);
         p.process(&name).unwrap();
-        let first = p.store.files().unwrap()[0].clone();
-        let marked = FileEntry {
-            pending_move: Some((
-                format!("inbox/{name}"),
-                format!("processed/{}", first.stored_as),
-            )),
-            ..first.clone()
-        };
-        p.store
-            .commit(crate::store::Commit {
-                updates: crate::core::updates::Updates::none(),
-                file: Some(&marked),
-                last_applied: None,
-                audit: None,
-                clear_remote: None,
-                accounts_token: None,
-            })
-            .unwrap();
+        let first = leave_marked(&p, &name);
         assert_eq!(received(&p, bytes), name, "the same name");
         let report = p.process(&name).unwrap();
         assert_eq!(report.repeats.as_deref(), Some(first.stored_as.as_str()));

@@ -435,6 +435,20 @@ pub(crate) mod samples {
         )
     }
 
+    /// Commits the ledger entry `entry` and nothing else (a mark left as a failure or a
+    /// crash leaves it).
+    pub fn commit_entry(s: &dyn crate::store::Store, entry: &crate::store::FileEntry) {
+        s.commit(crate::store::Commit {
+            updates: crate::core::updates::Updates::none(),
+            file: Some(entry),
+            last_applied: None,
+            audit: None,
+            clear_remote: None,
+            accounts_token: None,
+        })
+        .unwrap();
+    }
+
     /// Commits `accounts` and nothing else (no file, no audit).
     pub fn commit_accounts(s: &dyn crate::store::Store, accounts: Vec<Account>) {
         s.commit(crate::store::Commit {
