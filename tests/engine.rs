@@ -485,6 +485,10 @@ fn joiner_mover_leaver_sequence_with_a_held_first_import() {
     let (code, v) = env.json(&["auth", "check", "jose.fischer@acme.example"]);
     assert_eq!(code, 0);
     assert_eq!(v["role"], "Billing Admin", "{v:#}");
+    // `allowed` either way, as the HTTP API's auth/check answers.
+    assert_eq!(v["allowed"], true, "{v:#}");
+    let (code, v) = env.json(&["auth", "check", "nobody@acme.example"]);
+    assert_eq!((code, &v["allowed"]), (1, &json!(false)), "{v:#}");
 
     // Filing: three applied files, each with two reports, in processed/.
     let processed = env.files_in("processed");

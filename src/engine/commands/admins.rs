@@ -244,18 +244,20 @@ pub(super) fn active_role<S: Store>(
 fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Response> {
     let active = active_with_email(p, email)?;
     Ok(match active.as_slice() {
+        // `allowed` in every answer, as the HTTP API's `auth/check` (SPEC §11); `active`
+        // kept for scripts that read it.
         [a] => Response::ok(
-            json!({"email": a.email, "employee_id": a.employee_id, "role": a.role, "origin": a.origin}),
+            json!({"allowed": true, "active": true, "email": a.email, "employee_id": a.employee_id, "role": a.role, "origin": a.origin}),
             format!("{}\n", a.role),
         ),
         [] => Response {
             exit: exit::NO,
-            json: json!({"email": email, "active": false}),
+            json: json!({"allowed": false, "email": email, "active": false}),
             text: format!("no active admin account for {email}\n"),
         },
         many => Response {
             exit: exit::NO,
-            json: json!({"email": email, "active": false, "ambiguous": many.len()}),
+            json: json!({"allowed": false, "email": email, "active": false, "ambiguous": many.len()}),
             text: format!(
                 "denied: {} active accounts share the email {email}; fix the roster or the manual accounts\n",
                 many.len()
