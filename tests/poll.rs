@@ -553,6 +553,11 @@ fn wrong_pinned_host_key_fetches_nothing_and_stops_polling() {
         st.contains("STOPPED"),
         "status text says polling stopped: {st}"
     );
+    // No SFTP server listens in poll mode: no address beside the mode.
+    assert!(
+        st.lines().any(|l| l.trim_end() == "mode:      poll"),
+        "{st}"
+    );
     // The stop is posted, once: a security team learns of it before `stale` would say so.
     let posted = hook.wait_delivered(1);
     assert_eq!(posted.len(), 1, "{posted:#?}");

@@ -42,11 +42,15 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     });
     let mut t = String::new();
     let _ = writeln!(t, "data dir:  {}", p.cfg.data_dir.display());
+    // The SFTP server's address only where there is one (host mode).
+    let listen = match p.cfg.source.mode {
+        crate::config::Mode::Host => format!("  ({})", p.cfg.source.listen),
+        _ => String::new(),
+    };
     let _ = writeln!(
         t,
-        "mode:      {}  ({})",
-        j["mode"].as_str().unwrap_or_default(),
-        j["listen"].as_str().unwrap_or_default()
+        "mode:      {}{listen}",
+        j["mode"].as_str().unwrap_or_default()
     );
     let _ = writeln!(
         t,
