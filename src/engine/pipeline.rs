@@ -182,11 +182,7 @@ impl<S: Store> Pipeline<S> {
             FileStatus::Rejected => ReportStatus::Rejected,
         };
         report.stored_as = Some(entry.stored_as.clone());
-        let path = self
-            .paths
-            .folder(entry.status.folder())
-            .join(format!("{}.report.json", entry.stored_as));
-        let head = fs::File::open(&path)
+        let head = fs::File::open(self.report_path(entry))
             .ok()
             .and_then(|f| serde_json::from_reader::<_, Head>(std::io::BufReader::new(f)).ok());
         if let Some(head) = head {
@@ -435,10 +431,9 @@ impl<S: Store> Pipeline<S> {
         }) else {
             return Ok(None);
         };
-        self.durable_before_filing()?;
-        self.finish_filing(&entry, None).with_context(|| {
+        self.finish_unfiled(&entry).with_context(|| {
             format!(
-                "{name} was already applied as file {} but could not be filed yet",
+                "{name} was already committed as file {} but could not be filed yet",
                 entry.id
             )
         })?;
@@ -935,8 +930,6 @@ mod tests {
         assert!(processed.join(&entry.stored_as).exists());
     }
 
-    /// A file committed and moved whose mark could not be cleared, then a new upload under
-    /// its name: the new upload is processed, not answered with the earlier file's report.
     /// Marks the first file, filed from `inbox/<name>`, as a failure between its move and
     /// the mark's clearing leaves it; returns its entry.
     fn leave_marked(p: &Pipeline<SledStore>, name: &str) -> FileEntry {
@@ -952,6 +945,8 @@ mod tests {
         first
     }
 
+    /// A file committed and moved whose mark could not be cleared, then a new upload under
+    /// its name: the new upload is processed, not answered with the earlier file's report.
     #[test]
     fn a_new_upload_under_a_committed_files_name_is_processed_not_answered_for() {
         let dir = tempfile::tempdir().unwrap();
