@@ -133,31 +133,28 @@ impl<S: Store> Pipeline<S> {
             dry_run,
             Record::Used,
         )?;
-        // Rejected now (a rule enabled since reads a column the file lacks): nothing to
-        // approve. Shown as a held plan with errors, a second approval had filed it as
-        // rejected under the decision "approved".
-        if eval.report.status == ReportStatus::Rejected && eval.report.sha256 == entry.sha256 {
-            let why = match eval.report.errors.first() {
-                Some(e) => format!(
-                    "{}{}",
-                    e.line.map(|l| format!("line {l}: ")).unwrap_or_default(),
-                    e.message
-                ),
-                None => "errors".into(),
-            };
-            return Err(Blocked::CannotApply {
-                id: entry.id,
-                name: entry.stored_as.clone(),
-                why,
-            }
-            .into());
-        }
         if eval.report.sha256 != entry.sha256 {
             // Not the caller's mistake (exit 2): the work cannot be done (exit 5).
             return Err(Error::failed(format!(
                 "{} changed on disk since it was held (its SHA-256 differs from the ledger); reject it and upload the roster again",
                 held_path.display()
             )));
+        }
+        // Rejected now (a rule enabled since reads a column the file lacks): nothing to
+        // approve. Shown as a held plan with errors, a second approval had filed it as
+        // rejected under the decision "approved".
+        if eval.report.status == ReportStatus::Rejected {
+            let why = eval
+                .report
+                .errors
+                .first()
+                .map_or("errors".into(), |e| e.to_string());
+            return Err(Blocked::CannotApply {
+                id: entry.id,
+                name: entry.stored_as.clone(),
+                why,
+            }
+            .into());
         }
         // Approve applies exactly what was shown: an unreadable held report shows nothing.
         // Which earlier file it repeats stays in the final report (SPEC §4).

@@ -20,22 +20,6 @@ struct ReadPermits {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// What a read may be large for: a listing (one at a time, its place held while it is
-/// written out), or another answer built whole (a file's report, `rules check`; one at a
-/// time, in a place of their own, so a listing read slowly never holds them back).
-enum Heavy {
-    Listing,
-    Whole,
-}
-
-fn heavy(request: &Request) -> Option<Heavy> {
-    match request {
-        Request::AdminsList { .. } => Some(Heavy::Listing),
-        Request::FilesShow { .. } | Request::RulesCheck => Some(Heavy::Whole),
-        _ => None,
-    }
-}
-
 /// The largest piece of a streamed answer's body.
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
@@ -204,15 +188,18 @@ impl EngineHandle {
     }
 
     /// What a read waits for before it runs; `None` once the daemon is stopping. A heavy
-    /// read ([`heavy`]) takes the one place of its kind first: two whole listings had held
+    /// read takes the one place of its kind first: two whole listings had held
     /// both read slots for seconds and their bodies in memory. Then a read slot (a few
     /// reads at a time: some parse the last roster), except a sign-in's `auth check`, one
     /// index lookup, which never waits behind them.
     async fn read_permits(&self, request: &Request) -> Option<ReadPermits> {
-        let place = match heavy(request) {
-            Some(Heavy::Listing) => Some(&self.listings),
-            Some(Heavy::Whole) => Some(&self.wholes),
-            None => None,
+        // A listing (one at a time, its place held while it is written out), or another
+        // answer built whole (a file's report, `rules check`; one at a time, in a place of
+        // their own, so a listing read slowly never holds them back).
+        let place = match request {
+            Request::AdminsList { .. } => Some(&self.listings),
+            Request::FilesShow { .. } | Request::RulesCheck => Some(&self.wholes),
+            _ => None,
         };
         let heavy = match place {
             Some(place) => Some(place.clone().acquire_owned().await.ok()?),

@@ -697,22 +697,17 @@ impl Stability {
         let mut settled = Settled::default();
         let mut seen = HashMap::with_capacity(listing.len());
         for f in listing {
-            let since = match self.previous.get(&f.name) {
-                Some(p) if (p.size, p.mtime) == (f.size, f.mtime) => {
-                    let quiet_for = now.saturating_duration_since(p.since);
-                    if quiet_for >= self.quiet {
-                        settled.stable.push(f.clone());
-                    } else {
-                        let wait = self.quiet - quiet_for;
-                        settled.next = Some(settled.next.map_or(wait, |w| w.min(wait)));
-                    }
-                    p.since
-                }
-                _ => {
-                    settled.next = Some(settled.next.map_or(self.quiet, |w| w.min(self.quiet)));
-                    now
-                }
-            };
+            let prior =
+                (self.previous.get(&f.name)).filter(|p| (p.size, p.mtime) == (f.size, f.mtime));
+            let since = prior.map_or(now, |p| p.since);
+            let left = self
+                .quiet
+                .saturating_sub(now.saturating_duration_since(since));
+            if prior.is_some() && left.is_zero() {
+                settled.stable.push(f.clone());
+            } else {
+                settled.next = Some(settled.next.map_or(left, |w| w.min(left)));
+            }
             seen.insert(
                 f.name.clone(),
                 Seen {

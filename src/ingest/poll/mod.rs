@@ -145,7 +145,7 @@ pub fn settings(remote: &Remote, cfg: &Config) -> RemoteSettings {
 /// How long a remote file must keep its size and mtime, over two listings at least, before
 /// it is fetched: a poll interval, at most a minute (a file seen mid-interval is listed
 /// again once it may be quiet, not a whole interval later).
-pub fn quiet_period(poll_interval: Duration) -> Duration {
+fn quiet_period(poll_interval: Duration) -> Duration {
     poll_interval.min(Duration::from_secs(60))
 }
 
