@@ -651,9 +651,24 @@ fn api_tokens_read_and_never_change() {
     });
     let d = Daemon::start(&env);
     let web = Web::of(&env);
-    // Added while the daemon runs, used at once.
-    let (code, out, err) = env.run(&["token", "add", "sso-gateway"]);
-    assert_eq!(code, 0, "{out}{err}");
+    // Added while the daemon runs, used at once; by an admin whose umask is 077 (sudo keeps
+    // it), the file still readable by the daemon's group.
+    let cli = env.command();
+    let mut under_077 = std::process::Command::new("sh");
+    under_077
+        .arg("-c")
+        .arg("umask 077 && exec \"$@\"")
+        .arg("sh")
+        .arg(cli.get_program())
+        .args(cli.get_args())
+        .args(["token", "add", "sso-gateway"])
+        .current_dir(env.root());
+    let done = under_077.output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&done.stdout).into_owned(),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert_eq!(done.status.code(), Some(0), "{out}{err}");
     let token = out.lines().next().unwrap().trim().to_string();
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
