@@ -371,6 +371,17 @@ fn the_header_counts_only_from_trusted_proxies() {
     let a = web.post("/rules", &[("X-Forwarded-Email", LEAD)], &form);
     assert_eq!(a.status, 401, "{}", a.body);
     assert_eq!(env.json_ok(0, &["rules", "list"]), before);
+    // A stream of forged headers is a line of the log, not one a request.
+    for _ in 0..40 {
+        assert_eq!(web.get_as(LEAD, "/api/v1/rules").status, 401);
+    }
+    let log = d.log();
+    let forged = "header from outside web.trusted_proxies refused";
+    assert_eq!(
+        log.lines().filter(|l| l.contains(forged)).count(),
+        1,
+        "{log}"
+    );
     d.stop();
 }
 
@@ -686,6 +697,19 @@ fn api_tokens_read_and_never_change() {
         false
     );
     assert_eq!(web.get("/metrics", &auth).status, 200);
+    // Guessed tokens are refused, and a stream of them is a line of the log.
+    for i in 0..40 {
+        let guess = format!("Bearer guess-{i}");
+        let a = web.get("/api/v1/rules", &[("Authorization", guess.as_str())]);
+        assert_eq!(a.status, 401, "{}", a.body);
+    }
+    let log = d.log();
+    let unknown = "unknown API token refused";
+    assert_eq!(
+        log.lines().filter(|l| l.contains(unknown)).count(),
+        1,
+        "{log}"
+    );
     for bad in ["Bearer ap_wrong", "Bearer ", "Basic dXNlcjpwdw=="] {
         assert_eq!(
             web.get("/api/v1/rules", &[("Authorization", bad)]).status,

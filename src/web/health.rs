@@ -101,7 +101,7 @@ async fn healthz(State(state): State<Arc<WebState>>) -> Response {
 fn may_scrape(state: &WebState, parts: &Parts) -> Result<(), Denied> {
     if parts.headers.contains_key(header::AUTHORIZATION) {
         return match claim(&state.cfg.web, &parts.headers, peer(parts))? {
-            Claim::Token(token) => state.token(&token).map(|_| ()),
+            Claim::Token(token) => state.token(&token, peer(parts)).map(|_| ()),
             Claim::Email(_) => Err(Denied::unauthorized("not an API token")),
         };
     }

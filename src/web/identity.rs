@@ -74,8 +74,12 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
     match peer {
         Some(peer) if web.trusts(peer) => {}
         peer => {
+            let what = format!(
+                "{} header from outside web.trusted_proxies refused",
+                web.user_header
+            );
+            super::refusals::FORGED_HEADER.warn(peer, &what);
             let peer = peer.map_or("an unknown address".to_string(), |p| p.to_string());
-            tracing::warn!(%peer, header = %web.user_header, "SSO header from outside web.trusted_proxies refused");
             return Err(Denied::unauthorized(format!(
                 "not signed in: the {} header is believed only from web.trusted_proxies, and {peer} is not one",
                 web.user_header
@@ -212,13 +216,13 @@ impl WebState {
     /// Who is asking: a token listed in `web.api_tokens_file`, or a person who may look.
     pub async fn who(&self, parts: &Parts) -> Result<Who, Denied> {
         match claim(&self.cfg.web, &parts.headers, peer(parts))? {
-            Claim::Token(token) => self.token(&token).map(Who::Token),
+            Claim::Token(token) => self.token(&token, peer(parts)).map(Who::Token),
             Claim::Email(email) => self.person(email).await.map(Who::Person),
         }
     }
 
-    /// The name of the API token `token`; 401 when it is not listed.
-    pub fn token(&self, token: &str) -> Result<String, Denied> {
+    /// The name of the API token `token` sent from `peer`; 401 when it is not listed.
+    pub fn token(&self, token: &str, peer: Option<IpAddr>) -> Result<String, Denied> {
         let Some(path) = &self.cfg.web.api_tokens_file else {
             return Err(Denied::unauthorized(
                 "API tokens are not configured (web.api_tokens_file)",
@@ -227,7 +231,10 @@ impl WebState {
         // A few lines, read each time so `autoprov token add` needs no restart.
         match super::tokens::check(path, token) {
             Ok(Some(name)) => Ok(name),
-            Ok(None) => Err(Denied::unauthorized("unknown API token")),
+            Ok(None) => {
+                super::refusals::UNKNOWN_TOKEN.warn(peer, "unknown API token refused");
+                Err(Denied::unauthorized("unknown API token"))
+            }
             Err(e) => {
                 tracing::error!("{e:#}");
                 Err(Denied::unauthorized(

@@ -13,6 +13,7 @@ pub mod health;
 pub mod html;
 pub mod identity;
 pub mod pages;
+pub mod refusals;
 pub mod tokens;
 
 use crate::config::Config;
