@@ -83,10 +83,13 @@ const READ_WAIT: Duration = Duration::from_secs(60);
 const CHANGE_WAIT: Duration = Duration::from_secs(30 * 60);
 
 /// How long `fetch` may take: every attempt at its longest with the longest Retry-After
-/// wait between them, then the processing of the file.
+/// wait between them, four times over (Workday's OAuth asks for a token, then the report,
+/// and both again when the report refuses the token), then the processing of the file.
 fn fetch_wait(cfg: &Config) -> Duration {
     let fetching = cfg.source.hris.as_ref().map_or(Duration::ZERO, |h| {
-        (h.timeout + Duration::from_secs(600)).saturating_mul(h.retries.saturating_add(1))
+        (h.timeout + Duration::from_secs(600))
+            .saturating_mul(h.retries.saturating_add(1))
+            .saturating_mul(4)
     });
     CHANGE_WAIT + fetching
 }

@@ -387,6 +387,16 @@ fn workday_oauth_refreshes_a_token_and_sends_it_as_bearer() {
     // Every fetch refreshes the token first.
     s.env.json_ok(0, &["fetch"]);
     assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (2, 2));
+    // A token refused by the report (it expired while the attempts waited): a fresh one is
+    // asked for, once, and the report again; refused twice, the credentials are.
+    s.fake.push([Reply::Status(401, vec![])]);
+    s.env.json_ok(0, &["fetch"]);
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (4, 4));
+    s.fake
+        .push([Reply::Status(401, vec![]), Reply::Status(401, vec![])]);
+    let out = s.env.expect(5, &["fetch"]);
+    assert!(out.contains("credentials refused"), "{out}");
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (6, 6));
     // The token endpoint redirecting to another host: refused, not followed (a 307 would
     // resend the grant, with the client secret and refresh token, there) nor retried.
     let to = s.server.url(TOKEN_PATH).replace("127.0.0.1", "localhost");
@@ -394,13 +404,13 @@ fn workday_oauth_refreshes_a_token_and_sends_it_as_bearer() {
         .push_token([Reply::Status(307, vec![("location", to)])]);
     let out = s.env.expect(5, &["fetch"]);
     assert!(out.contains("redirected to another host"), "{out}");
-    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (3, 2));
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (7, 6));
     // A refused grant (400 invalid_grant) is "credentials refused", not retried, and the
     // report is not asked for.
     s.fake.revoke_refresh_token();
     let out = s.env.expect(5, &["fetch"]);
     assert!(out.contains("credentials refused"), "{out}");
-    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (4, 2));
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (8, 6));
     assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
     assert_no_secrets(&s.env, &daemon, &[refresh, secret, access]);
     daemon.stop();
@@ -584,6 +594,13 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
         &s,
         vec![json(r#"{"employees": {"id": "1"}}"#)],
         "is not of the documented shape",
+        1,
+    );
+    // No employees at all is a failed fetch, not an empty roster filed as rejected.
+    assert_failed_fetch(
+        &s,
+        vec![json(r#"{"fields": [], "employees": []}"#)],
+        "BambooHR's answer lists no employees",
         1,
     );
     let mut nested = bamboo_answer(&roster());

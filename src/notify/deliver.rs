@@ -78,13 +78,22 @@ pub async fn run(
     shared.log_undelivered();
 }
 
-/// Why an attempt failed, and whether another may succeed.
+/// Why an attempt failed (every failure is retried within the hour: a receiver being
+/// redeployed or reconfigured answers 404 or 403 for a while), and how long the receiver
+/// asked to be left alone (`Retry-After` on 429 and 503, as Slack and Teams send it).
 #[derive(Debug, PartialEq, Eq)]
-enum Failure {
-    /// A network error, a timeout, 408, 425, 429 or 5xx.
-    Retry(String),
-    /// Any other answer: the receiver refuses this request (a removed webhook, a bad token).
-    Refused(String),
+struct Failure {
+    why: String,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn of(why: String) -> Failure {
+        Failure {
+            why,
+            retry_after: None,
+        }
+    }
 }
 
 /// Posts `event` until it is accepted, refused, an hour has passed, or the daemon stops.
@@ -97,19 +106,17 @@ async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken) {
     let started = Instant::now();
     for attempt in 1u32.. {
         let outcome = tokio::select! {
-            _ = shutdown.cancelled() => Err(Failure::Retry("the daemon is stopping".into())),
+            _ = shutdown.cancelled() => Err(Failure::of("the daemon is stopping".into())),
             outcome = post(hook, &body) => outcome,
         };
-        let why = match outcome {
+        let Failure { why, retry_after } = match outcome {
             Ok(()) => {
                 return tracing::info!(event = kind, webhook = %hook.target, attempt, "notification delivered");
             }
-            Err(Failure::Refused(why)) => {
-                return tracing::warn!(event = kind, webhook = %hook.target, attempt, "notification refused by the webhook, not retried: {why}");
-            }
-            Err(Failure::Retry(why)) => why,
+            Err(failure) => failure,
         };
-        let Some(wait) = next_wait(attempt, started.elapsed()).filter(|_| !shutdown.is_cancelled())
+        let Some(wait) =
+            next_wait(attempt, started.elapsed(), retry_after).filter(|_| !shutdown.is_cancelled())
         else {
             return tracing::warn!(event = kind, webhook = %hook.target, attempt, "notification not delivered, given up: {why}");
         };
@@ -132,30 +139,35 @@ async fn post(hook: &Webhook, body: &[u8]) -> Result<(), Failure> {
         .body(body.to_vec())
         .send()
         .await
-        .map_err(|e| Failure::Retry(chain(&e.without_url())))?;
-    classify(answer.status())
+        .map_err(|e| Failure::of(chain(&e.without_url())))?;
+    classify(answer.status(), answer.headers())
 }
 
-/// What an HTTP status means for a delivery.
-fn classify(status: reqwest::StatusCode) -> Result<(), Failure> {
-    let why = || format!("HTTP {status}");
+/// What an answer means for a delivery.
+fn classify(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+) -> Result<(), Failure> {
+    let why = format!("HTTP {status}");
     match status.as_u16() {
         200..=299 => Ok(()),
-        408 | 425 | 429 | 500..=599 => Err(Failure::Retry(why())),
-        300..=399 => Err(Failure::Refused(format!(
-            "{} (redirects are not followed)",
-            why()
-        ))),
-        _ => Err(Failure::Refused(why())),
+        429 | 503 => Err(Failure {
+            why,
+            retry_after: crate::ingest::hris::http::retry_after(headers),
+        }),
+        300..=399 => Err(Failure::of(format!("{why} (redirects are not followed)"))),
+        _ => Err(Failure::of(why)),
     }
 }
 
-/// The wait before the next attempt after `failed` attempts, `elapsed` since the first;
-/// `None` when the next attempt would start more than an hour after the first.
-fn next_wait(failed: u32, elapsed: Duration) -> Option<Duration> {
+/// The wait before the next attempt after `failed` attempts, `elapsed` since the first:
+/// the back-off, or the receiver's `Retry-After` when longer (at most 10 minutes); `None`
+/// when the next attempt would start more than an hour after the first.
+fn next_wait(failed: u32, elapsed: Duration, retry_after: Option<Duration>) -> Option<Duration> {
     let wait = FIRST_WAIT
         .saturating_mul(1u32 << (failed - 1).min(16))
-        .min(MAX_WAIT);
+        .min(MAX_WAIT)
+        .max(retry_after.unwrap_or_default());
     (elapsed + wait <= GIVE_UP_AFTER).then_some(wait)
 }
 
@@ -182,15 +194,15 @@ mod tests {
     fn back_off_doubles_from_one_second_to_five_minutes_and_stops_after_an_hour() {
         let s = Duration::from_secs;
         let waits: Vec<u64> = (1..=11)
-            .map(|n| next_wait(n, Duration::ZERO).unwrap().as_secs())
+            .map(|n| next_wait(n, Duration::ZERO, None).unwrap().as_secs())
             .collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
-        assert_eq!(next_wait(100, Duration::ZERO), Some(s(300)));
-        assert_eq!(next_wait(10, s(3300)), Some(s(300)));
-        assert_eq!(next_wait(10, s(3301)), None);
+        assert_eq!(next_wait(100, Duration::ZERO, None), Some(s(300)));
+        assert_eq!(next_wait(10, s(3300), None), Some(s(300)));
+        assert_eq!(next_wait(10, s(3301), None), None);
         // Attempts over the hour: 1+2+…+256 = 511 s, then every 5 min.
         let (mut elapsed, mut attempts) = (Duration::ZERO, 1);
-        while let Some(wait) = next_wait(attempts, elapsed) {
+        while let Some(wait) = next_wait(attempts, elapsed, None) {
             elapsed += wait;
             attempts += 1;
         }
@@ -199,18 +211,32 @@ mod tests {
     }
 
     #[test]
-    fn server_errors_and_throttling_are_retried_other_answers_are_not() {
+    fn every_failed_answer_is_retried_and_retry_after_is_honoured() {
         use reqwest::StatusCode as S;
-        assert_eq!(classify(S::OK), Ok(()));
-        assert_eq!(classify(S::NO_CONTENT), Ok(()));
-        for retried in [500, 502, 503, 504, 408, 429] {
-            let s = S::from_u16(retried).unwrap();
-            assert!(matches!(classify(s), Err(Failure::Retry(_))), "{retried}");
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let none = HeaderMap::new();
+        assert_eq!(classify(S::OK, &none), Ok(()));
+        assert_eq!(classify(S::NO_CONTENT, &none), Ok(()));
+        for failed in [500, 502, 503, 504, 408, 429, 400, 403, 404, 410, 301, 302] {
+            let failure = classify(S::from_u16(failed).unwrap(), &none).unwrap_err();
+            assert!(failure.why.contains(&failed.to_string()), "{failure:?}");
+            assert_eq!(failure.retry_after, None);
         }
-        for refused in [400, 403, 404, 410, 301, 302] {
-            let s = S::from_u16(refused).unwrap();
-            assert!(matches!(classify(s), Err(Failure::Refused(_))), "{refused}");
+        let mut asked = HeaderMap::new();
+        asked.insert(RETRY_AFTER, HeaderValue::from_static("120"));
+        let s = Duration::from_secs;
+        for throttled in [429, 503] {
+            let failure = classify(S::from_u16(throttled).unwrap(), &asked).unwrap_err();
+            assert_eq!(failure.retry_after, Some(s(120)));
         }
+        assert_eq!(
+            classify(S::BAD_GATEWAY, &asked).unwrap_err().retry_after,
+            None
+        );
+        // The longer of the back-off and the receiver's wait, within the hour.
+        assert_eq!(next_wait(1, Duration::ZERO, Some(s(120))), Some(s(120)));
+        assert_eq!(next_wait(10, Duration::ZERO, Some(s(120))), Some(s(300)));
+        assert_eq!(next_wait(1, s(3500), Some(s(120))), None);
     }
 
     #[test]

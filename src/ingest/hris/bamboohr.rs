@@ -9,7 +9,9 @@
 use super::csv_out::{Column, Record, parse, write_csv};
 use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
-use crate::core::columns::{EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
+use crate::core::columns::{
+    Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID, canonical_key,
+};
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
@@ -41,8 +43,9 @@ struct Answer {
 }
 
 impl BambooHr {
-    /// From the config; reads the API key file.
-    pub fn new(hris: &Hris, b: &hris::BambooHr) -> Result<BambooHr> {
+    /// From the config; reads the API key file. `names` finds the canonical columns: a
+    /// field besides the four that names one of them is refused.
+    pub fn new(hris: &Hris, b: &hris::BambooHr, names: &Columns) -> Result<BambooHr> {
         let api_key = read_secret("source.hris.bamboohr.api_key_file", &b.api_key_file)?;
         let url = format!(
             "{}/api/gateway.php/{}/v1/reports/custom?format=JSON&onlyCurrent=true",
@@ -75,6 +78,7 @@ impl BambooHr {
             .collect();
         for field in &fields {
             if !canonical.iter().any(|(_, f)| f == field) {
+                refuse_canonical(hris, names, field)?;
                 columns.push(Column {
                     header: field.clone(),
                     field: field.clone(),
@@ -125,7 +129,11 @@ impl BambooHr {
     /// matching an empty value.
     fn columns_answered(&self, employees: &[Record]) -> Result<Vec<Column>, FetchError> {
         if employees.is_empty() {
-            return Ok(self.columns.clone());
+            // A file of no rows would be rejected as a roster (SPEC §1), posted as a
+            // rejected file; an HR system with no employees is a fetch that failed.
+            return Err(FetchError::Invalid(
+                "BambooHR's answer lists no employees: check the API key's user's access".into(),
+            ));
         }
         let answered: std::collections::HashSet<&str> = employees
             .iter()
@@ -150,11 +158,37 @@ impl BambooHr {
     }
 }
 
+/// A field written under its own name that the roster reads as a canonical column (e.g.
+/// `supervisorId`, an alias of `manager_id`) beside the field that column is made from:
+/// every file would have had two manager columns and been rejected (SPEC §1).
+fn refuse_canonical(hris: &Hris, names: &Columns, field: &str) -> Result<()> {
+    let key = names.key(field);
+    let Some(canonical) = [EMPLOYEE_ID, EMAIL, MANAGER_ID, EMPLOYMENT_STATUS]
+        .into_iter()
+        .find(|c| canonical_key(c) == key)
+    else {
+        return Ok(());
+    };
+    let from = match hris.fields.iter().any(|f| f.trim() == field) {
+        true => "source.hris.fields",
+        false => "roster.columns",
+    };
+    anyhow::bail!(
+        "{from}: BambooHR's field \"{field}\" would be read as the roster's {canonical}, which \
+         is made from another field already (source.hris.bamboohr sets id_field and \
+         manager_field; workEmail and status are the others): leave it out"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn provider(extra: &[&str], id_field: &str) -> BambooHr {
+        try_provider(extra, id_field).unwrap()
+    }
+
+    fn try_provider(extra: &[&str], id_field: &str) -> Result<BambooHr> {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("key");
         std::fs::write(&key, "k\n").unwrap();
@@ -164,7 +198,7 @@ mod tests {
             key.display().to_string()
         );
         let hris: Hris = toml_from(&text);
-        BambooHr::new(&hris, hris.bamboohr.as_ref().unwrap()).unwrap()
+        BambooHr::new(&hris, hris.bamboohr.as_ref().unwrap(), &Columns::default())
     }
 
     fn toml_from(text: &str) -> Hris {
@@ -174,6 +208,18 @@ mod tests {
             .unwrap()
             .try_deserialize()
             .unwrap()
+    }
+
+    #[test]
+    fn a_field_read_as_a_canonical_column_is_refused() {
+        for field in ["supervisorId", "Employee ID", "email", "Worker Status"] {
+            let err = try_provider(&[field], "id").err().unwrap().to_string();
+            assert!(err.contains("source.hris.fields"), "{err}");
+            assert!(err.contains(&format!("\"{field}\"")), "{err}");
+        }
+        let err = try_provider(&["supervisorId"], "id").err().unwrap();
+        assert!(err.to_string().contains("manager_id"), "{err}");
+        assert!(try_provider(&["employeeNumber", "hireDate"], "id").is_ok());
     }
 
     #[test]

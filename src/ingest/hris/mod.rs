@@ -128,7 +128,7 @@ impl Fetcher {
         Ok(match hris.provider {
             Provider::Bamboohr => {
                 let b = hris.bamboohr.as_ref().ok_or_else(|| missing("bamboohr"))?;
-                Fetcher::BambooHr(bamboohr::BambooHr::new(hris, b)?)
+                Fetcher::BambooHr(bamboohr::BambooHr::new(hris, b, &cfg.columns())?)
             }
             Provider::Workday => {
                 let w = hris.workday.as_ref().ok_or_else(|| missing("workday"))?;

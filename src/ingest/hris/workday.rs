@@ -85,16 +85,30 @@ impl Workday {
 
     /// Runs the report; the answer's bytes.
     pub async fn answer(&self, http: &Http) -> Result<Vec<u8>, FetchError> {
-        let bearer = match &self.auth {
-            Auth::Oauth { .. } => Some(self.access_token(http).await?),
-            Auth::Basic { .. } => None,
-        };
+        if let Auth::Basic { .. } = self.auth {
+            return self.report(http, None).await;
+        }
+        let token = self.access_token(http).await?;
+        match self.report(http, Some(&token)).await {
+            // The access token may have expired while the report's attempts waited (an hour
+            // and more with Retry-After): a refusal is asked once more with a fresh one, so
+            // that "credentials refused" means the credentials.
+            Err(FetchError::CredentialsRefused { status: 401, .. }) => {
+                let token = self.access_token(http).await?;
+                self.report(http, Some(&token)).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// The report's request, signed with `bearer` or the basic credentials, with its retries.
+    async fn report(&self, http: &Http, bearer: Option<&Secret>) -> Result<Vec<u8>, FetchError> {
         let make = || {
             let request = http
                 .client()
                 .get(&self.url)
                 .header(ACCEPT, "application/json");
-            match (&self.auth, &bearer) {
+            match (&self.auth, bearer) {
                 (_, Some(token)) => request.bearer_auth(token.expose()),
                 (Auth::Basic { username, password }, None) => {
                     request.basic_auth(username, Some(password.expose()))
