@@ -126,6 +126,23 @@ impl Web {
     }
 }
 
+/// Sends `bytes` on a new connection to `base` (`http://host:port`), leaves it open, and
+/// reads the answer's head (the first read; a daemon that waits for more of the request
+/// fails the read's 10 s guard).
+fn raw_exchange(base: &str, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(base.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream
+        .read(&mut answer)
+        .expect("an answer before the body is sent");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 /// An environment whose daemon serves the section on 127.0.0.1:0, with [`LEAD`] in
 /// `web.org_admins`; `web_extra` adds `[web]` keys.
 fn web_env(web_extra: &str) -> TestEnv {
@@ -315,6 +332,14 @@ fn who_may_look_who_may_change_and_who_is_nobody() {
         before,
         "nothing changed"
     );
+    // Refused before its body is read: a form that never ends holds no connection.
+    let head = format!(
+        "POST /rules HTTP/1.1\r\nHost: {}\r\nX-Forwarded-Email: it@acme.example\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=",
+        web.base.trim_start_matches("http://")
+    );
+    let answer = raw_exchange(&web.base, head.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     let done = post("boss@acme.example", "by boss");
     assert_eq!(
         (done.status, done.header("location")),

@@ -353,22 +353,42 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
             return Err(Denied::forbidden(reason));
         }
         let person = state.person(email).await?;
-        let request = axum::extract::Request::from_parts(parts, body);
-        let Ok(axum::Form(posted)) = axum::Form::<WithCsrf<T>>::from_request(request, state).await
-        else {
-            return Err(Denied::new(
-                StatusCode::BAD_REQUEST,
-                "the form's fields could not be read",
+        // Refused before the body is read: a person who may only look cannot hold a
+        // connection open with a form that never ends.
+        if !person.may_change {
+            return Err(Denied::forbidden(
+                crate::api::person_refusal(&person.email).text,
             ));
+        }
+        let request = axum::extract::Request::from_parts(parts, body);
+        // The body within the time its head had (the connection's own timeout covers only
+        // the head): 128 forms sent a byte a minute would have kept every other request,
+        // `/healthz` too, waiting for a free connection.
+        let form = axum::Form::<WithCsrf<T>>::from_request(request, state);
+        let posted = match tokio::time::timeout(super::conns::HEADER_READ, form).await {
+            Ok(Ok(axum::Form(posted))) => posted,
+            Ok(Err(rejection)) => {
+                return Err(Denied::new(
+                    rejection.status(),
+                    format!(
+                        "the form's fields could not be read: {}",
+                        rejection.body_text()
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(Denied::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the form did not arrive within {} s",
+                        super::conns::HEADER_READ.as_secs()
+                    ),
+                ));
+            }
         };
         if !state.csrf.verify(&person.email, &posted.csrf) {
             return Err(Denied::forbidden(
                 "refused: the form's CSRF token is missing or not yours; reload the page and send the form again",
-            ));
-        }
-        if !person.may_change {
-            return Err(Denied::forbidden(
-                crate::api::person_refusal(&person.email).text,
             ));
         }
         Ok(Change {
