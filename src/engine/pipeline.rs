@@ -14,7 +14,7 @@ use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::config::Config;
 use crate::core::accounts::{AccountGroup, HeldGroup};
-use crate::core::model::Roster;
+use crate::core::model::{Finding, Roster};
 use crate::core::packed::Packed;
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, drop_aside};
 use crate::core::reconcile::{self, Limits, SyncInput};
@@ -557,6 +557,13 @@ impl<S: Store> Pipeline<S> {
         let from_token = self.store.accounts_token()?;
         let all_rules = self.store.rules()?;
         let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
+        let ungrantable = self.ungrantable(&enabled);
+        if !ungrantable.is_empty() {
+            let mut report = Report::new(name, bytes.sha256(), received_at, now);
+            report.status = ReportStatus::Rejected;
+            report.errors = ungrantable;
+            return Ok(Evaluation::report_only(report));
+        }
         let opts = self
             .cfg
             .roster_options(rules::needed_fields(&enabled, &self.cfg.columns()));
@@ -618,6 +625,27 @@ impl<S: Store> Pipeline<S> {
                 Ok(Evaluation::report_only(report))
             }
         }
+    }
+
+    /// A finding for each enabled rule whose role was taken out of `provisioning.roles`
+    /// since the rule was saved (SPEC §2: a rule naming another role is refused): the
+    /// file is rejected, so nobody is granted a role the config no longer allows, and no
+    /// account of the rule is reassigned or deactivated by a config change either.
+    fn ungrantable(&self, enabled: &[Rule]) -> Vec<Finding> {
+        enabled
+            .iter()
+            .filter(|rule| self.cfg.role(&rule.role).is_none())
+            .map(|rule| {
+                Finding::file(format!(
+                    "rule {} \"{}\" grants role \"{}\", which is not in provisioning.roles ({}): \
+                     nothing was applied; add the role back, or edit or disable the rule",
+                    rule.id,
+                    rule.name,
+                    rule.role,
+                    self.cfg.provisioning.roles.join(", ")
+                ))
+            })
+            .collect()
     }
 
     /// Plans `roster` against the accounts: all of them, or (`changed`) those of the visible
