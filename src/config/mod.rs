@@ -557,6 +557,41 @@ impl Config {
 
     /// Checks what serde cannot: settings that exclude each other, canonical column names,
     /// what a mode needs.
+    /// An alias of `roster.columns` names one column only: one that is already another
+    /// column's name or alias (built in, or listed under another column) would take that
+    /// column over without a word — `manager_id = ["Status"]` had every leaver read as
+    /// active, with their manager "Terminated".
+    fn check_aliases(&self) -> Result<()> {
+        let defaults = Columns::default();
+        let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+        for (canonical, aliases) in &self.roster.columns {
+            let key = crate::core::columns::canonical_key(canonical);
+            for alias in aliases {
+                let taken = defaults.key(alias);
+                let is_named = DEFAULT_ALIASES
+                    .iter()
+                    .any(|(c, _)| crate::core::columns::canonical_key(c) == taken);
+                if is_named && taken != key {
+                    bail!(
+                        "roster.columns.{canonical}: \"{alias}\" already names another column \
+                         (a name or alias of {}); an alias may name one column only",
+                        canonical_name(&taken)
+                    );
+                }
+                let normalized = crate::core::columns::canonical_key(alias);
+                if let Some(other) = seen.insert(normalized, canonical.as_str())
+                    && other != canonical.as_str()
+                {
+                    bail!(
+                        "roster.columns: \"{alias}\" is listed under both {other} and {canonical}; \
+                         an alias may name one column only"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.source.rsa_host_key && self.source.ssh_profile == SshProfile::Strict {
             bail!(
@@ -574,6 +609,7 @@ impl Config {
                 );
             }
         }
+        self.check_aliases()?;
         if self.provisioning.roles.is_empty() {
             bail!("provisioning.roles is empty: list the roles rules may grant");
         }
@@ -673,6 +709,15 @@ impl Config {
     pub fn is_org_admin(&self, user: &str) -> bool {
         user == "root" || self.control.org_admins.iter().any(|u| u == user)
     }
+}
+
+/// The canonical name (`manager_id`) of a canonical column's key (`managerid`).
+fn canonical_name(key: &str) -> &'static str {
+    DEFAULT_ALIASES
+        .iter()
+        .map(|(c, _)| *c)
+        .find(|c| crate::core::columns::canonical_key(c) == key)
+        .unwrap_or("a canonical column")
 }
 
 #[cfg(test)]
@@ -824,6 +869,34 @@ mod tests {
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn an_alias_names_one_column_only() {
+        let columns = |text: &str| load(&format!("[roster.columns]\n{text}\n"));
+        for (text, names) in [
+            ("manager_id = [\"Status\"]", "employment_status"),
+            ("employee_id = [\"E-Mail\"]", "email"),
+            ("email = [\"manager_id\"]", "manager_id"),
+        ] {
+            let err = format!("{:#}", columns(text).unwrap_err());
+            assert!(
+                err.contains("already names another column"),
+                "{text}: {err}"
+            );
+            assert!(err.contains(names), "{text}: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            columns("email = [\"Login\"]\nmanager_id = [\"login\"]").unwrap_err()
+        );
+        assert!(
+            err.contains("listed under both email and manager_id"),
+            "{err}"
+        );
+        // Its own column's names, and new ones, are fine.
+        let c = columns("email = [\"Work Email\", \"Login\"]\nmanager_id = [\"Boss\"]").unwrap();
+        assert_eq!(c.columns().key("boss"), "managerid");
     }
 
     #[test]
