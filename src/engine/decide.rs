@@ -12,6 +12,11 @@ use crate::core::updates::Updates;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{now_rfc3339, write_atomic_with};
 
+/// How a held report's re-plan starts its reason.
+const REPLANNED: &str = "re-planned at an approval";
+/// How a held report's reasons from before a re-plan start.
+const WHEN_HELD: &str = "when the file was held: ";
+
 impl<S: Store> Pipeline<S> {
     /// Applies a held file, re-planned against the current state, without the limits.
     pub fn approve(&self, id: u64, user: &str) -> Result<Report> {
@@ -187,11 +192,21 @@ impl<S: Store> Pipeline<S> {
         report.status = ReportStatus::Held;
         report.stored_as = Some(entry.stored_as.clone());
         report.held_because = vec![format!(
-            "re-planned at an approval by {user} on {now}: the plan changed since the file was \
+            "{REPLANNED} by {user} on {now}: the plan changed since the file was \
              held ({what}); approve again to apply these changes"
         )];
         if let Some(old) = old {
-            report.held_because.extend(old.held_because);
+            // Why it was held, said as of then (the counts above are the new plan's); an
+            // earlier re-plan's line is replaced by this one, not kept beside it.
+            let then = old
+                .held_because
+                .into_iter()
+                .filter(|reason| !reason.starts_with(REPLANNED))
+                .map(|reason| match reason.starts_with(WHEN_HELD) {
+                    true => reason,
+                    false => format!("{WHEN_HELD}{reason}"),
+                });
+            report.held_because.extend(then);
             report.repeats = old.repeats;
         }
         let updated = FileEntry {

@@ -380,11 +380,26 @@ fn approve_after_a_rule_was_added_applies_nothing_shows_the_new_plan_then_applie
             .any(|c| *c.employee_id == *"E4" && c.rule_id == Some(sales))
     );
     assert!(shown.held_because[0].contains("re-planned"));
+    // Re-planned twice: the latest re-plan's line, then why it was held, said as of then.
+    let held_because = |p: &Pipeline<MemoryStore>| held_report(p, &stored_as).held_because;
+    let first = held_because(&p);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert!(first[1].starts_with("when the file was held: "), "{first:?}");
+    assert!(first[1].contains("max_grants"), "{first:?}");
+    let mut rule = p.store.rules().unwrap().pop().unwrap();
+    assert_eq!(rule.id, sales);
+    rule.enabled = false;
+    p.store.put_rule(&rule, note("rules disable")).unwrap();
+    assert!(p.approve(id, "bob").is_err());
+    let second = held_because(&p);
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second[0].contains("by bob"), "{second:?}");
+    assert_eq!(second[1], first[1]);
     // Approving again applies the plan now shown.
     let report = p.approve(id, "alice").unwrap();
     assert_eq!(report.status, ReportStatus::Applied);
-    assert_eq!(report.counts.created, 4);
-    assert_eq!(accounts(&p).len(), 4);
+    assert_eq!(report.counts.created, 3);
+    assert_eq!(accounts(&p).len(), 3);
     assert_eq!(folder(&p, "processed"), filed(&stored_as));
 }
 
