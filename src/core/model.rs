@@ -53,15 +53,39 @@ impl Finding {
     }
 }
 
+/// A finding on one line, whatever the cells it quotes hold (a quoted cell may hold a line
+/// break: written as it is, it would start a line of its own in `report.txt` or on a
+/// terminal, e.g. one that reads like another finding).
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (&self.line, &self.column) {
-            (Some(l), Some(c)) => write!(f, "line {l}, column \"{c}\": {}", self.message),
-            (Some(l), None) => write!(f, "line {l}: {}", self.message),
-            (None, Some(c)) => write!(f, "column \"{c}\": {}", self.message),
-            (None, None) => write!(f, "{}", self.message),
+        let message = one_line(&self.message);
+        match (&self.line, self.column.as_deref().map(one_line)) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column \"{c}\": {message}"),
+            (Some(l), None) => write!(f, "line {l}: {message}"),
+            (None, Some(c)) => write!(f, "column \"{c}\": {message}"),
+            (None, None) => write!(f, "{message}"),
         }
     }
+}
+
+/// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
+/// as it is: text from a file or a person, on one line of a text report.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    // Most text has no control character: a byte scan (U+0080..U+009F start with 0xC2).
+    if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return text.into();
+    }
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    out.into()
 }
 
 pub use super::interner::{Interner, Sym};

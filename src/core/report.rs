@@ -1,7 +1,7 @@
 //! The result report of one file or sync (SPEC §6): its JSON shape and its text rendering.
 
 use crate::core::accounts::Status;
-use crate::core::model::{FastHash, Finding};
+use crate::core::model::{FastHash, Finding, one_line};
 use crate::core::reconcile::{Action, Change, Counts};
 use crate::core::rules::RuleId;
 use serde::{Deserialize, Serialize};
@@ -294,10 +294,10 @@ impl Report {
             }
             ReportStatus::DryRun => "DRY RUN: nothing was changed; the changes below would be made",
         };
-        writeln!(out, "autoprov report for {}", self.file)?;
+        writeln!(out, "autoprov report for {}", one_line(&self.file))?;
         writeln!(out, "{status}")?;
         if let Some(stored) = &self.stored_as {
-            writeln!(out, "stored as:    {stored}")?;
+            writeln!(out, "stored as:    {}", one_line(stored))?;
         }
         writeln!(out, "sha256:       {}", self.sha256)?;
         writeln!(out, "received at:  {}", self.received_at)?;
@@ -310,7 +310,7 @@ impl Report {
             writeln!(out, "decision:     {} by {} at {}", d.decision, d.by, d.at)?;
         }
         for reason in &self.held_because {
-            writeln!(out, "held because: {reason}")?;
+            writeln!(out, "held because: {}", one_line(reason))?;
         }
         writeln!(out, "counts:       {}", counts_line(&self.counts))?;
         write_changes(out, &self.changes)?;
@@ -352,7 +352,12 @@ fn write_changes(out: &mut impl Write, changes: &[Change]) -> fmt::Result {
         }
         writeln!(out, "\n{} ({count}):", action.as_str())?;
         for change in changes.iter().filter(|c| c.action == action) {
-            for piece in ["  ", &change.employee_id, "  ", &change.email] {
+            for piece in [
+                "  ",
+                &one_line(&change.employee_id),
+                "  ",
+                &one_line(&change.email),
+            ] {
                 lines.push_str(piece);
             }
             let tail = || {
@@ -385,7 +390,7 @@ fn change_tail(out: &mut String, change: &Change) {
         out.push_str("  rule ");
         out.push_str(itoa::Buffer::new().format(id.0));
         out.push_str(" \"");
-        out.push_str(name);
+        out.push_str(&one_line(name));
         out.push('"');
     }
     if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
@@ -446,6 +451,35 @@ mod tests {
             "manager \"E9\" is not in the file",
         )];
         r
+    }
+
+    /// A cell's line break (an ID or a quoted bad email) stays on its line of the text
+    /// report, escaped: it cannot start a line that reads like a finding or a change.
+    #[test]
+    fn cells_with_line_breaks_stay_on_their_line_of_the_text() {
+        let mut r = sample();
+        r.changes[1].employee_id = "E1\nAPPLIED: forged".into();
+        r.errors = vec![Finding::at(
+            4,
+            "Email\r\nwarnings (0):",
+            "email \"bad\nline 9: ok\" is not well formed",
+        )];
+        let text = r.to_text();
+        assert!(text.contains("  E1\\nAPPLIED: forged  a@x.io"), "{text}");
+        assert!(
+            text.contains(
+                "  line 4, column \"Email\\r\\nwarnings (0):\": email \"bad\\nline 9: ok\" is not well formed\n"
+            ),
+            "{text}"
+        );
+        for forged in ["APPLIED: forged", "line 9: ok", "warnings (0):"] {
+            assert!(
+                !text.lines().any(|l| l.starts_with(forged)),
+                "{forged}: {text}"
+            );
+        }
+        assert_eq!(one_line("Müller\u{85}"), "Müller\\u{85}");
+        assert!(matches!(one_line("Müller"), std::borrow::Cow::Borrowed(_)));
     }
 
     #[test]

@@ -384,7 +384,10 @@ fn approve_after_a_rule_was_added_applies_nothing_shows_the_new_plan_then_applie
     let held_because = |p: &Pipeline<MemoryStore>| held_report(p, &stored_as).held_because;
     let first = held_because(&p);
     assert_eq!(first.len(), 2, "{first:?}");
-    assert!(first[1].starts_with("when the file was held: "), "{first:?}");
+    assert!(
+        first[1].starts_with("when the file was held: "),
+        "{first:?}"
+    );
     assert!(first[1].contains("max_grants"), "{first:?}");
     let mut rule = p.store.rules().unwrap().pop().unwrap();
     assert_eq!(rule.id, sales);
