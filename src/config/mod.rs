@@ -547,16 +547,21 @@ impl Config {
             .build()
             .map_err(|e| anyhow::anyhow!(without_quoted_lines(&e.to_string())))
             .with_context(|| format!("reading config {}", path.display()))?;
-        let cfg: Config = built
+        // A value from the environment is named as such: the file does not hold it.
+        let from =
+            match std::env::vars_os().any(|(k, _)| k.to_string_lossy().starts_with("AUTOPROV__")) {
+                true => format!("{} or the AUTOPROV__* environment", path.display()),
+                false => path.display().to_string(),
+            };
+        let mut cfg: Config = built
             .try_deserialize()
-            .with_context(|| format!("invalid config {}", path.display()))?;
+            .with_context(|| format!("invalid config {from}"))?;
         cfg.validate()
-            .with_context(|| format!("invalid config {}", path.display()))?;
+            .with_context(|| format!("invalid config {from}"))?;
+        cfg.web.settle_org_admin_roles(&cfg.provisioning.roles);
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: settings that exclude each other, canonical column names,
-    /// what a mode needs.
     /// An alias of `roster.columns` names one column only: one that is already another
     /// column's name or alias (built in, or listed under another column) would take that
     /// column over without a word — `manager_id = ["Status"]` had every leaver read as
@@ -592,6 +597,8 @@ impl Config {
         Ok(())
     }
 
+    /// Checks what serde cannot: settings that exclude each other, canonical column names,
+    /// what a mode needs.
     pub fn validate(&self) -> Result<()> {
         if self.source.rsa_host_key && self.source.ssh_profile == SshProfile::Strict {
             bail!(
@@ -869,6 +876,23 @@ mod tests {
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn roles_without_super_admin_need_no_org_admin_roles() {
+        let c = load("[provisioning]\nroles = [\"IT Admin\", \"Billing Admin\"]\n").unwrap();
+        assert!(c.web.org_admin_roles().is_empty());
+        assert!(!c.web.may_change("x@acme.example", Some("IT Admin")));
+        let c = load("").unwrap();
+        assert_eq!(c.web.org_admin_roles(), ["Super Admin"]);
+        assert!(c.web.may_change("x@acme.example", Some("super admin")));
+        // Written, a role that is not one is still an error.
+        let err = format!(
+            "{:#}",
+            load("[provisioning]\nroles = [\"IT Admin\"]\n[web]\norg_admin_roles = [\"Super Admin\"]\n")
+                .unwrap_err()
+        );
+        assert!(err.contains("web.org_admin_roles"), "{err}");
     }
 
     #[test]

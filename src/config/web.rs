@@ -25,9 +25,10 @@ pub struct Web {
     /// Emails that may look and change whatever their account.
     #[serde(default)]
     pub org_admins: Vec<String>,
-    /// Roles whose active accounts may change rules, manual admins and held files.
-    #[serde(default = "default_org_admin_roles")]
-    pub org_admin_roles: Vec<String>,
+    /// Roles whose active accounts may change rules, manual admins and held files; unset,
+    /// "Super Admin" when it is one of `provisioning.roles` ([`Web::org_admin_roles`]).
+    #[serde(default)]
+    pub org_admin_roles: Option<Vec<String>>,
     /// `NAME SHA256-HEX-OF-TOKEN` lines: the API's read-only bearer tokens; empty = none.
     #[serde(default, deserialize_with = "optional_path")]
     pub api_tokens_file: Option<PathBuf>,
@@ -44,7 +45,7 @@ impl Default for Web {
             user_header: default_user_header(),
             trusted_proxies: default_trusted_proxies(),
             org_admins: Vec::new(),
-            org_admin_roles: default_org_admin_roles(),
+            org_admin_roles: None,
             api_tokens_file: None,
             dev_user: None,
         }
@@ -62,9 +63,8 @@ fn default_trusted_proxies() -> Vec<IpNet> {
         .collect()
 }
 
-fn default_org_admin_roles() -> Vec<String> {
-    vec!["Super Admin".into()]
-}
+/// The role whose accounts may change, unless `web.org_admin_roles` says otherwise.
+const DEFAULT_ORG_ADMIN_ROLE: &str = "Super Admin";
 
 /// `web.listen`: an address, or empty for off.
 fn listen<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<SocketAddr>, D::Error> {
@@ -130,13 +130,34 @@ impl Web {
             bail!("web.org_admins: \"{bad}\" is not an email address");
         }
         let known = |r: &String| roles.iter().any(|k| fold(k) == fold(r));
-        if let Some(bad) = self.org_admin_roles.iter().find(|r| !known(r)) {
+        // Only roles written in the config: the default is left out where it is no role.
+        let written = self.org_admin_roles.iter().flatten();
+        if let Some(bad) = written.into_iter().find(|r| !known(r)) {
             bail!(
                 "web.org_admin_roles: \"{bad}\" is not in provisioning.roles ({})",
                 roles.join(", ")
             );
         }
         Ok(())
+    }
+
+    /// `web.org_admin_roles` unset becomes "Super Admin" when that is one of `roles`
+    /// (`provisioning.roles`), else none: a config whose roles leave it out is valid.
+    pub fn settle_org_admin_roles(&mut self, roles: &[String]) {
+        if self.org_admin_roles.is_none() {
+            let default = roles
+                .iter()
+                .find(|r| fold(r) == fold(DEFAULT_ORG_ADMIN_ROLE));
+            self.org_admin_roles = Some(default.into_iter().cloned().collect());
+        }
+    }
+
+    /// The roles whose active accounts may change (see [`Web::settle_org_admin_roles`]).
+    pub fn org_admin_roles(&self) -> Vec<&str> {
+        match &self.org_admin_roles {
+            Some(roles) => roles.iter().map(String::as_str).collect(),
+            None => vec![DEFAULT_ORG_ADMIN_ROLE],
+        }
     }
 
     /// Whether the SSO header is believed from this peer.
@@ -161,7 +182,7 @@ impl Web {
     pub fn may_change(&self, email: &str, active_role: Option<&str>) -> bool {
         self.is_org_admin(email)
             || active_role
-                .is_some_and(|role| self.org_admin_roles.iter().any(|r| fold(r) == fold(role)))
+                .is_some_and(|role| self.org_admin_roles().iter().any(|r| fold(r) == fold(role)))
     }
 }
 
@@ -184,7 +205,7 @@ mod tests {
         assert!(w.trusts("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!w.trusts("10.1.2.3".parse().unwrap()));
         assert!(!w.trusts("127.0.0.2".parse().unwrap()));
-        assert_eq!(w.org_admin_roles, vec!["Super Admin"]);
+        assert_eq!(w.org_admin_roles(), vec!["Super Admin"]);
         w.validate(&roles()).unwrap();
     }
 
@@ -258,7 +279,7 @@ mod tests {
     #[test]
     fn names_roles_and_emails_are_checked() {
         let w = Web {
-            org_admin_roles: vec!["Super Admn".into()],
+            org_admin_roles: Some(vec!["Super Admn".into()]),
             ..Web::default()
         };
         let err = format!("{:#}", w.validate(&roles()).unwrap_err());
