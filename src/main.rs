@@ -64,6 +64,10 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    if let Err(e) = autoprov::ingest::check_config(&cfg) {
+        let _ = writeln!(std::io::stderr(), "autoprov: invalid config: {e:#}");
+        return ExitCode::from(exit::USAGE);
+    }
     autoprov::logging::init(&cfg, cli.log_format);
     if let Err(e) = thp_off {
         tracing::debug!("transparent huge pages stay on: {e}");

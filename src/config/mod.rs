@@ -650,6 +650,12 @@ impl Config {
         if let Some((key, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             bail!("{key} must be longer than 0s");
         }
+        if source.max_upload_bytes == 0 {
+            bail!("source.max_upload_bytes must be greater than 0");
+        }
+        if source.max_connections_per_ip == 0 {
+            bail!("source.max_connections_per_ip must be at least 1");
+        }
         if self.source.mode == Mode::Hris && self.source.hris.is_none() {
             bail!("source.mode = \"hris\" needs a [source.hris] section");
         }
@@ -876,6 +882,14 @@ mod tests {
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn sftp_limits_of_zero_are_config_errors_naming_the_key() {
+        for key in ["max_upload_bytes", "max_connections_per_ip"] {
+            let err = format!("{:#}", load(&format!("[source]\n{key} = 0\n")).unwrap_err());
+            assert!(err.contains(&format!("source.{key}")), "{err}");
+        }
     }
 
     #[test]

@@ -17,6 +17,30 @@ use crate::config::Config;
 use crate::layout::Paths;
 use sftp::{SftpSettings, SftpUser};
 
+/// What the SFTP server would refuse at its start that [`Config::validate`] cannot check
+/// (the users' keys and password hashes, read by the SSH library): checked by every
+/// command, so that `status` is the config check the example config promises.
+pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.source.mode != crate::config::Mode::Host {
+        return Ok(());
+    }
+    sftp::auth::check_users(&sftp_users(cfg), cfg.source.ssh_profile)
+        .map_err(|e| anyhow::anyhow!("source.users: {e:#}"))
+}
+
+/// The configured SFTP users.
+fn sftp_users(cfg: &Config) -> Vec<SftpUser> {
+    cfg.source
+        .users
+        .iter()
+        .map(|u| SftpUser {
+            name: u.name.clone(),
+            authorized_keys: u.authorized_keys.clone(),
+            password_hash: u.password_hash.clone(),
+        })
+        .collect()
+}
+
 /// The SFTP server's settings from the config.
 pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
     if cfg.source.users.is_empty() {
@@ -28,16 +52,7 @@ pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
         listen: cfg.source.listen,
         profile: cfg.source.ssh_profile,
         rsa_host_key: cfg.source.rsa_host_key,
-        users: cfg
-            .source
-            .users
-            .iter()
-            .map(|u| SftpUser {
-                name: u.name.clone(),
-                authorized_keys: u.authorized_keys.clone(),
-                password_hash: u.password_hash.clone(),
-            })
-            .collect(),
+        users: sftp_users(cfg),
         max_upload_bytes: cfg.source.max_upload_bytes,
         host_key_dir: paths.host_keys.clone(),
         drop_root: paths.drop.clone(),
@@ -45,4 +60,51 @@ pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
         idle_timeout: cfg.source.idle_timeout,
         max_connections_per_ip: cfg.source.max_connections_per_ip,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        Config::load(Some(f.path())).unwrap()
+    }
+
+    #[test]
+    fn the_users_the_server_would_refuse_are_a_config_error_before_it_starts() {
+        let user = |keys: &str| {
+            format!("[source]\nmode = \"host\"\n[[source.users]]\nname = \"hr\"\n{keys}\n")
+        };
+        for (keys, says) in [
+            (
+                "authorized_keys = [\"ssh-ed25519 GARBAGE hr\"]",
+                "authorized_keys entry 1",
+            ),
+            (
+                "password_hash = \"plaintext\"",
+                "password_hash is not a PHC string",
+            ),
+            (
+                "authorized_keys = []",
+                "neither authorized_keys nor password_hash",
+            ),
+        ] {
+            let err = format!("{:#}", check_config(&config(&user(keys))).unwrap_err());
+            assert!(err.starts_with("source.users: "), "{err}");
+            assert!(err.contains(says), "{keys}: {err}");
+        }
+        let key = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/keys/hris_ed25519.pub"
+        ))
+        .unwrap();
+        let good = user(&format!("authorized_keys = [{:?}]", key.trim()));
+        check_config(&config(&good)).unwrap();
+        // Not host mode: the users are not the server's.
+        let poll = user("authorized_keys = [\"ssh-ed25519 GARBAGE hr\"]")
+            .replace("mode = \"host\"", "mode = \"watch\"\nwatch_dir = \"/tmp\"");
+        check_config(&config(&poll)).unwrap();
+    }
 }

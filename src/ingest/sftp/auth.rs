@@ -178,6 +178,12 @@ fn backoff_delay(n: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
 }
 
+/// Checks the configured users as the server does at its start (names, keys, password
+/// hashes), without starting it.
+pub fn check_users(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<()> {
+    validate_users(users, profile).map(drop)
+}
+
 fn validate_users(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<Vec<UserEntry>> {
     if users.is_empty() {
         bail!("no SFTP users configured: nobody could log in");
