@@ -175,8 +175,7 @@ impl LimitConfig {
 }
 
 /// How files arrive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// Our own SFTP server.
     #[default]
@@ -201,6 +200,20 @@ pub enum SshProfile {
     Strict,
 }
 
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "host" => Ok(Mode::Host),
+            "poll" => Ok(Mode::Poll),
+            "watch" => Ok(Mode::Watch),
+            "hris" => Ok(Mode::Hris),
+            other => Err(serde::de::Error::custom(format!(
+                "source.mode = \"{other}\": use \"host\", \"poll\", \"watch\" or \"hris\""
+            ))),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for SshProfile {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         match String::deserialize(d)?.as_str() {
@@ -217,7 +230,7 @@ impl<'de> Deserialize<'de> for SshProfile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
-    /// host | poll | watch
+    /// host | poll | watch | hris
     #[serde(default)]
     pub mode: Mode,
     /// SFTP server address (host mode).
@@ -882,6 +895,17 @@ mod tests {
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn a_mode_that_is_not_one_lists_the_modes() {
+        let err = format!("{:#}", load("[source]\nmode = \"pull\"\n").unwrap_err());
+        assert!(
+            err.contains("source.mode = \"pull\": use \"host\", \"poll\", \"watch\" or \"hris\""),
+            "{err}"
+        );
+        let c = load("[source]\nmode = \"watch\"\nwatch_dir = \"/tmp\"\n").unwrap();
+        assert_eq!(c.source.mode, Mode::Watch);
     }
 
     #[test]
