@@ -116,8 +116,16 @@ pub fn execute<W: Write>(
     // The file is opened once: its size is announced and its bytes sent (or read here) from
     // the same handle.
     let file = match upload {
-        Some((path, _)) => match fs::File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
-            Ok(opened) => Some(opened),
+        Some((path, _)) => match fs::File::open(path).and_then(|f| Ok((f.metadata()?, f))) {
+            Ok((meta, f)) if meta.is_file() => Some((meta.len(), f)),
+            // A folder opens, and was refused only when its copy into inbox/ failed (exit
+            // 5, "writing inbox/…"); a pipe has no size to announce.
+            Ok(_) => {
+                return Outcome::Answer(Response::fail(
+                    exit::USAGE,
+                    format!("error: {} is not a file", path.display()),
+                ));
+            }
             Err(e) => {
                 return Outcome::Answer(Response::fail(
                     exit::USAGE,

@@ -21,7 +21,9 @@ use sftp::{SftpSettings, SftpUser};
 /// (the users' keys and password hashes, read by the SSH library): checked by every
 /// command, so that `status` is the config check the example config promises.
 pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.source.mode != crate::config::Mode::Host {
+    // Without users, `run` says what host mode needs; the other commands have no use for
+    // them.
+    if cfg.source.mode != crate::config::Mode::Host || cfg.source.users.is_empty() {
         return Ok(());
     }
     sftp::auth::check_users(&sftp_users(cfg), cfg.source.ssh_profile)
