@@ -600,6 +600,19 @@ mod tests {
         assert_eq!(root(off).exit, exit::OK);
         let r = execute_as(&p, rule(), &person("boss@acme.example"), Output::Json);
         assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
+        // An edit that names nothing to change is a usage error, and audits nothing.
+        let audited = p.store.audit(None).unwrap().len();
+        let nothing = Request::RulesEdit {
+            id: 1,
+            name: None,
+            role: None,
+            when: vec![],
+            strict: false,
+        };
+        let r = root(nothing);
+        assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+        assert!(r.text.contains("--name, --role or --when"), "{}", r.text);
+        assert_eq!(p.store.audit(None).unwrap().len(), audited);
     }
 
     #[test]

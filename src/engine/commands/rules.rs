@@ -392,6 +392,15 @@ pub(super) fn run<S: Store>(
             strict,
         } => rules_save(p, caller, None, Some(name), Some(role), when, strict)?,
         Request::RulesEdit {
+            name: None,
+            role: None,
+            ref when,
+            ..
+        } if when.is_empty() => Response::fail(
+            exit::USAGE,
+            "rules edit needs --name, --role or --when (nothing to change)",
+        ),
+        Request::RulesEdit {
             id,
             name,
             role,
