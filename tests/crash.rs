@@ -773,7 +773,7 @@ crash_short_of_space_tests! {
 }
 
 #[test]
-fn every_crash_point_is_reachable() {
+fn every_crash_point_is_in_the_source_and_has_a_test() {
     // Guards the list above against a renamed crash point: each name must be in the source
     // of the engine's pipeline and filing.
     let src: String = [
@@ -1104,6 +1104,11 @@ fn random_sigkill_trials_on_a_200k_roster() {
          phases hit: {phases:?}; hidden inbox leftovers: \
          {leftovers:?}",
         started.elapsed()
+    );
+    // Kills that all came after the file was filed would have tested no recovery.
+    assert!(
+        phases.keys().any(|p| *p != "filed"),
+        "every kill came after the file was filed: {phases:?}"
     );
 }
 

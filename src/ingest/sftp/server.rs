@@ -452,6 +452,9 @@ mod tests {
         })
     }
 
+    /// How many times [`PanickingHandler`] panicked.
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     /// A handler that panics as soon as a client asks for the authentication methods.
     struct PanickingHandler;
 
@@ -459,6 +462,7 @@ mod tests {
         type Error = anyhow::Error;
 
         async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             panic!("deliberate panic in a connection handler");
         }
     }
@@ -497,9 +501,12 @@ mod tests {
                 .stdin(std::process::Stdio::null())
                 .output()
                 .await
-                .unwrap();
+                .expect("running ssh (the openssh-client package)");
             assert!(!out.status.success());
         }
+        // Both connections reached the handler and panicked in it (an `ssh` refused for
+        // any other reason fails too).
+        assert_eq!(PANICS.load(std::sync::atomic::Ordering::SeqCst), 2);
         // Still accepting and speaking SSH.
         let mut conn = TcpStream::connect(format!("127.0.0.1:{port}"))
             .await
