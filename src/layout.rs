@@ -50,6 +50,8 @@ pub struct Paths {
     pub backups: PathBuf,
     /// The web section's secret for CSRF tokens (mode 0600, made on first start).
     pub web_secret: PathBuf,
+    /// The optional canonical columns a Workday report has answered with (one a line).
+    pub workday_columns: PathBuf,
 }
 
 impl Paths {
@@ -62,6 +64,7 @@ impl Paths {
             host_keys: data_dir.join("host_keys"),
             backups: data_dir.join("backups"),
             web_secret: data_dir.join("web_secret"),
+            workday_columns: data_dir.join("workday-columns"),
         }
     }
 

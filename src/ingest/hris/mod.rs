@@ -123,7 +123,7 @@ enum Fetcher {
 
 impl Fetcher {
     /// Reads the credential files: errors are config errors naming the key and the path.
-    fn new(cfg: &Config, hris: &Hris) -> Result<Fetcher> {
+    fn new(cfg: &Config, hris: &Hris, paths: &Paths) -> Result<Fetcher> {
         let missing = |name: &str| anyhow::anyhow!("[source.hris.{name}] is missing");
         Ok(match hris.provider {
             Provider::Bamboohr => {
@@ -132,7 +132,11 @@ impl Fetcher {
             }
             Provider::Workday => {
                 let w = hris.workday.as_ref().ok_or_else(|| missing("workday"))?;
-                Fetcher::Workday(workday::Workday::new(w, cfg.columns())?)
+                Fetcher::Workday(workday::Workday::new(
+                    w,
+                    cfg.columns(),
+                    paths.workday_columns.clone(),
+                )?)
             }
             Provider::CsvUrl => {
                 let c = hris.csv_url.as_ref().ok_or_else(|| missing("csv_url"))?;
@@ -168,7 +172,7 @@ pub fn start(
         cfg.source.hris.as_ref().ok_or_else(|| {
             anyhow::anyhow!("source.mode = \"hris\" needs a [source.hris] section")
         })?;
-    let fetcher = Fetcher::new(cfg, hris)?;
+    let fetcher = Fetcher::new(cfg, hris, paths)?;
     let http = Http::new(hris, cfg.roster.max_bytes)?;
     let state = Arc::new(Mutex::new(HrisState::default()));
     let (tx, rx) = mpsc::channel(16);

@@ -5,13 +5,14 @@
 //! Auth is HTTP Basic with an integration system user, or OAuth 2: a refresh-token grant
 //! at the tenant's token endpoint before each fetch, then `Authorization: Bearer`.
 
-use super::csv_out::{Record, parse, union_columns, write_csv};
+use super::csv_out::{Column, Record, parse, union_columns, write_csv};
 use super::http::{FetchError, Http, Sink, form_urlencoded, shown};
 use crate::config::hris::{self, Secret, WorkdayAuth, read_secret};
-use crate::core::columns::Columns;
+use crate::core::columns::{Columns, EMPLOYMENT_STATUS, MANAGER_ID};
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
+use std::path::PathBuf;
 
 /// How requests are signed in.
 enum Auth {
@@ -31,7 +32,14 @@ pub struct Workday {
     url: String,
     auth: Auth,
     columns: Columns,
+    /// Where the optional canonical columns its answers have had are remembered.
+    remembered: PathBuf,
 }
+
+/// The canonical columns a roster may lack, whose loss changes who gets a role: without
+/// `employment_status` every leaver in the report counts as active; without `manager_id`
+/// nobody is a manager.
+const GUARDED: [&str; 2] = [MANAGER_ID, EMPLOYMENT_STATUS];
 
 #[derive(Deserialize)]
 struct Answer {
@@ -47,7 +55,7 @@ struct Token {
 impl Workday {
     /// From the config; reads the credential files. `columns` finds the canonical columns
     /// among the report's fields.
-    pub fn new(w: &hris::Workday, columns: Columns) -> Result<Workday> {
+    pub fn new(w: &hris::Workday, columns: Columns, remembered: PathBuf) -> Result<Workday> {
         let mut url = reqwest::Url::parse(w.report_url.trim())?;
         let kept: Vec<(String, String)> = url
             .query_pairs()
@@ -80,6 +88,7 @@ impl Workday {
             url: url.to_string(),
             auth,
             columns,
+            remembered,
         })
     }
 
@@ -178,7 +187,42 @@ impl Workday {
             ));
         }
         let columns = union_columns(&answer.entries, &self.columns);
+        self.check_guarded(&columns)?;
         write_csv(&columns, &answer.entries, "Report_Entry")
+    }
+
+    /// Fails the fetch when a column of [`GUARDED`] that an earlier answer had is in no
+    /// entry now: Workday leaves a field out of every entry when the integration user may
+    /// no longer see it, and the roster would still be valid. The columns answered are
+    /// remembered in `data_dir` (a field taken out of the report on purpose: delete that
+    /// file).
+    fn check_guarded(&self, columns: &[Column]) -> Result<(), FetchError> {
+        let had: Vec<String> = std::fs::read_to_string(&self.remembered)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let has: Vec<&str> = GUARDED
+            .into_iter()
+            .filter(|c| columns.iter().any(|col| col.header == *c))
+            .collect();
+        if let Some(lost) = had.iter().find(|c| !has.contains(&c.as_str())) {
+            return Err(FetchError::Invalid(format!(
+                "the Workday report's entries have no {lost} field, though earlier answers had                  one: the integration system user may have lost access to it (a file without it                  would count every leaver as active, or nobody as a manager). If the field was                  taken out of the report on purpose, delete {}",
+                self.remembered.display()
+            )));
+        }
+        if has.iter().any(|c| !had.iter().any(|h| h == c)) {
+            let mut text = has.join("\n");
+            text.push('\n');
+            crate::util::write_atomic(&self.remembered, text.as_bytes()).map_err(|e| {
+                FetchError::Local {
+                    path: self.remembered.display().to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
+        }
+        Ok(())
     }
 }
 
@@ -187,8 +231,12 @@ mod tests {
     use super::*;
 
     fn basic(report_url: &str) -> Workday {
-        let dir = tempfile::tempdir().unwrap();
-        let pw = dir.path().join("pw");
+        basic_in(report_url, &tempfile::tempdir().unwrap().keep())
+    }
+
+    /// [`basic`] remembering its columns in `dir`.
+    fn basic_in(report_url: &str, dir: &std::path::Path) -> Workday {
+        let pw = dir.join("pw");
         std::fs::write(&pw, "pw\n").unwrap();
         let w = hris::Workday {
             report_url: report_url.into(),
@@ -200,7 +248,7 @@ mod tests {
             client_secret_file: Default::default(),
             refresh_token_file: Default::default(),
         };
-        Workday::new(&w, Columns::default()).unwrap()
+        Workday::new(&w, Columns::default(), dir.join("workday-columns")).unwrap()
     }
 
     #[test]
@@ -222,5 +270,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no entries"), "{err}");
+    }
+
+    /// A field the integration user may no longer see is left out of every entry: the
+    /// roster would be valid and count every leaver as active. The fetch fails instead,
+    /// until the file remembering the columns is deleted.
+    #[test]
+    fn a_status_or_manager_field_that_vanishes_fails_the_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = basic_in("https://wd/r", dir.path());
+        let with = br#"{"Report_Entry": [{"Employee_ID": "1", "Work_Email": "a@x.io", "Manager_ID": "2", "Status": "Active"}, {"Employee_ID": "2", "Work_Email": "b@x.io", "Status": "Terminated"}]}"#;
+        let without = br#"{"Report_Entry": [{"Employee_ID": "1", "Work_Email": "a@x.io", "Manager_ID": "2"}, {"Employee_ID": "2", "Work_Email": "b@x.io"}]}"#;
+        // A first answer without the field is taken (nothing remembered yet).
+        w.to_csv(without).unwrap();
+        w.to_csv(with).unwrap();
+        let err = w.to_csv(without).unwrap_err().to_string();
+        assert!(err.contains("no employment_status field"), "{err}");
+        assert!(err.contains("workday-columns"), "{err}");
+        // Still refused at the next fetch, and by a new process (remembered on disk).
+        let again = basic_in("https://wd/r", dir.path());
+        assert!(again.to_csv(without).is_err());
+        std::fs::remove_file(dir.path().join("workday-columns")).unwrap();
+        again.to_csv(without).unwrap();
     }
 }
