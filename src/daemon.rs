@@ -71,8 +71,14 @@ async fn serve(cfg: Config) -> Result<()> {
     // it decides; the HRIS source's fetch failures go to `notifier.fetch_failed_hook()`.
     let notifier = {
         let last_applied = crate::notify::last_applied(&pipeline.store)?;
-        crate::notify::Notifier::start(&cfg.notify, last_applied, &tracker, &shutdown)
-            .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?
+        crate::notify::Notifier::start(
+            &cfg.notify,
+            last_applied,
+            paths.stale_reported.clone(),
+            &tracker,
+            &shutdown,
+        )
+        .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?
     };
     pipeline.set_observer(notifier.file_observer());
     let pipeline_for_stop = pipeline.clone();

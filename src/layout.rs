@@ -52,6 +52,8 @@ pub struct Paths {
     pub web_secret: PathBuf,
     /// The optional canonical columns a Workday report has answered with (one a line).
     pub workday_columns: PathBuf,
+    /// The quiet spell the last `stale` notification was about.
+    pub stale_reported: PathBuf,
 }
 
 impl Paths {
@@ -65,6 +67,7 @@ impl Paths {
             backups: data_dir.join("backups"),
             web_secret: data_dir.join("web_secret"),
             workday_columns: data_dir.join("workday-columns"),
+            stale_reported: data_dir.join("stale-reported"),
         }
     }
 

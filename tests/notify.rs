@@ -18,6 +18,7 @@ use common::daemon::Daemon;
 use common::webhook::{Answer, HOOK_PATH, Receiver};
 use common::{Settings, TestEnv, files, lazy, stays, testdata, wait_until};
 use serde_json::Value;
+use std::ffi::OsStr;
 use std::fs;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -288,7 +289,22 @@ fn stale_fires_once_per_quiet_spell_and_counts_from_the_last_applied_file() {
         "{got:#?}"
     );
     d.stop();
-    // After a restart the clock starts at the ledger's last applied file, long past.
+    // After a restart, that quiet spell was reported already: not again (SPEC §10, once
+    // until the next applied file; it had been sent at every restart).
+    let d = Daemon::start(&env);
+    let attempts = receiver.attempts();
+    assert_eq!(receiver.delivered_of("stale").len(), 2, "{attempts:#?}");
+    stays(
+        "no stale notification after the restart",
+        Duration::from_secs(4),
+        || receiver.attempts().len() == attempts.len(),
+    );
+    d.stop();
+    // A file applied while it was stopped is found in the ledger: the clock starts there.
+    let _ = applied;
+    let input = env.input("b.csv", &roster(2));
+    env.json_ok(0, &[OsStr::new("process"), input.as_os_str()]);
+    let applied = env.json_ok(0, &["files", "show", "2"]);
     let d = Daemon::start(&env);
     let got = receiver.wait_delivered(3);
     let processed_at = applied["processed_at"].as_str().unwrap();

@@ -17,6 +17,7 @@ use crate::engine::{FileObserver, FileOutcome};
 use crate::store::Store;
 use stale::Staleness;
 use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -84,6 +85,7 @@ impl Notifier {
     pub fn start(
         cfg: &Notify,
         last_applied: Option<SystemTime>,
+        reported: PathBuf,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Notifier> {
@@ -99,7 +101,11 @@ impl Notifier {
             queue: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
             failing: Mutex::new(HashSet::new()),
-            staleness: Mutex::new(Staleness::new(last_applied, SystemTime::now())),
+            staleness: Mutex::new(Staleness::new(
+                last_applied,
+                SystemTime::now(),
+                std::fs::read_to_string(&reported).ok().as_deref(),
+            )),
         });
         tracing::info!(webhook = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
         tracker.spawn(deliver::run(
@@ -111,6 +117,7 @@ impl Notifier {
         tracker.spawn(watch_staleness(
             shared.clone(),
             cfg.stale_after,
+            reported,
             shutdown.clone(),
         ));
         Ok(Notifier {
@@ -168,11 +175,10 @@ impl Notifier {
                 // The engine moved on: a file failing later is news again.
                 shared.failing.lock().expect("notify lock").clear();
                 if report.status == crate::core::report::ReportStatus::Applied {
-                    shared
-                        .staleness
-                        .lock()
-                        .expect("notify lock")
-                        .applied(SystemTime::now());
+                    // The time the ledger keeps, which a restart starts the clock from.
+                    let at = humantime::parse_rfc3339(&report.processed_at)
+                        .unwrap_or_else(|_| SystemTime::now());
+                    shared.staleness.lock().expect("notify lock").applied(at);
                 }
                 if let Some(event) = Event::of_filed(id, report, decided_by) {
                     shared.push(event);
@@ -201,7 +207,13 @@ pub fn last_applied(store: &impl Store) -> crate::api::Result<Option<SystemTime>
 
 /// Fires `stale` once per quiet spell (see [`stale`]), looking every
 /// [`stale::check_interval`].
-async fn watch_staleness(shared: Arc<Shared>, stale_after: Duration, shutdown: CancellationToken) {
+/// The spell it fired for is kept in `reported`, so that a restart does not fire it again.
+async fn watch_staleness(
+    shared: Arc<Shared>,
+    stale_after: Duration,
+    reported: PathBuf,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(stale::check_interval(stale_after));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -209,12 +221,17 @@ async fn watch_staleness(shared: Arc<Shared>, stale_after: Duration, shutdown: C
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let due = shared
-            .staleness
-            .lock()
-            .expect("notify lock")
-            .check(SystemTime::now(), stale_after);
+        let (due, marker) = {
+            let mut staleness = shared.staleness.lock().expect("notify lock");
+            (
+                staleness.check(SystemTime::now(), stale_after),
+                staleness.marker(),
+            )
+        };
         if let Some((since, quiet)) = due {
+            if let Err(e) = crate::util::write_atomic(&reported, marker.as_bytes()) {
+                tracing::warn!(file = %reported.display(), "keeping that the stale notification was sent: {e}; a restart sends it again");
+            }
             tracing::warn!(quiet = %humantime::format_duration(Duration::from_secs(quiet.as_secs())), "no file applied for notify.stale_after; sending the stale notification");
             shared.push(Event::stale(since, quiet, stale_after));
         }
@@ -231,7 +248,7 @@ mod tests {
             queue: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
             failing: Mutex::new(HashSet::new()),
-            staleness: Mutex::new(Staleness::new(None, SystemTime::now())),
+            staleness: Mutex::new(Staleness::new(None, SystemTime::now(), None)),
         });
         (
             Notifier {
@@ -288,7 +305,7 @@ mod tests {
     fn held_and_rejected_files_are_queued_applied_ones_restart_the_stale_clock() {
         let (n, shared) = on();
         *shared.staleness.lock().unwrap() =
-            Staleness::new(Some(SystemTime::UNIX_EPOCH), SystemTime::UNIX_EPOCH);
+            Staleness::new(Some(SystemTime::UNIX_EPOCH), SystemTime::UNIX_EPOCH, None);
         filed(&n, "h.csv", ReportStatus::Held);
         filed(&n, "r.csv", ReportStatus::Rejected);
         filed(&n, "d.csv", ReportStatus::DryRun);

@@ -13,11 +13,26 @@ pub struct Staleness {
 }
 
 impl Staleness {
-    /// The clock at start-up: from the ledger's last applied file, else from `started`.
-    pub fn new(last_applied: Option<SystemTime>, started: SystemTime) -> Staleness {
+    /// The clock at start-up: from the ledger's last applied file, else from `started`;
+    /// already reported when `reported` (what [`Staleness::marker`] gave when the event
+    /// last fired, kept across restarts) names that same last applied file (or none).
+    pub fn new(
+        last_applied: Option<SystemTime>,
+        started: SystemTime,
+        reported: Option<&str>,
+    ) -> Staleness {
         Staleness {
             since: last_applied.map_or(Since::StartUp(started), Since::LastApplied),
-            fired: false,
+            fired: reported.is_some_and(|r| r == marker_of(last_applied)),
+        }
+    }
+
+    /// What names the quiet spell the event is about, to keep once it fired: the last
+    /// applied file's time, or that there is none.
+    pub fn marker(&self) -> String {
+        match self.since {
+            Since::LastApplied(at) => marker_of(Some(at)),
+            Since::StartUp(_) => marker_of(None),
         }
     }
 
@@ -38,6 +53,17 @@ impl Staleness {
         }
         self.fired = true;
         Some((self.since, quiet))
+    }
+}
+
+/// The marker of a quiet spell since `last_applied` (or since no file was ever applied).
+fn marker_of(last_applied: Option<SystemTime>) -> String {
+    match last_applied {
+        Some(at) => format!(
+            "after the file applied at {}",
+            humantime::format_rfc3339_nanos(at)
+        ),
+        None => "no file applied yet".into(),
     }
 }
 
@@ -82,7 +108,7 @@ mod tests {
 
     #[test]
     fn fires_once_and_again_only_after_an_applied_file() {
-        let mut s = Staleness::new(Some(at(0)), at(5));
+        let mut s = Staleness::new(Some(at(0)), at(5), None);
         assert_eq!(s.check(at(35), H * 36), None);
         assert_eq!(
             s.check(at(36), H * 36),
@@ -99,16 +125,36 @@ mod tests {
         );
     }
 
+    /// SPEC §10: once until the next applied file, a restart in between too.
+    #[test]
+    fn a_restart_does_not_repeat_a_reported_spell() {
+        let mut s = Staleness::new(Some(at(0)), at(5), None);
+        assert!(s.check(at(36), H * 36).is_some());
+        let kept = s.marker();
+        // Restarted, the same last applied file: reported already.
+        let mut s = Staleness::new(Some(at(0)), at(40), Some(&kept));
+        assert_eq!(s.check(at(100), H * 36), None);
+        // A file applied since (found in the ledger at the restart): a new spell.
+        let mut s = Staleness::new(Some(at(50)), at(60), Some(&kept));
+        assert!(s.check(at(86), H * 36).is_some());
+        // No file ever applied, reported, restarted: not again.
+        let mut s = Staleness::new(None, at(0), None);
+        assert!(s.check(at(36), H * 36).is_some());
+        let kept = s.marker();
+        let mut s = Staleness::new(None, at(40), Some(&kept));
+        assert_eq!(s.check(at(200), H * 36), None);
+    }
+
     #[test]
     fn without_an_applied_file_the_clock_starts_at_start_up() {
-        let mut s = Staleness::new(None, at(10));
+        let mut s = Staleness::new(None, at(10), None);
         assert_eq!(s.check(at(45), H * 36), None);
         assert_eq!(
             s.check(at(46), H * 36),
             Some((Since::StartUp(at(10)), H * 36))
         );
         // A clock set back before the start is quiet for zero, not for ever.
-        let mut s = Staleness::new(Some(at(10)), at(10));
+        let mut s = Staleness::new(Some(at(10)), at(10), None);
         assert_eq!(s.check(at(0), Duration::from_secs(1)), None);
     }
 
