@@ -722,6 +722,25 @@ fn api_tokens_read_and_never_change() {
         false
     );
     assert_eq!(web.get("/metrics", &auth).status, 200);
+    // What axum refuses before a handler runs is answered in the API's JSON shape too.
+    let twice = web.get("/api/v1/admins?status=active&status=inactive", &auth);
+    assert_eq!(twice.status, 400, "{}", twice.body);
+    assert!(
+        twice.json()["error"].as_str().unwrap().contains("status"),
+        "{}",
+        twice.body
+    );
+    let not_utf8 = web.get("/api/v1/admins/%ff", &auth);
+    assert_eq!(not_utf8.status, 400, "{}", not_utf8.body);
+    assert!(not_utf8.json()["error"].is_string(), "{}", not_utf8.body);
+    let posted = web.post("/api/v1/admins", &auth, &[]);
+    assert_eq!(posted.status, 405, "{}", posted.body);
+    assert_eq!(
+        posted.json()["error"],
+        "method not allowed",
+        "{}",
+        posted.body
+    );
     // Guessed tokens are refused, and a stream of them is a line of the log.
     for i in 0..40 {
         let guess = format!("Bearer guess-{i}");

@@ -44,6 +44,39 @@ pub fn routes() -> Router<Arc<WebState>> {
         .route("/api/v1/files/{id}/report", get(report))
         .route("/api/v1/status", get(status))
         .route("/api/v1/auth/check", get(auth_check))
+        .layer(axum::middleware::map_response(errors_as_json))
+}
+
+/// An error answered before a handler ran (a query parameter given twice, a path that is
+/// not UTF-8, a method the route does not take) in the API's JSON shape, `{"error": …}`,
+/// as every other answer of the API: axum's own rejections are plain text, 405 empty.
+async fn errors_as_json(response: axum::response::Response) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let message = match text.is_empty() {
+        true => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        false => text,
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = Json(serde_json::json!({ "error": message })).into_response();
+    let (json_parts, json_body) = body.into_parts();
+    for (name, value) in json_parts.headers {
+        if let Some(name) = name {
+            parts.headers.insert(name, value);
+        }
+    }
+    axum::response::Response::from_parts(parts, json_body)
 }
 
 impl WebState {
