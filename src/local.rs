@@ -116,11 +116,15 @@ pub fn execute<W: Write>(
     // The file is opened once: its size is announced and its bytes sent (or read here) from
     // the same handle.
     let file = match upload {
-        Some((path, _)) => match fs::File::open(path).and_then(|f| Ok((f.metadata()?, f))) {
-            Ok((meta, f)) if meta.is_file() => Some((meta.len(), f)),
+        // Looked at before it is opened: opening a named pipe waits for a writer.
+        Some((path, _)) => match fs::metadata(path).and_then(|meta| {
+            let file = meta.is_file().then(|| fs::File::open(path)).transpose()?;
+            Ok(file.map(|f| (meta.len(), f)))
+        }) {
+            Ok(Some(opened)) => Some(opened),
             // A folder opens, and was refused only when its copy into inbox/ failed (exit
             // 5, "writing inbox/…"); a pipe has no size to announce.
-            Ok(_) => {
+            Ok(None) => {
                 return Outcome::Answer(Response::fail(
                     exit::USAGE,
                     format!("error: {} is not a file", path.display()),

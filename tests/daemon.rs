@@ -1721,9 +1721,14 @@ fn process_of_a_folder_or_a_missing_file_is_a_usage_error() {
     let folder = env.root().join("a-folder");
     fs::create_dir(&folder).unwrap();
     let missing = env.root().join("missing.csv");
+    let pipe = env.root().join("a-pipe");
+    nix::unistd::mkfifo(&pipe, nix::sys::stat::Mode::S_IRWXU).unwrap();
     let check = |env: &TestEnv| {
         let err = env.expect(2, &[OsStr::new("process"), folder.as_os_str()]);
         assert!(err.contains("a-folder is not a file"), "{err}");
+        // Refused, not waited on for a writer.
+        let err = env.expect(2, &[OsStr::new("process"), pipe.as_os_str()]);
+        assert!(err.contains("a-pipe is not a file"), "{err}");
         let err = env.expect(2, &[OsStr::new("process"), missing.as_os_str()]);
         assert!(err.contains("missing.csv"), "{err}");
     };

@@ -59,7 +59,24 @@ fn status_json(what: &str, out: &Output) -> serde_json::Value {
 #[test]
 fn example_config_loads_with_the_real_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let out = status(&repo("config/autoprov.example.toml"), dir.path(), &[], true);
+    // As shipped, its placeholder key is what `status`, the config check, names.
+    let shipped = repo("config/autoprov.example.toml");
+    let out = status(&shipped, dir.path(), &[], true);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("source.users") && err.contains("authorized_keys entry 1"),
+        "{err}"
+    );
+    // With the HR system's key in its place, it loads.
+    let key = read("testdata/keys/hris_ed25519.pub");
+    let placeholder =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA-REPLACE-WITH-THE-HRIS-PUBLIC-KEY hris@workday";
+    let text = read("config/autoprov.example.toml");
+    assert!(text.contains(placeholder));
+    let config = dir.path().join("autoprov.toml");
+    std::fs::write(&config, text.replace(placeholder, key.trim())).unwrap();
+    let out = status(&config, dir.path(), &[], true);
     let j = status_json("config/autoprov.example.toml", &out);
     assert_eq!(j["data_dir"], dir.path().join("data").to_str().unwrap());
     assert_eq!(j["mode"], "host");

@@ -556,14 +556,13 @@ impl<S: Store> Pipeline<S> {
         // Before the rules: a rule changed from here on changes the token the commit finds.
         let from_token = self.store.accounts_token()?;
         let all_rules = self.store.rules()?;
-        let enabled: Vec<Rule> = all_rules.iter().filter(|r| r.enabled).cloned().collect();
-        let ungrantable = self.ungrantable(&enabled);
-        if !ungrantable.is_empty() {
-            let mut report = Report::new(name, bytes.sha256(), received_at, now);
-            report.status = ReportStatus::Rejected;
-            report.errors = ungrantable;
-            return Ok(Evaluation::report_only(report));
-        }
+        // A rule whose role was taken out of the config grants nothing (see `left_out`).
+        let (enabled, ungrantable): (Vec<Rule>, Vec<Rule>) = all_rules
+            .iter()
+            .filter(|r| r.enabled)
+            .cloned()
+            .partition(|r| self.cfg.role(&r.role).is_some());
+        let left_out = self.left_out(&ungrantable);
         let opts = self
             .cfg
             .roster_options(rules::needed_fields(&enabled, &self.cfg.columns()));
@@ -576,9 +575,12 @@ impl<S: Store> Pipeline<S> {
             dry_run,
         };
         let fingerprint = super::resync::fingerprint(&opts);
-        let keep_next = record == Record::UsedAndKept && !dry_run;
+        // The last roster's record was derived with every enabled rule: with one left out,
+        // the roster is read in full, and its own record is not kept.
+        let keep_next = record == Record::UsedAndKept && !dry_run && left_out.is_empty();
         if record != Record::Ignored
             && !dry_run
+            && left_out.is_empty()
             && let Some(changes) = self.changes_of(&bytes, &opts, from_token)?
         {
             let report = Report::new(name, bytes.sha256(), received_at, now);
@@ -609,36 +611,38 @@ impl<S: Store> Pipeline<S> {
         // The roster holds what it needs: a large file's bytes go before its manager graph
         // is built, and before planning.
         drop(bytes);
-        match checked.map(roster::Checked::finish) {
-            Ok(roster) => Ok(Evaluation {
+        let mut eval = match checked.map(roster::Checked::finish) {
+            Ok(roster) => Evaluation {
                 from_token,
                 ..self
                     .plan_roster(roster, report, planning, keep, None)?
                     .expect("a full plan is always kept")
-            }),
+            },
             Err(rejection) => {
                 report.status = ReportStatus::Rejected;
                 report.rows = rejection.rows;
                 report.errors = rejection.errors;
                 report.more_errors = rejection.more_errors;
                 report.warnings = rejection.warnings;
-                Ok(Evaluation::report_only(report))
+                Evaluation::report_only(report)
             }
-        }
+        };
+        eval.report.warnings.splice(0..0, left_out);
+        Ok(eval)
     }
 
-    /// A finding for each enabled rule whose role was taken out of `provisioning.roles`
-    /// since the rule was saved (SPEC §2: a rule naming another role is refused): the
-    /// file is rejected, so nobody is granted a role the config no longer allows, and no
-    /// account of the rule is reassigned or deactivated by a config change either.
-    fn ungrantable(&self, enabled: &[Rule]) -> Vec<Finding> {
-        enabled
+    /// A warning for each enabled rule whose role was taken out of `provisioning.roles`
+    /// since the rule was saved (SPEC §2: a rule naming another role is refused). Such a
+    /// rule is left out, as a disabled one is: it grants its role to nobody, and its
+    /// accounts move to the next matching rule or are deactivated, within the safety
+    /// limits; the other rules go on applying, leavers' deactivations included.
+    fn left_out(&self, ungrantable: &[Rule]) -> Vec<Finding> {
+        ungrantable
             .iter()
-            .filter(|rule| self.cfg.role(&rule.role).is_none())
             .map(|rule| {
                 Finding::file(format!(
                     "rule {} \"{}\" grants role \"{}\", which is not in provisioning.roles ({}): \
-                     nothing was applied; add the role back, or edit or disable the rule",
+                     it was left out, as if disabled; edit or disable it, or add the role back",
                     rule.id,
                     rule.name,
                     rule.role,

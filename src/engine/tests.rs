@@ -697,45 +697,54 @@ fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
     assert_eq!(take(), ["filed 3 later.csv applied by None"]);
 }
 
-/// `is_manager` is derived from `manager_id`: a rule on it warns when the last applied
-/// roster has no manager column, and a file without one is rejected naming it (not read
-/// as "nobody is a manager", which took managers' accounts away).
-/// A role taken out of `provisioning.roles` after a rule granting it was saved: the rule
-/// grants nothing, and the files it would apply to are rejected naming it (nothing else
-/// changes either: the rule's accounts are neither reassigned nor deactivated by it).
+/// A role taken out of `provisioning.roles` after a rule granting it was saved: the rule is
+/// left out as if disabled (it grants its role to nobody, its accounts are deactivated
+/// when no other rule matches), the file says so, and the other rules go on applying.
 #[test]
-fn a_rule_whose_role_was_taken_out_of_the_config_rejects_the_file() {
+fn a_rule_whose_role_was_taken_out_of_the_config_is_left_out() {
     let (_dir, mut p) = pipeline();
     let id = add_rule(&p, "IT", "department = IT");
     let mut rule = p.store.rules().unwrap().remove(0);
     rule.role = "Super Admin".into();
     p.store.put_rule(&rule, note("rules edit")).unwrap();
-    assert_eq!(id.to_string(), "1");
-    let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
+    add_rule(&p, "Sales", "department = Sales");
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT"), ("E3", "Sales")])).unwrap();
     assert_eq!(r.status, ReportStatus::Applied);
     p.cfg
         .provisioning
         .roles
         .retain(|role| role != "Super Admin");
-    let r = submit(&p, "second.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap();
-    assert_eq!(r.status, ReportStatus::Rejected);
-    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
-    assert_eq!(
-        (r.errors[0].line, r.errors[0].column.as_deref()),
-        (None, None)
-    );
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "Sales"), ("E4", "Sales")];
+    let r = submit(&p, "second.csv", &staff(&rows)).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);
+    assert_eq!((r.counts.created, r.counts.deactivated), (1, 1), "{r:?}");
+    let warning = &r.warnings[0];
+    assert_eq!((warning.line, warning.column.as_deref()), (None, None));
     assert!(
-        r.errors[0]
-            .message
-            .contains("rule 1 \"IT\" grants role \"Super Admin\""),
+        warning.message.contains(&format!(
+            "rule {id} \"IT\" grants role \"Super Admin\", which is not in provisioning.roles"
+        )),
         "{}",
-        r.errors[0].message
+        warning.message
     );
-    let accounts = p.store.accounts().unwrap();
-    assert_eq!(accounts.len(), 1, "E2 was not granted: {accounts:?}");
-    assert!(accounts[0].is_active());
+    let active: Vec<String> = p
+        .store
+        .accounts()
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.is_active())
+        .map(|a| format!("{} {}", a.employee_id, a.role))
+        .collect();
+    assert_eq!(
+        active,
+        ["E3 IT Admin", "E4 IT Admin"],
+        "nobody holds Super Admin"
+    );
 }
 
+/// `is_manager` is derived from `manager_id`: a rule on it warns when the last applied
+/// roster has no manager column, and a file without one is rejected naming it (not read
+/// as "nobody is a manager", which took managers' accounts away).
 #[test]
 fn a_rule_on_is_manager_needs_a_manager_id_column() {
     use crate::api::{Output, Request, exit};

@@ -197,30 +197,34 @@ impl Workday {
     /// remembered in `data_dir` (a field taken out of the report on purpose: delete that
     /// file).
     fn check_guarded(&self, columns: &[Column]) -> Result<(), FetchError> {
-        let had: Vec<String> = std::fs::read_to_string(&self.remembered)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let local = |e: std::io::Error| FetchError::Local {
+            path: self.remembered.display().to_string(),
+            detail: e.to_string(),
+        };
+        // Only a file not made yet is nothing remembered: one that cannot be read would
+        // have let a lost column through.
+        let had: Vec<String> = match std::fs::read_to_string(&self.remembered) {
+            Ok(text) => text.lines().map(str::to_string).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(local(e)),
+        };
         let has: Vec<&str> = GUARDED
             .into_iter()
             .filter(|c| columns.iter().any(|col| col.header == *c))
             .collect();
         if let Some(lost) = had.iter().find(|c| !has.contains(&c.as_str())) {
             return Err(FetchError::Invalid(format!(
-                "the Workday report's entries have no {lost} field, though earlier answers had                  one: the integration system user may have lost access to it (a file without it                  would count every leaver as active, or nobody as a manager). If the field was                  taken out of the report on purpose, delete {}",
+                "the Workday report's entries have no {lost} field, though earlier answers had \
+                 one: the integration system user may have lost access to it (a file without it \
+                 would count every leaver as active, or nobody as a manager). If the field was \
+                 taken out of the report on purpose, delete {}",
                 self.remembered.display()
             )));
         }
         if has.iter().any(|c| !had.iter().any(|h| h == c)) {
             let mut text = has.join("\n");
             text.push('\n');
-            crate::util::write_atomic(&self.remembered, text.as_bytes()).map_err(|e| {
-                FetchError::Local {
-                    path: self.remembered.display().to_string(),
-                    detail: e.to_string(),
-                }
-            })?;
+            crate::util::write_atomic(&self.remembered, text.as_bytes()).map_err(local)?;
         }
         Ok(())
     }
@@ -292,5 +296,10 @@ mod tests {
         assert!(again.to_csv(without).is_err());
         std::fs::remove_file(dir.path().join("workday-columns")).unwrap();
         again.to_csv(without).unwrap();
+        // A file that cannot be read fails the fetch rather than letting a column go.
+        std::fs::remove_file(dir.path().join("workday-columns")).unwrap();
+        std::fs::create_dir(dir.path().join("workday-columns")).unwrap();
+        let err = again.to_csv(with).unwrap_err().to_string();
+        assert!(err.contains("workday-columns"), "{err}");
     }
 }
