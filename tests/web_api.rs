@@ -402,10 +402,11 @@ fn the_header_counts_only_from_trusted_proxies() {
     }
     let log = d.log();
     let forged = "header from outside web.trusted_proxies refused";
-    assert_eq!(
-        log.lines().filter(|l| l.contains(forged)).count(),
-        1,
-        "{log}"
+    // One line, or a few when the test ran slower than the 10 s between two lines.
+    let lines = log.lines().filter(|l| l.contains(forged)).count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} lines for 41 refusals:\n{log}"
     );
     d.stop();
 }
@@ -749,10 +750,11 @@ fn api_tokens_read_and_never_change() {
     }
     let log = d.log();
     let unknown = "unknown API token refused";
-    assert_eq!(
-        log.lines().filter(|l| l.contains(unknown)).count(),
-        1,
-        "{log}"
+    // One line, or a few when the test ran slower than the 10 s between two lines.
+    let lines = log.lines().filter(|l| l.contains(unknown)).count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} lines for 40 refusals:\n{log}"
     );
     for bad in ["Bearer ap_wrong", "Bearer ", "Basic dXNlcjpwdw=="] {
         assert_eq!(

@@ -2,6 +2,7 @@
 
 use super::{Output, Response, exit};
 use crate::core::accounts::{Account, Origin, Status};
+use crate::core::model::escape_controls;
 use crate::core::report::{Report, ReportStatus};
 use crate::core::rules::{Rule, RuleId};
 use serde_json::{Value, json};
@@ -31,12 +32,16 @@ pub fn report_response(report: &Report, output: Output) -> Response {
 }
 
 pub fn rule_line(r: &Rule) -> String {
-    let conds: Vec<String> = r.conditions.iter().map(|c| c.to_string()).collect();
+    let conds: Vec<String> = r
+        .conditions
+        .iter()
+        .map(|c| escape_controls(&c.to_string()).into_owned())
+        .collect();
     format!(
         "{:>3}  {:<8}  \"{}\" -> {}  when {}",
         r.id,
         if r.enabled { "enabled" } else { "disabled" },
-        r.name,
+        escape_controls(&r.name),
         r.role,
         conds.join(" and ")
     )
@@ -119,7 +124,11 @@ pub fn push_account_line(out: &mut String, a: &AccountRow<'_>, rules: &[Rule]) {
     let _ = write!(
         out,
         "{:<12} {:<32} {:<16} {:<8} {:<6} ",
-        a.employee_id, a.email, a.role, a.status, a.origin
+        escape_controls(a.employee_id),
+        escape_controls(a.email),
+        a.role,
+        a.status,
+        a.origin
     );
     match a.rule_id {
         None => out.push('-'),
@@ -145,8 +154,36 @@ pub fn account_text(a: &Account, rules: &[Rule]) -> String {
         let _ = writeln!(
             t,
             "    {}  {:<8} {:<16} {}  ({})",
-            h.at, h.status, h.role, h.reason, h.source
+            h.at,
+            h.status,
+            h.role,
+            escape_controls(&h.reason),
+            escape_controls(&h.source)
         );
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ID with a line break (a quoted cell) stays on its line of `admins list`.
+    #[test]
+    fn an_account_line_keeps_a_cells_line_break_escaped() {
+        let row = AccountRow {
+            employee_id: "E1\nE2",
+            email: "a@x.io",
+            role: "IT Admin",
+            status: Status::Active,
+            origin: Origin::Manual,
+            rule_id: None,
+            created_at: "2026-01-01T00:00:00Z",
+            updated_at: "2026-01-01T00:00:00Z",
+        };
+        let mut line = String::new();
+        push_account_line(&mut line, &row, &[]);
+        assert!(!line.contains('\n'), "{line:?}");
+        assert!(line.starts_with("E1\\nE2 "), "{line:?}");
+    }
 }

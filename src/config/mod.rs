@@ -585,15 +585,12 @@ impl Config {
         for (canonical, aliases) in &self.roster.columns {
             let key = crate::core::columns::canonical_key(canonical);
             for alias in aliases {
-                let taken = defaults.key(alias);
-                let is_named = DEFAULT_ALIASES
-                    .iter()
-                    .any(|(c, _)| crate::core::columns::canonical_key(c) == taken);
-                if is_named && taken != key {
+                if let Some(other) = defaults.canonical(alias)
+                    && crate::core::columns::canonical_key(other) != key
+                {
                     bail!(
                         "roster.columns.{canonical}: \"{alias}\" already names another column \
-                         (a name or alias of {}); an alias may name one column only",
-                        canonical_name(&taken)
+                         (a name or alias of {other}); an alias may name one column only"
                     );
                 }
                 let normalized = crate::core::columns::canonical_key(alias);
@@ -735,15 +732,6 @@ impl Config {
     pub fn is_org_admin(&self, user: &str) -> bool {
         user == "root" || self.control.org_admins.iter().any(|u| u == user)
     }
-}
-
-/// The canonical name (`manager_id`) of a canonical column's key (`managerid`).
-fn canonical_name(key: &str) -> &'static str {
-    DEFAULT_ALIASES
-        .iter()
-        .map(|(c, _)| *c)
-        .find(|c| crate::core::columns::canonical_key(c) == key)
-        .unwrap_or("a canonical column")
 }
 
 #[cfg(test)]

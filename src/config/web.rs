@@ -152,12 +152,10 @@ impl Web {
         }
     }
 
-    /// The roles whose active accounts may change (see [`Web::settle_org_admin_roles`]).
-    pub fn org_admin_roles(&self) -> Vec<&str> {
-        match &self.org_admin_roles {
-            Some(roles) => roles.iter().map(String::as_str).collect(),
-            None => vec![DEFAULT_ORG_ADMIN_ROLE],
-        }
+    /// The roles whose active accounts may change: none until
+    /// [`Web::settle_org_admin_roles`] has given the unwritten default (deny by default).
+    pub fn org_admin_roles(&self) -> &[String] {
+        self.org_admin_roles.as_deref().unwrap_or_default()
     }
 
     /// Whether the SSO header is believed from this peer.
@@ -205,7 +203,10 @@ mod tests {
         assert!(w.trusts("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!w.trusts("10.1.2.3".parse().unwrap()));
         assert!(!w.trusts("127.0.0.2".parse().unwrap()));
-        assert_eq!(w.org_admin_roles(), vec!["Super Admin"]);
+        assert!(w.org_admin_roles().is_empty(), "none until settled");
+        let mut settled = w.clone();
+        settled.settle_org_admin_roles(&roles());
+        assert_eq!(settled.org_admin_roles(), ["Super Admin"]);
         w.validate(&roles()).unwrap();
     }
 
@@ -239,10 +240,11 @@ mod tests {
 
     #[test]
     fn who_may_look_and_who_may_change() {
-        let w = Web {
+        let mut w = Web {
             org_admins: vec!["Lead@Acme.example".into()],
             ..Web::default()
         };
+        w.settle_org_admin_roles(&roles());
         // An org admin without an account.
         assert!(w.may_look("lead@acme.example", None));
         assert!(w.may_change("LEAD@acme.example", None));

@@ -149,6 +149,15 @@ impl Columns {
         }
     }
 
+    /// The canonical column (`manager_id`) that `name` names, by its name or an alias.
+    pub fn canonical(&self, name: &str) -> Option<&'static str> {
+        let key = self.key(name);
+        DEFAULT_ALIASES
+            .iter()
+            .map(|(canonical, _)| *canonical)
+            .find(|canonical| normalize_header(canonical) == key)
+    }
+
     /// Whether `name` is one of the canonical column names of `extra` (for config validation).
     pub fn is_canonical(name: &str) -> bool {
         DEFAULT_ALIASES.iter().any(|(c, _)| *c == name)

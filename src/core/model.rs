@@ -58,8 +58,8 @@ impl Finding {
 /// terminal, e.g. one that reads like another finding).
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let message = one_line(&self.message);
-        match (&self.line, self.column.as_deref().map(one_line)) {
+        let message = escape_controls(&self.message);
+        match (&self.line, self.column.as_deref().map(escape_controls)) {
             (Some(l), Some(c)) => write!(f, "line {l}, column \"{c}\": {message}"),
             (Some(l), None) => write!(f, "line {l}: {message}"),
             (None, Some(c)) => write!(f, "column \"{c}\": {message}"),
@@ -70,7 +70,7 @@ impl fmt::Display for Finding {
 
 /// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
 /// as it is: text from a file or a person, on one line of a text report.
-pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     // Most text has no control character: a byte scan (U+0080..U+009F start with 0xC2).
     if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
         return text.into();

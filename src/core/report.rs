@@ -1,7 +1,7 @@
 //! The result report of one file or sync (SPEC §6): its JSON shape and its text rendering.
 
 use crate::core::accounts::Status;
-use crate::core::model::{FastHash, Finding, one_line};
+use crate::core::model::{FastHash, Finding, escape_controls};
 use crate::core::reconcile::{Action, Change, Counts};
 use crate::core::rules::RuleId;
 use serde::{Deserialize, Serialize};
@@ -294,10 +294,10 @@ impl Report {
             }
             ReportStatus::DryRun => "DRY RUN: nothing was changed; the changes below would be made",
         };
-        writeln!(out, "autoprov report for {}", one_line(&self.file))?;
+        writeln!(out, "autoprov report for {}", escape_controls(&self.file))?;
         writeln!(out, "{status}")?;
         if let Some(stored) = &self.stored_as {
-            writeln!(out, "stored as:    {}", one_line(stored))?;
+            writeln!(out, "stored as:    {}", escape_controls(stored))?;
         }
         writeln!(out, "sha256:       {}", self.sha256)?;
         writeln!(out, "received at:  {}", self.received_at)?;
@@ -310,7 +310,7 @@ impl Report {
             writeln!(out, "decision:     {} by {} at {}", d.decision, d.by, d.at)?;
         }
         for reason in &self.held_because {
-            writeln!(out, "held because: {}", one_line(reason))?;
+            writeln!(out, "held because: {}", escape_controls(reason))?;
         }
         writeln!(out, "counts:       {}", counts_line(&self.counts))?;
         write_changes(out, &self.changes)?;
@@ -354,9 +354,9 @@ fn write_changes(out: &mut impl Write, changes: &[Change]) -> fmt::Result {
         for change in changes.iter().filter(|c| c.action == action) {
             for piece in [
                 "  ",
-                &one_line(&change.employee_id),
+                &escape_controls(&change.employee_id),
                 "  ",
-                &one_line(&change.email),
+                &escape_controls(&change.email),
             ] {
                 lines.push_str(piece);
             }
@@ -390,7 +390,7 @@ fn change_tail(out: &mut String, change: &Change) {
         out.push_str("  rule ");
         out.push_str(itoa::Buffer::new().format(id.0));
         out.push_str(" \"");
-        out.push_str(&one_line(name));
+        out.push_str(&escape_controls(name));
         out.push('"');
     }
     if let Some(prev) = change.previous_role.as_ref().filter(|r| **r != change.role) {
@@ -478,8 +478,11 @@ mod tests {
                 "{forged}: {text}"
             );
         }
-        assert_eq!(one_line("Müller\u{85}"), "Müller\\u{85}");
-        assert!(matches!(one_line("Müller"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(escape_controls("Müller\u{85}"), "Müller\\u{85}");
+        assert!(matches!(
+            escape_controls("Müller"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

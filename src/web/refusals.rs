@@ -45,33 +45,74 @@ impl Refusals {
         }
     }
 
-    /// Whether a refusal at `now` is to be logged, with how many went unlogged before it
-    /// (`Some(0)` for the first); `None` when it is only counted.
-    pub fn admit(&self, now: Instant) -> Option<u64> {
+    /// What to do with a refusal at `now`.
+    fn admit(&self, now: Instant) -> Admit {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.quiet_until.is_some_and(|t| now < t) {
+        if let Some(until) = state.quiet_until.filter(|t| now < *t) {
             state.unlogged += 1;
-            return None;
+            return Admit::Count {
+                first: state.unlogged == 1,
+                until,
+            };
         }
         state.quiet_until = Some(now + INTERVAL);
-        Some(std::mem::take(&mut state.unlogged))
-    }
-
-    /// Logs a refusal from `peer` (`what` says which) when [`Refusals::admit`] lets it.
-    pub fn warn(&self, peer: Option<IpAddr>, what: &str) {
-        let Some(unlogged) = self.admit(Instant::now()) else {
-            return;
-        };
-        let peer = peer.map_or("an unknown address".to_string(), |p| p.to_string());
-        match unlogged {
-            0 => {
-                tracing::warn!(%peer, "{what}; more are counted and logged at most every {} s", INTERVAL.as_secs())
-            }
-            n => {
-                tracing::warn!(%peer, unlogged = n, "{what} ({n} more refused since the last line)")
-            }
+        Admit::Log {
+            unlogged: std::mem::take(&mut state.unlogged),
         }
     }
+
+    /// The refusals counted since the last line, now logged: how many.
+    fn take_unlogged(&self) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut state.unlogged)
+    }
+
+    /// Logs a refusal from `peer` (`what` says which), or counts it: the count is logged
+    /// when its interval ends, or with the next refusal logged.
+    pub fn warn(&'static self, peer: Option<IpAddr>, what: &str) {
+        match self.admit(Instant::now()) {
+            Admit::Log { unlogged } => {
+                let peer = peer.map_or("an unknown address".to_string(), |p| p.to_string());
+                match unlogged {
+                    0 => {
+                        tracing::warn!(%peer, "{what}; more are counted and logged at most every {} s", INTERVAL.as_secs())
+                    }
+                    n => {
+                        tracing::warn!(%peer, unlogged = n, "{what} ({n} more refused since the last line)")
+                    }
+                }
+            }
+            // The first one counted: its count is logged when the interval ends, even if
+            // no refusal comes after it.
+            Admit::Count { first: true, until } => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let what = what.to_string();
+                runtime.spawn(async move {
+                    tokio::time::sleep_until(until.into()).await;
+                    let n = self.take_unlogged();
+                    if n > 0 {
+                        tracing::warn!(
+                            refused = n,
+                            "{what}: {n} more in the last {} s",
+                            INTERVAL.as_secs()
+                        );
+                    }
+                });
+            }
+            Admit::Count { first: false, .. } => {}
+        }
+    }
+}
+
+/// What [`Refusals::admit`] says of a refusal.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    /// Log it, with how many went unlogged before it.
+    Log { unlogged: u64 },
+    /// Count it; `first` in its interval, which ends `until`.
+    Count { first: bool, until: Instant },
 }
 
 #[cfg(test)]
@@ -82,17 +123,35 @@ mod tests {
     fn the_first_refusal_is_logged_then_counted_until_the_interval_has_passed() {
         let refusals = Refusals::new();
         let t0 = Instant::now();
-        assert_eq!(refusals.admit(t0), Some(0));
-        for i in 1..=1000u64 {
-            assert_eq!(refusals.admit(t0 + Duration::from_millis(i)), None);
+        let until = t0 + INTERVAL;
+        assert_eq!(refusals.admit(t0), Admit::Log { unlogged: 0 });
+        let first = refusals.admit(t0 + Duration::from_millis(1));
+        assert_eq!(first, Admit::Count { first: true, until });
+        for i in 2..=1000u64 {
+            let counted = refusals.admit(t0 + Duration::from_millis(i));
+            assert_eq!(
+                counted,
+                Admit::Count {
+                    first: false,
+                    until
+                }
+            );
         }
-        assert_eq!(
+        assert!(matches!(
             refusals.admit(t0 + INTERVAL - Duration::from_millis(1)),
-            None
+            Admit::Count { first: false, .. }
+        ));
+        assert_eq!(refusals.admit(t0 + INTERVAL), Admit::Log { unlogged: 1001 });
+        // Counted, then logged when the interval ends (the timer takes them): not again.
+        let later = t0 + INTERVAL + Duration::from_secs(1);
+        assert!(matches!(
+            refusals.admit(later),
+            Admit::Count { first: true, .. }
+        ));
+        assert_eq!(refusals.take_unlogged(), 1);
+        assert_eq!(
+            refusals.admit(t0 + 3 * INTERVAL),
+            Admit::Log { unlogged: 0 }
         );
-        assert_eq!(refusals.admit(t0 + INTERVAL), Some(1001), "the count, once");
-        assert_eq!(refusals.admit(t0 + INTERVAL + Duration::from_secs(1)), None);
-        assert_eq!(refusals.admit(t0 + 3 * INTERVAL), Some(1));
-        assert_eq!(refusals.admit(t0 + 5 * INTERVAL), Some(0));
     }
 }

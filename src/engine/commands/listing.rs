@@ -550,9 +550,15 @@ mod tests {
                     None => format!("rule {id} (deleted)"),
                 })
                 .unwrap_or_else(|| "-".into());
+            // Control characters escaped (a NUL in an ID below), as the text shows them.
             let line = format!(
                 "{:<12} {:<32} {:<16} {:<8} {:<6} {}",
-                a.employee_id, a.email, a.role, a.status, a.origin, rule
+                crate::core::model::escape_controls(&a.employee_id),
+                crate::core::model::escape_controls(&a.email),
+                a.role,
+                a.status,
+                a.origin,
+                rule
             );
             let _ = writeln!(text, "{line}");
         }

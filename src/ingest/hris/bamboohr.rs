@@ -9,9 +9,7 @@
 use super::csv_out::{Column, Record, parse, write_csv};
 use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
-use crate::core::columns::{
-    Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID, canonical_key,
-};
+use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
@@ -162,11 +160,7 @@ impl BambooHr {
 /// `supervisorId`, an alias of `manager_id`) beside the field that column is made from:
 /// every file would have had two manager columns and been rejected (SPEC §1).
 fn refuse_canonical(hris: &Hris, names: &Columns, field: &str) -> Result<()> {
-    let key = names.key(field);
-    let Some(canonical) = [EMPLOYEE_ID, EMAIL, MANAGER_ID, EMPLOYMENT_STATUS]
-        .into_iter()
-        .find(|c| canonical_key(c) == key)
-    else {
+    let Some(canonical) = names.canonical(field) else {
         return Ok(());
     };
     let from = match hris.fields.iter().any(|f| f.trim() == field) {

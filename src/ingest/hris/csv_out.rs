@@ -5,7 +5,7 @@
 //! float, an ID beyond 2^53 or 64 bits would lose digits and could name another employee.
 
 use super::http::FetchError;
-use crate::core::columns::{Columns, DEFAULT_ALIASES, normalize_header};
+use crate::core::columns::Columns;
 use serde::de::{DeserializeOwned, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -69,16 +69,6 @@ pub fn parse<T: DeserializeOwned>(body: &[u8], who: &str, shape: &str) -> Result
     })
 }
 
-/// The canonical column (`employee_id`, `email`, `manager_id`, `employment_status`) a
-/// field name stands for under the roster aliases (plus `roster.columns`), if any.
-pub fn canonical(columns: &Columns, field: &str) -> Option<&'static str> {
-    let key = columns.key(field);
-    DEFAULT_ALIASES
-        .iter()
-        .map(|(canonical, _)| *canonical)
-        .find(|canonical| normalize_header(canonical) == key)
-}
-
 /// Every field of every record, in order of first appearance (a Workday report leaves a
 /// field out of a record when it is empty); canonical ones under their canonical name.
 pub fn union_columns(records: &[Record], columns: &Columns) -> Vec<Column> {
@@ -88,7 +78,7 @@ pub fn union_columns(records: &[Record], columns: &Columns) -> Vec<Column> {
         for (field, _) in &record.0 {
             if seen.insert(field.as_str()) {
                 out.push(Column {
-                    header: canonical(columns, field).unwrap_or(field).to_string(),
+                    header: columns.canonical(field).unwrap_or(field).to_string(),
                     field: field.clone(),
                 });
             }
@@ -211,9 +201,9 @@ mod tests {
         let mut extra = std::collections::BTreeMap::new();
         extra.insert("manager_id".to_string(), vec!["Supervisor_EID".to_string()]);
         let cols = Columns::new(&extra);
-        assert_eq!(canonical(&cols, "Supervisor_EID"), Some("manager_id"));
-        assert_eq!(canonical(&cols, "Worker_Status"), Some("employment_status"));
-        assert_eq!(canonical(&cols, "jobTitle"), None);
+        assert_eq!(cols.canonical("Supervisor_EID"), Some("manager_id"));
+        assert_eq!(cols.canonical("Worker_Status"), Some("employment_status"));
+        assert_eq!(cols.canonical("jobTitle"), None);
     }
 
     #[test]
