@@ -29,6 +29,10 @@ pub fn now_rfc3339() -> String {
 /// times written so compare against as text. `None` when it is neither.
 pub fn utc_second(text: &str) -> Option<String> {
     let t = text.trim().to_ascii_uppercase();
+    // A time is ASCII: slicing other text by byte counts could cut a character (a panic).
+    if !t.is_ascii() {
+        return None;
+    }
     let (base, east) = if let Some(base) = t.strip_suffix('Z') {
         (base.to_string(), 0i64)
     } else if t.len() == 10 {
@@ -476,6 +480,9 @@ mod tests {
             "2026-11-01T00:00:00",
             "2026-13-01T00:00:00Z",
             "2026-11-01T00:00:00+25:00",
+            // Cut six bytes from the end, inside the é: had panicked (a reader's request).
+            "xxxxxxxxxxxxxxxxxxxxéabcde",
+            "2026-11-01T00:00:00+0é",
         ] {
             assert_eq!(utc_second(bad), None, "{bad}");
         }

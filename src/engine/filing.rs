@@ -35,6 +35,10 @@ const ROOM_PER_CHANGE: u64 = 1 << 10;
 /// file then blocked every file after it.
 const MAX_FILED_NAME: usize = 255 - 16 - 1 - 5 - ".report.json".len();
 
+/// The longest name a file is received under in inbox/ (a folder entry holds 255 bytes;
+/// room is left for `-N` when the name is taken).
+const MAX_RECEIVED_NAME: usize = 240;
+
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
 const RECEIVING: &str = ".receive-";
 
@@ -354,9 +358,17 @@ impl<S: Store> Pipeline<S> {
         content: Content<'_>,
         dry_run: bool,
     ) -> Result<(String, Option<FileBytes>)> {
+        // Control characters, which the SFTP server refuses in a name, become `_` (a line
+        // break would start a line of its own in logs and listings).
         let base = Path::new(original)
             .file_name()
-            .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+            .map(|n| {
+                let n = n.to_string_lossy();
+                n.trim_start_matches('.')
+                    .chars()
+                    .map(|c| if c.is_control() { '_' } else { c })
+                    .collect::<String>()
+            })
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "roster.csv".to_string());
         // A name the inbox would ignore (hidden or partial) gets `.csv` so it is processed.
@@ -365,12 +377,18 @@ impl<S: Store> Pipeline<S> {
         } else {
             base
         };
-        if dry_run && !crate::layout::is_dry_run(&name) {
-            name = match name.strip_suffix(".csv") {
-                Some(stem) => format!("{stem}{DRY_RUN_SUFFIX}"),
-                None => format!("{name}{DRY_RUN_SUFFIX}"),
-            };
-        }
+        // Short enough for a folder entry with a number added (`-2`), a dry run's suffix
+        // kept whole: cut after it was added, `.dryrun` would have gone, and the file been
+        // applied (a name from the control socket may be of any length).
+        let (stem, suffix) = match crate::layout::is_dry_run(&name) {
+            true => name.split_at(name.len() - DRY_RUN_SUFFIX.len()),
+            false if dry_run => (name.strip_suffix(".csv").unwrap_or(&name), DRY_RUN_SUFFIX),
+            false => (name.as_str(), ""),
+        };
+        name = format!(
+            "{}{suffix}",
+            crate::util::fitting(stem, MAX_RECEIVED_NAME - suffix.len())
+        );
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!("{RECEIVING}{}.part", std::process::id()));
         let written = match content {

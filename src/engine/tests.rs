@@ -263,10 +263,17 @@ fn a_broken_roster_is_rejected_names_line_and_column_and_changes_nothing() {
 fn a_dry_run_reports_what_would_change_and_changes_nothing() {
     // (case, name, dry_run flag of receive)
     // The suffix in any letter case, as the ignored suffixes are.
+    // Names as long as a folder entry may hold (from the control socket, longer): cut to
+    // fit with the suffix kept whole (it had gone past 255 bytes: exit 5).
+    let long = format!("{}.csv", "E".repeat(245));
+    let longer = format!("{}.dryrun.csv", "é".repeat(400));
     for (case, name, flag) in [
         ("suffix", "r.dryrun.csv", false),
         ("upper-case suffix", "Roster.DRYRUN.CSV", false),
         ("flag", "r.csv", true),
+        ("flag, long name", long.as_str(), true),
+        ("suffix, longer name", longer.as_str(), false),
+        ("flag, a line break", "a\nb.csv", true),
     ] {
         let (_dir, p) = pipeline();
         add_rule(&p, "IT", "department = IT");
@@ -278,6 +285,11 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
         assert!(
             received.to_lowercase().ends_with(".dryrun.csv"),
             "{case}: {received}"
+        );
+        assert!(received.len() <= 240, "{case}: {} bytes", received.len());
+        assert!(
+            !received.chars().any(char::is_control),
+            "{case}: {received:?}"
         );
         let report = p.process(&received).unwrap();
         assert_eq!(report.status, ReportStatus::DryRun, "{case}");
