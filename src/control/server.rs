@@ -24,14 +24,28 @@ pub fn bind(path: &Path) -> crate::api::Result<UnixListener> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(Error::usage(format!(
-                "another autoprov daemon answers on {}",
-                path.display()
-            )));
+        // Stale only when nothing listens (refused): a socket that cannot be reached for
+        // another reason (permissions, a daemon too busy to take the connection) may be a
+        // live daemon's, and removing it would leave that daemon unreachable.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(Error::usage(format!(
+                    "another autoprov daemon answers on {}",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing stale socket {}", path.display()))?;
+            }
+            Err(e) => {
+                return Err(Error::usage(format!(
+                    "{} exists and cannot be reached ({e}); is another daemon running? \
+                     remove it if not",
+                    path.display()
+                )));
+            }
         }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
