@@ -849,6 +849,34 @@ mod tests {
         assert_eq!(recorded.audit_seq, 2);
     }
 
+    /// A watermark that cannot be read is not "no record": emptied, it had let a store
+    /// rolled back to an older copy open as whole.
+    #[test]
+    fn a_watermark_that_cannot_be_read_refuses_the_store() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.append_audit(AuditNote {
+            at: "2026-01-01T00:00:00Z".into(),
+            user: "t".into(),
+            action: "test".into(),
+            detail: String::new(),
+        })
+        .unwrap();
+        drop(s);
+        let mark = crate::store::watermark::path(dir.path());
+        std::fs::write(&mark, b"").unwrap();
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt(msg)) => {
+                assert!(msg.contains("autoprov.watermark"), "{msg}")
+            }
+            other => panic!("opened: {:?}", other.err()),
+        }
+        // No record at all: a new or restored store, opened.
+        std::fs::remove_file(&mark).unwrap();
+        SledStore::open(dir.path()).unwrap();
+    }
+
     #[test]
     fn a_schema_1_store_that_lost_changes_or_is_inconsistent_is_refused_not_migrated() {
         // Behind its watermark (sled dropped a damaged log tail): refused as it stands.

@@ -33,8 +33,19 @@ pub fn record(store_dir: &Path, counters: Counters) -> std::io::Result<()> {
 }
 
 /// Compares the store's counters with the record: the description of what was lost, if any.
+/// No record is nothing lost (a new store, a restored one); a record that cannot be read
+/// is not (it was written whole, by a rename: damaged, it could hide a store rolled back).
 pub fn check(store_dir: &Path, store: Counters) -> Option<String> {
-    let recorded: Counters = serde_json::from_slice(&std::fs::read(path(store_dir)).ok()?).ok()?;
+    let file = path(store_dir);
+    let bytes = match std::fs::read(&file) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(unreadable(&file, &e.to_string())),
+    };
+    let recorded: Counters = match serde_json::from_slice(&bytes) {
+        Ok(recorded) => recorded,
+        Err(e) => return Some(unreadable(&file, &e.to_string())),
+    };
     let behind = [
         ("audit entries", store.audit_seq, recorded.audit_seq),
         ("file ids", store.file_id, recorded.file_id),
@@ -50,6 +61,15 @@ pub fn check(store_dir: &Path, store: Counters) -> Option<String> {
             behind.join(", ")
         )
     })
+}
+
+/// Why the record at `file` cannot be compared.
+fn unreadable(file: &Path, why: &str) -> String {
+    format!(
+        "its record of how far it had come, {}, cannot be read ({why}), so a store that lost \
+         committed changes could not be told from a whole one",
+        file.display()
+    )
 }
 
 /// Forgets the record (after a restore, the restored store is the new truth).
