@@ -91,6 +91,7 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
     let path = paths.backups.join(&name);
     fs::create_dir_all(&paths.backups)
         .with_context(|| format!("creating {}", paths.backups.display()))?;
+    remove_unfinished(&paths.backups);
     let tmp = paths.backups.join(format!(".{name}.tmp"));
     let written = export_hashed(store, &tmp, now);
     let digest = match written {
@@ -108,10 +109,33 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
     }
     fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
     fsync_dir(&paths.backups).with_context(|| format!("syncing {}", paths.backups.display()))?;
-    for old in automatic(paths).into_iter().skip(KEEP) {
+    // The one just written is kept whatever the others' names say (backups named for a
+    // clock that ran ahead sort after it: it had been removed at once, at every start).
+    let others = automatic(paths).into_iter().filter(|p| *p != path);
+    for old in others.skip(KEEP - 1) {
         let _ = fs::remove_file(old);
     }
     Ok(Rotated::Written(path))
+}
+
+/// Removes the hidden parts of automatic backups that a stop or a crash interrupted (each
+/// holds every admin's email; they had been left for ever, one more at each failed start).
+/// One daemon writes there at a time: it holds the store.
+fn remove_unfinished(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let unfinished = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .is_some_and(is_automatic_name);
+        if unfinished && let Err(e) = fs::remove_file(entry.path()) {
+            tracing::warn!(file = %entry.path().display(), "removing an unfinished backup: {e}");
+        }
+    }
 }
 
 /// Exports `store` to `tmp` (fsynced); returns the SHA-256 of everything after the header
@@ -238,10 +262,17 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
         let _ = fs::remove_dir_all(&staging);
         return Err(Error::from(e).context("giving the restored store its owner"));
     }
+    let aside = paths
+        .store
+        .with_extension(format!("replaced-{}", compact_timestamp(&now_rfc3339())));
+    // One step where the file system allows it: two renames leave, between them, no store
+    // at all, which the next start would have opened as a new, empty one.
+    if paths.store.exists() && exchange(&staging, &paths.store).is_ok() {
+        fs::rename(&staging, &aside)?;
+        fsync_dir(paths.store.parent().unwrap_or(Path::new(".")))?;
+        return Ok((n, Some(aside)));
+    }
     let replaced = if paths.store.exists() {
-        let aside = paths
-            .store
-            .with_extension(format!("replaced-{}", compact_timestamp(&now_rfc3339())));
         fs::rename(&paths.store, &aside)?;
         Some(aside)
     } else {
@@ -263,7 +294,14 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
             _ => Error::from(e).context(format!("restoring {}", file.display())),
         });
     }
+    fsync_dir(paths.store.parent().unwrap_or(Path::new(".")))?;
     Ok((n, replaced))
+}
+
+/// Swaps the folders `a` and `b` in one step (Linux `renameat2` with `RENAME_EXCHANGE`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(std::io::Error::from)
 }
 
 /// The owner (uid, gid) a restored store gets: that of the store it replaces, else of the
@@ -403,6 +441,39 @@ mod tests {
             fs::read_to_string(paths.backups.join("autoprov-20261204T100006Z.backup")).unwrap();
         assert!(newest.starts_with('{') && newest.contains("2026-12-04T10:00:06Z"));
         assert!(newest.contains("change 6") && newest.trim_end().ends_with('}'));
+    }
+
+    /// Backups named for a clock that ran ahead (corrected since) do not push out the one
+    /// just written; the hidden parts of interrupted backups are removed.
+    #[test]
+    fn the_backup_just_written_is_kept_and_unfinished_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = MemoryStore::new();
+        fs::create_dir_all(&paths.backups).unwrap();
+        let ahead = [
+            "autoprov-20270101T000000Z.backup",
+            "autoprov-20270102T000000Z.backup",
+            "autoprov-20270103T000000Z.backup",
+        ];
+        for name in ahead {
+            fs::write(paths.backups.join(name), "old").unwrap();
+        }
+        let unfinished = ".autoprov-20261204T095959Z.backup.tmp";
+        fs::write(paths.backups.join(unfinished), "part").unwrap();
+        store.append_audit(note("change")).unwrap();
+        let written = rotate_at(&store, &paths, "2026-12-04T10:00:00Z").unwrap();
+        let path = paths.backups.join("autoprov-20261204T100000Z.backup");
+        assert_eq!(written, Rotated::Written(path.clone()));
+        assert!(path.exists(), "{:?}", files(&paths));
+        assert_eq!(
+            files(&paths),
+            [
+                "autoprov-20261204T100000Z.backup",
+                "autoprov-20270102T000000Z.backup",
+                "autoprov-20270103T000000Z.backup",
+            ]
+        );
     }
 
     #[test]
