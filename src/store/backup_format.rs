@@ -7,6 +7,7 @@
 use super::{StoreError, StoreResult};
 use crate::core::accounts::Account;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Identifies autoprov backup files.
 pub const BACKUP_FORMAT: &str = "autoprov-backup";
@@ -70,6 +71,10 @@ enum BackupLine {
     },
     End {
         end: u64,
+        /// SHA-256 (hex) of the record lines as written, each with its line feed; absent
+        /// in backups written before it was added.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
     },
 }
 
@@ -91,6 +96,8 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 pub struct Writer<'w> {
     out: &'w mut dyn std::io::Write,
     records: u64,
+    /// Of the record lines, for the end line.
+    hasher: Sha256,
 }
 
 impl<'w> Writer<'w> {
@@ -104,12 +111,20 @@ impl<'w> Writer<'w> {
         };
         serde_json::to_writer(&mut *out, &header)?;
         out.write_all(b"\n")?;
-        Ok(Writer { out, records: 0 })
+        Ok(Writer {
+            out,
+            records: 0,
+            hasher: Sha256::new(),
+        })
     }
 
     fn line(&mut self, line: &BackupLine) -> std::io::Result<()> {
-        serde_json::to_writer(&mut *self.out, line)?;
-        self.out.write_all(b"\n")
+        let mut bytes = serde_json::to_vec(line)?;
+        bytes.push(b'\n');
+        if let BackupLine::Record { .. } = line {
+            self.hasher.update(&bytes);
+        }
+        self.out.write_all(&bytes)
     }
 
     /// One record whose value is JSON.
@@ -155,7 +170,11 @@ impl<'w> Writer<'w> {
 
     /// Writes the end line and flushes; returns the record count.
     pub fn finish(mut self) -> std::io::Result<u64> {
-        let end = BackupLine::End { end: self.records };
+        let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
+        let end = BackupLine::End {
+            end: self.records,
+            sha256: Some(sha256),
+        };
         self.line(&end)?;
         self.out.flush()?;
         Ok(self.records)
@@ -219,16 +238,19 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         count: 0,
     };
     let mut end = None;
+    let mut hasher = Sha256::new();
     for line in lines {
         let line = line.map_err(|e| bad(e.to_string()))?;
         let (tree, key, value) =
             match serde_json::from_str::<BackupLine>(&line).map_err(|e| bad(e.to_string()))? {
-                BackupLine::End { end: n } => {
-                    end = Some(n);
+                BackupLine::End { end: n, sha256 } => {
+                    end = Some((n, sha256));
                     break;
                 }
                 BackupLine::Record { tree, key, value } => (tree, key, value),
             };
+        hasher.update(line.as_bytes());
+        hasher.update(b"\n");
         backup.count += 1;
         if !trees::ALL.contains(&tree.as_str()) {
             return Err(bad(format!("unknown tree {tree:?}")));
@@ -247,13 +269,22 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         }
     }
     match end {
-        Some(n) if n == backup.count => {}
-        Some(n) => {
+        Some((n, _)) if n != backup.count => {
             return Err(bad(format!(
                 "{} records where the end line says {n}",
                 backup.count
             )));
         }
+        // A changed byte that still reads as a record (a role "HR Rdmin", an email one
+        // letter off) had restored without a word.
+        Some((_, Some(sha256))) if sha256 != hex(&hasher.finalize()) => {
+            return Err(bad(
+                "its records are not those it was written with (their SHA-256 differs from \
+                 the end line's): the file was changed or damaged"
+                    .into(),
+            ));
+        }
+        Some(_) => {}
         None => return Err(bad("truncated: no end line".into())),
     }
     backup
@@ -272,6 +303,29 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backup with one byte of a record changed is refused; one written before the end
+    /// line had its SHA-256 still reads.
+    #[test]
+    fn a_changed_record_is_refused_and_an_older_end_line_still_reads() {
+        let mut bytes = Vec::new();
+        let mut w = Writer::start(&mut bytes, "2026-01-01T00:00:00Z").unwrap();
+        w.json(trees::RULES, b"1", serde_json::json!({"role": "HR Admin"}))
+            .unwrap();
+        w.json(trees::RULES, b"2", serde_json::json!({"role": "IT Admin"}))
+            .unwrap();
+        assert_eq!(w.finish().unwrap(), 2);
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(read(text.as_bytes()).unwrap().count, 2);
+        let changed = text.replace("HR Admin", "HR Rdmin");
+        let err = read(changed.as_bytes()).err().unwrap().to_string();
+        assert!(err.contains("SHA-256"), "{err}");
+        let end = text.lines().last().unwrap();
+        let older = text
+            .replace(end, r#"{"end":2}"#)
+            .replace("HR Admin", "HR Rdmin");
+        assert_eq!(read(older.as_bytes()).unwrap().count, 2);
+    }
 
     #[test]
     fn hex_round_trips_and_refuses_odd_or_non_hex_text() {
