@@ -321,16 +321,21 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
         );
     }
     let paths = Paths::new(&cfg.data_dir);
-    // sled's lock tells whether any process (a daemon on another socket, too) uses the store.
-    if SledStore::is_locked(&paths.store) {
-        return Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: the store {} is in use by another process; stop the daemon before restoring",
-                paths.store.display()
-            ),
-        );
-    }
+    // sled's lock tells whether any process (a daemon on another socket, too) uses the
+    // store; held until the restored store is in place, so that a daemon started meanwhile
+    // cannot open the store being replaced (and serve, and lose, changes from it).
+    let _held = match SledStore::lock(&paths.store) {
+        crate::store::Lock::Taken => {
+            return Response::fail(
+                exit::REFUSED,
+                format!(
+                    "refused: the store {} is in use by another process; stop the daemon before restoring",
+                    paths.store.display()
+                ),
+            );
+        }
+        lock => lock,
+    };
     match crate::backup::restore(&paths, file, &user) {
         Ok((n, replaced)) => Response {
             exit: exit::OK,

@@ -4,7 +4,7 @@ mod backup_format;
 pub mod memory;
 mod sled;
 
-pub use self::sled::{SledStore, watermark};
+pub use self::sled::{Lock, SledStore, watermark};
 pub use memory::MemoryStore;
 
 use crate::core::accounts::{Account, AccountGroup, Origin, Status};

@@ -19,7 +19,7 @@ mod versions;
 pub mod watermark;
 mod write;
 
-pub use store::SledStore;
+pub use store::{Lock, SledStore};
 
 use super::backup_format::{meta, trees};
 use super::{AuditEntry, AuditNote, StoreError, StoreResult};

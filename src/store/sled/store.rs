@@ -62,6 +62,16 @@ enum Upgrade {
     FromV1,
 }
 
+/// What [`SledStore::lock`] found.
+pub enum Lock {
+    /// No store there.
+    NoStore,
+    /// Held by this process until dropped.
+    Held(nix::fcntl::Flock<std::fs::File>),
+    /// Held by a process (this one included, through an open store).
+    Taken,
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store at `path`, migrates an older one, and checks
     /// every record decodes and the email index matches the accounts.
@@ -241,10 +251,21 @@ impl SledStore {
     /// Whether a process (this one included) holds the store's lock; found without opening
     /// the store, so nothing in it is recovered, migrated or written.
     pub fn is_locked(path: &Path) -> bool {
+        matches!(Self::lock(path), Lock::Taken)
+    }
+
+    /// Takes the store's lock (the one sled takes at its open) without opening it: held,
+    /// no process can open the store until it is let go (a restore holds it until the
+    /// restored store is in place, so that a daemon starting meanwhile cannot serve from
+    /// the store being replaced).
+    pub fn lock(path: &Path) -> Lock {
         let Ok(file) = std::fs::File::open(path.join("db")) else {
-            return false;
+            return Lock::NoStore;
         };
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(held) => Lock::Held(held),
+            Err(_) => Lock::Taken,
+        }
     }
 
     /// How far the counters have gone (see `watermark`).
@@ -910,6 +931,13 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         assert!(SledStore::is_locked(dir.path()));
         drop(s);
+        drop(reopen(dir.path()));
+        // Taken without opening (a restore): nobody opens the store until it is let go.
+        let held = SledStore::lock(dir.path());
+        assert!(matches!(held, Lock::Held(_)));
+        assert!(SledStore::is_locked(dir.path()));
+        assert!(SledStore::open(dir.path()).is_err(), "opened a held store");
+        drop(held);
         drop(reopen(dir.path()));
     }
 
