@@ -192,6 +192,8 @@ impl From<StoreError> for Error {
                 "{e}; it may be lost if the machine stops before it is: check whether it is \
                  there before making it again"
             )),
+            // Not a failure of the work: the operator runs the autoprov that wrote it.
+            StoreError::Newer(why) => Error::usage(why),
             e => Error::failed(e.to_string()),
         }
     }

@@ -22,6 +22,10 @@ pub enum StoreError {
     /// A record could not be decoded: the store is damaged or from another version.
     #[error("store is damaged: {0}")]
     Corrupt(String),
+    /// The store was written by a newer autoprov (its schema is past this one's): not
+    /// damaged, and restoring a backup would throw away what it holds.
+    #[error("{0}")]
+    Newer(String),
     /// A transaction was refused by a check inside it.
     #[error("{0}")]
     Conflict(String),

@@ -62,6 +62,15 @@ enum Upgrade {
     FromV1,
 }
 
+/// The number of a schema marker `autoprov-N`; 0 for anything else.
+fn schema_number(marker: &[u8]) -> u64 {
+    std::str::from_utf8(marker)
+        .ok()
+        .and_then(|m| m.strip_prefix("autoprov-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// What [`SledStore::lock`] found.
 pub enum Lock {
     /// No store there.
@@ -226,6 +235,15 @@ impl SledStore {
             Some(v) if v.as_ref() == SCHEMA_V4 || v.as_ref() == SCHEMA_V3 => Ok(Upgrade::Compress),
             Some(v) if v.as_ref() == SCHEMA_V2 => Ok(Upgrade::FromV2),
             Some(v) if v.as_ref() == SCHEMA_V1 => Ok(Upgrade::FromV1),
+            Some(v) if schema_number(&v) > schema_number(SCHEMA) => {
+                Err(StoreError::Newer(format!(
+                    "the store is of schema {:?}, written by a newer autoprov than this one \
+                     (which reads up to {:?}): run that version or a later one; the store is \
+                     left as it is",
+                    String::from_utf8_lossy(&v),
+                    String::from_utf8_lossy(SCHEMA)
+                )))
+            }
             Some(v) => Err(StoreError::Corrupt(format!(
                 "schema {:?} is not {:?}",
                 String::from_utf8_lossy(&v),
@@ -922,6 +940,23 @@ mod tests {
             other => panic!("opened: {:?}", other.err()),
         }
         still_schema_1(dir.path());
+    }
+
+    /// A store from a newer autoprov is named as such (exit 2), not as damaged with the
+    /// advice to restore a backup (which would throw away what it holds), and is left alone.
+    #[test]
+    fn a_store_of_a_newer_schema_is_refused_as_newer_not_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.meta.insert(meta::SCHEMA, &b"autoprov-99"[..]).unwrap();
+        s.db.flush().unwrap();
+        drop(s);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Newer(msg)) => assert!(msg.contains("autoprov-99"), "{msg}"),
+            other => panic!("{:?}", other.err()),
+        }
+        let err = crate::api::error::Error::from(StoreError::Newer("x".into()));
+        assert_eq!(err.exit_code(), crate::api::exit::USAGE);
     }
 
     #[test]
