@@ -20,6 +20,10 @@ struct ReadPermits {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
+/// How long a read waits for its place before it is answered "busy" (exit 4): the time the
+/// CLI waits for an answer.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(55);
+
 /// The largest piece of a streamed answer's body.
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
@@ -192,7 +196,26 @@ impl EngineHandle {
     /// both read slots for seconds and their bodies in memory. Then a read slot (a few
     /// reads at a time: some parse the last roster), except a sign-in's `auth check`, one
     /// index lookup, which never waits behind them.
-    async fn read_permits(&self, request: &Request) -> Option<ReadPermits> {
+    async fn read_permits(&self, request: &Request) -> Result<ReadPermits, Response> {
+        let stopping = || Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
+        match tokio::time::timeout(READ_WAIT, self.take_read_permits(request)).await {
+            Ok(Some(permits)) => Ok(permits),
+            Ok(None) => Err(stopping()),
+            // Waiting for ever had kept the asker's connection, one of the few its user may
+            // have, long after the asker gave up (a reader that never reads a listing holds
+            // its place for a minute at a time).
+            Err(_) => Err(Response::fail(
+                exit::UNREACHABLE,
+                format!(
+                    "busy: other reads of this kind held their place for {} s; try again",
+                    READ_WAIT.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// [`Self::read_permits`] without its deadline; `None` once the daemon is stopping.
+    async fn take_read_permits(&self, request: &Request) -> Option<ReadPermits> {
         // A listing (one at a time, its place held while it is written out), or another
         // answer built whole (a file's report, `rules check`; one at a time, in a place of
         // their own, so a listing read slowly never holds them back).
@@ -226,10 +249,17 @@ impl EngineHandle {
         // A listing is read under a read slot, then written out under its own: an asker who
         // reads slowly (`admins list | less`) holds back other listings, never a sign-in's
         // `auth check`.
-        let Some(ReadPermits { heavy, slot }) = self.read_permits(&request).await else {
-            let stopping = Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
-            let _ = tx.send(Piece::Head(stopping, false)).await;
-            return;
+        // An asker gone while it waited (its connection closed) gives its place up.
+        let permits = tokio::select! {
+            permits = self.read_permits(&request) => permits,
+            _ = tx.closed() => return,
+        };
+        let ReadPermits { heavy, slot } = match permits {
+            Ok(permits) => permits,
+            Err(refusal) => {
+                let _ = tx.send(Piece::Head(refusal, false)).await;
+                return;
+            }
         };
         let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
         tokio::task::spawn_blocking(move || {
@@ -257,8 +287,9 @@ impl EngineHandle {
         output: Output,
     ) -> Response {
         if !request.is_change() && upload.is_none() {
-            let Some(_permits) = self.read_permits(&request).await else {
-                return Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
+            let _permits = match self.read_permits(&request).await {
+                Ok(permits) => permits,
+                Err(refusal) => return refusal,
             };
             let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
             let read = move || answer(&pipeline, request, &caller, None, output, &state);
@@ -388,6 +419,41 @@ mod tests {
             ask(Request::Status).await
         });
         assert!(status.await.is_err(), "another read waits for a slot");
+    }
+
+    /// A read whose place stays taken is answered "busy" once [`READ_WAIT`] has passed,
+    /// and a streamed one whose asker went away stops waiting at once: waiting for ever
+    /// had kept the askers' connections (16 a user) long after they gave up.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waits_for_its_place_for_a_while_not_for_ever() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let (handle, _jobs) = EngineHandle::new(Arc::new(p), Arc::default());
+        let _held = handle.listings.clone().acquire_owned().await;
+        let list = || Request::AdminsList {
+            status: None,
+            origin: None,
+            rule: None,
+        };
+        let caller = Caller::Unix("tester".into());
+        let asked = handle.ask_as(list(), caller, None, Output::Json);
+        let answer = tokio::time::timeout(READ_WAIT * 2, asked)
+            .await
+            .expect("answered within its deadline");
+        assert_eq!(answer.exit, exit::UNREACHABLE, "{}", answer.text);
+        assert!(answer.text.contains("busy"), "{}", answer.text);
+        let (tx, rx) = mpsc::channel(4);
+        drop(rx);
+        let started = tokio::time::Instant::now();
+        let streamed = handle.stream(list(), "tester".into(), Output::Json, tx);
+        tokio::time::timeout(READ_WAIT * 2, streamed)
+            .await
+            .expect("returned");
+        assert!(
+            started.elapsed() < READ_WAIT,
+            "returned when its asker went away"
+        );
     }
 
     #[test]
