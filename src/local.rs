@@ -116,18 +116,17 @@ pub fn execute<W: Write>(
     // The file is opened once: its size is announced and its bytes sent (or read here) from
     // the same handle.
     let file = match upload {
-        // Looked at before it is opened: opening a named pipe waits for a writer.
+        // A folder opens, and was refused only when its copy into inbox/ failed (exit 5,
+        // "writing inbox/…"). A pipe is read as it comes (`process /dev/stdin < file`).
         Some((path, _)) => match fs::metadata(path).and_then(|meta| {
-            let file = meta.is_file().then(|| fs::File::open(path)).transpose()?;
+            let file = (!meta.is_dir()).then(|| fs::File::open(path)).transpose()?;
             Ok(file.map(|f| (meta.len(), f)))
         }) {
             Ok(Some(opened)) => Some(opened),
-            // A folder opens, and was refused only when its copy into inbox/ failed (exit
-            // 5, "writing inbox/…"); a pipe has no size to announce.
             Ok(None) => {
                 return Outcome::Answer(Response::fail(
                     exit::USAGE,
-                    format!("error: {} is not a file", path.display()),
+                    format!("error: {} is a folder, not a file", path.display()),
                 ));
             }
             Err(e) => {
