@@ -726,6 +726,17 @@ fn a_rule_whose_role_was_taken_out_of_the_config_is_left_out() {
         .provisioning
         .roles
         .retain(|role| role != "Super Admin");
+    // Denied at once, before any file: the config no longer grants the role.
+    let check = |email: &str| {
+        let request = crate::api::Request::AuthCheck {
+            email: email.into(),
+        };
+        super::commands::execute(&p, request, "root", crate::api::Output::Json)
+    };
+    let denied = check("e1@x.io");
+    assert_eq!(denied.exit, crate::api::exit::NO, "{}", denied.text);
+    assert_eq!(denied.json["allowed"], false);
+    assert_eq!(check("e3@x.io").json["allowed"], true);
     let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "Sales"), ("E4", "Sales")];
     let r = submit(&p, "second.csv", &staff(&rows)).unwrap();
     assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);

@@ -246,6 +246,16 @@ fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Resp
     Ok(match active.as_slice() {
         // `allowed` in every answer, as the HTTP API's `auth/check` (SPEC §11); `active`
         // kept for scripts that read it.
+        // A role taken out of provisioning.roles is no longer granted (SPEC §2): its
+        // accounts are denied from the moment the config says so, not from the next sync.
+        [a] if p.cfg.role(&a.role).is_none() => Response {
+            exit: exit::NO,
+            json: json!({"allowed": false, "email": email, "active": true, "role": a.role, "role_not_configured": true}),
+            text: format!(
+                "denied: the account of {email} has role \"{}\", which is not in provisioning.roles\n",
+                a.role
+            ),
+        },
         [a] => Response::ok(
             json!({"allowed": true, "active": true, "email": a.email, "employee_id": a.employee_id, "role": a.role, "origin": a.origin}),
             format!("{}\n", a.role),
