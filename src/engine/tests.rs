@@ -765,6 +765,42 @@ fn a_rule_whose_role_was_taken_out_of_the_config_is_left_out() {
     );
 }
 
+/// Enabling a rule tells its conflicts, as adding or editing one does; a disabled rule's
+/// conflicts say it wins nothing while disabled.
+#[test]
+fn enabling_a_rule_tells_its_conflicts() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let other = add_rule(&p, "Also IT", "department = IT");
+    let mut rule = p.store.rule(other).unwrap().unwrap();
+    rule.role = "HR Admin".into();
+    rule.enabled = false;
+    p.store.put_rule(&rule, note("rules edit")).unwrap();
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied);
+    let run = |request| super::commands::execute(&p, request, "root", Output::Json);
+    let shown = run(Request::RulesShow { id: other.0 });
+    let message = shown.json["conflicts"][0]["winner"].clone();
+    assert_eq!(message, 1, "{}", shown.json);
+    let text =
+        super::commands::execute(&p, Request::RulesShow { id: other.0 }, "root", Output::Text).text;
+    assert!(
+        text.contains("is disabled; enabled, rule 1 would win"),
+        "{text}"
+    );
+    let enabled = run(Request::RulesEnable {
+        id: other.0,
+        enabled: true,
+    });
+    assert_eq!(enabled.exit, exit::OK, "{}", enabled.text);
+    assert_eq!(
+        enabled.json["conflicts"][0]["rule_id"], 1,
+        "{}",
+        enabled.json
+    );
+}
+
 /// `is_manager` is derived from `manager_id`: a rule on it warns when the last applied
 /// roster has no manager column, and a file without one is rejected naming it (not read
 /// as "nobody is a manager", which took managers' accounts away).

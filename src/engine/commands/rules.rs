@@ -305,15 +305,23 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
             ),
         };
         let winner = rule.id.min(other.id);
+        // A disabled rule wins nothing: what it would win once enabled.
+        let wins = match rule.enabled {
+            true => format!("{} wins by precedence (lowest id)", label(winner)),
+            false => format!(
+                "{} is disabled; enabled, {} would win by precedence (lowest id)",
+                label(rule.id),
+                label(winner)
+            ),
+        };
         let message = format!(
-            "conflict: {} \"{}\" ({}) and rule {} \"{}\" ({}) can both match one employee; {who}; {} wins by precedence (lowest id)",
+            "conflict: {} \"{}\" ({}) and rule {} \"{}\" ({}) can both match one employee; {who}; {wins}",
             label(rule.id),
             rule.name,
             rule.role,
             other.id,
             other.name,
             other.role,
-            label(winner)
         );
         out.push(json!({
             "rule_id": other.id, "rule": other.name, "role": other.role,
@@ -449,10 +457,17 @@ fn enable<S: Store>(
         &rule,
         note(caller, &format!("rules {verb}"), rule_line(&rule)),
     )?;
-    Ok(Response::ok(
-        rule_json(&rule),
-        format!("rule {id} {verb}d; takes effect at the next sync\n"),
-    ))
+    let mut text = format!("rule {id} {verb}d; takes effect at the next sync\n");
+    let mut j = rule_json(&rule);
+    // Enabled, it may conflict as an added rule does: said as `rules add|edit` say it.
+    if enabled {
+        let (conflicts, _) = conflicts_of(p, &rule, &p.store.rules()?)?;
+        for c in &conflicts {
+            let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+        }
+        j["conflicts"] = conflicts_json(conflicts, rule.id);
+    }
+    Ok(Response::ok(j, text))
 }
 
 /// Applies `--name`, `--role` and `--when` to `rule`, or the answer refusing them.
