@@ -71,8 +71,13 @@ impl fmt::Display for Finding {
 /// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
 /// as it is: text from a file or a person, on one line of a text report.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    // Most text has no control character: a byte scan (U+0080..U+009F start with 0xC2).
-    if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+    // Most text has no control character: a byte scan (U+0080..U+009F start with 0xC2),
+    // without an early exit so that it runs on vectors (a first import's text report
+    // scans two million IDs and emails: with one, it cost ~2 % of the import).
+    let suspect = text.bytes().fold(false, |seen, b| {
+        seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2)
+    });
+    if !suspect {
         return text.into();
     }
     if !text.chars().any(char::is_control) {
