@@ -72,6 +72,12 @@ impl Handler for DropFs {
                 | OpenFlags::TRUNCATE
                 | OpenFlags::EXCLUDE,
         );
+        // `put r.csv /inbox/x.csv/` names a folder, which the inbox has none of: it had
+        // been written as the file x.csv (empty parts of a path are dropped).
+        if writes && filename.ends_with('/') {
+            self.log_refusal("open", &filename, "a file name may not end with /");
+            return Err(denied("a file name may not end with /"));
+        }
         let handle = if writes {
             self.open_upload(target, pflags).await?
         } else {
