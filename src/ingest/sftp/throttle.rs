@@ -207,7 +207,9 @@ impl ConnSlots {
 
     /// A place for a new connection from `ip`, or why there is none.
     pub(super) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
-        let ip = ip.to_canonical();
+        // Counted by source as the rate is ([`rate_key`]): one IPv6 host has a /64 of
+        // addresses, each of which had its own cap, and together more than the total.
+        let ip = rate_key(ip);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let n = table.per_ip.get(&ip).copied().unwrap_or(0);
         if n >= self.max_per_ip {
@@ -260,6 +262,14 @@ mod tests {
         assert!(slots.acquire(b).is_ok());
         drop(s1);
         assert!(slots.acquire(a).is_ok());
+        // One IPv6 /64 is one source: its addresses share the cap.
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        let _v1 = slots.acquire(v6(1)).ok().unwrap();
+        let _v2 = slots.acquire(v6(2)).ok().unwrap();
+        assert_eq!(slots.acquire(v6(3)).err(), Some(Refusal::PerIpCap));
+        let other: IpAddr = "2001:db8:0:2::1".parse().unwrap();
+        assert!(slots.acquire(other).is_ok());
     }
 
     #[test]
