@@ -648,7 +648,7 @@ fn garbage_after_the_banner_closes_the_connection() {
 }
 
 /// Case 5: 5,000 pipelined OPENDIRs of a large processed/ (2,000 entries), then 5,000 OPENs of
-/// one file: exactly MAX_OPEN_HANDLES (64) succeed, every other one is refused with "too
+/// one file: exactly MAX_OPEN_HANDLES (16) succeed, every other one is refused with "too
 /// many open handles"; after closing, handles can be opened again; memory stays bounded.
 #[test]
 #[cfg_attr(

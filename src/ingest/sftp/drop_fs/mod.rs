@@ -41,12 +41,15 @@ pub const TEMP_PREFIX: &str = ".upload-";
 pub const MAX_PACKET_LEN: u32 = 256 * 1024;
 /// Largest read or write payload per request (a packet minus room for its header).
 pub const MAX_IO_LEN: u32 = MAX_PACKET_LEN - 1024;
-/// Open file and directory handles allowed per SFTP session.
-pub const MAX_OPEN_HANDLES: usize = 64;
+/// Open file and directory handles allowed per SFTP session (clients use a few: OpenSSH's
+/// sftp one or two, curl one). With `max_connections_per_ip` at its default, 8, one source
+/// holds at most 128, a quarter of [`MAX_OPEN_HANDLES_TOTAL`]: at 64 a session, one source's
+/// eight sessions took them all, and every other HR system was refused.
+pub const MAX_OPEN_HANDLES: usize = 16;
 /// Open handles allowed in all sessions together. Each holds a file descriptor; with the
 /// connections' sockets (at most 256) this stays under the usual soft limit of 1024
 /// descriptors, so that sessions hoarding handles cannot starve the daemon of descriptors
-/// (accept, the store, the inbox watcher). Eight sessions at their cap reach it.
+/// (accept, the store, the inbox watcher).
 pub const MAX_OPEN_HANDLES_TOTAL: usize = 512;
 /// Refused requests logged one by one per session; later ones are only counted.
 const REFUSALS_LOGGED: u64 = 32;
