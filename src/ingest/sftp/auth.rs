@@ -122,6 +122,12 @@ impl Logins {
         }
     }
 
+    /// A configured password hash, for the time a wrong password costs
+    /// ([`ConnAuth::password`]); `None` when no user has one.
+    fn any_password_hash(&self) -> Option<String> {
+        self.users.iter().find_map(|u| u.password_hash.clone())
+    }
+
     /// Checks `password` against `hash` off the async workers, a few at a time.
     async fn verify_password(&self, hash: String, password: &str) -> anyhow::Result<bool> {
         let _permit = self.password_checks.acquire().await?;
@@ -386,6 +392,11 @@ impl ConnAuth {
     pub(super) async fn password(&mut self, user: &str, password: &str) -> anyhow::Result<Auth> {
         self.check_attempts()?;
         let Some(hash) = self.logins.password_hash(user) else {
+            // As long as a wrong password of a user who has one (the check is what takes
+            // the time): the answers' timing had told which users log in with a password.
+            if let Some(any) = self.logins.any_password_hash() {
+                let _ = self.logins.verify_password(any, password).await;
+            }
             return self.reject("password", user, None).await;
         };
         if self.logins.verify_password(hash, password).await? {
