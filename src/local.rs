@@ -102,6 +102,27 @@ pub enum Outcome {
     Written(u8),
 }
 
+/// The file `process` was given, opened, with its size; the usage error (exit 2) when it
+/// cannot be read. A folder opens, and was refused only when its copy into inbox/ failed
+/// (exit 5, "writing inbox/…"); a pipe is read as it comes (`process /dev/stdin < file`).
+fn open_upload(path: &Path) -> Result<(u64, fs::File), Response> {
+    let opened = fs::metadata(path).and_then(|meta| {
+        let file = (!meta.is_dir()).then(|| fs::File::open(path)).transpose()?;
+        Ok(file.map(|f| (meta.len(), f)))
+    });
+    match opened {
+        Ok(Some(opened)) => Ok(opened),
+        Ok(None) => Err(Response::fail(
+            exit::USAGE,
+            format!("error: {} is a folder, not a file", path.display()),
+        )),
+        Err(e) => Err(Response::fail(
+            exit::USAGE,
+            format!("error: reading {}: {e}", path.display()),
+        )),
+    }
+}
+
 /// Runs one request: via the daemon if it listens, else directly. `upload` is the local
 /// file of a `process` request. A long answer (`admins list`, a report of `process` or
 /// `sync`: issue 14) is written to `out` as it is made, what printing the whole answer
@@ -115,28 +136,9 @@ pub fn execute<W: Write>(
 ) -> Outcome {
     // The file is opened once: its size is announced and its bytes sent (or read here) from
     // the same handle.
-    let file = match upload {
-        // A folder opens, and was refused only when its copy into inbox/ failed (exit 5,
-        // "writing inbox/…"). A pipe is read as it comes (`process /dev/stdin < file`).
-        Some((path, _)) => match fs::metadata(path).and_then(|meta| {
-            let file = (!meta.is_dir()).then(|| fs::File::open(path)).transpose()?;
-            Ok(file.map(|f| (meta.len(), f)))
-        }) {
-            Ok(Some(opened)) => Some(opened),
-            Ok(None) => {
-                return Outcome::Answer(Response::fail(
-                    exit::USAGE,
-                    format!("error: {} is a folder, not a file", path.display()),
-                ));
-            }
-            Err(e) => {
-                return Outcome::Answer(Response::fail(
-                    exit::USAGE,
-                    format!("error: reading {}: {e}", path.display()),
-                ));
-            }
-        },
-        None => None,
+    let file = match upload.map(|(path, _)| open_upload(path)).transpose() {
+        Ok(file) => file,
+        Err(refusal) => return Outcome::Answer(refusal),
     };
     if matches!(request, Request::Fetch) && cfg.source.mode != Mode::Hris {
         return Outcome::Answer(Response::fail(

@@ -18,6 +18,8 @@ mod resync_steps;
 #[cfg(test)]
 mod resync_tests;
 pub mod roster_file;
+#[cfg(test)]
+mod rules_tests;
 mod state;
 #[cfg(test)]
 mod tests;
