@@ -174,6 +174,24 @@ async fn busy(stream: UnixStream) {
     let _ = write_within(&mut write, &line, Duration::from_secs(1)).await;
 }
 
+/// Answers built whole for an asker that did not ask for them in pieces (a file's report,
+/// `admins list`, `rules check`), held in memory until read: one at a time. Each had been
+/// kept for as long as its asker took to read it, and sixteen connections that never read
+/// a large report's answer held 7 GB.
+static HEAVY_ANSWERS: Semaphore = Semaphore::const_new(1);
+
+/// How long a heavy answer waits for its turn before it is answered "busy".
+const HEAVY_WAIT: Duration = Duration::from_secs(55);
+
+/// Whether `env` asks for an answer built whole that may be large.
+fn is_heavy(env: &Envelope) -> bool {
+    env.upload.is_none()
+        && matches!(
+            env.request,
+            Request::AdminsList { .. } | Request::FilesShow { .. } | Request::RulesCheck
+        )
+}
+
 fn user_of(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(u)) => u.name,
@@ -194,6 +212,8 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     )
     .await
     .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
+    // Held until its answer is written (or its write given up): see `HEAVY_ANSWERS`.
+    let mut heavy = None;
     let (answer, output) = match serde_json::from_slice::<Envelope>(&line) {
         Err(e) => (
             Streamed::Whole(Response::fail(exit::USAGE, format!("bad request: {e}"))),
@@ -210,6 +230,20 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
         }
         Ok(env) => {
             let output = env.output;
+            if is_heavy(&env) {
+                match tokio::time::timeout(HEAVY_WAIT, HEAVY_ANSWERS.acquire()).await {
+                    Ok(Ok(permit)) => heavy = Some(permit),
+                    _ => {
+                        let busy = Response::fail(
+                            exit::UNREACHABLE,
+                            "busy: another large answer is being read; try again",
+                        );
+                        let mut out = serde_json::to_vec(&busy)?;
+                        out.push(b'\n');
+                        return write_within(&mut write, &out, WRITE_DEADLINE).await;
+                    }
+                }
+            }
             let answered = answer(env, &caller, cfg, engine, &mut reader)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await;
@@ -219,9 +253,11 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     match answer {
         Streamed::Whole(response) => {
             let mut out = serde_json::to_vec(&response)?;
+            drop(response);
             out.push(b'\n');
             write_within(&mut write, &out, answer_time(0, out.len())).await?;
             write.shutdown().await?;
+            drop(heavy);
             Ok(())
         }
         Streamed::Body(body) => {
@@ -418,6 +454,43 @@ mod tests {
             answer_time(3 << 20, 1 << 20),
             WRITE_DEADLINE + UPLOAD_TIME_PER_MIB * 5
         );
+    }
+
+    /// A large answer asked for whole waits for the one being read to be taken, then is
+    /// answered "busy" (never built beside it).
+    #[tokio::test(start_paused = true)]
+    async fn a_large_answer_waits_its_turn_then_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        let toml = format!(
+            "data_dir = {:?}\n[sso]\nenabled = true\n",
+            dir.path().join("data")
+        );
+        std::fs::write(&config, toml).unwrap();
+        let cfg = Config::load(Some(&config)).unwrap();
+        let store = crate::layout::Paths::new(&cfg.data_dir).store;
+        std::fs::create_dir_all(&store).unwrap();
+        let store = crate::store::SledStore::open(&store).unwrap();
+        let p = crate::engine::pipeline::Pipeline::new(cfg.clone(), store).unwrap();
+        let shutdown = CancellationToken::new();
+        let (engine, _thread) =
+            crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
+        let held = HEAVY_ANSWERS.acquire().await.unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let request = br#"{"request":{"command":"admins_list"},"stream":false}"#;
+        theirs.write_all(request).await.unwrap();
+        theirs.write_all(b"\n").await.unwrap();
+        let served = tokio::spawn(async move { handle(ours, &cfg, &engine).await });
+        let mut answer = String::new();
+        let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
+        tokio::time::timeout(HEAVY_WAIT * 2, read)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert!(answer.contains("busy"), "{answer}");
+        served.await.unwrap().unwrap();
+        drop(held);
+        shutdown.cancel();
     }
 
     /// An asker that never reads: the write of an answer larger than the socket's buffers
