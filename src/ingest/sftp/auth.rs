@@ -61,7 +61,10 @@ pub(super) struct Logins {
     users: Vec<UserEntry>,
     methods: MethodSet,
     password_enabled: bool,
-    backoff: Mutex<HashMap<IpAddr, FailureRecord>>,
+    /// Recent failures by address and the user name tried there: a login clears its own
+    /// user's, so that one valid key cannot reset the delay of guesses at another user's
+    /// password from the same address.
+    backoff: Mutex<HashMap<(IpAddr, String), FailureRecord>>,
     password_checks: Semaphore,
 }
 
@@ -144,17 +147,19 @@ impl Logins {
         .unwrap_or(false))
     }
 
-    /// Records a failed attempt from `ip` and returns how long to delay the answer.
-    fn record_failure(&self, ip: IpAddr) -> Duration {
+    /// Records a failed attempt from `ip` as `user` and returns how long to delay the
+    /// answer.
+    fn record_failure(&self, ip: IpAddr, user: &str) -> Duration {
         let now = Instant::now();
+        let key = backoff_key(ip, user);
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&ip) {
+        if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&key) {
             table.retain(|_, r| now.duration_since(r.last) < BACKOFF_WINDOW);
             if table.len() >= BACKOFF_TABLE_MAX {
                 table.clear();
             }
         }
-        let record = table.entry(ip).or_insert(FailureRecord {
+        let record = table.entry(key).or_insert(FailureRecord {
             count: 0,
             last: now,
         });
@@ -166,10 +171,17 @@ impl Logins {
         backoff_delay(record.count)
     }
 
-    fn clear_failures(&self, ip: IpAddr) {
+    /// Forgets the failures of `user` from `ip` (it logged in).
+    fn clear_failures(&self, ip: IpAddr, user: &str) {
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        table.remove(&ip);
+        table.remove(&backoff_key(ip, user));
     }
+}
+
+/// The back-off table's key: the address and the user name tried (its first 64 characters:
+/// the table's size is bounded, its keys too).
+fn backoff_key(ip: IpAddr, user: &str) -> (IpAddr, String) {
+    (ip, user.chars().take(64).collect())
 }
 
 struct FailureRecord {
@@ -339,7 +351,9 @@ impl ConnAuth {
         key: Option<String>,
     ) -> anyhow::Result<Auth> {
         self.failures += 1;
-        let delay = self.logins.record_failure(self.peer.ip().to_canonical());
+        let delay = self
+            .logins
+            .record_failure(self.peer.ip().to_canonical(), user);
         tracing::info!(parent: &self.span, method, user = %printable(user),
             key = key.as_deref().unwrap_or("-"), attempt = self.failures,
             delay_ms = delay.as_millis() as u64, "authentication failed");
@@ -421,11 +435,13 @@ impl ConnAuth {
         self.reject(method, user, None).await
     }
 
-    /// russh confirmed the login: forget the address's failures and log who logged in.
+    /// russh confirmed the login: forget its user's failures from this address and log who
+    /// logged in.
     pub(super) fn succeeded(&self) {
         self.authed.store(true, Ordering::Release);
-        self.logins.clear_failures(self.peer.ip().to_canonical());
         if let Some(login) = &self.pending_login {
+            self.logins
+                .clear_failures(self.peer.ip().to_canonical(), &login.user);
             self.span.record("user", login.user.as_str());
             tracing::info!(parent: &self.span, user = %login.user, method = login.method,
                 key = login.fingerprint.as_deref().unwrap_or("-"), "authenticated");
@@ -453,6 +469,27 @@ mod tests {
         assert_eq!(backoff_delay(3), Duration::from_secs(1));
         assert_eq!(backoff_delay(7), Duration::from_secs(16));
         assert_eq!(backoff_delay(1000), BACKOFF_CAP);
+    }
+
+    /// A login clears its own user's failures from the address, not another user's: one
+    /// valid key had reset the delay of guesses at another user's password.
+    #[test]
+    fn a_login_clears_only_its_own_users_failures() {
+        let ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0Yo3ioyB7aul3JMKojvAlVpln86K++XvDLVTaQ8c/t me@host";
+        let users = [SftpUser {
+            name: "hris".into(),
+            authorized_keys: vec![ed.into()],
+            password_hash: None,
+        }];
+        let logins = Logins::new(&users, SshProfile::Compatible).unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        for _ in 0..5 {
+            logins.record_failure(ip, "other");
+        }
+        logins.record_failure(ip, "hris");
+        logins.clear_failures(ip, "hris");
+        assert_eq!(logins.record_failure(ip, "other"), backoff_delay(6));
+        assert_eq!(logins.record_failure(ip, "hris"), backoff_delay(1));
     }
 
     #[test]
