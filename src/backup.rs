@@ -219,8 +219,15 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
     let input = fs::File::open(file)
         .map_err(|e| Error::usage(format!("opening backup {}: {e}", file.display())))?;
     let staging = paths.store.with_extension("restoring");
+    // Left by a restore that stopped (a crash): it may be a store swapped out but not yet
+    // renamed aside, so it is kept under a name of its own, never removed.
     if staging.exists() {
-        fs::remove_dir_all(&staging)?;
+        let kept = paths.store.with_extension(format!(
+            "restoring-left-{}",
+            compact_timestamp(&now_rfc3339())
+        ));
+        fs::rename(&staging, &kept)
+            .with_context(|| format!("moving {} aside", staging.display()))?;
     }
     let n = match SledStore::import(&staging, std::io::BufReader::new(input)) {
         Ok(n) => n,
@@ -268,9 +275,16 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
     // One step where the file system allows it: two renames leave, between them, no store
     // at all, which the next start would have opened as a new, empty one.
     if paths.store.exists() && exchange(&staging, &paths.store).is_ok() {
-        fs::rename(&staging, &aside)?;
+        // Restored from here on: should the old store not get its name, it stays where it is.
+        let old = match fs::rename(&staging, &aside) {
+            Ok(()) => aside,
+            Err(e) => {
+                tracing::warn!("the previous store stays at {}: {e}", staging.display());
+                staging
+            }
+        };
         fsync_dir(paths.store.parent().unwrap_or(Path::new(".")))?;
-        return Ok((n, Some(aside)));
+        return Ok((n, Some(old)));
     }
     let replaced = if paths.store.exists() {
         fs::rename(&paths.store, &aside)?;

@@ -69,13 +69,20 @@ enum BackupLine {
         key: String,
         value: serde_json::Value,
     },
-    End {
-        end: u64,
-        /// SHA-256 (hex) of the record lines as written, each with its line feed; absent
-        /// in backups written before it was added.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        sha256: Option<String>,
-    },
+    End(EndLine),
+}
+
+/// The last line: the record count and the records' SHA-256. Nothing else: a key one
+/// letter off (`sha25X`) would otherwise read as an older backup's end line and skip the
+/// check.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndLine {
+    end: u64,
+    /// SHA-256 (hex) of the record lines as written, each with its line feed; absent in
+    /// backups written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -171,10 +178,10 @@ impl<'w> Writer<'w> {
     /// Writes the end line and flushes; returns the record count.
     pub fn finish(mut self) -> std::io::Result<u64> {
         let sha256 = hex(&std::mem::take(&mut self.hasher).finalize());
-        let end = BackupLine::End {
+        let end = BackupLine::End(EndLine {
             end: self.records,
             sha256: Some(sha256),
-        };
+        });
         self.line(&end)?;
         self.out.flush()?;
         Ok(self.records)
@@ -243,7 +250,7 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         let line = line.map_err(|e| bad(e.to_string()))?;
         let (tree, key, value) =
             match serde_json::from_str::<BackupLine>(&line).map_err(|e| bad(e.to_string()))? {
-                BackupLine::End { end: n, sha256 } => {
+                BackupLine::End(EndLine { end: n, sha256 }) => {
                     end = Some((n, sha256));
                     break;
                 }
@@ -325,6 +332,11 @@ mod tests {
             .replace(end, r#"{"end":2}"#)
             .replace("HR Admin", "HR Rdmin");
         assert_eq!(read(older.as_bytes()).unwrap().count, 2);
+        // Its key changed, the SHA-256 is not skipped: the line is no end line.
+        let renamed = text
+            .replace("\"sha256\"", "\"sha25X\"")
+            .replace("HR Admin", "HR Rdmin");
+        assert!(read(renamed.as_bytes()).is_err());
     }
 
     #[test]
