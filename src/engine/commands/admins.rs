@@ -230,13 +230,13 @@ fn active_with_email<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Resu
 }
 
 /// The role of the one active account holding `email`, as `auth check` grants it; None
-/// when no account or several hold it.
+/// when no account or several hold it, or its role is no longer in `provisioning.roles`.
 pub(super) fn active_role<S: Store>(
     p: &Pipeline<S>,
     email: &str,
 ) -> crate::api::Result<Option<String>> {
     Ok(match active_with_email(p, email)?.as_slice() {
-        [a] => Some(a.role.clone()),
+        [a] if p.cfg.role(&a.role).is_some() => Some(a.role.clone()),
         _ => None,
     })
 }

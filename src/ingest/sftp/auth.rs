@@ -151,7 +151,7 @@ impl Logins {
     /// answer.
     fn record_failure(&self, ip: IpAddr, user: &str) -> Duration {
         let now = Instant::now();
-        let key = backoff_key(ip, user);
+        let key = backoff_key(ip, user, self.user(user).is_some());
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&key) {
             table.retain(|_, r| now.duration_since(r.last) < BACKOFF_WINDOW);
@@ -174,14 +174,24 @@ impl Logins {
     /// Forgets the failures of `user` from `ip` (it logged in).
     fn clear_failures(&self, ip: IpAddr, user: &str) {
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        table.remove(&backoff_key(ip, user));
+        table.remove(&backoff_key(ip, user, true));
     }
 }
 
-/// The back-off table's key: the address and the user name tried (its first 64 characters:
-/// the table's size is bounded, its keys too).
-fn backoff_key(ip: IpAddr, user: &str) -> (IpAddr, String) {
-    (ip, user.chars().take(64).collect())
+/// The back-off table's key: the source (an IPv4 address or an IPv6 /64, as the
+/// connection caps count it) and the user name tried when it is a configured user's; every
+/// other name shares one entry, so that cycling made-up names neither escapes the delay
+/// nor fills the table (which is cleared when full).
+fn backoff_key(ip: IpAddr, user: &str, known: bool) -> (IpAddr, String) {
+    let ip = super::throttle::rate_key(ip);
+    (
+        ip,
+        if known {
+            user.to_string()
+        } else {
+            String::new()
+        },
+    )
 }
 
 struct FailureRecord {
@@ -490,6 +500,13 @@ mod tests {
         logins.clear_failures(ip, "hris");
         assert_eq!(logins.record_failure(ip, "other"), backoff_delay(6));
         assert_eq!(logins.record_failure(ip, "hris"), backoff_delay(1));
+        // Made-up names share one delay: cycling them neither escapes it nor fills the
+        // table.
+        for n in 0..100 {
+            logins.record_failure(ip, &format!("guess{n}"));
+        }
+        assert_eq!(logins.record_failure(ip, "guess-last"), backoff_delay(107));
+        assert_eq!(logins.backoff.lock().unwrap().len(), 2);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// The source a connection counts against in the rate limiter: its IPv4 address (an
 /// IPv4-mapped IPv6 address counts as IPv4), or the /64 of its IPv6 address, since one
 /// IPv6 host usually has a whole /64 to pick addresses from.
-fn rate_key(ip: IpAddr) -> IpAddr {
+pub(super) fn rate_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
