@@ -181,7 +181,7 @@ async fn busy(stream: UnixStream) {
 static HEAVY_ANSWERS: Semaphore = Semaphore::const_new(1);
 
 /// How long a heavy answer waits for its turn before it is answered "busy".
-const HEAVY_WAIT: Duration = Duration::from_secs(55);
+const HEAVY_WAIT: Duration = Duration::from_secs(25);
 
 /// Whether `env` asks for an answer built whole that may be large.
 fn is_heavy(env: &Envelope) -> bool {
@@ -221,6 +221,9 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
         ),
         Ok(env) if env.stream && env.upload.is_none() && !env.request.is_change() => {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
+            // A read waits a bounded time for its place (`EngineHandle::stream`): a hang-up
+            // cannot be told from an asker that closed its writing side after its request
+            // (`socat` does), so the wait is not cut short when the asker's side ends.
             engine
                 .stream(env.request, caller.clone(), env.output, tx)
                 .await;

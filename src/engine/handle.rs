@@ -20,9 +20,9 @@ struct ReadPermits {
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// How long a read waits for its place before it is answered "busy" (exit 4): the time the
-/// CLI waits for an answer.
-const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(55);
+/// How long a read waits for its place before it is answered "busy" (exit 4): with the
+/// control socket's own wait for a large answer's turn, within the minute the CLI waits.
+const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The largest piece of a streamed answer's body.
 pub const STREAM_CHUNK: usize = 64 * 1024;
@@ -421,9 +421,10 @@ mod tests {
         assert!(status.await.is_err(), "another read waits for a slot");
     }
 
-    /// A read whose place stays taken is answered "busy" once [`READ_WAIT`] has passed,
-    /// and a streamed one whose asker went away stops waiting at once: waiting for ever
-    /// had kept the askers' connections (16 a user) long after they gave up.
+    /// A read whose place stays taken is answered "busy" once [`READ_WAIT`] has passed
+    /// (waiting for ever had kept the askers' connections, 16 a user, long after they gave
+    /// up), and a streamed one stops waiting when its answer's receiver is gone (the
+    /// daemon stopping drops it).
     #[tokio::test(start_paused = true)]
     async fn a_read_waits_for_its_place_for_a_while_not_for_ever() {
         let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
