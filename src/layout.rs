@@ -35,6 +35,10 @@ pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
 /// Suffix that marks a file as a dry run.
 pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
 
+/// How the hidden name of a watch-mode copy from another filesystem into inbox/ starts
+/// (removed at start-up when a crash left it).
+pub const WATCH_COPY: &str = ".watch-";
+
 /// The files and folders under `data_dir`.
 #[derive(Debug, Clone)]
 pub struct Paths {

@@ -636,6 +636,19 @@ impl Config {
         if self.source.mode == Mode::Watch && self.source.watch_dir.as_os_str().is_empty() {
             bail!("source.mode = \"watch\" needs source.watch_dir");
         }
+        // The daemon's own folders (processed/ above all) would be taken as new rosters: its
+        // files and reports processed again and again under ever longer names.
+        if self.source.mode == Mode::Watch
+            && lexically_absolute(&self.source.watch_dir)
+                .starts_with(lexically_absolute(&self.data_dir))
+        {
+            bail!(
+                "source.watch_dir = {:?} is inside data_dir ({:?}), whose folders autoprov writes: \
+                 watch a folder of its own",
+                self.source.watch_dir,
+                self.data_dir
+            );
+        }
         check_log_level(&self.log.level)?;
         let source = &self.source;
         let mut durations = vec![
@@ -732,6 +745,23 @@ impl Config {
     pub fn is_org_admin(&self, user: &str) -> bool {
         user == "root" || self.control.org_admins.iter().any(|u| u == user)
     }
+}
+
+/// `path` made absolute against the working folder, `.` and `..` resolved by name (the
+/// folders need not exist yet).
+fn lexically_absolute(path: &Path) -> PathBuf {
+    let joined = std::env::current_dir().unwrap_or_default().join(path);
+    let mut out = PathBuf::new();
+    for part in joined.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -883,6 +913,19 @@ mod tests {
             load("[roster.columns]\nbadge = [\"B\"]\n").unwrap_err()
         );
         assert!(err.contains("not a canonical column"), "{err}");
+    }
+
+    #[test]
+    fn a_watch_dir_inside_data_dir_is_refused() {
+        for watch in ["/srv/ap/drop/processed", "/srv/ap", "/srv/x/../ap/in"] {
+            let text = format!(
+                "data_dir = \"/srv/ap\"\n[source]\nmode = \"watch\"\nwatch_dir = \"{watch}\"\n"
+            );
+            let err = format!("{:#}", load(&text).unwrap_err());
+            assert!(err.contains("inside data_dir"), "{watch}: {err}");
+        }
+        let text = "data_dir = \"/srv/ap\"\n[source]\nmode = \"watch\"\nwatch_dir = \"/srv/apx\"\n";
+        load(text).unwrap();
     }
 
     #[test]

@@ -93,9 +93,8 @@ impl<S: Store> Pipeline<S> {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
-            if (name.starts_with(RECEIVING) || name.starts_with(FETCHING))
-                && name.ends_with(".part")
-            {
+            let ours = [RECEIVING, FETCHING, crate::layout::WATCH_COPY];
+            if ours.iter().any(|p| name.starts_with(p)) && name.ends_with(".part") {
                 tracing::info!(path = %path.display(), "removing the partial copy of a file whose `process` or download was stopped");
                 fs::remove_file(&path)?;
             }

@@ -341,12 +341,24 @@ fn move_into(
         Ok(candidate) => candidate,
         Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
             // Another filesystem: copy through a hidden name.
-            let tmp = inbox.join(format!(".watch-{}.part", std::process::id()));
+            let tmp = inbox.join(format!(
+                "{}{}.part",
+                crate::layout::WATCH_COPY,
+                std::process::id()
+            ));
             let mut dst = crate::util::create_fresh(&tmp)?;
-            std::io::copy(&mut src, &mut dst)
-                .with_context(|| format!("copying {}", path.display()))?;
-            dst.sync_all()?;
-            let candidate = crate::util::rename_into_free_name(&tmp, inbox, &name)?;
+            let copied = std::io::copy(&mut src, &mut dst)
+                .map_err(anyhow::Error::from)
+                .and_then(|_| Ok(dst.sync_all()?))
+                .and_then(|()| Ok(crate::util::rename_into_free_name(&tmp, inbox, &name)?));
+            // A failed copy leaves no part behind (nor its space).
+            let candidate = match copied {
+                Ok(candidate) => candidate,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e.context(format!("copying {}", path.display())));
+                }
+            };
             if let Err(e) = remove(path) {
                 tracing::error!(
                     file = %path.display(),
