@@ -412,6 +412,8 @@ fn writes_are_only_new_files_in_inbox_and_inbox_is_not_readable() {
     refused(&s, &format!("put {} inbox/new.csv.part", new.display()));
     // A name ending in / (it had been written as the file before the slash).
     refused(&s, &format!("put {} inbox/trail.csv/", new.display()));
+    refused(&s, &format!("put {} inbox/trail.csv/.", new.display()));
+    refused(&s, &format!("put {} inbox/trail.csv/x/..", new.display()));
 
     let local = s.local("stolen.csv");
     let err = refused(&s, &format!("get inbox/existing.csv {}", local.display()));

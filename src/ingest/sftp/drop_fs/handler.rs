@@ -72,11 +72,17 @@ impl Handler for DropFs {
                 | OpenFlags::TRUNCATE
                 | OpenFlags::EXCLUDE,
         );
-        // `put r.csv /inbox/x.csv/` names a folder, which the inbox has none of: it had
-        // been written as the file x.csv (empty parts of a path are dropped).
-        if writes && filename.ends_with('/') {
-            self.log_refusal("open", &filename, "a file name may not end with /");
-            return Err(denied("a file name may not end with /"));
+        // `put r.csv /inbox/x.csv/` (or `x.csv/.`, `x.csv/y/..`) names a folder, which the
+        // inbox has none of: it had been written as the file x.csv (empty and `.` parts of
+        // a path are dropped, `..` goes up).
+        let last = filename.rsplit('/').next().unwrap_or_default();
+        if writes && matches!(last, "" | "." | "..") {
+            self.log_refusal(
+                "open",
+                &filename,
+                "a file name must end with the file's name",
+            );
+            return Err(denied("a file name must end with the file's name"));
         }
         let handle = if writes {
             self.open_upload(target, pflags).await?
