@@ -398,6 +398,48 @@ pub fn crash_point(point: &str) {
     }
 }
 
+/// Unicode's format characters (category Cf) that occur in text: the soft hyphen, the
+/// zero-width ones, the direction marks, embeddings, overrides and isolates, the BOM.
+pub fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
+}
+
+/// A file name from outside (an upload's, a remote server's) made safe to file under: path
+/// separators, control and format characters become `_` (a line break would start a line
+/// of its own in logs and listings; a U+202E turns the name around), leading dots go (not
+/// hidden), and nothing left is `roster.csv`.
+pub fn clean_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(
+            |c| match c == '/' || c == '\\' || c.is_control() || is_format(c) {
+                true => '_',
+                false => c,
+            },
+        )
+        .collect();
+    match cleaned.trim_start_matches('.') {
+        "" => "roster.csv".to_string(),
+        kept => kept.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -357,19 +357,12 @@ impl<S: Store> Pipeline<S> {
         content: Content<'_>,
         dry_run: bool,
     ) -> Result<(String, Option<FileBytes>)> {
-        // Control characters, which the SFTP server refuses in a name, become `_` (a line
-        // break would start a line of its own in logs and listings).
-        let base = Path::new(original)
-            .file_name()
-            .map(|n| {
-                let n = n.to_string_lossy();
-                n.trim_start_matches('.')
-                    .chars()
-                    .map(|c| if c.is_control() { '_' } else { c })
-                    .collect::<String>()
-            })
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "roster.csv".to_string());
+        // Control and format characters, which the SFTP server refuses in a name, become
+        // `_` (as a poll's remote names do).
+        let base = Path::new(original).file_name().map_or_else(
+            || "roster.csv".to_string(),
+            |n| crate::util::clean_file_name(&n.to_string_lossy()),
+        );
         // A name the inbox would ignore (hidden or partial) gets `.csv` so it is processed.
         let mut name = if is_ignored(&base) {
             format!("{base}.csv")

@@ -274,6 +274,7 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
         ("flag, long name", long.as_str(), true),
         ("suffix, longer name", longer.as_str(), false),
         ("flag, a line break", "a\nb.csv", true),
+        ("flag, a direction override", "rost\u{202e}vsc.csv", true),
     ] {
         let (_dir, p) = pipeline();
         add_rule(&p, "IT", "department = IT");
@@ -288,7 +289,9 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
         );
         assert!(received.len() <= 240, "{case}: {} bytes", received.len());
         assert!(
-            !received.chars().any(char::is_control),
+            !received
+                .chars()
+                .any(|c| c.is_control() || crate::util::is_format(c)),
             "{case}: {received:?}"
         );
         let report = p.process(&received).unwrap();

@@ -381,22 +381,7 @@ const MAX_LOCAL_NAME: usize = 255 - FETCHING.len() - "-NNNN".len() - ".part".len
 
 /// A safe local name for a remote one (no path separators, not hidden, not too long).
 fn local_name(remote: &str) -> String {
-    let cleaned: String = remote
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches('.');
-    if cleaned.is_empty() {
-        "roster.csv".to_string()
-    } else {
-        crate::util::fitting(cleaned, MAX_LOCAL_NAME).into_owned()
-    }
+    crate::util::fitting(&crate::util::clean_file_name(remote), MAX_LOCAL_NAME).into_owned()
 }
 
 /// Moves decided files on the remote server and uploads their reports; one that fails

@@ -203,7 +203,7 @@ pub fn check_upload_name(name: &str) -> Result<(), StatusReply> {
     }
     // Format characters show nothing, or turn the text around them: `rost\u{202e}vsc.csv`
     // reads as "rostcsv.csv" in every report, listing and page that names the file.
-    if name.chars().any(is_format) {
+    if name.chars().any(crate::util::is_format) {
         return Err(denied(
             "file names may not contain invisible or direction-changing characters",
         ));
@@ -212,26 +212,6 @@ pub fn check_upload_name(name: &str) -> Result<(), StatusReply> {
         return Err(denied("file name too long"));
     }
     Ok(())
-}
-
-/// Unicode's format characters (category Cf) that occur in text: the soft hyphen, the
-/// zero-width ones, the direction marks, embeddings, overrides and isolates, the BOM.
-fn is_format(c: char) -> bool {
-    matches!(
-        c,
-        '\u{ad}'
-            | '\u{600}'..='\u{605}'
-            | '\u{61c}'
-            | '\u{6dd}'
-            | '\u{70f}'
-            | '\u{180e}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}'
-            | '\u{2066}'..='\u{206f}'
-            | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}'
-    )
 }
 
 /// Walks `rel` below the area directory without following symlinks; returns the path and
