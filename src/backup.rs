@@ -40,11 +40,20 @@ pub fn write(store: &dyn Store, path: &Path) -> Result<(u64, PathBuf)> {
 /// the folder (a `manual.backup` an org admin wrote there, as the daemon suggests) are
 /// neither named as the newest nor counted among the [`KEEP`] nor removed: a name sorting
 /// after every timestamp would otherwise pass for the newest backup however old it is.
+///
+/// A name dated after now (a clock that ran ahead, since corrected) is left alone too: it
+/// sorted first, so it was named as the newest backup to restore, and the one just written
+/// was compared with it, then counted behind it.
 pub fn automatic(paths: &Paths) -> Vec<PathBuf> {
+    let latest = format!("autoprov-{}.backup", compact_timestamp(&now_rfc3339()));
     let mut found: Vec<PathBuf> = fs::read_dir(&paths.backups)
         .map(|d| {
             d.flatten()
-                .filter(|e| e.file_name().to_str().is_some_and(is_automatic_name))
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| is_automatic_name(n) && n <= latest.as_str())
+                })
                 .map(|e| e.path())
                 .collect()
         })
@@ -466,9 +475,9 @@ mod tests {
         let store = MemoryStore::new();
         fs::create_dir_all(&paths.backups).unwrap();
         let ahead = [
-            "autoprov-20270101T000000Z.backup",
-            "autoprov-20270102T000000Z.backup",
-            "autoprov-20270103T000000Z.backup",
+            "autoprov-20990101T000000Z.backup",
+            "autoprov-20990102T000000Z.backup",
+            "autoprov-20990103T000000Z.backup",
         ];
         for name in ahead {
             fs::write(paths.backups.join(name), "old").unwrap();
@@ -480,13 +489,20 @@ mod tests {
         let path = paths.backups.join("autoprov-20261204T100000Z.backup");
         assert_eq!(written, Rotated::Written(path.clone()));
         assert!(path.exists(), "{:?}", files(&paths));
+        // Dated ahead: left alone, never named as the newest to restore.
         assert_eq!(
             files(&paths),
             [
                 "autoprov-20261204T100000Z.backup",
-                "autoprov-20270102T000000Z.backup",
-                "autoprov-20270103T000000Z.backup",
+                "autoprov-20990101T000000Z.backup",
+                "autoprov-20990102T000000Z.backup",
+                "autoprov-20990103T000000Z.backup",
             ]
+        );
+        assert!(
+            advice(&paths).contains("autoprov-20261204T100000Z.backup"),
+            "{}",
+            advice(&paths)
         );
     }
 
