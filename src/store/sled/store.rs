@@ -104,7 +104,7 @@ impl SledStore {
         let upgrade = store.upgrade()?;
         // Before anything is written (a flush moves the watermark): a store that lost
         // committed changes is refused, not migrated.
-        if let Some(lost) = watermark::check(path, store.counters()?) {
+        if let Some(lost) = watermark::check(path, store.counters()?).map_err(sled::Error::Io)? {
             return Err(StoreError::Corrupt(lost));
         }
         if upgrade == Upgrade::FromV1 {

@@ -33,18 +33,25 @@ pub fn record(store_dir: &Path, counters: Counters) -> std::io::Result<()> {
 }
 
 /// Compares the store's counters with the record: the description of what was lost, if any.
-/// No record is nothing lost (a new store, a restored one); a record that cannot be read
-/// is not (it was written whole, by a rename: damaged, it could hide a store rolled back).
-pub fn check(store_dir: &Path, store: Counters) -> Option<String> {
+/// No record is nothing lost (a new store, a restored one); a record that does not parse
+/// is damage (it was written whole, by a rename: damaged, it could hide a store rolled
+/// back); one that cannot be read (its permissions) is an error of its own, not damage to
+/// restore a backup for.
+pub fn check(store_dir: &Path, store: Counters) -> std::io::Result<Option<String>> {
     let file = path(store_dir);
     let bytes = match std::fs::read(&file) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(unreadable(&file, &e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("reading {}: {e}", file.display()),
+            ));
+        }
     };
     let recorded: Counters = match serde_json::from_slice(&bytes) {
         Ok(recorded) => recorded,
-        Err(e) => return Some(unreadable(&file, &e.to_string())),
+        Err(e) => return Ok(Some(unreadable(&file, &e.to_string()))),
     };
     let behind = [
         ("audit entries", store.audit_seq, recorded.audit_seq),
@@ -55,18 +62,18 @@ pub fn check(store_dir: &Path, store: Counters) -> Option<String> {
     .filter(|(_, have, had)| have < had)
     .map(|(what, have, had)| format!("{what} reached {had} but the store has {have}"))
     .collect::<Vec<_>>();
-    (!behind.is_empty()).then(|| {
+    Ok((!behind.is_empty()).then(|| {
         format!(
             "the store has lost committed changes ({})",
             behind.join(", ")
         )
-    })
+    }))
 }
 
 /// Why the record at `file` cannot be compared.
 fn unreadable(file: &Path, why: &str) -> String {
     format!(
-        "its record of how far it had come, {}, cannot be read ({why}), so a store that lost \
+        "its record of how far it had come, {}, does not read ({why}), so a store that lost \
          committed changes could not be told from a whole one",
         file.display()
     )
@@ -111,17 +118,21 @@ mod tests {
             file_id: 2,
             rule_id: 3,
         };
-        assert_eq!(check(&store, c), None, "no record yet");
+        let check = |c: Counters| check(&store, c).unwrap();
+        assert_eq!(check(c), None, "no record yet");
         record(&store, c).unwrap();
-        assert_eq!(check(&store, c), None);
-        assert_eq!(check(&store, Counters { audit_seq: 9, ..c }), None);
-        let lost = check(&store, Counters { audit_seq: 4, ..c }).unwrap();
+        assert_eq!(check(c), None);
+        assert_eq!(check(Counters { audit_seq: 9, ..c }), None);
+        let lost = check(Counters { audit_seq: 4, ..c }).unwrap();
         assert!(
             lost.contains("audit entries reached 5 but the store has 4"),
             "{lost}"
         );
         forget(&store).unwrap();
-        assert_eq!(check(&store, Counters::default()), None);
+        assert_eq!(check(Counters::default()), None);
+        // A record that cannot be read is an error, not damage to restore a backup for.
+        std::fs::create_dir(path(&store)).unwrap();
+        assert!(super::check(&store, c).is_err());
     }
 
     #[test]
