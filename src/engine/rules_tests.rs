@@ -96,6 +96,17 @@ fn enabling_a_rule_tells_its_conflicts() {
         "{}",
         enabled.json
     );
+    // And the fields it reads that the last roster lacks, as adding it would.
+    let managers = add_rule(&p, "Managers", "is_manager = true");
+    let mut rule = p.store.rule(managers).unwrap().unwrap();
+    rule.enabled = false;
+    p.store.put_rule(&rule, note("rules disable")).unwrap();
+    let enabled = run(Request::RulesEnable {
+        id: managers.0,
+        enabled: true,
+    });
+    let warning = enabled.json["warnings"][0].as_str().unwrap_or_default();
+    assert!(warning.contains("manager_id"), "{}", enabled.json);
 }
 
 /// `is_manager` is derived from `manager_id`: a rule on it warns when the last applied

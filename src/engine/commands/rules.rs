@@ -44,15 +44,9 @@ fn rules_save<S: Store>(
     if let Err(refusal) = edit_rule(p, &all, &mut rule, name, role, &when) {
         return Ok(refusal);
     }
-    let (conflicts, last) = conflicts_of(p, &rule, &all)?;
+    let (conflicts, warnings) = conflicts_and_warnings(p, &rule, &all)?;
     let mut text = String::new();
-    for c in &conflicts {
-        let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
-    }
-    let warnings = last.missing_fields(&rule);
-    for w in &warnings {
-        let _ = writeln!(text, "warning: {w}");
-    }
+    said(&mut text, &conflicts, &warnings);
     if strict && !conflicts.is_empty() {
         text.push_str(
             "refused (--strict): the rule conflicts with the rules above; nothing was saved\n",
@@ -94,9 +88,7 @@ fn rule_shown<S: Store>(
 ) -> crate::api::Result<Response> {
     let (conflicts, _) = conflicts_of(p, rule, all)?;
     let mut text = rule_text(rule);
-    for c in &conflicts {
-        let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
-    }
+    said(&mut text, &conflicts, &[]);
     let mut j = rule_json(rule);
     j["conflicts"] = conflicts_json(conflicts, rule.id);
     Ok(Response::ok(j, text))
@@ -116,6 +108,28 @@ fn conflicts_of<S: Store>(
     let mut last = LastRoster::load(p, &involved)?;
     let found = conflicts(&mut last, rule, &candidates);
     Ok((found, last))
+}
+
+/// The conflicts of `rule` with the enabled rules of `all`, and the fields it reads that
+/// the last applied roster lacks (warnings).
+fn conflicts_and_warnings<S: Store>(
+    p: &Pipeline<S>,
+    rule: &Rule,
+    all: &[Rule],
+) -> crate::api::Result<(Vec<Value>, Vec<String>)> {
+    let (conflicts, last) = conflicts_of(p, rule, all)?;
+    let warnings = last.missing_fields(rule);
+    Ok((conflicts, warnings))
+}
+
+/// The conflicts' sentences and the warnings, a line each.
+fn said(text: &mut String, conflicts: &[Value], warnings: &[String]) {
+    for c in conflicts {
+        let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+    }
+    for w in warnings {
+        let _ = writeln!(text, "warning: {w}");
+    }
 }
 
 /// Conflicts as the JSON of a rule shows them: without their sentence, a new rule's
@@ -459,13 +473,13 @@ fn enable<S: Store>(
     )?;
     let mut text = format!("rule {id} {verb}d; takes effect at the next sync\n");
     let mut j = rule_json(&rule);
-    // Enabled, it may conflict as an added rule does: said as `rules add|edit` say it.
+    // Enabled, it may conflict, or read a column the last roster lacks, as an added rule
+    // may: said as `rules add|edit` say it.
     if enabled {
-        let (conflicts, _) = conflicts_of(p, &rule, &p.store.rules()?)?;
-        for c in &conflicts {
-            let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
-        }
+        let (conflicts, warnings) = conflicts_and_warnings(p, &rule, &p.store.rules()?)?;
+        said(&mut text, &conflicts, &warnings);
         j["conflicts"] = conflicts_json(conflicts, rule.id);
+        j["warnings"] = json!(warnings);
     }
     Ok(Response::ok(j, text))
 }
