@@ -174,22 +174,29 @@ async fn busy(stream: UnixStream) {
     let _ = write_within(&mut write, &line, Duration::from_secs(1)).await;
 }
 
-/// Answers built whole for an asker that did not ask for them in pieces (a file's report,
-/// `admins list`, `rules check`), held in memory until read: one at a time. Each had been
-/// kept for as long as its asker took to read it, and sixteen connections that never read
-/// a large report's answer held 7 GB.
-static HEAVY_ANSWERS: Semaphore = Semaphore::const_new(1);
+/// Answers built whole and held in memory until their asker reads them, one at a time of
+/// each kind, as the engine builds them (a file's report or `rules check`; a listing when
+/// it is not asked for in pieces): each had been kept for as long as its asker took to
+/// read it, after the engine's place was given back, and sixteen connections that never
+/// read a large report's answer held 7 GB. A listing asked for in pieces is written out
+/// under the engine's own place.
+static WHOLE_ANSWERS: Semaphore = Semaphore::const_new(1);
+static WHOLE_LISTINGS: Semaphore = Semaphore::const_new(1);
 
 /// How long a heavy answer waits for its turn before it is answered "busy".
 const HEAVY_WAIT: Duration = Duration::from_secs(25);
 
-/// Whether `env` asks for an answer built whole that may be large.
-fn is_heavy(env: &Envelope) -> bool {
-    env.upload.is_none()
-        && matches!(
-            env.request,
-            Request::AdminsList { .. } | Request::FilesShow { .. } | Request::RulesCheck
-        )
+/// The place an answer to `env` takes until it is written, if it is built whole and may
+/// be large.
+fn heavy_place(env: &Envelope) -> Option<&'static Semaphore> {
+    if env.upload.is_some() {
+        return None;
+    }
+    match env.request {
+        Request::FilesShow { .. } | Request::RulesCheck => Some(&WHOLE_ANSWERS),
+        Request::AdminsList { .. } if !env.stream => Some(&WHOLE_LISTINGS),
+        _ => None,
+    }
 }
 
 fn user_of(uid: u32) -> String {
@@ -212,9 +219,24 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     )
     .await
     .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
-    // Held until its answer is written (or its write given up): see `HEAVY_ANSWERS`.
-    let mut heavy = None;
-    let (answer, output) = match serde_json::from_slice::<Envelope>(&line) {
+    let envelope = serde_json::from_slice::<Envelope>(&line);
+    // Held until its answer is written (or its write given up): see `WHOLE_ANSWERS`.
+    let _heavy = match envelope.as_ref().ok().and_then(heavy_place) {
+        Some(place) => match tokio::time::timeout(HEAVY_WAIT, place.acquire()).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                let busy = Response::fail(
+                    exit::UNREACHABLE,
+                    "busy: another large answer of this kind is being read; try again",
+                );
+                let mut out = serde_json::to_vec(&busy)?;
+                out.push(b'\n');
+                return write_within(&mut write, &out, WRITE_DEADLINE).await;
+            }
+        },
+        None => None,
+    };
+    let (answer, output) = match envelope {
         Err(e) => (
             Streamed::Whole(Response::fail(exit::USAGE, format!("bad request: {e}"))),
             Output::default(),
@@ -233,20 +255,6 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
         }
         Ok(env) => {
             let output = env.output;
-            if is_heavy(&env) {
-                match tokio::time::timeout(HEAVY_WAIT, HEAVY_ANSWERS.acquire()).await {
-                    Ok(Ok(permit)) => heavy = Some(permit),
-                    _ => {
-                        let busy = Response::fail(
-                            exit::UNREACHABLE,
-                            "busy: another large answer is being read; try again",
-                        );
-                        let mut out = serde_json::to_vec(&busy)?;
-                        out.push(b'\n');
-                        return write_within(&mut write, &out, WRITE_DEADLINE).await;
-                    }
-                }
-            }
             let answered = answer(env, &caller, cfg, engine, &mut reader)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await;
@@ -260,7 +268,6 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
             out.push(b'\n');
             write_within(&mut write, &out, answer_time(0, out.len())).await?;
             write.shutdown().await?;
-            drop(heavy);
             Ok(())
         }
         Streamed::Body(body) => {
@@ -478,12 +485,14 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (engine, _thread) =
             crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
-        let held = HEAVY_ANSWERS.acquire().await.unwrap();
+        let held = WHOLE_LISTINGS.acquire().await.unwrap();
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let request = br#"{"request":{"command":"admins_list"},"stream":false}"#;
+        let asked = tokio::time::Instant::now();
         theirs.write_all(request).await.unwrap();
         theirs.write_all(b"\n").await.unwrap();
-        let served = tokio::spawn(async move { handle(ours, &cfg, &engine).await });
+        let first = (cfg.clone(), engine.clone());
+        let served = tokio::spawn(async move { handle(ours, &first.0, &first.1).await });
         let mut answer = String::new();
         let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
         tokio::time::timeout(HEAVY_WAIT * 2, read)
@@ -491,8 +500,25 @@ mod tests {
             .expect("answered")
             .unwrap();
         assert!(answer.contains("busy"), "{answer}");
+        assert!(asked.elapsed() >= HEAVY_WAIT, "answered after its wait");
         served.await.unwrap().unwrap();
         drop(held);
+        // Its turn come, it is answered (and gives the place back for the next).
+        for _ in 0..2 {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            theirs.write_all(request).await.unwrap();
+            theirs.write_all(b"\n").await.unwrap();
+            let (cfg, engine) = (cfg.clone(), engine.clone());
+            let served = tokio::spawn(async move { handle(ours, &cfg, &engine).await });
+            let mut answer = String::new();
+            let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
+            tokio::time::timeout(HEAVY_WAIT, read)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(answer.contains("\"exit\":0"), "{answer}");
+            served.await.unwrap().unwrap();
+        }
         shutdown.cancel();
     }
 
