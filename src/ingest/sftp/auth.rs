@@ -61,10 +61,8 @@ pub(super) struct Logins {
     users: Vec<UserEntry>,
     methods: MethodSet,
     password_enabled: bool,
-    /// Recent failures by address and the user name tried there: a login clears its own
-    /// user's, so that one valid key cannot reset the delay of guesses at another user's
-    /// password from the same address.
-    backoff: Mutex<HashMap<(IpAddr, String), FailureRecord>>,
+    /// Recent failures by source (see [`Logins::record_failure`]).
+    backoff: Mutex<HashMap<IpAddr, FailureRecord>>,
     password_checks: Semaphore,
 }
 
@@ -148,55 +146,57 @@ impl Logins {
     }
 
     /// Records a failed attempt from `ip` as `user` and returns how long to delay the
-    /// answer.
+    /// answer: one count a source, whatever the name tried (a count of its own for each
+    /// name had told, by its delay, which names are users').
     fn record_failure(&self, ip: IpAddr, user: &str) -> Duration {
         let now = Instant::now();
-        let key = backoff_key(ip, user, self.user(user).is_some());
+        let source = super::throttle::rate_key(ip);
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&key) {
+        if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&source) {
             table.retain(|_, r| now.duration_since(r.last) < BACKOFF_WINDOW);
             if table.len() >= BACKOFF_TABLE_MAX {
                 table.clear();
             }
         }
-        let record = table.entry(key).or_insert(FailureRecord {
+        let record = table.entry(source).or_insert(FailureRecord {
             count: 0,
             last: now,
+            by_user: HashMap::new(),
         });
         if now.duration_since(record.last) >= BACKOFF_WINDOW {
             record.count = 0;
+            record.by_user.clear();
         }
         record.count = record.count.saturating_add(1);
         record.last = now;
+        // The configured users' own shares (a handful): what their login takes back.
+        if self.user(user).is_some() {
+            *record.by_user.entry(user.to_string()).or_default() += 1;
+        }
         backoff_delay(record.count)
     }
 
-    /// Forgets the failures of `user` from `ip` (it logged in).
+    /// Takes back the failures of `user` from `ip`'s source (it logged in): a login clears
+    /// its own user's, not another's (one valid key had reset the delay of guesses at
+    /// another user's password).
     fn clear_failures(&self, ip: IpAddr, user: &str) {
+        let source = super::throttle::rate_key(ip);
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-        table.remove(&backoff_key(ip, user, true));
+        if let Some(record) = table.get_mut(&source) {
+            let own = record.by_user.remove(user).unwrap_or(0);
+            record.count = record.count.saturating_sub(own);
+            if record.count == 0 {
+                table.remove(&source);
+            }
+        }
     }
-}
-
-/// The back-off table's key: the source (an IPv4 address or an IPv6 /64, as the
-/// connection caps count it) and the user name tried when it is a configured user's; every
-/// other name shares one entry, so that cycling made-up names neither escapes the delay
-/// nor fills the table (which is cleared when full).
-fn backoff_key(ip: IpAddr, user: &str, known: bool) -> (IpAddr, String) {
-    let ip = super::throttle::rate_key(ip);
-    (
-        ip,
-        if known {
-            user.to_string()
-        } else {
-            String::new()
-        },
-    )
 }
 
 struct FailureRecord {
     count: u32,
     last: Instant,
+    /// Of `count`, the failures of each configured user tried.
+    by_user: HashMap<String, u32>,
 }
 
 /// Delay before answering the `n`-th recent failure from one address: 250 ms doubling,
@@ -499,14 +499,14 @@ mod tests {
         logins.record_failure(ip, "hris");
         logins.clear_failures(ip, "hris");
         assert_eq!(logins.record_failure(ip, "other"), backoff_delay(6));
-        assert_eq!(logins.record_failure(ip, "hris"), backoff_delay(1));
-        // Made-up names share one delay: cycling them neither escapes it nor fills the
-        // table.
+        // One count a source, whatever the name: the delay tells nothing of which names
+        // are users', and cycling names neither escapes it nor fills the table.
+        assert_eq!(logins.record_failure(ip, "hris"), backoff_delay(7));
         for n in 0..100 {
             logins.record_failure(ip, &format!("guess{n}"));
         }
-        assert_eq!(logins.record_failure(ip, "guess-last"), backoff_delay(107));
-        assert_eq!(logins.backoff.lock().unwrap().len(), 2);
+        assert_eq!(logins.record_failure(ip, "guess-last"), backoff_delay(108));
+        assert_eq!(logins.backoff.lock().unwrap().len(), 1);
     }
 
     #[test]
