@@ -45,7 +45,12 @@ pub fn write(store: &dyn Store, path: &Path) -> Result<(u64, PathBuf)> {
 /// sorted first, so it was named as the newest backup to restore, and the one just written
 /// was compared with it, then counted behind it.
 pub fn automatic(paths: &Paths) -> Vec<PathBuf> {
-    let latest = format!("autoprov-{}.backup", compact_timestamp(&now_rfc3339()));
+    automatic_at(paths, &now_rfc3339())
+}
+
+/// [`automatic`] as of the time `now` (RFC 3339).
+fn automatic_at(paths: &Paths, now: &str) -> Vec<PathBuf> {
+    let latest = format!("autoprov-{}.backup", compact_timestamp(now));
     let mut found: Vec<PathBuf> = fs::read_dir(&paths.backups)
         .map(|d| {
             d.flatten()
@@ -110,7 +115,7 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
             return Err(e.context(format!("writing the backup {}", tmp.display())));
         }
     };
-    if let Some(newest) = automatic(paths).into_iter().next()
+    if let Some(newest) = automatic_at(paths, now).into_iter().next()
         && body_digest(&newest).ok() == Some(digest)
     {
         let _ = fs::remove_file(&tmp);
@@ -120,7 +125,7 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
     fsync_dir(&paths.backups).with_context(|| format!("syncing {}", paths.backups.display()))?;
     // The one just written is kept whatever the others' names say (backups named for a
     // clock that ran ahead sort after it: it had been removed at once, at every start).
-    let others = automatic(paths).into_iter().filter(|p| *p != path);
+    let others = automatic_at(paths, now).into_iter().filter(|p| *p != path);
     for old in others.skip(KEEP - 1) {
         let _ = fs::remove_file(old);
     }

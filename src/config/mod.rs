@@ -639,8 +639,7 @@ impl Config {
         // The daemon's own folders (processed/ above all) would be taken as new rosters: its
         // files and reports processed again and again under ever longer names.
         if self.source.mode == Mode::Watch
-            && lexically_absolute(&self.source.watch_dir)
-                .starts_with(lexically_absolute(&self.data_dir))
+            && resolved(&self.source.watch_dir).starts_with(resolved(&self.data_dir))
         {
             bail!(
                 "source.watch_dir = {:?} is inside data_dir ({:?}), whose folders autoprov writes: \
@@ -745,6 +744,12 @@ impl Config {
     pub fn is_org_admin(&self, user: &str) -> bool {
         user == "root" || self.control.org_admins.iter().any(|u| u == user)
     }
+}
+
+/// `path` with its symlinks resolved when it exists (a `watch_dir` linked to a folder of
+/// `data_dir` is that folder), else [`lexically_absolute`].
+fn resolved(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| lexically_absolute(path))
 }
 
 /// `path` made absolute against the working folder, `.` and `..` resolved by name (the
@@ -926,6 +931,18 @@ mod tests {
         }
         let text = "data_dir = \"/srv/ap\"\n[source]\nmode = \"watch\"\nwatch_dir = \"/srv/apx\"\n";
         load(text).unwrap();
+        // A link to a folder of data_dir is that folder.
+        let dir = tempfile::tempdir().unwrap();
+        let processed = dir.path().join("data/drop/processed");
+        std::fs::create_dir_all(&processed).unwrap();
+        let link = dir.path().join("in");
+        std::os::unix::fs::symlink(&processed, &link).unwrap();
+        let text = format!(
+            "data_dir = {:?}\n[source]\nmode = \"watch\"\nwatch_dir = {:?}\n",
+            dir.path().join("data"),
+            link
+        );
+        assert!(format!("{:#}", load(&text).unwrap_err()).contains("inside data_dir"));
     }
 
     #[test]

@@ -34,6 +34,17 @@ fn a_rule_whose_role_was_taken_out_of_the_config_is_left_out() {
     assert_eq!(denied.exit, crate::api::exit::NO, "{}", denied.text);
     assert_eq!(denied.json["allowed"], false);
     assert_eq!(check("e3@x.io").json["allowed"], true);
+    // Nor may its holder change anything in the web section (its role was Super Admin,
+    // which web.org_admin_roles still names).
+    let change = crate::api::Request::RulesAdd {
+        name: "by e1".into(),
+        role: "IT Admin".into(),
+        when: vec!["department = Ops".into()],
+        strict: false,
+    };
+    let person = crate::api::Caller::Person("e1@x.io".into());
+    let refused = super::commands::execute_as(&p, change, &person, crate::api::Output::Json);
+    assert_eq!(refused.exit, crate::api::exit::REFUSED, "{}", refused.text);
     let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "Sales"), ("E4", "Sales")];
     let r = submit(&p, "second.csv", &staff(&rows)).unwrap();
     assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);

@@ -86,11 +86,12 @@ fn rule_shown<S: Store>(
     rule: &Rule,
     all: &[Rule],
 ) -> crate::api::Result<Response> {
-    let (conflicts, _) = conflicts_of(p, rule, all)?;
+    let (conflicts, warnings) = conflicts_and_warnings(p, rule, all)?;
     let mut text = rule_text(rule);
-    said(&mut text, &conflicts, &[]);
+    said(&mut text, &conflicts, &warnings);
     let mut j = rule_json(rule);
     j["conflicts"] = conflicts_json(conflicts, rule.id);
+    j["warnings"] = json!(warnings);
     Ok(Response::ok(j, text))
 }
 
