@@ -104,11 +104,15 @@ pub enum Outcome {
 
 /// The file `process` was given, opened, with its size; the usage error (exit 2) when it
 /// cannot be read. A folder opens, and was refused only when its copy into inbox/ failed
-/// (exit 5, "writing inbox/…"); a pipe is read as it comes (`process /dev/stdin < file`).
-fn open_upload(path: &Path) -> Result<(u64, fs::File), Response> {
-    let opened = fs::metadata(path).and_then(|meta| {
-        let file = (!meta.is_dir()).then(|| fs::File::open(path)).transpose()?;
-        Ok(file.map(|f| (meta.len(), f)))
+/// (exit 5, "writing inbox/…"). A pipe (`process /dev/stdin < file`, `cat f | …`) has no
+/// size: it is read first into an unnamed temporary file (up to `max_bytes` and a byte, so
+/// that a larger one is still refused as such), which is then sent like a file (sent as
+/// it came, its announced size 0 had given the daemon an empty file).
+fn open_upload(path: &Path, max_bytes: u64) -> Result<(u64, fs::File), Response> {
+    let opened = fs::metadata(path).and_then(|meta| match meta {
+        meta if meta.is_dir() => Ok(None),
+        meta if meta.is_file() => Ok(Some((meta.len(), fs::File::open(path)?))),
+        _ => buffered(fs::File::open(path)?, max_bytes).map(Some),
     });
     match opened {
         Ok(Some(opened)) => Ok(opened),
@@ -121,6 +125,22 @@ fn open_upload(path: &Path) -> Result<(u64, fs::File), Response> {
             format!("error: reading {}: {e}", path.display()),
         )),
     }
+}
+
+/// `source` copied into an unnamed file in the temporary folder, up to `max_bytes` and a
+/// byte; that file, at its start, and its size.
+fn buffered(mut source: fs::File, max_bytes: u64) -> std::io::Result<(u64, fs::File)> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut copy = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .mode(0o600)
+        .open(std::env::temp_dir())?;
+    let size = std::io::copy(&mut (&mut source).take(max_bytes + 1), &mut copy)?;
+    copy.rewind()?;
+    Ok((size, copy))
 }
 
 /// Runs one request: via the daemon if it listens, else directly. `upload` is the local
@@ -136,7 +156,11 @@ pub fn execute<W: Write>(
 ) -> Outcome {
     // The file is opened once: its size is announced and its bytes sent (or read here) from
     // the same handle.
-    let file = match upload.map(|(path, _)| open_upload(path)).transpose() {
+    let max_bytes = cfg.roster.max_bytes;
+    let file = match upload
+        .map(|(path, _)| open_upload(path, max_bytes))
+        .transpose()
+    {
         Ok(file) => file,
         Err(refusal) => return Outcome::Answer(refusal),
     };

@@ -1734,3 +1734,35 @@ fn process_of_a_folder_or_a_missing_file_is_a_usage_error() {
     d.stop();
     assert!(env.files_in("inbox").is_empty());
 }
+
+/// A pipe given to `process` while the daemon runs reaches it whole (its announced size
+/// had been 0: the daemon filed an empty file as rejected).
+#[test]
+fn a_pipe_reaches_the_daemon_whole() {
+    use std::io::Write;
+    let env = host_env(no_limits(), "");
+    env.load_sample_rules();
+    let d = Daemon::start(&env);
+    let bytes = fs::read(testdata("sequence/day1.csv")).unwrap();
+    let mut child = env
+        .command()
+        .args(["--json", "process", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["status"], "applied");
+    assert_eq!(
+        report["sha256"],
+        common::sha256_hex(&bytes),
+        "the bytes, whole"
+    );
+    assert_eq!(report["rows"], 300, "{report:#}");
+    d.stop();
+}
