@@ -186,9 +186,15 @@ async fn start_source(
             let watched = watch::watch(&dir).map_err(|e| {
                 Error::failed(format!("source.watch_dir = {}: {e:#}", dir.display()))
             })?;
-            let (inbox, engine, token) = (paths.folder("inbox"), engine.clone(), shutdown.clone());
+            let (engine, token) = (engine.clone(), shutdown.clone());
             tracker.spawn(watch::watch_dir(
-                watched, dir, inbox, settle, rescan, engine, token,
+                watched,
+                dir,
+                paths.clone(),
+                settle,
+                rescan,
+                engine,
+                token,
             ));
         }
         Mode::Poll => {

@@ -58,6 +58,8 @@ pub struct Paths {
     pub workday_columns: PathBuf,
     /// The quiet spell the last `stale` notification was about.
     pub stale_reported: PathBuf,
+    /// Watch mode: the files copied from `watch_dir` that could not be removed there.
+    pub watch_kept: PathBuf,
 }
 
 impl Paths {
@@ -72,6 +74,7 @@ impl Paths {
             web_secret: data_dir.join("web_secret"),
             workday_columns: data_dir.join("workday-columns"),
             stale_reported: data_dir.join("stale-reported"),
+            watch_kept: data_dir.join("watch-kept"),
         }
     }
 

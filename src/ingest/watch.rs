@@ -114,7 +114,7 @@ struct Candidate {
 pub async fn watch_dir(
     watched: Watched,
     dir: PathBuf,
-    inbox: PathBuf,
+    paths: crate::layout::Paths,
     settle: Duration,
     rescan: Duration,
     engine: EngineHandle,
@@ -124,8 +124,9 @@ pub async fn watch_dir(
         _watcher,
         mut events,
     } = watched;
+    let inbox = paths.folder("inbox");
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
-    let mut kept = Kept::default();
+    let mut kept = Kept::load(paths.watch_kept.clone());
     scan_dir(&dir, &mut files);
     let mut check = tokio::time::interval(
         settle
@@ -234,16 +235,70 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>) {
 }
 
 /// Files of watch_dir copied into inbox/ whose removal failed, by device, inode, size and
-/// time of last write: not copied again at every rescan while they stay (each copy would
-/// have been applied as a new file).
+/// time of last write: not copied again while they stay (each copy would have been
+/// applied as a new file), across restarts too when kept in `file` (a restart had copied
+/// Monday's roster again after Tuesday's, and applied it: accounts Tuesday took away came
+/// back).
 #[derive(Default)]
-struct Kept(std::collections::HashSet<(u64, u64, u64, SystemTime)>);
+struct Kept {
+    stamps: std::collections::HashSet<Stamp>,
+    file: Option<PathBuf>,
+}
+
+/// Device, inode, size, and the time of last write in nanoseconds since the epoch.
+type Stamp = (u64, u64, u64, u128);
 
 impl Kept {
-    fn stamp(meta: &fs::Metadata) -> (u64, u64, u64, SystemTime) {
+    /// The stamps kept in `file` (none when it is missing or does not read).
+    fn load(file: PathBuf) -> Kept {
+        let stamps = fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut n = line.split(' ');
+                let mut next = || n.next()?.parse::<u128>().ok();
+                Some((
+                    u64::try_from(next()?).ok()?,
+                    u64::try_from(next()?).ok()?,
+                    u64::try_from(next()?).ok()?,
+                    next()?,
+                ))
+            })
+            .collect();
+        Kept {
+            stamps,
+            file: Some(file),
+        }
+    }
+
+    fn stamp(meta: &fs::Metadata) -> Stamp {
         use std::os::unix::fs::MetadataExt;
         let written = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-        (meta.dev(), meta.ino(), meta.len(), written)
+        let nanos = written
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        (meta.dev(), meta.ino(), meta.len(), nanos)
+    }
+
+    fn contains(&self, meta: &fs::Metadata) -> bool {
+        self.stamps.contains(&Kept::stamp(meta))
+    }
+
+    /// Keeps `meta`'s stamp, in its file too.
+    fn insert(&mut self, meta: &fs::Metadata) {
+        self.stamps.insert(Kept::stamp(meta));
+        let Some(file) = &self.file else {
+            return;
+        };
+        let text: String = self
+            .stamps
+            .iter()
+            .map(|(dev, ino, len, at)| format!("{dev} {ino} {len} {at}\n"))
+            .collect();
+        if let Err(e) = crate::util::write_atomic(file, text.as_bytes()) {
+            tracing::warn!(file = %file.display(), "keeping the copied files that stay in watch_dir: {e}; a restart copies them again");
+        }
     }
 }
 
@@ -285,7 +340,7 @@ fn move_settled(
             continue;
         }
         done.push(path.clone());
-        if !kept.0.contains(&Kept::stamp(&meta)) {
+        if !kept.contains(&meta) {
             due.push((stamp.1, path.clone(), meta));
         }
     }
@@ -296,7 +351,7 @@ fn move_settled(
                 tracing::info!(file = %name, "complete file moved from watch_dir into inbox/");
                 moved = true;
                 if !removed {
-                    kept.0.insert(Kept::stamp(&meta));
+                    kept.insert(&meta);
                 }
             }
             Err(e) => {
@@ -484,7 +539,7 @@ mod tests {
     /// Across filesystems (/dev/shm is a mount of its own) a file is copied; when it cannot
     /// be removed from watch_dir afterwards (an immutable file, a directory autoprov may not
     /// write: here the removal fails as those do), it is not copied again at the next
-    /// rescan.
+    /// rescan, nor after a restart.
     #[test]
     fn a_copied_file_that_cannot_be_removed_is_not_taken_again() {
         let src = tempfile::tempdir_in("/var/tmp").unwrap();
@@ -492,15 +547,23 @@ mod tests {
         let path = src.path().join("r.csv");
         fs::write(&path, b"employee_id,email\n").unwrap();
         let refuse = |_: &Path| Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
-        let mut kept = Kept::default();
-        for _ in 0..3 {
-            let mut files = HashMap::new();
-            scan_dir(src.path(), &mut files);
-            move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO, &refuse);
-            move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO, &refuse);
+        let state = tempfile::tempdir().unwrap();
+        let kept_file = state.path().join("watch-kept");
+        // Three rescans, then a restart (the kept files read back from their file).
+        for restart in [false, false, false, true] {
+            let mut kept = Kept::load(kept_file.clone());
+            for _ in 0..if restart { 1 } else { 3 } {
+                let mut files = HashMap::new();
+                scan_dir(src.path(), &mut files);
+                move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO, &refuse);
+                move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO, &refuse);
+            }
         }
         let copies = fs::read_dir(inbox.path()).unwrap().count();
-        assert_eq!(copies, 1, "copied once, not at every rescan");
+        assert_eq!(
+            copies, 1,
+            "copied once, not at every rescan nor after a restart"
+        );
         assert!(
             path.exists(),
             "copied, not renamed: the copy path was taken"
