@@ -64,10 +64,12 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    // Only where the server's users matter: a key's typo must not make `auth check` (the
-    // sign-in hook) or any other command refuse to run.
-    let checks_source = matches!(cli.command, Command::Run | Command::Status);
-    if checks_source && let Err(e) = autoprov::ingest::check_config(&cfg) {
+    // `status` only, the config check (`run` has the SFTP server check its users as it
+    // starts): a key's typo must not make `auth check` (the sign-in hook) or any other
+    // command refuse to run.
+    if matches!(cli.command, Command::Status)
+        && let Err(e) = autoprov::ingest::check_config(&cfg)
+    {
         let _ = writeln!(std::io::stderr(), "autoprov: invalid config: {e:#}");
         return ExitCode::from(exit::USAGE);
     }

@@ -18,8 +18,9 @@ use crate::layout::Paths;
 use sftp::{SftpSettings, SftpUser};
 
 /// What the SFTP server would refuse at its start that [`Config::validate`] cannot check
-/// (the users' keys and password hashes, read by the SSH library): checked by every
-/// command, so that `status` is the config check the example config promises.
+/// (the users' keys and password hashes, read by the SSH library): checked by `status`, so
+/// that it is the config check the example config promises (`run` has the server check
+/// them as it starts).
 pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
     // Without users, `run` says what host mode needs; the other commands have no use for
     // them.

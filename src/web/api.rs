@@ -69,14 +69,12 @@ async fn errors_as_json(response: axum::response::Response) -> axum::response::R
         false => text,
     };
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    let body = Json(serde_json::json!({ "error": message })).into_response();
-    let (json_parts, json_body) = body.into_parts();
-    for (name, value) in json_parts.headers {
-        if let Some(name) = name {
-            parts.headers.insert(name, value);
-        }
-    }
-    axum::response::Response::from_parts(parts, json_body)
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    axum::response::Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 impl WebState {
