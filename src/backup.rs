@@ -136,20 +136,12 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
 /// holds every admin's email; they had been left for ever, one more at each failed start).
 /// One daemon writes there at a time: it holds the store.
 fn remove_unfinished(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let unfinished = name
-            .strip_prefix('.')
+    let unfinished = |name: &str| {
+        name.strip_prefix('.')
             .and_then(|n| n.strip_suffix(".tmp"))
-            .is_some_and(is_automatic_name);
-        if unfinished && let Err(e) = fs::remove_file(entry.path()) {
-            tracing::warn!(file = %entry.path().display(), "removing an unfinished backup: {e}");
-        }
-    }
+            .is_some_and(is_automatic_name)
+    };
+    crate::util::remove_leftovers(dir, unfinished, "an unfinished backup");
 }
 
 /// Exports `store` to `tmp` (fsynced); returns the SHA-256 of everything after the header

@@ -440,6 +440,25 @@ pub fn clean_file_name(name: &str) -> String {
     }
 }
 
+/// Removes the files of `dir` whose names `is_leftover` (the hidden parts of work that a
+/// stop or a crash interrupted), logging each as `what`; a folder that cannot be read is
+/// left, and a file that cannot be removed is logged.
+pub fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool, what: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !is_leftover(&name) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::info!(file = %entry.path().display(), "removed {what}"),
+            Err(e) => tracing::warn!(file = %entry.path().display(), "removing {what}: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

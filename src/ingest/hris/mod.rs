@@ -289,22 +289,11 @@ impl HrisSource {
 
     /// Hidden files of fetches a crash interrupted: never processed, removed.
     fn remove_leftovers(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.inbox) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(HIDDEN_PREFIX) {
-                match std::fs::remove_file(entry.path()) {
-                    Ok(()) => {
-                        tracing::info!(file = %name, "removed the partial file of a fetch interrupted by a restart")
-                    }
-                    Err(e) => {
-                        tracing::warn!(file = %name, "removing the partial file of an interrupted fetch: {e}")
-                    }
-                }
-            }
-        }
+        crate::util::remove_leftovers(
+            &self.inbox,
+            |name| name.starts_with(HIDDEN_PREFIX),
+            "the partial file of a fetch interrupted by a restart",
+        );
     }
 
     /// One fetch, with its outcome in the log, `status` and the failure hook.
