@@ -238,3 +238,22 @@ fn an_approved_file_whose_filing_failed_is_filed_by_the_next_scan() {
     assert!(folder(&p, "held").is_empty());
     assert_eq!(p.finish_all_unfiled().unwrap(), 0, "nothing left");
 }
+
+/// The hidden parts a stopped `process`, poll download or watch-mode copy leaves in
+/// inbox/ are removed when the pipeline recovers; other hidden files are not ours.
+#[test]
+fn recovery_removes_the_parts_of_interrupted_copies() {
+    let (_dir, p) = pipeline();
+    let inbox = p.paths.folder("inbox");
+    let ours = [".receive-12.part", ".fetch-r.csv.part", ".watch-34.part"];
+    for name in ours.iter().chain(&[".someone-else.part", ".watch-notes"]) {
+        fs::write(inbox.join(name), b"part").unwrap();
+    }
+    p.recover().unwrap();
+    let mut left: Vec<String> = fs::read_dir(&inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".someone-else.part", ".watch-notes"]);
+}
