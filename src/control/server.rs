@@ -6,8 +6,8 @@ use crate::api::{Output, Request, Response, exit};
 use crate::config::Config;
 use crate::engine::EngineHandle;
 use crate::engine::commands::Streamed;
-use crate::engine::handle::Piece;
-use std::os::unix::fs::PermissionsExt;
+use crate::engine::handle::{Piece, Place};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,15 @@ pub fn bind(path: &Path) -> crate::api::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket is ever removed: a connection to a regular file is refused as to a
+        // stale socket, and a `control_socket` set by mistake to another file had deleted it.
+        if !meta.file_type().is_socket() {
+            return Err(Error::usage(format!(
+                "{} exists and is not a socket; control_socket must name a path of its own",
+                path.display()
+            )));
+        }
         // Stale only when nothing listens (refused): a socket that cannot be reached for
         // another reason (permissions, a daemon too busy to take the connection) may be a
         // live daemon's, and removing it would leave that daemon unreachable.
@@ -174,31 +182,6 @@ async fn busy(stream: UnixStream) {
     let _ = write_within(&mut write, &line, Duration::from_secs(1)).await;
 }
 
-/// Answers built whole and held in memory until their asker reads them, one at a time of
-/// each kind, as the engine builds them (a file's report or `rules check`; a listing when
-/// it is not asked for in pieces): each had been kept for as long as its asker took to
-/// read it, after the engine's place was given back, and sixteen connections that never
-/// read a large report's answer held 7 GB. A listing asked for in pieces is written out
-/// under the engine's own place.
-static WHOLE_ANSWERS: Semaphore = Semaphore::const_new(1);
-static WHOLE_LISTINGS: Semaphore = Semaphore::const_new(1);
-
-/// How long a heavy answer waits for its turn before it is answered "busy".
-const HEAVY_WAIT: Duration = Duration::from_secs(25);
-
-/// The place an answer to `env` takes until it is written, if it is built whole and may
-/// be large.
-fn heavy_place(env: &Envelope) -> Option<&'static Semaphore> {
-    if env.upload.is_some() {
-        return None;
-    }
-    match env.request {
-        Request::FilesShow { .. } | Request::RulesCheck => Some(&WHOLE_ANSWERS),
-        Request::AdminsList { .. } if !env.stream => Some(&WHOLE_LISTINGS),
-        _ => None,
-    }
-}
-
 fn user_of(uid: u32) -> String {
     match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
         Ok(Some(u)) => u.name,
@@ -219,27 +202,13 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
     )
     .await
     .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
-    let envelope = serde_json::from_slice::<Envelope>(&line);
-    // Held until its answer is written (or its write given up): see `WHOLE_ANSWERS`.
-    let _heavy = match envelope.as_ref().ok().and_then(heavy_place) {
-        Some(place) => match tokio::time::timeout(HEAVY_WAIT, place.acquire()).await {
-            Ok(Ok(permit)) => Some(permit),
-            _ => {
-                let busy = Response::fail(
-                    exit::UNREACHABLE,
-                    "busy: another large answer of this kind is being read; try again",
-                );
-                let mut out = serde_json::to_vec(&busy)?;
-                out.push(b'\n');
-                return write_within(&mut write, &out, WRITE_DEADLINE).await;
-            }
-        },
-        None => None,
-    };
-    let (answer, output) = match envelope {
+    // A large answer's place is held until the answer is written, or its write given up
+    // (`engine::handle::Place`).
+    let (answer, output, _place) = match serde_json::from_slice::<Envelope>(&line) {
         Err(e) => (
             Streamed::Whole(Response::fail(exit::USAGE, format!("bad request: {e}"))),
             Output::default(),
+            None,
         ),
         Ok(env) if env.stream && env.upload.is_none() && !env.request.is_change() => {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -255,10 +224,10 @@ async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyh
         }
         Ok(env) => {
             let output = env.output;
-            let answered = answer(env, &caller, cfg, engine, &mut reader)
+            let (answered, place) = answer(env, &caller, cfg, engine, &mut reader)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await;
-            (answered, output)
+            (answered, output, place)
         }
     };
     match answer {
@@ -352,6 +321,7 @@ async fn fetch(engine: &EngineHandle, caller: &str, output: Output) -> Response 
             engine
                 .ask(Request::Process { name }, caller.to_string(), None, output)
                 .await
+                .response
         }
         Err(message) => Response::fail(
             exit::FAILED,
@@ -366,23 +336,29 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     cfg: &Config,
     engine: &EngineHandle,
     reader: &mut R,
-) -> Streamed {
+) -> (Streamed, Option<Place>) {
     let (request, output) = (env.request, env.output);
     // Refuse before reading an upload: nobody streams a roster in without the right.
     if request.is_change() && !cfg.is_org_admin(caller) {
-        return Streamed::Whole(crate::api::refusal(caller));
+        return (Streamed::Whole(crate::api::refusal(caller)), None);
     }
     let upload = match received(env.upload, &request, cfg, reader).await {
         Ok(upload) => upload,
-        Err(refusal) => return Streamed::Whole(refusal),
+        Err(refusal) => return (Streamed::Whole(refusal), None),
     };
     if let Request::Fetch = request {
-        return Streamed::Whole(fetch(engine, caller, output).await);
+        return (Streamed::Whole(fetch(engine, caller, output).await), None);
     }
     let caller = caller.to_string();
     match env.stream {
-        true => engine.ask_streamed(request, caller, upload, output).await,
-        false => Streamed::Whole(engine.ask(request, caller, upload, output).await),
+        true => (
+            engine.ask_streamed(request, caller, upload, output).await,
+            None,
+        ),
+        false => {
+            let reply = engine.ask(request, caller, upload, output).await;
+            (Streamed::Whole(reply.response), reply.place)
+        }
     }
 }
 
@@ -457,6 +433,36 @@ mod tests {
         );
     }
 
+    /// A socket nobody listens on is replaced; a live one, and anything that is not a
+    /// socket, are left as they are and refused.
+    #[tokio::test]
+    async fn bind_replaces_only_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/autoprov.sock");
+        let first = bind(&path).unwrap();
+        let err = bind(&path).unwrap_err();
+        assert!(err.to_string().contains("another autoprov daemon"), "{err}");
+        drop(first);
+        // The file stays behind once its listener is gone: stale, so replaced.
+        assert!(std::fs::symlink_metadata(&path).is_ok());
+        let again = bind(&path).expect("a stale socket is replaced");
+        drop(again);
+        for kept in ["a regular file", "a symlink"] {
+            let other = dir.path().join(kept.replace(' ', "-"));
+            std::fs::write(&other, "keep me").unwrap();
+            let at = dir.path().join(format!("{}.sock", kept.replace(' ', "-")));
+            match kept {
+                "a symlink" => std::os::unix::fs::symlink(&other, &at).unwrap(),
+                _ => std::fs::rename(&other, &at).unwrap(),
+            }
+            let err = bind(&at).unwrap_err();
+            assert!(err.to_string().contains("not a socket"), "{kept}: {err}");
+            assert!(std::fs::symlink_metadata(&at).is_ok(), "{kept} left alone");
+        }
+        let target = dir.path().join("a-symlink");
+        assert_eq!(std::fs::read_to_string(target).unwrap(), "keep me");
+    }
+
     #[test]
     fn an_answer_may_take_a_minute_and_two_seconds_a_mib() {
         assert_eq!(answer_time(0, 10), WRITE_DEADLINE + UPLOAD_TIME_PER_MIB);
@@ -467,7 +473,8 @@ mod tests {
     }
 
     /// A large answer asked for whole waits for the one being read to be taken, then is
-    /// answered "busy" (never built beside it).
+    /// answered "busy" (never built beside it); once its turn comes it is answered, and
+    /// its place is given back when it is written.
     #[tokio::test(start_paused = true)]
     async fn a_large_answer_waits_its_turn_then_is_busy() {
         let dir = tempfile::tempdir().unwrap();
@@ -485,7 +492,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (engine, _thread) =
             crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
-        let held = WHOLE_LISTINGS.acquire().await.unwrap();
+        let held = engine.listing_place().await;
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let request = br#"{"request":{"command":"admins_list"},"stream":false}"#;
         let asked = tokio::time::Instant::now();
@@ -495,12 +502,15 @@ mod tests {
         let served = tokio::spawn(async move { handle(ours, &first.0, &first.1).await });
         let mut answer = String::new();
         let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
-        tokio::time::timeout(HEAVY_WAIT * 2, read)
+        tokio::time::timeout(Duration::from_secs(60), read)
             .await
             .expect("answered")
             .unwrap();
         assert!(answer.contains("busy"), "{answer}");
-        assert!(asked.elapsed() >= HEAVY_WAIT, "answered after its wait");
+        assert!(
+            asked.elapsed() >= Duration::from_secs(25),
+            "answered after its wait"
+        );
         served.await.unwrap().unwrap();
         drop(held);
         // Its turn come, it is answered (and gives the place back for the next).
@@ -512,7 +522,7 @@ mod tests {
             let served = tokio::spawn(async move { handle(ours, &cfg, &engine).await });
             let mut answer = String::new();
             let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
-            tokio::time::timeout(HEAVY_WAIT, read)
+            tokio::time::timeout(Duration::from_secs(25), read)
                 .await
                 .unwrap()
                 .unwrap();

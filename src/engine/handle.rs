@@ -16,12 +16,43 @@ const READS_AT_ONCE: usize = 2;
 
 /// The places a read holds while it runs ([`EngineHandle::read_permits`]).
 struct ReadPermits {
-    heavy: Option<tokio::sync::OwnedSemaphorePermit>,
+    heavy: Option<Place>,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// How long a read waits for its place before it is answered "busy" (exit 4): with the
-/// control socket's own wait for a large answer's turn, within the minute the CLI waits.
+/// The one place of a kind of large answer (a listing; a file's report or `rules check`),
+/// taken before the answer is built and held until it is written out: dropped once the
+/// asker has it. Sixteen unread answers had held 7 GB while each one's place was given
+/// back as soon as it was built.
+pub struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl From<tokio::sync::OwnedSemaphorePermit> for Place {
+    fn from(permit: tokio::sync::OwnedSemaphorePermit) -> Place {
+        Place { _permit: permit }
+    }
+}
+
+/// An answer, and the [`Place`] its kind of answer holds until it is written out.
+pub struct Reply {
+    /// The answer.
+    pub response: Response,
+    /// Held until `response` is written out, when it may be large.
+    pub place: Option<Place>,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Reply {
+        Reply {
+            response,
+            place: None,
+        }
+    }
+}
+
+/// How long a read waits for its place before it is answered "busy" (exit 4), within the
+/// minute the CLI waits.
 const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The largest piece of a streamed answer's body.
@@ -186,7 +217,7 @@ impl EngineHandle {
         caller: String,
         upload: Option<(Upload, Vec<u8>)>,
         output: Output,
-    ) -> Response {
+    ) -> Reply {
         self.ask_as(request, Caller::Unix(caller), upload, output)
             .await
     }
@@ -225,7 +256,7 @@ impl EngineHandle {
             _ => None,
         };
         let heavy = match place {
-            Some(place) => Some(place.clone().acquire_owned().await.ok()?),
+            Some(place) => Some(Place::from(place.clone().acquire_owned().await.ok()?)),
             None => None,
         };
         let slot = match request {
@@ -271,6 +302,12 @@ impl EngineHandle {
         });
     }
 
+    /// The listings' place, taken as a listing being written out takes it.
+    #[cfg(test)]
+    pub async fn listing_place(&self) -> Place {
+        Place::from(self.listings.clone().acquire_owned().await.unwrap())
+    }
+
     /// Writes a long answer's body out in [`Piece`]s sent to `tx`, on a blocking thread:
     /// the head, the chunks, the end. Returns at once.
     pub fn send_body(&self, body: Body, output: Output, tx: mpsc::Sender<Piece>) {
@@ -278,31 +315,38 @@ impl EngineHandle {
     }
 
     /// Sends a request of `caller` (a Unix user or a person of the web section) and waits
-    /// for its answer.
+    /// for its answer. A large answer comes with its kind's [`Place`]: keep the [`Reply`]
+    /// until the answer is written out.
     pub async fn ask_as(
         &self,
         request: Request,
         caller: Caller,
         upload: Option<(Upload, Vec<u8>)>,
         output: Output,
-    ) -> Response {
+    ) -> Reply {
         if !request.is_change() && upload.is_none() {
-            let _permits = match self.read_permits(&request).await {
+            let ReadPermits { heavy, slot } = match self.read_permits(&request).await {
                 Ok(permits) => permits,
-                Err(refusal) => return refusal,
+                Err(refusal) => return refusal.into(),
             };
             let (pipeline, state) = (self.pipeline.clone(), self.state.clone());
             let read = move || answer(&pipeline, request, &caller, None, output, &state);
-            return tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
+            let response = tokio::task::spawn_blocking(read).await.unwrap_or_else(|e| {
                 Response::fail(
                     exit::FAILED,
                     format!("failed: the request hit an internal error ({e}); nothing was changed"),
                 )
             });
+            drop(slot);
+            return Reply {
+                response,
+                place: heavy,
+            };
         }
         self.queue(request, caller, upload, output, false)
             .await
             .into_response(output)
+            .into()
     }
 
     /// Sends a change (or a `process` with its file) of the Unix user `caller` and waits for
@@ -314,11 +358,8 @@ impl EngineHandle {
         upload: Option<(Upload, Vec<u8>)>,
         output: Output,
     ) -> Streamed {
-        let caller = Caller::Unix(caller);
-        if !request.is_change() && upload.is_none() {
-            return Streamed::Whole(self.ask_as(request, caller, upload, output).await);
-        }
-        self.queue(request, caller, upload, output, true).await
+        self.queue(request, Caller::Unix(caller), upload, output, true)
+            .await
     }
 
     /// Queues a request for the engine thread and waits for its answer.
@@ -413,7 +454,8 @@ mod tests {
         };
         let answer = ask(check)
             .await
-            .expect("answered while every read slot is held");
+            .expect("answered while every read slot is held")
+            .response;
         assert_eq!(answer.json["active"], false, "{}", answer.json);
         let status = tokio::time::timeout(Duration::from_millis(300), async {
             ask(Request::Status).await
@@ -441,7 +483,8 @@ mod tests {
         let asked = handle.ask_as(list(), caller, None, Output::Json);
         let answer = tokio::time::timeout(READ_WAIT * 2, asked)
             .await
-            .expect("answered within its deadline");
+            .expect("answered within its deadline")
+            .response;
         assert_eq!(answer.exit, exit::UNREACHABLE, "{}", answer.text);
         assert!(answer.text.contains("busy"), "{}", answer.text);
         let (tx, rx) = mpsc::channel(4);
@@ -455,6 +498,38 @@ mod tests {
             started.elapsed() < READ_WAIT,
             "returned when its asker went away"
         );
+    }
+
+    /// A listing's or a report's answer comes with its kind's place, which the next such
+    /// answer waits for until the first is let go (written out); other reads hold none.
+    #[tokio::test(start_paused = true)]
+    async fn a_large_answer_keeps_its_place_until_it_is_let_go() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let (handle, _jobs) = EngineHandle::new(Arc::new(p), Arc::default());
+        let ask = |request| handle.ask_as(request, Caller::Unix("t".into()), None, Output::Json);
+        let list = || Request::AdminsList {
+            status: None,
+            origin: None,
+            rule: None,
+        };
+        let first = ask(list()).await;
+        assert_eq!(first.response.exit, exit::OK, "{}", first.response.text);
+        assert!(first.place.is_some(), "a listing holds its place");
+        let second = ask(list()).await.response;
+        assert!(second.text.contains("busy"), "{}", second.text);
+        let status = ask(Request::Status).await;
+        assert!(status.place.is_none(), "status holds no place");
+        assert_eq!(status.response.exit, exit::OK, "{}", status.response.text);
+        let checked = ask(Request::RulesCheck).await;
+        assert!(
+            checked.place.is_some(),
+            "`rules check` holds the wholes' place"
+        );
+        drop(first);
+        let third = ask(list()).await;
+        assert_eq!(third.response.exit, exit::OK, "{}", third.response.text);
     }
 
     #[test]

@@ -80,11 +80,11 @@ async fn errors_as_json(response: axum::response::Response) -> axum::response::R
 impl WebState {
     /// Sends a read for `reader` and answers with its JSON.
     async fn read(&self, reader: &Reader, request: Request) -> axum::response::Response {
-        let answer = self
+        let reply = self
             .engine
             .ask_as(request, reader.0.caller(), None, Output::Json)
             .await;
-        json_response(answer)
+        super::held::held(json_response(reply.response), reply.place)
     }
 }
 
@@ -201,7 +201,8 @@ async fn auth_check(
             None,
             Output::Json,
         )
-        .await;
+        .await
+        .response;
     match auth_check_json(&answer) {
         Some(body) => (StatusCode::OK, Json(body)).into_response(),
         None => json_response(answer),

@@ -138,7 +138,8 @@ async fn send_rule<T>(
     let answer = state
         .engine
         .ask_as(request, change.person.caller(), None, Output::Json)
-        .await;
+        .await
+        .response;
     if answer.exit != exit::OK {
         if change.html {
             return super::html::form_refused(state, &change.person, answer, rule).await;

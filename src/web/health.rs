@@ -33,7 +33,8 @@ impl WebState {
         let answer = self
             .engine
             .ask_as(request, reader(), None, Output::Json)
-            .await;
+            .await
+            .response;
         match answer.exit {
             crate::api::exit::OK => Ok(answer.json),
             _ => Err(answer.text),

@@ -3,10 +3,12 @@
 //! The forms' POSTs are in [`super::changes`]; a browser gets their refusals from here.
 
 use super::api::http_status;
+use super::held::held;
 use super::identity::{Person, Viewer};
 use super::pages::{self, AdminsQuery, PageCtx, RuleForm};
 use super::{Denied, WebState};
 use crate::api::{Output, Request, Response, exit};
+use crate::engine::handle::Reply;
 use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -63,8 +65,9 @@ fn failed(ctx: &PageCtx, answer: &Response) -> Answer {
 }
 
 impl WebState {
-    /// Asks the engine as `person` (reads do not wait for a file being processed).
-    async fn ask_for(&self, person: &Person, request: Request, output: Output) -> Response {
+    /// Asks the engine as `person` (reads do not wait for a file being processed). A large
+    /// answer's place comes with it: give it to the page made of it ([`held`]).
+    async fn ask_for(&self, person: &Person, request: Request, output: Output) -> Reply {
         self.engine
             .ask_as(request, person.caller(), None, output)
             .await
@@ -81,12 +84,17 @@ impl WebState {
             Ok(v) => v,
             Err(d) => return denied(d),
         };
-        let answer = self.ask_for(&v.person, request, Output::Both).await;
+        let Reply {
+            response: answer,
+            place,
+        } = self.ask_for(&v.person, request, Output::Both).await;
         let c = ctx(self, &v.person, &v.csrf);
         if answer.exit != exit::OK {
             return failed(&c, &answer);
         }
-        page(StatusCode::OK, render(&c, &answer))
+        let markup = render(&c, &answer);
+        drop(answer);
+        held(page(StatusCode::OK, markup), place)
     }
 }
 
@@ -168,7 +176,10 @@ async fn report(state: &WebState, viewer: Result<Viewer, Denied>, id: &str, json
         return no_file(id);
     };
     let output = if json { Output::Json } else { Output::Text };
-    let answer = state
+    let Reply {
+        response: answer,
+        place,
+    } = state
         .ask_for(&v.person, Request::FilesShow { id }, output)
         .await;
     if answer.exit != exit::OK {
@@ -187,7 +198,7 @@ async fn report(state: &WebState, viewer: Result<Viewer, Denied>, id: &str, json
     if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    response
+    held(response, place)
 }
 
 async fn report_json(
@@ -247,7 +258,8 @@ pub async fn form_refused(
     };
     let list = state
         .ask_for(person, Request::RulesList, Output::Json)
-        .await;
+        .await
+        .response;
     if list.exit != exit::OK {
         return failed(&c, &list);
     }

@@ -187,7 +187,8 @@ impl WebState {
         let answer = self
             .engine
             .ask_as(request, caller, None, Output::Json)
-            .await;
+            .await
+            .response;
         let role = match answer.exit {
             exit::OK => answer.json["role"].as_str().map(str::to_string),
             exit::NO => None,

@@ -10,6 +10,7 @@ pub mod changes;
 pub mod conns;
 pub mod csrf;
 pub mod health;
+pub mod held;
 pub mod html;
 pub mod identity;
 pub mod pages;
