@@ -164,3 +164,134 @@ fn a_rule_on_is_manager_needs_a_manager_id_column() {
     assert_eq!(accounts.len(), 1, "{accounts:?}");
     assert_eq!(accounts[0].employee_id, "E1");
 }
+
+/// SPEC §2: a rule naming a role that is not in `provisioning.roles` is refused. One
+/// whose role was taken out since it was saved is not enabled or edited into use (each
+/// had been saved, exit 0, said to win its conflicts, then left out at every sync), and
+/// it wins no conflict of the others while it stays.
+#[test]
+fn a_rule_whose_role_is_no_longer_granted_is_not_enabled_edited_or_a_winner() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, mut p) = pipeline();
+    let finance = add_rule(&p, "Finance", "department = Finance");
+    let mut rule = p.store.rule(finance).unwrap().unwrap();
+    rule.role = "Billing Admin".into();
+    p.store.put_rule(&rule, note("rules edit")).unwrap();
+    let everyone = add_rule(&p, "Everyone", "department != Legal");
+    let r = submit(
+        &p,
+        "first.csv",
+        &staff(&[("E1", "Finance"), ("E2", "Sales")]),
+    )
+    .unwrap();
+    assert_eq!(r.status, ReportStatus::Applied);
+    p.cfg
+        .provisioning
+        .roles
+        .retain(|role| role != "Billing Admin");
+    let run = |request| super::commands::execute(&p, request, "root", Output::Json);
+    let disabled = run(Request::RulesEnable {
+        id: finance.0,
+        enabled: false,
+    });
+    assert_eq!(disabled.exit, exit::OK, "disabling is always allowed");
+    let enabled = run(Request::RulesEnable {
+        id: finance.0,
+        enabled: true,
+    });
+    assert_eq!(enabled.exit, exit::REFUSED, "{}", enabled.text);
+    assert!(
+        enabled.text.contains("not in provisioning.roles"),
+        "{}",
+        enabled.text
+    );
+    assert!(
+        !p.store.rule(finance).unwrap().unwrap().enabled,
+        "left disabled"
+    );
+    // Edited while disabled: allowed; given an allowed role, it may be enabled again.
+    let edit = |role: Option<&str>| Request::RulesEdit {
+        id: finance.0,
+        name: Some("Finance staff".into()),
+        role: role.map(str::to_string),
+        when: Vec::new(),
+        strict: false,
+    };
+    assert_eq!(run(edit(None)).exit, exit::OK);
+    let mut rule = p.store.rule(finance).unwrap().unwrap();
+    rule.enabled = true;
+    p.store.put_rule(&rule, note("rules enable")).unwrap();
+    let refused = run(edit(None));
+    assert_eq!(refused.exit, exit::REFUSED, "{}", refused.text);
+    assert!(refused.text.contains("--role"), "{}", refused.text);
+    // Neither the other rule's nor `rules check`'s conflicts name it the winner.
+    let shown = run(Request::RulesShow { id: everyone.0 });
+    assert_eq!(
+        shown.json["conflicts"],
+        serde_json::json!([]),
+        "{}",
+        shown.json
+    );
+    let checked = run(Request::RulesCheck);
+    let problems = checked.json["problems"].as_array().unwrap().clone();
+    assert_eq!(problems.len(), 1, "{}", checked.json);
+    assert!(
+        problems[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer in provisioning.roles")
+    );
+    let fixed = run(edit(Some("IT Admin")));
+    assert_eq!(fixed.exit, exit::OK, "{}", fixed.text);
+}
+
+/// A rule on `is_manager` over a last roster without a manager column: its conflicts are
+/// not counted (nobody would have counted as a manager), as for any column it lacks.
+#[test]
+fn is_manager_without_a_manager_column_is_not_counted() {
+    use crate::api::{Output, Request};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied);
+    let add = Request::RulesAdd {
+        name: "Not managers".into(),
+        role: "HR Admin".into(),
+        when: vec!["is_manager = false".into()],
+        strict: false,
+    };
+    let added = super::commands::execute(&p, add, "root", Output::Text);
+    assert!(
+        added.text.contains(
+            "matching employees not counted: rule 2 reads \"is_manager (derived from manager_id)\""
+        ),
+        "{}",
+        added.text
+    );
+}
+
+/// A new rule's conflicts name it by the id it was given, and only it: another rule's
+/// name containing "rule new" is left as it is.
+#[test]
+fn a_new_rules_conflicts_name_it_by_its_id_and_leave_other_names_alone() {
+    use crate::api::{Output, Request};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "Onboarding rule new hires", "department = IT");
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied);
+    let add = Request::RulesAdd {
+        name: "Eng HR".into(),
+        role: "HR Admin".into(),
+        when: vec!["department = IT".into()],
+        strict: false,
+    };
+    let added = super::commands::execute(&p, add, "root", Output::Text);
+    assert!(
+        added.text.contains(
+            "conflict: rule 2 \"Eng HR\" (HR Admin) and rule 1 \"Onboarding rule new hires\""
+        ),
+        "{}",
+        added.text
+    );
+    assert!(added.text.contains("rule 1 wins"), "{}", added.text);
+}

@@ -44,16 +44,17 @@ fn rules_save<S: Store>(
     if let Err(refusal) = edit_rule(p, &all, &mut rule, name, role, &when) {
         return Ok(refusal);
     }
-    let (conflicts, warnings) = conflicts_and_warnings(p, &rule, &all)?;
+    let (mut found, mut last) = conflicts_of(p, &rule, &all)?;
+    let warnings = last.missing_fields(&rule);
     let mut text = String::new();
-    said(&mut text, &conflicts, &warnings);
-    if strict && !conflicts.is_empty() {
+    said(&mut text, &found, &warnings);
+    if strict && !found.is_empty() {
         text.push_str(
             "refused (--strict): the rule conflicts with the rules above; nothing was saved\n",
         );
         return Ok(Response {
             exit: exit::REFUSED,
-            json: json!({"error": "conflicts", "conflicts": conflicts}),
+            json: json!({"error": "conflicts", "conflicts": found}),
             text,
         });
     }
@@ -64,6 +65,12 @@ fn rules_save<S: Store>(
     };
     if id.is_none() {
         rule.id = p.store.next_rule_id()?;
+        // Said again with the id it now has ("rule new" until now).
+        if !found.is_empty() {
+            found = conflicts(&mut last, &rule, &grantable(p, &all));
+            text.clear();
+            said(&mut text, &found, &warnings);
+        }
     }
     p.store
         .put_rule(&rule, note(caller, action, rule_line(&rule)))?;
@@ -72,9 +79,9 @@ fn rules_save<S: Store>(
         "{verb} rule {}: \"{}\" -> {}; takes effect at the next sync\n",
         rule.id, rule.name, rule.role
     );
-    out.push_str(&text.replace("rule new", &format!("rule {}", rule.id)));
+    out.push_str(&text);
     let mut j = rule_json(&rule);
-    j["conflicts"] = conflicts_json(conflicts, rule.id);
+    j["conflicts"] = conflicts_json(found, rule.id);
     j["warnings"] = json!(warnings);
     Ok(Response::ok(j, out))
 }
@@ -102,13 +109,30 @@ fn conflicts_of<S: Store>(
     rule: &Rule,
     all: &[Rule],
 ) -> crate::api::Result<(Vec<Value>, LastRoster)> {
-    let candidates: Vec<&Rule> = all.iter().collect();
+    let candidates = grantable(p, all);
     let involved: Vec<&Rule> = std::iter::once(rule)
-        .chain(all.iter().filter(|o| o.enabled && o.id != rule.id))
+        .chain(
+            candidates
+                .iter()
+                .copied()
+                .filter(|o| o.enabled && o.id != rule.id),
+        )
         .collect();
     let mut last = LastRoster::load(p, &involved)?;
-    let found = conflicts(&mut last, rule, &candidates);
+    // A rule whose role is no longer granted is left out at sync: it conflicts with none.
+    let found = match p.cfg.role(&rule.role) {
+        Some(_) => conflicts(&mut last, rule, &candidates),
+        None => Vec::new(),
+    };
     Ok((found, last))
+}
+
+/// The rules of `all` whose role may be granted (a rule whose role was taken out of
+/// `provisioning.roles` is left out at sync, as if disabled: it wins nothing).
+fn grantable<'a, S: Store>(p: &Pipeline<S>, all: &'a [Rule]) -> Vec<&'a Rule> {
+    all.iter()
+        .filter(|r| p.cfg.role(&r.role).is_some())
+        .collect()
 }
 
 /// The conflicts of `rule` with the enabled rules of `all`, and the fields it reads that
@@ -149,6 +173,9 @@ fn conflicts_json(conflicts: Vec<Value>, id: RuleId) -> Value {
             .collect::<Vec<_>>()
     )
 }
+
+/// How messages name the field `is_manager` reads.
+const IS_MANAGER_FIELD: &str = "is_manager (derived from manager_id)";
 
 /// What one `rules` command compares rules with: the last applied roster, read and parsed
 /// once, and per rule its overlap constraints and its match set on that roster, each built
@@ -226,7 +253,7 @@ impl LastRoster {
                     Condition::Field { field, .. } => (c.field_key(&self.columns)?, field.as_str()),
                     Condition::IsManager(_) => (
                         crate::core::columns::canonical_key(crate::core::columns::MANAGER_ID),
-                        "is_manager (derived from manager_id)",
+                        IS_MANAGER_FIELD,
                     ),
                 };
                 (!roster.has_field(&key)).then(|| {
@@ -254,8 +281,18 @@ impl LastRoster {
         let Some(roster) = &self.roster else {
             return Both::NoRoster;
         };
+        let managers = crate::core::columns::canonical_key(crate::core::columns::MANAGER_ID);
         for rule in [a, b] {
             self.sets.entry(rule.id).or_insert_with(|| {
+                // is_manager is derived from manager_id: without it, nobody would count as
+                // a manager, and such a file is rejected while the rule is enabled.
+                let derived = rule
+                    .conditions
+                    .iter()
+                    .any(|c| matches!(c, Condition::IsManager(_)));
+                if derived && !roster.has_field(&managers) {
+                    return Evaluated::Unreadable(IS_MANAGER_FIELD.to_string());
+                }
                 match CompiledRule::compile(rule, roster, &self.columns) {
                     Ok(compiled) => Evaluated::Matches(MatchSet::build(roster, &compiled)),
                     Err(field) => Evaluated::Unreadable(field),
@@ -366,8 +403,15 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
             let _ = writeln!(text, "{m}");
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
-        // Each pair once, from its lower id.
-        let later: Vec<&Rule> = enabled.iter().copied().filter(|o| o.id > rule.id).collect();
+        // Each pair once, from its lower id; a rule left out for its role wins nothing.
+        if p.cfg.role(&rule.role).is_none() {
+            continue;
+        }
+        let later: Vec<&Rule> = enabled
+            .iter()
+            .copied()
+            .filter(|o| o.id > rule.id && p.cfg.role(&o.role).is_some())
+            .collect();
         for c in conflicts(&mut last, rule, &later) {
             let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
             found.push(c);
@@ -466,6 +510,11 @@ fn enable<S: Store>(
     let Some(mut rule) = p.store.rule(RuleId(id))? else {
         return Ok(no_rule(id));
     };
+    // SPEC §2: a rule naming a role not in provisioning.roles is refused; enabled, it
+    // would be left out at every sync while it looked as if it applied.
+    if enabled && let Err(refusal) = configured_role(p, &rule.role) {
+        return Ok(with_role_hint(refusal, id));
+    }
     rule.enabled = enabled;
     let verb = if enabled { "enable" } else { "disable" };
     p.store.put_rule(
@@ -483,6 +532,15 @@ fn enable<S: Store>(
         j["warnings"] = json!(warnings);
     }
     Ok(Response::ok(j, text))
+}
+
+/// A refusal of a stored rule's role, with what to do about it.
+fn with_role_hint(mut refusal: Response, id: u64) -> Response {
+    let hint = format!(
+        "; give rule {id} a role that is (rules edit {id} --role ...), or leave it disabled"
+    );
+    refusal.text = format!("{}{hint}", refusal.text.trim_end());
+    refusal
 }
 
 /// Applies `--name`, `--role` and `--when` to `rule`, or the answer refusing them.
@@ -516,11 +574,14 @@ fn edit_rule<S: Store>(
         }
         rule.name = name;
     }
-    if let Some(role) = role {
-        match configured_role(p, &role) {
-            Ok(r) => rule.role = r,
-            Err(refusal) => return Err(refusal),
+    match role {
+        Some(role) => rule.role = configured_role(p, &role)?,
+        // Saved enabled, a rule whose role was taken out of provisioning.roles would look
+        // as if it applied: refused as a new rule naming that role is.
+        None if rule.enabled => {
+            configured_role(p, &rule.role).map_err(|r| with_role_hint(r, rule.id.0))?;
         }
+        None => {}
     }
     if !when.is_empty() {
         let mut conditions = Vec::new();
