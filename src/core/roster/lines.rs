@@ -69,25 +69,45 @@ pub(super) fn skip_line_ends(text: &[u8], offset: usize) -> usize {
         .map_or(text.len(), |p| offset + p)
 }
 
-/// The field (0-based) whose opening quote `record` never closes, reading it the way csv
-/// does: a quote opens a field only at the field's start, and `""` inside quotes is a quote.
-pub(super) fn open_quote_field(record: &[u8], delimiter: u8) -> Option<usize> {
+/// What is wrong with a record's quoting, read the way csv does: a quote opens a field only
+/// at the field's start, and `""` inside quotes is a quote.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum QuoteFault {
+    /// The quote opening this field (0-based) is never closed: csv reads to the end of
+    /// the file.
+    Unclosed(usize),
+    /// A quote ends this field's quoted text, and text follows it where the field should
+    /// end (at `.1`, the offset of that quote in the record). csv keeps reading the field,
+    /// so a quote left open by mistake was closed by any later one (`27" monitor`, rows
+    /// further down) and every line in between read as one cell.
+    TextAfterClose(usize, usize),
+}
+
+/// The first fault of `record`'s quoting, if any.
+pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
     let mut field = 0;
     let mut at_field_start = true;
     let mut quoted = false;
-    let mut bytes = record.iter().copied().peekable();
-    while let Some(b) = bytes.next() {
+    let mut i = 0;
+    while i < record.len() {
+        let b = record[i];
         if quoted {
             if b == b'"' {
-                if bytes.peek() == Some(&b'"') {
-                    bytes.next();
+                if record.get(i + 1) == Some(&b'"') {
+                    i += 1;
                 } else {
                     quoted = false;
+                    match record.get(i + 1) {
+                        None | Some(b'\r' | b'\n') => {}
+                        Some(&next) if next == delimiter => {}
+                        Some(_) => return Some(QuoteFault::TextAfterClose(field, i)),
+                    }
                 }
             }
         } else if b == delimiter {
             field += 1;
             at_field_start = true;
+            i += 1;
             continue;
         } else if b == b'\n' || b == b'\r' {
             return None;
@@ -95,8 +115,9 @@ pub(super) fn open_quote_field(record: &[u8], delimiter: u8) -> Option<usize> {
             quoted = true;
         }
         at_field_start = false;
+        i += 1;
     }
-    quoted.then_some(field)
+    quoted.then_some(QuoteFault::Unclosed(field))
 }
 
 /// The delimiter occurring most often outside quotes in the header line (ties in
@@ -297,8 +318,42 @@ mod tests {
         // A quote inside an unquoted value is a literal quote, not an opening one.
         let r = ok("employee_id,email,note\n1,a@example.com,5\" screen\n");
         assert_eq!(ids(&r), ["1"]);
-        assert_eq!(open_quote_field(b"a,\"b\"\"c\"\"\",d", b','), None);
-        assert_eq!(open_quote_field(b"a;b;\"c;d", b';'), Some(2));
-        assert_eq!(open_quote_field(b"\"a\"\"", b','), Some(0));
+        assert_eq!(quote_fault(b"a,\"b\"\"c\"\"\",d", b','), None);
+        assert_eq!(quote_fault(b"a;b;\"c;d", b';'), Some(QuoteFault::Unclosed(2)));
+        assert_eq!(quote_fault(b"\"a\"\"", b','), Some(QuoteFault::Unclosed(0)));
+        assert_eq!(
+            quote_fault(b"a,\"x\"y,z", b','),
+            Some(QuoteFault::TextAfterClose(1, 4))
+        );
+        assert_eq!(quote_fault(b"a,\"x\"\r\nb", b','), None);
+        assert_eq!(quote_fault(b"a;\"x\"y;b", b';'), Some(QuoteFault::TextAfterClose(1, 4)));
+        assert_eq!(quote_fault(b"a,\"x\";b", b';'), None, "a quote inside a field is text");
+    }
+
+    /// A quote left open is closed by a later quote that is followed by text (an inch mark
+    /// rows further down): the lines in between had been read as one cell, the rows in
+    /// them gone without a word, and their accounts deactivated. Rejected at the row where
+    /// the quote opens, as an unclosed quote is; within one line too (`"x"y` had been `xy`).
+    #[test]
+    fn a_quote_closed_by_one_followed_by_text_is_rejected() {
+        let r = rejected(
+            "employee_id,email,department,note\n1,a@example.com,IT,\"on leave until Friday\n\
+             2,b@example.com,IT,\n3,c@example.com,IT,\n4,d@example.com,IT,needs a 27\" monitor\n\
+             5,e@example.com,IT,\n",
+        );
+        assert_eq!(places(&r.errors), [(Some(2), Some("note"))]);
+        assert!(
+            r.errors[0]
+                .message
+                .contains("closed on line 5 by a quote followed by text"),
+            "{}",
+            r.errors[0].message
+        );
+        assert!(r.errors[0].message.contains("lines 2–5"), "{}", r.errors[0].message);
+        let r = rejected("employee_id,email\n1,\"a@example.com\"x\n");
+        assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
+        // Quoted values closed where they end are read as ever, doubled quotes included.
+        let r = ok("employee_id,email,note\n1,a@example.com,\"5\"\" screen\"\r\n\"2\",b@example.com,\"x, y\"\n");
+        assert_eq!(ids(&r), ["1", "2"]);
     }
 }

@@ -16,7 +16,7 @@ use csv::{ByteRecord, ReaderBuilder, Terminator};
 
 use self::header::Header;
 use self::keys::KeyIndex;
-use self::lines::{Lines, detect_delimiter, open_quote_field, skip_line_ends};
+use self::lines::{Lines, QuoteFault, detect_delimiter, quote_fault, skip_line_ends};
 use self::rows::{Repeats, Rows};
 use super::columns::{self, Columns};
 use super::model::{Employee, Finding, Interner, Roster, Sym};
@@ -265,6 +265,13 @@ fn csv_reader<R: std::io::Read>(text: R, delimiter: u8) -> csv::Reader<R> {
         .from_reader(text)
 }
 
+/// Whether a record of `raw` bytes (its line end left out) had a quoted field: csv gives
+/// the fields of an unquoted one as they are written, so their bytes and delimiters add up
+/// to the record's bytes; quotes taken off make them fewer.
+fn quoted(record: &ByteRecord, raw: usize) -> bool {
+    record.as_slice().len() + record.len().saturating_sub(1) != raw
+}
+
 /// The header row of the decoded text, read on its own; its findings are the parser's
 /// business, so none are kept here.
 fn first_header(text: &[u8], delimiter: u8, opts: &RosterOptions) -> Option<Header> {
@@ -460,18 +467,25 @@ impl<'a> Parser<'a> {
         let start = skip_line_ends(self.text, resumed);
         let line = self.lines.at(start);
         self.empty_lines(self.previous_end + 1, line - 1);
+        // A record whose fields are its bytes less its delimiters has no quoted field: the
+        // quoting of the others is checked (a quote left open runs to the end of the file,
+        // or to any later quote that text follows), and the last record's always.
+        let last = end >= self.text.len();
+        let fault = match last || quoted(record, end - start - 1) {
+            true => quote_fault(&self.text[start..end.min(self.text.len())], self.delimiter),
+            false => None,
+        };
+        // The line of a closing quote at fault (lines are asked for in order).
+        let closed = match fault {
+            Some(QuoteFault::TextAfterClose(_, at)) => self.lines.at(start + at),
+            _ => line,
+        };
         // `end` is just past the first byte of the record's line end (or the end of
         // the file), so the byte before it is on the record's last line.
         self.previous_end = self.lines.at(end.saturating_sub(1).max(start));
-        // Only the last record can end inside quotes: csv reads to the end of the file.
-        let open_quote = if end >= self.text.len() {
-            open_quote_field(&self.text[start..], self.delimiter)
-        } else {
-            None
-        };
-        if let Some(field) = open_quote {
+        if let Some(fault) = &fault {
             self.check_pending();
-            self.unclosed_quote(field, line, self.previous_end);
+            self.quote_fault(fault, line, closed);
         }
         let Some(h) = &self.header else {
             self.header = Some(Header::read(
@@ -496,7 +510,7 @@ impl<'a> Parser<'a> {
         // Past 4 GiB (far over `roster.max_bytes`) the offset is wrong, and never used: a
         // record's span is compared byte for byte before it is trusted.
         self.starts.push((self.base + start) as u32);
-        if open_quote.is_none() {
+        if fault.is_none() {
             self.employees.push(
                 h,
                 record,
@@ -555,7 +569,35 @@ impl<'a> Parser<'a> {
 
     /// The error for a last record that ends inside quotes: csv read it to the end of the
     /// file, swallowing every row after the quote, and possibly with the right field count.
-    fn unclosed_quote(&mut self, field: usize, line: u64, last: u64) {
+    /// The error for a record starting on `line` whose quoting is at fault (a quote
+    /// followed by text on line `closed`).
+    fn quote_fault(&mut self, fault: &QuoteFault, line: u64, closed: u64) {
+        let last = self.previous_end;
+        let (field, message) = match *fault {
+            QuoteFault::Unclosed(field) => (
+                field,
+                format!(
+                    "a quote opened in field {} of this row is never closed, so lines \
+                     {line}–{last} were read as one row; close or remove the quote",
+                    field + 1
+                ),
+            ),
+            QuoteFault::TextAfterClose(field, _) => {
+                let read = match closed > line {
+                    true => format!(", so lines {line}–{last} were read as one row"),
+                    false => String::new(),
+                };
+                (
+                    field,
+                    format!(
+                        "a quote opened in field {} of this row is closed on line {closed} by \
+                         a quote followed by text{read}; close the quote where the value \
+                         ends, and double a quote inside a quoted value (\"\")",
+                        field + 1
+                    ),
+                )
+            }
+        };
         self.errors.push(Finding {
             line: Some(line),
             column: self
@@ -563,11 +605,7 @@ impl<'a> Parser<'a> {
                 .as_ref()
                 .and_then(|h| h.written.get(field))
                 .cloned(),
-            message: format!(
-                "a quote opened in field {} of this row is never closed, so lines \
-                 {line}–{last} were read as one row; close or remove the quote",
-                field + 1
-            ),
+            message,
         });
     }
 
