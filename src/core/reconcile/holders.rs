@@ -117,3 +117,31 @@ pub(super) fn email_taken(roster: &Roster, employee: &Employee, holder: &str) ->
         ),
     )
 }
+
+/// The warning for an employee whose active auto account's email (the address they sign
+/// in with) moves from `old` to `new` with this roster: no action in SPEC §4's table, and
+/// no safety limit counts it, but whoever holds `new` holds the admin rights from now on.
+pub(super) fn sign_in_moved(roster: &Roster, employee: &Employee, old: &str, new: &str) -> Finding {
+    Finding::at(
+        employee.line(),
+        roster.email_column.as_str(),
+        format!(
+            "the admin account of employee \"{}\" now signs in as \"{new}\" instead of \"{old}\"",
+            employee.id()
+        ),
+    )
+}
+
+/// The warning for an inactive employee (a leaver) who holds an active manual account,
+/// which no roster changes (SPEC §3).
+pub(super) fn manual_of_leaver(employee: &Employee) -> Finding {
+    Finding::line(
+        employee.line(),
+        format!(
+            "employee \"{}\" is inactive but holds an active manual admin account, which a \
+             roster never changes; remove it with `autoprov admins remove {}` if they left",
+            employee.id(),
+            employee.id()
+        ),
+    )
+}

@@ -9,13 +9,17 @@ mod safety;
 
 pub use groups::{EmployeeGroups, ReadGroup};
 use groups::{Manual, Survey};
-use holders::{Holders, any_email_taken, email_taken, not_active, taken_by_other};
+use holders::{
+    Holders, any_email_taken, email_taken, manual_of_leaver, not_active, sign_in_moved,
+    taken_by_other,
+};
 use order::sort_changes;
 pub use safety::{Limit, Limits};
 
 use crate::core::accounts::{
     Account, AccountGroup, AccountHead, GROUPS, HeldGroup, Origin, Status,
 };
+use crate::core::columns::fold;
 use crate::core::model::{Finding, Roster};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
@@ -169,7 +173,8 @@ pub struct Plan {
     /// The employee IDs of every manual account (in group order).
     pub manual_ids: Vec<String>,
     /// Findings about the roster that only the accounts reveal (an email another employee's
-    /// manual account holds); the file is still applied.
+    /// manual account holds, an admin's sign-in email moving, a leaver's manual account);
+    /// the file is still applied.
     pub warnings: Vec<Finding>,
     /// The role and rule names the changes share.
     names: Names,
@@ -545,6 +550,10 @@ fn plan_row(
         if let Some(account) = auto {
             plan_auto(plan, input, account, email, &[], ABSENT);
         }
+        // A manual account is never changed by a roster; its holder leaving is told.
+        if account.is_some_and(|a| a.head.origin == Origin::Manual && a.head.is_active()) {
+            plan.warnings.push(manual_of_leaver(employee));
+        }
         return;
     }
     // No two active accounts share an email (SPEC §3). An auto account the rules keep or
@@ -570,6 +579,12 @@ fn plan_row(
                 plan_auto(plan, input, a, None, &[], EMAIL_TAKEN);
             }
             return;
+        }
+        // The address an admin signs in with moves: told, as a deactivation would be.
+        if let Some(new) = email.filter(|new| a.head.is_active() && fold(new) != fold(a.head.email))
+        {
+            plan.warnings
+                .push(sign_in_moved(roster, employee, a.head.email, new));
         }
     }
     plan_employee(plan, input, employee.id(), email, account, matching);
@@ -662,7 +677,11 @@ fn plan_auto(
         return;
     }
     let mut next = stored.whole();
+    let mut moved = None;
     if let Some(email) = roster_email {
+        if fold(email) != fold(&next.email) {
+            moved = Some(format!("email changed from {} to {email}", next.email));
+        }
         next.email = email.to_string();
     }
     let current = account.rule_id.filter(|id| matching.contains(id));
@@ -707,6 +726,10 @@ fn plan_auto(
         }
         None => None,
     };
+    // The account's sign-in address, in its history (`updated_at` with it).
+    if let Some(moved) = moved {
+        next.record(input.now, input.source, moved);
+    }
     match action {
         Some(action) => {
             let rule = next
@@ -1188,13 +1211,57 @@ mod tests {
             .row("E1", false, &[1])
             .acct(a)
             .plan();
-        assert!(p.changes.is_empty());
+        assert!(p.changes.is_empty(), "an email update is no action");
         assert_eq!(p.counts.unchanged, 1);
         assert_eq!(p.updates.len(), 1);
         assert_eq!(p.updates[0].email, "e1@acme.example");
+        // But the address the admin signs in with moved: in the account's history, and
+        // warned about in the report.
+        let history: Vec<&str> = p.updates[0]
+            .history
+            .iter()
+            .map(|h| h.reason.as_str())
+            .collect();
+        assert_eq!(
+            history,
+            ["email changed from old@acme.example to e1@acme.example"]
+        );
+        assert_eq!(p.updates[0].updated_at, NOW);
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
         assert!(
-            p.updates[0].history.is_empty(),
-            "an email update is no status/role change"
+            p.warnings[0].message.contains(
+                "\"E1\" now signs in as \"e1@acme.example\" instead of \"old@acme.example\""
+            ),
+            "{:?}",
+            p.warnings
+        );
+        // A change of letter case alone is no move.
+        let mut a = account("E1", Origin::Auto, Some(1), "IT Admin", Status::Active);
+        a.email = "E1@ACME.example".into();
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", false, &[1])
+            .acct(a)
+            .plan();
+        assert!(p.warnings.is_empty() && p.updates[0].history.is_empty());
+    }
+
+    /// A leaver (an inactive row) who holds an active manual account keeps it, as every
+    /// manual account is kept, and the report says so.
+    #[test]
+    fn a_leavers_active_manual_account_is_kept_and_warned_about() {
+        let manual = account("E1", Origin::Manual, None, "Super Admin", Status::Active);
+        let p = World::new(&[(1, "IT Admin")])
+            .row("E1", true, &[])
+            .acct(manual)
+            .plan();
+        assert!(p.changes.is_empty() && p.updates.is_empty());
+        assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+        assert!(
+            p.warnings[0]
+                .message
+                .contains("\"E1\" is inactive but holds an active manual"),
+            "{:?}",
+            p.warnings
         );
     }
 
@@ -1226,9 +1293,17 @@ mod tests {
                 ("E2", "e2@acme.example", Status::Inactive)
             ]
         );
+        let reasons =
+            |a: &Account| -> Vec<String> { a.history.iter().map(|h| h.reason.clone()).collect() };
+        assert_eq!(
+            reasons(&p.updates[1]),
+            ["email changed from old2@acme.example to e2@acme.example"],
+            "an email update alone is no action, but in the history"
+        );
         assert!(
-            p.updates[1].history.is_empty(),
-            "an email update alone is no action"
+            p.warnings.is_empty(),
+            "leavers sign in nowhere: {:?}",
+            p.warnings
         );
     }
 
@@ -1466,7 +1541,14 @@ mod tests {
                 ]
             )
         );
-        assert!(with.warnings.is_empty(), "{:?}", with.warnings);
+        assert_eq!(with.warnings, without.warnings);
+        assert_eq!(
+            with.warnings.len(),
+            1,
+            "E2's sign-in moved: {:?}",
+            with.warnings
+        );
+        assert!(with.warnings[0].message.contains("\"E2\" now signs in as"));
         assert_eq!(with.counts.skipped_manual, 1);
     }
 

@@ -319,15 +319,25 @@ mod tests {
         let r = ok("employee_id,email,note\n1,a@example.com,5\" screen\n");
         assert_eq!(ids(&r), ["1"]);
         assert_eq!(quote_fault(b"a,\"b\"\"c\"\"\",d", b','), None);
-        assert_eq!(quote_fault(b"a;b;\"c;d", b';'), Some(QuoteFault::Unclosed(2)));
+        assert_eq!(
+            quote_fault(b"a;b;\"c;d", b';'),
+            Some(QuoteFault::Unclosed(2))
+        );
         assert_eq!(quote_fault(b"\"a\"\"", b','), Some(QuoteFault::Unclosed(0)));
         assert_eq!(
             quote_fault(b"a,\"x\"y,z", b','),
             Some(QuoteFault::TextAfterClose(1, 4))
         );
         assert_eq!(quote_fault(b"a,\"x\"\r\nb", b','), None);
-        assert_eq!(quote_fault(b"a;\"x\"y;b", b';'), Some(QuoteFault::TextAfterClose(1, 4)));
-        assert_eq!(quote_fault(b"a,\"x\";b", b';'), None, "a quote inside a field is text");
+        assert_eq!(
+            quote_fault(b"a;\"x\"y;b", b';'),
+            Some(QuoteFault::TextAfterClose(1, 4))
+        );
+        assert_eq!(
+            quote_fault(b"a,\"x\";b", b';'),
+            None,
+            "a quote inside a field is text"
+        );
     }
 
     /// A quote left open is closed by a later quote that is followed by text (an inch mark
@@ -349,11 +359,17 @@ mod tests {
             "{}",
             r.errors[0].message
         );
-        assert!(r.errors[0].message.contains("lines 2–5"), "{}", r.errors[0].message);
+        assert!(
+            r.errors[0].message.contains("lines 2–5"),
+            "{}",
+            r.errors[0].message
+        );
         let r = rejected("employee_id,email\n1,\"a@example.com\"x\n");
         assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
         // Quoted values closed where they end are read as ever, doubled quotes included.
-        let r = ok("employee_id,email,note\n1,a@example.com,\"5\"\" screen\"\r\n\"2\",b@example.com,\"x, y\"\n");
+        let r = ok(
+            "employee_id,email,note\n1,a@example.com,\"5\"\" screen\"\r\n\"2\",b@example.com,\"x, y\"\n",
+        );
         assert_eq!(ids(&r), ["1", "2"]);
     }
 }
