@@ -581,13 +581,19 @@ fn plan_row(
             return;
         }
         // The address an admin signs in with moves: told, as a deactivation would be.
-        if let Some(new) = email.filter(|new| a.head.is_active() && fold(new) != fold(a.head.email))
+        if let Some(new) = email.filter(|new| a.head.is_active() && email_moved(new, a.head.email))
         {
             plan.warnings
                 .push(sign_in_moved(roster, employee, a.head.email, new));
         }
     }
     plan_employee(plan, input, employee.id(), email, account, matching);
+}
+
+/// Whether an account's email moves from `old` to `new`: not when only its letter case
+/// changes (compared exactly first: a re-sync asks this of every account it keeps).
+fn email_moved(new: &str, old: &str) -> bool {
+    new != old && fold(new) != fold(old)
 }
 
 /// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
@@ -679,7 +685,7 @@ fn plan_auto(
     let mut next = stored.whole();
     let mut moved = None;
     if let Some(email) = roster_email {
-        if fold(email) != fold(&next.email) {
+        if email_moved(email, &next.email) {
             moved = Some(format!("email changed from {} to {email}", next.email));
         }
         next.email = email.to_string();
