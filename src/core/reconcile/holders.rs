@@ -145,3 +145,9 @@ pub(super) fn manual_of_leaver(employee: &Employee) -> Finding {
         ),
     )
 }
+
+/// Whether an account's email moves from `old` to `new`: not when only its letter case
+/// changes (compared exactly first: a re-sync asks this of every account it keeps).
+pub(super) fn email_moved(new: &str, old: &str) -> bool {
+    new != old && fold(new) != fold(old)
+}

@@ -10,8 +10,8 @@ mod safety;
 pub use groups::{EmployeeGroups, ReadGroup};
 use groups::{Manual, Survey};
 use holders::{
-    Holders, any_email_taken, email_taken, manual_of_leaver, not_active, sign_in_moved,
-    taken_by_other,
+    Holders, any_email_taken, email_moved, email_taken, manual_of_leaver, not_active,
+    sign_in_moved, taken_by_other,
 };
 use order::sort_changes;
 pub use safety::{Limit, Limits};
@@ -19,7 +19,6 @@ pub use safety::{Limit, Limits};
 use crate::core::accounts::{
     Account, AccountGroup, AccountHead, GROUPS, HeldGroup, Origin, Status,
 };
-use crate::core::columns::fold;
 use crate::core::model::{Finding, Roster};
 use crate::core::packed::Packed;
 use crate::core::parallel::join;
@@ -588,12 +587,6 @@ fn plan_row(
         }
     }
     plan_employee(plan, input, employee.id(), email, account, matching);
-}
-
-/// Whether an account's email moves from `old` to `new`: not when only its letter case
-/// changes (compared exactly first: a re-sync asks this of every account it keeps).
-fn email_moved(new: &str, old: &str) -> bool {
-    new != old && fold(new) != fold(old)
 }
 
 /// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
