@@ -70,17 +70,9 @@ const OPERATORS_HINT: &str = "use =, !=, in (…) or not in (…), e.g. departme
 const LIST_HINT: &str = "e.g. department in (Sales, \"R&D, Europe\")";
 
 impl Condition {
-    /// Parses one condition in the `--when` syntax, as a person writes it.
+    /// Parses one condition in the `--when` syntax.
     pub fn parse(text: &str) -> Result<Condition, ConditionError> {
-        Parser::new(text, true).condition()
-    }
-
-    /// Parses a condition as a store or a backup holds it: as [`Condition::parse`], but a
-    /// value written unquoted after its operator with a leading `<`, `>`, `!` or `~` is
-    /// taken as written, as it was before such values were refused (an operator's typo,
-    /// `level => 5`). A rule saved so still reads back, and shows quoted.
-    pub fn parse_saved(text: &str) -> Result<Condition, ConditionError> {
-        Parser::new(text, false).condition()
+        Parser::new(text).condition()
     }
 
     /// The field key this condition reads (`columns.key(field)`); `None` for `is_manager`.
@@ -112,16 +104,13 @@ enum OpAt {
 struct Parser<'a> {
     text: &'a str,
     chars: Vec<char>,
-    /// What a person writes: a value that looks like an operator's typo is refused.
-    typed: bool,
 }
 
 impl<'a> Parser<'a> {
-    fn new(text: &'a str, typed: bool) -> Self {
+    fn new(text: &'a str) -> Self {
         Self {
             text,
             chars: text.chars().collect(),
-            typed,
         }
     }
 
@@ -378,18 +367,15 @@ impl<'a> Parser<'a> {
             ));
         }
         // `level => 5` or `department =! Finance` would otherwise be saved as "equals
-        // `> 5`" or "equals `! Finance`", rules that match nobody and say nothing.
+        // `> 5`" or "equals `! Finance`", rules that match nobody and say nothing. Spaced
+        // from the operator, such a value is taken as written (`department = <b>Ops</b>`).
         if let c @ ('<' | '>' | '!' | '~') = self.chars[k]
-            && self.typed
+            && k == found.end
         {
-            let message = match k == found.end {
-                true => format!("unsupported operator \"{}{c}\"; {OPERATORS_HINT}", found.op),
-                false => format!(
-                    "a value starting with \"{c}\" is quoted, e.g. title {} \"{c}x\"; {OPERATORS_HINT}",
-                    found.op
-                ),
-            };
-            return Err(self.error(k, message));
+            return Err(self.error(
+                k,
+                format!("unsupported operator \"{}{c}\"; {OPERATORS_HINT}", found.op),
+            ));
         }
         if self.chars[k] == '(' {
             return Err(self.error(
@@ -530,10 +516,7 @@ fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 
 /// Whether a value must be quoted to parse back to itself.
 fn value_needs_quotes(v: &str) -> bool {
-    v.is_empty()
-        || v.trim() != v
-        || v.starts_with(['=', '<', '>', '!', '~'])
-        || v.contains([',', '(', ')', '"'])
+    v.is_empty() || v.trim() != v || v.starts_with('=') || v.contains([',', '(', ')', '"'])
 }
 
 /// Whether a field name must be quoted to parse back to itself.
@@ -552,7 +535,7 @@ fn field_needs_quotes(field: &str) -> bool {
         return true;
     }
     // `in (` / `not in (` inside the name would be taken for the operator.
-    let parser = Parser::new(field, true);
+    let parser = Parser::new(field);
     (0..parser.chars.len()).any(|i| {
         let word_start = i == 0 || parser.chars[i - 1].is_whitespace();
         matches!(parser.op_at(i, word_start), OpAt::Found(_))
@@ -604,7 +587,7 @@ impl Serialize for Condition {
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Condition::parse_saved(&text).map_err(serde::de::Error::custom)
+        Condition::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -806,16 +789,7 @@ mod tests {
             ("level => 5", 8, "unsupported operator \"=>\""),
             ("level =< 5", 8, "unsupported operator \"=<\""),
             ("department =! Finance", 13, "unsupported operator \"=!\""),
-            (
-                "department != ~x",
-                15,
-                "a value starting with \"~\" is quoted",
-            ),
-            (
-                "department = !Finance",
-                14,
-                "a value starting with \"!\" is quoted",
-            ),
+            ("department !=~x", 14, "unsupported operator \"!=~\""),
             (
                 "is_manager != true",
                 12,
@@ -849,24 +823,23 @@ mod tests {
         }
     }
 
-    /// A value that looks like an operator's typo is refused as typed, read back as saved
-    /// before it was (and shown quoted from then on), and may always be written quoted.
+    /// A value right after its operator that starts like one is an operator's typo;
+    /// spaced from it, it is a value (as rules saved before the typo was refused show).
     #[test]
-    fn an_operators_typo_is_refused_as_typed_and_read_back_as_saved() {
+    fn an_operators_typo_is_refused_and_a_spaced_value_is_taken_as_written() {
         assert!(Condition::parse("level => 5").is_err());
-        let saved = Condition::parse_saved("level => 5").unwrap();
-        assert_eq!(saved, field("level", Op::Eq, &["> 5"]));
-        assert_eq!(saved.to_string(), r#"level = "> 5""#);
-        let stored: Condition = serde_json::from_str(r#""department =! Finance""#).unwrap();
+        let spaced = Condition::parse("level = > 5").unwrap();
+        assert_eq!(spaced, field("level", Op::Eq, &["> 5"]));
+        assert_eq!(Condition::parse(&spaced.to_string()), Ok(spaced));
+        let stored: Condition = serde_json::from_str(r#""department = ! Finance""#).unwrap();
         assert_eq!(stored, field("department", Op::Eq, &["! Finance"]));
         assert_eq!(
-            Condition::parse(r#"title = "!x""#),
-            Ok(field("title", Op::Eq, &["!x"]))
+            Condition::parse("department = <b>Ops</b>"),
+            Ok(field("department", Op::Eq, &["<b>Ops</b>"]))
         );
         assert_eq!(
-            Condition::parse(&stored.to_string()),
-            Ok(stored),
-            "shown quoted, it parses as typed"
+            Condition::parse(r#"title ="!x""#),
+            Ok(field("title", Op::Eq, &["!x"]))
         );
     }
 
