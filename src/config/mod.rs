@@ -518,6 +518,33 @@ fn without_quoted_lines(message: &str) -> String {
     kept.join("\n")
 }
 
+/// The `AUTOPROV__*` environment, each item of a list key (`lists`, as config names them)
+/// trimmed: `AUTOPROV__PROVISIONING__ROLES="Super Admin, IT Admin"` had given the role
+/// " IT Admin", which no rule could name, and an org admin " alice" nobody is.
+fn env_overrides(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    lists: &[String],
+) -> config::Map<String, String> {
+    vars.map(|(name, value)| {
+        let lossy = |s: std::ffi::OsString| s.to_string_lossy().into_owned();
+        (lossy(name), lossy(value))
+    })
+    .filter(|(name, _)| name.starts_with("AUTOPROV__"))
+    .map(|(name, value)| {
+        let key = name["AUTOPROV__".len()..].to_lowercase().replace("__", ".");
+        let value = match lists.contains(&key) {
+            true => value
+                .split(',')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(","),
+            false => value,
+        };
+        (name, value)
+    })
+    .collect()
+}
+
 impl Config {
     /// Loads the file (the given one, else the first default path that exists), then the
     /// `AUTOPROV__SECTION__KEY` environment overrides, and validates the result.
@@ -538,21 +565,31 @@ impl Config {
         if !path.exists() {
             bail!("config file {} does not exist", path.display());
         }
+        let mut lists: Vec<String> = [
+            "provisioning.roles",
+            "roster.inactive_statuses",
+            "control.org_admins",
+            "source.hris.fields",
+            "web.trusted_proxies",
+            "web.org_admins",
+            "web.org_admin_roles",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        // Each column's aliases are a list too (`AUTOPROV__ROSTER__COLUMNS__EMPLOYEE_ID=Badge
+        // Number` had been refused as "expected a sequence").
+        lists.extend(
+            DEFAULT_ALIASES
+                .iter()
+                .map(|(c, _)| format!("roster.columns.{c}")),
+        );
         let mut environment = config::Environment::with_prefix("AUTOPROV")
             .prefix_separator("__")
             .separator("__")
             .list_separator(",")
-            .with_list_parse_key("provisioning.roles")
-            .with_list_parse_key("roster.inactive_statuses")
-            .with_list_parse_key("control.org_admins")
-            .with_list_parse_key("source.hris.fields")
-            .with_list_parse_key("web.trusted_proxies")
-            .with_list_parse_key("web.org_admins")
-            .with_list_parse_key("web.org_admin_roles");
-        // Each column's aliases are a list too (`AUTOPROV__ROSTER__COLUMNS__EMPLOYEE_ID=Badge
-        // Number` had been refused as "expected a sequence").
-        for (canonical, _) in DEFAULT_ALIASES {
-            environment = environment.with_list_parse_key(&format!("roster.columns.{canonical}"));
+            .source(Some(env_overrides(std::env::vars_os(), &lists)));
+        for key in &lists {
+            environment = environment.with_list_parse_key(key);
         }
         let built = config::Config::builder()
             .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
@@ -1213,5 +1250,36 @@ format = "json"
             load("[notify]\nstale_after = \"0s\"\n").unwrap_err()
         );
         assert!(err.contains("notify.stale_after"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod env_tests {
+    use super::env_overrides;
+    use std::ffi::OsString;
+
+    /// A list's items given in the environment are trimmed (a role " IT Admin" no rule could
+    /// name, an org admin " alice" nobody is); other values and other variables are as set.
+    #[test]
+    fn list_items_from_the_environment_are_trimmed() {
+        let vars = [
+            (
+                "AUTOPROV__PROVISIONING__ROLES",
+                "Super Admin, IT Admin ,HR Admin",
+            ),
+            ("AUTOPROV__CONTROL__ORG_ADMINS", "alice, bob"),
+            ("AUTOPROV__SSO__PROVIDER", " okta "),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let lists = ["provisioning.roles", "control.org_admins"].map(str::to_string);
+        let got = env_overrides(vars.into_iter(), &lists);
+        assert_eq!(
+            got["AUTOPROV__PROVISIONING__ROLES"],
+            "Super Admin,IT Admin,HR Admin"
+        );
+        assert_eq!(got["AUTOPROV__CONTROL__ORG_ADMINS"], "alice,bob");
+        assert_eq!(got["AUTOPROV__SSO__PROVIDER"], " okta ");
+        assert!(!got.contains_key("HOME"));
     }
 }

@@ -285,8 +285,8 @@ impl Report {
                 "REJECTED: a held file was rejected; nothing was changed"
             }
             ReportStatus::Rejected => "REJECTED: the file has errors; nothing was changed",
-            // A sync holds no file: nothing to approve.
-            ReportStatus::Held if self.file == SYNC => {
+            // A sync holds no file: nothing to approve (a file named `sync` is stored).
+            ReportStatus::Held if self.file == SYNC && self.stored_as.is_none() => {
                 "HELD: over a safety limit; nothing was changed: `autoprov sync --force` applies these changes"
             }
             ReportStatus::Held => {
@@ -304,10 +304,15 @@ impl Report {
         writeln!(out, "processed at: {}", self.processed_at)?;
         writeln!(out, "rows:         {}", self.rows)?;
         if let Some(earlier) = &self.repeats {
-            writeln!(out, "repeats:      the same bytes as {earlier}")?;
+            writeln!(
+                out,
+                "repeats:      the same bytes as {}",
+                escape_controls(earlier)
+            )?;
         }
         if let Some(d) = &self.decision {
-            writeln!(out, "decision:     {} by {} at {}", d.decision, d.by, d.at)?;
+            let by = escape_controls(&d.by);
+            writeln!(out, "decision:     {} by {by} at {}", d.decision, d.at)?;
         }
         for reason in &self.held_because {
             writeln!(out, "held because: {}", escape_controls(reason))?;
@@ -478,11 +483,38 @@ mod tests {
                 "{forged}: {text}"
             );
         }
+        // The earlier file a repeat names is a stored name, which may hold a line break.
+        r.repeats = Some("20261206T184241Z_x\nAPPLIED: the changes below were made.csv".into());
+        let text = r.to_text();
+        assert!(
+            text.contains("the same bytes as 20261206T184241Z_x\\nAPPLIED"),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("APPLIED: the changes below were made.csv"))
+        );
         assert_eq!(escape_controls("Müller\u{85}"), "Müller\\u{85}");
         assert!(matches!(
             escape_controls("Müller"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    /// A held file named `sync` is a file to approve or reject, not a `sync` to force.
+    #[test]
+    fn a_held_file_named_sync_is_told_to_be_approved() {
+        let mut r = sample();
+        r.status = ReportStatus::Held;
+        r.file = SYNC.into();
+        assert!(r.to_text().contains("`autoprov sync --force`"));
+        r.stored_as = Some("20261206T184241Z_sync".into());
+        let text = r.to_text();
+        assert!(
+            text.contains("until `autoprov files approve` or `reject`"),
+            "{text}"
+        );
     }
 
     #[test]
