@@ -115,6 +115,16 @@ fn open_upload(path: &Path, max_bytes: u64) -> Result<(u64, fs::File), Response>
         _ => buffered(fs::File::open(path)?, max_bytes).map(Some),
     });
     match opened {
+        // Only its first `max_bytes` and a byte were kept: sent, they would be taken for
+        // the whole file by a daemon whose own limit is larger, and applied cut short.
+        Ok(Some((size, _))) if size > max_bytes && !is_regular(path) => Err(Response::fail(
+            exit::NO,
+            format!(
+                "refused: {} gives more than roster.max_bytes = {max_bytes} bytes; nothing \
+                 was sent and nothing was changed",
+                path.display()
+            ),
+        )),
         Ok(Some(opened)) => Ok(opened),
         Ok(None) => Err(Response::fail(
             exit::USAGE,
@@ -125,6 +135,11 @@ fn open_upload(path: &Path, max_bytes: u64) -> Result<(u64, fs::File), Response>
             format!("error: reading {}: {e}", path.display()),
         )),
     }
+}
+
+/// Whether `path` is a regular file (followed if a symlink).
+fn is_regular(path: &Path) -> bool {
+    fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// `source` copied into an unnamed file in the temporary folder, up to `max_bytes` and a

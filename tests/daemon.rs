@@ -1764,5 +1764,23 @@ fn a_pipe_reaches_the_daemon_whole() {
         "the bytes, whole"
     );
     assert_eq!(report["rows"], 300, "{report:#}");
+    // A pipe longer than the CLI's own roster.max_bytes is refused as a whole: its first
+    // bytes had been sent as the file, and a daemon with a larger limit applied them.
+    let mut child = env
+        .command()
+        .env("AUTOPROV__ROSTER__MAX_BYTES", (bytes.len() / 2).to_string())
+        .args(["process", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("nothing was sent"), "{said}");
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(files.as_array().map(Vec::len), Some(1), "{files:#}");
     d.stop();
 }
