@@ -215,7 +215,27 @@ impl<S: Store> Pipeline<S> {
         let mut found = Vec::new();
         for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
             let item = item?;
-            let name = item.file_name().to_string_lossy().into_owned();
+            let raw = item.file_name();
+            let Some(name) = raw.to_str().map(str::to_string) else {
+                // A name that is not UTF-8 (`mv` by hand from a Latin-1 share) had been
+                // looked for under its lossy spelling, not found, and stopped every file
+                // behind it: renamed to a cleaned name, it waits as if it had just arrived
+                // (a rename is its completion), taken at the next scan.
+                let lossy = crate::util::clean_file_name(&raw.to_string_lossy());
+                match crate::util::rename_into_free_name(&item.path(), &inbox, &lossy) {
+                    Ok(renamed) => tracing::warn!(
+                        file = %renamed,
+                        "inbox/{} has a name that is not UTF-8: renamed to inbox/{renamed}, \
+                         taken as just arrived",
+                        raw.to_string_lossy()
+                    ),
+                    Err(e) => tracing::error!(
+                        "inbox/{} has a name that is not UTF-8 and cannot be renamed: {e}",
+                        raw.to_string_lossy()
+                    ),
+                }
+                continue;
+            };
             if is_ignored(&name) {
                 continue;
             }
@@ -823,6 +843,30 @@ mod tests {
         p.receive("r.csv", Content::Stream(&mut &roster[..]), false)
             .unwrap()
             .0
+    }
+
+    /// A file whose name is not UTF-8 does not stop the files behind it: it is renamed to
+    /// a cleaned name, and both are processed.
+    #[test]
+    fn a_name_that_is_not_utf8_is_renamed_and_blocks_nothing() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let inbox = p.paths.folder("inbox");
+        let roster = b"employee_id,email\nE1,e1@x.io\n";
+        let latin1 = std::ffi::OsStr::from_bytes(b"L\xf6hne.csv");
+        fs::write(inbox.join(latin1), roster).unwrap();
+        fs::write(inbox.join("later.csv"), roster).unwrap();
+        let first = p.waiting().unwrap();
+        assert_eq!(first, ["later.csv"], "the other file is not held back");
+        assert!(!inbox.join(latin1).exists(), "renamed");
+        let mut waiting = p.waiting().unwrap();
+        waiting.sort();
+        assert_eq!(waiting, ["L\u{FFFD}hne.csv", "later.csv"]);
+        for name in &waiting {
+            p.process(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+        assert!(p.waiting().unwrap().is_empty());
     }
 
     #[test]
