@@ -179,7 +179,7 @@ async fn start_source(
         Mode::Watch => {
             let (dir, settle, rescan) = (
                 cfg.source.watch_dir.clone(),
-                cfg.source.settle,
+                (cfg.source.settle, cfg.source.startup_settle),
                 cfg.source.rescan_interval,
             );
             // Before READY: a watch mode that cannot see files close stops the start.

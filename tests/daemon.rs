@@ -93,7 +93,8 @@ fn watch_env(settings: Settings) -> (TestEnv, PathBuf) {
     watch_env_settle(settings, "1s")
 }
 
-/// [`watch_env`] with `source.settle = settle`.
+/// [`watch_env`] with `source.settle = settle` (and `startup_settle`: the files a test puts
+/// in watch_dir before the daemon starts are closed; the default's 60 s has its own test).
 fn watch_env_settle(settings: Settings, settle: &str) -> (TestEnv, PathBuf) {
     let mut env = TestEnv::with(settings);
     let watch = env.root().join("watch");
@@ -101,7 +102,7 @@ fn watch_env_settle(settings: Settings, settle: &str) -> (TestEnv, PathBuf) {
     env.reconfigure(|s| {
         s.log_level = "info".into();
         s.extra_toml.push_str(&format!(
-            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = {settle:?}\nrescan_interval = \"1s\"\n",
+            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = {settle:?}\nstartup_settle = {settle:?}\nrescan_interval = \"1s\"\n",
             watch.to_str().unwrap()
         ));
     });

@@ -53,7 +53,7 @@ fn watch_env(notify_for: impl FnOnce() -> String) -> (TestEnv, PathBuf) {
     env.reconfigure(|s| {
         s.log_level = "info".into();
         s.extra_toml.push_str(&format!(
-            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nrescan_interval = \"1s\"\n{notify}",
+            "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nstartup_settle = \"1s\"\nrescan_interval = \"1s\"\n{notify}",
             watch.to_str().unwrap()
         ));
     });

@@ -27,7 +27,7 @@ fn host_source() -> String {
 /// Watch mode on `dir`, settle 1 s, rescans every second.
 fn watch_source(dir: &Path) -> String {
     format!(
-        "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nrescan_interval = \"1s\"\n",
+        "[source]\nmode = \"watch\"\nwatch_dir = {:?}\nsettle = \"1s\"\nstartup_settle = \"1s\"\nrescan_interval = \"1s\"\n",
         dir.to_str().unwrap()
     )
 }

@@ -248,6 +248,11 @@ pub struct Source {
     /// Watch mode: quiet time after close before a file counts as complete.
     #[serde(default = "default_settle", deserialize_with = "duration")]
     pub settle: Duration,
+    /// Watch mode: quiet time before a file found by a scan (there at start-up, or after
+    /// lost events) counts as complete, when longer than `settle`: its close was not seen,
+    /// so it may still be open for writing.
+    #[serde(default = "default_startup_settle", deserialize_with = "duration")]
+    pub startup_settle: Duration,
     /// Periodic rescan of inbox/ (and watch_dir).
     #[serde(default = "default_rescan", deserialize_with = "duration")]
     pub rescan_interval: Duration,
@@ -293,6 +298,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_settle() -> Duration {
     Duration::from_secs(2)
+}
+fn default_startup_settle() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_rescan() -> Duration {
     Duration::from_secs(60)
@@ -842,6 +850,7 @@ mod tests {
         assert_eq!(c.source.mode, Mode::Host);
         assert_eq!(c.source.listen.to_string(), "127.0.0.1:2222");
         assert_eq!(c.source.settle, Duration::from_secs(2));
+        assert_eq!(c.source.startup_settle, Duration::from_secs(60));
         assert_eq!(c.source.rescan_interval, Duration::from_secs(60));
         assert_eq!(c.source.ssh_profile, SshProfile::Compatible);
         assert!(!c.source.rsa_host_key);

