@@ -18,8 +18,10 @@ pub enum Error {
     /// Usage or config error (exit 2): the caller's to fix.
     #[error("error: {0}")]
     Usage(String),
-    /// The store is locked by another process (exit 2): not a failure of the work; the
-    /// caller can wait or point the command at the daemon's socket.
+    /// The store is locked by another process (exit 4, as a daemon that cannot be reached:
+    /// SPEC §7's 2 is for the command line and the config, and a script told "usage
+    /// error" would not try again): not a failure of the work; the caller can wait or point
+    /// the command at the daemon's socket.
     #[error("error: {0}")]
     InUse(StoreInUse),
     /// Refused by a rule of the pipeline (exit 3).
@@ -104,7 +106,8 @@ impl Error {
     /// SPEC §7's exit code.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Usage(_) | Error::InUse(_) => exit::USAGE,
+            Error::Usage(_) => exit::USAGE,
+            Error::InUse(_) => exit::UNREACHABLE,
             Error::Refused(_) => exit::REFUSED,
             Error::Unreachable(_) => exit::UNREACHABLE,
             Error::Failed(_) => exit::FAILED,
@@ -396,7 +399,7 @@ mod tests {
         assert_eq!(usage.response().text, "error: deciding: no file 9");
         assert_eq!(usage.exit_code(), exit::USAGE);
         let busy = Error::from(StoreInUse { store: "/s".into() }).context("x");
-        assert_eq!(busy.exit_code(), exit::USAGE);
+        assert_eq!(busy.exit_code(), exit::UNREACHABLE);
         let held = Error::from(Blocked::Held {
             id: 3,
             name: "a.csv".into(),
