@@ -70,7 +70,8 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Status)
         && let Err(e) = autoprov::ingest::check_config(&cfg)
     {
-        let _ = writeln!(std::io::stderr(), "autoprov: invalid config: {e:#}");
+        let file = cfg.file.display();
+        let _ = writeln!(std::io::stderr(), "autoprov: invalid config {file}: {e:#}");
         return ExitCode::from(exit::USAGE);
     }
     autoprov::logging::init(&cfg, cli.log_format);

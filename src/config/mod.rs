@@ -21,6 +21,9 @@ pub const DEFAULT_PATHS: &[&str] = &["/etc/autoprov/autoprov.toml", "./autoprov.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file it was read from (not a key), for errors found after it was loaded.
+    #[serde(skip)]
+    pub file: PathBuf,
     /// sled store, host keys and drop/.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -617,6 +620,7 @@ impl Config {
         cfg.validate()
             .with_context(|| format!("invalid config {from}"))?;
         cfg.web.settle_org_admin_roles(&cfg.provisioning.roles);
+        cfg.file = path;
         Ok(cfg)
     }
 
@@ -828,6 +832,12 @@ mod tests {
     #[test]
     fn empty_file_gives_the_documented_defaults() {
         let c = load("").unwrap();
+        // The file it came from, for errors found later (`status`, `run`).
+        assert!(
+            c.file.to_string_lossy().ends_with(".toml"),
+            "{}",
+            c.file.display()
+        );
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/autoprov"));
         assert!(!c.sso.enabled);
         assert_eq!(c.provisioning.roles.len(), 5);

@@ -47,9 +47,11 @@ fn sftp_users(cfg: &Config) -> Vec<SftpUser> {
 /// The SFTP server's settings from the config.
 pub fn sftp_settings(cfg: &Config, paths: &Paths) -> Result<SftpSettings> {
     if cfg.source.users.is_empty() {
-        return Err(Error::usage(
-            "source.mode = \"host\" needs at least one [[source.users]] entry with authorized_keys",
-        ));
+        return Err(Error::usage(format!(
+            "invalid config {}: source.mode = \"host\" needs at least one [[source.users]] \
+             entry with authorized_keys",
+            cfg.file.display()
+        )));
     }
     Ok(SftpSettings {
         listen: cfg.source.listen,
