@@ -1745,16 +1745,20 @@ fn a_pipe_reaches_the_daemon_whole() {
     env.load_sample_rules();
     let d = Daemon::start(&env);
     let bytes = fs::read(testdata("sequence/day1.csv")).unwrap();
-    let mut child = env
-        .command()
-        .args(["--json", "process", "/dev/stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
+    // `cat FILE | autoprov ARGS process /dev/stdin`, with `vars` set.
+    let piped = |args: &[&str], vars: &[(&str, String)]| {
+        let mut command = env.command();
+        command.args(args).args(["process", "/dev/stdin"]);
+        command.envs(vars.iter().map(|(k, v)| (k, v)));
+        let mut child = (command.stdin(std::process::Stdio::piped()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&bytes).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = piped(&["--json"], &[]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(0), "{report:#}");
@@ -1767,17 +1771,8 @@ fn a_pipe_reaches_the_daemon_whole() {
     assert_eq!(report["rows"], 300, "{report:#}");
     // A pipe longer than the CLI's own roster.max_bytes is refused as a whole: its first
     // bytes had been sent as the file, and a daemon with a larger limit applied them.
-    let mut child = env
-        .command()
-        .env("AUTOPROV__ROSTER__MAX_BYTES", (bytes.len() / 2).to_string())
-        .args(["process", "/dev/stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(&bytes).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let half = (bytes.len() / 2).to_string();
+    let out = piped(&[], &[("AUTOPROV__ROSTER__MAX_BYTES", half)]);
     let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("nothing was sent"), "{said}");

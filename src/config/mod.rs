@@ -1,5 +1,6 @@
 //! Configuration: the TOML file, then `AUTOPROV__SECTION__KEY` overrides, validated into typed settings.
 
+mod env;
 pub mod hris;
 pub mod notify;
 pub mod web;
@@ -529,33 +530,6 @@ fn without_quoted_lines(message: &str) -> String {
     kept.join("\n")
 }
 
-/// The `AUTOPROV__*` environment, each item of a list key (`lists`, as config names them)
-/// trimmed: `AUTOPROV__PROVISIONING__ROLES="Super Admin, IT Admin"` had given the role
-/// " IT Admin", which no rule could name, and an org admin " alice" nobody is.
-fn env_overrides(
-    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
-    lists: &[String],
-) -> config::Map<String, String> {
-    vars.map(|(name, value)| {
-        let lossy = |s: std::ffi::OsString| s.to_string_lossy().into_owned();
-        (lossy(name), lossy(value))
-    })
-    .filter(|(name, _)| name.starts_with("AUTOPROV__"))
-    .map(|(name, value)| {
-        let key = name["AUTOPROV__".len()..].to_lowercase().replace("__", ".");
-        let value = match lists.contains(&key) {
-            true => value
-                .split(',')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(","),
-            false => value,
-        };
-        (name, value)
-    })
-    .collect()
-}
-
 impl Config {
     /// Loads the file (the given one, else the first default path that exists), then the
     /// `AUTOPROV__SECTION__KEY` environment overrides, and validates the result.
@@ -598,7 +572,7 @@ impl Config {
             .prefix_separator("__")
             .separator("__")
             .list_separator(",")
-            .source(Some(env_overrides(std::env::vars_os(), &lists)));
+            .source(Some(env::overrides(std::env::vars_os(), &lists)));
         for key in &lists {
             environment = environment.with_list_parse_key(key);
         }
@@ -1269,36 +1243,5 @@ format = "json"
             load("[notify]\nstale_after = \"0s\"\n").unwrap_err()
         );
         assert!(err.contains("notify.stale_after"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod env_tests {
-    use super::env_overrides;
-    use std::ffi::OsString;
-
-    /// A list's items given in the environment are trimmed (a role " IT Admin" no rule could
-    /// name, an org admin " alice" nobody is); other values and other variables are as set.
-    #[test]
-    fn list_items_from_the_environment_are_trimmed() {
-        let vars = [
-            (
-                "AUTOPROV__PROVISIONING__ROLES",
-                "Super Admin, IT Admin ,HR Admin",
-            ),
-            ("AUTOPROV__CONTROL__ORG_ADMINS", "alice, bob"),
-            ("AUTOPROV__SSO__PROVIDER", " okta "),
-            ("HOME", "/root"),
-        ]
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let lists = ["provisioning.roles", "control.org_admins"].map(str::to_string);
-        let got = env_overrides(vars.into_iter(), &lists);
-        assert_eq!(
-            got["AUTOPROV__PROVISIONING__ROLES"],
-            "Super Admin,IT Admin,HR Admin"
-        );
-        assert_eq!(got["AUTOPROV__CONTROL__ORG_ADMINS"], "alice,bob");
-        assert_eq!(got["AUTOPROV__SSO__PROVIDER"], " okta ");
-        assert!(!got.contains_key("HOME"));
     }
 }
