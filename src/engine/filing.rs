@@ -10,7 +10,7 @@ use crate::core::parallel::join;
 use crate::core::report::Report;
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
-use crate::store::{Commit, FileEntry, FileStatus, RemoteOrigin, Store, StoreError};
+use crate::store::{Commit, FileEntry, RemoteOrigin, Store, StoreError};
 use crate::util::{crash_point, free_name, fsync_dir, sha256_file, write_atomic_with};
 use std::fs;
 use std::io::Read;
@@ -480,12 +480,8 @@ impl<S: Store> Pipeline<S> {
         Ok(())
     }
 
-    /// Poll mode: whether a remote file was already fetched and is still the one in the
-    /// remote inbox (registered, or in the ledger held or with its remote move to come), by
-    /// its folder, name, size and mtime. Once its remote copy was moved away, a file there
-    /// with the same name, size and mtime is a new delivery (`sftp -p`, WinSCP and
-    /// `rsync -t` keep the sender's time): it had been left in the remote inbox for good,
-    /// without a word.
+    /// Poll mode: whether a remote file was already fetched (in the ledger or registered),
+    /// by its folder, name, size and mtime.
     pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<bool> {
         let same = |o: &RemoteOrigin| {
             o.dir == origin.dir
@@ -501,10 +497,11 @@ impl<S: Store> Pipeline<S> {
         {
             return Ok(true);
         }
-        Ok(self.store.files()?.iter().any(|f| {
-            (f.remote_pending || f.status == FileStatus::Held)
-                && f.remote.as_ref().is_some_and(same)
-        }))
+        Ok(self
+            .store
+            .files()?
+            .iter()
+            .any(|f| f.remote.as_ref().is_some_and(same)))
     }
 }
 
