@@ -215,25 +215,8 @@ impl<S: Store> Pipeline<S> {
         let mut found = Vec::new();
         for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
             let item = item?;
-            let raw = item.file_name();
-            let Some(name) = raw.to_str().map(str::to_string) else {
-                // A name that is not UTF-8 (`mv` by hand from a Latin-1 share) had been
-                // looked for under its lossy spelling, not found, and stopped every file
-                // behind it: renamed to a cleaned name, it waits as if it had just arrived
-                // (a rename is its completion), taken at the next scan.
-                let lossy = crate::util::clean_file_name(&raw.to_string_lossy());
-                match crate::util::rename_into_free_name(&item.path(), &inbox, &lossy) {
-                    Ok(renamed) => tracing::warn!(
-                        file = %renamed,
-                        "inbox/{} has a name that is not UTF-8: renamed to inbox/{renamed}, \
-                         taken as just arrived",
-                        raw.to_string_lossy()
-                    ),
-                    Err(e) => tracing::error!(
-                        "inbox/{} has a name that is not UTF-8 and cannot be renamed: {e}",
-                        raw.to_string_lossy()
-                    ),
-                }
+            // A name that is not UTF-8 waits for [`Self::rename_undecodable`].
+            let Some(name) = item.file_name().to_str().map(str::to_string) else {
                 continue;
             };
             if is_ignored(&name) {
@@ -251,6 +234,37 @@ impl<S: Store> Pipeline<S> {
         }
         found.sort();
         Ok(found.into_iter().map(|(_, n)| n).collect())
+    }
+
+    /// Renames the complete files of inbox/ whose names are not UTF-8 (`mv` by hand from a
+    /// Latin-1 share) to cleaned names: each is then taken as if it had just arrived (a
+    /// rename is its completion). Looked for under its lossy spelling, such a file had not
+    /// been found, and it stopped every file behind it. Ignored names (hidden, `.part`:
+    /// still being written) and anything but a regular file are left as they are. Run by
+    /// the engine's scan alone, never by a read.
+    pub fn rename_undecodable(&self) -> Result<()> {
+        let inbox = self.paths.folder("inbox");
+        for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
+            let item = item?;
+            let raw = item.file_name();
+            let lossy = raw.to_string_lossy();
+            let regular = item.file_type().is_ok_and(|t| t.is_file());
+            if raw.to_str().is_some() || is_ignored(&lossy) || !regular {
+                continue;
+            }
+            let cleaned = crate::util::clean_file_name(&lossy);
+            match crate::util::rename_into_free_name(&item.path(), &inbox, &cleaned) {
+                Ok(renamed) => tracing::warn!(
+                    file = %renamed,
+                    "inbox/{lossy} has a name that is not UTF-8: renamed to inbox/{renamed}, \
+                     taken as just arrived"
+                ),
+                Err(e) => tracing::error!(
+                    "inbox/{lossy} has a name that is not UTF-8 and cannot be renamed: {e}"
+                ),
+            }
+        }
+        Ok(())
     }
 
     /// Processes `inbox/<name>`; refuses while a held file waits. The observer hears of
@@ -857,9 +871,18 @@ mod tests {
         let latin1 = std::ffi::OsStr::from_bytes(b"L\xf6hne.csv");
         fs::write(inbox.join(latin1), roster).unwrap();
         fs::write(inbox.join("later.csv"), roster).unwrap();
-        let first = p.waiting().unwrap();
-        assert_eq!(first, ["later.csv"], "the other file is not held back");
+        // Hidden or partial (still being written): left alone.
+        let hidden = std::ffi::OsStr::from_bytes(b".L\xf6hne.csv.Ab12");
+        fs::write(inbox.join(hidden), roster).unwrap();
+        assert_eq!(
+            p.waiting().unwrap(),
+            ["later.csv"],
+            "the other file is not held back"
+        );
+        assert!(inbox.join(latin1).exists(), "a read renames nothing");
+        p.rename_undecodable().unwrap();
         assert!(!inbox.join(latin1).exists(), "renamed");
+        assert!(inbox.join(hidden).exists(), "a hidden name is not taken");
         let mut waiting = p.waiting().unwrap();
         waiting.sort();
         assert_eq!(waiting, ["L\u{FFFD}hne.csv", "later.csv"]);

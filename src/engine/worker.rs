@@ -161,6 +161,9 @@ fn process_waiting(
             return;
         }
     }
+    if let Err(e) = p.rename_undecodable() {
+        tracing::error!("renaming inbox/'s names that are not UTF-8: {e:#}");
+    }
     let waiting = match p.waiting() {
         Ok(w) => w,
         Err(e) => {
