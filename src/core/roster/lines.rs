@@ -83,7 +83,10 @@ pub(super) enum QuoteFault {
     TextAfterClose(usize, usize),
 }
 
-/// The first fault of `record`'s quoting, if any.
+/// The first fault of `record`'s quoting, if any. A quote left open and closed rows further
+/// down where a cell ends (`Dell 27"`) is valid CSV, a value over several lines, and is not
+/// one: it cannot be told from an address over several lines (the safety limits bound what
+/// it can deactivate).
 pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
     let mut field = 0;
     let mut at_field_start = true;
@@ -97,9 +100,14 @@ pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
                     i += 1;
                 } else {
                     quoted = false;
-                    match record.get(i + 1) {
+                    // Spaces after the quote are the value's, trimmed as any are.
+                    let after = record[i + 1..]
+                        .iter()
+                        .position(|&c| !(c == b' ' || c == b'\t') || c == delimiter)
+                        .map(|k| record[i + 1 + k]);
+                    match after {
                         None | Some(b'\r' | b'\n') => {}
-                        Some(&next) if next == delimiter => {}
+                        Some(next) if next == delimiter => {}
                         Some(_) => return Some(QuoteFault::TextAfterClose(field, i)),
                     }
                 }
@@ -366,6 +374,12 @@ mod tests {
         );
         let r = rejected("employee_id,email\n1,\"a@example.com\"x\n");
         assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
+        // Spaces after a closing quote are the value's (trimmed), not text after it.
+        let r = ok("employee_id,email,note\n1,\"a@example.com\" ,\"x\" \r\n2,b@example.com,y\n");
+        assert_eq!(ids(&r), ["1", "2"]);
+        // A multi-line value whose lines do not read as rows is a value.
+        let r = ok("employee_id,email,note\n1,a@example.com,\"Smith, John\nroom 4\"\n");
+        assert_eq!(ids(&r), ["1"]);
         // Quoted values closed where they end are read as ever, doubled quotes included.
         let r = ok(
             "employee_id,email,note\n1,a@example.com,\"5\"\" screen\"\r\n\"2\",b@example.com,\"x, y\"\n",
