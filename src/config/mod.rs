@@ -572,7 +572,10 @@ impl Config {
             .prefix_separator("__")
             .separator("__")
             .list_separator(",")
-            .source(Some(env::overrides(std::env::vars_os(), &lists)));
+            .source(Some(
+                env::overrides(std::env::vars_os(), &lists)
+                    .with_context(|| format!("reading config {}", path.display()))?,
+            ));
         for key in &lists {
             environment = environment.with_list_parse_key(key);
         }

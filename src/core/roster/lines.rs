@@ -377,7 +377,7 @@ mod tests {
         // Spaces after a closing quote are the value's (trimmed), not text after it.
         let r = ok("employee_id,email,note\n1,\"a@example.com\" ,\"x\" \r\n2,b@example.com,y\n");
         assert_eq!(ids(&r), ["1", "2"]);
-        // A multi-line value whose lines do not read as rows is a value.
+        // A value over several lines, commas and all, is a value.
         let r = ok("employee_id,email,note\n1,a@example.com,\"Smith, John\nroom 4\"\n");
         assert_eq!(ids(&r), ["1"]);
         // Quoted values closed where they end are read as ever, doubled quotes included.
