@@ -109,15 +109,16 @@ pub enum Outcome {
 /// that a larger one is still refused as such), which is then sent like a file (sent as
 /// it came, its announced size 0 had given the daemon an empty file).
 fn open_upload(path: &Path, max_bytes: u64) -> Result<(u64, fs::File), Response> {
+    // Whether it was read from a pipe, as the last of each.
     let opened = fs::metadata(path).and_then(|meta| match meta {
         meta if meta.is_dir() => Ok(None),
-        meta if meta.is_file() => Ok(Some((meta.len(), fs::File::open(path)?))),
-        _ => buffered(fs::File::open(path)?, max_bytes).map(Some),
+        meta if meta.is_file() => Ok(Some((meta.len(), fs::File::open(path)?, false))),
+        _ => buffered(fs::File::open(path)?, max_bytes).map(|(n, f)| Some((n, f, true))),
     });
     match opened {
         // Only its first `max_bytes` and a byte were kept: sent, they would be taken for
         // the whole file by a daemon whose own limit is larger, and applied cut short.
-        Ok(Some((size, _))) if size > max_bytes && !is_regular(path) => Err(Response::fail(
+        Ok(Some((size, _, true))) if size > max_bytes => Err(Response::fail(
             exit::NO,
             format!(
                 "refused: {} gives more than roster.max_bytes = {max_bytes} bytes; nothing \
@@ -125,7 +126,7 @@ fn open_upload(path: &Path, max_bytes: u64) -> Result<(u64, fs::File), Response>
                 path.display()
             ),
         )),
-        Ok(Some(opened)) => Ok(opened),
+        Ok(Some((size, file, _))) => Ok((size, file)),
         Ok(None) => Err(Response::fail(
             exit::USAGE,
             format!("error: {} is a folder, not a file", path.display()),
@@ -135,11 +136,6 @@ fn open_upload(path: &Path, max_bytes: u64) -> Result<(u64, fs::File), Response>
             format!("error: reading {}: {e}", path.display()),
         )),
     }
-}
-
-/// Whether `path` is a regular file (followed if a symlink).
-fn is_regular(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file())
 }
 
 /// `source` copied into an unnamed file in the temporary folder, up to `max_bytes` and a

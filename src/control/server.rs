@@ -477,6 +477,7 @@ mod tests {
     /// its place is given back when it is written.
     #[tokio::test(start_paused = true)]
     async fn a_large_answer_waits_its_turn_then_is_busy() {
+        use crate::engine::handle::READ_WAIT;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("c.toml");
         let toml = format!(
@@ -502,15 +503,12 @@ mod tests {
         let served = tokio::spawn(async move { handle(ours, &first.0, &first.1).await });
         let mut answer = String::new();
         let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
-        tokio::time::timeout(Duration::from_secs(60), read)
+        tokio::time::timeout(READ_WAIT * 2, read)
             .await
             .expect("answered")
             .unwrap();
         assert!(answer.contains("busy"), "{answer}");
-        assert!(
-            asked.elapsed() >= Duration::from_secs(25),
-            "answered after its wait"
-        );
+        assert!(asked.elapsed() >= READ_WAIT, "answered after its wait");
         served.await.unwrap().unwrap();
         drop(held);
         // Its turn come, it is answered (and gives the place back for the next).
@@ -522,7 +520,7 @@ mod tests {
             let served = tokio::spawn(async move { handle(ours, &cfg, &engine).await });
             let mut answer = String::new();
             let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
-            tokio::time::timeout(Duration::from_secs(25), read)
+            tokio::time::timeout(READ_WAIT, read)
                 .await
                 .unwrap()
                 .unwrap();

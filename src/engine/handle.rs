@@ -53,7 +53,7 @@ impl From<Response> for Reply {
 
 /// How long a read waits for its place before it is answered "busy" (exit 4), within the
 /// minute the CLI waits.
-const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+pub(crate) const READ_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The largest piece of a streamed answer's body.
 pub const STREAM_CHUNK: usize = 64 * 1024;

@@ -64,8 +64,10 @@ fn rules_save<S: Store>(
         "rules add"
     };
     if id.is_none() {
-        rule.id = p.store.next_rule_id()?;
-        // Said again with the id it now has ("rule new" until now).
+        let placeholder = std::mem::replace(&mut rule.id, p.store.next_rule_id()?);
+        // Said again with the id it now has ("rule new" until now), from what was found
+        // for it under its placeholder (not evaluated again).
+        last.renamed(placeholder, rule.id);
         if !found.is_empty() {
             found = conflicts(&mut last, &rule, &grantable(p, &all));
             text.clear();
@@ -238,6 +240,17 @@ impl LastRoster {
         }
         last.roster = roster::parse(&bytes, &p.cfg.roster_options(needed)).ok();
         Ok(last)
+    }
+
+    /// What was found for the rule `from` (its constraints, its match set), kept as the
+    /// rule `to`'s: a new rule given its id.
+    fn renamed(&mut self, from: RuleId, to: RuleId) {
+        if let Some(c) = self.constraints.remove(&from) {
+            self.constraints.insert(to, c);
+        }
+        if let Some(set) = self.sets.remove(&from) {
+            self.sets.insert(to, set);
+        }
     }
 
     /// Fields the rule reads that the last applied roster lacks, as warnings.
