@@ -57,7 +57,8 @@ pub enum Command {
     Auth(AuthCommand),
     /// Write a portable backup of the whole store to FILE.
     Backup {
-        /// Where to write it (with a daemon running, the daemon writes it: use a path it may write).
+        /// Where to write it (with a daemon running, the daemon writes it, and only as a new file in
+        /// data_dir/backups).
         file: PathBuf,
     },
     /// Replace the store with a backup (only while the daemon is stopped).

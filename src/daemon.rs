@@ -37,7 +37,7 @@ impl Drop for SocketFile {
 }
 
 async fn serve(cfg: Config) -> Result<()> {
-    let signals = StopSignals::listen().context("listening for SIGTERM and SIGINT")?;
+    let signals = StopSignals::listen().context("listening for SIGTERM, SIGINT and SIGHUP")?;
     // The socket first: a CLI command started meanwhile waits for the daemon instead of
     // opening (and locking) the store itself.
     let listener = control::server::bind(&cfg.control.socket)?;
@@ -269,10 +269,14 @@ async fn start_web(
 }
 
 /// SIGTERM and SIGINT, caught from the first moment of `serve`: one that arrives between
-/// READY and the wait (systemd stopping a unit it just started) still stops cleanly.
+/// READY and the wait (systemd stopping a unit it just started) still stops cleanly. SIGHUP,
+/// which operators send meaning "reload", is caught too and only logged: left to its default
+/// it ended the daemon at once, mid-file, and systemd counts that a clean exit, so
+/// `Restart=on-failure` did not start it again.
 struct StopSignals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
@@ -281,13 +285,20 @@ impl StopSignals {
         Ok(StopSignals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
         })
     }
 
     async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => return tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => tracing::warn!(
+                    "SIGHUP received and ignored: autoprov does not reload its config; \
+                     restart it (systemctl restart autoprov) to apply a change"
+                ),
+            }
         }
     }
 }

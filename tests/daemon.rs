@@ -805,6 +805,25 @@ fn stale_socket_without_daemon_falls_back_to_the_store() {
     daemon.stop();
 }
 
+/// SIGHUP (an operator's "reload") is logged and ignored: the daemon goes on answering and
+/// still stops cleanly on SIGTERM. Left to its default, it had ended the daemon at once,
+/// which systemd counts as a clean exit and does not restart.
+#[test]
+fn sighup_is_ignored_with_a_log_line() {
+    let (env, _watch) = watch_env(Settings::default());
+    let daemon = Daemon::start(&env);
+    nix::sys::signal::kill(daemon.pid(), nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    wait_until("SIGHUP logged", Duration::from_secs(10), || {
+        daemon
+            .log()
+            .contains("SIGHUP received and ignored")
+            .then_some(())
+    });
+    let st = env.json_ok(0, &["status"]);
+    assert!(!st["daemon"].is_null(), "the daemon answers: {st:#}");
+    daemon.stop();
+}
+
 /// `python3 testdata/gen_roster.py --rows N --seed 7 --out OUT`.
 fn gen_roster(out: &Path, rows: usize) -> Command {
     common::require(common::Need::Python3);

@@ -50,10 +50,15 @@ pub fn rule_line(r: &Rule) -> String {
 pub fn rule_text(r: &Rule) -> String {
     let mut t = format!(
         "rule {}: \"{}\"\n  role:       {}\n  enabled:    {}\n  created:    {} by {}\n  conditions:\n",
-        r.id, r.name, r.role, r.enabled, r.created_at, r.created_by
+        r.id,
+        escape_controls(&r.name),
+        r.role,
+        r.enabled,
+        r.created_at,
+        escape_controls(&r.created_by)
     );
     for c in &r.conditions {
-        let _ = writeln!(t, "    {c}");
+        let _ = writeln!(t, "    {}", escape_controls(&c.to_string()));
     }
     t
 }

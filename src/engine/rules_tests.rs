@@ -295,3 +295,36 @@ fn a_new_rules_conflicts_name_it_by_its_id_and_leave_other_names_alone() {
     );
     assert!(added.text.contains("rule 1 wins"), "{}", added.text);
 }
+
+/// An employee ID from the roster with a quoted line break in it is said escaped in the
+/// rules commands' text, as in the reports: it had printed a line of its own that read as
+/// another conflict.
+#[test]
+fn a_roster_cannot_add_lines_to_the_rules_commands_text() {
+    use crate::api::{Output, Request};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let mut csv = staff(&[("E2", "IT")]);
+    csv.extend_from_slice(b"\"E1\nconflict: FAKE\",e1@x.io,IT,active\n");
+    let r = submit(&p, "first.csv", &csv).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);
+    let add = Request::RulesAdd {
+        name: "Eng\nconflict: NAME".into(),
+        role: "HR Admin".into(),
+        when: vec!["department = IT".into()],
+        strict: false,
+    };
+    let added = super::commands::execute(&p, add, "root", Output::Text);
+    let checked = super::commands::execute(&p, Request::RulesCheck, "root", Output::Text);
+    let shown = super::commands::execute(&p, Request::RulesShow { id: 2 }, "root", Output::Text);
+    for text in [&added.text, &checked.text, &shown.text] {
+        assert!(text.contains(r"E1\nconflict: FAKE"), "{text}");
+        assert!(text.contains(r"Eng\nconflict: NAME"), "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("conflict: FAKE") || l.starts_with("conflict: NAME")),
+            "{text}"
+        );
+    }
+}

@@ -4,7 +4,7 @@ use super::{configured_role, no_rule, note};
 use crate::api::render::{rule_json, rule_line, rule_text};
 use crate::api::{Request, Response, exit};
 use crate::core::columns::{Columns, fold_value};
-use crate::core::model::Roster;
+use crate::core::model::{Roster, escape_controls};
 use crate::core::roster;
 use crate::core::rules::{CompiledRule, Condition, Constraints, MatchSet, Rule, RuleId};
 use crate::engine::pipeline::Pipeline;
@@ -79,7 +79,9 @@ fn rules_save<S: Store>(
     let verb = if id.is_some() { "saved" } else { "added" };
     let mut out = format!(
         "{verb} rule {}: \"{}\" -> {}; takes effect at the next sync\n",
-        rule.id, rule.name, rule.role
+        rule.id,
+        escape_controls(&rule.name),
+        rule.role
     );
     out.push_str(&text);
     let mut j = rule_json(&rule);
@@ -152,11 +154,19 @@ fn conflicts_and_warnings<S: Store>(
 /// The conflicts' sentences and the warnings, a line each.
 fn said(text: &mut String, conflicts: &[Value], warnings: &[String]) {
     for c in conflicts {
-        let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+        line(text, c["message"].as_str().unwrap_or_default());
     }
     for w in warnings {
-        let _ = writeln!(text, "warning: {w}");
+        line(text, &format!("warning: {w}"));
     }
+}
+
+/// `sentence` on a line of its own, its control characters escaped: the employee IDs of a
+/// conflict come from a roster, and one with a quoted line break in it had printed a line
+/// of its own that read like another conflict.
+fn line(text: &mut String, sentence: &str) {
+    text.push_str(&escape_controls(sentence));
+    text.push('\n');
 }
 
 /// Conflicts as the JSON of a rule shows them: without their sentence, a new rule's
@@ -408,12 +418,12 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
                 "rule {} \"{}\": role \"{}\" is no longer in provisioning.roles",
                 rule.id, rule.name, rule.role
             );
-            let _ = writeln!(text, "{m}");
+            line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
         for w in last.missing_fields(rule) {
             let m = format!("rule {} \"{}\": {w}", rule.id, rule.name);
-            let _ = writeln!(text, "{m}");
+            line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
         // Each pair once, from its lower id; a rule left out for its role wins nothing.
@@ -426,7 +436,7 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
             .filter(|o| o.id > rule.id && p.cfg.role(&o.role).is_some())
             .collect();
         for c in conflicts(&mut last, rule, &later) {
-            let _ = writeln!(text, "{}", c["message"].as_str().unwrap_or_default());
+            line(&mut text, c["message"].as_str().unwrap_or_default());
             found.push(c);
         }
     }
