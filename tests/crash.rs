@@ -1776,3 +1776,63 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         "one restore, one store kept aside: {stores:?}"
     );
 }
+
+/// A commit is on disk before its report is filed as applied (SPEC §8): the store's log is
+/// fsynced after its last write and before the report's rename into processed/. sled's own
+/// flush writes the log with `sync_file_range` alone, which does not persist the file's
+/// size or the drive's cache; a power cut could have lost a commit whose report said
+/// applied. Traced with strace, the real system calls of `autoprov process`.
+#[test]
+#[cfg_attr(missing_strace, ignore = "needs strace (.ci/run installs it)")]
+fn a_commit_is_synced_before_its_report_is_filed() {
+    require(Need::Strace);
+    let env = TestEnv::with(settings());
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let trace = env.root().join("strace.out");
+    let out = Command::new("strace")
+        .args(["-f", "-y", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "-e",
+            "trace=pwrite64,write,writev,pwritev,sync_file_range,fsync,fdatasync,rename,renameat,renameat2",
+        ])
+        .arg(common::BIN)
+        .arg("--config")
+        .arg(&env.config)
+        .args(["process", day1.to_str().unwrap()])
+        .output()
+        .expect("strace");
+    assert!(
+        out.status.code().is_some_and(|c| c == 0 || c == 3),
+        "{out:?}"
+    );
+    let trace = fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = trace.lines().collect();
+    let db = "/store/db>";
+    let filed = lines
+        .iter()
+        .position(|l| {
+            l.contains("rename")
+                && (l.contains("/drop/processed/") || l.contains("/drop/held/"))
+                && l.contains(".report.json")
+        })
+        .unwrap_or_else(|| panic!("no report filed:\n{trace}"));
+    let last_write = lines[..filed]
+        .iter()
+        .rposition(|l| {
+            (l.contains("pwrite") || l.contains("write(") || l.contains("sync_file_range"))
+                && l.contains(db)
+        })
+        .unwrap_or_else(|| panic!("no write of the store's log before the filing:\n{trace}"));
+    let synced = lines[last_write..filed]
+        .iter()
+        .any(|l| (l.contains("fsync(") || l.contains("fdatasync(")) && l.contains(db));
+    assert!(
+        synced,
+        "the store's log was not fsynced between its last write (line {}) and the report's filing (line {}):\n{}",
+        last_write + 1,
+        filed + 1,
+        lines[last_write..=filed].join("\n")
+    );
+}

@@ -219,8 +219,13 @@ pub fn one_line(text: &str, max: usize) -> String {
         while !line.is_char_boundary(cut) {
             cut -= 1;
         }
-        let tail = &line[cut.saturating_sub(4)..cut];
-        if let Some(amp) = tail.rfind('&').filter(|&at| !tail[at..].contains(';')) {
+        // By bytes: `&` and `;` are ASCII, never inside a character, so a cut at the `&` is
+        // at a boundary; the four bytes before `cut` may begin inside one (a panic in the
+        // HRIS loop had stopped every later fetch).
+        let tail = &line.as_bytes()[cut.saturating_sub(4)..cut];
+        if let Some(amp) = tail.iter().rposition(|&b| b == b'&')
+            && !tail[amp..].contains(&b';')
+        {
             cut = cut.saturating_sub(4) + amp;
         }
         line.truncate(cut);
@@ -232,7 +237,8 @@ pub fn one_line(text: &str, max: usize) -> String {
 /// `text` as a Slack- or Teams-compatible hook shows it literally: `&`, `<` and `>` written
 /// as `&amp;`, `&lt;` and `&gt;`. A roster cell or a file name quoted in a message could
 /// otherwise be read as markup: `<!channel>` notifies a whole channel, `<https://…|Approve>`
-/// is a link that shows another text.
+/// is a link that shows another text. A Markdown link (`[Approve](https://…)`, which Teams
+/// renders) is broken apart the same way: `](` becomes `] (`.
 fn literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -240,6 +246,7 @@ fn literal(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '(' if out.ends_with(']') => out.push_str(" ("),
             c => out.push(c),
         }
     }
@@ -398,6 +405,28 @@ mod tests {
         assert!(e.text.trim_end_matches('…').ends_with("&lt;"), "{}", e.text);
     }
 
+    /// Cut anywhere in text of 2- and 3-byte characters, mixed with ASCII: the four bytes
+    /// looked at for an escape may begin inside a character (it had panicked).
+    #[test]
+    fn a_cut_inside_characters_of_several_bytes_does_not_panic() {
+        for text in [
+            "漢".repeat(700),
+            "Jürgen.Müller;".repeat(200),
+            "aé漢".repeat(300),
+        ] {
+            for max in 990..1010 {
+                let cut = one_line(&text, max);
+                assert!(
+                    cut.len() <= max && cut.ends_with('…'),
+                    "{max}: {}",
+                    cut.len()
+                );
+            }
+        }
+        let e = Event::fetch_failed(&"システムエラー：".repeat(100));
+        assert!(e.summary.len() <= MAX_SUMMARY && e.text.len() <= MAX_TEXT);
+    }
+
     /// A roster's cell or a file name quoted in the text is shown as it is, not as markup
     /// of the chat the hook posts to.
     #[test]
@@ -410,5 +439,13 @@ mod tests {
             e.text
         );
         assert!(!e.text.contains('<') && !e.text.contains('>'));
+        // A Markdown link, which Teams renders, is broken apart.
+        let e = Event::fetch_failed("cell [Approve the held file](https://evil.example/approve)");
+        assert!(
+            e.text
+                .contains("[Approve the held file] (https://evil.example/approve)"),
+            "{}",
+            e.text
+        );
     }
 }

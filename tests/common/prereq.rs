@@ -36,6 +36,8 @@ pub enum Need {
     Systemd,
     /// Headless `chromium` on PATH (the page tests).
     Chromium,
+    /// `strace` on PATH (the order of a commit's syncs and its filing).
+    Strace,
 }
 
 /// How a [`Need`] is looked for.
@@ -50,7 +52,7 @@ enum Probe {
 
 impl Need {
     /// Every prerequisite.
-    pub const ALL: [Need; 10] = [
+    pub const ALL: [Need; 11] = [
         Need::Root,
         Need::Mount,
         Need::Sshd,
@@ -61,6 +63,7 @@ impl Need {
         Need::SshAudit,
         Need::Systemd,
         Need::Chromium,
+        Need::Strace,
     ];
 
     /// The cfg `build.rs` sets when it is missing is `missing_<name>`.
@@ -76,6 +79,7 @@ impl Need {
             Need::SshAudit => "ssh_audit",
             Need::Systemd => "systemd",
             Need::Chromium => "chromium",
+            Need::Strace => "strace",
         }
     }
 
@@ -98,6 +102,7 @@ impl Need {
                 "systemd-analyze and systemd-sysusers on PATH (apt-get install systemd)"
             }
             Need::Chromium => "chromium on PATH (apt-get install chromium)",
+            Need::Strace => "strace on PATH (apt-get install strace)",
         }
     }
 
@@ -113,6 +118,7 @@ impl Need {
             Need::SshAudit => Probe::VenvOrPath("ssh-audit"),
             Need::Systemd => Probe::OnPath(&["systemd-analyze", "systemd-sysusers"]),
             Need::Chromium => Probe::OnPath(&["chromium"]),
+            Need::Strace => Probe::OnPath(&["strace"]),
         }
     }
 

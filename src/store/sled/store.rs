@@ -709,7 +709,10 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.heads_checked()?;
-        self.db.flush()?;
+        // sled's own flush writes its log with `sync_file_range` on Linux, which leaves the
+        // file's size and the drive's cache unsynced: a power cut after it could lose a
+        // commit that a report already called applied, with the watermark ahead of it.
+        self.durable()?;
         let counters = self.counters()?;
         let mut recorded = self.recorded.lock().expect("watermark lock");
         if *recorded != Some(counters) {
