@@ -478,6 +478,28 @@ const HALVES: (usize, usize) = (buckets::BUCKETS as usize / 2, buckets::BUCKETS 
 impl SledStore {
     /// The flush after a write's transaction went through: its failure is
     /// [`StoreError::Unflushed`] (the change was made), not a failure that changed nothing.
+    /// [`Store::accounts_by_email`] of an email already folded, in one reading.
+    fn accounts_by_folded(&self, folded: &str) -> StoreResult<Vec<Account>> {
+        let key = email_index::bucket_of(folded);
+        let Some(bytes) = self.index().get(buckets::number_of(key))? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for id in email_index::ids_in(&key, &bytes, folded)? {
+            // The index was checked against the accounts before its first answer; an entry it holds for
+            // an account that is gone or has another email is damage, not an answer.
+            match self.account(&id)? {
+                Some(a) if email_index::fold(&a.email) == folded => out.push(a),
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "the email index lists employee {id} for {folded}, whose account does not have it"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn flushed_after_write(&self) -> StoreResult<()> {
         use crate::store::Store;
         self.flush()
@@ -587,24 +609,17 @@ impl Store for SledStore {
     fn accounts_by_email(&self, email: &str) -> StoreResult<Vec<Account>> {
         self.verify_index()?;
         let folded = email_index::fold(email);
-        let key = email_index::bucket_of(&folded);
-        let Some(bytes) = self.index().get(buckets::number_of(key))? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for id in email_index::ids_in(&key, &bytes, &folded)? {
-            // The index was checked against the accounts before its first answer; an entry it holds for
-            // an account that is gone or has another email is damage, not an answer.
-            match self.account(&id)? {
-                Some(a) if email_index::fold(&a.email) == folded => out.push(a),
-                _ => {
-                    return Err(StoreError::Corrupt(format!(
-                        "the email index lists employee {id} for {folded}, whose account does not have it"
-                    )));
-                }
+        // The index and the accounts are read one after the other: a commit made current
+        // between the two pairs an old entry with a new account. Read again then (a commit
+        // is made current in one small transaction, so the next reading sees it whole);
+        // damage is what every reading finds.
+        let mut left = 3;
+        loop {
+            match self.accounts_by_folded(&folded) {
+                Err(StoreError::Corrupt(_)) if left > 0 => left -= 1,
+                outcome => return outcome,
             }
         }
-        Ok(out)
     }
 
     fn put_account(&self, account: &Account, remove: bool, note: AuditNote) -> StoreResult<()> {

@@ -831,4 +831,45 @@ mod tests {
             "2,000 small accounts share pages"
         );
     }
+
+    /// A sign-in's lookup by email beside commits that move every email back and forth:
+    /// an index entry read before a commit next to the account read after it is read again,
+    /// not reported as damage (an SSO sign-in had been answered "store is damaged").
+    #[test]
+    fn lookups_by_email_beside_commits_that_move_emails_are_never_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let ids: Vec<String> = (0..2000).map(|i| format!("E{i}")).collect();
+        let at = |domain: &str| -> Vec<Account> {
+            ids.iter()
+                .map(|id| Account {
+                    email: format!("{id}@{domain}"),
+                    ..account(id)
+                })
+                .collect()
+        };
+        commit(&s, at("a.io"));
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut found = 0;
+                while !done.load(Ordering::Relaxed) {
+                    for id in ids.iter().step_by(13) {
+                        for domain in ["a.io", "b.io"] {
+                            let email = format!("{id}@{domain}");
+                            let by_email = s.accounts_by_email(&email).unwrap();
+                            assert!(by_email.len() <= 1, "{email}: {by_email:?}");
+                            found += by_email.len();
+                        }
+                    }
+                }
+                found
+            });
+            for round in 1..=40 {
+                commit(&s, at(if round % 2 == 0 { "a.io" } else { "b.io" }));
+            }
+            done.store(true, Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0);
+        });
+    }
 }
