@@ -40,6 +40,19 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
+    if let Some(earlier) = earlier_work(&paths) {
+        return Err(DamagedStore {
+            store: paths.store.clone(),
+            detail: format!(
+                "it is missing, while this data_dir holds earlier work ({earlier}); a new empty \
+                 store would deny every admin, and the automatic backups of it would rotate \
+                 the earlier ones out. To start over with an empty store on purpose, move the \
+                 data_dir aside"
+            ),
+            advice: crate::backup::advice(&paths),
+        }
+        .into());
+    }
     let opened = match reads_all {
         true => SledStore::open_checking_as_read(&paths.store),
         false => SledStore::open(&paths.store),
@@ -56,6 +69,58 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
     }
     pipeline.recover()?;
     Ok(pipeline)
+}
+
+/// What in `paths` shows earlier work when its store is missing: backups, filed rosters, a
+/// store kept aside by a restore. A store gone by mistake (a restore stopped between its
+/// two renames, a data_dir on a mount that failed, a folder moved by hand) had been made
+/// again empty without a word. `None` when the store is there or nothing was done before.
+fn earlier_work(paths: &Paths) -> Option<String> {
+    if paths.store.exists() {
+        return None;
+    }
+    let count = |dir: &std::path::Path| {
+        fs::read_dir(dir).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    };
+    let mut found = Vec::new();
+    let backups = count(&paths.backups);
+    if backups > 0 {
+        found.push(format!("{backups} file(s) in {}", paths.backups.display()));
+    }
+    for folder in ["processed", "rejected", "held"] {
+        let n = count(&paths.drop.join(folder));
+        if n > 0 {
+            found.push(format!(
+                "{n} file(s) in {}",
+                paths.drop.join(folder).display()
+            ));
+        }
+    }
+    let store_name = paths
+        .store
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    let kept = paths.store.parent().map_or(0, |data| {
+        fs::read_dir(data).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_prefix(&*store_name).is_some_and(|rest| {
+                        rest.starts_with(".replaced") || rest.starts_with(".restoring")
+                    })
+                })
+                .count()
+        })
+    });
+    if kept > 0 {
+        found.push(format!("{kept} store(s) kept aside beside it"));
+    }
+    (!found.is_empty()).then(|| found.join(", "))
 }
 
 /// The error for a store that could not be opened or checked: damaged (naming the backup

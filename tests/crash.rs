@@ -1836,3 +1836,45 @@ fn a_commit_is_synced_before_its_report_is_filed() {
         lines[last_write..=filed].join("\n")
     );
 }
+
+/// A store gone from a data_dir that holds earlier work (backups, filed rosters) is not made
+/// again empty: commands and the daemon refuse (exit 5) naming the backup to restore, and a
+/// restore brings it back. It had been made empty without a word, every admin denied, and
+/// the automatic backups of the empty store rotated the real ones out.
+#[test]
+fn a_missing_store_beside_earlier_work_is_refused_not_made_empty() {
+    let env = TestEnv::with(settings());
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    assert_eq!(env.process(&day1, &[]).0, 0);
+    let good = accounts(&env);
+    // An automatic backup, as a daemon's start writes one.
+    let d = start_daemon(&env);
+    d.stop();
+    let backups = names(&env.data_dir.join("backups"));
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    let backup = env.data_dir.join("backups").join(&backups[0]);
+    fs::rename(env.data_dir.join("store"), env.root().join("store.gone")).unwrap();
+
+    for args in [
+        &["files", "list"][..],
+        &["status"],
+        &["auth", "check", "x@acme.example"],
+    ] {
+        let (code, _, err) = env.run(args);
+        assert_eq!(code, 5, "{args:?}: {err}");
+        assert!(err.contains("it is missing"), "{err}");
+        assert!(
+            err.contains(&format!("autoprov restore {}", backup.display())),
+            "{err}"
+        );
+    }
+    let mut d = spawn_daemon(&env, &[]);
+    let st = d.wait_exit(Duration::from_secs(30), "a missing store");
+    assert_eq!(st.code(), Some(5), "{}", d.log());
+    assert!(!env.data_dir.join("store").exists(), "no store made");
+    assert_eq!(names(&env.data_dir.join("backups")), backups);
+
+    env.expect(0, &["restore", backup.to_str().unwrap()]);
+    assert_same_accounts(&accounts(&env), &good, "after restore");
+}
