@@ -262,6 +262,71 @@ fn curl_upload_lands_in_inbox_under_its_name_and_nothing_hidden_remains() {
     assert_eq!(fs::read(s.area("inbox/hr.csv")).unwrap(), data);
 }
 
+/// The way to say an upload is complete, which a close cannot (curl and OpenSSH's sftp
+/// close a file they gave up on): upload under a temporary name, then rename it to the
+/// final one. With OpenSSH's `sftp` and with curl (`-Q "-rename …"`, after the transfer),
+/// the roster reaches inbox/ whole under its final name; a temporary upload whose session
+/// ends without its rename (curl cut off by its time limit, or told no rename) leaves
+/// nothing.
+#[test]
+#[cfg_attr(
+    any(missing_openssh_client, missing_curl),
+    ignore = "needs OpenSSH sftp, ssh-keygen and curl (.ci/run installs them)"
+)]
+fn an_upload_under_a_temporary_name_is_delivered_by_its_rename_alone() {
+    let s = Server::start();
+    let data = random_bytes(3 * 1024 * 1024 + 7);
+    fs::write(s.local("hr.csv"), &data).unwrap();
+    let local = s.local("hr.csv");
+    let out = s.sftp_batch(&format!(
+        "put {} inbox/one.csv.part\nls -l inbox/one.csv.part\nrename inbox/one.csv.part inbox/one.csv",
+        local.display()
+    ));
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(s.inbox(), ["one.csv"]);
+    assert_eq!(fs::read(s.area("inbox/one.csv")).unwrap(), data);
+
+    let out = s.curl(
+        &[
+            "-T",
+            local.to_str().unwrap(),
+            "-Q",
+            "-rename /inbox/two.csv.filepart /inbox/two.csv",
+        ],
+        "/inbox/two.csv.filepart",
+    );
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(s.inbox(), ["one.csv", "two.csv"]);
+    assert_eq!(fs::read(s.area("inbox/two.csv")).unwrap(), data);
+
+    // Cut off by its rate and time limits: curl closes the file it gave up on. Under a
+    // temporary name, nothing reaches inbox/ (under a final name the close would deliver
+    // the part sent).
+    let out = s.curl(
+        &[
+            "-T",
+            local.to_str().unwrap(),
+            "--limit-rate",
+            "200k",
+            "--max-time",
+            "2",
+            "-Q",
+            "-rename /inbox/three.csv.part /inbox/three.csv",
+        ],
+        "/inbox/three.csv.part",
+    );
+    assert!(!out.ok(), "{out:?}");
+    // And one that sent everything but was never renamed.
+    let out = s.curl(&["-T", local.to_str().unwrap()], "/inbox/four.csv.part");
+    assert!(out.ok(), "{out:?}");
+    // Their hidden files are deleted as their sessions end (inbox() lists hidden names).
+    wait_until(
+        "the unnamed uploads deleted",
+        Duration::from_secs(10),
+        || (s.inbox() == ["one.csv", "two.csv"]).then_some(()),
+    );
+}
+
 #[test]
 #[cfg_attr(
     any(missing_openssh_client, missing_curl),
@@ -409,7 +474,6 @@ fn writes_are_only_new_files_in_inbox_and_inbox_is_not_readable() {
     refused(&s, &format!("put {} new.csv", new.display())); // at the root
     refused(&s, &format!("put {} inbox/sub/new.csv", new.display()));
     refused(&s, &format!("put {} inbox/.hidden.csv", new.display()));
-    refused(&s, &format!("put {} inbox/new.csv.part", new.display()));
     // A name ending in / (it had been written as the file before the slash).
     refused(&s, &format!("put {} inbox/trail.csv/", new.display()));
     refused(&s, &format!("put {} inbox/trail.csv/.", new.display()));

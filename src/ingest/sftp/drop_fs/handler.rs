@@ -13,7 +13,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::{Handler, StatusReply};
 
 use super::handles::{Listing, OpenHandle, READDIR_BATCH, next_entries};
-use super::paths::{Area, Target, attrs_of, resolve, walk};
+use super::paths::{Area, Target, UploadName, attrs_of, check_upload_name, resolve, walk};
 use super::status::{blocking, denied, failure, io_status, ok_status};
 use super::{DropFs, MAX_IO_LEN, MAX_OPEN_HANDLES, MAX_PACKET_LEN, truncate};
 
@@ -105,26 +105,31 @@ impl Handler for DropFs {
         }
         upload.flush().await?;
         upload.synced().await?;
+        if check_upload_name(&upload.name) == Ok(UploadName::Temporary) {
+            return self.park(id, upload).await;
+        }
         let span = self.span.clone();
-        blocking(move || {
-            let name = upload.name.clone();
+        let name = upload.name.clone();
+        let md = blocking(move || {
             let secs = upload.started.elapsed().as_secs_f64();
             match upload.commit() {
-                Ok(size) => {
-                    tracing::info!(parent: &span, file = %name, bytes = size,
+                Ok(md) => {
+                    tracing::info!(parent: &span, file = %upload.name, bytes = md.len(),
                         seconds = format!("{secs:.3}"), "upload complete");
-                    Ok(ok_status(id))
+                    Ok(md)
                 }
                 Err(e) => {
                     upload.failed = Some("close failed");
                     let _ = fs::remove_file(&upload.temp);
-                    tracing::warn!(parent: &span, file = %name,
+                    tracing::warn!(parent: &span, file = %upload.name,
                         reason = e.error_message.as_deref().unwrap_or(""), "upload discarded at close");
                     Err(e)
                 }
             }
         })
-        .await
+        .await?;
+        self.parked.delivered(name, attrs_of(&md));
+        Ok(ok_status(id))
     }
 
     async fn read(
@@ -351,8 +356,23 @@ impl Handler for DropFs {
         Ok(Name { id, files })
     }
 
-    async fn remove(&mut self, _id: u32, filename: String) -> Result<Status, Self::Error> {
-        Err(self.refuse("remove", &filename, "deleting files is not allowed"))
+    async fn remove(&mut self, id: u32, filename: String) -> Result<Status, Self::Error> {
+        // This session's upload waiting under a temporary name may be given up (WinSCP
+        // removes its .filepart after a failed transfer); nothing else may be deleted.
+        let own = resolve(&filename)
+            .ok()
+            .and_then(|t| super::inbox_name(&t).and_then(|n| self.parked.take(n)));
+        match own {
+            Some(waiting) => {
+                blocking(move || {
+                    waiting.remove();
+                    Ok(())
+                })
+                .await?;
+                Ok(ok_status(id))
+            }
+            None => Err(self.refuse("remove", &filename, "deleting files is not allowed")),
+        }
     }
 
     async fn mkdir(
@@ -380,11 +400,12 @@ impl Handler for DropFs {
 
     async fn rename(
         &mut self,
-        _id: u32,
+        id: u32,
         oldpath: String,
-        _newpath: String,
+        newpath: String,
     ) -> Result<Status, Self::Error> {
-        Err(self.refuse("rename", &oldpath, "renaming files is not allowed"))
+        self.name_upload(&oldpath, &newpath).await?;
+        Ok(ok_status(id))
     }
 
     async fn readlink(&mut self, _id: u32, path: String) -> Result<Name, Self::Error> {
@@ -698,7 +719,7 @@ mod tests {
             deny
         );
         assert_eq!(
-            code(fs_.open(1, "inbox/x.csv.part".into(), NEW, attrs()).await),
+            code(fs_.open(1, "inbox/.x.csv".into(), NEW, attrs()).await),
             deny
         );
         assert_eq!(

@@ -297,10 +297,20 @@ impl Upload {
         }
     }
 
-    /// Flushes the file to disk and renames it into place without replacing anything.
-    pub(super) fn commit(&mut self) -> Result<u64, StatusReply> {
+    /// Flushes the file to disk and keeps it under its hidden name, for the session to
+    /// rename (`parked`): its hidden path and what it is now.
+    pub(super) fn park(&mut self) -> Result<(PathBuf, fs::Metadata), StatusReply> {
         self.file.sync_all().map_err(|e| io_status(&e))?;
-        let size = self.file.metadata().map_err(|e| io_status(&e))?.len();
+        let md = self.file.metadata().map_err(|e| io_status(&e))?;
+        self.committed = true;
+        Ok((self.temp.clone(), md))
+    }
+
+    /// Flushes the file to disk and renames it into place without replacing anything; what
+    /// it is then.
+    pub(super) fn commit(&mut self) -> Result<fs::Metadata, StatusReply> {
+        self.file.sync_all().map_err(|e| io_status(&e))?;
+        let md = self.file.metadata().map_err(|e| io_status(&e))?;
         match crate::util::rename_noreplace(&self.temp, &self.dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -317,7 +327,7 @@ impl Upload {
                 tracing::warn!(parent: &self.span, error = %e, "could not fsync the inbox directory");
             }
         }
-        Ok(size)
+        Ok(md)
     }
 }
 
@@ -403,7 +413,7 @@ mod tests {
         );
         upload.synced().await.unwrap();
         assert!(upload.syncing.is_none());
-        assert_eq!(upload.commit().unwrap(), len as u64);
+        assert_eq!(upload.commit().unwrap().len(), len as u64);
         assert_eq!(fs::read(&dest).unwrap(), expected);
     }
 
@@ -420,7 +430,7 @@ mod tests {
         }
         upload.flush().await.unwrap();
         upload.synced().await.unwrap();
-        assert_eq!(upload.commit().unwrap(), data.len() as u64);
+        assert_eq!(upload.commit().unwrap().len(), data.len() as u64);
         assert_eq!(fs::read(&dest).unwrap(), data);
     }
 }

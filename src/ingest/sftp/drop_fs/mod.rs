@@ -2,9 +2,10 @@
 //!
 //! The client sees exactly four directories, `/inbox`, `/processed`, `/rejected` and
 //! `/held`. It may list them, read files below the last three, and create new files in
-//! `/inbox`. Everything else — delete, rename, mkdir, setstat, links, overwriting, reading
-//! the inbox, leaving the root, following a symlink found on disk — is refused with
-//! `SSH_FX_PERMISSION_DENIED`.
+//! `/inbox`; an upload of its own session under a temporary name (`x.csv.part`) it may
+//! rename to a final name in `/inbox`, or remove ([`parked`]). Everything else — delete,
+//! rename, mkdir, setstat, links, overwriting, reading the inbox, leaving the root,
+//! following a symlink found on disk — is refused with `SSH_FX_PERMISSION_DENIED`.
 //!
 //! Uploads are written to a hidden temporary file (`inbox/.upload-<random>`), fsync'ed and
 //! renamed to their final name (without replacing anything) when the client closes the
@@ -14,6 +15,7 @@
 
 mod handler;
 mod handles;
+mod parked;
 mod paths;
 mod status;
 
@@ -24,15 +26,16 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Status, StatusCode};
 use russh_sftp::server::StatusReply;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 use tracing::Span;
 
 use handles::{OpenHandle, Upload, temp_name};
-pub use paths::{Area, DropRoot, Target, check_upload_name, resolve};
+use parked::{Parked, Waiting};
+pub use paths::{Area, DropRoot, Target, UploadName, check_upload_name, resolve};
 use paths::{attrs_of, target_metadata, walk};
-use status::{blocking, denied, failure, io_status};
+use status::{blocking, denied, failure, io_status, ok_status};
 
 /// Prefix of the temporary names uploads are written under inside `inbox/`.
 pub const TEMP_PREFIX: &str = ".upload-";
@@ -64,6 +67,8 @@ pub struct DropFs {
     /// The upload gathering writes, if any: one at a time per session
     /// ([`handles::Upload::write`]).
     gathering: Option<String>,
+    /// Uploads closed under a temporary name, waiting for their rename; those delivered.
+    parked: Parked,
     next_handle: u64,
     initialized: bool,
     span: Span,
@@ -99,6 +104,7 @@ impl DropFs {
             max_upload_bytes,
             handles: HashMap::new(),
             gathering: None,
+            parked: Parked::default(),
             next_handle: 0,
             initialized: false,
             span,
@@ -177,9 +183,22 @@ impl DropFs {
         if pflags.contains(OpenFlags::APPEND) || !pflags.contains(OpenFlags::CREATE) {
             return Err(self.refuse("open", &path, "only new files can be written"));
         }
-        check_upload_name(&name).inspect_err(|e| {
+        let kind = check_upload_name(&name).inspect_err(|e| {
             self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
+        let temporary = kind == UploadName::Temporary;
+        if temporary && self.parked.has(&name) {
+            return Err(self.refuse(
+                "open",
+                &path,
+                "a file of that name exists; overwriting is refused",
+            ));
+        }
+        if temporary && self.parked.is_full() {
+            return Err(failure(
+                "too many uploads in this session wait for their rename to a final name",
+            ));
+        }
 
         let inbox = self.root.area_dir(Area::Inbox);
         let root = self.root.path().to_path_buf();
@@ -187,10 +206,13 @@ impl DropFs {
         let (file, temp, dest) = blocking(move || {
             walk(&root, Area::Inbox, &[])?;
             let dest = inbox.join(&name2);
+            // A temporary name never reaches inbox/: it waits in this session alone.
             match fs::symlink_metadata(&dest) {
-                Ok(_) => return Err(denied("a file of that name exists; overwriting is refused")),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_status(&e)),
+                Ok(_) if !temporary => {
+                    return Err(denied("a file of that name exists; overwriting is refused"));
+                }
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_status(&e)),
+                _ => {}
             }
             for _ in 0..8 {
                 let temp = inbox.join(temp_name());
@@ -259,13 +281,112 @@ impl DropFs {
         })
     }
 
+    /// Keeps `upload`, closed under a temporary name, for this session to rename.
+    async fn park(&mut self, id: u32, mut upload: Upload) -> Result<Status, StatusReply> {
+        if self.parked.has(&upload.name) {
+            upload.discard("another upload of that name waits for its rename");
+            return Err(failure(
+                "another upload of that name waits for its rename; upload discarded",
+            ));
+        }
+        let span = self.span.clone();
+        let (name, (temp, md)) = blocking(move || {
+            let parked = upload
+                .park()
+                .inspect_err(|_| upload.discard("close failed"));
+            Ok((upload.name.clone(), parked?))
+        })
+        .await?;
+        tracing::info!(parent: &self.span, file = %name, bytes = md.len(),
+            "upload closed under a temporary name; it is delivered when renamed to its final name");
+        self.parked
+            .park(name, Waiting::new(temp, attrs_of(&md), span));
+        Ok(ok_status(id))
+    }
+
+    /// Renames this session's upload waiting under the temporary name `from` to the final
+    /// name `to` in `inbox/`, which delivers it; any other rename is refused.
+    async fn name_upload(&mut self, from: &str, to: &str) -> Result<(), StatusReply> {
+        let waiting = resolve(from)
+            .ok()
+            .and_then(|t| inbox_name(&t).map(str::to_string))
+            .filter(|name| self.parked.has(name));
+        let Some(old) = waiting else {
+            return Err(self.refuse(
+                "rename",
+                from,
+                "renaming is allowed only for an upload of this session, from its temporary \
+                 name (.part, .filepart, .tmp, .partial) to its final name in /inbox",
+            ));
+        };
+        let target = resolve(to).inspect_err(|e| {
+            self.log_refusal("rename", to, e.error_message.as_deref().unwrap_or(""));
+        })?;
+        let Some(new) = inbox_name(&target).map(str::to_string) else {
+            return Err(self.refuse("rename", to, "an upload is renamed to a name in /inbox"));
+        };
+        match check_upload_name(&new) {
+            Ok(UploadName::Final) => {}
+            Ok(UploadName::Temporary) => {
+                return Err(self.refuse(
+                    "rename",
+                    to,
+                    "the new name must be the final one, not another temporary name",
+                ));
+            }
+            Err(e) => {
+                self.log_refusal("rename", to, e.error_message.as_deref().unwrap_or(""));
+                return Err(e);
+            }
+        }
+        let waiting = self.parked.take(&old).expect("checked above");
+        let size = waiting.size();
+        let root = self.root.path().to_path_buf();
+        let dest = self.root.area_dir(Area::Inbox).join(&new);
+        let (waiting, named) = blocking(move || {
+            let mut waiting = waiting;
+            let named = walk(&root, Area::Inbox, &[]).and_then(|_| waiting.name_into(&dest));
+            Ok((waiting, named))
+        })
+        .await?;
+        match named {
+            Ok(attrs) => {
+                tracing::info!(parent: &self.span, file = %new, from = %old, bytes = size,
+                    "upload complete (renamed from its temporary name)");
+                self.parked.delivered(new, attrs);
+                Ok(())
+            }
+            Err(e) => {
+                self.parked.park(old, waiting);
+                Err(e)
+            }
+        }
+    }
+
     async fn stat_path(&self, path: String) -> Result<FileAttributes, StatusReply> {
         let target = resolve(&path).inspect_err(|e| {
             self.log_refusal("stat", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
+        let own = inbox_name(&target).and_then(|name| self.parked.attrs(name));
         let root = self.root.path().to_path_buf();
-        let md = blocking(move || target_metadata(&root, &target)).await?;
-        Ok(attrs_of(&md))
+        match (blocking(move || target_metadata(&root, &target)).await, own) {
+            (Ok(md), _) => Ok(attrs_of(&md)),
+            // This session's upload waiting for its rename, or delivered and already taken
+            // from inbox/ by the engine.
+            (Err(e), Some(attrs)) if e.status_code == StatusCode::NoSuchFile => Ok(attrs),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+/// The name of a file directly in `inbox/` that `target` is, if it is one.
+fn inbox_name(target: &Target) -> Option<&str> {
+    match target {
+        Target::Entry {
+            area: Area::Inbox,
+            rel,
+        } if rel.len() == 1 => Some(&rel[0]),
+        _ => None,
     }
 }
 

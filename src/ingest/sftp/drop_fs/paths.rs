@@ -186,16 +186,26 @@ pub fn resolve(path: &str) -> Result<Target, StatusReply> {
     }
 }
 
-/// Checks a name a client wants to create in `inbox/`.
+/// What a name a client may create in `inbox/` is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadName {
+    /// A roster's name: the upload is delivered into `inbox/` at its close.
+    Final,
+    /// A name the inbox ignores (ending in `.part`, `.filepart`, `.tmp`, `.partial`): the
+    /// upload waits at its close for the session to rename it to a final name
+    /// (`parked`).
+    Temporary,
+}
+
+/// Checks a name a client wants to create in `inbox/`, and says what it is for.
 ///
-/// Refused: hidden names and the partial-file suffixes (the inbox watcher ignores them, so
-/// they would never be processed; the server already makes every upload atomic), control
+/// Refused: hidden names (the server's own temporary files have them), control and format
 /// characters, and names longer than the filesystem allows.
-pub fn check_upload_name(name: &str) -> Result<(), StatusReply> {
-    if crate::layout::is_ignored(name) {
+pub fn check_upload_name(name: &str) -> Result<UploadName, StatusReply> {
+    if name.starts_with('.') {
         return Err(denied(
-            "temporary or hidden names are not accepted; upload under the final name \
-             (the server already makes uploads atomic)",
+            "hidden names are not accepted; upload under the final name, or under a \
+             temporary name ending in .part and rename it to the final one",
         ));
     }
     if name.chars().any(char::is_control) {
@@ -211,7 +221,10 @@ pub fn check_upload_name(name: &str) -> Result<(), StatusReply> {
     if name.len() > 255 {
         return Err(denied("file name too long"));
     }
-    Ok(())
+    Ok(match crate::layout::is_ignored(name) {
+        true => UploadName::Temporary,
+        false => UploadName::Final,
+    })
 }
 
 /// Walks `rel` below the area directory without following symlinks; returns the path and
@@ -318,10 +331,9 @@ mod tests {
             "a.dryrun.csv",
             "x.partial.csv",
         ] {
-            assert!(check_upload_name(good).is_ok(), "{good}");
+            assert_eq!(check_upload_name(good), Ok(UploadName::Final), "{good}");
         }
-        for bad in [
-            ".hidden.csv",
+        for temporary in [
             "roster.csv.part",
             "roster.csv.PART",
             "roster.csv.Part",
@@ -329,7 +341,18 @@ mod tests {
             "roster.filepart",
             "roster.tmp",
             "roster.partial",
+        ] {
+            assert_eq!(
+                check_upload_name(temporary),
+                Ok(UploadName::Temporary),
+                "{temporary}"
+            );
+        }
+        for bad in [
+            ".hidden.csv",
+            ".roster.csv.part",
             "bad\nname.csv",
+            "bad\nname.csv.part",
             "rost\u{202e}vsc.csv",
             "a\u{200b}b.csv",
             "\u{feff}roster.csv",
