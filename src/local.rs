@@ -29,7 +29,44 @@ pub fn caller() -> String {
 
 /// Opens the store and the pipeline, finishing any filing interrupted by a crash.
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
+    as_data_owner(&cfg.data_dir)?;
     open_with(cfg, false)
+}
+
+/// Root working on a data_dir that belongs to another user (the daemon's account) acts as
+/// that user from here on (effective uid and gid; the real uid stays root's, so the audit
+/// still names root): everything it creates there (sled's files, the watermark, a filed
+/// roster and its reports) stays the daemon's. Root's `status` or `process` with the daemon
+/// stopped had left root-owned files that the daemon then could not open, and it did not
+/// start again. Files named on the command line are opened before this.
+fn as_data_owner(data_dir: &Path) -> Result<()> {
+    use nix::unistd::{Gid, Uid, setegid, seteuid};
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(md) = fs::metadata(data_dir) else {
+        return Ok(());
+    };
+    if md.uid() == 0 {
+        return Ok(());
+    }
+    setegid(Gid::from_raw(md.gid()))
+        .and_then(|()| seteuid(Uid::from_raw(md.uid())))
+        .map_err(std::io::Error::from)
+        .with_context(|| {
+            format!(
+                "acting as the owner (uid {}) of data_dir {}",
+                md.uid(),
+                data_dir.display()
+            )
+        })?;
+    tracing::debug!(
+        uid = md.uid(),
+        gid = md.gid(),
+        "acting as the data_dir's owner"
+    );
+    Ok(())
 }
 
 /// [`open`], or with `reads_all` for `process` and `sync`, which read every account's head
@@ -277,6 +314,9 @@ pub fn execute<W: Write>(
             ));
         }
         Reach::NoDaemon => {}
+    }
+    if let Err(e) = as_data_owner(&cfg.data_dir) {
+        return Outcome::Answer(Response::fail(exit::FAILED, format!("failed: {e:#}")));
     }
     let user = caller();
     let answered = match (upload, file) {

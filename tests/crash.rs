@@ -1679,6 +1679,71 @@ fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
     assert_eq!(listed.as_array().unwrap().len(), before.len());
 }
 
+/// Root's commands with the daemon stopped, on a data dir of the service account (as the
+/// systemd unit's `User=` has it), leave nothing root-owned there: they act as the data
+/// dir's owner. `status` had left a sled snapshot and `process` a watermark, a last roster
+/// and filed reports owned by root, which the service account then could not open: the
+/// daemon did not start again. The roster named on the command line is opened as root.
+#[test]
+#[cfg_attr(
+    missing_root,
+    ignore = "needs root (to hand the data dir to user nobody)"
+)]
+fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    require(Need::Root);
+    let env = prepared_env();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&env.data_dir)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
+    let nobody = fs::metadata(&env.data_dir).unwrap().uid();
+    assert_ne!(nobody, 0);
+    // Root's own file, which nobody may not read.
+    let day2 = env.input_from("sequence/day2.csv", "day2.csv");
+    fs::set_permissions(&day2, fs::Permissions::from_mode(0o600)).unwrap();
+
+    env.json_ok(0, &["status"]);
+    env.json_ok(0, &["process", day2.to_str().unwrap()]);
+    let v = env.json_ok(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "Late",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    assert_eq!(v["created_by"], "root", "the audit still names root: {v:#}");
+    fn owners(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            found.push((path.clone(), meta.uid()));
+            if meta.is_dir() {
+                owners(&path, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    owners(&env.data_dir, &mut found);
+    let root_owned: Vec<_> = found.iter().filter(|(_, uid)| *uid != nobody).collect();
+    assert!(root_owned.is_empty(), "root-owned: {root_owned:#?}");
+    // The service account opens the store and sees root's changes.
+    let (code, out, err) = env.run_as("nobody", "nogroup", &["--json", "files", "list"]);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+}
+
 #[test]
 fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     let env = prepared_env();
