@@ -69,6 +69,26 @@ fn as_data_owner(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` as root again when root acts as the data_dir's owner ([`as_data_owner`]): for a
+/// file named on the command line outside the data dir (`backup /root/x.backup`), which the
+/// owner may not write. As it is otherwise.
+pub fn as_real_user<T>(f: impl FnOnce() -> T) -> T {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, getuid, setegid, seteuid};
+    let (euid, egid) = (geteuid(), getegid());
+    if !getuid().is_root() || euid.is_root() {
+        return f();
+    }
+    let regained = seteuid(Uid::from_raw(0)).and_then(|()| setegid(Gid::from_raw(0)));
+    let out = f();
+    if regained.is_ok() {
+        // Back as the owner; failing that, stop rather than go on as root in its folder.
+        setegid(egid)
+            .and_then(|()| seteuid(euid))
+            .expect("acting as the data_dir's owner again");
+    }
+    out
+}
+
 /// [`open`], or with `reads_all` for `process` and `sync`, which read every account's head
 /// to plan: the heads are then checked as they are read, not also at open
 /// ([`SledStore::open_checking_as_read`]); [`refused_if_damaged`] gives a damaged one the

@@ -1723,6 +1723,13 @@ fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
         ],
     );
     assert_eq!(v["created_by"], "root", "the audit still names root: {v:#}");
+    // A backup into root's own folder is written as root.
+    let own = env.root().join("root-only");
+    fs::create_dir(&own).unwrap();
+    fs::set_permissions(&own, fs::Permissions::from_mode(0o700)).unwrap();
+    let backup = own.join("manual.backup");
+    env.json_ok(0, &["backup", backup.to_str().unwrap()]);
+    assert_eq!(fs::metadata(&backup).unwrap().uid(), 0);
     fn owners(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
