@@ -978,6 +978,86 @@ fn sigterm_during_processing_exits_cleanly_and_applies_the_file_once() {
     );
 }
 
+/// Changes asked through the control socket when SIGTERM comes are answered as what
+/// happened to them: the one the engine runs is finished and answered, one still queued is
+/// answered "stopping, nothing was done" (exit 4) and not made. Both clients had been cut
+/// off unanswered (exit 4, "unreachable") while the daemon went on to make both changes.
+#[test]
+#[cfg_attr(missing_python3, ignore = "needs python3 (.ci/run installs it)")]
+fn changes_asked_before_a_stop_are_answered_as_what_happened_to_them() {
+    let (env, _watch) = watch_env(no_limits());
+    add_sample_rules(&env, &["IT managers"]);
+    let big = big_roster(&env, 200_000);
+    let daemon = Daemon::start(&env);
+    let spawn = |args: &[&str], name: &str| {
+        ChildGuard(
+            env.command()
+                .args(args)
+                .stdout(Stdio::from(
+                    fs::File::create(env.root().join(format!("{name}.out"))).unwrap(),
+                ))
+                .stderr(Stdio::from(
+                    fs::File::create(env.root().join(format!("{name}.err"))).unwrap(),
+                ))
+                .spawn()
+                .expect("spawn the CLI"),
+        )
+    };
+    let mut process = spawn(&["process", big.to_str().unwrap()], "process");
+    // The engine reads the roster for over a second; the rule waits behind it.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut rule = spawn(
+        &[
+            "rules",
+            "add",
+            "--name",
+            "Late",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+        "rule",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.stop_within(Duration::from_secs(90));
+    let ended = |child: &mut ChildGuard, name: &str| {
+        let st = wait_child(&mut child.0, Duration::from_secs(30)).expect("the CLI ended");
+        let err = fs::read_to_string(env.root().join(format!("{name}.err"))).unwrap();
+        (st.code(), err)
+    };
+    let (process_code, process_err) = ended(&mut process, "process");
+    let (rule_code, rule_err) = ended(&mut rule, "rule");
+    for err in [&process_err, &rule_err] {
+        assert!(
+            !err.contains("without answering"),
+            "cut off unanswered: {err}"
+        );
+    }
+    let applied = files(&env)
+        .iter()
+        .any(|f| f["name"].as_str().is_some_and(|n| n.ends_with("big.csv")));
+    match process_code {
+        Some(0) => assert!(applied, "answered applied, not filed: {process_err}"),
+        Some(4) => {
+            assert!(!applied, "answered stopping, yet applied: {process_err}");
+            assert!(process_err.contains("stopping"), "{process_err}");
+        }
+        other => panic!("process: exit {other:?}: {process_err}"),
+    }
+    let rules = env.json_ok(0, &["rules", "list"]);
+    let added = common::strs(&rules, "name").contains(&"Late".to_string());
+    match rule_code {
+        Some(0) => assert!(added, "answered added, not saved: {rule_err}"),
+        Some(4) => {
+            assert!(!added, "answered stopping, yet saved: {rule_err}");
+            assert!(rule_err.contains("nothing was done"), "{rule_err}");
+        }
+        other => panic!("rules add: exit {other:?}: {rule_err}"),
+    }
+    eprintln!("process: exit {process_code:?}; rules add: exit {rule_code:?}");
+}
+
 // ---- 6. SIGTERM during an upload -------------------------------------------------------
 
 /// SIGTERM while a throttled upload is in flight: exit 0, no visible or hidden file left in

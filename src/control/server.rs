@@ -138,12 +138,8 @@ pub async fn serve(
                             return;
                         };
                         let _user_slot = user_slot;
-                        tokio::select! {
-                            // A connection never holds up a stop.
-                            _ = shutdown.cancelled() => {}
-                            result = handle(stream, &cfg, &engine) => if let Err(e) = result {
-                                tracing::warn!("control connection: {e:#}");
-                            },
+                        if let Err(e) = handle(stream, &cfg, &engine, &shutdown).await {
+                            tracing::warn!("control connection: {e:#}");
                         }
                     });
                 }
@@ -189,22 +185,55 @@ fn user_of(uid: u32) -> String {
     }
 }
 
-async fn handle(stream: UnixStream, cfg: &Config, engine: &EngineHandle) -> anyhow::Result<()> {
+/// Serves one connection. A stop ends it at once while its request is read and when it asks
+/// to read; a change asked before the stop is answered first: the engine finishes the one it
+/// runs and answers those still queued "stopping, nothing was done" (`engine::worker`). A
+/// change dropped unanswered had been told "unreachable" (exit 4) and carried out all the
+/// same.
+async fn handle(
+    stream: UnixStream,
+    cfg: &Config,
+    engine: &EngineHandle,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let caller = user_of(stream.peer_cred()?.uid());
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
-    tokio::time::timeout(
-        REQUEST_DEADLINE,
-        (&mut reader)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', &mut line),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
+    let mut limited = (&mut reader).take(MAX_LINE as u64);
+    let read_line = tokio::time::timeout(REQUEST_DEADLINE, limited.read_until(b'\n', &mut line));
+    tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        read = read_line => {
+            read.map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
+        }
+    }
+    let envelope = serde_json::from_slice::<Envelope>(&line);
+    let changes = envelope
+        .as_ref()
+        .is_ok_and(|env| env.request.is_change() || env.upload.is_some());
+    let served = answer_connection(envelope, caller, cfg, engine, reader, write);
+    match changes {
+        true => served.await,
+        false => tokio::select! {
+            _ = shutdown.cancelled() => Ok(()),
+            served = served => served,
+        },
+    }
+}
+
+/// Answers the request of a connection (`envelope`, or why its line is none).
+async fn answer_connection(
+    envelope: serde_json::Result<Envelope>,
+    caller: String,
+    cfg: &Config,
+    engine: &EngineHandle,
+    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) -> anyhow::Result<()> {
     // A large answer's place is held until the answer is written, or its write given up
     // (`engine::handle::Place`).
-    let (answer, output, _place) = match serde_json::from_slice::<Envelope>(&line) {
+    let (answer, output, _place) = match envelope {
         Err(e) => (
             Streamed::Whole(Response::fail(exit::USAGE, format!("bad request: {e}"))),
             Output::default(),
@@ -499,8 +528,8 @@ mod tests {
         let asked = tokio::time::Instant::now();
         theirs.write_all(request).await.unwrap();
         theirs.write_all(b"\n").await.unwrap();
-        let first = (cfg.clone(), engine.clone());
-        let served = tokio::spawn(async move { handle(ours, &first.0, &first.1).await });
+        let first = (cfg.clone(), engine.clone(), shutdown.clone());
+        let served = tokio::spawn(async move { handle(ours, &first.0, &first.1, &first.2).await });
         let mut answer = String::new();
         let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
         tokio::time::timeout(READ_WAIT * 2, read)
@@ -517,7 +546,8 @@ mod tests {
             theirs.write_all(request).await.unwrap();
             theirs.write_all(b"\n").await.unwrap();
             let (cfg, engine) = (cfg.clone(), engine.clone());
-            let served = tokio::spawn(async move { handle(ours, &cfg, &engine).await });
+            let stop = shutdown.clone();
+            let served = tokio::spawn(async move { handle(ours, &cfg, &engine, &stop).await });
             let mut answer = String::new();
             let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
             tokio::time::timeout(READ_WAIT, read)

@@ -75,6 +75,16 @@ fn run_job(
             stream,
             reply,
         } => {
+            // Queued when the stop came: answered, not run. Its asker is still connected
+            // (`control::server` keeps a change's connection until it is answered) and
+            // learns that nothing was done; the job the engine was running is finished.
+            if shutdown.is_cancelled() {
+                let _ = reply.send(Streamed::Whole(Response::fail(
+                    exit::UNREACHABLE,
+                    "the daemon is stopping; nothing was done: run the command again once it is up",
+                )));
+                return;
+            }
             let decides = matches!(request, Request::FilesDecide { .. });
             // A panic here fails this request with exit 5, not the client's "daemon stopped"
             // (4): the engine goes on (see `run`).
