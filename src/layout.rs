@@ -56,6 +56,8 @@ pub struct Paths {
     pub web_secret: PathBuf,
     /// The optional canonical columns a Workday report has answered with (one a line).
     pub workday_columns: PathBuf,
+    /// The optional canonical columns a csv_url export has had (one a line).
+    pub csv_url_columns: PathBuf,
     /// The quiet spell the last `stale` notification was about.
     pub stale_reported: PathBuf,
     /// Watch mode: the files copied from `watch_dir` that could not be removed there.
@@ -73,6 +75,7 @@ impl Paths {
             backups: data_dir.join("backups"),
             web_secret: data_dir.join("web_secret"),
             workday_columns: data_dir.join("workday-columns"),
+            csv_url_columns: data_dir.join("csv-url-columns"),
             stale_reported: data_dir.join("stale-reported"),
             watch_kept: data_dir.join("watch-kept"),
         }

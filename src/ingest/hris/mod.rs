@@ -15,6 +15,7 @@
 mod bamboohr;
 mod csv_out;
 mod csv_url;
+mod guard;
 pub mod http;
 mod workday;
 
@@ -140,7 +141,11 @@ impl Fetcher {
             }
             Provider::CsvUrl => {
                 let c = hris.csv_url.as_ref().ok_or_else(|| missing("csv_url"))?;
-                Fetcher::CsvUrl(csv_url::CsvUrl::new(c)?)
+                Fetcher::CsvUrl(csv_url::CsvUrl::new(
+                    c,
+                    cfg.roster_options(Vec::new()),
+                    paths.csv_url_columns.clone(),
+                )?)
             }
         })
     }
@@ -276,10 +281,25 @@ impl HrisSource {
                 next = after(next, self.every, SystemTime::now());
                 self.state.lock().expect("hris state").next_fetch = Some(next);
             }
-            // A stop abandons a fetch in flight: its hidden file goes with it.
+            // A stop abandons a fetch in flight: its hidden file goes with it. A fetch runs
+            // as a task of its own, so that a panic in it (a bug meeting an answer) fails
+            // that fetch, not every later one.
+            let fetch = tokio::spawn({
+                let this = self.clone();
+                async move { this.fetch_logged().await }
+            });
+            let abort = fetch.abort_handle();
             let result = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                result = self.fetch_logged() => result,
+                _ = shutdown.cancelled() => {
+                    abort.abort();
+                    return;
+                }
+                joined = fetch => joined.unwrap_or_else(|_| {
+                    let failed = Err("the fetch hit an internal error (a panic; see the log); \
+                        nothing was written to inbox/".to_string());
+                    record_outcome(self.provider.name(), &self.state, &self.on_fetch_failed, &failed);
+                    failed
+                }),
             };
             if let Some(reply) = reply {
                 let _ = reply.send(result);
@@ -317,6 +337,16 @@ impl HrisSource {
         self.fetch_to(&tmp)
             .await
             .map_err(|e| format!("fetching the roster from {provider}: {e}"))?;
+        if let Fetcher::CsvUrl(_) = self.fetcher.as_ref() {
+            let (fetcher, written) = (self.fetcher.clone(), tmp.clone());
+            tokio::task::spawn_blocking(move || match fetcher.as_ref() {
+                Fetcher::CsvUrl(c) => c.check_columns(&written),
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| format!("checking the fetched roster: {e}"))?
+            .map_err(|e| format!("fetching the roster from {provider}: {e}"))?;
+        }
         crate::util::crash_point("hris_before_rename");
         let inbox = self.inbox.clone();
         let filed = tokio::task::spawn_blocking(move || {

@@ -5,10 +5,11 @@
 //! Auth is HTTP Basic with an integration system user, or OAuth 2: a refresh-token grant
 //! at the tenant's token endpoint before each fetch, then `Authorization: Bearer`.
 
-use super::csv_out::{Column, Record, parse, union_columns, write_csv};
+use super::csv_out::{Record, parse, union_columns, write_csv};
+use super::guard::{Answers, ColumnGuard, GUARDED};
 use super::http::{FetchError, Http, Sink, form_urlencoded, shown};
 use crate::config::hris::{self, Secret, WorkdayAuth, read_secret};
-use crate::core::columns::{Columns, EMPLOYMENT_STATUS, MANAGER_ID};
+use crate::core::columns::Columns;
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
@@ -32,14 +33,9 @@ pub struct Workday {
     url: String,
     auth: Auth,
     columns: Columns,
-    /// Where the optional canonical columns its answers have had are remembered.
-    remembered: PathBuf,
+    /// The optional canonical columns its answers have had.
+    guard: ColumnGuard,
 }
-
-/// The canonical columns a roster may lack, whose loss changes who gets a role: without
-/// `employment_status` every leaver in the report counts as active; without `manager_id`
-/// nobody is a manager.
-const GUARDED: [&str; 2] = [MANAGER_ID, EMPLOYMENT_STATUS];
 
 #[derive(Deserialize)]
 struct Answer {
@@ -88,7 +84,7 @@ impl Workday {
             url: url.to_string(),
             auth,
             columns,
-            remembered,
+            guard: ColumnGuard::new(remembered, Answers::Workday),
         })
     }
 
@@ -187,46 +183,12 @@ impl Workday {
             ));
         }
         let columns = union_columns(&answer.entries, &self.columns);
-        self.check_guarded(&columns)?;
-        write_csv(&columns, &answer.entries, "Report_Entry")
-    }
-
-    /// Fails the fetch when a column of [`GUARDED`] that an earlier answer had is in no
-    /// entry now: Workday leaves a field out of every entry when the integration user may
-    /// no longer see it, and the roster would still be valid. The columns answered are
-    /// remembered in `data_dir` (a field taken out of the report on purpose: delete that
-    /// file).
-    fn check_guarded(&self, columns: &[Column]) -> Result<(), FetchError> {
-        let local = |e: std::io::Error| FetchError::Local {
-            path: self.remembered.display().to_string(),
-            detail: e.to_string(),
-        };
-        // Only a file not made yet is nothing remembered: one that cannot be read would
-        // have let a lost column through.
-        let had: Vec<String> = match std::fs::read_to_string(&self.remembered) {
-            Ok(text) => text.lines().map(str::to_string).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(local(e)),
-        };
         let has: Vec<&str> = GUARDED
             .into_iter()
             .filter(|c| columns.iter().any(|col| col.header == *c))
             .collect();
-        if let Some(lost) = had.iter().find(|c| !has.contains(&c.as_str())) {
-            return Err(FetchError::Invalid(format!(
-                "the Workday report's entries have no {lost} field, though earlier answers had \
-                 one: the integration system user may have lost access to it (a file without it \
-                 would count every leaver as active, or nobody as a manager). If the field was \
-                 taken out of the report on purpose, delete {}",
-                self.remembered.display()
-            )));
-        }
-        if has.iter().any(|c| !had.iter().any(|h| h == c)) {
-            let mut text = has.join("\n");
-            text.push('\n');
-            crate::util::write_atomic(&self.remembered, text.as_bytes()).map_err(local)?;
-        }
-        Ok(())
+        self.guard.check(&has)?;
+        write_csv(&columns, &answer.entries, "Report_Entry")
     }
 }
 
