@@ -32,7 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use autoprov::ingest::sftp::drop_fs::MAX_OPEN_HANDLES;
-use autoprov::ingest::sftp::{CONNECTION_BURST, CONNECTION_RATE_PER_SEC, SftpSettings};
+use autoprov::ingest::sftp::{
+    CONNECTION_BURST, CONNECTION_RATE_PER_SEC, MAX_UNAUTHENTICATED_PER_SOURCE, SftpSettings,
+};
 use common::prereq::require_tool;
 use common::sftp::{Server, USER, settings_for, unique};
 use common::{Need, lazy, require, wait_until};
@@ -372,7 +374,8 @@ fn attack(py: &Path, s: &Server, mode: &str, args: &[&str], timeout: Duration) -
 // ========================================================================= the tests
 
 /// Case 1: A burst of 200 connections from one address: the token bucket lets the first
-/// CONNECTION_BURST through and the per-IP cap serves at most 8 of them, the rest are
+/// CONNECTION_BURST through and the cap on connections not yet logged in serves at most
+/// MAX_UNAUTHENTICATED_PER_SOURCE of them (the per-IP cap is 8), the rest are
 /// closed before the banner and logged in one line (plus one summary). Honest users at
 /// another address get in while the attackers hold every slot of theirs; at the
 /// attackers' own address once they stop.
@@ -407,17 +410,26 @@ fn a_flood_of_connections_from_one_address_is_capped_and_rate_limited() {
         "flood: 200 connections in {connect_secs:.3} s: {} served, {refused} refused",
         served.len()
     );
-    // At most the per-IP cap is ever served at once, and no more than the bucket allows.
+    // At most the connections one address may have before they log in are ever served at
+    // once (fewer than its cap of 8), and no more than the bucket allows.
     let rate_bound = CONNECTION_BURST as f64 + CONNECTION_RATE_PER_SEC as f64 * connect_secs;
-    assert!(served.len() <= 8, "{} served", served.len());
+    assert!(
+        served.len() <= MAX_UNAUTHENTICATED_PER_SOURCE,
+        "{} served",
+        served.len()
+    );
     assert!(
         served.len() as f64 <= rate_bound,
         "{} served > {rate_bound}",
         served.len()
     );
-    assert_eq!(served.len(), 8, "the first connections are served");
+    assert_eq!(
+        served.len(),
+        MAX_UNAUTHENTICATED_PER_SOURCE,
+        "the first connections are served"
+    );
     assert_eq!(served.len() + refused, 200);
-    // 192 refusals made one log line; the rest are counted for a summary line that
+    // The refusals made one log line; the rest are counted for a summary line that
     // follows within REFUSAL_LOG_INTERVAL (or at shutdown).
     let refusal_lines = logs::lines_with("SFTP connection refused");
     assert_eq!(refusal_lines.len(), 1, "{refusal_lines:#?}");

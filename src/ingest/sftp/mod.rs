@@ -29,4 +29,6 @@ pub mod throttle;
 
 pub use auth::{MAX_AUTH_ATTEMPTS, SftpUser};
 pub use server::{SftpServer, SftpSettings};
-pub use throttle::{CONNECTION_BURST, CONNECTION_RATE_PER_SEC, REFUSAL_LOG_INTERVAL};
+pub use throttle::{
+    CONNECTION_BURST, CONNECTION_RATE_PER_SEC, MAX_UNAUTHENTICATED_PER_SOURCE, REFUSAL_LOG_INTERVAL,
+};

@@ -268,7 +268,8 @@ where
             drop(stream);
             continue;
         }
-        let slot = match shared.slots.acquire(peer.ip()) {
+        let authed = Arc::new(AtomicBool::new(false));
+        let slot = match shared.slots.acquire(peer.ip(), &authed) {
             Ok(slot) => slot,
             Err(refusal) => {
                 refusals.record(refusal, peer, now);
@@ -280,7 +281,7 @@ where
         let conn = ConnContext {
             peer,
             span: span.clone(),
-            authed: Arc::new(AtomicBool::new(false)),
+            authed,
             kill: CancellationToken::new(),
             sftp_ended: CancellationToken::new(),
             activity: Arc::new(Activity::new()),

@@ -3,7 +3,8 @@
 //! 1. a token bucket per source ([`CONNECTION_BURST`] connections at once, then
 //!    [`CONNECTION_RATE_PER_SEC`] per second; ssh-audit's DHEat test wants fewer than 20 per
 //!    second). A source is an IPv4 address or an IPv6 /64;
-//! 2. at most `max_connections_per_ip` concurrent connections per IP address and
+//! 2. at most `max_connections_per_ip` concurrent connections per IP address, at most
+//!    [`MAX_UNAUTHENTICATED_PER_SOURCE`] of them not logged in yet, and
 //!    [`MAX_CONNECTIONS_TOTAL`] in all.
 //!
 //! Both are per address: a flood from one address also locks out honest users behind that
@@ -13,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,11 @@ use tokio::time::Instant;
 
 /// Cap on concurrent connections from all addresses together.
 pub const MAX_CONNECTIONS_TOTAL: usize = 256;
+/// Connections one source may have open before they log in. A connection holds its place
+/// from its accept until its login or its `auth_deadline`: at the per-source cap alone,
+/// 32 sources sending nothing held all [`MAX_CONNECTIONS_TOTAL`] places, and no HR system
+/// got in; at this cap it takes 64.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 4;
 /// New connections one source may open per second on average (the token bucket's refill);
 /// ssh-audit flags a server that accepts 20 or more per second (DHEat, CVE-2002-20001).
 pub const CONNECTION_RATE_PER_SEC: u32 = 10;
@@ -113,6 +120,8 @@ pub(super) enum Refusal {
     PerIpCap,
     /// The server already has [`MAX_CONNECTIONS_TOTAL`] connections.
     TotalCap,
+    /// The source has [`MAX_UNAUTHENTICATED_PER_SOURCE`] connections not logged in yet.
+    Unauthenticated,
 }
 
 impl Refusal {
@@ -121,6 +130,7 @@ impl Refusal {
             Refusal::Rate => "connection rate limit",
             Refusal::PerIpCap => "too many connections from this address",
             Refusal::TotalCap => "too many connections",
+            Refusal::Unauthenticated => "too many connections from this address not logged in",
         }
     }
 }
@@ -143,7 +153,7 @@ impl RefusalLog {
         if self.quiet_until.is_some_and(|t| now < t) {
             match refusal {
                 Refusal::Rate => self.rate += 1,
-                Refusal::PerIpCap => self.per_ip += 1,
+                Refusal::PerIpCap | Refusal::Unauthenticated => self.per_ip += 1,
                 Refusal::TotalCap => self.total += 1,
             }
             self.last_peer = Some(peer);
@@ -192,7 +202,8 @@ pub(super) struct ConnSlots {
 
 #[derive(Default)]
 struct SlotTable {
-    per_ip: HashMap<IpAddr, usize>,
+    /// Each source's live connections, by whether each has logged in (its flag).
+    per_ip: HashMap<IpAddr, Vec<Arc<AtomicBool>>>,
     total: usize,
 }
 
@@ -205,24 +216,34 @@ impl ConnSlots {
         }
     }
 
-    /// A place for a new connection from `ip`, or why there is none.
-    pub(super) fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
+    /// A place for a new connection from `ip`, whose `authed` flag is set once it logs in;
+    /// or why there is none.
+    pub(super) fn acquire(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        authed: &Arc<AtomicBool>,
+    ) -> Result<ConnSlot, Refusal> {
         // Counted by source as the rate is ([`rate_key`]): one IPv6 host has a /64 of
         // addresses, each of which had its own cap, and together more than the total.
         let ip = rate_key(ip);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let n = table.per_ip.get(&ip).copied().unwrap_or(0);
-        if n >= self.max_per_ip {
+        let live = table.per_ip.get(&ip).map_or(&[][..], Vec::as_slice);
+        if live.len() >= self.max_per_ip {
             return Err(Refusal::PerIpCap);
+        }
+        let waiting = live.iter().filter(|a| !a.load(Ordering::Acquire)).count();
+        if waiting >= MAX_UNAUTHENTICATED_PER_SOURCE {
+            return Err(Refusal::Unauthenticated);
         }
         if table.total >= MAX_CONNECTIONS_TOTAL {
             return Err(Refusal::TotalCap);
         }
-        table.per_ip.insert(ip, n + 1);
+        table.per_ip.entry(ip).or_default().push(authed.clone());
         table.total += 1;
         Ok(ConnSlot {
             slots: self.clone(),
             ip,
+            authed: authed.clone(),
         })
     }
 }
@@ -231,15 +252,18 @@ impl ConnSlots {
 pub(super) struct ConnSlot {
     slots: Arc<ConnSlots>,
     ip: IpAddr,
+    authed: Arc<AtomicBool>,
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         let mut table = self.slots.table.lock().unwrap_or_else(|p| p.into_inner());
         table.total = table.total.saturating_sub(1);
-        if let Some(n) = table.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(live) = table.per_ip.get_mut(&self.ip) {
+            if let Some(at) = live.iter().position(|a| Arc::ptr_eq(a, &self.authed)) {
+                live.swap_remove(at);
+            }
+            if live.is_empty() {
                 table.per_ip.remove(&self.ip);
             }
         }
@@ -250,26 +274,64 @@ impl Drop for ConnSlot {
 mod tests {
     use super::*;
 
+    /// A slot for a connection already logged in.
+    fn logged_in(slots: &Arc<ConnSlots>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
+        slots.acquire(ip, &Arc::new(AtomicBool::new(true)))
+    }
+
     #[test]
     fn per_ip_slots_are_capped_and_released() {
         let slots = Arc::new(ConnSlots::new(2));
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let s1 = slots.acquire(a).ok().unwrap();
-        let _s2 = slots.acquire(mapped).ok().unwrap();
-        assert_eq!(slots.acquire(a).err(), Some(Refusal::PerIpCap));
-        assert!(slots.acquire(b).is_ok());
+        let s1 = logged_in(&slots, a).ok().unwrap();
+        let _s2 = logged_in(&slots, mapped).ok().unwrap();
+        assert_eq!(logged_in(&slots, a).err(), Some(Refusal::PerIpCap));
+        assert!(logged_in(&slots, b).is_ok());
         drop(s1);
-        assert!(slots.acquire(a).is_ok());
+        assert!(logged_in(&slots, a).is_ok());
         // One IPv6 /64 is one source: its addresses share the cap.
         let v6 =
             |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
-        let _v1 = slots.acquire(v6(1)).ok().unwrap();
-        let _v2 = slots.acquire(v6(2)).ok().unwrap();
-        assert_eq!(slots.acquire(v6(3)).err(), Some(Refusal::PerIpCap));
+        let _v1 = logged_in(&slots, v6(1)).ok().unwrap();
+        let _v2 = logged_in(&slots, v6(2)).ok().unwrap();
+        assert_eq!(logged_in(&slots, v6(3)).err(), Some(Refusal::PerIpCap));
         let other: IpAddr = "2001:db8:0:2::1".parse().unwrap();
-        assert!(slots.acquire(other).is_ok());
+        assert!(logged_in(&slots, other).is_ok());
+    }
+
+    /// A source holds at most [`MAX_UNAUTHENTICATED_PER_SOURCE`] connections that have not
+    /// logged in (32 sources sending nothing had held every place of the server); one that
+    /// logs in frees its place among them, and the total cap counts every connection.
+    #[test]
+    fn connections_not_logged_in_are_capped_per_source() {
+        let slots = Arc::new(ConnSlots::new(8));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let waiting = || Arc::new(AtomicBool::new(false));
+        let flags: Vec<Arc<AtomicBool>> = (0..MAX_UNAUTHENTICATED_PER_SOURCE)
+            .map(|_| waiting())
+            .collect();
+        let held: Vec<ConnSlot> = flags
+            .iter()
+            .map(|f| slots.acquire(a, f).ok().unwrap())
+            .collect();
+        assert_eq!(
+            slots.acquire(a, &waiting()).err(),
+            Some(Refusal::Unauthenticated)
+        );
+        assert!(slots.acquire(b, &waiting()).is_ok(), "another source");
+        flags[0].store(true, Ordering::Release);
+        let fifth = slots.acquire(a, &waiting()).ok().unwrap();
+        assert_eq!(
+            slots.table.lock().unwrap().total,
+            MAX_UNAUTHENTICATED_PER_SOURCE + 1
+        );
+        drop(held);
+        drop(fifth);
+        assert_eq!(slots.table.lock().unwrap().total, 0);
+        assert!(slots.table.lock().unwrap().per_ip.is_empty());
     }
 
     #[test]
