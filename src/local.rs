@@ -29,64 +29,8 @@ pub fn caller() -> String {
 
 /// Opens the store and the pipeline, finishing any filing interrupted by a crash.
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
-    as_data_owner(&cfg.data_dir)?;
+    crate::data_owner::act_as(&cfg.data_dir)?;
     open_with(cfg, false)
-}
-
-/// Root working on a data_dir that belongs to another user (the daemon's account) acts as
-/// that user from here on (effective uid and gid; the real uid stays root's, so the audit
-/// still names root): everything it creates there (sled's files, the watermark, a filed
-/// roster and its reports) stays the daemon's. Root's `status` or `process` with the daemon
-/// stopped had left root-owned files that the daemon then could not open, and it did not
-/// start again. Files named on the command line are opened before this.
-fn as_data_owner(data_dir: &Path) -> Result<()> {
-    use nix::unistd::{Gid, Uid, setegid, seteuid};
-    use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let Ok(md) = fs::metadata(data_dir) else {
-        return Ok(());
-    };
-    if md.uid() == 0 {
-        return Ok(());
-    }
-    setegid(Gid::from_raw(md.gid()))
-        .and_then(|()| seteuid(Uid::from_raw(md.uid())))
-        .map_err(std::io::Error::from)
-        .with_context(|| {
-            format!(
-                "acting as the owner (uid {}) of data_dir {}",
-                md.uid(),
-                data_dir.display()
-            )
-        })?;
-    tracing::debug!(
-        uid = md.uid(),
-        gid = md.gid(),
-        "acting as the data_dir's owner"
-    );
-    Ok(())
-}
-
-/// Runs `f` as root again when root acts as the data_dir's owner ([`as_data_owner`]): for a
-/// file named on the command line outside the data dir (`backup /root/x.backup`), which the
-/// owner may not write. As it is otherwise.
-pub fn as_real_user<T>(f: impl FnOnce() -> T) -> T {
-    use nix::unistd::{Gid, Uid, getegid, geteuid, getuid, setegid, seteuid};
-    let (euid, egid) = (geteuid(), getegid());
-    if !getuid().is_root() || euid.is_root() {
-        return f();
-    }
-    let regained = seteuid(Uid::from_raw(0)).and_then(|()| setegid(Gid::from_raw(0)));
-    let out = f();
-    if regained.is_ok() {
-        // Back as the owner; failing that, stop rather than go on as root in its folder.
-        setegid(egid)
-            .and_then(|()| seteuid(euid))
-            .expect("acting as the data_dir's owner again");
-    }
-    out
 }
 
 /// [`open`], or with `reads_all` for `process` and `sync`, which read every account's head
@@ -335,7 +279,7 @@ pub fn execute<W: Write>(
         }
         Reach::NoDaemon => {}
     }
-    if let Err(e) = as_data_owner(&cfg.data_dir) {
+    if let Err(e) = crate::data_owner::act_as(&cfg.data_dir) {
         return Outcome::Answer(Response::fail(exit::FAILED, format!("failed: {e:#}")));
     }
     let user = caller();

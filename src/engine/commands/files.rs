@@ -136,7 +136,7 @@ pub(super) fn run<S: Store>(
         }
         Request::Status => status(p)?,
         Request::Backup { path } => {
-            let (n, path) = crate::local::as_real_user(|| {
+            let (n, path) = crate::data_owner::as_real_user(|| {
                 crate::backup::write(&p.store, std::path::Path::new(&path))
             })?;
             p.store.append_audit(note(
