@@ -594,11 +594,50 @@ impl Config {
         let mut cfg: Config = built
             .try_deserialize()
             .with_context(|| format!("invalid config {from}"))?;
+        cfg.anchor_paths(&std::path::absolute(&path)?);
         cfg.validate()
             .with_context(|| format!("invalid config {from}"))?;
         cfg.web.settle_org_admin_roles(&cfg.provisioning.roles);
         cfg.file = path;
         Ok(cfg)
+    }
+
+    /// Makes the relative paths of the config relative to the folder of its file
+    /// `config_file` (absolute), not to the working directory of whoever runs a command: a
+    /// `rules add` run from another folder with the quick-start config had made a new,
+    /// empty store there, answered "added", and the daemon never saw the rule. An empty
+    /// path stays empty (not set).
+    fn anchor_paths(&mut self, config_file: &Path) {
+        let base = config_file.parent().unwrap_or(Path::new("/"));
+        let anchor = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = lexically_joined(base, p);
+            }
+        };
+        anchor(&mut self.data_dir);
+        anchor(&mut self.control.socket);
+        anchor(&mut self.source.watch_dir);
+        if let Some(remote) = self.source.remote.as_mut() {
+            anchor(&mut remote.private_key);
+        }
+        if let Some(hris) = self.source.hris.as_mut() {
+            anchor(&mut hris.ca_file);
+            if let Some(b) = hris.bamboohr.as_mut() {
+                anchor(&mut b.api_key_file);
+            }
+            if let Some(w) = hris.workday.as_mut() {
+                anchor(&mut w.password_file);
+                anchor(&mut w.client_secret_file);
+                anchor(&mut w.refresh_token_file);
+            }
+            if let Some(c) = hris.csv_url.as_mut() {
+                anchor(&mut c.bearer_token_file);
+                anchor(&mut c.password_file);
+            }
+        }
+        if let Some(tokens) = self.web.api_tokens_file.as_mut() {
+            anchor(tokens);
+        }
     }
 
     /// An alias of `roster.columns` names one column only: one that is already another
@@ -795,9 +834,51 @@ fn lexically_absolute(path: &Path) -> PathBuf {
     out
 }
 
+/// `base` joined with the relative `path`, its `.` and `..` parts taken away by name
+/// (`/repo/config` and `../var/x` give `/repo/var/x`), as messages show it.
+fn lexically_joined(base: &Path, path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = base.to_path_buf();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Relative paths are the config file's folder's, whatever the working directory: a
+    /// command run elsewhere with the quick-start config had made and used a new store
+    /// there. Empty paths stay empty.
+    #[test]
+    fn relative_paths_are_relative_to_the_config_files_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("config")).unwrap();
+        let file = dir.path().join("config/autoprov.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"../var/autoprov\"\n[sso]\nenabled = false\n\
+             [control]\nsocket = \"./run/autoprov.sock\"\n\
+             [source]\nmode = \"watch\"\nwatch_dir = \"/abs/watch\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&file)).unwrap();
+        assert_eq!(cfg.data_dir, dir.path().join("var/autoprov"));
+        assert_eq!(
+            cfg.control.socket,
+            dir.path().join("config/run/autoprov.sock")
+        );
+        assert_eq!(cfg.source.watch_dir, Path::new("/abs/watch"));
+        assert_eq!(cfg.web.api_tokens_file, None);
+    }
     use std::io::Write;
 
     fn load(text: &str) -> Result<Config> {
