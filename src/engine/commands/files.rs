@@ -1,6 +1,7 @@
 //! `files list | show | approve | reject`, `status`, `backup` and `audit`.
 
 use super::note;
+use crate::api::error::Context;
 use crate::api::render::report_response;
 use crate::api::{Output, Request, Response, exit};
 use crate::core::accounts::{Origin, Status};
@@ -113,7 +114,11 @@ pub(super) fn run<S: Store>(
                 return Ok(no_file(id));
             };
             let path = p.report_path(&f);
-            let report: Report = serde_json::from_slice(&std::fs::read(&path)?)?;
+            // Named, as it may have been removed from its folder by hand (pruned).
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("reading the report {}", path.display()))?;
+            let report: Report = serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading the report {}", path.display()))?;
             let mut text = format!("file {id}, report {}\n", path.display());
             text.push_str(&report.to_text());
             Response::ok(serde_json::to_value(&report)?, text)
