@@ -1626,21 +1626,10 @@ fn a_snapshot_half_written_by_a_crash_does_not_make_the_store_unusable() {
     assert_same_accounts(&accounts(&env), &before, "after a half-written snapshot");
 }
 
-/// `restore` runs as root (an org admin who can write the data dir) while the service
-/// account owns the data dir: the restored store is the service account's, as the one it
-/// replaces was, and that account opens it.
-#[test]
-#[cfg_attr(
-    missing_root,
-    ignore = "needs root (to hand the data dir to user nobody)"
-)]
-fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
+/// Hands `env`'s data dir to user nobody (as a service account owns it), its folder and
+/// config readable by it; nobody's uid.
+fn hand_to_nobody(env: &TestEnv) -> u32 {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    require(Need::Root);
-    let env = prepared_env();
-    let before = accounts(&env);
-    let file = env.root().join("manual.backup");
-    env.json_ok(0, &["backup", file.to_str().unwrap()]);
     let chown = std::process::Command::new("chown")
         .args(["-R", "nobody:nogroup"])
         .arg(&env.data_dir)
@@ -1651,18 +1640,40 @@ fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
     fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
     let nobody = fs::metadata(&env.data_dir).unwrap().uid();
     assert_ne!(nobody, 0);
+    nobody
+}
 
-    env.json_ok(0, &["restore", file.to_str().unwrap()]);
-    fn owners(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            found.push((path.clone(), meta.uid()));
-            if meta.is_dir() {
-                owners(&path, found);
-            }
+/// Every path below `dir` with its owner's uid.
+fn owners(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
+    use std::os::unix::fs::MetadataExt;
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let meta = fs::symlink_metadata(&path).unwrap();
+        found.push((path.clone(), meta.uid()));
+        if meta.is_dir() {
+            owners(&path, found);
         }
     }
+}
+
+/// `restore` runs as root (an org admin who can write the data dir) while the service
+/// account owns the data dir: the restored store is the service account's, as the one it
+/// replaces was, and that account opens it.
+#[test]
+#[cfg_attr(
+    missing_root,
+    ignore = "needs root (to hand the data dir to user nobody)"
+)]
+fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
+    use std::os::unix::fs::MetadataExt;
+    require(Need::Root);
+    let env = prepared_env();
+    let before = accounts(&env);
+    let file = env.root().join("manual.backup");
+    env.json_ok(0, &["backup", file.to_str().unwrap()]);
+    let nobody = hand_to_nobody(&env);
+
+    env.json_ok(0, &["restore", file.to_str().unwrap()]);
     let store = env.data_dir.join("store");
     let mut found = vec![(store.clone(), fs::metadata(&store).unwrap().uid())];
     owners(&store, &mut found);
@@ -1693,16 +1704,7 @@ fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     require(Need::Root);
     let env = prepared_env();
-    let chown = std::process::Command::new("chown")
-        .args(["-R", "nobody:nogroup"])
-        .arg(&env.data_dir)
-        .status()
-        .unwrap();
-    assert!(chown.success());
-    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
-    let nobody = fs::metadata(&env.data_dir).unwrap().uid();
-    assert_ne!(nobody, 0);
+    let nobody = hand_to_nobody(&env);
     // Root's own file, which nobody may not read.
     let day2 = env.input_from("sequence/day2.csv", "day2.csv");
     fs::set_permissions(&day2, fs::Permissions::from_mode(0o600)).unwrap();
@@ -1730,16 +1732,6 @@ fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
     let backup = own.join("manual.backup");
     env.json_ok(0, &["backup", backup.to_str().unwrap()]);
     assert_eq!(fs::metadata(&backup).unwrap().uid(), 0);
-    fn owners(dir: &Path, found: &mut Vec<(PathBuf, u32)>) {
-        for entry in fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = fs::symlink_metadata(&path).unwrap();
-            found.push((path.clone(), meta.uid()));
-            if meta.is_dir() {
-                owners(&path, found);
-            }
-        }
-    }
     let mut found = Vec::new();
     owners(&env.data_dir, &mut found);
     let root_owned: Vec<_> = found.iter().filter(|(_, uid)| *uid != nobody).collect();
