@@ -42,13 +42,16 @@ pub fn act_as(data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `f` as root again when root acts as the data_dir's owner ([`act_as`]): for a
-/// file named on the command line outside the data dir (`backup /root/x.backup`), which the
-/// owner may not write. As it is otherwise.
-pub fn as_real_user<T>(f: impl FnOnce() -> T) -> T {
+/// Runs `f`, which writes `path`, as root again when root acts as the data_dir's owner
+/// ([`act_as`]) and `path` is outside `data_dir`: a file named on the command line
+/// (`backup /root/x.backup`), which the owner may not write. As it is otherwise: inside the
+/// data dir the owner writes it, and a process that never switched (the daemon) stays as
+/// it is. Only a command switches: the change of rights is the whole process's, its every
+/// thread's.
+pub fn as_real_user_for<T>(data_dir: &Path, path: &Path, f: impl FnOnce() -> T) -> T {
     use nix::unistd::{Gid, Uid, getegid, geteuid, getuid, setegid, seteuid};
     let (euid, egid) = (geteuid(), getegid());
-    if !getuid().is_root() || euid.is_root() {
+    if !getuid().is_root() || euid.is_root() || inside(data_dir, path) {
         return f();
     }
     let regained = seteuid(Uid::from_raw(0)).and_then(|()| setegid(Gid::from_raw(0)));
@@ -60,4 +63,17 @@ pub fn as_real_user<T>(f: impl FnOnce() -> T) -> T {
             .expect("acting as the data_dir's owner again");
     }
     out
+}
+
+/// Whether `path` (made absolute, its existing folder's links followed) is inside
+/// `data_dir`.
+fn inside(data_dir: &Path, path: &Path) -> bool {
+    let real = |p: &Path| fs::canonicalize(p).ok();
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = folder.map_or_else(|| real(Path::new(".")), real);
+    match (real(data_dir), folder) {
+        (Some(data), Some(folder)) => folder.starts_with(data),
+        // Not there yet (backup makes its folder): judged by name.
+        _ => std::path::absolute(path).is_ok_and(|p| p.starts_with(data_dir)),
+    }
 }

@@ -1732,6 +1732,9 @@ fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
     let backup = own.join("manual.backup");
     env.json_ok(0, &["backup", backup.to_str().unwrap()]);
     assert_eq!(fs::metadata(&backup).unwrap().uid(), 0);
+    // One into the data dir is the owner's, as everything there.
+    let inside = env.data_dir.join("backups/manual.backup");
+    env.json_ok(0, &["backup", inside.to_str().unwrap()]);
     let mut found = Vec::new();
     owners(&env.data_dir, &mut found);
     let root_owned: Vec<_> = found.iter().filter(|(_, uid)| *uid != nobody).collect();

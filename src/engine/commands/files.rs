@@ -141,8 +141,9 @@ pub(super) fn run<S: Store>(
         }
         Request::Status => status(p)?,
         Request::Backup { path } => {
-            let (n, path) = crate::data_owner::as_real_user(|| {
-                crate::backup::write(&p.store, std::path::Path::new(&path))
+            let target = std::path::Path::new(&path);
+            let (n, path) = crate::data_owner::as_real_user_for(&p.cfg.data_dir, target, || {
+                crate::backup::write(&p.store, target)
             })?;
             p.store.append_audit(note(
                 caller,
