@@ -74,8 +74,8 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
 
 /// What in `paths` shows earlier work when its store is missing: backups, filed rosters, a
 /// store kept aside by a restore. A store gone by mistake (a restore stopped between its
-/// two renames, a data_dir on a mount that failed, a folder moved by hand) had been made
-/// again empty without a word. `None` when the store is there or nothing was done before.
+/// two renames, a folder moved by hand) had been made again empty without a word. (A
+/// data_dir whose mount failed shows nothing of this: it looks new.) `None` when the store is there or nothing was done before.
 fn earlier_work(paths: &Paths) -> Option<String> {
     if paths.store.exists() {
         return None;

@@ -594,7 +594,9 @@ impl Config {
         let mut cfg: Config = built
             .try_deserialize()
             .with_context(|| format!("invalid config {from}"))?;
-        cfg.anchor_paths(&std::path::absolute(&path)?);
+        // The file itself, its links followed: a config reached through a linked folder
+        // or file, or as `../x.toml`, names the same folders.
+        cfg.anchor_paths(&std::fs::canonicalize(&path)?);
         cfg.validate()
             .with_context(|| format!("invalid config {from}"))?;
         cfg.web.settle_org_admin_roles(&cfg.provisioning.roles);
@@ -870,14 +872,30 @@ mod tests {
              [source]\nmode = \"watch\"\nwatch_dir = \"/abs/watch\"\n",
         )
         .unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
         let cfg = Config::load(Some(&file)).unwrap();
-        assert_eq!(cfg.data_dir, dir.path().join("var/autoprov"));
-        assert_eq!(
-            cfg.control.socket,
-            dir.path().join("config/run/autoprov.sock")
-        );
+        assert_eq!(cfg.data_dir, real.join("var/autoprov"));
+        assert_eq!(cfg.control.socket, real.join("config/run/autoprov.sock"));
         assert_eq!(cfg.source.watch_dir, Path::new("/abs/watch"));
         assert_eq!(cfg.web.api_tokens_file, None);
+        // Reached through a linked folder, a linked file, or with `..`: the same folders.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(dir.path().join("config"), elsewhere.path().join("c")).unwrap();
+        std::os::unix::fs::symlink(&file, elsewhere.path().join("ap.toml")).unwrap();
+        std::fs::create_dir(dir.path().join("config/sub")).unwrap();
+        for named in [
+            elsewhere.path().join("c/autoprov.toml"),
+            elsewhere.path().join("ap.toml"),
+            dir.path().join("config/sub/../autoprov.toml"),
+        ] {
+            let cfg = Config::load(Some(&named)).unwrap();
+            assert_eq!(
+                cfg.data_dir,
+                real.join("var/autoprov"),
+                "{}",
+                named.display()
+            );
+        }
     }
     use std::io::Write;
 

@@ -186,10 +186,12 @@ fn user_of(uid: u32) -> String {
 }
 
 /// Serves one connection. A stop ends it at once while its request is read and when it asks
-/// to read; a change asked before the stop is answered first: the engine finishes the one it
-/// runs and answers those still queued "stopping, nothing was done" (`engine::worker`). A
-/// change dropped unanswered had been told "unreachable" (exit 4) and carried out all the
-/// same.
+/// to read; a change whose upload is still arriving is answered "stopping, nothing was
+/// done"; one handed to the engine before the stop is answered first: the engine finishes
+/// the one it runs and answers those still queued "stopping, nothing was done"
+/// (`engine::worker`). A change dropped unanswered had been told "unreachable" (exit 4) and
+/// carried out all the same. An answer is written for at most [`STOP_GRACE`] after the
+/// stop: a stop waits for no slow reader past that.
 async fn handle(
     stream: UnixStream,
     cfg: &Config,
@@ -212,7 +214,7 @@ async fn handle(
     let changes = envelope
         .as_ref()
         .is_ok_and(|env| env.request.is_change() || env.upload.is_some());
-    let served = answer_connection(envelope, caller, cfg, engine, reader, write);
+    let served = answer_connection(envelope, caller, cfg, engine, shutdown, reader, write);
     match changes {
         true => served.await,
         false => tokio::select! {
@@ -228,6 +230,7 @@ async fn answer_connection(
     caller: String,
     cfg: &Config,
     engine: &EngineHandle,
+    shutdown: &CancellationToken,
     mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
     mut write: tokio::net::unix::OwnedWriteHalf,
 ) -> anyhow::Result<()> {
@@ -253,25 +256,50 @@ async fn answer_connection(
         }
         Ok(env) => {
             let output = env.output;
-            let (answered, place) = answer(env, &caller, cfg, engine, &mut reader)
+            let (answered, place) = answer(env, &caller, cfg, engine, shutdown, &mut reader)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await;
             (answered, output, place)
         }
     };
+    let written = write_answer(answer, output, &caller, engine, &mut write);
+    tokio::select! {
+        written = written => written,
+        _ = after_stop_grace(shutdown) => Ok(()),
+    }
+}
+
+/// How long an answer may still be written once the daemon stops (systemd's stop timeout is
+/// 90 s; an answer's own limits are longer: 60 s and 2 s per MiB).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Ends [`STOP_GRACE`] after the stop.
+async fn after_stop_grace(shutdown: &CancellationToken) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(STOP_GRACE).await;
+}
+
+/// Writes `answer` to the asker.
+async fn write_answer(
+    answer: Streamed,
+    output: Output,
+    caller: &str,
+    engine: &EngineHandle,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> anyhow::Result<()> {
     match answer {
         Streamed::Whole(response) => {
             let mut out = serde_json::to_vec(&response)?;
             drop(response);
             out.push(b'\n');
-            write_within(&mut write, &out, answer_time(0, out.len())).await?;
+            write_within(write, &out, answer_time(0, out.len())).await?;
             write.shutdown().await?;
             Ok(())
         }
         Streamed::Body(body) => {
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             engine.send_body(body, output, tx);
-            write_pieces(rx, &mut write)
+            write_pieces(rx, write)
                 .instrument(tracing::info_span!("control", user = %caller))
                 .await
         }
@@ -338,7 +366,12 @@ async fn write_pieces(
 
 /// `autoprov fetch`: the source fetches and files the roster into inbox/, then the engine
 /// processes inbox/ up to that file and answers with its report.
-async fn fetch(engine: &EngineHandle, caller: &str, output: Output) -> Response {
+async fn fetch(
+    engine: &EngineHandle,
+    caller: &str,
+    output: Output,
+    shutdown: &CancellationToken,
+) -> Response {
     let Some(fetching) = engine.source().and_then(|source| source.fetch_now()) else {
         return Response::fail(
             exit::USAGE,
@@ -347,11 +380,33 @@ async fn fetch(engine: &EngineHandle, caller: &str, output: Output) -> Response 
     };
     match fetching.await {
         Ok(name) => {
-            engine
-                .ask(Request::Process { name }, caller.to_string(), None, output)
+            let response = engine
+                .ask(
+                    Request::Process { name: name.clone() },
+                    caller.to_string(),
+                    None,
+                    output,
+                )
                 .await
-                .response
+                .response;
+            // Stopping before its processing: the roster is in inbox/ all the same.
+            match response.exit == exit::UNREACHABLE && shutdown.is_cancelled() {
+                true => Response::fail(
+                    exit::UNREACHABLE,
+                    format!(
+                        "the roster was fetched and filed into inbox/ as {name}; the daemon is \
+                         stopping: it is processed when the daemon starts again (do not fetch \
+                         again)"
+                    ),
+                ),
+                false => response,
+            }
         }
+        // Cut by the stop: nothing was fetched, as for any change the stop came before.
+        Err(message) if shutdown.is_cancelled() => Response::fail(
+            exit::UNREACHABLE,
+            format!("{message}; nothing was written to inbox/ and nothing was changed"),
+        ),
         Err(message) => Response::fail(
             exit::FAILED,
             format!("failed: {message}; nothing was written to inbox/ and nothing was changed"),
@@ -364,6 +419,7 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     caller: &str,
     cfg: &Config,
     engine: &EngineHandle,
+    shutdown: &CancellationToken,
     reader: &mut R,
 ) -> (Streamed, Option<Place>) {
     let (request, output) = (env.request, env.output);
@@ -371,12 +427,24 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     if request.is_change() && !cfg.is_org_admin(caller) {
         return (Streamed::Whole(crate::api::refusal(caller)), None);
     }
-    let upload = match received(env.upload, &request, cfg, reader).await {
+    // An upload still arriving when the stop comes is not waited for (at its own limits,
+    // 10 s and 2 s per MiB, a stalled one had held the stop past systemd's timeout).
+    let received = tokio::select! {
+        received = received(env.upload, &request, cfg, reader) => received,
+        _ = shutdown.cancelled() => Err(Response::fail(
+            exit::UNREACHABLE,
+            "the daemon is stopping; nothing was done: run the command again once it is up",
+        )),
+    };
+    let upload = match received {
         Ok(upload) => upload,
         Err(refusal) => return (Streamed::Whole(refusal), None),
     };
     if let Request::Fetch = request {
-        return (Streamed::Whole(fetch(engine, caller, output).await), None);
+        return (
+            Streamed::Whole(fetch(engine, caller, output, shutdown).await),
+            None,
+        );
     }
     let caller = caller.to_string();
     match env.stream {
@@ -499,6 +567,64 @@ mod tests {
             answer_time(3 << 20, 1 << 20),
             WRITE_DEADLINE + UPLOAD_TIME_PER_MIB * 5
         );
+    }
+
+    /// A `process` whose upload is still arriving when the daemon stops is answered at once
+    /// "stopping, nothing was done" (exit 4): at its own limit (10 s and 2 s a MiB of the
+    /// size it announced) a stalled upload had held the stop for minutes.
+    #[tokio::test]
+    async fn an_upload_still_arriving_at_the_stop_is_answered_stopping() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("c.toml");
+        let toml = format!(
+            "data_dir = {:?}\n[sso]\nenabled = true\n[control]\norg_admins = [\"root\"]\n",
+            dir.path().join("data")
+        );
+        std::fs::write(&config, toml).unwrap();
+        let cfg = Config::load(Some(&config)).unwrap();
+        let store = crate::layout::Paths::new(&cfg.data_dir).store;
+        std::fs::create_dir_all(&store).unwrap();
+        let store = crate::store::SledStore::open(&store).unwrap();
+        let p = crate::engine::pipeline::Pipeline::new(cfg.clone(), store).unwrap();
+        let shutdown = CancellationToken::new();
+        let (engine, _thread) =
+            crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let envelope = Envelope {
+            request: Request::Process {
+                name: "big.csv".into(),
+            },
+            upload: Some(crate::control::client::upload_of(
+                "big.csv",
+                false,
+                512 << 20,
+            )),
+            output: Output::Json,
+            stream: false,
+        };
+        let mut line = serde_json::to_vec(&envelope).unwrap();
+        line.extend_from_slice(b"\nemployee_id,email\n");
+        theirs.write_all(&line).await.unwrap();
+        let stop = shutdown.clone();
+        let served =
+            tokio::spawn(async move { handle(ours, &cfg, &engine, &stop).await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let stopped = std::time::Instant::now();
+        shutdown.cancel();
+        let mut answer = String::new();
+        let read = tokio::io::AsyncReadExt::read_to_string(&mut theirs, &mut answer);
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("answered at the stop")
+            .unwrap();
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            stopped.elapsed()
+        );
+        assert!(answer.contains("stopping; nothing was done"), "{answer}");
+        assert!(answer.contains("\"exit\":4"), "{answer}");
+        served.await.unwrap().unwrap();
     }
 
     /// A large answer asked for whole waits for the one being read to be taken, then is

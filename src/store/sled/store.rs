@@ -742,13 +742,20 @@ impl Store for SledStore {
         // sled syncs only what it wrote itself since it opened: its log and blobs as they
         // are are synced here, and the folder that names them.
         let sync = |path: &std::path::Path| std::fs::File::open(path)?.sync_all();
-        let mut files = vec![self.path.join("db")];
-        if let Ok(entries) = std::fs::read_dir(self.path.join("blobs")) {
-            files.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file()));
-        }
-        files
+        let blobs: Vec<_> = std::fs::read_dir(self.path.join("blobs")).map_or(Vec::new(), |d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        });
+        blobs
             .iter()
-            .try_for_each(|f| sync(f))
+            // A blob sled removed since the folder was listed has nothing to sync.
+            .try_for_each(|f| match sync(f) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                synced => synced,
+            })
+            .and_then(|()| sync(&self.path.join("db")))
             .and_then(|()| sync(&self.path))
             .map_err(sled::Error::Io)?;
         Ok(())

@@ -194,7 +194,13 @@ impl DropFs {
                 "a file of that name exists; overwriting is refused",
             ));
         }
-        if temporary && self.parked.is_full() {
+        // Those open under a temporary name count too: each waits once closed.
+        let open_temporary = self
+            .handles
+            .values()
+            .filter(|h| matches!(h, OpenHandle::Upload(u) if crate::layout::is_ignored(&u.name)))
+            .count();
+        if temporary && self.parked.waiting() + open_temporary >= parked::MAX_WAITING {
             return Err(failure(
                 "too many uploads in this session wait for their rename to a final name",
             ));

@@ -49,9 +49,9 @@ impl Parked {
         self.waiting.contains_key(name)
     }
 
-    /// Whether no other upload may wait.
-    pub(super) fn is_full(&self) -> bool {
-        self.waiting.len() >= MAX_WAITING
+    /// How many uploads wait.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     /// The upload waiting under `name`, taken out (to be renamed, or put back).
@@ -153,6 +153,7 @@ impl Drop for Waiting {
 #[cfg(test)]
 mod tests {
     use super::super::{DropFs, DropRoot, TEMP_PREFIX};
+    use super::MAX_WAITING;
     use russh_sftp::protocol::{FileAttributes, OpenFlags, StatusCode};
     use russh_sftp::server::Handler;
     use std::fs;
@@ -288,6 +289,45 @@ mod tests {
         assert_eq!(code(fs_.remove(1, "processed/done.csv".into()).await), deny);
         fs_.remove(1, "inbox/c.csv.part".into()).await.unwrap();
         assert_eq!(inbox(dir.path()), ["a.csv", "taken.csv"]);
+        // At most MAX_WAITING wait or are open under a temporary name, whichever way they
+        // are reached (a session had left 31 waiting: 15 closed, then 16 open at once).
+        let half = MAX_WAITING / 2;
+        for i in 0..half {
+            put(&mut fs_, &format!("inbox/w{i}.csv.part"), b"w")
+                .await
+                .unwrap();
+        }
+        let mut open = Vec::new();
+        for i in half..MAX_WAITING {
+            let path = format!("inbox/w{i}.csv.part");
+            open.push(
+                fs_.open(1, path, NEW, FileAttributes::default())
+                    .await
+                    .unwrap()
+                    .handle,
+            );
+        }
+        let over = fs_
+            .open(
+                1,
+                "inbox/over.csv.part".into(),
+                NEW,
+                FileAttributes::default(),
+            )
+            .await;
+        assert_eq!(over.unwrap_err().status_code, StatusCode::Failure);
+        for h in open {
+            fs_.close(1, h).await.unwrap();
+        }
+        assert_eq!(
+            put(&mut fs_, "inbox/over.csv.part", b"o").await,
+            Err(StatusCode::Failure)
+        );
+        for i in 0..MAX_WAITING {
+            fs_.remove(1, format!("inbox/w{i}.csv.part")).await.unwrap();
+        }
+        // A final name is not a waiting upload.
+        put(&mut fs_, "inbox/final.csv", b"f").await.unwrap();
         // The same temporary name twice in a session: the second waits for the first's
         // rename.
         put(&mut fs_, "inbox/d.csv.part", b"d").await.unwrap();
