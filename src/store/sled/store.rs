@@ -500,6 +500,28 @@ impl SledStore {
         Ok(out)
     }
 
+    /// Syncs sled's log and blobs as they are (sled syncs only what it wrote itself since it
+    /// opened); the folder that names them is the caller's to sync.
+    fn sync_files(&self) -> StoreResult<()> {
+        let sync = |path: &std::path::Path| std::fs::File::open(path)?.sync_all();
+        let blobs: Vec<_> = std::fs::read_dir(self.path.join("blobs")).map_or(Vec::new(), |d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        });
+        blobs
+            .iter()
+            // A blob sled removed since the folder was listed has nothing to sync.
+            .try_for_each(|f| match sync(f) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                synced => synced,
+            })
+            .and_then(|()| sync(&self.path.join("db")))
+            .map_err(sled::Error::Io)?;
+        Ok(())
+    }
+
     pub(super) fn flushed_after_write(&self) -> StoreResult<()> {
         use crate::store::Store;
         self.flush()
@@ -727,37 +749,23 @@ impl Store for SledStore {
         // sled's own flush writes its log with `sync_file_range` on Linux, which leaves the
         // file's size and the drive's cache unsynced: a power cut after it could lose a
         // commit that a report already called applied, with the watermark ahead of it.
-        self.durable()?;
+        self.db.flush()?;
+        self.sync_files()?;
         let counters = self.counters()?;
         let mut recorded = self.recorded.lock().expect("watermark lock");
-        if *recorded != Some(counters) {
-            watermark::record(&self.path, counters).map_err(sled::Error::Io)?;
-            *recorded = Some(counters);
+        match *recorded != Some(counters) {
+            // Its rename syncs the store's folder (one sync fewer a commit).
+            true => watermark::record(&self.path, counters).map_err(sled::Error::Io)?,
+            false => crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?,
         }
+        *recorded = Some(counters);
         Ok(())
     }
 
     fn durable(&self) -> StoreResult<()> {
         self.db.flush()?;
-        // sled syncs only what it wrote itself since it opened: its log and blobs as they
-        // are are synced here, and the folder that names them.
-        let sync = |path: &std::path::Path| std::fs::File::open(path)?.sync_all();
-        let blobs: Vec<_> = std::fs::read_dir(self.path.join("blobs")).map_or(Vec::new(), |d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        });
-        blobs
-            .iter()
-            // A blob sled removed since the folder was listed has nothing to sync.
-            .try_for_each(|f| match sync(f) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                synced => synced,
-            })
-            .and_then(|()| sync(&self.path.join("db")))
-            .and_then(|()| sync(&self.path))
-            .map_err(sled::Error::Io)?;
+        self.sync_files()?;
+        crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?;
         Ok(())
     }
 
