@@ -65,15 +65,103 @@ pub fn as_real_user_for<T>(data_dir: &Path, path: &Path, f: impl FnOnce() -> T) 
     out
 }
 
-/// Whether `path` (made absolute, its existing folder's links followed) is inside
-/// `data_dir`.
+/// Whether `path` is inside `data_dir` by any measure: by its name made absolute (`..` taken
+/// away by name) against `data_dir` as configured and as resolved, or by its nearest existing
+/// folder with its links followed against the resolved `data_dir`. A backup is written as
+/// root only outside by every measure: a name inside that leads elsewhere (a link the data
+/// dir's owner put there) is then written as the owner, who may not write there.
 fn inside(data_dir: &Path, path: &Path) -> bool {
-    let real = |p: &Path| fs::canonicalize(p).ok();
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let folder = folder.map_or_else(|| real(Path::new(".")), real);
-    match (real(data_dir), folder) {
-        (Some(data), Some(folder)) => folder.starts_with(data),
-        // Not there yet (backup makes its folder): judged by name.
-        _ => std::path::absolute(path).is_ok_and(|p| p.starts_with(data_dir)),
+    let named = |p: &Path| std::path::absolute(p).ok().map(|p| lexical(&p));
+    let resolved_data = fs::canonicalize(data_dir).ok();
+    let path_named = named(path);
+    let by_name = [named(data_dir), resolved_data.clone()]
+        .into_iter()
+        .flatten()
+        .any(|d| path_named.as_ref().is_some_and(|p| p.starts_with(&d)));
+    // The nearest folder of `path` that exists, resolved.
+    let existing = path_named
+        .as_deref()
+        .and_then(|p| p.ancestors().skip(1).find_map(|a| fs::canonicalize(a).ok()));
+    let by_folder = matches!((&existing, &resolved_data), (Some(f), Some(d)) if f.starts_with(d));
+    by_name || by_folder
+}
+
+/// `path` with `.` and `..` taken away by name.
+fn lexical(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Refuses a daemon started as root on a data dir that belongs to another user: its files
+/// would be root's, and that user (the service account) could not open the store again. A
+/// daemon keeps the rights it starts with, since a change of rights is every thread's.
+pub fn refuse_root_daemon(data_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(md) = fs::metadata(data_dir) else {
+        return Ok(());
+    };
+    if md.uid() == 0 {
+        return Ok(());
+    }
+    let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(md.uid()))
+        .ok()
+        .flatten()
+        .map_or_else(|| format!("uid {}", md.uid()), |u| u.name);
+    Err(crate::api::error::Error::usage(format!(
+        "data_dir {} belongs to {owner}: run the daemon as {owner} (the unit's User=, or \
+         `sudo -u {owner} autoprov run`); run as root, it would leave files {owner} cannot \
+         open",
+        data_dir.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inside;
+
+    /// A backup path is inside the data dir by name or by where its folders lead: through a
+    /// data dir named by a link, with `..`, in a folder not made yet, or through a link the
+    /// owner put inside. Only a path outside by every measure is outside.
+    #[test]
+    fn a_path_is_inside_the_data_dir_by_any_measure() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("data");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let link = dir.path().join("dlink");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        std::os::unix::fs::symlink(&outside, real.join("evil")).unwrap();
+        for (data_dir, path) in [
+            (&real, real.join("backups/m.backup")),
+            (&link, real.join("newsub/m.backup")),
+            (&real, link.join("newsub/m.backup")),
+            (&real, outside.join("nonexist/../../data/m.backup")),
+            (&real, real.join("evil/m.backup")),
+        ] {
+            assert!(
+                inside(data_dir, &path),
+                "{} in {}",
+                path.display(),
+                data_dir.display()
+            );
+        }
+        for path in [outside.join("m.backup"), dir.path().join("new/m.backup")] {
+            assert!(!inside(&real, &path), "{}", path.display());
+            assert!(!inside(&link, &path), "{}", path.display());
+        }
     }
 }

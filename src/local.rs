@@ -30,6 +30,7 @@ pub fn caller() -> String {
 /// Opens the store and the pipeline, finishing any filing interrupted by a crash (the
 /// daemon's start: a daemon keeps the rights it was started with).
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
+    crate::data_owner::refuse_root_daemon(&cfg.data_dir)?;
     open_with(cfg, false)
 }
 

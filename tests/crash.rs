@@ -1735,6 +1735,15 @@ fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
     // One into the data dir is the owner's, as everything there.
     let inside = env.data_dir.join("backups/manual.backup");
     env.json_ok(0, &["backup", inside.to_str().unwrap()]);
+    // The daemon keeps the rights it starts with: as root on nobody's data dir it would
+    // leave root's files behind, so it does not start.
+    let mut d = spawn_daemon(&env, &[]);
+    let st = d.wait_exit(
+        Duration::from_secs(30),
+        "a root daemon on nobody's data dir",
+    );
+    assert_eq!(st.code(), Some(2), "{}", d.log());
+    assert!(d.log().contains("run the daemon as nobody"), "{}", d.log());
     let mut found = Vec::new();
     owners(&env.data_dir, &mut found);
     let root_owned: Vec<_> = found.iter().filter(|(_, uid)| *uid != nobody).collect();

@@ -596,7 +596,12 @@ impl Config {
             .with_context(|| format!("invalid config {from}"))?;
         // The file itself, its links followed: a config reached through a linked folder
         // or file, or as `../x.toml`, names the same folders.
-        cfg.anchor_paths(&std::fs::canonicalize(&path)?);
+        // A file whose folders cannot be resolved (a descriptor, a folder it may not list)
+        // is taken by its name.
+        let resolved = std::fs::canonicalize(&path)
+            .or_else(|_| std::path::absolute(&path))
+            .with_context(|| format!("resolving the config file {}", path.display()))?;
+        cfg.anchor_paths(&resolved);
         cfg.validate()
             .with_context(|| format!("invalid config {from}"))?;
         cfg.web.settle_org_admin_roles(&cfg.provisioning.roles);

@@ -48,8 +48,26 @@ pub fn call(
     if !head.body {
         return Reach::Answered(head.response);
     }
+    let changed = envelope.request.is_change() || envelope.upload.is_some();
     match copy_body(&mut reader, out) {
         Ok(()) => Reach::Written(head.response.exit),
+        // A change's outcome came with the head; its report, cut (the daemon stopping
+        // while a slow reader took it), does not undo it: "unreachable" (4) had said that
+        // nothing was done.
+        Err(Body::Daemon(e)) if changed => {
+            let message = format!(
+                "\nthe daemon at {} stopped sending the report part way ({e}): the outcome \
+                 stands (exit {}); `autoprov files list` and `autoprov files show ID` have \
+                 the whole report",
+                socket.display(),
+                head.response.exit
+            );
+            Reach::Answered(Response {
+                exit: head.response.exit,
+                json: serde_json::json!({ "error": message.trim() }),
+                text: message,
+            })
+        }
         Err(Body::Daemon(e)) => Reach::Unreachable(format!(
             "the daemon at {} did not send the whole answer: {e}",
             socket.display()
@@ -238,5 +256,71 @@ mod tests {
             copy_body(&mut &huge[..], &mut Vec::new()),
             Err(Body::Daemon(_))
         ));
+    }
+
+    /// A change's report cut part way (the daemon stopping while its asker read slowly)
+    /// leaves the outcome the head gave, and says where the whole report is; a read's cut
+    /// answer is still "unreachable". A cut report had been exit 4, "nothing was done".
+    #[test]
+    fn a_changes_cut_report_keeps_its_outcome_a_reads_does_not() {
+        use crate::api::{Output, Request};
+        for (request, want) in [
+            (Request::Sync { force: false }, Some(3u8)),
+            (
+                Request::AdminsList {
+                    status: None,
+                    origin: None,
+                    rule: None,
+                },
+                None,
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("s.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+            let daemon = std::thread::spawn(move || {
+                let (mut conn, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&conn).read_line(&mut line).unwrap();
+                let head = Head {
+                    response: Response {
+                        exit: 3,
+                        json: serde_json::Value::Null,
+                        text: String::new(),
+                    },
+                    body: true,
+                };
+                let mut out = serde_json::to_vec(&head).unwrap();
+                out.push(b'\n');
+                out.extend_from_slice(&framed(&[b"held: 60 grants"], false));
+                conn.write_all(&out).unwrap();
+            });
+            let envelope = Envelope {
+                request,
+                upload: None,
+                output: Output::Text,
+                stream: true,
+            };
+            let mut out = Vec::new();
+            let reach = call(
+                &socket,
+                &envelope,
+                None,
+                Some(Duration::from_secs(5)),
+                &mut out,
+            );
+            daemon.join().unwrap();
+            assert_eq!(out, b"held: 60 grants");
+            match (reach, want) {
+                (Reach::Answered(r), Some(code)) => {
+                    assert_eq!(r.exit, code);
+                    assert!(r.text.contains("the outcome stands (exit 3)"), "{}", r.text);
+                }
+                (Reach::Unreachable(m), None) => {
+                    assert!(m.contains("did not send the whole answer"), "{m}")
+                }
+                (_, want) => panic!("want {want:?}"),
+            }
+        }
     }
 }

@@ -265,7 +265,10 @@ async fn answer_connection(
     let written = write_answer(answer, output, &caller, engine, &mut write);
     tokio::select! {
         written = written => written,
-        _ = after_stop_grace(shutdown) => Ok(()),
+        _ = after_stop_grace(shutdown) => {
+            tracing::warn!(user = %caller, "an answer was cut: its asker did not take it within {} s of the stop", STOP_GRACE.as_secs());
+            Ok(())
+        }
     }
 }
 
@@ -389,23 +392,28 @@ async fn fetch(
                 )
                 .await
                 .response;
-            // Stopping before its processing: the roster is in inbox/ all the same.
+            // Stopping before this answer: the roster is in inbox/ all the same, processed
+            // exactly once (by the scan its filing asked for, or at the next start).
             match response.exit == exit::UNREACHABLE && shutdown.is_cancelled() {
                 true => Response::fail(
                     exit::UNREACHABLE,
                     format!(
                         "the roster was fetched and filed into inbox/ as {name}; the daemon is \
-                         stopping: it is processed when the daemon starts again (do not fetch \
-                         again)"
+                         stopping and could not say how it was processed: `autoprov files list` \
+                         says so once it is up (do not fetch again)"
                     ),
                 ),
                 false => response,
             }
         }
-        // Cut by the stop: nothing was fetched, as for any change the stop came before.
+        // Cut by the stop: a fetch that had just filed its roster may have been cut after
+        // its rename, so this is not sure of "nothing".
         Err(message) if shutdown.is_cancelled() => Response::fail(
             exit::UNREACHABLE,
-            format!("{message}; nothing was written to inbox/ and nothing was changed"),
+            format!(
+                "{message}; a roster it had already filed is processed once the daemon is \
+                 up (`autoprov files list` then shows any hris-* file)"
+            ),
         ),
         Err(message) => Response::fail(
             exit::FAILED,

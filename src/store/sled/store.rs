@@ -504,18 +504,27 @@ impl SledStore {
     /// opened); the folder that names them is the caller's to sync.
     fn sync_files(&self) -> StoreResult<()> {
         let sync = |path: &std::path::Path| std::fs::File::open(path)?.sync_all();
-        let blobs: Vec<_> = std::fs::read_dir(self.path.join("blobs")).map_or(Vec::new(), |d| {
-            d.flatten()
+        let folder = self.path.join("blobs");
+        let blobs: Vec<_> = match std::fs::read_dir(&folder) {
+            Ok(d) => d
+                .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.is_file())
-                .collect()
-        });
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(sled::Error::Io(e).into()),
+        };
         blobs
             .iter()
             // A blob sled removed since the folder was listed has nothing to sync.
             .try_for_each(|f| match sync(f) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                 synced => synced,
+            })
+            // The folder that names the blobs, when there are any (sled never syncs it).
+            .and_then(|()| match blobs.is_empty() {
+                true => Ok(()),
+                false => sync(&folder),
             })
             .and_then(|()| sync(&self.path.join("db")))
             .map_err(sled::Error::Io)?;
