@@ -71,7 +71,11 @@ pub fn as_real_user_for<T>(data_dir: &Path, path: &Path, f: impl FnOnce() -> T) 
 /// root only outside by every measure: a name inside that leads elsewhere (a link the data
 /// dir's owner put there) is then written as the owner, who may not write there.
 fn inside(data_dir: &Path, path: &Path) -> bool {
-    let named = |p: &Path| std::path::absolute(p).ok().map(|p| lexical(&p));
+    let named = |p: &Path| {
+        std::path::absolute(p)
+            .ok()
+            .map(|p| crate::util::lexical(&p))
+    };
     let resolved_data = fs::canonicalize(data_dir).ok();
     let path_named = named(path);
     let by_name = [named(data_dir), resolved_data.clone()]
@@ -84,22 +88,6 @@ fn inside(data_dir: &Path, path: &Path) -> bool {
         .and_then(|p| p.ancestors().skip(1).find_map(|a| fs::canonicalize(a).ok()));
     let by_folder = matches!((&existing, &resolved_data), (Some(f), Some(d)) if f.starts_with(d));
     by_name || by_folder
-}
-
-/// `path` with `.` and `..` taken away by name.
-fn lexical(path: &Path) -> std::path::PathBuf {
-    use std::path::Component;
-    let mut out = std::path::PathBuf::new();
-    for part in path.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// Refuses a daemon started as root on a data dir that belongs to another user: its files

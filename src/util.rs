@@ -2,7 +2,7 @@
 
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// `N` bytes from the kernel's random source.
@@ -191,6 +191,23 @@ pub fn create_fresh(tmp: &Path) -> std::io::Result<fs::File> {
 /// that a short file goes through them).
 #[cfg(not(test))]
 const SYNC_AHEAD: u64 = 32 << 20;
+/// `path` with its `.` and `..` parts taken away by name (`/repo/config/../var` is
+/// `/repo/var`), as messages show it; a `..` is not resolved through a link.
+pub fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 const SYNC_AHEAD: u64 = 1 << 12;
 

@@ -3,6 +3,7 @@
 mod env;
 pub mod hris;
 pub mod notify;
+mod paths;
 pub mod web;
 
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
@@ -609,44 +610,6 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Makes the relative paths of the config relative to the folder of its file
-    /// `config_file` (absolute), not to the working directory of whoever runs a command: a
-    /// `rules add` run from another folder with the quick-start config had made a new,
-    /// empty store there, answered "added", and the daemon never saw the rule. An empty
-    /// path stays empty (not set).
-    fn anchor_paths(&mut self, config_file: &Path) {
-        let base = config_file.parent().unwrap_or(Path::new("/"));
-        let anchor = |p: &mut PathBuf| {
-            if !p.as_os_str().is_empty() && p.is_relative() {
-                *p = lexically_joined(base, p);
-            }
-        };
-        anchor(&mut self.data_dir);
-        anchor(&mut self.control.socket);
-        anchor(&mut self.source.watch_dir);
-        if let Some(remote) = self.source.remote.as_mut() {
-            anchor(&mut remote.private_key);
-        }
-        if let Some(hris) = self.source.hris.as_mut() {
-            anchor(&mut hris.ca_file);
-            if let Some(b) = hris.bamboohr.as_mut() {
-                anchor(&mut b.api_key_file);
-            }
-            if let Some(w) = hris.workday.as_mut() {
-                anchor(&mut w.password_file);
-                anchor(&mut w.client_secret_file);
-                anchor(&mut w.refresh_token_file);
-            }
-            if let Some(c) = hris.csv_url.as_mut() {
-                anchor(&mut c.bearer_token_file);
-                anchor(&mut c.password_file);
-            }
-        }
-        if let Some(tokens) = self.web.api_tokens_file.as_mut() {
-            anchor(tokens);
-        }
-    }
-
     /// An alias of `roster.columns` names one column only: one that is already another
     /// column's name or alias (built in, or listed under another column) would take that
     /// column over without a word — `manager_id = ["Status"]` had every leaver read as
@@ -711,7 +674,7 @@ impl Config {
         // The daemon's own folders (processed/ above all) would be taken as new rosters: its
         // files and reports processed again and again under ever longer names.
         if self.source.mode == Mode::Watch
-            && resolved(&self.source.watch_dir).starts_with(resolved(&self.data_dir))
+            && paths::resolved(&self.source.watch_dir).starts_with(paths::resolved(&self.data_dir))
         {
             bail!(
                 "source.watch_dir = {:?} is inside data_dir ({:?}), whose folders autoprov writes: \
@@ -816,46 +779,6 @@ impl Config {
     pub fn is_org_admin(&self, user: &str) -> bool {
         user == "root" || self.control.org_admins.iter().any(|u| u == user)
     }
-}
-
-/// `path` with its symlinks resolved when it exists (a `watch_dir` linked to a folder of
-/// `data_dir` is that folder), else [`lexically_absolute`].
-fn resolved(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| lexically_absolute(path))
-}
-
-/// `path` made absolute against the working folder, `.` and `..` resolved by name (the
-/// folders need not exist yet).
-fn lexically_absolute(path: &Path) -> PathBuf {
-    let joined = std::env::current_dir().unwrap_or_default().join(path);
-    let mut out = PathBuf::new();
-    for part in joined.components() {
-        match part {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// `base` joined with the relative `path`, its `.` and `..` parts taken away by name
-/// (`/repo/config` and `../var/x` give `/repo/var/x`), as messages show it.
-fn lexically_joined(base: &Path, path: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = base.to_path_buf();
-    for part in path.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
