@@ -15,15 +15,9 @@ use std::path::Path;
 pub fn act_as(data_dir: &Path) -> Result<()> {
     use nix::unistd::{Gid, Uid, setegid, seteuid};
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let Ok(md) = fs::metadata(data_dir) else {
+    let Some(md) = owned_by_another(data_dir) else {
         return Ok(());
     };
-    if md.uid() == 0 {
-        return Ok(());
-    }
     setegid(Gid::from_raw(md.gid()))
         .and_then(|()| seteuid(Uid::from_raw(md.uid())))
         .map_err(std::io::Error::from)
@@ -95,15 +89,9 @@ fn inside(data_dir: &Path, path: &Path) -> bool {
 /// daemon keeps the rights it starts with, since a change of rights is every thread's.
 pub fn refuse_root_daemon(data_dir: &Path) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(());
-    }
-    let Ok(md) = fs::metadata(data_dir) else {
+    let Some(md) = owned_by_another(data_dir) else {
         return Ok(());
     };
-    if md.uid() == 0 {
-        return Ok(());
-    }
     let owner = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(md.uid()))
         .ok()
         .flatten()
@@ -114,6 +102,15 @@ pub fn refuse_root_daemon(data_dir: &Path) -> Result<()> {
          open",
         data_dir.display()
     )))
+}
+
+/// `data_dir`'s metadata when this process runs as root and another user owns it.
+fn owned_by_another(data_dir: &Path) -> Option<fs::Metadata> {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    fs::metadata(data_dir).ok().filter(|md| md.uid() != 0)
 }
 
 #[cfg(test)]

@@ -577,11 +577,8 @@ mod tests {
         );
     }
 
-    /// A `process` whose upload is still arriving when the daemon stops is answered at once
-    /// "stopping, nothing was done" (exit 4): at its own limit (10 s and 2 s a MiB of the
-    /// size it announced) a stalled upload had held the stop for minutes.
-    #[tokio::test]
-    async fn an_upload_still_arriving_at_the_stop_is_answered_stopping() {
+    /// An engine over a new store in a temp dir (root an org admin), and its stop.
+    fn engine_in_a_temp_dir() -> (tempfile::TempDir, Config, EngineHandle, CancellationToken) {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("c.toml");
         let toml = format!(
@@ -597,6 +594,15 @@ mod tests {
         let shutdown = CancellationToken::new();
         let (engine, _thread) =
             crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
+        (dir, cfg, engine, shutdown)
+    }
+
+    /// A `process` whose upload is still arriving when the daemon stops is answered at once
+    /// "stopping, nothing was done" (exit 4): at its own limit (10 s and 2 s a MiB of the
+    /// size it announced) a stalled upload had held the stop for minutes.
+    #[tokio::test]
+    async fn an_upload_still_arriving_at_the_stop_is_answered_stopping() {
+        let (_dir, cfg, engine, shutdown) = engine_in_a_temp_dir();
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let envelope = Envelope {
             request: Request::Process {
@@ -641,21 +647,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_large_answer_waits_its_turn_then_is_busy() {
         use crate::engine::handle::READ_WAIT;
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("c.toml");
-        let toml = format!(
-            "data_dir = {:?}\n[sso]\nenabled = true\n",
-            dir.path().join("data")
-        );
-        std::fs::write(&config, toml).unwrap();
-        let cfg = Config::load(Some(&config)).unwrap();
-        let store = crate::layout::Paths::new(&cfg.data_dir).store;
-        std::fs::create_dir_all(&store).unwrap();
-        let store = crate::store::SledStore::open(&store).unwrap();
-        let p = crate::engine::pipeline::Pipeline::new(cfg.clone(), store).unwrap();
-        let shutdown = CancellationToken::new();
-        let (engine, _thread) =
-            crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
+        let (_dir, cfg, engine, shutdown) = engine_in_a_temp_dir();
         let held = engine.listing_place().await;
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let request = br#"{"request":{"command":"admins_list"},"stream":false}"#;
