@@ -60,6 +60,17 @@ fn admins_add<S: Store>(
     if employee_id.is_empty() {
         return Ok(Response::fail(exit::USAGE, "--employee-id is empty"));
     }
+    // `/admins/{employee_id}` cannot name them: browsers (and curl) resolve `.` and `..` in
+    // a path, `%2e` too, so such a manual admin could not be changed or removed on its page.
+    if matches!(employee_id.as_str(), "." | "..") {
+        return Ok(Response::fail(
+            exit::USAGE,
+            format!(
+                "--employee-id \"{employee_id}\" cannot be used: the web section and the API \
+                 address an account as /admins/{{employee_id}}, which cannot name it"
+            ),
+        ));
+    }
     if !is_well_formed_email(&email) {
         return Ok(Response::fail(
             exit::USAGE,

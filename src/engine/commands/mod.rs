@@ -557,6 +557,12 @@ mod tests {
             role: role.into(),
         };
         let root = |req| execute(&p, req, "root", Output::Json);
+        // An ID that /admins/{employee_id} cannot name (a browser resolves `..`).
+        for dots in [".", ".."] {
+            let r = root(add(dots, "dots@acme.example", "IT Admin"));
+            assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+            assert!(r.text.contains("cannot name it"), "{}", r.text);
+        }
         assert_eq!(
             root(add("M1", "it@acme.example", "IT Admin")).exit,
             exit::OK
