@@ -13,7 +13,7 @@ use russh_sftp::protocol::{
 use russh_sftp::server::{Handler, StatusReply};
 
 use super::handles::{Listing, OpenHandle, READDIR_BATCH, next_entries};
-use super::paths::{Area, Target, UploadName, attrs_of, check_upload_name, resolve, walk};
+use super::paths::{Area, Target, attrs_of, resolve, walk};
 use super::status::{blocking, denied, failure, io_status, ok_status};
 use super::{DropFs, MAX_IO_LEN, MAX_OPEN_HANDLES, MAX_PACKET_LEN, truncate};
 
@@ -105,7 +105,7 @@ impl Handler for DropFs {
         }
         upload.flush().await?;
         upload.synced().await?;
-        if check_upload_name(&upload.name) == Ok(UploadName::Temporary) {
+        if upload.temporary {
             return self.park(id, upload).await;
         }
         let span = self.span.clone();

@@ -155,6 +155,9 @@ pub(super) struct Upload {
     /// Set when the upload was cut off; the temporary file is already gone.
     pub(super) failed: Option<&'static str>,
     pub(super) committed: bool,
+    /// Under a temporary name (`x.csv.part`): it waits at its close for the session's
+    /// rename instead of being delivered (`parked`); decided once, at its open.
+    pub(super) temporary: bool,
     pub(super) started: Instant,
     pub(super) span: Span,
 }
@@ -180,6 +183,7 @@ impl Upload {
             unsynced: 0,
             failed: None,
             committed: false,
+            temporary: false,
             started: Instant::now(),
             span,
         }

@@ -198,7 +198,7 @@ impl DropFs {
         let open_temporary = self
             .handles
             .values()
-            .filter(|h| matches!(h, OpenHandle::Upload(u) if crate::layout::is_ignored(&u.name)))
+            .filter(|h| matches!(h, OpenHandle::Upload(u) if u.temporary))
             .count();
         if temporary && self.parked.waiting() + open_temporary >= parked::MAX_WAITING {
             return Err(failure(
@@ -244,7 +244,8 @@ impl DropFs {
         })?;
 
         tracing::info!(parent: &self.span, file = %name, "upload started");
-        let upload = Upload::new(name, temp, dest, file, self.span.clone());
+        let mut upload = Upload::new(name, temp, dest, file, self.span.clone());
+        upload.temporary = temporary;
         self.insert(OpenHandle::Upload(upload))
     }
 
