@@ -101,6 +101,15 @@ fn decode_text(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, Finding
                 }),
             }
         }
+        // The BOM says UTF-8: read as Windows-1252 it would be the text "ï»¿" in the first
+        // header, which no column matches (a status column unseen makes leavers active).
+        Encoding::Windows1252 if bytes.starts_with(UTF8_BOM) => Err((
+            0,
+            "the file starts with a UTF-8 byte order mark, but roster.encoding is \
+             \"windows-1252\": set roster.encoding to \"auto\" (or \"utf-8\") for this HR \
+             system's files"
+                .to_owned(),
+        )),
         Encoding::Windows1252 => windows_1252(bytes),
     };
     let bad = match (decoded, nul) {
@@ -276,6 +285,22 @@ mod tests {
         assert_eq!(r.employees[0].email(), "zoÃ«@example.com");
         let r = rejected_with(b"employee_id,email\n1,a\x9D@example.com\n", &opts);
         assert_eq!(places(&r.errors), [(Some(2), None)]);
+    }
+
+    /// A UTF-8 BOM under `roster.encoding = "windows-1252"` had become "ï»¿" in the first
+    /// header: a first column `status` went unseen, so leavers were provisioned.
+    #[test]
+    fn a_utf8_bom_under_forced_windows_1252_is_not_decodable() {
+        let opts = RosterOptions {
+            encoding: Encoding::Windows1252,
+            ..RosterOptions::default()
+        };
+        let r = rejected_with(
+            b"\xEF\xBB\xBFstatus,employee_id,email\nterminated,1,a@example.com\n",
+            &opts,
+        );
+        assert_eq!(places(&r.errors), [(Some(1), None)]);
+        assert!(r.errors[0].message.contains("byte order mark"));
     }
 
     #[test]

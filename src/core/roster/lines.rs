@@ -81,6 +81,10 @@ pub(super) enum QuoteFault {
     /// so a quote left open by mistake was closed by any later one (`27" monitor`, rows
     /// further down) and every line in between read as one cell.
     TextAfterClose(usize, usize),
+    /// This field starts with spaces and then a quote. csv reads it unquoted, quotes and
+    /// all (` "E1"` is the ID `"E1"`, not `E1`): a different employee or email, whose
+    /// account would be created and the real one's deactivated.
+    SpacedOpen(usize),
 }
 
 /// The first fault of `record`'s quoting, if any. A quote left open and closed rows further
@@ -90,6 +94,8 @@ pub(super) enum QuoteFault {
 pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
     let mut field = 0;
     let mut at_field_start = true;
+    // Only spaces (or tabs) so far in this field.
+    let mut blank = true;
     let mut quoted = false;
     let mut i = 0;
     while i < record.len() {
@@ -115,13 +121,17 @@ pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
         } else if b == delimiter {
             field += 1;
             at_field_start = true;
+            blank = true;
             i += 1;
             continue;
         } else if b == b'\n' || b == b'\r' {
             return None;
         } else if b == b'"' && at_field_start {
             quoted = true;
+        } else if b == b'"' && blank {
+            return Some(QuoteFault::SpacedOpen(field));
         }
+        blank = blank && (b == b' ' || b == b'\t');
         at_field_start = false;
         i += 1;
     }
@@ -346,6 +356,32 @@ mod tests {
             None,
             "a quote inside a field is text"
         );
+    }
+
+    /// ` "E1"` read as csv reads it is the ID `"E1"`, quotes and all: the real E1's account
+    /// was deactivated and a new one created, with a warning at most.
+    #[test]
+    fn a_quote_after_leading_spaces_is_an_error_at_its_field() {
+        let r = rejected("employee_id,email,manager_id\n1,a@example.com,\n \"1\",b@example.com,\n");
+        assert_eq!(places(&r.errors), [(Some(3), Some("employee_id"))]);
+        assert!(
+            r.errors[0]
+                .message
+                .contains("spaces before its opening quote"),
+            "{}",
+            r.errors[0].message
+        );
+        let r = rejected("employee_id,email\n1, \"a@example.com\"\n2,b@example.com\n");
+        assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
+        // Tabs too, with any delimiter; a quote after text, or after a tab delimiter, is not one.
+        assert_eq!(
+            quote_fault(b"a;\t \"x\";b", b';'),
+            Some(QuoteFault::SpacedOpen(1))
+        );
+        assert_eq!(quote_fault(b"a, 27\" screen,b", b','), None);
+        assert_eq!(quote_fault(b"a\t\"x\"\tb", b'\t'), None);
+        assert_eq!(quote_fault(b"\"x\" ,y", b','), None);
+        ok("employee_id,email,note\n1,a@example.com, 27\" screen\n");
     }
 
     /// A quote left open is closed by a later quote that is followed by text (an inch mark

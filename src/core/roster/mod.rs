@@ -471,10 +471,13 @@ impl<'a> Parser<'a> {
         // quoting of the others is checked (a quote left open runs to the end of the file,
         // or to any later quote that text follows), and the last record's always.
         let last = end >= self.text.len();
-        let fault = match last || quoted(record, end - start - 1) {
-            true => quote_fault(&self.text[start..end.min(self.text.len())], self.delimiter),
-            false => None,
-        };
+        // A record read without quotes is checked too when it holds one (` "E1"`).
+        let raw = &self.text[start..end.min(self.text.len())];
+        let fault =
+            match last || quoted(record, end - start - 1) || memchr::memchr(b'"', raw).is_some() {
+                true => quote_fault(raw, self.delimiter),
+                false => None,
+            };
         // The line of a closing quote at fault (lines are asked for in order).
         let closed = match fault {
             Some(QuoteFault::TextAfterClose(_, at)) => self.lines.at(start + at),
@@ -574,11 +577,25 @@ impl<'a> Parser<'a> {
     fn quote_fault(&mut self, fault: &QuoteFault, line: u64, closed: u64) {
         let last = self.previous_end;
         let (field, message) = match *fault {
-            QuoteFault::Unclosed(field) => (
+            QuoteFault::Unclosed(field) => {
+                let read = match last > line {
+                    true => format!(", so lines {line}–{last} were read as one row"),
+                    false => String::new(),
+                };
+                (
+                    field,
+                    format!(
+                        "a quote opened in field {} of this row is never closed{read}; close or \
+                         remove the quote",
+                        field + 1
+                    ),
+                )
+            }
+            QuoteFault::SpacedOpen(field) => (
                 field,
                 format!(
-                    "a quote opened in field {} of this row is never closed, so lines \
-                     {line}–{last} were read as one row; close or remove the quote",
+                    "field {} of this row has spaces before its opening quote, so the quotes \
+                     would be read as part of the value; remove the spaces before the quote",
                     field + 1
                 ),
             ),
