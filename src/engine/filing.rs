@@ -335,6 +335,16 @@ impl<S: Store> Pipeline<S> {
         if same_file {
             fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        } else if let Some(held) =
+            read.filter(|held| from != to && !to.exists() && !held.is_at(&from))
+        {
+            // Replaced (or removed) while it was processed: the bytes committed are filed
+            // from the handle still held, and a replacement stays in inbox/ as a new file.
+            if let Err(e) = held.copy_to(&to) {
+                tracing::warn!(file = %entry.stored_as, "the file committed was replaced or \
+                    changed in {} while it was processed, and could not be filed: {e}; its \
+                    reports are filed", from.parent().map_or(String::new(), |p| p.display().to_string()));
+            }
         }
         fsync_dir(&to_dir)?;
         if let Some(parent) = from.parent() {

@@ -104,6 +104,23 @@ impl HeldFile {
         std::fs::symlink_metadata(path).is_ok_and(|meta| Stamp::of(&meta) == self.stamp)
     }
 
+    /// Files a synced copy of the bytes read at `path` (which must not exist): for a file
+    /// replaced or removed from its folder while it was processed (`mv new.csv
+    /// inbox/roster.csv` over it), whose committed bytes would otherwise be filed nowhere.
+    /// An error, and nothing named, when it was written since it was read. (Its change
+    /// time is not compared: the replacement's unlink moves it.)
+    pub fn copy_to(&self, path: &Path) -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let copy = UnnamedCopy::of(self, dir)?;
+        let now = LastWrite::of(&self.file.metadata()?);
+        if copy.len != self.stamp.written.size || now != self.stamp.written {
+            return Err(std::io::Error::other(
+                "the file was written since it was read",
+            ));
+        }
+        copy.link(path)
+    }
+
     /// Whether the file is as it was read (wherever it is now).
     fn unchanged(&self) -> bool {
         self.file
@@ -164,6 +181,12 @@ impl UnnamedCopy {
                 "the file changed while it was copied",
             ));
         }
+        self.link(path)?;
+        Ok(self.file)
+    }
+
+    /// Gives the copy the name `path`, which must not exist.
+    fn link(&self, path: &Path) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
         let unnamed = format!("/proc/self/fd/{}", self.file.as_raw_fd());
         nix::unistd::linkat(
@@ -173,7 +196,7 @@ impl UnnamedCopy {
             path,
             nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
         )?;
-        Ok(self.file)
+        Ok(())
     }
 }
 

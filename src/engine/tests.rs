@@ -711,3 +711,67 @@ fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
     p.process("later.csv").unwrap();
     assert_eq!(take(), ["filed 3 later.csv applied by None"]);
 }
+
+/// `mv new.csv inbox/roster.csv` over a file being processed: the committed bytes had been
+/// filed nowhere (only their reports), so `sync` and a held file's approval failed for good.
+#[test]
+fn a_file_replaced_in_inbox_while_processed_is_filed_from_the_bytes_committed() {
+    use super::roster_file::HeldFile;
+    use crate::store::FileEntry;
+    let (_dir, p) = pipeline();
+    let inbox = p.paths.folder("inbox");
+    let committed = staff(&[("E1", "IT")]);
+    fs::write(inbox.join("r.csv"), &committed).unwrap();
+    let held = HeldFile::of(fs::File::open(inbox.join("r.csv")).unwrap()).unwrap();
+    let newer = staff(&[("E2", "IT")]);
+    fs::write(inbox.join(".new"), &newer).unwrap();
+    fs::rename(inbox.join(".new"), inbox.join("r.csv")).unwrap();
+    let entry = FileEntry {
+        id: 1,
+        name: "r.csv".into(),
+        stored_as: "20260101T000000Z_r.csv".into(),
+        size: committed.len() as u64,
+        sha256: crate::util::sha256_hex(&committed),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        processed_at: "2026-01-01T00:00:00Z".into(),
+        status: FileStatus::Applied,
+        summary: String::new(),
+        pending_move: Some((
+            "inbox/r.csv".into(),
+            "processed/20260101T000000Z_r.csv".into(),
+        )),
+        remote: None,
+        remote_pending: false,
+        was_held: false,
+    };
+    p.finish_filing(&entry, Some(&held)).unwrap();
+    let processed = p.paths.folder("processed");
+    assert_eq!(
+        fs::read(processed.join("20260101T000000Z_r.csv")).unwrap(),
+        committed
+    );
+    assert_eq!(
+        fs::read(inbox.join("r.csv")).unwrap(),
+        newer,
+        "the newer file waits"
+    );
+    // Written since it was read: not filed as if it were what was committed.
+    let entry = FileEntry {
+        stored_as: "20260101T000001Z_r.csv".into(),
+        pending_move: Some((
+            "inbox/r.csv".into(),
+            "processed/20260101T000001Z_r.csv".into(),
+        )),
+        ..entry
+    };
+    let held = HeldFile::of(fs::File::open(inbox.join("r.csv")).unwrap()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(inbox.join("r.csv"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, b"E3,e3@x.io,IT,active\n").unwrap();
+    fs::remove_file(inbox.join("r.csv")).unwrap();
+    p.finish_filing(&entry, Some(&held)).unwrap();
+    assert!(!processed.join("20260101T000001Z_r.csv").exists());
+}
