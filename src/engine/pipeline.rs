@@ -803,6 +803,42 @@ impl<S: Store> Pipeline<S> {
             .folder(entry.status.folder())
             .join(format!("{}.report.json", entry.stored_as))
     }
+
+    /// The bytes of file `id`'s report and where they were read, read beside the engine: a
+    /// file committed and not filed yet has its report in staging/ (it had been "No such
+    /// file", exit 5, for a report the ledger already called applied), and one filed while
+    /// it is looked for is found where it went. `None` when there is no such file.
+    pub fn read_report(&self, id: u64) -> Result<Option<(Vec<u8>, PathBuf)>> {
+        for _ in 0..3 {
+            let Some(entry) = self.store.file(id)? else {
+                return Ok(None);
+            };
+            let mut places = vec![self.report_path(&entry)];
+            if entry.pending_move.is_some() {
+                places.push(self.staged(entry.id).join("report.json"));
+            }
+            for path in places {
+                match fs::read(&path) {
+                    Ok(bytes) => return Ok(Some((bytes, self.report_path(&entry)))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("reading the report {}", path.display()));
+                    }
+                }
+            }
+            if entry.pending_move.is_none() {
+                // Named, as it may have been removed from its folder by hand (pruned).
+                let path = self.report_path(&entry);
+                return fs::read(&path)
+                    .map(|bytes| Some((bytes, path.clone())))
+                    .with_context(|| format!("reading the report {}", path.display()));
+            }
+        }
+        Err(Error::failed(format!(
+            "the report of file {id} moved while it was read; ask again"
+        )))
+    }
 }
 
 /// Where a file of inbox/ comes in the order files are processed (then by name): when it

@@ -717,7 +717,6 @@ fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
 #[test]
 fn a_file_replaced_in_inbox_while_processed_is_filed_from_the_bytes_committed() {
     use super::roster_file::HeldFile;
-    use crate::store::FileEntry;
     let (_dir, p) = pipeline();
     let inbox = p.paths.folder("inbox");
     let committed = staff(&[("E1", "IT")]);
@@ -726,24 +725,7 @@ fn a_file_replaced_in_inbox_while_processed_is_filed_from_the_bytes_committed() 
     let newer = staff(&[("E2", "IT")]);
     fs::write(inbox.join(".new"), &newer).unwrap();
     fs::rename(inbox.join(".new"), inbox.join("r.csv")).unwrap();
-    let entry = FileEntry {
-        id: 1,
-        name: "r.csv".into(),
-        stored_as: "20260101T000000Z_r.csv".into(),
-        size: committed.len() as u64,
-        sha256: crate::util::sha256_hex(&committed),
-        received_at: "2026-01-01T00:00:00Z".into(),
-        processed_at: "2026-01-01T00:00:00Z".into(),
-        status: FileStatus::Applied,
-        summary: String::new(),
-        pending_move: Some((
-            "inbox/r.csv".into(),
-            "processed/20260101T000000Z_r.csv".into(),
-        )),
-        remote: None,
-        remote_pending: false,
-        was_held: false,
-    };
+    let entry = committed_entry("20260101T000000Z_r.csv", &committed);
     p.finish_filing(&entry, Some(&held)).unwrap();
     let processed = p.paths.folder("processed");
     assert_eq!(
@@ -756,7 +738,7 @@ fn a_file_replaced_in_inbox_while_processed_is_filed_from_the_bytes_committed() 
         "the newer file waits"
     );
     // Written since it was read: not filed as if it were what was committed.
-    let entry = FileEntry {
+    let entry = crate::store::FileEntry {
         stored_as: "20260101T000001Z_r.csv".into(),
         pending_move: Some((
             "inbox/r.csv".into(),
@@ -774,4 +756,55 @@ fn a_file_replaced_in_inbox_while_processed_is_filed_from_the_bytes_committed() 
     fs::remove_file(inbox.join("r.csv")).unwrap();
     p.finish_filing(&entry, Some(&held)).unwrap();
     assert!(!processed.join("20260101T000001Z_r.csv").exists());
+}
+
+/// The ledger entry of `bytes`, applied as `stored_as` from inbox/r.csv and not filed yet.
+fn committed_entry(stored_as: &str, bytes: &[u8]) -> crate::store::FileEntry {
+    crate::store::FileEntry {
+        id: 1,
+        name: "r.csv".into(),
+        stored_as: stored_as.into(),
+        size: bytes.len() as u64,
+        sha256: crate::util::sha256_hex(bytes),
+        received_at: "2026-01-01T00:00:00Z".into(),
+        processed_at: "2026-01-01T00:00:00Z".into(),
+        status: FileStatus::Applied,
+        summary: String::new(),
+        pending_move: Some(("inbox/r.csv".into(), format!("processed/{stored_as}"))),
+        remote: None,
+        remote_pending: false,
+        was_held: false,
+    }
+}
+
+/// `files show` (and the API's report) between a file's commit and its filing: the report
+/// is read where it was staged, then where it was filed; it had been "No such file", exit 5.
+#[test]
+fn a_report_is_read_between_the_commit_and_the_filing() {
+    let (_dir, p) = pipeline();
+    let entry = committed_entry("20260101T000000Z_r.csv", b"x");
+    crate::store::samples::commit_entry(&p.store, &entry);
+    let staged = p.staged(entry.id);
+    fs::create_dir_all(&staged).unwrap();
+    fs::write(staged.join("report.json"), b"{\"staged\":1}").unwrap();
+    let filed = p.report_path(&entry);
+    assert_eq!(
+        p.read_report(1).unwrap(),
+        Some((b"{\"staged\":1}".to_vec(), filed.clone()))
+    );
+    fs::rename(staged.join("report.json"), &filed).unwrap();
+    assert_eq!(
+        p.read_report(1).unwrap(),
+        Some((b"{\"staged\":1}".to_vec(), filed.clone()))
+    );
+    p.store.filed(&entry).unwrap();
+    assert_eq!(
+        p.read_report(1).unwrap(),
+        Some((b"{\"staged\":1}".to_vec(), filed.clone()))
+    );
+    assert_eq!(p.read_report(2).unwrap(), None);
+    // Filed, then pruned by hand: the error names it.
+    fs::remove_file(&filed).unwrap();
+    let err = p.read_report(1).unwrap_err().to_string();
+    assert!(err.contains(&filed.display().to_string()), "{err}");
 }

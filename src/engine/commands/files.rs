@@ -110,13 +110,9 @@ pub(super) fn run<S: Store>(
     Ok(match req {
         Request::FilesList => files_list(p)?,
         Request::FilesShow { id } => {
-            let Some(f) = p.store.file(id)? else {
+            let Some((bytes, path)) = p.read_report(id)? else {
                 return Ok(no_file(id));
             };
-            let path = p.report_path(&f);
-            // Named, as it may have been removed from its folder by hand (pruned).
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("reading the report {}", path.display()))?;
             let report: Report = serde_json::from_slice(&bytes)
                 .with_context(|| format!("reading the report {}", path.display()))?;
             let mut text = format!("file {id}, report {}\n", path.display());
