@@ -268,6 +268,7 @@ impl Command {
                     role: a.role.clone(),
                     when: a.when.clone(),
                     strict: a.strict,
+                    accept: None,
                 },
                 RulesCommand::Edit { id, args } => Request::RulesEdit {
                     id: *id,
@@ -275,6 +276,7 @@ impl Command {
                     role: args.role.clone(),
                     when: args.when.clone(),
                     strict: args.strict,
+                    accept: None,
                 },
                 RulesCommand::Delete { id } => Request::RulesDelete { id: *id },
                 RulesCommand::Enable { id } => Request::RulesEnable {

@@ -294,7 +294,7 @@ pub fn execute<W: Write>(
         _ => match open_here(cfg, matches!(request, Request::Sync { .. })) {
             Ok(p) => refused_if_damaged(
                 &p,
-                commands::execute_streamed(&p, request, &Caller::Unix(user), output),
+                commands::execute_streamed(&p, request, &Caller::Unix(user), None, output),
             ),
             Err(refusal) => return Outcome::Answer(refusal),
         },
@@ -533,7 +533,7 @@ mod tests {
             let before = audit(&p);
             let sync = Request::Sync { force: false };
             let root = Caller::Unix("root".into());
-            let answered = commands::execute_streamed(&p, sync, &root, Output::Text);
+            let answered = commands::execute_streamed(&p, sync, &root, None, Output::Text);
             // A failure on the damaged bucket, or a report of the rejection made without it.
             assert_eq!(matches!(answered, Streamed::Body(_)), rejected);
             let Streamed::Whole(r) = refused_if_damaged(&p, answered) else {

@@ -9,6 +9,7 @@
 
 mod common;
 
+use autoprov::api::seen::account_version;
 use common::daemon::Daemon;
 use common::{Settings, TestEnv, testdata, urlencode as encode};
 use serde_json::Value;
@@ -591,10 +592,34 @@ fn forms_need_the_persons_token_and_this_site() {
         "{}",
         a.body
     );
+    // A form drawn when the account was otherwise (here: inactive) changes nothing: 409.
+    let version = |status| account_version("m9@acme.example", "HR Admin", status);
+    let stale = version("inactive");
     let a = web.post(
         "/admins/M9",
         &[me],
-        &[("role", "IT Admin"), ("status", ""), ("csrf", &token)],
+        &[("role", "IT Admin"), ("seen", &stale), ("csrf", &token)],
+    );
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(
+        a.body.contains("was changed since the page was drawn"),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        env.json_ok(0, &["admins", "show", "M9"])["role"],
+        "HR Admin"
+    );
+    let seen = version("active");
+    let a = web.post(
+        "/admins/M9",
+        &[me],
+        &[
+            ("role", "IT Admin"),
+            ("status", ""),
+            ("seen", &seen),
+            ("csrf", &token),
+        ],
     );
     assert_eq!(a.status, 303, "{}", a.body);
     assert_eq!(

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod render;
 pub mod report_out;
+pub mod seen;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -61,6 +62,9 @@ pub enum Request {
         when: Vec<String>,
         /// Refuse on conflicts.
         strict: bool,
+        /// See [`Request::RulesEdit`]'s.
+        #[serde(default)]
+        accept: Option<String>,
     },
     /// `rules edit ID`
     RulesEdit {
@@ -74,6 +78,11 @@ pub enum Request {
         when: Vec<String>,
         /// Refuse on conflicts.
         strict: bool,
+        /// Not strict: saved despite conflicts only when they are these, as
+        /// [`crate::api::seen::conflicts_version`] gives them (the web section's "Save
+        /// anyway" after they were shown); other conflicts refuse as `strict` does.
+        #[serde(default)]
+        accept: Option<String>,
     },
     /// `rules delete ID`
     RulesDelete {

@@ -4,6 +4,7 @@
 use super::commands::{self, Streamed};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
+use crate::api::seen::Seen;
 use crate::api::{Caller, Output, Request, Response, Upload, exit};
 use crate::store::SledStore;
 use serde_json::json;
@@ -38,7 +39,7 @@ pub fn answer(
     output: Output,
     state: &Mutex<EngineState>,
 ) -> Response {
-    answer_streamed(p, request, caller, upload, output, state).into_response(output)
+    answer_streamed(p, request, caller, upload, None, output, state).into_response(output)
 }
 
 /// [`answer`], a long answer (`admins list`, the report of `process` or `sync`) left as its
@@ -48,6 +49,7 @@ pub fn answer_streamed(
     request: Request,
     caller: &Caller,
     upload: Option<(Upload, Vec<u8>)>,
+    seen: Option<&Seen>,
     output: Output,
     state: &Mutex<EngineState>,
 ) -> Streamed {
@@ -71,7 +73,7 @@ pub fn answer_streamed(
         return Streamed::Whole(refusal);
     }
     let is_status = matches!(request, Request::Status);
-    match commands::execute_streamed(p, request, caller, output) {
+    match commands::execute_streamed(p, request, caller, seen, output) {
         Streamed::Whole(mut response) if is_status && response.exit == exit::OK => {
             add_daemon_status(p, &mut response, state);
             Streamed::Whole(response)

@@ -6,6 +6,7 @@ use super::commands::{Body, Streamed};
 use super::jobs::{Job, SourceFile, SourceJob};
 use super::pipeline::Pipeline;
 use super::state::EngineState;
+use crate::api::seen::Seen;
 use crate::api::{Caller, Output, Request, Response, Upload, exit};
 use crate::store::{RemoteOrigin, SledStore};
 use std::sync::{Arc, Mutex};
@@ -296,7 +297,7 @@ impl EngineHandle {
         tokio::task::spawn_blocking(move || {
             let _heavy = heavy;
             let caller = Caller::Unix(caller);
-            let answered = answer_streamed(&pipeline, request, &caller, None, output, &state);
+            let answered = answer_streamed(&pipeline, request, &caller, None, None, output, &state);
             drop(slot);
             write_out(answered, output, &tx);
         });
@@ -343,9 +344,18 @@ impl EngineHandle {
                 place: heavy,
             };
         }
-        self.queue(request, caller, upload, output, false)
+        self.queue(request, caller, upload, None, output, false)
             .await
             .into_response(output)
+            .into()
+    }
+
+    /// Sends a change of a person of the web section from a page that showed its thing as
+    /// `seen`: done only while the thing is still so (see [`crate::api::seen`]).
+    pub async fn ask_seen(&self, request: Request, caller: Caller, seen: Seen) -> Reply {
+        self.queue(request, caller, None, Some(seen), Output::Json, false)
+            .await
+            .into_response(Output::Json)
             .into()
     }
 
@@ -358,7 +368,7 @@ impl EngineHandle {
         upload: Option<(Upload, Vec<u8>)>,
         output: Output,
     ) -> Streamed {
-        self.queue(request, Caller::Unix(caller), upload, output, true)
+        self.queue(request, Caller::Unix(caller), upload, None, output, true)
             .await
     }
 
@@ -368,6 +378,7 @@ impl EngineHandle {
         request: Request,
         caller: Caller,
         upload: Option<(Upload, Vec<u8>)>,
+        seen: Option<Seen>,
         output: Output,
         stream: bool,
     ) -> Streamed {
@@ -376,6 +387,7 @@ impl EngineHandle {
             request,
             caller,
             upload,
+            seen,
             output,
             stream,
             reply,

@@ -47,6 +47,8 @@ pub enum Job {
         caller: Caller,
         /// The file that came with `process`.
         upload: Option<(Upload, Vec<u8>)>,
+        /// What the page the change came from showed of its thing (web section).
+        seen: Option<crate::api::seen::Seen>,
         /// What the asker prints.
         output: Output,
         /// The asker takes a long answer's body written out (see [`Streamed`]); otherwise

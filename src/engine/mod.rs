@@ -20,6 +20,8 @@ mod resync_tests;
 pub mod roster_file;
 #[cfg(test)]
 mod rules_tests;
+#[cfg(test)]
+mod seen_tests;
 mod state;
 #[cfg(test)]
 mod tests;

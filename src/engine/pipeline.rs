@@ -808,7 +808,7 @@ impl<S: Store> Pipeline<S> {
     /// file committed and not filed yet has its report in staging/ (it had been "No such
     /// file", exit 5, for a report the ledger already called applied), and one filed while
     /// it is looked for is found where it went. `None` when there is no such file.
-    pub fn read_report(&self, id: u64) -> Result<Option<(Vec<u8>, PathBuf)>> {
+    pub fn report_bytes(&self, id: u64) -> Result<Option<(Vec<u8>, PathBuf)>> {
         for _ in 0..3 {
             let Some(entry) = self.store.file(id)? else {
                 return Ok(None);

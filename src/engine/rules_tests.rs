@@ -41,6 +41,7 @@ fn a_rule_whose_role_was_taken_out_of_the_config_is_left_out() {
         role: "IT Admin".into(),
         when: vec!["department = Ops".into()],
         strict: false,
+        accept: None,
     };
     let person = crate::api::Caller::Person("e1@x.io".into());
     let refused = super::commands::execute_as(&p, change, &person, crate::api::Output::Json);
@@ -134,6 +135,7 @@ fn a_rule_on_is_manager_needs_a_manager_id_column() {
         role: "IT Admin".into(),
         when: vec!["department = IT".into(), "is_manager = true".into()],
         strict: false,
+        accept: None,
     };
     let added = super::commands::execute(&p, add, "root", Output::Json);
     assert_eq!(added.exit, exit::OK, "{}", added.text);
@@ -216,6 +218,7 @@ fn a_rule_whose_role_is_no_longer_granted_is_not_enabled_edited_or_a_winner() {
         role: role.map(str::to_string),
         when: Vec::new(),
         strict: false,
+        accept: None,
     };
     assert_eq!(run(edit(None)).exit, exit::OK);
     let mut rule = p.store.rule(finance).unwrap().unwrap();
@@ -259,6 +262,7 @@ fn is_manager_without_a_manager_column_is_not_counted() {
         role: "HR Admin".into(),
         when: vec!["is_manager = false".into()],
         strict: false,
+        accept: None,
     };
     let added = super::commands::execute(&p, add, "root", Output::Text);
     assert!(
@@ -284,6 +288,7 @@ fn a_new_rules_conflicts_name_it_by_its_id_and_leave_other_names_alone() {
         role: "HR Admin".into(),
         when: vec!["department = IT".into()],
         strict: false,
+        accept: None,
     };
     let added = super::commands::execute(&p, add, "root", Output::Text);
     assert!(
@@ -313,6 +318,7 @@ fn a_roster_cannot_add_lines_to_the_rules_commands_text() {
         role: "HR Admin".into(),
         when: vec!["department = IT".into()],
         strict: false,
+        accept: None,
     };
     let added = super::commands::execute(&p, add, "root", Output::Text);
     let checked = super::commands::execute(&p, Request::RulesCheck, "root", Output::Text);

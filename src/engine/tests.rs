@@ -789,22 +789,22 @@ fn a_report_is_read_between_the_commit_and_the_filing() {
     fs::write(staged.join("report.json"), b"{\"staged\":1}").unwrap();
     let filed = p.report_path(&entry);
     assert_eq!(
-        p.read_report(1).unwrap(),
+        p.report_bytes(1).unwrap(),
         Some((b"{\"staged\":1}".to_vec(), filed.clone()))
     );
     fs::rename(staged.join("report.json"), &filed).unwrap();
     assert_eq!(
-        p.read_report(1).unwrap(),
+        p.report_bytes(1).unwrap(),
         Some((b"{\"staged\":1}".to_vec(), filed.clone()))
     );
     p.store.filed(&entry).unwrap();
     assert_eq!(
-        p.read_report(1).unwrap(),
+        p.report_bytes(1).unwrap(),
         Some((b"{\"staged\":1}".to_vec(), filed.clone()))
     );
-    assert_eq!(p.read_report(2).unwrap(), None);
+    assert_eq!(p.report_bytes(2).unwrap(), None);
     // Filed, then pruned by hand: the error names it.
     fs::remove_file(&filed).unwrap();
-    let err = p.read_report(1).unwrap_err().to_string();
+    let err = p.report_bytes(1).unwrap_err().to_string();
     assert!(err.contains(&filed.display().to_string()), "{err}");
 }

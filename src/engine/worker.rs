@@ -71,6 +71,7 @@ fn run_job(
             request,
             caller,
             upload,
+            seen,
             output,
             stream,
             reply,
@@ -89,7 +90,15 @@ fn run_job(
             // A panic here fails this request with exit 5, not the client's "daemon stopped"
             // (4): the engine goes on (see `run`).
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let answered = answer_streamed(pipeline, request, &caller, upload, output, state);
+                let answered = answer_streamed(
+                    pipeline,
+                    request,
+                    &caller,
+                    upload,
+                    seen.as_ref(),
+                    output,
+                    state,
+                );
                 match stream {
                     true => answered,
                     false => Streamed::Whole(answered.into_response(output)),

@@ -7,6 +7,7 @@ use super::WebState;
 use super::api::json_response;
 use super::identity::Change;
 use super::pages;
+use crate::api::seen::Seen;
 use crate::api::{Output, Request, Response, exit};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -50,6 +51,9 @@ pub struct RuleForm {
     /// (409, with the conflicts and the confirmation) and nothing is saved.
     #[serde(default)]
     pub confirm: String,
+    /// On edit: the rule's version as the form showed it ([`crate::api::seen`]).
+    #[serde(default)]
+    pub seen: String,
 }
 
 impl RuleForm {
@@ -62,10 +66,18 @@ impl RuleForm {
             .collect()
     }
 
-    /// Whether conflicts refuse the rule: unless `confirm` is these fields' confirmation
-    /// (`id`: the rule edited).
+    /// Whether every conflict refuses the rule: unless `confirm` is these fields'
+    /// confirmation (`id`: the rule edited), with the conflicts accepted.
     fn strict(&self, id: Option<u64>) -> bool {
-        self.confirm.trim() != pages::confirmation(id, &self.name, &self.role, &self.when)
+        self.accepted(id).is_none()
+    }
+
+    /// The conflicts `confirm` accepts (their version), when it confirms these fields:
+    /// other conflicts than those shown still refuse the rule.
+    fn accepted(&self, id: Option<u64>) -> Option<String> {
+        let (fields, conflicts) = self.confirm.trim().split_once('.')?;
+        let confirmed = fields == pages::confirmation(id, &self.name, &self.role, &self.when);
+        confirmed.then(|| conflicts.to_string())
     }
 }
 
@@ -92,11 +104,25 @@ pub struct AdminSetForm {
     /// `active` or `inactive`.
     #[serde(default)]
     pub status: String,
+    /// The account's version as the form showed it ([`crate::api::seen`]).
+    #[serde(default)]
+    pub seen: String,
 }
 
-/// A form with no field but `csrf`.
+/// A form of one button: the version of its thing as the page showed it (empty from a
+/// client that did not draw it: the change is then done as the CLI does it).
 #[derive(Debug, Default, Deserialize)]
-pub struct NoFields {}
+pub struct SeenForm {
+    /// See [`crate::api::seen`].
+    #[serde(default)]
+    pub seen: String,
+}
+
+/// What the form said its page showed, when it said.
+fn seen(version: &str, of: impl FnOnce(String) -> Seen) -> Option<Seen> {
+    let version = version.trim();
+    (!version.is_empty()).then(|| of(version.to_string()))
+}
 
 fn some(text: &str) -> Option<String> {
     let text = text.trim();
@@ -122,9 +148,16 @@ fn id_of(text: &str, what: &str) -> Result<u64, Response> {
         .map_err(|_| Response::fail(exit::USAGE, format!("\"{text}\" is not a {what} id")))
 }
 
-/// Sends `request` as the person who posted; 303 to `next` when it was done.
-async fn send<T>(state: &WebState, change: &Change<T>, request: Request, next: String) -> Answer {
-    send_rule(state, change, request, next, None).await
+/// Sends `request` as the person who posted; 303 to `next` when it was done. `seen`: what
+/// the page showed of the thing it acts on, when the form said.
+async fn send<T>(
+    state: &WebState,
+    change: &Change<T>,
+    request: Request,
+    seen: Option<Seen>,
+    next: String,
+) -> Answer {
+    send_rule(state, change, request, seen, next, None).await
 }
 
 /// [`send`], with the rule form to show again when a browser's rule conflicts.
@@ -132,14 +165,21 @@ async fn send_rule<T>(
     state: &WebState,
     change: &Change<T>,
     request: Request,
+    seen: Option<Seen>,
     next: String,
     rule: Option<pages::RuleForm>,
 ) -> Answer {
-    let answer = state
-        .engine
-        .ask_as(request, change.person.caller(), None, Output::Json)
-        .await
-        .response;
+    let caller = change.person.caller();
+    let answer = match seen {
+        Some(seen) => state.engine.ask_seen(request, caller, seen).await,
+        None => {
+            state
+                .engine
+                .ask_as(request, caller, None, Output::Json)
+                .await
+        }
+    }
+    .response;
     if answer.exit != exit::OK {
         if change.html {
             return super::html::form_refused(state, &change.person, answer, rule).await;
@@ -151,7 +191,11 @@ async fn send_rule<T>(
                 .get("conflicts")
                 .is_some_and(|c| c.as_array().is_some_and(|c| !c.is_empty()))
         {
-            json.insert("confirm".into(), rule.confirmation().into());
+            let shown = pages::RuleForm {
+                conflicts: json["conflicts"].clone(),
+                ..rule.clone()
+            };
+            json.insert("confirm".into(), shown.confirmation().into());
         }
         return refused(answer);
     }
@@ -168,6 +212,7 @@ impl RuleForm {
             when: self.when.clone(),
             conflicts: serde_json::Value::Null,
             error: None,
+            seen: self.seen.clone(),
         }
     }
 }
@@ -194,9 +239,10 @@ async fn rule_add(State(state): State<Arc<WebState>>, change: Change<RuleForm>) 
         role: f.role.clone(),
         when: f.conditions(),
         strict: f.strict(None),
+        accept: f.accepted(None),
     };
     let shown = f.shown(None);
-    send_rule(&state, &change, request, "/rules".into(), Some(shown)).await
+    send_rule(&state, &change, request, None, "/rules".into(), Some(shown)).await
 }
 
 async fn rule_edit(
@@ -215,13 +261,15 @@ async fn rule_edit(
         role: some(&f.role),
         when: f.conditions(),
         strict: f.strict(Some(id)),
+        accept: f.accepted(Some(id)),
     };
     let shown = f.shown(Some(id));
-    send_rule(&state, &change, request, "/rules".into(), Some(shown)).await
+    let seen = seen(&f.seen, |v| Seen::Rule(id, v));
+    send_rule(&state, &change, request, seen, "/rules".into(), Some(shown)).await
 }
 
 /// `enable`, `disable` or `delete` of rule `id`.
-async fn rule_switch(state: &WebState, id: &str, change: Change<NoFields>, verb: &str) -> Answer {
+async fn rule_switch(state: &WebState, id: &str, change: Change<SeenForm>, verb: &str) -> Answer {
     let id = match id_of(id, "rule") {
         Ok(id) => id,
         Err(answer) => return json_response(answer),
@@ -233,13 +281,14 @@ async fn rule_switch(state: &WebState, id: &str, change: Change<NoFields>, verb:
             enabled: verb == "enable",
         },
     };
-    send(state, &change, request, "/rules".into()).await
+    let seen = seen(&change.form.seen, |v| Seen::Rule(id, v));
+    send(state, &change, request, seen, "/rules".into()).await
 }
 
 async fn rule_enable(
     State(state): State<Arc<WebState>>,
     Path(id): Path<String>,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
 ) -> Answer {
     rule_switch(&state, &id, change, "enable").await
 }
@@ -247,7 +296,7 @@ async fn rule_enable(
 async fn rule_disable(
     State(state): State<Arc<WebState>>,
     Path(id): Path<String>,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
 ) -> Answer {
     rule_switch(&state, &id, change, "disable").await
 }
@@ -255,7 +304,7 @@ async fn rule_disable(
 async fn rule_delete(
     State(state): State<Arc<WebState>>,
     Path(id): Path<String>,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
 ) -> Answer {
     rule_switch(&state, &id, change, "delete").await
 }
@@ -268,7 +317,7 @@ async fn admin_add(State(state): State<Arc<WebState>>, change: Change<AdminForm>
         email: f.email.clone(),
         role: f.role.clone(),
     };
-    send(&state, &change, request, next).await
+    send(&state, &change, request, None, next).await
 }
 
 async fn admin_set(
@@ -281,22 +330,24 @@ async fn admin_set(
         role: some(&change.form.role),
         status: some(&change.form.status),
     };
-    send(&state, &change, request, page("/admins/", &id)).await
+    let seen = seen(&change.form.seen, |v| Seen::Account(id.clone(), v));
+    send(&state, &change, request, seen, page("/admins/", &id)).await
 }
 
 async fn admin_remove(
     State(state): State<Arc<WebState>>,
     Path(id): Path<String>,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
 ) -> Answer {
+    let seen = seen(&change.form.seen, |v| Seen::Account(id.clone(), v));
     let request = Request::AdminsRemove { id };
-    send(&state, &change, request, "/?tab=manual".into()).await
+    send(&state, &change, request, seen, "/?tab=manual".into()).await
 }
 
 async fn file_decide(
     state: &WebState,
     id: &str,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
     approve: bool,
 ) -> Answer {
     let id = match id_of(id, "file") {
@@ -304,13 +355,14 @@ async fn file_decide(
         Err(answer) => return json_response(answer),
     };
     let request = Request::FilesDecide { id, approve };
-    send(state, &change, request, format!("/files/{id}")).await
+    let seen = seen(&change.form.seen, |v| Seen::Held(id, v));
+    send(state, &change, request, seen, format!("/files/{id}")).await
 }
 
 async fn file_approve(
     State(state): State<Arc<WebState>>,
     Path(id): Path<String>,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
 ) -> Answer {
     file_decide(&state, &id, change, true).await
 }
@@ -318,7 +370,7 @@ async fn file_approve(
 async fn file_reject(
     State(state): State<Arc<WebState>>,
     Path(id): Path<String>,
-    change: Change<NoFields>,
+    change: Change<SeenForm>,
 ) -> Answer {
     file_decide(&state, &id, change, false).await
 }

@@ -110,7 +110,7 @@ pub(super) fn run<S: Store>(
     Ok(match req {
         Request::FilesList => files_list(p)?,
         Request::FilesShow { id } => {
-            let Some((bytes, path)) = p.read_report(id)? else {
+            let Some((bytes, path)) = p.report_bytes(id)? else {
                 return Ok(no_file(id));
             };
             let report: Report = serde_json::from_slice(&bytes)

@@ -6,12 +6,14 @@ mod admins;
 mod files;
 mod listing;
 mod rules;
+mod stale;
 
 pub use listing::{Filter, Listing};
 
 use crate::api::error::{Blocked, Context as _};
 use crate::api::render::{report_exit, report_response};
 use crate::api::report_out::write_report;
+use crate::api::seen::Seen;
 use crate::api::{Caller, Output, Request, Response, exit, person_refusal, refusal};
 use crate::core::report::{Report, ReportStatus};
 use crate::engine::filing::Content;
@@ -61,7 +63,7 @@ pub fn execute_as<S: Store>(
     caller: &Caller,
     output: Output,
 ) -> Response {
-    execute_streamed(p, req, caller, output).into_response(output)
+    execute_streamed(p, req, caller, None, output).into_response(output)
 }
 
 /// An answer that may be written out as it is made rather than built whole.
@@ -146,10 +148,16 @@ pub fn execute_streamed<S: Store>(
     p: &Pipeline<S>,
     req: Request,
     caller: &Caller,
+    seen: Option<&Seen>,
     output: Output,
 ) -> Streamed {
     if let Some(refusal) = precheck(p, &req, caller) {
         return Streamed::Whole(refusal);
+    }
+    match seen.map(|seen| stale::stale(p, seen)).transpose() {
+        Ok(Some(Some(refusal))) => return Streamed::Whole(refusal),
+        Err(e) => return Streamed::Whole(e.response()),
+        Ok(_) => {}
     }
     run(p, req, caller.name(), output).unwrap_or_else(|e| Streamed::Whole(e.response()))
 }
@@ -576,6 +584,7 @@ mod tests {
             role: "IT Admin".into(),
             when: vec!["department = IT".into()],
             strict: false,
+            accept: None,
         };
         let person = |email: &str| Caller::Person(email.into());
         // An IT Admin, an unknown email, and a Unix user's name as an email: refused.
@@ -614,6 +623,7 @@ mod tests {
             role: None,
             when: vec![],
             strict: false,
+            accept: None,
         };
         let r = root(nothing);
         assert_eq!(r.exit, exit::USAGE, "{}", r.text);
@@ -628,6 +638,7 @@ mod tests {
             role: "IT Admin".into(),
             when: vec!["department = IT".into()],
             strict: true,
+            accept: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(text.contains("\"command\":\"rules_add\""), "{text}");

@@ -2,6 +2,7 @@
 
 use super::{configured_role, no_rule, note};
 use crate::api::render::{rule_json, rule_line, rule_text};
+use crate::api::seen::conflicts_version;
 use crate::api::{Request, Response, exit};
 use crate::core::columns::{Columns, fold_value};
 use crate::core::model::{Roster, escape_controls};
@@ -14,6 +15,22 @@ use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
+/// What conflicts refuse a rule: all (`--strict`), others than those accepted, or none.
+struct Conflicts {
+    strict: bool,
+    accept: Option<String>,
+}
+
+impl Conflicts {
+    /// Whether `found` (not empty) refuses the rule.
+    fn refuse(&self, found: &[Value]) -> bool {
+        self.strict
+            || self.accept.as_ref().is_some_and(|accepted| {
+                *accepted != conflicts_version(&Value::Array(found.to_vec()))
+            })
+    }
+}
+
 /// `rules add` and `rules edit`: validation, conflict detection, save.
 #[allow(clippy::too_many_arguments)]
 fn rules_save<S: Store>(
@@ -23,7 +40,7 @@ fn rules_save<S: Store>(
     name: Option<String>,
     role: Option<String>,
     when: Vec<String>,
-    strict: bool,
+    refusing: Conflicts,
 ) -> crate::api::Result<Response> {
     let all = p.store.rules()?;
     let mut rule = match id {
@@ -48,7 +65,7 @@ fn rules_save<S: Store>(
     let warnings = last.missing_fields(&rule);
     let mut text = String::new();
     said(&mut text, &found, &warnings);
-    if strict && !found.is_empty() {
+    if !found.is_empty() && refusing.refuse(&found) {
         text.push_str(
             "refused (--strict): the rule conflicts with the rules above; nothing was saved\n",
         );
@@ -480,7 +497,11 @@ pub(super) fn run<S: Store>(
             role,
             when,
             strict,
-        } => rules_save(p, caller, None, Some(name), Some(role), when, strict)?,
+            accept,
+        } => {
+            let refusing = Conflicts { strict, accept };
+            rules_save(p, caller, None, Some(name), Some(role), when, refusing)?
+        }
         Request::RulesEdit {
             name: None,
             role: None,
@@ -496,7 +517,11 @@ pub(super) fn run<S: Store>(
             role,
             when,
             strict,
-        } => rules_save(p, caller, Some(id), name, role, when, strict)?,
+            accept,
+        } => {
+            let refusing = Conflicts { strict, accept };
+            rules_save(p, caller, Some(id), name, role, when, refusing)?
+        }
         Request::RulesDelete { id } => delete(p, caller, id)?,
         Request::RulesEnable { id, enabled } => enable(p, caller, id, enabled)?,
         Request::RulesCheck => rules_check(p)?,

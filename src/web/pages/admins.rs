@@ -1,7 +1,8 @@
 //! `/`: the admin list, its filters, search, tabs and pages; `/admins/{id}`: one account.
 
-use super::parts::{admin_href, badge, csrf, encode, options, post_button, time};
+use super::parts::{admin_href, badge, csrf, encode, options, post_button, seen_field, time};
 use super::{Nav, PageCtx, layout};
+use crate::api::seen::account_version;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -370,17 +371,19 @@ fn rule_cell(a: &AccountRow) -> Markup {
 /// The role/status form and the remove button of one manual account.
 fn change_forms(ctx: &PageCtx, a: &AccountRow, roles: &[String]) -> Markup {
     let href = admin_href(&a.employee_id);
+    let seen = account_version(&a.email, &a.role, &a.status);
     html! {
         div.row-forms {
             form.inline method="post" action=(href) {
                 (csrf(ctx))
+                (seen_field(&seen))
                 select name="role" aria-label={ "Role of " (a.employee_id) } { (options(roles, &a.role)) }
                 select name="status" aria-label={ "Status of " (a.employee_id) } {
                     @for s in ["active", "inactive"] { option value=(s) selected[s == a.status] { (s) } }
                 }
                 button type="submit" { "Save" }
             }
-            (post_button(ctx, &format!("{href}/remove"), "Remove", "danger"))
+            (post_button(ctx, &format!("{href}/remove"), "Remove", "danger", &seen))
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::parts::{badge, post_button, time};
 use super::{Nav, PageCtx, layout};
+use crate::api::seen::held_version;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -20,12 +21,13 @@ struct FileRow {
     summary: String,
 }
 
-/// Approve and reject buttons of a held file.
-fn decide_forms(ctx: &PageCtx, id: u64) -> Markup {
+/// Approve and reject buttons of a held file, whose report the page shows (`seen`: its
+/// version, see [`crate::api::seen`]): approving applies exactly the plan shown.
+fn decide_forms(ctx: &PageCtx, id: u64, seen: &str) -> Markup {
     html! {
         div.row-forms {
-            (post_button(ctx, &format!("/files/{id}/approve"), "Approve", "primary"))
-            (post_button(ctx, &format!("/files/{id}/reject"), "Reject", "danger"))
+            (post_button(ctx, &format!("/files/{id}/approve"), "Approve", "primary", seen))
+            (post_button(ctx, &format!("/files/{id}/reject"), "Reject", "danger", seen))
         }
     }
 }
@@ -64,7 +66,7 @@ pub fn files(ctx: &PageCtx, files: &Value) -> Markup {
                                 td data-label="Received" { (time(&f.received_at)) }
                                 td data-label="Summary" { span.small { (f.summary) } }
                                 @if ctx.can_change && !held.is_empty() {
-                                    td data-label="Decide" { @if f.status == "held" { (decide_forms(ctx, f.id)) } }
+                                    td data-label="Decide" { @if f.status == "held" { a.button href={ "/files/" (f.id) } { "Review to decide" } } }
                                 }
                             }
                         }
@@ -135,7 +137,7 @@ pub fn file(ctx: &PageCtx, id: u64, report: &Value, report_text: &str) -> Markup
             div.notice.warn {
                 p { "Held: nothing was applied. Later files wait until this one is decided." }
                 @if !r.held_because.is_empty() { ul { @for why in &r.held_because { li { (why) } } } }
-                @if ctx.can_change { (decide_forms(ctx, id)) }
+                @if ctx.can_change { (decide_forms(ctx, id, &held_version(&r.held_because, &r.counts))) }
             }
         }
         dl.fields {

@@ -9,14 +9,27 @@ pub(super) fn csrf(ctx: &PageCtx) -> Markup {
     html! { input type="hidden" name="csrf" value=(ctx.csrf); }
 }
 
-/// A form of one button that POSTs to `action` (with the CSRF token).
-pub(super) fn post_button(ctx: &PageCtx, action: &str, label: &str, class: &str) -> Markup {
+/// A form of one button that POSTs to `action` (with the CSRF token and `seen`, the version
+/// of its thing as the page shows it: see [`crate::api::seen`]).
+pub(super) fn post_button(
+    ctx: &PageCtx,
+    action: &str,
+    label: &str,
+    class: &str,
+    seen: &str,
+) -> Markup {
     html! {
         form.inline method="post" action=(action) {
             (csrf(ctx))
+            (seen_field(seen))
             button type="submit" class=(class) { (label) }
         }
     }
+}
+
+/// The hidden field of a change's form that says what the page showed of its thing.
+pub(super) fn seen_field(seen: &str) -> Markup {
+    html! { input type="hidden" name="seen" value=(seen); }
 }
 
 /// Percent-encodes a path segment or a query value: everything but RFC 3986's unreserved

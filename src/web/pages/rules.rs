@@ -1,8 +1,9 @@
 //! `/rules`: every rule, and the forms to add, edit, enable, disable and delete them; a
 //! rule that conflicts (SPEC §2) comes back with its conflicts, saved only when confirmed.
 
-use super::parts::{badge, csrf, options, post_button, time};
+use super::parts::{badge, csrf, options, post_button, seen_field, time};
 use super::{Nav, PageCtx, layout};
+use crate::api::seen::{conflicts_version, rule_version};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,13 +27,17 @@ pub struct RuleForm {
     /// Why the rule was refused (unknown role, duplicate name, a condition that does not
     /// parse...).
     pub error: Option<String>,
+    /// The edited rule's version as the form was drawn ([`crate::api::seen`]), posted again.
+    pub seen: String,
 }
 
 impl RuleForm {
     /// What "Save anyway" posts as `confirm`: [`confirmation`] of the fields shown with the
-    /// conflicts, so that only those fields are saved despite them.
+    /// conflicts, and the conflicts' version, so that only those fields are saved despite
+    /// those conflicts (new ones, from a rule or a roster since, are shown first).
     pub fn confirmation(&self) -> String {
-        confirmation(self.id, &self.name, &self.role, &self.when)
+        let fields = confirmation(self.id, &self.name, &self.role, &self.when);
+        format!("{fields}.{}", conflicts_version(&self.conflicts))
     }
 
     fn conflicts(&self) -> Vec<ConflictView> {
@@ -77,6 +82,13 @@ struct RuleView {
     enabled: bool,
     created_at: String,
     created_by: String,
+}
+
+impl RuleView {
+    /// The rule's version as this page shows it ([`crate::api::seen`]).
+    fn version(&self) -> String {
+        rule_version(&self.name, &self.role, &self.conditions, self.enabled)
+    }
 }
 
 /// `/rules`: the rules of `rules list`, with the forms when `ctx.can_change`; `form` is a
@@ -142,15 +154,16 @@ fn table(ctx: &PageCtx, list: &[RuleView]) -> Markup {
 /// Edit (a link to the rule's edit panel), enable or disable, delete.
 fn rule_actions(ctx: &PageCtx, r: &RuleView) -> Markup {
     let base = format!("/rules/{}", r.id);
+    let seen = r.version();
     html! {
         div.row-forms {
             a.button.secondary href={ "#edit-" (r.id) } { "Edit" }
             @if r.enabled {
-                (post_button(ctx, &format!("{base}/disable"), "Disable", "secondary"))
+                (post_button(ctx, &format!("{base}/disable"), "Disable", "secondary", &seen))
             } @else {
-                (post_button(ctx, &format!("{base}/enable"), "Enable", "secondary"))
+                (post_button(ctx, &format!("{base}/enable"), "Enable", "secondary", &seen))
             }
-            (post_button(ctx, &format!("{base}/delete"), "Delete", "danger"))
+            (post_button(ctx, &format!("{base}/delete"), "Delete", "danger", &seen))
         }
     }
 }
@@ -162,6 +175,7 @@ fn edit_panel(ctx: &PageCtx, roles: &[String], r: &RuleView) -> Markup {
             h2 { "Edit rule " (r.id) ": " (r.name) }
             form.stacked method="post" action={ "/rules/" (r.id) } {
                 (csrf(ctx))
+                (seen_field(&r.version()))
                 (fields(roles, &r.name, &r.role, &r.conditions.join("\n")))
                 div.actions {
                     button type="submit" { "Save" }
@@ -227,6 +241,7 @@ fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
             @if ctx.can_change {
                 form.stacked method="post" action=(form.action()) {
                     (csrf(ctx))
+                    @if !form.seen.is_empty() { (seen_field(&form.seen)) }
                     (fields(roles, &form.name, &form.role, &form.when))
                     @if !conflicts.is_empty() { input type="hidden" name="confirm" value=(form.confirmation()); }
                     div.actions {

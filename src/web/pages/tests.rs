@@ -124,6 +124,7 @@ fn conflict_form() -> RuleForm {
         conflicts: json!([{"rule_id": 1, "rule": SCRIPT, "role": "IT Admin", "employees": 3,
             "employee_ids": ["E1", SCRIPT], "winner": 1, "message": format!("conflict: rule 2 \"{QUOTED}\" and rule 1 \"{SCRIPT}\"")}]),
         error: None,
+        seen: SCRIPT.into(),
     }
 }
 
@@ -291,7 +292,6 @@ fn every_post_form_carries_the_csrf_token() {
         ("admins manual", 5),
         ("rules", 7),
         ("rules conflict", 7),
-        ("files", 2),
         ("file", 2),
     ] {
         let (forms, _) = post_forms(&pages[name]);
@@ -525,7 +525,11 @@ fn a_conflicting_rule_comes_back_with_its_conflicts_and_save_anyway() {
     let html = rules(&ctx(true), &rules_json(), &roles(), Some(&conflict_form())).into_string();
     assert!(html.contains(r#"action="/rules/2""#));
     let confirm = conflict_form().confirmation();
-    assert_eq!(confirm.len(), 64);
+    assert_eq!(confirm.len(), 64 + 1 + 64);
+    // The rule's version as the edit form was drawn goes back with the confirmation.
+    assert!(html.contains(&format!(
+        r#"<input type="hidden" name="seen" value="{SCRIPT_ESCAPED}">"#
+    )));
     assert!(html.contains(&format!(
         r#"<input type="hidden" name="confirm" value="{confirm}">"#
     )));
@@ -549,6 +553,7 @@ fn a_conflicting_rule_comes_back_with_its_conflicts_and_save_anyway() {
         when: "a = b".into(),
         conflicts: Value::Null,
         error: Some(format!("unknown role {SCRIPT}")),
+        seen: String::new(),
     };
     let html = rules(&ctx(true), &rules_json(), &roles(), Some(&refused)).into_string();
     assert!(html.contains(&format!("unknown role {SCRIPT_ESCAPED}")));
@@ -568,6 +573,17 @@ fn a_conflicting_rule_comes_back_with_its_conflicts_and_save_anyway() {
 #[test]
 fn rules_offer_enable_for_disabled_and_disable_for_enabled() {
     let html = rules(&ctx(true), &rules_json(), &roles(), None).into_string();
+    // Each rule's forms say the rule as the page shows it: edit, switch and delete.
+    let r = &rules_json()[0];
+    let conditions: Vec<String> = serde_json::from_value(r["conditions"].clone()).unwrap();
+    let version = crate::api::seen::rule_version(
+        r["name"].as_str().unwrap(),
+        r["role"].as_str().unwrap(),
+        &conditions,
+        r["enabled"].as_bool().unwrap(),
+    );
+    let field = format!(r#"<input type="hidden" name="seen" value="{version}">"#);
+    assert_eq!(html.matches(&field).count(), 3, "{html}");
     assert!(
         html.contains(r#"action="/rules/1/disable""#)
             && !html.contains(r#"action="/rules/1/enable""#)
@@ -580,14 +596,25 @@ fn rules_offer_enable_for_disabled_and_disable_for_enabled() {
     assert!(html.contains("department = IT\n") || html.contains(">department = IT</textarea>"));
 }
 
+/// A held file is decided on its own page, which shows the plan: approving applies exactly
+/// that plan (its version goes with the buttons), not one re-planned since. The list shows
+/// a summary only, so it links there instead of deciding.
 #[test]
 fn held_files_can_be_decided_others_not() {
     let html = files(&ctx(true), &files_json()).into_string();
+    assert_eq!(post_forms(&html), (0, 0));
+    assert!(html.contains(r#"<a class="button" href="/files/2">Review to decide</a>"#));
+    assert!(!html.contains(r#"href="/files/1">Review"#));
+    let held = report_json("held");
+    let html = file(&ctx(true), 2, &held, "report").into_string();
     assert!(
         html.contains(r#"action="/files/2/approve""#)
             && html.contains(r#"action="/files/2/reject""#)
     );
-    assert!(!html.contains(r#"action="/files/1/approve""#));
+    let counts = serde_json::from_value(held["counts"].clone()).unwrap();
+    let version = crate::api::seen::held_version(&[SCRIPT.to_string()], &counts);
+    let field = format!(r#"<input type="hidden" name="seen" value="{version}">"#);
+    assert_eq!(html.matches(&field).count(), 2, "{html}");
     let html = file(&ctx(true), 1, &report_json("applied"), "report").into_string();
     assert_eq!(post_forms(&html), (0, 0));
     assert!(
