@@ -215,10 +215,14 @@ impl<S: Store> Pipeline<S> {
         let mut found = Vec::new();
         for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
             let item = item?;
-            // A name that is not UTF-8 waits for [`Self::rename_undecodable`].
+            // A name that is not UTF-8, or holds control or format characters, waits for
+            // [`Self::rename_unclean`].
             let Some(name) = item.file_name().to_str().map(str::to_string) else {
                 continue;
             };
+            if crate::util::clean_file_name(&name) != name && !is_ignored(&name) {
+                continue;
+            }
             if is_ignored(&name) {
                 continue;
             }
@@ -237,30 +241,37 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Renames the complete files of inbox/ whose names are not UTF-8 (`mv` by hand from a
-    /// Latin-1 share) to cleaned names: each is then taken as if it had just arrived (a
-    /// rename is its completion). Looked for under its lossy spelling, such a file had not
-    /// been found, and it stopped every file behind it. Ignored names (hidden, `.part`:
-    /// still being written) and anything but a regular file are left as they are. Run by
-    /// the engine's scan alone, never by a read.
-    pub fn rename_undecodable(&self) -> Result<()> {
+    /// Latin-1 share), or hold control or format characters, to cleaned names: each is then
+    /// taken as if it had just arrived (a rename is its completion). Looked for under its
+    /// lossy spelling, a name not UTF-8 had not been found, and it stopped every file behind
+    /// it; an escape sequence or a line break in a name had reached the filed name, the log
+    /// and the CLI's listings. Ignored names (hidden, `.part`: still being written) and
+    /// anything but a regular file are left as they are. Run by the engine's scan alone,
+    /// never by a read.
+    pub fn rename_unclean(&self) -> Result<()> {
         let inbox = self.paths.folder("inbox");
         for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
             let item = item?;
             let raw = item.file_name();
             let lossy = raw.to_string_lossy();
             let regular = item.file_type().is_ok_and(|t| t.is_file());
-            if raw.to_str().is_some() || is_ignored(&lossy) || !regular {
+            let cleaned = crate::util::clean_file_name(&lossy);
+            if raw.to_str() == Some(cleaned.as_str()) || is_ignored(&lossy) || !regular {
                 continue;
             }
-            let cleaned = crate::util::clean_file_name(&lossy);
+            let why = match raw.to_str() {
+                None => "is not UTF-8",
+                Some(_) => "holds control or format characters",
+            };
+            let shown = crate::core::model::escape_controls(&lossy);
             match crate::util::rename_into_free_name(&item.path(), &inbox, &cleaned) {
                 Ok(renamed) => tracing::warn!(
                     file = %renamed,
-                    "inbox/{lossy} has a name that is not UTF-8: renamed to inbox/{renamed}, \
-                     taken as just arrived"
+                    "the name of inbox/{shown} {why}: renamed to inbox/{renamed}, taken as \
+                     just arrived"
                 ),
                 Err(e) => tracing::error!(
-                    "inbox/{lossy} has a name that is not UTF-8 and cannot be renamed: {e}"
+                    "the name of inbox/{shown} {why}, and it cannot be renamed: {e}"
                 ),
             }
         }
@@ -916,12 +927,26 @@ mod tests {
             "the other file is not held back"
         );
         assert!(inbox.join(latin1).exists(), "a read renames nothing");
-        p.rename_undecodable().unwrap();
+        p.rename_unclean().unwrap();
         assert!(!inbox.join(latin1).exists(), "renamed");
         assert!(inbox.join(hidden).exists(), "a hidden name is not taken");
         let mut waiting = p.waiting().unwrap();
         waiting.sort();
         assert_eq!(waiting, ["L\u{FFFD}hne.csv", "later.csv"]);
+        // A name with an escape sequence or a line break (`mv` by hand) waits for its
+        // rename too, and is taken under a cleaned name: it had reached the filed name, the
+        // log and `files list`.
+        for name in ["w\u{1b}[2Jx.csv", "a\nb.csv"] {
+            fs::write(inbox.join(name), roster).unwrap();
+        }
+        assert_eq!(p.waiting().unwrap().len(), 2);
+        p.rename_unclean().unwrap();
+        let mut waiting = p.waiting().unwrap();
+        waiting.sort();
+        assert_eq!(
+            waiting,
+            ["L\u{FFFD}hne.csv", "a_b.csv", "later.csv", "w_[2Jx.csv"]
+        );
         for name in &waiting {
             p.process(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }

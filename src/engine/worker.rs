@@ -180,7 +180,7 @@ fn process_waiting(
             return;
         }
     }
-    if let Err(e) = p.rename_undecodable() {
+    if let Err(e) = p.rename_unclean() {
         tracing::error!("renaming inbox/'s names that are not UTF-8: {e:#}");
     }
     let waiting = match p.waiting() {

@@ -373,7 +373,9 @@ fn move_settled(
                 }
             }
             Err(e) => {
-                tracing::error!(file = %path.display(), "moving into inbox/: {e:#}; will retry")
+                let path = path.display().to_string();
+                let shown = crate::core::model::escape_controls(&path);
+                tracing::error!(file = %shown, "moving into inbox/: {e:#}; will retry")
             }
         }
     }
@@ -391,11 +393,11 @@ fn move_into(
     inbox: &Path,
     remove: &dyn Fn(&Path) -> std::io::Result<()>,
 ) -> Result<(String, bool)> {
-    let name = path
-        .file_name()
-        .context("no file name")?
-        .to_string_lossy()
-        .into_owned();
+    // A control character (an escape sequence, a line break) in the name would reach the
+    // filed name, the log and the CLI's listings, as the SFTP server's refusal and
+    // `process` keep it from doing.
+    let name =
+        crate::util::clean_file_name(&path.file_name().context("no file name")?.to_string_lossy());
     // Readable first: one autoprov cannot read, renamed in, would stop every file after
     // it. O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
     use std::os::unix::fs::OpenOptionsExt;
@@ -612,6 +614,19 @@ mod tests {
             path.exists(),
             "copied, not renamed: the copy path was taken"
         );
+    }
+
+    /// An escape sequence in a watched file's name had reached the filed name, the log and
+    /// `files list` as raw bytes.
+    #[test]
+    fn a_name_with_control_characters_is_moved_in_cleaned() {
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let path = src.path().join("w\u{1b}[2Jx\n.csv");
+        fs::write(&path, b"employee_id,email\n").unwrap();
+        let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        assert_eq!((name.as_str(), removed), ("w_[2Jx_.csv", true));
+        assert!(inbox.path().join("w_[2Jx_.csv").exists());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::api::error::Context;
 use crate::api::render::report_response;
 use crate::api::{Output, Request, Response, exit};
 use crate::core::accounts::{Origin, Status};
+use crate::core::model::escape_controls;
 use crate::core::report::Report;
 use crate::engine::pipeline::Pipeline;
 use crate::store::{FileStatus, Store};
@@ -81,7 +82,7 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
             let _ = writeln!(
                 t,
                 "last file: {} {} at {} ({})",
-                f.stored_as,
+                escape_controls(&f.stored_as),
                 f.status.as_str(),
                 f.processed_at,
                 f.summary
@@ -94,7 +95,10 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         let _ = writeln!(
             t,
             "HELD:      file {} {}: decide with `autoprov files approve {}` or `reject {}`",
-            f.id, f.stored_as, f.id, f.id
+            f.id,
+            escape_controls(&f.stored_as),
+            f.id,
+            f.id
         );
     }
     Ok(Response::ok(j, t))
@@ -199,7 +203,7 @@ fn files_list<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
             f.id,
             f.status.as_str(),
             f.received_at,
-            f.stored_as,
+            escape_controls(&f.stored_as),
             f.summary
         );
     }
