@@ -14,6 +14,7 @@ mod groups;
 mod heads_check;
 mod migrate;
 mod pages;
+mod pins;
 mod store;
 mod versions;
 pub mod watermark;

@@ -48,6 +48,8 @@ pub struct SledStore {
     /// they are (a file's mark cleared after its filing) does not write it again, two
     /// fsyncs of every file.
     recorded: std::sync::Mutex<Option<watermark::Counters>>,
+    /// Readers scanning every bucket, and the versions waiting for them ([`super::pins`]).
+    pub(super) pins: super::pins::Pins,
 }
 
 /// What the schema marker says must happen when the store is opened.
@@ -218,6 +220,7 @@ impl SledStore {
             heads: HeadsCheck::done(),
             id: super::pages::new_store_id(),
             recorded: std::sync::Mutex::new(None),
+            pins: Default::default(),
         })
     }
 
@@ -582,16 +585,21 @@ impl Store for SledStore {
         self.heads_checked()?;
         // Not `with_capacity(self.accounts.len())`: sled counts a tree by scanning all of it.
         let mut out = Vec::new();
-        self.buckets().for_each(0..HALVES.1, |k, v| {
-            out.extend(buckets::decode(&k, v)?);
-            Ok(())
-        })?;
+        let _pinned = self.pinned();
+        let directory = self.buckets().directory()?;
+        self.buckets()
+            .for_each_at(&directory, 0..HALVES.1, |k, v| {
+                out.extend(buckets::decode(&k, v)?);
+                Ok(())
+            })?;
         Ok(out)
     }
 
     fn scan_accounts(&self, f: &mut dyn FnMut(&AccountRef<'_>)) -> StoreResult<()> {
         self.heads_checked()?;
-        self.buckets().for_each(0..HALVES.1, |k, v| {
+        let _pinned = self.pinned();
+        let directory = self.buckets().directory()?;
+        self.buckets().for_each_at(&directory, 0..HALVES.1, |k, v| {
             buckets::borrow(&k, v)?.iter().for_each(&mut *f);
             Ok(())
         })
@@ -604,8 +612,11 @@ impl Store for SledStore {
         upper: &mut (dyn FnMut(&AccountRef<'_>) + Send),
     ) -> StoreResult<()> {
         self.heads_checked()?;
+        // Both halves as one directory named them.
+        let _pinned = self.pinned();
+        let directory = self.buckets().directory()?;
         let scan = |range, f: &mut (dyn FnMut(&AccountRef<'_>) + Send)| {
-            self.buckets().for_each(range, |k, v| {
+            self.buckets().for_each_at(&directory, range, |k, v| {
                 buckets::borrow(&k, v)?.iter().for_each(&mut *f);
                 Ok(())
             })

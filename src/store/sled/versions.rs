@@ -316,9 +316,19 @@ impl<'a> Versioned<'a> {
     pub fn for_each(
         &self,
         range: std::ops::Range<usize>,
+        f: impl FnMut(BucketKey, &[u8]) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.for_each_at(&self.directory()?, range, f)
+    }
+
+    /// [`Self::for_each`] as `directory`, read a moment ago, names the buckets: a reader
+    /// pinned before it read it reads them all so ([`super::pins`]).
+    pub fn for_each_at(
+        &self,
+        directory: &Directory,
+        range: std::ops::Range<usize>,
         mut f: impl FnMut(BucketKey, &[u8]) -> StoreResult<()>,
     ) -> StoreResult<()> {
-        let directory = self.directory()?;
         for g in range {
             if let Some(bytes) = self.get_from(g, directory.entry(g))? {
                 f(buckets::key_of(g), &bytes)?;

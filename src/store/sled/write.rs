@@ -125,8 +125,8 @@ fn both(
 /// index.
 #[derive(Default)]
 pub(super) struct Written {
-    accounts: Vec<(usize, u64)>,
-    index: Vec<(usize, u64)>,
+    pub(super) accounts: Vec<(usize, u64)>,
+    pub(super) index: Vec<(usize, u64)>,
 }
 
 impl SledStore {
@@ -235,11 +235,12 @@ impl SledStore {
         let before = (self.buckets().directory()?, self.index().directory()?);
         let mut written = Written::default();
         // What an earlier write could not clean up waits for the next start: the marker
-        // stays for it.
-        let left_earlier = versions::unfinished(&self.versions)?;
-        let finish = || match nothing || left_earlier {
+        // stays for it. One left set while versions waited for readers is this process's
+        // to clear once none wait ([`super::pins`]).
+        let left_earlier = versions::unfinished(&self.versions)? && !self.pins.marked();
+        let finish = || match nothing || left_earlier || self.pins.waiting() {
             true => Ok(()),
-            false => versions::finished(&self.versions),
+            false => versions::finished(&self.versions).inspect(|()| self.pins.unmark()),
         };
         let outcome = (if nothing {
             Ok(())
@@ -256,13 +257,21 @@ impl SledStore {
             let _ = self.clean_up_failed(&before, &written, finish);
             return Err(e);
         }
-        let removed = self
-            .buckets()
-            .remove_superseded(&before.0, &written.accounts)
-            .and_then(|()| self.index().remove_superseded(&before.1, &written.index))
-            .and_then(|()| finish());
-        if let Err(e) = removed {
-            tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
+        if nothing {
+            return Ok(());
+        }
+        let superseded = super::pins::Superseded { before, written };
+        // Readers scanning now read the versions replaced: they wait for them.
+        let Some(all) = self
+            .pins
+            .remove_or_wait(superseded, !nothing && !left_earlier)
+        else {
+            return Ok(());
+        };
+        if self.remove_superseded(&all)
+            && let Err(e) = finish()
+        {
+            tracing::warn!(error = %e, "the store's marker of finished writes was not cleared; the next start checks for leftovers");
         }
         Ok(())
     }
