@@ -752,6 +752,56 @@ fn a_failing_remote_move_neither_stops_fetching_nor_moves_a_replaced_file() {
     d.stop();
 }
 
+/// The remote file's name in the remote processed/ folder taken by another file: the move
+/// is not counted as done (it had been logged "moved" while the file stayed in the remote
+/// inbox for good); status says why, and it is moved once the name is free.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_remote_name_taken_by_another_file_is_not_counted_as_moved() {
+    let key = UserKey::new("ed25519", None);
+    let sshd = Sshd::started(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    // Whatever second the file is processed in, its stored name is taken.
+    let now = std::time::SystemTime::now();
+    let squatters: Vec<PathBuf> = (0..120)
+        .map(|s| {
+            let at = autoprov::util::rfc3339(now + Duration::from_secs(s));
+            let name = format!("{}_coll.csv", autoprov::util::compact_timestamp(&at));
+            let path = sshd.remote("processed").join(name);
+            fs::write(&path, b"not ours").unwrap();
+            path
+        })
+        .collect();
+    sshd.put("coll.csv", roster("E", 1..=3).as_bytes());
+    let d = Daemon::start(&env);
+    wait_until("the taken name in status", Duration::from_secs(30), || {
+        poll_status(&env)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("another file has that name"))
+            .then_some(())
+    });
+    assert!(
+        sshd.files("").contains(&"coll.csv".to_string()),
+        "still in the remote inbox"
+    );
+    let entry = entries(&env, "coll.csv").remove(0);
+    let stored = stored_as(&entry);
+    assert_eq!(
+        fs::read(sshd.remote("processed").join(&stored)).unwrap(),
+        b"not ours"
+    );
+    squatters.iter().for_each(|p| drop(fs::remove_file(p)));
+    wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(30));
+    wait_until("the error cleared", Duration::from_secs(10), || {
+        poll_status(&env)["last_error"].is_null().then_some(())
+    });
+    assert!(sshd.files("").is_empty());
+    d.stop();
+}
+
 // ---- 6. a file still being written ---------------------------------------------------------------
 
 /// Appends a row to a remote roster every 300 ms for ~3 s, then stops; asserts nothing was

@@ -437,7 +437,16 @@ async fn move_one(
             tracing::warn!(file = %origin.name, stored_as = %entry.stored_as, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
         }
         Some(_) if !client.exists(&to).await? => client.rename(&from, &to).await?,
-        _ => {}
+        // Still there as fetched, and its name in the folder taken by another file (a
+        // rename that went through leaves no file at `from`): said, and tried again at every
+        // poll, not counted as moved while the file stays in the remote inbox.
+        Some(_) => {
+            return Err(PollError::Other(anyhow::anyhow!(
+                "cannot move {from} to {to}: another file has that name on the server; it \
+                 stays in the remote inbox until the other file is moved away"
+            )));
+        }
+        None => {}
     }
     Ok(())
 }

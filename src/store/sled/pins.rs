@@ -145,13 +145,20 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen.len(), ids.len());
-        assert!(seen.iter().all(|&st| st == Status::Active), "a blend of two states");
+        assert!(
+            seen.iter().all(|&st| st == Status::Active),
+            "a blend of two states"
+        );
         // Read again: the commit's state, and only the current versions are left.
         let mut now = Vec::new();
         s.scan_accounts(&mut |a| now.push(a.status)).unwrap();
         assert!(now.iter().all(|&st| st == Status::Inactive));
         assert!(!s.pins.waiting());
-        assert_eq!(s.buckets().collect_garbage().unwrap(), 0, "nothing left behind");
+        assert_eq!(
+            s.buckets().collect_garbage().unwrap(),
+            0,
+            "nothing left behind"
+        );
         // The marker left set while they waited is cleared by the next write.
         commit_accounts(&s, vec![account("E00000")]);
         assert!(!super::super::versions::unfinished(&s.versions).unwrap());
