@@ -254,8 +254,14 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
         action: "restore".into(),
         detail: format!("restored {n} records from {}", file.display()),
     };
-    let checked = SledStore::open(&staging)
-        .and_then(|s| s.verify_index().and_then(|()| s.append_audit(note)));
+    // Rule and file ids given out by the store replaced are not given out again (SPEC §2:
+    // never reused; reports in processed/ name them): its record of how far they went.
+    let replaced = crate::store::watermark::read(&paths.store).unwrap_or_default();
+    let checked = SledStore::open(&staging).and_then(|s| {
+        s.verify_index()
+            .and_then(|()| s.raise_counters(replaced))
+            .and_then(|()| s.append_audit(note))
+    });
     match checked {
         Ok(()) => {}
         Err(e @ StoreError::Corrupt(_)) => {

@@ -1776,6 +1776,14 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     let day3 = env.input_from("sequence/day3.csv", "day3.csv");
     assert_eq!(env.process(&day3, &[]).0, 0);
     assert_eq!(count_status(&accounts(&env), "active"), 81);
+    let add = |name: &str| {
+        let when = format!("department = {name}");
+        let args = [
+            "rules", "add", "--name", name, "--role", "IT Admin", "--when", &when,
+        ];
+        env.json_ok(0, &args)["id"].as_u64().unwrap()
+    };
+    assert_eq!(add("Later"), 9);
     let v = env.json_ok(0, &["restore", file.to_str().unwrap()]);
     assert_eq!(v["restored"], records, "{v:#}");
     // The restored store's audit says who restored it, from which file.
@@ -1803,6 +1811,10 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         env.json_ok(0, &["rules", "list"]).as_array().unwrap().len(),
         8
     );
+    // Ids given out since the backup are not given out again (SPEC §2: never reused;
+    // reports in processed/ name them): the next rule is 10, not 9 again.
+    assert_eq!(add("After"), 10);
+    env.json_ok(0, &["rules", "delete", "10"]);
 
     // A truncated backup is refused and changes nothing.
     let bad = env.root().join("bad.backup");

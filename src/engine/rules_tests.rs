@@ -334,3 +334,34 @@ fn a_roster_cannot_add_lines_to_the_rules_commands_text() {
         );
     }
 }
+
+/// A conflict found while the last applied roster's file cannot be read says so; it had
+/// said "no roster applied yet", which `sync` beside it contradicted.
+#[test]
+fn a_conflict_without_the_applied_rosters_file_says_why_nothing_was_counted() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
+    let filed = p.paths.folder("processed").join(r.stored_as.unwrap());
+    std::fs::remove_file(&filed).unwrap();
+    let add = Request::RulesAdd {
+        name: "All".into(),
+        role: "Super Admin".into(),
+        when: vec!["department != nobody".into()],
+        strict: false,
+        accept: None,
+    };
+    let added = super::commands::execute(&p, add, "root", Output::Json);
+    assert_eq!(added.exit, exit::OK, "{}", added.text);
+    assert_eq!(added.json["conflicts"].as_array().unwrap().len(), 1);
+    let message = &added.text;
+    assert!(
+        message.contains(&format!(
+            "the last applied roster {} cannot be read",
+            filed.display()
+        )),
+        "{message}"
+    );
+    assert!(!message.contains("no roster applied yet"), "{message}");
+}

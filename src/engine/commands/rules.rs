@@ -212,6 +212,8 @@ const IS_MANAGER_FIELD: &str = "is_manager (derived from manager_id)";
 struct LastRoster {
     /// None when no roster was applied yet, or its file is gone or no longer parses.
     roster: Option<Roster>,
+    /// Why an applied roster is not there to count on (its file gone or unreadable).
+    unread: Option<String>,
     columns: Columns,
     /// By rule id (as all maps here): the ids of one command's rules are distinct.
     constraints: HashMap<RuleId, Constraints>,
@@ -241,6 +243,7 @@ impl LastRoster {
     fn load<S: Store>(p: &Pipeline<S>, rules: &[&Rule]) -> crate::api::Result<LastRoster> {
         let mut last = LastRoster {
             roster: None,
+            unread: None,
             columns: p.cfg.columns(),
             constraints: HashMap::new(),
             sets: HashMap::new(),
@@ -249,10 +252,16 @@ impl LastRoster {
             return Ok(last);
         };
         let path = p.paths.folder("processed").join(&entry.stored_as);
-        let Ok(bytes) = std::fs::read(&path) else {
-            return Ok(last);
+        let unread = |why: String| format!("the last applied roster {} {why}", path.display());
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                last.unread = Some(unread(format!("cannot be read ({e})")));
+                return Ok(last);
+            }
         };
         let Some(present) = roster::header_keys(&bytes, &p.cfg.roster_options(Vec::new())) else {
+            last.unread = Some(unread("no longer parses".into()));
             return Ok(last);
         };
         let mut keys = BTreeSet::new();
@@ -266,6 +275,9 @@ impl LastRoster {
             }
         }
         last.roster = roster::parse(&bytes, &p.cfg.roster_options(needed)).ok();
+        if last.roster.is_none() {
+            last.unread = Some(unread("no longer parses".into()));
+        }
         Ok(last)
     }
 
@@ -385,7 +397,10 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
             Both::NoRoster => (
                 0,
                 Vec::new(),
-                "no roster applied yet to count matching employees".to_string(),
+                match &last.unread {
+                    Some(why) => format!("matching employees not counted: {why}"),
+                    None => "no roster applied yet to count matching employees".to_string(),
+                },
             ),
             Both::Uncounted(id, field) => (
                 0,

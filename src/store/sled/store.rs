@@ -289,8 +289,24 @@ impl SledStore {
         }
     }
 
+    /// Raises the counters to `at_least` where they are lower (a restored store, to those
+    /// of the store it replaces: SPEC §2's rule ids are never reused, nor file ids), synced.
+    pub fn raise_counters(&self, at_least: watermark::Counters) -> StoreResult<()> {
+        for (key, floor) in [
+            (meta::NEXT_AUDIT_SEQ, at_least.audit_seq),
+            (meta::NEXT_FILE_ID, at_least.file_id),
+            (meta::NEXT_RULE_ID, at_least.rule_id),
+        ] {
+            self.meta.update_and_fetch(key, |old| {
+                let now = u64_of(old.map(sled::IVec::from));
+                Some(now.max(floor).to_be_bytes().to_vec())
+            })?;
+        }
+        self.flush()
+    }
+
     /// How far the counters have gone (see `watermark`).
-    fn counters(&self) -> StoreResult<watermark::Counters> {
+    pub(crate) fn counters(&self) -> StoreResult<watermark::Counters> {
         Ok(watermark::Counters {
             audit_seq: u64_of(self.meta.get(meta::NEXT_AUDIT_SEQ)?),
             file_id: u64_of(self.meta.get(meta::NEXT_FILE_ID)?),

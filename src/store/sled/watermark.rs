@@ -80,6 +80,11 @@ fn unreadable(file: &Path, why: &str) -> String {
 }
 
 /// Forgets the record (after a restore, the restored store is the new truth).
+/// The counters recorded in `store_dir`, when a record is there and reads.
+pub fn read(store_dir: &Path) -> Option<Counters> {
+    serde_json::from_slice(&std::fs::read(path(store_dir)).ok()?).ok()
+}
+
 pub fn forget(store_dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path(store_dir)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
