@@ -256,7 +256,19 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
     };
     // Rule and file ids given out by the store replaced are not given out again (SPEC §2:
     // never reused; reports in processed/ name them): its record of how far they went.
-    let replaced = crate::store::watermark::read(&paths.store).unwrap_or_default();
+    // The restored store keeps its own record (raised so), which a later restore reads.
+    let replaced = match crate::store::watermark::read(&paths.store) {
+        Some(counters) => counters,
+        None if !paths.store.exists() => Default::default(),
+        None => {
+            tracing::warn!(
+                store = %paths.store.display(),
+                "the store replaced has no readable record of the rule and file ids it gave \
+                 out: ids given out since the backup may be given out again"
+            );
+            Default::default()
+        }
+    };
     let checked = SledStore::open(&staging).and_then(|s| {
         s.verify_index()
             .and_then(|()| s.raise_counters(replaced))
@@ -275,15 +287,25 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
             return Err(Error::from(e).context("opening the restored store"));
         }
     }
-    let ready = crate::store::watermark::forget(&staging)
-        .and_then(|()| give_to_owner(&staging, &owner_of(paths)?));
+    let ready = owner_of(paths).and_then(|owner| give_to_owner(&staging, &owner));
     if let Err(e) = ready {
         let _ = fs::remove_dir_all(&staging);
         return Err(Error::from(e).context("giving the restored store its owner"));
     }
-    let aside = paths
+    // Free: two restores within a second (the wrong backup, then the right one) had met
+    // the first one's name, and the store replaced stayed as store.restoring.
+    let first = paths
         .store
         .with_extension(format!("replaced-{}", compact_timestamp(&now_rfc3339())));
+    let mut aside = first.clone();
+    for n in 2.. {
+        if !aside.exists() {
+            break;
+        }
+        let mut next = first.clone().into_os_string();
+        next.push(format!("-{n}"));
+        aside = PathBuf::from(next);
+    }
     // One step where the file system allows it: two renames leave, between them, no store
     // at all, which the next start would have opened as a new, empty one.
     if paths.store.exists() && exchange(&staging, &paths.store).is_ok() {

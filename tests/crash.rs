@@ -1815,6 +1815,10 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     // reports in processed/ name them): the next rule is 10, not 9 again.
     assert_eq!(add("After"), 10);
     env.json_ok(0, &["rules", "delete", "10"]);
+    // The wrong backup restored, then the right one: still not given out again.
+    env.json_ok(0, &["restore", file.to_str().unwrap()]);
+    assert_eq!(add("Again"), 11);
+    env.json_ok(0, &["rules", "delete", "11"]);
 
     // A truncated backup is refused and changes nothing.
     let bad = env.root().join("bad.backup");
@@ -1860,8 +1864,14 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         .collect();
     assert_eq!(
         stores.len(),
-        2,
-        "one restore, one store kept aside: {stores:?}"
+        3,
+        "two restores, two stores kept aside: {stores:?}"
+    );
+    assert!(
+        stores
+            .iter()
+            .all(|s| s == "store" || s.starts_with("store.replaced-")),
+        "{stores:?}"
     );
 }
 

@@ -79,17 +79,9 @@ fn unreadable(file: &Path, why: &str) -> String {
     )
 }
 
-/// Forgets the record (after a restore, the restored store is the new truth).
 /// The counters recorded in `store_dir`, when a record is there and reads.
 pub fn read(store_dir: &Path) -> Option<Counters> {
     serde_json::from_slice(&std::fs::read(path(store_dir)).ok()?).ok()
-}
-
-pub fn forget(store_dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path(store_dir)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// Removes snapshots a crash left half-written: sled would read them as the newest and
@@ -133,7 +125,7 @@ mod tests {
             lost.contains("audit entries reached 5 but the store has 4"),
             "{lost}"
         );
-        forget(&store).unwrap();
+        std::fs::remove_file(path(&store)).unwrap();
         assert_eq!(check(Counters::default()), None);
         // A record that cannot be read is an error, not damage to restore a backup for.
         std::fs::create_dir(path(&store)).unwrap();
