@@ -94,8 +94,8 @@ pub(super) enum QuoteFault {
 pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
     let mut field = 0;
     let mut at_field_start = true;
-    // Only spaces (or tabs) so far in this field.
-    let mut blank = true;
+    // Where this field starts.
+    let mut start = 0;
     let mut quoted = false;
     let mut i = 0;
     while i < record.len() {
@@ -121,21 +121,26 @@ pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
         } else if b == delimiter {
             field += 1;
             at_field_start = true;
-            blank = true;
+            start = i + 1;
             i += 1;
             continue;
         } else if b == b'\n' || b == b'\r' {
             return None;
         } else if b == b'"' && at_field_start {
             quoted = true;
-        } else if b == b'"' && blank {
+        } else if b == b'"' && blank(&record[start..i]) {
             return Some(QuoteFault::SpacedOpen(field));
         }
-        blank = blank && (b == b' ' || b == b'\t');
         at_field_start = false;
         i += 1;
     }
     quoted.then_some(QuoteFault::Unclosed(field))
+}
+
+/// Whether `text` is only what a cell's trimming takes away (any Unicode whitespace: a
+/// no-break space, U+3000...), and not empty.
+fn blank(text: &[u8]) -> bool {
+    !text.is_empty() && std::str::from_utf8(text).is_ok_and(|t| t.trim().is_empty())
 }
 
 /// The delimiter occurring most often outside quotes in the header line (ties in
@@ -373,11 +378,20 @@ mod tests {
         );
         let r = rejected("employee_id,email\n1, \"a@example.com\"\n2,b@example.com\n");
         assert_eq!(places(&r.errors), [(Some(2), Some("email"))]);
-        // Tabs too, with any delimiter; a quote after text, or after a tab delimiter, is not one.
+        // Tabs and any space a cell's trimming takes away too, with any delimiter; a
+        // quote after text, or after a tab delimiter, is not one.
         assert_eq!(
             quote_fault(b"a;\t \"x\";b", b';'),
             Some(QuoteFault::SpacedOpen(1))
         );
+        for space in ["\u{a0}", "\u{3000}", "\u{b}", "\u{85}"] {
+            let record = format!("a,{space}\"x\",b");
+            assert_eq!(
+                quote_fault(record.as_bytes(), b','),
+                Some(QuoteFault::SpacedOpen(1)),
+                "{space:?}"
+            );
+        }
         assert_eq!(quote_fault(b"a, 27\" screen,b", b','), None);
         assert_eq!(quote_fault(b"a\t\"x\"\tb", b'\t'), None);
         assert_eq!(quote_fault(b"\"x\" ,y", b','), None);
