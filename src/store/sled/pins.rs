@@ -9,6 +9,7 @@
 
 use super::store::SledStore;
 use super::versions::Directory;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// The versions one write replaced: its directories before it, and what it put in place.
@@ -23,13 +24,35 @@ pub(super) struct Pins(Mutex<State>);
 
 #[derive(Default)]
 struct State {
-    /// Readers now scanning.
-    readers: usize,
-    /// Versions replaced while they scanned.
-    waiting: Vec<Superseded>,
-    /// The store's unfinished marker was left set by a wait in this process (not by a
-    /// failure or a crash, whose leftovers the next start removes).
+    /// One more at each write that made versions current while readers scanned.
+    epoch: u64,
+    /// Readers now scanning, by the epoch they started in.
+    readers: BTreeMap<u64, usize>,
+    /// Versions replaced, by the epoch their write began: needed only by readers that
+    /// started in an earlier one (a later reader read the directory after the write).
+    waiting: Vec<(u64, Superseded)>,
+    /// Removals of waiting versions under way (outside the lock).
+    removing: usize,
+    /// A write is under way on the engine's thread: its marker is its own.
+    writing: bool,
+    /// The store's unfinished marker stays set for versions that waited, in this process
+    /// (not for a failure or a crash, whose leftovers the next start removes).
     marked: bool,
+}
+
+impl State {
+    /// The waiting versions no reader may still read; counted as being removed.
+    fn take_free(&mut self) -> Vec<Superseded> {
+        let oldest = self.readers.keys().next().copied().unwrap_or(u64::MAX);
+        let (free, kept) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(epoch, _)| *epoch <= oldest);
+        self.waiting = kept;
+        if !free.is_empty() {
+            self.removing += 1;
+        }
+        free.into_iter().map(|(_, s)| s).collect()
+    }
 }
 
 impl Pins {
@@ -37,17 +60,28 @@ impl Pins {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A write begins (`true`) or ends: while one is under way, only it clears the marker.
+    pub fn writing(&self, writing: bool) {
+        self.state().writing = writing;
+    }
+
     /// After a write made `superseded` current: the versions to remove now (these and any
-    /// left waiting) when no reader is pinned; `None` when they wait (the marker then stays
-    /// set, as this write's `marked` says whether it set it).
+    /// no reader needs any longer), counted as being removed (tell [`SledStore::removed`]);
+    /// `None` when readers scanning may read them (they wait, and the marker stays set:
+    /// `marked` says whether this write set it).
     pub fn remove_or_wait(&self, superseded: Superseded, marked: bool) -> Option<Vec<Superseded>> {
         let mut state = self.state();
-        if state.readers > 0 {
-            state.waiting.push(superseded);
+        state.epoch += 1;
+        if !state.readers.is_empty() {
+            let epoch = state.epoch;
+            state.waiting.push((epoch, superseded));
             state.marked |= marked;
             return None;
         }
-        let mut all = std::mem::take(&mut state.waiting);
+        let mut all = state.take_free();
+        if all.is_empty() {
+            state.removing += 1;
+        }
         all.push(superseded);
         Some(all)
     }
@@ -57,12 +91,14 @@ impl Pins {
         self.state().marked
     }
 
-    /// Whether versions wait for readers (the marker must stay set).
+    /// Whether versions wait for readers or are being removed (the marker must stay set).
     pub fn waiting(&self) -> bool {
-        !self.state().waiting.is_empty()
+        let state = self.state();
+        !state.waiting.is_empty() || state.removing > 0
     }
 
-    /// The marker was cleared, or must now stay set until the next start (a removal failed).
+    /// The marker was cleared, or must now stay set until the next start (a removal or a
+    /// write failed: what it left is the next start's to remove).
     pub fn unmark(&self) {
         self.state().marked = false;
     }
@@ -71,17 +107,20 @@ impl Pins {
 /// A reader pinned: while it lives, no version it may read is removed.
 pub(super) struct Pinned<'a> {
     store: &'a SledStore,
+    epoch: u64,
 }
 
 impl SledStore {
     /// Pins a reader; read the directory after this.
     pub(super) fn pinned(&self) -> Pinned<'_> {
-        self.pins.state().readers += 1;
-        Pinned { store: self }
+        let mut state = self.pins.state();
+        let epoch = state.epoch;
+        *state.readers.entry(epoch).or_default() += 1;
+        Pinned { store: self, epoch }
     }
 
     /// Removes the versions `superseded` replaced (logged when they cannot be: the next
-    /// start removes them, the marker staying set for it).
+    /// start removes them, the marker staying set for it), and says they were removed.
     pub(super) fn remove_superseded(&self, superseded: &[Superseded]) -> bool {
         let removed = superseded.iter().try_for_each(|s| {
             self.buckets()
@@ -91,9 +130,11 @@ impl SledStore {
                         .remove_superseded(&s.before.1, &s.written.index)
                 })
         });
+        let mut state = self.pins.state();
+        state.removing -= 1;
         if let Err(e) = &removed {
             tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
-            self.pins.unmark();
+            state.marked = false;
         }
         removed.is_ok()
     }
@@ -101,16 +142,30 @@ impl SledStore {
 
 impl Drop for Pinned<'_> {
     fn drop(&mut self) {
-        let left = {
+        let free = {
             let mut state = self.store.pins.state();
-            state.readers -= 1;
-            match state.readers {
-                0 => std::mem::take(&mut state.waiting),
-                _ => Vec::new(),
+            if let Some(count) = state.readers.get_mut(&self.epoch) {
+                *count -= 1;
+                if *count == 0 {
+                    state.readers.remove(&self.epoch);
+                }
             }
+            state.take_free()
         };
-        // The marker stays set: the next write clears it ([`Pins::marked`]).
-        self.store.remove_superseded(&left);
+        if free.is_empty() || !self.store.remove_superseded(&free) {
+            return;
+        }
+        // The last of them removed, and no write under way (whose marker it would be):
+        // cleared, so that a stop after this is not taken for a crash at the next start.
+        let mut state = self.store.pins.state();
+        if state.marked && !state.writing && state.waiting.is_empty() && state.removing == 0 {
+            match super::versions::finished(&self.store.versions) {
+                Ok(()) => state.marked = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store's marker of finished writes was not cleared; the next start checks for leftovers")
+                }
+            }
+        }
     }
 }
 
@@ -159,8 +214,37 @@ mod tests {
             0,
             "nothing left behind"
         );
-        // The marker left set while they waited is cleared by the next write.
-        commit_accounts(&s, vec![account("E00000")]);
+        // The marker left set while they waited was cleared once they were removed: a stop
+        // now is not taken for a crash at the next start.
         assert!(!super::super::versions::unfinished(&s.versions).unwrap());
+    }
+
+    /// Readers that keep overlapping do not keep every replaced version: those of a write
+    /// are removed once the readers that started before it have ended.
+    #[test]
+    fn versions_wait_only_for_readers_older_than_their_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let unfinished = || super::super::versions::unfinished(&s.versions).unwrap();
+        commit_accounts(&s, vec![account("E1")]);
+        let first = s.pinned();
+        commit_accounts(&s, vec![account("E2")]);
+        let second = s.pinned();
+        assert!(s.pins.waiting() && unfinished());
+        drop(first);
+        assert!(
+            !s.pins.waiting(),
+            "the second reader started after the write"
+        );
+        assert!(!unfinished());
+        commit_accounts(&s, vec![account("E3")]);
+        assert!(
+            s.pins.waiting(),
+            "the second reader may read what this write replaced"
+        );
+        drop(second);
+        assert!(!s.pins.waiting() && !unfinished());
+        assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
+        assert_eq!(s.index().collect_garbage().unwrap(), 0);
     }
 }

@@ -121,6 +121,22 @@ fn both(
     here.and(there)
 }
 
+/// A write under way ([`super::pins::Pins::writing`]), until dropped.
+struct Writing<'a>(&'a super::pins::Pins);
+
+impl<'a> Writing<'a> {
+    fn of(pins: &'a super::pins::Pins) -> Self {
+        pins.writing(true);
+        Writing(pins)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.writing(false);
+    }
+}
+
 /// The directory entries a write puts in place (bucket, entry), of the accounts and of the
 /// index.
 #[derive(Default)]
@@ -231,6 +247,7 @@ impl SledStore {
         ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
+        let _writing = Writing::of(&self.pins);
         let version = versions::reserve(&self.versions)?;
         let before = (self.buckets().directory()?, self.index().directory()?);
         let mut written = Written::default();
@@ -253,8 +270,10 @@ impl SledStore {
             self.make_current(&before, &written, more)
         });
         if let Err(e) = outcome {
-            // Best effort: what is left is removed at the next start.
+            // Best effort: what is left is removed at the next start, the marker staying
+            // set for it (not one a later write may take for a wait of its own).
             let _ = self.clean_up_failed(&before, &written, finish);
+            self.pins.unmark();
             return Err(e);
         }
         if nothing {
