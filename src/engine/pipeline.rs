@@ -263,15 +263,15 @@ impl<S: Store> Pipeline<S> {
                 None => "is not UTF-8",
                 Some(_) => "holds control or format characters",
             };
-            let shown = crate::core::model::escape_controls(&lossy);
+            // Quoted as Rust writes strings: control and format characters escaped.
             match crate::util::rename_into_free_name(&item.path(), &inbox, &cleaned) {
                 Ok(renamed) => tracing::warn!(
                     file = %renamed,
-                    "the name of inbox/{shown} {why}: renamed to inbox/{renamed}, taken as \
+                    "the name of inbox/{lossy:?} {why}: renamed to inbox/{renamed}, taken as \
                      just arrived"
                 ),
                 Err(e) => tracing::error!(
-                    "the name of inbox/{shown} {why}, and it cannot be renamed: {e}"
+                    "the name of inbox/{lossy:?} {why}, and it cannot be renamed: {e}"
                 ),
             }
         }

@@ -372,10 +372,11 @@ fn move_settled(
                     kept.insert(&meta);
                 }
             }
+            // Quoted as Rust writes strings (control and format characters escaped): the
+            // name and the error's text, which names it, come from outside.
             Err(e) => {
-                let path = path.display().to_string();
-                let shown = crate::core::model::escape_controls(&path);
-                tracing::error!(file = %shown, "moving into inbox/: {e:#}; will retry")
+                let why = format!("{e:#}");
+                tracing::error!(file = ?path, "moving into inbox/: {why:?}; will retry")
             }
         }
     }
@@ -436,7 +437,7 @@ fn move_into(
             };
             if let Err(e) = remove(path) {
                 tracing::error!(
-                    file = %path.display(),
+                    file = ?path,
                     "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
                 );
                 removed = false;
