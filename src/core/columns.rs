@@ -87,6 +87,20 @@ pub fn is_well_formed_email(email: &str) -> bool {
     shaped && (email.is_ascii() || !email.chars().any(char::is_whitespace))
 }
 
+/// Whether `email`, as an SSO identity, is one address: ASCII spaces around it aside, it is
+/// well-formed, and no character of it lower-cases into ASCII from outside ASCII. The
+/// Kelvin sign `K` lower-cases to `k`: `Kim@…` written with it had matched kim@…'s account
+/// and been given its role, and `kim@…` had matched an account whose roster email was
+/// written so. Spaces beyond ASCII around it (U+3000) are no part of an address either.
+pub fn is_plain_identity(email: &str) -> bool {
+    let email = email.trim_matches(|c: char| c.is_ascii_whitespace());
+    is_well_formed_email(email)
+        && (email.is_ascii()
+            || !email
+                .chars()
+                .any(|c| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii())))
+}
+
 /// [`is_well_formed_email`]'s shape, but for whitespace beyond ASCII, one byte at a time.
 fn shaped_byte_by_byte(bytes: &[u8]) -> bool {
     let mut at = None;
@@ -217,6 +231,29 @@ mod tests {
             "", "a", "@b.c", "a@b", "a@@b.c", "a@b@c.d", "a b@c.d", "a@b.c ", "a\t@b.c",
         ] {
             assert!(!is_well_formed_email(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_identity_is_one_spelling_of_one_address() {
+        for ok in [
+            "kim@acme.example",
+            " Kim@Acme.Example ",
+            "zoë@x.example",
+            "ZOË@x.example",
+        ] {
+            assert!(is_plain_identity(ok), "{ok:?}");
+        }
+        // The Kelvin sign, a dotted capital I (lower-cased: i and a combining dot), spaces
+        // beyond ASCII around or inside it.
+        for bad in [
+            "\u{212a}im@acme.example",
+            "\u{130}an@acme.example",
+            "\u{3000}kim@acme.example",
+            "kim@acme.example\u{a0}",
+            "kim@acme",
+        ] {
+            assert!(!is_plain_identity(bad), "{bad:?}");
         }
     }
 

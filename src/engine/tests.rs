@@ -808,3 +808,34 @@ fn a_report_is_read_between_the_commit_and_the_filing() {
     let err = p.report_bytes(1).unwrap_err().to_string();
     assert!(err.contains(&filed.display().to_string()), "{err}");
 }
+
+/// An SSO identity that reads as another address (the Kelvin sign for a `k`, a space
+/// beyond ASCII) is denied, and so is an account whose roster email is written so: each
+/// had matched kim@…'s account by Unicode lower-casing.
+#[test]
+fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let rows = ["K1,kim@x.io,IT,active", "K2,\u{212a}en@x.io,IT,active"];
+    let r = submit(&p, "r.csv", &roster(&rows)).unwrap();
+    assert_eq!(r.counts.created, 2, "{:?}", r.errors);
+    let check = |email: &str| {
+        let request = Request::AuthCheck {
+            email: email.into(),
+        };
+        super::commands::execute(&p, request, "root", Output::Json)
+    };
+    assert_eq!(check("kim@x.io").exit, exit::OK);
+    assert_eq!(check(" KIM@x.io ").exit, exit::OK);
+    for email in [
+        "\u{212a}im@x.io",
+        "\u{3000}kim@x.io",
+        "ken@x.io",
+        "\u{212a}en@x.io",
+    ] {
+        let denied = check(email);
+        assert_eq!(denied.exit, exit::NO, "{email:?}: {}", denied.text);
+        assert_eq!(denied.json["allowed"], false);
+    }
+}

@@ -20,8 +20,10 @@ use axum::serve::Listener;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -40,18 +42,43 @@ pub const MAX_CONNECTIONS: usize = 128;
 /// leave an answer it was sent unread.
 pub const HEADER_READ: Duration = Duration::from_secs(30);
 
-/// Serves `app` on `listener` until `shutdown`, at most `cap` connections at once, each
-/// closed when a request head takes longer than `header_read`, or a write waits as long for
-/// the peer to read; then asks the open ones to finish and waits for them (the caller
-/// bounds that wait).
+/// Connections one address may hold open at once, unless it is exempt (a trusted proxy,
+/// which carries every signed-in person's). Past it a connection is closed as soon as it
+/// is accepted: one client holding ~400 connections that sent a byte each had kept the
+/// SSO's `auth/check` and `/healthz` from being answered for as long as it liked.
+pub const PER_SOURCE: usize = 16;
+
+/// What [`serve`] allows.
+#[derive(Clone)]
+pub struct Limits {
+    /// Connections open at once, at most.
+    pub cap: usize,
+    /// Connections one address may hold, unless `exempt`.
+    pub per_source: usize,
+    /// Addresses without the per-source limit.
+    pub exempt: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+    /// See [`HEADER_READ`].
+    pub header_read: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown`, at most `limits.cap` connections at once and
+/// `limits.per_source` from one address, each closed when a request head takes longer than
+/// `header_read`, or a write waits as long for the peer to read; then asks the open ones to
+/// finish and waits for them (the caller bounds that wait).
 pub async fn serve(
     mut listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
-    cap: usize,
-    header_read: Duration,
+    limits: Limits,
 ) {
+    let Limits {
+        cap,
+        per_source,
+        exempt,
+        header_read,
+    } = limits;
     let slots = Arc::new(Semaphore::new(cap));
+    let sources = Sources::default();
     // Each connection holds a receiver; all dropped once every connection has ended.
     let (closed, open) = watch::channel(());
     loop {
@@ -66,6 +93,19 @@ pub async fn serve(
         let (Ok(slot), (stream, peer)) = accepted else {
             break;
         };
+        let held = match exempt(peer.ip()) {
+            true => None,
+            false => match sources.hold(peer.ip(), per_source) {
+                Some(held) => Some(held),
+                None => {
+                    super::refusals::TOO_MANY_CONNECTIONS.warn(
+                        Some(peer.ip()),
+                        &format!("connection closed: the address holds {per_source} open already"),
+                    );
+                    continue;
+                }
+            },
+        };
         // The peer's address for the handlers (`ConnectInfo`), as axum's `serve` gives it.
         let service = app
             .clone()
@@ -76,7 +116,7 @@ pub async fn serve(
             });
         let (shutdown, open) = (shutdown.clone(), open.clone());
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _held) = (slot, held);
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(header_read);
@@ -99,6 +139,44 @@ pub async fn serve(
     }
     drop(open);
     closed.closed().await;
+}
+
+/// The connections open by address.
+#[derive(Default, Clone)]
+struct Sources(Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection of an address, counted until dropped.
+struct Held {
+    sources: Sources,
+    ip: IpAddr,
+}
+
+impl Sources {
+    /// Counts a connection of `ip`, unless it holds `max` already.
+    fn hold(&self, ip: IpAddr, max: usize) -> Option<Held> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            sources: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut open = self.sources.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A stream whose writes fail once one has waited `limit` for the peer to read.
@@ -197,7 +275,22 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
+    /// At most `cap` at once, `header_read`; the per-source limit for none (the tests'
+    /// clients are all on 127.0.0.1), or `per_source` for all.
+    fn limits(cap: usize, header_read: Duration, per_source: Option<usize>) -> Limits {
+        Limits {
+            cap,
+            per_source: per_source.unwrap_or(usize::MAX),
+            exempt: Arc::new(move |_| per_source.is_none()),
+            header_read,
+        }
+    }
+
     async fn server(cap: usize, header_read: Duration) -> (SocketAddr, CancellationToken) {
+        serve_with(limits(cap, header_read, None)).await
+    }
+
+    async fn serve_with(limits: Limits) -> (SocketAddr, CancellationToken) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route(
@@ -207,7 +300,7 @@ mod tests {
             }),
         );
         let stop = CancellationToken::new();
-        tokio::spawn(serve(listener, app, stop.clone(), cap, header_read));
+        tokio::spawn(serve(listener, app, stop.clone(), limits));
         (addr, stop)
     }
 
@@ -247,6 +340,51 @@ mod tests {
         stop.cancel();
     }
 
+    /// One address holds at most `per_source` connections: the next is closed at once,
+    /// not left waiting for a place (where it kept everyone else waiting behind it), and
+    /// one closed frees its place. An exempt address (a trusted proxy) has no such limit.
+    #[tokio::test]
+    async fn an_address_past_its_connections_is_closed_at_once() {
+        let (addr, stop) = serve_with(limits(8, Duration::from_secs(30), Some(2))).await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut first).await.contains("200 OK"));
+        assert!(get(&mut second).await.contains("200 OK"));
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "closed at once: {closed:?}"
+        );
+        drop(first);
+        let again = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut next = TcpStream::connect(addr).await.unwrap();
+                let _ = next.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+                let mut buf = vec![0; 4096];
+                if let Ok(n) = next.read(&mut buf).await
+                    && n > 0
+                {
+                    return String::from_utf8_lossy(&buf[..n]).into_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(again.is_ok_and(|a| a.contains("200 OK")), "its place freed");
+        stop.cancel();
+        // Exempt: more than two from the one address.
+        let (addr, stop) = server(8, Duration::from_secs(30)).await;
+        let mut open = Vec::new();
+        for _ in 0..4 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            assert!(get(&mut c).await.contains("200 OK"));
+            open.push(c);
+        }
+        stop.cancel();
+    }
+
     /// A connection that sends nothing, or stays idle after a request, is closed once the
     /// header-read time has passed, and its place is taken by the next.
     #[tokio::test]
@@ -282,13 +420,8 @@ mod tests {
             .route("/big", axum::routing::get(move || async move { big }))
             .route("/", axum::routing::get(|| async { "small" }));
         let stop = CancellationToken::new();
-        tokio::spawn(serve(
-            listener,
-            app,
-            stop.clone(),
-            1,
-            Duration::from_millis(300),
-        ));
+        let limits = limits(1, Duration::from_millis(300), None);
+        tokio::spawn(serve(listener, app, stop.clone(), limits));
         let mut greedy = TcpStream::connect(addr).await.unwrap();
         // 400 answers of 256 KiB: far more than the sockets' buffers hold.
         let requests = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400);

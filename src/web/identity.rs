@@ -9,7 +9,7 @@
 use super::{Denied, WebState, csrf};
 use crate::api::{Caller, Output, Request, exit};
 use crate::config::web::Web;
-use crate::core::columns::is_well_formed_email;
+use crate::core::columns::is_plain_identity;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -87,12 +87,13 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
         }
     }
     // UTF-8, not ASCII only: an address with a non-ASCII local part passes `auth check`.
+    // ASCII spaces only: one beyond ASCII (U+3000) around it is no part of an address.
     let email = std::str::from_utf8(value.as_bytes())
         .unwrap_or_default()
-        .trim();
-    if !is_well_formed_email(email) {
+        .trim_matches(|c: char| c.is_ascii_whitespace());
+    if !is_plain_identity(email) {
         return Err(Denied::unauthorized(format!(
-            "not signed in: the {} header does not hold an email address",
+            "not signed in: the {} header does not hold one email address",
             web.user_header
         )));
     }
@@ -237,7 +238,7 @@ impl WebState {
                 Err(Denied::unauthorized("unknown API token"))
             }
             Err(e) => {
-                tracing::error!("{e:#}");
+                super::refusals::TOKENS_FILE.warn(peer, &format!("{e:#}"));
                 Err(Denied::unauthorized(
                     "API tokens cannot be checked just now (the daemon's log says why)",
                 ))
@@ -410,7 +411,7 @@ mod tests {
         for (k, v) in pairs {
             h.append(
                 axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
+                HeaderValue::from_bytes(v.as_bytes()).unwrap(),
             );
         }
         h
@@ -504,6 +505,26 @@ mod tests {
         assert_eq!(
             claim(&web, &h, ip("127.0.0.1")).unwrap(),
             Claim::Email("b@acme.example".into())
+        );
+    }
+
+    /// An SSO header whose address reads as another (the Kelvin sign for a `k`), or has a
+    /// space beyond ASCII around it, signs nobody in: each had been taken as kim@…
+    #[test]
+    fn a_header_address_that_reads_as_another_signs_nobody_in() {
+        let web = Web::default();
+        for email in [
+            "\u{212a}im@acme.example",
+            "\u{3000}kim@acme.example\u{3000}",
+        ] {
+            let h = headers(&[("X-Forwarded-Email", email)]);
+            let denied = claim(&web, &h, ip("127.0.0.1")).unwrap_err();
+            assert_eq!(denied.status, StatusCode::UNAUTHORIZED, "{email:?}");
+        }
+        let h = headers(&[("X-Forwarded-Email", " kim@acme.example ")]);
+        assert_eq!(
+            claim(&web, &h, ip("127.0.0.1")).unwrap(),
+            Claim::Email("kim@acme.example".into())
         );
     }
 

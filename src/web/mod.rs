@@ -160,13 +160,14 @@ pub async fn serve(
             "web.dev_user is set: every request to the web section counts as {user}, without SSO. For a laptop only; put an SSO proxy in front for anything else"
         );
     }
-    let server = conns::serve(
-        listener,
-        router(state),
-        shutdown.clone(),
-        conns::MAX_CONNECTIONS,
-        conns::HEADER_READ,
-    );
+    let web = state.cfg.web.clone();
+    let limits = conns::Limits {
+        cap: conns::MAX_CONNECTIONS,
+        per_source: conns::PER_SOURCE,
+        exempt: Arc::new(move |ip| web.trusts(ip)),
+        header_read: conns::HEADER_READ,
+    };
+    let server = conns::serve(listener, router(state), shutdown.clone(), limits);
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(DRAIN).await;

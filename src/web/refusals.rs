@@ -28,6 +28,14 @@ pub static FORGED_HEADER: Refusals = Refusals::new();
 /// An `Authorization: Bearer` token not listed in `web.api_tokens_file`.
 pub static UNKNOWN_TOKEN: Refusals = Refusals::new();
 
+/// A token that could not be checked: `web.api_tokens_file` unreadable, or a line of it
+/// malformed (read at every request that sends a token: a line a request had been one
+/// line of the log too).
+pub static TOKENS_FILE: Refusals = Refusals::new();
+
+/// A connection closed at once: its address had as many open as one may hold.
+pub static TOO_MANY_CONNECTIONS: Refusals = Refusals::new();
+
 impl Default for Refusals {
     fn default() -> Self {
         Refusals::new()
@@ -72,7 +80,7 @@ impl Refusals {
     pub fn warn(&'static self, peer: Option<IpAddr>, what: &str) {
         match self.admit(Instant::now()) {
             Admit::Log { unlogged } => {
-                let peer = peer.map_or("an unknown address".to_string(), |p| p.to_string());
+                let peer = peer.map_or("-".to_string(), |p| p.to_string());
                 match unlogged {
                     0 => {
                         tracing::warn!(%peer, "{what}; more are counted and logged at most every {} s", INTERVAL.as_secs())

@@ -80,11 +80,20 @@ pub fn find<'a>(entries: &'a [TokenEntry], token: &str) -> Option<&'a str> {
 
 /// Reads the tokens file and finds `token` in it; malformed lines are logged and skipped.
 pub fn check(path: &Path, token: &str) -> Result<Option<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading web.api_tokens_file {}", path.display()))?;
+    let text = match std::fs::read_to_string(path) {
+        // None made yet (`autoprov token add` makes it): no token is known.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        read => read.with_context(|| format!("reading web.api_tokens_file {}", path.display()))?,
+    };
     let (entries, bad) = parse(&text);
     for b in &bad {
-        tracing::warn!(file = %path.display(), line = b.line, "api tokens file: {}", b.message);
+        let what = format!(
+            "web.api_tokens_file {} line {}: {}; the line is skipped",
+            path.display(),
+            b.line,
+            b.message
+        );
+        super::refusals::TOKENS_FILE.warn(None, &what);
     }
     Ok(find(&entries, token).map(str::to_string))
 }

@@ -5,7 +5,7 @@ use super::{configured_role, note};
 use crate::api::render::{account_json, account_text};
 use crate::api::{Request, Response, exit};
 use crate::core::accounts::{Account, Origin, Status};
-use crate::core::columns::is_well_formed_email;
+use crate::core::columns::{is_plain_identity, is_well_formed_email};
 use crate::core::rules::RuleId;
 use crate::engine::pipeline::Pipeline;
 use crate::store::Store;
@@ -246,14 +246,37 @@ pub(super) fn active_role<S: Store>(
     p: &Pipeline<S>,
     email: &str,
 ) -> crate::api::Result<Option<String>> {
-    Ok(match active_with_email(p, email)?.as_slice() {
+    Ok(match signing_in(p, email)?.as_slice() {
         [a] if p.cfg.role(&a.role).is_some() => Some(a.role.clone()),
         _ => None,
     })
 }
 
+/// The active accounts a person signing in as `email` may be: none unless it is one
+/// address ([`is_plain_identity`]), and only those whose email is one too.
+fn signing_in<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Vec<Account>> {
+    if !is_plain_identity(email) {
+        return Ok(Vec::new());
+    }
+    let mut active = active_with_email(p, email)?;
+    active.retain(|a| is_plain_identity(&a.email));
+    Ok(active)
+}
+
 fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Response> {
-    let active = active_with_email(p, email)?;
+    // Deny by default: an address only one spelling of which is an identity (see
+    // `is_plain_identity`), asked about or held by the account it finds.
+    if !is_plain_identity(email) {
+        return Ok(Response {
+            exit: exit::NO,
+            json: json!({"allowed": false, "email": email, "active": false, "not_an_address": true}),
+            text: format!(
+                "denied: {email:?} is not one email address (a space or a character that \
+                 reads as another, such as the Kelvin sign)\n"
+            ),
+        });
+    }
+    let active = signing_in(p, email)?;
     Ok(match active.as_slice() {
         // `allowed` in every answer, as the HTTP API's `auth/check` (SPEC §11); `active`
         // kept for scripts that read it.
