@@ -405,6 +405,20 @@ pub fn restrict_mode(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The source a connection counts against (the SFTP server's rate and its connections,
+/// the web section's connections): its IPv4 address (an IPv4-mapped IPv6 address counts as
+/// IPv4), or the /64 of its IPv6 address, since one IPv6 host usually has a whole /64 to
+/// pick addresses from.
+pub fn source_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// Crash testing: when `AUTOPROV_CRASH_AT` names this point, the process aborts here, as a
 /// power cut would stop it. Used by tests/crash.rs; unset in production, where this is one
 /// environment lookup per call.

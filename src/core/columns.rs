@@ -88,17 +88,25 @@ pub fn is_well_formed_email(email: &str) -> bool {
 }
 
 /// Whether `email`, as an SSO identity, is one address: ASCII spaces around it aside, it is
-/// well-formed, and no character of it lower-cases into ASCII from outside ASCII. The
-/// Kelvin sign `K` lower-cases to `k`: `Kim@…` written with it had matched kim@…'s account
-/// and been given its role, and `kim@…` had matched an account whose roster email was
-/// written so. Spaces beyond ASCII around it (U+3000) are no part of an address either.
+/// well-formed, and each of its characters is the one its lower case stands for. The
+/// Kelvin sign `K` lower-cases to `k` (as `K` does), the Ångström sign to `å` (as `Å`
+/// does): `Kim@…` written with it had matched kim@…'s account and been given its role, and
+/// `kim@…` had matched an account whose roster email was written so. Spaces beyond ASCII
+/// around it (U+3000) are no part of an address either.
 pub fn is_plain_identity(email: &str) -> bool {
     let email = email.trim_matches(|c: char| c.is_ascii_whitespace());
-    is_well_formed_email(email)
-        && (email.is_ascii()
-            || !email
-                .chars()
-                .any(|c| !c.is_ascii() && c.to_lowercase().any(|l| l.is_ascii())))
+    is_well_formed_email(email) && (email.is_ascii() || email.chars().all(is_own_case))
+}
+
+/// Whether `c` is lower-case, or the upper case of its lower case (`Å`, not the Ångström
+/// sign; `I`, not `İ`, whose lower case is `i` and a dot).
+fn is_own_case(c: char) -> bool {
+    let mut lower = c.to_lowercase();
+    if lower.len() == 1 && lower.next() == Some(c) {
+        return true;
+    }
+    let mut back = c.to_lowercase().flat_map(char::to_uppercase);
+    back.next() == Some(c) && back.next().is_none()
 }
 
 /// [`is_well_formed_email`]'s shape, but for whitespace beyond ASCII, one byte at a time.
@@ -241,13 +249,20 @@ mod tests {
             " Kim@Acme.Example ",
             "zoë@x.example",
             "ZOË@x.example",
+            "\u{c5}sa@x.example",
+            "straße@x.example",
+            "ΣΩ@x.example",
         ] {
             assert!(is_plain_identity(ok), "{ok:?}");
         }
-        // The Kelvin sign, a dotted capital I (lower-cased: i and a combining dot), spaces
-        // beyond ASCII around or inside it.
+        // The Kelvin, Ångström and Ohm signs, a capital sharp s (lower-cased: ß, upper-cased
+        // back: SS), a dotted capital I (lower-cased: i and a combining dot), spaces beyond
+        // ASCII around or inside it.
         for bad in [
             "\u{212a}im@acme.example",
+            "\u{212b}sa@acme.example",
+            "\u{2126}mega@acme.example",
+            "\u{1e9e}tr@acme.example",
             "\u{130}an@acme.example",
             "\u{3000}kim@acme.example",
             "kim@acme.example\u{a0}",

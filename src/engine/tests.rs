@@ -839,3 +839,26 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
         assert_eq!(denied.json["allowed"], false);
     }
 }
+
+/// A manual admin nobody could sign in as (its email written with the Kelvin sign) is
+/// refused, not added unusable.
+#[test]
+fn admins_add_refuses_an_email_that_reads_as_another() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let add = |email: &str| Request::AdminsAdd {
+        employee_id: "M1".into(),
+        email: email.into(),
+        role: "IT Admin".into(),
+    };
+    let refused = super::commands::execute(&p, add("\u{212a}arl@x.io"), "root", Output::Json);
+    assert_eq!(refused.exit, exit::USAGE, "{}", refused.text);
+    assert!(
+        refused.text.contains("is not one address"),
+        "{}",
+        refused.text
+    );
+    assert!(p.store.account("M1").unwrap().is_none());
+    let added = super::commands::execute(&p, add("karl@x.io"), "root", Output::Json);
+    assert_eq!(added.exit, exit::OK, "{}", added.text);
+}

@@ -95,7 +95,8 @@ pub async fn serve(
         };
         let held = match exempt(peer.ip()) {
             true => None,
-            false => match sources.hold(peer.ip(), per_source) {
+            // By /64 for IPv6, as the SFTP server counts: one host has a /64 to pick from.
+            false => match sources.hold(crate::util::source_key(peer.ip()), per_source) {
                 Some(held) => Some(held),
                 None => {
                     super::refusals::TOO_MANY_CONNECTIONS.warn(

@@ -86,7 +86,7 @@ impl Refusals {
                         tracing::warn!(%peer, "{what}; more are counted and logged at most every {} s", INTERVAL.as_secs())
                     }
                     n => {
-                        tracing::warn!(%peer, unlogged = n, "{what} ({n} more refused since the last line)")
+                        tracing::warn!(%peer, unlogged = n, "{what} ({n} more since the last line)")
                     }
                 }
             }

@@ -94,8 +94,9 @@ pub(super) enum QuoteFault {
 pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
     let mut field = 0;
     let mut at_field_start = true;
-    // Where this field starts.
-    let mut start = 0;
+    // Only spaces so far in this field (kept as it is read: looking back at every quote
+    // had made a cell of many quotes cost its length squared).
+    let mut blank = true;
     let mut quoted = false;
     let mut i = 0;
     while i < record.len() {
@@ -107,11 +108,14 @@ pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
                 } else {
                     quoted = false;
                     // Spaces after the quote are the value's, trimmed as any are.
-                    let after = record[i + 1..]
-                        .iter()
-                        .position(|&c| !(c == b' ' || c == b'\t') || c == delimiter)
-                        .map(|k| record[i + 1 + k]);
-                    match after {
+                    let mut j = i + 1;
+                    while j < record.len() && record[j] != delimiter {
+                        match space_at(record, j) {
+                            Some(len) => j += len,
+                            None => break,
+                        }
+                    }
+                    match record.get(j).copied() {
                         None | Some(b'\r' | b'\n') => {}
                         Some(next) if next == delimiter => {}
                         Some(_) => return Some(QuoteFault::TextAfterClose(field, i)),
@@ -121,15 +125,25 @@ pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
         } else if b == delimiter {
             field += 1;
             at_field_start = true;
-            start = i + 1;
+            blank = true;
             i += 1;
             continue;
         } else if b == b'\n' || b == b'\r' {
             return None;
         } else if b == b'"' && at_field_start {
             quoted = true;
-        } else if b == b'"' && blank(&record[start..i]) {
+        } else if b == b'"' && blank {
             return Some(QuoteFault::SpacedOpen(field));
+        } else if blank {
+            // A character's first byte decides; the bytes after it leave `blank` as it is.
+            blank = match space_at(record, i) {
+                Some(len) => {
+                    i += len;
+                    at_field_start = false;
+                    continue;
+                }
+                None => false,
+            };
         }
         at_field_start = false;
         i += 1;
@@ -137,10 +151,19 @@ pub(super) fn quote_fault(record: &[u8], delimiter: u8) -> Option<QuoteFault> {
     quoted.then_some(QuoteFault::Unclosed(field))
 }
 
-/// Whether `text` is only what a cell's trimming takes away (any Unicode whitespace: a
-/// no-break space, U+3000...), and not empty.
-fn blank(text: &[u8]) -> bool {
-    !text.is_empty() && std::str::from_utf8(text).is_ok_and(|t| t.trim().is_empty())
+/// The length of the character at `i` when it is one a cell's trimming takes away (any
+/// Unicode whitespace but a line end: a no-break space, U+3000...).
+fn space_at(record: &[u8], i: usize) -> Option<usize> {
+    let len = match record[i] {
+        b' ' | b'\t' | 0x0b | 0x0c => return Some(1),
+        0xc0.. => record[i].leading_ones() as usize,
+        _ => return None,
+    };
+    let c = std::str::from_utf8(record.get(i..i + len)?)
+        .ok()?
+        .chars()
+        .next()?;
+    c.is_whitespace().then_some(len)
 }
 
 /// The delimiter occurring most often outside quotes in the header line (ties in
@@ -391,7 +414,13 @@ mod tests {
                 Some(QuoteFault::SpacedOpen(1)),
                 "{space:?}"
             );
+            // After a closing quote such a space is the value's, trimmed.
+            let record = format!("a,\"x\"{space},b");
+            assert_eq!(quote_fault(record.as_bytes(), b','), None, "{space:?}");
         }
+        // Text that is not a space, then quotes: text, however many.
+        let record = format!("a,\u{e9}{},b", "\"".repeat(1000));
+        assert_eq!(quote_fault(record.as_bytes(), b','), None);
         assert_eq!(quote_fault(b"a, 27\" screen,b", b','), None);
         assert_eq!(quote_fault(b"a\t\"x\"\tb", b'\t'), None);
         assert_eq!(quote_fault(b"\"x\" ,y", b','), None);

@@ -77,6 +77,16 @@ fn admins_add<S: Store>(
             format!("--email \"{email}\" is not a well-formed address"),
         ));
     }
+    // One nobody could sign in as (`auth check` denies it): refused, not added unusable.
+    if !is_plain_identity(&email) {
+        return Ok(Response::fail(
+            exit::USAGE,
+            format!(
+                "--email {email:?} is not one address: a character in it reads as another \
+                 (such as the Kelvin sign for k), so no sign-in would match it"
+            ),
+        ));
+    }
     let role = match configured_role(p, &role) {
         Ok(r) => r,
         Err(refusal) => return Ok(refusal),

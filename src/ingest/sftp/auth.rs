@@ -150,7 +150,7 @@ impl Logins {
     /// name had told, by its delay, which names are users').
     fn record_failure(&self, ip: IpAddr, user: &str) -> Duration {
         let now = Instant::now();
-        let source = super::throttle::rate_key(ip);
+        let source = crate::util::source_key(ip);
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         if table.len() >= BACKOFF_TABLE_MAX && !table.contains_key(&source) {
             table.retain(|_, r| now.duration_since(r.last) < BACKOFF_WINDOW);
@@ -180,7 +180,7 @@ impl Logins {
     /// its own user's, not another's (one valid key had reset the delay of guesses at
     /// another user's password).
     fn clear_failures(&self, ip: IpAddr, user: &str) {
-        let source = super::throttle::rate_key(ip);
+        let source = crate::util::source_key(ip);
         let mut table = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(record) = table.get_mut(&source) {
             let own = record.by_user.remove(user).unwrap_or(0);

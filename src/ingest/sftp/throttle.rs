@@ -13,7 +13,7 @@
 //! [`REFUSAL_LOG_INTERVAL`], so a flood cannot flood the log.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,19 +36,6 @@ pub const CONNECTION_BURST: u32 = 10;
 const RATE_TABLE_MAX: usize = 8192;
 /// Refused connections are logged once, then counted and summarised at most this often.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// The source a connection counts against in the rate limiter: its IPv4 address (an
-/// IPv4-mapped IPv6 address counts as IPv4), or the /64 of its IPv6 address, since one
-/// IPv6 host usually has a whole /64 to pick addresses from.
-pub(super) fn rate_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
 
 /// Per-source token buckets: each new connection takes a token; a source starts with
 /// `burst` tokens and gets `rate` more per second, up to `burst`. A connection finding no
@@ -81,7 +68,7 @@ impl RateLimiter {
 
     /// Whether a new connection from `ip` may proceed at `now`; takes a token if so.
     pub(super) fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let key = rate_key(ip);
+        let key = crate::util::source_key(ip);
         if self.buckets.len() >= RATE_TABLE_MAX && !self.buckets.contains_key(&key) {
             // Buckets that have refilled completely carry no information: forget them.
             // If a flood from that many sources leaves none, start afresh (fail open,
@@ -223,9 +210,9 @@ impl ConnSlots {
         ip: IpAddr,
         authed: &Arc<AtomicBool>,
     ) -> Result<ConnSlot, Refusal> {
-        // Counted by source as the rate is ([`rate_key`]): one IPv6 host has a /64 of
+        // Counted by source as the rate is ([`crate::util::source_key`]): one IPv6 host has a /64 of
         // addresses, each of which had its own cap, and together more than the total.
-        let ip = rate_key(ip);
+        let ip = crate::util::source_key(ip);
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let live = table.per_ip.get(&ip).map_or(&[][..], Vec::as_slice);
         if live.len() >= self.max_per_ip {

@@ -60,11 +60,6 @@ impl Pins {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A write begins (`true`) or ends: while one is under way, only it clears the marker.
-    pub fn writing(&self, writing: bool) {
-        self.state().writing = writing;
-    }
-
     /// After a write made `superseded` current: the versions to remove now (these and any
     /// no reader needs any longer), counted as being removed (tell [`SledStore::removed`]);
     /// `None` when readers scanning may read them (they wait, and the marker stays set:
@@ -122,6 +117,11 @@ impl SledStore {
     /// Removes the versions `superseded` replaced (logged when they cannot be: the next
     /// start removes them, the marker staying set for it), and says they were removed.
     pub(super) fn remove_superseded(&self, superseded: &[Superseded]) -> bool {
+        // Counted as done however it ends, a panic too.
+        let mut removing = Removing {
+            store: self,
+            done: false,
+        };
         let removed = superseded.iter().try_for_each(|s| {
             self.buckets()
                 .remove_superseded(&s.before.0, &s.written.accounts)
@@ -130,13 +130,69 @@ impl SledStore {
                         .remove_superseded(&s.before.1, &s.written.index)
                 })
         });
-        let mut state = self.pins.state();
-        state.removing -= 1;
         if let Err(e) = &removed {
             tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
+        }
+        removing.done = removed.is_ok();
+        removed.is_ok()
+    }
+
+    /// Clears the unfinished marker when it stays set only for versions that waited, and
+    /// none waits or is being removed, and no write is under way (whose marker it would be):
+    /// so that a stop after this is not taken for a crash at the next start.
+    fn settle(&self, state: &mut State) {
+        if state.marked && !state.writing && state.waiting.is_empty() && state.removing == 0 {
+            match super::versions::finished(&self.versions) {
+                Ok(()) => state.marked = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store's marker of finished writes was not cleared; the next start checks for leftovers")
+                }
+            }
+        }
+    }
+
+    /// A write begins: while it is under way, only it clears the marker; until
+    /// dropped ([`Writing`]).
+    pub(super) fn writing(&self) -> Writing<'_> {
+        self.pins.state().writing = true;
+        Writing { store: self }
+    }
+}
+
+/// A removal of versions under way ([`State::removing`]), until dropped.
+struct Removing<'a> {
+    store: &'a SledStore,
+    /// It removed all it was given.
+    done: bool,
+}
+
+impl Drop for Removing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.store.pins.state();
+        state.removing -= 1;
+        if !self.done {
+            // What it left is the next start's to remove: the marker stays set for it.
             state.marked = false;
         }
-        removed.is_ok()
+        self.store.settle(&mut state);
+    }
+}
+
+/// A write under way, until dropped: then the marker is cleared if it stays set only for
+/// versions that no longer wait (a write that changes nothing, the ledger's alone, had
+/// left it); after a panic it stays set for the next start.
+pub(super) struct Writing<'a> {
+    store: &'a SledStore,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.store.pins.state();
+        state.writing = false;
+        if std::thread::panicking() {
+            state.marked = false;
+        }
+        self.store.settle(&mut state);
     }
 }
 
@@ -152,19 +208,8 @@ impl Drop for Pinned<'_> {
             }
             state.take_free()
         };
-        if free.is_empty() || !self.store.remove_superseded(&free) {
-            return;
-        }
-        // The last of them removed, and no write under way (whose marker it would be):
-        // cleared, so that a stop after this is not taken for a crash at the next start.
-        let mut state = self.store.pins.state();
-        if state.marked && !state.writing && state.waiting.is_empty() && state.removing == 0 {
-            match super::versions::finished(&self.store.versions) {
-                Ok(()) => state.marked = false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the store's marker of finished writes was not cleared; the next start checks for leftovers")
-                }
-            }
+        if !free.is_empty() {
+            self.store.remove_superseded(&free);
         }
     }
 }
@@ -217,6 +262,32 @@ mod tests {
         // The marker left set while they waited was cleared once they were removed: a stop
         // now is not taken for a crash at the next start.
         assert!(!super::super::versions::unfinished(&s.versions).unwrap());
+    }
+
+    /// Versions removed while a write is under way: the marker is cleared when that write
+    /// ends (one that changes nothing had left it set, and the next start took a clean stop
+    /// for a crash); a write that panics leaves it set for the next start.
+    #[test]
+    fn the_marker_is_cleared_when_the_write_under_way_ends_unless_it_panicked() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let unfinished = || super::super::versions::unfinished(&s.versions).unwrap();
+        commit_accounts(&s, vec![account("E1")]);
+        for panics in [false, true] {
+            let reader = s.pinned();
+            commit_accounts(&s, vec![account("E2")]);
+            assert!(unfinished());
+            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _writing = s.writing();
+                drop(reader);
+                assert!(unfinished(), "not while the write is under way");
+                if panics {
+                    panic!("a write that panics");
+                }
+            }));
+            assert_eq!(ended.is_err(), panics);
+            assert_eq!(unfinished(), panics);
+        }
     }
 
     /// Readers that keep overlapping do not keep every replaced version: those of a write

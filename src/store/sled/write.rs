@@ -121,22 +121,6 @@ fn both(
     here.and(there)
 }
 
-/// A write under way ([`super::pins::Pins::writing`]), until dropped.
-struct Writing<'a>(&'a super::pins::Pins);
-
-impl<'a> Writing<'a> {
-    fn of(pins: &'a super::pins::Pins) -> Self {
-        pins.writing(true);
-        Writing(pins)
-    }
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        self.0.writing(false);
-    }
-}
-
 /// The directory entries a write puts in place (bucket, entry), of the accounts and of the
 /// index.
 #[derive(Default)]
@@ -247,7 +231,7 @@ impl SledStore {
         ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
-        let _writing = Writing::of(&self.pins);
+        let _writing = self.writing();
         let version = versions::reserve(&self.versions)?;
         let before = (self.buckets().directory()?, self.index().directory()?);
         let mut written = Written::default();
