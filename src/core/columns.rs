@@ -98,15 +98,41 @@ pub fn is_plain_identity(email: &str) -> bool {
     is_well_formed_email(email) && (email.is_ascii() || email.chars().all(is_own_case))
 }
 
-/// Whether `c` is lower-case, or the upper case of its lower case (`Å`, not the Ångström
-/// sign; `I`, not `İ`, whose lower case is `i` and a dot).
+/// Whether `c` is the letter its lower case stands for: lower-case or uncased; the upper
+/// case of its lower case (`Å`, not the Ångström sign; `K`, not the Kelvin sign); a
+/// title-case letter (`ǅ`); or a capital whose lower case has no single capital to be
+/// confused with (`ẞ`: `ß` upper-cases to `SS`). Not `İ`, whose lower case is `i` and a
+/// combining dot.
 fn is_own_case(c: char) -> bool {
     let mut lower = c.to_lowercase();
-    if lower.len() == 1 && lower.next() == Some(c) {
+    let (Some(l), None) = (lower.next(), lower.next()) else {
+        return false;
+    };
+    if l == c {
         return true;
     }
-    let mut back = c.to_lowercase().flat_map(char::to_uppercase);
-    back.next() == Some(c) && back.next().is_none()
+    let mut upper = l.to_uppercase();
+    match (upper.next(), upper.next()) {
+        (Some(u), None) => u == c || is_title_case(c),
+        _ => true,
+    }
+}
+
+/// Unicode's title-case letters (category Lt).
+fn is_title_case(c: char) -> bool {
+    matches!(
+        c,
+        '\u{1c5}'
+            | '\u{1c8}'
+            | '\u{1cb}'
+            | '\u{1f2}'
+            | '\u{1f88}'..='\u{1f8f}'
+            | '\u{1f98}'..='\u{1f9f}'
+            | '\u{1fa8}'..='\u{1faf}'
+            | '\u{1fbc}'
+            | '\u{1fcc}'
+            | '\u{1ffc}'
+    )
 }
 
 /// [`is_well_formed_email`]'s shape, but for whitespace beyond ASCII, one byte at a time.
@@ -251,18 +277,22 @@ mod tests {
             "ZOË@x.example",
             "\u{c5}sa@x.example",
             "straße@x.example",
+            "STRA\u{1e9e}E@x.example",
+            "\u{1c5}emal@x.example",
+            "\u{1f88}@x.example",
             "ΣΩ@x.example",
+            "IŞIK@x.example",
+            "ı@x.example",
         ] {
             assert!(is_plain_identity(ok), "{ok:?}");
         }
-        // The Kelvin, Ångström and Ohm signs, a capital sharp s (lower-cased: ß, upper-cased
-        // back: SS), a dotted capital I (lower-cased: i and a combining dot), spaces beyond
-        // ASCII around or inside it.
+        // The Kelvin, Ångström and Ohm signs, the capital theta symbol, a dotted capital I
+        // (lower-cased: i and a combining dot), spaces beyond ASCII around or inside it.
         for bad in [
             "\u{212a}im@acme.example",
             "\u{212b}sa@acme.example",
             "\u{2126}mega@acme.example",
-            "\u{1e9e}tr@acme.example",
+            "\u{3f4}eta@acme.example",
             "\u{130}an@acme.example",
             "\u{3000}kim@acme.example",
             "kim@acme.example\u{a0}",

@@ -820,6 +820,11 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
     let rows = ["K1,kim@x.io,IT,active", "K2,\u{212a}en@x.io,IT,active"];
     let r = submit(&p, "r.csv", &roster(&rows)).unwrap();
     assert_eq!(r.counts.created, 2, "{:?}", r.errors);
+    // The account nobody can sign in as is told about, at its row and email column.
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert_eq!(r.warnings[0].line, Some(3));
+    assert_eq!(r.warnings[0].column.as_deref(), Some("email"));
+    assert!(r.warnings[0].message.contains("is not one address"), "{:?}", r.warnings);
     let check = |email: &str| {
         let request = Request::AuthCheck {
             email: email.into(),

@@ -101,7 +101,7 @@ pub async fn serve(
                 None => {
                     super::refusals::TOO_MANY_CONNECTIONS.warn(
                         Some(peer.ip()),
-                        &format!("connection closed: the address holds {per_source} open already"),
+                        &format!("connection closed: the address (for IPv6, its /64) holds {per_source} open already"),
                     );
                     continue;
                 }

@@ -118,6 +118,23 @@ pub(super) fn email_taken(roster: &Roster, employee: &Employee, holder: &str) ->
     )
 }
 
+/// The warning for an employee the rules give an account whose roster email nobody can
+/// sign in as (see [`crate::core::columns::is_plain_identity`]): `auth check` gives that
+/// account to nobody.
+pub(super) fn not_one_address(roster: &Roster, employee: &Employee) -> Finding {
+    Finding::at(
+        employee.line(),
+        roster.email_column.as_str(),
+        format!(
+            "email {:?} of employee \"{}\" is not one address: a character in it reads as \
+             another (such as the Kelvin sign for k), so no sign-in matches it and its admin \
+             account is given to nobody; correct the email in the HR system",
+            employee.email(),
+            employee.id()
+        ),
+    )
+}
+
 /// The warning for an employee whose active auto account's email (the address they sign
 /// in with) moves from `old` to `new` with this roster: no action in SPEC §4's table, and
 /// no safety limit counts it, but whoever holds `new` holds the admin rights from now on.

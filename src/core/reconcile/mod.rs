@@ -11,7 +11,7 @@ pub use groups::{EmployeeGroups, ReadGroup};
 use groups::{Manual, Survey};
 use holders::{
     Holders, any_email_taken, email_moved, email_taken, manual_of_leaver, not_active,
-    sign_in_moved, taken_by_other,
+    not_one_address, sign_in_moved, taken_by_other,
 };
 use order::sort_changes;
 pub use safety::{Limit, Limits};
@@ -585,6 +585,11 @@ fn plan_row(
             plan.warnings
                 .push(sign_in_moved(roster, employee, a.head.email, new));
         }
+    }
+    if !matching.is_empty()
+        && email.is_some_and(|e| !e.is_ascii() && !crate::core::columns::is_plain_identity(e))
+    {
+        plan.warnings.push(not_one_address(roster, employee));
     }
     plan_employee(plan, input, employee.id(), email, account, matching);
 }

@@ -38,6 +38,9 @@ struct State {
     /// The store's unfinished marker stays set for versions that waited, in this process
     /// (not for a failure or a crash, whose leftovers the next start removes).
     marked: bool,
+    /// A write or a removal failed (or panicked) and left versions for the next start to
+    /// remove: the marker stays set until then, whatever this process does after.
+    left: bool,
 }
 
 impl State {
@@ -81,21 +84,28 @@ impl Pins {
         Some(all)
     }
 
-    /// Whether the marker was set by a wait of this process, not a failure.
-    pub fn marked(&self) -> bool {
-        self.state().marked
-    }
-
-    /// Whether versions wait for readers or are being removed (the marker must stay set).
-    pub fn waiting(&self) -> bool {
+    /// Whether a set marker is this process's, for versions that waited, and nothing was
+    /// left for the next start.
+    pub fn ours(&self) -> bool {
         let state = self.state();
-        !state.waiting.is_empty() || state.removing > 0
+        state.marked && !state.left
     }
 
-    /// The marker was cleared, or must now stay set until the next start (a removal or a
-    /// write failed: what it left is the next start's to remove).
-    pub fn unmark(&self) {
+    /// Whether the marker must stay set: versions wait for readers or are being removed,
+    /// or something was left for the next start.
+    pub fn keep_marker(&self) -> bool {
+        let state = self.state();
+        !state.waiting.is_empty() || state.removing > 0 || state.left
+    }
+
+    /// The marker was cleared.
+    pub fn cleared(&self) {
         self.state().marked = false;
+    }
+
+    /// A write left versions for the next start to remove: the marker stays set for it.
+    pub fn left_for_next_start(&self) {
+        self.state().left = true;
     }
 }
 
@@ -141,7 +151,8 @@ impl SledStore {
     /// none waits or is being removed, and no write is under way (whose marker it would be):
     /// so that a stop after this is not taken for a crash at the next start.
     fn settle(&self, state: &mut State) {
-        if state.marked && !state.writing && state.waiting.is_empty() && state.removing == 0 {
+        let settled = state.waiting.is_empty() && state.removing == 0 && !state.left;
+        if state.marked && !state.writing && settled {
             match super::versions::finished(&self.versions) {
                 Ok(()) => state.marked = false,
                 Err(e) => {
@@ -172,7 +183,7 @@ impl Drop for Removing<'_> {
         state.removing -= 1;
         if !self.done {
             // What it left is the next start's to remove: the marker stays set for it.
-            state.marked = false;
+            state.left = true;
         }
         self.store.settle(&mut state);
     }
@@ -190,7 +201,7 @@ impl Drop for Writing<'_> {
         let mut state = self.store.pins.state();
         state.writing = false;
         if std::thread::panicking() {
-            state.marked = false;
+            state.left = true;
         }
         self.store.settle(&mut state);
     }
@@ -253,7 +264,7 @@ mod tests {
         let mut now = Vec::new();
         s.scan_accounts(&mut |a| now.push(a.status)).unwrap();
         assert!(now.iter().all(|&st| st == Status::Inactive));
-        assert!(!s.pins.waiting());
+        assert!(!s.pins.keep_marker());
         assert_eq!(
             s.buckets().collect_garbage().unwrap(),
             0,
@@ -290,6 +301,22 @@ mod tests {
         }
     }
 
+    /// Something left for the next start (a write or a removal that failed): the marker
+    /// stays set whatever is removed or written after it in this process.
+    #[test]
+    fn a_marker_left_for_the_next_start_is_never_cleared_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let unfinished = || super::super::versions::unfinished(&s.versions).unwrap();
+        commit_accounts(&s, vec![account("E1")]);
+        let reader = s.pinned();
+        commit_accounts(&s, vec![account("E2")]);
+        s.pins.left_for_next_start();
+        drop(reader);
+        commit_accounts(&s, vec![account("E3")]);
+        assert!(unfinished());
+    }
+
     /// Readers that keep overlapping do not keep every replaced version: those of a write
     /// are removed once the readers that started before it have ended.
     #[test]
@@ -301,20 +328,20 @@ mod tests {
         let first = s.pinned();
         commit_accounts(&s, vec![account("E2")]);
         let second = s.pinned();
-        assert!(s.pins.waiting() && unfinished());
+        assert!(s.pins.keep_marker() && unfinished());
         drop(first);
         assert!(
-            !s.pins.waiting(),
+            !s.pins.keep_marker(),
             "the second reader started after the write"
         );
         assert!(!unfinished());
         commit_accounts(&s, vec![account("E3")]);
         assert!(
-            s.pins.waiting(),
+            s.pins.keep_marker(),
             "the second reader may read what this write replaced"
         );
         drop(second);
-        assert!(!s.pins.waiting() && !unfinished());
+        assert!(!s.pins.keep_marker() && !unfinished());
         assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
         assert_eq!(s.index().collect_garbage().unwrap(), 0);
     }

@@ -238,10 +238,11 @@ impl SledStore {
         // What an earlier write could not clean up waits for the next start: the marker
         // stays for it. One left set while versions waited for readers is this process's
         // to clear once none wait ([`super::pins`]).
-        let left_earlier = versions::unfinished(&self.versions)? && !self.pins.marked();
-        let finish = || match nothing || left_earlier || self.pins.waiting() {
+        let left_earlier = versions::unfinished(&self.versions)? && !self.pins.ours();
+        // Asked when it is called: a removal beside this write may have failed meanwhile.
+        let finish = || match nothing || left_earlier || self.pins.keep_marker() {
             true => Ok(()),
-            false => versions::finished(&self.versions).inspect(|()| self.pins.unmark()),
+            false => versions::finished(&self.versions).inspect(|()| self.pins.cleared()),
         };
         let outcome = (if nothing {
             Ok(())
@@ -256,8 +257,10 @@ impl SledStore {
         if let Err(e) = outcome {
             // Best effort: what is left is removed at the next start, the marker staying
             // set for it (not one a later write may take for a wait of its own).
-            let _ = self.clean_up_failed(&before, &written, finish);
-            self.pins.unmark();
+            let clean = self.clean_up_failed(&before, &written, finish);
+            if !nothing && !matches!(clean, Ok(true)) {
+                self.pins.left_for_next_start();
+            }
             return Err(e);
         }
         if nothing {
@@ -282,13 +285,13 @@ impl SledStore {
     /// After a write that failed: the versions it put aside that are not current are
     /// removed, then `finish` clears the marker, unless the write was made current (its
     /// flush failed): the versions it replaced are then left, and the marker with them, for
-    /// the next start to remove.
+    /// the next start to remove. Whether it left nothing behind.
     pub(super) fn clean_up_failed(
         &self,
         before: &(Directory, Directory),
         written: &Written,
         finish: impl FnOnce() -> StoreResult<()>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let made_current = self
             .buckets()
             .directory()
@@ -296,8 +299,8 @@ impl SledStore {
         self.buckets().remove_written(&written.accounts)?;
         self.index().remove_written(&written.index)?;
         match made_current {
-            true => Ok(()),
-            false => finish(),
+            true => Ok(false),
+            false => finish().map(|()| true),
         }
     }
 
