@@ -217,6 +217,45 @@ pub fn advice(paths: &Paths) -> String {
     }
 }
 
+/// How far the store being replaced gave out rule, file and audit numbers: its record of
+/// them (a restored store keeps its own, raised so, which a later restore reads).
+fn replaced_counters(paths: &Paths) -> crate::store::watermark::Counters {
+    // Rule and file ids given out by the store replaced are not given out again (SPEC §2:
+    // never reused; reports in processed/ name them): its record of how far they went.
+    // The restored store keeps its own record (raised so), which a later restore reads.
+    match crate::store::watermark::read(&paths.store) {
+        Some(counters) => counters,
+        None if !paths.store.exists() => Default::default(),
+        None => {
+            tracing::warn!(
+                store = %paths.store.display(),
+                "the store replaced has no readable record of the rule and file ids it gave \
+                 out: ids given out since the backup may be given out again"
+            );
+            Default::default()
+        }
+    }
+}
+
+/// A free name for the store replaced: `store.replaced-<time>`, then `-2`, `-3`…
+fn aside_name(paths: &Paths) -> PathBuf {
+    // Free: two restores within a second (the wrong backup, then the right one) had met
+    // the first one's name, and the store replaced stayed as store.restoring.
+    let first = paths
+        .store
+        .with_extension(format!("replaced-{}", compact_timestamp(&now_rfc3339())));
+    let mut aside = first.clone();
+    for n in 2.. {
+        if !aside.exists() {
+            break;
+        }
+        let mut next = first.clone().into_os_string();
+        next.push(format!("-{n}"));
+        aside = PathBuf::from(next);
+    }
+    aside
+}
+
 /// Replaces the store with a backup, as `user` asked (the restored store's audit says so).
 /// The old store is kept beside it, renamed.
 pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<PathBuf>)> {
@@ -254,21 +293,7 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
         action: "restore".into(),
         detail: format!("restored {n} records from {}", file.display()),
     };
-    // Rule and file ids given out by the store replaced are not given out again (SPEC §2:
-    // never reused; reports in processed/ name them): its record of how far they went.
-    // The restored store keeps its own record (raised so), which a later restore reads.
-    let replaced = match crate::store::watermark::read(&paths.store) {
-        Some(counters) => counters,
-        None if !paths.store.exists() => Default::default(),
-        None => {
-            tracing::warn!(
-                store = %paths.store.display(),
-                "the store replaced has no readable record of the rule and file ids it gave \
-                 out: ids given out since the backup may be given out again"
-            );
-            Default::default()
-        }
-    };
+    let replaced = replaced_counters(paths);
     let checked = SledStore::open(&staging).and_then(|s| {
         s.verify_index()
             .and_then(|()| s.raise_counters(replaced))
@@ -292,20 +317,7 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
         let _ = fs::remove_dir_all(&staging);
         return Err(Error::from(e).context("giving the restored store its owner"));
     }
-    // Free: two restores within a second (the wrong backup, then the right one) had met
-    // the first one's name, and the store replaced stayed as store.restoring.
-    let first = paths
-        .store
-        .with_extension(format!("replaced-{}", compact_timestamp(&now_rfc3339())));
-    let mut aside = first.clone();
-    for n in 2.. {
-        if !aside.exists() {
-            break;
-        }
-        let mut next = first.clone().into_os_string();
-        next.push(format!("-{n}"));
-        aside = PathBuf::from(next);
-    }
+    let aside = aside_name(paths);
     // One step where the file system allows it: two renames leave, between them, no store
     // at all, which the next start would have opened as a new, empty one.
     if paths.store.exists() && exchange(&staging, &paths.store).is_ok() {

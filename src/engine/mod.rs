@@ -7,6 +7,8 @@ mod answer;
 pub mod commands;
 mod decide;
 pub mod filing;
+#[cfg(test)]
+mod filing_tests;
 pub mod handle;
 #[cfg(test)]
 mod held_tests;
@@ -22,6 +24,8 @@ pub mod roster_file;
 mod rules_tests;
 #[cfg(test)]
 mod seen_tests;
+#[cfg(test)]
+mod sign_in_tests;
 mod state;
 #[cfg(test)]
 mod tests;

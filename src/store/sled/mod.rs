@@ -15,6 +15,7 @@ mod heads_check;
 mod migrate;
 mod pages;
 mod pins;
+mod readers;
 mod store;
 mod versions;
 pub mod watermark;

@@ -6,16 +6,16 @@
 //! showed states that never were (10,645 active accounts between rosters of 830 and 57,165).
 //! A reader is pinned before it reads the directory, and a write checks for readers after
 //! it made its versions current: a reader either is counted, or reads the new directory.
+//! This is the bookkeeping; [`super::readers`] holds the guards the store hands out.
 
-use super::store::SledStore;
-use super::versions::Directory;
+use super::versions::{self, Directory, Written};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// The versions one write replaced: its directories before it, and what it put in place.
 pub(super) struct Superseded {
     pub before: (Directory, Directory),
-    pub written: super::write::Written,
+    pub written: Written,
 }
 
 /// The pinned readers of one open store, and the versions waiting for them.
@@ -56,6 +56,21 @@ impl State {
         }
         free.into_iter().map(|(_, s)| s).collect()
     }
+
+    /// Clears the unfinished marker when it stays set only for versions that waited, and
+    /// none waits or is being removed, and no write is under way (whose marker it would be):
+    /// so that a stop after this is not taken for a crash at the next start.
+    fn settle(&mut self, versions: &sled::Tree) {
+        let settled = self.waiting.is_empty() && self.removing == 0 && !self.left;
+        if self.marked && !self.writing && settled {
+            match versions::finished(versions) {
+                Ok(()) => self.marked = false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store's marker of finished writes was not cleared; the next start checks for leftovers")
+                }
+            }
+        }
+    }
 }
 
 impl Pins {
@@ -63,8 +78,29 @@ impl Pins {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A reader begins: the epoch it is counted in (read the directory after this).
+    pub fn pin(&self) -> u64 {
+        let mut state = self.state();
+        let epoch = state.epoch;
+        *state.readers.entry(epoch).or_default() += 1;
+        epoch
+    }
+
+    /// A reader of `epoch` ends: the versions no reader needs now, counted as being
+    /// removed (tell [`Self::removed`]) when there are any.
+    pub fn unpin(&self, epoch: u64) -> Vec<Superseded> {
+        let mut state = self.state();
+        if let Some(count) = state.readers.get_mut(&epoch) {
+            *count -= 1;
+            if *count == 0 {
+                state.readers.remove(&epoch);
+            }
+        }
+        state.take_free()
+    }
+
     /// After a write made `superseded` current: the versions to remove now (these and any
-    /// no reader needs any longer), counted as being removed (tell [`SledStore::removed`]);
+    /// no reader needs any longer), counted as being removed (tell [`Self::removed`]);
     /// `None` when readers scanning may read them (they wait, and the marker stays set:
     /// `marked` says whether this write set it).
     pub fn remove_or_wait(&self, superseded: Superseded, marked: bool) -> Option<Vec<Superseded>> {
@@ -82,6 +118,30 @@ impl Pins {
         }
         all.push(superseded);
         Some(all)
+    }
+
+    /// A removal counted as under way ended (`done`: it removed all it was given; else
+    /// what it left is the next start's to remove, the marker staying set for it).
+    pub fn removed(&self, done: bool, versions: &sled::Tree) {
+        let mut state = self.state();
+        state.removing -= 1;
+        state.left |= !done;
+        state.settle(versions);
+    }
+
+    /// A write begins: while it is under way, only it clears the marker.
+    pub fn begin_write(&self) {
+        self.state().writing = true;
+    }
+
+    /// A write ended: the marker is cleared if it stays set only for versions that no
+    /// longer wait (a write that changes nothing, the ledger's alone, had left it); after a
+    /// panic it stays set for the next start.
+    pub fn end_write(&self, panicked: bool, versions: &sled::Tree) {
+        let mut state = self.state();
+        state.writing = false;
+        state.left |= panicked;
+        state.settle(versions);
     }
 
     /// Whether a set marker is this process's, for versions that waited, and nothing was
@@ -106,243 +166,5 @@ impl Pins {
     /// A write left versions for the next start to remove: the marker stays set for it.
     pub fn left_for_next_start(&self) {
         self.state().left = true;
-    }
-}
-
-/// A reader pinned: while it lives, no version it may read is removed.
-pub(super) struct Pinned<'a> {
-    store: &'a SledStore,
-    epoch: u64,
-}
-
-impl SledStore {
-    /// Pins a reader; read the directory after this.
-    pub(super) fn pinned(&self) -> Pinned<'_> {
-        let mut state = self.pins.state();
-        let epoch = state.epoch;
-        *state.readers.entry(epoch).or_default() += 1;
-        Pinned { store: self, epoch }
-    }
-
-    /// Removes the versions `superseded` replaced (logged when they cannot be: the next
-    /// start removes them, the marker staying set for it), and says they were removed.
-    pub(super) fn remove_superseded(&self, superseded: &[Superseded]) -> bool {
-        // Counted as done however it ends, a panic too.
-        let mut removing = Removing {
-            store: self,
-            done: false,
-        };
-        let removed = superseded.iter().try_for_each(|s| {
-            self.buckets()
-                .remove_superseded(&s.before.0, &s.written.accounts)
-                .and_then(|()| {
-                    self.index()
-                        .remove_superseded(&s.before.1, &s.written.index)
-                })
-        });
-        if let Err(e) = &removed {
-            tracing::warn!(error = %e, "bucket versions a write replaced were left; they are removed at the next start");
-        }
-        removing.done = removed.is_ok();
-        removed.is_ok()
-    }
-
-    /// Clears the unfinished marker when it stays set only for versions that waited, and
-    /// none waits or is being removed, and no write is under way (whose marker it would be):
-    /// so that a stop after this is not taken for a crash at the next start.
-    fn settle(&self, state: &mut State) {
-        let settled = state.waiting.is_empty() && state.removing == 0 && !state.left;
-        if state.marked && !state.writing && settled {
-            match super::versions::finished(&self.versions) {
-                Ok(()) => state.marked = false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the store's marker of finished writes was not cleared; the next start checks for leftovers")
-                }
-            }
-        }
-    }
-
-    /// A write begins: while it is under way, only it clears the marker; until
-    /// dropped ([`Writing`]).
-    pub(super) fn writing(&self) -> Writing<'_> {
-        self.pins.state().writing = true;
-        Writing { store: self }
-    }
-}
-
-/// A removal of versions under way ([`State::removing`]), until dropped.
-struct Removing<'a> {
-    store: &'a SledStore,
-    /// It removed all it was given.
-    done: bool,
-}
-
-impl Drop for Removing<'_> {
-    fn drop(&mut self) {
-        let mut state = self.store.pins.state();
-        state.removing -= 1;
-        if !self.done {
-            // What it left is the next start's to remove: the marker stays set for it.
-            state.left = true;
-        }
-        self.store.settle(&mut state);
-    }
-}
-
-/// A write under way, until dropped: then the marker is cleared if it stays set only for
-/// versions that no longer wait (a write that changes nothing, the ledger's alone, had
-/// left it); after a panic it stays set for the next start.
-pub(super) struct Writing<'a> {
-    store: &'a SledStore,
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        let mut state = self.store.pins.state();
-        state.writing = false;
-        if std::thread::panicking() {
-            state.left = true;
-        }
-        self.store.settle(&mut state);
-    }
-}
-
-impl Drop for Pinned<'_> {
-    fn drop(&mut self) {
-        let free = {
-            let mut state = self.store.pins.state();
-            if let Some(count) = state.readers.get_mut(&self.epoch) {
-                *count -= 1;
-                if *count == 0 {
-                    state.readers.remove(&self.epoch);
-                }
-            }
-            state.take_free()
-        };
-        if !free.is_empty() {
-            self.store.remove_superseded(&free);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::accounts::Status;
-    use crate::store::Store;
-    use crate::store::samples::{account, commit_accounts};
-
-    /// Every account deactivated by a commit made while a scan is under way: the scan reads
-    /// every bucket as it was at its start, not the buckets it reaches after the commit
-    /// from the commit's versions; those replaced are removed once it ends.
-    #[test]
-    fn a_scan_beside_a_commit_reads_one_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        let ids: Vec<String> = (0..3000).map(|i| format!("E{i:05}")).collect();
-        commit_accounts(&s, ids.iter().map(|id| account(id)).collect());
-        let inactive = || {
-            let mut all: Vec<_> = ids.iter().map(|id| account(id)).collect();
-            all.iter_mut().for_each(|a| a.status = Status::Inactive);
-            all
-        };
-        let (mut seen, mut committed) = (Vec::new(), false);
-        s.scan_accounts(&mut |a| {
-            if !committed {
-                commit_accounts(&s, inactive());
-                committed = true;
-            }
-            seen.push(a.status);
-        })
-        .unwrap();
-        assert_eq!(seen.len(), ids.len());
-        assert!(
-            seen.iter().all(|&st| st == Status::Active),
-            "a blend of two states"
-        );
-        // Read again: the commit's state, and only the current versions are left.
-        let mut now = Vec::new();
-        s.scan_accounts(&mut |a| now.push(a.status)).unwrap();
-        assert!(now.iter().all(|&st| st == Status::Inactive));
-        assert!(!s.pins.keep_marker());
-        assert_eq!(
-            s.buckets().collect_garbage().unwrap(),
-            0,
-            "nothing left behind"
-        );
-        // The marker left set while they waited was cleared once they were removed: a stop
-        // now is not taken for a crash at the next start.
-        assert!(!super::super::versions::unfinished(&s.versions).unwrap());
-    }
-
-    /// Versions removed while a write is under way: the marker is cleared when that write
-    /// ends (one that changes nothing had left it set, and the next start took a clean stop
-    /// for a crash); a write that panics leaves it set for the next start.
-    #[test]
-    fn the_marker_is_cleared_when_the_write_under_way_ends_unless_it_panicked() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        let unfinished = || super::super::versions::unfinished(&s.versions).unwrap();
-        commit_accounts(&s, vec![account("E1")]);
-        for panics in [false, true] {
-            let reader = s.pinned();
-            commit_accounts(&s, vec![account("E2")]);
-            assert!(unfinished());
-            let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _writing = s.writing();
-                drop(reader);
-                assert!(unfinished(), "not while the write is under way");
-                if panics {
-                    panic!("a write that panics");
-                }
-            }));
-            assert_eq!(ended.is_err(), panics);
-            assert_eq!(unfinished(), panics);
-        }
-    }
-
-    /// Something left for the next start (a write or a removal that failed): the marker
-    /// stays set whatever is removed or written after it in this process.
-    #[test]
-    fn a_marker_left_for_the_next_start_is_never_cleared_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        let unfinished = || super::super::versions::unfinished(&s.versions).unwrap();
-        commit_accounts(&s, vec![account("E1")]);
-        let reader = s.pinned();
-        commit_accounts(&s, vec![account("E2")]);
-        s.pins.left_for_next_start();
-        drop(reader);
-        commit_accounts(&s, vec![account("E3")]);
-        assert!(unfinished());
-    }
-
-    /// Readers that keep overlapping do not keep every replaced version: those of a write
-    /// are removed once the readers that started before it have ended.
-    #[test]
-    fn versions_wait_only_for_readers_older_than_their_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
-        let unfinished = || super::super::versions::unfinished(&s.versions).unwrap();
-        commit_accounts(&s, vec![account("E1")]);
-        let first = s.pinned();
-        commit_accounts(&s, vec![account("E2")]);
-        let second = s.pinned();
-        assert!(s.pins.keep_marker() && unfinished());
-        drop(first);
-        assert!(
-            !s.pins.keep_marker(),
-            "the second reader started after the write"
-        );
-        assert!(!unfinished());
-        commit_accounts(&s, vec![account("E3")]);
-        assert!(
-            s.pins.keep_marker(),
-            "the second reader may read what this write replaced"
-        );
-        drop(second);
-        assert!(!s.pins.keep_marker() && !unfinished());
-        assert_eq!(s.buckets().collect_garbage().unwrap(), 0);
-        assert_eq!(s.index().collect_garbage().unwrap(), 0);
     }
 }

@@ -1116,7 +1116,7 @@ mod tests {
             s.index().directory().unwrap(),
         );
         let version = versions::reserve(&s.versions).unwrap();
-        let mut written = super::super::write::Written::default();
+        let mut written = super::super::versions::Written::default();
         s.write_aside(
             Updates::packed(vec![Packed::of(&staged_role)]),
             &[],
@@ -1147,7 +1147,7 @@ mod tests {
             // What a crash between the aside writes and the transaction leaves (a write sets
             // the marker before its first aside write).
             let version = versions::reserve(&s.versions).unwrap();
-            let mut written = super::super::write::Written::default();
+            let mut written = super::super::versions::Written::default();
             versions::unfinish(&s.versions).unwrap();
             let before = (
                 s.buckets().directory().unwrap(),

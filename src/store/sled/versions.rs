@@ -175,6 +175,14 @@ pub struct Versioned<'a> {
     store: Option<u64>,
 }
 
+/// The directory entries a write puts in place (bucket, entry), of the accounts and of the
+/// index.
+#[derive(Default)]
+pub struct Written {
+    pub accounts: Vec<(usize, u64)>,
+    pub index: Vec<(usize, u64)>,
+}
+
 /// What a write lays out: the buckets it rewrites (bucket, record; `None`: no accounts).
 pub type Records = Vec<(usize, Option<Vec<u8>>)>;
 

@@ -5,7 +5,7 @@
 
 use super::new_token;
 use super::store::{SledStore, TxTrees};
-use super::versions::{self, Directory, Versioned};
+use super::versions::{self, Directory, Versioned, Written};
 use super::{
     ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, Staged, TxResult, buckets, email_index, unwrap_tx,
 };
@@ -119,14 +119,6 @@ fn both(
     let (here, there) = join(|| lower(written), || upper(&mut upper_written));
     written.append(&mut upper_written);
     here.and(there)
-}
-
-/// The directory entries a write puts in place (bucket, entry), of the accounts and of the
-/// index.
-#[derive(Default)]
-pub(super) struct Written {
-    pub(super) accounts: Vec<(usize, u64)>,
-    pub(super) index: Vec<(usize, u64)>,
 }
 
 impl SledStore {

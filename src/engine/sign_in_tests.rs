@@ -1,0 +1,69 @@
+//! Unit tests of who signs in (SPEC §3, §8): an address that only reads as an account's
+//! is denied, and a manual admin nobody could sign in as is refused. On the in-memory
+//! store, with the helpers of [`super::tests`].
+
+use super::tests::{add_rule, pipeline, roster, submit};
+use crate::store::Store;
+
+/// An SSO identity that reads as another address (the Kelvin sign for a `k`, a space
+/// beyond ASCII) is denied, and so is an account whose roster email is written so: each
+/// had matched kim@…'s account by Unicode lower-casing.
+#[test]
+fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let rows = ["K1,kim@x.io,IT,active", "K2,\u{212a}en@x.io,IT,active"];
+    let r = submit(&p, "r.csv", &roster(&rows)).unwrap();
+    assert_eq!(r.counts.created, 2, "{:?}", r.errors);
+    // The account nobody can sign in as is told about, at its row and email column.
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert_eq!(r.warnings[0].line, Some(3));
+    assert_eq!(r.warnings[0].column.as_deref(), Some("email"));
+    assert!(
+        r.warnings[0].message.contains("is not one address"),
+        "{:?}",
+        r.warnings
+    );
+    let check = |email: &str| {
+        let request = Request::AuthCheck {
+            email: email.into(),
+        };
+        super::commands::execute(&p, request, "root", Output::Json)
+    };
+    assert_eq!(check("kim@x.io").exit, exit::OK);
+    assert_eq!(check(" KIM@x.io ").exit, exit::OK);
+    for email in [
+        "\u{212a}im@x.io",
+        "\u{3000}kim@x.io",
+        "ken@x.io",
+        "\u{212a}en@x.io",
+    ] {
+        let denied = check(email);
+        assert_eq!(denied.exit, exit::NO, "{email:?}: {}", denied.text);
+        assert_eq!(denied.json["allowed"], false);
+    }
+}
+
+/// A manual admin nobody could sign in as (its email written with the Kelvin sign) is
+/// refused, not added unusable.
+#[test]
+fn admins_add_refuses_an_email_that_reads_as_another() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let add = |email: &str| Request::AdminsAdd {
+        employee_id: "M1".into(),
+        email: email.into(),
+        role: "IT Admin".into(),
+    };
+    let refused = super::commands::execute(&p, add("\u{212a}arl@x.io"), "root", Output::Json);
+    assert_eq!(refused.exit, exit::USAGE, "{}", refused.text);
+    assert!(
+        refused.text.contains("is not one address"),
+        "{}",
+        refused.text
+    );
+    assert!(p.store.account("M1").unwrap().is_none());
+    let added = super::commands::execute(&p, add("karl@x.io"), "root", Output::Json);
+    assert_eq!(added.exit, exit::OK, "{}", added.text);
+}
