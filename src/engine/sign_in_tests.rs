@@ -67,3 +67,28 @@ fn admins_add_refuses_an_email_that_reads_as_another() {
     let added = super::commands::execute(&p, add("karl@x.io"), "root", Output::Json);
     assert_eq!(added.exit, exit::OK, "{}", added.text);
 }
+
+/// A manual admin keeps its own email, whatever its roster row says: a row written with
+/// the Kelvin sign is no account given to nobody, and is not warned about as one.
+#[test]
+fn a_manual_admins_row_is_not_warned_about_as_an_account_nobody_signs_in_as() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let add = Request::AdminsAdd {
+        employee_id: "K2".into(),
+        email: "ken@x.io".into(),
+        role: "IT Admin".into(),
+    };
+    assert_eq!(
+        super::commands::execute(&p, add, "root", Output::Json).exit,
+        exit::OK
+    );
+    let r = submit(&p, "r.csv", &roster(&["K2,\u{212a}en@x.io,IT,active"])).unwrap();
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+    let check = Request::AuthCheck {
+        email: "ken@x.io".into(),
+    };
+    let allowed = super::commands::execute(&p, check, "root", Output::Json);
+    assert_eq!(allowed.exit, exit::OK, "{}", allowed.text);
+}

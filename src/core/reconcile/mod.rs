@@ -586,7 +586,11 @@ fn plan_row(
                 .push(sign_in_moved(roster, employee, a.head.email, new));
         }
     }
-    if !matching.is_empty()
+    // A manual account keeps its own email (a roster never changes it): only an account
+    // the rules make or keep is given to nobody.
+    let ruled = account.is_none_or(|a| a.head.origin == Origin::Auto);
+    if ruled
+        && !matching.is_empty()
         && email.is_some_and(|e| !e.is_ascii() && !crate::core::columns::is_plain_identity(e))
     {
         plan.warnings.push(not_one_address(roster, employee));

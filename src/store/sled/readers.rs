@@ -41,10 +41,14 @@ impl SledStore {
         removed.is_ok()
     }
 
-    /// A write begins, until the guard is dropped (see [`super::pins::Pins::end_write`]).
-    pub(super) fn writing(&self) -> Writing<'_> {
+    /// A write begins, until the guard is dropped (see [`super::pins::Pins::end_write`]);
+    /// `changes`: it puts versions aside (a panic then may leave some).
+    pub(super) fn writing(&self, changes: bool) -> Writing<'_> {
         self.pins.begin_write();
-        Writing { store: self }
+        Writing {
+            store: self,
+            changes,
+        }
     }
 }
 
@@ -73,11 +77,12 @@ impl Drop for Removing<'_> {
 /// A write under way, until dropped.
 pub(super) struct Writing<'a> {
     store: &'a SledStore,
+    changes: bool,
 }
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
-        let panicked = std::thread::panicking();
+        let panicked = self.changes && std::thread::panicking();
         self.store.pins.end_write(panicked, &self.store.versions);
     }
 }
@@ -146,7 +151,7 @@ mod tests {
             commit_accounts(&s, vec![account("E2")]);
             assert!(unfinished());
             let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _writing = s.writing();
+                let _writing = s.writing(true);
                 drop(reader);
                 assert!(unfinished(), "not while the write is under way");
                 if panics {

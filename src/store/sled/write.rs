@@ -223,7 +223,7 @@ impl SledStore {
         ready: Ready<'_>,
         more: impl Fn(&TxTrees) -> TxResult<()>,
     ) -> StoreResult<()> {
-        let _writing = self.writing();
+        let _writing = self.writing(!nothing);
         let version = versions::reserve(&self.versions)?;
         let before = (self.buckets().directory()?, self.index().directory()?);
         let mut written = Written::default();
@@ -284,10 +284,11 @@ impl SledStore {
         written: &Written,
         finish: impl FnOnce() -> StoreResult<()>,
     ) -> StoreResult<bool> {
-        let made_current = self
-            .buckets()
-            .directory()
-            .is_ok_and(|d| !written.accounts.is_empty() && d.is(&before.0.with(&written.accounts)));
+        // A directory that cannot be read counts as made current: its pages are kept, and
+        // left for the next start.
+        let made_current = self.buckets().directory().map_or(true, |d| {
+            !written.accounts.is_empty() && d.is(&before.0.with(&written.accounts))
+        });
         self.buckets().remove_written(&written.accounts)?;
         self.index().remove_written(&written.index)?;
         match made_current {
