@@ -168,3 +168,14 @@ pub(super) fn manual_of_leaver(employee: &Employee) -> Finding {
 pub(super) fn email_moved(new: &str, old: &str) -> bool {
     new != old && fold(new) != fold(old)
 }
+
+/// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
+pub(super) fn cap_warnings(warnings: &mut Vec<Finding>) {
+    use crate::core::roster::MAX_WARNINGS;
+    warnings.sort_by_key(|w| w.line);
+    if warnings.len() > MAX_WARNINGS {
+        let more = warnings.len() - MAX_WARNINGS;
+        warnings.truncate(MAX_WARNINGS);
+        warnings.push(Finding::file(format!("{more} more warnings (not listed)")));
+    }
+}

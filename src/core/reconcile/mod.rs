@@ -10,7 +10,7 @@ mod safety;
 pub use groups::{EmployeeGroups, ReadGroup};
 use groups::{Manual, Survey};
 use holders::{
-    Holders, any_email_taken, email_moved, email_taken, manual_of_leaver, not_active,
+    Holders, any_email_taken, cap_warnings, email_moved, email_taken, manual_of_leaver, not_active,
     not_one_address, sign_in_moved, taken_by_other,
 };
 use order::sort_changes;
@@ -596,17 +596,6 @@ fn plan_row(
         plan.warnings.push(not_one_address(roster, employee));
     }
     plan_employee(plan, input, employee.id(), email, account, matching);
-}
-
-/// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
-fn cap_warnings(warnings: &mut Vec<Finding>) {
-    use crate::core::roster::MAX_WARNINGS;
-    warnings.sort_by_key(|w| w.line);
-    if warnings.len() > MAX_WARNINGS {
-        let more = warnings.len() - MAX_WARNINGS;
-        warnings.truncate(MAX_WARNINGS);
-        warnings.push(Finding::file(format!("{more} more warnings (not listed)")));
-    }
 }
 
 fn plan_employee(
