@@ -257,6 +257,21 @@ fn the_api_answers_what_the_cli_answers() {
         &format!("/api/v1/auth/check?email={}", encode(&email.to_uppercase())),
     );
     assert_eq!(upper.json()["allowed"], true, "emails in any letter case");
+    // A space beyond ASCII around it, or the Kelvin sign for a k: not this address.
+    for asked in [
+        format!("\u{3000}{email}"),
+        format!("{email}\u{a0}"),
+        email.replace('k', "\u{212a}"),
+    ] {
+        if asked == email {
+            continue;
+        }
+        let denied = web.get_as(
+            LEAD,
+            &format!("/api/v1/auth/check?email={}", encode(&asked)),
+        );
+        assert_eq!(denied.json()["allowed"], false, "{asked:?}");
+    }
     let denied = web.get_as(LEAD, "/api/v1/auth/check?email=nobody%40acme.example");
     assert_eq!(
         (denied.status, denied.json()),

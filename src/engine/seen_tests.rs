@@ -166,6 +166,9 @@ fn an_approval_applies_the_plan_its_page_showed_or_nothing() {
         serde_json::from_value(serde_json::to_value(&r.counts).unwrap()).unwrap()
     };
     let drawn = held_version(&held.held_because, &counts(&held));
+    // The list gives its approve and reject the version its file's page gives.
+    let listed = ask(&p, Request::FilesList, None);
+    assert_eq!(listed.json[0]["seen"], drawn.as_str(), "{}", listed.json);
     add_rule(&p, "Sales", "department = Sales");
     let cli = ask(
         &p,

@@ -187,12 +187,18 @@ fn files_list<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let list: Vec<Value> = files
         .iter()
         .map(|f| {
-            json!({
+            let mut j = json!({
                 "id": f.id, "name": f.name, "stored_as": f.stored_as,
                 "status": f.status.as_str(), "received_at": f.received_at,
                 "processed_at": f.processed_at, "sha256": f.sha256, "size": f.size,
                 "report": p.report_path(f), "summary": f.summary,
-            })
+            });
+            // What a page drawn from this list shows of a held file's plan, posted back by
+            // its approve and reject (see `crate::api::seen`).
+            if let Some(seen) = super::stale::held_seen(p, f) {
+                j["seen"] = json!(seen);
+            }
+            j
         })
         .collect();
     let mut text = String::new();

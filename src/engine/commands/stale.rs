@@ -5,9 +5,33 @@ use crate::api::render::account_json;
 use crate::api::seen::{Seen, account_version, held_version, rule_version};
 use crate::api::{Response, exit};
 use crate::core::rules::RuleId;
-use crate::engine::pipeline::{Pipeline, read_report};
-use crate::store::{FileStatus, Store};
+use crate::engine::pipeline::Pipeline;
+use crate::store::{FileEntry, FileStatus, Store};
 use std::collections::BTreeMap;
+
+/// The version of held file `entry`'s plan as its report shows it ([`held_version`]; empty
+/// when the report cannot be read); `None` when it is not held.
+pub(super) fn held_seen<S: Store>(p: &Pipeline<S>, entry: &FileEntry) -> Option<String> {
+    /// What the version reads of a report (its changes skipped, not kept).
+    #[derive(serde::Deserialize)]
+    struct Shown {
+        #[serde(default)]
+        held_because: Vec<String>,
+        #[serde(default)]
+        counts: BTreeMap<String, u64>,
+    }
+    if entry.status != FileStatus::Held {
+        return None;
+    }
+    let path = p
+        .paths
+        .folder("held")
+        .join(format!("{}.report.json", entry.stored_as));
+    let shown = std::fs::File::open(path)
+        .ok()
+        .and_then(|f| serde_json::from_reader::<_, Shown>(std::io::BufReader::new(f)).ok());
+    Some(shown.map_or_else(String::new, |s| held_version(&s.held_because, &s.counts)))
+}
 
 /// The refusal when `seen` is not what its thing is now; `None` when it is, or when the
 /// thing is gone (the change then says that itself).
@@ -26,17 +50,8 @@ pub(super) fn stale<S: Store>(
             account_version(&field("email"), &field("role"), &field("status"))
         }),
         Seen::Held(id, _) => match p.store.file(*id)? {
-            Some(entry) if entry.status == FileStatus::Held => {
-                let report = read_report(&p.paths.folder("held").join(&entry.stored_as));
-                Some(report.map_or_else(String::new, |r| {
-                    let counts: BTreeMap<String, u64> = serde_json::to_value(&r.counts)
-                        .ok()
-                        .and_then(|v| serde_json::from_value(v).ok())
-                        .unwrap_or_default();
-                    held_version(&r.held_because, &counts)
-                }))
-            }
-            _ => None,
+            Some(entry) => held_seen(p, &entry),
+            None => None,
         },
     };
     let shown = match seen {

@@ -19,10 +19,13 @@ struct FileRow {
     status: String,
     received_at: String,
     summary: String,
+    /// A held file's plan as the engine read it for this list ([`crate::api::seen`]).
+    seen: String,
 }
 
-/// Approve and reject buttons of a held file, whose report the page shows (`seen`: its
-/// version, see [`crate::api::seen`]): approving applies exactly the plan shown.
+/// Approve and reject buttons of a held file (`seen`: the version of the plan the page
+/// shows, its report or the list's summary, see [`crate::api::seen`]): approving applies
+/// exactly that plan, not one re-planned since.
 fn decide_forms(ctx: &PageCtx, id: u64, seen: &str) -> Markup {
     html! {
         div.row-forms {
@@ -66,7 +69,7 @@ pub fn files(ctx: &PageCtx, files: &Value) -> Markup {
                                 td data-label="Received" { (time(&f.received_at)) }
                                 td data-label="Summary" { span.small { (f.summary) } }
                                 @if ctx.can_change && !held.is_empty() {
-                                    td data-label="Decide" { @if f.status == "held" { a.button href={ "/files/" (f.id) } { "Review to decide" } } }
+                                    td data-label="Decide" { @if f.status == "held" { (decide_forms(ctx, f.id, &f.seen)) } }
                                 }
                             }
                         }

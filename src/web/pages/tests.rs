@@ -90,7 +90,7 @@ fn files_json() -> Value {
         {"id": 1, "name": SCRIPT, "stored_as": format!("20261203T235217Z_{SCRIPT}"), "status": "applied",
          "received_at": "2026-12-03T23:52:17Z", "summary": SCRIPT},
         {"id": 2, "name": "roster.csv", "stored_as": "20261204T000000Z_roster.csv", "status": "held",
-         "received_at": "2026-12-04T00:00:00Z", "summary": "created 82"},
+         "received_at": "2026-12-04T00:00:00Z", "summary": "created 82", "seen": "plan-2"},
     ])
 }
 
@@ -292,6 +292,7 @@ fn every_post_form_carries_the_csrf_token() {
         ("admins manual", 5),
         ("rules", 7),
         ("rules conflict", 7),
+        ("files", 2),
         ("file", 2),
     ] {
         let (forms, _) = post_forms(&pages[name]);
@@ -596,15 +597,19 @@ fn rules_offer_enable_for_disabled_and_disable_for_enabled() {
     assert!(html.contains("department = IT\n") || html.contains(">department = IT</textarea>"));
 }
 
-/// A held file is decided on its own page, which shows the plan: approving applies exactly
-/// that plan (its version goes with the buttons), not one re-planned since. The list shows
-/// a summary only, so it links there instead of deciding.
+/// A held file is decided on the list or on its own page: approving applies exactly the
+/// plan the page was drawn with (its version goes with the buttons), not one re-planned
+/// since.
 #[test]
 fn held_files_can_be_decided_others_not() {
     let html = files(&ctx(true), &files_json()).into_string();
-    assert_eq!(post_forms(&html), (0, 0));
-    assert!(html.contains(r#"<a class="button" href="/files/2">Review to decide</a>"#));
-    assert!(!html.contains(r#"href="/files/1">Review"#));
+    assert!(
+        html.contains(r#"action="/files/2/approve""#)
+            && html.contains(r#"action="/files/2/reject""#)
+    );
+    assert!(!html.contains(r#"action="/files/1/approve""#));
+    let listed = r#"<input type="hidden" name="seen" value="plan-2">"#;
+    assert_eq!(html.matches(listed).count(), 2, "{html}");
     let held = report_json("held");
     let html = file(&ctx(true), 2, &held, "report").into_string();
     assert!(
