@@ -191,6 +191,23 @@ fn an_approval_applies_the_plan_its_page_showed_or_nothing() {
     let now: crate::core::report::Report =
         serde_json::from_slice(&p.report_bytes(1).unwrap().unwrap().0).unwrap();
     let seen = Seen::Held(1, held_version(&now.held_because, &counts(&now)));
+    // Its report gone from held/: decided from no page (the list gives no version).
+    let report = p
+        .paths
+        .folder("held")
+        .join(format!("{}.report.json", now.stored_as.clone().unwrap()));
+    let aside = report.with_extension("aside");
+    std::fs::rename(&report, &aside).unwrap();
+    assert!(
+        ask(&p, Request::FilesList, None).json[0]
+            .get("seen")
+            .is_none()
+    );
+    assert_eq!(
+        ask(&p, approve.clone(), Some(seen.clone())).exit,
+        exit::REFUSED
+    );
+    std::fs::rename(&aside, &report).unwrap();
     let approved = ask(&p, approve, Some(seen));
     assert_eq!(approved.exit, exit::OK, "{}", approved.text);
     assert_eq!(p.store.accounts().unwrap().len(), 4);

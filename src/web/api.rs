@@ -194,7 +194,10 @@ async fn auth_check(
     // address, and the engine denies it (`columns::is_plain_identity`); a trim here had
     // taken it away first.
     let email = q.email;
-    if email.trim().is_empty() {
+    if email
+        .trim_matches(|c: char| c.is_ascii_whitespace())
+        .is_empty()
+    {
         return bad_request("auth/check needs ?email=".into());
     }
     let answer = state

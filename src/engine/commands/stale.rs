@@ -8,9 +8,16 @@ use crate::core::rules::RuleId;
 use crate::engine::pipeline::Pipeline;
 use crate::store::{FileEntry, FileStatus, Store};
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
-/// The version of held file `entry`'s plan as its report shows it ([`held_version`]; empty
-/// when the report cannot be read); `None` when it is not held.
+/// What tells a rewrite of a file apart: its device, inode, size and time of last write.
+type Stamp = (u64, u64, u64, i64, i64);
+
+/// The version of held file `entry`'s plan as its report in held/ shows it
+/// ([`held_version`]); `None` when it is not held, or its report cannot be read there (not
+/// filed yet, or removed): nothing can be decided from a page then.
 pub(super) fn held_seen<S: Store>(p: &Pipeline<S>, entry: &FileEntry) -> Option<String> {
     /// What the version reads of a report (its changes skipped, not kept).
     #[derive(serde::Deserialize)]
@@ -20,6 +27,11 @@ pub(super) fn held_seen<S: Store>(p: &Pipeline<S>, entry: &FileEntry) -> Option<
         #[serde(default)]
         counts: BTreeMap<String, u64>,
     }
+    /// The last version read, by the report's path and what tells a rewrite of it apart
+    /// (inode, size, time of last write): `files list`, `/healthz` and every page view ask,
+    /// and a held report of a million changes took seconds to read (its reasons follow
+    /// its changes); a re-plan writes a new one.
+    static LAST: Mutex<Option<(PathBuf, Stamp, String)>> = Mutex::new(None);
     if entry.status != FileStatus::Held {
         return None;
     }
@@ -27,10 +39,26 @@ pub(super) fn held_seen<S: Store>(p: &Pipeline<S>, entry: &FileEntry) -> Option<
         .paths
         .folder("held")
         .join(format!("{}.report.json", entry.stored_as));
-    let shown = std::fs::File::open(path)
-        .ok()
-        .and_then(|f| serde_json::from_reader::<_, Shown>(std::io::BufReader::new(f)).ok());
-    Some(shown.map_or_else(String::new, |s| held_version(&s.held_because, &s.counts)))
+    let file = std::fs::File::open(&path).ok()?;
+    let meta = file.metadata().ok()?;
+    let stamp = (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    );
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((p, s, version)) = &*last
+        && *p == path
+        && *s == stamp
+    {
+        return Some(version.clone());
+    }
+    let shown: Shown = serde_json::from_reader(std::io::BufReader::new(file)).ok()?;
+    let version = held_version(&shown.held_because, &shown.counts);
+    *last = Some((path, stamp, version.clone()));
+    Some(version)
 }
 
 /// The refusal when `seen` is not what its thing is now; `None` when it is, or when the
@@ -49,9 +77,13 @@ pub(super) fn stale<S: Store>(
             let field = |k: &str| j[k].as_str().unwrap_or_default().to_string();
             account_version(&field("email"), &field("role"), &field("status"))
         }),
+        // A held file whose plan cannot be read is decided from no page (an empty version
+        // matches none posted).
         Seen::Held(id, _) => match p.store.file(*id)? {
-            Some(entry) => held_seen(p, &entry),
-            None => None,
+            Some(entry) if entry.status == FileStatus::Held => {
+                Some(held_seen(p, &entry).unwrap_or_default())
+            }
+            _ => None,
         },
     };
     let shown = match seen {

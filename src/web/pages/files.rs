@@ -69,7 +69,10 @@ pub fn files(ctx: &PageCtx, files: &Value) -> Markup {
                                 td data-label="Received" { (time(&f.received_at)) }
                                 td data-label="Summary" { span.small { (f.summary) } }
                                 @if ctx.can_change && !held.is_empty() {
-                                    td data-label="Decide" { @if f.status == "held" { (decide_forms(ctx, f.id, &f.seen)) } }
+                                    td data-label="Decide" {
+                                        @if f.status == "held" && !f.seen.is_empty() { (decide_forms(ctx, f.id, &f.seen)) }
+                                        @else if f.status == "held" { a.button href={ "/files/" (f.id) } { "Review" } }
+                                    }
                                 }
                             }
                         }

@@ -610,6 +610,16 @@ fn held_files_can_be_decided_others_not() {
     assert!(!html.contains(r#"action="/files/1/approve""#));
     let listed = r#"<input type="hidden" name="seen" value="plan-2">"#;
     assert_eq!(html.matches(listed).count(), 2, "{html}");
+    // No plan the engine could read (its report not filed yet, or removed): no buttons,
+    // which would have posted no version at all, but the file's page.
+    let mut unread = files_json();
+    unread[1].as_object_mut().unwrap().remove("seen");
+    let html = files(&ctx(true), &unread).into_string();
+    assert_eq!(post_forms(&html), (0, 0));
+    assert!(
+        html.contains(r#"<a class="button" href="/files/2">Review</a>"#),
+        "{html}"
+    );
     let held = report_json("held");
     let html = file(&ctx(true), 2, &held, "report").into_string();
     assert!(
