@@ -12,8 +12,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-/// What tells a rewrite of a file apart: its device, inode, size and time of last write.
-type Stamp = (u64, u64, u64, i64, i64);
+/// What tells a rewrite of a file apart: its device, inode, size, and times of last write
+/// and of last change (which no tool can set back, as `touch -d` sets the other).
+type Stamp = (u64, u64, u64, (i64, i64), (i64, i64));
 
 /// The version of held file `entry`'s plan as its report in held/ shows it
 /// ([`held_version`]); `None` when it is not held, or its report cannot be read there (not
@@ -28,7 +29,7 @@ pub(super) fn held_seen<S: Store>(p: &Pipeline<S>, entry: &FileEntry) -> Option<
         counts: BTreeMap<String, u64>,
     }
     /// The last version read, by the report's path and what tells a rewrite of it apart
-    /// (inode, size, time of last write): `files list`, `/healthz` and every page view ask,
+    /// ([`Stamp`]): `files list`, `/healthz` and every page view ask,
     /// and a held report of a million changes took seconds to read (its reasons follow
     /// its changes); a re-plan writes a new one.
     static LAST: Mutex<Option<(PathBuf, Stamp, String)>> = Mutex::new(None);
@@ -45,8 +46,8 @@ pub(super) fn held_seen<S: Store>(p: &Pipeline<S>, entry: &FileEntry) -> Option<
         meta.dev(),
         meta.ino(),
         meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec(),
+        (meta.mtime(), meta.mtime_nsec()),
+        (meta.ctime(), meta.ctime_nsec()),
     );
     let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((p, s, version)) = &*last
