@@ -244,16 +244,13 @@ fn aside_name(paths: &Paths) -> PathBuf {
     let first = paths
         .store
         .with_extension(format!("replaced-{}", compact_timestamp(&now_rfc3339())));
-    let mut aside = first.clone();
-    for n in 2.. {
-        if !aside.exists() {
-            break;
-        }
-        let mut next = first.clone().into_os_string();
-        next.push(format!("-{n}"));
-        aside = PathBuf::from(next);
-    }
-    aside
+    let (Some(dir), Some(name)) = (first.parent(), first.file_name()) else {
+        return first;
+    };
+    let name = name.to_string_lossy();
+    dir.join(crate::util::numbered(&name, &name, "", |n| {
+        dir.join(n).exists()
+    }))
 }
 
 /// Replaces the store with a backup, as `user` asked (the restored store's audit says so).

@@ -329,7 +329,7 @@ pub fn free_inbox_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
 }
 
 /// `name`, or the first free `<stem>-N<ext>`.
-fn numbered(name: &str, stem: &str, ext: &str, taken: impl Fn(&str) -> bool) -> String {
+pub fn numbered(name: &str, stem: &str, ext: &str, taken: impl Fn(&str) -> bool) -> String {
     let mut candidate = name.to_string();
     let mut n = 1;
     while taken(&candidate) {

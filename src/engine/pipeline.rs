@@ -220,10 +220,7 @@ impl<S: Store> Pipeline<S> {
             let Some(name) = item.file_name().to_str().map(str::to_string) else {
                 continue;
             };
-            if crate::util::clean_file_name(&name) != name && !is_ignored(&name) {
-                continue;
-            }
-            if is_ignored(&name) {
+            if is_ignored(&name) || crate::util::clean_file_name(&name) != name {
                 continue;
             }
             // A file gone between the listing and its stat (an upload's temporary name
@@ -824,26 +821,25 @@ impl<S: Store> Pipeline<S> {
             let Some(entry) = self.store.file(id)? else {
                 return Ok(None);
             };
-            let mut places = vec![self.report_path(&entry)];
-            if entry.pending_move.is_some() {
-                places.push(self.staged(entry.id).join("report.json"));
-            }
+            let filed = self.report_path(&entry);
+            let staged = self.staged(entry.id).join("report.json");
+            let places = match entry.pending_move {
+                Some(_) => vec![&filed, &staged],
+                None => vec![&filed],
+            };
             for path in places {
-                match fs::read(&path) {
-                    Ok(bytes) => return Ok(Some((bytes, self.report_path(&entry)))),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                match fs::read(path) {
+                    Ok(bytes) => return Ok(Some((bytes, filed))),
+                    // Being filed: looked for in the other place, then in the ledger again.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && entry.pending_move.is_some() => {}
+                    // Filed, and removed by hand (pruned) or unreadable: named.
                     Err(e) => {
                         return Err(e)
                             .with_context(|| format!("reading the report {}", path.display()));
                     }
                 }
-            }
-            if entry.pending_move.is_none() {
-                // Named, as it may have been removed from its folder by hand (pruned).
-                let path = self.report_path(&entry);
-                return fs::read(&path)
-                    .map(|bytes| Some((bytes, path.clone())))
-                    .with_context(|| format!("reading the report {}", path.display()));
             }
         }
         Err(Error::failed(format!(

@@ -1,7 +1,6 @@
 //! The refusal of a change from a page that showed its thing otherwise than it is now
 //! (see [`crate::api::seen`]), checked on the engine's thread right before the change.
 
-use crate::api::render::account_json;
 use crate::api::seen::{Seen, account_version, held_version, rule_version};
 use crate::api::{Response, exit};
 use crate::core::rules::RuleId;
@@ -73,11 +72,10 @@ pub(super) fn stale<S: Store>(
             let conditions: Vec<String> = r.conditions.iter().map(|c| c.to_string()).collect();
             rule_version(&r.name, &r.role, &conditions, r.enabled)
         }),
-        Seen::Account(id, _) => p.store.account(id)?.map(|a| {
-            let j = account_json(&a, &[]);
-            let field = |k: &str| j[k].as_str().unwrap_or_default().to_string();
-            account_version(&field("email"), &field("role"), &field("status"))
-        }),
+        Seen::Account(id, _) => p
+            .store
+            .account(id)?
+            .map(|a| account_version(&a.email, &a.role, a.status.as_str())),
         // A held file whose plan cannot be read is decided from no page (an empty version
         // matches none posted).
         Seen::Held(id, _) => match p.store.file(*id)? {

@@ -306,7 +306,7 @@ impl SledStore {
     }
 
     /// How far the counters have gone (see `watermark`).
-    pub(crate) fn counters(&self) -> StoreResult<watermark::Counters> {
+    fn counters(&self) -> StoreResult<watermark::Counters> {
         Ok(watermark::Counters {
             audit_seq: u64_of(self.meta.get(meta::NEXT_AUDIT_SEQ)?),
             file_id: u64_of(self.meta.get(meta::NEXT_FILE_ID)?),
