@@ -260,10 +260,7 @@ impl SledStore {
         }
         let superseded = super::pins::Superseded { before, written };
         // Readers scanning now read the versions replaced: they wait for them.
-        let Some(all) = self
-            .pins
-            .remove_or_wait(superseded, !nothing && !left_earlier)
-        else {
+        let Some(all) = self.pins.remove_or_wait(superseded, !left_earlier) else {
             return Ok(());
         };
         if self.remove_superseded(&all)
