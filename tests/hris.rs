@@ -506,9 +506,54 @@ fn csv_url_stores_the_bytes_as_received() {
     daemon.stop();
 }
 
+/// An HTTP/1.1 answer without a Content-Length or chunked encoding ends where the connection
+/// closes, which a cut does too: refused, nothing changed. The same bytes with a
+/// Content-Length are applied (the first fetch, at start-up).
+#[test]
+fn csv_url_refuses_an_answer_whose_end_cannot_be_told_from_a_cut() {
+    let bytes = excel_roster(&roster());
+    let ca = TestCa::new();
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nConnection: close\r\n";
+    let whole = [
+        format!("{head}Content-Length: {}\r\n\r\n", bytes.len()).as_bytes(),
+        &bytes[..],
+    ]
+    .concat();
+    // Cut after the first rows: every employee after them would be deactivated.
+    let cut = bytes.len() / 3;
+    let unframed = [format!("{head}\r\n").as_bytes(), &bytes[..cut]].concat();
+    let server = HttpsServer::raw(&ca, vec![whole, unframed]);
+    let mut env = TestEnv::with(info());
+    let ca_file = ca.write_pem(env.root());
+    let toml = format!(
+        "[source]\nmode = \"hris\"\n\n[source.hris]\nprovider = \"csv_url\"\nat = \"\"\n\
+         every = \"24h\"\ntimeout = \"5s\"\nretries = 1\nca_file = {:?}\n\
+         [source.hris.csv_url]\nurl = \"{}\"\n",
+        ca_file.display().to_string(),
+        server.url(CSV_PATH)
+    );
+    env.reconfigure(|s| s.extra_toml.push_str(&toml));
+    add_rules(&env);
+    let daemon = Daemon::start(&env);
+    wait_fetched(&env, 1);
+    assert_expected_accounts(&env);
+    let (files, before) = (common::files(&env), accounts(&env));
+    let (code, out, err) = env.run(&["fetch"]);
+    assert_eq!(code, 5, "stdout {out}\nstderr {err}");
+    assert!(
+        err.contains("cannot be told from a cut connection"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert!(inbox(&env).is_empty(), "inbox {:?}", inbox(&env));
+    assert_eq!(common::files(&env), files, "the ledger changed");
+    assert_eq!(accounts(&env), before, "accounts changed");
+    daemon.stop();
+}
+
 /// Runs `fetch` after queueing `replies`: exit 5 with `message`, `requests` requests to the
-/// vendor, nothing in inbox/ (hidden files included), the ledger and accounts unchanged.
-fn assert_failed_fetch(s: &Setup, replies: Vec<Reply>, message: &str, requests: usize) {
+/// vendor, nothing in inbox/ (hidden files included), the ledger and accounts unchanged. Returns what `fetch` printed on stderr.
+fn assert_failed_fetch(s: &Setup, replies: Vec<Reply>, message: &str, requests: usize) -> String {
     let (files, accounts_before, hits) = (
         common::files(&s.env),
         accounts(&s.env),
@@ -548,6 +593,7 @@ fn assert_failed_fetch(s: &Setup, replies: Vec<Reply>, message: &str, requests: 
         last.contains(message),
         "status last_error {last:?} for {message}"
     );
+    err
 }
 
 #[test]
@@ -583,6 +629,20 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
         assert_eq!(seen.auth, "", "no credentials sent on to another host");
         assert_eq!(seen.referer, "", "no Referer (it would carry the URL)");
     }
+    // A redirect to plain HTTP is refused, not retried, and the URL it named (a
+    // pre-signed link's signature in its query) shows nowhere: not in `fetch`'s message,
+    // `status` (which `/healthz` shows) or the log.
+    let plain = Reply::Status(
+        302,
+        vec![(
+            "location",
+            "http://127.0.0.1:9/x?X-Amz-Signature=sig-4b7d".to_string(),
+        )],
+    );
+    let err = assert_failed_fetch(&s, vec![plain], "URL scheme is not allowed", 1);
+    assert!(err.contains("http://127.0.0.1:9"), "{err}");
+    assert!(!err.contains("sig-4b7d"), "{err}");
+    assert_no_secrets(&s.env, &daemon, &["sig-4b7d"]);
     assert_failed_fetch(&s, vec![status(500), status(502)], "answered HTTP 502", 2);
     assert_failed_fetch(
         &s,

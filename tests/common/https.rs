@@ -157,6 +157,60 @@ impl HttpsServer {
         }
     }
 
+    /// Answers the requests with `answers` in turn (the last one again once all were
+    /// given), bytes as given (status line, headers and body), each on a connection then
+    /// closed cleanly (TLS close_notify): for answers axum would not send, such as an
+    /// HTTP/1.1 body whose end is only the connection's close.
+    pub fn raw(ca: &TestCa, answers: Vec<Vec<u8>>) -> HttpsServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+        let tcp = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind 127.0.0.1:0");
+        let addr = tcp.local_addr().expect("local addr");
+        let mut answers = answers
+            .into_iter()
+            .map(Arc::new)
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut answer = answers.next().expect("an answer");
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = tcp.accept().await else {
+                    continue;
+                };
+                let (acceptor, this) = (acceptor.clone(), Arc::clone(&answer));
+                if let Some(next) = answers.next() {
+                    answer = next;
+                }
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = tls.write_all(&this).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        HttpsServer {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
     /// `https://127.0.0.1:PORT<path>`.
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)

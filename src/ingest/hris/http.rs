@@ -241,11 +241,16 @@ impl Http {
         request: RequestBuilder,
         sink: &mut Sink,
     ) -> Result<(), Failed> {
-        let mut response = request.send().await.map_err(|e| match e.is_redirect() {
-            // A redirect refused (another host, too many) is refused again: not retried.
-            true => Failed::Final(self.network(what, e)),
-            false => Failed::Again(self.network(what, e), None),
-        })?;
+        let mut response =
+            request
+                .send()
+                .await
+                .map_err(|e| match e.is_redirect() || e.is_builder() {
+                    // A redirect refused (another host, too many, a scheme other than HTTPS) is
+                    // refused again: not retried.
+                    true => Failed::Final(self.network(what, e)),
+                    false => Failed::Again(self.network(what, e), None),
+                })?;
         let status = response.status();
         if !status.is_success() {
             let error = |status: StatusCode| FetchError::Status {
@@ -265,6 +270,15 @@ impl Http {
                 s if s.is_server_error() => Failed::Again(error(s), None),
                 s => Failed::Final(error(s)),
             });
+        }
+        if !framed(&response) {
+            return Err(Failed::Final(FetchError::Network {
+                what: what.to_string(),
+                detail: "the answer has neither a Content-Length nor chunked encoding, so its \
+                         end cannot be told from a cut connection; refused (a roster cut short \
+                         would deactivate everyone after the cut)"
+                    .to_string(),
+            }));
         }
         let too_large = || {
             Failed::Final(FetchError::TooLarge {
@@ -313,6 +327,24 @@ impl Http {
     }
 }
 
+/// Whether the end of `response`'s body will be known when it comes: HTTP/2 frames it, and
+/// HTTP/1.x by a Content-Length or chunked encoding. An HTTP/1.x body without either ends
+/// where the connection closes, which a connection cut cleanly (a TLS close) after a
+/// proxy's or the exporter's failure looks the same as.
+fn framed(response: &reqwest::Response) -> bool {
+    let chunked = || {
+        response
+            .headers()
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains("chunked"))
+    };
+    response.version() >= reqwest::Version::HTTP_2
+        || response.headers().contains_key(header::CONTENT_LENGTH)
+        || chunked()
+}
+
 /// How many redirects a request follows.
 const MAX_REDIRECTS: usize = 10;
 
@@ -336,7 +368,10 @@ fn same_origin_redirects() -> reqwest::redirect::Policy {
 /// `url` as messages show it (see [`crate::config::hris::shown`]).
 pub use crate::config::hris::shown;
 
-/// An error and its causes, e.g. "error sending request: connection refused".
+/// An error and its causes, e.g. "error sending request: connection refused", each URL in
+/// them [`shown`] as its origin: a cause may name the URL a redirect led to ("builder error
+/// for url (http://…?X-Amz-Signature=…)"), which the outer error's `without_url` does not
+/// reach, and these messages go to the log, `status`, `/healthz` and the webhook.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -348,7 +383,31 @@ fn chain(e: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    urls_shown(&text)
+}
+
+/// `text` with each URL in it (a scheme, `://` and what follows up to a space, a quote or
+/// a closing bracket) [`shown`] as its origin; one that has none as "a URL".
+fn urls_shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let scheme = rest[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(0, |i| i + 1);
+        let end = rest[at..]
+            .find(|c: char| c.is_whitespace() || "()<>\"'`".contains(c))
+            .map_or(rest.len(), |i| at + i);
+        out.push_str(&rest[..scheme]);
+        let url = &rest[scheme..end];
+        match shown(url) {
+            s if s == "the configured URL" => out.push_str("a URL"),
+            s => out.push_str(&s),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `Retry-After` as seconds or an HTTP date, at most 10 minutes; None when absent or unreadable.
