@@ -763,6 +763,16 @@ fn api_tokens_read_and_never_change() {
         false
     );
     assert_eq!(web.get("/metrics", &auth).status, 200);
+    // Through oauth2-proxy's session (the person's header with the token): the token
+    // counts; another bearer (the proxy's ID token) does not, nor does the header alone.
+    let both = [auth[0], ("X-Forwarded-Email", "m1@acme.example")];
+    assert_eq!(web.get("/metrics", &both).status, 200);
+    let id_token = [
+        ("Authorization", "Bearer eyJhbGciOi.not-listed"),
+        ("X-Forwarded-Email", "m1@acme.example"),
+    ];
+    assert_eq!(web.get("/metrics", &id_token).status, 401);
+    assert_eq!(web.get_as("m1@acme.example", "/metrics").status, 401);
     // What axum refuses before a handler runs is answered in the API's JSON shape too.
     let twice = web.get("/api/v1/admins?status=active&status=inactive", &auth);
     assert_eq!(twice.status, 400, "{}", twice.body);

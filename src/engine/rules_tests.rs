@@ -365,3 +365,41 @@ fn a_conflict_without_the_applied_rosters_file_says_why_nothing_was_counted() {
     );
     assert!(!message.contains("no roster applied yet"), "{message}");
 }
+
+/// A rule's name holds no line break or other control character, added or edited: the web's
+/// one-line field could not keep one (a save from the page renamed the rule).
+#[test]
+fn a_rule_name_with_a_line_break_is_refused() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let add = |name: &str| Request::RulesAdd {
+        name: name.into(),
+        role: "IT Admin".into(),
+        when: vec!["department = IT".into()],
+        strict: false,
+        accept: None,
+    };
+    for name in ["Line\nbreak", "Tab\there", "Bell\u{7}"] {
+        let refused = super::commands::execute(&p, add(name), "root", Output::Json);
+        assert_eq!(refused.exit, exit::USAGE, "{name:?}: {}", refused.text);
+        assert!(
+            refused.text.contains("control character"),
+            "{}",
+            refused.text
+        );
+    }
+    assert!(p.store.rules().unwrap().is_empty());
+    let added = super::commands::execute(&p, add("IT staff"), "root", Output::Json);
+    assert_eq!(added.exit, exit::OK, "{}", added.text);
+    let edit = Request::RulesEdit {
+        id: 1,
+        name: Some("IT\r\nstaff".into()),
+        role: None,
+        when: Vec::new(),
+        strict: false,
+        accept: None,
+    };
+    let refused = super::commands::execute(&p, edit, "root", Output::Json);
+    assert_eq!(refused.exit, exit::USAGE, "{}", refused.text);
+    assert_eq!(p.store.rules().unwrap()[0].name, "IT staff");
+}

@@ -212,3 +212,24 @@ fn an_approval_applies_the_plan_its_page_showed_or_nothing() {
     assert_eq!(approved.exit, exit::OK, "{}", approved.text);
     assert_eq!(p.store.accounts().unwrap().len(), 4);
 }
+
+/// A manual admin whose role was taken out of `provisioning.roles` is suspended with the
+/// role posted as it is (the web's row form posts both): it had been refused ("not in
+/// provisioning.roles"), so the account stayed active. Another unconfigured role is still
+/// refused.
+#[test]
+fn an_admin_whose_role_was_unconfigured_can_be_suspended_with_it_posted() {
+    let (_dir, mut p) = pipeline();
+    add_manual(&p);
+    p.cfg.provisioning.roles.retain(|r| r != "IT Admin");
+    let set = |role: &str| Request::AdminsSet {
+        id: "M1".into(),
+        role: Some(role.into()),
+        status: Some("inactive".into()),
+    };
+    assert_eq!(ask(&p, set("Old Role"), None).exit, exit::REFUSED);
+    assert_eq!(ask(&p, set("IT Admin"), None).exit, exit::OK);
+    let account = p.store.account("M1").unwrap().unwrap();
+    assert_eq!(account.status, Status::Inactive);
+    assert_eq!(account.role, "IT Admin");
+}

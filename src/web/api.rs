@@ -29,9 +29,25 @@ pub fn http_status(exit: u8) -> StatusCode {
     }
 }
 
-/// An engine answer as an HTTP response: its JSON, with the status of its exit code.
+/// The HTTP status of an engine answer: a missing right is 403 (the engine checks it
+/// again, on its thread, against the account as it is then), anything else has the status
+/// of its exit code.
+pub fn status_of(answer: &Response) -> StatusCode {
+    let rights = answer.exit == exit::REFUSED
+        && answer
+            .json
+            .get("error")
+            .and_then(|e| e.as_str())
+            .is_some_and(|e| e.contains("may not make changes"));
+    match rights {
+        true => StatusCode::FORBIDDEN,
+        false => http_status(answer.exit),
+    }
+}
+
+/// An engine answer as an HTTP response: its JSON, with its [`status_of`].
 pub fn json_response(answer: Response) -> axum::response::Response {
-    (http_status(answer.exit), Json(answer.json)).into_response()
+    (status_of(&answer), Json(answer.json)).into_response()
 }
 
 /// The API's routes.
@@ -219,6 +235,16 @@ async fn auth_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change refused for the person's rights is 403, to a browser's form as to a JSON
+    /// client (a form had had 409); another refusal is 409.
+    #[test]
+    fn a_refusal_for_rights_is_forbidden() {
+        let rights = crate::api::person_refusal("kim@x.io");
+        assert_eq!(status_of(&rights), StatusCode::FORBIDDEN);
+        let other = Response::fail(exit::REFUSED, "refused: rule 2 is already named \"x\"");
+        assert_eq!(status_of(&other), StatusCode::CONFLICT);
+    }
 
     #[test]
     fn exit_codes_map_to_statuses() {

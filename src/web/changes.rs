@@ -9,11 +9,11 @@ use super::identity::Change;
 use super::pages;
 use crate::api::seen::Seen;
 use crate::api::{Output, Request, Response, exit};
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use axum::{Json, Router};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -58,12 +58,7 @@ pub struct RuleForm {
 
 impl RuleForm {
     fn conditions(&self) -> Vec<String> {
-        self.when
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect()
+        pages::condition_lines(&self.when)
     }
 
     /// Whether every conflict refuses the rule: unless `confirm` is these fields'
@@ -197,7 +192,7 @@ async fn send_rule<T>(
             };
             json.insert("confirm".into(), shown.confirmation().into());
         }
-        return refused(answer);
+        return json_response(answer);
     }
     (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response()
 }
@@ -215,21 +210,6 @@ impl RuleForm {
             seen: self.seen.clone(),
         }
     }
-}
-
-/// The engine's refusal: a missing right is 403 (the engine checks it again, on its thread,
-/// against the account as it is then); anything else has the status of its exit code.
-fn refused(answer: Response) -> Answer {
-    let rights = answer.exit == exit::REFUSED
-        && answer
-            .json
-            .get("error")
-            .and_then(|e| e.as_str())
-            .is_some_and(|e| e.contains("may not make changes"));
-    if rights {
-        return (StatusCode::FORBIDDEN, Json(answer.json)).into_response();
-    }
-    json_response(answer)
 }
 
 async fn rule_add(State(state): State<Arc<WebState>>, change: Change<RuleForm>) -> Answer {
@@ -378,6 +358,44 @@ async fn file_reject(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Conditions whose values or fields hold line breaks (a roster cell may) come back
+    /// from the edit form as they were drawn, a browser's CR LF included: such a value had
+    /// been split into two conditions (`title = Engineer` and `department = IT`), widening
+    /// the rule at its next save from the page.
+    #[test]
+    fn conditions_with_line_breaks_come_back_from_the_form_as_drawn() {
+        use crate::core::rules::Condition;
+        let conditions: Vec<Condition> = [
+            "title = \"Engineer\ndepartment = IT\"",
+            "title in (\"Senior\nEngineer\", CFO)",
+            "\"Cost\nCenter\" != \"4\r\"",
+            "department = Finance",
+        ]
+        .iter()
+        .map(|text| Condition::parse(text).unwrap())
+        .collect();
+        let drawn: Vec<String> = conditions.iter().map(|c| c.to_string()).collect();
+        assert!(
+            drawn[0].contains("\"Engineer\ndepartment = IT\""),
+            "{drawn:?}"
+        );
+        // As a browser posts a textarea: every line break, a lone CR too, as CR LF.
+        let posted = drawn.join("\n").replace('\r', "\n").replace('\n', "\r\n");
+        let f = RuleForm {
+            when: posted,
+            ..RuleForm::default()
+        };
+        let back: Vec<Condition> = f
+            .conditions()
+            .iter()
+            .map(|text| Condition::parse(text).unwrap())
+            .collect();
+        // The third value's lone CR is posted as CR LF by a browser and read as LF.
+        let mut expected = conditions.clone();
+        expected[2] = Condition::parse("\"Cost\nCenter\" != \"4\n\"").unwrap();
+        assert_eq!(back, expected);
+    }
 
     #[test]
     fn conditions_are_one_per_line_and_confirm_lifts_strictness() {

@@ -2,7 +2,7 @@
 //! fail, else 503 with the reason) and `/metrics` (Prometheus text format, for an API token
 //! or a loopback peer).
 
-use super::identity::{Claim, claim, peer};
+use super::identity::{Claim, bearer, claim, peer};
 use super::{Denied, WebState};
 use crate::api::{Caller, Output, Request};
 use axum::Router;
@@ -99,12 +99,17 @@ async fn healthz(State(state): State<Arc<WebState>>) -> Response {
 /// `/metrics` is for a listed API token or a peer on this machine. A request that carries
 /// the SSO proxy's email header came through the proxy, which usually runs on this machine
 /// too: from there every signed-in employee would be a loopback peer, so it needs a token.
+/// A listed token counts with that header too: a scrape through oauth2-proxy's session
+/// comes with both (it had been refused, "not an API token", whatever the token).
 fn may_scrape(state: &WebState, parts: &Parts) -> Result<(), Denied> {
-    if parts.headers.contains_key(header::AUTHORIZATION) {
-        return match claim(&state.cfg.web, &parts.headers, peer(parts))? {
-            Claim::Token(token) => state.token(&token, peer(parts)).map(|_| ()),
-            Claim::Email(_) => Err(Denied::unauthorized("not an API token")),
+    if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+        let token = match claim(&state.cfg.web, &parts.headers, peer(parts))? {
+            Claim::Token(token) => token,
+            Claim::Email(_) => bearer(auth)
+                .ok_or_else(|| Denied::unauthorized("not an API token"))?
+                .to_string(),
         };
+        return state.token(&token, peer(parts)).map(|_| ());
     }
     let proxied = parts
         .headers

@@ -2,7 +2,6 @@
 //! sends and render its answer with [`super::pages`]; refusals and failures are pages too.
 //! The forms' POSTs are in [`super::changes`]; a browser gets their refusals from here.
 
-use super::api::http_status;
 use super::held::held;
 use super::identity::{Person, Viewer};
 use super::pages::{self, AdminsQuery, PageCtx, RuleForm};
@@ -57,7 +56,7 @@ fn denied(d: Denied) -> Answer {
 
 /// The engine's refusal or failure, as a page with the status of its exit code.
 fn failed(ctx: &PageCtx, answer: &Response) -> Answer {
-    let status = http_status(answer.exit);
+    let status = super::api::status_of(answer);
     page(
         status,
         pages::error_page(Some(ctx), status.as_u16(), &answer.text),

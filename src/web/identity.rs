@@ -102,7 +102,7 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
 
 /// The token of an `Authorization: Bearer TOKEN` value (the scheme in any letter case, as
 /// HTTP's authentication schemes are).
-fn bearer(auth: &axum::http::HeaderValue) -> Option<&str> {
+pub(super) fn bearer(auth: &axum::http::HeaderValue) -> Option<&str> {
     let (scheme, token) = auth.to_str().ok()?.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

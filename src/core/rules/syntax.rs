@@ -516,12 +516,20 @@ fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 
 /// Whether a value must be quoted to parse back to itself.
 fn value_needs_quotes(v: &str) -> bool {
-    v.is_empty() || v.trim() != v || v.starts_with('=') || v.contains([',', '(', ')', '"'])
+    v.is_empty()
+        || v.trim() != v
+        || v.starts_with('=')
+        || v.contains([',', '(', ')', '"'])
+        || v.contains(char::is_control)
 }
 
 /// Whether a field name must be quoted to parse back to itself.
 fn field_needs_quotes(field: &str) -> bool {
-    if field.is_empty() || field.trim() != field || field.contains(['"', '=']) {
+    if field.is_empty()
+        || field.trim() != field
+        || field.contains(['"', '='])
+        || field.contains(char::is_control)
+    {
         return true;
     }
     if field.ends_with(['<', '>', '!']) {

@@ -178,7 +178,10 @@ fn admins_set<S: Store>(
             "admins set needs --role or --status",
         ));
     }
-    if let Some(role) = role {
+    // The account's own role, as it is, is no change: one since taken out of
+    // provisioning.roles must not keep the account from being suspended (the web's row
+    // form posts the role with the status).
+    if let Some(role) = role.filter(|r| *r != account.role) {
         match configured_role(p, &role) {
             Ok(r) => account.role = r,
             Err(refusal) => return Ok(refusal),

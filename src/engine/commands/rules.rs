@@ -623,6 +623,14 @@ fn edit_rule<S: Store>(
                 "a rule needs a non-empty --name",
             ));
         }
+        // A line break in a name could not be kept by the web's one-line field (a save
+        // from the page renamed the rule), and would break the lines of `rules list`.
+        if name.contains(char::is_control) {
+            return Err(Response::fail(
+                exit::USAGE,
+                "a rule's --name may not hold a line break, tab or other control character",
+            ));
+        }
         if let Some(other) = all
             .iter()
             .find(|r| r.id != rule.id && fold_value(&r.name) == fold_value(&name))

@@ -203,11 +203,7 @@ fn fields(roles: &[String], name: &str, role: &str, when: &str) -> Markup {
 /// form whose fields were changed after its conflicts were shown no longer matches, and is
 /// checked for conflicts again instead of saved (SPEC §11: saved only when confirmed).
 pub fn confirmation(id: Option<u64>, name: &str, role: &str, when: &str) -> String {
-    let conditions: Vec<&str> = when
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let conditions = condition_lines(when);
     let text = format!(
         "{}\n{}\n{}\n{}",
         id.map_or(String::new(), |id| id.to_string()),
@@ -216,6 +212,35 @@ pub fn confirmation(id: Option<u64>, name: &str, role: &str, when: &str) -> Stri
         conditions.join("\n")
     );
     crate::util::sha256_hex(text.as_bytes())
+}
+
+/// The conditions of a form's text: one per line, each trimmed, blank lines left out. A
+/// line break inside double quotes belongs to the value (the form shows a value holding
+/// one quoted over two lines), and a browser posts every line break as CR LF, so CR LF is
+/// read as LF throughout: a value with a line break had been split into two conditions
+/// when its rule was saved from the page, widening it.
+pub fn condition_lines(when: &str) -> Vec<String> {
+    let when = when.replace("\r\n", "\n");
+    let mut lines = Vec::new();
+    let (mut line, mut quoted) = (String::new(), false);
+    for c in when.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            '\n' if !quoted => {
+                lines.push(std::mem::take(&mut line));
+                continue;
+            }
+            _ => {}
+        }
+        line.push(c);
+    }
+    lines.push(line);
+    lines
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// A form sent back: the refusal or the conflicts, and the fields to correct or confirm.
