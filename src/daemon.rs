@@ -69,14 +69,16 @@ async fn serve(cfg: Config) -> Result<()> {
     let tracker = TaskTracker::new();
     // Notifications (SPEC §10), in every mode: the engine tells the notifier of each file
     // it decides; the HRIS source's fetch failures go to `notifier.fetch_failed_hook()`.
+    // They stop after the engine: the file it finishes at a stop is announced too.
+    let (notify_stop, notify_tasks) = (CancellationToken::new(), TaskTracker::new());
     let notifier = {
         let last_applied = crate::notify::last_applied(&pipeline.store)?;
         crate::notify::Notifier::start(
             &cfg.notify,
             last_applied,
             paths.stale_reported.clone(),
-            &tracker,
-            &shutdown,
+            &notify_tasks,
+            &notify_stop,
         )
         .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?
     };
@@ -133,9 +135,17 @@ async fn serve(cfg: Config) -> Result<()> {
         .ok()
         .and_then(|joined| joined.ok())
         .ok_or_else(|| Error::failed("the engine thread panicked"))?;
+    notifier.settle(NOTIFY_GRACE).await;
+    notify_stop.cancel();
+    notify_tasks.close();
+    notify_tasks.wait().await;
     tracing::info!("stopped cleanly");
     Ok(())
 }
+
+/// How long a stop waits for the notifications still queued or under way (those of the
+/// file the engine finished last among them) before it abandons them (logged).
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a source is started with besides the config.
 struct Sources<'a> {

@@ -429,6 +429,16 @@ pub fn crash_point(point: &str) {
     }
 }
 
+/// Testing a stop in the middle of a file: when `AUTOPROV_PAUSE_AT` names this point, the
+/// thread sleeps a second here, having said so on stderr. Used by tests/notify.rs; unset in
+/// production, where this is one environment lookup per call.
+pub fn pause_point(point: &str) {
+    if std::env::var_os("AUTOPROV_PAUSE_AT").is_some_and(|v| v == point) {
+        eprintln!("autoprov: AUTOPROV_PAUSE_AT={point}: pausing");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Unicode's format characters (category Cf) that occur in text: the soft hyphen, the
 /// zero-width ones, the direction marks, embeddings, overrides and isolates, the BOM.
 pub fn is_format(c: char) -> bool {

@@ -199,6 +199,51 @@ fn held_and_rejected_files_are_posted_once_each_applied_files_and_decisions_are_
     d.stop();
 }
 
+/// A file held while the daemon stops (the engine finishes the file in progress) is
+/// announced before the daemon exits: the notifier had stopped first, the event was queued
+/// where nobody read it, and nothing announced the held file later.
+#[test]
+fn a_file_held_during_a_stop_is_posted_before_the_daemon_exits() {
+    let receiver = Receiver::start(Answer::Ok);
+    let env = host_env(
+        Settings {
+            max_grants: Some((1, 0)),
+            ..Settings::default()
+        },
+        &notify_toml(&receiver.url(), "36h"),
+    );
+    env.expect(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "it",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    let d = Daemon::start_env(&env, &[("AUTOPROV_PAUSE_AT", "before_stage")]);
+    drop_into(&env.drop_dir("inbox"), "c.csv", &roster(3));
+    wait_until(
+        "the engine in the middle of c.csv",
+        Duration::from_secs(30),
+        || {
+            d.log()
+                .contains("AUTOPROV_PAUSE_AT=before_stage: pausing")
+                .then_some(())
+        },
+    );
+    d.stop();
+    let got = receiver.delivered();
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["event"], "file_held", "{got:#?}");
+    assert_eq!(got[0]["file"], "c.csv");
+    assert_eq!(files(&env)[0]["status"], "held");
+}
+
 #[test]
 fn a_failing_file_is_posted_once_while_each_rescan_retries_it() {
     let receiver = Receiver::start(Answer::Ok);

@@ -502,6 +502,7 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<()> {
         let (name, stored_as, status) = (&entry.name, &entry.stored_as, entry.status);
         crash_point("before_stage");
+        crate::util::pause_point("before_stage");
         let applied = status == FileStatus::Applied;
         let token = eval.token;
         self.stage_and_commit(entry, eval, applied, |updates| Commit {

@@ -5,6 +5,7 @@
 use super::Shared;
 use super::event::Event;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -69,9 +70,11 @@ pub async fn run(
                 _ = shared.wake.notified() => {}
             }
         };
-        let (hook, shutdown) = (hook.clone(), shutdown.clone());
+        let (hook, shutdown, shared) = (hook.clone(), shutdown.clone(), shared.clone());
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
         tracker.spawn(async move {
             deliver(&hook, &event, &shutdown).await;
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
         });
     }
@@ -99,6 +102,7 @@ impl Failure {
 /// Posts `event` until it is accepted, refused, an hour has passed, or the daemon stops.
 async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken) {
     let kind = event.event.as_str();
+    let file = event.file.as_deref().unwrap_or("");
     let body = match serde_json::to_vec(event) {
         Ok(body) => body,
         Err(e) => return tracing::error!(event = kind, "encoding a notification: {e}"),
@@ -111,19 +115,24 @@ async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken) {
         };
         let Failure { why, retry_after } = match outcome {
             Ok(()) => {
-                return tracing::info!(event = kind, webhook = %hook.target, attempt, "notification delivered");
+                if let Some((path, marker)) = &event.once_delivered
+                    && let Err(e) = crate::util::write_atomic(path, marker.as_bytes())
+                {
+                    tracing::warn!(file = %path.display(), "keeping that the notification was delivered: {e}; a restart sends it again");
+                }
+                return tracing::info!(event = kind, file, webhook = %hook.target, attempt, "notification delivered");
             }
             Err(failure) => failure,
         };
         let Some(wait) =
             next_wait(attempt, started.elapsed(), retry_after).filter(|_| !shutdown.is_cancelled())
         else {
-            return tracing::warn!(event = kind, webhook = %hook.target, attempt, "notification not delivered, given up: {why}");
+            return tracing::error!(event = kind, file, webhook = %hook.target, attempt, "notification not delivered, given up: {why}");
         };
-        tracing::warn!(event = kind, webhook = %hook.target, attempt, retry_in = %humantime::format_duration(wait), "notification delivery failed: {why}");
+        tracing::warn!(event = kind, file, webhook = %hook.target, attempt, retry_in = %humantime::format_duration(wait), "notification delivery failed: {why}");
         tokio::select! {
             _ = shutdown.cancelled() => {
-                return tracing::warn!(event = kind, webhook = %hook.target, "notification not delivered: the daemon is stopping");
+                return tracing::error!(event = kind, file, webhook = %hook.target, "notification not delivered: the daemon is stopping");
             }
             _ = tokio::time::sleep(wait) => {}
         }

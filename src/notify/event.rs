@@ -47,6 +47,11 @@ pub struct Event {
     pub summary: String,
     /// One line for a person.
     pub text: String,
+    /// Written once the event is delivered (not posted): the `stale` event's marker, so
+    /// that a quiet spell whose notice was never delivered is reported again after a
+    /// restart.
+    #[serde(skip)]
+    pub once_delivered: Option<(std::path::PathBuf, String)>,
 }
 
 /// Longest `summary` and `text`: a long error chain or many safety reasons are cut (the
@@ -61,6 +66,7 @@ impl Event {
             file: file.map(str::to_string),
             summary: one_line(&summary, MAX_SUMMARY),
             text: one_line(&literal(&text), MAX_TEXT),
+            once_delivered: None,
         }
     }
 

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     /// every rescan that retries them.
     failing: Mutex<HashSet<String>>,
     staleness: Mutex<Staleness>,
+    /// Deliveries under way (each until it is delivered or given up).
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -58,12 +60,27 @@ impl Shared {
         self.queue.lock().expect("notify queue lock").pop_front()
     }
 
-    /// At shutdown: says how many queued events were not delivered.
+    /// At shutdown: logs each queued event that was not delivered.
     fn log_undelivered(&self) {
-        let left = self.queue.lock().expect("notify queue lock").len();
-        if left > 0 {
-            tracing::warn!("{left} notifications not delivered: the daemon is stopping");
+        let left: Vec<Event> = self
+            .queue
+            .lock()
+            .expect("notify queue lock")
+            .drain(..)
+            .collect();
+        for event in left {
+            tracing::error!(
+                event = event.event.as_str(),
+                file = event.file.as_deref().unwrap_or(""),
+                "notification not delivered: the daemon is stopping"
+            );
         }
+    }
+
+    /// Whether no event waits and none is being delivered.
+    fn settled(&self) -> bool {
+        self.queue.lock().expect("notify queue lock").is_empty()
+            && self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 }
 
@@ -79,7 +96,8 @@ impl Notifier {
         Notifier::default()
     }
 
-    /// Starts delivery and the staleness timer on `tracker` (both end with `shutdown`);
+    /// Starts delivery and the staleness timer on `tracker` (both end with `shutdown`,
+    /// which the daemon cancels after its engine stopped and [`Notifier::settle`]);
     /// [`Notifier::off`] when no webhook is configured. `last_applied`: when the ledger's
     /// last applied file was processed (the `stale` clock starts there, else now).
     pub fn start(
@@ -106,6 +124,7 @@ impl Notifier {
                 SystemTime::now(),
                 std::fs::read_to_string(&reported).ok().as_deref(),
             )),
+            in_flight: Default::default(),
         });
         tracing::info!(webhook = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
         tracker.spawn(deliver::run(
@@ -123,6 +142,19 @@ impl Notifier {
         Ok(Notifier {
             shared: Some(shared),
         })
+    }
+
+    /// Waits until every queued event was delivered (or given up), at most `grace`: at a
+    /// stop, for the events of the file the engine finished last (a file held as the
+    /// daemon stopped had never been announced, and nothing announces it later).
+    pub async fn settle(&self, grace: Duration) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let until = tokio::time::Instant::now() + grace;
+        while !shared.settled() && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Whether events go anywhere.
@@ -229,11 +261,11 @@ async fn watch_staleness(
             )
         };
         if let Some((since, quiet)) = due {
-            if let Err(e) = crate::util::write_atomic(&reported, marker.as_bytes()) {
-                tracing::warn!(file = %reported.display(), "keeping that the stale notification was sent: {e}; a restart sends it again");
-            }
             tracing::warn!(quiet = %humantime::format_duration(Duration::from_secs(quiet.as_secs())), "no file applied for notify.stale_after; sending the stale notification");
-            shared.push(Event::stale(since, quiet, stale_after));
+            // Kept once delivered: a notice never delivered is sent again after a restart.
+            let mut event = Event::stale(since, quiet, stale_after);
+            event.once_delivered = Some((reported.clone(), marker));
+            shared.push(event);
         }
     }
 }
@@ -249,6 +281,7 @@ mod tests {
             wake: tokio::sync::Notify::new(),
             failing: Mutex::new(HashSet::new()),
             staleness: Mutex::new(Staleness::new(None, SystemTime::now(), None)),
+            in_flight: Default::default(),
         });
         (
             Notifier {
