@@ -461,6 +461,108 @@ fn a_remote_roster_over_max_bytes_is_rejected_with_a_report() {
     d.stop();
 }
 
+/// A remote file the server will not open for us (another integration's export, mode 0600,
+/// in a shared folder) is left on the server and named in `status`; the roster after it is
+/// still fetched and applied. The one file had stopped every later roster until removed.
+/// Logs in as `nobody` (root reads any file), confined by the sshd's `ForceCommand`.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_remote_file_that_cannot_be_opened_does_not_stop_later_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test logs in as nobody: run it as root"
+        );
+        eprintln!("skipped: needs root to log in as nobody");
+        return;
+    }
+    let key = UserKey::new("ed25519", None);
+    let mut sshd = Sshd::prepare(&[&key.public()]);
+    let config = sshd.dir.path().join("sshd_config");
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("Match User nobody\n  ForceCommand internal-sftp\n");
+    fs::write(&config, text).unwrap();
+    // nobody reads its authorized_keys (sshd reads them as the user) and writes the folders.
+    let mode = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(sshd.dir.path(), 0o755);
+    mode(&sshd.dir.path().join("authorized_keys"), 0o644);
+    for sub in [
+        "data",
+        "data/outgoing",
+        "data/outgoing/processed",
+        "data/outgoing/rejected",
+    ] {
+        mode(&sshd.dir.path().join(sub), 0o777);
+    }
+    sshd.start();
+    let mut settings = no_limits();
+    settings.extra_toml.push_str(
+        &sshd
+            .source_toml(&key.private(), &sshd.host_pub(), "1s")
+            .replace("user = \"root\"", "user = \"nobody\""),
+    );
+    settings.log_level = "info".into();
+    let env = TestEnv::with(settings);
+    env.json_ok(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "IT staff",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    // The locked file is the older one: listed, and tried, first.
+    sshd.put("01-locked.csv", roster("L", 1..=2).as_bytes());
+    let locked = sshd.remote("01-locked.csv");
+    mode(&locked, 0o600);
+    let earlier = std::time::SystemTime::now() - Duration::from_secs(600);
+    fs::File::options()
+        .write(true)
+        .open(&locked)
+        .unwrap()
+        .set_modified(earlier)
+        .unwrap();
+    let bytes = roster("E", 1..=3);
+    sshd.put("02-roster.csv", bytes.as_bytes());
+    let d = Daemon::start(&env);
+    let entry = wait_until(
+        "a ledger entry for 02-roster.csv",
+        Duration::from_secs(30),
+        || entries(&env, "02-roster.csv").into_iter().next(),
+    );
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    assert_eq!(env.accounts(&[]).len(), 3);
+    assert!(entries(&env, "01-locked.csv").is_empty());
+    assert!(locked.exists(), "left on the server");
+    let status = wait_until(
+        "status naming the locked file",
+        Duration::from_secs(30),
+        || {
+            let status = poll_status(&env);
+            status
+                .to_string()
+                .contains("01-locked.csv")
+                .then_some(status)
+        },
+    );
+    assert!(
+        status.to_string().contains("cannot be opened"),
+        "{status:#}"
+    );
+    d.stop();
+}
+
 // ---- 3./4. refused connections stop fetching ----------------------------------------------------
 
 /// How many SSH sessions autoprov opened (sshd logs the client version of each; the

@@ -102,6 +102,13 @@ pub enum PollError {
         "remote file {name:?} is {size} bytes, over the {max} bytes autoprov downloads (roster.max_bytes or source.max_upload_bytes, the larger); not downloaded: remove or split it on the server"
     )]
     TooLarge { name: String, size: u64, max: u64 },
+    /// The server refused to open a remote file (its permissions, or it is gone): the
+    /// session is fine, the file was not downloaded.
+    #[error(
+        "remote file {name:?} cannot be opened ({why}); left on the server, later files are \
+         still fetched: fix its permissions or remove it on the server"
+    )]
+    Unreadable { name: String, why: String },
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
 }
@@ -362,7 +369,18 @@ impl RemoteClient {
                 });
             }
             let path = remote_path(dir, &file.name)?;
-            let mut remote = timed(self.timeout, "open", self.sftp.open(path.as_str())).await?;
+            let open = tokio::time::timeout(self.timeout, self.sftp.open(path.as_str())).await;
+            let mut remote = match open {
+                Err(_) => return Err(PollError::Timeout("open")),
+                Ok(Err(russh_sftp::client::error::Error::Status(status))) => {
+                    return Err(PollError::Unreadable {
+                        name: file.name.clone(),
+                        why: format!("{}: {}", status.status_code, status.error_message),
+                    });
+                }
+                Ok(Err(e)) => return Err(PollError::Other(anyhow!("open: {e}"))),
+                Ok(Ok(remote)) => remote,
+            };
             let result = self.copy_down(&mut remote, file, local_tmp, max_bytes).await;
             // Close explicitly (dropping only sends the close without awaiting it).
             let closed = timed(self.timeout, "close", remote.close()).await;

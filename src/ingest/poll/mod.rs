@@ -325,8 +325,9 @@ async fn poll_with(
             continue;
         }
         match fetch(client, s, paths, engine, &file).await {
-            // Left on the server, said at every poll; later files are still fetched.
-            Err(e @ PollError::TooLarge { .. }) => {
+            // Left on the server, said at every poll; later files are still fetched (one
+            // stray file in a shared folder had stopped every roster after it).
+            Err(e @ (PollError::TooLarge { .. } | PollError::Unreadable { .. })) => {
                 tracing::error!("{e}");
                 trouble.get_or_insert(e.to_string());
             }
