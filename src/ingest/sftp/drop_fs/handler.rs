@@ -243,11 +243,19 @@ impl Handler for DropFs {
 
     async fn setstat(
         &mut self,
-        _id: u32,
+        id: u32,
         path: String,
         _attrs: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        Err(self.refuse("setstat", &path, "changing attributes is not allowed"))
+        // Accepted and ignored, as `fsetstat` of an upload is, for a name this session
+        // uploaded: one waiting for its rename, or delivered. rclone sets the time by path
+        // once the upload is closed (renamed in, often taken by the engine already); refused,
+        // it counted the transfer as failed and its retry delivered the roster again.
+        let own = resolve(&path).ok().is_some_and(|target| self.owns(&target));
+        match own {
+            true => Ok(ok_status(id)),
+            false => Err(self.refuse("setstat", &path, "changing attributes is not allowed")),
+        }
     }
 
     async fn fsetstat(
@@ -688,6 +696,42 @@ mod tests {
         );
         assert_eq!(inbox_names(dir.path()), vec!["a.csv".to_string()]);
         assert_eq!(fs::read(dir.path().join("inbox/a.csv")).unwrap(), b"theirs");
+    }
+
+    /// `setstat` by path (rclone sets the time so once it closed the upload) is accepted and
+    /// ignored for a name this session uploaded, delivered (even once the engine took it
+    /// from inbox/) or waiting for its rename; refused for any other name. Refused, rclone
+    /// had counted the transfer as failed and delivered the roster again.
+    #[tokio::test]
+    async fn setstat_of_the_sessions_own_upload_is_accepted_and_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fs_ = session(dir.path(), 1 << 20);
+        let mut other = session(dir.path(), 1 << 20);
+        let attrs = FileAttributes::default;
+        for name in ["/inbox/r.csv", "/inbox/w.csv.part"] {
+            let h = fs_.open(1, name.into(), NEW, attrs()).await.unwrap().handle;
+            fs_.write(2, h.clone(), 0, b"id\n".to_vec()).await.unwrap();
+            fs_.close(3, h).await.unwrap();
+        }
+        // The engine took the delivered file out of inbox/.
+        fs::remove_file(dir.path().join("inbox/r.csv")).unwrap();
+        for name in ["/inbox/r.csv", "inbox/w.csv.part"] {
+            let done = fs_.setstat(4, name.into(), attrs()).await.unwrap();
+            assert_eq!(done.status_code, StatusCode::Ok, "{name}");
+        }
+        fs::write(dir.path().join("inbox/theirs.csv"), b"x").unwrap();
+        let deny = StatusCode::PermissionDenied;
+        for (own, name) in [
+            (true, "inbox/theirs.csv"),
+            (true, "inbox/never.csv"),
+            (false, "inbox/r.csv"),
+            (false, "inbox/w.csv.part"),
+        ] {
+            let session = if own { &mut fs_ } else { &mut other };
+            let refused = session.setstat(5, name.into(), attrs()).await.unwrap_err();
+            assert_eq!(refused.status_code, deny, "{name}");
+        }
+        assert_eq!(fs::read(dir.path().join("inbox/theirs.csv")).unwrap(), b"x");
     }
 
     #[tokio::test]

@@ -370,6 +370,12 @@ impl DropFs {
         }
     }
 
+    /// Whether `target` is a name in `inbox/` this session uploaded: waiting for its rename,
+    /// or delivered.
+    fn owns(&self, target: &Target) -> bool {
+        inbox_name(target).is_some_and(|name| self.parked.attrs(name).is_some())
+    }
+
     async fn stat_path(&self, path: String) -> Result<FileAttributes, StatusReply> {
         let target = resolve(&path).inspect_err(|e| {
             self.log_refusal("stat", &path, e.error_message.as_deref().unwrap_or(""));
