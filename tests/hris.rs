@@ -298,6 +298,21 @@ fn bamboohr_fetch_gives_what_the_same_roster_as_a_file_gives() {
     assert_eq!(fetched(&s.env).len(), 2);
     assert_eq!(s.fake.count(BAMBOO), 2);
     assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
+    // The file `fetch` asked for is audited as the user who ran it (the scan its arrival
+    // started had taken it as autoprov's), the scheduled one as autoprov's.
+    let audit = s.env.json_ok(0, &["audit"]);
+    let users_of = |file: &Value| -> Vec<String> {
+        let id = format!("file {} ", file["id"]);
+        let entries = audit.as_array().unwrap().iter();
+        entries
+            .filter(|e| e["action"].as_str().unwrap_or_default().starts_with("file"))
+            .filter(|e| e["detail"].as_str().unwrap_or_default().starts_with(&id))
+            .map(|e| e["user"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let files = fetched(&s.env);
+    assert_eq!(users_of(&files[0]), ["autoprov"], "{audit:#}");
+    assert_eq!(users_of(&files[1]), [common::current_user()], "{audit:#}");
     assert_no_secrets(
         &s.env,
         &daemon,

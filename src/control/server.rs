@@ -375,7 +375,7 @@ async fn fetch(
     output: Output,
     shutdown: &CancellationToken,
 ) -> Response {
-    let Some(fetching) = engine.source().and_then(|source| source.fetch_now()) else {
+    let Some(fetching) = engine.source().and_then(|source| source.fetch_now(caller)) else {
         return Response::fail(
             exit::USAGE,
             "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\" in the daemon's config",

@@ -164,6 +164,16 @@ impl EngineHandle {
         let _ = self.tx.send(Job::Backup);
     }
 
+    /// The file `name` that will reach inbox/ is `caller`'s (see [`Pipeline::asked_by`]).
+    pub fn asked_by(&self, name: &str, caller: &str) {
+        self.pipeline.asked_by(name, caller);
+    }
+
+    /// Forgets who asked for `name` ([`Pipeline::forget_asked`]).
+    pub fn forget_asked(&self, name: &str) {
+        self.pipeline.forget_asked(name);
+    }
+
     /// The source the daemon runs (for `autoprov fetch`), once it is set up.
     pub fn source(&self) -> Option<Arc<dyn super::SourceLink>> {
         self.state.lock().expect("state lock").source.clone()

@@ -109,9 +109,29 @@ pub struct Pipeline<S: Store> {
     /// Files the engine held or rejected whose filing [`Pipeline::recover`] finished: their
     /// observer is told once it is set (the daemon sets it after the store is opened).
     pub(super) recovered: std::sync::Mutex<Vec<u64>>,
+    /// Files in inbox/ by name, and who asked for them (`autoprov fetch`): audited as
+    /// theirs whichever request or scan processes them.
+    asked: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl<S: Store> Pipeline<S> {
+    /// The file `name` that will reach inbox/ is `caller`'s: processed, it is audited as
+    /// theirs.
+    pub fn asked_by(&self, name: &str, caller: &str) {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), caller.to_string());
+    }
+
+    /// Forgets who asked for `name` (it did not reach inbox/ under that name).
+    pub fn forget_asked(&self, name: &str) {
+        self.asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+
     /// Asks loops over waiting files to stop after the file in progress.
     pub fn request_stop(&self) {
         self.stopping
@@ -133,6 +153,7 @@ impl<S: Store> Pipeline<S> {
             paths,
             stopping: Default::default(),
             observer: Default::default(),
+            asked: Default::default(),
             room_to_spare: ROOM_TO_SPARE,
             recovered: Default::default(),
         })
@@ -291,6 +312,15 @@ impl<S: Store> Pipeline<S> {
         bytes: Option<FileBytes>,
         by: &str,
     ) -> Result<Report> {
+        let asked = self
+            .asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let by = match (by, &asked) {
+            (AUTOPROV, Some(asker)) => asker.as_str(),
+            _ => by,
+        };
         match self.process_file(name, bytes, by) {
             Ok((id, report)) => {
                 self.tell(FileOutcome::Filed {

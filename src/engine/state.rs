@@ -20,9 +20,9 @@ pub trait SourceLink: Send + Sync {
     fn status(&self) -> Option<(&'static str, serde_json::Value, String)> {
         None
     }
-    /// `autoprov fetch`: fetches now and files the result into inbox/. None when the source
-    /// does not fetch on demand (every mode but hris).
-    fn fetch_now(&self) -> Option<FetchNow> {
+    /// `autoprov fetch` by `caller`: fetches now and files the result into inbox/, audited
+    /// as the caller's. None when the source does not fetch on demand (every mode but hris).
+    fn fetch_now(&self, _caller: &str) -> Option<FetchNow> {
         None
     }
     /// The last fetch's error while fetching fails (poll, HRIS), for `/healthz`.

@@ -50,15 +50,20 @@ pub struct HrisState {
     pub last_success: Option<SystemTime>,
     /// The file it became in inbox/.
     pub last_file: Option<String>,
-    /// The last failure and when it happened; cleared by a success.
+    /// The last failure and when it happened, kept after a success (`status` shows the
+    /// last error; a night of refused credentials followed by one good fetch had left no
+    /// trace). Whether fetching fails now is [`HrisState::failing`].
     pub last_error: Option<(SystemTime, String)>,
+    /// Whether the latest fetch failed.
+    pub failing: bool,
     /// When the next scheduled fetch happens.
     pub next_fetch: Option<SystemTime>,
     /// Fetches that failed since the daemon started (`/metrics`).
     pub failures: u64,
 }
 
-type Reply = oneshot::Sender<Result<String, String>>;
+/// An `autoprov fetch`: who asked (the file is audited as theirs), and where the outcome goes.
+type Reply = (String, oneshot::Sender<Result<String, String>>);
 
 /// HRIS mode as the engine and the control socket see it: its part of `status` and
 /// `autoprov fetch`.
@@ -78,6 +83,7 @@ impl SourceLink for HrisLink {
             "last_file": s.last_file,
             "last_error": s.last_error.as_ref().map(|(_, e)| e),
             "last_error_at": time(s.last_error.as_ref().map(|(t, _)| *t)),
+            "failing": s.failing,
             "next_fetch": time(s.next_fetch),
         });
         let mut text = format!(
@@ -86,30 +92,39 @@ impl SourceLink for HrisLink {
             time(s.last_success).unwrap_or_else(|| "never".into()),
             time(s.next_fetch).unwrap_or_else(|| "now".into()),
         );
-        if let Some((at, e)) = &s.last_error {
-            text.push_str(&format!(
+        match &s.last_error {
+            Some((at, e)) if s.failing => text.push_str(&format!(
                 "HRIS ERROR at {}: {e}\n",
                 crate::util::rfc3339(*at)
-            ));
+            )),
+            Some((at, e)) => text.push_str(&format!(
+                "hris:      last error at {} (fetched since): {e}\n",
+                crate::util::rfc3339(*at)
+            )),
+            None => {}
         }
         Some(("hris", value, text))
     }
 
     fn fetch_error(&self) -> Option<String> {
         let state = self.state.lock().expect("hris state");
-        state.last_error.as_ref().map(|(_, e)| e.clone())
+        let failing = state.last_error.as_ref().filter(|_| state.failing);
+        failing.map(|(_, e)| e.clone())
     }
 
     fn fetch_failures(&self) -> u64 {
         self.state.lock().expect("hris state").failures
     }
 
-    fn fetch_now(&self) -> Option<FetchNow> {
-        let requests = self.requests.clone();
+    fn fetch_now(&self, caller: &str) -> Option<FetchNow> {
+        let (requests, caller) = (self.requests.clone(), caller.to_string());
         Some(Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             let stopped = || "the daemon is stopping; nothing was fetched".to_string();
-            requests.send(reply).await.map_err(|_| stopped())?;
+            requests
+                .send((caller, reply))
+                .await
+                .map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         }))
     }
@@ -236,11 +251,12 @@ fn record_outcome(
             tracing::info!(provider, file = %name, "fetched the roster into inbox/");
             state.last_success = Some(now);
             state.last_file = Some(name.clone());
-            state.last_error = None;
+            state.failing = false;
         }
         Err(message) => {
             tracing::error!(provider, "{message}; nothing was written to inbox/");
             state.last_error = Some((now, message.clone()));
+            state.failing = true;
             state.failures += 1;
             drop(state);
             on_fetch_failed(message);
@@ -284,9 +300,10 @@ impl HrisSource {
             // A stop abandons a fetch in flight: its hidden file goes with it. A fetch runs
             // as a task of its own, so that a panic in it (a bug meeting an answer) fails
             // that fetch, not every later one.
+            let asker = reply.as_ref().map(|(caller, _)| caller.clone());
             let fetch = tokio::spawn({
                 let this = self.clone();
-                async move { this.fetch_logged().await }
+                async move { this.fetch_logged(asker.as_deref()).await }
             });
             let abort = fetch.abort_handle();
             let result = tokio::select! {
@@ -301,7 +318,7 @@ impl HrisSource {
                     failed
                 }),
             };
-            if let Some(reply) = reply {
+            if let Some((_, reply)) = reply {
                 let _ = reply.send(result);
             }
         }
@@ -317,16 +334,19 @@ impl HrisSource {
     }
 
     /// One fetch, with its outcome in the log, `status` and the failure hook.
-    async fn fetch_logged(&self) -> Result<String, String> {
+    /// `asker`: who ran `autoprov fetch` (None for a scheduled fetch).
+    async fn fetch_logged(&self, asker: Option<&str>) -> Result<String, String> {
         let provider = self.provider.name();
         tracing::info!(provider, "fetching the roster from the HR system");
-        let result = self.fetch_into_inbox().await;
+        let result = self.fetch_into_inbox(asker).await;
         record_outcome(provider, &self.state, &self.on_fetch_failed, &result);
         result
     }
 
     /// Fetches and files the roster into inbox/: the name it got, or why nothing was filed.
-    async fn fetch_into_inbox(&self) -> Result<String, String> {
+    /// A file `asker` asked for is audited as theirs, whichever of their request and the
+    /// inbox's scan processes it (the scan its arrival starts had taken it as autoprov's).
+    async fn fetch_into_inbox(&self, asker: Option<&str>) -> Result<String, String> {
         let provider = self.provider.name();
         let stamp = crate::util::compact_timestamp(&crate::util::now_rfc3339());
         let name = format!("hris-{provider}-{stamp}.csv");
@@ -349,8 +369,20 @@ impl HrisSource {
         }
         crate::util::crash_point("hris_before_rename");
         let inbox = self.inbox.clone();
+        let (engine, asker) = (self.engine.clone(), asker.map(str::to_string));
         let filed = tokio::task::spawn_blocking(move || {
-            crate::util::rename_into_free_name(&tmp, &inbox, &name).inspect(|_| {
+            // Said before the file can be seen in inbox/, moved when the name was taken.
+            if let Some(asker) = &asker {
+                engine.asked_by(&name, asker);
+            }
+            let filed = crate::util::rename_into_free_name(&tmp, &inbox, &name);
+            if let Some(asker) = &asker {
+                engine.forget_asked(&name);
+                if let Ok(filed) = &filed {
+                    engine.asked_by(filed, asker);
+                }
+            }
+            filed.inspect(|_| {
                 if let Err(e) = crate::util::fsync_dir(&inbox) {
                     tracing::warn!("fsync of {}: {e}", inbox.display());
                 }
@@ -457,7 +489,12 @@ mod tests {
         record_outcome("workday", &state, &hook, &Ok("hris-workday-x.csv".into()));
         assert_eq!(heard.lock().unwrap().len(), 1, "a success is not a failure");
         let s = state.lock().unwrap().clone();
-        assert!(s.last_error.is_none() && s.last_success.is_some());
+        assert!(!s.failing && s.last_success.is_some());
+        assert!(
+            s.last_error
+                .is_some_and(|(_, e)| e.contains("credentials refused")),
+            "the last error is kept after a success"
+        );
         assert_eq!(s.last_file.as_deref(), Some("hris-workday-x.csv"));
         assert_eq!(s.failures, 1, "a success keeps the count");
         no_notification()("ignored");
