@@ -1822,6 +1822,11 @@ fn config_env_overrides_and_unknown_keys() {
     // Overrides reach other sections too: SSO off from the environment.
     let (code, _, err) = env.run_env(&["sync"], &[("AUTOPROV__SSO__ENABLED", "false")]);
     assert_eq!(code, 2, "{err}");
+    // A text key keeps what was written, digits and all (it had been read as a number:
+    // "007" became "7").
+    let (code, out, err) = env.run_env(&["status"], &[("AUTOPROV__SSO__PROVIDER", "007")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sso:") && out.contains("(007)"), "{out}");
 
     // Unknown keys: exit 2 naming the key, in the file or in the environment.
     let mut bad = TestEnv::new();
@@ -1849,6 +1854,23 @@ fn config_env_overrides_and_unknown_keys() {
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
     assert!(format!("{out}{err}").contains("surprise_key"), "{out}{err}");
     assert_eq!(ok.run(&["status"]).0, 0);
+}
+
+/// A config file in a folder the user may not enter is an error saying so, not one that
+/// "does not exist" (without --config, the next default path, a stray ./autoprov.toml, had
+/// been taken, with another store).
+#[test]
+fn a_config_the_user_cannot_look_at_is_not_said_to_be_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = TestEnv::new();
+    let folder = env.config.parent().unwrap().to_path_buf();
+    let open = fs::metadata(&folder).unwrap().permissions();
+    fs::set_permissions(&folder, fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, out, err) = env.run_as("nobody", "nogroup", &["status"]);
+    fs::set_permissions(&folder, open).unwrap();
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("cannot tell whether it exists"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
 }
 
 #[test]

@@ -1,14 +1,29 @@
 //! The `AUTOPROV__SECTION__KEY` overrides, as the config crate reads them.
 
-/// The `AUTOPROV__*` environment, each item of a list key (`lists`, as config names them)
-/// trimmed: `AUTOPROV__PROVISIONING__ROLES="Super Admin, IT Admin"` had given the role
-/// " IT Admin", which no rule could name, and an org admin " alice" nobody is.
+/// The `AUTOPROV__*` environment: the list keys (`lists`, as config names them) split into
+/// their items, each trimmed, and every other value as set.
+pub(super) struct Overrides {
+    /// Variable name -> value, for config's `Environment` (which reads them as text).
+    pub plain: config::Map<String, String>,
+    /// Config key (`provisioning.roles`) -> its items.
+    pub lists: Vec<(String, Vec<String>)>,
+}
+
+/// The `AUTOPROV__*` environment. List items are trimmed:
+/// `AUTOPROV__PROVISIONING__ROLES="Super Admin, IT Admin"` had given the role " IT Admin",
+/// which no rule could name, and an org admin " alice" nobody is. Lists are split here, not
+/// by config's parsing, which would also have read every other value that looks like a
+/// number or a boolean as one: `AUTOPROV__SSO__PROVIDER=007` had become "7", and an
+/// account name `0012345` "12345".
 pub(super) fn overrides(
     vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
     lists: &[String],
-) -> anyhow::Result<config::Map<String, String>> {
+) -> anyhow::Result<Overrides> {
     const PREFIX: &str = "AUTOPROV__";
-    let mut out = config::Map::new();
+    let mut out = Overrides {
+        plain: config::Map::new(),
+        lists: Vec::new(),
+    };
     for (name, value) in vars {
         // The prefix in any letter case, as the config crate matches it.
         let Some(name) = name.to_str().map(str::to_string) else {
@@ -24,16 +39,17 @@ pub(super) fn overrides(
             anyhow::bail!("the environment variable {name} is not UTF-8");
         };
         let key = name[PREFIX.len()..].to_lowercase().replace("__", ".");
-        let value = match lists.contains(&key) {
-            true => value
-                .split(',')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(","),
-            false => value.to_string(),
-        };
-        out.insert(name, value);
+        match lists.contains(&key) {
+            true => {
+                let items = value.split(',').map(|v| v.trim().to_string()).collect();
+                out.lists.push((key, items));
+            }
+            false => {
+                out.plain.insert(name, value.to_string());
+            }
+        }
     }
+    out.lists.sort();
     Ok(out)
 }
 
@@ -60,15 +76,21 @@ mod tests {
         let lists =
             ["provisioning.roles", "control.org_admins", "web.org_admins"].map(str::to_string);
         let got = overrides(vars.into_iter(), &lists).unwrap();
+        let items = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            got["AUTOPROV__PROVISIONING__ROLES"],
-            "Super Admin,IT Admin,HR Admin"
+            got.lists,
+            [
+                ("control.org_admins".into(), items(&["alice", "bob"])),
+                (
+                    "provisioning.roles".into(),
+                    items(&["Super Admin", "IT Admin", "HR Admin"])
+                ),
+                // The prefix in any letter case, as the config crate takes it.
+                ("web.org_admins".into(), items(&["x@y.io", "z@y.io"])),
+            ]
         );
-        assert_eq!(got["AUTOPROV__CONTROL__ORG_ADMINS"], "alice,bob");
-        assert_eq!(got["AUTOPROV__SSO__PROVIDER"], " okta ");
-        assert!(!got.contains_key("HOME"));
-        // The prefix in any letter case, as the config crate takes it.
-        assert_eq!(got["autoprov__web__org_admins"], "x@y.io,z@y.io");
+        assert_eq!(got.plain["AUTOPROV__SSO__PROVIDER"], " okta ");
+        assert_eq!(got.plain.len(), 1, "{:?}", got.plain);
         let latin1 = std::os::unix::ffi::OsStringExt::from_vec(b"caf\xe9".to_vec());
         let bad = [(OsString::from("AUTOPROV__SSO__PROVIDER"), latin1)];
         assert!(

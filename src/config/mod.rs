@@ -535,20 +535,36 @@ impl Config {
     /// Loads the file (the given one, else the first default path that exists), then the
     /// `AUTOPROV__SECTION__KEY` environment overrides, and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Config> {
+        // A file that cannot be looked at (a folder this user may not enter) is an error
+        // saying so, not one that "does not exist": without --config, the next default path
+        // (a stray ./autoprov.toml) had been taken, with another store.
+        let exists = |p: &Path| {
+            p.try_exists().with_context(|| {
+                format!(
+                    "config file {}: cannot tell whether it exists (run as a user that may read it)",
+                    p.display()
+                )
+            })
+        };
         let path = match path {
             Some(p) => p.to_path_buf(),
-            None => DEFAULT_PATHS
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-                .with_context(|| {
+            None => {
+                let mut found = None;
+                for p in DEFAULT_PATHS.iter().map(PathBuf::from) {
+                    if exists(&p)? {
+                        found = Some(p);
+                        break;
+                    }
+                }
+                found.with_context(|| {
                     format!(
                         "no config file: none of {} exists; pass --config PATH",
                         DEFAULT_PATHS.join(", ")
                     )
-                })?,
+                })?
+            }
         };
-        if !path.exists() {
+        if !exists(&path)? {
             bail!("config file {} does not exist", path.display());
         }
         let mut lists: Vec<String> = [
@@ -569,20 +585,23 @@ impl Config {
                 .iter()
                 .map(|(c, _)| format!("roster.columns.{c}")),
         );
-        let mut environment = config::Environment::with_prefix("AUTOPROV")
+        let overrides = env::overrides(std::env::vars_os(), &lists)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        // Read as text: a number or a boolean key converts it when it is deserialized, and
+        // a text key keeps what was written.
+        let environment = config::Environment::with_prefix("AUTOPROV")
             .prefix_separator("__")
             .separator("__")
-            .list_separator(",")
-            .source(Some(
-                env::overrides(std::env::vars_os(), &lists)
-                    .with_context(|| format!("reading config {}", path.display()))?,
-            ));
-        for key in &lists {
-            environment = environment.with_list_parse_key(key);
-        }
-        let built = config::Config::builder()
+            .source(Some(overrides.plain));
+        let mut builder = config::Config::builder()
             .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
-            .add_source(environment.try_parsing(true))
+            .add_source(environment);
+        for (key, items) in overrides.lists {
+            builder = builder
+                .set_override(key.as_str(), items)
+                .with_context(|| format!("the environment's {key}"))?;
+        }
+        let built = builder
             .build()
             .map_err(|e| anyhow::anyhow!(without_quoted_lines(&e.to_string())))
             .with_context(|| format!("reading config {}", path.display()))?;
@@ -645,6 +664,18 @@ impl Config {
     /// Checks what serde cannot: settings that exclude each other, canonical column names,
     /// what a mode needs.
     pub fn validate(&self) -> Result<()> {
+        // Empty, every relative path would be the current folder's: a command run elsewhere
+        // made and used a new, empty store there.
+        if self.data_dir.as_os_str().is_empty() {
+            bail!(
+                "data_dir is empty: name the folder of the store and drop/ (default /var/lib/autoprov)"
+            );
+        }
+        if self.control.socket.as_os_str().is_empty() {
+            bail!(
+                "control.socket is empty: name the daemon's socket (default /run/autoprov/autoprov.sock)"
+            );
+        }
         if self.source.rsa_host_key && self.source.ssh_profile == SshProfile::Strict {
             bail!(
                 "source.rsa_host_key = true cannot be used with source.ssh_profile = \"strict\", \
@@ -872,6 +903,19 @@ mod tests {
             c.control.socket,
             PathBuf::from("/run/autoprov/autoprov.sock")
         );
+    }
+
+    /// An empty `data_dir` or `control.socket` is refused naming the key: every relative
+    /// path would have been the current folder's (a new, empty store made there).
+    #[test]
+    fn an_empty_data_dir_or_socket_is_refused() {
+        for (text, key) in [
+            ("data_dir = \"\"\n", "data_dir is empty"),
+            ("[control]\nsocket = \"\"\n", "control.socket is empty"),
+        ] {
+            let e = format!("{:#}", load(text).unwrap_err());
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]
