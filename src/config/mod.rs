@@ -531,6 +531,20 @@ fn without_quoted_lines(message: &str) -> String {
     kept.join("\n")
 }
 
+/// The file read on its own as the config's types, strictly: an unknown key or a value of
+/// another type is an error with its line and column (config's own reading names only the
+/// key, and converts what it can: `enabled = "yes"` was true, `count = 100.9` was 101,
+/// `data_dir = 5` the folder "5"). A missing key is left to the environment, which may
+/// give it, and to the checks after both are read.
+fn strictly(text: &str) -> Result<()> {
+    match toml::from_str::<Config>(text) {
+        Err(e) if !e.message().starts_with("missing field") => {
+            bail!("{}", without_quoted_lines(&e.to_string()).trim_end())
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Config {
     /// Loads the file (the given one, else the first default path that exists), then the
     /// `AUTOPROV__SECTION__KEY` environment overrides, and validates the result.
@@ -593,8 +607,11 @@ impl Config {
             .prefix_separator("__")
             .separator("__")
             .source(Some(overrides.plain));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        strictly(&text).with_context(|| format!("invalid config {}", path.display()))?;
         let mut builder = config::Config::builder()
-            .add_source(config::File::from(path.as_path()).format(config::FileFormat::Toml))
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
             .add_source(environment);
         for (key, items) in overrides.lists {
             builder = builder
@@ -903,6 +920,41 @@ mod tests {
             c.control.socket,
             PathBuf::from("/run/autoprov/autoprov.sock")
         );
+    }
+
+    /// A key the config does not have, or a value of another type, is an error with its
+    /// line and column; nothing is converted (`enabled = "yes"` had turned provisioning on,
+    /// `count = 100.9` had been 101).
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors_with_line_and_column() {
+        for (text, wanted) in [
+            (
+                "[sso]\nenabledd = true\n",
+                ["line 2, column 1", "unknown field `enabledd`"],
+            ),
+            (
+                "[sso]\nenabled = \"yes\"\n",
+                ["line 2, column 11", "expected a boolean"],
+            ),
+            (
+                "[safety]\nmax_grants = { count = 100.9, percent = 5 }\n",
+                ["line 2, column 24", "floating point"],
+            ),
+            (
+                "data_dir = 5\n",
+                ["line 1, column 12", "expected path string"],
+            ),
+        ] {
+            let e = format!("{:#}", load(text).unwrap_err());
+            for w in wanted {
+                assert!(e.contains(w), "{text:?}: {e}");
+            }
+        }
+        // Valid values of every type still load.
+        let c = load("[sso]\nenabled = true\n[safety]\nmax_grants = { count = 7, percent = 5 }\n")
+            .unwrap();
+        assert!(c.sso.enabled);
+        assert_eq!(c.limits().max_grants.count, 7);
     }
 
     /// An empty `data_dir` or `control.socket` is refused naming the key: every relative
