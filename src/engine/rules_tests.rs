@@ -313,8 +313,9 @@ fn a_roster_cannot_add_lines_to_the_rules_commands_text() {
     csv.extend_from_slice(b"\"E1\nconflict: FAKE\",e1@x.io,IT,active\n");
     let r = submit(&p, "first.csv", &csv).unwrap();
     assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);
+    // (A rule's name cannot hold a line break: refused since, see below.)
     let add = Request::RulesAdd {
-        name: "Eng\nconflict: NAME".into(),
+        name: "Eng".into(),
         role: "HR Admin".into(),
         when: vec!["department = IT".into()],
         strict: false,
@@ -325,11 +326,8 @@ fn a_roster_cannot_add_lines_to_the_rules_commands_text() {
     let shown = super::commands::execute(&p, Request::RulesShow { id: 2 }, "root", Output::Text);
     for text in [&added.text, &checked.text, &shown.text] {
         assert!(text.contains(r"E1\nconflict: FAKE"), "{text}");
-        assert!(text.contains(r"Eng\nconflict: NAME"), "{text}");
         assert!(
-            !text
-                .lines()
-                .any(|l| l.starts_with("conflict: FAKE") || l.starts_with("conflict: NAME")),
+            !text.lines().any(|l| l.starts_with("conflict: FAKE")),
             "{text}"
         );
     }
