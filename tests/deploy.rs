@@ -118,13 +118,24 @@ fn example_poll_block_loads_when_uncommented() {
     );
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("poll.toml");
+    let poll = [("AUTOPROV__SOURCE__MODE", "poll")];
+    // As written, its pinned host key is a placeholder: the config check says so, as `run`
+    // would.
     std::fs::write(&config, lines.join("\n") + "\n").unwrap();
-    let out = status(
-        &config,
-        dir.path(),
-        &[("AUTOPROV__SOURCE__MODE", "poll")],
-        true,
+    let out = status(&config, dir.path(), &poll, true);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("known_host_key"),
+        "{out:?}"
     );
+    // With the server's real key in its place, it loads.
+    let key = read("testdata/keys/hris_ed25519.pub");
+    let real = lines.join("\n").replace(
+        "known_host_key = \"ssh-ed25519 AAAA...\"",
+        &format!("known_host_key = {:?}", key.trim()),
+    );
+    std::fs::write(&config, real + "\n").unwrap();
+    let out = status(&config, dir.path(), &poll, true);
     let j = status_json("example with [source.remote] uncommented", &out);
     assert_eq!(j["mode"], "poll");
 }

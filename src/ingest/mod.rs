@@ -17,18 +17,33 @@ use crate::config::Config;
 use crate::layout::Paths;
 use sftp::{SftpSettings, SftpUser};
 
-/// What the SFTP server would refuse at its start that [`Config::validate`] cannot check
-/// (the users' keys and password hashes, read by the SSH library): checked by `status`, so
-/// that it is the config check the example config promises (`run` has the server check
-/// them as it starts).
+/// What `run` would refuse at its start that [`Config::validate`] cannot check: checked by
+/// `status`, so that it is the config check the example config promises (it had passed
+/// configs `run` refused). Host mode: the users' keys and password hashes (read by the SSH
+/// library; a config without users serves the commands alone, and `run` says what host
+/// mode needs); poll mode: the pinned host key; watch mode: `watch_dir` exists. Not the
+/// secret files (the HRIS credentials, poll's private key): the daemon reads them, and may
+/// be the only user that can (systemd's `LoadCredential=`); `run` refuses one it cannot
+/// read.
 pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
-    // Without users, `run` says what host mode needs; the other commands have no use for
-    // them.
-    if cfg.source.mode != crate::config::Mode::Host || cfg.source.users.is_empty() {
-        return Ok(());
+    use crate::config::Mode;
+    match cfg.source.mode {
+        Mode::Host if cfg.source.users.is_empty() => Ok(()),
+        Mode::Host => sftp::auth::check_users(&sftp_users(cfg), cfg.source.ssh_profile)
+            .map_err(|e| anyhow::anyhow!("source.users: {e:#}")),
+        Mode::Poll => match &cfg.source.remote {
+            Some(remote) => poll::check_remote(remote),
+            None => Ok(()),
+        },
+        Mode::Watch => match cfg.source.watch_dir.try_exists() {
+            Ok(false) => anyhow::bail!(
+                "source.watch_dir = {:?} does not exist",
+                cfg.source.watch_dir
+            ),
+            _ => Ok(()),
+        },
+        Mode::Hris => Ok(()),
     }
-    sftp::auth::check_users(&sftp_users(cfg), cfg.source.ssh_profile)
-        .map_err(|e| anyhow::anyhow!("source.users: {e:#}"))
 }
 
 /// The configured SFTP users.
@@ -111,5 +126,43 @@ mod tests {
         let poll = user("authorized_keys = [\"ssh-ed25519 GARBAGE hr\"]")
             .replace("mode = \"host\"", "mode = \"watch\"\nwatch_dir = \"/tmp\"");
         check_config(&config(&poll)).unwrap();
+    }
+
+    /// `status`, the config check, refuses what `run` would in poll and watch mode: a
+    /// pinned host key that is not one, a watch_dir that does not exist (both had passed).
+    #[test]
+    fn status_checks_poll_and_watch_settings_as_run_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = |key: &str| {
+            format!(
+                "[source]\nmode = \"poll\"\n[source.remote]\nhost = \"h\"\nuser = \"u\"\n\
+                 private_key = \"/nonexistent/id\"\nknown_host_key = {key:?}\ninbox = \"i\"\n\
+                 processed = \"p\"\nrejected = \"r\"\n"
+            )
+        };
+        let err = format!(
+            "{:#}",
+            check_config(&config(&remote("garbage"))).unwrap_err()
+        );
+        assert!(err.contains("known_host_key"), "{err}");
+        let host_key = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/keys/hris_ed25519.pub"
+        ))
+        .unwrap();
+        // The private key is not read: the daemon may be the only user that can.
+        check_config(&config(&remote(host_key.trim()))).unwrap();
+        let watch = |path: &std::path::Path| {
+            format!(
+                "[source]\nmode = \"watch\"\nwatch_dir = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let missing = dir.path().join("missing");
+        let err = format!("{:#}", check_config(&config(&watch(&missing))).unwrap_err());
+        assert!(err.contains("does not exist"), "{err}");
+        check_config(&config(&watch(dir.path()))).unwrap();
+        // Host mode without users serves the commands alone.
+        check_config(&config("[source]\nmode = \"host\"\n")).unwrap();
     }
 }

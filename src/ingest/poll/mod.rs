@@ -340,6 +340,12 @@ async fn poll_with(
     })
 }
 
+/// What `status` checks of `[source.remote]` (the config check): the pinned host key
+/// parses. The private key is read by the daemon, which may be the only user that can.
+pub fn check_remote(remote: &Remote) -> anyhow::Result<()> {
+    host_key::parse_pinned_key(&remote.known_host_key).map(|_| ())
+}
+
 /// Downloads one file to a hidden name, registers its origin, renames it into inbox/.
 async fn fetch(
     client: &RemoteClient,
