@@ -36,7 +36,8 @@ pub fn call(
         Err(reach) => return reach,
     };
     let mut reader = BufReader::with_capacity(CHUNK + 4, &stream);
-    let head: Head = match answer_line(&mut reader, socket, send_error) {
+    let changed = envelope.request.is_change() || envelope.upload.is_some();
+    let head: Head = match answer_line(&mut reader, socket, send_error, changed) {
         Ok(answer) => match serde_json::from_str(&answer) {
             Ok(head) => head,
             Err(e) => {
@@ -48,7 +49,6 @@ pub fn call(
     if !head.body {
         return Reach::Answered(head.response);
     }
-    let changed = envelope.request.is_change() || envelope.upload.is_some();
     match copy_body(&mut reader, out) {
         Ok(()) => Reach::Written(head.response.exit),
         // A change's outcome came with the head; its report, cut (the daemon stopping
@@ -161,11 +161,13 @@ fn send_file(file: &std::fs::File, size: u64, stream: &mut UnixStream) -> std::i
     Ok(())
 }
 
-/// Reads the answer line.
+/// Reads the answer line. `changed`: the request changes state, so a daemon that closed
+/// the connection without answering (it crashed, or was killed) may have made the change.
 fn answer_line(
     reader: &mut impl BufRead,
     socket: &Path,
     send_error: Option<std::io::Error>,
+    changed: bool,
 ) -> Result<String, Reach> {
     let mut answer = String::new();
     match reader.read_line(&mut answer) {
@@ -173,6 +175,13 @@ fn answer_line(
             "sending to {}: {}",
             socket.display(),
             send_error.expect("checked")
+        ))),
+        Ok(0) if changed => Err(Reach::Unreachable(format!(
+            "the daemon at {} closed the connection without answering (it stopped or crashed): \
+             whether the request was carried out is not known; see `autoprov files list` and \
+             `autoprov audit` before sending it again (a file it took is processed once, at its \
+             next start at the latest)",
+            socket.display()
         ))),
         Ok(0) => Err(Reach::Unreachable(format!(
             "the daemon at {} closed the connection without answering",
@@ -231,6 +240,29 @@ mod tests {
             // Never more than announced; a short file: what it has, then the end.
             assert_eq!(got, &b"Employee ID\nE1\n"[..size.min(15) as usize]);
         }
+    }
+
+    /// A change whose connection closed without an answer (the daemon killed mid-request)
+    /// says that its outcome is not known, not just that the daemon is unreachable: a script
+    /// reading 4 as "nothing was done" had sent the roster again.
+    #[test]
+    fn a_change_without_an_answer_says_its_outcome_is_unknown() {
+        let socket = Path::new("/run/autoprov/autoprov.sock");
+        let closed = |changed| match answer_line(&mut &b""[..], socket, None, changed) {
+            Err(Reach::Unreachable(message)) => message,
+            _ => panic!("not unreachable"),
+        };
+        let change = closed(true);
+        assert!(
+            change.contains("whether the request was carried out is not known"),
+            "{change}"
+        );
+        let read = closed(false);
+        assert!(
+            read.contains("closed the connection without answering"),
+            "{read}"
+        );
+        assert!(!read.contains("not known"), "{read}");
     }
 
     #[test]
