@@ -56,6 +56,19 @@ impl<S: Store> Pipeline<S> {
             by: user.to_string(),
             at: now.clone(),
         };
+        // Its roster gone from held/: the store was restored from a backup taken while it
+        // was held, and the file was decided since (or removed by hand). Nothing to approve;
+        // a rejection clears it, saying so.
+        let missing = !held_path.exists() && read_report(&held_path).is_none();
+        if approve && missing {
+            return Err(Error::failed(format!(
+                "file {id}'s roster is not in held/ ({}): it cannot be approved, and nothing \
+                 was changed. If the store was restored from a backup taken while the file was \
+                 held, it was decided after that backup; `autoprov files reject {id}` clears it \
+                 (nothing else changes) so that the files waiting behind it are processed",
+                held_path.display()
+            )));
+        }
         let mut eval = if approve {
             match self.replan_held(&entry, &held_path, &now)? {
                 Ok(eval) => eval,
@@ -67,11 +80,22 @@ impl<S: Store> Pipeline<S> {
             let old = read_report(&held_path).unwrap_or_else(|| {
                 Report::new(&entry.name, &entry.sha256, &entry.received_at, &now)
             });
-            Evaluation::report_only(Report {
+            let mut rejected = Report {
                 status: ReportStatus::Rejected,
                 processed_at: now.clone(),
                 ..old
-            })
+            };
+            if missing {
+                rejected
+                    .warnings
+                    .push(crate::core::model::Finding::file(format!(
+                        "the roster and its held report were not in held/ when the file was \
+                     rejected (a store restored from a backup taken while it was held?): this \
+                     report has no rows or changes of its own; nothing was changed, and the \
+                     ledger's entry for file {id} is what the rejection closed"
+                    )));
+            }
+            Evaluation::report_only(rejected)
         };
         eval.report.stored_as = Some(entry.stored_as.clone());
         eval.report.decision = Some(decision);

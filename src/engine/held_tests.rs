@@ -257,3 +257,47 @@ fn recovery_removes_the_parts_of_interrupted_copies() {
     left.sort();
     assert_eq!(left, [".someone-else.part", ".watch-notes"]);
 }
+
+/// A held file whose roster is gone from held/ (the store restored from a backup taken
+/// while it was held, the file decided since): approving it says why it cannot be and what
+/// clears it, changing nothing; rejecting it closes the entry with a report that says the
+/// roster was missing, and the next file is processed. The approval had failed on "No such
+/// file" and the rejection had filed an empty report without a word.
+#[test]
+fn a_held_file_whose_roster_is_gone_is_cleared_by_a_rejection_that_says_so() {
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let held = submit(
+        &p,
+        "h.csv",
+        &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]),
+    );
+    assert_eq!(held.unwrap().status, ReportStatus::Held);
+    let stored = p.store.file(1).unwrap().unwrap().stored_as;
+    let held_dir = p.paths.folder("held");
+    for name in [
+        stored.clone(),
+        format!("{stored}.report.json"),
+        format!("{stored}.report.txt"),
+    ] {
+        fs::remove_file(held_dir.join(name)).unwrap();
+    }
+    let refused = p.approve(1, "alice").unwrap_err().to_string();
+    assert!(refused.contains("cannot be approved"), "{refused}");
+    assert!(refused.contains("files reject 1"), "{refused}");
+    assert_eq!(p.store.file(1).unwrap().unwrap().status, FileStatus::Held);
+    assert!(p.store.accounts().unwrap().is_empty());
+    let rejected = p.reject(1, "alice").unwrap();
+    assert_eq!(rejected.status, ReportStatus::Rejected);
+    assert!(
+        rejected.warnings[0].message.contains("were not in held/"),
+        "{:?}",
+        rejected.warnings
+    );
+    assert_eq!(
+        p.store.file(1).unwrap().unwrap().status,
+        FileStatus::Rejected
+    );
+    let next = submit(&p, "n.csv", &staff(&[("E1", "IT")])).unwrap();
+    assert_eq!(next.status, ReportStatus::Applied);
+}
