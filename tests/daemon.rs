@@ -1837,6 +1837,48 @@ fn process_of_a_folder_or_a_missing_file_is_a_usage_error() {
 
 /// A pipe given to `process` while the daemon runs reaches it whole (its announced size
 /// had been 0: the daemon filed an empty file as rejected).
+/// A file over `roster.max_bytes` given to `process` through the daemon is filed and
+/// rejected with its report, as over SFTP or without the daemon; it had been refused with
+/// one line (no report, no ledger entry, nothing in rejected/).
+#[test]
+fn process_through_the_daemon_files_a_file_over_max_bytes_as_rejected() {
+    let settings = Settings {
+        extra_toml: "[roster]\nmax_bytes = 100\n".into(),
+        ..Settings::default()
+    };
+    let env = host_env(settings, "");
+    let d = Daemon::start(&env);
+    let big = env.root().join("big.csv");
+    let mut text = String::from("Employee ID,Email\n");
+    for i in 0..20 {
+        text.push_str(&format!("E{i},e{i}@acme.example\n"));
+    }
+    fs::write(&big, &text).unwrap();
+    let (code, report) = env.process(&big, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["status"], "rejected", "{report:#}");
+    assert_eq!(report["sha256"], common::sha256_hex(text.as_bytes()));
+    let error = report["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("more than roster.max_bytes = 100"),
+        "{report:#}"
+    );
+    let stored = report["stored_as"].as_str().unwrap();
+    assert_eq!(
+        fs::read(env.drop_dir("rejected").join(stored)).unwrap(),
+        text.as_bytes(),
+        "filed whole in rejected/"
+    );
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(files[0]["status"], "rejected", "{files:#}");
+    assert!(
+        env.files_in("inbox").is_empty(),
+        "{:?}",
+        env.files_in("inbox")
+    );
+    d.stop();
+}
+
 #[test]
 fn a_pipe_reaches_the_daemon_whole() {
     use std::io::Write;

@@ -311,4 +311,9 @@ pub struct Upload {
     pub dry_run: bool,
     /// Bytes that follow the request line.
     pub size: u64,
+    /// Where the daemon wrote an upload over `roster.max_bytes` instead of keeping it in
+    /// memory (a hidden file in inbox/), to be filed and rejected with its report as such a
+    /// file is from SFTP; not sent by clients.
+    #[serde(skip)]
+    pub spooled: Option<std::path::PathBuf>,
 }

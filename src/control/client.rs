@@ -201,6 +201,7 @@ pub fn upload_of(name: &str, dry_run: bool, size: u64) -> Upload {
         name: name.to_string(),
         dry_run,
         size,
+        spooled: None,
     }
 }
 

@@ -476,19 +476,34 @@ async fn received<R: tokio::io::AsyncRead + Unpin>(
 ) -> Result<Option<(Upload, Vec<u8>)>, Response> {
     Ok(match upload {
         Some(upload) if matches!(request, Request::Process { .. }) => {
+            let deadline =
+                REQUEST_DEADLINE + UPLOAD_TIME_PER_MIB * (1 + (upload.size >> 20) as u32);
             if upload.size > cfg.roster.max_bytes {
-                return Err(Response::fail(
-                    exit::NO,
-                    format!(
-                        "the file is {} bytes, more than roster.max_bytes = {}",
-                        upload.size, cfg.roster.max_bytes
-                    ),
-                ));
+                // Filed and rejected with its report, as the same file is over SFTP or
+                // without the daemon (it had been refused with one line: no report, no
+                // ledger entry); written to disk, not kept in memory. Beyond what an SFTP
+                // upload may be, refused as SFTP refuses it.
+                let most = cfg.source.max_upload_bytes;
+                if upload.size > most {
+                    return Err(Response::fail(
+                        exit::NO,
+                        format!(
+                            "the file is {} bytes, more than roster.max_bytes = {} and than \
+                             source.max_upload_bytes = {most} (what any upload may be); nothing \
+                             was filed",
+                            upload.size, cfg.roster.max_bytes
+                        ),
+                    ));
+                }
+                let spooled = spool(cfg, reader, upload.size, deadline).await?;
+                let upload = Upload {
+                    spooled: Some(spooled),
+                    ..upload
+                };
+                return Ok(Some((upload, Vec::new())));
             }
             // Grows with what arrives rather than reserving the announced size up front.
             let mut bytes = Vec::new();
-            let deadline =
-                REQUEST_DEADLINE + UPLOAD_TIME_PER_MIB * (1 + (upload.size >> 20) as u32);
             match tokio::time::timeout(deadline, reader.take(upload.size).read_to_end(&mut bytes))
                 .await
             {
@@ -517,6 +532,43 @@ async fn received<R: tokio::io::AsyncRead + Unpin>(
         Some(_) => return Err(Response::fail(exit::USAGE, "only process carries a file")),
         None => None,
     })
+}
+
+/// Writes the `size` bytes of an upload to a new hidden file in inbox/ (removed at the next
+/// start if left), synced: its path, or the refusal (nothing left behind).
+async fn spool<R: tokio::io::AsyncRead + Unpin>(
+    cfg: &Config,
+    reader: &mut R,
+    size: u64,
+    deadline: Duration,
+) -> Result<std::path::PathBuf, Response> {
+    static SPOOLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SPOOLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let inbox = crate::layout::Paths::new(&cfg.data_dir).folder("inbox");
+    let path = inbox.join(format!(".receive-spool-{}-{n}.part", std::process::id()));
+    let failed = |what: String| {
+        let _ = std::fs::remove_file(&path);
+        Response::fail(exit::USAGE, format!("{what}; nothing was filed"))
+    };
+    let write = async {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await?;
+        let copied = tokio::io::copy(&mut reader.take(size), &mut file).await?;
+        file.sync_all().await?;
+        Ok::<u64, std::io::Error>(copied)
+    };
+    match tokio::time::timeout(deadline, write).await {
+        Ok(Ok(copied)) if copied == size => Ok(path),
+        Ok(Ok(_)) => Err(failed("the upload ended early".into())),
+        Ok(Err(e)) => Err(failed(format!(
+            "writing the upload to {}: {e}",
+            path.display()
+        ))),
+        Err(_) => Err(failed("the upload was too slow".into())),
+    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,25 @@ pub fn answer_streamed(
                     "files are uploaded over SFTP or the control socket only",
                 ));
             };
+            if let Some(spooled) = &upload.spooled {
+                // An upload over roster.max_bytes, written to disk by the socket's server:
+                // filed from there, and rejected with its report.
+                let answer = match std::fs::File::open(spooled) {
+                    Ok(mut file) => {
+                        let content = crate::engine::filing::Content::Stream(&mut file);
+                        commands::process_upload(p, &upload.name, content, upload.dry_run, user)
+                    }
+                    Err(e) => Streamed::Whole(Response::fail(
+                        exit::FAILED,
+                        format!(
+                            "reading the upload {}: {e}; nothing was filed",
+                            spooled.display()
+                        ),
+                    )),
+                };
+                let _ = std::fs::remove_file(spooled);
+                return answer;
+            }
             let mut bytes = std::io::Cursor::new(bytes);
             let content = crate::engine::filing::Content::Stream(&mut bytes);
             return commands::process_upload(p, &upload.name, content, upload.dry_run, user);
