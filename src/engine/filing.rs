@@ -63,8 +63,18 @@ impl<S: Store> Pipeline<S> {
         }
         for entry in pending {
             tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed before a restart");
-            self.finish_filing(&entry, None)?;
-            self.announce_filed(&entry);
+            match self.finish_filing(&entry, None) {
+                Ok(()) => self.announce_filed(&entry),
+                // Its outcome is committed; only its move is not done. The daemon starts all
+                // the same and each scan tries again (its observer hears why): stopping here
+                // had the daemon exit 5 at every start, saying "nothing was changed", with
+                // the SFTP server, the web section and sign-ins down.
+                Err(e) => tracing::error!(
+                    file = %entry.stored_as,
+                    "finishing the filing of a committed file failed: {e:#}; files wait in \
+                     inbox/ until it is filed, tried again at every scan"
+                ),
+            }
         }
         // Poll mode: a download registered but not renamed into inbox/ before a crash is
         // completed (it was fsynced before registering), or forgotten when its bytes are gone,

@@ -301,3 +301,35 @@ fn a_held_file_whose_roster_is_gone_is_cleared_by_a_rejection_that_says_so() {
     let next = submit(&p, "n.csv", &staff(&[("E1", "IT")])).unwrap();
     assert_eq!(next.status, ReportStatus::Applied);
 }
+
+/// A decided file whose filing keeps failing (its folder not writable) is told to the
+/// observer by each scan that tries it (the daemon posts `file_failed`, once), and does not
+/// stop recovery at a start: the start goes on, the move is tried again at every scan. The
+/// scan had said nothing, and every start had exited 5, "nothing was changed".
+#[test]
+fn a_filing_that_keeps_failing_is_told_and_does_not_stop_a_start() {
+    use super::observe::FileOutcome;
+    use std::sync::{Arc, Mutex};
+    let (_dir, p, id, stored_as) = held_three();
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = heard.clone();
+    p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
+        if let FileOutcome::Failed { name, .. } = *outcome {
+            sink.lock().unwrap().push(name.to_string());
+        }
+    }));
+    let processed = p.paths.folder("processed");
+    fs::rename(&processed, p.paths.drop.join("processed.away")).unwrap();
+    fs::write(&processed, b"").unwrap();
+    assert!(p.approve(id, "alice").unwrap_err().committed().is_some());
+    heard.lock().unwrap().clear();
+    assert!(p.finish_all_unfiled().is_err());
+    assert_eq!(heard.lock().unwrap().len(), 1, "told of the scan's failure");
+    // A start meanwhile: recovery goes on past it.
+    p.recover().unwrap();
+    assert!(p.store.file(id).unwrap().unwrap().pending_move.is_some());
+    fs::remove_file(&processed).unwrap();
+    fs::rename(p.paths.drop.join("processed.away"), &processed).unwrap();
+    assert_eq!(p.finish_all_unfiled().unwrap(), 1);
+    assert_eq!(folder(&p, "processed"), filed(&stored_as));
+}

@@ -461,9 +461,19 @@ impl<S: Store> Pipeline<S> {
             if let Some((from, _)) = &entry.pending_move {
                 filed += 1;
                 tracing::info!(file = %entry.stored_as, "finishing the filing of a file committed earlier");
-                self.finish_unfiled(&entry)
+                let finished = self
+                    .finish_unfiled(&entry)
                     .with_context(|| format!("filing {from}"))
-                    .map_err(|e| e.after_commit(entry.id, &entry.name))?;
+                    .map_err(|e| e.after_commit(entry.id, &entry.name));
+                if let Err(error) = &finished {
+                    // Files wait behind it: the observer hears (the daemon's `file_failed`,
+                    // once until a file is filed); a scan that kept failing had said nothing.
+                    self.tell(FileOutcome::Failed {
+                        name: &entry.name,
+                        error,
+                    });
+                }
+                finished?;
             }
         }
         Ok(filed)
