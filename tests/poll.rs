@@ -560,6 +560,23 @@ fn a_remote_file_that_cannot_be_opened_does_not_stop_later_ones() {
         status.to_string().contains("cannot be opened"),
         "{status:#}"
     );
+    // Readable now, it is older than the roster applied since: not fetched (it would have
+    // been applied over the newer one), and said so.
+    mode(&locked, 0o644);
+    sshd.wait_polls(2);
+    assert!(entries(&env, "01-locked.csv").is_empty(), "not fetched");
+    let status = wait_until(
+        "status naming the older file",
+        Duration::from_secs(30),
+        || {
+            let status = poll_status(&env).to_string();
+            status
+                .contains("older than a roster already fetched")
+                .then_some(status)
+        },
+    );
+    assert!(status.contains("01-locked.csv"), "{status}");
+    assert_eq!(env.accounts(&[]).len(), 3);
     d.stop();
 }
 

@@ -94,9 +94,13 @@ pub struct BambooHr {
     /// The API's origin.
     #[serde(default = "default_bamboohr_url")]
     pub base_url: String,
-    /// The company's BambooHR subdomain (`acme` for acme.bamboohr.com).
+    /// The company's BambooHR subdomain (`acme` for acme.bamboohr.com); required (checked
+    /// once the environment's overrides are read, like every key a section needs: a key
+    /// missing from the file had left the rest of the file's keys unchecked).
+    #[serde(default)]
     pub subdomain: String,
-    /// File holding the API key.
+    /// File holding the API key; required.
+    #[serde(default)]
     pub api_key_file: PathBuf,
     /// The field that becomes `employee_id`.
     #[serde(default = "default_id_field")]
@@ -142,7 +146,8 @@ impl<'de> Deserialize<'de> for WorkdayAuth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workday {
-    /// The custom report's web service URL (without `?format=json`).
+    /// The custom report's web service URL (without `?format=json`); required.
+    #[serde(default)]
     pub report_url: String,
     /// basic | oauth
     #[serde(default)]
@@ -171,7 +176,8 @@ pub struct Workday {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsvUrl {
-    /// Where the CSV export is published.
+    /// Where the CSV export is published; required.
+    #[serde(default)]
     pub url: String,
     /// File holding a bearer token (or leave empty).
     #[serde(default)]
@@ -335,6 +341,7 @@ impl Hris {
 }
 
 fn validate_workday(w: &Workday) -> Result<()> {
+    require("source.hris.workday.report_url", &w.report_url)?;
     check_https("source.hris.workday.report_url", &w.report_url)?;
     match w.auth {
         WorkdayAuth::Basic => {
@@ -358,6 +365,7 @@ fn validate_workday(w: &Workday) -> Result<()> {
 }
 
 fn validate_csv_url(c: &CsvUrl) -> Result<()> {
+    require("source.hris.csv_url.url", &c.url)?;
     check_https("source.hris.csv_url.url", &c.url)?;
     let bearer = !c.bearer_token_file.as_os_str().is_empty();
     let user = !c.username.trim().is_empty();

@@ -341,22 +341,31 @@ pub struct SftpUserConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Remote {
-    /// Host name or address.
+    /// Host name or address. Required, as are `user`, `private_key`, `known_host_key` and
+    /// the three folders: checked once the environment's overrides are read (a key missing
+    /// from the file had left the rest of the file's keys unchecked).
+    #[serde(default)]
     pub host: String,
     /// Port.
     #[serde(default = "default_ssh_port")]
     pub port: u16,
     /// Login name.
+    #[serde(default)]
     pub user: String,
     /// Path of the private key file.
+    #[serde(default)]
     pub private_key: PathBuf,
     /// The server's pinned host key (OpenSSH public key line).
+    #[serde(default)]
     pub known_host_key: String,
     /// Remote folder to take files from.
+    #[serde(default)]
     pub inbox: String,
     /// Remote folder for processed files.
+    #[serde(default)]
     pub processed: String,
     /// Remote folder for rejected files.
+    #[serde(default)]
     pub rejected: String,
     /// How often to look.
     #[serde(default = "default_poll_interval", deserialize_with = "duration")]
@@ -371,6 +380,22 @@ impl Remote {
     /// inbox it was listed in (under a new name) was fetched and applied again at every
     /// poll, an older roster after a newer one, and its reports fetched as rosters.
     fn check_folders(&self) -> anyhow::Result<()> {
+        let given = [
+            ("host", self.host.as_str()),
+            ("user", &self.user),
+            ("known_host_key", &self.known_host_key),
+            ("inbox", &self.inbox),
+            ("processed", &self.processed),
+            ("rejected", &self.rejected),
+        ];
+        for (key, value) in given {
+            if value.trim().is_empty() {
+                bail!("source.remote.{key} is missing or empty: [source.remote] needs it");
+            }
+        }
+        if self.private_key.as_os_str().is_empty() {
+            bail!("source.remote.private_key is missing or empty: [source.remote] needs it");
+        }
         let folder = |path: &str| -> Vec<String> {
             path.split('/')
                 .filter(|part| !part.is_empty() && *part != ".")

@@ -502,27 +502,42 @@ impl<S: Store> Pipeline<S> {
 
     /// Poll mode: whether a remote file was already fetched (in the ledger or registered),
     /// by its folder, name, size and mtime.
-    pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<bool> {
+    pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<Sighting> {
         let same = |o: &RemoteOrigin| {
             o.dir == origin.dir
                 && o.name == origin.name
                 && o.size == origin.size
                 && o.mtime == origin.mtime
         };
-        if self
-            .store
-            .remote_registrations()?
-            .iter()
-            .any(|(_, o)| same(o))
-        {
-            return Ok(true);
+        let registered = self.store.remote_registrations()?;
+        let files = self.store.files()?;
+        let mut fetched = (registered.iter().map(|(_, o)| o))
+            .chain(files.iter().filter_map(|f| f.remote.as_ref()));
+        if fetched.clone().any(same) {
+            return Ok(Sighting::Known);
         }
-        Ok(self
-            .store
-            .files()?
-            .iter()
-            .any(|f| f.remote.as_ref().is_some_and(same)))
+        let newest = fetched
+            .by_ref()
+            .filter(|o| o.dir == origin.dir)
+            .map(|o| o.mtime)
+            .max();
+        Ok(match newest {
+            Some(newest) if origin.mtime < newest => Sighting::Older { newest },
+            _ => Sighting::New,
+        })
     }
+}
+
+/// What a file seen in a remote folder is to the ledger ([`Pipeline::remote_known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sighting {
+    /// Fetched already (this name, size and time).
+    Known,
+    /// Not fetched, and older than a file fetched from that folder (`newest`, its time):
+    /// fetched now, an older roster would be applied over a newer one.
+    Older { newest: u32 },
+    /// Not fetched, and not older than any fetched.
+    New,
 }
 
 /// Copies `content` into a new file `tmp` and syncs it; with the bytes when the copy holds

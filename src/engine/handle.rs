@@ -179,8 +179,9 @@ impl EngineHandle {
         self.state.lock().expect("state lock").source.clone()
     }
 
-    /// Whether a remote file with this origin (its SHA-256 aside) was fetched already.
-    pub async fn known(&self, origin: RemoteOrigin) -> crate::api::Result<bool> {
+    /// Whether a remote file with this origin (its SHA-256 aside) was fetched already, or is
+    /// older than one that was.
+    pub async fn known(&self, origin: RemoteOrigin) -> crate::api::Result<super::filing::Sighting> {
         self.source_job(|reply| SourceJob::Known(origin, reply))
             .await
     }

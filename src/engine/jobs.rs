@@ -21,7 +21,10 @@ pub struct SourceFile {
 /// What a source asks of the engine (poll mode's bookkeeping lives in the ledger).
 pub enum SourceJob {
     /// Whether this origin was fetched already (registered or in the ledger).
-    Known(RemoteOrigin, oneshot::Sender<crate::api::Result<bool>>),
+    Known(
+        RemoteOrigin,
+        oneshot::Sender<crate::api::Result<super::filing::Sighting>>,
+    ),
     /// Register the file's origin and rename it into inbox/.
     File(SourceFile, oneshot::Sender<crate::api::Result<()>>),
     /// Decided files whose source still has to finish them (poll: the remote move).

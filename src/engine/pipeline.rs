@@ -1248,8 +1248,24 @@ mod tests {
             mtime: 1,
             ..origin(name, b"")
         };
-        assert!(!p.remote_known(&sighting("b.csv", 1)).unwrap());
-        assert!(p.remote_known(&sighting("a.csv", 4)).unwrap());
+        use crate::engine::filing::Sighting;
+        assert_eq!(
+            p.remote_known(&sighting("b.csv", 1)).unwrap(),
+            Sighting::New
+        );
+        assert_eq!(
+            p.remote_known(&sighting("a.csv", 4)).unwrap(),
+            Sighting::Known
+        );
+        // Older than a file fetched from that folder: not to be fetched over it.
+        let older = RemoteOrigin {
+            mtime: 0,
+            ..sighting("z.csv", 9)
+        };
+        assert_eq!(
+            p.remote_known(&older).unwrap(),
+            Sighting::Older { newest: 1 }
+        );
     }
 
     #[test]

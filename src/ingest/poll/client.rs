@@ -106,7 +106,8 @@ pub enum PollError {
     /// session is fine, the file was not downloaded.
     #[error(
         "remote file {name:?} cannot be opened ({why}); left on the server, later files are \
-         still fetched: fix its permissions or remove it on the server"
+         still fetched: remove it on the server (once a later file was fetched, it is no \
+         longer fetched even if it can be opened: it is older)"
     )]
     Unreadable { name: String, why: String },
     #[error("{0:#}")]

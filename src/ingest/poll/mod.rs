@@ -12,7 +12,7 @@
 //! The remote file is never touched before step 4 committed.
 
 use crate::config::{Config, Remote};
-use crate::engine::filing::FETCHING;
+use crate::engine::filing::{FETCHING, Sighting};
 use crate::engine::{EngineHandle, SourceFile, SourceLink};
 pub mod client;
 mod host_key;
@@ -320,9 +320,26 @@ async fn poll_with(
             mtime: file.mtime,
             sha256: String::new(),
         };
-        let known = engine.known(sighting).await.map_err(engine_error)?;
-        if known {
-            continue;
+        match engine.known(sighting).await.map_err(engine_error)? {
+            Sighting::Known => continue,
+            // Fetched now, an older roster would be applied over a newer one: a file skipped
+            // while it could not be opened, or one uploaded late with its old time kept.
+            Sighting::Older { newest } => {
+                let e = format!(
+                    "remote file {:?} (modified {}) is older than a roster already fetched from \
+                     {} (modified {}): not fetched, so that it is not applied over the newer \
+                     one; remove it from the server, or give it a new time (`touch`) to have it \
+                     fetched",
+                    file.name,
+                    crate::util::rfc3339(unix_time(file.mtime)),
+                    s.inbox,
+                    crate::util::rfc3339(unix_time(newest)),
+                );
+                tracing::warn!("{e}");
+                trouble.get_or_insert(e);
+                continue;
+            }
+            Sighting::New => {}
         }
         match fetch(client, s, paths, engine, &file).await {
             // Left on the server, said at every poll; later files are still fetched (one
@@ -338,6 +355,11 @@ async fn poll_with(
         next: settled.next,
         trouble,
     })
+}
+
+/// A remote file's time (seconds since the epoch).
+fn unix_time(seconds: u32) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.into())
 }
 
 /// What `status` checks of `[source.remote]` (the config check): the pinned host key
