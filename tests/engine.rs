@@ -1849,6 +1849,25 @@ fn config_env_overrides_and_unknown_keys() {
         format!("{out}{err}").contains("surprise_top_level"),
         "{out}{err}"
     );
+    // A section's required key given by the environment does not leave the keys after it
+    // unchecked: the file's `max_rows = "5"` is a string, refused with its line, not read
+    // as 5.
+    let mut late = TestEnv::new();
+    late.reconfigure(|s| {
+        s.extra_toml = "[source]\nmode = \"poll\"\n[source.remote]\nuser = \"u\"\n\
+                        private_key = \"k\"\nknown_host_key = \"x\"\ninbox = \"i\"\n\
+                        processed = \"p\"\nrejected = \"r\"\n[roster]\nmax_rows = \"5\"\n"
+            .into()
+    });
+    let (code, out, err) = late.run_env(
+        &["status"],
+        &[("AUTOPROV__SOURCE__REMOTE__HOST", "sftp.example.com")],
+    );
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("expected u64") && err.contains("line "),
+        "{err}"
+    );
     let ok = TestEnv::new();
     let (code, out, err) = ok.run_env(&["status"], &[("AUTOPROV__SSO__SURPRISE_KEY", "1")]);
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
