@@ -332,13 +332,19 @@ impl Http {
 /// where the connection closes, which a connection cut cleanly (a TLS close) after a
 /// proxy's or the exporter's failure looks the same as.
 fn framed(response: &reqwest::Response) -> bool {
+    // Chunked framing only when chunked is the last coding (RFC 9112 §6.3, as hyper reads
+    // it): `chunked, gzip` ends where the connection closes.
     let chunked = || {
-        response
+        let codings: Vec<String> = response
             .headers()
             .get_all(header::TRANSFER_ENCODING)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.to_ascii_lowercase().contains("chunked"))
+            .flat_map(|v| v.split(','))
+            .map(|c| c.trim().to_ascii_lowercase())
+            .filter(|c| !c.is_empty())
+            .collect();
+        codings.last().is_some_and(|c| c == "chunked")
     };
     response.version() >= reqwest::Version::HTTP_2
         || response.headers().contains_key(header::CONTENT_LENGTH)
@@ -386,24 +392,32 @@ fn chain(e: &dyn std::error::Error) -> String {
     urls_shown(&text)
 }
 
-/// `text` with each URL in it (a scheme, `://` and what follows up to a space, a quote or
-/// a closing bracket) [`shown`] as its origin; one that has none as "a URL".
+/// `text` with each URL in it [`shown`] as its origin (one without an origin as "a URL"). A
+/// URL runs from its scheme to the next space: a path or query may hold brackets and quotes
+/// (`report(1).csv?X-Amz-Signature=…`), and an end taken at the first of them had shown
+/// the signature after it. Punctuation that ends the text around it (`)`, `:`, `.`…) is
+/// kept after the origin.
 fn urls_shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let scheme = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .take_while(|(_, c)| c.is_ascii_alphanumeric() || "+.-".contains(*c))
+            .last()
+            .map_or(at, |(i, _)| i);
         let end = rest[at..]
-            .find(|c: char| c.is_whitespace() || "()<>\"'`".contains(c))
+            .find(char::is_whitespace)
             .map_or(rest.len(), |i| at + i);
+        let token = &rest[scheme..end];
+        let url = token.trim_end_matches(|c: char| ")]}>.,;:'\"`".contains(c));
         out.push_str(&rest[..scheme]);
-        let url = &rest[scheme..end];
         match shown(url) {
             s if s == "the configured URL" => out.push_str("a URL"),
             s => out.push_str(&s),
         }
+        out.push_str(&token[url.len()..]);
         rest = &rest[end..];
     }
     out.push_str(rest);
@@ -453,6 +467,34 @@ mod tests {
         let mut h = header::HeaderMap::new();
         h.insert(header::RETRY_AFTER, value.parse().unwrap());
         h
+    }
+
+    /// Every URL in a message is shown as its origin, whatever its path holds: brackets and
+    /// quotes in a path or query had ended it early, and the signature after them was
+    /// shown. The text around it stays.
+    #[test]
+    fn urls_in_messages_are_shown_as_their_origin() {
+        for (text, shown) in [
+            (
+                "builder error for url (http://127.0.0.1:22611/report(1).csv?X-Amz-Signature=S3CR3T): URL scheme is not allowed",
+                "builder error for url (http://127.0.0.1:22611/…): URL scheme is not allowed",
+            ),
+            (
+                "for url (https://h.example/it's/x?sig=S3CR3T).",
+                "for url (https://h.example/…).",
+            ),
+            (
+                "at https://user:S3CR3T@[::1]:8443/a \"b\" then ftp://x/S3CR3T, end",
+                "at https://[::1]:8443/… \"b\" then ftp://x/…, end",
+            ),
+            ("é→https://h.example/S3CR3T", "é→https://h.example/…"),
+            ("mailto-like x://S3CR3T here", "mailto-like a URL here"),
+            ("no url here", "no url here"),
+            ("https://h.example", "https://h.example"),
+        ] {
+            assert_eq!(urls_shown(text), shown, "{text}");
+            assert!(!urls_shown(text).contains("S3CR3T"));
+        }
     }
 
     #[test]
