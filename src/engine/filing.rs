@@ -481,6 +481,19 @@ impl<S: Store> Pipeline<S> {
         Ok(())
     }
 
+    /// Renames the fetched file `tmp` into inbox/ under a free name derived from `name`,
+    /// known as `asker`'s before any scan can see it (see [`SourceJob::Asked`]).
+    ///
+    /// [`SourceJob::Asked`]: super::jobs::SourceJob::Asked
+    pub fn file_asked(&self, tmp: &Path, name: &str, asker: &str) -> Result<String> {
+        let inbox = self.paths.folder("inbox");
+        let filed = crate::util::rename_into_free_name(tmp, &inbox, name)
+            .with_context(|| format!("filing the fetched roster into {}", inbox.display()))?;
+        self.asked_by(&filed, asker);
+        fsync_dir(&inbox)?;
+        Ok(filed)
+    }
+
     /// Poll mode: the remote move of file `id` is done.
     pub fn remote_done(&self, id: u64) -> Result<()> {
         let Some(entry) = self.store.file(id)? else {

@@ -164,14 +164,21 @@ impl EngineHandle {
         let _ = self.tx.send(Job::Backup);
     }
 
-    /// The file `name` that will reach inbox/ is `caller`'s (see [`Pipeline::asked_by`]).
-    pub fn asked_by(&self, name: &str, caller: &str) {
-        self.pipeline.asked_by(name, caller);
-    }
-
-    /// Forgets who asked for `name` ([`Pipeline::forget_asked`]).
-    pub fn forget_asked(&self, name: &str) {
-        self.pipeline.forget_asked(name);
+    /// Renames the fetched file `tmp` into inbox/ as the file `asker` asked for; the name
+    /// it got ([`SourceJob::Asked`]).
+    pub async fn file_asked(
+        &self,
+        tmp: std::path::PathBuf,
+        name: String,
+        asker: String,
+    ) -> crate::api::Result<String> {
+        self.source_job(|reply| SourceJob::Asked {
+            tmp,
+            name,
+            asker,
+            reply,
+        })
+        .await
     }
 
     /// The source the daemon runs (for `autoprov fetch`), once it is set up.

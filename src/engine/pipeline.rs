@@ -115,17 +115,16 @@ pub struct Pipeline<S: Store> {
 }
 
 impl<S: Store> Pipeline<S> {
-    /// The file `name` that will reach inbox/ is `caller`'s: processed, it is audited as
-    /// theirs.
-    pub fn asked_by(&self, name: &str, caller: &str) {
+    /// The file `name` in inbox/ is `caller`'s: processed, it is audited as theirs.
+    pub(super) fn asked_by(&self, name: &str, caller: &str) {
         self.asked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), caller.to_string());
     }
 
-    /// Forgets who asked for `name` (it did not reach inbox/ under that name).
-    pub fn forget_asked(&self, name: &str) {
+    /// Forgets who asked for `name` (processed, or taken out of inbox/).
+    pub(super) fn forget_asked(&self, name: &str) {
         self.asked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -312,16 +311,22 @@ impl<S: Store> Pipeline<S> {
         bytes: Option<FileBytes>,
         by: &str,
     ) -> Result<Report> {
+        // Forgotten once the file is processed (a failure is retried as theirs).
         let asked = self
             .asked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+            .get(name)
+            .cloned();
         let by = match (by, &asked) {
             (AUTOPROV, Some(asker)) => asker.as_str(),
             _ => by,
         };
-        match self.process_file(name, bytes, by) {
+        let processed = self.process_file(name, bytes, by);
+        if processed.is_ok() {
+            self.forget_asked(name);
+        }
+        match processed {
             Ok((id, report)) => {
                 self.tell(FileOutcome::Filed {
                     id,

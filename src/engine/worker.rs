@@ -140,6 +140,14 @@ fn source_job(p: &Pipeline<SledStore>, job: SourceJob) {
         SourceJob::File(file, reply) => {
             let _ = reply.send(p.file_in(&file.tmp, &file.name, &file.origin));
         }
+        SourceJob::Asked {
+            tmp,
+            name,
+            asker,
+            reply,
+        } => {
+            let _ = reply.send(p.file_asked(&tmp, &name, &asker));
+        }
         SourceJob::Handoffs(reply) => {
             let _ = reply.send(p.remote_work());
         }

@@ -306,6 +306,7 @@ fn process<S: Store>(
                 std::fs::remove_file(inbox.join(name))
                     .and_then(|()| crate::util::fsync_dir(&inbox))
                     .with_context(|| format!("taking {name} out of inbox/"))?;
+                p.forget_asked(name);
             }
             return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,

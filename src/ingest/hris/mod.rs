@@ -368,29 +368,26 @@ impl HrisSource {
             .map_err(|e| format!("fetching the roster from {provider}: {e}"))?;
         }
         crate::util::crash_point("hris_before_rename");
-        let inbox = self.inbox.clone();
-        let (engine, asker) = (self.engine.clone(), asker.map(str::to_string));
-        let filed = tokio::task::spawn_blocking(move || {
-            // Said before the file can be seen in inbox/, moved when the name was taken.
-            if let Some(asker) = &asker {
-                engine.asked_by(&name, asker);
+        let filed = match asker {
+            // Renamed by the engine, which knows it as the asker's before any scan sees it.
+            Some(asker) => (self.engine)
+                .file_asked(tmp.clone(), name, asker.to_string())
+                .await
+                .map_err(|e| format!("{e:#}"))?,
+            None => {
+                let inbox = self.inbox.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::util::rename_into_free_name(&tmp, &inbox, &name).inspect(|_| {
+                        if let Err(e) = crate::util::fsync_dir(&inbox) {
+                            tracing::warn!("fsync of {}: {e}", inbox.display());
+                        }
+                    })
+                })
+                .await
+                .map_err(|e| format!("filing the fetched roster: {e}"))?
+                .map_err(|e| format!("filing the fetched roster into inbox/: {e}"))?
             }
-            let filed = crate::util::rename_into_free_name(&tmp, &inbox, &name);
-            if let Some(asker) = &asker {
-                engine.forget_asked(&name);
-                if let Ok(filed) = &filed {
-                    engine.asked_by(filed, asker);
-                }
-            }
-            filed.inspect(|_| {
-                if let Err(e) = crate::util::fsync_dir(&inbox) {
-                    tracing::warn!("fsync of {}: {e}", inbox.display());
-                }
-            })
-        })
-        .await
-        .map_err(|e| format!("filing the fetched roster: {e}"))?
-        .map_err(|e| format!("filing the fetched roster into inbox/: {e}"))?;
+        };
         partial.0 = None;
         self.engine.scan();
         Ok(filed)
