@@ -135,6 +135,9 @@ async fn serve(cfg: Config) -> Result<()> {
         .ok()
         .and_then(|joined| joined.ok())
         .ok_or_else(|| Error::failed("the engine thread panicked"))?;
+    // The store closed first: a command run meanwhile opens it (the sign-in hook's `auth
+    // check` had found it in use, the socket silent, for the grace's 5 s).
+    drop(pipeline_for_stop);
     notifier.settle(NOTIFY_GRACE).await;
     notify_stop.cancel();
     notify_tasks.close();

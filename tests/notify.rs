@@ -483,8 +483,18 @@ fn a_receiver_that_never_answers_delays_no_file_nor_the_stop() {
     for i in 0..6 {
         wait_status(&env, &format!("broken-{i}.csv"), "rejected");
     }
-    // The deliveries still hanging do not hold up a stop.
-    d.stop();
+    // The deliveries still hanging do not hold up a stop, nor the store while the stop
+    // waits for them: a command (the sign-in hook's `auth check`) had found it in use.
+    let mut d = d;
+    d.sigterm();
+    wait_until(
+        "a command served while the stop waits for its notifications",
+        Duration::from_secs(5),
+        || (env.run(&["rules", "list"]).0 == 0).then_some(()),
+    );
+    assert!(!d.log().contains("stopped cleanly"), "{}", d.log());
+    let status = d.wait_exit(Duration::from_secs(20), "after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", d.log());
 }
 
 #[test]

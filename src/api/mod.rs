@@ -284,22 +284,27 @@ impl Caller {
 
 /// The refusal of a change to a person (web section) who may not make changes.
 pub fn person_refusal(email: &str) -> Response {
-    Response::fail(
-        exit::REFUSED,
-        format!(
-            "refused: {email} may not make changes; an administrator must add the email to web.org_admins, or give its active account a role listed in web.org_admin_roles"
-        ),
-    )
+    forbidden(format!(
+        "refused: {email} may not make changes; an administrator must add the email to web.org_admins, or give its active account a role listed in web.org_admin_roles"
+    ))
 }
 
 /// The refusal of a change to a caller who is not an org admin.
 pub fn refusal(caller: &str) -> Response {
-    Response::fail(
-        exit::REFUSED,
-        format!(
-            "refused: Unix user \"{caller}\" may not make changes; an administrator must add it to control.org_admins in the config"
-        ),
-    )
+    forbidden(format!(
+        "refused: Unix user \"{caller}\" may not make changes; an administrator must add it to control.org_admins in the config"
+    ))
+}
+
+/// A refusal for the caller's rights, marked so (`"forbidden": true`): the web answers it
+/// 403 by this mark, not by its words (a refusal quoting a rule named "… may not make
+/// changes" had been answered 403).
+fn forbidden(text: String) -> Response {
+    let mut refusal = Response::fail(exit::REFUSED, text);
+    if let Some(json) = refusal.json.as_object_mut() {
+        json.insert("forbidden".into(), true.into());
+    }
+    refusal
 }
 
 /// A file the client sends along with a `process` request (over the control socket).

@@ -5,7 +5,6 @@
 use super::Shared;
 use super::event::Event;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -61,9 +60,9 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
         };
-        let event = loop {
-            if let Some(event) = shared.pop() {
-                break event;
+        let (event, delivering) = loop {
+            if let Some(next) = shared.pop_delivering() {
+                break next;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return shared.log_undelivered(),
@@ -71,11 +70,9 @@ pub async fn run(
             }
         };
         let (hook, shutdown, shared) = (hook.clone(), shutdown.clone(), shared.clone());
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
         tracker.spawn(async move {
-            deliver(&hook, &event, &shutdown).await;
-            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            drop(permit);
+            deliver(&hook, &event, &shutdown, &shared).await;
+            drop((permit, delivering));
         });
     }
     shared.log_undelivered();
@@ -100,7 +97,7 @@ impl Failure {
 }
 
 /// Posts `event` until it is accepted, refused, an hour has passed, or the daemon stops.
-async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken) {
+async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken, shared: &Shared) {
     let kind = event.event.as_str();
     let file = event.file.as_deref().unwrap_or("");
     let body = match serde_json::to_vec(event) {
@@ -116,6 +113,7 @@ async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken) {
         let Failure { why, retry_after } = match outcome {
             Ok(()) => {
                 if let Some((path, marker)) = &event.once_delivered
+                    && shared.is_current_spell(marker)
                     && let Err(e) = crate::util::write_atomic(path, marker.as_bytes())
                 {
                     tracing::warn!(file = %path.display(), "keeping that the notification was delivered: {e}; a restart sends it again");

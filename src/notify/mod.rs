@@ -56,8 +56,20 @@ impl Shared {
         self.wake.notify_one();
     }
 
+    #[cfg(test)]
     fn pop(&self) -> Option<Event> {
         self.queue.lock().expect("notify queue lock").pop_front()
+    }
+
+    /// The next event, counted as under way from the moment it leaves the queue (under the
+    /// queue's lock, as [`Shared::settled`] reads both): a stop's wait had seen neither in
+    /// between. The count goes down when the [`Delivering`] is dropped.
+    fn pop_delivering(self: &Arc<Self>) -> Option<(Event, Delivering)> {
+        let mut queue = self.queue.lock().expect("notify queue lock");
+        let event = queue.pop_front()?;
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some((event, Delivering(self.clone())))
     }
 
     /// At shutdown: logs each queued event that was not delivered.
@@ -79,8 +91,26 @@ impl Shared {
 
     /// Whether no event waits and none is being delivered.
     fn settled(&self) -> bool {
-        self.queue.lock().expect("notify queue lock").is_empty()
-            && self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+        let queue = self.queue.lock().expect("notify queue lock");
+        queue.is_empty() && self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// Whether `marker` is still the quiet spell's (a `stale` notice of an earlier spell,
+    /// delivered late, must not overwrite the later spell's marker).
+    fn is_current_spell(&self, marker: &str) -> bool {
+        self.staleness.lock().expect("notify lock").marker() == marker
+    }
+}
+
+/// A delivery under way; counted in [`Shared::in_flight`] until dropped (a task that
+/// panics or is aborted too).
+pub(crate) struct Delivering(Arc<Shared>);
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

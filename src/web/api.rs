@@ -33,12 +33,7 @@ pub fn http_status(exit: u8) -> StatusCode {
 /// again, on its thread, against the account as it is then), anything else has the status
 /// of its exit code.
 pub fn status_of(answer: &Response) -> StatusCode {
-    let rights = answer.exit == exit::REFUSED
-        && answer
-            .json
-            .get("error")
-            .and_then(|e| e.as_str())
-            .is_some_and(|e| e.contains("may not make changes"));
+    let rights = answer.exit == exit::REFUSED && answer.json["forbidden"] == true;
     match rights {
         true => StatusCode::FORBIDDEN,
         false => http_status(answer.exit),
@@ -244,6 +239,12 @@ mod tests {
         assert_eq!(status_of(&rights), StatusCode::FORBIDDEN);
         let other = Response::fail(exit::REFUSED, "refused: rule 2 is already named \"x\"");
         assert_eq!(status_of(&other), StatusCode::CONFLICT);
+        // By the mark, not the words: a rule's name may say anything.
+        let named = Response::fail(
+            exit::REFUSED,
+            "refused: rule 2 is already named \"x may not make changes\"",
+        );
+        assert_eq!(status_of(&named), StatusCode::CONFLICT);
     }
 
     #[test]

@@ -606,6 +606,19 @@ fn with_role_hint(mut refusal: Response, id: u64) -> Response {
     refusal
 }
 
+/// `new`, or the rule's own condition that it differs from only by its line breaks' CRs:
+/// a browser posts every line break of a form's text as CR LF and draws a lone CR as a line
+/// break, so a value holding `\r\n` or `\r` came back from the page holding `\n`, and a
+/// save that changed nothing had changed what the rule matches.
+fn kept_condition(own: &[Condition], new: Condition) -> Condition {
+    let lf = |c: &Condition| c.to_string().replace("\r\n", "\n").replace('\r', "\n");
+    let new_text = lf(&new);
+    own.iter()
+        .find(|old| **old != new && lf(old) == new_text)
+        .cloned()
+        .unwrap_or(new)
+}
+
 /// Applies `--name`, `--role` and `--when` to `rule`, or the answer refusing them.
 fn edit_rule<S: Store>(
     p: &Pipeline<S>,
@@ -615,6 +628,10 @@ fn edit_rule<S: Store>(
     role: Option<String>,
     when: &[String],
 ) -> Result<(), Response> {
+    // The rule's own name, as a one-line field shows and posts it back (line breaks gone),
+    // is no change: a name saved before control characters were refused is kept.
+    let own = |n: &String| *n == rule.name || *n == rule.name.replace(['\r', '\n'], "");
+    let name = name.filter(|n| rule.name.is_empty() || !own(n));
     if let Some(name) = name {
         let name = name.trim().to_string();
         if name.is_empty() {
@@ -658,7 +675,7 @@ fn edit_rule<S: Store>(
         let mut conditions = Vec::new();
         for text in when {
             match Condition::parse(text) {
-                Ok(c) => conditions.push(c),
+                Ok(c) => conditions.push(kept_condition(&rule.conditions, c)),
                 Err(e) => return Err(Response::fail(exit::USAGE, format!("--when {e}"))),
             }
         }
