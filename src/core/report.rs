@@ -391,6 +391,23 @@ fn change_tail(out: &mut String, change: &Change) {
     out.push_str("  role \"");
     out.push_str(&change.role);
     out.push('"');
+    // A manual account a rule matches: what it is, and the rule that would have granted a
+    // role (written as `rule N`, it had read as if that rule granted the manual account's
+    // role, and its suspension did not show).
+    if change.action == Action::SkippedManual {
+        out.push_str("  (manual account, ");
+        out.push_str(change.status().as_str());
+        out.push(')');
+        if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
+            out.push_str("  matches rule ");
+            out.push_str(itoa::Buffer::new().format(id.0));
+            out.push_str(" \"");
+            out.push_str(&escape_controls(name));
+            out.push('"');
+        }
+        out.push('\n');
+        return;
+    }
     if let (Some(id), Some(name)) = (change.rule_id, &change.rule) {
         out.push_str("  rule ");
         out.push_str(itoa::Buffer::new().format(id.0));
@@ -619,7 +636,20 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\nskipped_manual (1):\n  E4  d@x.io  role \"Super Admin\"\n"),
+            text.contains(
+                "\nskipped_manual (1):\n  E4  d@x.io  role \"Super Admin\"  (manual account, inactive)\n"
+            ),
+            "{text}"
+        );
+        // With the rule that matches it, said as such (not as the rule that granted it).
+        let mut matched = r.clone();
+        matched.changes.last_mut().unwrap().rule_id = Some(RuleId(2));
+        matched.changes.last_mut().unwrap().rule = Some("IT staff".into());
+        let text = matched.to_text();
+        assert!(
+            text.contains(
+                "  E4  d@x.io  role \"Super Admin\"  (manual account, inactive)  matches rule 2 \"IT staff\"\n"
+            ),
             "{text}"
         );
     }
