@@ -246,7 +246,7 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
     };
     let mut end = None;
     let mut hasher = Sha256::new();
-    for line in lines {
+    for line in lines.by_ref() {
         let line = line.map_err(|e| bad(e.to_string()))?;
         let (tree, key, value) =
             match serde_json::from_str::<BackupLine>(&line).map_err(|e| bad(e.to_string()))? {
@@ -294,6 +294,18 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         Some(_) => {}
         None => return Err(bad("truncated: no end line".into())),
     }
+    // Nothing after the end line: bytes there (another file appended, a second backup)
+    // had been ignored without a word.
+    for line in lines {
+        let line = line.map_err(|e| bad(e.to_string()))?;
+        if !line.trim().is_empty() {
+            return Err(bad(
+                "there is more after its end line: the file was changed or another was \
+                 appended to it"
+                    .into(),
+            ));
+        }
+    }
     backup
         .accounts
         .sort_by(|a, b| a.employee_id.cmp(&b.employee_id));
@@ -337,6 +349,12 @@ mod tests {
             .replace("\"sha256\"", "\"sha25X\"")
             .replace("HR Admin", "HR Rdmin");
         assert!(read(renamed.as_bytes()).is_err());
+        // Anything after the end line is refused (a second backup appended had been
+        // ignored); a blank line is not anything.
+        let appended = format!("{text}{text}");
+        let err = read(appended.as_bytes()).err().unwrap().to_string();
+        assert!(err.contains("more after its end line"), "{err}");
+        assert_eq!(read(format!("{text}\n").as_bytes()).unwrap().count, 2);
     }
 
     #[test]
