@@ -187,9 +187,14 @@ impl<S: Store> Pipeline<S> {
         }
         // Approve applies exactly what was shown: an unreadable held report shows nothing.
         // Which earlier file it repeats stays in the final report (SPEC §4).
-        let (shown, repeats) = read_report(held_path)
-            .map(|r| (r.changes, r.repeats))
-            .unwrap_or_default();
+        let Some(held) = read_report(held_path) else {
+            // Said as what it is (it had read as "the plan changed", counts from nothing).
+            let what = "its held report could not be read, so what approval applies was not \
+                        shown; it is shown now"
+                .to_string();
+            return Ok(Err((eval.report, what)));
+        };
+        let (shown, repeats) = (held.changes, held.repeats);
         Ok(match plan_difference(&shown, &eval.report.changes) {
             Some(what) => Err((eval.report, what)),
             None => {

@@ -333,3 +333,24 @@ fn a_filing_that_keeps_failing_is_told_and_does_not_stop_a_start() {
     assert_eq!(p.finish_all_unfiled().unwrap(), 1);
     assert_eq!(folder(&p, "processed"), filed(&stored_as));
 }
+
+/// A held file whose held report cannot be read (the roster still there) is not approved
+/// blind, and the refusal says why: it had said the plan changed, with counts from nothing.
+/// The report is written again; the next approval applies what it shows.
+#[test]
+fn a_held_file_whose_report_cannot_be_read_is_shown_again_saying_why() {
+    let (_dir, p, id, stored_as) = held_three();
+    let report = p
+        .paths
+        .folder("held")
+        .join(format!("{stored_as}.report.json"));
+    fs::write(&report, b"not json").unwrap();
+    let refused = p.approve(id, "alice").unwrap_err().to_string();
+    assert!(
+        refused.contains("its held report could not be read"),
+        "{refused}"
+    );
+    assert!(p.store.accounts().unwrap().is_empty(), "nothing applied");
+    let applied = p.approve(id, "alice").unwrap();
+    assert_eq!(applied.status, ReportStatus::Applied);
+}
