@@ -10,7 +10,7 @@ use crate::core::parallel::join;
 use crate::core::report::Report;
 use crate::core::updates::Updates;
 use crate::layout::{DRY_RUN_SUFFIX, FOLDERS, is_ignored};
-use crate::store::{Commit, FileEntry, RemoteOrigin, Store, StoreError};
+use crate::store::{Commit, FileEntry, FileStatus, RemoteOrigin, Store, StoreError};
 use crate::util::{crash_point, free_name, fsync_dir, sha256_file, write_atomic_with};
 use std::fs;
 use std::io::Read;
@@ -524,15 +524,26 @@ impl<S: Store> Pipeline<S> {
         };
         let registered = self.store.remote_registrations()?;
         let files = self.store.files()?;
-        let mut fetched = (registered.iter().map(|(_, o)| o))
+        let fetched = (registered.iter().map(|(_, o)| o))
             .chain(files.iter().filter_map(|f| f.remote.as_ref()));
         if fetched.clone().any(same) {
             return Ok(Sighting::Known);
         }
-        let newest = fetched
-            .by_ref()
-            .filter(|o| o.dir == origin.dir)
-            .map(|o| o.mtime)
+        // The newest roster that went in from that folder, applied or held (a dry run or a
+        // rejected file is no roster to protect), by its time there, taken at most as the
+        // time it arrived here: a file dated in the future (a clock ahead, `put -p`) had
+        // kept every later roster out until that date.
+        let newest = files
+            .iter()
+            .filter(|f| matches!(f.status, FileStatus::Applied | FileStatus::Held))
+            .filter_map(|f| {
+                let o = f.remote.as_ref().filter(|o| o.dir == origin.dir)?;
+                let arrived = humantime::parse_rfc3339(&f.received_at)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+                Some(o.mtime.min(arrived))
+            })
             .max();
         Ok(match newest {
             Some(newest) if origin.mtime < newest => Sighting::Older { newest },
@@ -546,8 +557,9 @@ impl<S: Store> Pipeline<S> {
 pub enum Sighting {
     /// Fetched already (this name, size and time).
     Known,
-    /// Not fetched, and older than a file fetched from that folder (`newest`, its time):
-    /// fetched now, an older roster would be applied over a newer one.
+    /// Not fetched, and older than a roster applied or held from that folder (`newest`, its
+    /// time there, at most when it arrived): fetched now, an older roster would be applied
+    /// over a newer one.
     Older { newest: u32 },
     /// Not fetched, and not older than any fetched.
     New,

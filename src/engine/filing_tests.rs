@@ -102,3 +102,52 @@ fn committed_entry(stored_as: &str, bytes: &[u8]) -> crate::store::FileEntry {
         was_held: false,
     }
 }
+
+/// Poll mode: a remote file older than a roster applied (or held) from its folder is not to
+/// be fetched (it would be applied over the newer one). A dry run or a rejected file is no
+/// such roster, and an applied file dated in the future counts as of its arrival: it had
+/// kept every later roster out until that date, `touch` or not.
+#[test]
+fn a_remote_file_older_than_a_roster_applied_from_its_folder_is_not_to_be_fetched() {
+    use super::filing::Sighting;
+    use crate::store::RemoteOrigin;
+    let (_dir, p) = pipeline();
+    let origin = |name: &str, mtime: u32| RemoteOrigin {
+        dir: "outgoing".into(),
+        name: name.into(),
+        size: 1,
+        mtime,
+        sha256: String::new(),
+    };
+    let fetch = |name: &str, mtime: u32, bytes: &[u8]| {
+        let tmp = p.paths.folder("inbox").join(format!(".fetch-{name}.part"));
+        fs::write(&tmp, bytes).unwrap();
+        p.file_in(&tmp, name, &origin(name, mtime)).unwrap();
+        p.process(name).unwrap()
+    };
+    let seen = |mtime| p.remote_known(&origin("z.csv", mtime)).unwrap();
+    assert_eq!(seen(5), Sighting::New, "nothing applied yet");
+    fetch("d.dryrun.csv", 300, &staff(&[("E1", "IT")]));
+    fetch("bad.csv", 400, b"not a roster\n");
+    assert_eq!(
+        seen(5),
+        Sighting::New,
+        "a dry run and a rejected file are no roster"
+    );
+    fetch("a.csv", 100, &staff(&[("E1", "IT")]));
+    assert_eq!(seen(50), Sighting::Older { newest: 100 });
+    assert_eq!(seen(100), Sighting::New);
+    // Dated far in the future: counted as of its arrival (now), so a file written after
+    // it arrived is fetched.
+    fetch("f.csv", u32::MAX - 1, &staff(&[("E1", "IT"), ("E2", "IT")]));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    assert!(matches!(seen(now - 3600), Sighting::Older { newest } if newest <= now + 1));
+    assert_eq!(seen(now + 2), Sighting::New);
+    let files = p.store.files().unwrap();
+    assert_eq!(files.len(), 4);
+    assert!(files.iter().any(|f| f.status == FileStatus::DryRun));
+    assert!(files.iter().any(|f| f.status == FileStatus::Rejected));
+}

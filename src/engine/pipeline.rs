@@ -1262,15 +1262,6 @@ mod tests {
             p.remote_known(&sighting("a.csv", 4)).unwrap(),
             Sighting::Known
         );
-        // Older than a file fetched from that folder: not to be fetched over it.
-        let older = RemoteOrigin {
-            mtime: 0,
-            ..sighting("z.csv", 9)
-        };
-        assert_eq!(
-            p.remote_known(&older).unwrap(),
-            Sighting::Older { newest: 1 }
-        );
     }
 
     #[test]

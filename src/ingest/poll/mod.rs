@@ -327,9 +327,9 @@ async fn poll_with(
             Sighting::Older { newest } => {
                 let e = format!(
                     "remote file {:?} (modified {}) is older than a roster already fetched from \
-                     {} (modified {}): not fetched, so that it is not applied over the newer \
-                     one; remove it from the server, or give it a new time (`touch`) to have it \
-                     fetched",
+                     {} and applied or held (modified {}, or arrived then): not fetched, so \
+                     that it is not applied over the newer one; remove it from the server, or \
+                     give it a new time (`touch`) to have it fetched",
                     file.name,
                     crate::util::rfc3339(unix_time(file.mtime)),
                     s.inbox,
