@@ -27,12 +27,30 @@ pub fn run(cfg: Config) -> Result<()> {
     runtime.block_on(serve(cfg))
 }
 
-/// Removes the control socket when the daemon stops, however it stops.
-struct SocketFile(std::path::PathBuf);
+/// Removes the control socket when the daemon stops, however it stops: the one it bound
+/// (its inode), not another daemon's bound there since.
+struct SocketFile(std::path::PathBuf, Option<(u64, u64)>);
+
+impl SocketFile {
+    /// The socket just bound at `path`.
+    fn bound(path: std::path::PathBuf) -> SocketFile {
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::symlink_metadata(&path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        SocketFile(path, inode)
+    }
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::symlink_metadata(&self.0)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if self.1.is_none() || now == self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
@@ -41,7 +59,7 @@ async fn serve(cfg: Config) -> Result<()> {
     // The socket first: a CLI command started meanwhile waits for the daemon instead of
     // opening (and locking) the store itself.
     let listener = control::server::bind(&cfg.control.socket)?;
-    let _socket = SocketFile(cfg.control.socket.clone());
+    let socket_file = SocketFile::bound(cfg.control.socket.clone());
     // Opening checks the whole store: blocking work, off the workers. The automatic backup
     // comes after READY, as the engine's first job (see below).
     let pipeline = {
@@ -135,8 +153,11 @@ async fn serve(cfg: Config) -> Result<()> {
         .ok()
         .and_then(|joined| joined.ok())
         .ok_or_else(|| Error::failed("the engine thread panicked"))?;
-    // The store closed first: a command run meanwhile opens it (the sign-in hook's `auth
-    // check` had found it in use, the socket silent, for the grace's 5 s).
+    // The socket removed and the store closed first: a command run meanwhile opens the
+    // store (the sign-in hook's `auth check` had found it in use, the socket silent, for
+    // the grace's 5 s), and a daemon started meanwhile keeps its own socket (this one's
+    // removal at the end had taken it away).
+    drop(socket_file);
     drop(pipeline_for_stop);
     notifier.settle(NOTIFY_GRACE).await;
     notify_stop.cancel();

@@ -493,8 +493,16 @@ fn a_receiver_that_never_answers_delays_no_file_nor_the_stop() {
         || (env.run(&["rules", "list"]).0 == 0).then_some(()),
     );
     assert!(!d.log().contains("stopped cleanly"), "{}", d.log());
+    // A daemon started meanwhile keeps its socket when this one ends (it had been removed
+    // by the first one's exit: sign-ins and every command failed until a restart).
+    let next = Daemon::start(&env);
     let status = d.wait_exit(Duration::from_secs(20), "after SIGTERM");
     assert_eq!(status.code(), Some(0), "{}", d.log());
+    assert!(
+        common::daemon::socket_answers(&env.socket),
+        "the new daemon's socket is gone"
+    );
+    next.stop_within(Duration::from_secs(30));
 }
 
 #[test]
