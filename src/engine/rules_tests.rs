@@ -402,15 +402,16 @@ fn a_rule_name_with_a_line_break_is_refused() {
     assert_eq!(p.store.rules().unwrap()[0].name, "IT staff");
 }
 
-/// A rule saved from the web page with nothing changed keeps what it had: a condition value
-/// holding a CR (a browser posts every line break as CR LF and draws a lone CR as a line
-/// break, so it came back holding LF: `!=` rules widened), and a name saved before control
-/// characters were refused (a one-line field drops its line breaks: it had been renamed,
-/// or, with a tab, refused).
+/// A rule saved from its web page with nothing changed keeps what it had: a condition
+/// value holding a CR (a browser posts every line break as CR LF and draws a lone CR as a
+/// line break, so it came back holding LF: `!=` rules widened), and a name saved before
+/// control characters were refused (a one-line field drops its line breaks: it had been
+/// renamed, or, with a tab, refused). From the CLI, the same fields are what was asked.
 #[test]
-fn a_rule_saved_unchanged_from_the_page_keeps_its_line_breaks_and_name() {
-    use crate::api::{Output, Request, exit};
-    use crate::core::rules::Condition;
+fn a_rule_saved_unchanged_from_its_page_keeps_its_line_breaks_and_name() {
+    use crate::api::seen::{Seen, rule_version};
+    use crate::api::{Caller, Output, Request, exit};
+    use crate::core::rules::{Condition, RuleId};
     let (_dir, p) = pipeline();
     let add = Request::RulesAdd {
         name: "Night".into(),
@@ -421,57 +422,47 @@ fn a_rule_saved_unchanged_from_the_page_keeps_its_line_breaks_and_name() {
     };
     let added = super::commands::execute(&p, add, "root", Output::Json);
     assert_eq!(added.exit, exit::OK, "{}", added.text);
-    let mut legacy = p
-        .store
-        .rule(crate::core::rules::RuleId(1))
-        .unwrap()
-        .unwrap();
+    let mut legacy = p.store.rule(RuleId(1)).unwrap().unwrap();
     legacy.name = "Line\nbreak".into();
     p.store.put_rule(&legacy, note("legacy")).unwrap();
     let stored = legacy.conditions.clone();
+    let texts: Vec<String> = stored.iter().map(|c| c.to_string()).collect();
     // As the page posts it back: one-line name without its line break, every CR as LF.
-    let as_posted: Vec<String> = stored
+    let as_posted: Vec<String> = texts
         .iter()
-        .map(|c| c.to_string().replace("\r\n", "\n").replace('\r', "\n"))
+        .map(|c| c.replace("\r\n", "\n").replace('\r', "\n"))
         .collect();
-    assert_ne!(as_posted[0], stored[0].to_string());
-    let edit = Request::RulesEdit {
+    assert_ne!(as_posted[0], texts[0]);
+    let edit = || Request::RulesEdit {
         id: 1,
         name: Some("Linebreak".into()),
         role: Some("IT Admin".into()),
-        when: as_posted,
+        when: as_posted.clone(),
         strict: false,
         accept: None,
     };
-    let saved = super::commands::execute(&p, edit, "root", Output::Json);
+    let drawn = rule_version(&legacy.name, &legacy.role, &texts, true);
+    let page = Caller::Unix("root".into());
+    let saved = super::commands::execute_streamed(
+        &p,
+        edit(),
+        &page,
+        Some(&Seen::Rule(1, drawn)),
+        Output::Json,
+    )
+    .into_response(Output::Json);
     assert_eq!(saved.exit, exit::OK, "{}", saved.text);
-    let rule = p
-        .store
-        .rule(crate::core::rules::RuleId(1))
-        .unwrap()
-        .unwrap();
+    let rule = p.store.rule(RuleId(1)).unwrap().unwrap();
     assert_eq!(rule.name, "Line\nbreak");
     assert_eq!(rule.conditions, stored);
-    // A condition really changed is saved.
-    let edit = Request::RulesEdit {
-        id: 1,
-        name: None,
-        role: None,
-        when: vec!["title != \"A\nC\"".into()],
-        strict: false,
-        accept: None,
-    };
-    assert_eq!(
-        super::commands::execute(&p, edit, "root", Output::Json).exit,
-        exit::OK
-    );
-    let rule = p
-        .store
-        .rule(crate::core::rules::RuleId(1))
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        rule.conditions,
-        [Condition::parse("title != \"A\nC\"").unwrap()]
-    );
+    // From the CLI the same fields are what was asked: renamed, CRs taken out.
+    let saved = super::commands::execute(&p, edit(), "root", Output::Json);
+    assert_eq!(saved.exit, exit::OK, "{}", saved.text);
+    let rule = p.store.rule(RuleId(1)).unwrap().unwrap();
+    assert_eq!(rule.name, "Linebreak");
+    let asked: Vec<Condition> = as_posted
+        .iter()
+        .map(|c| Condition::parse(c).unwrap())
+        .collect();
+    assert_eq!(rule.conditions, asked);
 }

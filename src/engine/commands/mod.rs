@@ -159,7 +159,9 @@ pub fn execute_streamed<S: Store>(
         Err(e) => return Streamed::Whole(e.response()),
         Ok(_) => {}
     }
-    run(p, req, caller.name(), output).unwrap_or_else(|e| Streamed::Whole(e.response()))
+    // A rule edited from its page, as the page drew it (see `rules::edit_rule`).
+    let drawn = matches!(seen, Some(Seen::Rule(..)));
+    run(p, req, caller.name(), output, drawn).unwrap_or_else(|e| Streamed::Whole(e.response()))
 }
 
 fn run<S: Store>(
@@ -167,6 +169,7 @@ fn run<S: Store>(
     req: Request,
     caller: &str,
     output: Output,
+    drawn: bool,
 ) -> crate::api::Result<Streamed> {
     Ok(Streamed::Whole(match req {
         Request::Process { name } => return process(p, &name, None, caller),
@@ -187,7 +190,7 @@ fn run<S: Store>(
         | Request::RulesEdit { .. }
         | Request::RulesDelete { .. }
         | Request::RulesEnable { .. }
-        | Request::RulesCheck) => rules::run(p, req, caller)?,
+        | Request::RulesCheck) => rules::run(p, req, caller, drawn)?,
         req @ (Request::AdminsShow { .. }
         | Request::AdminsAdd { .. }
         | Request::AdminsSet { .. }

@@ -33,13 +33,22 @@ impl Conflicts {
 
 /// `rules add` and `rules edit`: validation, conflict detection, save.
 #[allow(clippy::too_many_arguments)]
+/// A rule's fields as `rules add` or `rules edit` gives them.
+struct Fields {
+    name: Option<String>,
+    role: Option<String>,
+    when: Vec<String>,
+    /// Posted from the rule's page as the page drew them: a browser's form cannot give back
+    /// a CR in a condition value nor a line break in a name, so what differs only so is the
+    /// rule's own ([`edit_rule`]). From the CLI or the API it is what was asked.
+    drawn: bool,
+}
+
 fn rules_save<S: Store>(
     p: &Pipeline<S>,
     caller: &str,
     id: Option<u64>,
-    name: Option<String>,
-    role: Option<String>,
-    when: Vec<String>,
+    fields: Fields,
     refusing: Conflicts,
 ) -> crate::api::Result<Response> {
     let all = p.store.rules()?;
@@ -58,7 +67,7 @@ fn rules_save<S: Store>(
             created_by: caller.to_string(),
         },
     };
-    if let Err(refusal) = edit_rule(p, &all, &mut rule, name, role, &when) {
+    if let Err(refusal) = edit_rule(p, &all, &mut rule, fields) {
         return Ok(refusal);
     }
     let (mut found, mut last) = conflicts_of(p, &rule, &all)?;
@@ -483,10 +492,13 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
 }
 
 /// Runs a `rules` request.
+/// `drawn`: an edit posted from the rule's page, with the fields as the page drew them
+/// (see [`edit_rule`]).
 pub(super) fn run<S: Store>(
     p: &Pipeline<S>,
     req: Request,
     caller: &str,
+    drawn: bool,
 ) -> crate::api::Result<Response> {
     Ok(match req {
         Request::RulesList => {
@@ -515,7 +527,13 @@ pub(super) fn run<S: Store>(
             accept,
         } => {
             let refusing = Conflicts { strict, accept };
-            rules_save(p, caller, None, Some(name), Some(role), when, refusing)?
+            let fields = Fields {
+                name: Some(name),
+                role: Some(role),
+                when,
+                drawn: false,
+            };
+            rules_save(p, caller, None, fields, refusing)?
         }
         Request::RulesEdit {
             name: None,
@@ -535,7 +553,13 @@ pub(super) fn run<S: Store>(
             accept,
         } => {
             let refusing = Conflicts { strict, accept };
-            rules_save(p, caller, Some(id), name, role, when, refusing)?
+            let fields = Fields {
+                name,
+                role,
+                when,
+                drawn,
+            };
+            rules_save(p, caller, Some(id), fields, refusing)?
         }
         Request::RulesDelete { id } => delete(p, caller, id)?,
         Request::RulesEnable { id, enabled } => enable(p, caller, id, enabled)?,
@@ -624,13 +648,18 @@ fn edit_rule<S: Store>(
     p: &Pipeline<S>,
     all: &[Rule],
     rule: &mut Rule,
-    name: Option<String>,
-    role: Option<String>,
-    when: &[String],
+    fields: Fields,
 ) -> Result<(), Response> {
-    // The rule's own name, as a one-line field shows and posts it back (line breaks gone),
-    // is no change: a name saved before control characters were refused is kept.
-    let own = |n: &String| *n == rule.name || *n == rule.name.replace(['\r', '\n'], "");
+    let Fields {
+        name,
+        role,
+        when,
+        drawn,
+    } = fields;
+    // From the page, the rule's own name as a one-line field shows and posts it back (line
+    // breaks gone) is no change: a name saved before control characters were refused is
+    // kept. The same name asked for is no change either way.
+    let own = |n: &String| *n == rule.name || (drawn && *n == rule.name.replace(['\r', '\n'], ""));
     let name = name.filter(|n| rule.name.is_empty() || !own(n));
     if let Some(name) = name {
         let name = name.trim().to_string();
@@ -673,9 +702,10 @@ fn edit_rule<S: Store>(
     }
     if !when.is_empty() {
         let mut conditions = Vec::new();
-        for text in when {
+        for text in &when {
             match Condition::parse(text) {
-                Ok(c) => conditions.push(kept_condition(&rule.conditions, c)),
+                Ok(c) if drawn => conditions.push(kept_condition(&rule.conditions, c)),
+                Ok(c) => conditions.push(c),
                 Err(e) => return Err(Response::fail(exit::USAGE, format!("--when {e}"))),
             }
         }
