@@ -58,16 +58,10 @@ impl<S: Store> Pipeline<S> {
         };
         // Its roster gone from held/: the store was restored from a backup taken while it
         // was held, and the file was decided since (or removed by hand). Nothing to approve;
-        // a rejection clears it, saying so.
-        let missing = !held_path.exists() && read_report(&held_path).is_none();
-        if approve && missing {
-            return Err(Error::failed(format!(
-                "file {id}'s roster is not in held/ ({}): it cannot be approved, and nothing \
-                 was changed. If the store was restored from a backup taken while the file was \
-                 held, it was decided after that backup; `autoprov files reject {id}` clears it \
-                 (nothing else changes) so that the files waiting behind it are processed",
-                held_path.display()
-            )));
+        // a rejection closes its entry and files nothing (the reports filed by the decision
+        // after the backup stay as they are: they had been overwritten by an empty one).
+        if !held_path.exists() {
+            return self.close_missing(entry, approve, user, &now);
         }
         let mut eval = if approve {
             match self.replan_held(&entry, &held_path, &now)? {
@@ -80,22 +74,11 @@ impl<S: Store> Pipeline<S> {
             let old = read_report(&held_path).unwrap_or_else(|| {
                 Report::new(&entry.name, &entry.sha256, &entry.received_at, &now)
             });
-            let mut rejected = Report {
+            Evaluation::report_only(Report {
                 status: ReportStatus::Rejected,
                 processed_at: now.clone(),
                 ..old
-            };
-            if missing {
-                rejected
-                    .warnings
-                    .push(crate::core::model::Finding::file(format!(
-                        "the roster and its held report were not in held/ when the file was \
-                     rejected (a store restored from a backup taken while it was held?): this \
-                     report has no rows or changes of its own; nothing was changed, and the \
-                     ledger's entry for file {id} is what the rejection closed"
-                    )));
-            }
-            Evaluation::report_only(rejected)
+            })
         };
         eval.report.stored_as = Some(entry.stored_as.clone());
         eval.report.decision = Some(decision);
@@ -138,6 +121,72 @@ impl<S: Store> Pipeline<S> {
         });
         self.finish_filing_committed(&updated, None)?;
         Ok(eval.report)
+    }
+
+    /// A held file whose roster is not in held/: approving it is refused, saying why and what
+    /// clears it; rejecting it closes its ledger entry (audited) and files nothing. The
+    /// report answered says so.
+    fn close_missing(
+        &self,
+        entry: FileEntry,
+        approve: bool,
+        user: &str,
+        now: &str,
+    ) -> Result<Report> {
+        let id = entry.id;
+        let held = self.paths.folder("held").join(&entry.stored_as);
+        if approve {
+            return Err(Error::failed(format!(
+                "file {id}'s roster is not in held/ ({}): it cannot be approved. If the store \
+                 was restored from a backup taken while the file was held, it was decided \
+                 after that backup; `autoprov files reject {id}` closes it (nothing is filed \
+                 or changed) so that the files waiting behind it are processed",
+                held.display()
+            )));
+        }
+        let mut report = Report {
+            status: ReportStatus::Rejected,
+            stored_as: Some(entry.stored_as.clone()),
+            decision: Some(Decision {
+                decision: "rejected".into(),
+                by: user.to_string(),
+                at: now.to_string(),
+            }),
+            ..Report::new(&entry.name, &entry.sha256, &entry.received_at, now)
+        };
+        report
+            .warnings
+            .push(crate::core::model::Finding::file(format!(
+                "the roster was not in held/ when file {id} was rejected (a store restored from a \
+             backup taken while it was held?): its ledger entry is closed, nothing was \
+             changed, and nothing was filed (reports filed for it before stay as they are)"
+            )));
+        let updated = FileEntry {
+            status: FileStatus::Rejected,
+            processed_at: now.to_string(),
+            summary: summary(&report),
+            pending_move: None,
+            remote_pending: entry.remote.is_some(),
+            was_held: true,
+            ..entry
+        };
+        self.store.commit(Commit {
+            updates: Updates::none(),
+            file: Some(&updated),
+            last_applied: None,
+            audit: Some(AuditNote {
+                at: now.to_string(),
+                user: user.to_string(),
+                action: "files reject".into(),
+                detail: format!(
+                    "file {id} {}: rejected; its roster was not in held/, nothing was filed",
+                    updated.stored_as
+                ),
+            }),
+            clear_remote: None,
+            accounts_token: None,
+        })?;
+        Ok(report)
     }
 
     /// Re-plans a held file against the current state without the limits: the evaluation

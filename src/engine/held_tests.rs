@@ -287,13 +287,20 @@ fn a_held_file_whose_roster_is_gone_is_cleared_by_a_rejection_that_says_so() {
     assert!(refused.contains("files reject 1"), "{refused}");
     assert_eq!(p.store.file(1).unwrap().unwrap().status, FileStatus::Held);
     assert!(p.store.accounts().unwrap().is_empty());
+    // The decision made after the backup filed its report: it stays as it is.
+    let earlier = p
+        .paths
+        .folder("rejected")
+        .join(format!("{stored}.report.json"));
+    fs::write(&earlier, b"the real report").unwrap();
     let rejected = p.reject(1, "alice").unwrap();
     assert_eq!(rejected.status, ReportStatus::Rejected);
     assert!(
-        rejected.warnings[0].message.contains("were not in held/"),
+        rejected.warnings[0].message.contains("was not in held/"),
         "{:?}",
         rejected.warnings
     );
+    assert_eq!(fs::read(&earlier).unwrap(), b"the real report");
     assert_eq!(
         p.store.file(1).unwrap().unwrap().status,
         FileStatus::Rejected
