@@ -269,6 +269,10 @@ pub fn execute<W: Write>(
         Reach::Unreachable(message) => {
             return Outcome::Answer(Response::fail(exit::UNREACHABLE, message));
         }
+        // Not 4, which says that nothing was done: a script had sent the roster again.
+        Reach::Unknown(message) => {
+            return Outcome::Answer(Response::fail(exit::FAILED, message));
+        }
         Reach::NoDaemon if matches!(request, Request::Fetch) => {
             return Outcome::Answer(Response::fail(
                 exit::UNREACHABLE,

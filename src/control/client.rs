@@ -15,6 +15,9 @@ pub enum Reach {
     NoDaemon,
     /// Connected, but the daemon did not answer properly.
     Unreachable(String),
+    /// A change was sent whole and the daemon gave no answer (it was killed, crashed, or
+    /// took longer than the wait): whether it was made is not known.
+    Unknown(String),
     /// The daemon streamed the answer's body, written out as it came; the exit code.
     Written(u8),
 }
@@ -176,7 +179,7 @@ fn answer_line(
             socket.display(),
             send_error.expect("checked")
         ))),
-        Ok(0) if changed => Err(Reach::Unreachable(format!(
+        Ok(0) if changed => Err(Reach::Unknown(format!(
             "the daemon at {} closed the connection without answering (it stopped or crashed): \
              whether the request was carried out is not known; see `autoprov files list` and \
              `autoprov audit` before sending it again (a file it took is processed once, at its \
@@ -188,6 +191,11 @@ fn answer_line(
             socket.display()
         ))),
         Ok(_) => Ok(answer),
+        Err(e) if changed => Err(Reach::Unknown(format!(
+            "no answer from the daemon at {}: {e}: whether the request was carried out is not \
+             known; see `autoprov files list` and `autoprov audit` before sending it again",
+            socket.display()
+        ))),
         Err(e) => Err(Reach::Unreachable(format!(
             "no answer from the daemon at {}: {e}",
             socket.display()
@@ -244,21 +252,24 @@ mod tests {
     }
 
     /// A change whose connection closed without an answer (the daemon killed mid-request)
-    /// says that its outcome is not known, not just that the daemon is unreachable: a script
-    /// reading 4 as "nothing was done" had sent the roster again.
+    /// says that its outcome is not known (exit 5 in the CLI, not 4 = "nothing was done": a
+    /// script had sent the roster again).
     #[test]
     fn a_change_without_an_answer_says_its_outcome_is_unknown() {
         let socket = Path::new("/run/autoprov/autoprov.sock");
         let closed = |changed| match answer_line(&mut &b""[..], socket, None, changed) {
-            Err(Reach::Unreachable(message)) => message,
-            _ => panic!("not unreachable"),
+            Err(Reach::Unreachable(message)) => (false, message),
+            Err(Reach::Unknown(message)) => (true, message),
+            _ => panic!("neither unreachable nor unknown"),
         };
-        let change = closed(true);
+        let (unknown, change) = closed(true);
+        assert!(unknown, "{change}");
         assert!(
             change.contains("whether the request was carried out is not known"),
             "{change}"
         );
-        let read = closed(false);
+        let (unknown, read) = closed(false);
+        assert!(!unknown, "{read}");
         assert!(
             read.contains("closed the connection without answering"),
             "{read}"
