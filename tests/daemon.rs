@@ -626,7 +626,8 @@ fn control_socket_refuses_changes_from_non_org_admins_and_audits_allowed_ones() 
 // ---- 4. exit 4 and the stale socket ----------------------------------------------------
 
 /// A socket file that exists while nothing answers, and the store in use → exit 4; a peer
-/// that accepts and closes without answering → exit 4.
+/// that accepts and closes without answering → exit 4 for a read, 5 ("not known") for a
+/// change.
 #[test]
 fn cli_exits_4_when_the_socket_exists_but_nobody_answers() {
     let (env, _watch) = watch_env(Settings::default());
@@ -674,7 +675,10 @@ fn cli_exits_4_when_the_socket_exists_but_nobody_answers() {
         "--when",
         "department = IT",
     ]);
-    assert_eq!(code, 4, "a change too: stdout:\n{out}\nstderr:\n{err}");
+    // A change sent whole and never answered: whether it was made is not known (exit 5,
+    // not 4, which says nothing was done).
+    assert_eq!(code, 5, "a change: stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("is not known"), "{err}");
     peer.join().unwrap();
 
     fs::remove_file(&env.socket).unwrap();
