@@ -490,7 +490,11 @@ impl<S: Store> Pipeline<S> {
         let filed = crate::util::rename_into_free_name(tmp, &inbox, name)
             .with_context(|| format!("filing the fetched roster into {}", inbox.display()))?;
         self.asked_by(&filed, asker);
-        fsync_dir(&inbox)?;
+        // Filed whatever the folder's sync says: it is in inbox/ and processed (a failure
+        // here had been answered "nothing was written to inbox/").
+        if let Err(e) = fsync_dir(&inbox) {
+            tracing::warn!("fsync of {}: {e}", inbox.display());
+        }
         Ok(filed)
     }
 
