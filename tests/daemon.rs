@@ -1841,6 +1841,52 @@ fn process_of_a_folder_or_a_missing_file_is_a_usage_error() {
 
 /// A pipe given to `process` while the daemon runs reaches it whole (its announced size
 /// had been 0: the daemon filed an empty file as rejected).
+/// An upload whose client says the file changed while it was sent (still being written:
+/// it had been applied cut short, its missing rows deactivated) is refused, nothing filed;
+/// one said unchanged is processed; one of an older client, which says nothing, is taken as
+/// it came.
+#[test]
+fn process_through_the_daemon_refuses_a_file_that_changed_while_it_was_sent() {
+    let env = host_env(Settings::default(), "");
+    let d = Daemon::start(&env);
+    let roster = b"Employee ID,Email\nE1,e1@acme.example\n";
+    let send = |name: &str, confirmed: Option<&str>| -> Value {
+        let mut socket = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+        let envelope = serde_json::json!({
+            "request": {"command": "process", "name": ""},
+            "upload": {"name": name, "dry_run": false, "size": roster.len(), "confirmed": confirmed.is_some()},
+            "output": "json",
+        });
+        let mut line = envelope.to_string().into_bytes();
+        line.push(b'\n');
+        line.extend_from_slice(roster);
+        if let Some(said) = confirmed {
+            line.extend_from_slice(said.as_bytes());
+        }
+        socket.write_all(&line).unwrap();
+        let mut answer = String::new();
+        socket.read_to_string(&mut answer).unwrap();
+        serde_json::from_str(answer.lines().next().unwrap()).unwrap()
+    };
+    let changed = send("grow.csv", Some("changed\n"));
+    assert_eq!(changed["exit"], 2, "{changed:#}");
+    assert!(
+        changed["text"]
+            .as_str()
+            .unwrap()
+            .contains("changed while it was sent"),
+        "{changed:#}"
+    );
+    assert!(common::files(&env).is_empty(), "nothing filed");
+    assert!(env.files_in("inbox").is_empty());
+    let unchanged = send("whole.csv", Some("unchanged\n"));
+    assert_eq!(unchanged["exit"], 0, "{unchanged:#}");
+    let older = send("older.csv", None);
+    assert_eq!(older["exit"], 0, "{older:#}");
+    assert_eq!(common::files(&env).len(), 2);
+    d.stop();
+}
+
 /// A file over `roster.max_bytes` given to `process` through the daemon is filed and
 /// rejected with its report, as over SFTP or without the daemon; it had been refused with
 /// one line (no report, no ledger entry, nothing in rejected/).

@@ -321,4 +321,10 @@ pub struct Upload {
     /// file is from SFTP; not sent by clients.
     #[serde(skip)]
     pub spooled: Option<std::path::PathBuf>,
+    /// A line follows the bytes: `unchanged` when the file was the same after it was sent
+    /// as when it was opened (its size and time of last write, nothing past its end).
+    /// Without it, a file still being written was applied cut short. (A client of an older
+    /// version sends none, and its upload is taken as it came.)
+    #[serde(default)]
+    pub confirmed: bool,
 }

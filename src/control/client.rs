@@ -150,9 +150,14 @@ fn send(
 }
 
 /// Copies `size` bytes of `file` to the daemon as they are read (a million-row roster is
-/// 116 MB, never held). A file that ends early stops the upload there: the daemon sees
-/// fewer bytes than announced and files nothing.
+/// 116 MB, never held), then the line that says whether the file was the same after as
+/// before ([`Upload::confirmed`]). A file that ends early stops the upload there: the
+/// daemon sees fewer bytes than announced and files nothing.
+///
+/// [`Upload::confirmed`]: crate::api::Upload::confirmed
 fn send_file(file: &std::fs::File, size: u64, stream: &mut UnixStream) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let before = file.metadata()?.modified().ok();
     let copied = std::io::copy(&mut file.take(size), stream)?;
     if copied < size {
         let _ = stream.shutdown(std::net::Shutdown::Write);
@@ -161,7 +166,10 @@ fn send_file(file: &std::fs::File, size: u64, stream: &mut UnixStream) -> std::i
             format!("the file ended after {copied} of its {size} bytes"),
         ));
     }
-    Ok(())
+    let after = file.metadata()?;
+    let grew = file.read_at(&mut [0u8; 1], size).map_or(true, |n| n != 0);
+    let same = after.len() == size && after.modified().ok() == before && !grew;
+    stream.write_all(if same { b"unchanged\n" } else { b"changed\n" })
 }
 
 /// Reads the answer line. `changed`: the request changes state, so a daemon that closed
@@ -210,6 +218,7 @@ pub fn upload_of(name: &str, dry_run: bool, size: u64) -> Upload {
         dry_run,
         size,
         spooled: None,
+        confirmed: true,
     }
 }
 
@@ -246,8 +255,16 @@ mod tests {
             drop(ours);
             let mut got = Vec::new();
             daemon.read_to_end(&mut got).unwrap();
-            // Never more than announced; a short file: what it has, then the end.
-            assert_eq!(got, &b"Employee ID\nE1\n"[..size.min(15) as usize]);
+            // Never more than announced; a short file: what it has, then the end. A whole
+            // send says whether the file is what it was (the first 8 bytes of 15: it is
+            // longer than announced, so not).
+            let mut want = b"Employee ID\nE1\n"[..size.min(15) as usize].to_vec();
+            match size {
+                8 => want.extend_from_slice(b"changed\n"),
+                15 => want.extend_from_slice(b"unchanged\n"),
+                _ => {}
+            }
+            assert_eq!(got, want);
         }
     }
 

@@ -496,6 +496,10 @@ async fn received<R: tokio::io::AsyncRead + Unpin>(
                     ));
                 }
                 let spooled = spool(cfg, reader, upload.size, deadline).await?;
+                if let Err(refusal) = confirmation(&upload, reader).await {
+                    let _ = std::fs::remove_file(&spooled);
+                    return Err(refusal);
+                }
                 let upload = Upload {
                     spooled: Some(spooled),
                     ..upload
@@ -527,11 +531,51 @@ async fn received<R: tokio::io::AsyncRead + Unpin>(
                     "the upload ended early; nothing was filed",
                 ));
             }
+            confirmation(&upload, reader).await?;
             Some((upload, bytes))
         }
         Some(_) => return Err(Response::fail(exit::USAGE, "only process carries a file")),
         None => None,
     })
+}
+
+/// The line that follows a confirmed upload's bytes ([`Upload::confirmed`]): a file that
+/// changed while it was sent (still being written) is refused, as without the daemon ("grew
+/// while it was read"); it had been applied cut short.
+async fn confirmation<R: tokio::io::AsyncRead + Unpin>(
+    upload: &Upload,
+    reader: &mut R,
+) -> Result<(), Response> {
+    if !upload.confirmed {
+        return Ok(());
+    }
+    let mut line = Vec::new();
+    let read = tokio::time::timeout(REQUEST_DEADLINE, async {
+        let mut byte = [0u8; 1];
+        while line.len() < 16 {
+            match reader.read(&mut byte).await {
+                Ok(1) if byte[0] == b'\n' => break,
+                Ok(1) => line.push(byte[0]),
+                _ => break,
+            }
+        }
+    })
+    .await;
+    match (read, line.as_slice()) {
+        (Ok(()), b"unchanged") => Ok(()),
+        (Ok(()), b"changed") => Err(Response::fail(
+            exit::USAGE,
+            format!(
+                "{} changed while it was sent (still being written?); nothing was filed: send \
+                 it again once it is complete",
+                upload.name
+            ),
+        )),
+        _ => Err(Response::fail(
+            exit::USAGE,
+            "the upload ended without saying whether the file was complete; nothing was filed",
+        )),
+    }
 }
 
 /// Writes the `size` bytes of an upload to a new hidden file in inbox/ (removed at the next
