@@ -161,6 +161,17 @@ fn fetch_wait(cfg: &Config) -> Duration {
     CHANGE_WAIT + fetching
 }
 
+/// The users a daemon for `cfg` may run as: root, and the data dir's owner (it refuses to
+/// start as root on another user's, and the service runs as its owner); this user too when
+/// the data dir is not made yet.
+fn daemon_users(cfg: &Config) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let owner = fs::metadata(&cfg.data_dir)
+        .map(|m| m.uid())
+        .unwrap_or_else(|_| nix::unistd::geteuid().as_raw());
+    vec![0, owner]
+}
+
 /// What became of a request run with [`execute`].
 pub enum Outcome {
     /// The answer to print.
@@ -263,7 +274,14 @@ pub fn execute<W: Write>(
         _ => READ_WAIT,
     });
     let sent = file.as_ref().map(|(_, f)| f);
-    match client::call(&cfg.control.socket, &envelope, sent, wait, out) {
+    match client::call(
+        &cfg.control.socket,
+        &daemon_users(&cfg),
+        &envelope,
+        sent,
+        wait,
+        out,
+    ) {
         Reach::Answered(response) => return Outcome::Answer(response),
         Reach::Written(exit) => return Outcome::Written(exit),
         Reach::Unreachable(message) => {

@@ -691,6 +691,67 @@ fn cli_exits_4_when_the_socket_exists_but_nobody_answers() {
     );
 }
 
+/// Another user listening on the socket's path (a folder others may write, the daemon down)
+/// is not talked to: it had answered `auth check` as the daemon ("Super Admin") and taken
+/// the requests. Exit 4, nothing sent.
+#[test]
+fn the_cli_does_not_talk_to_another_users_socket() {
+    common::require(common::Need::Root);
+    common::require(common::Need::Python3);
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new();
+    let open = env.root().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
+    fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = open.join("autoprov.sock");
+    env.socket = socket.clone();
+    env.write_config();
+    env.json_ok(0, &["rules", "list"]);
+    // Answers any request as a daemon saying "Super Admin" would.
+    let answer = r#"{"exit":0,"json":{"allowed":true,"role":"Super Admin"},"text":"Super Admin"}"#;
+    let script = [
+        "import socket, sys".to_string(),
+        "s = socket.socket(socket.AF_UNIX)".to_string(),
+        format!("s.bind({:?})", socket.display().to_string()),
+        "s.listen(8)".to_string(),
+        "print('up', flush=True)".to_string(),
+        "while True:".to_string(),
+        "    c, _ = s.accept()".to_string(),
+        "    c.recv(65536)".to_string(),
+        format!("    c.sendall({:?}.encode() + b'\\n')", answer),
+        "    c.close()".to_string(),
+    ]
+    .join("\n");
+    let mut fake = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            // The system's, which nobody may run (a python3 first on root's PATH may not be).
+            "/usr/bin/python3",
+            "-c",
+        ])
+        .arg(&script)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(fake.stdout.as_mut().unwrap()),
+        &mut up,
+    )
+    .unwrap();
+    assert_eq!(up.trim(), "up");
+    let (code, out, err) = env.run(&["auth", "check", "attacker@evil.example"]);
+    let _ = fake.kill();
+    let _ = fake.wait();
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("not talked to"), "{err}");
+    assert!(!out.contains("Super Admin"), "{out}");
+}
+
 /// One user's connections that never send a request take at most its share of the control
 /// socket: its next command is told why it is not served (exit 4), another user's is
 /// answered, and once its connections close it is served again.

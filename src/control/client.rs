@@ -27,14 +27,17 @@ pub enum Reach {
 /// asks for a streamed answer (`envelope.stream`), a body that follows the answer line is
 /// copied to `out` as it arrives ([`Reach::Written`]); an answer of one line (every change,
 /// a refusal, a daemon that streams nothing) gives [`Reach::Answered`].
+/// `daemon_users`: the users a daemon may run as (root, the data dir's owner); whatever
+/// else listens on the socket is not talked to.
 pub fn call(
     socket: &Path,
+    daemon_users: &[u32],
     envelope: &Envelope,
     upload: Option<&std::fs::File>,
     wait: Option<Duration>,
     out: &mut dyn Write,
 ) -> Reach {
-    let (stream, send_error) = match send(socket, envelope, upload, wait) {
+    let (stream, send_error) = match send(socket, daemon_users, envelope, upload, wait) {
         Ok(sent) => sent,
         Err(reach) => return reach,
     };
@@ -117,6 +120,7 @@ fn copy_body(reader: &mut impl Read, out: &mut dyn Write) -> Result<(), Body> {
 /// kept: the daemon may answer (a refusal) without reading an upload.
 fn send(
     socket: &Path,
+    daemon_users: &[u32],
     envelope: &Envelope,
     upload: Option<&std::fs::File>,
     wait: Option<Duration>,
@@ -138,6 +142,27 @@ fn send(
             )));
         }
     };
+    // Who listens, before anything is sent: in a folder others may write (a socket in
+    // /tmp), another user had answered as the daemon (`auth check` said Super Admin) and
+    // taken the requests, a roster with them.
+    let peer = nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials);
+    match peer {
+        Ok(cred) if daemon_users.contains(&cred.uid()) => {}
+        Ok(cred) => {
+            return Err(Reach::Unreachable(format!(
+                "{} is served by uid {}, which is neither root nor the data dir's owner (the \
+                 daemon's user): not talked to; nothing was sent",
+                socket.display(),
+                cred.uid()
+            )));
+        }
+        Err(e) => {
+            return Err(Reach::Unreachable(format!(
+                "cannot tell who serves {}: {e}; nothing was sent",
+                socket.display()
+            )));
+        }
+    }
     let _ = stream.set_read_timeout(wait);
     let mut line = serde_json::to_vec(envelope).expect("requests serialize");
     line.push(b'\n');
