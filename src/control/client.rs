@@ -388,8 +388,10 @@ mod tests {
                 stream: true,
             };
             let mut out = Vec::new();
+            let me = nix::unistd::geteuid().as_raw();
             let reach = call(
                 &socket,
+                &[me],
                 &envelope,
                 None,
                 Some(Duration::from_secs(5)),
