@@ -133,6 +133,9 @@ pub struct EngineHandle {
     reads: Arc<tokio::sync::Semaphore>,
     listings: Arc<tokio::sync::Semaphore>,
     wholes: Arc<tokio::sync::Semaphore>,
+    /// The web section's own places for the same kinds of read: a socket user who never
+    /// reads a listing had kept the main page and `/api/v1/admins` answering "busy".
+    web_places: [Arc<tokio::sync::Semaphore>; 2],
 }
 
 impl EngineHandle {
@@ -150,6 +153,7 @@ impl EngineHandle {
             reads,
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
             wholes: Arc::new(tokio::sync::Semaphore::new(1)),
+            web_places: [(); 2].map(|()| Arc::new(tokio::sync::Semaphore::new(1))),
         };
         (handle, rx)
     }
@@ -246,9 +250,9 @@ impl EngineHandle {
     /// both read slots for seconds and their bodies in memory. Then a read slot (a few
     /// reads at a time: some parse the last roster), except a sign-in's `auth check`, one
     /// index lookup, which never waits behind them.
-    async fn read_permits(&self, request: &Request) -> Result<ReadPermits, Response> {
+    async fn read_permits(&self, request: &Request, web: bool) -> Result<ReadPermits, Response> {
         let stopping = || Response::fail(exit::UNREACHABLE, "the daemon is shutting down");
-        match tokio::time::timeout(READ_WAIT, self.take_read_permits(request)).await {
+        match tokio::time::timeout(READ_WAIT, self.take_read_permits(request, web)).await {
             Ok(Some(permits)) => Ok(permits),
             Ok(None) => Err(stopping()),
             // Waiting for ever had kept the asker's connection, one of the few its user may
@@ -265,13 +269,16 @@ impl EngineHandle {
     }
 
     /// [`Self::read_permits`] without its deadline; `None` once the daemon is stopping.
-    async fn take_read_permits(&self, request: &Request) -> Option<ReadPermits> {
+    async fn take_read_permits(&self, request: &Request, web: bool) -> Option<ReadPermits> {
         // A listing (one at a time, its place held while it is written out), or another
         // answer built whole (a file's report, `rules check`; one at a time, in a place of
-        // their own, so a listing read slowly never holds them back).
-        let place = match request {
-            Request::AdminsList { .. } => Some(&self.listings),
-            Request::FilesShow { .. } | Request::RulesCheck => Some(&self.wholes),
+        // their own, so a listing read slowly never holds them back). The web section's in
+        // places of its own.
+        let place = match (request, web) {
+            (Request::AdminsList { .. }, false) => Some(&self.listings),
+            (Request::AdminsList { .. }, true) => Some(&self.web_places[0]),
+            (Request::FilesShow { .. } | Request::RulesCheck, false) => Some(&self.wholes),
+            (Request::FilesShow { .. } | Request::RulesCheck, true) => Some(&self.web_places[1]),
             _ => None,
         };
         let heavy = match place {
@@ -301,7 +308,7 @@ impl EngineHandle {
         // `auth check`.
         // An asker gone while it waited (its connection closed) gives its place up.
         let permits = tokio::select! {
-            permits = self.read_permits(&request) => permits,
+            permits = self.read_permits(&request, false) => permits,
             _ = tx.closed() => return,
         };
         let ReadPermits { heavy, slot } = match permits {
@@ -344,7 +351,8 @@ impl EngineHandle {
         output: Output,
     ) -> Reply {
         if !request.is_change() && upload.is_none() {
-            let ReadPermits { heavy, slot } = match self.read_permits(&request).await {
+            let web = matches!(caller, Caller::Person(_));
+            let ReadPermits { heavy, slot } = match self.read_permits(&request, web).await {
                 Ok(permits) => permits,
                 Err(refusal) => return refusal.into(),
             };
@@ -491,6 +499,35 @@ mod tests {
             ask(Request::Status).await
         });
         assert!(status.await.is_err(), "another read waits for a slot");
+    }
+
+    /// The web section's listing and whole answers have places of their own: with the
+    /// socket's held (a user's `admins list` left unread), the main page's listing and a
+    /// file's report are answered; they had been "busy" (503).
+    #[tokio::test]
+    async fn the_web_reads_in_places_of_its_own() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let (handle, _jobs) = EngineHandle::new(Arc::new(p), Arc::default());
+        let _held = (
+            handle.listings.clone().acquire_owned().await,
+            handle.wholes.clone().acquire_owned().await,
+        );
+        let list = Request::AdminsList {
+            status: None,
+            origin: None,
+            rule: None,
+        };
+        let person = Caller::Person("lead@x.io".into());
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            handle.ask_as(list, person, None, Output::Json),
+        )
+        .await
+        .expect("answered with the socket's place held")
+        .response;
+        assert_eq!(answer.exit, exit::OK, "{}", answer.text);
     }
 
     /// A read whose place stays taken is answered "busy" once [`READ_WAIT`] has passed
