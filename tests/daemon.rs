@@ -691,6 +691,45 @@ fn cli_exits_4_when_the_socket_exists_but_nobody_answers() {
     );
 }
 
+/// A rule of thousands of values is added through the daemon as without it (its request
+/// line had been cut at 64 KiB: "bad request: EOF while parsing"); a request line past the
+/// limit is refused saying so.
+#[test]
+fn a_long_request_reaches_the_daemon_and_a_too_long_one_is_refused_saying_why() {
+    let env = host_env(Settings::default(), "");
+    let d = Daemon::start(&env);
+    let values: Vec<String> = (0..7000).map(|i| format!("Dept{i:05}")).collect();
+    let when = format!("department in ({})", values.join(", "));
+    assert!(when.len() > 64 * 1024);
+    let added = env.json_ok(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "Long list",
+            "--role",
+            "IT Admin",
+            "--when",
+            &when,
+        ],
+    );
+    assert_eq!(added["id"], 1, "{added:#}");
+    let mut socket = std::os::unix::net::UnixStream::connect(&env.socket).unwrap();
+    let huge = format!(
+        "{{\"request\":{{\"command\":\"auth_check\",\"email\":\"{}\"}}}}\n",
+        "x".repeat(2 << 20)
+    );
+    let _ = socket.write_all(huge.as_bytes());
+    let mut answer = String::new();
+    let _ = socket.read_to_string(&mut answer);
+    assert!(
+        answer.contains("the request is longer than 1024 KiB"),
+        "{answer:.300}"
+    );
+    d.stop();
+}
+
 /// Another user listening on the socket's path (a folder others may write, the daemon down)
 /// is not talked to: it had answered `auth check` as the daemon ("Super Admin") and taken
 /// the requests. Exit 4, nothing sent.

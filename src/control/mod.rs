@@ -18,8 +18,11 @@ pub mod server;
 use crate::api::{Output, Request, Response};
 use serde::{Deserialize, Serialize};
 
-/// Largest request line accepted (the upload itself is not part of the line).
-pub const MAX_LINE: usize = 64 * 1024;
+/// Largest request line accepted (the upload itself is not part of the line): room for a
+/// rule of many thousand values (at 64 KiB, `rules add` of a 7,000-value `in (…)` list
+/// worked without the daemon and not with it); a connection holds at most this while its
+/// request arrives.
+pub const MAX_LINE: usize = 1 << 20;
 
 pub use crate::api::Upload;
 

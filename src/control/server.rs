@@ -210,7 +210,13 @@ async fn handle(
             read.map_err(|_| anyhow::anyhow!("no request within {REQUEST_DEADLINE:?}"))??;
         }
     }
-    let envelope = serde_json::from_slice::<Envelope>(&line);
+    let envelope = match line.len() >= MAX_LINE && !line.ends_with(b"\n") {
+        true => Err(format!(
+            "the request is longer than {} KiB; nothing was done",
+            MAX_LINE >> 10
+        )),
+        false => serde_json::from_slice::<Envelope>(&line).map_err(|e| format!("bad request: {e}")),
+    };
     let changes = envelope
         .as_ref()
         .is_ok_and(|env| env.request.is_change() || env.upload.is_some());
@@ -226,7 +232,7 @@ async fn handle(
 
 /// Answers the request of a connection (`envelope`, or why its line is none).
 async fn answer_connection(
-    envelope: serde_json::Result<Envelope>,
+    envelope: Result<Envelope, String>,
     caller: String,
     cfg: &Config,
     engine: &EngineHandle,
@@ -238,7 +244,7 @@ async fn answer_connection(
     // (`engine::handle::Place`).
     let (answer, output, _place) = match envelope {
         Err(e) => (
-            Streamed::Whole(Response::fail(exit::USAGE, format!("bad request: {e}"))),
+            Streamed::Whole(Response::fail(exit::USAGE, e)),
             Output::default(),
             None,
         ),
