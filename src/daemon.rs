@@ -87,19 +87,8 @@ async fn serve(cfg: Config) -> Result<()> {
     let tracker = TaskTracker::new();
     // Notifications (SPEC §10), in every mode: the engine tells the notifier of each file
     // it decides; the HRIS source's fetch failures go to `notifier.fetch_failed_hook()`.
-    // They stop after the engine: the file it finishes at a stop is announced too.
-    let (notify_stop, notify_tasks) = (CancellationToken::new(), TaskTracker::new());
-    let notifier = {
-        let last_applied = crate::notify::last_applied(&pipeline.store)?;
-        crate::notify::Notifier::start(
-            &cfg.notify,
-            last_applied,
-            paths.stale_reported.clone(),
-            &notify_tasks,
-            &notify_stop,
-        )
-        .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?
-    };
+    let notifications = Notifications::start(&cfg, &pipeline)?;
+    let notifier = &notifications.notifier;
     pipeline.set_observer(notifier.file_observer());
     let pipeline_for_stop = pipeline.clone();
     let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())
@@ -159,12 +148,47 @@ async fn serve(cfg: Config) -> Result<()> {
     // removal at the end had taken it away).
     drop(socket_file);
     drop(pipeline_for_stop);
-    notifier.settle(NOTIFY_GRACE).await;
-    notify_stop.cancel();
-    notify_tasks.close();
-    notify_tasks.wait().await;
+    notifications.finish().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The notifier and its tasks, which stop after the engine: the file it finishes at a
+/// stop is announced too.
+struct Notifications {
+    notifier: crate::notify::Notifier,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Notifications {
+    fn start(
+        cfg: &Config,
+        pipeline: &crate::engine::pipeline::Pipeline<crate::store::SledStore>,
+    ) -> Result<Notifications> {
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let notifier = crate::notify::Notifier::start(
+            &cfg.notify,
+            crate::notify::last_applied(&pipeline.store)?,
+            pipeline.paths.stale_reported.clone(),
+            &tasks,
+            &stop,
+        )
+        .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?;
+        Ok(Notifications {
+            notifier,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Waits up to [`NOTIFY_GRACE`] for what is queued or under way, then stops.
+    async fn finish(self) {
+        self.notifier.settle(NOTIFY_GRACE).await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
 }
 
 /// How long a stop waits for the notifications still queued or under way (those of the

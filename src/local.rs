@@ -321,6 +321,11 @@ pub fn execute<W: Write>(
             Err(refusal) => return Outcome::Answer(refusal),
         },
     };
+    written_out(answered, output, out)
+}
+
+/// An answer made here: printed whole, or its body written to `out` as it is made.
+fn written_out<W: Write>(answered: Streamed, output: Output, out: &mut W) -> Outcome {
     match answered {
         Streamed::Whole(response) => Outcome::Answer(response),
         Streamed::Body(body) => {

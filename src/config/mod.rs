@@ -4,7 +4,10 @@ mod env;
 pub mod hris;
 pub mod notify;
 mod paths;
+mod remote;
 pub mod web;
+
+pub use remote::Remote;
 
 use crate::core::columns::{Columns, DEFAULT_ALIASES};
 use crate::core::reconcile::{Limit, Limits};
@@ -337,96 +340,6 @@ pub struct SftpUserConfig {
     pub password_hash: Option<String>,
 }
 
-/// `[source.remote]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Remote {
-    /// Host name or address. Required, as are `user`, `private_key`, `known_host_key` and
-    /// the three folders: checked once the environment's overrides are read (a key missing
-    /// from the file had left the rest of the file's keys unchecked).
-    #[serde(default)]
-    pub host: String,
-    /// Port.
-    #[serde(default = "default_ssh_port")]
-    pub port: u16,
-    /// Login name.
-    #[serde(default)]
-    pub user: String,
-    /// Path of the private key file.
-    #[serde(default)]
-    pub private_key: PathBuf,
-    /// The server's pinned host key (OpenSSH public key line).
-    #[serde(default)]
-    pub known_host_key: String,
-    /// Remote folder to take files from.
-    #[serde(default)]
-    pub inbox: String,
-    /// Remote folder for processed files.
-    #[serde(default)]
-    pub processed: String,
-    /// Remote folder for rejected files.
-    #[serde(default)]
-    pub rejected: String,
-    /// How often to look.
-    #[serde(default = "default_poll_interval", deserialize_with = "duration")]
-    pub poll_interval: Duration,
-    /// Time allowed for each network step (connect, list, read, write).
-    #[serde(default = "default_remote_timeout", deserialize_with = "duration")]
-    pub timeout: Duration,
-}
-
-impl Remote {
-    /// `processed` and `rejected` are other folders than `inbox`: a file moved into the
-    /// inbox it was listed in (under a new name) was fetched and applied again at every
-    /// poll, an older roster after a newer one, and its reports fetched as rosters.
-    fn check_folders(&self) -> anyhow::Result<()> {
-        let given = [
-            ("host", self.host.as_str()),
-            ("user", &self.user),
-            ("known_host_key", &self.known_host_key),
-            ("inbox", &self.inbox),
-            ("processed", &self.processed),
-            ("rejected", &self.rejected),
-        ];
-        for (key, value) in given {
-            if value.trim().is_empty() {
-                bail!("source.remote.{key} is missing or empty: [source.remote] needs it");
-            }
-        }
-        if self.private_key.as_os_str().is_empty() {
-            bail!("source.remote.private_key is missing or empty: [source.remote] needs it");
-        }
-        let folder = |path: &str| -> Vec<String> {
-            path.split('/')
-                .filter(|part| !part.is_empty() && *part != ".")
-                .map(str::to_string)
-                .collect()
-        };
-        let inbox = folder(&self.inbox);
-        for (key, path) in [("processed", &self.processed), ("rejected", &self.rejected)] {
-            if folder(path) == inbox {
-                bail!(
-                    "source.remote.{key} = {path:?} is the remote inbox ({:?}): files moved there would be fetched again; name another folder (e.g. \"{}/{key}\")",
-                    self.inbox,
-                    self.inbox.trim_end_matches('/')
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-fn default_remote_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-
-fn default_ssh_port() -> u16 {
-    22
-}
-fn default_poll_interval() -> Duration {
-    Duration::from_secs(300)
-}
-
 /// `[control]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -757,6 +670,36 @@ impl Config {
             );
         }
         check_log_level(&self.log.level)?;
+        self.check_limits()?;
+        if self.source.mode == Mode::Hris && self.source.hris.is_none() {
+            bail!("source.mode = \"hris\" needs a [source.hris] section");
+        }
+        if let Some(hris) = &self.source.hris {
+            hris.validate()?;
+            // What autoprov writes from a provider's JSON is UTF-8 (SPEC §10): read as
+            // Windows-1252, "Zürich" became "ZÃ¼rich" and rules stopped matching it.
+            let writes_utf8 = matches!(
+                hris.provider,
+                hris::Provider::Bamboohr | hris::Provider::Workday
+            );
+            if self.source.mode == Mode::Hris
+                && writes_utf8
+                && self.roster.encoding == Encoding::Windows1252
+            {
+                bail!(
+                    "roster.encoding = \"windows-1252\" cannot be used with source.hris.provider = \
+                     \"{}\", whose roster autoprov writes as UTF-8: use \"auto\" or \"utf-8\"",
+                    hris.provider.name()
+                );
+            }
+        }
+        self.web.validate(&self.provisioning.roles)?;
+        Ok(())
+    }
+
+    /// Every interval, time limit and size is positive (and `[source.remote]` has what it
+    /// needs).
+    fn check_limits(&self) -> Result<()> {
         let source = &self.source;
         let mut durations = vec![
             ("source.rescan_interval", source.rescan_interval),
@@ -786,29 +729,6 @@ impl Config {
         if source.max_connections_per_ip == 0 {
             bail!("source.max_connections_per_ip must be at least 1");
         }
-        if self.source.mode == Mode::Hris && self.source.hris.is_none() {
-            bail!("source.mode = \"hris\" needs a [source.hris] section");
-        }
-        if let Some(hris) = &self.source.hris {
-            hris.validate()?;
-            // What autoprov writes from a provider's JSON is UTF-8 (SPEC §10): read as
-            // Windows-1252, "Zürich" became "ZÃ¼rich" and rules stopped matching it.
-            let writes_utf8 = matches!(
-                hris.provider,
-                hris::Provider::Bamboohr | hris::Provider::Workday
-            );
-            if self.source.mode == Mode::Hris
-                && writes_utf8
-                && self.roster.encoding == Encoding::Windows1252
-            {
-                bail!(
-                    "roster.encoding = \"windows-1252\" cannot be used with source.hris.provider = \
-                     \"{}\", whose roster autoprov writes as UTF-8: use \"auto\" or \"utf-8\"",
-                    hris.provider.name()
-                );
-            }
-        }
-        self.web.validate(&self.provisioning.roles)?;
         Ok(())
     }
 
