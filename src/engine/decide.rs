@@ -170,23 +170,37 @@ impl<S: Store> Pipeline<S> {
             was_held: true,
             ..entry
         };
+        let detail = format!(
+            "file {id} {}: rejected; its roster was not in held/, nothing was filed",
+            updated.stored_as
+        );
+        self.record_entry(&updated, user, now, "files reject", detail)?;
+        Ok(report)
+    }
+
+    /// Records `updated` in the ledger, nothing else changed, with its audit note.
+    fn record_entry(
+        &self,
+        updated: &FileEntry,
+        user: &str,
+        now: &str,
+        action: &str,
+        detail: String,
+    ) -> Result<()> {
         self.store.commit(Commit {
             updates: Updates::none(),
-            file: Some(&updated),
+            file: Some(updated),
             last_applied: None,
             audit: Some(AuditNote {
                 at: now.to_string(),
                 user: user.to_string(),
-                action: "files reject".into(),
-                detail: format!(
-                    "file {id} {}: rejected; its roster was not in held/, nothing was filed",
-                    updated.stored_as
-                ),
+                action: action.into(),
+                detail,
             }),
             clear_remote: None,
             accounts_token: None,
         })?;
-        Ok(report)
+        Ok(())
     }
 
     /// Re-plans a held file against the current state without the limits: the evaluation
@@ -293,22 +307,11 @@ impl<S: Store> Pipeline<S> {
         };
         // The refusal is recorded before the new plan is shown: a crash in between leaves the
         // old report, so the next approval finds the difference again and applies nothing.
-        self.store.commit(Commit {
-            updates: Updates::none(),
-            file: Some(&updated),
-            last_applied: None,
-            audit: Some(AuditNote {
-                at: now.to_string(),
-                user: user.to_string(),
-                action: "files approve".into(),
-                detail: format!(
-                    "file {} {}: refused, the plan changed since it was held ({what}); the held report now shows {}",
-                    updated.id, updated.stored_as, updated.summary
-                ),
-            }),
-            clear_remote: None,
-            accounts_token: None,
-        })?;
+        let detail = format!(
+            "file {} {}: refused, the plan changed since it was held ({what}); the held report now shows {}",
+            updated.id, updated.stored_as, updated.summary
+        );
+        self.record_entry(&updated, user, now, "files approve", detail)?;
         // The text first: approval compares against the JSON, written last.
         let held = self.paths.folder("held");
         write_atomic_with(

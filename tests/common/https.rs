@@ -113,6 +113,30 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// A runtime of `threads` workers, a TLS acceptor with a certificate of `ca`, and a TCP
+/// listener on 127.0.0.1 (port 0) with its address.
+fn listening(
+    ca: &TestCa,
+    threads: usize,
+) -> (
+    tokio::runtime::Runtime,
+    tokio_rustls::TlsAcceptor,
+    tokio::net::TcpListener,
+    SocketAddr,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
+    let tcp = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind 127.0.0.1:0");
+    let addr = tcp.local_addr().expect("local addr");
+    (runtime, acceptor, tcp, addr)
+}
+
 /// An HTTPS server on 127.0.0.1 (port 0) answering with a router; stopped on drop.
 pub struct HttpsServer {
     /// Where it listens.
@@ -123,16 +147,7 @@ pub struct HttpsServer {
 impl HttpsServer {
     /// Starts serving `router` with a certificate of `ca`.
     pub fn start(ca: &TestCa, router: Router) -> HttpsServer {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
-        let tcp = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = tcp.local_addr().expect("local addr");
+        let (runtime, acceptor, tcp, addr) = listening(ca, 2);
         let (tx, done) = mpsc::channel(16);
         // Handshakes run beside each other: a client that stalls in one holds up nobody.
         runtime.spawn(async move {
@@ -163,16 +178,7 @@ impl HttpsServer {
     /// HTTP/1.1 body whose end is only the connection's close.
     pub fn raw(ca: &TestCa, answers: Vec<Vec<u8>>) -> HttpsServer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("server runtime");
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config());
-        let tcp = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = tcp.local_addr().expect("local addr");
+        let (runtime, acceptor, tcp, addr) = listening(ca, 1);
         let mut answers = answers
             .into_iter()
             .map(Arc::new)
