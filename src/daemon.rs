@@ -62,7 +62,7 @@ async fn serve(cfg: Config) -> Result<()> {
     let socket_file = SocketFile::bound(cfg.control.socket.clone());
     // Opening checks the whole store: blocking work, off the workers. The automatic backup
     // comes after READY, as the engine's first job (see below).
-    let pipeline = {
+    let opened = {
         let cfg = cfg.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
             let pipeline = crate::local::open(cfg)?;
@@ -75,7 +75,17 @@ async fn serve(cfg: Config) -> Result<()> {
             Ok(Arc::new(pipeline))
         })
         .await
-        .map_err(|e| Error::failed(format!("opening the store: {e}")))??
+        .map_err(|e| Error::failed(format!("opening the store: {e}")))
+        .and_then(|opened| opened)
+    };
+    let pipeline = match opened {
+        Ok(pipeline) => pipeline,
+        Err(e) => {
+            // The commands that came to the socket meanwhile hear that nothing was done:
+            // closed unanswered, a change had been "not known" (exit 5).
+            control::server::refuse_waiting(&listener, &format!("{e:#}")).await;
+            return Err(e);
+        }
     };
     let paths = pipeline.paths.clone();
     let cfg = Arc::new(cfg);

@@ -110,6 +110,22 @@ impl Drop for UserSlot {
     }
 }
 
+/// Answers the connections waiting on `listener` that the daemon did not start (`why`):
+/// nothing was done (exit 4). Those still coming in the next 50 ms too.
+pub async fn refuse_waiting(listener: &UnixListener, why: &str) {
+    let refusal = Response::fail(
+        exit::UNREACHABLE,
+        format!("the daemon did not start ({why}); nothing was done"),
+    );
+    let mut line = serde_json::to_vec(&refusal).expect("answers serialize");
+    line.push(b'\n');
+    while let Ok(Ok((mut stream, _))) =
+        tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+    {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+    }
+}
+
 /// Serves control connections until `shutdown`.
 pub async fn serve(
     listener: UnixListener,
@@ -624,6 +640,36 @@ async fn spool<R: tokio::io::AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command that came to the socket of a daemon that then failed to start hears that
+    /// nothing was done (exit 4); closed unanswered, a change had been "not known".
+    #[tokio::test]
+    async fn commands_waiting_for_a_daemon_that_did_not_start_hear_nothing_was_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let _ = stream.write_all(b"{\"request\":{\"command\":\"rules_list\"}}\n");
+            let mut line = String::new();
+            std::io::BufReader::new(stream)
+                .read_line(&mut line)
+                .unwrap();
+            line
+        });
+        while tokio::time::timeout(Duration::from_millis(1), async {})
+            .await
+            .is_err()
+        {}
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        refuse_waiting(&listener, "the store is in use by another process").await;
+        let line = client.join().unwrap();
+        let head: Head = serde_json::from_str(&line).unwrap();
+        assert_eq!(head.response.exit, exit::UNREACHABLE, "{line}");
+        assert!(head.response.text.contains("did not start"), "{line}");
+        assert!(head.response.text.contains("nothing was done"), "{line}");
+    }
 
     #[test]
     fn a_user_holds_at_most_its_share_of_connections() {
