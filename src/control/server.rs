@@ -658,10 +658,7 @@ mod tests {
                 .unwrap();
             line
         });
-        while tokio::time::timeout(Duration::from_millis(1), async {})
-            .await
-            .is_err()
-        {}
+        // The client connected and sent its request.
         tokio::time::sleep(Duration::from_millis(100)).await;
         refuse_waiting(&listener, "the store is in use by another process").await;
         let line = client.join().unwrap();
