@@ -161,15 +161,29 @@ fn fetch_wait(cfg: &Config) -> Duration {
     CHANGE_WAIT + fetching
 }
 
-/// The users a daemon for `cfg` may run as: root, and the data dir's owner (it refuses to
-/// start as root on another user's, and the service runs as its owner); this user too when
-/// the data dir is not made yet.
+/// The users a daemon for `cfg` may run as: root; the owner of the data dir and of its
+/// store (the daemon makes the store; it may run as a user that can write a data dir it
+/// does not own); and the socket's owner when nobody else could have put a socket there
+/// (its folder is root's or that user's, writable by no one else: the service's
+/// `RuntimeDirectory`). A listener of another user in a folder others may write is none
+/// of these.
 fn daemon_users(cfg: &Config) -> Vec<u32> {
     use std::os::unix::fs::MetadataExt;
-    let owner = fs::metadata(&cfg.data_dir)
-        .map(|m| m.uid())
-        .unwrap_or_else(|_| nix::unistd::geteuid().as_raw());
-    vec![0, owner]
+    let mut users = vec![0];
+    for path in [cfg.data_dir.clone(), cfg.data_dir.join("store")] {
+        if let Ok(m) = fs::metadata(path) {
+            users.push(m.uid());
+        }
+    }
+    let socket = &cfg.control.socket;
+    let folder = socket.parent().map(fs::metadata);
+    if let (Ok(sock), Some(Ok(folder))) = (fs::symlink_metadata(socket), folder) {
+        let only_theirs = folder.uid() == 0 || folder.uid() == sock.uid();
+        if only_theirs && folder.mode() & 0o022 == 0 {
+            users.push(sock.uid());
+        }
+    }
+    users
 }
 
 /// What became of a request run with [`execute`].
@@ -524,6 +538,41 @@ mod tests {
         )
         .unwrap();
         Config::load(Some(&config)).unwrap()
+    }
+
+    /// Who a daemon may run as: root, the data dir's and its store's owner, and the socket's
+    /// owner when its folder is theirs (or root's) and nobody else may write it. A daemon
+    /// user that writes a data dir it does not own had been refused by every command, the
+    /// sign-in hook's included.
+    #[test]
+    fn a_daemon_is_known_by_its_store_or_by_a_socket_nobody_else_could_place() {
+        use std::os::unix::fs::{PermissionsExt, chown};
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "run as root: it changes owners"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config_in(dir.path());
+        let run = dir.path().join("run");
+        fs::create_dir(&run).unwrap();
+        cfg.control.socket = run.join("autoprov.sock");
+        fs::write(&cfg.control.socket, b"").unwrap();
+        chown(&cfg.control.socket, Some(1), Some(1)).unwrap();
+        let mode = |m: u32| fs::set_permissions(&run, fs::Permissions::from_mode(m)).unwrap();
+        // The folder root's, writable by root alone: the socket's owner is the daemon.
+        mode(0o755);
+        assert!(daemon_users(&cfg).contains(&1));
+        // Anyone may write the folder (/tmp): another user's socket may be there.
+        mode(0o1777);
+        assert!(!daemon_users(&cfg).contains(&1));
+        // The store made by the daemon, in a data dir it may write but does not own.
+        fs::create_dir_all(dir.path().join("data/store")).unwrap();
+        chown(dir.path().join("data/store"), Some(2), Some(2)).unwrap();
+        let users = daemon_users(&cfg);
+        assert!(users.contains(&2) && users.contains(&0), "{users:?}");
     }
 
     #[test]

@@ -150,8 +150,9 @@ fn send(
         Ok(cred) if daemon_users.contains(&cred.uid()) => {}
         Ok(cred) => {
             return Err(Reach::Unreachable(format!(
-                "{} is served by uid {}, which is neither root nor the data dir's owner (the \
-                 daemon's user): not talked to; nothing was sent",
+                "{} is served by uid {}, which is not root, the owner of the data dir or its \
+                 store, nor that of a socket in a folder only it may write: not talked to \
+                 (another user's listener?); nothing was sent",
                 socket.display(),
                 cred.uid()
             )));
