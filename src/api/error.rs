@@ -260,7 +260,7 @@ pub struct StoreInUse {
 /// A change was committed, then filing it failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "file {id} ({name}): its outcome was committed to the store, but filing it and its reports failed; it stays where it was, and the next command, scan of inbox/ or daemon start finishes the filing"
+    "file {id} ({name}): its outcome was committed to the store, but filing it and its reports failed; it stays where it was, and the next scan of inbox/, `process` or daemon start finishes the filing"
 )]
 pub struct AfterCommit {
     /// The ledger id.
@@ -279,6 +279,20 @@ pub enum Blocked {
     TokenNameInUse {
         /// The name asked for.
         name: String,
+    },
+    /// A held file whose roster left held/ (a store restored from a backup taken while it
+    /// was held): it cannot be approved, ever; a rejection closes it.
+    #[error(
+        "refused: file {id}'s roster is not in held/ ({path}): it cannot be approved, and \
+         nothing was changed. If the store was restored from a backup taken while the file \
+         was held, it was decided after that backup; `autoprov files reject {id}` closes it \
+         (nothing is filed or changed) so that the files waiting behind it are processed"
+    )]
+    RosterGone {
+        /// The held file's id.
+        id: u64,
+        /// Where its roster should be.
+        path: String,
     },
     /// Only held files can be decided.
     #[error(

@@ -136,13 +136,12 @@ impl<S: Store> Pipeline<S> {
         let id = entry.id;
         let held = self.paths.folder("held").join(&entry.stored_as);
         if approve {
-            return Err(Error::failed(format!(
-                "file {id}'s roster is not in held/ ({}): it cannot be approved. If the store \
-                 was restored from a backup taken while the file was held, it was decided \
-                 after that backup; `autoprov files reject {id}` closes it (nothing is filed \
-                 or changed) so that the files waiting behind it are processed",
-                held.display()
-            )));
+            // Refused (3), not failed (5): no retry will ever approve it.
+            return Err(Blocked::RosterGone {
+                id,
+                path: held.display().to_string(),
+            }
+            .into());
         }
         let mut report = Report {
             status: ReportStatus::Rejected,

@@ -332,6 +332,21 @@ fn a_filing_that_keeps_failing_is_told_and_does_not_stop_a_start() {
     heard.lock().unwrap().clear();
     assert!(p.finish_all_unfiled().is_err());
     assert_eq!(heard.lock().unwrap().len(), 1, "told of the scan's failure");
+    // `process` files it first too, and while that fails the files behind it wait (they
+    // had been applied past it).
+    fs::write(
+        p.paths.folder("inbox").join("next.csv"),
+        staff(&[("E9", "IT")]),
+    )
+    .unwrap();
+    let files = p.store.files().unwrap().len();
+    let asked = crate::api::Request::Process {
+        name: "next.csv".into(),
+    };
+    let answer = super::commands::execute(&p, asked, "root", crate::api::Output::Json);
+    assert_eq!(answer.exit, crate::api::exit::FAILED, "{}", answer.text);
+    assert_eq!(p.store.files().unwrap().len(), files, "nothing processed");
+    assert!(p.paths.folder("inbox").join("next.csv").exists());
     // A start meanwhile: recovery goes on past it.
     p.recover().unwrap();
     assert!(p.store.file(id).unwrap().unwrap().pending_move.is_some());

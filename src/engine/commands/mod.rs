@@ -279,6 +279,9 @@ fn process<S: Store>(
         }
         .into());
     }
+    // Files committed whose filing failed are filed first, as a scan does: while one keeps
+    // failing the files behind it wait (`process` had applied them past it).
+    p.finish_all_unfiled()?;
     let waiting_now = p.waiting()?;
     for waiting in waiting_now.iter().cloned() {
         if p.stopping() {
