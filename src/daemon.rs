@@ -60,33 +60,7 @@ async fn serve(cfg: Config) -> Result<()> {
     // opening (and locking) the store itself.
     let listener = control::server::bind(&cfg.control.socket)?;
     let socket_file = SocketFile::bound(cfg.control.socket.clone());
-    // Opening checks the whole store: blocking work, off the workers. The automatic backup
-    // comes after READY, as the engine's first job (see below).
-    let opened = {
-        let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || -> Result<_> {
-            let pipeline = crate::local::open(cfg)?;
-            // Sign-ins read the email index: checked now, so none waits for the check and a
-            // damaged index refuses the start like any damaged record.
-            pipeline
-                .store
-                .verify_index()
-                .map_err(|e| crate::local::damaged(&pipeline.paths, e))?;
-            Ok(Arc::new(pipeline))
-        })
-        .await
-        .map_err(|e| Error::failed(format!("opening the store: {e}")))
-        .and_then(|opened| opened)
-    };
-    let pipeline = match opened {
-        Ok(pipeline) => pipeline,
-        Err(e) => {
-            // The commands that came to the socket meanwhile hear that nothing was done:
-            // closed unanswered, a change had been "not known" (exit 5).
-            control::server::refuse_waiting(&listener, &format!("{e:#}")).await;
-            return Err(e);
-        }
-    };
+    let pipeline = open_store(&cfg, &listener).await?;
     let paths = pipeline.paths.clone();
     let cfg = Arc::new(cfg);
     let state = Arc::new(Mutex::new(EngineState {
@@ -161,6 +135,41 @@ async fn serve(cfg: Config) -> Result<()> {
     notifications.finish().await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Opens and checks the store; when it cannot be, the commands that came to `listener`
+/// meanwhile hear that nothing was done.
+async fn open_store(
+    cfg: &Config,
+    listener: &tokio::net::UnixListener,
+) -> Result<Arc<crate::engine::pipeline::Pipeline<crate::store::SledStore>>> {
+    // Opening checks the whole store: blocking work, off the workers. The automatic backup
+    // comes after READY, as the engine's first job (see `serve`).
+    let opened = {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let pipeline = crate::local::open(cfg)?;
+            // Sign-ins read the email index: checked now, so none waits for the check and a
+            // damaged index refuses the start like any damaged record.
+            pipeline
+                .store
+                .verify_index()
+                .map_err(|e| crate::local::damaged(&pipeline.paths, e))?;
+            Ok(Arc::new(pipeline))
+        })
+        .await
+        .map_err(|e| Error::failed(format!("opening the store: {e}")))
+        .and_then(|opened| opened)
+    };
+    match opened {
+        Ok(pipeline) => Ok(pipeline),
+        Err(e) => {
+            // The commands that came to the socket meanwhile hear that nothing was done:
+            // closed unanswered, a change had been "not known" (exit 5).
+            control::server::refuse_waiting(listener, &format!("{e:#}")).await;
+            Err(e)
+        }
+    }
 }
 
 /// The notifier and its tasks, which stop after the engine: the file it finishes at a

@@ -377,7 +377,12 @@ fn a_rule_name_with_a_line_break_is_refused() {
         strict: false,
         accept: None,
     };
-    for name in ["Line\nbreak", "Tab\there", "Bell\u{7}", "Line\u{2028}separator"] {
+    for name in [
+        "Line\nbreak",
+        "Tab\there",
+        "Bell\u{7}",
+        "Line\u{2028}separator",
+    ] {
         let refused = super::commands::execute(&p, add(name), "root", Output::Json);
         assert_eq!(refused.exit, exit::USAGE, "{name:?}: {}", refused.text);
         assert!(
