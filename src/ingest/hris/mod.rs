@@ -54,12 +54,20 @@ pub struct HrisState {
     /// last error; a night of refused credentials followed by one good fetch had left no
     /// trace). Whether fetching fails now is [`HrisState::failing`].
     pub last_error: Option<(SystemTime, String)>,
-    /// Whether the latest fetch failed.
-    pub failing: bool,
     /// When the next scheduled fetch happens.
     pub next_fetch: Option<SystemTime>,
     /// Fetches that failed since the daemon started (`/metrics`).
     pub failures: u64,
+}
+
+impl HrisState {
+    /// Whether the latest fetch failed: its error is newer than the last success.
+    pub fn failing(&self) -> bool {
+        match (&self.last_error, self.last_success) {
+            (Some((failed, _)), Some(succeeded)) => *failed > succeeded,
+            (failed, _) => failed.is_some(),
+        }
+    }
 }
 
 /// An `autoprov fetch`: who asked (the file is audited as theirs), and where the outcome goes.
@@ -83,7 +91,7 @@ impl SourceLink for HrisLink {
             "last_file": s.last_file,
             "last_error": s.last_error.as_ref().map(|(_, e)| e),
             "last_error_at": time(s.last_error.as_ref().map(|(t, _)| *t)),
-            "failing": s.failing,
+            "failing": s.failing(),
             "next_fetch": time(s.next_fetch),
         });
         let mut text = format!(
@@ -93,7 +101,7 @@ impl SourceLink for HrisLink {
             time(s.next_fetch).unwrap_or_else(|| "now".into()),
         );
         match &s.last_error {
-            Some((at, e)) if s.failing => text.push_str(&format!(
+            Some((at, e)) if s.failing() => text.push_str(&format!(
                 "HRIS ERROR at {}: {e}\n",
                 crate::util::rfc3339(*at)
             )),
@@ -108,7 +116,7 @@ impl SourceLink for HrisLink {
 
     fn fetch_error(&self) -> Option<String> {
         let state = self.state.lock().expect("hris state");
-        let failing = state.last_error.as_ref().filter(|_| state.failing);
+        let failing = state.last_error.as_ref().filter(|_| state.failing());
         failing.map(|(_, e)| e.clone())
     }
 
@@ -251,12 +259,10 @@ fn record_outcome(
             tracing::info!(provider, file = %name, "fetched the roster into inbox/");
             state.last_success = Some(now);
             state.last_file = Some(name.clone());
-            state.failing = false;
         }
         Err(message) => {
             tracing::error!(provider, "{message}; nothing was written to inbox/");
             state.last_error = Some((now, message.clone()));
-            state.failing = true;
             state.failures += 1;
             drop(state);
             on_fetch_failed(message);
@@ -486,7 +492,7 @@ mod tests {
         record_outcome("workday", &state, &hook, &Ok("hris-workday-x.csv".into()));
         assert_eq!(heard.lock().unwrap().len(), 1, "a success is not a failure");
         let s = state.lock().unwrap().clone();
-        assert!(!s.failing && s.last_success.is_some());
+        assert!(!s.failing() && s.last_success.is_some());
         assert!(
             s.last_error
                 .is_some_and(|(_, e)| e.contains("credentials refused")),
