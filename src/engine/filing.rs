@@ -482,14 +482,17 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Renames the fetched file `tmp` into inbox/ under a free name derived from `name`,
-    /// known as `asker`'s before any scan can see it (see [`SourceJob::Asked`]).
+    /// known as `asker`'s, if one asked, before any scan can see it (see
+    /// [`SourceJob::Fetched`]).
     ///
-    /// [`SourceJob::Asked`]: super::jobs::SourceJob::Asked
-    pub fn file_asked(&self, tmp: &Path, name: &str, asker: &str) -> Result<String> {
+    /// [`SourceJob::Fetched`]: super::jobs::SourceJob::Fetched
+    pub fn file_fetched(&self, tmp: &Path, name: &str, asker: Option<&str>) -> Result<String> {
         let inbox = self.paths.folder("inbox");
         let filed = crate::util::rename_into_free_name(tmp, &inbox, name)
             .with_context(|| format!("filing the fetched roster into {}", inbox.display()))?;
-        self.asked_by(&filed, asker);
+        if let Some(asker) = asker {
+            self.asked_by(&filed, asker);
+        }
         // Filed whatever the folder's sync says: it is in inbox/ and processed (a failure
         // here had been answered "nothing was written to inbox/").
         if let Err(e) = fsync_dir(&inbox) {

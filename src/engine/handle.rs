@@ -135,7 +135,8 @@ pub struct EngineHandle {
     wholes: Arc<tokio::sync::Semaphore>,
     /// The web section's own places for the same kinds of read: a socket user who never
     /// reads a listing had kept the main page and `/api/v1/admins` answering "busy".
-    web_places: [Arc<tokio::sync::Semaphore>; 2],
+    web_listings: Arc<tokio::sync::Semaphore>,
+    web_wholes: Arc<tokio::sync::Semaphore>,
 }
 
 impl EngineHandle {
@@ -153,7 +154,8 @@ impl EngineHandle {
             reads,
             listings: Arc::new(tokio::sync::Semaphore::new(1)),
             wholes: Arc::new(tokio::sync::Semaphore::new(1)),
-            web_places: [(); 2].map(|()| Arc::new(tokio::sync::Semaphore::new(1))),
+            web_listings: Arc::new(tokio::sync::Semaphore::new(1)),
+            web_wholes: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         (handle, rx)
     }
@@ -168,15 +170,15 @@ impl EngineHandle {
         let _ = self.tx.send(Job::Backup);
     }
 
-    /// Renames the fetched file `tmp` into inbox/ as the file `asker` asked for; the name
-    /// it got ([`SourceJob::Asked`]).
-    pub async fn file_asked(
+    /// Renames the fetched file `tmp` into inbox/, as the file `asker` asked for if one
+    /// did; the name it got ([`SourceJob::Fetched`]).
+    pub async fn file_fetched(
         &self,
         tmp: std::path::PathBuf,
         name: String,
-        asker: String,
+        asker: Option<String>,
     ) -> crate::api::Result<String> {
-        self.source_job(|reply| SourceJob::Asked {
+        self.source_job(|reply| SourceJob::Fetched {
             tmp,
             name,
             asker,
@@ -274,11 +276,13 @@ impl EngineHandle {
         // answer built whole (a file's report, `rules check`; one at a time, in a place of
         // their own, so a listing read slowly never holds them back). The web section's in
         // places of its own.
-        let place = match (request, web) {
-            (Request::AdminsList { .. }, false) => Some(&self.listings),
-            (Request::AdminsList { .. }, true) => Some(&self.web_places[0]),
-            (Request::FilesShow { .. } | Request::RulesCheck, false) => Some(&self.wholes),
-            (Request::FilesShow { .. } | Request::RulesCheck, true) => Some(&self.web_places[1]),
+        let (listings, wholes) = match web {
+            true => (&self.web_listings, &self.web_wholes),
+            false => (&self.listings, &self.wholes),
+        };
+        let place = match request {
+            Request::AdminsList { .. } => Some(listings),
+            Request::FilesShow { .. } | Request::RulesCheck => Some(wholes),
             _ => None,
         };
         let heavy = match place {

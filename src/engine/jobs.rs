@@ -28,12 +28,12 @@ pub enum SourceJob {
     /// Register the file's origin and rename it into inbox/.
     File(SourceFile, oneshot::Sender<crate::api::Result<()>>),
     /// Rename a fetched file (hidden, fsynced) into inbox/ under a free name derived from
-    /// `name`, as the file `asker` asked for (`autoprov fetch`): on the engine thread, so
-    /// that no scan sees it before it is known as theirs. Answers the name it got.
-    Asked {
+    /// `name`, as the file `asker` asked for (`autoprov fetch`) if one did: on the engine
+    /// thread, so that no scan sees it before it is known as theirs. Answers the name it got.
+    Fetched {
         tmp: PathBuf,
         name: String,
-        asker: String,
+        asker: Option<String>,
         reply: oneshot::Sender<crate::api::Result<String>>,
     },
     /// Decided files whose source still has to finish them (poll: the remote move).

@@ -140,13 +140,13 @@ fn source_job(p: &Pipeline<SledStore>, job: SourceJob) {
         SourceJob::File(file, reply) => {
             let _ = reply.send(p.file_in(&file.tmp, &file.name, &file.origin));
         }
-        SourceJob::Asked {
+        SourceJob::Fetched {
             tmp,
             name,
             asker,
             reply,
         } => {
-            let _ = reply.send(p.file_asked(&tmp, &name, &asker));
+            let _ = reply.send(p.file_fetched(&tmp, &name, asker.as_deref()));
         }
         SourceJob::Handoffs(reply) => {
             let _ = reply.send(p.remote_work());

@@ -374,26 +374,12 @@ impl HrisSource {
             .map_err(|e| format!("fetching the roster from {provider}: {e}"))?;
         }
         crate::util::crash_point("hris_before_rename");
-        let filed = match asker {
-            // Renamed by the engine, which knows it as the asker's before any scan sees it.
-            Some(asker) => (self.engine)
-                .file_asked(tmp.clone(), name, asker.to_string())
-                .await
-                .map_err(|e| format!("{e:#}"))?,
-            None => {
-                let inbox = self.inbox.clone();
-                tokio::task::spawn_blocking(move || {
-                    crate::util::rename_into_free_name(&tmp, &inbox, &name).inspect(|_| {
-                        if let Err(e) = crate::util::fsync_dir(&inbox) {
-                            tracing::warn!("fsync of {}: {e}", inbox.display());
-                        }
-                    })
-                })
-                .await
-                .map_err(|e| format!("filing the fetched roster: {e}"))?
-                .map_err(|e| format!("filing the fetched roster into inbox/: {e}"))?
-            }
-        };
+        // Renamed by the engine, which knows an asked-for file as the asker's before any
+        // scan sees it.
+        let filed = (self.engine)
+            .file_fetched(tmp.clone(), name, asker.map(str::to_string))
+            .await
+            .map_err(|e| format!("{e:#}"))?;
         partial.0 = None;
         self.engine.scan();
         Ok(filed)
