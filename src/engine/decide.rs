@@ -64,7 +64,7 @@ impl<S: Store> Pipeline<S> {
             return self.close_missing(entry, approve, user, &now);
         }
         let mut eval = if approve {
-            match self.replan_held(&entry, &held_path, &now)? {
+            match self.replan_held(&entry, &held_path, &now, user)? {
                 Ok(eval) => eval,
                 Err((report, what)) => {
                     return Err(self.replace_held_plan(entry, report, user, &now, what)?);
@@ -211,6 +211,7 @@ impl<S: Store> Pipeline<S> {
         entry: &FileEntry,
         held_path: &std::path::Path,
         now: &str,
+        user: &str,
     ) -> Result<Result<Evaluation, (Report, String)>> {
         let bytes = FileBytes::read(held_path)
             .with_context(|| format!("reading {}", held_path.display()))?;
@@ -218,6 +219,7 @@ impl<S: Store> Pipeline<S> {
         let eval = self.evaluate(
             bytes,
             &entry.name,
+            &super::pipeline::history_source(&entry.stored_as, user, "approved"),
             &entry.received_at,
             now,
             None,

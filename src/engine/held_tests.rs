@@ -5,8 +5,8 @@
 
 use super::filing::Content;
 use super::tests::{
-    FEW_GRANTS, add_rule, filed, folder, held_report, held_three, pipeline, pipeline_with, staff,
-    submit,
+    FEW_GRANTS, add_rule, disable_rule, filed, folder, held_report, held_three, pipeline,
+    pipeline_with, staff, submit,
 };
 use crate::api::error::{Blocked, Error};
 use crate::core::report::ReportStatus;
@@ -375,4 +375,36 @@ fn a_held_file_whose_report_cannot_be_read_is_shown_again_saying_why() {
     assert!(p.store.accounts().unwrap().is_empty(), "nothing applied");
     let applied = p.approve(id, "alice").unwrap();
     assert_eq!(applied.status, ReportStatus::Applied);
+}
+
+/// An account's history names the file that changed it as it is stored (unique, as in the
+/// ledger and processed/), and who asked: the approver of a held file, the user of a
+/// `sync`; a file the daemon took on its own names no one (SPEC §3, §7).
+#[test]
+fn an_accounts_history_names_the_stored_file_and_who_decided() {
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    let rule = add_rule(&p, "IT", "department = IT");
+    let held = submit(
+        &p,
+        "a.csv",
+        &staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]),
+    )
+    .unwrap();
+    assert_eq!(held.status, ReportStatus::Held);
+    let approved = p.approve(1, "alice").unwrap();
+    let stored = approved.stored_as.clone().unwrap();
+    assert!(stored.ends_with("_a.csv") && stored != "a.csv", "{stored}");
+    let sources = |id: &str| -> Vec<String> {
+        let account = p.store.account(id).unwrap().unwrap();
+        account.history.iter().map(|h| h.source.clone()).collect()
+    };
+    assert_eq!(sources("E1"), [format!("{stored} approved by alice")]);
+    let left = submit(&p, "b.csv", &staff(&[("E1", "IT"), ("E2", "IT")])).unwrap();
+    assert_eq!(left.status, ReportStatus::Applied);
+    let b = left.stored_as.unwrap();
+    assert_eq!(sources("E3")[1], b, "a delivered file names no one");
+    disable_rule(&p, rule);
+    let synced = p.sync("bob", true).unwrap();
+    assert_eq!(synced.counts.deactivated, 2, "{synced:?}");
+    assert_eq!(sources("E1")[1], "sync by bob");
 }

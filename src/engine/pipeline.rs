@@ -91,6 +91,17 @@ const ROOM_TO_SPARE: u64 = 256 << 20;
 /// The user the audit names for a file no person processed (a source delivered it).
 pub const AUTOPROV: &str = "autoprov";
 
+/// What an account's history names as the cause of a change made by `what` (a file's
+/// stored name, unique as in the ledger and its folder, or `sync`): with who asked for it
+/// (`by`, unless the daemon did it on its own), and how (`how`, e.g. `approved`).
+pub fn history_source(what: &str, by: &str, how: &str) -> String {
+    match (by, how) {
+        (AUTOPROV, "") => what.to_string(),
+        (_, "") => format!("{what} by {by}"),
+        _ => format!("{what} {how} by {by}"),
+    }
+}
+
 /// The pipeline over one store and one drop.
 pub struct Pipeline<S: Store> {
     /// Settings.
@@ -389,10 +400,12 @@ impl<S: Store> Pipeline<S> {
             tracing::info_span!("file", file = name, sha256 = tracing::field::Empty).entered();
         let now = now_rfc3339();
         let dry_run = crate::layout::is_dry_run(name);
+        let stored_as = self.unique_name(&compact_timestamp(&now), name)?;
         let mut eval = match bytes {
             Some(bytes) => self.evaluate(
                 bytes,
                 name,
+                &history_source(&stored_as, by, ""),
                 &received_at,
                 &now,
                 Some(self.cfg.limits()),
@@ -414,7 +427,6 @@ impl<S: Store> Pipeline<S> {
             eval.report.repeats = Some(earlier.stored_as);
         }
         let status = FileStatus::from(eval.report.status);
-        let stored_as = self.unique_name(&compact_timestamp(&now), name)?;
         eval.report.stored_as = Some(stored_as.clone());
         let remote = self.store.remote_registration(name)?;
         let entry = FileEntry {
@@ -587,6 +599,7 @@ impl<S: Store> Pipeline<S> {
         let mut eval = self.evaluate(
             bytes,
             crate::core::report::SYNC,
+            &history_source(crate::core::report::SYNC, user, ""),
             &entry.received_at,
             &now,
             limits,
@@ -635,6 +648,7 @@ impl<S: Store> Pipeline<S> {
         &self,
         bytes: FileBytes,
         name: &str,
+        source: &str,
         received_at: &str,
         now: &str,
         limits: Option<Limits>,
@@ -658,7 +672,7 @@ impl<S: Store> Pipeline<S> {
             all_rules,
             enabled: &enabled,
             now,
-            name,
+            source,
             limits,
             dry_run,
         };
@@ -756,7 +770,7 @@ impl<S: Store> Pipeline<S> {
             all_rules,
             enabled,
             now,
-            name,
+            source,
             limits,
             dry_run,
         } = planning;
@@ -780,7 +794,7 @@ impl<S: Store> Pipeline<S> {
             matching: &matching,
             rules: &rules_by_id,
             now,
-            source: name,
+            source,
         };
         // The accounts are read one group at a time, in place (see `reconcile::groups`), in
         // one pass over the store.
@@ -831,7 +845,7 @@ impl<S: Store> Pipeline<S> {
         Ok(Some(Evaluation {
             report,
             updates: plan.updates,
-            stamp: (now.to_string(), name.to_string()),
+            stamp: (now.to_string(), source.to_string()),
             next,
             from_token: None,
             token: None,

@@ -35,7 +35,8 @@ pub(super) struct Planning<'a> {
     pub all_rules: Vec<Rule>,
     pub enabled: &'a [Rule],
     pub now: &'a str,
-    pub name: &'a str,
+    /// What the accounts' history names as the cause ([`super::pipeline::history_source`]).
+    pub source: &'a str,
     pub limits: Option<Limits>,
     pub dry_run: bool,
 }

@@ -247,12 +247,20 @@ fn comparable(report: &Report) -> serde_json::Value {
     value
 }
 
-/// The accounts without their times.
+/// The accounts without their times (a history's source names the file as stored, its
+/// time first).
 fn accounts<S: Store>(p: &Pipeline<S>) -> Vec<String> {
+    let untimed = |source: &str| match source.split_once('_') {
+        Some((time, rest)) if time.len() == 16 && time.ends_with('Z') => rest.to_string(),
+        _ => source.to_string(),
+    };
     let mut all: Vec<String> = (p.store.accounts().unwrap().iter())
         .map(|a| {
             let history: Vec<String> = (a.history.iter())
-                .map(|h| format!("{} {:?} {} {}", h.source, h.status, h.role, h.reason))
+                .map(|h| {
+                    let source = untimed(&h.source);
+                    format!("{source} {:?} {} {}", h.status, h.role, h.reason)
+                })
                 .collect();
             format!(
                 "{} {} {} {:?} {:?} {:?} {history:?}",

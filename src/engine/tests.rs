@@ -90,7 +90,7 @@ pub(super) fn add_rule(p: &Pipeline<MemoryStore>, name: &str, when: &str) -> Rul
     rule.id
 }
 
-fn disable_rule(p: &Pipeline<MemoryStore>, id: RuleId) {
+pub(super) fn disable_rule(p: &Pipeline<MemoryStore>, id: RuleId) {
     let mut rule = p.store.rule(id).unwrap().unwrap();
     rule.enabled = false;
     p.store.put_rule(&rule, note("rules disable")).unwrap();
