@@ -68,6 +68,13 @@ impl fmt::Display for Finding {
     }
 }
 
+/// Whether `text` holds a control character (a line break, a tab, ...) or Unicode's line
+/// or paragraph separator: refused in names a person gives (a rule's, a manual admin's
+/// employee ID), which are shown one to a line (the CLI's lists, the audit log, the web).
+pub fn breaks_lines(text: &str) -> bool {
+    text.contains(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+}
+
 /// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
 /// as it is: text from a file or a person, on one line of a text report.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {

@@ -60,6 +60,14 @@ fn admins_add<S: Store>(
     if employee_id.is_empty() {
         return Ok(Response::fail(exit::USAGE, "--employee-id is empty"));
     }
+    // Shown one to a line (`admins list`, the audit log): a line break in it could make a
+    // line of its own there, such as a forged audit entry.
+    if crate::core::model::breaks_lines(&employee_id) {
+        return Ok(Response::fail(
+            exit::USAGE,
+            "--employee-id may not hold a line break, tab or other control character",
+        ));
+    }
     // `/admins/{employee_id}` cannot name them: browsers (and curl) resolve `.` and `..` in
     // a path, `%2e` too, so such a manual admin could not be changed or removed on its page.
     if matches!(employee_id.as_str(), "." | "..") {

@@ -169,11 +169,17 @@ pub(super) fn run<S: Store>(
             };
             let entries = p.store.audit(since.as_deref())?;
             let mut text = String::new();
+            // One entry a line: what a person or a file gave (an ID, a name, a file's name
+            // from an upload) is escaped, as a text report escapes it.
+            let escape = crate::core::model::escape_controls;
             for e in &entries {
                 let _ = writeln!(
                     text,
                     "{}  {:<10} {:<16} {}",
-                    e.note.at, e.note.user, e.note.action, e.note.detail
+                    escape(&e.note.at),
+                    escape(&e.note.user),
+                    escape(&e.note.action),
+                    escape(&e.note.detail)
                 );
             }
             Response::ok(serde_json::to_value(&entries)?, text)

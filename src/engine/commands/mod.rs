@@ -562,6 +562,43 @@ mod tests {
         assert_eq!(env.output, Output::Both);
     }
 
+    /// A manual admin's employee ID with a line break is refused (it had printed a line of
+    /// its own in the audit log: a forged entry), and the audit log's text escapes what an
+    /// entry holds, as a text report does.
+    #[test]
+    fn the_audit_log_keeps_each_entry_on_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let forged = "W1\n2026-12-07T03:10:00Z  it-lead  admins remove  removed W1";
+        for id in [forged, "W1\u{2028}x", "W1\tx"] {
+            let r = execute(
+                &p,
+                Request::AdminsAdd {
+                    employee_id: id.into(),
+                    email: "w1@acme.example".into(),
+                    role: "IT Admin".into(),
+                },
+                "root",
+                Output::Text,
+            );
+            assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+            assert!(r.text.contains("control character"), "{}", r.text);
+        }
+        assert!(p.store.accounts().unwrap().is_empty());
+        p.store
+            .append_audit(crate::store::AuditNote {
+                at: "2026-12-07T03:00:00Z".into(),
+                user: "root".into(),
+                action: "admins add".into(),
+                detail: forged.into(),
+            })
+            .unwrap();
+        let r = execute(&p, Request::Audit { since: None }, "root", Output::Text);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        assert_eq!(r.text.lines().count(), 1, "{}", r.text);
+        assert!(r.text.contains("W1\\n2026"), "{}", r.text);
+    }
+
     #[test]
     fn a_person_changes_only_with_a_right_checked_by_the_engine() {
         let dir = tempfile::tempdir().unwrap();

@@ -671,7 +671,7 @@ fn edit_rule<S: Store>(
         }
         // A line break in a name could not be kept by the web's one-line field (a save
         // from the page renamed the rule), and would break the lines of `rules list`.
-        if name.contains(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+        if crate::core::model::breaks_lines(&name) {
             return Err(Response::fail(
                 exit::USAGE,
                 "a rule's --name may not hold a line break, tab or other control character",
