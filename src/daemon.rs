@@ -114,7 +114,11 @@ async fn serve(cfg: Config) -> Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(mode = ?cfg.source.mode, data_dir = %cfg.data_dir.display(), socket = %cfg.control.socket.display(), "autoprov ready");
 
-    signals.wait().await;
+    // A signal, or the engine's own stop once the store could not write a change to disk.
+    tokio::select! {
+        () = signals.wait() => {}
+        () = shutdown.cancelled() => {}
+    }
     tracing::info!("stopping: no new connections or files; finishing the current file");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     shutdown.cancel();
@@ -131,10 +135,17 @@ async fn serve(cfg: Config) -> Result<()> {
     // the grace's 5 s), and a daemon started meanwhile keeps its own socket (this one's
     // removal at the end had taken it away).
     drop(socket_file);
+    let unwritten = crate::store::Store::write_failed(&pipeline_for_stop.store);
     drop(pipeline_for_stop);
     notifications.finish().await;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    match unwritten {
+        // Not 0: systemd starts it again (`Restart=on-failure`), reading the store from disk.
+        Some(why) => Err(Error::failed(crate::engine::commands::unwritten(&why))),
+        None => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+    }
 }
 
 /// Opens and checks the store; when it cannot be, the commands that came to `listener`

@@ -1162,6 +1162,50 @@ fn changes_asked_before_a_stop_are_answered_as_what_happened_to_them() {
     eprintln!("process: exit {process_code:?}; rules add: exit {rule_code:?}");
 }
 
+/// A change the store could not write to disk stops the daemon with a failure (systemd
+/// starts it again, reading the store from disk) instead of answering from its memory: an
+/// admin removed in memory only had been denied until a restart allowed them again.
+#[test]
+fn a_store_that_cannot_write_stops_the_daemon_with_a_failure() {
+    let (env, _watch) = watch_env(Settings::default());
+    let mut daemon = Daemon::start(&env);
+    let add = |id: &str| {
+        let email = format!("{id}@acme.example");
+        let args = [
+            "admins",
+            "add",
+            "--employee-id",
+            id,
+            "--email",
+            &email,
+            "--role",
+            "IT Admin",
+        ];
+        env.run(&args)
+    };
+    assert_eq!(add("M1").0, 0);
+    // The watermark cannot be written: the flush after the next change fails.
+    let blocker = env.data_dir.join("store").join(".autoprov.watermark.tmp");
+    fs::create_dir(&blocker).unwrap();
+    let (code, out, err) = add("M2");
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("may be missing"),
+        "{out}{err}"
+    );
+    let status = daemon.wait_exit(Duration::from_secs(20), "after a failed write");
+    assert!(!status.success(), "{status:?}\n{}", daemon.log());
+    assert!(
+        daemon.log().contains("could not write a change to disk"),
+        "{}",
+        daemon.log()
+    );
+    fs::remove_dir(&blocker).unwrap();
+    // Read from disk again: M1's change is there.
+    let (code, out, err) = env.run(&["admins", "show", "M1"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 // ---- 6. SIGTERM during an upload -------------------------------------------------------
 
 /// SIGTERM while a throttled upload is in flight: exit 0, no visible or hidden file left in

@@ -192,8 +192,9 @@ impl From<StoreError> for Error {
         match e {
             // Not "nothing was changed": a `rules add` repeated on that word made the rule twice.
             StoreError::Unflushed(_) => Error::failed_leaving(format!(
-                "{e}; it may be lost if the machine stops before it is: check whether it is \
-                 there before making it again"
+                "{e}; it may be missing once the store is read from disk again (the daemon \
+                 stops to restart for that): check whether it is there, once autoprov runs \
+                 again, before making it again"
             )),
             // Not a failure of the work: the operator runs the autoprov that wrote it.
             StoreError::Newer(why) => Error::usage(why),

@@ -191,6 +191,33 @@ impl Request {
         )
     }
 
+    /// For a change, the command and what it names, for the log line it gets (an ID, a
+    /// rule's number; no email, no condition): `files approve 7`, `admins set E12`.
+    pub fn change_line(&self) -> Option<String> {
+        let named = |command: &str, what: &dyn std::fmt::Display| {
+            let what = crate::core::model::escape_controls(&what.to_string()).into_owned();
+            Some(format!("{command} {what}"))
+        };
+        match self {
+            Request::Process { name } => named("process", name),
+            Request::Sync { force: false } => Some("sync".into()),
+            Request::Sync { force: true } => Some("sync --force".into()),
+            Request::RulesAdd { .. } => Some("rules add".into()),
+            Request::RulesEdit { id, .. } => named("rules edit", id),
+            Request::RulesDelete { id } => named("rules delete", id),
+            Request::RulesEnable { id, enabled: true } => named("rules enable", id),
+            Request::RulesEnable { id, enabled: false } => named("rules disable", id),
+            Request::AdminsAdd { employee_id, .. } => named("admins add", employee_id),
+            Request::AdminsSet { id, .. } => named("admins set", id),
+            Request::AdminsRemove { id } => named("admins remove", id),
+            Request::FilesDecide { id, approve: true } => named("files approve", id),
+            Request::FilesDecide { id, approve: false } => named("files reject", id),
+            Request::Backup { .. } => Some("backup".into()),
+            Request::Fetch => Some("fetch".into()),
+            _ => None,
+        }
+    }
+
     /// Whether the request provisions (and so needs `[sso] enabled`).
     pub fn provisions(&self) -> bool {
         matches!(

@@ -250,6 +250,10 @@ impl<S: Store> Pipeline<S> {
                     let _ = fs::remove_dir_all(self.staged(entry.id));
                     Err(e)
                 }
+                // Recorded in memory, but the store could not write to disk: whether the
+                // commit is there is known once it is opened again from disk, which files it
+                // or removes its staged reports; not said to be committed.
+                Ok(_) if self.store.write_failed().is_some() => Err(e),
                 // Recorded, or unknown: the staged reports stay (the next start removes
                 // those of an entry the ledger does not have).
                 Ok(_) => Err(e.after_commit(entry.id, &entry.name)),

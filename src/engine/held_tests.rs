@@ -379,7 +379,8 @@ fn a_held_file_whose_report_cannot_be_read_is_shown_again_saying_why() {
 
 /// An account's history names the file that changed it as it is stored (unique, as in the
 /// ledger and processed/), and who asked: the approver of a held file, the user of a
-/// `sync`; a file the daemon took on its own names no one (SPEC §3, §7).
+/// `sync` (and that it was forced past the limits, in the audit too); a file the daemon
+/// took on its own names no one (SPEC §3, §7).
 #[test]
 fn an_accounts_history_names_the_stored_file_and_who_decided() {
     let (_dir, p) = pipeline_with(FEW_GRANTS);
@@ -406,5 +407,7 @@ fn an_accounts_history_names_the_stored_file_and_who_decided() {
     disable_rule(&p, rule);
     let synced = p.sync("bob", true).unwrap();
     assert_eq!(synced.counts.deactivated, 2, "{synced:?}");
-    assert_eq!(sources("E1")[1], "sync by bob");
+    assert_eq!(sources("E1")[1], "sync --force by bob");
+    let audit = p.store.audit(None).unwrap();
+    assert_eq!(audit.last().unwrap().note.action, "sync --force");
 }

@@ -453,7 +453,7 @@ impl<S: Store> Pipeline<S> {
         let committed = self.commit_file(&entry, &mut eval, now, by);
         self.keep_next(staged, committed.is_ok());
         committed?;
-        tracing::info!(status = status.as_str(), stored_as, summary = %entry.summary, "file processed");
+        tracing::info!(status = status.as_str(), stored_as, by, summary = %entry.summary, "file processed");
         self.finish_filing_committed(&entry, read.as_ref())?;
         Ok((entry.id, eval.report))
     }
@@ -596,10 +596,12 @@ impl<S: Store> Pipeline<S> {
         })?;
         let now = now_rfc3339();
         let limits = (!force).then(|| self.cfg.limits());
+        // Past the safety limits, as an approval is: the audit and the histories say so.
+        let command = if force { "sync --force" } else { "sync" };
         let mut eval = self.evaluate(
             bytes,
             crate::core::report::SYNC,
-            &history_source(crate::core::report::SYNC, user, ""),
+            &history_source(command, user, ""),
             &entry.received_at,
             &now,
             limits,
@@ -627,7 +629,7 @@ impl<S: Store> Pipeline<S> {
                 audit: Some(AuditNote {
                     at: now,
                     user: user.to_string(),
-                    action: "sync".into(),
+                    action: command.into(),
                     detail,
                 }),
                 clear_remote: None,

@@ -247,21 +247,15 @@ fn comparable(report: &Report) -> serde_json::Value {
     value
 }
 
-/// The accounts without their times (a history's source names the file as stored, its
-/// time first).
+/// The accounts without their times (nor a file's own, first in its stored name).
 fn accounts<S: Store>(p: &Pipeline<S>) -> Vec<String> {
-    let untimed = |source: &str| match source.split_once('_') {
-        Some((time, rest)) if time.len() == 16 && time.ends_with('Z') => rest.to_string(),
-        _ => source.to_string(),
+    let entry = |h: &crate::core::accounts::HistoryEntry| {
+        let (_, source) = h.source.split_once("Z_").unwrap_or(("", &h.source));
+        format!("{source} {:?} {} {}", h.status, h.role, h.reason)
     };
     let mut all: Vec<String> = (p.store.accounts().unwrap().iter())
         .map(|a| {
-            let history: Vec<String> = (a.history.iter())
-                .map(|h| {
-                    let source = untimed(&h.source);
-                    format!("{source} {:?} {} {}", h.status, h.role, h.reason)
-                })
-                .collect();
+            let history: Vec<String> = a.history.iter().map(entry).collect();
             format!(
                 "{} {} {} {:?} {:?} {:?} {history:?}",
                 a.employee_id, a.email, a.role, a.status, a.origin, a.rule_id

@@ -45,9 +45,28 @@ fn run(
             tracing::error!("{message}");
             state.lock().expect("state lock").last_error = Some(message);
         }
+        stop_if_unwritten(&pipeline, &state, &shutdown);
     }
     if let Err(e) = crate::store::Store::flush(&pipeline.store) {
         tracing::error!("flushing the store at shutdown: {e}");
+    }
+}
+
+/// Stops the daemon once the store could not write a change to disk: it is opened again
+/// from disk by the next start (systemd's `Restart=on-failure`), not answered from memory.
+fn stop_if_unwritten(
+    pipeline: &Pipeline<SledStore>,
+    state: &Mutex<EngineState>,
+    shutdown: &CancellationToken,
+) {
+    if shutdown.is_cancelled() {
+        return;
+    }
+    if let Some(why) = crate::store::Store::write_failed(&pipeline.store) {
+        let message = super::commands::unwritten(&why);
+        tracing::error!("stopping: {message}");
+        state.lock().expect("state lock").last_error = Some(message);
+        shutdown.cancel();
     }
 }
 

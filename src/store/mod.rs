@@ -294,6 +294,12 @@ pub trait Store: Send + Sync {
     fn append_audit(&self, note: AuditNote) -> StoreResult<()>;
     /// Flushes everything to disk.
     fn flush(&self) -> StoreResult<()>;
+    /// Why a flush failed, once one did. The store then holds in memory what the disk may
+    /// not (sled also keeps its error and fails every later write): nothing should be
+    /// answered from it until it is opened again, from disk.
+    fn write_failed(&self) -> Option<String> {
+        None
+    }
     /// Makes what the store holds now durable, whatever this process flushed: before a file
     /// committed earlier is filed as applied. sled reads back after a restart what a killed
     /// process left in the page cache, which a power loss would still take away; and after

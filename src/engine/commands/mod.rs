@@ -125,6 +125,14 @@ impl Body {
 }
 
 impl Streamed {
+    /// The exit code of the answer.
+    pub fn exit(&self) -> u8 {
+        match self {
+            Streamed::Whole(response) => response.exit,
+            Streamed::Body(body) => body.exit(),
+        }
+    }
+
     /// The answer whole.
     pub fn into_response(self, output: Output) -> Response {
         match self {
@@ -151,6 +159,30 @@ pub fn execute_streamed<S: Store>(
     seen: Option<&Seen>,
     output: Output,
 ) -> Streamed {
+    // Each change asked for, done or refused, gets a log line with who asked (a security
+    // team reads the journal, not only `autoprov audit`).
+    let change = req.change_line();
+    let answer = answer(p, req, caller, seen, output);
+    if let Some(change) = change {
+        tracing::info!(
+            user = caller.name(),
+            exit = answer.exit(),
+            "change asked: {change}"
+        );
+    }
+    answer
+}
+
+fn answer<S: Store>(
+    p: &Pipeline<S>,
+    req: Request,
+    caller: &Caller,
+    seen: Option<&Seen>,
+    output: Output,
+) -> Streamed {
+    if let Some(why) = p.store.write_failed() {
+        return Streamed::Whole(Response::fail(exit::FAILED, unwritten(&why)));
+    }
     if let Some(refusal) = precheck(p, &req, caller) {
         return Streamed::Whole(refusal);
     }
@@ -162,6 +194,18 @@ pub fn execute_streamed<S: Store>(
     // A rule edited from its page, as the page drew it (see `rules::edit_rule`).
     let drawn = matches!(seen, Some(Seen::Rule(..)));
     run(p, req, caller.name(), output, drawn).unwrap_or_else(|e| Streamed::Whole(e.response()))
+}
+
+/// The answer to every request once the store could not write a change to disk: its memory
+/// may hold what the disk does not (an admin removed there had still signed in), so nothing
+/// is answered from it until it is opened again (the daemon stops for that).
+pub fn unwritten(why: &str) -> String {
+    format!(
+        "failed: the store could not write a change to disk ({why}); nothing is answered from \
+         it until autoprov opens it again from disk (the daemon stops to restart: with \
+         systemd it is restarted), where the last change may be missing: check once it runs \
+         again; nothing was done"
+    )
 }
 
 fn run<S: Store>(
@@ -560,6 +604,38 @@ mod tests {
         let env: crate::control::Envelope =
             serde_json::from_str(r#"{"request":{"command":"status"},"upload":null}"#).unwrap();
         assert_eq!(env.output, Output::Both);
+    }
+
+    /// Once the store could not write a change to disk, nothing is answered from its memory
+    /// (an admin removed there but not on disk had still been denied, then allowed again
+    /// after a restart): every request fails, reads and sign-ins too, also once the disk
+    /// has room again; only opening the store again from disk ends it.
+    #[test]
+    fn nothing_is_answered_from_a_store_that_could_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let add = |id: &str| Request::AdminsAdd {
+            employee_id: id.into(),
+            email: format!("{id}@acme.example"),
+            role: "IT Admin".into(),
+        };
+        assert_eq!(execute(&p, add("m1"), "root", Output::Text).exit, exit::OK);
+        // The watermark cannot be written: the flush after the next change fails.
+        let blocker = p.paths.store.join(".autoprov.watermark.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let r = execute(&p, add("m2"), "root", Output::Text);
+        assert_eq!(r.exit, exit::FAILED, "{}", r.text);
+        assert!(r.text.contains("may be missing"), "{}", r.text);
+        assert!(p.store.write_failed().is_some());
+        std::fs::remove_dir(&blocker).unwrap();
+        let check = Request::AuthCheck {
+            email: "m1@acme.example".into(),
+        };
+        for req in [check, Request::Status, add("m3")] {
+            let r = execute(&p, req, "root", Output::Text);
+            assert_eq!(r.exit, exit::FAILED, "{}", r.text);
+            assert!(r.text.contains("nothing is answered from it"), "{}", r.text);
+        }
     }
 
     /// A manual admin's employee ID with a line break is refused (it had printed a line of

@@ -50,6 +50,8 @@ pub struct SledStore {
     recorded: std::sync::Mutex<Option<watermark::Counters>>,
     /// Readers scanning every bucket, and the versions waiting for them ([`super::pins`]).
     pub(super) pins: super::pins::Pins,
+    /// Why a flush failed, once one did ([`Store::write_failed`]).
+    write_failure: std::sync::OnceLock<String>,
 }
 
 /// What the schema marker says must happen when the store is opened.
@@ -220,6 +222,7 @@ impl SledStore {
             heads: HeadsCheck::done(),
             id: super::pages::new_store_id(),
             recorded: std::sync::Mutex::new(None),
+            write_failure: std::sync::OnceLock::new(),
             pins: Default::default(),
         })
     }
@@ -550,6 +553,32 @@ impl SledStore {
         Ok(())
     }
 
+    /// [`Store::flush`] once the heads are checked.
+    fn flush_as_is(&self) -> StoreResult<()> {
+        // sled's own flush writes its log with `sync_file_range` on Linux, which leaves the
+        // file's size and the drive's cache unsynced: a power cut after it could lose a
+        // commit that a report already called applied, with the watermark ahead of it.
+        self.db.flush()?;
+        self.sync_files()?;
+        let counters = self.counters()?;
+        let mut recorded = self.recorded.lock().expect("watermark lock");
+        match *recorded != Some(counters) {
+            // Its rename syncs the store's folder (one sync fewer a commit).
+            true => watermark::record(&self.path, counters).map_err(sled::Error::Io)?,
+            false => crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?,
+        }
+        *recorded = Some(counters);
+        Ok(())
+    }
+
+    /// Remembers the first failed flush: sled keeps its error and fails every later write,
+    /// while its memory holds changes the disk may not.
+    fn failed_to_write(&self, e: &StoreError) {
+        if self.write_failure.set(e.to_string()).is_ok() {
+            tracing::error!("the store could not write to disk: {e}");
+        }
+    }
+
     pub(super) fn flushed_after_write(&self) -> StoreResult<()> {
         use crate::store::Store;
         self.flush()
@@ -782,20 +811,7 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.heads_checked()?;
-        // sled's own flush writes its log with `sync_file_range` on Linux, which leaves the
-        // file's size and the drive's cache unsynced: a power cut after it could lose a
-        // commit that a report already called applied, with the watermark ahead of it.
-        self.db.flush()?;
-        self.sync_files()?;
-        let counters = self.counters()?;
-        let mut recorded = self.recorded.lock().expect("watermark lock");
-        match *recorded != Some(counters) {
-            // Its rename syncs the store's folder (one sync fewer a commit).
-            true => watermark::record(&self.path, counters).map_err(sled::Error::Io)?,
-            false => crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?,
-        }
-        *recorded = Some(counters);
-        Ok(())
+        self.flush_as_is().inspect_err(|e| self.failed_to_write(e))
     }
 
     fn durable(&self) -> StoreResult<()> {
@@ -803,6 +819,10 @@ impl Store for SledStore {
         self.sync_files()?;
         crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?;
         Ok(())
+    }
+
+    fn write_failed(&self) -> Option<String> {
+        self.write_failure.get().cloned()
     }
 
     fn export(&self, out: &mut dyn std::io::Write, created_at: &str) -> std::io::Result<u64> {
