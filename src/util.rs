@@ -378,14 +378,27 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 /// `name-3`… ([`free_inbox_name`]), never replacing a file another writer put there
 /// meanwhile; returns the name used.
 pub fn rename_into_free_name(tmp: &Path, dir: &Path, name: &str) -> std::io::Result<String> {
-    loop {
-        let candidate = free_inbox_name(name, |n| dir.join(n).exists());
+    // Each retry is a name another writer took meanwhile: a few at most.
+    for _ in 0..100 {
+        let candidate = free_inbox_name(name, |n| is_taken(&dir.join(n)));
         match rename_noreplace(tmp, &dir.join(&candidate)) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
+    Err(std::io::Error::other(format!(
+        "no free name for {name} in {}: each one tried was taken as it was tried",
+        dir.display()
+    )))
+}
+
+/// Whether a name is taken in its folder: by anything, a symlink too, whether or not it
+/// points anywhere (`Path::exists` follows a link, and a dangling one read as free had
+/// sent the rename after it round for ever); a name that cannot be looked at counts as
+/// taken.
+pub fn is_taken(path: &Path) -> bool {
+    !matches!(fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Takes group write and every permission of others off a file that was moved in with the
@@ -538,6 +551,17 @@ mod tests {
         assert_eq!((err.raw_os_error(), left()), (Some(28), 0));
         let err = write_atomic_with(&path, fill).unwrap_err();
         assert_eq!((err.raw_os_error(), left()), (Some(28), 0));
+    }
+
+    #[test]
+    fn a_dangling_symlink_takes_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/nonexistent/x", dir.path().join("r.csv")).unwrap();
+        let tmp = dir.path().join(".tmp");
+        fs::write(&tmp, b"x").unwrap();
+        let name = rename_into_free_name(&tmp, dir.path(), "r.csv").unwrap();
+        assert_eq!(name, "r-2.csv");
+        assert_eq!(fs::read(dir.path().join("r-2.csv")).unwrap(), b"x");
     }
 
     #[test]

@@ -152,7 +152,9 @@ impl<S: Store> Pipeline<S> {
                 let folder = self.paths.folder(f);
                 [String::new(), ".report.json".into(), ".report.txt".into()]
                     .iter()
-                    .any(|report| folder.join(format!("{candidate}{report}")).exists())
+                    .any(|report| {
+                        crate::util::is_taken(&folder.join(format!("{candidate}{report}")))
+                    })
             })
         }))
     }
