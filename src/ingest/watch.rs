@@ -114,7 +114,8 @@ struct Candidate {
 
 /// Watch mode: moves complete files from `dir` into inbox/. A file is complete when it was
 /// closed after writing (or renamed in) and then stayed unchanged for `settle.0`
-/// (`source.settle`); one found by a scan, for `settle.1` (`source.startup_settle`) if longer.
+/// (`source.settle`); one found by a scan or never seen closing, for `settle.1`
+/// (`source.startup_settle`) if longer.
 /// `watched` is `dir`'s watcher, started by the caller before the daemon is ready: without
 /// it a file could not be told closed, so a watcher that cannot start stops the start.
 pub async fn watch_dir(
@@ -350,11 +351,15 @@ fn move_settled(
             c.changed = now;
             continue;
         }
-        let quiet = match c.found {
+        // Found by a scan, or never seen closing since it was made (a link made under its
+        // name, as OpenSSH's sftp-server makes a rename: no write, no close; such a file
+        // had waited until a restart, then been applied after the newer ones): it may be
+        // open for writing still, so it waits as long as a file found at start-up.
+        let quiet = match c.found || !c.closed {
             true => settle.max(scanned),
             false => settle,
         };
-        if !c.closed || now.duration_since(c.changed) < quiet {
+        if now.duration_since(c.changed) < quiet {
             continue;
         }
         done.push(path.clone());
@@ -413,10 +418,26 @@ fn move_into(
             )
         })?;
     let mut removed = true;
-    let candidate = match crate::util::rename_into_free_name(path, inbox, &name) {
-        Ok(candidate) => candidate,
-        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-            // Another filesystem: copy through a hidden name.
+    // A file with another name too (a hard link its writer kept, as OpenSSH's `ln` makes)
+    // is copied, not renamed: the filed roster is then autoprov's own, which the writer
+    // cannot change once it is applied (a re-sync trusts the last roster while its size
+    // and time stay; a roster rewritten through the link had kept an admin the next file
+    // took away), and whose mode is restricted without touching the writer's other name.
+    let shared = src
+        .metadata()
+        .map_or(true, |m| std::os::unix::fs::MetadataExt::nlink(&m) > 1);
+    let renamed = match shared {
+        true => None,
+        false => match crate::util::rename_into_free_name(path, inbox, &name) {
+            Ok(candidate) => Some(candidate),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => None,
+            Err(e) => return Err(e).with_context(|| format!("moving {}", path.display())),
+        },
+    };
+    let candidate = match renamed {
+        Some(candidate) => candidate,
+        None => {
+            // Another filesystem, or another name: copy through a hidden name.
             let tmp = inbox.join(format!(
                 "{}{}.part",
                 crate::layout::WATCH_COPY,
@@ -444,7 +465,6 @@ fn move_into(
             }
             candidate
         }
-        Err(e) => return Err(e).with_context(|| format!("moving {}", path.display())),
     };
     // A renamed file keeps the mode its writer gave it (often world-readable).
     if let Err(e) = crate::util::restrict_mode(&inbox.join(&candidate)) {
@@ -550,6 +570,43 @@ mod tests {
         std::thread::sleep(Duration::from_millis(3100));
         assert!(step(), "the found file once quiet for longer");
         assert!(!found.exists());
+    }
+
+    /// A file made under its name by a link (OpenSSH's sftp-server renames so: the new name
+    /// is created, never written or closed) is taken once quiet as long as a file found by
+    /// a scan; it had waited for a restart. Linked to another name still (its writer kept
+    /// one), it is copied, not renamed: the filed roster is not the writer's file.
+    #[test]
+    fn a_file_linked_in_is_taken_once_quiet_and_copied_while_linked_elsewhere() {
+        use std::os::unix::fs::MetadataExt;
+        let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let part = src.path().join("r.csv.part");
+        fs::write(&part, "x").unwrap();
+        let keep = src.path().join(".keep");
+        fs::hard_link(&part, &keep).unwrap();
+        let linked = src.path().join("r.csv");
+        fs::hard_link(&part, &linked).unwrap();
+        fs::remove_file(&part).unwrap();
+        let mut files = HashMap::new();
+        let created = EventKind::Create(notify::event::CreateKind::File);
+        observe(&mut files, &linked, &created);
+        let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
+        let quiet = (Duration::ZERO, Duration::from_millis(1500));
+        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove);
+        assert!(!step(), "first look");
+        assert!(!step(), "not before the quiet period");
+        std::thread::sleep(Duration::from_millis(1600));
+        assert!(step(), "taken once quiet");
+        assert!(!linked.exists());
+        let filed = inbox.path().join("r.csv");
+        assert_eq!(fs::read(&filed).unwrap(), b"x");
+        let (filed, kept_name) = (fs::metadata(&filed).unwrap(), fs::metadata(&keep).unwrap());
+        assert_ne!(
+            filed.ino(),
+            kept_name.ino(),
+            "a copy, not the writer's file"
+        );
+        assert_eq!(kept_name.nlink(), 1);
     }
 
     /// A file whose attributes change after it was closed (chmod, touch) settles again
