@@ -93,9 +93,54 @@ pub fn is_well_formed_email(email: &str) -> bool {
 /// does): `Kim@…` written with it had matched kim@…'s account and been given its role, and
 /// `kim@…` had matched an account whose roster email was written so. Spaces beyond ASCII
 /// around it (U+3000) are no part of an address either.
+///
+/// Nor an address with a character that shows as nothing (a zero-width space, a soft
+/// hyphen, a direction mark: `kim\u{200b}@…` listed as kim@…, Super Admin beside the real
+/// one), nor one whose accents are not composed as Unicode's NFC composes them (`é` as `e`
+/// and a combining accent: a second spelling of the same address, which had got an account
+/// of its own beside the composed one's).
 pub fn is_plain_identity(email: &str) -> bool {
     let email = email.trim_matches(|c: char| c.is_ascii_whitespace());
-    is_well_formed_email(email) && (email.is_ascii() || email.chars().all(is_own_case))
+    is_well_formed_email(email)
+        && (email.is_ascii()
+            || (email.chars().all(|c| is_own_case(c) && !is_invisible(c))
+                && unicode_normalization::is_nfc(email)))
+}
+
+/// Whether `c` shows as nothing: Unicode's default ignorable code points (zero-width
+/// spaces and joiners, the soft hyphen, direction marks and overrides, the byte order
+/// mark, variation selectors, tags).
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{34f}'
+            | '\u{61c}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fff8}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
+}
+
+/// A status as it is compared with `roster.inactive_statuses`: [`fold_value`], of its NFC
+/// form, without the characters that show as nothing (`Terminated` with a zero-width
+/// space, or `Départ` with a combining accent, had counted as active: a leaver kept their
+/// admin rights).
+pub fn fold_status(status: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let shown: String = status.nfc().filter(|&c| !is_invisible(c)).collect();
+    fold_value(&shown)
 }
 
 /// Whether `c` is the letter its lower case stands for: lower-case or uncased; the upper

@@ -45,6 +45,53 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
     }
 }
 
+/// An address with a character that shows as nothing, or with its accents decomposed, is
+/// a second spelling of another: its account is given to nobody, with a warning, and
+/// neither spelling signs in as the other's account (each had had an account of its own,
+/// listed as the same address with another role), and `admins add` refuses it.
+#[test]
+fn an_address_spelled_with_invisible_or_decomposed_characters_is_nobodys() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let rows = [
+        "K1,kim@x.io,IT,active",
+        "K2,kim\u{200b}@x.io,IT,active",
+        "K3,jos\u{e9}@x.io,IT,active",
+        "K4,jose\u{301}@x.io,IT,active",
+        "K5,\u{202e}ana@x.io,IT,active",
+    ];
+    let r = submit(&p, "r.csv", &roster(&rows)).unwrap();
+    let warned: Vec<Option<u64>> = r.warnings.iter().map(|w| w.line).collect();
+    assert_eq!(warned, [Some(3), Some(5), Some(6)], "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .all(|w| w.message.contains("not one address"))
+    );
+    let check = |email: &str| {
+        let request = Request::AuthCheck {
+            email: email.into(),
+        };
+        super::commands::execute(&p, request, "root", Output::Json)
+    };
+    assert_eq!(check("kim@x.io").json["employee_id"], "K1");
+    assert_eq!(check("jos\u{e9}@x.io").json["employee_id"], "K3");
+    for email in ["kim\u{200b}@x.io", "jose\u{301}@x.io", "\u{202e}ana@x.io"] {
+        let denied = check(email);
+        assert_eq!(denied.exit, exit::NO, "{email:?}: {}", denied.text);
+    }
+    let add = |email: &str| Request::AdminsAdd {
+        employee_id: "M9".into(),
+        email: email.into(),
+        role: "IT Admin".into(),
+    };
+    for email in ["zoe\u{308}@x.io", "carol\u{200b}@x.io"] {
+        let refused = super::commands::execute(&p, add(email), "root", Output::Json);
+        assert_eq!(refused.exit, exit::USAGE, "{email:?}: {}", refused.text);
+    }
+}
+
 /// A manual admin nobody could sign in as (its email written with the Kelvin sign) is
 /// refused, not added unusable.
 #[test]

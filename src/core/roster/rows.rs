@@ -11,7 +11,7 @@ use super::Capped;
 use super::header::Header;
 use super::keys::{Key, KeyIndex, NO_KEY, email_key, hash_keys, id_key};
 use super::lines::delimiter_name;
-use crate::core::columns::{self, fold_value};
+use crate::core::columns::{self, fold_status, fold_value};
 use crate::core::model::{Employee, FastHash, Finding, Interner, Sym};
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, join_if};
 
@@ -61,7 +61,7 @@ impl Rows {
     /// No rows yet; `inactive_statuses` as configured (they are compared folded).
     pub(super) fn new(inactive_statuses: &[String], repeats: Repeats) -> Self {
         Self {
-            inactive: inactive_statuses.iter().map(|s| fold_value(s)).collect(),
+            inactive: inactive_statuses.iter().map(|s| fold_status(s)).collect(),
             employees: Vec::new(),
             values: Vec::new(),
             symbols: Interner::default(),
@@ -279,8 +279,7 @@ impl Rows {
             // Folded statuses hold no ASCII capitals, so this equals comparing fold_value.
             self.inactive.iter().any(|s| s.eq_ignore_ascii_case(status))
         } else {
-            let folded = fold_value(status);
-            self.inactive.contains(&folded)
+            self.inactive.contains(&fold_status(status))
         }
     }
 }
@@ -733,6 +732,26 @@ mod tests {
         let r = ok_with(text.as_bytes(), &opts);
         let inactive: Vec<bool> = r.employees.iter().map(|e| e.inactive).collect();
         assert_eq!(inactive, [true, true, true, true, false, false]);
+    }
+
+    /// A status that shows as an inactive one is one: with a character that shows as
+    /// nothing (a zero-width space, a byte order mark), or with its accents decomposed.
+    /// Each had counted as active, the leaver keeping their admin rights.
+    #[test]
+    fn a_status_that_shows_as_an_inactive_one_is_one() {
+        let opts = RosterOptions {
+            inactive_statuses: vec!["terminated".into(), "Résilié".into()],
+            ..RosterOptions::default()
+        };
+        let text = "employee_id,email,status\n\
+                    1,,Terminated\u{200b}\n\
+                    2,,\u{feff}Terminated\n\
+                    3,,Term\u{ad}inated\n\
+                    4,,Re\u{301}silie\u{301}\n\
+                    5,e@x.io,Terminate\n";
+        let r = ok_with(text.as_bytes(), &opts);
+        let inactive: Vec<bool> = r.employees.iter().map(|e| e.inactive).collect();
+        assert_eq!(inactive, [true, true, true, true, false]);
     }
 
     #[test]
