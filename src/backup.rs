@@ -253,50 +253,46 @@ fn aside_name(paths: &Paths) -> PathBuf {
     }))
 }
 
+/// What a restore did, for its answer.
+pub struct Restored {
+    /// How many records the backup held.
+    pub records: u64,
+    /// When the backup was written.
+    pub created_at: String,
+    /// Where the store it replaced was kept, if there was one.
+    pub replaced: Option<PathBuf>,
+    /// The numbers of the audit entries the replaced store made after the backup: kept in
+    /// the restored store's audit, marked as rolled back.
+    pub rolled_back: Vec<u64>,
+    /// Why the replaced store's audit could not be read, when it could not.
+    pub audit_unread: Option<String>,
+    /// Files in held/ that the restored ledger does not hold as held (held after the
+    /// backup): decided by nobody unless someone processes them again.
+    pub unknown_held: Vec<String>,
+}
+
 /// Replaces the store with a backup, as `user` asked (the restored store's audit says so).
-/// The old store is kept beside it, renamed.
-pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<PathBuf>)> {
-    // The file named on the command line is missing or no backup: a usage error (exit 2),
-    // unlike a failure to write the new store (exit 5).
-    let input = fs::File::open(file)
-        .map_err(|e| Error::usage(format!("opening backup {}: {e}", file.display())))?;
+/// The old store is kept beside it, renamed. `before`: the audit of the store replaced, read
+/// before it was locked (see [`SledStore::audit_at`]); what it recorded after the backup is
+/// kept in the restored store's audit, marked rolled back (a restore had erased who had
+/// been given and who had been denied admin rights since the backup).
+pub fn restore(
+    paths: &Paths,
+    file: &Path,
+    user: &str,
+    before: Option<crate::store::StoreResult<Vec<crate::store::AuditEntry>>>,
+) -> Result<Restored> {
     let staging = paths.store.with_extension("restoring");
-    // Left by a restore that stopped (a crash): it may be a store swapped out but not yet
-    // renamed aside, so it is kept under a name of its own, never removed.
-    if staging.exists() {
-        let kept = paths.store.with_extension(format!(
-            "restoring-left-{}",
-            compact_timestamp(&now_rfc3339())
-        ));
-        fs::rename(&staging, &kept)
-            .with_context(|| format!("moving {} aside", staging.display()))?;
-    }
-    let n = match SledStore::import(&staging, std::io::BufReader::new(input)) {
-        Ok(n) => n,
-        Err(StoreError::Corrupt(e)) => {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(Error::usage(format!(
-                "reading backup {}: {e}",
-                file.display()
-            )));
-        }
-        Err(e) => {
-            return Err(Error::from(e).context(format!("restoring {}", file.display())));
-        }
+    let (n, created_at) = import_into(&staging, paths, file)?;
+    let mut restored = Restored {
+        records: n,
+        created_at,
+        replaced: None,
+        rolled_back: Vec::new(),
+        audit_unread: None,
+        unknown_held: Vec::new(),
     };
-    let note = crate::store::AuditNote {
-        at: now_rfc3339(),
-        user: user.to_string(),
-        action: "restore".into(),
-        detail: format!("restored {n} records from {}", file.display()),
-    };
-    let replaced = replaced_counters(paths);
-    let checked = SledStore::open(&staging).and_then(|s| {
-        s.verify_index()
-            .and_then(|()| s.raise_counters(replaced))
-            .and_then(|()| s.append_audit(note))
-    });
-    match checked {
+    match check_restored(&staging, paths, (file, user), before, &mut restored) {
         Ok(()) => {}
         Err(e @ StoreError::Corrupt(_)) => {
             let _ = fs::remove_dir_all(&staging);
@@ -327,7 +323,8 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
             }
         };
         fsync_dir(paths.store.parent().unwrap_or(Path::new(".")))?;
-        return Ok((n, Some(old)));
+        restored.replaced = Some(old);
+        return Ok(restored);
     }
     let replaced = if paths.store.exists() {
         fs::rename(&paths.store, &aside)?;
@@ -352,7 +349,144 @@ pub fn restore(paths: &Paths, file: &Path, user: &str) -> Result<(u64, Option<Pa
         });
     }
     fsync_dir(paths.store.parent().unwrap_or(Path::new(".")))?;
-    Ok((n, replaced))
+    restored.replaced = replaced;
+    Ok(restored)
+}
+
+/// Builds a new store at `staging` from the backup `file`: how many records it held, and
+/// when it was written.
+fn import_into(staging: &Path, paths: &Paths, file: &Path) -> Result<(u64, String)> {
+    // The file named on the command line is missing or no backup: a usage error (exit 2),
+    // unlike a failure to write the new store (exit 5).
+    let input = fs::File::open(file)
+        .map_err(|e| Error::usage(format!("opening backup {}: {e}", file.display())))?;
+    // Left by a restore that stopped (a crash): it may be a store swapped out but not yet
+    // renamed aside, so it is kept under a name of its own, never removed.
+    if staging.exists() {
+        let kept = paths.store.with_extension(format!(
+            "restoring-left-{}",
+            compact_timestamp(&now_rfc3339())
+        ));
+        fs::rename(staging, &kept)
+            .with_context(|| format!("moving {} aside", staging.display()))?;
+    }
+    match SledStore::import(staging, std::io::BufReader::new(input)) {
+        Ok(imported) => Ok(imported),
+        Err(StoreError::Corrupt(e)) => {
+            let _ = fs::remove_dir_all(staging);
+            Err(Error::usage(format!(
+                "reading backup {}: {e}",
+                file.display()
+            )))
+        }
+        Err(e) => Err(Error::from(e).context(format!("restoring {}", file.display()))),
+    }
+}
+
+/// Checks the store restored at `staging`, raises its counters to the replaced store's,
+/// keeps what the replaced store audited after the backup (`before`) and records the
+/// restore of `file` by `user` in its audit.
+fn check_restored(
+    staging: &Path,
+    paths: &Paths,
+    (file, user): (&Path, &str),
+    before: Option<crate::store::StoreResult<Vec<crate::store::AuditEntry>>>,
+    restored: &mut Restored,
+) -> crate::store::StoreResult<()> {
+    let now = now_rfc3339();
+    let shown = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+    let s = SledStore::open(staging)?;
+    s.verify_index()?;
+    s.raise_counters(replaced_counters(paths))?;
+    let undone = format!("rolled back by the restore of {} at {now}", shown.display());
+    (restored.rolled_back, restored.audit_unread) = keep_rolled_back(&s, before, &undone)?;
+    restored.unknown_held = unknown_held(&s, paths)?;
+    s.append_audit(crate::store::AuditNote {
+        at: now,
+        user: user.to_string(),
+        action: "restore".into(),
+        detail: restore_detail(restored, &shown),
+    })
+}
+
+/// Keeps in `restored`'s audit the entries of `before` (the replaced store's) made after
+/// the backup, each marked `undone`: their numbers, or why `before` could not be read.
+fn keep_rolled_back(
+    restored: &SledStore,
+    before: Option<crate::store::StoreResult<Vec<crate::store::AuditEntry>>>,
+    undone: &str,
+) -> crate::store::StoreResult<(Vec<u64>, Option<String>)> {
+    let before = match before {
+        None => return Ok((Vec::new(), None)),
+        Some(Err(e)) => return Ok((Vec::new(), Some(e.to_string()))),
+        Some(Ok(before)) => before,
+    };
+    let last = restored.audit(None)?.last().map_or(0, |e| e.seq);
+    let after: Vec<crate::store::AuditEntry> = (before.into_iter())
+        .filter(|e| e.seq > last)
+        .map(|mut e| {
+            e.note.detail = format!("{} [{undone}]", e.note.detail);
+            e
+        })
+        .collect();
+    restored.keep_audit_entries(&after)?;
+    Ok((after.iter().map(|e| e.seq).collect(), None))
+}
+
+/// The rosters in held/ that `restored`'s ledger does not hold as held.
+fn unknown_held(restored: &SledStore, paths: &Paths) -> crate::store::StoreResult<Vec<String>> {
+    let held: std::collections::HashSet<String> = (restored.files()?.into_iter())
+        .filter(|f| f.status == crate::store::FileStatus::Held)
+        .map(|f| f.stored_as)
+        .collect();
+    let Ok(listed) = fs::read_dir(paths.folder("held")) else {
+        return Ok(Vec::new());
+    };
+    let mut unknown: Vec<String> = (listed.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !n.starts_with('.') && !n.ends_with(".report.json") && !n.ends_with(".report.txt")
+        })
+        .filter(|n| !held.contains(n))
+        .collect();
+    unknown.sort();
+    Ok(unknown)
+}
+
+/// The restore's audit entry: what was restored, and what the store replaced had that the
+/// backup has not.
+fn restore_detail(r: &Restored, shown: &Path) -> String {
+    let mut detail = format!(
+        "restored {} records from {} (a backup of {})",
+        r.records,
+        shown.display(),
+        r.created_at
+    );
+    match (&r.audit_unread, r.rolled_back.first(), r.rolled_back.last()) {
+        (Some(why), ..) => {
+            detail += &format!(
+                "; the replaced store's audit could not be read ({why}): what it recorded after \
+             the backup is only in the store kept aside"
+            )
+        }
+        (None, Some(first), Some(last)) => {
+            detail += &format!(
+                "; the {} audit entries the replaced store made after it ({first}–{last}) are \
+             kept, marked rolled back",
+                r.rolled_back.len()
+            )
+        }
+        _ => {}
+    }
+    if !r.unknown_held.is_empty() {
+        detail += &format!(
+            "; held/ holds files held after the backup, which the restored ledger does not \
+             know and nobody can decide: {} (process each again, e.g. `autoprov process \
+             drop/held/NAME`, or remove it)",
+            r.unknown_held.join(", ")
+        );
+    }
+    detail
 }
 
 /// Swaps the folders `a` and `b` in one step (Linux `renameat2` with `RENAME_EXCHANGE`).
@@ -450,6 +584,53 @@ mod tests {
         assert!(fs::metadata(&new).unwrap().len() > 0);
         let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
+    }
+
+    /// A restore keeps what the replaced store audited after the backup, marked rolled back
+    /// under its own numbers before the restore's entry, and names the files held after the
+    /// backup, which the restored ledger does not know (each had been left in held/ with
+    /// nobody able to decide it, and no word said).
+    #[test]
+    fn a_restore_keeps_the_audit_after_the_backup_and_names_unknown_held_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let backup = dir.path().join("b.backup");
+        {
+            let store = SledStore::open(&paths.store).unwrap();
+            store.append_audit(note("before")).unwrap();
+            write(&store, &backup).unwrap();
+            store.append_audit(note("granted after")).unwrap();
+            store.append_audit(note("revoked after")).unwrap();
+        }
+        let held = paths.folder("held");
+        fs::create_dir_all(&held).unwrap();
+        for name in [
+            "20261207T000000Z_x.csv",
+            "20261207T000000Z_x.csv.report.json",
+        ] {
+            fs::write(held.join(name), b"x").unwrap();
+        }
+        let before = Some(SledStore::audit_at(&paths.store));
+        let r = restore(&paths, &backup, "root", before).unwrap();
+        assert_eq!(r.rolled_back, [2, 3]);
+        assert_eq!(r.unknown_held, ["20261207T000000Z_x.csv"]);
+        assert!(r.replaced.is_some());
+        let store = SledStore::open(&paths.store).unwrap();
+        let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
+            .map(|e| (e.seq, e.note.detail))
+            .collect();
+        assert_eq!(audit.len(), 4, "{audit:?}");
+        assert_eq!(audit[0], (1, "before".to_string()));
+        assert!(
+            audit[1]
+                .1
+                .starts_with("granted after [rolled back by the restore of ")
+        );
+        assert!(audit[2].1.starts_with("revoked after [rolled back"));
+        assert!(audit[3].0 > 3, "{audit:?}");
+        let detail = &audit[3].1;
+        assert!(detail.contains("(2–3) are kept"), "{detail}");
+        assert!(detail.contains("20261207T000000Z_x.csv"), "{detail}");
     }
 
     fn files(paths: &Paths) -> Vec<String> {

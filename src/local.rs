@@ -456,6 +456,49 @@ fn open_here(cfg: Config, reads_all: bool) -> std::result::Result<Pipeline<SledS
 }
 
 /// `restore FILE`: only with no daemon running, only for an org admin.
+/// The answer to a restore that went through.
+fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
+    let mut text = format!(
+        "restored {} records from {} (a backup of {})",
+        r.records,
+        file.display(),
+        r.created_at
+    );
+    if let Some(p) = &r.replaced {
+        text += &format!("; the previous store was kept as {}", p.display());
+    }
+    text.push('\n');
+    if !r.rolled_back.is_empty() {
+        text += &format!(
+            "rolled back: {} audited changes made after the backup (kept in `autoprov audit`, \
+             marked rolled back); check the admins they concern\n",
+            r.rolled_back.len()
+        );
+    }
+    if let Some(why) = &r.audit_unread {
+        text += &format!("the replaced store's audit could not be read: {why}\n");
+    }
+    if !r.unknown_held.is_empty() {
+        text += &format!(
+            "held/ holds files held after the backup, unknown to the restored ledger: {}; \
+             process each again (`autoprov process drop/held/NAME`) or remove it\n",
+            r.unknown_held.join(", ")
+        );
+    }
+    Response {
+        exit: exit::OK,
+        json: serde_json::json!({
+            "restored": r.records,
+            "created_at": r.created_at,
+            "replaced_store": r.replaced,
+            "rolled_back": r.rolled_back,
+            "audit_unread": r.audit_unread,
+            "unknown_held": r.unknown_held,
+        }),
+        text,
+    }
+}
+
 pub fn restore(cfg: Config, file: &Path) -> Response {
     let user = caller();
     if !cfg.is_org_admin(&user) {
@@ -468,6 +511,12 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
         );
     }
     let paths = Paths::new(&cfg.data_dir);
+    // Read before the lock (sled's open takes one of its own): in use, it is refused below.
+    let before = paths
+        .store
+        .join("db")
+        .exists()
+        .then(|| SledStore::audit_at(&paths.store));
     // sled's lock tells whether any process (a daemon on another socket, too) uses the
     // store; held until the restored store is in place, so that a daemon started meanwhile
     // cannot open the store being replaced (and serve, and lose, changes from it).
@@ -483,19 +532,8 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
         }
         lock => lock,
     };
-    match crate::backup::restore(&paths, file, &user) {
-        Ok((n, replaced)) => Response {
-            exit: exit::OK,
-            json: serde_json::json!({"restored": n, "replaced_store": replaced}),
-            text: format!(
-                "restored {n} records from {}{}\n",
-                file.display(),
-                replaced.map_or(String::new(), |p| format!(
-                    "; the previous store was kept as {}",
-                    p.display()
-                ))
-            ),
-        },
+    match crate::backup::restore(&paths, file, &user, before) {
+        Ok(r) => restored_answer(&r, file),
         Err(e) => e.response(),
     }
 }

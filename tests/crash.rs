@@ -1798,6 +1798,32 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
         last["detail"].as_str().unwrap().contains("manual.backup"),
         "{last}"
     );
+    // What the replaced store audited after the backup (day3.csv applied, the rule added)
+    // is kept, marked rolled back, in the order it happened, before the restore's entry
+    // (a restore had erased it).
+    let undone: Vec<&Value> = (audit.as_array().unwrap().iter())
+        .filter(|e| {
+            e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("[rolled back by the restore")
+        })
+        .collect();
+    let actions: Vec<&str> = undone
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.ends_with(&["file applied", "rules add"]),
+        "{actions:?}\n{audit:#}"
+    );
+    let rolled: Vec<u64> = (v["rolled_back"].as_array().unwrap().iter())
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    let seqs: Vec<u64> = undone.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(rolled, seqs, "{v:#}");
+    assert!(last["seq"].as_u64() > seqs.last().copied(), "{audit:#}");
+    assert!(v["created_at"].as_str().is_some(), "{v:#}");
     let aside = PathBuf::from(v["replaced_store"].as_str().expect("replaced_store"));
     assert!(
         aside.join("db").exists(),

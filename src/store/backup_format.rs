@@ -196,13 +196,16 @@ pub struct Backup {
     pub accounts: Vec<Account>,
     /// How many records the file holds (the end line's count).
     pub count: u64,
+    /// When the backup was written (its header's `created_at`).
+    pub created_at: String,
 }
 
 fn bad(m: String) -> StoreError {
     StoreError::Corrupt(format!("backup: {m}"))
 }
 
-fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<()> {
+/// The header's `created_at`, once the header is one this build reads.
+fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<String> {
     let header: BackupHeader = match line {
         Some(Ok(l)) => serde_json::from_str(&l).map_err(|e| bad(format!("header: {e}")))?,
         _ => return Err(bad("empty file".into())),
@@ -219,7 +222,7 @@ fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<()> {
             header.schema
         )));
     }
-    Ok(())
+    Ok(header.created_at)
 }
 
 fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
@@ -238,11 +241,12 @@ fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
 /// Reads a whole backup, refusing anything but a complete, well-formed one.
 pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
     let mut lines = input.lines();
-    read_header(lines.next())?;
+    let created_at = read_header(lines.next())?;
     let mut backup = Backup {
         records: Vec::new(),
         accounts: Vec::new(),
         count: 0,
+        created_at,
     };
     let mut end = None;
     let mut hasher = Sha256::new();

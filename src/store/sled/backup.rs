@@ -4,7 +4,7 @@
 use super::versions::{Stored, Versioned};
 use super::{ACCOUNT_BUCKETS, EMAIL_INDEX, SCHEMA, buckets, email_index};
 use crate::store::backup_format::{self, Writer, meta, trees};
-use crate::store::{StoreError, StoreResult};
+use crate::store::{AuditEntry, StoreError, StoreResult};
 use std::path::Path;
 
 /// Writes `stored` (name, tree) as a backup, with the current version of each account
@@ -44,7 +44,9 @@ pub fn export(
 
 /// Creates a new store at `path` (which must not exist) from a backup, checking it whole
 /// first; the email index is built from the backup's accounts. Returns the record count.
-pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
+/// Imports a backup into a new store at `path`: how many records it held, and when it was
+/// written.
+pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, String)> {
     let backup = backup_format::read(input)?;
     if path.exists() {
         return Err(StoreError::Corrupt(format!(
@@ -79,5 +81,19 @@ pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
         let _ = std::fs::remove_dir_all(path);
         return Err(e);
     }
-    Ok(backup.count)
+    Ok((backup.count, backup.created_at))
+}
+
+/// The audit entries of the store at `path`, read from its tree as they are, without the
+/// checks of an open: a damaged store, which an open refuses, is what a restore replaces,
+/// and what it recorded after the backup is kept in the restored store's audit.
+pub fn audit_at(path: &Path) -> StoreResult<Vec<AuditEntry>> {
+    let db = sled::Config::new().path(path).open()?;
+    let tree = db.open_tree(trees::AUDIT)?;
+    tree.iter()
+        .map(|item| {
+            let (k, v) = item?;
+            super::decode(trees::AUDIT, &k, &v)
+        })
+        .collect()
 }

@@ -479,9 +479,28 @@ impl SledStore {
         self.db.flush().unwrap();
     }
 
-    /// Creates a new store at `path` (which must not exist) from a backup, checking it whole first.
-    pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<u64> {
+    /// Creates a new store at `path` (which must not exist) from a backup, checking it whole
+    /// first: how many records it held, and when it was written.
+    pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, String)> {
         backup::import(path, input)
+    }
+
+    /// Puts `entries` into the audit under their own numbers, each where the audit has
+    /// none (a restore: what the store it replaced recorded after the backup), flushed.
+    pub fn keep_audit_entries(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        for entry in entries {
+            let key = entry.seq.to_be_bytes();
+            if self.audit.get(key)?.is_none() {
+                self.audit.insert(key, encode(entry))?;
+            }
+        }
+        crate::store::Store::flush(self)
+    }
+
+    /// The audit entries of the store at `path` as its tree holds them, unchecked
+    /// ([`backup::audit_at`]).
+    pub fn audit_at(path: &Path) -> StoreResult<Vec<crate::store::AuditEntry>> {
+        backup::audit_at(path)
     }
 }
 
@@ -1322,7 +1341,7 @@ mod tests {
         );
         assert!(n >= 5, "{n}");
         let restored = dir.path().join("b");
-        assert_eq!(SledStore::import(&restored, out.as_slice()).unwrap(), n);
+        assert_eq!(SledStore::import(&restored, out.as_slice()).unwrap().0, n);
         let r = reopen(&restored);
         let sorted = |s: &SledStore| {
             let mut all = s.accounts().unwrap();
