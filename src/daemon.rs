@@ -88,7 +88,12 @@ async fn serve(cfg: Config) -> Result<()> {
         on_fetch_failed: notifier.fetch_failed_hook(),
         on_fetch_stopped: notifier.fetch_stopped_hook(),
     };
-    start_source(&cfg, &paths, sources).await?;
+    // A start that fails from here on tells the commands waiting on the socket that
+    // nothing was done (exit 4), as one that cannot open the store does.
+    if let Err(e) = start_source(&cfg, &paths, sources).await {
+        control::server::refuse_waiting(&listener, &format!("{e:#}")).await;
+        return Err(e);
+    }
     // Answer the control socket once the source is up, so `status` shows the real address.
     tracker.spawn(control::server::serve(
         listener,
@@ -105,8 +110,14 @@ async fn serve(cfg: Config) -> Result<()> {
         );
         tracker.spawn(watch::watch_inbox(inbox, rescan, engine, token));
     }
-    if let Some(addr) = cfg.web.listen {
-        start_web(addr, &cfg, &engine, &state, &tracker, &shutdown).await?;
+    if let Some(addr) = cfg.web.listen
+        && let Err(e) = start_web(addr, &cfg, &engine, &state, &tracker, &shutdown).await
+    {
+        // The control socket's server refuses what comes meanwhile as it stops.
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        return Err(e);
     }
     engine.scan();
     drop(engine);
@@ -119,31 +130,66 @@ async fn serve(cfg: Config) -> Result<()> {
         () = signals.wait() => {}
         () = shutdown.cancelled() => {}
     }
-    tracing::info!("stopping: no new connections or files; finishing the current file");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    shutdown.cancel();
-    pipeline_for_stop.request_stop();
-    tracker.close();
-    tracker.wait().await;
-    tokio::task::spawn_blocking(move || engine_thread.join())
-        .await
-        .ok()
-        .and_then(|joined| joined.ok())
-        .ok_or_else(|| Error::failed("the engine thread panicked"))?;
-    // The socket removed and the store closed first: a command run meanwhile opens the
-    // store (the sign-in hook's `auth check` had found it in use, the socket silent, for
-    // the grace's 5 s), and a daemon started meanwhile keeps its own socket (this one's
-    // removal at the end had taken it away).
-    drop(socket_file);
-    let unwritten = crate::store::Store::write_failed(&pipeline_for_stop.store);
-    drop(pipeline_for_stop);
-    notifications.finish().await;
-    match unwritten {
-        // Not 0: systemd starts it again (`Restart=on-failure`), reading the store from disk.
-        Some(why) => Err(Error::failed(crate::engine::commands::unwritten(&why))),
-        None => {
-            tracing::info!("stopped cleanly");
-            Ok(())
+    let stopping = Stopping {
+        shutdown,
+        tracker,
+        engine_thread,
+        socket_file,
+        pipeline: pipeline_for_stop,
+        notifications,
+    };
+    stopping.stop().await
+}
+
+/// What a stop takes down, in its order.
+struct Stopping {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    engine_thread: std::thread::JoinHandle<()>,
+    socket_file: SocketFile,
+    pipeline: Arc<crate::engine::pipeline::Pipeline<crate::store::SledStore>>,
+    notifications: Notifications,
+}
+
+impl Stopping {
+    /// Stops the connections and sources, lets the engine finish its file, then closes the
+    /// socket and the store and lets the notifier deliver: exit 0, or a failure when the
+    /// store could not write a change to disk (so that systemd starts it again).
+    async fn stop(self) -> Result<()> {
+        let Stopping {
+            shutdown,
+            tracker,
+            engine_thread,
+            socket_file,
+            pipeline: pipeline_for_stop,
+            notifications,
+        } = self;
+        tracing::info!("stopping: no new connections or files; finishing the current file");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        shutdown.cancel();
+        pipeline_for_stop.request_stop();
+        tracker.close();
+        tracker.wait().await;
+        tokio::task::spawn_blocking(move || engine_thread.join())
+            .await
+            .ok()
+            .and_then(|joined| joined.ok())
+            .ok_or_else(|| Error::failed("the engine thread panicked"))?;
+        // The socket removed and the store closed first: a command run meanwhile opens the
+        // store (the sign-in hook's `auth check` had found it in use, the socket silent, for
+        // the grace's 5 s), and a daemon started meanwhile keeps its own socket (this one's
+        // removal at the end had taken it away).
+        drop(socket_file);
+        let unwritten = crate::store::Store::write_failed(&pipeline_for_stop.store);
+        drop(pipeline_for_stop);
+        notifications.finish().await;
+        match unwritten {
+            // Not 0: systemd starts it again (`Restart=on-failure`), reading the store from disk.
+            Some(why) => Err(Error::failed(crate::engine::commands::unwritten(&why))),
+            None => {
+                tracing::info!("stopped cleanly");
+                Ok(())
+            }
         }
     }
 }

@@ -113,16 +113,36 @@ impl Drop for UserSlot {
 /// Answers the connections waiting on `listener` that the daemon did not start (`why`):
 /// nothing was done (exit 4). Those still coming in the next 50 ms too.
 pub async fn refuse_waiting(listener: &UnixListener, why: &str) {
-    let refusal = Response::fail(
-        exit::UNREACHABLE,
-        format!("the daemon did not start ({why}); nothing was done"),
-    );
-    let mut line = serde_json::to_vec(&refusal).expect("answers serialize");
+    let refusal = format!("the daemon did not start ({why}); nothing was done");
+    refuse_until(listener, &refusal, std::future::ready(())).await;
+}
+
+/// Answers every connection to `listener` with `refusal` (exit 4: nothing was done) until
+/// `done`, then those still coming in the next 50 ms. Left in the listener's backlog, they
+/// had been reset when it closed, which the CLI reads as "not known" (exit 5).
+async fn refuse_until(listener: &UnixListener, refusal: &str, done: impl Future<Output = ()>) {
+    let mut line =
+        serde_json::to_vec(&Response::fail(exit::UNREACHABLE, refusal)).expect("answers serialize");
     line.push(b'\n');
-    while let Ok(Ok((mut stream, _))) =
+    let answer = |mut stream: UnixStream| {
+        let line = line.clone();
+        async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        }
+    };
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            () = &mut done => break,
+            accepted = listener.accept() => if let Ok((stream, _)) = accepted {
+                answer(stream).await;
+            },
+        }
+    }
+    while let Ok(Ok((stream, _))) =
         tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
     {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&line)).await;
+        answer(stream).await;
     }
 }
 
@@ -168,7 +188,8 @@ pub async fn serve(
         }
     }
     tracker.close();
-    tracker.wait().await;
+    let refusal = "the daemon is stopping; nothing was done: run the command again once it is up";
+    refuse_until(&listener, refusal, tracker.wait()).await;
 }
 
 /// The slot of the connecting uid; `None` when it holds [`PER_USER`] connections already,
@@ -740,6 +761,39 @@ mod tests {
         let (engine, _thread) =
             crate::engine::start(Arc::new(p), Arc::default(), shutdown.clone()).unwrap();
         (dir, cfg, engine, shutdown)
+    }
+
+    /// A command that comes while the server stops hears that nothing was done (exit 4);
+    /// left in the listener's backlog, it had been reset when the listener closed, which the
+    /// CLI reads as "not known" (exit 5).
+    #[tokio::test]
+    async fn a_command_that_comes_during_the_stop_hears_nothing_was_done() {
+        let (dir, cfg, engine, shutdown) = engine_in_a_temp_dir();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let served = tokio::spawn(serve(listener, Arc::new(cfg), engine, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Connected as the stop begins: in the backlog when the server stops accepting.
+        let stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        shutdown.cancel();
+        let client = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut stream = stream;
+            let _ = stream.write_all(b"{\"request\":{\"command\":\"rules_list\"}}\n");
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stream).read_line(&mut line);
+            line
+        });
+        let line = tokio::task::spawn_blocking(move || client.join().unwrap())
+            .await
+            .unwrap();
+        let head: Head = serde_json::from_str(&line).expect(&line);
+        assert_eq!(head.response.exit, exit::UNREACHABLE, "{line}");
+        assert!(head.response.text.contains("nothing was done"), "{line}");
+        tokio::time::timeout(Duration::from_secs(30), served)
+            .await
+            .expect("the server ends")
+            .unwrap();
     }
 
     /// A `process` whose upload is still arriving when the daemon stops is answered at once
