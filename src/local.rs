@@ -328,10 +328,20 @@ pub fn execute<W: Write>(
             }
         }
         _ => match open_here(cfg, matches!(request, Request::Sync { .. })) {
-            Ok(p) => refused_if_damaged(
-                &p,
-                commands::execute_streamed(&p, request, &Caller::Unix(user), None, output),
-            ),
+            Ok(p) => {
+                let status = matches!(request, Request::Status);
+                let caller = Caller::Unix(user);
+                let answered = commands::execute_streamed(&p, request, &caller, None, output);
+                match (status, refused_if_damaged(&p, answered)) {
+                    // Said, not left out: a daemon killed had left a status that read as
+                    // a healthy one (exit 0, no daemon line).
+                    (true, Streamed::Whole(mut r)) if r.exit == exit::OK => {
+                        r.text.push_str("daemon:    NOT RUNNING (nothing answers on control.socket)\n");
+                        Streamed::Whole(r)
+                    }
+                    (_, answered) => answered,
+                }
+            }
             Err(refusal) => return Outcome::Answer(refusal),
         },
     };
