@@ -336,7 +336,9 @@ pub fn execute<W: Write>(
                     // Said, not left out: a daemon killed had left a status that read as
                     // a healthy one (exit 0, no daemon line).
                     (true, Streamed::Whole(mut r)) if r.exit == exit::OK => {
-                        r.text.push_str("daemon:    NOT RUNNING (nothing answers on control.socket)\n");
+                        r.text.push_str(
+                            "daemon:    NOT RUNNING (nothing answers on control.socket)\n",
+                        );
                         Streamed::Whole(r)
                     }
                     (_, answered) => answered,

@@ -165,6 +165,19 @@ impl EngineHandle {
         let _ = self.tx.send(Job::Scan);
     }
 
+    /// A delivered file that could not be taken into inbox/ (watch mode: a full disk, an
+    /// inbox/ autoprov cannot write), as `status`, `/healthz` and the notification hook tell
+    /// of a file that failed, until a file is processed again.
+    pub fn intake_failed(&self, name: &str, why: &str) {
+        let message = format!("taking {name} into inbox/: {why}; retried");
+        self.state.lock().expect("state lock").last_error = Some(message.clone());
+        let error = crate::api::error::Error::failed(message);
+        self.pipeline.tell(super::observe::FileOutcome::Failed {
+            name,
+            error: &error,
+        });
+    }
+
     /// Asks the engine for the automatic backup (see [`Job::Backup`]).
     pub fn backup(&self) {
         let _ = self.tx.send(Job::Backup);
@@ -466,6 +479,35 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::time::Duration;
+
+    /// A delivered file that cannot be taken into inbox/ is told of as a failed file:
+    /// `status`'s last error (which `/healthz` reads) and the observer (the notification
+    /// hook's `file_failed`); it had been only a log line.
+    #[test]
+    fn a_file_that_cannot_be_taken_in_is_told_of_as_a_failed_file() {
+        use super::super::observe::FileOutcome;
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = heard.clone();
+        p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
+            if let FileOutcome::Failed { name, error } = outcome {
+                sink.lock().unwrap().push(format!("{name}: {error}"));
+            }
+        }));
+        let state: Arc<Mutex<EngineState>> = Arc::default();
+        let (handle, _jobs) = EngineHandle::new(Arc::new(p), state.clone());
+        handle.intake_failed("r.csv", "No space left on device");
+        let shown = state.lock().unwrap().last_error.clone().unwrap();
+        assert!(
+            shown.contains("taking r.csv into inbox/: No space left"),
+            "{shown}"
+        );
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert!(heard[0].starts_with("r.csv: "), "{heard:?}");
+    }
 
     /// Both read slots and the places of heavy reads held (a listing, a report being
     /// read): a sign-in's `auth check` is answered at once, another read waits.

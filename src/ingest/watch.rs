@@ -165,10 +165,15 @@ pub async fn watch_dir(
             _ = check.tick() => {
                 // Moving may copy a whole roster across filesystems: not on an async worker's
                 // time (the runtime has other workers for the SFTP and control tasks).
-                let moved = tokio::task::block_in_place(|| {
+                let settled = tokio::task::block_in_place(|| {
                     move_settled(&mut files, &mut kept, &inbox, settle, &|p| fs::remove_file(p))
                 });
-                if moved {
+                // Told as a failed file is: `status`, `/healthz` and the notification hook
+                // (a full disk had left the roster in watch_dir with only a log line).
+                for (name, why) in &settled.failed {
+                    engine.intake_failed(name, why);
+                }
+                if settled.moved {
                     engine.scan();
                 }
             }
@@ -316,9 +321,17 @@ impl Kept {
     }
 }
 
+/// What [`move_settled`] did: whether it moved any file, and the files it could not move
+/// (their names, and why).
+#[derive(Default)]
+struct Settled {
+    moved: bool,
+    failed: Vec<(String, String)>,
+}
+
 /// Moves files that are closed and unchanged for `settle`, oldest write first (SPEC §5:
 /// files are processed in order of completion, and the engine orders inbox/ by the time
-/// each was moved in); true when any was moved.
+/// each was moved in).
 /// `remove` removes a copied file from watch_dir (`fs::remove_file`). A file found by a
 /// scan waits for `scanned` at least (`source.startup_settle`).
 fn move_settled(
@@ -327,8 +340,8 @@ fn move_settled(
     inbox: &Path,
     (settle, scanned): (Duration, Duration),
     remove: &dyn Fn(&Path) -> std::io::Result<()>,
-) -> bool {
-    let mut moved = false;
+) -> Settled {
+    let mut settled = Settled::default();
     let now = Instant::now();
     let mut done = Vec::new();
     let mut due = Vec::new();
@@ -372,7 +385,7 @@ fn move_settled(
         match move_into(&path, inbox, remove) {
             Ok((name, removed)) => {
                 tracing::info!(file = %name, "complete file moved from watch_dir into inbox/");
-                moved = true;
+                settled.moved = true;
                 if !removed {
                     kept.insert(&meta);
                 }
@@ -381,14 +394,17 @@ fn move_settled(
             // name and the error's text, which names it, come from outside.
             Err(e) => {
                 let why = format!("{e:#}");
-                tracing::error!(file = ?path, "moving into inbox/: {why:?}; will retry")
+                tracing::error!(file = ?path, "moving into inbox/: {why:?}; will retry");
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let name = crate::util::clean_file_name(&name);
+                settled.failed.push((name, why));
             }
         }
     }
     for path in done {
         files.remove(&path);
     }
-    moved
+    settled
 }
 
 /// Renames (or, across filesystems, copies, fsyncs and renames) a file into inbox/ under a
@@ -522,20 +538,26 @@ mod tests {
         scan_dir(src.path(), &mut files);
         let mut kept = Kept::default();
         let remove = |p: &Path| fs::remove_file(p);
-        assert!(!move_settled(
-            &mut files,
-            &mut kept,
-            inbox.path(),
-            (Duration::ZERO, Duration::ZERO),
-            &remove
-        ));
-        assert!(move_settled(
-            &mut files,
-            &mut kept,
-            inbox.path(),
-            (Duration::ZERO, Duration::ZERO),
-            &remove
-        ));
+        assert!(
+            !move_settled(
+                &mut files,
+                &mut kept,
+                inbox.path(),
+                (Duration::ZERO, Duration::ZERO),
+                &remove
+            )
+            .moved
+        );
+        assert!(
+            move_settled(
+                &mut files,
+                &mut kept,
+                inbox.path(),
+                (Duration::ZERO, Duration::ZERO),
+                &remove
+            )
+            .moved
+        );
         let mut listed: Vec<((SystemTime, SystemTime), String)> = fs::read_dir(inbox.path())
             .unwrap()
             .map(|e| {
@@ -563,13 +585,47 @@ mod tests {
         observe(&mut files, &closed, &close);
         let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
         let quiet = (Duration::ZERO, Duration::from_secs(3));
-        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove);
+        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove).moved;
         assert!(!step(), "first look");
         assert!(step(), "the closed file is taken once settled");
         assert!(found.exists() && !closed.exists());
         std::thread::sleep(Duration::from_millis(3100));
         assert!(step(), "the found file once quiet for longer");
         assert!(!found.exists());
+    }
+
+    /// A complete file that cannot be moved in is named with why, for the engine to tell
+    /// of it as a failed file; it stays in watch_dir.
+    #[test]
+    fn a_file_that_cannot_be_moved_in_is_named_with_why() {
+        let src = tempfile::tempdir().unwrap();
+        let path = src.path().join("r.csv");
+        fs::write(&path, "x").unwrap();
+        let mut files = HashMap::new();
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        observe(&mut files, &path, &close);
+        let gone = src.path().join("no-inbox");
+        let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
+        let mut step = || {
+            move_settled(
+                &mut files,
+                &mut kept,
+                &gone,
+                (Duration::ZERO, Duration::ZERO),
+                &remove,
+            )
+        };
+        assert!(step().failed.is_empty(), "first look");
+        let settled = step();
+        assert!(!settled.moved);
+        assert_eq!(settled.failed.len(), 1);
+        assert_eq!(settled.failed[0].0, "r.csv");
+        assert!(
+            settled.failed[0].1.contains("moving"),
+            "{:?}",
+            settled.failed
+        );
+        assert!(path.exists(), "left in watch_dir");
     }
 
     /// A file made under its name by a link (OpenSSH's sftp-server renames so: the new name
@@ -592,7 +648,7 @@ mod tests {
         observe(&mut files, &linked, &created);
         let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
         let quiet = (Duration::ZERO, Duration::from_millis(1500));
-        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove);
+        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove).moved;
         assert!(!step(), "first look");
         assert!(!step(), "not before the quiet period");
         std::thread::sleep(Duration::from_millis(1600));
