@@ -343,11 +343,21 @@ impl<S: Store> Pipeline<S> {
         // to be moved over the filed copy). The file read and still held is known by its
         // inode and stamp; any other is hashed (as it is read, not read whole: a million-row
         // roster is 116 MB).
-        let same_file = from.exists()
-            && from != to
-            && !to.exists()
-            && (read.is_some_and(|held| held.is_at(&from))
-                || sha256_file(&from).is_ok_and(|sha| sha == entry.sha256));
+        let committed_at =
+            |path: &Path| read.is_some_and(|held| held.is_at(path)) || is_committed(path, entry);
+        // Its place taken by other bytes (put there by hand): not filed, and not left in
+        // inbox/ as done either, where it had been processed again as a new file.
+        if from != to && to.exists() && !is_committed(&to, entry) && committed_at(&from) {
+            return Err(Error::failed(format!(
+                "{} is taken by a file that is not the one committed as file {}; the \
+                 committed file stays at {}: move the other file away, and the next scan \
+                 files it",
+                to.display(),
+                entry.id,
+                from.display()
+            )));
+        }
+        let same_file = from.exists() && from != to && !to.exists() && committed_at(&from);
         if same_file {
             fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
@@ -593,4 +603,9 @@ fn copy_into(tmp: &Path, content: Content<'_>) -> std::io::Result<(fs::File, Opt
     };
     f.sync_all()?;
     Ok((f, read))
+}
+
+/// Whether the file at `path` holds the bytes committed as `entry` (hashed as it is read).
+fn is_committed(path: &Path, entry: &FileEntry) -> bool {
+    sha256_file(path).is_ok_and(|sha| sha == entry.sha256)
 }

@@ -52,6 +52,39 @@ fn a_file_replaced_in_inbox_while_processed_is_filed_from_the_bytes_committed() 
     assert!(!processed.join("20260101T000001Z_r.csv").exists());
 }
 
+/// A committed file whose place in processed/ is taken by other bytes (put there by hand
+/// after a crash) is not filed, and its mark stays: the filing fails saying so, and the
+/// committed bytes stay in inbox/ as the committed file, not a new one. The mark had been
+/// cleared with the file left in inbox/, which processed it again, applying it twice.
+#[test]
+fn a_committed_file_whose_place_is_taken_is_not_marked_filed() {
+    let (_dir, p) = pipeline();
+    let inbox = p.paths.folder("inbox");
+    let processed = p.paths.folder("processed");
+    fs::create_dir_all(&processed).unwrap();
+    let committed = staff(&[("E1", "IT")]);
+    fs::write(inbox.join("r.csv"), &committed).unwrap();
+    let entry = committed_entry("20260101T000000Z_r.csv", &committed);
+    crate::store::samples::commit_entry(&p.store, &entry);
+    let place = processed.join("20260101T000000Z_r.csv");
+    fs::write(&place, b"someone else's").unwrap();
+    let err = p.finish_filing(&entry, None).unwrap_err().to_string();
+    assert!(
+        err.contains("is taken by a file that is not the one committed"),
+        "{err}"
+    );
+    assert_eq!(fs::read(inbox.join("r.csv")).unwrap(), committed);
+    assert!(
+        p.store.file(1).unwrap().unwrap().pending_move.is_some(),
+        "still marked"
+    );
+    // Moved away: the next try files it.
+    fs::remove_file(&place).unwrap();
+    p.finish_filing(&entry, None).unwrap();
+    assert_eq!(fs::read(&place).unwrap(), committed);
+    assert!(!inbox.join("r.csv").exists());
+}
+
 /// `files show` (and the API's report) between a file's commit and its filing: the report
 /// is read where it was staged, then where it was filed; it had been "No such file", exit 5.
 #[test]
