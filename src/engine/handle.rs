@@ -178,6 +178,23 @@ impl EngineHandle {
         });
     }
 
+    /// Asks the engine for the automatic backup every `every` (the first one `every` from
+    /// now), until `shutdown`; the handle goes with it.
+    pub async fn back_up_every(
+        self,
+        every: std::time::Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => self.backup(),
+            }
+        }
+    }
+
     /// Asks the engine for the automatic backup (see [`Job::Backup`]).
     pub fn backup(&self) {
         let _ = self.tx.send(Job::Backup);
@@ -479,6 +496,27 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::time::Duration;
+
+    /// While it runs, the daemon asks for the automatic backup again every interval.
+    #[tokio::test(start_paused = true)]
+    async fn the_automatic_backup_is_asked_for_every_interval() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let (handle, mut jobs) = EngineHandle::new(Arc::new(p), Arc::default());
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let every = Duration::from_secs(24 * 60 * 60);
+        let task = tokio::spawn(handle.back_up_every(every, shutdown.clone()));
+        tokio::time::sleep(every / 2).await;
+        assert!(jobs.try_recv().is_err(), "none before the first interval");
+        for _ in 0..2 {
+            tokio::time::sleep(every).await;
+            assert!(matches!(jobs.try_recv(), Ok(Job::Backup)));
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+        assert!(jobs.recv().await.is_none(), "the handle went with the task");
+    }
 
     /// A delivered file that cannot be taken into inbox/ is told of as a failed file:
     /// `status`'s last error (which `/healthz` reads) and the observer (the notification

@@ -147,7 +147,7 @@ fn automatic_backup(p: &Pipeline<SledStore>) {
             newest = %path.display(),
             "automatic backup unchanged: the store holds what the newest backup holds; none written"
         ),
-        Err(e) => tracing::warn!("automatic backup at start-up failed: {e:#}"),
+        Err(e) => tracing::warn!("automatic backup failed: {e:#}"),
     }
 }
 
