@@ -455,6 +455,7 @@ fn original(path: &Path) -> String {
 /// for a command that reads every account first ([`open_with`]).
 fn open_here(cfg: Config, reads_all: bool) -> std::result::Result<Pipeline<SledStore>, Response> {
     let socket_exists = cfg.control.socket.exists();
+    let (socket, store) = (cfg.control.socket.clone(), Paths::new(&cfg.data_dir).store);
     match open_with(cfg, reads_all) {
         Ok(p) => Ok(p),
         Err(Error::InUse(busy)) if socket_exists => Err(Response::fail(
@@ -463,11 +464,32 @@ fn open_here(cfg: Config, reads_all: bool) -> std::result::Result<Pipeline<SledS
                 "the daemon's socket exists but nobody answers, and the store is in use: {busy}"
             ),
         )),
+        // No daemon, and this user may not open the store (an org admin reaching the daemon
+        // through the socket's group, while it is stopped for a restore or an upgrade): the
+        // daemon is what is missing (exit 4), not a failure of the work (exit 5).
+        Err(e) if e.is_failure() && denied(&store) => Err(Response::fail(
+            exit::UNREACHABLE,
+            format!(
+                "no daemon answers on {}, and this user may not open the store {} itself \
+                 ({e}): start the daemon, or run the command as root or the data dir's \
+                 owner; nothing was done",
+                socket.display(),
+                store.display()
+            ),
+        )),
         Err(e) => Err(e.response()),
     }
 }
 
-/// `restore FILE`: only with no daemon running, only for an org admin.
+/// Whether this process is denied the store's files (their permissions).
+fn denied(store: &Path) -> bool {
+    let db = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(store.join("db"));
+    matches!(db, Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+}
+
 /// The answer to a restore that went through.
 fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
     let mut text = format!(
@@ -511,6 +533,7 @@ fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
     }
 }
 
+/// `restore FILE`: only with no daemon running, only for an org admin.
 pub fn restore(cfg: Config, file: &Path) -> Response {
     let user = caller();
     if !cfg.is_org_admin(&user) {

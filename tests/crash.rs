@@ -1753,6 +1753,11 @@ fn roots_commands_on_the_service_accounts_data_dir_leave_nothing_root_owned() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed:#}");
+    // Another user, with the daemon stopped, may not open the store: the daemon is what is
+    // missing (exit 4), not a failure of the work (it had been exit 5).
+    let (code, out, err) = env.run_as("daemon", "daemon", &["status"]);
+    assert_eq!(code, 4, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("may not open the store"), "{err}");
 }
 
 #[test]
