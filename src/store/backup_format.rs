@@ -253,7 +253,14 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
     for line in lines.by_ref() {
         let line = line.map_err(|e| bad(e.to_string()))?;
         let (tree, key, value) =
-            match serde_json::from_str::<BackupLine>(&line).map_err(|e| bad(e.to_string()))? {
+            match serde_json::from_str::<BackupLine>(&line).map_err(|e| match e.is_eof() {
+                // Cut within a line: its own column said nothing of where in the file.
+                true => bad(format!(
+                    "truncated: line {} ends within its record",
+                    backup.count + 2
+                )),
+                false => bad(format!("line {}: {e}", backup.count + 2)),
+            })? {
                 BackupLine::End(EndLine { end: n, sha256 }) => {
                     end = Some((n, sha256));
                     break;
@@ -359,6 +366,14 @@ mod tests {
         let err = read(appended.as_bytes()).err().unwrap().to_string();
         assert!(err.contains("more after its end line"), "{err}");
         assert_eq!(read(format!("{text}\n").as_bytes()).unwrap().count, 2);
+        // Cut within a record: said so, with the file's line (it had been a column of
+        // serde's within that one line).
+        let cut = &text[..text.find("IT Admin").unwrap()];
+        let err = read(cut.as_bytes()).err().unwrap().to_string();
+        assert!(
+            err.contains("truncated: line 3 ends within its record"),
+            "{err}"
+        );
     }
 
     #[test]
