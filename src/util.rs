@@ -395,10 +395,11 @@ pub fn rename_into_free_name(tmp: &Path, dir: &Path, name: &str) -> std::io::Res
 
 /// Whether a name is taken in its folder: by anything, a symlink too, whether or not it
 /// points anywhere (`Path::exists` follows a link, and a dangling one read as free had
-/// sent the rename after it round for ever); a name that cannot be looked at counts as
-/// taken.
+/// sent the rename after it round for ever). A name that cannot be looked at (too long, a
+/// folder that is not one or may not be searched) is not taken: what is done with it then
+/// fails with that error, instead of every next name being tried in vain, for ever.
 pub fn is_taken(path: &Path) -> bool {
-    !matches!(fs::symlink_metadata(path), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+    fs::symlink_metadata(path).is_ok()
 }
 
 /// Takes group write and every permission of others off a file that was moved in with the
@@ -562,6 +563,13 @@ mod tests {
         let name = rename_into_free_name(&tmp, dir.path(), "r.csv").unwrap();
         assert_eq!(name, "r-2.csv");
         assert_eq!(fs::read(dir.path().join("r-2.csv")).unwrap(), b"x");
+        // A name that cannot be looked at (its folder is a file, or it is too long) is an
+        // error at once: counted as taken, every next name had been tried, for ever.
+        let not_a_folder = dir.path().join("r-2.csv");
+        assert!(rename_into_free_name(&tmp, &not_a_folder, "r.csv").is_err());
+        fs::write(&tmp, b"y").unwrap();
+        let long = format!("{}.csv", "r".repeat(300));
+        assert!(rename_into_free_name(&tmp, dir.path(), &long).is_err());
     }
 
     #[test]

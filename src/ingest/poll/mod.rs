@@ -377,8 +377,9 @@ async fn fetch(
     file: &RemoteFile,
 ) -> Result<(), PollError> {
     let inbox = paths.folder("inbox");
-    let local_name =
-        crate::util::free_inbox_name(&local_name(&file.name), |n| inbox.join(n).exists());
+    let local_name = crate::util::free_inbox_name(&local_name(&file.name), |n| {
+        crate::util::is_taken(&inbox.join(n))
+    });
     let tmp = inbox.join(format!("{FETCHING}{local_name}.part"));
     let sha256 = match client.download(&s.inbox, file, &tmp, s.max_bytes).await {
         Ok(sha) => sha,
