@@ -106,6 +106,9 @@ struct Candidate {
     /// upload still held open at a restart had been taken 2 s after its last write, the
     /// rest of it landing in the filed copy (rejected as cut short, or applied cut at a row).
     found: bool,
+    /// Written since it was made, as far as the events tell (not a link made under its
+    /// name, which is never written there): such a file waits for its close.
+    written: bool,
     /// Last event or observed change.
     changed: Instant,
     /// Size and modification time when last looked at.
@@ -200,6 +203,7 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
                 found: false,
+                written: false,
                 changed: now,
                 seen: None,
             });
@@ -213,6 +217,7 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
                 found: false,
+                written: false,
                 changed: now,
                 seen: None,
             });
@@ -222,11 +227,13 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: false,
                 found: false,
+                written: false,
                 changed: now,
                 seen: None,
             });
             c.closed = false;
             c.found = false;
+            c.written |= !matches!(kind, EventKind::Create(_));
             c.changed = now;
         }
         _ => {}
@@ -246,6 +253,7 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>) {
             files.entry(entry.path()).or_insert(Candidate {
                 closed: true,
                 found: true,
+                written: false,
                 changed: Instant::now(),
                 seen: None,
             });
@@ -364,15 +372,18 @@ fn move_settled(
             c.changed = now;
             continue;
         }
-        // Found by a scan, or never seen closing since it was made (a link made under its
-        // name, as OpenSSH's sftp-server makes a rename: no write, no close; such a file
-        // had waited until a restart, then been applied after the newer ones): it may be
-        // open for writing still, so it waits as long as a file found at start-up.
-        let quiet = match c.found || !c.closed {
+        // Found by a scan, or made under its name and never written or closed there (a
+        // link, as OpenSSH's sftp-server makes a rename; such a file had waited until a
+        // restart, then been applied after the newer ones), with something in it: it may
+        // be open for writing still, so it waits as long as a file found at start-up. One
+        // seen being written waits for its close (a stalled upload taken had been applied
+        // cut short, its writer writing on into the filed copy).
+        let linked = !c.closed && !c.written && stamp.0 > 0;
+        let quiet = match c.found || linked {
             true => settle.max(scanned),
             false => settle,
         };
-        if now.duration_since(c.changed) < quiet {
+        if (!c.closed && !linked) || now.duration_since(c.changed) < quiet {
             continue;
         }
         done.push(path.clone());
@@ -663,6 +674,37 @@ mod tests {
             "a copy, not the writer's file"
         );
         assert_eq!(kept_name.nlink(), 1);
+    }
+
+    /// A file seen being written and not closed (a stalled upload) waits for its close,
+    /// however long it is quiet: taken after `startup_settle`, it had been applied cut short
+    /// while its writer wrote on into the filed copy. An empty one made and not written
+    /// waits too (its writer has not begun).
+    #[test]
+    fn a_file_being_written_waits_for_its_close() {
+        let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (slow, empty) = (src.path().join("slow.csv"), src.path().join("empty.csv"));
+        fs::write(&slow, "employee_id,email\n").unwrap();
+        fs::write(&empty, "").unwrap();
+        let mut files = HashMap::new();
+        let created = EventKind::Create(notify::event::CreateKind::File);
+        let wrote = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
+        observe(&mut files, &slow, &created);
+        observe(&mut files, &slow, &wrote);
+        observe(&mut files, &empty, &created);
+        let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
+        let quiet = (Duration::ZERO, Duration::from_millis(300));
+        let step = |files: &mut HashMap<PathBuf, Candidate>, kept: &mut Kept| {
+            move_settled(files, kept, inbox.path(), quiet, &remove).moved
+        };
+        assert!(!step(&mut files, &mut kept), "first look");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!step(&mut files, &mut kept), "quiet, but not closed");
+        assert!(slow.exists() && empty.exists());
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        observe(&mut files, &slow, &close);
+        assert!(step(&mut files, &mut kept), "taken once closed");
+        assert!(!slow.exists() && empty.exists());
     }
 
     /// A file whose attributes change after it was closed (chmod, touch) settles again
