@@ -422,15 +422,54 @@ fn keep_rolled_back(
         Some(Ok(before)) => before,
     };
     let last = restored.audit(None)?.last().map_or(0, |e| e.seq);
-    let after: Vec<crate::store::AuditEntry> = (before.into_iter())
-        .filter(|e| e.seq > last)
-        .map(|mut e| {
-            e.note.detail = format!("{} [{undone}]", e.note.detail);
-            e
-        })
-        .collect();
+    let mut after: Vec<crate::store::AuditEntry> =
+        before.into_iter().filter(|e| e.seq > last).collect();
+    // A backup written or a store restored changed nobody's rights: kept as it was.
+    let changes =
+        |e: &crate::store::AuditEntry| !matches!(e.note.action.as_str(), "backup" | "restore");
+    for e in after.iter_mut().filter(|e| changes(e)) {
+        e.note.detail = format!("{} [{undone}]", e.note.detail);
+    }
     restored.keep_audit_entries(&after)?;
-    Ok((after.iter().map(|e| e.seq).collect(), None))
+    // Their numbers are given out no more (without the replaced store's watermark, the
+    // restore's own entry had been written over the first of them).
+    if let Some(newest) = after.last() {
+        restored.raise_counters(crate::store::watermark::Counters {
+            audit_seq: newest.seq,
+            ..Default::default()
+        })?;
+    }
+    Ok((
+        after.iter().filter(|e| changes(e)).map(|e| e.seq).collect(),
+        None,
+    ))
+}
+
+/// The replaced store's audit, for [`restore`] to keep what it recorded after the backup:
+/// `None` when there is no store. Read before the store is locked, as it is, and left as
+/// the store's owner would leave it (what sled writes at an open is given back to that
+/// owner: a restore that then failed had left a root-owned snapshot the daemon could not
+/// open); a store so damaged that sled panics reading it is an error, not a crash.
+pub fn audit_before(
+    paths: &Paths,
+) -> Option<crate::store::StoreResult<Vec<crate::store::AuditEntry>>> {
+    if !paths.store.join("db").exists() {
+        return None;
+    }
+    let owner = owner_of(paths);
+    let read =
+        std::panic::catch_unwind(|| SledStore::audit_at(&paths.store)).unwrap_or_else(|_| {
+            Err(StoreError::Corrupt(
+                "sled failed reading it (a panic)".into(),
+            ))
+        });
+    if let Err(e) = owner.and_then(|owner| give_to_owner(&paths.store, &owner)) {
+        tracing::warn!(
+            store = %paths.store.display(),
+            "giving the store back to its owner after reading its audit: {e}"
+        );
+    }
+    Some(read)
 }
 
 /// The rosters in held/ that `restored`'s ledger does not hold as held.
@@ -471,8 +510,8 @@ fn restore_detail(r: &Restored, shown: &Path) -> String {
         }
         (None, Some(first), Some(last)) => {
             detail += &format!(
-                "; the {} audit entries the replaced store made after it ({first}–{last}) are \
-             kept, marked rolled back",
+                "; the {} changes the replaced store audited after it ({first}–{last}) \
+                 are kept in the audit, marked rolled back",
                 r.rolled_back.len()
             )
         }
@@ -601,7 +640,16 @@ mod tests {
             write(&store, &backup).unwrap();
             store.append_audit(note("granted after")).unwrap();
             store.append_audit(note("revoked after")).unwrap();
+            store
+                .append_audit(AuditNote {
+                    action: "backup".into(),
+                    ..note("wrote a backup")
+                })
+                .unwrap();
         }
+        // Its record of the numbers it gave out is gone (one of the damages a restore is
+        // for): the kept entries' numbers are still not given out again.
+        fs::remove_file(paths.store.join("autoprov.watermark")).unwrap();
         let held = paths.folder("held");
         fs::create_dir_all(&held).unwrap();
         for name in [
@@ -612,14 +660,14 @@ mod tests {
         }
         let before = Some(SledStore::audit_at(&paths.store));
         let r = restore(&paths, &backup, "root", before).unwrap();
-        assert_eq!(r.rolled_back, [2, 3]);
+        assert_eq!(r.rolled_back, [2, 3], "the backup written is no change");
         assert_eq!(r.unknown_held, ["20261207T000000Z_x.csv"]);
         assert!(r.replaced.is_some());
         let store = SledStore::open(&paths.store).unwrap();
         let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
             .map(|e| (e.seq, e.note.detail))
             .collect();
-        assert_eq!(audit.len(), 4, "{audit:?}");
+        assert_eq!(audit.len(), 5, "{audit:?}");
         assert_eq!(audit[0], (1, "before".to_string()));
         assert!(
             audit[1]
@@ -627,8 +675,9 @@ mod tests {
                 .starts_with("granted after [rolled back by the restore of ")
         );
         assert!(audit[2].1.starts_with("revoked after [rolled back"));
-        assert!(audit[3].0 > 3, "{audit:?}");
-        let detail = &audit[3].1;
+        assert_eq!(audit[3], (4, "wrote a backup".to_string()));
+        assert_eq!(audit[4].0, 5, "{audit:?}");
+        let detail = &audit[4].1;
         assert!(detail.contains("(2–3) are kept"), "{detail}");
         assert!(detail.contains("20261207T000000Z_x.csv"), "{detail}");
     }

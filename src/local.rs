@@ -492,10 +492,11 @@ fn denied(store: &Path) -> bool {
 
 /// The answer to a restore that went through.
 fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
+    let shown = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let mut text = format!(
         "restored {} records from {} (a backup of {})",
         r.records,
-        file.display(),
+        shown.display(),
         r.created_at
     );
     if let Some(p) = &r.replaced {
@@ -504,7 +505,7 @@ fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
     text.push('\n');
     if !r.rolled_back.is_empty() {
         text += &format!(
-            "rolled back: {} audited changes made after the backup (kept in `autoprov audit`, \
+            "rolled back: {} changes audited after the backup (kept in `autoprov audit`, \
              marked rolled back); check the admins they concern\n",
             r.rolled_back.len()
         );
@@ -547,11 +548,7 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
     }
     let paths = Paths::new(&cfg.data_dir);
     // Read before the lock (sled's open takes one of its own): in use, it is refused below.
-    let before = paths
-        .store
-        .join("db")
-        .exists()
-        .then(|| SledStore::audit_at(&paths.store));
+    let before = crate::backup::audit_before(&paths);
     // sled's lock tells whether any process (a daemon on another socket, too) uses the
     // store; held until the restored store is in place, so that a daemon started meanwhile
     // cannot open the store being replaced (and serve, and lose, changes from it).

@@ -1672,6 +1672,17 @@ fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
     let file = env.root().join("manual.backup");
     env.json_ok(0, &["backup", file.to_str().unwrap()]);
     let nobody = hand_to_nobody(&env);
+    // A restore that fails (no such backup) after reading the store's audit leaves nothing
+    // root's in it (sled's snapshot had been, and the daemon could not open the store).
+    let missing = env.root().join("no-such.backup");
+    env.expect(2, &["restore", missing.to_str().unwrap()]);
+    let mut left = Vec::new();
+    owners(&env.data_dir.join("store"), &mut left);
+    let root_owned: Vec<_> = left.iter().filter(|(_, uid)| *uid != nobody).collect();
+    assert!(
+        root_owned.is_empty(),
+        "after a failed restore: {root_owned:?}"
+    );
 
     env.json_ok(0, &["restore", file.to_str().unwrap()]);
     let store = env.data_dir.join("store");
