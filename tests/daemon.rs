@@ -592,6 +592,13 @@ fn control_socket_refuses_changes_from_non_org_admins_and_audits_allowed_ones() 
             .all(|e| e["user"] != "nobody"),
         "{audit:#}"
     );
+    // The journal has the attempt, with who and its exit code, and root's change.
+    let log = daemon.log();
+    assert!(
+        log.contains("change asked: rules add") && log.contains("user=\"nobody\" exit=3"),
+        "{log}"
+    );
+    assert!(log.contains("user=\"root\" exit=0"), "{log}");
     daemon.stop();
 
     env.reconfigure(|s| s.org_admins = Some(vec!["root".into(), "nobody".into()]));

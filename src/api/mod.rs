@@ -191,6 +191,14 @@ impl Request {
         )
     }
 
+    /// Logs this request's change line ([`Self::change_line`]) with who asked and the
+    /// answer's exit code; a request that changes nothing gets none.
+    pub fn log_change(&self, user: &str, exit: u8) {
+        if let Some(line) = self.change_line() {
+            log_change(&line, user, exit);
+        }
+    }
+
     /// For a change, the command and what it names, for the log line it gets (an ID, a
     /// rule's number; no email, no condition): `files approve 7`, `admins set E12`.
     pub fn change_line(&self) -> Option<String> {
@@ -310,6 +318,13 @@ impl Caller {
 }
 
 /// The refusal of a change to a person (web section) who may not make changes.
+/// The log line of a change asked for (`files approve 7`), done or refused: who asked, and
+/// the answer's exit code. A security team reads the journal, not only `autoprov audit`,
+/// and an attempt without the right is what it most wants to see there.
+pub fn log_change(line: &str, user: &str, exit: u8) {
+    tracing::info!(user, exit, "change asked: {line}");
+}
+
 pub fn person_refusal(email: &str) -> Response {
     forbidden(format!(
         "refused: {email} may not make changes; an administrator must add the email to web.org_admins, or give its active account a role listed in web.org_admin_roles"

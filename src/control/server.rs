@@ -476,7 +476,9 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     let (request, output) = (env.request, env.output);
     // Refuse before reading an upload: nobody streams a roster in without the right.
     if request.is_change() && !cfg.is_org_admin(caller) {
-        return (Streamed::Whole(crate::api::refusal(caller)), None);
+        let refused = crate::api::refusal(caller);
+        request.log_change(caller, refused.exit);
+        return (Streamed::Whole(refused), None);
     }
     // An upload still arriving when the stop comes is not waited for (at its own limits,
     // 10 s and 2 s per MiB, a stalled one had held the stop past systemd's timeout).
@@ -492,10 +494,9 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
         Err(refusal) => return (Streamed::Whole(refusal), None),
     };
     if let Request::Fetch = request {
-        return (
-            Streamed::Whole(fetch(engine, caller, output, shutdown).await),
-            None,
-        );
+        let fetched = fetch(engine, caller, output, shutdown).await;
+        request.log_change(caller, fetched.exit);
+        return (Streamed::Whole(fetched), None);
     }
     let caller = caller.to_string();
     match env.stream {

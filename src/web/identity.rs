@@ -358,9 +358,10 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
         // Refused before the body is read: a person who may only look cannot hold a
         // connection open with a form that never ends.
         if !person.may_change {
-            return Err(Denied::forbidden(
-                crate::api::person_refusal(&person.email).text,
-            ));
+            let refused = crate::api::person_refusal(&person.email);
+            let form = format!("web form {}", parts.uri.path());
+            crate::api::log_change(&form, &person.email, refused.exit);
+            return Err(Denied::forbidden(refused.text));
         }
         let request = axum::extract::Request::from_parts(parts, body);
         // The body within the time its head had (the connection's own timeout covers only

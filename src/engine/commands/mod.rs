@@ -164,11 +164,7 @@ pub fn execute_streamed<S: Store>(
     let change = req.change_line();
     let answer = answer(p, req, caller, seen, output);
     if let Some(change) = change {
-        tracing::info!(
-            user = caller.name(),
-            exit = answer.exit(),
-            "change asked: {change}"
-        );
+        crate::api::log_change(&change, caller.name(), answer.exit());
     }
     answer
 }
@@ -257,6 +253,20 @@ fn run<S: Store>(
 /// before anything is filed, then the bytes go into inbox/ and through the pipeline; the
 /// report comes back as its body to write out.
 pub fn process_upload<S: Store>(
+    p: &Pipeline<S>,
+    original_name: &str,
+    content: Content<'_>,
+    dry_run: bool,
+    caller: &str,
+) -> Streamed {
+    let answered = upload_answer(p, original_name, content, dry_run, caller);
+    let name = crate::core::model::escape_controls(original_name);
+    crate::api::log_change(&format!("process {name}"), caller, answered.exit());
+    answered
+}
+
+/// [`process_upload`]'s answer.
+fn upload_answer<S: Store>(
     p: &Pipeline<S>,
     original_name: &str,
     content: Content<'_>,
