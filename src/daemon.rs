@@ -158,20 +158,13 @@ impl Stopping {
     /// socket and the store and lets the notifier deliver: exit 0, or a failure when the
     /// store could not write a change to disk (so that systemd starts it again).
     async fn stop(self) -> Result<()> {
-        let Stopping {
-            shutdown,
-            tracker,
-            engine_thread,
-            socket_file,
-            pipeline: pipeline_for_stop,
-            notifications,
-        } = self;
         tracing::info!("stopping: no new connections or files; finishing the current file");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        shutdown.cancel();
-        pipeline_for_stop.request_stop();
-        tracker.close();
-        tracker.wait().await;
+        self.shutdown.cancel();
+        self.pipeline.request_stop();
+        self.tracker.close();
+        self.tracker.wait().await;
+        let engine_thread = self.engine_thread;
         tokio::task::spawn_blocking(move || engine_thread.join())
             .await
             .ok()
@@ -181,10 +174,10 @@ impl Stopping {
         // store (the sign-in hook's `auth check` had found it in use, the socket silent, for
         // the grace's 5 s), and a daemon started meanwhile keeps its own socket (this one's
         // removal at the end had taken it away).
-        drop(socket_file);
-        let unwritten = crate::store::Store::write_failed(&pipeline_for_stop.store);
-        drop(pipeline_for_stop);
-        notifications.finish().await;
+        drop(self.socket_file);
+        let unwritten = crate::store::Store::write_failed(&self.pipeline.store);
+        drop(self.pipeline);
+        self.notifications.finish().await;
         match unwritten {
             // Not 0: systemd starts it again (`Restart=on-failure`), reading the store from disk.
             Some(why) => Err(Error::failed(crate::engine::commands::unwritten(&why))),
