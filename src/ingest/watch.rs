@@ -106,9 +106,11 @@ struct Candidate {
     /// upload still held open at a restart had been taken 2 s after its last write, the
     /// rest of it landing in the filed copy (rejected as cut short, or applied cut at a row).
     found: bool,
-    /// Written since it was made, as far as the events tell (not a link made under its
-    /// name, which is never written there): such a file waits for its close.
-    written: bool,
+    /// How many opens of it are not closed yet, as far as the events tell: a file held
+    /// open (a stalled upload) waits for its close, however long it is quiet; one made
+    /// under its name by a link, or changed through its path (a truncate), is never
+    /// opened there, and settles as a file found by a scan does.
+    opens: u32,
     /// Last event or observed change.
     changed: Instant,
     /// Size and modification time when last looked at.
@@ -137,7 +139,7 @@ pub async fn watch_dir(
     let inbox = paths.folder("inbox");
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
     let mut kept = Kept::load(paths.watch_kept.clone());
-    scan_dir(&dir, &mut files);
+    scan_dir(&dir, &mut files, false);
     let mut check = tokio::time::interval(
         settle
             .0
@@ -152,7 +154,7 @@ pub async fn watch_dir(
             event = events.recv() => match event {
                 Some(Ok(event)) => {
                     if event.need_rescan() {
-                        scan_dir(&dir, &mut files);
+                        scan_dir(&dir, &mut files, true);
                     }
                     for path in event.paths.iter().filter(|p| p.parent() == Some(dir.as_path())) {
                         observe(&mut files, path, &event.kind);
@@ -160,11 +162,11 @@ pub async fn watch_dir(
                 }
                 Some(Err(e)) => {
                     tracing::warn!("watch_dir watcher: {e}; rescanning");
-                    scan_dir(&dir, &mut files);
+                    scan_dir(&dir, &mut files, true);
                 }
                 None => return,
             },
-            _ = rescan_tick.tick() => scan_dir(&dir, &mut files),
+            _ = rescan_tick.tick() => scan_dir(&dir, &mut files, false),
             _ = check.tick() => {
                 // Moving may copy a whole roster across filesystems: not on an async worker's
                 // time (the runtime has other workers for the SFTP and control tasks).
@@ -203,13 +205,26 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
                 found: false,
-                written: false,
+                opens: 0,
                 changed: now,
                 seen: None,
             });
             c.closed = true;
             c.found = false;
+            c.opens = c.opens.saturating_sub(1);
             c.changed = now;
+        }
+        // Opens and closes pair up by count (inotify tells neither the mode of an open nor
+        // which open a close ends).
+        EventKind::Access(AccessKind::Open(_)) => {
+            if let Some(c) = files.get_mut(path) {
+                c.opens += 1;
+            }
+        }
+        EventKind::Access(AccessKind::Close(_)) => {
+            if let Some(c) = files.get_mut(path) {
+                c.opens = c.opens.saturating_sub(1);
+            }
         }
         // chmod, touch, chown or a link after the close: a change (its quiet period starts
         // again), not a file opened for writing, whose close would never come.
@@ -217,7 +232,7 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
                 found: false,
-                written: false,
+                opens: 0,
                 changed: now,
                 seen: None,
             });
@@ -227,13 +242,12 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: false,
                 found: false,
-                written: false,
+                opens: 0,
                 changed: now,
                 seen: None,
             });
             c.closed = false;
             c.found = false;
-            c.written |= !matches!(kind, EventKind::Create(_));
             c.changed = now;
         }
         _ => {}
@@ -241,7 +255,15 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
 }
 
 /// Adds regular files the watcher has not seen (present at start-up, or after lost events).
-fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>) {
+/// After lost events (`lost`), the files already known count as found by a scan too: the
+/// close of one held open may be among them, and it would have waited for it until a
+/// restart.
+fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) {
+    if lost {
+        for c in files.values_mut() {
+            (c.found, c.opens) = (true, 0);
+        }
+    }
     let Ok(entries) = fs::read_dir(dir) else {
         tracing::warn!(dir = %dir.display(), "cannot list source.watch_dir");
         return;
@@ -253,7 +275,7 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>) {
             files.entry(entry.path()).or_insert(Candidate {
                 closed: true,
                 found: true,
-                written: false,
+                opens: 0,
                 changed: Instant::now(),
                 seen: None,
             });
@@ -372,18 +394,17 @@ fn move_settled(
             c.changed = now;
             continue;
         }
-        // Found by a scan, or made under its name and never written or closed there (a
-        // link, as OpenSSH's sftp-server makes a rename; such a file had waited until a
-        // restart, then been applied after the newer ones), with something in it: it may
-        // be open for writing still, so it waits as long as a file found at start-up. One
-        // seen being written waits for its close (a stalled upload taken had been applied
-        // cut short, its writer writing on into the filed copy).
-        let linked = !c.closed && !c.written && stamp.0 > 0;
-        let quiet = match c.found || linked {
+        // Held open (a stalled upload): it waits for its close (taken once quiet, it had
+        // been applied cut short, its writer writing on into the filed copy). Found by a
+        // scan, or changed with no open of it here (a link made under its name, as OpenSSH's
+        // sftp-server makes a rename, which had waited until a restart, then been applied
+        // after the newer ones; a truncate through its path): it may be open still, so it
+        // waits as long as a file found at start-up.
+        let quiet = match c.found || !c.closed {
             true => settle.max(scanned),
             false => settle,
         };
-        if (!c.closed && !linked) || now.duration_since(c.changed) < quiet {
+        if (!c.closed && c.opens > 0) || now.duration_since(c.changed) < quiet {
             continue;
         }
         done.push(path.clone());
@@ -546,7 +567,7 @@ mod tests {
                 .unwrap();
         }
         let mut files = HashMap::new();
-        scan_dir(src.path(), &mut files);
+        scan_dir(src.path(), &mut files, false);
         let mut kept = Kept::default();
         let remove = |p: &Path| fs::remove_file(p);
         assert!(
@@ -590,7 +611,7 @@ mod tests {
         let (found, closed) = (src.path().join("found.csv"), src.path().join("closed.csv"));
         fs::write(&found, "x").unwrap();
         let mut files = HashMap::new();
-        scan_dir(src.path(), &mut files);
+        scan_dir(src.path(), &mut files, false);
         fs::write(&closed, "y").unwrap();
         let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
         observe(&mut files, &closed, &close);
@@ -676,22 +697,38 @@ mod tests {
         assert_eq!(kept_name.nlink(), 1);
     }
 
-    /// A file seen being written and not closed (a stalled upload) waits for its close,
-    /// however long it is quiet: taken after `startup_settle`, it had been applied cut short
-    /// while its writer wrote on into the filed copy. An empty one made and not written
-    /// waits too (its writer has not begun).
+    /// A file held open (a stalled upload) waits for its close, however long it is quiet:
+    /// taken after `startup_settle`, it had been applied cut short while its writer wrote on
+    /// into the filed copy. One changed with no open of it here (a link made under its name,
+    /// empty or not; a truncate through its path) settles as a file found by a scan: each
+    /// had waited until a restart. After lost events, a file held open counts as found too
+    /// (its close may be among them).
     #[test]
-    fn a_file_being_written_waits_for_its_close() {
+    fn a_file_held_open_waits_for_its_close() {
         let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (slow, empty) = (src.path().join("slow.csv"), src.path().join("empty.csv"));
-        fs::write(&slow, "employee_id,email\n").unwrap();
-        fs::write(&empty, "").unwrap();
+        let path = |name: &str| src.path().join(name);
+        for name in ["slow.csv", "empty.csv", "cut.csv", "lost.csv"] {
+            let text = if name == "empty.csv" {
+                ""
+            } else {
+                "employee_id,email\n"
+            };
+            fs::write(path(name), text).unwrap();
+        }
         let mut files = HashMap::new();
         let created = EventKind::Create(notify::event::CreateKind::File);
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
         let wrote = EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Any));
-        observe(&mut files, &slow, &created);
-        observe(&mut files, &slow, &wrote);
-        observe(&mut files, &empty, &created);
+        for (name, events) in [
+            ("slow.csv", vec![&created, &opened, &wrote]),
+            ("empty.csv", vec![&created]),
+            ("cut.csv", vec![&wrote]),
+            ("lost.csv", vec![&created, &opened, &wrote]),
+        ] {
+            for event in events {
+                observe(&mut files, &path(name), event);
+            }
+        }
         let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
         let quiet = (Duration::ZERO, Duration::from_millis(300));
         let step = |files: &mut HashMap<PathBuf, Candidate>, kept: &mut Kept| {
@@ -699,40 +736,25 @@ mod tests {
         };
         assert!(!step(&mut files, &mut kept), "first look");
         std::thread::sleep(Duration::from_millis(400));
-        assert!(!step(&mut files, &mut kept), "quiet, but not closed");
-        assert!(slow.exists() && empty.exists());
-        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
-        observe(&mut files, &slow, &close);
-        assert!(step(&mut files, &mut kept), "taken once closed");
-        assert!(!slow.exists() && empty.exists());
-    }
-
-    /// A file whose attributes change after it was closed (chmod, touch) settles again
-    /// instead of waiting for a close that never comes.
-    #[test]
-    fn an_attribute_change_after_the_close_restarts_the_quiet_period_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        let mut files = HashMap::new();
-        observe(
-            &mut files,
-            &path,
-            &EventKind::Access(AccessKind::Close(AccessMode::Write)),
-        );
-        let before = files[&path].changed;
-        std::thread::sleep(Duration::from_millis(5));
-        observe(
-            &mut files,
-            &path,
-            &EventKind::Modify(ModifyKind::Metadata(
-                notify::event::MetadataKind::Permissions,
-            )),
-        );
-        assert!(files[&path].closed, "still closed");
         assert!(
-            files[&path].changed > before,
-            "its quiet period started again"
+            step(&mut files, &mut kept),
+            "the link and the truncated file"
         );
+        let left = |name: &str| path(name).exists();
+        assert!(
+            left("slow.csv") && left("lost.csv"),
+            "held open, quiet or not"
+        );
+        assert!(!left("empty.csv") && !left("cut.csv"));
+        // The close of lost.csv lost with others: the rescan counts it as found.
+        scan_dir(src.path(), &mut files, true);
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        observe(&mut files, &path("slow.csv"), &close);
+        assert!(
+            step(&mut files, &mut kept),
+            "closed; quiet since before the rescan"
+        );
+        assert!(!left("slow.csv") && !left("lost.csv"));
     }
 
     /// Across filesystems (/dev/shm is a mount of its own) a file is copied; when it cannot
@@ -753,7 +775,7 @@ mod tests {
             let mut kept = Kept::load(kept_file.clone());
             for _ in 0..if restart { 1 } else { 3 } {
                 let mut files = HashMap::new();
-                scan_dir(src.path(), &mut files);
+                scan_dir(src.path(), &mut files, false);
                 // A first look, then the move.
                 for _ in 0..2 {
                     let quiet = (Duration::ZERO, Duration::ZERO);
@@ -793,7 +815,7 @@ mod tests {
             fs::write(dir.path().join(name), b"employee_id,email\n").unwrap();
         }
         let mut files = HashMap::new();
-        scan_dir(dir.path(), &mut files);
+        scan_dir(dir.path(), &mut files, false);
         assert_eq!(
             files.keys().collect::<Vec<_>>(),
             [&dir.path().join("roster.csv")]
