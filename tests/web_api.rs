@@ -824,6 +824,13 @@ fn api_tokens_read_and_never_change() {
     assert_eq!(a.status, 403, "{}", a.body);
     assert!(a.body.contains("may only read"), "{}", a.body);
     assert_eq!(env.json_ok(0, &["rules", "list"]), before);
+    // The attempt is a line of the log, naming no token.
+    let log = d.log();
+    let line = (log.lines())
+        .find(|l| l.contains("change asked: web form /rules"))
+        .unwrap_or_else(|| panic!("no line for the refused form:\n{log}"));
+    assert!(line.contains("user=\"an API token\" exit=3"), "{line}");
+    assert!(!line.contains("ap_"), "{line}");
     d.stop();
 }
 

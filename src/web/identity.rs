@@ -335,15 +335,39 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
         req: axum::extract::Request,
         state: &Arc<WebState>,
     ) -> Result<Self, Denied> {
+        // Each refused form gets the log line of a change refused, with who sent it (an
+        // attempt without the right is what a security team most wants to see).
+        let form = format!("web form {}", req.uri().path());
+        let mut who = String::from("(unknown)");
+        let read = Change::read(req, state, &mut who).await;
+        if let Err(denied) = &read
+            && denied.status == StatusCode::FORBIDDEN
+        {
+            crate::api::log_change(&form, &who, exit::REFUSED);
+        }
+        read
+    }
+}
+
+impl<T: DeserializeOwned + Send> Change<T> {
+    /// The change a form posts, from a person who may change; `who` is who sent it, as far
+    /// as known (never a token itself).
+    async fn read(
+        req: axum::extract::Request,
+        state: &Arc<WebState>,
+        who: &mut String,
+    ) -> Result<Self, Denied> {
         let (parts, body) = req.into_parts();
         let email = match claim(&state.cfg.web, &parts.headers, peer(&parts))? {
             Claim::Token(_) => {
+                *who = "an API token".into();
                 return Err(Denied::forbidden(
                     "refused: API tokens may only read; changes are made by a person signed in through SSO",
                 ));
             }
             Claim::Email(email) => email,
         };
+        who.clone_from(&email);
         let text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let html = text(header::ACCEPT.as_str()).is_some_and(|a| a.contains("text/html"));
         let host = addressed_host(&state.cfg.web, &parts);
@@ -358,10 +382,9 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
         // Refused before the body is read: a person who may only look cannot hold a
         // connection open with a form that never ends.
         if !person.may_change {
-            let refused = crate::api::person_refusal(&person.email);
-            let form = format!("web form {}", parts.uri.path());
-            crate::api::log_change(&form, &person.email, refused.exit);
-            return Err(Denied::forbidden(refused.text));
+            return Err(Denied::forbidden(
+                crate::api::person_refusal(&person.email).text,
+            ));
         }
         let request = axum::extract::Request::from_parts(parts, body);
         // The body within the time its head had (the connection's own timeout covers only
