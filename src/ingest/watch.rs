@@ -697,6 +697,34 @@ mod tests {
         assert_eq!(kept_name.nlink(), 1);
     }
 
+    /// A file whose attributes change after it was closed (chmod, touch) settles again
+    /// instead of waiting for a close that never comes.
+    #[test]
+    fn an_attribute_change_after_the_close_restarts_the_quiet_period_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut files = HashMap::new();
+        observe(
+            &mut files,
+            &path,
+            &EventKind::Access(AccessKind::Close(AccessMode::Write)),
+        );
+        let before = files[&path].changed;
+        std::thread::sleep(Duration::from_millis(5));
+        observe(
+            &mut files,
+            &path,
+            &EventKind::Modify(ModifyKind::Metadata(
+                notify::event::MetadataKind::Permissions,
+            )),
+        );
+        assert!(files[&path].closed, "still closed");
+        assert!(
+            files[&path].changed > before,
+            "its quiet period started again"
+        );
+    }
+
     /// A file held open (a stalled upload) waits for its close, however long it is quiet:
     /// taken after `startup_settle`, it had been applied cut short while its writer wrote on
     /// into the filed copy. One changed with no open of it here (a link made under its name,
