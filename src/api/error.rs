@@ -342,15 +342,32 @@ pub enum Blocked {
         path: PathBuf,
     },
     /// A held file waits for a decision.
-    #[error(
-        "file {id} ({name}) is held and blocks later files: decide with `autoprov files approve {id}` or `autoprov files reject {id}`"
-    )]
+    #[error("{}", held_text(*id, name, *gone))]
     Held {
         /// The held file's id.
         id: u64,
         /// Its stored name.
         name: String,
+        /// Its roster is gone from held/ (a store restored from a backup taken while it was
+        /// held): it cannot be approved, only rejected.
+        gone: bool,
     },
+}
+
+/// What [`Blocked::Held`] says: how to decide the held file (only a rejection, when its
+/// roster is gone: approve is refused for good, and had been offered too).
+fn held_text(id: u64, name: &str, gone: bool) -> String {
+    match gone {
+        false => format!(
+            "file {id} ({name}) is held and blocks later files: decide with `autoprov files \
+             approve {id}` or `autoprov files reject {id}`"
+        ),
+        true => format!(
+            "file {id} ({name}) is held and blocks later files, and its roster is not in held/ \
+             (a store restored from a backup taken while it was held): it cannot be \
+             approved; `autoprov files reject {id}` closes it, and the files behind it go on"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -418,6 +435,7 @@ mod tests {
         let held = Error::from(Blocked::Held {
             id: 3,
             name: "a.csv".into(),
+            gone: false,
         })
         .context("processing");
         assert_eq!(held.exit_code(), exit::REFUSED);

@@ -287,6 +287,18 @@ fn a_held_file_whose_roster_is_gone_is_cleared_by_a_rejection_that_says_so() {
     assert!(refused.contains("files reject 1"), "{refused}");
     assert_eq!(p.store.file(1).unwrap().unwrap().status, FileStatus::Held);
     assert!(p.store.accounts().unwrap().is_empty());
+    // A later file, refused while it blocks, is told only what clears it (approve had been
+    // offered too).
+    let later = submit(&p, "l.csv", &staff(&[("E1", "IT")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        later.contains("cannot be approved") && later.contains("files reject 1"),
+        "{later}"
+    );
+    assert!(!later.contains("files approve"), "{later}");
+    let inbox = p.paths.folder("inbox");
+    fs::remove_file(inbox.join("l.csv")).unwrap();
     // The decision made after the backup filed its report: it stays as it is.
     let earlier = p
         .paths

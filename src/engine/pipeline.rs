@@ -240,6 +240,17 @@ impl<S: Store> Pipeline<S> {
             .find(|f| f.status == FileStatus::Held))
     }
 
+    /// The refusal of a file while `held` blocks it: how to decide it (only a rejection
+    /// when its roster is gone from held/).
+    pub fn blocked_by(&self, held: FileEntry) -> Blocked {
+        let roster = self.paths.folder("held").join(&held.stored_as);
+        Blocked::Held {
+            id: held.id,
+            gone: !crate::util::is_taken(&roster),
+            name: held.stored_as,
+        }
+    }
+
     /// Complete files waiting in inbox/, oldest completion first.
     pub fn waiting(&self) -> Result<Vec<String>> {
         let inbox = self.paths.folder("inbox");
@@ -369,11 +380,7 @@ impl<S: Store> Pipeline<S> {
             return Ok(done);
         }
         if let Some(held) = self.held()? {
-            return Err(Blocked::Held {
-                id: held.id,
-                name: held.stored_as,
-            }
-            .into());
+            return Err(self.blocked_by(held).into());
         }
         let path = self.paths.folder("inbox").join(name);
         let meta =

@@ -10,7 +10,7 @@ mod stale;
 
 pub use listing::{Filter, Listing};
 
-use crate::api::error::{Blocked, Context as _};
+use crate::api::error::Context as _;
 use crate::api::render::{report_exit, report_response};
 use crate::api::report_out::write_report;
 use crate::api::seen::Seen;
@@ -284,13 +284,8 @@ fn upload_answer<S: Store>(
         Err(e) => return Streamed::Whole(e.response()),
     };
     if let Some(held) = held {
-        return Streamed::Whole(Response::fail(
-            exit::REFUSED,
-            format!(
-                "refused: file {} ({}) is held; decide it with `autoprov files approve {}` or `reject {}` first",
-                held.id, held.stored_as, held.id, held.id
-            ),
-        ));
+        let blocked = crate::api::error::Error::from(p.blocked_by(held));
+        return Streamed::Whole(blocked.response());
     }
     // The pipeline reads the file back from inbox/, unless its bytes were read already (and
     // then not again); either way a large roster is held once.
@@ -327,11 +322,7 @@ fn process<S: Store>(
         return Ok(Streamed::report(done, Some(filed)));
     }
     if let Some(held) = p.held()? {
-        return Err(Blocked::Held {
-            id: held.id,
-            name: held.stored_as,
-        }
-        .into());
+        return Err(p.blocked_by(held).into());
     }
     // Files committed whose filing failed are filed first, as a scan does: while one keeps
     // failing the files behind it wait (`process` had applied them past it).
