@@ -106,11 +106,13 @@ struct Candidate {
     /// upload still held open at a restart had been taken 2 s after its last write, the
     /// rest of it landing in the filed copy (rejected as cut short, or applied cut at a row).
     found: bool,
-    /// How many opens of it are not closed yet, as far as the events tell: a file held
-    /// open (a stalled upload) waits for its close, however long it is quiet; one made
-    /// under its name by a link, or changed through its path (a truncate), is never
-    /// opened there, and settles as a file found by a scan does.
-    opens: u32,
+    /// Opened since its last close after writing, as far as the events tell.
+    opened: bool,
+    /// Written through an open of it since its last close after writing: a file being
+    /// written (a stalled upload) waits for its close, however long it is quiet. One made
+    /// under its name by a link, or changed through its path (a truncate), is written by
+    /// no open (a reader's open writes nothing), and settles as a file found by a scan.
+    writing: bool,
     /// Last event or observed change.
     changed: Instant,
     /// Size and modification time when last looked at.
@@ -205,25 +207,21 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
                 found: false,
-                opens: 0,
+                opened: false,
+                writing: false,
                 changed: now,
                 seen: None,
             });
             c.closed = true;
             c.found = false;
-            c.opens = c.opens.saturating_sub(1);
+            (c.opened, c.writing) = (false, false);
             c.changed = now;
         }
-        // Opens and closes pair up by count (inotify tells neither the mode of an open nor
-        // which open a close ends).
+        // inotify tells neither the mode of an open nor, through notify, a close without
+        // writing: an open counts as a writer's once a write follows it.
         EventKind::Access(AccessKind::Open(_)) => {
             if let Some(c) = files.get_mut(path) {
-                c.opens += 1;
-            }
-        }
-        EventKind::Access(AccessKind::Close(_)) => {
-            if let Some(c) = files.get_mut(path) {
-                c.opens = c.opens.saturating_sub(1);
+                c.opened = true;
             }
         }
         // chmod, touch, chown or a link after the close: a change (its quiet period starts
@@ -232,7 +230,8 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: true,
                 found: false,
-                opens: 0,
+                opened: false,
+                writing: false,
                 changed: now,
                 seen: None,
             });
@@ -242,12 +241,14 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files.entry(path.to_path_buf()).or_insert(Candidate {
                 closed: false,
                 found: false,
-                opens: 0,
+                opened: false,
+                writing: false,
                 changed: now,
                 seen: None,
             });
             c.closed = false;
             c.found = false;
+            c.writing |= c.opened && !matches!(kind, EventKind::Create(_));
             c.changed = now;
         }
         _ => {}
@@ -261,7 +262,7 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
 fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) {
     if lost {
         for c in files.values_mut() {
-            (c.found, c.opens) = (true, 0);
+            (c.found, c.opened, c.writing) = (true, false, false);
         }
     }
     let Ok(entries) = fs::read_dir(dir) else {
@@ -275,7 +276,8 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) {
             files.entry(entry.path()).or_insert(Candidate {
                 closed: true,
                 found: true,
-                opens: 0,
+                opened: false,
+                writing: false,
                 changed: Instant::now(),
                 seen: None,
             });
@@ -394,17 +396,18 @@ fn move_settled(
             c.changed = now;
             continue;
         }
-        // Held open (a stalled upload): it waits for its close (taken once quiet, it had
+        // Being written (a stalled upload): it waits for its close (taken once quiet, it had
         // been applied cut short, its writer writing on into the filed copy). Found by a
-        // scan, or changed with no open of it here (a link made under its name, as OpenSSH's
-        // sftp-server makes a rename, which had waited until a restart, then been applied
-        // after the newer ones; a truncate through its path): it may be open still, so it
-        // waits as long as a file found at start-up.
+        // scan, or changed with no write through an open of it (a link made under its name,
+        // as OpenSSH's sftp-server makes a rename, which had waited until a restart, then
+        // been applied after the newer ones; a truncate through its path; a reader's open
+        // changes nothing): it may be open still, so it waits as long as a file found at
+        // start-up.
         let quiet = match c.found || !c.closed {
             true => settle.max(scanned),
             false => settle,
         };
-        if (!c.closed && c.opens > 0) || now.duration_since(c.changed) < quiet {
+        if (!c.closed && c.writing) || now.duration_since(c.changed) < quiet {
             continue;
         }
         done.push(path.clone());
@@ -725,17 +728,18 @@ mod tests {
         );
     }
 
-    /// A file held open (a stalled upload) waits for its close, however long it is quiet:
-    /// taken after `startup_settle`, it had been applied cut short while its writer wrote on
-    /// into the filed copy. One changed with no open of it here (a link made under its name,
-    /// empty or not; a truncate through its path) settles as a file found by a scan: each
-    /// had waited until a restart. After lost events, a file held open counts as found too
-    /// (its close may be among them).
+    /// A file being written through an open of it (a stalled upload) waits for its close,
+    /// however long it is quiet: taken after `startup_settle`, it had been applied cut short
+    /// while its writer wrote on into the filed copy. One changed with no write through an
+    /// open (a link made under its name, empty or not, read or not; a truncate through its
+    /// path) settles as a file found by a scan: each had waited until a restart (a reader's
+    /// open, whose close notify does not report, too). After lost events, a file being
+    /// written counts as found too (its close may be among them).
     #[test]
-    fn a_file_held_open_waits_for_its_close() {
+    fn a_file_being_written_waits_for_its_close() {
         let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let path = |name: &str| src.path().join(name);
-        for name in ["slow.csv", "empty.csv", "cut.csv", "lost.csv"] {
+        for name in ["slow.csv", "empty.csv", "cut.csv", "lost.csv", "read.csv"] {
             let text = if name == "empty.csv" {
                 ""
             } else {
@@ -752,6 +756,7 @@ mod tests {
             ("empty.csv", vec![&created]),
             ("cut.csv", vec![&wrote]),
             ("lost.csv", vec![&created, &opened, &wrote]),
+            ("read.csv", vec![&created, &opened]),
         ] {
             for event in events {
                 observe(&mut files, &path(name), event);
@@ -773,7 +778,7 @@ mod tests {
             left("slow.csv") && left("lost.csv"),
             "held open, quiet or not"
         );
-        assert!(!left("empty.csv") && !left("cut.csv"));
+        assert!(!left("empty.csv") && !left("cut.csv") && !left("read.csv"));
         // The close of lost.csv lost with others: the rescan counts it as found.
         scan_dir(src.path(), &mut files, true);
         let close = EventKind::Access(AccessKind::Close(AccessMode::Write));

@@ -337,10 +337,11 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
     ) -> Result<Self, Denied> {
         // Each refused form gets the log line of a change refused, with who sent it (an
         // attempt without the right is what a security team most wants to see).
-        let form = format!("web form {}", req.uri().path());
-        let mut who = String::from("(unknown)");
+        // The path quoted as Rust writes strings (control and format characters escaped).
+        let form = format!("web form {:?}", req.uri().path());
+        let mut who = None;
         let read = Change::read(req, state, &mut who).await;
-        if let Err(denied) = &read
+        if let (Err(denied), Some(who)) = (&read, who)
             && denied.status == StatusCode::FORBIDDEN
         {
             crate::api::log_change(&form, &who, exit::REFUSED);
@@ -350,24 +351,24 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
 }
 
 impl<T: DeserializeOwned + Send> Change<T> {
-    /// The change a form posts, from a person who may change; `who` is who sent it, as far
-    /// as known (never a token itself).
+    /// The change a form posts, from a person who may change; `who` is the person who sent
+    /// it, once known. A bearer token is refused unread, unlogged: anyone can send one (an
+    /// unknown token's reads are logged, throttled, where tokens are checked).
     async fn read(
         req: axum::extract::Request,
         state: &Arc<WebState>,
-        who: &mut String,
+        who: &mut Option<String>,
     ) -> Result<Self, Denied> {
         let (parts, body) = req.into_parts();
         let email = match claim(&state.cfg.web, &parts.headers, peer(&parts))? {
             Claim::Token(_) => {
-                *who = "an API token".into();
                 return Err(Denied::forbidden(
                     "refused: API tokens may only read; changes are made by a person signed in through SSO",
                 ));
             }
             Claim::Email(email) => email,
         };
-        who.clone_from(&email);
+        *who = Some(email.clone());
         let text = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let html = text(header::ACCEPT.as_str()).is_some_and(|a| a.contains("text/html"));
         let host = addressed_host(&state.cfg.web, &parts);
