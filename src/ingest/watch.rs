@@ -222,6 +222,10 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
         EventKind::Access(AccessKind::Open(_)) => {
             if let Some(c) = files.get_mut(path) {
                 c.opened = true;
+                // Opened while empty: its writer's open (a shell's `> file` before a slow
+                // export writes), not a reader's; taken empty once quiet, the roster had
+                // been rejected and written on into the rejected copy.
+                c.writing |= !c.closed && fs::metadata(path).is_ok_and(|m| m.len() == 0);
             }
         }
         // chmod, touch, chown or a link after the close: a change (its quiet period starts
@@ -377,6 +381,12 @@ fn move_settled(
     let now = Instant::now();
     let mut done = Vec::new();
     let mut due = Vec::new();
+    // The earliest change of a file still in its quiet period (not one being written,
+    // which waits for its close): a file that completed after it waits for it, so files
+    // reach inbox/ in the order they completed (a link, which waits `startup_settle`, had
+    // been overtaken by a newer roster closed after it, which waits `settle`).
+    // (Files first looked at in one tick share the time: their last writes order them.)
+    let mut earliest_waiting: Option<(Instant, SystemTime)> = None;
     for (path, c) in files.iter_mut() {
         let Ok(meta) = fs::symlink_metadata(path) else {
             done.push(path.clone());
@@ -407,16 +417,25 @@ fn move_settled(
             true => settle.max(scanned),
             false => settle,
         };
-        if (!c.closed && c.writing) || now.duration_since(c.changed) < quiet {
+        if !c.closed && c.writing {
             continue;
         }
-        done.push(path.clone());
-        if !kept.contains(&meta) {
-            due.push((stamp.1, path.clone(), meta));
+        if now.duration_since(c.changed) < quiet {
+            let completed = (c.changed, stamp.1);
+            earliest_waiting = Some(earliest_waiting.map_or(completed, |e| e.min(completed)));
+            continue;
         }
+        due.push((c.changed, stamp.1, path.clone(), meta));
     }
-    due.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for (_, path, meta) in due {
+    due.retain(|(changed, written, path, meta)| {
+        let waits = earliest_waiting.is_some_and(|earliest| (*changed, *written) > earliest);
+        if !waits {
+            done.push(path.clone());
+        }
+        !waits && !kept.contains(meta)
+    });
+    due.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+    for (_, _, path, meta) in due {
         match move_into(&path, inbox, remove) {
             Ok((name, removed)) => {
                 tracing::info!(file = %name, "complete file moved from watch_dir into inbox/");
@@ -607,15 +626,17 @@ mod tests {
     }
 
     /// A file found by a scan (there at start-up) may still be open for writing: it waits
-    /// for the scanned quiet period, not `settle`; one whose close was seen does not.
+    /// for the scanned quiet period, not `settle`; one whose close was seen does not (one
+    /// written before it: a newer one waits for it, see below).
     #[test]
     fn a_file_found_by_a_scan_waits_longer_than_one_seen_closing() {
         let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (found, closed) = (src.path().join("found.csv"), src.path().join("closed.csv"));
+        fs::write(&closed, "y").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
         fs::write(&found, "x").unwrap();
         let mut files = HashMap::new();
         scan_dir(src.path(), &mut files, false);
-        fs::write(&closed, "y").unwrap();
         let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
         observe(&mut files, &closed, &close);
         let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
@@ -698,6 +719,46 @@ mod tests {
             "a copy, not the writer's file"
         );
         assert_eq!(kept_name.nlink(), 1);
+    }
+
+    /// Files reach inbox/ in the order they completed: a file closed after a link was
+    /// made waits for the link's longer quiet period (the newer roster had been applied
+    /// first, then the older one over it). A file opened while empty is its writer's (a
+    /// shell's `> file` before a slow export writes) and waits for its close (it had been
+    /// taken empty and rejected).
+    #[test]
+    fn files_complete_in_order_and_an_empty_file_opened_waits_for_its_close() {
+        let (src, inbox) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let path = |name: &str| src.path().join(name);
+        fs::write(path("mon.csv"), "employee_id,email\n").unwrap();
+        fs::write(path("export.csv"), "").unwrap();
+        let mut files = HashMap::new();
+        let created = EventKind::Create(notify::event::CreateKind::File);
+        let opened = EventKind::Access(AccessKind::Open(AccessMode::Any));
+        let closed = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        observe(&mut files, &path("mon.csv"), &created);
+        observe(&mut files, &path("export.csv"), &created);
+        observe(&mut files, &path("export.csv"), &opened);
+        std::thread::sleep(Duration::from_millis(50));
+        fs::write(path("tue.csv"), "employee_id,email\nE1,e1@x.io\n").unwrap();
+        observe(&mut files, &path("tue.csv"), &closed);
+        let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
+        let quiet = (Duration::ZERO, Duration::from_millis(300));
+        let step = |files: &mut HashMap<PathBuf, Candidate>, kept: &mut Kept| {
+            move_settled(files, kept, inbox.path(), quiet, &remove).moved
+        };
+        assert!(!step(&mut files, &mut kept), "first look");
+        assert!(!step(&mut files, &mut kept), "tue.csv waits for mon.csv");
+        assert!(path("tue.csv").exists());
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(step(&mut files, &mut kept));
+        assert!(!path("mon.csv").exists() && !path("tue.csv").exists());
+        assert!(path("export.csv").exists(), "its writer has not closed it");
+        fs::write(path("export.csv"), "employee_id,email\n").unwrap();
+        observe(&mut files, &path("export.csv"), &closed);
+        assert!(!step(&mut files, &mut kept), "looked at after its close");
+        assert!(step(&mut files, &mut kept));
+        assert!(!path("export.csv").exists());
     }
 
     /// A file whose attributes change after it was closed (chmod, touch) settles again
