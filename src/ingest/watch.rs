@@ -119,10 +119,26 @@ struct Candidate {
     seen: Option<(u64, SystemTime)>,
 }
 
+impl Candidate {
+    /// A file first heard of `changed`: closed (or renamed in) or not, found by a scan or
+    /// not, neither opened nor written since.
+    fn new(closed: bool, found: bool, changed: Instant) -> Candidate {
+        Candidate {
+            closed,
+            found,
+            opened: false,
+            writing: false,
+            changed,
+            seen: None,
+        }
+    }
+}
+
 /// Watch mode: moves complete files from `dir` into inbox/. A file is complete when it was
 /// closed after writing (or renamed in) and then stayed unchanged for `settle.0`
-/// (`source.settle`); one found by a scan or never seen closing, for `settle.1`
-/// (`source.startup_settle`) if longer.
+/// (`source.settle`); one found by a scan, or changed with no write through an open of it
+/// (a link, a truncate), for `settle.1` (`source.startup_settle`) if longer; one being
+/// written, once closed. Files go in the order they completed.
 /// `watched` is `dir`'s watcher, started by the caller before the daemon is ready: without
 /// it a file could not be told closed, so a watcher that cannot start stops the start.
 pub async fn watch_dir(
@@ -204,14 +220,9 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
         }
         EventKind::Access(AccessKind::Close(AccessMode::Write))
         | EventKind::Modify(ModifyKind::Name(_)) => {
-            let c = files.entry(path.to_path_buf()).or_insert(Candidate {
-                closed: true,
-                found: false,
-                opened: false,
-                writing: false,
-                changed: now,
-                seen: None,
-            });
+            let c = files
+                .entry(path.to_path_buf())
+                .or_insert(Candidate::new(true, false, now));
             c.closed = true;
             c.found = false;
             (c.opened, c.writing) = (false, false);
@@ -231,25 +242,15 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
         // chmod, touch, chown or a link after the close: a change (its quiet period starts
         // again), not a file opened for writing, whose close would never come.
         EventKind::Modify(ModifyKind::Metadata(_)) => {
-            let c = files.entry(path.to_path_buf()).or_insert(Candidate {
-                closed: true,
-                found: false,
-                opened: false,
-                writing: false,
-                changed: now,
-                seen: None,
-            });
+            let c = files
+                .entry(path.to_path_buf())
+                .or_insert(Candidate::new(true, false, now));
             c.changed = now;
         }
         EventKind::Create(_) | EventKind::Modify(_) => {
-            let c = files.entry(path.to_path_buf()).or_insert(Candidate {
-                closed: false,
-                found: false,
-                opened: false,
-                writing: false,
-                changed: now,
-                seen: None,
-            });
+            let c = files
+                .entry(path.to_path_buf())
+                .or_insert(Candidate::new(false, false, now));
             c.closed = false;
             c.found = false;
             c.writing |= c.opened && !matches!(kind, EventKind::Create(_));
@@ -277,14 +278,9 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
         if is_file && !is_ignored(&name) {
-            files.entry(entry.path()).or_insert(Candidate {
-                closed: true,
-                found: true,
-                opened: false,
-                writing: false,
-                changed: Instant::now(),
-                seen: None,
-            });
+            files
+                .entry(entry.path())
+                .or_insert(Candidate::new(true, true, Instant::now()));
         }
     }
 }
@@ -592,26 +588,10 @@ mod tests {
         scan_dir(src.path(), &mut files, false);
         let mut kept = Kept::default();
         let remove = |p: &Path| fs::remove_file(p);
-        assert!(
-            !move_settled(
-                &mut files,
-                &mut kept,
-                inbox.path(),
-                (Duration::ZERO, Duration::ZERO),
-                &remove
-            )
-            .moved
-        );
-        assert!(
-            move_settled(
-                &mut files,
-                &mut kept,
-                inbox.path(),
-                (Duration::ZERO, Duration::ZERO),
-                &remove
-            )
-            .moved
-        );
+        let now = (Duration::ZERO, Duration::ZERO);
+        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), now, &remove).moved;
+        assert!(!step());
+        assert!(step());
         let mut listed: Vec<((SystemTime, SystemTime), String)> = fs::read_dir(inbox.path())
             .unwrap()
             .map(|e| {

@@ -260,8 +260,10 @@ pub fn process_upload<S: Store>(
     caller: &str,
 ) -> Streamed {
     let answered = upload_answer(p, original_name, content, dry_run, caller);
-    let name = crate::core::model::escape_controls(original_name);
-    crate::api::log_change(&format!("process {name}"), caller, answered.exit());
+    let asked = Request::Process {
+        name: original_name.to_string(),
+    };
+    asked.log_change(caller, answered.exit());
     answered
 }
 
