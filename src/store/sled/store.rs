@@ -834,10 +834,13 @@ impl Store for SledStore {
     }
 
     fn durable(&self) -> StoreResult<()> {
-        self.db.flush()?;
-        self.sync_files()?;
-        crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?;
-        Ok(())
+        let synced = self.db.flush().map_err(StoreError::from).and_then(|_| {
+            self.sync_files()?;
+            crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?;
+            Ok(())
+        });
+        // As for a flush: what could not be made durable may be in memory only.
+        synced.inspect_err(|e| self.failed_to_write(e))
     }
 
     fn write_failed(&self) -> Option<String> {
@@ -897,6 +900,25 @@ mod tests {
             }
         }
         panic!("store still locked after 2.5 s")
+    }
+
+    /// A store that cannot make what it holds durable (before a file committed earlier is
+    /// filed) answers nothing more from memory, as after a failed flush: `durable()` had
+    /// failed without marking it, and the next request was answered from what the disk may
+    /// not hold.
+    #[test]
+    fn a_failed_durable_marks_the_store_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append_audit(note("one")).unwrap();
+        assert!(store.durable().is_ok());
+        assert!(store.write_failed().is_none());
+        // The blobs' folder cannot be listed: its sync fails.
+        let blobs = dir.path().join("blobs");
+        let _ = std::fs::remove_dir_all(&blobs);
+        std::fs::write(&blobs, b"not a folder").unwrap();
+        assert!(store.durable().is_err());
+        assert!(store.write_failed().is_some());
     }
 
     fn note(action: &str) -> AuditNote {
