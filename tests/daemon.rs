@@ -1527,7 +1527,11 @@ fn idle_control_connections_do_not_block_a_stop() {
 fn refused_uploads_say_refused_and_backups_stay_in_the_backups_folder() {
     common::require(common::Need::Root);
     let (mut env, _watch) = watch_env(Settings::default());
-    env.reconfigure(|s| s.org_admins = Some(vec!["root".into()]));
+    env.reconfigure(|s| {
+        s.org_admins = Some(vec!["root".into()]);
+        s.extra_toml
+            .push_str("max_upload_bytes = 1000000\n[roster]\nmax_bytes = 1000000\n");
+    });
     let daemon = Daemon::start(&env);
     fs::set_permissions(env.root(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(&env.config, fs::Permissions::from_mode(0o644)).unwrap();
@@ -1547,11 +1551,28 @@ fn refused_uploads_say_refused_and_backups_stay_in_the_backups_folder() {
     );
     assert!(format!("{out}{err}").contains("refused"), "{out}{err}");
     assert!(files(&env).is_empty(), "nothing was filed");
+    // An org admin's upload beyond what any upload may be is refused before the engine.
+    let (code, out, err) = env.run(&["process", big.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("max_upload_bytes"),
+        "{out}{err}"
+    );
+    assert!(files(&env).is_empty(), "nothing was filed");
 
     let outside = env.root().join("elsewhere.backup");
     let (code, out, err) = env.run(&["backup", outside.to_str().unwrap()]);
     assert_eq!(code, 3, "{out}{err}");
     assert!(!outside.exists(), "the daemon wrote outside backups/");
+    // Both refusals of root's requests, made before the engine, are in the journal too.
+    let log = daemon.log();
+    for asked in [
+        "change asked: process big.csv user=\"nobody\" exit=3",
+        "change asked: process big.csv user=\"root\" exit=1",
+        "change asked: backup user=\"root\" exit=3",
+    ] {
+        assert!(log.contains(asked), "{asked}: {log}");
+    }
     let backups = env.data_dir.join("backups");
     let inside = backups.join("manual.backup");
     let (code, out, err) = env.run(&["backup", inside.to_str().unwrap()]);

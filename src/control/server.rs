@@ -473,7 +473,16 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     shutdown: &CancellationToken,
     reader: &mut R,
 ) -> (Streamed, Option<Place>) {
-    let (request, output) = (env.request, env.output);
+    let (request, output) = match (env.request, &env.upload) {
+        // The CLI names an upload in the upload, not in the request: named for the log.
+        (Request::Process { name }, Some(upload)) if name.is_empty() => (
+            Request::Process {
+                name: upload.name.clone(),
+            },
+            env.output,
+        ),
+        (request, _) => (request, env.output),
+    };
     // Refuse before reading an upload: nobody streams a roster in without the right.
     if request.is_change() && !cfg.is_org_admin(caller) {
         let refused = crate::api::refusal(caller);
@@ -491,7 +500,11 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
     };
     let upload = match received {
         Ok(upload) => upload,
-        Err(refusal) => return (Streamed::Whole(refusal), None),
+        Err(refusal) => {
+            // Too large, too slow, changed while sent, or cut by the stop: asked all the same.
+            request.log_change(caller, refusal.exit);
+            return (Streamed::Whole(refusal), None);
+        }
     };
     if let Request::Fetch = request {
         let fetched = fetch(engine, caller, output, shutdown).await;

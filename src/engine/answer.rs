@@ -69,13 +69,20 @@ pub fn answer_streamed(
                         let content = crate::engine::filing::Content::Stream(&mut file);
                         commands::process_upload(p, &upload.name, content, upload.dry_run, user)
                     }
-                    Err(e) => Streamed::Whole(Response::fail(
-                        exit::FAILED,
-                        format!(
-                            "reading the upload {}: {e}; nothing was filed",
-                            spooled.display()
-                        ),
-                    )),
+                    Err(e) => {
+                        let failed = Response::fail(
+                            exit::FAILED,
+                            format!(
+                                "reading the upload {}: {e}; nothing was filed",
+                                spooled.display()
+                            ),
+                        );
+                        let asked = Request::Process {
+                            name: upload.name.clone(),
+                        };
+                        asked.log_change(user, failed.exit);
+                        Streamed::Whole(failed)
+                    }
                 };
                 let _ = std::fs::remove_file(spooled);
                 return answer;
@@ -89,6 +96,7 @@ pub fn answer_streamed(
     if let Request::Backup { path } = &request
         && let Some(refusal) = backup_target_refusal(p, path)
     {
+        request.log_change(caller.name(), refusal.exit);
         return Streamed::Whole(refusal);
     }
     let is_status = matches!(request, Request::Status);
