@@ -895,6 +895,15 @@ fn healthz_and_metrics() {
         "{}",
         sick.body
     );
+    // A dry run after it applies nothing: still unhealthy (it had been "ok").
+    let (code, _) = env.process(
+        &env.input_from("sequence/day2.csv", "day2.csv"),
+        &["--dry-run"],
+    );
+    assert_eq!(code, 0);
+    let still = web.get("/healthz", &[]);
+    assert_eq!(still.status, 503, "{}", still.body);
+    assert!(still.body.contains("bad.csv"), "{}", still.body);
     // Metrics from a loopback peer, without sign-in; counts as the CLI sees them.
     let m = web.get("/metrics", &[]);
     assert_eq!(m.status, 200, "{}", m.body);

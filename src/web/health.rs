@@ -74,7 +74,9 @@ async fn unhealthy(state: &WebState) -> Option<String> {
         Ok(files) => files,
         Err(e) => return Some(format!("the ledger cannot be read: {e}")),
     };
-    let last = files.as_array().and_then(|f| f.last())?;
+    // A dry run or a held file after a rejection does not clear it: nothing was applied.
+    let last = (files.as_array()?.iter().rev())
+        .find(|f| f["status"] == "applied" || f["status"] == "rejected")?;
     (last["status"] == "rejected").then(|| {
         format!(
             "the last file, {} ({}), was rejected: {}",
