@@ -40,8 +40,18 @@ pub(super) fn overrides(
         };
         let key = name[PREFIX.len()..].to_lowercase().replace("__", ".");
         match lists.contains(&key) {
+            // Empty (or blank) is the empty list; an empty item in a list is a stray comma,
+            // which had given a role or an inactive status "" (every blank Status a leaver).
+            true if value.trim().is_empty() => out.lists.push((key, Vec::new())),
             true => {
-                let items = value.split(',').map(|v| v.trim().to_string()).collect();
+                let items: Vec<String> = value.split(',').map(|v| v.trim().to_string()).collect();
+                if let Some(n) = items.iter().position(String::is_empty) {
+                    anyhow::bail!(
+                        "the environment variable {name}: item {} of {value:?} is empty (a stray \
+                         comma?); set it empty for an empty list",
+                        n + 1
+                    );
+                }
                 out.lists.push((key, items));
             }
             false => {
@@ -91,6 +101,21 @@ mod tests {
         );
         assert_eq!(got.plain["AUTOPROV__SSO__PROVIDER"], " okta ");
         assert_eq!(got.plain.len(), 1, "{:?}", got.plain);
+        for stray in ["IT Admin,", "IT Admin,,HR Admin", ",IT Admin", " , "] {
+            let vars = [("AUTOPROV__PROVISIONING__ROLES", stray)]
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+            let err = match overrides(vars.into_iter(), &lists) {
+                Ok(_) => panic!("{stray:?}: accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("is empty"), "{stray:?}: {err}");
+        }
+        for empty in ["", "  "] {
+            let vars = [("AUTOPROV__PROVISIONING__ROLES", empty)]
+                .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+            let got = overrides(vars.into_iter(), &lists).unwrap();
+            assert_eq!(got.lists, [("provisioning.roles".into(), Vec::new())]);
+        }
         let latin1 = std::os::unix::ffi::OsStringExt::from_vec(b"caf\xe9".to_vec());
         let bad = [(OsString::from("AUTOPROV__SSO__PROVIDER"), latin1)];
         assert!(

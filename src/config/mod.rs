@@ -651,6 +651,21 @@ impl Config {
         if self.provisioning.roles.is_empty() {
             bail!("provisioning.roles is empty: list the roles rules may grant");
         }
+        // A blank role, or one with spaces around it, is one no rule or manual admin could be
+        // given (a role asked for is trimmed): its accounts' sign-ins would all be denied.
+        let lists = [
+            ("provisioning.roles", &self.provisioning.roles[..]),
+            (
+                "web.org_admin_roles",
+                self.web.org_admin_roles.as_deref().unwrap_or_default(),
+            ),
+            ("roster.inactive_statuses", &self.roster.inactive_statuses),
+        ];
+        for (key, items) in lists {
+            if let Some(item) = items.iter().find(|i| i.is_empty() || i.trim() != *i) {
+                bail!("{key}: {item:?} is blank or has spaces around it");
+            }
+        }
         if self.source.mode == Mode::Poll && self.source.remote.is_none() {
             bail!("source.mode = \"poll\" needs a [source.remote] section");
         }
@@ -913,6 +928,35 @@ mod tests {
             let e = format!("{:#}", load(text).unwrap_err());
             assert!(e.contains(key), "{e}");
         }
+    }
+
+    /// A role or an inactive status that is blank or has spaces around it is refused: a
+    /// role `"IT Admin "` could never be given (the one asked for is trimmed), its accounts'
+    /// sign-ins all denied; a status `""` made every blank Status a leaver.
+    #[test]
+    fn blank_or_padded_roles_and_statuses_are_refused() {
+        for (text, key) in [
+            (
+                "[provisioning]\nroles = [\"Super Admin\", \"IT Admin \"]\n",
+                "provisioning.roles: \"IT Admin \"",
+            ),
+            (
+                "[provisioning]\nroles = [\"\"]\n",
+                "provisioning.roles: \"\"",
+            ),
+            (
+                "[roster]\ninactive_statuses = [\"terminated\", \"\"]\n",
+                "roster.inactive_statuses: \"\"",
+            ),
+            (
+                "[web]\norg_admin_roles = [\" Super Admin\"]\n",
+                "web.org_admin_roles: \" Super Admin\"",
+            ),
+        ] {
+            let e = format!("{:#}", load(text).unwrap_err());
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        assert!(load("[roster]\ninactive_statuses = [\"terminated\"]\n").is_ok());
     }
 
     #[test]
