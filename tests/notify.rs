@@ -407,6 +407,39 @@ fn a_delivery_answered_500_is_retried_and_the_token_is_never_logged() {
     );
 }
 
+/// A loopback webhook is posted to directly, whatever proxy the environment names (one set
+/// for the HR system's API): the proxy had been sent every event, with the URL's token, in
+/// clear text, and the delivery had failed.
+#[test]
+fn a_loopback_webhook_is_not_sent_through_the_environments_proxy() {
+    let receiver = Receiver::start(Answer::Ok);
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let via = format!("http://{}", proxy.local_addr().unwrap());
+    let (env, watch) = watch_env(|| notify_toml(&receiver.url(), "36h"));
+    let proxies = [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    let envs: Vec<(&str, &str)> = proxies.iter().map(|k| (*k, via.as_str())).collect();
+    let d = Daemon::start_env(&env, &envs);
+    let broken = fs::read(testdata("broken/duplicate_employee_id.csv")).unwrap();
+    drop_into(&watch, "b.csv", &broken);
+    let got = receiver.wait_delivered(1);
+    assert_eq!(got[0]["event"], "file_rejected", "{got:#?}");
+    d.stop();
+    let asked = proxy.accept();
+    assert!(
+        asked
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the proxy was connected to: {asked:?}"
+    );
+}
+
 /// Every daemon log of `env` so far.
 fn d_log(env: &TestEnv) -> String {
     let mut all = String::new();

@@ -96,7 +96,8 @@ pub fn parse_webhook_url(text: &str) -> Result<Option<reqwest::Url>, String> {
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+/// Whether `url`'s host is this machine (`localhost` or a loopback address).
+pub fn is_loopback(url: &reqwest::Url) -> bool {
     let Some(host) = url.host_str() else {
         return false;
     };

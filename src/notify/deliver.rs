@@ -23,14 +23,22 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The HTTP client for the webhook: no redirects (a redirect could lead the token's
-/// request elsewhere), bounded attempts.
-pub fn client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The HTTP client for the webhook at `url`: no redirects (a redirect could lead the
+/// token's request elsewhere), bounded attempts. A loopback URL is posted to directly,
+/// never through the environment's proxy (`http_proxy`, `ALL_PROXY`): a clear-text one is
+/// allowed only because it never crosses a network, and the proxy had been sent each event
+/// with the URL's token in clear text.
+pub fn client(url: &reqwest::Url) -> anyhow::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(ATTEMPT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
+    let builder = match crate::config::notify::is_loopback(url) {
+        true => builder.no_proxy(),
+        false => builder,
+    };
+    builder
         .build()
         .map_err(|e| anyhow::anyhow!("building the webhook's HTTP client: {}", chain(&e)))
 }

@@ -141,7 +141,7 @@ impl Notifier {
             return Ok(Notifier::off());
         };
         let hook = deliver::Webhook {
-            client: deliver::client()?,
+            client: deliver::client(&url)?,
             url,
             target,
         };
