@@ -5,8 +5,7 @@
 use super::groups::Manual;
 use crate::core::columns::fold;
 use crate::core::model::{Employee, Finding, Roster};
-use crate::core::rules::MatchTable;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// Whether an employee's email is held by another employee's active manual account
 /// (`manual`: their employee IDs by folded email): whether [`super::plan`] plans again.
@@ -40,8 +39,7 @@ pub(super) struct Holders<'h> {
     /// The active manual accounts' employee IDs by folded email.
     pub(super) manual: &'h Manual,
     /// In [`super::plan`]'s second pass (some employee's roster email is a manual account's): the
-    /// employees whose account this sync leaves or makes active with their roster email, by
-    /// that email folded.
+    /// active employees with a well-formed roster email, by that email folded.
     rows: HashMap<String, &'h str>,
 }
 
@@ -53,28 +51,19 @@ impl<'h> Holders<'h> {
         }
     }
 
-    /// With the employees whose account this sync leaves or makes active with their roster
-    /// email: not inactive, matching a rule, without a manual account (`manual_ids`: every
-    /// manual account's employee ID; a manual account keeps its own email), and with a
-    /// well-formed email no other employee's manual account holds. Another employee's auto
-    /// account that keeps that email is not left active beside theirs; an employee who gets
-    /// no account (no rule matches) takes nobody's place.
-    pub(super) fn with_rows(
-        manual: &'h Manual,
-        manual_ids: &[String],
-        roster: &'h Roster,
-        matching: &MatchTable,
-    ) -> Holders<'h> {
-        let manual_ids: HashSet<&str> = manual_ids.iter().map(String::as_str).collect();
-        let rows = (roster.employees.iter().enumerate())
-            .filter(|(i, e)| {
+    /// With the active employees whose roster email is well formed and held by no other
+    /// employee's manual account, whether or not they get an account: the email is the SSO
+    /// identity (SPEC §3), so another employee's auto account that keeps it is not left
+    /// active, whoever signs in with it now. (An employee who got no account had taken
+    /// nobody's place, and signed in with the kept address, had the other's rights.)
+    pub(super) fn with_rows(manual: &'h Manual, roster: &'h Roster) -> Holders<'h> {
+        let rows = (roster.employees.iter())
+            .filter(|e| {
                 !e.inactive
                     && e.has_well_formed_email()
-                    && !matching.get(*i).is_empty()
-                    && !manual_ids.contains(e.id())
                     && taken_by_other(manual, e.email(), e.id()).is_none()
             })
-            .map(|(_, e)| (fold(e.email()).into_owned(), e.id()))
+            .map(|e| (fold(e.email()).into_owned(), e.id()))
             .collect();
         Holders { manual, rows }
     }

@@ -241,7 +241,7 @@ pub fn plan<E: Send>(
     let (mut grouped, survey) = plan_all_groups(roster, input, &employees, &first, read)?;
     let taken = any_email_taken(roster, &survey.manual);
     let holders = match taken {
-        true => Holders::with_rows(&survey.manual, &survey.manual_ids, roster, input.matching),
+        true => Holders::with_rows(&survey.manual, roster),
         false => Holders::manual(&survey.manual),
     };
     if taken {
@@ -1453,19 +1453,21 @@ mod tests {
     }
 
     #[test]
-    fn an_account_keeps_an_email_the_roster_gives_someone_who_gets_no_account() {
+    fn an_account_does_not_keep_an_email_the_roster_gives_someone_who_gets_no_account() {
         // As above, but E3 gets no account with h@: no rule matches E3, or E3 has a manual
-        // account (which keeps its own email). E1's account stays as the table says.
+        // account (which keeps its own email). h@ is E3's sign-in all the same (SPEC §3:
+        // the email is the SSO identity): E1's account, left active with it, had given E3
+        // E1's role. It is deactivated; a leaver's row with h@ takes nobody's place.
         let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
         boss.email = "m1@acme.example".into();
         let mut own = account("E3", Origin::Manual, None, "HR Admin", Status::Active);
         own.email = "e3.own@acme.example".into();
-        for e3_manual in [false, true] {
+        for (e3_manual, e3_left) in [(false, false), (true, false), (false, true)] {
             let mut e1 = account("E1", Origin::Auto, Some(1), "IT Admin", Status::Active);
             e1.email = "h@acme.example".into();
             let mut w = World::new(&[(1, "IT Admin")])
                 .row("E1", false, &[1])
-                .row("E3", false, if e3_manual { &[1] } else { &[] })
+                .row("E3", e3_left, if e3_manual { &[1] } else { &[] })
                 .acct(boss.clone())
                 .acct(e1);
             if e3_manual {
@@ -1475,15 +1477,22 @@ mod tests {
             w.roster.employees[1].set_email("h@acme.example");
             let p = w.plan();
             let by_id = |id: &str| p.changes.iter().find(|c| &*c.employee_id == id);
-            assert!(by_id("E1").is_none(), "E1 stays active: {:?}", p.changes);
-            assert!(p.updates.iter().all(|a| a.employee_id != "E1"));
             match e3_manual {
                 true => assert_eq!(by_id("E3").unwrap().action, Action::SkippedManual),
                 false => assert!(by_id("E3").is_none(), "{:?}", p.changes),
             }
-            // Only E1's own row is warned about (its roster email is M1's).
-            assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
-            assert!(p.warnings[0].message.contains("\"M1\""));
+            let about = |who: &str| p.warnings.iter().any(|w| w.message.contains(who));
+            if e3_left {
+                assert!(by_id("E1").is_none(), "E1 stays active: {:?}", p.changes);
+                assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+                assert!(about("\"M1\""), "{:?}", p.warnings);
+                continue;
+            }
+            let gone = by_id("E1").expect("E1 is deactivated");
+            assert_eq!(gone.action, Action::Deactivated);
+            let e1 = p.updates.iter().find(|a| a.employee_id == "E1").unwrap();
+            assert_eq!(e1.history.last().unwrap().reason, EMAIL_TAKEN);
+            assert!(about("\"E3\"") && about("\"M1\""), "{:?}", p.warnings);
         }
     }
 
