@@ -305,7 +305,7 @@ mod tests {
                 [
                     (Some(8), Some("employee_id")),
                     (Some(9), Some("employee_id")),
-                    (Some(11), None)
+                    (Some(11), Some("note"))
                 ],
                 "{eol:?}"
             );

@@ -902,7 +902,7 @@ mod tests {
                 (Some(2), Some("employee_id")),
                 (Some(3), Some("email")),
                 (Some(4), Some("employee_id")),
-                (Some(5), None),
+                (Some(5), Some("Email Address")),
             ]
         );
         assert_eq!(r.more_errors, 0);

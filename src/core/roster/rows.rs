@@ -372,8 +372,15 @@ fn wrong_field_count(
     } else {
         format!("a value or a {d} is probably missing")
     };
-    Finding::line(
+    // The column where the row stops matching the header: the first one it lacks, or, with
+    // fields past the header's, its last (SPEC §1: every row error names a column).
+    let column = (h.written.get(record.len()))
+        .or(h.written.last())
+        .cloned()
+        .unwrap_or_default();
+    Finding::at(
         line,
+        column,
         format!(
             "wrong number of fields: expected {} (as in the header), got {}; {why}",
             h.written.len(),
@@ -454,7 +461,7 @@ mod tests {
         for (i, &(id, email, inactive, whole)) in rows.iter().enumerate() {
             let line = i as u64 + 2;
             if !whole {
-                found.push((line, None));
+                found.push((line, Some("status")));
                 continue;
             }
             if id == 0 || ids.contains(&id) {
@@ -522,7 +529,7 @@ mod tests {
     #[test]
     fn a_line_of_only_spaces_is_a_row_like_any_other() {
         let r = rejected("employee_id,email\n1,a@example.com\n   \n2,b@example.com\n");
-        assert_eq!(places(&r.errors), [(Some(3), None)]);
+        assert_eq!(places(&r.errors), [(Some(3), Some("email"))]);
         assert_eq!(
             r.errors[0].message,
             "wrong number of fields: expected 2 (as in the header), got 1; the line is blank but \
@@ -539,11 +546,15 @@ mod tests {
     }
 
     #[test]
-    fn a_row_with_the_wrong_number_of_fields_is_an_error_without_a_column() {
+    fn a_row_with_the_wrong_number_of_fields_is_an_error_at_the_column_it_breaks() {
         let r = rejected(
             "employee_id,email,name\n1,a@example.com\n2,b@example.com,Bo,extra\n3,c@example.com,Cy\n",
         );
-        assert_eq!(places(&r.errors), [(Some(2), None), (Some(3), None)]);
+        // The first column it lacks; with fields past the header's, the header's last.
+        assert_eq!(
+            places(&r.errors),
+            [(Some(2), Some("name")), (Some(3), Some("name"))]
+        );
         assert!(
             r.errors[0]
                 .message
@@ -572,7 +583,7 @@ mod tests {
         let r = rejected(
             "employee_id,email,note\n1,a@example.com,\"one\ntwo\"\n2,b@example.com,\"x\ny\",z\n",
         );
-        assert_eq!(places(&r.errors), [(Some(4), None)]);
+        assert_eq!(places(&r.errors), [(Some(4), Some("note"))]);
         assert!(
             r.errors[0].message.contains("runs over lines 4–5"),
             "{}",
