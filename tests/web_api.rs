@@ -283,6 +283,17 @@ fn the_api_answers_what_the_cli_answers() {
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json(), env.json_ok(1, &["admins", "show", "NOPE"]));
     assert_eq!(web.get_as(LEAD, "/api/v1/files/99/report").status, 404);
+    // The downloads are the filed reports (the text one had begun with a line naming the
+    // report's path on the server).
+    let files = env.json_ok(0, &["files", "list"]);
+    let filed_json = std::path::PathBuf::from(files[0]["report"].as_str().unwrap());
+    let filed_txt = filed_json.with_extension("txt");
+    let txt = web.get_as(LEAD, "/files/1/report.txt");
+    assert_eq!(txt.status, 200, "{}", txt.body);
+    assert_eq!(txt.body, std::fs::read_to_string(&filed_txt).unwrap());
+    let json = web.get_as(LEAD, "/files/1/report.json");
+    let filed: Value = serde_json::from_slice(&std::fs::read(&filed_json).unwrap()).unwrap();
+    assert_eq!(json.json(), filed);
     assert_eq!(web.get_as(LEAD, "/api/v1/admins?rule=x").status, 400);
     assert_eq!(web.get_as(LEAD, "/api/v1/admins?status=gone").status, 400);
     assert_eq!(web.get_as(LEAD, "/no/such/page").status, 404);

@@ -188,7 +188,12 @@ async fn report(state: &WebState, viewer: Result<Viewer, Denied>, id: &str, json
         let body = serde_json::to_string_pretty(&answer.json).unwrap_or_default() + "\n";
         (body, "application/json", "json")
     } else {
-        (answer.text, "text/plain; charset=utf-8", "txt")
+        // The filed report.txt's text, not `files show`'s, whose first line names the
+        // report's path on the server.
+        let text = serde_json::from_value::<crate::core::report::Report>(answer.json)
+            .map(|report| report.to_text())
+            .unwrap_or(answer.text);
+        (text, "text/plain; charset=utf-8", "txt")
     };
     let disposition = format!("attachment; filename=\"file-{id}-report.{ext}\"");
     let mut response = (StatusCode::OK, body).into_response();
