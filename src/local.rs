@@ -580,14 +580,19 @@ pub fn token_add(cfg: &Config, name: &str) -> Response {
         );
     };
     match crate::web::tokens::add(path, name) {
-        Ok(token) => Response {
-            exit: exit::OK,
-            json: serde_json::json!({"name": name, "token": token, "file": path}),
-            text: format!(
-                "{token}\n(the API token \"{name}\", shown this once: autoprov keeps only its SHA-256 in {}; send it as `Authorization: Bearer TOKEN`)\n",
+        // The token alone on stdout, for `TOKEN=$(autoprov token add NAME)`; what it is, on
+        // stderr (a second line on stdout had gone into the Authorization header).
+        Ok(token) => {
+            eprintln!(
+                "(the API token \"{name}\", shown this once: autoprov keeps only its SHA-256 in {}; send it as `Authorization: Bearer TOKEN`)",
                 path.display()
-            ),
-        },
+            );
+            Response {
+                exit: exit::OK,
+                json: serde_json::json!({"name": name, "token": token, "file": path}),
+                text: format!("{token}\n"),
+            }
+        }
         Err(e) => e.response(),
     }
 }

@@ -764,7 +764,10 @@ fn api_tokens_read_and_never_change() {
         String::from_utf8_lossy(&done.stderr),
     );
     assert_eq!(done.status.code(), Some(0), "{out}{err}");
-    let token = out.lines().next().unwrap().trim().to_string();
+    // Only the token on stdout (`TOKEN=$(autoprov token add NAME)`), what it is on stderr.
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(err.contains("shown this once"), "{err}");
+    let token = out.trim().to_string();
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o640);
