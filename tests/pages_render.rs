@@ -228,7 +228,7 @@ fn every_page() -> Vec<(&'static str, String)> {
     };
     let files = json!([{"id": 1, "name": SCRIPT, "stored_as": SCRIPT, "status": "held", "received_at": "2026-12-03T23:52:17Z", "summary": SCRIPT}]);
     let report = json!({"file": SCRIPT, "status": "held", "held_because": [SCRIPT], "counts": {"created": 1}, "errors": [{"line": 2, "column": SCRIPT, "message": SCRIPT}]});
-    let status = json!({"mode": "host", "last_file": {"id": 1, "name": SCRIPT, "status": "held"}, "waiting": [SCRIPT], "held": [{"id": 1, "name": SCRIPT}], "daemon": {"running": true, "last_error": SCRIPT}});
+    let status = json!({"mode": "host", "last_file": {"id": 1, "name": SCRIPT, "status": "held"}, "waiting": [SCRIPT], "held": [{"id": 1, "name": SCRIPT}], "daemon": {"running": true, "last_error": SCRIPT, "listen": SCRIPT, "hris": {"provider": SCRIPT, "failing": true, "last_error": SCRIPT}, "poll": {"last_error": SCRIPT, "stopped": true}}});
     vec![
         ("admin", pages::admin(&c, &admin).into_string()),
         (
@@ -419,6 +419,34 @@ fn echo_server() -> Served {
             .route("/redirect", any(redirect))
             .fallback(echo),
     )
+}
+
+/// `/status` shows HRIS mode's state, a failing fetch as an alert, and an SFTP address only
+/// where the daemon bound one: it had shown neither the provider nor the failure, and the
+/// configured `source.listen` where nothing listens.
+#[test]
+fn the_status_page_shows_the_hris_state_and_no_sftp_address_outside_host_mode() {
+    let c = ctx(true);
+    let status = json!({
+        "mode": "hris", "listen": null,
+        "daemon": {"running": true, "listen": null, "hris": {
+            "provider": "bamboohr", "failing": true, "last_success": null,
+            "last_error": "credentials refused (HTTP 403)", "next_fetch": "2026-12-07T06:00:00Z",
+        }},
+    });
+    let page = pages::status(&c, &status).into_string();
+    assert!(page.contains("bamboohr"), "{page}");
+    assert!(page.contains("credentials refused (HTTP 403)"), "{page}");
+    assert!(page.contains("role=\"alert\""), "{page}");
+    assert!(!page.contains("2222"), "{page}");
+    let mut host = json!({"mode": "host", "daemon": {"running": true, "listen": "127.0.0.1:2222"}});
+    assert!(
+        pages::status(&c, &host)
+            .into_string()
+            .contains("127.0.0.1:2222")
+    );
+    host["daemon"]["listen"] = Value::Null;
+    assert!(!pages::status(&c, &host).into_string().contains("2222"));
 }
 
 #[test]

@@ -28,7 +28,8 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let j = json!({
         "data_dir": p.cfg.data_dir,
         "mode": format!("{:?}", p.cfg.source.mode).to_lowercase(),
-        "listen": p.cfg.source.listen.to_string(),
+        // An SFTP address only where a server listens (it had named one in every mode).
+        "listen": (p.cfg.source.mode == crate::config::Mode::Host).then(|| p.cfg.source.listen.to_string()),
         "sso": {"enabled": p.cfg.sso.enabled, "provider": p.cfg.sso.provider},
         "rules": {"total": rules.len(), "enabled": rules.iter().filter(|r| r.enabled).count()},
         "accounts": {

@@ -21,6 +21,14 @@ pub fn status(ctx: &PageCtx, status: &Value) -> Markup {
         @if let Some(e) = daemon["last_error"].as_str() {
             div.notice.error role="alert" { p { strong { "Last error: " } (e) } }
         }
+        @if daemon["hris"]["failing"].as_bool() == Some(true) {
+            div.notice.error role="alert" { p {
+                strong { "The HR system's fetch is failing: " } (text(&daemon["hris"]["last_error"]))
+            } }
+        }
+        @if let Some(e) = daemon["poll"]["last_error"].as_str() {
+            div.notice.error role="alert" { p { strong { "Polling failed: " } (e) } }
+        }
         @if let Some(e) = daemon["status_error"].as_str() {
             div.notice.warn { p { "Part of the state could not be read: " (e) } }
         }
@@ -31,7 +39,10 @@ pub fn status(ctx: &PageCtx, status: &Value) -> Markup {
             } }
         }
         dl.fields {
-            dt { "Mode" } dd { (text(&status["mode"])) @if let Some(l) = status["listen"].as_str() { " on " code { (l) } } }
+            // The SFTP server's address where one runs (host mode), as the daemon bound it.
+            dt { "Mode" } dd { (text(&status["mode"])) @if let Some(l) = daemon["listen"].as_str() { " on " code { (l) } } }
+            @if daemon["hris"].is_object() { dt { "HR system" } dd { (hris(&daemon["hris"])) } }
+            @if daemon["poll"].is_object() { dt { "Polling" } dd { (poll(&daemon["poll"])) } }
             dt { "SSO" } dd { (sso(&status["sso"])) }
             dt { "Daemon" } dd { (daemon_state(daemon)) }
             dt { "Last file" } dd { (last_file(&status["last_file"])) }
@@ -84,6 +95,29 @@ fn daemon_state(daemon: &Value) -> Markup {
         } @else {
             span.muted { "not running (answered from the store)" }
         }
+    }
+}
+
+/// HRIS mode's part (SPEC §10: the provider, last success, last error and next fetch).
+fn hris(h: &Value) -> Markup {
+    html! {
+        (text(&h["provider"]))
+        @if h["failing"].as_bool() == Some(true) { " " span.badge.bad { "failing" } }
+        br; span.muted.small {
+            "last success " @match h["last_success"].as_str() { Some(t) => (time(t)), None => "never" }
+            ", next fetch " @match h["next_fetch"].as_str() { Some(t) => (time(t)), None => "now" }
+            @if let (Some(t), false) = (h["last_error_at"].as_str(), h["failing"].as_bool() == Some(true)) {
+                ", last error at " (time(t)) " (fetched since)"
+            }
+        }
+    }
+}
+
+/// Poll mode's part: its last success, and whether it stopped.
+fn poll(p: &Value) -> Markup {
+    html! {
+        "last success " @match p["last_success"].as_str() { Some(t) => (time(t)), None => "never" }
+        @if p["stopped"].as_bool() == Some(true) { " " span.badge.bad { "stopped" } }
     }
 }
 
