@@ -21,7 +21,9 @@ use sftp::{SftpSettings, SftpUser};
 /// `status`, so that it is the config check the example config promises (it had passed
 /// configs `run` refused). Host mode: the users' keys and password hashes (read by the SSH
 /// library; a config without users serves the commands alone, and `run` says what host
-/// mode needs); poll mode: the pinned host key; watch mode: `watch_dir` exists. Not the
+/// mode needs); poll mode: the pinned host key; watch mode: `watch_dir` exists; HRIS mode:
+/// `ca_file` holds certificates. Not `[sso] enabled` (read commands work without it, and
+/// `status` shows it DISABLED), nor the
 /// secret files (the HRIS credentials, poll's private key): the daemon reads them, and may
 /// be the only user that can (systemd's `LoadCredential=`); `run` refuses one it cannot
 /// read.
@@ -42,7 +44,10 @@ pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
             ),
             _ => Ok(()),
         },
-        Mode::Hris => Ok(()),
+        Mode::Hris => match &cfg.source.hris {
+            Some(hris) => hris::http::ca_certs(hris).map(drop),
+            None => Ok(()),
+        },
     }
 }
 
@@ -164,5 +169,25 @@ mod tests {
         check_config(&config(&watch(dir.path()))).unwrap();
         // Host mode without users serves the commands alone.
         check_config(&config("[source]\nmode = \"host\"\n")).unwrap();
+        // HRIS mode: a CA file that cannot be read, or holds no certificate (not a secret).
+        let hris = |ca: &str| {
+            format!(
+                "[source]\nmode = \"hris\"\n[source.hris]\nprovider = \"csv_url\"\n\
+                 ca_file = {ca:?}\n[source.hris.csv_url]\nurl = \"https://x/r.csv\"\n"
+            )
+        };
+        let err = format!(
+            "{:#}",
+            check_config(&config(&hris("/nonexistent.pem"))).unwrap_err()
+        );
+        assert!(err.contains("source.hris.ca_file"), "{err}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let err = format!(
+            "{:#}",
+            check_config(&config(&hris(empty.to_str().unwrap()))).unwrap_err()
+        );
+        assert!(err.contains("no PEM certificate"), "{err}");
+        check_config(&config(&hris(""))).unwrap();
     }
 }

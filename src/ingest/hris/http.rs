@@ -143,23 +143,30 @@ pub struct Http {
     timeout: Duration,
 }
 
+/// The certificates of `source.hris.ca_file` (none when it is not set): read at the
+/// daemon's start, and by `status` (the config check; not a secret file).
+pub fn ca_certs(hris: &Hris) -> Result<Vec<reqwest::Certificate>> {
+    if hris.ca_file.as_os_str().is_empty() {
+        return Ok(Vec::new());
+    }
+    let key = "source.hris.ca_file";
+    let path = hris.ca_file.display();
+    let pem = std::fs::read(&hris.ca_file)
+        .map_err(|e| anyhow::anyhow!("{key} = {path}: cannot read it ({e})"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| anyhow::anyhow!("{key} = {path}: not PEM certificates ({e})"))?;
+    if certs.is_empty() {
+        bail!("{key} = {path}: holds no PEM certificate");
+    }
+    Ok(certs)
+}
+
 impl Http {
     /// Builds the client from `[source.hris]` (answers capped at `max_bytes`, i.e.
     /// `roster.max_bytes`): HTTPS only, the system's roots plus `ca_file`. Errors are
     /// config errors naming the key.
     pub fn new(hris: &Hris, max_bytes: u64) -> Result<Http> {
-        let mut certs = Vec::new();
-        if !hris.ca_file.as_os_str().is_empty() {
-            let key = "source.hris.ca_file";
-            let path = hris.ca_file.display();
-            let pem = std::fs::read(&hris.ca_file)
-                .map_err(|e| anyhow::anyhow!("{key} = {path}: cannot read it ({e})"))?;
-            certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| anyhow::anyhow!("{key} = {path}: not PEM certificates ({e})"))?;
-            if certs.is_empty() {
-                bail!("{key} = {path}: holds no PEM certificate");
-            }
-        }
+        let certs = ca_certs(hris)?;
         let build = |redirects: reqwest::redirect::Policy| {
             let mut builder = Client::builder()
                 .https_only(true)
