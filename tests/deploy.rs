@@ -381,3 +381,34 @@ fn sysusers_snippet_creates_the_user() {
     );
     assert!(group.lines().any(|l| l.starts_with("autoprov:")));
 }
+
+/// `source.hris.provider` given in the environment, not the file: the file's other keys are
+/// still read strictly (a required key missing from the file had ended the strict reading,
+/// and `enabled = "yes"` had then turned SSO on).
+#[test]
+fn a_provider_from_the_environment_leaves_the_file_read_strictly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hris.toml");
+    let text = "[source]\nmode = \"hris\"\n[source.hris]\nevery = \"1h\"\n\
+                [source.hris.csv_url]\nurl = \"https://hr.example/r.csv\"\n[sso]\nenabled = \"yes\"\n";
+    std::fs::write(&config, text).unwrap();
+    let provider = [("AUTOPROV__SOURCE__HRIS__PROVIDER", "csv_url")];
+    let out = status(&config, dir.path(), &provider, true);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 8") && err.contains("expected a boolean"),
+        "{err}"
+    );
+    // Valid, it loads with the provider from the environment; missing, it is named.
+    std::fs::write(&config, text.replace("\"yes\"", "true")).unwrap();
+    let j = status_json(
+        "provider from the environment",
+        &status(&config, dir.path(), &provider, true),
+    );
+    assert_eq!(j["mode"], "hris");
+    let out = status(&config, dir.path(), &[], true);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("source.hris.provider is missing"), "{err}");
+}

@@ -46,8 +46,11 @@ impl<'de> Deserialize<'de> for Provider {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hris {
-    /// bamboohr | workday | csv_url
-    pub provider: Provider,
+    /// bamboohr | workday | csv_url ([`Hris::provider`]). Required: checked once the
+    /// environment's overrides are read (missing from the file, it had left the rest of the
+    /// file's keys unchecked, a value of another type converted).
+    #[serde(rename = "provider", default)]
+    pub provider_set: Option<Provider>,
     /// First fetch at this time of day (`HH:MM`, UTC); empty = at start-up.
     #[serde(default)]
     pub at: String,
@@ -287,6 +290,12 @@ fn require_file(key: &str, value: &Path) -> Result<()> {
 }
 
 impl Hris {
+    /// The HR system, once [`Hris::validate`] found it set.
+    pub fn provider(&self) -> Provider {
+        self.provider_set
+            .expect("source.hris.provider is checked by validate")
+    }
+
     /// The time of day of the first fetch (hour, minute, UTC); None = at start-up.
     pub fn at_utc(&self) -> Option<(u32, u32)> {
         parse_at(&self.at).ok().flatten()
@@ -301,7 +310,10 @@ impl Hris {
                 "source.hris.provider = \"{name}\" needs a [source.hris.{name}] section"
             )
         };
-        match self.provider {
+        let Some(provider) = self.provider_set else {
+            bail!("source.hris.provider is missing: \"bamboohr\", \"workday\" or \"csv_url\"");
+        };
+        match provider {
             Provider::Bamboohr => {
                 let b = self.bamboohr.as_ref().ok_or_else(|| section("bamboohr"))?;
                 check_https("source.hris.bamboohr.base_url", &b.base_url)?;
@@ -456,7 +468,7 @@ mod tests {
         let c = load(BAMBOO).unwrap();
         assert_eq!(c.source.mode, Mode::Hris);
         let h = c.source.hris.unwrap();
-        assert_eq!(h.provider, Provider::Bamboohr);
+        assert_eq!(h.provider(), Provider::Bamboohr);
         assert_eq!(h.at_utc(), None);
         assert_eq!(h.every, Duration::from_secs(86_400));
         assert_eq!(h.timeout, Duration::from_secs(300));
@@ -514,7 +526,7 @@ mod tests {
         ] {
             let c = Config::load(Some(&dir.join(file))).unwrap_or_else(|e| panic!("{file}: {e:#}"));
             assert_eq!(c.source.mode, Mode::Hris, "{file}");
-            assert_eq!(c.source.hris.unwrap().provider, provider, "{file}");
+            assert_eq!(c.source.hris.unwrap().provider(), provider, "{file}");
         }
     }
 

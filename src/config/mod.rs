@@ -694,7 +694,7 @@ impl Config {
             // What autoprov writes from a provider's JSON is UTF-8 (SPEC §10): read as
             // Windows-1252, "Zürich" became "ZÃ¼rich" and rules stopped matching it.
             let writes_utf8 = matches!(
-                hris.provider,
+                hris.provider(),
                 hris::Provider::Bamboohr | hris::Provider::Workday
             );
             if self.source.mode == Mode::Hris
@@ -704,7 +704,7 @@ impl Config {
                 bail!(
                     "roster.encoding = \"windows-1252\" cannot be used with source.hris.provider = \
                      \"{}\", whose roster autoprov writes as UTF-8: use \"auto\" or \"utf-8\"",
-                    hris.provider.name()
+                    hris.provider().name()
                 );
             }
         }

@@ -149,7 +149,7 @@ impl Fetcher {
     /// Reads the credential files: errors are config errors naming the key and the path.
     fn new(cfg: &Config, hris: &Hris, paths: &Paths) -> Result<Fetcher> {
         let missing = |name: &str| anyhow::anyhow!("[source.hris.{name}] is missing");
-        Ok(match hris.provider {
+        Ok(match hris.provider() {
             Provider::Bamboohr => {
                 let b = hris.bamboohr.as_ref().ok_or_else(|| missing("bamboohr"))?;
                 Fetcher::BambooHr(bamboohr::BambooHr::new(hris, b, &cfg.columns())?)
@@ -205,12 +205,12 @@ pub fn start(
     let state = Arc::new(Mutex::new(HrisState::default()));
     let (tx, rx) = mpsc::channel(16);
     let link = Arc::new(HrisLink {
-        provider: hris.provider,
+        provider: hris.provider(),
         state: state.clone(),
         requests: tx,
     });
     let source = Arc::new(HrisSource {
-        provider: hris.provider,
+        provider: hris.provider(),
         fetcher: Arc::new(fetcher),
         http,
         inbox: paths.folder("inbox"),
