@@ -710,8 +710,11 @@ fn held_file_blocks_later_files_and_is_rejected_or_approved_with_audit() {
         env.run(&["process", "--dry-run", day2.to_str().unwrap()]).0,
         3
     );
-    // sync has no applied roster to work from; it must not apply the held file.
-    assert_ne!(env.run(&["sync"]).0, 0);
+    // sync has no applied roster to work from; it must not apply the held file. Refused
+    // (exit 3), not a usage error (2), which a script reads as a broken command line.
+    let (code, out, err) = env.run(&["sync"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("no roster has been applied yet"), "{out}{err}");
     assert!(env.accounts(&[]).is_empty());
     assert_eq!(env.files_in("held").len(), 3);
 

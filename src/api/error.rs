@@ -295,6 +295,12 @@ pub enum Blocked {
         /// Where its roster should be.
         path: String,
     },
+    /// `sync` before any roster was applied: there is nothing to re-evaluate (not a usage
+    /// error, which a script would read as a broken command line or config).
+    #[error(
+        "refused: no roster has been applied yet, so there is nothing to sync: upload one or run `autoprov process FILE`"
+    )]
+    NothingApplied,
     /// Only held files can be decided.
     #[error(
         "refused: file {id} ({name}) is {status}, not held: only held files can be approved or rejected"

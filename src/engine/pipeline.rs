@@ -589,11 +589,8 @@ impl<S: Store> Pipeline<S> {
     /// Re-evaluates the last applied roster with the current rules and applies the result.
     /// Over a safety limit it applies nothing unless `force`, and returns a `held` report.
     pub fn sync(&self, user: &str, force: bool) -> Result<Report> {
-        let entry = self.store.last_applied()?.ok_or_else(|| {
-            Error::usage(
-                "no roster has been applied yet: upload one or run `autoprov process FILE`",
-            )
-        })?;
+        let entry = (self.store.last_applied()?)
+            .ok_or(Error::Refused(crate::api::error::Blocked::NothingApplied))?;
         let path = self.paths.folder("processed").join(&entry.stored_as);
         let bytes = FileBytes::read(&path).with_context(|| {
             format!(
