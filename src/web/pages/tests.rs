@@ -111,7 +111,7 @@ fn status_json() -> Value {
         "accounts": {"auto_active": 1, "auto_inactive": 1, "manual_active": 2, "manual_inactive": 0},
         "last_file": {"id": 1, "name": SCRIPT, "status": "applied", "processed_at": "2026-12-03T23:52:17Z", "summary": SCRIPT},
         "waiting": [SCRIPT], "held": [{"id": 2, "name": SCRIPT}],
-        "daemon": {"running": true, "started_at": "2026-12-03T23:00:00Z", "last_error": SCRIPT, "stale": false, "quiet_for_seconds": 125},
+        "daemon": {"running": true, "started_at": "2026-12-03T23:00:00Z", "listen": "127.0.0.1:2222", "last_error": SCRIPT, "stale": false, "quiet_for_seconds": 125},
     })
 }
 
