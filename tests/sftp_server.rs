@@ -238,6 +238,12 @@ fn sftp_upload_lands_in_inbox_under_its_name_and_nothing_hidden_remains() {
     assert!(out.ok(), "{out:?}");
     assert_eq!(s.inbox(), ["roster.csv", "second.csv"]);
     assert_eq!(fs::read(s.area("inbox/roster.csv")).unwrap(), data);
+    // 0640, as every roster autoprov files (group autoprov reads processed/).
+    let mode = fs::metadata(s.area("inbox/roster.csv"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
     assert_eq!(
         fs::read(s.area("inbox/second.csv")).unwrap(),
         b"id,name\n1,Ann\n"

@@ -225,7 +225,9 @@ impl DropFs {
                 match OpenOptions::new()
                     .write(true)
                     .create_new(true)
-                    .mode(0o600)
+                    // As every roster and report autoprov files (group autoprov reads
+                    // processed/): an upload's had been 0600, a `process`'s 0640.
+                    .mode(0o640)
                     .custom_flags(nix::libc::O_NOFOLLOW)
                     .open(&temp)
                 {
