@@ -440,3 +440,61 @@ fn approve_applies_what_was_shown_and_refuses_a_changed_plan() {
         );
     }
 }
+
+/// `path` without its `Employment Status` column, as an edited export might come (and
+/// without the rows of leavers with no email, which would then be errors).
+fn without_status(env: &TestEnv, path: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .unwrap();
+    let out = env.root().join(name);
+    let mut writer = csv::Writer::from_path(&out).unwrap();
+    let mut status = None;
+    for record in reader.records() {
+        let record = record.unwrap();
+        let (at, email) = *status.get_or_insert_with(|| {
+            let at = |name: &str| record.iter().position(|h| h == name).expect(name);
+            (at("Employment Status"), at("Work Email"))
+        });
+        if record[email].is_empty() {
+            continue;
+        }
+        let kept: Vec<&str> = (record.iter().enumerate())
+            .filter(|(i, _)| *i != at)
+            .map(|(_, v)| v)
+            .collect();
+        writer.write_record(kept).unwrap();
+    }
+    writer.flush().unwrap();
+    out
+}
+
+/// A roster without the status column that the last applied one had is held, whatever the
+/// limits: every leaver would count as active (their accounts kept or made active again).
+/// Approved, it is applied; after it, a file without the column is taken as it is.
+#[test]
+fn a_roster_that_lost_its_status_column_is_held_until_approved() {
+    let mut env = day1_approved();
+    env.reconfigure(|s| s.max_grants = Some((1000, 100)));
+    let day3 = env.input_from("sequence/day3.csv", "day3.csv");
+    let lost = without_status(&env, &day3, "lost.csv");
+    let (code, report) = env.process(&lost, &[]);
+    assert_eq!(code, 3, "{report:#}");
+    let why = report["held_because"].as_array().unwrap();
+    assert_eq!(why.len(), 1, "{report:#}");
+    let why = why[0].as_str().unwrap();
+    assert!(
+        why.contains("no employment status column") && why.contains("day1.csv"),
+        "{why}"
+    );
+    let id = files(&env).last().unwrap()["id"].as_u64().unwrap();
+    let approved = env.json_ok(0, &["files", "approve", &id.to_string()]);
+    assert_eq!(approved["status"], "applied", "{approved:#}");
+    let again = without_status(&env, &day3, "again.csv");
+    let (code, report) = env.process(&again, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    // With the column back, nothing is held either.
+    let (code, report) = env.process(&day3, &[]);
+    assert_eq!(code, 0, "{report:#}");
+}

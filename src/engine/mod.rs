@@ -13,6 +13,7 @@ pub mod handle;
 #[cfg(test)]
 mod held_tests;
 mod jobs;
+mod lost_column;
 pub mod observe;
 pub mod pipeline;
 mod resync;

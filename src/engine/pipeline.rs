@@ -834,6 +834,13 @@ impl<S: Store> Pipeline<S> {
         report.held_because = limits
             .map(|l| plan.safety_violations(&l))
             .unwrap_or_default();
+        // A re-sync from changes has the last roster's header, status column and all.
+        if limits.is_some()
+            && changed.is_none()
+            && let Some(why) = self.status_column_lost(&roster)?
+        {
+            report.held_because.push(why);
+        }
         report.status = if dry_run {
             ReportStatus::DryRun
         } else if !report.held_because.is_empty() {

@@ -159,7 +159,8 @@ fn a_rule_on_is_manager_needs_a_manager_id_column() {
     assert_eq!(r.errors[0].line, Some(1));
     assert_eq!(r.errors[0].column.as_deref(), Some("manager_id"));
     // With the column, the manager gets the role.
-    let with = b"employee_id,email,department,Manager ID\nE1,e1@x.io,IT,\nE2,e2@x.io,IT,E1\n";
+    let with = b"employee_id,email,department,Manager ID,employment_status\n\
+        E1,e1@x.io,IT,,active\nE2,e2@x.io,IT,E1,active\n";
     let r = submit(&p, "third.csv", with).unwrap();
     assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.errors);
     let accounts = p.store.accounts().unwrap();

@@ -1,0 +1,55 @@
+//! A roster that lost its status column (SPEC §4's safety, beyond the limits): a file
+//! without `employment_status` is still valid (the column is optional), but read after a
+//! roster that had one it counts every leaver as active, so their accounts stay or become
+//! active again. Such a file is held, whatever the limits, for an org admin to approve
+//! (the column taken out on purpose) or reject. HRIS mode's fetches fail instead (their
+//! guard remembers the columns an HR system's answers had).
+
+use super::pipeline::Pipeline;
+use crate::api::Result;
+use crate::core::columns::{EMPLOYMENT_STATUS, canonical_key};
+use crate::core::model::Roster;
+use crate::core::roster;
+use crate::store::Store;
+use std::io::Read;
+
+/// How much of the last applied roster is read for its header.
+const HEAD: u64 = 64 * 1024;
+
+impl<S: Store> Pipeline<S> {
+    /// Why `roster` is held for its missing status column: the last applied roster, which
+    /// it replaces, had one. `None` when it has one, or nothing applied had one (or the
+    /// last applied roster cannot be read: `sync` says so).
+    pub(super) fn status_column_lost(&self, roster: &Roster) -> Result<Option<String>> {
+        let status = canonical_key(EMPLOYMENT_STATUS);
+        if roster.present.contains(&status) {
+            return Ok(None);
+        }
+        let Some(last) = self.store.last_applied()? else {
+            return Ok(None);
+        };
+        let path = self.paths.folder("processed").join(&last.stored_as);
+        let mut head = Vec::new();
+        let read = std::fs::File::open(&path).and_then(|f| f.take(HEAD).read_to_end(&mut head));
+        if read.is_err() {
+            return Ok(None);
+        }
+        // Cut at a line end, never inside a character.
+        if head.len() as u64 == HEAD
+            && let Some(end) = memchr::memrchr(b'\n', &head)
+        {
+            head.truncate(end + 1);
+        }
+        let opts = self.cfg.roster_options(Vec::new());
+        let had = roster::header_keys(&head, &opts).is_some_and(|keys| keys.contains(&status));
+        Ok(had.then(|| {
+            format!(
+                "the file has no employment status column (Status, Employment Status or Worker \
+                 Status, or an alias in roster.columns), which the last applied roster, {}, \
+                 had: every leaver would count as active and keep or get back their admin \
+                 rights. Approve it only if the column was taken out on purpose",
+                last.stored_as
+            )
+        }))
+    }
+}
