@@ -583,7 +583,10 @@ pub fn token_add(cfg: &Config, name: &str) -> Response {
         // The token alone on stdout, for `TOKEN=$(autoprov token add NAME)`; what it is, on
         // stderr (a second line on stdout had gone into the Authorization header).
         Ok(token) => {
-            eprintln!(
+            // Not `eprintln!`, which panics on a closed stderr: the token, recorded already,
+            // would never be shown.
+            let _ = writeln!(
+                std::io::stderr(),
                 "(the API token \"{name}\", shown this once: autoprov keeps only its SHA-256 in {}; send it as `Authorization: Bearer TOKEN`)",
                 path.display()
             );

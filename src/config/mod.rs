@@ -651,6 +651,12 @@ impl Config {
         if self.provisioning.roles.is_empty() {
             bail!("provisioning.roles is empty: list the roles rules may grant");
         }
+        // Empty, nobody would ever have left: every leaver active, kept or made an admin.
+        if self.roster.inactive_statuses.is_empty() {
+            bail!(
+                "roster.inactive_statuses is empty: list the statuses that mean an employee has left"
+            );
+        }
         // A blank role, or one with spaces around it, is one no rule or manual admin could be
         // given (a role asked for is trimmed): its accounts' sign-ins would all be denied.
         let lists = [
@@ -957,6 +963,11 @@ mod tests {
             assert!(e.contains(key), "{text}: {e}");
         }
         assert!(load("[roster]\ninactive_statuses = [\"terminated\"]\n").is_ok());
+        let e = format!(
+            "{:#}",
+            load("[roster]\ninactive_statuses = []\n").unwrap_err()
+        );
+        assert!(e.contains("roster.inactive_statuses is empty"), "{e}");
     }
 
     #[test]

@@ -452,7 +452,13 @@ impl EngineHandle {
             stream,
             reply,
         };
-        if self.tx.send(job).is_err() {
+        if let Err(tokio::sync::mpsc::error::SendError(job)) = self.tx.send(job) {
+            if let Job::Request {
+                request, caller, ..
+            } = job
+            {
+                request.log_change(caller.name(), exit::UNREACHABLE);
+            }
             return Streamed::Whole(Response::fail(
                 exit::UNREACHABLE,
                 "the daemon is shutting down",

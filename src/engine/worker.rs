@@ -98,7 +98,15 @@ fn run_job(
             // Queued when the stop came: answered, not run. Its asker is still connected
             // (`control::server` keeps a change's connection until it is answered) and
             // learns that nothing was done; the job the engine was running is finished.
+            // Its change line, whatever becomes of it (README: each change asked for gets one).
+            let change = request.change_line();
+            let logged = |exit: u8| {
+                if let Some(line) = &change {
+                    crate::api::log_change(line, caller.name(), exit);
+                }
+            };
             if shutdown.is_cancelled() {
+                logged(exit::UNREACHABLE);
                 let _ = reply.send(Streamed::Whole(Response::fail(
                     exit::UNREACHABLE,
                     "the daemon is stopping; nothing was done: run the command again once it is up",
@@ -126,6 +134,7 @@ fn run_job(
             .unwrap_or_else(|_| {
                 let message = "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
                 tracing::error!("{message}");
+                logged(exit::FAILED);
                 Streamed::Whole(Response::fail(exit::FAILED, message))
             });
             let _ = reply.send(answered);

@@ -44,10 +44,20 @@ pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
             ),
             _ => Ok(()),
         },
+        // A CA file this user may not read is not checkable from here (systemd's
+        // credentials, a daemon-only file): `run` checks it, as for watch_dir.
         Mode::Hris => match &cfg.source.hris {
-            Some(hris) => hris::http::ca_certs(hris).map(drop),
-            None => Ok(()),
+            Some(hris) if readable(&hris.ca_file) => hris::http::ca_certs(hris).map(drop),
+            _ => Ok(()),
         },
+    }
+}
+
+/// Whether `path` can be opened by this user, or is missing (which is an error to show).
+fn readable(path: &std::path::Path) -> bool {
+    match std::fs::File::open(path) {
+        Err(e) => e.kind() != std::io::ErrorKind::PermissionDenied,
+        Ok(_) => true,
     }
 }
 
