@@ -498,3 +498,19 @@ fn a_roster_that_lost_its_status_column_is_held_until_approved() {
     let (code, report) = env.process(&day3, &[]);
     assert_eq!(code, 0, "{report:#}");
 }
+
+/// The last applied roster pruned from processed/: a roster without the status column is
+/// held all the same, saying why (it had been applied, nothing telling it apart).
+#[test]
+fn a_roster_without_its_status_column_is_held_when_the_last_one_cannot_be_read() {
+    let mut env = day1_approved();
+    env.reconfigure(|s| s.max_grants = Some((1000, 100)));
+    let day1 = files(&env)[0]["stored_as"].as_str().unwrap().to_string();
+    fs::remove_file(env.drop_dir("processed").join(&day1)).unwrap();
+    let day3 = env.input_from("sequence/day3.csv", "day3.csv");
+    let lost = without_status(&env, &day3, "lost.csv");
+    let (code, report) = env.process(&lost, &[]);
+    assert_eq!(code, 3, "{report:#}");
+    let why = report["held_because"][0].as_str().unwrap();
+    assert!(why.contains("cannot be read to tell"), "{why}");
+}

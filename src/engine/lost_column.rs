@@ -18,8 +18,9 @@ const HEAD: u64 = 64 * 1024;
 
 impl<S: Store> Pipeline<S> {
     /// Why `roster` is held for its missing status column: the last applied roster, which
-    /// it replaces, had one. `None` when it has one, or nothing applied had one (or the
-    /// last applied roster cannot be read: `sync` says so).
+    /// it replaces, had one, or cannot be read to tell (pruned from processed/, or no
+    /// longer parsing: held, not taken on trust). `None` when it has one, or nothing
+    /// applied had one.
     pub(super) fn status_column_lost(&self, roster: &Roster) -> Result<Option<String>> {
         let status = canonical_key(EMPLOYMENT_STATUS);
         if roster.present.contains(&status) {
@@ -31,9 +32,6 @@ impl<S: Store> Pipeline<S> {
         let path = self.paths.folder("processed").join(&last.stored_as);
         let mut head = Vec::new();
         let read = std::fs::File::open(&path).and_then(|f| f.take(HEAD).read_to_end(&mut head));
-        if read.is_err() {
-            return Ok(None);
-        }
         // Cut at a line end, never inside a character.
         if head.len() as u64 == HEAD
             && let Some(end) = memchr::memrchr(b'\n', &head)
@@ -41,15 +39,22 @@ impl<S: Store> Pipeline<S> {
             head.truncate(end + 1);
         }
         let opts = self.cfg.roster_options(Vec::new());
-        let had = roster::header_keys(&head, &opts).is_some_and(|keys| keys.contains(&status));
-        Ok(had.then(|| {
-            format!(
-                "the file has no employment status column (Status, Employment Status or Worker \
-                 Status, or an alias in roster.columns), which the last applied roster, {}, \
-                 had: every leaver would count as active and keep or get back their admin \
-                 rights. Approve it only if the column was taken out on purpose",
+        let keys = read.ok().and_then(|_| roster::header_keys(&head, &opts));
+        let missing = "the file has no employment status column (Status, Employment Status or \
+                       Worker Status, or an alias in roster.columns)";
+        let risk = "every leaver would count as active and keep or get back their admin \
+                    rights. Approve it only if the column was taken out on purpose";
+        Ok(match keys {
+            Some(keys) if !keys.contains(&status) => None,
+            Some(_) => Some(format!(
+                "{missing}, which the last applied roster, {}, had: {risk}",
                 last.stored_as
-            )
-        }))
+            )),
+            None => Some(format!(
+                "{missing}, and the last applied roster, {}, cannot be read to tell whether \
+                 it had one: {risk}",
+                path.display()
+            )),
+        })
     }
 }

@@ -374,10 +374,12 @@ fn wrong_field_count(
     };
     // The column where the row stops matching the header: the first one it lacks, or, with
     // fields past the header's, its last (SPEC §1: every row error names a column).
-    let column = (h.written.get(record.len()))
-        .or(h.written.last())
-        .cloned()
-        .unwrap_or_default();
+    // A column whose header is empty is named by its place.
+    let at = record.len().min(h.written.len().saturating_sub(1));
+    let column = match h.written.get(at).map(String::as_str) {
+        Some("") | None => format!("column {}", at + 1),
+        Some(name) => name.to_owned(),
+    };
     Finding::at(
         line,
         column,
@@ -576,6 +578,9 @@ mod tests {
             "{}",
             r.errors[1].message
         );
+        // An empty header (a trailing delimiter) is named by its place.
+        let r = rejected("employee_id,email,\nE1,a@x.io,\nE2,b@x.io\n");
+        assert_eq!(places(&r.errors)[0], (Some(3), Some("column 3")));
     }
 
     #[test]
