@@ -444,6 +444,16 @@ fn approve_applies_what_was_shown_and_refuses_a_changed_plan() {
 /// `path` without its `Employment Status` column, as an edited export might come (and
 /// without the rows of leavers with no email, which would then be errors).
 fn without_status(env: &TestEnv, path: &std::path::Path, name: &str) -> std::path::PathBuf {
+    status_edited(env, path, name, true)
+}
+
+/// [`without_status`], the column kept (`drop` false) with every cell blank.
+fn status_edited(
+    env: &TestEnv,
+    path: &std::path::Path,
+    name: &str,
+    drop: bool,
+) -> std::path::PathBuf {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .from_path(path)
@@ -460,9 +470,10 @@ fn without_status(env: &TestEnv, path: &std::path::Path, name: &str) -> std::pat
         if record[email].is_empty() {
             continue;
         }
+        let header = status.is_some_and(|_| record.iter().any(|h| h == "Employment Status"));
         let kept: Vec<&str> = (record.iter().enumerate())
-            .filter(|(i, _)| *i != at)
-            .map(|(_, v)| v)
+            .filter(|(i, _)| *i != at || !drop)
+            .map(|(i, v)| if i == at && !header { "" } else { v })
             .collect();
         writer.write_record(kept).unwrap();
     }
@@ -513,4 +524,25 @@ fn a_roster_without_its_status_column_is_held_when_the_last_one_cannot_be_read()
     assert_eq!(code, 3, "{report:#}");
     let why = report["held_because"][0].as_str().unwrap();
     assert!(why.contains("cannot be read to tell"), "{why}");
+}
+
+/// A status column blank in every row, after a roster whose statuses were filled in, is
+/// held as a lost one is (every leaver active). Approved, the next such file is taken: that
+/// is how the HR system sends it now.
+#[test]
+fn a_roster_whose_status_column_went_blank_is_held_until_approved() {
+    let mut env = day1_approved();
+    env.reconfigure(|s| s.max_grants = Some((1000, 100)));
+    let day3 = env.input_from("sequence/day3.csv", "day3.csv");
+    let blank = status_edited(&env, &day3, "blank.csv", false);
+    let (code, report) = env.process(&blank, &[]);
+    assert_eq!(code, 3, "{report:#}");
+    let why = report["held_because"][0].as_str().unwrap();
+    assert!(why.contains("blank in every row"), "{why}");
+    let id = files(&env).last().unwrap()["id"].as_u64().unwrap();
+    let approved = env.json_ok(0, &["files", "approve", &id.to_string()]);
+    assert_eq!(approved["status"], "applied", "{approved:#}");
+    let again = status_edited(&env, &day3, "again.csv", false);
+    let (code, report) = env.process(&again, &[]);
+    assert_eq!(code, 0, "{report:#}");
 }

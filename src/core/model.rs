@@ -233,6 +233,9 @@ pub struct Roster {
     /// Each row's manager's row (`core::org::NO_MANAGER` for none), as the manager graph
     /// found them; empty when not derived, or when the graph has a reporting cycle.
     pub managers: Vec<u32>,
+    /// The file has an employment status column, and every row's cell in it is blank (an
+    /// export whose status mapping broke: every leaver counted as active).
+    pub status_blank: bool,
 }
 
 impl Roster {

@@ -1,7 +1,7 @@
 //! A roster that lost its status column (SPEC §4's safety, beyond the limits): a file
-//! without `employment_status` is still valid (the column is optional), but read after a
-//! roster that had one it counts every leaver as active, so their accounts stay or become
-//! active again. Such a file is held, whatever the limits, for an org admin to approve
+//! without `employment_status`, or with the column blank in every row, is still valid (the
+//! column is optional, a blank status active), but read after a roster that had the column
+//! it counts every leaver as active, so their accounts stay or become active again. Such a file is held, whatever the limits, for an org admin to approve
 //! (the column taken out on purpose) or reject. HRIS mode's fetches fail instead (their
 //! guard remembers the columns an HR system's answers had).
 
@@ -23,7 +23,7 @@ impl<S: Store> Pipeline<S> {
     /// applied had one.
     pub(super) fn status_column_lost(&self, roster: &Roster) -> Result<Option<String>> {
         let status = canonical_key(EMPLOYMENT_STATUS);
-        if roster.present.contains(&status) {
+        if roster.present.contains(&status) && !roster.status_blank {
             return Ok(None);
         }
         let Some(last) = self.store.last_applied()? else {
@@ -40,14 +40,24 @@ impl<S: Store> Pipeline<S> {
         }
         let opts = self.cfg.roster_options(Vec::new());
         let keys = read.ok().and_then(|_| roster::header_keys(&head, &opts));
-        let missing = "the file has no employment status column (Status, Employment Status or \
-                       Worker Status, or an alias in roster.columns)";
+        // A column blank in every row, after one blank in the last roster's first rows too,
+        // is how that HR system sends it: not held again and again.
+        if roster.status_blank && roster::has_a_status(&head, &opts) == Some(false) {
+            return Ok(None);
+        }
+        let missing = match roster.status_blank {
+            true => "the file's employment status column is blank in every row",
+            false => {
+                "the file has no employment status column (Status, Employment Status or Worker \
+                 Status, or an alias in roster.columns)"
+            }
+        };
         let risk = "every leaver would count as active and keep or get back their admin \
                     rights. Approve it only if the column was taken out on purpose";
         Ok(match keys {
             Some(keys) if !keys.contains(&status) => None,
             Some(_) => Some(format!(
-                "{missing}, which the last applied roster, {}, had: {risk}",
+                "{missing}, a column the last applied roster, {}, had: {risk}",
                 last.stored_as
             )),
             None => Some(format!(

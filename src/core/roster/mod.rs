@@ -106,6 +106,8 @@ pub struct Checked {
     /// Where the decoded text starts in the file when it is the file's own bytes (after a
     /// byte-order mark); `None` when it was transcoded.
     text_offset: Option<usize>,
+    /// See `Roster::status_blank`.
+    status_blank: bool,
 }
 
 impl Checked {
@@ -148,6 +150,7 @@ impl Checked {
             starts: self.starts,
             text_offset: self.text_offset,
             managers: Vec::new(),
+            status_blank: self.status_blank,
         }
     }
 
@@ -242,6 +245,28 @@ pub fn header_keys(bytes: &[u8], opts: &RosterOptions) -> Option<Vec<String>> {
 /// `None` as [`header_keys`] gives `None`, or when the header has no such column.
 pub fn employee_id_column(bytes: &[u8], opts: &RosterOptions) -> Option<usize> {
     header_of(bytes, opts)?.employee_id
+}
+
+/// Whether the file's employment status column has a cell that is not blank, among the
+/// records of `bytes` (the head of a file, cut at a line end); `None` when it has no such
+/// column or no header, as [`header_keys`] gives `None`.
+pub fn has_a_status(bytes: &[u8], opts: &RosterOptions) -> Option<bool> {
+    if bytes.len() as u64 > opts.max_bytes {
+        return None;
+    }
+    let text = decode::decode(bytes, opts.encoding).ok()?;
+    let delimiter = detect_delimiter(&text);
+    let status = first_header(&text, delimiter, opts)?.status?;
+    let mut reader = csv_reader(&*text, delimiter);
+    let mut record = ByteRecord::new();
+    let mut header = true;
+    while let Ok(true) = reader.read_byte_record(&mut record) {
+        let cell = record.get(status).map(|c| String::from_utf8_lossy(c));
+        if !std::mem::take(&mut header) && cell.is_some_and(|c| !c.trim().is_empty()) {
+            return Some(true);
+        }
+    }
+    Some(false)
 }
 
 fn header_of(bytes: &[u8], opts: &RosterOptions) -> Option<Header> {
@@ -552,6 +577,7 @@ impl<'a> Parser<'a> {
         if !self.errors.is_empty() {
             return Err(self.reject());
         }
+        let status_blank = header.status.is_some() && !self.employees.status_seen();
         let (employees, values, symbols, ids) = self.employees.into_parts();
         let column =
             |c: Option<usize>, default: &str| c.map_or(default, |c| header.name(c)).to_owned();
@@ -567,6 +593,7 @@ impl<'a> Parser<'a> {
             present: header.present,
             starts: self.starts,
             text_offset: None,
+            status_blank,
         })
     }
 
@@ -951,6 +978,23 @@ mod tests {
     }
 
     // --- the roster ---------------------------------------------------------------------
+
+    /// A status column blank in every row is told apart from one with a status, in a
+    /// roster (`status_blank`) and in a file's head (`has_a_status`); a row's spaces are
+    /// blank too.
+    #[test]
+    fn a_status_column_blank_in_every_row_is_told_apart() {
+        let opts = RosterOptions::default();
+        let blank = "\nEmployee ID;Email;Status\n1;a@x.io; \n2;b@x.io;\n";
+        assert!(ok(blank).status_blank);
+        assert_eq!(has_a_status(blank.as_bytes(), &opts), Some(false));
+        let one = "Employee ID,Email,Status\n1,a@x.io,\n2,b@x.io,Terminated\n";
+        assert!(!ok(one).status_blank);
+        assert_eq!(has_a_status(one.as_bytes(), &opts), Some(true));
+        let none = "Employee ID,Email\n1,a@x.io\n";
+        assert!(!ok(none).status_blank);
+        assert_eq!(has_a_status(none.as_bytes(), &opts), None);
+    }
 
     #[test]
     fn header_keys_reads_only_the_header_row() {

@@ -31,6 +31,8 @@ pub(super) struct Rows {
     ids: Option<KeyIndex>,
     /// How many of `employees` had their ID and email checked ([`Rows::check_pending`]).
     checked: usize,
+    /// Whether a row had a status cell that is not blank (see `Roster::status_blank`).
+    status_seen: bool,
 }
 
 /// When a repeated employee ID or email is found.
@@ -68,6 +70,7 @@ impl Rows {
             firsts: (repeats == Repeats::AsRead).then(Firsts::default),
             ids: None,
             checked: 0,
+            status_seen: false,
         }
     }
 
@@ -147,6 +150,12 @@ impl Rows {
             || values.extend(later.values.iter().map(|sym| renumber[sym.0 as usize])),
         );
         self.checked = self.employees.len();
+        self.status_seen |= later.status_seen;
+    }
+
+    /// Whether some row's status cell is not blank.
+    pub(super) fn status_seen(&self) -> bool {
+        self.status_seen
     }
 
     /// Checks the data record on lines `line..=last_line`, pushing what is wrong with it to
@@ -171,9 +180,9 @@ impl Rows {
         let id = cells.get(h.employee_id);
         let email = cells.get(h.email);
         let manager_id = cells.get(h.manager_id);
-        let inactive = h
-            .status
-            .is_some_and(|c| self.is_inactive(cells.get(Some(c))));
+        let status = h.status.map(|c| cells.get(Some(c)));
+        let inactive = status.is_some_and(|s| self.is_inactive(s));
+        self.status_seen |= status.is_some_and(|s| !s.is_empty());
         let employee = Employee::new(line, id, email, manager_id, inactive);
 
         if self.values.capacity() == 0 {
