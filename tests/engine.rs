@@ -1058,7 +1058,8 @@ fn rules_check_counts_each_pair_on_the_last_roster_even_when_one_rule_cannot_be_
     let six_seven = format!(
         "conflict: rule 6 \"Engineering managers\" (IT Admin) and rule 7 \"Managers read-only\" \
          (Read-only Admin) can both match one employee; 12 employees of the last applied roster \
-         match both ({}); rule 6 wins by precedence (lowest id)",
+         match both ({}); rule 6 wins by precedence (lowest id) where neither gave the \
+         employee's account; an account either rule gave stays with it while that rule matches",
         eng_managers.join(", ")
     );
     let out = env.expect(1, &["rules", "check"]);

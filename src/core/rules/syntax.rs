@@ -408,6 +408,15 @@ impl<'a> Parser<'a> {
                      e.g. department = \"R&D, Europe\""
                 ),
             )),
+            // `department != Finance and department != IT` had been one condition, its
+            // value "Finance and department != IT": a rule matching nearly everyone, listed
+            // as if it were two conditions.
+            '=' => Err(self.error(
+                i,
+                "one condition per --when: a second operator here would be part of the value \
+                 (write --when \"department != A\" --when \"department != B\"); quote a value \
+                 that contains \"=\"",
+            )),
             _ => Ok(()),
         }
     }
@@ -518,9 +527,11 @@ fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 fn value_needs_quotes(v: &str) -> bool {
     v.is_empty()
         || v.trim() != v
-        || v.starts_with('=')
-        || v.contains([',', '(', ')', '"'])
+        || v.contains([',', '(', ')', '"', '='])
         || v.contains(char::is_control)
+        // Shown with conditions joined by " and ": a value holding the word is quoted, so
+        // `"Research and Development"` reads as one value, not two conditions.
+        || v.split_whitespace().any(|w| w.eq_ignore_ascii_case("and"))
 }
 
 /// Whether a field name must be quoted to parse back to itself.
@@ -667,7 +678,10 @@ mod tests {
                 "department = R&D Europe",
                 field("department", Eq, &["R&D Europe"]),
             ),
-            ("department = a = b", field("department", Eq, &["a = b"])),
+            (
+                r#"department = "a = b""#,
+                field("department", Eq, &["a = b"]),
+            ),
             (
                 r#"formula = "=SUM(A1)""#,
                 field("formula", Eq, &["=SUM(A1)"]),
@@ -720,6 +734,13 @@ mod tests {
                 "expected an operator after the field name",
             ),
             ("department Finance", 19, "use =, !=, in (…) or not in (…)"),
+            ("department = a = b", 16, "one condition per --when"),
+            (
+                "department != Finance and department != IT",
+                39,
+                "one condition per --when",
+            ),
+            ("department in (A, B = C)", 21, "one condition per --when"),
             (
                 r#""department" Finance"#,
                 14,
@@ -907,6 +928,17 @@ mod tests {
             ),
             (field("x not", In, &["a"]), r#""x not" in (a)"#),
             (field("a=b", Eq, &["c"]), r#""a=b" = c"#),
+            // A value with "=" or the word "and" is quoted: conditions are listed joined by
+            // " and ", and one value had read as two conditions.
+            (
+                field("department", Ne, &["Finance and department != IT"]),
+                r#"department != "Finance and department != IT""#,
+            ),
+            (
+                field("department", Eq, &["Research AND Development"]),
+                r#"department = "Research AND Development""#,
+            ),
+            (field("team", Eq, &["Sandy"]), "team = Sandy"),
             (field("size<", Eq, &["c"]), r#""size<" = c"#),
             (field("say \"hi\"", Eq, &["c"]), r#""say ""hi""" = c"#),
             (Condition::IsManager(true), "is_manager = true"),

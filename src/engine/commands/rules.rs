@@ -421,11 +421,19 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
             ),
         };
         let winner = rule.id.min(other.id);
+        // Precedence decides a new account only: an account stays with the rule that gave it
+        // while that rule matches (SPEC §4), whichever id is lower (it had read as if the
+        // lower rule took every employee who matches both).
+        let kept = "an account either rule gave stays with it while that rule matches";
         // A disabled rule wins nothing: what it would win once enabled.
         let wins = match rule.enabled {
-            true => format!("{} wins by precedence (lowest id)", label(winner)),
+            true => format!(
+                "{} wins by precedence (lowest id) where neither gave the employee's account; {kept}",
+                label(winner)
+            ),
             false => format!(
-                "{} is disabled; enabled, {} would win by precedence (lowest id)",
+                "{} is disabled; enabled, {} would win by precedence (lowest id) where neither \
+                 gave the employee's account; {kept}",
                 label(rule.id),
                 label(winner)
             ),

@@ -104,7 +104,7 @@ pub fn rules(ctx: &PageCtx, rules: &Value, roles: &[String], form: Option<&RuleF
     let body = html! {
         @if let Some(form) = form { (returned_form(ctx, roles, form)) }
         p.hint {
-            "A rule grants its role to every employee its conditions all hold for. Where two rules match one employee, the one with the lowest ID wins. Changes take effect at the next sync."
+            "A rule grants its role to every employee its conditions all hold for. Where two rules match one employee, the one with the lowest ID gives a new account; an account stays with the rule that gave it while that rule matches. Changes take effect at the next sync."
         }
         @if list.is_empty() { p.summary { "No rules yet." } } @else { (table(ctx, &list)) }
         @if ctx.can_change { @for r in &list { (edit_panel(ctx, roles, r)) } }
@@ -260,7 +260,7 @@ fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
                 div.notice.warn role="alert" {
                     p { "This rule can match the same employees as rules that grant another role:" }
                     ul { @for c in &conflicts { li { (conflict(form.id, c)) } } }
-                    p { "Where both match, the rule with the lowest ID wins by precedence. Nothing was saved yet." }
+                    p { "Where both match, the rule with the lowest ID gives a new account; an account stays with the rule that gave it while that rule matches. Nothing was saved yet." }
                 }
             }
             @if ctx.can_change {
