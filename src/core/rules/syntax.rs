@@ -75,6 +75,14 @@ impl Condition {
         Parser::new(text).condition()
     }
 
+    /// A condition as stored: as [`Condition::parse`], but an unquoted value may hold `=`,
+    /// as rules saved before that was refused were written (and are read back as saved).
+    pub fn parse_stored(text: &str) -> Result<Condition, ConditionError> {
+        let mut parser = Parser::new(text);
+        parser.stored = true;
+        parser.condition()
+    }
+
     /// The field key this condition reads (`columns.key(field)`); `None` for `is_manager`.
     pub fn field_key(&self, columns: &Columns) -> Option<String> {
         match self {
@@ -104,6 +112,8 @@ enum OpAt {
 struct Parser<'a> {
     text: &'a str,
     chars: Vec<char>,
+    /// Reading a stored condition ([`Condition::parse_stored`]).
+    stored: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -111,6 +121,7 @@ impl<'a> Parser<'a> {
         Self {
             text,
             chars: text.chars().collect(),
+            stored: false,
         }
     }
 
@@ -411,7 +422,7 @@ impl<'a> Parser<'a> {
             // `department != Finance and department != IT` had been one condition, its
             // value "Finance and department != IT": a rule matching nearly everyone, listed
             // as if it were two conditions.
-            '=' => Err(self.error(
+            '=' if !self.stored => Err(self.error(
                 i,
                 "one condition per --when: a second operator here would be part of the value \
                  (write --when \"department != A\" --when \"department != B\"); quote a value \
@@ -606,7 +617,7 @@ impl Serialize for Condition {
 impl<'de> Deserialize<'de> for Condition {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Condition::parse(&text).map_err(serde::de::Error::custom)
+        Condition::parse_stored(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -957,6 +968,17 @@ mod tests {
         assert_eq!(key("Work Email = a@b.c"), Some("email".to_string()));
         assert_eq!(key("Job Title = x"), Some("jobtitle".to_string()));
         assert_eq!(key("is_manager = true"), None);
+    }
+
+    /// A rule saved before an unquoted `=` was refused is read back as saved (its stored
+    /// text had not quoted it), and shown quoted from then on.
+    #[test]
+    fn a_stored_condition_with_an_unquoted_equals_sign_still_reads() {
+        let stored = r#"{"id":1,"name":"n","role":"r","conditions":["department = a = b"],"enabled":true,"created_at":"t","created_by":"u"}"#;
+        let rule: Rule = serde_json::from_str(stored).unwrap();
+        assert_eq!(rule.conditions[0], field("department", Op::Eq, &["a = b"]));
+        assert_eq!(rule.conditions[0].to_string(), r#"department = "a = b""#);
+        assert!(Condition::parse("department = a = b").is_err());
     }
 
     #[test]
