@@ -419,8 +419,9 @@ fn approve_applies_what_was_shown_and_refuses_a_changed_plan() {
         let shown = env.report_file("held", &stored);
         assert_eq!(shown["status"], "held");
         assert_ne!(shown["changes"], held["changes"], "{change}");
-        let refusals = audit(&env, "files approve");
+        let refusals = audit(&env, "files approve refused");
         assert_eq!(refusals.len(), 1, "{refusals:#?}");
+        assert!(audit(&env, "files approve").is_empty());
         assert!(refusals[0]["detail"].as_str().unwrap().contains("refused"));
         // Approving again applies exactly the plan now shown.
         let applied = env.json_ok(0, &["files", "approve", &id]);

@@ -75,6 +75,30 @@ pub fn breaks_lines(text: &str) -> bool {
     text.contains(|c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
 }
 
+/// The longest name a person may give (a rule's, a manual admin's employee ID).
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Why `text`, a name a person gives (a rule's, a manual admin's employee ID), could pass
+/// for something else where it is shown one to a line (the audit log, `rules list`):
+/// [`breaks_lines`]; a character that shows as nothing; a run of spaces (hundreds of them
+/// had pushed the real role off the line, past a fake one written in the name); or more
+/// than [`MAX_NAME_CHARS`] characters. `None` when it is fine.
+pub fn disguises(text: &str) -> Option<&'static str> {
+    if breaks_lines(text) {
+        return Some("a line break, tab or other control character");
+    }
+    if text.chars().any(crate::core::columns::is_invisible) {
+        return Some("a character that shows as nothing (a zero-width space, a soft hyphen, …)");
+    }
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() && chars.peek().is_some_and(|n| n.is_whitespace()) {
+            return Some("two spaces in a row");
+        }
+    }
+    (text.chars().count() > MAX_NAME_CHARS).then_some("more than 200 characters")
+}
+
 /// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
 /// as it is: text from a file or a person, on one line of a text report.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {

@@ -312,7 +312,8 @@ impl<S: Store> Pipeline<S> {
             "file {} {}: refused, the plan changed since it was held ({what}); the held report now shows {}",
             updated.id, updated.stored_as, updated.summary
         );
-        self.record_entry(&updated, user, now, "files approve", detail)?;
+        // An action of its own: filtered by action, a refusal had counted as an approval.
+        self.record_entry(&updated, user, now, "files approve refused", detail)?;
         // The text first: approval compares against the JSON, written last.
         let held = self.paths.folder("held");
         write_atomic_with(

@@ -61,11 +61,11 @@ fn admins_add<S: Store>(
         return Ok(Response::fail(exit::USAGE, "--employee-id is empty"));
     }
     // Shown one to a line (`admins list`, the audit log): a line break in it could make a
-    // line of its own there, such as a forged audit entry.
-    if crate::core::model::breaks_lines(&employee_id) {
+    // line of its own there, such as a forged audit entry, and spaces push the rest away.
+    if let Some(why) = crate::core::model::disguises(&employee_id) {
         return Ok(Response::fail(
             exit::USAGE,
-            "--employee-id may not hold a line break, tab or other control character",
+            format!("--employee-id may not hold {why}"),
         ));
     }
     // `/admins/{employee_id}` cannot name them: browsers (and curl) resolve `.` and `..` in

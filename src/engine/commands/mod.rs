@@ -663,6 +663,44 @@ mod tests {
             assert_eq!(r.exit, exit::USAGE, "{}", r.text);
             assert!(r.text.contains("control character"), "{}", r.text);
         }
+        // Nor one padded to push its real role off the line past a fake one, nor one with a
+        // character that shows as nothing, nor an overlong one.
+        let padded = format!("M9 (m9@acme.example, Read-only Admin){}x", " ".repeat(200));
+        let long = "E".repeat(201);
+        for (id, why) in [
+            (padded.as_str(), "two spaces in a row"),
+            ("W\u{200b}1", "shows as nothing"),
+            (long.as_str(), "more than 200 characters"),
+        ] {
+            let r = execute(
+                &p,
+                Request::AdminsAdd {
+                    employee_id: id.into(),
+                    email: "w1@acme.example".into(),
+                    role: "IT Admin".into(),
+                },
+                "root",
+                Output::Text,
+            );
+            assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+            assert!(r.text.contains(why), "{}", r.text);
+        }
+        // A rule's name likewise; and names equal as shown are one name.
+        let add = |name: &str| Request::RulesAdd {
+            name: name.into(),
+            role: "IT Admin".into(),
+            when: vec!["department = IT".into()],
+            strict: false,
+            accept: None,
+        };
+        let r = execute(&p, add("Helpdesk  x"), "root", Output::Text);
+        assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+        assert_eq!(
+            execute(&p, add("Jos\u{e9}"), "root", Output::Text).exit,
+            exit::OK
+        );
+        let r = execute(&p, add("Jose\u{301}"), "root", Output::Text);
+        assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
         assert!(p.store.accounts().unwrap().is_empty());
         p.store
             .append_audit(crate::store::AuditNote {
@@ -674,7 +712,8 @@ mod tests {
             .unwrap();
         let r = execute(&p, Request::Audit { since: None }, "root", Output::Text);
         assert_eq!(r.exit, exit::OK, "{}", r.text);
-        assert_eq!(r.text.lines().count(), 1, "{}", r.text);
+        // The rule added above, and the forged entry on one line.
+        assert_eq!(r.text.lines().count(), 2, "{}", r.text);
         assert!(r.text.contains("W1\\n2026"), "{}", r.text);
     }
 

@@ -4,7 +4,7 @@ use super::{configured_role, no_rule, note};
 use crate::api::render::{rule_json, rule_line, rule_text};
 use crate::api::seen::conflicts_version;
 use crate::api::{Request, Response, exit};
-use crate::core::columns::{Columns, fold_value};
+use crate::core::columns::Columns;
 use crate::core::model::{Roster, escape_controls};
 use crate::core::roster;
 use crate::core::rules::{CompiledRule, Condition, Constraints, MatchSet, Rule, RuleId};
@@ -679,15 +679,18 @@ fn edit_rule<S: Store>(
         }
         // A line break in a name could not be kept by the web's one-line field (a save
         // from the page renamed the rule), and would break the lines of `rules list`.
-        if crate::core::model::breaks_lines(&name) {
+        if let Some(why) = crate::core::model::disguises(&name) {
             return Err(Response::fail(
                 exit::USAGE,
-                "a rule's --name may not hold a line break, tab or other control character",
+                format!("a rule's --name may not hold {why}"),
             ));
         }
+        // Compared as shown: letter case, composed or decomposed accents and characters that
+        // show as nothing aside ("José" twice had been two names).
+        let shown = crate::core::columns::fold_status;
         if let Some(other) = all
             .iter()
-            .find(|r| r.id != rule.id && fold_value(&r.name) == fold_value(&name))
+            .find(|r| r.id != rule.id && shown(&r.name) == shown(&name))
         {
             return Err(Response::fail(
                 exit::REFUSED,
