@@ -650,6 +650,18 @@ const NO_RULE: &str = "deactivated: no enabled rule matches";
 const ABSENT: &str = "deactivated: employee absent from the roster or inactive";
 const EMAIL_TAKEN: &str = "deactivated: its email is another employee's";
 
+/// Why an account's rule no longer keeps it, for its history: an auditor reading "no
+/// longer matches" looks for a change in the employee's HR data, where the rule had been
+/// disabled or deleted.
+fn left_rule(input: &SyncInput<'_>, id: Option<RuleId>) -> String {
+    match id.map(|id| (id, input.rules.get(&id))) {
+        None => "it had no rule".to_string(),
+        Some((id, None)) => format!("rule {id} was deleted"),
+        Some((id, Some(r))) if !r.enabled => format!("rule {id} is disabled"),
+        Some((id, Some(_))) => format!("rule {id} no longer matches"),
+    }
+}
+
 /// Plans an auto account; `gone` is why, if it is deactivated.
 fn plan_auto(
     plan: &mut Plan,
@@ -702,10 +714,10 @@ fn plan_auto(
             if let Some(action) = action {
                 let reason = match action {
                     Action::Reassigned => format!(
-                        "reassigned to rule {} \"{}\" (rule {} no longer matches)",
+                        "reassigned to rule {} \"{}\" ({})",
                         rule.id,
                         rule.name,
-                        account.rule_id.map_or("-".to_string(), |r| r.to_string())
+                        left_rule(input, account.rule_id)
                     ),
                     Action::Reactivated => {
                         format!("reactivated by rule {} \"{}\"", rule.id, rule.name)
@@ -1131,6 +1143,30 @@ mod tests {
             .plan();
         assert_eq!(only(&p).action, Action::Reassigned);
         assert_eq!(p.updates[0].rule_id, Some(RuleId(2)));
+        // The history says why rule 1 let it go: deleted, or disabled, not "no longer
+        // matches", which sends an auditor to the employee's HR data.
+        let reason = |p: &Unpacked| p.updates[0].history.last().unwrap().reason.clone();
+        assert!(
+            reason(&p).contains("(rule 1 was deleted)"),
+            "{}",
+            reason(&p)
+        );
+        let mut w = World::new(&[(1, "IT Admin"), (2, "HR Admin")])
+            .row("E1", false, &[2])
+            .acct(account(
+                "E1",
+                Origin::Auto,
+                Some(1),
+                "IT Admin",
+                Status::Active,
+            ));
+        w.rules.get_mut(&RuleId(1)).unwrap().enabled = false;
+        let p = w.plan();
+        assert!(
+            reason(&p).contains("(rule 1 is disabled)"),
+            "{}",
+            reason(&p)
+        );
     }
 
     #[test]
