@@ -1132,6 +1132,22 @@ fn rules_check_counts_each_pair_on_the_last_roster_even_when_one_rule_cannot_be_
         text_lines,
         "one JSON problem per text line: {v:#}"
     );
+
+    // The last applied roster pruned: not "no problems found" (exit 0), but that it could
+    // not be checked.
+    let files = env.json_ok(0, &["files", "list"]);
+    let last = files.as_array().unwrap().last().unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for name in env.files_in("processed") {
+        if name.ends_with(&last) {
+            fs::remove_file(env.drop_dir("processed").join(name)).unwrap();
+        }
+    }
+    env.expect(0, &["rules", "disable", "9"]);
+    let out = env.expect(1, &["rules", "check"]);
+    assert!(out.contains("were not checked"), "{out}");
 }
 
 // ---- 5. manual accounts -----------------------------------------------------------------

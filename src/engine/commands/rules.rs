@@ -461,6 +461,12 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let mut last = LastRoster::load(p, &enabled)?;
     let mut found = Vec::new();
     let mut text = String::new();
+    // Not "no problems found" when the roster to check them against could not be read.
+    if let Some(why) = &last.unread {
+        let m = format!("{why}: the rules' columns and the employees they match were not checked");
+        line(&mut text, &m);
+        found.push(json!({"rule_id": null, "message": m}));
+    }
     for rule in &enabled {
         if p.cfg.role(&rule.role).is_none() {
             let m = format!(
