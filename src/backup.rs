@@ -421,9 +421,21 @@ fn keep_rolled_back(
         Some(Err(e)) => return Ok((Vec::new(), Some(e.to_string()))),
         Some(Ok(before)) => before,
     };
-    let last = restored.audit(None)?.last().map_or(0, |e| e.seq);
-    let mut after: Vec<crate::store::AuditEntry> =
-        before.into_iter().filter(|e| e.seq > last).collect();
+    let backed_up = restored.audit(None)?;
+    let last = backed_up.last().map_or(0, |e| e.seq);
+    // The replaced store grew out of the backup when it holds the backup's last entry as it
+    // is; otherwise (a store started afresh, another installation's backup) its numbers say
+    // nothing of what came after, and every entry the backup lacks is kept, under numbers
+    // after the backup's (they had been dropped when numbered below its last).
+    let grew_from = backed_up.last().is_none_or(|l| before.contains(l));
+    let mut after: Vec<crate::store::AuditEntry> = match grew_from {
+        true => before.into_iter().filter(|e| e.seq > last).collect(),
+        false => (before.into_iter())
+            .filter(|e| !backed_up.contains(e))
+            .zip(last + 1..)
+            .map(|(e, seq)| crate::store::AuditEntry { seq, ..e })
+            .collect(),
+    };
     // A backup written or a store restored changed nobody's rights: kept as it was.
     let changes =
         |e: &crate::store::AuditEntry| !matches!(e.note.action.as_str(), "backup" | "restore");
@@ -680,6 +692,47 @@ mod tests {
         let detail = &audit[4].1;
         assert!(detail.contains("(2–3) are kept"), "{detail}");
         assert!(detail.contains("20261207T000000Z_x.csv"), "{detail}");
+    }
+
+    /// A store that did not grow out of the backup (started afresh, its numbers from 1):
+    /// every entry of it the backup lacks is kept, marked, numbered after the backup's (they
+    /// had been dropped, numbered below the backup's last).
+    #[test]
+    fn a_restore_over_a_store_started_afresh_keeps_its_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let backup = dir.path().join("b.backup");
+        {
+            let store = SledStore::open(&paths.store).unwrap();
+            for n in ["one", "two", "three"] {
+                store.append_audit(note(n)).unwrap();
+            }
+            write(&store, &backup).unwrap();
+        }
+        fs::remove_dir_all(&paths.store).unwrap();
+        {
+            let store = SledStore::open(&paths.store).unwrap();
+            store.append_audit(note("granted afresh")).unwrap();
+            store.append_audit(note("revoked afresh")).unwrap();
+        }
+        let before = Some(SledStore::audit_at(&paths.store));
+        let r = restore(&paths, &backup, "root", before).unwrap();
+        assert_eq!(r.rolled_back, [4, 5]);
+        let store = SledStore::open(&paths.store).unwrap();
+        let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
+            .map(|e| (e.seq, e.note.detail))
+            .collect();
+        assert_eq!(audit.len(), 6, "{audit:?}");
+        assert_eq!(audit[2], (3, "three".to_string()));
+        assert!(
+            audit[3].1.starts_with("granted afresh [rolled back"),
+            "{audit:?}"
+        );
+        assert!(
+            audit[4].1.starts_with("revoked afresh [rolled back"),
+            "{audit:?}"
+        );
+        assert_eq!(audit[5].0, 6, "{audit:?}");
     }
 
     fn files(paths: &Paths) -> Vec<String> {
