@@ -66,6 +66,7 @@ fn core(c: &mut Criterion) {
             rules: &by_id,
             now: NOW,
             source: "bench",
+            left_out: &[],
         };
         reconcile::plan(&roster, &input, &read).expect("read")
     };

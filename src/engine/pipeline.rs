@@ -796,11 +796,16 @@ impl<S: Store> Pipeline<S> {
         // All rules, so that a change names a disabled rule too; only enabled ones ever match.
         let rules_by_id: BTreeMap<RuleId, Rule> =
             all_rules.into_iter().map(|r| (r.id, r)).collect();
+        let left_out: Vec<RuleId> = (rules_by_id.values())
+            .filter(|r| r.enabled && self.cfg.role(&r.role).is_none())
+            .map(|r| r.id)
+            .collect();
         let input = SyncInput {
             matching: &matching,
             rules: &rules_by_id,
             now,
             source,
+            left_out: &left_out,
         };
         // The accounts are read one group at a time, in place (see `reconcile::groups`), in
         // one pass over the store.

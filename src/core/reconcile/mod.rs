@@ -189,6 +189,8 @@ pub struct SyncInput<'a> {
     pub now: &'a str,
     /// The file or command, for history.
     pub source: &'a str,
+    /// Enabled rules left out because their role is no longer configured, for history.
+    pub left_out: &'a [RuleId],
 }
 
 /// Plans a sync over accounts held in memory (tests and benchmarks; a store's accounts are
@@ -211,6 +213,7 @@ pub fn plan_held(
         rules,
         now,
         source,
+        left_out: &[],
     };
     match plan(roster, &input, &read) {
         Ok(plan) => plan,
@@ -656,6 +659,10 @@ const EMAIL_TAKEN: &str = "deactivated: its email is another employee's";
 fn left_rule(input: &SyncInput<'_>, id: Option<RuleId>) -> String {
     match id.map(|id| (id, input.rules.get(&id))) {
         None => "it had no rule".to_string(),
+        Some((id, Some(r))) if input.left_out.contains(&id) => format!(
+            "rule {id}'s role \"{}\" is no longer in provisioning.roles",
+            r.role
+        ),
         Some((id, None)) => format!("rule {id} was deleted"),
         Some((id, Some(r))) if !r.enabled => format!("rule {id} is disabled"),
         Some((id, Some(_))) => format!("rule {id} no longer matches"),
@@ -730,7 +737,14 @@ fn plan_auto(
         }
         None if account.is_active() => {
             next.status = Status::Inactive;
-            next.record(input.now, input.source, gone.to_string());
+            // "No enabled rule matches" is not why, when the rule is left out for its role.
+            let gone = match account.rule_id.filter(|id| input.left_out.contains(id)) {
+                Some(_) if gone == NO_RULE => {
+                    format!("deactivated: {}", left_rule(input, account.rule_id))
+                }
+                _ => gone.to_string(),
+            };
+            next.record(input.now, input.source, gone);
             Some(Action::Deactivated)
         }
         None => None,
@@ -849,6 +863,7 @@ mod tests {
         matching: Vec<Vec<RuleId>>,
         rules: BTreeMap<RuleId, Rule>,
         accounts: HashMap<String, Account>,
+        left_out: Vec<RuleId>,
     }
 
     impl World {
@@ -861,6 +876,7 @@ mod tests {
                     .map(|(id, role)| (RuleId(*id), rule(*id, role)))
                     .collect(),
                 accounts: HashMap::new(),
+                left_out: Vec::new(),
             }
         }
         fn row(mut self, id: &str, inactive: bool, matching: &[u64]) -> World {
@@ -876,14 +892,29 @@ mod tests {
         }
         fn plan(&self) -> Unpacked {
             let accounts: Vec<Account> = self.accounts.values().cloned().collect();
-            Unpacked::of(plan_held(
-                &self.roster,
-                &MatchTable::from_lists(&self.matching),
-                &self.rules,
-                &accounts,
-                NOW,
-                "test.csv",
-            ))
+            if self.left_out.is_empty() {
+                return Unpacked::of(plan_held(
+                    &self.roster,
+                    &MatchTable::from_lists(&self.matching),
+                    &self.rules,
+                    &accounts,
+                    NOW,
+                    "test.csv",
+                ));
+            }
+            let groups = HeldGroup::split(&accounts);
+            let read = |g: usize, f: &mut dyn FnMut(&dyn AccountGroup)| {
+                f(&groups[g]);
+                Ok::<(), std::convert::Infallible>(())
+            };
+            let input = SyncInput {
+                matching: &MatchTable::from_lists(&self.matching),
+                rules: &self.rules,
+                now: NOW,
+                source: "test.csv",
+                left_out: &self.left_out,
+            };
+            Unpacked::of(plan(&self.roster, &input, &read).unwrap_or_else(|e| match e {}))
         }
     }
 
@@ -1166,6 +1197,21 @@ mod tests {
             reason(&p).contains("(rule 1 is disabled)"),
             "{}",
             reason(&p)
+        );
+        // Left out for its role (no longer configured): said so, moved or deactivated.
+        w.rules.get_mut(&RuleId(1)).unwrap().enabled = true;
+        w.left_out = vec![RuleId(1)];
+        let p = w.plan();
+        assert!(
+            reason(&p).contains("(rule 1's role \"IT Admin\" is no longer in provisioning.roles)"),
+            "{}",
+            reason(&p)
+        );
+        w.matching = vec![vec![]];
+        let p = w.plan();
+        assert_eq!(
+            reason(&p),
+            "deactivated: rule 1's role \"IT Admin\" is no longer in provisioning.roles"
         );
     }
 
