@@ -427,7 +427,14 @@ fn keep_rolled_back(
     // is; otherwise (a store started afresh, another installation's backup) its numbers say
     // nothing of what came after, and every entry the backup lacks is kept, under numbers
     // after the backup's (they had been dropped when numbered below its last).
-    let grew_from = backed_up.last().is_none_or(|l| before.contains(l));
+    // The entry compared without its detail, which an earlier restore may have marked.
+    let same = |a: &crate::store::AuditEntry, b: &crate::store::AuditEntry| {
+        (a.seq, &a.note.at, &a.note.user, &a.note.action)
+            == (b.seq, &b.note.at, &b.note.user, &b.note.action)
+    };
+    let grew_from = backed_up
+        .last()
+        .is_none_or(|l| before.iter().any(|e| same(e, l)));
     let mut after: Vec<crate::store::AuditEntry> = match grew_from {
         true => before.into_iter().filter(|e| e.seq > last).collect(),
         false => (before.into_iter())
@@ -733,6 +740,41 @@ mod tests {
             "{audit:?}"
         );
         assert_eq!(audit[5].0, 6, "{audit:?}");
+    }
+
+    /// Restoring a newer backup after an older one (undoing a restore): the store grew out
+    /// of the newer backup, though the first restore marked its last entry; nothing is kept
+    /// twice or marked again (it had been taken for a store started afresh).
+    #[test]
+    fn a_restore_undoing_a_restore_keeps_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let (b1, b2) = (dir.path().join("b1.backup"), dir.path().join("b2.backup"));
+        {
+            let store = SledStore::open(&paths.store).unwrap();
+            store.append_audit(note("one")).unwrap();
+            write(&store, &b1).unwrap();
+            store.append_audit(note("two")).unwrap();
+            store.append_audit(note("three")).unwrap();
+            write(&store, &b2).unwrap();
+        }
+        let before = Some(SledStore::audit_at(&paths.store));
+        assert_eq!(
+            restore(&paths, &b1, "root", before).unwrap().rolled_back,
+            [2, 3]
+        );
+        let before = Some(SledStore::audit_at(&paths.store));
+        let r = restore(&paths, &b2, "root", before).unwrap();
+        assert!(r.rolled_back.is_empty(), "{:?}", r.rolled_back);
+        let store = SledStore::open(&paths.store).unwrap();
+        let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
+            .map(|e| (e.seq, e.note.detail))
+            .collect();
+        assert_eq!(audit.len(), 5, "{audit:?}");
+        assert_eq!(audit[1], (2, "two".to_string()));
+        assert_eq!(audit[2], (3, "three".to_string()));
+        assert_eq!(audit[3].0, 4, "the first restore's entry: {audit:?}");
+        assert_eq!(audit[4].0, 5, "{audit:?}");
     }
 
     fn files(paths: &Paths) -> Vec<String> {

@@ -547,3 +547,20 @@ fn a_roster_whose_status_column_went_blank_is_held_until_approved() {
     let (code, report) = env.process(&again, &[]);
     assert_eq!(code, 0, "{report:#}");
 }
+
+/// A roster re-synced from its changes (the last one left its record) whose status column
+/// went blank is held as one read in full is: it had been applied, a dry run of the same
+/// bytes held.
+#[test]
+fn a_blank_status_column_is_held_when_re_synced_from_changes_too() {
+    let mut env = day1_approved();
+    env.reconfigure(|s| s.max_grants = Some((1000, 100)));
+    let day1 = env.input_from("sequence/day1.csv", "day1-again.csv");
+    let (code, report) = env.process(&day1, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let blank = status_edited(&env, &day1, "blank.csv", false);
+    let (code, report) = env.process(&blank, &[]);
+    assert_eq!(code, 3, "{report:#}");
+    let why = report["held_because"][0].as_str().unwrap();
+    assert!(why.contains("blank in every row"), "{why}");
+}

@@ -821,6 +821,11 @@ impl<S: Store> Pipeline<S> {
                 f(&super::resync::Visible::of(group, visible))
             }),
         };
+        // Changed rows whose status cells are all blank: whether the whole file's are is
+        // known only by reading it in full (a blank column after statuses is held).
+        if changed.is_some() && roster.status_blank {
+            return Ok(None);
+        }
         let mut plan = reconcile::plan(&roster, &input, &read)?;
         let plan_warned = !plan.warnings.is_empty();
         if changed.is_some() && plan_warned {
