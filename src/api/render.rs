@@ -37,11 +37,13 @@ pub fn rule_line(r: &Rule) -> String {
         .iter()
         .map(|c| escape_controls(&c.to_string()).into_owned())
         .collect();
+    // A quote in the name doubled, as in a condition: `"a" -> Read-only Admin ...` in a
+    // name cannot pass for the end of it.
     format!(
         "{:>3}  {:<8}  \"{}\" -> {}  when {}",
         r.id,
         if r.enabled { "enabled" } else { "disabled" },
-        escape_controls(&r.name),
+        escape_controls(&r.name).replace('"', "\"\""),
         r.role,
         conds.join(" and ")
     )

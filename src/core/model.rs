@@ -90,9 +90,11 @@ pub fn disguises(text: &str) -> Option<&'static str> {
     if text.chars().any(crate::core::columns::is_invisible) {
         return Some("a character that shows as nothing (a zero-width space, a soft hyphen, …)");
     }
+    // A space, or a character drawn as one (the Braille blank).
+    let blank = |c: char| c.is_whitespace() || c == '\u{2800}';
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
-        if c.is_whitespace() && chars.peek().is_some_and(|n| n.is_whitespace()) {
+        if blank(c) && chars.peek().is_some_and(|&n| blank(n)) {
             return Some("two spaces in a row");
         }
     }

@@ -670,7 +670,14 @@ impl<S: Store> Pipeline<S> {
             .filter(|r| r.enabled)
             .cloned()
             .partition(|r| self.cfg.role(&r.role).is_some());
-        let left_out = self.left_out(&ungrantable);
+        let mut left_out = self.left_out(&ungrantable);
+        // Said in every file's report until edited (and no re-sync record kept meanwhile).
+        left_out.extend(
+            enabled
+                .iter()
+                .filter_map(Rule::ambiguity)
+                .map(Finding::file),
+        );
         let opts = self
             .cfg
             .roster_options(rules::needed_fields(&enabled, &self.cfg.columns()));

@@ -737,9 +737,14 @@ fn plan_auto(
         }
         None if account.is_active() => {
             next.status = Status::Inactive;
-            // "No enabled rule matches" is not why, when the rule is left out for its role.
-            let gone = match account.rule_id.filter(|id| input.left_out.contains(id)) {
-                Some(_) if gone == NO_RULE => {
+            // "No enabled rule matches" is not why, when the account's rule was deleted,
+            // disabled or left out for its role.
+            let rule = account.rule_id.map(|id| (id, input.rules.get(&id)));
+            let gone = match rule {
+                Some((id, r))
+                    if gone == NO_RULE
+                        && r.is_none_or(|r| !r.enabled || input.left_out.contains(&id)) =>
+                {
                     format!("deactivated: {}", left_rule(input, account.rule_id))
                 }
                 _ => gone.to_string(),
@@ -1213,6 +1218,12 @@ mod tests {
             reason(&p),
             "deactivated: rule 1's role \"IT Admin\" is no longer in provisioning.roles"
         );
+        // Deactivated for a rule disabled or deleted: said so too.
+        w.left_out.clear();
+        w.rules.get_mut(&RuleId(1)).unwrap().enabled = false;
+        assert_eq!(reason(&w.plan()), "deactivated: rule 1 is disabled");
+        w.rules.remove(&RuleId(1));
+        assert_eq!(reason(&w.plan()), "deactivated: rule 1 was deleted");
     }
 
     #[test]

@@ -60,6 +60,25 @@ pub struct Rule {
     pub created_by: String,
 }
 
+impl Rule {
+    /// For a rule saved before an unquoted value could not hold `=`: what to tell about its
+    /// first such condition (`department != Finance and department != IT` had been saved as
+    /// one condition, matching nearly everyone). `None` for other rules.
+    pub fn ambiguity(&self) -> Option<String> {
+        let held = |c: &&Condition| match c {
+            Condition::Field { values, .. } => values.iter().any(|v| v.contains('=')),
+            Condition::IsManager(_) => false,
+        };
+        let condition = self.conditions.iter().find(held)?;
+        Some(format!(
+            "rule {} \"{}\" has a condition whose value holds \"=\" ({condition}): saved before \
+             such values were refused, it may have been meant as several conditions and match \
+             far more employees than meant; edit it with one --when per condition",
+            self.id, self.name
+        ))
+    }
+}
+
 /// Field names (as written) that the enabled rules read, one per field key, in rule order;
 /// `is_manager` among them when a rule reads it (it is derived from `manager_id`, which the
 /// file must then have).

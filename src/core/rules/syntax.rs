@@ -978,6 +978,16 @@ mod tests {
         let rule: Rule = serde_json::from_str(stored).unwrap();
         assert_eq!(rule.conditions[0], field("department", Op::Eq, &["a = b"]));
         assert_eq!(rule.conditions[0].to_string(), r#"department = "a = b""#);
+        // Told about wherever rules are checked: it may have been meant as two conditions.
+        assert!(
+            rule.ambiguity()
+                .is_some_and(|m| m.contains("one --when per condition"))
+        );
+        let plain = Rule {
+            conditions: vec![field("department", Op::Eq, &["a"])],
+            ..rule
+        };
+        assert_eq!(plain.ambiguity(), None);
         assert!(Condition::parse("department = a = b").is_err());
     }
 

@@ -670,6 +670,7 @@ mod tests {
         for (id, why) in [
             (padded.as_str(), "two spaces in a row"),
             ("W\u{200b}1", "shows as nothing"),
+            ("W1\u{2800}\u{2800}x", "two spaces in a row"),
             (long.as_str(), "more than 200 characters"),
         ] {
             let r = execute(
@@ -701,6 +702,14 @@ mod tests {
         );
         let r = execute(&p, add("Jose\u{301}"), "root", Output::Text);
         assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
+        // A quote in a name is doubled where the name is shown quoted (it could end it).
+        let r = execute(&p, add(r#"Help" -> Read-only Admin"#), "root", Output::Text);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        let listed = execute(&p, Request::RulesList, "root", Output::Text).text;
+        assert!(
+            listed.contains(r#""Help"" -> Read-only Admin" -> IT Admin"#),
+            "{listed}"
+        );
         assert!(p.store.accounts().unwrap().is_empty());
         p.store
             .append_audit(crate::store::AuditNote {
@@ -712,8 +721,8 @@ mod tests {
             .unwrap();
         let r = execute(&p, Request::Audit { since: None }, "root", Output::Text);
         assert_eq!(r.exit, exit::OK, "{}", r.text);
-        // The rule added above, and the forged entry on one line.
-        assert_eq!(r.text.lines().count(), 2, "{}", r.text);
+        // The two rules added above, and the forged entry on one line.
+        assert_eq!(r.text.lines().count(), 3, "{}", r.text);
         assert!(r.text.contains("W1\\n2026"), "{}", r.text);
     }
 

@@ -462,7 +462,7 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     let mut found = Vec::new();
     let mut text = String::new();
     // Not "no problems found" when the roster to check them against could not be read.
-    if let Some(why) = &last.unread {
+    if let Some(why) = last.unread.as_ref().filter(|_| !enabled.is_empty()) {
         let m = format!("{why}: the rules' columns and the employees they match were not checked");
         line(&mut text, &m);
         found.push(json!({"rule_id": null, "message": m}));
@@ -478,6 +478,10 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         }
         for w in last.missing_fields(rule) {
             let m = format!("rule {} \"{}\": {w}", rule.id, rule.name);
+            line(&mut text, &m);
+            found.push(json!({"rule_id": rule.id, "message": m}));
+        }
+        if let Some(m) = rule.ambiguity() {
             line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
