@@ -5,6 +5,7 @@ mod groups;
 mod holders;
 mod names;
 mod order;
+mod reasons;
 mod safety;
 
 pub use groups::{EmployeeGroups, ReadGroup};
@@ -14,6 +15,7 @@ use holders::{
     not_one_address, sign_in_moved, taken_by_other,
 };
 use order::sort_changes;
+use reasons::{ABSENT, EMAIL_TAKEN, NO_RULE};
 pub use safety::{Limit, Limits};
 
 use crate::core::accounts::{
@@ -648,27 +650,6 @@ fn plan_employee(
     }
 }
 
-/// Why an account is deactivated, in its history.
-const NO_RULE: &str = "deactivated: no enabled rule matches";
-const ABSENT: &str = "deactivated: employee absent from the roster or inactive";
-const EMAIL_TAKEN: &str = "deactivated: its email is another employee's";
-
-/// Why an account's rule no longer keeps it, for its history: an auditor reading "no
-/// longer matches" looks for a change in the employee's HR data, where the rule had been
-/// disabled or deleted.
-fn left_rule(input: &SyncInput<'_>, id: Option<RuleId>) -> String {
-    match id.map(|id| (id, input.rules.get(&id))) {
-        None => "it had no rule".to_string(),
-        Some((id, Some(r))) if input.left_out.contains(&id) => format!(
-            "rule {id}'s role \"{}\" is no longer in provisioning.roles",
-            r.role
-        ),
-        Some((id, None)) => format!("rule {id} was deleted"),
-        Some((id, Some(r))) if !r.enabled => format!("rule {id} is disabled"),
-        Some((id, Some(_))) => format!("rule {id} no longer matches"),
-    }
-}
-
 /// Plans an auto account; `gone` is why, if it is deactivated.
 fn plan_auto(
     plan: &mut Plan,
@@ -719,36 +700,14 @@ fn plan_auto(
                 None
             };
             if let Some(action) = action {
-                let reason = match action {
-                    Action::Reassigned => format!(
-                        "reassigned to rule {} \"{}\" ({})",
-                        rule.id,
-                        rule.name,
-                        left_rule(input, account.rule_id)
-                    ),
-                    Action::Reactivated => {
-                        format!("reactivated by rule {} \"{}\"", rule.id, rule.name)
-                    }
-                    _ => format!("role of rule {} \"{}\" changed", rule.id, rule.name),
-                };
+                let reason = reasons::moved(input, action, rule, account.rule_id);
                 next.record(input.now, input.source, reason);
             }
             action
         }
         None if account.is_active() => {
             next.status = Status::Inactive;
-            // "No enabled rule matches" is not why, when the account's rule was deleted,
-            // disabled or left out for its role.
-            let rule = account.rule_id.map(|id| (id, input.rules.get(&id)));
-            let gone = match rule {
-                Some((id, r))
-                    if gone == NO_RULE
-                        && r.is_none_or(|r| !r.enabled || input.left_out.contains(&id)) =>
-                {
-                    format!("deactivated: {}", left_rule(input, account.rule_id))
-                }
-                _ => gone.to_string(),
-            };
+            let gone = reasons::gone(input, gone, account.rule_id);
             next.record(input.now, input.source, gone);
             Some(Action::Deactivated)
         }

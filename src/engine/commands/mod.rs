@@ -649,25 +649,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline_in(dir.path());
         let forged = "W1\n2026-12-07T03:10:00Z  it-lead  admins remove  removed W1";
-        for id in [forged, "W1\u{2028}x", "W1\tx"] {
-            let r = execute(
-                &p,
-                Request::AdminsAdd {
-                    employee_id: id.into(),
-                    email: "w1@acme.example".into(),
-                    role: "IT Admin".into(),
-                },
-                "root",
-                Output::Text,
-            );
-            assert_eq!(r.exit, exit::USAGE, "{}", r.text);
-            assert!(r.text.contains("control character"), "{}", r.text);
-        }
         // Nor one padded to push its real role off the line past a fake one, nor one with a
         // character that shows as nothing, nor an overlong one.
         let padded = format!("M9 (m9@acme.example, Read-only Admin){}x", " ".repeat(200));
         let long = "E".repeat(201);
         for (id, why) in [
+            (forged, "control character"),
+            ("W1\u{2028}x", "control character"),
+            ("W1\tx", "control character"),
             (padded.as_str(), "two spaces in a row"),
             ("W\u{200b}1", "shows as nothing"),
             ("W1\u{2800}\u{2800}x", "two spaces in a row"),
