@@ -423,11 +423,11 @@ fn keep_rolled_back(
     };
     let backed_up = restored.audit(None)?;
     let last = backed_up.last().map_or(0, |e| e.seq);
-    // The replaced store grew out of the backup when it holds the backup's last entry as it
-    // is; otherwise (a store started afresh, another installation's backup) its numbers say
+    // The replaced store grew out of the backup when it holds the backup's last entry (its
+    // number, time, user and action: an earlier restore may have marked its detail);
+    // otherwise (a store started afresh, another installation's backup) its numbers say
     // nothing of what came after, and every entry the backup lacks is kept, under numbers
     // after the backup's (they had been dropped when numbered below its last).
-    // The entry compared without its detail, which an earlier restore may have marked.
     let same = |a: &crate::store::AuditEntry, b: &crate::store::AuditEntry| {
         (a.seq, &a.note.at, &a.note.user, &a.note.action)
             == (b.seq, &b.note.at, &b.note.user, &b.note.action)

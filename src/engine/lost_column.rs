@@ -1,9 +1,10 @@
 //! A roster that lost its status column (SPEC §4's safety, beyond the limits): a file
 //! without `employment_status`, or with the column blank in every row, is still valid (the
 //! column is optional, a blank status active), but read after a roster that had the column
-//! it counts every leaver as active, so their accounts stay or become active again. Such a file is held, whatever the limits, for an org admin to approve
-//! (the column taken out on purpose) or reject. HRIS mode's fetches fail instead (their
-//! guard remembers the columns an HR system's answers had).
+//! it counts every leaver as active, so their accounts stay or become active again. Such a
+//! file is held, whatever the limits, for an org admin to approve (the column taken out on
+//! purpose) or reject. Workday and `csv_url` fetches fail before it, by their own guard of
+//! the columns an HR system's answers had (`ingest::hris::guard`).
 
 use super::pipeline::Pipeline;
 use crate::api::Result;
