@@ -429,8 +429,10 @@ fn keep_rolled_back(
     // nothing of what came after, and every entry the backup lacks is kept, under numbers
     // after the backup's (they had been dropped when numbered below its last).
     let same = |a: &crate::store::AuditEntry, b: &crate::store::AuditEntry| {
+        let marked = format!("{} [rolled back by the restore of ", b.note.detail);
         (a.seq, &a.note.at, &a.note.user, &a.note.action)
             == (b.seq, &b.note.at, &b.note.user, &b.note.action)
+            && (a.note.detail == b.note.detail || a.note.detail.starts_with(&marked))
     };
     let grew_from = backed_up
         .last()
@@ -721,15 +723,18 @@ mod tests {
             let store = SledStore::open(&paths.store).unwrap();
             store.append_audit(note("granted afresh")).unwrap();
             store.append_audit(note("revoked afresh")).unwrap();
+            // Its third entry has the backup's last's number, time, user and action (two
+            // stores set up in the same second): only its detail tells them apart.
+            store.append_audit(note("third afresh")).unwrap();
         }
         let before = Some(SledStore::audit_at(&paths.store));
         let r = restore(&paths, &backup, "root", before).unwrap();
-        assert_eq!(r.rolled_back, [4, 5]);
+        assert_eq!(r.rolled_back, [4, 5, 6]);
         let store = SledStore::open(&paths.store).unwrap();
         let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
             .map(|e| (e.seq, e.note.detail))
             .collect();
-        assert_eq!(audit.len(), 6, "{audit:?}");
+        assert_eq!(audit.len(), 7, "{audit:?}");
         assert_eq!(audit[2], (3, "three".to_string()));
         assert!(
             audit[3].1.starts_with("granted afresh [rolled back"),
@@ -739,7 +744,11 @@ mod tests {
             audit[4].1.starts_with("revoked afresh [rolled back"),
             "{audit:?}"
         );
-        assert_eq!(audit[5].0, 6, "{audit:?}");
+        assert!(
+            audit[5].1.starts_with("third afresh [rolled back"),
+            "{audit:?}"
+        );
+        assert_eq!(audit[6].0, 7, "{audit:?}");
     }
 
     /// Restoring a newer backup after an older one (undoing a restore): the store grew out

@@ -31,19 +31,24 @@ pub fn report_response(report: &Report, output: Output) -> Response {
     }
 }
 
+/// A rule's name in double quotes, its control characters escaped and a quote in it
+/// doubled, as in a condition: `"a" -> Read-only Admin ...` in a name cannot pass for the
+/// end of it.
+pub fn quoted_name(name: &str) -> String {
+    format!("\"{}\"", escape_controls(name).replace('"', "\"\""))
+}
+
 pub fn rule_line(r: &Rule) -> String {
     let conds: Vec<String> = r
         .conditions
         .iter()
         .map(|c| escape_controls(&c.to_string()).into_owned())
         .collect();
-    // A quote in the name doubled, as in a condition: `"a" -> Read-only Admin ...` in a
-    // name cannot pass for the end of it.
     format!(
-        "{:>3}  {:<8}  \"{}\" -> {}  when {}",
+        "{:>3}  {:<8}  {} -> {}  when {}",
         r.id,
         if r.enabled { "enabled" } else { "disabled" },
-        escape_controls(&r.name).replace('"', "\"\""),
+        quoted_name(&r.name),
         r.role,
         conds.join(" and ")
     )

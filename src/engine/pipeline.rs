@@ -670,14 +670,7 @@ impl<S: Store> Pipeline<S> {
             .filter(|r| r.enabled)
             .cloned()
             .partition(|r| self.cfg.role(&r.role).is_some());
-        let mut left_out = self.left_out(&ungrantable);
-        // Said in every file's report until edited (and no re-sync record kept meanwhile).
-        left_out.extend(
-            enabled
-                .iter()
-                .filter_map(Rule::ambiguity)
-                .map(Finding::file),
-        );
+        let left_out = self.left_out(&ungrantable);
         let opts = self
             .cfg
             .roster_options(rules::needed_fields(&enabled, &self.cfg.columns()));
@@ -715,7 +708,10 @@ impl<S: Store> Pipeline<S> {
                 super::resync::RESYNCED.with(|n| n.set(n.get() + 1));
                 return Ok(Evaluation { from_token, ..eval });
             }
-            tracing::info!("the changed rows' plan has warnings: the file is read in full");
+            tracing::info!(
+                "the changed rows' plan has warnings, or their status cells are all blank: the \
+                 file is read in full"
+            );
         }
         let checked = roster::check(&bytes, &opts);
         let mut report = Report::new(name, bytes.sha256(), received_at, now);

@@ -61,19 +61,22 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// For a rule saved before an unquoted value could not hold `=`: what to tell about its
-    /// first such condition (`department != Finance and department != IT` had been saved as
-    /// one condition, matching nearly everyone). `None` for other rules.
+    /// For a rule with a condition whose value reads as another condition (`!=`, or `=`
+    /// between spaces: `department != Finance and department != IT` had been saved as one
+    /// condition before an unquoted `=` was refused, matching nearly everyone): what to tell
+    /// about it. `None` for other rules (`"CN=IT-Admins,OU=Groups"` is a value).
     pub fn ambiguity(&self) -> Option<String> {
+        let reads_as_condition = |v: &String| v.contains("!=") || v.contains(" = ");
         let held = |c: &&Condition| match c {
-            Condition::Field { values, .. } => values.iter().any(|v| v.contains('=')),
+            Condition::Field { values, .. } => values.iter().any(reads_as_condition),
             Condition::IsManager(_) => false,
         };
         let condition = self.conditions.iter().find(held)?;
         Some(format!(
-            "rule {} \"{}\" has a condition whose value holds \"=\" ({condition}): saved before \
-             such values were refused, it may have been meant as several conditions and match \
-             far more employees than meant; edit it with one --when per condition",
+            "rule {} \"{}\" has a condition whose value reads as another condition \
+             ({condition}): if it was saved before such values were refused unquoted, it may \
+             have been meant as several conditions and match far more employees than meant; \
+             edit it with one --when per condition",
             self.id, self.name
         ))
     }

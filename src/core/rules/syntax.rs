@@ -977,6 +977,11 @@ mod tests {
         let stored = r#"{"id":1,"name":"n","role":"r","conditions":["department = a = b"],"enabled":true,"created_at":"t","created_by":"u"}"#;
         let rule: Rule = serde_json::from_str(stored).unwrap();
         assert_eq!(rule.conditions[0], field("department", Op::Eq, &["a = b"]));
+        let ldap = Rule {
+            conditions: vec![field("group", Op::Eq, &["CN=IT-Admins,OU=Groups"])],
+            ..rule.clone()
+        };
+        assert_eq!(ldap.ambiguity(), None, "a value with = is a value");
         assert_eq!(rule.conditions[0].to_string(), r#"department = "a = b""#);
         // Told about wherever rules are checked: it may have been meant as two conditions.
         assert!(

@@ -691,9 +691,23 @@ mod tests {
         );
         let r = execute(&p, add("Jose\u{301}"), "root", Output::Text);
         assert_eq!(r.exit, exit::REFUSED, "{}", r.text);
+        assert_eq!(
+            execute(&p, add("Help Desk"), "root", Output::Text).exit,
+            exit::OK
+        );
+        for same in ["Help\u{a0}Desk", "Help\u{2800}Desk"] {
+            let r = execute(&p, add(same), "root", Output::Text);
+            assert_eq!(r.exit, exit::REFUSED, "{same:?}: {}", r.text);
+        }
         // A quote in a name is doubled where the name is shown quoted (it could end it).
         let r = execute(&p, add(r#"Help" -> Read-only Admin"#), "root", Output::Text);
         assert_eq!(r.exit, exit::OK, "{}", r.text);
+        assert!(
+            r.text
+                .contains(r#""Help"" -> Read-only Admin" -> IT Admin"#),
+            "{}",
+            r.text
+        );
         let listed = execute(&p, Request::RulesList, "root", Output::Text).text;
         assert!(
             listed.contains(r#""Help"" -> Read-only Admin" -> IT Admin"#),
@@ -710,8 +724,8 @@ mod tests {
             .unwrap();
         let r = execute(&p, Request::Audit { since: None }, "root", Output::Text);
         assert_eq!(r.exit, exit::OK, "{}", r.text);
-        // The two rules added above, and the forged entry on one line.
-        assert_eq!(r.text.lines().count(), 3, "{}", r.text);
+        // The three rules added above, and the forged entry on one line.
+        assert_eq!(r.text.lines().count(), 4, "{}", r.text);
         assert!(r.text.contains("W1\\n2026"), "{}", r.text);
     }
 

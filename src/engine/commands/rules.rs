@@ -1,7 +1,7 @@
 //! `rules list | show | add | edit | delete | enable | disable | check`.
 
 use super::{configured_role, no_rule, note};
-use crate::api::render::{rule_json, rule_line, rule_text};
+use crate::api::render::{quoted_name, rule_json, rule_line, rule_text};
 use crate::api::seen::conflicts_version;
 use crate::api::{Request, Response, exit};
 use crate::core::columns::Columns;
@@ -104,9 +104,9 @@ fn rules_save<S: Store>(
         .put_rule(&rule, note(caller, action, rule_line(&rule)))?;
     let verb = if id.is_some() { "saved" } else { "added" };
     let mut out = format!(
-        "{verb} rule {}: \"{}\" -> {}; takes effect at the next sync\n",
+        "{verb} rule {}: {} -> {}; takes effect at the next sync\n",
         rule.id,
-        escape_controls(&rule.name),
+        quoted_name(&rule.name),
         rule.role
     );
     out.push_str(&text);
@@ -697,7 +697,16 @@ fn edit_rule<S: Store>(
         }
         // Compared as shown: letter case, composed or decomposed accents and characters that
         // show as nothing aside ("José" twice had been two names).
-        let shown = crate::core::columns::fold_status;
+        // A space of any kind (a no-break one, a Braille blank) as a plain one.
+        let shown = |n: &str| {
+            let spaced: String = (n.chars())
+                .map(|c| match c.is_whitespace() || c == '\u{2800}' {
+                    true => ' ',
+                    false => c,
+                })
+                .collect();
+            crate::core::columns::fold_status(&spaced)
+        };
         if let Some(other) = all
             .iter()
             .find(|r| r.id != rule.id && shown(&r.name) == shown(&name))
