@@ -428,22 +428,32 @@ fn keep_rolled_back(
     // otherwise (a store started afresh, another installation's backup) its numbers say
     // nothing of what came after, and every entry the backup lacks is kept, under numbers
     // after the backup's (they had been dropped when numbered below its last).
-    let same = |a: &crate::store::AuditEntry, b: &crate::store::AuditEntry| {
-        let marked = format!("{} [rolled back by the restore of ", b.note.detail);
-        (a.seq, &a.note.at, &a.note.user, &a.note.action)
-            == (b.seq, &b.note.at, &b.note.user, &b.note.action)
-            && (a.note.detail == b.note.detail || a.note.detail.starts_with(&marked))
+    // An entry as it was written: a restore may have marked its detail, and renumbered it.
+    let written = |e: &crate::store::AuditEntry| {
+        let d = e.note.detail.as_str();
+        let d = d
+            .find(" [rolled back by the restore of ")
+            .map_or(d, |i| &d[..i]);
+        (
+            e.note.at.clone(),
+            e.note.user.clone(),
+            e.note.action.clone(),
+            d.to_string(),
+        )
     };
     let grew_from = backed_up
         .last()
-        .is_none_or(|l| before.iter().any(|e| same(e, l)));
+        .is_none_or(|l| (before.iter()).any(|e| e.seq == l.seq && written(e) == written(l)));
     let mut after: Vec<crate::store::AuditEntry> = match grew_from {
         true => before.into_iter().filter(|e| e.seq > last).collect(),
-        false => (before.into_iter())
-            .filter(|e| !backed_up.contains(e))
-            .zip(last + 1..)
-            .map(|(e, seq)| crate::store::AuditEntry { seq, ..e })
-            .collect(),
+        false => {
+            let known: std::collections::HashSet<_> = backed_up.iter().map(written).collect();
+            (before.into_iter())
+                .filter(|e| !known.contains(&written(e)))
+                .zip(last + 1..)
+                .map(|(e, seq)| crate::store::AuditEntry { seq, ..e })
+                .collect()
+        }
     };
     // A backup written or a store restored changed nobody's rights: kept as it was.
     let changes =
@@ -784,6 +794,40 @@ mod tests {
         assert_eq!(audit[2], (3, "three".to_string()));
         assert_eq!(audit[3].0, 4, "the first restore's entry: {audit:?}");
         assert_eq!(audit[4].0, 5, "{audit:?}");
+    }
+
+    /// The wrong backup restored over a store started afresh, then the right one: the
+    /// right one's entries, renumbered and marked by the first restore, are known for what
+    /// they were written as, and not kept a second time, marked rolled back beside their
+    /// live copies.
+    #[test]
+    fn restoring_the_right_backup_after_the_wrong_one_keeps_each_entry_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let (old, new) = (dir.path().join("old.backup"), dir.path().join("new.backup"));
+        for (backup, notes) in [(&old, ["old a", "old b"]), (&new, ["new x", "new y"])] {
+            let _ = fs::remove_dir_all(&paths.store);
+            let store = SledStore::open(&paths.store).unwrap();
+            for n in notes {
+                store.append_audit(note(n)).unwrap();
+            }
+            write(&store, backup).unwrap();
+        }
+        let before = Some(SledStore::audit_at(&paths.store));
+        assert_eq!(
+            restore(&paths, &old, "root", before).unwrap().rolled_back,
+            [3, 4]
+        );
+        let before = Some(SledStore::audit_at(&paths.store));
+        let r = restore(&paths, &new, "root", before).unwrap();
+        assert_eq!(r.rolled_back, [3, 4], "old a and old b");
+        let store = SledStore::open(&paths.store).unwrap();
+        let details: Vec<String> = (store.audit(None).unwrap().into_iter())
+            .map(|e| e.note.detail)
+            .collect();
+        let x: Vec<&String> = details.iter().filter(|d| d.starts_with("new x")).collect();
+        assert_eq!(x, ["new x"], "{details:?}");
+        assert_eq!(details.len(), 6, "{details:?}");
     }
 
     fn files(paths: &Paths) -> Vec<String> {

@@ -61,12 +61,24 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// For a rule with a condition whose value reads as another condition (`!=`, or `=`
-    /// between spaces: `department != Finance and department != IT` had been saved as one
+    /// For a rule with a condition whose value holds the word `and` followed by what parses
+    /// as a condition (`department != Finance and location=Remote` had been saved as one
     /// condition before an unquoted `=` was refused, matching nearly everyone): what to tell
-    /// about it. `None` for other rules (`"CN=IT-Admins,OU=Groups"` is a value).
+    /// about it. `None` for other rules (`Research and Development`, `"CN=IT,OU=Groups"`).
     pub fn ambiguity(&self) -> Option<String> {
-        let reads_as_condition = |v: &String| v.contains("!=") || v.contains(" = ");
+        let reads_as_condition = |v: &String| {
+            // Lower-cased in ASCII only: the same byte offsets.
+            let lower = v.to_ascii_lowercase();
+            lower.match_indices("and").any(|(at, _)| {
+                let word_start = lower[..at]
+                    .chars()
+                    .next_back()
+                    .is_none_or(char::is_whitespace);
+                let rest = &v[at + 3..];
+                let word_end = rest.chars().next().is_some_and(char::is_whitespace);
+                word_start && word_end && Condition::parse(rest).is_ok()
+            })
+        };
         let held = |c: &&Condition| match c {
             Condition::Field { values, .. } => values.iter().any(reads_as_condition),
             Condition::IsManager(_) => false,

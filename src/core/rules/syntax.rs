@@ -982,12 +982,22 @@ mod tests {
             ..rule.clone()
         };
         assert_eq!(ldap.ambiguity(), None, "a value with = is a value");
+        let value = |v: &str| Rule {
+            conditions: vec![field("department", Op::Ne, &[v])],
+            ..rule.clone()
+        };
+        for merged in [
+            "Finance and department != IT",
+            "Finance and location=Remote",
+            "Finance AND is_manager=true",
+            "Finance and team in (Ops)",
+        ] {
+            assert!(value(merged).ambiguity().is_some(), "{merged}");
+        }
+        for plain in ["Research and Development", "a = b", "Sand=Stone", "R&D and"] {
+            assert_eq!(value(plain).ambiguity(), None, "{plain}");
+        }
         assert_eq!(rule.conditions[0].to_string(), r#"department = "a = b""#);
-        // Told about wherever rules are checked: it may have been meant as two conditions.
-        assert!(
-            rule.ambiguity()
-                .is_some_and(|m| m.contains("one --when per condition"))
-        );
         let plain = Rule {
             conditions: vec![field("department", Op::Eq, &["a"])],
             ..rule
