@@ -31,12 +31,7 @@ pub fn report_response(report: &Report, output: Output) -> Response {
     }
 }
 
-/// A rule's name in double quotes, its control characters escaped and a quote in it
-/// doubled, as in a condition: `"a" -> Read-only Admin ...` in a name cannot pass for the
-/// end of it.
-pub fn quoted_name(name: &str) -> String {
-    format!("\"{}\"", escape_controls(name).replace('"', "\"\""))
-}
+pub use crate::core::model::quoted as quoted_name;
 
 pub fn rule_line(r: &Rule) -> String {
     let conds: Vec<String> = r
@@ -56,9 +51,9 @@ pub fn rule_line(r: &Rule) -> String {
 
 pub fn rule_text(r: &Rule) -> String {
     let mut t = format!(
-        "rule {}: \"{}\"\n  role:       {}\n  enabled:    {}\n  created:    {} by {}\n  conditions:\n",
+        "rule {}: {}\n  role:       {}\n  enabled:    {}\n  created:    {} by {}\n  conditions:\n",
         r.id,
-        escape_controls(&r.name),
+        quoted_name(&r.name),
         r.role,
         r.enabled,
         r.created_at,

@@ -101,6 +101,13 @@ pub fn disguises(text: &str) -> Option<&'static str> {
     (text.chars().count() > MAX_NAME_CHARS).then_some("more than 200 characters")
 }
 
+/// A name a person gave (a rule's) in double quotes, its control characters escaped and a
+/// quote in it doubled, as in a condition: `"a" -> Read-only Admin ...` in a name cannot
+/// pass for the end of it.
+pub fn quoted(name: &str) -> String {
+    format!("\"{}\"", escape_controls(name).replace('"', "\"\""))
+}
+
 /// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
 /// as it is: text from a file or a person, on one line of a text report.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {

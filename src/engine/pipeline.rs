@@ -752,10 +752,10 @@ impl<S: Store> Pipeline<S> {
             .iter()
             .map(|rule| {
                 Finding::file(format!(
-                    "rule {} \"{}\" grants role \"{}\", which is not in provisioning.roles ({}): \
+                    "rule {} {} grants role \"{}\", which is not in provisioning.roles ({}): \
                      it was left out, as if disabled; edit or disable it, or add the role back",
                     rule.id,
-                    rule.name,
+                    crate::core::model::quoted(&rule.name),
                     rule.role,
                     self.cfg.provisioning.roles.join(", ")
                 ))

@@ -4,6 +4,7 @@
 //! its role, the reason says that.
 
 use super::{Action, SyncInput};
+use crate::core::model::quoted;
 use crate::core::rules::{Rule, RuleId};
 
 /// Why an account is deactivated, in its history.
@@ -35,13 +36,13 @@ pub(super) fn moved(
 ) -> String {
     match action {
         Action::Reassigned => format!(
-            "reassigned to rule {} \"{}\" ({})",
+            "reassigned to rule {} {} ({})",
             rule.id,
-            rule.name,
+            quoted(&rule.name),
             left_rule(input, was)
         ),
-        Action::Reactivated => format!("reactivated by rule {} \"{}\"", rule.id, rule.name),
-        _ => format!("role of rule {} \"{}\" changed", rule.id, rule.name),
+        Action::Reactivated => format!("reactivated by rule {} {}", rule.id, quoted(&rule.name)),
+        _ => format!("role of rule {} {} changed", rule.id, quoted(&rule.name)),
     }
 }
 
@@ -55,5 +56,40 @@ pub(super) fn gone(input: &SyncInput<'_>, gone: &str, was: Option<RuleId>) -> St
             format!("deactivated: {}", left_rule(input, was))
         }
         _ => gone.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::rules::MatchTable;
+    use std::collections::BTreeMap;
+
+    /// A rule's name is quoted with its quotes doubled: `X" (rule 1 was deleted)` cannot
+    /// make the reason read as another.
+    #[test]
+    fn a_rule_name_cannot_pass_for_the_reason() {
+        let rule = Rule {
+            id: RuleId(2),
+            name: r#"X" (rule 1 is disabled)"#.into(),
+            role: "IT Admin".into(),
+            conditions: Vec::new(),
+            enabled: true,
+            created_at: String::new(),
+            created_by: String::new(),
+        };
+        let rules = BTreeMap::from([(RuleId(2), rule.clone())]);
+        let matching = MatchTable::from_lists(&[]);
+        let input = SyncInput {
+            matching: &matching,
+            rules: &rules,
+            now: "t",
+            source: "s",
+            left_out: &[],
+        };
+        assert_eq!(
+            moved(&input, Action::Reassigned, &rule, Some(RuleId(1))),
+            r#"reassigned to rule 2 "X"" (rule 1 is disabled)" (rule 1 was deleted)"#
+        );
     }
 }

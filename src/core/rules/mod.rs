@@ -85,11 +85,12 @@ impl Rule {
         };
         let condition = self.conditions.iter().find(held)?;
         Some(format!(
-            "rule {} \"{}\" has a condition whose value reads as another condition \
+            "rule {} {} has a condition whose value reads as another condition \
              ({condition}): if it was saved before such values were refused unquoted, it may \
              have been meant as several conditions and match far more employees than meant; \
              edit it with one --when per condition",
-            self.id, self.name
+            self.id,
+            crate::core::model::quoted(&self.name)
         ))
     }
 }

@@ -439,12 +439,12 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
             ),
         };
         let message = format!(
-            "conflict: {} \"{}\" ({}) and rule {} \"{}\" ({}) can both match one employee; {who}; {wins}",
+            "conflict: {} {} ({}) and rule {} {} ({}) can both match one employee; {who}; {wins}",
             label(rule.id),
-            rule.name,
+            quoted_name(&rule.name),
             rule.role,
             other.id,
-            other.name,
+            quoted_name(&other.name),
             other.role,
         );
         out.push(json!({
@@ -470,14 +470,16 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     for rule in &enabled {
         if p.cfg.role(&rule.role).is_none() {
             let m = format!(
-                "rule {} \"{}\": role \"{}\" is no longer in provisioning.roles",
-                rule.id, rule.name, rule.role
+                "rule {} {}: role \"{}\" is no longer in provisioning.roles",
+                rule.id,
+                quoted_name(&rule.name),
+                rule.role
             );
             line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
         for w in last.missing_fields(rule) {
-            let m = format!("rule {} \"{}\": {w}", rule.id, rule.name);
+            let m = format!("rule {} {}: {w}", rule.id, quoted_name(&rule.name));
             line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
@@ -714,8 +716,9 @@ fn edit_rule<S: Store>(
             return Err(Response::fail(
                 exit::REFUSED,
                 format!(
-                    "refused: rule {} is already named \"{}\"; rule names are unique",
-                    other.id, other.name
+                    "refused: rule {} is already named {}; rule names are unique",
+                    other.id,
+                    quoted_name(&other.name)
                 ),
             ));
         }
