@@ -453,6 +453,22 @@ pub fn pause_point(point: &str) {
     }
 }
 
+/// The first `max` bytes of the file at `path` (a roster's head, for its header), cut at
+/// the last line end when the file is longer: never inside a character.
+pub fn read_head(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)?
+        .take(max)
+        .read_to_end(&mut head)?;
+    if head.len() as u64 == max
+        && let Some(end) = memchr::memrchr(b'\n', &head)
+    {
+        head.truncate(end + 1);
+    }
+    Ok(head)
+}
+
 /// Unicode's format characters (category Cf) that occur in text: the soft hyphen, the
 /// zero-width ones, the direction marks, embeddings, overrides and isolates, the BOM.
 pub fn is_format(c: char) -> bool {

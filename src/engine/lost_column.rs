@@ -12,7 +12,6 @@ use crate::core::columns::{EMPLOYMENT_STATUS, canonical_key};
 use crate::core::model::Roster;
 use crate::core::roster;
 use crate::store::Store;
-use std::io::Read;
 
 /// How much of the last applied roster is read for its header.
 const HEAD: u64 = 64 * 1024;
@@ -31,16 +30,10 @@ impl<S: Store> Pipeline<S> {
             return Ok(None);
         };
         let path = self.paths.folder("processed").join(&last.stored_as);
-        let mut head = Vec::new();
-        let read = std::fs::File::open(&path).and_then(|f| f.take(HEAD).read_to_end(&mut head));
-        // Cut at a line end, never inside a character.
-        if head.len() as u64 == HEAD
-            && let Some(end) = memchr::memrchr(b'\n', &head)
-        {
-            head.truncate(end + 1);
-        }
+        let head = crate::util::read_head(&path, HEAD).unwrap_or_default();
         let opts = self.cfg.roster_options(Vec::new());
-        let keys = read.ok().and_then(|_| roster::header_keys(&head, &opts));
+        // An unread file has no header: not told apart, and held.
+        let keys = roster::header_keys(&head, &opts);
         // A column blank in every row, after one blank in the last roster's first rows too,
         // is how that HR system sends it: not held again and again.
         if roster.status_blank && roster::has_a_status(&head, &opts) == Some(false) {

@@ -783,6 +783,11 @@ impl<S: Store> Pipeline<S> {
             limits,
             dry_run,
         } = planning;
+        // Changed rows whose status cells are all blank: whether the whole file's are is
+        // known only by reading it in full (a blank column after statuses is held).
+        if changed.is_some() && roster.status_blank {
+            return Ok(None);
+        }
         let columns = self.cfg.columns();
         let compiled: Vec<CompiledRule> = enabled
             .iter()
@@ -824,11 +829,6 @@ impl<S: Store> Pipeline<S> {
                 f(&super::resync::Visible::of(group, visible))
             }),
         };
-        // Changed rows whose status cells are all blank: whether the whole file's are is
-        // known only by reading it in full (a blank column after statuses is held).
-        if changed.is_some() && roster.status_blank {
-            return Ok(None);
-        }
         let mut plan = reconcile::plan(&roster, &input, &read)?;
         let plan_warned = !plan.warnings.is_empty();
         if changed.is_some() && plan_warned {

@@ -8,7 +8,6 @@ use crate::core::columns::canonical_key;
 use crate::core::roster::{self, RosterOptions};
 use anyhow::Result;
 use reqwest::header::ACCEPT;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// How much of an export's start is read for its header row.
@@ -68,16 +67,7 @@ impl CsvUrl {
             path: path.display().to_string(),
             detail: e.to_string(),
         };
-        let mut head = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| f.take(HEAD).read_to_end(&mut head))
-            .map_err(local)?;
-        // Cut at a line end, never inside a character.
-        if head.len() as u64 == HEAD
-            && let Some(end) = memchr::memrchr(b'\n', &head)
-        {
-            head.truncate(end + 1);
-        }
+        let head = crate::util::read_head(path, HEAD).map_err(local)?;
         let Some(keys) = roster::header_keys(&head, &self.options) else {
             return Ok(());
         };
