@@ -109,6 +109,9 @@ pub enum RulesCommand {
     Enable {
         /// Rule id.
         id: u64,
+        /// Refuse (exit 3, the rule left disabled) instead of warning on conflicts.
+        #[arg(long)]
+        strict: bool,
     },
     /// Disable a rule.
     Disable {
@@ -279,13 +282,17 @@ impl Command {
                     accept: None,
                 },
                 RulesCommand::Delete { id } => Request::RulesDelete { id: *id },
-                RulesCommand::Enable { id } => Request::RulesEnable {
+                RulesCommand::Enable { id, strict } => Request::RulesEnable {
                     id: *id,
                     enabled: true,
+                    strict: *strict,
+                    accept: None,
                 },
                 RulesCommand::Disable { id } => Request::RulesEnable {
                     id: *id,
                     enabled: false,
+                    strict: false,
+                    accept: None,
                 },
                 RulesCommand::Check => Request::RulesCheck,
             },

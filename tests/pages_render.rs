@@ -225,6 +225,7 @@ fn every_page() -> Vec<(&'static str, String)> {
         conflicts: json!([{"rule_id": 1, "rule": SCRIPT, "role": "IT Admin", "employees": 1, "employee_ids": [SCRIPT], "winner": 1}]),
         error: Some(SCRIPT.into()),
         seen: SCRIPT.into(),
+        enable: false,
     };
     let files = json!([{"id": 1, "name": SCRIPT, "stored_as": SCRIPT, "status": "held", "received_at": "2026-12-03T23:52:17Z", "summary": SCRIPT}]);
     let report = json!({"file": SCRIPT, "status": "held", "held_because": [SCRIPT], "counts": {"created": 1}, "errors": [{"line": 2, "column": SCRIPT, "message": SCRIPT}]});

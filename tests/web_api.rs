@@ -590,6 +590,23 @@ fn forms_need_the_persons_token_and_this_site() {
         (shown["name"].as_str(), shown["role"].as_str()),
         (Some("Renamed"), Some("IT Admin"))
     );
+    // Enabled again, its conflicts come back first (SPEC §11: in effect only when
+    // confirmed), and it stays disabled until they are.
+    let post =
+        |verb: &str, form: &[(&str, &str)]| web.post(&format!("/rules/{id}/{verb}"), &[me], form);
+    assert_eq!(post("disable", &[("csrf", &token)]).status, 303);
+    let a = post("enable", &[("csrf", &token)]);
+    assert_eq!(a.status, 409, "{}", a.body);
+    assert!(
+        !a.json()["conflicts"].as_array().unwrap().is_empty(),
+        "{}",
+        a.body
+    );
+    assert_eq!(env.json_ok(0, &["rules", "show", &id])["enabled"], false);
+    let confirm = a.json()["confirm"].as_str().unwrap().to_string();
+    let a = post("enable", &[("csrf", &token), ("confirm", &confirm)]);
+    assert_eq!(a.status, 303, "{}", a.body);
+    assert_eq!(env.json_ok(0, &["rules", "show", &id])["enabled"], true);
     assert_eq!(
         web.post(&format!("/rules/{id}/delete"), &[me], &[("csrf", &token)])
             .status,
@@ -686,6 +703,8 @@ fn forms_need_the_persons_token_and_this_site() {
             "rules disable",
             "rules add",
             "rules edit",
+            "rules disable",
+            "rules enable",
             "rules delete",
             "admins add",
             "admins set",

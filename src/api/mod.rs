@@ -95,6 +95,13 @@ pub enum Request {
         id: u64,
         /// Enable (true) or disable.
         enabled: bool,
+        /// Enabling: refuse on conflicts (exit 3), the rule left disabled.
+        #[serde(default)]
+        strict: bool,
+        /// Enabling, not strict: enabled despite conflicts only when they are these, as
+        /// for [`Request::RulesEdit`]'s `accept` (the web section's "Enable anyway").
+        #[serde(default)]
+        accept: Option<String>,
     },
     /// `rules check`
     RulesCheck,
@@ -213,8 +220,12 @@ impl Request {
             Request::RulesAdd { .. } => Some("rules add".into()),
             Request::RulesEdit { id, .. } => named("rules edit", id),
             Request::RulesDelete { id } => named("rules delete", id),
-            Request::RulesEnable { id, enabled: true } => named("rules enable", id),
-            Request::RulesEnable { id, enabled: false } => named("rules disable", id),
+            Request::RulesEnable {
+                id, enabled: true, ..
+            } => named("rules enable", id),
+            Request::RulesEnable {
+                id, enabled: false, ..
+            } => named("rules disable", id),
             Request::AdminsAdd { employee_id, .. } => named("admins add", employee_id),
             Request::AdminsSet { id, .. } => named("admins set", id),
             Request::AdminsRemove { id } => named("admins remove", id),

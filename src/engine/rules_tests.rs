@@ -101,6 +101,8 @@ fn enabling_a_rule_tells_its_conflicts() {
     let enabled = run(Request::RulesEnable {
         id: other.0,
         enabled: true,
+        strict: false,
+        accept: None,
     });
     assert_eq!(enabled.exit, exit::OK, "{}", enabled.text);
     assert_eq!(
@@ -116,9 +118,61 @@ fn enabling_a_rule_tells_its_conflicts() {
     let enabled = run(Request::RulesEnable {
         id: managers.0,
         enabled: true,
+        strict: false,
+        accept: None,
     });
     let warning = enabled.json["warnings"][0].as_str().unwrap_or_default();
     assert!(warning.contains("manager_id"), "{}", enabled.json);
+}
+
+/// `rules enable --strict` refuses a rule that would conflict and leaves it disabled, as
+/// `rules add --strict` saves nothing; the web section's "Enable anyway" enables it only
+/// for the conflicts it showed.
+#[test]
+fn a_strict_enable_refuses_conflicts_and_an_accepted_one_only_those_shown() {
+    use crate::api::seen::conflicts_version;
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    let other = add_rule(&p, "Also IT", "department = IT");
+    let mut rule = p.store.rule(other).unwrap().unwrap();
+    rule.role = "HR Admin".into();
+    rule.enabled = false;
+    p.store.put_rule(&rule, note("rules edit")).unwrap();
+    let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied);
+    let run = |strict, accept| {
+        let request = Request::RulesEnable {
+            id: other.0,
+            enabled: true,
+            strict,
+            accept,
+        };
+        super::commands::execute(&p, request, "root", Output::Json)
+    };
+    let enabled = || p.store.rule(other).unwrap().unwrap().enabled;
+    let refused = run(true, None);
+    assert_eq!(refused.exit, exit::REFUSED, "{}", refused.text);
+    assert_eq!(
+        refused.json["conflicts"][0]["rule_id"], 1,
+        "{}",
+        refused.json
+    );
+    assert!(!enabled(), "a refused enable leaves the rule disabled");
+    let version = conflicts_version(&refused.json["conflicts"]);
+    let other_conflicts = run(false, Some(format!("{version}x")));
+    assert_eq!(
+        other_conflicts.exit,
+        exit::REFUSED,
+        "{}",
+        other_conflicts.text
+    );
+    assert!(!enabled());
+    let accepted = run(false, Some(version));
+    assert_eq!(accepted.exit, exit::OK, "{}", accepted.text);
+    assert!(enabled());
+    // Enabled already, it changes nothing: not refused.
+    assert_eq!(run(true, None).exit, exit::OK);
 }
 
 /// `is_manager` is derived from `manager_id`: a rule on it warns when the last applied
@@ -196,11 +250,15 @@ fn a_rule_whose_role_is_no_longer_granted_is_not_enabled_edited_or_a_winner() {
     let disabled = run(Request::RulesEnable {
         id: finance.0,
         enabled: false,
+        strict: false,
+        accept: None,
     });
     assert_eq!(disabled.exit, exit::OK, "disabling is always allowed");
     let enabled = run(Request::RulesEnable {
         id: finance.0,
         enabled: true,
+        strict: false,
+        accept: None,
     });
     assert_eq!(enabled.exit, exit::REFUSED, "{}", enabled.text);
     assert!(

@@ -99,7 +99,12 @@ fn a_rule_changed_since_its_page_was_drawn_is_not_saved_over() {
     assert_eq!(refused.exit, exit::REFUSED, "{}", refused.text);
     assert_eq!(p.store.rules().unwrap()[0].conditions.len(), 2);
     for request in [
-        Request::RulesEnable { id, enabled: false },
+        Request::RulesEnable {
+            id,
+            enabled: false,
+            strict: false,
+            accept: None,
+        },
         Request::RulesDelete { id },
     ] {
         let refused = ask(&p, request, Some(Seen::Rule(id, drawn.clone())));
@@ -109,7 +114,12 @@ fn a_rule_changed_since_its_page_was_drawn_is_not_saved_over() {
     assert!(rule.enabled);
     let conditions: Vec<String> = rule.conditions.iter().map(|c| c.to_string()).collect();
     let now = rule_version(&rule.name, &rule.role, &conditions, rule.enabled);
-    let disable = Request::RulesEnable { id, enabled: false };
+    let disable = Request::RulesEnable {
+        id,
+        enabled: false,
+        strict: false,
+        accept: None,
+    };
     assert_eq!(ask(&p, disable, Some(Seen::Rule(id, now))).exit, exit::OK);
     assert!(!p.store.rules().unwrap()[0].enabled);
 }

@@ -111,6 +111,10 @@ pub struct SeenForm {
     /// See [`crate::api::seen`].
     #[serde(default)]
     pub seen: String,
+    /// Enable: the [`pages::RuleForm::confirmation`] of the conflicts shown ("Enable
+    /// anyway"); without it, a rule that would conflict is refused (409) and stays disabled.
+    #[serde(default)]
+    pub confirm: String,
 }
 
 /// What the form said its page showed, when it said.
@@ -208,6 +212,7 @@ impl RuleForm {
             conflicts: serde_json::Value::Null,
             error: None,
             seen: self.seen.clone(),
+            enable: false,
         }
     }
 }
@@ -254,15 +259,26 @@ async fn rule_switch(state: &WebState, id: &str, change: Change<SeenForm>, verb:
         Ok(id) => id,
         Err(answer) => return json_response(answer),
     };
+    let accept = some(&change.form.confirm);
     let request = match verb {
         "delete" => Request::RulesDelete { id },
         verb => Request::RulesEnable {
             id,
             enabled: verb == "enable",
+            strict: accept.is_none(),
+            accept,
         },
     };
+    // Enabling a rule puts it in effect as saving one does (SPEC §11): its conflicts are
+    // shown first, and it is enabled only when they are confirmed.
+    let shown = (verb == "enable").then(|| pages::RuleForm {
+        id: Some(id),
+        seen: change.form.seen.clone(),
+        enable: true,
+        ..Default::default()
+    });
     let seen = seen(&change.form.seen, |v| Seen::Rule(id, v));
-    send(state, &change, request, seen, "/rules".into()).await
+    send_rule(state, &change, request, seen, "/rules".into(), shown).await
 }
 
 async fn rule_enable(

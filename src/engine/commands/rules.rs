@@ -31,8 +31,6 @@ impl Conflicts {
     }
 }
 
-/// `rules add` and `rules edit`: validation, conflict detection, save.
-#[allow(clippy::too_many_arguments)]
 /// A rule's fields as `rules add` or `rules edit` gives them.
 struct Fields {
     name: Option<String>,
@@ -44,6 +42,7 @@ struct Fields {
     drawn: bool,
 }
 
+/// `rules add` and `rules edit`: validation, conflict detection, save.
 fn rules_save<S: Store>(
     p: &Pipeline<S>,
     caller: &str,
@@ -75,14 +74,7 @@ fn rules_save<S: Store>(
     let mut text = String::new();
     said(&mut text, &found, &warnings);
     if !found.is_empty() && refusing.refuse(&found) {
-        text.push_str(
-            "refused (--strict): the rule conflicts with the rules above; nothing was saved\n",
-        );
-        return Ok(Response {
-            exit: exit::REFUSED,
-            json: json!({"error": "conflicts", "conflicts": found}),
-            text,
-        });
+        return Ok(refused(text, found, "nothing was saved"));
     }
     let action = if id.is_some() {
         "rules edit"
@@ -582,7 +574,12 @@ pub(super) fn run<S: Store>(
             rules_save(p, caller, Some(id), fields, refusing)?
         }
         Request::RulesDelete { id } => delete(p, caller, id)?,
-        Request::RulesEnable { id, enabled } => enable(p, caller, id, enabled)?,
+        Request::RulesEnable {
+            id,
+            enabled,
+            strict,
+            accept,
+        } => enable(p, caller, id, enabled, Conflicts { strict, accept })?,
         Request::RulesCheck => rules_check(p)?,
         _ => unreachable!("not a rules request"),
     })
@@ -613,6 +610,7 @@ fn enable<S: Store>(
     caller: &str,
     id: u64,
     enabled: bool,
+    refusing: Conflicts,
 ) -> crate::api::Result<Response> {
     let Some(mut rule) = p.store.rule(RuleId(id))? else {
         return Ok(no_rule(id));
@@ -622,23 +620,46 @@ fn enable<S: Store>(
     if enabled && let Err(refusal) = configured_role(p, &rule.role) {
         return Ok(with_role_hint(refusal, id));
     }
-    rule.enabled = enabled;
+    let was_enabled = std::mem::replace(&mut rule.enabled, enabled);
+    // Enabled, it may conflict, or read a column the last roster lacks, as an added rule
+    // may: said as `rules add|edit` say it, and refused as they refuse (`--strict`, or
+    // other conflicts than the web section showed) unless it was enabled already.
+    let found = match enabled {
+        true => Some(conflicts_and_warnings(p, &rule, &p.store.rules()?)?),
+        false => None,
+    };
+    let mut text = String::new();
+    if let Some((conflicts, warnings)) = &found {
+        said(&mut text, conflicts, warnings);
+        if !was_enabled && !conflicts.is_empty() && refusing.refuse(conflicts) {
+            return Ok(refused(text, conflicts.clone(), "the rule stays disabled"));
+        }
+    }
     let verb = if enabled { "enable" } else { "disable" };
     p.store.put_rule(
         &rule,
         note(caller, &format!("rules {verb}"), rule_line(&rule)),
     )?;
-    let mut text = format!("rule {id} {verb}d; takes effect at the next sync\n");
+    let text = format!("rule {id} {verb}d; takes effect at the next sync\n{text}");
     let mut j = rule_json(&rule);
-    // Enabled, it may conflict, or read a column the last roster lacks, as an added rule
-    // may: said as `rules add|edit` say it.
-    if enabled {
-        let (conflicts, warnings) = conflicts_and_warnings(p, &rule, &p.store.rules()?)?;
-        said(&mut text, &conflicts, &warnings);
+    if let Some((conflicts, warnings)) = found {
         j["conflicts"] = conflicts_json(conflicts, rule.id);
         j["warnings"] = json!(warnings);
     }
     Ok(Response::ok(j, text))
+}
+
+/// The refusal of a rule that conflicts (`--strict`, or other conflicts than those
+/// accepted): `text` says the conflicts, then that it was refused and what `stays`.
+fn refused(mut text: String, conflicts: Vec<Value>, stays: &str) -> Response {
+    text.push_str(&format!(
+        "refused (--strict): the rule conflicts with the rules above; {stays}\n"
+    ));
+    Response {
+        exit: exit::REFUSED,
+        json: json!({"error": "conflicts", "conflicts": conflicts}),
+        text,
+    }
 }
 
 /// A refusal of a stored rule's role, with what to do about it.

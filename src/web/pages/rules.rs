@@ -29,6 +29,9 @@ pub struct RuleForm {
     pub error: Option<String>,
     /// The edited rule's version as the form was drawn ([`crate::api::seen`]), posted again.
     pub seen: String,
+    /// Not a form of fields but rule `id`'s Enable button, sent back with the conflicts
+    /// it would have: "Enable anyway" posts the button again with their confirmation.
+    pub enable: bool,
 }
 
 impl RuleForm {
@@ -36,6 +39,9 @@ impl RuleForm {
     /// conflicts, and the conflicts' version, so that only those fields are saved despite
     /// those conflicts (new ones, from a rule or a roster since, are shown first).
     pub fn confirmation(&self) -> String {
+        if self.enable {
+            return conflicts_version(&self.conflicts);
+        }
         let fields = confirmation(self.id, &self.name, &self.role, &self.when);
         format!("{fields}.{}", conflicts_version(&self.conflicts))
     }
@@ -52,6 +58,7 @@ impl RuleForm {
 
     fn action(&self) -> String {
         match self.id {
+            Some(id) if self.enable => format!("/rules/{id}/enable"),
             Some(id) => format!("/rules/{id}"),
             None => "/rules".into(),
         }
@@ -247,8 +254,13 @@ pub fn condition_lines(when: &str) -> Vec<String> {
 fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
     let conflicts = form.conflicts();
     let heading = match form.id {
+        Some(id) if form.enable => format!("Enable rule {id}?"),
         Some(id) => format!("Save rule {id}?"),
         None => "Add this rule?".into(),
+    };
+    let (done, anyway) = match form.enable {
+        true => ("Nothing was enabled yet.", "Enable anyway"),
+        false => ("Nothing was saved yet.", "Save anyway"),
     };
     html! {
         section.panel.attention #rule-form {
@@ -260,17 +272,17 @@ fn returned_form(ctx: &PageCtx, roles: &[String], form: &RuleForm) -> Markup {
                 div.notice.warn role="alert" {
                     p { "This rule can match the same employees as rules that grant another role:" }
                     ul { @for c in &conflicts { li { (conflict(form.id, c)) } } }
-                    p { "Where both match, the rule with the lowest ID gives a new account; an account stays with the rule that gave it while that rule matches. Nothing was saved yet." }
+                    p { "Where both match, the rule with the lowest ID gives a new account; an account stays with the rule that gave it while that rule matches. " (done) }
                 }
             }
             @if ctx.can_change {
                 form.stacked method="post" action=(form.action()) {
                     (csrf(ctx))
                     @if !form.seen.is_empty() { (seen_field(&form.seen)) }
-                    (fields(roles, &form.name, &form.role, &form.when))
+                    @if !form.enable { (fields(roles, &form.name, &form.role, &form.when)) }
                     @if !conflicts.is_empty() { input type="hidden" name="confirm" value=(form.confirmation()); }
                     div.actions {
-                        button type="submit" { @if conflicts.is_empty() { "Save" } @else { "Save anyway" } }
+                        button type="submit" { @if conflicts.is_empty() { "Save" } @else { (anyway) } }
                         a.button.secondary href="/rules" { "Cancel" }
                     }
                 }

@@ -125,6 +125,7 @@ fn conflict_form() -> RuleForm {
             "employee_ids": ["E1", SCRIPT], "winner": 1, "message": format!("conflict: rule 2 \"{QUOTED}\" and rule 1 \"{SCRIPT}\"")}]),
         error: None,
         seen: SCRIPT.into(),
+        enable: false,
     }
 }
 
@@ -555,6 +556,7 @@ fn a_conflicting_rule_comes_back_with_its_conflicts_and_save_anyway() {
         conflicts: Value::Null,
         error: Some(format!("unknown role {SCRIPT}")),
         seen: String::new(),
+        enable: false,
     };
     let html = rules(&ctx(true), &rules_json(), &roles(), Some(&refused)).into_string();
     assert!(html.contains(&format!("unknown role {SCRIPT_ESCAPED}")));
@@ -569,6 +571,38 @@ fn a_conflicting_rule_comes_back_with_its_conflicts_and_save_anyway() {
         "{html}"
     );
     assert!(html.contains("; rule 1 wins."), "{html}");
+}
+
+/// An Enable button refused for its conflicts comes back as the question whether to enable
+/// the rule anyway: the conflicts, and a form posting the button again with their
+/// confirmation and the rule's version, without the fields of a rule form.
+#[test]
+fn an_enable_with_conflicts_asks_to_enable_anyway() {
+    let form = RuleForm {
+        name: String::new(),
+        role: String::new(),
+        when: String::new(),
+        enable: true,
+        ..conflict_form()
+    };
+    let html = rules(&ctx(true), &rules_json(), &roles(), Some(&form)).into_string();
+    assert!(html.contains("Enable rule 2?"), "{html}");
+    assert!(html.contains("Nothing was enabled yet."), "{html}");
+    assert!(html.contains(r#"action="/rules/2/enable""#), "{html}");
+    assert!(html.contains(">Enable anyway</button>"), "{html}");
+    let confirm = crate::api::seen::conflicts_version(&form.conflicts);
+    assert_eq!(form.confirmation(), confirm);
+    assert!(
+        html.contains(&format!(r#"name="confirm" value="{confirm}""#)),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(r#"name="seen" value="{SCRIPT_ESCAPED}""#)),
+        "{html}"
+    );
+    let returned = html.split("id=\"rule-form\"").nth(1).unwrap_or_default();
+    let returned = returned.split("</section>").next().unwrap_or_default();
+    assert!(!returned.contains("name=\"when\""), "{returned}");
 }
 
 #[test]
