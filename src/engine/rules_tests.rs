@@ -423,6 +423,61 @@ fn a_conflict_without_the_applied_rosters_file_says_why_nothing_was_counted() {
     assert!(!message.contains("no roster applied yet"), "{message}");
 }
 
+/// A rule whose conditions can never all hold (`department = A` and `department = B`) is
+/// saved, as a rule that matches nobody today is, but with a warning naming the field, and
+/// `rules check` lists it while it is enabled.
+#[test]
+fn a_rule_that_can_never_match_is_warned_of() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let add = |name: &str, when: &[&str]| Request::RulesAdd {
+        name: name.into(),
+        role: "IT Admin".into(),
+        when: when.iter().map(|w| w.to_string()).collect(),
+        strict: false,
+        accept: None,
+    };
+    let run = |request| super::commands::execute(&p, request, "root", Output::Json);
+    let fine = run(add("IT", &["department = IT", "location != Paris"]));
+    assert_eq!(
+        fine.json["warnings"],
+        serde_json::json!([]),
+        "{}",
+        fine.text
+    );
+    let never = run(add("Never", &["department = IT", "department = Finance"]));
+    assert_eq!(never.exit, exit::OK, "saved: {}", never.text);
+    let warning = never.json["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("\"department\" can never all hold"),
+        "{}",
+        never.json
+    );
+    assert!(
+        never.text.contains("warning: its conditions on"),
+        "{}",
+        never.text
+    );
+    let managers = run(add("Both", &["is_manager = true", "is_manager = false"]));
+    assert!(
+        managers
+            .text
+            .contains("\"is_manager (derived from manager_id)\" can never"),
+        "{}",
+        managers.text
+    );
+    let checked = run(Request::RulesCheck);
+    assert_eq!(checked.exit, exit::NO, "{}", checked.text);
+    assert!(
+        checked
+            .text
+            .contains("rule 2 \"Never\": its conditions on \"department\""),
+        "{}",
+        checked.text
+    );
+    assert!(!checked.text.contains("rule 1 "), "{}", checked.text);
+}
+
 /// A rule's name holds no line break or other control character, added or edited: the web's
 /// one-line field could not keep one (a save from the page renamed the rule).
 #[test]

@@ -66,6 +66,20 @@ impl Constraints {
         out
     }
 
+    /// What makes these conditions hold for nobody, when they cannot all hold for one
+    /// employee: the field key whose conditions allow no value, or `is_manager` required
+    /// both true and false.
+    pub fn never_holds(&self) -> Option<&str> {
+        if self.contradictory {
+            return Some("is_manager");
+        }
+        let unconstrained = FieldConstraint::default();
+        self.fields
+            .iter()
+            .find(|(_, c)| !c.admits_with(&unconstrained))
+            .map(|(key, _)| key.as_str())
+    }
+
     /// Can one employee satisfy both? Field by field: some value allowed by both and
     /// denied by neither.
     pub fn overlaps(&self, other: &Constraints) -> bool {
@@ -101,6 +115,37 @@ mod tests {
     use crate::core::rules::tests::{Row, field, roster, rule};
     use crate::core::rules::{CompiledRule, both_match};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_rule_whose_conditions_allow_no_value_of_a_field_never_holds() {
+        let columns = Columns::default();
+        let never = |conditions: &[&str]| {
+            let r = rule(1, conditions);
+            Constraints::of(&r, &columns)
+                .never_holds()
+                .map(str::to_string)
+        };
+        assert_eq!(never(&["department = Finance"]), None);
+        assert_eq!(never(&["department = Finance", "location = Paris"]), None);
+        assert_eq!(
+            never(&["department = A", "department = a"]),
+            None,
+            "same value folded"
+        );
+        assert_eq!(never(&["department != A", "department != B"]), None);
+        assert_eq!(
+            never(&["department = A", "department = B"]).as_deref(),
+            Some("department")
+        );
+        assert_eq!(
+            never(&["department in (A, B)", "department not in (b, a)"]).as_deref(),
+            Some("department")
+        );
+        assert_eq!(
+            never(&["is_manager = true", "is_manager = false"]).as_deref(),
+            Some("is_manager")
+        );
+    }
 
     #[test]
     fn can_overlap_decides_from_conditions_field_by_field() {

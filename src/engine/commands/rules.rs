@@ -70,7 +70,7 @@ fn rules_save<S: Store>(
         return Ok(refusal);
     }
     let (mut found, mut last) = conflicts_of(p, &rule, &all)?;
-    let warnings = last.missing_fields(&rule);
+    let warnings = last.warnings(&rule);
     let mut text = String::new();
     said(&mut text, &found, &warnings);
     if !found.is_empty() && refusing.refuse(&found) {
@@ -165,7 +165,7 @@ fn conflicts_and_warnings<S: Store>(
     all: &[Rule],
 ) -> crate::api::Result<(Vec<Value>, Vec<String>)> {
     let (conflicts, last) = conflicts_of(p, rule, all)?;
-    let warnings = last.missing_fields(rule);
+    let warnings = last.warnings(rule);
     Ok((conflicts, warnings))
 }
 
@@ -291,6 +291,21 @@ impl LastRoster {
         if let Some(set) = self.sets.remove(&from) {
             self.sets.insert(to, set);
         }
+    }
+
+    /// What to warn of in a rule: conditions that can never all hold, and the fields it
+    /// reads that the last applied roster lacks.
+    fn warnings(&self, rule: &Rule) -> Vec<String> {
+        let never = Constraints::of(rule, &self.columns)
+            .never_holds()
+            .map(|field| {
+                let field = match field {
+                    "is_manager" => IS_MANAGER_FIELD,
+                    field => field,
+                };
+                format!("its conditions on \"{field}\" can never all hold: the rule matches nobody")
+            });
+        never.into_iter().chain(self.missing_fields(rule)).collect()
     }
 
     /// Fields the rule reads that the last applied roster lacks, as warnings.
@@ -470,7 +485,7 @@ fn rules_check<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
             line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
         }
-        for w in last.missing_fields(rule) {
+        for w in last.warnings(rule) {
             let m = format!("rule {} {}: {w}", rule.id, quoted_name(&rule.name));
             line(&mut text, &m);
             found.push(json!({"rule_id": rule.id, "message": m}));
