@@ -339,16 +339,21 @@ pub fn numbered(name: &str, stem: &str, ext: &str, taken: impl Fn(&str) -> bool)
     candidate
 }
 
-/// `name` cut to at most `max` bytes, its extension kept (a `~` where it was cut).
+/// `name` cut to at most `max` bytes, its extension kept (a `~` where it was cut); a dry
+/// run's `.dryrun.csv` is kept whole: cut to `.csv`, the file would have been applied.
 pub fn fitting(name: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if name.len() <= max {
         return name.into();
     }
-    let ext = name
-        .rfind('.')
-        .map(|at| &name[at..])
-        .filter(|ext| ext.len() <= 16)
-        .unwrap_or("");
+    let dry_run = crate::layout::DRY_RUN_SUFFIX.len();
+    let ext = match crate::layout::is_dry_run(name) {
+        true => &name[name.len() - dry_run..],
+        false => name
+            .rfind('.')
+            .map(|at| &name[at..])
+            .filter(|ext| ext.len() <= 16)
+            .unwrap_or(""),
+    };
     let mut keep = max - ext.len() - 1;
     while !name.is_char_boundary(keep) {
         keep -= 1;
@@ -552,6 +557,22 @@ mod tests {
     }
 
     use super::*;
+
+    /// A long dry run's name keeps `.dryrun.csv` whole when it is cut to fit (a fetched or
+    /// filed copy cut to `.csv` had been applied), whatever its letter case.
+    #[test]
+    fn a_dry_runs_suffix_survives_the_cut() {
+        let long = format!("{}.dryrun.csv", "f".repeat(300));
+        let cut = fitting(&long, 238);
+        assert_eq!(cut.len(), 238);
+        assert!(cut.ends_with("~.dryrun.csv"), "{cut}");
+        assert!(crate::layout::is_dry_run(&cut));
+        let upper = format!("{}.DryRun.CSV", "g".repeat(300));
+        assert!(fitting(&upper, 100).ends_with("~.DryRun.CSV"));
+        let plain = format!("{}.csv", "h".repeat(300));
+        assert!(fitting(&plain, 100).ends_with("h~.csv"));
+        assert_eq!(fitting("short.dryrun.csv", 100), "short.dryrun.csv");
+    }
 
     /// A write whose content fails (a full disk) leaves neither the file nor its temporary
     /// part behind.

@@ -326,6 +326,11 @@ fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
         "{:?}",
         env.files_in("inbox")
     );
+    // Filed 0640 as every roster (the fetched copy had been 0600).
+    let filed = env.drop_dir("processed").join(&stored);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&filed).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o640, "{}", filed.display());
     let report = assert_remote_filed(
         &env,
         &sshd,

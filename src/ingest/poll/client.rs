@@ -434,7 +434,8 @@ impl RemoteClient {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            // As every roster autoprov files (group autoprov reads processed/).
+            .mode(0o640)
             .open(local_tmp)
             .await
             .with_context(|| format!("cannot create {}", local_tmp.display()))?;

@@ -507,5 +507,9 @@ mod tests {
         );
         let hidden = format!("{FETCHING}{local}-9999.part");
         assert!(hidden.len() <= 255, "{}", hidden.len());
+        // A long dry run stays one: cut to `…~.csv`, it had been applied for real.
+        let dry = local_name(&format!("{}.dryrun.csv", "f".repeat(235)));
+        assert!(crate::layout::is_dry_run(&dry), "{dry}");
+        assert!(dry.len() <= MAX_LOCAL_NAME, "{}", dry.len());
     }
 }
