@@ -1351,6 +1351,75 @@ fn a_command_run_while_the_disk_is_full_does_not_damage_the_store() {
     assert_same_accounts(&accounts(&env), &before, "after a full disk");
 }
 
+/// A store write that fails for a full disk (sled's log write, not a flush) stops the
+/// daemon, as a failed flush does: sled keeps that error and fails every later write, even
+/// once space is back. The daemon had gone on failing every change and every roster until
+/// restarted, `/healthz` ok. Restarted with space again, it opens the store from disk and
+/// takes changes.
+#[test]
+#[cfg_attr(
+    any(missing_mount, missing_python3),
+    ignore = "needs to mount a tmpfs (root with CAP_SYS_ADMIN) and python3"
+)]
+fn a_store_write_that_fails_for_a_full_disk_stops_the_daemon() {
+    let env = TestEnv::with(settings());
+    let tmpfs = Tmpfs::mount(&env.data_dir, "8m");
+    env.load_sample_rules();
+    // One broad rule: each role change of it rewrites most accounts, a commit larger than
+    // sled's log buffer, whose write fails on its own thread.
+    let (code, out, err) = env.run(&[
+        "rules",
+        "add",
+        "--name",
+        "Everyone",
+        "--role",
+        "Read-only Admin",
+        "--when",
+        "employment_status != Nobody",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let r5k = roster_5k(&env);
+    let mut d = start_daemon(&env);
+    drop_into_inbox(&env, "r5k.csv", &r5k);
+    d.wait_idle(&env, Duration::from_secs(60));
+    assert_eq!(files(&env).len(), 1);
+    let ballast_path = env.data_dir.join("ballast");
+    ballast(&tmpfs, &ballast_path, 64 * 1024);
+    // Role changes of a broad rule, each re-synced, until the store cannot write one.
+    let mut failed = None;
+    for i in 0..40 {
+        let role = ["IT Admin", "Read-only Admin"][i % 2];
+        let (code, _, err) = env.run(&["rules", "edit", "9", "--role", role]);
+        let (code, err) = match code {
+            0 => {
+                let (code, _, err) = env.run(&["sync", "--force"]);
+                (code, err)
+            }
+            _ => (code, err),
+        };
+        if code != 0 {
+            failed = Some((code, err));
+            break;
+        }
+    }
+    let (code, err) = failed.expect("a change failed on the full disk");
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let st = d.wait_exit(Duration::from_secs(20), "a store write failed");
+    assert!(!st.success(), "{st}");
+    assert!(
+        d.log().contains("the store could not write to disk"),
+        "{}",
+        d.log()
+    );
+    fs::remove_file(&ballast_path).unwrap();
+    let d = start_daemon(&env);
+    let (code, out, err) = env.run(&["rules", "edit", "9", "--name", "Everyone again"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(env.run(&["sync", "--force"]).0, 0);
+    d.stop_within(DAEMON_TIMEOUT);
+}
+
 /// Asserts that `args` exits 5 on a full disk with a message on stderr that says what failed,
 /// why, and that nothing was changed.
 fn assert_failed_on_full_disk(env: &TestEnv, args: &[&str]) {

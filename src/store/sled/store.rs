@@ -844,6 +844,15 @@ impl Store for SledStore {
     }
 
     fn write_failed(&self) -> Option<String> {
+        // A log write sled failed (a full disk) fails the write that asked for it, and sled
+        // keeps that error and fails every later write, even once space is back: a flush
+        // then returns it. It costs nothing when all is written (sled compares two log
+        // positions). Unmarked, the daemon had failed every change until restarted.
+        if self.write_failure.get().is_none()
+            && let Err(e) = self.db.flush()
+        {
+            self.failed_to_write(&e.into());
+        }
         self.write_failure.get().cloned()
     }
 
