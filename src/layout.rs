@@ -29,6 +29,19 @@ fn ends_with_any_case(name: &str, suffix: &str) -> bool {
     n.len() >= s.len() && n[n.len() - s.len()..].eq_ignore_ascii_case(s)
 }
 
+/// The longest name a file is received under in inbox/ (a folder entry holds 255 bytes;
+/// room is left for `-N` when the name is taken).
+pub const MAX_RECEIVED_NAME: usize = 240;
+
+/// The name a file that arrives as `name` (its lossy spelling when it is not UTF-8) is
+/// renamed to in inbox/: cleaned of separators and control characters, cut to
+/// [`MAX_RECEIVED_NAME`] (a dry run's suffix kept). A name of bytes that are not UTF-8
+/// grows when cleaned (each becomes U+FFFD, three bytes): uncut, a 104-byte Latin-1 name
+/// had failed to rename at every scan, and the roster was never taken.
+pub fn received_name(name: &str) -> String {
+    crate::util::fitting(&crate::util::clean_file_name(name), MAX_RECEIVED_NAME).into_owned()
+}
+
 /// The drop folders.
 pub const FOLDERS: [&str; 4] = ["inbox", "processed", "rejected", "held"];
 

@@ -35,10 +35,6 @@ const ROOM_PER_CHANGE: u64 = 1 << 10;
 /// file then blocked every file after it.
 const MAX_FILED_NAME: usize = 255 - 16 - 1 - 5 - ".report.json".len();
 
-/// The longest name a file is received under in inbox/ (a folder entry holds 255 bytes;
-/// room is left for `-N` when the name is taken).
-const MAX_RECEIVED_NAME: usize = 240;
-
 /// How the hidden copy [`Pipeline::receive`] writes into inbox/ starts.
 const RECEIVING: &str = ".receive-";
 
@@ -415,7 +411,7 @@ impl<S: Store> Pipeline<S> {
         };
         name = format!(
             "{}{suffix}",
-            crate::util::fitting(stem, MAX_RECEIVED_NAME - suffix.len())
+            crate::util::fitting(stem, crate::layout::MAX_RECEIVED_NAME - suffix.len())
         );
         let inbox = self.paths.folder("inbox");
         let tmp = inbox.join(format!("{RECEIVING}{}.part", std::process::id()));

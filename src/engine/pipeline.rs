@@ -298,6 +298,7 @@ impl<S: Store> Pipeline<S> {
             if raw.to_str() == Some(cleaned.as_str()) || is_ignored(&lossy) || !regular {
                 continue;
             }
+            let cleaned = crate::layout::received_name(&lossy);
             let why = match raw.to_str() {
                 None => "is not UTF-8",
                 Some(_) => "holds control or format characters",
@@ -1033,6 +1034,17 @@ mod tests {
             p.process(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
         assert!(p.waiting().unwrap().is_empty());
+        // A name of 104 bytes that are not UTF-8 grows to 304 when cleaned: cut to fit, it
+        // is taken; uncut, its rename failed at every scan and it was never processed.
+        let mut long = b"Mitarbeiter_".to_vec();
+        long.extend([0xfc; 100]);
+        long.extend(b".dryrun.csv");
+        fs::write(inbox.join(std::ffi::OsStr::from_bytes(&long)), roster).unwrap();
+        p.rename_unclean().unwrap();
+        let waiting = p.waiting().unwrap();
+        assert_eq!(waiting.len(), 1, "{waiting:?}");
+        assert!(waiting[0].len() <= crate::layout::MAX_RECEIVED_NAME);
+        assert!(waiting[0].ends_with("~.dryrun.csv"), "{}", waiting[0]);
     }
 
     #[test]

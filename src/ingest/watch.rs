@@ -468,8 +468,10 @@ fn move_into(
     // A control character (an escape sequence, a line break) in the name would reach the
     // filed name, the log and the CLI's listings, as the SFTP server's refusal and
     // `process` keep it from doing.
+    // Cut to fit with room for `-N`: a name of 255 bytes could not take one, and one of
+    // bytes that are not UTF-8 grows when cleaned.
     let name =
-        crate::util::clean_file_name(&path.file_name().context("no file name")?.to_string_lossy());
+        crate::layout::received_name(&path.file_name().context("no file name")?.to_string_lossy());
     // Readable first: one autoprov cannot read, renamed in, would stop every file after
     // it. O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
     use std::os::unix::fs::OpenOptionsExt;
@@ -879,6 +881,30 @@ mod tests {
         let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
         assert_eq!((name.as_str(), removed), ("w_[2Jx_.csv", true));
         assert!(inbox.path().join("w_[2Jx_.csv").exists());
+    }
+
+    /// A name of bytes that are not UTF-8 grows when cleaned, and one of 255 bytes leaves no
+    /// room for `-2`: each is cut to fit. Its rename had failed at every scan.
+    #[test]
+    fn a_long_name_is_moved_in_cut_to_fit() {
+        use std::os::unix::ffi::OsStrExt;
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let mut latin1 = vec![0xe4; 100];
+        latin1.extend(b".csv");
+        let path = src.path().join(std::ffi::OsStr::from_bytes(&latin1));
+        fs::write(&path, b"employee_id,email\n").unwrap();
+        let (name, _) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        assert!(name.len() <= crate::layout::MAX_RECEIVED_NAME && name.ends_with("~.csv"));
+        let long = format!("{}.csv", "x".repeat(251));
+        for _ in 0..2 {
+            fs::write(src.path().join(&long), b"employee_id,email\n").unwrap();
+            move_into(&src.path().join(&long), inbox.path(), &|p| {
+                fs::remove_file(p)
+            })
+            .unwrap();
+        }
+        assert_eq!(fs::read_dir(inbox.path()).unwrap().count(), 3);
     }
 
     #[test]
