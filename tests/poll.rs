@@ -917,12 +917,81 @@ fn a_remote_name_taken_by_another_file_is_not_counted_as_moved() {
         fs::read(sshd.remote("processed").join(&stored)).unwrap(),
         b"not ours"
     );
+    // Its reports are not put beside the other file.
+    assert!(
+        !sshd
+            .remote("processed")
+            .join(format!("{stored}.report.json"))
+            .exists(),
+        "{:?}",
+        sshd.files("processed")
+    );
     squatters.iter().for_each(|p| drop(fs::remove_file(p)));
     wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(30));
     wait_until("the error cleared", Duration::from_secs(10), || {
         poll_status(&env)["last_error"].is_null().then_some(())
     });
     assert!(sshd.files("").is_empty());
+    d.stop();
+}
+
+/// A report's name taken in the remote folder by another file refuses the move, as the
+/// roster's name does: the roster had been filed beside the other file's reports, said
+/// nowhere.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_report_name_taken_by_another_file_is_not_counted_as_moved() {
+    let key = UserKey::new("ed25519", None);
+    let sshd = Sshd::started(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    let now = std::time::SystemTime::now();
+    let squatters: Vec<PathBuf> = (0..120)
+        .map(|s| {
+            let at = autoprov::util::rfc3339(now + Duration::from_secs(s));
+            let name = format!(
+                "{}_rep.csv.report.txt",
+                autoprov::util::compact_timestamp(&at)
+            );
+            let path = sshd.remote("processed").join(name);
+            fs::write(&path, b"FOREIGN REPORT").unwrap();
+            path
+        })
+        .collect();
+    sshd.put("rep.csv", roster("E", 1..=3).as_bytes());
+    let d = Daemon::start(&env);
+    wait_until(
+        "the taken report name in status",
+        Duration::from_secs(30),
+        || {
+            poll_status(&env)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("another file has that name"))
+                .then_some(())
+        },
+    );
+    assert!(
+        sshd.files("").contains(&"rep.csv".to_string()),
+        "still in the remote inbox"
+    );
+    let stored = stored_as(&entries(&env, "rep.csv").remove(0));
+    assert!(!sshd.remote("processed").join(&stored).exists());
+    squatters.iter().for_each(|p| drop(fs::remove_file(p)));
+    wait_remote_filed(&sshd, "processed", &stored, Duration::from_secs(30));
+    assert_eq!(
+        fs::read(
+            sshd.remote("processed")
+                .join(format!("{stored}.report.txt"))
+        )
+        .unwrap(),
+        fs::read(
+            env.drop_dir("processed")
+                .join(format!("{stored}.report.txt"))
+        )
+        .unwrap()
+    );
     d.stop();
 }
 
@@ -1285,5 +1354,37 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
         "B changed nothing"
     );
     assert_eq!(files(&env).len(), 2);
+
+    // C: held, its roster taken out of held/ by hand, then rejected: nothing is filed
+    // locally, so no report is uploaded, and the remote file is still moved. The missing
+    // report had failed every poll for good (`/healthz` 503).
+    let c = roster("E", 1..=5);
+    sshd.put("c.csv", c.as_bytes());
+    let entry = held_and_left_remote(&env, &sshd, "c.csv");
+    let stored_c = stored_as(&entry);
+    fs::remove_file(env.drop_dir("held").join(&stored_c)).unwrap();
+    env.expect(0, &["files", "reject", &entry["id"].to_string()]);
+    wait_remote_filed_alone(&sshd, &stored_c);
+    sshd.wait_polls(2);
+    assert_eq!(poll_status(&env)["last_error"], Value::Null);
     d.stop();
+}
+
+/// Waits until `stored` (without reports) is in the remote processed/ folder.
+fn wait_remote_filed_alone(sshd: &Sshd, stored: &str) {
+    wait_until(
+        format!("{stored} in remote processed/"),
+        Duration::from_secs(20),
+        || {
+            sshd.files("processed")
+                .contains(&stored.to_string())
+                .then_some(())
+        },
+    );
+    assert!(sshd.files("").is_empty(), "{:?}", sshd.files(""));
+    let reports = sshd
+        .files("processed")
+        .into_iter()
+        .filter(|f| f.starts_with(stored) && f != stored);
+    assert_eq!(reports.count(), 0);
 }

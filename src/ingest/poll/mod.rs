@@ -449,34 +449,72 @@ async fn move_one(
         RemoteFolder::Processed => &s.processed,
         RemoteFolder::Rejected => &s.rejected,
     };
-    let local_dir = local_folder(paths, entry);
-    for ext in ["report.json", "report.txt"] {
-        let name = format!("{}.{ext}", entry.stored_as);
-        let target = remote_path(dir, &name)?;
-        if !client.exists(&target).await? {
-            client.upload(&local_dir.join(&name), &target).await?;
-        }
-    }
-    crate::util::crash_point("before_remote_move");
     let from = remote_path(&origin.dir, &origin.name)?;
     let to = remote_path(dir, &entry.stored_as)?;
-    match client.stat(&from).await? {
+    let fetched = match client.stat(&from).await? {
         // Another file under the name since it was fetched: a new delivery, left to be
         // listed and fetched; moving it would file it unread under this one's reports.
         Some(now) if now != (origin.size, origin.mtime) => {
             tracing::warn!(file = %origin.name, stored_as = %entry.stored_as, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
+            false
         }
-        Some(_) if !client.exists(&to).await? => client.rename(&from, &to).await?,
         // Still there as fetched, and its name in the folder taken by another file (a
-        // rename that went through leaves no file at `from`): said, and tried again at every
+        // rename that went through leaves no file at `from`): said before any report is
+        // uploaded (they had been put beside the other file), and tried again at every
         // poll, not counted as moved while the file stays in the remote inbox.
-        Some(_) => {
+        Some(_) if client.exists(&to).await? => {
             return Err(PollError::Other(anyhow::anyhow!(
                 "cannot move {from} to {to}: another file has that name on the server; it \
                  stays in the remote inbox until the other file is moved away"
             )));
         }
-        None => {}
+        Some(_) => true,
+        None => false,
+    };
+    upload_reports(client, paths, entry, dir).await?;
+    crate::util::crash_point("before_remote_move");
+    if fetched {
+        client.rename(&from, &to).await?;
+    }
+    Ok(())
+}
+
+/// Uploads the decided file's reports into the remote folder `dir`. One already there is
+/// this file's when it has the local one's size (an upload is renamed into place whole:
+/// one cut short is never there); another file's refuses the move. One that is no longer
+/// here (pruned, or never filed: a held roster gone from held/ when it was rejected) is
+/// said and left out: it had stopped every later move for good.
+async fn upload_reports(
+    client: &RemoteClient,
+    paths: &Paths,
+    entry: &FileEntry,
+    dir: &str,
+) -> Result<(), PollError> {
+    let local_dir = local_folder(paths, entry);
+    for ext in ["report.json", "report.txt"] {
+        let name = format!("{}.{ext}", entry.stored_as);
+        let target = remote_path(dir, &name)?;
+        let local = local_dir.join(&name);
+        let size = match std::fs::symlink_metadata(&local) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %entry.stored_as, report = %local.display(), "the report is not here (pruned, or never filed): not uploaded");
+                continue;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!("cannot read {}: {e}", local.display()).into());
+            }
+        };
+        match client.stat(&target).await? {
+            None => client.upload(&local, &target).await?,
+            Some((remote, _)) if remote == size => {}
+            Some(_) => {
+                return Err(PollError::Other(anyhow::anyhow!(
+                    "cannot upload {target}: another file has that name on the server; the \
+                     roster stays in the remote inbox until the other file is moved away"
+                )));
+            }
+        }
     }
     Ok(())
 }
