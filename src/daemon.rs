@@ -295,6 +295,16 @@ async fn start_source(
     match cfg.source.mode {
         Mode::Host => {
             let server = sftp::SftpServer::bind(crate::ingest::sftp_settings(cfg, paths)?).await?;
+            let told = engine.clone();
+            server.on_upload_failure(Box::new(move |name, why| {
+                told.intake_failed(
+                    name,
+                    format!(
+                        "the upload of inbox/{name} could not be written: {why}; it was \
+                         discarded and the uploader told it failed"
+                    ),
+                )
+            }));
             let addr = server.local_addr();
             state.lock().expect("state lock").listen = Some(addr);
             tracing::info!(%addr, "SFTP server listening");

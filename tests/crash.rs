@@ -1420,6 +1420,66 @@ fn a_store_write_that_fails_for_a_full_disk_stops_the_daemon() {
     d.stop_within(DAEMON_TIMEOUT);
 }
 
+/// An SFTP upload that cannot be written for a full disk is told as watch mode tells a file
+/// it cannot take in: `status` (last error) and `/healthz`, with the cause in the log. It
+/// had been logged as "write error" alone, `status` and `/healthz` ok.
+#[test]
+#[cfg_attr(
+    any(missing_mount, missing_openssh_client),
+    ignore = "needs to mount a tmpfs (root with CAP_SYS_ADMIN) and OpenSSH's sftp"
+)]
+fn an_upload_lost_to_a_full_disk_is_shown_in_status() {
+    use std::os::unix::fs::PermissionsExt;
+    require(Need::OpensshClient);
+    let env = TestEnv::with(settings());
+    let tmpfs = Tmpfs::mount(&env.data_dir, "8m");
+    let mut d = start_daemon(&env);
+    let st = status(&env);
+    let port = st["daemon"]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    ballast(&tmpfs, &env.data_dir.join("ballast"), 256 * 1024);
+    let big = env.root().join("big.csv");
+    fs::write(&big, vec![b'x'; 2 << 20]).unwrap();
+    let key = env.root().join("hris_ed25519");
+    fs::copy(testdata("keys/hris_ed25519"), &key).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    let batch = env.root().join("batch");
+    fs::write(&batch, format!("put {} inbox/big.csv\n", big.display())).unwrap();
+    let out = Command::new("sftp")
+        .arg("-b")
+        .arg(&batch)
+        .arg("-i")
+        .arg(&key)
+        .args(["-P", &port, "-o", "StrictHostKeyChecking=no", "-o"])
+        .args([
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "hris@127.0.0.1",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sftp");
+    assert!(!out.status.success(), "the upload failed for the uploader");
+    let st = wait_until("the lost upload in status", Duration::from_secs(20), || {
+        let st = status(&env);
+        st["daemon"]["last_error"].as_str().is_some().then_some(st)
+    });
+    let err = st["daemon"]["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("inbox/big.csv") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(d.log().contains("No space left on device"), "{}", d.log());
+    d.assert_alive("an upload lost to a full disk");
+    d.stop_within(DAEMON_TIMEOUT);
+}
+
 /// Asserts that `args` exits 5 on a full disk with a message on stderr that says what failed,
 /// why, and that nothing was changed.
 fn assert_failed_on_full_disk(env: &TestEnv, args: &[&str]) {

@@ -166,10 +166,10 @@ impl EngineHandle {
     }
 
     /// A delivered file that could not be taken into inbox/ (watch mode: a full disk, an
-    /// inbox/ autoprov cannot write), as `status`, `/healthz` and the notification hook tell
-    /// of a file that failed, until a file is processed again.
-    pub fn intake_failed(&self, name: &str, why: &str) {
-        let message = format!("taking {name} into inbox/: {why}; retried");
+    /// inbox/ autoprov cannot write; host mode: an upload that could not be written), as
+    /// `status`, `/healthz` and the notification hook tell of a file that failed, until a
+    /// file is processed again. `message` says what failed and what becomes of the file.
+    pub fn intake_failed(&self, name: &str, message: String) {
         self.state.lock().expect("state lock").last_error = Some(message.clone());
         let error = crate::api::error::Error::failed(message);
         self.pipeline.tell(super::observe::FileOutcome::Failed {
@@ -542,7 +542,10 @@ mod tests {
         }));
         let state: Arc<Mutex<EngineState>> = Arc::default();
         let (handle, _jobs) = EngineHandle::new(Arc::new(p), state.clone());
-        handle.intake_failed("r.csv", "No space left on device");
+        handle.intake_failed(
+            "r.csv",
+            "taking r.csv into inbox/: No space left on device; retried".into(),
+        );
         let shown = state.lock().unwrap().last_error.clone().unwrap();
         assert!(
             shown.contains("taking r.csv into inbox/: No space left"),

@@ -194,7 +194,7 @@ pub async fn watch_dir(
                 // Told as a failed file is: `status`, `/healthz` and the notification hook
                 // (a full disk had left the roster in watch_dir with only a log line).
                 for (name, why) in &settled.failed {
-                    engine.intake_failed(name, why);
+                    engine.intake_failed(name, format!("taking {name} into inbox/: {why}; retried"));
                 }
                 if settled.moved {
                     engine.scan();

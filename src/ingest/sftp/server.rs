@@ -166,6 +166,13 @@ impl SftpServer {
         })
     }
 
+    /// Whom to tell of an upload that could not be written to disk (a full disk): the
+    /// daemon shows it in `status` and `/healthz`, as watch mode does of a file it cannot
+    /// take in. The uploader is told it failed; the log names the cause.
+    pub fn on_upload_failure(&self, hook: super::drop_fs::UploadFailed) {
+        self.sftp.drop_root.on_upload_failure(hook);
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

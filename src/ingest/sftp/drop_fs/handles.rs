@@ -14,6 +14,8 @@ use russh_sftp::protocol::{File as SftpFile, FileAttributes};
 use russh_sftp::server::StatusReply;
 use tracing::Span;
 
+use super::DropRoot;
+
 use super::TEMP_PREFIX;
 use super::paths::attrs_of;
 use super::status::{failure, io_status};
@@ -160,6 +162,8 @@ pub(super) struct Upload {
     pub(super) temporary: bool,
     pub(super) started: Instant,
     pub(super) span: Span,
+    /// Told when the upload cannot be written ([`DropRoot::upload_failed`]).
+    pub(super) root: Option<Arc<DropRoot>>,
 }
 
 impl Upload {
@@ -186,6 +190,7 @@ impl Upload {
             temporary: false,
             started: Instant::now(),
             span,
+            root: None,
         }
     }
 
@@ -250,10 +255,21 @@ impl Upload {
     /// Discards the upload after a write or a sync on the blocking pool failed (`None`: its
     /// task did), and gives the answer that says so.
     fn failed(&mut self, error: Option<io::Error>) -> StatusReply {
-        let message = match error {
+        let message = match &error {
             Some(e) => format!("write failed: {}", e.kind()),
             None => "internal error".to_string(),
         };
+        // Its cause in the log, for the operator: a full disk had been logged as "write
+        // error" alone, the client told "Failure".
+        if self.failed.is_none() {
+            let cause =
+                error.map_or_else(|| "its write task failed".to_string(), |e| e.to_string());
+            tracing::error!(parent: &self.span, file = %self.name, error = %cause,
+                "an upload could not be written to disk");
+            if let Some(root) = &self.root {
+                root.upload_failed(&self.name, &cause);
+            }
+        }
         self.discard("write error");
         failure(&message)
     }

@@ -33,7 +33,7 @@ use tracing::Span;
 
 use handles::{OpenHandle, Upload, temp_name};
 use parked::{Parked, Waiting};
-pub use paths::{Area, DropRoot, Target, UploadName, check_upload_name, resolve};
+pub use paths::{Area, DropRoot, Target, UploadFailed, UploadName, check_upload_name, resolve};
 use paths::{attrs_of, target_metadata, walk};
 use status::{blocking, denied, failure, io_status, ok_status};
 
@@ -248,6 +248,7 @@ impl DropFs {
         tracing::info!(parent: &self.span, file = %name, "upload started");
         let mut upload = Upload::new(name, temp, dest, file, self.span.clone());
         upload.temporary = temporary;
+        upload.root = Some(self.root.clone());
         self.insert(OpenHandle::Upload(upload))
     }
 

@@ -46,15 +46,41 @@ impl Area {
     }
 }
 
+/// What is told of an upload that could not be written to disk (its name, why): the
+/// daemon shows it in `status` and `/healthz` and tells the notification hook, as watch mode
+/// does of a file it cannot take in.
+pub type UploadFailed = Box<dyn Fn(&str, &str) + Send + Sync>;
+
 /// The drop directory on disk, prepared and canonicalised once at start-up.
-#[derive(Debug)]
 pub struct DropRoot {
     root: PathBuf,
     /// Handles open in all sessions on this root (see [`MAX_OPEN_HANDLES_TOTAL`]).
     pub(super) open_handles: AtomicUsize,
+    /// Told of an upload that could not be written ([`DropRoot::on_upload_failure`]).
+    on_failure: std::sync::OnceLock<UploadFailed>,
+}
+
+impl std::fmt::Debug for DropRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DropRoot")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DropRoot {
+    /// Whom to tell of an upload that could not be written (once; later calls are ignored).
+    pub fn on_upload_failure(&self, hook: UploadFailed) {
+        let _ = self.on_failure.set(hook);
+    }
+
+    /// Tells of upload `name` that could not be written, `why`.
+    pub(super) fn upload_failed(&self, name: &str, why: &str) {
+        if let Some(hook) = self.on_failure.get() {
+            hook(name, why);
+        }
+    }
+
     /// Creates the root and any missing area directory, refuses symlinked areas, and deletes
     /// temporary upload files left by a previous run (their sessions are gone).
     pub fn prepare(root: &Path) -> anyhow::Result<DropRoot> {
@@ -86,6 +112,7 @@ impl DropRoot {
         let this = DropRoot {
             root,
             open_handles: AtomicUsize::new(0),
+            on_failure: std::sync::OnceLock::new(),
         };
         this.sweep_stale_uploads()?;
         Ok(this)
