@@ -137,8 +137,8 @@ impl Event {
             None,
             format!("fetch failed: {message}"),
             format!(
-                "autoprov could not fetch the roster from the HR system: {message}. Nothing was \
-                 changed; the next scheduled fetch tries again."
+                "autoprov could not fetch the roster from the HR system: {message}. This failure \
+                 changed nothing; the next scheduled fetch tries again."
             ),
         )
     }
@@ -365,7 +365,7 @@ mod tests {
                 "event": "fetch_failed",
                 "file": null,
                 "summary": "fetch failed: credentials refused (HTTP 401)",
-                "text": "autoprov could not fetch the roster from the HR system: credentials refused (HTTP 401). Nothing was changed; the next scheduled fetch tries again."
+                "text": "autoprov could not fetch the roster from the HR system: credentials refused (HTTP 401). This failure changed nothing; the next scheduled fetch tries again."
             })
         );
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);

@@ -332,6 +332,12 @@ impl RemoteClient {
                 }
                 let meta = entry.metadata();
                 if meta.permissions.is_none() || !meta.file_type().is_file() {
+                    // A symlink is never followed (it could name any file the login may
+                    // read): said, as an odd name is, so a vendor publishing rosters as
+                    // links learns why none is taken. Folders (processed/ may be one) are not.
+                    if !meta.file_type().is_dir() {
+                        tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote entry: not a regular file (a symlink is never followed)");
+                    }
                     continue;
                 }
                 let (Some(size), Some(mtime)) = (meta.size, meta.mtime) else {
@@ -347,7 +353,7 @@ impl RemoteClient {
         self.log("list", Some(dir), r)
     }
 
-    /// Downloads `dir/file.name` to `local_tmp` (created or truncated, mode 0600), fsyncs
+    /// Downloads `dir/file.name` to `local_tmp` (created or truncated, mode 0640), fsyncs
     /// it and returns its SHA-256 (lower-case hex). Refuses with [`PollError::TooLarge`]
     /// before opening anything when `file.size > max_bytes`, and aborts when more than
     /// `max_bytes` arrive. Fails when the remote file no longer matches the listing (size

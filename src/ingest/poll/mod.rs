@@ -192,6 +192,7 @@ pub async fn run(
                     // A pass that only moved files says nothing of the listings.
                     None if moves_only => {}
                     None => trouble.cleared(),
+                    Some(e) if moves_only => trouble.noted(&format!("{place}: {e}")),
                     Some(e) => trouble.failed(&format!("{place}: {e}"), false),
                 }
                 // A file that is still settling is looked at again once it may be quiet, not
@@ -203,7 +204,10 @@ pub async fn run(
             }
             Err(e) => {
                 let message = format!("{place}: {e}");
-                trouble.failed(&message, e.is_fatal());
+                match moves_only && !e.is_fatal() {
+                    true => trouble.noted(&message),
+                    false => trouble.failed(&message, e.is_fatal()),
+                }
                 if e.is_fatal() {
                     tracing::error!(
                         "{message}. Fetching has STOPPED: the server's host key is not the pinned source.remote.known_host_key, or it refused our key. Verify the vendor's host key out of band (or the key they authorized), update the config and restart."
@@ -257,6 +261,13 @@ impl Trouble {
         }
     }
 
+    /// A pass that only finished remote moves (woken by the engine after each scan, not
+    /// by the timer) failed: shown in `status`, not counted as a failed poll. Counted, a
+    /// failing move had posted `fetch_failed` after about one interval instead of five.
+    fn noted(&mut self, message: &str) {
+        self.state.lock().expect("poll state").last_error = Some(message.to_string());
+    }
+
     fn cleared(&mut self) {
         self.in_a_row = 0;
         self.state.lock().expect("poll state").last_error = None;
@@ -295,7 +306,9 @@ async fn moves_once(
     client.close().await;
     Ok(Polled {
         next: None,
-        trouble: result.err().map(|e| format!("moving a decided file: {e}")),
+        trouble: result.err().map(|e| {
+            format!("moving a decided file (its roster was processed: see its report): {e}")
+        }),
     })
 }
 
@@ -309,7 +322,9 @@ async fn poll_with(
     // A move that keeps failing (a missing remote folder, a deleted local report) must not
     // stop new rosters from being fetched: it is retried at the next poll, and reported.
     let moved = finish_remote_moves(client, s, paths, engine).await;
-    let mut trouble = moved.err().map(|e| format!("moving a decided file: {e}"));
+    let mut trouble = moved
+        .err()
+        .map(|e| format!("moving a decided file (its roster was processed: see its report): {e}"));
     let listing = client.list(&s.inbox).await?;
     let settled = stability.settled(&listing);
     for file in settled.stable {
@@ -529,6 +544,39 @@ fn local_folder(paths: &Paths, entry: &FileEntry) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failing pass that only finished remote moves is shown, not counted: five failed
+    /// polls post `fetch_failed`, however many such passes come between them.
+    #[test]
+    fn passes_that_only_move_files_do_not_count_as_failed_polls() {
+        let posted = Arc::new(Mutex::new(Vec::<String>::new()));
+        let heard = posted.clone();
+        let state = Arc::new(Mutex::new(PollState::default()));
+        let mut trouble = Trouble {
+            state: state.clone(),
+            failing: Arc::new(move |m: &str| heard.lock().unwrap().push(m.to_string())),
+            in_a_row: 0,
+        };
+        for _ in 0..FAILED_IN_A_ROW - 1 {
+            trouble.failed("polling: moving a decided file: no", false);
+            for _ in 0..4 {
+                trouble.noted("polling: moving a decided file: still no");
+            }
+        }
+        assert!(
+            posted.lock().unwrap().is_empty(),
+            "{:?}",
+            posted.lock().unwrap()
+        );
+        let shown = state.lock().unwrap().clone();
+        assert_eq!(
+            shown.last_error.as_deref(),
+            Some("polling: moving a decided file: still no")
+        );
+        assert_eq!(shown.failures, u64::from(FAILED_IN_A_ROW - 1));
+        trouble.failed("polling: moving a decided file: no", false);
+        assert_eq!(posted.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn local_names_never_escape_or_hide() {
