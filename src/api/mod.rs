@@ -31,9 +31,12 @@ pub mod exit {
     pub const FAILED: u8 = 5;
 }
 
-/// One command, as the CLI parsed it (and as it travels over the control socket).
+/// One command, as the CLI parsed it (and as it travels over the control socket). A
+/// field this build does not know refuses the request ("bad request"): a newer client's
+/// option (`rules enable --strict`) had been dropped by an older daemon and the command
+/// done without it, exit 0.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
     /// Process `inbox/<name>` (files waiting before it go first).
     Process {
@@ -380,4 +383,36 @@ pub struct Upload {
     /// version sends none, and its upload is taken as it came.)
     #[serde(default)]
     pub confirmed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Request;
+
+    /// A field this build does not know refuses the request: an option of a newer client
+    /// is never dropped and the command done without it.
+    #[test]
+    fn a_request_with_a_field_this_build_does_not_know_is_refused() {
+        let known = r#"{"command":"rules_enable","id":2,"enabled":true,"strict":true}"#;
+        assert!(serde_json::from_str::<Request>(known).is_ok());
+        let older = r#"{"command":"rules_enable","id":2,"enabled":true}"#;
+        assert!(
+            serde_json::from_str::<Request>(older).is_ok(),
+            "an older client's"
+        );
+        let newer = r#"{"command":"rules_enable","id":2,"enabled":true,"strict":true,"only_if":1}"#;
+        let refused = serde_json::from_str::<Request>(newer).unwrap_err();
+        assert!(refused.to_string().contains("unknown field"), "{refused}");
+        // Every request the CLI sends reads back.
+        let edit = Request::RulesEdit {
+            id: 1,
+            name: None,
+            role: Some("IT Admin".into()),
+            when: Vec::new(),
+            strict: true,
+            accept: None,
+        };
+        let text = serde_json::to_string(&edit).unwrap();
+        assert!(serde_json::from_str::<Request>(&text).is_ok(), "{text}");
+    }
 }
