@@ -238,8 +238,14 @@ impl Notifications {
         pipeline: &crate::engine::pipeline::Pipeline<crate::store::SledStore>,
     ) -> Result<Notifications> {
         let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        // Its URL's file is the daemon's to read (as the HRIS secrets): one it cannot read
+        // stops the start, exit 2, naming the key and the file.
+        let notify = cfg
+            .notify
+            .resolved()
+            .map_err(|e| Error::usage(format!("{e:#}")))?;
         let notifier = crate::notify::Notifier::start(
-            &cfg.notify,
+            &notify,
             crate::notify::last_applied(&pipeline.store)?,
             pipeline.paths.stale_reported.clone(),
             &tasks,

@@ -407,6 +407,39 @@ fn a_delivery_answered_500_is_retried_and_the_token_is_never_logged() {
     );
 }
 
+/// The webhook URL read from `notify.webhook_url_file` by the daemon alone (the config is
+/// read by every command, so by everyone in the socket's group): events are posted to it,
+/// `status` works without reading it, and one the daemon cannot read stops the start
+/// (exit 2) naming the key and the file, never the URL.
+#[test]
+fn the_webhook_url_may_come_from_a_file_the_daemon_reads() {
+    let receiver = Receiver::start(Answer::Ok);
+    let mut file = PathBuf::new();
+    let (env, watch) = watch_env(|| {
+        file = std::env::temp_dir().join(format!("autoprov-webhook-{}", std::process::id()));
+        fs::write(&file, format!("{}\n", receiver.url())).unwrap();
+        format!(
+            "[notify]\nwebhook_url_file = {:?}\n",
+            file.to_str().unwrap()
+        )
+    });
+    let d = Daemon::start(&env);
+    let broken = fs::read(testdata("broken/duplicate_employee_id.csv")).unwrap();
+    drop_into(&watch, "b.csv", &broken);
+    let got = receiver.wait_delivered(1);
+    assert_eq!(got[0]["event"], "file_rejected", "{got:#?}");
+    d.stop();
+    fs::remove_file(&file).unwrap();
+    assert_eq!(env.run(&["status"]).0, 0, "the CLI does not read the file");
+    let (code, _, err) = env.run(&["run"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("notify.webhook_url_file") && err.contains("cannot read"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t-token"), "{err}");
+}
+
 /// A loopback webhook is posted to directly, whatever proxy the environment names (one set
 /// for the HR system's API): the proxy had been sent every event, with the URL's token, in
 /// clear text, and the delivery had failed.

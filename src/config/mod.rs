@@ -631,6 +631,7 @@ impl Config {
                 "control.socket is empty: name the daemon's socket (default /run/autoprov/autoprov.sock)"
             );
         }
+        self.notify.check()?;
         if self.source.rsa_host_key && self.source.ssh_profile == SshProfile::Strict {
             bail!(
                 "source.rsa_host_key = true cannot be used with source.ssh_profile = \"strict\", \

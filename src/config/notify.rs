@@ -16,6 +16,11 @@ pub struct Notify {
     /// never logged nor shown whole, only [`Notify::target`].
     #[serde(default, deserialize_with = "webhook_url")]
     pub webhook_url: Option<reqwest::Url>,
+    /// A file holding the webhook URL instead (one line), read by the daemon alone when it
+    /// starts ([`Notify::resolved`]): the config is read by every command, so by everyone
+    /// in the socket's group, and the URL's token need not be.
+    #[serde(default)]
+    pub webhook_url_file: Option<std::path::PathBuf>,
     /// The `stale` event fires when no file was applied for this long (default 36 h).
     #[serde(default = "default_stale_after", deserialize_with = "super::duration")]
     pub stale_after: Duration,
@@ -25,6 +30,7 @@ impl Default for Notify {
     fn default() -> Self {
         Self {
             webhook_url: None,
+            webhook_url_file: None,
             stale_after: default_stale_after(),
         }
     }
@@ -35,12 +41,39 @@ impl std::fmt::Debug for Notify {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Notify")
             .field("webhook_url", &self.target())
+            .field("webhook_url_file", &self.webhook_url_file)
             .field("stale_after", &self.stale_after)
             .finish()
     }
 }
 
 impl Notify {
+    /// `webhook_url` and `webhook_url_file` are one setting: both set is refused.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.webhook_url.is_some() && self.webhook_url_file.is_some() {
+            anyhow::bail!("notify.webhook_url and notify.webhook_url_file are both set: keep one");
+        }
+        Ok(())
+    }
+
+    /// This `[notify]` with the URL of `webhook_url_file` read (by the daemon, at its
+    /// start), checked as `webhook_url` is; an error names the key and the file, never the
+    /// URL.
+    pub fn resolved(&self) -> anyhow::Result<Notify> {
+        let Some(path) = &self.webhook_url_file else {
+            return Ok(self.clone());
+        };
+        let key = "notify.webhook_url_file";
+        let text = super::hris::read_secret(key, path)?;
+        let url = parse_webhook_url(text.expose())
+            .map_err(|e| anyhow::anyhow!("{key} = {}: {e}", path.display()))?;
+        Ok(Notify {
+            webhook_url: url,
+            webhook_url_file: None,
+            ..self.clone()
+        })
+    }
+
     /// Where events go, safe to log: scheme, host and port only (no path, query or
     /// credentials, which may hold the webhook's token).
     pub fn target(&self) -> Option<String> {
@@ -111,6 +144,39 @@ pub fn is_loopback(url: &reqwest::Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_url_from_a_file_is_checked_as_the_url_and_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hook");
+        let from = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Notify {
+                webhook_url_file: Some(file.clone()),
+                ..Notify::default()
+            }
+        };
+        let n = from("https://hooks.example.com/T/B/s3cr3t\n")
+            .resolved()
+            .unwrap();
+        assert_eq!(n.target().as_deref(), Some("https://hooks.example.com"));
+        assert_eq!(n.webhook_url.unwrap().path(), "/T/B/s3cr3t");
+        let err = from("http://hooks.example.com/T/s3cr3t")
+            .resolved()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("notify.webhook_url_file") && err.contains("loopback"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cr3t"), "{err}");
+        let both = Notify {
+            webhook_url: parse_webhook_url("https://a.example/x").unwrap(),
+            ..from("https://b.example/y")
+        };
+        assert!(both.check().is_err());
+        assert!(Notify::default().resolved().unwrap().webhook_url.is_none());
+    }
 
     #[test]
     fn https_anywhere_and_http_only_to_loopback() {
