@@ -491,9 +491,13 @@ fn move_into(
     // cannot change once it is applied (a re-sync trusts the last roster while its size
     // and time stay; a roster rewritten through the link had kept an admin the next file
     // took away), and whose mode is restricted without touching the writer's other name.
-    let shared = src
-        .metadata()
-        .map_or(true, |m| std::os::unix::fs::MetadataExt::nlink(&m) > 1);
+    // So is one another user owns (the writer of watch_dir, as a rule): autoprov could not
+    // restrict its mode (EPERM), and a 0666 roster, filed as it was, could be rewritten by
+    // anyone after it was applied.
+    let shared = src.metadata().map_or(true, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.nlink() > 1 || m.uid() != nix::unistd::Uid::effective().as_raw()
+    });
     let renamed = match shared {
         true => None,
         false => match crate::util::rename_into_free_name(path, inbox, &name) {
@@ -881,6 +885,32 @@ mod tests {
         let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
         assert_eq!((name.as_str(), removed), ("w_[2Jx_.csv", true));
         assert!(inbox.path().join("w_[2Jx_.csv").exists());
+    }
+
+    /// A file another user owns (the writer of watch_dir) is copied in, not renamed: the
+    /// filed roster is autoprov's own, 0640, where a renamed one kept its writer's 0666
+    /// (autoprov may not change the mode of another user's file).
+    #[test]
+    fn a_file_another_user_owns_is_copied_in_as_autoprovs_own() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !nix::unistd::Uid::effective().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test gives a file away: run it as root"
+            );
+            return;
+        }
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let path = src.path().join("theirs.csv");
+        fs::write(&path, b"employee_id,email\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+        std::os::unix::fs::chown(&path, Some(5000), Some(5000)).unwrap();
+        let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        assert!(removed && !path.exists());
+        let meta = fs::metadata(inbox.path().join(&name)).unwrap();
+        assert_eq!(meta.uid(), 0, "autoprov's own");
+        assert_eq!(meta.mode() & 0o777, 0o640);
     }
 
     /// A name of bytes that are not UTF-8 grows when cleaned, and one of 255 bytes leaves no
