@@ -264,7 +264,7 @@ impl Command {
             },
             Command::Sync { force } => Request::Sync { force: *force },
             Command::Rules(r) => match r {
-                RulesCommand::List => Request::RulesList,
+                RulesCommand::List => Request::RulesList {},
                 RulesCommand::Show { id } => Request::RulesShow { id: *id },
                 RulesCommand::Add(a) => Request::RulesAdd {
                     name: a.name.clone(),
@@ -294,7 +294,7 @@ impl Command {
                     strict: false,
                     accept: None,
                 },
-                RulesCommand::Check => Request::RulesCheck,
+                RulesCommand::Check => Request::RulesCheck {},
             },
             Command::Admins(a) => match a {
                 AdminsCommand::List {
@@ -324,7 +324,7 @@ impl Command {
                 AdminsCommand::Remove { id } => Request::AdminsRemove { id: id.clone() },
             },
             Command::Files(f) => match f {
-                FilesCommand::List => Request::FilesList,
+                FilesCommand::List => Request::FilesList {},
                 FilesCommand::Show { id } => Request::FilesShow { id: *id },
                 FilesCommand::Approve { id } => Request::FilesDecide {
                     id: *id,
@@ -335,14 +335,14 @@ impl Command {
                     approve: false,
                 },
             },
-            Command::Status => Request::Status,
+            Command::Status => Request::Status {},
             Command::Auth(AuthCommand::Check { email }) => Request::AuthCheck {
                 email: email.clone(),
             },
             Command::Audit { since } => Request::Audit {
                 since: since.clone(),
             },
-            Command::Fetch => Request::Fetch,
+            Command::Fetch => Request::Fetch {},
         })
     }
 }

@@ -309,6 +309,8 @@ async fn start_source(
                         "the upload of inbox/{name} could not be written: {why}; it was \
                          discarded and the uploader told it failed"
                     ),
+                    "Nothing was changed; the upload was discarded: the HR system must send it \
+                     again once there is room",
                 )
             }));
             let addr = server.local_addr();

@@ -267,7 +267,7 @@ pub fn execute<W: Write>(
         Ok(file) => file,
         Err(refusal) => return Outcome::Answer(refusal),
     };
-    if matches!(request, Request::Fetch) && cfg.source.mode != Mode::Hris {
+    if matches!(request, Request::Fetch {}) && cfg.source.mode != Mode::Hris {
         return Outcome::Answer(Response::fail(
             exit::USAGE,
             "error: not in hris mode: `autoprov fetch` needs source.mode = \"hris\"",
@@ -283,7 +283,7 @@ pub fn execute<W: Write>(
     };
     // Changes may take as long as a large roster does; reads answer quickly or the daemon is stuck.
     let wait = Some(match &request {
-        Request::Fetch => fetch_wait(&cfg),
+        Request::Fetch {} => fetch_wait(&cfg),
         r if r.is_change() => CHANGE_WAIT,
         _ => READ_WAIT,
     });
@@ -305,7 +305,7 @@ pub fn execute<W: Write>(
         Reach::Unknown(message) => {
             return Outcome::Answer(Response::fail(exit::FAILED, message));
         }
-        Reach::NoDaemon if matches!(request, Request::Fetch) => {
+        Reach::NoDaemon if matches!(request, Request::Fetch {}) => {
             return Outcome::Answer(Response::fail(
                 exit::UNREACHABLE,
                 format!(
@@ -329,7 +329,7 @@ pub fn execute<W: Write>(
         }
         _ => match open_here(cfg, matches!(request, Request::Sync { .. })) {
             Ok(p) => {
-                let status = matches!(request, Request::Status);
+                let status = matches!(request, Request::Status {});
                 let caller = Caller::Unix(user);
                 let answered = commands::execute_streamed(&p, request, &caller, None, output);
                 match (status, refused_if_damaged(&p, answered)) {

@@ -625,6 +625,32 @@ fn forms_need_the_persons_token_and_this_site() {
         ("csrf", token.as_str()),
     ];
     assert_eq!(web.post("/rules", &[me], &bad_role).status, 409);
+    // Saved with a warning: the redirect names the rule, whose page shows it.
+    let never = [
+        ("name", "Never"),
+        ("role", "IT Admin"),
+        ("when", "department = IT\r\ndepartment = HR"),
+        ("csrf", token.as_str()),
+    ];
+    let a = web.post("/rules", &[me], &never);
+    let id = env
+        .json_ok(0, &["rules", "list"])
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(
+        (a.status, a.header("location")),
+        (303, format!("/rules?saved={id}#saved").as_str()),
+        "{}",
+        a.body
+    );
+    assert_eq!(
+        web.post(&format!("/rules/{id}/delete"), &[me], &[("csrf", &token)])
+            .status,
+        303
+    );
     // Manual admins and held files through their forms.
     let a = web.post(
         "/admins",
@@ -705,6 +731,8 @@ fn forms_need_the_persons_token_and_this_site() {
             "rules edit",
             "rules disable",
             "rules enable",
+            "rules delete",
+            "rules add",
             "rules delete",
             "admins add",
             "admins set",

@@ -251,6 +251,54 @@ fn rule_names(env: &TestEnv) -> Vec<String> {
         .collect()
 }
 
+/// A rule saved from the page with warnings (here: conditions that can never all hold) is
+/// followed by the rules page with them first, as the CLI prints them; one refused for
+/// another reason (a role not configured) comes back with the refusal and what was typed.
+/// The page had said nothing of the first, and lost what was typed of the second.
+#[test]
+fn a_rule_saved_with_warnings_shows_them_and_a_refused_one_keeps_what_was_typed() {
+    let env = env_with_roster();
+    let _daemon = Daemon::start(&env);
+    let lead = Browserless::new(&env, LEAD);
+    let (_, page) = lead.get("/rules");
+    let token = csrf_of(&page);
+    let never = [
+        ("csrf", token.as_str()),
+        ("name", "Never (web)"),
+        ("role", "IT Admin"),
+        ("when", "department = IT\ndepartment = Finance"),
+    ];
+    let (code, page) = lead.post("/rules", &never);
+    assert_eq!(code, 303, "{page}");
+    let id = env
+        .json_ok(0, &["rules", "list"])
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["id"]
+        .clone();
+    let (code, page) = lead.get(&format!("/rules?saved={id}"));
+    assert_eq!(code, 200, "{page}");
+    assert!(page.contains("is saved (enabled), with warnings"), "{page}");
+    assert!(page.contains("can never all hold"), "{page}");
+    let (_, plain) = lead.get("/rules");
+    assert!(!plain.contains("with warnings"), "only after the save");
+    let janitor = [
+        ("csrf", token.as_str()),
+        ("name", "Typed with care"),
+        ("role", "Janitor"),
+        ("when", "department = Facilities"),
+    ];
+    let (code, page) = lead.post("/rules", &janitor);
+    assert_eq!(code, 409, "{page}");
+    assert!(page.contains("not in provisioning.roles"), "{page}");
+    assert!(page.contains(r#"value="Typed with care""#), "{page}");
+    assert!(
+        page.contains("department = Facilities</textarea>"),
+        "{page}"
+    );
+}
+
 #[test]
 fn a_conflicting_rule_is_shown_with_its_conflicts_and_saved_only_when_confirmed() {
     let env = env_with_roster();

@@ -49,7 +49,7 @@ pub enum Request {
         force: bool,
     },
     /// `rules list`
-    RulesList,
+    RulesList {},
     /// `rules show ID`
     RulesShow {
         /// Rule id.
@@ -107,7 +107,7 @@ pub enum Request {
         accept: Option<String>,
     },
     /// `rules check`
-    RulesCheck,
+    RulesCheck {},
     /// `admins list`
     AdminsList {
         /// Only this status.
@@ -146,7 +146,7 @@ pub enum Request {
         id: String,
     },
     /// `files list`
-    FilesList,
+    FilesList {},
     /// `files show ID`
     FilesShow {
         /// File id.
@@ -160,7 +160,7 @@ pub enum Request {
         approve: bool,
     },
     /// `status`
-    Status,
+    Status {},
     /// `auth check EMAIL`
     AuthCheck {
         /// The SSO login.
@@ -178,7 +178,7 @@ pub enum Request {
     },
     /// `fetch`: fetch the roster from the HR system now and process it (hris mode, through
     /// the daemon only).
-    Fetch,
+    Fetch {},
 }
 
 impl Request {
@@ -197,7 +197,7 @@ impl Request {
                 | Request::AdminsRemove { .. }
                 | Request::FilesDecide { .. }
                 | Request::Backup { .. }
-                | Request::Fetch
+                | Request::Fetch {}
         )
     }
 
@@ -235,7 +235,7 @@ impl Request {
             Request::FilesDecide { id, approve: true } => named("files approve", id),
             Request::FilesDecide { id, approve: false } => named("files reject", id),
             Request::Backup { .. } => Some("backup".into()),
-            Request::Fetch => Some("fetch".into()),
+            Request::Fetch {} => Some("fetch".into()),
             _ => None,
         }
     }
@@ -247,7 +247,7 @@ impl Request {
             Request::Process { .. }
                 | Request::Sync { .. }
                 | Request::FilesDecide { approve: true, .. }
-                | Request::Fetch
+                | Request::Fetch {}
         )
     }
 }
@@ -365,6 +365,7 @@ fn forbidden(text: String) -> Response {
 
 /// A file the client sends along with a `process` request (over the control socket).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Upload {
     /// The file's name (the daemon files it under this name in inbox/).
     pub name: String,
@@ -414,5 +415,17 @@ mod tests {
         };
         let text = serde_json::to_string(&edit).unwrap();
         assert!(serde_json::from_str::<Request>(&text).is_ok(), "{text}");
+        // So do requests without fields of their own, whose shape is unchanged.
+        let status = serde_json::to_string(&Request::Status {}).unwrap();
+        assert_eq!(status, r#"{"command":"status"}"#);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"files_list"}"#).is_ok());
+        let newer = r#"{"command":"files_list","status":"held"}"#;
+        assert!(serde_json::from_str::<Request>(newer).is_err(), "{newer}");
+        // And the envelope around a request.
+        type Envelope = crate::control::Envelope;
+        let plain = r#"{"request":{"command":"status"},"upload":null}"#;
+        assert!(serde_json::from_str::<Envelope>(plain).is_ok());
+        let newer = r#"{"request":{"command":"status"},"upload":null,"newthing":1}"#;
+        assert!(serde_json::from_str::<Envelope>(newer).is_err());
     }
 }

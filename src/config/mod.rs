@@ -812,11 +812,13 @@ mod tests {
             &file,
             "data_dir = \"../var/autoprov\"\n[sso]\nenabled = false\n\
              [control]\nsocket = \"./run/autoprov.sock\"\n\
-             [source]\nmode = \"watch\"\nwatch_dir = \"/abs/watch\"\n",
+             [source]\nmode = \"watch\"\nwatch_dir = \"/abs/watch\"\n\
+             [notify]\nwebhook_url_file = \"hook\"\n",
         )
         .unwrap();
         let real = std::fs::canonicalize(dir.path()).unwrap();
         let cfg = Config::load(Some(&file)).unwrap();
+        assert_eq!(cfg.notify.webhook_url_file, Some(real.join("config/hook")));
         assert_eq!(cfg.data_dir, real.join("var/autoprov"));
         assert_eq!(cfg.control.socket, real.join("config/run/autoprov.sock"));
         assert_eq!(cfg.source.watch_dir, Path::new("/abs/watch"));
@@ -1370,5 +1372,9 @@ format = "json"
             load("[notify]\nstale_after = \"0s\"\n").unwrap_err()
         );
         assert!(err.contains("notify.stale_after"), "{err}");
+        // An empty webhook_url_file is unset, as "" is for every key.
+        let c = load("[notify]\nwebhook_url = \"http://127.0.0.1:9/h\"\nwebhook_url_file = \"\"\n")
+            .unwrap();
+        assert_eq!(c.notify.webhook_url_file, None);
     }
 }

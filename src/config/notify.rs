@@ -19,7 +19,7 @@ pub struct Notify {
     /// A file holding the webhook URL instead (one line), read by the daemon alone when it
     /// starts ([`Notify::resolved`]): the config is read by every command, so by everyone
     /// in the socket's group, and the URL's token need not be.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_path")]
     pub webhook_url_file: Option<std::path::PathBuf>,
     /// The `stale` event fires when no file was applied for this long (default 36 h).
     #[serde(default = "default_stale_after", deserialize_with = "super::duration")]
@@ -92,6 +92,15 @@ pub fn target(url: &reqwest::Url) -> String {
         Some(port) => format!("{}://{host}:{port}", url.scheme()),
         None => format!("{}://{host}", url.scheme()),
     }
+}
+
+/// A path where empty means unset, as `""` does for every other key (an empty
+/// `AUTOPROV__NOTIFY__WEBHOOK_URL_FILE` had counted as set, and the start failed).
+fn optional_path<'de, D: Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<std::path::PathBuf>, D::Error> {
+    let text = String::deserialize(d)?;
+    Ok((!text.trim().is_empty()).then(|| std::path::PathBuf::from(text)))
 }
 
 /// `notify.webhook_url`: empty = off; HTTPS; `http://` only to a loopback address, so an

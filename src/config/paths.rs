@@ -40,6 +40,9 @@ impl Config {
         if let Some(tokens) = self.web.api_tokens_file.as_mut() {
             anchor(tokens);
         }
+        if let Some(hook) = self.notify.webhook_url_file.as_mut() {
+            anchor(hook);
+        }
     }
 }
 

@@ -26,8 +26,9 @@ pub const MAX_LINE: usize = 1 << 20;
 
 pub use crate::api::Upload;
 
-/// What the client sends.
+/// What the client sends; a field this build does not know refuses it, as in a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Envelope {
     /// The command.
     pub request: Request,

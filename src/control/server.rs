@@ -506,7 +506,7 @@ async fn answer<R: tokio::io::AsyncRead + Unpin>(
             return (Streamed::Whole(refusal), None);
         }
     };
-    if let Request::Fetch = request {
+    if let Request::Fetch {} = request {
         let fetched = fetch(engine, caller, output, shutdown).await;
         request.log_change(caller, fetched.exit);
         return (Streamed::Whole(fetched), None);

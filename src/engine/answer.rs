@@ -99,7 +99,7 @@ pub fn answer_streamed(
         request.log_change(caller.name(), refusal.exit);
         return Streamed::Whole(refusal);
     }
-    let is_status = matches!(request, Request::Status);
+    let is_status = matches!(request, Request::Status {});
     match commands::execute_streamed(p, request, caller, seen, output) {
         Streamed::Whole(mut response) if is_status && response.exit == exit::OK => {
             add_daemon_status(p, &mut response, state);

@@ -169,12 +169,13 @@ impl EngineHandle {
     /// inbox/ autoprov cannot write; host mode: an upload that could not be written), as
     /// `status`, `/healthz` and the notification hook tell of a file that failed, until a
     /// file is processed again. `message` says what failed and what becomes of the file.
-    pub fn intake_failed(&self, name: &str, message: String) {
+    pub fn intake_failed(&self, name: &str, message: String, next: &str) {
         self.state.lock().expect("state lock").last_error = Some(message.clone());
         let error = crate::api::error::Error::failed(message);
         self.pipeline.tell(super::observe::FileOutcome::Failed {
             name,
             error: &error,
+            next: Some(next),
         });
     }
 
@@ -312,7 +313,7 @@ impl EngineHandle {
         };
         let place = match request {
             Request::AdminsList { .. } => Some(listings),
-            Request::FilesShow { .. } | Request::RulesCheck => Some(wholes),
+            Request::FilesShow { .. } | Request::RulesCheck {} => Some(wholes),
             _ => None,
         };
         let heavy = match place {
@@ -536,7 +537,7 @@ mod tests {
         let heard = Arc::new(Mutex::new(Vec::<String>::new()));
         let sink = heard.clone();
         p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
-            if let FileOutcome::Failed { name, error } = outcome {
+            if let FileOutcome::Failed { name, error, .. } = outcome {
                 sink.lock().unwrap().push(format!("{name}: {error}"));
             }
         }));
@@ -545,6 +546,7 @@ mod tests {
         handle.intake_failed(
             "r.csv",
             "taking r.csv into inbox/: No space left on device; retried".into(),
+            "Nothing was changed; it stays in watch_dir and is retried",
         );
         let shown = state.lock().unwrap().last_error.clone().unwrap();
         assert!(
@@ -589,7 +591,7 @@ mod tests {
             .response;
         assert_eq!(answer.json["active"], false, "{}", answer.json);
         let status = tokio::time::timeout(Duration::from_millis(300), async {
-            ask(Request::Status).await
+            ask(Request::Status {}).await
         });
         assert!(status.await.is_err(), "another read waits for a slot");
     }
@@ -679,10 +681,10 @@ mod tests {
         assert!(first.place.is_some(), "a listing holds its place");
         let second = ask(list()).await.response;
         assert!(second.text.contains("busy"), "{}", second.text);
-        let status = ask(Request::Status).await;
+        let status = ask(Request::Status {}).await;
         assert!(status.place.is_none(), "status holds no place");
         assert_eq!(status.response.exit, exit::OK, "{}", status.response.text);
-        let checked = ask(Request::RulesCheck).await;
+        let checked = ask(Request::RulesCheck {}).await;
         assert!(
             checked.place.is_some(),
             "`rules check` holds the wholes' place"

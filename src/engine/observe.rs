@@ -23,6 +23,10 @@ pub enum FileOutcome<'a> {
         name: &'a str,
         /// What failed.
         error: &'a crate::api::Error,
+        /// What becomes of a file that never reached inbox/ (a watch-mode file stays in
+        /// `watch_dir`; a failed upload is gone until sent again); `None`: the file stays
+        /// in inbox/, as the error says.
+        next: Option<&'a str>,
     },
 }
 

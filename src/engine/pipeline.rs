@@ -363,6 +363,7 @@ impl<S: Store> Pipeline<S> {
                     self.tell(FileOutcome::Failed {
                         name,
                         error: &error,
+                        next: None,
                     });
                 }
                 Err(error)
@@ -496,6 +497,7 @@ impl<S: Store> Pipeline<S> {
                     self.tell(FileOutcome::Failed {
                         name: &entry.name,
                         error,
+                        next: None,
                     });
                 }
                 finished?;

@@ -294,7 +294,7 @@ fn a_rule_whose_role_is_no_longer_granted_is_not_enabled_edited_or_a_winner() {
         "{}",
         shown.json
     );
-    let checked = run(Request::RulesCheck);
+    let checked = run(Request::RulesCheck {});
     let problems = checked.json["problems"].as_array().unwrap().clone();
     assert_eq!(problems.len(), 1, "{}", checked.json);
     assert!(
@@ -381,7 +381,7 @@ fn a_roster_cannot_add_lines_to_the_rules_commands_text() {
         accept: None,
     };
     let added = super::commands::execute(&p, add, "root", Output::Text);
-    let checked = super::commands::execute(&p, Request::RulesCheck, "root", Output::Text);
+    let checked = super::commands::execute(&p, Request::RulesCheck {}, "root", Output::Text);
     let shown = super::commands::execute(&p, Request::RulesShow { id: 2 }, "root", Output::Text);
     for text in [&added.text, &checked.text, &shown.text] {
         assert!(text.contains(r"E1\nconflict: FAKE"), "{text}");
@@ -466,7 +466,7 @@ fn a_rule_that_can_never_match_is_warned_of() {
         "{}",
         managers.text
     );
-    let checked = run(Request::RulesCheck);
+    let checked = run(Request::RulesCheck {});
     assert_eq!(checked.exit, exit::NO, "{}", checked.text);
     assert!(
         checked

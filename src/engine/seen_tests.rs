@@ -177,7 +177,7 @@ fn an_approval_applies_the_plan_its_page_showed_or_nothing() {
     };
     let drawn = held_version(&held.held_because, &counts(&held));
     // The list gives its approve and reject the version its file's page gives.
-    let listed = ask(&p, Request::FilesList, None);
+    let listed = ask(&p, Request::FilesList {}, None);
     assert_eq!(listed.json[0]["seen"], drawn.as_str(), "{}", listed.json);
     add_rule(&p, "Sales", "department = Sales");
     let cli = ask(
@@ -209,7 +209,7 @@ fn an_approval_applies_the_plan_its_page_showed_or_nothing() {
     let aside = report.with_extension("aside");
     std::fs::rename(&report, &aside).unwrap();
     assert!(
-        ask(&p, Request::FilesList, None).json[0]
+        ask(&p, Request::FilesList {}, None).json[0]
             .get("seen")
             .is_none()
     );

@@ -667,7 +667,7 @@ fn the_observer_hears_each_filed_file_and_each_failure_but_no_refusal() {
                 report.file,
                 report.status.as_str()
             ),
-            FileOutcome::Failed { name, error } => format!("failed {name}: {error:#}"),
+            FileOutcome::Failed { name, error, .. } => format!("failed {name}: {error:#}"),
         };
         sink.lock().unwrap().push(line);
     }));

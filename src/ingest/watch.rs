@@ -194,7 +194,11 @@ pub async fn watch_dir(
                 // Told as a failed file is: `status`, `/healthz` and the notification hook
                 // (a full disk had left the roster in watch_dir with only a log line).
                 for (name, why) in &settled.failed {
-                    engine.intake_failed(name, format!("taking {name} into inbox/: {why}; retried"));
+                    engine.intake_failed(
+                        name,
+                        format!("taking {name} into inbox/: {why}; retried"),
+                        "Nothing was changed; it stays in source.watch_dir and is retried",
+                    );
                 }
                 if settled.moved {
                     engine.scan();
@@ -509,7 +513,20 @@ fn move_into(
     let candidate = match renamed {
         Some(candidate) => candidate,
         None => {
-            // Another filesystem, or another name: copy through a hidden name.
+            // Another filesystem, or another name: copy through a hidden name, when there is
+            // room for it and some to spare (the store's own writes must not meet a disk a
+            // copy filled; a copy that cannot fit had filled it at every try).
+            let size = src.metadata().map(|m| m.len()).unwrap_or(0);
+            if let Ok(fs) = nix::sys::statvfs::statvfs(inbox) {
+                let free = fs.blocks_available() * fs.fragment_size();
+                if size.saturating_add(COPY_SPARE) > free {
+                    anyhow::bail!(
+                        "copying {}: {size} bytes do not fit in inbox/ with {} MiB to spare ({free} bytes free)",
+                        path.display(),
+                        COPY_SPARE >> 20
+                    );
+                }
+            }
             let tmp = inbox.join(format!(
                 "{}{}.part",
                 crate::layout::WATCH_COPY,
@@ -528,7 +545,16 @@ fn move_into(
                     return Err(e.context(format!("copying {}", path.display())));
                 }
             };
-            if let Err(e) = remove(path) {
+            // Removed by its path only while that path still names the file copied: a
+            // writer may have renamed a newer roster over it meanwhile, which stays to be
+            // taken (it had been deleted unread). The window left is the two calls'.
+            if !still_named(path, &src) {
+                tracing::warn!(
+                    file = ?path,
+                    "copied into inbox/{candidate}; another file took its name in source.watch_dir meanwhile and stays there to be taken"
+                );
+                removed = false;
+            } else if let Err(e) = remove(path) {
                 tracing::error!(
                     file = ?path,
                     "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
@@ -544,6 +570,20 @@ fn move_into(
     }
     crate::util::fsync_dir(inbox)?;
     Ok((candidate, removed))
+}
+
+/// Room a copy into inbox/ leaves free at least.
+const COPY_SPARE: u64 = 16 << 20;
+
+/// Whether `path` still names the file `open` is (device and inode), not another renamed
+/// over it since it was opened.
+fn still_named(path: &Path, open: &fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: fs::Metadata| (m.dev(), m.ino());
+    match (open.metadata(), fs::symlink_metadata(path)) {
+        (Ok(open), Ok(now)) => id(open) == id(now),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -911,6 +951,23 @@ mod tests {
         let meta = fs::metadata(inbox.path().join(&name)).unwrap();
         assert_eq!(meta.uid(), 0, "autoprov's own");
         assert_eq!(meta.mode() & 0o777, 0o640);
+    }
+
+    /// A copied file is removed only while its name is still its own: a newer roster
+    /// renamed over it during the copy had been deleted unread.
+    #[test]
+    fn a_file_renamed_over_the_one_copied_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        fs::write(&path, b"old").unwrap();
+        let open = fs::File::open(&path).unwrap();
+        assert!(still_named(&path, &open));
+        let newer = dir.path().join(".newer");
+        fs::write(&newer, b"new").unwrap();
+        fs::rename(&newer, &path).unwrap();
+        assert!(!still_named(&path, &open));
+        fs::remove_file(&path).unwrap();
+        assert!(!still_named(&path, &open), "gone: nothing to remove");
     }
 
     /// A name of bytes that are not UTF-8 grows when cleaned, and one of 255 bytes leaves no

@@ -111,10 +111,13 @@ impl Event {
         )
     }
 
-    /// Processing `inbox/<name>` failed; what failed, and what happens next.
-    pub fn file_failed(name: &str, error: &Error) -> Event {
+    /// Processing `inbox/<name>` failed; what failed, and what happens next (`next`, for a
+    /// file that never reached inbox/).
+    pub fn file_failed(name: &str, error: &Error, next: Option<&str>) -> Event {
         let cause = error.cause();
-        let next = if error.committed().is_some() {
+        let next = if let Some(next) = next {
+            next
+        } else if error.committed().is_some() {
             "Its changes were recorded; the filing is finished at the next scan once the cause is fixed"
         } else {
             "Nothing was changed; it stays in inbox/ and is retried at the next scan"
@@ -337,7 +340,11 @@ mod tests {
     #[test]
     fn a_failed_file_says_what_failed_and_whether_anything_changed() {
         let io = || Error::from(std::io::Error::from_raw_os_error(28));
-        let e = Event::file_failed("r.csv", &io().context("writing the reports of r.csv\nin x"));
+        let e = Event::file_failed(
+            "r.csv",
+            &io().context("writing the reports of r.csv\nin x"),
+            None,
+        );
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(v["event"], "file_failed");
         assert_eq!(v["file"], "r.csv");
@@ -350,9 +357,18 @@ mod tests {
             "autoprov could not process r.csv: writing the reports of r.csv in x: No space left on device (os error 28). Nothing was changed; it stays in inbox/ and is retried at the next scan; see `autoprov status`."
         );
         let after = io().after_commit(4, "r.csv");
-        let e = Event::file_failed("r.csv", &after);
+        let e = Event::file_failed("r.csv", &after, None);
         assert!(e.text.contains("Its changes were recorded"), "{}", e.text);
         assert!(!e.text.contains("Nothing was changed"), "{}", e.text);
+        // A file that never reached inbox/ says what becomes of it, not "retried".
+        let lost = crate::api::Error::failed("the upload of inbox/r.csv could not be written");
+        let next = "Nothing was changed; the HR system must send it again";
+        let e = Event::file_failed("r.csv", &lost, Some(next));
+        assert!(
+            e.text.contains(next) && !e.text.contains("retried"),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

@@ -246,14 +246,14 @@ impl Notifier {
                     shared.push(event);
                 }
             }
-            FileOutcome::Failed { name, error } => {
+            FileOutcome::Failed { name, error, next } => {
                 let first = shared
                     .failing
                     .lock()
                     .expect("notify lock")
                     .insert(name.to_string());
                 if first {
-                    shared.push(Event::file_failed(name, error));
+                    shared.push(Event::file_failed(name, error, next));
                 }
             }
         }
@@ -345,6 +345,7 @@ mod tests {
             n.observe(&FileOutcome::Failed {
                 name,
                 error: &error,
+                next: None,
             })
         };
         fail("a.csv");

@@ -152,11 +152,11 @@ async fn admin(
 }
 
 async fn rules(State(state): State<Arc<WebState>>, reader: Reader) -> axum::response::Response {
-    state.read(&reader, Request::RulesList).await
+    state.read(&reader, Request::RulesList {}).await
 }
 
 async fn files(State(state): State<Arc<WebState>>, reader: Reader) -> axum::response::Response {
-    state.read(&reader, Request::FilesList).await
+    state.read(&reader, Request::FilesList {}).await
 }
 
 async fn report(
@@ -171,7 +171,7 @@ async fn report(
 }
 
 async fn status(State(state): State<Arc<WebState>>, reader: Reader) -> axum::response::Response {
-    state.read(&reader, Request::Status).await
+    state.read(&reader, Request::Status {}).await
 }
 
 /// `?email=E`

@@ -198,6 +198,16 @@ async fn send_rule<T>(
         }
         return json_response(answer);
     }
+    // A rule saved or enabled with warnings (a column the last roster lacks, which rejects
+    // every later file; conditions that can never all hold): the rules page shows them
+    // first, as the CLI prints them. A bare redirect had said nothing.
+    let warned = answer.json["warnings"]
+        .as_array()
+        .is_some_and(|w| !w.is_empty());
+    let next = match (rule.is_some() && warned, answer.json["id"].as_u64()) {
+        (true, Some(id)) => format!("/rules?saved={id}#saved"),
+        _ => next,
+    };
     (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response()
 }
 

@@ -70,7 +70,7 @@ async fn unhealthy(state: &WebState) -> Option<String> {
     if let Some(e) = fetch_error {
         return Some(format!("the last fetch failed: {e}"));
     }
-    let files = match state.own_read(Request::FilesList).await {
+    let files = match state.own_read(Request::FilesList {}).await {
         Ok(files) => files,
         Err(e) => return Some(format!("the ledger cannot be read: {e}")),
     };
@@ -131,8 +131,8 @@ async fn metrics(State(state): State<Arc<WebState>>, request: axum::extract::Req
         return denied.into_response();
     }
     let read = async {
-        let status = state.own_read(Request::Status).await?;
-        let files = state.own_read(Request::FilesList).await?;
+        let status = state.own_read(Request::Status {}).await?;
+        let files = state.own_read(Request::FilesList {}).await?;
         Ok::<_, String>((status, files))
     };
     match read.await {

@@ -126,18 +126,43 @@ async fn admin(
         .await
 }
 
-async fn rules(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied>) -> Answer {
+/// The query of `/rules`: `saved`, the rule a form just saved or enabled with warnings.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RulesQuery {
+    #[serde(default)]
+    saved: Option<u64>,
+}
+
+async fn rules(
+    State(state): State<Arc<WebState>>,
+    viewer: Result<Viewer, Denied>,
+    Query(q): Query<RulesQuery>,
+) -> Answer {
     let roles = state.cfg.provisioning.roles.clone();
+    // Its warnings as they are now (a rule fixed since has none to show).
+    let saved = match (&viewer, q.saved) {
+        (Ok(v), Some(id)) => {
+            let shown = state
+                .ask_for(&v.person, Request::RulesShow { id }, Output::Json)
+                .await
+                .response;
+            (shown.exit == exit::OK).then_some(shown.json)
+        }
+        _ => None,
+    };
     state
-        .show(viewer, Request::RulesList, |c, a| {
-            pages::rules(c, &a.json, &roles, None)
+        .show(viewer, Request::RulesList {}, |c, a| match &saved {
+            Some(saved) => pages::rules_saved(c, &a.json, &roles, saved),
+            None => pages::rules(c, &a.json, &roles, None),
         })
         .await
 }
 
 async fn files(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied>) -> Answer {
     state
-        .show(viewer, Request::FilesList, |c, a| pages::files(c, &a.json))
+        .show(viewer, Request::FilesList {}, |c, a| {
+            pages::files(c, &a.json)
+        })
         .await
 }
 
@@ -223,7 +248,7 @@ async fn report_txt(
 
 async fn status(State(state): State<Arc<WebState>>, viewer: Result<Viewer, Denied>) -> Answer {
     state
-        .show(viewer, Request::Status, |c, a| pages::status(c, &a.json))
+        .show(viewer, Request::Status {}, |c, a| pages::status(c, &a.json))
         .await
 }
 
@@ -240,7 +265,8 @@ async fn style() -> Answer {
 }
 
 /// A form's refusal for a browser: a rule that conflicts is shown again with its conflicts
-/// and "Save anyway" (409); anything else is an error page with the status of the exit code.
+/// and "Save anyway" (409), one refused for another reason with the refusal (the status of
+/// the exit code); anything else is an error page with that status.
 pub async fn form_refused(
     state: &WebState,
     person: &Person,
@@ -253,23 +279,33 @@ pub async fn form_refused(
         .json
         .get("conflicts")
         .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()));
-    let (Some(form), Some(conflicts)) = (rule, conflicts) else {
-        return failed(&c, &answer);
-    };
-    let form = RuleForm {
-        conflicts: conflicts.clone(),
-        ..form
+    let (form, status) = match (rule, conflicts) {
+        (Some(form), Some(conflicts)) => {
+            let form = RuleForm {
+                conflicts: conflicts.clone(),
+                ..form
+            };
+            (form, StatusCode::CONFLICT)
+        }
+        // Refused for another reason (an unknown role, a name taken, a condition that does
+        // not parse): the form again with the refusal, as typed. An error page had lost
+        // what was typed.
+        (Some(form), None) if !form.enable => {
+            let form = RuleForm {
+                error: Some(answer.text.trim().to_string()),
+                ..form
+            };
+            (form, super::api::status_of(&answer))
+        }
+        _ => return failed(&c, &answer),
     };
     let list = state
-        .ask_for(person, Request::RulesList, Output::Json)
+        .ask_for(person, Request::RulesList {}, Output::Json)
         .await
         .response;
     if list.exit != exit::OK {
         return failed(&c, &list);
     }
     let roles = &state.cfg.provisioning.roles;
-    page(
-        StatusCode::CONFLICT,
-        pages::rules(&c, &list.json, roles, Some(&form)),
-    )
+    page(status, pages::rules(&c, &list.json, roles, Some(&form)))
 }

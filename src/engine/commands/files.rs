@@ -113,7 +113,7 @@ pub(super) fn run<S: Store>(
     output: Output,
 ) -> crate::api::Result<Response> {
     Ok(match req {
-        Request::FilesList => files_list(p)?,
+        Request::FilesList {} => files_list(p)?,
         Request::FilesShow { id } => {
             let Some((bytes, path)) = p.report_bytes(id)? else {
                 return Ok(no_file(id));
@@ -140,7 +140,7 @@ pub(super) fn run<S: Store>(
                 }
             }
         }
-        Request::Status => status(p)?,
+        Request::Status {} => status(p)?,
         Request::Backup { path } => {
             let target = std::path::Path::new(&path);
             let (n, path) = crate::data_owner::as_real_user_for(&p.cfg.data_dir, target, || {

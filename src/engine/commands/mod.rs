@@ -224,25 +224,25 @@ fn run<S: Store>(
                 Err(refusal) => Streamed::Whole(refusal),
             });
         }
-        req @ (Request::RulesList
+        req @ (Request::RulesList {}
         | Request::RulesShow { .. }
         | Request::RulesAdd { .. }
         | Request::RulesEdit { .. }
         | Request::RulesDelete { .. }
         | Request::RulesEnable { .. }
-        | Request::RulesCheck) => rules::run(p, req, caller, drawn)?,
+        | Request::RulesCheck {}) => rules::run(p, req, caller, drawn)?,
         req @ (Request::AdminsShow { .. }
         | Request::AdminsAdd { .. }
         | Request::AdminsSet { .. }
         | Request::AdminsRemove { .. }
         | Request::AuthCheck { .. }) => admins::run(p, req, caller)?,
-        req @ (Request::FilesList
+        req @ (Request::FilesList {}
         | Request::FilesShow { .. }
         | Request::FilesDecide { .. }
-        | Request::Status
+        | Request::Status {}
         | Request::Backup { .. }
         | Request::Audit { .. }) => files::run(p, req, caller, output)?,
-        Request::Fetch => Response::fail(
+        Request::Fetch {} => Response::fail(
             exit::UNREACHABLE,
             "`autoprov fetch` runs through the daemon, which fetches from the HR system",
         ),
@@ -434,16 +434,16 @@ mod tests {
             }
             .is_change()
         );
-        assert!(!Request::RulesList.is_change());
+        assert!(!Request::RulesList {}.is_change());
         assert!(
             !Request::AuthCheck {
                 email: "a@b.c".into()
             }
             .is_change()
         );
-        assert!(!Request::Status.is_change());
+        assert!(!Request::Status {}.is_change());
         // `fetch` changes state like `process` (it is one, through the daemon).
-        assert!(Request::Fetch.is_change() && Request::Fetch.provisions());
+        assert!(Request::Fetch {}.is_change() && Request::Fetch {}.provisions());
     }
 
     #[test]
@@ -634,7 +634,7 @@ mod tests {
         let check = Request::AuthCheck {
             email: "m1@acme.example".into(),
         };
-        for req in [check, Request::Status, add("m3")] {
+        for req in [check, Request::Status {}, add("m3")] {
             let r = execute(&p, req, "root", Output::Text);
             assert_eq!(r.exit, exit::FAILED, "{}", r.text);
             assert!(r.text.contains("nothing is answered from it"), "{}", r.text);
@@ -708,7 +708,7 @@ mod tests {
             "{}",
             r.text
         );
-        let listed = execute(&p, Request::RulesList, "root", Output::Text).text;
+        let listed = execute(&p, Request::RulesList {}, "root", Output::Text).text;
         assert!(
             listed.contains(r#""Help"" -> Read-only Admin" -> IT Admin"#),
             "{listed}"
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(audit.last().unwrap().note.user, "BOSS@acme.example");
         let r = execute_as(
             &p,
-            Request::RulesList,
+            Request::RulesList {},
             &person("nobody@acme.example"),
             Output::Json,
         );

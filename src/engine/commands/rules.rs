@@ -528,7 +528,7 @@ pub(super) fn run<S: Store>(
     drawn: bool,
 ) -> crate::api::Result<Response> {
     Ok(match req {
-        Request::RulesList => {
+        Request::RulesList {} => {
             let rules = p.store.rules()?;
             let mut text = String::new();
             for r in &rules {
@@ -595,7 +595,7 @@ pub(super) fn run<S: Store>(
             strict,
             accept,
         } => enable(p, caller, id, enabled, Conflicts { strict, accept })?,
-        Request::RulesCheck => rules_check(p)?,
+        Request::RulesCheck {} => rules_check(p)?,
         _ => unreachable!("not a rules request"),
     })
 }

@@ -216,12 +216,20 @@ pub async fn run(
                     shutdown.cancelled().await;
                     return;
                 }
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    "{message}; retrying in {}",
-                    humantime::format_duration(delay)
-                );
-                delay
+                // A pass that only finished moves is not a poll: it leaves the back-off of
+                // the scheduled polls as it was (each scan's pass had pushed it to its
+                // longest, and fetch_failed with it), and the next poll is when it was.
+                if moves_only {
+                    tracing::warn!("{message}; the moves are tried again at the next poll");
+                    Duration::ZERO
+                } else {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        "{message}; retrying in {}",
+                        humantime::format_duration(delay)
+                    );
+                    delay
+                }
             }
         };
         if !moves_only {

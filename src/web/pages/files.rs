@@ -51,7 +51,8 @@ pub fn files(ctx: &PageCtx, files: &Value) -> Markup {
         @for f in &held {
             div.notice.warn {
                 p {
-                    "File " a href={ "/files/" (f.id) } { (f.id) } " (" (f.name) ") is held: it would change more accounts than the safety limits allow. "
+                    "File " a href={ "/files/" (f.id) } { (f.id) } " (" (f.name) ") is held: "
+                    a href={ "/files/" (f.id) } { "read why in its report" } " before you approve it. "
                     "Later files wait until it is approved or rejected."
                 }
             }

@@ -14,7 +14,7 @@ mod status;
 
 pub use admins::{AccountRow, AdminsQuery, PER_PAGE, Selection, Tab, admin, admins, select};
 pub use files::{file, files};
-pub use rules::{RuleForm, condition_lines, confirmation, rules};
+pub use rules::{RuleForm, condition_lines, confirmation, rules, rules_saved};
 pub use status::status;
 
 use maud::{DOCTYPE, Markup, html};

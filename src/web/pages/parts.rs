@@ -79,9 +79,13 @@ pub(super) fn badge(word: &str) -> Markup {
 
 /// `<option>`s for `values`, `selected` marked, with `current` added first when it is not
 /// among them (a role no longer configured stays visible on what holds it).
+/// With nothing `selected` (an Add form), a first "Choose a role" that cannot be sent: the
+/// browser had shown the first configured role (Super Admin) chosen, and a form sent without
+/// a look had granted it.
 pub(super) fn options(values: &[String], selected: &str) -> Markup {
     let extra = (!selected.is_empty() && !values.iter().any(|v| v == selected)).then_some(selected);
     html! {
+        @if selected.is_empty() { option value="" disabled selected { "Choose a role" } }
         @if let Some(extra) = extra { option value=(extra) selected { (extra) } }
         @for v in values { option value=(v) selected[v == selected] { (v) } }
     }
@@ -90,6 +94,19 @@ pub(super) fn options(values: &[String], selected: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_add_form_starts_on_no_role() {
+        let roles = ["Super Admin".to_string(), "IT Admin".to_string()];
+        let add = options(&roles, "").into_string();
+        assert!(
+            add.starts_with(r#"<option value="" disabled selected>Choose a role</option>"#),
+            "{add}"
+        );
+        assert!(!add.contains(r#"value="Super Admin" selected"#), "{add}");
+        let set = options(&roles, "IT Admin").into_string();
+        assert!(!set.contains("Choose a role") && set.contains(r#"value="IT Admin" selected"#));
+    }
 
     #[test]
     fn encode_keeps_unreserved_and_escapes_the_rest() {

@@ -101,6 +101,28 @@ impl RuleView {
 /// `/rules`: the rules of `rules list`, with the forms when `ctx.can_change`; `form` is a
 /// rule sent back with a refusal or conflicts, shown first. `roles` are the configured ones.
 pub fn rules(ctx: &PageCtx, rules: &Value, roles: &[String], form: Option<&RuleForm>) -> Markup {
+    rules_page(ctx, rules, roles, form, None)
+}
+
+/// `/rules?saved=ID`, after rule `saved` (`rules show --json`) was saved or enabled with
+/// warnings: they come first, as the CLI prints them (a column the last roster lacks, which
+/// rejects every later file while the rule is enabled; conditions that can never all hold).
+/// The page had said nothing.
+pub fn rules_saved(ctx: &PageCtx, rules: &Value, roles: &[String], saved: &Value) -> Markup {
+    rules_page(ctx, rules, roles, None, Some(saved))
+}
+
+fn rules_page(
+    ctx: &PageCtx,
+    rules: &Value,
+    roles: &[String],
+    form: Option<&RuleForm>,
+    saved: Option<&Value>,
+) -> Markup {
+    let warnings: Vec<&str> = saved
+        .and_then(|s| s["warnings"].as_array())
+        .map(|w| w.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
     let list: Vec<RuleView> = rules
         .as_array()
         .map(Vec::as_slice)
@@ -109,6 +131,16 @@ pub fn rules(ctx: &PageCtx, rules: &Value, roles: &[String], form: Option<&RuleF
         .filter_map(|r| RuleView::deserialize(r).ok())
         .collect();
     let body = html! {
+        @if let (Some(saved), false) = (saved, warnings.is_empty()) {
+            div.notice.warn role="alert" #saved {
+                p {
+                    "Rule " (saved["id"]) " “" strong { (saved["name"].as_str().unwrap_or_default()) } "” is saved ("
+                    @if saved["enabled"] == true { "enabled" } @else { "disabled" }
+                    "), with warnings:"
+                }
+                ul { @for w in &warnings { li { (w) } } }
+            }
+        }
         @if let Some(form) = form { (returned_form(ctx, roles, form)) }
         p.hint {
             "A rule grants its role to every employee its conditions all hold for. Where two rules match one employee, the one with the lowest ID gives a new account; an account stays with the rule that gave it while that rule matches. Changes take effect at the next sync."

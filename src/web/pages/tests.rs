@@ -641,6 +641,13 @@ fn held_files_can_be_decided_others_not() {
         html.contains(r#"action="/files/2/approve""#)
             && html.contains(r#"action="/files/2/reject""#)
     );
+    // Why it is held is the report's to say (over the limits, or a status column lost):
+    // the list had given every held file the limits as its reason.
+    assert!(!html.contains("safety limits"), "{html}");
+    assert!(
+        html.contains(r#"<a href="/files/2">read why in its report</a>"#),
+        "{html}"
+    );
     assert!(!html.contains(r#"action="/files/1/approve""#));
     let listed = r#"<input type="hidden" name="seen" value="plan-2">"#;
     assert_eq!(html.matches(listed).count(), 2, "{html}");
