@@ -494,6 +494,20 @@ fn forms_need_the_persons_token_and_this_site() {
         let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let a = web.post("/rules", headers, &form);
         assert_eq!(a.status, 403, "{what}: {}", a.body);
+        assert!(
+            a.header("content-type").starts_with("application/json"),
+            "{what}"
+        );
+        // A browser's form is told on a page, not in JSON.
+        let mut browser = headers.clone();
+        browser.push(("Accept", "text/html"));
+        let a = web.post("/rules", &browser, &form);
+        assert_eq!(a.status, 403, "{what}: {}", a.body);
+        assert!(
+            a.header("content-type").starts_with("text/html"),
+            "{what}: {}",
+            a.body
+        );
         let csrf_only: Vec<(&str, &str)> =
             form.iter().filter(|(k, _)| *k == "csrf").copied().collect();
         for path in [

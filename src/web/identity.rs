@@ -339,8 +339,15 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<WebState>> for Change<T> {
         // attempt without the right is what a security team most wants to see).
         // The path quoted as Rust writes strings (control and format characters escaped).
         let form = format!("web form {:?}", req.uri().path());
+        let html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
         let mut who = None;
-        let read = Change::read(req, state, &mut who).await;
+        let read = Change::read(req, state, &mut who)
+            .await
+            .map_err(|denied| denied.for_browser(html));
         if let (Err(denied), Some(who)) = (&read, who)
             && denied.status == StatusCode::FORBIDDEN
         {

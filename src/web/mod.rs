@@ -59,13 +59,15 @@ impl WebState {
 }
 
 /// A refusal before any request reaches the engine (401, 403, 400, 503), as JSON
-/// `{"error": message}`.
+/// `{"error": message}`, or as a page to a browser's form ([`Denied::for_browser`]).
 #[derive(Debug, Clone)]
 pub struct Denied {
     /// The HTTP status.
     pub status: StatusCode,
     /// What to tell the asker.
     pub message: String,
+    /// Answered as a page: a form posted by a browser (`Accept: text/html`).
+    pub page: bool,
 }
 
 impl Denied {
@@ -74,7 +76,15 @@ impl Denied {
         Denied {
             status,
             message: message.into(),
+            page: false,
         }
+    }
+
+    /// The refusal as a page when `html` (a browser posted the form): a person whose form
+    /// was refused before the engine was asked (a right lost since the page was drawn, a
+    /// CSRF token gone stale) had been shown raw JSON.
+    pub fn for_browser(self, html: bool) -> Denied {
+        Denied { page: html, ..self }
     }
 
     /// 401: nobody known is asking.
@@ -90,6 +100,10 @@ impl Denied {
 
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
+        if self.page {
+            let page = pages::error_page(None, self.status.as_u16(), &self.message);
+            return (self.status, axum::response::Html(page.into_string())).into_response();
+        }
         let mut response = (
             self.status,
             axum::Json(serde_json::json!({ "error": self.message })),
