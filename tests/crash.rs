@@ -1429,10 +1429,20 @@ fn a_store_write_that_fails_for_a_full_disk_stops_the_daemon() {
     ignore = "needs to mount a tmpfs (root with CAP_SYS_ADMIN) and OpenSSH's sftp"
 )]
 fn an_upload_lost_to_a_full_disk_is_shown_in_status() {
+    // Out of space for its bytes, then out of inodes for the file itself.
+    for (mount, fill, name) in [
+        ("8m", "bytes", "big.csv"),
+        ("8m,nr_inodes=400", "inodes", "small.csv"),
+    ] {
+        upload_lost_to_a_full_disk(mount, fill, name);
+    }
+}
+
+fn upload_lost_to_a_full_disk(mount: &str, fill: &str, name: &str) {
     use std::os::unix::fs::PermissionsExt;
     require(Need::OpensshClient);
     let env = TestEnv::with(settings());
-    let tmpfs = Tmpfs::mount(&env.data_dir, "8m");
+    let tmpfs = Tmpfs::mount(&env.data_dir, mount);
     let mut d = start_daemon(&env);
     let st = status(&env);
     let port = st["daemon"]["listen"]
@@ -1442,14 +1452,25 @@ fn an_upload_lost_to_a_full_disk_is_shown_in_status() {
         .next()
         .unwrap()
         .to_string();
-    ballast(&tmpfs, &env.data_dir.join("ballast"), 256 * 1024);
-    let big = env.root().join("big.csv");
-    fs::write(&big, vec![b'x'; 2 << 20]).unwrap();
+    match fill {
+        "bytes" => ballast(&tmpfs, &env.data_dir.join("ballast"), 256 * 1024),
+        _ => {
+            let dir = env.data_dir.join("inodes");
+            fs::create_dir(&dir).unwrap();
+            let mut n = 0;
+            while fs::write(dir.join(n.to_string()), b"").is_ok() {
+                n += 1;
+            }
+        }
+    }
+    let file = env.root().join(name);
+    let size = if fill == "bytes" { 2 << 20 } else { 100 };
+    fs::write(&file, vec![b'x'; size]).unwrap();
     let key = env.root().join("hris_ed25519");
     fs::copy(testdata("keys/hris_ed25519"), &key).unwrap();
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
     let batch = env.root().join("batch");
-    fs::write(&batch, format!("put {} inbox/big.csv\n", big.display())).unwrap();
+    fs::write(&batch, format!("put {} inbox/{name}\n", file.display())).unwrap();
     let out = Command::new("sftp")
         .arg("-b")
         .arg(&batch)
@@ -1465,18 +1486,28 @@ fn an_upload_lost_to_a_full_disk_is_shown_in_status() {
         .stdin(Stdio::null())
         .output()
         .expect("run sftp");
-    assert!(!out.status.success(), "the upload failed for the uploader");
-    let st = wait_until("the lost upload in status", Duration::from_secs(20), || {
-        let st = status(&env);
-        st["daemon"]["last_error"].as_str().is_some().then_some(st)
-    });
+    assert!(
+        !out.status.success(),
+        "{fill}: the upload failed for the uploader"
+    );
+    let st = wait_until(
+        format!("{fill}: the lost upload in status"),
+        Duration::from_secs(20),
+        || {
+            let st = status(&env);
+            st["daemon"]["last_error"].as_str().is_some().then_some(st)
+        },
+    );
     let err = st["daemon"]["last_error"].as_str().unwrap();
     assert!(
-        err.contains("inbox/big.csv") && err.contains("No space left on device"),
-        "{err}"
+        err.contains(&format!("inbox/{name}")) && err.contains("No space left on device"),
+        "{fill}: {err}"
     );
     assert!(d.log().contains("No space left on device"), "{}", d.log());
     d.assert_alive("an upload lost to a full disk");
+    // Room again before the stop, whose flush writes (sled's snapshot needs an inode).
+    let _ = fs::remove_dir_all(env.data_dir.join("inodes"));
+    let _ = fs::remove_file(env.data_dir.join("ballast"));
     d.stop_within(DAEMON_TIMEOUT);
 }
 

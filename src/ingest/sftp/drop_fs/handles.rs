@@ -136,6 +136,15 @@ impl Batch {
     }
 }
 
+/// Whether `e` is the disk's trouble (full, over quota, failing), which the operator must
+/// hear of, not the client's.
+pub(super) fn disk_trouble(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(nix::libc::EIO)
+}
+
 /// An upload in progress: a temporary file deleted on drop unless committed.
 pub(super) struct Upload {
     /// Final name inside `inbox/`.
@@ -307,6 +316,20 @@ impl Upload {
         }
     }
 
+    /// The answer to an I/O error at the close (its sync, its rename), told as a write's is
+    /// when it is the disk's ([`disk_trouble`]): a full disk found at the close had been
+    /// logged as "close failed" alone.
+    fn io_failed(&self, e: &io::Error) -> StatusReply {
+        if disk_trouble(e) {
+            tracing::error!(parent: &self.span, file = %self.name, error = %e,
+                "an upload could not be written to disk");
+            if let Some(root) = &self.root {
+                root.upload_failed(&self.name, &e.to_string());
+            }
+        }
+        io_status(e)
+    }
+
     /// Deletes the temporary file and remembers why, so later writes and the close fail.
     pub(super) fn discard(&mut self, reason: &'static str) {
         if self.failed.is_none() {
@@ -320,7 +343,7 @@ impl Upload {
     /// Flushes the file to disk and keeps it under its hidden name, for the session to
     /// rename (`parked`): its hidden path and what it is now.
     pub(super) fn park(&mut self) -> Result<(PathBuf, fs::Metadata), StatusReply> {
-        self.file.sync_all().map_err(|e| io_status(&e))?;
+        self.file.sync_all().map_err(|e| self.io_failed(&e))?;
         let md = self.file.metadata().map_err(|e| io_status(&e))?;
         self.committed = true;
         Ok((self.temp.clone(), md))
@@ -329,7 +352,7 @@ impl Upload {
     /// Flushes the file to disk and renames it into place without replacing anything; what
     /// it is then.
     pub(super) fn commit(&mut self) -> Result<fs::Metadata, StatusReply> {
-        self.file.sync_all().map_err(|e| io_status(&e))?;
+        self.file.sync_all().map_err(|e| self.io_failed(&e))?;
         let md = self.file.metadata().map_err(|e| io_status(&e))?;
         match crate::util::rename_noreplace(&self.temp, &self.dest) {
             Ok(()) => {}
@@ -338,7 +361,7 @@ impl Upload {
                     "a file of that name arrived in /inbox meanwhile; upload discarded",
                 ));
             }
-            Err(e) => return Err(io_status(&e)),
+            Err(e) => return Err(self.io_failed(&e)),
         }
         self.committed = true;
         if let Some(dir) = self.dest.parent() {

@@ -209,6 +209,7 @@ impl DropFs {
         let inbox = self.root.area_dir(Area::Inbox);
         let root = self.root.path().to_path_buf();
         let name2 = name.clone();
+        let (told, span) = (self.root.clone(), self.span.clone());
         let (file, temp, dest) = blocking(move || {
             walk(&root, Area::Inbox, &[])?;
             let dest = inbox.join(&name2);
@@ -233,6 +234,13 @@ impl DropFs {
                 {
                     Ok(f) => return Ok((f, temp, dest)),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    // No room for the file itself (no inode left): told as a write's.
+                    Err(e) if handles::disk_trouble(&e) => {
+                        tracing::error!(parent: &span, file = %name2, error = %e,
+                            "an upload could not be written to disk");
+                        told.upload_failed(&name2, &e.to_string());
+                        return Err(io_status(&e));
+                    }
                     Err(e) => return Err(io_status(&e)),
                 }
             }
