@@ -310,7 +310,7 @@ async fn start_source(
                          discarded and the uploader told it failed"
                     ),
                     "Nothing was changed; the upload was discarded: the HR system must send it \
-                     again once there is room",
+                     again once the cause is fixed",
                 )
             }));
             let addr = server.local_addr();

@@ -297,6 +297,30 @@ fn a_rule_saved_with_warnings_shows_them_and_a_refused_one_keeps_what_was_typed(
         page.contains("department = Facilities</textarea>"),
         "{page}"
     );
+    // A form drawn before the rule was changed elsewhere is not sent back to be saved (its
+    // version would be refused at every Save): the page says to reload.
+    let (_, page) = lead.get("/rules");
+    let panel = page
+        .split(r#"action="/rules/1""#)
+        .nth(1)
+        .expect("rule 1's edit form");
+    let seen = panel.split(r#"name="seen" value=""#).nth(1).unwrap();
+    let seen = seen.split('"').next().unwrap().to_string();
+    env.json_ok(0, &["rules", "edit", "1", "--name", "Renamed elsewhere"]);
+    let edit = [
+        ("csrf", token.as_str()),
+        ("seen", seen.as_str()),
+        ("name", "Mine"),
+        ("role", ""),
+        ("when", ""),
+    ];
+    let (code, page) = lead.post("/rules/1", &edit);
+    assert_eq!(code, 409, "{page}");
+    assert!(
+        page.contains("was changed since the page was drawn"),
+        "{page}"
+    );
+    assert!(!page.contains("Save rule 1?"), "{page}");
 }
 
 #[test]

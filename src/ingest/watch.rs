@@ -117,6 +117,9 @@ struct Candidate {
     changed: Instant,
     /// Size and modification time when last looked at.
     seen: Option<(u64, SystemTime)>,
+    /// Its move into inbox/ failed (a full disk): tried again from then, and the files
+    /// that completed after it wait for it meanwhile.
+    retry_at: Option<Instant>,
 }
 
 impl Candidate {
@@ -130,6 +133,7 @@ impl Candidate {
             writing: false,
             changed,
             seen: None,
+            retry_at: None,
         }
     }
 }
@@ -420,7 +424,7 @@ fn move_settled(
         if !c.closed && c.writing {
             continue;
         }
-        if now.duration_since(c.changed) < quiet {
+        if now.duration_since(c.changed) < quiet || c.retry_at.is_some_and(|at| now < at) {
             let completed = (c.changed, stamp.1);
             earliest_waiting = Some(earliest_waiting.map_or(completed, |e| e.min(completed)));
             continue;
@@ -435,13 +439,17 @@ fn move_settled(
         !waits && !kept.contains(meta)
     });
     due.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    for (_, _, path, meta) in due {
-        match move_into(&path, inbox, remove) {
+    // After a move that failed, the files that completed after it are not moved in this
+    // pass: they wait in `files` for it (one refused for room had been overtaken by a
+    // newer roster, then applied over it: an admin Tuesday's roster removed came back).
+    let mut failed_at = None;
+    for (i, (_, _, path, meta)) in due.iter().enumerate() {
+        match move_into(path, inbox, remove) {
             Ok((name, removed)) => {
                 tracing::info!(file = %name, "complete file moved from watch_dir into inbox/");
                 settled.moved = true;
                 if !removed {
-                    kept.insert(&meta);
+                    kept.insert(meta);
                 }
             }
             // Quoted as Rust writes strings (control and format characters escaped): the
@@ -452,7 +460,16 @@ fn move_settled(
                 let name = path.file_name().unwrap_or_default().to_string_lossy();
                 let name = crate::util::clean_file_name(&name);
                 settled.failed.push((name, why));
+                failed_at = Some(i);
+                break;
             }
+        }
+    }
+    if let Some(i) = failed_at {
+        let waiting: Vec<&PathBuf> = due[i..].iter().map(|(_, _, path, _)| path).collect();
+        done.retain(|path| !waiting.contains(&path));
+        if let Some(c) = files.get_mut(waiting[0]) {
+            c.retry_at = Some(now + RETRY_FAILED);
         }
     }
     for path in done {
@@ -460,6 +477,9 @@ fn move_settled(
     }
     settled
 }
+
+/// How long a file whose move into inbox/ failed waits before it is tried again.
+const RETRY_FAILED: Duration = Duration::from_secs(5);
 
 /// Renames (or, across filesystems, copies, fsyncs and renames) a file into inbox/ under a
 /// free name; its name there, and whether the file left watch_dir (a copy whose original
@@ -708,6 +728,43 @@ mod tests {
             settled.failed
         );
         assert!(path.exists(), "left in watch_dir");
+    }
+
+    /// A file that cannot be moved in holds back the files that completed after it: a roster
+    /// refused for room had been overtaken by a newer one, then applied over it.
+    #[test]
+    fn a_file_that_cannot_be_moved_in_holds_back_later_ones() {
+        let (src, inbox, other) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir_in(std::env::temp_dir()).unwrap(),
+        );
+        // Monday's: linked elsewhere (so copied), and larger than the room there is.
+        let monday = src.path().join("monday.csv");
+        let free = nix::sys::statvfs::statvfs(inbox.path()).unwrap();
+        let more = free.blocks_available() * free.fragment_size() + (1 << 30);
+        fs::File::create(&monday).unwrap().set_len(more).unwrap(); // sparse
+        let _ = fs::hard_link(&monday, other.path().join("kept"));
+        let close = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        let mut files = HashMap::new();
+        observe(&mut files, &monday, &close);
+        std::thread::sleep(Duration::from_millis(20));
+        let tuesday = src.path().join("tuesday.csv");
+        fs::write(&tuesday, "y").unwrap();
+        observe(&mut files, &tuesday, &close);
+        let (mut kept, remove) = (Kept::default(), |p: &Path| fs::remove_file(p));
+        let quiet = (Duration::ZERO, Duration::ZERO);
+        let mut step = || move_settled(&mut files, &mut kept, inbox.path(), quiet, &remove);
+        assert!(step().failed.is_empty(), "first look");
+        let settled = step();
+        assert_eq!(settled.failed.len(), 1, "{:?}", settled.failed);
+        assert_eq!(settled.failed[0].0, "monday.csv");
+        assert!(tuesday.exists(), "not moved past the one that failed");
+        assert!(
+            !step().moved,
+            "it waits while Monday's waits to be tried again"
+        );
+        assert!(tuesday.exists() && fs::read_dir(inbox.path()).unwrap().count() == 0);
     }
 
     /// A file made under its name by a link (OpenSSH's sftp-server renames so: the new name

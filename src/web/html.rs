@@ -140,8 +140,10 @@ async fn rules(
 ) -> Answer {
     let roles = state.cfg.provisioning.roles.clone();
     // Its warnings as they are now (a rule fixed since has none to show).
+    // For a person who may change rules (who saved one): `rules show` reads the last
+    // roster, which a reader reloading the link had been able to make the engine do.
     let saved = match (&viewer, q.saved) {
-        (Ok(v), Some(id)) => {
+        (Ok(v), Some(id)) if v.person.may_change => {
             let shown = state
                 .ask_for(&v.person, Request::RulesShow { id }, Output::Json)
                 .await
@@ -290,7 +292,9 @@ pub async fn form_refused(
         // Refused for another reason (an unknown role, a name taken, a condition that does
         // not parse): the form again with the refusal, as typed. An error page had lost
         // what was typed.
-        (Some(form), None) if !form.enable => {
+        (Some(form), None)
+            if !form.enable && answer.json["stale"] != true && answer.exit != exit::NO =>
+        {
             let form = RuleForm {
                 error: Some(answer.text.trim().to_string()),
                 ..form

@@ -89,13 +89,17 @@ pub(super) fn stale<S: Store>(
         Seen::Rule(_, v) | Seen::Account(_, v) | Seen::Held(_, v) => v,
     };
     Ok(now.filter(|now| now != shown).map(|_| {
-        Response::fail(
+        let mut refusal = Response::fail(
             exit::REFUSED,
             format!(
                 "refused: {} was changed since the page was drawn; nothing was done: reload \
                  the page to see it as it is now",
                 seen.what()
             ),
-        )
+        );
+        // Told apart from the other refusals: a form sent back to be corrected would carry
+        // the same stale version, and every Save of it be refused again.
+        refusal.json["stale"] = true.into();
+        refusal
     }))
 }

@@ -186,8 +186,12 @@ pub async fn run(
         let place = format!("polling {}:{}", settings.host, settings.port);
         let delay = match result {
             Ok(polled) => {
-                backoff.reset();
-                state.lock().expect("poll state").last_success = Some(SystemTime::now());
+                // A pass that only finished moves listed nothing: neither a poll that
+                // succeeded nor the end of a failing one's back-off.
+                if !moves_only {
+                    backoff.reset();
+                    state.lock().expect("poll state").last_success = Some(SystemTime::now());
+                }
                 match polled.trouble {
                     // A pass that only moved files says nothing of the listings.
                     None if moves_only => {}
