@@ -467,15 +467,26 @@ fn move_settled(
     }
     if let Some(i) = failed_at {
         let waiting: Vec<&PathBuf> = due[i..].iter().map(|(_, _, path, _)| path).collect();
-        done.retain(|path| !waiting.contains(&path));
-        if let Some(c) = files.get_mut(waiting[0]) {
-            c.retry_at = Some(now + RETRY_FAILED);
-        }
+        hold_back(files, &mut done, &waiting, now);
     }
     for path in done {
         files.remove(&path);
     }
     settled
+}
+
+/// Keeps `waiting` (the file whose move failed, then those after it) in `files` rather than
+/// `done`, the first tried again in [`RETRY_FAILED`].
+fn hold_back(
+    files: &mut HashMap<PathBuf, Candidate>,
+    done: &mut Vec<PathBuf>,
+    waiting: &[&PathBuf],
+    now: Instant,
+) {
+    done.retain(|path| !waiting.contains(&path));
+    if let Some(c) = waiting.first().and_then(|failed| files.get_mut(*failed)) {
+        c.retry_at = Some(now + RETRY_FAILED);
+    }
 }
 
 /// How long a file whose move into inbox/ failed waits before it is tried again.
@@ -509,7 +520,6 @@ fn move_into(
                 path.display()
             )
         })?;
-    let mut removed = true;
     // A file with another name too (a hard link its writer kept, as OpenSSH's `ln` makes)
     // is copied, not renamed: the filed roster is then autoprov's own, which the writer
     // cannot change once it is applied (a re-sync trusts the last roster while its size
@@ -530,65 +540,76 @@ fn move_into(
             Err(e) => return Err(e).with_context(|| format!("moving {}", path.display())),
         },
     };
-    let candidate = match renamed {
-        Some(candidate) => candidate,
-        None => {
-            // Another filesystem, or another name: copy through a hidden name, when there is
-            // room for it and some to spare (the store's own writes must not meet a disk a
-            // copy filled; a copy that cannot fit had filled it at every try).
-            let size = src.metadata().map(|m| m.len()).unwrap_or(0);
-            if let Ok(fs) = nix::sys::statvfs::statvfs(inbox) {
-                let free = fs.blocks_available() * fs.fragment_size();
-                if size.saturating_add(COPY_SPARE) > free {
-                    anyhow::bail!(
-                        "copying {}: {size} bytes do not fit in inbox/ with {} MiB to spare ({free} bytes free)",
-                        path.display(),
-                        COPY_SPARE >> 20
-                    );
-                }
-            }
-            let tmp = inbox.join(format!(
-                "{}{}.part",
-                crate::layout::WATCH_COPY,
-                std::process::id()
-            ));
-            let mut dst = crate::util::create_fresh(&tmp)?;
-            let copied = std::io::copy(&mut src, &mut dst)
-                .map_err(anyhow::Error::from)
-                .and_then(|_| Ok(dst.sync_all()?))
-                .and_then(|()| Ok(crate::util::rename_into_free_name(&tmp, inbox, &name)?));
-            // A failed copy leaves no part behind (nor its space).
-            let candidate = match copied {
-                Ok(candidate) => candidate,
-                Err(e) => {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(e.context(format!("copying {}", path.display())));
-                }
-            };
-            // Removed by its path only while that path still names the file copied: a
-            // writer may have renamed a newer roster over it meanwhile, which stays to be
-            // taken (it had been deleted unread). The window left is the two calls'.
-            if !still_named(path, &src) {
-                tracing::warn!(
-                    file = ?path,
-                    "copied into inbox/{candidate}; another file took its name in source.watch_dir meanwhile and stays there to be taken"
-                );
-                removed = false;
-            } else if let Err(e) = remove(path) {
-                tracing::error!(
-                    file = ?path,
-                    "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
-                );
-                removed = false;
-            }
-            candidate
-        }
+    let (candidate, removed) = match renamed {
+        Some(candidate) => (candidate, true),
+        None => copy_in(path, &mut src, inbox, &name, remove)?,
     };
     // A renamed file keeps the mode its writer gave it (often world-readable).
     if let Err(e) = crate::util::restrict_mode(&inbox.join(&candidate)) {
         tracing::warn!(file = %candidate, "cannot restrict the mode of inbox/{candidate}: {e}");
     }
     crate::util::fsync_dir(inbox)?;
+    Ok((candidate, removed))
+}
+
+/// Copies `src` (opened from `path`) into `inbox` as `name` through a hidden name, then
+/// removes `path`; the name it got, and whether `path` left watch_dir.
+fn copy_in(
+    path: &Path,
+    src: &mut fs::File,
+    inbox: &Path,
+    name: &str,
+    remove: &dyn Fn(&Path) -> std::io::Result<()>,
+) -> Result<(String, bool)> {
+    let mut removed = true;
+    // Another filesystem, or another name: copy through a hidden name, when there is
+    // room for it and some to spare (the store's own writes must not meet a disk a
+    // copy filled; a copy that cannot fit had filled it at every try).
+    let size = src.metadata().map(|m| m.len()).unwrap_or(0);
+    if let Ok(fs) = nix::sys::statvfs::statvfs(inbox) {
+        let free = fs.blocks_available() * fs.fragment_size();
+        if size.saturating_add(COPY_SPARE) > free {
+            anyhow::bail!(
+                "copying {}: {size} bytes do not fit in inbox/ with {} MiB to spare ({free} bytes free)",
+                path.display(),
+                COPY_SPARE >> 20
+            );
+        }
+    }
+    let tmp = inbox.join(format!(
+        "{}{}.part",
+        crate::layout::WATCH_COPY,
+        std::process::id()
+    ));
+    let mut dst = crate::util::create_fresh(&tmp)?;
+    let copied = std::io::copy(src, &mut dst)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| Ok(dst.sync_all()?))
+        .and_then(|()| Ok(crate::util::rename_into_free_name(&tmp, inbox, name)?));
+    // A failed copy leaves no part behind (nor its space).
+    let candidate = match copied {
+        Ok(candidate) => candidate,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("copying {}", path.display())));
+        }
+    };
+    // Removed by its path only while that path still names the file copied: a
+    // writer may have renamed a newer roster over it meanwhile, which stays to be
+    // taken (it had been deleted unread). The window left is the two calls'.
+    if !still_named(path, src) {
+        tracing::warn!(
+            file = ?path,
+            "copied into inbox/{candidate}; another file took its name in source.watch_dir meanwhile and stays there to be taken"
+        );
+        removed = false;
+    } else if let Err(e) = remove(path) {
+        tracing::error!(
+            file = ?path,
+            "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
+        );
+        removed = false;
+    }
     Ok((candidate, removed))
 }
 

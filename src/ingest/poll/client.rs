@@ -332,9 +332,6 @@ impl RemoteClient {
                 }
                 let meta = entry.metadata();
                 if meta.permissions.is_none() || !meta.file_type().is_file() {
-                    // A symlink is never followed (it could name any file the login may
-                    // read): said, as an odd name is, so a vendor publishing rosters as
-                    // links learns why none is taken. Folders (processed/ may be one) are not.
                     if !meta.file_type().is_dir() {
                         tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote entry: not a regular file (a symlink is never followed)");
                     }
