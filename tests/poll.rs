@@ -889,16 +889,7 @@ fn a_remote_name_taken_by_another_file_is_not_counted_as_moved() {
     let sshd = Sshd::started(&[&key.public()]);
     let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
     // Whatever second the file is processed in, its stored name is taken.
-    let now = std::time::SystemTime::now();
-    let squatters: Vec<PathBuf> = (0..120)
-        .map(|s| {
-            let at = autoprov::util::rfc3339(now + Duration::from_secs(s));
-            let name = format!("{}_coll.csv", autoprov::util::compact_timestamp(&at));
-            let path = sshd.remote("processed").join(name);
-            fs::write(&path, b"not ours").unwrap();
-            path
-        })
-        .collect();
+    let squatters = squat(&sshd, "coll.csv", b"not ours");
     sshd.put("coll.csv", roster("E", 1..=3).as_bytes());
     let d = Daemon::start(&env);
     wait_until("the taken name in status", Duration::from_secs(30), || {
@@ -935,6 +926,21 @@ fn a_remote_name_taken_by_another_file_is_not_counted_as_moved() {
     d.stop();
 }
 
+/// Files named `<time>_<suffix>` for each second of the next two minutes in the remote
+/// processed/ folder: whatever second a file is processed in, that name is taken.
+fn squat(sshd: &Sshd, suffix: &str, bytes: &[u8]) -> Vec<PathBuf> {
+    let now = std::time::SystemTime::now();
+    (0..120)
+        .map(|s| {
+            let at = autoprov::util::rfc3339(now + Duration::from_secs(s));
+            let name = format!("{}_{suffix}", autoprov::util::compact_timestamp(&at));
+            let path = sshd.remote("processed").join(name);
+            fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
 /// A report's name taken in the remote folder by another file refuses the move, as the
 /// roster's name does: the roster had been filed beside the other file's reports, said
 /// nowhere.
@@ -947,19 +953,7 @@ fn a_report_name_taken_by_another_file_is_not_counted_as_moved() {
     let key = UserKey::new("ed25519", None);
     let sshd = Sshd::started(&[&key.public()]);
     let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
-    let now = std::time::SystemTime::now();
-    let squatters: Vec<PathBuf> = (0..120)
-        .map(|s| {
-            let at = autoprov::util::rfc3339(now + Duration::from_secs(s));
-            let name = format!(
-                "{}_rep.csv.report.txt",
-                autoprov::util::compact_timestamp(&at)
-            );
-            let path = sshd.remote("processed").join(name);
-            fs::write(&path, b"FOREIGN REPORT").unwrap();
-            path
-        })
-        .collect();
+    let squatters = squat(&sshd, "rep.csv.report.txt", b"FOREIGN REPORT");
     sshd.put("rep.csv", roster("E", 1..=3).as_bytes());
     let d = Daemon::start(&env);
     wait_until(

@@ -74,11 +74,13 @@ fn a_rule_whose_role_was_taken_out_of_the_config_is_left_out() {
     );
 }
 
-/// Enabling a rule tells its conflicts, as adding or editing one does; a disabled rule's
-/// conflicts say it wins nothing while disabled.
-#[test]
-fn enabling_a_rule_tells_its_conflicts() {
-    use crate::api::{Output, Request, exit};
+/// Rule 1 (IT Admin for IT), rule 2 (HR Admin for IT, disabled: it would conflict), and
+/// an applied roster with one IT employee.
+fn with_a_disabled_conflicting_rule() -> (
+    tempfile::TempDir,
+    crate::engine::pipeline::Pipeline<crate::store::MemoryStore>,
+    crate::core::rules::RuleId,
+) {
     let (_dir, p) = pipeline();
     add_rule(&p, "IT", "department = IT");
     let other = add_rule(&p, "Also IT", "department = IT");
@@ -88,6 +90,15 @@ fn enabling_a_rule_tells_its_conflicts() {
     p.store.put_rule(&rule, note("rules edit")).unwrap();
     let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
     assert_eq!(r.status, ReportStatus::Applied);
+    (_dir, p, other)
+}
+
+/// Enabling a rule tells its conflicts, as adding or editing one does; a disabled rule's
+/// conflicts say it wins nothing while disabled.
+#[test]
+fn enabling_a_rule_tells_its_conflicts() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p, other) = with_a_disabled_conflicting_rule();
     let run = |request| super::commands::execute(&p, request, "root", Output::Json);
     let shown = run(Request::RulesShow { id: other.0 });
     let message = shown.json["conflicts"][0]["winner"].clone();
@@ -132,15 +143,7 @@ fn enabling_a_rule_tells_its_conflicts() {
 fn a_strict_enable_refuses_conflicts_and_an_accepted_one_only_those_shown() {
     use crate::api::seen::conflicts_version;
     use crate::api::{Output, Request, exit};
-    let (_dir, p) = pipeline();
-    add_rule(&p, "IT", "department = IT");
-    let other = add_rule(&p, "Also IT", "department = IT");
-    let mut rule = p.store.rule(other).unwrap().unwrap();
-    rule.role = "HR Admin".into();
-    rule.enabled = false;
-    p.store.put_rule(&rule, note("rules edit")).unwrap();
-    let r = submit(&p, "first.csv", &staff(&[("E1", "IT")])).unwrap();
-    assert_eq!(r.status, ReportStatus::Applied);
+    let (_dir, p, other) = with_a_disabled_conflicting_rule();
     let run = |strict, accept| {
         let request = Request::RulesEnable {
             id: other.0,
