@@ -321,18 +321,20 @@ impl<S: Store> Pipeline<S> {
     /// Processes `inbox/<name>`; refuses while a held file waits. The observer hears of
     /// the file once it is filed, and of each failure (not of a refusal).
     pub fn process(&self, name: &str) -> Result<Report> {
-        self.process_received(name, None, AUTOPROV)
+        self.process_received(name, None, AUTOPROV, false)
     }
 
     /// [`Self::process`], with the file's bytes when [`Self::receive`] read them already
     /// (they are read again if inbox/<name> is no longer the copy it wrote), for `by`: the
     /// user the audit names (who ran `process` or `fetch`; [`AUTOPROV`] for a file a source
-    /// delivered).
+    /// delivered). `uploaded`: the file came with the request, whose failure takes it out of
+    /// inbox/ again (the failure's notification says so, not "retried").
     pub fn process_received(
         &self,
         name: &str,
         bytes: Option<FileBytes>,
         by: &str,
+        uploaded: bool,
     ) -> Result<Report> {
         // Forgotten once the file is processed (a failure is retried as theirs).
         let asked = self
@@ -360,10 +362,12 @@ impl<S: Store> Pipeline<S> {
             }
             Err(error) => {
                 if !matches!(error, Error::Refused(_)) {
+                    let discarded = "Nothing was changed; the file sent with the command was \
+                                     taken out of inbox/ again: send it again";
                     self.tell(FileOutcome::Failed {
                         name,
                         error: &error,
-                        next: None,
+                        next: uploaded.then_some(discarded),
                     });
                 }
                 Err(error)

@@ -115,12 +115,13 @@ impl Event {
     /// file that never reached inbox/).
     pub fn file_failed(name: &str, error: &Error, next: Option<&str>) -> Event {
         let cause = error.cause();
-        let next = if let Some(next) = next {
-            next
-        } else if error.committed().is_some() {
-            "Its changes were recorded; the filing is finished at the next scan once the cause is fixed"
-        } else {
-            "Nothing was changed; it stays in inbox/ and is retried at the next scan"
+        let next = match error.committed() {
+            Some(_) => {
+                "Its changes were recorded; the filing is finished at the next scan once the cause is fixed"
+            }
+            None => next.unwrap_or(
+                "Nothing was changed; it stays in inbox/ and is retried at the next scan",
+            ),
         };
         Event::new(
             EventKind::FileFailed,
@@ -369,6 +370,9 @@ mod tests {
             "{}",
             e.text
         );
+        // A commit made before the failure is said whatever became of the copy.
+        let e = Event::file_failed("r.csv", &io().after_commit(4, "r.csv"), Some(next));
+        assert!(e.text.contains("Its changes were recorded") && !e.text.contains(next));
     }
 
     #[test]

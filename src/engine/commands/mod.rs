@@ -212,7 +212,7 @@ fn run<S: Store>(
     drawn: bool,
 ) -> crate::api::Result<Streamed> {
     Ok(Streamed::Whole(match req {
-        Request::Process { name } => return process(p, &name, None, caller),
+        Request::Process { name } => return process(p, &name, None, caller, false),
         Request::Sync { force } => return Ok(Streamed::report(p.sync(caller, force)?, None)),
         Request::AdminsList {
             status,
@@ -296,7 +296,7 @@ fn upload_answer<S: Store>(
         Ok(filed) => filed,
         Err(e) => return Streamed::Whole(e.context("filing the file into inbox/").response()),
     };
-    process(p, &name, bytes, caller).unwrap_or_else(|e| {
+    process(p, &name, bytes, caller, true).unwrap_or_else(|e| {
         // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
         // it is the one committed before the failure.
         let ours_committed = e.committed().is_some_and(|c| c.name == name);
@@ -315,6 +315,7 @@ fn process<S: Store>(
     name: &str,
     mut bytes: Option<FileBytes>,
     caller: &str,
+    uploaded: bool,
 ) -> crate::api::Result<Streamed> {
     // The inbox watcher may have processed it first (a source filed it, then asked).
     if !name.is_empty()
@@ -339,12 +340,12 @@ fn process<S: Store>(
                 ),
             )));
         }
-        let (read, by) = match waiting == name {
-            true => (bytes.take(), caller),
-            false => (None, crate::engine::pipeline::AUTOPROV),
+        let (read, by, ours) = match waiting == name {
+            true => (bytes.take(), caller, uploaded),
+            false => (None, crate::engine::pipeline::AUTOPROV, false),
         };
         let report = p
-            .process_received(&waiting, read, by)
+            .process_received(&waiting, read, by, ours)
             .with_context(|| format!("processing inbox/{waiting}"))?;
         if waiting == name {
             let filed = p.filed_text(&report);
