@@ -439,9 +439,11 @@ fn move_settled(
         !waits && !kept.contains(meta)
     });
     due.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    // After a move that failed, the files that completed after it are not moved in this
-    // pass: they wait in `files` for it (one refused for room had been overtaken by a
-    // newer roster, then applied over it: an admin Tuesday's roster removed came back).
+    // After a move that failed for want of room, the files after it are not moved: they
+    // wait in `files` with it, all tried again together, in this order (one refused for
+    // room had been overtaken by a newer roster, then applied over it: an admin Tuesday's
+    // roster removed came back). A file that fails for itself (one autoprov cannot read)
+    // holds nothing back: it would have stopped every later roster for good.
     let mut failed_at = None;
     for (i, (_, _, path, meta)) in due.iter().enumerate() {
         match move_into(path, inbox, remove) {
@@ -452,17 +454,11 @@ fn move_settled(
                     kept.insert(meta);
                 }
             }
-            // Quoted as Rust writes strings (control and format characters escaped): the
-            // name and the error's text, which names it, come from outside.
-            Err(e) => {
-                let why = format!("{e:#}");
-                tracing::error!(file = ?path, "moving into inbox/: {why:?}; will retry");
-                let name = path.file_name().unwrap_or_default().to_string_lossy();
-                let name = crate::util::clean_file_name(&name);
-                settled.failed.push((name, why));
+            Err(e) if told(&mut settled, path, &e) => {
                 failed_at = Some(i);
                 break;
             }
+            Err(_) => {}
         }
     }
     if let Some(i) = failed_at {
@@ -475,8 +471,23 @@ fn move_settled(
     settled
 }
 
+/// Logs a move of `path` that failed and adds it to `settled.failed`; whether it failed
+/// for want of room ([`wants_room`]), which holds the later files back. Quoted as Rust
+/// writes strings (control and format characters escaped): the name and the error's text,
+/// which names it, come from outside.
+fn told(settled: &mut Settled, path: &Path, e: &anyhow::Error) -> bool {
+    let why = format!("{e:#}");
+    tracing::error!(file = ?path, "moving into inbox/: {why:?}; will retry");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    settled
+        .failed
+        .push((crate::util::clean_file_name(&name), why));
+    wants_room(e)
+}
+
 /// Keeps `waiting` (the file whose move failed, then those after it) in `files` rather than
-/// `done`, the first tried again in [`RETRY_FAILED`].
+/// `done`, every one tried again in [`RETRY_FAILED`], together: marked alike, none is due
+/// before the others, so their order stays the one they were sorted in.
 fn hold_back(
     files: &mut HashMap<PathBuf, Candidate>,
     done: &mut Vec<PathBuf>,
@@ -484,9 +495,24 @@ fn hold_back(
     now: Instant,
 ) {
     done.retain(|path| !waiting.contains(&path));
-    if let Some(c) = waiting.first().and_then(|failed| files.get_mut(*failed)) {
-        c.retry_at = Some(now + RETRY_FAILED);
+    for path in waiting {
+        if let Some(c) = files.get_mut(*path) {
+            c.retry_at = Some(now + RETRY_FAILED);
+        }
     }
+}
+
+/// Whether a move failed for want of room (a full disk, a quota, a copy that would not fit
+/// with room to spare), which passes once room is made.
+fn wants_room(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        })
+    })
 }
 
 /// How long a file whose move into inbox/ failed waits before it is tried again.
@@ -569,11 +595,12 @@ fn copy_in(
     if let Ok(fs) = nix::sys::statvfs::statvfs(inbox) {
         let free = fs.blocks_available() * fs.fragment_size();
         if size.saturating_add(COPY_SPARE) > free {
-            anyhow::bail!(
+            let why = format!(
                 "copying {}: {size} bytes do not fit in inbox/ with {} MiB to spare ({free} bytes free)",
                 path.display(),
                 COPY_SPARE >> 20
             );
+            return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, why).into());
         }
     }
     let tmp = inbox.join(format!(
@@ -786,6 +813,22 @@ mod tests {
             "it waits while Monday's waits to be tried again"
         );
         assert!(tuesday.exists() && fs::read_dir(inbox.path()).unwrap().count() == 0);
+        // Both are tried again together, whatever else orders them (first seen, written).
+        let at: Vec<_> = files.values().map(|c| c.retry_at).collect();
+        assert!(at.len() == 2 && at[0].is_some() && at[0] == at[1], "{at:?}");
+    }
+
+    /// Only a move that wants room holds the later files back: one that fails for itself
+    /// (a file autoprov cannot read) would have stopped every later roster for good.
+    #[test]
+    fn only_a_want_of_room_holds_files_back() {
+        use std::io::{Error, ErrorKind};
+        let room = anyhow::Error::from(Error::from(ErrorKind::StorageFull)).context("copying x");
+        assert!(wants_room(&room));
+        assert!(wants_room(&Error::from(ErrorKind::QuotaExceeded).into()));
+        let unreadable = anyhow::Error::from(Error::from(ErrorKind::PermissionDenied));
+        assert!(!wants_room(&unreadable.context("opening x")));
+        assert!(!wants_room(&anyhow::anyhow!("no file name")));
     }
 
     /// A file made under its name by a link (OpenSSH's sftp-server renames so: the new name

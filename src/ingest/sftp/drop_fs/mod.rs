@@ -361,9 +361,19 @@ impl DropFs {
         let size = waiting.size();
         let root = self.root.path().to_path_buf();
         let dest = self.root.area_dir(Area::Inbox).join(&new);
+        let (told, span, name) = (self.root.clone(), self.span.clone(), new.clone());
         let (waiting, named) = blocking(move || {
             let mut waiting = waiting;
-            let named = walk(&root, Area::Inbox, &[]).and_then(|_| waiting.name_into(&dest));
+            let named = walk(&root, Area::Inbox, &[]).and_then(|_| {
+                waiting.name_into(&dest, |e| {
+                    // The disk's trouble at the rename is told as a write's.
+                    if handles::disk_trouble(e) {
+                        tracing::error!(parent: &span, file = %name, error = %e,
+                            "an upload could not be written to disk");
+                        told.upload_failed(&name, &e.to_string());
+                    }
+                })
+            });
             Ok((waiting, named))
         })
         .await?;

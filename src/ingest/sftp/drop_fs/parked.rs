@@ -109,8 +109,12 @@ impl Waiting {
     }
 
     /// Gives it its final name `dest` without replacing anything, durably. When that fails
-    /// it goes on waiting (the client may try another name).
-    pub(super) fn name_into(&mut self, dest: &Path) -> Result<FileAttributes, StatusReply> {
+    /// it goes on waiting (the client may try another name); `failed` hears of an I/O error.
+    pub(super) fn name_into(
+        &mut self,
+        dest: &Path,
+        failed: impl FnOnce(&io::Error),
+    ) -> Result<FileAttributes, StatusReply> {
         match crate::util::rename_noreplace(&self.temp, dest) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -118,7 +122,10 @@ impl Waiting {
                     "a file of that name is in /inbox already; choose another name",
                 ));
             }
-            Err(e) => return Err(io_status(&e)),
+            Err(e) => {
+                failed(&e);
+                return Err(io_status(&e));
+            }
         }
         self.named = true;
         if let Some(dir) = dest.parent()
