@@ -362,12 +362,24 @@ impl<S: Store> Pipeline<S> {
             }
             Err(error) => {
                 if !matches!(error, Error::Refused(_)) {
-                    let discarded = "Nothing was changed; the file sent with the command was \
-                                     taken out of inbox/ again: send it again";
+                    let next = match (self.store.write_failed(), uploaded) {
+                        // Its change may be in the store's memory and not on disk: known
+                        // once the store is read from disk again.
+                        (Some(_), _) => Some(
+                            "The store could not write to disk and autoprov stops to restart: \
+                             whether this file's change is there is known once it runs again; \
+                             check before sending it again",
+                        ),
+                        (None, true) => Some(
+                            "Nothing was changed; the file sent with the command was taken out \
+                             of inbox/ again: send it again",
+                        ),
+                        (None, false) => None,
+                    };
                     self.tell(FileOutcome::Failed {
                         name,
                         error: &error,
-                        next: uploaded.then_some(discarded),
+                        next,
                     });
                 }
                 Err(error)

@@ -253,7 +253,10 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
             let c = files
                 .entry(path.to_path_buf())
                 .or_insert(Candidate::new(true, false, now));
-            c.changed = now;
+            // A file held back keeps its place: a chmod of it had let newer files past.
+            if c.retry_at.is_none() {
+                c.changed = now;
+            }
         }
         EventKind::Create(_) | EventKind::Modify(_) => {
             let c = files
@@ -439,11 +442,11 @@ fn move_settled(
         !waits && !kept.contains(meta)
     });
     due.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
-    // After a move that failed for want of room, the files after it are not moved: they
-    // wait in `files` with it, all tried again together, in this order (one refused for
-    // room had been overtaken by a newer roster, then applied over it: an admin Tuesday's
-    // roster removed came back). A file that fails for itself (one autoprov cannot read)
-    // holds nothing back: it would have stopped every later roster for good.
+    // After a move that failed, the files after it are not moved: they wait in `files`
+    // with it, all tried again together, in this order (one refused for room had been
+    // overtaken by a newer roster, then applied over it: an admin Tuesday's roster removed
+    // came back). A file that fails for itself (one autoprov may not read) holds nothing
+    // back: it would have stopped every later roster for good.
     let mut failed_at = None;
     for (i, (_, _, path, meta)) in due.iter().enumerate() {
         match move_into(path, inbox, remove) {
@@ -471,8 +474,8 @@ fn move_settled(
     settled
 }
 
-/// Logs a move of `path` that failed and adds it to `settled.failed`; whether it failed
-/// for want of room ([`wants_room`]), which holds the later files back. Quoted as Rust
+/// Logs a move of `path` that failed and adds it to `settled.failed`; whether it holds the
+/// later files back ([`holds_back`]). Quoted as Rust
 /// writes strings (control and format characters escaped): the name and the error's text,
 /// which names it, come from outside.
 fn told(settled: &mut Settled, path: &Path, e: &anyhow::Error) -> bool {
@@ -482,7 +485,7 @@ fn told(settled: &mut Settled, path: &Path, e: &anyhow::Error) -> bool {
     settled
         .failed
         .push((crate::util::clean_file_name(&name), why));
-    wants_room(e)
+    holds_back(e)
 }
 
 /// Keeps `waiting` (the file whose move failed, then those after it) in `files` rather than
@@ -502,18 +505,18 @@ fn hold_back(
     }
 }
 
-/// Whether a move failed for want of room (a full disk, a quota, a copy that would not fit
-/// with room to spare), which passes once room is made.
-fn wants_room(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            matches!(
-                io.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            )
-        })
-    })
+/// Whether a move that failed holds the files after it back: every failure but the file's
+/// own ([`Unreadable`]: one autoprov may not read), which would hold them for good. A full
+/// disk, an inbox/ that cannot be written, too many open files pass once fixed, and the
+/// files after it must not go first.
+fn holds_back(e: &anyhow::Error) -> bool {
+    !e.chain().any(|cause| cause.is::<Unreadable>())
 }
+
+/// A file of watch_dir that autoprov may not read (its mode, its owner's choice).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Unreadable(std::io::Error);
 
 /// How long a file whose move into inbox/ failed waits before it is tried again.
 const RETRY_FAILED: Duration = Duration::from_secs(5);
@@ -540,6 +543,10 @@ fn move_into(
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => anyhow::Error::from(Unreadable(e)),
+            _ => anyhow::Error::from(e),
+        })
         .with_context(|| {
             format!(
                 "opening {} (autoprov must be able to read it)",
@@ -818,17 +825,23 @@ mod tests {
         assert!(at.len() == 2 && at[0].is_some() && at[0] == at[1], "{at:?}");
     }
 
-    /// Only a move that wants room holds the later files back: one that fails for itself
-    /// (a file autoprov cannot read) would have stopped every later roster for good.
+    /// A move that failed holds the later files back, unless the file failed for itself
+    /// (one autoprov may not read), which would have stopped every later roster for good.
     #[test]
-    fn only_a_want_of_room_holds_files_back() {
+    fn only_a_file_that_fails_for_itself_holds_nothing_back() {
         use std::io::{Error, ErrorKind};
         let room = anyhow::Error::from(Error::from(ErrorKind::StorageFull)).context("copying x");
-        assert!(wants_room(&room));
-        assert!(wants_room(&Error::from(ErrorKind::QuotaExceeded).into()));
-        let unreadable = anyhow::Error::from(Error::from(ErrorKind::PermissionDenied));
-        assert!(!wants_room(&unreadable.context("opening x")));
-        assert!(!wants_room(&anyhow::anyhow!("no file name")));
+        assert!(holds_back(&room));
+        let inbox = anyhow::Error::from(Error::from(ErrorKind::PermissionDenied));
+        assert!(
+            holds_back(&inbox.context("copying x")),
+            "inbox/ not writable"
+        );
+        assert!(holds_back(
+            &Error::from_raw_os_error(nix::libc::EMFILE).into()
+        ));
+        let unreadable = anyhow::Error::from(Unreadable(Error::from(ErrorKind::PermissionDenied)));
+        assert!(!holds_back(&unreadable.context("opening x")));
     }
 
     /// A file made under its name by a link (OpenSSH's sftp-server renames so: the new name
