@@ -273,10 +273,10 @@ impl Upload {
         if self.failed.is_none() {
             let cause =
                 error.map_or_else(|| "its write task failed".to_string(), |e| e.to_string());
-            tracing::error!(parent: &self.span, file = %self.name, error = %cause,
-                "an upload could not be written to disk");
-            if let Some(root) = &self.root {
-                root.upload_failed(&self.name, &cause);
+            match &self.root {
+                Some(root) => root.upload_failed(&self.span, &self.name, &cause),
+                None => tracing::error!(parent: &self.span, file = %self.name, error = %cause,
+                    "an upload could not be written to disk"),
             }
         }
         self.discard("write error");
@@ -320,12 +320,8 @@ impl Upload {
     /// when it is the disk's ([`disk_trouble`]): a full disk found at the close had been
     /// logged as "close failed" alone.
     fn io_failed(&self, e: &io::Error) -> StatusReply {
-        if disk_trouble(e) {
-            tracing::error!(parent: &self.span, file = %self.name, error = %e,
-                "an upload could not be written to disk");
-            if let Some(root) = &self.root {
-                root.upload_failed(&self.name, &e.to_string());
-            }
+        if let Some(root) = &self.root {
+            root.disk_failed(&self.span, &self.name, e);
         }
         io_status(e)
     }

@@ -235,13 +235,10 @@ impl DropFs {
                     Ok(f) => return Ok((f, temp, dest)),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                     // No room for the file itself (no inode left): told as a write's.
-                    Err(e) if handles::disk_trouble(&e) => {
-                        tracing::error!(parent: &span, file = %name2, error = %e,
-                            "an upload could not be written to disk");
-                        told.upload_failed(&name2, &e.to_string());
+                    Err(e) => {
+                        told.disk_failed(&span, &name2, &e);
                         return Err(io_status(&e));
                     }
-                    Err(e) => return Err(io_status(&e)),
                 }
             }
             Err(failure("could not create a temporary file"))
@@ -365,14 +362,8 @@ impl DropFs {
         let (waiting, named) = blocking(move || {
             let mut waiting = waiting;
             let named = walk(&root, Area::Inbox, &[]).and_then(|_| {
-                waiting.name_into(&dest, |e| {
-                    // The disk's trouble at the rename is told as a write's.
-                    if handles::disk_trouble(e) {
-                        tracing::error!(parent: &span, file = %name, error = %e,
-                            "an upload could not be written to disk");
-                        told.upload_failed(&name, &e.to_string());
-                    }
-                })
+                // The disk's trouble at the rename is told as a write's.
+                waiting.name_into(&dest, |e| told.disk_failed(&span, &name, e))
             });
             Ok((waiting, named))
         })

@@ -74,10 +74,21 @@ impl DropRoot {
         let _ = self.on_failure.set(hook);
     }
 
-    /// Tells of upload `name` that could not be written, `why`.
-    pub(super) fn upload_failed(&self, name: &str, why: &str) {
+    /// Logs upload `name` (of the session `span`) that could not be written, `why`, and
+    /// tells the hook of it.
+    pub(super) fn upload_failed(&self, span: &tracing::Span, name: &str, why: &str) {
+        tracing::error!(parent: span, file = %name, error = %why,
+            "an upload could not be written to disk");
         if let Some(hook) = self.on_failure.get() {
             hook(name, why);
+        }
+    }
+
+    /// [`DropRoot::upload_failed`], when `e` is the disk's trouble
+    /// ([`super::handles::disk_trouble`]), not the client's.
+    pub(super) fn disk_failed(&self, span: &tracing::Span, name: &str, e: &std::io::Error) {
+        if super::handles::disk_trouble(e) {
+            self.upload_failed(span, name, &e.to_string());
         }
     }
 
