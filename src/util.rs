@@ -25,8 +25,11 @@ pub fn now_rfc3339() -> String {
 
 /// `text`, an RFC 3339 time (`Z` or an offset such as `+02:00`, `T` or a space before the
 /// time, any letter case, fractions of a second) or a date alone (its midnight UTC), as
-/// [`rfc3339`] writes the same instant, a fraction rounded up to the next second: what
-/// times written so compare against as text. `None` when it is neither.
+/// [`rfc3339`] writes the same instant, a fraction cut to its second: what times written so
+/// compare against as text. Cut, not rounded up: a time written so stands for its whole
+/// second, and an entry of that second may come after the fraction given (a reader who
+/// resumes from it sees the entry again rather than never). `None` when it is neither, or
+/// when the instant is past 9999-12-31T23:59:59Z, which RFC 3339 cannot write.
 pub fn utc_second(text: &str) -> Option<String> {
     let t = text.trim().to_ascii_uppercase();
     // A time is ASCII: slicing other text by byte counts could cut a character (a panic).
@@ -59,11 +62,12 @@ pub fn utc_second(text: &str) -> Option<String> {
         true => local.checked_sub(std::time::Duration::from_secs(east as u64))?,
         false => local.checked_add(std::time::Duration::from_secs((-east) as u64))?,
     };
-    let whole = at.duration_since(std::time::UNIX_EPOCH).ok()?;
-    let seconds = whole.as_secs() + u64::from(whole.subsec_nanos() > 0);
-    Some(rfc3339(
-        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
-    ))
+    let seconds = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    // 9999-12-31T23:59:59Z: an offset west of UTC moves a time of that day past it, whose
+    // formatting had panicked (a read request any caller may send).
+    const LAST: u64 = 253_402_300_799;
+    (seconds <= LAST)
+        .then(|| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)))
 }
 
 /// `2026-11-26T07:46:13Z` -> `20261126T074613Z`, the prefix of filed names.
@@ -640,7 +644,10 @@ mod tests {
             ("2026-11-01 00:00:00Z", "2026-11-01T00:00:00Z"),
             ("2026-11-01T00:00:00+02:00", "2026-10-31T22:00:00Z"),
             ("2026-11-01T00:00:00-05:00", "2026-11-01T05:00:00Z"),
-            ("2026-11-01T10:00:00.5Z", "2026-11-01T10:00:01Z"),
+            // Cut: an entry of 10:00:00 may have been made at 10:00:00.7.
+            ("2026-11-01T10:00:00.5Z", "2026-11-01T10:00:00Z"),
+            ("9999-12-31T23:59:59.5Z", "9999-12-31T23:59:59Z"),
+            ("9999-12-31T23:59:59+01:00", "9999-12-31T22:59:59Z"),
             ("2026-11-01", "2026-11-01T00:00:00Z"),
         ] {
             assert_eq!(utc_second(given).as_deref(), Some(utc), "{given}");
@@ -654,6 +661,9 @@ mod tests {
             // Cut six bytes from the end, inside the é: had panicked (a reader's request).
             "xxxxxxxxxxxxxxxxxxxxéabcde",
             "2026-11-01T00:00:00+0é",
+            // Past the last second RFC 3339 writes: had panicked.
+            "9999-12-31T23:59:59-00:01",
+            "9999-12-31T20:00:00-05:00",
         ] {
             assert_eq!(utc_second(bad), None, "{bad}");
         }

@@ -357,7 +357,12 @@ impl EngineHandle {
         tokio::task::spawn_blocking(move || {
             let _heavy = heavy;
             let caller = Caller::Unix(caller);
-            let answered = answer_streamed(&pipeline, request, &caller, None, None, output, &state);
+            // A panic is answered with exit 5, as the engine's requests are: unanswered, the
+            // asker had been told the daemon closed the connection (exit 4).
+            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                answer_streamed(&pipeline, request, &caller, None, None, output, &state)
+            }))
+            .unwrap_or_else(|_| Streamed::Whole(super::worker::panicked()));
             drop(slot);
             write_out(answered, output, &tx);
         });
@@ -660,6 +665,40 @@ mod tests {
             started.elapsed() < READ_WAIT,
             "returned when its asker went away"
         );
+    }
+
+    /// A streamed read whose work panics is answered with exit 5, as the engine's requests
+    /// are. It had dropped its asker's channel unanswered, which the client reports as a
+    /// daemon that closed the connection (exit 4): `audit --since` a time past year 9999.
+    #[tokio::test]
+    async fn a_streamed_read_that_panics_is_answered_with_a_failure() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        // `status` locks the engine's state: a poisoned lock makes its answer panic.
+        let state: Arc<Mutex<EngineState>> = Arc::default();
+        let poison = state.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = poison.lock().unwrap();
+            panic!("poisoning the state's lock");
+        })
+        .join();
+        let (handle, _jobs) = EngineHandle::new(Arc::new(p), state);
+        let (tx, mut rx) = mpsc::channel(4);
+        handle
+            .stream(Request::Status {}, "tester".into(), Output::Json, tx)
+            .await;
+        match rx.recv().await {
+            Some(Piece::Head(response, false)) => {
+                assert_eq!(response.exit, exit::FAILED, "{}", response.text);
+                assert!(
+                    response.text.contains("internal error"),
+                    "{}",
+                    response.text
+                );
+            }
+            other => panic!("answered {other:?}"),
+        }
     }
 
     /// A listing's or a report's answer comes with its kind's place, which the next such

@@ -132,10 +132,8 @@ fn run_job(
                 }
             }))
             .unwrap_or_else(|_| {
-                let message = "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
-                tracing::error!("{message}");
                 logged(exit::FAILED);
-                Streamed::Whole(Response::fail(exit::FAILED, message))
+                Streamed::Whole(panicked())
             });
             let _ = reply.send(answered);
             if decides {
@@ -256,4 +254,12 @@ fn process_waiting(
             }
         }
     }
+}
+
+/// The answer to a request whose work panicked (logged): exit 5, the engine going on.
+pub(super) fn panicked() -> Response {
+    let message =
+        "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
+    tracing::error!("{message}");
+    Response::fail(exit::FAILED, message)
 }
