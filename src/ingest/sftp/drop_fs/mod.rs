@@ -415,15 +415,35 @@ fn inbox_name(target: &Target) -> Option<&str> {
     }
 }
 
-/// Shortens a client-supplied string for logging.
+/// A client-supplied string shortened, and its control characters escaped, for a log line:
+/// a refused path had reached the log raw, and a line feed in it had written a line of
+/// the client's own (a forged "upload complete").
 fn truncate(s: &str) -> String {
     const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s.to_string();
-    }
-    let mut end = MAX;
+    let mut end = MAX.min(s.len());
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}...", &s[..end])
+    let cut = crate::core::model::escape_controls(&s[..end]);
+    match end < s.len() {
+        true => format!("{cut}..."),
+        false => cut.into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn client_text_is_logged_on_one_line_and_short() {
+        assert_eq!(truncate("inbox/r.csv"), "inbox/r.csv");
+        assert_eq!(
+            truncate("inbox/r.csv\n2026-12-07T10:00:00Z  INFO upload complete\r\u{1b}[31m"),
+            "inbox/r.csv\\n2026-12-07T10:00:00Z  INFO upload complete\\r\\u{1b}[31m"
+        );
+        let long = "é".repeat(150);
+        let cut = truncate(&long);
+        assert!(cut.ends_with("...") && cut.len() <= 203, "{cut}");
+    }
 }

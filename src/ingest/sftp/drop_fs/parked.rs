@@ -6,7 +6,9 @@
 //! `put` is interrupted. Such a file, renamed into `inbox/` at its close, had been applied as
 //! a whole roster, and every admin in its missing tail deactivated. Uploaded under a
 //! temporary name and renamed once the client knows it sent everything (WinSCP's default,
-//! `curl -Q "-rename …"`, `sftp`'s `rename`), it reaches `inbox/` only whole. Until then it
+//! `curl -Q "-rename …"`, `sftp`'s `rename`), it reaches `inbox/` only whole; but OpenSSH's
+//! `sftp` takes a SIGINT as the end of its `put` and runs the `rename` after it (README:
+//! stop it with SIGTERM). Until then it
 //! stays under its hidden name, seen by its own session alone, and is deleted when the
 //! session ends without renaming it.
 //!
