@@ -603,6 +603,15 @@ impl Config {
                     );
                 }
                 let normalized = crate::core::columns::canonical_key(alias);
+                // Derived from manager_id, never read from the file (SPEC §1): an alias so
+                // named had a rule on is_manager look for that column (a valid file
+                // rejected) and an `IsManager` column read as the aliased one unwarned.
+                if normalized == crate::core::columns::canonical_key("is_manager") {
+                    bail!(
+                        "roster.columns.{canonical}: \"{alias}\" names is_manager, which is derived \
+                         from manager_id and never read from the file; choose another alias"
+                    );
+                }
                 if let Some(other) = seen.insert(normalized, canonical.as_str())
                     && other != canonical.as_str()
                 {
@@ -1155,6 +1164,11 @@ mod tests {
             );
             assert!(err.contains(names), "{text}: {err}");
         }
+        let err = format!(
+            "{:#}",
+            columns("employment_status = [\"Is Manager\"]").unwrap_err()
+        );
+        assert!(err.contains("names is_manager"), "{err}");
         let err = format!(
             "{:#}",
             columns("email = [\"Login\"]\nmanager_id = [\"login\"]").unwrap_err()
