@@ -88,14 +88,13 @@ impl Header {
                 continue;
             }
             if let Some(&first) = by_key.get(&key) {
+                let name = display_name(&key).unwrap_or(&self.written[first]);
                 errors.push(Finding::at(
                     line,
-                    display_name(&key),
+                    name,
                     format!(
-                        "columns \"{}\" and \"{}\" both mean {}; remove or rename one of them",
-                        self.written[first],
-                        self.written[column],
-                        display_name(&key)
+                        "columns \"{}\" and \"{}\" both mean {name}; remove or rename one of them",
+                        self.written[first], self.written[column],
                     ),
                 ));
                 continue;
@@ -197,13 +196,13 @@ fn aliases_of(canonical: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The name a header finding uses for a field key: the canonical name when there is one.
-fn display_name(key: &str) -> &str {
+/// The canonical name of a field key, when it has one (the name a header finding uses;
+/// another column is named as the file first writes it, not by its squashed key).
+fn display_name(key: &str) -> Option<&'static str> {
     columns::DEFAULT_ALIASES
         .iter()
         .map(|(canonical, _)| *canonical)
         .find(|canonical| columns::canonical_key(canonical) == key)
-        .unwrap_or(key)
 }
 
 #[cfg(test)]
@@ -262,7 +261,8 @@ mod tests {
             "columns \"Email\" and \"Work Email\" both mean email; remove or rename one of them"
         );
         let r = rejected("employee_id,email,Job Title,job_title\n1,a@example.com,x,y\n");
-        assert_eq!(places(&r.errors), [(Some(1), Some("jobtitle"))]);
+        // Named as the file first writes it: "jobtitle" is neither that nor a rule's name.
+        assert_eq!(places(&r.errors), [(Some(1), Some("Job Title"))]);
         assert!(
             r.errors[0]
                 .message
