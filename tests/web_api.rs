@@ -1026,6 +1026,15 @@ fn healthz_and_metrics() {
     let (code, _) = env.process(&env.input_from("sequence/day2.csv", "day2.csv"), &[]);
     assert_eq!(code, 0);
     assert_eq!(web.get("/healthz", &[]).status, 200);
+    // A broken file tried as a dry run asked for nothing to be applied: still healthy (it
+    // had been 503 until the next applied file).
+    let (code, _) = env.process(
+        &env.input_from("broken/malformed_email.csv", "try.csv"),
+        &["--dry-run"],
+    );
+    assert_eq!(code, 1, "rejected");
+    let tried = web.get("/healthz", &[]);
+    assert_eq!(tried.status, 200, "{}", tried.body);
     d.stop();
 }
 

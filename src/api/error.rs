@@ -145,12 +145,13 @@ impl Error {
         }
     }
 
-    /// Marks a failure as one after the commit of file `id` (`name`): the change is in the
-    /// store, the filing is finished by the next command or start.
-    pub fn after_commit(self, id: u64, name: &str) -> Error {
+    /// Marks a failure as one after the commit of file `id` (`name`), `applied` or not: its
+    /// outcome is in the store, the filing is finished by the next command or start.
+    pub fn after_commit(self, id: u64, name: &str, applied: bool) -> Error {
         let mark = AfterCommit {
             id,
             name: name.to_string(),
+            applied,
         };
         match self {
             Error::Failed(f) => Error::Failed(Failure {
@@ -268,6 +269,8 @@ pub struct AfterCommit {
     pub id: u64,
     /// The name it had in inbox/.
     pub name: String,
+    /// Whether its outcome changed admins (applied), not rejected, held or a dry run.
+    pub applied: bool,
 }
 
 /// Refusals (exit code 3).
@@ -415,7 +418,9 @@ mod tests {
 
     #[test]
     fn a_failure_after_a_commit_says_so_and_not_that_nothing_changed() {
-        let e = enospc().after_commit(7, "r.csv").context("processing");
+        let e = enospc()
+            .after_commit(7, "r.csv", true)
+            .context("processing");
         assert_eq!(e.committed().map(|c| c.id), Some(7));
         let r = e.response();
         assert_eq!(r.exit, exit::FAILED);

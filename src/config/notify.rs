@@ -65,6 +65,14 @@ impl Notify {
         };
         let key = "notify.webhook_url_file";
         let text = super::hris::read_secret(key, path)?;
+        // A file of blank lines is no URL, not "off": written so by mistake, it had turned
+        // every notification off without a word.
+        if text.expose().trim().is_empty() {
+            anyhow::bail!(
+                "{key} = {}: the file holds no URL, only blank lines",
+                path.display()
+            );
+        }
         let url = parse_webhook_url(text.expose())
             .map_err(|e| anyhow::anyhow!("{key} = {}: {e}", path.display()))?;
         Ok(Notify {
@@ -185,6 +193,10 @@ mod tests {
         };
         assert!(both.check().is_err());
         assert!(Notify::default().resolved().unwrap().webhook_url.is_none());
+        for blank in ["\n\n", "   \n", " \t "] {
+            let err = from(blank).resolved().unwrap_err().to_string();
+            assert!(err.contains("holds no URL"), "{blank:?}: {err}");
+        }
     }
 
     #[test]

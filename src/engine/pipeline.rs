@@ -506,7 +506,9 @@ impl<S: Store> Pipeline<S> {
                 let finished = self
                     .finish_unfiled(&entry)
                     .with_context(|| format!("filing {from}"))
-                    .map_err(|e| e.after_commit(entry.id, &entry.name));
+                    .map_err(|e| {
+                        e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied)
+                    });
                 if let Err(error) = &finished {
                     // Files wait behind it: the observer hears (the daemon's `file_failed`,
                     // once until a file is filed); a scan that kept failing had said nothing.

@@ -116,8 +116,12 @@ impl Event {
     pub fn file_failed(name: &str, error: &Error, next: Option<&str>) -> Event {
         let cause = error.cause();
         let next = match error.committed() {
-            Some(_) => {
+            Some(c) if c.applied => {
                 "Its changes were recorded; the filing is finished at the next scan once the cause is fixed"
+            }
+            // Rejected, held or a dry run: "changes" had read as a broken roster applied.
+            Some(_) => {
+                "Its outcome was recorded and changed no admin; the filing is finished at the next scan once the cause is fixed"
             }
             None => next.unwrap_or(
                 "Nothing was changed; it stays in inbox/ and is retried at the next scan",
@@ -183,9 +187,10 @@ impl Event {
     }
 
     /// The event a person should hear of for a file the engine filed, if any: held and
-    /// rejected files; not applied files, dry runs, nor a person's own decision.
+    /// rejected files; not applied files, dry runs (rejected ones too: an admin trying a
+    /// file had alerted the channel), nor a person's own decision.
     pub fn of_filed(id: u64, report: &Report, decided_by: Option<&str>) -> Option<Event> {
-        if decided_by.is_some() {
+        if decided_by.is_some() || crate::layout::is_dry_run(&report.file) {
             return None;
         }
         match report.status {
@@ -217,12 +222,17 @@ fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-/// `text` on one line (line breaks and tabs become spaces), at most `max` bytes (cut at a
-/// character boundary, never inside an `&…;` that [`literal`] wrote, marked with "…").
+/// `text` on one line (line breaks and tabs become spaces, and so do Unicode's line and
+/// paragraph separators and its format characters, whose direction overrides could turn
+/// an alert's text around), at most `max` bytes (cut at a character boundary, never
+/// inside an `&…;` that [`literal`] wrote, marked with "…").
 pub fn one_line(text: &str, max: usize) -> String {
+    let breaks = |c: char| {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || crate::util::is_format(c)
+    };
     let mut line: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if breaks(c) { ' ' } else { c })
         .collect();
     if line.len() > max {
         let mut cut = max.saturating_sub('…'.len_utf8());
@@ -336,6 +346,10 @@ mod tests {
             Event::of_filed(1, &report(ReportStatus::Rejected), Some("alice")),
             None
         );
+        // A dry run rejected is a dry run: an admin trying a file had alerted the channel.
+        let mut tried = report(ReportStatus::Rejected);
+        tried.file = "roster.DryRun.csv".into();
+        assert_eq!(Event::of_filed(1, &tried, None), None);
     }
 
     #[test]
@@ -357,10 +371,14 @@ mod tests {
             v["text"],
             "autoprov could not process r.csv: writing the reports of r.csv in x: No space left on device (os error 28). Nothing was changed; it stays in inbox/ and is retried at the next scan; see `autoprov status`."
         );
-        let after = io().after_commit(4, "r.csv");
+        let after = io().after_commit(4, "r.csv", true);
         let e = Event::file_failed("r.csv", &after, None);
         assert!(e.text.contains("Its changes were recorded"), "{}", e.text);
         assert!(!e.text.contains("Nothing was changed"), "{}", e.text);
+        // A rejected or held file committed changed nothing: not "its changes".
+        let e = Event::file_failed("r.csv", &io().after_commit(4, "r.csv", false), None);
+        assert!(e.text.contains("changed no admin"), "{}", e.text);
+        assert!(!e.text.contains("Its changes"), "{}", e.text);
         // A file that never reached inbox/ says what becomes of it, not "retried".
         let lost = crate::api::Error::failed("the upload of inbox/r.csv could not be written");
         let next = "Nothing was changed; the HR system must send it again";
@@ -371,7 +389,7 @@ mod tests {
             e.text
         );
         // A commit made before the failure is said whatever became of the copy.
-        let e = Event::file_failed("r.csv", &io().after_commit(4, "r.csv"), Some(next));
+        let e = Event::file_failed("r.csv", &io().after_commit(4, "r.csv", true), Some(next));
         assert!(e.text.contains("Its changes were recorded") && !e.text.contains(next));
     }
 
@@ -419,6 +437,10 @@ mod tests {
     #[test]
     fn text_is_one_bounded_line() {
         assert_eq!(one_line("a\nb\r\tc", 100), "a b  c");
+        assert_eq!(
+            one_line("a\u{2028}b\u{2029}c\u{202e}d\u{2066}e\u{200b}f", 100),
+            "a b c d e f"
+        );
         let long = "é".repeat(600);
         let cut = one_line(&long, 1000);
         assert!(cut.len() <= 1000 && cut.ends_with('…'), "{}", cut.len());

@@ -75,8 +75,10 @@ async fn unhealthy(state: &WebState) -> Option<String> {
         Err(e) => return Some(format!("the ledger cannot be read: {e}")),
     };
     // A dry run or a held file after a rejection does not clear it: nothing was applied.
+    // A rejected dry run is not one either: nothing was asked to be applied.
+    let dry_run = |f: &serde_json::Value| f["name"].as_str().is_some_and(crate::layout::is_dry_run);
     let last = (files.as_array()?.iter().rev())
-        .find(|f| f["status"] == "applied" || f["status"] == "rejected")?;
+        .find(|f| (f["status"] == "applied" || f["status"] == "rejected") && !dry_run(f))?;
     (last["status"] == "rejected").then(|| {
         format!(
             "the last file, {} ({}), was rejected: {}",
