@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod data_owner;
 pub mod engine;
 pub mod ingest;
+pub mod interrupts;
 pub mod layout;
 pub mod local;
 pub mod logging;

@@ -97,6 +97,10 @@ fn main() -> ExitCode {
         Command::Process { file, dry_run } => Some((file.as_path(), *dry_run)),
         _ => None,
     };
+    // Before any thread starts: a roster processed here is finished, not left in inbox/.
+    if upload.is_some() {
+        autoprov::interrupts::watch();
+    }
     // A long answer (a million accounts or changes) is written out as it comes (issue 14).
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     match local::execute(cfg, request, upload, output, &mut out) {

@@ -2365,3 +2365,60 @@ fn json_logs_name_the_file_in_its_span() {
         "{spans:?}"
     );
 }
+
+/// Ctrl-C (SIGINT) while `process` runs without a daemon: the roster it began is finished,
+/// its report printed and its change audited as the person's. Killed half-way, it had
+/// left its copy in inbox/ with the store unchanged and said nothing, and the next command
+/// or daemon start applied the roster unasked, audited as `autoprov`.
+#[test]
+fn an_interrupted_process_finishes_its_roster_and_leaves_nothing_in_inbox() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let env = TestEnv::new();
+    env.load_sample_rules();
+    let file = env.input_from("sequence/day1.csv", "day1.csv");
+    let mut child = env
+        .command()
+        .args(["--json", "process"])
+        .arg(&file)
+        .env("AUTOPROV_PAUSE_AT", "before_stage")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run autoprov");
+    // Once it says it pauses before staging, it is in the middle of the file.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("AUTOPROV_PAUSE_AT=before_stage: pausing") {
+        assert!(
+            err.read_line(&mut said).unwrap() > 0,
+            "ended before pausing: {said}"
+        );
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    err.read_to_string(&mut said).unwrap();
+    let status = child.wait().unwrap();
+    // A first import of day 1 is held by the safety limits (exit 3): taken all the same.
+    assert_eq!(status.code(), Some(3), "{status:?}: {said}");
+    assert!(said.contains("is finished first"), "{said}");
+    let report: Value = serde_json::from_str(&out).expect("the report");
+    assert_eq!(report["status"], "held", "{report:#}");
+    let inbox: Vec<_> = fs::read_dir(env.drop_dir("inbox")).unwrap().collect();
+    assert!(inbox.is_empty(), "{inbox:?}");
+    let audit = env.json_ok(0, &["audit"]);
+    let applied = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "file held")
+        .expect("the file's audit entry");
+    assert_eq!(applied["user"], current_user(), "{applied:#}");
+}

@@ -436,6 +436,9 @@ impl<S: Store> Pipeline<S> {
                 return Err(e);
             }
         };
+        // Named in inbox/, the file is taken whatever happens: a `process` run here finishes
+        // it when interrupted (a no-op in the daemon, which never watches for interrupts).
+        crate::interrupts::finish_first();
         let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
         fsync_dir(&inbox)?;
         // The bytes read are known as the copy's from now on, as it is after the rename.
