@@ -186,3 +186,11 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
     }
     response.text.push_str(&text);
 }
+
+/// The answer to a request whose work panicked (logged): exit 5, the engine going on.
+pub(super) fn panicked() -> Response {
+    let message =
+        "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
+    tracing::error!("{message}");
+    Response::fail(exit::FAILED, message)
+}

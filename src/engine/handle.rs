@@ -362,7 +362,7 @@ impl EngineHandle {
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 answer_streamed(&pipeline, request, &caller, None, None, output, &state)
             }))
-            .unwrap_or_else(|_| Streamed::Whole(super::worker::panicked()));
+            .unwrap_or_else(|_| Streamed::Whole(super::answer::panicked()));
             drop(slot);
             write_out(answered, output, &tx);
         });

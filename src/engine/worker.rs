@@ -133,7 +133,7 @@ fn run_job(
             }))
             .unwrap_or_else(|_| {
                 logged(exit::FAILED);
-                Streamed::Whole(panicked())
+                Streamed::Whole(super::answer::panicked())
             });
             let _ = reply.send(answered);
             if decides {
@@ -254,12 +254,4 @@ fn process_waiting(
             }
         }
     }
-}
-
-/// The answer to a request whose work panicked (logged): exit 5, the engine going on.
-pub(super) fn panicked() -> Response {
-    let message =
-        "failed: the request hit an internal error (a panic; see the log and `autoprov status`)";
-    tracing::error!("{message}");
-    Response::fail(exit::FAILED, message)
 }

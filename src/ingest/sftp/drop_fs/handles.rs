@@ -136,15 +136,6 @@ impl Batch {
     }
 }
 
-/// Whether `e` is the disk's trouble (full, over quota, failing), which the operator must
-/// hear of, not the client's.
-pub(super) fn disk_trouble(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-    ) || e.raw_os_error() == Some(nix::libc::EIO)
-}
-
 /// An upload in progress: a temporary file deleted on drop unless committed.
 pub(super) struct Upload {
     /// Final name inside `inbox/`.
@@ -317,7 +308,7 @@ impl Upload {
     }
 
     /// The answer to an I/O error at the close (its sync, its rename), told as a write's is
-    /// when it is the disk's ([`disk_trouble`]): a full disk found at the close had been
+    /// when it is the disk's ([`super::status::disk_trouble`]): a full disk found at the close had been
     /// logged as "close failed" alone.
     fn io_failed(&self, e: &io::Error) -> StatusReply {
         if let Some(root) = &self.root {

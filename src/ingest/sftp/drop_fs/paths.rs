@@ -85,9 +85,9 @@ impl DropRoot {
     }
 
     /// [`DropRoot::upload_failed`], when `e` is the disk's trouble
-    /// ([`super::handles::disk_trouble`]), not the client's.
+    /// ([`super::status::disk_trouble`]), not the client's.
     pub(super) fn disk_failed(&self, span: &tracing::Span, name: &str, e: &std::io::Error) {
-        if super::handles::disk_trouble(e) {
+        if super::status::disk_trouble(e) {
             self.upload_failed(span, name, &e.to_string());
         }
     }

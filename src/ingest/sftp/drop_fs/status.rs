@@ -47,3 +47,12 @@ pub(super) fn ok_status(id: u32) -> Status {
         language_tag: "en-US".to_string(),
     }
 }
+
+/// Whether `e` is the disk's trouble (full, over quota, failing), which the operator must
+/// hear of, not the client's.
+pub(super) fn disk_trouble(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(nix::libc::EIO)
+}
