@@ -4,24 +4,58 @@
 //! Killed by Ctrl-C (or SIGTERM, SIGHUP) while it processed, `process` had left its copy
 //! in `inbox/`: the store unchanged, the command silent, and the next command or daemon
 //! start applied the roster unasked, audited as `autoprov` instead of the person who ran
-//! it. Now such a signal, while [`finish_first`] is in force, is told to wait on stderr and
-//! the command ends as it would have (its report printed, its exit code); at any other time
-//! (asking a daemon, opening the store) it ends the process as before (exit 128 + N).
+//! it. Now such a signal, while [`finish_first`] is in force, waits: the roster is taken
+//! and filed, and then [`finished`] ends the process by that signal, as it would have
+//! ended (a shell running a script stops it only for a command killed by the signal). At
+//! any other time (asking a daemon, reading the file, writing the report out) the signal
+//! acts at once, as before. A signal the caller ignores (`nohup`, a background job's
+//! SIGINT) is left ignored.
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask, raise};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
-/// Whether a roster is being processed here.
-static FINISHING: AtomicBool = AtomicBool::new(false);
+/// Whether a roster is being taken here, and the stopping signal that came meanwhile.
+struct State {
+    finishing: bool,
+    came: Option<Signal>,
+}
 
-/// The signals waited for: what a person or a service manager sends to stop a command.
+/// One lock for the decision and the move into `inbox/`: a signal that finds the roster
+/// not yet being taken ends the process while it holds the lock, so the copy is never
+/// named after that.
+static STATE: Mutex<State> = Mutex::new(State {
+    finishing: false,
+    came: None,
+});
+
+/// The stopping signals this process does not ignore (`/proc/self/status`'s `SigIgn`).
 fn stops() -> SigSet {
+    let ignored = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("SigIgn:"))?;
+            u64::from_str_radix(line["SigIgn:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(0);
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        set.add(s);
+        if ignored & (1 << (s as u32 - 1)) == 0 {
+            set.add(s);
+        }
     }
     set
+}
+
+/// Ends the process by `signal`: its action is the default one (a signal the caller
+/// ignores is never waited for), so unblocked here it ends every thread.
+fn die_of(signal: Signal) -> ! {
+    let mut one = SigSet::empty();
+    one.add(signal);
+    let _ = pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&one), None);
+    let _ = raise(signal);
+    // Not reached: the default action of these signals ends the process.
+    std::process::exit(128 + signal as i32)
 }
 
 /// Blocks the stopping signals in this thread, and so in every thread started after it,
@@ -35,18 +69,18 @@ pub fn watch() {
     }
     let waiter = std::thread::Builder::new().name("autoprov-signals".into());
     let started = waiter.spawn(move || {
-        let mut told = false;
         loop {
             let Ok(signal) = set.wait() else { continue };
-            if !FINISHING.load(Ordering::SeqCst) {
-                std::process::exit(128 + signal as i32);
+            let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+            if !state.finishing {
+                die_of(signal);
             }
-            if !told {
-                told = true;
+            if state.came.is_none() {
+                state.came = Some(signal);
                 let _ = writeln!(
                     std::io::stderr(),
                     "autoprov: {signal}: the roster being processed is finished first (a roster \
-                     is never left half-taken); its report follows"
+                     is never left half-taken), then this command stops"
                 );
             }
         }
@@ -56,7 +90,22 @@ pub fn watch() {
     }
 }
 
-/// From now on a stopping signal waits for this process to end (see the module's note).
+/// From now on a stopping signal waits for [`finished`] (see the module's note).
 pub fn finish_first() {
-    FINISHING.store(true, Ordering::SeqCst);
+    STATE.lock().unwrap_or_else(|p| p.into_inner()).finishing = true;
+}
+
+/// The roster is taken and filed: a stopping signal that came meanwhile ends the process
+/// now (the report is filed beside the roster), and a later one at once.
+pub fn finished() {
+    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    state.finishing = false;
+    if let Some(signal) = state.came {
+        let _ = writeln!(
+            std::io::stderr(),
+            "autoprov: {signal}: the roster was taken and filed with its report (see `autoprov \
+             files list`); stopping"
+        );
+        die_of(signal);
+    }
 }

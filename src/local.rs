@@ -322,7 +322,11 @@ pub fn execute<W: Write>(
     let user = caller();
     let answered = match (upload, file) {
         (Some((path, dry_run)), Some((size, file))) => {
-            match process_here(cfg, path, (size, file), dry_run, &user) {
+            let processed = process_here(cfg, path, (size, file), dry_run, &user);
+            // Taken and filed: an interrupt that came meanwhile stops the command now,
+            // before its report is written out (a reader that hangs cannot hold it).
+            crate::interrupts::finished();
+            match processed {
                 Ok(answered) => answered,
                 Err(refusal) => return Outcome::Answer(refusal),
             }

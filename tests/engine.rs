@@ -2366,59 +2366,86 @@ fn json_logs_name_the_file_in_its_span() {
     );
 }
 
-/// Ctrl-C (SIGINT) while `process` runs without a daemon: the roster it began is finished,
-/// its report printed and its change audited as the person's. Killed half-way, it had
-/// left its copy in inbox/ with the store unchanged and said nothing, and the next command
-/// or daemon start applied the roster unasked, audited as `autoprov`.
+/// Ctrl-C (SIGINT) while `process` runs without a daemon: the roster it began is taken and
+/// filed, audited as the person's, and then the command dies of the signal (so that a
+/// script running it stops too). Killed half-way, it had left its copy in inbox/ with the
+/// store unchanged, and the next command or daemon start applied the roster unasked,
+/// audited as `autoprov`. A SIGINT the caller ignores (a background job's) stays ignored.
 #[test]
-fn an_interrupted_process_finishes_its_roster_and_leaves_nothing_in_inbox() {
+fn an_interrupted_process_finishes_its_roster_then_dies_of_the_signal() {
     use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
     let env = TestEnv::new();
     env.load_sample_rules();
-    let file = env.input_from("sequence/day1.csv", "day1.csv");
-    let mut child = env
-        .command()
-        .args(["--json", "process"])
-        .arg(&file)
-        .env("AUTOPROV_PAUSE_AT", "before_stage")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run autoprov");
-    // Once it says it pauses before staging, it is in the middle of the file.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    while !said.contains("AUTOPROV_PAUSE_AT=before_stage: pausing") {
-        assert!(
-            err.read_line(&mut said).unwrap() > 0,
-            "ended before pausing: {said}"
-        );
-    }
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    err.read_to_string(&mut said).unwrap();
-    let status = child.wait().unwrap();
-    // A first import of day 1 is held by the safety limits (exit 3): taken all the same.
-    assert_eq!(status.code(), Some(3), "{status:?}: {said}");
-    assert!(said.contains("is finished first"), "{said}");
-    let report: Value = serde_json::from_str(&out).expect("the report");
-    assert_eq!(report["status"], "held", "{report:#}");
+    // Runs `process` paused before its commit, sends SIGINT there: (status, stdout, stderr).
+    let interrupted = |name: &str, ignored: bool| {
+        let file = env.input_from("sequence/day1.csv", name);
+        let mut cmd = env.command();
+        if ignored {
+            // As a shell starts a background job: SIGINT ignored, kept so across exec.
+            let program = cmd.get_program().to_owned();
+            let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+            cmd = std::process::Command::new("sh");
+            cmd.arg("-c")
+                .arg("trap '' INT; exec \"$@\"")
+                .arg("sh")
+                .arg(program)
+                .args(args)
+                .current_dir(env.root());
+        }
+        let mut child = cmd
+            .args(["--json", "process"])
+            .arg(&file)
+            .env("AUTOPROV_PAUSE_AT", "before_stage")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run autoprov");
+        // Once it says it pauses before staging, it is in the middle of the file.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        while !said.contains("AUTOPROV_PAUSE_AT=before_stage: pausing") {
+            assert!(
+                err.read_line(&mut said).unwrap() > 0,
+                "ended before pausing: {said}"
+            );
+        }
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        err.read_to_string(&mut said).unwrap();
+        (child.wait().unwrap(), out, said)
+    };
+    let (status, out, said) = interrupted("day1.csv", false);
+    assert_eq!(status.signal(), Some(2), "{status:?}: {said}");
+    assert!(said.contains("taken and filed"), "{said}");
+    assert!(out.is_empty(), "{out}");
     let inbox: Vec<_> = fs::read_dir(env.drop_dir("inbox")).unwrap().collect();
     assert!(inbox.is_empty(), "{inbox:?}");
+    // A first import of day 1 is held by the safety limits: taken all the same.
+    let files = env.json_ok(0, &["files", "list"]);
+    assert_eq!(files[0]["status"], "held", "{files:#}");
     let audit = env.json_ok(0, &["audit"]);
-    let applied = audit
+    let held = audit
         .as_array()
         .unwrap()
         .iter()
         .find(|e| e["action"] == "file held")
         .expect("the file's audit entry");
-    assert_eq!(applied["user"], current_user(), "{applied:#}");
+    assert_eq!(held["user"], current_user(), "{held:#}");
+    // Ignored by its caller, the signal changes nothing: the file is held again (exit 3),
+    // its report printed.
+    let id = files[0]["id"].to_string();
+    env.json_ok(0, &["files", "reject", &id]);
+    let (status, out, said) = interrupted("again.csv", true);
+    assert_eq!(status.code(), Some(3), "{status:?}: {said}");
+    assert!(!said.contains("finished first"), "{said}");
+    assert!(!out.is_empty(), "{said}");
 }
