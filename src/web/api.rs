@@ -205,11 +205,12 @@ async fn auth_check(
     // address, and the engine denies it (`columns::is_plain_identity`); a trim here had
     // taken it away first.
     let email = q.email;
-    if email
-        .trim_matches(|c: char| c.is_ascii_whitespace())
-        .is_empty()
-    {
-        return bad_request("auth/check needs ?email=".into());
+    // Denied, as the README's "always 200" has it: a blank address (it had been 400), and
+    // one with spaces around it. A `+` in a query is a space once decoded: `?email=+kim@…`
+    // (a mailbox of its own, sent unencoded) had been trimmed to kim@… and given kim's role.
+    let bare = email.trim_matches(|c: char| c.is_ascii_whitespace());
+    if bare.is_empty() || bare.len() != email.len() {
+        return (StatusCode::OK, Json(serde_json::json!({"allowed": false}))).into_response();
     }
     let answer = state
         .engine
