@@ -57,12 +57,27 @@ pub fn utc_second(text: &str) -> Option<String> {
     if base.len() < 19 || !matches!(base.as_bytes()[10], b'T' | b' ') {
         return None;
     }
-    let local = humantime::parse_rfc3339_weak(&base).ok()?;
+    let local = match humantime::parse_rfc3339_weak(&base) {
+        Ok(local) => local,
+        // humantime reads no year before 1970, when no entry was written: such a time
+        // (checked with a leap year in its place) lists them all.
+        Err(_)
+            if base[..4].parse::<u16>().is_ok_and(|year| year < 1970)
+                && humantime::parse_rfc3339_weak(&format!("1972{}", &base[4..])).is_ok() =>
+        {
+            std::time::UNIX_EPOCH
+        }
+        Err(_) => return None,
+    };
     let at = match east >= 0 {
         true => local.checked_sub(std::time::Duration::from_secs(east as u64))?,
         false => local.checked_add(std::time::Duration::from_secs((-east) as u64))?,
     };
-    let seconds = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    // Before 1970 no entry was written: such a time lists them all (it had been "not a
+    // time").
+    let seconds = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
     // 9999-12-31T23:59:59Z: an offset west of UTC moves a time of that day past it, whose
     // formatting had panicked (a read request any caller may send).
     const LAST: u64 = 253_402_300_799;
@@ -478,6 +493,13 @@ pub fn read_head(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// Whether `c` has no place in one line of text shown to a person: a control character,
+/// Unicode's line or paragraph separator (a line break to a viewer that follows Unicode),
+/// or a format character ([`is_format`]: shows nothing, or turns the text around it).
+pub fn breaks_a_line(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format(c)
+}
+
 /// Unicode's format characters (category Cf) that occur in text: the soft hyphen, the
 /// zero-width ones, the direction marks, embeddings, overrides and isolates, the BOM.
 pub fn is_format(c: char) -> bool {
@@ -507,12 +529,10 @@ pub fn is_format(c: char) -> bool {
 pub fn clean_file_name(name: &str) -> String {
     let cleaned: String = name
         .chars()
-        .map(
-            |c| match c == '/' || c == '\\' || c.is_control() || is_format(c) {
-                true => '_',
-                false => c,
-            },
-        )
+        .map(|c| match c == '/' || c == '\\' || breaks_a_line(c) {
+            true => '_',
+            false => c,
+        })
         .collect();
     match cleaned.trim_start_matches('.') {
         "" => "roster.csv".to_string(),
@@ -648,6 +668,9 @@ mod tests {
             ("2026-11-01T10:00:00.5Z", "2026-11-01T10:00:00Z"),
             ("9999-12-31T23:59:59.5Z", "9999-12-31T23:59:59Z"),
             ("9999-12-31T23:59:59+01:00", "9999-12-31T22:59:59Z"),
+            ("1970-01-01T00:00:00+01:00", "1970-01-01T00:00:00Z"),
+            ("1969-12-31", "1970-01-01T00:00:00Z"),
+            ("1968-02-29T10:00:00+02:00", "1970-01-01T00:00:00Z"),
             ("2026-11-01", "2026-11-01T00:00:00Z"),
         ] {
             assert_eq!(utc_second(given).as_deref(), Some(utc), "{given}");
@@ -657,6 +680,7 @@ mod tests {
             "",
             "2026-11-01T00:00:00",
             "2026-13-01T00:00:00Z",
+            "1969-13-01T00:00:00Z",
             "2026-11-01T00:00:00+25:00",
             // Cut six bytes from the end, inside the é: had panicked (a reader's request).
             "xxxxxxxxxxxxxxxxxxxxéabcde",

@@ -227,12 +227,12 @@ fn rfc3339(at: SystemTime) -> String {
 /// an alert's text around), at most `max` bytes (cut at a character boundary, never
 /// inside an `&…;` that [`literal`] wrote, marked with "…").
 pub fn one_line(text: &str, max: usize) -> String {
-    let breaks = |c: char| {
-        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || crate::util::is_format(c)
-    };
     let mut line: String = text
         .chars()
-        .map(|c| if breaks(c) { ' ' } else { c })
+        .map(|c| match crate::util::breaks_a_line(c) {
+            true => ' ',
+            false => c,
+        })
         .collect();
     if line.len() > max {
         let mut cut = max.saturating_sub('…'.len_utf8());

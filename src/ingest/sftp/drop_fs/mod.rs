@@ -424,10 +424,16 @@ fn truncate(s: &str) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    let cut = crate::core::model::escape_controls(&s[..end]);
+    let mut cut = String::with_capacity(end);
+    for c in s[..end].chars() {
+        match crate::util::breaks_a_line(c) {
+            true => cut.extend(c.escape_default()),
+            false => cut.push(c),
+        }
+    }
     match end < s.len() {
         true => format!("{cut}..."),
-        false => cut.into_owned(),
+        false => cut,
     }
 }
 
@@ -442,6 +448,8 @@ mod tests {
             truncate("inbox/r.csv\n2026-12-07T10:00:00Z  INFO upload complete\r\u{1b}[31m"),
             "inbox/r.csv\\n2026-12-07T10:00:00Z  INFO upload complete\\r\\u{1b}[31m"
         );
+        // Unicode's line separator and a direction override are escaped as well.
+        assert_eq!(truncate("a\u{2028}b\u{202e}c"), "a\\u{2028}b\\u{202e}c");
         let long = "é".repeat(150);
         let cut = truncate(&long);
         assert!(cut.ends_with("...") && cut.len() <= 203, "{cut}");

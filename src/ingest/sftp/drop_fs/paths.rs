@@ -246,7 +246,11 @@ pub fn check_upload_name(name: &str) -> Result<UploadName, StatusReply> {
              temporary name ending in .part and rename it to the final one",
         ));
     }
-    if name.chars().any(char::is_control) {
+    // A line separator too: logged, it had begun a line of the client's own.
+    if name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
         return Err(denied("file names may not contain control characters"));
     }
     // Format characters show nothing, or turn the text around them: `rost\u{202e}vsc.csv`
@@ -394,6 +398,8 @@ mod tests {
             "rost\u{202e}vsc.csv",
             "a\u{200b}b.csv",
             "\u{feff}roster.csv",
+            // Logged, a line separator had begun a line of the client's own.
+            "zz\u{2028} INFO upload complete file=forged.csv",
         ] {
             assert_eq!(
                 check_upload_name(bad).unwrap_err().status_code,
