@@ -322,11 +322,7 @@ pub fn execute<W: Write>(
     let user = caller();
     let answered = match (upload, file) {
         (Some((path, dry_run)), Some((size, file))) => {
-            let processed = process_here(cfg, path, (size, file), dry_run, &user);
-            // Taken and filed: an interrupt that came meanwhile stops the command now,
-            // before its report is written out (a reader that hangs cannot hold it).
-            crate::interrupts::finished();
-            match processed {
+            match process_here(cfg, path, (size, file), dry_run, &user) {
                 Ok(answered) => answered,
                 Err(refusal) => return Outcome::Answer(refusal),
             }
@@ -416,6 +412,9 @@ fn process_here(
         }
     };
     let answered = commands::process_upload(&p, &original(path), content, dry_run, user);
+    // Taken and filed: an interrupt that came meanwhile stops the command now, before its
+    // report is written out (a reader that hangs cannot hold it).
+    crate::interrupts::finished();
     Ok(refused_if_damaged(&p, answered))
 }
 
