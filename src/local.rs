@@ -412,9 +412,17 @@ fn process_here(
         }
     };
     let answered = commands::process_upload(&p, &original(path), content, dry_run, user);
-    // Taken and filed: an interrupt that came meanwhile stops the command now, before its
-    // report is written out (a reader that hangs cannot hold it).
-    crate::interrupts::finished();
+    // Processed and filed, or refused: an interrupt that came meanwhile stops the command
+    // now, before its report is written out (a reader that hangs cannot hold it), once the
+    // store holds on disk what the exit would have flushed (the filed mark: without it the
+    // next start had filed the file again, and posted it).
+    let refused = match &answered {
+        Streamed::Whole(response) => Some(response.text.as_str()),
+        Streamed::Body(_) => None,
+    };
+    crate::interrupts::finished(refused, || {
+        let _ = crate::store::Store::flush(&p.store);
+    });
     Ok(refused_if_damaged(&p, answered))
 }
 

@@ -406,10 +406,12 @@ fn joiner_mover_leaver_sequence_with_a_held_first_import() {
         (0, "Billing Admin\n".into())
     );
     assert_eq!(
-        auth(&env, "  Jose.FISCHER@Acme.Example ").0,
+        auth(&env, "Jose.FISCHER@Acme.Example").0,
         0,
         "emails compare case-insensitively"
     );
+    // Spaces around it are no part of an address (an unencoded `+` in a URL decodes so).
+    assert_eq!(auth(&env, "  Jose.FISCHER@Acme.Example ").0, 1);
 
     // day3: E00131 terminated, E00187 removed.
     let day3 = env.input_from("sequence/day3.csv", "day3.csv");
@@ -2425,8 +2427,13 @@ fn an_interrupted_process_finishes_its_roster_then_dies_of_the_signal() {
     };
     let (status, out, said) = interrupted("day1.csv", false);
     assert_eq!(status.signal(), Some(2), "{status:?}: {said}");
-    assert!(said.contains("taken and filed"), "{said}");
+    assert!(said.contains("processed and filed"), "{said}");
     assert!(out.is_empty(), "{out}");
+    // Filed for good before it died: the next command has no filing left to finish (it
+    // had, and a daemon started then had posted the held file as its own).
+    let (code, _, next) = env.run_env(&["files", "list"], &[("AUTOPROV__LOG__LEVEL", "info")]);
+    assert_eq!(code, 0, "{next}");
+    assert!(!next.contains("finishing the filing"), "{next}");
     let inbox: Vec<_> = fs::read_dir(env.drop_dir("inbox")).unwrap().collect();
     assert!(inbox.is_empty(), "{inbox:?}");
     // A first import of day 1 is held by the safety limits: taken all the same.
@@ -2448,4 +2455,23 @@ fn an_interrupted_process_finishes_its_roster_then_dies_of_the_signal() {
     assert_eq!(status.code(), Some(3), "{status:?}: {said}");
     assert!(!said.contains("finished first"), "{said}");
     assert!(!out.is_empty(), "{said}");
+    // A file waiting in inbox/ ahead of it is held: this one is then not taken, and the
+    // signal's message says so (it had said "taken and filed").
+    let files = env.json_ok(0, &["files", "list"]);
+    let held = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["status"] == "held");
+    env.json_ok(0, &["files", "reject", &held.unwrap()["id"].to_string()]);
+    fs::copy(
+        testdata("sequence/day1.csv"),
+        env.drop_dir("inbox").join("aaa.csv"),
+    )
+    .unwrap();
+    let (status, _, said) = interrupted("zzz.csv", false);
+    assert_eq!(status.signal(), Some(2), "{status:?}: {said}");
+    assert!(said.contains("was not taken"), "{said}");
+    let inbox: Vec<_> = fs::read_dir(env.drop_dir("inbox")).unwrap().collect();
+    assert!(inbox.is_empty(), "{inbox:?}");
 }
