@@ -95,20 +95,14 @@ pub fn finish_first() {
     STATE.lock().unwrap_or_else(|p| p.into_inner()).finishing = true;
 }
 
-/// The roster is processed and filed, or `refused` says why not: a stopping signal that
-/// came meanwhile ends the process now, once `before_dying` ran (a flush of what the exit
-/// would have written), and a later one at once.
-pub fn finished(refused: Option<&str>, before_dying: impl FnOnce()) {
+/// The roster's processing ended as `outcome` says: `flush` makes what the exit would have
+/// written durable first (so a signal after this, which acts at once, loses nothing), then
+/// a stopping signal that came meanwhile ends the process, saying `outcome`.
+pub fn finished(outcome: &str, flush: impl FnOnce()) {
     let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    flush();
     state.finishing = false;
     if let Some(signal) = state.came {
-        before_dying();
-        let outcome = match refused {
-            Some(why) => format!("the roster was not taken: {}", why.trim_end()),
-            None => "the roster was processed and filed with its report (see `autoprov files \
-                     list`)"
-                .to_string(),
-        };
         let _ = writeln!(std::io::stderr(), "autoprov: {signal}: {outcome}; stopping");
         die_of(signal);
     }

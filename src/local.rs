@@ -412,15 +412,20 @@ fn process_here(
         }
     };
     let answered = commands::process_upload(&p, &original(path), content, dry_run, user);
-    // Processed and filed, or refused: an interrupt that came meanwhile stops the command
-    // now, before its report is written out (a reader that hangs cannot hold it), once the
-    // store holds on disk what the exit would have flushed (the filed mark: without it the
-    // next start had filed the file again, and posted it).
-    let refused = match &answered {
-        Streamed::Whole(response) => Some(response.text.as_str()),
-        Streamed::Body(_) => None,
+    // Processed and filed, or not: an interrupt that came meanwhile stops the command now,
+    // before its report is written out (a reader that hangs cannot hold it), saying how it
+    // ended, once the store holds on disk what the exit would have flushed (the filed mark:
+    // without it the next start had filed the file again, and posted it).
+    let outcome = match &answered {
+        Streamed::Body(commands::Body::Report(report, _)) => format!(
+            "the roster was processed and filed with its report, {} (`autoprov files list`)",
+            report.status.as_str()
+        ),
+        // A refusal or a failure, whose text says whether anything was committed.
+        Streamed::Whole(response) => response.text.trim_end().to_string(),
+        Streamed::Body(_) => "the roster was processed".to_string(),
     };
-    crate::interrupts::finished(refused, || {
+    crate::interrupts::finished(&outcome, || {
         let _ = crate::store::Store::flush(&p.store);
     });
     Ok(refused_if_damaged(&p, answered))

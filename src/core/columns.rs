@@ -103,15 +103,33 @@ pub fn is_well_formed_email(email: &str) -> bool {
 /// Nor one with a lower-case letter whose capital is another letter's too, written for
 /// that letter (`ſ` for `s`, `ϐ` for `β`, the Greek symbols `ϑ ϕ ϖ ϰ ϱ ϵ`): a gateway
 /// comparing case-insensitively letter by letter takes both spellings for one address,
-/// and `ſam@…` had been given its own account and role beside sam@…. Greek's final `ς`
+/// and `ſam@…` had been given its own account and role beside sam@…; nor one with a
+/// ligature written for its letters (`ﬁ` for `fi`). Greek's final `ς` (at a word's end)
 /// and Turkish `ı` are letters of their languages' spelling (`νίκος@…`, `aydın@…`) and
 /// pass, though their capitals are `σ`'s and `i`'s too (README).
 pub fn is_plain_identity(email: &str) -> bool {
     let email = email.trim_matches(|c: char| c.is_ascii_whitespace());
+    let mut next = email.chars().skip(1).map(Some).chain([None]);
+    let spelled = |c: char, after: Option<char>| {
+        is_own_case(c)
+            && !is_invisible(c)
+            && !is_ligature(c)
+            && (c != 'ς' || !after.is_some_and(char::is_alphabetic))
+    };
     is_well_formed_email(email)
         && (email.is_ascii()
-            || (email.chars().all(|c| is_own_case(c) && !is_invisible(c))
+            || (email.chars().all(|c| spelled(c, next.next().flatten()))
                 && unicode_normalization::is_nfc(email)))
+}
+
+/// Letters that stand for two: the Latin and Armenian ligatures of Unicode's presentation
+/// forms (`ﬁ` for `fi`), `ŉ` (`ʼn`) and `ẚ` (`aʾ`). A gateway that folds case fully takes
+/// `ﬁnn@…` for finn@…, and it had been given an account and a role of its own.
+fn is_ligature(c: char) -> bool {
+    matches!(
+        c,
+        '\u{fb00}'..='\u{fb06}' | '\u{fb13}'..='\u{fb17}' | '\u{149}' | '\u{1e9a}'
+    )
 }
 
 /// Whether `c` shows as nothing: Unicode's default ignorable code points (zero-width
@@ -344,6 +362,7 @@ mod tests {
             "ı@x.example",
             "aydın.yıldız@x.example",
             "νίκος@x.example",
+            "νίκος.παπας@x.example",
             "ΠΑΠΑΣ@x.example",
         ] {
             assert!(is_plain_identity(ok), "{ok:?}");
@@ -364,6 +383,10 @@ mod tests {
             "\u{17f}am@acme.example",
             "\u{3d0}eta@acme.example",
             "\u{3d1}eta@acme.example",
+            // A ligature for its letters; a final sigma inside a word.
+            "\u{fb01}nn@acme.example",
+            "\u{149}@acme.example",
+            "ςοφία@acme.example",
             "\u{1e9b}@acme.example",
             "\u{1c80}@acme.example",
         ] {

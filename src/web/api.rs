@@ -204,10 +204,15 @@ async fn auth_check(
     // Sent to the engine as asked: a space beyond ASCII around it (U+3000) is no part of an
     // address, and the engine denies it (`columns::is_plain_identity`); a trim here had
     // taken it away first.
-    // As asked, blank or missing too: the engine denies what is not one address (spaces
-    // around it included), and the answer is 200 as the README has it (a blank one had
-    // been 400).
+    // Denied, as the README's "always 200" has it: a blank or missing address (it had been
+    // 400), and one with spaces around it, which the engine would trim (SPEC §1): in a URL
+    // they come from an unencoded `+`, and `?email=+kim@…` (a mailbox of its own) had been
+    // trimmed to kim@… and answered with kim's role.
     let email = q.email;
+    let bare = email.trim_matches(|c: char| c.is_ascii_whitespace());
+    if bare.is_empty() || bare.len() != email.len() {
+        return (StatusCode::OK, Json(serde_json::json!({"allowed": false}))).into_response();
+    }
     let answer = state
         .engine
         .ask_as(
