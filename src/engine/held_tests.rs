@@ -198,9 +198,11 @@ fn a_held_file_filed_after_its_filing_failed_is_announced() {
     let sink = heard.clone();
     p.set_observer(Arc::new(move |outcome: &FileOutcome<'_>| {
         let line = match *outcome {
-            FileOutcome::Filed { id, report, .. } => {
-                format!("filed {id} {}", report.status.as_str())
-            }
+            FileOutcome::Filed { id, report, .. } => format!(
+                "filed {id} {}, created {}",
+                report.status.as_str(),
+                report.counts.created
+            ),
             FileOutcome::Failed { name, .. } => format!("failed {name}"),
         };
         sink.lock().unwrap().push(line);
@@ -216,7 +218,8 @@ fn a_held_file_filed_after_its_filing_failed_is_announced() {
     p.finish_unfiled(&entry).unwrap();
     assert_eq!(
         *heard.lock().unwrap(),
-        ["failed big.csv", "filed 1 held"],
+        // With its report's counts: the summary had read "created 0".
+        ["failed big.csv", "filed 1 held, created 3"],
         "told of the failure, then of the hold"
     );
 }

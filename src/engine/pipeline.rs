@@ -199,6 +199,10 @@ impl<S: Store> Pipeline<S> {
             more_errors: usize,
             #[serde(default)]
             held_because: Vec<String>,
+            // The summary's counts: without them a held file posted after a restart read
+            // "deactivated 0" beside a text naming 81 deactivations.
+            #[serde(default)]
+            counts: crate::core::reconcile::Counts,
         }
         let mut report = Report::new(
             &entry.name,
@@ -220,6 +224,7 @@ impl<S: Store> Pipeline<S> {
             report.errors = head.errors;
             report.more_errors = head.more_errors;
             report.held_because = head.held_because;
+            report.counts = head.counts;
         }
         report
     }
