@@ -99,8 +99,10 @@ pub fn finish_first() {
 /// written durable first (so a signal after this, which acts at once, loses nothing), then
 /// a stopping signal that came meanwhile ends the process, saying `outcome`.
 pub fn finished(outcome: &str, flush: impl FnOnce()) {
-    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    // Still finishing while it flushes: a signal meanwhile is told how the roster ended (one
+    // waiting on the lock during the flush had found it over, and ended the process unsaid).
     flush();
+    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
     state.finishing = false;
     if let Some(signal) = state.came {
         let _ = writeln!(std::io::stderr(), "autoprov: {signal}: {outcome}; stopping");
