@@ -115,7 +115,10 @@ pub fn is_plain_identity(email: &str) -> bool {
                 .chars()
                 .all(|c| is_own_case(c) && !is_invisible(c) && !is_ligature(c))
                 && sigmas_are_final(email)
-                && unicode_normalization::is_nfc(email)))
+                && unicode_normalization::is_nfc(email)
+                // Its lower case composed as well: `J̌OE@…` lower-cases to `j` and a caron,
+                // not `ǰ`, and had been an account of its own beside ǰoe@….
+                && unicode_normalization::is_nfc(&fold(email))))
 }
 
 /// Whether every `ς` of `email` stands where lower-casing puts one (Unicode's final sigma,
@@ -373,6 +376,7 @@ mod tests {
             "ı@x.example",
             "aydın.yıldız@x.example",
             "νίκος@x.example",
+            "\u{1f0}oe@x.example",
             "νίκος-παπας@x.example",
             "ΠΑΠΑΣ@x.example",
         ] {
@@ -398,6 +402,9 @@ mod tests {
             "\u{fb01}nn@acme.example",
             "\u{149}@acme.example",
             "ςοφία@acme.example",
+            // Capitals whose lower case is not composed (j and a caron, not ǰ).
+            "J\u{30c}OE@x.example",
+            "\u{3aa}\u{301}\u{3a3}@x.example",
             // Its capitals lower-case to νίκοσ.παπας: not where a final sigma stands.
             "νίκος.παπας@acme.example",
             "ας'α@acme.example",
