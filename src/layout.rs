@@ -55,12 +55,6 @@ pub const WATCH_COPY: &str = ".watch-";
 /// watch_dir (`ingest::watch`); never removed as a part.
 pub const WATCH_DONE: &str = ".watch-done-";
 
-/// The digest of the file a [`WATCH_DONE`] copy was made of, and the name it goes into
-/// inbox/ as; `None` for another name.
-pub fn watch_done(file_name: &str) -> Option<(&str, &str)> {
-    file_name.strip_prefix(WATCH_DONE)?.split_once('-')
-}
-
 /// The files and folders under `data_dir`.
 #[derive(Debug, Clone)]
 pub struct Paths {

@@ -104,15 +104,6 @@ impl<S: Store> Pipeline<S> {
                 tracing::info!(path = %path.display(), "removing the partial copy of a file whose `process` or download was stopped");
                 fs::remove_file(&path)?;
             }
-            // Watch mode's whole copy of a file it may not have removed yet: the watch task
-            // finishes it (the file first); in another mode nothing will, so it is taken
-            // here (it had stayed hidden for ever once the daemon ran in host mode).
-            if let Some((_, taken_as)) = crate::layout::watch_done(name)
-                && self.cfg.source.mode != crate::config::Mode::Watch
-            {
-                let named = crate::util::rename_into_free_name(&path, &inbox, taken_as)?;
-                tracing::info!(file = %named, "a copy watch mode made before a stop is taken into inbox/");
-            }
         }
         // The record of a roster staged for its commit, left by a crash before its rename
         // (never used: only a record renamed after its commit is).

@@ -243,9 +243,7 @@ fn an_approved_file_whose_filing_failed_is_filed_by_the_next_scan() {
 }
 
 /// The hidden parts a stopped `process`, poll download or watch-mode copy leaves in
-/// inbox/ are removed when the pipeline recovers; other hidden files are not ours. A whole
-/// watch-mode copy is taken into inbox/ outside watch mode (it had stayed hidden for ever
-/// once the daemon ran in host mode).
+/// inbox/ are removed when the pipeline recovers; other hidden files are not ours.
 #[test]
 fn recovery_removes_the_parts_of_interrupted_copies() {
     let (_dir, p) = pipeline();
@@ -254,14 +252,13 @@ fn recovery_removes_the_parts_of_interrupted_copies() {
     for name in ours.iter().chain(&[".someone-else.part", ".watch-notes"]) {
         fs::write(inbox.join(name), b"part").unwrap();
     }
-    fs::write(inbox.join(".watch-done-0123456789abcdef-r.csv"), b"whole").unwrap();
     p.recover().unwrap();
     let mut left: Vec<String> = fs::read_dir(&inbox)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     left.sort();
-    assert_eq!(left, [".someone-else.part", ".watch-notes", "r.csv"]);
+    assert_eq!(left, [".someone-else.part", ".watch-notes"]);
 }
 
 /// A held file whose roster is gone from held/ (the store restored from a backup taken

@@ -161,6 +161,7 @@ pub async fn watch_dir(
     let inbox = paths.folder("inbox");
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
     let mut kept = Kept::load(paths.watch_kept.clone());
+    tokio::task::block_in_place(|| recover_copies(&inbox, &dir, &mut kept));
     scan_dir(&dir, &mut files, false);
     let mut check = tokio::time::interval(
         settle
@@ -192,15 +193,8 @@ pub async fn watch_dir(
             _ = check.tick() => {
                 // Moving may copy a whole roster across filesystems: not on an async worker's
                 // time (the runtime has other workers for the SFTP and control tasks).
-                // A copy whose file has left watch_dir goes first, and holds back the rest
-                // while it cannot (a roster had been applied over newer ones after a restart).
                 let settled = tokio::task::block_in_place(|| {
-                    match recover_copies(&inbox, &dir, &mut kept) {
-                        Ok(()) => {
-                            move_settled(&mut files, &mut kept, &inbox, settle, &|p| fs::remove_file(p))
-                        }
-                        Err(failed) => Settled { moved: false, failed: vec![failed] },
-                    }
+                    move_settled(&mut files, &mut kept, &inbox, settle, &|p| fs::remove_file(p))
                 });
                 // Told as a failed file is: `status`, `/healthz` and the notification hook
                 // (a full disk had left the roster in watch_dir with only a log line).
@@ -653,20 +647,12 @@ fn copy_in(
             "copied into inbox/, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
         );
         removed = false;
-    } else if let Some(dir) = path.parent()
-        && let Err(e) = crate::util::fsync_dir(dir)
-    {
-        // Removed, maybe not yet on disk: a power cut now may leave it to be copied again.
-        tracing::warn!(file = ?path, "syncing source.watch_dir after removing a copied file: {e}");
+    } else if let Some(dir) = path.parent() {
+        // Gone for good before the copy is named to be taken.
+        crate::util::fsync_dir(dir)?;
     }
-    // The file has left watch_dir: a copy that cannot be named now waits under its hidden
-    // name, and goes before any later file ([`recover_copies`], at the next pass).
-    let candidate = crate::util::rename_into_free_name(&done, inbox, name).with_context(|| {
-        format!(
-            "naming the copy of {} in inbox/; it waits there under a hidden name and is taken first",
-            path.display()
-        )
-    })?;
+    let candidate = crate::util::rename_into_free_name(&done, inbox, name)
+        .with_context(|| format!("naming the copy of {} in inbox/", path.display()))?;
     Ok((candidate, removed))
 }
 
@@ -683,12 +669,10 @@ fn stamp_digest(meta: &fs::Metadata) -> String {
     format!("{:016x}", crate::core::resync::digest(stamp.as_bytes()))
 }
 
-/// Finishes the copies left named for their file ([`done_name`]) by a stop, or by a failure
-/// after their file was removed: the file still in `dir` with that stamp is removed (or,
-/// when it cannot be, kept in `kept`), then the copy goes into `inbox` under its name. Run
-/// before each pass over watch_dir: a copy that cannot be named yet holds the later files
-/// back (its name and why, as a failed move does), for it came first.
-fn recover_copies(inbox: &Path, dir: &Path, kept: &mut Kept) -> Result<(), (String, String)> {
+/// Finishes the copies a stop left named for their file ([`done_name`]): the file still in
+/// `dir` with that stamp is removed (or, when it cannot be, kept in `kept`), then the copy
+/// goes into `inbox` under its name.
+fn recover_copies(inbox: &Path, dir: &Path, kept: &mut Kept) {
     let named = |folder: &Path| -> Vec<(String, PathBuf)> {
         fs::read_dir(folder)
             .into_iter()
@@ -702,7 +686,7 @@ fn recover_copies(inbox: &Path, dir: &Path, kept: &mut Kept) -> Result<(), (Stri
         .filter(|(n, _)| n.starts_with(crate::layout::WATCH_DONE))
         .collect();
     if done.is_empty() {
-        return Ok(());
+        return;
     }
     let originals: Vec<(String, PathBuf, fs::Metadata)> = named(dir)
         .into_iter()
@@ -713,9 +697,8 @@ fn recover_copies(inbox: &Path, dir: &Path, kept: &mut Kept) -> Result<(), (Stri
             Some((stamp_digest(&meta), p, meta))
         })
         .collect();
-    let mut failed = None;
     for (file, copy) in done {
-        let Some((digest, name)) = crate::layout::watch_done(&file) else {
+        let Some((digest, name)) = file[crate::layout::WATCH_DONE.len()..].split_once('-') else {
             continue;
         };
         for (_, original, meta) in originals.iter().filter(|(d, ..)| d == digest) {
@@ -730,18 +713,15 @@ fn recover_copies(inbox: &Path, dir: &Path, kept: &mut Kept) -> Result<(), (Stri
             }
         }
         match crate::util::rename_into_free_name(&copy, inbox, name) {
-            Ok(taken) => tracing::info!(
-                file = %taken,
-                "a copy whose file has left source.watch_dir is taken into inbox/"
-            ),
+            Ok(taken) => {
+                tracing::info!(file = %taken, "a copy made before a stop is taken into inbox/")
+            }
             Err(e) => {
-                let why = format!("naming its copy in inbox/: {e}");
-                failed.get_or_insert((name.to_string(), why));
+                tracing::error!(file = ?copy, "a copy made before a stop cannot be named in inbox/: {e}")
             }
         }
     }
     let _ = crate::util::fsync_dir(inbox);
-    failed.map_or(Ok(()), Err)
 }
 
 /// Room a copy into inbox/ leaves free at least.
@@ -782,7 +762,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         fs::write(dir.join("c.csv"), "C, newer").unwrap();
         let mut kept = Kept::default();
-        recover_copies(&inbox, &dir, &mut kept).unwrap();
+        recover_copies(&inbox, &dir, &mut kept);
         let mut taken: Vec<String> = fs::read_dir(&inbox)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
