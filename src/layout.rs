@@ -51,9 +51,6 @@ pub const DRY_RUN_SUFFIX: &str = ".dryrun.csv";
 /// How the hidden name of a watch-mode copy from another filesystem into inbox/ starts
 /// (removed at start-up when a crash left it).
 pub const WATCH_COPY: &str = ".watch-";
-/// Watch mode's copy once whole, named for the file it copies until that file has left
-/// watch_dir (`ingest::watch`); never removed as a part.
-pub const WATCH_DONE: &str = ".watch-done-";
 
 /// The files and folders under `data_dir`.
 #[derive(Debug, Clone)]

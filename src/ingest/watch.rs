@@ -161,7 +161,6 @@ pub async fn watch_dir(
     let inbox = paths.folder("inbox");
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
     let mut kept = Kept::load(paths.watch_kept.clone());
-    tokio::task::block_in_place(|| recover_copies(&inbox, &dir, &mut kept));
     scan_dir(&dir, &mut files, false);
     let mut check = tokio::time::interval(
         settle
@@ -617,111 +616,35 @@ fn copy_in(
         std::process::id()
     ));
     let mut dst = crate::util::create_fresh(&tmp)?;
-    // Named for the file it copies before that file leaves watch_dir: a crash between the
-    // two is finished at the next start ([`recover_copies`]), the file not copied again (a
-    // roster had been applied twice).
-    let done = inbox.join(done_name(&src.metadata()?, name));
     let copied = std::io::copy(src, &mut dst)
         .map_err(anyhow::Error::from)
         .and_then(|_| Ok(dst.sync_all()?))
-        .and_then(|()| Ok(fs::rename(&tmp, &done)?))
-        .and_then(|()| Ok(crate::util::fsync_dir(inbox)?));
+        .and_then(|()| Ok(crate::util::rename_into_free_name(&tmp, inbox, name)?));
     // A failed copy leaves no part behind (nor its space).
-    if let Err(e) = copied {
-        let _ = fs::remove_file(&tmp);
-        let _ = fs::remove_file(&done);
-        return Err(e.context(format!("copying {}", path.display())));
-    }
+    let candidate = match copied {
+        Ok(candidate) => candidate,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.context(format!("copying {}", path.display())));
+        }
+    };
     // Removed by its path only while that path still names the file copied: a
     // writer may have renamed a newer roster over it meanwhile, which stays to be
     // taken (it had been deleted unread). The window left is the two calls'.
     if !still_named(path, src) {
         tracing::warn!(
             file = ?path,
-            "copied into inbox/; another file took its name in source.watch_dir meanwhile and stays there to be taken"
+            "copied into inbox/{candidate}; another file took its name in source.watch_dir meanwhile and stays there to be taken"
         );
         removed = false;
     } else if let Err(e) = remove(path) {
         tracing::error!(
             file = ?path,
-            "copied into inbox/, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
+            "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
         );
         removed = false;
-    } else if let Some(dir) = path.parent() {
-        // Gone for good before the copy is named to be taken.
-        crate::util::fsync_dir(dir)?;
     }
-    let candidate = crate::util::rename_into_free_name(&done, inbox, name)
-        .with_context(|| format!("naming the copy of {} in inbox/", path.display()))?;
     Ok((candidate, removed))
-}
-
-/// What a copy into inbox/ is named once whole, before its file leaves watch_dir: the
-/// digest of the file's stamp ([`Kept`]'s) and the name it goes in as (cut to fit).
-fn done_name(meta: &fs::Metadata, name: &str) -> String {
-    let head = format!("{}{}-", crate::layout::WATCH_DONE, stamp_digest(meta));
-    format!("{head}{}", crate::util::fitting(name, 255 - head.len()))
-}
-
-/// A file's stamp ([`Kept`]'s) as 16 hex digits.
-fn stamp_digest(meta: &fs::Metadata) -> String {
-    let stamp = format!("{:?}", Kept::stamp(meta));
-    format!("{:016x}", crate::core::resync::digest(stamp.as_bytes()))
-}
-
-/// Finishes the copies a stop left named for their file ([`done_name`]): the file still in
-/// `dir` with that stamp is removed (or, when it cannot be, kept in `kept`), then the copy
-/// goes into `inbox` under its name.
-fn recover_copies(inbox: &Path, dir: &Path, kept: &mut Kept) {
-    let named = |folder: &Path| -> Vec<(String, PathBuf)> {
-        fs::read_dir(folder)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
-            .collect()
-    };
-    let done: Vec<(String, PathBuf)> = named(inbox)
-        .into_iter()
-        .filter(|(n, _)| n.starts_with(crate::layout::WATCH_DONE))
-        .collect();
-    if done.is_empty() {
-        return;
-    }
-    let originals: Vec<(String, PathBuf, fs::Metadata)> = named(dir)
-        .into_iter()
-        .filter_map(|(_, p)| {
-            let meta = fs::symlink_metadata(&p)
-                .ok()
-                .filter(fs::Metadata::is_file)?;
-            Some((stamp_digest(&meta), p, meta))
-        })
-        .collect();
-    for (file, copy) in done {
-        let Some((digest, name)) = file[crate::layout::WATCH_DONE.len()..].split_once('-') else {
-            continue;
-        };
-        for (_, original, meta) in originals.iter().filter(|(d, ..)| d == digest) {
-            match fs::remove_file(original).and_then(|()| crate::util::fsync_dir(dir)) {
-                Ok(()) => {
-                    tracing::info!(file = ?original, "removed from source.watch_dir: its copy was made before a stop")
-                }
-                Err(e) => {
-                    tracing::error!(file = ?original, "its copy was made before a stop, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged");
-                    kept.insert(meta);
-                }
-            }
-        }
-        match crate::util::rename_into_free_name(&copy, inbox, name) {
-            Ok(taken) => {
-                tracing::info!(file = %taken, "a copy made before a stop is taken into inbox/")
-            }
-            Err(e) => {
-                tracing::error!(file = ?copy, "a copy made before a stop cannot be named in inbox/: {e}")
-            }
-        }
-    }
-    let _ = crate::util::fsync_dir(inbox);
 }
 
 /// Room a copy into inbox/ leaves free at least.
@@ -741,42 +664,6 @@ fn still_named(path: &Path, open: &fs::File) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// What a stop between a copy's naming and its file's removal leaves (copy_in) is
-    /// finished at the next start: the file removed from watch_dir, the copy taken into
-    /// inbox/ once. A restart had copied the file again, and the roster was applied twice.
-    #[test]
-    fn a_copy_left_named_for_its_file_is_taken_once_and_the_file_removed() {
-        let root = tempfile::tempdir().unwrap();
-        let (inbox, dir) = (root.path().join("inbox"), root.path().join("watch"));
-        fs::create_dir_all(&inbox).unwrap();
-        fs::create_dir_all(&dir).unwrap();
-        // Copied, its file still in watch_dir; copied, its file gone already; copied, its
-        // file rewritten since (another roster: it stays to be taken).
-        for (name, body) in [("a.csv", "A"), ("b.csv", "B"), ("c.csv", "C")] {
-            fs::write(dir.join(name), body).unwrap();
-            let meta = fs::metadata(dir.join(name)).unwrap();
-            fs::write(inbox.join(done_name(&meta, name)), body).unwrap();
-        }
-        fs::remove_file(dir.join("b.csv")).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
-        fs::write(dir.join("c.csv"), "C, newer").unwrap();
-        let mut kept = Kept::default();
-        recover_copies(&inbox, &dir, &mut kept);
-        let mut taken: Vec<String> = fs::read_dir(&inbox)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        taken.sort();
-        assert_eq!(taken, ["a.csv", "b.csv", "c.csv"]);
-        assert_eq!(fs::read_to_string(inbox.join("c.csv")).unwrap(), "C");
-        let left: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, ["c.csv"], "the newer c.csv stays to be taken");
-        assert_eq!(fs::read_to_string(dir.join("c.csv")).unwrap(), "C, newer");
-    }
 
     /// Without a watcher (inotify's limits used up), inbox/ is still scanned every
     /// `rescan`: files wait longer, never for ever.
