@@ -104,9 +104,10 @@ pub fn is_well_formed_email(email: &str) -> bool {
 /// that letter (`ſ` for `s`, `ϐ` for `β`, the Greek symbols `ϑ ϕ ϖ ϰ ϱ ϵ`): a gateway
 /// comparing case-insensitively letter by letter takes both spellings for one address,
 /// and `ſam@…` had been given its own account and role beside sam@…; nor one with a
-/// ligature written for its letters (`ﬁ` for `fi`). Greek's final `ς` (at a word's end)
-/// and Turkish `ı` are letters of their languages' spelling (`νίκος@…`, `aydın@…`) and
-/// pass, though their capitals are `σ`'s and `i`'s too (README).
+/// ligature written for its letters (`ﬁ` for `fi`). Greek's final `ς` (where lower-casing
+/// puts one: [`sigmas_are_final`]) and Turkish `ı` are letters of their languages' spelling
+/// (`νίκος@…`, `aydın@…`) and pass, though their capitals are `σ`'s and `i`'s too (README).
+/// Nor one whose lower case is not composed.
 pub fn is_plain_identity(email: &str) -> bool {
     let email = email.trim_matches(|c: char| c.is_ascii_whitespace());
     is_well_formed_email(email)

@@ -239,10 +239,10 @@ impl<S: Store> Pipeline<S> {
         }
         match failed {
             None if waited => Ok(()),
-            None => Err(Error::failed(
-                "the store committed without waiting for the reports (a bug)",
-            )
-            .after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied)),
+            None => Err(super::pipeline::after_commit(
+                Error::failed("the store committed without waiting for the reports (a bug)"),
+                entry,
+            )),
             Some(e) => match self.store.file(entry.id) {
                 Ok(recorded) if recorded.as_ref() != Some(entry) => {
                     let _ = fs::remove_dir_all(self.staged(entry.id));
@@ -254,9 +254,7 @@ impl<S: Store> Pipeline<S> {
                 Ok(_) if self.store.write_failed().is_some() => Err(e),
                 // Recorded, or unknown: the staged reports stay (the next start removes
                 // those of an entry the ledger does not have).
-                Ok(_) => {
-                    Err(e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied))
-                }
+                Ok(_) => Err(super::pipeline::after_commit(e, entry)),
                 Err(_) => Err(e),
             },
         }
@@ -294,7 +292,7 @@ impl<S: Store> Pipeline<S> {
         read: Option<&HeldFile>,
     ) -> Result<()> {
         self.finish_filing(entry, read)
-            .map_err(|e| e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied))
+            .map_err(|e| super::pipeline::after_commit(e, entry))
     }
 
     /// Makes the store durable before a file committed earlier (not by this process's flush

@@ -511,9 +511,7 @@ impl<S: Store> Pipeline<S> {
                 let finished = self
                     .finish_unfiled(&entry)
                     .with_context(|| format!("filing {from}"))
-                    .map_err(|e| {
-                        e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied)
-                    });
+                    .map_err(|e| after_commit(e, &entry));
                 if let Err(error) = &finished {
                     // Files wait behind it: the observer hears (the daemon's `file_failed`,
                     // once until a file is filed); a scan that kept failing had said nothing.
@@ -991,6 +989,12 @@ pub(super) fn read_report(file: &Path) -> Option<Report> {
     let mut p = file.as_os_str().to_owned();
     p.push(".report.json");
     serde_json::from_slice(&fs::read(p).ok()?).ok()
+}
+
+/// `e`, a failure after `entry`'s commit ([`Error::after_commit`]): its outcome is in the
+/// store, and changed admins only when it was applied.
+pub(super) fn after_commit(e: Error, entry: &FileEntry) -> Error {
+    e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied)
 }
 
 #[cfg(test)]
