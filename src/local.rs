@@ -678,7 +678,7 @@ mod tests {
             // A roster applied (so that `sync` has one), an account, then its bucket damaged.
             let p = open(cfg.clone()).unwrap();
             let roster = b"Employee ID,Email\nE1,e1@x.io\n";
-            let name = p.receive("r.csv", Content::Stream(&mut &roster[..]), false);
+            let name = p.receive("r.csv", Content::Stream(&mut &roster[..]), false, None);
             p.process(&name.unwrap().0).unwrap();
             let account = samples::packed([samples::account("E1")]);
             p.store

@@ -381,13 +381,15 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Files `content` into inbox/ as a complete file (temp name, fsync, rename) under a free
-    /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix); returns the
-    /// name, and the bytes when they were read already.
+    /// name derived from `original` (a dry run gets the `.dryrun.csv` suffix), marked as
+    /// asked for by `by` when a person asked; returns the name, and the bytes when they were
+    /// read already.
     pub fn receive(
         &self,
         original: &str,
         content: Content<'_>,
         dry_run: bool,
+        by: Option<&str>,
     ) -> Result<(String, Option<FileBytes>)> {
         // Control and format characters, which the SFTP server refuses in a name, become
         // `_` (as a poll's remote names do).
@@ -434,6 +436,9 @@ impl<S: Store> Pipeline<S> {
                 return Err(e);
             }
         };
+        if let Some(by) = by {
+            super::asker::mark(&copy, by);
+        }
         // Named in inbox/, the file is taken whatever happens: a `process` run here finishes
         // it when interrupted (a no-op in the daemon, which never watches for interrupts).
         crate::interrupts::finish_first();
@@ -497,17 +502,17 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Renames the fetched file `tmp` into inbox/ under a free name derived from `name`,
-    /// known as `asker`'s, if one asked, before any scan can see it (see
+    /// marked as `asker`'s, if one asked, before any scan can see it (see
     /// [`SourceJob::Fetched`]).
     ///
     /// [`SourceJob::Fetched`]: super::jobs::SourceJob::Fetched
     pub fn file_fetched(&self, tmp: &Path, name: &str, asker: Option<&str>) -> Result<String> {
         let inbox = self.paths.folder("inbox");
+        if let Some(asker) = asker {
+            super::asker::mark_path(tmp, asker);
+        }
         let filed = crate::util::rename_into_free_name(tmp, &inbox, name)
             .with_context(|| format!("filing the fetched roster into {}", inbox.display()))?;
-        if let Some(asker) = asker {
-            self.asked_by(&filed, asker);
-        }
         // Filed whatever the folder's sync says: it is in inbox/ and processed (a failure
         // here had been answered "nothing was written to inbox/").
         if let Err(e) = fsync_dir(&inbox) {

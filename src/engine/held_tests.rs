@@ -146,11 +146,11 @@ fn a_process_refused_behind_an_earlier_held_file_leaves_nothing_to_apply_later()
     let (_dir, p) = pipeline_with(FEW_GRANTS);
     add_rule(&p, "IT", "department = IT");
     let big = staff(&[("E1", "IT"), ("E2", "IT"), ("E3", "IT")]);
-    p.receive("a.csv", Content::Stream(&mut &big[..]), false)
+    p.receive("a.csv", Content::Stream(&mut &big[..]), false, None)
         .unwrap();
     let mine = staff(&[("E9", "IT")]);
     let name = p
-        .receive("b.csv", Content::Stream(&mut &mine[..]), false)
+        .receive("b.csv", Content::Stream(&mut &mine[..]), false, None)
         .unwrap()
         .0;
     let r = super::commands::execute(&p, Request::Process { name }, "root", Output::Json);
@@ -175,7 +175,7 @@ fn a_dry_run_under_a_waiting_dry_runs_name_is_still_a_dry_run() {
     let roster = staff(&[("E1", "IT")]);
     for expected in ["r.dryrun.csv", "r-2.dryrun.csv"] {
         let name = p
-            .receive("r.csv", Content::Stream(&mut &roster[..]), true)
+            .receive("r.csv", Content::Stream(&mut &roster[..]), true, None)
             .unwrap()
             .0;
         assert_eq!(name, expected);

@@ -120,28 +120,9 @@ pub struct Pipeline<S: Store> {
     /// Files the engine held or rejected whose filing [`Pipeline::recover`] finished: their
     /// observer is told once it is set (the daemon sets it after the store is opened).
     pub(super) recovered: std::sync::Mutex<Vec<u64>>,
-    /// Files in inbox/ by name, and who asked for them (`autoprov fetch`): audited as
-    /// theirs whichever request or scan processes them.
-    asked: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl<S: Store> Pipeline<S> {
-    /// The file `name` in inbox/ is `caller`'s: processed, it is audited as theirs.
-    pub(super) fn asked_by(&self, name: &str, caller: &str) {
-        self.asked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), caller.to_string());
-    }
-
-    /// Forgets who asked for `name` (processed, or taken out of inbox/).
-    pub(super) fn forget_asked(&self, name: &str) {
-        self.asked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-    }
-
     /// Asks loops over waiting files to stop after the file in progress.
     pub fn request_stop(&self) {
         self.stopping
@@ -163,7 +144,6 @@ impl<S: Store> Pipeline<S> {
             paths,
             stopping: Default::default(),
             observer: Default::default(),
-            asked: Default::default(),
             room_to_spare: ROOM_TO_SPARE,
             recovered: Default::default(),
         })
@@ -341,22 +321,13 @@ impl<S: Store> Pipeline<S> {
         by: &str,
         uploaded: bool,
     ) -> Result<Report> {
-        // Forgotten once the file is processed (a failure is retried as theirs).
-        let asked = self
-            .asked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned();
-        let by = match (by, &asked) {
-            (AUTOPROV, Some(asker)) => asker.as_str(),
-            _ => by,
+        // A file someone asked for is theirs whichever request, scan or start processes it.
+        let asked = match by {
+            AUTOPROV => super::asker::of(&self.paths.folder("inbox").join(name)),
+            _ => None,
         };
-        let processed = self.process_file(name, bytes, by);
-        if processed.is_ok() {
-            self.forget_asked(name);
-        }
-        match processed {
+        let by = asked.as_deref().unwrap_or(by);
+        match self.process_file(name, bytes, by) {
             Ok((id, report)) => {
                 self.tell(FileOutcome::Filed {
                     id,
@@ -1013,7 +984,7 @@ mod tests {
 
     /// Files `roster` into inbox/ as `r.csv`; the name it has there.
     fn received(p: &Pipeline<SledStore>, roster: &[u8]) -> String {
-        p.receive("r.csv", Content::Stream(&mut &roster[..]), false)
+        p.receive("r.csv", Content::Stream(&mut &roster[..]), false, None)
             .unwrap()
             .0
     }
@@ -1359,7 +1330,7 @@ mod tests {
         // Others' hidden files are not this one's business.
         fs::write(inbox.join(".upload.csv.part"), b"x").unwrap();
         let name = p
-            .receive("r.csv", Content::Stream(&mut &b"a,b\n"[..]), false)
+            .receive("r.csv", Content::Stream(&mut &b"a,b\n"[..]), false, None)
             .unwrap()
             .0;
         // What a crash between a file's commit and its record's rename leaves.

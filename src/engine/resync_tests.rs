@@ -226,7 +226,7 @@ fn pipeline_on<S: Store>(
 
 fn submit<S: Store>(p: &Pipeline<S>, name: &str, bytes: &[u8]) -> Report {
     let name = p
-        .receive(name, Content::Stream(&mut &bytes[..]), false)
+        .receive(name, Content::Stream(&mut &bytes[..]), false, None)
         .unwrap()
         .0;
     p.process(&name).unwrap()

@@ -103,7 +103,7 @@ pub(super) fn submit(
     bytes: &[u8],
 ) -> crate::api::Result<Report> {
     let name = p
-        .receive(name, Content::Stream(&mut &bytes[..]), false)
+        .receive(name, Content::Stream(&mut &bytes[..]), false, None)
         .unwrap()
         .0;
     p.process(&name)
@@ -281,7 +281,7 @@ fn a_dry_run_reports_what_would_change_and_changes_nothing() {
         add_rule(&p, "IT", "department = IT");
         let roster = staff(&[("E1", "IT")]);
         let received = p
-            .receive(name, Content::Stream(&mut &roster[..]), flag)
+            .receive(name, Content::Stream(&mut &roster[..]), flag, None)
             .unwrap()
             .0;
         assert!(

@@ -291,7 +291,7 @@ fn upload_answer<S: Store>(
     }
     // The pipeline reads the file back from inbox/, unless its bytes were read already (and
     // then not again); either way a large roster is held once.
-    let filed = p.receive(original_name, content, dry_run);
+    let filed = p.receive(original_name, content, dry_run, Some(caller));
     let (name, bytes) = match filed {
         Ok(filed) => filed,
         Err(e) => return Streamed::Whole(e.context("filing the file into inbox/").response()),
@@ -360,7 +360,6 @@ fn process<S: Store>(
                 std::fs::remove_file(inbox.join(name))
                     .and_then(|()| crate::util::fsync_dir(&inbox))
                     .with_context(|| format!("taking {name} out of inbox/"))?;
-                p.forget_asked(name);
             }
             return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,
@@ -486,6 +485,7 @@ mod tests {
                 "r.csv",
                 Content::Stream(&mut &b"Employee ID,Email\nE1,a@b.io\n"[..]),
                 false,
+                None,
             )
             .unwrap()
             .0;
@@ -502,6 +502,36 @@ mod tests {
         assert!(p.store.files().unwrap().is_empty());
     }
 
+    /// A file sent with `process` is the sender's whoever processes it: the daemon stopping
+    /// before its turn leaves it in inbox/, and the next start audits it as theirs (it had
+    /// been `autoprov`'s, as was one the inbox's scan took before the request).
+    #[test]
+    fn a_file_sent_with_process_is_the_senders_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        p.request_stop();
+        let roster = b"Employee ID,Email\nE1,a@b.io\n";
+        let r = upload_answer(
+            &p,
+            "r.csv",
+            Content::Stream(&mut &roster[..]),
+            false,
+            "root",
+        );
+        let Streamed::Whole(r) = r else {
+            panic!("not a refusal")
+        };
+        assert_eq!(r.exit, exit::UNREACHABLE, "{}", r.text);
+        let name = p.waiting().unwrap().pop().expect("left in inbox/");
+        drop(p);
+        let p = pipeline_in(dir.path());
+        p.process(&name).unwrap();
+        let audit = p.store.audit(None).unwrap();
+        let entry = audit.last().unwrap();
+        assert_eq!(entry.note.action, "file applied", "{entry:?}");
+        assert_eq!(entry.note.user, "root", "{entry:?}");
+    }
+
     #[test]
     fn process_of_a_file_processed_meanwhile_answers_its_report() {
         let dir = tempfile::tempdir().unwrap();
@@ -511,6 +541,7 @@ mod tests {
                 "hris-x.csv",
                 Content::Stream(&mut &b"Employee ID,Email\nE1,a@b.io\n"[..]),
                 false,
+                None,
             )
             .unwrap()
             .0;
