@@ -278,12 +278,12 @@ pub struct Restored {
 /// been given and who had been denied admin rights since the backup).
 pub fn restore(
     paths: &Paths,
-    file: &Path,
+    (file, input): (&Path, fs::File),
     user: &str,
     before: Option<crate::store::StoreResult<Vec<crate::store::AuditEntry>>>,
 ) -> Result<Restored> {
     let staging = paths.store.with_extension("restoring");
-    let (n, created_at) = import_into(&staging, paths, file)?;
+    let (n, created_at) = import_into(&staging, paths, file, input)?;
     let mut restored = Restored {
         records: n,
         created_at,
@@ -355,11 +355,12 @@ pub fn restore(
 
 /// Builds a new store at `staging` from the backup `file`: how many records it held, and
 /// when it was written.
-fn import_into(staging: &Path, paths: &Paths, file: &Path) -> Result<(u64, String)> {
-    // The file named on the command line is missing or no backup: a usage error (exit 2),
-    // unlike a failure to write the new store (exit 5).
-    let input = fs::File::open(file)
-        .map_err(|e| Error::usage(format!("opening backup {}: {e}", file.display())))?;
+fn import_into(
+    staging: &Path,
+    paths: &Paths,
+    file: &Path,
+    input: fs::File,
+) -> Result<(u64, String)> {
     // Left by a restore that stopped (a crash): it may be a store swapped out but not yet
     // renamed aside, so it is kept under a name of its own, never removed.
     if staging.exists() {
@@ -576,9 +577,10 @@ fn owner_of(paths: &Paths) -> std::io::Result<(u32, u32)> {
     Ok((meta.uid(), meta.gid()))
 }
 
-/// Gives `dir` and everything in it to `owner` when it is not ours already: `restore` runs
-/// as root (an org admin who can write the data dir), and a store left root's is one the
-/// daemon, running as its own user, cannot open. Links are changed, never followed.
+/// Gives `dir` and everything in it to `owner` when it is not ours already: `restore` run
+/// by root acts as the data dir's owner, but the store it replaces may have been another's
+/// (and a store left root's is one the daemon, running as its own user, cannot open).
+/// Links are changed, never followed.
 fn give_to_owner(dir: &Path, owner: &(u32, u32)) -> std::io::Result<()> {
     use nix::unistd::{Gid, Uid, fchownat};
     use std::os::unix::fs::MetadataExt;
@@ -690,7 +692,13 @@ mod tests {
             fs::write(held.join(name), b"x").unwrap();
         }
         let before = Some(SledStore::audit_at(&paths.store));
-        let r = restore(&paths, &backup, "root", before).unwrap();
+        let r = restore(
+            &paths,
+            (&backup, fs::File::open(&backup).unwrap()),
+            "root",
+            before,
+        )
+        .unwrap();
         assert_eq!(r.rolled_back, [2, 3], "the backup written is no change");
         assert_eq!(r.unknown_held, ["20261207T000000Z_x.csv"]);
         assert!(r.replaced.is_some());
@@ -738,7 +746,13 @@ mod tests {
             store.append_audit(note("third afresh")).unwrap();
         }
         let before = Some(SledStore::audit_at(&paths.store));
-        let r = restore(&paths, &backup, "root", before).unwrap();
+        let r = restore(
+            &paths,
+            (&backup, fs::File::open(&backup).unwrap()),
+            "root",
+            before,
+        )
+        .unwrap();
         assert_eq!(r.rolled_back, [4, 5, 6]);
         let store = SledStore::open(&paths.store).unwrap();
         let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
@@ -779,11 +793,13 @@ mod tests {
         }
         let before = Some(SledStore::audit_at(&paths.store));
         assert_eq!(
-            restore(&paths, &b1, "root", before).unwrap().rolled_back,
+            restore(&paths, (&b1, fs::File::open(&b1).unwrap()), "root", before)
+                .unwrap()
+                .rolled_back,
             [2, 3]
         );
         let before = Some(SledStore::audit_at(&paths.store));
-        let r = restore(&paths, &b2, "root", before).unwrap();
+        let r = restore(&paths, (&b2, fs::File::open(&b2).unwrap()), "root", before).unwrap();
         assert!(r.rolled_back.is_empty(), "{:?}", r.rolled_back);
         let store = SledStore::open(&paths.store).unwrap();
         let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
@@ -815,11 +831,24 @@ mod tests {
         }
         let before = Some(SledStore::audit_at(&paths.store));
         assert_eq!(
-            restore(&paths, &old, "root", before).unwrap().rolled_back,
+            restore(
+                &paths,
+                (&old, fs::File::open(&old).unwrap()),
+                "root",
+                before
+            )
+            .unwrap()
+            .rolled_back,
             [3, 4]
         );
         let before = Some(SledStore::audit_at(&paths.store));
-        let r = restore(&paths, &new, "root", before).unwrap();
+        let r = restore(
+            &paths,
+            (&new, fs::File::open(&new).unwrap()),
+            "root",
+            before,
+        )
+        .unwrap();
         assert_eq!(r.rolled_back, [3, 4], "old a and old b");
         let store = SledStore::open(&paths.store).unwrap();
         let details: Vec<String> = (store.audit(None).unwrap().into_iter())

@@ -562,6 +562,22 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
             "refused: the daemon is running; stop it (systemctl stop autoprov) before restoring",
         );
     }
+    // Opened with the caller's rights (a backup in /root/), then everything else done as
+    // the data dir's owner, as every other command: as root, sled's open of the store had
+    // followed a link the owner put in store/ (`conf` → /etc/nologin) and written there.
+    let input = match fs::File::open(file) {
+        Ok(input) => input,
+        Err(e) => {
+            return crate::api::error::Error::usage(format!(
+                "opening backup {}: {e}",
+                file.display()
+            ))
+            .response();
+        }
+    };
+    if let Err(e) = crate::data_owner::act_as(&cfg.data_dir) {
+        return Response::fail(exit::FAILED, format!("failed: {e:#}"));
+    }
     let paths = Paths::new(&cfg.data_dir);
     // Read before the lock (sled's open takes one of its own): in use, it is refused below.
     let before = crate::backup::audit_before(&paths);
@@ -580,7 +596,7 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
         }
         lock => lock,
     };
-    match crate::backup::restore(&paths, file, &user, before) {
+    match crate::backup::restore(&paths, (file, input), &user, before) {
         Ok(r) => restored_answer(&r, file),
         Err(e) => e.response(),
     }

@@ -1861,6 +1861,34 @@ fn a_store_restored_by_root_keeps_the_owner_of_the_store_it_replaces() {
     assert_eq!(listed.as_array().unwrap().len(), before.len());
 }
 
+/// `restore` run by root on the service account's data dir acts as that account once it
+/// has opened the backup (root's own file): sled's open of the store being replaced had
+/// followed a link the account put in store/ and written, as root, where it led.
+#[test]
+#[cfg_attr(
+    missing_root,
+    ignore = "needs root (to hand the data dir to user nobody)"
+)]
+fn a_restore_by_root_follows_no_link_the_owner_put_in_the_store() {
+    use std::os::unix::fs::PermissionsExt;
+    require(Need::Root);
+    let env = prepared_env();
+    let file = env.root().join("root-only.backup");
+    env.json_ok(0, &["backup", file.to_str().unwrap()]);
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    hand_to_nobody(&env);
+    let conf = env.data_dir.join("store/conf");
+    let target = env.root().join("written-by-root");
+    fs::remove_file(&conf).unwrap();
+    std::os::unix::fs::symlink(&target, &conf).unwrap();
+    let v = env.json_ok(0, &["restore", file.to_str().unwrap()]);
+    assert!(
+        !target.exists(),
+        "written through the link: {:?}\n{v:#}",
+        fs::read_to_string(&target)
+    );
+}
+
 /// Root's commands with the daemon stopped, on a data dir of the service account (as the
 /// systemd unit's `User=` has it), leave nothing root-owned there: they act as the data
 /// dir's owner. `status` had left a sled snapshot and `process` a watermark, a last roster
