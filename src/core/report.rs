@@ -152,10 +152,12 @@ pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    // Escaped as in the text report: a roster's cell must not write lines (or escape
+    // sequences) into the approver's terminal.
     let mut ids = differing
         .iter()
         .take(10)
-        .copied()
+        .map(|id| escape_controls(id))
         .collect::<Vec<_>>()
         .join(", ");
     if differing.len() > 10 {
@@ -532,6 +534,14 @@ mod tests {
         let what = plan_difference(&now, &other).expect("a difference");
         assert!(
             what.starts_with("1 employees' changes differ (same counts): E1"),
+            "{what}"
+        );
+        // A roster's cell writes no line (nor escape sequence) into the approver's terminal.
+        let mut odd = now.clone();
+        odd[1].employee_id = "E0\u{1b}[2K\r\nAPPLIED: fake".into();
+        let what = plan_difference(&now, &odd).expect("a difference");
+        assert!(
+            what.contains("E0\\u{1b}[2K\\r\\nAPPLIED") && !what.contains('\n'),
             "{what}"
         );
         let what = plan_difference(&now[..1], &now).expect("a difference");

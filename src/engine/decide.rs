@@ -17,6 +17,19 @@ const REPLANNED: &str = "re-planned at an approval";
 /// How a held report's reasons from before a re-plan start.
 const WHEN_HELD: &str = "when the file was held: ";
 
+/// A held report's reasons said as of when the file was held: an earlier re-plan's line
+/// left out (a later one replaces it), the others marked once.
+fn as_when_held(reasons: Vec<String>) -> Vec<String> {
+    reasons
+        .into_iter()
+        .filter(|reason| !reason.starts_with(REPLANNED))
+        .map(|reason| match reason.starts_with(WHEN_HELD) {
+            true => reason,
+            false => format!("{WHEN_HELD}{reason}"),
+        })
+        .collect()
+}
+
 impl<S: Store> Pipeline<S> {
     /// Applies a held file, re-planned against the current state, without the limits.
     pub fn approve(&self, id: u64, user: &str) -> Result<Report> {
@@ -262,8 +275,11 @@ impl<S: Store> Pipeline<S> {
         Ok(match plan_difference(&shown, &eval.report.changes) {
             Some(what) => Err((eval.report, what)),
             None => {
+                // Why it was held stays on record beside the decision (which limit was
+                // passed over, a lost status column): the approved report had said nothing.
                 let mut eval = eval;
                 eval.report.repeats = repeats;
+                eval.report.held_because = as_when_held(held.held_because);
                 Ok(eval)
             }
         })
@@ -291,15 +307,7 @@ impl<S: Store> Pipeline<S> {
         if let Some(old) = old {
             // Why it was held, said as of then (the counts above are the new plan's); an
             // earlier re-plan's line is replaced by this one, not kept beside it.
-            let then = old
-                .held_because
-                .into_iter()
-                .filter(|reason| !reason.starts_with(REPLANNED))
-                .map(|reason| match reason.starts_with(WHEN_HELD) {
-                    true => reason,
-                    false => format!("{WHEN_HELD}{reason}"),
-                });
-            report.held_because.extend(then);
+            report.held_because.extend(as_when_held(old.held_because));
             report.repeats = old.repeats;
         }
         let updated = FileEntry {

@@ -410,6 +410,12 @@ fn an_accounts_history_names_the_stored_file_and_who_decided() {
     let approved = p.approve(1, "alice").unwrap();
     let stored = approved.stored_as.clone().unwrap();
     assert!(stored.ends_with("_a.csv") && stored != "a.csv", "{stored}");
+    // Why it was held stays beside the decision (it had been dropped on approval).
+    assert!(
+        matches!(&approved.held_because[..], [why] if why.starts_with("when the file was held: ") && why.contains("max_grants")),
+        "{:?}",
+        approved.held_because
+    );
     let sources = |id: &str| -> Vec<String> {
         let account = p.store.account(id).unwrap().unwrap();
         account.history.iter().map(|h| h.source.clone()).collect()
