@@ -173,13 +173,20 @@ pub fn is_invisible(c: char) -> bool {
     )
 }
 
-/// A status as it is compared with `roster.inactive_statuses`: [`fold_value`], of its NFC
-/// form, without the characters that show as nothing (`Terminated` with a zero-width
-/// space, or `Départ` with a combining accent, had counted as active: a leaver kept their
-/// admin rights).
-pub fn fold_status(status: &str) -> String {
+/// A cell as rules and `roster.inactive_statuses` compare it: [`fold_value`], and beyond
+/// ASCII of its NFC form without the characters that show as nothing. A status
+/// `Terminated` with a zero-width space, or `Départ` with a combining accent, had counted
+/// as active (a leaver kept their admin rights); `department != Sales` had matched a
+/// `Sales` cell with a zero-width space, and `not in (Comptabilité)` a decomposed
+/// `Comptabilité`, granting the rule's role to those it excludes. Rule values are folded
+/// alike. Emails are not: a second spelling of an address is no address (see
+/// [`is_plain_identity`]), not the same one.
+pub fn fold_cell(value: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    let shown: String = status.nfc().filter(|&c| !is_invisible(c)).collect();
+    if value.is_ascii() {
+        return fold_value(value);
+    }
+    let shown: String = value.nfc().filter(|&c| !is_invisible(c)).collect();
     fold_value(&shown)
 }
 

@@ -588,3 +588,28 @@ fn a_rule_saved_unchanged_from_its_page_keeps_its_line_breaks_and_name() {
         .collect();
     assert_eq!(rule.conditions, asked);
 }
+
+/// A rule's values and a roster's cells are compared as they show: in NFC, without the
+/// characters that show as nothing. `department != Sales` with a zero-width space had let
+/// Sales through, and `not in (Comptabilité, Sales)` a decomposed `Comptabilité` and a
+/// `Sales` with a zero-width space: each got the role the rule withholds from them.
+#[test]
+fn rule_values_and_cells_compare_as_they_show() {
+    let (_dir, p) = pipeline();
+    add_rule(&p, "Everyone but Sales", "department != Sales\u{200b}");
+    let r = submit(&p, "a.csv", &staff(&[("S1", "Sales"), ("F1", "Finance")])).unwrap();
+    let created: Vec<&str> = r.changes.iter().map(|c| &*c.employee_id).collect();
+    assert_eq!(created, ["F1"], "{:?}", r.changes);
+
+    let (_dir, p) = pipeline();
+    add_rule(&p, "Not them", "department not in (Comptabilité, Sales)");
+    let rows = [
+        ("C1", "Comptabilite\u{301}"),
+        ("S1", "Sales\u{200b}"),
+        ("S2", "\u{feff}SALES"),
+        ("O1", "Ops"),
+    ];
+    let r = submit(&p, "a.csv", &staff(&rows)).unwrap();
+    let created: Vec<&str> = r.changes.iter().map(|c| &*c.employee_id).collect();
+    assert_eq!(created, ["O1"], "{:?}", r.changes);
+}

@@ -11,7 +11,7 @@ use super::Capped;
 use super::header::Header;
 use super::keys::{Key, KeyIndex, NO_KEY, email_key, hash_keys, id_key};
 use super::lines::delimiter_name;
-use crate::core::columns::{self, fold_status, fold_value};
+use crate::core::columns::{self, fold_cell};
 use crate::core::model::{Employee, FastHash, Finding, Interner, Sym};
 use crate::core::parallel::{ROWS_WORTH_A_THREAD, join_if};
 
@@ -63,7 +63,7 @@ impl Rows {
     /// No rows yet; `inactive_statuses` as configured (they are compared folded).
     pub(super) fn new(inactive_statuses: &[String], repeats: Repeats) -> Self {
         Self {
-            inactive: inactive_statuses.iter().map(|s| fold_status(s)).collect(),
+            inactive: inactive_statuses.iter().map(|s| fold_cell(s)).collect(),
             employees: Vec::new(),
             values: Vec::new(),
             symbols: Interner::default(),
@@ -285,10 +285,10 @@ impl Rows {
 
     fn is_inactive(&self, status: &str) -> bool {
         if status.is_ascii() {
-            // Folded statuses hold no ASCII capitals, so this equals comparing fold_value.
+            // Folded statuses hold no ASCII capitals, so this equals comparing fold_cell.
             self.inactive.iter().any(|s| s.eq_ignore_ascii_case(status))
         } else {
-            self.inactive.contains(&fold_status(status))
+            self.inactive.contains(&fold_cell(status))
         }
     }
 }
@@ -435,10 +435,10 @@ fn trim(s: &str) -> &str {
     }
 }
 
-/// Interns `fold_value(value)` without allocating when the value is ASCII.
+/// Interns `fold_cell(value)` without allocating when the value is ASCII.
 fn intern_folded(symbols: &mut Interner, value: &str) -> Sym {
     if !value.is_ascii() {
-        return symbols.intern(&fold_value(value));
+        return symbols.intern(&fold_cell(value));
     }
     symbols.intern_ascii_folding(value)
 }

@@ -3,7 +3,7 @@
 
 use super::syntax::Condition;
 use super::{Rule, RuleId};
-use crate::core::columns::{Columns, fold_value};
+use crate::core::columns::{Columns, fold_cell};
 use crate::core::model::{Roster, RuleRow, Sym};
 
 /// Sets of up to this many symbols are searched linearly, larger ones by bisection.
@@ -93,7 +93,7 @@ impl CompiledRule {
             // A value no cell has gets no symbol: it can only fail `=`/`in` and pass `!=`/`not in`.
             let mut syms: Vec<Sym> = values
                 .iter()
-                .filter_map(|v| roster.symbols.get(&fold_value(v)))
+                .filter_map(|v| roster.symbols.get(&fold_cell(v)))
                 .collect();
             syms.sort_unstable();
             syms.dedup();

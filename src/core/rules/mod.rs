@@ -2,7 +2,7 @@
 //!
 //! A condition is `FIELD OP VALUE`. Parsing keeps the field and values as written so that
 //! `rules show` prints what the admin typed; every comparison folds both sides with
-//! [`fold_value`](crate::core::columns::fold_value), so `department = FINANCE` matches a
+//! [`fold_cell`](crate::core::columns::fold_cell), so `department = FINANCE` matches a
 //! cell ` finance `.
 //!
 //! `syntax` holds the conditions and their text, `eval` the rules compiled against a
@@ -121,7 +121,7 @@ const IS_MANAGER: &str = "is_manager";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::columns::fold_value;
+    use crate::core::columns::fold_cell;
     use crate::core::model::{Employee, Interner, Roster};
 
     pub(super) fn field(name: &str, op: Op, values: &[&str]) -> Condition {
@@ -158,7 +158,7 @@ mod tests {
             .enumerate()
             .map(|(i, (id, cells, is_manager, inactive))| {
                 assert_eq!(cells.len(), fields.len(), "row {id}");
-                values.extend(cells.iter().map(|c| symbols.intern(&fold_value(c))));
+                values.extend(cells.iter().map(|c| symbols.intern(&fold_cell(c))));
                 let email = format!("{id}@example.com");
                 let mut e = Employee::new(i as u64 + 2, id, &email, "", *inactive);
                 e.is_manager = *is_manager;

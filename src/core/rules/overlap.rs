@@ -3,7 +3,7 @@
 
 use super::Rule;
 use super::syntax::Condition;
-use crate::core::columns::{Columns, fold_value};
+use crate::core::columns::{Columns, fold_cell};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What the conditions on one field key allow: `allowed` (if any positive condition) minus `denied`.
@@ -51,7 +51,7 @@ impl Constraints {
                 }
                 Condition::Field { field, op, values } => {
                     let constraint = out.fields.entry(columns.key(field)).or_default();
-                    let folded: BTreeSet<String> = values.iter().map(|v| fold_value(v)).collect();
+                    let folded: BTreeSet<String> = values.iter().map(|v| fold_cell(v)).collect();
                     if op.is_positive() {
                         constraint.allowed = Some(match constraint.allowed.take() {
                             None => folded,
@@ -262,7 +262,7 @@ mod tests {
                         Condition::IsManager(m) => is_manager = *m,
                         Condition::Field { field, op, values } if columns.key(field) == *key => {
                             let folded: BTreeSet<String> =
-                                values.iter().map(|v| fold_value(v)).collect();
+                                values.iter().map(|v| fold_cell(v)).collect();
                             if op.is_positive() {
                                 allowed = Some(match allowed.take() {
                                     None => folded,

@@ -743,7 +743,7 @@ fn edit_rule<S: Store>(
                     false => c,
                 })
                 .collect();
-            crate::core::columns::fold_status(&spaced)
+            crate::core::columns::fold_cell(&spaced)
         };
         if let Some(other) = all
             .iter()
