@@ -174,6 +174,44 @@ pub fn plan_difference(shown: &[Change], now: &[Change]) -> Option<String> {
     ))
 }
 
+/// How the warnings a held report showed differ from a new plan's, in words, or `None` when
+/// they are the same. Part of what approval applies: a sign-in email that moves (or is
+/// kept from moving by a manual account) is no action in `changes`, but whoever holds the
+/// address holds the admin rights (a manual account removed meanwhile had let an approval
+/// move an admin's sign-in the held report said would not move).
+pub fn warnings_difference(shown: &[Finding], now: &[Finding]) -> Option<String> {
+    let (old, new) = (sorted_findings(shown), sorted_findings(now));
+    if old == new {
+        return None;
+    }
+    let mut what = format!(
+        "the warnings differ ({} shown, {} now)",
+        old.len(),
+        new.len()
+    );
+    for (label, from, other) in [("now", &new, &old), ("no longer", &old, &new)] {
+        if let Some((line, column, message)) = from.iter().find(|k| !other.contains(k)) {
+            let finding = Finding {
+                line: *line,
+                column: column.map(str::to_owned),
+                message: (*message).to_owned(),
+            };
+            let _ = write!(what, "; {label}: {}", escape_controls(&finding.to_string()));
+        }
+    }
+    Some(what)
+}
+
+/// `findings` as (line, column, message), sorted.
+fn sorted_findings(findings: &[Finding]) -> Vec<(Option<u64>, Option<&str>, &str)> {
+    let mut keys: Vec<_> = findings
+        .iter()
+        .map(|f| (f.line, f.column.as_deref(), f.message.as_str()))
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
 /// Whether a change shown earlier is the one planned now. Reports written before every
 /// change carried `previous_role`/`previous_status` left them null where unchanged: a null
 /// shown there is not a difference (the approver saw the same action, rule and role).

@@ -7,7 +7,7 @@ use super::roster_file::FileBytes;
 use crate::api::error::Blocked;
 use crate::api::error::{Context, Error, Result};
 use crate::api::report_out::{write_json, write_text};
-use crate::core::report::{Decision, Report, ReportStatus, plan_difference};
+use crate::core::report::{Decision, Report, ReportStatus, plan_difference, warnings_difference};
 use crate::core::updates::Updates;
 use crate::store::{AuditNote, Commit, FileEntry, FileStatus, Store, summary};
 use crate::util::{now_rfc3339, write_atomic_with};
@@ -272,7 +272,9 @@ impl<S: Store> Pipeline<S> {
             return Ok(Err((eval.report, what)));
         };
         let (shown, repeats) = (held.changes, held.repeats);
-        Ok(match plan_difference(&shown, &eval.report.changes) {
+        let differs = plan_difference(&shown, &eval.report.changes)
+            .or_else(|| warnings_difference(&held.warnings, &eval.report.warnings));
+        Ok(match differs {
             Some(what) => Err((eval.report, what)),
             None => {
                 // Why it was held stays on record beside the decision (which limit was

@@ -432,3 +432,50 @@ fn an_accounts_history_names_the_stored_file_and_who_decided() {
     let audit = p.store.audit(None).unwrap();
     assert_eq!(audit.last().unwrap().note.action, "sync --force");
 }
+
+/// Approval applies exactly what the held report showed, its warnings too: a sign-in email
+/// that a manual account kept from moving when the file was held, whose manual account was
+/// removed since, would now move (whoever holds the address holds the admin rights). The
+/// approval is refused and the new plan shown; it had applied the move unseen.
+#[test]
+fn an_approval_whose_sign_in_moves_differ_from_the_held_reports_applies_nothing() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let base = submit(&p, "a.csv", &staff(&[("E1", "IT"), ("E2", "Sales")])).unwrap();
+    assert_eq!(base.status, ReportStatus::Applied);
+    let add = Request::AdminsAdd {
+        employee_id: "M9".into(),
+        email: "x@x.io".into(),
+        role: "IT Admin".into(),
+    };
+    let added = super::commands::execute(&p, add, "root", Output::Json);
+    assert_eq!(added.exit, exit::OK, "{}", added.text);
+    let rows = [
+        "E1,x@x.io,IT,active",
+        "E2,e2@x.io,IT,active",
+        "E3,e3@x.io,IT,active",
+        "E4,e4@x.io,IT,active",
+    ];
+    let held = submit(&p, "b.csv", &super::tests::roster(&rows)).unwrap();
+    assert_eq!(held.status, ReportStatus::Held, "{:?}", held.held_because);
+    assert!(
+        held.warnings
+            .iter()
+            .any(|w| w.message.contains("held by the active manual account")),
+        "{:?}",
+        held.warnings
+    );
+    let remove = Request::AdminsRemove { id: "M9".into() };
+    let removed = super::commands::execute(&p, remove, "root", Output::Json);
+    assert_eq!(removed.exit, exit::OK, "{}", removed.text);
+    let id = p.store.files().unwrap().last().unwrap().id;
+    let refused = p.approve(id, "alice").unwrap_err().to_string();
+    assert!(refused.contains("the warnings differ"), "{refused}");
+    assert!(refused.contains("now signs in as \"x@x.io\""), "{refused}");
+    assert_eq!(p.store.account("E1").unwrap().unwrap().email, "e1@x.io");
+    // The new plan shown, approving it applies the move.
+    let applied = p.approve(id, "alice").unwrap();
+    assert_eq!(applied.status, ReportStatus::Applied);
+    assert_eq!(p.store.account("E1").unwrap().unwrap().email, "x@x.io");
+}
