@@ -266,9 +266,18 @@ pub struct Restored {
     pub rolled_back: Vec<u64>,
     /// Why the replaced store's audit could not be read, when it could not.
     pub audit_unread: Option<String>,
-    /// Files in held/ that the restored ledger does not hold as held (held after the
-    /// backup): decided by nobody unless someone processes them again.
-    pub unknown_held: Vec<String>,
+    /// What the restored store does not know of the drop folders.
+    pub unknown: crate::restore_notes::Unknown,
+    /// Whether the backup's records were checked against its SHA-256.
+    pub checked: bool,
+}
+
+impl Restored {
+    /// What a person must act on after this restore, a sentence each.
+    pub fn notes(&self) -> Vec<String> {
+        let unchecked = crate::restore_notes::unchecked(self.checked);
+        unchecked.into_iter().chain(self.unknown.notes()).collect()
+    }
 }
 
 /// Replaces the store with a backup, as `user` asked (the restored store's audit says so).
@@ -283,14 +292,15 @@ pub fn restore(
     before: Option<crate::store::StoreResult<Vec<crate::store::AuditEntry>>>,
 ) -> Result<Restored> {
     let staging = paths.store.with_extension("restoring");
-    let (n, created_at) = import_into(&staging, paths, file, input)?;
+    let (n, created_at, checked) = import_into(&staging, paths, file, input)?;
     let mut restored = Restored {
         records: n,
         created_at,
         replaced: None,
         rolled_back: Vec::new(),
         audit_unread: None,
-        unknown_held: Vec::new(),
+        unknown: Default::default(),
+        checked,
     };
     match check_restored(&staging, paths, (file, user), before, &mut restored) {
         Ok(()) => {}
@@ -360,7 +370,7 @@ fn import_into(
     paths: &Paths,
     file: &Path,
     input: fs::File,
-) -> Result<(u64, String)> {
+) -> Result<(u64, String, bool)> {
     // Left by a restore that stopped (a crash): it may be a store swapped out but not yet
     // renamed aside, so it is kept under a name of its own, never removed.
     if staging.exists() {
@@ -399,14 +409,27 @@ fn check_restored(
     let s = SledStore::open(staging)?;
     s.verify_index()?;
     s.raise_counters(replaced_counters(paths))?;
+    s.raise_counters(held_ids(&s)?)?;
     let undone = format!("rolled back by the restore of {} at {now}", shown.display());
     (restored.rolled_back, restored.audit_unread) = keep_rolled_back(&s, before, &undone)?;
-    restored.unknown_held = unknown_held(&s, paths)?;
+    restored.unknown = crate::restore_notes::unknown(&s, paths)?;
     s.append_audit(crate::store::AuditNote {
         at: now,
         user: user.to_string(),
         action: "restore".into(),
         detail: restore_detail(restored, &shown),
+    })
+}
+
+/// The highest rule id, file id and audit number the restored store `s` holds: its counters
+/// are raised to them, whatever the backup said (a backup edited by hand without them had
+/// given rule 1 out again over rule 1, and the audit's first numbers to new entries over
+/// old ones; SPEC §2: never reused).
+fn held_ids(s: &SledStore) -> crate::store::StoreResult<crate::store::watermark::Counters> {
+    Ok(crate::store::watermark::Counters {
+        audit_seq: s.audit(None)?.iter().map(|e| e.seq).max().unwrap_or(0),
+        file_id: s.files()?.iter().map(|f| f.id).max().unwrap_or(0),
+        rule_id: s.rules()?.iter().map(|r| r.id.0).max().unwrap_or(0),
     })
 }
 
@@ -504,26 +527,6 @@ pub fn audit_before(
     Some(read)
 }
 
-/// The rosters in held/ that `restored`'s ledger does not hold as held.
-fn unknown_held(restored: &SledStore, paths: &Paths) -> crate::store::StoreResult<Vec<String>> {
-    let held: std::collections::HashSet<String> = (restored.files()?.into_iter())
-        .filter(|f| f.status == crate::store::FileStatus::Held)
-        .map(|f| f.stored_as)
-        .collect();
-    let Ok(listed) = fs::read_dir(paths.folder("held")) else {
-        return Ok(Vec::new());
-    };
-    let mut unknown: Vec<String> = (listed.flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            !n.starts_with('.') && !n.ends_with(".report.json") && !n.ends_with(".report.txt")
-        })
-        .filter(|n| !held.contains(n))
-        .collect();
-    unknown.sort();
-    Ok(unknown)
-}
-
 /// The restore's audit entry: what was restored, and what the store replaced had that the
 /// backup has not.
 fn restore_detail(r: &Restored, shown: &Path) -> String {
@@ -549,13 +552,9 @@ fn restore_detail(r: &Restored, shown: &Path) -> String {
         }
         _ => {}
     }
-    if !r.unknown_held.is_empty() {
-        detail += &format!(
-            "; held/ holds files held after the backup, which the restored ledger does not \
-             know and nobody can decide: {} (process each again, e.g. `autoprov process \
-             drop/held/NAME`, or remove it)",
-            r.unknown_held.join(", ")
-        );
+    for note in r.notes() {
+        detail += "; ";
+        detail += &note;
     }
     detail
 }
@@ -658,6 +657,62 @@ mod tests {
         assert_eq!(left.len(), 3, "no temporary file left: {left:?}");
     }
 
+    /// A restored store's counters are at least its highest rule id, file id and audit
+    /// number, whatever the backup says of them: a backup without its counters (edited by
+    /// hand, in the older form without a checksum) had given rule 1 out again, over rule 1,
+    /// and new audit entries the numbers of old ones, over them.
+    #[test]
+    fn a_restore_gives_out_no_id_the_backup_holds_whatever_its_counters_say() {
+        use crate::core::rules::{Condition, Rule, RuleId};
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let backup = dir.path().join("b.backup");
+        {
+            let store = SledStore::open(&paths.store).unwrap();
+            for _ in 0..2 {
+                let id = store.next_rule_id().unwrap();
+                let rule = Rule {
+                    id,
+                    name: format!("rule {id}"),
+                    role: "IT Admin".into(),
+                    conditions: vec![Condition::parse("department = IT").unwrap()],
+                    enabled: true,
+                    created_at: "2026-01-01T00:00:00Z".into(),
+                    created_by: "alice".into(),
+                };
+                store.put_rule(&rule, note("rules add")).unwrap();
+            }
+            write(&store, &backup).unwrap();
+        }
+        fs::remove_dir_all(&paths.store).unwrap();
+        let text = fs::read_to_string(&backup).unwrap();
+        // The counters (`next_…` in the meta tree) and the checksum taken out.
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.contains(r#""key":"6e6578745f"#) && !l.starts_with(r#"{"end""#))
+            .collect();
+        assert!(
+            kept.len() + 3 <= text.lines().count(),
+            "the counters and the end taken out"
+        );
+        let edited = format!("{}\n{{\"end\":{}}}\n", kept.join("\n"), kept.len() - 1);
+        fs::write(&backup, edited).unwrap();
+        let input = fs::File::open(&backup).unwrap();
+        let r = restore(&paths, (&backup, input), "root", None).unwrap();
+        assert!(!r.checked);
+        assert!(
+            r.notes()[0].contains("restored unchecked"),
+            "{:?}",
+            r.notes()
+        );
+        let store = SledStore::open(&paths.store).unwrap();
+        assert_eq!(store.next_rule_id().unwrap(), RuleId(3));
+        let audit = store.audit(None).unwrap();
+        let seqs: Vec<u64> = audit.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3], "the restore's entry after the two kept");
+        assert_eq!(audit[2].note.action, "restore");
+    }
+
     /// A restore keeps what the replaced store audited after the backup, marked rolled back
     /// under its own numbers before the restore's entry, and names the files held after the
     /// backup, which the restored ledger does not know (each had been left in held/ with
@@ -700,7 +755,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.rolled_back, [2, 3], "the backup written is no change");
-        assert_eq!(r.unknown_held, ["20261207T000000Z_x.csv"]);
+        assert_eq!(r.unknown.held, ["20261207T000000Z_x.csv"]);
         assert!(r.replaced.is_some());
         let store = SledStore::open(&paths.store).unwrap();
         let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod local;
 pub mod logging;
 pub mod notify;
+pub mod restore_notes;
 pub mod store;
 pub mod util;
 pub mod web;

@@ -529,12 +529,9 @@ fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
     if let Some(why) = &r.audit_unread {
         text += &format!("the replaced store's audit could not be read: {why}\n");
     }
-    if !r.unknown_held.is_empty() {
-        text += &format!(
-            "held/ holds files held after the backup, unknown to the restored ledger: {}; \
-             process each again (`autoprov process drop/held/NAME`) or remove it\n",
-            r.unknown_held.join(", ")
-        );
+    for note in r.notes() {
+        text += &note;
+        text.push('\n');
     }
     Response {
         exit: exit::OK,
@@ -544,7 +541,10 @@ fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
             "replaced_store": r.replaced,
             "rolled_back": r.rolled_back,
             "audit_unread": r.audit_unread,
-            "unknown_held": r.unknown_held,
+            "unknown_held": r.unknown.held,
+            "unknown_applied": r.unknown.applied,
+            "held_without_roster": r.unknown.held_gone.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            "checked": r.checked,
         }),
         text,
     }

@@ -198,6 +198,9 @@ pub struct Backup {
     pub count: u64,
     /// When the backup was written (its header's `created_at`).
     pub created_at: String,
+    /// Whether its end line had the records' SHA-256 to check them against (the older
+    /// form has none: such a file restores unchecked, and the restore says so).
+    pub checked: bool,
 }
 
 fn bad(m: String) -> StoreError {
@@ -247,6 +250,7 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         accounts: Vec::new(),
         count: 0,
         created_at,
+        checked: false,
     };
     let mut end = None;
     let mut hasher = Sha256::new();
@@ -302,7 +306,7 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
                     .into(),
             ));
         }
-        Some(_) => {}
+        Some((_, sha256)) => backup.checked = sha256.is_some(),
         None => return Err(bad("truncated: no end line".into())),
     }
     // Nothing after the end line: bytes there (another file appended, a second backup)

@@ -44,9 +44,9 @@ pub fn export(
 
 /// Creates a new store at `path` (which must not exist) from a backup, checking it whole
 /// first; the email index is built from the backup's accounts. Returns the record count.
-/// Imports a backup into a new store at `path`: how many records it held, and when it was
-/// written.
-pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, String)> {
+/// Imports a backup into a new store at `path`: how many records it held, when it was
+/// written, and whether its records were checked against its SHA-256.
+pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, String, bool)> {
     let backup = backup_format::read(input)?;
     if path.exists() {
         return Err(StoreError::Corrupt(format!(
@@ -81,7 +81,7 @@ pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, St
         let _ = std::fs::remove_dir_all(path);
         return Err(e);
     }
-    Ok((backup.count, backup.created_at))
+    Ok((backup.count, backup.created_at, backup.checked))
 }
 
 /// The audit entries of the store at `path`, read from its tree as they are, without the

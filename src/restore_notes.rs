@@ -1,0 +1,201 @@
+//! What a restore says besides its count: what the restored store does not know of the
+//! drop folders (rosters filed after the backup), and whether the backup could be checked.
+//! Said in the restore's answer and in its audit entry alike.
+
+use crate::layout::Paths;
+use crate::store::{FileStatus, SledStore, Store, StoreResult};
+use std::collections::HashSet;
+use std::fs;
+
+/// How many names of a kind a note lists (the newest); the rest are counted.
+const LISTED: usize = 5;
+
+/// What the restored store does not know.
+#[derive(Debug, Default)]
+pub struct Unknown {
+    /// Rosters in held/ that the restored ledger does not hold as held (held after the
+    /// backup): decided by nobody unless someone processes them again.
+    pub held: Vec<String>,
+    /// Rosters in processed/ (not dry runs) that the restored ledger does not know, oldest
+    /// first: applied after the backup, their changes (leavers deactivated among them) are
+    /// undone by the restore.
+    pub applied: Vec<String>,
+    /// Files the restored ledger holds as held whose roster is no longer in held/ (decided
+    /// after the backup): approval cannot apply them, and they block every later file.
+    pub held_gone: Vec<(u64, String)>,
+}
+
+/// [`Unknown`] of the store `restored` over the drop folders of `paths`.
+pub fn unknown(restored: &SledStore, paths: &Paths) -> StoreResult<Unknown> {
+    let files = restored.files()?;
+    let known: HashSet<&str> = files.iter().map(|f| f.stored_as.as_str()).collect();
+    let held_known: HashSet<&str> = (files.iter())
+        .filter(|f| f.status == FileStatus::Held)
+        .map(|f| f.stored_as.as_str())
+        .collect();
+    let held_folder = paths.folder("held");
+    Ok(Unknown {
+        held: rosters_in(paths, "held", |n| !held_known.contains(n)),
+        applied: rosters_in(paths, "processed", |n| {
+            !known.contains(n) && !crate::layout::is_dry_run(n)
+        }),
+        held_gone: (files.iter())
+            .filter(|f| f.status == FileStatus::Held)
+            .filter(|f| !held_folder.join(&f.stored_as).exists())
+            .map(|f| (f.id, f.stored_as.clone()))
+            .collect(),
+    })
+}
+
+/// The rosters (not reports, not hidden files) in `folder` for which `wanted` holds, in
+/// name order: their stored names start with the time they were processed.
+fn rosters_in(paths: &Paths, folder: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    let Ok(listed) = fs::read_dir(paths.folder(folder)) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = (listed.flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            !n.starts_with('.') && !n.ends_with(".report.json") && !n.ends_with(".report.txt")
+        })
+        .filter(|n| wanted(n))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The newest [`LISTED`] of `names` (oldest first), the others counted.
+fn newest(names: &[String]) -> String {
+    let shown = names[names.len().saturating_sub(LISTED)..].join(", ");
+    match names.len() > LISTED {
+        true => format!("{} earlier and {shown}", names.len() - LISTED),
+        false => shown,
+    }
+}
+
+impl Unknown {
+    /// One sentence for each thing a person must act on, with what to do.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if let Some(last) = self.applied.last() {
+            notes.push(format!(
+                "processed/ holds {} roster(s) applied after the backup, unknown to the \
+                 restored ledger: {}; the accounts are as the backup left them, so what \
+                 they changed is undone (leavers they deactivated are active again): \
+                 process the newest again (`autoprov process drop/processed/{last}`)",
+                self.applied.len(),
+                newest(&self.applied)
+            ));
+        }
+        if !self.held.is_empty() {
+            notes.push(format!(
+                "held/ holds files held after the backup, unknown to the restored ledger: {}; \
+                 process each again (`autoprov process drop/held/NAME`) or remove it",
+                self.held.join(", ")
+            ));
+        }
+        for (id, stored_as) in &self.held_gone {
+            notes.push(format!(
+                "the restored ledger holds file {id} ({stored_as}) as held, but its roster has \
+                 left held/ (decided after the backup): it blocks every later file until \
+                 `autoprov files reject {id}`"
+            ));
+        }
+        notes
+    }
+}
+
+/// The note for a backup whose records could not be checked, if they could not.
+pub fn unchecked(checked: bool) -> Option<String> {
+    (!checked).then(|| {
+        "the backup has no SHA-256 on its end line (written by an older build): its records \
+         were restored unchecked, so a change made to the file would not have been noticed"
+            .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FileEntry, samples};
+
+    fn entry(id: u64, stored_as: &str, status: FileStatus) -> FileEntry {
+        FileEntry {
+            id,
+            name: "r.csv".into(),
+            stored_as: stored_as.into(),
+            size: 1,
+            sha256: format!("{id:064}"),
+            received_at: "2026-12-01T00:00:00Z".into(),
+            processed_at: "2026-12-01T00:00:00Z".into(),
+            status,
+            summary: String::new(),
+            pending_move: None,
+            remote: None,
+            remote_pending: false,
+            was_held: false,
+        }
+    }
+
+    /// After a restore, the rosters applied since the backup are named (the newest to
+    /// process again: the leavers they deactivated are active again), and so is a file the
+    /// restored ledger holds as held whose roster was decided since (it blocks every later
+    /// file); a restore had said neither.
+    #[test]
+    fn the_rosters_filed_after_the_backup_are_named_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = SledStore::open(&paths.store).unwrap();
+        samples::commit_entry(
+            &store,
+            &entry(1, "20261201T000000Z_a.csv", FileStatus::Applied),
+        );
+        samples::commit_entry(
+            &store,
+            &entry(2, "20261202T000000Z_b.csv", FileStatus::Held),
+        );
+        let processed = paths.folder("processed");
+        fs::create_dir_all(&processed).unwrap();
+        fs::create_dir_all(paths.folder("held")).unwrap();
+        for name in [
+            "20261201T000000Z_a.csv",
+            "20261202T000000Z_b.csv",
+            "20261203T000000Z_c.csv",
+            "20261203T000000Z_c.csv.report.json",
+            "20261204T000000Z_d.dryrun.csv",
+            "20261205T000000Z_e.csv",
+        ] {
+            fs::write(processed.join(name), b"x").unwrap();
+        }
+        let unknown = unknown(&store, &paths).unwrap();
+        assert_eq!(
+            unknown.applied,
+            ["20261203T000000Z_c.csv", "20261205T000000Z_e.csv"],
+            "file 2, decided after the backup, is known; reports and dry runs are not rosters applied"
+        );
+        assert_eq!(
+            unknown.held_gone,
+            [(2, "20261202T000000Z_b.csv".to_string())]
+        );
+        let notes = unknown.notes();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("2 roster(s) applied after the backup")
+                && notes[0].ends_with("`autoprov process drop/processed/20261205T000000Z_e.csv`)"),
+            "{}",
+            notes[0]
+        );
+        assert!(
+            notes[1].contains("`autoprov files reject 2`"),
+            "{}",
+            notes[1]
+        );
+    }
+
+    #[test]
+    fn many_names_are_counted_past_the_newest() {
+        let names: Vec<String> = (1..=7).map(|i| format!("n{i}")).collect();
+        assert_eq!(newest(&names), "2 earlier and n3, n4, n5, n6, n7");
+        assert_eq!(newest(&names[..2]), "n1, n2");
+    }
+}
