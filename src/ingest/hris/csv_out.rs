@@ -102,6 +102,7 @@ pub fn write_csv(
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
+    refuse_columns(columns)?;
     let failed = |e: csv::Error| FetchError::Invalid(format!("writing the CSV: {e}"));
     writer
         .write_record(columns.iter().map(|c| c.header.as_str()))
@@ -113,9 +114,9 @@ pub fn write_csv(
             let Some(&column) = index.get(field.as_str()) else {
                 continue;
             };
-            row[column] = cell(value).map_err(|kind| {
+            row[column] = cell(value).map_err(|why| {
                 FetchError::Invalid(format!(
-                    "record {} ({list}[{i}]), field \"{field}\": the value is {kind}, not a string, number, boolean or null",
+                    "record {} ({list}[{i}]), field \"{field}\": {why}",
                     i + 1
                 ))
             })?;
@@ -127,14 +128,43 @@ pub fn write_csv(
         .map_err(|e| FetchError::Invalid(format!("writing the CSV: {e}")))
 }
 
+/// Refuses columns the roster would refuse without naming the answer's fields: two fields
+/// under one column (`Employee_ID` and `Worker_ID`, both `employee_id`: the file had been
+/// rejected for "columns employee_id and employee_id"), and a field name with a NUL.
+fn refuse_columns(columns: &[Column]) -> Result<(), FetchError> {
+    let mut by_header: HashMap<String, &str> = HashMap::new();
+    for c in columns {
+        if c.field.contains('\0') {
+            return Err(FetchError::Invalid(format!(
+                "the field name {:?} holds a NUL character (U+0000), which a CSV column cannot",
+                c.field
+            )));
+        }
+        let key = crate::core::columns::normalize_header(&c.header);
+        if let Some(first) = by_header.insert(key, &c.field) {
+            return Err(FetchError::Invalid(format!(
+                "the fields \"{first}\" and \"{}\" both make the column \"{}\": leave one of them out of the report",
+                c.field, c.header
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A value as CSV text: a string unescaped, `null` empty, a number or boolean exactly as
-/// written; what it is when it cannot be one. The text is valid JSON (serde_json checked it).
+/// written; why not when it cannot be one. The text is valid JSON (serde_json checked it).
 fn cell(value: &RawValue) -> Result<String, &'static str> {
     let text = value.get();
     match text.as_bytes().first() {
-        Some(b'"') => serde_json::from_str(text).map_err(|_| "a string that cannot be read"),
-        Some(b'{') => Err("an object"),
-        Some(b'[') => Err("a list"),
+        Some(b'"') => match serde_json::from_str::<String>(text) {
+            Ok(s) if s.contains('\0') => {
+                Err("the string holds a NUL character (U+0000), which a CSV cell cannot")
+            }
+            Ok(s) => Ok(s),
+            Err(_) => Err("the value is a string that cannot be read"),
+        },
+        Some(b'{') => Err("the value is an object, not a string, number, boolean or null"),
+        Some(b'[') => Err("the value is a list, not a string, number, boolean or null"),
         Some(b'n') => Ok(String::new()),
         _ => Ok(text.to_string()),
     }
@@ -258,6 +288,38 @@ mod tests {
             err.contains("record 1") && err.contains("an object"),
             "{err}"
         );
+    }
+
+    /// Two fields making one column, a NUL in a value or in a field's name: the fetch fails
+    /// naming them (the file had been rejected naming neither, or advised to be exported as
+    /// CSV UTF-8, which autoprov had written itself).
+    #[test]
+    fn what_the_roster_would_refuse_fails_naming_the_fields() {
+        let fail = |json: &str| {
+            let records = entries(json);
+            let cols = union_columns(&records, &Columns::default());
+            write_csv(&cols, &records, "Report_Entry")
+                .unwrap_err()
+                .to_string()
+        };
+        let err = fail(r#"{"Report_Entry": [{"Employee_ID": "1", "Worker_ID": "1"}]}"#);
+        assert!(
+            err.contains(
+                "the fields \"Employee_ID\" and \"Worker_ID\" both make the column \"employee_id\""
+            ),
+            "{err}"
+        );
+        let err =
+            fail(r#"{"Report_Entry": [{"id": "1", "Cost Center": "a", "cost_center": "b"}]}"#);
+        assert!(err.contains("\"Cost Center\" and \"cost_center\""), "{err}");
+        let err =
+            fail(r#"{"Report_Entry": [{"id": "1"}, {"id": "2", "title": "Cl\u00e9rk\u0000x"}]}"#);
+        assert!(
+            err.contains("record 2 (Report_Entry[1]), field \"title\": the string holds a NUL"),
+            "{err}"
+        );
+        let err = fail(r#"{"Report_Entry": [{"id": "1", "ti\u0000tle": "x"}]}"#);
+        assert!(err.contains("holds a NUL character"), "{err}");
     }
 
     #[test]
