@@ -322,7 +322,25 @@ impl<'a> Parser<'a> {
         }
         if found.op == Op::Eq {
             let last = self.chars[field_end - 1];
-            if matches!(last, '<' | '>' | '!') {
+            // Another language's operator (`~=`, `:=`, `^=`, `*=`, `/=` …) had been saved as
+            // a field named `department ~`, which no roster has: every file then rejected.
+            if matches!(
+                last,
+                '<' | '>'
+                    | '!'
+                    | '~'
+                    | ':'
+                    | '^'
+                    | '*'
+                    | '$'
+                    | '|'
+                    | '&'
+                    | '?'
+                    | '%'
+                    | '+'
+                    | '-'
+                    | '/'
+            ) {
                 return Err(self.error(
                     field_end - 1,
                     format!("unsupported operator \"{last}=\"; {OPERATORS_HINT}"),
@@ -830,6 +848,10 @@ mod tests {
             ("level =< 5", 8, "unsupported operator \"=<\""),
             ("department =! Finance", 13, "unsupported operator \"=!\""),
             ("department !=~x", 14, "unsupported operator \"!=~\""),
+            ("department ~= Sales", 12, "unsupported operator \"~=\""),
+            ("department := Sales", 12, "unsupported operator \":=\""),
+            ("title *= lead", 7, "unsupported operator \"*=\""),
+            ("department /= Sales", 12, "unsupported operator \"/=\""),
             (
                 "is_manager != true",
                 12,
