@@ -69,6 +69,8 @@ added=0
 while IFS= read -r line || [[ -n "$line" ]]; do
     lineno=$((lineno + 1))
     line="${line%$'\r'}"
+    # A UTF-8 byte order mark (Notepad's "UTF-8 with BOM") is no part of the first line.
+    [[ $lineno -eq 1 ]] && line="${line#$'\xef\xbb\xbf'}"
     stripped="$(trim "$line")"
     [[ -z "$stripped" || "${stripped:0:1}" == "#" ]] && continue
 

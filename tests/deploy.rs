@@ -412,3 +412,31 @@ fn a_provider_from_the_environment_leaves_the_file_read_strictly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("source.hris.provider is missing"), "{err}");
 }
+
+/// `testdata/load_rules.sh` reads a rules file saved by Windows tools (a UTF-8 byte order
+/// mark, CRLF) as it reads a plain one: the mark had become part of the first rule's name,
+/// or made a first comment line a syntax error.
+#[test]
+fn load_rules_reads_a_rules_file_with_a_byte_order_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = "# sample\nFin | Billing Admin | department = Finance ; is_manager = true\n";
+    let windows = format!("\u{feff}{}", plain.replace('\n', "\r\n"));
+    let dry_run = |text: &str, name: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let out = Command::new("bash")
+            .arg(repo("testdata/load_rules.sh"))
+            .arg("x.toml")
+            .env("RULES", &file)
+            .env("DRY_RUN", "1")
+            .output()
+            .unwrap();
+        assert_ok(name, &out);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let expected = dry_run(plain, "plain.txt");
+    assert!(expected.contains("--name Fin "), "{expected}");
+    assert_eq!(dry_run(&windows, "windows.txt"), expected);
+    let first_rule = format!("\u{feff}{}", plain.lines().nth(1).unwrap());
+    assert_eq!(dry_run(&first_rule, "first.txt"), expected);
+}

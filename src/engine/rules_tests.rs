@@ -426,6 +426,27 @@ fn a_conflict_without_the_applied_rosters_file_says_why_nothing_was_counted() {
     assert!(!message.contains("no roster applied yet"), "{message}");
 }
 
+/// The last applied roster edited on disk since is not counted from, as `sync` refuses it:
+/// `rules check` had counted its employees from the edited copy.
+#[test]
+fn an_applied_roster_edited_since_is_not_counted_from() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    add_rule(&p, "IT", "department = IT");
+    add_rule(&p, "All", "department != nobody");
+    let r = submit(&p, "first.csv", &staff(&[("E1", "Ops")])).unwrap();
+    let filed = p.paths.folder("processed").join(r.stored_as.unwrap());
+    std::fs::write(&filed, staff(&[("E1", "IT")])).unwrap();
+    let checked = super::commands::execute(&p, Request::RulesCheck {}, "root", Output::Text);
+    assert_eq!(checked.exit, exit::NO, "{}", checked.text);
+    assert!(
+        checked.text.contains("was changed on disk") && checked.text.contains("were not checked"),
+        "{}",
+        checked.text
+    );
+    assert!(!checked.text.contains("1 employees"), "{}", checked.text);
+}
+
 /// A rule whose conditions can never all hold (`department = A` and `department = B`) is
 /// saved, as a rule that matches nobody today is, but with a warning naming the field, and
 /// `rules check` lists it while it is enabled.

@@ -261,6 +261,14 @@ impl LastRoster {
                 return Ok(last);
             }
         };
+        // Counted from what was applied, as `sync` reads it: a copy edited since had been
+        // counted from, where `sync` refuses it.
+        if crate::util::sha256_hex(&bytes) != entry.sha256 {
+            last.unread = Some(unread(
+                "was changed on disk (its SHA-256 differs from the ledger's)".into(),
+            ));
+            return Ok(last);
+        }
         let Some(present) = roster::header_keys(&bytes, &p.cfg.roster_options(Vec::new())) else {
             last.unread = Some(unread("no longer parses".into()));
             return Ok(last);
