@@ -136,6 +136,29 @@ impl<S: Store> Pipeline<S> {
         Ok(eval.report)
     }
 
+    /// Moves the held reports of `stored_as` (its roster gone) to rejected/ as `report`:
+    /// written there first (unless a report of that name is there already), then taken out
+    /// of held/, so a crash in between leaves them in both places, never in neither.
+    fn file_held_report_as_rejected(&self, stored_as: &str, report: &Report) -> Result<()> {
+        let (held, rejected) = (self.paths.folder("held"), self.paths.folder("rejected"));
+        let json = rejected.join(format!("{stored_as}.report.json"));
+        if !json.exists() {
+            let txt = rejected.join(format!("{stored_as}.report.txt"));
+            write_atomic_with(&txt, |w| write_text(report, w))?;
+            write_atomic_with(&json, |w| write_json(report, w, false))?;
+        }
+        for kind in ["json", "txt"] {
+            let path = held.join(format!("{stored_as}.report.{kind}"));
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        crate::util::fsync_dir(&held).with_context(|| format!("syncing {}", held.display()))
+    }
+
     /// A held file whose roster is not in held/: approving it is refused, saying why and what
     /// clears it; rejecting it closes its ledger entry (audited) and files nothing. The
     /// report answered says so.
@@ -156,23 +179,37 @@ impl<S: Store> Pipeline<S> {
             }
             .into());
         }
+        // The held report, when it is still there (the roster alone removed by hand): filed
+        // as rejected, with the decision. Left in held/, it had said HELD for ever, and
+        // `files show` had failed looking for the rejected one.
+        let shown = read_report(&held);
+        let kept = shown.is_some();
         let mut report = Report {
             status: ReportStatus::Rejected,
             stored_as: Some(entry.stored_as.clone()),
+            processed_at: now.to_string(),
             decision: Some(Decision {
                 decision: "rejected".into(),
                 by: user.to_string(),
                 at: now.to_string(),
             }),
-            ..Report::new(&entry.name, &entry.sha256, &entry.received_at, now)
+            ..shown
+                .unwrap_or_else(|| Report::new(&entry.name, &entry.sha256, &entry.received_at, now))
         };
         report
             .warnings
             .push(crate::core::model::Finding::file(format!(
-                "the roster was not in held/ when file {id} was rejected (a store restored from a \
-             backup taken while it was held?): its ledger entry is closed, nothing was \
-             changed, and nothing was filed (reports filed for it before stay as they are)"
+                "the roster was not in held/ when file {id} was rejected (removed by hand, or a \
+                 store restored from a backup taken while it was held): its ledger entry is \
+                 closed and nothing was changed; {}",
+                match kept {
+                    true => "its held report is filed as rejected",
+                    false => "nothing was filed (reports filed for it before stay as they are)",
+                }
             )));
+        if kept {
+            self.file_held_report_as_rejected(&entry.stored_as, &report)?;
+        }
         let updated = FileEntry {
             status: FileStatus::Rejected,
             processed_at: now.to_string(),

@@ -324,6 +324,33 @@ fn a_held_file_whose_roster_is_gone_is_cleared_by_a_rejection_that_says_so() {
     assert_eq!(next.status, ReportStatus::Applied);
 }
 
+/// A held file whose roster alone was removed by hand: its rejection files the held
+/// report as rejected, with the decision, and takes it out of held/, where it had said HELD
+/// for ever (and `files show` had failed looking for the rejected one).
+#[test]
+fn a_held_file_whose_roster_alone_was_removed_is_rejected_with_its_report() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT")];
+    let held = submit(&p, "h.csv", &staff(&rows)).unwrap();
+    assert_eq!(held.status, ReportStatus::Held);
+    let stored = p.store.file(1).unwrap().unwrap().stored_as;
+    fs::remove_file(p.paths.folder("held").join(&stored)).unwrap();
+    let rejected = p.reject(1, "alice").unwrap();
+    assert_eq!(rejected.counts.created, 3, "the held report's counts");
+    assert_eq!(folder(&p, "held"), Vec::<String>::new());
+    let filed =
+        super::pipeline::read_report(&p.paths.folder("rejected").join(&stored)).expect("filed");
+    assert_eq!(filed.status, ReportStatus::Rejected);
+    assert_eq!(filed.decision.unwrap().by, "alice");
+    assert_eq!(filed.changes.len(), 3);
+    let show = Request::FilesShow { id: 1 };
+    let shown = super::commands::execute(&p, show, "root", Output::Json);
+    assert_eq!(shown.exit, exit::OK, "{}", shown.text);
+    assert_eq!(shown.json["status"], "rejected", "{:#}", shown.json);
+}
+
 /// A decided file whose filing keeps failing (its folder not writable) is told to the
 /// observer by each scan that tries it (the daemon posts `file_failed`, once), and does not
 /// stop recovery at a start: the start goes on, the move is tried again at every scan. The
