@@ -75,6 +75,8 @@ pub struct Paths {
     pub stale_reported: PathBuf,
     /// Watch mode: the files copied from `watch_dir` that could not be removed there.
     pub watch_kept: PathBuf,
+    /// HRIS mode: the last fetch's outcome, kept across restarts.
+    pub hris_state: PathBuf,
 }
 
 impl Paths {
@@ -91,6 +93,7 @@ impl Paths {
             csv_url_columns: data_dir.join("csv-url-columns"),
             stale_reported: data_dir.join("stale-reported"),
             watch_kept: data_dir.join("watch-kept"),
+            hris_state: data_dir.join("hris-state"),
         }
     }
 

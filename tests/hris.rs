@@ -1162,6 +1162,20 @@ fn a_failed_fetch_posts_fetch_failed_to_the_webhook() {
             .any(|l| l == "autoprov_fetch_failures_total 1"),
         "{metrics}"
     );
+    // A restart (an upgrade, a reboot) still says so until a fetch succeeds: the outcome
+    // is kept in data_dir (the restart had answered 200 up to a day before the next fetch).
+    drop(daemon);
+    fetch_in_12_hours(&s.env);
+    let daemon = Daemon::start(&s.env).tail_on_panic(60);
+    let status = s.env.json_ok(0, &["status"]);
+    assert_eq!(status["daemon"]["hris"]["failing"], true, "{status:#}");
+    assert!(
+        status["daemon"]["hris"]["last_success"].is_string(),
+        "{status:#}"
+    );
+    let web = format!("http://{}", status["daemon"]["web"].as_str().unwrap());
+    let (code, body) = http_get(&format!("{web}/healthz"));
+    assert_eq!(code, 503, "after a restart: {body}");
     // A good fetch afterwards posts nothing more, and the section is healthy again.
     let (code, _, err) = s.env.run(&["fetch"]);
     assert_eq!(code, 0, "{err}");

@@ -17,6 +17,7 @@ mod csv_out;
 mod csv_url;
 mod guard;
 pub mod http;
+mod kept;
 mod workday;
 
 use crate::config::Config;
@@ -185,6 +186,8 @@ pub struct HrisSource {
     at: Option<(u32, u32)>,
     every: Duration,
     on_fetch_failed: OnFetchFailed,
+    /// Where the last fetch's outcome is kept across restarts.
+    kept: PathBuf,
 }
 
 /// Sets the source up from the config (reading its credentials: a config error when one
@@ -202,7 +205,8 @@ pub fn start(
         })?;
     let fetcher = Fetcher::new(cfg, hris, paths)?;
     let http = Http::new(hris, cfg.roster.max_bytes)?;
-    let state = Arc::new(Mutex::new(HrisState::default()));
+    let kept = paths.hris_state.clone();
+    let state = Arc::new(Mutex::new(kept::load(&kept, hris.provider().name())));
     let (tx, rx) = mpsc::channel(16);
     let link = Arc::new(HrisLink {
         provider: hris.provider(),
@@ -219,6 +223,7 @@ pub fn start(
         at: hris.at_utc(),
         every: hris.every,
         on_fetch_failed,
+        kept,
     });
     Ok((link, source.run(rx, shutdown)))
 }
@@ -245,10 +250,11 @@ fn after(last: SystemTime, every: Duration, now: SystemTime) -> SystemTime {
     if next <= now { now + every } else { next }
 }
 
-/// Puts a fetch's outcome in the log and `status`; a failure also goes to the hook.
+/// Puts a fetch's outcome in the log and `status`, and keeps it at `kept` (if given) for
+/// the next start; a failure also goes to the hook.
 fn record_outcome(
     provider: &str,
-    state: &Mutex<HrisState>,
+    (state, kept): (&Mutex<HrisState>, Option<&Path>),
     on_fetch_failed: &OnFetchFailed,
     result: &Result<String, String>,
 ) {
@@ -264,9 +270,15 @@ fn record_outcome(
             tracing::error!(provider, "{message}; nothing was written to inbox/");
             state.last_error = Some((now, message.clone()));
             state.failures += 1;
-            drop(state);
-            on_fetch_failed(message);
         }
+    }
+    let kept_state = kept.map(|path| (path, state.clone()));
+    drop(state);
+    if let Some((path, state)) = kept_state {
+        kept::save(path, provider, &state);
+    }
+    if let Err(message) = result {
+        on_fetch_failed(message);
     }
 }
 
@@ -320,7 +332,7 @@ impl HrisSource {
                 joined = fetch => joined.unwrap_or_else(|_| {
                     let failed = Err("the fetch hit an internal error (a panic; see the log); \
                         nothing was written to inbox/".to_string());
-                    record_outcome(self.provider.name(), &self.state, &self.on_fetch_failed, &failed);
+                    record_outcome(self.provider.name(), (&self.state, Some(&self.kept)), &self.on_fetch_failed, &failed);
                     failed
                 }),
             };
@@ -345,7 +357,12 @@ impl HrisSource {
         let provider = self.provider.name();
         tracing::info!(provider, "fetching the roster from the HR system");
         let result = self.fetch_into_inbox(asker).await;
-        record_outcome(provider, &self.state, &self.on_fetch_failed, &result);
+        record_outcome(
+            provider,
+            (&self.state, Some(&self.kept)),
+            &self.on_fetch_failed,
+            &result,
+        );
         result
     }
 
@@ -463,7 +480,7 @@ mod tests {
         };
         let state = Mutex::new(HrisState::default());
         let failed = Err("fetching the roster from workday: credentials refused".to_string());
-        record_outcome("workday", &state, &hook, &failed);
+        record_outcome("workday", (&state, None), &hook, &failed);
         assert_eq!(
             *heard.lock().unwrap(),
             ["fetching the roster from workday: credentials refused"]
@@ -475,7 +492,12 @@ mod tests {
         );
         assert_eq!(s.last_success, None);
         assert_eq!(s.failures, 1, "counted for /metrics");
-        record_outcome("workday", &state, &hook, &Ok("hris-workday-x.csv".into()));
+        record_outcome(
+            "workday",
+            (&state, None),
+            &hook,
+            &Ok("hris-workday-x.csv".into()),
+        );
         assert_eq!(heard.lock().unwrap().len(), 1, "a success is not a failure");
         let s = state.lock().unwrap().clone();
         assert!(!s.failing() && s.last_success.is_some());
