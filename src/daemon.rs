@@ -122,7 +122,7 @@ async fn serve(cfg: Config) -> Result<()> {
     engine.scan();
     // Taken only at a start, the newest backup of a daemon that ran for months was as old,
     // and a damaged store could only be restored to it, undoing every change since.
-    tracker.spawn(engine.back_up_every(BACKUP_EVERY, shutdown.clone()));
+    tracker.spawn(engine.back_up_every((BACKUP_EVERY, BACKUP_RETRY), shutdown.clone()));
     tracker.spawn(watchdog(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(mode = ?cfg.source.mode, data_dir = %cfg.data_dir.display(), socket = %cfg.control.socket.display(), "autoprov ready");
@@ -453,6 +453,8 @@ impl StopSignals {
 /// How often a running daemon takes the automatic backup again (written only when the store
 /// changed since the newest one).
 const BACKUP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+/// How soon a failed automatic backup is tried again.
+const BACKUP_RETRY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// Pets systemd's watchdog at half its interval while the runtime is alive.
 async fn watchdog(shutdown: CancellationToken) {

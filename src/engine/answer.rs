@@ -155,6 +155,11 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
         "stale": stale,
         "quiet_for_seconds": quiet.as_secs(),
         "status_error": quiet_error,
+        "backup": {
+            "ok_at": state.backup.ok_at.map(crate::util::rfc3339),
+            "failed_at": state.backup.failed.as_ref().map(|(at, _)| crate::util::rfc3339(*at)),
+            "error": state.backup.failed.as_ref().map(|(_, why)| why),
+        },
     });
     response.json["daemon"]["poll"] = serde_json::Value::Null;
     let mut text = format!("daemon:    running since {}", started.unwrap_or_default());
@@ -167,6 +172,16 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
     text.push('\n');
     if let Some(e) = &state.last_error {
         text.push_str(&format!("LAST ERROR: {e}\n"));
+    }
+    if let Some((at, why)) = &state.backup.failed {
+        let ok = state
+            .backup
+            .ok_at
+            .map_or("none since the start".into(), crate::util::rfc3339);
+        text.push_str(&format!(
+            "BACKUP FAILED at {}: {why} (the last that went through: {ok}; tried again hourly)\n",
+            crate::util::rfc3339(*at)
+        ));
     }
     if let Some(e) = &quiet_error {
         text.push_str(&format!(

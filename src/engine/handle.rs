@@ -180,18 +180,26 @@ impl EngineHandle {
     }
 
     /// Asks the engine for the automatic backup every `every` (the first one `every` from
-    /// now), until `shutdown`; the handle goes with it.
+    /// now), and every `retry` while the last one failed, until `shutdown`; the handle goes
+    /// with it.
     pub async fn back_up_every(
         self,
-        every: std::time::Duration,
+        (every, retry): (std::time::Duration, std::time::Duration),
         shutdown: tokio_util::sync::CancellationToken,
     ) {
-        let mut tick = tokio::time::interval(every);
+        let mut tick = tokio::time::interval(retry.min(every));
         tick.tick().await;
+        let mut due = tokio::time::Instant::now() + every;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.backup(),
+                _ = tick.tick() => {
+                    let failed = self.state.lock().expect("state lock").backup.failed.is_some();
+                    if failed || tokio::time::Instant::now() >= due {
+                        self.backup();
+                        due = tokio::time::Instant::now() + every;
+                    }
+                }
             }
         }
     }
@@ -509,24 +517,39 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
-    /// While it runs, the daemon asks for the automatic backup again every interval.
+    /// While it runs, the daemon asks for the automatic backup again every interval, and
+    /// every retry interval while the last one failed.
     #[tokio::test(start_paused = true)]
     async fn the_automatic_backup_is_asked_for_every_interval() {
         let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
             crate::store::SledStore::open(folder).unwrap()
         });
-        let (handle, mut jobs) = EngineHandle::new(Arc::new(p), Arc::default());
+        let state: Arc<Mutex<EngineState>> = Arc::default();
+        let (handle, mut jobs) = EngineHandle::new(Arc::new(p), state.clone());
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let every = Duration::from_secs(24 * 60 * 60);
-        let task = tokio::spawn(handle.back_up_every(every, shutdown.clone()));
+        let (every, retry) = (Duration::from_secs(24 * 60 * 60), Duration::from_secs(3600));
+        let task = tokio::spawn(handle.back_up_every((every, retry), shutdown.clone()));
         tokio::time::sleep(every / 2).await;
         assert!(jobs.try_recv().is_err(), "none before the first interval");
         for _ in 0..2 {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(every / 2 + retry).await;
             assert!(matches!(jobs.try_recv(), Ok(Job::Backup)));
+            assert!(jobs.try_recv().is_err(), "one an interval");
+            tokio::time::sleep(every / 2 - retry).await;
         }
+        let failed = (
+            std::time::SystemTime::now(),
+            "No space left on device".to_string(),
+        );
+        state.lock().unwrap().backup.failed = Some(failed);
+        tokio::time::sleep(retry + retry / 2).await;
+        assert!(
+            matches!(jobs.try_recv(), Ok(Job::Backup)),
+            "tried again within the hour"
+        );
         shutdown.cancel();
         task.await.unwrap();
+        while let Ok(Job::Backup) = jobs.try_recv() {}
         assert!(jobs.recv().await.is_none(), "the handle went with the task");
     }
 

@@ -49,4 +49,17 @@ pub struct EngineState {
     pub last_error: Option<String>,
     /// The source, for its part of `status` and its hand-offs.
     pub source: Option<Arc<dyn SourceLink>>,
+    /// How the automatic backups went since the start.
+    pub backup: BackupState,
+}
+
+/// How the automatic backups went since the daemon started: a failure had been a log line
+/// only (a full disk, `backups/` unwritable), and the daemon ran on for weeks with no new
+/// backup while `status` said nothing.
+#[derive(Default, Clone)]
+pub struct BackupState {
+    /// When one last went through (written, or found unchanged since the newest).
+    pub ok_at: Option<SystemTime>,
+    /// The last failure, when it is newer than the last success: when, and why.
+    pub failed: Option<(SystemTime, String)>,
 }

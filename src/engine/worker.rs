@@ -79,7 +79,17 @@ fn run_job(
     match job {
         Job::Scan => process_waiting(pipeline, state, shutdown),
         Job::Backup => {
-            automatic_backup(pipeline);
+            let outcome = automatic_backup(pipeline);
+            let backup = &mut state.lock().expect("state lock").backup;
+            match outcome {
+                Ok(()) => {
+                    *backup = super::state::BackupState {
+                        ok_at: Some(std::time::SystemTime::now()),
+                        failed: None,
+                    }
+                }
+                Err(why) => backup.failed = Some((std::time::SystemTime::now(), why)),
+            }
             return;
         }
         Job::Source(job) => {
@@ -144,8 +154,9 @@ fn run_job(
     tell_source_of_handoffs(pipeline, state);
 }
 
-/// Writes the automatic backup, unless the store is unchanged since the newest one.
-fn automatic_backup(p: &Pipeline<SledStore>) {
+/// Writes the automatic backup, unless the store is unchanged since the newest one; why
+/// not when it failed.
+fn automatic_backup(p: &Pipeline<SledStore>) -> Result<(), String> {
     match crate::backup::rotate(&p.store, &p.paths) {
         Ok(Rotated::Written(path)) => {
             tracing::info!(backup = %path.display(), "store backed up");
@@ -154,8 +165,12 @@ fn automatic_backup(p: &Pipeline<SledStore>) {
             newest = %path.display(),
             "automatic backup unchanged: the store holds what the newest backup holds; none written"
         ),
-        Err(e) => tracing::warn!("automatic backup failed: {e:#}"),
+        Err(e) => {
+            tracing::error!("automatic backup failed: {e:#}; tried again within the hour");
+            return Err(format!("{e:#}"));
+        }
     }
+    Ok(())
 }
 
 fn source_job(p: &Pipeline<SledStore>, job: SourceJob) {
@@ -253,5 +268,45 @@ fn process_waiting(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failed automatic backup is in `status` (when, why, the last that went through)
+    /// until one goes through; it had been a log line only.
+    #[test]
+    fn a_failed_automatic_backup_is_told_in_status_until_one_goes_through() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let state: Mutex<EngineState> = Mutex::default();
+        let shutdown = CancellationToken::new();
+        let status = |p: &Pipeline<SledStore>| {
+            let caller = crate::api::Caller::Unix("root".into());
+            let output = crate::api::Output::Both;
+            let r =
+                super::super::answer::answer(p, Request::Status {}, &caller, None, output, &state);
+            (r.text, r.json["daemon"]["backup"].clone())
+        };
+        // backups/ cannot be made: a file has its name.
+        std::fs::write(&p.paths.backups, b"in the way").unwrap();
+        run_job(&p, Job::Backup, &state, &shutdown);
+        let (text, json) = status(&p);
+        assert!(text.contains("BACKUP FAILED at "), "{text}");
+        assert!(
+            json["error"].is_string() && json["ok_at"].is_null(),
+            "{json:#}"
+        );
+        std::fs::remove_file(&p.paths.backups).unwrap();
+        run_job(&p, Job::Backup, &state, &shutdown);
+        let (text, json) = status(&p);
+        assert!(!text.contains("BACKUP FAILED"), "{text}");
+        assert!(
+            json["error"].is_null() && json["ok_at"].is_string(),
+            "{json:#}"
+        );
     }
 }
