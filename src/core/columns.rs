@@ -186,8 +186,10 @@ pub fn fold_cell(value: &str) -> String {
     if value.is_ascii() {
         return fold_value(value);
     }
-    let shown: String = value.nfc().filter(|&c| !is_invisible(c)).collect();
-    fold_value(&shown)
+    // The invisible characters go first: between a letter and its accent (a combining
+    // grapheme joiner, a variation selector), one keeps NFC from composing them.
+    let visible: String = value.chars().filter(|&c| !is_invisible(c)).collect();
+    fold_value(&visible.nfc().collect::<String>())
 }
 
 /// Whether `c` is the letter its lower case stands for: lower-case or uncased; the upper

@@ -626,6 +626,8 @@ fn rule_values_and_cells_compare_as_they_show() {
     add_rule(&p, "Not them", "department not in (Comptabilité, Sales)");
     let rows = [
         ("C1", "Comptabilite\u{301}"),
+        ("C2", "Comptabilite\u{34f}\u{301}"),
+        ("C3", "Comptabilite\u{fe00}\u{301}"),
         ("S1", "Sales\u{200b}"),
         ("S2", "\u{feff}SALES"),
         ("O1", "Ops"),

@@ -324,23 +324,7 @@ impl<'a> Parser<'a> {
             let last = self.chars[field_end - 1];
             // Another language's operator (`~=`, `:=`, `^=`, `*=`, `/=` …) had been saved as
             // a field named `department ~`, which no roster has: every file then rejected.
-            if matches!(
-                last,
-                '<' | '>'
-                    | '!'
-                    | '~'
-                    | ':'
-                    | '^'
-                    | '*'
-                    | '$'
-                    | '|'
-                    | '&'
-                    | '?'
-                    | '%'
-                    | '+'
-                    | '-'
-                    | '/'
-            ) {
+            if ends_like_an_operator(last) {
                 return Err(self.error(
                     field_end - 1,
                     format!("unsupported operator \"{last}=\"; {OPERATORS_HINT}"),
@@ -563,6 +547,37 @@ fn value_needs_quotes(v: &str) -> bool {
         || v.split_whitespace().any(|w| w.eq_ignore_ascii_case("and"))
 }
 
+/// Whether `c`, the last character of an unquoted field name right before `=`, makes the
+/// two an operator of another language (`<=`, `!=` spelled `! =`, `~=`, `:=`, `^=`, `*=`,
+/// `/=`, `@=` …), in its ASCII or full-width form (`！=`, as CJK keyboards type it): refused
+/// rather than saved as a field no roster has. Not `#` or `)`: `Employee # = 5` and
+/// `Cost (EUR) = 5` name real columns.
+fn ends_like_an_operator(c: char) -> bool {
+    let ascii = match c {
+        '\u{ff01}'..='\u{ff5e}' => char::from_u32(c as u32 - 0xfee0).unwrap_or(c),
+        _ => c,
+    };
+    matches!(
+        ascii,
+        '<' | '>'
+            | '!'
+            | '~'
+            | ':'
+            | '^'
+            | '*'
+            | '$'
+            | '|'
+            | '&'
+            | '?'
+            | '%'
+            | '+'
+            | '-'
+            | '/'
+            | '@'
+            | '='
+    )
+}
+
 /// Whether a field name must be quoted to parse back to itself.
 fn field_needs_quotes(field: &str) -> bool {
     if field.is_empty()
@@ -572,7 +587,7 @@ fn field_needs_quotes(field: &str) -> bool {
     {
         return true;
     }
-    if field.ends_with(['<', '>', '!']) {
+    if field.chars().last().is_some_and(ends_like_an_operator) {
         return true;
     }
     if field
@@ -852,6 +867,8 @@ mod tests {
             ("department := Sales", 12, "unsupported operator \":=\""),
             ("title *= lead", 7, "unsupported operator \"*=\""),
             ("department /= Sales", 12, "unsupported operator \"/=\""),
+            ("department @= Sales", 12, "unsupported operator \"@=\""),
+            ("department ！= Sales", 12, "unsupported operator \"！=\""),
             (
                 "is_manager != true",
                 12,
