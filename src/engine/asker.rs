@@ -15,29 +15,45 @@ const ATTRIBUTE: &str = "user.autoprov.asked_by";
 /// The longest name kept (a Unix user's name or a person's email).
 const MAX: usize = 320;
 
-/// Marks `file` (not yet named in inbox/) as asked for by `user`. The rename into inbox/
-/// and the folder's sync that follow make the mark durable with the name (ext4 journals
-/// both in order). A file system without user attributes keeps no mark: the file is then
-/// audited as `user`'s only when this request processes it (logged).
-pub fn mark(file: &File, user: &str) {
-    if let Err(e) = rustix::fs::fsetxattr(
-        file,
-        ATTRIBUTE,
-        user.as_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    ) {
-        tracing::warn!(
-            "the file {user} asked for is not marked as theirs ({e}): if autoprov stops before it is processed, it is audited as autoprov's"
-        );
+/// Marks `file` (not yet named in inbox/) as asked for by `user`; whether it could. The
+/// rename into inbox/ and the folder's sync that follow make the mark durable with the
+/// name (ext4 journals both in order). A file system without user attributes keeps no
+/// mark: the pipeline then remembers the name in memory, lost if autoprov stops before
+/// the file is processed (logged).
+pub fn mark(file: &File, user: &str) -> bool {
+    let flags = rustix::fs::XattrFlags::empty();
+    match rustix::fs::fsetxattr(file, ATTRIBUTE, user.as_bytes(), flags) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(
+                "the file {user} asked for is not marked as theirs ({e}): if autoprov stops before it is processed, it is audited as autoprov's"
+            );
+            false
+        }
     }
 }
 
-/// [`mark`] for a file known by its path (a symlink is not followed).
-pub fn mark_path(path: &Path, user: &str) {
+/// [`mark`] for a file known by its path.
+pub fn mark_path(path: &Path, user: &str) -> bool {
     match File::open(path) {
         Ok(file) => mark(&file, user),
-        Err(e) => tracing::warn!("{}: {e}: not marked as {user}'s", path.display()),
+        Err(e) => {
+            tracing::warn!("{}: {e}: not marked as {user}'s", path.display());
+            false
+        }
     }
+}
+
+/// Takes any mark off `file`: one filed out of inbox/ (a copy of it put back into inbox/,
+/// or into watch_dir, is nobody's), or one a source brings in (watch mode renames the
+/// daemon user's own files in, attributes and all). Never fails: no mark is no mark.
+pub fn forget(file: &File) {
+    let _ = rustix::fs::fremovexattr(file, ATTRIBUTE);
+}
+
+/// [`forget`] for a file known by its path (a symlink is not followed).
+pub fn forget_path(path: &Path) {
+    let _ = rustix::fs::lremovexattr(path, ATTRIBUTE);
 }
 
 /// Who asked for the file at `path` (not followed if a symlink), if anyone did: a name of
@@ -68,6 +84,20 @@ mod tests {
         std::fs::write(&a, b"x").unwrap();
         std::fs::rename(&a, &b).unwrap();
         assert_eq!(of(&b), None);
+    }
+
+    #[test]
+    fn a_mark_taken_off_is_nobody_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a");
+        let file = File::create(&path).unwrap();
+        assert!(mark(&file, "alice"));
+        forget_path(&path);
+        assert_eq!(of(&path), None);
+        assert!(mark_path(&path, "bob"));
+        forget(&file);
+        assert_eq!(of(&path), None);
+        forget(&file);
     }
 
     #[test]

@@ -357,6 +357,9 @@ impl<S: Store> Pipeline<S> {
         if same_file {
             fs::rename(&from, &to)
                 .with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+            // Filed, it is nobody's request any more: a copy put back into inbox/ (or into
+            // watch_dir) had been audited as the person who had asked for the original.
+            super::asker::forget_path(&to);
         } else if let Some(held) =
             read.filter(|held| from != to && !to.exists() && !held.is_at(&from))
         {
@@ -436,13 +439,14 @@ impl<S: Store> Pipeline<S> {
                 return Err(e);
             }
         };
-        if let Some(by) = by {
-            super::asker::mark(&copy, by);
-        }
+        let unmarked = by.filter(|by| !super::asker::mark(&copy, by));
         // Named in inbox/, the file is taken whatever happens: a `process` run here finishes
         // it when interrupted (a no-op in the daemon, which never watches for interrupts).
         crate::interrupts::finish_first();
         let candidate = crate::util::rename_into_free_name(&tmp, &inbox, &name)?;
+        if let Some(by) = unmarked {
+            self.asked_unmarked(&candidate, by);
+        }
         fsync_dir(&inbox)?;
         // The bytes read are known as the copy's from now on, as it is after the rename.
         let read = read.and_then(|bytes| Some(bytes.written_to(HeldFile::of(copy).ok()?)));
@@ -462,6 +466,7 @@ impl<S: Store> Pipeline<S> {
         if recorded {
             return;
         }
+        self.forget_unmarked(name);
         let inbox = self.paths.folder("inbox");
         match fs::remove_file(inbox.join(name)).and_then(|()| fsync_dir(&inbox)) {
             Ok(()) => tracing::info!(
@@ -508,11 +513,12 @@ impl<S: Store> Pipeline<S> {
     /// [`SourceJob::Fetched`]: super::jobs::SourceJob::Fetched
     pub fn file_fetched(&self, tmp: &Path, name: &str, asker: Option<&str>) -> Result<String> {
         let inbox = self.paths.folder("inbox");
-        if let Some(asker) = asker {
-            super::asker::mark_path(tmp, asker);
-        }
+        let unmarked = asker.filter(|asker| !super::asker::mark_path(tmp, asker));
         let filed = crate::util::rename_into_free_name(tmp, &inbox, name)
             .with_context(|| format!("filing the fetched roster into {}", inbox.display()))?;
+        if let Some(asker) = unmarked {
+            self.asked_unmarked(&filed, asker);
+        }
         // Filed whatever the folder's sync says: it is in inbox/ and processed (a failure
         // here had been answered "nothing was written to inbox/").
         if let Err(e) = fsync_dir(&inbox) {

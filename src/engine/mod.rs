@@ -4,7 +4,7 @@
 //! closures) and hear about commits through the [`SourceLink`] they give it.
 
 mod answer;
-mod asker;
+pub(crate) mod asker;
 pub mod commands;
 mod decide;
 pub mod filing;

@@ -120,9 +120,25 @@ pub struct Pipeline<S: Store> {
     /// Files the engine held or rejected whose filing [`Pipeline::recover`] finished: their
     /// observer is told once it is set (the daemon sets it after the store is opened).
     pub(super) recovered: std::sync::Mutex<Vec<u64>>,
+    /// Files in inbox/ by name, and who asked for them, where the file could not be marked
+    /// as theirs ([`super::asker`]: a file system without user attributes): audited as
+    /// theirs whichever request or scan processes them, while the daemon runs.
+    unmarked: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl<S: Store> Pipeline<S> {
+    /// The file `name` in inbox/, which could not be marked, is `caller`'s.
+    pub(super) fn asked_unmarked(&self, name: &str, caller: &str) {
+        let mut unmarked = self.unmarked.lock().unwrap_or_else(|e| e.into_inner());
+        unmarked.insert(name.to_string(), caller.to_string());
+    }
+
+    /// Forgets who asked for `name` (processed, or taken out of inbox/).
+    pub(super) fn forget_unmarked(&self, name: &str) {
+        let mut unmarked = self.unmarked.lock().unwrap_or_else(|e| e.into_inner());
+        unmarked.remove(name);
+    }
+
     /// Asks loops over waiting files to stop after the file in progress.
     pub fn request_stop(&self) {
         self.stopping
@@ -146,6 +162,7 @@ impl<S: Store> Pipeline<S> {
             observer: Default::default(),
             room_to_spare: ROOM_TO_SPARE,
             recovered: Default::default(),
+            unmarked: Default::default(),
         })
     }
 
@@ -323,11 +340,18 @@ impl<S: Store> Pipeline<S> {
     ) -> Result<Report> {
         // A file someone asked for is theirs whichever request, scan or start processes it.
         let asked = match by {
-            AUTOPROV => super::asker::of(&self.paths.folder("inbox").join(name)),
+            AUTOPROV => super::asker::of(&self.paths.folder("inbox").join(name)).or_else(|| {
+                let unmarked = self.unmarked.lock().unwrap_or_else(|e| e.into_inner());
+                unmarked.get(name).cloned()
+            }),
             _ => None,
         };
         let by = asked.as_deref().unwrap_or(by);
-        match self.process_file(name, bytes, by) {
+        let processed = self.process_file(name, bytes, by);
+        if processed.is_ok() {
+            self.forget_unmarked(name);
+        }
+        match processed {
             Ok((id, report)) => {
                 self.tell(FileOutcome::Filed {
                     id,

@@ -565,6 +565,11 @@ fn move_into(
         use std::os::unix::fs::MetadataExt;
         m.nlink() > 1 || m.uid() != nix::unistd::Uid::effective().as_raw()
     });
+    // Brought by a source, it is nobody's request: a mark on it (the daemon user's own file,
+    // a copy of a filed one) would have audited it as that person's.
+    if !shared {
+        crate::engine::asker::forget(&src);
+    }
     let renamed = match shared {
         true => None,
         false => match crate::util::rename_into_free_name(path, inbox, &name) {
@@ -1059,6 +1064,19 @@ mod tests {
         let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
         assert_eq!((name.as_str(), removed), ("w_[2Jx_.csv", true));
         assert!(inbox.path().join("w_[2Jx_.csv").exists());
+    }
+
+    /// A file watch mode brings in is nobody's request, whatever mark it carries (the
+    /// daemon user's own file, a copy of a filed one): it had been audited as that person's.
+    #[test]
+    fn a_file_brought_in_carries_no_asker() {
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let path = src.path().join("r.csv");
+        fs::write(&path, b"employee_id,email\n").unwrap();
+        assert!(crate::engine::asker::mark_path(&path, "alice"));
+        let (name, _) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        assert_eq!(crate::engine::asker::of(&inbox.path().join(name)), None);
     }
 
     /// A file another user owns (the writer of watch_dir) is copied in, not renamed: the

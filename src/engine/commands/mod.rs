@@ -360,6 +360,7 @@ fn process<S: Store>(
                 std::fs::remove_file(inbox.join(name))
                     .and_then(|()| crate::util::fsync_dir(&inbox))
                     .with_context(|| format!("taking {name} out of inbox/"))?;
+                p.forget_unmarked(name);
             }
             return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,
@@ -530,6 +531,16 @@ mod tests {
         let entry = audit.last().unwrap();
         assert_eq!(entry.note.action, "file applied", "{entry:?}");
         assert_eq!(entry.note.user, "root", "{entry:?}");
+        // Filed, it is nobody's request: a copy put back into inbox/ is not root's.
+        let stored_as = p.store.files().unwrap().pop().unwrap().stored_as;
+        let filed = p.paths.folder("processed").join(&stored_as);
+        assert_eq!(crate::engine::asker::of(&filed), None);
+        // Where no mark could be set, the daemon remembers the asker while it runs.
+        p.asked_unmarked("again.csv", "root");
+        std::fs::copy(&filed, p.paths.folder("inbox").join("again.csv")).unwrap();
+        p.process("again.csv").unwrap();
+        let audit = p.store.audit(None).unwrap();
+        assert_eq!(audit.last().unwrap().note.user, "root");
     }
 
     #[test]
