@@ -543,7 +543,7 @@ fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
             "audit_unread": r.audit_unread,
             "unknown_held": r.unknown.held,
             "unknown_applied": r.unknown.applied,
-            "held_without_roster": r.unknown.held_gone.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            "held_without_roster": r.unknown.held_gone.iter().map(|(id, ..)| id).collect::<Vec<_>>(),
             "checked": r.checked,
         }),
         text,

@@ -21,14 +21,20 @@ pub struct Unknown {
     /// undone by the restore.
     pub applied: Vec<String>,
     /// Files the restored ledger holds as held whose roster is no longer in held/ (decided
-    /// after the backup): approval cannot apply them, and they block every later file.
-    pub held_gone: Vec<(u64, String)>,
+    /// after the backup), and the folder it is in now if any: approval cannot apply them,
+    /// and they block every later file.
+    pub held_gone: Vec<(u64, String, Option<&'static str>)>,
 }
 
 /// [`Unknown`] of the store `restored` over the drop folders of `paths`.
 pub fn unknown(restored: &SledStore, paths: &Paths) -> StoreResult<Unknown> {
     let files = restored.files()?;
-    let known: HashSet<&str> = files.iter().map(|f| f.stored_as.as_str()).collect();
+    // A roster in processed/ is known when the ledger has it as applied: one it holds as
+    // held was approved after the backup, and what it changed is undone too.
+    let known: HashSet<&str> = (files.iter())
+        .filter(|f| f.status == FileStatus::Applied)
+        .map(|f| f.stored_as.as_str())
+        .collect();
     let held_known: HashSet<&str> = (files.iter())
         .filter(|f| f.status == FileStatus::Held)
         .map(|f| f.stored_as.as_str())
@@ -42,7 +48,12 @@ pub fn unknown(restored: &SledStore, paths: &Paths) -> StoreResult<Unknown> {
         held_gone: (files.iter())
             .filter(|f| f.status == FileStatus::Held)
             .filter(|f| !held_folder.join(&f.stored_as).exists())
-            .map(|f| (f.id, f.stored_as.clone()))
+            .map(|f| {
+                let now_in = ["processed", "rejected"]
+                    .into_iter()
+                    .find(|folder| paths.folder(folder).join(&f.stored_as).exists());
+                (f.id, f.stored_as.clone(), now_in)
+            })
             .collect(),
     })
 }
@@ -77,10 +88,26 @@ impl Unknown {
     /// One sentence for each thing a person must act on, with what to do.
     pub fn notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
+        // First: while such a file is held in the ledger, no roster can be processed.
+        for (id, stored_as, now_in) in &self.held_gone {
+            let decided = match now_in {
+                Some("processed") => {
+                    "approved after the backup: its roster is in processed/ (named below) and \
+                     what it changed is undone"
+                }
+                Some(_) => "rejected after the backup",
+                None => "decided after the backup, or removed",
+            };
+            notes.push(format!(
+                "the restored ledger holds file {id} ({stored_as}) as held, but it was \
+                 {decided}; it cannot be approved and blocks every later file: close it with \
+                 `autoprov files reject {id}` first"
+            ));
+        }
         if let Some(last) = self.applied.last() {
             notes.push(format!(
-                "processed/ holds {} roster(s) applied after the backup, unknown to the \
-                 restored ledger: {}; the accounts are as the backup left them, so what \
+                "processed/ holds {} roster(s) applied after the backup, which the restored \
+                 ledger does not hold as applied: {}; the accounts are as the backup left them, so what \
                  they changed is undone (leavers they deactivated are active again): \
                  process the newest again (`autoprov process drop/processed/{last}`)",
                 self.applied.len(),
@@ -92,13 +119,6 @@ impl Unknown {
                 "held/ holds files held after the backup, unknown to the restored ledger: {}; \
                  process each again (`autoprov process drop/held/NAME`) or remove it",
                 self.held.join(", ")
-            ));
-        }
-        for (id, stored_as) in &self.held_gone {
-            notes.push(format!(
-                "the restored ledger holds file {id} ({stored_as}) as held, but its roster has \
-                 left held/ (decided after the backup): it blocks every later file until \
-                 `autoprov files reject {id}`"
             ));
         }
         notes
@@ -170,23 +190,29 @@ mod tests {
         let unknown = unknown(&store, &paths).unwrap();
         assert_eq!(
             unknown.applied,
-            ["20261203T000000Z_c.csv", "20261205T000000Z_e.csv"],
-            "file 2, decided after the backup, is known; reports and dry runs are not rosters applied"
+            [
+                "20261202T000000Z_b.csv",
+                "20261203T000000Z_c.csv",
+                "20261205T000000Z_e.csv"
+            ],
+            "file 2, held in the ledger, was approved after the backup; reports and dry runs \
+             are not rosters applied"
         );
         assert_eq!(
             unknown.held_gone,
-            [(2, "20261202T000000Z_b.csv".to_string())]
+            [(2, "20261202T000000Z_b.csv".to_string(), Some("processed"))]
         );
         let notes = unknown.notes();
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
-            notes[0].contains("2 roster(s) applied after the backup")
-                && notes[0].ends_with("`autoprov process drop/processed/20261205T000000Z_e.csv`)"),
+            notes[0].contains("approved after the backup")
+                && notes[0].contains("`autoprov files reject 2` first"),
             "{}",
             notes[0]
         );
         assert!(
-            notes[1].contains("`autoprov files reject 2`"),
+            notes[1].contains("3 roster(s) applied after the backup")
+                && notes[1].ends_with("`autoprov process drop/processed/20261205T000000Z_e.csv`)"),
             "{}",
             notes[1]
         );
