@@ -569,6 +569,13 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 /// data dir.
 fn owner_of(paths: &Paths) -> std::io::Result<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
+    // Root acting as the data dir's owner (`data_owner::act_as`): what it writes is the
+    // owner's already, and it is the owner the daemon runs as. A store of root's that an
+    // older build left there had made the restore fail (the owner may not give it to root).
+    let (uid, euid) = (nix::unistd::getuid(), nix::unistd::geteuid());
+    if uid.is_root() && !euid.is_root() {
+        return Ok((euid.as_raw(), nix::unistd::getegid().as_raw()));
+    }
     let meta = match fs::metadata(&paths.store) {
         Ok(meta) => meta,
         Err(_) => fs::metadata(paths.store.parent().unwrap_or(Path::new(".")))?,

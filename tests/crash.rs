@@ -1889,6 +1889,35 @@ fn a_restore_by_root_follows_no_link_the_owner_put_in_the_store() {
     );
 }
 
+/// A store of root's in the service account's data dir (what older builds' commands left)
+/// is replaced by a restore run as root, the new store the service account's: acting as
+/// the account, the restore had failed giving the new store to root.
+#[test]
+#[cfg_attr(
+    missing_root,
+    ignore = "needs root (to hand the data dir to user nobody)"
+)]
+fn a_restore_by_root_over_a_store_left_roots_gives_the_new_one_to_the_service_account() {
+    use std::os::unix::fs::MetadataExt;
+    require(Need::Root);
+    let env = prepared_env();
+    let file = env.root().join("manual.backup");
+    env.json_ok(0, &["backup", file.to_str().unwrap()]);
+    let nobody = hand_to_nobody(&env);
+    let store = env.data_dir.join("store");
+    let chown = std::process::Command::new("chown")
+        .args(["-R", "root:root"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    env.json_ok(0, &["restore", file.to_str().unwrap()]);
+    let mut found = vec![(store.clone(), fs::metadata(&store).unwrap().uid())];
+    owners(&store, &mut found);
+    let others: Vec<_> = found.iter().filter(|(_, uid)| *uid != nobody).collect();
+    assert!(others.is_empty(), "not the service account's: {others:?}");
+}
+
 /// Root's commands with the daemon stopped, on a data dir of the service account (as the
 /// systemd unit's `User=` has it), leave nothing root-owned there: they act as the data
 /// dir's owner. `status` had left a sled snapshot and `process` a watermark, a last roster
