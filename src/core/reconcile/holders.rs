@@ -158,13 +158,30 @@ pub(super) fn email_moved(new: &str, old: &str) -> bool {
     new != old && fold(new) != fold(old)
 }
 
-/// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's).
+/// At most `MAX_WARNINGS` warnings, in file order, and a count of the rest (as the roster's)
+/// with a digest of them all: these warnings depend on the accounts (sign-in moves, emails
+/// manual accounts hold), and approval compares them with the held report's. With the rest
+/// only counted, a manual account removed meanwhile had let an approval move sign-ins
+/// among those not listed (a domain move of over a thousand admins).
 pub(super) fn cap_warnings(warnings: &mut Vec<Finding>) {
     use crate::core::roster::MAX_WARNINGS;
-    warnings.sort_by_key(|w| w.line);
+    use sha2::Digest;
+    warnings.sort_by(|a, b| (a.line, &a.column, &a.message).cmp(&(b.line, &b.column, &b.message)));
     if warnings.len() > MAX_WARNINGS {
-        let more = warnings.len() - MAX_WARNINGS;
+        let mut all = sha2::Sha256::new();
+        for w in warnings.iter() {
+            let line = w.line.map_or(String::new(), |l| l.to_string());
+            let column = w.column.as_deref().unwrap_or("");
+            all.update(format!("{line}\t{column}\t{}\n", w.message).as_bytes());
+        }
+        let digest: String = all.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let (total, more) = (warnings.len(), warnings.len() - MAX_WARNINGS);
         warnings.truncate(MAX_WARNINGS);
-        warnings.push(Finding::file(format!("{more} more warnings (not listed)")));
+        warnings.push(Finding::file(format!(
+            "{more} more warnings (not listed; the {total} warnings' digest {digest})"
+        )));
     }
 }

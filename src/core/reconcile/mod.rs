@@ -1629,9 +1629,34 @@ mod tests {
         let p = w.plan();
         assert!(p.changes.is_empty());
         assert_eq!(p.warnings.len(), crate::core::roster::MAX_WARNINGS + 1);
-        assert_eq!(
-            p.warnings.last().unwrap().message,
-            "5 more warnings (not listed)"
+        let last = &p.warnings.last().unwrap().message;
+        assert!(
+            last.starts_with("5 more warnings (not listed; the 1005 warnings' digest "),
+            "{last}"
+        );
+        // One warning not listed changed: the digest says so (approval compares it).
+        let mut w = World::new(&[(1, "IT Admin")]).acct({
+            let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
+            boss.email = "shared@acme.example".into();
+            boss
+        });
+        for i in 0..n {
+            w = w.row(&format!("E{i}"), false, &[1]);
+            let email = if i == n - 1 {
+                "other@acme.example"
+            } else {
+                "shared@acme.example"
+            };
+            w.roster.employees[i].set_email(email);
+        }
+        let other = w.plan();
+        let (a, b) = (
+            &p.warnings.last().unwrap().message,
+            &other.warnings.last().unwrap().message,
+        );
+        assert!(
+            a != b && b.starts_with("4 more warnings (not listed; the 1004 warnings' digest "),
+            "{a} / {b}"
         );
     }
 
