@@ -329,6 +329,11 @@ fn who_may_look_who_may_change_and_who_is_nobody() {
     // Nobody: no header (401, for pages and the API alike).
     let none = web.get("/api/v1/rules", &[]);
     assert_eq!(none.status, 401, "{}", none.body);
+    // Before any query or id is read: they had been answered 400 or 404.
+    for path in ["/?status=a&status=b", "/rules?saved=x", "/files/abc"] {
+        let page = web.get(path, &[]);
+        assert_eq!(page.status, 401, "{path}: {}", page.body);
+    }
     assert!(
         none.json()["error"]
             .as_str()
@@ -861,6 +866,15 @@ fn api_tokens_read_and_never_change() {
             .json()["allowed"],
         false
     );
+    // An address given twice is no one address: denied, 200 (it had been 400).
+    let twice = web.get(
+        "/api/v1/auth/check?email=a%40acme.example&email=b%40acme.example",
+        &auth,
+    );
+    assert_eq!(
+        (twice.status, twice.json()["allowed"].clone()),
+        (200, Value::Bool(false))
+    );
     assert_eq!(web.get("/metrics", &auth).status, 200);
     // Through oauth2-proxy's session (the person's header with the token): the token
     // counts; another bearer (the proxy's ID token) does not, nor does the header alone.
@@ -996,6 +1010,16 @@ fn healthz_and_metrics() {
     let still = web.get("/healthz", &[]);
     assert_eq!(still.status, 503, "{}", still.body);
     assert!(still.body.contains("bad.csv"), "{}", still.body);
+    // Addressed by another name (a page of another site whose name was pointed at
+    // 127.0.0.1, or a caller through the SSO proxy's open route): the reason without the
+    // details, and no metrics without a token.
+    let rebound = [("Host", "evil.example:8080")];
+    let outside = web.get("/healthz", &rebound);
+    assert_eq!(
+        (outside.status, outside.body.as_str()),
+        (503, "unhealthy: the last file was rejected\n")
+    );
+    assert_eq!(web.get("/metrics", &rebound).status, 401);
     // Metrics from a loopback peer, without sign-in; counts as the CLI sees them.
     let m = web.get("/metrics", &[]);
     assert_eq!(m.status, 200, "{}", m.body);

@@ -199,8 +199,13 @@ pub fn auth_check_json(answer: &Response) -> Option<serde_json::Value> {
 async fn auth_check(
     State(state): State<Arc<WebState>>,
     reader: Reader,
-    Query(q): Query<AuthQuery>,
+    query: Result<Query<AuthQuery>, axum::extract::rejection::QueryRejection>,
 ) -> axum::response::Response {
+    // An address given twice (`?email=a&email=b`) is no one address: denied, 200 as the
+    // README's "always 200" has it (it had been 400).
+    let Ok(Query(q)) = query else {
+        return (StatusCode::OK, Json(serde_json::json!({"allowed": false}))).into_response();
+    };
     // Sent to the engine as asked: a space beyond ASCII around it (U+3000) is no part of an
     // address, and the engine denies it (`columns::is_plain_identity`); a trim here had
     // taken it away first.

@@ -59,20 +59,20 @@ impl WebState {
 }
 
 /// Why the daemon is unhealthy, or None.
-async fn unhealthy(state: &WebState) -> Option<String> {
+async fn unhealthy(state: &WebState) -> Option<(&'static str, String)> {
     if !state.engine.running() {
-        return Some("the engine has stopped".into());
+        return Some(("the engine has stopped", String::new()));
     }
     let (last_error, fetch_error) = state.errors();
     if let Some(e) = last_error {
-        return Some(format!("the engine's last file failed: {e}"));
+        return Some(("the engine's last file failed", e));
     }
     if let Some(e) = fetch_error {
-        return Some(format!("the last fetch failed: {e}"));
+        return Some(("the last fetch failed", e));
     }
     let files = match state.own_read(Request::FilesList {}).await {
         Ok(files) => files,
-        Err(e) => return Some(format!("the ledger cannot be read: {e}")),
+        Err(e) => return Some(("the ledger cannot be read", e)),
     };
     // A dry run or a held file after a rejection does not clear it: nothing was applied.
     // A rejected dry run is not one either: nothing was asked to be applied.
@@ -80,24 +80,43 @@ async fn unhealthy(state: &WebState) -> Option<String> {
     let last = (files.as_array()?.iter().rev())
         .find(|f| (f["status"] == "applied" || f["status"] == "rejected") && !dry_run(f))?;
     (last["status"] == "rejected").then(|| {
-        format!(
-            "the last file, {} ({}), was rejected: {}",
+        let detail = format!(
+            "file {} ({}): {}",
             last["id"],
             last["stored_as"].as_str().unwrap_or_default(),
             last["summary"].as_str().unwrap_or_default()
-        )
+        );
+        ("the last file was rejected", detail)
     })
 }
 
-async fn healthz(State(state): State<Arc<WebState>>) -> Response {
+/// 200 `ok`, or 503 with the reason. The details (file names, an error's text with its
+/// paths) go only to a peer on this machine that addresses it as such: anyone else, a
+/// caller through the SSO proxy's open route or a page whose name was rebound to
+/// 127.0.0.1, gets the reason alone (it had read them all).
+async fn healthz(State(state): State<Arc<WebState>>, request: axum::extract::Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let local = is_local(&state, &parts);
     match unhealthy(&state).await {
         None => (StatusCode::OK, "ok\n").into_response(),
-        Some(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("unhealthy: {reason}\n"),
-        )
-            .into_response(),
+        Some((reason, detail)) => {
+            let text = match local && !detail.is_empty() {
+                true => format!("unhealthy: {reason}: {detail}\n"),
+                false => format!("unhealthy: {reason}\n"),
+            };
+            (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+        }
     }
+}
+
+/// Whether the request comes from this machine, not through the SSO proxy, and is
+/// addressed to it by a local name (a page whose name was rebound to 127.0.0.1 is not).
+fn is_local(state: &WebState, parts: &Parts) -> bool {
+    let proxied = parts
+        .headers
+        .contains_key(state.cfg.web.user_header.as_str());
+    let loopback = peer(parts).is_some_and(|ip| ip.to_canonical().is_loopback());
+    loopback && !proxied && super::identity::addressed_locally(&parts.headers)
 }
 
 /// `/metrics` is for a listed API token or a peer on this machine. A request that carries
@@ -115,14 +134,11 @@ fn may_scrape(state: &WebState, parts: &Parts) -> Result<(), Denied> {
         };
         return state.token(&token, peer(parts)).map(|_| ());
     }
-    let proxied = parts
-        .headers
-        .contains_key(state.cfg.web.user_header.as_str());
-    match peer(parts) {
-        Some(ip) if ip.to_canonical().is_loopback() && !proxied => Ok(()),
-        _ => Err(Denied::unauthorized(
+    match is_local(state, parts) {
+        true => Ok(()),
+        false => Err(Denied::unauthorized(
             "/metrics answers an API token (Authorization: Bearer), or a loopback peer that \
-             is not the SSO proxy",
+             is not the SSO proxy and addresses it as localhost or a loopback address",
         )),
     }
 }

@@ -9,6 +9,7 @@ use super::{Denied, WebState};
 use crate::api::{Output, Request, Response, exit};
 use crate::engine::handle::Reply;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse};
@@ -52,6 +53,24 @@ fn denied(d: Denied) -> Answer {
         d.status,
         pages::error_page(None, d.status.as_u16(), &d.message),
     )
+}
+
+/// A page's query, read once who asks may see the page: one that cannot be read is 400,
+/// and the caller who is not signed in is told so first (401): such a caller had been
+/// answered 400 for a query that could not be read (`?status=a&status=b`).
+fn read_query<T>(
+    viewer: &Result<Viewer, Denied>,
+    query: Result<Query<T>, QueryRejection>,
+) -> Result<T, Answer> {
+    if let Err(d) = viewer {
+        return Err(denied(d.clone()));
+    }
+    query.map(|Query(q)| q).map_err(|e| {
+        page(
+            StatusCode::BAD_REQUEST,
+            pages::error_page(None, 400, &e.body_text()),
+        )
+    })
 }
 
 /// The engine's refusal or failure, as a page with the status of its exit code.
@@ -100,8 +119,12 @@ impl WebState {
 async fn admins(
     State(state): State<Arc<WebState>>,
     viewer: Result<Viewer, Denied>,
-    Query(q): Query<AdminsQuery>,
+    query: Result<Query<AdminsQuery>, QueryRejection>,
 ) -> Answer {
+    let q = match read_query(&viewer, query) {
+        Ok(q) => q,
+        Err(answer) => return answer,
+    };
     let request = Request::AdminsList {
         status: None,
         origin: None,
@@ -136,8 +159,12 @@ pub struct RulesQuery {
 async fn rules(
     State(state): State<Arc<WebState>>,
     viewer: Result<Viewer, Denied>,
-    Query(q): Query<RulesQuery>,
+    query: Result<Query<RulesQuery>, QueryRejection>,
 ) -> Answer {
+    let q = match read_query(&viewer, query) {
+        Ok(q) => q,
+        Err(answer) => return answer,
+    };
     let roles = state.cfg.provisioning.roles.clone();
     // Its warnings as they are now (a rule fixed since has none to show).
     // For a person who may change rules (who saved one): `rules show` reads the last
@@ -182,8 +209,11 @@ async fn file(
     viewer: Result<Viewer, Denied>,
     Path(id): Path<String>,
 ) -> Answer {
-    let Ok(id) = id.parse() else {
-        return no_file(&id);
+    // Who asks first: a caller not signed in had been answered 404 for `/files/abc`.
+    let id = match (&viewer, id.parse()) {
+        (Err(d), _) => return denied(d.clone()),
+        (Ok(_), Ok(id)) => id,
+        (Ok(_), Err(_)) => return no_file(&id),
     };
     state
         .show(viewer, Request::FilesShow { id }, |c, a| {

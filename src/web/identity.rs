@@ -110,7 +110,7 @@ pub(super) fn bearer(auth: &axum::http::HeaderValue) -> Option<&str> {
 
 /// Whether the request's `Host` (when it has one: browsers always send it) names this
 /// machine: `localhost` (or a name under it), or a loopback address, with any port.
-fn addressed_locally(headers: &HeaderMap) -> bool {
+pub(super) fn addressed_locally(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST) else {
         return true;
     };
@@ -401,9 +401,11 @@ impl<T: DeserializeOwned + Send> Change<T> {
         let form = axum::Form::<WithCsrf<T>>::from_request(request, state);
         let posted = match tokio::time::timeout(super::conns::HEADER_READ, form).await {
             Ok(Ok(axum::Form(posted))) => posted,
+            // 400 whatever axum would say (415, 422): a form that cannot be read is a usage
+            // error, as the README's table of statuses has it.
             Ok(Err(rejection)) => {
                 return Err(Denied::new(
-                    rejection.status(),
+                    StatusCode::BAD_REQUEST,
                     format!(
                         "the form's fields could not be read: {}",
                         rejection.body_text()
