@@ -61,15 +61,15 @@ fn denied(d: Denied) -> Answer {
 fn read_query<T>(
     viewer: &Result<Viewer, Denied>,
     query: Result<Query<T>, QueryRejection>,
-) -> Result<T, Answer> {
+) -> Result<T, Box<Answer>> {
     if let Err(d) = viewer {
-        return Err(denied(d.clone()));
+        return Err(Box::new(denied(d.clone())));
     }
     query.map(|Query(q)| q).map_err(|e| {
-        page(
+        Box::new(page(
             StatusCode::BAD_REQUEST,
             pages::error_page(None, 400, &e.body_text()),
-        )
+        ))
     })
 }
 
@@ -123,7 +123,7 @@ async fn admins(
 ) -> Answer {
     let q = match read_query(&viewer, query) {
         Ok(q) => q,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let request = Request::AdminsList {
         status: None,
@@ -163,7 +163,7 @@ async fn rules(
 ) -> Answer {
     let q = match read_query(&viewer, query) {
         Ok(q) => q,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     let roles = state.cfg.provisioning.roles.clone();
     // Its warnings as they are now (a rule fixed since has none to show).
