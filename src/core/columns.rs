@@ -183,7 +183,13 @@ pub fn is_invisible(c: char) -> bool {
 /// [`is_plain_identity`]), not the same one.
 pub fn fold_cell(value: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
-    if value.is_ascii() {
+    use unicode_normalization::{IsNormalized, is_nfc_quick};
+    // Most cells are ASCII, or composed and without such characters (`Zürich`): folded as
+    // they are, without the copies (a million-row roster's non-ASCII cells are tens of
+    // thousands).
+    if value.is_ascii()
+        || (!value.chars().any(is_invisible) && is_nfc_quick(value.chars()) == IsNormalized::Yes)
+    {
         return fold_value(value);
     }
     // The invisible characters go first: between a letter and its accent (a combining
