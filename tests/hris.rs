@@ -420,14 +420,32 @@ fn workday_oauth_refreshes_a_token_and_sends_it_as_bearer() {
     let out = s.env.expect(5, &["fetch"]);
     assert!(out.contains("redirected to another host"), "{out}");
     assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (7, 6));
+    // An endpoint that rotates refresh tokens: the new one is sent from then on (the old
+    // one, sent again, had been refused), and the log says it is not kept across restarts.
+    let rotated = "RT-rotated-5e1f";
+    s.fake.rotate_refresh_token(rotated);
+    s.env.json_ok(0, &["fetch"]);
+    s.env.json_ok(0, &["fetch"]);
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (9, 8));
+    let sent = vendors::form_decode(&s.fake.seen(TOKEN)[8].body);
+    assert!(
+        sent.iter()
+            .any(|(k, v)| k == "refresh_token" && v == rotated),
+        "{sent:?}"
+    );
+    assert!(
+        daemon.log().contains("answered with a new refresh token"),
+        "{}",
+        daemon.log()
+    );
     // A refused grant (400 invalid_grant) is "credentials refused", not retried, and the
     // report is not asked for.
     s.fake.revoke_refresh_token();
     let out = s.env.expect(5, &["fetch"]);
     assert!(out.contains("credentials refused"), "{out}");
-    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (8, 6));
+    assert_eq!((s.fake.count(TOKEN), s.fake.count(REPORT)), (10, 8));
     assert!(inbox(&s.env).is_empty(), "{:?}", inbox(&s.env));
-    assert_no_secrets(&s.env, &daemon, &[refresh, secret, access]);
+    assert_no_secrets(&s.env, &daemon, &[refresh, secret, access, rotated]);
     daemon.stop();
 }
 

@@ -98,6 +98,9 @@ pub struct Fake {
     tokens: Mutex<(String, String)>,
     /// The OAuth client's id and secret.
     client: (String, String),
+    /// A refresh token the token endpoint gives with its next access token, accepting
+    /// only that one from then on (an endpoint that rotates them, RFC 6749 §6).
+    rotate: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -111,6 +114,7 @@ impl Fake {
             auth: Mutex::new(auth.to_string()),
             tokens: Mutex::new((String::new(), String::new())),
             client: (String::new(), String::new()),
+            rotate: Mutex::new(None),
         })
     }
 
@@ -125,6 +129,7 @@ impl Fake {
             auth: Mutex::new(format!("Bearer {access}")),
             tokens: Mutex::new((refresh.to_string(), access.to_string())),
             client: (client.0.to_string(), client.1.to_string()),
+            rotate: Mutex::new(None),
         })
     }
 
@@ -160,6 +165,12 @@ impl Fake {
     /// Changes what the report routes answer by default.
     pub fn set_roster(&self, roster: Reply) {
         *self.roster.lock().unwrap() = roster;
+    }
+
+    /// Makes the token endpoint's next trade give `new` as the refresh token, and accept
+    /// only it from then on.
+    pub fn rotate_refresh_token(&self, new: &str) {
+        *self.rotate.lock().unwrap() = Some(new.to_string());
     }
 
     /// Makes the token endpoint refuse every refresh token (400 invalid_grant).
@@ -360,8 +371,12 @@ async fn workday_token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: 
         let error = json!({"error": "invalid_grant"});
         return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
     }
-    axum::Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600}))
-        .into_response()
+    let mut answer = json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600});
+    if let Some(new) = fake.rotate.lock().unwrap().take() {
+        fake.tokens.lock().unwrap().0 = new.clone();
+        answer["refresh_token"] = json!(new);
+    }
+    axum::Json(answer).into_response()
 }
 
 /// `application/x-www-form-urlencoded` pairs.

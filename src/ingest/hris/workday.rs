@@ -24,7 +24,9 @@ enum Auth {
         token_url: String,
         client_id: String,
         client_secret: Secret,
-        refresh_token: Secret,
+        /// The configured refresh token, or the new one a token endpoint that rotates them
+        /// gave since (RFC 6749 §6: the old one is then to be discarded).
+        refresh_token: std::sync::Mutex<Secret>,
     },
 }
 
@@ -46,6 +48,8 @@ struct Answer {
 #[derive(Deserialize)]
 struct Token {
     access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 impl Workday {
@@ -74,10 +78,10 @@ impl Workday {
                     "source.hris.workday.client_secret_file",
                     &w.client_secret_file,
                 )?,
-                refresh_token: read_secret(
+                refresh_token: std::sync::Mutex::new(read_secret(
                     "source.hris.workday.refresh_token_file",
                     &w.refresh_token_file,
-                )?,
+                )?),
             },
         };
         Ok(Workday {
@@ -138,9 +142,14 @@ impl Workday {
         else {
             unreachable!("only for oauth");
         };
+        let sent = refresh_token
+            .lock()
+            .expect("refresh token")
+            .expose()
+            .to_string();
         let body = form_urlencoded(&[
             ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token.expose()),
+            ("refresh_token", &sent),
             ("client_id", client_id),
             ("client_secret", client_secret.expose()),
         ]);
@@ -167,6 +176,22 @@ impl Workday {
                 "{what} did not answer with a JSON object holding an access_token"
             ))
         })?;
+        // A new refresh token replaces the one sent (RFC 6749 §6), for this run: the next
+        // grant had sent the old one, which such an endpoint refuses. It is not written
+        // back to refresh_token_file (the daemon may not write its credentials), so the
+        // warning says that a restart needs a new one there.
+        if let Some(new) = token
+            .refresh_token
+            .filter(|new| !new.is_empty() && *new != sent)
+        {
+            tracing::warn!(
+                "{what} answered with a new refresh token (it rotates them): autoprov uses it \
+                 from now on, but cannot write it into source.hris.workday.refresh_token_file; \
+                 after a restart the old one there is refused. Give the API client \
+                 non-expiring refresh tokens (README, Workday)"
+            );
+            *refresh_token.lock().expect("refresh token") = Secret::from_fetched(new);
+        }
         Ok(Secret::from_fetched(token.access_token))
     }
 
