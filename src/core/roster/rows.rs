@@ -223,6 +223,18 @@ impl Rows {
                 h.name(c),
                 "employee_id is empty; every row needs the employee's ID",
             ));
+        } else if matches!(id, "." | "..") {
+            // `/admins/{employee_id}` cannot name it (browsers resolve `.` and `..` in a
+            // path, `%2e` too): its account could not be shown in the web section or the
+            // API; `admins add` refuses such an ID too.
+            errors.push(Finding::at(
+                line,
+                h.name(c),
+                format!(
+                    "employee_id \"{id}\" cannot name an account (the web section and the API \
+                     address one as /admins/{{employee_id}}); correct it in the HR system"
+                ),
+            ));
         } else if let Some(firsts) = &mut self.firsts
             && let Some(first) = first_line(&mut firsts.ids, &self.employees, row, id, id_key)
         {
@@ -611,6 +623,20 @@ mod tests {
         assert_eq!(
             places(&r.errors),
             [(Some(2), Some("Emp ID")), (Some(3), Some("Emp ID"))]
+        );
+    }
+
+    #[test]
+    fn an_employee_id_no_path_can_name_is_an_error() {
+        let r = rejected("Emp ID,email\n.,a@example.com\n..,b@example.com\n...,c@example.com\n");
+        assert_eq!(
+            places(&r.errors),
+            [(Some(2), Some("Emp ID")), (Some(3), Some("Emp ID"))]
+        );
+        assert!(
+            r.errors[0].message.contains("cannot name an account"),
+            "{:?}",
+            r.errors
         );
     }
 
