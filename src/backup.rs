@@ -670,7 +670,7 @@ mod tests {
     /// and new audit entries the numbers of old ones, over them.
     #[test]
     fn a_restore_gives_out_no_id_the_backup_holds_whatever_its_counters_say() {
-        use crate::core::rules::{Condition, Rule, RuleId};
+        use crate::core::rules::RuleId;
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
         let backup = dir.path().join("b.backup");
@@ -678,15 +678,7 @@ mod tests {
             let store = SledStore::open(&paths.store).unwrap();
             for _ in 0..2 {
                 let id = store.next_rule_id().unwrap();
-                let rule = Rule {
-                    id,
-                    name: format!("rule {id}"),
-                    role: "IT Admin".into(),
-                    conditions: vec![Condition::parse("department = IT").unwrap()],
-                    enabled: true,
-                    created_at: "2026-01-01T00:00:00Z".into(),
-                    created_by: "alice".into(),
-                };
+                let rule = crate::store::samples::rule(id.0);
                 store.put_rule(&rule, note("rules add")).unwrap();
             }
             write(&store, &backup).unwrap();

@@ -1,13 +1,13 @@
 //! The same checks run against every [`Store`]: the sled store and the memory store, so
 //! that the memory store the pipeline's unit tests use cannot drift from the real one.
 
-use super::samples::{account, packed};
+use super::samples::{account, packed, rule};
 use super::{
     AuditNote, Commit, FileEntry, FileStatus, MemoryStore, RemoteOrigin, SledStore, Store,
     StoreError, TokenChange,
 };
 use crate::core::accounts::{Account, Status};
-use crate::core::rules::{Condition, Rule, RuleId};
+use crate::core::rules::RuleId;
 use crate::core::updates::Updates;
 
 fn note(action: &str, at: &str) -> AuditNote {
@@ -16,18 +16,6 @@ fn note(action: &str, at: &str) -> AuditNote {
         user: "alice".into(),
         action: action.into(),
         detail: String::new(),
-    }
-}
-
-fn rule(id: u64) -> Rule {
-    Rule {
-        id: RuleId(id),
-        name: format!("rule {id}"),
-        role: "IT Admin".into(),
-        conditions: vec![Condition::parse("department = IT").unwrap()],
-        enabled: true,
-        created_at: "2026-01-01T00:00:00Z".into(),
-        created_by: "alice".into(),
     }
 }
 

@@ -431,7 +431,20 @@ pub fn summary(report: &Report) -> String {
 #[cfg(test)]
 pub(crate) mod samples {
     use crate::core::accounts::{Account, Origin, Status};
-    use crate::core::rules::RuleId;
+    use crate::core::rules::{Condition, Rule, RuleId};
+
+    /// Rule `id`: `department = IT` grants IT Admin.
+    pub fn rule(id: u64) -> Rule {
+        Rule {
+            id: RuleId(id),
+            name: format!("rule {id}"),
+            role: "IT Admin".into(),
+            conditions: vec![Condition::parse("department = IT").unwrap()],
+            enabled: true,
+            created_at: "2026-01-01T00:00:00Z".into(),
+            created_by: "alice".into(),
+        }
+    }
 
     /// Accounts packed for a commit.
     pub fn packed(
