@@ -196,20 +196,20 @@ impl<S: Store> Pipeline<S> {
             ..shown
                 .unwrap_or_else(|| Report::new(&entry.name, &entry.sha256, &entry.received_at, now))
         };
+        let filed = match kept {
+            true => "its held report is filed in rejected/",
+            false => {
+                "its report is filed in rejected/ unless one is there (reports filed \
+                      for it before stay as they are)"
+            }
+        };
         report
             .warnings
             .push(crate::core::model::Finding::file(format!(
                 "the roster was not in held/ when file {id} was rejected (removed by hand, or a \
                  store restored from a backup taken while it was held): its ledger entry is \
-                 closed and nothing was changed; {}",
-                match kept {
-                    true => "its held report is filed as rejected",
-                    false => "nothing was filed (reports filed for it before stay as they are)",
-                }
+                 closed and nothing was changed; {filed}"
             )));
-        if kept {
-            self.file_held_report_as_rejected(&entry.stored_as, &report)?;
-        }
         let updated = FileEntry {
             status: FileStatus::Rejected,
             processed_at: now.to_string(),
@@ -220,10 +220,16 @@ impl<S: Store> Pipeline<S> {
             ..entry
         };
         let detail = format!(
-            "file {id} {}: rejected; its roster was not in held/, nothing was filed",
+            "file {id} {}: rejected; its roster was not in held/; {filed}",
             updated.stored_as
         );
+        // Recorded first, then filed: a report filed before a commit that failed had said
+        // "rejected" of a file still held, and kept that decision's time and name.
         self.record_entry(&updated, user, now, "files reject", detail)?;
+        // Filed always (`files show` reads rejected/ for a rejected file: it had failed
+        // with exit 5 where nothing was filed), never over a report that is there.
+        self.file_held_report_as_rejected(&updated.stored_as, &report)
+            .map_err(|e| super::pipeline::after_commit(e, &updated))?;
         Ok(report)
     }
 

@@ -380,6 +380,11 @@ impl<S: Store> Pipeline<S> {
         // Not flushed on its own (a sync of sled's log, ~1 ms of every file): a crash that
         // loses it leaves a move that the next start finds done.
         self.store.filed(entry)?;
+        // Its name in inbox/ is free for the next file, which nobody asked for: a filing
+        // finished by a later scan had left the asker remembered for it.
+        if from.starts_with(self.paths.folder("inbox")) {
+            self.forget_unmarked(&entry.name);
+        }
         Ok(())
     }
 

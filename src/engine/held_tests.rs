@@ -351,6 +351,41 @@ fn a_held_file_whose_roster_alone_was_removed_is_rejected_with_its_report() {
     assert_eq!(shown.json["status"], "rejected", "{:#}", shown.json);
 }
 
+/// A held file whose roster and held report are both gone (removed by hand, or decided
+/// after the backup a store was restored from): its rejection files a report saying so in
+/// rejected/, so `files show` answers (it had failed with exit 5), and the audit says what
+/// was filed.
+#[test]
+fn a_held_file_rejected_without_its_roster_or_report_can_still_be_shown() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline_with(FEW_GRANTS);
+    add_rule(&p, "IT", "department = IT");
+    let rows = [("E1", "IT"), ("E2", "IT"), ("E3", "IT")];
+    assert_eq!(
+        submit(&p, "h.csv", &staff(&rows)).unwrap().status,
+        ReportStatus::Held
+    );
+    let stored = p.store.file(1).unwrap().unwrap().stored_as;
+    for name in [
+        stored.clone(),
+        format!("{stored}.report.json"),
+        format!("{stored}.report.txt"),
+    ] {
+        fs::remove_file(p.paths.folder("held").join(name)).unwrap();
+    }
+    p.reject(1, "alice").unwrap();
+    let show = Request::FilesShow { id: 1 };
+    let shown = super::commands::execute(&p, show, "root", Output::Json);
+    assert_eq!(shown.exit, exit::OK, "{}", shown.text);
+    assert_eq!(shown.json["decision"]["by"], "alice", "{:#}", shown.json);
+    let audit = p.store.audit(None).unwrap();
+    let detail = &audit.last().unwrap().note.detail;
+    assert!(
+        detail.contains("its report is filed in rejected/"),
+        "{detail}"
+    );
+}
+
 /// A decided file whose filing keeps failing (its folder not writable) is told to the
 /// observer by each scan that tries it (the daemon posts `file_failed`, once), and does not
 /// stop recovery at a start: the start goes on, the move is tried again at every scan. The

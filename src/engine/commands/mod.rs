@@ -541,6 +541,30 @@ mod tests {
         p.process("again.csv").unwrap();
         let audit = p.store.audit(None).unwrap();
         assert_eq!(audit.last().unwrap().note.user, "root");
+        // Remembered until the file leaves inbox/, however it does: a filing that failed
+        // after the commit and was finished by a later scan had left it for the next file
+        // of that name (an SFTP upload audited as the earlier asker).
+        p.asked_unmarked("third.csv", "root");
+        std::fs::copy(&filed, p.paths.folder("inbox").join("third.csv")).unwrap();
+        let blocked = ["processed", "held"].map(|f| p.paths.folder(f));
+        for (i, folder) in blocked.iter().enumerate() {
+            std::fs::rename(folder, dir.path().join(format!("aside{i}"))).unwrap();
+            std::fs::write(folder, b"in the way").unwrap();
+        }
+        let third = p.process("third.csv");
+        assert!(third.is_err(), "its filing fails: {third:?}");
+        for (i, folder) in blocked.iter().enumerate() {
+            std::fs::remove_file(folder).unwrap();
+            std::fs::rename(dir.path().join(format!("aside{i}")), folder).unwrap();
+        }
+        assert_eq!(p.finish_all_unfiled().unwrap(), 1);
+        if let Ok(Some(held)) = p.held() {
+            p.reject(held.id, "root").unwrap();
+        }
+        std::fs::copy(&filed, p.paths.folder("inbox").join("third.csv")).unwrap();
+        p.process("third.csv").unwrap();
+        let audit = p.store.audit(None).unwrap();
+        assert_eq!(audit.last().unwrap().note.user, "autoprov");
     }
 
     #[test]
