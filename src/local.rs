@@ -565,7 +565,12 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
     // Opened with the caller's rights (a backup in /root/), then everything else done as
     // the data dir's owner, as every other command: as root, sled's open of the store had
     // followed a link the owner put in store/ (`conf` → /etc/nologin) and written there.
-    let input = match fs::File::open(file) {
+    // A regular file only: a device or a FIFO (`restore /dev/zero`) is no backup.
+    let opened = fs::File::open(file).and_then(|input| match input.metadata()?.is_file() {
+        true => Ok(input),
+        false => Err(std::io::Error::other("not a regular file")),
+    });
+    let input = match opened {
         Ok(input) => input,
         Err(e) => {
             return crate::api::error::Error::usage(format!(
@@ -654,6 +659,24 @@ mod tests {
     /// owner when its folder is theirs (or root's) and nobody else may write it. A daemon
     /// user that writes a data dir it does not own had been refused by every command, the
     /// sign-in hook's included.
+    /// `restore` takes a regular file only: `restore /dev/zero` had read it until the
+    /// system killed the process.
+    #[test]
+    fn a_restore_of_a_device_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config_in(dir.path());
+        let r = restore(cfg, Path::new("/dev/zero"));
+        if r.exit == exit::REFUSED && r.text.contains("may not make changes") {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "run as root: restore needs an org admin"
+            );
+            return;
+        }
+        assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+        assert!(r.text.contains("not a regular file"), "{}", r.text);
+    }
+
     #[test]
     fn a_daemon_is_known_by_its_store_or_by_a_socket_nobody_else_could_place() {
         use std::os::unix::fs::{PermissionsExt, chown};

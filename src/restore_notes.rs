@@ -29,10 +29,12 @@ pub struct Unknown {
 /// [`Unknown`] of the store `restored` over the drop folders of `paths`.
 pub fn unknown(restored: &SledStore, paths: &Paths) -> StoreResult<Unknown> {
     let files = restored.files()?;
-    // A roster in processed/ is known when the ledger has it as applied: one it holds as
-    // held was approved after the backup, and what it changed is undone too.
+    // A roster in processed/ is known when the ledger has it decided (applied, or a dry
+    // run: one stored as `x.dryrun-2.csv` no longer ends like one, and had been named to
+    // process again, for real); one it holds as held was approved after the backup, and
+    // what it changed is undone too.
     let known: HashSet<&str> = (files.iter())
-        .filter(|f| f.status == FileStatus::Applied)
+        .filter(|f| f.status != FileStatus::Held)
         .map(|f| f.stored_as.as_str())
         .collect();
     let held_known: HashSet<&str> = (files.iter())
@@ -174,6 +176,8 @@ mod tests {
             &store,
             &entry(2, "20261202T000000Z_b.csv", FileStatus::Held),
         );
+        let dry = "20261202T000000Z_d.dryrun-2.csv";
+        samples::commit_entry(&store, &entry(3, dry, FileStatus::DryRun));
         let processed = paths.folder("processed");
         fs::create_dir_all(&processed).unwrap();
         fs::create_dir_all(paths.folder("held")).unwrap();
@@ -184,6 +188,7 @@ mod tests {
             "20261203T000000Z_c.csv.report.json",
             "20261204T000000Z_d.dryrun.csv",
             "20261205T000000Z_e.csv",
+            dry,
         ] {
             fs::write(processed.join(name), b"x").unwrap();
         }

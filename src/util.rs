@@ -93,6 +93,24 @@ pub fn compact_timestamp(rfc3339: &str) -> String {
         .collect()
 }
 
+/// The text of a small file autoprov reads whole (its config, a credential, the API
+/// tokens): at most `max` bytes, else an error saying so. A device named there
+/// (`/dev/zero`) had been read until the system ran out of memory; a FIFO (`--config
+/// <(…)`) still reads.
+pub fn read_small_text(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "more than the {max} bytes such a file may have"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 /// SHA-256 of bytes, lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     lower_hex(&Sha256::digest(bytes))
@@ -631,6 +649,25 @@ mod tests {
         fs::write(&tmp, b"y").unwrap();
         let long = format!("{}.csv", "r".repeat(300));
         assert!(rename_into_free_name(&tmp, dir.path(), &long).is_err());
+    }
+
+    /// A file read whole is read only to its limit: `/dev/zero` as the config had run the
+    /// system out of memory.
+    #[test]
+    fn a_small_file_is_read_to_its_limit_only() {
+        let err = read_small_text(Path::new("/dev/zero"), 1024).unwrap_err();
+        assert!(
+            err.to_string().contains("more than the 1024 bytes"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        fs::write(&path, "x = 1\n").unwrap();
+        assert_eq!(read_small_text(&path, 6).unwrap(), "x = 1\n");
+        assert!(read_small_text(&path, 5).is_err());
+        fs::write(&path, b"\xff").unwrap();
+        let err = read_small_text(&path, 5).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     }
 
     #[test]

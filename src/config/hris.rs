@@ -219,11 +219,12 @@ impl std::fmt::Debug for Secret {
 /// is not part of it. The error names the key and the path, never the content, and is a
 /// config error (exit 2), not a failure of the work.
 pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| anyhow::anyhow!("{key} = {}: cannot read it ({e})", path.display()))?;
-    let Ok(mut text) = String::from_utf8(bytes) else {
-        bail!("{key} = {}: the file is not UTF-8 text", path.display());
-    };
+    let mut text = crate::util::read_small_text(path, 64 << 10).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => {
+            anyhow::anyhow!("{key} = {}: the file is not UTF-8 text", path.display())
+        }
+        _ => anyhow::anyhow!("{key} = {}: cannot read it ({e})", path.display()),
+    })?;
     if text.ends_with('\n') {
         text.pop();
         if text.ends_with('\r') {

@@ -546,7 +546,7 @@ impl Config {
             .prefix_separator("__")
             .separator("__")
             .source(Some(overrides.plain));
-        let text = std::fs::read_to_string(&path)
+        let text = crate::util::read_small_text(&path, 1 << 20)
             .with_context(|| format!("reading config {}", path.display()))?;
         strictly(&text).with_context(|| format!("invalid config {}", path.display()))?;
         let mut builder = config::Config::builder()

@@ -207,11 +207,44 @@ fn bad(m: String) -> StoreError {
     StoreError::Corrupt(format!("backup: {m}"))
 }
 
+/// The longest line a backup holds: a record is one account or one entry of a small tree,
+/// far below this. A file without line breaks (`restore /dev/zero`) had been read into
+/// memory whole, until the system killed the process.
+const MAX_LINE: u64 = 16 << 20;
+
+/// The lines of `input` (without their `\n` or `\r\n`), each at most [`MAX_LINE`] bytes.
+fn lines_of(mut input: impl std::io::BufRead) -> impl Iterator<Item = std::io::Result<String>> {
+    use std::io::{BufRead, Read};
+    std::iter::from_fn(move || {
+        let mut line = Vec::new();
+        let read = (&mut input).take(MAX_LINE + 1).read_until(b'\n', &mut line);
+        match read {
+            Ok(0) => None,
+            Ok(_) if line.len() as u64 > MAX_LINE => Some(Err(std::io::Error::other(format!(
+                "a line longer than {} MiB: not a backup",
+                MAX_LINE >> 20
+            )))),
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                Some(String::from_utf8(line).map_err(std::io::Error::other))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
+}
+
 /// The header's `created_at`, once the header is one this build reads.
 fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<String> {
     let header: BackupHeader = match line {
         Some(Ok(l)) => serde_json::from_str(&l).map_err(|e| bad(format!("header: {e}")))?,
-        _ => return Err(bad("empty file".into())),
+        // Said as it is (a folder had read as "empty file").
+        Some(Err(e)) => return Err(bad(format!("reading it: {e}"))),
+        None => return Err(bad("empty file".into())),
     };
     if header.format != BACKUP_FORMAT || header.version != 1 {
         return Err(bad(format!(
@@ -243,7 +276,7 @@ fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
 
 /// Reads a whole backup, refusing anything but a complete, well-formed one.
 pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
-    let mut lines = input.lines();
+    let mut lines = lines_of(input);
     let created_at = read_header(lines.next())?;
     let mut backup = Backup {
         records: Vec::new(),
@@ -337,6 +370,24 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file without line breaks is refused once a line passes [`MAX_LINE`] (it had been
+    /// read whole: `restore /dev/zero` ran the system out of memory); a read error is said
+    /// as one, not as an empty file.
+    #[test]
+    fn a_line_past_the_longest_a_backup_holds_is_refused() {
+        use std::io::Read;
+        let endless = std::io::BufReader::new(std::io::repeat(b'x').take(MAX_LINE + 2));
+        let err = read(endless).err().unwrap().to_string();
+        assert!(err.contains("a line longer than 16 MiB"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let folder = std::io::BufReader::new(std::fs::File::open(dir.path()).unwrap());
+        let err = read(folder).err().unwrap().to_string();
+        assert!(
+            err.contains("reading it") && !err.contains("empty"),
+            "{err}"
+        );
+    }
 
     /// A backup with one byte of a record changed is refused; one written before the end
     /// line had its SHA-256 still reads.

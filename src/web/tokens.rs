@@ -111,7 +111,14 @@ pub fn add(path: &Path, name: &str) -> Result<String> {
             "token name \"{name}\": use a name without spaces, e.g. sso-gateway"
         )));
     }
-    let existing = match std::fs::read_to_string(path) {
+    // A regular file (or none yet): a line is appended to it (`/dev/full` had hung).
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::usage(format!(
+            "web.api_tokens_file {} is not a regular file",
+            path.display()
+        )));
+    }
+    let existing = match crate::util::read_small_text(path, 16 << 20) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => {
