@@ -1020,6 +1020,12 @@ fn healthz_and_metrics() {
         (503, "unhealthy: the last file was rejected\n")
     );
     assert_eq!(web.get("/metrics", &rebound).status, 401);
+    // Through a proxy on this machine that passes the client's Host on (oauth2-proxy's open
+    // route drops the email header but adds X-Forwarded-For): the reason alone, no metrics.
+    let forwarded = [("Host", "localhost"), ("X-Forwarded-For", "203.0.113.7")];
+    let outside = web.get("/healthz", &forwarded);
+    assert_eq!(outside.body, "unhealthy: the last file was rejected\n");
+    assert_eq!(web.get("/metrics", &forwarded).status, 401);
     // Metrics from a loopback peer, without sign-in; counts as the CLI sees them.
     let m = web.get("/metrics", &[]);
     assert_eq!(m.status, 200, "{}", m.body);

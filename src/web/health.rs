@@ -112,9 +112,18 @@ async fn healthz(State(state): State<Arc<WebState>>, request: axum::extract::Req
 /// Whether the request comes from this machine, not through the SSO proxy, and is
 /// addressed to it by a local name (a page whose name was rebound to 127.0.0.1 is not).
 fn is_local(state: &WebState, parts: &Parts) -> bool {
-    let proxied = parts
-        .headers
-        .contains_key(state.cfg.web.user_header.as_str());
+    // Through a proxy on this machine, by its forwarding headers too: oauth2-proxy drops
+    // the email header on its open routes and passes the client's Host on, so `Host:
+    // localhost` from anywhere had read the details (and /metrics, had its route been opened).
+    let proxied = [
+        state.cfg.web.user_header.as_str(),
+        "x-forwarded-for",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-host",
+    ]
+    .iter()
+    .any(|h| parts.headers.contains_key(*h));
     let loopback = peer(parts).is_some_and(|ip| ip.to_canonical().is_loopback());
     loopback && !proxied && super::identity::addressed_locally(&parts.headers)
 }

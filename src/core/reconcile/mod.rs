@@ -1634,28 +1634,35 @@ mod tests {
             last.starts_with("5 more warnings (not listed; the 1005 warnings' digest "),
             "{last}"
         );
-        // One warning not listed changed: the digest says so (approval compares it).
+        // One warning not listed changed, the count the same (another employee's email
+        // held, after the first thousand): the digest says so (approval compares it).
         let mut w = World::new(&[(1, "IT Admin")]).acct({
             let mut boss = account("M1", Origin::Manual, None, "Super Admin", Status::Active);
             boss.email = "shared@acme.example".into();
             boss
         });
         for i in 0..n {
-            w = w.row(&format!("E{i}"), false, &[1]);
-            let email = if i == n - 1 {
-                "other@acme.example"
+            // E999's warning is among the five not listed (they sort by their text).
+            let id = if i == 999 {
+                "E999z".to_string()
             } else {
-                "shared@acme.example"
+                format!("E{i}")
             };
-            w.roster.employees[i].set_email(email);
+            w = w.row(&id, false, &[1]);
+            w.roster.employees[i].set_email("shared@acme.example");
         }
         let other = w.plan();
+        let max = crate::core::roster::MAX_WARNINGS;
+        assert!(
+            other.warnings[..max] == p.warnings[..max],
+            "the same thousand listed"
+        );
         let (a, b) = (
             &p.warnings.last().unwrap().message,
             &other.warnings.last().unwrap().message,
         );
         assert!(
-            a != b && b.starts_with("4 more warnings (not listed; the 1004 warnings' digest "),
+            a != b && b.starts_with("5 more warnings (not listed; the 1005 warnings' digest "),
             "{a} / {b}"
         );
     }
