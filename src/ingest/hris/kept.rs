@@ -15,6 +15,10 @@ struct Kept {
     last_success: Option<SystemTime>,
     last_file: Option<String>,
     last_error: Option<(SystemTime, String)>,
+    /// Whether the latest fetch failed (a state kept by an earlier build has none: then
+    /// the error newer than the success).
+    #[serde(default)]
+    latest_failed: Option<bool>,
 }
 
 /// The state kept at `path` for `provider`: empty when there is none, when it is about
@@ -27,12 +31,21 @@ pub fn load(path: &Path, provider: &str) -> HrisState {
         Err(e) => Err(e.to_string()),
     };
     match kept {
-        Ok(kept) if kept.provider == provider => HrisState {
-            last_success: kept.last_success,
-            last_file: kept.last_file,
-            last_error: kept.last_error,
-            ..HrisState::default()
-        },
+        Ok(kept) if kept.provider == provider => {
+            let latest_failed =
+                kept.latest_failed
+                    .unwrap_or(match (&kept.last_error, kept.last_success) {
+                        (Some((failed, _)), Some(succeeded)) => *failed > succeeded,
+                        (failed, _) => failed.is_some(),
+                    });
+            HrisState {
+                last_success: kept.last_success,
+                last_file: kept.last_file,
+                last_error: kept.last_error,
+                latest_failed,
+                ..HrisState::default()
+            }
+        }
         Ok(_) => HrisState::default(),
         Err(e) => {
             tracing::warn!(
@@ -52,6 +65,7 @@ pub fn save(path: &Path, provider: &str, state: &HrisState) {
         last_success: state.last_success,
         last_file: state.last_file.clone(),
         last_error: state.last_error.clone(),
+        latest_failed: Some(state.latest_failed),
     };
     let written = crate::util::write_atomic_with(path, |w| {
         serde_json::to_writer(&mut *w, &kept).map_err(std::io::Error::other)
@@ -80,6 +94,7 @@ mod tests {
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(20),
                 "credentials refused".into(),
             )),
+            latest_failed: true,
             ..HrisState::default()
         };
         save(&path, "workday", &state);
@@ -89,6 +104,21 @@ mod tests {
         assert_eq!(again.last_file, state.last_file);
         assert_eq!(again.last_error, state.last_error);
         assert!(!load(&path, "bamboohr").failing(), "another provider's");
+        // An error stamped later than a success that came after it (the clock ran ahead
+        // then): the order of the outcomes says it is over.
+        let ahead = HrisState {
+            latest_failed: false,
+            ..state.clone()
+        };
+        save(&path, "workday", &ahead);
+        assert!(!load(&path, "workday").failing());
+        // A state an earlier build kept (no order): the times say.
+        std::fs::write(
+            &path,
+            br#"{"provider":"workday","last_success":{"secs_since_epoch":10,"nanos_since_epoch":0},"last_file":null,"last_error":[{"secs_since_epoch":20,"nanos_since_epoch":0},"x"]}"#,
+        )
+        .unwrap();
+        assert!(load(&path, "workday").failing());
         std::fs::write(&path, b"{not json").unwrap();
         assert!(!load(&path, "workday").failing(), "unreadable: unknown");
     }

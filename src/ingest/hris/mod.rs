@@ -59,15 +59,16 @@ pub struct HrisState {
     pub next_fetch: Option<SystemTime>,
     /// Fetches that failed since the daemon started (`/metrics`).
     pub failures: u64,
+    /// Whether the latest fetch failed: said by the order of the outcomes, not by their
+    /// times (an error stamped while the clock ran ahead had stayed newer than every later
+    /// success).
+    pub latest_failed: bool,
 }
 
 impl HrisState {
-    /// Whether the latest fetch failed: its error is newer than the last success.
+    /// Whether the latest fetch failed.
     pub fn failing(&self) -> bool {
-        match (&self.last_error, self.last_success) {
-            (Some((failed, _)), Some(succeeded)) => *failed > succeeded,
-            (failed, _) => failed.is_some(),
-        }
+        self.latest_failed
     }
 }
 
@@ -265,11 +266,13 @@ fn record_outcome(
             tracing::info!(provider, file = %name, "fetched the roster into inbox/");
             state.last_success = Some(now);
             state.last_file = Some(name.clone());
+            state.latest_failed = false;
         }
         Err(message) => {
             tracing::error!(provider, "{message}; nothing was written to inbox/");
             state.last_error = Some((now, message.clone()));
             state.failures += 1;
+            state.latest_failed = true;
         }
     }
     let kept_state = kept.map(|path| (path, state.clone()));
