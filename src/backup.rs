@@ -106,6 +106,7 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
     fs::create_dir_all(&paths.backups)
         .with_context(|| format!("creating {}", paths.backups.display()))?;
     remove_unfinished(&paths.backups);
+    room_for_a_backup(paths, now)?;
     let tmp = paths.backups.join(format!(".{name}.tmp"));
     let written = export_hashed(store, &tmp, now);
     let digest = match written {
@@ -130,6 +131,32 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
         let _ = fs::remove_file(old);
     }
     Ok(Rotated::Written(path))
+}
+
+/// Refuses to start an automatic backup that cannot fit: the newest one's size, a tenth
+/// more and 64 MiB free. One that would not fit had filled the disk before it failed, every
+/// hour while it was retried, failing the uploads and fetches of that moment.
+fn room_for_a_backup(paths: &Paths, now: &str) -> Result<()> {
+    let Some(newest) = automatic_at(paths, now).into_iter().next() else {
+        return Ok(());
+    };
+    let Ok(size) = fs::metadata(&newest).map(|m| m.len()) else {
+        return Ok(());
+    };
+    let needed = size + size / 10 + (64 << 20);
+    let free = nix::sys::statvfs::statvfs(&paths.backups)
+        .map(|fs| fs.blocks_available().saturating_mul(fs.fragment_size()));
+    match free {
+        Ok(free) if free < needed => Err(Error::failed(format!(
+            "not enough free space in {} for a backup: about {} MB needed (the newest is {} MB), \
+             {} MB free; nothing was written",
+            paths.backups.display(),
+            needed >> 20,
+            size >> 20,
+            free >> 20
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Removes the hidden parts of automatic backups that a stop or a crash interrupted (each
@@ -920,6 +947,42 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// An automatic backup that cannot fit (less free space than the newest one's size, a
+    /// tenth and 64 MiB) is refused before anything is written: it had filled the disk.
+    #[test]
+    fn a_backup_that_cannot_fit_writes_nothing() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "run as root: it mounts a tmpfs"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        fs::create_dir_all(&paths.backups).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=80m", "tmpfs"])
+            .arg(&paths.backups)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        let newest = paths.backups.join("autoprov-20261201T000000Z.backup");
+        fs::write(&newest, vec![b'x'; 20 << 20]).unwrap();
+        let store = MemoryStore::new();
+        let err = rotate(&store, &paths).map(|_| ()).unwrap_err().to_string();
+        let left: Vec<_> = fs::read_dir(&paths.backups)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        let _ = std::process::Command::new("umount")
+            .arg(&paths.backups)
+            .status();
+        assert!(err.contains("not enough free space"), "{err}");
+        assert_eq!(left.len(), 1, "nothing written: {left:?}");
     }
 
     #[test]
