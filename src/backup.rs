@@ -972,7 +972,7 @@ mod tests {
         let newest = paths.backups.join("autoprov-20261201T000000Z.backup");
         fs::write(&newest, vec![b'x'; 20 << 20]).unwrap();
         let store = MemoryStore::new();
-        let err = rotate(&store, &paths).map(|_| ()).unwrap_err().to_string();
+        let rotated = rotate(&store, &paths).map(|_| ());
         let left: Vec<_> = fs::read_dir(&paths.backups)
             .unwrap()
             .flatten()
@@ -981,6 +981,8 @@ mod tests {
         let _ = std::process::Command::new("umount")
             .arg(&paths.backups)
             .status();
+        // Unmounted first: an assertion failing before had left the tmpfs mounted.
+        let err = rotated.unwrap_err().to_string();
         assert!(err.contains("not enough free space"), "{err}");
         assert_eq!(left.len(), 1, "nothing written: {left:?}");
     }
