@@ -449,13 +449,19 @@ fn move_settled(
     // back: it would have stopped every later roster for good.
     let mut failed_at = None;
     for (i, (_, _, path, meta)) in due.iter().enumerate() {
-        match move_into(path, inbox, remove) {
+        match move_into((path, meta), inbox, remove) {
             Ok((name, removed)) => {
                 tracing::info!(file = %name, "complete file moved from watch_dir into inbox/");
                 settled.moved = true;
                 if !removed {
                     kept.insert(meta);
                 }
+            }
+            // Not a failure: it and the files after it wait while it settles again.
+            Err(e) if e.is::<Changed>() => {
+                tracing::info!(file = ?path, "{e}");
+                failed_at = Some(i);
+                break;
             }
             Err(e) if told(&mut settled, path, &e) => {
                 failed_at = Some(i);
@@ -525,7 +531,7 @@ const RETRY_FAILED: Duration = Duration::from_secs(5);
 /// free name; its name there, and whether the file left watch_dir (a copy whose original
 /// cannot be removed stays).
 fn move_into(
-    path: &Path,
+    (path, due): (&Path, &fs::Metadata),
     inbox: &Path,
     remove: &dyn Fn(&Path) -> std::io::Result<()>,
 ) -> Result<(String, bool)> {
@@ -561,12 +567,15 @@ fn move_into(
     // So is one another user owns (the writer of watch_dir, as a rule): autoprov could not
     // restrict its mode (EPERM), and a 0666 roster, filed as it was, could be rewritten by
     // anyone after it was applied.
+    // The file that settled, as it settled: rewritten in place since (a re-upload truncates
+    // it), it is taken once it settles again.
+    unchanged(path, &src, due)?;
     let shared = src.metadata().map_or(true, |m| {
         use std::os::unix::fs::MetadataExt;
         m.nlink() > 1 || m.uid() != nix::unistd::Uid::effective().as_raw()
     });
     // Brought by a source, it is nobody's request: a mark on it (the daemon user's own file,
-    // a copy of a filed one) would have audited it as that person's.
+    // a copy of a filed one) would have audited it as that person's. (A copy carries none.)
     if !shared {
         crate::engine::asker::forget(&src);
     }
@@ -580,7 +589,7 @@ fn move_into(
     };
     let (candidate, removed) = match renamed {
         Some(candidate) => (candidate, true),
-        None => copy_in(path, &mut src, inbox, &name, remove)?,
+        None => copy_in((path, due), &mut src, inbox, &name, remove)?,
     };
     // A renamed file keeps the mode its writer gave it (often world-readable).
     if let Err(e) = crate::util::restrict_mode(&inbox.join(&candidate)) {
@@ -593,7 +602,7 @@ fn move_into(
 /// Copies `src` (opened from `path`) into `inbox` as `name` through a hidden name, then
 /// removes `path`; the name it got, and whether `path` left watch_dir.
 fn copy_in(
-    path: &Path,
+    (path, due): (&Path, &fs::Metadata),
     src: &mut fs::File,
     inbox: &Path,
     name: &str,
@@ -621,9 +630,13 @@ fn copy_in(
         std::process::id()
     ));
     let mut dst = crate::util::create_fresh(&tmp)?;
+    // Rewritten while it was copied (a re-upload truncating it in place): the copy is
+    // dropped and the file taken once it settles again. Taken torn, the new roster it
+    // became had then been removed unseen.
     let copied = std::io::copy(src, &mut dst)
         .map_err(anyhow::Error::from)
         .and_then(|_| Ok(dst.sync_all()?))
+        .and_then(|()| unchanged(path, src, due))
         .and_then(|()| Ok(crate::util::rename_into_free_name(&tmp, inbox, name)?));
     // A failed copy leaves no part behind (nor its space).
     let candidate = match copied {
@@ -645,11 +658,37 @@ fn copy_in(
     } else if let Err(e) = remove(path) {
         tracing::error!(
             file = ?path,
-            "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged, until a restart"
+            "copied into inbox/{candidate}, but it cannot be removed from source.watch_dir: {e}; it is not taken again while it stays unchanged (across restarts too)"
         );
         removed = false;
     }
     Ok((candidate, removed))
+}
+
+/// A file that changed after it settled: taken once it settles again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} changed after it settled; it is taken once it settles again")]
+struct Changed(String);
+
+/// Whether `open` (opened from `path`) is still the file `due` says settled: the same file,
+/// size, time of last write and of last change.
+fn unchanged(path: &Path, open: &fs::File, due: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |m: &fs::Metadata| {
+        (
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        )
+    };
+    match open.metadata() {
+        Ok(now) if stamp(&now) == stamp(due) => Ok(()),
+        _ => Err(Changed(path.display().to_string()).into()),
+    }
 }
 
 /// Room a copy into inbox/ leaves free at least.
@@ -1061,9 +1100,47 @@ mod tests {
         let inbox = tempfile::tempdir().unwrap();
         let path = src.path().join("w\u{1b}[2Jx\n.csv");
         fs::write(&path, b"employee_id,email\n").unwrap();
-        let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        let (name, removed) = move_into(
+            (&path, &fs::symlink_metadata(&path).unwrap()),
+            inbox.path(),
+            &|p| fs::remove_file(p),
+        )
+        .unwrap();
         assert_eq!((name.as_str(), removed), ("w_[2Jx_.csv", true));
         assert!(inbox.path().join("w_[2Jx_.csv").exists());
+    }
+
+    /// A file rewritten in place after it settled (a re-upload truncating it) is not taken,
+    /// torn, nor removed: it is taken once it settles again. Copied in (it has another
+    /// name), it had been taken cut short and the new roster removed unseen.
+    #[test]
+    fn a_file_changed_after_it_settled_is_left_to_settle_again() {
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        for linked in [false, true] {
+            let path = src.path().join("r.csv");
+            fs::write(&path, b"employee_id,email\n1,a@x.io\n").unwrap();
+            if linked {
+                fs::hard_link(&path, src.path().join("writer-copy")).unwrap();
+            }
+            let due = fs::symlink_metadata(&path).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fs::write(&path, b"employee_id,email\n2,b@x.io\n3,c@x.io\n").unwrap();
+            let err = move_into((&path, &due), inbox.path(), &|p| fs::remove_file(p)).unwrap_err();
+            assert!(err.is::<Changed>(), "{err:#}");
+            assert_eq!(
+                fs::read_dir(inbox.path()).unwrap().count(),
+                0,
+                "nothing taken"
+            );
+            assert!(path.exists(), "left in watch_dir");
+            let due = fs::symlink_metadata(&path).unwrap();
+            move_into((&path, &due), inbox.path(), &|p| fs::remove_file(p)).unwrap();
+            assert_eq!(fs::read_dir(inbox.path()).unwrap().count(), 1);
+            for e in fs::read_dir(inbox.path()).unwrap() {
+                fs::remove_file(e.unwrap().path()).unwrap();
+            }
+        }
     }
 
     /// A file watch mode brings in is nobody's request, whatever mark it carries (the
@@ -1075,7 +1152,12 @@ mod tests {
         let path = src.path().join("r.csv");
         fs::write(&path, b"employee_id,email\n").unwrap();
         assert!(crate::engine::asker::mark_path(&path, "alice"));
-        let (name, _) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        let (name, _) = move_into(
+            (&path, &fs::symlink_metadata(&path).unwrap()),
+            inbox.path(),
+            &|p| fs::remove_file(p),
+        )
+        .unwrap();
         assert_eq!(crate::engine::asker::of(&inbox.path().join(name)), None);
     }
 
@@ -1098,7 +1180,12 @@ mod tests {
         fs::write(&path, b"employee_id,email\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
         std::os::unix::fs::chown(&path, Some(5000), Some(5000)).unwrap();
-        let (name, removed) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        let (name, removed) = move_into(
+            (&path, &fs::symlink_metadata(&path).unwrap()),
+            inbox.path(),
+            &|p| fs::remove_file(p),
+        )
+        .unwrap();
         assert!(removed && !path.exists());
         let meta = fs::metadata(inbox.path().join(&name)).unwrap();
         assert_eq!(meta.uid(), 0, "autoprov's own");
@@ -1133,15 +1220,19 @@ mod tests {
         latin1.extend(b".csv");
         let path = src.path().join(std::ffi::OsStr::from_bytes(&latin1));
         fs::write(&path, b"employee_id,email\n").unwrap();
-        let (name, _) = move_into(&path, inbox.path(), &|p| fs::remove_file(p)).unwrap();
+        let (name, _) = move_into(
+            (&path, &fs::symlink_metadata(&path).unwrap()),
+            inbox.path(),
+            &|p| fs::remove_file(p),
+        )
+        .unwrap();
         assert!(name.len() <= crate::layout::MAX_RECEIVED_NAME && name.ends_with("~.csv"));
         let long = format!("{}.csv", "x".repeat(251));
         for _ in 0..2 {
-            fs::write(src.path().join(&long), b"employee_id,email\n").unwrap();
-            move_into(&src.path().join(&long), inbox.path(), &|p| {
-                fs::remove_file(p)
-            })
-            .unwrap();
+            let path = src.path().join(&long);
+            fs::write(&path, b"employee_id,email\n").unwrap();
+            let due = fs::symlink_metadata(&path).unwrap();
+            move_into((&path, &due), inbox.path(), &|p| fs::remove_file(p)).unwrap();
         }
         assert_eq!(fs::read_dir(inbox.path()).unwrap().count(), 3);
     }
