@@ -636,3 +636,51 @@ fn rule_values_and_cells_compare_as_they_show() {
     let created: Vec<&str> = r.changes.iter().map(|c| &*c.employee_id).collect();
     assert_eq!(created, ["O1"], "{:?}", r.changes);
 }
+
+/// A change that changes nothing (a rule disabled again, a manual account given the role
+/// and status it has) is answered "no change" and not audited or recorded in the account's
+/// history: each had read as a change someone made.
+#[test]
+fn a_change_that_changes_nothing_is_not_audited() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let id = add_rule(&p, "IT", "department = IT");
+    let run = |request| super::commands::execute(&p, request, "root", Output::Text);
+    let audited = || p.store.audit(None).unwrap().len();
+    let disable = || Request::RulesEnable {
+        id: id.0,
+        enabled: false,
+        strict: false,
+        accept: None,
+    };
+    assert_eq!(run(disable()).exit, exit::OK);
+    let before = audited();
+    let again = run(disable());
+    assert_eq!(again.exit, exit::OK, "{}", again.text);
+    assert!(again.text.starts_with("no change"), "{}", again.text);
+    assert_eq!(audited(), before);
+    let add = Request::AdminsAdd {
+        employee_id: "M1".into(),
+        email: "m1@x.io".into(),
+        role: "IT Admin".into(),
+    };
+    assert_eq!(run(add).exit, exit::OK);
+    let set = || Request::AdminsSet {
+        id: "M1".into(),
+        role: None,
+        status: Some("inactive".into()),
+    };
+    assert_eq!(run(set()).exit, exit::OK);
+    let (before, history) = (
+        audited(),
+        p.store.account("M1").unwrap().unwrap().history.len(),
+    );
+    let again = run(set());
+    assert_eq!(again.exit, exit::OK, "{}", again.text);
+    assert!(again.text.starts_with("no change"), "{}", again.text);
+    assert_eq!(audited(), before);
+    assert_eq!(
+        p.store.account("M1").unwrap().unwrap().history.len(),
+        history
+    );
+}

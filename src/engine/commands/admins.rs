@@ -180,6 +180,7 @@ fn admins_set<S: Store>(
         Ok(a) => a,
         Err(r) => return Ok(r),
     };
+    let before = account.clone();
     if role.is_none() && status.is_none() {
         return Ok(Response::fail(
             exit::USAGE,
@@ -212,6 +213,17 @@ fn admins_set<S: Store>(
             }
         }
     }
+    let rules = p.store.rules()?;
+    // The same role and status again is no change: not recorded in its history or the
+    // audit (a second `--status inactive` had read as a change someone made).
+    if (&account.role, account.status) == (&before.role, before.status) {
+        let mut text = account_text(&account, &rules);
+        text.insert_str(
+            0,
+            "no change: the account already has this role and status\n",
+        );
+        return Ok(Response::ok(account_json(&account, &rules), text));
+    }
     let now = now_rfc3339();
     account.record(&now, "admins set", format!("changed by {caller}"));
     p.store.put_account(
@@ -226,7 +238,6 @@ fn admins_set<S: Store>(
             ),
         ),
     )?;
-    let rules = p.store.rules()?;
     Ok(Response::ok(
         account_json(&account, &rules),
         account_text(&account, &rules),

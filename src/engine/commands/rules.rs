@@ -659,11 +659,17 @@ fn enable<S: Store>(
         }
     }
     let verb = if enabled { "enable" } else { "disable" };
-    p.store.put_rule(
-        &rule,
-        note(caller, &format!("rules {verb}"), rule_line(&rule)),
-    )?;
-    let text = format!("rule {id} {verb}d; takes effect at the next sync\n{text}");
+    // Already so: no change, none audited (three `rules disable` had read as three changes).
+    let text = match was_enabled == enabled {
+        true => format!("no change: rule {id} is {verb}d already\n{text}"),
+        false => {
+            p.store.put_rule(
+                &rule,
+                note(caller, &format!("rules {verb}"), rule_line(&rule)),
+            )?;
+            format!("rule {id} {verb}d; takes effect at the next sync\n{text}")
+        }
+    };
     let mut j = rule_json(&rule);
     if let Some((conflicts, warnings)) = found {
         j["conflicts"] = conflicts_json(conflicts, rule.id);
