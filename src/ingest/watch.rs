@@ -457,12 +457,6 @@ fn move_settled(
                     kept.insert(meta);
                 }
             }
-            // Not a failure: it and the files after it wait while it settles again.
-            Err(e) if e.is::<Changed>() => {
-                tracing::info!(file = ?path, "{e}");
-                failed_at = Some(i);
-                break;
-            }
             Err(e) if told(&mut settled, path, &e) => {
                 failed_at = Some(i);
                 break;
@@ -481,10 +475,15 @@ fn move_settled(
 }
 
 /// Logs a move of `path` that failed and adds it to `settled.failed`; whether it holds the
-/// later files back ([`holds_back`]). Quoted as Rust
+/// later files back ([`holds_back`]). A file that [`Changed`] after it settled is no
+/// failure: it and the files after it wait while it settles again. Quoted as Rust
 /// writes strings (control and format characters escaped): the name and the error's text,
 /// which names it, come from outside.
 fn told(settled: &mut Settled, path: &Path, e: &anyhow::Error) -> bool {
+    if e.is::<Changed>() {
+        tracing::info!(file = ?path, "{e}");
+        return true;
+    }
     let why = format!("{e:#}");
     tracing::error!(file = ?path, "moving into inbox/: {why:?}; will retry");
     let name = path.file_name().unwrap_or_default().to_string_lossy();

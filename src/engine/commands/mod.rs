@@ -4,6 +4,7 @@
 
 mod admins;
 mod files;
+mod last_roster;
 mod listing;
 mod rules;
 mod stale;
