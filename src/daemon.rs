@@ -406,8 +406,7 @@ async fn start_web(
     // Read at each request; one this user cannot read refuses every token (401), so say so
     // now rather than at the SSO gateway's first sign-in.
     if let Some(path) = &cfg.web.api_tokens_file
-        && let Err(e) = std::fs::read(path)
-        && e.kind() != std::io::ErrorKind::NotFound
+        && let Err(e) = crate::web::tokens::read(path)
     {
         tracing::error!(file = %path.display(), "web.api_tokens_file cannot be read by the daemon's user, so every API token is refused (401): {e}; give it the daemon's group (chgrp autoprov, chmod 0640)");
     }

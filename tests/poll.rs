@@ -1349,36 +1349,18 @@ fn held_file_stays_remote_until_decided_then_goes_to_remote_processed() {
     );
     assert_eq!(files(&env).len(), 2);
 
-    // C: held, its roster taken out of held/ by hand, then rejected: nothing is filed
-    // locally, so no report is uploaded, and the remote file is still moved. The missing
-    // report had failed every poll for good (`/healthz` 503).
+    // C: held, its roster taken out of held/ by hand, then rejected: its held report is
+    // filed as rejected and uploaded beside the remote file, which is still moved. (With
+    // nothing filed, the missing report had failed every poll for good, `/healthz` 503.)
     let c = roster("E", 1..=5);
     sshd.put("c.csv", c.as_bytes());
     let entry = held_and_left_remote(&env, &sshd, "c.csv");
     let stored_c = stored_as(&entry);
     fs::remove_file(env.drop_dir("held").join(&stored_c)).unwrap();
     env.expect(0, &["files", "reject", &entry["id"].to_string()]);
-    wait_remote_filed_alone(&sshd, &stored_c);
+    wait_remote_filed(&sshd, "processed", &stored_c, Duration::from_secs(20));
+    assert!(sshd.files("").is_empty(), "{:?}", sshd.files(""));
     sshd.wait_polls(2);
     assert_eq!(poll_status(&env)["last_error"], Value::Null);
     d.stop();
-}
-
-/// Waits until `stored` (without reports) is in the remote processed/ folder.
-fn wait_remote_filed_alone(sshd: &Sshd, stored: &str) {
-    wait_until(
-        format!("{stored} in remote processed/"),
-        Duration::from_secs(20),
-        || {
-            sshd.files("processed")
-                .contains(&stored.to_string())
-                .then_some(())
-        },
-    );
-    assert!(sshd.files("").is_empty(), "{:?}", sshd.files(""));
-    let reports = sshd
-        .files("processed")
-        .into_iter()
-        .filter(|f| f.starts_with(stored) && f != stored);
-    assert_eq!(reports.count(), 0);
 }

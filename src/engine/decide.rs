@@ -136,27 +136,38 @@ impl<S: Store> Pipeline<S> {
         Ok(eval.report)
     }
 
-    /// Moves the held reports of `stored_as` (its roster gone) to rejected/ as `report`:
-    /// written there first (unless a report of that name is there already), then taken out
-    /// of held/, so a crash in between leaves them in both places, never in neither.
-    fn file_held_report_as_rejected(&self, stored_as: &str, report: &Report) -> Result<()> {
-        let (held, rejected) = (self.paths.folder("held"), self.paths.folder("rejected"));
+    /// Writes `report` as the rejected report of `stored_as` (its roster gone), unless a
+    /// report of that name is in rejected/ already (filed by a decision a restore undid);
+    /// whether it wrote one.
+    fn file_rejected_report(&self, stored_as: &str, report: &Report) -> Result<bool> {
+        let rejected = self.paths.folder("rejected");
         let json = rejected.join(format!("{stored_as}.report.json"));
-        if !json.exists() {
-            let txt = rejected.join(format!("{stored_as}.report.txt"));
-            write_atomic_with(&txt, |w| write_text(report, w))?;
-            write_atomic_with(&json, |w| write_json(report, w, false))?;
+        if json.exists() {
+            return Ok(false);
         }
+        let txt = rejected.join(format!("{stored_as}.report.txt"));
+        write_atomic_with(&txt, |w| write_text(report, w))?;
+        write_atomic_with(&json, |w| write_json(report, w, false))?;
+        Ok(true)
+    }
+
+    /// Takes `stored_as`'s reports out of held/ once its rejection is recorded (logged when
+    /// it cannot: the ledger and rejected/ say what happened).
+    fn remove_held_reports(&self, stored_as: &str) {
+        let held = self.paths.folder("held");
         for kind in ["json", "txt"] {
             let path = held.join(format!("{stored_as}.report.{kind}"));
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("removing {}", path.display()));
+                    tracing::warn!(
+                        "{}: {e}: left in held/ after its file was rejected",
+                        path.display()
+                    );
                 }
                 _ => {}
             }
         }
-        crate::util::fsync_dir(&held).with_context(|| format!("syncing {}", held.display()))
+        let _ = crate::util::fsync_dir(&held);
     }
 
     /// A held file whose roster is not in held/: approving it is refused, saying why and what
@@ -223,13 +234,22 @@ impl<S: Store> Pipeline<S> {
             "file {id} {}: rejected; its roster was not in held/; {filed}",
             updated.stored_as
         );
-        // Recorded first, then filed: a report filed before a commit that failed had said
-        // "rejected" of a file still held, and kept that decision's time and name.
-        self.record_entry(&updated, user, now, "files reject", detail)?;
-        // Filed always (`files show` reads rejected/ for a rejected file: it had failed
-        // with exit 5 where nothing was filed), never over a report that is there.
-        self.file_held_report_as_rejected(&updated.stored_as, &report)
-            .map_err(|e| super::pipeline::after_commit(e, &updated))?;
+        // Filed first (`files show` reads rejected/ for a rejected file: it had failed with
+        // exit 5 where nothing was filed), never over a report that is there; taken back
+        // when the commit fails, so no report says "rejected" of a file still held.
+        let wrote = self.file_rejected_report(&updated.stored_as, &report)?;
+        if let Err(e) = self.record_entry(&updated, user, now, "files reject", detail) {
+            if wrote {
+                let rejected = self.paths.folder("rejected");
+                for kind in ["json", "txt"] {
+                    let _ = std::fs::remove_file(
+                        rejected.join(format!("{}.report.{kind}", updated.stored_as)),
+                    );
+                }
+            }
+            return Err(e);
+        }
+        self.remove_held_reports(&updated.stored_as);
         Ok(report)
     }
 

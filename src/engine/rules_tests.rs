@@ -683,4 +683,31 @@ fn a_change_that_changes_nothing_is_not_audited() {
         p.store.account("M1").unwrap().unwrap().history.len(),
         history
     );
+    // Its own role in another letter case is its own role.
+    let same = Request::AdminsSet {
+        id: "M1".into(),
+        role: Some("it admin".into()),
+        status: Some("inactive".into()),
+    };
+    let again = run(same);
+    assert!(again.text.starts_with("no change"), "{}", again.text);
+}
+
+/// Enabling a rule enabled already is no change, even when its role was taken out of the
+/// config since: it had been refused as if it were being enabled now.
+#[test]
+fn enabling_an_enabled_rule_whose_role_is_gone_is_no_change() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, mut p) = pipeline();
+    let id = add_rule(&p, "IT", "department = IT");
+    p.cfg.provisioning.roles.retain(|role| role != "IT Admin");
+    let enable = Request::RulesEnable {
+        id: id.0,
+        enabled: true,
+        strict: false,
+        accept: None,
+    };
+    let r = super::commands::execute(&p, enable, "root", Output::Text);
+    assert_eq!(r.exit, exit::OK, "{}", r.text);
+    assert!(r.text.starts_with("no change"), "{}", r.text);
 }

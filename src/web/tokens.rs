@@ -78,12 +78,30 @@ pub fn find<'a>(entries: &'a [TokenEntry], token: &str) -> Option<&'a str> {
     found
 }
 
+/// The tokens file's text, or `None` when there is none yet (`autoprov token add` makes
+/// it). A regular file of at most 16 MiB: a FIFO had blocked the daemon's start (and every
+/// token request), and `/dev/zero` would have been read until memory ran out.
+pub fn read(path: &Path) -> std::io::Result<Option<String>> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(meta) if !meta.is_file() => {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(_) => {}
+    }
+    match crate::util::read_small_text(path, 16 << 20) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        read => read.map(Some),
+    }
+}
+
 /// Reads the tokens file and finds `token` in it; malformed lines are logged and skipped.
 pub fn check(path: &Path, token: &str) -> Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        // None made yet (`autoprov token add` makes it): no token is known.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        read => read.with_context(|| format!("reading web.api_tokens_file {}", path.display()))?,
+    let Some(text) =
+        read(path).with_context(|| format!("reading web.api_tokens_file {}", path.display()))?
+    else {
+        return Ok(None);
     };
     let (entries, bad) = parse(&text);
     for b in &bad {
@@ -111,21 +129,9 @@ pub fn add(path: &Path, name: &str) -> Result<String> {
             "token name \"{name}\": use a name without spaces, e.g. sso-gateway"
         )));
     }
-    // A regular file (or none yet): a line is appended to it (`/dev/full` had hung).
-    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(Error::usage(format!(
-            "web.api_tokens_file {} is not a regular file",
-            path.display()
-        )));
-    }
-    let existing = match crate::util::read_small_text(path, 16 << 20) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("reading web.api_tokens_file {}", path.display()));
-        }
-    };
+    let existing = read(path)
+        .with_context(|| format!("reading web.api_tokens_file {}", path.display()))?
+        .unwrap_or_default();
     let (entries, _) = parse(&existing);
     if entries.iter().any(|e| e.name == name) {
         return Err(Blocked::TokenNameInUse {
@@ -225,6 +231,23 @@ mod tests {
         assert_eq!(find(&entries, "three"), None);
         assert_eq!(find(&entries, ""), None);
         assert_eq!(find(&[], "one"), None);
+    }
+
+    /// The tokens file is a regular file read within a limit: a FIFO named there had
+    /// blocked the daemon's start and every token request, and `/dev/zero` would have been
+    /// read until memory ran out.
+    #[test]
+    fn a_tokens_file_that_is_no_regular_file_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("tokens");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for path in [fifo.as_path(), Path::new("/dev/zero")] {
+            let err = read(path).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+            assert!(check(path, "t").is_err());
+            assert!(add(path, "gw").is_err());
+        }
+        assert_eq!(read(&dir.path().join("none")).unwrap(), None);
     }
 
     #[test]

@@ -223,10 +223,11 @@ impl Rows {
                 h.name(c),
                 "employee_id is empty; every row needs the employee's ID",
             ));
-        } else if matches!(id, "." | "..") {
+        } else if matches!(id, "." | "..") && !self.employees[row].inactive {
             // `/admins/{employee_id}` cannot name it (browsers resolve `.` and `..` in a
             // path, `%2e` too): its account could not be shown in the web section or the
-            // API; `admins add` refuses such an ID too.
+            // API; `admins add` refuses such an ID too. A leaver's row gets no account: it
+            // passes (rejected, the roster would have kept every leaver's rights).
             errors.push(Finding::at(
                 line,
                 h.name(c),
@@ -628,7 +629,9 @@ mod tests {
 
     #[test]
     fn an_employee_id_no_path_can_name_is_an_error() {
-        let r = rejected("Emp ID,email\n.,a@example.com\n..,b@example.com\n...,c@example.com\n");
+        let r = rejected(
+            "Emp ID,email,status\n.,a@example.com,active\n..,b@example.com,\n...,c@example.com,\n",
+        );
         assert_eq!(
             places(&r.errors),
             [(Some(2), Some("Emp ID")), (Some(3), Some("Emp ID"))]
@@ -638,6 +641,11 @@ mod tests {
             "{:?}",
             r.errors
         );
+        // A leaver's row gets no account: it passes (a rejected roster keeps every leaver's
+        // admin rights).
+        let opts = crate::core::roster::RosterOptions::default();
+        let leaver = "Emp ID,email,status\n1,a@example.com,active\n..,,Terminated\n";
+        assert!(crate::core::roster::parse(leaver.as_bytes(), &opts).is_ok());
     }
 
     #[test]

@@ -190,7 +190,9 @@ fn admins_set<S: Store>(
     // The account's own role, as it is, is no change: one since taken out of
     // provisioning.roles must not keep the account from being suspended (the web's row
     // form posts the role with the status).
-    if let Some(role) = role.filter(|r| *r != account.role) {
+    // In any letter case, as roles are matched (`it admin` had been refused for a role
+    // since taken out of provisioning.roles, and the suspension with it).
+    if let Some(role) = role.filter(|r| !r.trim().eq_ignore_ascii_case(&account.role)) {
         match configured_role(p, &role) {
             Ok(r) => account.role = r,
             Err(refusal) => return Ok(refusal),

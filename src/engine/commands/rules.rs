@@ -455,8 +455,12 @@ fn enable<S: Store>(
         return Ok(no_rule(id));
     };
     // SPEC §2: a rule naming a role not in provisioning.roles is refused; enabled, it
-    // would be left out at every sync while it looked as if it applied.
-    if enabled && let Err(refusal) = configured_role(p, &rule.role) {
+    // would be left out at every sync while it looked as if it applied. (One enabled
+    // already is no change: answered so below, not refused as if it were enabled now.)
+    if enabled
+        && !rule.enabled
+        && let Err(refusal) = configured_role(p, &rule.role)
+    {
         return Ok(with_role_hint(refusal, id));
     }
     let was_enabled = std::mem::replace(&mut rule.enabled, enabled);
