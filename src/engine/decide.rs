@@ -139,10 +139,10 @@ impl<S: Store> Pipeline<S> {
     /// Writes `report` as the rejected report of `stored_as` (its roster gone), unless a
     /// report of that name is in rejected/ already (filed by a decision a restore undid);
     /// whether it wrote one.
-    fn file_rejected_report(&self, stored_as: &str, report: &Report) -> Result<bool> {
+    fn file_rejected_report(&self, stored_as: &str, report: &Report, over: bool) -> Result<bool> {
         let rejected = self.paths.folder("rejected");
         let json = rejected.join(format!("{stored_as}.report.json"));
-        if json.exists() {
+        if json.exists() && !over {
             return Ok(false);
         }
         let txt = rejected.join(format!("{stored_as}.report.txt"));
@@ -151,9 +151,10 @@ impl<S: Store> Pipeline<S> {
         Ok(true)
     }
 
-    /// Takes `stored_as`'s reports out of held/ once its rejection is recorded (logged when
-    /// it cannot: the ledger and rejected/ say what happened).
-    fn remove_held_reports(&self, stored_as: &str) {
+    /// Takes `stored_as`'s reports out of held/ once its rejection is recorded; the error
+    /// of one that cannot be (said in the answer: the ledger and rejected/ say what
+    /// happened, and SFTP users would otherwise see it HELD).
+    fn remove_held_reports(&self, stored_as: &str) -> std::io::Result<()> {
         let held = self.paths.folder("held");
         for kind in ["json", "txt"] {
             let path = held.join(format!("{stored_as}.report.{kind}"));
@@ -163,11 +164,12 @@ impl<S: Store> Pipeline<S> {
                         "{}: {e}: left in held/ after its file was rejected",
                         path.display()
                     );
+                    return Err(e);
                 }
                 _ => {}
             }
         }
-        let _ = crate::util::fsync_dir(&held);
+        crate::util::fsync_dir(&held)
     }
 
     /// A held file whose roster is not in held/: approving it is refused, saying why and what
@@ -237,9 +239,15 @@ impl<S: Store> Pipeline<S> {
         // Filed first (`files show` reads rejected/ for a rejected file: it had failed with
         // exit 5 where nothing was filed), never over a report that is there; taken back
         // when the commit fails, so no report says "rejected" of a file still held.
-        let wrote = self.file_rejected_report(&updated.stored_as, &report)?;
+        // Over one there when the held report is still in held/: that one, then, is from an
+        // attempt whose commit never came (a crash), and named another person and time.
+        let wrote = self.file_rejected_report(&updated.stored_as, &report, kept)?;
         if let Err(e) = self.record_entry(&updated, user, now, "files reject", detail) {
-            if wrote {
+            // Kept when the ledger has the rejection (its flush failed after the change was
+            // made): the report then says what happened.
+            let recorded = self.store.write_failed().is_some()
+                || self.store.file(updated.id).ok().flatten().as_ref() == Some(&updated);
+            if wrote && !recorded {
                 let rejected = self.paths.folder("rejected");
                 for kind in ["json", "txt"] {
                     let _ = std::fs::remove_file(
@@ -249,7 +257,13 @@ impl<S: Store> Pipeline<S> {
             }
             return Err(e);
         }
-        self.remove_held_reports(&updated.stored_as);
+        if let Err(e) = self.remove_held_reports(&updated.stored_as) {
+            report
+                .warnings
+                .push(crate::core::model::Finding::file(format!(
+                    "its held reports could not be taken out of held/ ({e}): remove them by hand"
+                )));
+        }
         Ok(report)
     }
 

@@ -337,6 +337,12 @@ fn a_held_file_whose_roster_alone_was_removed_is_rejected_with_its_report() {
     assert_eq!(held.status, ReportStatus::Held);
     let stored = p.store.file(1).unwrap().unwrap().stored_as;
     fs::remove_file(p.paths.folder("held").join(&stored)).unwrap();
+    // What an earlier attempt whose commit never came (a crash) left: replaced.
+    let stale = p
+        .paths
+        .folder("rejected")
+        .join(format!("{stored}.report.json"));
+    fs::write(&stale, b"{\"decision\": \"by someone else, earlier\"}").unwrap();
     let rejected = p.reject(1, "alice").unwrap();
     assert_eq!(rejected.counts.created, 3, "the held report's counts");
     assert_eq!(folder(&p, "held"), Vec::<String>::new());

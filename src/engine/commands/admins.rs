@@ -192,7 +192,7 @@ fn admins_set<S: Store>(
     // form posts the role with the status).
     // In any letter case, as roles are matched (`it admin` had been refused for a role
     // since taken out of provisioning.roles, and the suspension with it).
-    if let Some(role) = role.filter(|r| !r.trim().eq_ignore_ascii_case(&account.role)) {
+    if let Some(role) = role.filter(|r| r.trim().to_lowercase() != account.role.to_lowercase()) {
         match configured_role(p, &role) {
             Ok(r) => account.role = r,
             Err(refusal) => return Ok(refusal),

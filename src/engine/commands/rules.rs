@@ -467,10 +467,23 @@ fn enable<S: Store>(
     // Enabled, it may conflict, or read a column the last roster lacks, as an added rule
     // may: said as `rules add|edit` say it, and refused as they refuse (`--strict`, or
     // other conflicts than the web section showed) unless it was enabled already.
-    let found = match enabled {
+    let mut found = match enabled {
         true => Some(conflicts_and_warnings(p, &rule, &p.store.rules()?)?),
         false => None,
     };
+    // Enabled already with a role taken out of the config: said, as the sync leaves it out.
+    if let Some((_, warnings)) = &mut found
+        && configured_role(p, &rule.role).is_err()
+    {
+        warnings.insert(
+            0,
+            format!(
+                "its role \"{}\" is not in provisioning.roles: it is left out at every sync, as \
+                 if disabled; give it a role that is (rules edit {id} --role ...) or add the role back",
+                rule.role
+            ),
+        );
+    }
     let mut text = String::new();
     if let Some((conflicts, warnings)) = &found {
         said(&mut text, conflicts, warnings);
