@@ -137,8 +137,8 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Writes `report` as the rejected report of `stored_as` (its roster gone), unless a
-    /// report of that name is in rejected/ already (filed by a decision a restore undid);
-    /// whether it wrote one.
+    /// report of that name is in rejected/ already (filed by a decision a restore undid)
+    /// and not to be written `over`; whether it wrote one.
     fn file_rejected_report(&self, stored_as: &str, report: &Report, over: bool) -> Result<bool> {
         let rejected = self.paths.folder("rejected");
         let json = rejected.join(format!("{stored_as}.report.json"));
@@ -151,11 +151,12 @@ impl<S: Store> Pipeline<S> {
         Ok(true)
     }
 
-    /// Takes `stored_as`'s reports out of held/ once its rejection is recorded; the error
-    /// of one that cannot be (said in the answer: the ledger and rejected/ say what
-    /// happened, and SFTP users would otherwise see it HELD).
+    /// Takes `stored_as`'s reports out of held/ once its rejection is recorded; the first
+    /// error of one that cannot be (said in the answer: the ledger and rejected/ say what
+    /// happened, and SFTP users would otherwise see it HELD). Both are tried.
     fn remove_held_reports(&self, stored_as: &str) -> std::io::Result<()> {
         let held = self.paths.folder("held");
+        let mut failed = Ok(());
         for kind in ["json", "txt"] {
             let path = held.join(format!("{stored_as}.report.{kind}"));
             match std::fs::remove_file(&path) {
@@ -164,12 +165,17 @@ impl<S: Store> Pipeline<S> {
                         "{}: {e}: left in held/ after its file was rejected",
                         path.display()
                     );
-                    return Err(e);
+                    if failed.is_ok() {
+                        failed = Err(e);
+                    }
                 }
                 _ => {}
             }
         }
-        crate::util::fsync_dir(&held)
+        if let Err(e) = crate::util::fsync_dir(&held) {
+            tracing::warn!("syncing {}: {e}", held.display());
+        }
+        failed
     }
 
     /// A held file whose roster is not in held/: approving it is refused, saying why and what
@@ -245,8 +251,12 @@ impl<S: Store> Pipeline<S> {
         if let Err(e) = self.record_entry(&updated, user, now, "files reject", detail) {
             // Kept when the ledger has the rejection (its flush failed after the change was
             // made): the report then says what happened.
-            let recorded = self.store.write_failed().is_some()
-                || self.store.file(updated.id).ok().flatten().as_ref() == Some(&updated);
+            // (As `stage_and_commit` decides: by the ledger; unknown only when it cannot be
+            // read after a failed write.)
+            let recorded = match self.store.file(updated.id) {
+                Ok(entry) => entry.as_ref() == Some(&updated),
+                Err(_) => self.store.write_failed().is_some(),
+            };
             if wrote && !recorded {
                 let rejected = self.paths.folder("rejected");
                 for kind in ["json", "txt"] {

@@ -2,7 +2,7 @@
 //! of `provisioning.roles`, a rule's conflicts told when it is enabled, `is_manager` needing
 //! its column. On the in-memory store, with the helpers of [`super::tests`].
 
-use super::tests::{add_rule, note, pipeline, staff, submit};
+use super::tests::{add_rule, note, pipeline, pipeline_with, staff, submit};
 use crate::core::report::ReportStatus;
 use crate::store::Store;
 
@@ -691,25 +691,29 @@ fn a_change_that_changes_nothing_is_not_audited() {
 #[test]
 fn an_admin_whose_role_is_gone_can_be_suspended_naming_it_in_any_case() {
     use crate::api::{Output, Request, exit};
-    let (_dir, mut p) = pipeline();
+    let (_dir, mut p) =
+        pipeline_with("[provisioning]\nroles = [\"Super Admin\", \"Über Admin\"]\n");
     let add = Request::AdminsAdd {
         employee_id: "M1".into(),
         email: "m1@x.io".into(),
-        role: "IT Admin".into(),
+        role: "Über Admin".into(),
     };
     let added = super::commands::execute(&p, add, "root", Output::Text);
     assert_eq!(added.exit, exit::OK, "{}", added.text);
-    p.cfg.provisioning.roles.retain(|role| role != "IT Admin");
-    let set = Request::AdminsSet {
+    let set = |status: Option<&str>| Request::AdminsSet {
         id: "M1".into(),
-        role: Some("it admin".into()),
-        status: Some("inactive".into()),
+        role: Some("über admin".into()),
+        status: status.map(str::to_string),
     };
-    let r = super::commands::execute(&p, set, "root", Output::Text);
+    // Its own role in another letter case (beyond ASCII) is no change.
+    let same = super::commands::execute(&p, set(None), "root", Output::Text);
+    assert!(same.text.starts_with("no change"), "{}", same.text);
+    p.cfg.provisioning.roles.retain(|role| role != "Über Admin");
+    let r = super::commands::execute(&p, set(Some("inactive")), "root", Output::Text);
     assert_eq!(r.exit, exit::OK, "{}", r.text);
     let account = p.store.account("M1").unwrap().unwrap();
     assert!(
-        !account.is_active() && account.role == "IT Admin",
+        !account.is_active() && account.role == "Über Admin",
         "{account:?}"
     );
 }
