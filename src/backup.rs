@@ -435,8 +435,14 @@ fn check_restored(
     let shown = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let s = SledStore::open(staging)?;
     s.verify_index()?;
-    s.raise_counters(replaced_counters(paths))?;
-    s.raise_counters(held_ids(&s)?)?;
+    // Raised once (a sync) to the higher of what the replaced store gave out and what the
+    // restored one holds.
+    let (given, held) = (replaced_counters(paths), held_ids(&s)?);
+    s.raise_counters(crate::store::watermark::Counters {
+        audit_seq: given.audit_seq.max(held.audit_seq),
+        file_id: given.file_id.max(held.file_id),
+        rule_id: given.rule_id.max(held.rule_id),
+    })?;
     let undone = format!("rolled back by the restore of {} at {now}", shown.display());
     (restored.rolled_back, restored.audit_unread) = keep_rolled_back(&s, before, &undone)?;
     restored.unknown = crate::restore_notes::unknown(&s, paths)?;

@@ -140,15 +140,19 @@ impl<S: Store> Pipeline<S> {
     /// report of that name is in rejected/ already (filed by a decision a restore undid)
     /// and not to be written `over`; whether it wrote one.
     fn file_rejected_report(&self, stored_as: &str, report: &Report, over: bool) -> Result<bool> {
-        let rejected = self.paths.folder("rejected");
-        let json = rejected.join(format!("{stored_as}.report.json"));
+        let [txt, json] = self.rejected_reports(stored_as);
         if json.exists() && !over {
             return Ok(false);
         }
-        let txt = rejected.join(format!("{stored_as}.report.txt"));
         write_atomic_with(&txt, |w| write_text(report, w))?;
         write_atomic_with(&json, |w| write_json(report, w, false))?;
         Ok(true)
+    }
+
+    /// Where `stored_as`'s rejected reports are filed: text, then JSON.
+    fn rejected_reports(&self, stored_as: &str) -> [std::path::PathBuf; 2] {
+        let rejected = self.paths.folder("rejected");
+        ["txt", "json"].map(|kind| rejected.join(format!("{stored_as}.report.{kind}")))
     }
 
     /// Takes `stored_as`'s reports out of held/ once its rejection is recorded; the first
@@ -179,8 +183,8 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// A held file whose roster is not in held/: approving it is refused, saying why and what
-    /// clears it; rejecting it closes its ledger entry (audited) and files nothing. The
-    /// report answered says so.
+    /// clears it; rejecting it closes its ledger entry (audited) and files its report in
+    /// rejected/ (the held report, if it is still in held/). The report answered says so.
     fn close_missing(
         &self,
         entry: FileEntry,
@@ -243,26 +247,22 @@ impl<S: Store> Pipeline<S> {
             updated.stored_as
         );
         // Filed first (`files show` reads rejected/ for a rejected file: it had failed with
-        // exit 5 where nothing was filed), never over a report that is there; taken back
-        // when the commit fails, so no report says "rejected" of a file still held.
-        // Over one there when the held report is still in held/: that one, then, is from an
-        // attempt whose commit never came (a crash), and named another person and time.
+        // exit 5 where nothing was filed), and taken back unless the ledger has the
+        // rejection, so no report says "rejected" of a file still held. Not over a report
+        // that is there, unless the held report is still in held/: that one is then from an
+        // attempt whose commit never came (a crash), naming another person and time.
         let wrote = self.file_rejected_report(&updated.stored_as, &report, kept)?;
         if let Err(e) = self.record_entry(&updated, user, now, "files reject", detail) {
-            // Kept when the ledger has the rejection (its flush failed after the change was
-            // made): the report then says what happened.
-            // (As `stage_and_commit` decides: by the ledger; unknown only when it cannot be
-            // read after a failed write.)
+            // By the ledger, as `stage_and_commit` decides (a flush that failed after the
+            // change was made keeps it); unknown only when it cannot be read after a failed
+            // write.
             let recorded = match self.store.file(updated.id) {
                 Ok(entry) => entry.as_ref() == Some(&updated),
                 Err(_) => self.store.write_failed().is_some(),
             };
             if wrote && !recorded {
-                let rejected = self.paths.folder("rejected");
-                for kind in ["json", "txt"] {
-                    let _ = std::fs::remove_file(
-                        rejected.join(format!("{}.report.{kind}", updated.stored_as)),
-                    );
+                for path in self.rejected_reports(&updated.stored_as) {
+                    let _ = std::fs::remove_file(path);
                 }
             }
             return Err(e);

@@ -558,6 +558,9 @@ fn move_into(
                 path.display()
             )
         })?;
+    // The file that settled, as it settled: rewritten in place since (a re-upload truncates
+    // it), it is taken once it settles again.
+    unchanged(path, &src, due)?;
     // A file with another name too (a hard link its writer kept, as OpenSSH's `ln` makes)
     // is copied, not renamed: the filed roster is then autoprov's own, which the writer
     // cannot change once it is applied (a re-sync trusts the last roster while its size
@@ -566,9 +569,6 @@ fn move_into(
     // So is one another user owns (the writer of watch_dir, as a rule): autoprov could not
     // restrict its mode (EPERM), and a 0666 roster, filed as it was, could be rewritten by
     // anyone after it was applied.
-    // The file that settled, as it settled: rewritten in place since (a re-upload truncates
-    // it), it is taken once it settles again.
-    unchanged(path, &src, due)?;
     let shared = src.metadata().map_or(true, |m| {
         use std::os::unix::fs::MetadataExt;
         m.nlink() > 1 || m.uid() != nix::unistd::Uid::effective().as_raw()
