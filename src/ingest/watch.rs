@@ -1142,6 +1142,44 @@ mod tests {
         }
     }
 
+    /// The copy's own check: a file rewritten in place after it was opened (a re-upload
+    /// truncating it) is not taken from its copy, which leaves no part in inbox/, and stays
+    /// in watch_dir to settle again. Taken, the copy had been torn and the new roster removed.
+    #[test]
+    fn a_file_rewritten_while_it_is_copied_is_not_taken() {
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let path = src.path().join("r.csv");
+        fs::write(&path, b"employee_id,email\n1,a@x.io\n").unwrap();
+        let mut open = fs::File::open(&path).unwrap();
+        let due = open.metadata().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, b"employee_id,email\n2,b@x.io\n3,c@x.io\n").unwrap();
+        let err = copy_in((&path, &due), &mut open, inbox.path(), "r.csv", &|p| {
+            fs::remove_file(p)
+        })
+        .unwrap_err();
+        assert!(err.root_cause().is::<Changed>(), "{err:#}");
+        assert_eq!(
+            fs::read_dir(inbox.path()).unwrap().count(),
+            0,
+            "no part left"
+        );
+        assert!(path.exists(), "left in watch_dir");
+        // Unchanged since it was opened, the same copy is taken and the file removed.
+        let mut open = fs::File::open(&path).unwrap();
+        let due = open.metadata().unwrap();
+        let (name, removed) = copy_in((&path, &due), &mut open, inbox.path(), "r.csv", &|p| {
+            fs::remove_file(p)
+        })
+        .unwrap();
+        assert!(removed && !path.exists());
+        assert_eq!(
+            fs::read(inbox.path().join(name)).unwrap(),
+            b"employee_id,email\n2,b@x.io\n3,c@x.io\n"
+        );
+    }
+
     /// A file watch mode brings in is nobody's request, whatever mark it carries (the
     /// daemon user's own file, a copy of a filed one): it had been audited as that person's.
     #[test]
