@@ -108,24 +108,32 @@ pub fn quoted(name: &str) -> String {
     format!("\"{}\"", escape_controls(name).replace('"', "\"\""))
 }
 
-/// `text` with its control characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
+/// Whether `c` is escaped where text from a file or a person is shown on one line: a
+/// control character, Unicode's line or paragraph separator (a line break to a viewer that
+/// follows Unicode: a cell holding one had written a line into `report.txt` that read like
+/// a change), or a character that shows as nothing or turns the text around it (a
+/// right-to-left override had reversed the rest of a report's line).
+pub fn is_escaped(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{fff9}'..='\u{fffb}')
+        || crate::core::columns::is_invisible(c)
+}
+
+/// `text` with [`is_escaped`] characters escaped (`\n`, `\r`, `\t`, `\u{..}`), the rest
 /// as it is: text from a file or a person, on one line of a text report.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    // Most text has no control character: a byte scan (U+0080..U+009F start with 0xC2),
-    // without an early exit so that it runs on vectors (a first import's text report
-    // scans two million IDs and emails: with one, it cost ~2 % of the import).
-    let suspect = text.bytes().fold(false, |seen, b| {
-        seen | (b < 0x20) | (b == 0x7f) | (b == 0xc2)
-    });
-    if !suspect {
-        return text.into();
-    }
-    if !text.chars().any(char::is_control) {
+    // Most text is ASCII without a control character: a byte scan, without an early exit
+    // so that it runs on vectors (a first import's text report scans two million IDs and
+    // emails: with one, it cost ~2 % of the import).
+    let suspect = text
+        .bytes()
+        .fold(false, |seen, b| seen | (b < 0x20) | (b >= 0x7f));
+    if !suspect || !text.chars().any(is_escaped) {
         return text.into();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        match c.is_control() {
+        match is_escaped(c) {
             true => out.extend(c.escape_default()),
             false => out.push(c),
         }

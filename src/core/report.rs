@@ -553,6 +553,18 @@ mod tests {
                 .any(|l| l.starts_with("APPLIED: the changes below were made.csv"))
         );
         assert_eq!(escape_controls("Müller\u{85}"), "Müller\\u{85}");
+        // A line or paragraph separator (a line break to a viewer that follows Unicode) and
+        // a right-to-left override (it turns the rest of the line around) are escaped too.
+        r.changes[0].employee_id = "X4\u{2028}FAKE  E99  evil@acme.example\u{202e}".into();
+        let text = r.to_text();
+        assert!(
+            !text.contains(['\u{2028}', '\u{202e}']),
+            "written as they are: {text}"
+        );
+        assert!(
+            text.contains("X4\\u{2028}FAKE  E99  evil@acme.example\\u{202e}"),
+            "{text}"
+        );
         assert!(matches!(
             escape_controls("Müller"),
             std::borrow::Cow::Borrowed(_)
