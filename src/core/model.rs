@@ -127,7 +127,7 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     // emails: with one, it cost ~2 % of the import).
     let suspect = text
         .bytes()
-        .fold(false, |seen, b| seen | (b < 0x20) | (b >= 0x7f));
+        .fold(false, |seen, b| seen | !(0x20..0x7f).contains(&b));
     if !suspect || !text.chars().any(is_escaped) {
         return text.into();
     }
