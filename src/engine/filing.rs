@@ -571,18 +571,31 @@ impl<S: Store> Pipeline<S> {
         // rejected file is no roster to protect), by its time there, taken at most as the
         // time it arrived here: a file dated in the future (a clock ahead, `put -p`) had
         // kept every later roster out until that date.
-        let newest = files
+        let as_of = |o: &RemoteOrigin, arrived: Option<std::time::SystemTime>| {
+            let arrived = arrived
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
+            o.mtime.min(arrived)
+        };
+        let decided = files
             .iter()
             .filter(|f| matches!(f.status, FileStatus::Applied | FileStatus::Held))
             .filter_map(|f| {
                 let o = f.remote.as_ref().filter(|o| o.dir == origin.dir)?;
-                let arrived = humantime::parse_rfc3339(&f.received_at)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX));
-                Some(o.mtime.min(arrived))
-            })
-            .max();
+                Some(as_of(o, humantime::parse_rfc3339(&f.received_at).ok()))
+            });
+        // And a roster fetched from there that waits in inbox/ (behind a held file): fetched
+        // after it, an older one had been applied over it once the held file was decided,
+        // and given back the admin rights it took away. As of when it was named in inbox/;
+        // a registration whose file is not there is a download that never arrived.
+        let inbox = self.paths.folder("inbox");
+        let waiting = (registered.iter())
+            .filter(|(name, o)| o.dir == origin.dir && !crate::layout::is_dry_run(name))
+            .filter_map(|(name, o)| {
+                let meta = fs::symlink_metadata(inbox.join(name)).ok()?;
+                Some(as_of(o, Some(super::pipeline::completion_time(&meta))))
+            });
+        let newest = decided.chain(waiting).max();
         Ok(match newest {
             Some(newest) if origin.mtime < newest => Sighting::Older { newest },
             _ => Sighting::New,
@@ -595,7 +608,7 @@ impl<S: Store> Pipeline<S> {
 pub enum Sighting {
     /// Fetched already (this name, size and time).
     Known,
-    /// Not fetched, and older than a roster applied or held from that folder (`newest`, its
+    /// Not fetched, and older than a roster applied, held or waiting from that folder (`newest`, its
     /// time there, at most when it arrived): fetched now, an older roster would be applied
     /// over a newer one.
     Older { newest: u32 },

@@ -184,3 +184,45 @@ fn a_remote_file_older_than_a_roster_applied_from_its_folder_is_not_to_be_fetche
     assert!(files.iter().any(|f| f.status == FileStatus::DryRun));
     assert!(files.iter().any(|f| f.status == FileStatus::Rejected));
 }
+
+/// A roster fetched from a folder and waiting in inbox/ (behind a held file) counts as the
+/// newest from there too: Monday's, delivered late, had been fetched after Tuesday's and
+/// applied over it once the held file was decided, giving back the rights Tuesday's took.
+/// A waiting dry run does not count, nor a registration whose download never arrived.
+#[test]
+fn a_remote_file_older_than_a_roster_waiting_from_its_folder_is_not_to_be_fetched() {
+    use super::filing::Sighting;
+    use crate::store::RemoteOrigin;
+    let (_dir, p) = pipeline();
+    let origin = |name: &str, mtime: u32| RemoteOrigin {
+        dir: "outgoing".into(),
+        name: name.into(),
+        size: 1,
+        mtime,
+        sha256: String::new(),
+    };
+    let arrive = |name: &str, mtime: u32| {
+        let tmp = p.paths.folder("inbox").join(format!(".fetch-{name}.part"));
+        fs::write(&tmp, staff(&[("E1", "IT")])).unwrap();
+        p.file_in(&tmp, name, &origin(name, mtime)).unwrap();
+    };
+    let seen = |mtime| p.remote_known(&origin("monday.csv", mtime)).unwrap();
+    arrive("d.dryrun.csv", 300);
+    p.store
+        .register_remote("gone.csv", &origin("gone.csv", 400))
+        .unwrap();
+    assert_eq!(seen(50), Sighting::New, "a dry run, a download not arrived");
+    arrive("tuesday.csv", 100);
+    assert!(p.paths.folder("inbox").join("tuesday.csv").exists());
+    assert_eq!(seen(50), Sighting::Older { newest: 100 });
+    assert_eq!(seen(100), Sighting::New);
+    let other = RemoteOrigin {
+        dir: "elsewhere".into(),
+        ..origin("monday.csv", 50)
+    };
+    assert_eq!(
+        p.remote_known(&other).unwrap(),
+        Sighting::New,
+        "its folder's only"
+    );
+}

@@ -354,7 +354,7 @@ async fn poll_with(
             Sighting::Older { newest } => {
                 let e = format!(
                     "remote file {:?} (modified {}) is older than a roster already fetched from \
-                     {} and applied or held (modified {}, or arrived then): not fetched, so \
+                     {} and applied, held or waiting (modified {}, or arrived then): not fetched, so \
                      that it is not applied over the newer one; remove it from the server, or \
                      give it a new time (`touch`) to have it fetched",
                     file.name,
