@@ -466,6 +466,89 @@ fn a_remote_roster_over_max_bytes_is_rejected_with_a_report() {
     d.stop();
 }
 
+/// A remote name that cannot be fetched (a control character in it) is named in `status`
+/// at every poll and counts as a failed poll; the roster beside it is fetched and applied.
+/// It had sat on the server with a log line only while the poll said healthy.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_remote_name_that_cannot_be_fetched_is_named_in_status() {
+    let key = UserKey::new("ed25519", None);
+    let sshd = Sshd::started(&[&key.public()]);
+    let env = poll_env(&sshd, &key, &sshd.host_pub(), no_limits());
+    sshd.put("ctl\tname.csv", roster("C", 1..=2).as_bytes());
+    sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
+    let d = Daemon::start(&env);
+    let entry = wait_until(
+        "a ledger entry for roster.csv",
+        Duration::from_secs(20),
+        || entries(&env, "roster.csv").into_iter().next(),
+    );
+    assert_eq!(entry["status"], "applied", "{entry:#}");
+    let poll = wait_until("status naming the file", Duration::from_secs(20), || {
+        let p = poll_status(&env);
+        p["last_error"].is_string().then_some(p)
+    });
+    let err = poll["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("\"ctl\\tname.csv\": the name contains control characters"),
+        "{poll:#}"
+    );
+    wait_until(
+        "roster.csv moved, the other left on the server",
+        Duration::from_secs(20),
+        || (sshd.files("") == ["ctl\tname.csv"]).then_some(()),
+    );
+    assert_eq!(env.accounts(&[]).len(), 3);
+    d.stop();
+}
+
+/// A processed folder that is the inbox on the server (a symlink to it, written otherwise
+/// in the config) fetches nothing and says why: the daemon had fetched its own moved roster
+/// and reports again at every poll, applying the roster over and over.
+#[test]
+#[cfg_attr(
+    any(missing_sshd, missing_openssh_client),
+    ignore = "needs OpenSSH sshd and ssh-keygen (.ci/run installs them)"
+)]
+fn a_processed_folder_that_is_the_inbox_on_the_server_fetches_nothing() {
+    let key = UserKey::new("ed25519", None);
+    let sshd = Sshd::started(&[&key.public()]);
+    let alias = sshd.dir.path().join("data/alias");
+    std::os::unix::fs::symlink(sshd.remote(""), &alias).unwrap();
+    let mut settings = no_limits();
+    settings.log_level = "info".into();
+    let inbox = sshd.remote("").display().to_string();
+    settings.extra_toml.push_str(
+        &sshd
+            .source_toml(&key.private(), &sshd.host_pub(), "1s")
+            .replace(
+                &format!("processed = \"{inbox}/processed\""),
+                &format!("processed = {:?}", alias.display().to_string()),
+            ),
+    );
+    assert!(settings.extra_toml.contains("data/alias"));
+    let env = TestEnv::with(settings);
+    sshd.put("roster.csv", roster("E", 1..=3).as_bytes());
+    let d = Daemon::start(&env);
+    let poll = wait_until("a failed poll", Duration::from_secs(20), || {
+        let p = poll_status(&env);
+        p["last_error"].is_string().then_some(p)
+    });
+    let err = poll["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("source.remote.processed")
+            && err.contains("is the remote inbox on the server"),
+        "{poll:#}"
+    );
+    sshd.wait_polls(2);
+    assert_eq!(sshd.files(""), ["roster.csv"], "left on the server");
+    assert!(files(&env).is_empty(), "nothing fetched");
+    d.stop();
+}
+
 /// A remote file the server will not open for us (another integration's export, mode 0600,
 /// in a shared folder) is left on the server and named in `status`; the roster after it is
 /// still fetched and applied. The one file had stopped every later roster until removed.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use autoprov::ingest::poll::client::*;
+use autoprov::ingest::poll::stability::Stability;
 use common::sha256_hex;
 use common::sshd::{Sshd, UserKey};
 

@@ -1008,6 +1008,13 @@ mod tests {
         );
         assert!(err.contains("source.remote.rejected"), "{err}");
         load(&remote("outgoing/processed", "outgoing/rejected")).unwrap();
+        // `..` resolved: `outgoing/processed/..` is the inbox, `../outgoing` is not.
+        let err = format!(
+            "{:#}",
+            load(&remote("outgoing/processed/..", "out/rej")).unwrap_err()
+        );
+        assert!(err.contains("source.remote.processed"), "{err}");
+        load(&remote("../outgoing", "x/../../outgoing")).unwrap();
     }
 
     /// A config whose TOML does not parse is named with its line and column, without the

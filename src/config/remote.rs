@@ -70,11 +70,19 @@ impl Remote {
         if self.private_key.as_os_str().is_empty() {
             bail!("source.remote.private_key is missing or empty: [source.remote] needs it");
         }
+        // As written, `.` and `..` resolved (`in/processed/..` is `in`); the server's own view
+        // (symlinks, a relative path against an absolute one) is checked at every poll.
         let folder = |path: &str| -> Vec<String> {
-            path.split('/')
-                .filter(|part| !part.is_empty() && *part != ".")
-                .map(str::to_string)
-                .collect()
+            let mut parts: Vec<String> = Vec::new();
+            for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+                match part {
+                    ".." if parts.last().is_some_and(|last| last != "..") => {
+                        parts.pop();
+                    }
+                    part => parts.push(part.to_string()),
+                }
+            }
+            parts
         };
         let inbox = folder(&self.inbox);
         for (key, path) in [("processed", &self.processed), ("rejected", &self.rejected)] {

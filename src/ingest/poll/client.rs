@@ -28,12 +28,11 @@
 //! [`layout`](crate::layout): the poll loop ([`super`]) passes settings in and keeps the
 //! state (stability, back-off, status, ledger) itself.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use russh::client;
@@ -314,9 +313,15 @@ impl RemoteClient {
     /// control characters, `.`/`..`, names that are not valid UTF-8, and every entry that
     /// is not a regular file (directories, symlinks, devices) or lacks size or mtime.
     pub async fn list(&self, dir: &str) -> Result<Vec<RemoteFile>, PollError> {
+        Ok(self.list_all(dir).await?.0)
+    }
+
+    /// [`Self::list`], and why each odd name was left out (`name: why`): files that are never
+    /// fetched while their names stay so, which the poll names in `status`.
+    pub async fn list_all(&self, dir: &str) -> Result<(Vec<RemoteFile>, Vec<String>), PollError> {
         let r = async {
             let entries = timed(self.timeout, "list", self.sftp.read_dir(dir)).await?;
-            let mut files = Vec::new();
+            let (mut files, mut odd) = (Vec::new(), Vec::new());
             for entry in entries {
                 let name = entry.file_name();
                 match classify_name(&name) {
@@ -327,6 +332,7 @@ impl RemoteClient {
                     }
                     NameKind::Odd(why) => {
                         tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote file: {why}");
+                        odd.push(format!("{name:?}: {why}"));
                         continue;
                     }
                 }
@@ -344,7 +350,7 @@ impl RemoteClient {
                 files.push(RemoteFile { name, size, mtime });
             }
             files.sort_by(|a, b| (a.mtime, &a.name).cmp(&(b.mtime, &b.name)));
-            Ok(files)
+            Ok((files, odd))
         }
         .await;
         self.log("list", Some(dir), r)
@@ -475,6 +481,16 @@ impl RemoteClient {
             )
             .into());
         }
+        // Rewritten in place while it was read, at the same size (a vendor writing over the
+        // file): a mix of two rosters had been taken as one delivery.
+        let after = timed(self.timeout, "stat", remote.metadata()).await?;
+        if after.size != Some(file.size) || after.mtime != Some(file.mtime) {
+            return Err(anyhow!(
+                "remote {:?} was written to while it was downloaded; will retry",
+                file.name
+            )
+            .into());
+        }
         out.flush().await.context("flush")?;
         out.sync_all()
             .await
@@ -571,6 +587,14 @@ impl RemoteClient {
     }
 
     /// Whether anything (file, folder, even a dangling symlink) exists at `path`.
+    /// The absolute form of `path` on the server (SFTP `realpath`: `..` and symlinks
+    /// resolved), `None` when the server cannot give it (a folder not there yet).
+    pub async fn real_path(&self, path: &str) -> Option<String> {
+        timed(self.timeout, "realpath", self.sftp.canonicalize(path))
+            .await
+            .ok()
+    }
+
     pub async fn exists(&self, path: &str) -> Result<bool, PollError> {
         Ok(self.stat(path).await?.is_some())
     }
@@ -665,89 +689,6 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
-}
-
-/// Stability across listings: files whose (size, mtime) have not changed for at least
-/// `quiet`, seen in two listings at least that far apart. Keep one per remote folder for
-/// the daemon's lifetime (across reconnects); a file is returned from then on, as long as
-/// it stays unchanged, so the daemon must also remember what it already fetched.
-///
-/// Two listings alone are not enough: after a failed poll the next one comes a second
-/// later, and a vendor writing a roster in place with a pause of a few seconds would have
-/// it fetched cut short (the missing employees deactivated, the whole file then moved away).
-#[derive(Debug, Default)]
-pub struct Stability {
-    quiet: Duration,
-    previous: HashMap<String, Seen>,
-}
-
-/// A file's attributes at a listing, and since when it has shown them.
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    size: u64,
-    mtime: u32,
-    since: Instant,
-}
-
-/// What a listing holds: the files to take, and how soon a file not yet quiet long
-/// enough will be.
-#[derive(Debug, Default)]
-pub struct Settled {
-    /// Unchanged for `quiet`, in listing order.
-    pub stable: Vec<RemoteFile>,
-    /// The shortest wait until another file of the listing has been unchanged for `quiet`.
-    pub next: Option<Duration>,
-}
-
-impl Stability {
-    /// `quiet`: how long a file must stay unchanged before it is taken.
-    pub fn new(quiet: Duration) -> Self {
-        Self {
-            quiet,
-            previous: HashMap::new(),
-        }
-    }
-
-    /// [`Stability::settled_at`] now.
-    pub fn settled(&mut self, listing: &[RemoteFile]) -> Settled {
-        self.settled_at(listing, Instant::now())
-    }
-
-    /// Returns the files of `listing` that earlier calls saw with the same size and mtime
-    /// since at least `quiet` before `now` (in listing order), then remembers `listing`;
-    /// files that disappeared are forgotten.
-    pub fn settled_at(&mut self, listing: &[RemoteFile], now: Instant) -> Settled {
-        let mut settled = Settled::default();
-        let mut seen = HashMap::with_capacity(listing.len());
-        for f in listing {
-            let prior =
-                (self.previous.get(&f.name)).filter(|p| (p.size, p.mtime) == (f.size, f.mtime));
-            let since = prior.map_or(now, |p| p.since);
-            let left = self
-                .quiet
-                .saturating_sub(now.saturating_duration_since(since));
-            if prior.is_some() && left.is_zero() {
-                settled.stable.push(f.clone());
-            } else {
-                settled.next = Some(settled.next.map_or(left, |w| w.min(left)));
-            }
-            seen.insert(
-                f.name.clone(),
-                Seen {
-                    size: f.size,
-                    mtime: f.mtime,
-                    since,
-                },
-            );
-        }
-        self.previous = seen;
-        settled
-    }
-
-    /// The files of `listing` that are stable now ([`Stability::settled`]).
-    pub fn stable(&mut self, listing: &[RemoteFile]) -> Vec<RemoteFile> {
-        self.settled(listing).stable
-    }
 }
 
 /// Capped exponential back-off for reconnects: 1 s, 2 s, 4 s … up to `max`; reset on success.

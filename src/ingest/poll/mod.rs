@@ -16,13 +16,13 @@ use crate::engine::filing::{FETCHING, Sighting};
 use crate::engine::{EngineHandle, SourceFile, SourceLink};
 pub mod client;
 mod host_key;
+pub mod stability;
 
 use crate::layout::{FOLDERS, Paths};
 use crate::store::{FileEntry, FileStatus, RemoteOrigin};
-use client::{
-    Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, Stability, remote_path,
-};
+use client::{Backoff, PollError, RemoteClient, RemoteFile, RemoteSettings, remote_path};
 use serde_json::json;
+use stability::Stability;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -324,6 +324,25 @@ async fn moves_once(
     })
 }
 
+/// Refuses to fetch while the server says the processed or rejected folder is the inbox
+/// (written otherwise in the config: `in/processed/..`, a symlink on the server): autoprov
+/// had fetched its own moved rosters and reports again at every poll, applying the same
+/// roster over and over and its reports as rosters.
+async fn inbox_apart(client: &RemoteClient, s: &RemoteSettings) -> Result<(), PollError> {
+    let Some(inbox) = client.real_path(&s.inbox).await else {
+        return Ok(());
+    };
+    for (key, dir) in [("processed", &s.processed), ("rejected", &s.rejected)] {
+        if client.real_path(dir).await.as_ref() == Some(&inbox) {
+            return Err(PollError::Other(anyhow::anyhow!(
+                "source.remote.{key} = {dir:?} is the remote inbox on the server ({inbox:?}): \
+                 nothing is fetched until the config names another folder"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn poll_with(
     client: &RemoteClient,
     s: &RemoteSettings,
@@ -337,7 +356,20 @@ async fn poll_with(
     let mut trouble = moved
         .err()
         .map(|e| format!("moving a decided file (its roster was processed: see its report): {e}"));
-    let listing = client.list(&s.inbox).await?;
+    inbox_apart(client, s).await?;
+    let (listing, odd) = client.list_all(&s.inbox).await?;
+    // A name that cannot be fetched (not UTF-8, control characters) is named at every poll
+    // and counts as a failed one, as a file too large is: it had sat on the server with a
+    // log line only, the poll said healthy, and its roster was never applied.
+    if let Some(first) = odd.first() {
+        trouble.get_or_insert(format!(
+            "remote file {first} (not fetched while it has that name: rename it on the server){}",
+            match odd.len() {
+                1 => String::new(),
+                n => format!(", and {} more such names", n - 1),
+            }
+        ));
+    }
     let settled = stability.settled(&listing);
     for file in settled.stable {
         let sighting = RemoteOrigin {
@@ -427,7 +459,7 @@ async fn fetch(
         .file_in(SourceFile { tmp, name, origin })
         .await
         .map_err(engine_error)?;
-    tracing::info!(remote = %file.name, local = %local_name, size = file.size, "fetched a roster from the remote inbox");
+    tracing::info!(remote = ?file.name, local = %local_name, size = file.size, "fetched a roster from the remote inbox");
     Ok(())
 }
 
@@ -482,7 +514,7 @@ async fn move_one(
         // Another file under the name since it was fetched: a new delivery, left to be
         // listed and fetched; moving it would file it unread under this one's reports.
         Some(now) if now != (origin.size, origin.mtime) => {
-            tracing::warn!(file = %origin.name, stored_as = %entry.stored_as, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
+            tracing::warn!(file = ?origin.name, stored_as = %entry.stored_as, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
             false
         }
         // Still there as fetched, and its name in the folder taken by another file (a
@@ -491,7 +523,7 @@ async fn move_one(
         // poll, not counted as moved while the file stays in the remote inbox.
         Some(_) if client.exists(&to).await? => {
             return Err(PollError::Other(anyhow::anyhow!(
-                "cannot move {from} to {to}: another file has that name on the server; it \
+                "cannot move {from:?} to {to:?}: another file has that name on the server; it \
                  stays in the remote inbox until the other file is moved away"
             )));
         }
@@ -501,9 +533,42 @@ async fn move_one(
     upload_reports(client, paths, entry, dir).await?;
     crate::util::crash_point("before_remote_move");
     if fetched {
-        client.rename(&from, &to).await?;
+        move_if_unchanged(client, origin, &from, &to).await?;
     }
     Ok(())
+}
+
+/// Moves `from` to `to` while it is still the file fetched (`origin`'s size and time). The
+/// reports' uploads take several round trips after the first look: a new delivery renamed in
+/// under the name meanwhile (as vendors are told to deliver) had been moved into the
+/// processed folder unread, beside the old roster's reports, and never applied. Looked at
+/// again just before the move, and after it: one renamed in between the two is moved back.
+async fn move_if_unchanged(
+    client: &RemoteClient,
+    origin: &RemoteOrigin,
+    from: &str,
+    to: &str,
+) -> Result<(), PollError> {
+    let fetched = Some((origin.size, origin.mtime));
+    if client.stat(from).await? != fetched {
+        tracing::warn!(file = ?origin.name, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
+        return Ok(());
+    }
+    client.rename(from, to).await?;
+    match client.stat(to).await? {
+        moved if moved == fetched => Ok(()),
+        _ => match client.rename(to, from).await {
+            Ok(()) => {
+                tracing::warn!(file = ?origin.name, "the remote file was replaced as it was moved: the new one is back in the remote inbox, to be fetched");
+                Ok(())
+            }
+            Err(e) => Err(PollError::Other(anyhow::anyhow!(
+                "{to:?}: a new delivery took the name of {from:?} as it was moved and went into \
+                 the processed folder unread; it cannot be moved back ({e}): put it back in \
+                 the remote inbox to have it fetched"
+            ))),
+        },
+    }
 }
 
 /// Uploads the decided file's reports into the remote folder `dir`. One already there is
@@ -537,7 +602,7 @@ async fn upload_reports(
             Some((remote, _)) if remote == size => {}
             Some(_) => {
                 return Err(PollError::Other(anyhow::anyhow!(
-                    "cannot upload {target}: another file has that name on the server; the \
+                    "cannot upload {target:?}: another file has that name on the server; the \
                      roster stays in the remote inbox until the other file is moved away"
                 )));
             }
