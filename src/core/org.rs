@@ -94,8 +94,9 @@ pub fn own_manager(line: u64, manager_column: &str, id: &str) -> Finding {
         line,
         manager_column,
         format!(
-            "employee \"{id}\" is listed as their own manager; leave {manager_column} empty for \
-             someone with no manager"
+            "employee \"{id}\" is listed as their own manager; leave {} empty for someone \
+             with no manager",
+            crate::core::model::column_shown(manager_column)
         ),
     )
 }
@@ -244,8 +245,9 @@ fn cycle_warning(employees: &[Employee], members: &[usize], manager_column: &str
         manager_column,
         format!(
             "reporting cycle: {} (each reports to the next), so nobody in it has a manager \
-             outside it; fix {manager_column} of one of them",
-            names.join(" → ")
+             outside it; fix {} of one of them",
+            names.join(" → "),
+            crate::core::model::column_shown(manager_column)
         ),
     )
 }

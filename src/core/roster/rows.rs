@@ -550,6 +550,27 @@ mod tests {
         }
     }
 
+    /// A row's finding names a long header cut to [`MAX_COLUMN_SHOWN`] characters: named in
+    /// full by each of a thousand findings, a 100 KB header had given 200 MB of reports.
+    #[test]
+    fn a_long_header_is_named_cut_short_by_each_rows_finding() {
+        use crate::core::model::MAX_COLUMN_SHOWN;
+        let long = format!("Note{}", ".".repeat(100_000));
+        let mut text = format!("employee_id,email,{long}\n");
+        for i in 0..50 {
+            text.push_str(&format!("E{i},e{i}@example.com\n"));
+        }
+        let r = rejected(&text);
+        assert_eq!(r.errors.len(), 50);
+        for e in &r.errors {
+            let column = e.column.as_deref().unwrap();
+            assert_eq!(column.chars().count(), MAX_COLUMN_SHOWN + 1, "{column}");
+            assert!(column.starts_with("Note....") && column.ends_with('…'));
+        }
+        let short = rejected("employee_id,email,Note\nE1,e1@example.com\n");
+        assert_eq!(places(&short.errors), [(Some(2), Some("Note"))]);
+    }
+
     #[test]
     fn a_line_of_only_spaces_is_a_row_like_any_other() {
         let r = rejected("employee_id,email\n1,a@example.com\n   \n2,b@example.com\n");
