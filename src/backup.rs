@@ -485,17 +485,13 @@ fn keep_rolled_back(
     // otherwise (a store started afresh, another installation's backup) its numbers say
     // nothing of what came after, and every entry the backup lacks is kept, under numbers
     // after the backup's (they had been dropped when numbered below its last).
-    // An entry as it was written: a restore may have marked its detail, and renumbered it.
+    // An entry as it was written: a restore may have marked it, and renumbered it.
     let written = |e: &crate::store::AuditEntry| {
-        let d = e.note.detail.as_str();
-        let d = d
-            .find(" [rolled back by the restore of ")
-            .map_or(d, |i| &d[..i]);
         (
             e.note.at.clone(),
             e.note.user.clone(),
             e.note.action.clone(),
-            d.to_string(),
+            unmarked(e).to_string(),
         )
     };
     let grew_from = backed_up
@@ -512,11 +508,16 @@ fn keep_rolled_back(
                 .collect()
         }
     };
-    // A backup written or a store restored changed nobody's rights: kept as it was.
+    // Only what changed rights or rules is marked, once: a dry run, a rejected file, a
+    // refused approval or a backup changed nothing, and an entry an earlier restore marked
+    // was undone by that one (each had been counted as a change this restore undid). A mark
+    // an older build wrote into the detail is not trusted: a rule's condition can end so.
     let changes =
-        |e: &crate::store::AuditEntry| !matches!(e.note.action.as_str(), "backup" | "restore");
+        |e: &crate::store::AuditEntry| e.rolled_back.is_none() && changed_rights(&e.note.action);
+    let mut marked = Vec::new();
     for e in after.iter_mut().filter(|e| changes(e)) {
-        e.note.detail = format!("{} [{undone}]", e.note.detail);
+        e.rolled_back = Some(undone.to_string());
+        marked.push(e.seq);
     }
     restored.keep_audit_entries(&after)?;
     // Their numbers are given out no more (without the replaced store's watermark, the
@@ -527,10 +528,27 @@ fn keep_rolled_back(
             ..Default::default()
         })?;
     }
-    Ok((
-        after.iter().filter(|e| changes(e)).map(|e| e.seq).collect(),
-        None,
-    ))
+    Ok((marked, None))
+}
+
+/// Whether an entry of `action` records a change of admin rights or of the rules: the
+/// rules' and admins' commands, a file applied or approved, a re-evaluation that changed
+/// accounts (audited only then).
+fn changed_rights(action: &str) -> bool {
+    action.starts_with("rules ")
+        || action.starts_with("admins ")
+        || action.starts_with("sync")
+        || matches!(action, "file applied" | "files approve")
+}
+
+/// `e`'s detail without the mark older builds wrote into it (` [rolled back by the restore
+/// of FILE at TIME]` at its end).
+fn unmarked(e: &crate::store::AuditEntry) -> &str {
+    let d = e.note.detail.as_str();
+    match d.rfind(" [rolled back by the restore of ") {
+        Some(i) if d.ends_with(']') => &d[..i],
+        _ => d,
+    }
 }
 
 /// The replaced store's audit, for [`restore`] to keep what it recorded after the backup:
@@ -658,7 +676,7 @@ mod tests {
         AuditNote {
             at: "2026-12-04T00:00:00Z".into(),
             user: "test".into(),
-            action: "test".into(),
+            action: "rules edit".into(),
             detail: detail.into(),
         }
     }
@@ -795,12 +813,17 @@ mod tests {
             .collect();
         assert_eq!(audit.len(), 5, "{audit:?}");
         assert_eq!(audit[0], (1, "before".to_string()));
-        assert!(
-            audit[1]
-                .1
-                .starts_with("granted after [rolled back by the restore of ")
-        );
-        assert!(audit[2].1.starts_with("revoked after [rolled back"));
+        let marks: Vec<Option<String>> = (store.audit(None).unwrap().into_iter())
+            .map(|e| e.rolled_back)
+            .collect();
+        assert_eq!(audit[1], (2, "granted after".to_string()));
+        assert_eq!(audit[2], (3, "revoked after".to_string()));
+        for mark in &marks[1..3] {
+            let mark = mark.as_deref().unwrap_or_default();
+            assert!(mark.starts_with("rolled back by the restore of "), "{mark}");
+        }
+        assert_eq!(marks[0], None, "before the backup");
+        assert_eq!(marks[3], None, "the backup written");
         assert_eq!(audit[3], (4, "wrote a backup".to_string()));
         assert_eq!(audit[4].0, 5, "{audit:?}");
         let detail = &audit[4].1;
@@ -847,19 +870,67 @@ mod tests {
             .collect();
         assert_eq!(audit.len(), 7, "{audit:?}");
         assert_eq!(audit[2], (3, "three".to_string()));
-        assert!(
-            audit[3].1.starts_with("granted afresh [rolled back"),
-            "{audit:?}"
-        );
-        assert!(
-            audit[4].1.starts_with("revoked afresh [rolled back"),
-            "{audit:?}"
-        );
-        assert!(
-            audit[5].1.starts_with("third afresh [rolled back"),
-            "{audit:?}"
+        let marked: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
+            .filter(|e| e.rolled_back.is_some())
+            .map(|e| (e.seq, e.note.detail))
+            .collect();
+        let afresh = ["granted afresh", "revoked afresh", "third afresh"];
+        assert_eq!(
+            marked,
+            [4, 5, 6].map(|n| (n, afresh[n as usize - 4].to_string()))
         );
         assert_eq!(audit[6].0, 7, "{audit:?}");
+    }
+
+    /// Only entries that changed rights or rules are marked, in a field of their own, and
+    /// once: a dry run, a rejected file and a refused approval had been counted as changes
+    /// the restore undid, and so had entries an earlier restore marked. A rule whose
+    /// condition ends in the mark's words is marked like any other, its detail left alone.
+    #[test]
+    fn a_restore_marks_only_changes_of_rights_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let backup = dir.path().join("b.backup");
+        let forged = "10  enabled  \"x\" -> Super Admin  when department != x [rolled back \
+                      by the restore of /b.backup at 2026-12-07T14:51:32Z]";
+        {
+            let store = SledStore::open(&paths.store).unwrap();
+            store.append_audit(note("before")).unwrap();
+            write(&store, &backup).unwrap();
+            for (action, detail) in [
+                ("file dry_run", "file 2 x.dryrun.csv"),
+                ("file rejected", "file 3 y.csv"),
+                ("files approve refused", "file 4 z.csv"),
+                ("rules add", forged),
+                ("file applied", "file 5 w.csv"),
+            ] {
+                let entry = AuditNote {
+                    action: action.into(),
+                    detail: detail.into(),
+                    ..note("")
+                };
+                store.append_audit(entry).unwrap();
+            }
+        }
+        let restored = |paths: &Paths| {
+            let before = Some(SledStore::audit_at(&paths.store));
+            restore(
+                paths,
+                (&backup, fs::File::open(&backup).unwrap()),
+                "root",
+                before,
+            )
+            .unwrap()
+        };
+        assert_eq!(restored(&paths).rolled_back, [5, 6]);
+        let audit = SledStore::open(&paths.store).unwrap().audit(None).unwrap();
+        assert_eq!(audit[4].note.detail, forged, "its detail as written");
+        let marked: Vec<u64> = (audit.iter())
+            .filter(|e| e.rolled_back.is_some())
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(marked, [5, 6]);
+        assert!(restored(&paths).rolled_back.is_empty(), "marked once");
     }
 
     /// Restoring a newer backup after an older one (undoing a restore): the store grew out

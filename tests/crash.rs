@@ -2036,10 +2036,9 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     // (a restore had erased it).
     let undone: Vec<&Value> = (audit.as_array().unwrap().iter())
         .filter(|e| {
-            e["detail"]
+            e["rolled_back"]
                 .as_str()
-                .unwrap()
-                .contains("[rolled back by the restore")
+                .is_some_and(|m| m.starts_with("rolled back by the restore of "))
         })
         .collect();
     let actions: Vec<&str> = undone
@@ -2056,6 +2055,13 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     let seqs: Vec<u64> = undone.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(rolled, seqs, "{v:#}");
     assert!(last["seq"].as_u64() > seqs.last().copied(), "{audit:#}");
+    // In the text, on a line of its own under the entry, which no entry's text can start.
+    let text = env.expect(0, &["audit"]);
+    let marks = text
+        .lines()
+        .filter(|l| l.starts_with("    ^ rolled back by the restore of "))
+        .count();
+    assert_eq!(marks, seqs.len(), "{text}");
     assert!(v["created_at"].as_str().is_some(), "{v:#}");
     let aside = PathBuf::from(v["replaced_store"].as_str().expect("replaced_store"));
     assert!(

@@ -54,6 +54,7 @@ impl State {
         self.audit.push(AuditEntry {
             seq: self.next_audit_seq,
             note,
+            rolled_back: None,
         });
     }
 }

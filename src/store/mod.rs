@@ -150,6 +150,11 @@ pub struct AuditEntry {
     /// What happened.
     #[serde(flatten)]
     pub note: AuditNote,
+    /// Set by a restore that undid what the entry records: "rolled back by the restore of
+    /// FILE at TIME". A field of its own, never part of `detail`: a rule's condition ending
+    /// in the words of the mark had made a live grant read as rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 /// What an audit entry says.

@@ -182,6 +182,11 @@ pub(super) fn run<S: Store>(
                     escape(&e.note.action),
                     escape(&e.note.detail)
                 );
+                // On a line of its own, which no entry's text can start (each starts with its
+                // time, its line breaks escaped): a detail ending in the mark's words is not it.
+                if let Some(undone) = &e.rolled_back {
+                    let _ = writeln!(text, "    ^ {}", escape(undone));
+                }
             }
             Response::ok(serde_json::to_value(&entries)?, text)
         }

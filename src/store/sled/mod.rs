@@ -90,6 +90,7 @@ fn tx_audit(meta: &TransactionalTree, audit: &TransactionalTree, note: &AuditNot
     let entry = AuditEntry {
         seq,
         note: note.clone(),
+        rolled_back: None,
     };
     audit.insert(&seq.to_be_bytes(), encode(&entry))?;
     Ok(())
