@@ -659,6 +659,31 @@ fn a_change_that_changes_nothing_is_not_audited() {
     assert_eq!(again.exit, exit::OK, "{}", again.text);
     assert!(again.text.starts_with("no change"), "{}", again.text);
     assert_eq!(audited(), before);
+    // An edit to what the rule is already (its role, its name, its conditions).
+    let token = p.store.accounts_token().unwrap();
+    for (name, role, when) in [
+        (None, Some("IT Admin"), vec![]),
+        (Some("IT"), None, vec![]),
+        (None, None, vec!["department = IT".to_string()]),
+    ] {
+        let edit = Request::RulesEdit {
+            id: id.0,
+            name: name.map(str::to_string),
+            role: role.map(str::to_string),
+            when,
+            strict: false,
+            accept: None,
+        };
+        let again = run(edit);
+        assert_eq!(again.exit, exit::OK, "{}", again.text);
+        assert!(again.text.starts_with("no change"), "{}", again.text);
+        assert_eq!(audited(), before);
+        assert_eq!(
+            p.store.accounts_token().unwrap(),
+            token,
+            "the accounts kept"
+        );
+    }
     let add = Request::AdminsAdd {
         employee_id: "M1".into(),
         email: "m1@x.io".into(),

@@ -71,6 +71,16 @@ fn rules_save<S: Store>(
     let warnings = last.warnings(&rule);
     let mut text = String::new();
     said(&mut text, &found, &warnings);
+    // An edit that leaves the rule as it is: no change, none audited, the accounts' token
+    // kept (a Save of an unchanged rule in the web section had read as an edit someone made,
+    // and had the next upload read in full).
+    if id.is_some() && all.contains(&rule) {
+        let mut j = rule_json(&rule);
+        j["conflicts"] = conflicts_json(found, rule.id);
+        j["warnings"] = json!(warnings);
+        let out = format!("no change: rule {} is as asked already\n{text}", rule.id);
+        return Ok(Response::ok(j, out));
+    }
     if !found.is_empty() && refusing.refuse(&found) {
         return Ok(refused(text, found, "nothing was saved"));
     }
