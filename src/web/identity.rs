@@ -149,12 +149,16 @@ pub struct Person {
     pub role: Option<String>,
     /// Whether they may change rules, manual admins and held files.
     pub may_change: bool,
+    /// The email they are audited as: their account's as stored, else the one passed in
+    /// lower case (as sign-ins are matched). Audited as the proxy spelled it, one person's
+    /// actions had read as two people's (`Boss@ACME.example` and `boss@acme.example`).
+    pub audited_as: String,
 }
 
 impl Person {
     /// The engine's name for them (audited by email).
     pub fn caller(&self) -> Caller {
-        Caller::Person(self.email.clone())
+        Caller::Person(self.audited_as.clone())
     }
 }
 
@@ -208,10 +212,15 @@ impl WebState {
             )));
         }
         let may_change = web.may_change(&email, role.as_deref());
+        let audited_as = match (role.is_some(), answer.json["email"].as_str()) {
+            (true, Some(stored)) => stored.to_string(),
+            _ => crate::core::columns::fold_value(&email),
+        };
         Ok(Person {
             email,
             role,
             may_change,
+            audited_as,
         })
     }
 
