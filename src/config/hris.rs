@@ -234,6 +234,22 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
     if text.is_empty() {
         bail!("{key} = {}: the file is empty", path.display());
     }
+    // One line of text: a blank line after it (an editor's) had been sent as part of the
+    // secret, every fetch then failing with an error that named neither the key nor the file
+    // ("failed to parse header value", or credentials refused).
+    if text.trim().is_empty() {
+        bail!(
+            "{key} = {}: the file holds only blank space",
+            path.display()
+        );
+    }
+    if text.contains(|c: char| c.is_control() && c != '\t') {
+        bail!(
+            "{key} = {}: the file holds a line break or another control character besides the \
+             one newline that may end it; a secret is one line",
+            path.display()
+        );
+    }
     Ok(Secret(text))
 }
 
@@ -602,10 +618,27 @@ mod tests {
             ("abc\n", "abc"),
             ("abc\r\n", "abc"),
             ("abc", "abc"),
-            ("a b\n\n", "a b\n"),
+            ("a\tb \n", "a\tb "),
         ] {
             std::fs::write(&path, content).unwrap();
             assert_eq!(read_secret("k", &path).unwrap().expose(), want);
+        }
+        // A blank line after it, a line break in it, or blank space alone: refused at start
+        // (they had been sent as part of the secret), naming the key and the file only.
+        for content in [
+            "topsecret\n\n",
+            "top\rsecret",
+            "top\nsecret\n",
+            " \n",
+            "\n\n",
+        ] {
+            std::fs::write(&path, content).unwrap();
+            let err = format!("{:#}", read_secret("k", &path).unwrap_err());
+            assert!(
+                err.starts_with(&format!("k = {}: ", path.display())),
+                "{err}"
+            );
+            assert!(!err.contains("top"), "the content is never shown: {err}");
         }
         std::fs::write(&path, "topsecret\n").unwrap();
         assert_eq!(
