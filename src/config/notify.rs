@@ -64,15 +64,9 @@ impl Notify {
             return Ok(self.clone());
         };
         let key = "notify.webhook_url_file";
+        // A file of blank lines is refused there: no URL, not "off" (written so by mistake,
+        // it had turned every notification off without a word).
         let text = super::hris::read_secret(key, path)?;
-        // A file of blank lines is no URL, not "off": written so by mistake, it had turned
-        // every notification off without a word.
-        if text.expose().trim().is_empty() {
-            anyhow::bail!(
-                "{key} = {}: the file holds no URL, only blank lines",
-                path.display()
-            );
-        }
         let url = parse_webhook_url(text.expose())
             .map_err(|e| anyhow::anyhow!("{key} = {}: {e}", path.display()))?;
         Ok(Notify {
@@ -195,7 +189,7 @@ mod tests {
         assert!(Notify::default().resolved().unwrap().webhook_url.is_none());
         for blank in ["\n\n", "   \n", " \t "] {
             let err = from(blank).resolved().unwrap_err().to_string();
-            assert!(err.contains("holds no URL"), "{blank:?}: {err}");
+            assert!(err.contains("holds only blank space"), "{blank:?}: {err}");
         }
     }
 
