@@ -10,6 +10,7 @@ pub mod core;
 pub mod daemon;
 pub mod data_owner;
 pub mod engine;
+pub mod folder_modes;
 pub mod ingest;
 pub mod interrupts;
 pub mod layout;

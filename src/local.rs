@@ -31,6 +31,7 @@ pub fn caller() -> String {
 /// daemon's start: a daemon keeps the rights it was started with).
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     crate::data_owner::refuse_root_daemon(&cfg.data_dir)?;
+    crate::folder_modes::tighten(&cfg.data_dir, &Paths::new(&cfg.data_dir));
     open_with(cfg, false)
 }
 
