@@ -69,6 +69,25 @@ impl Finding {
             message: message.into(),
         }
     }
+
+    /// The finding that stands for `n` more of a kind past those listed: "`n` more `what`
+    /// (not listed`; note`)".
+    pub fn not_listed(n: usize, what: &str, note: &str) -> Self {
+        let note = match note {
+            "" => String::new(),
+            note => format!("; {note}"),
+        };
+        Self::file(format!("{n} more {what} (not listed{note})"))
+    }
+
+    /// How many findings this one stands for: `n` for a [`Finding::not_listed`], else 1.
+    pub fn counts(&self) -> usize {
+        let more = (self.line.is_none() && self.column.is_none())
+            .then(|| self.message.split_once(" more "))
+            .flatten()
+            .filter(|(_, rest)| rest.contains(" (not listed"));
+        more.and_then(|(n, _)| n.parse().ok()).unwrap_or(1)
+    }
 }
 
 /// A finding on one line, whatever the cells it quotes hold (a quoted cell may hold a line

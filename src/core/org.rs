@@ -72,9 +72,9 @@ pub fn derive(
 }
 
 /// The summary of the employees past the listed ones who name a manager not in the file.
-const MORE_NOT_IN_FILE: &str = "more employees name a manager who is not in this file";
+const MORE_NOT_IN_FILE: &str = "employees name a manager who is not in this file";
 /// The summary of the employees past the listed ones who are their own manager.
-const MORE_OWN: &str = "more employees are listed as their own manager";
+const MORE_OWN: &str = "employees are listed as their own manager";
 
 /// The warning for an employee whose manager is not in the file.
 pub fn not_in_file(line: u64, manager_column: &str, manager_id: &str, id: &str) -> Finding {
@@ -279,7 +279,7 @@ impl KindWarnings {
     fn finish(self, out: &mut Vec<Finding>, what: &str) {
         out.extend(self.listed);
         if self.more > 0 {
-            out.push(Finding::file(format!("{} {what} (not listed)", self.more)));
+            out.push(Finding::not_listed(self.more, what, ""));
         }
     }
 }

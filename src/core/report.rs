@@ -369,7 +369,9 @@ impl Report {
             }
         }
         if !self.warnings.is_empty() {
-            writeln!(out, "\nwarnings ({}):", self.warnings.len())?;
+            // Each line that stands for more not listed counts as those it stands for.
+            let total: usize = self.warnings.iter().map(Finding::counts).sum();
+            writeln!(out, "\nwarnings ({total}):")?;
             for w in &self.warnings {
                 writeln!(out, "  {w}")?;
             }
@@ -569,6 +571,30 @@ mod tests {
             escape_controls("Müller"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    /// The text's count of warnings is of all of them: a line standing for more not listed
+    /// counts as those (it had said 1001 of 1,005 warnings).
+    #[test]
+    fn the_warnings_count_includes_those_not_listed() {
+        let mut r = sample();
+        r.warnings = (1..=3)
+            .map(|l| Finding::line(l, format!("warning {l}")))
+            .collect();
+        r.warnings.push(Finding::not_listed(1002, "warnings", ""));
+        r.warnings.push(Finding::not_listed(
+            5,
+            "employees are listed as their own manager",
+            "",
+        ));
+        r.warnings
+            .push(Finding::file("3 more of them, said otherwise"));
+        let text = r.to_text();
+        assert!(text.contains("\nwarnings (1011):\n"), "{text}");
+        assert!(
+            text.contains("  1002 more warnings (not listed)\n"),
+            "{text}"
+        );
     }
 
     #[test]

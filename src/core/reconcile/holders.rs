@@ -180,8 +180,7 @@ pub(super) fn cap_warnings(warnings: &mut Vec<Finding>) {
             .collect();
         let (total, more) = (warnings.len(), warnings.len() - MAX_WARNINGS);
         warnings.truncate(MAX_WARNINGS);
-        warnings.push(Finding::file(format!(
-            "{more} more warnings (not listed; the {total} warnings' digest {digest})"
-        )));
+        let digest = format!("the {total} warnings' digest {digest}");
+        warnings.push(Finding::not_listed(more, "warnings", &digest));
     }
 }

@@ -366,10 +366,8 @@ impl Capped {
     /// The listed findings, plus one that counts the rest (for warnings).
     fn into_summarized(mut self) -> Vec<Finding> {
         if self.more > 0 {
-            self.list.push(Finding::file(format!(
-                "{} more warnings (not listed)",
-                self.more
-            )));
+            self.list
+                .push(Finding::not_listed(self.more, "warnings", ""));
         }
         self.list
     }
