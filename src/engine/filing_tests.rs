@@ -136,6 +136,17 @@ fn committed_entry(stored_as: &str, bytes: &[u8]) -> crate::store::FileEntry {
     }
 }
 
+/// A remote file of the folder `outgoing`, of one byte, as poll mode records it.
+fn origin(name: &str, mtime: u32) -> crate::store::RemoteOrigin {
+    crate::store::RemoteOrigin {
+        dir: "outgoing".into(),
+        name: name.into(),
+        size: 1,
+        mtime,
+        sha256: String::new(),
+    }
+}
+
 /// Poll mode: a remote file older than a roster applied (or held) from its folder is not to
 /// be fetched (it would be applied over the newer one). A dry run or a rejected file is no
 /// such roster, and an applied file dated in the future counts as of its arrival: it had
@@ -143,15 +154,7 @@ fn committed_entry(stored_as: &str, bytes: &[u8]) -> crate::store::FileEntry {
 #[test]
 fn a_remote_file_older_than_a_roster_applied_from_its_folder_is_not_to_be_fetched() {
     use super::filing::Sighting;
-    use crate::store::RemoteOrigin;
     let (_dir, p) = pipeline();
-    let origin = |name: &str, mtime: u32| RemoteOrigin {
-        dir: "outgoing".into(),
-        name: name.into(),
-        size: 1,
-        mtime,
-        sha256: String::new(),
-    };
     let fetch = |name: &str, mtime: u32, bytes: &[u8]| {
         let tmp = p.paths.folder("inbox").join(format!(".fetch-{name}.part"));
         fs::write(&tmp, bytes).unwrap();
@@ -192,15 +195,7 @@ fn a_remote_file_older_than_a_roster_applied_from_its_folder_is_not_to_be_fetche
 #[test]
 fn a_remote_file_older_than_a_roster_waiting_from_its_folder_is_not_to_be_fetched() {
     use super::filing::Sighting;
-    use crate::store::RemoteOrigin;
     let (_dir, p) = pipeline();
-    let origin = |name: &str, mtime: u32| RemoteOrigin {
-        dir: "outgoing".into(),
-        name: name.into(),
-        size: 1,
-        mtime,
-        sha256: String::new(),
-    };
     let arrive = |name: &str, mtime: u32| {
         let tmp = p.paths.folder("inbox").join(format!(".fetch-{name}.part"));
         fs::write(&tmp, staff(&[("E1", "IT")])).unwrap();
@@ -216,7 +211,7 @@ fn a_remote_file_older_than_a_roster_waiting_from_its_folder_is_not_to_be_fetche
     assert!(p.paths.folder("inbox").join("tuesday.csv").exists());
     assert_eq!(seen(50), Sighting::Older { newest: 100 });
     assert_eq!(seen(100), Sighting::New);
-    let other = RemoteOrigin {
+    let other = crate::store::RemoteOrigin {
         dir: "elsewhere".into(),
         ..origin("monday.csv", 50)
     };
