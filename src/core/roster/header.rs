@@ -6,7 +6,7 @@ use csv::ByteRecord;
 
 use super::{Capped, RosterOptions};
 use crate::core::columns;
-use crate::core::model::Finding;
+use crate::core::model::{Finding, column_shown};
 
 /// The field key of the derived `is_manager` field.
 const IS_MANAGER_KEY: &str = "ismanager";
@@ -88,13 +88,16 @@ impl Header {
                 continue;
             }
             if let Some(&first) = by_key.get(&key) {
-                let name = display_name(&key).unwrap_or(&self.written[first]);
+                // Each header named at most `MAX_COLUMN_SHOWN` characters long: a thousand
+                // columns repeating one long header had each named it in full (600 MB).
+                let name = column_shown(display_name(&key).unwrap_or(&self.written[first]));
                 errors.push(Finding::at(
                     line,
-                    name,
+                    name.as_ref(),
                     format!(
                         "columns \"{}\" and \"{}\" both mean {name}; remove or rename one of them",
-                        self.written[first], self.written[column],
+                        column_shown(&self.written[first]),
+                        column_shown(&self.written[column]),
                     ),
                 ));
                 continue;
@@ -107,7 +110,7 @@ impl Header {
                     format!(
                         "column \"{}\" is ignored: is_manager is derived from manager_id, never \
                          read from the file",
-                        self.written[column]
+                        column_shown(&self.written[column])
                     ),
                 ));
             }

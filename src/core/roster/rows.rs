@@ -569,6 +569,14 @@ mod tests {
         }
         let short = rejected("employee_id,email,Note\nE1,e1@example.com\n");
         assert_eq!(places(&short.errors), [(Some(2), Some("Note"))]);
+        // Columns repeating it (`note` means `Note...`) name both headers cut short too.
+        let repeated = format!("employee_id,email,{long},note,note\nE1,e1@example.com,,,\n");
+        let r = rejected(&repeated);
+        assert_eq!(r.errors.len(), 2);
+        for e in &r.errors {
+            assert!(e.message.len() < 400, "{}", e.message);
+            assert!(e.message.contains("…\" and \"note\""), "{}", e.message);
+        }
     }
 
     #[test]
