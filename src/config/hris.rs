@@ -215,9 +215,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// Reads the secret that config key `key` names (`path`): one trailing newline (LF or CRLF)
-/// is not part of it. The error names the key and the path, never the content, and is a
-/// config error (exit 2), not a failure of the work.
+/// Reads the secret that config key `key` names (`path`): one line, the line breaks (LF or
+/// CRLF) that end it not part of it. The error names the key and the path, never the
+/// content, and is a config error (exit 2), not a failure of the work.
 pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
     let mut text = crate::util::read_small_text(path, 64 << 10).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidData => {
@@ -225,18 +225,13 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
         }
         _ => anyhow::anyhow!("{key} = {}: cannot read it ({e})", path.display()),
     })?;
-    if text.ends_with('\n') {
-        text.pop();
-        if text.ends_with('\r') {
-            text.pop();
-        }
-    }
+    // Every line break at its end: an editor's blank line after the key had been sent as
+    // part of it, every fetch then failing with an error that named neither the key nor the
+    // file ("failed to parse header value", or credentials refused).
+    text.truncate(text.trim_end_matches(['\n', '\r']).len());
     if text.is_empty() {
         bail!("{key} = {}: the file is empty", path.display());
     }
-    // One line of text: a blank line after it (an editor's) had been sent as part of the
-    // secret, every fetch then failing with an error that named neither the key nor the file
-    // ("failed to parse header value", or credentials refused).
     if text.trim().is_empty() {
         bail!(
             "{key} = {}: the file holds only blank space",
@@ -245,8 +240,8 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
     }
     if text.contains(|c: char| c.is_control() && c != '\t') {
         bail!(
-            "{key} = {}: the file holds a line break or another control character besides the \
-             one newline that may end it; a secret is one line",
+            "{key} = {}: the file holds a line break or another control character before its \
+             end; a secret is one line",
             path.display()
         );
     }
@@ -619,19 +614,15 @@ mod tests {
             ("abc\r\n", "abc"),
             ("abc", "abc"),
             ("a\tb \n", "a\tb "),
+            ("abc\n\n", "abc"),
+            ("abc\r\n\r\n\n", "abc"),
         ] {
             std::fs::write(&path, content).unwrap();
             assert_eq!(read_secret("k", &path).unwrap().expose(), want);
         }
-        // A blank line after it, a line break in it, or blank space alone: refused at start
-        // (they had been sent as part of the secret), naming the key and the file only.
-        for content in [
-            "topsecret\n\n",
-            "top\rsecret",
-            "top\nsecret\n",
-            " \n",
-            "\n\n",
-        ] {
+        // A line break in it, or blank space alone: refused at start, naming the key and the
+        // file only.
+        for content in ["top\n \n", "top\rsecret", "top\nsecret\n", " \n", "\n\n"] {
             std::fs::write(&path, content).unwrap();
             let err = format!("{:#}", read_secret("k", &path).unwrap_err());
             assert!(
