@@ -82,12 +82,18 @@ impl Finding {
 
     /// How many findings this one stands for: `n` for a [`Finding::not_listed`], else 1.
     pub fn counts(&self) -> usize {
-        let more = (self.line.is_none() && self.column.is_none())
-            .then(|| self.message.split_once(" more "))
-            .flatten()
-            .filter(|(_, rest)| rest.contains(" (not listed"));
-        more.and_then(|(n, _)| n.parse().ok()).unwrap_or(1)
+        stands_for(self.line, self.column.as_deref(), &self.message)
     }
+}
+
+/// How many findings the finding of these fields stands for ([`Finding::counts`]; the web
+/// section reads reports into a type of its own).
+pub fn stands_for(line: Option<u64>, column: Option<&str>, message: &str) -> usize {
+    let more = (line.is_none() && column.is_none())
+        .then(|| message.split_once(" more "))
+        .flatten()
+        .filter(|(_, rest)| rest.contains(" (not listed"));
+    more.and_then(|(n, _)| n.parse().ok()).unwrap_or(1)
 }
 
 /// A finding on one line, whatever the cells it quotes hold (a quoted cell may hold a line

@@ -123,6 +123,16 @@ struct ReportView {
     decision: Option<Decision>,
 }
 
+impl ReportView {
+    /// Every warning, those a line stands for past the ones listed too (as `report.txt`
+    /// counts them: the page had said 1001 of 1,100).
+    fn warnings_total(&self) -> usize {
+        (self.warnings.iter())
+            .map(|f| crate::core::model::stands_for(f.line, f.column.as_deref(), &f.message))
+            .sum()
+    }
+}
+
 /// The order of SPEC §4's actions in the counts table.
 const ACTIONS: [&str; 7] = [
     "created",
@@ -157,7 +167,7 @@ pub fn file(ctx: &PageCtx, id: u64, report: &Value, report_text: &str) -> Markup
             @if let Some(d) = &r.decision { dt { "Decision" } dd { (d.decision) " by " (d.by) " at " (time(&d.at)) } }
             @if let Some(rep) = &r.repeats { dt { "Repeats" } dd { (rep) } }
             dt { "Errors" } dd { (r.errors.len() as u64 + r.more_errors) }
-            dt { "Warnings" } dd { (r.warnings.len()) }
+            dt { "Warnings" } dd { (r.warnings_total()) }
         }
         @if !r.counts.is_empty() { (counts(&r.counts)) }
         @if !r.errors.is_empty() { (findings("Errors", &r.errors, r.more_errors)) }
@@ -208,5 +218,24 @@ fn findings(heading: &str, list: &[Finding], more: u64) -> Markup {
             }
         }
         @if more > 0 { p.muted { "… and " (more) " more." } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page counts every warning, as `report.txt` does: a line standing for more not
+    /// listed counts as those (it had said 1001 of 1,100).
+    #[test]
+    fn the_warnings_count_includes_those_not_listed() {
+        let report = serde_json::json!({
+            "warnings": [
+                {"line": 2, "column": "manager_id", "message": "manager \"X\" is not in this file"},
+                {"line": null, "column": null, "message": "99 more employees name a manager who is not in this file (not listed)"},
+            ]
+        });
+        let r = ReportView::deserialize(&report).unwrap();
+        assert_eq!(r.warnings_total(), 100);
     }
 }
