@@ -331,8 +331,11 @@ impl RemoteClient {
                         continue;
                     }
                     NameKind::Odd(why) => {
-                        tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote file: {why}");
-                        odd.push(format!("{name:?}: {why}"));
+                        tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote entry: {why}");
+                        // A file's, not a folder's: a folder so named had failed every poll.
+                        if entry.metadata().file_type().is_file() {
+                            odd.push(format!("{name:?}: {why}"));
+                        }
                         continue;
                     }
                 }

@@ -314,7 +314,10 @@ async fn moves_once(
     engine: &EngineHandle,
 ) -> Result<Polled, PollError> {
     let client = RemoteClient::connect(s).await?;
-    let result = finish_remote_moves(&client, s, paths, engine).await;
+    let result = match inbox_apart(&client, s).await {
+        Ok(()) => finish_remote_moves(&client, s, paths, engine).await,
+        Err(e) => Err(e),
+    };
     client.close().await;
     Ok(Polled {
         next: None,
@@ -324,7 +327,7 @@ async fn moves_once(
     })
 }
 
-/// Refuses to fetch while the server says the processed or rejected folder is the inbox
+/// Refuses to fetch or move while the server says the processed or rejected folder is the inbox
 /// (written otherwise in the config: `in/processed/..`, a symlink on the server): autoprov
 /// had fetched its own moved rosters and reports again at every poll, applying the same
 /// roster over and over and its reports as rosters.
@@ -350,27 +353,30 @@ async fn poll_with(
     engine: &EngineHandle,
     stability: &mut Stability,
 ) -> Result<Polled, PollError> {
+    // Nothing is moved either while the server says a folder is the inbox (a roster and its
+    // reports moved there would be fetched again).
+    inbox_apart(client, s).await?;
     // A move that keeps failing (a missing remote folder, a deleted local report) must not
     // stop new rosters from being fetched: it is retried at the next poll, and reported.
     let moved = finish_remote_moves(client, s, paths, engine).await;
     let mut trouble = moved
         .err()
         .map(|e| format!("moving a decided file (its roster was processed: see its report): {e}"));
-    inbox_apart(client, s).await?;
     let (listing, odd) = client.list_all(&s.inbox).await?;
-    // A name that cannot be fetched (not UTF-8, control characters) is named at every poll
-    // and counts as a failed one, as a file too large is: it had sat on the server with a
-    // log line only, the poll said healthy, and its roster was never applied.
-    if let Some(first) = odd.first() {
-        trouble.get_or_insert(format!(
+    let settled = stability.settled(&listing);
+    // A file whose name cannot be fetched (not UTF-8, control characters) is named at every
+    // poll and counts as a failed one, as a file too large is: it had sat on the server with
+    // a log line only, the poll said healthy, and its roster was never applied. Said when
+    // nothing else is (what keeps a roster out, said below, comes first).
+    let odd = odd.first().map(|first| {
+        format!(
             "remote file {first} (not fetched while it has that name: rename it on the server){}",
             match odd.len() {
                 1 => String::new(),
                 n => format!(", and {} more such names", n - 1),
             }
-        ));
-    }
-    let settled = stability.settled(&listing);
+        )
+    });
     for file in settled.stable {
         let sighting = RemoteOrigin {
             dir: s.inbox.clone(),
@@ -412,7 +418,7 @@ async fn poll_with(
     }
     Ok(Polled {
         next: settled.next,
-        trouble,
+        trouble: trouble.or(odd),
     })
 }
 
@@ -538,37 +544,24 @@ async fn move_one(
     Ok(())
 }
 
-/// Moves `from` to `to` while it is still the file fetched (`origin`'s size and time). The
-/// reports' uploads take several round trips after the first look: a new delivery renamed in
-/// under the name meanwhile (as vendors are told to deliver) had been moved into the
-/// processed folder unread, beside the old roster's reports, and never applied. Looked at
-/// again just before the move, and after it: one renamed in between the two is moved back.
+/// Moves `from` to `to` while it is still the file fetched (`origin`'s size and time): the
+/// reports' uploads take several round trips after the first look, and a new delivery
+/// renamed in under the name meanwhile (as vendors are told to deliver) had been moved into
+/// the processed folder unread, beside the old roster's reports, and never applied. Looked
+/// at again just before the move, which leaves the one round trip of the rename. (Not
+/// looked at after it: a server whose rename is a copy, such as one on object storage,
+/// gives the moved file a new time, and moving it back had had it fetched again.)
 async fn move_if_unchanged(
     client: &RemoteClient,
     origin: &RemoteOrigin,
     from: &str,
     to: &str,
 ) -> Result<(), PollError> {
-    let fetched = Some((origin.size, origin.mtime));
-    if client.stat(from).await? != fetched {
+    if client.stat(from).await? != Some((origin.size, origin.mtime)) {
         tracing::warn!(file = ?origin.name, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
         return Ok(());
     }
-    client.rename(from, to).await?;
-    match client.stat(to).await? {
-        moved if moved == fetched => Ok(()),
-        _ => match client.rename(to, from).await {
-            Ok(()) => {
-                tracing::warn!(file = ?origin.name, "the remote file was replaced as it was moved: the new one is back in the remote inbox, to be fetched");
-                Ok(())
-            }
-            Err(e) => Err(PollError::Other(anyhow::anyhow!(
-                "{to:?}: a new delivery took the name of {from:?} as it was moved and went into \
-                 the processed folder unread; it cannot be moved back ({e}): put it back in \
-                 the remote inbox to have it fetched"
-            ))),
-        },
-    }
+    client.rename(from, to).await
 }
 
 /// Uploads the decided file's reports into the remote folder `dir`. One already there is
