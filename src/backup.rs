@@ -580,6 +580,28 @@ pub fn audit_before(
 
 /// The restore's audit entry: what was restored, and what the store replaced had that the
 /// backup has not.
+/// Ascending numbers as runs: `4–6, 9` (an entry kept unmarked between marked ones is not
+/// in a run: `4–6` had read as three changes where two were). Past 20 runs, `…`.
+fn runs(numbers: &[u64]) -> String {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &n in numbers {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == n => *last = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    let mut shown: Vec<String> = (runs.iter().take(20))
+        .map(|&(a, b)| match a == b {
+            true => a.to_string(),
+            false => format!("{a}–{b}"),
+        })
+        .collect();
+    if runs.len() > 20 {
+        shown.push("…".into());
+    }
+    shown.join(", ")
+}
+
 fn restore_detail(r: &Restored, shown: &Path) -> String {
     let mut detail = format!(
         "restored {} records from {} (a backup of {})",
@@ -587,18 +609,19 @@ fn restore_detail(r: &Restored, shown: &Path) -> String {
         shown.display(),
         r.created_at
     );
-    match (&r.audit_unread, r.rolled_back.first(), r.rolled_back.last()) {
-        (Some(why), ..) => {
+    match (&r.audit_unread, r.rolled_back.is_empty()) {
+        (Some(why), _) => {
             detail += &format!(
                 "; the replaced store's audit could not be read ({why}): what it recorded after \
              the backup is only in the store kept aside"
             )
         }
-        (None, Some(first), Some(last)) => {
+        (None, false) => {
             detail += &format!(
-                "; the {} changes the replaced store audited after it ({first}–{last}) \
-                 are kept in the audit, marked rolled back",
-                r.rolled_back.len()
+                "; the {} changes the replaced store audited after it ({}) are kept in the \
+                 audit, marked rolled back",
+                r.rolled_back.len(),
+                runs(&r.rolled_back)
             )
         }
         _ => {}
@@ -931,6 +954,9 @@ mod tests {
             .collect();
         assert_eq!(marked, [5, 6]);
         assert!(restored(&paths).rolled_back.is_empty(), "marked once");
+        assert_eq!(runs(&[5, 6]), "5–6");
+        assert_eq!(runs(&[2, 4, 5, 6, 9]), "2, 4–6, 9");
+        assert!(runs(&(0..100).step_by(2).collect::<Vec<_>>()).ends_with("38, …"));
     }
 
     /// Restoring a newer backup after an older one (undoing a restore): the store grew out
