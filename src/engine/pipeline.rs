@@ -1176,7 +1176,10 @@ mod tests {
     }
 
     /// A file committed whose commit cannot be made durable (sled's log not there to sync,
-    /// as when a flush failed): it is not filed as applied; it is once the store is.
+    /// as when a flush failed): it is not filed as applied, nor by a retry in the process
+    /// whose write failed (Linux reports a failed fsync once: a retry that then succeeded had
+    /// filed a commit that never reached the disk, its report saying APPLIED); it is by the
+    /// next start, which reads the store from disk.
     #[test]
     fn a_committed_file_is_filed_only_once_the_store_is_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -1205,9 +1208,24 @@ mod tests {
         );
         assert!(p.staged(entry.id).join("report.json").exists());
         fs::rename(&aside, &log).unwrap();
-        let report = p.process(&name).unwrap();
-        assert_eq!(report.status, ReportStatus::Applied);
+        let shown = format!("{:#}", p.process(&name).unwrap_err());
+        assert!(
+            shown.contains("an earlier write failed in this run"),
+            "{shown}"
+        );
+        assert_eq!(fs::read_dir(&processed).unwrap().count(), 0);
+        drop(p);
+        let p = pipeline(dir.path());
+        p.recover().unwrap();
         assert!(processed.join(&entry.stored_as).exists());
+        let (files, entry) = (p.store.files().unwrap(), entry.clone());
+        assert_eq!(
+            files,
+            [FileEntry {
+                pending_move: None,
+                ..entry
+            }]
+        );
     }
 
     /// Marks the first file, filed from `inbox/<name>`, as a failure between its move and

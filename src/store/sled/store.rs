@@ -590,6 +590,20 @@ impl SledStore {
         Ok(())
     }
 
+    /// The failure of an earlier write to disk, once one failed: nothing written since can
+    /// be called durable in this process. Linux reports a failed fsync once: the next one
+    /// succeeds without writing what was lost, so a daemon that retried it had filed a file
+    /// whose commit never reached the disk, with a report saying APPLIED.
+    fn failed_before(&self) -> StoreResult<()> {
+        match self.write_failure.get() {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Unflushed(format!(
+                "an earlier write failed in this run ({why}); nothing more is made durable or \
+                 filed until autoprov is started again, once the disk is fixed"
+            ))),
+        }
+    }
+
     /// Remembers the first failed flush: sled keeps its error and fails every later write,
     /// while its memory holds changes the disk may not.
     fn failed_to_write(&self, e: &StoreError) {
@@ -830,10 +844,12 @@ impl Store for SledStore {
 
     fn flush(&self) -> StoreResult<()> {
         self.heads_checked()?;
+        self.failed_before()?;
         self.flush_as_is().inspect_err(|e| self.failed_to_write(e))
     }
 
     fn durable(&self) -> StoreResult<()> {
+        self.failed_before()?;
         let synced = self.db.flush().map_err(StoreError::from).and_then(|_| {
             self.sync_files()?;
             crate::util::fsync_dir(&self.path).map_err(sled::Error::Io)?;
@@ -909,6 +925,25 @@ mod tests {
             }
         }
         panic!("store still locked after 2.5 s")
+    }
+
+    /// Once a write to disk failed, no later flush or `durable` succeeds in this process:
+    /// Linux reports a failed fsync once, and a retry that then succeeded had let the daemon
+    /// file a roster whose commit never reached the disk, its report saying APPLIED.
+    #[test]
+    fn nothing_is_durable_after_a_write_failed() {
+        use crate::store::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.flush().unwrap();
+        s.durable().unwrap();
+        s.failed_to_write(&StoreError::Unflushed("No space left on device".into()));
+        for e in [s.durable().unwrap_err(), s.flush().unwrap_err()] {
+            let e = e.to_string();
+            assert!(e.contains("an earlier write failed in this run"), "{e}");
+            assert!(e.contains("No space left on device"), "{e}");
+        }
+        assert!(s.write_failed().is_some());
     }
 
     /// A store that cannot make what it holds durable (before a file committed earlier is
