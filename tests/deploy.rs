@@ -238,6 +238,8 @@ fn unit_has_the_required_directives() {
         "RuntimeDirectory=autoprov",
         "ConfigurationDirectory=autoprov",
         "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+        "StartLimitIntervalSec=0",
         "KillSignal=SIGTERM",
         "CapabilityBoundingSet=",
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
