@@ -48,11 +48,42 @@ pub(super) fn ok_status(id: u32) -> Status {
     }
 }
 
-/// Whether `e` is the disk's trouble (full, over quota, failing), which the operator must
-/// hear of, not the client's.
+/// Whether `e` is the disk's trouble (full, over quota, failing, or read-only: ext4 remounts
+/// itself so after an error, and uploads had then failed with neither a log line nor a word
+/// in `status`), which the operator must hear of, not the client's.
 pub(super) fn disk_trouble(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        io::ErrorKind::StorageFull
+            | io::ErrorKind::QuotaExceeded
+            | io::ErrorKind::ReadOnlyFilesystem
     ) || e.raw_os_error() == Some(nix::libc::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full, failing or read-only disk is the operator's trouble; a name the client got
+    /// wrong is not.
+    #[test]
+    fn the_disks_trouble_is_told_from_the_clients() {
+        for errno in [
+            nix::libc::ENOSPC,
+            nix::libc::EDQUOT,
+            nix::libc::EIO,
+            nix::libc::EROFS,
+        ] {
+            assert!(
+                disk_trouble(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [nix::libc::ENOENT, nix::libc::EEXIST, nix::libc::EACCES] {
+            assert!(
+                !disk_trouble(&io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
 }
