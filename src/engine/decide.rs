@@ -413,14 +413,22 @@ impl<S: Store> Pipeline<S> {
         self.record_entry(&updated, user, now, "files approve refused", detail)?;
         // The text first: approval compares against the JSON, written last.
         let held = self.paths.folder("held");
-        write_atomic_with(
-            &held.join(format!("{}.report.txt", updated.stored_as)),
-            |w| write_text(&report, w),
-        )?;
-        write_atomic_with(
-            &held.join(format!("{}.report.json", updated.stored_as)),
-            |w| write_json(&report, w, false),
-        )?;
+        let [txt, json] =
+            ["txt", "json"].map(|k| held.join(format!("{}.report.{k}", updated.stored_as)));
+        let rewritten = write_atomic_with(&txt, |w| write_text(&report, w))
+            .and_then(|()| write_atomic_with(&json, |w| write_json(&report, w, false)));
+        // Said as a refusal recorded (a full disk had made it "nothing was changed", while the
+        // audit and the ledger had the refusal and the text report the new plan).
+        if let Err(e) = rewritten {
+            return Err(Error::failed_leaving(format!(
+                "the approval of file {} was refused, as the plan changed since it was held \
+                 ({what}), and the refusal is recorded; but the held report could not be \
+                 rewritten with the new plan ({}: {e}), so it may still show the old one: \
+                 approve again once it can be written, and the new plan is shown again",
+                updated.id,
+                held.display()
+            )));
+        }
         Ok(Blocked::PlanChanged {
             id: updated.id,
             name: updated.stored_as,

@@ -547,3 +547,33 @@ fn an_approval_whose_sign_in_moves_differ_from_the_held_reports_applies_nothing(
     assert_eq!(applied.status, ReportStatus::Applied);
     assert_eq!(p.store.account("E1").unwrap().unwrap().email, "x@x.io");
 }
+
+/// An approval refused because the plan changed, whose held report cannot then be rewritten
+/// (a full disk): the failure says the refusal is recorded and the report may be the old
+/// one, not "nothing was changed" (the audit and the ledger have the refusal); approved
+/// again once it can be written, the new plan is shown again.
+#[test]
+fn a_refusal_whose_held_report_cannot_be_rewritten_says_it_is_recorded() {
+    let (_dir, p, id, stored_as) = held_three();
+    add_rule(&p, "Sales", "department = Sales");
+    let text = p
+        .paths
+        .folder("held")
+        .join(format!("{stored_as}.report.txt"));
+    fs::remove_file(&text).unwrap();
+    fs::create_dir(&text).unwrap();
+    let err = p.approve(id, "alice").unwrap_err();
+    let shown = err.to_string();
+    assert!(!shown.contains("nothing was changed"), "{shown}");
+    assert!(shown.contains("the refusal is recorded"), "{shown}");
+    assert!(shown.contains("approve again"), "{shown}");
+    let audit = p.store.audit(None).unwrap();
+    assert_eq!(audit.last().unwrap().note.action, "files approve refused");
+    fs::remove_dir(&text).unwrap();
+    let err = p.approve(id, "alice").unwrap_err();
+    assert!(
+        matches!(err, Error::Refused(Blocked::PlanChanged { .. })),
+        "{err}"
+    );
+    assert!(text.exists(), "the new plan shown");
+}
