@@ -460,8 +460,8 @@ impl<S: Store> Pipeline<S> {
 
     /// Removes `inbox/<name>` filed by [`Self::receive`] for a request that failed before
     /// its file was committed, so that the failure changes nothing (best effort). Kept when
-    /// the ledger records it (a commit whose flush failed) or cannot be read.
-    pub fn discard_received(&self, name: &str) {
+    /// the ledger records it (a commit whose flush failed) or cannot be read: then `false`.
+    pub fn discard_received(&self, name: &str) -> bool {
         let from = format!("inbox/{name}");
         let recorded = self.store.files().map_or(true, |files| {
             files
@@ -469,7 +469,7 @@ impl<S: Store> Pipeline<S> {
                 .any(|f| f.pending_move.as_ref().is_some_and(|(m, _)| *m == from))
         });
         if recorded {
-            return;
+            return false;
         }
         self.forget_unmarked(name);
         let inbox = self.paths.folder("inbox");
@@ -483,6 +483,7 @@ impl<S: Store> Pipeline<S> {
                 "the request failed and its file could not be taken out of inbox/: {e}"
             ),
         }
+        true
     }
 
     /// Files whose source still has to finish them (poll mode: the remote copy has to move).

@@ -301,8 +301,16 @@ fn upload_answer<S: Store>(
         // A failure (exit 5) changes nothing: the copy filed for this request goes, unless
         // it is the one committed before the failure.
         let ours_committed = e.committed().is_some_and(|c| c.name == name);
-        if e.is_failure() && !ours_committed {
-            p.discard_received(&name);
+        if e.is_failure() && !ours_committed && !p.discard_received(&name) {
+            // Kept, as the ledger in memory has it: said, or the file sent again had been
+            // applied after this copy, which the next command took up unasked.
+            let kept = crate::api::error::Error::failed_leaving(format!(
+                "{}; its copy stays in inbox/{name}, which the next command or start files, or \
+                 processes if its change is not on disk: do not send it again, see `autoprov \
+                 files list` then",
+                e.detail()
+            ));
+            return Streamed::Whole(kept.response());
         }
         Streamed::Whole(e.response())
     })
