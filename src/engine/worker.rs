@@ -124,6 +124,14 @@ fn run_job(
                 return;
             }
             let decides = matches!(request, Request::FilesDecide { .. });
+            // A file processed at someone's request clears the engine's last error as one
+            // processed from inbox/ does: `/healthz` had said "the engine's last file
+            // failed" until the next upload, after a file applied through `process`.
+            let processes = upload.is_some()
+                || matches!(
+                    request,
+                    Request::Process { .. } | Request::FilesDecide { .. } | Request::Fetch {}
+                );
             // A panic here fails this request with exit 5, not the client's "daemon stopped"
             // (4): the engine goes on (see `run`).
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -145,6 +153,9 @@ fn run_job(
                 logged(exit::FAILED);
                 Streamed::Whole(super::answer::panicked())
             });
+            if processes && matches!(answered.exit(), exit::OK | exit::NO) {
+                state.lock().expect("state lock").last_error = None;
+            }
             let _ = reply.send(answered);
             if decides {
                 process_waiting(pipeline, state, shutdown);
@@ -308,5 +319,41 @@ mod tests {
             json["error"].is_null() && json["ok_at"].is_string(),
             "{json:#}"
         );
+    }
+
+    /// A file applied at someone's request (`process`) clears the engine's last error as one
+    /// taken from inbox/ does: `/healthz` had kept saying the last file failed until the
+    /// next upload.
+    #[test]
+    fn a_file_processed_on_request_clears_the_last_error() {
+        let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
+            crate::store::SledStore::open(folder).unwrap()
+        });
+        let state: Mutex<EngineState> = Mutex::default();
+        state.lock().unwrap().last_error = Some("the upload of inbox/x.csv failed".into());
+        let shutdown = CancellationToken::new();
+        let inbox = p.paths.folder("inbox");
+        std::fs::write(inbox.join("r.csv"), b"employee_id,email\nE1,e1@x.io\n").unwrap();
+        let ask = |name: &str| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = Job::Request {
+                request: Request::Process { name: name.into() },
+                caller: crate::api::Caller::Unix("root".into()),
+                upload: None,
+                seen: None,
+                output: crate::api::Output::Text,
+                stream: false,
+                reply,
+            };
+            run_job(&p, job, &state, &shutdown);
+            answer.blocking_recv().unwrap().exit()
+        };
+        assert_eq!(ask("missing.csv"), exit::USAGE);
+        assert!(
+            state.lock().unwrap().last_error.is_some(),
+            "nothing processed"
+        );
+        assert_eq!(ask("r.csv"), exit::OK);
+        assert_eq!(state.lock().unwrap().last_error, None);
     }
 }
