@@ -71,12 +71,16 @@ async fn serve(cfg: Config) -> Result<()> {
     let tracker = TaskTracker::new();
     // Notifications (SPEC §10), in every mode: the engine tells the notifier of each file
     // it decides; the HRIS source's fetch failures go to `notifier.fetch_failed_hook()`.
-    let notifications = Notifications::start(&cfg, &pipeline)?;
+    // A start that fails from here on tells the commands waiting on the socket that
+    // nothing was done (exit 4), as one that cannot open the store does (a webhook URL file
+    // it could not read had dropped them: "not known", exit 5).
+    let notifications = or_refuse(&listener, Notifications::start(&cfg, &pipeline)).await?;
     let notifier = &notifications.notifier;
     pipeline.set_observer(notifier.file_observer());
     let pipeline_for_stop = pipeline.clone();
-    let (engine, engine_thread) = engine::start(pipeline, state.clone(), shutdown.clone())
-        .map_err(|e| Error::failed(format!("{e:#}")))?;
+    let started = engine::start(pipeline, state.clone(), shutdown.clone())
+        .map_err(|e| Error::failed(format!("{e:#}")));
+    let (engine, engine_thread) = or_refuse(&listener, started).await?;
     // First in the engine's queue: no file, request or source job of this run changes the
     // store before the backup of the checked store is on disk. Reads are answered meanwhile.
     engine.backup();
@@ -88,12 +92,7 @@ async fn serve(cfg: Config) -> Result<()> {
         on_fetch_failed: notifier.fetch_failed_hook(),
         on_fetch_stopped: notifier.fetch_stopped_hook(),
     };
-    // A start that fails from here on tells the commands waiting on the socket that
-    // nothing was done (exit 4), as one that cannot open the store does.
-    if let Err(e) = start_source(&cfg, &paths, sources).await {
-        control::server::refuse_waiting(&listener, &format!("{e:#}")).await;
-        return Err(e);
-    }
+    or_refuse(&listener, start_source(&cfg, &paths, sources).await).await?;
     // Answer the control socket once the source is up, so `status` shows the real address.
     tracker.spawn(control::server::serve(
         listener,
@@ -187,6 +186,14 @@ impl Stopping {
             }
         }
     }
+}
+
+/// `started`, the commands waiting on `listener` told that nothing was done when it failed.
+async fn or_refuse<T>(listener: &tokio::net::UnixListener, started: Result<T>) -> Result<T> {
+    if let Err(e) = &started {
+        control::server::refuse_waiting(listener, &format!("{e:#}")).await;
+    }
+    started
 }
 
 /// Opens and checks the store; when it cannot be, the commands that came to `listener`
