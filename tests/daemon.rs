@@ -2143,3 +2143,16 @@ fn a_pipe_reaches_the_daemon_whole() {
     assert_eq!(files.as_array().map(Vec::len), Some(1), "{files:#}");
     d.stop();
 }
+
+/// A second daemon on a socket another daemon answers on does not start, exit 4 as on a
+/// store in use (it had been 2, a usage error, which tells scripts their command line is
+/// wrong); the first goes on answering.
+#[test]
+fn a_second_daemon_on_the_same_socket_exits_4() {
+    let (env, _watch) = watch_env(Settings::default());
+    let d = Daemon::start(&env);
+    let out = env.expect(4, &["run"]);
+    assert!(out.contains("another autoprov daemon answers on"), "{out}");
+    env.json_ok(0, &["status"]);
+    d.stop();
+}

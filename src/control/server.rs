@@ -36,9 +36,10 @@ pub fn bind(path: &Path) -> crate::api::Result<UnixListener> {
         // another reason (permissions, a daemon too busy to take the connection) may be a
         // live daemon's, and removing it would leave that daemon unreachable.
         match std::os::unix::net::UnixStream::connect(path) {
+            // Exit 4, as a second daemon on the same store meets: not a usage error.
             Ok(_) => {
-                return Err(Error::usage(format!(
-                    "another autoprov daemon answers on {}",
+                return Err(Error::Unreachable(format!(
+                    "error: another autoprov daemon answers on {}; this one does not start",
                     path.display()
                 )));
             }
