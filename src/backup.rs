@@ -95,12 +95,25 @@ pub enum Rotated {
 
 /// Writes an automatic backup unless the store is unchanged since the newest one, and keeps
 /// the newest [`KEEP`]. Streamed to a hidden file and renamed once complete and fsynced.
-pub fn rotate(store: &dyn Store, paths: &Paths) -> Result<Rotated> {
-    rotate_at(store, paths, &now_rfc3339())
+pub fn rotate(store: &dyn Store, paths: &Paths, stop: &dyn Fn() -> bool) -> Result<Rotated> {
+    rotate_until(store, paths, &now_rfc3339(), stop)
 }
 
 /// [`rotate`] at the time `now` (RFC 3339), which names the backup.
+#[cfg(test)]
 fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
+    rotate_until(store, paths, now, &|| false)
+}
+
+/// [`rotate`] at the time `now`, abandoned (an error, nothing left) once `stop` says so: a
+/// daemon stopping during the backup of a large store had waited for it whole, ~14 s of a
+/// 190 MB store, past what the unit's stop budget allows for.
+fn rotate_until(
+    store: &dyn Store,
+    paths: &Paths,
+    now: &str,
+    stop: &dyn Fn() -> bool,
+) -> Result<Rotated> {
     let name = format!("autoprov-{}.backup", compact_timestamp(now));
     let path = paths.backups.join(&name);
     fs::create_dir_all(&paths.backups)
@@ -108,7 +121,7 @@ fn rotate_at(store: &dyn Store, paths: &Paths, now: &str) -> Result<Rotated> {
     remove_unfinished(&paths.backups);
     room_for_a_backup(paths, now)?;
     let tmp = paths.backups.join(format!(".{name}.tmp"));
-    let written = export_hashed(store, &tmp, now);
+    let written = export_hashed(store, &tmp, now, stop);
     let digest = match written {
         Ok(digest) => digest,
         Err(e) => {
@@ -173,9 +186,14 @@ fn remove_unfinished(dir: &Path) {
 
 /// Exports `store` to `tmp` (fsynced); returns the SHA-256 of everything after the header
 /// line (which holds the time of the backup).
-fn export_hashed(store: &dyn Store, tmp: &Path, now: &str) -> Result<[u8; 32]> {
+fn export_hashed(
+    store: &dyn Store,
+    tmp: &Path,
+    now: &str,
+    stop: &dyn Fn() -> bool,
+) -> Result<[u8; 32]> {
     let file = create_fresh(tmp)?;
-    let mut out = BodyHasher::new(BufWriter::with_capacity(1 << 16, file));
+    let mut out = BodyHasher::new(BufWriter::with_capacity(1 << 16, file), stop);
     store.export(&mut out, now)?;
     let digest = out.hasher.finalize().into();
     out.inner
@@ -187,30 +205,38 @@ fn export_hashed(store: &dyn Store, tmp: &Path, now: &str) -> Result<[u8; 32]> {
 
 /// The SHA-256 of a backup file after its header line.
 fn body_digest(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut hashed = BodyHasher::new(std::io::sink());
+    let mut hashed = BodyHasher::new(std::io::sink(), &|| false);
     std::io::copy(&mut BufReader::new(fs::File::open(path)?), &mut hashed)?;
     Ok(hashed.hasher.finalize().into())
 }
 
-/// Passes bytes on to `inner` and hashes those after the first newline.
-struct BodyHasher<W> {
+/// Passes bytes on to `inner` and hashes those after the first newline; fails once `stop`
+/// says so.
+struct BodyHasher<'s, W> {
     inner: W,
     hasher: Sha256,
     in_header: bool,
+    stop: &'s dyn Fn() -> bool,
 }
 
-impl<W: Write> BodyHasher<W> {
-    fn new(inner: W) -> Self {
+impl<'s, W: Write> BodyHasher<'s, W> {
+    fn new(inner: W, stop: &'s dyn Fn() -> bool) -> Self {
         BodyHasher {
             inner,
             hasher: Sha256::new(),
             in_header: true,
+            stop,
         }
     }
 }
 
-impl<W: Write> Write for BodyHasher<W> {
+impl<W: Write> Write for BodyHasher<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if (self.stop)() {
+            return Err(std::io::Error::other(
+                "abandoned: the daemon is stopping (the next start backs the store up)",
+            ));
+        }
         let n = self.inner.write(buf)?;
         let mut done = &buf[..n];
         if self.in_header
@@ -1043,6 +1069,31 @@ mod tests {
         assert_eq!(details.len(), 6, "{details:?}");
     }
 
+    /// A backup the daemon's stop comes to is abandoned, nothing of it left (a stop had
+    /// waited for the whole backup of a large store, past the unit's stop budget).
+    #[test]
+    fn a_backup_is_abandoned_when_the_daemon_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = SledStore::open(&paths.store).unwrap();
+        store.append_audit(note("one")).unwrap();
+        let stopping = std::sync::atomic::AtomicBool::new(false);
+        let stop = || stopping.load(std::sync::atomic::Ordering::Relaxed);
+        let now = "2026-12-07T16:00:00Z";
+        assert!(matches!(
+            rotate_until(&store, &paths, now, &stop),
+            Ok(Rotated::Written(_))
+        ));
+        stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        store.append_audit(note("two")).unwrap();
+        let err = rotate_until(&store, &paths, "2026-12-07T17:00:00Z", &stop).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("abandoned: the daemon is stopping"),
+            "{err:#}"
+        );
+        assert_eq!(files(&paths).len(), 1, "{:?}", files(&paths));
+    }
+
     fn files(paths: &Paths) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(&paths.backups)
             .unwrap()
@@ -1075,7 +1126,7 @@ mod tests {
         let newest = paths.backups.join("autoprov-20261201T000000Z.backup");
         fs::write(&newest, vec![b'x'; 20 << 20]).unwrap();
         let store = MemoryStore::new();
-        let rotated = rotate(&store, &paths).map(|_| ());
+        let rotated = rotate(&store, &paths, &|| false).map(|_| ());
         let left: Vec<_> = fs::read_dir(&paths.backups)
             .unwrap()
             .flatten()

@@ -79,7 +79,7 @@ fn run_job(
     match job {
         Job::Scan => process_waiting(pipeline, state, shutdown),
         Job::Backup => {
-            let outcome = automatic_backup(pipeline);
+            let outcome = automatic_backup(pipeline, shutdown);
             let backup = &mut state.lock().expect("state lock").backup;
             match outcome {
                 Ok(()) => {
@@ -167,8 +167,8 @@ fn run_job(
 
 /// Writes the automatic backup, unless the store is unchanged since the newest one; why
 /// not when it failed.
-fn automatic_backup(p: &Pipeline<SledStore>) -> Result<(), String> {
-    match crate::backup::rotate(&p.store, &p.paths) {
+fn automatic_backup(p: &Pipeline<SledStore>, stop: &CancellationToken) -> Result<(), String> {
+    match crate::backup::rotate(&p.store, &p.paths, &|| stop.is_cancelled()) {
         Ok(Rotated::Written(path)) => {
             tracing::info!(backup = %path.display(), "store backed up");
         }
@@ -176,6 +176,10 @@ fn automatic_backup(p: &Pipeline<SledStore>) -> Result<(), String> {
             newest = %path.display(),
             "automatic backup unchanged: the store holds what the newest backup holds; none written"
         ),
+        Err(e) if stop.is_cancelled() => {
+            tracing::info!("automatic backup not finished: {e:#}");
+            return Err(format!("{e:#}"));
+        }
         Err(e) => {
             tracing::error!("automatic backup failed: {e:#}; tried again within the hour");
             return Err(format!("{e:#}"));
