@@ -127,13 +127,10 @@ fn run_job(
             // A file processed at someone's request clears the engine's last error as one
             // processed from inbox/ does: `/healthz` had said "the engine's last file
             // failed" until the next upload, after a file applied through `process`.
-            let processes = upload.is_some()
-                || matches!(
-                    request,
-                    Request::Process { .. } | Request::FilesDecide { .. } | Request::Fetch {}
-                );
+            let processes = upload.is_some() || matches!(request, Request::Process { .. });
             // A panic here fails this request with exit 5, not the client's "daemon stopped"
             // (4): the engine goes on (see `run`).
+            let mut cleared = false;
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let answered = answer_streamed(
                     pipeline,
@@ -144,6 +141,10 @@ fn run_job(
                     output,
                     state,
                 );
+                // A decision carried out (an approval applied, a rejection), or a file's
+                // report that is no dry run.
+                cleared = (decides && answered.exit() == exit::OK)
+                    || (processes && applies_or_holds(&answered));
                 match stream {
                     true => answered,
                     false => Streamed::Whole(answered.into_response(output)),
@@ -153,7 +154,7 @@ fn run_job(
                 logged(exit::FAILED);
                 Streamed::Whole(super::answer::panicked())
             });
-            if processes && matches!(answered.exit(), exit::OK | exit::NO) {
+            if cleared {
                 state.lock().expect("state lock").last_error = None;
             }
             let _ = reply.send(answered);
@@ -163,6 +164,19 @@ fn run_job(
         }
     }
     tell_source_of_handoffs(pipeline, state);
+}
+
+/// Whether `answer` is the report of a file processed for real: applied, rejected or held,
+/// not a dry run (a test run clears no failure that stands) nor a refusal before any file
+/// was processed (one blocked by a held file, answered whole).
+fn applies_or_holds(answer: &Streamed) -> bool {
+    use crate::core::report::ReportStatus;
+    match answer {
+        Streamed::Body(super::commands::Body::Report(report, _)) => {
+            report.status != ReportStatus::DryRun
+        }
+        _ => false,
+    }
 }
 
 /// Writes the automatic backup, unless the store is unchanged since the newest one; why
@@ -272,6 +286,8 @@ fn process_waiting(
             }
         }
         match p.process(&name) {
+            // A dry run leaves it: a failure that stands is not cleared by a test run.
+            Ok(report) if report.status == crate::core::report::ReportStatus::DryRun => {}
             Ok(_) => state.lock().expect("state lock").last_error = None,
             Err(e) => {
                 // The file stays in inbox/ and is retried at the next scan (e.g. after disk space is freed).
@@ -327,7 +343,7 @@ mod tests {
 
     /// A file applied at someone's request (`process`) clears the engine's last error as one
     /// taken from inbox/ does: `/healthz` had kept saying the last file failed until the
-    /// next upload.
+    /// next upload. A dry run does not: a test run clears no failure that stands.
     #[test]
     fn a_file_processed_on_request_clears_the_last_error() {
         let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
@@ -337,7 +353,9 @@ mod tests {
         state.lock().unwrap().last_error = Some("the upload of inbox/x.csv failed".into());
         let shutdown = CancellationToken::new();
         let inbox = p.paths.folder("inbox");
-        std::fs::write(inbox.join("r.csv"), b"employee_id,email\nE1,e1@x.io\n").unwrap();
+        let roster = b"employee_id,email\nE1,e1@x.io\n";
+        std::fs::write(inbox.join("r.csv"), roster).unwrap();
+        std::fs::write(inbox.join("d.dryrun.csv"), roster).unwrap();
         let ask = |name: &str| {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let job = Job::Request {
@@ -357,6 +375,9 @@ mod tests {
             state.lock().unwrap().last_error.is_some(),
             "nothing processed"
         );
+        assert_eq!(ask("d.dryrun.csv"), exit::OK);
+        let left = state.lock().unwrap().last_error.clone();
+        assert!(left.is_some(), "a dry run clears nothing");
         assert_eq!(ask("r.csv"), exit::OK);
         assert_eq!(state.lock().unwrap().last_error, None);
     }
