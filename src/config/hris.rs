@@ -228,13 +228,13 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
     // Every line break at its end: an editor's blank line after the key had been sent as
     // part of it, every fetch then failing with an error that named neither the key nor the
     // file ("failed to parse header value", or credentials refused).
-    text.truncate(text.trim_end_matches(['\n', '\r']).len());
     if text.is_empty() {
         bail!("{key} = {}: the file is empty", path.display());
     }
+    text.truncate(text.trim_end_matches(['\n', '\r']).len());
     if text.trim().is_empty() {
         bail!(
-            "{key} = {}: the file holds only blank space",
+            "{key} = {}: the file holds only blank space or line breaks",
             path.display()
         );
     }
@@ -646,8 +646,11 @@ mod tests {
                 && err.contains(&missing.display().to_string()),
             "{err}"
         );
-        std::fs::write(&path, "\n").unwrap();
+        std::fs::write(&path, "").unwrap();
         let err = format!("{:#}", read_secret("k", &path).unwrap_err());
-        assert!(err.contains("empty"), "{err}");
+        assert!(err.contains("the file is empty"), "{err}");
+        std::fs::write(&path, "\n\r\n").unwrap();
+        let err = format!("{:#}", read_secret("k", &path).unwrap_err());
+        assert!(err.contains("only blank space or line breaks"), "{err}");
     }
 }

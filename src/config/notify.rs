@@ -193,7 +193,7 @@ mod tests {
         for blank in ["\n\n", "   \n", " \t "] {
             let err = from(blank).resolved().unwrap_err().to_string();
             assert!(
-                err.contains("is empty") || err.contains("holds only blank space"),
+                err.contains("holds only blank space or line breaks"),
                 "{blank:?}: {err}"
             );
         }
