@@ -406,7 +406,7 @@ impl<S: Store> Pipeline<S> {
         // The refusal is recorded before the new plan is shown: a crash in between leaves the
         // old report, so the next approval finds the difference again and applies nothing.
         let detail = format!(
-            "file {} {}: refused, the plan changed since it was held ({what}); the held report now shows {}",
+            "file {} {}: refused, the plan changed since it was held ({what}); the new plan: {}",
             updated.id, updated.stored_as, updated.summary
         );
         // An action of its own: filtered by action, a refusal had counted as an approval.
