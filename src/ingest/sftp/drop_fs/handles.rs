@@ -343,10 +343,22 @@ impl Upload {
         let md = self.file.metadata().map_err(|e| io_status(&e))?;
         match crate::util::rename_noreplace(&self.temp, &self.dest) {
             Ok(()) => {}
+            // Another upload of the name closed first (or `process` filed one): this one is
+            // kept under the next free name (`-2`), as `process` files a name taken. It had
+            // been discarded with a failure at close, which curl does not report: the HR job
+            // was told its roster arrived, and it was gone.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(failure(
-                    "a file of that name arrived in /inbox meanwhile; upload discarded",
-                ));
+                let (dir, name) = match (self.dest.parent(), self.dest.file_name()) {
+                    (Some(dir), Some(name)) => (dir, name.to_string_lossy().into_owned()),
+                    _ => return Err(self.io_failed(&e)),
+                };
+                match crate::util::rename_into_free_name(&self.temp, dir, &name) {
+                    Ok(kept) => {
+                        tracing::info!(parent: &self.span, file = %self.name, kept_as = %kept,
+                        "a file of that name arrived in /inbox meanwhile: the upload is kept under the next free name")
+                    }
+                    Err(e) => return Err(self.io_failed(&e)),
+                }
             }
             Err(e) => return Err(self.io_failed(&e)),
         }
@@ -445,6 +457,30 @@ mod tests {
         assert!(upload.syncing.is_none());
         assert_eq!(upload.commit().unwrap().len(), len as u64);
         assert_eq!(fs::read(&dest).unwrap(), expected);
+    }
+
+    /// An upload closed while another file took its name in inbox/ (another upload of the
+    /// name closed first) is kept under the next free name: it had been discarded with a
+    /// failure at the close, which curl does not report (the roster lost, the job told ok).
+    #[tokio::test]
+    async fn an_upload_whose_name_was_taken_meanwhile_is_kept_under_the_next_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = upload_in(dir.path(), "r.csv");
+        let mut second = upload_in(dir.path(), "r.csv");
+        first.write(0, b"first\n").await.unwrap();
+        second.write(0, b"second\n").await.unwrap();
+        for upload in [&mut second, &mut first] {
+            upload.flush().await.unwrap();
+            upload.synced().await.unwrap();
+            upload.commit().unwrap();
+        }
+        assert_eq!(fs::read(dir.path().join("r.csv")).unwrap(), b"second\n");
+        assert_eq!(fs::read(dir.path().join("r-2.csv")).unwrap(), b"first\n");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "nothing else left"
+        );
     }
 
     /// An upload shorter than [`SYNC_EVERY`] starts no sync of its own: the close syncs it.
