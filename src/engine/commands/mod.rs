@@ -342,6 +342,23 @@ fn process<S: Store>(
     let waiting_now = p.waiting()?;
     for waiting in waiting_now.iter().cloned() {
         if p.stopping() {
+            // The copy this request filed is taken back out: exit 4 says nothing was done,
+            // and a script that sent the roster again had had it applied twice, the copy
+            // left here first, audited as the asker's, its report seen by no one.
+            if uploaded && waiting_now.iter().any(|w| w == name) {
+                let inbox = p.paths.folder("inbox");
+                std::fs::remove_file(inbox.join(name))
+                    .and_then(|()| crate::util::fsync_dir(&inbox))
+                    .with_context(|| format!("taking {name} out of inbox/"))?;
+                p.forget_unmarked(name);
+                return Ok(Streamed::Whole(Response::fail(
+                    exit::UNREACHABLE,
+                    format!(
+                        "the daemon is stopping; nothing was done ({name} was taken back out of \
+                         inbox/): send it again once the daemon is up"
+                    ),
+                )));
+            }
             return Ok(Streamed::Whole(Response::fail(
                 exit::UNREACHABLE,
                 format!(
@@ -512,11 +529,12 @@ mod tests {
         assert!(p.store.files().unwrap().is_empty());
     }
 
-    /// A file sent with `process` is the sender's whoever processes it: the daemon stopping
-    /// before its turn leaves it in inbox/, and the next start audits it as theirs (it had
-    /// been `autoprov`'s, as was one the inbox's scan took before the request).
+    /// A file sent with `process` while the daemon stops before its turn is taken back out
+    /// of inbox/, and the answer, exit 4, says nothing was done: left there, it was applied
+    /// at the next start, audited as the sender's and its report seen by no one, while a
+    /// script that sent it again on exit 4 had it applied twice.
     #[test]
-    fn a_file_sent_with_process_is_the_senders_after_a_restart() {
+    fn a_file_sent_with_process_while_the_daemon_stops_is_taken_back() {
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline_in(dir.path());
         p.request_stop();
@@ -532,7 +550,22 @@ mod tests {
             panic!("not a refusal")
         };
         assert_eq!(r.exit, exit::UNREACHABLE, "{}", r.text);
-        let name = p.waiting().unwrap().pop().expect("left in inbox/");
+        assert!(r.text.contains("nothing was done"), "{}", r.text);
+        assert!(p.waiting().unwrap().is_empty(), "taken back out of inbox/");
+        assert!(p.store.files().unwrap().is_empty());
+    }
+
+    /// A file sent with `process` is the sender's whoever processes it: the daemon killed
+    /// before its turn leaves it in inbox/, and the next start audits it as theirs (it had
+    /// been `autoprov`'s, as was one the inbox's scan took before the request).
+    #[test]
+    fn a_file_sent_with_process_is_the_senders_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline_in(dir.path());
+        let roster = b"Employee ID,Email\nE1,a@b.io\n";
+        let content = Content::Stream(&mut &roster[..]);
+        let (name, _) = p.receive("r.csv", content, false, Some("root")).unwrap();
+        assert_eq!(p.waiting().unwrap(), std::slice::from_ref(&name));
         drop(p);
         let p = pipeline_in(dir.path());
         p.process(&name).unwrap();
