@@ -1,46 +1,76 @@
-//! The modes of the data dir's folders, tightened at the daemon's start: they are made
-//! 0750 (host keys 0700) when created, but one made looser since (`chmod 777` by hand, a
-//! restore from an archive) had been kept without a word. A writable `host_keys/` lets
-//! anyone replace the SFTP server's key, and a writable `processed/` or `backups/` lets
-//! them plant files there.
+//! The modes of the data dir and what it holds, tightened at the daemon's start: they are
+//! made 0750 and 0640 (host keys 0700 and 0600) when created, but ones made looser since
+//! (`chmod -R 777` by hand, an archive restored) had been kept without a word. A writable
+//! `host_keys/` lets anyone replace the SFTP server's key, a writable `store/db` lets the
+//! group rewrite who is an admin, and a writable `processed/` or `backups/` lets them plant
+//! files there.
 
-use crate::layout::{FOLDERS, Paths};
+use crate::layout::Paths;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Takes group write and every right of others off the data dir's folders (and every
-/// right of the group and others off `host_keys/`), with a warning naming each folder
-/// changed; a folder that cannot be changed (another user's) is warned about as it is.
-/// Symlinks and missing folders are left alone.
+/// How deep below the data dir folders are looked into (`drop/processed/` is two down,
+/// `store/blobs/` two, their files three).
+const DEPTH: usize = 3;
+/// The paths named in the warning; the rest are counted.
+const NAMED: usize = 5;
+
+/// Takes group write and every right of others off the data dir, its folders and their
+/// files (every right of the group too under `host_keys/`), without following a symlink,
+/// with one warning naming what changed; what cannot be changed (another user's) is warned
+/// about as it is.
 pub fn tighten(data_dir: &Path, paths: &Paths) {
-    let mut folders = vec![
-        (data_dir.to_path_buf(), 0o027),
-        (paths.store.clone(), 0o027),
-        (paths.drop.clone(), 0o027),
-        (paths.staging.clone(), 0o027),
-        (paths.backups.clone(), 0o027),
-        (paths.host_keys.clone(), 0o077),
-    ];
-    folders.extend(FOLDERS.map(|f| (paths.folder(f), 0o027)));
-    for (folder, taken) in folders {
-        let Ok(meta) = std::fs::symlink_metadata(&folder) else {
-            continue;
-        };
-        let mode = meta.permissions().mode() & 0o7777;
-        if !meta.is_dir() || mode & taken == 0 {
-            continue;
-        }
+    let mut changed = Vec::new();
+    walk(data_dir, 0, &paths.host_keys, &mut changed);
+    if changed.is_empty() {
+        return;
+    }
+    let named: Vec<String> = (changed.iter().take(NAMED))
+        .map(|p| p.display().to_string())
+        .collect();
+    let more = match changed.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    tracing::warn!(
+        "{} was open to others than autoprov (group write, or others' rights): tightened: {}{more}",
+        match changed.len() {
+            1 => "one file or folder",
+            _ => "files and folders",
+        },
+        named.join(", ")
+    );
+}
+
+fn walk(path: &Path, depth: usize, host_keys: &Path, changed: &mut Vec<PathBuf>) {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if !meta.is_dir() && !meta.is_file() {
+        return;
+    }
+    let taken = match path.starts_with(host_keys) {
+        true => 0o077,
+        false => 0o027,
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & taken != 0 {
         let strict = mode & !taken;
-        match std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(strict)) {
-            Ok(()) => tracing::warn!(
-                "{} was mode {mode:04o}, open to others than autoprov: set to {strict:04o}",
-                folder.display()
-            ),
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict)) {
+            Ok(()) => changed.push(path.to_path_buf()),
             Err(e) => tracing::warn!(
                 "{} is mode {mode:04o}, open to others than autoprov, and cannot be set to \
                  {strict:04o} ({e}): tighten it",
-                folder.display()
+                path.display()
             ),
+        }
+    }
+    if meta.is_dir()
+        && depth < DEPTH
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        for entry in entries.flatten() {
+            walk(&entry.path(), depth + 1, host_keys, changed);
         }
     }
 }
@@ -51,20 +81,40 @@ mod tests {
     use std::fs;
 
     #[test]
-    fn loose_folders_are_tightened_and_tight_ones_left_alone() {
+    fn loose_folders_and_files_are_tightened_and_tight_ones_left_alone() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
-        for f in [&paths.host_keys, &paths.backups, &paths.folder("processed")] {
+        let key = paths.host_keys.join("ssh_host_ed25519_key");
+        let db = paths.store.join("db");
+        let roster = paths.folder("processed").join("x.csv");
+        for f in [
+            &paths.host_keys,
+            &paths.backups,
+            &paths.folder("processed"),
+            &paths.store,
+        ] {
             fs::create_dir_all(f).unwrap();
             fs::set_permissions(f, fs::Permissions::from_mode(0o777)).unwrap();
         }
-        fs::create_dir_all(&paths.store).unwrap();
-        fs::set_permissions(&paths.store, fs::Permissions::from_mode(0o700)).unwrap();
+        for f in [&key, &db, &roster] {
+            fs::write(f, b"x").unwrap();
+            fs::set_permissions(f, fs::Permissions::from_mode(0o666)).unwrap();
+        }
+        let kept = paths.backups.join("kept");
+        fs::write(&kept, b"x").unwrap();
+        fs::set_permissions(&kept, fs::Permissions::from_mode(0o600)).unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o666)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), paths.store.join("link")).unwrap();
         tighten(dir.path(), &paths);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&paths.host_keys), 0o700);
+        assert_eq!(mode(&key), 0o600);
         assert_eq!(mode(&paths.backups), 0o750);
-        assert_eq!(mode(&paths.folder("processed")), 0o750);
-        assert_eq!(mode(&paths.store), 0o700, "a stricter mode is kept");
+        assert_eq!(mode(&paths.store), 0o750);
+        assert_eq!(mode(&db), 0o640, "the store's own files");
+        assert_eq!(mode(&roster), 0o640);
+        assert_eq!(mode(&kept), 0o600, "a stricter mode is kept");
+        assert_eq!(mode(outside.path()), 0o666, "a link is not followed");
     }
 }
