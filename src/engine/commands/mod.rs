@@ -316,6 +316,17 @@ fn upload_answer<S: Store>(
     })
 }
 
+/// Takes `name`, the copy a request filed in inbox/, back out: what a request was refused
+/// or not done is never applied later, unseen.
+fn take_back<S: Store>(p: &Pipeline<S>, name: &str) -> crate::api::Result<()> {
+    let inbox = p.paths.folder("inbox");
+    std::fs::remove_file(inbox.join(name))
+        .and_then(|()| crate::util::fsync_dir(&inbox))
+        .with_context(|| format!("taking {name} out of inbox/"))?;
+    p.forget_unmarked(name);
+    Ok(())
+}
+
 /// Processes the files waiting in inbox/ in order until `name` is done, that one audited
 /// as `caller`'s (the others as their source's). `bytes`: those of inbox/<name> when they
 /// were read already.
@@ -346,11 +357,7 @@ fn process<S: Store>(
             // and a script that sent the roster again had had it applied twice, the copy
             // left here first, audited as the asker's, its report seen by no one.
             if uploaded && waiting_now.iter().any(|w| w == name) {
-                let inbox = p.paths.folder("inbox");
-                std::fs::remove_file(inbox.join(name))
-                    .and_then(|()| crate::util::fsync_dir(&inbox))
-                    .with_context(|| format!("taking {name} out of inbox/"))?;
-                p.forget_unmarked(name);
+                take_back(p, name)?;
                 return Ok(Streamed::Whole(Response::fail(
                     exit::UNREACHABLE,
                     format!(
@@ -382,11 +389,7 @@ fn process<S: Store>(
             // out (left, it was applied unseen once the held file was decided); only a
             // file waiting in inbox/ under that name.
             if waiting_now.iter().any(|w| w == name) {
-                let inbox = p.paths.folder("inbox");
-                std::fs::remove_file(inbox.join(name))
-                    .and_then(|()| crate::util::fsync_dir(&inbox))
-                    .with_context(|| format!("taking {name} out of inbox/"))?;
-                p.forget_unmarked(name);
+                take_back(p, name)?;
             }
             return Ok(Streamed::Whole(Response::fail(
                 exit::REFUSED,
