@@ -114,6 +114,9 @@ pub struct Pipeline<S: Store> {
     stopping: std::sync::atomic::AtomicBool,
     /// Told of every file decided or failed (the daemon's notifications); unset in the CLI.
     observer: std::sync::OnceLock<FileObserver>,
+    /// Set when a file is filed for real (applied, rejected or held, or a held file decided;
+    /// not a dry run): the engine clears its last error after a request that filed one.
+    filed_for_real: std::sync::atomic::AtomicBool,
     /// Free space, besides what each change needs, below which a file's reports are staged
     /// before its commit writes rather than while ([`Pipeline::room_for_both`]).
     pub(super) room_to_spare: u64,
@@ -139,6 +142,12 @@ impl<S: Store> Pipeline<S> {
         unmarked.remove(name);
     }
 
+    /// Whether a file was filed for real since the last call (applied, rejected or held, or a
+    /// held file decided; a dry run is not).
+    pub(super) fn take_filed_for_real(&self) -> bool {
+        (self.filed_for_real).swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Asks loops over waiting files to stop after the file in progress.
     pub fn request_stop(&self) {
         self.stopping
@@ -160,6 +169,7 @@ impl<S: Store> Pipeline<S> {
             paths,
             stopping: Default::default(),
             observer: Default::default(),
+            filed_for_real: Default::default(),
             room_to_spare: ROOM_TO_SPARE,
             recovered: Default::default(),
             unmarked: Default::default(),
@@ -228,6 +238,11 @@ impl<S: Store> Pipeline<S> {
 
     /// Tells the observer, if any, of an outcome.
     pub(super) fn tell(&self, outcome: FileOutcome<'_>) {
+        if let FileOutcome::Filed { report, .. } = &outcome
+            && report.status != crate::core::report::ReportStatus::DryRun
+        {
+            (self.filed_for_real).store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(observer) = self.observer.get() {
             observer(&outcome);
         }

@@ -124,13 +124,11 @@ fn run_job(
                 return;
             }
             let decides = matches!(request, Request::FilesDecide { .. });
-            // A file processed at someone's request clears the engine's last error as one
-            // processed from inbox/ does: `/healthz` had said "the engine's last file
-            // failed" until the next upload, after a file applied through `process`.
-            let processes = upload.is_some() || matches!(request, Request::Process { .. });
-            // A panic here fails this request with exit 5, not the client's "daemon stopped"
-            // (4): the engine goes on (see `run`).
-            let mut cleared = false;
+            // A file filed for real at someone's request (`process`, an approval) clears the
+            // engine's last error as one processed from inbox/ does: `/healthz` had said the
+            // last file failed until the next upload; a dry run does not (a test run clears no
+            // failure that stands), nor a request that failed.
+            pipeline.take_filed_for_real();
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let answered = answer_streamed(
                     pipeline,
@@ -141,10 +139,6 @@ fn run_job(
                     output,
                     state,
                 );
-                // A decision carried out (an approval applied, a rejection), or a file's
-                // report that is no dry run.
-                cleared = (decides && answered.exit() == exit::OK)
-                    || (processes && applies_or_holds(&answered));
                 match stream {
                     true => answered,
                     false => Streamed::Whole(answered.into_response(output)),
@@ -154,7 +148,7 @@ fn run_job(
                 logged(exit::FAILED);
                 Streamed::Whole(super::answer::panicked())
             });
-            if cleared {
+            if pipeline.take_filed_for_real() && answered.exit() != exit::FAILED {
                 state.lock().expect("state lock").last_error = None;
             }
             let _ = reply.send(answered);
@@ -164,19 +158,6 @@ fn run_job(
         }
     }
     tell_source_of_handoffs(pipeline, state);
-}
-
-/// Whether `answer` is the report of a file processed for real: applied, rejected or held,
-/// not a dry run (a test run clears no failure that stands) nor a refusal before any file
-/// was processed (one blocked by a held file, answered whole).
-fn applies_or_holds(answer: &Streamed) -> bool {
-    use crate::core::report::ReportStatus;
-    match answer {
-        Streamed::Body(super::commands::Body::Report(report, _)) => {
-            report.status != ReportStatus::DryRun
-        }
-        _ => false,
-    }
 }
 
 /// Writes the automatic backup, unless the store is unchanged since the newest one; why
@@ -341,21 +322,20 @@ mod tests {
         );
     }
 
-    /// A file applied at someone's request (`process`) clears the engine's last error as one
+    /// A file filed at someone's request (`process`) clears the engine's last error as one
     /// taken from inbox/ does: `/healthz` had kept saying the last file failed until the
-    /// next upload. A dry run does not: a test run clears no failure that stands.
+    /// next upload. A dry run does not (a test run clears no failure that stands), unless
+    /// the request filed a waiting file for real before it.
     #[test]
     fn a_file_processed_on_request_clears_the_last_error() {
         let (_dir, p) = super::super::tests::pipeline_on("", |folder| {
             crate::store::SledStore::open(folder).unwrap()
         });
         let state: Mutex<EngineState> = Mutex::default();
-        state.lock().unwrap().last_error = Some("the upload of inbox/x.csv failed".into());
+        let failed = || state.lock().unwrap().last_error = Some("inbox/x.csv failed".into());
         let shutdown = CancellationToken::new();
         let inbox = p.paths.folder("inbox");
         let roster = b"employee_id,email\nE1,e1@x.io\n";
-        std::fs::write(inbox.join("r.csv"), roster).unwrap();
-        std::fs::write(inbox.join("d.dryrun.csv"), roster).unwrap();
         let ask = |name: &str| {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let job = Job::Request {
@@ -370,15 +350,22 @@ mod tests {
             run_job(&p, job, &state, &shutdown);
             answer.blocking_recv().unwrap().exit()
         };
+        let standing = || state.lock().unwrap().last_error.is_some();
+        failed();
         assert_eq!(ask("missing.csv"), exit::USAGE);
-        assert!(
-            state.lock().unwrap().last_error.is_some(),
-            "nothing processed"
-        );
+        assert!(standing(), "nothing processed");
+        std::fs::write(inbox.join("d.dryrun.csv"), roster).unwrap();
         assert_eq!(ask("d.dryrun.csv"), exit::OK);
-        let left = state.lock().unwrap().last_error.clone();
-        assert!(left.is_some(), "a dry run clears nothing");
+        assert!(standing(), "a dry run clears nothing");
+        std::fs::write(inbox.join("r.csv"), roster).unwrap();
         assert_eq!(ask("r.csv"), exit::OK);
-        assert_eq!(state.lock().unwrap().last_error, None);
+        assert!(!standing());
+        // A waiting file applied before the dry run asked for clears it.
+        failed();
+        std::fs::write(inbox.join("y.csv"), b"employee_id,email\nE2,e2@x.io\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(inbox.join("z.dryrun.csv"), roster).unwrap();
+        assert_eq!(ask("z.dryrun.csv"), exit::OK);
+        assert!(!standing(), "y.csv was applied");
     }
 }
