@@ -422,7 +422,12 @@ pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
 pub fn rename_into_free_name(tmp: &Path, dir: &Path, name: &str) -> std::io::Result<String> {
     // Each retry is a name another writer took meanwhile: a few at most.
     for _ in 0..100 {
-        let candidate = free_inbox_name(name, |n| is_taken(&dir.join(n)));
+        let mut candidate = free_inbox_name(name, |n| is_taken(&dir.join(n)));
+        // A numbered name within a file name's 255 bytes: a 254-byte name's `-2` had failed
+        // its rename (an SFTP upload so named, kept because another took its name, was lost).
+        if candidate.len() > 255 {
+            candidate = free_inbox_name(&fitting(name, 255 - 8), |n| is_taken(&dir.join(n)));
+        }
         match rename_noreplace(tmp, &dir.join(&candidate)) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -642,13 +647,15 @@ mod tests {
         let name = rename_into_free_name(&tmp, dir.path(), "r.csv").unwrap();
         assert_eq!(name, "r-2.csv");
         assert_eq!(fs::read(dir.path().join("r-2.csv")).unwrap(), b"x");
-        // A name that cannot be looked at (its folder is a file, or it is too long) is an
-        // error at once: counted as taken, every next name had been tried, for ever.
+        // A name that cannot be looked at (its folder is a file) is an error at once: counted
+        // as taken, every next name had been tried, for ever.
         let not_a_folder = dir.path().join("r-2.csv");
         assert!(rename_into_free_name(&tmp, &not_a_folder, "r.csv").is_err());
+        // One too long for a file name is cut to fit, room left for a number.
         fs::write(&tmp, b"y").unwrap();
         let long = format!("{}.csv", "r".repeat(300));
-        assert!(rename_into_free_name(&tmp, dir.path(), &long).is_err());
+        let cut = rename_into_free_name(&tmp, dir.path(), &long).unwrap();
+        assert!(cut.len() <= 247 && cut.ends_with("~.csv"), "{cut}");
     }
 
     /// A file read whole is read only to its limit: `/dev/zero` as the config had run the

@@ -337,10 +337,11 @@ impl Upload {
     }
 
     /// Flushes the file to disk and renames it into place without replacing anything; what
-    /// it is then.
-    pub(super) fn commit(&mut self) -> Result<fs::Metadata, StatusReply> {
+    /// it is then, and whether it was kept under another name (its own was taken).
+    pub(super) fn commit(&mut self) -> Result<(fs::Metadata, bool), StatusReply> {
         self.file.sync_all().map_err(|e| self.io_failed(&e))?;
         let md = self.file.metadata().map_err(|e| io_status(&e))?;
+        let mut elsewhere = false;
         match crate::util::rename_noreplace(&self.temp, &self.dest) {
             Ok(()) => {}
             // Another upload of the name closed first (or `process` filed one): this one is
@@ -359,6 +360,7 @@ impl Upload {
                     }
                     Err(e) => return Err(self.io_failed(&e)),
                 }
+                elsewhere = true;
             }
             Err(e) => return Err(self.io_failed(&e)),
         }
@@ -369,7 +371,7 @@ impl Upload {
                 tracing::warn!(parent: &self.span, error = %e, "could not fsync the inbox directory");
             }
         }
-        Ok(md)
+        Ok((md, elsewhere))
     }
 }
 
@@ -455,7 +457,7 @@ mod tests {
         );
         upload.synced().await.unwrap();
         assert!(upload.syncing.is_none());
-        assert_eq!(upload.commit().unwrap().len(), len as u64);
+        assert_eq!(upload.commit().unwrap().0.len(), len as u64);
         assert_eq!(fs::read(&dest).unwrap(), expected);
     }
 
@@ -496,7 +498,7 @@ mod tests {
         }
         upload.flush().await.unwrap();
         upload.synced().await.unwrap();
-        assert_eq!(upload.commit().unwrap().len(), data.len() as u64);
+        assert_eq!(upload.commit().unwrap().0.len(), data.len() as u64);
         assert_eq!(fs::read(&dest).unwrap(), data);
     }
 }

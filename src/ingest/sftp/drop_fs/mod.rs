@@ -372,7 +372,7 @@ impl DropFs {
             Ok(attrs) => {
                 tracing::info!(parent: &self.span, file = %new, from = %old, bytes = size,
                     "upload complete (renamed from its temporary name)");
-                self.parked.delivered(new, attrs);
+                self.parked.delivered(new, attrs, false);
                 Ok(())
             }
             Err(e) => {
@@ -392,6 +392,11 @@ impl DropFs {
         let target = resolve(&path).inspect_err(|e| {
             self.log_refusal("stat", &path, e.error_message.as_deref().unwrap_or(""));
         })?;
+        // This session's upload kept under another name: its own attributes, not those of
+        // the file that took its name.
+        if let Some(attrs) = inbox_name(&target).and_then(|name| self.parked.kept_elsewhere(name)) {
+            return Ok(attrs);
+        }
         let own = inbox_name(&target).and_then(|name| self.parked.attrs(name));
         let root = self.root.path().to_path_buf();
         match (blocking(move || target_metadata(&root, &target)).await, own) {

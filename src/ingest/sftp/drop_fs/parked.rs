@@ -37,7 +37,8 @@ const DELIVERED_KEPT: usize = 64;
 #[derive(Default)]
 pub(super) struct Parked {
     waiting: HashMap<String, Waiting>,
-    delivered: VecDeque<(String, FileAttributes)>,
+    /// Each with whether it was kept under another name (its own taken meanwhile).
+    delivered: VecDeque<(String, FileAttributes, bool)>,
 }
 
 impl Parked {
@@ -61,13 +62,22 @@ impl Parked {
         self.waiting.remove(name)
     }
 
-    /// Remembers that `name` was delivered into `inbox/` with `attrs`.
-    pub(super) fn delivered(&mut self, name: String, attrs: FileAttributes) {
-        self.delivered.retain(|(n, _)| *n != name);
+    /// Remembers that `name` was delivered into `inbox/` with `attrs`, under another name
+    /// when `elsewhere`.
+    pub(super) fn delivered(&mut self, name: String, attrs: FileAttributes, elsewhere: bool) {
+        self.delivered.retain(|(n, ..)| *n != name);
         if self.delivered.len() >= DELIVERED_KEPT {
             self.delivered.pop_front();
         }
-        self.delivered.push_back((name, attrs));
+        self.delivered.push_back((name, attrs, elsewhere));
+    }
+
+    /// The attributes of the upload this session delivered last under `name` when it was
+    /// kept under another name: a `stat` of `name` is answered with them, not with the file
+    /// that took the name (paramiko's size check after its `put` had failed on it).
+    pub(super) fn kept_elsewhere(&self, name: &str) -> Option<FileAttributes> {
+        let last = self.delivered.iter().rev().find(|(n, ..)| n == name)?;
+        last.2.then(|| last.1.clone())
     }
 
     /// The attributes of the upload waiting under `name`, or else of the one this session
@@ -79,8 +89,8 @@ impl Parked {
                 .delivered
                 .iter()
                 .rev()
-                .find(|(n, _)| n == name)
-                .map(|(_, a)| a.clone()),
+                .find(|(n, ..)| n == name)
+                .map(|(_, a, _)| a.clone()),
         }
     }
 }
