@@ -31,7 +31,7 @@ pub fn check_config(cfg: &Config) -> anyhow::Result<()> {
     use crate::config::Mode;
     match cfg.source.mode {
         Mode::Host if cfg.source.users.is_empty() => Ok(()),
-        Mode::Host => sftp::auth::check_users(&sftp_users(cfg), cfg.source.ssh_profile)
+        Mode::Host => sftp::auth::check_users(&sftp_users(cfg))
             .map_err(|e| anyhow::anyhow!("source.users: {e:#}")),
         Mode::Poll => match &cfg.source.remote {
             Some(remote) => poll::check_remote(remote),

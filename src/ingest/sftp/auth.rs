@@ -19,8 +19,6 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::Span;
 
-use crate::config::SshProfile;
-
 /// Authentication attempts allowed per connection (the `none` probe does not count).
 pub const MAX_AUTH_ATTEMPTS: usize = 3;
 /// Minimum time every rejected authentication takes (hides the cost of password checks).
@@ -67,9 +65,9 @@ pub(super) struct Logins {
 }
 
 impl Logins {
-    /// Validates the configured users (names, keys, password hashes) for `profile`.
-    pub(super) fn new(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<Logins> {
-        let users = validate_users(users, profile)?;
+    /// Validates the configured users (names, keys, password hashes).
+    pub(super) fn new(users: &[SftpUser]) -> anyhow::Result<Logins> {
+        let users = validate_users(users)?;
         let password_enabled = users.iter().any(|u| u.password_hash.is_some());
         let mut methods = MethodSet::empty();
         methods.push(MethodKind::PublicKey);
@@ -208,11 +206,14 @@ fn backoff_delay(n: u32) -> Duration {
 
 /// Checks the configured users as the server does at its start (names, keys, password
 /// hashes), without starting it.
-pub fn check_users(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<()> {
-    validate_users(users, profile).map(drop)
+pub fn check_users(users: &[SftpUser]) -> anyhow::Result<()> {
+    validate_users(users).map(drop)
 }
 
-fn validate_users(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<Vec<UserEntry>> {
+/// The most memory a password hash may ask for a check, in KiB (64 MiB).
+const MAX_HASH_KIB: u32 = 64 << 10;
+
+fn validate_users(users: &[SftpUser]) -> anyhow::Result<Vec<UserEntry>> {
     if users.is_empty() {
         bail!("no SFTP users configured: nobody could log in");
     }
@@ -232,9 +233,11 @@ fn validate_users(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<Vec
             let key = parse_authorized_key(line).with_context(|| {
                 format!("SFTP user {:?}: authorized_keys entry {}", user.name, i + 1)
             })?;
-            if profile == SshProfile::Strict && key.algorithm() != Algorithm::Ed25519 {
+            // Both profiles list ed25519 and rsa-sha2 in server-sig-algs (the strict one's
+            // warning about every RSA key had said it would not work, and it does).
+            if !matches!(key.algorithm(), Algorithm::Ed25519 | Algorithm::Rsa { .. }) {
                 tracing::warn!(user = %user.name, algorithm = %key.algorithm(),
-                    "strict profile advertises ed25519 signatures only; clients may not offer this key");
+                    "this key type is not in the server-sig-algs autoprov advertises (ed25519, rsa-sha2): OpenSSH clients offer it anyway, other clients may not");
             }
             keys.push(key);
         }
@@ -251,6 +254,20 @@ fn validate_users(users: &[SftpUser], profile: SshProfile) -> anyhow::Result<Vec
                     user.name
                 )
             })?;
+            // Each check takes the memory the hash asks for, before anyone is logged in (a
+            // password tried for no user is checked against the first hash): four attempts
+            // at 256 MiB had taken the daemon from 29 MB to 557 MB, kept after them.
+            let memory = argon2::Params::try_from(&parsed).map(|p| p.m_cost());
+            if memory.is_ok_and(|kib| kib > MAX_HASH_KIB) {
+                bail!(
+                    "SFTP user {:?}: password_hash asks for more than {} MiB a check (m={}); \
+                     anyone may make the daemon check passwords before logging in: hash with \
+                     at most m={MAX_HASH_KIB} (argon2id's second RFC 9106 setting)",
+                    user.name,
+                    MAX_HASH_KIB >> 10,
+                    memory.unwrap_or_default()
+                );
+            }
         }
         if keys.is_empty() && user.password_hash.is_none() {
             bail!(
@@ -364,7 +381,7 @@ impl ConnAuth {
         let delay = self
             .logins
             .record_failure(self.peer.ip().to_canonical(), user);
-        tracing::info!(parent: &self.span, method, user = %printable(user),
+        tracing::info!(parent: &self.span, method, user = ?printable(user),
             key = key.as_deref().unwrap_or("-"), attempt = self.failures,
             delay_ms = delay.as_millis() as u64, "authentication failed");
         tokio::time::sleep(delay).await;
@@ -491,7 +508,7 @@ mod tests {
             authorized_keys: vec![ed.into()],
             password_hash: None,
         }];
-        let logins = Logins::new(&users, SshProfile::Compatible).unwrap();
+        let logins = Logins::new(&users).unwrap();
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         for _ in 0..5 {
             logins.record_failure(ip, "other");
@@ -518,5 +535,27 @@ mod tests {
         assert!(parse_authorized_key(&with_opts).is_err());
         assert!(parse_authorized_key("ssh-ed25519 notbase64").is_err());
         assert!(parse_authorized_key("").is_err());
+    }
+
+    /// A password hash that asks for more than 64 MiB a check is refused at start: anyone
+    /// may have passwords checked before logging in, and four attempts at 256 MiB had taken
+    /// the daemon from 29 MB to 557 MB.
+    #[test]
+    fn a_password_hash_asking_for_too_much_memory_is_refused() {
+        let hash = |m: u32| {
+            format!(
+                "$argon2id$v=19$m={m},t=1,p=1$c29tZXNhbHRzYWx0${}",
+                "A".repeat(43)
+            )
+        };
+        let user = |m: u32| SftpUser {
+            name: "hris".into(),
+            authorized_keys: vec![],
+            password_hash: Some(hash(m)),
+        };
+        let err = format!("{:#}", check_users(&[user(262144)]).unwrap_err());
+        assert!(err.contains("more than 64 MiB a check (m=262144)"), "{err}");
+        check_users(&[user(65536)]).unwrap();
+        check_users(&[user(19456)]).unwrap();
     }
 }

@@ -86,8 +86,7 @@ impl SftpServer {
     /// Config mistakes are usage errors (exit 2); a port or folder that cannot be used is a
     /// failure (exit 5).
     pub async fn bind(settings: SftpSettings) -> crate::api::Result<SftpServer> {
-        let logins = Logins::new(&settings.users, settings.profile)
-            .map_err(|e| Error::usage(format!("{e:#}")))?;
+        let logins = Logins::new(&settings.users).map_err(|e| Error::usage(format!("{e:#}")))?;
         if settings.max_upload_bytes == 0 {
             return Err(Error::usage("max_upload_bytes must be greater than 0"));
         }

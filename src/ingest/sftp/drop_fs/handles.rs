@@ -266,7 +266,7 @@ impl Upload {
                 error.map_or_else(|| "its write task failed".to_string(), |e| e.to_string());
             match &self.root {
                 Some(root) => root.upload_failed(&self.span, &self.name, &cause),
-                None => tracing::error!(parent: &self.span, file = %self.name, error = %cause,
+                None => tracing::error!(parent: &self.span, file = ?self.name, error = %cause,
                     "an upload could not be written to disk"),
             }
         }
@@ -322,7 +322,7 @@ impl Upload {
         if self.failed.is_none() {
             self.failed = Some(reason);
             let _ = fs::remove_file(&self.temp);
-            tracing::warn!(parent: &self.span, file = %self.name, bytes = self.extent, reason,
+            tracing::warn!(parent: &self.span, file = ?self.name, bytes = self.extent, reason,
                 "upload discarded");
         }
     }
@@ -355,7 +355,7 @@ impl Upload {
                 };
                 match crate::util::rename_into_free_name(&self.temp, dir, &name) {
                     Ok(kept) => {
-                        tracing::info!(parent: &self.span, file = %self.name, kept_as = %kept,
+                        tracing::info!(parent: &self.span, file = ?self.name, kept_as = ?kept,
                         "a file of that name arrived in /inbox meanwhile: the upload is kept under the next free name")
                     }
                     Err(e) => return Err(self.io_failed(&e)),
@@ -379,7 +379,7 @@ impl Drop for Upload {
     fn drop(&mut self) {
         if !self.committed && self.failed.is_none() {
             let _ = fs::remove_file(&self.temp);
-            tracing::warn!(parent: &self.span, file = %self.name, bytes = self.extent,
+            tracing::warn!(parent: &self.span, file = ?self.name, bytes = self.extent,
                 "upload discarded: the session ended before the file was closed");
         }
     }
