@@ -129,6 +129,8 @@ fn run_job(
             // last file failed until the next upload; a dry run does not (a test run clears no
             // failure that stands), nor a request that failed.
             pipeline.take_filed_for_real();
+            // A panic here fails this request with exit 5, not the client's "daemon stopped"
+            // (4): the engine goes on (see `run`).
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let answered = answer_streamed(
                     pipeline,
