@@ -339,7 +339,7 @@ async fn inbox_apart(client: &RemoteClient, s: &RemoteSettings) -> Result<(), Po
         if client.real_path(dir).await.as_ref() == Some(&inbox) {
             return Err(PollError::Other(anyhow::anyhow!(
                 "source.remote.{key} = {dir:?} is the remote inbox on the server ({inbox:?}): \
-                 nothing is fetched until the config names another folder"
+                 nothing is fetched or moved until the config names another folder"
             )));
         }
     }
@@ -550,7 +550,7 @@ async fn move_one(
 /// the processed folder unread, beside the old roster's reports, and never applied. Looked
 /// at again just before the move, which leaves the one round trip of the rename. (Not
 /// looked at after it: a server whose rename is a copy, such as one on object storage,
-/// gives the moved file a new time, and moving it back had had it fetched again.)
+/// gives the moved file a new time, and moving it back would have it fetched again.)
 async fn move_if_unchanged(
     client: &RemoteClient,
     origin: &RemoteOrigin,
