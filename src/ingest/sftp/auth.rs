@@ -381,7 +381,7 @@ impl ConnAuth {
         let delay = self
             .logins
             .record_failure(self.peer.ip().to_canonical(), user);
-        tracing::info!(parent: &self.span, method, user = ?printable(user),
+        tracing::info!(parent: &self.span, method, user = %crate::logging::ClientText(&clipped(user)),
             key = key.as_deref().unwrap_or("-"), attempt = self.failures,
             delay_ms = delay.as_millis() as u64, "authentication failed");
         tokio::time::sleep(delay).await;
@@ -474,6 +474,16 @@ impl ConnAuth {
                 key = login.fingerprint.as_deref().unwrap_or("-"), "authenticated");
         }
     }
+}
+
+/// Client-supplied text cut to 64 characters (`...` after), for a log field that escapes it
+/// ([`crate::logging::ClientText`]).
+fn clipped(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Client-supplied text made safe and short for a log line.

@@ -114,14 +114,14 @@ impl Handler for DropFs {
             let secs = upload.started.elapsed().as_secs_f64();
             match upload.commit() {
                 Ok((md, elsewhere)) => {
-                    tracing::info!(parent: &span, file = ?upload.name, bytes = md.len(),
+                    tracing::info!(parent: &span, file = %crate::logging::ClientText(&upload.name), bytes = md.len(),
                         seconds = format!("{secs:.3}"), "upload complete");
                     Ok((md, elsewhere))
                 }
                 Err(e) => {
                     upload.failed = Some("close failed");
                     let _ = fs::remove_file(&upload.temp);
-                    tracing::warn!(parent: &span, file = ?upload.name,
+                    tracing::warn!(parent: &span, file = %crate::logging::ClientText(&upload.name),
                         reason = e.error_message.as_deref().unwrap_or(""), "upload discarded at close");
                     Err(e)
                 }

@@ -266,8 +266,10 @@ impl Upload {
                 error.map_or_else(|| "its write task failed".to_string(), |e| e.to_string());
             match &self.root {
                 Some(root) => root.upload_failed(&self.span, &self.name, &cause),
-                None => tracing::error!(parent: &self.span, file = ?self.name, error = %cause,
-                    "an upload could not be written to disk"),
+                None => {
+                    tracing::error!(parent: &self.span, file = %crate::logging::ClientText(&self.name), error = %cause,
+                    "an upload could not be written to disk")
+                }
             }
         }
         self.discard("write error");
@@ -322,7 +324,7 @@ impl Upload {
         if self.failed.is_none() {
             self.failed = Some(reason);
             let _ = fs::remove_file(&self.temp);
-            tracing::warn!(parent: &self.span, file = ?self.name, bytes = self.extent, reason,
+            tracing::warn!(parent: &self.span, file = %crate::logging::ClientText(&self.name), bytes = self.extent, reason,
                 "upload discarded");
         }
     }
@@ -355,7 +357,7 @@ impl Upload {
                 };
                 match crate::util::rename_into_free_name(&self.temp, dir, &name) {
                     Ok(kept) => {
-                        tracing::info!(parent: &self.span, file = ?self.name, kept_as = ?kept,
+                        tracing::info!(parent: &self.span, file = %crate::logging::ClientText(&self.name), kept_as = %crate::logging::ClientText(&kept),
                         "a file of that name arrived in /inbox meanwhile: the upload is kept under the next free name")
                     }
                     Err(e) => return Err(self.io_failed(&e)),
@@ -379,7 +381,7 @@ impl Drop for Upload {
     fn drop(&mut self) {
         if !self.committed && self.failed.is_none() {
             let _ = fs::remove_file(&self.temp);
-            tracing::warn!(parent: &self.span, file = ?self.name, bytes = self.extent,
+            tracing::warn!(parent: &self.span, file = %crate::logging::ClientText(&self.name), bytes = self.extent,
                 "upload discarded: the session ended before the file was closed");
         }
     }

@@ -152,7 +152,7 @@ impl DropFs {
     fn log_refusal(&self, op: &str, path: &str, reason: &str) {
         let n = self.refusals.fetch_add(1, Ordering::Relaxed);
         if n < REFUSALS_LOGGED {
-            tracing::info!(parent: &self.span, op, path = ?truncate(path), reason, "request refused");
+            tracing::info!(parent: &self.span, op, path = %crate::logging::ClientText(&truncate(path)), reason, "request refused");
         } else if n == REFUSALS_LOGGED {
             tracing::warn!(parent: &self.span,
                 "many refused requests: further ones in this session are only counted");
@@ -250,7 +250,7 @@ impl DropFs {
             }
         })?;
 
-        tracing::info!(parent: &self.span, file = ?name, "upload started");
+        tracing::info!(parent: &self.span, file = %crate::logging::ClientText(&name), "upload started");
         let mut upload = Upload::new(name, temp, dest, file, self.span.clone());
         upload.temporary = temporary;
         upload.root = Some(self.root.clone());
@@ -290,7 +290,7 @@ impl DropFs {
                 self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
             }
         })?;
-        tracing::info!(parent: &self.span, path = ?path, "download started");
+        tracing::info!(parent: &self.span, path = %crate::logging::ClientText(&path), "download started");
         self.insert(OpenHandle::Read {
             file: Arc::new(file),
         })
@@ -312,7 +312,7 @@ impl DropFs {
             Ok((upload.name.clone(), parked?))
         })
         .await?;
-        tracing::info!(parent: &self.span, file = ?name, bytes = md.len(),
+        tracing::info!(parent: &self.span, file = %crate::logging::ClientText(&name), bytes = md.len(),
             "upload closed under a temporary name; it is delivered when renamed to its final name");
         self.parked
             .park(name, Waiting::new(temp, attrs_of(&md), span));
@@ -370,7 +370,7 @@ impl DropFs {
         .await?;
         match named {
             Ok(attrs) => {
-                tracing::info!(parent: &self.span, file = ?new, from = ?old, bytes = size,
+                tracing::info!(parent: &self.span, file = %crate::logging::ClientText(&new), from = %crate::logging::ClientText(&old), bytes = size,
                     "upload complete (renamed from its temporary name)");
                 self.parked.delivered(new, attrs, false);
                 Ok(())

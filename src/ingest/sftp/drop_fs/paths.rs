@@ -77,7 +77,7 @@ impl DropRoot {
     /// Logs upload `name` (of the session `span`) that could not be written, `why`, and
     /// tells the hook of it.
     pub(super) fn upload_failed(&self, span: &tracing::Span, name: &str, why: &str) {
-        tracing::error!(parent: span, file = ?name, error = %why,
+        tracing::error!(parent: span, file = %crate::logging::ClientText(name), error = %why,
             "an upload could not be written to disk");
         if let Some(hook) = self.on_failure.get() {
             hook(name, why);
