@@ -20,8 +20,15 @@ const NAMED: usize = 5;
 /// with one warning naming what changed; what cannot be changed (another user's) is warned
 /// about as it is.
 pub fn tighten(data_dir: &Path, paths: &Paths) {
+    // The data dir itself may be a link (`/var/lib/autoprov` → `/srv/autoprov`): followed,
+    // that one only (walked from the link, nothing under it had been looked at).
+    let root = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let host_keys = match paths.host_keys.strip_prefix(data_dir) {
+        Ok(rel) => root.join(rel),
+        Err(_) => paths.host_keys.clone(),
+    };
     let mut changed = Vec::new();
-    walk(data_dir, 0, &paths.host_keys, &mut changed);
+    walk(&root, 0, &host_keys, &mut changed);
     if changed.is_empty() {
         return;
     }
@@ -106,7 +113,11 @@ mod tests {
         let outside = tempfile::NamedTempFile::new().unwrap();
         fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o666)).unwrap();
         std::os::unix::fs::symlink(outside.path(), paths.store.join("link")).unwrap();
-        tighten(dir.path(), &paths);
+        // The data dir named through a link of its own: followed, that one only.
+        let linked = tempfile::tempdir().unwrap();
+        let data_dir = linked.path().join("data");
+        std::os::unix::fs::symlink(dir.path(), &data_dir).unwrap();
+        tighten(&data_dir, &Paths::new(&data_dir));
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&paths.host_keys), 0o700);
         assert_eq!(mode(&key), 0o600);

@@ -532,6 +532,9 @@ impl<S: Store> Pipeline<S> {
                     });
                 }
                 finished?;
+                // Filed for real, whatever its outcome: the engine's last error (its filing
+                // had failed) is cleared after the request that finished it.
+                (self.filed_for_real).store(true, std::sync::atomic::Ordering::Relaxed);
             }
         }
         Ok(filed)
@@ -1231,8 +1234,11 @@ mod tests {
         assert_eq!(fs::read_dir(&processed).unwrap().count(), 0);
         drop(p);
         let p = pipeline(dir.path());
-        p.recover().unwrap();
+        // As a scan or a request finishes it (a restart's recovery would too): filed for
+        // real, so the request that finished it clears the engine's error.
+        assert_eq!(p.finish_all_unfiled().unwrap(), 1);
         assert!(processed.join(&entry.stored_as).exists());
+        assert!(p.take_filed_for_real());
         let (files, entry) = (p.store.files().unwrap(), entry.clone());
         assert_eq!(
             files,
