@@ -27,29 +27,43 @@ pub fn tighten(data_dir: &Path, paths: &Paths) {
         Ok(rel) => root.join(rel),
         Err(_) => paths.host_keys.clone(),
     };
-    let mut changed = Vec::new();
-    walk(&root, 0, &host_keys, &mut changed);
-    if changed.is_empty() {
-        return;
+    let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
+    walk(&root, 0, &host_keys, (&mut changed, &mut unchanged));
+    if !changed.is_empty() {
+        tracing::warn!(
+            "files or folders of the data dir were open to others than autoprov (group write, \
+             or others' rights): tightened: {}",
+            named(&changed)
+        );
     }
-    let named: Vec<String> = (changed.iter().take(NAMED))
-        .map(|p| p.display().to_string())
-        .collect();
-    let more = match changed.len().saturating_sub(NAMED) {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
-    tracing::warn!(
-        "{} was open to others than autoprov (group write, or others' rights): tightened: {}{more}",
-        match changed.len() {
-            1 => "one file or folder",
-            _ => "files and folders",
-        },
-        named.join(", ")
-    );
+    if !unchanged.is_empty() {
+        tracing::warn!(
+            "files or folders of the data dir are open to others than autoprov and cannot be \
+             tightened (another user's?): {}; tighten them",
+            named(&unchanged)
+        );
+    }
 }
 
-fn walk(path: &Path, depth: usize, host_keys: &Path, changed: &mut Vec<PathBuf>) {
+/// The first [`NAMED`] of `paths`, and how many more.
+fn named(paths: &[(PathBuf, String)]) -> String {
+    let shown: Vec<String> = (paths.iter().take(NAMED))
+        .map(|(p, why)| format!("{}{why}", p.display()))
+        .collect();
+    match paths.len().saturating_sub(NAMED) {
+        0 => shown.join(", "),
+        n => format!("{} and {n} more", shown.join(", ")),
+    }
+}
+
+/// What a walk tightened, and what it could not, each with its modes (and why not).
+type Found<'a> = (
+    &'a mut Vec<(PathBuf, String)>,
+    &'a mut Vec<(PathBuf, String)>,
+);
+
+/// Tightens `path` and, below [`DEPTH`], what it holds, not following a symlink.
+fn walk(path: &Path, depth: usize, host_keys: &Path, found: Found<'_>) {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
@@ -64,12 +78,12 @@ fn walk(path: &Path, depth: usize, host_keys: &Path, changed: &mut Vec<PathBuf>)
     if mode & taken != 0 {
         let strict = mode & !taken;
         match std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict)) {
-            Ok(()) => changed.push(path.to_path_buf()),
-            Err(e) => tracing::warn!(
-                "{} is mode {mode:04o}, open to others than autoprov, and cannot be set to \
-                 {strict:04o} ({e}): tighten it",
-                path.display()
-            ),
+            Ok(()) => found
+                .0
+                .push((path.to_path_buf(), format!(" ({mode:04o} → {strict:04o})"))),
+            Err(e) => found
+                .1
+                .push((path.to_path_buf(), format!(" ({mode:04o}: {e})"))),
         }
     }
     if meta.is_dir()
@@ -77,7 +91,12 @@ fn walk(path: &Path, depth: usize, host_keys: &Path, changed: &mut Vec<PathBuf>)
         && let Ok(entries) = std::fs::read_dir(path)
     {
         for entry in entries.flatten() {
-            walk(&entry.path(), depth + 1, host_keys, changed);
+            walk(
+                &entry.path(),
+                depth + 1,
+                host_keys,
+                (&mut *found.0, &mut *found.1),
+            );
         }
     }
 }
