@@ -486,13 +486,9 @@ fn clipped(s: &str) -> String {
     out
 }
 
-/// Client-supplied text made safe and short for a log line.
+/// Client-supplied text made safe and short for a log line: [`clipped`], escaped.
 pub(super) fn printable(s: &str) -> String {
-    let mut out: String = s.chars().take(64).flat_map(char::escape_default).collect();
-    if s.chars().count() > 64 {
-        out.push_str("...");
-    }
-    out
+    clipped(s).chars().flat_map(char::escape_default).collect()
 }
 
 #[cfg(test)]
