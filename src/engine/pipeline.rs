@@ -127,6 +127,18 @@ pub struct Pipeline<S: Store> {
     /// as theirs ([`super::asker`]: a file system without user attributes): audited as
     /// theirs whichever request or scan processes them, while the daemon runs.
     unmarked: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The file in inbox/ being processed now, and since when: `status` names it apart
+    /// from the files waiting (it had been counted as waiting while it was applied).
+    in_hand: std::sync::Mutex<Option<(String, std::time::SystemTime)>>,
+}
+
+/// Names the file [`Pipeline::in_hand`] while it lives; the name is let go when it drops.
+pub(super) struct InHand<'a>(&'a std::sync::Mutex<Option<(String, std::time::SystemTime)>>);
+
+impl Drop for InHand<'_> {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 impl<S: Store> Pipeline<S> {
@@ -146,6 +158,21 @@ impl<S: Store> Pipeline<S> {
     /// held file decided; a dry run is not).
     pub(super) fn take_filed_for_real(&self) -> bool {
         (self.filed_for_real).swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The file in inbox/ being processed now, and since when.
+    pub fn in_hand(&self) -> Option<(String, std::time::SystemTime)> {
+        self.in_hand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Names `name` as the file being processed until the guard drops.
+    pub(super) fn take_in_hand(&self, name: &str) -> InHand<'_> {
+        let now = std::time::SystemTime::now();
+        *self.in_hand.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_string(), now));
+        InHand(&self.in_hand)
     }
 
     /// Asks loops over waiting files to stop after the file in progress.
@@ -173,6 +200,7 @@ impl<S: Store> Pipeline<S> {
             room_to_spare: ROOM_TO_SPARE,
             recovered: Default::default(),
             unmarked: Default::default(),
+            in_hand: Default::default(),
         })
     }
 
@@ -362,7 +390,9 @@ impl<S: Store> Pipeline<S> {
             _ => None,
         };
         let by = asked.as_deref().unwrap_or(by);
+        let in_hand = self.take_in_hand(name);
         let processed = self.process_file(name, bytes, by);
+        drop(in_hand);
         if processed.is_ok() {
             self.forget_unmarked(name);
         }

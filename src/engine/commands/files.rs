@@ -24,7 +24,7 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         .iter()
         .filter(|f| f.status == FileStatus::Held)
         .collect();
-    let waiting = p.waiting()?;
+    let (waiting, in_hand) = waiting_and_in_hand(p)?;
     let j = json!({
         "data_dir": p.cfg.data_dir,
         "mode": format!("{:?}", p.cfg.source.mode).to_lowercase(),
@@ -40,6 +40,7 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         },
         "last_file": last.map(|f| json!({"id": f.id, "name": f.stored_as, "status": f.status.as_str(), "processed_at": f.processed_at, "summary": f.summary})),
         "waiting": waiting,
+        "processing": in_hand.as_ref().map(|(name, since)| json!({"name": name, "since": crate::util::rfc3339(*since)})),
         "held": held.iter().map(|f| json!({"id": f.id, "name": f.stored_as})).collect::<Vec<_>>(),
         "daemon": Value::Null,
     });
@@ -91,7 +92,7 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         }
         None => t.push_str("last file: none yet\n"),
     }
-    let _ = writeln!(t, "waiting:   {}", waiting.len());
+    write_queue(&mut t, &waiting, &in_hand);
     for f in &held {
         let _ = writeln!(
             t,
@@ -103,6 +104,29 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
         );
     }
     Ok(Response::ok(j, t))
+}
+
+/// The files waiting in inbox/, and the one being processed (with when it was taken up),
+/// named apart: it stays in inbox/ until it is filed, and had been counted as waiting. Its
+/// name is read after the listing, so a file taken up in between is not counted twice.
+fn waiting_and_in_hand<S: Store>(p: &Pipeline<S>) -> crate::api::Result<(Vec<String>, InHand)> {
+    let mut waiting = p.waiting()?;
+    let in_hand = p.in_hand();
+    if let Some((name, _)) = &in_hand {
+        waiting.retain(|w| w != name);
+    }
+    Ok((waiting, in_hand))
+}
+
+type InHand = Option<(String, std::time::SystemTime)>;
+
+/// `status`' lines of the file being processed and the count of those waiting.
+fn write_queue(t: &mut String, waiting: &[String], in_hand: &InHand) {
+    if let Some((name, since)) = in_hand {
+        let since = crate::util::rfc3339(*since);
+        let _ = writeln!(t, "processing: {} since {since}", escape_controls(name));
+    }
+    let _ = writeln!(t, "waiting:   {}", waiting.len());
 }
 
 /// Runs a `files`, `status`, `backup` or `audit` request.
@@ -234,4 +258,47 @@ fn files_list<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
 /// The answer for a file id the ledger does not have (exit 1).
 fn no_file(id: u64) -> Response {
     Response::fail(exit::NO, format!("no file {id}: see `autoprov files list`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::{Output, Request, exit};
+    use crate::engine::commands::execute;
+    use crate::engine::filing::Content;
+
+    /// The file being processed is named apart in `status` (it stays in inbox/ until it is
+    /// filed): it had been counted as waiting while it was applied.
+    #[test]
+    fn status_names_the_file_in_hand_apart_from_those_waiting() {
+        let (_dir, p) = crate::engine::tests::pipeline();
+        let mut names = Vec::new();
+        for name in ["first.csv", "second.csv"] {
+            let bytes: &[u8] = b"employee_id,email\n1,a@x.io\n";
+            let received = p.receive(name, Content::Stream(&mut &bytes[..]), false, None);
+            names.push(received.unwrap().0);
+        }
+        let status = |output| execute(&p, Request::Status {}, "root", output);
+        let in_hand = p.take_in_hand(&names[0]);
+        let r = status(Output::Json);
+        assert_eq!(r.exit, exit::OK, "{}", r.text);
+        assert_eq!(r.json["waiting"], serde_json::json!([names[1]]));
+        assert_eq!(r.json["processing"]["name"], names[0].as_str());
+        assert!(
+            r.json["processing"]["since"]
+                .as_str()
+                .unwrap()
+                .ends_with('Z')
+        );
+        let text = status(Output::Text).text;
+        assert!(
+            text.contains(&format!("processing: {} since ", names[0])),
+            "{text}"
+        );
+        assert!(text.contains("waiting:   1\n"), "{text}");
+        drop(in_hand);
+        let r = status(Output::Json);
+        assert_eq!(r.json["waiting"], serde_json::json!(names));
+        assert!(r.json["processing"].is_null(), "{}", r.json);
+        assert!(!status(Output::Text).text.contains("processing:"));
+    }
 }
