@@ -239,6 +239,18 @@ struct Notifications {
     tasks: TaskTracker,
 }
 
+/// Reads poll mode's pinned host key and private key as each connection will: a typo is a
+/// config error (exit 2) at the start. A private key its group or others may read is warned
+/// of (OpenSSH's client refuses such a key; it is used here, as before).
+fn check_poll_keys(settings: &crate::ingest::poll::client::RemoteSettings) -> Result<()> {
+    crate::ingest::poll::client::keys(settings).map_err(|e| Error::usage(format!("{e:#}")))?;
+    let key = "source.remote.private_key";
+    if let Some(warning) = crate::config::hris::shared_warning(key, &settings.private_key) {
+        tracing::warn!("{warning}");
+    }
+    Ok(())
+}
+
 impl Notifications {
     fn start(
         cfg: &Config,
@@ -358,8 +370,7 @@ async fn start_source(
                 .as_ref()
                 .expect("validated: poll mode has [source.remote]");
             let settings = crate::ingest::poll::settings(remote, cfg);
-            crate::ingest::poll::client::keys(&settings)
-                .map_err(|e| Error::usage(format!("{e:#}")))?;
+            check_poll_keys(&settings)?;
             tracing::info!(host = %remote.host, port = remote.port, inbox = %remote.inbox, "polling the remote SFTP server");
             let link = Arc::new(PollLink::default());
             state.lock().expect("state lock").source = Some(link.clone());

@@ -62,10 +62,13 @@ impl Setup {
         )
     }
 
-    /// Writes a secret file (with a trailing newline) and returns its path as TOML.
+    /// Writes a secret file (with a trailing newline, mode 0600 as the README asks) and
+    /// returns its path as TOML.
     fn secret(&self, name: &str, value: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
         let path = self.env.root().join(name);
         std::fs::write(&path, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         format!("{:?}", path.display().to_string())
     }
 
@@ -318,6 +321,8 @@ fn bamboohr_fetch_gives_what_the_same_roster_as_a_file_gives() {
         &daemon,
         &[API_KEY, &base64(format!("{API_KEY}:x").as_bytes())],
     );
+    // The key file is the daemon's user's alone (0600): no warning.
+    assert!(!daemon.log().contains("has mode"), "{}", daemon.log());
     daemon.stop();
 }
 
@@ -337,10 +342,22 @@ fn workday_basic_fetch_gives_what_the_same_roster_as_a_file_gives() {
         )
     });
     add_rules(&s.env);
+    // A secret file its group may read is used, and warned of at the start.
+    let password = s.env.root().join("workday.password");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o640);
+        std::fs::set_permissions(&password, mode).unwrap();
+    }
     let daemon = Daemon::start(&s.env);
     let files = wait_fetched(&s.env, 1);
     assert_expected_accounts(&s.env);
     assert_same_as_file(&s.env, &roster_csv(&roster()));
+    let warning = format!(
+        "source.hris.workday.password_file = {}: the file has mode 0640",
+        password.display()
+    );
+    assert!(daemon.log().contains(&warning), "{}", daemon.log());
     let stored = std::fs::read_to_string(
         s.env
             .drop_dir("processed")

@@ -245,7 +245,28 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
             path.display()
         );
     }
+    if let Some(warning) = shared_warning(key, path) {
+        tracing::warn!("{warning}");
+    }
     Ok(Secret(text))
+}
+
+/// A warning when the file `path` that config key `key` names (a secret, read by the
+/// daemon at its start) can be read or written by its group or others: such a file is
+/// used, as before, but the README asks for the daemon's user alone (0600) or
+/// `LoadCredential=`; the group is how people reach the control socket, so a member who
+/// may only read had the HR system's key without a word.
+pub fn shared_warning(key: &str, path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{key} = {}: the file has mode {mode:04o}, so its group or others can read or \
+             change the secret: give it mode 0600, owned by the daemon's user, or pass it \
+             with systemd's LoadCredential= (README)",
+            path.display()
+        )
+    })
 }
 
 /// Checks `value` of config key `key` is an `https://` URL with a host. The messages show
@@ -652,5 +673,32 @@ mod tests {
         std::fs::write(&path, "\n\r\n").unwrap();
         let err = format!("{:#}", read_secret("k", &path).unwrap_err());
         assert!(err.contains("only blank space or line breaks"), "{err}");
+    }
+
+    /// A secret file its group or others may read or change is warned of, naming the key,
+    /// the file and its mode; one of the daemon's user alone is not.
+    #[test]
+    fn a_secret_file_others_may_read_is_warned_of() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let chmod = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        for mode in [0o600, 0o400, 0o700] {
+            chmod(mode).unwrap();
+            assert_eq!(shared_warning("k", &path), None, "{mode:o}");
+        }
+        for mode in [0o640, 0o644, 0o604, 0o620, 0o602] {
+            chmod(mode).unwrap();
+            let warning = shared_warning("notify.webhook_url_file", &path).unwrap();
+            assert!(
+                warning.starts_with(&format!("notify.webhook_url_file = {}: ", path.display()))
+                    && warning.contains(&format!("mode {mode:04o}"))
+                    && warning.contains("0600"),
+                "{warning}"
+            );
+            assert!(!warning.contains("s3cret"), "{warning}");
+        }
+        assert_eq!(shared_warning("k", &dir.path().join("gone")), None);
     }
 }
