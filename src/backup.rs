@@ -471,7 +471,7 @@ fn check_restored(
     })?;
     let undone = format!("rolled back by the restore of {} at {now}", shown.display());
     (restored.rolled_back, restored.audit_unread) = keep_rolled_back(&s, before, &undone)?;
-    restored.unknown = crate::restore_notes::unknown(&s, paths)?;
+    restored.unknown = crate::restore_notes::unknown(&s, paths, &restored.created_at)?;
     s.append_audit(crate::store::AuditNote {
         at: now,
         user: user.to_string(),
@@ -840,8 +840,8 @@ mod tests {
         let held = paths.folder("held");
         fs::create_dir_all(&held).unwrap();
         for name in [
-            "20261207T000000Z_x.csv",
-            "20261207T000000Z_x.csv.report.json",
+            "29991207T000000Z_x.csv",
+            "29991207T000000Z_x.csv.report.json",
         ] {
             fs::write(held.join(name), b"x").unwrap();
         }
@@ -854,7 +854,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.rolled_back, [2, 3], "the backup written is no change");
-        assert_eq!(r.unknown.held, ["20261207T000000Z_x.csv"]);
+        assert_eq!(r.unknown.held, ["29991207T000000Z_x.csv"]);
         assert!(r.replaced.is_some());
         let store = SledStore::open(&paths.store).unwrap();
         let audit: Vec<(u64, String)> = (store.audit(None).unwrap().into_iter())
@@ -877,7 +877,7 @@ mod tests {
         assert_eq!(audit[4].0, 5, "{audit:?}");
         let detail = &audit[4].1;
         assert!(detail.contains("(2–3) are kept"), "{detail}");
-        assert!(detail.contains("20261207T000000Z_x.csv"), "{detail}");
+        assert!(detail.contains("29991207T000000Z_x.csv"), "{detail}");
     }
 
     /// A store that did not grow out of the backup (started afresh, its numbers from 1):

@@ -4,8 +4,10 @@
 
 use crate::layout::Paths;
 use crate::store::{FileStatus, SledStore, Store, StoreResult};
+use crate::util::compact_timestamp;
 use std::collections::HashSet;
 use std::fs;
+use std::path::PathBuf;
 
 /// How many names of a kind a note lists (the newest); the rest are counted.
 const LISTED: usize = 5;
@@ -24,11 +26,32 @@ pub struct Unknown {
     /// after the backup), and the folder it is in now if any: approval cannot apply them,
     /// and they block every later file.
     pub held_gone: Vec<(u64, String, Option<&'static str>)>,
+    /// processed/ and held/, as paths a command takes from any folder.
+    pub folders: (PathBuf, PathBuf),
 }
 
-/// [`Unknown`] of the store `restored` over the drop folders of `paths`.
-pub fn unknown(restored: &SledStore, paths: &Paths) -> StoreResult<Unknown> {
+/// The time a stored name starts with (`20261207T173841Z_r.csv`: when it was filed), as
+/// [`compact_timestamp`] writes it; `None` for a name not stored so (put there by hand).
+fn filed_at(name: &str) -> Option<&str> {
+    let stamp = name.get(..16)?;
+    let b = stamp.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    (digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z').then_some(stamp)
+}
+
+/// [`Unknown`] of the store `restored`, from a backup written at `backup_at` (RFC 3339),
+/// over the drop folders of `paths`. A roster filed before the backup that its ledger does
+/// not know was rolled back by an earlier restore: not named (it had been named as the
+/// newest to process again, an old roster that would take rights away from people the
+/// later ones had given them to).
+pub fn unknown(restored: &SledStore, paths: &Paths, backup_at: &str) -> StoreResult<Unknown> {
     let files = restored.files()?;
+    let since = crate::util::utc_second(backup_at).map(|t| compact_timestamp(&t));
+    // A name without a stamp, or a backup time not read, is named as before.
+    let after = |n: &str| match (&since, filed_at(n)) {
+        (Some(since), Some(at)) => at >= since.as_str(),
+        _ => true,
+    };
     // A roster in processed/ is known when the ledger has it decided (applied, or a dry
     // run: one stored as `x.dryrun-2.csv` no longer ends like one, and had been named to
     // process again, for real); one it holds as held was approved after the backup, and
@@ -42,11 +65,19 @@ pub fn unknown(restored: &SledStore, paths: &Paths) -> StoreResult<Unknown> {
         .map(|f| f.stored_as.as_str())
         .collect();
     let held_folder = paths.folder("held");
+    let absolute = |folder: &str| {
+        let path = paths.folder(folder);
+        std::path::absolute(&path).unwrap_or(path)
+    };
     Ok(Unknown {
-        held: rosters_in(paths, "held", |n| !held_known.contains(n)),
+        held: rosters_in(paths, "held", |n| !held_known.contains(n) && after(n)),
+        // One the ledger holds as held was approved after the backup, whenever it arrived.
         applied: rosters_in(paths, "processed", |n| {
-            !known.contains(n) && !crate::layout::is_dry_run(n)
+            !known.contains(n)
+                && !crate::layout::is_dry_run(n)
+                && (held_known.contains(n) || after(n))
         }),
+        folders: (absolute("processed"), absolute("held")),
         held_gone: (files.iter())
             .filter(|f| f.status == FileStatus::Held)
             .filter(|f| !held_folder.join(&f.stored_as).exists())
@@ -111,16 +142,18 @@ impl Unknown {
                 "processed/ holds {} roster(s) applied after the backup, which the restored \
                  ledger does not hold as applied: {}; the accounts are as the backup left them, so what \
                  they changed is undone (leavers they deactivated are active again): \
-                 process the newest again (`autoprov process drop/processed/{last}`)",
+                 process the newest again (`autoprov process {}`)",
                 self.applied.len(),
-                newest(&self.applied)
+                newest(&self.applied),
+                self.folders.0.join(last).display()
             ));
         }
         if !self.held.is_empty() {
             notes.push(format!(
                 "held/ holds files held after the backup, unknown to the restored ledger: {}; \
-                 process each again (`autoprov process drop/held/NAME`) or remove it",
-                self.held.join(", ")
+                 process each again (`autoprov process {}`) or remove it",
+                self.held.join(", "),
+                self.folders.1.join("NAME").display()
             ));
         }
         notes
@@ -192,7 +225,7 @@ mod tests {
         ] {
             fs::write(processed.join(name), b"x").unwrap();
         }
-        let unknown = unknown(&store, &paths).unwrap();
+        let unknown = unknown(&store, &paths, "2026-12-01T12:00:00Z").unwrap();
         assert_eq!(
             unknown.applied,
             [
@@ -217,10 +250,51 @@ mod tests {
         );
         assert!(
             notes[1].contains("3 roster(s) applied after the backup")
-                && notes[1].ends_with("`autoprov process drop/processed/20261205T000000Z_e.csv`)"),
+                && notes[1].ends_with(&format!(
+                    "`autoprov process {}`)",
+                    std::path::absolute(&processed)
+                        .unwrap()
+                        .join("20261205T000000Z_e.csv")
+                        .display()
+                )),
             "{}",
             notes[1]
         );
+    }
+
+    /// A roster filed before the backup that its ledger does not know was rolled back by an
+    /// earlier restore: it is not named to process again (the restore had named it as the
+    /// newest, an old roster that would take away rights later ones gave); one filed after
+    /// the backup, or held in the ledger and approved since, is.
+    #[test]
+    fn a_roster_an_earlier_restore_rolled_back_is_not_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = SledStore::open(&paths.store).unwrap();
+        let applied = "20261207T174140Z_r11.csv";
+        samples::commit_entry(&store, &entry(14, applied, FileStatus::Applied));
+        let approved = "20261207T170000Z_h.csv";
+        samples::commit_entry(&store, &entry(15, approved, FileStatus::Held));
+        for folder in ["processed", "held"] {
+            fs::create_dir_all(paths.folder(folder)).unwrap();
+        }
+        let orphan = "20261207T173841Z_r4.csv";
+        let later = "20261207T174500Z_r12.csv";
+        for name in [applied, approved, orphan, later, "by-hand.csv"] {
+            fs::write(paths.folder("processed").join(name), b"x").unwrap();
+        }
+        for name in ["20261207T173000Z_old.csv", "20261207T174600Z_new.csv"] {
+            fs::write(paths.folder("held").join(name), b"x").unwrap();
+        }
+        let found = unknown(&store, &paths, "2026-12-07T17:42:00Z").unwrap();
+        assert_eq!(found.applied, [approved, later, "by-hand.csv"]);
+        assert_eq!(found.held, ["20261207T174600Z_new.csv"]);
+        // A backup time that cannot be read names every roster the ledger does not know.
+        let unread = unknown(&store, &paths, "yesterday").unwrap();
+        assert_eq!(unread.applied, [approved, orphan, later, "by-hand.csv"]);
+        assert_eq!(filed_at("20261207T173841Z"), Some("20261207T173841Z"));
+        assert_eq!(filed_at("2026120XT173841Z_a.csv"), None);
+        assert_eq!(filed_at("é"), None);
     }
 
     #[test]
