@@ -467,6 +467,65 @@ fn the_header_counts_only_from_trusted_proxies() {
     d.stop();
 }
 
+/// A page of another site whose name was pointed at 127.0.0.1 (DNS rebinding) is
+/// same-origin with itself: a browser on the proxy's host lets its script send the SSO
+/// header, read a form's token and post it, `Origin` matching `Host`. The header is
+/// believed only on a request addressed to an address, `localhost` or a name of
+/// `web.allowed_hosts`: such a page had added a Super Admin as the org admin it named.
+#[test]
+fn a_rebound_page_cannot_act_as_anyone() {
+    let env = web_env("allowed_hosts = [\"autoprov.acme.example\"]");
+    let d = Daemon::start(&env);
+    let web = Web::of(&env);
+    let port = web.base.rsplit(':').next().unwrap().to_string();
+    let evil = format!("evil.example:{port}");
+    let origin = format!("http://{evil}");
+    let rebound = [
+        ("Host", evil.as_str()),
+        ("X-Forwarded-Email", LEAD),
+        ("Sec-Fetch-Site", "same-origin"),
+    ];
+    let a = web.get("/rules", &rebound);
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.body.contains("not in web.allowed_hosts"), "{}", a.body);
+    assert_eq!(web.get("/api/v1/admins", &rebound).status, 401);
+    let form = [
+        ("employee_id", "ATTACKER"),
+        ("email", "attacker@evil.example"),
+        ("role", "Super Admin"),
+        ("csrf", &csrf(&env, LEAD)),
+    ];
+    let posted = [
+        rebound[0],
+        rebound[1],
+        rebound[2],
+        ("Origin", origin.as_str()),
+    ];
+    let a = web.post("/admins", &posted, &form);
+    assert_eq!(a.status, 401, "{}", a.body);
+    let (code, out, _) = env.run(&["auth", "check", "attacker@evil.example"]);
+    assert_eq!(code, 1, "{out}");
+    // The name the proxy passes on, an address, or localhost: believed.
+    for host in [
+        "autoprov.acme.example".to_string(),
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+    ] {
+        let a = web.get(
+            "/api/v1/rules",
+            &[("Host", host.as_str()), ("X-Forwarded-Email", LEAD)],
+        );
+        assert_eq!(a.status, 200, "{host}: {}", a.body);
+    }
+    assert!(
+        d.log()
+            .contains("not an address, localhost or one of web.allowed_hosts"),
+        "{}",
+        d.log()
+    );
+    d.stop();
+}
+
 #[test]
 fn forms_need_the_persons_token_and_this_site() {
     let env = web_env("");

@@ -528,6 +528,7 @@ impl Config {
             "web.trusted_proxies",
             "web.org_admins",
             "web.org_admin_roles",
+            "web.allowed_hosts",
         ]
         .map(str::to_string)
         .to_vec();

@@ -36,6 +36,10 @@ pub struct Web {
     /// email. Accepted only with a loopback `listen`, and logged as a warning at start-up.
     #[serde(default)]
     pub dev_user: Option<String>,
+    /// Host names (besides IP addresses and `localhost`) a request believed on the SSO
+    /// proxy's header may be addressed to: the name the proxy passes on in `Host`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Web {
@@ -48,6 +52,7 @@ impl Default for Web {
             org_admin_roles: None,
             api_tokens_file: None,
             dev_user: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -61,6 +66,20 @@ fn default_trusted_proxies() -> Vec<IpNet> {
         .iter()
         .map(|c| c.parse().expect("valid CIDR"))
         .collect()
+}
+
+/// A DNS name as `web.allowed_hosts` lists it: letters, digits, `-` and `.`, `*.` before a
+/// name for any name under it.
+fn is_host_name(text: &str) -> bool {
+    let name = text.trim().strip_prefix("*.").unwrap_or(text.trim());
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 /// The role whose accounts may change, unless `web.org_admin_roles` says otherwise.
@@ -107,6 +126,20 @@ fn optional_path<'de, D: Deserializer<'de>>(
 }
 
 impl Web {
+    /// Whether `name` (a `Host` header's name, in lower case, its port and final dot taken
+    /// off) is one of `web.allowed_hosts`, or under a `*.` entry.
+    pub fn host_allowed(&self, name: &str) -> bool {
+        self.allowed_hosts.iter().any(|allowed| {
+            let allowed = allowed.trim().trim_end_matches('.').to_ascii_lowercase();
+            match allowed.strip_prefix("*.") {
+                Some(parent) => name
+                    .strip_suffix(parent)
+                    .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+                None => name == allowed,
+            }
+        })
+    }
+
     /// Checks what serde cannot: the dev setting's loopback rule, the header's name, the
     /// emails and roles named (`roles` = `provisioning.roles`).
     pub fn validate(&self, roles: &[String]) -> Result<()> {
@@ -124,6 +157,12 @@ impl Web {
             bail!(
                 "web.user_header = \"{}\" is not a header name",
                 self.user_header
+            );
+        }
+        if let Some(bad) = self.allowed_hosts.iter().find(|h| !is_host_name(h)) {
+            bail!(
+                "web.allowed_hosts: \"{bad}\" is not a host name; write the name browsers use, \
+                 without scheme, port or path (e.g. \"autoprov.acme.example\")"
             );
         }
         if let Some(bad) = self.org_admins.iter().find(|e| !is_well_formed_email(e)) {
@@ -190,6 +229,38 @@ mod tests {
 
     fn roles() -> Vec<String> {
         vec!["Super Admin".into(), "IT Admin".into()]
+    }
+
+    #[test]
+    fn allowed_hosts_are_host_names() {
+        for good in [
+            "autoprov.acme.example",
+            "*.acme.example",
+            "intranet",
+            "a-b.c1.example",
+        ] {
+            let w = Web {
+                allowed_hosts: vec![good.into()],
+                ..Web::default()
+            };
+            assert!(w.validate(&roles()).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "https://a.example",
+            "a.example:8080",
+            "a.example/",
+            "a..example",
+            "a b",
+            "*",
+        ] {
+            let w = Web {
+                allowed_hosts: vec![bad.into()],
+                ..Web::default()
+            };
+            let e = w.validate(&roles()).unwrap_err().to_string();
+            assert!(e.starts_with("web.allowed_hosts: "), "{e}");
+        }
     }
 
     #[test]

@@ -86,6 +86,21 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
             )));
         }
     }
+    // Addressed by a name the organization gave the section: a page of another site that
+    // points its own name at this machine (DNS rebinding) is same-origin with itself, so a
+    // browser here lets it send the header, read the forms' tokens and post them, its
+    // `Origin` matching its `Host`; from loopback, the header had been believed.
+    if let Some(name) = foreign_host(web, headers) {
+        super::refusals::FOREIGN_HOST.warn(
+            peer,
+            &format!("request addressed to {name:?}, not an address, localhost or one of web.allowed_hosts, refused"),
+        );
+        return Err(Denied::unauthorized(format!(
+            "not signed in: this request is addressed to \"{name}\", which is not in \
+             web.allowed_hosts (add the name your SSO proxy passes on in Host; a page of another \
+             site pointing its name at this machine would otherwise act as anyone signed in here)"
+        )));
+    }
     // UTF-8, not ASCII only: an address with a non-ASCII local part passes `auth check`.
     // ASCII spaces only: one beyond ASCII (U+3000) around it is no part of an address.
     let email = std::str::from_utf8(value.as_bytes())
@@ -123,6 +138,25 @@ pub(super) fn addressed_locally(headers: &HeaderMap) -> bool {
     name == "localhost"
         || name.ends_with(".localhost")
         || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The name a request is addressed to (its `Host`), when that is not an IP address,
+/// `localhost` (or a name under it) nor one of `web.allowed_hosts`; `None` for a request
+/// without `Host` (HTTP/1.0, which no browser sends) or one addressed as allowed.
+fn foreign_host(web: &Web, headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?;
+    let host = String::from_utf8_lossy(host.as_bytes())
+        .trim()
+        .to_ascii_lowercase();
+    let name = csrf::split_authority(&host).0.trim_end_matches('.');
+    let allowed = name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<IpAddr>().is_ok()
+        || web.host_allowed(name);
+    (!allowed).then(|| {
+        let shown = crate::core::model::escape_controls(name);
+        shown.chars().take(100).collect()
+    })
 }
 
 /// A header given more than once.
@@ -508,6 +542,66 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
+    }
+
+    /// The header is believed only on a request addressed to an IP address, `localhost` or
+    /// a name of `web.allowed_hosts`: a page of another site whose name was pointed at
+    /// 127.0.0.1 (DNS rebinding) had been believed from loopback, and acted as anyone.
+    #[test]
+    fn the_header_counts_only_on_a_request_addressed_by_an_allowed_name() {
+        let web = Web {
+            allowed_hosts: vec![
+                "autoprov.acme.example".into(),
+                "*.admin.acme.example".into(),
+            ],
+            ..Web::default()
+        };
+        let addressed = |host: &str| {
+            let h = headers(&[("Host", host), ("X-Forwarded-Email", "lead@acme.example")]);
+            claim(&web, &h, ip("127.0.0.1"))
+        };
+        for host in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "10.0.0.5:8080",
+            "localhost:8080",
+            "a.localhost",
+            "AutoProv.Acme.Example",
+            "autoprov.acme.example.:443",
+            "eu.admin.acme.example",
+        ] {
+            assert_eq!(
+                addressed(host).unwrap(),
+                Claim::Email("lead@acme.example".into()),
+                "{host}"
+            );
+        }
+        for host in [
+            "evil.example:8080",
+            "autoprov.acme.example.evil.example",
+            "admin.acme.example",
+            "xadmin.acme.example",
+            "localhost.evil.example",
+        ] {
+            let d = addressed(host).unwrap_err();
+            assert_eq!(d.status, StatusCode::UNAUTHORIZED, "{host}");
+            assert!(
+                d.message.contains("not in web.allowed_hosts"),
+                "{}",
+                d.message
+            );
+        }
+        // With none listed, a name is refused and an address is not.
+        let none = Web::default();
+        let h = |host: &str| headers(&[("Host", host), ("X-Forwarded-Email", "lead@acme.example")]);
+        assert!(claim(&none, &h("autoprov.acme.example"), ip("127.0.0.1")).is_err());
+        assert!(claim(&none, &h("127.0.0.1:8080"), ip("127.0.0.1")).is_ok());
+        // A token is not the header's: its request may be addressed by any name.
+        let token = headers(&[("Host", "evil.example"), ("Authorization", "Bearer ap_1")]);
+        assert_eq!(
+            claim(&none, &token, ip("127.0.0.1")).unwrap(),
+            Claim::Token("ap_1".into())
+        );
     }
 
     #[test]

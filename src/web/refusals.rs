@@ -25,6 +25,10 @@ struct State {
 /// An SSO header from an address outside `web.trusted_proxies`.
 pub static FORGED_HEADER: Refusals = Refusals::new();
 
+/// An SSO header on a request addressed to a name outside `web.allowed_hosts` (DNS
+/// rebinding, or a proxy's public name not listed yet).
+pub static FOREIGN_HOST: Refusals = Refusals::new();
+
 /// An `Authorization: Bearer` token not listed in `web.api_tokens_file`.
 pub static UNKNOWN_TOKEN: Refusals = Refusals::new();
 
