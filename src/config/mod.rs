@@ -715,8 +715,14 @@ impl Config {
         if let Some((key, _)) = durations.iter().find(|(_, d)| d.is_zero()) {
             bail!("{key} must be longer than 0s");
         }
-        if source.max_upload_bytes == 0 {
-            bail!("source.max_upload_bytes must be greater than 0");
+        // A roster limit of 0 rejects every file: a daemon that does not do its work.
+        let sizes = [
+            ("source.max_upload_bytes", source.max_upload_bytes),
+            ("roster.max_bytes", self.roster.max_bytes),
+            ("roster.max_rows", self.roster.max_rows),
+        ];
+        if let Some((key, _)) = sizes.iter().find(|(_, n)| *n == 0) {
+            bail!("{key} must be greater than 0");
         }
         if source.max_connections_per_ip == 0 {
             bail!("source.max_connections_per_ip must be at least 1");
@@ -1097,6 +1103,14 @@ mod tests {
         for key in ["max_upload_bytes", "max_connections_per_ip"] {
             let err = format!("{:#}", load(&format!("[source]\n{key} = 0\n")).unwrap_err());
             assert!(err.contains(&format!("source.{key}")), "{err}");
+        }
+        // A roster limit of 0 had been accepted, and every file was rejected.
+        for key in ["max_bytes", "max_rows"] {
+            let err = format!("{:#}", load(&format!("[roster]\n{key} = 0\n")).unwrap_err());
+            assert!(
+                err.contains(&format!("roster.{key} must be greater than 0")),
+                "{err}"
+            );
         }
     }
 

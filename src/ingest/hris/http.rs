@@ -52,6 +52,14 @@ pub enum FetchError {
         /// The limit.
         timeout: Duration,
     },
+    /// No connection (TCP and TLS) within [`CONNECT_TIMEOUT`]: a host that does not
+    /// answer, a firewall that drops, a proxy in the way. Told apart from `Timeout`, whose
+    /// message had sent people to raise `source.hris.timeout`, which cannot help.
+    #[error("{what}: could not connect (TCP and TLS) within {} s: is the host up and reachable from here (firewall, proxy)?", CONNECT_TIMEOUT.as_secs())]
+    ConnectTimeout {
+        /// Which request.
+        what: String,
+    },
     /// Connecting or reading failed.
     #[error("{what}: {detail}")]
     Network {
@@ -321,6 +329,11 @@ impl Http {
     /// a credential (a pre-signed link's signature), and `what` names the request.
     fn network(&self, what: &str, e: reqwest::Error) -> FetchError {
         let e = e.without_url();
+        if e.is_connect() && e.is_timeout() {
+            return FetchError::ConnectTimeout {
+                what: what.to_string(),
+            };
+        }
         if e.is_timeout() {
             return FetchError::Timeout {
                 what: what.to_string(),
@@ -520,6 +533,35 @@ mod tests {
         assert_eq!(retry_after(&headers(&later)), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(&headers("soon")), None);
         assert_eq!(retry_after(&header::HeaderMap::new()), None);
+    }
+
+    /// A host that takes the connection but never completes TLS is told as a connection
+    /// that did not come within the connect timeout: it had been told as "no complete
+    /// answer within source.hris.timeout", sending people to raise a limit that cannot help.
+    #[tokio::test]
+    async fn a_connect_timeout_is_not_told_as_the_fetchs_timeout() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}/export.csv", silent.local_addr().unwrap());
+        let client = Client::builder()
+            .connect_timeout(Duration::from_millis(200))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let http = Http {
+            client: client.clone(),
+            strict: client.clone(),
+            retries: 0,
+            max_bytes: 1,
+            timeout: Duration::from_secs(60),
+        };
+        let e = client.get(&url).send().await.unwrap_err();
+        let told = http.network("the CSV export", e).to_string();
+        assert!(
+            told.starts_with("the CSV export: could not connect (TCP and TLS) within 10 s"),
+            "{told}"
+        );
+        assert!(!told.contains("source.hris.timeout"), "{told}");
+        drop(silent);
     }
 
     #[test]
