@@ -320,6 +320,10 @@ pub struct Roster {
     /// The file has an employment status column, and every row's cell in it is blank (an
     /// export whose status mapping broke: every leaver counted as active).
     pub status_blank: bool,
+    /// Why the file may mix encodings: it is not UTF-8, so it was read as Windows-1252
+    /// (SPEC §1), but it also holds UTF-8 text, which Windows-1252 reads as other
+    /// characters (`São` as `SÃ£o`): a rule's value then matches where it should not.
+    pub mixed_encoding: Option<String>,
 }
 
 impl Roster {

@@ -577,3 +577,45 @@ fn a_refusal_whose_held_report_cannot_be_rewritten_says_it_is_recorded() {
     );
     assert!(text.exists(), "the new plan shown");
 }
+
+/// A file that is not UTF-8, and so is read as Windows-1252 (SPEC §1), but also holds
+/// UTF-8 text, is held, whatever the limits: its UTF-8 "São Paulo" read as "SÃ£o Paulo" no
+/// longer matched a rule's `not in`, and a stray byte in another cell had granted a role.
+#[test]
+fn a_file_that_mixes_encodings_is_held() {
+    let (_dir, p) = pipeline();
+    add_rule(&p, "HR", "department = HR");
+    let mut rule = p.store.rules().unwrap().remove(0);
+    rule.conditions.push(
+        crate::core::rules::Condition::parse("location not in (Singapore, \"São Paulo\")").unwrap(),
+    );
+    p.store
+        .put_rule(&rule, super::tests::note("rules edit"))
+        .unwrap();
+    let utf8 = "employee_id,email,department,location,status\n\
+                E1,e1@x.io,HR,São Paulo,active\nE2,e2@x.io,HR,Singapore,active\n";
+    let r = submit(&p, "utf8.csv", utf8.as_bytes()).unwrap();
+    assert_eq!((r.status, r.counts.created), (ReportStatus::Applied, 0));
+    // The same rows, and a Windows-1252 "é" in another row's cell.
+    let mut mixed = utf8.as_bytes().to_vec();
+    mixed.extend_from_slice(b"E3,e3@x.io,Caf\xE9,Lyon,active\n");
+    let r = submit(&p, "mixed.csv", &mixed).unwrap();
+    assert_eq!(r.status, ReportStatus::Held, "{:?}", r.held_because);
+    assert!(
+        r.held_because[0].contains("line 2 holds UTF-8 text")
+            && r.held_because[0].contains("(line 4: byte 0xE9)")
+            && r.held_because[0].ends_with("Approve it only if the file really is Windows-1252"),
+        "{:?}",
+        r.held_because
+    );
+    assert_eq!(r.warnings[0].line, Some(2), "{:?}", r.warnings);
+    assert!(p.store.account("E1").unwrap().is_none(), "nothing granted");
+    // A file that is Windows-1252 throughout is applied as before.
+    let (_dir, p) = pipeline();
+    add_rule(&p, "HR", "department = HR");
+    let latin =
+        b"employee_id,email,department,location,status\nE1,e1@x.io,HR,S\xE3o Paulo,active\n";
+    let r = submit(&p, "latin.csv", latin).unwrap();
+    assert_eq!(r.status, ReportStatus::Applied, "{:?}", r.held_because);
+    assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+}

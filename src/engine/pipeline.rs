@@ -921,6 +921,14 @@ impl<S: Store> Pipeline<S> {
         {
             report.held_because.push(why);
         }
+        // Read as Windows-1252 while it holds UTF-8 text: values may read as other text.
+        if limits.is_some()
+            && let Some(why) = &roster.mixed_encoding
+        {
+            report.held_because.push(format!(
+                "{why}. Approve it only if the file really is Windows-1252"
+            ));
+        }
         report.status = if dry_run {
             ReportStatus::DryRun
         } else if !report.held_because.is_empty() {

@@ -146,6 +146,40 @@ fn windows_1252(bytes: &[u8]) -> Result<Cow<'_, str>, (usize, String)> {
         .0)
 }
 
+/// When `bytes`, not UTF-8 and so read as Windows-1252, also hold UTF-8 text (a character
+/// of two to four bytes that UTF-8 reads whole): the line of the first such character, and
+/// why the file may mix encodings, naming it, what Windows-1252 made of it, and the first
+/// byte that is not UTF-8. A file exported as Windows-1252 rarely holds such a pair (an
+/// accented capital followed by a symbol or a no-break space); one that mixes both reads
+/// `São Paulo` as `SÃ£o Paulo`, and a rule's `not in` then no longer leaves it out.
+pub(super) fn mixed_utf8(bytes: &[u8]) -> Option<(u64, String)> {
+    let bad = std::str::from_utf8(bytes).err()?.valid_up_to();
+    let mut at = 0;
+    let (start, c) = bytes.utf8_chunks().find_map(|chunk| {
+        let found = (chunk.valid().char_indices()).find(|(_, c)| !c.is_ascii());
+        let here = at;
+        at += chunk.valid().len() + chunk.invalid().len();
+        found.map(|(i, c)| (here + i, c))
+    })?;
+    let read_as = encoding_rs::WINDOWS_1252
+        .decode_without_bom_handling(&bytes[start..start + c.len_utf8()])
+        .0;
+    let line = line_of(bytes, start);
+    Some((
+        line,
+        format!(
+            "the file is not UTF-8 (line {}: byte 0x{:02X}), so it was read as Windows-1252, \
+             but line {line} holds UTF-8 text ({:?}, read as {:?}): the file may mix encodings, \
+             and rules may match its values wrongly; export the roster again as CSV UTF-8, \
+             or set roster.encoding = \"windows-1252\" if this HR system's files are",
+            line_of(bytes, bad),
+            bytes[bad],
+            crate::core::model::escape_controls(&c.to_string()),
+            crate::core::model::escape_controls(&read_as),
+        ),
+    ))
+}
+
 /// The physical line (1-based) of byte `at`.
 fn line_of(bytes: &[u8], at: usize) -> u64 {
     let mut lines = Lines::new(bytes);
@@ -169,6 +203,37 @@ mod tests {
             // The BOM is not part of the first header.
             assert_eq!(r.present[0], "employeeid");
         }
+    }
+
+    /// A file read as Windows-1252 that also holds UTF-8 text is told: the line of the
+    /// UTF-8 character, what it was read as, and the first byte that is not UTF-8. One that
+    /// is Windows-1252 throughout, or UTF-8, is not.
+    #[test]
+    fn utf8_text_in_a_file_read_as_windows_1252_is_told() {
+        let mixed = b"id,city,note\n1,S\xC3\xA3o Paulo,\n2,Lyon,Caf\xE9\n";
+        let (line, why) = mixed_utf8(mixed).unwrap();
+        assert_eq!(line, 2);
+        assert!(
+            why.starts_with("the file is not UTF-8 (line 3: byte 0xE9)")
+                && why.contains("line 2 holds UTF-8 text (\"ã\", read as \"Ã£\")"),
+            "{why}"
+        );
+        // The UTF-8 after the first bad byte is found too.
+        let later = b"id,note\n1,Caf\xE9\n2,Z\xC3\xBCrich\n";
+        assert_eq!(mixed_utf8(later).unwrap().0, 3);
+        assert_eq!(mixed_utf8(b"id,city\n1,S\xE3o Paulo\n"), None);
+        assert_eq!(mixed_utf8("id,city\n1,São Paulo\n".as_bytes()), None);
+        // Through the parser: a warning first, and the roster says why.
+        let mixed = b"employee_id,email,city\n1,a@x.io,S\xC3\xA3o Paulo\n2,b@x.io,Caf\xE9\n";
+        let r = ok_with(mixed, &RosterOptions::default());
+        assert_eq!(r.warnings[0].line, Some(2), "{:?}", r.warnings);
+        assert!(r.mixed_encoding.is_some());
+        // Read as Windows-1252 because the config says so: nothing to tell.
+        let latin = RosterOptions {
+            encoding: Encoding::Windows1252,
+            ..RosterOptions::default()
+        };
+        assert_eq!(ok_with(mixed, &latin).mixed_encoding, None);
     }
 
     #[test]

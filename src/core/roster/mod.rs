@@ -108,6 +108,8 @@ pub struct Checked {
     text_offset: Option<usize>,
     /// See `Roster::status_blank`.
     status_blank: bool,
+    /// See `Roster::mixed_encoding`.
+    mixed_encoding: Option<String>,
 }
 
 impl Checked {
@@ -151,6 +153,7 @@ impl Checked {
             text_offset: self.text_offset,
             managers: Vec::new(),
             status_blank: self.status_blank,
+            mixed_encoding: self.mixed_encoding,
         }
     }
 
@@ -226,11 +229,22 @@ pub fn check(bytes: &[u8], opts: &RosterOptions) -> Result<Checked, Rejection> {
         std::borrow::Cow::Borrowed(text) => Some(bytes.len() - text.len()),
         std::borrow::Cow::Owned(_) => None,
     };
+    // Read as Windows-1252 by `auto` (transcoded): whether it holds UTF-8 text too.
+    let mixed = match (text_offset, opts.encoding) {
+        (None, decode::Encoding::Auto) => decode::mixed_utf8(bytes),
+        _ => None,
+    };
     let text = &*text;
     let checked = halves::parse(text, opts).unwrap_or_else(|| Parser::new(text, opts).run());
-    checked.map(|checked| Checked {
-        text_offset,
-        ..checked
+    checked.map(|mut checked| {
+        if let Some((line, why)) = mixed {
+            checked.warnings.insert(0, Finding::line(line, why.clone()));
+            checked.mixed_encoding = Some(why);
+        }
+        Checked {
+            text_offset,
+            ..checked
+        }
     })
 }
 
@@ -592,6 +606,7 @@ impl<'a> Parser<'a> {
             starts: self.starts,
             text_offset: None,
             status_blank,
+            mixed_encoding: None,
         })
     }
 
