@@ -330,10 +330,24 @@ fn who_may_look_who_may_change_and_who_is_nobody() {
     let none = web.get("/api/v1/rules", &[]);
     assert_eq!(none.status, 401, "{}", none.body);
     // Before any query or id is read: they had been answered 400 or 404.
-    for path in ["/?status=a&status=b", "/rules?saved=x", "/files/abc"] {
+    // A path whose id is not UTF-8 once decoded had been answered 400 before sign-in.
+    let undecodable = ["/admins/%FF%FE", "/files/%FF", "/files/%FF/report.json"];
+    for path in ["/?status=a&status=b", "/rules?saved=x", "/files/abc"]
+        .into_iter()
+        .chain(undecodable)
+    {
         let page = web.get(path, &[]);
         assert_eq!(page.status, 401, "{path}: {}", page.body);
     }
+    // Signed in, such an id names nothing; a viewer's post is refused as any of theirs.
+    for path in undecodable {
+        let page = web.get_as("boss@acme.example", path);
+        assert_eq!(page.status, 404, "{path}: {}", page.body);
+    }
+    let form = [("csrf", csrf(&env, "it@acme.example"))];
+    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let viewer = [("X-Forwarded-Email", "it@acme.example")];
+    assert_eq!(web.post("/admins/%FF/remove", &viewer, &form).status, 403);
     assert!(
         none.json()["error"]
             .as_str()

@@ -7,10 +7,11 @@ use super::WebState;
 use super::api::json_response;
 use super::identity::Change;
 use super::pages;
+use super::path_id::PathId;
 use crate::api::seen::Seen;
 use crate::api::{Output, Request, Response, exit};
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -242,7 +243,7 @@ async fn rule_add(State(state): State<Arc<WebState>>, change: Change<RuleForm>) 
 
 async fn rule_edit(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<RuleForm>,
 ) -> Answer {
     let id = match id_of(&id, "rule") {
@@ -293,7 +294,7 @@ async fn rule_switch(state: &WebState, id: &str, change: Change<SeenForm>, verb:
 
 async fn rule_enable(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<SeenForm>,
 ) -> Answer {
     rule_switch(&state, &id, change, "enable").await
@@ -301,7 +302,7 @@ async fn rule_enable(
 
 async fn rule_disable(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<SeenForm>,
 ) -> Answer {
     rule_switch(&state, &id, change, "disable").await
@@ -309,7 +310,7 @@ async fn rule_disable(
 
 async fn rule_delete(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<SeenForm>,
 ) -> Answer {
     rule_switch(&state, &id, change, "delete").await
@@ -328,7 +329,7 @@ async fn admin_add(State(state): State<Arc<WebState>>, change: Change<AdminForm>
 
 async fn admin_set(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<AdminSetForm>,
 ) -> Answer {
     let request = Request::AdminsSet {
@@ -342,7 +343,7 @@ async fn admin_set(
 
 async fn admin_remove(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<SeenForm>,
 ) -> Answer {
     let seen = seen(&change.form.seen, |v| Seen::Account(id.clone(), v));
@@ -367,7 +368,7 @@ async fn file_decide(
 
 async fn file_approve(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<SeenForm>,
 ) -> Answer {
     file_decide(&state, &id, change, true).await
@@ -375,7 +376,7 @@ async fn file_approve(
 
 async fn file_reject(
     State(state): State<Arc<WebState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     change: Change<SeenForm>,
 ) -> Answer {
     file_decide(&state, &id, change, false).await

@@ -5,12 +5,13 @@
 use super::held::held;
 use super::identity::{Person, Viewer};
 use super::pages::{self, AdminsQuery, PageCtx, RuleForm};
+use super::path_id::PathId;
 use super::{Denied, WebState};
 use crate::api::{Output, Request, Response, exit};
 use crate::engine::handle::Reply;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
@@ -141,7 +142,7 @@ async fn admins(
 async fn admin(
     State(state): State<Arc<WebState>>,
     viewer: Result<Viewer, Denied>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Answer {
     let request = Request::AdminsShow { id };
     state
@@ -207,7 +208,7 @@ fn no_file(text: &str) -> Answer {
 async fn file(
     State(state): State<Arc<WebState>>,
     viewer: Result<Viewer, Denied>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Answer {
     // Who asks first: a caller not signed in had been answered 404 for `/files/abc`.
     let id = match (&viewer, id.parse()) {
@@ -265,7 +266,7 @@ async fn report(state: &WebState, viewer: Result<Viewer, Denied>, id: &str, json
 async fn report_json(
     State(state): State<Arc<WebState>>,
     viewer: Result<Viewer, Denied>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Answer {
     report(&state, viewer, &id, true).await
 }
@@ -273,7 +274,7 @@ async fn report_json(
 async fn report_txt(
     State(state): State<Arc<WebState>>,
     viewer: Result<Viewer, Denied>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Answer {
     report(&state, viewer, &id, false).await
 }

@@ -14,6 +14,7 @@ pub mod held;
 pub mod html;
 pub mod identity;
 pub mod pages;
+pub mod path_id;
 pub mod refusals;
 pub mod tokens;
 
