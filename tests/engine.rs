@@ -1027,6 +1027,8 @@ fn rules_add_without_an_applied_roster_still_reports_conflicts() {
     // Rule 4 only constrains job_title; rule 7 excludes Sales; the rest name other departments.
     assert_eq!(ids, [4], "{v:#}");
     assert_eq!(v["conflicts"][0]["winner"], 4);
+    // No roster to count them with: null, not 0 (which had read as "no employee matches both").
+    assert!(v["conflicts"][0]["employees"].is_null(), "{v:#}");
 }
 
 #[test]
@@ -1091,7 +1093,7 @@ fn rules_check_counts_each_pair_on_the_last_roster_even_when_one_rule_cannot_be_
     assert!(
         conflicts
             .iter()
-            .all(|c| c["employees"] == 0 && c["employee_ids"] == json!([])),
+            .all(|c| c["employees"].is_null() && c["employee_ids"] == json!([])),
         "{v:#}"
     );
     assert_eq!(v["warnings"].as_array().map(Vec::len), Some(1), "{v:#}");

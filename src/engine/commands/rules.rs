@@ -242,10 +242,11 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
                         format!(" ({})", ids.join(", "))
                     }
                 );
-                (count, ids, who)
+                (Some(count), ids, who)
             }
+            // Not counted: null, not 0 (which had read as "no employee matches both").
             Both::NoRoster => (
-                0,
+                None,
                 Vec::new(),
                 match &last.unread {
                     Some(why) => format!("matching employees not counted: {why}"),
@@ -253,7 +254,7 @@ fn conflicts(last: &mut LastRoster, rule: &Rule, candidates: &[&Rule]) -> Vec<Va
                 },
             ),
             Both::Uncounted(id, field) => (
-                0,
+                None,
                 Vec::new(),
                 format!(
                     "matching employees not counted: {} reads \"{field}\", which the last applied roster has no column for",

@@ -72,7 +72,8 @@ struct ConflictView {
     rule_id: u64,
     rule: String,
     role: String,
-    employees: u64,
+    /// `None` when the employees were not counted (no roster applied, or a column it lacks).
+    employees: Option<u64>,
     employee_ids: Vec<String>,
     winner: Option<u64>,
     message: Option<String>,
@@ -334,8 +335,13 @@ fn conflict(id: Option<u64>, c: &ConflictView) -> Markup {
     };
     html! {
         "rule " (c.rule_id) " “" strong { (c.rule) } "” (" (c.role) "): "
-        (c.employees) " employees of the last applied roster match both"
-        @if !c.employee_ids.is_empty() { " (" (c.employee_ids.join(", ")) ")" }
+        @match c.employees {
+            Some(n) => {
+                (n) " employees of the last applied roster match both"
+                @if !c.employee_ids.is_empty() { " (" (c.employee_ids.join(", ")) ")" }
+            }
+            None => "both can match one employee (not counted: no applied roster has the columns to count them)",
+        }
         "; " (winner) " wins."
     }
 }
