@@ -130,7 +130,15 @@ pub struct Pipeline<S: Store> {
     /// The file in inbox/ being processed now, and since when: `status` names it apart
     /// from the files waiting (it had been counted as waiting while it was applied).
     in_hand: std::sync::Mutex<Option<(String, std::time::SystemTime)>>,
+    /// When each file of inbox/ was first seen complete, by device and inode, while the
+    /// daemon runs: its place in the order and its `received_at` stay as first seen. A
+    /// `chmod` of a file waiting behind a held one (or a backup agent's xattr) changes its
+    /// ctime, and had put an older roster after a newer one, giving back rights it took.
+    arrivals: std::sync::Mutex<std::collections::HashMap<(u64, u64), Arrival>>,
 }
+
+/// [`inbox_order`] of a file as first seen.
+type Arrival = (std::time::SystemTime, std::time::SystemTime);
 
 /// Names the file [`Pipeline::in_hand`] while it lives; the name is let go when it drops.
 pub(super) struct InHand<'a>(&'a std::sync::Mutex<Option<(String, std::time::SystemTime)>>);
@@ -201,6 +209,7 @@ impl<S: Store> Pipeline<S> {
             recovered: Default::default(),
             unmarked: Default::default(),
             in_hand: Default::default(),
+            arrivals: Default::default(),
         })
     }
 
@@ -296,10 +305,20 @@ impl<S: Store> Pipeline<S> {
         }
     }
 
-    /// Complete files waiting in inbox/, oldest completion first.
+    /// [`inbox_order`] of the file of inbox/ `meta` is of, as it was when first seen.
+    pub(super) fn arrival(&self, meta: &fs::Metadata) -> Arrival {
+        use std::os::unix::fs::MetadataExt;
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        *arrivals
+            .entry((meta.dev(), meta.ino()))
+            .or_insert_with(|| inbox_order(meta))
+    }
+
+    /// Complete files waiting in inbox/, oldest completion first (as first seen).
     pub fn waiting(&self) -> Result<Vec<String>> {
         let inbox = self.paths.folder("inbox");
         let mut found = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for item in fs::read_dir(&inbox).with_context(|| format!("listing {}", inbox.display()))? {
             let item = item?;
             // A name that is not UTF-8, or holds control or format characters, waits for
@@ -317,9 +336,15 @@ impl<S: Store> Pipeline<S> {
                 meta => meta?,
             };
             if meta.file_type().is_file() {
-                found.push((inbox_order(&meta), name));
+                use std::os::unix::fs::MetadataExt;
+                seen.insert((meta.dev(), meta.ino()));
+                found.push((self.arrival(&meta), name));
             }
         }
+        // Files no longer here are forgotten (their inode may be given to a new one).
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        arrivals.retain(|inode, _| seen.contains(inode));
+        drop(arrivals);
         found.sort();
         Ok(found.into_iter().map(|(_, n)| n).collect())
     }
@@ -454,7 +479,7 @@ impl<S: Store> Pipeline<S> {
                 path.display()
             )));
         }
-        let received_at = rfc3339(completion_time(&meta));
+        let received_at = rfc3339(self.arrival(&meta).0);
         let max = self.cfg.roster.max_bytes;
         let bytes = match received {
             Some(bytes) if meta.len() <= max && bytes.is_at(&path) => Some(bytes),
@@ -1018,7 +1043,7 @@ pub fn inbox_order(meta: &fs::Metadata) -> (std::time::SystemTime, std::time::Sy
 }
 
 /// When a file became complete: its change time (a rename into inbox/ sets it).
-pub(super) fn completion_time(meta: &fs::Metadata) -> std::time::SystemTime {
+fn completion_time(meta: &fs::Metadata) -> std::time::SystemTime {
     use std::os::unix::fs::MetadataExt;
     let secs = meta.ctime().max(0) as u64;
     let nanos = meta.ctime_nsec().clamp(0, 999_999_999) as u32;
@@ -1067,6 +1092,33 @@ mod tests {
         p.receive("r.csv", Content::Stream(&mut &roster[..]), false, None)
             .unwrap()
             .0
+    }
+
+    /// A file's place among those waiting, and its `received_at`, stay as first seen: a
+    /// `chmod` of a file waiting (behind a held one) changes its ctime, and had put an older
+    /// roster after a newer one. A file that takes a gone file's place is seen anew.
+    #[test]
+    fn the_order_of_waiting_files_stays_as_first_seen() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = pipeline(dir.path());
+        let inbox = p.paths.folder("inbox");
+        let older = received(&p, b"employee_id,email\n1,a@x.io\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let newer = received(&p, b"employee_id,email\n2,b@x.io\n");
+        assert_eq!(p.waiting().unwrap(), [older.clone(), newer.clone()]);
+        let first_seen = completion_time(&fs::metadata(inbox.join(&older)).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mode = fs::Permissions::from_mode(0o640);
+        fs::set_permissions(inbox.join(&older), mode).unwrap();
+        let changed = completion_time(&fs::metadata(inbox.join(&older)).unwrap());
+        assert!(changed > first_seen, "the chmod changed its ctime");
+        assert_eq!(p.waiting().unwrap(), [older.clone(), newer.clone()]);
+        let report = p.process(&older).unwrap();
+        assert_eq!(report.received_at, rfc3339(first_seen));
+        // Gone from inbox/: forgotten.
+        assert_eq!(p.waiting().unwrap(), [newer.clone()]);
+        assert_eq!(p.arrivals.lock().unwrap().len(), 1);
     }
 
     /// A file whose name is not UTF-8 does not stop the files behind it: it is renamed to
