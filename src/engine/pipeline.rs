@@ -1117,7 +1117,7 @@ mod tests {
         let report = p.process(&older).unwrap();
         assert_eq!(report.received_at, rfc3339(first_seen));
         // Gone from inbox/: forgotten.
-        assert_eq!(p.waiting().unwrap(), [newer.clone()]);
+        assert_eq!(p.waiting().unwrap(), [newer]);
         assert_eq!(p.arrivals.lock().unwrap().len(), 1);
     }
 
