@@ -47,10 +47,13 @@ fn filed_at(name: &str) -> Option<&str> {
 pub fn unknown(restored: &SledStore, paths: &Paths, backup_at: &str) -> StoreResult<Unknown> {
     let files = restored.files()?;
     let since = crate::util::utc_second(backup_at).map(|t| compact_timestamp(&t));
-    // A name without a stamp, or a backup time not read, is named as before.
+    // A name without a stamp was not filed by autoprov (put there by hand): never named as
+    // applied, nor as the newest (sorted by name, it had come after every stamped one). A
+    // backup time not read names every stamped one, as before.
     let after = |n: &str| match (&since, filed_at(n)) {
+        (_, None) => false,
         (Some(since), Some(at)) => at >= since.as_str(),
-        _ => true,
+        (None, Some(_)) => true,
     };
     // A roster in processed/ is known when the ledger has it decided (applied, or a dry
     // run: one stored as `x.dryrun-2.csv` no longer ends like one, and had been named to
@@ -287,11 +290,11 @@ mod tests {
             fs::write(paths.folder("held").join(name), b"x").unwrap();
         }
         let found = unknown(&store, &paths, "2026-12-07T17:42:00Z").unwrap();
-        assert_eq!(found.applied, [approved, later, "by-hand.csv"]);
+        assert_eq!(found.applied, [approved, later]);
         assert_eq!(found.held, ["20261207T174600Z_new.csv"]);
         // A backup time that cannot be read names every roster the ledger does not know.
         let unread = unknown(&store, &paths, "yesterday").unwrap();
-        assert_eq!(unread.applied, [approved, orphan, later, "by-hand.csv"]);
+        assert_eq!(unread.applied, [approved, orphan, later]);
         assert_eq!(filed_at("20261207T173841Z"), Some("20261207T173841Z"));
         assert_eq!(filed_at("2026120XT173841Z_a.csv"), None);
         assert_eq!(filed_at("é"), None);

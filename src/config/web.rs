@@ -68,8 +68,8 @@ fn default_trusted_proxies() -> Vec<IpNet> {
         .collect()
 }
 
-/// A DNS name as `web.allowed_hosts` lists it: letters, digits, `-` and `.`, `*.` before a
-/// name for any name under it.
+/// A name as `web.allowed_hosts` lists it: letters, digits, `-`, `_` (an nginx upstream's
+/// name, which nginx sends as `Host`) and `.`, `*.` before a name for any name under it.
 fn is_host_name(text: &str) -> bool {
     let name = text.trim().strip_prefix("*.").unwrap_or(text.trim());
     !name.is_empty()
@@ -78,7 +78,7 @@ fn is_host_name(text: &str) -> bool {
             !label.is_empty()
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -237,6 +237,7 @@ mod tests {
             "autoprov.acme.example",
             "*.acme.example",
             "intranet",
+            "autoprov_backend",
             "a-b.c1.example",
         ] {
             let w = Web {

@@ -329,8 +329,10 @@ impl Report {
             ReportStatus::Held if self.file == SYNC => {
                 "HELD: over a safety limit; nothing was changed: `autoprov sync --force` applies these changes"
             }
+            // Held over a limit, or for what a limit cannot see (a status column lost, text
+            // in two encodings): "held because" says which.
             ReportStatus::Held => {
-                "HELD: over a safety limit; nothing was changed until `autoprov files approve` or `reject`"
+                "HELD for approval (see held because); nothing was changed until `autoprov files approve` or `reject`"
             }
             ReportStatus::DryRun => "DRY RUN: nothing was changed; the changes below would be made",
         };

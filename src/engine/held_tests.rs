@@ -610,6 +610,22 @@ fn a_file_that_mixes_encodings_is_held() {
     );
     assert_eq!(r.warnings[0].line, Some(2), "{:?}", r.warnings);
     assert!(p.store.account("E1").unwrap().is_none(), "nothing granted");
+    // Approved, it is the last applied roster: a sync evaluates it again without holding
+    // it anew (a sync cannot be approved: only `--force`, past every limit, had applied one).
+    let approved = p.approve(p.held().unwrap().unwrap().id, "alice").unwrap();
+    assert_eq!(approved.status, ReportStatus::Applied);
+    let synced = p.sync("alice", false).unwrap();
+    assert_eq!(
+        synced.status,
+        ReportStatus::Applied,
+        "{:?}",
+        synced.held_because
+    );
+    assert!(
+        synced.warnings[0].message.contains("may mix encodings"),
+        "{:?}",
+        synced.warnings
+    );
     // A file that is Windows-1252 throughout is applied as before.
     let (_dir, p) = pipeline();
     add_rule(&p, "HR", "department = HR");

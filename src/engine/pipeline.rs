@@ -773,6 +773,7 @@ impl<S: Store> Pipeline<S> {
             source,
             limits,
             dry_run,
+            received: record != Record::Ignored,
         };
         let fingerprint = super::resync::fingerprint(&opts);
         // The last roster's record was derived with every enabled rule: with one left out,
@@ -874,6 +875,7 @@ impl<S: Store> Pipeline<S> {
             source,
             limits,
             dry_run,
+            received,
         } = planning;
         // Changed rows whose status cells are all blank: whether the whole file's are is
         // known only by reading it in full (a blank column after statuses is held).
@@ -948,6 +950,7 @@ impl<S: Store> Pipeline<S> {
         }
         // Read as Windows-1252 while it holds UTF-8 text: values may read as other text.
         if limits.is_some()
+            && received
             && let Some(why) = &roster.mixed_encoding
         {
             report.held_because.push(format!(

@@ -39,6 +39,9 @@ pub(super) struct Planning<'a> {
     pub source: &'a str,
     pub limits: Option<Limits>,
     pub dry_run: bool,
+    /// A roster received now, not the last applied one that `sync` evaluates again (whose
+    /// encoding was held, and approved, when it arrived).
+    pub received: bool,
 }
 
 /// What a roster being planned will leave for the next, if it is applied and its plan finds

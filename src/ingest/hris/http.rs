@@ -55,10 +55,12 @@ pub enum FetchError {
     /// No connection (TCP and TLS) within [`CONNECT_TIMEOUT`]: a host that does not
     /// answer, a firewall that drops, a proxy in the way. Told apart from `Timeout`, whose
     /// message had sent people to raise `source.hris.timeout`, which cannot help.
-    #[error("{what}: could not connect (TCP and TLS) within {} s: is the host up and reachable from here (firewall, proxy)?", CONNECT_TIMEOUT.as_secs())]
+    #[error("{what}: could not connect (TCP and TLS) within {}: is the host up and reachable from here (firewall, proxy)?", humantime::format_duration(*within))]
     ConnectTimeout {
         /// Which request.
         what: String,
+        /// The connect timeout: 10 s, or `source.hris.timeout` when shorter.
+        within: Duration,
     },
     /// Connecting or reading failed.
     #[error("{what}: {detail}")]
@@ -182,7 +184,9 @@ impl Http {
                 // A redirect's Referer would carry the URL's query (a pre-signed link's
                 // signature) to the host redirected to.
                 .referer(false)
-                .connect_timeout(CONNECT_TIMEOUT)
+                // Within the whole fetch's limit: a shorter one had fired first, and a host
+                // that never answered was told as an answer that did not complete.
+                .connect_timeout(CONNECT_TIMEOUT.min(hris.timeout))
                 .timeout(hris.timeout)
                 .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
             if !certs.is_empty() {
@@ -332,6 +336,7 @@ impl Http {
         if e.is_connect() && e.is_timeout() {
             return FetchError::ConnectTimeout {
                 what: what.to_string(),
+                within: CONNECT_TIMEOUT.min(self.timeout),
             };
         }
         if e.is_timeout() {
@@ -557,7 +562,7 @@ mod tests {
         let e = client.get(&url).send().await.unwrap_err();
         let told = http.network("the CSV export", e).to_string();
         assert!(
-            told.starts_with("the CSV export: could not connect (TCP and TLS) within 10 s"),
+            told.starts_with("the CSV export: could not connect (TCP and TLS) within 10s"),
             "{told}"
         );
         assert!(!told.contains("source.hris.timeout"), "{told}");
