@@ -106,27 +106,30 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
     Ok(Response::ok(j, t))
 }
 
-/// The files waiting in inbox/, and the one being processed (with when it was taken up),
-/// named apart: it stays in inbox/ until it is filed, and had been counted as waiting. Its
-/// name is read after the listing, so a file taken up in between is not counted twice.
+/// The files waiting in inbox/ (every one not filed yet, as scripts that wait for an empty
+/// list read it), and which of them is being processed, since when: it had read as one
+/// waiting its turn while it was applied. Its name is read after the listing and kept only
+/// when listed, so a file filed in between is not named.
 fn waiting_and_in_hand<S: Store>(p: &Pipeline<S>) -> crate::api::Result<(Vec<String>, InHand)> {
-    let mut waiting = p.waiting()?;
-    let in_hand = p.in_hand();
-    if let Some((name, _)) = &in_hand {
-        waiting.retain(|w| w != name);
-    }
+    let waiting = p.waiting()?;
+    let in_hand = p.in_hand().filter(|(name, _)| waiting.contains(name));
     Ok((waiting, in_hand))
 }
 
 type InHand = Option<(String, std::time::SystemTime)>;
 
-/// `status`' lines of the file being processed and the count of those waiting.
+/// `status`' line of the files waiting, and which is being processed.
 fn write_queue(t: &mut String, waiting: &[String], in_hand: &InHand) {
+    let _ = write!(t, "waiting:   {}", waiting.len());
     if let Some((name, since)) = in_hand {
         let since = crate::util::rfc3339(*since);
-        let _ = writeln!(t, "processing: {} since {since}", escape_controls(name));
+        let _ = write!(
+            t,
+            " ({} being processed since {since})",
+            escape_controls(name)
+        );
     }
-    let _ = writeln!(t, "waiting:   {}", waiting.len());
+    t.push('\n');
 }
 
 /// Runs a `files`, `status`, `backup` or `audit` request.
@@ -266,10 +269,10 @@ mod tests {
     use crate::engine::commands::execute;
     use crate::engine::filing::Content;
 
-    /// The file being processed is named apart in `status` (it stays in inbox/ until it is
-    /// filed): it had been counted as waiting while it was applied.
+    /// `status` names the file being processed among those waiting (it stays in inbox/ until
+    /// it is filed): it had read as one waiting its turn while it was applied.
     #[test]
-    fn status_names_the_file_in_hand_apart_from_those_waiting() {
+    fn status_names_the_file_in_hand_among_those_waiting() {
         let (_dir, p) = crate::engine::tests::pipeline();
         let mut names = Vec::new();
         for name in ["first.csv", "second.csv"] {
@@ -281,24 +284,22 @@ mod tests {
         let in_hand = p.take_in_hand(&names[0]);
         let r = status(Output::Json);
         assert_eq!(r.exit, exit::OK, "{}", r.text);
-        assert_eq!(r.json["waiting"], serde_json::json!([names[1]]));
+        // Still among those waiting (not filed yet): scripts wait for an empty list.
+        assert_eq!(r.json["waiting"], serde_json::json!(names));
         assert_eq!(r.json["processing"]["name"], names[0].as_str());
-        assert!(
-            r.json["processing"]["since"]
-                .as_str()
-                .unwrap()
-                .ends_with('Z')
-        );
+        let since = r.json["processing"]["since"].as_str().unwrap();
+        assert!(since.ends_with('Z'), "{since}");
         let text = status(Output::Text).text;
-        assert!(
-            text.contains(&format!("processing: {} since ", names[0])),
-            "{text}"
-        );
-        assert!(text.contains("waiting:   1\n"), "{text}");
+        let line = format!("waiting:   2 ({} being processed since ", names[0]);
+        assert!(text.contains(&line), "{text}");
         drop(in_hand);
+        // A name in hand that is not in inbox/ (filed in between) is not named.
+        let gone = p.take_in_hand("gone.csv");
+        assert!(status(Output::Json).json["processing"].is_null());
+        drop(gone);
         let r = status(Output::Json);
         assert_eq!(r.json["waiting"], serde_json::json!(names));
         assert!(r.json["processing"].is_null(), "{}", r.json);
-        assert!(!status(Output::Text).text.contains("processing:"));
+        assert!(!status(Output::Text).text.contains("being processed"));
     }
 }

@@ -46,12 +46,14 @@ pub fn status(ctx: &PageCtx, status: &Value) -> Markup {
             dt { "SSO" } dd { (sso(&status["sso"])) }
             dt { "Daemon" } dd { (daemon_state(daemon)) }
             dt { "Last file" } dd { (last_file(&status["last_file"])) }
-            @if let Some(name) = status["processing"]["name"].as_str() {
-                dt { "Processing" } dd { code { (name) } " since " (time(status["processing"]["since"].as_str().unwrap_or_default())) }
-            }
             dt { "Waiting" } dd {
                 (waiting.len()) @if waiting.len() == 1 { " file" } @else { " files" }
-                @if !waiting.is_empty() { ul.plain { @for w in waiting { li { code { (text(w)) } } } } }
+                @if !waiting.is_empty() { ul.plain { @for w in waiting { li {
+                    code { (text(w)) }
+                    @if w.as_str().is_some() && w.as_str() == status["processing"]["name"].as_str() {
+                        " — being processed since " (time(status["processing"]["since"].as_str().unwrap_or_default()))
+                    }
+                } } } }
             }
             dt { "Held" } dd { (held.len()) @if held.len() == 1 { " file" } @else { " files" } }
             @if status["rules"].is_object() {
