@@ -461,6 +461,7 @@ fn check_restored(
     let shown = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let s = SledStore::open(staging)?;
     s.verify_index()?;
+    no_shared_active_email(&s)?;
     // Raised once (a sync) to the higher of what the replaced store gave out and what the
     // restored one holds.
     let (given, held) = (replaced_counters(paths), held_ids(&s)?);
@@ -478,6 +479,26 @@ fn check_restored(
         action: "restore".into(),
         detail: restore_detail(restored, &shown),
     })
+}
+
+/// Refuses a store in which two active accounts hold one email (SPEC §3: never two), as
+/// sign-in folds it: restored, `auth check` had denied both until the next roster.
+fn no_shared_active_email(s: &SledStore) -> crate::store::StoreResult<()> {
+    let mut holders: std::collections::HashMap<String, String> = Default::default();
+    let mut shared = None;
+    s.scan_accounts(&mut |a| {
+        if shared.is_some() || a.status != crate::core::accounts::Status::Active {
+            return;
+        }
+        let email = crate::core::columns::fold(a.email).into_owned();
+        if let Some(other) = holders.insert(email.clone(), a.employee_id.to_string()) {
+            shared = Some(format!(
+                "active accounts {other} and {} both hold the email {email} (SPEC §3: never two)",
+                a.employee_id
+            ));
+        }
+    })?;
+    shared.map_or(Ok(()), |why| Err(StoreError::Corrupt(why)))
 }
 
 /// The highest rule id, file id and audit number the restored store `s` holds: its counters
@@ -1274,5 +1295,27 @@ mod tests {
         fs::write(&c, "{\"created_at\":\"2\"}\nbodY\n").unwrap();
         assert_eq!(body_digest(&a).unwrap(), body_digest(&b).unwrap());
         assert_ne!(body_digest(&b).unwrap(), body_digest(&c).unwrap());
+    }
+
+    /// A store in which two active accounts hold one email (any letter case) is refused:
+    /// restored, sign-in had denied both until the next roster. One inactive is not.
+    #[test]
+    fn two_active_accounts_with_one_email_are_refused() {
+        use crate::core::accounts::Status;
+        use crate::store::samples::{account, commit_accounts};
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let (a, mut b, mut c) = (account("E1"), account("E2"), account("E3"));
+        b.email = "E1@X.io".into();
+        c.email = "e1@x.io".into();
+        c.status = Status::Inactive;
+        commit_accounts(&s, vec![a, c]);
+        assert!(no_shared_active_email(&s).is_ok());
+        commit_accounts(&s, vec![b]);
+        let err = no_shared_active_email(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("E1 and E2 both hold the email e1@x.io"),
+            "{err}"
+        );
     }
 }
