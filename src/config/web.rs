@@ -233,33 +233,31 @@ mod tests {
 
     #[test]
     fn allowed_hosts_are_host_names() {
-        for good in [
+        let checked = |host: &str| {
+            let w = Web {
+                allowed_hosts: vec![host.into()],
+                ..Web::default()
+            };
+            w.validate(&roles()).map_err(|e| e.to_string())
+        };
+        let good = [
             "autoprov.acme.example",
             "*.acme.example",
             "intranet",
             "autoprov_backend",
-            "a-b.c1.example",
-        ] {
-            let w = Web {
-                allowed_hosts: vec![good.into()],
-                ..Web::default()
-            };
-            assert!(w.validate(&roles()).is_ok(), "{good}");
+        ];
+        for host in good.into_iter().chain(["a-b.c1.example"]) {
+            assert!(checked(host).is_ok(), "{host}");
         }
-        for bad in [
+        let bad = [
             "",
             "https://a.example",
             "a.example:8080",
             "a.example/",
             "a..example",
-            "a b",
-            "*",
-        ] {
-            let w = Web {
-                allowed_hosts: vec![bad.into()],
-                ..Web::default()
-            };
-            let e = w.validate(&roles()).unwrap_err().to_string();
+        ];
+        for host in bad.into_iter().chain(["a b", "*"]) {
+            let e = checked(host).unwrap_err();
             assert!(e.starts_with("web.allowed_hosts: "), "{e}");
         }
     }
