@@ -138,7 +138,7 @@ impl SftpServer {
 
         let listener = TcpListener::bind(settings.listen)
             .await
-            .with_context(|| format!("while binding the SFTP server to {}", settings.listen))?;
+            .with_context(|| format!("while binding the SFTP server to {} (source.listen): is another program using that port?", settings.listen))?;
         let local_addr = listener.local_addr()?;
         tracing::info!(listen = %local_addr, profile = ?settings.profile,
             rsa_host_key = settings.rsa_host_key, users = logins.user_count(),
