@@ -27,8 +27,16 @@ pub fn tighten(data_dir: &Path, paths: &Paths) {
         Ok(rel) => root.join(rel),
         Err(_) => paths.host_keys.clone(),
     };
+    let inbox = match paths.folder("inbox").strip_prefix(data_dir) {
+        Ok(rel) => root.join(rel),
+        Err(_) => paths.folder("inbox"),
+    };
     let (mut changed, mut unchanged) = (Vec::new(), Vec::new());
-    walk(&root, 0, &host_keys, (&mut changed, &mut unchanged));
+    let skip = Skip {
+        host_keys: &host_keys,
+        inbox: &inbox,
+    };
+    walk(&root, 0, &skip, (&mut changed, &mut unchanged));
     if !changed.is_empty() {
         tracing::warn!(
             "files or folders of the data dir were open to others than autoprov (group write, \
@@ -62,15 +70,24 @@ type Found<'a> = (
     &'a mut Vec<(PathBuf, String)>,
 );
 
+/// Where the walk tightens otherwise: `host_keys/` (the group loses every right), and
+/// `inbox/`, whose files are left as they are (the folder itself is tightened, which keeps
+/// others out): a file's mode changed sets its ctime, the order files are processed in,
+/// and had put an older roster waiting there after a newer one at a restart.
+struct Skip<'a> {
+    host_keys: &'a Path,
+    inbox: &'a Path,
+}
+
 /// Tightens `path` and, below [`DEPTH`], what it holds, not following a symlink.
-fn walk(path: &Path, depth: usize, host_keys: &Path, found: Found<'_>) {
+fn walk(path: &Path, depth: usize, skip: &Skip<'_>, found: Found<'_>) {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return;
     };
-    if !meta.is_dir() && !meta.is_file() {
+    if !meta.is_dir() && !meta.is_file() || meta.is_file() && path.parent() == Some(skip.inbox) {
         return;
     }
-    let taken = match path.starts_with(host_keys) {
+    let taken = match path.starts_with(skip.host_keys) {
         true => 0o077,
         false => 0o027,
     };
@@ -94,7 +111,7 @@ fn walk(path: &Path, depth: usize, host_keys: &Path, found: Found<'_>) {
             walk(
                 &entry.path(),
                 depth + 1,
-                host_keys,
+                skip,
                 (&mut *found.0, &mut *found.1),
             );
         }
@@ -113,16 +130,18 @@ mod tests {
         let key = paths.host_keys.join("ssh_host_ed25519_key");
         let db = paths.store.join("db");
         let roster = paths.folder("processed").join("x.csv");
+        let waiting = paths.folder("inbox").join("w.csv");
         for f in [
             &paths.host_keys,
             &paths.backups,
             &paths.folder("processed"),
+            &paths.folder("inbox"),
             &paths.store,
         ] {
             fs::create_dir_all(f).unwrap();
             fs::set_permissions(f, fs::Permissions::from_mode(0o777)).unwrap();
         }
-        for f in [&key, &db, &roster] {
+        for f in [&key, &db, &roster, &waiting] {
             fs::write(f, b"x").unwrap();
             fs::set_permissions(f, fs::Permissions::from_mode(0o666)).unwrap();
         }
@@ -146,5 +165,9 @@ mod tests {
         assert_eq!(mode(&roster), 0o640);
         assert_eq!(mode(&kept), 0o600, "a stricter mode is kept");
         assert_eq!(mode(outside.path()), 0o666, "a link is not followed");
+        // A file waiting in inbox/ is left as it is (its ctime is its place in the order);
+        // its folder keeps others out.
+        assert_eq!(mode(&paths.folder("inbox")), 0o750);
+        assert_eq!(mode(&waiting), 0o666);
     }
 }

@@ -94,21 +94,28 @@ pub fn unknown(restored: &SledStore, paths: &Paths, backup_at: &str) -> StoreRes
     })
 }
 
-/// The rosters (not reports, not hidden files) in `folder` for which `wanted` holds, in
-/// name order: their stored names start with the time they were processed.
+/// The rosters (not reports, not hidden files) in `folder` for which `wanted` holds, in the
+/// order they were filed: by the time their stored names start with, then, within one
+/// second, by when they were renamed there (their ctime). By name alone, `x-2.csv` filed
+/// after `y.csv` in the same second had come first, and `y.csv` was named the newest.
 fn rosters_in(paths: &Paths, folder: &str, wanted: impl Fn(&str) -> bool) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
     let Ok(listed) = fs::read_dir(paths.folder(folder)) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = (listed.flatten())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
+    let mut rosters: Vec<(String, (i64, i64), String)> = (listed.flatten())
+        .map(|e| {
+            let ctime = e.metadata().map_or((0, 0), |m| (m.ctime(), m.ctime_nsec()));
+            (e.file_name().to_string_lossy().into_owned(), ctime)
+        })
+        .filter(|(n, _)| {
             !n.starts_with('.') && !n.ends_with(".report.json") && !n.ends_with(".report.txt")
         })
-        .filter(|n| wanted(n))
+        .filter(|(n, _)| wanted(n))
+        .map(|(n, ctime)| (filed_at(&n).unwrap_or_default().to_string(), ctime, n))
         .collect();
-    names.sort();
-    names
+    rosters.sort();
+    rosters.into_iter().map(|(.., n)| n).collect()
 }
 
 /// The newest [`LISTED`] of `names` (oldest first), the others counted.
@@ -298,6 +305,34 @@ mod tests {
         assert_eq!(filed_at("20261207T173841Z"), Some("20261207T173841Z"));
         assert_eq!(filed_at("2026120XT173841Z_a.csv"), None);
         assert_eq!(filed_at("é"), None);
+    }
+
+    /// Rosters filed in one second are in the order they were filed, not by name: `b-2.csv`,
+    /// filed last, had come before `c.csv`, which was named the newest to process again.
+    #[test]
+    fn rosters_of_one_second_are_in_the_order_they_were_filed() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let processed = paths.folder("processed");
+        fs::create_dir_all(&processed).unwrap();
+        for name in [
+            "20261207T183254Z_b.csv",
+            "20261207T183254Z_c.csv",
+            "20261207T183254Z_b-2.csv",
+            "20261207T183253Z_z.csv",
+        ] {
+            fs::write(processed.join(name), b"x").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            rosters_in(&paths, "processed", |_| true),
+            [
+                "20261207T183253Z_z.csv",
+                "20261207T183254Z_b.csv",
+                "20261207T183254Z_c.csv",
+                "20261207T183254Z_b-2.csv"
+            ]
+        );
     }
 
     #[test]

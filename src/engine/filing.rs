@@ -594,7 +594,7 @@ impl<S: Store> Pipeline<S> {
             .filter(|(name, o)| o.dir == origin.dir && !crate::layout::is_dry_run(name))
             .filter_map(|(name, o)| {
                 let meta = fs::symlink_metadata(inbox.join(name)).ok()?;
-                Some(as_of(o, Some(self.arrival(&meta).0)))
+                Some(as_of(o, Some(self.arrivals.of(&meta).0)))
             });
         let newest = decided.chain(waiting).max();
         Ok(match newest {

@@ -4,6 +4,7 @@
 //! closures) and hear about commits through the [`SourceLink`] they give it.
 
 mod answer;
+pub mod arrivals;
 pub(crate) mod asker;
 pub mod commands;
 mod decide;

@@ -7,6 +7,7 @@
 //! after a crash. So each file is applied once and its report is never visible before the
 //! store is flushed.
 
+use super::arrivals::Arrivals;
 use super::observe::{FileObserver, FileOutcome};
 use super::resync::{Keep, Kept, Planning, Record};
 use super::roster_file::{FileBytes, HeldFile};
@@ -130,15 +131,9 @@ pub struct Pipeline<S: Store> {
     /// The file in inbox/ being processed now, and since when: `status` names it apart
     /// from the files waiting (it had been counted as waiting while it was applied).
     in_hand: std::sync::Mutex<Option<(String, std::time::SystemTime)>>,
-    /// When each file of inbox/ was first seen complete, by device and inode, while the
-    /// daemon runs: its place in the order and its `received_at` stay as first seen. A
-    /// `chmod` of a file waiting behind a held one (or a backup agent's xattr) changes its
-    /// ctime, and had put an older roster after a newer one, giving back rights it took.
-    arrivals: std::sync::Mutex<std::collections::HashMap<(u64, u64), Arrival>>,
+    /// When each file of inbox/ was first seen complete, while the daemon runs.
+    pub(super) arrivals: Arrivals,
 }
-
-/// [`inbox_order`] of a file as first seen.
-type Arrival = (std::time::SystemTime, std::time::SystemTime);
 
 /// Names the file [`Pipeline::in_hand`] while it lives; the name is let go when it drops.
 pub(super) struct InHand<'a>(&'a std::sync::Mutex<Option<(String, std::time::SystemTime)>>);
@@ -305,15 +300,6 @@ impl<S: Store> Pipeline<S> {
         }
     }
 
-    /// [`inbox_order`] of the file of inbox/ `meta` is of, as it was when first seen.
-    pub(super) fn arrival(&self, meta: &fs::Metadata) -> Arrival {
-        use std::os::unix::fs::MetadataExt;
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        *arrivals
-            .entry((meta.dev(), meta.ino()))
-            .or_insert_with(|| inbox_order(meta))
-    }
-
     /// Complete files waiting in inbox/, oldest completion first (as first seen).
     pub fn waiting(&self) -> Result<Vec<String>> {
         let inbox = self.paths.folder("inbox");
@@ -336,15 +322,11 @@ impl<S: Store> Pipeline<S> {
                 meta => meta?,
             };
             if meta.file_type().is_file() {
-                use std::os::unix::fs::MetadataExt;
-                seen.insert((meta.dev(), meta.ino()));
-                found.push((self.arrival(&meta), name));
+                seen.insert(super::arrivals::inode(&meta));
+                found.push((self.arrivals.of(&meta), name));
             }
         }
-        // Files no longer here are forgotten (their inode may be given to a new one).
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        arrivals.retain(|inode, _| seen.contains(inode));
-        drop(arrivals);
+        self.arrivals.keep_only(&seen);
         found.sort();
         Ok(found.into_iter().map(|(_, n)| n).collect())
     }
@@ -479,7 +461,7 @@ impl<S: Store> Pipeline<S> {
                 path.display()
             )));
         }
-        let received_at = rfc3339(self.arrival(&meta).0);
+        let received_at = rfc3339(self.arrivals.of(&meta).0);
         let max = self.cfg.roster.max_bytes;
         let bytes = match received {
             Some(bytes) if meta.len() <= max && bytes.is_at(&path) => Some(bytes),
@@ -1037,22 +1019,6 @@ impl<S: Store> Pipeline<S> {
     }
 }
 
-/// Where a file of inbox/ comes in the order files are processed (then by name): when it
-/// became complete, and, among files renamed in within one tick of the coarse change time,
-/// its last write (watch mode moves several at once, oldest write first).
-pub fn inbox_order(meta: &fs::Metadata) -> (std::time::SystemTime, std::time::SystemTime) {
-    let written = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-    (completion_time(meta), written)
-}
-
-/// When a file became complete: its change time (a rename into inbox/ sets it).
-fn completion_time(meta: &fs::Metadata) -> std::time::SystemTime {
-    use std::os::unix::fs::MetadataExt;
-    let secs = meta.ctime().max(0) as u64;
-    let nanos = meta.ctime_nsec().clamp(0, 999_999_999) as u32;
-    std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos)
-}
-
 /// Reads a file unless it is larger than `max` (then `None`, without reading it).
 pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<FileBytes>> {
     let len = fs::metadata(path)?.len();
@@ -1102,6 +1068,7 @@ mod tests {
     /// roster after a newer one. A file that takes a gone file's place is seen anew.
     #[test]
     fn the_order_of_waiting_files_stays_as_first_seen() {
+        use crate::engine::arrivals::completion_time;
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let p = pipeline(dir.path());
@@ -1117,11 +1084,17 @@ mod tests {
         let changed = completion_time(&fs::metadata(inbox.join(&older)).unwrap());
         assert!(changed > first_seen, "the chmod changed its ctime");
         assert_eq!(p.waiting().unwrap(), [older.clone(), newer.clone()]);
+        // Its inode with another last write (written in place, or a removed file's inode
+        // given to a new one): seen anew, as of now.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(inbox.join(&newer), b"employee_id,email\n3,c@x.io\n").unwrap();
+        let meta = fs::metadata(inbox.join(&newer)).unwrap();
+        assert_eq!(p.arrivals.of(&meta).0, completion_time(&meta));
         let report = p.process(&older).unwrap();
         assert_eq!(report.received_at, rfc3339(first_seen));
         // Gone from inbox/: forgotten.
         assert_eq!(p.waiting().unwrap(), [newer]);
-        assert_eq!(p.arrivals.lock().unwrap().len(), 1);
+        assert_eq!(p.arrivals.remembered(), 1);
     }
 
     /// A file whose name is not UTF-8 does not stop the files behind it: it is renamed to

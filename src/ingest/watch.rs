@@ -737,7 +737,7 @@ mod tests {
     }
 
     /// Files written at different times and settled in one tick are moved oldest write
-    /// first, and the engine's order of inbox/ ([`crate::engine::pipeline::inbox_order`],
+    /// first, and the engine's order of inbox/ ([`crate::engine::arrivals::inbox_order`],
     /// then the name) is that order: not the map's, nor the names'.
     #[test]
     fn files_settled_together_reach_the_inbox_oldest_write_first() {
@@ -760,7 +760,7 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                let order = crate::engine::pipeline::inbox_order(&e.metadata().unwrap());
+                let order = crate::engine::arrivals::inbox_order(&e.metadata().unwrap());
                 (order, e.file_name().to_string_lossy().into_owned())
             })
             .collect();

@@ -171,6 +171,17 @@ pub fn ca_certs(hris: &Hris) -> Result<Vec<reqwest::Certificate>> {
     Ok(certs)
 }
 
+/// How long a connection (TCP and TLS) may take: [`CONNECT_TIMEOUT`], or, under a shorter
+/// `source.hris.timeout`, nine tenths of it, so that it fires first: the whole fetch's
+/// limit firing first had told a host that never answered as an answer that did not
+/// complete in time.
+fn connect_within(timeout: Duration) -> Duration {
+    match timeout > CONNECT_TIMEOUT {
+        true => CONNECT_TIMEOUT,
+        false => timeout.mul_f64(0.9),
+    }
+}
+
 impl Http {
     /// Builds the client from `[source.hris]` (answers capped at `max_bytes`, i.e.
     /// `roster.max_bytes`): HTTPS only, the system's roots plus `ca_file`. Errors are
@@ -184,9 +195,7 @@ impl Http {
                 // A redirect's Referer would carry the URL's query (a pre-signed link's
                 // signature) to the host redirected to.
                 .referer(false)
-                // Within the whole fetch's limit: a shorter one had fired first, and a host
-                // that never answered was told as an answer that did not complete.
-                .connect_timeout(CONNECT_TIMEOUT.min(hris.timeout))
+                .connect_timeout(connect_within(hris.timeout))
                 .timeout(hris.timeout)
                 .user_agent(concat!("autoprov/", env!("CARGO_PKG_VERSION")));
             if !certs.is_empty() {
@@ -336,7 +345,7 @@ impl Http {
         if e.is_connect() && e.is_timeout() {
             return FetchError::ConnectTimeout {
                 what: what.to_string(),
-                within: CONNECT_TIMEOUT.min(self.timeout),
+                within: connect_within(self.timeout),
             };
         }
         if e.is_timeout() {
@@ -538,6 +547,19 @@ mod tests {
         assert_eq!(retry_after(&headers(&later)), Some(MAX_RETRY_AFTER));
         assert_eq!(retry_after(&headers("soon")), None);
         assert_eq!(retry_after(&header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_connection_may_take_ten_seconds_or_less_than_the_whole_fetch() {
+        assert_eq!(connect_within(Duration::from_secs(300)), CONNECT_TIMEOUT);
+        assert_eq!(
+            connect_within(Duration::from_secs(10)),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            connect_within(Duration::from_secs(3)),
+            Duration::from_millis(2700)
+        );
     }
 
     /// A host that takes the connection but never completes TLS is told as a connection
