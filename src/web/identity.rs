@@ -129,34 +129,39 @@ pub(super) fn addressed_locally(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST) else {
         return true;
     };
-    let host = host
-        .to_str()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    let name = csrf::split_authority(&host).0.trim_end_matches('.');
-    name == "localhost"
-        || name.ends_with(".localhost")
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let name = host_name(host);
+    is_localhost(&name) || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The name a request is addressed to (its `Host`), when that is not an IP address,
 /// `localhost` (or a name under it) nor one of `web.allowed_hosts`; `None` for a request
 /// without `Host` (HTTP/1.0, which no browser sends) or one addressed as allowed.
 fn foreign_host(web: &Web, headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?;
-    let host = String::from_utf8_lossy(host.as_bytes())
-        .trim()
-        .to_ascii_lowercase();
-    let name = csrf::split_authority(&host).0.trim_end_matches('.');
-    let allowed = name == "localhost"
-        || name.ends_with(".localhost")
-        || name.parse::<IpAddr>().is_ok()
-        || web.host_allowed(name);
+    let name = host_name(headers.get(header::HOST)?);
+    let allowed = is_localhost(&name) || name.parse::<IpAddr>().is_ok() || web.host_allowed(&name);
     (!allowed).then(|| {
-        let shown = crate::core::model::escape_controls(name);
+        let shown = crate::core::model::escape_controls(&name);
         shown.chars().take(100).collect()
     })
+}
+
+/// The name of a `Host` value: in lower case, without its port, brackets or final dot;
+/// empty for one that is not visible ASCII.
+fn host_name(host: &HeaderValue) -> String {
+    let host = host
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    csrf::split_authority(&host)
+        .0
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// `localhost`, or a name under it (browsers resolve them to this machine themselves).
+fn is_localhost(name: &str) -> bool {
+    name == "localhost" || name.ends_with(".localhost")
 }
 
 /// A header given more than once.
