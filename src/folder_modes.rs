@@ -37,6 +37,7 @@ pub fn tighten(data_dir: &Path, paths: &Paths) {
         inbox: &inbox,
     };
     walk(&root, 0, &skip, (&mut changed, &mut unchanged));
+    tighten_waiting(&inbox, (&mut changed, &mut unchanged));
     if !changed.is_empty() {
         tracing::warn!(
             "files or folders of the data dir were open to others than autoprov (group write, \
@@ -70,10 +71,70 @@ type Found<'a> = (
     &'a mut Vec<(PathBuf, String)>,
 );
 
+/// Tightens the files waiting in `inbox/` in the order they are processed in, which their
+/// ctimes give and a change of mode sets: from the first one to tighten on, each is given
+/// its mode (tightened, or as it was) in turn, with a ctime later than the one before it.
+/// Tightened in the walk's order, a restart had put an older roster after a newer one;
+/// left loose, a group member could rewrite a roster before it was applied. When one of
+/// them is another user's (so its ctime cannot be set), none is changed, with a warning.
+fn tighten_waiting(inbox: &Path, found: Found<'_>) {
+    use crate::engine::arrivals::{completion_time, inbox_order};
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(inbox) else {
+        return;
+    };
+    let mut files: Vec<_> = (entries.flatten())
+        .filter_map(|e| {
+            let meta = std::fs::symlink_metadata(e.path()).ok()?;
+            meta.is_file()
+                .then(|| ((inbox_order(&meta), e.file_name()), e.path(), meta))
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let loose = |meta: &std::fs::Metadata| meta.permissions().mode() & 0o027 != 0;
+    let Some(first) = files.iter().position(|(_, _, meta)| loose(meta)) else {
+        return;
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let ours = |meta: &std::fs::Metadata| me == 0 || meta.uid() == me;
+    if let Some((_, path, meta)) = files[first..].iter().find(|(_, _, meta)| !ours(meta)) {
+        let mode = meta.permissions().mode() & 0o7777;
+        let why = format!(
+            " ({mode:04o}: another user's file waits among them, and changing the others would reorder them)"
+        );
+        found.1.push((path.clone(), why));
+        return;
+    }
+    let mut last = None;
+    for (_, path, meta) in &files[first..] {
+        let mode = meta.permissions().mode() & 0o7777;
+        let strict = mode & !0o027;
+        loop {
+            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict))
+            {
+                found.1.push((path.clone(), format!(" ({mode:04o}: {e})")));
+                break;
+            }
+            let Ok(now) = std::fs::symlink_metadata(path).map(|m| completion_time(&m)) else {
+                break;
+            };
+            if last.is_none_or(|last| now > last) {
+                last = Some(now);
+                break;
+            }
+            // The clock's tick has not moved on since the file before: wait for the next.
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if strict != mode {
+            found
+                .0
+                .push((path.clone(), format!(" ({mode:04o} → {strict:04o})")));
+        }
+    }
+}
+
 /// Where the walk tightens otherwise: `host_keys/` (the group loses every right), and
-/// `inbox/`, whose files are left as they are (the folder itself is tightened, which keeps
-/// others out): a file's mode changed sets its ctime, the order files are processed in,
-/// and had put an older roster waiting there after a newer one at a restart.
+/// `inbox/`, whose files [`tighten_waiting`] tightens in their order.
 struct Skip<'a> {
     host_keys: &'a Path,
     inbox: &'a Path,
@@ -123,6 +184,41 @@ mod tests {
     use super::*;
     use std::fs;
 
+    /// The files waiting in inbox/ are tightened in the order they are processed in, each
+    /// with a later ctime than the one before: tightened in the walk's order (or left loose,
+    /// for the group to rewrite), a restart had put an older roster after a newer one.
+    #[test]
+    fn waiting_files_are_tightened_in_their_order() {
+        use crate::engine::arrivals::inbox_order;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let inbox = paths.folder("inbox");
+        fs::create_dir_all(&inbox).unwrap();
+        // Arrived in this order, the walk's (name) order another; some tight, some loose.
+        let names = ["m.csv", "z.csv", "a.csv", "q.csv", "b.csv"];
+        for (i, name) in names.iter().enumerate() {
+            fs::write(inbox.join(name), b"x").unwrap();
+            let mode = if i % 2 == 0 { 0o666 } else { 0o640 };
+            fs::set_permissions(inbox.join(name), fs::Permissions::from_mode(mode)).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
+        let order = || {
+            let mut found: Vec<_> = names
+                .iter()
+                .map(|n| (inbox_order(&fs::metadata(inbox.join(n)).unwrap()), *n))
+                .collect();
+            found.sort();
+            found.into_iter().map(|(_, n)| n).collect::<Vec<_>>()
+        };
+        assert_eq!(order(), names);
+        tighten(dir.path(), &paths);
+        assert_eq!(order(), names, "the same order after");
+        for name in names {
+            let mode = fs::metadata(inbox.join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o640, "{name}");
+        }
+    }
+
     #[test]
     fn loose_folders_and_files_are_tightened_and_tight_ones_left_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -165,9 +261,7 @@ mod tests {
         assert_eq!(mode(&roster), 0o640);
         assert_eq!(mode(&kept), 0o600, "a stricter mode is kept");
         assert_eq!(mode(outside.path()), 0o666, "a link is not followed");
-        // A file waiting in inbox/ is left as it is (its ctime is its place in the order);
-        // its folder keeps others out.
         assert_eq!(mode(&paths.folder("inbox")), 0o750);
-        assert_eq!(mode(&waiting), 0o666);
+        assert_eq!(mode(&waiting), 0o640, "a file waiting in inbox/ too");
     }
 }

@@ -21,14 +21,15 @@ type Inode = (u64, u64);
 pub struct Arrivals(Mutex<HashMap<Inode, Seen>>);
 
 /// A file of inbox/ as first seen: its [`Arrival`], and what tells it from a file given its
-/// inode since (removed, and another made, between two listings): its last write, and its
-/// birth time where the file system keeps one. Taken for the removed file's, the new one had
-/// come first, with the removed one's `received_at`.
-#[derive(Clone, Copy)]
+/// inode since (removed, and another made, between two listings): its size and its birth
+/// time, or, where the file system keeps no birth time, its size and last write. Taken for
+/// the removed file's, the new one had come first, with the removed one's `received_at`.
+/// Not the last write where a birth time is kept: a `touch` had moved a file to the end.
+#[derive(Clone, Copy, PartialEq)]
 struct Seen {
     arrival: Arrival,
-    written: SystemTime,
-    born: Option<SystemTime>,
+    size: u64,
+    born_or_written: Option<SystemTime>,
 }
 
 /// The inode of the file `meta` is of.
@@ -41,12 +42,12 @@ impl Arrivals {
     pub fn of(&self, meta: &fs::Metadata) -> Arrival {
         let now = Seen {
             arrival: inbox_order(meta),
-            written: meta.modified().unwrap_or(UNIX_EPOCH),
-            born: meta.created().ok(),
+            size: meta.len(),
+            born_or_written: meta.created().or_else(|_| meta.modified()).ok(),
         };
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let seen = seen.entry(inode(meta)).or_insert(now);
-        if (seen.written, seen.born) != (now.written, now.born) {
+        if (seen.size, seen.born_or_written) != (now.size, now.born_or_written) {
             *seen = now;
         }
         seen.arrival

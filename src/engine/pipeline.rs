@@ -1084,10 +1084,20 @@ mod tests {
         let changed = completion_time(&fs::metadata(inbox.join(&older)).unwrap());
         assert!(changed > first_seen, "the chmod changed its ctime");
         assert_eq!(p.waiting().unwrap(), [older.clone(), newer.clone()]);
-        // Its inode with another last write (written in place, or a removed file's inode
-        // given to a new one): seen anew, as of now.
+        // A touch keeps its place; its inode with another size (a removed file's inode
+        // given to a new one, or a file written over) is seen anew, as of now.
         std::thread::sleep(std::time::Duration::from_millis(20));
-        fs::write(inbox.join(&newer), b"employee_id,email\n3,c@x.io\n").unwrap();
+        let file = fs::File::options()
+            .write(true)
+            .open(inbox.join(&older))
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now()).unwrap();
+        assert_eq!(p.waiting().unwrap(), [older.clone(), newer.clone()]);
+        fs::write(
+            inbox.join(&newer),
+            b"employee_id,email\n3,c@x.io\n4,d@x.io\n",
+        )
+        .unwrap();
         let meta = fs::metadata(inbox.join(&newer)).unwrap();
         assert_eq!(p.arrivals.of(&meta).0, completion_time(&meta));
         let report = p.process(&older).unwrap();
