@@ -97,38 +97,48 @@ fn tighten_waiting(inbox: &Path, found: Found<'_>) {
     };
     let me = nix::unistd::geteuid().as_raw();
     let ours = |meta: &std::fs::Metadata| me == 0 || meta.uid() == me;
-    if let Some((_, path, meta)) = files[first..].iter().find(|(_, _, meta)| !ours(meta)) {
-        let mode = meta.permissions().mode() & 0o7777;
-        let why = format!(
-            " ({mode:04o}: another user's file waits among them, and changing the others would reorder them)"
+    let mode_of = |meta: &std::fs::Metadata| meta.permissions().mode() & 0o7777;
+    if let Some((_, theirs, _)) = files[first..].iter().find(|(_, _, meta)| !ours(meta)) {
+        let left: Vec<_> = (files[first..].iter())
+            .filter(|(_, _, meta)| loose(meta))
+            .map(|(_, path, meta)| (path.clone(), format!(" ({:04o})", mode_of(meta))))
+            .collect();
+        tracing::warn!(
+            "files waiting in inbox/ are open to others than autoprov and were left as they \
+             are: {}: {} is another user's, and changing the modes around it would reorder \
+             the files (their ctimes are the order they are processed in); do not chmod them by \
+             hand either: check them before they are processed, or remove them and have them \
+             delivered again",
+            named(&left),
+            theirs.display()
         );
-        found.1.push((path.clone(), why));
         return;
     }
     let mut last = None;
     for (_, path, meta) in &files[first..] {
-        let mode = meta.permissions().mode() & 0o7777;
-        let strict = mode & !0o027;
+        let (mode, strict) = (mode_of(meta), mode_of(meta) & !0o027);
         loop {
             if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict))
             {
                 found.1.push((path.clone(), format!(" ({mode:04o}: {e})")));
                 break;
             }
-            let Ok(now) = std::fs::symlink_metadata(path).map(|m| completion_time(&m)) else {
+            let Ok(now) = std::fs::symlink_metadata(path) else {
                 break;
             };
-            if last.is_none_or(|last| now > last) {
-                last = Some(now);
+            if last.is_none_or(|last| completion_time(&now) > last) {
+                last = Some(completion_time(&now));
+                // The mode it has: the kernel takes setgid off a file of another group.
+                if mode_of(&now) != mode {
+                    let got = mode_of(&now);
+                    found
+                        .0
+                        .push((path.clone(), format!(" ({mode:04o} → {got:04o})")));
+                }
                 break;
             }
             // The clock's tick has not moved on since the file before: wait for the next.
             std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        if strict != mode {
-            found
-                .0
-                .push((path.clone(), format!(" ({mode:04o} → {strict:04o})")));
         }
     }
 }
@@ -156,9 +166,14 @@ fn walk(path: &Path, depth: usize, skip: &Skip<'_>, found: Found<'_>) {
     if mode & taken != 0 {
         let strict = mode & !taken;
         match std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict)) {
-            Ok(()) => found
-                .0
-                .push((path.to_path_buf(), format!(" ({mode:04o} → {strict:04o})"))),
+            // The mode it has: the kernel takes setgid off a file of another group.
+            Ok(()) => {
+                let got = std::fs::symlink_metadata(path)
+                    .map_or(strict, |m| m.permissions().mode() & 0o7777);
+                found
+                    .0
+                    .push((path.to_path_buf(), format!(" ({mode:04o} → {got:04o})")))
+            }
             Err(e) => found
                 .1
                 .push((path.to_path_buf(), format!(" ({mode:04o}: {e})"))),
