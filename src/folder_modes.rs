@@ -158,7 +158,10 @@ fn walk(path: &Path, depth: usize, skip: &Skip<'_>, found: Found<'_>) {
     if !meta.is_dir() && !meta.is_file() || meta.is_file() && path.parent() == Some(skip.inbox) {
         return;
     }
-    let taken = match path.starts_with(skip.host_keys) {
+    // A host key's `.pub` is made 0640 (a public key): taken to 0600, every second start
+    // had warned that it was tightened.
+    let public = path.extension().is_some_and(|e| e == "pub");
+    let taken = match path.starts_with(skip.host_keys) && !public {
         true => 0o077,
         false => 0o027,
     };
@@ -239,6 +242,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::new(dir.path());
         let key = paths.host_keys.join("ssh_host_ed25519_key");
+        let public = paths.host_keys.join("ssh_host_ed25519_key.pub");
         let db = paths.store.join("db");
         let roster = paths.folder("processed").join("x.csv");
         let waiting = paths.folder("inbox").join("w.csv");
@@ -256,6 +260,8 @@ mod tests {
             fs::write(f, b"x").unwrap();
             fs::set_permissions(f, fs::Permissions::from_mode(0o666)).unwrap();
         }
+        fs::write(&public, b"ssh-ed25519 x").unwrap();
+        fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
         let kept = paths.backups.join("kept");
         fs::write(&kept, b"x").unwrap();
         fs::set_permissions(&kept, fs::Permissions::from_mode(0o600)).unwrap();
@@ -270,6 +276,11 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode(&paths.host_keys), 0o700);
         assert_eq!(mode(&key), 0o600);
+        assert_eq!(
+            mode(&public),
+            0o640,
+            "a public key keeps the group's read, as made"
+        );
         assert_eq!(mode(&paths.backups), 0o750);
         assert_eq!(mode(&paths.store), 0o750);
         assert_eq!(mode(&db), 0o640, "the store's own files");
