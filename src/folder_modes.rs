@@ -104,11 +104,12 @@ fn tighten_waiting(inbox: &Path, found: Found<'_>) {
             .map(|(_, path, meta)| (path.clone(), format!(" ({:04o})", mode_of(meta))))
             .collect();
         tracing::warn!(
-            "files waiting in inbox/ are open to others than autoprov and were left as they \
-             are: {}: {} is another user's, and changing the modes around it would reorder \
-             the files (their ctimes are the order they are processed in); do not chmod them by \
-             hand either: check them before they are processed, or remove them and have them \
-             delivered again",
+            "files waiting in inbox/ are open to others than autoprov: {}; they were left as \
+             they are, because {} is another user's and changing the modes around it would \
+             reorder the files (their ctimes are the order they are processed in), and they \
+             are processed as they are: to have them tightened, stop autoprov, have root give \
+             that file to autoprov's user (or remove it), and start it again (a chmod by hand \
+             reorders them)",
             named(&left),
             theirs.display()
         );
@@ -128,8 +129,9 @@ fn tighten_waiting(inbox: &Path, found: Found<'_>) {
             };
             if last.is_none_or(|last| completion_time(&now) > last) {
                 last = Some(completion_time(&now));
-                // The mode it has: the kernel takes setgid off a file of another group.
-                if mode_of(&now) != mode {
+                // The mode it has: the kernel takes setgid off a file of another group
+                // (of one that was not loose too, given its mode again: not told).
+                if mode & 0o027 != 0 {
                     let got = mode_of(&now);
                     found
                         .0
@@ -160,7 +162,7 @@ fn walk(path: &Path, depth: usize, skip: &Skip<'_>, found: Found<'_>) {
     }
     // A host key's `.pub` is made 0640 (a public key): taken to 0600, every second start
     // had warned that it was tightened.
-    let public = path.extension().is_some_and(|e| e == "pub");
+    let public = meta.is_file() && path.extension().is_some_and(|e| e == "pub");
     let taken = match path.starts_with(skip.host_keys) && !public {
         true => 0o077,
         false => 0o027,
