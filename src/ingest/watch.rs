@@ -9,7 +9,7 @@ use crate::layout::is_ignored;
 use anyhow::{Context, Result};
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{Event, EventKind, RecursiveMode, Watcher};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -161,7 +161,8 @@ pub async fn watch_dir(
     let inbox = paths.folder("inbox");
     let mut files: HashMap<PathBuf, Candidate> = HashMap::new();
     let mut kept = Kept::load(paths.watch_kept.clone());
-    scan_dir(&dir, &mut files, false);
+    let mut not_taken = HashSet::new();
+    tell_not_taken(&mut not_taken, scan_dir(&dir, &mut files, false));
     let mut check = tokio::time::interval(
         settle
             .0
@@ -176,7 +177,7 @@ pub async fn watch_dir(
             event = events.recv() => match event {
                 Some(Ok(event)) => {
                     if event.need_rescan() {
-                        scan_dir(&dir, &mut files, true);
+                        tell_not_taken(&mut not_taken, scan_dir(&dir, &mut files, true));
                     }
                     for path in event.paths.iter().filter(|p| p.parent() == Some(dir.as_path())) {
                         observe(&mut files, path, &event.kind);
@@ -184,11 +185,11 @@ pub async fn watch_dir(
                 }
                 Some(Err(e)) => {
                     tracing::warn!("watch_dir watcher: {e}; rescanning");
-                    scan_dir(&dir, &mut files, true);
+                    tell_not_taken(&mut not_taken, scan_dir(&dir, &mut files, true));
                 }
                 None => return,
             },
-            _ = rescan_tick.tick() => scan_dir(&dir, &mut files, false),
+            _ = rescan_tick.tick() => tell_not_taken(&mut not_taken, scan_dir(&dir, &mut files, false)),
             _ = check.tick() => {
                 // Moving may copy a whole roster across filesystems: not on an async worker's
                 // time (the runtime has other workers for the SFTP and control tasks).
@@ -271,11 +272,22 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
     }
 }
 
+/// Warns once of each entry of watch_dir that is neither a regular file nor a name left
+/// alone (a symlink, a folder), for as long as it stays: it is never taken (a link is not
+/// followed), and an HR job delivering through one had been told nothing, nor the log.
+fn tell_not_taken(noted: &mut HashSet<PathBuf>, found: Vec<PathBuf>) {
+    for path in found.iter().filter(|p| !noted.contains(*p)) {
+        tracing::warn!(path = %path.display(), "watch_dir holds a symlink or a folder, which is not taken (links are not followed): deliver the roster as a regular file");
+    }
+    *noted = found.into_iter().collect();
+}
+
 /// Adds regular files the watcher has not seen (present at start-up, or after lost events).
 /// After lost events (`lost`), the files already known count as found by a scan too: the
 /// close of one held open may be among them, and it would have waited for it until a
-/// restart.
-fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) {
+/// restart. Returns the entries that are neither regular files nor names left alone (a
+/// symlink, a folder), which are never taken.
+fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) -> Vec<PathBuf> {
     if lost {
         for c in files.values_mut() {
             (c.found, c.opened, c.writing) = (true, false, false);
@@ -283,17 +295,23 @@ fn scan_dir(dir: &Path, files: &mut HashMap<PathBuf, Candidate>, lost: bool) {
     }
     let Ok(entries) = fs::read_dir(dir) else {
         tracing::warn!(dir = %dir.display(), "cannot list source.watch_dir");
-        return;
+        return Vec::new();
     };
+    let mut not_taken = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().map(|t| t.is_file()).unwrap_or(false);
-        if is_file && !is_ignored(&name) {
-            files
-                .entry(entry.path())
-                .or_insert(Candidate::new(true, true, Instant::now()));
+        match (is_file, is_ignored(&name)) {
+            (_, true) => {}
+            (true, false) => {
+                files
+                    .entry(entry.path())
+                    .or_insert(Candidate::new(true, true, Instant::now()));
+            }
+            (false, false) => not_taken.push(entry.path()),
         }
     }
+    not_taken
 }
 
 /// Files of watch_dir copied into inbox/ whose removal failed, by device, inode, size and
@@ -1272,6 +1290,35 @@ mod tests {
             move_into((&path, &due), inbox.path(), &|p| fs::remove_file(p)).unwrap();
         }
         assert_eq!(fs::read_dir(inbox.path()).unwrap().count(), 3);
+    }
+
+    /// A symlink or a folder in watch_dir is never taken; a scan names it (the watcher
+    /// warns once while it stays), where it had been dropped without a word.
+    #[test]
+    fn a_symlink_or_a_folder_in_watch_dir_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join(".target.csv");
+        fs::write(&target, b"employee_id,email\n").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link.csv")).unwrap();
+        fs::create_dir(dir.path().join("folder")).unwrap();
+        fs::create_dir(dir.path().join("upload.part")).unwrap();
+        fs::write(dir.path().join("roster.csv"), b"employee_id,email\n").unwrap();
+        let mut files = HashMap::new();
+        let mut not_taken = scan_dir(dir.path(), &mut files, false);
+        not_taken.sort();
+        assert_eq!(
+            not_taken,
+            [dir.path().join("folder"), dir.path().join("link.csv")]
+        );
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            [&dir.path().join("roster.csv")]
+        );
+        let mut noted = HashSet::new();
+        tell_not_taken(&mut noted, not_taken);
+        assert_eq!(noted.len(), 2);
+        tell_not_taken(&mut noted, vec![dir.path().join("folder")]);
+        assert_eq!(noted.len(), 1, "one gone is forgotten");
     }
 
     #[test]
