@@ -76,11 +76,7 @@ fn is_automatic_name(name: &str) -> bool {
     else {
         return false;
     };
-    let b = stamp.as_bytes();
-    b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+    crate::util::is_compact_timestamp(stamp)
 }
 
 /// What [`rotate`] did.

@@ -33,10 +33,8 @@ pub struct Unknown {
 /// The time a stored name starts with (`20261207T173841Z_r.csv`: when it was filed), as
 /// [`compact_timestamp`] writes it; `None` for a name not stored so (put there by hand).
 fn filed_at(name: &str) -> Option<&str> {
-    let stamp = name.get(..16)?;
-    let b = stamp.as_bytes();
-    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    (digits(0..8) && b[8] == b'T' && digits(9..15) && b[15] == b'Z').then_some(stamp)
+    name.get(..16)
+        .filter(|stamp| crate::util::is_compact_timestamp(stamp))
 }
 
 /// [`Unknown`] of the store `restored`, from a backup written at `backup_at` (RFC 3339),

@@ -85,6 +85,16 @@ pub fn utc_second(text: &str) -> Option<String> {
         .then(|| rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)))
 }
 
+/// Whether `text` is a time as [`compact_timestamp`] writes it (`20261126T074613Z`): the
+/// prefix of filed names and of automatic backups' names.
+pub fn is_compact_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+}
+
 /// `2026-11-26T07:46:13Z` -> `20261126T074613Z`, the prefix of filed names.
 pub fn compact_timestamp(rfc3339: &str) -> String {
     rfc3339

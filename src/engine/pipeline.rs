@@ -128,15 +128,18 @@ pub struct Pipeline<S: Store> {
     /// as theirs ([`super::asker`]: a file system without user attributes): audited as
     /// theirs whichever request or scan processes them, while the daemon runs.
     unmarked: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// The file in inbox/ being processed now, and since when: `status` names it apart
-    /// from the files waiting (it had been counted as waiting while it was applied).
-    in_hand: std::sync::Mutex<Option<(String, std::time::SystemTime)>>,
+    /// The file in inbox/ being processed now, and since when: `status` says which of the
+    /// files waiting it is (it had read as one waiting its turn while it was applied).
+    in_hand: std::sync::Mutex<Option<Processing>>,
     /// When each file of inbox/ was first seen complete, while the daemon runs.
     pub(super) arrivals: Arrivals,
 }
 
+/// A file of inbox/ being processed, and since when.
+pub type Processing = (String, std::time::SystemTime);
+
 /// Names the file [`Pipeline::in_hand`] while it lives; the name is let go when it drops.
-pub(super) struct InHand<'a>(&'a std::sync::Mutex<Option<(String, std::time::SystemTime)>>);
+pub(super) struct InHand<'a>(&'a std::sync::Mutex<Option<Processing>>);
 
 impl Drop for InHand<'_> {
     fn drop(&mut self) {
@@ -164,7 +167,7 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// The file in inbox/ being processed now, and since when.
-    pub fn in_hand(&self) -> Option<(String, std::time::SystemTime)> {
+    pub fn in_hand(&self) -> Option<Processing> {
         self.in_hand
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -7,7 +7,7 @@ use crate::api::{Output, Request, Response, exit};
 use crate::core::accounts::{Origin, Status};
 use crate::core::model::escape_controls;
 use crate::core::report::Report;
-use crate::engine::pipeline::Pipeline;
+use crate::engine::pipeline::{Pipeline, Processing};
 use crate::store::{FileStatus, Store};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
@@ -110,16 +110,16 @@ fn status<S: Store>(p: &Pipeline<S>) -> crate::api::Result<Response> {
 /// list read it), and which of them is being processed, since when: it had read as one
 /// waiting its turn while it was applied. Its name is read after the listing and kept only
 /// when listed, so a file filed in between is not named.
-fn waiting_and_in_hand<S: Store>(p: &Pipeline<S>) -> crate::api::Result<(Vec<String>, InHand)> {
+fn waiting_and_in_hand<S: Store>(
+    p: &Pipeline<S>,
+) -> crate::api::Result<(Vec<String>, Option<Processing>)> {
     let waiting = p.waiting()?;
     let in_hand = p.in_hand().filter(|(name, _)| waiting.contains(name));
     Ok((waiting, in_hand))
 }
 
-type InHand = Option<(String, std::time::SystemTime)>;
-
 /// `status`' line of the files waiting, and which is being processed.
-fn write_queue(t: &mut String, waiting: &[String], in_hand: &InHand) {
+fn write_queue(t: &mut String, waiting: &[String], in_hand: &Option<Processing>) {
     let _ = write!(t, "waiting:   {}", waiting.len());
     if let Some((name, since)) = in_hand {
         let since = crate::util::rfc3339(*since);
