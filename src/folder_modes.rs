@@ -264,6 +264,9 @@ mod tests {
         }
         fs::write(&public, b"ssh-ed25519 x").unwrap();
         fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
+        let not_a_key = paths.host_keys.join("folder.pub");
+        fs::create_dir(&not_a_key).unwrap();
+        fs::set_permissions(&not_a_key, fs::Permissions::from_mode(0o755)).unwrap();
         let kept = paths.backups.join("kept");
         fs::write(&kept, b"x").unwrap();
         fs::set_permissions(&kept, fs::Permissions::from_mode(0o600)).unwrap();
@@ -283,6 +286,7 @@ mod tests {
             0o640,
             "a public key keeps the group's read, as made"
         );
+        assert_eq!(mode(&not_a_key), 0o700, "a folder named .pub does not");
         assert_eq!(mode(&paths.backups), 0o750);
         assert_eq!(mode(&paths.store), 0o750);
         assert_eq!(mode(&db), 0o640, "the store's own files");

@@ -690,6 +690,23 @@ mod tests {
         assert!(text.contains("(was active)"));
     }
 
+    /// A held file's header says it is held for approval, the reason below: it had said
+    /// "over a safety limit" of a file held for its encoding or a lost status column. A
+    /// held sync is held only over a limit, and says so.
+    #[test]
+    fn a_held_files_header_does_not_say_why_before_held_because() {
+        let mut r = sample();
+        r.status = ReportStatus::Held;
+        let text = r.to_text();
+        assert!(
+            text.contains("\nHELD for approval (see held because);"),
+            "{text}"
+        );
+        assert!(!text.contains("safety limit"), "{text}");
+        r.file = SYNC.into();
+        assert!(r.to_text().contains("\nHELD: over a safety limit;"));
+    }
+
     #[test]
     fn a_change_line_holds_each_piece_that_applies_in_order() {
         let mut r = sample();
