@@ -256,15 +256,27 @@ pub fn read_secret(key: &str, path: &Path) -> Result<Secret> {
 /// used, as before, but the README asks for the daemon's user alone (0600) or
 /// `LoadCredential=`; the group is how people reach the control socket, so a member who
 /// may only read had the HR system's key without a word.
+/// A file owned by another user than the daemon's (or root) is warned of too, whatever its
+/// mode: that user can change it (a 0600 file of the HR job's account had gone unwarned).
 pub fn shared_warning(key: &str, path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o077 != 0).then(|| {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o777;
+    let me = nix::unistd::geteuid().as_raw();
+    let fix = "give it mode 0600, owned by the daemon's user, or pass it with systemd's \
+               LoadCredential= (README)";
+    let shown = path.display();
+    if mode & 0o077 != 0 {
+        return Some(format!(
+            "{key} = {shown}: the file has mode {mode:04o}, so its group or others can read or \
+             change the secret: {fix}"
+        ));
+    }
+    (meta.uid() != me && meta.uid() != 0).then(|| {
         format!(
-            "{key} = {}: the file has mode {mode:04o}, so its group or others can read or \
-             change the secret: give it mode 0600, owned by the daemon's user, or pass it \
-             with systemd's LoadCredential= (README)",
-            path.display()
+            "{key} = {shown}: the file is owned by uid {}, not by the daemon's user (uid {me}) \
+             or root, so that user can change the secret: {fix}",
+            meta.uid()
         )
     })
 }
@@ -700,5 +712,33 @@ mod tests {
             assert!(!warning.contains("s3cret"), "{warning}");
         }
         assert_eq!(shared_warning("k", &dir.path().join("gone")), None);
+    }
+
+    /// A 0600 secret file owned by another user than the daemon's or root is warned of:
+    /// that user can change it.
+    #[test]
+    fn a_secret_file_another_user_owns_is_warned_of() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "this test gives a file away: run it as root"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(shared_warning("k", &path), None, "root's own file");
+        std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+        let warning = shared_warning("source.remote.private_key", &path).unwrap();
+        assert!(
+            warning.starts_with(&format!("source.remote.private_key = {}: ", path.display()))
+                && warning.contains("owned by uid 65534")
+                && warning.contains("0600"),
+            "{warning}"
+        );
+        assert!(!warning.contains("s3cret"), "{warning}");
     }
 }
