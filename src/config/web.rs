@@ -82,6 +82,13 @@ fn is_host_name(text: &str) -> bool {
         })
 }
 
+/// Whether `text` is a `*.` entry over a single label (`*.com`): any site's name under it
+/// would be let in, and with it DNS rebinding.
+fn is_top_level_wildcard(text: &str) -> bool {
+    (text.trim().trim_end_matches('.').strip_prefix("*."))
+        .is_some_and(|parent| !parent.contains('.'))
+}
+
 /// The role whose accounts may change, unless `web.org_admin_roles` says otherwise.
 const DEFAULT_ORG_ADMIN_ROLE: &str = "Super Admin";
 
@@ -163,6 +170,13 @@ impl Web {
             bail!(
                 "web.allowed_hosts: \"{bad}\" is not a host name; write the name browsers use, \
                  without scheme, port or path (e.g. \"autoprov.acme.example\")"
+            );
+        }
+        if let Some(bad) = self.allowed_hosts.iter().find(|h| is_top_level_wildcard(h)) {
+            bail!(
+                "web.allowed_hosts: \"{bad}\" takes every name under a top-level domain, \
+                 where anyone can register one and point it at this host (DNS rebinding); list \
+                 the names, or a domain of your own (e.g. \"*.acme.example\")"
             );
         }
         if let Some(bad) = self.org_admins.iter().find(|e| !is_well_formed_email(e)) {
@@ -259,6 +273,16 @@ mod tests {
         for host in bad.into_iter().chain(["a b", "*"]) {
             let e = checked(host).unwrap_err();
             assert!(e.starts_with("web.allowed_hosts: "), "{e}");
+        }
+        // A wildcard over a top-level domain lets any site's name in.
+        for host in ["*.com", "*.example", " *.com "] {
+            let e = checked(host).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "web.allowed_hosts: \"{host}\" takes every name under a top-level domain"
+                )),
+                "{e}"
+            );
         }
     }
 
