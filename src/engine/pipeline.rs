@@ -716,6 +716,20 @@ impl<S: Store> Pipeline<S> {
                 clear_remote: None,
                 accounts_token: None,
             })?;
+        } else if eval.report.status == ReportStatus::Held {
+            // Nothing changes, but who asked for the rights it would have granted or taken
+            // away, and why it was held, is on record (a held file is, by its ledger entry).
+            self.store.append_audit(AuditNote {
+                at: now,
+                user: user.to_string(),
+                action: "sync held".into(),
+                detail: format!(
+                    "re-evaluated {}, nothing applied: {}; held because {}",
+                    entry.stored_as,
+                    summary(&eval.report),
+                    eval.report.held_because.join("; ")
+                ),
+            })?;
         }
         Ok(eval.report)
     }

@@ -539,6 +539,17 @@ fn sync_over_the_deactivation_limit_holds_unless_forced() {
     assert_eq!(held.counts.deactivated, 2);
     assert_eq!(p.store.accounts().unwrap(), before);
     assert_eq!(p.held().unwrap(), None, "a held sync holds no file");
+    let audited = p.store.audit(None).unwrap();
+    let note = &audited.last().unwrap().note;
+    assert_eq!(
+        (note.action.as_str(), note.user.as_str()),
+        ("sync held", "bob")
+    );
+    assert!(
+        note.detail.contains("nothing applied") && note.detail.contains("max_deactivations"),
+        "{}",
+        note.detail
+    );
     let text = held.to_text();
     assert!(
         text.contains("`autoprov sync --force`") && !text.contains("files approve"),
