@@ -6,6 +6,9 @@
 //! files there.
 
 use crate::layout::Paths;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +39,14 @@ pub fn tighten(data_dir: &Path, paths: &Paths) {
         host_keys: &host_keys,
         inbox: &inbox,
     };
-    walk(&root, 0, &skip, (&mut changed, &mut unchanged));
+    walk(
+        rustix::fs::CWD,
+        &root,
+        &root,
+        0,
+        &skip,
+        (&mut changed, &mut unchanged),
+    );
     tighten_waiting(&inbox, (&mut changed, &mut unchanged));
     if !changed.is_empty() {
         tracing::warn!(
@@ -106,10 +116,10 @@ fn tighten_waiting(inbox: &Path, found: Found<'_>) {
         tracing::warn!(
             "files waiting in inbox/ are open to others than autoprov: {}; they were left as \
              they are, because {} is another user's and changing the modes around it would \
-             reorder the files (their ctimes are the order they are processed in), and they \
-             are processed as they are: to have them tightened, stop autoprov, have root give \
-             that file to autoprov's user (or remove it), and start it again (a chmod by hand \
-             reorders them)",
+             reorder the files (their ctimes are the order they are processed in); they are \
+             processed as they are, in their order. A chown or chmod by hand reorders them \
+             too: if someone may have changed one, remove them all and have them delivered \
+             again, oldest first",
             named(&left),
             theirs.display()
         );
@@ -119,8 +129,7 @@ fn tighten_waiting(inbox: &Path, found: Found<'_>) {
     for (_, path, meta) in &files[first..] {
         let (mode, strict) = (mode_of(meta), mode_of(meta) & !0o027);
         loop {
-            if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict))
-            {
+            if let Err(e) = chmod_same(path, meta, strict) {
                 found.1.push((path.clone(), format!(" ({mode:04o}: {e})")));
                 break;
             }
@@ -152,51 +161,130 @@ struct Skip<'a> {
     inbox: &'a Path,
 }
 
-/// Tightens `path` and, below [`DEPTH`], what it holds, not following a symlink.
-fn walk(path: &Path, depth: usize, skip: &Skip<'_>, found: Found<'_>) {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+/// Tightens `name` in the folder `dir` (shown as `path`) and, below [`DEPTH`], what it
+/// holds, not following a symlink: each is opened (as a path) without following one and
+/// changed through that descriptor only if it is what `lstat` saw, and a folder is read
+/// through its own. Checked by path and changed by path, a link that a group member
+/// swapped in between (in a folder of theirs) had been followed: a secret outside the data
+/// dir had been given the group's read.
+fn walk(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    path: &Path,
+    depth: usize,
+    skip: &Skip<'_>,
+    found: Found<'_>,
+) {
+    let Ok(seen) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
         return;
     };
-    if !meta.is_dir() && !meta.is_file() || meta.is_file() && path.parent() == Some(skip.inbox) {
+    let kind = FileType::from_raw_mode(seen.st_mode);
+    let is_dir = kind == FileType::Directory;
+    // Files and folders only; the files waiting in inbox/ are tightened in their order.
+    let waiting = kind == FileType::RegularFile && path.parent() == Some(skip.inbox);
+    if !is_dir && (kind != FileType::RegularFile || waiting) {
         return;
     }
     // A host key's `.pub` is made 0640 (a public key): taken to 0600, every second start
     // had warned that it was tightened.
-    let public = meta.is_file() && path.extension().is_some_and(|e| e == "pub");
+    let public = !is_dir && path.extension().is_some_and(|e| e == "pub");
     let taken = match path.starts_with(skip.host_keys) && !public {
         true => 0o077,
         false => 0o027,
     };
-    let mode = meta.permissions().mode() & 0o7777;
+    let mode = seen.st_mode & 0o7777;
     if mode & taken != 0 {
         let strict = mode & !taken;
-        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(strict)) {
+        match open_same(dir, name, &seen, OFlags::PATH).and_then(|fd| chmod_fd(&fd, strict)) {
             // The mode it has: the kernel takes setgid off a file of another group.
-            Ok(()) => {
-                let got = std::fs::symlink_metadata(path)
-                    .map_or(strict, |m| m.permissions().mode() & 0o7777);
-                found
-                    .0
-                    .push((path.to_path_buf(), format!(" ({mode:04o} → {got:04o})")))
-            }
+            Ok(got) => found
+                .0
+                .push((path.to_path_buf(), format!(" ({mode:04o} → {got:04o})"))),
             Err(e) => found
                 .1
                 .push((path.to_path_buf(), format!(" ({mode:04o}: {e})"))),
         }
     }
-    if meta.is_dir()
-        && depth < DEPTH
-        && let Ok(entries) = std::fs::read_dir(path)
-    {
-        for entry in entries.flatten() {
-            walk(
-                &entry.path(),
-                depth + 1,
-                skip,
-                (&mut *found.0, &mut *found.1),
-            );
-        }
+    if !is_dir || depth >= DEPTH {
+        return;
     }
+    let listed = open_same(dir, name, &seen, OFlags::RDONLY | OFlags::DIRECTORY)
+        .and_then(|fd| Ok((rustix::fs::Dir::read_from(&fd)?, fd)));
+    let (mut entries, folder) = match listed {
+        Ok(listed) => listed,
+        // What it holds is not looked at: said (it had been skipped without a word).
+        Err(e) => {
+            let why = format!(" (a folder whose files could not be looked at: {e})");
+            return found.1.push((path.to_path_buf(), why));
+        }
+    };
+    while let Some(Ok(entry)) = entries.read() {
+        let file_name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
+        if file_name == "." || file_name == ".." {
+            continue;
+        }
+        let name = Path::new(file_name);
+        let found = (&mut *found.0, &mut *found.1);
+        walk(
+            folder.as_fd(),
+            name,
+            &path.join(name),
+            depth + 1,
+            skip,
+            found,
+        );
+    }
+}
+
+/// `name` in the folder `dir` opened with `flags`, not following a symlink, if it is still
+/// the file `seen` (by `lstat`); an error otherwise (a link or another file put there since).
+fn open_same(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    seen: &Stat,
+    flags: OFlags,
+) -> std::io::Result<OwnedFd> {
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let now = rustix::fs::fstat(&fd)?;
+    let kind = |mode: u32| mode & 0o170000;
+    match (now.st_dev, now.st_ino, kind(now.st_mode))
+        == (seen.st_dev, seen.st_ino, kind(seen.st_mode))
+    {
+        true => Ok(fd),
+        false => Err(std::io::Error::other(
+            "replaced while it was looked at; not changed",
+        )),
+    }
+}
+
+/// Gives the file at `path` the mode `mode` if it is still the file `meta` describes (by
+/// `lstat`), not following a symlink: the mode it has then.
+fn chmod_same(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let seen = rustix::fs::statat(rustix::fs::CWD, path, AtFlags::SYMLINK_NOFOLLOW)?;
+    let kind = |mode: u32| mode & 0o170000;
+    if (seen.st_dev, seen.st_ino, kind(seen.st_mode)) != (meta.dev(), meta.ino(), kind(meta.mode()))
+    {
+        return Err(std::io::Error::other(
+            "replaced while it was looked at; not changed",
+        ));
+    }
+    chmod_fd(
+        &open_same(rustix::fs::CWD, path, &seen, OFlags::PATH)?,
+        mode,
+    )
+}
+
+/// Gives the file that `fd` (opened as a path) holds the mode `mode`, through
+/// `/proc/self/fd` as glibc's `fchmodat(…, AT_SYMLINK_NOFOLLOW)` does (`fchmod` refuses a
+/// path descriptor, and opening to read needs a right that changing the mode does not):
+/// the mode it has then.
+fn chmod_fd(fd: &OwnedFd, mode: u32) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let held = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(mode))?;
+    Ok(rustix::fs::fstat(fd)?.st_mode & 0o7777)
 }
 
 #[cfg(test)]
@@ -237,6 +325,47 @@ mod tests {
             let mode = fs::metadata(inbox.join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o640, "{name}");
         }
+    }
+
+    /// A file replaced by a symlink after it was looked at is not changed, nor what the
+    /// link points to: checked by path and changed by path, a group member's swap (in a
+    /// folder of theirs) had given a secret outside the data dir the group's read.
+    #[test]
+    fn a_link_swapped_in_after_the_look_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        fs::set_permissions(outside.path(), fs::Permissions::from_mode(0o600)).unwrap();
+        let swap = |name: &str| {
+            let path = dir.path().join(name);
+            fs::write(&path, b"x").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o666)).unwrap();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let seen = rustix::fs::statat(rustix::fs::CWD, &path, AtFlags::SYMLINK_NOFOLLOW);
+            fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink(outside.path(), &path).unwrap();
+            (path, meta, seen.unwrap())
+        };
+        // The waiting files' way, and the walk's.
+        let (path, meta, _) = swap("waiting.csv");
+        let e = chmod_same(&path, &meta, 0o640).unwrap_err();
+        assert!(
+            e.to_string().contains("replaced while it was looked at"),
+            "{e}"
+        );
+        let (path, _, seen) = swap("walked.csv");
+        let e = open_same(rustix::fs::CWD, &path, &seen, OFlags::PATH).unwrap_err();
+        assert!(
+            e.to_string().contains("replaced while it was looked at"),
+            "{e}"
+        );
+        let mode = fs::metadata(outside.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the link's target is left alone");
+        // A file still the one looked at is changed through its descriptor.
+        let kept = dir.path().join("kept.csv");
+        fs::write(&kept, b"x").unwrap();
+        fs::set_permissions(&kept, fs::Permissions::from_mode(0o666)).unwrap();
+        let meta = fs::symlink_metadata(&kept).unwrap();
+        assert_eq!(chmod_same(&kept, &meta, 0o640).unwrap(), 0o640);
     }
 
     #[test]
