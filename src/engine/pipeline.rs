@@ -356,6 +356,7 @@ impl<S: Store> Pipeline<S> {
             let cleaned = crate::layout::received_name(&lossy);
             let why = match raw.to_str() {
                 None => "is not UTF-8",
+                Some(name) if name.contains('\\') => "holds a backslash (a path separator)",
                 Some(_) => "holds control or format characters",
             };
             // Quoted as Rust writes strings: control and format characters escaped.

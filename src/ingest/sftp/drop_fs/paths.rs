@@ -238,7 +238,7 @@ pub enum UploadName {
 /// Checks a name a client wants to create in `inbox/`, and says what it is for.
 ///
 /// Refused: hidden names (the server's own temporary files have them), control and format
-/// characters, and names longer than the filesystem allows.
+/// characters, a backslash, and names longer than the filesystem allows.
 pub fn check_upload_name(name: &str) -> Result<UploadName, StatusReply> {
     if name.starts_with('.') {
         return Err(denied(
@@ -258,6 +258,13 @@ pub fn check_upload_name(name: &str) -> Result<UploadName, StatusReply> {
     if name.chars().any(crate::util::is_format) {
         return Err(denied(
             "file names may not contain invisible or direction-changing characters",
+        ));
+    }
+    // A Windows path separator: the name would be filed with `_` for it (util's
+    // clean_file_name), not as the client was told it was delivered.
+    if name.contains('\\') {
+        return Err(denied(
+            "file names may not contain a backslash (a path separator on Windows)",
         ));
     }
     if name.len() > 255 {
@@ -400,6 +407,9 @@ mod tests {
             "\u{feff}roster.csv",
             // Logged, a line separator had begun a line of the client's own.
             "zz\u{2028} INFO upload complete file=forged.csv",
+            // Filed with `_` for it, not under the name the client was told.
+            "back\\slash.csv",
+            "a\\tb.csv.part",
         ] {
             assert_eq!(
                 check_upload_name(bad).unwrap_err().status_code,
