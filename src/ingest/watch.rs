@@ -276,10 +276,33 @@ fn observe(files: &mut HashMap<PathBuf, Candidate>, path: &Path, kind: &EventKin
 /// alone (a symlink, a folder), for as long as it stays: it is never taken (a link is not
 /// followed), and an HR job delivering through one had been told nothing, nor the log.
 fn tell_not_taken(noted: &mut HashSet<PathBuf>, found: Vec<PathBuf>) {
-    for path in found.iter().filter(|p| !noted.contains(*p)) {
-        tracing::warn!(path = %path.display(), "watch_dir holds a symlink or a folder, which is not taken (links are not followed): deliver the roster as a regular file");
+    if let Some(news) = not_taken_news(noted, found) {
+        tracing::warn!("{news}");
     }
+}
+
+/// The warning for the entries of `found` not in `noted` (one line, the first few named:
+/// 300 folders had given 300 lines at once), and `noted` made `found`.
+fn not_taken_news(noted: &mut HashSet<PathBuf>, found: Vec<PathBuf>) -> Option<String> {
+    const NAMED: usize = 5;
+    let mut new: Vec<String> = (found.iter())
+        .filter(|p| !noted.contains(*p))
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
     *noted = found.into_iter().collect();
+    if new.is_empty() {
+        return None;
+    }
+    new.sort();
+    let more = match new.len().saturating_sub(NAMED) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Some(format!(
+        "watch_dir holds what is not a regular file (a symlink, a folder, a FIFO), which is \
+         not taken (links are not followed): {}{more}; deliver each roster as a regular file",
+        new[..new.len().min(NAMED)].join(", ")
+    ))
 }
 
 /// Adds regular files the watcher has not seen (present at start-up, or after lost events).
@@ -1315,10 +1338,29 @@ mod tests {
             [&dir.path().join("roster.csv")]
         );
         let mut noted = HashSet::new();
-        tell_not_taken(&mut noted, not_taken);
+        let news = not_taken_news(&mut noted, not_taken.clone()).unwrap();
+        assert!(
+            news.starts_with("watch_dir holds what is not a regular file")
+                && news.contains("folder\"")
+                && news.contains("link.csv\""),
+            "{news}"
+        );
         assert_eq!(noted.len(), 2);
-        tell_not_taken(&mut noted, vec![dir.path().join("folder")]);
+        assert_eq!(not_taken_news(&mut noted, not_taken), None, "told once");
+        assert_eq!(
+            not_taken_news(&mut noted, vec![dir.path().join("folder")]),
+            None
+        );
         assert_eq!(noted.len(), 1, "one gone is forgotten");
+        // Many at once: one line, five named.
+        let many: Vec<PathBuf> = (0..300)
+            .map(|i| dir.path().join(format!("d{i:03}")))
+            .collect();
+        let news = not_taken_news(&mut noted, many).unwrap();
+        assert!(
+            news.contains("d004\" and 295 more;") && !news.contains("d005"),
+            "{news}"
+        );
     }
 
     #[test]
