@@ -31,8 +31,13 @@ pub fn caller() -> String {
 /// daemon's start: a daemon keeps the rights it was started with).
 pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
     crate::data_owner::refuse_root_daemon(&cfg.data_dir)?;
-    crate::folder_modes::tighten(&cfg.data_dir, &Paths::new(&cfg.data_dir));
-    open_with(cfg, false)
+    let data_dir = cfg.data_dir.clone();
+    let pipeline = open_with(cfg, false)?;
+    // Once the store is this daemon's (its lock taken): a second daemon started on the
+    // same data_dir by mistake had changed the modes of the running one's waiting files,
+    // and so their order, before it failed on the lock.
+    crate::folder_modes::tighten(&data_dir, &Paths::new(&data_dir));
+    Ok(pipeline)
 }
 
 /// [`open`], or with `reads_all` for `process` and `sync`, which read every account's head

@@ -2156,3 +2156,23 @@ fn a_second_daemon_on_the_same_socket_exits_4() {
     env.json_ok(0, &["status"]);
     d.stop();
 }
+
+/// A second daemon on another socket but the same data_dir fails on the store's lock
+/// before it changes any mode there: it had tightened the running daemon's files first,
+/// and with them the order of the files waiting in inbox/ (their ctimes).
+#[test]
+fn a_second_daemon_on_the_same_data_dir_changes_no_mode() {
+    let (env, _watch) = watch_env(Settings::default());
+    let d = Daemon::start(&env);
+    let loose = env.drop_dir("processed").join("loose.csv");
+    fs::write(&loose, b"x").unwrap();
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o666)).unwrap();
+    let other = env.root().join("other.sock");
+    let envs = [("AUTOPROV__CONTROL__SOCKET", other.to_str().unwrap())];
+    let (code, _, err) = env.run_env(&["run"], &envs);
+    assert_ne!(code, 0, "{err}");
+    let mode = fs::metadata(&loose).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666, "left to the daemon that owns the store: {err}");
+    env.json_ok(0, &["status"]);
+    d.stop();
+}
