@@ -7,6 +7,8 @@
 
 use crate::layout::Paths;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
@@ -57,8 +59,8 @@ pub fn tighten(data_dir: &Path, paths: &Paths) {
     }
     if !unchanged.is_empty() {
         tracing::warn!(
-            "files or folders of the data dir are open to others than autoprov and cannot be \
-             tightened (another user's?): {}; tighten them",
+            "files or folders of the data dir may be open to others than autoprov and could \
+             not be tightened or looked into (another user's?): {}; tighten them",
             named(&unchanged)
         );
     }
@@ -88,26 +90,18 @@ type Found<'a> = (
 /// left loose, a group member could rewrite a roster before it was applied. When one of
 /// them is another user's (so its ctime cannot be set), none is changed, with a warning.
 fn tighten_waiting(inbox: &Path, found: Found<'_>) {
-    use crate::engine::arrivals::{completion_time, inbox_order};
     use std::os::unix::fs::MetadataExt;
-    let Ok(entries) = std::fs::read_dir(inbox) else {
-        return;
-    };
-    let mut files: Vec<_> = (entries.flatten())
-        .filter_map(|e| {
-            let meta = std::fs::symlink_metadata(e.path()).ok()?;
-            meta.is_file()
-                .then(|| ((inbox_order(&meta), e.file_name()), e.path(), meta))
-        })
-        .collect();
-    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let (files, unordered) = waiting(inbox, &HashSet::new());
+    // Names the engine leaves alone (a `.part` left by a stop) are in no order.
+    for (_, path, meta) in &unordered {
+        give_in_turn(path, meta, None, (&mut *found.0, &mut *found.1));
+    }
     let loose = |meta: &std::fs::Metadata| meta.permissions().mode() & 0o027 != 0;
     let Some(first) = files.iter().position(|(_, _, meta)| loose(meta)) else {
         return;
     };
     let me = nix::unistd::geteuid().as_raw();
     let ours = |meta: &std::fs::Metadata| me == 0 || meta.uid() == me;
-    let mode_of = |meta: &std::fs::Metadata| meta.permissions().mode() & 0o7777;
     if let Some((_, theirs, _)) = files[first..].iter().find(|(_, _, meta)| !ours(meta)) {
         let left: Vec<_> = (files[first..].iter())
             .filter(|(_, _, meta)| loose(meta))
@@ -117,40 +111,106 @@ fn tighten_waiting(inbox: &Path, found: Found<'_>) {
             "files waiting in inbox/ are open to others than autoprov: {}; they were left as \
              they are, because {} is another user's and changing the modes around it would \
              reorder the files (their ctimes are the order they are processed in); they are \
-             processed as they are, in their order. A chown or chmod by hand reorders them \
-             too: if someone may have changed one, remove them all and have them delivered \
-             again, oldest first",
+             processed as they are, in their order (a chown or chmod by hand would reorder \
+             them too): if someone may have changed one, check what its report in processed/ \
+             says was applied, and deliver a correct roster",
             named(&left),
             theirs.display()
         );
         return;
     }
-    let mut last = None;
-    for (_, path, meta) in &files[first..] {
-        let (mode, strict) = (mode_of(meta), mode_of(meta) & !0o027);
-        loop {
-            if let Err(e) = chmod_same(path, meta, strict) {
-                found.1.push((path.clone(), format!(" ({mode:04o}: {e})")));
-                break;
-            }
-            let Ok(now) = std::fs::symlink_metadata(path) else {
-                break;
-            };
-            if last.is_none_or(|last| completion_time(&now) > last) {
-                last = Some(completion_time(&now));
-                // The mode it has: the kernel takes setgid off a file of another group
-                // (of one that was not loose too, given its mode again: not told).
-                if mode & 0o027 != 0 {
-                    let got = mode_of(&now);
-                    found
-                        .0
-                        .push((path.clone(), format!(" ({mode:04o} → {got:04o})")));
-                }
-                break;
-            }
-            // The clock's tick has not moved on since the file before: wait for the next.
-            std::thread::sleep(std::time::Duration::from_millis(1));
+    let mut known: HashSet<OsString> = files.iter().map(|f| f.0.1.clone()).collect();
+    let (mut last, mut batch) = (None, files.into_iter().skip(first).collect::<Vec<_>>());
+    // A file moved in by hand during the pass came after every file it reached: it is
+    // given its mode again after them (it had gone ahead of the older ones). A few rounds
+    // at most: nothing else delivers while the daemon starts.
+    for _ in 0..8 {
+        for (_, path, meta) in &batch {
+            give_in_turn(path, meta, Some(&mut last), (&mut *found.0, &mut *found.1));
         }
+        batch = waiting(inbox, &known).0;
+        if batch.is_empty() {
+            break;
+        }
+        known.extend(batch.iter().map(|f| f.0.1.clone()));
+    }
+}
+
+/// A file waiting in inbox/: its place in the order, its path and what `lstat` said.
+type Waiting = (
+    (crate::engine::arrivals::Arrival, OsString),
+    PathBuf,
+    std::fs::Metadata,
+);
+
+/// The regular files in `inbox` not among `known`, in the order they are processed in, and
+/// (apart) those whose names the engine leaves alone.
+fn waiting(inbox: &Path, known: &HashSet<OsString>) -> (Vec<Waiting>, Vec<Waiting>) {
+    use crate::engine::arrivals::inbox_order;
+    let Ok(entries) = std::fs::read_dir(inbox) else {
+        return Default::default();
+    };
+    let (mut files, ignored): (Vec<_>, Vec<_>) = (entries.flatten())
+        .filter(|e| !known.contains(&e.file_name()))
+        .filter_map(|e| {
+            let meta = std::fs::symlink_metadata(e.path()).ok()?;
+            meta.is_file()
+                .then(|| ((inbox_order(&meta), e.file_name()), e.path(), meta))
+        })
+        .partition(|f| !crate::layout::is_ignored(&f.0.1.to_string_lossy()));
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    (files, ignored)
+}
+
+fn mode_of(meta: &std::fs::Metadata) -> u32 {
+    meta.permissions().mode() & 0o7777
+}
+
+/// Gives the file at `path` its mode without the group's write and others' rights. With
+/// `last` (the order kept), it is given it even when tight, with a ctime later than `last`,
+/// which then moves on to it; without, only a loose one is changed.
+fn give_in_turn(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    mut last: Option<&mut Option<std::time::SystemTime>>,
+    found: Found<'_>,
+) {
+    use crate::engine::arrivals::completion_time;
+    let (mode, strict) = (mode_of(meta), mode_of(meta) & !0o027);
+    if last.is_none() && mode == strict {
+        return;
+    }
+    loop {
+        if let Err(e) = chmod_same(path, meta, strict) {
+            found
+                .1
+                .push((path.to_path_buf(), format!(" ({mode:04o}: {e})")));
+            return;
+        }
+        let Ok(now) = std::fs::symlink_metadata(path) else {
+            return;
+        };
+        let later = match last.as_deref_mut() {
+            None => true,
+            Some(last) => {
+                let later = last.is_none_or(|last| completion_time(&now) > last);
+                if later {
+                    *last = Some(completion_time(&now));
+                }
+                later
+            }
+        };
+        if later {
+            // The mode it has: the kernel takes setgid off a file of another group
+            // (of one that was not loose too, given its mode again: not told).
+            if mode & 0o027 != 0 {
+                let got = mode_of(&now);
+                (found.0).push((path.to_path_buf(), format!(" ({mode:04o} → {got:04o})")));
+            }
+            return;
+        }
+        // The clock's tick has not moved on since the file before: wait for the next.
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -212,11 +272,13 @@ fn walk(
         .and_then(|fd| Ok((rustix::fs::Dir::read_from(&fd)?, fd)));
     let (mut entries, folder) = match listed {
         Ok(listed) => listed,
-        // What it holds is not looked at: said (it had been skipped without a word).
-        Err(e) => {
+        // What it holds is not looked at: said when the group or others may reach it (it
+        // had been skipped without a word); a closed one (`lost+found`, 0700) is no one's.
+        Err(e) if (mode & !taken) & 0o077 != 0 => {
             let why = format!(" (a folder whose files could not be looked at: {e})");
             return found.1.push((path.to_path_buf(), why));
         }
+        Err(_) => return,
     };
     while let Some(Ok(entry)) = entries.read() {
         let file_name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
@@ -270,10 +332,23 @@ fn chmod_same(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Resu
             "replaced while it was looked at; not changed",
         ));
     }
-    chmod_fd(
-        &open_same(rustix::fs::CWD, path, &seen, OFlags::PATH)?,
-        mode,
-    )
+    chmod_at(rustix::fs::CWD, path, &seen, mode)
+}
+
+/// Gives `name` in the folder `dir`, if it is still the file `seen`, the mode `mode`, not
+/// following a symlink: through a descriptor opened to read, or, for one its owner may not
+/// read, one opened as a path ([`chmod_fd`]). The mode it has then.
+fn chmod_at(dir: BorrowedFd<'_>, name: &Path, seen: &Stat, mode: u32) -> std::io::Result<u32> {
+    match open_same(dir, name, seen, OFlags::RDONLY) {
+        Ok(fd) => {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+            Ok(rustix::fs::fstat(&fd)?.st_mode & 0o7777)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            chmod_fd(&open_same(dir, name, seen, OFlags::PATH)?, mode)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Gives the file that `fd` (opened as a path) holds the mode `mode`, through
@@ -283,7 +358,15 @@ fn chmod_same(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Resu
 fn chmod_fd(fd: &OwnedFd, mode: u32) -> std::io::Result<u32> {
     use std::os::fd::AsRawFd;
     let held = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    std::fs::set_permissions(&held, std::fs::Permissions::from_mode(mode))?;
+    if let Err(e) = std::fs::set_permissions(&held, std::fs::Permissions::from_mode(mode)) {
+        return Err(match Path::new("/proc/self/fd").exists() {
+            true => e,
+            false => std::io::Error::other(
+                "its owner may not read it, and without /proc mounted its mode cannot be \
+                 changed without following a link",
+            ),
+        });
+    }
     Ok(rustix::fs::fstat(fd)?.st_mode & 0o7777)
 }
 
@@ -325,6 +408,37 @@ mod tests {
             let mode = fs::metadata(inbox.join(name)).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o640, "{name}");
         }
+    }
+
+    /// A loose file the engine leaves alone (a `.part` left by a stop) is tightened in no
+    /// order: the waiting rosters keep their ctimes (it had been ordered among them, and
+    /// every roster after it given its mode again).
+    #[test]
+    fn a_part_left_in_inbox_is_tightened_without_touching_the_rosters() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let inbox = paths.folder("inbox");
+        fs::create_dir_all(&inbox).unwrap();
+        let part = inbox.join(".a.csv.part");
+        fs::write(&part, b"x").unwrap();
+        fs::set_permissions(&part, fs::Permissions::from_mode(0o666)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        let roster = inbox.join("b.csv");
+        fs::write(&roster, b"x").unwrap();
+        fs::set_permissions(&roster, fs::Permissions::from_mode(0o640)).unwrap();
+        let ctime = |p: &Path| {
+            let m = fs::metadata(p).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        };
+        let before = ctime(&roster);
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        tighten(dir.path(), &paths);
+        assert_eq!(
+            fs::metadata(&part).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(ctime(&roster), before, "the roster is not touched");
     }
 
     /// A file replaced by a symlink after it was looked at is not changed, nor what the
