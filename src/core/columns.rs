@@ -104,8 +104,8 @@ pub fn is_well_formed_email(email: &str) -> bool {
 /// that letter (`ſ` for `s`, `ϐ` for `β`, the Greek symbols `ϑ ϕ ϖ ϰ ϱ ϵ`): a gateway
 /// comparing case-insensitively letter by letter takes both spellings for one address,
 /// and `ſam@…` had been given its own account and role beside sam@…; nor one with a
-/// character that stands for others (a ligature, `ﬁ` for `fi`; a fullwidth or
-/// mathematical letter), as Unicode's NFKC maps them. Greek's final `ς` (where lower-casing
+/// compatibility form that stands for others (a ligature, `ﬁ` for `fi`; a fullwidth or
+/// mathematical letter: [`is_compatibility_form`]). Greek's final `ς` (where lower-casing
 /// puts one: [`sigmas_are_final`]) and Turkish `ı` are letters of their languages' spelling
 /// (`νίκος@…`, `aydın@…`) and pass, though their capitals are `σ`'s and `i`'s too (README).
 /// Nor one whose lower case is not composed.
@@ -115,14 +115,9 @@ pub fn is_plain_identity(email: &str) -> bool {
         && (email.is_ascii()
             || (email
                 .chars()
-                .all(|c| is_own_case(c) && !is_invisible(c))
+                .all(|c| is_own_case(c) && !is_invisible(c) && !is_compatibility_form(c))
                 && sigmas_are_final(email)
-                // Not NFC: `é` as `e` and a combining accent. Not NFKC: a character that
-                // stands for others (a ligature, `ﬁ` for `fi`; a fullwidth `ｋ`, a
-                // mathematical `𝐤`, a circled `ⓚ` for `k`; the digraph `ǅ` for `Dž`), which
-                // a gateway mapping widths or compatibility forms (PRECIS, NFKC) takes for
-                // them: `ｋate@…` had held an account of its own beside kate@….
-                && unicode_normalization::is_nfkc(email)
+                && unicode_normalization::is_nfc(email)
                 // Its lower case composed as well: `J̌OE@…` lower-cases to `j` and a caron,
                 // not `ǰ`, and had been an account of its own beside ǰoe@….
                 && unicode_normalization::is_nfc(&fold(email))))
@@ -141,6 +136,37 @@ fn sigmas_are_final(email: &str) -> bool {
         .map(|c| if c == 'ς' { 'Σ' } else { c })
         .collect();
     capitals.to_lowercase() == email.to_lowercase()
+}
+
+/// Whether `c` is a compatibility form that stands for other characters, which a gateway
+/// mapping widths or compatibility forms (PRECIS, NFKC) takes for them: a ligature (`ﬁ`
+/// for `fi`, `ŉ`, `ẚ`), a digraph (`ǅ` for `Dž`), a fullwidth or halfwidth form (`ｋ`), a
+/// mathematical, circled or letter-like symbol (`𝐤`, `ⓚ`, `ℓ`), a Roman numeral (`ⅰ`), a
+/// superscript or subscript, a presentation form: `ｋate@…` had held an account of its own
+/// beside kate@…. Only these blocks: letters of a script's own spelling that NFKC also
+/// decomposes (Thai `ำ`, Lao `ໜ`, Catalan `ŀ`, Dutch `ĳ`) pass, as their writers type them.
+fn is_compatibility_form(c: char) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    matches!(
+        c,
+        '\u{aa}'
+            | '\u{b2}'..='\u{b3}'
+            | '\u{b9}'..='\u{ba}'
+            | '\u{149}'
+            | '\u{1c4}'..='\u{1cc}'
+            | '\u{1f1}'..='\u{1f3}'
+            | '\u{1e9a}'
+            | '\u{2070}'..='\u{209f}'
+            | '\u{2100}'..='\u{218f}'
+            | '\u{2460}'..='\u{24ff}'
+            | '\u{3200}'..='\u{33ff}'
+            | '\u{fb00}'..='\u{fdff}'
+            | '\u{fe30}'..='\u{fe4f}'
+            | '\u{fe50}'..='\u{feff}'
+            | '\u{ff00}'..='\u{ffef}'
+            | '\u{1d400}'..='\u{1d7ff}'
+            | '\u{1f100}'..='\u{1f1ff}'
+    ) && std::iter::once(c).nfkc().ne(std::iter::once(c))
 }
 
 /// Whether `c` shows as nothing: Unicode's default ignorable code points (zero-width
@@ -388,6 +414,11 @@ mod tests {
             "aydın.yıldız@x.example",
             "νίκος@x.example",
             "\u{1f0}oe@x.example",
+            // Letters of a script's own spelling that NFKC decomposes too.
+            "กำพล@x.example",
+            "\u{edc}a@x.example",
+            "co\u{140}lega@x.example",
+            "\u{133}sbrand@x.example",
             "νίκος-παπας@x.example",
             "ΠΑΠΑΣ@x.example",
         ] {
