@@ -576,12 +576,14 @@ fn keep_rolled_back(
 
 /// Whether an entry of `action` records a change of admin rights or of the rules: the
 /// rules' and admins' commands, a file applied or approved, a re-evaluation that changed
-/// accounts (audited only then).
+/// accounts (`sync`, `sync --force`; not `sync held`, which changed nothing).
 fn changed_rights(action: &str) -> bool {
     action.starts_with("rules ")
         || action.starts_with("admins ")
-        || action.starts_with("sync")
-        || matches!(action, "file applied" | "files approve")
+        || matches!(
+            action,
+            "sync" | "sync --force" | "file applied" | "files approve"
+        )
 }
 
 /// `e`'s detail without the mark older builds wrote into it (` [rolled back by the restore
@@ -736,6 +738,30 @@ fn give_to_owner(dir: &Path, owner: &(u32, u32)) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A held sync changed nothing: a restore does not count it among the changes it
+    /// rolled back (it had sent the admin to check every account it would have changed).
+    #[test]
+    fn a_held_sync_is_no_change_a_restore_rolls_back() {
+        for action in [
+            "sync",
+            "sync --force",
+            "file applied",
+            "files approve",
+            "rules add",
+        ] {
+            assert!(changed_rights(action), "{action}");
+        }
+        for action in [
+            "sync held",
+            "file held",
+            "file rejected",
+            "backup",
+            "restore",
+        ] {
+            assert!(!changed_rights(action), "{action}");
+        }
+    }
     use crate::store::{AuditNote, MemoryStore};
 
     fn note(detail: &str) -> AuditNote {

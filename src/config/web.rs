@@ -82,11 +82,24 @@ fn is_host_name(text: &str) -> bool {
         })
 }
 
-/// Whether `text` is a `*.` entry over a single label (`*.com`): any site's name under it
-/// would be let in, and with it DNS rebinding.
+/// Whether `text` is a `*.` entry over a domain where anyone may register a name: a
+/// top-level domain (`*.com`), or a second level that registries give out as one
+/// (`*.co.uk`, `*.com.au`, `*.ne.jp`): any site's name under it would be let in, and with
+/// it DNS rebinding. Not `*.localhost` (names there never leave the machine). Without the
+/// Public Suffix List, a hosting suffix (`*.github.io`) is not told apart (README).
 fn is_top_level_wildcard(text: &str) -> bool {
-    (text.trim().trim_end_matches('.').strip_prefix("*."))
-        .is_some_and(|parent| !parent.contains('.'))
+    const SECOND_LEVELS: [&str; 14] = [
+        "co", "com", "net", "org", "ac", "edu", "gov", "ne", "or", "go", "nom", "ltd", "plc", "gen",
+    ];
+    let Some(parent) = text.trim().trim_end_matches('.').strip_prefix("*.") else {
+        return false;
+    };
+    let labels: Vec<String> = parent.split('.').map(str::to_ascii_lowercase).collect();
+    match labels.as_slice() {
+        [tld] => tld != "localhost",
+        [second, tld] => tld.len() == 2 && SECOND_LEVELS.contains(&second.as_str()),
+        _ => false,
+    }
 }
 
 /// The role whose accounts may change, unless `web.org_admin_roles` says otherwise.
@@ -174,7 +187,7 @@ impl Web {
         }
         if let Some(bad) = self.allowed_hosts.iter().find(|h| is_top_level_wildcard(h)) {
             bail!(
-                "web.allowed_hosts: \"{bad}\" takes every name under a top-level domain, \
+                "web.allowed_hosts: \"{bad}\" takes every name under a public domain, \
                  where anyone can register one and point it at this host (DNS rebinding); list \
                  the names, or a domain of your own (e.g. \"*.acme.example\")"
             );
@@ -274,12 +287,24 @@ mod tests {
             let e = checked(host).unwrap_err();
             assert!(e.starts_with("web.allowed_hosts: "), "{e}");
         }
-        // A wildcard over a top-level domain lets any site's name in.
-        for host in ["*.com", "*.example", " *.com "] {
+        // A wildcard over a public domain lets any site's name in.
+        assert!(
+            checked("*.localhost").is_ok(),
+            "names that never leave the machine"
+        );
+        assert!(checked("*.acme.co.uk").is_ok());
+        for host in [
+            "*.com",
+            "*.example",
+            " *.com ",
+            "*.co.uk",
+            "*.COM.au",
+            "*.ne.jp",
+        ] {
             let e = checked(host).unwrap_err();
             assert!(
                 e.starts_with(&format!(
-                    "web.allowed_hosts: \"{host}\" takes every name under a top-level domain"
+                    "web.allowed_hosts: \"{host}\" takes every name under a public domain"
                 )),
                 "{e}"
             );

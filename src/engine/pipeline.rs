@@ -354,11 +354,7 @@ impl<S: Store> Pipeline<S> {
                 continue;
             }
             let cleaned = crate::layout::received_name(&lossy);
-            let why = match raw.to_str() {
-                None => "is not UTF-8",
-                Some(name) if name.contains('\\') => "holds a backslash (a path separator)",
-                Some(_) => "holds control or format characters",
-            };
+            let why = unclean_why(&raw);
             // Quoted as Rust writes strings: control and format characters escaped.
             match crate::util::rename_into_free_name(&item.path(), &inbox, &cleaned) {
                 Ok(renamed) => tracing::warn!(
@@ -1060,8 +1056,45 @@ pub(super) fn after_commit(e: Error, entry: &FileEntry) -> Error {
     e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied)
 }
 
+/// Why the name `raw` of a file in inbox/ is cleaned, for the log.
+fn unclean_why(raw: &std::ffi::OsStr) -> &'static str {
+    let Some(name) = raw.to_str() else {
+        return "is not UTF-8";
+    };
+    let backslash = name.contains('\\');
+    let only_backslash = name.replace('\\', "_") == crate::util::clean_file_name(name);
+    match (backslash, only_backslash) {
+        (true, true) => "holds a backslash (a path separator)",
+        (true, false) => "holds a backslash (a path separator) and control or format characters",
+        (false, _) => "holds control or format characters",
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// The log says why a name is cleaned: a backslash alone is not called a control
+    /// character, and one beside a control character is named with it.
+    #[test]
+    fn a_cleaned_names_reason_names_what_it_holds() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(
+            unclean_why(OsStr::new("a\\b.csv")),
+            "holds a backslash (a path separator)"
+        );
+        assert_eq!(
+            unclean_why(OsStr::new("a\\b\tc.csv")),
+            "holds a backslash (a path separator) and control or format characters"
+        );
+        assert_eq!(
+            unclean_why(OsStr::new("a\tb.csv")),
+            "holds control or format characters"
+        );
+        assert_eq!(
+            unclean_why(OsStr::from_bytes(b"a\xffb.csv")),
+            "is not UTF-8"
+        );
+    }
     use super::*;
     use crate::engine::filing::Content;
     use crate::store::{RemoteOrigin, SledStore};
