@@ -1461,6 +1461,32 @@ fn rsa_host_key_with_the_strict_profile_is_a_config_error() {
 
 // ---- found while writing these tests ---------------------------------------------------
 
+/// A rejected file is logged at `warn`, with its first error: a daemon at
+/// `log.level = "warn"` (common in production) had logged nothing of it.
+#[test]
+fn a_rejected_file_is_logged_at_warn() {
+    let (mut env, _watch) = watch_env(Settings::default());
+    env.reconfigure(|s| s.log_level = "warn".into());
+    let inbox = env.drop_dir("inbox");
+    fs::create_dir_all(&inbox).unwrap();
+    let broken = fs::read(testdata("broken/malformed_email.csv")).unwrap();
+    rename_into(&env, &inbox, "broken.csv", &broken);
+    // Not Daemon::start: it waits for "autoprov ready", an `info` line.
+    let daemon = Daemon::spawn(&env, &[]);
+    let line = wait_until("broken.csv logged", Duration::from_secs(30), || {
+        let log = daemon.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("file processed") && l.contains("_broken.csv"));
+        line.map(str::to_string)
+    });
+    assert!(
+        line.contains("WARN") && line.contains("rejected") && line.contains("email"),
+        "{line}"
+    );
+    daemon.stop();
+}
+
 /// Whether the daemon's log says `name` was processed (the line names its stored name).
 fn processed_in_log(log: &str, name: &str) -> bool {
     log.lines()

@@ -530,7 +530,18 @@ impl<S: Store> Pipeline<S> {
         let committed = self.commit_file(&entry, &mut eval, now, by);
         self.keep_next(staged, committed.is_ok());
         committed?;
-        tracing::info!(status = status.as_str(), stored_as, by, summary = %entry.summary, "file processed");
+        // A rejected or held file needs someone: told at `warn`, which production logs keep
+        // (at `info` alone, `log.level = "warn"` had shown nothing of either).
+        match status {
+            FileStatus::Rejected | FileStatus::Held => {
+                let why = eval.report.errors.first().map(|e| e.message.as_str());
+                let why = why.or(eval.report.held_because.first().map(String::as_str));
+                tracing::warn!(status = status.as_str(), stored_as, by, summary = %entry.summary, first = why.unwrap_or(""), "file processed");
+            }
+            _ => {
+                tracing::info!(status = status.as_str(), stored_as, by, summary = %entry.summary, "file processed")
+            }
+        }
         self.finish_filing_committed(&entry, read.as_ref())?;
         Ok((entry.id, eval.report))
     }
