@@ -573,6 +573,20 @@ pub fn clean_file_name(name: &str) -> String {
     }
 }
 
+/// Why the name `raw` of a file in inbox/ is cleaned, for the log.
+pub fn unclean_why(raw: &std::ffi::OsStr) -> &'static str {
+    let Some(name) = raw.to_str() else {
+        return "is not UTF-8";
+    };
+    let backslash = name.contains('\\');
+    let only_backslash = name.replace('\\', "_") == clean_file_name(name);
+    match (backslash, only_backslash) {
+        (true, true) => "holds a backslash (a path separator)",
+        (true, false) => "holds a backslash (a path separator) and control or format characters",
+        (false, _) => "holds control or format characters",
+    }
+}
+
 /// Removes the files of `dir` whose names `is_leftover` (the hidden parts of work that a
 /// stop or a crash interrupted), logging each as `what`; a folder that cannot be read is
 /// left, and a file that cannot be removed is logged.
@@ -594,6 +608,30 @@ pub fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool, what: &s
 
 #[cfg(test)]
 mod tests {
+    /// The log says why a name is cleaned: a backslash alone is not called a control
+    /// character, and one beside a control character is named with it.
+    #[test]
+    fn a_cleaned_names_reason_names_what_it_holds() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(
+            super::unclean_why(OsStr::new("a\\b.csv")),
+            "holds a backslash (a path separator)"
+        );
+        assert_eq!(
+            super::unclean_why(OsStr::new("a\\b\tc.csv")),
+            "holds a backslash (a path separator) and control or format characters"
+        );
+        assert_eq!(
+            super::unclean_why(OsStr::new("a\tb.csv")),
+            "holds control or format characters"
+        );
+        assert_eq!(
+            super::unclean_why(OsStr::from_bytes(b"a\xffb.csv")),
+            "is not UTF-8"
+        );
+    }
+
     #[test]
     fn restrict_mode_takes_group_write_and_others_off() {
         use std::os::unix::fs::PermissionsExt;

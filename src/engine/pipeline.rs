@@ -354,7 +354,7 @@ impl<S: Store> Pipeline<S> {
                 continue;
             }
             let cleaned = crate::layout::received_name(&lossy);
-            let why = unclean_why(&raw);
+            let why = crate::util::unclean_why(&raw);
             // Quoted as Rust writes strings: control and format characters escaped.
             match crate::util::rename_into_free_name(&item.path(), &inbox, &cleaned) {
                 Ok(renamed) => tracing::warn!(
@@ -530,18 +530,7 @@ impl<S: Store> Pipeline<S> {
         let committed = self.commit_file(&entry, &mut eval, now, by);
         self.keep_next(staged, committed.is_ok());
         committed?;
-        // A rejected or held file needs someone: told at `warn`, which production logs keep
-        // (at `info` alone, `log.level = "warn"` had shown nothing of either).
-        match status {
-            FileStatus::Rejected | FileStatus::Held => {
-                let why = eval.report.errors.first().map(|e| e.message.as_str());
-                let why = why.or(eval.report.held_because.first().map(String::as_str));
-                tracing::warn!(status = status.as_str(), stored_as, by, summary = %entry.summary, first = why.unwrap_or(""), "file processed");
-            }
-            _ => {
-                tracing::info!(status = status.as_str(), stored_as, by, summary = %entry.summary, "file processed")
-            }
-        }
+        log_processed(&entry, &eval.report, by);
         self.finish_filing_committed(&entry, read.as_ref())?;
         Ok((entry.id, eval.report))
     }
@@ -1067,45 +1056,23 @@ pub(super) fn after_commit(e: Error, entry: &FileEntry) -> Error {
     e.after_commit(entry.id, &entry.name, entry.status == FileStatus::Applied)
 }
 
-/// Why the name `raw` of a file in inbox/ is cleaned, for the log.
-fn unclean_why(raw: &std::ffi::OsStr) -> &'static str {
-    let Some(name) = raw.to_str() else {
-        return "is not UTF-8";
-    };
-    let backslash = name.contains('\\');
-    let only_backslash = name.replace('\\', "_") == crate::util::clean_file_name(name);
-    match (backslash, only_backslash) {
-        (true, true) => "holds a backslash (a path separator)",
-        (true, false) => "holds a backslash (a path separator) and control or format characters",
-        (false, _) => "holds control or format characters",
+/// The log line of a file processed. A rejected or held file needs someone: told at
+/// `warn`, which production logs keep, with its first error or why it was held (at `info`
+/// alone, `log.level = "warn"` had shown nothing of either).
+fn log_processed(entry: &FileEntry, report: &Report, by: &str) {
+    let (status, stored_as) = (entry.status.as_str(), &entry.stored_as);
+    match entry.status {
+        FileStatus::Rejected | FileStatus::Held => {
+            let why = report.errors.first().map(|e| e.message.as_str());
+            let why = why.or(report.held_because.first().map(String::as_str));
+            tracing::warn!(status, stored_as, by, summary = %entry.summary, first = why.unwrap_or(""), "file processed");
+        }
+        _ => tracing::info!(status, stored_as, by, summary = %entry.summary, "file processed"),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// The log says why a name is cleaned: a backslash alone is not called a control
-    /// character, and one beside a control character is named with it.
-    #[test]
-    fn a_cleaned_names_reason_names_what_it_holds() {
-        use std::ffi::OsStr;
-        use std::os::unix::ffi::OsStrExt;
-        assert_eq!(
-            unclean_why(OsStr::new("a\\b.csv")),
-            "holds a backslash (a path separator)"
-        );
-        assert_eq!(
-            unclean_why(OsStr::new("a\\b\tc.csv")),
-            "holds a backslash (a path separator) and control or format characters"
-        );
-        assert_eq!(
-            unclean_why(OsStr::new("a\tb.csv")),
-            "holds control or format characters"
-        );
-        assert_eq!(
-            unclean_why(OsStr::from_bytes(b"a\xffb.csv")),
-            "is not UTF-8"
-        );
-    }
     use super::*;
     use crate::engine::filing::Content;
     use crate::store::{RemoteOrigin, SledStore};
