@@ -266,11 +266,19 @@ impl Notifications {
         let notifier = crate::notify::Notifier::start(
             &notify,
             crate::notify::last_applied(&pipeline.store)?,
-            pipeline.paths.stale_reported.clone(),
+            (
+                pipeline.paths.stale_reported.clone(),
+                pipeline.paths.held_announced.clone(),
+            ),
             &tasks,
             &stop,
         )
         .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?;
+        let held = pipeline.held()?.and_then(|entry| {
+            let roster = pipeline.paths.folder("held").join(&entry.stored_as);
+            crate::engine::pipeline::read_report(&roster).map(|report| (entry.id, report))
+        });
+        notifier.held_at_start(held);
         Ok(Notifications {
             notifier,
             stop,

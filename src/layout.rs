@@ -73,6 +73,8 @@ pub struct Paths {
     pub csv_url_columns: PathBuf,
     /// The quiet spell the last `stale` notification was about.
     pub stale_reported: PathBuf,
+    /// The id of the last held file whose `file_held` notification was delivered.
+    pub held_announced: PathBuf,
     /// Watch mode: the files copied from `watch_dir` that could not be removed there.
     pub watch_kept: PathBuf,
     /// HRIS mode: the last fetch's outcome, kept across restarts.
@@ -92,6 +94,7 @@ impl Paths {
             workday_columns: data_dir.join("workday-columns"),
             csv_url_columns: data_dir.join("csv-url-columns"),
             stale_reported: data_dir.join("stale-reported"),
+            held_announced: data_dir.join("held-announced"),
             watch_kept: data_dir.join("watch-kept"),
             hris_state: data_dir.join("hris-state"),
         }

@@ -486,6 +486,64 @@ fn d_log(env: &TestEnv) -> String {
     all
 }
 
+/// A held file whose `file_held` was never delivered (nothing listened before the stop) is
+/// announced at the next start, once: a restart had dropped the only alert of a file that
+/// blocks every later roster.
+#[test]
+fn a_held_file_never_announced_is_announced_at_the_next_start_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let env = host_env(
+        Settings {
+            max_grants: Some((1, 0)),
+            ..Settings::default()
+        },
+        &notify_toml(&format!("http://{addr}{HOOK_PATH}"), "36h"),
+    );
+    env.expect(
+        0,
+        &[
+            "rules",
+            "add",
+            "--name",
+            "it",
+            "--role",
+            "IT Admin",
+            "--when",
+            "department = IT",
+        ],
+    );
+    let d = Daemon::start(&env);
+    drop_into(&env.drop_dir("inbox"), "c.csv", &roster(3));
+    wait_status(&env, "c.csv", "held");
+    let what = lazy(|| format!("a failed delivery in the log:\n{}", d.log()));
+    wait_until(what, Duration::from_secs(30), || {
+        d.log()
+            .contains("notification delivery failed")
+            .then_some(())
+    });
+    d.stop();
+    let receiver = Receiver::start_on(addr, Answer::Ok);
+    let d = Daemon::start(&env);
+    let got = receiver.wait_delivered(1);
+    assert_eq!(
+        (got[0]["event"].as_str(), got[0]["file"].as_str()),
+        (Some("file_held"), Some("c.csv")),
+        "{got:#?}"
+    );
+    d.stop();
+    // Delivered: not again at the next start.
+    let d = Daemon::start(&env);
+    stays("no second file_held", Duration::from_secs(2), || {
+        receiver.delivered().len() == 1
+    });
+    d.stop();
+}
+
 #[test]
 fn a_delivery_is_retried_until_the_receiver_listens() {
     // A port nothing listens on, yet.

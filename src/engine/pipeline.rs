@@ -1044,7 +1044,7 @@ pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<FileBytes>> {
 }
 
 /// The report beside a filed file, if readable.
-pub(super) fn read_report(file: &Path) -> Option<Report> {
+pub(crate) fn read_report(file: &Path) -> Option<Report> {
     let mut p = file.as_os_str().to_owned();
     p.push(".report.json");
     serde_json::from_slice(&fs::read(p).ok()?).ok()

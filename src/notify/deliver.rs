@@ -121,7 +121,7 @@ async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken, sh
         let Failure { why, retry_after } = match outcome {
             Ok(()) => {
                 if let Some((path, marker)) = &event.once_delivered
-                    && shared.is_current_spell(marker)
+                    && (event.event != super::EventKind::Stale || shared.is_current_spell(marker))
                     && let Err(e) = crate::util::write_atomic(path, marker.as_bytes())
                 {
                     tracing::warn!(file = %path.display(), "keeping that the notification was delivered: {e}; a restart sends it again");

@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     /// every rescan that retries them.
     failing: Mutex<HashSet<String>>,
     staleness: Mutex<Staleness>,
+    /// Where the id of the last held file whose `file_held` was delivered is kept: a held
+    /// file not announced before a stop (nothing listened, the stop came first) is
+    /// announced at the next start (it had never been, and blocked every later file).
+    held_announced: PathBuf,
     /// Deliveries under way (each until it is delivered or given up).
     in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -95,6 +99,15 @@ impl Shared {
         queue.is_empty() && self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
     }
 
+    /// `event`, marked (if it is a `file_held`) to keep file `id` as announced once it is
+    /// delivered.
+    fn marked_if_held(&self, mut event: Event, id: u64) -> Event {
+        if event.event == EventKind::FileHeld {
+            event.once_delivered = Some((self.held_announced.clone(), id.to_string()));
+        }
+        event
+    }
+
     /// Whether `marker` is still the quiet spell's (a `stale` notice of an earlier spell,
     /// delivered late, must not overwrite the later spell's marker).
     fn is_current_spell(&self, marker: &str) -> bool {
@@ -133,7 +146,7 @@ impl Notifier {
     pub fn start(
         cfg: &Notify,
         last_applied: Option<SystemTime>,
-        reported: PathBuf,
+        (reported, held_announced): (PathBuf, PathBuf),
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<Notifier> {
@@ -154,6 +167,7 @@ impl Notifier {
                 SystemTime::now(),
                 std::fs::read_to_string(&reported).ok().as_deref(),
             )),
+            held_announced,
             in_flight: Default::default(),
         });
         tracing::info!(webhook = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
@@ -172,6 +186,21 @@ impl Notifier {
         Ok(Notifier {
             shared: Some(shared),
         })
+    }
+
+    /// Announces the file `held` (its id and report) still held at the start, unless its
+    /// `file_held` was delivered before: one held as the daemon stopped, or whose alert
+    /// nothing received before the stop, had never been announced, and blocked every
+    /// later roster without a word.
+    pub fn held_at_start(&self, held: Option<(u64, crate::core::report::Report)>) {
+        let (Some(shared), Some((id, report))) = (&self.shared, held) else {
+            return;
+        };
+        let announced = std::fs::read_to_string(&shared.held_announced).ok();
+        if announced.as_deref().map(str::trim) != Some(id.to_string().as_str()) {
+            tracing::info!(file = %report.file, id, "a held file not announced before: sending file_held");
+            shared.push(shared.marked_if_held(Event::file_held(id, &report), id));
+        }
     }
 
     /// Waits until every queued event was delivered (or given up), at most `grace`: at a
@@ -243,7 +272,7 @@ impl Notifier {
                     shared.staleness.lock().expect("notify lock").applied(at);
                 }
                 if let Some(event) = Event::of_filed(id, report, decided_by) {
-                    shared.push(event);
+                    shared.push(shared.marked_if_held(event, id));
                 }
             }
             FileOutcome::Failed { name, error, next } => {
@@ -311,6 +340,7 @@ mod tests {
             wake: tokio::sync::Notify::new(),
             failing: Mutex::new(HashSet::new()),
             staleness: Mutex::new(Staleness::new(None, SystemTime::now(), None)),
+            held_announced: PathBuf::new(),
             in_flight: Default::default(),
         });
         (
