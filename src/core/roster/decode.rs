@@ -85,10 +85,10 @@ fn decode_text(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, Finding
                     ))
                 }
                 // Neither: the first byte that is not UTF-8 is named, not an undefined byte
-                // of Windows-1252 inside the UTF-8 text before it ("Á" is C3 81): that line
-                // is fine, and the one that is not would go unnamed.
+                // of Windows-1252 inside UTF-8 text ("Á" is C3 81, "Ł" C5 81), before it or
+                // after: that line is fine, and the one that is not would go unnamed.
                 Err(e) => windows_1252(bytes).map_err(|(at, why)| match e.valid_up_to() {
-                    utf8 if at < utf8 => (
+                    utf8 if at < utf8 || inside_utf8_char(bytes, at) => (
                         utf8,
                         format!(
                             "byte 0x{:02X} is not valid UTF-8, and the file is not Windows-1252 \
@@ -119,6 +119,21 @@ fn decode_text(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, Finding
         (Err(bad), _) => bad,
     };
     Err(Finding::line(line_of(bytes, bad.0), bad.1))
+}
+
+/// Whether the byte at `at` is a continuation byte of a well-formed UTF-8 character.
+fn inside_utf8_char(bytes: &[u8], at: usize) -> bool {
+    (1..=3).filter(|back| *back <= at).any(|back| {
+        let start = at - back;
+        let len = match bytes[start] {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => return false,
+        };
+        at < start + len
+            && (bytes.get(start..start + len)).is_some_and(|c| std::str::from_utf8(c).is_ok())
+    })
 }
 
 fn nul_error(at: usize) -> (usize, String) {
@@ -258,6 +273,22 @@ mod tests {
             .collect::<Vec<u8>>();
         let r = rejected_with(&bytes, &RosterOptions::default());
         assert_eq!(places(&r.errors), [(Some(4), None)], "{:?}", r.errors);
+        assert!(
+            r.errors[0].message.contains("0xE9") && r.errors[0].message.contains("mixes"),
+            "{}",
+            r.errors[0].message
+        );
+    }
+
+    /// The stray Windows-1252 byte first, then UTF-8 text holding a byte Windows-1252 leaves
+    /// undefined (Ł is C5 81): the error names the stray byte's line, not Ł's (it had said
+    /// byte 0x81 of a valid line could not be decoded, and the bad line went unnamed).
+    #[test]
+    fn a_stray_byte_before_utf8_text_is_the_one_named() {
+        let mut bytes = b"employee_id,email,name\n1,a@example.com,Caf\xE9\n".to_vec();
+        bytes.extend_from_slice("2,b@example.com,Łukasz\n".as_bytes());
+        let r = rejected_with(&bytes, &RosterOptions::default());
+        assert_eq!(places(&r.errors), [(Some(2), None)], "{:?}", r.errors);
         assert!(
             r.errors[0].message.contains("0xE9") && r.errors[0].message.contains("mixes"),
             "{}",
