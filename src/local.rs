@@ -46,6 +46,15 @@ pub fn open(cfg: Config) -> Result<Pipeline<SledStore>> {
 /// start-up check's refusal.
 fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
+    // A config error (exit 2, which the unit does not restart), not a failure (exit 5,
+    // restarted every 5 s): "creating data_dir: File exists" had been one.
+    if fs::metadata(&cfg.data_dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(crate::api::error::Error::usage(format!(
+            "data_dir = {:?} is not a folder (a file is there): name the folder of the store \
+             and drop/",
+            cfg.data_dir.display().to_string()
+        )));
+    }
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;
     if let Some(earlier) = earlier_work(&paths) {

@@ -2183,6 +2183,23 @@ fn a_second_daemon_on_the_same_socket_exits_4() {
     d.stop();
 }
 
+/// A data_dir that is a file is a config error (exit 2, which the unit does not restart),
+/// and the file is left as it was: it had been a failure (exit 5, restarted every 5 s),
+/// after the file's mode was changed.
+#[test]
+fn a_data_dir_that_is_a_file_is_a_config_error() {
+    let env = TestEnv::new();
+    let file = env.root().join("afile");
+    fs::write(&file, b"important\n").unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+    let envs = [("AUTOPROV__DATA_DIR", file.to_str().unwrap())];
+    let (code, _, err) = env.run_env(&["run"], &envs);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a folder"), "{err}");
+    let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "{err}");
+}
+
 /// A second daemon on another socket but the same data_dir fails on the store's lock
 /// before it changes any mode there: it had tightened the running daemon's files first,
 /// and with them the order of the files waiting in inbox/ (their ctimes).
