@@ -272,11 +272,26 @@ pub fn shared_warning(key: &str, path: &Path) -> Option<String> {
              change the secret: {fix}"
         ));
     }
-    (meta.uid() != me && meta.uid() != 0).then(|| {
-        format!(
+    if meta.uid() != me && meta.uid() != 0 {
+        return Some(format!(
             "{key} = {shown}: the file is owned by uid {}, not by the daemon's user (uid {me}) \
              or root, so that user can change the secret: {fix}",
             meta.uid()
+        ));
+    }
+    // Its folder too: whoever may write there can put another file in its place.
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty())?;
+    let held = std::fs::metadata(folder).ok()?;
+    let folder_mode = held.permissions().mode() & 0o7777;
+    let others_write = folder_mode & 0o022 != 0 && folder_mode & 0o1000 == 0;
+    (others_write || held.uid() != me && held.uid() != 0).then(|| {
+        format!(
+            "{key} = {shown}: its folder {} (mode {folder_mode:04o}, uid {}) may be written by \
+             others than the daemon's user and root, who can put another secret in its place: \
+             keep it in a folder of the daemon's user or root that only they may write, or pass \
+             it with systemd's LoadCredential= (README)",
+            folder.display(),
+            held.uid()
         )
     })
 }
@@ -740,5 +755,23 @@ mod tests {
             "{warning}"
         );
         assert!(!warning.contains("s3cret"), "{warning}");
+        // Root's own 0600 file in a folder another user owns, or that others may write
+        // (without the sticky bit): they can swap the file.
+        std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        let warning = shared_warning("k", &path).unwrap();
+        assert!(
+            warning.contains("its folder") && warning.contains("uid 65534"),
+            "{warning}"
+        );
+        std::os::unix::fs::chown(dir.path(), Some(0), None).unwrap();
+        let folder =
+            |mode| std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode));
+        folder(0o777).unwrap();
+        assert!(shared_warning("k", &path).unwrap().contains("mode 0777"));
+        folder(0o1777).unwrap();
+        assert_eq!(shared_warning("k", &path), None, "sticky, as /tmp");
+        folder(0o755).unwrap();
+        assert_eq!(shared_warning("k", &path), None);
     }
 }
