@@ -44,6 +44,26 @@ fn host_env(mut settings: Settings, notify: &str) -> TestEnv {
     TestEnv::with(settings)
 }
 
+/// [`host_env`] posting to `url`, where any grant is held (`max_grants` 1 and 0 %), with
+/// one rule: IT gets IT Admin.
+fn held_env(url: &str) -> TestEnv {
+    let settings = Settings {
+        max_grants: Some((1, 0)),
+        ..Settings::default()
+    };
+    let env = host_env(settings, &notify_toml(url, "36h"));
+    let rule = [
+        "--name",
+        "it",
+        "--role",
+        "IT Admin",
+        "--when",
+        "department = IT",
+    ];
+    env.expect(0, &[&["rules", "add"][..], &rule[..]].concat());
+    env
+}
+
 /// Watch mode on `<root>/watch` (settle 1 s, rescans every second), logging at info.
 fn watch_env(notify_for: impl FnOnce() -> String) -> (TestEnv, PathBuf) {
     let mut env = TestEnv::new();
@@ -109,26 +129,7 @@ fn assert_shape(v: &Value) {
 #[test]
 fn held_and_rejected_files_are_posted_once_each_applied_files_and_decisions_are_not() {
     let receiver = Receiver::start(Answer::Ok);
-    let env = host_env(
-        Settings {
-            max_grants: Some((1, 0)),
-            ..Settings::default()
-        },
-        &notify_toml(&receiver.url(), "36h"),
-    );
-    env.expect(
-        0,
-        &[
-            "rules",
-            "add",
-            "--name",
-            "it",
-            "--role",
-            "IT Admin",
-            "--when",
-            "department = IT",
-        ],
-    );
+    let env = held_env(&receiver.url());
     let d = Daemon::start(&env);
     let inbox = env.drop_dir("inbox");
     drop_into(&inbox, "a.csv", &roster(1));
@@ -205,26 +206,7 @@ fn held_and_rejected_files_are_posted_once_each_applied_files_and_decisions_are_
 #[test]
 fn a_file_held_during_a_stop_is_posted_before_the_daemon_exits() {
     let receiver = Receiver::start(Answer::Ok);
-    let env = host_env(
-        Settings {
-            max_grants: Some((1, 0)),
-            ..Settings::default()
-        },
-        &notify_toml(&receiver.url(), "36h"),
-    );
-    env.expect(
-        0,
-        &[
-            "rules",
-            "add",
-            "--name",
-            "it",
-            "--role",
-            "IT Admin",
-            "--when",
-            "department = IT",
-        ],
-    );
+    let env = held_env(&receiver.url());
     let d = Daemon::start_env(&env, &[("AUTOPROV_PAUSE_AT", "before_stage")]);
     drop_into(&env.drop_dir("inbox"), "c.csv", &roster(3));
     wait_until(
@@ -497,26 +479,7 @@ fn a_held_file_never_announced_is_announced_at_the_next_start_once() {
         .unwrap()
         .port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let env = host_env(
-        Settings {
-            max_grants: Some((1, 0)),
-            ..Settings::default()
-        },
-        &notify_toml(&format!("http://{addr}{HOOK_PATH}"), "36h"),
-    );
-    env.expect(
-        0,
-        &[
-            "rules",
-            "add",
-            "--name",
-            "it",
-            "--role",
-            "IT Admin",
-            "--when",
-            "department = IT",
-        ],
-    );
+    let env = held_env(&format!("http://{addr}{HOOK_PATH}"));
     let d = Daemon::start(&env);
     drop_into(&env.drop_dir("inbox"), "c.csv", &roster(3));
     wait_status(&env, "c.csv", "held");
