@@ -274,11 +274,7 @@ impl Notifications {
             &stop,
         )
         .map_err(|e| Error::failed(format!("starting notifications: {e:#}")))?;
-        let held = pipeline.held()?.and_then(|entry| {
-            let roster = pipeline.paths.folder("held").join(&entry.stored_as);
-            crate::engine::pipeline::read_report(&roster).map(|report| (entry.id, report))
-        });
-        notifier.held_at_start(held);
+
         Ok(Notifications {
             notifier,
             stop,

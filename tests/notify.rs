@@ -507,6 +507,27 @@ fn a_held_file_never_announced_is_announced_at_the_next_start_once() {
     d.stop();
 }
 
+/// A held file committed just before a crash is announced once at the next start: the
+/// start's recovery tells it, and the start's telling of the file held then does not
+/// again (it had been posted twice).
+#[test]
+fn a_file_held_just_before_a_crash_is_announced_once() {
+    let receiver = Receiver::start(Answer::Ok);
+    let env = held_env(&receiver.url());
+    let mut d = Daemon::spawn(&env, &[("AUTOPROV_CRASH_AT", "after_commit")]);
+    drop_into(&env.drop_dir("inbox"), "c.csv", &roster(3));
+    let st = d.wait_exit(Duration::from_secs(30), "the crash after the commit");
+    assert!(!st.success(), "{}", d.log());
+    assert!(receiver.delivered().is_empty(), "nothing before the crash");
+    let d = Daemon::start(&env);
+    let got = receiver.wait_delivered(1);
+    assert_eq!(got[0]["event"], "file_held", "{got:#?}");
+    stays("no second file_held", Duration::from_secs(2), || {
+        receiver.delivered().len() == 1
+    });
+    d.stop();
+}
+
 #[test]
 fn a_delivery_is_retried_until_the_receiver_listens() {
     // A port nothing listens on, yet.

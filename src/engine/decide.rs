@@ -1,7 +1,8 @@
 //! Deciding a held file (SPEC §4): approve applies exactly what its report showed, or
 //! shows the new plan and applies nothing; reject discards it.
 
-use super::pipeline::{Evaluation, Pipeline, read_report};
+use super::filed_reports::read_report;
+use super::pipeline::{Evaluation, Pipeline};
 use super::resync::Record;
 use super::roster_file::FileBytes;
 use crate::api::error::Blocked;

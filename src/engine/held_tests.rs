@@ -346,8 +346,8 @@ fn a_held_file_whose_roster_alone_was_removed_is_rejected_with_its_report() {
     let rejected = p.reject(1, "alice").unwrap();
     assert_eq!(rejected.counts.created, 3, "the held report's counts");
     assert_eq!(folder(&p, "held"), Vec::<String>::new());
-    let filed =
-        super::pipeline::read_report(&p.paths.folder("rejected").join(&stored)).expect("filed");
+    let filed = super::filed_reports::read_report(&p.paths.folder("rejected").join(&stored))
+        .expect("filed");
     assert_eq!(filed.status, ReportStatus::Rejected);
     assert_eq!(filed.decision.unwrap().by, "alice");
     assert_eq!(filed.changes.len(), 3);

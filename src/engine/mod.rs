@@ -8,6 +8,7 @@ pub mod arrivals;
 pub(crate) mod asker;
 pub mod commands;
 mod decide;
+mod filed_reports;
 pub mod filing;
 #[cfg(test)]
 mod filing_tests;

@@ -221,54 +221,21 @@ impl<S: Store> Pipeline<S> {
             return;
         }
         let recovered = std::mem::take(&mut *self.recovered.lock().expect("recovered lock"));
-        for id in recovered {
-            match self.store.file(id) {
+        for id in &recovered {
+            match self.store.file(*id) {
                 Ok(Some(entry)) => self.announce_filed(&entry),
                 Ok(None) => {}
                 Err(e) => tracing::error!(id, "reading a recovered file's ledger entry: {e:#}"),
             }
         }
-    }
-
-    /// What a notification says of a filed file: its report without its changes (a held
-    /// file's may be hundreds of MB), or its ledger entry alone when the report is unreadable.
-    fn filed_report_head(&self, entry: &FileEntry) -> Report {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            #[serde(default)]
-            errors: Vec<crate::core::Finding>,
-            #[serde(default)]
-            more_errors: usize,
-            #[serde(default)]
-            held_because: Vec<String>,
-            // The summary's counts: without them a held file posted after a restart read
-            // "deactivated 0" beside a text naming 81 deactivations.
-            #[serde(default)]
-            counts: crate::core::reconcile::Counts,
+        // The file held now, told again (the observer tells only one whose notification was
+        // never delivered): one whose alert nothing received before a stop had blocked every
+        // later roster unannounced.
+        match self.held() {
+            Ok(Some(held)) if !recovered.contains(&held.id) => self.announce_filed(&held),
+            Ok(_) => {}
+            Err(e) => tracing::error!("reading the held file's ledger entry: {e:#}"),
         }
-        let mut report = Report::new(
-            &entry.name,
-            &entry.sha256,
-            &entry.received_at,
-            &entry.processed_at,
-        );
-        report.status = match entry.status {
-            FileStatus::Held => ReportStatus::Held,
-            FileStatus::Applied => ReportStatus::Applied,
-            FileStatus::DryRun => ReportStatus::DryRun,
-            FileStatus::Rejected => ReportStatus::Rejected,
-        };
-        report.stored_as = Some(entry.stored_as.clone());
-        let head = fs::File::open(self.report_path(entry))
-            .ok()
-            .and_then(|f| serde_json::from_reader::<_, Head>(std::io::BufReader::new(f)).ok());
-        if let Some(head) = head {
-            report.errors = head.errors;
-            report.more_errors = head.more_errors;
-            report.held_because = head.held_because;
-            report.counts = head.counts;
-        }
-        report
     }
 
     /// Tells the observer, if any, of an outcome.
@@ -592,7 +559,7 @@ impl<S: Store> Pipeline<S> {
                 .push(entry.id);
             return;
         }
-        let report = self.filed_report_head(entry);
+        let report = super::filed_reports::report_head(entry, &self.report_path(entry));
         self.tell(FileOutcome::Filed {
             id: entry.id,
             report: &report,
@@ -1041,13 +1008,6 @@ pub(super) fn read_limited(path: &Path, max: u64) -> Result<Option<FileBytes>> {
     }
     let bytes = FileBytes::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(Some(bytes))
-}
-
-/// The report beside a filed file, if readable.
-pub(crate) fn read_report(file: &Path) -> Option<Report> {
-    let mut p = file.as_os_str().to_owned();
-    p.push(".report.json");
-    serde_json::from_slice(&fs::read(p).ok()?).ok()
 }
 
 /// `e`, a failure after `entry`'s commit ([`Error::after_commit`]): its outcome is in the

@@ -120,12 +120,7 @@ async fn deliver(hook: &Webhook, event: &Event, shutdown: &CancellationToken, sh
         };
         let Failure { why, retry_after } = match outcome {
             Ok(()) => {
-                if let Some((path, marker)) = &event.once_delivered
-                    && (event.event != super::EventKind::Stale || shared.is_current_spell(marker))
-                    && let Err(e) = crate::util::write_atomic(path, marker.as_bytes())
-                {
-                    tracing::warn!(file = %path.display(), "keeping that the notification was delivered: {e}; a restart sends it again");
-                }
+                shared.keep_delivered(event);
                 return tracing::info!(event = kind, file, webhook = %hook.target, attempt, "notification delivered");
             }
             Err(failure) => failure,

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     /// file not announced before a stop (nothing listened, the stop came first) is
     /// announced at the next start (it had never been, and blocked every later file).
     held_announced: PathBuf,
+    /// Held while a delivered notification's marker is checked and written.
+    keeping: Mutex<()>,
     /// Deliveries under way (each until it is delivered or given up).
     in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -97,6 +99,31 @@ impl Shared {
     fn settled(&self) -> bool {
         let queue = self.queue.lock().expect("notify queue lock");
         queue.is_empty() && self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// Keeps that `event` was delivered, if it asks to be ([`Event::once_delivered`]): not
+    /// a `stale` notice of an earlier quiet spell, nor a `file_held` of an earlier file
+    /// than the one kept (delivered late, either had overwritten the later one's marker,
+    /// which was then sent again). One at a time: two deliveries had shared a temp file.
+    fn keep_delivered(&self, event: &Event) {
+        let Some((path, marker)) = &event.once_delivered else {
+            return;
+        };
+        let _one = self.keeping.lock().expect("notify keeping lock");
+        let newest = match event.event {
+            EventKind::Stale => self.is_current_spell(marker),
+            _ => marker.parse().is_ok_and(|id| !self.held_delivered(id)),
+        };
+        if newest && let Err(e) = crate::util::write_atomic(path, marker.as_bytes()) {
+            tracing::warn!(file = %path.display(), "keeping that the notification was delivered: {e}; a restart sends it again");
+        }
+    }
+
+    /// Whether the `file_held` of file `id` (or of a later one) was delivered.
+    fn held_delivered(&self, id: u64) -> bool {
+        let kept = std::fs::read_to_string(&self.held_announced).ok();
+        kept.and_then(|k| k.trim().parse::<u64>().ok())
+            .is_some_and(|kept| kept >= id)
     }
 
     /// `event`, marked (if it is a `file_held`) to keep file `id` as announced once it is
@@ -168,6 +195,7 @@ impl Notifier {
                 std::fs::read_to_string(&reported).ok().as_deref(),
             )),
             held_announced,
+            keeping: Mutex::new(()),
             in_flight: Default::default(),
         });
         tracing::info!(webhook = %hook.target, stale_after = %humantime::format_duration(cfg.stale_after), "notifications on");
@@ -186,21 +214,6 @@ impl Notifier {
         Ok(Notifier {
             shared: Some(shared),
         })
-    }
-
-    /// Announces the file `held` (its id and report) still held at the start, unless its
-    /// `file_held` was delivered before: one held as the daemon stopped, or whose alert
-    /// nothing received before the stop, had never been announced, and blocked every
-    /// later roster without a word.
-    pub fn held_at_start(&self, held: Option<(u64, crate::core::report::Report)>) {
-        let (Some(shared), Some((id, report))) = (&self.shared, held) else {
-            return;
-        };
-        let announced = std::fs::read_to_string(&shared.held_announced).ok();
-        if announced.as_deref().map(str::trim) != Some(id.to_string().as_str()) {
-            tracing::info!(file = %report.file, id, "a held file not announced before: sending file_held");
-            shared.push(shared.marked_if_held(Event::file_held(id, &report), id));
-        }
     }
 
     /// Waits until every queued event was delivered (or given up), at most `grace`: at a
@@ -272,7 +285,11 @@ impl Notifier {
                     shared.staleness.lock().expect("notify lock").applied(at);
                 }
                 if let Some(event) = Event::of_filed(id, report, decided_by) {
-                    shared.push(shared.marked_if_held(event, id));
+                    // A held file is told once: at its filing, or at a start if never
+                    // delivered before (the engine tells the one held then again).
+                    if event.event != EventKind::FileHeld || !shared.held_delivered(id) {
+                        shared.push(shared.marked_if_held(event, id));
+                    }
                 }
             }
             FileOutcome::Failed { name, error, next } => {
@@ -341,6 +358,7 @@ mod tests {
             failing: Mutex::new(HashSet::new()),
             staleness: Mutex::new(Staleness::new(None, SystemTime::now(), None)),
             held_announced: PathBuf::new(),
+            keeping: Mutex::new(()),
             in_flight: Default::default(),
         });
         (
@@ -365,6 +383,50 @@ mod tests {
             report: &report,
             decided_by: None,
         });
+    }
+
+    /// A held file's alert delivered late (an earlier file's, decided meanwhile) does not
+    /// overwrite the later file's marker; a held file whose alert was delivered is not told
+    /// again (at a start, the engine tells the one held then).
+    #[test]
+    fn a_held_files_marker_keeps_the_latest_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (notifier, shared) = on();
+        drop(notifier);
+        let mut shared = Arc::into_inner(shared).unwrap();
+        shared.held_announced = dir.path().join("held-announced");
+        let mut report = Report::new("r.csv", "ab", "t", "t");
+        report.status = ReportStatus::Held;
+        let held = |id| shared.marked_if_held(Event::file_held(id, &report), id);
+        shared.keep_delivered(&held(3));
+        assert_eq!(fs_read(&shared.held_announced), "3");
+        shared.keep_delivered(&held(2));
+        assert_eq!(
+            fs_read(&shared.held_announced),
+            "3",
+            "an earlier file's, late"
+        );
+        assert!(shared.held_delivered(3) && !shared.held_delivered(4));
+        let n = Notifier {
+            shared: Some(Arc::new(shared)),
+        };
+        let outcome = |id| FileOutcome::Filed {
+            id,
+            report: &report,
+            decided_by: None,
+        };
+        n.observe(&outcome(3));
+        let shared = n.shared.as_ref().unwrap();
+        assert!(queued(shared).is_empty(), "delivered before: not again");
+        n.observe(&outcome(4));
+        assert_eq!(
+            queued(shared),
+            [(EventKind::FileHeld, Some("r.csv".into()))]
+        );
+    }
+
+    fn fs_read(path: &std::path::Path) -> String {
+        std::fs::read_to_string(path).unwrap()
     }
 
     #[test]
