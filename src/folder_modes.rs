@@ -255,7 +255,7 @@ fn walk(
     let mode = seen.st_mode & 0o7777;
     if mode & taken != 0 {
         let strict = mode & !taken;
-        match open_same(dir, name, &seen, OFlags::PATH).and_then(|fd| chmod_fd(&fd, strict)) {
+        match chmod_at(dir, name, &seen, strict) {
             // The mode it has: the kernel takes setgid off a file of another group.
             Ok(got) => found
                 .0

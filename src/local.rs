@@ -48,12 +48,30 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
     let paths = Paths::new(&cfg.data_dir);
     // A config error (exit 2, which the unit does not restart), not a failure (exit 5,
     // restarted every 5 s): "creating data_dir: File exists" had been one.
-    if fs::metadata(&cfg.data_dir).is_ok_and(|m| !m.is_dir()) {
-        return Err(crate::api::error::Error::usage(format!(
-            "data_dir = {:?} is not a folder (a file is there): name the folder of the store \
-             and drop/",
-            cfg.data_dir.display().to_string()
-        )));
+    let shown = cfg.data_dir.display().to_string();
+    let not_a_folder = |what: &str| {
+        Err(crate::api::error::Error::usage(format!(
+            "data_dir = {shown:?} is not a folder ({what}): name the folder of the store and \
+             drop/"
+        )))
+    };
+    match (
+        fs::symlink_metadata(&cfg.data_dir),
+        fs::metadata(&cfg.data_dir),
+    ) {
+        (_, Ok(m)) if !m.is_dir() => return not_a_folder("a file is there"),
+        // A failure (exit 5, which the unit retries): more likely a file system not
+        // mounted yet than a wrong config.
+        (Ok(_), Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(crate::api::error::Error::failed(format!(
+                "data_dir = {shown:?} is a link to a folder that does not exist (a file system \
+                 not mounted yet?); nothing was changed"
+            )));
+        }
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotADirectory => {
+            return not_a_folder("a file is on its path");
+        }
+        _ => {}
     }
     fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data_dir {}", cfg.data_dir.display()))?;

@@ -2198,6 +2198,20 @@ fn a_data_dir_that_is_a_file_is_a_config_error() {
     assert!(err.contains("is not a folder"), "{err}");
     let mode = fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "{err}");
+    // A link to nothing, and a path through a file.
+    let dangling = env.root().join("dangling");
+    std::os::unix::fs::symlink(env.root().join("nowhere/x"), &dangling).unwrap();
+    // (a link to nothing: a file system not mounted yet, retried)
+    let missing = [
+        (dangling, 5, "a link to a folder that does not exist"),
+        (file.join("sub"), 2, "a file is on its path"),
+    ];
+    for (dir, want, why) in missing {
+        let envs = [("AUTOPROV__DATA_DIR", dir.to_str().unwrap())];
+        let (code, _, err) = env.run_env(&["run"], &envs);
+        assert_eq!(code, want, "{err}");
+        assert!(err.contains(why), "{err}");
+    }
 }
 
 /// A second daemon on another socket but the same data_dir fails on the store's lock

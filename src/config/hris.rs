@@ -279,21 +279,27 @@ pub fn shared_warning(key: &str, path: &Path) -> Option<String> {
             meta.uid()
         ));
     }
-    // Its folder too: whoever may write there can put another file in its place.
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty())?;
-    let held = std::fs::metadata(folder).ok()?;
-    let folder_mode = held.permissions().mode() & 0o7777;
-    let others_write = folder_mode & 0o022 != 0 && folder_mode & 0o1000 == 0;
-    (others_write || held.uid() != me && held.uid() != 0).then(|| {
-        format!(
-            "{key} = {shown}: its folder {} (mode {folder_mode:04o}, uid {}) may be written by \
-             others than the daemon's user and root, who can put another secret in its place: \
-             keep it in a folder of the daemon's user or root that only they may write, or pass \
-             it with systemd's LoadCredential= (README)",
-            folder.display(),
-            held.uid()
-        )
-    })
+    // Its folders too, up to `/`, as written and as a link leads (OpenSSH's StrictModes):
+    // whoever may write in one can put another file, or another folder, in its place.
+    let written = std::path::absolute(path).ok()?;
+    let real = std::fs::canonicalize(path).ok()?;
+    let folders = (written.ancestors().skip(1)).chain(real.ancestors().skip(1));
+    let (folder, held) = folders
+        .filter_map(|f| Some((f, std::fs::metadata(f).ok()?)))
+        .find(|(_, held)| {
+            let folder_mode = held.permissions().mode();
+            let others_write = folder_mode & 0o022 != 0 && folder_mode & 0o1000 == 0;
+            others_write || held.uid() != me && held.uid() != 0
+        })?;
+    Some(format!(
+        "{key} = {shown}: its folder {} (mode {:04o}, uid {}) may be written by others than \
+         the daemon's user and root, who can put another secret in its place: keep it in \
+         folders of the daemon's user or root that only they may write, or pass it with \
+         systemd's LoadCredential= (README)",
+        folder.display(),
+        held.permissions().mode() & 0o7777,
+        held.uid()
+    ))
 }
 
 /// Checks `value` of config key `key` is an `https://` URL with a host. The messages show
@@ -773,5 +779,29 @@ mod tests {
         assert_eq!(shared_warning("k", &path), None, "sticky, as /tmp");
         folder(0o755).unwrap();
         assert_eq!(shared_warning("k", &path), None);
+        // A folder higher up that others may write; a link whose target's folder is.
+        let below = dir.path().join("sub");
+        std::fs::create_dir(&below).unwrap();
+        let deep = below.join("key");
+        std::fs::write(&deep, "s3cret\n").unwrap();
+        std::fs::set_permissions(&deep, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(shared_warning("k", &deep), None);
+        folder(0o777).unwrap();
+        let warning = shared_warning("k", &deep).unwrap();
+        assert!(
+            warning.contains(&format!("its folder {} ", dir.path().display())),
+            "{warning}"
+        );
+        folder(0o755).unwrap();
+        let safe = tempfile::tempdir().unwrap();
+        let link = safe.path().join("key");
+        std::os::unix::fs::symlink(&deep, &link).unwrap();
+        assert_eq!(shared_warning("k", &link), None);
+        std::fs::set_permissions(&below, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let warning = shared_warning("k", &link).unwrap();
+        assert!(
+            warning.contains(&format!("its folder {} ", below.display())),
+            "{warning}"
+        );
     }
 }
