@@ -139,34 +139,26 @@ fn sigmas_are_final(email: &str) -> bool {
 }
 
 /// Whether `c` is a compatibility form that stands for other characters, which a gateway
-/// mapping widths or compatibility forms (PRECIS, NFKC) takes for them: a ligature (`ﬁ`
-/// for `fi`, `ŉ`, `ẚ`), a digraph (`ǅ` for `Dž`), a fullwidth or halfwidth form (`ｋ`), a
-/// mathematical, circled or letter-like symbol (`𝐤`, `ⓚ`, `ℓ`), a Roman numeral (`ⅰ`), a
-/// superscript or subscript, a presentation form: `ｋate@…` had held an account of its own
-/// beside kate@…. Only these blocks: letters of a script's own spelling that NFKC also
-/// decomposes (Thai `ำ`, Lao `ໜ`, Catalan `ŀ`, Dutch `ĳ`) pass, as their writers type them.
+/// mapping widths or compatibility forms (PRECIS, NFKC) takes for them: any character
+/// Unicode's NFKC maps to others, a ligature (`ﬁ` for `fi`, `ŉ`), a digraph (`ǅ` for
+/// `Dž`), a fullwidth or halfwidth form (`ｋ`), a mathematical, circled or letter-like
+/// symbol (`𝐤`, `ⓚ`, `ℓ`), a Roman numeral (`ⅰ`), a superscript or subscript letter
+/// (`ᵃ`, `ʰ`, `ᵢ`), a presentation form: `ｋate@…` had held an account of its own beside
+/// kate@…. But for letters of a script's own spelling, as their writers type them, which
+/// NFKC decomposes too (Thai `ำ`, Lao `ໜ`, Tibetan, Arabic `ٵ`, Korean compatibility
+/// jamo, Armenian `և`, Catalan `ŀ`, Dutch `ĳ`): refused, their admins had lost sign-in.
 fn is_compatibility_form(c: char) -> bool {
     use unicode_normalization::UnicodeNormalization;
-    matches!(
+    let spelled = matches!(
         c,
-        '\u{aa}'
-            | '\u{b2}'..='\u{b3}'
-            | '\u{b9}'..='\u{ba}'
-            | '\u{149}'
-            | '\u{1c4}'..='\u{1cc}'
-            | '\u{1f1}'..='\u{1f3}'
-            | '\u{1e9a}'
-            | '\u{2070}'..='\u{209f}'
-            | '\u{2100}'..='\u{218f}'
-            | '\u{2460}'..='\u{24ff}'
-            | '\u{3200}'..='\u{33ff}'
-            | '\u{fb00}'..='\u{fdff}'
-            | '\u{fe30}'..='\u{fe4f}'
-            | '\u{fe50}'..='\u{feff}'
-            | '\u{ff00}'..='\u{ffef}'
-            | '\u{1d400}'..='\u{1d7ff}'
-            | '\u{1f100}'..='\u{1f1ff}'
-    ) && std::iter::once(c).nfkc().ne(std::iter::once(c))
+        '\u{600}'..='\u{6ff}'
+            | '\u{e00}'..='\u{fff}'
+            | '\u{3130}'..='\u{318f}'
+            | '\u{587}'
+            | '\u{132}'..='\u{133}'
+            | '\u{13f}'..='\u{140}'
+    );
+    !spelled && std::iter::once(c).nfkc().ne(std::iter::once(c))
 }
 
 /// Whether `c` shows as nothing: Unicode's default ignorable code points (zero-width
@@ -419,6 +411,9 @@ mod tests {
             "\u{edc}a@x.example",
             "co\u{140}lega@x.example",
             "\u{133}sbrand@x.example",
+            "\u{675}@x.example",
+            "\u{3131}@x.example",
+            "\u{587}@x.example",
             "νίκος-παπας@x.example",
             "ΠΑΠΑΣ@x.example",
         ] {
@@ -449,6 +444,12 @@ mod tests {
             "\u{1d424}ate@acme.example",
             "\u{24da}ate@acme.example",
             "\u{2170}@acme.example",
+            // Superscript and subscript letters outside the superscripts' block.
+            "\u{1d43}lice@acme.example",
+            "jo\u{2b0}n@acme.example",
+            "\u{1d62}van@acme.example",
+            "\u{2c7c}ane@acme.example",
+            "\u{309f}@acme.example",
             "\u{1c5}emal@x.example",
             "ςοφία@acme.example",
             // Capitals whose lower case is not composed (j and a caron, not ǰ).
