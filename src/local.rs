@@ -61,12 +61,17 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
     ) {
         (_, Ok(m)) if !m.is_dir() => return not_a_folder("a file is there"),
         // A failure (exit 5, which the unit retries): more likely a file system not
-        // mounted yet than a wrong config.
-        (Ok(_), Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(crate::api::error::Error::failed(format!(
-                "data_dir = {shown:?} is a link to a folder that does not exist (a file system \
-                 not mounted yet?); nothing was changed"
-            )));
+        // mounted yet than a wrong config; a link above it too ("File exists" had said).
+        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dangling = (cfg.data_dir.ancestors())
+                .find(|a| fs::symlink_metadata(a).is_ok() && fs::metadata(a).is_err());
+            if let Some(link) = dangling {
+                return Err(crate::api::error::Error::failed(format!(
+                    "data_dir = {shown:?}: {:?} is a link to a folder that does not exist (a \
+                     file system not mounted yet?)",
+                    link.display().to_string()
+                )));
+            }
         }
         (_, Err(e)) if e.kind() == std::io::ErrorKind::NotADirectory => {
             return not_a_folder("a file is on its path");

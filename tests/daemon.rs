@@ -2203,6 +2203,11 @@ fn a_data_dir_that_is_a_file_is_a_config_error() {
     std::os::unix::fs::symlink(env.root().join("nowhere/x"), &dangling).unwrap();
     // (a link to nothing: a file system not mounted yet, retried)
     let missing = [
+        (
+            dangling.join("sub"),
+            5,
+            "a link to a folder that does not exist",
+        ),
         (dangling, 5, "a link to a folder that does not exist"),
         (file.join("sub"), 2, "a file is on its path"),
     ];
@@ -2211,6 +2216,11 @@ fn a_data_dir_that_is_a_file_is_a_config_error() {
         let (code, _, err) = env.run_env(&["run"], &envs);
         assert_eq!(code, want, "{err}");
         assert!(err.contains(why), "{err}");
+        assert_eq!(
+            err.matches("nothing was changed").count(),
+            (want == 5) as usize,
+            "{err}"
+        );
     }
 }
 

@@ -102,35 +102,34 @@ impl Shared {
     }
 
     /// Keeps that `event` was delivered, if it asks to be ([`Event::once_delivered`]): not
-    /// a `stale` notice of an earlier quiet spell, nor a `file_held` of an earlier file
-    /// than the one kept (delivered late, either had overwritten the later one's marker,
-    /// which was then sent again). One at a time: two deliveries had shared a temp file.
+    /// a `stale` notice of an earlier quiet spell (delivered late, it had overwritten the
+    /// later spell's marker, which was then sent again). A `file_held` delivered late, of a
+    /// file decided since, costs the one held now a second post at the next start. One at
+    /// a time: two deliveries had shared a temp file.
     fn keep_delivered(&self, event: &Event) {
         let Some((path, marker)) = &event.once_delivered else {
             return;
         };
         let _one = self.keeping.lock().expect("notify keeping lock");
-        let newest = match event.event {
-            EventKind::Stale => self.is_current_spell(marker),
-            _ => marker.parse().is_ok_and(|id| !self.held_delivered(id)),
-        };
-        if newest && let Err(e) = crate::util::write_atomic(path, marker.as_bytes()) {
+        let kept = event.event != EventKind::Stale || self.is_current_spell(marker);
+        if kept && let Err(e) = crate::util::write_atomic(path, marker.as_bytes()) {
             tracing::warn!(file = %path.display(), "keeping that the notification was delivered: {e}; a restart sends it again");
         }
     }
 
-    /// Whether the `file_held` of file `id` (or of a later one) was delivered.
-    fn held_delivered(&self, id: u64) -> bool {
+    /// Whether the `file_held` of the file `marker` names ([`held_marker`]) was the last
+    /// one delivered. By its id and stored name both: by id alone, a store lost and
+    /// restored from a backup gave out ids again, and the files then held were never told.
+    fn held_delivered(&self, marker: &str) -> bool {
         let kept = std::fs::read_to_string(&self.held_announced).ok();
-        kept.and_then(|k| k.trim().parse::<u64>().ok())
-            .is_some_and(|kept| kept >= id)
+        kept.is_some_and(|kept| kept.trim() == marker)
     }
 
-    /// `event`, marked (if it is a `file_held`) to keep file `id` as announced once it is
+    /// `event`, marked (if it is a `file_held`) to keep `marker` as announced once it is
     /// delivered.
-    fn marked_if_held(&self, mut event: Event, id: u64) -> Event {
+    fn marked_if_held(&self, mut event: Event, marker: String) -> Event {
         if event.event == EventKind::FileHeld {
-            event.once_delivered = Some((self.held_announced.clone(), id.to_string()));
+            event.once_delivered = Some((self.held_announced.clone(), marker));
         }
         event
     }
@@ -158,6 +157,15 @@ impl Drop for Delivering {
 #[derive(Clone, Default)]
 pub struct Notifier {
     shared: Option<Arc<Shared>>,
+}
+
+/// What `data_dir/held-announced` keeps of the held file `id` whose report is `report`:
+/// its id and stored name.
+fn held_marker(id: u64, report: &crate::core::report::Report) -> String {
+    format!(
+        "{id} {}",
+        report.stored_as.as_deref().unwrap_or(&report.file)
+    )
 }
 
 impl Notifier {
@@ -287,8 +295,9 @@ impl Notifier {
                 if let Some(event) = Event::of_filed(id, report, decided_by) {
                     // A held file is told once: at its filing, or at a start if never
                     // delivered before (the engine tells the one held then again).
-                    if event.event != EventKind::FileHeld || !shared.held_delivered(id) {
-                        shared.push(shared.marked_if_held(event, id));
+                    let marker = held_marker(id, report);
+                    if event.event != EventKind::FileHeld || !shared.held_delivered(&marker) {
+                        shared.push(shared.marked_if_held(event, marker));
                     }
                 }
             }
@@ -385,44 +394,44 @@ mod tests {
         });
     }
 
-    /// A held file's alert delivered late (an earlier file's, decided meanwhile) does not
-    /// overwrite the later file's marker; a held file whose alert was delivered is not told
-    /// again (at a start, the engine tells the one held then).
+    /// A held file whose alert was delivered is not told again (at a start, the engine
+    /// tells the one held then); another file with the same id (a store restored from a
+    /// backup gives ids out again) is told.
     #[test]
-    fn a_held_files_marker_keeps_the_latest_delivered() {
+    fn a_held_file_is_told_unless_its_alert_was_the_last_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let (notifier, shared) = on();
         drop(notifier);
         let mut shared = Arc::into_inner(shared).unwrap();
         shared.held_announced = dir.path().join("held-announced");
-        let mut report = Report::new("r.csv", "ab", "t", "t");
-        report.status = ReportStatus::Held;
-        let held = |id| shared.marked_if_held(Event::file_held(id, &report), id);
-        shared.keep_delivered(&held(3));
-        assert_eq!(fs_read(&shared.held_announced), "3");
-        shared.keep_delivered(&held(2));
-        assert_eq!(
-            fs_read(&shared.held_announced),
-            "3",
-            "an earlier file's, late"
-        );
-        assert!(shared.held_delivered(3) && !shared.held_delivered(4));
+        let held = |stored_as: &str| {
+            let mut report = Report::new("r.csv", "ab", "t", "t");
+            report.status = ReportStatus::Held;
+            report.stored_as = Some(stored_as.into());
+            report
+        };
+        let first = held("20261207T010203Z_r.csv");
+        let marker = held_marker(3, &first);
+        shared.keep_delivered(&shared.marked_if_held(Event::file_held(3, &first), marker));
+        assert_eq!(fs_read(&shared.held_announced), "3 20261207T010203Z_r.csv");
         let n = Notifier {
             shared: Some(Arc::new(shared)),
         };
-        let outcome = |id| FileOutcome::Filed {
-            id,
-            report: &report,
-            decided_by: None,
+        let told = |id, report: &Report| {
+            n.observe(&FileOutcome::Filed {
+                id,
+                report,
+                decided_by: None,
+            });
+            queued(n.shared.as_ref().unwrap()).len()
         };
-        n.observe(&outcome(3));
-        let shared = n.shared.as_ref().unwrap();
-        assert!(queued(shared).is_empty(), "delivered before: not again");
-        n.observe(&outcome(4));
+        assert_eq!(told(3, &first), 0, "delivered before: not again");
         assert_eq!(
-            queued(shared),
-            [(EventKind::FileHeld, Some("r.csv".into()))]
+            told(3, &held("20261208T010203Z_s.csv")),
+            1,
+            "another file, same id"
         );
+        assert_eq!(told(4, &held("20261208T020203Z_t.csv")), 1);
     }
 
     fn fs_read(path: &std::path::Path) -> String {
