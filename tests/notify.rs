@@ -64,6 +64,16 @@ fn held_env(url: &str) -> TestEnv {
     env
 }
 
+/// A loopback address nothing listens on, yet.
+fn unused_addr() -> SocketAddr {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
 /// Watch mode on `<root>/watch` (settle 1 s, rescans every second), logging at info.
 fn watch_env(notify_for: impl FnOnce() -> String) -> (TestEnv, PathBuf) {
     let mut env = TestEnv::new();
@@ -473,12 +483,7 @@ fn d_log(env: &TestEnv) -> String {
 /// blocks every later roster.
 #[test]
 fn a_held_file_never_announced_is_announced_at_the_next_start_once() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = unused_addr();
     let env = held_env(&format!("http://{addr}{HOOK_PATH}"));
     let d = Daemon::start(&env);
     drop_into(&env.drop_dir("inbox"), "c.csv", &roster(3));
@@ -530,13 +535,7 @@ fn a_file_held_just_before_a_crash_is_announced_once() {
 
 #[test]
 fn a_delivery_is_retried_until_the_receiver_listens() {
-    // A port nothing listens on, yet.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = unused_addr();
     let url = format!("http://{addr}{HOOK_PATH}");
     let (env, watch) = watch_env(|| notify_toml(&url, "36h"));
     let d = Daemon::start(&env);
