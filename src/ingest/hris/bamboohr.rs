@@ -148,19 +148,19 @@ impl BambooHr {
             )));
         }
         // Left out of some employees only (a field an access level shows for some of them),
-        // or answered null: a leaver's empty status would count as active, so the fetch
-        // fails too.
+        // or answered null or blank: a leaver's empty status would count as active, so the
+        // fetch fails too.
         let status = self.columns.iter().find(|c| c.header == EMPLOYMENT_STATUS);
         if let Some(status) = status {
             let lacks = |e: &&Record| {
-                !(e.0.iter()).any(|(field, v)| *field == status.field && v.get().trim() != "null")
+                !(e.0.iter()).any(|(field, v)| *field == status.field && !is_blank(v.get()))
             };
             let lacking = employees.iter().filter(lacks).count();
             if let Some((index, _)) = employees.iter().enumerate().find(|(_, e)| lacks(e)) {
                 return Err(FetchError::Invalid(format!(
                     "BambooHR's answer has no value of field \"{}\" (the roster's {}) for \
                      {lacking} of its {} employees, the first at employees[{index}] (left out, \
-                     or null): a leaver among them would count as active; give the API key's \
+                     null or blank): a leaver among them would count as active; give the API key's \
                      user access to it for every employee",
                     status.field,
                     EMPLOYMENT_STATUS,
@@ -175,6 +175,12 @@ impl BambooHr {
             .cloned()
             .collect())
     }
+}
+
+/// Whether the JSON value `raw` says nothing: `null`, or a string of blank space only.
+fn is_blank(raw: &str) -> bool {
+    let raw = raw.trim();
+    raw == "null" || serde_json::from_str::<String>(raw).is_ok_and(|s| s.trim().is_empty())
 }
 
 /// A field written under its own name that the roster reads as a canonical column (e.g.
@@ -295,14 +301,15 @@ mod tests {
             br#"{"employees": [{"id": "4", "workEmail": "a@x.io", "status": "Active"}]}"#;
         let err = b.to_csv(without_manager).unwrap_err().to_string();
         assert!(err.contains("\"supervisorEId\""), "{err}");
-        // The status left out of some employees only, or null: a leaver among them would be
-        // active.
+        // The status left out of some employees only, or null or blank: a leaver among them
+        // would be active.
         let partly = br#"{"employees": [{"id": "4", "supervisorEId": null, "workEmail": "a@x.io",
             "status": "Active"}, {"id": "5", "supervisorEId": "4", "workEmail": "b@x.io"},
-            {"id": "6", "supervisorEId": "4", "workEmail": "c@x.io", "status": null}]}"#;
+            {"id": "6", "supervisorEId": "4", "workEmail": "c@x.io", "status": null},
+            {"id": "7", "supervisorEId": "4", "workEmail": "d@x.io", "status": " "}]}"#;
         let err = b.to_csv(partly).unwrap_err().to_string();
         assert!(
-            err.contains("for 2 of its 3 employees, the first at employees[1]"),
+            err.contains("for 3 of its 4 employees, the first at employees[1]"),
             "{err}"
         );
         // costCenter, location... not answered: no such columns, rather than empty ones.
