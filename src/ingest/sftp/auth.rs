@@ -212,6 +212,9 @@ pub fn check_users(users: &[SftpUser]) -> anyhow::Result<()> {
 
 /// The most memory a password hash may ask for a check, in KiB (64 MiB).
 const MAX_HASH_KIB: u32 = 64 << 10;
+/// The most work a password hash may ask for a check: its memory in KiB times its passes
+/// (64 MiB four times).
+const MAX_HASH_WORK: u64 = 4 * (MAX_HASH_KIB as u64);
 
 fn validate_users(users: &[SftpUser]) -> anyhow::Result<Vec<UserEntry>> {
     if users.is_empty() {
@@ -266,6 +269,21 @@ fn validate_users(users: &[SftpUser]) -> anyhow::Result<Vec<UserEntry>> {
                     user.name,
                     MAX_HASH_KIB >> 10,
                     memory.unwrap_or_default()
+                );
+            }
+            // Its time cost too: memory times passes is the work of a check (t=100 at
+            // 64 MiB had been accepted, each attempt's check taking seconds of a core).
+            let work = argon2::Params::try_from(&parsed)
+                .ok()
+                .map(|p| (p.m_cost(), p.t_cost()));
+            let too_much = |(kib, t): &(u32, u32)| u64::from(*kib) * u64::from(*t) > MAX_HASH_WORK;
+            if let Some((kib, passes)) = work.filter(too_much) {
+                bail!(
+                    "SFTP user {:?}: password_hash asks for too much work a check (m={kib}, \
+                     t={passes}: m × t over {MAX_HASH_WORK}); anyone may make the daemon check \
+                     passwords before logging in: hash with m × t at most {MAX_HASH_WORK} \
+                     (argon2id's second RFC 9106 setting is m=65536, t=3)",
+                    user.name
                 );
             }
         }
@@ -563,5 +581,18 @@ mod tests {
         assert!(err.contains("more than 64 MiB a check (m=262144)"), "{err}");
         check_users(&[user(65536)]).unwrap();
         check_users(&[user(19456)]).unwrap();
+        // Its time cost too: memory times passes.
+        let passes = |m: u32, t: u32| SftpUser {
+            password_hash: Some(hash(m).replace("t=1", &format!("t={t}"))),
+            ..user(m)
+        };
+        let err = format!("{:#}", check_users(&[passes(65536, 100)]).unwrap_err());
+        assert!(
+            err.contains("too much work a check (m=65536, t=100"),
+            "{err}"
+        );
+        check_users(&[passes(65536, 4)]).unwrap();
+        check_users(&[passes(19456, 2)]).unwrap();
+        check_users(&[passes(7168, 5)]).unwrap();
     }
 }
