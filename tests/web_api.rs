@@ -903,6 +903,12 @@ fn api_tokens_read_and_never_change() {
             .push_str(&format!("api_tokens_file = {:?}\n", file.to_str().unwrap()))
     });
     let d = Daemon::start(&env);
+    // A tokens file not made yet is told at the start (a mistyped path had been silent).
+    assert!(
+        d.log().contains("web.api_tokens_file does not exist"),
+        "{}",
+        d.log()
+    );
     let web = Web::of(&env);
     // Added while the daemon runs, used at once; by an admin whose umask is 077 (sudo keeps
     // it), the file still readable by the daemon's group.
