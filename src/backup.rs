@@ -1150,11 +1150,7 @@ mod tests {
     /// tenth and 64 MiB) is refused before anything is written: it had filled the disk.
     #[test]
     fn a_backup_that_cannot_fit_writes_nothing() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "run as root: it mounts a tmpfs"
-            );
+        if !crate::util::test_as_root("it mounts a tmpfs") {
             return;
         }
         let dir = tempfile::tempdir().unwrap();

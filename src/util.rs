@@ -606,6 +606,18 @@ pub fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool, what: &s
     }
 }
 
+/// For a test that needs root (`why` it does): whether it runs as root. Not as root, it is
+/// skipped, but under `CI` it fails: a missing prerequisite never passes silently.
+#[cfg(test)]
+pub(crate) fn test_as_root(why: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    assert!(
+        root || std::env::var_os("CI").is_none(),
+        "run as root: {why}"
+    );
+    root
+}
+
 #[cfg(test)]
 mod tests {
     /// The log says why a name is cleaned: a backslash alone is not called a control
