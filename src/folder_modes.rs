@@ -308,12 +308,19 @@ fn open_same(
 ) -> std::io::Result<OwnedFd> {
     let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
-    let now = rustix::fs::fstat(&fd)?;
+    same_file(
+        &rustix::fs::fstat(&fd)?,
+        (seen.st_dev, seen.st_ino, seen.st_mode),
+    )?;
+    Ok(fd)
+}
+
+/// Ok when `now` is the file `seen` (device, inode and mode, whose type is compared);
+/// otherwise the error of one replaced since it was looked at.
+fn same_file(now: &Stat, (dev, ino, mode): (u64, u64, u32)) -> std::io::Result<()> {
     let kind = |mode: u32| mode & 0o170000;
-    match (now.st_dev, now.st_ino, kind(now.st_mode))
-        == (seen.st_dev, seen.st_ino, kind(seen.st_mode))
-    {
-        true => Ok(fd),
+    match (now.st_dev, now.st_ino, kind(now.st_mode)) == (dev, ino, kind(mode)) {
+        true => Ok(()),
         false => Err(std::io::Error::other(
             "replaced while it was looked at; not changed",
         )),
@@ -325,13 +332,7 @@ fn open_same(
 fn chmod_same(path: &Path, meta: &std::fs::Metadata, mode: u32) -> std::io::Result<u32> {
     use std::os::unix::fs::MetadataExt;
     let seen = rustix::fs::statat(rustix::fs::CWD, path, AtFlags::SYMLINK_NOFOLLOW)?;
-    let kind = |mode: u32| mode & 0o170000;
-    if (seen.st_dev, seen.st_ino, kind(seen.st_mode)) != (meta.dev(), meta.ino(), kind(meta.mode()))
-    {
-        return Err(std::io::Error::other(
-            "replaced while it was looked at; not changed",
-        ));
-    }
+    same_file(&seen, (meta.dev(), meta.ino(), meta.mode()))?;
     chmod_at(rustix::fs::CWD, path, &seen, mode)
 }
 
