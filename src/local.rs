@@ -55,14 +55,11 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
              drop/"
         )))
     };
-    match (
-        fs::symlink_metadata(&cfg.data_dir),
-        fs::metadata(&cfg.data_dir),
-    ) {
-        (_, Ok(m)) if !m.is_dir() => return not_a_folder("a file is there"),
+    match fs::metadata(&cfg.data_dir) {
+        Ok(m) if !m.is_dir() => return not_a_folder("a file is there"),
         // A failure (exit 5, which the unit retries): more likely a file system not
         // mounted yet than a wrong config; a link above it too ("File exists" had said).
-        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dangling = (cfg.data_dir.ancestors())
                 .find(|a| fs::symlink_metadata(a).is_ok() && fs::metadata(a).is_err());
             if let Some(link) = dangling {
@@ -73,7 +70,7 @@ fn open_with(cfg: Config, reads_all: bool) -> Result<Pipeline<SledStore>> {
                 )));
             }
         }
-        (_, Err(e)) if e.kind() == std::io::ErrorKind::NotADirectory => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
             return not_a_folder("a file is on its path");
         }
         _ => {}
