@@ -68,13 +68,8 @@ pub fn tighten(data_dir: &Path, paths: &Paths) {
 
 /// The first [`NAMED`] of `paths`, and how many more.
 fn named(paths: &[(PathBuf, String)]) -> String {
-    let shown: Vec<String> = (paths.iter().take(NAMED))
-        .map(|(p, why)| format!("{}{why}", p.display()))
-        .collect();
-    match paths.len().saturating_sub(NAMED) {
-        0 => shown.join(", "),
-        n => format!("{} and {n} more", shown.join(", ")),
-    }
+    let shown = paths.iter().map(|(p, why)| format!("{}{why}", p.display()));
+    crate::util::first_named(shown, NAMED)
 }
 
 /// What a walk tightened, and what it could not, each with its modes (and why not).

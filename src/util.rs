@@ -606,6 +606,17 @@ pub fn remove_leftovers(dir: &Path, is_leftover: impl Fn(&str) -> bool, what: &s
     }
 }
 
+/// The first `limit` of `items` joined by ", ", and how many more (" and 3 more"): a
+/// warning that names what it is about without a line for each.
+pub fn first_named(items: impl ExactSizeIterator<Item = String>, limit: usize) -> String {
+    let more = items.len().saturating_sub(limit);
+    let shown: Vec<String> = items.take(limit).collect();
+    match more {
+        0 => shown.join(", "),
+        n => format!("{} and {n} more", shown.join(", ")),
+    }
+}
+
 /// For a test that needs root (`why` it does): whether it runs as root. Not as root, it is
 /// skipped, but under `CI` it fails: a missing prerequisite never passes silently.
 #[cfg(test)]

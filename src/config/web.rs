@@ -87,7 +87,7 @@ fn is_host_name(text: &str) -> bool {
 /// (`*.co.uk`, `*.com.au`, `*.ne.jp`): any site's name under it would be let in, and with
 /// it DNS rebinding. Not `*.localhost` (names there never leave the machine). Without the
 /// Public Suffix List, a hosting suffix (`*.github.io`) is not told apart (README).
-fn is_top_level_wildcard(text: &str) -> bool {
+fn is_public_wildcard(text: &str) -> bool {
     const SECOND_LEVELS: [&str; 14] = [
         "co", "com", "net", "org", "ac", "edu", "gov", "ne", "or", "go", "nom", "ltd", "plc", "gen",
     ];
@@ -185,7 +185,7 @@ impl Web {
                  without scheme, port or path (e.g. \"autoprov.acme.example\")"
             );
         }
-        if let Some(bad) = self.allowed_hosts.iter().find(|h| is_top_level_wildcard(h)) {
+        if let Some(bad) = self.allowed_hosts.iter().find(|h| is_public_wildcard(h)) {
             bail!(
                 "web.allowed_hosts: \"{bad}\" takes every name under a public domain, \
                  where anyone can register one and point it at this host (DNS rebinding); list \

@@ -294,14 +294,10 @@ fn not_taken_news(noted: &mut HashSet<PathBuf>, found: Vec<PathBuf>) -> Option<S
         return None;
     }
     new.sort();
-    let more = match new.len().saturating_sub(NAMED) {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
     Some(format!(
         "watch_dir holds what is not a regular file (a symlink, a folder, a FIFO), which is \
-         not taken (links are not followed): {}{more}; deliver each roster as a regular file",
-        new[..new.len().min(NAMED)].join(", ")
+         not taken (links are not followed): {}; deliver each roster as a regular file",
+        crate::util::first_named(new.into_iter(), NAMED)
     ))
 }
 
