@@ -9,7 +9,7 @@
 use super::csv_out::{Column, Record, parse, write_csv};
 use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
-use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
+use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID, fold_cell};
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
@@ -152,16 +152,27 @@ impl BambooHr {
         // fetch fails too.
         let status = self.columns.iter().find(|c| c.header == EMPLOYMENT_STATUS);
         if let Some(status) = status {
+            let answered = |e: &Record| e.0.iter().any(|(field, _)| *field == status.field);
             let lacks = |e: &&Record| {
-                !(e.0.iter()).any(|(field, v)| *field == status.field && !is_blank(v.get()))
+                let mut values = e.0.iter().filter(|(field, _)| *field == status.field);
+                values.all(|(_, v)| is_blank(v.get()))
             };
             let lacking = employees.iter().filter(lacks).count();
-            if let Some((index, _)) = employees.iter().enumerate().find(|(_, e)| lacks(e)) {
+            if let Some((index, first)) = employees.iter().enumerate().find(|(_, e)| lacks(e)) {
+                let id = (self.columns.iter().find(|c| c.header == EMPLOYEE_ID))
+                    .and_then(|c| first.0.iter().find(|(field, _)| *field == c.field))
+                    .map_or("none".into(), |(_, v)| v.get().to_string());
+                let (how, remedy) = match !answered(first) {
+                    true => (
+                        "left out",
+                        "give the API key's user access to it for every employee",
+                    ),
+                    false => ("null or blank", "set their employment status in BambooHR"),
+                };
                 return Err(FetchError::Invalid(format!(
                     "BambooHR's answer has no value of field \"{}\" (the roster's {}) for \
-                     {lacking} of its {} employees, the first at employees[{index}] (left out, \
-                     null or blank): a leaver among them would count as active; give the API key's \
-                     user access to it for every employee",
+                     {lacking} of its {} employees, the first employees[{index}] (id {id}), its \
+                     value {how}: a leaver among them would count as active; {remedy}",
                     status.field,
                     EMPLOYMENT_STATUS,
                     employees.len()
@@ -177,10 +188,12 @@ impl BambooHr {
     }
 }
 
-/// Whether the JSON value `raw` says nothing: `null`, or a string of blank space only.
+/// Whether the JSON value `raw` says nothing: `null`, or a string the roster reads as blank
+/// (blank space and characters that show as nothing, [`fold_cell`]): a zero-width space
+/// had passed for a status and counted as active.
 fn is_blank(raw: &str) -> bool {
     let raw = raw.trim();
-    raw == "null" || serde_json::from_str::<String>(raw).is_ok_and(|s| s.trim().is_empty())
+    raw == "null" || serde_json::from_str::<String>(raw).is_ok_and(|s| fold_cell(&s).is_empty())
 }
 
 /// A field written under its own name that the roster reads as a canonical column (e.g.
@@ -306,10 +319,21 @@ mod tests {
         let partly = br#"{"employees": [{"id": "4", "supervisorEId": null, "workEmail": "a@x.io",
             "status": "Active"}, {"id": "5", "supervisorEId": "4", "workEmail": "b@x.io"},
             {"id": "6", "supervisorEId": "4", "workEmail": "c@x.io", "status": null},
-            {"id": "7", "supervisorEId": "4", "workEmail": "d@x.io", "status": " "}]}"#;
+            {"id": "7", "supervisorEId": "4", "workEmail": "d@x.io", "status": " "},
+            {"id": "8", "supervisorEId": "4", "workEmail": "e@x.io", "status": "\u200b\ufeff"}]}"#;
         let err = b.to_csv(partly).unwrap_err().to_string();
+        let first =
+            "for 4 of its 5 employees, the first employees[1] (id \"5\"), its value left out";
+        assert!(err.contains(first) && err.contains("access to it"), "{err}");
+        // Answered blank for some: no access advice, the status is not set.
+        let unset = br#"{"employees": [{"id": "4", "supervisorEId": null, "workEmail": "a@x.io",
+            "status": "Active"}, {"id": 9, "supervisorEId": "4", "workEmail": "b@x.io",
+            "status": "\u2060"}]}"#;
+        let err = b.to_csv(unset).unwrap_err().to_string();
+        let first =
+            "for 1 of its 2 employees, the first employees[1] (id 9), its value null or blank";
         assert!(
-            err.contains("for 3 of its 4 employees, the first at employees[1]"),
+            err.contains(first) && err.contains("set their employment status"),
             "{err}"
         );
         // costCenter, location... not answered: no such columns, rather than empty ones.
