@@ -257,27 +257,37 @@ fn validate_users(users: &[SftpUser]) -> anyhow::Result<Vec<UserEntry>> {
                     user.name
                 )
             })?;
+            // The parameters and the hash as a check reads them: one it cannot read (an
+            // unknown parameter, t=0, no hash part) had been accepted here, and no password
+            // ever matched it.
+            let params = argon2::Params::try_from(&parsed)
+                .ok()
+                .filter(|_| parsed.hash.is_some());
+            let Some(params) = params else {
+                bail!(
+                    "SFTP user {:?}: password_hash's parameters or hash cannot be read as \
+                     argon2's (m=, t=, p= and nothing else, then the salt and the hash): no \
+                     password would match it; make it again with an argon2 tool",
+                    user.name
+                );
+            };
             // Each check takes the memory the hash asks for, before anyone is logged in (a
             // password tried for no user is checked against the first hash): four attempts
             // at 256 MiB had taken the daemon from 29 MB to 557 MB, kept after them.
-            let memory = argon2::Params::try_from(&parsed).map(|p| p.m_cost());
-            if memory.is_ok_and(|kib| kib > MAX_HASH_KIB) {
+            if params.m_cost() > MAX_HASH_KIB {
                 bail!(
                     "SFTP user {:?}: password_hash asks for more than {} MiB a check (m={}); \
                      anyone may make the daemon check passwords before logging in: hash with \
                      at most m={MAX_HASH_KIB} (argon2id's second RFC 9106 setting)",
                     user.name,
                     MAX_HASH_KIB >> 10,
-                    memory.unwrap_or_default()
+                    params.m_cost()
                 );
             }
             // Its time cost too: memory times passes is the work of a check (t=100 at
             // 64 MiB had been accepted, each attempt's check taking seconds of a core).
-            let work = argon2::Params::try_from(&parsed)
-                .ok()
-                .map(|p| (p.m_cost(), p.t_cost()));
-            let too_much = |(kib, t): &(u32, u32)| u64::from(*kib) * u64::from(*t) > MAX_HASH_WORK;
-            if let Some((kib, passes)) = work.filter(too_much) {
+            let (kib, passes) = (params.m_cost(), params.t_cost());
+            if u64::from(kib) * u64::from(passes) > MAX_HASH_WORK {
                 bail!(
                     "SFTP user {:?}: password_hash asks for too much work a check (m={kib}, \
                      t={passes}: m × t over {MAX_HASH_WORK}); anyone may make the daemon check \
@@ -594,5 +604,21 @@ mod tests {
         check_users(&[passes(65536, 4)]).unwrap();
         check_users(&[passes(19456, 2)]).unwrap();
         check_users(&[passes(7168, 5)]).unwrap();
+        // Parameters or a hash a check cannot read: no password would ever match.
+        let good = hash(65536);
+        let no_hash = &good[..good.rfind('$').unwrap()];
+        for bad in [
+            good.replace("p=1", "p=1,foo=1"),
+            good.replace("t=1", "t=0"),
+            good.replace("p=1", "p=0"),
+            no_hash.to_string(),
+        ] {
+            let bad = SftpUser {
+                password_hash: Some(bad),
+                ..user(65536)
+            };
+            let err = format!("{:#}", check_users(&[bad]).unwrap_err());
+            assert!(err.contains("cannot be read as argon2's"), "{err}");
+        }
     }
 }
