@@ -427,21 +427,10 @@ async fn start_web(
     tracing::info!(addr = %bound, "web section listening on http://{bound}/");
     // Read at each request; one this user cannot read refuses every token (401), so say so
     // now rather than at the SSO gateway's first sign-in.
-    // One that does not exist (yet) is told too: a mistyped path had been silent, each
-    // API call then logged as an unknown token.
-    match cfg
-        .web
-        .api_tokens_file
-        .as_ref()
-        .map(|p| (p, crate::web::tokens::read(p)))
-    {
-        Some((path, Err(e))) => {
-            tracing::error!(file = %path.display(), "web.api_tokens_file cannot be read by the daemon's user, so every API token is refused (401): {e}; give it the daemon's group (chgrp autoprov, chmod 0640)");
-        }
-        Some((path, Ok(None))) => {
-            tracing::warn!(file = %path.display(), "web.api_tokens_file does not exist, so every API token is refused (401) until it does: `autoprov token add NAME` makes it (is the path right?)");
-        }
-        _ => {}
+    match (cfg.web.api_tokens_file.as_ref()).and_then(|p| crate::web::tokens::at_start(p)) {
+        Some((true, problem)) => tracing::error!("{problem}"),
+        Some((false, problem)) => tracing::warn!("{problem}"),
+        None => {}
     }
     tracker.spawn(crate::web::serve(listener, Arc::new(web), shutdown.clone()));
     Ok(())

@@ -905,7 +905,10 @@ fn api_tokens_read_and_never_change() {
     let d = Daemon::start(&env);
     // A tokens file not made yet is told at the start (a mistyped path had been silent).
     assert!(
-        d.log().contains("web.api_tokens_file does not exist"),
+        d.log().contains(&format!(
+            "web.api_tokens_file {} does not exist",
+            file.display()
+        )),
         "{}",
         d.log()
     );

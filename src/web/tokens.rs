@@ -96,6 +96,46 @@ pub fn read(path: &Path) -> std::io::Result<Option<String>> {
     }
 }
 
+/// What keeps the tokens file at `path` from being read, told once at the daemon's start
+/// (`true` when it exists but cannot be read): every API token is refused until it is
+/// mended. One that does not exist is told too (a mistyped path had been silent, each API
+/// call logged as an unknown token), with its folder when that is missing too (the advice
+/// to run `token add` had failed there), and the group advice only when access is denied.
+pub fn at_start(path: &Path) -> Option<(bool, String)> {
+    let (name, refused) = (path.display(), "so every API token is refused (401)");
+    let folder = path.parent().filter(|d| !d.as_os_str().is_empty());
+    match read(path) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some((
+            false,
+            match folder.filter(|d| !d.is_dir()) {
+                Some(d) => format!(
+                    "web.api_tokens_file {name}: its folder {} does not exist, {refused}: make \
+                 it, then `autoprov token add NAME` makes the file (is the path right?)",
+                    d.display()
+                ),
+                None => format!(
+                    "web.api_tokens_file {name} does not exist, {refused} until it does: \
+                 `autoprov token add NAME` makes it (is the path right?)"
+                ),
+            },
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some((
+            true,
+            format!(
+                "web.api_tokens_file {name} cannot be read by the daemon's user, {refused}: {e}; \
+             give it the daemon's group (chgrp autoprov, chmod 0640)"
+            ),
+        )),
+        Err(e) => Some((
+            true,
+            format!(
+                "web.api_tokens_file {name} cannot be read, {refused}: {e} (is the path right?)"
+            ),
+        )),
+    }
+}
+
 /// Reads the tokens file and finds `token` in it; malformed lines are logged and skipped.
 pub fn check(path: &Path, token: &str) -> Result<Option<String>> {
     let Some(text) =
@@ -194,6 +234,35 @@ fn give_folders_group(f: &std::fs::File, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the start tells of the file: nothing when it reads; the folder when that is
+    /// missing (`token add` fails there); the group advice only when access is denied (not
+    /// shown here: tests run as root).
+    #[test]
+    fn a_tokens_file_that_cannot_be_used_is_told_at_the_start_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let told = |p: &Path| {
+            at_start(p).map(|(error, m)| (error, m.replace(&*dir.path().to_string_lossy(), "D")))
+        };
+        let file = dir.path().join("tokens");
+        let (error, m) = told(&file).unwrap();
+        assert!(
+            !error && m.contains("D/tokens does not exist") && m.contains("token add"),
+            "{m}"
+        );
+        let (error, m) = told(&dir.path().join("nope/tokens")).unwrap();
+        assert!(
+            !error && m.contains("its folder D/nope does not exist, so every"),
+            "{m}"
+        );
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(told(&file), None);
+        let (error, m) = told(&file.join("x")).unwrap();
+        assert!(
+            error && m.contains("cannot be read, so") && !m.contains("chgrp"),
+            "{m}"
+        );
+    }
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
