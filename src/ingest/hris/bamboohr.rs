@@ -6,10 +6,10 @@
 //! XML) and HTTP Basic auth (the API key as user name, `x` as password). The answer is
 //! `{"title": ..., "fields": [...], "employees": [{"id": ..., <field>: ...}, ...]}`.
 
-use super::csv_out::{Column, Record, parse, write_csv};
+use super::csv_out::{Column, Record, parse, unknown_statuses, write_csv};
 use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
-use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID, fold_cell};
+use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
@@ -150,34 +150,25 @@ impl BambooHr {
         // Left out of some employees only (a field an access level shows for some of them),
         // or answered null or blank: a leaver's empty status would count as active, so the
         // fetch fails too.
-        let status = self.columns.iter().find(|c| c.header == EMPLOYMENT_STATUS);
-        if let Some(status) = status {
-            let answered = |e: &Record| e.0.iter().any(|(field, _)| *field == status.field);
-            let lacks = |e: &&Record| {
-                let mut values = e.0.iter().filter(|(field, _)| *field == status.field);
-                values.all(|(_, v)| is_blank(v.get()))
+        if let Some(unknown) = unknown_statuses(&self.columns, employees) {
+            let (how, remedy) = match unknown.left_out {
+                true => (
+                    "left out",
+                    "give the API key's user access to it for every employee",
+                ),
+                false => ("null or blank", "set their employment status in BambooHR"),
             };
-            let lacking = employees.iter().filter(lacks).count();
-            if let Some((index, first)) = employees.iter().enumerate().find(|(_, e)| lacks(e)) {
-                let id = (self.columns.iter().find(|c| c.header == EMPLOYEE_ID))
-                    .and_then(|c| first.0.iter().find(|(field, _)| *field == c.field))
-                    .map_or("none".into(), |(_, v)| v.get().to_string());
-                let (how, remedy) = match !answered(first) {
-                    true => (
-                        "left out",
-                        "give the API key's user access to it for every employee",
-                    ),
-                    false => ("null or blank", "set their employment status in BambooHR"),
-                };
-                return Err(FetchError::Invalid(format!(
-                    "BambooHR's answer has no value of field \"{}\" (the roster's {}) for \
-                     {lacking} of its {} employees, the first employees[{index}] (id {id}), its \
-                     value {how}: a leaver among them would count as active; {remedy}",
-                    status.field,
-                    EMPLOYMENT_STATUS,
-                    employees.len()
-                )));
-            }
+            let status = self.columns.iter().find(|c| c.header == EMPLOYMENT_STATUS);
+            return Err(FetchError::Invalid(format!(
+                "BambooHR's answer has no value of field \"{}\" (the roster's \
+                 {EMPLOYMENT_STATUS}) for {} of its {} employees, the first employees[{}] \
+                 (id {}), its value {how}: a leaver among them would count as active; {remedy}",
+                status.map_or("status", |c| c.field.as_str()),
+                unknown.count,
+                employees.len(),
+                unknown.index,
+                unknown.id,
+            )));
         }
         Ok(self
             .columns
@@ -186,14 +177,6 @@ impl BambooHr {
             .cloned()
             .collect())
     }
-}
-
-/// Whether the JSON value `raw` says nothing: `null`, or a string the roster reads as blank
-/// (blank space and characters that show as nothing, [`fold_cell`]): a zero-width space
-/// had passed for a status and counted as active.
-fn is_blank(raw: &str) -> bool {
-    let raw = raw.trim();
-    raw == "null" || serde_json::from_str::<String>(raw).is_ok_and(|s| fold_cell(&s).is_empty())
 }
 
 /// A field written under its own name that the roster reads as a canonical column (e.g.

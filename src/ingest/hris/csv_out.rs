@@ -128,6 +128,57 @@ pub fn write_csv(
         .map_err(|e| FetchError::Invalid(format!("writing the CSV: {e}")))
 }
 
+/// The records without a status, where the column is there: `count` of them, the first
+/// at `index` (its employee ID as the answer gives it, `none` without one), its status
+/// `left_out` or answered blank. A leaver's blank status counts as active (SPEC §1), and
+/// from an API it means the status is unknown (a field hidden from the key's user for some
+/// employees, or unset): the fetch fails instead of a leaver regaining admin rights.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unknown {
+    pub count: usize,
+    pub index: usize,
+    pub id: String,
+    pub left_out: bool,
+}
+
+/// The records of `records` whose status column's field says nothing ([`Unknown`]), when
+/// `columns` has a status column.
+pub fn unknown_statuses(columns: &[Column], records: &[Record]) -> Option<Unknown> {
+    use crate::core::columns::{EMPLOYEE_ID, EMPLOYMENT_STATUS};
+    let field = |header: &str| {
+        columns
+            .iter()
+            .find(|c| c.header == header)
+            .map(|c| &c.field)
+    };
+    let status = field(EMPLOYMENT_STATUS)?;
+    let lacks = |r: &&Record| value(r, status).is_none_or(is_blank);
+    let (index, first) = records.iter().enumerate().find(|(_, r)| lacks(r))?;
+    let id = field(EMPLOYEE_ID).and_then(|f| value(first, f));
+    Some(Unknown {
+        count: records.iter().filter(lacks).count(),
+        index,
+        id: id.unwrap_or("none").to_string(),
+        left_out: value(first, status).is_none(),
+    })
+}
+
+/// The value of `field` in `record`, as its JSON text.
+fn value<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
+    (record.0.iter())
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v.get())
+}
+
+/// Whether the JSON value `raw` says nothing: `null`, or a string the roster reads as blank
+/// (blank space and characters that show as nothing, [`fold_cell`]): a zero-width space
+/// had passed for a status and counted as active.
+fn is_blank(raw: &str) -> bool {
+    use crate::core::columns::fold_cell;
+    let raw = raw.trim();
+    raw == "null" || serde_json::from_str::<String>(raw).is_ok_and(|s| fold_cell(&s).is_empty())
+}
+
 /// Refuses columns the roster would refuse without naming the answer's fields: two fields
 /// under one column (`Employee_ID` and `Worker_ID`, both `employee_id`: the file had been
 /// rejected for "columns employee_id and employee_id"), and a field name with a NUL.

@@ -5,11 +5,11 @@
 //! Auth is HTTP Basic with an integration system user, or OAuth 2: a refresh-token grant
 //! at the tenant's token endpoint before each fetch, then `Authorization: Bearer`.
 
-use super::csv_out::{Record, parse, union_columns, write_csv};
+use super::csv_out::{Record, parse, union_columns, unknown_statuses, write_csv};
 use super::guard::{Answers, ColumnGuard, GUARDED};
 use super::http::{FetchError, Http, Sink, form_urlencoded, shown};
 use crate::config::hris::{self, Secret, WorkdayAuth, read_secret};
-use crate::core::columns::Columns;
+use crate::core::columns::{Columns, EMPLOYMENT_STATUS};
 use anyhow::Result;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde::Deserialize;
@@ -213,6 +213,29 @@ impl Workday {
             .filter(|c| columns.iter().any(|col| col.header == *c))
             .collect();
         self.guard.check(&has)?;
+        // A status left out of some entries only (Workday leaves out a field that is empty
+        // or that the integration user may not see): a leaver among them had been active
+        // again, as BambooHR's answers are refused.
+        if let Some(unknown) = unknown_statuses(&columns, &answer.entries) {
+            let status = columns.iter().find(|c| c.header == EMPLOYMENT_STATUS);
+            return Err(FetchError::Invalid(format!(
+                "the Workday report has no value of field \"{}\" (the roster's \
+                 {EMPLOYMENT_STATUS}) for {} of its {} entries, the first Report_Entry[{}] \
+                 (id {}), its value {}: a leaver among them would count as active; give the \
+                 integration system user access to it for every worker, and every worker a \
+                 status in the report",
+                status.map_or("status", |c| c.field.as_str()),
+                unknown.count,
+                answer.entries.len(),
+                unknown.index,
+                unknown.id,
+                if unknown.left_out {
+                    "left out"
+                } else {
+                    "null or blank"
+                },
+            )));
+        }
         write_csv(&columns, &answer.entries, "Report_Entry")
     }
 }
@@ -261,6 +284,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no entries"), "{err}");
+    }
+
+    /// A status left out of some entries only, or blank: a leaver among them would be
+    /// active again.
+    #[test]
+    fn a_status_left_out_of_some_entries_fails_the_fetch() {
+        let w = basic("https://wd/r");
+        let some = br#"{"Report_Entry": [{"Employee_ID": "1", "Work_Email": "a@x.io", "Status": "Active"}, {"Employee_ID": "2", "Work_Email": "b@x.io"}, {"Employee_ID": "3", "Work_Email": "c@x.io", "Status": null}]}"#;
+        let err = w.to_csv(some).unwrap_err().to_string();
+        let first =
+            "for 2 of its 3 entries, the first Report_Entry[1] (id \"2\"), its value left out";
+        assert!(err.contains(first) && err.contains("\"Status\""), "{err}");
+        let blank = br#"{"Report_Entry": [{"Employee_ID": "1", "Work_Email": "a@x.io", "Status": "Active"}, {"Employee_ID": 2, "Work_Email": "b@x.io", "Status": " \u200b"}]}"#;
+        let err = w.to_csv(blank).unwrap_err().to_string();
+        assert!(
+            err.contains("Report_Entry[1] (id 2), its value null or blank"),
+            "{err}"
+        );
+        // Every entry with a status, or none with one (no status column): taken.
+        let every = br#"{"Report_Entry": [{"Employee_ID": "1", "Work_Email": "a@x.io", "Status": "Active"}, {"Employee_ID": "2", "Work_Email": "b@x.io", "Status": "Terminated"}]}"#;
+        basic("https://wd/r").to_csv(every).unwrap();
+        let none = br#"{"Report_Entry": [{"Employee_ID": "1", "Work_Email": "a@x.io"}]}"#;
+        basic("https://wd/r").to_csv(none).unwrap();
     }
 
     /// A field the integration user may no longer see is left out of every entry: the
