@@ -147,6 +147,26 @@ impl BambooHr {
                 missing.field, missing.header
             )));
         }
+        // The manager field left out of some employees only (null is no manager; left out,
+        // an access level hides it): their managers would have lost is_manager.
+        let manager = self.columns.iter().find(|c| c.header == MANAGER_ID);
+        if let Some(m) = manager {
+            let lacks = |e: &&Record| !e.0.iter().any(|(field, _)| *field == m.field);
+            if let Some((index, first)) = employees.iter().enumerate().find(|(_, e)| lacks(e)) {
+                let id = self.columns.iter().find(|c| c.header == EMPLOYEE_ID);
+                let id = id.and_then(|c| first.0.iter().find(|(field, _)| *field == c.field));
+                return Err(FetchError::Invalid(format!(
+                    "BambooHR's answer leaves field \"{}\" (the roster's {MANAGER_ID}) out of \
+                     {} of its {} employees, the first employees[{index}] (id {}): their \
+                     managers would lose is_manager; give the API key's user access to it for \
+                     every employee",
+                    m.field,
+                    employees.iter().filter(lacks).count(),
+                    employees.len(),
+                    id.map_or("none", |(_, v)| v.get()),
+                )));
+            }
+        }
         // Left out of some employees only (a field an access level shows for some of them),
         // or answered null or blank: a leaver's empty status would count as active, so the
         // fetch fails too.
@@ -319,6 +339,15 @@ mod tests {
             err.contains(first) && err.contains("set their employment status"),
             "{err}"
         );
+        // The manager field left out of some (null is no manager, and is taken).
+        let partly = br#"{"employees": [{"id": "4", "supervisorEId": null, "workEmail": "a@x.io",
+            "status": "Active"}, {"id": "5", "workEmail": "b@x.io", "status": "Active"}]}"#;
+        let err = b.to_csv(partly).unwrap_err().to_string();
+        let first = "out of 1 of its 2 employees, the first employees[1] (id \"5\")";
+        assert!(
+            err.contains(first) && err.contains("\"supervisorEId\""),
+            "{err}"
+        );
         // costCenter, location... not answered: no such columns, rather than empty ones.
         let answered = br#"{"employees": [{"id": "4", "supervisorEId": null, "workEmail": "a@x.io",
             "status": "Active", "department": "IT"}]}"#;
@@ -333,7 +362,7 @@ mod tests {
     fn a_nested_value_names_the_employee_record_and_field() {
         let b = provider(&[], "id");
         let answer = br#"{"employees": [{"id": "1", "workEmail": "a@x.io", "status": "Active", "supervisorEId": null},
-            {"id": "2", "status": "Active", "department": {"name": "IT"}}]}"#;
+            {"id": "2", "status": "Active", "supervisorEId": "1", "department": {"name": "IT"}}]}"#;
         let err = b.to_csv(answer).unwrap_err().to_string();
         assert!(
             err.contains("record 2 (employees[1])") && err.contains("field \"department\""),
