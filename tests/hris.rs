@@ -676,14 +676,25 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
     assert_failed_fetch(&s, vec![status(503), status(503)], "answered HTTP 503", 2);
     // A redirect to another host is followed (an export behind a download link), without
     // the request's credentials; there, nothing answers.
-    let elsewhere = |code: u16| {
-        let to = s.server.url("/elsewhere").replace("127.0.0.1", "localhost");
-        Reply::Status(code, vec![("location", to)])
-    };
+    let to = |path: &str| s.server.url(path).replace("127.0.0.1", "localhost");
+    let elsewhere = |code: u16| Reply::Status(code, vec![("location", to("/elsewhere"))]);
     assert_failed_fetch(&s, vec![elsewhere(307)], "answered HTTP 404", 1);
     assert_failed_fetch(&s, vec![elsewhere(302)], "answered HTTP 404", 1);
+    // There, a 401 refuses no credentials of ours (none were sent): the host is named, and
+    // the credential files are not blamed.
+    let private = Reply::Status(307, vec![("location", to("/private"))]);
+    let host = to("");
+    let told = format!(
+        "redirected to {}/… (sent no credentials",
+        host.trim_end_matches('/')
+    );
+    let err = assert_failed_fetch(&s, vec![private], &told, 1);
+    assert!(
+        err.contains("answered HTTP 401") && !err.contains("credentials refused"),
+        "{err}"
+    );
     let there = s.fake.seen(ELSEWHERE);
-    assert_eq!(there.len(), 2, "both redirects followed");
+    assert_eq!(there.len(), 3, "the redirects followed");
     for seen in &there {
         assert_eq!(seen.auth, "", "no credentials sent on to another host");
         assert_eq!(seen.referer, "", "no Referer (it would carry the URL)");

@@ -337,9 +337,18 @@ async fn csv_export(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Respon
     fake.answer().await
 }
 
-async fn elsewhere(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
+/// Another host a redirect leads to: `/private` asks for credentials (401), as a download
+/// link's host may; anything else is not found.
+async fn elsewhere(
+    State(fake): State<Arc<Fake>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
     fake.record(ELSEWHERE, &headers, None, &[]);
-    StatusCode::NOT_FOUND.into_response()
+    match uri.path() {
+        "/private" => refuse(StatusCode::UNAUTHORIZED, "unauthorized"),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn workday_token(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -269,23 +269,43 @@ impl Http {
         request: RequestBuilder,
         sink: &mut Sink,
     ) -> Result<(), Failed> {
-        let mut response =
-            request
-                .send()
+        let (client, request) = request.build_split();
+        let asked = request.as_ref().map(|r| r.url().origin()).ok();
+        let sent = async {
+            client
+                .execute(request.map_err(|e| (e, true))?)
                 .await
-                .map_err(|e| match e.is_redirect() || e.is_builder() {
+                .map_err(|e| (e, false))
+        };
+        let mut response =
+            sent.await.map_err(
+                |(e, built)| match built || e.is_redirect() || e.is_builder() {
                     // A redirect refused (another host, too many, a scheme other than HTTPS) is
                     // refused again: not retried.
                     true => Failed::Final(self.network(what, e)),
                     false => Failed::Again(self.network(what, e), None),
-                })?;
+                },
+            )?;
         let status = response.status();
         if !status.is_success() {
+            // Another host a redirect led to is named: reqwest sends it no credentials, so
+            // its 401 had been told as "credentials refused", naming the first host alone.
+            let moved = asked.filter(|origin| *origin != response.url().origin());
+            let what = match moved {
+                Some(_) => format!(
+                    "{what}, redirected to {} (sent no credentials, as to any other host),",
+                    shown(response.url().as_str())
+                ),
+                None => what.to_string(),
+            };
             let error = |status: StatusCode| FetchError::Status {
-                what: what.to_string(),
+                what: what.clone(),
                 status: status.as_u16(),
             };
             return Err(match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if moved.is_some() => {
+                    Failed::Final(error(status))
+                }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     Failed::Final(FetchError::CredentialsRefused {
                         what: what.to_string(),
