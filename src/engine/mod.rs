@@ -6,6 +6,8 @@
 mod answer;
 pub mod arrivals;
 pub(crate) mod asker;
+#[cfg(test)]
+mod audit_tests;
 pub mod commands;
 mod decide;
 mod filed_reports;

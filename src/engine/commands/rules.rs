@@ -100,8 +100,14 @@ fn rules_save<S: Store>(
             said(&mut text, &found, &warnings);
         }
     }
-    p.store
-        .put_rule(&rule, note(caller, action, rule_line(&rule)))?;
+    // An edit's entry says what the rule was too: the new rule alone had not said whether
+    // it was widened or narrowed, nor its old name.
+    let was = all.iter().find(|r| id == Some(r.id.0));
+    let detail = match was {
+        Some(was) => format!("{}; was {}", rule_line(&rule), rule_line(was).trim_start()),
+        None => rule_line(&rule),
+    };
+    p.store.put_rule(&rule, note(caller, action, detail))?;
     let verb = if id.is_some() { "saved" } else { "added" };
     let mut out = format!(
         "{verb} rule {}: {} -> {}; takes effect at the next sync\n",
