@@ -2,7 +2,7 @@
 //! rules of who may look and who may change, decided from the config and the person's
 //! active account.
 
-use crate::core::columns::{fold, is_well_formed_email};
+use crate::core::columns::{fold, is_plain_identity, is_well_formed_email};
 use anyhow::{Result, bail};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
@@ -164,8 +164,12 @@ impl Web {
     /// emails and roles named (`roles` = `provisioning.roles`).
     pub fn validate(&self, roles: &[String]) -> Result<()> {
         if let Some(user) = &self.dev_user {
-            if !is_well_formed_email(user) {
-                bail!("web.dev_user = \"{user}\" is not an email address");
+            if !is_plain_identity(user) {
+                bail!(
+                    "web.dev_user = {user:?} is not an email address, or is a second \
+                     spelling of one (a character that shows as nothing, stands for another \
+                     or is not composed)"
+                );
             }
             if let Some(addr) = self.listen.filter(|a| !a.ip().is_loopback()) {
                 bail!(
@@ -194,6 +198,16 @@ impl Web {
         }
         if let Some(bad) = self.org_admins.iter().find(|e| !is_well_formed_email(e)) {
             bail!("web.org_admins: \"{bad}\" is not an email address");
+        }
+        // A second spelling of an address (a Kelvin sign for `k`, a zero-width space, a
+        // decomposed accent), which no sign-in gives: compared in lower case, `\u{212a}im@…`
+        // had made kim@… an org admin, though `admins add` refuses such an address.
+        if let Some(bad) = self.org_admins.iter().find(|e| !is_plain_identity(e)) {
+            bail!(
+                "web.org_admins: {bad:?} is a second spelling of an address (a character \
+                 that shows as nothing, stands for another or is not composed), which no \
+                 sign-in gives; write the address as people type it"
+            );
         }
         let known = |r: &String| roles.iter().any(|k| fold(k) == fold(r));
         // Only roles written in the config: the default is left out where it is no role.
@@ -418,5 +432,26 @@ mod tests {
             ..Web::default()
         };
         assert!(format!("{:#}", w.validate(&roles()).unwrap_err()).contains("web.org_admins"));
+        // A second spelling of an address: refused, where `\u{212a}im@…` had been kim@….
+        for bad in [
+            "\u{212a}im@acme.example",
+            "ki\u{200b}m@acme.example",
+            "zoe\u{301}@a.io",
+        ] {
+            let w = Web {
+                org_admins: vec![bad.into()],
+                ..Web::default()
+            };
+            let err = format!("{:#}", w.validate(&roles()).unwrap_err());
+            assert!(
+                err.contains("web.org_admins") && err.contains("second spelling"),
+                "{err}"
+            );
+        }
+        let w = Web {
+            org_admins: vec!["zoë@a.io".into(), "Kim@Acme.example".into()],
+            ..Web::default()
+        };
+        w.validate(&roles()).unwrap();
     }
 }
