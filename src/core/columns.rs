@@ -36,13 +36,20 @@ pub const DEFAULT_ALIASES: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// Lower-cases and drops spaces, `_`, `-` and `.`: "Job Title" = "job_title" = "JobTitle".
+/// Lower-cases and drops spaces, `_`, `-` and `.`: "Job Title" = "job_title" = "JobTitle";
+/// beyond ASCII, drops the characters that show as nothing and composes accents (NFC), as
+/// cells are read ([`fold_cell`]): a header exported with a decomposed `é` had rejected
+/// every file for a rule's missing `Département` column.
 pub fn normalize_header(name: &str) -> String {
-    name.trim()
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '_' | '-' | '.') && !c.is_whitespace())
+    let kept = |c: &char| !matches!(c, ' ' | '_' | '-' | '.') && !c.is_whitespace();
+    let key: String = (name.trim().chars().filter(kept))
         .flat_map(char::to_lowercase)
-        .collect()
+        .collect();
+    if key.is_ascii() {
+        return key;
+    }
+    use unicode_normalization::UnicodeNormalization;
+    key.chars().filter(|&c| !is_invisible(c)).nfc().collect()
 }
 
 /// Trims and lower-cases a value: the comparison SPEC calls "case-insensitive".
@@ -353,6 +360,15 @@ mod tests {
             " Job  Title ",
         ] {
             assert_eq!(normalize_header(h), "jobtitle", "{h}");
+        }
+        // Beyond ASCII as cells are read: accents composed, what shows as nothing dropped.
+        for h in [
+            "Département",
+            "De\u{301}partement",
+            "DÉ\u{200b}PARTEMENT",
+            "de\u{301}\u{feff}partement",
+        ] {
+            assert_eq!(normalize_header(h), "département", "{h:?}");
         }
     }
 
