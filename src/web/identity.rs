@@ -135,9 +135,14 @@ pub(super) fn addressed_locally(headers: &HeaderMap) -> bool {
 
 /// The name a request is addressed to (its `Host`), when that is not an IP address,
 /// `localhost` (or a name under it) nor one of `web.allowed_hosts`; `None` for a request
-/// without `Host` (HTTP/1.0, which no browser sends) or one addressed as allowed.
+/// without `Host` (HTTP/1.0, which no browser sends) or one addressed as allowed. A `Host`
+/// given twice is foreign (HTTP refuses such a request): its first value alone had been
+/// looked at.
 fn foreign_host(web: &Web, headers: &HeaderMap) -> Option<String> {
-    let name = host_name(headers.get(header::HOST)?);
+    let Ok(host) = only_value(headers, header::HOST.as_str()) else {
+        return Some("Host given twice".into());
+    };
+    let name = host_name(host?);
     let allowed = is_localhost(&name) || name.parse::<IpAddr>().is_ok() || web.host_allowed(&name);
     (!allowed).then(|| {
         let shown = crate::core::model::escape_controls(&name);
@@ -596,6 +601,14 @@ mod tests {
                 d.message
             );
         }
+        // Host given twice: refused, whatever its first value (it alone had been looked at).
+        let twice = headers(&[
+            ("Host", "127.0.0.1:8080"),
+            ("Host", "evil.example"),
+            ("X-Forwarded-Email", "lead@acme.example"),
+        ]);
+        let d = claim(&web, &twice, ip("127.0.0.1")).unwrap_err();
+        assert!(d.message.contains("Host given twice"), "{}", d.message);
         // With none listed, a name is refused and an address is not.
         let none = Web::default();
         let h = |host: &str| headers(&[("Host", host), ("X-Forwarded-Email", "lead@acme.example")]);
