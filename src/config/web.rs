@@ -183,6 +183,25 @@ impl Web {
                 self.user_header
             );
         }
+        // A header HTTP or the browser gives a meaning of its own never holds the signed-in
+        // email: every request had been refused (401), with nothing saying why.
+        const TAKEN: [&str; 8] = [
+            "host",
+            "authorization",
+            "cookie",
+            "origin",
+            "referer",
+            "content-type",
+            "content-length",
+            "user-agent",
+        ];
+        if TAKEN.contains(&self.user_header.to_ascii_lowercase().as_str()) {
+            bail!(
+                "web.user_header = \"{}\" is a header HTTP or the browser fills; name the \
+                 one your SSO proxy sets to the signed-in email (e.g. X-Forwarded-Email)",
+                self.user_header
+            );
+        }
         if let Some(bad) = self.allowed_hosts.iter().find(|h| !is_host_name(h)) {
             bail!(
                 "web.allowed_hosts: \"{bad}\" is not a host name; write the name browsers use, \
@@ -427,6 +446,14 @@ mod tests {
             ..Web::default()
         };
         assert!(format!("{:#}", w.validate(&roles()).unwrap_err()).contains("web.user_header"));
+        for taken in ["Host", "authorization", "Origin"] {
+            let w = Web {
+                user_header: taken.into(),
+                ..Web::default()
+            };
+            let err = format!("{:#}", w.validate(&roles()).unwrap_err());
+            assert!(err.contains("HTTP or the browser fills"), "{err}");
+        }
         let w = Web {
             org_admins: vec!["alice".into()],
             ..Web::default()
