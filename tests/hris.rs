@@ -685,7 +685,7 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
     let private = Reply::Status(307, vec![("location", to("/private"))]);
     let host = to("");
     let told = format!(
-        "redirected to {}/… (sent no credentials",
+        "redirected to {}/… (credentials go on",
         host.trim_end_matches('/')
     );
     let err = assert_failed_fetch(&s, vec![private], &told, 1);
@@ -693,8 +693,26 @@ fn every_failed_fetch_writes_nothing_and_changes_nothing() {
         err.contains("answered HTTP 401") && !err.contains("credentials refused"),
         "{err}"
     );
+    // Nor back on the first host after another (reqwest sends none there either).
+    let back = s.server.url("/elsewhere/private");
+    let bounce = |on: &str| {
+        Reply::Status(
+            307,
+            vec![("location", format!("{}?to={on}", to("/bounce")))],
+        )
+    };
+    let err = assert_failed_fetch(&s, vec![bounce(&back)], "(credentials go on only while", 1);
+    assert!(
+        err.contains("127.0.0.1") && !err.contains("credentials refused"),
+        "{err}"
+    );
+    // On within the other host: refused, where the client had sent it the first request's
+    // credentials (it starts each hop from that request's headers).
+    let within = bounce(&to("/elsewhere/private"));
+    let err = assert_failed_fetch(&s, vec![within], "again within another host", 1);
+    assert!(!err.contains("credentials refused"), "{err}");
     let there = s.fake.seen(ELSEWHERE);
-    assert_eq!(there.len(), 3, "the redirects followed");
+    assert_eq!(there.len(), 6, "the redirects followed");
     for seen in &there {
         assert_eq!(seen.auth, "", "no credentials sent on to another host");
         assert_eq!(seen.referer, "", "no Referer (it would carry the URL)");

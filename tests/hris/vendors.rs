@@ -337,16 +337,23 @@ async fn csv_export(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Respon
     fake.answer().await
 }
 
-/// Another host a redirect leads to: `/private` asks for credentials (401), as a download
-/// link's host may; anything else is not found.
+/// Another host a redirect leads to (or the first, after one): `…/private` asks for
+/// credentials (401), as a download link's host may; `/bounce?to=URL` redirects on to URL;
+/// anything else is not found.
 async fn elsewhere(
     State(fake): State<Arc<Fake>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
     fake.record(ELSEWHERE, &headers, None, &[]);
-    match uri.path() {
-        "/private" => refuse(StatusCode::UNAUTHORIZED, "unauthorized"),
+    let back = uri.query().and_then(|q| q.strip_prefix("to="));
+    match (uri.path(), back) {
+        (path, _) if path.ends_with("/private") => refuse(StatusCode::UNAUTHORIZED, "unauthorized"),
+        ("/bounce", Some(to)) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [("location", to.to_string())],
+        )
+            .into_response(),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }

@@ -205,7 +205,7 @@ impl Http {
                 .build()
                 .map_err(|e| anyhow::anyhow!("setting up the HTTPS client: {}", chain(&e)))
         };
-        let client = build(reqwest::redirect::Policy::limited(MAX_REDIRECTS))?;
+        let client = build(credentials_kept_home())?;
         let strict = build(same_origin_redirects())?;
         Ok(Http {
             client,
@@ -270,7 +270,7 @@ impl Http {
         sink: &mut Sink,
     ) -> Result<(), Failed> {
         let (client, request) = request.build_split();
-        let asked = request.as_ref().map(|r| r.url().origin()).ok();
+        let asked = request.as_ref().map(|r| r.url().clone()).ok();
         let sent = async {
             client
                 .execute(request.map_err(|e| (e, true))?)
@@ -288,12 +288,14 @@ impl Http {
             )?;
         let status = response.status();
         if !status.is_success() {
-            // Another host a redirect led to is named: reqwest sends it no credentials, so
-            // its 401 had been told as "credentials refused", naming the first host alone.
-            let moved = asked.filter(|origin| *origin != response.url().origin());
+            // Where a redirect led is named, and its 401 is not told as "credentials refused":
+            // reqwest sends no credentials to another host, nor anywhere after one (back on
+            // the first host too), and that 401 had sent admins to rotate a key that works.
+            let moved = asked.filter(|url| url != response.url());
             let what = match moved {
                 Some(_) => format!(
-                    "{what}, redirected to {} (sent no credentials, as to any other host),",
+                    "{what}, redirected to {} (credentials go on only while every redirect \
+                     stays on the first host),",
                     shown(response.url().as_str())
                 ),
                 None => what.to_string(),
@@ -407,6 +409,34 @@ fn framed(response: &reqwest::Response) -> bool {
 
 /// How many redirects a request follows.
 const MAX_REDIRECTS: usize = 10;
+
+/// Redirects followed (at most [`MAX_REDIRECTS`]) but for one within another host after
+/// the chain reached it, which is refused with an error that says so. reqwest (0.13, through
+/// tower-http) starts each hop from the first request's headers and drops the credentials
+/// only when the hop changes host: A → B → B had sent A's `Authorization` to B on the
+/// second hop (a test saw it). Hops to yet another host, or back to the first, are followed:
+/// the one drops the credentials, the other gives them to the host configured.
+fn credentials_kept_home() -> reqwest::redirect::Policy {
+    // reqwest's own test for a hop that changes host (scheme, host and port).
+    let same = |a: &reqwest::Url, b: &reqwest::Url| {
+        a.scheme() == b.scheme()
+            && a.host_str() == b.host_str()
+            && a.port_or_known_default() == b.port_or_known_default()
+    };
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let (next, chain) = (attempt.url(), attempt.previous());
+        let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
+            return attempt.follow();
+        };
+        if chain.len() >= MAX_REDIRECTS {
+            attempt.error(format!("{MAX_REDIRECTS} redirects, too many"))
+        } else if same(next, last) && !same(next, first) {
+            attempt.error("redirected again within another host, where the HTTP client would send the configured credentials; refused")
+        } else {
+            attempt.follow()
+        }
+    })
+}
 
 /// Redirects followed only within the origin (scheme, host and port) of the URL configured,
 /// for [`Http::client_for_secret_body`]: a 307 or 308 resends the request's body, and
