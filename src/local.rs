@@ -396,10 +396,7 @@ fn written_out<W: Write>(answered: Streamed, output: Output, out: &mut W) -> Out
                 Ok(()) => Outcome::Written(code),
                 // The reader stopped (`| head`): what was asked is done.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Outcome::Written(code),
-                Err(e) => Outcome::Answer(Response::fail(
-                    exit::FAILED,
-                    format!("failed: writing the answer: {e}"),
-                )),
+                Err(e) => Outcome::Answer(Response::unwritten(&e, code)),
             }
         }
     }

@@ -112,13 +112,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints an answer and gives its exit code.
+/// Prints an answer and gives its exit code. An answer stdout cannot take (a full disk, an
+/// I/O error; not a closed pipe) is told on stderr, exit 5: it had been lost with exit 0,
+/// and a `--json` failure's own message with it.
 fn finish(response: Response, json: bool) -> ExitCode {
-    print(&response, json);
-    ExitCode::from(response.exit)
+    match print(&response, json) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            let told = match response.exit {
+                exit::FAILED => response.text,
+                code => Response::unwritten(&e, code).text,
+            };
+            let _ = writeln!(std::io::stderr(), "autoprov: {}", told.trim_end());
+            ExitCode::from(exit::FAILED)
+        }
+        _ => ExitCode::from(response.exit),
+    }
 }
 
-fn print(response: &Response, json: bool) {
+fn print(response: &Response, json: bool) -> std::io::Result<()> {
     let out = if json {
         serde_json::to_string_pretty(&response.json).expect("json values serialize") + "\n"
     } else {
@@ -127,17 +138,18 @@ fn print(response: &Response, json: bool) {
     // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors, an
     // unreachable daemon and failures go to stderr.
     // A closed pipe (`| head`) or a gone stderr loses the text, never the exit code: the
-    // macros `print!` and `eprint!` would panic instead.
+    // macros `print!` and `eprint!` would panic instead. Stdout is flushed here, where its
+    // error can be told ([`finish`]), not at the exit, where it is lost.
     let end = if out.ends_with('\n') { "" } else { "\n" };
-    let _ = if !matches!(
+    if !matches!(
         response.exit,
         exit::USAGE | exit::UNREACHABLE | exit::FAILED
     ) || json
     {
-        write!(std::io::stdout(), "{out}{end}")
+        write!(std::io::stdout(), "{out}{end}").and_then(|()| std::io::stdout().flush())
     } else {
         write!(std::io::stderr(), "autoprov: {out}{end}")
-    };
+    }
 }
 
 /// HR data is never world-readable: everything this process creates (data dir, drop

@@ -2193,6 +2193,56 @@ fn a_reader_that_stops_early_is_not_a_failure() {
     assert!(stderr.is_empty(), "{stderr}");
 }
 
+/// An answer stdout cannot take (a full disk) is a failure told on stderr, exit 5, saying
+/// whether the command was carried out; it had been lost with exit 0 (`--json` failures
+/// silently), and a processed file's failure had not said that it was filed.
+#[test]
+fn an_answer_stdout_cannot_take_is_a_failure_told_on_stderr() {
+    let env = TestEnv::with(Settings {
+        max_grants: Some((1000, 100)),
+        ..Settings::default()
+    });
+    env.load_sample_rules();
+    let day1 = env.input_from("sequence/day1.csv", "day1.csv");
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let run = |args: &[&str]| {
+        let out = env.command().args(args).stdout(full()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--json", "process", day1.to_str().unwrap()]);
+    assert_eq!(code, Some(5), "{err}");
+    assert!(
+        err.contains("No space left") && err.contains("would have been 0"),
+        "{err}"
+    );
+    assert!(err.contains("do not send it again"), "{err}");
+    assert_eq!(
+        env.json_ok(0, &["files", "list"]).as_array().unwrap().len(),
+        1,
+        "filed"
+    );
+    for args in [
+        &["--json", "files", "show", "1"][..],
+        &["status"],
+        &["--json", "admins", "list"],
+    ] {
+        let (code, err) = run(args);
+        assert_eq!(code, Some(5), "{args:?}: {err}");
+        assert!(
+            err.contains("failed: writing the answer: No space left"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// `process` of a pipe (`autoprov process /dev/stdin < …`, a process substitution) copies
 /// what it gives; a regular file is read before the store opens (issue 14), and both are
 /// filed byte for byte as processed.

@@ -299,6 +299,21 @@ impl Response {
         }
     }
 
+    /// The answer of a command that was carried out (its own exit code `code`) but whose
+    /// answer could not be written to stdout (`e`: a full disk, an I/O error; not a closed
+    /// pipe, which loses the text alone): exit 5, saying that the command was done, so a
+    /// script does not send a processed file again.
+    pub fn unwritten(e: &std::io::Error, code: u8) -> Response {
+        Response::fail(
+            exit::FAILED,
+            format!(
+                "failed: writing the answer: {e}; the command itself was carried out (its \
+                 exit code would have been {code}): a file given to process is filed \
+                 (autoprov files list), do not send it again"
+            ),
+        )
+    }
+
     /// A failure with an exit code and a message.
     pub fn fail(exit: u8, message: impl Into<String>) -> Response {
         let message = message.into();

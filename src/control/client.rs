@@ -1,7 +1,7 @@
 //! The CLI side of the control socket.
 
 use super::{CHUNK, Envelope, Head, Upload};
-use crate::api::{Response, exit};
+use crate::api::Response;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -82,10 +82,7 @@ pub fn call(
         Err(Body::Out(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             Reach::Written(head.response.exit)
         }
-        Err(Body::Out(e)) => Reach::Answered(Response::fail(
-            exit::FAILED,
-            format!("failed: writing the answer: {e}"),
-        )),
+        Err(Body::Out(e)) => Reach::Answered(Response::unwritten(&e, head.response.exit)),
     }
 }
 
