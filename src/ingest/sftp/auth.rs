@@ -260,14 +260,19 @@ fn validate_users(users: &[SftpUser]) -> anyhow::Result<Vec<UserEntry>> {
             // The parameters and the hash as a check reads them: one it cannot read (an
             // unknown parameter, t=0, no hash part) had been accepted here, and no password
             // ever matched it.
-            let params = argon2::Params::try_from(&parsed)
-                .ok()
-                .filter(|_| parsed.hash.is_some());
+            // Its version and salt as argon2 checks them too (only 0x10 and 0x13; a salt of
+            // at least 8 bytes): `v=20` or a 7-byte salt had been accepted, never matching.
+            let version = argon2::Version::try_from(parsed.version.unwrap_or(0x13)).is_ok();
+            let mut salt = [0u8; 64];
+            let salt = (parsed.salt).and_then(|s| s.decode_b64(&mut salt).ok().map(<[u8]>::len));
+            let params = argon2::Params::try_from(&parsed).ok().filter(|_| {
+                parsed.hash.is_some() && version && salt.is_some_and(|n| n >= argon2::MIN_SALT_LEN)
+            });
             let Some(params) = params else {
                 bail!(
-                    "SFTP user {:?}: password_hash's parameters or hash cannot be read as \
-                     argon2's (m=, t=, p= and nothing else, then the salt and the hash): no \
-                     password would match it; make it again with an argon2 tool",
+                    "SFTP user {:?}: password_hash's version, parameters, salt or hash cannot \
+                     be read as argon2's (v=19 or 16; m=, t=, p=; a salt of 8 bytes or more; \
+                     the hash): no password would match it; make it again with an argon2 tool",
                     user.name
                 );
             };
@@ -611,6 +616,8 @@ mod tests {
             good.replace("p=1", "p=1,foo=1"),
             good.replace("t=1", "t=0"),
             good.replace("p=1", "p=0"),
+            good.replace("v=19", "v=20"),
+            good.replace("c29tZXNhbHRzYWx0", "MTIzNDU2Nw"),
             no_hash.to_string(),
         ] {
             let bad = SftpUser {
