@@ -120,13 +120,28 @@ pub fn at_start(path: &Path) -> Option<(bool, String)> {
                 ),
             },
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some((
-            true,
-            format!(
-                "web.api_tokens_file {name} cannot be read by the daemon's user, {refused}: {e}; \
-             give it the daemon's group (chgrp autoprov, chmod 0640)"
-            ),
-        )),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            // A folder on the way the daemon's user may not pass (its group advice had
+            // been given for a file that had both already).
+            let closed = (path.ancestors().skip(1))
+                .filter(|d| !d.as_os_str().is_empty())
+                .find(|d| nix::unistd::access(*d, nix::unistd::AccessFlags::X_OK).is_err());
+            Some((
+                true,
+                match closed {
+                    Some(d) => format!(
+                        "web.api_tokens_file {name} cannot be reached by the daemon's user, \
+                     {refused}: its folder {} may not be passed (give the daemon's group \
+                     g+x on it)",
+                        d.display()
+                    ),
+                    None => format!(
+                        "web.api_tokens_file {name} cannot be read by the daemon's user, \
+                     {refused}: {e}; give it the daemon's group (chgrp autoprov, chmod 0640)"
+                    ),
+                },
+            ))
+        }
         Err(e) => Some((
             true,
             format!(
