@@ -43,6 +43,21 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
         assert_eq!(denied.exit, exit::NO, "{email:?}: {}", denied.text);
         assert_eq!(denied.json["allowed"], false);
     }
+    // Why, in the text: a second spelling, or no address at all (which had been told as a
+    // look-alike character).
+    let text = |email: &str| {
+        let request = Request::AuthCheck {
+            email: email.into(),
+        };
+        super::commands::execute(&p, request, "root", Output::Text).text
+    };
+    assert!(text("\u{212a}im@x.io").contains("second spelling"));
+    for email in ["noat", "a@localhost", "a@@x.io"] {
+        assert!(
+            text(email).contains("not a well-formed email address"),
+            "{email}"
+        );
+    }
 }
 
 /// An address with a character that shows as nothing, or with its accents decomposed, is

@@ -305,10 +305,17 @@ fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Resp
         return Ok(Response {
             exit: exit::NO,
             json: json!({"allowed": false, "email": email, "active": false, "not_an_address": true}),
-            text: format!(
-                "denied: {email:?} is not one email address (a space or a character that \
-                 reads as another, such as the Kelvin sign)\n"
-            ),
+            text: match is_well_formed_email(email.trim_matches(|c: char| c.is_ascii_whitespace()))
+            {
+                false => format!(
+                    "denied: {email:?} is not a well-formed email address (one @, a local \
+                     part, a domain with a dot, no spaces)\n"
+                ),
+                true => format!(
+                    "denied: {email:?} is a second spelling of an address (a character that \
+                     shows as nothing or reads as another, such as the Kelvin sign)\n"
+                ),
+            },
         });
     }
     let active = signing_in(p, email)?;
