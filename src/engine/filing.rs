@@ -553,13 +553,14 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Poll mode: whether a remote file was already fetched (in the ledger or registered),
-    /// by its folder, name, size and mtime.
+    /// by its name, size and mtime, from whichever folder: `source.remote.inbox` written
+    /// another way (`outgoing/`, `./outgoing`, or relative where it had been absolute) had
+    /// had a roster left on the server fetched and applied again, an older one over a newer
+    /// one. Whether it is older than a roster from its folder compares the folders as
+    /// [`same_remote_dir`] does.
     pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<Sighting> {
         let same = |o: &RemoteOrigin| {
-            o.dir == origin.dir
-                && o.name == origin.name
-                && o.size == origin.size
-                && o.mtime == origin.mtime
+            o.name == origin.name && o.size == origin.size && o.mtime == origin.mtime
         };
         let registered = self.store.remote_registrations()?;
         let files = self.store.files()?;
@@ -582,7 +583,7 @@ impl<S: Store> Pipeline<S> {
             .iter()
             .filter(|f| matches!(f.status, FileStatus::Applied | FileStatus::Held))
             .filter_map(|f| {
-                let o = f.remote.as_ref().filter(|o| o.dir == origin.dir)?;
+                let o = (f.remote.as_ref()).filter(|o| same_remote_dir(&o.dir, &origin.dir))?;
                 Some(as_of(o, humantime::parse_rfc3339(&f.received_at).ok()))
             });
         // And a roster fetched from there that waits in inbox/ (behind a held file): fetched
@@ -591,7 +592,9 @@ impl<S: Store> Pipeline<S> {
         // a registration whose file is not there is a download that never arrived.
         let inbox = self.paths.folder("inbox");
         let waiting = (registered.iter())
-            .filter(|(name, o)| o.dir == origin.dir && !crate::layout::is_dry_run(name))
+            .filter(|(name, o)| {
+                same_remote_dir(&o.dir, &origin.dir) && !crate::layout::is_dry_run(name)
+            })
             .filter_map(|(name, o)| {
                 let meta = fs::symlink_metadata(inbox.join(name)).ok()?;
                 Some(as_of(o, Some(self.arrivals.of(&meta).0)))
@@ -602,6 +605,25 @@ impl<S: Store> Pipeline<S> {
             _ => Sighting::New,
         })
     }
+}
+
+/// Whether two remote folders, as written, are one folder by their spelling: without `.`
+/// parts, repeated or trailing slashes, and a `..` after a name (as SFTP servers resolve
+/// it, links aside). A relative and an absolute path are not told apart here.
+fn same_remote_dir(a: &str, b: &str) -> bool {
+    fn key(dir: &str) -> (bool, Vec<&str>) {
+        let mut parts: Vec<&str> = Vec::new();
+        for part in dir.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            match (part, parts.last()) {
+                ("..", Some(&last)) if last != ".." => {
+                    parts.pop();
+                }
+                _ => parts.push(part),
+            }
+        }
+        (dir.starts_with('/'), parts)
+    }
+    a == b || key(a) == key(b)
 }
 
 /// What a file seen in a remote folder is to the ledger ([`Pipeline::remote_known`]).

@@ -220,4 +220,25 @@ fn a_remote_file_older_than_a_roster_waiting_from_its_folder_is_not_to_be_fetche
         Sighting::New,
         "its folder's only"
     );
+    // The folder written another way is the same folder: older still.
+    for dir in ["outgoing/", "./outgoing", "outgoing//", "x/../outgoing"] {
+        let spelt = crate::store::RemoteOrigin {
+            dir: dir.into(),
+            ..origin("monday.csv", 50)
+        };
+        assert_eq!(
+            p.remote_known(&spelt).unwrap(),
+            Sighting::Older { newest: 100 },
+            "{dir}"
+        );
+    }
+    // And a file fetched already is known from any spelling of its folder, or another
+    // (its name, size and time): it had been fetched and applied again.
+    for dir in ["outgoing/", "/home/hr/outgoing", "elsewhere"] {
+        let spelt = crate::store::RemoteOrigin {
+            dir: dir.into(),
+            ..origin("tuesday.csv", 100)
+        };
+        assert_eq!(p.remote_known(&spelt).unwrap(), Sighting::Known, "{dir}");
+    }
 }
