@@ -412,6 +412,19 @@ async fn hidden_partial_and_odd_entries_are_skipped() {
         .collect::<Vec<_>>();
     got.sort();
     assert_eq!(got, ["ok.csv", "x.partial.csv"]);
+    // Named for `status`: the names never fetched while they stay so, and the link (a
+    // vendor delivering by link had its roster never applied, the poll healthy); not the
+    // hidden and partial names, nor the folder.
+    let (_, mut odd) = c.list_all(&s.inbox).await.unwrap();
+    odd.sort();
+    assert_eq!(odd.len(), 3, "{odd:?}");
+    assert!(
+        odd[2].starts_with("\"link.csv\": a symlink, never followed"),
+        "{odd:?}"
+    );
+    // A folder that is not there is named in the error.
+    let err = c.list("nothere").await.unwrap_err().to_string();
+    assert!(err.contains("the folder \"nothere\""), "{err}");
     c.close().await;
 }
 

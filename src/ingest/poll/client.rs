@@ -320,7 +320,13 @@ impl RemoteClient {
     /// fetched while their names stay so, which the poll names in `status`.
     pub async fn list_all(&self, dir: &str) -> Result<(Vec<RemoteFile>, Vec<String>), PollError> {
         let r = async {
-            let entries = timed(self.timeout, "list", self.sftp.read_dir(dir)).await?;
+            // The folder named: "list: No such file" had not said which folder was wrong.
+            let entries = timed(self.timeout, "list", self.sftp.read_dir(dir))
+                .await
+                .map_err(|e| match e {
+                    PollError::Other(e) => PollError::Other(e.context(format!("the folder {dir:?}"))),
+                    e => e,
+                })?;
             let (mut files, mut odd) = (Vec::new(), Vec::new());
             for entry in entries {
                 let name = entry.file_name();
@@ -343,6 +349,11 @@ impl RemoteClient {
                 if meta.permissions.is_none() || !meta.file_type().is_file() {
                     if !meta.file_type().is_dir() {
                         tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote entry: not a regular file (a symlink is never followed)");
+                        // Named in `status` as an odd name is: a vendor delivering by link
+                        // had had its roster never applied, the poll said healthy.
+                        if meta.file_type().is_symlink() {
+                            odd.push(format!("{name:?}: a symlink, never followed (deliver the file itself)"));
+                        }
                     }
                     continue;
                 }

@@ -490,14 +490,25 @@ async fn finish_remote_moves(
     let work = engine.handoffs().await.map_err(engine_error)?;
     let mut first_failure = None;
     for entry in work {
-        if let Err(e) = move_one(client, s, paths, &entry, RemoteFolder::of(&entry)).await {
-            tracing::warn!(file = %entry.stored_as, "moving the remote file failed, retried at the next poll: {e}");
-            first_failure.get_or_insert(e);
-            continue;
-        }
+        let moved = match move_one(client, s, paths, &entry, RemoteFolder::of(&entry)).await {
+            Ok(moved) => moved,
+            Err(e) => {
+                tracing::warn!(file = %entry.stored_as, "moving the remote file failed, retried at the next poll: {e}");
+                first_failure.get_or_insert(e);
+                continue;
+            }
+        };
         crate::util::crash_point("after_remote_move");
         engine.handed_off(entry.id).await.map_err(engine_error)?;
-        tracing::info!(file = %entry.stored_as, "remote file moved and reports uploaded");
+        // The file is said moved only when it was (gone or replaced, its reports alone went).
+        match moved {
+            true => {
+                tracing::info!(file = %entry.stored_as, "remote file moved and reports uploaded")
+            }
+            false => {
+                tracing::info!(file = %entry.stored_as, "reports uploaded; the remote file was not moved (gone or replaced on the server)")
+            }
+        }
     }
     first_failure.map_or(Ok(()), Err)
 }
@@ -508,7 +519,7 @@ async fn move_one(
     paths: &Paths,
     entry: &FileEntry,
     folder: RemoteFolder,
-) -> Result<(), PollError> {
+) -> Result<bool, PollError> {
     let origin = entry.remote.as_ref().expect("remote work has an origin");
     let dir = match folder {
         RemoteFolder::Processed => &s.processed,
@@ -538,10 +549,10 @@ async fn move_one(
     };
     upload_reports(client, paths, entry, dir).await?;
     crate::util::crash_point("before_remote_move");
-    if fetched {
-        move_if_unchanged(client, origin, &from, &to).await?;
+    match fetched {
+        true => move_if_unchanged(client, origin, &from, &to).await,
+        false => Ok(false),
     }
-    Ok(())
 }
 
 /// Moves `from` to `to` while it is still the file fetched (`origin`'s size and time): the
@@ -556,12 +567,12 @@ async fn move_if_unchanged(
     origin: &RemoteOrigin,
     from: &str,
     to: &str,
-) -> Result<(), PollError> {
+) -> Result<bool, PollError> {
     if client.stat(from).await? != Some((origin.size, origin.mtime)) {
         tracing::warn!(file = ?origin.name, "the remote file was replaced after it was fetched: the new one stays in the remote inbox to be fetched; the reports of the one processed are in the remote folder");
-        return Ok(());
+        return Ok(false);
     }
-    client.rename(from, to).await
+    client.rename(from, to).await.map(|()| true)
 }
 
 /// Uploads the decided file's reports into the remote folder `dir`. One already there is
