@@ -915,6 +915,9 @@ fn fetch_answers_like_process_and_refuses_outside_hris_mode() {
         waiting.len() == 1 && waiting[0].starts_with("hris-bamboohr-"),
         "{waiting:?}"
     );
+    // Said so: it waits, and is processed once the held file is decided.
+    let told = format!("fetched as {} and waits in inbox/", waiting[0]);
+    assert!(out.contains(&told), "{out}");
     // A failed fetch: exit 5.
     s.fake.push([Reply::Status(401, Vec::new())]);
     let out = s.env.expect(5, &["fetch"]);

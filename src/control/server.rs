@@ -447,6 +447,25 @@ async fn fetch(
                          says so once it is up (do not fetch again)"
                     ),
                 ),
+                // Waiting behind a held file (a refusal, not a report): the roster stays in
+                // inbox/ and is processed once that file is decided. The refusal alone,
+                // worded for `process` (whose copy is taken back out), had read as nothing
+                // done, and the roster was applied after the decision unannounced.
+                false
+                    if response.exit == exit::REFUSED && response.json.get("status").is_none() =>
+                {
+                    let waits = format!(
+                        "the roster was fetched as {name} and waits in inbox/: it is processed \
+                         once that file is decided (do not fetch again)"
+                    );
+                    let mut json = response.json;
+                    json["waiting"] = serde_json::json!(name);
+                    Response {
+                        exit: response.exit,
+                        text: format!("{}\n{waits}\n", response.text.trim_end()),
+                        json,
+                    }
+                }
                 false => response,
             }
         }
