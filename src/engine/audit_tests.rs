@@ -52,11 +52,13 @@ fn a_change_that_changes_nothing_is_not_audited() {
         strict: false,
         accept: None,
     };
-    assert_eq!(run(disable()).exit, exit::OK);
+    // JSON says it as `changed`, as the text says "no change".
+    assert_eq!(run(disable()).json["changed"], true);
     let before = audited();
     let again = run(disable());
     assert_eq!(again.exit, exit::OK, "{}", again.text);
     assert!(again.text.starts_with("no change"), "{}", again.text);
+    assert_eq!(again.json["changed"], false);
     assert_eq!(audited(), before);
     // An edit to what the rule is already (its role, its name, its conditions).
     let token = p.store.accounts_token().unwrap();
@@ -76,6 +78,7 @@ fn a_change_that_changes_nothing_is_not_audited() {
         let again = run(edit);
         assert_eq!(again.exit, exit::OK, "{}", again.text);
         assert!(again.text.starts_with("no change"), "{}", again.text);
+        assert_eq!(again.json["changed"], false);
         assert_eq!(audited(), before);
         assert_eq!(
             p.store.accounts_token().unwrap(),
@@ -94,7 +97,7 @@ fn a_change_that_changes_nothing_is_not_audited() {
         role: None,
         status: Some("inactive".into()),
     };
-    assert_eq!(run(set()).exit, exit::OK);
+    assert_eq!(run(set()).json["changed"], true);
     let (before, history) = (
         audited(),
         p.store.account("M1").unwrap().unwrap().history.len(),
@@ -102,6 +105,7 @@ fn a_change_that_changes_nothing_is_not_audited() {
     let again = run(set());
     assert_eq!(again.exit, exit::OK, "{}", again.text);
     assert!(again.text.starts_with("no change"), "{}", again.text);
+    assert_eq!(again.json["changed"], false);
     assert_eq!(audited(), before);
     assert_eq!(
         p.store.account("M1").unwrap().unwrap().history.len(),

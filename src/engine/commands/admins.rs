@@ -224,7 +224,9 @@ fn admins_set<S: Store>(
             0,
             "no change: the account already has this role and status\n",
         );
-        return Ok(Response::ok(account_json(&account, &rules), text));
+        let mut j = account_json(&account, &rules);
+        j["changed"] = json!(false);
+        return Ok(Response::ok(j, text));
     }
     let now = now_rfc3339();
     account.record(&now, "admins set", format!("changed by {caller}"));
@@ -240,10 +242,10 @@ fn admins_set<S: Store>(
             ),
         ),
     )?;
-    Ok(Response::ok(
-        account_json(&account, &rules),
-        account_text(&account, &rules),
-    ))
+    // `changed` says in JSON what "no change" says in text.
+    let mut j = account_json(&account, &rules);
+    j["changed"] = json!(true);
+    Ok(Response::ok(j, account_text(&account, &rules)))
 }
 
 /// The refusal when an active account of another employee than `employee_id` holds

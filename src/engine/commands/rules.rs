@@ -78,6 +78,7 @@ fn rules_save<S: Store>(
         let mut j = rule_json(&rule);
         j["conflicts"] = conflicts_json(found, rule.id);
         j["warnings"] = json!(warnings);
+        j["changed"] = json!(false);
         let out = format!("no change: rule {} is as asked already\n{text}", rule.id);
         return Ok(Response::ok(j, out));
     }
@@ -119,6 +120,8 @@ fn rules_save<S: Store>(
     let mut j = rule_json(&rule);
     j["conflicts"] = conflicts_json(found, rule.id);
     j["warnings"] = json!(warnings);
+    // `changed` says in JSON what "no change" says in text.
+    j["changed"] = json!(true);
     Ok(Response::ok(j, out))
 }
 
@@ -525,6 +528,7 @@ fn enable<S: Store>(
         j["conflicts"] = conflicts_json(conflicts, rule.id);
         j["warnings"] = json!(warnings);
     }
+    j["changed"] = json!(was_enabled != enabled);
     Ok(Response::ok(j, text))
 }
 
