@@ -112,16 +112,21 @@ impl<'w> Writer<'w> {
     pub fn start(out: &'w mut dyn std::io::Write, created_at: &str) -> std::io::Result<Self> {
         let header = BackupHeader {
             format: BACKUP_FORMAT.into(),
-            version: 1,
+            version: HASHED_HEADER,
             schema: BACKUP_SCHEMA.into(),
             created_at: created_at.into(),
         };
-        serde_json::to_writer(&mut *out, &header)?;
-        out.write_all(b"\n")?;
+        let mut bytes = serde_json::to_vec(&header)?;
+        bytes.push(b'\n');
+        out.write_all(&bytes)?;
+        // The header is in the SHA-256 too: its time, which says what a restore undoes,
+        // had been changed without a word.
+        let mut hasher = Sha256::new();
+        hasher.update(&bytes);
         Ok(Writer {
             out,
             records: 0,
-            hasher: Sha256::new(),
+            hasher,
         })
     }
 
@@ -238,17 +243,23 @@ fn lines_of(mut input: impl std::io::BufRead) -> impl Iterator<Item = std::io::R
     })
 }
 
-/// The header's `created_at`, once the header is one this build reads.
-fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<String> {
-    let header: BackupHeader = match line {
-        Some(Ok(l)) => serde_json::from_str(&l).map_err(|e| bad(format!("header: {e}")))?,
+/// The version of backups whose SHA-256 covers the header line as well as the records
+/// (version 1: the records only, still read).
+const HASHED_HEADER: u32 = 2;
+
+/// The header, once it is one this build reads.
+fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<(BackupHeader, String)> {
+    let line = match line {
+        Some(Ok(l)) => l,
         // Said as it is (a folder had read as "empty file").
         Some(Err(e)) => return Err(bad(format!("reading it: {e}"))),
         None => return Err(bad("empty file".into())),
     };
-    if header.format != BACKUP_FORMAT || header.version != 1 {
+    let header: BackupHeader =
+        serde_json::from_str(&line).map_err(|e| bad(format!("header: {e}")))?;
+    if header.format != BACKUP_FORMAT || !(1..=HASHED_HEADER).contains(&header.version) {
         return Err(bad(format!(
-            "not an autoprov backup version 1 ({} {})",
+            "not an autoprov backup version 1 or {HASHED_HEADER} ({} {})",
             header.format, header.version
         )));
     }
@@ -258,7 +269,7 @@ fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<String> {
             header.schema
         )));
     }
-    Ok(header.created_at)
+    Ok((header, line))
 }
 
 fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
@@ -277,16 +288,20 @@ fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
 /// Reads a whole backup, refusing anything but a complete, well-formed one.
 pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
     let mut lines = lines_of(input);
-    let created_at = read_header(lines.next())?;
+    let (header, header_line) = read_header(lines.next())?;
+    let mut hasher = Sha256::new();
+    if header.version >= HASHED_HEADER {
+        hasher.update(header_line.as_bytes());
+        hasher.update(b"\n");
+    }
     let mut backup = Backup {
         records: Vec::new(),
         accounts: Vec::new(),
         count: 0,
-        created_at,
+        created_at: header.created_at,
         checked: false,
     };
     let mut end = None;
-    let mut hasher = Sha256::new();
     for line in lines.by_ref() {
         let line = line.map_err(|e| bad(e.to_string()))?;
         let (tree, key, value) =
@@ -334,8 +349,8 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         // letter off) had restored without a word.
         Some((_, Some(sha256))) if sha256 != hex(&hasher.finalize()) => {
             return Err(bad(
-                "its records are not those it was written with (their SHA-256 differs from \
-                 the end line's): the file was changed or damaged"
+                "its header and records are not those it was written with (their SHA-256 \
+                 differs from the end line's): the file was changed or damaged"
                     .into(),
             ));
         }
@@ -405,6 +420,36 @@ mod tests {
         let changed = text.replace("HR Admin", "HR Rdmin");
         let err = read(changed.as_bytes()).err().unwrap().to_string();
         assert!(err.contains("SHA-256"), "{err}");
+        // Its header's time too (what a restore says it undoes is read from it), and its
+        // version set back to one whose SHA-256 covers the records only.
+        for header in [
+            ("2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"),
+            ("\"version\":2", "\"version\":1"),
+        ] {
+            let err = read(text.replacen(header.0, header.1, 1).as_bytes())
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains("SHA-256"), "{header:?}: {err}");
+        }
+        // A version 1 backup, its SHA-256 of the records alone, still reads.
+        let records: String = text
+            .lines()
+            .skip(1)
+            .take(2)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let v1_end = format!(
+            "{{\"end\":2,\"sha256\":\"{}\"}}",
+            hex(&Sha256::digest(records.as_bytes()))
+        );
+        let v1 = format!(
+            "{}\n{records}{v1_end}\n",
+            text.lines()
+                .next()
+                .unwrap()
+                .replace("\"version\":2", "\"version\":1")
+        );
+        assert_eq!(read(v1.as_bytes()).unwrap().count, 2, "{v1}");
         let end = text.lines().last().unwrap();
         let older = text
             .replace(end, r#"{"end":2}"#)
