@@ -553,11 +553,10 @@ impl<S: Store> Pipeline<S> {
     }
 
     /// Poll mode: whether a remote file was already fetched (in the ledger or registered),
-    /// by its name, size and mtime, from whichever folder: `source.remote.inbox` written
-    /// another way (`outgoing/`, `./outgoing`, or relative where it had been absolute) had
-    /// had a roster left on the server fetched and applied again, an older one over a newer
-    /// one. Whether it is older than a roster from its folder compares the folders as
-    /// [`same_remote_dir`] does.
+    /// by its name, size and mtime, or is older than a roster fetched before, from whichever
+    /// folder (there is one remote inbox): `source.remote.inbox` written another way
+    /// (`outgoing/`, `./outgoing`, or absolute where it had been relative) had had a roster
+    /// left on the server fetched and applied again, an older one over a newer one.
     pub fn remote_known(&self, origin: &RemoteOrigin) -> Result<Sighting> {
         let same = |o: &RemoteOrigin| {
             o.name == origin.name && o.size == origin.size && o.mtime == origin.mtime
@@ -569,7 +568,7 @@ impl<S: Store> Pipeline<S> {
         if fetched.clone().any(same) {
             return Ok(Sighting::Known);
         }
-        // The newest roster that went in from that folder, applied or held (a dry run or a
+        // The newest roster that went in from the remote inbox, applied or held (a dry run or a
         // rejected file is no roster to protect), by its time there, taken at most as the
         // time it arrived here: a file dated in the future (a clock ahead, `put -p`) had
         // kept every later roster out until that date.
@@ -583,18 +582,16 @@ impl<S: Store> Pipeline<S> {
             .iter()
             .filter(|f| matches!(f.status, FileStatus::Applied | FileStatus::Held))
             .filter_map(|f| {
-                let o = (f.remote.as_ref()).filter(|o| same_remote_dir(&o.dir, &origin.dir))?;
+                let o = f.remote.as_ref()?;
                 Some(as_of(o, humantime::parse_rfc3339(&f.received_at).ok()))
             });
-        // And a roster fetched from there that waits in inbox/ (behind a held file): fetched
+        // And a roster fetched that waits in inbox/ (behind a held file): fetched
         // after it, an older one had been applied over it once the held file was decided,
         // and given back the admin rights it took away. As of when it was named in inbox/;
         // a registration whose file is not there is a download that never arrived.
         let inbox = self.paths.folder("inbox");
         let waiting = (registered.iter())
-            .filter(|(name, o)| {
-                same_remote_dir(&o.dir, &origin.dir) && !crate::layout::is_dry_run(name)
-            })
+            .filter(|(name, _)| !crate::layout::is_dry_run(name))
             .filter_map(|(name, o)| {
                 let meta = fs::symlink_metadata(inbox.join(name)).ok()?;
                 Some(as_of(o, Some(self.arrivals.of(&meta).0)))
@@ -605,25 +602,6 @@ impl<S: Store> Pipeline<S> {
             _ => Sighting::New,
         })
     }
-}
-
-/// Whether two remote folders, as written, are one folder by their spelling: without `.`
-/// parts, repeated or trailing slashes, and a `..` after a name (as SFTP servers resolve
-/// it, links aside). A relative and an absolute path are not told apart here.
-fn same_remote_dir(a: &str, b: &str) -> bool {
-    fn key(dir: &str) -> (bool, Vec<&str>) {
-        let mut parts: Vec<&str> = Vec::new();
-        for part in dir.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            match (part, parts.last()) {
-                ("..", Some(&last)) if last != ".." => {
-                    parts.pop();
-                }
-                _ => parts.push(part),
-            }
-        }
-        (dir.starts_with('/'), parts)
-    }
-    a == b || key(a) == key(b)
 }
 
 /// What a file seen in a remote folder is to the ledger ([`Pipeline::remote_known`]).
