@@ -116,39 +116,41 @@ fn main() -> ExitCode {
 /// I/O error; not a closed pipe) is told on stderr, exit 5: it had been lost with exit 0,
 /// and a `--json` failure's own message with it.
 fn finish(response: Response, json: bool) -> ExitCode {
-    match print(&response, json) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            let told = match response.exit {
-                exit::FAILED => response.text,
-                code => Response::unwritten(&e, code).text,
+    let to_stdout = json
+        || !matches!(
+            response.exit,
+            exit::USAGE | exit::UNREACHABLE | exit::FAILED
+        );
+    match print(&response, json, to_stdout) {
+        // Stdout (a failure's own text goes to stderr, whose loss changes no exit code).
+        Err(e) if to_stdout && e.kind() != std::io::ErrorKind::BrokenPipe => {
+            let (told, code) = match response.exit {
+                // Its text said on stderr, its code kept: nothing was done.
+                code @ (exit::USAGE | exit::UNREACHABLE | exit::FAILED) => (response.text, code),
+                code => (Response::unwritten(&e, code).text, exit::FAILED),
             };
             let _ = writeln!(std::io::stderr(), "autoprov: {}", told.trim_end());
-            ExitCode::from(exit::FAILED)
+            ExitCode::from(code)
         }
         _ => ExitCode::from(response.exit),
     }
 }
 
-fn print(response: &Response, json: bool) -> std::io::Result<()> {
+/// Answers (reports, listings, refusals with exit 1 or 3) go `to_stdout`; usage errors, an
+/// unreachable daemon and failures to stderr (but in `--json`).
+fn print(response: &Response, json: bool, to_stdout: bool) -> std::io::Result<()> {
     let out = if json {
         serde_json::to_string_pretty(&response.json).expect("json values serialize") + "\n"
     } else {
         response.text.clone()
     };
-    // Answers (reports, listings, refusals with exit 1 or 3) go to stdout; usage errors, an
-    // unreachable daemon and failures go to stderr.
     // A closed pipe (`| head`) or a gone stderr loses the text, never the exit code: the
     // macros `print!` and `eprint!` would panic instead. Stdout is flushed here, where its
     // error can be told ([`finish`]), not at the exit, where it is lost.
     let end = if out.ends_with('\n') { "" } else { "\n" };
-    if !matches!(
-        response.exit,
-        exit::USAGE | exit::UNREACHABLE | exit::FAILED
-    ) || json
-    {
-        write!(std::io::stdout(), "{out}{end}").and_then(|()| std::io::stdout().flush())
-    } else {
-        write!(std::io::stderr(), "autoprov: {out}{end}")
+    match to_stdout {
+        true => write!(std::io::stdout(), "{out}{end}").and_then(|()| std::io::stdout().flush()),
+        false => write!(std::io::stderr(), "autoprov: {out}{end}"),
     }
 }
 

@@ -2194,8 +2194,8 @@ fn a_reader_that_stops_early_is_not_a_failure() {
 }
 
 /// An answer stdout cannot take (a full disk) is a failure told on stderr, exit 5, saying
-/// whether the command was carried out; it had been lost with exit 0 (`--json` failures
-/// silently), and a processed file's failure had not said that it was filed.
+/// what the answer was; it had been lost with exit 0 (`--json` failures silently). A
+/// failure's own answer keeps its code, told on stderr.
 #[test]
 fn an_answer_stdout_cannot_take_is_a_failure_told_on_stderr() {
     let env = TestEnv::with(Settings {
@@ -2220,10 +2220,20 @@ fn an_answer_stdout_cannot_take_is_a_failure_told_on_stderr() {
     let (code, err) = run(&["--json", "process", day1.to_str().unwrap()]);
     assert_eq!(code, Some(5), "{err}");
     assert!(
-        err.contains("No space left") && err.contains("would have been 0"),
+        err.contains("No space left") && err.contains("answer was exit 0"),
         "{err}"
     );
-    assert!(err.contains("do not send it again"), "{err}");
+    assert!(
+        err.contains("see autoprov files list before sending it again"),
+        "{err}"
+    );
+    // A failure's own (nothing was done) keeps its code and is said on stderr.
+    let (code, err) = run(&["--json", "process", "/nonexistent.csv"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("nonexistent.csv") && !err.contains("answer was exit"),
+        "{err}"
+    );
     assert_eq!(
         env.json_ok(0, &["files", "list"]).as_array().unwrap().len(),
         1,

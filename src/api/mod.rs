@@ -299,17 +299,17 @@ impl Response {
         }
     }
 
-    /// The answer of a command that was carried out (its own exit code `code`) but whose
-    /// answer could not be written to stdout (`e`: a full disk, an I/O error; not a closed
-    /// pipe, which loses the text alone): exit 5, saying that the command was done, so a
-    /// script does not send a processed file again.
+    /// The answer of a command (its own exit code `code`: 0, 1 or 3) that could not be
+    /// written to stdout (`e`: a full disk, an I/O error; not a closed pipe, which loses the
+    /// text alone): exit 5, saying what the answer was, so that a script looks before it
+    /// sends a file again that may have been processed.
     pub fn unwritten(e: &std::io::Error, code: u8) -> Response {
         Response::fail(
             exit::FAILED,
             format!(
-                "failed: writing the answer: {e}; the command itself was carried out (its \
-                 exit code would have been {code}): a file given to process is filed \
-                 (autoprov files list), do not send it again"
+                "failed: writing the answer: {e}; the command's answer was exit {code}, lost \
+                 with its text: a file given to process may have been processed and filed \
+                 (see autoprov files list before sending it again)"
             ),
         )
     }
