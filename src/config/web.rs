@@ -185,15 +185,35 @@ impl Web {
         }
         // A header HTTP or the browser gives a meaning of its own never holds the signed-in
         // email: every request had been refused (401), with nothing saying why.
-        const TAKEN: [&str; 8] = [
+        const TAKEN: [&str; 28] = [
             "host",
             "authorization",
+            "proxy-authorization",
             "cookie",
             "origin",
             "referer",
             "content-type",
             "content-length",
+            "content-encoding",
+            "transfer-encoding",
+            "te",
+            "connection",
+            "upgrade",
             "user-agent",
+            "accept",
+            "accept-language",
+            "accept-encoding",
+            "cache-control",
+            "range",
+            "if-none-match",
+            "if-match",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "sec-fetch-site",
+            "sec-fetch-mode",
+            "sec-fetch-dest",
         ];
         if TAKEN.contains(&self.user_header.to_ascii_lowercase().as_str()) {
             bail!(
@@ -446,7 +466,13 @@ mod tests {
             ..Web::default()
         };
         assert!(format!("{:#}", w.validate(&roles()).unwrap_err()).contains("web.user_header"));
-        for taken in ["Host", "authorization", "Origin"] {
+        for taken in [
+            "Host",
+            "authorization",
+            "Origin",
+            "X-Forwarded-For",
+            "Accept",
+        ] {
             let w = Web {
                 user_header: taken.into(),
                 ..Web::default()

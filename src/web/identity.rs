@@ -95,6 +95,14 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
             peer,
             &format!("request addressed to {name:?}, not an address, localhost or one of web.allowed_hosts, refused"),
         );
+        // Two Host headers name no host to add: said as what they are.
+        if name == HOST_TWICE {
+            return Err(Denied::unauthorized(
+                "not signed in: this request gives its Host header twice, which HTTP refuses \
+                 (whatever proxy sent it adds a Host of its own to the client's)"
+                    .to_string(),
+            ));
+        }
         return Err(Denied::unauthorized(format!(
             "not signed in: this request is addressed to \"{name}\", which is not in \
              web.allowed_hosts (add the name your SSO proxy passes on in Host; a page of another \
@@ -140,7 +148,7 @@ pub(super) fn addressed_locally(headers: &HeaderMap) -> bool {
 /// looked at.
 fn foreign_host(web: &Web, headers: &HeaderMap) -> Option<String> {
     let Ok(host) = only_value(headers, header::HOST.as_str()) else {
-        return Some("Host given twice".into());
+        return Some(HOST_TWICE.into());
     };
     let name = host_name(host?);
     let allowed = is_localhost(&name) || name.parse::<IpAddr>().is_ok() || web.host_allowed(&name);
@@ -163,6 +171,9 @@ fn host_name(host: &HeaderValue) -> String {
         .trim_end_matches('.')
         .to_string()
 }
+
+/// What [`foreign_host`] names a request with two `Host` headers.
+const HOST_TWICE: &str = "Host given twice";
 
 /// `localhost`, or a name under it (browsers resolve them to this machine themselves).
 fn is_localhost(name: &str) -> bool {
@@ -608,7 +619,11 @@ mod tests {
             ("X-Forwarded-Email", "lead@acme.example"),
         ]);
         let d = claim(&web, &twice, ip("127.0.0.1")).unwrap_err();
-        assert!(d.message.contains("Host given twice"), "{}", d.message);
+        assert!(
+            d.message.contains("gives its Host header twice"),
+            "{}",
+            d.message
+        );
         // With none listed, a name is refused and an address is not.
         let none = Web::default();
         let h = |host: &str| headers(&[("Host", host), ("X-Forwarded-Email", "lead@acme.example")]);

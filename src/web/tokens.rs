@@ -123,7 +123,10 @@ pub fn at_start(path: &Path) -> Option<(bool, String)> {
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             // A folder on the way the daemon's user may not pass (its group advice had
             // been given for a file that had both already).
-            let closed = (path.ancestors().skip(1))
+            // The outermost: every folder under it fails the check too.
+            let mut folders: Vec<&Path> = path.ancestors().skip(1).collect();
+            folders.reverse();
+            let closed = (folders.into_iter())
                 .filter(|d| !d.as_os_str().is_empty())
                 .find(|d| nix::unistd::access(*d, nix::unistd::AccessFlags::X_OK).is_err());
             Some((

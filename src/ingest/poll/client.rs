@@ -352,7 +352,7 @@ impl RemoteClient {
                         // Named in `status` as an odd name is: a vendor delivering by link
                         // had had its roster never applied, the poll said healthy.
                         if meta.file_type().is_symlink() {
-                            odd.push(format!("{name:?}: a symlink, never followed (deliver the file itself)"));
+                            odd.push(format!("{name:?}: a symlink, never followed"));
                         }
                     }
                     continue;
