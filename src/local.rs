@@ -597,8 +597,15 @@ pub fn restore(cfg: Config, file: &Path) -> Response {
     // Opened with the caller's rights (a backup in /root/), then everything else done as
     // the data dir's owner, as every other command: as root, sled's open of the store had
     // followed a link the owner put in store/ (`conf` → /etc/nologin) and written there.
-    // A regular file only: a device or a FIFO (`restore /dev/zero`) is no backup.
-    let opened = fs::File::open(file).and_then(|input| match input.metadata()?.is_file() {
+    // A regular file only: a device or a FIFO (`restore /dev/zero`) is no backup. Opened
+    // without blocking: a FIFO had waited for a writer for ever before it was looked at.
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut options = fs::OpenOptions::new();
+        options.read(true).custom_flags(nix::libc::O_NONBLOCK);
+        options.open(file)
+    };
+    let opened = opened.and_then(|input| match input.metadata()?.is_file() {
         true => Ok(input),
         false => Err(std::io::Error::other("not a regular file")),
     });
@@ -705,6 +712,12 @@ mod tests {
             );
             return;
         }
+        assert_eq!(r.exit, exit::USAGE, "{}", r.text);
+        assert!(r.text.contains("not a regular file"), "{}", r.text);
+        // Nor a FIFO, refused at once: it had waited for a writer for ever.
+        let fifo = dir.path().join("fifo.backup");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let r = restore(config_in(dir.path()), &fifo);
         assert_eq!(r.exit, exit::USAGE, "{}", r.text);
         assert!(r.text.contains("not a regular file"), "{}", r.text);
     }
