@@ -1302,8 +1302,13 @@ fn manual_accounts_are_never_touched_and_auto_accounts_cannot_be_changed_by_hand
     let v = env.json_ok(0, &["admins", "set", "E00057", "--role", "Super Admin"]);
     assert_eq!(v["role"], "Super Admin");
     assert_eq!(v["origin"], "manual");
-    let v = env.json_ok(0, &["admins", "set", "E00057", "--status", "inactive"]);
+    let mut v = env.json_ok(0, &["admins", "set", "E00057", "--status", "inactive"]);
     assert_eq!(v["status"], "inactive");
+    // What `admins show` gives, and whether this changed anything.
+    assert_eq!(
+        v.as_object_mut().unwrap().remove("changed"),
+        Some(Value::Bool(true))
+    );
     assert_eq!(v["history"].as_array().unwrap().len(), 3, "{v:#}");
     assert_eq!(auth(&env, "aylin.taylor@acme.example").0, 1);
     let s = env.json_ok(0, &["sync"]);

@@ -1277,13 +1277,15 @@ fn crash_after_remote_move_then_restart_completes_without_duplicates() {
         bytes.as_bytes(),
     );
 
+    // Moved before the crash: the restart uploads what is missing, and says the file was
+    // not there to move (it had said "moved").
     let d = Daemon::start(&env);
     wait_until(
         "the restarted daemon to finish the remote move",
         Duration::from_secs(20),
         || {
             d.log()
-                .contains("remote file moved and reports uploaded")
+                .contains("reports uploaded; the remote file was not there to move")
                 .then_some(())
         },
     );
@@ -1305,8 +1307,7 @@ fn crash_after_remote_move_then_restart_completes_without_duplicates() {
     assert_eq!(poll["stopped"], false, "{poll:#}");
     let log = d.log();
     assert_eq!(
-        log.matches("remote file moved and reports uploaded")
-            .count(),
+        log.matches("reports uploaded").count(),
         1,
         "finished once, not on every poll:\n{log}"
     );

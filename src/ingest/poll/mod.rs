@@ -510,7 +510,7 @@ async fn finish_remote_moves(
                 tracing::info!(file = %entry.stored_as, "remote file moved and reports uploaded")
             }
             false => {
-                tracing::info!(file = %entry.stored_as, "reports uploaded; the remote file was not moved (gone or replaced on the server)")
+                tracing::info!(file = %entry.stored_as, "reports uploaded; the remote file was not there to move (moved before a restart, gone, or replaced on the server)")
             }
         }
     }
