@@ -1609,6 +1609,11 @@ fn refused_uploads_say_refused_and_backups_stay_in_the_backups_folder() {
         code, 3,
         "an existing backup is never overwritten: {out}{err}"
     );
+    // Said as taken, not as outside backups/.
+    assert!(
+        format!("{out}{err}").contains("exists; a backup is written only as a new file"),
+        "{out}{err}"
+    );
     let audit = env.json_ok(0, &["audit"]);
     assert!(
         audit

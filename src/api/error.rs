@@ -290,7 +290,8 @@ pub enum Blocked {
         "refused: file {id}'s roster is not in held/ ({path}): it cannot be approved, and \
          nothing was changed. If the store was restored from a backup taken while the file \
          was held, it was decided after that backup; `autoprov files reject {id}` closes it \
-         (nothing is filed or changed) so that the files waiting behind it are processed"
+         (no account is changed; its reports are filed in rejected/) so that the files \
+         waiting behind it are processed"
     )]
     RosterGone {
         /// The held file's id.

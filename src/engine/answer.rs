@@ -17,7 +17,18 @@ fn backup_target_refusal(p: &Pipeline<SledStore>, path: &str) -> Option<Response
     let path = std::path::Path::new(path);
     let inside = path.parent() == Some(p.paths.backups.as_path())
         || std::path::absolute(&p.paths.backups).ok().as_deref() == path.parent();
-    if !inside || path.exists() {
+    // Inside, but taken: said so (the advice to name a file in backups/ had read as if the
+    // path were outside it).
+    if inside && (path.exists() || path.symlink_metadata().is_ok()) {
+        return Some(Response::fail(
+            exit::REFUSED,
+            format!(
+                "refused: {} exists; a backup is written only as a new file: name another",
+                path.display()
+            ),
+        ));
+    }
+    if !inside {
         return Some(Response::fail(
             exit::REFUSED,
             format!(
