@@ -6,7 +6,7 @@
 //! XML) and HTTP Basic auth (the API key as user name, `x` as password). The answer is
 //! `{"title": ..., "fields": [...], "employees": [{"id": ..., <field>: ...}, ...]}`.
 
-use super::csv_out::{Column, Record, parse, unknown_statuses, write_csv};
+use super::csv_out::{Column, Record, parse, unknown_statuses, value, write_csv};
 use super::http::{FetchError, Http, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
 use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
@@ -151,10 +151,10 @@ impl BambooHr {
         // an access level hides it): their managers would have lost is_manager.
         let manager = self.columns.iter().find(|c| c.header == MANAGER_ID);
         if let Some(m) = manager {
-            let lacks = |e: &&Record| !e.0.iter().any(|(field, _)| *field == m.field);
+            let lacks = |e: &&Record| value(e, &m.field).is_none();
             if let Some((index, first)) = employees.iter().enumerate().find(|(_, e)| lacks(e)) {
                 let id = self.columns.iter().find(|c| c.header == EMPLOYEE_ID);
-                let id = id.and_then(|c| first.0.iter().find(|(field, _)| *field == c.field));
+                let id = id.and_then(|c| value(first, &c.field));
                 return Err(FetchError::Invalid(format!(
                     "BambooHR's answer leaves field \"{}\" (the roster's {MANAGER_ID}) out of \
                      {} of its {} employees, the first employees[{index}] (id {}): their \
@@ -163,7 +163,7 @@ impl BambooHr {
                     m.field,
                     employees.iter().filter(lacks).count(),
                     employees.len(),
-                    id.map_or("none", |(_, v)| v.get()),
+                    id.unwrap_or("none"),
                 )));
             }
         }

@@ -164,7 +164,7 @@ pub fn unknown_statuses(columns: &[Column], records: &[Record]) -> Option<Unknow
 }
 
 /// The value of `field` in `record`, as its JSON text.
-fn value<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
+pub fn value<'a>(record: &'a Record, field: &str) -> Option<&'a str> {
     (record.0.iter())
         .find(|(k, _)| k == field)
         .map(|(_, v)| v.get())
