@@ -121,8 +121,8 @@ async fn serve(cfg: Config) -> Result<()> {
     engine.scan();
     // Taken only at a start, the newest backup of a daemon that ran for months was as old,
     // and a damaged store could only be restored to it, undoing every change since.
+    tracker.spawn(watchdog(engine.heartbeat(), shutdown.clone()));
     tracker.spawn(engine.back_up_every((BACKUP_EVERY, BACKUP_RETRY), shutdown.clone()));
-    tracker.spawn(watchdog(shutdown.clone()));
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(mode = ?cfg.source.mode, data_dir = %cfg.data_dir.display(), socket = %cfg.control.socket.display(), "autoprov ready");
 
@@ -477,8 +477,10 @@ const BACKUP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 60
 /// How soon a failed automatic backup is tried again.
 const BACKUP_RETRY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
-/// Pets systemd's watchdog at half its interval while the runtime is alive.
-async fn watchdog(shutdown: CancellationToken) {
+/// Pets systemd's watchdog at half its interval while the runtime is alive and the engine
+/// thread is not stuck on one job (see [`crate::engine::heartbeat`]); once it is, says so
+/// and stops, and systemd restarts the daemon.
+async fn watchdog(beat: Arc<crate::engine::heartbeat::Heartbeat>, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
@@ -486,7 +488,16 @@ async fn watchdog(shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+            _ = tick.tick() => {
+                if let Some(running) = beat.stuck_at(std::time::SystemTime::now()) {
+                    tracing::error!(
+                        "the engine has run one job for {}s without ending it: systemd's                          watchdog is no longer petted, so the daemon is restarted (its start                          recovers the store and files what was committed)",
+                        running.as_secs()
+                    );
+                    return;
+                }
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
         }
     }
 }

@@ -137,6 +137,8 @@ pub struct EngineHandle {
     /// reads a listing had kept the main page and `/api/v1/admins` answering "busy".
     web_listings: Arc<tokio::sync::Semaphore>,
     web_wholes: Arc<tokio::sync::Semaphore>,
+    /// The engine thread's beat, for systemd's watchdog.
+    heartbeat: Arc<super::heartbeat::Heartbeat>,
 }
 
 impl EngineHandle {
@@ -156,8 +158,14 @@ impl EngineHandle {
             wholes: Arc::new(tokio::sync::Semaphore::new(1)),
             web_listings: Arc::new(tokio::sync::Semaphore::new(1)),
             web_wholes: Arc::new(tokio::sync::Semaphore::new(1)),
+            heartbeat: Arc::default(),
         };
         (handle, rx)
+    }
+
+    /// The engine thread's beat (see [`super::heartbeat`]).
+    pub fn heartbeat(&self) -> Arc<super::heartbeat::Heartbeat> {
+        self.heartbeat.clone()
     }
 
     /// Asks the engine to scan inbox/.

@@ -15,6 +15,7 @@ pub mod filing;
 #[cfg(test)]
 mod filing_tests;
 pub mod handle;
+pub mod heartbeat;
 #[cfg(test)]
 mod held_tests;
 mod jobs;

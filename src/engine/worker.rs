@@ -20,24 +20,27 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<(EngineHandle, std::thread::JoinHandle<()>)> {
     let (handle, jobs) = EngineHandle::new(pipeline.clone(), state.clone());
+    let beat = handle.heartbeat();
     let thread = std::thread::Builder::new()
         .name("autoprov-engine".into())
-        .spawn(move || run(pipeline, jobs, state, shutdown))?;
+        .spawn(move || run(pipeline, jobs, (state, &beat), shutdown))?;
     Ok((handle, thread))
 }
 
 fn run(
     pipeline: Arc<Pipeline<SledStore>>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    state: Arc<Mutex<EngineState>>,
+    (state, beat): (Arc<Mutex<EngineState>>, &super::heartbeat::Heartbeat),
     shutdown: CancellationToken,
 ) {
     while let Some(job) = jobs.blocking_recv() {
         // A panic (a bug meeting a hostile file) fails that job, not the engine: the file
         // stays in inbox/ and status shows the error.
+        beat.busy();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_job(&pipeline, job, &state, &shutdown)
         }));
+        beat.idle();
         if outcome.is_err() {
             let message =
                 "the engine hit an internal error (a panic; see the log); the job was abandoned"
