@@ -272,6 +272,37 @@ fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<(BackupHead
     Ok((header, line))
 }
 
+/// The end line `end` (its count and SHA-256) against the `count` records read and the
+/// SHA-256 `hasher` took of them (and of the header, from version 2): whether it was
+/// checked (a version 1 end line may have no SHA-256), or why the file is refused.
+fn check_end(
+    end: Option<(u64, Option<String>)>,
+    count: u64,
+    version: u32,
+    hasher: Sha256,
+) -> StoreResult<bool> {
+    match end {
+        Some((n, _)) if n != count => {
+            Err(bad(format!("{count} records where the end line says {n}")))
+        }
+        // A changed byte that still reads as a record (a role "HR Rdmin", an email one
+        // letter off) had restored without a word.
+        Some((_, Some(sha256))) if sha256 != hex(&hasher.finalize()) => Err(bad(
+            "its header and records are not those it was written with (their SHA-256 \
+             differs from the end line's): the file was changed or damaged"
+                .into(),
+        )),
+        // A version 2 end line always has one: without it, it was taken out.
+        Some((_, None)) if version >= HASHED_HEADER => Err(bad(
+            "its end line has no SHA-256, which every version 2 backup has: the file was \
+             changed or damaged"
+                .into(),
+        )),
+        Some((_, sha256)) => Ok(sha256.is_some()),
+        None => Err(bad("truncated: no end line".into())),
+    }
+}
+
 fn read_account(key: &[u8], value: &[u8]) -> StoreResult<Account> {
     let account: Account = serde_json::from_slice(value)
         .map_err(|e| bad(format!("account {}: {e}", String::from_utf8_lossy(key))))?;
@@ -338,25 +369,7 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
             backup.records.push((tree, key, value));
         }
     }
-    match end {
-        Some((n, _)) if n != backup.count => {
-            return Err(bad(format!(
-                "{} records where the end line says {n}",
-                backup.count
-            )));
-        }
-        // A changed byte that still reads as a record (a role "HR Rdmin", an email one
-        // letter off) had restored without a word.
-        Some((_, Some(sha256))) if sha256 != hex(&hasher.finalize()) => {
-            return Err(bad(
-                "its header and records are not those it was written with (their SHA-256 \
-                 differs from the end line's): the file was changed or damaged"
-                    .into(),
-            ));
-        }
-        Some((_, sha256)) => backup.checked = sha256.is_some(),
-        None => return Err(bad("truncated: no end line".into())),
-    }
+    backup.checked = check_end(end, backup.count, header.version, hasher)?;
     // Nothing after the end line: bytes there (another file appended, a second backup)
     // had been ignored without a word.
     for line in lines {
@@ -454,6 +467,10 @@ mod tests {
         let older = text
             .replace(end, r#"{"end":2}"#)
             .replace("HR Admin", "HR Rdmin");
+        // Only as version 1 wrote it: a version 2 end line without one was taken out.
+        let err = read(older.as_bytes()).err().unwrap().to_string();
+        assert!(err.contains("no SHA-256, which every version 2"), "{err}");
+        let older = older.replacen("\"version\":2", "\"version\":1", 1);
         assert_eq!(read(older.as_bytes()).unwrap().count, 2);
         // Its key changed, the SHA-256 is not skipped: the line is no end line.
         let renamed = text
