@@ -126,7 +126,7 @@ fn rotate_until(
         }
     };
     if let Some(newest) = automatic_at(paths, now).into_iter().next()
-        && body_digest(&newest).ok() == Some(digest)
+        && intact_digest(&newest) == Some(digest)
     {
         let _ = fs::remove_file(&tmp);
         return Ok(Rotated::Unchanged(newest));
@@ -199,11 +199,11 @@ fn export_hashed(
     Ok(digest)
 }
 
-/// The SHA-256 of a backup file's records (its lines but the header and the end line).
-fn body_digest(path: &Path) -> std::io::Result<[u8; 32]> {
-    let mut hashed = BodyHasher::new(std::io::sink(), &|| false);
-    std::io::copy(&mut BufReader::new(fs::File::open(path)?), &mut hashed)?;
-    Ok(hashed.hasher.finalize().into())
+/// The SHA-256 of a backup file's records, when it is intact
+/// ([`crate::store::records_digest`]).
+fn intact_digest(path: &Path) -> Option<[u8; 32]> {
+    let file = fs::File::open(path).ok()?;
+    crate::store::records_digest(BufReader::with_capacity(1 << 16, file))
 }
 
 /// Passes bytes on to `inner` and hashes the lines between the first and the last (the
@@ -1322,22 +1322,41 @@ mod tests {
         );
     }
 
-    /// The records alone: the header and the end line (whose SHA-256 covers the header's
-    /// time) differ from one backup of the same store to the next.
+    /// The records alone, of an intact backup: the header and the end line (whose SHA-256
+    /// covers the header's time) differ from one backup of the same store to the next; a
+    /// backup whose header or end line was damaged has none (a new one is written).
     #[test]
-    fn the_body_digest_ignores_the_header_and_the_end_line() {
+    fn an_intact_backups_digest_is_its_records_and_a_damaged_one_has_none() {
         let dir = tempfile::tempdir().unwrap();
-        let digest = |name: &str, text: &str| {
-            fs::write(dir.path().join(name), text).unwrap();
-            body_digest(&dir.path().join(name)).unwrap()
+        let store = MemoryStore::new();
+        store.append_audit(note("first")).unwrap();
+        let paths = Paths::new(dir.path());
+        let at = |s: u32| format!("2026-12-04T10:00:{s:02}Z");
+        let (a, b) = (paths.backups.join("a"), paths.backups.join("b"));
+        fs::create_dir_all(&paths.backups).unwrap();
+        export_hashed(&store, &a, &at(1), &|| false).unwrap();
+        let digest = export_hashed(&store, &b, &at(2), &|| false).unwrap();
+        assert_eq!(intact_digest(&a), Some(digest));
+        assert_eq!(intact_digest(&b), Some(digest));
+        let text = fs::read_to_string(&a).unwrap();
+        let damaged = |edit: &dyn Fn(&str) -> String| {
+            fs::write(&b, edit(&text)).unwrap();
+            intact_digest(&b)
         };
-        let a = digest("a", "{\"created_at\":\"1\"}\nbody\nmore\n{\"end\":1}\n");
-        let b = digest("b", "{\"created_at\":\"2\"}\nbody\nmore\n{\"end\":2}\n");
-        let c = digest("c", "{\"created_at\":\"2\"}\nbodY\nmore\n{\"end\":2}\n");
-        let d = digest("d", "{\"created_at\":\"2\"}\nbody\nmorE\n{\"end\":2}\n");
-        assert_eq!(a, b);
-        assert_ne!(b, c);
-        assert_ne!(b, d);
+        assert_eq!(
+            damaged(&|t| t.replacen("10:00:01", "10:00:09", 1)),
+            None,
+            "header"
+        );
+        let end = text.lines().last().unwrap().to_string();
+        let flipped = end.replacen("\"sha256\":\"", "\"sha256\":\"0", 1);
+        assert_eq!(damaged(&|t| t.replace(&end, &flipped)), None, "end line");
+        assert_eq!(damaged(&|t| t[..t.len() - 3].to_string()), None, "cut");
+        assert_eq!(
+            damaged(&|t| t.replacen("first", "firsT", 1)),
+            None,
+            "a record"
+        );
     }
 
     /// A store in which two active accounts hold one email (any letter case) is refused:

@@ -272,6 +272,37 @@ fn read_header(line: Option<std::io::Result<String>>) -> StoreResult<(BackupHead
     Ok((header, line))
 }
 
+/// The SHA-256 of a backup's record lines as written (each with its line feed; not the
+/// header or the end line, which hold its time), when the backup is whole and intact: its
+/// end line's count and SHA-256 are those of what it holds. `None` otherwise: a backup
+/// damaged since (a byte of its header or end line) had been taken for the store's current
+/// copy, and no new one was written while the one kept could not be restored.
+pub fn records_digest(mut input: impl std::io::BufRead) -> Option<[u8; 32]> {
+    let mut line = Vec::new();
+    let mut next = |line: &mut Vec<u8>| {
+        line.clear();
+        input.read_until(b'\n', line).ok().filter(|n| *n > 0)
+    };
+    next(&mut line)?;
+    let header: BackupHeader = serde_json::from_slice(line.strip_suffix(b"\n")?).ok()?;
+    let mut all = Sha256::new();
+    if header.version >= HASHED_HEADER {
+        all.update(&line);
+    }
+    let (mut records, mut count, mut last) = (Sha256::new(), 0u64, Vec::new());
+    while next(&mut line).is_some() {
+        if !last.is_empty() {
+            records.update(&last);
+            all.update(&last);
+            count += 1;
+        }
+        std::mem::swap(&mut last, &mut line);
+    }
+    let end: EndLine = serde_json::from_slice(last.strip_suffix(b"\n")?).ok()?;
+    let intact = end.end == count && end.sha256 == Some(hex(&all.finalize()));
+    intact.then(|| records.finalize().into())
+}
+
 /// The end line `end` (its count and SHA-256) against the `count` records read and the
 /// SHA-256 `hasher` took of them (and of the header, from version 2): whether it was
 /// checked (a version 1 end line may have no SHA-256), or why the file is refused.
