@@ -395,13 +395,13 @@ async fn poll_with(
             // while it could not be opened, or one uploaded late with its old time kept.
             Sighting::Older { newest } => {
                 let e = format!(
-                    "remote file {:?} (modified {}) is older than a roster already fetched from \
-                     {} and applied, held or waiting (modified {}, or arrived then): not fetched, so \
-                     that it is not applied over the newer one; remove it from the server, or \
-                     give it a new time (`touch`) to have it fetched",
+                    "remote file {:?} (modified {}) is older than a roster already fetched \
+                     (from this remote inbox under any spelling, or another before it: `files \
+                     list` shows it) and applied, held or waiting (modified {}, or arrived \
+                     then): not fetched, so that it is not applied over the newer one; remove \
+                     it from the server, or give it a new time (`touch`) to have it fetched",
                     file.name,
                     crate::util::rfc3339(unix_time(file.mtime)),
-                    s.inbox,
                     crate::util::rfc3339(unix_time(newest)),
                 );
                 tracing::warn!("{e}");
