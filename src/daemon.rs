@@ -489,7 +489,7 @@ async fn watchdog(beat: Arc<crate::engine::heartbeat::Heartbeat>, shutdown: Canc
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                if let Some(running) = beat.stuck_at(std::time::SystemTime::now()) {
+                if let Some(running) = beat.stuck_at(std::time::Instant::now()) {
                     tracing::error!(
                         "the engine has run one job for {}s without ending it: systemd's                          watchdog is no longer petted, so the daemon is restarted (its start                          recovers the store and files what was committed)",
                         running.as_secs()

@@ -6,25 +6,40 @@
 //! whose start recovers the store and files what was committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// How long one job may run before the engine counts as stuck: far beyond any job's
 /// measured time (a million-row first import takes seconds, a backup of the largest store
 /// measured ~14 s), short enough that files do not wait for hours.
 pub const STUCK: Duration = Duration::from_secs(10 * 60);
 
-/// The engine's beat (see the module).
-#[derive(Debug, Default)]
+/// The engine's beat (see the module), on the monotonic clock: a wall clock set forward
+/// (NTP, a VM resumed) would have read a short job as stuck.
+#[derive(Debug)]
 pub struct Heartbeat {
-    /// Seconds since the epoch when the job at hand was taken up; 0 while none is.
+    /// What the times below count from.
+    base: Instant,
+    /// Milliseconds from `base` (plus one) when the job at hand was taken up; 0 while none.
     busy_since: AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat {
+            base: Instant::now(),
+            busy_since: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Heartbeat {
     /// The engine takes up a job.
     pub fn busy(&self) {
-        self.busy_since
-            .store(seconds(SystemTime::now()).max(1), Ordering::Relaxed);
+        let since = self.base.elapsed().as_millis();
+        (self.busy_since).store(
+            u64::try_from(since).unwrap_or(u64::MAX - 1) + 1,
+            Ordering::Relaxed,
+        );
     }
 
     /// The engine is done with it.
@@ -33,15 +48,12 @@ impl Heartbeat {
     }
 
     /// How long the job at hand has run, when that is [`STUCK`] or more, as of `now`.
-    pub fn stuck_at(&self, now: SystemTime) -> Option<Duration> {
+    pub fn stuck_at(&self, now: Instant) -> Option<Duration> {
         let since = self.busy_since.load(Ordering::Relaxed);
-        let running = Duration::from_secs(seconds(now).saturating_sub(since));
+        let taken = self.base + Duration::from_millis(since.saturating_sub(1));
+        let running = now.saturating_duration_since(taken);
         (since != 0 && running >= STUCK).then_some(running)
     }
-}
-
-fn seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
@@ -51,7 +63,7 @@ mod tests {
     #[test]
     fn a_job_running_past_the_bound_is_stuck_and_waiting_never_is() {
         let beat = Heartbeat::default();
-        let later = |d: Duration| SystemTime::now() + d;
+        let later = |d: Duration| Instant::now() + d;
         assert_eq!(beat.stuck_at(later(STUCK * 100)), None, "waiting for a job");
         beat.busy();
         assert_eq!(beat.stuck_at(later(Duration::from_secs(5))), None);
