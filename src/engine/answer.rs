@@ -185,10 +185,16 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
         text.push_str(&format!("LAST ERROR: {e}\n"));
     }
     if let Some((at, why)) = &state.backup.failed {
-        let ok = state
-            .backup
-            .ok_at
-            .map_or("none since the start".into(), crate::util::rfc3339);
+        // None since the start: the newest on disk is named (from an earlier run), where
+        // "none since the start" had read as no backup at all.
+        let newest = || match crate::backup::automatic(&p.paths).into_iter().next() {
+            Some(path) => format!(
+                "none since the start; the newest on disk is {}",
+                path.display()
+            ),
+            None => "none since the start, and none on disk".into(),
+        };
+        let ok = state.backup.ok_at.map_or_else(newest, crate::util::rfc3339);
         text.push_str(&format!(
             "BACKUP FAILED at {}: {why} (the last that went through: {ok}; tried again hourly)\n",
             crate::util::rfc3339(*at)

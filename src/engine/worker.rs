@@ -314,10 +314,25 @@ mod tests {
         let (text, json) = status(&p);
         assert!(text.contains("BACKUP FAILED at "), "{text}");
         assert!(
+            text.contains("none since the start, and none on disk"),
+            "{text}"
+        );
+        assert!(
             json["error"].is_string() && json["ok_at"].is_null(),
             "{json:#}"
         );
         std::fs::remove_file(&p.paths.backups).unwrap();
+        // One from an earlier run on disk: named (it had read as no backup at all).
+        std::fs::create_dir(&p.paths.backups).unwrap();
+        let earlier = p.paths.backups.join("autoprov-20260101T000000Z.backup");
+        std::fs::write(&earlier, b"").unwrap();
+        state.lock().unwrap().backup.failed = Some((std::time::SystemTime::now(), "full".into()));
+        let (text, _) = status(&p);
+        assert!(
+            text.contains(&format!("the newest on disk is {}", earlier.display())),
+            "{text}"
+        );
+        std::fs::remove_file(&earlier).unwrap();
         run_job(&p, Job::Backup, &state, &shutdown);
         let (text, json) = status(&p);
         assert!(!text.contains("BACKUP FAILED"), "{text}");
