@@ -1357,6 +1357,33 @@ mod tests {
             None,
             "a record"
         );
+        // As version 1 wrote it (the SHA-256 of the records alone): intact, and with a
+        // header restore refuses (its format, version or layout changed), not.
+        let records: String = (text.lines().skip(1))
+            .filter(|l| !l.starts_with("{\"end\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let count = records.lines().count();
+        let sha = Sha256::digest(records.as_bytes());
+        let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        let header = text
+            .lines()
+            .next()
+            .unwrap()
+            .replacen("\"version\":2", "\"version\":1", 1);
+        let v1 =
+            |header: &str| format!("{header}\n{records}{{\"end\":{count},\"sha256\":\"{sha}\"}}\n");
+        assert_eq!(damaged(&|_| v1(&header)), Some(digest), "version 1");
+        for (from, to) in [
+            ("autoprov-backup", "autoprov-backuq"),
+            ("\"version\":1", "\"version\":0"),
+        ] {
+            assert_eq!(
+                damaged(&|_| v1(&header.replacen(from, to, 1))),
+                None,
+                "{to}"
+            );
+        }
     }
 
     /// A store in which two active accounts hold one email (any letter case) is refused:

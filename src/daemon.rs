@@ -478,26 +478,34 @@ const BACKUP_EVERY: std::time::Duration = std::time::Duration::from_secs(24 * 60
 const BACKUP_RETRY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
 
 /// Pets systemd's watchdog at half its interval while the runtime is alive and the engine
-/// thread is not stuck on one job (see [`crate::engine::heartbeat`]); once it is, says so
-/// and stops, and systemd restarts the daemon.
+/// thread is not stuck on one job (see [`crate::engine::heartbeat`]); while it is, says so
+/// once and does not pet (systemd restarts the daemon after `WatchdogSec`), and pets again
+/// if the job ends first.
 async fn watchdog(beat: Arc<crate::engine::heartbeat::Heartbeat>, shutdown: CancellationToken) {
     let Some(interval) = sd_notify::watchdog_enabled() else {
         return;
     };
     let mut tick = tokio::time::interval(interval / 2);
+    let mut told = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {
-                if let Some(running) = beat.stuck_at(std::time::Instant::now()) {
-                    tracing::error!(
-                        "the engine has run one job for {}s without ending it: systemd's                          watchdog is no longer petted, so the daemon is restarted (its start                          recovers the store and files what was committed)",
-                        running.as_secs()
-                    );
-                    return;
+            _ = tick.tick() => match beat.stuck_at(std::time::Instant::now()) {
+                Some(running) => {
+                    if !std::mem::replace(&mut told, true) {
+                        tracing::error!(
+                            "the engine has run one job for {}s without ending it: systemd's \
+                             watchdog is not petted while it runs, so the daemon is restarted \
+                             (its start recovers the store and files what was committed)",
+                            running.as_secs()
+                        );
+                    }
                 }
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
+                None => {
+                    told = false;
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            },
         }
     }
 }
