@@ -187,12 +187,18 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
     if let Some((at, why)) = &state.backup.failed {
         // None since the start: the newest on disk is named (from an earlier run), where
         // "none since the start" had read as no backup at all.
-        let newest = || match crate::backup::automatic(&p.paths).into_iter().next() {
-            Some(path) => format!(
-                "none since the start; the newest on disk is {}",
-                path.display()
-            ),
-            None => "none since the start, and none on disk".into(),
+        let newest = || {
+            let newest = crate::backup::automatic(&p.paths)
+                .into_iter()
+                .find(|f| f.is_file());
+            match newest {
+                Some(path) => format!(
+                    "none since the start; the newest automatic backup on disk, by its name \
+                     (not checked: `autoprov restore` checks it), is {}",
+                    path.display()
+                ),
+                None => "none since the start, and no automatic backup on disk".into(),
+            }
         };
         let ok = state.backup.ok_at.map_or_else(newest, crate::util::rfc3339);
         text.push_str(&format!(

@@ -314,7 +314,7 @@ mod tests {
         let (text, json) = status(&p);
         assert!(text.contains("BACKUP FAILED at "), "{text}");
         assert!(
-            text.contains("none since the start, and none on disk"),
+            text.contains("none since the start, and no automatic backup on disk"),
             "{text}"
         );
         assert!(
@@ -322,17 +322,21 @@ mod tests {
             "{json:#}"
         );
         std::fs::remove_file(&p.paths.backups).unwrap();
-        // One from an earlier run on disk: named (it had read as no backup at all).
+        // One from an earlier run on disk: named, as unchecked (it had read as no backup at
+        // all); a folder under such a name is none.
         std::fs::create_dir(&p.paths.backups).unwrap();
         let earlier = p.paths.backups.join("autoprov-20260101T000000Z.backup");
         std::fs::write(&earlier, b"").unwrap();
+        std::fs::create_dir(p.paths.backups.join("autoprov-20260102T000000Z.backup")).unwrap();
         state.lock().unwrap().backup.failed = Some((std::time::SystemTime::now(), "full".into()));
         let (text, _) = status(&p);
-        assert!(
-            text.contains(&format!("the newest on disk is {}", earlier.display())),
-            "{text}"
+        let named = format!(
+            "by its name (not checked: `autoprov restore` checks it), is {}",
+            earlier.display()
         );
+        assert!(text.contains(&named), "{text}");
         std::fs::remove_file(&earlier).unwrap();
+        std::fs::remove_dir(p.paths.backups.join("autoprov-20260102T000000Z.backup")).unwrap();
         run_job(&p, Job::Backup, &state, &shutdown);
         let (text, json) = status(&p);
         assert!(!text.contains("BACKUP FAILED"), "{text}");
