@@ -5,7 +5,6 @@ use crate::api::error::{Context, Error, Result};
 use crate::layout::Paths;
 use crate::store::{SledStore, Store, StoreError};
 use crate::util::{compact_timestamp, create_fresh, fsync_dir, now_rfc3339, write_new_with};
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -180,8 +179,9 @@ fn remove_unfinished(dir: &Path) {
     crate::util::remove_leftovers(dir, unfinished, "an unfinished backup");
 }
 
-/// Exports `store` to `tmp` (fsynced); returns the SHA-256 of everything after the header
-/// line (which holds the time of the backup).
+/// Exports `store` to `tmp` (fsynced); returns the SHA-256 of its records, read back as
+/// [`intact_digest`] reads the newest backup's (one way for both sides of the "unchanged"
+/// comparison), which also checks that what was written reads back whole.
 fn export_hashed(
     store: &dyn Store,
     tmp: &Path,
@@ -189,14 +189,17 @@ fn export_hashed(
     stop: &dyn Fn() -> bool,
 ) -> Result<[u8; 32]> {
     let file = create_fresh(tmp)?;
-    let mut out = BodyHasher::new(BufWriter::with_capacity(1 << 16, file), stop);
+    let mut out = Stoppable {
+        inner: BufWriter::with_capacity(1 << 16, file),
+        stop,
+    };
     store.export(&mut out, now)?;
-    let digest = out.hasher.finalize().into();
     out.inner
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()?;
-    Ok(digest)
+    intact_digest(tmp)
+        .ok_or_else(|| Error::failed("the backup just written does not read back whole"))
 }
 
 /// The SHA-256 of a backup file's records, when it is intact
@@ -206,63 +209,20 @@ fn intact_digest(path: &Path) -> Option<[u8; 32]> {
     crate::store::records_digest(BufReader::with_capacity(1 << 16, file))
 }
 
-/// Passes bytes on to `inner` and hashes the lines between the first and the last (the
-/// records: the header and the end line hold the backup's time, the end line's SHA-256
-/// covering the header); fails once `stop` says so.
-struct BodyHasher<'s, W> {
+/// Passes bytes on to `inner`; fails once `stop` says so.
+struct Stoppable<'s, W> {
     inner: W,
-    hasher: Sha256,
-    in_header: bool,
-    /// The last whole line, hashed once another follows it (the end line never is).
-    last: Vec<u8>,
-    /// The line being written.
-    line: Vec<u8>,
     stop: &'s dyn Fn() -> bool,
 }
 
-impl<'s, W: Write> BodyHasher<'s, W> {
-    fn new(inner: W, stop: &'s dyn Fn() -> bool) -> Self {
-        BodyHasher {
-            inner,
-            hasher: Sha256::new(),
-            in_header: true,
-            last: Vec::new(),
-            line: Vec::new(),
-            stop,
-        }
-    }
-
-    /// Takes in the bytes `done` after the header: a whole line hashes the one before it.
-    fn take(&mut self, mut done: &[u8]) {
-        while let Some(end) = done.iter().position(|&b| b == b'\n') {
-            self.line.extend_from_slice(&done[..=end]);
-            self.hasher.update(&self.last);
-            self.last = std::mem::take(&mut self.line);
-            done = &done[end + 1..];
-        }
-        self.line.extend_from_slice(done);
-    }
-}
-
-impl<W: Write> Write for BodyHasher<'_, W> {
+impl<W: Write> Write for Stoppable<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if (self.stop)() {
             return Err(std::io::Error::other(
                 "abandoned: the daemon is stopping (the next start backs the store up)",
             ));
         }
-        let n = self.inner.write(buf)?;
-        let mut done = &buf[..n];
-        if self.in_header
-            && let Some(end) = done.iter().position(|&b| b == b'\n')
-        {
-            self.in_header = false;
-            done = &done[end + 1..];
-        }
-        if !self.in_header {
-            self.take(done);
-        }
-        Ok(n)
+        self.inner.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -1364,7 +1324,7 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let count = records.lines().count();
-        let sha = Sha256::digest(records.as_bytes());
+        let sha = <sha2::Sha256 as sha2::Digest>::digest(records.as_bytes());
         let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
         let header = text
             .lines()
