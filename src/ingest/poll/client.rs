@@ -316,7 +316,7 @@ impl RemoteClient {
         Ok(self.list_all(dir).await?.0)
     }
 
-    /// [`Self::list`], and why each odd name was left out (`name: why`): files that are never
+    /// [`Self::list`], and why each odd name was left out (`name: why (what to do)`): files that are never
     /// fetched while their names stay so, which the poll names in `status`.
     pub async fn list_all(&self, dir: &str) -> Result<(Vec<RemoteFile>, Vec<String>), PollError> {
         let r = async {
@@ -340,7 +340,7 @@ impl RemoteClient {
                         tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote entry: {why}");
                         // A file's, not a folder's: a folder so named had failed every poll.
                         if entry.metadata().file_type().is_file() {
-                            odd.push(format!("{name:?}: {why}"));
+                            odd.push(format!("{name:?}: {why} (not fetched while it has that name: rename it on the server)"));
                         }
                         continue;
                     }
@@ -352,7 +352,7 @@ impl RemoteClient {
                         // Named in `status` as an odd name is: a vendor delivering by link
                         // had had its roster never applied, the poll said healthy.
                         if meta.file_type().is_symlink() {
-                            odd.push(format!("{name:?}: a symlink, never followed"));
+                            odd.push(format!("{name:?}: a symlink, never followed (not fetched: deliver the file itself, not a link to it)"));
                         }
                     }
                     continue;

@@ -370,11 +370,7 @@ async fn poll_with(
     // nothing else is (what keeps a roster out, said below, comes first).
     let odd = odd.first().map(|first| {
         format!(
-            "remote file {first} ({}){}",
-            match first.contains(": a symlink, never followed") {
-                true => "not fetched: deliver the file itself, not a link to it",
-                false => "not fetched while it has that name: rename it on the server",
-            },
+            "remote file {first}{}",
             match odd.len() {
                 1 => String::new(),
                 n => format!(", and {} more such names", n - 1),
