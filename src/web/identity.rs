@@ -90,19 +90,21 @@ pub fn claim(web: &Web, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<Cla
     // points its own name at this machine (DNS rebinding) is same-origin with itself, so a
     // browser here lets it send the header, read the forms' tokens and post them, its
     // `Origin` matching its `Host`; from loopback, the header had been believed.
-    if let Some(name) = foreign_host(web, headers) {
+    // Two Host headers name no host to add: said as what they are.
+    let Ok(foreign) = foreign_host(web, headers) else {
+        let what = "request gives its Host header twice, refused";
+        super::refusals::FOREIGN_HOST.warn(peer, what);
+        return Err(Denied::unauthorized(
+            "not signed in: this request gives its Host header twice, which HTTP refuses \
+             (whatever proxy sent it adds a Host of its own to the client's)"
+                .to_string(),
+        ));
+    };
+    if let Some(name) = foreign {
         super::refusals::FOREIGN_HOST.warn(
             peer,
             &format!("request addressed to {name:?}, not an address, localhost or one of web.allowed_hosts, refused"),
         );
-        // Two Host headers name no host to add: said as what they are.
-        if name == HOST_TWICE {
-            return Err(Denied::unauthorized(
-                "not signed in: this request gives its Host header twice, which HTTP refuses \
-                 (whatever proxy sent it adds a Host of its own to the client's)"
-                    .to_string(),
-            ));
-        }
         return Err(Denied::unauthorized(format!(
             "not signed in: this request is addressed to \"{name}\", which is not in \
              web.allowed_hosts (add the name your SSO proxy passes on in Host; a page of another \
@@ -143,19 +145,19 @@ pub(super) fn addressed_locally(headers: &HeaderMap) -> bool {
 
 /// The name a request is addressed to (its `Host`), when that is not an IP address,
 /// `localhost` (or a name under it) nor one of `web.allowed_hosts`; `None` for a request
-/// without `Host` (HTTP/1.0, which no browser sends) or one addressed as allowed. A `Host`
-/// given twice is foreign (HTTP refuses such a request): its first value alone had been
-/// looked at.
-fn foreign_host(web: &Web, headers: &HeaderMap) -> Option<String> {
-    let Ok(host) = only_value(headers, header::HOST.as_str()) else {
-        return Some(HOST_TWICE.into());
+/// without `Host` (HTTP/1.0, which no browser sends) or one addressed as allowed; [`Twice`]
+/// for a `Host` given twice (HTTP refuses such a request: its first value alone had been
+/// looked at).
+fn foreign_host(web: &Web, headers: &HeaderMap) -> Result<Option<String>, Twice> {
+    let Some(host) = only_value(headers, header::HOST.as_str())? else {
+        return Ok(None);
     };
-    let name = host_name(host?);
+    let name = host_name(host);
     let allowed = is_localhost(&name) || name.parse::<IpAddr>().is_ok() || web.host_allowed(&name);
-    (!allowed).then(|| {
+    Ok((!allowed).then(|| {
         let shown = crate::core::model::escape_controls(&name);
         shown.chars().take(100).collect()
-    })
+    }))
 }
 
 /// The name of a `Host` value: in lower case, without its port, brackets or final dot;
@@ -171,9 +173,6 @@ fn host_name(host: &HeaderValue) -> String {
         .trim_end_matches('.')
         .to_string()
 }
-
-/// What [`foreign_host`] names a request with two `Host` headers.
-const HOST_TWICE: &str = "Host given twice";
 
 /// `localhost`, or a name under it (browsers resolve them to this machine themselves).
 fn is_localhost(name: &str) -> bool {
