@@ -418,12 +418,9 @@ const MAX_REDIRECTS: usize = 10;
 /// second hop (a test saw it). Hops to yet another host, or back to the first, are followed:
 /// the one drops the credentials, the other gives them to the host configured.
 fn credentials_kept_home() -> reqwest::redirect::Policy {
-    // reqwest's own test for a hop that changes host (scheme, host and port).
-    let same = |a: &reqwest::Url, b: &reqwest::Url| {
-        a.scheme() == b.scheme()
-            && a.host_str() == b.host_str()
-            && a.port_or_known_default() == b.port_or_known_default()
-    };
+    // A hop that changes host as reqwest tells it (scheme, host and port): the origin, as
+    // the token grant's policy below compares.
+    let same = |a: &reqwest::Url, b: &reqwest::Url| a.origin() == b.origin();
     reqwest::redirect::Policy::custom(move |attempt| {
         let (next, chain) = (attempt.url(), attempt.previous());
         let (Some(first), Some(last)) = (chain.first(), chain.last()) else {
