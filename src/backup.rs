@@ -134,11 +134,33 @@ fn rotate_until(
     fsync_dir(&paths.backups).with_context(|| format!("syncing {}", paths.backups.display()))?;
     // The one just written is kept whatever the others' names say (backups named for a
     // clock that ran ahead sort after it: it had been removed at once, at every start).
-    let others = automatic_at(paths, now).into_iter().filter(|p| *p != path);
-    for old in others.skip(KEEP - 1) {
+    let others: Vec<PathBuf> = automatic_at(paths, now)
+        .into_iter()
+        .filter(|p| *p != path)
+        .collect();
+    for old in beyond_intact(&others, KEEP - 1, |p| intact_digest(p).is_some()) {
         let _ = fs::remove_file(old);
     }
     Ok(Rotated::Written(path))
+}
+
+/// The backups in `newest_first` older than the `keep`-th intact one: only intact backups
+/// count among those kept, so a damaged one (which restore refuses) never leaves fewer than
+/// [`KEEP`] that restore; damaged ones newer than that stay for whoever looks into them.
+/// None while fewer than `keep` are intact.
+fn beyond_intact(
+    newest_first: &[PathBuf],
+    keep: usize,
+    intact: impl Fn(&Path) -> bool,
+) -> &[PathBuf] {
+    let mut found = 0;
+    for (i, p) in newest_first.iter().enumerate() {
+        if found == keep {
+            return &newest_first[i..];
+        }
+        found += usize::from(intact(p));
+    }
+    &[]
 }
 
 /// Refuses to start an automatic backup that cannot fit: the newest one's size, a tenth
@@ -1238,6 +1260,48 @@ mod tests {
             advice(&paths).contains("autoprov-20261204T100000Z.backup"),
             "{}",
             advice(&paths)
+        );
+    }
+
+    /// A damaged backup (restore refuses it) does not count among the three kept: three
+    /// that restore are left, and the damaged one newer than the oldest of them stays.
+    #[test]
+    fn only_intact_backups_count_among_the_three_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = MemoryStore::new();
+        let at = |s: u32| format!("2026-12-04T10:00:{s:02}Z");
+        for s in 1..4 {
+            store.append_audit(note(&format!("change {s}"))).unwrap();
+            rotate_at(&store, &paths, &at(s)).unwrap();
+        }
+        let damaged = paths.backups.join("autoprov-20261204T100003Z.backup");
+        let mut bytes = fs::read(&damaged).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        fs::write(&damaged, bytes).unwrap();
+        store.append_audit(note("change 4")).unwrap();
+        rotate_at(&store, &paths, &at(4)).unwrap();
+        assert_eq!(
+            files(&paths),
+            [
+                "autoprov-20261204T100001Z.backup",
+                "autoprov-20261204T100002Z.backup",
+                "autoprov-20261204T100003Z.backup",
+                "autoprov-20261204T100004Z.backup",
+            ],
+            "the damaged one is not one of the three"
+        );
+        store.append_audit(note("change 5")).unwrap();
+        rotate_at(&store, &paths, &at(5)).unwrap();
+        assert_eq!(
+            files(&paths),
+            [
+                "autoprov-20261204T100002Z.backup",
+                "autoprov-20261204T100003Z.backup",
+                "autoprov-20261204T100004Z.backup",
+                "autoprov-20261204T100005Z.backup",
+            ]
         );
     }
 
