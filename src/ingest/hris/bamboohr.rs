@@ -7,7 +7,7 @@
 //! `{"title": ..., "fields": [...], "employees": [{"id": ..., <field>: ...}, ...]}`.
 
 use super::csv_out::{Column, Record, parse, unknown_statuses, value, write_csv};
-use super::http::{FetchError, Http, Sink, shown};
+use super::http::{FetchError, Http, Said, Sink, shown};
 use crate::config::hris::{self, Hris, Secret, read_secret};
 use crate::core::columns::{Columns, EMAIL, EMPLOYEE_ID, EMPLOYMENT_STATUS, MANAGER_ID};
 use anyhow::Result;
@@ -104,7 +104,11 @@ impl BambooHr {
         };
         let mut sink = Sink::Memory(Vec::new());
         let what = format!("BambooHR ({})", shown(&self.url));
-        http.fetch(&what, &make, &mut sink).await?;
+        let said = Said {
+            header: "x-bamboohr-error-message",
+            secret: self.api_key.expose(),
+        };
+        http.fetch(&what, &make, &mut sink, Some(&said)).await?;
         Ok(sink.into_bytes())
     }
 

@@ -92,7 +92,7 @@ impl CsvUrl {
             }
         };
         let what = format!("the CSV export ({})", shown(&self.url));
-        http.fetch(&what, &make, sink).await
+        http.fetch(&what, &make, sink, None).await
     }
 }
 

@@ -21,20 +21,27 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// 401 or 403 (or a refused token grant): never retried.
-    #[error("credentials refused ({what} answered HTTP {status}); check the credential files")]
+    #[error(
+        "credentials refused ({what} answered HTTP {status}{said}); check the credential files"
+    )]
     CredentialsRefused {
         /// Which request.
         what: String,
         /// The status code.
         status: u16,
+        /// What the vendor said why, as in [`FetchError::Status`].
+        said: String,
     },
     /// Another status that is not a success.
-    #[error("{what} answered HTTP {status}")]
+    #[error("{what} answered HTTP {status}{said}")]
     Status {
         /// Which request.
         what: String,
         /// The status code.
         status: u16,
+        /// What the vendor said why, in a header its errors carry ([`Said`]), shown as
+        /// `; it says "…"`; empty when it said nothing or was not asked.
+        said: String,
     },
     /// The answer is larger than `roster.max_bytes`.
     #[error("the answer of {what} is larger than roster.max_bytes = {max} bytes; abandoned")]
@@ -143,6 +150,41 @@ enum Failed {
     Again(FetchError, Option<Duration>),
 }
 
+/// Where a vendor says why it refused a request: a header of its error answers
+/// (BambooHR's `X-BambooHR-Error-Message`, which names a field it does not know), shown
+/// after the status with `secret` blanked, its characters escaped and cut at
+/// [`SAID_CHARS`]: without it a typo in `source.hris.fields` had read as a bare 400.
+pub struct Said<'a> {
+    /// The header's name.
+    pub header: &'static str,
+    /// The request's credential, blanked wherever the answer repeats it.
+    pub secret: &'a str,
+}
+
+/// At most this many characters of what a vendor said are shown.
+const SAID_CHARS: usize = 300;
+
+impl Said<'_> {
+    /// `; it says "…"`, or empty when the answer has no such header.
+    fn of(&self, headers: &header::HeaderMap) -> String {
+        let Some(value) = headers.get(self.header) else {
+            return String::new();
+        };
+        let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if !self.secret.is_empty() {
+            text = text.replace(self.secret, "[the credential]");
+        }
+        let mut shown: String = text.chars().take(SAID_CHARS).collect();
+        if shown.len() < text.len() {
+            shown.push('…');
+        }
+        match shown.trim() {
+            "" => String::new(),
+            said => format!("; it says {}", crate::core::model::quoted(said)),
+        }
+    }
+}
+
 /// The HTTPS client with the retry policy.
 #[derive(Clone)]
 pub struct Http {
@@ -230,17 +272,19 @@ impl Http {
     }
 
     /// Sends the request `make` builds, retrying as SPEC §10 says, and streams a successful
-    /// answer into `sink` (emptied before each attempt). `what` names the request in messages.
+    /// answer into `sink` (emptied before each attempt). `what` names the request in messages;
+    /// `said` is where the vendor says why it refused one.
     pub async fn fetch(
         &self,
         what: &str,
         make: &(dyn Fn() -> RequestBuilder + Send + Sync),
         sink: &mut Sink,
+        said: Option<&Said<'_>>,
     ) -> Result<(), FetchError> {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 0;
         loop {
-            let (error, after) = match self.attempt(what, make(), sink).await {
+            let (error, after) = match self.attempt(what, make(), sink, said).await {
                 Ok(()) => return Ok(()),
                 Err(Failed::Final(e)) => return Err(e),
                 Err(Failed::Again(e, after)) => (e, after),
@@ -268,6 +312,7 @@ impl Http {
         what: &str,
         request: RequestBuilder,
         sink: &mut Sink,
+        said: Option<&Said<'_>>,
     ) -> Result<(), Failed> {
         let (client, request) = request.build_split();
         let asked = request.as_ref().map(|r| r.url().origin()).ok();
@@ -286,41 +331,9 @@ impl Http {
                     false => Failed::Again(self.network(what, e), None),
                 },
             )?;
-        let status = response.status();
-        if !status.is_success() {
-            // Another host a redirect led to is named, and its 401 is not told as
-            // "credentials refused": reqwest sends it no credentials, and that 401 had sent
-            // admins to rotate a key that works. (Within the configured host they are sent,
-            // and a refusal there is theirs; a chain that went away and came back, sent none
-            // at the last hop, is not told apart: reqwest does not say which way it went.)
-            let moved = asked.filter(|origin| *origin != response.url().origin());
-            let what = match moved {
-                Some(_) => format!(
-                    "{what}, redirected to {} (sent no credentials, as to any other host),",
-                    shown(response.url().as_str())
-                ),
-                None => what.to_string(),
-            };
-            let error = |status: StatusCode| FetchError::Status {
-                what: what.clone(),
-                status: status.as_u16(),
-            };
-            return Err(match status {
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if moved.is_some() => {
-                    Failed::Final(error(status))
-                }
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    Failed::Final(FetchError::CredentialsRefused {
-                        what: what.to_string(),
-                        status: status.as_u16(),
-                    })
-                }
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    Failed::Again(error(status), retry_after(response.headers()))
-                }
-                s if s.is_server_error() => Failed::Again(error(s), None),
-                s => Failed::Final(error(s)),
-            });
+        if !response.status().is_success() {
+            let moved = asked.is_some_and(|origin| origin != response.url().origin());
+            return Err(refused(what, moved, &response, said));
         }
         if !framed(&response) {
             return Err(Failed::Final(FetchError::Network {
@@ -381,6 +394,55 @@ impl Http {
             what: what.to_string(),
             detail: chain(&e),
         }
+    }
+}
+
+/// The failure an answer that is not a success tells: retried or not as SPEC §10 says,
+/// with what the vendor said why (`said`); `moved`: a redirect led to another origin.
+fn refused(
+    what: &str,
+    moved: bool,
+    response: &reqwest::Response,
+    said: Option<&Said<'_>>,
+) -> Failed {
+    let status = response.status();
+    // Another host a redirect led to is named, and its 401 is not told as "credentials
+    // refused": reqwest sends it no credentials, and that 401 had sent admins to rotate a
+    // key that works. (Within the configured host they are sent, and a refusal there is
+    // theirs; a chain that went away and came back, sent none at the last hop, is not told
+    // apart: reqwest does not say which way it went.)
+    let what = match moved {
+        true => format!(
+            "{what}, redirected to {} (sent no credentials, as to any other host),",
+            shown(response.url().as_str())
+        ),
+        false => what.to_string(),
+    };
+    // Only the configured host's answer is asked why (another host a redirect led to is
+    // not the vendor).
+    let said = match (said, moved) {
+        (Some(said), false) => said.of(response.headers()),
+        _ => String::new(),
+    };
+    let error = |status: StatusCode| FetchError::Status {
+        what: what.clone(),
+        status: status.as_u16(),
+        said: said.clone(),
+    };
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if moved => Failed::Final(error(status)),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Failed::Final(FetchError::CredentialsRefused {
+                what: what.to_string(),
+                status: status.as_u16(),
+                said: said.clone(),
+            })
+        }
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            Failed::Again(error(status), retry_after(response.headers()))
+        }
+        s if s.is_server_error() => Failed::Again(error(s), None),
+        s => Failed::Final(error(s)),
     }
 }
 
@@ -549,6 +611,31 @@ mod tests {
         let mut h = header::HeaderMap::new();
         h.insert(header::RETRY_AFTER, value.parse().unwrap());
         h
+    }
+
+    /// What a vendor says is shown quoted on one line, cut, the credential blanked; an
+    /// absent or blank header says nothing.
+    #[test]
+    fn what_a_vendor_says_is_shown_escaped_cut_and_without_the_secret() {
+        let said = Said {
+            header: "x-bamboohr-error-message",
+            secret: "k3y",
+        };
+        let of = |value: &[u8]| {
+            let mut h = header::HeaderMap::new();
+            h.insert(said.header, header::HeaderValue::from_bytes(value).unwrap());
+            said.of(&h)
+        };
+        assert_eq!(said.of(&header::HeaderMap::new()), "");
+        assert_eq!(of(b"  "), "");
+        assert_eq!(
+            of(b"Invalid key k3y\t\"x\""),
+            "; it says \"Invalid key [the credential]\\t\"\"x\"\"\""
+        );
+        assert_eq!(of(b"caf\xe9"), "; it says \"caf\u{fffd}\"");
+        let long = of("x".repeat(400).as_bytes());
+        assert!(long.ends_with("x…\""), "{long}");
+        assert_eq!(long.chars().filter(|&c| c == 'x').count(), SAID_CHARS);
     }
 
     /// Every URL in a message is shown as its origin, whatever its path holds: brackets and

@@ -127,7 +127,7 @@ impl Workday {
         };
         let mut sink = Sink::Memory(Vec::new());
         let what = format!("the Workday report ({})", shown(&self.url));
-        http.fetch(&what, &make, &mut sink).await?;
+        http.fetch(&what, &make, &mut sink, None).await?;
         Ok(sink.into_bytes())
     }
 
@@ -162,11 +162,19 @@ impl Workday {
         };
         let what = format!("Workday's token endpoint ({})", shown(token_url));
         let mut sink = Sink::Memory(Vec::new());
-        match http.fetch(&what, &make, &mut sink).await {
+        match http.fetch(&what, &make, &mut sink, None).await {
             Ok(()) => {}
             // A refused grant is answered 400 (invalid_grant, invalid_client): not retried.
-            Err(FetchError::Status { what, status: 400 }) => {
-                return Err(FetchError::CredentialsRefused { what, status: 400 });
+            Err(FetchError::Status {
+                what,
+                status: 400,
+                said,
+            }) => {
+                return Err(FetchError::CredentialsRefused {
+                    what,
+                    status: 400,
+                    said,
+                });
             }
             Err(e) => return Err(e),
         }
