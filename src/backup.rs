@@ -58,6 +58,10 @@ fn automatic_at(paths: &Paths, now: &str) -> Vec<PathBuf> {
                         .to_str()
                         .is_some_and(|n| is_automatic_name(n) && n <= latest.as_str())
                 })
+                // Only a file (not followed through a link) is a backup: a folder or a FIFO
+                // under such a name had been named as the newest to restore and counted
+                // among the three kept, and a FIFO's check waited for a writer for ever.
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
                 .map(|e| e.path())
                 .collect()
         })
@@ -227,7 +231,14 @@ fn export_hashed(
 /// The SHA-256 of a backup file's records, when it is intact
 /// ([`crate::store::records_digest`]).
 fn intact_digest(path: &Path) -> Option<[u8; 32]> {
-    let file = fs::File::open(path).ok()?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Not blocking on a FIFO, not through a link, swapped in since it was listed.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+        .open(path)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))?;
     crate::store::records_digest(BufReader::with_capacity(1 << 16, file))
 }
 
@@ -1303,6 +1314,30 @@ mod tests {
                 "autoprov-20261204T100005Z.backup",
             ]
         );
+    }
+
+    /// A folder or a FIFO under an automatic backup's name is no backup: not named as the
+    /// newest to restore, not counted among the three, not compared (a FIFO's check had
+    /// waited for a writer for ever).
+    #[test]
+    fn only_files_under_automatic_names_are_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let store = MemoryStore::new();
+        store.append_audit(note("first")).unwrap();
+        let at = |s: u32| format!("2026-12-04T10:00:{s:02}Z");
+        rotate_at(&store, &paths, &at(1)).unwrap();
+        let folder = paths.backups.join("autoprov-20261204T100002Z.backup");
+        fs::create_dir(&folder).unwrap();
+        let fifo = paths.backups.join("autoprov-20261204T100003Z.backup");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let first = paths.backups.join("autoprov-20261204T100001Z.backup");
+        assert_eq!(automatic_at(&paths, &at(4)), std::slice::from_ref(&first));
+        assert_eq!(
+            rotate_at(&store, &paths, &at(4)).unwrap(),
+            Rotated::Unchanged(first)
+        );
+        assert_eq!(intact_digest(&fifo), None);
     }
 
     #[test]

@@ -188,9 +188,7 @@ fn add_daemon_status(p: &Pipeline<SledStore>, response: &mut Response, state: &M
         // None since the start: the newest on disk is named (from an earlier run), where
         // "none since the start" had read as no backup at all.
         let newest = || {
-            let newest = crate::backup::automatic(&p.paths)
-                .into_iter()
-                .find(|f| f.is_file());
+            let newest = crate::backup::automatic(&p.paths).into_iter().next();
             match newest {
                 Some(path) => format!(
                     "none since the start; the newest automatic backup on disk, by its name \
