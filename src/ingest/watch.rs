@@ -579,11 +579,13 @@ fn move_into(
     let name =
         crate::layout::received_name(&path.file_name().context("no file name")?.to_string_lossy());
     // Readable first: one autoprov cannot read, renamed in, would stop every file after
-    // it. O_NOFOLLOW: a symlink swapped in after the check is refused, not followed.
+    // it. O_NOFOLLOW: a symlink swapped in after the check is refused, not followed;
+    // O_NONBLOCK: a FIFO swapped in opens at once (and is not the file that settled, below)
+    // where it had waited for a writer, stopping every later file.
     use std::os::unix::fs::OpenOptionsExt;
     let mut src = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::PermissionDenied => anyhow::Error::from(Unreadable(e)),
@@ -1177,6 +1179,22 @@ mod tests {
                 fs::remove_file(e.unwrap().path()).unwrap();
             }
         }
+    }
+
+    /// A FIFO swapped in for a file that settled is not waited on (no writer comes): it is
+    /// not the file that settled, and nothing is taken.
+    #[test]
+    fn a_fifo_swapped_in_after_the_file_settled_is_not_waited_on() {
+        let src = tempfile::tempdir().unwrap();
+        let inbox = tempfile::tempdir().unwrap();
+        let path = src.path().join("r.csv");
+        fs::write(&path, b"employee_id,email\n1,a@x.io\n").unwrap();
+        let due = fs::symlink_metadata(&path).unwrap();
+        fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = move_into((&path, &due), inbox.path(), &|p| fs::remove_file(p)).unwrap_err();
+        assert!(err.is::<Changed>(), "{err:#}");
+        assert_eq!(fs::read_dir(inbox.path()).unwrap().count(), 0);
     }
 
     /// The copy's own check: a file rewritten in place after it was opened (a re-upload
