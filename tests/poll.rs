@@ -355,6 +355,31 @@ fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
     assert!(is_rfc3339_utc(last), "daemon.poll.last_success: {poll:#}");
     assert_eq!(poll["last_error"], Value::Null, "{poll:#}");
     assert_eq!(poll["stopped"], false, "{poll:#}");
+
+    // Put back with its time kept (`rsync -t`, `put -p`): not fetched again, and said; it
+    // had been skipped at every poll with nothing said.
+    let back = sshd.remote("").join("roster.csv");
+    let copied = std::process::Command::new("cp")
+        .arg("-p")
+        .arg(sshd.remote("processed").join(&stored))
+        .arg(&back)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let poll = wait_until("status naming the file", Duration::from_secs(20), || {
+        let p = poll_status(&env);
+        p["last_error"].is_string().then_some(p)
+    });
+    let err = poll["last_error"].as_str().unwrap();
+    let id = found[0]["id"].as_u64().unwrap();
+    assert!(
+        err.contains(&format!(
+            "remote file \"roster.csv\" has the name, size and time of file {id} ({stored})"
+        )),
+        "{poll:#}"
+    );
+    assert_eq!(entries(&env, "roster.csv").len(), 1, "not fetched again");
+    assert!(back.exists());
     d.stop();
 }
 

@@ -563,10 +563,21 @@ impl<S: Store> Pipeline<S> {
         };
         let registered = self.store.remote_registrations()?;
         let files = self.store.files()?;
-        let fetched = (registered.iter().map(|(_, o)| o))
-            .chain(files.iter().filter_map(|f| f.remote.as_ref()));
-        if fetched.clone().any(same) {
+        if registered.iter().any(|(_, o)| same(o)) {
             return Ok(Sighting::Known);
+        }
+        if let Some(f) = files.iter().find(|f| f.remote.as_ref().is_some_and(same)) {
+            // Still there once decided and moved away on the server: delivered again (the
+            // same bytes with their time kept, `put -p`, or a new roster of the same size
+            // and time). It had been skipped at every poll with nothing said.
+            let moved = !f.remote_pending && f.status != FileStatus::Held;
+            return Ok(match moved {
+                true => Sighting::Again {
+                    id: f.id,
+                    stored_as: f.stored_as.clone(),
+                },
+                false => Sighting::Known,
+            });
         }
         // The newest roster that went in from the remote inbox, applied or held (a dry run or a
         // rejected file is no roster to protect), by its time there, taken at most as the
@@ -605,10 +616,20 @@ impl<S: Store> Pipeline<S> {
 }
 
 /// What a file seen in a remote folder is to the ledger ([`Pipeline::remote_known`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sighting {
-    /// Fetched already (this name, size and time).
+    /// Fetched already (this name, size and time), and not yet moved away on the server
+    /// (waiting, held, or its move to be retried).
     Known,
+    /// Fetched already as file `id` (`stored_as`), decided and moved away on the server,
+    /// and there again: not fetched again (a server whose rename copies would have it
+    /// applied at every poll), and said.
+    Again {
+        /// The ledger's file.
+        id: u64,
+        /// Its stored name.
+        stored_as: String,
+    },
     /// Not fetched, and older than a roster applied, held or waiting from that folder (`newest`, its
     /// time there, at most when it arrived): fetched now, an older roster would be applied
     /// over a newer one.

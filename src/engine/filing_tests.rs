@@ -235,3 +235,29 @@ fn a_remote_file_older_than_a_roster_waiting_from_its_folder_is_not_to_be_fetche
         assert_eq!(p.remote_known(&spelt).unwrap(), Sighting::Known, "{dir}");
     }
 }
+
+/// A file fetched, decided and moved away on the server is known while its move is to be
+/// done, and told apart once it is: there again, it is said (it had been skipped at every
+/// poll with nothing said), not fetched again.
+#[test]
+fn a_remote_file_there_again_after_its_move_is_told_apart() {
+    use super::filing::Sighting;
+    let (_dir, p) = pipeline();
+    let tmp = p.paths.folder("inbox").join(".fetch-r.csv.part");
+    fs::write(&tmp, staff(&[("E1", "IT")])).unwrap();
+    p.file_in(&tmp, "r.csv", &origin("r.csv", 100)).unwrap();
+    let seen = || p.remote_known(&origin("r.csv", 100)).unwrap();
+    assert_eq!(seen(), Sighting::Known, "waiting in inbox/");
+    p.process("r.csv").unwrap();
+    let file = p.store.files().unwrap().pop().unwrap();
+    assert!(file.remote_pending);
+    assert_eq!(seen(), Sighting::Known, "its move to be done");
+    p.remote_done(file.id).unwrap();
+    assert_eq!(
+        seen(),
+        Sighting::Again {
+            id: file.id,
+            stored_as: file.stored_as
+        }
+    );
+}

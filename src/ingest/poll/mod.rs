@@ -387,6 +387,15 @@ async fn poll_with(
         };
         match engine.known(sighting).await.map_err(engine_error)? {
             Sighting::Known => continue,
+            Sighting::Again { id, stored_as } => {
+                let e = format!(
+                    "remote file {:?} has the name, size and time of file {id} ({stored_as}),                      already fetched, processed and moved away on the server: not fetched                      again; if it is a new roster, deliver it under a new name or give it a                      new time (`touch`), else remove it from the server",
+                    file.name,
+                );
+                tracing::warn!("{e}");
+                trouble.get_or_insert(e);
+                continue;
+            }
             // Fetched now, an older roster would be applied over a newer one: a file skipped
             // while it could not be opened, or one uploaded late with its old time kept.
             Sighting::Older { newest } => {
