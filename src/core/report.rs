@@ -334,6 +334,10 @@ impl Report {
             ReportStatus::Held => {
                 "HELD for approval (see held because); nothing was changed until `autoprov files approve` or `reject`"
             }
+            // Nothing is held by a dry run: what a real upload would do is said.
+            ReportStatus::DryRun if !self.held_because.is_empty() => {
+                "DRY RUN: nothing was changed; uploaded for real, this file would be held for approval (see would be held because)"
+            }
             ReportStatus::DryRun => "DRY RUN: nothing was changed; the changes below would be made",
         };
         writeln!(out, "autoprov report for {}", escape_controls(&self.file))?;
@@ -356,8 +360,12 @@ impl Report {
             let by = escape_controls(&d.by);
             writeln!(out, "decision:     {} by {by} at {}", d.decision, d.at)?;
         }
+        let held = match self.status {
+            ReportStatus::DryRun => "would be held because",
+            _ => "held because",
+        };
         for reason in &self.held_because {
-            writeln!(out, "held because: {}", escape_controls(reason))?;
+            writeln!(out, "{held}: {}", escape_controls(reason))?;
         }
         writeln!(out, "counts:       {}", counts_line(&self.counts))?;
         write_changes(out, &self.changes)?;
@@ -705,6 +713,27 @@ mod tests {
         assert!(!text.contains("safety limit"), "{text}");
         r.file = SYNC.into();
         assert!(r.to_text().contains("\nHELD: over a safety limit;"));
+    }
+
+    /// A dry run over a limit holds nothing: it says what a real upload would do, and why,
+    /// where it had read "held because" under "the changes below would be made".
+    #[test]
+    fn a_dry_run_over_a_limit_says_it_would_be_held() {
+        let mut r = sample();
+        r.status = ReportStatus::DryRun;
+        r.held_because = vec!["16 grants exceed safety.max_grants".into()];
+        let text = r.to_text();
+        assert!(
+            text.contains(
+                "\nDRY RUN: nothing was changed; uploaded for real, this file would be held"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nwould be held because: 16 grants exceed"),
+            "{text}"
+        );
+        assert!(!text.contains("\nheld because"), "{text}");
     }
 
     #[test]
