@@ -9,7 +9,8 @@ pub(super) struct Overrides {
     pub lists: Vec<(String, Vec<String>)>,
 }
 
-/// The `AUTOPROV__*` environment. List items are trimmed:
+/// The `AUTOPROV__*` environment; `lists` names the list keys, an entry ending in `.`
+/// every key under it. List items are trimmed:
 /// `AUTOPROV__PROVISIONING__ROLES="Super Admin, IT Admin"` had given the role " IT Admin",
 /// which no rule could name, and an org admin " alice" nobody is. Lists are split here, not
 /// by config's parsing, which would also have read every other value that looks like a
@@ -39,7 +40,13 @@ pub(super) fn overrides(
             anyhow::bail!("the environment variable {name} is not UTF-8");
         };
         let key = name[PREFIX.len()..].to_lowercase().replace("__", ".");
-        match lists.contains(&key) {
+        // An entry ending in "." names every key under it (`roster.columns.`: an unknown
+        // column's aliases had been refused as "expected a sequence", not as unknown).
+        let listed = lists.iter().any(|l| match l.ends_with('.') {
+            true => key.starts_with(l.as_str()),
+            false => *l == key,
+        });
+        match listed {
             // Empty (or blank) is the empty list; an empty item in a list is a stray comma,
             // which had given a role or an inactive status "" (every blank Status a leaver).
             true if value.trim().is_empty() => out.lists.push((key, Vec::new())),
@@ -122,5 +129,20 @@ mod tests {
             overrides(bad.into_iter(), &lists).is_err(),
             "not UTF-8: an error"
         );
+    }
+
+    /// A list entry ending in "." names every key under it: a column's aliases, a column
+    /// the config then refuses by name (it had been refused as "expected a sequence").
+    #[test]
+    fn every_key_under_a_listed_prefix_is_a_list() {
+        let vars = [
+            ("AUTOPROV__ROSTER__COLUMNS__DEPARTMENT", "Dept, Team"),
+            ("AUTOPROV__ROSTER__COLUMNSX", "x"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let got = overrides(vars.into_iter(), &["roster.columns.".to_string()]).unwrap();
+        let items = ["Dept", "Team"].map(str::to_string).to_vec();
+        assert_eq!(got.lists, [("roster.columns.department".into(), items)]);
+        assert_eq!(got.plain.len(), 1, "{:?}", got.plain);
     }
 }

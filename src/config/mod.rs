@@ -520,7 +520,7 @@ impl Config {
         if !exists(&path)? {
             bail!("config file {} does not exist", path.display());
         }
-        let mut lists: Vec<String> = [
+        let lists: Vec<String> = [
             "provisioning.roles",
             "roster.inactive_statuses",
             "control.org_admins",
@@ -529,16 +529,13 @@ impl Config {
             "web.org_admins",
             "web.org_admin_roles",
             "web.allowed_hosts",
+            // Each column's aliases are a list too (`AUTOPROV__ROSTER__COLUMNS__EMPLOYEE_ID=
+            // Badge Number` had been refused as "expected a sequence"), and so is a key
+            // naming no column, refused as such.
+            "roster.columns.",
         ]
         .map(str::to_string)
         .to_vec();
-        // Each column's aliases are a list too (`AUTOPROV__ROSTER__COLUMNS__EMPLOYEE_ID=Badge
-        // Number` had been refused as "expected a sequence").
-        lists.extend(
-            DEFAULT_ALIASES
-                .iter()
-                .map(|(c, _)| format!("roster.columns.{c}")),
-        );
         let overrides = env::overrides(std::env::vars_os(), &lists)
             .with_context(|| format!("reading config {}", path.display()))?;
         // Read as text: a number or a boolean key converts it when it is deserialized, and
