@@ -52,6 +52,12 @@ pub struct SledStore {
     pub(super) pins: super::pins::Pins,
     /// Why a flush failed, once one did ([`Store::write_failed`]).
     write_failure: std::sync::OnceLock<String>,
+    /// sled's log, opened with the store: its fsync reports a write error met since then by
+    /// any writer. sled's own flush thread only logs the errors it meets, and a file opened
+    /// at each sync is not told of an error another descriptor was told of (Linux reports
+    /// it to each one open at the time): a commit after a failed background flush had been
+    /// called durable and filed as applied.
+    log: std::fs::File,
 }
 
 /// What the schema marker says must happen when the store is opened.
@@ -206,7 +212,9 @@ impl SledStore {
     }
 
     fn with_trees(db: sled::Db, path: &Path) -> StoreResult<SledStore> {
+        let log = std::fs::File::open(path.join("db")).map_err(sled::Error::Io)?;
         Ok(SledStore {
+            log,
             meta: db.open_tree(trees::META)?,
             rules: db.open_tree(trees::RULES)?,
             accounts: db.open_tree(ACCOUNT_BUCKETS)?,
@@ -567,7 +575,7 @@ impl SledStore {
                 true => Ok(()),
                 false => sync(&folder),
             })
-            .and_then(|()| sync(&self.path.join("db")))
+            .and_then(|()| self.log.sync_all())
             .map_err(sled::Error::Io)?;
         Ok(())
     }
