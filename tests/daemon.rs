@@ -1207,6 +1207,17 @@ fn a_store_that_cannot_write_stops_the_daemon_with_a_failure() {
         "{}",
         daemon.log()
     );
+    // Its last word (what systemd keeps) does not say "nothing was changed" of a change
+    // that may be applied, nor "failed" twice.
+    let log = daemon.log();
+    let last = log
+        .lines()
+        .find(|l| l.contains("the daemon stopped so that it reads the store from disk again"))
+        .unwrap_or_else(|| panic!("no last word in {log}"));
+    assert!(
+        !last.contains("nothing was changed") && !last.contains("failed: failed"),
+        "{last}"
+    );
     fs::remove_dir(&blocker).unwrap();
     // Read from disk again: M1's change is there.
     let (code, out, err) = env.run(&["admins", "show", "M1"]);

@@ -374,7 +374,9 @@ fn happy_path_fetches_applies_once_and_files_the_remote_copy_with_reports() {
     let id = found[0]["id"].as_u64().unwrap();
     assert!(
         err.contains(&format!(
-            "remote file \"roster.csv\" has the name, size and time of file {id} ({stored})"
+            "remote file \"roster.csv\" has the name, size and time of file {id} ({stored}), \
+             already fetched, processed and moved away on the server: not fetched again; if it \
+             is a new roster, deliver it under a new name or give it a new time (`touch`)"
         )),
         "{poll:#}"
     );

@@ -389,7 +389,10 @@ async fn poll_with(
             Sighting::Known => continue,
             Sighting::Again { id, stored_as } => {
                 let e = format!(
-                    "remote file {:?} has the name, size and time of file {id} ({stored_as}),                      already fetched, processed and moved away on the server: not fetched                      again; if it is a new roster, deliver it under a new name or give it a                      new time (`touch`), else remove it from the server",
+                    "remote file {:?} has the name, size and time of file {id} ({stored_as}), \
+                     already fetched, processed and moved away on the server: not fetched \
+                     again; if it is a new roster, deliver it under a new name or give it a \
+                     new time (`touch`), else remove it from the server",
                     file.name,
                 );
                 tracing::warn!("{e}");

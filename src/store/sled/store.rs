@@ -797,9 +797,10 @@ impl Store for SledStore {
 
     fn next_file_id(&self) -> StoreResult<u64> {
         // Not flushed on its own (a flush is an fsync and the watermark's, ~0.7 ms of every
-        // file): the commit that records the file flushes it with everything before it. An
-        // id a crash takes back was recorded nowhere; the reports staged under it are
-        // removed at the next start, and the next file is given it.
+        // file): the commit that records the file flushes it with everything before it.
+        // sled's own flush thread may write it sooner, so a crash before that commit can
+        // leave the id unused (a gap in the ledger's ids); the reports staged under it are
+        // removed at the next start.
         self.bump(meta::NEXT_FILE_ID)
     }
 
