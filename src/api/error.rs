@@ -262,7 +262,7 @@ pub struct StoreInUse {
 /// A change was committed, then filing it failed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "file {id} ({name}): its outcome was committed to the store, but filing it and its reports failed; it stays where it was, and the next scan of inbox/, `process` or daemon start finishes the filing"
+    "file {id} ({name}): its outcome was committed to the store, but filing it and its reports did not complete (what was not moved yet stays where it was); the next scan of inbox/, `process` or daemon start finishes the filing"
 )]
 pub struct AfterCommit {
     /// The ledger id.

@@ -276,11 +276,15 @@ fn process_waiting(
             Ok(report) if report.status == crate::core::report::ReportStatus::DryRun => {}
             Ok(_) => state.lock().expect("state lock").last_error = None,
             Err(e) => {
-                // The file stays in inbox/ and is retried at the next scan (e.g. after disk space is freed).
+                // The file stays in inbox/ and is retried at the next scan (e.g. after disk
+                // space is freed); one committed is filed then (it may be filed already, but
+                // for a folder's sync).
                 let message = format!("processing inbox/{name}: {e:#}");
-                tracing::error!(
-                    "{message}; the file stays in inbox/ and is retried at the next scan"
-                );
+                let next = match e.committed() {
+                    Some(_) => "the next scan finishes its filing",
+                    None => "the file stays in inbox/ and is retried at the next scan",
+                };
+                tracing::error!("{message}; {next}");
                 state.lock().expect("state lock").last_error = Some(message);
                 return;
             }
