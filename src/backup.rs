@@ -445,8 +445,15 @@ fn import_into(
         Ok(imported) => Ok(imported),
         Err(StoreError::Corrupt(e)) => {
             let _ = fs::remove_dir_all(staging);
+            // A line that does not read (a flipped bit, a blank line) is found before the
+            // SHA-256 could say so; its message alone ("missing field", "ends within its
+            // record") had read as a format another build writes.
+            let why = match e.contains("changed or damaged") {
+                true => "",
+                false => "; the file was changed or damaged, or is not an autoprov backup",
+            };
             Err(Error::usage(format!(
-                "reading backup {}: {e}",
+                "reading backup {}: {e}{why}",
                 file.display()
             )))
         }

@@ -2091,6 +2091,13 @@ fn backup_and_restore_round_trip_and_restore_refuses_while_the_daemon_runs() {
     let out = env.expect(2, &["restore", bad.to_str().unwrap()]);
     assert!(out.contains("backup"), "{out}");
     assert_same_accounts(&accounts(&env), &before, "after a refused restore");
+    // A line that does not read (here a blank one, found before the SHA-256 is) is said
+    // to be a change or damage, not only "ends within its record".
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.insert(2, "");
+    fs::write(&bad, lines.join("\n") + "\n").unwrap();
+    let out = env.expect(2, &["restore", bad.to_str().unwrap()]);
+    assert!(out.contains("the file was changed or damaged"), "{out}");
 
     // With the daemon running: backup goes through it (only into data_dir/backups, as a
     // new file); restore is refused (exit 3).
