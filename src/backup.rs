@@ -328,8 +328,8 @@ pub struct Restored {
     pub audit_unread: Option<String>,
     /// What the restored store does not know of the drop folders.
     pub unknown: crate::restore_notes::Unknown,
-    /// Whether the backup's records were checked against its SHA-256.
-    pub checked: bool,
+    /// What the backup's SHA-256 checked.
+    pub checked: crate::store::Checked,
 }
 
 impl Restored {
@@ -430,7 +430,7 @@ fn import_into(
     paths: &Paths,
     file: &Path,
     input: fs::File,
-) -> Result<(u64, String, bool)> {
+) -> Result<(u64, String, crate::store::Checked)> {
     // Left by a restore that stopped (a crash): it may be a store swapped out but not yet
     // renamed aside, so it is kept under a name of its own, never removed.
     if staging.exists() {
@@ -863,7 +863,7 @@ mod tests {
         fs::write(&backup, edited).unwrap();
         let input = fs::File::open(&backup).unwrap();
         let r = restore(&paths, (&backup, input), "root", None).unwrap();
-        assert!(!r.checked);
+        assert_eq!(r.checked, crate::store::Checked::No);
         assert!(
             r.notes()[0].contains("restored unchecked"),
             "{:?}",

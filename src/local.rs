@@ -576,7 +576,9 @@ fn restored_answer(r: &crate::backup::Restored, file: &Path) -> Response {
             "unknown_held": r.unknown.held,
             "unknown_applied": r.unknown.applied,
             "held_without_roster": r.unknown.held_gone.iter().map(|(id, ..)| id).collect::<Vec<_>>(),
-            "checked": r.checked,
+            // The records were checked against its SHA-256 (a version 1 backup's time was
+            // not: its notes say so).
+            "checked": r.checked != crate::store::Checked::No,
         }),
         text,
     }

@@ -168,18 +168,44 @@ impl Unknown {
     }
 }
 
-/// The note for a backup whose records could not be checked, if they could not.
-pub fn unchecked(checked: bool) -> Option<String> {
-    (!checked).then(|| {
-        "the backup has no SHA-256 on its end line (written by an older build): its records \
-         were restored unchecked, so a change made to the file would not have been noticed"
-            .to_string()
-    })
+/// The note for a backup that could not be checked whole, if it could not.
+pub fn unchecked(checked: crate::store::Checked) -> Option<String> {
+    use crate::store::Checked;
+    match checked {
+        Checked::No => Some(
+            "the backup has no SHA-256 on its end line (written by an older build): its \
+             records were restored unchecked, so a change made to the file would not have \
+             been noticed"
+                .to_string(),
+        ),
+        Checked::Records => Some(
+            "the backup is a version 1 backup (an older build's): its records were checked \
+             against its SHA-256, its time (created_at, from which what the restore undid is \
+             told) was not: a change to it would not have been noticed"
+                .to_string(),
+        ),
+        Checked::Whole => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A version 1 backup checked by its records' SHA-256 says its time was not checked; one
+    /// without a SHA-256 says it was restored unchecked; a version 2 backup says nothing.
+    #[test]
+    fn what_a_backups_sha256_did_not_check_is_said() {
+        use crate::store::Checked;
+        assert!(
+            unchecked(Checked::No)
+                .unwrap()
+                .contains("restored unchecked")
+        );
+        let records = unchecked(Checked::Records).unwrap();
+        assert!(records.contains("its time (created_at"), "{records}");
+        assert_eq!(unchecked(Checked::Whole), None);
+    }
     use crate::store::{FileEntry, samples};
 
     fn entry(id: u64, stored_as: &str, status: FileStatus) -> FileEntry {

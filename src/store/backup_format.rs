@@ -203,9 +203,21 @@ pub struct Backup {
     pub count: u64,
     /// When the backup was written (its header's `created_at`).
     pub created_at: String,
-    /// Whether its end line had the records' SHA-256 to check them against (the older
-    /// form has none: such a file restores unchecked, and the restore says so).
-    pub checked: bool,
+    /// What its end line's SHA-256 checked (the older form has none: such a file restores
+    /// unchecked, and the restore says so).
+    pub checked: Checked,
+}
+
+/// What a backup's end line's SHA-256 vouched for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    /// Nothing: a version 1 end line without one (an older build's).
+    No,
+    /// The records, not the header: a version 1 backup, whose time (from which a restore
+    /// tells what it undid) is not checked.
+    Records,
+    /// The header and the records (version 2).
+    Whole,
 }
 
 fn bad(m: String) -> StoreError {
@@ -312,14 +324,14 @@ pub fn records_digest(mut input: impl std::io::BufRead) -> Option<[u8; 32]> {
 }
 
 /// The end line `end` (its count and SHA-256) against the `count` records read and the
-/// SHA-256 `hasher` took of them (and of the header, from version 2): whether it was
-/// checked (a version 1 end line may have no SHA-256), or why the file is refused.
+/// SHA-256 `hasher` took of them (and of the header, from version 2): what it checked (a
+/// version 1 end line may have no SHA-256), or why the file is refused.
 fn check_end(
     end: Option<(u64, Option<String>)>,
     count: u64,
     version: u32,
     hasher: Sha256,
-) -> StoreResult<bool> {
+) -> StoreResult<Checked> {
     match end {
         Some((n, _)) if n != count => {
             Err(bad(format!("{count} records where the end line says {n}")))
@@ -337,7 +349,9 @@ fn check_end(
              changed or damaged"
                 .into(),
         )),
-        Some((_, sha256)) => Ok(sha256.is_some()),
+        Some((_, None)) => Ok(Checked::No),
+        Some((_, Some(_))) if version >= HASHED_HEADER => Ok(Checked::Whole),
+        Some((_, Some(_))) => Ok(Checked::Records),
         None => Err(bad("truncated: no end line".into())),
     }
 }
@@ -369,7 +383,7 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         accounts: Vec::new(),
         count: 0,
         created_at: header.created_at,
-        checked: false,
+        checked: Checked::No,
     };
     let mut end = None;
     for line in lines.by_ref() {
@@ -502,6 +516,9 @@ mod tests {
                 .replace("\"version\":2", "\"version\":1")
         );
         assert_eq!(read(v1.as_bytes()).unwrap().count, 2, "{v1}");
+        // What each vouched for: the records of version 1, its header's time not.
+        assert_eq!(read(v1.as_bytes()).unwrap().checked, Checked::Records);
+        assert_eq!(read(text.as_bytes()).unwrap().checked, Checked::Whole);
         let end = text.lines().last().unwrap();
         let older = text
             .replace(end, r#"{"end":2}"#)
@@ -511,6 +528,7 @@ mod tests {
         assert!(err.contains("no SHA-256, which every version 2"), "{err}");
         let older = older.replacen("\"version\":2", "\"version\":1", 1);
         assert_eq!(read(older.as_bytes()).unwrap().count, 2);
+        assert_eq!(read(older.as_bytes()).unwrap().checked, Checked::No);
         // Its key changed, the SHA-256 is not skipped: the line is no end line.
         let renamed = text
             .replace("\"sha256\"", "\"sha25X\"")

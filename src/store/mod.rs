@@ -5,7 +5,7 @@ pub mod memory;
 mod sled;
 
 pub use self::sled::{Lock, SledStore, watermark};
-pub use backup_format::records_digest;
+pub use backup_format::{Checked, records_digest};
 pub use memory::MemoryStore;
 
 use crate::core::accounts::{Account, AccountGroup, Origin, Status};

@@ -46,7 +46,10 @@ pub fn export(
 /// first; the email index is built from the backup's accounts. Returns the record count.
 /// Imports a backup into a new store at `path`: how many records it held, when it was
 /// written, and whether its records were checked against its SHA-256.
-pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, String, bool)> {
+pub fn import(
+    path: &Path,
+    input: impl std::io::BufRead,
+) -> StoreResult<(u64, String, backup_format::Checked)> {
     let backup = backup_format::read(input)?;
     if path.exists() {
         return Err(StoreError::Corrupt(format!(

@@ -489,7 +489,10 @@ impl SledStore {
 
     /// Creates a new store at `path` (which must not exist) from a backup, checking it whole
     /// first: how many records it held, when it was written, and whether it had a checksum.
-    pub fn import(path: &Path, input: impl std::io::BufRead) -> StoreResult<(u64, String, bool)> {
+    pub fn import(
+        path: &Path,
+        input: impl std::io::BufRead,
+    ) -> StoreResult<(u64, String, crate::store::Checked)> {
         backup::import(path, input)
     }
 
