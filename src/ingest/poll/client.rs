@@ -353,12 +353,17 @@ impl RemoteClient {
                         // had had its roster never applied, the poll said healthy.
                         if meta.file_type().is_symlink() {
                             odd.push(format!("{name:?}: a symlink, never followed (not fetched: deliver the file itself, not a link to it)"));
+                        } else if meta.permissions.is_none() {
+                            // A server that lists no type: its roster had never been applied
+                            // with a log line only.
+                            odd.push(format!("{name:?}: the server's listing does not say what it is (no permissions), so it is not fetched: check the SFTP server"));
                         }
                     }
                     continue;
                 }
                 let (Some(size), Some(mtime)) = (meta.size, meta.mtime) else {
                     tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote file: the server did not report its size and mtime");
+                    odd.push(format!("{name:?}: the server's listing gives no size or modification time, by which a complete and new file is told, so it is not fetched: check the SFTP server"));
                     continue;
                 };
                 files.push(RemoteFile { name, size, mtime });
