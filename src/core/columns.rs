@@ -94,6 +94,11 @@ pub fn is_well_formed_email(email: &str) -> bool {
     shaped && (email.is_ascii() || !email.chars().any(char::is_whitespace))
 }
 
+/// Why an address that is well-formed is not one address ([`is_plain_identity`]), as
+/// messages say it.
+pub const NOT_ONE_ADDRESS: &str = "a character in it reads as another (such as the Kelvin \
+     sign for k) or shows as nothing, or its domain ends in a dot";
+
 /// Whether `email`, as an SSO identity, is one address: ASCII spaces around it aside, it is
 /// well-formed, and each of its characters is the one its lower case stands for. The
 /// Kelvin sign `K` lower-cases to `k` (as `K` does), the Ångström sign to `å` (as `Å`
@@ -115,10 +120,13 @@ pub fn is_well_formed_email(email: &str) -> bool {
 /// mathematical letter: [`is_compatibility_form`]). Greek's final `ς` (where lower-casing
 /// puts one: [`sigmas_are_final`]) and Turkish `ı` are letters of their languages' spelling
 /// (`νίκος@…`, `aydın@…`) and pass, though their capitals are `σ`'s and `i`'s too (README).
-/// Nor one whose lower case is not composed.
+/// Nor one whose lower case is not composed. Nor one whose domain ends in a dot (the DNS
+/// spelling of the same domain: `alice@acme.example.` had been given a manual account and
+/// a role of its own beside alice@acme.example's).
 pub fn is_plain_identity(email: &str) -> bool {
     let email = email.trim_matches(|c: char| c.is_ascii_whitespace());
     is_well_formed_email(email)
+        && !email.ends_with('.')
         && (email.is_ascii()
             || (email
                 .chars()
@@ -478,6 +486,8 @@ mod tests {
             "\u{3aa}\u{301}\u{3a3}@x.example",
             // Its capitals lower-case to νίκοσ.παπας: not where a final sigma stands.
             "νίκος.παπας@acme.example",
+            // The DNS spelling of the domain: the same mailbox to a gateway.
+            "alice@acme.example.",
             "ας'α@acme.example",
             "1ς@acme.example",
             "\u{1e9b}@acme.example",

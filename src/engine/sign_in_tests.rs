@@ -13,18 +13,25 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
     use crate::api::{Output, Request, exit};
     let (_dir, p) = pipeline();
     add_rule(&p, "IT", "department = IT");
-    let rows = ["K1,kim@x.io,IT,active", "K2,\u{212a}en@x.io,IT,active"];
+    // The last one's domain ends in a dot: the DNS spelling of x.io, kim's mailbox too.
+    let rows = [
+        "K1,kim@x.io,IT,active",
+        "K2,\u{212a}en@x.io,IT,active",
+        "K3,kim@x.io.,IT,active",
+    ];
     let r = submit(&p, "r.csv", &roster(&rows)).unwrap();
-    assert_eq!(r.counts.created, 2, "{:?}", r.errors);
-    // The account nobody can sign in as is told about, at its row and email column.
-    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
-    assert_eq!(r.warnings[0].line, Some(3));
-    assert_eq!(r.warnings[0].column.as_deref(), Some("email"));
-    assert!(
-        r.warnings[0].message.contains("is not one address"),
-        "{:?}",
-        r.warnings
-    );
+    assert_eq!(r.counts.created, 3, "{:?}", r.errors);
+    // The accounts nobody can sign in as are told about, at their row and email column.
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    for (warning, line) in r.warnings.iter().zip([3, 4]) {
+        assert_eq!(warning.line, Some(line));
+        assert_eq!(warning.column.as_deref(), Some("email"));
+        assert!(
+            warning.message.contains("is not one address"),
+            "{:?}",
+            r.warnings
+        );
+    }
     let check = |email: &str| {
         let request = Request::AuthCheck {
             email: email.into(),
@@ -38,6 +45,8 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
         "\u{3000}kim@x.io",
         "ken@x.io",
         "\u{212a}en@x.io",
+        "kim@x.io.",
+        "KIM@X.IO.",
     ] {
         let denied = check(email);
         assert_eq!(denied.exit, exit::NO, "{email:?}: {}", denied.text);
@@ -52,6 +61,7 @@ fn auth_check_denies_an_address_that_only_reads_as_the_accounts() {
         super::commands::execute(&p, request, "root", Output::Text).text
     };
     assert!(text("\u{212a}im@x.io").contains("second spelling"));
+    assert!(text("kim@x.io.").contains("its domain ends in a dot"));
     for email in ["noat", "a@localhost", "a@@x.io"] {
         assert!(
             text(email).contains("not a well-formed email address"),
@@ -126,6 +136,13 @@ fn admins_add_refuses_an_email_that_reads_as_another() {
         refused.text
     );
     assert!(p.store.account("M1").unwrap().is_none());
+    let dotted = super::commands::execute(&p, add("karl@x.io."), "root", Output::Json);
+    assert_eq!(dotted.exit, exit::USAGE, "{}", dotted.text);
+    assert!(
+        dotted.text.contains("its domain ends in a dot"),
+        "{}",
+        dotted.text
+    );
     let added = super::commands::execute(&p, add("karl@x.io"), "root", Output::Json);
     assert_eq!(added.exit, exit::OK, "{}", added.text);
 }

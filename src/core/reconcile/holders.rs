@@ -115,11 +115,11 @@ pub(super) fn not_one_address(roster: &Roster, employee: &Employee) -> Finding {
         employee.line(),
         roster.email_column.as_str(),
         format!(
-            "email {:?} of employee \"{}\" is not one address: a character in it reads as \
-             another (such as the Kelvin sign for k), so no sign-in matches it and its admin \
-             account is given to nobody; correct the email in the HR system",
+            "email {:?} of employee \"{}\" is not one address: {}, so no sign-in matches \
+             it and its admin account is given to nobody; correct the email in the HR system",
             employee.email(),
-            employee.id()
+            employee.id(),
+            crate::core::columns::NOT_ONE_ADDRESS
         ),
     )
 }

@@ -595,7 +595,9 @@ fn plan_row(
     let ruled = account.is_none_or(|a| a.head.origin == Origin::Auto);
     if ruled
         && !matching.is_empty()
-        && email.is_some_and(|e| !e.is_ascii() && !crate::core::columns::is_plain_identity(e))
+        && email.is_some_and(|e| {
+            (!e.is_ascii() || e.ends_with('.')) && !crate::core::columns::is_plain_identity(e)
+        })
     {
         plan.warnings.push(not_one_address(roster, employee));
     }

@@ -90,8 +90,8 @@ fn admins_add<S: Store>(
         return Ok(Response::fail(
             exit::USAGE,
             format!(
-                "--email {email:?} is not one address: a character in it reads as another \
-                 (such as the Kelvin sign for k), so no sign-in would match it"
+                "--email {email:?} is not one address: {}, so no sign-in would match it",
+                crate::core::columns::NOT_ONE_ADDRESS
             ),
         ));
     }
@@ -314,8 +314,8 @@ fn auth_check<S: Store>(p: &Pipeline<S>, email: &str) -> crate::api::Result<Resp
                      part, a domain with a dot, no spaces)\n"
                 ),
                 true => format!(
-                    "denied: {email:?} is a second spelling of an address (a character that \
-                     shows as nothing or reads as another, such as the Kelvin sign)\n"
+                    "denied: {email:?} is a second spelling of an address ({})\n",
+                    crate::core::columns::NOT_ONE_ADDRESS
                 ),
             },
         });
