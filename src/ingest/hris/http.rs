@@ -152,13 +152,38 @@ enum Failed {
 
 /// Where a vendor says why it refused a request: a header of its error answers
 /// (BambooHR's `X-BambooHR-Error-Message`, which names a field it does not know), shown
-/// after the status with `secret` blanked, its characters escaped and cut at
-/// [`SAID_CHARS`]: without it a typo in `source.hris.fields` had read as a bare 400.
+/// after the status, its characters escaped and cut at [`SAID_CHARS`]: without it a typo in
+/// `source.hris.fields` had read as a bare 400. Not shown when it repeats part of the
+/// credential ([`repeats`]).
 pub struct Said<'a> {
     /// The header's name.
     pub header: &'static str,
-    /// The request's credential, blanked wherever the answer repeats it.
+    /// The request's credential (BambooHR's API key, sent as the Basic user `key:x`).
     pub secret: &'a str,
+}
+
+/// How long a run of the credential (or of its Basic encoding) a vendor's message may not
+/// repeat: one blanked only where it was written whole had shown it in another case, cut,
+/// split, percent-encoded or as the request's own `Authorization` value.
+const SECRET_RUN: usize = 8;
+
+/// Whether `text` repeats, in any letter case, a run of [`SECRET_RUN`] characters of
+/// `secret` or of its Basic encoding (`secret:x` in base64), or all of a shorter one.
+fn repeats(text: &str, secret: &str) -> bool {
+    use base64::Engine;
+    if secret.is_empty() {
+        return false;
+    }
+    let text = text.to_lowercase();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{secret}:x"));
+    [secret.to_lowercase(), basic.to_lowercase()]
+        .iter()
+        .any(|s| {
+            let chars: Vec<char> = s.chars().collect();
+            chars
+                .windows(SECRET_RUN.min(chars.len()))
+                .any(|run| text.contains(&run.iter().collect::<String>()))
+        })
 }
 
 /// At most this many characters of what a vendor said are shown.
@@ -170,9 +195,9 @@ impl Said<'_> {
         let Some(value) = headers.get(self.header) else {
             return String::new();
         };
-        let mut text = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        if !self.secret.is_empty() {
-            text = text.replace(self.secret, "[the credential]");
+        let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if repeats(&text, self.secret) {
+            return "; what it says repeats part of the credential, so it is not shown".into();
         }
         let mut shown: String = text.chars().take(SAID_CHARS).collect();
         if shown.len() < text.len() {
@@ -619,7 +644,7 @@ mod tests {
     fn what_a_vendor_says_is_shown_escaped_cut_and_without_the_secret() {
         let said = Said {
             header: "x-bamboohr-error-message",
-            secret: "k3y",
+            secret: "abc123SECRETkey456def",
         };
         let of = |value: &[u8]| {
             let mut h = header::HeaderMap::new();
@@ -629,9 +654,24 @@ mod tests {
         assert_eq!(said.of(&header::HeaderMap::new()), "");
         assert_eq!(of(b"  "), "");
         assert_eq!(
-            of(b"Invalid key k3y\t\"x\""),
-            "; it says \"Invalid key [the credential]\\t\"\"x\"\"\""
+            of(b"Invalid field\t\"x\""),
+            "; it says \"Invalid field\\t\"\"x\"\"\""
         );
+        // The key, or a run of it or of the Basic value sent, in any case: not shown.
+        for repeated in [
+            "Invalid key abc123SECRETkey456def",
+            "b64 Basic YWJjMTIzU0VDUkVUa2V5NDU2ZGVmOng=",
+            "upper ABC123SECRETKEY456DEF",
+            "pct abc123%53ECRETkey456def",
+            "partial abc123SECRETk",
+            "split abc123SECRET key456def",
+        ] {
+            assert_eq!(
+                of(repeated.as_bytes()),
+                "; what it says repeats part of the credential, so it is not shown",
+                "{repeated}"
+            );
+        }
         assert_eq!(of(b"caf\xe9"), "; it says \"caf\u{fffd}\"");
         let long = of("x".repeat(400).as_bytes());
         assert!(long.ends_with("x…\""), "{long}");
