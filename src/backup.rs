@@ -263,12 +263,29 @@ impl<W: Write> Write for Stoppable<'_, W> {
     }
 }
 
-/// What to tell an operator whose store does not open.
+/// What to tell an operator whose store does not open: the newest automatic backup that
+/// reads back intact (a damaged newest one, which restore refuses, had been named at the
+/// moment the store itself was damaged), and how many newer ones do not.
 pub fn advice(paths: &Paths) -> String {
-    match automatic(paths).first() {
-        Some(newest) => format!(
-            "stop autoprov, then restore the newest backup: `autoprov restore {}`",
-            newest.display()
+    let all = automatic(paths);
+    let intact = all.iter().position(|p| intact_digest(p).is_some());
+    let damaged = |n: usize| match n {
+        0 => String::new(),
+        1 => " (the one newer than it does not read back intact)".to_string(),
+        n => format!(" (the {n} newer than it do not read back intact)"),
+    };
+    match intact {
+        Some(i) => format!(
+            "stop autoprov, then restore the newest backup that reads back intact{}: \
+             `autoprov restore {}`",
+            damaged(i),
+            all[i].display()
+        ),
+        None if !all.is_empty() => format!(
+            "no automatic backup in {} reads back intact ({} there are damaged); restore \
+             one you made with `autoprov backup FILE`",
+            paths.backups.display(),
+            all.len()
         ),
         None => format!(
             "no automatic backup exists in {}; restore one you made with `autoprov backup FILE`",
@@ -1320,6 +1337,15 @@ mod tests {
                 "autoprov-20261204T100004Z.backup",
                 "autoprov-20261204T100005Z.backup",
             ]
+        );
+        // The newest damaged too: a damaged store's advice names the newest that restores.
+        let newest = paths.backups.join("autoprov-20261204T100005Z.backup");
+        fs::write(&newest, "damaged").unwrap();
+        let told = advice(&paths);
+        assert!(
+            told.contains("(the one newer than it does not read back intact)")
+                && told.ends_with("autoprov-20261204T100004Z.backup`"),
+            "{told}"
         );
     }
 
