@@ -181,12 +181,9 @@ impl Stopping {
             // Not 0: systemd starts it again (`Restart=on-failure`), reading the store from disk.
             // Not "nothing was changed": the change that failed may be applied or not,
             // filed or not (systemd keeps this line as the unit's last word).
-            Some(why) => Err(Error::failed_leaving(format!(
-                "the store could not write a change to disk ({why}); the daemon stopped so \
-                 that it reads the store from disk again when started (systemd restarts it), \
-                 where the last change may be missing: check `autoprov files list` and \
-                 `autoprov status` once it runs again"
-            ))),
+            Some(why) => Err(Error::failed_leaving(
+                crate::engine::commands::stops_unwritten(&why),
+            )),
             None => {
                 tracing::info!("stopped cleanly");
                 Ok(())

@@ -66,7 +66,7 @@ fn stop_if_unwritten(
         return;
     }
     if let Some(why) = crate::store::Store::write_failed(&pipeline.store) {
-        let message = super::commands::unwritten(&why);
+        let message = super::commands::stops_unwritten(&why);
         tracing::error!("stopping: {message}");
         state.lock().expect("state lock").last_error = Some(message);
         shutdown.cancel();

@@ -205,6 +205,18 @@ pub fn unwritten(why: &str) -> String {
     )
 }
 
+/// Why the daemon stops once the store could not write a change to disk (its log line,
+/// `status`, and its last word, which systemd keeps): not "nothing was done" of the change
+/// that failed, which may be applied or not.
+pub fn stops_unwritten(why: &str) -> String {
+    format!(
+        "the store could not write a change to disk ({why}); the daemon stops so that it \
+         reads the store from disk again when started (systemd restarts it), where the last \
+         change may be missing: check `autoprov files list` and `autoprov status` once it \
+         runs again"
+    )
+}
+
 fn run<S: Store>(
     p: &Pipeline<S>,
     req: Request,
