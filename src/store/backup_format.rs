@@ -390,6 +390,11 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         let line = line.map_err(|e| bad(e.to_string()))?;
         let (tree, key, value) =
             match serde_json::from_str::<BackupLine>(&line).map_err(|e| match e.is_eof() {
+                // An empty line among the records is no cut (it had read as "truncated").
+                true if line.trim().is_empty() => bad(format!(
+                    "line {} is empty, among the records: the file was changed or damaged",
+                    backup.count + 2
+                )),
                 // Cut within a line: its own column said nothing of where in the file.
                 true => bad(format!(
                     "truncated: line {} ends within its record",
@@ -429,8 +434,8 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
         let line = line.map_err(|e| bad(e.to_string()))?;
         if !line.trim().is_empty() {
             return Err(bad(
-                "there is more after its end line: the file was changed or another was \
-                 appended to it"
+                "there is more after its end line: the file was changed or damaged, or \
+                 another was appended to it"
                     .into(),
             ));
         }
@@ -539,6 +544,16 @@ mod tests {
         let appended = format!("{text}{text}");
         let err = read(appended.as_bytes()).err().unwrap().to_string();
         assert!(err.contains("more after its end line"), "{err}");
+        assert!(err.contains("changed or damaged"), "{err}");
+        // An empty line among the records: no cut.
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.insert(2, "");
+        let err = read((lines.join("\n") + "\n").as_bytes()).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("line 3 is empty, among the records"),
+            "{err}"
+        );
         assert_eq!(read(format!("{text}\n").as_bytes()).unwrap().count, 2);
         // Cut within a record: said so, with the file's line (it had been a column of
         // serde's within that one line).
