@@ -46,6 +46,21 @@ pub(super) fn overrides(
             true => key.starts_with(l.as_str()),
             false => *l == key,
         });
+        // One key under a prefix, not none or a table (a parser's error, or "expected a
+        // sequence", had named neither the variable nor what was wrong).
+        let prefix = (lists.iter()).find(|l| l.ends_with('.') && key.starts_with(l.as_str()));
+        if let Some(prefix) = prefix
+            && let under = &key[prefix.len()..]
+            && (under.is_empty() || under.contains('.'))
+        {
+            anyhow::bail!(
+                "the environment variable {name} names no key under {}: one name after it, \
+                 such as {}DEPARTMENT",
+                prefix.trim_end_matches('.'),
+                // Each "." of the key is "__" in the name.
+                &name[..PREFIX.len() + prefix.len() + prefix.matches('.').count()]
+            );
+        }
         match listed {
             // Empty (or blank) is the empty list; an empty item in a list is a stray comma,
             // which had given a role or an inactive status "" (every blank Status a leaver).
@@ -140,9 +155,27 @@ mod tests {
             ("AUTOPROV__ROSTER__COLUMNSX", "x"),
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
-        let got = overrides(vars.into_iter(), &["roster.columns.".to_string()]).unwrap();
+        let lists = ["roster.columns.".to_string()];
+        let got = overrides(vars.into_iter(), &lists).unwrap();
         let items = ["Dept", "Team"].map(str::to_string).to_vec();
         assert_eq!(got.lists, [("roster.columns.department".into(), items)]);
         assert_eq!(got.plain.len(), 1, "{:?}", got.plain);
+        // No key under it, or a table: refused, naming the variable.
+        for name in [
+            "AUTOPROV__ROSTER__COLUMNS__",
+            "AUTOPROV__ROSTER__COLUMNS__EMAIL__X",
+        ] {
+            let vars = [(OsString::from(name), OsString::from("a"))];
+            let err = match overrides(vars.into_iter(), &lists) {
+                Ok(_) => panic!("{name}: accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains(name)
+                    && err.contains("names no key under roster.columns")
+                    && err.contains("such as AUTOPROV__ROSTER__COLUMNS__DEPARTMENT"),
+                "{err}"
+            );
+        }
     }
 }

@@ -297,9 +297,17 @@ fn check_header(header: &BackupHeader) -> StoreResult<()> {
 /// copy, and no new one was written while the one kept could not be restored.
 pub fn records_digest(mut input: impl std::io::BufRead) -> Option<[u8; 32]> {
     let mut line = Vec::new();
+    // A line at most [`MAX_LINE`] long, as restore reads them: a file under an automatic
+    // name without line breaks had been read whole into memory at every rotation.
     let mut next = |line: &mut Vec<u8>| {
         line.clear();
-        input.read_until(b'\n', line).ok().filter(|n| *n > 0)
+        let read = std::io::BufRead::read_until(
+            &mut std::io::Read::take(&mut input, MAX_LINE + 1),
+            b'\n',
+            line,
+        )
+        .ok();
+        read.filter(|n| *n > 0 && line.len() as u64 <= MAX_LINE)
     };
     next(&mut line)?;
     let header: BackupHeader = serde_json::from_slice(line.strip_suffix(b"\n")?).ok()?;
@@ -457,6 +465,17 @@ pub fn read(input: impl std::io::BufRead) -> StoreResult<Backup> {
 mod tests {
     use super::*;
 
+    /// A reader that counts the bytes read through it.
+    struct Counted<R>(R, u64);
+
+    impl<R: std::io::Read> std::io::Read for Counted<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
+    }
+
     /// A file without line breaks is refused once a line passes [`MAX_LINE`] (it had been
     /// read whole: `restore /dev/zero` ran the system out of memory); a read error is said
     /// as one, not as an empty file.
@@ -466,6 +485,16 @@ mod tests {
         let endless = std::io::BufReader::new(std::io::repeat(b'x').take(MAX_LINE + 2));
         let err = read(endless).err().unwrap().to_string();
         assert!(err.contains("a line longer than 16 MiB"), "{err}");
+        // The intact check reads no more than a line of it either (it read a file so
+        // named whole at every rotation): no digest, after one line's worth.
+        let endless = std::io::repeat(b'x').take(u64::MAX);
+        let mut counted = std::io::BufReader::new(Counted(endless, 0));
+        assert_eq!(records_digest(&mut counted), None);
+        assert!(
+            counted.get_ref().1 <= MAX_LINE + (1 << 16),
+            "{}",
+            counted.get_ref().1
+        );
         let dir = tempfile::tempdir().unwrap();
         let folder = std::io::BufReader::new(std::fs::File::open(dir.path()).unwrap());
         let err = read(folder).err().unwrap().to_string();

@@ -338,8 +338,9 @@ impl RemoteClient {
                     }
                     NameKind::Odd(why) => {
                         tracing::warn!(host = %self.host, dir, name = ?name, "SFTP poll: skipping remote entry: {why}");
-                        // A file's, not a folder's: a folder so named had failed every poll.
-                        if entry.metadata().file_type().is_file() {
+                        // Not a folder's: a folder so named had failed every poll. (A listing
+                        // without permissions says no type: named too.)
+                        if !entry.metadata().file_type().is_dir() {
                             odd.push(format!("{name:?}: {why} (not fetched while it has that name: rename it on the server)"));
                         }
                         continue;
