@@ -36,6 +36,33 @@ fn an_edit_is_audited_with_what_the_rule_was() {
     );
 }
 
+/// An `admins set` entry says what the account was too: a role granted from a status changed.
+#[test]
+fn an_admins_set_is_audited_with_what_the_account_was() {
+    use crate::api::{Output, Request, exit};
+    let (_dir, p) = pipeline();
+    let run = |request| super::commands::execute(&p, request, "root", Output::Text);
+    let add = Request::AdminsAdd {
+        employee_id: "M1".into(),
+        email: "m1@x.io".into(),
+        role: "IT Admin".into(),
+    };
+    assert_eq!(run(add).exit, exit::OK);
+    let set = Request::AdminsSet {
+        id: "M1".into(),
+        role: Some("Super Admin".into()),
+        status: Some("inactive".into()),
+    };
+    let r = run(set);
+    assert_eq!(r.exit, exit::OK, "{}", r.text);
+    let last = p.store.audit(None).unwrap().pop().unwrap().note;
+    assert_eq!(last.action, "admins set");
+    assert_eq!(
+        last.detail,
+        "manual account M1: role Super Admin, inactive; was IT Admin, active"
+    );
+}
+
 /// A change that changes nothing (a rule disabled again, a manual account given the role
 /// and status it has) is answered "no change" and not audited or recorded in the account's
 /// history: each had read as a change someone made.

@@ -236,9 +236,11 @@ fn admins_set<S: Store>(
         note(
             caller,
             "admins set",
+            // What it was too, as a rule edit's entry says: a grant could not be told from
+            // a status change without reading back through older entries.
             format!(
-                "manual account {id}: role {}, {}",
-                account.role, account.status
+                "manual account {id}: role {}, {}; was {}, {}",
+                account.role, account.status, before.role, before.status
             ),
         ),
     )?;
