@@ -315,7 +315,7 @@ impl DropFs {
         tracing::info!(parent: &self.span, file = %crate::logging::ClientText(&name), bytes = md.len(),
             "upload closed under a temporary name; it is delivered when renamed to its final name");
         self.parked
-            .park(name, Waiting::new(temp, attrs_of(&md), span));
+            .park(name.clone(), Waiting::new(&name, temp, attrs_of(&md), span));
         Ok(ok_status(id))
     }
 

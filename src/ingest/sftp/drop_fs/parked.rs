@@ -98,6 +98,8 @@ impl Parked {
 /// An upload closed under a temporary name: its complete, synced file under a hidden name
 /// in `inbox/`, deleted on drop unless it was given its final name.
 pub(super) struct Waiting {
+    /// The name its client gave it, for the log.
+    name: String,
     temp: PathBuf,
     attrs: FileAttributes,
     span: Span,
@@ -105,9 +107,10 @@ pub(super) struct Waiting {
 }
 
 impl Waiting {
-    /// The upload in `temp` (synced), of attributes `attrs`.
-    pub(super) fn new(temp: PathBuf, attrs: FileAttributes, span: Span) -> Waiting {
+    /// The upload its client named `name`, in `temp` (synced), of attributes `attrs`.
+    pub(super) fn new(name: &str, temp: PathBuf, attrs: FileAttributes, span: Span) -> Waiting {
         Waiting {
+            name: name.to_string(),
             temp,
             attrs,
             span,
@@ -154,8 +157,8 @@ impl Waiting {
     pub(super) fn remove(mut self) {
         self.named = true;
         let _ = fs::remove_file(&self.temp);
-        tracing::info!(parent: &self.span, bytes = self.size(),
-            "upload under a temporary name removed by its client");
+        tracing::info!(parent: &self.span, file = %crate::logging::ClientText(&self.name),
+            bytes = self.size(), "upload under a temporary name removed by its client");
     }
 }
 
@@ -163,7 +166,10 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         if !self.named {
             let _ = fs::remove_file(&self.temp);
-            tracing::warn!(parent: &self.span, bytes = self.size(),
+            // Named, as every other upload's line is: the one an admin needs when an HR
+            // job's rename failed had not said which file.
+            tracing::warn!(parent: &self.span, file = %crate::logging::ClientText(&self.name),
+                bytes = self.size(),
                 "upload discarded: it was closed under a temporary name and not renamed to its final name before its session ended");
         }
     }
