@@ -795,9 +795,18 @@ mod tests {
             deny
         );
         let append = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::APPEND;
-        assert_eq!(
-            code(fs_.open(1, "inbox/n.csv".into(), append, attrs()).await),
-            deny
+        let refused = fs_
+            .open(1, "inbox/n.csv".into(), append, attrs())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status_code, deny);
+        // Said as what it is: the name is new.
+        assert!(
+            refused
+                .error_message
+                .as_deref()
+                .is_some_and(|m| m.contains("appending is not supported")),
+            "{refused:?}"
         );
         assert_eq!(
             fs_.remove(1, "processed/done.csv".into())

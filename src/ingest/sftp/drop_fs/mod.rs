@@ -177,11 +177,8 @@ impl DropFs {
             }
             _ => return Err(self.refuse("open", &path, "files can only be written in /inbox")),
         };
-        if pflags.contains(OpenFlags::READ) {
-            return Err(self.refuse("open", &path, "files in /inbox cannot be read"));
-        }
-        if pflags.contains(OpenFlags::APPEND) || !pflags.contains(OpenFlags::CREATE) {
-            return Err(self.refuse("open", &path, "only new files can be written"));
+        if let Some(why) = refused_open(pflags) {
+            return Err(self.refuse("open", &path, why));
         }
         let kind = check_upload_name(&name).inspect_err(|e| {
             self.log_refusal("open", &path, e.error_message.as_deref().unwrap_or(""));
@@ -327,6 +324,23 @@ impl DropFs {
             .and_then(|t| inbox_name(&t).map(str::to_string))
             .filter(|name| self.parked.has(name));
         let Some(old) = waiting else {
+            // Its own upload still open: closed first, then renamed (the reason below had
+            // described what the client was doing).
+            let open = resolve(from)
+                .ok()
+                .and_then(|t| inbox_name(&t).map(str::to_string));
+            let still_open = open.is_some_and(|name| {
+                self.handles
+                    .values()
+                    .any(|h| matches!(h, OpenHandle::Upload(u) if u.temporary && u.name == name))
+            });
+            if still_open {
+                return Err(self.refuse(
+                    "rename",
+                    from,
+                    "the upload is still open: close it, then rename it to its final name",
+                ));
+            }
             return Err(self.refuse(
                 "rename",
                 from,
@@ -439,6 +453,20 @@ fn truncate(s: &str) -> String {
     match end < s.len() {
         true => format!("{cut}..."),
         false => cut,
+    }
+}
+
+/// Why an open of a name in /inbox with `pflags` is refused, if it is: each says its own
+/// cause (an append to a new name had read "only new files can be written", which it was).
+fn refused_open(pflags: OpenFlags) -> Option<&'static str> {
+    if pflags.contains(OpenFlags::READ) {
+        Some("files in /inbox cannot be read")
+    } else if pflags.contains(OpenFlags::APPEND) {
+        Some("appending is not supported: upload the whole file to a new name")
+    } else if !pflags.contains(OpenFlags::CREATE) {
+        Some("only new files can be written")
+    } else {
+        None
     }
 }
 
