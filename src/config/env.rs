@@ -42,13 +42,10 @@ pub(super) fn overrides(
         let key = name[PREFIX.len()..].to_lowercase().replace("__", ".");
         // An entry ending in "." names every key under it (`roster.columns.`: an unknown
         // column's aliases had been refused as "expected a sequence", not as unknown).
-        let listed = lists.iter().any(|l| match l.ends_with('.') {
-            true => key.starts_with(l.as_str()),
-            false => *l == key,
-        });
+        let prefix = (lists.iter()).find(|l| l.ends_with('.') && key.starts_with(l.as_str()));
+        let listed = prefix.is_some() || lists.contains(&key);
         // One key under a prefix, not none or a table (a parser's error, or "expected a
         // sequence", had named neither the variable nor what was wrong).
-        let prefix = (lists.iter()).find(|l| l.ends_with('.') && key.starts_with(l.as_str()));
         if let Some(prefix) = prefix
             && let under = &key[prefix.len()..]
             && (under.is_empty() || under.contains('.'))
