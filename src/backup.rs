@@ -128,11 +128,16 @@ fn rotate_until(
             return Err(e.context(format!("writing the backup {}", tmp.display())));
         }
     };
-    if let Some(newest) = automatic_at(paths, now).into_iter().next()
-        && intact_digest(&newest) == Some(digest)
+    // The newest and what it reads back as, once: the rotation below asks again.
+    let newest = (automatic_at(paths, now).into_iter().next()).map(|p| {
+        let read = intact_digest(&p);
+        (p, read)
+    });
+    if let Some((newest, Some(read))) = &newest
+        && *read == digest
     {
         let _ = fs::remove_file(&tmp);
-        return Ok(Rotated::Unchanged(newest));
+        return Ok(Rotated::Unchanged(newest.clone()));
     }
     fs::rename(&tmp, &path).with_context(|| format!("renaming into {}", path.display()))?;
     fsync_dir(&paths.backups).with_context(|| format!("syncing {}", paths.backups.display()))?;
@@ -142,7 +147,11 @@ fn rotate_until(
         .into_iter()
         .filter(|p| *p != path)
         .collect();
-    for old in beyond_intact(&others, KEEP - 1, |p| intact_digest(p).is_some()) {
+    let intact = |p: &Path| match &newest {
+        Some((newest, read)) if newest == p => read.is_some(),
+        _ => intact_digest(p).is_some(),
+    };
+    for old in beyond_intact(&others, KEEP - 1, intact) {
         let _ = fs::remove_file(old);
     }
     Ok(Rotated::Written(path))
