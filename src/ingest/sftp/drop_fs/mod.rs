@@ -319,17 +319,14 @@ impl DropFs {
     /// Renames this session's upload waiting under the temporary name `from` to the final
     /// name `to` in `inbox/`, which delivers it; any other rename is refused.
     async fn name_upload(&mut self, from: &str, to: &str) -> Result<(), StatusReply> {
-        let waiting = resolve(from)
+        let named = resolve(from)
             .ok()
-            .and_then(|t| inbox_name(&t).map(str::to_string))
-            .filter(|name| self.parked.has(name));
+            .and_then(|t| inbox_name(&t).map(str::to_string));
+        let waiting = named.clone().filter(|name| self.parked.has(name));
         let Some(old) = waiting else {
             // Its own upload still open: closed first, then renamed (the reason below had
             // described what the client was doing).
-            let open = resolve(from)
-                .ok()
-                .and_then(|t| inbox_name(&t).map(str::to_string));
-            let still_open = open.is_some_and(|name| {
+            let still_open = named.is_some_and(|name| {
                 self.handles
                     .values()
                     .any(|h| matches!(h, OpenHandle::Upload(u) if u.temporary && u.name == name))
