@@ -17,9 +17,9 @@ fn backup_target_refusal(p: &Pipeline<SledStore>, path: &str) -> Option<Response
     let path = std::path::Path::new(path);
     let inside = path.parent() == Some(p.paths.backups.as_path())
         || std::path::absolute(&p.paths.backups).ok().as_deref() == path.parent();
-    // Inside, but taken: said so (the advice to name a file in backups/ had read as if the
-    // path were outside it).
-    if inside && (path.exists() || path.symlink_metadata().is_ok()) {
+    // Inside, but taken (a link too, dangling or not): said so (the advice to name a file in
+    // backups/ had read as if the path were outside it).
+    if inside && path.symlink_metadata().is_ok() {
         return Some(Response::fail(
             exit::REFUSED,
             format!(
